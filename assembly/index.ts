@@ -1,0 +1,10 @@
+// Entry point of the WebAssembly module: every kernel the TypeScript side calls.
+// Kernels take pointers and sizes into this module's memory and never allocate;
+// the host lays out all buffers (src/wasm/memory.ts) above `heap_base()`.
+export { hard_label } from "./cross_entropy";
+export { exp_array, log_array } from "./math";
+
+/** First free byte above the static data: the host's allocator starts here. */
+export function heap_base(): usize {
+  return __heap_base;
+}

@@ -1,0 +1,116 @@
+// Vectorised exp and log for f32x4, written once and shared by every kernel.
+//
+// The constants live in a small table in memory and are loaded with
+// `v128.load32_splat` where they are used: V8 re-materialises `v128.const` inside
+// hot loops, and loads from a table were 1.3-1.8x faster there (shared/PERF-NOTES.md).
+//
+// Measured maximum relative error over float32 inputs (tests/math_test.ts):
+// exp 1.9e-7 on [-87, 88], log 1.2e-7 on positive normal and subnormal floats.
+
+// exp: x = n ln2 + r, |r| <= ln2/2, e^x = 2^n p(r) with p a degree-5 near-minimax
+// polynomial (fitted for relative error; 7.5e-8 in exact arithmetic).
+// n is rounded to nearest by adding 1.5 * 2^23; ln2 is split in two (Cody-Waite)
+// so that r is exact to float32 precision.
+const EXP: usize = memory.data<f32>([
+  1.4426950408889634, // 0: log2(e)
+  12582912.0, // 1: 1.5 * 2^23, the round-to-nearest shifter
+  0.693359375, // 2: ln2 high part (exact in 9 bits)
+  -2.12194440e-4, // 3: ln2 low part
+  1.0000001192092896, // 4: p0
+  0.9999997019767761, // 5: p1
+  0.49998894333839417, // 6: p2
+  0.16667574644088745, // 7: p3
+  0.04191536456346512, // 8: p4
+  0.008297638036310673, // 9: p5
+  -64.0, // 10: below this e^x (< 1.7e-28) is flushed to 0: it would only make
+  //          float32 denormals once scaled, which are slow and change nothing.
+  88.0, // 11: upper clamp (e^88 = 1.65e38 < float32 max)
+], 16);
+
+/** e^x for four floats; exactly 0 below -64, NaN stays NaN. */
+// @ts-ignore: decorator
+@inline export function expv(x: v128): v128 {
+  const small = f32x4.lt(x, v128.load32_splat(EXP + 40));
+  const xc = f32x4.pmin(x, v128.load32_splat(EXP + 44));
+  // n = round(x / ln2) by the shifter; its integer bits are the low bits of t.
+  const t = f32x4.add(f32x4.mul(xc, v128.load32_splat(EXP + 0)), v128.load32_splat(EXP + 4));
+  const n = f32x4.sub(t, v128.load32_splat(EXP + 4));
+  const r = f32x4.sub(f32x4.sub(xc, f32x4.mul(n, v128.load32_splat(EXP + 8))), f32x4.mul(n, v128.load32_splat(EXP + 12)));
+  let p = f32x4.add(f32x4.mul(v128.load32_splat(EXP + 36), r), v128.load32_splat(EXP + 32));
+  p = f32x4.add(f32x4.mul(p, r), v128.load32_splat(EXP + 28));
+  p = f32x4.add(f32x4.mul(p, r), v128.load32_splat(EXP + 24));
+  p = f32x4.add(f32x4.mul(p, r), v128.load32_splat(EXP + 20));
+  p = f32x4.add(f32x4.mul(p, r), v128.load32_splat(EXP + 16));
+  // 2^n: n + 127 in the exponent field (n >= -93 here, so the scale is normal:
+  // values below -64 are flushed anyway and n is at least -93 for x >= -64).
+  const bits = i32x4.shl(i32x4.sub(t, v128.load32_splat(EXP + 4)), 23);
+  const scaled = f32x4.mul(p, i32x4.add(bits, i32x4.splat(0x3f800000)));
+  return v128.andnot(scaled, small);
+}
+
+// log: x = 2^e m with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m-1)/(m+1),
+// |s| <= 0.1716, by its odd series to s^9 (truncation error below 1e-9).
+const LOG: usize = memory.data<f32>([
+  0.6666666666666666, // 0: 2/3
+  0.4, // 1: 2/5
+  0.2857142857142857, // 2: 2/7
+  0.2222222222222222, // 3: 2/9
+  0.693359375, // 4: ln2 high
+  -2.12194440e-4, // 5: ln2 low
+  1.17549435e-38, // 6: smallest normal float32
+  8388608.0, // 7: 2^23, scales subnormals up
+], 16);
+
+/** log(x) for four floats: -inf at 0, NaN below 0, +inf at +inf. */
+// @ts-ignore: decorator
+@inline export function logv(x: v128): v128 {
+  // Subnormals: multiply by 2^23 and take 23 off the exponent.
+  const sub = f32x4.lt(x, v128.load32_splat(LOG + 24));
+  const xs = v128.bitselect(f32x4.mul(x, v128.load32_splat(LOG + 28)), x, sub);
+  const bias = v128.bitselect(i32x4.splat(127 + 23), i32x4.splat(127), sub);
+  // Split so that m is in [sqrt(1/2), sqrt(2)): subtracting the bits of sqrt(1/2)
+  // (0x3f3504f3) before taking the exponent moves the cut point there.
+  const shifted = i32x4.sub(xs, i32x4.splat(0x3f3504f3));
+  const e = i32x4.shr_s(shifted, 23);
+  const m = i32x4.add(v128.and(shifted, i32x4.splat(0x007fffff)), i32x4.splat(0x3f3504f3));
+  const ef = f32x4.convert_i32x4_s(i32x4.sub(i32x4.add(e, i32x4.splat(127)), bias));
+  const one = f32x4.splat(1.0);
+  const s = f32x4.div(f32x4.sub(m, one), f32x4.add(m, one));
+  const s2 = f32x4.mul(s, s);
+  let q = f32x4.add(f32x4.mul(v128.load32_splat(LOG + 12), s2), v128.load32_splat(LOG + 8));
+  q = f32x4.add(f32x4.mul(q, s2), v128.load32_splat(LOG + 4));
+  q = f32x4.add(f32x4.mul(q, s2), v128.load32_splat(LOG));
+  // 2s + s * s2 * q = 2 atanh(s)
+  const lm = f32x4.add(f32x4.add(s, s), f32x4.mul(f32x4.mul(s, s2), q));
+  let r = f32x4.add(f32x4.mul(ef, v128.load32_splat(LOG + 20)), lm);
+  r = f32x4.add(f32x4.mul(ef, v128.load32_splat(LOG + 16)), r);
+  // Special values: 0 -> -inf, negative or NaN -> NaN, +inf -> +inf.
+  r = v128.bitselect(f32x4.splat(-Infinity), r, f32x4.eq(x, f32x4.splat(0)));
+  r = v128.bitselect(f32x4.splat(NaN), r, v128.not(f32x4.ge(x, f32x4.splat(0))));
+  return v128.bitselect(x, r, f32x4.eq(x, f32x4.splat(Infinity)));
+}
+
+/** Scalar float32 exp through the vector code, for loop tails (same numerics). */
+// @ts-ignore: decorator
+@inline export function exp1(x: f32): f32 {
+  return f32x4.extract_lane(expv(f32x4.splat(x)), 0);
+}
+
+/** Scalar float32 log through the vector code, for loop tails (same numerics). */
+// @ts-ignore: decorator
+@inline export function log1(x: f32): f32 {
+  return f32x4.extract_lane(logv(f32x4.splat(x)), 0);
+}
+
+// Exported for the accuracy test of exp and log (tests/math_test.ts): apply to n floats in place.
+export function exp_array(p: usize, n: i32): void {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) v128.store(p + (<usize>i << 2), expv(v128.load(p + (<usize>i << 2))));
+  for (; i < n; i++) store<f32>(p + (<usize>i << 2), exp1(load<f32>(p + (<usize>i << 2))));
+}
+
+export function log_array(p: usize, n: i32): void {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) v128.store(p + (<usize>i << 2), logv(v128.load(p + (<usize>i << 2))));
+  for (; i < n; i++) store<f32>(p + (<usize>i << 2), log1(load<f32>(p + (<usize>i << 2))));
+}

@@ -1,0 +1,133 @@
+// The fused softmax core every softmax-family and margin kernel is built from:
+// one row at a time, (1) the maximum, (2) e^(z - max) summed and, when a gradient
+// is wanted, stored into the gradient row, (3) a per-row finish that scales the
+// stored exponentials in place. The row stays in L1/L2 between the passes.
+import { expv, exp1 } from "./math";
+
+// Sums run in float32x4 over blocks of BLOCK floats and the block sums are added
+// in float64: the error stays that of a 1024-term float32 sum for any C.
+const BLOCK: i32 = 1024;
+
+/** max of row[0 .. c); -inf for c = 0. NaN does not win (it propagates through the sum). */
+export function rowMax(row: usize, c: i32): f32 {
+  let m0 = f32x4.splat(-Infinity);
+  let m1 = m0;
+  let j = 0;
+  for (; j + 8 <= c; j += 8) {
+    const p = row + (<usize>j << 2);
+    m0 = f32x4.pmax(m0, v128.load(p));
+    m1 = f32x4.pmax(m1, v128.load(p, 16));
+  }
+  m0 = f32x4.pmax(m0, m1);
+  let m = max(max(f32x4.extract_lane(m0, 0), f32x4.extract_lane(m0, 1)), max(f32x4.extract_lane(m0, 2), f32x4.extract_lane(m0, 3)));
+  for (; j < c; j++) m = max(m, load<f32>(row + (<usize>j << 2)));
+  return m;
+}
+
+/** sum of row[0 .. c) (float64 over float32 blocks). */
+export function rowSum(row: usize, c: i32): f64 {
+  let total: f64 = 0;
+  let j = 0;
+  while (j + 4 <= c) {
+    const end = min(c, j + BLOCK);
+    let s = f32x4.splat(0);
+    for (; j + 4 <= end; j += 4) s = f32x4.add(s, v128.load(row + (<usize>j << 2)));
+    total += <f64>f32x4.extract_lane(s, 0) + <f64>f32x4.extract_lane(s, 1) + <f64>f32x4.extract_lane(s, 2) + <f64>f32x4.extract_lane(s, 3);
+  }
+  for (; j < c; j++) total += <f64>load<f32>(row + (<usize>j << 2));
+  return total;
+}
+
+/** sum_j a[j] * b[j] (float64 over float32 blocks). */
+export function rowDot(a: usize, b: usize, c: i32): f64 {
+  let total: f64 = 0;
+  let j = 0;
+  while (j + 4 <= c) {
+    const end = min(c, j + BLOCK);
+    let s = f32x4.splat(0);
+    for (; j + 4 <= end; j += 4) {
+      const o = <usize>j << 2;
+      s = f32x4.add(s, f32x4.mul(v128.load(a + o), v128.load(b + o)));
+    }
+    total += <f64>f32x4.extract_lane(s, 0) + <f64>f32x4.extract_lane(s, 1) + <f64>f32x4.extract_lane(s, 2) + <f64>f32x4.extract_lane(s, 3);
+  }
+  for (; j < c; j++) total += <f64>load<f32>(a + (<usize>j << 2)) * <f64>load<f32>(b + (<usize>j << 2));
+  return total;
+}
+
+/**
+ * sum_j e^((row[j] - m) * scale); when `out` is not 0 the exponentials are also
+ * stored there (`out` may equal `row`).
+ */
+export function rowExpSum(row: usize, c: i32, m: f32, scale: f32, out: usize): f64 {
+  const vm = f32x4.splat(m);
+  const vs = f32x4.splat(scale);
+  let total: f64 = 0;
+  let j = 0;
+  while (j + 8 <= c) {
+    const end = min(c, j + BLOCK);
+    let s0 = f32x4.splat(0);
+    let s1 = s0;
+    if (out) {
+      for (; j + 8 <= end; j += 8) {
+        const o = <usize>j << 2;
+        const e0 = expv(f32x4.mul(f32x4.sub(v128.load(row + o), vm), vs));
+        const e1 = expv(f32x4.mul(f32x4.sub(v128.load(row + o, 16), vm), vs));
+        v128.store(out + o, e0);
+        v128.store(out + o, e1, 16);
+        s0 = f32x4.add(s0, e0);
+        s1 = f32x4.add(s1, e1);
+      }
+    } else {
+      for (; j + 8 <= end; j += 8) {
+        const o = <usize>j << 2;
+        s0 = f32x4.add(s0, expv(f32x4.mul(f32x4.sub(v128.load(row + o), vm), vs)));
+        s1 = f32x4.add(s1, expv(f32x4.mul(f32x4.sub(v128.load(row + o, 16), vm), vs)));
+      }
+    }
+    s0 = f32x4.add(s0, s1);
+    total += <f64>f32x4.extract_lane(s0, 0) + <f64>f32x4.extract_lane(s0, 1) + <f64>f32x4.extract_lane(s0, 2) + <f64>f32x4.extract_lane(s0, 3);
+  }
+  for (; j < c; j++) {
+    const e = exp1((load<f32>(row + (<usize>j << 2)) - m) * scale);
+    if (out) store<f32>(out + (<usize>j << 2), e);
+    total += <f64>e;
+  }
+  return total;
+}
+
+/** out[j] = a * out[j] - u, in place. */
+export function rowAffine(out: usize, c: i32, a: f32, u: f32): void {
+  const va = f32x4.splat(a);
+  const vu = f32x4.splat(u);
+  let j = 0;
+  for (; j + 4 <= c; j += 4) {
+    const p = out + (<usize>j << 2);
+    v128.store(p, f32x4.sub(f32x4.mul(v128.load(p), va), vu));
+  }
+  for (; j < c; j++) {
+    const p = out + (<usize>j << 2);
+    store<f32>(p, load<f32>(p) * a - u);
+  }
+}
+
+/** out[j] = a * out[j] - u * w[j], in place. */
+export function rowAffineWeighted(out: usize, c: i32, a: f32, u: f32, w: usize): void {
+  const va = f32x4.splat(a);
+  const vu = f32x4.splat(u);
+  let j = 0;
+  for (; j + 4 <= c; j += 4) {
+    const o = <usize>j << 2;
+    v128.store(out + o, f32x4.sub(f32x4.mul(v128.load(out + o), va), f32x4.mul(vu, v128.load(w + o))));
+  }
+  for (; j < c; j++) {
+    const o = <usize>j << 2;
+    store<f32>(out + o, load<f32>(out + o) * a - u * load<f32>(w + o));
+  }
+}
+
+/** Zero-fills a row of c floats. */
+// @ts-ignore: decorator
+@inline export function rowZero(out: usize, c: i32): void {
+  memory.fill(out, 0, <usize>c << 2);
+}

@@ -1,0 +1,28 @@
+/**
+ * The synchronous CPU entry point: every loss on the WebAssembly SIMD backend
+ * (`wasm`) and on the plain-TypeScript float64 reference (`js`), without `await`.
+ * The WebAssembly module is compiled on first use.
+ *
+ * @example Cross-entropy and its gradient
+ * ```ts
+ * import { wasm } from "./cpu.ts";
+ * const logits = { data: new Float32Array([2, 1, 0.1, 0.5, 2.5, 0.3]), shape: [2, 3] as const };
+ * const { loss, grads } = wasm.crossEntropy.valueAndGrad({ logits, labels: [0, 1] });
+ * console.log(loss, grads.logits.shape);
+ * ```
+ *
+ * @module
+ */
+import { bindLosses, type SyncLosses } from "./src/losses/mod.ts";
+import { referenceKernels } from "./src/reference/mod.ts";
+import { wasmKernels } from "./src/wasm/mod.ts";
+
+export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
+export type { SyncLosses } from "./src/losses/mod.ts";
+export * from "./src/types.ts";
+
+/** Every loss on the WebAssembly SIMD backend, synchronous. */
+export const wasm: SyncLosses = bindLosses(wasmKernels, true);
+
+/** Every loss on the plain-TypeScript float64 reference backend, synchronous. */
+export const js: SyncLosses = bindLosses(referenceKernels, true);

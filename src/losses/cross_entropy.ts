@@ -1,0 +1,115 @@
+/**
+ * `crossEntropy`: softmax cross-entropy with integer labels, as
+ * `torch.nn.functional.cross_entropy`, and the hard-label problem it shares with `focal`.
+ *
+ * @module
+ */
+import type { LossDef, Prepared } from "../loss.ts";
+import { result } from "../loss.ts";
+import type { CommonOptions, Labels, Matrix, Reduction } from "../types.ts";
+import * as v from "../validate.ts";
+
+/** Inputs of `crossEntropy` and `focal`. */
+export interface CrossEntropyInputs {
+  /** Unnormalised scores `[N, C]`. */
+  logits: Matrix;
+  /** One class index per row, in `[0, C)` or `ignoreIndex`. */
+  labels: Labels;
+}
+
+/** Options of `crossEntropy`. */
+export interface CrossEntropyOptions extends CommonOptions {
+  /** Weight of each class `[C]` (non-negative); none means all 1. */
+  weight?: Float32Array | readonly number[];
+  /** Rows with this label are ignored (loss 0, gradient 0). @default -100 */
+  ignoreIndex?: number;
+  /** Mass moved from the label to the uniform distribution, in `[0, 1]`. @default 0 */
+  labelSmoothing?: number;
+  /** `"mean"`, `"sum"` or `"none"`. @default "mean" */
+  reduction?: Reduction;
+}
+
+/** Gradients of `crossEntropy` and `focal`. */
+export interface CrossEntropyGrads {
+  /** Gradient w.r.t. the logits `[N, C]`. */
+  logits: Matrix;
+}
+
+/**
+ * The problem every hard-label kernel solves, row by row:
+ * `nll_i = logsumexp(z_i) - z_{i,y}`; with smoothing `eps` the target is
+ * `q = (1-eps) w_y onehot(y) + (eps/C) w` and the row loss `-sum_c q_c log p_c`;
+ * with `gamma != 0` (focal) the row loss is `w_y (1 - e^-nll)^gamma nll`.
+ * The gradient row is `scales[i]` times the derivative of the row loss.
+ */
+export interface HardLabelProblem extends Prepared {
+  readonly n: number;
+  readonly c: number;
+  readonly logits: Float32Array;
+  /** Labels with ignored rows set to -1. */
+  readonly labels: Int32Array;
+  /** Class weights (cross-entropy) or per-class alpha (focal), or null for all 1. */
+  readonly weight: Float32Array | null;
+  readonly smoothing: number;
+  /** Focal exponent; 0 for cross-entropy. */
+  readonly gamma: number;
+  /** Per-row gradient scale (upstream and reduction folded in); ignored rows 0. */
+  readonly scales: Float64Array;
+  /** Caller's buffer for the gradient, or null. */
+  readonly out: Matrix | null;
+  readonly reduction: Reduction;
+  /** What `"mean"` divides the summed row losses by. */
+  readonly denominator: number;
+}
+
+/** Checks the inputs shared by the hard-label losses. */
+export function hardLabelInputs(
+  inputs: CrossEntropyInputs,
+  o: CommonOptions & { ignoreIndex?: number },
+): { n: number; c: number; labels: Int32Array; ignoreIndex: number } {
+  if (typeof inputs !== "object" || inputs === null) throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
+  const [n, c] = v.batch("logits", inputs.logits);
+  const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
+  const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
+  if (o.checkFinite) v.finite("logits", inputs.logits.data, c);
+  return { n, c, labels, ignoreIndex };
+}
+
+/** Checks a caller's output buffer for a gradient. */
+export function outBuffer(o: CommonOptions, name: string, rows: number, cols: number): Matrix | null {
+  const m = o.out?.[name];
+  if (m === undefined) return null;
+  v.matrix(`options.out.${name}`, m, rows, cols);
+  return m;
+}
+
+/** The gradient matrix: the caller's output buffer when given (returned as is), else a fresh one. */
+export function gradMatrix(out: Matrix | null, data: Float32Array | undefined, rows: number, cols: number): Matrix {
+  return out ?? result(data as Float32Array, rows, cols);
+}
+
+/** The hard-label finish step shared with `focal`. */
+export function finishHardLabel(p: HardLabelProblem, rows: Float64Array, grad: Float32Array | undefined) {
+  const loss = v.reduce(rows, p.reduction, p.denominator);
+  // `grads` is read only when gradients were asked for (then the kernel wrote `grad`).
+  return { loss, grads: { logits: gradMatrix(p.out, grad, p.n, p.c) } };
+}
+
+/** The definition of `crossEntropy`. */
+export const crossEntropy: LossDef<CrossEntropyInputs, CrossEntropyOptions, CrossEntropyGrads, HardLabelProblem> = {
+  name: "crossEntropy",
+  prepare(inputs, options, grad, upstream) {
+    const o = v.options(options);
+    const { n, c, labels } = hardLabelInputs(inputs, o);
+    const weight = v.vector("options.weight", o.weight, c, 0);
+    const smoothing = v.number("options.labelSmoothing", o.labelSmoothing, 0, { min: 0, max: 1 });
+    const reduction = v.reduction(o.reduction);
+    // "mean" divides by the summed weight of the non-ignored rows, as PyTorch.
+    let denominator = 0;
+    for (let i = 0; i < n; i++) if (labels[i] >= 0) denominator += weight ? weight[labels[i]] : 1;
+    const scales = grad ? v.rowScales(reduction, upstream, n, denominator, (i) => labels[i] < 0) : new Float64Array(0);
+    const out = grad ? outBuffer(o, "logits", n, c) : null;
+    return { grad, n, c, logits: inputs.logits.data, labels, weight, smoothing, gamma: 0, scales, out, reduction, denominator };
+  },
+  finish: (p, raw) => finishHardLabel(p, raw.rows[0], raw.grads.logits),
+};

@@ -1,0 +1,51 @@
+/**
+ * Reference kernel of the hard-label losses (`crossEntropy`, `focal`), in float64.
+ *
+ * @module
+ */
+import type { HardLabelProblem } from "../losses/cross_entropy.ts";
+import type { Raw } from "../loss.ts";
+import { logSoftmaxRow } from "./softmax.ts";
+
+/** Row losses and gradient of a hard-label problem, computed the obvious way. */
+export function hardLabel(p: HardLabelProblem): Raw {
+  const { n, c, logits, labels, weight, smoothing: eps, gamma } = p;
+  const rows = new Float64Array(n);
+  const grad = p.grad ? (p.out?.data ?? new Float32Array(n * c)) : null;
+  const logp = new Float64Array(c);
+  const w = (k: number) => (weight ? weight[k] : 1);
+  for (let i = 0; i < n; i++) {
+    const y = labels[i];
+    if (y < 0) {
+      grad?.fill(0, i * c, (i + 1) * c);
+      continue;
+    }
+    logSoftmaxRow(logits, i * c, c, logp);
+    if (gamma === 0) {
+      // The target distribution: q = (1-eps) w_y onehot(y) + (eps/C) w; loss = -sum q log p.
+      const q = new Float64Array(c);
+      for (let j = 0; j < c; j++) q[j] = (eps / c) * w(j);
+      q[y] += (1 - eps) * w(y);
+      let loss = 0, total = 0;
+      for (let j = 0; j < c; j++) {
+        if (q[j] !== 0) loss -= q[j] * logp[j];
+        total += q[j];
+      }
+      rows[i] = loss;
+      // d loss / d z_j = (sum q) p_j - q_j
+      if (grad) for (let j = 0; j < c; j++) grad[i * c + j] = p.scales[i] * (total * Math.exp(logp[j]) - q[j]);
+    } else {
+      // Focal: f(nll) = (1-pt)^gamma nll with pt = e^-nll;
+      // f'(nll) = (1-pt)^gamma + gamma (1-pt)^(gamma-1) pt nll, whose second term is 0 at pt = 1.
+      const nll = -logp[y];
+      const oneMinusPt = -Math.expm1(-nll);
+      rows[i] = w(y) * oneMinusPt ** gamma * nll;
+      const tail = oneMinusPt === 0 ? 0 : gamma * oneMinusPt ** (gamma - 1) * Math.exp(-nll) * nll;
+      const d = w(y) * (oneMinusPt ** gamma + tail);
+      if (grad) {
+        for (let j = 0; j < c; j++) grad[i * c + j] = p.scales[i] * d * (Math.exp(logp[j]) - (j === y ? 1 : 0));
+      }
+    }
+  }
+  return { rows: [rows], grads: grad ? { logits: grad } : {} };
+}

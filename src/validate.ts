@@ -1,0 +1,219 @@
+/**
+ * The one validation layer: every backend receives inputs checked here, so a
+ * kernel never sees a bad shape, a label outside `[0, C)` or a bad parameter.
+ * Messages name the argument, the expected and the actual value.
+ *
+ * @module
+ */
+import type { Labels, Matrix, Reduction, Upstream } from "./types.ts";
+
+/** Formats a value for an error message. */
+export function show(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "number" || typeof value === "boolean" || value == null) return String(value);
+  if (Array.isArray(value)) return `an array of length ${value.length}`;
+  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name} of length ${(value as Float32Array).length}`;
+  return `a ${(value as object).constructor?.name ?? "value"}`;
+}
+
+/** Checks a size (a non-negative integer). */
+export function size(name: string, value: unknown): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
+    throw new RangeError(`Expected ${name} to be a non-negative integer, got ${show(value)}`);
+  }
+  return value;
+}
+
+/** Checks a matrix `{ data: Float32Array, shape: [rows, cols] }` and returns its sizes. */
+export function matrix(name: string, m: unknown, rows?: number, cols?: number): [number, number] {
+  if (typeof m !== "object" || m === null) {
+    throw new TypeError(`Expected ${name} to be a matrix { data: Float32Array, shape: [rows, cols] }, got ${show(m)}`);
+  }
+  const { data, shape } = m as Matrix;
+  if (!(data instanceof Float32Array)) {
+    throw new TypeError(`Expected ${name}.data to be a Float32Array, got ${show(data)}`);
+  }
+  if (!Array.isArray(shape) || shape.length !== 2) {
+    throw new TypeError(`Expected ${name}.shape to be [rows, cols], got ${show(shape)}`);
+  }
+  const r = size(`${name}.shape[0]`, shape[0]);
+  const c = size(`${name}.shape[1]`, shape[1]);
+  if (data.length !== r * c) {
+    throw new RangeError(`Expected ${name}.data to have ${r} * ${c} = ${r * c} elements, got ${data.length}`);
+  }
+  if (rows !== undefined && r !== rows) {
+    throw new RangeError(`Expected ${name}.shape[0] to be ${rows}, got ${r}`);
+  }
+  if (cols !== undefined && c !== cols) {
+    throw new RangeError(`Expected ${name}.shape[1] to be ${cols}, got ${c}`);
+  }
+  return [r, c];
+}
+
+/** Checks the batch of a `[N, C]` input: N >= 1 and C >= 1. */
+export function batch(name: string, m: unknown): [number, number] {
+  const [n, c] = matrix(name, m);
+  if (n === 0) throw new RangeError(`Expected ${name} to have at least one row (an empty batch has no loss), got 0`);
+  if (c === 0) throw new RangeError(`Expected ${name} to have at least one column, got 0`);
+  return [n, c];
+}
+
+/**
+ * Checks labels and returns a fresh `Int32Array` in which ignored rows are -1.
+ * A label must be an integer in `[0, classes)` or equal to `ignoreIndex`.
+ */
+export function labels(name: string, value: unknown, n: number, classes: number, ignoreIndex: number): Int32Array {
+  if (!(value instanceof Int32Array) && !Array.isArray(value)) {
+    throw new TypeError(`Expected ${name} to be an Int32Array or an array of integers, got ${show(value)}`);
+  }
+  const src = value as Labels;
+  if (src.length !== n) throw new RangeError(`Expected ${name} to have ${n} labels (one per row), got ${src.length}`);
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const y = src[i];
+    if (y === ignoreIndex) {
+      out[i] = -1;
+    } else if (typeof y !== "number" || !Number.isInteger(y) || y < 0 || y >= classes) {
+      throw new RangeError(
+        `Expected ${name}[${i}] to be an integer in [0, ${classes}) or ignoreIndex (${ignoreIndex}), got ${show(y)}`,
+      );
+    } else {
+      out[i] = y;
+    }
+  }
+  return out;
+}
+
+/** Checks an integer option (such as `ignoreIndex`). */
+export function integer(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isInteger(value)) {
+    throw new TypeError(`Expected ${name} to be an integer, got ${show(value)}`);
+  }
+  return value;
+}
+
+/** Checks a finite number option inside `[min, max]` (bounds exclusive when asked). */
+export function number(
+  name: string,
+  value: unknown,
+  fallback: number,
+  range: { min?: number; max?: number; minExclusive?: boolean; maxExclusive?: boolean } = {},
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number") throw new TypeError(`Expected ${name} to be a number, got ${show(value)}`);
+  const { min = -Infinity, max = Infinity, minExclusive = false, maxExclusive = false } = range;
+  const low = minExclusive ? value <= min : value < min;
+  const high = maxExclusive ? value >= max : value > max;
+  if (!Number.isFinite(value) || low || high) {
+    const lo = min === -Infinity ? "(-inf" : `${minExclusive ? "(" : "["}${min}`;
+    const hi = max === Infinity ? "inf)" : `${max}${maxExclusive ? ")" : "]"}`;
+    throw new RangeError(`Expected ${name} to be a finite number in ${lo}, ${hi}, got ${show(value)}`);
+  }
+  return value;
+}
+
+/** Checks a boolean option. */
+export function boolean(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") throw new TypeError(`Expected ${name} to be a boolean, got ${show(value)}`);
+  return value;
+}
+
+/** Checks a string option against its allowed values. */
+export function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[], fallback: T): T {
+  if (value === undefined) return fallback;
+  if (!allowed.includes(value as T)) {
+    throw new RangeError(`Expected ${name} to be one of ${allowed.map(show).join(", ")}, got ${show(value)}`);
+  }
+  return value as T;
+}
+
+/** Checks `reduction`. */
+export function reduction(value: unknown): Reduction {
+  return oneOf("options.reduction", value, ["mean", "sum", "none"] as const, "mean");
+}
+
+/** Checks an optional vector option of `length` finite values and returns a float32 copy. */
+export function vector(name: string, value: unknown, length: number, min = -Infinity): Float32Array | null {
+  if (value === undefined || value === null) return null;
+  if (!(value instanceof Float32Array) && !(value instanceof Float64Array) && !Array.isArray(value)) {
+    throw new TypeError(`Expected ${name} to be a Float32Array or an array of numbers, got ${show(value)}`);
+  }
+  const src = value as ArrayLike<number>;
+  if (src.length !== length) throw new RangeError(`Expected ${name} to have ${length} values, got ${src.length}`);
+  const out = new Float32Array(length);
+  for (let i = 0; i < length; i++) {
+    const v = src[i];
+    if (typeof v !== "number" || !Number.isFinite(v) || v < min) {
+      throw new RangeError(`Expected ${name}[${i}] to be a finite number >= ${min}, got ${show(v)}`);
+    }
+    out[i] = v;
+  }
+  return out;
+}
+
+/** With `checkFinite`, throws a `RangeError` naming the first NaN or infinity of `data`. */
+export function finite(name: string, data: Float32Array, cols: number): void {
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) {
+      const at = cols > 0 ? `[${Math.floor(i / cols)}, ${i % cols}]` : `[${i}]`;
+      throw new RangeError(`Expected ${name}.data to be finite (checkFinite), got ${data[i]} at ${at}`);
+    }
+  }
+}
+
+/** Checks that an options argument is an object (or absent). */
+export function options<T extends object>(value: T | undefined): T {
+  if (value === undefined) return {} as T;
+  if (typeof value !== "object" || value === null) {
+    throw new TypeError(`Expected options to be an object, got ${show(value)}`);
+  }
+  return value;
+}
+
+/**
+ * Turns `reduction` and the upstream gradient into one gradient scale per row.
+ * `denominator` is what `"mean"` divides by. Rows in `ignored` get 0.
+ */
+export function rowScales(
+  reductionName: Reduction,
+  upstream: Upstream | undefined,
+  n: number,
+  denominator: number,
+  isIgnored?: (row: number) => boolean,
+): Float64Array {
+  const scales = new Float64Array(n);
+  if (reductionName === "none") {
+    let up: ArrayLike<number> | null = null;
+    if (upstream !== undefined) {
+      if (!(upstream instanceof Float32Array) && !(upstream instanceof Float64Array) && !Array.isArray(upstream)) {
+        throw new TypeError(
+          `Expected upstream to be a Float32Array of ${n} values (one per row, reduction "none"), got ${show(upstream)}`,
+        );
+      }
+      up = upstream as ArrayLike<number>;
+      if (up.length !== n) throw new RangeError(`Expected upstream to have ${n} values (one per row), got ${up.length}`);
+    }
+    for (let i = 0; i < n; i++) scales[i] = up === null ? 1 : up[i];
+  } else {
+    if (upstream !== undefined && typeof upstream !== "number") {
+      throw new TypeError(`Expected upstream to be a number (reduction ${show(reductionName)}), got ${show(upstream)}`);
+    }
+    const up = upstream ?? 1;
+    // A weighted mean whose total weight is 0 is 0 (SPEC): its gradient is 0 too.
+    const s = reductionName === "mean" ? (denominator === 0 ? 0 : up / denominator) : up;
+    scales.fill(s);
+  }
+  if (isIgnored) for (let i = 0; i < n; i++) if (isIgnored(i)) scales[i] = 0;
+  return scales;
+}
+
+/** Combines per-row losses by the reduction. */
+export function reduce(rows: Float64Array, reductionName: Reduction, denominator: number): number | Float32Array {
+  if (reductionName === "none") return Float32Array.from(rows);
+  let total = 0;
+  for (let i = 0; i < rows.length; i++) total += rows[i];
+  if (reductionName === "sum") return total;
+  return denominator === 0 ? 0 : total / denominator;
+}

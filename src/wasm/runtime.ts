@@ -1,0 +1,291 @@
+/**
+ * The WebAssembly runtime: compiles the inlined module once, lazily, and lays out
+ * memory for the kernels. Kernels never allocate; the host gives them pointers.
+ *
+ * Memory holds two kinds of blocks, handed out by one first-fit allocator:
+ * tensors the caller allocates with {@linkcode alloc} (the zero-copy path) and one
+ * reusable scratch arena, grown when a call needs more and reused by every call.
+ *
+ * @module
+ */
+import { WASM_BASE64 } from "./generated.ts";
+import type { Matrix } from "../types.ts";
+
+/** The kernels the module exports (pointers are byte offsets into its memory). */
+export interface Exports {
+  memory: WebAssembly.Memory;
+  heap_base(): number;
+  hard_label(
+    z: number, g: number, rows: number, c: number, labels: number, weight: number,
+    eps: number, gamma: number, scales: number, rowLoss: number,
+  ): void;
+  soft_target(
+    z: number, t: number, g: number, tg: number, rows: number, c: number, scales: number, rowLoss: number,
+  ): void;
+  kl_div(
+    x: number, t: number, g: number, tg: number, rows: number, c: number, logTarget: number, scales: number,
+    rowLoss: number,
+  ): void;
+  distill(
+    s: number, t: number, g: number, rows: number, c: number, labels: number, temperature: number,
+    klScales: number, ceScales: number, klRows: number, ceRows: number, scratch: number,
+  ): void;
+  softmax_rows(x: number, out: number, rows: number, c: number, log: number): void;
+  softmax_vjp(x: number, up: number, out: number, rows: number, c: number, log: number, scratch: number): void;
+  topk_hits(z: number, rows: number, c: number, labels: number, k: number): number;
+  exp_array(p: number, n: number): void;
+  log_array(p: number, n: number): void;
+}
+
+const ALIGN = 64; // a cache line: row chunks and tensors start on one
+
+let compiled: WebAssembly.Module | null = null;
+let current: Runtime | null = null;
+
+function decode(base64: string): Uint8Array {
+  const bin = atob(base64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return bytes;
+}
+
+/**
+ * Uses a precompiled module, for runtimes that forbid compiling WebAssembly from
+ * bytes (Cloudflare Workers import `.wasm` files as `WebAssembly.Module`).
+ */
+export function setWasmModule(module: WebAssembly.Module): void {
+  compiled = module;
+  current = null;
+}
+
+/** Compiles the module asynchronously (for `init`); later synchronous use reuses it. */
+export async function compileWasm(): Promise<void> {
+  if (!compiled) compiled = await WebAssembly.compile(decode(WASM_BASE64) as BufferSource);
+}
+
+/** Whether this engine validates WebAssembly SIMD (a tiny module using one v128 op). */
+export function simdSupported(): boolean {
+  try {
+    // (module (func (result v128) (v128.const i32x4 0 0 0 0)))
+    return WebAssembly.validate(
+      new Uint8Array([
+        0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 22, 1, 20, 0, 253, 12, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 11,
+      ]),
+    );
+  } catch {
+    return false;
+  }
+}
+
+/** The one runtime of this process, instantiated on first use. */
+export function runtime(): Runtime {
+  if (!current) {
+    if (!compiled) compiled = new WebAssembly.Module(decode(WASM_BASE64) as BufferSource);
+    const instance = new WebAssembly.Instance(compiled, {
+      env: {
+        abort() {
+          throw new Error("softmargin: WebAssembly abort");
+        },
+      },
+    });
+    current = new Runtime(instance.exports as unknown as Exports);
+  }
+  return current;
+}
+
+/** A free block of memory. */
+interface Block {
+  ptr: number;
+  size: number;
+}
+
+/** Memory layout and the kernels of one instance. */
+export class Runtime {
+  readonly k: Exports;
+  #free: Block[] = [];
+  #used = new Map<number, number>();
+  #arena = 0;
+  #arenaSize = 0;
+  #f32: Float32Array;
+
+  constructor(k: Exports) {
+    this.k = k;
+    const base = Math.ceil(k.heap_base() / ALIGN) * ALIGN;
+    const end = k.memory.buffer.byteLength;
+    if (end > base) this.#free.push({ ptr: base, size: end - base });
+    this.#f32 = new Float32Array(k.memory.buffer);
+  }
+
+  /** The memory's buffer (it changes when memory grows). */
+  get buffer(): ArrayBuffer {
+    return this.k.memory.buffer;
+  }
+
+  /** A float32 view over the whole memory, recreated after growth. */
+  get f32(): Float32Array {
+    if (this.#f32.buffer !== this.k.memory.buffer) this.#f32 = new Float32Array(this.k.memory.buffer);
+    return this.#f32;
+  }
+
+  /** The address of `data` when it lives in this memory (the zero-copy path), else -1. */
+  addressOf(data: ArrayBufferView): number {
+    return data.buffer === this.k.memory.buffer ? data.byteOffset : -1;
+  }
+
+  /** Allocates `bytes` (aligned to 64), growing memory when needed. */
+  malloc(bytes: number): number {
+    const size = Math.max(ALIGN, Math.ceil(bytes / ALIGN) * ALIGN);
+    let i = this.#free.findIndex((b) => b.size >= size);
+    if (i < 0) {
+      this.#grow(size);
+      i = this.#free.findIndex((b) => b.size >= size);
+    }
+    const block = this.#free[i];
+    const ptr = block.ptr;
+    if (block.size === size) this.#free.splice(i, 1);
+    else {
+      block.ptr += size;
+      block.size -= size;
+    }
+    this.#used.set(ptr, size);
+    return ptr;
+  }
+
+  /** Frees a block from `malloc`. */
+  free(ptr: number): void {
+    const size = this.#used.get(ptr);
+    if (size === undefined) return;
+    this.#used.delete(ptr);
+    let i = this.#free.findIndex((b) => b.ptr > ptr);
+    if (i < 0) i = this.#free.length;
+    this.#free.splice(i, 0, { ptr, size });
+    // Coalesce with the neighbours.
+    const next = this.#free[i + 1];
+    if (next && ptr + size === next.ptr) {
+      this.#free[i].size += next.size;
+      this.#free.splice(i + 1, 1);
+    }
+    const prev = this.#free[i - 1];
+    if (prev && prev.ptr + prev.size === ptr) {
+      prev.size += this.#free[i].size;
+      this.#free.splice(i, 1);
+    }
+  }
+
+  #grow(size: number): void {
+    const mem = this.k.memory;
+    const end = mem.buffer.byteLength;
+    const last = this.#free[this.#free.length - 1];
+    const tail = last && last.ptr + last.size === end ? last.size : 0;
+    const need = size - tail;
+    // Grow by at least a quarter of the current size so repeated growth stays rare.
+    const pages = Math.max(Math.ceil(need / 65536), Math.ceil(end / 4 / 65536));
+    const max = 65536 - end / 65536;
+    const grow = Math.min(pages, max);
+    if (grow < Math.ceil(need / 65536)) {
+      throw new RangeError(
+        `Expected the problem to fit in WebAssembly's 4 GiB memory: it needs ${size} more bytes, ` +
+          `${end} are in use of at most ${65536 * 65536}`,
+      );
+    }
+    try {
+      mem.grow(grow);
+    } catch (e) {
+      throw new RangeError(`Expected WebAssembly memory to grow by ${grow * 65536} bytes, the engine refused: ${e}`);
+    }
+    if (tail) last.size += grow * 65536;
+    else this.#free.push({ ptr: end, size: grow * 65536 });
+  }
+
+  /**
+   * The scratch arena, at least `bytes` long, reused across calls (every kernel call
+   * lays out its buffers in it). Its address may change between calls, never during one.
+   */
+  arena(bytes: number): number {
+    if (bytes > this.#arenaSize) {
+      if (this.#arena) this.free(this.#arena);
+      this.#arenaSize = Math.ceil(bytes / ALIGN) * ALIGN;
+      this.#arena = this.malloc(this.#arenaSize);
+    }
+    return this.#arena;
+  }
+
+  /** Copies `src` to `ptr`. */
+  put(ptr: number, src: ArrayBufferView): void {
+    new Uint8Array(this.k.memory.buffer, ptr, src.byteLength).set(
+      new Uint8Array(src.buffer, src.byteOffset, src.byteLength),
+    );
+  }
+}
+
+/** Lays out several buffers in the arena: `add` returns each one's offset, all 64-byte aligned. */
+export class Layout {
+  size = 0;
+  add(bytes: number): number {
+    const at = this.size;
+    this.size += Math.ceil(bytes / ALIGN) * ALIGN;
+    return at;
+  }
+}
+
+/** A matrix allocated in WebAssembly memory: inputs and outputs there are never copied. */
+export class WasmMatrix implements Matrix {
+  readonly shape: readonly [number, number];
+  #rt: Runtime;
+  #ptr: number;
+  #view: Float32Array;
+
+  constructor(rt: Runtime, shape: readonly [number, number]) {
+    this.#rt = rt;
+    this.shape = shape;
+    this.#ptr = rt.malloc(shape[0] * shape[1] * 4);
+    this.#view = new Float32Array(rt.buffer, this.#ptr, shape[0] * shape[1]);
+  }
+
+  /** The values, a view into WebAssembly memory (recreated if memory grew since). */
+  get data(): Float32Array {
+    if (this.#ptr < 0) throw new TypeError("Expected a live WasmMatrix, got one already freed");
+    if (this.#view.buffer !== this.#rt.buffer) {
+      this.#view = new Float32Array(this.#rt.buffer, this.#ptr, this.shape[0] * this.shape[1]);
+    }
+    return this.#view;
+  }
+
+  /** Returns the memory to the allocator; the matrix must not be used afterwards. */
+  free(): void {
+    if (this.#ptr >= 0) this.#rt.free(this.#ptr);
+    this.#ptr = -1;
+  }
+
+  [Symbol.dispose](): void {
+    this.free();
+  }
+}
+
+/**
+ * Allocates a zero-filled `[rows, cols]` matrix in WebAssembly memory. Passing it as an
+ * input, or as an `options.out` buffer, to the WebAssembly backend skips every copy.
+ * Free it with `free()` (or `using`).
+ *
+ * @example Zero-copy cross-entropy
+ * ```ts
+ * import { alloc, wasm } from "./cpu.ts";
+ * const logits = alloc([2, 3]);
+ * logits.data.set([1, 2, 3, 3, 2, 1]);
+ * const grad = alloc([2, 3]);
+ * const { loss } = wasm.crossEntropy.valueAndGrad({ logits, labels: [2, 0] }, { out: { logits: grad } });
+ * console.log(loss.toFixed(4), grad.data[0].toFixed(4)); // 0.4076 0.0450
+ * logits.free();
+ * grad.free();
+ * ```
+ */
+export function alloc(shape: readonly [number, number]): WasmMatrix {
+  const [r, c] = shape;
+  if (!Number.isInteger(r) || r < 0 || !Number.isInteger(c) || c < 0) {
+    throw new RangeError(`Expected shape to be [rows, cols] of non-negative integers, got [${shape}]`);
+  }
+  const m = new WasmMatrix(runtime(), [r, c]);
+  m.data.fill(0);
+  return m;
+}
