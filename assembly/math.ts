@@ -5,47 +5,75 @@
 // hot loops, and loads from a table were 1.3-1.8x faster there (shared/PERF-NOTES.md).
 //
 // Measured maximum relative error over float32 inputs (tests/math_test.ts):
-// exp 1.9e-7 on [-87, 88], log 1.2e-7 on positive normal and subnormal floats.
+// see the table in README.md (exp on [-87, 88], log on positive floats).
 
 // exp: x = n ln2 + r, |r| <= ln2/2, e^x = 2^n p(r) with p a degree-5 near-minimax
 // polynomial (fitted for relative error; 7.5e-8 in exact arithmetic).
-// n is rounded to nearest by adding 1.5 * 2^23; ln2 is split in two (Cody-Waite)
-// so that r is exact to float32 precision.
+// n is rounded to nearest by adding the shifter 1.5 * 2^23 + 127, which also leaves
+// n + 127 (the biased exponent of 2^n) in the low mantissa bits of t, so that 2^n
+// is t shifted left by 23. ln2 is split in two (Cody-Waite) so r is exact.
 const EXP: usize = memory.data<f32>([
   1.4426950408889634, // 0: log2(e)
-  12582912.0, // 1: 1.5 * 2^23, the round-to-nearest shifter
-  0.693359375, // 2: ln2 high part (exact in 9 bits)
-  -2.12194440e-4, // 3: ln2 low part
-  1.0000001192092896, // 4: p0
-  0.9999997019767761, // 5: p1
-  0.49998894333839417, // 6: p2
-  0.16667574644088745, // 7: p3
-  0.04191536456346512, // 8: p4
-  0.008297638036310673, // 9: p5
-  -64.0, // 10: below this e^x (< 1.7e-28) is flushed to 0: it would only make
-  //          float32 denormals once scaled, which are slow and change nothing.
-  88.0, // 11: upper clamp (e^88 = 1.65e38 < float32 max)
+  12583039.0, // 4: 1.5 * 2^23 + 127, the round-to-nearest shifter with the exponent bias
+  0.693359375, // 8: ln2 high part (exact in 9 bits)
+  -2.12194440e-4, // 12: ln2 low part
+  1.0000001192092896, // 16: p0
+  0.9999997019767761, // 20: p1
+  0.49998894333839417, // 24: p2
+  0.16667574644088745, // 28: p3
+  0.04191536456346512, // 32: p4
+  0.008297638036310673, // 36: p5
+  -64.0, // 40: softmax clamp: e^-64 = 1.6e-28 is as good as 0 next to the row maximum's 1,
+  //         and clamping there keeps every scaled gradient value clear of float32 denormals
+  -87.0, // 44: general clamps: e^-87 = 1.6e-38 is the smallest normal result,
+  88.0, // 48: e^88 = 1.65e38 the largest
 ], 16);
 
-/** e^x for four floats; exactly 0 below -64, NaN stays NaN. */
+/**
+ * a * b + c. The "relaxed" build (ASC_FEATURE_RELAXED_SIMD) uses relaxed_madd, fused
+ * where the CPU can (V8: +22% exp throughput here); the plain build multiplies and adds
+ * (faster under JavaScriptCore, which is 20% slower with relaxed_madd).
+ */
+// @ts-ignore: decorator
+@inline export function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_madd(a, b, c);
+  return f32x4.add(f32x4.mul(a, b), c);
+}
+
+/** c - a * b, fused in the relaxed build. */
+// @ts-ignore: decorator
+@inline export function nmadd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) return f32x4.relaxed_nmadd(a, b, c);
+  return f32x4.sub(c, f32x4.mul(a, b));
+}
+
+/** e^x for x already in [-87, 88]: range reduction, polynomial, scale by 2^n. */
+// @ts-ignore: decorator
+@inline function expCore(x: v128): v128 {
+  const t = madd(x, v128.load32_splat(EXP), v128.load32_splat(EXP + 4));
+  const n = f32x4.sub(t, v128.load32_splat(EXP + 4));
+  const r = nmadd(n, v128.load32_splat(EXP + 12), nmadd(n, v128.load32_splat(EXP + 8), x));
+  let p = madd(v128.load32_splat(EXP + 36), r, v128.load32_splat(EXP + 32));
+  p = madd(p, r, v128.load32_splat(EXP + 28));
+  p = madd(p, r, v128.load32_splat(EXP + 24));
+  p = madd(p, r, v128.load32_splat(EXP + 20));
+  p = madd(p, r, v128.load32_splat(EXP + 16));
+  return f32x4.mul(p, i32x4.shl(t, 23));
+}
+
+/**
+ * e^x for softmax arguments x = z - max <= 0 (so no upper clamp): inputs below -64
+ * give e^-64 = 1.6e-28 (see the table). NaN stays NaN.
+ */
+// @ts-ignore: decorator
+@inline export function expNeg(x: v128): v128 {
+  return expCore(f32x4.pmax(x, v128.load32_splat(EXP + 40)));
+}
+
+/** e^x for any x: clamped to [e^-87, e^88], NaN stays NaN. */
 // @ts-ignore: decorator
 @inline export function expv(x: v128): v128 {
-  const small = f32x4.lt(x, v128.load32_splat(EXP + 40));
-  const xc = f32x4.pmin(x, v128.load32_splat(EXP + 44));
-  // n = round(x / ln2) by the shifter; its integer bits are the low bits of t.
-  const t = f32x4.add(f32x4.mul(xc, v128.load32_splat(EXP + 0)), v128.load32_splat(EXP + 4));
-  const n = f32x4.sub(t, v128.load32_splat(EXP + 4));
-  const r = f32x4.sub(f32x4.sub(xc, f32x4.mul(n, v128.load32_splat(EXP + 8))), f32x4.mul(n, v128.load32_splat(EXP + 12)));
-  let p = f32x4.add(f32x4.mul(v128.load32_splat(EXP + 36), r), v128.load32_splat(EXP + 32));
-  p = f32x4.add(f32x4.mul(p, r), v128.load32_splat(EXP + 28));
-  p = f32x4.add(f32x4.mul(p, r), v128.load32_splat(EXP + 24));
-  p = f32x4.add(f32x4.mul(p, r), v128.load32_splat(EXP + 20));
-  p = f32x4.add(f32x4.mul(p, r), v128.load32_splat(EXP + 16));
-  // 2^n: n + 127 in the exponent field (n >= -93 here, so the scale is normal:
-  // values below -64 are flushed anyway and n is at least -93 for x >= -64).
-  const bits = i32x4.shl(i32x4.sub(t, v128.load32_splat(EXP + 4)), 23);
-  const scaled = f32x4.mul(p, i32x4.add(bits, i32x4.splat(0x3f800000)));
-  return v128.andnot(scaled, small);
+  return expCore(f32x4.pmin(f32x4.pmax(x, v128.load32_splat(EXP + 44)), v128.load32_splat(EXP + 48)));
 }
 
 // log: x = 2^e m with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m-1)/(m+1),
@@ -96,6 +124,12 @@ const LOG: usize = memory.data<f32>([
   return f32x4.extract_lane(expv(f32x4.splat(x)), 0);
 }
 
+/** Scalar `expNeg` for loop tails. */
+// @ts-ignore: decorator
+@inline export function expNeg1(x: f32): f32 {
+  return f32x4.extract_lane(expNeg(f32x4.splat(x)), 0);
+}
+
 /** Scalar float32 log through the vector code, for loop tails (same numerics). */
 // @ts-ignore: decorator
 @inline export function log1(x: f32): f32 {
@@ -103,10 +137,16 @@ const LOG: usize = memory.data<f32>([
 }
 
 // Exported for the accuracy test of exp and log (tests/math_test.ts): apply to n floats in place.
-export function exp_array(p: usize, n: i32): void {
+export function exp_array(p: usize, n: i32, neg: i32): void {
   let i = 0;
-  for (; i + 4 <= n; i += 4) v128.store(p + (<usize>i << 2), expv(v128.load(p + (<usize>i << 2))));
-  for (; i < n; i++) store<f32>(p + (<usize>i << 2), exp1(load<f32>(p + (<usize>i << 2))));
+  for (; i + 4 <= n; i += 4) {
+    const x = v128.load(p + (<usize>i << 2));
+    v128.store(p + (<usize>i << 2), neg ? expNeg(x) : expv(x));
+  }
+  for (; i < n; i++) {
+    const x = load<f32>(p + (<usize>i << 2));
+    store<f32>(p + (<usize>i << 2), neg ? expNeg1(x) : exp1(x));
+  }
 }
 
 export function log_array(p: usize, n: i32): void {

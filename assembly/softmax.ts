@@ -2,7 +2,7 @@
 // one row at a time, (1) the maximum, (2) e^(z - max) summed and, when a gradient
 // is wanted, stored into the gradient row, (3) a per-row finish that scales the
 // stored exponentials in place. The row stays in L1/L2 between the passes.
-import { expv, exp1 } from "./math";
+import { expNeg, expNeg1 } from "./math";
 
 // Sums run in float32x4 over blocks of BLOCK floats and the block sums are added
 // in float64: the error stays that of a 1024-term float32 sum for any C.
@@ -56,40 +56,41 @@ export function rowDot(a: usize, b: usize, c: i32): f64 {
 }
 
 /**
- * sum_j e^((row[j] - m) * scale); when `out` is not 0 the exponentials are also
- * stored there (`out` may equal `row`).
+ * sum_j e^((row[j] - m) * scale) for m >= every row[j] and scale > 0; when `out` is
+ * not 0 the exponentials are also stored there (`out` may equal `row`).
  */
 export function rowExpSum(row: usize, c: i32, m: f32, scale: f32, out: usize): f64 {
   const vm = f32x4.splat(m);
   const vs = f32x4.splat(scale);
   let total: f64 = 0;
   let j = 0;
-  while (j + 8 <= c) {
+  while (j + 16 <= c) {
     const end = min(c, j + BLOCK);
+    // Four independent exponentials per iteration keep both FP pipes busy.
     let s0 = f32x4.splat(0);
-    let s1 = s0;
-    if (out) {
-      for (; j + 8 <= end; j += 8) {
-        const o = <usize>j << 2;
-        const e0 = expv(f32x4.mul(f32x4.sub(v128.load(row + o), vm), vs));
-        const e1 = expv(f32x4.mul(f32x4.sub(v128.load(row + o, 16), vm), vs));
+    let s1 = s0, s2 = s0, s3 = s0;
+    for (; j + 16 <= end; j += 16) {
+      const o = <usize>j << 2;
+      const e0 = expNeg(f32x4.mul(f32x4.sub(v128.load(row + o), vm), vs));
+      const e1 = expNeg(f32x4.mul(f32x4.sub(v128.load(row + o, 16), vm), vs));
+      const e2 = expNeg(f32x4.mul(f32x4.sub(v128.load(row + o, 32), vm), vs));
+      const e3 = expNeg(f32x4.mul(f32x4.sub(v128.load(row + o, 48), vm), vs));
+      if (out) {
         v128.store(out + o, e0);
         v128.store(out + o, e1, 16);
-        s0 = f32x4.add(s0, e0);
-        s1 = f32x4.add(s1, e1);
+        v128.store(out + o, e2, 32);
+        v128.store(out + o, e3, 48);
       }
-    } else {
-      for (; j + 8 <= end; j += 8) {
-        const o = <usize>j << 2;
-        s0 = f32x4.add(s0, expv(f32x4.mul(f32x4.sub(v128.load(row + o), vm), vs)));
-        s1 = f32x4.add(s1, expv(f32x4.mul(f32x4.sub(v128.load(row + o, 16), vm), vs)));
-      }
+      s0 = f32x4.add(s0, e0);
+      s1 = f32x4.add(s1, e1);
+      s2 = f32x4.add(s2, e2);
+      s3 = f32x4.add(s3, e3);
     }
-    s0 = f32x4.add(s0, s1);
+    s0 = f32x4.add(f32x4.add(s0, s1), f32x4.add(s2, s3));
     total += <f64>f32x4.extract_lane(s0, 0) + <f64>f32x4.extract_lane(s0, 1) + <f64>f32x4.extract_lane(s0, 2) + <f64>f32x4.extract_lane(s0, 3);
   }
   for (; j < c; j++) {
-    const e = exp1((load<f32>(row + (<usize>j << 2)) - m) * scale);
+    const e = expNeg1((load<f32>(row + (<usize>j << 2)) - m) * scale);
     if (out) store<f32>(out + (<usize>j << 2), e);
     total += <f64>e;
   }

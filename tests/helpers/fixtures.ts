@@ -111,7 +111,8 @@ function decodeF64(b64: string): Float64Array {
   return out;
 }
 
-type Json = any; // deno-lint-ignore no-explicit-any
+// deno-lint-ignore no-explicit-any
+type Json = any;
 
 function isTensor(v: Json): boolean {
   return v !== null && typeof v === "object" && !Array.isArray(v) && Array.isArray(v.shape) &&
@@ -176,9 +177,7 @@ function decodeCase(c: Json): FixtureCase {
     },
   };
   if (c.upstream !== undefined) {
-    out.upstream = typeof c.upstream === "number"
-      ? c.upstream
-      : decodeInput(c.upstream, where("upstream"));
+    out.upstream = typeof c.upstream === "number" ? c.upstream : decodeInput(c.upstream, where("upstream"));
   }
   if (c.expected.parts) out.expected.parts = { ...c.expected.parts };
   for (const [k, v] of Object.entries<Json>(c.expected.grads ?? {})) {
