@@ -3,13 +3,14 @@
 //
 // Row i with label y, p = softmax(z), nll = logsumexp(z) - z_y, smoothing eps, class
 // weights w (all 1 when `weight` is 0) and W = sum_c w_c:
-//   cross-entropy  loss_i = (1-eps) w_y nll + (eps/C) sum_c w_c (lse - z_c)
+//   cross-entropy  loss_i = (1-eps) w_y nll + (eps/C) sum_c w_c (lse - z_c),
+//                  the last sum taken as W log(sum e^(z-m)) + sum_c w_c (m - z_c) (no cancellation)
 //                  dz_c   = s_i [ ((1-eps) w_y + (eps/C) W) p_c - (eps/C) w_c - (1-eps) w_y [c = y] ]
 //   focal (gamma)  loss_i = w_y (1-p_y)^gamma nll
 //                  dz_c   = s_i w_y f'(nll) (p_c - [c = y]),
 //                  f'(nll) = (1-p_y)^gamma + gamma (1-p_y)^(gamma-1) p_y nll  (second term 0 at p_y = 1)
 // with s_i = scales[i] (upstream and reduction folded in by the host).
-import { rowMax, rowSum, rowDot, rowExpSum, rowAffine, rowAffineWeighted, rowZero } from "./softmax";
+import { rowMax, rowSum, rowDotBelow, rowExpSum, rowAffine, rowAffineWeighted, rowZero } from "./softmax";
 
 /**
  * z, g: [rows, c] float32 (g may equal z: the gradient overwrites the logits);
@@ -33,9 +34,9 @@ export function hard_label(
     }
     const wy: f64 = weight ? <f64>load<f32>(weight + (<usize>y << 2)) : 1;
     const zy: f64 = <f64>load<f32>(zr + (<usize>y << 2));
-    // The smoothing term needs sum_c w_c z_c, read before g may overwrite z.
-    const wz: f64 = eps == 0 ? 0 : weight ? rowDot(weight, zr, c) : rowSum(zr, c);
     const m = rowMax(zr, c);
+    // The smoothing term needs sum_c w_c (m - z_c), read before g may overwrite z.
+    const wBelow: f64 = eps == 0 ? 0 : weight ? rowDotBelow(weight, zr, m, c) : <f64>c * <f64>m - rowSum(zr, c);
     const sum = rowExpSum(zr, c, m, 1, scales ? gr : 0);
     const lse = <f64>m + Math.log(sum);
     const nll = lse - zy;
@@ -43,7 +44,7 @@ export function hard_label(
     const om = -Math.expm1(-nll);
     let loss: f64, a: f64, u: f64, b: f64;
     if (gamma == 0) {
-      loss = (1 - eps) * wy * nll + epsC * (W * lse - wz);
+      loss = (1 - eps) * wy * nll + epsC * (W * Math.log(sum) + wBelow);
       a = (1 - eps) * wy + epsC * W;
       u = epsC;
       // dz_y = s (a p_y - u w_y - (1-eps) w_y), with a p_y - (1-eps) w_y = epsC W p_y - (1-eps) w_y (1 - p_y)
@@ -61,7 +62,7 @@ export function hard_label(
     const s = load<f64>(scales + (<usize>i << 3));
     const scale = <f32>(s * a / sum);
     if (weight && u != 0) rowAffineWeighted(gr, c, scale, <f32>(s * u), weight);
-    else rowAffine(gr, c, scale, <f32>(s * u));
+    else rowAffine(gr, gr, c, scale, <f32>(s * u));
     store<f32>(gr + (<usize>y << 2), <f32>(s * b));
   }
 }

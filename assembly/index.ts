@@ -1,7 +1,12 @@
 // Entry point of the WebAssembly module: every kernel the TypeScript side calls.
 // Kernels take pointers and sizes into this module's memory and never allocate;
-// the host lays out all buffers (src/wasm/memory.ts) above `heap_base()`.
+// the host lays out all buffers (src/wasm/runtime.ts) above `heap_base()`.
 export { hard_label } from "./cross_entropy";
+export { soft_target } from "./soft_cross_entropy";
+export { kl_div } from "./kl_div";
+export { distill } from "./distillation";
+export { topk_hits } from "./accuracy";
+export { softmax_rows, softmax_vjp } from "./softmax";
 export { exp_array, log_array } from "./math";
 
 /** First free byte above the static data: the host's allocator starts here. */

@@ -38,6 +38,27 @@ export function rowSum(row: usize, c: i32): f64 {
   return total;
 }
 
+/**
+ * sum_j a[j] * (m - b[j]) (float64 over float32 blocks): with m = max b and a >= 0
+ * every term is >= 0, so nothing cancels even at |b| = 1e4 (sum a b would).
+ */
+export function rowDotBelow(a: usize, b: usize, m: f32, c: i32): f64 {
+  const vm = f32x4.splat(m);
+  let total: f64 = 0;
+  let j = 0;
+  while (j + 4 <= c) {
+    const end = min(c, j + BLOCK);
+    let s = f32x4.splat(0);
+    for (; j + 4 <= end; j += 4) {
+      const o = <usize>j << 2;
+      s = f32x4.add(s, f32x4.mul(v128.load(a + o), f32x4.sub(vm, v128.load(b + o))));
+    }
+    total += <f64>f32x4.extract_lane(s, 0) + <f64>f32x4.extract_lane(s, 1) + <f64>f32x4.extract_lane(s, 2) + <f64>f32x4.extract_lane(s, 3);
+  }
+  for (; j < c; j++) total += <f64>load<f32>(a + (<usize>j << 2)) * <f64>(m - load<f32>(b + (<usize>j << 2)));
+  return total;
+}
+
 /** sum_j a[j] * b[j] (float64 over float32 blocks). */
 export function rowDot(a: usize, b: usize, c: i32): f64 {
   let total: f64 = 0;
@@ -97,18 +118,18 @@ export function rowExpSum(row: usize, c: i32, m: f32, scale: f32, out: usize): f
   return total;
 }
 
-/** out[j] = a * out[j] - u, in place. */
-export function rowAffine(out: usize, c: i32, a: f32, u: f32): void {
+/** dst[j] = a * src[j] - u (dst may equal src). */
+export function rowAffine(src: usize, dst: usize, c: i32, a: f32, u: f32): void {
   const va = f32x4.splat(a);
   const vu = f32x4.splat(u);
   let j = 0;
   for (; j + 4 <= c; j += 4) {
-    const p = out + (<usize>j << 2);
-    v128.store(p, f32x4.sub(f32x4.mul(v128.load(p), va), vu));
+    const o = <usize>j << 2;
+    v128.store(dst + o, f32x4.sub(f32x4.mul(v128.load(src + o), va), vu));
   }
   for (; j < c; j++) {
-    const p = out + (<usize>j << 2);
-    store<f32>(p, load<f32>(p) * a - u);
+    const o = <usize>j << 2;
+    store<f32>(dst + o, load<f32>(src + o) * a - u);
   }
 }
 
@@ -127,8 +148,77 @@ export function rowAffineWeighted(out: usize, c: i32, a: f32, u: f32, w: usize):
   }
 }
 
+/** out[j] = a * out[j] + b * x[j], in place. */
+export function rowAxpby(out: usize, x: usize, c: i32, a: f32, b: f32): void {
+  const va = f32x4.splat(a);
+  const vb = f32x4.splat(b);
+  let j = 0;
+  for (; j + 4 <= c; j += 4) {
+    const o = <usize>j << 2;
+    v128.store(out + o, f32x4.add(f32x4.mul(v128.load(out + o), va), f32x4.mul(vb, v128.load(x + o))));
+  }
+  for (; j < c; j++) {
+    const o = <usize>j << 2;
+    store<f32>(out + o, load<f32>(out + o) * a + b * load<f32>(x + o));
+  }
+}
+
 /** Zero-fills a row of c floats. */
 // @ts-ignore: decorator
 @inline export function rowZero(out: usize, c: i32): void {
   memory.fill(out, 0, <usize>c << 2);
+}
+
+/**
+ * softmax (log = 0) or log_softmax (log = 1) of each row of x [rows, c] into out
+ * (out may equal x).
+ */
+export function softmax_rows(x: usize, out: usize, rows: i32, c: i32, log: i32): void {
+  for (let i = 0; i < rows; i++) {
+    const off = (<usize>i * <usize>c) << 2;
+    const m = rowMax(x + off, c);
+    if (log) {
+      const lse = <f64>m + Math.log(rowExpSum(x + off, c, m, 1, 0));
+      // log p_j = z_j - lse, subtracted in float32 from float32 z_j
+      rowAffine(x + off, out + off, c, 1, <f32>lse);
+    } else {
+      const sum = rowExpSum(x + off, c, m, 1, out + off);
+      rowAffine(out + off, out + off, c, <f32>(1 / sum), 0);
+    }
+  }
+}
+
+/**
+ * Vector-Jacobian product of softmax (log = 0) or log_softmax (log = 1) with the
+ * upstream rows `up`, into out (out may equal x, not up):
+ *   softmax      dx = y * (g - sum_k g_k y_k),  y = softmax(x)
+ *   log_softmax  dx = g - softmax(x) * sum_k g_k
+ */
+export function softmax_vjp(x: usize, up: usize, out: usize, rows: i32, c: i32, log: i32): void {
+  for (let i = 0; i < rows; i++) {
+    const off = (<usize>i * <usize>c) << 2;
+    const m = rowMax(x + off, c);
+    const sum = rowExpSum(x + off, c, m, 1, out + off);
+    if (log) {
+      rowAxpby(out + off, up + off, c, <f32>(-rowSum(up + off, c) / sum), 1);
+    } else {
+      rowAffine(out + off, out + off, c, <f32>(1 / sum), 0);
+      const dot = rowDot(up + off, out + off, c);
+      rowMulShifted(out + off, up + off, c, <f32>dot);
+    }
+  }
+}
+
+/** out[j] = out[j] * (g[j] - d), in place. */
+function rowMulShifted(out: usize, g: usize, c: i32, d: f32): void {
+  const vd = f32x4.splat(d);
+  let j = 0;
+  for (; j + 4 <= c; j += 4) {
+    const o = <usize>j << 2;
+    v128.store(out + o, f32x4.mul(v128.load(out + o), f32x4.sub(v128.load(g + o), vd)));
+  }
+  for (; j < c; j++) {
+    const o = <usize>j << 2;
+    store<f32>(out + o, load<f32>(out + o) * (load<f32>(g + o) - d));
+  }
 }

@@ -5,9 +5,20 @@
  * @module
  */
 import type { Kernels } from "../losses/mod.ts";
+import { topkHits } from "./accuracy.ts";
 import { hardLabel } from "./cross_entropy.ts";
+import { distill } from "./distillation.ts";
+import { klDiv } from "./kl_div.ts";
+import { softTarget } from "./soft_cross_entropy.ts";
+import { softmaxTransform } from "./softmax.ts";
 
 /** The reference kernels. */
 export const referenceKernels: Kernels = {
   crossEntropy: hardLabel,
+  focal: hardLabel,
+  softCrossEntropy: softTarget,
+  klDiv,
+  distillation: distill,
+  accuracy: topkHits,
+  softmax: softmaxTransform,
 };

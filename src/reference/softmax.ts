@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { SoftmaxProblem } from "../losses/softmax.ts";
 
 /**
  * Writes `log_softmax` of row `z[offset .. offset+c)` into `out` (float64) and
@@ -17,4 +18,31 @@ export function logSoftmaxRow(z: ArrayLike<number>, offset: number, c: number, o
   const lse = m + Math.log(s);
   for (let j = 0; j < c; j++) out[j] = z[offset + j] * scale - lse;
   return lse;
+}
+
+/**
+ * Reference softmax transform: the output, or the vector-Jacobian product with `up`:
+ * softmax `dx = y (g - sum g y)`, log_softmax `dx = g - softmax(x) sum g`.
+ */
+export function softmaxTransform(p: SoftmaxProblem): Float32Array {
+  const { n, c, x, up, log } = p;
+  const out = p.out?.data ?? new Float32Array(n * c);
+  const logp = new Float64Array(c);
+  for (let i = 0; i < n; i++) {
+    logSoftmaxRow(x, i * c, c, logp);
+    if (!up) {
+      for (let j = 0; j < c; j++) out[i * c + j] = log ? logp[j] : Math.exp(logp[j]);
+      continue;
+    }
+    let dot = 0, sum = 0;
+    for (let j = 0; j < c; j++) {
+      dot += up[i * c + j] * Math.exp(logp[j]);
+      sum += up[i * c + j];
+    }
+    for (let j = 0; j < c; j++) {
+      const y = Math.exp(logp[j]);
+      out[i * c + j] = log ? up[i * c + j] - y * sum : y * (up[i * c + j] - dot);
+    }
+  }
+  return out;
 }

@@ -1,6 +1,5 @@
 /**
- * WebAssembly glue of the hard-label kernel (`crossEntropy`, `focal`): lays out the
- * problem in the arena and streams the logits through it in row chunks.
+ * WebAssembly glue of the hard-label kernel (`crossEntropy`, `focal`).
  *
  * @module
  */
@@ -18,15 +17,17 @@ export function hardLabel(p: HardLabelProblem): Raw {
   const weight = p.weight ? lay.add(c * 4) : -1;
   const scales = p.grad ? lay.add(n * 8) : -1;
   const rowLoss = lay.add(n * 8);
-  const r = streamRows(rt, lay, n, c, p.logits, p.grad, p.out, (base) => {
-    rt.put(base + labels, p.labels);
-    if (p.weight) rt.put(base + weight, p.weight);
-    if (p.grad) rt.put(base + scales, p.scales);
-  }, (base, r0, rows, z, g) => {
+  let base = 0;
+  const [grad] = streamRows(rt, lay, n, c, [p.logits], p.grad ? [p.out] : [], true, (b) => {
+    base = b;
+    rt.put(b + labels, p.labels);
+    if (p.weight) rt.put(b + weight, p.weight);
+    if (p.grad) rt.put(b + scales, p.scales);
+  }, ({ r0, rows, ins, outs }) => {
     rt.k.hard_label(
-      z, g, rows, c, base + labels + r0 * 4, p.weight ? base + weight : 0, p.smoothing, p.gamma,
+      ins[0], outs[0] ?? 0, rows, c, base + labels + r0 * 4, p.weight ? base + weight : 0, p.smoothing, p.gamma,
       p.grad ? base + scales + r0 * 8 : 0, base + rowLoss + r0 * 8,
     );
-  }, (base) => [new Float64Array(rt.buffer, base + rowLoss, n).slice()]);
-  return { rows: r.rows, grads: r.grad ? { logits: r.grad } : {} };
+  });
+  return { rows: [rt.f64(base + rowLoss, n)], grads: grad ? { logits: grad } : {} };
 }

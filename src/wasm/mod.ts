@@ -4,9 +4,19 @@
  * @module
  */
 import type { Kernels } from "../losses/mod.ts";
+import { topkHits } from "./accuracy.ts";
 import { hardLabel } from "./cross_entropy.ts";
+import { distill } from "./distillation.ts";
+import { klDiv, softTarget } from "./soft_cross_entropy.ts";
+import { softmaxTransform } from "./softmax.ts";
 
 /** The WebAssembly kernels. */
 export const wasmKernels: Kernels = {
   crossEntropy: hardLabel,
+  focal: hardLabel,
+  softCrossEntropy: softTarget,
+  klDiv,
+  distillation: distill,
+  accuracy: topkHits,
+  softmax: softmaxTransform,
 };

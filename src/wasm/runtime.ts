@@ -28,10 +28,10 @@ export interface Exports {
   ): void;
   distill(
     s: number, t: number, g: number, rows: number, c: number, labels: number, temperature: number,
-    klScales: number, ceScales: number, klRows: number, ceRows: number, scratch: number,
+    ka: number, ca: number, klRows: number, ceRows: number, scratch: number,
   ): void;
   softmax_rows(x: number, out: number, rows: number, c: number, log: number): void;
-  softmax_vjp(x: number, up: number, out: number, rows: number, c: number, log: number, scratch: number): void;
+  softmax_vjp(x: number, up: number, out: number, rows: number, c: number, log: number): void;
   topk_hits(z: number, rows: number, c: number, labels: number, k: number): number;
   exp_array(p: number, n: number, neg: number): void;
   log_array(p: number, n: number): void;
@@ -166,7 +166,7 @@ export class Runtime {
 
   /** The memory's buffer (it changes when memory grows). */
   get buffer(): ArrayBuffer {
-    return this.k.memory.buffer;
+    return this.k.memory.buffer as ArrayBuffer;
   }
 
   /** A float32 view over the whole memory, recreated after growth. */
@@ -256,6 +256,11 @@ export class Runtime {
       this.#arena = this.malloc(this.#arenaSize);
     }
     return this.#arena;
+  }
+
+  /** A copy of `n` float64 values at `ptr`. */
+  f64(ptr: number, n: number): Float64Array {
+    return new Float64Array(this.k.memory.buffer, ptr, n).slice();
   }
 
   /** Copies `src` to `ptr`. */

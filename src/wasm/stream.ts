@@ -1,7 +1,7 @@
 /**
- * Streams an `[n, c]` input through a row kernel in chunks of rows that fit in
- * L2: each chunk is copied into the arena once, the kernel writes its gradient
- * over it in place, and the chunk is copied out while still in cache. Inputs and
+ * Streams `[n, c]` inputs through a row kernel in chunks of rows that fit in L2:
+ * each chunk of each input is copied into the arena once, the kernel writes the
+ * gradient chunks, and they are copied out while still in cache. Inputs and
  * outputs already in WebAssembly memory (see `alloc`) are used where they are.
  *
  * @module
@@ -9,51 +9,65 @@
 import type { Matrix } from "../types.ts";
 import type { Layout, Runtime } from "./runtime.ts";
 
-/** Bytes of input per chunk: a few of these stay well inside a 1 MiB L2. */
+/** Bytes per buffer per chunk: the chunk's buffers stay well inside a 1 MiB L2. */
 const CHUNK_BYTES = 128 * 1024;
 
-/** What a streamed kernel produced: per-row values and the gradient (when asked for). */
-export interface Streamed {
-  rows: Float64Array[];
-  grad?: Float32Array;
+/** Where a chunk's rows start, for each input and each output. */
+export interface Chunk {
+  /** Arena base (buffers placed with the layout are at `base + offset`). */
+  base: number;
+  /** First row and row count of the chunk. */
+  r0: number;
+  rows: number;
+  /** Addresses of the chunk's rows in each input. */
+  ins: number[];
+  /** Addresses of the chunk's rows in each output. */
+  outs: number[];
 }
 
 /**
- * Runs `kernel(base, r0, rows, zPtr, gPtr)` over row chunks. `setup(base)` fills
- * the layout's buffers once the arena is placed; `collect(base)` reads results.
+ * Runs `kernel` over row chunks of `inputs` (each `[n, c]`), producing one `[n, c]`
+ * gradient per entry of `outs` (the caller's buffer, or null for a fresh array).
+ * With `inPlace`, output 0 may overwrite input 0's copied chunk (single-input
+ * kernels that finish reading an element before writing it).
+ * `setup(base)` fills the layout's buffers once the arena is placed.
  */
 export function streamRows(
   rt: Runtime,
   lay: Layout,
   n: number,
   c: number,
-  input: Float32Array,
-  grad: boolean,
-  out: Matrix | null,
+  inputs: Float32Array[],
+  outs: (Matrix | null)[],
+  inPlace: boolean,
   setup: (base: number) => void,
-  kernel: (base: number, r0: number, rows: number, z: number, g: number) => void,
-  collect: (base: number) => Float64Array[],
-): Streamed {
+  kernel: (chunk: Chunk) => void,
+): Float32Array[] {
   // Addresses first: placing the arena may grow memory and detach views of it.
-  const inPtr = rt.addressOf(input);
-  const outPtr = out ? rt.addressOf(out.data) : -1;
-  const direct = inPtr >= 0 && (!grad || outPtr >= 0);
-  const chunk = direct ? n : Math.min(n, Math.max(1, Math.floor(CHUNK_BYTES / (c * 4))));
-  const buf = direct ? -1 : lay.add(chunk * c * 4);
+  const inAt = inputs.map((x) => rt.addressOf(x));
+  const outAt = outs.map((m) => (m ? rt.addressOf(m.data) : -1));
+  const copiesIn = inAt.filter((a) => a < 0).length;
+  const ownOut = outAt.map((a, k) => a < 0 && !(inPlace && k === 0 && inAt[0] < 0));
+  const buffers = copiesIn + ownOut.filter(Boolean).length;
+  const chunk = buffers === 0 ? n : Math.min(n, Math.max(1, Math.floor(CHUNK_BYTES / (c * 4))));
+  const inBuf = inAt.map((a) => (a < 0 ? lay.add(chunk * c * 4) : -1));
+  const outBuf = outAt.map((_, k) => (ownOut[k] ? lay.add(chunk * c * 4) : k === 0 && outAt[0] < 0 ? inBuf[0] : -1));
   const base = rt.arena(lay.size);
   setup(base);
-  const gradOut = grad && outPtr < 0 ? (out?.data ?? new Float32Array(n * c)) : undefined;
+  const results = outs.map((m, k) => (outAt[k] >= 0 ? null : (m?.data ?? new Float32Array(n * c))));
   for (let r0 = 0; r0 < n; r0 += chunk) {
     const rows = Math.min(chunk, n - r0);
-    let z = inPtr + r0 * c * 4;
-    if (inPtr < 0) {
-      z = base + buf;
-      rt.f32.set(input.subarray(r0 * c, (r0 + rows) * c), z >>> 2);
-    }
-    // Copied chunks are overwritten by their gradient in place.
-    const g = !grad ? 0 : outPtr >= 0 ? outPtr + r0 * c * 4 : base + buf;
-    kernel(base, r0, rows, z, g);
-    if (gradOut) gradOut.set(rt.f32.subarray((base + buf) >>> 2, ((base + buf) >>> 2) + rows * c), r0 * c);
+    const ins = inAt.map((a, k) => {
+      if (a >= 0) return a + r0 * c * 4;
+      rt.f32.set(inputs[k].subarray(r0 * c, (r0 + rows) * c), (base + inBuf[k]) >>> 2);
+      return base + inBuf[k];
+    });
+    const o = outAt.map((a, k) => (a >= 0 ? a + r0 * c * 4 : base + outBuf[k]));
+    kernel({ base, r0, rows, ins, outs: o });
+    results.forEach((dst, k) => {
+      if (dst) dst.set(rt.f32.subarray(o[k] >>> 2, (o[k] >>> 2) + rows * c), r0 * c);
+    });
   }
-  return { rows: collect(base), grad: grad ? (gradOut ?? out!.data) : undefined };
+  // Outputs in WebAssembly memory: a fresh view (the caller's may be detached by growth).
+  return results.map((r, k) => r ?? new Float32Array(rt.buffer, outAt[k], n * c));
 }

@@ -1,0 +1,97 @@
+/**
+ * `distillation`: knowledge distillation (Hinton et al. 2015), a temperature-softened
+ * KL divergence to the teacher plus cross-entropy on the hard labels.
+ *
+ * @module
+ */
+import type { LossDef, Prepared } from "../loss.ts";
+import type { CommonOptions, Labels, Matrix, Reduction } from "../types.ts";
+import * as v from "../validate.ts";
+import { gradMatrix, outBuffer } from "./cross_entropy.ts";
+import { pairInputs } from "./soft_cross_entropy.ts";
+
+/** Inputs of `distillation`. */
+export interface DistillationInputs {
+  /** Student logits `[N, C]`. */
+  student: Matrix;
+  /** Teacher logits `[N, C]` (a constant: no gradient). */
+  teacher: Matrix;
+  /** Hard labels `[N]`. */
+  labels: Labels;
+}
+
+/** Options of `distillation`. */
+export interface DistillationOptions extends CommonOptions {
+  /** Softening temperature T > 0. @default 4 */
+  temperature?: number;
+  /** Weight of the KL term, in [0, 1]; the cross-entropy gets 1 - alpha. @default 0.9 */
+  alpha?: number;
+  /** Rows with this label get no cross-entropy term (their KL term stays). @default -100 */
+  ignoreIndex?: number;
+  /**
+   * `"mean"`: KL averaged over all N rows (batchmean), cross-entropy over the non-ignored
+   * rows; `"sum"`; `"none"`: one value per row. @default "mean"
+   */
+  reduction?: Reduction;
+}
+
+/** Gradients of `distillation` (the teacher gets none). */
+export interface DistillationGrads {
+  /** Gradient w.r.t. the student logits `[N, C]`. */
+  student: Matrix;
+}
+
+/** The prepared `distillation` problem. */
+export interface DistillationProblem extends Prepared {
+  readonly n: number;
+  readonly c: number;
+  readonly student: Float32Array;
+  readonly teacher: Float32Array;
+  readonly labels: Int32Array;
+  readonly temperature: number;
+  readonly alpha: number;
+  readonly reduction: Reduction;
+  /** Non-ignored rows: the cross-entropy mean's denominator. */
+  readonly count: number;
+  /** Per-row gradient factors of the KL term (alpha T scale) and of the CE term ((1 - alpha) scale). */
+  readonly ka: Float64Array;
+  readonly ca: Float64Array;
+  readonly out: Matrix | null;
+}
+
+/** The definition of `distillation`. */
+export const distillation: LossDef<DistillationInputs, DistillationOptions, DistillationGrads, DistillationProblem> = {
+  name: "distillation",
+  prepare(inputs, options, grad, upstream) {
+    const o = v.options(options);
+    const [n, c] = pairInputs(inputs, "student", "teacher", o);
+    const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
+    const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
+    const temperature = v.number("options.temperature", o.temperature, 4, { min: 0, minExclusive: true });
+    const alpha = v.number("options.alpha", o.alpha, 0.9, { min: 0, max: 1 });
+    const reduction = v.reduction(o.reduction);
+    let count = 0;
+    for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
+    let ka = new Float64Array(0), ca = ka;
+    if (grad) {
+      // d(alpha T^2 KL)/ds = alpha T (Q - P); d((1 - alpha) CE)/ds = (1 - alpha)(p - onehot)
+      ka = v.rowScales(reduction, upstream, n, n).map((s) => alpha * temperature * s);
+      ca = v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0).map((s) => (1 - alpha) * s);
+    }
+    return {
+      grad, n, c, student: inputs.student.data, teacher: inputs.teacher.data, labels, temperature, alpha,
+      reduction, count, ka, ca, out: grad ? outBuffer(o, "student", n, c) : null,
+    };
+  },
+  finish(p, raw) {
+    const [klRows, ceRows] = raw.rows;
+    const w = p.alpha * p.temperature * p.temperature;
+    const grads = { student: gradMatrix(p.out, raw.grads.student, p.n, p.c) };
+    if (p.reduction === "none") {
+      return { loss: Float32Array.from(klRows, (kl, i) => w * kl + (1 - p.alpha) * ceRows[i]), grads };
+    }
+    const kl = v.reduce(klRows, p.reduction, p.n) as number;
+    const ce = v.reduce(ceRows, p.reduction, p.count) as number;
+    return { loss: w * kl + (1 - p.alpha) * ce, parts: { kl, ce }, grads };
+  },
+};

@@ -1,0 +1,49 @@
+/**
+ * `focal`: focal loss on softmax probabilities (Lin et al. 2017), solved by the
+ * hard-label kernel of `crossEntropy` with a non-zero exponent.
+ *
+ * @module
+ */
+import type { LossDef } from "../loss.ts";
+import type { CommonOptions, Reduction } from "../types.ts";
+import * as v from "../validate.ts";
+import {
+  type CrossEntropyGrads,
+  type CrossEntropyInputs,
+  finishHardLabel,
+  type HardLabelProblem,
+  hardLabelInputs,
+  outBuffer,
+} from "./cross_entropy.ts";
+
+/** Options of `focal`. */
+export interface FocalOptions extends CommonOptions {
+  /** Focusing exponent, >= 0; 0 gives cross-entropy. @default 2 */
+  gamma?: number;
+  /** Per-class weight alpha `[C]` (non-negative); none means all 1. */
+  alpha?: Float32Array | readonly number[];
+  /** Rows with this label are ignored. @default -100 */
+  ignoreIndex?: number;
+  /** `"mean"` (over the non-ignored rows), `"sum"` or `"none"`. @default "mean" */
+  reduction?: Reduction;
+}
+
+/** The definition of `focal`. */
+export const focal: LossDef<CrossEntropyInputs, FocalOptions, CrossEntropyGrads, HardLabelProblem> = {
+  name: "focal",
+  prepare(inputs, options, grad, upstream) {
+    const o = v.options(options);
+    const { n, c, labels } = hardLabelInputs(inputs, o);
+    const gamma = v.number("options.gamma", o.gamma, 2, { min: 0 });
+    const weight = v.vector("options.alpha", o.alpha, c, 0);
+    const reduction = v.reduction(o.reduction);
+    // "mean" averages over the non-ignored rows; alpha weighs rows but is not a denominator.
+    let denominator = 0;
+    for (let i = 0; i < n; i++) if (labels[i] >= 0) denominator++;
+    const scales = grad ? v.rowScales(reduction, upstream, n, denominator, (i) => labels[i] < 0) : new Float64Array(0);
+    const out = grad ? outBuffer(o, "logits", n, c) : null;
+    // The kernel's focal branch is taken for gamma != 0; gamma = 0 is exactly cross-entropy with weight alpha.
+    return { grad, n, c, logits: inputs.logits.data, labels, weight, smoothing: 0, gamma, scales, out, reduction, denominator };
+  },
+  finish: (p, raw) => finishHardLabel(p, raw.rows[0], raw.grads.logits),
+};

@@ -1,0 +1,68 @@
+/**
+ * `klDiv`: the Kullback-Leibler divergence of `torch.nn.functional.kl_div`.
+ *
+ * @module
+ */
+import type { LossDef } from "../loss.ts";
+import type { CommonOptions, Matrix } from "../types.ts";
+import * as v from "../validate.ts";
+import { gradMatrix, outBuffer } from "./cross_entropy.ts";
+import { pairInputs, type PairProblem } from "./soft_cross_entropy.ts";
+
+/** Inputs of `klDiv`. */
+export interface KlDivInputs {
+  /** Log-probabilities of the approximating distribution `[N, C]` (no softmax is applied). */
+  logInput: Matrix;
+  /** Target distribution `[N, C]`: probabilities, or log-probabilities with `logTarget`. */
+  target: Matrix;
+}
+
+/** How `klDiv` reduces: `"batchmean"` divides the sum by N, `"mean"` by N*C. */
+export type KlReduction = "batchmean" | "sum" | "mean" | "none";
+
+/** Options of `klDiv`. */
+export interface KlDivOptions extends CommonOptions {
+  /** `"batchmean"`, `"sum"`, `"mean"` (over all N*C elements, as PyTorch) or `"none"` (one value per row). @default "batchmean" */
+  reduction?: KlReduction;
+  /** Whether `target` holds log-probabilities. @default false */
+  logTarget?: boolean;
+}
+
+/** Gradients of `klDiv`. */
+export interface KlDivGrads {
+  /** Gradient w.r.t. `logInput`: `-target` times the row's upstream. */
+  logInput: Matrix;
+  /** Gradient w.r.t. `target`: `log t + 1 - x` (0 where t = 0), or `e^t (t - x + 1)` with `logTarget`. */
+  target: Matrix;
+}
+
+/** The prepared `klDiv` problem. */
+export interface KlProblem extends PairProblem {
+  readonly logTarget: boolean;
+}
+
+/** The definition of `klDiv`. */
+export const klDiv: LossDef<KlDivInputs, KlDivOptions, KlDivGrads, KlProblem> = {
+  name: "klDiv",
+  prepare(inputs, options, grad, upstream) {
+    const o = v.options(options);
+    const [n, c] = pairInputs(inputs, "logInput", "target", o);
+    const reduction = v.oneOf("options.reduction", o.reduction, ["batchmean", "sum", "mean", "none"] as const, "batchmean");
+    const logTarget = v.boolean("options.logTarget", o.logTarget, false);
+    const denominator = reduction === "mean" ? n * c : n;
+    const r = reduction === "none" ? "none" : reduction === "sum" ? "sum" : "mean";
+    const scales = grad ? v.rowScales(r, upstream, n, denominator) : new Float64Array(0);
+    return {
+      grad, n, c, a: inputs.logInput.data, b: inputs.target.data, scales, logTarget, reduction: r, denominator,
+      outA: grad ? outBuffer(o, "logInput", n, c) : null,
+      outB: grad ? outBuffer(o, "target", n, c) : null,
+    };
+  },
+  finish: (p, raw) => ({
+    loss: v.reduce(raw.rows[0], p.reduction as "mean" | "sum" | "none", p.denominator),
+    grads: {
+      logInput: gradMatrix(p.outA, raw.grads.a, p.n, p.c),
+      target: gradMatrix(p.outB, raw.grads.b, p.n, p.c),
+    },
+  }),
+};

@@ -1,0 +1,85 @@
+/**
+ * `softCrossEntropy`: cross-entropy against soft target rows.
+ *
+ * @module
+ */
+import type { LossDef, Prepared } from "../loss.ts";
+import type { CommonOptions, Matrix, Reduction } from "../types.ts";
+import * as v from "../validate.ts";
+import { gradMatrix, outBuffer } from "./cross_entropy.ts";
+
+/** Inputs of `softCrossEntropy`. */
+export interface SoftCrossEntropyInputs {
+  /** Unnormalised scores `[N, C]`. */
+  logits: Matrix;
+  /** Target distribution per row `[N, C]` (usually probabilities). */
+  target: Matrix;
+}
+
+/** Options of `softCrossEntropy`. */
+export interface SoftCrossEntropyOptions extends CommonOptions {
+  /** `"mean"` (over rows), `"sum"` or `"none"`. @default "mean" */
+  reduction?: Reduction;
+}
+
+/** Gradients of `softCrossEntropy`. */
+export interface SoftCrossEntropyGrads {
+  /** Gradient w.r.t. the logits `[N, C]`. */
+  logits: Matrix;
+  /** Gradient w.r.t. the target `[N, C]`: `-log_softmax(logits)` times the row's upstream. */
+  target: Matrix;
+}
+
+/** The prepared problem of a row-wise loss of two `[N, C]` inputs. */
+export interface PairProblem extends Prepared {
+  readonly n: number;
+  readonly c: number;
+  readonly a: Float32Array;
+  readonly b: Float32Array;
+  readonly scales: Float64Array;
+  readonly outA: Matrix | null;
+  readonly outB: Matrix | null;
+  readonly reduction: string;
+  readonly denominator: number;
+}
+
+/** Checks two `[N, C]` inputs of the same shape and returns the sizes. */
+export function pairInputs(inputs: object, nameA: string, nameB: string, o: CommonOptions): [number, number] {
+  if (typeof inputs !== "object" || inputs === null) throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
+  const rec = inputs as Record<string, Matrix>;
+  const [n, c] = v.batch(nameA, rec[nameA]);
+  v.matrix(nameB, rec[nameB], n, c);
+  if (o.checkFinite) {
+    v.finite(nameA, rec[nameA].data, c);
+    v.finite(nameB, rec[nameB].data, c);
+  }
+  return [n, c];
+}
+
+/** The definition of `softCrossEntropy`. */
+export const softCrossEntropy: LossDef<
+  SoftCrossEntropyInputs,
+  SoftCrossEntropyOptions,
+  SoftCrossEntropyGrads,
+  PairProblem
+> = {
+  name: "softCrossEntropy",
+  prepare(inputs, options, grad, upstream) {
+    const o = v.options(options);
+    const [n, c] = pairInputs(inputs, "logits", "target", o);
+    const reduction = v.reduction(o.reduction);
+    const scales = grad ? v.rowScales(reduction, upstream, n, n) : new Float64Array(0);
+    return {
+      grad, n, c, a: inputs.logits.data, b: inputs.target.data, scales, reduction, denominator: n,
+      outA: grad ? outBuffer(o, "logits", n, c) : null,
+      outB: grad ? outBuffer(o, "target", n, c) : null,
+    };
+  },
+  finish: (p, raw) => ({
+    loss: v.reduce(raw.rows[0], p.reduction as Reduction, p.denominator),
+    grads: {
+      logits: gradMatrix(p.outA, raw.grads.a, p.n, p.c),
+      target: gradMatrix(p.outB, raw.grads.b, p.n, p.c),
+    },
+  }),
+};

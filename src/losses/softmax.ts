@@ -1,0 +1,106 @@
+/**
+ * `softmax` and `logSoftmax`: row-wise transforms with a vector-Jacobian product.
+ *
+ * @module
+ */
+import type { CommonOptions, Matrix, Upstream } from "../types.ts";
+import * as v from "../validate.ts";
+import { outBuffer } from "./cross_entropy.ts";
+
+/** Inputs of `softmax` and `logSoftmax`. */
+export interface SoftmaxInputs {
+  /** Scores `[N, C]`, transformed row by row. */
+  x: Matrix;
+}
+
+/** Options of `softmax` and `logSoftmax` (`out.output` for the output, `out.x` for the gradient). */
+export type SoftmaxOptions = CommonOptions;
+
+/** The prepared problem of a softmax transform: its output, or its VJP with `up`. */
+export interface SoftmaxProblem {
+  readonly n: number;
+  readonly c: number;
+  readonly x: Float32Array;
+  readonly log: boolean;
+  /** Upstream rows `[N, C]` for the vector-Jacobian product; null for the output itself. */
+  readonly up: Float32Array | null;
+  readonly out: Matrix | null;
+}
+
+/** A transform's kernel: the output (or VJP) as a fresh array or in `out`. */
+export type SoftmaxKernel = (p: SoftmaxProblem) => Float32Array | Promise<Float32Array>;
+
+/** What a softmax transform's methods return. */
+export interface SoftmaxOutput {
+  /** The transformed rows `[N, C]`. */
+  output: Matrix;
+}
+
+/** The gradient of a softmax transform. */
+export interface SoftmaxGrads {
+  /** The vector-Jacobian product w.r.t. `x` `[N, C]`. */
+  x: Matrix;
+}
+
+/** Checks the inputs of a softmax transform; `up` is the upstream matrix of a VJP. */
+export function prepareSoftmax(
+  inputs: SoftmaxInputs,
+  options: SoftmaxOptions | undefined,
+  log: boolean,
+  upstream?: Upstream,
+): SoftmaxProblem {
+  const o = v.options(options);
+  if (typeof inputs !== "object" || inputs === null) throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
+  const [n, c] = v.batch("x", inputs.x);
+  if (o.checkFinite) v.finite("x", inputs.x.data, c);
+  let up: Float32Array | null = null;
+  if (upstream !== undefined) {
+    v.matrix("upstream", upstream, n, c);
+    up = (upstream as Matrix).data;
+  }
+  return { n, c, x: inputs.x.data, log, up, out: outBuffer(o, up ? "x" : "output", n, c) };
+}
+
+const then = <T, U>(r: T | Promise<T>, f: (t: T) => U): U | Promise<U> => (r instanceof Promise ? r.then(f) : f(r));
+
+/** A transform's three methods; they return Promises exactly when the kernel does. */
+export interface SoftmaxMethods<W extends "sync" | "async"> {
+  forward(inputs: SoftmaxInputs, options?: SoftmaxOptions): W extends "sync" ? SoftmaxOutput : Promise<SoftmaxOutput>;
+  backward(
+    inputs: SoftmaxInputs,
+    options: SoftmaxOptions | undefined,
+    upstream: Upstream,
+  ): W extends "sync" ? SoftmaxGrads : Promise<SoftmaxGrads>;
+  valueAndGrad(
+    inputs: SoftmaxInputs,
+    options: SoftmaxOptions | undefined,
+    upstream: Upstream,
+  ): W extends "sync" ? SoftmaxOutput & { grads: SoftmaxGrads } : Promise<SoftmaxOutput & { grads: SoftmaxGrads }>;
+}
+
+/** Binds a transform to a kernel. */
+export function bindSoftmax<W extends "sync" | "async">(kernel: SoftmaxKernel, log: boolean): SoftmaxMethods<W> {
+  const run = (inputs: SoftmaxInputs, options: SoftmaxOptions | undefined, upstream?: Upstream) => {
+    const p = prepareSoftmax(inputs, options, log, upstream);
+    return then(kernel(p), (data): Matrix => p.out ?? { data, shape: [p.n, p.c] });
+  };
+  const need = (upstream: Upstream | undefined) => {
+    if (upstream === undefined) {
+      throw new TypeError("Expected upstream to be a matrix [N, C] (softmax transforms have no default upstream), got undefined");
+    }
+    return upstream;
+  };
+  const methods = {
+    forward: (inputs: SoftmaxInputs, options?: SoftmaxOptions) => then(run(inputs, options), (output) => ({ output })),
+    backward: (inputs: SoftmaxInputs, options: SoftmaxOptions | undefined, upstream: Upstream) =>
+      then(run(inputs, options, need(upstream)), (x) => ({ x })),
+    valueAndGrad: (inputs: SoftmaxInputs, options: SoftmaxOptions | undefined, upstream: Upstream) => {
+      const { out, ...rest } = v.options(options);
+      const gradOptions = { ...rest, out: out?.x ? { x: out.x } : undefined };
+      const outputOptions = { ...rest, out: out?.output ? { output: out.output } : undefined };
+      return then(run(inputs, gradOptions, need(upstream)), (x) =>
+        then(run(inputs, outputOptions), (output) => ({ output, grads: { x } })));
+    },
+  };
+  return methods as unknown as SoftmaxMethods<W>;
+}
