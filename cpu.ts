@@ -5,7 +5,7 @@
  *
  * @example Cross-entropy and its gradient
  * ```ts
- * import { wasm } from "./cpu.ts";
+ * import { wasm } from "@softmargin/softmargin/cpu";
  * const logits = { data: new Float32Array([2, 1, 0.1, 0.5, 2.5, 0.3]), shape: [2, 3] as const };
  * const { loss, grads } = wasm.crossEntropy.valueAndGrad({ logits, labels: [0, 1] });
  * console.log(loss, grads.logits.shape);

@@ -7,12 +7,17 @@
 import type { Kernel, LossDef, Prepared } from "../loss.ts";
 import { bindAsync, bindSync } from "../loss.ts";
 import type { AsyncLoss, Loss } from "../types.ts";
-import { accuracy } from "./accuracy.ts";
-import { crossEntropy } from "./cross_entropy.ts";
-import { distillation } from "./distillation.ts";
-import { focal } from "./focal.ts";
-import { klDiv } from "./kl_div.ts";
-import { softCrossEntropy } from "./soft_cross_entropy.ts";
+import { accuracy, type AccuracyOptions } from "./accuracy.ts";
+import { crossEntropy, type CrossEntropyGrads, type CrossEntropyInputs, type CrossEntropyOptions } from "./cross_entropy.ts";
+import { distillation, type DistillationGrads, type DistillationInputs, type DistillationOptions } from "./distillation.ts";
+import { focal, type FocalOptions } from "./focal.ts";
+import { klDiv, type KlDivGrads, type KlDivInputs, type KlDivOptions } from "./kl_div.ts";
+import {
+  softCrossEntropy,
+  type SoftCrossEntropyGrads,
+  type SoftCrossEntropyInputs,
+  type SoftCrossEntropyOptions,
+} from "./soft_cross_entropy.ts";
 import { bindSoftmax, type SoftmaxKernel, type SoftmaxMethods } from "./softmax.ts";
 
 /** The loss definitions. */
@@ -28,23 +33,150 @@ export const definitions = {
 type Defs = typeof definitions;
 // deno-lint-ignore no-explicit-any
 type ProblemOf<D> = D extends LossDef<any, any, any, infer P> ? P : never;
-// deno-lint-ignore no-explicit-any
-type SyncOf<D> = D extends LossDef<infer I, infer O, infer G, any> ? Loss<I, O, G> : never;
-// deno-lint-ignore no-explicit-any
-type AsyncOf<D> = D extends LossDef<infer I, infer O, infer G, any> ? AsyncLoss<I, O, G> : never;
+/** A loss's methods, synchronous (`"sync"`, the CPU entry point) or returning Promises (`"async"`, `init`). */
+export type Methods<W extends "sync" | "async", I, O, G> = W extends "sync" ? Loss<I, O, G> : AsyncLoss<I, O, G>;
 
 /** What a backend implements: one kernel per loss, one for the softmax transforms. */
 export type Kernels = { [K in keyof Defs]: Kernel<ProblemOf<Defs[K]>> } & { softmax: SoftmaxKernel };
+
+/**
+ * Every loss of the softmax family, bound to one backend. Each has `forward`,
+ * `backward` and `valueAndGrad`; inputs are `[N, C]` row-major float32 matrices
+ * `{ data, shape }` and integer labels; see each member for its formula.
+ */
+export interface LossSet<W extends "sync" | "async"> {
+  /**
+   * Row-wise softmax `y_ij = e^(x_ij - m_i) / sum_k e^(x_ik - m_i)` (`m_i` the row max).
+   * `forward({ x })` gives `{ output }`; `backward({ x }, options, upstream)` the
+   * vector-Jacobian product `y * (g - sum_k g_k y_k)` as `{ x }`.
+   *
+   * @example Softmax of one row
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const { output } = wasm.softmax.forward({ x: { data: new Float32Array([0, Math.log(3)]), shape: [1, 2] } });
+   * console.log(output.data); // [0.25, 0.75]
+   * ```
+   */
+  softmax: SoftmaxMethods<W>;
+  /**
+   * Row-wise log-softmax `x_ij - m_i - log sum_k e^(x_ik - m_i)`; its vector-Jacobian
+   * product is `g - softmax(x) * sum_k g_k`.
+   *
+   * @example Log-probabilities
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const { output } = wasm.logSoftmax.forward({ x: { data: new Float32Array([1, 1]), shape: [1, 2] } });
+   * console.log(output.data); // [-0.6931, -0.6931] (log 1/2)
+   * ```
+   */
+  logSoftmax: SoftmaxMethods<W>;
+  /**
+   * Softmax cross-entropy with integer labels, as `torch.nn.functional.cross_entropy`:
+   * `loss_i = -(1-eps) w_y log p_iy - (eps/C) sum_c w_c log p_ic`, `p = softmax(logits)`,
+   * with class weights `w` (`weight`, default all 1) and label smoothing `eps`
+   * (`labelSmoothing`, default 0, Szegedy et al. 2016, "Rethinking the Inception
+   * Architecture"). `reduction` `"mean"` (default) divides by the summed weight of the
+   * non-ignored rows; rows labelled `ignoreIndex` (default -100) count 0, and a batch
+   * with none left has loss 0 and zero gradients (PyTorch gives NaN there).
+   * Shapes: logits `[N, C]`, labels `[N]`; gradient `grads.logits` `[N, C]`:
+   * `s_i (q_sum p - q)` for the target distribution `q` of the formula.
+   *
+   * @example Loss and gradient
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const logits = { data: new Float32Array([2, 0, 0, 0, 3, 0]), shape: [2, 3] as const };
+   * const { loss, grads } = wasm.crossEntropy.valueAndGrad({ logits, labels: [0, 1] }, { labelSmoothing: 0.1 });
+   * console.log(loss, grads.logits.shape); // 0.3339 [2, 3]
+   * ```
+   */
+  crossEntropy: Methods<W, CrossEntropyInputs, CrossEntropyOptions, CrossEntropyGrads>;
+  /**
+   * Cross-entropy against soft targets ("soft_entropy"): `loss_i = -sum_c t_ic log p_ic`,
+   * `p = softmax(logits)`. Shapes: logits and target `[N, C]`; `reduction` `"mean"` over
+   * rows (default), `"sum"`, `"none"`. Gradients: logits `s_i (sum_c t_ic) p - t`,
+   * target `-s_i log p`.
+   *
+   * @example Soft labels
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const logits = { data: new Float32Array([1, 2, 3]), shape: [1, 3] as const };
+   * const target = { data: new Float32Array([0.1, 0.2, 0.7]), shape: [1, 3] as const };
+   * console.log(wasm.softCrossEntropy.forward({ logits, target }).loss); // 0.8076 (PyTorch: 0.8076059644)
+   * ```
+   */
+  softCrossEntropy: Methods<W, SoftCrossEntropyInputs, SoftCrossEntropyOptions, SoftCrossEntropyGrads>;
+  /**
+   * Kullback-Leibler divergence as `torch.nn.functional.kl_div(logInput, target)`:
+   * `sum t (log t - logInput)` (terms with `t = 0` are 0), or with `logTarget`
+   * `sum e^t (t - logInput)`. No softmax is applied: `logInput` holds log-probabilities.
+   * `reduction`: `"batchmean"` (default, sum / N), `"sum"`, `"mean"` (sum / (N*C)) or
+   * `"none"` (one value per row, unlike PyTorch's element-wise output). Gradients:
+   * `logInput` `-t`, `target` `log t + 1 - logInput` (0 where `t = 0`, where PyTorch gives
+   * NaN) or `e^t (t - logInput + 1)`.
+   *
+   * @example KL between two distributions
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const logInput = { data: new Float32Array([Math.log(0.5), Math.log(0.5)]), shape: [1, 2] as const };
+   * const target = { data: new Float32Array([0.9, 0.1]), shape: [1, 2] as const };
+   * console.log(wasm.klDiv.forward({ logInput, target }).loss); // 0.3681 (PyTorch: 0.3680642072)
+   * ```
+   */
+  klDiv: Methods<W, KlDivInputs, KlDivOptions, KlDivGrads>;
+  /**
+   * Knowledge distillation (Hinton, Vinyals and Dean 2015, "Distilling the Knowledge in a
+   * Neural Network"): `alpha T^2 KL(softmax(teacher/T) || softmax(student/T)) + (1-alpha) CE(student, labels)`,
+   * temperature `T` (default 4), `alpha` (default 0.9). With `"mean"` the KL is averaged
+   * over all N rows (batchmean) and the cross-entropy over the non-ignored rows; `parts`
+   * holds the reduced `kl` and `ce` before weighting. Shapes: student, teacher `[N, C]`,
+   * labels `[N]`; gradient w.r.t. the student only: `alpha T (Q - P) + (1-alpha)(p - onehot)`.
+   *
+   * @example Distil a teacher
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const student = { data: new Float32Array([1, 0, 0, 1]), shape: [2, 2] as const };
+   * const teacher = { data: new Float32Array([3, 0, 0, 3]), shape: [2, 2] as const };
+   * const { loss, parts } = wasm.distillation.forward({ student, teacher, labels: [0, 1] }, { temperature: 2 });
+   * console.log(loss, parts); // 0.3562 { kl: 0.0902, ce: 0.3133 }
+   * ```
+   */
+  distillation: Methods<W, DistillationInputs, DistillationOptions, DistillationGrads>;
+  /**
+   * Focal loss on softmax probabilities (Lin et al. 2017, "Focal Loss for Dense Object
+   * Detection"): `loss_i = alpha_y (1 - p_t)^gamma CE_i`, `p_t = e^-CE_i`, `gamma` default
+   * 2 (0 gives cross-entropy), optional per-class `alpha [C]`. `"mean"` averages over the
+   * non-ignored rows (alpha weighs rows but is not a denominator). The gradient is finite
+   * at `p_t = 1` for every `gamma >= 0` (the unbounded factor `(1-p_t)^(gamma-1)` meets
+   * `CE_i = 0` and the product is taken as its limit, 0).
+   *
+   * @example Focal loss
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const logits = { data: new Float32Array([2, 0, 0, 0, 0, 2]), shape: [2, 3] as const };
+   * console.log(wasm.focal.forward({ logits, labels: [0, 1] }, { gamma: 2 }).loss); // 0.8994 (PyTorch-built reference: 0.8993823043)
+   * ```
+   */
+  focal: Methods<W, CrossEntropyInputs, FocalOptions, CrossEntropyGrads>;
+  /**
+   * Top-k accuracy: the share of non-ignored rows whose label is among the `k` (default
+   * 1) largest logits; a label counts when fewer than `k` logits are strictly greater
+   * (ties count for the label). 0 when every row is ignored. Its gradient is 0.
+   *
+   * @example Top-1 and top-2
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const logits = { data: new Float32Array([3, 2, 1, 1, 2, 3]), shape: [2, 3] as const };
+   * console.log(wasm.accuracy.forward({ logits, labels: [1, 2] }).loss); // 0.5
+   * console.log(wasm.accuracy.forward({ logits, labels: [1, 2] }, { k: 2 }).loss); // 1
+   * ```
+   */
+  accuracy: Methods<W, CrossEntropyInputs, AccuracyOptions, CrossEntropyGrads>;
+}
+
 /** Every loss with synchronous methods (the CPU backends). */
-export type SyncLosses = { [K in keyof Defs]: SyncOf<Defs[K]> } & {
-  softmax: SoftmaxMethods<"sync">;
-  logSoftmax: SoftmaxMethods<"sync">;
-};
+export type SyncLosses = LossSet<"sync">;
 /** Every loss with methods returning Promises. */
-export type AsyncLosses = { [K in keyof Defs]: AsyncOf<Defs[K]> } & {
-  softmax: SoftmaxMethods<"async">;
-  logSoftmax: SoftmaxMethods<"async">;
-};
+export type AsyncLosses = LossSet<"async">;
 
 /** Binds every definition to a backend's kernels. */
 export function bindLosses(kernels: Kernels, sync: true): SyncLosses;
@@ -58,7 +190,7 @@ export function bindLosses(kernels: Kernels, sync: boolean): SyncLosses | AsyncL
     const kernel = kernels[name] as unknown as Kernel<Prepared>;
     out[name] = sync ? bindSync(def, kernel) : bindAsync(def, kernel);
   }
-  return out as SyncLosses | AsyncLosses;
+  return out as unknown as SyncLosses | AsyncLosses;
 }
 
 /** Makes every method of an object return a Promise (CPU kernels under the async `Losses`). */

@@ -322,12 +322,12 @@ export class WasmMatrix implements Matrix {
  *
  * @example Zero-copy cross-entropy
  * ```ts
- * import { alloc, wasm } from "./cpu.ts";
+ * import { alloc, wasm } from "@softmargin/softmargin/cpu";
  * const logits = alloc([2, 3]);
  * logits.data.set([1, 2, 3, 3, 2, 1]);
  * const grad = alloc([2, 3]);
  * const { loss } = wasm.crossEntropy.valueAndGrad({ logits, labels: [2, 0] }, { out: { logits: grad } });
- * console.log(loss.toFixed(4), grad.data[0].toFixed(4)); // 0.4076 0.0450
+ * console.log(loss, grad.data[0]); // 0.4076 0.0450
  * logits.free();
  * grad.free();
  * ```
