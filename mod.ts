@@ -77,7 +77,9 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
   const o = v.options(options);
   const backend = v.oneOf("options.backend", o.backend, ["auto", "wasm", "js"] as const, "auto");
   if (backend === "wasm" && !simdSupported()) {
-    throw new RangeError('Expected options.backend "wasm" to run on an engine with WebAssembly SIMD, this one has none');
+    throw new RangeError(
+      'Expected options.backend "wasm" to run on an engine with WebAssembly SIMD, this one has none',
+    );
   }
   const useWasm = backend === "wasm" || (backend === "auto" && simdSupported());
   if (useWasm) await compileWasm();

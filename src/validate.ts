@@ -189,11 +189,15 @@ export function rowScales(
     if (upstream !== undefined) {
       if (!(upstream instanceof Float32Array) && !(upstream instanceof Float64Array) && !Array.isArray(upstream)) {
         throw new TypeError(
-          `Expected upstream to be a Float32Array of ${n} values (one per row, reduction "none"), got ${show(upstream)}`,
+          `Expected upstream to be a Float32Array of ${n} values (one per row, reduction "none"), got ${
+            show(upstream)
+          }`,
         );
       }
       up = upstream as ArrayLike<number>;
-      if (up.length !== n) throw new RangeError(`Expected upstream to have ${n} values (one per row), got ${up.length}`);
+      if (up.length !== n) {
+        throw new RangeError(`Expected upstream to have ${n} values (one per row), got ${up.length}`);
+      }
     }
     for (let i = 0; i < n; i++) scales[i] = up === null ? 1 : up[i];
   } else {
@@ -205,7 +209,7 @@ export function rowScales(
     const s = reductionName === "mean" ? (denominator === 0 ? 0 : up / denominator) : up;
     scales.fill(s);
   }
-  if (isIgnored) for (let i = 0; i < n; i++) if (isIgnored(i)) scales[i] = 0;
+  if (isIgnored) { for (let i = 0; i < n; i++) if (isIgnored(i)) scales[i] = 0; }
   return scales;
 }
 

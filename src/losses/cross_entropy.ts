@@ -67,7 +67,9 @@ export function hardLabelInputs(
   inputs: CrossEntropyInputs,
   o: CommonOptions & { ignoreIndex?: number },
 ): { n: number; c: number; labels: Int32Array; ignoreIndex: number } {
-  if (typeof inputs !== "object" || inputs === null) throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
+  if (typeof inputs !== "object" || inputs === null) {
+    throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
+  }
   const [n, c] = v.batch("logits", inputs.logits);
   const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
   const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
@@ -109,7 +111,20 @@ export const crossEntropy: LossDef<CrossEntropyInputs, CrossEntropyOptions, Cros
     for (let i = 0; i < n; i++) if (labels[i] >= 0) denominator += weight ? weight[labels[i]] : 1;
     const scales = grad ? v.rowScales(reduction, upstream, n, denominator, (i) => labels[i] < 0) : new Float64Array(0);
     const out = grad ? outBuffer(o, "logits", n, c) : null;
-    return { grad, n, c, logits: inputs.logits.data, labels, weight, smoothing, gamma: 0, scales, out, reduction, denominator };
+    return {
+      grad,
+      n,
+      c,
+      logits: inputs.logits.data,
+      labels,
+      weight,
+      smoothing,
+      gamma: 0,
+      scales,
+      out,
+      reduction,
+      denominator,
+    };
   },
   finish: (p, raw) => finishHardLabel(p, raw.rows[0], raw.grads.logits),
 };

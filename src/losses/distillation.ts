@@ -79,8 +79,19 @@ export const distillation: LossDef<DistillationInputs, DistillationOptions, Dist
       ca = v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0).map((s) => (1 - alpha) * s);
     }
     return {
-      grad, n, c, student: inputs.student.data, teacher: inputs.teacher.data, labels, temperature, alpha,
-      reduction, count, ka, ca, out: grad ? outBuffer(o, "student", n, c) : null,
+      grad,
+      n,
+      c,
+      student: inputs.student.data,
+      teacher: inputs.teacher.data,
+      labels,
+      temperature,
+      alpha,
+      reduction,
+      count,
+      ka,
+      ca,
+      out: grad ? outBuffer(o, "student", n, c) : null,
     };
   },
   finish(p, raw) {

@@ -11,8 +11,8 @@ import {
   type CrossEntropyGrads,
   type CrossEntropyInputs,
   finishHardLabel,
-  type HardLabelProblem,
   hardLabelInputs,
+  type HardLabelProblem,
   outBuffer,
 } from "./cross_entropy.ts";
 
@@ -43,7 +43,20 @@ export const focal: LossDef<CrossEntropyInputs, FocalOptions, CrossEntropyGrads,
     const scales = grad ? v.rowScales(reduction, upstream, n, denominator, (i) => labels[i] < 0) : new Float64Array(0);
     const out = grad ? outBuffer(o, "logits", n, c) : null;
     // The kernel's focal branch is taken for gamma != 0; gamma = 0 is exactly cross-entropy with weight alpha.
-    return { grad, n, c, logits: inputs.logits.data, labels, weight, smoothing: 0, gamma, scales, out, reduction, denominator };
+    return {
+      grad,
+      n,
+      c,
+      logits: inputs.logits.data,
+      labels,
+      weight,
+      smoothing: 0,
+      gamma,
+      scales,
+      out,
+      reduction,
+      denominator,
+    };
   },
   finish: (p, raw) => finishHardLabel(p, raw.rows[0], raw.grads.logits),
 };

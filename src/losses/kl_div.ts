@@ -47,13 +47,26 @@ export const klDiv: LossDef<KlDivInputs, KlDivOptions, KlDivGrads, KlProblem> = 
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const [n, c] = pairInputs(inputs, "logInput", "target", o);
-    const reduction = v.oneOf("options.reduction", o.reduction, ["batchmean", "sum", "mean", "none"] as const, "batchmean");
+    const reduction = v.oneOf(
+      "options.reduction",
+      o.reduction,
+      ["batchmean", "sum", "mean", "none"] as const,
+      "batchmean",
+    );
     const logTarget = v.boolean("options.logTarget", o.logTarget, false);
     const denominator = reduction === "mean" ? n * c : n;
     const r = reduction === "none" ? "none" : reduction === "sum" ? "sum" : "mean";
     const scales = grad ? v.rowScales(r, upstream, n, denominator) : new Float64Array(0);
     return {
-      grad, n, c, a: inputs.logInput.data, b: inputs.target.data, scales, logTarget, reduction: r, denominator,
+      grad,
+      n,
+      c,
+      a: inputs.logInput.data,
+      b: inputs.target.data,
+      scales,
+      logTarget,
+      reduction: r,
+      denominator,
       outA: grad ? outBuffer(o, "logInput", n, c) : null,
       outB: grad ? outBuffer(o, "target", n, c) : null,
     };

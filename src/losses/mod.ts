@@ -8,8 +8,18 @@ import type { Kernel, LossDef, Prepared } from "../loss.ts";
 import { bindAsync, bindSync } from "../loss.ts";
 import type { AsyncLoss, Loss } from "../types.ts";
 import { accuracy, type AccuracyOptions } from "./accuracy.ts";
-import { crossEntropy, type CrossEntropyGrads, type CrossEntropyInputs, type CrossEntropyOptions } from "./cross_entropy.ts";
-import { distillation, type DistillationGrads, type DistillationInputs, type DistillationOptions } from "./distillation.ts";
+import {
+  crossEntropy,
+  type CrossEntropyGrads,
+  type CrossEntropyInputs,
+  type CrossEntropyOptions,
+} from "./cross_entropy.ts";
+import {
+  distillation,
+  type DistillationGrads,
+  type DistillationInputs,
+  type DistillationOptions,
+} from "./distillation.ts";
 import { focal, type FocalOptions } from "./focal.ts";
 import { klDiv, type KlDivGrads, type KlDivInputs, type KlDivOptions } from "./kl_div.ts";
 import {
@@ -184,7 +194,10 @@ export function bindLosses(kernels: Kernels, sync: false): AsyncLosses;
 export function bindLosses(kernels: Kernels, sync: boolean): SyncLosses | AsyncLosses {
   const out: Record<string, unknown> = sync
     ? { softmax: bindSoftmax(kernels.softmax, false), logSoftmax: bindSoftmax(kernels.softmax, true) }
-    : { softmax: asyncMethods(bindSoftmax(kernels.softmax, false)), logSoftmax: asyncMethods(bindSoftmax(kernels.softmax, true)) };
+    : {
+      softmax: asyncMethods(bindSoftmax(kernels.softmax, false)),
+      logSoftmax: asyncMethods(bindSoftmax(kernels.softmax, true)),
+    };
   for (const name of Object.keys(definitions) as (keyof Defs)[]) {
     const def = definitions[name] as unknown as LossDef<unknown, unknown, unknown, Prepared>;
     const kernel = kernels[name] as unknown as Kernel<Prepared>;
@@ -194,7 +207,6 @@ export function bindLosses(kernels: Kernels, sync: boolean): SyncLosses | AsyncL
 }
 
 /** Makes every method of an object return a Promise (CPU kernels under the async `Losses`). */
-// deno-lint-ignore no-explicit-any
 function asyncMethods<T extends object>(methods: T): T {
   const out: Record<string, unknown> = {};
   // deno-lint-ignore no-explicit-any

@@ -45,7 +45,9 @@ export interface PairProblem extends Prepared {
 
 /** Checks two `[N, C]` inputs of the same shape and returns the sizes. */
 export function pairInputs(inputs: object, nameA: string, nameB: string, o: CommonOptions): [number, number] {
-  if (typeof inputs !== "object" || inputs === null) throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
+  if (typeof inputs !== "object" || inputs === null) {
+    throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
+  }
   const rec = inputs as Record<string, Matrix>;
   const [n, c] = v.batch(nameA, rec[nameA]);
   v.matrix(nameB, rec[nameB], n, c);
@@ -70,7 +72,14 @@ export const softCrossEntropy: LossDef<
     const reduction = v.reduction(o.reduction);
     const scales = grad ? v.rowScales(reduction, upstream, n, n) : new Float64Array(0);
     return {
-      grad, n, c, a: inputs.logits.data, b: inputs.target.data, scales, reduction, denominator: n,
+      grad,
+      n,
+      c,
+      a: inputs.logits.data,
+      b: inputs.target.data,
+      scales,
+      reduction,
+      denominator: n,
       outA: grad ? outBuffer(o, "logits", n, c) : null,
       outB: grad ? outBuffer(o, "target", n, c) : null,
     };

@@ -50,7 +50,9 @@ export function prepareSoftmax(
   upstream?: Upstream,
 ): SoftmaxProblem {
   const o = v.options(options);
-  if (typeof inputs !== "object" || inputs === null) throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
+  if (typeof inputs !== "object" || inputs === null) {
+    throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
+  }
   const [n, c] = v.batch("x", inputs.x);
   if (o.checkFinite) v.finite("x", inputs.x.data, c);
   let up: Float32Array | null = null;
@@ -86,7 +88,9 @@ export function bindSoftmax<W extends "sync" | "async">(kernel: SoftmaxKernel, l
   };
   const need = (upstream: Upstream | undefined) => {
     if (upstream === undefined) {
-      throw new TypeError("Expected upstream to be a matrix [N, C] (softmax transforms have no default upstream), got undefined");
+      throw new TypeError(
+        "Expected upstream to be a matrix [N, C] (softmax transforms have no default upstream), got undefined",
+      );
     }
     return upstream;
   };
@@ -98,8 +102,10 @@ export function bindSoftmax<W extends "sync" | "async">(kernel: SoftmaxKernel, l
       const { out, ...rest } = v.options(options);
       const gradOptions = { ...rest, out: out?.x ? { x: out.x } : undefined };
       const outputOptions = { ...rest, out: out?.output ? { output: out.output } : undefined };
-      return then(run(inputs, gradOptions, need(upstream)), (x) =>
-        then(run(inputs, outputOptions), (output) => ({ output, grads: { x } })));
+      return then(
+        run(inputs, gradOptions, need(upstream)),
+        (x) => then(run(inputs, outputOptions), (output) => ({ output, grads: { x } })),
+      );
     },
   };
   return methods as unknown as SoftmaxMethods<W>;

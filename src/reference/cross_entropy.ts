@@ -33,7 +33,7 @@ export function hardLabel(p: HardLabelProblem): Raw {
       }
       rows[i] = loss;
       // d loss / d z_j = (sum q) p_j - q_j
-      if (grad) for (let j = 0; j < c; j++) grad[i * c + j] = p.scales[i] * (total * Math.exp(logp[j]) - q[j]);
+      if (grad) { for (let j = 0; j < c; j++) grad[i * c + j] = p.scales[i] * (total * Math.exp(logp[j]) - q[j]); }
     } else {
       // Focal: f(nll) = (1-pt)^gamma nll with pt = e^-nll;
       // f'(nll) = (1-pt)^gamma + gamma (1-pt)^(gamma-1) pt nll, whose second term is 0 at pt = 1.

@@ -25,8 +25,16 @@ export function hardLabel(p: HardLabelProblem): Raw {
     if (p.grad) rt.put(b + scales, p.scales);
   }, ({ r0, rows, ins, outs }) => {
     rt.k.hard_label(
-      ins[0], outs[0] ?? 0, rows, c, base + labels + r0 * 4, p.weight ? base + weight : 0, p.smoothing, p.gamma,
-      p.grad ? base + scales + r0 * 8 : 0, base + rowLoss + r0 * 8,
+      ins[0],
+      outs[0] ?? 0,
+      rows,
+      c,
+      base + labels + r0 * 4,
+      p.weight ? base + weight : 0,
+      p.smoothing,
+      p.gamma,
+      p.grad ? base + scales + r0 * 8 : 0,
+      base + rowLoss + r0 * 8,
     );
   });
   return { rows: [rt.f64(base + rowLoss, n)], grads: grad ? { logits: grad } : {} };

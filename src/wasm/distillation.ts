@@ -29,9 +29,18 @@ export function distill(p: DistillationProblem): Raw {
     }
   }, ({ r0, rows, ins, outs }) => {
     rt.k.distill(
-      ins[0], ins[1], outs[0] ?? 0, rows, c, base + labels + r0 * 4, p.temperature,
-      p.grad ? base + ka + r0 * 8 : 0, p.grad ? base + ca + r0 * 8 : 0, base + klRows + r0 * 8,
-      base + ceRows + r0 * 8, base + scratch,
+      ins[0],
+      ins[1],
+      outs[0] ?? 0,
+      rows,
+      c,
+      base + labels + r0 * 4,
+      p.temperature,
+      p.grad ? base + ka + r0 * 8 : 0,
+      p.grad ? base + ca + r0 * 8 : 0,
+      base + klRows + r0 * 8,
+      base + ceRows + r0 * 8,
+      base + scratch,
     );
   });
   return { rows: [rt.f64(base + klRows, n), rt.f64(base + ceRows, n)], grads: grad ? { student: grad } : {} };

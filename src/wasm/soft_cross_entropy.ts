@@ -37,7 +37,15 @@ export function softTarget(p: PairProblem): Raw {
 export function klDiv(p: KlProblem): Raw {
   return pair(p, (ch, scales, rowLoss) => {
     runtime().k.kl_div(
-      ch.ins[0], ch.ins[1], ch.outs[0] ?? 0, ch.outs[1] ?? 0, ch.rows, p.c, p.logTarget ? 1 : 0, scales, rowLoss,
+      ch.ins[0],
+      ch.ins[1],
+      ch.outs[0] ?? 0,
+      ch.outs[1] ?? 0,
+      ch.rows,
+      p.c,
+      p.logTarget ? 1 : 0,
+      scales,
+      rowLoss,
     );
   });
 }
