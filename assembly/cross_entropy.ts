@@ -1,28 +1,42 @@
-// Hard-label kernel of `crossEntropy` and `focal`: one fused pass per row computes
-// the row loss and, when `scales` is not 0, the gradient row.
+// The fused softmax cross-entropy kernel with hard labels: `crossEntropy`, `focal`
+// and every margin loss on cosines (`arcface`, `cosface`, `normface`,
+// `combinedMargin`). One call per row chunk computes the row losses and, when
+// `scales` is not 0, the gradient rows.
 //
-// Row i with label y, p = softmax(z), nll = logsumexp(z) - z_y, smoothing eps, class
-// weights w (all 1 when `weight` is 0) and W = sum_c w_c:
+// Row i with label y. The logits are z_j = s * x_j (s = `scale`; with `clamp`, x_j
+// is first clamped to [-1, 1]); with `target` the label's logit is replaced by
+// t_i = target[2i] whose derivative w.r.t. x_y is target[2i+1] (the margin: the host
+// computes phi(cos_y) per row). p = softmax(z), nll = logsumexp(z) - z_y, smoothing
+// eps, class weights w (all 1 when `weight` is 0), W = sum_c w_c:
 //   cross-entropy  loss_i = (1-eps) w_y nll + (eps/C) sum_c w_c (lse - z_c),
 //                  the last sum taken as W log(sum e^(z-m)) + sum_c w_c (m - z_c) (no cancellation)
 //                  dz_c   = s_i [ ((1-eps) w_y + (eps/C) W) p_c - (eps/C) w_c - (1-eps) w_y [c = y] ]
 //   focal (gamma)  loss_i = w_y (1-p_y)^gamma nll
 //                  dz_c   = s_i w_y f'(nll) (p_c - [c = y]),
 //                  f'(nll) = (1-p_y)^gamma + gamma (1-p_y)^(gamma-1) p_y nll  (second term 0 at p_y = 1)
-// with s_i = scales[i] (upstream and reduction folded in by the host).
-import { rowMax, rowSum, rowDotBelow, rowExpSum, rowAffine, rowAffineWeighted, rowZero } from "./softmax";
+// with s_i = scales[i] (upstream and reduction folded in by the host), and
+// dx_j = s dz_j for j != y (0 outside [-1, 1] with `clamp`), dx_y = dz_y * dt/dx_y.
+// (The smoothing and the target replacement are never asked for together.)
+import { rowMax, rowSum, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAffineWeighted, rowZero } from "./softmax";
+
+// @ts-ignore: decorator
+@inline function expSumOf(row: usize, c: i32, m: f32, scale: f32, out: usize, clamp: i32): f64 {
+  return clamp ? rowExpSumClamped(row, c, m, scale, out) : rowExpSum(row, c, m, scale, out);
+}
 
 /**
  * z, g: [rows, c] float32 (g may equal z: the gradient overwrites the logits);
  * labels: [rows] int32, -1 = ignored; weight: [c] float32 or 0; scales: [rows]
- * float64 or 0 for no gradient; rowLoss: [rows] float64 output.
+ * float64 or 0 for no gradient; rowLoss: [rows] float64 output; scale, clamp: the
+ * logit scale and the cosine clamp; target: [rows, 2] float64 (logit, derivative) or 0.
  */
 export function hard_label(
   z: usize, g: usize, rows: i32, c: i32, labels: usize, weight: usize,
-  eps: f64, gamma: f64, scales: usize, rowLoss: usize,
+  eps: f64, gamma: f64, scales: usize, rowLoss: usize, scale: f64, clamp: i32, target: usize,
 ): void {
   const W: f64 = weight ? rowSum(weight, c) : <f64>c;
   const epsC = eps / <f64>c;
+  const s32 = <f32>scale;
   for (let i = 0; i < rows; i++) {
     const zr = z + ((<usize>i * <usize>c) << 2);
     const gr = g + ((<usize>i * <usize>c) << 2);
@@ -33,18 +47,45 @@ export function hard_label(
       continue;
     }
     const wy: f64 = weight ? <f64>load<f32>(weight + (<usize>y << 2)) : 1;
-    const zy: f64 = <f64>load<f32>(zr + (<usize>y << 2));
-    const m = rowMax(zr, c);
-    // The smoothing term needs sum_c w_c (m - z_c), read before g may overwrite z.
-    const wBelow: f64 = eps == 0 ? 0 : weight ? rowDotBelow(weight, zr, m, c) : <f64>c * <f64>m - rowSum(zr, c);
-    const sum = rowExpSum(zr, c, m, 1, scales ? gr : 0);
-    const lse = <f64>m + Math.log(sum);
+    const xy = load<f32>(zr + (<usize>y << 2));
+    const out = scales ? gr : 0;
+    // m: the row maximum in logit units; sum: sum_c e^(z_c - m); zy: the label's logit;
+    // dy: d z_y / d x_y.
+    let m: f64, sum: f64, zy: f64, dy: f64;
+    let wBelow: f64 = 0;
+    if (target) {
+      // The label's entry is left out of the max and the sum and added as e^(t - m).
+      zy = load<f64>(target + (<usize>i << 4));
+      dy = load<f64>(target + (<usize>i << 4) + 8);
+      let mx = max(rowMax(zr, y), rowMax(zr + ((<usize>y + 1) << 2), c - y - 1));
+      if (clamp) mx = min(max(mx, <f32>-1), <f32>1);
+      m = max(<f64>mx * scale, zy);
+      const m32 = <f32>(m / scale);
+      const et = Math.exp(zy - m);
+      sum = expSumOf(zr, y, m32, s32, out, clamp) + et +
+        expSumOf(zr + ((<usize>y + 1) << 2), c - y - 1, m32, s32, out ? out + ((<usize>y + 1) << 2) : 0, clamp);
+      if (out) store<f32>(gr + (<usize>y << 2), <f32>et);
+    } else {
+      let mx = rowMax(zr, c);
+      let x = xy;
+      if (clamp) {
+        mx = min(max(mx, <f32>-1), <f32>1);
+        x = min(max(x, <f32>-1), <f32>1);
+      }
+      // The smoothing term needs sum_c w_c (m - z_c), read before g may overwrite z.
+      if (eps != 0) wBelow = weight ? rowDotBelow(weight, zr, mx, c) : <f64>c * <f64>mx - rowSum(zr, c);
+      m = <f64>mx * scale;
+      zy = <f64>x * scale;
+      dy = clamp && x != xy ? 0 : scale;
+      sum = expSumOf(zr, c, mx, s32, out, clamp);
+    }
+    const lse = m + Math.log(sum);
     const nll = lse - zy;
     // 1 - p_y = -expm1(-nll), accurate when p_y is close to 1.
     const om = -Math.expm1(-nll);
     let loss: f64, a: f64, u: f64, b: f64;
     if (gamma == 0) {
-      loss = (1 - eps) * wy * nll + epsC * (W * Math.log(sum) + wBelow);
+      loss = (1 - eps) * wy * nll + epsC * (W * Math.log(sum) + scale * wBelow);
       a = (1 - eps) * wy + epsC * W;
       u = epsC;
       // dz_y = s (a p_y - u w_y - (1-eps) w_y), with a p_y - (1-eps) w_y = epsC W p_y - (1-eps) w_y (1 - p_y)
@@ -59,10 +100,11 @@ export function hard_label(
     }
     store<f64>(rowLoss + (<usize>i << 3), loss);
     if (!scales) continue;
-    const s = load<f64>(scales + (<usize>i << 3));
-    const scale = <f32>(s * a / sum);
-    if (weight && u != 0) rowAffineWeighted(gr, c, scale, <f32>(s * u), weight);
-    else rowAffine(gr, gr, c, scale, <f32>(s * u));
-    store<f32>(gr + (<usize>y << 2), <f32>(s * b));
+    const si = load<f64>(scales + (<usize>i << 3));
+    // dx_j = s dz_j: the logit scale joins the row's gradient scale.
+    const ga = <f32>(si * a * scale / sum);
+    if (weight && u != 0) rowAffineWeighted(gr, c, ga, <f32>(si * u * scale), weight);
+    else rowAffine(gr, gr, c, ga, <f32>(si * u * scale));
+    store<f32>(gr + (<usize>y << 2), <f32>(si * b * dy));
   }
 }

@@ -81,8 +81,24 @@ export function rowDot(a: usize, b: usize, c: i32): f64 {
  * not 0 the exponentials are also stored there (`out` may equal `row`).
  */
 export function rowExpSum(row: usize, c: i32, m: f32, scale: f32, out: usize): f64 {
+  return expSum(row, c, m, scale, out, false);
+}
+
+/**
+ * As `rowExpSum` on the row clamped to [-1, 1] (cosines), m >= every clamped value;
+ * the stored exponentials of entries outside [-1, 1] are 0: the clamp passes no
+ * gradient there, so the gradient pass that scales them writes 0.
+ */
+export function rowExpSumClamped(row: usize, c: i32, m: f32, scale: f32, out: usize): f64 {
+  return expSum(row, c, m, scale, out, true);
+}
+
+// @ts-ignore: decorator
+@inline function expSum(row: usize, c: i32, m: f32, scale: f32, out: usize, clamp: bool): f64 {
   const vm = f32x4.splat(m);
   const vs = f32x4.splat(scale);
+  const one = f32x4.splat(1);
+  const minus = f32x4.splat(-1);
   let total: f64 = 0;
   let j = 0;
   while (j + 16 <= c) {
@@ -92,15 +108,31 @@ export function rowExpSum(row: usize, c: i32, m: f32, scale: f32, out: usize): f
     let s1 = s0, s2 = s0, s3 = s0;
     for (; j + 16 <= end; j += 16) {
       const o = <usize>j << 2;
-      const e0 = expNeg(f32x4.mul(f32x4.sub(v128.load(row + o), vm), vs));
-      const e1 = expNeg(f32x4.mul(f32x4.sub(v128.load(row + o, 16), vm), vs));
-      const e2 = expNeg(f32x4.mul(f32x4.sub(v128.load(row + o, 32), vm), vs));
-      const e3 = expNeg(f32x4.mul(f32x4.sub(v128.load(row + o, 48), vm), vs));
+      let x0 = v128.load(row + o), x1 = v128.load(row + o, 16), x2 = v128.load(row + o, 32), x3 = v128.load(row + o, 48);
+      let k0 = x0, k1 = x1, k2 = x2, k3 = x3;
+      if (clamp) {
+        x0 = f32x4.pmax(f32x4.pmin(k0, one), minus);
+        x1 = f32x4.pmax(f32x4.pmin(k1, one), minus);
+        x2 = f32x4.pmax(f32x4.pmin(k2, one), minus);
+        x3 = f32x4.pmax(f32x4.pmin(k3, one), minus);
+      }
+      const e0 = expNeg(f32x4.mul(f32x4.sub(x0, vm), vs));
+      const e1 = expNeg(f32x4.mul(f32x4.sub(x1, vm), vs));
+      const e2 = expNeg(f32x4.mul(f32x4.sub(x2, vm), vs));
+      const e3 = expNeg(f32x4.mul(f32x4.sub(x3, vm), vs));
       if (out) {
-        v128.store(out + o, e0);
-        v128.store(out + o, e1, 16);
-        v128.store(out + o, e2, 32);
-        v128.store(out + o, e3, 48);
+        if (clamp) {
+          // in range: the clamped value equals the original one
+          v128.store(out + o, v128.and(e0, f32x4.eq(x0, k0)));
+          v128.store(out + o, v128.and(e1, f32x4.eq(x1, k1)), 16);
+          v128.store(out + o, v128.and(e2, f32x4.eq(x2, k2)), 32);
+          v128.store(out + o, v128.and(e3, f32x4.eq(x3, k3)), 48);
+        } else {
+          v128.store(out + o, e0);
+          v128.store(out + o, e1, 16);
+          v128.store(out + o, e2, 32);
+          v128.store(out + o, e3, 48);
+        }
       }
       s0 = f32x4.add(s0, e0);
       s1 = f32x4.add(s1, e1);
@@ -111,8 +143,10 @@ export function rowExpSum(row: usize, c: i32, m: f32, scale: f32, out: usize): f
     total += <f64>f32x4.extract_lane(s0, 0) + <f64>f32x4.extract_lane(s0, 1) + <f64>f32x4.extract_lane(s0, 2) + <f64>f32x4.extract_lane(s0, 3);
   }
   for (; j < c; j++) {
-    const e = expNeg1((load<f32>(row + (<usize>j << 2)) - m) * scale);
-    if (out) store<f32>(out + (<usize>j << 2), e);
+    const k = load<f32>(row + (<usize>j << 2));
+    const x = clamp ? max(min(k, <f32>1), <f32>-1) : k;
+    const e = expNeg1((x - m) * scale);
+    if (out) store<f32>(out + (<usize>j << 2), clamp && x != k ? 0 : e);
     total += <f64>e;
   }
   return total;

@@ -36,11 +36,13 @@ export interface CrossEntropyGrads {
 }
 
 /**
- * The problem every hard-label kernel solves, row by row:
- * `nll_i = logsumexp(z_i) - z_{i,y}`; with smoothing `eps` the target is
- * `q = (1-eps) w_y onehot(y) + (eps/C) w` and the row loss `-sum_c q_c log p_c`;
- * with `gamma != 0` (focal) the row loss is `w_y (1 - e^-nll)^gamma nll`.
- * The gradient row is `scales[i]` times the derivative of the row loss.
+ * The problem the fused softmax cross-entropy kernel solves, row by row. The logits
+ * are `z_j = scale * x_j` (`x_j` clamped to [-1, 1] first with `clamp`), the label's
+ * logit replaced by `target[2i]` (derivative w.r.t. `x_y`: `target[2i+1]`) when
+ * `target` is given (the margin losses). `nll_i = logsumexp(z_i) - z_{i,y}`; with
+ * smoothing `eps` the target is `q = (1-eps) w_y onehot(y) + (eps/C) w` and the row
+ * loss `-sum_c q_c log p_c`; with `gamma != 0` (focal) it is `w_y (1 - e^-nll)^gamma nll`.
+ * The gradient row is `scales[i]` times the derivative of the row loss w.r.t. `x`.
  */
 export interface HardLabelProblem extends Prepared {
   readonly n: number;
@@ -53,6 +55,12 @@ export interface HardLabelProblem extends Prepared {
   readonly smoothing: number;
   /** Focal exponent; 0 for cross-entropy. */
   readonly gamma: number;
+  /** Logit scale (1 for cross-entropy, `s` for the margin losses). */
+  readonly scale: number;
+  /** Clamp the inputs to [-1, 1] first (cosines). */
+  readonly clamp: boolean;
+  /** Per row: the label's replaced logit and its derivative w.r.t. the input, or null. */
+  readonly target: Float64Array | null;
   /** Per-row gradient scale (upstream and reduction folded in); ignored rows 0. */
   readonly scales: Float64Array;
   /** Caller's buffer for the gradient, or null. */
@@ -120,6 +128,9 @@ export const crossEntropy: LossDef<CrossEntropyInputs, CrossEntropyOptions, Cros
       weight,
       smoothing,
       gamma: 0,
+      scale: 1,
+      clamp: false,
+      target: null,
       scales,
       out,
       reduction,

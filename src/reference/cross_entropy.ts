@@ -1,5 +1,6 @@
 /**
- * Reference kernel of the hard-label losses (`crossEntropy`, `focal`), in float64.
+ * Reference kernel of the hard-label losses (`crossEntropy`, `focal`, the margin
+ * losses on cosines), in float64.
  *
  * @module
  */
@@ -9,10 +10,10 @@ import { logSoftmaxRow } from "./softmax.ts";
 
 /** Row losses and gradient of a hard-label problem, computed the obvious way. */
 export function hardLabel(p: HardLabelProblem): Raw {
-  const { n, c, logits, labels, weight, smoothing: eps, gamma } = p;
+  const { n, c, logits, labels, weight, smoothing: eps, gamma, scale, clamp, target } = p;
   const rows = new Float64Array(n);
   const grad = p.grad ? (p.out?.data ?? new Float32Array(n * c)) : null;
-  const logp = new Float64Array(c);
+  const z = new Float64Array(c), logp = new Float64Array(c), dzdx = new Float64Array(c);
   const w = (k: number) => (weight ? weight[k] : 1);
   for (let i = 0; i < n; i++) {
     const y = labels[i];
@@ -20,7 +21,20 @@ export function hardLabel(p: HardLabelProblem): Raw {
       grad?.fill(0, i * c, (i + 1) * c);
       continue;
     }
-    logSoftmaxRow(logits, i * c, c, logp);
+    // The logits and their derivative w.r.t. the inputs.
+    for (let j = 0; j < c; j++) {
+      const x = logits[i * c + j];
+      const xc = clamp ? Math.min(1, Math.max(-1, x)) : x;
+      z[j] = scale * xc;
+      dzdx[j] = xc === x ? scale : 0;
+    }
+    if (target) {
+      z[y] = target[2 * i];
+      dzdx[y] = target[2 * i + 1];
+    }
+    logSoftmaxRow(z, 0, c, logp);
+    // dL/dz, then dL/dx = dL/dz * dz/dx.
+    const dz = new Float64Array(c);
     if (gamma === 0) {
       // The target distribution: q = (1-eps) w_y onehot(y) + (eps/C) w; loss = -sum q log p.
       const q = new Float64Array(c);
@@ -33,7 +47,7 @@ export function hardLabel(p: HardLabelProblem): Raw {
       }
       rows[i] = loss;
       // d loss / d z_j = (sum q) p_j - q_j
-      if (grad) { for (let j = 0; j < c; j++) grad[i * c + j] = p.scales[i] * (total * Math.exp(logp[j]) - q[j]); }
+      for (let j = 0; j < c; j++) dz[j] = total * Math.exp(logp[j]) - q[j];
     } else {
       // Focal: f(nll) = (1-pt)^gamma nll with pt = e^-nll;
       // f'(nll) = (1-pt)^gamma + gamma (1-pt)^(gamma-1) pt nll, whose second term is 0 at pt = 1.
@@ -42,10 +56,9 @@ export function hardLabel(p: HardLabelProblem): Raw {
       rows[i] = w(y) * oneMinusPt ** gamma * nll;
       const tail = oneMinusPt === 0 ? 0 : gamma * oneMinusPt ** (gamma - 1) * Math.exp(-nll) * nll;
       const d = w(y) * (oneMinusPt ** gamma + tail);
-      if (grad) {
-        for (let j = 0; j < c; j++) grad[i * c + j] = p.scales[i] * d * (Math.exp(logp[j]) - (j === y ? 1 : 0));
-      }
+      for (let j = 0; j < c; j++) dz[j] = d * (Math.exp(logp[j]) - (j === y ? 1 : 0));
     }
+    if (grad) for (let j = 0; j < c; j++) grad[i * c + j] = p.scales[i] * dz[j] * dzdx[j];
   }
   return { rows: [rows], grads: grad ? { logits: grad } : {} };
 }

@@ -1,5 +1,5 @@
 /**
- * WebAssembly glue of the hard-label kernel (`crossEntropy`, `focal`).
+ * WebAssembly glue of the fused softmax cross-entropy kernel (`crossEntropy`, `focal`, the margin losses).
  *
  * @module
  */
@@ -17,12 +17,14 @@ export function hardLabel(p: HardLabelProblem): Raw {
   const weight = p.weight ? lay.add(c * 4) : -1;
   const scales = p.grad ? lay.add(n * 8) : -1;
   const rowLoss = lay.add(n * 8);
+  const target = p.target ? lay.add(n * 16) : -1;
   let base = 0;
   const [grad] = streamRows(rt, lay, n, c, [p.logits], p.grad ? [p.out] : [], true, (b) => {
     base = b;
     rt.put(b + labels, p.labels);
     if (p.weight) rt.put(b + weight, p.weight);
     if (p.grad) rt.put(b + scales, p.scales);
+    if (p.target) rt.put(b + target, p.target);
   }, ({ r0, rows, ins, outs }) => {
     rt.k.hard_label(
       ins[0],
@@ -35,6 +37,9 @@ export function hardLabel(p: HardLabelProblem): Raw {
       p.gamma,
       p.grad ? base + scales + r0 * 8 : 0,
       base + rowLoss + r0 * 8,
+      p.scale,
+      p.clamp ? 1 : 0,
+      p.target ? base + target + r0 * 16 : 0,
     );
   });
   return { rows: [rt.f64(base + rowLoss, n)], grads: grad ? { logits: grad } : {} };

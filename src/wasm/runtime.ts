@@ -26,6 +26,9 @@ export interface Exports {
     gamma: number,
     scales: number,
     rowLoss: number,
+    scale: number,
+    clamp: number,
+    target: number,
   ): void;
   soft_target(
     z: number,
