@@ -8,6 +8,11 @@ import type { Kernel, LossDef, Prepared } from "../loss.ts";
 import { bindAsync, bindSync } from "../loss.ts";
 import type { AsyncLoss, Loss } from "../types.ts";
 import { accuracy, type AccuracyOptions } from "./accuracy.ts";
+import { arcface, type ArcfaceOptions } from "./arcface.ts";
+import { combinedMargin, type CombinedMarginOptions } from "./combined_margin.ts";
+import { cosface, type CosfaceOptions } from "./cosface.ts";
+import type { MarginGrads, MarginInputs } from "./margin.ts";
+import { normface, type NormfaceOptions } from "./normface.ts";
 import {
   crossEntropy,
   type CrossEntropyGrads,
@@ -38,6 +43,10 @@ export const definitions = {
   distillation,
   focal,
   accuracy,
+  arcface,
+  cosface,
+  normface,
+  combinedMargin,
 };
 
 type Defs = typeof definitions;
@@ -181,6 +190,62 @@ export interface LossSet<W extends "sync" | "async"> {
    * ```
    */
   accuracy: Methods<W, CrossEntropyInputs, AccuracyOptions, CrossEntropyGrads>;
+  /**
+   * ArcFace / AAM-Softmax (Deng et al. 2019, "ArcFace: Additive Angular Margin Loss for
+   * Deep Face Recognition"): cosines `cos [N, C]` clamped to [-1, 1], logits `s cos`
+   * except the label's, `s phi(cos_y)` with `phi = cos(theta + m)` (`scale` s = 64,
+   * `margin` m = 0.5); `easyMargin` keeps `cos` where `cos <= 0`, otherwise `cos - m sin(pi - m)`
+   * is used where `cos <= cos(pi - m)`; then cross-entropy (`reduction`, `ignoreIndex` as
+   * `crossEntropy`). Gradient w.r.t. `cos`: `s (p_j)` for j != y, `s (p_y - 1) phi'(cos_y)`
+   * (`marginGrad: "constant"`: `phi' = 1`, as insightface); `phi'` uses the cosine clamped to
+   * `[-1 + 1e-6, 1 - 1e-6]`, so it is finite at cosines of exactly +-1.
+   *
+   * @example ArcFace on cosines
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const cos = { data: new Float32Array([0.8, 0.1, -0.2, 0.3, 0.6, 0.1]), shape: [2, 3] as const };
+   * console.log(wasm.arcface.forward({ cos, labels: [0, 1] }, { scale: 30 }).loss); // 2.3606 (PyTorch: 2.3606137)
+   * ```
+   */
+  arcface: Methods<W, MarginInputs, ArcfaceOptions, MarginGrads>;
+  /**
+   * CosFace / LMCL (Wang et al. 2018, "CosFace: Large Margin Cosine Loss") and
+   * AM-Softmax (Wang et al. 2018, who used s = 30): label logit `s (cos_y - m)`,
+   * `scale` s = 64, `margin` m = 0.35; otherwise as `arcface`.
+   *
+   * @example CosFace
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const cos = { data: new Float32Array([0.8, 0.1, -0.2, 0.3, 0.6, 0.1]), shape: [2, 3] as const };
+   * console.log(wasm.cosface.forward({ cos, labels: [0, 1] }, { scale: 30 }).loss); // 0.8517 (PyTorch: 0.8517327)
+   * ```
+   */
+  cosface: Methods<W, MarginInputs, CosfaceOptions, MarginGrads>;
+  /**
+   * NormFace (Wang et al. 2017, "NormFace: L2 Hypersphere Embedding for Face
+   * Verification"): cross-entropy of the logits `s cos` without a margin, `scale` s = 16.
+   *
+   * @example NormFace
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const cos = { data: new Float32Array([0.8, 0.1, -0.2, 0.3, 0.6, 0.1]), shape: [2, 3] as const };
+   * console.log(wasm.normface.forward({ cos, labels: [0, 1] }).loss); // 0.0043 (PyTorch: 0.0042713)
+   * ```
+   */
+  normface: Methods<W, MarginInputs, NormfaceOptions, MarginGrads>;
+  /**
+   * insightface's combined margin: label logit `s (cos(m1 theta + m2) - m3)`,
+   * `theta = acos(cos_y)`, defaults s = 64, m1 = 1, m2 = 0.5, m3 = 0 (no threshold branch,
+   * so it equals `arcface` wherever ArcFace's branch is not taken).
+   *
+   * @example Combined margin
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const cos = { data: new Float32Array([0.8, 0.1, -0.2, 0.3, 0.6, 0.1]), shape: [2, 3] as const };
+   * console.log(wasm.combinedMargin.forward({ cos, labels: [0, 1] }, { scale: 30, m1: 1, m2: 0.3, m3: 0.2 }).loss); // 2.4533
+   * ```
+   */
+  combinedMargin: Methods<W, MarginInputs, CombinedMarginOptions, MarginGrads>;
 }
 
 /** Every loss with synchronous methods (the CPU backends). */

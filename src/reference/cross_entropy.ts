@@ -58,7 +58,7 @@ export function hardLabel(p: HardLabelProblem): Raw {
       const d = w(y) * (oneMinusPt ** gamma + tail);
       for (let j = 0; j < c; j++) dz[j] = d * (Math.exp(logp[j]) - (j === y ? 1 : 0));
     }
-    if (grad) for (let j = 0; j < c; j++) grad[i * c + j] = p.scales[i] * dz[j] * dzdx[j];
+    if (grad) { for (let j = 0; j < c; j++) grad[i * c + j] = p.scales[i] * dz[j] * dzdx[j]; }
   }
   return { rows: [rows], grads: grad ? { logits: grad } : {} };
 }

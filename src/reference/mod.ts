@@ -20,5 +20,9 @@ export const referenceKernels: Kernels = {
   klDiv,
   distillation: distill,
   accuracy: topkHits,
+  arcface: hardLabel,
+  cosface: hardLabel,
+  normface: hardLabel,
+  combinedMargin: hardLabel,
   softmax: softmaxTransform,
 };

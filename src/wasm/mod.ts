@@ -18,5 +18,9 @@ export const wasmKernels: Kernels = {
   klDiv,
   distillation: distill,
   accuracy: topkHits,
+  arcface: hardLabel,
+  cosface: hardLabel,
+  normface: hardLabel,
+  combinedMargin: hardLabel,
   softmax: softmaxTransform,
 };

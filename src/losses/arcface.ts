@@ -1,0 +1,41 @@
+/**
+ * `arcface`: additive angular margin (ArcFace, AAM-Softmax; Deng et al. 2019).
+ *
+ * @module
+ */
+import * as v from "../validate.ts";
+import { derivativeCos, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+
+/** Options of `arcface`. */
+export interface ArcfaceOptions extends MarginOptions {
+  /** Logit scale s. @default 64 */
+  scale?: number;
+  /** Angular margin m in radians, in [0, pi). @default 0.5 */
+  margin?: number;
+  /** Apply the margin only where cos > 0 (else the plain cosine). @default false */
+  easyMargin?: boolean;
+}
+
+/**
+ * ArcFace's target function: `phi = cos(theta + m) = cos cos(m) - sin sin(m)`,
+ * `sin = sqrt(max(0, 1 - cos^2))`; with `easyMargin` `phi` where `cos > 0` else `cos`;
+ * otherwise `phi` where `cos > cos(pi - m)` else `cos - m sin(pi - m)` (which keeps the
+ * target logit decreasing in theta past pi - m).
+ */
+export function arcfacePhi(margin: number, easyMargin: boolean): Phi {
+  const cm = Math.cos(margin), sm = Math.sin(margin);
+  const th = Math.cos(Math.PI - margin), mm = Math.sin(Math.PI - margin) * margin;
+  return (x) => {
+    const sin = Math.sqrt(Math.max(0, 1 - x * x));
+    const xd = derivativeCos(x);
+    const phi: [number, number] = [x * cm - sin * sm, cm + (sm * xd) / Math.sqrt(1 - xd * xd)];
+    if (easyMargin) return x > 0 ? phi : [x, 1];
+    return x > th ? phi : [x - mm, 1];
+  };
+}
+
+/** The definition of `arcface`. */
+export const arcface = marginLoss<ArcfaceOptions>("arcface", 64, (o) => {
+  const margin = v.number("options.margin", o.margin, 0.5, { min: 0, max: Math.PI, maxExclusive: true });
+  return arcfacePhi(margin, v.boolean("options.easyMargin", o.easyMargin, false));
+});

@@ -1,0 +1,36 @@
+/**
+ * `combinedMargin`: insightface's combined margin `cos(m1 theta + m2) - m3`, which
+ * covers SphereFace-like (m1), ArcFace (m2) and CosFace (m3) margins.
+ *
+ * @module
+ */
+import * as v from "../validate.ts";
+import { derivativeCos, marginLoss, type MarginOptions } from "./margin.ts";
+
+/** Options of `combinedMargin`. */
+export interface CombinedMarginOptions extends MarginOptions {
+  /** Logit scale s. @default 64 */
+  scale?: number;
+  /** Multiplicative angular margin. @default 1 */
+  m1?: number;
+  /** Additive angular margin (radians). @default 0.5 */
+  m2?: number;
+  /** Additive cosine margin. @default 0 */
+  m3?: number;
+}
+
+/**
+ * The definition of `combinedMargin`: target logit `s (cos(m1 theta + m2) - m3)`,
+ * `theta = acos(cos)`; `d phi / d cos = m1 sin(m1 theta + m2) / sqrt(1 - cos^2)` with the
+ * cosine of the denominator clamped to `[-1 + 1e-6, 1 - 1e-6]`. No threshold branch.
+ */
+export const combinedMargin = marginLoss<CombinedMarginOptions>("combinedMargin", 64, (o) => {
+  const m1 = v.number("options.m1", o.m1, 1);
+  const m2 = v.number("options.m2", o.m2, 0.5);
+  const m3 = v.number("options.m3", o.m3, 0);
+  return (x) => {
+    const angle = m1 * Math.acos(x) + m2;
+    const xd = derivativeCos(x);
+    return [Math.cos(angle) - m3, (m1 * Math.sin(angle)) / Math.sqrt(1 - xd * xd)];
+  };
+});

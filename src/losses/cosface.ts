@@ -1,0 +1,22 @@
+/**
+ * `cosface`: additive cosine margin (CosFace / LMCL, Wang et al. 2018; AM-Softmax,
+ * Wang et al. 2018, which used s = 30).
+ *
+ * @module
+ */
+import * as v from "../validate.ts";
+import { marginLoss, type MarginOptions } from "./margin.ts";
+
+/** Options of `cosface`. */
+export interface CosfaceOptions extends MarginOptions {
+  /** Logit scale s. @default 64 */
+  scale?: number;
+  /** Cosine margin m subtracted from the target cosine. @default 0.35 */
+  margin?: number;
+}
+
+/** The definition of `cosface`: target logit `s (cos - m)`. */
+export const cosface = marginLoss<CosfaceOptions>("cosface", 64, (o) => {
+  const margin = v.number("options.margin", o.margin, 0.35);
+  return (x) => [x - margin, 1];
+});

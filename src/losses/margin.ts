@@ -1,0 +1,118 @@
+/**
+ * What the margin losses on cosines share (`arcface`, `cosface`, `normface`,
+ * `combinedMargin`): the cosines are clamped to [-1, 1], every logit is `s * cos`
+ * except the label's, which becomes `s * phi(cos_y)`, then mean cross-entropy. The
+ * kernel is the one fused softmax cross-entropy kernel: the host computes `phi` and
+ * its derivative for each row's label (N scalars) and the kernel does the rest.
+ *
+ * @module
+ */
+import type { LossDef } from "../loss.ts";
+import type { CommonOptions, Labels, Matrix, Reduction } from "../types.ts";
+import * as v from "../validate.ts";
+import { finishHardLabel, type HardLabelProblem, outBuffer } from "./cross_entropy.ts";
+
+/** Inputs of the margin losses on cosines. */
+export interface MarginInputs {
+  /** Cosine between each embedding and each class centre `[N, C]` (clamped to [-1, 1]). */
+  cos: Matrix;
+  /** One class index per row, in `[0, C)` or `ignoreIndex`. */
+  labels: Labels;
+}
+
+/** Gradients of the margin losses on cosines. */
+export interface MarginGrads {
+  /** Gradient w.r.t. the cosines `[N, C]` (0 where a cosine was outside [-1, 1]). */
+  cos: Matrix;
+}
+
+/** Options every margin loss on cosines takes. */
+export interface MarginOptions extends CommonOptions {
+  /** Logit scale s > 0. */
+  scale?: number;
+  /** Rows with this label are ignored. @default -100 */
+  ignoreIndex?: number;
+  /** `"mean"`, `"sum"` or `"none"`. @default "mean" */
+  reduction?: Reduction;
+  /**
+   * `"exact"`: the gradient of the target logit is `s * phi'(cos_y)`; `"constant"`:
+   * the margin is treated as a constant, `s * (p - onehot)` as insightface's kernels do.
+   * @default "exact"
+   */
+  marginGrad?: "exact" | "constant";
+}
+
+/**
+ * The cosine used in derivatives that divide by `sqrt(1 - cos^2)` (unbounded at
+ * +-1): clamped to `[-1 + 1e-6, 1 - 1e-6]`, so the gradient stays finite (at most
+ * about 707 times the margin's sine) at cosines of exactly +-1.
+ */
+export function derivativeCos(x: number): number {
+  return Math.min(1 - 1e-6, Math.max(-1 + 1e-6, x));
+}
+
+/** A target function: `phi(cos)` and `d phi / d cos`, for a cosine in [-1, 1]. */
+export type Phi = (x: number) => [number, number];
+
+/**
+ * Defines a margin loss from how its options give the scale and the target function.
+ */
+export function marginLoss<O extends MarginOptions>(
+  name: string,
+  defaultScale: number,
+  targetFunction: (o: O) => Phi,
+): LossDef<MarginInputs, O, MarginGrads, HardLabelProblem> {
+  return {
+    name,
+    prepare(inputs, options, grad, upstream) {
+      const o = v.options(options);
+      if (typeof inputs !== "object" || inputs === null) {
+        throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
+      }
+      const [n, c] = v.batch("cos", inputs.cos);
+      const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
+      const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
+      if (o.checkFinite) v.finite("cos", inputs.cos.data, c);
+      const scale = v.number("options.scale", o.scale, defaultScale, { min: 0, minExclusive: true });
+      const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") ===
+        "constant";
+      const reduction = v.reduction(o.reduction);
+      const phi = targetFunction(o);
+      // Per row: the label's logit s * phi(cos_y) and its derivative w.r.t. cos_y
+      // (0 when cos_y was outside [-1, 1]: the clamp passes no gradient).
+      const target = new Float64Array(2 * n);
+      let count = 0;
+      for (let i = 0; i < n; i++) {
+        if (labels[i] < 0) continue;
+        count++;
+        const raw = inputs.cos.data[i * c + labels[i]];
+        const x = Math.min(1, Math.max(-1, raw));
+        const [value, slope] = phi(x);
+        target[2 * i] = scale * value;
+        target[2 * i + 1] = x === raw || Number.isNaN(raw) ? scale * (constant ? 1 : slope) : 0;
+      }
+      const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
+      return {
+        grad,
+        n,
+        c,
+        logits: inputs.cos.data,
+        labels,
+        weight: null,
+        smoothing: 0,
+        gamma: 0,
+        scale,
+        clamp: true,
+        target,
+        scales,
+        out: grad ? outBuffer(o, "cos", n, c) : null,
+        reduction,
+        denominator: count,
+      };
+    },
+    finish(p, raw) {
+      const r = finishHardLabel(p, raw.rows[0], raw.grads.logits);
+      return { loss: r.loss, grads: { cos: r.grads.logits } };
+    },
+  };
+}
