@@ -34,8 +34,11 @@ export function arcfacePhi(margin: number, easyMargin: boolean): Phi {
   };
 }
 
-/** The definition of `arcface`. */
-export const arcface = marginLoss<ArcfaceOptions>("arcface", 64, (o) => {
+/** Checks `arcface`'s options and returns its target function. */
+export function arcfaceTarget(o: ArcfaceOptions): Phi {
   const margin = v.number("options.margin", o.margin, 0.5, { min: 0, max: Math.PI, maxExclusive: true });
   return arcfacePhi(margin, v.boolean("options.easyMargin", o.easyMargin, false));
-});
+}
+
+/** The definition of `arcface`. */
+export const arcface = marginLoss<ArcfaceOptions>("arcface", 64, arcfaceTarget);

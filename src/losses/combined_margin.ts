@@ -5,7 +5,7 @@
  * @module
  */
 import * as v from "../validate.ts";
-import { derivativeCos, marginLoss, type MarginOptions } from "./margin.ts";
+import { derivativeCos, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
 
 /** Options of `combinedMargin`. */
 export interface CombinedMarginOptions extends MarginOptions {
@@ -20,11 +20,12 @@ export interface CombinedMarginOptions extends MarginOptions {
 }
 
 /**
- * The definition of `combinedMargin`: target logit `s (cos(m1 theta + m2) - m3)`,
- * `theta = acos(cos)`; `d phi / d cos = m1 sin(m1 theta + m2) / sqrt(1 - cos^2)` with the
- * cosine of the denominator clamped to `[-1 + 1e-6, 1 - 1e-6]`. No threshold branch.
+ * Checks `combinedMargin`'s options and returns its target function
+ * `cos(m1 theta + m2) - m3`, `theta = acos(cos)`, with
+ * `d phi / d cos = m1 sin(m1 theta + m2) / sqrt(1 - cos^2)` (the cosine of the
+ * denominator clamped to `[-1 + 1e-6, 1 - 1e-6]`). No threshold branch.
  */
-export const combinedMargin = marginLoss<CombinedMarginOptions>("combinedMargin", 64, (o) => {
+export function combinedMarginTarget(o: CombinedMarginOptions): Phi {
   const m1 = v.number("options.m1", o.m1, 1);
   const m2 = v.number("options.m2", o.m2, 0.5);
   const m3 = v.number("options.m3", o.m3, 0);
@@ -33,4 +34,7 @@ export const combinedMargin = marginLoss<CombinedMarginOptions>("combinedMargin"
     const xd = derivativeCos(x);
     return [Math.cos(angle) - m3, (m1 * Math.sin(angle)) / Math.sqrt(1 - xd * xd)];
   };
-});
+}
+
+/** The definition of `combinedMargin`: target logit `s (cos(m1 theta + m2) - m3)`. */
+export const combinedMargin = marginLoss<CombinedMarginOptions>("combinedMargin", 64, combinedMarginTarget);

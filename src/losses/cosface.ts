@@ -5,7 +5,7 @@
  * @module
  */
 import * as v from "../validate.ts";
-import { marginLoss, type MarginOptions } from "./margin.ts";
+import { marginLoss, type MarginOptions, type Phi } from "./margin.ts";
 
 /** Options of `cosface`. */
 export interface CosfaceOptions extends MarginOptions {
@@ -15,8 +15,11 @@ export interface CosfaceOptions extends MarginOptions {
   margin?: number;
 }
 
-/** The definition of `cosface`: target logit `s (cos - m)`. */
-export const cosface = marginLoss<CosfaceOptions>("cosface", 64, (o) => {
+/** Checks `cosface`'s options and returns its target function `cos - m`. */
+export function cosfaceTarget(o: CosfaceOptions): Phi {
   const margin = v.number("options.margin", o.margin, 0.35);
   return (x) => [x - margin, 1];
-});
+}
+
+/** The definition of `cosface`: target logit `s (cos - m)`. */
+export const cosface = marginLoss<CosfaceOptions>("cosface", 64, cosfaceTarget);

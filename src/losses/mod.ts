@@ -13,6 +13,9 @@ import { combinedMargin, type CombinedMarginOptions } from "./combined_margin.ts
 import { cosface, type CosfaceOptions } from "./cosface.ts";
 import type { MarginGrads, MarginInputs } from "./margin.ts";
 import { normface, type NormfaceOptions } from "./normface.ts";
+import { type HeadGrads, type HeadInputs, marginHead, type MarginHeadOptions } from "./margin_head.ts";
+import { sphereface, type SpherefaceOptions } from "./sphereface.ts";
+import { lsoftmax, type LsoftmaxOptions } from "./lsoftmax.ts";
 import {
   crossEntropy,
   type CrossEntropyGrads,
@@ -47,6 +50,9 @@ export const definitions = {
   cosface,
   normface,
   combinedMargin,
+  marginHead,
+  sphereface,
+  lsoftmax,
 };
 
 type Defs = typeof definitions;
@@ -246,6 +252,55 @@ export interface LossSet<W extends "sync" | "async"> {
    * ```
    */
   combinedMargin: Methods<W, MarginInputs, CombinedMarginOptions, MarginGrads>;
+  /**
+   * A margin head from embeddings: `cos = normalize(x) normalize(W)^T` (`F.normalize`,
+   * dividing by `max(||v||, 1e-12)`), then the margin loss of `kind` (`"arcface"` default,
+   * `"cosface"`, `"normface"`, `"combinedMargin"`, with that kind's options), with
+   * gradients w.r.t. `x [N, D]` and `W [C, D]` through the normalisations. The WebAssembly
+   * backend works in chunks of classes with an online log-sum-exp, so the `[N, C]`
+   * logits never exist: extra memory is O(N * chunk + N * D) beyond W and its gradient.
+   *
+   * @example An ArcFace head
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const x = { data: new Float32Array([1, 0, 0.6, 0.8]), shape: [2, 2] as const };
+   * const W = { data: new Float32Array([1, 0, 0, 1, -1, 0]), shape: [3, 2] as const };
+   * const { loss, grads } = wasm.marginHead.valueAndGrad({ x, W, labels: [0, 1] }, { kind: "arcface", scale: 16 });
+   * console.log(loss, grads.W.shape); // 3.1474... [3, 2]
+   * ```
+   */
+  marginHead: Methods<W, HeadInputs, MarginHeadOptions, HeadGrads>;
+  /**
+   * SphereFace / A-Softmax (Liu et al. 2017, "SphereFace: Deep Hypersphere Embedding for
+   * Face Recognition"): rows of W normalised, x not; logits `||x|| cos_j`, the label's
+   * `||x|| (lambda cos + psi(theta)) / (1 + lambda)` with `psi = (-1)^k cos(m theta) - 2k`,
+   * `k = floor(m theta / pi)` (no gradient through k), `cos(m theta)` by the Chebyshev
+   * polynomial `T_m(cos)`; integer `m` (4), `lambda` (0; anneal with `sphereFaceLambda`).
+   *
+   * @example SphereFace with annealing
+   * ```ts
+   * import { sphereFaceLambda } from "@softmargin/softmargin";
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const x = { data: new Float32Array([2, 0.5, 0.3, 1.5]), shape: [2, 2] as const };
+   * const W = { data: new Float32Array([1, 0, 0, 1, -1, 0]), shape: [3, 2] as const };
+   * console.log(wasm.sphereface.forward({ x, W, labels: [0, 1] }, { m: 4, lambda: sphereFaceLambda(500) }).loss);
+   * ```
+   */
+  sphereface: Methods<W, HeadInputs, SpherefaceOptions, HeadGrads>;
+  /**
+   * L-Softmax (Liu et al. 2016, "Large-Margin Softmax Loss for Convolutional Neural
+   * Networks"): logits `x W^T`, the label's `(||W_y|| ||x|| psi(theta_y) + beta z_y) / (1 + beta)`
+   * with `psi` as `sphereface`; integer `m` (4), `beta` (0; anneal with `lSoftmaxBeta`).
+   *
+   * @example L-Softmax
+   * ```ts
+   * import { wasm } from "@softmargin/softmargin/cpu";
+   * const x = { data: new Float32Array([2, 0.5, 0.3, 1.5]), shape: [2, 2] as const };
+   * const W = { data: new Float32Array([1, 0, 0, 1, -1, 0]), shape: [3, 2] as const };
+   * console.log(wasm.lsoftmax.forward({ x, W, labels: [0, 1] }, { m: 2, beta: 10 }).loss);
+   * ```
+   */
+  lsoftmax: Methods<W, HeadInputs, LsoftmaxOptions, HeadGrads>;
 }
 
 /** Every loss with synchronous methods (the CPU backends). */

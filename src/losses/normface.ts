@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { marginLoss, type MarginOptions } from "./margin.ts";
+import { marginLoss, type MarginOptions, type Phi } from "./margin.ts";
 
 /** Options of `normface`. */
 export interface NormfaceOptions extends MarginOptions {
@@ -11,5 +11,10 @@ export interface NormfaceOptions extends MarginOptions {
   scale?: number;
 }
 
+/** `normface`'s target function: the cosine itself. */
+export function normfaceTarget(): Phi {
+  return (x) => [x, 1];
+}
+
 /** The definition of `normface`: every logit `s cos`. */
-export const normface = marginLoss<NormfaceOptions>("normface", 16, () => (x) => [x, 1]);
+export const normface = marginLoss<NormfaceOptions>("normface", 16, normfaceTarget);

@@ -7,6 +7,7 @@
 import type { Kernels } from "../losses/mod.ts";
 import { topkHits } from "./accuracy.ts";
 import { hardLabel } from "./cross_entropy.ts";
+import { head } from "./margin_head.ts";
 import { distill } from "./distillation.ts";
 import { klDiv } from "./kl_div.ts";
 import { softTarget } from "./soft_cross_entropy.ts";
@@ -24,5 +25,8 @@ export const referenceKernels: Kernels = {
   cosface: hardLabel,
   normface: hardLabel,
   combinedMargin: hardLabel,
+  marginHead: head,
+  sphereface: head,
+  lsoftmax: head,
   softmax: softmaxTransform,
 };

@@ -6,6 +6,7 @@
 import type { Kernels } from "../losses/mod.ts";
 import { topkHits } from "./accuracy.ts";
 import { hardLabel } from "./cross_entropy.ts";
+import { head } from "./margin_head.ts";
 import { distill } from "./distillation.ts";
 import { klDiv, softTarget } from "./soft_cross_entropy.ts";
 import { softmaxTransform } from "./softmax.ts";
@@ -22,5 +23,8 @@ export const wasmKernels: Kernels = {
   cosface: hardLabel,
   normface: hardLabel,
   combinedMargin: hardLabel,
+  marginHead: head,
+  sphereface: head,
+  lsoftmax: head,
   softmax: softmaxTransform,
 };

@@ -68,6 +68,50 @@ export interface Exports {
   softmax_rows(x: number, out: number, rows: number, c: number, log: number): void;
   softmax_vjp(x: number, up: number, out: number, rows: number, c: number, log: number): void;
   topk_hits(z: number, rows: number, c: number, labels: number, k: number): number;
+  gemm(
+    out: number,
+    ldo: number,
+    rows: number,
+    n: number,
+    depth: number,
+    coef: number,
+    sm: number,
+    sk: number,
+    src: number,
+    lds: number,
+    accumulate: number,
+  ): void;
+  head_prep(w: number, rows: number, d: number, normW: number, b: number, wt: number): void;
+  head_forward(
+    S: number,
+    n: number,
+    cols: number,
+    j0: number,
+    labels: number,
+    a: number,
+    b: number,
+    s: number,
+    clamp: number,
+    m: number,
+    sum: number,
+  ): void;
+  head_backward(
+    S: number,
+    n: number,
+    cols: number,
+    j0: number,
+    labels: number,
+    a: number,
+    b: number,
+    s: number,
+    clamp: number,
+    lse: number,
+    scales: number,
+    target: number,
+    G: number,
+    H: number,
+  ): void;
+  row_finish(out: number, src: number, rows: number, d: number, ca: number, cb: number, project: number): void;
   exp_array(p: number, n: number, neg: number): void;
   log_array(p: number, n: number): void;
 }

@@ -1,0 +1,190 @@
+// Class-chunk kernels of the embedding heads `marginHead`, `sphereface` and
+// `lsoftmax`: the [N, C] logits never exist, only [N, B] blocks of one chunk of B
+// classes at a time (the host, src/wasm/margin_head.ts, drives the chunks).
+//
+// For row i and class j, with a_i = 1/max(||x_i||, 1e-12) when x is normalised
+// (else 1) and b_j = 1/max(||W_j||, 1e-12) when W is (else 1):
+//   u_ij = (x_i . W_j) a_i b_j        (the cosine for marginHead)
+//   z_ij = s * clamp(u_ij)            (clamp to [-1, 1] only for marginHead)
+// except the label's logit z_iy = T_i, given by the host with dT/du (target[4i+1]).
+// Forward keeps an online (max, sum of exponentials) per row across chunks.
+// Backward forms du_ij = dL/du_ij = s_i p_ij s [u in range] (j != y),
+// du_iy = s_i (p_iy - 1) dT/du, and the blocks the products need:
+//   G_ij = du_ij b_j (v = G W: dX = a v before normalisation),
+//   H_ij = du_ij a_i (t = H^T X: dW = b t before normalisation).
+// Through a normalisation v -> v / ||v|| the gradient is the projection
+// a (v - (x^ . v) x^) (`row_finish`): sum_j du_ij u_ij = x^ . v, so no accumulator is
+// needed, and the projection, in float64, does not cancel where the gradient is 0.
+import { expNeg } from "./math";
+import { rowMax, rowExpSum } from "./softmax";
+import { transpose } from "./gemm";
+
+const EPS: f32 = 1e-12;
+
+/** b_j (1/max(||W_j||, 1e-12), or 1 without normW) for a [rows, d] chunk of W, and W^T into wt. */
+export function head_prep(w: usize, rows: i32, d: i32, normW: i32, b: usize, wt: usize): void {
+  for (let r = 0; r < rows; r++) {
+    let s: f32 = 1;
+    if (normW) {
+      const row = w + ((<usize>(r * d)) << 2);
+      let acc = f32x4.splat(0);
+      let k = 0;
+      for (; k + 4 <= d; k += 4) {
+        const v = v128.load(row + ((<usize>k) << 2));
+        acc = f32x4.add(acc, f32x4.mul(v, v));
+      }
+      let ss = <f64>f32x4.extract_lane(acc, 0) + <f64>f32x4.extract_lane(acc, 1) + <f64>f32x4.extract_lane(acc, 2) + <f64>f32x4.extract_lane(acc, 3);
+      for (; k < d; k++) {
+        const v = <f64>load<f32>(row + ((<usize>k) << 2));
+        ss += v * v;
+      }
+      s = <f32>(1 / max(Math.sqrt(ss), <f64>EPS));
+    }
+    store<f32>(b + ((<usize>r) << 2), s);
+  }
+  transpose(w, rows, d, wt);
+}
+
+/** z = s * clamp?(S a_i b_j) over row[0 .. n), in place. */
+// @ts-ignore: decorator
+@inline function logits(row: usize, n: i32, a: f32, b: usize, s: f32, clamp: i32): void {
+  const va = f32x4.splat(a), vs = f32x4.splat(s), one = f32x4.splat(1), minus = f32x4.splat(-1);
+  let j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const o = (<usize>j) << 2;
+    let u = f32x4.mul(f32x4.mul(v128.load(row + o), va), v128.load(b + o));
+    if (clamp) u = f32x4.pmax(f32x4.pmin(u, one), minus);
+    v128.store(row + o, f32x4.mul(u, vs));
+  }
+  for (; j < n; j++) {
+    const o = (<usize>j) << 2;
+    let u = load<f32>(row + o) * a * load<f32>(b + o);
+    if (clamp) u = max(min(u, <f32>1), <f32>-1);
+    store<f32>(row + o, u * s);
+  }
+}
+
+/**
+ * Forward over one chunk of `cols` classes starting at class j0: S [n, cols] holds
+ * the dot products (overwritten by the logits); m, sum [n] float64 are the running
+ * row maxima and sums of e^(z - m), updated here; the label's entry is left out
+ * (the host started each row with its target logit: m = T, sum = 1).
+ */
+export function head_forward(
+  S: usize, n: i32, cols: i32, j0: i32, labels: usize, a: usize, b: usize, s: f32, clamp: i32,
+  m: usize, sum: usize,
+): void {
+  for (let i = 0; i < n; i++) {
+    const y = load<i32>(labels + ((<usize>i) << 2));
+    if (y < 0) continue;
+    const row = S + ((<usize>(i * cols)) << 2);
+    logits(row, cols, load<f32>(a + ((<usize>i) << 2)), b, s, clamp);
+    const yl = y - j0 >= 0 && y - j0 < cols ? y - j0 : cols; // the label's column here, or none
+    const after = yl < cols ? yl + 1 : cols;
+    const cm = max(rowMax(row, yl), rowMax(row + ((<usize>after) << 2), cols - after));
+    let mi = load<f64>(m + ((<usize>i) << 3));
+    let si = load<f64>(sum + ((<usize>i) << 3));
+    if (<f64>cm > mi) {
+      si *= Math.exp(mi - <f64>cm);
+      mi = <f64>cm;
+    }
+    const m32 = <f32>mi;
+    // Exponentials are taken against the float32 max; m32 >= every logit of the chunk
+    // up to rounding, and e^(z - m32) is corrected to e^(z - mi) by one factor.
+    const part = rowExpSum(row, yl, m32, 1, 0) + rowExpSum(row + ((<usize>after) << 2), cols - after, m32, 1, 0);
+    si += part * Math.exp(<f64>m32 - mi);
+    store<f64>(m + ((<usize>i) << 3), mi);
+    store<f64>(sum + ((<usize>i) << 3), si);
+  }
+}
+
+/** The gradient blocks of one range of columns [j, end) of row `row` (no label inside). */
+// @ts-ignore: decorator
+@inline function gradRange(
+  row: usize, g: usize, h: usize, b: usize, j: i32, end: i32, a: f32, s: f32, lse: f32, scale: f32, clamp: i32,
+): void {
+  const va = f32x4.splat(a), vs = f32x4.splat(s), vl = f32x4.splat(lse), vk = f32x4.splat(scale);
+  const one = f32x4.splat(1), minus = f32x4.splat(-1);
+  for (; j + 4 <= end; j += 4) {
+    const o = (<usize>j) << 2;
+    const vb = v128.load(b + o);
+    const u = f32x4.mul(f32x4.mul(v128.load(row + o), va), vb);
+    let uc = u;
+    if (clamp) uc = f32x4.pmax(f32x4.pmin(u, one), minus);
+    let du = f32x4.mul(vk, expNeg(f32x4.sub(f32x4.mul(uc, vs), vl)));
+    if (clamp) du = v128.and(du, f32x4.eq(uc, u));
+    v128.store(g + o, f32x4.mul(du, vb));
+    v128.store(h + o, f32x4.mul(du, va));
+  }
+  for (; j < end; j++) {
+    const o = (<usize>j) << 2;
+    const bj = load<f32>(b + o);
+    const u = load<f32>(row + o) * a * bj;
+    const uc = clamp ? max(min(u, <f32>1), <f32>-1) : u;
+    let du = scale * f32x4.extract_lane(expNeg(f32x4.splat(uc * s - lse)), 0);
+    if (uc != u) du = 0;
+    store<f32>(g + o, du * bj);
+    store<f32>(h + o, du * a);
+  }
+}
+
+/**
+ * Backward over one chunk (S [n, cols] holds the dot products): writes G and H
+ * [n, cols]. lse, scales [n] float64; target [n, 4] float64 (T, dT/du, ...).
+ */
+export function head_backward(
+  S: usize, n: i32, cols: i32, j0: i32, labels: usize, a: usize, b: usize, s: f32, clamp: i32,
+  lse: usize, scales: usize, target: usize, G: usize, H: usize,
+): void {
+  for (let i = 0; i < n; i++) {
+    const off = (<usize>(i * cols)) << 2;
+    const y = load<i32>(labels + ((<usize>i) << 2));
+    if (y < 0) {
+      memory.fill(G + off, 0, (<usize>cols) << 2);
+      memory.fill(H + off, 0, (<usize>cols) << 2);
+      continue;
+    }
+    const ai = load<f32>(a + ((<usize>i) << 2));
+    const li = load<f64>(lse + ((<usize>i) << 3));
+    const si = load<f64>(scales + ((<usize>i) << 3));
+    const row = S + off;
+    const yl = y - j0 >= 0 && y - j0 < cols ? y - j0 : cols;
+    const after = yl < cols ? yl + 1 : cols;
+    // dL/du = s_i p s for the non-label columns.
+    const k = <f32>(si * <f64>s);
+    gradRange(row, G + off, H + off, b, 0, yl, ai, s, <f32>li, k, clamp);
+    gradRange(row, G + off, H + off, b, after, cols, ai, s, <f32>li, k, clamp);
+    if (yl < cols) {
+      const t = target + ((<usize>i) << 5);
+      const o = (<usize>yl) << 2;
+      // dL/dz_y = s_i (p_y - 1) = s_i expm1(T - lse)
+      const du = si * Math.expm1(load<f64>(t) - li) * load<f64>(t + 8);
+      store<f32>(G + off + o, <f32>(du * <f64>load<f32>(b + o)));
+      store<f32>(H + off + o, <f32>(du * <f64>ai));
+    }
+  }
+}
+
+/**
+ * For rows of d floats: out_r = ca[r] (out_r - [project] (out_r . src_r / ||src_r||^2) src_r) + cb[r] src_r,
+ * the projection taken when `project` and ||src_r|| > 1e-12 (the gradient through
+ * src_r / max(||src_r||, 1e-12)); float64 arithmetic (ca, cb float32 [rows]).
+ */
+export function row_finish(out: usize, src: usize, rows: i32, d: i32, ca: usize, cb: usize, project: i32): void {
+  for (let r = 0; r < rows; r++) {
+    const o = out + ((<usize>(r * d)) << 2), x = src + ((<usize>(r * d)) << 2);
+    let dot: f64 = 0, ss: f64 = 0;
+    for (let k = 0; k < d; k++) {
+      const xv = <f64>load<f32>(x + ((<usize>k) << 2));
+      dot += <f64>load<f32>(o + ((<usize>k) << 2)) * xv;
+      ss += xv * xv;
+    }
+    const coef = project && Math.sqrt(ss) > 1e-12 ? dot / ss : 0;
+    const sa = <f64>load<f32>(ca + ((<usize>r) << 2)), sb = <f64>load<f32>(cb + ((<usize>r) << 2));
+    for (let k = 0; k < d; k++) {
+      const p = (<usize>k) << 2;
+      const xv = <f64>load<f32>(x + p);
+      store<f32>(o + p, <f32>(sa * (<f64>load<f32>(o + p) - coef * xv) + sb * xv));
+    }
+  }
+}

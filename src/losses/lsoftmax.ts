@@ -1,0 +1,81 @@
+/**
+ * `lsoftmax`: large-margin softmax (L-Softmax, Liu et al. 2016, "Large-Margin Softmax
+ * Loss for Convolutional Neural Networks"), and its annealing schedule.
+ *
+ * @module
+ */
+import * as v from "../validate.ts";
+import { headLoss, type HeadOptions, integerMargin, psi } from "./margin_head.ts";
+
+/** Options of `lsoftmax`. */
+export interface LsoftmaxOptions extends HeadOptions {
+  /** Integer angular margin m >= 1. @default 4 */
+  m?: number;
+  /** Annealing weight beta >= 0 of the plain logit (see `lSoftmaxBeta`). @default 0 */
+  beta?: number;
+}
+
+/**
+ * The definition of `lsoftmax`: logits `x W^T` (no normalisation), the label's
+ * `(||W_y|| ||x|| psi(theta_y) + beta z_y) / (1 + beta)`.
+ */
+export const lsoftmax = headLoss<LsoftmaxOptions>("lsoftmax", {
+  normX: false,
+  normW: false,
+  clamp: false,
+  parse(o) {
+    const m = integerMargin(o.m);
+    const beta = v.number("options.beta", o.beta, 0, { min: 0 });
+    return {
+      scale: 1,
+      // u = z_y = x . W_y; cos = u / max(||x|| ||W_y||, 1e-12); T = (||x|| ||W_y|| psi(cos) + beta u) / (1 + beta)
+      target(u, nx, nw) {
+        const den = Math.max(nx * nw, 1e-12);
+        const raw = u / den;
+        const cos = Math.min(1, Math.max(-1, raw));
+        // The clamps pass no gradient: to cos outside [-1, 1], to ||x|| ||W_y|| below 1e-12.
+        const inside = cos === raw;
+        const [p, dp] = psi(m, cos);
+        const tail = p - (inside && nx * nw > 1e-12 ? dp * cos : 0);
+        return [
+          (nx * nw * p + beta * u) / (1 + beta),
+          ((inside ? (nx * nw * dp) / den : 0) + beta) / (1 + beta),
+          (nw * tail) / (1 + beta),
+          (nx * tail) / (1 + beta),
+        ];
+      },
+    };
+  },
+});
+
+/** Options of {@linkcode lSoftmaxBeta}. */
+export interface LSoftmaxBetaOptions {
+  /** @default 100 */
+  start?: number;
+  /** @default 0.99 */
+  decay?: number;
+  /** @default 0 */
+  min?: number;
+}
+
+/**
+ * L-Softmax's annealing schedule, a pure function of the training step:
+ * `max(min, start * decay^step)`.
+ *
+ * @param step The training step (>= 0).
+ * @param options The schedule's constants.
+ * @returns The `beta` to pass to `lsoftmax` at that step.
+ *
+ * @example The first steps
+ * ```ts
+ * import { lSoftmaxBeta } from "@softmargin/softmargin";
+ * console.log(lSoftmaxBeta(0), lSoftmaxBeta(100)); // 100 36.60...
+ * ```
+ */
+export function lSoftmaxBeta(step: number, options: LSoftmaxBetaOptions = {}): number {
+  const s = v.number("step", step, 0, { min: 0 });
+  const start = v.number("options.start", options.start, 100);
+  const decay = v.number("options.decay", options.decay, 0.99, { min: 0 });
+  const min = v.number("options.min", options.min, 0);
+  return Math.max(min, start * decay ** s);
+}

@@ -1,0 +1,246 @@
+/**
+ * The embedding heads `marginHead`, `sphereface` and `lsoftmax`: logits from
+ * embeddings `x [N, D]` and class weights `W [C, D]`, then cross-entropy, with
+ * gradients w.r.t. `x` and `W`. What they share is defined here; each differs by
+ * which side is normalised and by the label's logit (its "target").
+ *
+ * With `a_i = 1/max(||x_i||, 1e-12)` when x is normalised (else 1) and
+ * `b_j = 1/max(||W_j||, 1e-12)` when W is (else 1), `u_ij = (x_i . W_j) a_i b_j`, every
+ * logit is `s * u_ij` (clamped to [-1, 1] first for `marginHead`) except the label's,
+ * `T_i(u_iy, ||x_i||, ||W_y||)`.
+ *
+ * @module
+ */
+import type { LossDef, Prepared } from "../loss.ts";
+import { result } from "../loss.ts";
+import type { CommonOptions, Labels, Matrix, Reduction } from "../types.ts";
+import * as v from "../validate.ts";
+import { arcfaceTarget } from "./arcface.ts";
+import { combinedMarginTarget } from "./combined_margin.ts";
+import { cosfaceTarget } from "./cosface.ts";
+import { outBuffer } from "./cross_entropy.ts";
+import type { MarginOptions, Phi } from "./margin.ts";
+import { normfaceTarget } from "./normface.ts";
+
+/** Inputs of the embedding heads. */
+export interface HeadInputs {
+  /** Embeddings `[N, D]`. */
+  x: Matrix;
+  /** Class weights `[C, D]`, one row per class (as `nn.Linear`). */
+  W: Matrix;
+  /** One class index per row, in `[0, C)` or `ignoreIndex`. */
+  labels: Labels;
+}
+
+/** Gradients of the embedding heads. */
+export interface HeadGrads {
+  /** Gradient w.r.t. the embeddings `[N, D]`. */
+  x: Matrix;
+  /** Gradient w.r.t. the class weights `[C, D]`. */
+  W: Matrix;
+}
+
+/** The label's logit and its partial derivatives w.r.t. `u`, `||x||` and `||W_y||`. */
+export type Target = (u: number, nx: number, nw: number) => [number, number, number, number];
+
+/** The prepared problem of an embedding head. */
+export interface HeadProblem extends Prepared {
+  readonly n: number;
+  readonly c: number;
+  readonly d: number;
+  readonly x: Float32Array;
+  readonly W: Float32Array;
+  readonly labels: Int32Array;
+  readonly normX: boolean;
+  readonly normW: boolean;
+  /** The logit scale s of the non-label logits. */
+  readonly scale: number;
+  readonly clamp: boolean;
+  /** Per row: T, dT/du, dT/d||x||, dT/d||W_y|| (float64, [N, 4]). */
+  readonly target: Float64Array;
+  /** ||x_i|| and ||W_{y_i}|| per row. */
+  readonly nx: Float64Array;
+  readonly nw: Float64Array;
+  readonly scales: Float64Array;
+  readonly reduction: Reduction;
+  readonly denominator: number;
+  readonly outX: Matrix | null;
+  readonly outW: Matrix | null;
+}
+
+/** Options every head takes. */
+export interface HeadOptions extends CommonOptions {
+  /** Rows with this label are ignored. @default -100 */
+  ignoreIndex?: number;
+  /** `"mean"`, `"sum"` or `"none"`. @default "mean" */
+  reduction?: Reduction;
+}
+
+/** L2 norm of `len` floats at `off`, in float64. */
+export function norm(data: Float32Array, off: number, len: number): number {
+  let s = 0;
+  for (let k = 0; k < len; k++) s += data[off + k] * data[off + k];
+  return Math.sqrt(s);
+}
+
+/** How a head is built: which sides are normalised, the scale, and its target. */
+export interface HeadKind<O> {
+  normX: boolean;
+  normW: boolean;
+  clamp: boolean;
+  /** Checks the options and returns the scale and the target function. */
+  parse(o: O): { scale: number; target: Target };
+}
+
+/** Defines an embedding head. */
+export function headLoss<O extends HeadOptions>(
+  name: string,
+  kind: HeadKind<O>,
+): LossDef<HeadInputs, O, HeadGrads, HeadProblem> {
+  return {
+    name,
+    prepare(inputs, options, grad, upstream) {
+      const o = v.options(options);
+      if (typeof inputs !== "object" || inputs === null) {
+        throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
+      }
+      const [n, d] = v.batch("x", inputs.x);
+      const [c] = v.matrix("W", inputs.W, undefined, d);
+      if (c === 0) throw new RangeError("Expected W to have at least one row (one per class), got 0");
+      const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
+      const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
+      if (o.checkFinite) {
+        v.finite("x", inputs.x.data, d);
+        v.finite("W", inputs.W.data, d);
+      }
+      const { scale, target: fn } = kind.parse(o);
+      const reduction = v.reduction(o.reduction);
+      const x = inputs.x.data, W = inputs.W.data;
+      const target = new Float64Array(4 * n), nx = new Float64Array(n), nw = new Float64Array(n);
+      let count = 0;
+      for (let i = 0; i < n; i++) {
+        nx[i] = norm(x, i * d, d);
+        const y = labels[i];
+        if (y < 0) continue;
+        count++;
+        nw[i] = norm(W, y * d, d);
+        let dot = 0;
+        for (let k = 0; k < d; k++) dot += x[i * d + k] * W[y * d + k];
+        const a = kind.normX ? 1 / Math.max(nx[i], 1e-12) : 1;
+        const b = kind.normW ? 1 / Math.max(nw[i], 1e-12) : 1;
+        target.set(fn(dot * a * b, nx[i], nw[i]), 4 * i);
+      }
+      const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
+      return {
+        grad,
+        n,
+        c,
+        d,
+        x,
+        W,
+        labels,
+        normX: kind.normX,
+        normW: kind.normW,
+        scale,
+        clamp: kind.clamp,
+        target,
+        nx,
+        nw,
+        scales,
+        reduction,
+        denominator: count,
+        outX: grad ? outBuffer(o, "x", n, d) : null,
+        outW: grad ? outBuffer(o, "W", c, d) : null,
+      };
+    },
+    finish: (p, raw) => ({
+      loss: v.reduce(raw.rows[0], p.reduction, p.denominator),
+      grads: {
+        x: p.outX ?? result(raw.grads.x, p.n, p.d),
+        W: p.outW ?? result(raw.grads.W, p.c, p.d),
+      },
+    }),
+  };
+}
+
+/** Options of `marginHead`: the margin's kind and that kind's options. */
+export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out"> {
+  /** Which margin: `"arcface"`, `"cosface"`, `"normface"` or `"combinedMargin"`. @default "arcface" */
+  kind?: "arcface" | "cosface" | "normface" | "combinedMargin";
+  /** Logit scale s. @default 16 for normface, else 64 */
+  scale?: number;
+  /** ArcFace's angular margin (0.5) or CosFace's cosine margin (0.35). */
+  margin?: number;
+  /** ArcFace: apply the margin only where cos > 0. @default false */
+  easyMargin?: boolean;
+  /** combinedMargin's m1 (1), m2 (0.5), m3 (0). */
+  m1?: number;
+  m2?: number;
+  m3?: number;
+}
+
+/** Each kind's default scale and target function (shared with the losses on cosines). */
+const KINDS = {
+  arcface: [64, arcfaceTarget],
+  cosface: [64, cosfaceTarget],
+  normface: [16, normfaceTarget],
+  combinedMargin: [64, combinedMarginTarget],
+} as const;
+
+function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
+  const kind = v.oneOf(
+    "options.kind",
+    o.kind,
+    ["arcface", "cosface", "normface", "combinedMargin"] as const,
+    "arcface",
+  );
+  const [fallback, target] = KINDS[kind];
+  return {
+    scale: v.number("options.scale", o.scale, fallback, { min: 0, minExclusive: true }),
+    phi: target(o),
+  };
+}
+
+/** The definition of `marginHead`: cos = normalize(x) normalize(W)^T, then the margin loss. */
+export const marginHead = headLoss<MarginHeadOptions>("marginHead", {
+  normX: true,
+  normW: true,
+  clamp: true,
+  parse(o) {
+    const { phi, scale } = marginPhi(o);
+    const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") ===
+      "constant";
+    return {
+      scale,
+      target: (u) => {
+        const x = Math.min(1, Math.max(-1, u));
+        const [value, slope] = phi(x);
+        return [scale * value, x === u ? scale * (constant ? 1 : slope) : 0, 0, 0];
+      },
+    };
+  },
+});
+
+/**
+ * `psi(theta) = (-1)^k cos(m theta) - 2k`, `k = floor(m theta / pi)` (a constant: no
+ * gradient), `cos(m theta) = T_m(cos theta)` by the Chebyshev recurrence; returns
+ * `[psi, d psi / d cos]`.
+ */
+export function psi(m: number, cos: number): [number, number] {
+  const k = Math.floor((m * Math.acos(cos)) / Math.PI);
+  // T_0 = 1, T_1 = c, T_{n+1} = 2c T_n - T_{n-1}; and the derivatives alongside.
+  let t0 = 1, t1 = cos, d0 = 0, d1 = 1;
+  if (m === 0) [t1, d1] = [1, 0];
+  for (let j = 1; j < m; j++) {
+    [t0, t1, d0, d1] = [t1, 2 * cos * t1 - t0, d1, 2 * t1 + 2 * cos * d1 - d0];
+  }
+  const sign = k % 2 === 0 ? 1 : -1;
+  return [sign * t1 - 2 * k, sign * d1];
+}
+
+/** Checks SphereFace's and L-Softmax's integer margin m >= 1. */
+export function integerMargin(value: unknown): number {
+  const m = v.number("options.m", value, 4, { min: 1 });
+  if (!Number.isInteger(m)) throw new RangeError(`Expected options.m to be an integer >= 1, got ${m}`);
+  return m;
+}

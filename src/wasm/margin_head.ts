@@ -1,0 +1,137 @@
+/**
+ * WebAssembly driver of the embedding heads (`marginHead`, `sphereface`, `lsoftmax`):
+ * streams W through memory in chunks of classes, twice (the forward pass keeps an
+ * online log-sum-exp per row; the backward pass recomputes each chunk's logits and
+ * forms its gradient blocks), so the [N, C] logits never exist. WebAssembly memory
+ * holds x, one chunk of W and [N, chunk] blocks; W and its gradient stay outside.
+ *
+ * @module
+ */
+import type { Raw } from "../loss.ts";
+import type { HeadProblem } from "../losses/margin_head.ts";
+import { Layout, runtime } from "./runtime.ts";
+
+/** Classes per chunk: [N, 128] blocks and [128, D] slices of W stay in L2 for typical N and D. */
+const CHUNK = 128;
+const EPS = 1e-12;
+
+/** Row losses and gradients of an embedding head on the WebAssembly backend. */
+export function head(p: HeadProblem): Raw {
+  const rt = runtime();
+  const { n, c, d } = p;
+  const B = Math.min(CHUNK, c);
+  const lay = new Layout();
+  const at = {
+    X: lay.add(n * d * 4),
+    labels: lay.add(n * 4),
+    a: lay.add(n * 4),
+    b: lay.add(B * 4),
+    WJ: lay.add(B * d * 4),
+    WT: lay.add(d * B * 4),
+    S: lay.add(n * B * 4),
+    G: lay.add(n * B * 4),
+    H: lay.add(n * B * 4),
+    m: lay.add(n * 8),
+    sum: lay.add(n * 8),
+    lse: lay.add(n * 8),
+    scales: lay.add(n * 8),
+    target: lay.add(n * 32),
+    dX: lay.add(n * d * 4),
+    dWJ: lay.add(B * d * 4),
+    ca: lay.add(Math.max(n, B) * 4),
+    cb: lay.add(Math.max(n, B) * 4),
+  };
+  const base = rt.arena(lay.size);
+  const ptr = (k: keyof typeof at) => base + at[k];
+  const f32 = (k: keyof typeof at, len: number) => rt.f32.subarray(ptr(k) >>> 2, (ptr(k) >>> 2) + len);
+  const f64 = (k: keyof typeof at, len: number) => new Float64Array(rt.buffer, ptr(k), len);
+  rt.put(ptr("X"), p.x);
+  rt.put(ptr("labels"), p.labels);
+  rt.put(ptr("target"), p.target);
+  f32("a", n).set(Float32Array.from(p.nx, (nx) => (p.normX ? 1 / Math.max(nx, EPS) : 1)));
+  // Each row's running max and sum start with its label's logit: m = T, sum = e^0.
+  f64("m", n).set(Float64Array.from({ length: n }, (_, i) => p.target[4 * i]));
+  f64("sum", n).fill(1);
+  const k = rt.k;
+  // One chunk's W slice in, its norms and transpose, and its dot products S = X W_J^T.
+  const chunk = (j0: number, cols: number) => {
+    f32("WJ", cols * d).set(p.W.subarray(j0 * d, (j0 + cols) * d));
+    k.head_prep(ptr("WJ"), cols, d, p.normW ? 1 : 0, ptr("b"), ptr("WT"));
+    k.gemm(ptr("S"), cols, n, cols, d, ptr("X"), d, 1, ptr("WT"), cols, 0);
+  };
+  for (let j0 = 0; j0 < c; j0 += B) {
+    const cols = Math.min(B, c - j0);
+    chunk(j0, cols);
+    k.head_forward(
+      ptr("S"),
+      n,
+      cols,
+      j0,
+      ptr("labels"),
+      ptr("a"),
+      ptr("b"),
+      p.scale,
+      p.clamp ? 1 : 0,
+      ptr("m"),
+      ptr("sum"),
+    );
+  }
+  const m = f64("m", n), sum = f64("sum", n);
+  const lse = Float64Array.from({ length: n }, (_, i) => m[i] + Math.log(sum[i]));
+  const rows = Float64Array.from({ length: n }, (_, i) => (p.labels[i] < 0 ? 0 : lse[i] - p.target[4 * i]));
+  if (!p.grad) return { rows: [rows], grads: {} };
+
+  f64("lse", n).set(lse);
+  f64("scales", n).set(p.scales);
+  f32("dX", n * d).fill(0);
+  const gW = p.outW?.data ?? new Float32Array(c * d);
+  for (let j0 = 0; j0 < c; j0 += B) {
+    const cols = Math.min(B, c - j0);
+    chunk(j0, cols);
+    k.head_backward(
+      ptr("S"),
+      n,
+      cols,
+      j0,
+      ptr("labels"),
+      ptr("a"),
+      ptr("b"),
+      p.scale,
+      p.clamp ? 1 : 0,
+      ptr("lse"),
+      ptr("scales"),
+      ptr("target"),
+      ptr("G"),
+      ptr("H"),
+    );
+    // v += G W_J; t = H^T X, then dW_j = b_j (t_j - [W normalised] (W^_j . t_j) W^_j)
+    k.gemm(ptr("dX"), d, n, d, cols, ptr("G"), cols, 1, ptr("WJ"), d, 1);
+    k.gemm(ptr("dWJ"), d, cols, d, n, ptr("H"), 1, cols, ptr("X"), d, 0);
+    f32("ca", cols).set(f32("b", cols));
+    f32("cb", cols).fill(0);
+    k.row_finish(ptr("dWJ"), ptr("WJ"), cols, d, ptr("ca"), ptr("cb"), p.normW ? 1 : 0);
+    gW.set(f32("dWJ", cols * d), j0 * d);
+  }
+  // dx_i = a_i (v_i - [x normalised] (x^_i . v_i) x^_i) + dL/dT dT/d||x|| x_i / ||x_i||
+  const a = f32("a", n);
+  const dzy = (i: number) => p.scales[i] * Math.expm1(p.target[4 * i] - lse[i]);
+  const cb = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    if (p.labels[i] < 0) continue;
+    const nx = p.nx[i];
+    if (nx > 0) cb[i] = (dzy(i) * p.target[4 * i + 2]) / nx;
+  }
+  f32("ca", n).set(a);
+  f32("cb", n).set(cb);
+  k.row_finish(ptr("dX"), ptr("X"), n, d, ptr("ca"), ptr("cb"), p.normX ? 1 : 0);
+  const gx = p.outX?.data ?? new Float32Array(n * d);
+  gx.set(f32("dX", n * d));
+  // L-Softmax's label logit also depends on ||W_y||.
+  for (let i = 0; i < n; i++) {
+    const y = p.labels[i], dnw = p.target[4 * i + 3];
+    if (y < 0 || dnw === 0 || p.nw[i] === 0) continue;
+    const f = (dzy(i) * dnw) / p.nw[i];
+    for (let j = 0; j < d; j++) gW[y * d + j] += f * p.W[y * d + j];
+  }
+  return { rows: [rows], grads: { x: gx, W: gW } };
+}
