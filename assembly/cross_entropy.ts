@@ -19,6 +19,10 @@
 // (The smoothing and the target replacement are never asked for together.)
 import { rowMax, rowSum, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAffineWeighted, rowZero } from "./softmax";
 
+// The label's entry is left out of the max and of the sum S of the other entries
+// and added back as e^(z_y - m) in float64, so that 1 - p_y = S / (S + e^(z_y - m))
+// and nll = log1p(S / e^(z_y - m)) keep their relative accuracy as p_y -> 1.
+
 // @ts-ignore: decorator
 @inline function expSumOf(row: usize, c: i32, m: f32, scale: f32, out: usize, clamp: i32): f64 {
   return clamp ? rowExpSumClamped(row, c, m, scale, out) : rowExpSum(row, c, m, scale, out);
@@ -49,40 +53,33 @@ export function hard_label(
     const wy: f64 = weight ? <f64>load<f32>(weight + (<usize>y << 2)) : 1;
     const xy = load<f32>(zr + (<usize>y << 2));
     const out = scales ? gr : 0;
-    // m: the row maximum in logit units; sum: sum_c e^(z_c - m); zy: the label's logit;
-    // dy: d z_y / d x_y.
-    let m: f64, sum: f64, zy: f64, dy: f64;
-    let wBelow: f64 = 0;
+    // zy: the label's logit; dy: d z_y / d x_y.
+    let zy: f64, dy: f64, xc = xy;
     if (target) {
-      // The label's entry is left out of the max and the sum and added as e^(t - m).
       zy = load<f64>(target + (<usize>i << 4));
       dy = load<f64>(target + (<usize>i << 4) + 8);
-      let mx = max(rowMax(zr, y), rowMax(zr + ((<usize>y + 1) << 2), c - y - 1));
-      if (clamp) mx = min(max(mx, <f32>-1), <f32>1);
-      m = max(<f64>mx * scale, zy);
-      const m32 = <f32>(m / scale);
-      const et = Math.exp(zy - m);
-      sum = expSumOf(zr, y, m32, s32, out, clamp) + et +
-        expSumOf(zr + ((<usize>y + 1) << 2), c - y - 1, m32, s32, out ? out + ((<usize>y + 1) << 2) : 0, clamp);
-      if (out) store<f32>(gr + (<usize>y << 2), <f32>et);
     } else {
-      let mx = rowMax(zr, c);
-      let x = xy;
-      if (clamp) {
-        mx = min(max(mx, <f32>-1), <f32>1);
-        x = min(max(x, <f32>-1), <f32>1);
-      }
-      // The smoothing term needs sum_c w_c (m - z_c), read before g may overwrite z.
-      if (eps != 0) wBelow = weight ? rowDotBelow(weight, zr, mx, c) : <f64>c * <f64>mx - rowSum(zr, c);
-      m = <f64>mx * scale;
-      zy = <f64>x * scale;
-      dy = clamp && x != xy ? 0 : scale;
-      sum = expSumOf(zr, c, mx, s32, out, clamp);
+      if (clamp) xc = min(max(xy, <f32>-1), <f32>1);
+      zy = <f64>xc * scale;
+      dy = xc != xy ? 0 : scale;
     }
-    const lse = m + Math.log(sum);
-    const nll = lse - zy;
-    // 1 - p_y = -expm1(-nll), accurate when p_y is close to 1.
-    const om = -Math.expm1(-nll);
+    let mx = max(rowMax(zr, y), rowMax(zr + ((<usize>y + 1) << 2), c - y - 1));
+    if (clamp) mx = min(max(mx, <f32>-1), <f32>1);
+    const m = max(<f64>mx * scale, zy);
+    // Exponentials are taken against m32 = m / s rounded to float32; the factor
+    // e^(m32 s - m) puts S back against m (it is 1 for cross-entropy, where m32 s = m).
+    const m32 = <f32>(m / scale);
+    // The smoothing term needs sum_c w_c (m32 - x_c), read before g may overwrite x
+    // (smoothing comes with scale 1 and no target, so m32 = m is the row maximum).
+    let wBelow: f64 = 0;
+    if (eps != 0) wBelow = weight ? rowDotBelow(weight, zr, m32, c) : <f64>c * <f64>m32 - rowSum(zr, c);
+    const F = Math.exp(<f64>m32 * scale - m);
+    const S = F * (expSumOf(zr, y, m32, s32, out, clamp) +
+      expSumOf(zr + ((<usize>y + 1) << 2), c - y - 1, m32, s32, out ? out + ((<usize>y + 1) << 2) : 0, clamp));
+    const ey = Math.exp(zy - m);
+    const sum = S + ey;
+    const nll = zy - m < -700 ? m - zy + Math.log(S) : Math.log1p(S / ey);
+    const om = S / sum;
     let loss: f64, a: f64, u: f64, b: f64;
     if (gamma == 0) {
       loss = (1 - eps) * wy * nll + epsC * (W * Math.log(sum) + scale * wBelow);
@@ -101,8 +98,9 @@ export function hard_label(
     store<f64>(rowLoss + (<usize>i << 3), loss);
     if (!scales) continue;
     const si = load<f64>(scales + (<usize>i << 3));
-    // dx_j = s dz_j: the logit scale joins the row's gradient scale.
-    const ga = <f32>(si * a * scale / sum);
+    // dx_j = s dz_j: the logit scale joins the row's gradient scale; the stored
+    // exponentials are against m32 s, hence F.
+    const ga = <f32>(si * a * scale * F / sum);
     if (weight && u != 0) rowAffineWeighted(gr, c, ga, <f32>(si * u * scale), weight);
     else rowAffine(gr, gr, c, ga, <f32>(si * u * scale));
     store<f32>(gr + (<usize>y << 2), <f32>(si * b * dy));

@@ -67,8 +67,9 @@ export function head_prep(w: usize, rows: i32, d: i32, normW: i32, b: usize, wt:
 /**
  * Forward over one chunk of `cols` classes starting at class j0: S [n, cols] holds
  * the dot products (overwritten by the logits); m, sum [n] float64 are the running
- * row maxima and sums of e^(z - m), updated here; the label's entry is left out
- * (the host started each row with its target logit: m = T, sum = 1).
+ * row maxima and sums of e^(z - m) over the non-label entries, updated here (the
+ * host starts each row with m = T, its label's logit, and sum = 0; keeping the
+ * label out of the sum keeps 1 - p_y = sum / (sum + e^(T - m)) accurate as p_y -> 1).
  */
 export function head_forward(
   S: usize, n: i32, cols: i32, j0: i32, labels: usize, a: usize, b: usize, s: f32, clamp: i32,
@@ -130,11 +131,11 @@ export function head_forward(
 
 /**
  * Backward over one chunk (S [n, cols] holds the dot products): writes G and H
- * [n, cols]. lse, scales [n] float64; target [n, 4] float64 (T, dT/du, ...).
+ * [n, cols]. lse, scales, om (1 - p_y) [n] float64; target [n, 4] float64 (T, dT/du, ...).
  */
 export function head_backward(
   S: usize, n: i32, cols: i32, j0: i32, labels: usize, a: usize, b: usize, s: f32, clamp: i32,
-  lse: usize, scales: usize, target: usize, G: usize, H: usize,
+  lse: usize, scales: usize, target: usize, om: usize, G: usize, H: usize, labelInG: i32,
 ): void {
   for (let i = 0; i < n; i++) {
     const off = (<usize>(i * cols)) << 2;
@@ -157,9 +158,10 @@ export function head_backward(
     if (yl < cols) {
       const t = target + ((<usize>i) << 5);
       const o = (<usize>yl) << 2;
-      // dL/dz_y = s_i (p_y - 1) = s_i expm1(T - lse)
-      const du = si * Math.expm1(load<f64>(t) - li) * load<f64>(t + 8);
-      store<f32>(G + off + o, <f32>(du * <f64>load<f32>(b + o)));
+      // dL/dz_y = s_i (p_y - 1) = -s_i (1 - p_y), 1 - p_y given by the host
+      const du = -si * load<f64>(om + ((<usize>i) << 3)) * load<f64>(t + 8);
+      // With labelInG = 0 the host adds the label's part of dX itself, in float64.
+      store<f32>(G + off + o, labelInG ? <f32>(du * <f64>load<f32>(b + o)) : 0);
       store<f32>(H + off + o, <f32>(du * <f64>ai));
     }
   }

@@ -33,6 +33,7 @@ export function head(p: HeadProblem): Raw {
     H: lay.add(n * B * 4),
     m: lay.add(n * 8),
     sum: lay.add(n * 8),
+    om: lay.add(n * 8),
     lse: lay.add(n * 8),
     scales: lay.add(n * 8),
     target: lay.add(n * 32),
@@ -49,9 +50,10 @@ export function head(p: HeadProblem): Raw {
   rt.put(ptr("labels"), p.labels);
   rt.put(ptr("target"), p.target);
   f32("a", n).set(Float32Array.from(p.nx, (nx) => (p.normX ? 1 / Math.max(nx, EPS) : 1)));
-  // Each row's running max and sum start with its label's logit: m = T, sum = e^0.
+  // Each row's running max starts at its label's logit T; the sum over the other
+  // classes starts at 0 (the label's e^(T - m) is added at the end, in float64).
   f64("m", n).set(Float64Array.from({ length: n }, (_, i) => p.target[4 * i]));
-  f64("sum", n).fill(1);
+  f64("sum", n).fill(0);
   const k = rt.k;
   // One chunk's W slice in, its norms and transpose, and its dot products S = X W_J^T.
   const chunk = (j0: number, cols: number) => {
@@ -76,12 +78,20 @@ export function head(p: HeadProblem): Raw {
       ptr("sum"),
     );
   }
-  const m = f64("m", n), sum = f64("sum", n);
-  const lse = Float64Array.from({ length: n }, (_, i) => m[i] + Math.log(sum[i]));
-  const rows = Float64Array.from({ length: n }, (_, i) => (p.labels[i] < 0 ? 0 : lse[i] - p.target[4 * i]));
+  const m = f64("m", n), others = f64("sum", n);
+  const lse = new Float64Array(n), om = new Float64Array(n), rows = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    if (p.labels[i] < 0) continue;
+    // nll = log(1 + S / e^(T - m)), 1 - p_y = S / (S + e^(T - m))
+    const t = p.target[4 * i], ey = Math.exp(t - m[i]);
+    rows[i] = t - m[i] < -700 ? m[i] - t + Math.log(others[i]) : Math.log1p(others[i] / ey);
+    lse[i] = t + rows[i];
+    om[i] = others[i] / (others[i] + ey);
+  }
   if (!p.grad) return { rows: [rows], grads: {} };
 
   f64("lse", n).set(lse);
+  f64("om", n).set(om);
   f64("scales", n).set(p.scales);
   f32("dX", n * d).fill(0);
   const gW = p.outW?.data ?? new Float32Array(c * d);
@@ -101,8 +111,10 @@ export function head(p: HeadProblem): Raw {
       ptr("lse"),
       ptr("scales"),
       ptr("target"),
+      ptr("om"),
       ptr("G"),
       ptr("H"),
+      p.normX ? 1 : 0,
     );
     // v += G W_J; t = H^T X, then dW_j = b_j (t_j - [W normalised] (W^_j . t_j) W^_j)
     k.gemm(ptr("dX"), d, n, d, cols, ptr("G"), cols, 1, ptr("WJ"), d, 1);
@@ -112,20 +124,25 @@ export function head(p: HeadProblem): Raw {
     k.row_finish(ptr("dWJ"), ptr("WJ"), cols, d, ptr("ca"), ptr("cb"), p.normW ? 1 : 0);
     gW.set(f32("dWJ", cols * d), j0 * d);
   }
-  // dx_i = a_i (v_i - [x normalised] (x^_i . v_i) x^_i) + dL/dT dT/d||x|| x_i / ||x_i||
+  // dx_i = a_i (v_i - [x normalised] (x^_i . v_i) x^_i), v = G W
   const a = f32("a", n);
-  const dzy = (i: number) => p.scales[i] * Math.expm1(p.target[4 * i] - lse[i]);
-  const cb = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    if (p.labels[i] < 0) continue;
-    const nx = p.nx[i];
-    if (nx > 0) cb[i] = (dzy(i) * p.target[4 * i + 2]) / nx;
-  }
+  const dzy = (i: number) => -p.scales[i] * om[i];
   f32("ca", n).set(a);
-  f32("cb", n).set(cb);
+  f32("cb", n).fill(0);
   k.row_finish(ptr("dX"), ptr("X"), n, d, ptr("ca"), ptr("cb"), p.normX ? 1 : 0);
   const gx = p.outX?.data ?? new Float32Array(n * d);
   gx.set(f32("dX", n * d));
+  // Where x is not normalised the label's part of dx, dL/dT (dT/du b_y W_y + dT/d||x|| x / ||x||),
+  // is added here in float64: its two terms can nearly cancel (SphereFace at cos = +-1).
+  if (!p.normX) {
+    for (let i = 0; i < n; i++) {
+      const y = p.labels[i];
+      if (y < 0) continue;
+      const by = p.normW ? 1 / Math.max(p.nw[i], EPS) : 1, nx = p.nx[i];
+      const fw = dzy(i) * p.target[4 * i + 1] * by, fx = nx > 0 ? (dzy(i) * p.target[4 * i + 2]) / nx : 0;
+      for (let j = 0; j < d; j++) gx[i * d + j] += fw * p.W[y * d + j] + fx * p.x[i * d + j];
+    }
+  }
   // L-Softmax's label logit also depends on ||W_y||.
   for (let i = 0; i < n; i++) {
     const y = p.labels[i], dnw = p.target[4 * i + 3];

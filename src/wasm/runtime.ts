@@ -108,8 +108,10 @@ export interface Exports {
     lse: number,
     scales: number,
     target: number,
+    om: number,
     G: number,
     H: number,
+    labelInG: number,
   ): void;
   row_finish(out: number, src: number, rows: number, d: number, ca: number, cb: number, project: number): void;
   exp_array(p: number, n: number, neg: number): void;
