@@ -24,6 +24,15 @@ export function rowMax(row: usize, c: i32): f32 {
   return m;
 }
 
+/** The first index j with row[j] == v (0 when there is none: a row of NaN). */
+export function rowFind(row: usize, c: i32, v: f32): i32 {
+  const vv = f32x4.splat(v);
+  let j = 0;
+  while (j + 4 <= c && !v128.any_true(f32x4.eq(v128.load(row + (<usize>j << 2)), vv))) j += 4;
+  for (; j < c; j++) if (load<f32>(row + (<usize>j << 2)) == v) return j;
+  return 0;
+}
+
 /** sum of row[0 .. c) (float64 over float32 blocks). */
 export function rowSum(row: usize, c: i32): f64 {
   let total: f64 = 0;
@@ -79,9 +88,30 @@ export function rowDot(a: usize, b: usize, c: i32): f64 {
 /**
  * sum_j e^((row[j] - m) * scale) for m >= every row[j] and scale > 0; when `out` is
  * not 0 the exponentials are also stored there (`out` may equal `row`).
+ *
+ * Near one-hot rows: where a gradient has a term 1 - p_r for the row's dominant
+ * entry r, the kernels leave r out of this sum (`rowExpSumExcept`) and add e_r back
+ * in float64, so that S_others / (S_others + e_r) keeps its relative accuracy; a float32
+ * sum that includes e_r = 1 rounds the small terms away.
  */
 export function rowExpSum(row: usize, c: i32, m: f32, scale: f32, out: usize): f64 {
   return expSum(row, c, m, scale, out, false);
+}
+
+/**
+ * As `rowExpSum` without entry r (the stored exponential of r is 1: with m = row[r]
+ * it is e^0; the caller adds it, or its own value, back).
+ */
+export function rowExpSumExcept(row: usize, c: i32, r: i32, m: f32, scale: f32, out: usize): f64 {
+  const after = (<usize>r + 1) << 2;
+  const s = rowExpSum(row, r, m, scale, out) + rowExpSum(row + after, c - r - 1, m, scale, out ? out + after : 0);
+  if (out) store<f32>(out + (<usize>r << 2), 1);
+  return s;
+}
+
+/** sum of row[0 .. c) without entry r. */
+export function rowSumExcept(row: usize, c: i32, r: i32): f64 {
+  return rowSum(row, r) + rowSum(row + ((<usize>r + 1) << 2), c - r - 1);
 }
 
 /**
@@ -203,6 +233,22 @@ export function rowAxpby(out: usize, x: usize, c: i32, a: f32, b: f32): void {
   memory.fill(out, 0, <usize>c << 2);
 }
 
+/** dst[j] = scale * ((src[j] - m) - l): log-probabilities with m the row max, l = log sum
+ * e^(src - m); the first difference is exact near the max, so nothing is lost to
+ * rounding a large log-sum-exp (dst may equal src). */
+export function rowLogProb(src: usize, dst: usize, c: i32, m: f32, l: f32, scale: f32): void {
+  const vm = f32x4.splat(m), vl = f32x4.splat(l), vs = f32x4.splat(scale);
+  let j = 0;
+  for (; j + 4 <= c; j += 4) {
+    const o = <usize>j << 2;
+    v128.store(dst + o, f32x4.mul(f32x4.sub(f32x4.sub(v128.load(src + o), vm), vl), vs));
+  }
+  for (; j < c; j++) {
+    const o = <usize>j << 2;
+    store<f32>(dst + o, ((load<f32>(src + o) - m) - l) * scale);
+  }
+}
+
 /**
  * softmax (log = 0) or log_softmax (log = 1) of each row of x [rows, c] into out
  * (out may equal x).
@@ -212,9 +258,7 @@ export function softmax_rows(x: usize, out: usize, rows: i32, c: i32, log: i32):
     const off = (<usize>i * <usize>c) << 2;
     const m = rowMax(x + off, c);
     if (log) {
-      const lse = <f64>m + Math.log(rowExpSum(x + off, c, m, 1, 0));
-      // log p_j = z_j - lse, subtracted in float32 from float32 z_j
-      rowAffine(x + off, out + off, c, 1, <f32>lse);
+      rowLogProb(x + off, out + off, c, m, <f32>Math.log(rowExpSum(x + off, c, m, 1, 0)), 1);
     } else {
       const sum = rowExpSum(x + off, c, m, 1, out + off);
       rowAffine(out + off, out + off, c, <f32>(1 / sum), 0);
@@ -227,32 +271,38 @@ export function softmax_rows(x: usize, out: usize, rows: i32, c: i32, log: i32):
  * upstream rows `up`, into out (out may equal x, not up):
  *   softmax      dx = y * (g - sum_k g_k y_k),  y = softmax(x)
  *   log_softmax  dx = g - softmax(x) * sum_k g_k
+ * For softmax, g - sum_k g_k y_k is taken as (g - g_r) - sum_k y_k (g_k - g_r), g_r the
+ * upstream at the row's maximum: when y is nearly one-hot the big term y_r (g_r - g_r)
+ * is exactly 0 instead of cancelling (sum_k y_k = 1).
  */
 export function softmax_vjp(x: usize, up: usize, out: usize, rows: i32, c: i32, log: i32): void {
   for (let i = 0; i < rows; i++) {
     const off = (<usize>i * <usize>c) << 2;
     const m = rowMax(x + off, c);
+    let r = 0;
+    while (r < c - 1 && load<f32>(x + off + (<usize>r << 2)) != m) r++;
     const sum = rowExpSum(x + off, c, m, 1, out + off);
     if (log) {
       rowAxpby(out + off, up + off, c, <f32>(-rowSum(up + off, c) / sum), 1);
     } else {
       rowAffine(out + off, out + off, c, <f32>(1 / sum), 0);
-      const dot = rowDot(up + off, out + off, c);
-      rowMulShifted(out + off, up + off, c, <f32>dot);
+      const gr = load<f32>(up + off + (<usize>r << 2));
+      const dot = rowDotBelow(out + off, up + off, gr, c); // sum_k y_k (g_r - g_k)
+      rowMulShifted(out + off, up + off, c, gr, <f32>dot);
     }
   }
 }
 
-/** out[j] = out[j] * (g[j] - d), in place. */
-function rowMulShifted(out: usize, g: usize, c: i32, d: f32): void {
-  const vd = f32x4.splat(d);
+/** out[j] = out[j] * ((g[j] - gr) + d), in place. */
+function rowMulShifted(out: usize, g: usize, c: i32, gr: f32, d: f32): void {
+  const vr = f32x4.splat(gr), vd = f32x4.splat(d);
   let j = 0;
   for (; j + 4 <= c; j += 4) {
     const o = <usize>j << 2;
-    v128.store(out + o, f32x4.mul(v128.load(out + o), f32x4.sub(v128.load(g + o), vd)));
+    v128.store(out + o, f32x4.mul(v128.load(out + o), f32x4.add(f32x4.sub(v128.load(g + o), vr), vd)));
   }
   for (; j < c; j++) {
     const o = <usize>j << 2;
-    store<f32>(out + o, load<f32>(out + o) * (load<f32>(g + o) - d));
+    store<f32>(out + o, load<f32>(out + o) * ((load<f32>(g + o) - gr) + d));
   }
 }

@@ -169,6 +169,7 @@ export function options<T extends object>(value: T | undefined): T {
   if (typeof value !== "object" || value === null) {
     throw new TypeError(`Expected options to be an object, got ${show(value)}`);
   }
+  boolean("options.checkFinite", (value as { checkFinite?: unknown }).checkFinite, false);
   return value;
 }
 
