@@ -38,6 +38,14 @@ export type { KlDivGrads, KlDivInputs, KlDivOptions, KlReduction } from "./src/l
 export type { DistillationGrads, DistillationInputs, DistillationOptions } from "./src/losses/distillation.ts";
 export type { AccuracyOptions } from "./src/losses/accuracy.ts";
 export type { SoftmaxGrads, SoftmaxInputs, SoftmaxOptions, SoftmaxOutput } from "./src/losses/softmax.ts";
+export type { ArcfaceOptions } from "./src/losses/arcface.ts";
+export type { CosfaceOptions } from "./src/losses/cosface.ts";
+export type { NormfaceOptions } from "./src/losses/normface.ts";
+export type { CombinedMarginOptions } from "./src/losses/combined_margin.ts";
+export type { MarginGrads, MarginInputs, MarginOptions } from "./src/losses/margin.ts";
+export type { HeadGrads, HeadInputs, HeadOptions, MarginHeadOptions } from "./src/losses/margin_head.ts";
+export { sphereFaceLambda, type SphereFaceLambdaOptions, type SpherefaceOptions } from "./src/losses/sphereface.ts";
+export { lSoftmaxBeta, type LSoftmaxBetaOptions, type LsoftmaxOptions } from "./src/losses/lsoftmax.ts";
 export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
 
 /** Options of {@linkcode init}. */

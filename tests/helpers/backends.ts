@@ -1,0 +1,67 @@
+/**
+ * The backends every test suite runs on. Tests look a loss up by name with
+ * `lossOf` and always `await` what it returns, so an asynchronous backend (the
+ * WebGPU one of `mod.ts`'s `init`) can be appended to `backends` without changing
+ * a test: `backends.push({ name: "webgpu", losses: await init({ backend: "webgpu" }) })`.
+ *
+ * @module
+ */
+import { js, wasm } from "../../cpu.ts";
+
+/** A backend: its name and its losses, keyed by public name. */
+export interface Backend {
+  readonly name: string;
+  readonly losses: object;
+}
+
+/** Every backend under test; `js`, the float64 reference, first. */
+export const backends: Backend[] = [
+  { name: "js", losses: js },
+  { name: "wasm", losses: wasm },
+];
+
+/** The float64 reference backend (the oracle of the agreement tests). */
+export const reference: Backend = backends[0];
+
+/** A value, or a Promise of it (what a method of a sync or async backend returns). */
+export type MaybePromise<T> = T | Promise<T>;
+
+// deno-lint-ignore no-explicit-any
+type Any = any;
+
+/** What `forward` of a loss returns (softmax / logSoftmax return `output` instead of `loss`). */
+export interface Forward {
+  loss?: number | Float32Array;
+  parts?: Record<string, number>;
+  output?: { data: Float32Array; shape: readonly [number, number] };
+}
+
+/** A loss as the tests see it: loosely typed, every result possibly a Promise. */
+export interface AnyLoss {
+  forward(inputs: Any, options?: Any): MaybePromise<Forward>;
+  backward(inputs: Any, options?: Any, upstream?: Any): MaybePromise<Record<string, Any>>;
+  valueAndGrad(inputs: Any, options?: Any, upstream?: Any): MaybePromise<Forward & { grads: Record<string, Any> }>;
+}
+
+/** The loss `name` of `backend`, or undefined while it is not implemented there. */
+export function lossOf(backend: Backend, name: string): AnyLoss | undefined {
+  const l = (backend.losses as Record<string, unknown>)[name] as AnyLoss | undefined;
+  if (
+    !l || typeof l.forward !== "function" || typeof l.backward !== "function" || typeof l.valueAndGrad !== "function"
+  ) {
+    return undefined;
+  }
+  return l;
+}
+
+/** A `skip` option for `it` when `name` is missing on any of `backendsNeeded`: the reason, else false. */
+export function missing(
+  name: string | readonly string[],
+  backendsNeeded: readonly Backend[] = backends,
+): string | false {
+  const names = typeof name === "string" ? [name] : name;
+  for (const b of backendsNeeded) {
+    for (const n of names) if (!lossOf(b, n)) return `${n} is not implemented on backend ${b.name} yet`;
+  }
+  return false;
+}

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: the tests under Deno, the documentation examples under
+# Deno (deno test --doc), then the same tests under Bun. Every part runs even when an
+# earlier one fails; the last line sums what passed and failed, and the exit status is
+# non-zero when anything failed.
+#
+#   bash tests/run.sh
+#   DENO=/path/to/deno BUN=/path/to/bun bash tests/run.sh   # skip npx's start-up
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+DENO=${DENO:-"npx -y deno@2.9.6"}
+BUN=${BUN:-"npx -y bun@1.4.4"}
+export NO_COLOR=1
+
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
+passed=0
+failed=0
+skipped=0
+status=0
+
+# Leaf tests of a Deno report: "name ... ok" on one line is a test; a line "name ..."
+# opens a group (describe) that a later "name ... ok/FAILED" closes, which is not counted.
+count_deno() {
+  awk '
+    { gsub(/\033\[[0-9;]*m/, "") }
+    / \.\.\.$/ { open[$0]++; next }
+    / \.\.\. (ok|FAILED|ignored)( \(|$)/ {
+      key = $0; result = $0
+      sub(/ (ok|FAILED|ignored)( \(.*)?$/, "", key)
+      if (open[key] > 0) { open[key]--; next }
+      if (result ~ / \.\.\. ok/) p++
+      else if (result ~ / \.\.\. FAILED/) f++
+      else s++
+    }
+    END { printf "%d %d %d\n", p, f, s }
+  ' "$1"
+}
+
+# Bun's summary: " 262 pass", " 2 fail", " 3 skip".
+count_bun() {
+  awk '
+    /^ *[0-9]+ pass$/ { p += $1 }
+    /^ *[0-9]+ fail$/ { f += $1 }
+    /^ *[0-9]+ skip$/ { s += $1 }
+    END { printf "%d %d %d\n", p, f, s }
+  ' "$1"
+}
+
+run() { # name counter command...
+  local name=$1 counter=$2
+  shift 2
+  echo "=== $name: $*"
+  local log="$logs/$name.log"
+  local failed_run=0
+  if ! "$@" 2>&1 | tee "$log"; then
+    status=1
+    failed_run=1
+    echo "=== $name: exit status non-zero"
+  fi
+  local p f s
+  read -r p f s < <("$counter" "$log")
+  if [ "$failed_run" = 1 ] && [ "$f" = 0 ]; then
+    # It failed before reporting a test (a type error, a crash): count it as one failure.
+    echo "=== $name: failed without a test failure (type check or crash): counted as 1 failure"
+    f=1
+  fi
+  echo "=== $name: $p passed, $f failed, $s skipped"
+  passed=$((passed + p))
+  failed=$((failed + f))
+  skipped=$((skipped + s))
+}
+
+start=$SECONDS
+# shellcheck disable=SC2086 # DENO and BUN may be commands with arguments
+run deno count_deno $DENO test -A tests/
+echo "=== deno: $((SECONDS - start))s"
+
+doc_paths=()
+for p in mod.ts cpu.ts src/; do
+  if [ -e "$p" ]; then doc_paths+=("$p"); fi
+done
+# shellcheck disable=SC2086
+run deno-doc count_deno $DENO test --doc "${doc_paths[@]}"
+
+start=$SECONDS
+# shellcheck disable=SC2086
+run bun count_bun $BUN test tests/
+echo "=== bun: $((SECONDS - start))s"
+
+if [ "$failed" -gt 0 ]; then status=1; fi
+echo "$passed passed, $failed failed ($skipped skipped)"
+exit "$status"
