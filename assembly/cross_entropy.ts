@@ -17,7 +17,7 @@
 // with s_i = scales[i] (upstream and reduction folded in by the host), and
 // dx_j = s dz_j for j != y (0 outside [-1, 1] with `clamp`), dx_y = dz_y * dt/dx_y.
 // (The smoothing and the target replacement are never asked for together.)
-import { rowMax, rowSum, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAffineWeighted, rowZero } from "./softmax";
+import { rowMax, rowSum, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero } from "./softmax";
 
 // The label's entry is left out of the max and of the sum S of the other entries
 // and added back as e^(z_y - m) in float64, so that 1 - p_y = S / (S + e^(z_y - m))
@@ -101,7 +101,7 @@ export function hard_label(
     // dx_j = s dz_j: the logit scale joins the row's gradient scale; the stored
     // exponentials are against m32 s, hence F.
     const ga = <f32>(si * a * scale * F / sum);
-    if (weight && u != 0) rowAffineWeighted(gr, c, ga, <f32>(si * u * scale), weight);
+    if (weight && u != 0) rowAxpby(gr, weight, c, ga, <f32>(-si * u * scale));
     else rowAffine(gr, gr, c, ga, <f32>(si * u * scale));
     store<f32>(gr + (<usize>y << 2), <f32>(si * b * dy));
   }

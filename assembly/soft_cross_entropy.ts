@@ -3,7 +3,7 @@
 //            (m the row maximum: the last sum has no cancellation for t >= 0)
 //   dz_c   = s_i (T p_c - t_c)
 //   dt_c   = s_i (lse - z_c)          (= -s_i log p_c)
-import { rowMax, rowFind, rowSumExcept, rowDotBelow, rowExpSumExcept, rowAffineWeighted, rowLogProb } from "./softmax";
+import { rowMax, rowFind, rowSumExcept, rowDotBelow, rowExpSumExcept, rowAxpby, rowLogProb } from "./softmax";
 
 /**
  * z, t: [rows, c]; g, tg: gradient outputs for z and t (0 = not wanted; g must not
@@ -28,7 +28,7 @@ export function soft_target(z: usize, t: usize, g: usize, tg: usize, rows: i32, 
     store<f64>(rowLoss + (<usize>i << 3), T * logS + below);
     if (!scales) continue;
     const s = load<f64>(scales + (<usize>i << 3));
-    rowAffineWeighted(g + off, c, <f32>(s * T / S), <f32>s, t + off);
+    rowAxpby(g + off, t + off, c, <f32>(s * T / S), <f32>-s);
     store<f32>(g + off + (<usize>r << 2), <f32>(s * (To - tr * So) / S));
     if (tg) rowLogProb(z + off, tg + off, c, m, <f32>logS, <f32>-s);
   }

@@ -197,21 +197,6 @@ export function rowAffine(src: usize, dst: usize, c: i32, a: f32, u: f32): void 
   }
 }
 
-/** out[j] = a * out[j] - u * w[j], in place. */
-export function rowAffineWeighted(out: usize, c: i32, a: f32, u: f32, w: usize): void {
-  const va = f32x4.splat(a);
-  const vu = f32x4.splat(u);
-  let j = 0;
-  for (; j + 4 <= c; j += 4) {
-    const o = <usize>j << 2;
-    v128.store(out + o, f32x4.sub(f32x4.mul(v128.load(out + o), va), f32x4.mul(vu, v128.load(w + o))));
-  }
-  for (; j < c; j++) {
-    const o = <usize>j << 2;
-    store<f32>(out + o, load<f32>(out + o) * a - u * load<f32>(w + o));
-  }
-}
-
 /** out[j] = a * out[j] + b * x[j], in place. */
 export function rowAxpby(out: usize, x: usize, c: i32, a: f32, b: f32): void {
   const va = f32x4.splat(a);

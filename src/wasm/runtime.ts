@@ -178,103 +178,20 @@ export async function compileWasm(): Promise<void> {
 
 /** Whether this engine validates WebAssembly SIMD (a tiny module using one v128 op). */
 export function simdSupported(): boolean {
-  try {
-    // (module (func (result v128) (v128.const i32x4 0 0 0 0)))
-    return WebAssembly.validate(
-      new Uint8Array([
-        0,
-        97,
-        115,
-        109,
-        1,
-        0,
-        0,
-        0,
-        1,
-        5,
-        1,
-        96,
-        0,
-        1,
-        123,
-        3,
-        2,
-        1,
-        0,
-        10,
-        22,
-        1,
-        20,
-        0,
-        253,
-        12,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        11,
-      ]),
-    );
-  } catch {
-    return false;
-  }
+  // (module (func (result v128) (v128.const i32x4 0 0 0 0)))
+  return validates("0061736d010000000105016000017b030201000a16011400fd0c000000000000000000000000000000000b");
 }
 
 /** Whether this engine validates relaxed SIMD (a module using f32x4.relaxed_madd). */
 function relaxedSupported(): boolean {
+  // (module (func (param v128) (result v128) local.get 0 local.get 0 local.get 0 f32x4.relaxed_madd))
+  return validates("0061736d0100000001060160017b017b030201000a0d010b00200020002000fd85020b");
+}
+
+/** Whether this engine validates the module given in hex. */
+function validates(hex: string): boolean {
   try {
-    // (module (func (param v128) (result v128) local.get 0 local.get 0 local.get 0 f32x4.relaxed_madd))
-    return WebAssembly.validate(
-      new Uint8Array([
-        0,
-        97,
-        115,
-        109,
-        1,
-        0,
-        0,
-        0,
-        1,
-        6,
-        1,
-        96,
-        1,
-        123,
-        1,
-        123,
-        3,
-        2,
-        1,
-        0,
-        10,
-        13,
-        1,
-        11,
-        0,
-        32,
-        0,
-        32,
-        0,
-        32,
-        0,
-        253,
-        133,
-        2,
-        11,
-      ]),
-    );
+    return WebAssembly.validate(Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16)));
   } catch {
     return false;
   }
