@@ -102,9 +102,9 @@ export function head_forward(
 /** The gradient blocks of one range of columns [j, end) of row `row` (no label inside). */
 // @ts-ignore: decorator
 @inline function gradRange(
-  row: usize, g: usize, h: usize, b: usize, j: i32, end: i32, a: f32, s: f32, lse: f32, scale: f32, clamp: i32,
+  row: usize, g: usize, h: usize, b: usize, j: i32, end: i32, a: f32, s: f32, m: f32, l: f32, scale: f32, clamp: i32,
 ): void {
-  const va = f32x4.splat(a), vs = f32x4.splat(s), vl = f32x4.splat(lse), vk = f32x4.splat(scale);
+  const va = f32x4.splat(a), vs = f32x4.splat(s), vm = f32x4.splat(m), vl = f32x4.splat(l), vk = f32x4.splat(scale);
   const one = f32x4.splat(1), minus = f32x4.splat(-1);
   for (; j + 4 <= end; j += 4) {
     const o = (<usize>j) << 2;
@@ -112,7 +112,8 @@ export function head_forward(
     const u = f32x4.mul(f32x4.mul(v128.load(row + o), va), vb);
     let uc = u;
     if (clamp) uc = f32x4.pmax(f32x4.pmin(u, one), minus);
-    let du = f32x4.mul(vk, expNeg(f32x4.sub(f32x4.mul(uc, vs), vl)));
+    // p = e^((z - m) - (lse - m)): z - m is exact near the max, lse - m is small
+    let du = f32x4.mul(vk, expNeg(f32x4.sub(f32x4.sub(f32x4.mul(uc, vs), vm), vl)));
     if (clamp) du = v128.and(du, f32x4.eq(uc, u));
     v128.store(g + o, f32x4.mul(du, vb));
     v128.store(h + o, f32x4.mul(du, va));
@@ -122,7 +123,7 @@ export function head_forward(
     const bj = load<f32>(b + o);
     const u = load<f32>(row + o) * a * bj;
     const uc = clamp ? max(min(u, <f32>1), <f32>-1) : u;
-    let du = scale * f32x4.extract_lane(expNeg(f32x4.splat(uc * s - lse)), 0);
+    let du = scale * f32x4.extract_lane(expNeg(f32x4.splat((uc * s - m) - l)), 0);
     if (uc != u) du = 0;
     store<f32>(g + o, du * bj);
     store<f32>(h + o, du * a);
@@ -131,11 +132,12 @@ export function head_forward(
 
 /**
  * Backward over one chunk (S [n, cols] holds the dot products): writes G and H
- * [n, cols]. lse, scales, om (1 - p_y) [n] float64; target [n, 4] float64 (T, dT/du, ...).
+ * [n, cols]. m (the row maxima of the forward pass), lse, scales, om (1 - p_y) [n]
+ * float64; target [n, 4] float64 (T, dT/du, ...).
  */
 export function head_backward(
   S: usize, n: i32, cols: i32, j0: i32, labels: usize, a: usize, b: usize, s: f32, clamp: i32,
-  lse: usize, scales: usize, target: usize, om: usize, G: usize, H: usize, labelInG: i32,
+  m: usize, lse: usize, scales: usize, target: usize, om: usize, G: usize, H: usize, labelInG: i32,
 ): void {
   for (let i = 0; i < n; i++) {
     const off = (<usize>(i * cols)) << 2;
@@ -146,15 +148,16 @@ export function head_backward(
       continue;
     }
     const ai = load<f32>(a + ((<usize>i) << 2));
-    const li = load<f64>(lse + ((<usize>i) << 3));
+    const mi = <f32>load<f64>(m + ((<usize>i) << 3));
+    const li = <f32>(load<f64>(lse + ((<usize>i) << 3)) - <f64>mi);
     const si = load<f64>(scales + ((<usize>i) << 3));
     const row = S + off;
     const yl = y - j0 >= 0 && y - j0 < cols ? y - j0 : cols;
     const after = yl < cols ? yl + 1 : cols;
     // dL/du = s_i p s for the non-label columns.
     const k = <f32>(si * <f64>s);
-    gradRange(row, G + off, H + off, b, 0, yl, ai, s, <f32>li, k, clamp);
-    gradRange(row, G + off, H + off, b, after, cols, ai, s, <f32>li, k, clamp);
+    gradRange(row, G + off, H + off, b, 0, yl, ai, s, mi, li, k, clamp);
+    gradRange(row, G + off, H + off, b, after, cols, ai, s, mi, li, k, clamp);
     if (yl < cols) {
       const t = target + ((<usize>i) << 5);
       const o = (<usize>yl) << 2;

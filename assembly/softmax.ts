@@ -18,6 +18,10 @@ export function rowMax(row: usize, c: i32): f32 {
     m0 = f32x4.pmax(m0, v128.load(p));
     m1 = f32x4.pmax(m1, v128.load(p, 16));
   }
+  if (j + 4 <= c) {
+    m0 = f32x4.pmax(m0, v128.load(row + (<usize>j << 2)));
+    j += 4;
+  }
   m0 = f32x4.pmax(m0, m1);
   let m = max(max(f32x4.extract_lane(m0, 0), f32x4.extract_lane(m0, 1)), max(f32x4.extract_lane(m0, 2), f32x4.extract_lane(m0, 3)));
   for (; j < c; j++) m = max(m, load<f32>(row + (<usize>j << 2)));
@@ -172,6 +176,17 @@ export function rowExpSumClamped(row: usize, c: i32, m: f32, scale: f32, out: us
     s0 = f32x4.add(f32x4.add(s0, s1), f32x4.add(s2, s3));
     total += <f64>f32x4.extract_lane(s0, 0) + <f64>f32x4.extract_lane(s0, 1) + <f64>f32x4.extract_lane(s0, 2) + <f64>f32x4.extract_lane(s0, 3);
   }
+  // Up to three vectors, then up to three floats (a tail float costs a whole vector exp).
+  let st = f32x4.splat(0);
+  for (; j + 4 <= c; j += 4) {
+    const o = <usize>j << 2;
+    const k0 = v128.load(row + o);
+    const x0 = clamp ? f32x4.pmax(f32x4.pmin(k0, one), minus) : k0;
+    const e0 = expNeg(f32x4.mul(f32x4.sub(x0, vm), vs));
+    if (out) v128.store(out + o, clamp ? v128.and(e0, f32x4.eq(x0, k0)) : e0);
+    st = f32x4.add(st, e0);
+  }
+  total += <f64>f32x4.extract_lane(st, 0) + <f64>f32x4.extract_lane(st, 1) + <f64>f32x4.extract_lane(st, 2) + <f64>f32x4.extract_lane(st, 3);
   for (; j < c; j++) {
     const k = load<f32>(row + (<usize>j << 2));
     const x = clamp ? max(min(k, <f32>1), <f32>-1) : k;

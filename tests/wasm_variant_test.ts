@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { runtime, useWasmVariant, type WasmVariant, wasmVariant } from "../src/wasm/runtime.ts";
 import { backends, lossOf, missing, reference } from "./helpers/backends.ts";
-import { allSpecs, GRID } from "./helpers/specs.ts";
+import { allSpecs, arcfaceSpec, GRID, HEAD_GRID, headSpecs, withWidth } from "./helpers/specs.ts";
 import { checkAgreement } from "./helpers/suite.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -34,7 +34,9 @@ const compiled = new Map(variants.map((v) => [v, compiles(v)]));
 after(() => useWasmVariant(original));
 
 describe("both WebAssembly builds agree with the float64 reference", () => {
-  for (const spec of allSpecs) {
+  // The four margin losses on cosines (SPEC.md §2) share one kernel path, crossEntropy's with the
+  // clamp and a per-row label logit computed on the host: arcface stands for them.
+  for (const spec of [...allSpecs, arcfaceSpec]) {
     describe(spec.name, () => {
       // The reference results are computed once and shared by the two builds.
       const cache = new Map<string, { rg: Any; rvg: Any }>();
@@ -53,6 +55,42 @@ describe("both WebAssembly builds agree with the float64 reference", () => {
             if (variant === variants[variants.length - 1]) cache.clear();
           }
         });
+      }
+    });
+  }
+});
+
+describe("both WebAssembly builds agree with the float64 reference on the margin heads", () => {
+  for (const spec of headSpecs) {
+    describe(spec.name, () => {
+      // The reference results are computed once and shared by the two builds; one cache per width
+      // (a problem's name, the cache key, does not say D).
+      const caches = new Map<number, Map<string, { rg: Any; rvg: Any }>>();
+      for (const variant of variants) {
+        const skip = !compiled.get(variant)
+          ? `the ${variant} build does not compile on this engine`
+          : missing(spec.name, [reference, wasmBackend]);
+        it(
+          `${variant} build, D in ${spec.widths.join("/")}, C in ${HEAD_GRID.classes.join("/")}`,
+          { skip },
+          async () => {
+            useWasmVariant(variant);
+            try {
+              assert.equal(wasmVariant(), variant);
+              for (const d of spec.widths) {
+                if (!caches.has(d)) caches.set(d, new Map());
+                for (const c of HEAD_GRID.classes) {
+                  await checkAgreement(withWidth(spec, d), wasmBackend, c, caches.get(d));
+                }
+              }
+            } finally {
+              useWasmVariant(original);
+              if (variant === variants[variants.length - 1]) {
+                caches.clear();
+              }
+            }
+          },
+        );
       }
     });
   }

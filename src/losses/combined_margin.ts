@@ -22,17 +22,18 @@ export interface CombinedMarginOptions extends MarginOptions {
 /**
  * Checks `combinedMargin`'s options and returns its target function
  * `cos(m1 theta + m2) - m3`, `theta = acos(cos)`, with
- * `d phi / d cos = m1 sin(m1 theta + m2) / sqrt(1 - cos^2)` (the cosine of the
- * denominator clamped to `[-1 + 1e-6, 1 - 1e-6]`). No threshold branch.
+ * `d phi / d cos = m1 sin(m1 theta + m2) / sqrt(1 - cos^2)` evaluated at the cosine
+ * clamped to `[-1 + 1e-6, 1 - 1e-6]`. No threshold branch.
  */
 export function combinedMarginTarget(o: CombinedMarginOptions): Phi {
   const m1 = v.number("options.m1", o.m1, 1);
   const m2 = v.number("options.m2", o.m2, 0.5);
   const m3 = v.number("options.m3", o.m3, 0);
   return (x) => {
-    const angle = m1 * Math.acos(x) + m2;
+    // The derivative is taken at the clamped cosine (angle and denominator alike), so
+    // that it is finite and continuous at +-1 and equals ArcFace's for m1 = 1, m3 = 0.
     const xd = derivativeCos(x);
-    return [Math.cos(angle) - m3, (m1 * Math.sin(angle)) / Math.sqrt(1 - xd * xd)];
+    return [Math.cos(m1 * Math.acos(x) + m2) - m3, (m1 * Math.sin(m1 * Math.acos(xd) + m2)) / Math.sqrt(1 - xd * xd)];
   };
 }
 

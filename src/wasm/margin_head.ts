@@ -108,6 +108,7 @@ export function head(p: HeadProblem): Raw {
       ptr("b"),
       p.scale,
       p.clamp ? 1 : 0,
+      ptr("m"),
       ptr("lse"),
       ptr("scales"),
       ptr("target"),

@@ -105,6 +105,7 @@ export interface Exports {
     b: number,
     s: number,
     clamp: number,
+    m: number,
     lse: number,
     scales: number,
     target: number,
