@@ -91,3 +91,108 @@ export function transpose(src: usize, rows: i32, cols: i32, dst: usize): void {
     }
   }
 }
+
+/** Lanes 2-3 of an f32x4 as a float64x2. */
+// @ts-ignore: decorator
+@inline function promoteHigh(v: v128): v128 {
+  return f64x2.promote_low_f32x4(i32x4.shuffle(v, v, 2, 3, 0, 1));
+}
+
+// @ts-ignore: decorator
+@inline function hsum64(a: v128, b: v128): f64 {
+  const s = f64x2.add(a, b);
+  return f64x2.extract_lane(s, 0) + f64x2.extract_lane(s, 1);
+}
+
+/**
+ * out[i, j] = x_i . w_j - off[i] / b[j]: dot products in float64 (the products of float32
+ * values are exact there), offset before rounding to float32. For logits that may be large (SphereFace,
+ * L-Softmax with long embeddings): with off the row's running maximum, z - max is small
+ * and exact wherever a probability matters, which a float32 logit of 1e4 (good to 6e-4)
+ * is not. x [rows, d], w [cols, d] (rows of W), off [rows] float64, b [cols] float32 (the
+ * heads' column scale), out [rows, cols]. Tiles of 2 x 2 dot products.
+ */
+export function dots64(out: usize, x: usize, rows: i32, w: usize, cols: i32, d: i32, off: usize, b: usize): void {
+  const rowBytes = (<usize>d) << 2;
+  for (let i = 0; i < rows; i += 2) {
+    const two = i + 1 < rows;
+    const x0 = x + <usize>i * rowBytes, x1 = two ? x0 + rowBytes : x0;
+    const f0 = load<f64>(off + ((<usize>i) << 3)), f1 = two ? load<f64>(off + ((<usize>i + 1) << 3)) : 0;
+    for (let j = 0; j < cols; j += 2) {
+      const pair = j + 1 < cols;
+      const w0 = w + <usize>j * rowBytes, w1 = pair ? w0 + rowBytes : w0;
+      let a0 = f64x2.splat(0), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0, e1 = a0;
+      let k = 0;
+      for (; k + 4 <= d; k += 4) {
+        const o = (<usize>k) << 2;
+        const u0 = v128.load(x0 + o), u1 = v128.load(x1 + o), v0 = v128.load(w0 + o), v1 = v128.load(w1 + o);
+        const u0l = f64x2.promote_low_f32x4(u0), u0h = promoteHigh(u0), u1l = f64x2.promote_low_f32x4(u1), u1h = promoteHigh(u1);
+        const v0l = f64x2.promote_low_f32x4(v0), v0h = promoteHigh(v0), v1l = f64x2.promote_low_f32x4(v1), v1h = promoteHigh(v1);
+        a0 = f64x2.add(a0, f64x2.mul(u0l, v0l)); a1 = f64x2.add(a1, f64x2.mul(u0h, v0h));
+        b0 = f64x2.add(b0, f64x2.mul(u0l, v1l)); b1 = f64x2.add(b1, f64x2.mul(u0h, v1h));
+        c0 = f64x2.add(c0, f64x2.mul(u1l, v0l)); c1 = f64x2.add(c1, f64x2.mul(u1h, v0h));
+        e0 = f64x2.add(e0, f64x2.mul(u1l, v1l)); e1 = f64x2.add(e1, f64x2.mul(u1h, v1h));
+      }
+      let s00 = hsum64(a0, a1), s01 = hsum64(b0, b1), s10 = hsum64(c0, c1), s11 = hsum64(e0, e1);
+      for (; k < d; k++) {
+        const o = (<usize>k) << 2;
+        const xa = <f64>load<f32>(x0 + o), xb = <f64>load<f32>(x1 + o);
+        const wa = <f64>load<f32>(w0 + o), wb = <f64>load<f32>(w1 + o);
+        s00 += xa * wa; s01 += xa * wb; s10 += xb * wa; s11 += xb * wb;
+      }
+      const g0 = <f64>load<f32>(b + ((<usize>j) << 2)), g1 = pair ? <f64>load<f32>(b + ((<usize>j + 1) << 2)) : 1;
+      const o0 = out + ((<usize>(i * cols + j)) << 2);
+      store<f32>(o0, <f32>(s00 - f0 / g0));
+      if (pair) store<f32>(o0 + 4, <f32>(s01 - f0 / g1));
+      if (two) {
+        const o1 = o0 + ((<usize>cols) << 2);
+        store<f32>(o1, <f32>(s10 - f1 / g0));
+        if (pair) store<f32>(o1 + 4, <f32>(s11 - f1 / g1));
+      }
+    }
+  }
+}
+
+/**
+ * The weight gradient of the precise heads, in float64 until it is final:
+ *   t_j = sum_i h[i * cols + j] x_i,  out_j = b_j (t_j - [project] (t_j . w_j / ||w_j||^2) w_j)
+ * (the projection through w_j / max(||w_j||, 1e-12), taken when ||w_j|| > 1e-12, cancels
+ * most of t_j, which would magnify any rounding of t_j). h [rows, cols], x [rows, d],
+ * w [cols, d], b [cols] float32, out [cols, d]; scratch: d float64.
+ */
+export function gemm_tn64(
+  out: usize, h: usize, rows: i32, cols: i32, x: usize, d: i32, w: usize, b: usize, project: i32, scratch: usize,
+): void {
+  for (let j = 0; j < cols; j++) {
+    let k = 0;
+    for (; k + 2 <= d; k += 2) {
+      let acc = f64x2.splat(0);
+      for (let i = 0; i < rows; i++) {
+        const c = f64x2.splat(<f64>load<f32>(h + ((<usize>(i * cols + j)) << 2)));
+        acc = f64x2.add(acc, f64x2.mul(c, f64x2.promote_low_f32x4(v128.load64_zero(x + ((<usize>(i * d + k)) << 2)))));
+      }
+      v128.store(scratch + ((<usize>k) << 3), acc);
+    }
+    for (; k < d; k++) {
+      let s: f64 = 0;
+      for (let i = 0; i < rows; i++) {
+        s += <f64>load<f32>(h + ((<usize>(i * cols + j)) << 2)) * <f64>load<f32>(x + ((<usize>(i * d + k)) << 2));
+      }
+      store<f64>(scratch + ((<usize>k) << 3), s);
+    }
+    const wr = w + ((<usize>(j * d)) << 2);
+    let dot: f64 = 0, ss: f64 = 0;
+    for (k = 0; k < d; k++) {
+      const wv = <f64>load<f32>(wr + ((<usize>k) << 2));
+      dot += load<f64>(scratch + ((<usize>k) << 3)) * wv;
+      ss += wv * wv;
+    }
+    const coef = project && Math.sqrt(ss) > 1e-12 ? dot / ss : 0;
+    const bj = <f64>load<f32>(b + ((<usize>j) << 2));
+    const o = out + ((<usize>(j * d)) << 2);
+    for (k = 0; k < d; k++) {
+      const t = load<f64>(scratch + ((<usize>k) << 3)) - coef * <f64>load<f32>(wr + ((<usize>k) << 2));
+      store<f32>(o + ((<usize>k) << 2), <f32>(bj * t));
+    }
+  }
+}

@@ -7,8 +7,8 @@ export { kl_div } from "./kl_div";
 export { distill } from "./distillation";
 export { topk_hits } from "./accuracy";
 export { softmax_rows, softmax_vjp } from "./softmax";
-export { gemm } from "./gemm";
-export { head_prep, head_forward, head_backward, row_finish } from "./margin_head";
+export { gemm, dots64, gemm_tn64 } from "./gemm";
+export { head_prep, head_forward, head_backward, head_chunk_max, row_finish } from "./margin_head";
 export { exp_array, log_array } from "./math";
 
 /** First free byte above the static data: the host's allocator starts here. */

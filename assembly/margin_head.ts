@@ -99,6 +99,22 @@ export function head_forward(
   }
 }
 
+/** Per row, the largest S_ij b_j over the chunk's non-label columns (float64 out [n]; -inf if none). */
+export function head_chunk_max(S: usize, n: i32, cols: i32, j0: i32, labels: usize, b: usize, out: usize): void {
+  for (let i = 0; i < n; i++) {
+    const y = load<i32>(labels + ((<usize>i) << 2));
+    let best: f32 = -Infinity;
+    if (y >= 0) {
+      const row = S + ((<usize>(i * cols)) << 2);
+      for (let j = 0; j < cols; j++) {
+        if (j + j0 == y) continue;
+        best = max(best, load<f32>(row + ((<usize>j) << 2)) * load<f32>(b + ((<usize>j) << 2)));
+      }
+    }
+    store<f64>(out + ((<usize>i) << 3), <f64>best);
+  }
+}
+
 /** The gradient blocks of one range of columns [j, end) of row `row` (no label inside). */
 // @ts-ignore: decorator
 @inline function gradRange(
@@ -137,7 +153,7 @@ export function head_forward(
  */
 export function head_backward(
   S: usize, n: i32, cols: i32, j0: i32, labels: usize, a: usize, b: usize, s: f32, clamp: i32,
-  m: usize, lse: usize, scales: usize, target: usize, om: usize, G: usize, H: usize, labelInG: i32,
+  m: usize, lse: usize, scales: usize, target: usize, om: usize, G: usize, H: usize, labelInG: i32, labelInH: i32,
 ): void {
   for (let i = 0; i < n; i++) {
     const off = (<usize>(i * cols)) << 2;
@@ -163,9 +179,9 @@ export function head_backward(
       const o = (<usize>yl) << 2;
       // dL/dz_y = s_i (p_y - 1) = -s_i (1 - p_y), 1 - p_y given by the host
       const du = -si * load<f64>(om + ((<usize>i) << 3)) * load<f64>(t + 8);
-      // With labelInG = 0 the host adds the label's part of dX itself, in float64.
+      // With labelInG (labelInH) = 0 the host adds the label's part of dX (dW) itself, in float64.
       store<f32>(G + off + o, labelInG ? <f32>(du * <f64>load<f32>(b + o)) : 0);
-      store<f32>(H + off + o, <f32>(du * <f64>ai));
+      store<f32>(H + off + o, labelInH ? <f32>(du * <f64>ai) : 0);
     }
   }
 }

@@ -314,9 +314,9 @@ describe("lsoftmax", () => {
                 assertFinite(r.loss as Any, `${label} loss`);
                 assertFinite(r.grads.x.data, `${label} grads.x`, r.grads.x.shape);
                 assertFinite(r.grads.W.data, `${label} grads.W`, r.grads.W.shape);
-                assertLossClose(r.loss as Any, e.loss as Any, `${label} loss`, 1e-4);
-                assertGradClose(r.grads.x, e.grads.x.data, `${label} grads.x`, 1e-4);
-                assertGradClose(r.grads.W, e.grads.W.data, `${label} grads.W`, 1e-4);
+                assertLossClose(r.loss as Any, e.loss as Any, `${label} loss`);
+                assertGradClose(r.grads.x, e.grads.x.data, `${label} grads.x`);
+                assertGradClose(r.grads.W, e.grads.W.data, `${label} grads.W`);
               }
             }
           },
@@ -329,13 +329,13 @@ describe("lsoftmax", () => {
     for (const b of backends) {
       if (b === reference) continue;
       describe(b.name, () => {
-        it("logits up to ~1e4: finite, and within the documented 1e-4 of the reference", {
+        it("logits up to ~1e4: finite, and within the documented 2e-5 of the reference", {
           skip: missing("lsoftmax", [reference, b]),
         }, async () => {
-          // The wasm heads form x W^T in float32: each logit carries an error of about |z| 2^-24
-          // sqrt(D), passed on to the softmax. At |z| ~ 1e4 that is up to ~3x SPEC's 1e-5, so these
-          // cases use the documented bound 1e-4 (README "Decisions"; float64-accumulated logits
-          // for the unnormalised heads would remove it).
+          // Logits this large are summed in float64 and held relative to each row's maximum, but the
+          // probabilities are float32 (exp good to 1.7e-7): a weight gradient summing terms of size
+          // p ||x|| that cancel across samples can magnify that past SPEC's 1e-5 at |z| ~ 1e4, so
+          // these cases use the documented 2e-5 (README "Decisions").
           const ls = lossOf(b, "lsoftmax")!, ref = lossOf(reference, "lsoftmax")!;
           const rng = new Rng(10000);
           for (const [n, d, c] of [[9, 3, 300], [5, 16, 37]]) {
@@ -348,9 +348,9 @@ describe("lsoftmax", () => {
               const label = `D ${d} C ${c} ${JSON.stringify(o)}`;
               assertFinite(r.grads.x.data, `${label} grads.x`, r.grads.x.shape);
               assertFinite(r.grads.W.data, `${label} grads.W`, r.grads.W.shape);
-              assertLossClose(r.loss as Any, e.loss as Any, `${label} loss`, 1e-4);
-              assertGradClose(r.grads.x, e.grads.x.data, `${label} grads.x`, 1e-4);
-              assertGradClose(r.grads.W, e.grads.W.data, `${label} grads.W`, 1e-4);
+              assertLossClose(r.loss as Any, e.loss as Any, `${label} loss`, 2e-5);
+              assertGradClose(r.grads.x, e.grads.x.data, `${label} grads.x`, 2e-5);
+              assertGradClose(r.grads.W, e.grads.W.data, `${label} grads.W`, 2e-5);
             }
           }
         });

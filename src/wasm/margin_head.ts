@@ -14,6 +14,22 @@ import { Layout, runtime } from "./runtime.ts";
 /** Classes per chunk: [N, 128] blocks and [128, D] slices of W stay in L2 for typical N and D. */
 const CHUNK = 128;
 const EPS = 1e-12;
+/**
+ * Above this bound on the logits (max ||x|| max ||W_j||, x not normalised) the dot products
+ * are summed in float64 and held relative to each row's maximum (`dots64`).
+ */
+const PRECISE_ABOVE = 256;
+
+/** The largest row norm of a [rows, d] matrix. */
+function maxNorm(data: Float32Array, rows: number, d: number): number {
+  let best = 0;
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let k = r * d; k < (r + 1) * d; k++) s += data[k] * data[k];
+    best = Math.max(best, s);
+  }
+  return Math.sqrt(best);
+}
 
 /** Row losses and gradients of an embedding head on the WebAssembly backend. */
 export function head(p: HeadProblem): Raw {
@@ -33,6 +49,9 @@ export function head(p: HeadProblem): Raw {
     H: lay.add(n * B * 4),
     m: lay.add(n * 8),
     sum: lay.add(n * 8),
+    off: lay.add(n * 8),
+    cmax: lay.add(n * 8),
+    t64: lay.add(d * 8 + 16),
     om: lay.add(n * 8),
     lse: lay.add(n * 8),
     scales: lay.add(n * 8),
@@ -50,20 +69,49 @@ export function head(p: HeadProblem): Raw {
   rt.put(ptr("labels"), p.labels);
   rt.put(ptr("target"), p.target);
   f32("a", n).set(Float32Array.from(p.nx, (nx) => (p.normX ? 1 / Math.max(nx, EPS) : 1)));
+  const k = rt.k;
+  // Where x is not normalised the logits can be large, and a float32 logit of 1e4 is only
+  // good to 6e-4. Then ("precise") the dot products are summed in float64 and every logit is
+  // held relative to its row's running maximum M (z - M: small and exact wherever a
+  // probability matters); the kernels see z - M and the label's logit T - M.
+  const precise = !p.normX && maxNorm(p.x, n, d) * (p.normW ? 1 : maxNorm(p.W, c, d)) > PRECISE_ABOVE;
+  const T = Float64Array.from({ length: n }, (_, i) => p.target[4 * i]);
+  const M = precise ? T.slice() : new Float64Array(n);
   // Each row's running max starts at its label's logit T; the sum over the other
   // classes starts at 0 (the label's e^(T - m) is added at the end, in float64).
-  f64("m", n).set(Float64Array.from({ length: n }, (_, i) => p.target[4 * i]));
+  f64("m", n).set(Float64Array.from(T, (t, i) => t - M[i]));
   f64("sum", n).fill(0);
-  const k = rt.k;
-  // One chunk's W slice in, its norms and transpose, and its dot products S = X W_J^T.
+  // One chunk's W slice in, its norms and transpose, and its dot products S = X W_J^T (or
+  // x . w - M / b, so that the kernels' u = S b is z - M).
   const chunk = (j0: number, cols: number) => {
     f32("WJ", cols * d).set(p.W.subarray(j0 * d, (j0 + cols) * d));
     k.head_prep(ptr("WJ"), cols, d, p.normW ? 1 : 0, ptr("b"), ptr("WT"));
-    k.gemm(ptr("S"), cols, n, cols, d, ptr("X"), d, 1, ptr("WT"), cols, 0);
+    dots(cols);
+  };
+  const dots = (cols: number) => {
+    if (!precise) return k.gemm(ptr("S"), cols, n, cols, d, ptr("X"), d, 1, ptr("WT"), cols, 0);
+    f64("off", n).set(M);
+    k.dots64(ptr("S"), ptr("X"), n, ptr("WJ"), cols, d, ptr("off"), ptr("b"));
   };
   for (let j0 = 0; j0 < c; j0 += B) {
     const cols = Math.min(B, c - j0);
     chunk(j0, cols);
+    if (precise) {
+      // A chunk that raises a row's maximum by more than 1 is taken again against the new
+      // one (its values relative to the old maximum were rounded at their own magnitude).
+      k.head_chunk_max(ptr("S"), n, cols, j0, ptr("labels"), ptr("b"), ptr("cmax"));
+      const cm = f64("cmax", n), sum = f64("sum", n);
+      let again = false;
+      for (let i = 0; i < n; i++) {
+        if (cm[i] > 1) {
+          M[i] += cm[i];
+          sum[i] *= Math.exp(-cm[i]);
+          again = true;
+        }
+      }
+      if (again) dots(cols);
+      f64("m", n).fill(0);
+    }
     k.head_forward(
       ptr("S"),
       n,
@@ -77,19 +125,27 @@ export function head(p: HeadProblem): Raw {
       ptr("m"),
       ptr("sum"),
     );
+    // The kernel's maximum moved by m; it is relative to M.
+    if (precise) f64("m", n).forEach((mi, i) => (M[i] += mi));
   }
   const m = f64("m", n), others = f64("sum", n);
+  if (precise) m.fill(0);
   const lse = new Float64Array(n), om = new Float64Array(n), rows = new Float64Array(n);
   for (let i = 0; i < n; i++) {
     if (p.labels[i] < 0) continue;
-    // nll = log(1 + S / e^(T - m)), 1 - p_y = S / (S + e^(T - m))
-    const t = p.target[4 * i], ey = Math.exp(t - m[i]);
+    // nll = log(1 + S / e^(T - m)), 1 - p_y = S / (S + e^(T - m)); all relative to M
+    const t = T[i] - M[i], ey = Math.exp(t - m[i]);
     rows[i] = t - m[i] < -700 ? m[i] - t + Math.log(others[i]) : Math.log1p(others[i] / ey);
     lse[i] = t + rows[i];
     om[i] = others[i] / (others[i] + ey);
   }
   if (!p.grad) return { rows: [rows], grads: {} };
 
+  if (precise) {
+    const relative = p.target.slice();
+    for (let i = 0; i < n; i++) relative[4 * i] = T[i] - M[i];
+    rt.put(ptr("target"), relative);
+  }
   f64("lse", n).set(lse);
   f64("om", n).set(om);
   f64("scales", n).set(p.scales);
@@ -116,13 +172,18 @@ export function head(p: HeadProblem): Raw {
       ptr("G"),
       ptr("H"),
       p.normX ? 1 : 0,
+      p.normW ? 1 : 0,
     );
     // v += G W_J; t = H^T X, then dW_j = b_j (t_j - [W normalised] (W^_j . t_j) W^_j)
     k.gemm(ptr("dX"), d, n, d, cols, ptr("G"), cols, 1, ptr("WJ"), d, 1);
-    k.gemm(ptr("dWJ"), d, cols, d, n, ptr("H"), 1, cols, ptr("X"), d, 0);
-    f32("ca", cols).set(f32("b", cols));
-    f32("cb", cols).fill(0);
-    k.row_finish(ptr("dWJ"), ptr("WJ"), cols, d, ptr("ca"), ptr("cb"), p.normW ? 1 : 0);
+    if (precise) {
+      k.gemm_tn64(ptr("dWJ"), ptr("H"), n, cols, ptr("X"), d, ptr("WJ"), ptr("b"), p.normW ? 1 : 0, ptr("t64"));
+    } else {
+      k.gemm(ptr("dWJ"), d, cols, d, n, ptr("H"), 1, cols, ptr("X"), d, 0);
+      f32("ca", cols).set(f32("b", cols));
+      f32("cb", cols).fill(0);
+      k.row_finish(ptr("dWJ"), ptr("WJ"), cols, d, ptr("ca"), ptr("cb"), p.normW ? 1 : 0);
+    }
     gW.set(f32("dWJ", cols * d), j0 * d);
   }
   // dx_i = a_i (v_i - [x normalised] (x^_i . v_i) x^_i), v = G W
@@ -144,12 +205,16 @@ export function head(p: HeadProblem): Raw {
       for (let j = 0; j < d; j++) gx[i * d + j] += fw * p.W[y * d + j] + fx * p.x[i * d + j];
     }
   }
-  // L-Softmax's label logit also depends on ||W_y||.
-  for (let i = 0; i < n; i++) {
-    const y = p.labels[i], dnw = p.target[4 * i + 3];
-    if (y < 0 || dnw === 0 || p.nw[i] === 0) continue;
-    const f = (dzy(i) * dnw) / p.nw[i];
-    for (let j = 0; j < d; j++) gW[y * d + j] += f * p.W[y * d + j];
+  // Where W is not normalised the label's part of dW_y, dL/dT (dT/du a x + dT/d||W_y|| W_y / ||W_y||),
+  // is added here in float64 too (L-Softmax's two terms can nearly cancel).
+  if (!p.normW) {
+    for (let i = 0; i < n; i++) {
+      const y = p.labels[i];
+      if (y < 0) continue;
+      const nw = p.nw[i], fx = dzy(i) * p.target[4 * i + 1] * a[i];
+      const fw = nw > 0 ? (dzy(i) * p.target[4 * i + 3]) / nw : 0;
+      for (let j = 0; j < d; j++) gW[y * d + j] += fx * p.x[i * d + j] + fw * p.W[y * d + j];
+    }
   }
   return { rows: [rows], grads: { x: gx, W: gW } };
 }

@@ -81,6 +81,20 @@ export interface Exports {
     lds: number,
     accumulate: number,
   ): void;
+  dots64(out: number, x: number, rows: number, w: number, cols: number, d: number, off: number, b: number): void;
+  head_chunk_max(S: number, n: number, cols: number, j0: number, labels: number, b: number, out: number): void;
+  gemm_tn64(
+    out: number,
+    h: number,
+    rows: number,
+    cols: number,
+    x: number,
+    d: number,
+    w: number,
+    b: number,
+    project: number,
+    scratch: number,
+  ): void;
   head_prep(w: number, rows: number, d: number, normW: number, b: number, wt: number): void;
   head_forward(
     S: number,
@@ -113,6 +127,7 @@ export interface Exports {
     G: number,
     H: number,
     labelInG: number,
+    labelInH: number,
   ): void;
   row_finish(out: number, src: number, rows: number, d: number, ca: number, cb: number, project: number): void;
   exp_array(p: number, n: number, neg: number): void;

@@ -359,11 +359,10 @@ function randomHead(rng: Rng, n: number, c: number, d: number, scale: number, o:
 
 /**
  * The largest row norm of x in SphereFace's and L-Softmax's random problems (their logits are
- * `||x|| ||W_j|| cos`, up to about twice this here). The wasm heads form x W^T in float32, so
- * each logit carries an error of about |z| 2^-24 sqrt(D): SPEC's 1e-5 bound holds to logits of
- * a few hundred; the "large logits" tests check |z| up to 1e4 against the documented 1e-4.
+ * `||x|| ||W_j|| cos`, up to about twice this here): SPEC's 1e-5 bound holds to here; the
+ * "large logits" tests check logits up to 1e4 against the documented 2e-5.
  */
-export const ANGULAR_X_NORM_CAP = 100;
+export const ANGULAR_X_NORM_CAP = 2500;
 
 /**
  * A random SphereFace / L-Softmax problem: W from `randomClassRows`, each labelled row of x at
