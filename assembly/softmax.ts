@@ -28,6 +28,16 @@ export function rowMax(row: usize, c: i32): f32 {
   return m;
 }
 
+/** min of row[0 .. c); +inf for c = 0. */
+export function rowMin(row: usize, c: i32): f32 {
+  let m0 = f32x4.splat(Infinity);
+  let j = 0;
+  for (; j + 4 <= c; j += 4) m0 = f32x4.pmin(m0, v128.load(row + (<usize>j << 2)));
+  let m = min(min(f32x4.extract_lane(m0, 0), f32x4.extract_lane(m0, 1)), min(f32x4.extract_lane(m0, 2), f32x4.extract_lane(m0, 3)));
+  for (; j < c; j++) m = min(m, load<f32>(row + (<usize>j << 2)));
+  return m;
+}
+
 /** The first index j with row[j] == v (0 when there is none: a row of NaN). */
 export function rowFind(row: usize, c: i32, v: f32): i32 {
   const vv = f32x4.splat(v);

@@ -81,11 +81,12 @@ export function marginLoss<O extends MarginOptions>(
       // Per row: the label's logit s * phi(cos_y) and its derivative w.r.t. cos_y
       // (0 when cos_y was outside [-1, 1]: the clamp passes no gradient).
       const target = new Float64Array(2 * n);
+      const cos = inputs.cos.data; // once: for a WasmMatrix each read of .data checks memory's buffer
       let count = 0;
       for (let i = 0; i < n; i++) {
         if (labels[i] < 0) continue;
         count++;
-        const raw = inputs.cos.data[i * c + labels[i]];
+        const raw = cos[i * c + labels[i]];
         const x = Math.min(1, Math.max(-1, raw));
         const [value, slope] = phi(x);
         target[2 * i] = scale * value;
@@ -96,7 +97,7 @@ export function marginLoss<O extends MarginOptions>(
         grad,
         n,
         c,
-        logits: inputs.cos.data,
+        logits: cos,
         labels,
         weight: null,
         smoothing: 0,
