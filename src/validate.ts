@@ -163,6 +163,14 @@ export function finite(name: string, data: Float32Array, cols: number): void {
   }
 }
 
+/** Checks that the inputs argument is an object. */
+export function inputs<T>(value: T): T {
+  if (typeof value !== "object" || value === null) {
+    throw new TypeError(`Expected inputs to be an object, got ${show(value)}`);
+  }
+  return value;
+}
+
 /** Checks that an options argument is an object (or absent). */
 export function options<T extends object>(value: T | undefined): T {
   if (value === undefined) return {} as T;

@@ -75,9 +75,7 @@ export function hardLabelInputs(
   inputs: CrossEntropyInputs,
   o: CommonOptions & { ignoreIndex?: number },
 ): { n: number; c: number; labels: Int32Array; ignoreIndex: number } {
-  if (typeof inputs !== "object" || inputs === null) {
-    throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
-  }
+  v.inputs(inputs);
   const [n, c] = v.batch("logits", inputs.logits);
   const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
   const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);

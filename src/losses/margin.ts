@@ -66,9 +66,7 @@ export function marginLoss<O extends MarginOptions>(
     name,
     prepare(inputs, options, grad, upstream) {
       const o = v.options(options);
-      if (typeof inputs !== "object" || inputs === null) {
-        throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
-      }
+      v.inputs(inputs);
       const [n, c] = v.batch("cos", inputs.cos);
       const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
       const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);

@@ -101,9 +101,7 @@ export function headLoss<O extends HeadOptions>(
     name,
     prepare(inputs, options, grad, upstream) {
       const o = v.options(options);
-      if (typeof inputs !== "object" || inputs === null) {
-        throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
-      }
+      v.inputs(inputs);
       const [n, d] = v.batch("x", inputs.x);
       const [c] = v.matrix("W", inputs.W, undefined, d);
       if (c === 0) throw new RangeError("Expected W to have at least one row (one per class), got 0");

@@ -45,9 +45,7 @@ export interface PairProblem extends Prepared {
 
 /** Checks two `[N, C]` inputs of the same shape and returns the sizes. */
 export function pairInputs(inputs: object, nameA: string, nameB: string, o: CommonOptions): [number, number] {
-  if (typeof inputs !== "object" || inputs === null) {
-    throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
-  }
+  v.inputs(inputs);
   const rec = inputs as Record<string, Matrix>;
   const [n, c] = v.batch(nameA, rec[nameA]);
   v.matrix(nameB, rec[nameB], n, c);

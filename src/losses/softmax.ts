@@ -50,9 +50,7 @@ export function prepareSoftmax(
   upstream?: Upstream,
 ): SoftmaxProblem {
   const o = v.options(options);
-  if (typeof inputs !== "object" || inputs === null) {
-    throw new TypeError(`Expected inputs to be an object, got ${v.show(inputs)}`);
-  }
+  v.inputs(inputs);
   const [n, c] = v.batch("x", inputs.x);
   if (o.checkFinite) v.finite("x", inputs.x.data, c);
   let up: Float32Array | null = null;
