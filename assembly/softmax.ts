@@ -82,23 +82,6 @@ export function rowDotBelow(a: usize, b: usize, m: f32, c: i32): f64 {
   return total;
 }
 
-/** sum_j a[j] * b[j] (float64 over float32 blocks). */
-export function rowDot(a: usize, b: usize, c: i32): f64 {
-  let total: f64 = 0;
-  let j = 0;
-  while (j + 4 <= c) {
-    const end = min(c, j + BLOCK);
-    let s = f32x4.splat(0);
-    for (; j + 4 <= end; j += 4) {
-      const o = <usize>j << 2;
-      s = f32x4.add(s, f32x4.mul(v128.load(a + o), v128.load(b + o)));
-    }
-    total += <f64>f32x4.extract_lane(s, 0) + <f64>f32x4.extract_lane(s, 1) + <f64>f32x4.extract_lane(s, 2) + <f64>f32x4.extract_lane(s, 3);
-  }
-  for (; j < c; j++) total += <f64>load<f32>(a + (<usize>j << 2)) * <f64>load<f32>(b + (<usize>j << 2));
-  return total;
-}
-
 /**
  * sum_j e^((row[j] - m) * scale) for m >= every row[j] and scale > 0; when `out` is
  * not 0 the exponentials are also stored there (`out` may equal `row`).
