@@ -4,6 +4,8 @@
  * online log-sum-exp per row; the backward pass recomputes each chunk's logits and
  * forms its gradient blocks), so the [N, C] logits never exist. WebAssembly memory
  * holds x, one chunk of W and [N, chunk] blocks; W and its gradient stay outside.
+ * Heads whose logits can be large (x not normalised, SphereFace and L-Softmax with long
+ * embeddings) run "precise": float64 dot products held relative to each row's maximum.
  *
  * @module
  */
