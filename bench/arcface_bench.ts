@@ -47,6 +47,9 @@ import {
   printHeader,
   printMarkdown,
   relDiff,
+  ROW_QUICK_TIMING,
+  ROW_SHAPES,
+  ROW_TIMING,
   sink,
   tfStatus,
 } from "./harness.ts";
@@ -58,9 +61,6 @@ import { plainArcface, plainCrossEntropy, tfArcfaceLoss } from "./impls.ts";
 type Mode = "valueAndGrad" | "forward";
 const MODES: readonly Mode[] = ["valueAndGrad", "forward"];
 
-/** The shapes of `cross_entropy_bench.ts`: ImageNet-1k head, large batch, LLaMA-2 vocabulary, 100k identities. */
-const SHAPES: readonly (readonly [number, number])[] = [[256, 1000], [4096, 1000], [1024, 32000], [64, 100000]];
-
 /** ArcFace's usual scale and margin (insightface). */
 const SCALE = 64;
 const MARGIN = 0.5;
@@ -71,26 +71,10 @@ const ARGS: ArgSpec<Mode, readonly [number, number]> = {
   file: "arcface_bench.ts",
   modes: MODES,
   defaultModes: ["valueAndGrad"],
-  shapes: SHAPES,
+  shapes: ROW_SHAPES,
   dims: 2,
-  timing: {
-    rounds: 9,
-    roundTime: 0.06,
-    warmupTime: 0.25,
-    slowBudget: 2.5,
-    minSamples: 2,
-    noWarmupAbove: 3,
-    skipAbove: Infinity,
-  },
-  quickTiming: {
-    rounds: 3,
-    roundTime: 0.02,
-    warmupTime: 0.05,
-    slowBudget: 0.3,
-    minSamples: 1,
-    noWarmupAbove: 0.3,
-    skipAbove: 1.5,
-  },
+  timing: ROW_TIMING,
+  quickTiming: ROW_QUICK_TIMING,
   help: {
     quick: "3 rounds, small time budgets; skips calls predicted to take > 1.5 s",
     shapes: "256x1000,64x100000",

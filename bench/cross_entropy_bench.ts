@@ -52,6 +52,9 @@ import {
   printHeader,
   printMarkdown,
   relDiff,
+  ROW_QUICK_TIMING,
+  ROW_SHAPES,
+  ROW_TIMING,
   sink,
   tfStatus,
 } from "./harness.ts";
@@ -63,32 +66,13 @@ import { plainCrossEntropy } from "./impls.ts";
 type Mode = "forward" | "backward" | "valueAndGrad";
 const MODES: readonly Mode[] = ["forward", "backward", "valueAndGrad"];
 
-/** Shapes: a classifier head (ImageNet-1k) small and large batch, a LLaMA-2 vocabulary, a face-ID class count. */
-const SHAPES: readonly (readonly [number, number])[] = [[256, 1000], [4096, 1000], [1024, 32000], [64, 100000]];
-
 const ARGS: ArgSpec<Mode, readonly [number, number]> = {
   file: "cross_entropy_bench.ts",
   modes: MODES,
-  shapes: SHAPES,
+  shapes: ROW_SHAPES,
   dims: 2,
-  timing: {
-    rounds: 9,
-    roundTime: 0.06,
-    warmupTime: 0.25,
-    slowBudget: 2.5,
-    minSamples: 2,
-    noWarmupAbove: 3,
-    skipAbove: Infinity,
-  },
-  quickTiming: {
-    rounds: 3,
-    roundTime: 0.02,
-    warmupTime: 0.05,
-    slowBudget: 0.3,
-    minSamples: 1,
-    noWarmupAbove: 0.3,
-    skipAbove: 1.5,
-  },
+  timing: ROW_TIMING,
+  quickTiming: ROW_QUICK_TIMING,
   help: {
     quick: "3 rounds, small time budgets; skips calls predicted to take > 1.5 s",
     shapes: "256x1000,64x100000",

@@ -41,6 +41,32 @@ export interface Timing {
 }
 
 /** The parsed command line. */
+/** The row shapes of the per-row benchmarks: ImageNet-1k head, large batch, LLaMA-2 vocabulary, 100k identities. */
+export const ROW_SHAPES: readonly (readonly [number, number])[] = [[256, 1000], [4096, 1000], [1024, 32000], [
+  64,
+  100000,
+]];
+
+/** The timing of the per-row benchmarks (cross-entropy, ArcFace): full runs and `--quick`. */
+export const ROW_TIMING: Timing = {
+  rounds: 9,
+  roundTime: 0.06,
+  warmupTime: 0.25,
+  slowBudget: 2.5,
+  minSamples: 2,
+  noWarmupAbove: 3,
+  skipAbove: Infinity,
+};
+export const ROW_QUICK_TIMING: Timing = {
+  rounds: 3,
+  roundTime: 0.02,
+  warmupTime: 0.05,
+  slowBudget: 0.3,
+  minSamples: 1,
+  noWarmupAbove: 0.3,
+  skipAbove: 1.5,
+};
+
 export interface Config<M extends string, S extends readonly number[]> extends Timing {
   quick: boolean;
   json: string | null;
