@@ -6,6 +6,7 @@
  * @module
  */
 import type { ForwardResult, Loss, Matrix, Upstream, ValueAndGrad } from "./types.ts";
+import { onDevice } from "./validate.ts";
 
 /** What a kernel returns: per-row values (one array per part) and gradients by input name. */
 export interface Raw {
@@ -29,9 +30,30 @@ export interface LossDef<I, O, G, P extends Prepared> {
 /** A backend's kernel for one loss. CPU kernels return synchronously, GPU ones a Promise. */
 export type Kernel<P> = (problem: P) => Raw | Promise<Raw>;
 
-/** A matrix result: the caller's output buffer when given, else a fresh one. */
+/**
+ * A matrix result `{ data, shape }`, or `{ buffer, shape }` when a WebGPU kernel left
+ * it on the GPU (its values are then a `DeviceValues`).
+ */
 export function result(data: Float32Array, rows: number, cols: number): Matrix {
+  if (onDevice(data)) return { buffer: data.buffer, shape: [rows, cols] } as unknown as Matrix;
   return { data, shape: [rows, cols] };
+}
+
+/**
+ * Guards a CPU kernel: a problem holding GPU-resident values is refused with a
+ * `TypeError` before any work.
+ */
+export function hostOnly<P extends object, R>(kernel: (p: P) => R, backend: string): (p: P) => R {
+  return (p) => {
+    for (const [k, value] of Object.entries(p)) {
+      if (onDevice(value)) {
+        throw new TypeError(
+          `Expected every input to be a matrix { data: Float32Array, shape } on the ${backend} backend, got a GPUBuffer (${k}); GPU-resident inputs need init({ backend: "webgpu" })`,
+        );
+      }
+    }
+    return kernel(p);
+  };
 }
 
 function split<G>(r: ForwardResult & { grads: G }): ForwardResult {

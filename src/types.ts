@@ -12,6 +12,20 @@ export interface Matrix {
   readonly shape: readonly [number, number];
 }
 
+/**
+ * A row-major float32 matrix that lives on the GPU: the WebGPU backend takes it
+ * wherever a {@linkcode Matrix} goes and returns gradients of GPU-resident inputs this
+ * way, so data already on the GPU never makes a round trip. The buffer needs usage
+ * `STORAGE` (and `COPY_SRC` to be read back); its first `shape[0] * shape[1] * 4` bytes
+ * are the values.
+ */
+export interface GpuMatrix {
+  /** The values, row-major float32, from byte 0. */
+  readonly buffer: GPUBuffer;
+  /** `[rows, cols]`. */
+  readonly shape: readonly [number, number];
+}
+
 /** Class labels, one per row: an `Int32Array` or a plain array of integers. */
 export type Labels = Int32Array | readonly number[];
 

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Labels, Matrix, Reduction, Upstream } from "./types.ts";
+import type { GpuMatrix, Labels, Matrix, Reduction, Upstream } from "./types.ts";
 
 /** Formats a value for an error message. */
 export function show(value: unknown): string {
@@ -24,13 +24,24 @@ export function size(name: string, value: unknown): number {
   return value;
 }
 
-/** Checks a matrix `{ data: Float32Array, shape: [rows, cols] }` and returns its sizes. */
+/** Whether `m` is a GPU-resident matrix `{ buffer: GPUBuffer, shape }` (and not a host one). */
+export function isGpuMatrix(m: unknown): m is GpuMatrix {
+  if (typeof m !== "object" || m === null || (m as { data?: unknown }).data !== undefined) return false;
+  const b = (m as { buffer?: { mapAsync?: unknown; size?: unknown } }).buffer;
+  return typeof b === "object" && b !== null && typeof b.mapAsync === "function" && typeof b.size === "number";
+}
+
+/**
+ * Checks a matrix `{ data: Float32Array, shape: [rows, cols] }` (or a GPU-resident
+ * `{ buffer: GPUBuffer, shape }`) and returns its sizes.
+ */
 export function matrix(name: string, m: unknown, rows?: number, cols?: number): [number, number] {
   if (typeof m !== "object" || m === null) {
     throw new TypeError(`Expected ${name} to be a matrix { data: Float32Array, shape: [rows, cols] }, got ${show(m)}`);
   }
+  const gpu = isGpuMatrix(m);
   const { data, shape } = m as Matrix;
-  if (!(data instanceof Float32Array)) {
+  if (!gpu && !(data instanceof Float32Array)) {
     throw new TypeError(`Expected ${name}.data to be a Float32Array, got ${show(data)}`);
   }
   if (!Array.isArray(shape) || shape.length !== 2) {
@@ -38,7 +49,12 @@ export function matrix(name: string, m: unknown, rows?: number, cols?: number): 
   }
   const r = size(`${name}.shape[0]`, shape[0]);
   const c = size(`${name}.shape[1]`, shape[1]);
-  if (data.length !== r * c) {
+  if (gpu) {
+    const bytes = (m as GpuMatrix).buffer.size;
+    if (bytes < r * c * 4) {
+      throw new RangeError(`Expected ${name}.buffer to hold ${r} * ${c} float32 values (${r * c * 4} bytes), got ${bytes} bytes`);
+    }
+  } else if (data.length !== r * c) {
     throw new RangeError(`Expected ${name}.data to have ${r} * ${c} = ${r * c} elements, got ${data.length}`);
   }
   if (rows !== undefined && r !== rows) {
@@ -153,8 +169,37 @@ export function vector(name: string, value: unknown, length: number, min = -Infi
   return out;
 }
 
-/** With `checkFinite`, throws a `RangeError` naming the first NaN or infinity of `data`. */
+/**
+ * The values of a checked matrix for a prepared problem: its `data`, or for a
+ * GPU-resident matrix a {@linkcode DeviceValues} standing in for them (only the WebGPU
+ * kernels accept it; the CPU backends reject it before any work).
+ */
+export function values(m: Matrix | GpuMatrix): Float32Array {
+  if (isGpuMatrix(m)) return new DeviceValues(m.buffer, m.shape) as unknown as Float32Array;
+  return m.data;
+}
+
+/** The stand-in for the values of a GPU-resident input inside a prepared problem. */
+export class DeviceValues implements GpuMatrix {
+  /** Set by `finite` (`checkFinite`): the argument's name; the WebGPU backend reads the values back and scans them. */
+  checkFinite: string | null = null;
+  constructor(readonly buffer: GPUBuffer, readonly shape: readonly [number, number]) {}
+}
+
+/** Whether a problem's values are a GPU stand-in. */
+export function onDevice(data: unknown): data is DeviceValues {
+  return data instanceof DeviceValues;
+}
+
+/**
+ * With `checkFinite`, throws a `RangeError` naming the first NaN or infinity of `data`
+ * (GPU-resident values are marked and scanned by the WebGPU backend).
+ */
 export function finite(name: string, data: Float32Array, cols: number): void {
+  if (onDevice(data)) {
+    data.checkFinite = name;
+    return;
+  }
   for (let i = 0; i < data.length; i++) {
     if (!Number.isFinite(data[i])) {
       const at = cols > 0 ? `[${Math.floor(i / cols)}, ${i % cols}]` : `[${i}]`;

@@ -31,12 +31,12 @@ export const accuracy: LossDef<CrossEntropyInputs, AccuracyOptions, CrossEntropy
   name: "accuracy",
   prepare(inputs, options, grad) {
     const o = v.options(options);
-    const { n, c, labels } = hardLabelInputs(inputs, o);
+    const { n, c, labels, logits } = hardLabelInputs(inputs, o);
     const k = v.number("options.k", o.k, 1, { min: 1 });
     if (!Number.isInteger(k)) throw new RangeError(`Expected options.k to be an integer >= 1, got ${k}`);
     let count = 0;
     for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
-    return { grad, n, c, logits: inputs.logits.data, labels, k, count };
+    return { grad, n, c, logits, labels, k, count };
   },
   finish: (p, raw) => ({
     // raw.rows[0][0] is the number of hits.

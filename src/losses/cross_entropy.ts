@@ -61,6 +61,11 @@ export interface HardLabelProblem extends Prepared {
   readonly clamp: boolean;
   /** Per row: the label's replaced logit and its derivative w.r.t. the input, or null. */
   readonly target: Float64Array | null;
+  /**
+   * The margin losses with GPU-resident cosines: `target` from the label's cosine of
+   * each row (`target` is null until the WebGPU backend has gathered them).
+   */
+  readonly targetFrom?: (labelCos: (row: number) => number) => Float64Array;
   /** Per-row gradient scale (upstream and reduction folded in); ignored rows 0. */
   readonly scales: Float64Array;
   /** Caller's buffer for the gradient, or null. */
@@ -74,13 +79,14 @@ export interface HardLabelProblem extends Prepared {
 export function hardLabelInputs(
   inputs: CrossEntropyInputs,
   o: CommonOptions & { ignoreIndex?: number },
-): { n: number; c: number; labels: Int32Array; ignoreIndex: number } {
+): { n: number; c: number; labels: Int32Array; ignoreIndex: number; logits: Float32Array } {
   v.inputs(inputs);
   const [n, c] = v.batch("logits", inputs.logits);
   const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
   const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
-  if (o.checkFinite) v.finite("logits", inputs.logits.data, c);
-  return { n, c, labels, ignoreIndex };
+  const logits = v.values(inputs.logits);
+  if (o.checkFinite) v.finite("logits", logits, c);
+  return { n, c, labels, ignoreIndex, logits };
 }
 
 /** Checks a caller's output buffer for a gradient. */
@@ -108,7 +114,7 @@ export const crossEntropy: LossDef<CrossEntropyInputs, CrossEntropyOptions, Cros
   name: "crossEntropy",
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
-    const { n, c, labels } = hardLabelInputs(inputs, o);
+    const { n, c, labels, logits } = hardLabelInputs(inputs, o);
     const weight = v.vector("options.weight", o.weight, c, 0);
     const smoothing = v.number("options.labelSmoothing", o.labelSmoothing, 0, { min: 0, max: 1 });
     const reduction = v.reduction(o.reduction);
@@ -121,7 +127,7 @@ export const crossEntropy: LossDef<CrossEntropyInputs, CrossEntropyOptions, Cros
       grad,
       n,
       c,
-      logits: inputs.logits.data,
+      logits,
       labels,
       weight,
       smoothing,

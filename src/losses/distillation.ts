@@ -64,7 +64,7 @@ export const distillation: LossDef<DistillationInputs, DistillationOptions, Dist
   name: "distillation",
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
-    const [n, c] = pairInputs(inputs, "student", "teacher", o);
+    const [n, c, student, teacher] = pairInputs(inputs, "student", "teacher", o);
     const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
     const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
     const temperature = v.number("options.temperature", o.temperature, 4, { min: 0, minExclusive: true });
@@ -82,8 +82,8 @@ export const distillation: LossDef<DistillationInputs, DistillationOptions, Dist
       grad,
       n,
       c,
-      student: inputs.student.data,
-      teacher: inputs.teacher.data,
+      student,
+      teacher,
       labels,
       temperature,
       alpha,

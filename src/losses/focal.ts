@@ -33,7 +33,7 @@ export const focal: LossDef<CrossEntropyInputs, FocalOptions, CrossEntropyGrads,
   name: "focal",
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
-    const { n, c, labels } = hardLabelInputs(inputs, o);
+    const { n, c, labels, logits } = hardLabelInputs(inputs, o);
     const gamma = v.number("options.gamma", o.gamma, 2, { min: 0 });
     const weight = v.vector("options.alpha", o.alpha, c, 0);
     const reduction = v.reduction(o.reduction);
@@ -47,7 +47,7 @@ export const focal: LossDef<CrossEntropyInputs, FocalOptions, CrossEntropyGrads,
       grad,
       n,
       c,
-      logits: inputs.logits.data,
+      logits,
       labels,
       weight,
       smoothing: 0,

@@ -46,7 +46,7 @@ export const klDiv: LossDef<KlDivInputs, KlDivOptions, KlDivGrads, KlProblem> = 
   name: "klDiv",
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
-    const [n, c] = pairInputs(inputs, "logInput", "target", o);
+    const [n, c, a, b] = pairInputs(inputs, "logInput", "target", o);
     const reduction = v.oneOf(
       "options.reduction",
       o.reduction,
@@ -61,8 +61,8 @@ export const klDiv: LossDef<KlDivInputs, KlDivOptions, KlDivGrads, KlProblem> = 
       grad,
       n,
       c,
-      a: inputs.logInput.data,
-      b: inputs.target.data,
+      a,
+      b,
       scales,
       logTarget,
       reduction: r,

@@ -70,26 +70,31 @@ export function marginLoss<O extends MarginOptions>(
       const [n, c] = v.batch("cos", inputs.cos);
       const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
       const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
-      if (o.checkFinite) v.finite("cos", inputs.cos.data, c);
+      const cos = v.values(inputs.cos);
+      if (o.checkFinite) v.finite("cos", cos, c);
       const scale = v.number("options.scale", o.scale, defaultScale, { min: 0, minExclusive: true });
       const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") ===
         "constant";
       const reduction = v.reduction(o.reduction);
       const phi = targetFunction(o);
       // Per row: the label's logit s * phi(cos_y) and its derivative w.r.t. cos_y
-      // (0 when cos_y was outside [-1, 1]: the clamp passes no gradient).
-      const target = new Float64Array(2 * n);
-      const cos = inputs.cos.data; // once: for a WasmMatrix each read of .data checks memory's buffer
+      // (0 when cos_y was outside [-1, 1]: the clamp passes no gradient), from the
+      // labels' cosines (gathered on the GPU for a GPU-resident `cos`).
+      const targetFrom = (labelCos: (i: number) => number) => {
+        const target = new Float64Array(2 * n);
+        for (let i = 0; i < n; i++) {
+          if (labels[i] < 0) continue;
+          const raw = labelCos(i);
+          const x = Math.min(1, Math.max(-1, raw));
+          const [value, slope] = phi(x);
+          target[2 * i] = scale * value;
+          target[2 * i + 1] = x === raw || Number.isNaN(raw) ? scale * (constant ? 1 : slope) : 0;
+        }
+        return target;
+      };
       let count = 0;
-      for (let i = 0; i < n; i++) {
-        if (labels[i] < 0) continue;
-        count++;
-        const raw = cos[i * c + labels[i]];
-        const x = Math.min(1, Math.max(-1, raw));
-        const [value, slope] = phi(x);
-        target[2 * i] = scale * value;
-        target[2 * i + 1] = x === raw || Number.isNaN(raw) ? scale * (constant ? 1 : slope) : 0;
-      }
+      for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
+      const target = v.onDevice(cos) ? null : targetFrom((i) => cos[i * c + labels[i]]);
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       return {
         grad,
@@ -103,6 +108,7 @@ export function marginLoss<O extends MarginOptions>(
         scale,
         clamp: true,
         target,
+        targetFrom,
         scales,
         out: grad ? outBuffer(o, "cos", n, c) : null,
         reduction,

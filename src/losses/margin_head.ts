@@ -40,6 +40,9 @@ export interface HeadGrads {
   W: Matrix;
 }
 
+/** Row i's `[||x_i||, ||W_y||, x_i . W_y]` (the last two 0 for an ignored row). */
+export type RowStats = (row: number) => [number, number, number];
+
 /** The label's logit and its partial derivatives w.r.t. `u`, `||x||` and `||W_y||`. */
 export type Target = (u: number, nx: number, nw: number) => [number, number, number, number];
 
@@ -61,6 +64,11 @@ export interface HeadProblem extends Prepared {
   /** ||x_i|| and ||W_{y_i}|| per row. */
   readonly nx: Float64Array;
   readonly nw: Float64Array;
+  /**
+   * `target`, `nx` and `nw` from each row's `[||x_i||, ||W_y||, x_i . W_y]`: the WebGPU
+   * backend gathers these for GPU-resident inputs (the three arrays are empty until then).
+   */
+  readonly targetFrom: (stats: RowStats) => { target: Float64Array; nx: Float64Array; nw: Float64Array };
   readonly scales: Float64Array;
   readonly reduction: Reduction;
   readonly denominator: number;
@@ -107,27 +115,38 @@ export function headLoss<O extends HeadOptions>(
       if (c === 0) throw new RangeError("Expected W to have at least one row (one per class), got 0");
       const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
       const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
+      const x = v.values(inputs.x), W = v.values(inputs.W);
       if (o.checkFinite) {
-        v.finite("x", inputs.x.data, d);
-        v.finite("W", inputs.W.data, d);
+        v.finite("x", x, d);
+        v.finite("W", W, d);
       }
       const { scale, target: fn } = kind.parse(o);
       const reduction = v.reduction(o.reduction);
-      const x = inputs.x.data, W = inputs.W.data;
-      const target = new Float64Array(4 * n), nx = new Float64Array(n), nw = new Float64Array(n);
+      // Per row: ||x_i||, ||W_y|| and x_i . W_y (gathered on the GPU for GPU-resident
+      // inputs), then the label's logit and its derivatives.
+      const targetFrom = (stats: RowStats) => {
+        const target = new Float64Array(4 * n), nx = new Float64Array(n), nw = new Float64Array(n);
+        for (let i = 0; i < n; i++) {
+          const [normX, normW, dot] = stats(i);
+          nx[i] = normX;
+          if (labels[i] < 0) continue;
+          nw[i] = normW;
+          const a = kind.normX ? 1 / Math.max(nx[i], 1e-12) : 1;
+          const b = kind.normW ? 1 / Math.max(nw[i], 1e-12) : 1;
+          target.set(fn(dot * a * b, nx[i], nw[i]), 4 * i);
+        }
+        return { target, nx, nw };
+      };
       let count = 0;
-      for (let i = 0; i < n; i++) {
-        nx[i] = norm(x, i * d, d);
+      for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
+      const host = v.onDevice(x) || v.onDevice(W) ? null : targetFrom((i) => {
         const y = labels[i];
-        if (y < 0) continue;
-        count++;
-        nw[i] = norm(W, y * d, d);
+        if (y < 0) return [norm(x, i * d, d), 0, 0];
         let dot = 0;
         for (let k = 0; k < d; k++) dot += x[i * d + k] * W[y * d + k];
-        const a = kind.normX ? 1 / Math.max(nx[i], 1e-12) : 1;
-        const b = kind.normW ? 1 / Math.max(nw[i], 1e-12) : 1;
-        target.set(fn(dot * a * b, nx[i], nw[i]), 4 * i);
-      }
+        return [norm(x, i * d, d), norm(W, y * d, d), dot];
+      });
+      const empty = new Float64Array(0);
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       return {
         grad,
@@ -141,9 +160,10 @@ export function headLoss<O extends HeadOptions>(
         normW: kind.normW,
         scale,
         clamp: kind.clamp,
-        target,
-        nx,
-        nw,
+        target: host?.target ?? empty,
+        nx: host?.nx ?? empty,
+        nw: host?.nw ?? empty,
+        targetFrom,
         scales,
         reduction,
         denominator: count,

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Kernel, LossDef, Prepared } from "../loss.ts";
-import { bindAsync, bindSync } from "../loss.ts";
+import { bindAsync, bindSync, hostOnly } from "../loss.ts";
 import type { AsyncLoss, Loss } from "../types.ts";
 import { accuracy, type AccuracyOptions } from "./accuracy.ts";
 import { arcface, type ArcfaceOptions } from "./arcface.ts";
@@ -307,6 +307,13 @@ export interface LossSet<W extends "sync" | "async"> {
 export type SyncLosses = LossSet<"sync">;
 /** Every loss with methods returning Promises. */
 export type AsyncLosses = LossSet<"async">;
+
+/** A CPU backend's kernels, each refusing GPU-resident inputs with a `TypeError`. */
+export function hostKernels(kernels: Kernels, backend: string): Kernels {
+  const out: Record<string, unknown> = {};
+  for (const [k, f] of Object.entries(kernels)) out[k] = hostOnly(f as (p: object) => unknown, backend);
+  return out as Kernels;
+}
 
 /** Binds every definition to a backend's kernels. */
 export function bindLosses(kernels: Kernels, sync: true): SyncLosses;

@@ -43,17 +43,23 @@ export interface PairProblem extends Prepared {
   readonly denominator: number;
 }
 
-/** Checks two `[N, C]` inputs of the same shape and returns the sizes. */
-export function pairInputs(inputs: object, nameA: string, nameB: string, o: CommonOptions): [number, number] {
+/** Checks two `[N, C]` inputs of the same shape and returns the sizes and values. */
+export function pairInputs(
+  inputs: object,
+  nameA: string,
+  nameB: string,
+  o: CommonOptions,
+): [number, number, Float32Array, Float32Array] {
   v.inputs(inputs);
   const rec = inputs as Record<string, Matrix>;
   const [n, c] = v.batch(nameA, rec[nameA]);
   v.matrix(nameB, rec[nameB], n, c);
+  const a = v.values(rec[nameA]), b = v.values(rec[nameB]);
   if (o.checkFinite) {
-    v.finite(nameA, rec[nameA].data, c);
-    v.finite(nameB, rec[nameB].data, c);
+    v.finite(nameA, a, c);
+    v.finite(nameB, b, c);
   }
-  return [n, c];
+  return [n, c, a, b];
 }
 
 /** The definition of `softCrossEntropy`. */
@@ -66,15 +72,15 @@ export const softCrossEntropy: LossDef<
   name: "softCrossEntropy",
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
-    const [n, c] = pairInputs(inputs, "logits", "target", o);
+    const [n, c, a, b] = pairInputs(inputs, "logits", "target", o);
     const reduction = v.reduction(o.reduction);
     const scales = grad ? v.rowScales(reduction, upstream, n, n) : new Float64Array(0);
     return {
       grad,
       n,
       c,
-      a: inputs.logits.data,
-      b: inputs.target.data,
+      a,
+      b,
       scales,
       reduction,
       denominator: n,

@@ -6,6 +6,7 @@
 import type { CommonOptions, Matrix, Upstream } from "../types.ts";
 import * as v from "../validate.ts";
 import { outBuffer } from "./cross_entropy.ts";
+import { result } from "../loss.ts";
 
 /** Inputs of `softmax` and `logSoftmax`. */
 export interface SoftmaxInputs {
@@ -52,13 +53,14 @@ export function prepareSoftmax(
   const o = v.options(options);
   v.inputs(inputs);
   const [n, c] = v.batch("x", inputs.x);
-  if (o.checkFinite) v.finite("x", inputs.x.data, c);
+  const x = v.values(inputs.x);
+  if (o.checkFinite) v.finite("x", x, c);
   let up: Float32Array | null = null;
   if (upstream !== undefined) {
     v.matrix("upstream", upstream, n, c);
-    up = (upstream as Matrix).data;
+    up = v.values(upstream as Matrix);
   }
-  return { n, c, x: inputs.x.data, log, up, out: outBuffer(o, up ? "x" : "output", n, c) };
+  return { n, c, x, log, up, out: outBuffer(o, up ? "x" : "output", n, c) };
 }
 
 const then = <T, U>(r: T | Promise<T>, f: (t: T) => U): U | Promise<U> => (r instanceof Promise ? r.then(f) : f(r));
@@ -82,7 +84,7 @@ export interface SoftmaxMethods<W extends "sync" | "async"> {
 export function bindSoftmax<W extends "sync" | "async">(kernel: SoftmaxKernel, log: boolean): SoftmaxMethods<W> {
   const run = (inputs: SoftmaxInputs, options: SoftmaxOptions | undefined, upstream?: Upstream) => {
     const p = prepareSoftmax(inputs, options, log, upstream);
-    return then(kernel(p), (data): Matrix => p.out ?? { data, shape: [p.n, p.c] });
+    return then(kernel(p), (data): Matrix => p.out ?? result(data, p.n, p.c));
   };
   const need = (upstream: Upstream | undefined) => {
     if (upstream === undefined) {

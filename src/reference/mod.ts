@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Kernels } from "../losses/mod.ts";
+import { hostKernels, type Kernels } from "../losses/mod.ts";
 import { topkHits } from "./accuracy.ts";
 import { hardLabel } from "./cross_entropy.ts";
 import { head } from "./margin_head.ts";
@@ -14,7 +14,7 @@ import { softTarget } from "./soft_cross_entropy.ts";
 import { softmaxTransform } from "./softmax.ts";
 
 /** The reference kernels. */
-export const referenceKernels: Kernels = {
+export const referenceKernels: Kernels = hostKernels({
   crossEntropy: hardLabel,
   focal: hardLabel,
   softCrossEntropy: softTarget,
@@ -29,4 +29,4 @@ export const referenceKernels: Kernels = {
   sphereface: head,
   lsoftmax: head,
   softmax: softmaxTransform,
-};
+}, "js");

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { Kernels } from "../losses/mod.ts";
+import { hostKernels, type Kernels } from "../losses/mod.ts";
 import { topkHits } from "./accuracy.ts";
 import { hardLabel } from "./cross_entropy.ts";
 import { head } from "./margin_head.ts";
@@ -12,7 +12,7 @@ import { klDiv, softTarget } from "./soft_cross_entropy.ts";
 import { softmaxTransform } from "./softmax.ts";
 
 /** The WebAssembly kernels. */
-export const wasmKernels: Kernels = {
+export const wasmKernels: Kernels = hostKernels({
   crossEntropy: hardLabel,
   focal: hardLabel,
   softCrossEntropy: softTarget,
@@ -27,4 +27,4 @@ export const wasmKernels: Kernels = {
   sphereface: head,
   lsoftmax: head,
   softmax: softmaxTransform,
-};
+}, "wasm");

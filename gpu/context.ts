@@ -1,0 +1,358 @@
+/**
+ * The WebGPU runtime: one `GpuContext` per device holds the pipelines (created once,
+ * cached by kernel), the bind-group layout every row kernel shares, the device's
+ * limits and its lost state; `runRows` dispatches a row kernel over a problem, one
+ * workgroup per row, uploading host inputs and reading host outputs back, and splitting
+ * the rows into chunks that fit `maxStorageBufferBindingSize`.
+ *
+ * @module
+ */
+import { PARAMS, PARAMS_BYTES, SHADERS } from "./generated.ts";
+import { DeviceValues, onDevice } from "../src/validate.ts";
+import * as v from "../src/validate.ts";
+
+/** A kernel of `gpu/`, by file name. */
+export type KernelName = keyof typeof SHADERS;
+/** A field of the uniform struct `Params`. */
+export type ParamName = keyof typeof PARAMS;
+/** Values of `Params` for one dispatch (absent fields are 0). */
+export type Params = Partial<Record<ParamName, number>>;
+
+/** The bit flags of `Params.flags` (gpu/common.wgsl). */
+export const F = { GRAD: 1, CLAMP: 2, WEIGHT: 4, TARGET: 8, LOG: 16, GRAD_B: 32 } as const;
+
+/** The error of a call on a lost device. */
+export class DeviceLostError extends Error {
+  override name = "DeviceLostError";
+}
+
+const STORAGE = 0x80, COPY_SRC = 0x04, COPY_DST = 0x08, MAP_READ = 0x01, UNIFORM = 0x40;
+
+/** Options of a context. */
+export interface ContextOptions {
+  /**
+   * Largest storage binding, in bytes (default: the device's
+   * `maxStorageBufferBindingSize`); smaller values force the split paths (tests).
+   */
+  maxBindingBytes?: number;
+}
+
+/** A device with its cached pipelines and its limits. */
+export class GpuContext {
+  /** Why the device was lost, or null while it works. */
+  lost: string | null = null;
+  /** Bytes one storage binding may hold. */
+  readonly maxBinding: number;
+  /** Bytes one buffer may hold. */
+  readonly maxBuffer: number;
+  /** Storage-binding offset alignment, bytes. */
+  readonly align: number;
+  /** Workgroups per dispatch dimension. */
+  readonly maxGroups: number;
+  readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  readonly #layouts = new Map<string, GPUPipelineLayout>();
+  /** One placeholder buffer per binding slot (a writable binding may not alias another). */
+  readonly #dummies: GPUBuffer[] = [];
+
+  constructor(readonly device: GPUDevice, options: ContextOptions = {}) {
+    const l = device.limits;
+    this.maxBinding = Math.min(options.maxBindingBytes ?? Infinity, l.maxStorageBufferBindingSize);
+    this.maxBuffer = l.maxBufferSize;
+    this.align = l.minStorageBufferOffsetAlignment;
+    this.maxGroups = l.maxComputeWorkgroupsPerDimension;
+    device.lost.then((info) => {
+      this.lost = info.message || info.reason || "unknown reason";
+    });
+  }
+
+  /** Throws a `DeviceLostError` when the device is gone. */
+  check(): void {
+    if (this.lost !== null) throw new DeviceLostError(`The WebGPU device was lost (${this.lost}); call init() again`);
+  }
+
+  /**
+   * The pipeline of a kernel's entry point, created once. `bindings` lists the kernel's
+   * storage bindings 1.. in order as "r" (read-only) or "w" (read-write): the layout is
+   * explicit so a kernel may leave a binding unused.
+   */
+  pipeline(kernel: KernelName, bindings: string, entry = "main"): Promise<GPUComputePipeline> {
+    const key = `${kernel}:${entry}:${bindings}`;
+    let p = this.#pipelines.get(key);
+    if (!p) {
+      const module = this.device.createShaderModule({ code: SHADERS[kernel], label: kernel });
+      p = this.device.createComputePipelineAsync({
+        layout: this.#layout(bindings),
+        compute: { module, entryPoint: entry },
+      });
+      this.#pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  #layout(bindings: string): GPUPipelineLayout {
+    let l = this.#layouts.get(bindings);
+    if (!l) {
+      const entries: GPUBindGroupLayoutEntry[] = [{ binding: 0, visibility: 4, buffer: { type: "uniform" } }];
+      [...bindings].forEach((k, i) =>
+        entries.push({ binding: i + 1, visibility: 4, buffer: { type: k === "w" ? "storage" : "read-only-storage" } })
+      );
+      const group = this.device.createBindGroupLayout({ entries });
+      l = this.device.createPipelineLayout({ bindGroupLayouts: [group] });
+      this.#layouts.set(bindings, l);
+    }
+    return l;
+  }
+
+  /** A bind group for `pipeline`: the uniform `params`, then one resource per storage binding. */
+  bind(pipeline: GPUComputePipeline, params: GPUBuffer, resources: (GPUBufferBinding | GPUBuffer | null)[]): GPUBindGroup {
+    return this.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [
+        { binding: 0, resource: { buffer: params } },
+        ...resources.map((r, i) => ({
+          binding: i + 1,
+          resource: r === null ? { buffer: this.#dummy(i) } : "buffer" in r ? r : { buffer: r },
+        })),
+      ],
+    });
+  }
+
+  #dummy(slot: number): GPUBuffer {
+    return (this.#dummies[slot] ??= this.device.createBuffer({ size: 16, usage: STORAGE }));
+  }
+
+  /**
+   * Runs `encode` and submits its commands, turning a validation or out-of-memory error
+   * into an exception (WebGPU reports them asynchronously, not by throwing).
+   */
+  async submit(encode: (enc: GPUCommandEncoder) => void): Promise<void> {
+    this.device.pushErrorScope("out-of-memory");
+    this.device.pushErrorScope("validation");
+    const enc = this.device.createCommandEncoder();
+    encode(enc);
+    this.device.queue.submit([enc.finish()]);
+    const invalid = await this.device.popErrorScope();
+    const oom = await this.device.popErrorScope();
+    const e = invalid ?? oom;
+    if (e) throw new Error(`WebGPU error: ${e.message}`);
+  }
+
+  /** A uniform buffer holding `Params`. */
+  params(values: Params): GPUBuffer {
+    const bytes = new ArrayBuffer(PARAMS_BYTES);
+    const u = new Uint32Array(bytes), f = new Float32Array(bytes);
+    for (const [name, value] of Object.entries(values)) {
+      const [slot, type] = PARAMS[name as ParamName];
+      if (type === "f32") f[slot] = value;
+      else u[slot] = value;
+    }
+    return this.upload(new Uint8Array(bytes), UNIFORM);
+  }
+
+  /** A new buffer (at least 16 bytes, a multiple of 4). */
+  buffer(bytes: number, usage = STORAGE | COPY_SRC | COPY_DST): GPUBuffer {
+    return this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 4) * 4), usage });
+  }
+
+  /** A new buffer holding `data`. */
+  upload(data: ArrayBufferView, usage = STORAGE | COPY_SRC | COPY_DST): GPUBuffer {
+    const b = this.buffer(data.byteLength, usage | COPY_DST);
+    if (data.byteLength > 0) this.device.queue.writeBuffer(b, 0, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    return b;
+  }
+
+  /** A readback buffer. */
+  staging(bytes: number): GPUBuffer {
+    return this.buffer(bytes, MAP_READ | COPY_DST);
+  }
+
+  /** Maps a staging buffer and copies `bytes` from byte `offset` out. */
+  async read(staging: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
+    await staging.mapAsync(MAP_READ);
+    try {
+      return staging.getMappedRange(offset, Math.max(4, Math.ceil(bytes / 4) * 4)).slice(0, bytes);
+    } finally {
+      staging.unmap();
+    }
+  }
+
+  /** Reads a GPU-resident matrix back (`checkFinite`, the gathers of targets). */
+  async readMatrix(m: { buffer: GPUBuffer; shape: readonly [number, number] }): Promise<Float32Array> {
+    const bytes = m.shape[0] * m.shape[1] * 4;
+    const staging = this.staging(bytes);
+    try {
+      await this.submit((enc) => enc.copyBufferToBuffer(m.buffer, 0, staging, 0, bytes));
+      return new Float32Array(await this.read(staging, 0, bytes));
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  /** `checkFinite` on GPU-resident values: reads them back and scans them. */
+  async checkFinite(...values: Float32Array[]): Promise<void> {
+    for (const d of values) {
+      if (onDevice(d) && d.checkFinite !== null) v.finite(d.checkFinite, await this.readMatrix(d), d.shape[1]);
+    }
+  }
+}
+
+/** One row kernel's dispatch over a problem of `n` rows of `c` columns. */
+export interface RowJob {
+  kernel: KernelName;
+  n: number;
+  c: number;
+  params: Params;
+  /** The [N, C] inputs bound at 1 and 2 (host values, GPU stand-ins, or null). */
+  ins: (Float32Array | null)[];
+  /** Which [N, C] outputs (bound at 3 and 4) are written, and the caller's buffers for them. */
+  outs: ({ name: string; out: { data?: Float32Array; buffer?: GPUBuffer } | null } | null)[];
+  /** Bound at 5, 6, 7: labels (i32), per-row inputs (f32, `rsIn` per row), a per-class vector (f32). */
+  labels?: Int32Array | null;
+  rowIn?: Float32Array | null;
+  rsIn?: number;
+  cls?: Float32Array | null;
+  /** Per-row outputs (bound at 8), `rsOut` per row. */
+  rsOut: number;
+}
+
+/** The bindings of every row kernel: a, b (read), g, h (write), labels, row_in, cls (read), row_out (write). */
+const ROW_BINDINGS = "rrwwrrrw";
+
+/**
+ * Runs a row kernel: one workgroup per row, the rows in chunks that fit one storage
+ * binding and one dispatch dimension. The outputs stay on the GPU (as `DeviceValues`)
+ * when any input is GPU-resident, else they are read back into Float32Arrays (the
+ * caller's `out` buffer when given).
+ */
+export async function runRows(ctx: GpuContext, job: RowJob): Promise<{ rows: Float32Array; outs: Float32Array[] }> {
+  ctx.check();
+  const { n, c } = job;
+  await ctx.checkFinite(...job.ins.filter((d): d is Float32Array => d !== null));
+  const rowBytes = c * 4;
+  const perChunk = Math.min(ctx.maxGroups, Math.floor((ctx.maxBinding - ctx.align) / rowBytes), n);
+  if (perChunk < 1) {
+    throw new RangeError(
+      `Expected a row of ${c} float32 values to fit one WebGPU storage binding (${ctx.maxBinding} bytes), got ${rowBytes} bytes`,
+    );
+  }
+  const resident = job.ins.some((d) => onDevice(d));
+  job.outs.forEach((o) => {
+    if (o?.out && (o.out.buffer !== undefined) !== resident) {
+      throw new TypeError(
+        `Expected options.out.${o.name} to be ${
+          resident ? "a GPU matrix { buffer, shape } (the inputs are on the GPU)" : "{ data: Float32Array, shape }"
+        }, got ${resident ? "a Float32Array" : "a GPUBuffer"}`,
+      );
+    }
+  });
+  const device = ctx.device;
+  const temps: GPUBuffer[] = [];
+  const keep = <T extends GPUBuffer>(b: T) => (temps.push(b), b);
+  try {
+    const chunked = perChunk < n;
+    // Host inputs: one upload buffer each (the whole matrix, or one chunk reused).
+    const inBufs = job.ins.map((d) => (d === null || onDevice(d) ? null : keep(ctx.buffer(perChunk * rowBytes))));
+    // Outputs: on the GPU for resident problems (the caller's buffer or a new one), else
+    // a chunk buffer read back through the staging buffer.
+    const results: Float32Array[] = [];
+    const outBufs = job.outs.map((o, k) => {
+      if (o === null) return null;
+      if (resident) {
+        const buffer = o.out?.buffer ?? ctx.buffer(n * rowBytes);
+        results[k] = new DeviceValues(buffer, [n, c]) as unknown as Float32Array;
+        return buffer;
+      }
+      results[k] = o.out?.data ?? new Float32Array(n * c);
+      return keep(ctx.buffer(perChunk * rowBytes));
+    });
+    const small = (d: ArrayBufferView | null | undefined) => (d ? keep(ctx.upload(d)) : null);
+    const labels = small(job.labels), rowIn = small(job.rowIn), cls = small(job.cls);
+    const rowOut = keep(ctx.buffer(n * job.rsOut * 4));
+    // Staging offsets must be multiples of 8.
+    const stride = Math.ceil((perChunk * rowBytes) / 8) * 8;
+    const hostOut = resident ? 0 : outBufs.filter((b) => b !== null).length;
+    const staging = keep(ctx.staging(hostOut * stride + n * job.rsOut * 4));
+    const pipeline = await ctx.pipeline(job.kernel, ROW_BINDINGS);
+    // A range of a resident buffer starting at row r0: the binding offset aligned down,
+    // the rest as an element offset.
+    const range = (buffer: GPUBuffer, r0: number, rows: number): [GPUBufferBinding, number] => {
+      const start = r0 * rowBytes, at = Math.floor(start / ctx.align) * ctx.align;
+      return [{ buffer, offset: at, size: Math.ceil((start - at + rows * rowBytes) / 4) * 4 }, (start - at) / 4];
+    };
+    const rowsOut = new Float32Array(n * job.rsOut);
+    for (let r0 = 0; r0 < n; r0 += perChunk) {
+      const rows = Math.min(perChunk, n - r0), last = r0 + rows >= n;
+      const bind: (GPUBufferBinding | null)[] = [];
+      const offs: number[] = [];
+      job.ins.forEach((d, k) => {
+        const b = inBufs[k];
+        if (d === null) {
+          bind.push(null), offs.push(0);
+        } else if (b === null) {
+          const [r, off] = range((d as unknown as DeviceValues).buffer, r0, rows);
+          bind.push(r), offs.push(off);
+        } else {
+          device.queue.writeBuffer(b, 0, d.buffer as ArrayBuffer, d.byteOffset + r0 * rowBytes, rows * rowBytes);
+          bind.push({ buffer: b, offset: 0, size: rows * rowBytes }), offs.push(0);
+        }
+      });
+      while (bind.length < 2) bind.push(null), offs.push(0);
+      job.outs.forEach((_, k) => {
+        const b = outBufs[k];
+        if (b === null) {
+          bind.push(null), offs.push(0);
+        } else if (resident) {
+          const [r, off] = range(b, r0, rows);
+          bind.push(r), offs.push(off);
+        } else {
+          bind.push({ buffer: b, offset: 0, size: rows * rowBytes }), offs.push(0);
+        }
+      });
+      while (bind.length < 4) bind.push(null), offs.push(0);
+      const params = keep(ctx.params({
+        ...job.params,
+        n: rows,
+        c,
+        row0: r0,
+        a_off: offs[0],
+        b_off: offs[1],
+        g_off: offs[2],
+        h_off: offs[3],
+        rs_in: job.rsIn ?? 0,
+        rs_out: job.rsOut,
+      }));
+      let at = 0;
+      const reads: [number, number][] = [];
+      await ctx.submit((enc) => {
+        const pass = enc.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, ctx.bind(pipeline, params, [...bind, labels, rowIn, cls, rowOut]));
+        pass.dispatchWorkgroups(rows);
+        pass.end();
+        outBufs.forEach((b, k) => {
+          if (b === null || resident) return;
+          enc.copyBufferToBuffer(b, 0, staging, at, rows * rowBytes);
+          reads.push([k, at]);
+          at += stride;
+        });
+        if (last) enc.copyBufferToBuffer(rowOut, 0, staging, at, n * job.rsOut * 4);
+      });
+      if (reads.length > 0 || last) {
+        await staging.mapAsync(MAP_READ);
+        try {
+          for (const [k, off] of reads) {
+            results[k].set(new Float32Array(staging.getMappedRange(off, rows * rowBytes)), r0 * c);
+          }
+          if (last) rowsOut.set(new Float32Array(staging.getMappedRange(at, n * job.rsOut * 4)));
+        } finally {
+          staging.unmap();
+        }
+      }
+      if (!chunked) break;
+    }
+    ctx.check();
+    return { rows: rowsOut, outs: results };
+  } finally {
+    for (const b of temps) b.destroy();
+  }
+}
