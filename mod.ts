@@ -18,10 +18,11 @@
  *
  * @module
  */
-import { type AsyncLosses, bindLosses } from "./src/losses/mod.ts";
+import { bindLosses } from "./src/losses/mod.ts";
 import { referenceKernels } from "./src/reference/mod.ts";
 import { compileWasm, simdSupported } from "./src/wasm/runtime.ts";
 import { wasmKernels } from "./src/wasm/mod.ts";
+import { AUTO_GPU_MIN_LOGITS, findAdapter, gpuLosses, type Losses, requestDevice } from "./gpu/mod.ts";
 import type { BackendName } from "./src/types.ts";
 import * as v from "./src/validate.ts";
 
@@ -47,30 +48,37 @@ export type { HeadGrads, HeadInputs, HeadOptions, MarginHeadOptions } from "./sr
 export { sphereFaceLambda, type SphereFaceLambdaOptions, type SpherefaceOptions } from "./src/losses/sphereface.ts";
 export { lSoftmaxBeta, type LSoftmaxBetaOptions, type LsoftmaxOptions } from "./src/losses/lsoftmax.ts";
 export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
+export { DeviceLostError } from "./gpu/context.ts";
+export { AUTO_GPU_MIN_LOGITS, type Losses };
+export { isGpuMatrix } from "./src/validate.ts";
 
 /** Options of {@linkcode init}. */
 export interface InitOptions {
   /**
-   * `"auto"` picks WebAssembly SIMD when the engine validates it, else the
-   * plain-TypeScript reference (`"js"`). WebGPU is not available in this version.
+   * `"auto"`: WebGPU when a hardware adapter is there (or `device` is given), else
+   * WebAssembly SIMD when the engine validates it, else the plain-TypeScript reference
+   * (`"js"`). A software adapter (llvmpipe, SwiftShader) is passed over by `"auto"`: it
+   * runs these kernels far slower than WebAssembly SIMD (bench/README.md); ask for
+   * `"webgpu"` to use it anyway.
    * @default "auto"
    */
-  backend?: "auto" | "wasm" | "js";
-}
-
-/** Every loss bound to one backend, with Promise-returning methods. */
-export interface Losses extends AsyncLosses {
-  /** The backend chosen. */
-  readonly backend: BackendName;
+  backend?: "auto" | "webgpu" | "wasm" | "js";
+  /** A `GPUDevice` of your own for `"webgpu"` / `"auto"` (default: one from the adapter). */
+  device?: GPUDevice;
 }
 
 /**
  * Resolves to every loss bound to one backend.
  *
- * `"auto"` (default) uses WebAssembly SIMD (relaxed SIMD's fused multiply-add where the
- * engine is V8) when the engine validates SIMD, else the float64 reference.
+ * `"auto"` (default) uses WebGPU when a hardware adapter exists (or a `device` is
+ * passed), keeping small problems held in Float32Arrays on WebAssembly (see
+ * {@linkcode AUTO_GPU_MIN_LOGITS}) and moving every later call to WebAssembly if the
+ * GPU device is lost; otherwise WebAssembly SIMD (relaxed SIMD's fused multiply-add
+ * where the engine is V8) when the engine validates SIMD, else the float64 reference.
+ * `"webgpu"` fails when there is no adapter; its calls fail with a `DeviceLostError`
+ * once the device is lost.
  *
- * @param options Which backend.
+ * @param options Which backend, and optionally your own `GPUDevice`.
  * @returns The losses, each with `forward`, `backward` and `valueAndGrad`.
  *
  * @example Pick a backend explicitly
@@ -83,14 +91,38 @@ export interface Losses extends AsyncLosses {
  */
 export async function init(options: InitOptions = {}): Promise<Losses> {
   const o = v.options(options);
-  const backend = v.oneOf("options.backend", o.backend, ["auto", "wasm", "js"] as const, "auto");
+  const backend = v.oneOf("options.backend", o.backend, ["auto", "webgpu", "wasm", "js"] as const, "auto");
+  if (o.device !== undefined && (typeof o.device !== "object" || o.device === null || !("queue" in o.device))) {
+    throw new TypeError(`Expected options.device to be a GPUDevice, got ${v.show(o.device)}`);
+  }
   if (backend === "wasm" && !simdSupported()) {
     throw new RangeError(
       'Expected options.backend "wasm" to run on an engine with WebAssembly SIMD, this one has none',
     );
   }
+  let note = "";
+  if (backend === "webgpu" || (backend === "auto" && o.device)) {
+    let device = o.device, why = "a GPUDevice was given";
+    if (!device) {
+      const found = await findAdapter();
+      if (!found.adapter) throw new Error(`Expected a WebGPU adapter for options.backend "webgpu": ${found.note}`);
+      device = await requestDevice(found.adapter);
+      why = found.note;
+    }
+    if (backend === "auto" && simdSupported()) await compileWasm();
+    return gpuLosses(device, { auto: backend === "auto", note: why });
+  }
+  if (backend === "auto") {
+    const found = await findAdapter();
+    if (found.adapter && !found.adapter.info?.isFallbackAdapter) {
+      if (simdSupported()) await compileWasm();
+      return gpuLosses(await requestDevice(found.adapter), { auto: true, note: found.note });
+    }
+    note = found.adapter ? `${found.note} is slower than WebAssembly here` : found.note;
+  }
   const useWasm = backend === "wasm" || (backend === "auto" && simdSupported());
   if (useWasm) await compileWasm();
   const losses = bindLosses(useWasm ? wasmKernels : referenceKernels, false);
-  return Object.assign(losses, { backend: (useWasm ? "wasm" : "js") as BackendName });
+  note = backend === "auto" ? `${useWasm ? "wasm" : "js"}: ${note}` : `${backend}: asked for`;
+  return Object.assign(losses, { backend: (useWasm ? "wasm" : "js") as BackendName, note });
 }

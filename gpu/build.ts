@@ -64,7 +64,9 @@ if (Deno.args.includes("--check")) {
   } catch { /* missing counts as stale */ }
   const recorded = committed.match(/^\/\/ source-hash: ([0-9a-f]+)$/m)?.[1];
   if (recorded !== hash || committed !== render(hash)) {
-    console.error(`gpu/generated.ts is stale (source-hash ${recorded ?? "missing"}, sources ${hash}): run \`deno task build\``);
+    console.error(
+      `gpu/generated.ts is stale (source-hash ${recorded ?? "missing"}, sources ${hash}): run \`deno task build\``,
+    );
     Deno.exit(1);
   }
   console.log(`gpu/generated.ts is up to date (${hash.slice(0, 12)})`);

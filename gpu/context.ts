@@ -104,7 +104,11 @@ export class GpuContext {
   }
 
   /** A bind group for `pipeline`: the uniform `params`, then one resource per storage binding. */
-  bind(pipeline: GPUComputePipeline, params: GPUBuffer, resources: (GPUBufferBinding | GPUBuffer | null)[]): GPUBindGroup {
+  bind(
+    pipeline: GPUComputePipeline,
+    params: GPUBuffer,
+    resources: (GPUBufferBinding | GPUBuffer | null)[],
+  ): GPUBindGroup {
     return this.device.createBindGroup({
       layout: pipeline.getBindGroupLayout(0),
       entries: [
@@ -157,7 +161,9 @@ export class GpuContext {
   /** A new buffer holding `data`. */
   upload(data: ArrayBufferView, usage = STORAGE | COPY_SRC | COPY_DST): GPUBuffer {
     const b = this.buffer(data.byteLength, usage | COPY_DST);
-    if (data.byteLength > 0) this.device.queue.writeBuffer(b, 0, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    if (data.byteLength > 0) {
+      this.device.queue.writeBuffer(b, 0, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    }
     return b;
   }
 

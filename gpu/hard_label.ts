@@ -14,7 +14,16 @@ export async function hardLabel(ctx: GpuContext, p: HardLabelProblem): Promise<R
   let target = p.target;
   if (target === null && p.targetFrom) {
     // GPU-resident cosines: gather each row's label cosine (N floats) for the host's phi.
-    const { rows } = await runRows(ctx, { kernel: "gather", n, c, params: {}, ins: [p.logits], outs: [], labels: p.labels, rsOut: 1 });
+    const { rows } = await runRows(ctx, {
+      kernel: "gather",
+      n,
+      c,
+      params: {},
+      ins: [p.logits],
+      outs: [],
+      labels: p.labels,
+      rsOut: 1,
+    });
     target = p.targetFrom((i) => rows[i]);
   }
   // Per row: the gradient scale, the label's logit and its derivative.

@@ -6,7 +6,7 @@
  * @module
  */
 import type { ForwardResult, Loss, Matrix, Upstream, ValueAndGrad } from "./types.ts";
-import { onDevice } from "./validate.ts";
+import { isGpuMatrix, onDevice } from "./validate.ts";
 
 /** What a kernel returns: per-row values (one array per part) and gradients by input name. */
 export interface Raw {
@@ -46,7 +46,7 @@ export function result(data: Float32Array, rows: number, cols: number): Matrix {
 export function hostOnly<P extends object, R>(kernel: (p: P) => R, backend: string): (p: P) => R {
   return (p) => {
     for (const [k, value] of Object.entries(p)) {
-      if (onDevice(value)) {
+      if (onDevice(value) || isGpuMatrix(value)) {
         throw new TypeError(
           `Expected every input to be a matrix { data: Float32Array, shape } on the ${backend} backend, got a GPUBuffer (${k}); GPU-resident inputs need init({ backend: "webgpu" })`,
         );

@@ -26,6 +26,9 @@ export interface GpuMatrix {
   readonly shape: readonly [number, number];
 }
 
+/** A matrix input: on the host, or (WebGPU backend) on the GPU. */
+export type Tensor = Matrix | GpuMatrix;
+
 /** Class labels, one per row: an `Int32Array` or a plain array of integers. */
 export type Labels = Int32Array | readonly number[];
 
@@ -39,7 +42,7 @@ export type LossValue = number | Float32Array;
  * The upstream gradient of `backward`: a number for a reduced loss (default 1),
  * one value per row for `reduction: "none"`, a matrix for `softmax`/`logSoftmax`.
  */
-export type Upstream = number | Float32Array | readonly number[] | Matrix;
+export type Upstream = number | Float32Array | readonly number[] | Tensor;
 
 /** Options every loss accepts. */
 export interface CommonOptions {
@@ -54,7 +57,7 @@ export interface CommonOptions {
    * the input's shape. With the WebAssembly backend, buffers from `alloc` are written
    * in place (the zero-copy path).
    */
-  out?: Record<string, Matrix>;
+  out?: Record<string, Tensor>;
 }
 
 /** What `forward` returns: the loss and, for composite losses, its parts. */

@@ -52,7 +52,9 @@ export function matrix(name: string, m: unknown, rows?: number, cols?: number): 
   if (gpu) {
     const bytes = (m as GpuMatrix).buffer.size;
     if (bytes < r * c * 4) {
-      throw new RangeError(`Expected ${name}.buffer to hold ${r} * ${c} float32 values (${r * c * 4} bytes), got ${bytes} bytes`);
+      throw new RangeError(
+        `Expected ${name}.buffer to hold ${r} * ${c} float32 values (${r * c * 4} bytes), got ${bytes} bytes`,
+      );
     }
   } else if (data.length !== r * c) {
     throw new RangeError(`Expected ${name}.data to have ${r} * ${c} = ${r * c} elements, got ${data.length}`);

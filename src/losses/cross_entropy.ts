@@ -6,13 +6,13 @@
  */
 import type { LossDef, Prepared } from "../loss.ts";
 import { result } from "../loss.ts";
-import type { CommonOptions, Labels, Matrix, Reduction } from "../types.ts";
+import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 
 /** Inputs of `crossEntropy` and `focal`. */
 export interface CrossEntropyInputs {
   /** Unnormalised scores `[N, C]`. */
-  logits: Matrix;
+  logits: Tensor;
   /** One class index per row, in `[0, C)` or `ignoreIndex`. */
   labels: Labels;
 }
@@ -89,12 +89,15 @@ export function hardLabelInputs(
   return { n, c, labels, ignoreIndex, logits };
 }
 
-/** Checks a caller's output buffer for a gradient. */
+/**
+ * Checks a caller's output buffer for a gradient. A GPU matrix `{ buffer, shape }` is
+ * returned as is (only the WebGPU kernels write it; the CPU backends refuse it).
+ */
 export function outBuffer(o: CommonOptions, name: string, rows: number, cols: number): Matrix | null {
   const m = o.out?.[name];
   if (m === undefined) return null;
   v.matrix(`options.out.${name}`, m, rows, cols);
-  return m;
+  return m as Matrix;
 }
 
 /** The gradient matrix: the caller's output buffer when given (returned as is), else a fresh one. */

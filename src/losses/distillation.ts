@@ -5,7 +5,7 @@
  * @module
  */
 import type { LossDef, Prepared } from "../loss.ts";
-import type { CommonOptions, Labels, Matrix, Reduction } from "../types.ts";
+import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outBuffer } from "./cross_entropy.ts";
 import { pairInputs } from "./soft_cross_entropy.ts";
@@ -13,9 +13,9 @@ import { pairInputs } from "./soft_cross_entropy.ts";
 /** Inputs of `distillation`. */
 export interface DistillationInputs {
   /** Student logits `[N, C]`. */
-  student: Matrix;
+  student: Tensor;
   /** Teacher logits `[N, C]` (a constant: no gradient). */
-  teacher: Matrix;
+  teacher: Tensor;
   /** Hard labels `[N]`. */
   labels: Labels;
 }

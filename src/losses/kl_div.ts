@@ -4,7 +4,7 @@
  * @module
  */
 import type { LossDef } from "../loss.ts";
-import type { CommonOptions, Matrix } from "../types.ts";
+import type { CommonOptions, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outBuffer } from "./cross_entropy.ts";
 import { pairInputs, type PairProblem } from "./soft_cross_entropy.ts";
@@ -12,9 +12,9 @@ import { pairInputs, type PairProblem } from "./soft_cross_entropy.ts";
 /** Inputs of `klDiv`. */
 export interface KlDivInputs {
   /** Log-probabilities of the approximating distribution `[N, C]` (no softmax is applied). */
-  logInput: Matrix;
+  logInput: Tensor;
   /** Target distribution `[N, C]`: probabilities, or log-probabilities with `logTarget`. */
-  target: Matrix;
+  target: Tensor;
 }
 
 /** How `klDiv` reduces: `"batchmean"` divides the sum by N, `"mean"` by N*C. */

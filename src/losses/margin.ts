@@ -8,14 +8,14 @@
  * @module
  */
 import type { LossDef } from "../loss.ts";
-import type { CommonOptions, Labels, Matrix, Reduction } from "../types.ts";
+import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { finishHardLabel, type HardLabelProblem, outBuffer } from "./cross_entropy.ts";
 
 /** Inputs of the margin losses on cosines. */
 export interface MarginInputs {
   /** Cosine between each embedding and each class centre `[N, C]` (clamped to [-1, 1]). */
-  cos: Matrix;
+  cos: Tensor;
   /** One class index per row, in `[0, C)` or `ignoreIndex`. */
   labels: Labels;
 }

@@ -13,7 +13,7 @@
  */
 import type { LossDef, Prepared } from "../loss.ts";
 import { result } from "../loss.ts";
-import type { CommonOptions, Labels, Matrix, Reduction } from "../types.ts";
+import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { arcfaceTarget } from "./arcface.ts";
 import { combinedMarginTarget } from "./combined_margin.ts";
@@ -25,9 +25,9 @@ import { normfaceTarget } from "./normface.ts";
 /** Inputs of the embedding heads. */
 export interface HeadInputs {
   /** Embeddings `[N, D]`. */
-  x: Matrix;
+  x: Tensor;
   /** Class weights `[C, D]`, one row per class (as `nn.Linear`). */
-  W: Matrix;
+  W: Tensor;
   /** One class index per row, in `[0, C)` or `ignoreIndex`. */
   labels: Labels;
 }

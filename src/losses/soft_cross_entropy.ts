@@ -4,16 +4,16 @@
  * @module
  */
 import type { LossDef, Prepared } from "../loss.ts";
-import type { CommonOptions, Matrix, Reduction } from "../types.ts";
+import type { CommonOptions, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outBuffer } from "./cross_entropy.ts";
 
 /** Inputs of `softCrossEntropy`. */
 export interface SoftCrossEntropyInputs {
   /** Unnormalised scores `[N, C]`. */
-  logits: Matrix;
+  logits: Tensor;
   /** Target distribution per row `[N, C]` (usually probabilities). */
-  target: Matrix;
+  target: Tensor;
 }
 
 /** Options of `softCrossEntropy`. */

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { CommonOptions, Matrix, Upstream } from "../types.ts";
+import type { CommonOptions, Matrix, Tensor, Upstream } from "../types.ts";
 import * as v from "../validate.ts";
 import { outBuffer } from "./cross_entropy.ts";
 import { result } from "../loss.ts";
@@ -11,7 +11,7 @@ import { result } from "../loss.ts";
 /** Inputs of `softmax` and `logSoftmax`. */
 export interface SoftmaxInputs {
   /** Scores `[N, C]`, transformed row by row. */
-  x: Matrix;
+  x: Tensor;
 }
 
 /** Options of `softmax` and `logSoftmax` (`out.output` for the output, `out.x` for the gradient). */

@@ -1,12 +1,15 @@
 /**
  * The backends every test suite runs on. Tests look a loss up by name with
- * `lossOf` and always `await` what it returns, so an asynchronous backend (the
- * WebGPU one of `mod.ts`'s `init`) can be appended to `backends` without changing
- * a test: `backends.push({ name: "webgpu", losses: await init({ backend: "webgpu" }) })`.
+ * `lossOf` and always `await` what it returns, so the asynchronous WebGPU backend
+ * runs the same suites: it is appended when the runtime has a WebGPU adapter (Deno;
+ * here the llvmpipe software adapter), and `webgpuMissing` says why it is not
+ * otherwise (the WebGPU tests are then skipped with that reason).
  *
  * @module
  */
 import { js, wasm } from "../../cpu.ts";
+import { init } from "../../mod.ts";
+import { findAdapter } from "../../gpu/mod.ts";
 
 /** A backend: its name and its losses, keyed by public name. */
 export interface Backend {
@@ -19,6 +22,22 @@ export const backends: Backend[] = [
   { name: "js", losses: js },
   { name: "wasm", losses: wasm },
 ];
+
+/** Why the WebGPU backend is not under test here, or false when it is. */
+export const webgpuMissing: string | false = await (async () => {
+  if (Deno_env("SOFTMARGIN_NO_WEBGPU")) return "SOFTMARGIN_NO_WEBGPU is set";
+  const found = await findAdapter();
+  if (!found.adapter) {
+    console.log(`webgpu backend not under test (its tests are skipped): ${found.note}`);
+    return `no WebGPU adapter: ${found.note}`;
+  }
+  backends.push({ name: "webgpu", losses: await init({ backend: "webgpu" }) });
+  return false;
+})();
+
+function Deno_env(name: string): string | undefined {
+  return (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[name];
+}
 
 /** The float64 reference backend (the oracle of the agreement tests). */
 export const reference: Backend = backends[0];

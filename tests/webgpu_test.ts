@@ -1,0 +1,220 @@
+// The WebGPU backend's own behaviour (the shared suites of every loss also run on it,
+// see helpers/backends.ts): backend choice, GPU-resident inputs and outputs, split
+// bindings, checkFinite on the GPU, a lost device, and shader compilation. Skipped with
+// the reason where the runtime has no WebGPU adapter (Bun), where `auto` must pick wasm.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { js, wasm } from "../cpu.ts";
+import { DeviceLostError, init } from "../mod.ts";
+import { findAdapter, gpuLosses, requestDevice } from "../gpu/mod.ts";
+import { SHADERS } from "../gpu/generated.ts";
+import { assertGradClose, assertLossClose, assertThrowsNamed } from "./helpers/assert.ts";
+import { webgpuMissing } from "./helpers/backends.ts";
+import { randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
+
+// deno-lint-ignore no-explicit-any
+type Any = any;
+
+const skip = webgpuMissing;
+const USAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
+
+/** A device of the adapter here, made once. */
+let shared: GPUDevice | null = null;
+async function device(): Promise<GPUDevice> {
+  return shared ??= await requestDevice((await findAdapter()).adapter!);
+}
+
+/** A GPU-resident copy of a host matrix. */
+async function upload(m: { data: Float32Array; shape: readonly [number, number] }) {
+  const dev = await device();
+  const buffer = dev.createBuffer({ size: Math.max(16, m.data.byteLength), usage: USAGE });
+  dev.queue.writeBuffer(buffer, 0, m.data as Float32Array<ArrayBuffer>);
+  return { buffer, shape: m.shape };
+}
+
+/** Reads a GPU matrix back. */
+async function download(m: { buffer: GPUBuffer; shape: readonly [number, number] }): Promise<Float32Array> {
+  const dev = await device();
+  const bytes = m.shape[0] * m.shape[1] * 4;
+  const staging = dev.createBuffer({ size: Math.max(16, bytes), usage: 0x01 | 0x08 });
+  const enc = dev.createCommandEncoder();
+  enc.copyBufferToBuffer(m.buffer, 0, staging, 0, bytes);
+  dev.queue.submit([enc.finish()]);
+  await staging.mapAsync(0x01);
+  const out = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
+  staging.destroy();
+  return out;
+}
+
+describe("init chooses a backend", () => {
+  it("auto says which backend it chose and why", async () => {
+    const l = await init();
+    assert.ok(["webgpu", "wasm"].includes(l.backend), l.backend);
+    assert.match(l.note, /\w/);
+    if (webgpuMissing) {
+      // Bun (no navigator.gpu): auto must pick wasm and say so.
+      assert.equal(l.backend, "wasm");
+      assert.match(l.note, /no WebGPU|no adapter|requestAdapter/);
+    }
+    const logits = { data: new Float32Array([1, 2, 3]), shape: [1, 3] as const };
+    assertLossClose((await l.crossEntropy.forward({ logits, labels: [2] })).loss as number, 0.40760596444, "auto");
+  });
+
+  it(
+    "webgpu fails clearly without an adapter",
+    { skip: webgpuMissing ? false : "an adapter exists here" },
+    async () => {
+      await assertThrowsNamed(() => init({ backend: "webgpu" }), Error, "WebGPU adapter");
+    },
+  );
+
+  it("rejects a device that is not a GPUDevice", async () => {
+    await assertThrowsNamed(() => init({ backend: "webgpu", device: {} as Any }), TypeError, "options.device");
+  });
+
+  it("webgpu runs on the adapter and names it", { skip }, async () => {
+    const l = await init({ backend: "webgpu" });
+    assert.equal(l.backend, "webgpu");
+    assert.match(l.note, /^webgpu: WebGPU adapter/);
+  });
+});
+
+describe("GPU-resident inputs and outputs", () => {
+  const rng = new Rng(5);
+  const logits = randomMatrix(rng, 37, 129, 3);
+  const labels = randomLabels(rng, 37, 129, 0.2);
+
+  it("crossEntropy: loss read back, gradient left on the GPU", { skip }, async () => {
+    const l = await init({ backend: "webgpu", device: await device() });
+    const ref = js.crossEntropy.valueAndGrad({ logits, labels }, { labelSmoothing: 0.1 });
+    const gpuLogits = await upload(logits);
+    const r = await l.crossEntropy.valueAndGrad({ logits: gpuLogits, labels }, { labelSmoothing: 0.1 });
+    assertLossClose(r.loss as number, ref.loss as number, "loss");
+    const g = r.grads.logits as Any;
+    assert.ok(g.buffer && g.data === undefined, "the gradient is a { buffer, shape }");
+    assert.deepEqual([...g.shape], [37, 129]);
+    assertGradClose({ data: await download(g), shape: g.shape }, ref.grads.logits.data, "grads.logits");
+    assert.deepEqual(await download(gpuLogits), logits.data, "the input buffer is unchanged");
+  });
+
+  it("options.out with a GPU buffer is written and returned", { skip }, async () => {
+    const l = await init({ backend: "webgpu", device: await device() });
+    const out = await upload({ data: new Float32Array(37 * 129), shape: [37, 129] });
+    const r = await l.crossEntropy.valueAndGrad({ logits: await upload(logits), labels }, { out: { logits: out } });
+    assert.equal(r.grads.logits, out);
+    const ref = wasm.crossEntropy.valueAndGrad({ logits, labels });
+    assertGradClose({ data: await download(out), shape: out.shape }, ref.grads.logits.data, "out");
+  });
+
+  it("a host out buffer for a GPU-resident input is refused", { skip }, async () => {
+    const l = await init({ backend: "webgpu", device: await device() });
+    const out = { data: new Float32Array(37 * 129), shape: [37, 129] as const };
+    await assertThrowsNamed(
+      async () => l.crossEntropy.valueAndGrad({ logits: await upload(logits), labels }, { out: { logits: out } }),
+      TypeError,
+      "options.out.logits",
+      "GPU matrix",
+    );
+  });
+
+  it("arcface on GPU-resident cosines (targets from the gathered label cosines)", { skip }, async () => {
+    const l = await init({ backend: "webgpu", device: await device() });
+    const cos = { data: logits.data.map((x) => Math.tanh(x)), shape: logits.shape };
+    cos.data[5] = 1; // an exact +-1 and an out-of-range cosine
+    cos.data[200] = -1.5;
+    const ref = js.arcface.valueAndGrad({ cos, labels }, { scale: 30 });
+    const r = await l.arcface.valueAndGrad({ cos: await upload(cos), labels }, { scale: 30 });
+    assertLossClose(r.loss as number, ref.loss as number, "loss");
+    assertGradClose({ data: await download(r.grads.cos as Any), shape: cos.shape }, ref.grads.cos.data, "grads.cos");
+  });
+
+  it("a buffer too small for its shape is a RangeError", { skip }, async () => {
+    const l = await init({ backend: "webgpu", device: await device() });
+    const small = await upload({ data: new Float32Array(10), shape: [2, 5] });
+    await assertThrowsNamed(
+      () => l.crossEntropy.forward({ logits: { buffer: small.buffer, shape: [3, 5] }, labels: [0, 1, 2] }),
+      RangeError,
+      "logits.buffer",
+      "60 bytes",
+    );
+  });
+
+  it("the CPU backends refuse GPU-resident inputs", { skip }, async () => {
+    const gpuLogits = await upload(logits);
+    assert.throws(() => wasm.crossEntropy.forward({ logits: gpuLogits as Any, labels }), TypeError);
+    assert.throws(() => js.crossEntropy.forward({ logits: gpuLogits as Any, labels }), /GPU-resident inputs need/);
+  });
+
+  it("checkFinite reads GPU-resident values back and names the first bad one", { skip }, async () => {
+    const l = await init({ backend: "webgpu", device: await device() });
+    const bad = { data: logits.data.slice(), shape: logits.shape };
+    bad.data[2 * 129 + 7] = NaN;
+    await assertThrowsNamed(
+      async () => l.crossEntropy.forward({ logits: await upload(bad), labels }, { checkFinite: true }),
+      RangeError,
+      "logits",
+      "[2, 7]",
+    );
+  });
+});
+
+describe("bindings larger than the device allows are split", () => {
+  // A 2 KiB binding limit: 129 columns (516 bytes a row) give chunks of 3 rows, at offsets
+  // that are not multiples of the 256-byte alignment.
+  const rng = new Rng(9);
+  const logits = randomMatrix(rng, 23, 129, 4);
+  const labels = randomLabels(rng, 23, 129, 0.1);
+
+  it("host arrays in row chunks", { skip }, async () => {
+    const l = gpuLosses(await device(), { auto: false, note: "test", maxBindingBytes: 2048 });
+    const ref = js.crossEntropy.valueAndGrad({ logits, labels }, { reduction: "none" });
+    const r = await l.crossEntropy.valueAndGrad({ logits, labels }, { reduction: "none" });
+    assertLossClose(r.loss as Float32Array, ref.loss as Float32Array, "loss");
+    assertGradClose(r.grads.logits, ref.grads.logits.data, "grads.logits");
+  });
+
+  it("GPU-resident buffers bound at unaligned row offsets", { skip }, async () => {
+    const l = gpuLosses(await device(), { auto: false, note: "test", maxBindingBytes: 2048 });
+    const cos = { data: logits.data.map((x) => Math.tanh(x)), shape: logits.shape };
+    const ref = js.cosface.valueAndGrad({ cos, labels });
+    const r = await l.cosface.valueAndGrad({ cos: await upload(cos), labels });
+    assertLossClose(r.loss as number, ref.loss as number, "loss");
+    assertGradClose({ data: await download(r.grads.cos as Any), shape: cos.shape }, ref.grads.cos.data, "grads.cos");
+  });
+});
+
+describe("a lost device", () => {
+  const logits = { data: new Float32Array([1, 2, 3, 0, 0, 1]), shape: [2, 3] as const };
+
+  it("webgpu: a clear DeviceLostError", { skip }, async () => {
+    const dev = await requestDevice((await findAdapter()).adapter!);
+    const l = await init({ backend: "webgpu", device: dev });
+    await l.crossEntropy.forward({ logits, labels: [2, 0] });
+    dev.destroy();
+    await dev.lost;
+    await assertThrowsNamed(() => l.crossEntropy.forward({ logits, labels: [2, 0] }), DeviceLostError, "lost");
+  });
+
+  it("auto: later calls move to wasm", { skip }, async () => {
+    const dev = await requestDevice((await findAdapter()).adapter!);
+    const l = await init({ backend: "auto", device: dev });
+    assert.equal(l.backend, "webgpu");
+    dev.destroy();
+    await dev.lost;
+    assert.equal(l.backend, "wasm");
+    assert.match(l.note, /lost/);
+    const r = await l.crossEntropy.valueAndGrad({ logits, labels: [2, 0] });
+    assertLossClose(r.loss as number, wasm.crossEntropy.forward({ logits, labels: [2, 0] }).loss as number, "loss");
+  });
+});
+
+describe("shaders", () => {
+  it("every kernel compiles without errors or warnings", { skip }, async () => {
+    const dev = await device();
+    for (const [name, code] of Object.entries(SHADERS)) {
+      const info = await dev.createShaderModule({ code }).getCompilationInfo();
+      const messages = info.messages.map((m) => `${m.type} ${m.lineNum}:${m.linePos} ${m.message}`);
+      assert.deepEqual(messages, [], `${name}.wgsl`);
+    }
+  });
+});
