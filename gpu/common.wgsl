@@ -24,6 +24,10 @@ struct Params {
   alpha: f32,   // distillation weight
   f0: f32,      // kernel-specific
   f1: f32,      // kernel-specific
+  col0: u32,    // long rows: first column of this segment
+  seg: u32,     // long rows: this segment's index
+  nseg: u32,    // long rows: segments per row
+  row_c: u32,   // long rows: the whole row's length (c is the segment's)
 }
 
 const F_GRAD: u32 = 1u;    // write the gradient of a

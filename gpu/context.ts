@@ -141,6 +141,20 @@ export class GpuContext {
     if (e) throw new Error(`WebGPU error: ${e.message}`);
   }
 
+  /**
+   * A binding of `count` floats of `buffer` from element `start`: the offset aligned
+   * down to the device's alignment, and the element offset of `start` inside it.
+   */
+  range(buffer: GPUBuffer, start: number, count: number): [GPUBufferBinding, number] {
+    const bytes = start * 4, at = Math.floor(bytes / this.align) * this.align;
+    return [{ buffer, offset: at, size: bytes - at + count * 4 }, (bytes - at) / 4];
+  }
+
+  /** Columns of one segment of a row too long for one binding (a multiple of 64). */
+  get segment(): number {
+    return Math.floor((this.maxBinding - this.align) / 4 / 64) * 64;
+  }
+
   /** A uniform buffer holding `Params`. */
   params(values: Params): GPUBuffer {
     const bytes = new ArrayBuffer(PARAMS_BYTES);
@@ -189,6 +203,22 @@ export class GpuContext {
     try {
       await this.submit((enc) => enc.copyBufferToBuffer(m.buffer, 0, staging, 0, bytes));
       return new Float32Array(await this.read(staging, 0, bytes));
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  /** Reads `m[i, cols[i]]` for each row i (0 where `cols[i] < 0`): one 4-byte copy per row. */
+  async gather(m: { buffer: GPUBuffer; shape: readonly [number, number] }, cols: Int32Array): Promise<Float32Array> {
+    const n = cols.length, c = m.shape[1];
+    const staging = this.staging(n * 4);
+    try {
+      await this.submit((enc) => {
+        for (let i = 0; i < n; i++) {
+          if (cols[i] >= 0) enc.copyBufferToBuffer(m.buffer, (i * c + cols[i]) * 4, staging, i * 4, 4);
+        }
+      });
+      return new Float32Array(await this.read(staging, 0, n * 4));
     } finally {
       staging.destroy();
     }
@@ -279,12 +309,7 @@ export async function runRows(ctx: GpuContext, job: RowJob): Promise<{ rows: Flo
     const hostOut = resident ? 0 : outBufs.filter((b) => b !== null).length;
     const staging = keep(ctx.staging(hostOut * stride + n * job.rsOut * 4));
     const pipeline = await ctx.pipeline(job.kernel, ROW_BINDINGS);
-    // A range of a resident buffer starting at row r0: the binding offset aligned down,
-    // the rest as an element offset.
-    const range = (buffer: GPUBuffer, r0: number, rows: number): [GPUBufferBinding, number] => {
-      const start = r0 * rowBytes, at = Math.floor(start / ctx.align) * ctx.align;
-      return [{ buffer, offset: at, size: Math.ceil((start - at + rows * rowBytes) / 4) * 4 }, (start - at) / 4];
-    };
+    const range = (buffer: GPUBuffer, r0: number, rows: number) => ctx.range(buffer, r0 * c, rows * c);
     const rowsOut = new Float32Array(n * job.rsOut);
     for (let r0 = 0; r0 < n; r0 += perChunk) {
       const rows = Math.min(perChunk, n - r0), last = r0 + rows >= n;

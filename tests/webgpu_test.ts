@@ -183,6 +183,51 @@ describe("bindings larger than the device allows are split", () => {
   });
 });
 
+describe("rows longer than one binding are merged from segments", () => {
+  // A 2 KiB binding limit: segments of 448 columns, so 1000 columns make 3 segments.
+  const rng = new Rng(13);
+  const logits = randomMatrix(rng, 5, 1000, 6);
+  const labels = Int32Array.from([3, 999, -100, 448, 447]);
+  const weight = Float32Array.from({ length: 1000 }, (_, j) => 0.5 + (j % 7) / 4);
+  const long = async () => gpuLosses(await device(), { auto: false, note: "test", maxBindingBytes: 2048 });
+
+  for (
+    const [name, options] of [
+      ["crossEntropy", { weight, labelSmoothing: 0.2 }],
+      ["crossEntropy", { reduction: "sum" }],
+      ["focal", { gamma: 1.5 }],
+    ] as const
+  ) {
+    it(`${name} ${JSON.stringify(Object.keys(options))}, host arrays`, { skip }, async () => {
+      const l = (await long()) as Any;
+      const ref = (js as Any)[name].valueAndGrad({ logits, labels }, options);
+      const r = await l[name].valueAndGrad({ logits, labels }, options);
+      assertLossClose(r.loss as number, ref.loss as number, "loss");
+      assertGradClose(r.grads.logits, ref.grads.logits.data, "grads.logits");
+      assertLossClose((await l[name].forward({ logits, labels }, options)).loss, ref.loss as number, "forward");
+    });
+  }
+
+  it("arcface on GPU-resident cosines", { skip }, async () => {
+    const l = await long();
+    const cos = { data: logits.data.map((x) => Math.tanh(x / 6)), shape: logits.shape };
+    const ref = js.arcface.valueAndGrad({ cos, labels });
+    const r = await l.arcface.valueAndGrad({ cos: await upload(cos), labels });
+    assertLossClose(r.loss as number, ref.loss as number, "loss");
+    assertGradClose({ data: await download(r.grads.cos as Any), shape: cos.shape }, ref.grads.cos.data, "grads.cos");
+  });
+
+  it("the other row kernels refuse such rows with a RangeError", { skip }, async () => {
+    const l = await long();
+    await assertThrowsNamed(
+      () => l.softmax.forward({ x: logits }),
+      RangeError,
+      "storage binding",
+      "4000 bytes",
+    );
+  });
+});
+
 describe("a lost device", () => {
   const logits = { data: new Float32Array([1, 2, 3, 0, 0, 1]), shape: [2, 3] as const };
 
