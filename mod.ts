@@ -22,7 +22,7 @@ import { bindLosses } from "./src/losses/mod.ts";
 import { referenceKernels } from "./src/reference/mod.ts";
 import { compileWasm, simdSupported } from "./src/wasm/runtime.ts";
 import { wasmKernels } from "./src/wasm/mod.ts";
-import { AUTO_GPU_MIN_LOGITS, findAdapter, gpuLosses, type Losses, requestDevice } from "./gpu/mod.ts";
+import { findAdapter, gpuLosses, type Losses, requestDevice, WASM_LOGITS_PER_SECOND } from "./gpu/mod.ts";
 import type { BackendName } from "./src/types.ts";
 import * as v from "./src/validate.ts";
 
@@ -49,7 +49,7 @@ export { sphereFaceLambda, type SphereFaceLambdaOptions, type SpherefaceOptions 
 export { lSoftmaxBeta, type LSoftmaxBetaOptions, type LsoftmaxOptions } from "./src/losses/lsoftmax.ts";
 export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
 export { DeviceLostError } from "./gpu/context.ts";
-export { AUTO_GPU_MIN_LOGITS, type Losses };
+export { type Losses, WASM_LOGITS_PER_SECOND };
 export { isGpuMatrix } from "./src/validate.ts";
 
 /** Options of {@linkcode init}. */
@@ -65,6 +65,13 @@ export interface InitOptions {
   backend?: "auto" | "webgpu" | "wasm" | "js";
   /** A `GPUDevice` of your own for `"webgpu"` / `"auto"` (default: one from the adapter). */
   device?: GPUDevice;
+  /**
+   * `"auto"` on WebGPU: problems held in Float32Arrays with fewer logits than this run on
+   * WebAssembly. Default: one measured GPU round trip times
+   * {@linkcode WASM_LOGITS_PER_SECOND} (under Deno a round trip takes at least 10 ms, so
+   * about 5 million logits). GPU-resident problems always run on the GPU.
+   */
+  minGpuLogits?: number;
 }
 
 /**
@@ -72,11 +79,16 @@ export interface InitOptions {
  *
  * `"auto"` (default) uses WebGPU when a hardware adapter exists (or a `device` is
  * passed), keeping small problems held in Float32Arrays on WebAssembly (see
- * {@linkcode AUTO_GPU_MIN_LOGITS}) and moving every later call to WebAssembly if the
- * GPU device is lost; otherwise WebAssembly SIMD (relaxed SIMD's fused multiply-add
- * where the engine is V8) when the engine validates SIMD, else the float64 reference.
- * `"webgpu"` fails when there is no adapter; its calls fail with a `DeviceLostError`
- * once the device is lost.
+ * `minGpuLogits`) and moving every later call to WebAssembly if the GPU device is
+ * lost; otherwise WebAssembly SIMD (relaxed SIMD's fused multiply-add where the engine
+ * is V8) when the engine validates SIMD, else the float64 reference. `"webgpu"` fails
+ * when there is no adapter, and its calls fail with a `DeviceLostError` once the device
+ * is lost. `note` on the result says what was found and why this backend was chosen.
+ *
+ * On WebGPU, inputs may also be GPU-resident matrices `{ buffer: GPUBuffer, shape }`;
+ * the gradients of a call with a GPU-resident input stay on the GPU as
+ * `{ buffer, shape }` (yours to `destroy()`, or pass `options.out` buffers), and only the
+ * loss is read back.
  *
  * @param options Which backend, and optionally your own `GPUDevice`.
  * @returns The losses, each with `forward`, `backward` and `valueAndGrad`.
@@ -100,6 +112,7 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
       'Expected options.backend "wasm" to run on an engine with WebAssembly SIMD, this one has none',
     );
   }
+  const minGpuLogits = minLogits(o.minGpuLogits);
   let note = "";
   if (backend === "webgpu" || (backend === "auto" && o.device)) {
     let device = o.device, why = "a GPUDevice was given";
@@ -110,13 +123,13 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
       why = found.note;
     }
     if (backend === "auto" && simdSupported()) await compileWasm();
-    return gpuLosses(device, { auto: backend === "auto", note: why });
+    return await gpuLosses(device, { auto: backend === "auto", note: why, minGpuLogits });
   }
   if (backend === "auto") {
     const found = await findAdapter();
     if (found.adapter && !found.adapter.info?.isFallbackAdapter) {
       if (simdSupported()) await compileWasm();
-      return gpuLosses(await requestDevice(found.adapter), { auto: true, note: found.note });
+      return await gpuLosses(await requestDevice(found.adapter), { auto: true, note: found.note, minGpuLogits });
     }
     note = found.adapter ? `${found.note} is slower than WebAssembly here` : found.note;
   }
@@ -125,4 +138,8 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
   const losses = bindLosses(useWasm ? wasmKernels : referenceKernels, false);
   note = backend === "auto" ? `${useWasm ? "wasm" : "js"}: ${note}` : `${backend}: asked for`;
   return Object.assign(losses, { backend: (useWasm ? "wasm" : "js") as BackendName, note });
+}
+
+function minLogits(value: unknown): number | undefined {
+  return value === undefined ? undefined : v.number("options.minGpuLogits", value, 0, { min: 0 });
 }

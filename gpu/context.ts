@@ -155,6 +155,18 @@ export class GpuContext {
     return Math.floor((this.maxBinding - this.align) / 4 / 64) * 64;
   }
 
+  /** The median time of three empty submissions' completion (a dispatch's fixed cost), seconds. */
+  async roundTrip(): Promise<number> {
+    const times: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      const t0 = performance.now();
+      this.device.queue.submit([]);
+      await this.device.queue.onSubmittedWorkDone();
+      times.push((performance.now() - t0) / 1e3);
+    }
+    return times.sort((a, b) => a - b)[1];
+  }
+
   /** A uniform buffer holding `Params`. */
   params(values: Params): GPUBuffer {
     const bytes = new ArrayBuffer(PARAMS_BYTES);

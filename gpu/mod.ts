@@ -12,6 +12,10 @@ import { wasmKernels } from "../src/wasm/mod.ts";
 import type { BackendName } from "../src/types.ts";
 import * as v from "../src/validate.ts";
 import { hardLabel } from "./hard_label.ts";
+import { klDiv, softTarget } from "./soft_cross_entropy.ts";
+import { distill } from "./distillation.ts";
+import { topkHits } from "./accuracy.ts";
+import { softmaxTransform } from "./softmax.ts";
 
 /** The WebGPU kernels of a context. */
 export function webgpuKernels(ctx: GpuContext): Kernels {
@@ -24,14 +28,14 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     cosface: rows,
     normface: rows,
     combinedMargin: rows,
-    softCrossEntropy: todo("softCrossEntropy"),
-    klDiv: todo("klDiv"),
-    distillation: todo("distillation"),
-    accuracy: todo("accuracy"),
+    softCrossEntropy: (p) => softTarget(ctx, p),
+    klDiv: (p) => klDiv(ctx, p),
+    distillation: (p) => distill(ctx, p),
+    accuracy: (p) => topkHits(ctx, p),
     marginHead: todo("marginHead"),
     sphereface: todo("sphereface"),
     lsoftmax: todo("lsoftmax"),
-    softmax: todo("softmax"),
+    softmax: (p) => softmaxTransform(ctx, p),
   };
 }
 
@@ -84,11 +88,11 @@ export interface Losses extends AsyncLosses {
 }
 
 /**
- * Host-data problems with fewer logits than this stay on WebAssembly under `"auto"`:
- * below it the fixed cost of a dispatch and its readback exceeds the whole WebAssembly
- * computation (bench/README.md, "WebGPU").
+ * WebAssembly's speed on a row loss, logits per second (crossEntropy valueAndGrad with
+ * `out`, bench/README.md): `"auto"` keeps a host-data problem on WebAssembly when it
+ * would take less than one GPU round trip there.
  */
-export const AUTO_GPU_MIN_LOGITS = 1 << 17;
+export const WASM_LOGITS_PER_SECOND = 5e8;
 
 /** Options of {@linkcode gpuLosses}. */
 export interface GpuLossesOptions extends ContextOptions {
@@ -96,18 +100,32 @@ export interface GpuLossesOptions extends ContextOptions {
   auto: boolean;
   /** Why this backend (`Losses.note`). */
   note: string;
+  /**
+   * `auto`: host problems with fewer logits than this stay on WebAssembly (default: the
+   * measured GPU round trip times {@linkcode WASM_LOGITS_PER_SECOND}). A head counts
+   * `N * C * D / 16` (its GEMM runs about 16 multiply-adds per logit-time of a row loss).
+   */
+  minGpuLogits?: number;
 }
 
 /**
  * The losses on a device; with `auto`, small host problems and every call after a device loss run on wasm. */
-export function gpuLosses(device: GPUDevice, options: GpuLossesOptions): Losses {
-  const { auto, note } = options;
+export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): Promise<Losses> {
+  const { auto } = options;
+  let note = options.note;
   const ctx = new GpuContext(device, options);
   let kernels = webgpuKernels(ctx);
   if (auto) {
     // The caller compiled the WebAssembly module when the engine has SIMD.
     const cpu = simdSupported() ? wasmKernels : referenceKernels;
-    kernels = routeKernels(kernels, cpu, ctx);
+    let min = options.minGpuLogits;
+    if (min === undefined) {
+      const seconds = await ctx.roundTrip();
+      min = Math.round(seconds * WASM_LOGITS_PER_SECOND);
+      note += `; a GPU round trip takes ${(seconds * 1e3).toFixed(2)} ms`;
+    }
+    note += `; host problems under ${min} logits run on ${simdSupported() ? "wasm" : "js"}`;
+    kernels = routeKernels(kernels, cpu, ctx, min);
   }
   const losses = bindLosses(kernels, false);
   return Object.defineProperties(losses, {
@@ -122,14 +140,14 @@ export function gpuLosses(device: GPUDevice, options: GpuLossesOptions): Losses 
   }) as Losses;
 }
 
-/** `auto`'s routing: host problems below AUTO_GPU_MIN_LOGITS, and all once the device is lost, on the CPU. */
-function routeKernels(gpu: Kernels, cpu: Kernels, ctx: GpuContext): Kernels {
+/** `auto`'s routing: host problems below `min` logits, and all once the device is lost, on the CPU. */
+function routeKernels(gpu: Kernels, cpu: Kernels, ctx: GpuContext, min: number): Kernels {
   const out: Record<string, unknown> = {};
   for (const name of Object.keys(gpu) as (keyof Kernels)[]) {
     const g = gpu[name] as (p: object) => unknown, c = cpu[name] as (p: object) => unknown;
     out[name] = async (p: { n: number; c: number; d?: number }) => {
       const resident = Object.values(p).some(v.onDevice);
-      if (!resident && (ctx.lost !== null || p.n * p.c * (p.d ?? 1) < AUTO_GPU_MIN_LOGITS)) return c(p);
+      if (!resident && (ctx.lost !== null || p.n * p.c * (p.d ? p.d / 16 : 1) < min)) return c(p);
       try {
         return await g(p);
       } catch (e) {

@@ -72,6 +72,19 @@ describe("init chooses a backend", () => {
     await assertThrowsNamed(() => init({ backend: "webgpu", device: {} as Any }), TypeError, "options.device");
   });
 
+  it("auto with a device measures a round trip and keeps small host problems on wasm", { skip }, async () => {
+    const l = await init({ backend: "auto", device: await device() });
+    assert.equal(l.backend, "webgpu");
+    assert.match(l.note, /round trip takes [\d.]+ ms; host problems under \d+ logits run on wasm/);
+    const all = await init({ backend: "auto", device: await device(), minGpuLogits: 0 });
+    assert.match(all.note, /under 0 logits/);
+    const logits = { data: new Float32Array([1, 2, 3]), shape: [1, 3] as const };
+    for (const x of [l, all]) {
+      assertLossClose((await x.crossEntropy.forward({ logits, labels: [2] })).loss as number, 0.40760596444, "loss");
+    }
+    await assertThrowsNamed(() => init({ minGpuLogits: -1 }), RangeError, "options.minGpuLogits", "-1");
+  });
+
   it("webgpu runs on the adapter and names it", { skip }, async () => {
     const l = await init({ backend: "webgpu" });
     assert.equal(l.backend, "webgpu");
@@ -166,7 +179,7 @@ describe("bindings larger than the device allows are split", () => {
   const labels = randomLabels(rng, 23, 129, 0.1);
 
   it("host arrays in row chunks", { skip }, async () => {
-    const l = gpuLosses(await device(), { auto: false, note: "test", maxBindingBytes: 2048 });
+    const l = await gpuLosses(await device(), { auto: false, note: "test", maxBindingBytes: 2048 });
     const ref = js.crossEntropy.valueAndGrad({ logits, labels }, { reduction: "none" });
     const r = await l.crossEntropy.valueAndGrad({ logits, labels }, { reduction: "none" });
     assertLossClose(r.loss as Float32Array, ref.loss as Float32Array, "loss");
@@ -174,7 +187,7 @@ describe("bindings larger than the device allows are split", () => {
   });
 
   it("GPU-resident buffers bound at unaligned row offsets", { skip }, async () => {
-    const l = gpuLosses(await device(), { auto: false, note: "test", maxBindingBytes: 2048 });
+    const l = await gpuLosses(await device(), { auto: false, note: "test", maxBindingBytes: 2048 });
     const cos = { data: logits.data.map((x) => Math.tanh(x)), shape: logits.shape };
     const ref = js.cosface.valueAndGrad({ cos, labels });
     const r = await l.cosface.valueAndGrad({ cos: await upload(cos), labels });
@@ -189,7 +202,7 @@ describe("rows longer than one binding are merged from segments", () => {
   const logits = randomMatrix(rng, 5, 1000, 6);
   const labels = Int32Array.from([3, 999, -100, 448, 447]);
   const weight = Float32Array.from({ length: 1000 }, (_, j) => 0.5 + (j % 7) / 4);
-  const long = async () => gpuLosses(await device(), { auto: false, note: "test", maxBindingBytes: 2048 });
+  const long = async () => await gpuLosses(await device(), { auto: false, note: "test", maxBindingBytes: 2048 });
 
   for (
     const [name, options] of [
