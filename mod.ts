@@ -1,6 +1,7 @@
 /**
  * softmargin: loss functions for training classifiers and embedding models, exact
- * and fast, on WebAssembly SIMD (CPUs) with a plain-TypeScript float64 reference.
+ * and fast, on WebGPU (WGSL compute shaders), WebAssembly SIMD (CPUs) and a
+ * plain-TypeScript float64 reference.
  *
  * `init()` picks a backend and resolves to a {@linkcode Losses} object whose methods
  * return Promises; the CPU backends are also available synchronously from
@@ -14,6 +15,22 @@
  * const logits = { data: new Float32Array([2, 1, 0.1, 0.5, 2.5, 0.3]), shape: [2, 3] as const };
  * const { loss, grads } = await losses.crossEntropy.valueAndGrad({ logits, labels: [0, 1] });
  * console.log(losses.backend, loss, grads.logits.shape); // wasm 0.3185 [2, 3] (PyTorch: 0.3185397696)
+ * ```
+ *
+ * @example Data already on the GPU stays there (WebGPU)
+ * ```ts
+ * import { init } from "@softmargin/softmargin";
+ * const adapter = await navigator.gpu?.requestAdapter();
+ * if (adapter) {
+ *   const device = await adapter.requestDevice();
+ *   const losses = await init({ backend: "webgpu", device });
+ *   const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+ *   const buffer = device.createBuffer({ size: 24, usage });
+ *   device.queue.writeBuffer(buffer, 0, new Float32Array([2, 1, 0.1, 0.5, 2.5, 0.3]));
+ *   const logits = { buffer, shape: [2, 3] as const };
+ *   const { loss, grads } = await losses.crossEntropy.valueAndGrad({ logits, labels: [0, 1] });
+ *   console.log(loss, grads.logits.shape); // 0.3185 [2, 3]: grads.logits is { buffer, shape }, on the GPU
+ * }
  * ```
  *
  * @module
