@@ -82,12 +82,14 @@ fn log_(x: f32) -> f32 {
   return e * 0.69314718 + (2.0 * s) * p + e * -1.9046542e-9;
 }
 
-// log(1 + x) for x >= 0, accurate for small x: log(u) x / (u - 1) with u = 1 + x
-// corrects the rounding of u.
+// log(1 + x) for x > -1, accurate for small x: 2 atanh(s), s = x / (2 + x), by the same
+// series as log_ where |s| < 0.172, else log_(1 + x). (The classic log(u) x / (u - 1),
+// u = 1 + x, does not survive compilers that fold (1 + x) - 1 to x, as llvmpipe does.)
 fn log1p_(x: f32) -> f32 {
-  let u = 1.0 + x;
-  if (u == 1.0) { return x; }
-  return log_(u) * (x / (u - 1.0));
+  if (x < -0.29289322 || x > 0.41421356) { return log_(1.0 + x); }
+  let s = x / (2.0 + x);
+  let s2 = s * s;
+  return (2.0 * s) * (1.0 + s2 * (0.33333333 + s2 * (0.2 + s2 * (0.14285715 + s2 * 0.11111111))));
 }
 
 // Broadcasts a value from invocation 0 to the workgroup as a uniform value.

@@ -60,13 +60,6 @@ fn expm1_near(x: f32) -> f32 {
   return (x * x) * p + x;
 }
 
-// log(1 + x) for x > -1 (common.wgsl's log1p_ is for x >= 0).
-fn log1p_any(x: f32) -> f32 {
-  let u = 1.0 + x;
-  if (u == 1.0) { return x; }
-  return log_(u) * (x / (u - 1.0));
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   let r = wid.x;
@@ -125,7 +118,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let Sp = 1.0 + Spo;
   let q = dsum / Sq;
   var L: f32;
-  if (q < -0.5) { L = log_(St / Sq); } else { L = log1p_any(q); }
+  if (q < -0.5) { L = log_(St / Sq); } else { L = log1p_(q); }
   let kl = max(invT * sumPd / St - L, 0.0);
   var ce = 0.0;
   if (y >= 0) { ce = log1p_(Spo) + (ms - a[sa + u32(y)]); }

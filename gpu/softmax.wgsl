@@ -1,0 +1,84 @@
+// The `softmax` / `logSoftmax` transforms (F_LOG) and their vector-Jacobian products,
+// one workgroup per row; the math is assembly/softmax.ts's (softmax_rows, softmax_vjp).
+// Without F_GRAD: g = softmax(a) or log_softmax(a).
+// With F_GRAD, the vector-Jacobian product with the upstream rows u (b):
+//   softmax      g = y ((u - u_r) + sum_k y_k (u_r - u_k)),  y = softmax(a), r the argmax
+//                (the big term y_r (u_r - u_r) is exactly 0 when y is nearly one-hot)
+//   log_softmax  g = u - softmax(a) sum_k u_k
+
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> g: array<f32>;
+
+var<workgroup> redu: array<u32, WG>;
+
+// Minimum of v over the workgroup. Call from uniform control flow.
+fn wg_min_u32(v: u32, t: u32) -> u32 {
+  redu[t] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (t < s) { redu[t] = min(redu[t], redu[t + s]); }
+    workgroupBarrier();
+  }
+  let r = redu[0];
+  workgroupBarrier();
+  return r;
+}
+
+// The row maximum and sum_j e^(a_j - m).
+fn max_sum(xa: u32, c: u32, t: u32) -> vec2<f32> {
+  var mt = -3.4028235e38;
+  for (var j = t; j < c; j += WG) { mt = max(mt, a[xa + j]); }
+  let m = wg_max(mt, t);
+  var st = 0.0;
+  for (var j = t; j < c; j += WG) { st += exp(a[xa + j] - m); }
+  return vec2<f32>(m, wg_sum(st, t));
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  if ((P.flags & F_GRAD) != 0u) { vjp(wid.x, t); } else { transform(wid.x, t); }
+}
+
+fn transform(r: u32, t: u32) {
+  let c = P.c;
+  let xa = P.a_off + r * c;
+  let xg = P.g_off + r * c;
+  let ms = max_sum(xa, c, t);
+  let m = ms.x;
+  if ((P.flags & F_LOG) != 0u) {
+    let l = log_(ms.y);
+    for (var j = t; j < c; j += WG) { g[xg + j] = (a[xa + j] - m) - l; }
+  } else {
+    let inv = 1.0 / ms.y;
+    for (var j = t; j < c; j += WG) { g[xg + j] = exp(a[xa + j] - m) * inv; }
+  }
+}
+
+fn vjp(r: u32, t: u32) {
+  let c = P.c;
+  let xa = P.a_off + r * c;
+  let ub = P.b_off + r * c;
+  let xg = P.g_off + r * c;
+  let ms = max_sum(xa, c, t);
+  let m = ms.x;
+  let inv = 1.0 / ms.y;
+  if ((P.flags & F_LOG) != 0u) {
+    var ut = 0.0;
+    for (var j = t; j < c; j += WG) { ut += b[ub + j]; }
+    let k = -wg_sum(ut, t) * inv;
+    for (var j = t; j < c; j += WG) { g[xg + j] = exp(a[xa + j] - m) * k + b[ub + j]; }
+  } else {
+    // The first index of the maximum (the last for a row of NaN, as softmax_vjp).
+    var ft = 0xffffffffu;
+    for (var j = t; j < c; j += WG) {
+      if (a[xa + j] == m) { ft = j; break; }
+    }
+    let rr = min(wg_min_u32(ft, t), c - 1u);
+    let ur = b[ub + rr];
+    var dt = 0.0;
+    for (var j = t; j < c; j += WG) { dt += exp(a[xa + j] - m) * inv * (ur - b[ub + j]); }
+    let dot = wg_sum(dt, t);
+    for (var j = t; j < c; j += WG) { g[xg + j] = exp(a[xa + j] - m) * inv * ((b[ub + j] - ur) + dot); }
+  }
+}
