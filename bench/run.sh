@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (cross_entropy, arcface, margin_head) under Deno, then under Bun
-# (pinned versions, via npx). A benchmark that fails does not stop the others; the exit
-# status is 1 when any of them failed. Extra arguments are passed through to every run, e.g.
+# Runs the benchmarks (cross_entropy, arcface, margin_head, webgpu) under Deno, then under Bun
+# (pinned versions, via npx); Bun has no WebGPU, so webgpu only prints "no WebGPU adapter: ..."
+# there. A benchmark that fails does not stop the others; the exit status is 1 when any of
+# them failed. Extra arguments are passed through to every run, e.g.
 #   bash bench/run.sh --quick
 #   bash bench/run.sh --json results.json   # writes results.<benchmark>.<runtime>.json
 #   bash bench/run.sh --only arcface,margin_head --quick
 # `--only LIST` (read here, not passed on) picks benchmarks; pass a benchmark's own flags
 # (`--gemm`, `--ref-max-c` of margin_head, or `--shapes`, whose format differs) together with
-# `--only` for that benchmark. DENO=... and BUN=... replace the npx commands.
+# `--only` for that benchmark (webgpu's own: `--head-c`, `--require-gpu`). DENO=... and BUN=...
+# replace the npx commands.
 # Needs the dev dependencies (TensorFlow.js): run `npm ci` first.
 set -uo pipefail
 
@@ -15,7 +17,7 @@ DENO_VERSION=2.9.6
 BUN_VERSION=1.4.4
 DENO=${DENO:-"npx -y deno@${DENO_VERSION}"}
 BUN=${BUN:-"npx -y bun@${BUN_VERSION}"}
-ALL=(cross_entropy arcface margin_head)
+ALL=(cross_entropy arcface margin_head webgpu)
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
