@@ -12,6 +12,7 @@ import { wasmKernels } from "../src/wasm/mod.ts";
 import type { BackendName } from "../src/types.ts";
 import * as v from "../src/validate.ts";
 import { hardLabel } from "./hard_label.ts";
+import { head as embeddingHead } from "./margin_head.ts";
 import { klDiv, softTarget } from "./soft_cross_entropy.ts";
 import { distill } from "./distillation.ts";
 import { topkHits } from "./accuracy.ts";
@@ -32,9 +33,9 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     klDiv: (p) => klDiv(ctx, p),
     distillation: (p) => distill(ctx, p),
     accuracy: (p) => topkHits(ctx, p),
-    marginHead: todo("marginHead"),
-    sphereface: todo("sphereface"),
-    lsoftmax: todo("lsoftmax"),
+    marginHead: (p) => embeddingHead(ctx, p),
+    sphereface: (p) => embeddingHead(ctx, p),
+    lsoftmax: (p) => embeddingHead(ctx, p),
     softmax: (p) => softmaxTransform(ctx, p),
   };
 }
