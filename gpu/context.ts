@@ -26,6 +26,9 @@ export class DeviceLostError extends Error {
   override name = "DeviceLostError";
 }
 
+/** The most bytes of scratch buffers a context keeps between calls. */
+export const POOL_BYTES = 512 * 2 ** 20;
+
 const STORAGE = 0x80, COPY_SRC = 0x04, COPY_DST = 0x08, MAP_READ = 0x01, UNIFORM = 0x40;
 
 /** Options of a context. */
@@ -51,6 +54,8 @@ export class GpuContext {
   readonly maxGroups: number;
   readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
   readonly #layouts = new Map<string, GPUPipelineLayout>();
+  /** Large scratch buffers of finished calls, kept for the next ones (allocating them is slow). */
+  readonly #pool: GPUBuffer[] = [];
   /** One placeholder buffer per binding slot (a writable binding may not alias another). */
   readonly #dummies: GPUBuffer[] = [];
 
@@ -184,6 +189,35 @@ export class GpuContext {
     return this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 4) * 4), usage });
   }
 
+  /**
+   * A scratch buffer of at least `bytes` (from the pool when one fits, at most twice
+   * the size), to be given back with `release`.
+   */
+  scratch(bytes: number, usage = STORAGE | COPY_SRC | COPY_DST): GPUBuffer {
+    const need = Math.max(16, Math.ceil(bytes / 4) * 4);
+    let best = -1;
+    this.#pool.forEach((b, k) => {
+      if (b.usage === usage && b.size >= need && b.size <= 2 * need && (best < 0 || b.size < this.#pool[best].size)) {
+        best = k;
+      }
+    });
+    if (best >= 0) return this.#pool.splice(best, 1)[0];
+    return this.device.createBuffer({ size: need, usage });
+  }
+
+  /** Gives scratch buffers back; the pool keeps at most `POOL_BYTES`, the most recent first. */
+  release(...buffers: GPUBuffer[]): void {
+    this.#pool.unshift(...buffers);
+    let total = 0;
+    for (let k = 0; k < this.#pool.length; k++) {
+      total += this.#pool[k].size;
+      if (total > POOL_BYTES) {
+        for (const b of this.#pool.splice(k)) b.destroy();
+        break;
+      }
+    }
+  }
+
   /** A new buffer holding `data`. */
   upload(data: ArrayBufferView, usage = STORAGE | COPY_SRC | COPY_DST): GPUBuffer {
     const b = this.buffer(data.byteLength, usage | COPY_DST);
@@ -296,10 +330,12 @@ export async function runRows(ctx: GpuContext, job: RowJob): Promise<{ rows: Flo
   const device = ctx.device;
   const temps: GPUBuffer[] = [];
   const keep = <T extends GPUBuffer>(b: T) => (temps.push(b), b);
+  const scratch: GPUBuffer[] = [];
+  const pooled = (b: GPUBuffer) => (scratch.push(b), b);
   try {
     const chunked = perChunk < n;
     // Host inputs: one upload buffer each (the whole matrix, or one chunk reused).
-    const inBufs = job.ins.map((d) => (d === null || onDevice(d) ? null : keep(ctx.buffer(perChunk * rowBytes))));
+    const inBufs = job.ins.map((d) => (d === null || onDevice(d) ? null : pooled(ctx.scratch(perChunk * rowBytes))));
     // Outputs: on the GPU for resident problems (the caller's buffer or a new one), else
     // a chunk buffer read back through the staging buffer.
     const results: Float32Array[] = [];
@@ -311,7 +347,7 @@ export async function runRows(ctx: GpuContext, job: RowJob): Promise<{ rows: Flo
         return buffer;
       }
       results[k] = o.out?.data ?? new Float32Array(n * c);
-      return keep(ctx.buffer(perChunk * rowBytes));
+      return pooled(ctx.scratch(perChunk * rowBytes));
     });
     const small = (d: ArrayBufferView | null | undefined) => (d ? keep(ctx.upload(d)) : null);
     const labels = small(job.labels), rowIn = small(job.rowIn), cls = small(job.cls);
@@ -319,7 +355,7 @@ export async function runRows(ctx: GpuContext, job: RowJob): Promise<{ rows: Flo
     // Staging offsets must be multiples of 8.
     const stride = Math.ceil((perChunk * rowBytes) / 8) * 8;
     const hostOut = resident ? 0 : outBufs.filter((b) => b !== null).length;
-    const staging = keep(ctx.staging(hostOut * stride + n * job.rsOut * 4));
+    const staging = pooled(ctx.scratch(hostOut * stride + n * job.rsOut * 4, MAP_READ | COPY_DST));
     const pipeline = await ctx.pipeline(job.kernel, ROW_BINDINGS);
     const range = (buffer: GPUBuffer, r0: number, rows: number) => ctx.range(buffer, r0 * c, rows * c);
     const rowsOut = new Float32Array(n * job.rsOut);
@@ -397,5 +433,7 @@ export async function runRows(ctx: GpuContext, job: RowJob): Promise<{ rows: Flo
     return { rows: rowsOut, outs: results };
   } finally {
     for (const b of temps) b.destroy();
+    // Every submission of this call is complete (its last readback was awaited) or failed.
+    ctx.release(...scratch);
   }
 }
