@@ -11,7 +11,7 @@ import { simdSupported } from "../src/wasm/runtime.ts";
 import { wasmKernels } from "../src/wasm/mod.ts";
 import type { BackendName } from "../src/types.ts";
 import * as v from "../src/validate.ts";
-import { hardLabel } from "./hard_label.ts";
+import { hardLabel } from "./cross_entropy.ts";
 import { head as embeddingHead } from "./margin_head.ts";
 import { klDiv, softTarget } from "./soft_cross_entropy.ts";
 import { distill } from "./distillation.ts";

@@ -1,5 +1,5 @@
 /**
- * WebGPU glue of `softCrossEntropy` (gpu/soft_target.wgsl) and `klDiv`
+ * WebGPU glue of `softCrossEntropy` (gpu/soft_cross_entropy.wgsl) and `klDiv`
  * (gpu/kl_div.wgsl): two `[N, C]` inputs, two gradients.
  *
  * @module
@@ -33,7 +33,7 @@ async function pair(
 
 /** `softCrossEntropy` on the GPU. */
 export function softTarget(ctx: GpuContext, p: PairProblem): Promise<Raw> {
-  return pair(ctx, p, "soft_target", ["logits", "target"], 0);
+  return pair(ctx, p, "soft_cross_entropy", ["logits", "target"], 0);
 }
 
 /** `klDiv` on the GPU. */

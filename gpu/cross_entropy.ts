@@ -1,6 +1,6 @@
 /**
  * WebGPU glue of the fused softmax cross-entropy kernel (`crossEntropy`, `focal`, the
- * margin losses on cosines): gpu/hard_label.wgsl. Rows longer than one storage binding
+ * margin losses on cosines): gpu/cross_entropy.wgsl. Rows longer than one storage binding
  * run in segments of columns, merged with the (max, sum-exp) combine.
  *
  * @module
@@ -38,7 +38,7 @@ export async function hardLabel(ctx: GpuContext, p: HardLabelProblem): Promise<R
   const name = p.target || p.targetFrom ? "cos" : "logits";
   if (c > ctx.segment) return await longRows(ctx, p, params, rowIn, name);
   const { rows, outs } = await runRows(ctx, {
-    kernel: "hard_label",
+    kernel: "cross_entropy",
     n,
     c,
     params,
@@ -88,9 +88,9 @@ async function longRows(
     const staging = keep(ctx.staging(Math.max(seg * 4, n * 20)));
     const host = resident ? null : (p.out?.data ?? (p.grad ? new Float32Array(n * c) : null));
     const [stat, fin, back] = await Promise.all([
-      ctx.pipeline("hard_label", "rrwwrrrw", "seg_stats"),
-      ctx.pipeline("hard_label", "rrwwrrrw", "seg_finish"),
-      ctx.pipeline("hard_label", "rrwwrrrw", "seg_grad"),
+      ctx.pipeline("cross_entropy", "rrwwrrrw", "seg_stats"),
+      ctx.pipeline("cross_entropy", "rrwwrrrw", "seg_finish"),
+      ctx.pipeline("cross_entropy", "rrwwrrrw", "seg_grad"),
     ]);
     const all = { ...params, nseg, row_c: c, k: seg, rs_in: 3 };
     // The input's segment s of row i: bound in place (resident) or uploaded.
