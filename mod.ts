@@ -44,7 +44,8 @@ import type { BackendName } from "./src/types.ts";
 import * as v from "./src/validate.ts";
 
 export * from "./src/types.ts";
-export type { AsyncLosses, LossSet, SyncLosses } from "./src/losses/mod.ts";
+export type { AsyncLosses, LossSet, Methods, SyncLosses } from "./src/losses/mod.ts";
+export type { SoftmaxMethods } from "./src/losses/softmax.ts";
 export type { CrossEntropyGrads, CrossEntropyInputs, CrossEntropyOptions } from "./src/losses/cross_entropy.ts";
 export type { FocalOptions } from "./src/losses/focal.ts";
 export type {

@@ -21,8 +21,12 @@ export type Params = Partial<Record<ParamName, number>>;
 /** The bit flags of `Params.flags` (gpu/common.wgsl). */
 export const F = { GRAD: 1, CLAMP: 2, WEIGHT: 4, TARGET: 8, LOG: 16, GRAD_B: 32 } as const;
 
-/** The error of a call on a lost device. */
+/**
+ * The error of a call on a lost WebGPU device (driver reset, `device.destroy()`, the
+ * GPU removed): call `init()` again. An `"auto"` instance moves to WebAssembly instead.
+ */
 export class DeviceLostError extends Error {
+  /** `"DeviceLostError"`. */
   override name = "DeviceLostError";
 }
 

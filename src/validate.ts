@@ -24,7 +24,16 @@ export function size(name: string, value: unknown): number {
   return value;
 }
 
-/** Whether `m` is a GPU-resident matrix `{ buffer: GPUBuffer, shape }` (and not a host one). */
+/**
+ * Whether `m` is a GPU-resident matrix `{ buffer: GPUBuffer, shape }` (and not a host
+ * one): what the WebGPU backend returns for the gradients of GPU-resident inputs.
+ *
+ * @example Telling host and GPU results apart
+ * ```ts
+ * import { isGpuMatrix } from "@softmargin/softmargin";
+ * console.log(isGpuMatrix({ data: new Float32Array(2), shape: [1, 2] })); // false
+ * ```
+ */
 export function isGpuMatrix(m: unknown): m is GpuMatrix {
   if (typeof m !== "object" || m === null || (m as { data?: unknown }).data !== undefined) return false;
   const b = (m as { buffer?: { mapAsync?: unknown; size?: unknown } }).buffer;

@@ -50,11 +50,11 @@ export const lsoftmax = headLoss<LsoftmaxOptions>("lsoftmax", {
 
 /** Options of {@linkcode lSoftmaxBeta}. */
 export interface LSoftmaxBetaOptions {
-  /** @default 100 */
+  /** Beta at step 0. @default 100 */
   start?: number;
-  /** @default 0.99 */
+  /** Factor per step. @default 0.99 */
   decay?: number;
-  /** @default 0 */
+  /** Floor of beta. @default 0 */
   min?: number;
 }
 

@@ -191,9 +191,11 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
   margin?: number;
   /** ArcFace: apply the margin only where cos > 0. @default false */
   easyMargin?: boolean;
-  /** combinedMargin's m1 (1), m2 (0.5), m3 (0). */
+  /** combinedMargin's multiplicative angular margin m1. @default 1 */
   m1?: number;
+  /** combinedMargin's additive angular margin m2. @default 0.5 */
   m2?: number;
+  /** combinedMargin's additive cosine margin m3. @default 0 */
   m3?: number;
 }
 

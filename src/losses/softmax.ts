@@ -67,12 +67,15 @@ const then = <T, U>(r: T | Promise<T>, f: (t: T) => U): U | Promise<U> => (r ins
 
 /** A transform's three methods; they return Promises exactly when the kernel does. */
 export interface SoftmaxMethods<W extends "sync" | "async"> {
+  /** The transformed rows `{ output }`. */
   forward(inputs: SoftmaxInputs, options?: SoftmaxOptions): W extends "sync" ? SoftmaxOutput : Promise<SoftmaxOutput>;
+  /** The vector-Jacobian product with `upstream [N, C]`, as `{ x }`. */
   backward(
     inputs: SoftmaxInputs,
     options: SoftmaxOptions | undefined,
     upstream: Upstream,
   ): W extends "sync" ? SoftmaxGrads : Promise<SoftmaxGrads>;
+  /** Both: `{ output, grads: { x } }`. */
   valueAndGrad(
     inputs: SoftmaxInputs,
     options: SoftmaxOptions | undefined,

@@ -50,13 +50,13 @@ export const sphereface = headLoss<SpherefaceOptions>("sphereface", {
 
 /** Options of {@linkcode sphereFaceLambda}. */
 export interface SphereFaceLambdaOptions {
-  /** @default 1000 */
+  /** Lambda at step 0. @default 1000 */
   base?: number;
-  /** @default 0.12 */
+  /** Decay rate of `(1 + gamma * step)`. @default 0.12 */
   gamma?: number;
-  /** @default 1 */
+  /** Exponent of the decay. @default 1 */
   power?: number;
-  /** @default 5 */
+  /** Floor of lambda. @default 5 */
   min?: number;
 }
 

@@ -376,6 +376,7 @@ export class WasmMatrix implements Matrix {
   #ptr: number;
   #view: Float32Array;
 
+  /** Allocates a `[rows, cols]` matrix in `rt`'s memory (use `alloc`). */
   constructor(rt: Runtime, shape: readonly [number, number]) {
     this.#rt = rt;
     this.shape = shape;
@@ -398,6 +399,7 @@ export class WasmMatrix implements Matrix {
     this.#ptr = -1;
   }
 
+  /** Frees the matrix at the end of a `using` block. */
   [Symbol.dispose](): void {
     this.free();
   }
