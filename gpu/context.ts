@@ -282,6 +282,20 @@ export class GpuContext {
   }
 }
 
+/**
+ * Checks that a caller's output buffer lives where the outputs go: on the GPU when an
+ * input is GPU-resident, else on the host.
+ */
+export function checkOut(name: string, out: { buffer?: unknown } | null | undefined, resident: boolean): void {
+  if (out && (out.buffer !== undefined) !== resident) {
+    throw new TypeError(
+      `Expected options.out.${name} to be ${
+        resident ? "a GPU matrix { buffer, shape } (the inputs are on the GPU)" : "{ data: Float32Array, shape }"
+      }, got ${resident ? "a Float32Array" : "a GPUBuffer"}`,
+    );
+  }
+}
+
 /** One row kernel's dispatch over a problem of `n` rows of `c` columns. */
 export interface RowJob {
   kernel: KernelName;
@@ -322,15 +336,7 @@ export async function runRows(ctx: GpuContext, job: RowJob): Promise<{ rows: Flo
     );
   }
   const resident = job.ins.some((d) => onDevice(d));
-  job.outs.forEach((o) => {
-    if (o?.out && (o.out.buffer !== undefined) !== resident) {
-      throw new TypeError(
-        `Expected options.out.${o.name} to be ${
-          resident ? "a GPU matrix { buffer, shape } (the inputs are on the GPU)" : "{ data: Float32Array, shape }"
-        }, got ${resident ? "a Float32Array" : "a GPUBuffer"}`,
-      );
-    }
-  });
+  for (const o of job.outs) if (o) checkOut(o.name, o.out, resident);
   const device = ctx.device;
   const temps: GPUBuffer[] = [];
   const keep = <T extends GPUBuffer>(b: T) => (temps.push(b), b);

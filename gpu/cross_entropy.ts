@@ -8,7 +8,7 @@
 import type { HardLabelProblem } from "../src/losses/cross_entropy.ts";
 import type { Raw } from "../src/loss.ts";
 import { DeviceValues, onDevice } from "../src/validate.ts";
-import { F, type GpuContext, type Params, runRows } from "./context.ts";
+import { checkOut, F, type GpuContext, type Params, runRows } from "./context.ts";
 
 /** Row losses and gradient of a hard-label problem on the GPU. */
 export async function hardLabel(ctx: GpuContext, p: HardLabelProblem): Promise<Raw> {
@@ -69,9 +69,7 @@ async function longRows(
   const { n, c } = p;
   const seg = ctx.segment, nseg = Math.ceil(c / seg);
   const resident = onDevice(p.logits);
-  if (p.out && (p.out.data === undefined) !== resident) {
-    throw new TypeError(`Expected options.out.${name} to match where the inputs are (host or GPU)`);
-  }
+  checkOut(name, p.out as { buffer?: unknown } | null, resident);
   await ctx.checkFinite(p.logits);
   const temps: GPUBuffer[] = [];
   const keep = (b: GPUBuffer) => (temps.push(b), b);

@@ -29,7 +29,7 @@
 import type { Raw } from "../src/loss.ts";
 import type { HeadProblem } from "../src/losses/margin_head.ts";
 import { DeviceValues, onDevice } from "../src/validate.ts";
-import { F, type GpuContext, type KernelName, type Params } from "./context.ts";
+import { checkOut, F, type GpuContext, type KernelName, type Params } from "./context.ts";
 
 /** Row stride of the per-row values (gpu/margin_head.wgsl's row_v). */
 const RS = 16;
@@ -66,16 +66,8 @@ export async function head(ctx: GpuContext, p: HeadProblem): Promise<Raw> {
   const { n, c, d } = p;
   await ctx.checkFinite(p.x, p.W);
   const resident = onDevice(p.x) || onDevice(p.W);
-  for (const [name, out] of [["x", p.outX], ["W", p.outW]] as const) {
-    const gpuOut = out !== null && (out as { buffer?: unknown }).buffer !== undefined;
-    if (out && gpuOut !== resident) {
-      throw new TypeError(
-        `Expected options.out.${name} to be ${
-          resident ? "a GPU matrix { buffer, shape } (the inputs are on the GPU)" : "{ data: Float32Array, shape }"
-        }, got ${resident ? "a Float32Array" : "a GPUBuffer"}`,
-      );
-    }
-  }
+  checkOut("x", p.outX as { buffer?: unknown } | null, resident);
+  checkOut("W", p.outW as { buffer?: unknown } | null, resident);
   const tooLarge = (what: string, bytes: number, limit: string, max: number) =>
     new RangeError(`Expected ${what} (${bytes} bytes) to fit ${limit} (${max} bytes)`);
   if (n * d * 4 > ctx.maxBinding) {

@@ -21,7 +21,6 @@ import { softmaxTransform } from "./softmax.ts";
 /** The WebGPU kernels of a context. */
 export function webgpuKernels(ctx: GpuContext): Kernels {
   const rows = (p: Parameters<typeof hardLabel>[1]) => hardLabel(ctx, p);
-  const todo = (name: string) => () => Promise.reject(new Error(`${name} is not implemented on webgpu yet`));
   return {
     crossEntropy: rows,
     focal: rows,
@@ -40,7 +39,7 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
   };
 }
 
-/** Why no WebGPU adapter can be used here, or null when one can. */
+/** The adapter found, or null with the reason. */
 export interface Adapter {
   adapter: GPUAdapter | null;
   /** What was found: the adapter's description, or why there is none. */
