@@ -105,14 +105,16 @@ export function transpose(src: usize, rows: i32, cols: i32, dst: usize): void {
 }
 
 /**
- * out[i, j] = x_i . w_j - off[i] / b[j]: dot products in float64 (the products of float32
- * values are exact there), offset before rounding to float32. For logits that may be large (SphereFace,
- * L-Softmax with long embeddings): with off the row's running maximum, z - max is small
- * and exact wherever a probability matters, which a float32 logit of 1e4 (good to 6e-4)
- * is not. x [rows, d], w [cols, d] (rows of W), off [rows] float64, b [cols] float32 (the
+ * out[i, j] = (x_i . w_j b64[j] - off[i]) / b[j]: dot products in float64 (the products of
+ * float32 values are exact there), scaled and offset before rounding to float32. For logits
+ * that may be large (SphereFace, L-Softmax with long embeddings): with off the row's running
+ * maximum, z - max is small and exact wherever a probability matters, which a float32 logit
+ * of 1e4 (good to 6e-4) is not; and the kernels' out * b is z - max with the column scale
+ * b64 exact (b [cols] float32 alone would move a logit of 5000 by 3e-4). x [rows, d],
+ * w [cols, d] (rows of W), off [rows] float64, b [cols] float32 and b64 [cols] float64 (the
  * heads' column scale), out [rows, cols]. Tiles of 2 x 2 dot products.
  */
-export function dots64(out: usize, x: usize, rows: i32, w: usize, cols: i32, d: i32, off: usize, b: usize): void {
+export function dots64(out: usize, x: usize, rows: i32, w: usize, cols: i32, d: i32, off: usize, b: usize, b64: usize): void {
   const rowBytes = (<usize>d) << 2;
   for (let i = 0; i < rows; i += 2) {
     const two = i + 1 < rows;
@@ -141,13 +143,14 @@ export function dots64(out: usize, x: usize, rows: i32, w: usize, cols: i32, d: 
         s00 += xa * wa; s01 += xa * wb; s10 += xb * wa; s11 += xb * wb;
       }
       const g0 = <f64>load<f32>(b + ((<usize>j) << 2)), g1 = pair ? <f64>load<f32>(b + ((<usize>j + 1) << 2)) : 1;
+      const h0 = load<f64>(b64 + ((<usize>j) << 3)), h1 = pair ? load<f64>(b64 + ((<usize>j + 1) << 3)) : 1;
       const o0 = out + ((<usize>(i * cols + j)) << 2);
-      store<f32>(o0, <f32>(s00 - f0 / g0));
-      if (pair) store<f32>(o0 + 4, <f32>(s01 - f0 / g1));
+      store<f32>(o0, <f32>((s00 * h0 - f0) / g0));
+      if (pair) store<f32>(o0 + 4, <f32>((s01 * h1 - f0) / g1));
       if (two) {
         const o1 = o0 + ((<usize>cols) << 2);
-        store<f32>(o1, <f32>(s10 - f1 / g0));
-        if (pair) store<f32>(o1 + 4, <f32>(s11 - f1 / g1));
+        store<f32>(o1, <f32>((s10 * h0 - f1) / g0));
+        if (pair) store<f32>(o1 + 4, <f32>((s11 * h1 - f1) / g1));
       }
     }
   }

@@ -348,16 +348,15 @@ describe("sphereface", () => {
     for (const b of backends) {
       if (b === reference) continue;
       describe(b.name, () => {
-        it("logits up to ~1e4: finite, and within the documented 2e-5 of the reference", {
+        it("logits up to ~1e4: finite, and within SPEC's bound of the reference", {
           skip: missing("sphereface", [reference, b]),
         }, async () => {
-          // Logits this large are summed in float64 and held relative to each row's maximum, but the
-          // probabilities are float32 (exp good to 1.7e-7): a weight gradient summing terms of size
-          // p ||x|| that cancel across samples can magnify that past SPEC's 1e-5 at |z| ~ 1e4, so
-          // these cases use the documented 2e-5 (README "Decisions").
+          // Logits this large are summed in float64 and held relative to each row's maximum, with
+          // the column scale 1/||W_j|| in float64 too (rounded to float32 it moved a logit of 5000 by
+          // 3e-4 and the gradients up to 4x past SPEC's bound).
           const sf = lossOf(b, "sphereface")!, ref = lossOf(reference, "sphereface")!;
           const rng = new Rng(10000);
-          for (const [n, d, c] of [[9, 3, 300], [5, 16, 37]]) {
+          for (const [n, d, c] of [[9, 3, 300], [5, 16, 37], [2, 8, 300]]) {
             const W = randomClassRows(rng, c, d);
             const labels = randomLabels(rng, n, c, 0.2);
             const x = alignedRows(rng, W, labels, randomVector(rng, n, -1, 1), randomVector(rng, n, 100, 1e4));
@@ -367,9 +366,9 @@ describe("sphereface", () => {
               const label = `D ${d} C ${c} ${JSON.stringify(o)}`;
               assertFinite(r.grads.x.data, `${label} grads.x`, r.grads.x.shape);
               assertFinite(r.grads.W.data, `${label} grads.W`, r.grads.W.shape);
-              assertLossClose(r.loss as Any, e.loss as Any, `${label} loss`, 2e-5);
-              assertGradClose(r.grads.x, e.grads.x.data, `${label} grads.x`, 2e-5);
-              assertGradClose(r.grads.W, e.grads.W.data, `${label} grads.W`, 2e-5);
+              assertLossClose(r.loss as Any, e.loss as Any, `${label} loss`);
+              assertGradClose(r.grads.x, e.grads.x.data, `${label} grads.x`);
+              assertGradClose(r.grads.W, e.grads.W.data, `${label} grads.W`);
             }
           }
         });

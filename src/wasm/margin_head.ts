@@ -10,7 +10,7 @@
  * @module
  */
 import type { Raw } from "../loss.ts";
-import type { HeadProblem } from "../losses/margin_head.ts";
+import { type HeadProblem, norm } from "../losses/margin_head.ts";
 import { Layout, runtime } from "./runtime.ts";
 
 /** Classes per chunk: [N, 128] blocks and [128, D] slices of W stay in L2 for typical N and D. */
@@ -44,6 +44,7 @@ export function head(p: HeadProblem): Raw {
     labels: lay.add(n * 4),
     a: lay.add(n * 4),
     b: lay.add(B * 4),
+    b64: lay.add(B * 8),
     WJ: lay.add(B * d * 4),
     WT: lay.add(d * B * 4),
     S: lay.add(n * B * 4),
@@ -88,12 +89,18 @@ export function head(p: HeadProblem): Raw {
   const chunk = (j0: number, cols: number) => {
     f32("WJ", cols * d).set(p.W.subarray(j0 * d, (j0 + cols) * d));
     k.head_prep(ptr("WJ"), cols, d, p.normW ? 1 : 0, ptr("b"), ptr("WT"));
+    // The precise logits take the column scale in float64 (dots64).
+    if (precise) {
+      f64("b64", cols).set(
+        Float64Array.from({ length: cols }, (_, j) => p.normW ? 1 / Math.max(norm(p.W, (j0 + j) * d, d), EPS) : 1),
+      );
+    }
     dots(cols);
   };
   const dots = (cols: number) => {
     if (!precise) return k.gemm(ptr("S"), cols, n, cols, d, ptr("X"), d, 1, ptr("WT"), cols, 0);
     f64("off", n).set(M);
-    k.dots64(ptr("S"), ptr("X"), n, ptr("WJ"), cols, d, ptr("off"), ptr("b"));
+    k.dots64(ptr("S"), ptr("X"), n, ptr("WJ"), cols, d, ptr("off"), ptr("b"), ptr("b64"));
   };
   for (let j0 = 0; j0 < c; j0 += B) {
     const cols = Math.min(B, c - j0);

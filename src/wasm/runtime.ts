@@ -81,7 +81,17 @@ export interface Exports {
     lds: number,
     accumulate: number,
   ): void;
-  dots64(out: number, x: number, rows: number, w: number, cols: number, d: number, off: number, b: number): void;
+  dots64(
+    out: number,
+    x: number,
+    rows: number,
+    w: number,
+    cols: number,
+    d: number,
+    off: number,
+    b: number,
+    b64: number,
+  ): void;
   head_chunk_max(S: number, n: number, cols: number, j0: number, labels: number, b: number, out: number): void;
   gemm_tn64(
     out: number,

@@ -359,8 +359,7 @@ function randomHead(rng: Rng, n: number, c: number, d: number, scale: number, o:
 
 /**
  * The largest row norm of x in SphereFace's and L-Softmax's random problems (their logits are
- * `||x|| ||W_j|| cos`, up to about twice this here): SPEC's 1e-5 bound holds to here; the
- * "large logits" tests check logits up to 1e4 against the documented 2e-5.
+ * `||x|| ||W_j|| cos`, up to about twice this here); the "large logits" tests go to 1e4.
  */
 export const ANGULAR_X_NORM_CAP = 2500;
 
