@@ -32,8 +32,27 @@ function paramFields(): [string, string][] {
   return fields;
 }
 
+/**
+ * The flag bits the shaders declare (`const F_NAME: u32 = Nu;`, `const MH_NAME: ...`), by
+ * prefix, so the host's flags are the shaders' own.
+ */
+function flags(): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = { F: {}, MH: {} };
+  for (const f of ["common.wgsl", ...kernels]) {
+    for (const m of readFileSync(join(dir, f), "utf8").matchAll(/^const (F|MH)_(\w+): u32 = (\d+)u;/gm)) {
+      const [, prefix, name, value] = m;
+      if (out[prefix][name] !== undefined && out[prefix][name] !== Number(value)) {
+        throw new Error(`gpu/${f}: ${prefix}_${name} is ${value} here and ${out[prefix][name]} elsewhere`);
+      }
+      out[prefix][name] = Number(value);
+    }
+  }
+  return out;
+}
+
 function render(hash: string): string {
   const fields = paramFields();
+  const { F, MH } = flags();
   const shaders = kernels.map((f) => {
     const name = f.replace(/\.wgsl$/, "");
     const src = `${common}\n// ---- ${f}\n${readFileSync(join(dir, f), "utf8")}`;
@@ -43,6 +62,10 @@ function render(hash: string): string {
 // source-hash: ${hash}
 /** The fields of the uniform struct \`Params\` (gpu/common.wgsl), in order, 4 bytes each. */
 export const PARAMS = ${JSON.stringify(Object.fromEntries(fields.map(([n, t], i) => [n, [i, t]])))} as const;
+/** The shaders' \`F_*\` flag bits of \`Params.flags\` (gpu/common.wgsl). */
+export const F = ${JSON.stringify(F)} as const;
+/** The heads' own \`MH_*\` flag bits (gpu/margin_head*.wgsl). */
+export const MH = ${JSON.stringify(MH)} as const;
 /** Bytes of \`Params\`, rounded up to 16. */
 export const PARAMS_BYTES = ${Math.ceil((fields.length * 4) / 16) * 16};
 /** Each kernel's WGSL: gpu/common.wgsl, then the kernel's file. */

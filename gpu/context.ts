@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { PARAMS, PARAMS_BYTES, SHADERS } from "./generated.ts";
+import { F, PARAMS, PARAMS_BYTES, SHADERS } from "./generated.ts";
 import { DeviceValues, onDevice } from "../src/validate.ts";
 import * as v from "../src/validate.ts";
 
@@ -18,8 +18,8 @@ export type ParamName = keyof typeof PARAMS;
 /** Values of `Params` for one dispatch (absent fields are 0). */
 export type Params = Partial<Record<ParamName, number>>;
 
-/** The bit flags of `Params.flags` (gpu/common.wgsl). */
-export const F = { GRAD: 1, CLAMP: 2, WEIGHT: 4, TARGET: 8, LOG: 16, GRAD_B: 32 } as const;
+/** The bit flags of `Params.flags`, as gpu/common.wgsl declares them. */
+export { F };
 
 /**
  * The error of a call on a lost WebGPU device (driver reset, `device.destroy()`, the

@@ -2,6 +2,10 @@
 // source-hash: ab9b881af73f93812e3c8ed464bd0f6b9d89376f59c1fa8373fe16bb2bc22684
 /** The fields of the uniform struct `Params` (gpu/common.wgsl), in order, 4 bytes each. */
 export const PARAMS = {"n":[0,"u32"],"c":[1,"u32"],"d":[2,"u32"],"row0":[3,"u32"],"a_off":[4,"u32"],"b_off":[5,"u32"],"g_off":[6,"u32"],"h_off":[7,"u32"],"flags":[8,"u32"],"k":[9,"u32"],"rs_in":[10,"u32"],"rs_out":[11,"u32"],"eps":[12,"f32"],"gamma":[13,"f32"],"scale":[14,"f32"],"wsum":[15,"f32"],"temp":[16,"f32"],"alpha":[17,"f32"],"f0":[18,"f32"],"f1":[19,"f32"],"col0":[20,"u32"],"seg":[21,"u32"],"nseg":[22,"u32"],"row_c":[23,"u32"]} as const;
+/** The shaders' `F_*` flag bits of `Params.flags` (gpu/common.wgsl). */
+export const F = {"GRAD":1,"CLAMP":2,"WEIGHT":4,"TARGET":8,"LOG":16,"GRAD_B":32} as const;
+/** The heads' own `MH_*` flag bits (gpu/margin_head*.wgsl). */
+export const MH = {"LABEL":256,"SKIP_LABEL":512,"NORMX":64,"NORMW":128} as const;
 /** Bytes of `Params`, rounded up to 16. */
 export const PARAMS_BYTES = 96;
 /** Each kernel's WGSL: gpu/common.wgsl, then the kernel's file. */

@@ -30,11 +30,10 @@ import type { Raw } from "../src/loss.ts";
 import type { HeadProblem } from "../src/losses/margin_head.ts";
 import { DeviceValues, onDevice } from "../src/validate.ts";
 import { checkOut, F, type GpuContext, type KernelName, type Params } from "./context.ts";
+import { MH } from "./generated.ts";
 
 /** Row stride of the per-row values (gpu/margin_head.wgsl's row_v). */
 const RS = 16;
-/** Kernel flags beside F (gpu/margin_head*.wgsl). */
-const MH = { NORMX: 64, NORMW: 128, LABEL: 256, SKIP_LABEL: 512 } as const;
 /** Logit bound above which the dot products are taken in double-float32 (the CPU's PRECISE_ABOVE). */
 const PRECISE_ABOVE = 256;
 /** Bytes of the du block the backward aims for (when larger than N * D floats). */
