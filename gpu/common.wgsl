@@ -68,6 +68,42 @@ fn wg_max(v: f32, t: u32) -> f32 {
   return r;
 }
 
+var<workgroup> redu: array<u32, WG>;
+
+// Minimum of v over the workgroup. Call from uniform control flow.
+fn wg_min_u32(v: u32, t: u32) -> u32 {
+  redu[t] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (t < s) { redu[t] = min(redu[t], redu[t + s]); }
+    workgroupBarrier();
+  }
+  let r = redu[0];
+  workgroupBarrier();
+  return r;
+}
+
+// Float pairs (the heads' exact sums and products). A uniform zero (each entry point sets
+// it from P.h_off = 0): x ^ zero hides x's origin from the compiler, which would otherwise
+// simplify two-sum's (a + b) - a to b (llvmpipe does).
+var<private> zero: u32;
+fn opq(v: f32) -> f32 { return bitcast<f32>(bitcast<u32>(v) ^ zero); }
+fn opq4(v: vec4<f32>) -> vec4<f32> { return bitcast<vec4<f32>>(bitcast<vec4<u32>>(v) ^ vec4<u32>(zero)); }
+
+// a + b = s + e exactly.
+fn two_sum(a: f32, b: f32) -> vec2<f32> {
+  let s = opq(a + b);
+  let bp = opq(s - a);
+  return vec2<f32>(s, (a - (s - bp)) + (b - bp));
+}
+
+// v = hi + lo, hi rounded to 12 significant bits (|lo| <= 2^-12 |v|): products of halves
+// are exact (Veltkamp's split, by the bits).
+fn split(v: f32) -> vec2<f32> {
+  let h = bitcast<f32>((bitcast<u32>(v) + 0x800u) & 0xfffff000u);
+  return vec2<f32>(h, v - h);
+}
+
 // Natural logarithm good to about 1 ulp (WGSL's builtin promises only an absolute
 // 2^-21 near 1): x = f 2^e with f in [sqrt(1/2), sqrt(2)), log f = 2 atanh(s),
 // s = (f - 1) / (f + 1), |s| < 0.172, by its odd series to s^9. x > 0, finite.

@@ -27,30 +27,17 @@
  * @module
  */
 import type { Raw } from "../src/loss.ts";
-import type { HeadProblem } from "../src/losses/margin_head.ts";
+import { type HeadProblem, maxNorm, PRECISE_ABOVE } from "../src/losses/margin_head.ts";
 import { DeviceValues, onDevice } from "../src/validate.ts";
 import { checkOut, F, type GpuContext, type KernelName, type Params } from "./context.ts";
 import { MH } from "./generated.ts";
 
 /** Row stride of the per-row values (gpu/margin_head.wgsl's row_v). */
 const RS = 16;
-/** Logit bound above which the dot products are taken in double-float32 (the CPU's PRECISE_ABOVE). */
-const PRECISE_ABOVE = 256;
 /** Bytes of the du block the backward aims for (when larger than N * D floats). */
 const BLOCK_BYTES = 1 << 24;
 const EPS = 1e-12;
 const TILE = 64;
-
-/** The largest row norm of a host [rows, d] matrix. */
-function maxNorm(data: Float32Array, rows: number, d: number): number {
-  let best = 0;
-  for (let r = 0; r < rows; r++) {
-    let s = 0;
-    for (let k = r * d; k < (r + 1) * d; k++) s += data[k] * data[k];
-    best = Math.max(best, s);
-  }
-  return Math.sqrt(best);
-}
 
 /** A float64 value as a float32 pair hi + lo. */
 function pair(out: Float32Array, at: number, v: number): void {

@@ -48,26 +48,8 @@ var<workgroup> rowm: array<f32, 64>;
 // acc[2 r + c / 4][c % 4] (+ acl[..], precise) = x_row . W_class.
 var<private> acc: array<vec4<f32>, 16>;
 var<private> acl: array<vec4<f32>, 16>;
-// A uniform zero: x ^ zero hides x's origin from the compiler, which would otherwise
-// simplify two-sum's (a + b) - a to b.
-var<private> zero: u32;
 
-fn opq(v: f32) -> f32 { return bitcast<f32>(bitcast<u32>(v) ^ zero); }
-fn opq4(v: vec4<f32>) -> vec4<f32> { return bitcast<vec4<f32>>(bitcast<vec4<u32>>(v) ^ vec4<u32>(zero)); }
 
-// a + b = s + e exactly.
-fn two_sum(a: f32, b: f32) -> vec2<f32> {
-  let s = opq(a + b);
-  let bp = opq(s - a);
-  return vec2<f32>(s, (a - (s - bp)) + (b - bp));
-}
-
-// v = hi + lo, hi rounded to 12 significant bits (|lo| <= 2^-12 |v|): products of halves
-// are exact (Veltkamp's split, by the bits).
-fn split(v: f32) -> vec2<f32> {
-  let h = bitcast<f32>((bitcast<u32>(v) + 0x800u) & 0xfffff000u);
-  return vec2<f32>(h, v - h);
-}
 
 fn gemm_plain(i0: u32, j0: u32, t: u32) {
   let ty = t >> 3u;

@@ -26,13 +26,6 @@ const TK: u32 = 16u;
 var<workgroup> As: array<vec4<f32>, 256>;
 var<workgroup> Bs: array<vec4<f32>, 256>;
 
-var<private> zero: u32;
-fn opq(v: f32) -> f32 { return bitcast<f32>(bitcast<u32>(v) ^ zero); }
-fn two_sum(a: f32, b: f32) -> vec2<f32> {
-  let s = opq(a + b);
-  let bp = opq(s - a);
-  return vec2<f32>(s, (a - (s - bp)) + (b - bp));
-}
 
 // The 8 x 8 block of invocation t (rows 8 (t >> 3) + r, columns 8 (t & 7) + c):
 // out[2 r + c / 4][c % 4] += A B over the tiles in workgroup memory.

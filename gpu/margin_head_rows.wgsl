@@ -28,22 +28,6 @@
 const MH_NORMX: u32 = 64u;
 const MH_NORMW: u32 = 128u;
 
-var<private> zero: u32;
-fn opq(v: f32) -> f32 { return bitcast<f32>(bitcast<u32>(v) ^ zero); }
-
-fn two_sum(a: f32, b: f32) -> vec2<f32> {
-  let s = opq(a + b);
-  let bp = opq(s - a);
-  return vec2<f32>(s, (a - (s - bp)) + (b - bp));
-}
-
-// v = hi + lo, hi rounded to 12 significant bits (|lo| <= 2^-12 |v|): products of halves
-// are exact (Veltkamp's split, by the bits).
-fn split(v: f32) -> vec2<f32> {
-  let h = bitcast<f32>((bitcast<u32>(v) + 0x800u) & 0xfffff000u);
-  return vec2<f32>(h, v - h);
-}
-
 // a * b = p + e exactly (Dekker; p hidden from the compiler, which could otherwise fuse
 // a * b into the subtraction).
 fn two_prod(a: f32, b: f32) -> vec2<f32> {

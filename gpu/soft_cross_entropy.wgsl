@@ -17,20 +17,6 @@
 @group(0) @binding(6) var<storage, read> row_in: array<f32>;
 @group(0) @binding(8) var<storage, read_write> row_out: array<f32>;
 
-var<workgroup> redu: array<u32, WG>;
-
-// Minimum of v over the workgroup. Call from uniform control flow.
-fn wg_min_u32(v: u32, t: u32) -> u32 {
-  redu[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (t < s) { redu[t] = min(redu[t], redu[t + s]); }
-    workgroupBarrier();
-  }
-  let r = redu[0];
-  workgroupBarrier();
-  return r;
-}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {

@@ -10,20 +10,6 @@
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> g: array<f32>;
 
-var<workgroup> redu: array<u32, WG>;
-
-// Minimum of v over the workgroup. Call from uniform control flow.
-fn wg_min_u32(v: u32, t: u32) -> u32 {
-  redu[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (t < s) { redu[t] = min(redu[t], redu[t + s]); }
-    workgroupBarrier();
-  }
-  let r = redu[0];
-  workgroupBarrier();
-  return r;
-}
 
 // The row maximum and sum_j e^(a_j - m).
 fn max_sum(xa: u32, c: u32, t: u32) -> vec2<f32> {

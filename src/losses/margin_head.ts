@@ -91,6 +91,20 @@ export function norm(data: Float32Array, off: number, len: number): number {
   return Math.sqrt(s);
 }
 
+/**
+ * Above this bound on the logits (`max ||x|| max ||W_j||`, x not normalised) every backend
+ * takes the heads' dot products "precisely": float64 on the CPU, float pairs on the GPU,
+ * held relative to each row's maximum.
+ */
+export const PRECISE_ABOVE = 256;
+
+/** The largest row norm of a `[rows, d]` matrix, in float64. */
+export function maxNorm(data: Float32Array, rows: number, d: number): number {
+  let best = 0;
+  for (let r = 0; r < rows; r++) best = Math.max(best, norm(data, r * d, d));
+  return best;
+}
+
 /** How a head is built: which sides are normalised, the scale, and its target. */
 export interface HeadKind<O> {
   normX: boolean;

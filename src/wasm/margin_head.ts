@@ -10,28 +10,12 @@
  * @module
  */
 import type { Raw } from "../loss.ts";
-import { type HeadProblem, norm } from "../losses/margin_head.ts";
+import { type HeadProblem, maxNorm, norm, PRECISE_ABOVE } from "../losses/margin_head.ts";
 import { Layout, runtime } from "./runtime.ts";
 
 /** Classes per chunk: [N, 128] blocks and [128, D] slices of W stay in L2 for typical N and D. */
 const CHUNK = 128;
 const EPS = 1e-12;
-/**
- * Above this bound on the logits (max ||x|| max ||W_j||, x not normalised) the dot products
- * are summed in float64 and held relative to each row's maximum (`dots64`).
- */
-const PRECISE_ABOVE = 256;
-
-/** The largest row norm of a [rows, d] matrix. */
-function maxNorm(data: Float32Array, rows: number, d: number): number {
-  let best = 0;
-  for (let r = 0; r < rows; r++) {
-    let s = 0;
-    for (let k = r * d; k < (r + 1) * d; k++) s += data[k] * data[k];
-    best = Math.max(best, s);
-  }
-  return Math.sqrt(best);
-}
 
 /** Row losses and gradients of an embedding head on the WebAssembly backend. */
 export function head(p: HeadProblem): Raw {
