@@ -68,9 +68,23 @@ fn wg_max(v: f32, t: u32) -> f32 {
   return r;
 }
 
+// Below every finite float32: the start of a running maximum.
+const NEG: f32 = -3.4028235e38;
+
+// One more logit into an invocation's online (max, sum of e^(z - max)).
+fn online(mt: ptr<function, f32>, st: ptr<function, f32>, z: f32) {
+  if (z > *mt) {
+    *st = *st * exp(*mt - z) + 1.0;
+    *mt = z;
+  } else {
+    *st += exp(z - *mt);
+  }
+}
+
 var<workgroup> redu: array<u32, WG>;
 
-// Minimum of v over the workgroup. Call from uniform control flow.
+// Minimum of v over the workgroup (first indices: an invocation's candidate, or
+// 0xffffffff for none). Call from uniform control flow.
 fn wg_min_u32(v: u32, t: u32) -> u32 {
   redu[t] = v;
   workgroupBarrier();

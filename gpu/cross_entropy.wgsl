@@ -22,8 +22,6 @@
 @group(0) @binding(7) var<storage, read> cls: array<f32>;
 @group(0) @binding(8) var<storage, read_write> row_out: array<f32>;
 
-const NEG: f32 = -3.4028235e38;
-
 fn logit_of(x: f32) -> f32 {
   return P.scale * select(x, clamp(x, -1.0, 1.0), (P.flags & F_CLAMP) != 0u);
 }
@@ -38,16 +36,6 @@ fn label_logit(i: u32, xy: f32) -> vec2<f32> {
   if ((P.flags & F_TARGET) != 0u) { return vec2(row_in[i * P.rs_in + 1u], row_in[i * P.rs_in + 2u]); }
   let xc = select(xy, clamp(xy, -1.0, 1.0), (P.flags & F_CLAMP) != 0u);
   return vec2(P.scale * xc, select(0.0, P.scale, xc == xy));
-}
-
-// One more logit into an invocation's online (max, sum of e^(z - max)).
-fn online(mt: ptr<function, f32>, st: ptr<function, f32>, z: f32) {
-  if (z > *mt) {
-    *st = *st * exp(*mt - z) + 1.0;
-    *mt = z;
-  } else {
-    *st += exp(z - *mt);
-  }
 }
 
 // The row loss and the gradient coefficients dz_j = ca p_j - cu w_j (j != y), dz_y = cb,

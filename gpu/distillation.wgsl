@@ -57,23 +57,28 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let invT = P.f0;
   let y = labels[i];
 
-  var lms = -3.4028235e38;
-  var lmt = -3.4028235e38;
-  for (var j = t; j < c; j += WG) {
-    lms = max(lms, a[sa + j]);
-    lmt = max(lmt, b[tb + j]);
-  }
-  let ms = wg_max(lms, t);
-  let mt = wg_max(lmt, t);
-  // The first indices of the maxima (0 for a row of NaN).
+  // The maxima and their first indices (0 for a row of NaN), in one pass: each
+  // invocation's first index of its own maximum, the least of those that reach the row's.
+  var lms = NEG;
+  var lmt = NEG;
   var fs = 0xffffffffu;
   var ft = 0xffffffffu;
   for (var j = t; j < c; j += WG) {
-    if (fs == 0xffffffffu && a[sa + j] == ms) { fs = j; }
-    if (ft == 0xffffffffu && b[tb + j] == mt) { ft = j; }
+    let s = a[sa + j];
+    let u = b[tb + j];
+    if (s > lms) {
+      lms = s;
+      fs = j;
+    }
+    if (u > lmt) {
+      lmt = u;
+      ft = j;
+    }
   }
-  var rs = wg_min_u32(fs, t);
-  var rt = wg_min_u32(ft, t);
+  let ms = wg_max(lms, t);
+  let mt = wg_max(lmt, t);
+  var rs = wg_min_u32(select(0xffffffffu, fs, lms == ms), t);
+  var rt = wg_min_u32(select(0xffffffffu, ft, lmt == mt), t);
   if (rs >= c) { rs = 0u; }
   if (rt >= c) { rt = 0u; }
 

@@ -29,7 +29,6 @@
 @group(0) @binding(6) var<storage, read_write> outv: array<f32>;
 
 const MH_LABEL: u32 = 256u; // grad: store the label's du (W normalised)
-const NEG: f32 = -3.4028235e38;
 const TK: u32 = 16u; // k per step, plain
 const TKP: u32 = 8u; // k per step, precise
 

@@ -139,7 +139,7 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   let i = item(wid, lid);
   if (i >= P.n) { return; }
   let nt = P.k;
-  var r = -3.4028235e38;
+  var r = NEG;
   for (var q = 0u; q < nt; q++) { r = max(r, bitcast<f32>(aux[2u * (i * nt + q)])); }
   var s = vec2<f32>(0.0);
   for (var q = 0u; q < nt; q++) {

@@ -6,7 +6,7 @@
 // The row's argmax r is left out of the sums: with S_o = sum_{c != r} e^(z_c - m),
 // S = 1 + S_o and T p_r - t_r = ((T - t_r) - t_r S_o) / S, accurate when the target puts
 // nearly all its mass where p does.
-// Pass 1 finds the maximum, pass 2 its first index, pass 3 the sums, pass 4 writes the
+// Pass 1 finds the maximum and its first index, pass 2 the sums, pass 3 writes the
 // gradients.
 // row_in: [N, rs_in] = (gradient scale s_i). row_out: [N, rs_out] = (row loss).
 
@@ -27,15 +27,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let tb = P.b_off + r0 * c;
   let grad = (P.flags & F_GRAD) != 0u;
 
-  var mt = -3.4028235e38;
-  for (var j = t; j < c; j += WG) { mt = max(mt, a[za + j]); }
-  let m = wg_max(mt, t);
-  // The first index of the maximum (0 for a row of NaN).
+  // The maximum and its first index (0 for a row of NaN), in one pass: each invocation's
+  // first index of its own maximum, the least of those that reach the row's.
+  var mt = NEG;
   var ft = 0xffffffffu;
   for (var j = t; j < c; j += WG) {
-    if (a[za + j] == m) { ft = j; break; }
+    let z = a[za + j];
+    if (z > mt) {
+      mt = z;
+      ft = j;
+    }
   }
-  var r = wg_min_u32(ft, t);
+  let m = wg_max(mt, t);
+  var r = wg_min_u32(select(0xffffffffu, ft, mt == m), t);
   if (r >= c) { r = 0u; }
 
   var to = 0.0;    // sum of t without r

@@ -10,15 +10,20 @@
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> g: array<f32>;
 
-
-// The row maximum and sum_j e^(a_j - m).
-fn max_sum(xa: u32, c: u32, t: u32) -> vec2<f32> {
-  var mt = -3.4028235e38;
-  for (var j = t; j < c; j += WG) { mt = max(mt, a[xa + j]); }
-  let m = wg_max(mt, t);
+// The row maximum m, sum_j e^(a_j - m) and the first index of the maximum (0xffffffff for
+// a row of NaN), in one pass: an online (max, sum) per invocation, and its first index.
+struct Stats { m: f32, s: f32, r: u32 }
+fn row_stats(xa: u32, c: u32, t: u32) -> Stats {
+  var mt = NEG;
   var st = 0.0;
-  for (var j = t; j < c; j += WG) { st += exp(a[xa + j] - m); }
-  return vec2<f32>(m, wg_sum(st, t));
+  var ft = 0xffffffffu;
+  for (var j = t; j < c; j += WG) {
+    let z = a[xa + j];
+    if (z > mt) { ft = j; }
+    online(&mt, &st, z);
+  }
+  let m = wg_max(mt, t);
+  return Stats(m, wg_sum(st * exp(mt - m), t), wg_min_u32(select(0xffffffffu, ft, mt == m), t));
 }
 
 @compute @workgroup_size(WG)
@@ -30,13 +35,13 @@ fn transform(r: u32, t: u32) {
   let c = P.c;
   let xa = P.a_off + r * c;
   let xg = P.g_off + r * c;
-  let ms = max_sum(xa, c, t);
-  let m = ms.x;
+  let ms = row_stats(xa, c, t);
+  let m = ms.m;
   if ((P.flags & F_LOG) != 0u) {
-    let l = log_(ms.y);
+    let l = log_(ms.s);
     for (var j = t; j < c; j += WG) { g[xg + j] = (a[xa + j] - m) - l; }
   } else {
-    let inv = 1.0 / ms.y;
+    let inv = 1.0 / ms.s;
     for (var j = t; j < c; j += WG) { g[xg + j] = exp(a[xa + j] - m) * inv; }
   }
 }
@@ -46,9 +51,9 @@ fn vjp(r: u32, t: u32) {
   let xa = P.a_off + r * c;
   let ub = P.b_off + r * c;
   let xg = P.g_off + r * c;
-  let ms = max_sum(xa, c, t);
-  let m = ms.x;
-  let inv = 1.0 / ms.y;
+  let ms = row_stats(xa, c, t);
+  let m = ms.m;
+  let inv = 1.0 / ms.s;
   if ((P.flags & F_LOG) != 0u) {
     var ut = 0.0;
     for (var j = t; j < c; j += WG) { ut += b[ub + j]; }
@@ -56,11 +61,7 @@ fn vjp(r: u32, t: u32) {
     for (var j = t; j < c; j += WG) { g[xg + j] = exp(a[xa + j] - m) * k + b[ub + j]; }
   } else {
     // The first index of the maximum (the last for a row of NaN, as softmax_vjp).
-    var ft = 0xffffffffu;
-    for (var j = t; j < c; j += WG) {
-      if (a[xa + j] == m) { ft = j; break; }
-    }
-    let rr = min(wg_min_u32(ft, t), c - 1u);
+    let rr = min(ms.r, c - 1u);
     let ur = b[ub + rr];
     var dt = 0.0;
     for (var j = t; j < c; j += WG) { dt += exp(a[xa + j] - m) * inv * (ur - b[ub + j]); }
