@@ -18,8 +18,7 @@ import { referenceKernels } from "./src/reference/mod.ts";
 import { wasmKernels } from "./src/wasm/mod.ts";
 
 export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
-export { sphereFaceLambda } from "./src/losses/sphereface.ts";
-export { lSoftmaxBeta } from "./src/losses/lsoftmax.ts";
+export * from "./src/schedules.ts";
 export type { SyncLosses } from "./src/losses/mod.ts";
 export * from "./src/types.ts";
 

@@ -46,7 +46,7 @@ import { writeFileSync } from "node:fs";
 import process from "node:process";
 import { js, type Matrix, wasm as wasmSync } from "../cpu.ts";
 import { init, type Losses, WASM_LOGITS_PER_SECOND } from "../mod.ts";
-import { findAdapter, requestDevice } from "../gpu/mod.ts";
+import { findAdapter, requestDevice } from "../src/backend.ts";
 import {
   type ArgSpec,
   type Cell as BaseCell,

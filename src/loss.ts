@@ -1,12 +1,39 @@
 /**
- * The machinery every loss shares: a loss is defined once by how its inputs are
- * checked and prepared (`prepare`) and how a kernel's raw result becomes the public
- * result (`finish`); each backend only supplies the kernel.
+ * The contract every loss fits, and the machinery that binds it to a backend.
+ *
+ * **A loss is defined once** (a {@linkcode LossDef} in `src/losses/`): the keys it
+ * accepts (inputs, options, gradients), the kernel family that computes it, how its
+ * inputs are checked and turned into a problem (`prepare`) and how the kernel's raw
+ * result becomes the public result (`finish`). A backend supplies one function per
+ * kernel family ({@linkcode Kernels}), never per loss, so a loss that reuses a family
+ * touches only its definition, its test and its documentation, and a loss with a new
+ * family adds that family's kernel to each backend.
+ *
+ * **Inputs** are keyed by name. An input is a matrix (`{ data, shape }`, or on WebGPU
+ * `{ buffer, shape }`), a list of matrices (expert logits, expert features: its gradient
+ * is a list in the same order), integer labels or another integer vector/matrix, or
+ * optional; `src/validate.ts` checks each kind with the same error style. Before
+ * `prepare` runs, every input, option and `out` key is checked against the accepted
+ * ones: an unknown key is a `TypeError` that names it and lists the accepted keys.
+ *
+ * **Results** are `{ loss, ...parts }` and, with gradients, `grads` keyed by input
+ * name. A kernel returns per-row (or per-element) values, one array per part; each
+ * part is reduced by {@linkcode reducePart} with its own reduction and denominator (rows
+ * that are not ignored, anchors that have a positive, pairs, classes), and a composite
+ * loss is the weighted sum of its parts' reduced values ({@linkcode weightedSum}),
+ * computed by one kernel that shares the intermediates (one softmax serves every part
+ * that needs it).
+ *
+ * **Other kinds of export**: metrics (`accuracy`) have only `compute` (no gradient, no
+ * `out`); the softmax transforms have an output and a vector-Jacobian product;
+ * schedules and state functions are plain synchronous functions exported by `mod.ts`
+ * and `cpu.ts`, not members of the loss set.
  *
  * @module
  */
-import type { ForwardResult, Loss, Matrix, Upstream, ValueAndGrad } from "./types.ts";
-import { isGpuMatrix, onDevice } from "./validate.ts";
+import type { Kernels } from "./kernels.ts";
+import type { Loss, Matrix, Metric, Reduction, Upstream } from "./types.ts";
+import { isGpuMatrix, keys, onDevice, options as checkOptions, show } from "./validate.ts";
 
 /** What a kernel returns: per-row values (one array per part) and gradients by input name. */
 export interface Raw {
@@ -20,15 +47,72 @@ export interface Prepared {
   readonly grad: boolean;
 }
 
-/** A loss, defined once for every backend. */
-export interface LossDef<I, O, G, P extends Prepared> {
-  readonly name: string;
-  prepare(inputs: I, options: O | undefined, grad: boolean, upstream: Upstream | undefined): P;
-  finish(problem: P, raw: Raw): ForwardResult & { grads: G };
+/** The name of a kernel family (a key of {@linkcode Kernels}). */
+export type KernelName = Exclude<keyof Kernels, "softmax">;
+
+/** The problem a kernel family solves. */
+export type ProblemOf<K extends KernelName> = Parameters<Kernels[K]>[0];
+
+/** The keys a loss or metric accepts. */
+export interface Keys<O> {
+  /** Input names (required and optional). */
+  readonly inputs: readonly string[];
+  /**
+   * Option names besides `checkFinite` and `out`; a function when they depend on
+   * another option (`marginHead`'s `kind`).
+   */
+  readonly options: readonly string[] | ((o: O) => readonly string[]);
 }
 
-/** A backend's kernel for one loss. CPU kernels return synchronously, GPU ones a Promise. */
+/** A loss, defined once for every backend. */
+export interface LossDef<I, O, G, K extends KernelName> extends Keys<O> {
+  readonly name: string;
+  /** The kernel family every backend runs for it. */
+  readonly kernel: K;
+  /** The differentiable inputs: the keys of `grads` and of `options.out`. */
+  readonly grads: readonly string[];
+  prepare(inputs: I, options: O, grad: boolean, upstream: Upstream | undefined): ProblemOf<K>;
+  finish(problem: ProblemOf<K>, raw: Raw): { loss: number | Float32Array; grads: G } & Record<string, unknown>;
+}
+
+/** A metric: a value without a gradient, defined once for every backend. */
+export interface MetricDef<I, O, K extends KernelName> extends Keys<O> {
+  readonly name: string;
+  readonly kernel: K;
+  prepare(inputs: I, options: O): ProblemOf<K>;
+  finish(problem: ProblemOf<K>, raw: Raw): number;
+}
+
+/** A backend's kernel for one family. CPU kernels return synchronously, GPU ones a Promise. */
 export type Kernel<P> = (problem: P) => Raw | Promise<Raw>;
+
+/** A part of a composite loss: per-element values, their reduction and what `"mean"` divides by. */
+export interface Part {
+  readonly values: Float64Array;
+  readonly reduction: Reduction;
+  readonly denominator: number;
+}
+
+/**
+ * Reduces one part: `"sum"` adds its values, `"mean"` divides the sum by the part's own
+ * denominator (0 when the denominator is 0, as an all-ignored batch), `"none"` returns
+ * one float32 value per element.
+ */
+export function reducePart(part: Part): number | Float32Array {
+  const { values, reduction, denominator } = part;
+  if (reduction === "none") return Float32Array.from(values);
+  let total = 0;
+  for (let i = 0; i < values.length; i++) total += values[i];
+  if (reduction === "sum") return total;
+  return denominator === 0 ? 0 : total / denominator;
+}
+
+/** A composite loss's value: `sum_k weight_k * value_k` over its reduced parts. */
+export function weightedSum(terms: readonly (readonly [weight: number, value: number])[]): number {
+  let total = 0;
+  for (const [w, value] of terms) if (w !== 0) total += w * value;
+  return total;
+}
 
 /**
  * A matrix result `{ data, shape }`, or `{ buffer, shape }` when a WebGPU kernel left
@@ -39,14 +123,22 @@ export function result(data: Float32Array, rows: number, cols: number): Matrix {
   return { data, shape: [rows, cols] };
 }
 
+/** Whether a value holds GPU-resident data at any depth (problem fields, lists, nested objects). */
+export function holdsDevice(value: unknown, depth = 0): boolean {
+  if (onDevice(value) || isGpuMatrix(value)) return true;
+  if (typeof value !== "object" || value === null || ArrayBuffer.isView(value) || depth > 4) return false;
+  const items = Array.isArray(value) ? value : Object.values(value);
+  return items.some((item) => holdsDevice(item, depth + 1));
+}
+
 /**
- * Guards a CPU kernel: a problem holding GPU-resident values is refused with a
- * `TypeError` before any work.
+ * Guards a CPU kernel: a problem holding GPU-resident values anywhere (a field, a list
+ * of matrices, a nested object) is refused with a `TypeError` before any work.
  */
 export function hostOnly<P extends object, R>(kernel: (p: P) => R, backend: string): (p: P) => R {
   return (p) => {
     for (const [k, value] of Object.entries(p)) {
-      if (onDevice(value) || isGpuMatrix(value)) {
+      if (holdsDevice(value)) {
         throw new TypeError(
           `Expected every input to be a matrix { data: Float32Array, shape } on the ${backend} backend, got a GPUBuffer (${k}); GPU-resident inputs need init({ backend: "webgpu" })`,
         );
@@ -56,32 +148,73 @@ export function hostOnly<P extends object, R>(kernel: (p: P) => R, backend: stri
   };
 }
 
-function split<G>(r: ForwardResult & { grads: G }): ForwardResult {
-  return r.parts === undefined ? { loss: r.loss } : { loss: r.loss, parts: r.parts };
+/** Checks the keys of a call against a definition; returns the options object ({} when absent). */
+export function checkCall<O>(
+  def: Keys<O> & { readonly name: string; readonly grads?: readonly string[] },
+  inputs: unknown,
+  options: O | undefined,
+): O {
+  if (typeof inputs !== "object" || inputs === null || Array.isArray(inputs)) {
+    throw new TypeError(`Expected inputs to be an object, got ${show(inputs)}`);
+  }
+  keys(`inputs of ${def.name}`, inputs, def.inputs);
+  const o = checkOptions(options as object | undefined) as O & { out?: unknown };
+  const named = typeof def.options === "function" ? def.options(o) : def.options;
+  const common = def.grads === undefined ? ["checkFinite"] : ["checkFinite", "out"];
+  keys(`options of ${def.name}`, o, [...named, ...common]);
+  if (o.out !== undefined && def.grads !== undefined) {
+    if (typeof o.out !== "object" || o.out === null || Array.isArray(o.out)) {
+      throw new TypeError(`Expected options.out to be an object of gradient buffers, got ${show(o.out)}`);
+    }
+    keys(`options.out of ${def.name}`, o.out, def.grads);
+  }
+  return o;
 }
 
-/** Binds a loss definition to a synchronous kernel. */
-export function bindSync<I, O, G, P extends Prepared>(def: LossDef<I, O, G, P>, kernel: Kernel<P>): Loss<I, O, G> {
-  const run = (inputs: I, options: O | undefined, grad: boolean, upstream?: Upstream) => {
-    const p = def.prepare(inputs, options, grad, upstream);
-    return def.finish(p, kernel(p) as Raw);
-  };
-  return {
-    forward: (inputs, options) => split(run(inputs, options, false)),
-    backward: (inputs, options, upstream) => run(inputs, options, true, upstream).grads,
-    valueAndGrad: (inputs, options) => run(inputs, options, true) as ValueAndGrad<G>,
-  };
+type AnyLossDef = LossDef<unknown, unknown, unknown, KernelName>;
+type AnyKernel = (p: unknown) => Raw | Promise<Raw>;
+
+function split(r: Record<string, unknown>): Record<string, unknown> {
+  const { grads: _, ...value } = r;
+  return value;
 }
 
-/** Binds a loss definition to a kernel that may be asynchronous; every method returns a Promise. */
-export function bindAsync<I, O, G, P extends Prepared>(def: LossDef<I, O, G, P>, kernel: Kernel<P>) {
-  const run = async (inputs: I, options: O | undefined, grad: boolean, upstream?: Upstream) => {
-    const p = def.prepare(inputs, options, grad, upstream);
-    return def.finish(p, await kernel(p));
+/** `f(r)`, or `r.then(f)` when `r` is a Promise: one code path for synchronous and asynchronous kernels. */
+export const then = <T, U>(
+  r: T | Promise<T>,
+  f: (t: T) => U,
+): U | Promise<U> => (r instanceof Promise ? r.then(f) : f(r));
+
+/**
+ * Binds a loss definition to its kernel. With a synchronous kernel (the CPU backends)
+ * the methods return values; with `async` every method returns a Promise.
+ */
+export function bindLoss(def: AnyLossDef, kernel: AnyKernel, async: boolean): Loss<unknown, unknown, unknown> {
+  const run = (inputs: unknown, options: unknown, grad: boolean, upstream?: Upstream) => {
+    const o = checkCall(def, inputs, options);
+    const p = def.prepare(inputs, o, grad, upstream);
+    return then(kernel(p), (raw) => def.finish(p, raw) as Record<string, unknown>);
+  };
+  const wrap = <T>(f: () => T | Promise<T>) => (async ? (async () => await f())() : f());
+  return {
+    forward: (inputs, options) => wrap(() => then(run(inputs, options, false), split)),
+    backward: (inputs, options, upstream) => wrap(() => then(run(inputs, options, true, upstream), (r) => r.grads)),
+    valueAndGrad: (inputs, options) => wrap(() => run(inputs, options, true)),
+  } as Loss<unknown, unknown, unknown>;
+}
+
+/** Binds a metric definition to its kernel (`compute` returns a Promise with `async`). */
+export function bindMetric(
+  def: MetricDef<unknown, unknown, KernelName>,
+  kernel: AnyKernel,
+  async: boolean,
+): Metric<unknown, unknown> {
+  const run = (inputs: unknown, options: unknown) => {
+    const o = checkCall(def, inputs, options);
+    const p = def.prepare(inputs, o);
+    return then(kernel(p), (raw) => def.finish(p, raw));
   };
   return {
-    forward: async (inputs: I, options?: O) => split(await run(inputs, options, false)),
-    backward: async (inputs: I, options?: O, upstream?: Upstream) => (await run(inputs, options, true, upstream)).grads,
-    valueAndGrad: (inputs: I, options?: O) => run(inputs, options, true) as Promise<ValueAndGrad<G>>,
-  };
+    compute: (inputs, options) => (async ? (async () => await run(inputs, options))() : run(inputs, options)),
+  } as Metric<unknown, unknown>;
 }

@@ -39,6 +39,16 @@ export type Reduction = "mean" | "sum" | "none";
 export type LossValue = number | Float32Array;
 
 /**
+ * The loss a call returns, from its options' type: a `Float32Array` of one value per row
+ * for `reduction: "none"`, a number for any other reduction or none given, and
+ * `number | Float32Array` when the reduction is only known at run time.
+ */
+export type LossOf<Op> = [Op] extends [undefined] ? number
+  : Op extends { reduction: "none" } ? Float32Array
+  : Op extends { reduction?: "mean" | "sum" | "batchmean" | undefined } ? number
+  : LossValue;
+
+/**
  * The upstream gradient of `backward`: a number for a reduced loss (default 1),
  * one value per row for `reduction: "none"`, a matrix for `softmax`/`logSoftmax`.
  */
@@ -54,44 +64,101 @@ export interface CommonOptions {
   checkFinite?: boolean;
   /**
    * Caller-provided output buffers for the gradients, keyed by input name, each of
-   * the input's shape. With the WebAssembly backend, buffers from `alloc` are written
-   * in place (the zero-copy path).
+   * the input's shape (a list input takes a list of buffers). With the WebAssembly
+   * backend, buffers from `alloc` are written in place (the zero-copy path). A key that
+   * is not a gradient of the loss is refused with a `TypeError`.
    */
-  out?: Record<string, Tensor>;
+  out?: Readonly<Record<string, Tensor | readonly Tensor[]>>;
 }
 
-/** What `forward` returns: the loss and, for composite losses, its parts. */
-export interface ForwardResult {
-  /** The (reduced) loss; a `Float32Array` of one value per row for `reduction: "none"`. */
-  loss: LossValue;
-  /** Named parts of a composite loss (for example `kl` and `ce` of `distillation`). */
-  parts?: Record<string, number>;
-}
+/** Where one input lives, as far as its type tells: `"gpu"`, `"host"` or `"either"`. */
+type PlaceOf<T> = [T] extends [GpuMatrix | readonly GpuMatrix[]] ? "gpu"
+  : [T] extends [Matrix | readonly Matrix[] | Labels | number | boolean | undefined | null] ? "host"
+  : "either";
+
+/**
+ * The type of a gradient matrix for inputs of type `In`: with any GPU-resident input
+ * every gradient stays on the GPU ({@linkcode GpuMatrix}), with host inputs only it is a
+ * {@linkcode Matrix}, and {@linkcode Tensor} when the input types do not say.
+ */
+export type GradTensor<In> = "gpu" extends { [K in keyof In]-?: PlaceOf<In[K]> }[keyof In] ? GpuMatrix
+  : "either" extends { [K in keyof In]-?: PlaceOf<In[K]> }[keyof In] ? Tensor
+  : Matrix;
+
+/** A loss's gradients `G` (declared with {@linkcode Matrix}) placed where inputs of type `In` put them. */
+export type GradsFor<G, In> = {
+  [K in keyof G]: G[K] extends readonly unknown[] ? GradTensor<In>[] : GradTensor<In>;
+};
+
+/**
+ * What `forward` returns: the loss and, for composite losses, each of its named parts
+ * (for example `kl` and `ce` of `distillation`), reduced as the loss is (not with
+ * `reduction: "none"`).
+ */
+export type ForwardResult<Op = undefined, Parts = unknown> =
+  & { loss: LossOf<Op> }
+  & (Op extends { reduction: "none" } ? unknown : Parts);
 
 /** What `valueAndGrad` returns: `forward`'s result and the gradients, keyed by input name. */
-export interface ValueAndGrad<G> extends ForwardResult {
+export type ValueAndGrad<Op, Parts, Grads> = ForwardResult<Op, Parts> & {
   /** Gradients of the loss, one per differentiable input, same shapes as the inputs. */
-  grads: G;
-}
+  grads: Grads;
+};
 
-/** The three entry points every loss has. */
-export interface Loss<I, O, G> {
-  /** Computes the loss. */
-  forward(inputs: I, options?: O): ForwardResult;
+/**
+ * The three entry points every loss has. `I`, `O`, `G` are the loss's inputs, options
+ * and gradients, `Parts` its named parts; each method's result type follows the
+ * inputs and options of the call (see {@linkcode LossOf} and {@linkcode GradsFor}).
+ */
+export interface Loss<I, O, G, Parts = unknown> {
+  /** Computes the loss (and its parts). */
+  forward<In extends I, Op extends O | undefined = undefined>(inputs: In, options?: Op): ForwardResult<Op, Parts>;
   /** Computes the gradients of the loss, scaled by `upstream` (default 1). */
-  backward(inputs: I, options?: O, upstream?: Upstream): G;
+  backward<In extends I, Op extends O | undefined = undefined>(
+    inputs: In,
+    options?: Op,
+    upstream?: Upstream,
+  ): GradsFor<G, In>;
   /** Computes the loss and its gradients in one fused pass. */
-  valueAndGrad(inputs: I, options?: O): ValueAndGrad<G>;
+  valueAndGrad<In extends I, Op extends O | undefined = undefined>(
+    inputs: In,
+    options?: Op,
+  ): ValueAndGrad<Op, Parts, GradsFor<G, In>>;
 }
 
 /** The same loss with every method returning a Promise (the `Losses` object of `init`). */
-export interface AsyncLoss<I, O, G> {
-  /** Computes the loss. */
-  forward(inputs: I, options?: O): Promise<ForwardResult>;
+export interface AsyncLoss<I, O, G, Parts = unknown> {
+  /** Computes the loss (and its parts). */
+  forward<In extends I, Op extends O | undefined = undefined>(
+    inputs: In,
+    options?: Op,
+  ): Promise<ForwardResult<Op, Parts>>;
   /** Computes the gradients of the loss, scaled by `upstream` (default 1). */
-  backward(inputs: I, options?: O, upstream?: Upstream): Promise<G>;
+  backward<In extends I, Op extends O | undefined = undefined>(
+    inputs: In,
+    options?: Op,
+    upstream?: Upstream,
+  ): Promise<GradsFor<G, In>>;
   /** Computes the loss and its gradients in one fused pass. */
-  valueAndGrad(inputs: I, options?: O): Promise<ValueAndGrad<G>>;
+  valueAndGrad<In extends I, Op extends O | undefined = undefined>(
+    inputs: In,
+    options?: Op,
+  ): Promise<ValueAndGrad<Op, Parts, GradsFor<G, In>>>;
+}
+
+/**
+ * A metric (such as `accuracy`): a value computed from inputs, with no gradient and no
+ * `out` buffers. Its one method, `compute`, returns the value.
+ */
+export interface Metric<I, O> {
+  /** Computes the metric. */
+  compute(inputs: I, options?: O): number;
+}
+
+/** A metric whose `compute` returns a Promise (the `Losses` object of `init`). */
+export interface AsyncMetric<I, O> {
+  /** Computes the metric. */
+  compute(inputs: I, options?: O): Promise<number>;
 }
 
 /** The name of a backend. */

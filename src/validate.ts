@@ -77,6 +77,101 @@ export function matrix(name: string, m: unknown, rows?: number, cols?: number): 
   return [r, c];
 }
 
+/**
+ * Checks a rank-n float tensor `{ data: Float32Array, shape }` (or GPU-resident
+ * `{ buffer, shape }`) whose shape has `dims.length` entries; an entry of `dims` that is
+ * a number must match. Returns the shape.
+ */
+export function tensor(name: string, m: unknown, dims: readonly (number | undefined)[]): number[] {
+  if (dims.length === 2) return matrix(name, m, dims[0], dims[1]);
+  const rank = dims.length;
+  const form = `{ data: Float32Array, shape: [${dims.map((_, i) => `d${i}`).join(", ")}] }`;
+  if (typeof m !== "object" || m === null) {
+    throw new TypeError(`Expected ${name} to be a tensor ${form}, got ${show(m)}`);
+  }
+  const { data, shape } = m as { data?: unknown; shape?: unknown };
+  const gpu = isGpuMatrix(m);
+  if (!gpu && !(data instanceof Float32Array)) {
+    throw new TypeError(`Expected ${name}.data to be a Float32Array, got ${show(data)}`);
+  }
+  if (!Array.isArray(shape) || shape.length !== rank) {
+    throw new TypeError(`Expected ${name}.shape to have ${rank} sizes, got ${show(shape)}`);
+  }
+  const sizes = shape.map((s, i) => size(`${name}.shape[${i}]`, s));
+  const count = sizes.reduce((a, b) => a * b, 1);
+  const have = gpu ? (m as GpuMatrix).buffer.size / 4 : (data as Float32Array).length;
+  if (gpu ? have < count : have !== count) {
+    throw new RangeError(`Expected ${name} to hold ${sizes.join(" * ")} = ${count} values, got ${have}`);
+  }
+  dims.forEach((want, i) => {
+    if (want !== undefined && sizes[i] !== want) {
+      throw new RangeError(`Expected ${name}.shape[${i}] to be ${want}, got ${sizes[i]}`);
+    }
+  });
+  return sizes;
+}
+
+/**
+ * Checks a list of matrices of one shape (expert logits `E x [B, C]`, expert features
+ * `E x [B, D]`): a non-empty array (at least `min` entries) whose items are matrices of
+ * `[rows, cols]` (the first item fixes what is not given). Returns `[count, rows, cols]`.
+ */
+export function matrixList(
+  name: string,
+  value: unknown,
+  rows?: number,
+  cols?: number,
+  min = 1,
+): [number, number, number] {
+  if (!Array.isArray(value)) {
+    throw new TypeError(
+      `Expected ${name} to be an array of matrices { data: Float32Array, shape }, got ${show(value)}`,
+    );
+  }
+  if (value.length < min) {
+    throw new RangeError(`Expected ${name} to have at least ${min} matrices, got ${value.length}`);
+  }
+  let r = rows, c = cols;
+  for (let e = 0; e < value.length; e++) [r, c] = matrix(`${name}[${e}]`, value[e], r, c);
+  return [value.length, r ?? 0, c ?? 0];
+}
+
+/**
+ * Checks an integer vector or matrix other than labels (`fineToCoarse [C]`, `hard [B, k]`):
+ * an `Int32Array` or array of `length` integers, each in `[0, bound)`. Returns a fresh
+ * `Int32Array` (the caller's array is never kept).
+ */
+export function integers(name: string, value: unknown, length: number, bound: number): Int32Array {
+  if (!(value instanceof Int32Array) && !Array.isArray(value)) {
+    throw new TypeError(`Expected ${name} to be an Int32Array or an array of integers, got ${show(value)}`);
+  }
+  const src = value as ArrayLike<unknown>;
+  if (src.length !== length) throw new RangeError(`Expected ${name} to have ${length} values, got ${src.length}`);
+  const out = new Int32Array(length);
+  for (let i = 0; i < length; i++) {
+    const k = src[i];
+    if (typeof k !== "number" || !Number.isInteger(k) || k < 0 || k >= bound) {
+      throw new RangeError(`Expected ${name}[${i}] to be an integer in [0, ${bound}), got ${show(k)}`);
+    }
+    out[i] = k;
+  }
+  return out;
+}
+
+/**
+ * Checks that `obj` has only `accepted` keys: an unknown key is a `TypeError` naming it
+ * and listing the accepted ones (as Python rejects an unexpected keyword argument).
+ */
+export function keys(what: string, obj: object, accepted: readonly string[]): void {
+  for (const key of Object.keys(obj)) {
+    if (!accepted.includes(key)) {
+      throw new TypeError(
+        `Expected ${what} to have only the keys ${accepted.join(", ") || "(none)"}, got an unknown key ${show(key)}`,
+      );
+    }
+  }
+}
+
 /** Checks the batch of a `[N, C]` input: N >= 1 and C >= 1. */
 export function batch(name: string, m: unknown): [number, number] {
   const [n, c] = matrix(name, m);

@@ -1,6 +1,6 @@
 // accuracy (SPEC.md §1): the share of non-ignored rows whose label is among the k largest
 // logits (in the top k when fewer than k logits are strictly greater than the label's);
-// 0 when every row is ignored; gradients are all zeros.
+// 0 when every row is ignored. A metric: `compute` only, no gradient, no `out`.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { backends, lossOf, missing } from "./helpers/backends.ts";
@@ -80,18 +80,18 @@ describe("accuracy", () => {
           assert.equal((await acc.forward({ logits, labels: [0, 0, 2] }, { k: 3 })).loss, 1);
         });
 
-        it("gradients are zeros of the logits' shape, from backward and valueAndGrad", { skip }, async () => {
-          const acc = lossOf(b, "accuracy")!;
+        it("is a metric: compute only (no backward, valueAndGrad or gradient), out refused", { skip }, async () => {
+          const acc = (b.losses as Record<string, Record<string, unknown>>).accuracy;
+          assert.deepEqual(Object.keys(acc), ["compute"]);
           const rng = new Rng(5);
           const inputs = { logits: randomMatrix(rng, 5, 6, 3), labels: randomLabels(rng, 5, 6, 0.2) };
-          const g = await acc.backward(inputs, { k: 2 });
-          const vg = await acc.valueAndGrad(inputs, { k: 2 });
-          for (const grads of [g, vg.grads]) {
-            assert.deepEqual(Object.keys(grads), ["logits"]);
-            assert.deepEqual([...grads.logits.shape], [5, 6]);
-            assert.ok(grads.logits.data instanceof Float32Array && grads.logits.data.every((v: number) => v === 0));
-          }
-          assert.equal(vg.loss, topk(inputs.logits, inputs.labels, 2));
+          const compute = acc.compute as (i: unknown, o?: unknown) => number | Promise<number>;
+          assert.equal(await compute(inputs, { k: 2 }), topk(inputs.logits, inputs.labels, 2));
+          const out = { logits: { data: new Float32Array(30), shape: [5, 6] } };
+          await assert.rejects(async () => await compute(inputs, { out }), (e: Error) => {
+            assert.ok(e instanceof TypeError && /unknown key "out"/.test(e.message), e.message);
+            return true;
+          });
         });
 
         it(
@@ -119,6 +119,6 @@ describe("accuracy", () => {
     ...matrixErrors(small, "logits", true),
     ...labelErrors(small),
     ...numberOptionErrors(small, "k", [0, -1, 1.5, NaN, Infinity, "1"], true),
-    ...commonOptionErrors(small, "logits", false),
+    ...commonOptionErrors(small, "logits", false, false),
   ]);
 });

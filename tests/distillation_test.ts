@@ -1,5 +1,5 @@
 // distillation (SPEC.md §1): alpha T^2 KL_batchmean(softmax(t/T) || softmax(s/T)) + (1-alpha) CE(s, y),
-// parts { kl, ce } reduced before weighting, gradient w.r.t. the student only.
+// parts kl and ce (members of the result) reduced before weighting, gradient w.r.t. the student only.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { assertFinite, assertGradClose, assertLossClose } from "./helpers/assert.ts";
@@ -127,7 +127,7 @@ describe("distillation", () => {
             const target = { data: logSoftmaxOf(scaled(teacher, 1 / T)).data.map(Math.exp), shape: student.shape };
             const k = await kl.forward({ logInput, target });
             assertLossClose(r.loss as number, T * T * (k.loss as number), `T ${T}`);
-            assertLossClose(r.parts!.kl, k.loss as number, `T ${T} parts.kl`);
+            assertLossClose(r.kl, k.loss as number, `T ${T} parts.kl`);
           }
         });
 
@@ -140,11 +140,11 @@ describe("distillation", () => {
             const r = await d.valueAndGrad({ student, teacher, labels }, { temperature: T, alpha, reduction });
             const label = `T ${T} alpha ${alpha} ${reduction}`;
             assertLossClose(r.loss as number, e.loss, `${label} loss`);
-            assertLossClose(r.parts!.kl, e.kl, `${label} parts.kl`);
-            assertLossClose(r.parts!.ce, e.ce, `${label} parts.ce`);
+            assertLossClose(r.kl, e.kl, `${label} parts.kl`);
+            assertLossClose(r.ce, e.ce, `${label} parts.ce`);
             assertLossClose(
               r.loss as number,
-              alpha * T * T * r.parts!.kl + (1 - alpha) * r.parts!.ce,
+              alpha * T * T * r.kl + (1 - alpha) * r.ce,
               `${label} loss from parts`,
             );
             assertGradClose(r.grads.student, e.grad, `${label} grad`);
@@ -188,7 +188,7 @@ describe("distillation", () => {
           const labels = [-100, -100, -100];
           const e = distill(student, teacher, labels, 4, 0.9, "mean");
           const r = await d.valueAndGrad({ student, teacher, labels });
-          assert.equal(r.parts!.ce, 0);
+          assert.equal(r.ce, 0);
           assertLossClose(r.loss as number, e.loss, "loss");
           assertGradClose(r.grads.student, e.grad, "grad");
         });

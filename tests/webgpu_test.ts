@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { js, wasm } from "../cpu.ts";
 import { DeviceLostError, init } from "../mod.ts";
-import { findAdapter, gpuLosses, requestDevice } from "../gpu/mod.ts";
+import { findAdapter, gpuLosses, requestDevice } from "../src/backend.ts";
 import { SHADERS } from "../gpu/generated.ts";
 import { assertGradClose, assertLossClose, assertThrowsNamed } from "./helpers/assert.ts";
 import { webgpuMissing } from "./helpers/backends.ts";

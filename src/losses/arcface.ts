@@ -40,5 +40,8 @@ export function arcfaceTarget(o: ArcfaceOptions): Phi {
   return arcfacePhi(margin, v.boolean("options.easyMargin", o.easyMargin, false));
 }
 
+/** The options of `arcface` beyond those every margin loss takes. */
+export const ARCFACE_KEYS = ["margin", "easyMargin"] as const;
+
 /** The definition of `arcface`. */
-export const arcface = marginLoss<ArcfaceOptions>("arcface", 64, arcfaceTarget);
+export const arcface = marginLoss<ArcfaceOptions>("arcface", 64, arcfaceTarget, ARCFACE_KEYS);

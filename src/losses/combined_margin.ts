@@ -37,5 +37,13 @@ export function combinedMarginTarget(o: CombinedMarginOptions): Phi {
   };
 }
 
+/** The options of `combinedMargin` beyond those every margin loss takes. */
+export const COMBINED_MARGIN_KEYS = ["m1", "m2", "m3"] as const;
+
 /** The definition of `combinedMargin`: target logit `s (cos(m1 theta + m2) - m3)`. */
-export const combinedMargin = marginLoss<CombinedMarginOptions>("combinedMargin", 64, combinedMarginTarget);
+export const combinedMargin = marginLoss<CombinedMarginOptions>(
+  "combinedMargin",
+  64,
+  combinedMarginTarget,
+  COMBINED_MARGIN_KEYS,
+);

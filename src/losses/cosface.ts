@@ -21,5 +21,8 @@ export function cosfaceTarget(o: CosfaceOptions): Phi {
   return (x) => [x - margin, 1];
 }
 
+/** The options of `cosface` beyond those every margin loss takes. */
+export const COSFACE_KEYS = ["margin"] as const;
+
 /** The definition of `cosface`: target logit `s (cos - m)`. */
-export const cosface = marginLoss<CosfaceOptions>("cosface", 64, cosfaceTarget);
+export const cosface = marginLoss<CosfaceOptions>("cosface", 64, cosfaceTarget, COSFACE_KEYS);

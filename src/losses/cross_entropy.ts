@@ -113,8 +113,12 @@ export function finishHardLabel(p: HardLabelProblem, rows: Float64Array, grad: F
 }
 
 /** The definition of `crossEntropy`. */
-export const crossEntropy: LossDef<CrossEntropyInputs, CrossEntropyOptions, CrossEntropyGrads, HardLabelProblem> = {
+export const crossEntropy: LossDef<CrossEntropyInputs, CrossEntropyOptions, CrossEntropyGrads, "hardLabel"> = {
   name: "crossEntropy",
+  kernel: "hardLabel",
+  inputs: ["logits", "labels"],
+  options: ["weight", "ignoreIndex", "labelSmoothing", "reduction"],
+  grads: ["logits"],
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const { n, c, labels, logits } = hardLabelInputs(inputs, o);

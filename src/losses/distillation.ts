@@ -41,6 +41,14 @@ export interface DistillationGrads {
   student: Matrix;
 }
 
+/** The parts of `distillation`, reduced as the loss is (absent with `reduction: "none"`). */
+export interface DistillationParts {
+  /** The KL term before weighting (batchmean with `"mean"`). */
+  kl: number;
+  /** The cross-entropy term before weighting (mean over the non-ignored rows with `"mean"`). */
+  ce: number;
+}
+
 /** The prepared `distillation` problem. */
 export interface DistillationProblem extends Prepared {
   readonly n: number;
@@ -60,8 +68,12 @@ export interface DistillationProblem extends Prepared {
 }
 
 /** The definition of `distillation`. */
-export const distillation: LossDef<DistillationInputs, DistillationOptions, DistillationGrads, DistillationProblem> = {
+export const distillation: LossDef<DistillationInputs, DistillationOptions, DistillationGrads, "distill"> = {
   name: "distillation",
+  kernel: "distill",
+  inputs: ["student", "teacher", "labels"],
+  options: ["temperature", "alpha", "ignoreIndex", "reduction"],
+  grads: ["student"],
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const [n, c, student, teacher] = pairInputs(inputs, "student", "teacher", o);
@@ -103,6 +115,6 @@ export const distillation: LossDef<DistillationInputs, DistillationOptions, Dist
     }
     const kl = v.reduce(klRows, p.reduction, p.n) as number;
     const ce = v.reduce(ceRows, p.reduction, p.count) as number;
-    return { loss: w * kl + (1 - p.alpha) * ce, parts: { kl, ce }, grads };
+    return { loss: w * kl + (1 - p.alpha) * ce, kl, ce, grads };
   },
 };

@@ -12,7 +12,6 @@ import {
   type CrossEntropyInputs,
   finishHardLabel,
   hardLabelInputs,
-  type HardLabelProblem,
   outBuffer,
 } from "./cross_entropy.ts";
 
@@ -29,8 +28,12 @@ export interface FocalOptions extends CommonOptions {
 }
 
 /** The definition of `focal`. */
-export const focal: LossDef<CrossEntropyInputs, FocalOptions, CrossEntropyGrads, HardLabelProblem> = {
+export const focal: LossDef<CrossEntropyInputs, FocalOptions, CrossEntropyGrads, "hardLabel"> = {
   name: "focal",
+  kernel: "hardLabel",
+  inputs: ["logits", "labels"],
+  options: ["gamma", "alpha", "ignoreIndex", "reduction"],
+  grads: ["logits"],
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const { n, c, labels, logits } = hardLabelInputs(inputs, o);

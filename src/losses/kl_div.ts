@@ -42,8 +42,12 @@ export interface KlProblem extends PairProblem {
 }
 
 /** The definition of `klDiv`. */
-export const klDiv: LossDef<KlDivInputs, KlDivOptions, KlDivGrads, KlProblem> = {
+export const klDiv: LossDef<KlDivInputs, KlDivOptions, KlDivGrads, "klDiv"> = {
   name: "klDiv",
+  kernel: "klDiv",
+  inputs: ["logInput", "target"],
+  options: ["reduction", "logTarget"],
+  grads: ["logInput", "target"],
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const [n, c, a, b] = pairInputs(inputs, "logInput", "target", o);

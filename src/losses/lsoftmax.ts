@@ -1,6 +1,6 @@
 /**
  * `lsoftmax`: large-margin softmax (L-Softmax, Liu et al. 2016, "Large-Margin Softmax
- * Loss for Convolutional Neural Networks"), and its annealing schedule.
+ * Loss for Convolutional Neural Networks").
  *
  * @module
  */
@@ -23,6 +23,7 @@ export const lsoftmax = headLoss<LsoftmaxOptions>("lsoftmax", {
   normX: false,
   normW: false,
   clamp: false,
+  options: ["m", "beta"],
   parse(o) {
     const m = integerMargin(o.m);
     const beta = v.number("options.beta", o.beta, 0, { min: 0 });
@@ -47,35 +48,3 @@ export const lsoftmax = headLoss<LsoftmaxOptions>("lsoftmax", {
     };
   },
 });
-
-/** Options of {@linkcode lSoftmaxBeta}. */
-export interface LSoftmaxBetaOptions {
-  /** Beta at step 0. @default 100 */
-  start?: number;
-  /** Factor per step. @default 0.99 */
-  decay?: number;
-  /** Floor of beta. @default 0 */
-  min?: number;
-}
-
-/**
- * L-Softmax's annealing schedule, a pure function of the training step:
- * `max(min, start * decay^step)`.
- *
- * @param step The training step (>= 0).
- * @param options The schedule's constants.
- * @returns The `beta` to pass to `lsoftmax` at that step.
- *
- * @example The first steps
- * ```ts
- * import { lSoftmaxBeta } from "@softmargin/softmargin";
- * console.log(lSoftmaxBeta(0), lSoftmaxBeta(100)); // 100 36.60...
- * ```
- */
-export function lSoftmaxBeta(step: number, options: LSoftmaxBetaOptions = {}): number {
-  const s = v.number("step", step, 0, { min: 0 });
-  const start = v.number("options.start", options.start, 100);
-  const decay = v.number("options.decay", options.decay, 0.99, { min: 0 });
-  const min = v.number("options.min", options.min, 0);
-  return Math.max(min, start * decay ** s);
-}

@@ -10,7 +10,7 @@
 import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import { finishHardLabel, type HardLabelProblem, outBuffer } from "./cross_entropy.ts";
+import { finishHardLabel, outBuffer } from "./cross_entropy.ts";
 
 /** Inputs of the margin losses on cosines. */
 export interface MarginInputs {
@@ -61,9 +61,14 @@ export function marginLoss<O extends MarginOptions>(
   name: string,
   defaultScale: number,
   targetFunction: (o: O) => Phi,
-): LossDef<MarginInputs, O, MarginGrads, HardLabelProblem> {
+  keys: readonly string[],
+): LossDef<MarginInputs, O, MarginGrads, "hardLabel"> {
   return {
     name,
+    kernel: "hardLabel",
+    inputs: ["cos", "labels"],
+    options: ["scale", ...keys, "ignoreIndex", "reduction", "marginGrad"],
+    grads: ["cos"],
     prepare(inputs, options, grad, upstream) {
       const o = v.options(options);
       v.inputs(inputs);

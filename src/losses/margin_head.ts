@@ -15,9 +15,9 @@ import type { LossDef, Prepared } from "../loss.ts";
 import { result } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import { arcfaceTarget } from "./arcface.ts";
-import { combinedMarginTarget } from "./combined_margin.ts";
-import { cosfaceTarget } from "./cosface.ts";
+import { ARCFACE_KEYS, arcfaceTarget } from "./arcface.ts";
+import { COMBINED_MARGIN_KEYS, combinedMarginTarget } from "./combined_margin.ts";
+import { COSFACE_KEYS, cosfaceTarget } from "./cosface.ts";
 import { outBuffer } from "./cross_entropy.ts";
 import type { MarginOptions, Phi } from "./margin.ts";
 import { normfaceTarget } from "./normface.ts";
@@ -110,6 +110,8 @@ export interface HeadKind<O> {
   normX: boolean;
   normW: boolean;
   clamp: boolean;
+  /** The options it takes besides `ignoreIndex` and `reduction` (a function when they depend on `kind`). */
+  options: readonly string[] | ((o: O) => readonly string[]);
   /** Checks the options and returns the scale and the target function. */
   parse(o: O): { scale: number; target: Target };
 }
@@ -118,9 +120,14 @@ export interface HeadKind<O> {
 export function headLoss<O extends HeadOptions>(
   name: string,
   kind: HeadKind<O>,
-): LossDef<HeadInputs, O, HeadGrads, HeadProblem> {
+): LossDef<HeadInputs, O, HeadGrads, "head"> {
+  const own = kind.options;
   return {
     name,
+    kernel: "head",
+    inputs: ["x", "W", "labels"],
+    options: (o) => [...(typeof own === "function" ? own(o) : own), "ignoreIndex", "reduction"],
+    grads: ["x", "W"],
     prepare(inputs, options, grad, upstream) {
       const o = v.options(options);
       v.inputs(inputs);
@@ -215,20 +222,18 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
 
 /** Each kind's default scale and target function (shared with the losses on cosines). */
 const KINDS = {
-  arcface: [64, arcfaceTarget],
-  cosface: [64, cosfaceTarget],
-  normface: [16, normfaceTarget],
-  combinedMargin: [64, combinedMarginTarget],
+  arcface: [64, arcfaceTarget, ARCFACE_KEYS],
+  cosface: [64, cosfaceTarget, COSFACE_KEYS],
+  normface: [16, normfaceTarget, []],
+  combinedMargin: [64, combinedMarginTarget, COMBINED_MARGIN_KEYS],
 } as const;
 
+function marginKind(o: MarginHeadOptions): keyof typeof KINDS {
+  return v.oneOf("options.kind", o.kind, ["arcface", "cosface", "normface", "combinedMargin"] as const, "arcface");
+}
+
 function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
-  const kind = v.oneOf(
-    "options.kind",
-    o.kind,
-    ["arcface", "cosface", "normface", "combinedMargin"] as const,
-    "arcface",
-  );
-  const [fallback, target] = KINDS[kind];
+  const [fallback, target] = KINDS[marginKind(o)];
   return {
     scale: v.number("options.scale", o.scale, fallback, { min: 0, minExclusive: true }),
     phi: target(o),
@@ -240,6 +245,8 @@ export const marginHead = headLoss<MarginHeadOptions>("marginHead", {
   normX: true,
   normW: true,
   clamp: true,
+  // The options of the kind given (an option of another kind is refused, not ignored).
+  options: (o) => ["kind", "scale", "marginGrad", ...KINDS[marginKind(o)][2]],
   parse(o) {
     const { phi, scale } = marginPhi(o);
     const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") ===

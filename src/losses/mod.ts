@@ -1,12 +1,13 @@
 /**
- * Every loss definition, by public name. A backend supplies one kernel per entry
- * (`Kernels`); `bindLosses` turns definitions and kernels into the public objects.
+ * Every loss, metric and transform, by public name, and how a backend's kernels
+ * (`Kernels`, one per family) become the public objects (`bindLosses`).
  *
  * @module
  */
-import type { Kernel, LossDef, Prepared } from "../loss.ts";
-import { bindAsync, bindSync, hostOnly } from "../loss.ts";
-import type { AsyncLoss, Loss } from "../types.ts";
+import type { Kernels } from "../kernels.ts";
+import type { KernelName, LossDef, MetricDef } from "../loss.ts";
+import { bindLoss, bindMetric, hostOnly } from "../loss.ts";
+import type { AsyncLoss, AsyncMetric, Loss, Metric } from "../types.ts";
 import { accuracy, type AccuracyOptions } from "./accuracy.ts";
 import { arcface, type ArcfaceOptions } from "./arcface.ts";
 import { combinedMargin, type CombinedMarginOptions } from "./combined_margin.ts";
@@ -27,6 +28,7 @@ import {
   type DistillationGrads,
   type DistillationInputs,
   type DistillationOptions,
+  type DistillationParts,
 } from "./distillation.ts";
 import { focal, type FocalOptions } from "./focal.ts";
 import { klDiv, type KlDivGrads, type KlDivInputs, type KlDivOptions } from "./kl_div.ts";
@@ -36,16 +38,15 @@ import {
   type SoftCrossEntropyInputs,
   type SoftCrossEntropyOptions,
 } from "./soft_cross_entropy.ts";
-import { bindSoftmax, type SoftmaxKernel, type SoftmaxMethods } from "./softmax.ts";
+import { bindSoftmax, type SoftmaxMethods } from "./softmax.ts";
 
-/** The loss definitions. */
+/** The loss definitions (each names its kernel family). */
 export const definitions = {
   crossEntropy,
   softCrossEntropy,
   klDiv,
   distillation,
   focal,
-  accuracy,
   arcface,
   cosface,
   normface,
@@ -55,19 +56,22 @@ export const definitions = {
   lsoftmax,
 };
 
-type Defs = typeof definitions;
-// deno-lint-ignore no-explicit-any
-type ProblemOf<D> = D extends LossDef<any, any, any, infer P> ? P : never;
-/** A loss's methods, synchronous (`"sync"`, the CPU entry point) or returning Promises (`"async"`, `init`). */
-export type Methods<W extends "sync" | "async", I, O, G> = W extends "sync" ? Loss<I, O, G> : AsyncLoss<I, O, G>;
+/** The metric definitions. */
+export const metrics = { accuracy };
 
-/** What a backend implements: one kernel per loss, one for the softmax transforms. */
-export type Kernels = { [K in keyof Defs]: Kernel<ProblemOf<Defs[K]>> } & { softmax: SoftmaxKernel };
+/** A loss's methods, synchronous (`"sync"`, the CPU entry point) or returning Promises (`"async"`, `init`). */
+export type Methods<W extends "sync" | "async", I, O, G, Parts = unknown> = W extends "sync" ? Loss<I, O, G, Parts>
+  : AsyncLoss<I, O, G, Parts>;
+
+/** A metric's `compute`, synchronous or returning a Promise. */
+export type MetricMethods<W extends "sync" | "async", I, O> = W extends "sync" ? Metric<I, O> : AsyncMetric<I, O>;
 
 /**
- * Every loss of the softmax family, bound to one backend. Each has `forward`,
- * `backward` and `valueAndGrad`; inputs are `[N, C]` row-major float32 matrices
- * `{ data, shape }` and integer labels; see each member for its formula.
+ * Every loss, metric and transform, bound to one backend. A loss has `forward`,
+ * `backward` and `valueAndGrad`; a metric has `compute`; inputs are row-major float32
+ * matrices `{ data, shape }` (on WebGPU also `{ buffer, shape }`) and integer labels. An
+ * unknown input, option or `out` key is a `TypeError`. See each member for its formula,
+ * and docs/LOSSES.md for the reference of every loss.
  */
 export interface LossSet<W extends "sync" | "async"> {
   /**
@@ -152,8 +156,8 @@ export interface LossSet<W extends "sync" | "async"> {
    * Knowledge distillation (Hinton, Vinyals and Dean 2015, "Distilling the Knowledge in a
    * Neural Network"): `alpha T^2 KL(softmax(teacher/T) || softmax(student/T)) + (1-alpha) CE(student, labels)`,
    * temperature `T` (default 4), `alpha` (default 0.9). With `"mean"` the KL is averaged
-   * over all N rows (batchmean) and the cross-entropy over the non-ignored rows; `parts`
-   * holds the reduced `kl` and `ce` before weighting. Shapes: student, teacher `[N, C]`,
+   * over all N rows (batchmean) and the cross-entropy over the non-ignored rows; the result
+   * also holds the reduced parts `kl` and `ce` before weighting (not with `"none"`). Shapes: student, teacher `[N, C]`,
    * labels `[N]`; gradient w.r.t. the student only: `alpha T (Q - P) + (1-alpha)(p - onehot)`.
    *
    * @example Distil a teacher
@@ -161,11 +165,11 @@ export interface LossSet<W extends "sync" | "async"> {
    * import { wasm } from "@softmargin/softmargin/cpu";
    * const student = { data: new Float32Array([1, 0, 0, 1]), shape: [2, 2] as const };
    * const teacher = { data: new Float32Array([3, 0, 0, 3]), shape: [2, 2] as const };
-   * const { loss, parts } = wasm.distillation.forward({ student, teacher, labels: [0, 1] }, { temperature: 2 });
-   * console.log(loss, parts); // 0.3562 { kl: 0.0902, ce: 0.3133 }
+   * const { loss, kl, ce } = wasm.distillation.forward({ student, teacher, labels: [0, 1] }, { temperature: 2 });
+   * console.log(loss, kl, ce); // 0.3562 0.0902 0.3133
    * ```
    */
-  distillation: Methods<W, DistillationInputs, DistillationOptions, DistillationGrads>;
+  distillation: Methods<W, DistillationInputs, DistillationOptions, DistillationGrads, DistillationParts>;
   /**
    * Focal loss on softmax probabilities (Lin et al. 2017, "Focal Loss for Dense Object
    * Detection"): `loss_i = alpha_y (1 - p_t)^gamma CE_i`, `p_t = e^-CE_i`, `gamma` default
@@ -183,19 +187,20 @@ export interface LossSet<W extends "sync" | "async"> {
    */
   focal: Methods<W, CrossEntropyInputs, FocalOptions, CrossEntropyGrads>;
   /**
-   * Top-k accuracy: the share of non-ignored rows whose label is among the `k` (default
-   * 1) largest logits; a label counts when fewer than `k` logits are strictly greater
-   * (ties count for the label). 0 when every row is ignored. Its gradient is 0.
+   * Top-k accuracy, a metric: `compute` returns the share of non-ignored rows whose label
+   * is among the `k` (default 1) largest logits; a label counts when fewer than `k` logits
+   * are strictly greater (ties count for the label). 0 when every row is ignored. A metric
+   * has no gradient, no `backward` and no `out`.
    *
    * @example Top-1 and top-2
    * ```ts
    * import { wasm } from "@softmargin/softmargin/cpu";
    * const logits = { data: new Float32Array([3, 2, 1, 1, 2, 3]), shape: [2, 3] as const };
-   * console.log(wasm.accuracy.forward({ logits, labels: [1, 2] }).loss); // 0.5
-   * console.log(wasm.accuracy.forward({ logits, labels: [1, 2] }, { k: 2 }).loss); // 1
+   * console.log(wasm.accuracy.compute({ logits, labels: [1, 2] })); // 0.5
+   * console.log(wasm.accuracy.compute({ logits, labels: [1, 2] }, { k: 2 })); // 1
    * ```
    */
-  accuracy: Methods<W, CrossEntropyInputs, AccuracyOptions, CrossEntropyGrads>;
+  accuracy: MetricMethods<W, CrossEntropyInputs, AccuracyOptions>;
   /**
    * ArcFace / AAM-Softmax (Deng et al. 2019, "ArcFace: Additive Angular Margin Loss for
    * Deep Face Recognition"): cosines `cos [N, C]` clamped to [-1, 1], logits `s cos`
@@ -308,35 +313,29 @@ export type SyncLosses = LossSet<"sync">;
 /** Every loss with methods returning Promises. */
 export type AsyncLosses = LossSet<"async">;
 
-/** A CPU backend's kernels, each refusing GPU-resident inputs with a `TypeError`. */
+/** A CPU backend's kernels, each refusing GPU-resident inputs (at any depth) with a `TypeError`. */
 export function hostKernels(kernels: Kernels, backend: string): Kernels {
   const out: Record<string, unknown> = {};
   for (const [k, f] of Object.entries(kernels)) out[k] = hostOnly(f as (p: object) => unknown, backend);
-  return out as Kernels;
+  return out as unknown as Kernels;
 }
 
-/** Binds every definition to a backend's kernels. */
+/** Binds every definition to a backend's kernels: synchronous methods, or (`sync` false) Promises. */
 export function bindLosses(kernels: Kernels, sync: true): SyncLosses;
 export function bindLosses(kernels: Kernels, sync: false): AsyncLosses;
 export function bindLosses(kernels: Kernels, sync: boolean): SyncLosses | AsyncLosses {
-  const out: Record<string, unknown> = sync
-    ? { softmax: bindSoftmax(kernels.softmax, false), logSoftmax: bindSoftmax(kernels.softmax, true) }
-    : {
-      softmax: asyncMethods(bindSoftmax(kernels.softmax, false)),
-      logSoftmax: asyncMethods(bindSoftmax(kernels.softmax, true)),
-    };
-  for (const name of Object.keys(definitions) as (keyof Defs)[]) {
-    const def = definitions[name] as unknown as LossDef<unknown, unknown, unknown, Prepared>;
-    const kernel = kernels[name] as unknown as Kernel<Prepared>;
-    out[name] = sync ? bindSync(def, kernel) : bindAsync(def, kernel);
+  const async = !sync;
+  const out: Record<string, unknown> = {
+    softmax: bindSoftmax(kernels.softmax, false, async),
+    logSoftmax: bindSoftmax(kernels.softmax, true, async),
+  };
+  for (const [name, def] of Object.entries(definitions)) {
+    const d = def as unknown as LossDef<unknown, unknown, unknown, KernelName>;
+    out[name] = bindLoss(d, kernels[d.kernel] as (p: unknown) => never, async);
+  }
+  for (const [name, def] of Object.entries(metrics)) {
+    const d = def as unknown as MetricDef<unknown, unknown, KernelName>;
+    out[name] = bindMetric(d, kernels[d.kernel] as (p: unknown) => never, async);
   }
   return out as unknown as SyncLosses | AsyncLosses;
-}
-
-/** Makes every method of an object return a Promise (CPU kernels under the async `Losses`). */
-function asyncMethods<T extends object>(methods: T): T {
-  const out: Record<string, unknown> = {};
-  // deno-lint-ignore no-explicit-any
-  for (const [k, f] of Object.entries(methods)) out[k] = async (...args: any[]) => await f(...args);
-  return out as T;
 }

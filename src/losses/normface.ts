@@ -17,4 +17,4 @@ export function normfaceTarget(): Phi {
 }
 
 /** The definition of `normface`: every logit `s cos`. */
-export const normface = marginLoss<NormfaceOptions>("normface", 16, normfaceTarget);
+export const normface = marginLoss<NormfaceOptions>("normface", 16, normfaceTarget, []);

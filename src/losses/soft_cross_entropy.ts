@@ -67,9 +67,13 @@ export const softCrossEntropy: LossDef<
   SoftCrossEntropyInputs,
   SoftCrossEntropyOptions,
   SoftCrossEntropyGrads,
-  PairProblem
+  "softTarget"
 > = {
   name: "softCrossEntropy",
+  kernel: "softTarget",
+  inputs: ["logits", "target"],
+  options: ["reduction"],
+  grads: ["logits", "target"],
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const [n, c, a, b] = pairInputs(inputs, "logits", "target", o);

@@ -3,10 +3,10 @@
  *
  * @module
  */
-import type { CommonOptions, Matrix, Tensor, Upstream } from "../types.ts";
+import type { CommonOptions, GradTensor, Matrix, Tensor, Upstream } from "../types.ts";
 import * as v from "../validate.ts";
 import { outBuffer } from "./cross_entropy.ts";
-import { result } from "../loss.ts";
+import { checkCall, result, then } from "../loss.ts";
 
 /** Inputs of `softmax` and `logSoftmax`. */
 export interface SoftmaxInputs {
@@ -43,6 +43,11 @@ export interface SoftmaxGrads {
   x: Matrix;
 }
 
+/** The keys a transform's method accepts: `out.output` is the output's buffer, `out.x` the gradient's. */
+function transformKeys(log: boolean, out: readonly string[]) {
+  return { name: log ? "logSoftmax" : "softmax", inputs: ["x"], options: [], grads: out };
+}
+
 /** Checks the inputs of a softmax transform; `up` is the upstream matrix of a VJP. */
 export function prepareSoftmax(
   inputs: SoftmaxInputs,
@@ -50,8 +55,7 @@ export function prepareSoftmax(
   log: boolean,
   upstream?: Upstream,
 ): SoftmaxProblem {
-  const o = v.options(options);
-  v.inputs(inputs);
+  const o = checkCall(transformKeys(log, [upstream === undefined ? "output" : "x"]), inputs, options);
   const [n, c] = v.batch("x", inputs.x);
   const x = v.values(inputs.x);
   if (o.checkFinite) v.finite("x", x, c);
@@ -63,28 +67,32 @@ export function prepareSoftmax(
   return { n, c, x, log, up, out: outBuffer(o, up ? "x" : "output", n, c) };
 }
 
-const then = <T, U>(r: T | Promise<T>, f: (t: T) => U): U | Promise<U> => (r instanceof Promise ? r.then(f) : f(r));
-
-/** A transform's three methods; they return Promises exactly when the kernel does. */
+/** A transform's three methods; they return Promises on the `"async"` side (`init`). */
 export interface SoftmaxMethods<W extends "sync" | "async"> {
-  /** The transformed rows `{ output }`. */
-  forward(inputs: SoftmaxInputs, options?: SoftmaxOptions): W extends "sync" ? SoftmaxOutput : Promise<SoftmaxOutput>;
+  /** The transformed rows `{ output }` (on the GPU for a GPU-resident `x`). */
+  forward<In extends SoftmaxInputs>(inputs: In, options?: SoftmaxOptions): Result<W, { output: GradTensor<In> }>;
   /** The vector-Jacobian product with `upstream [N, C]`, as `{ x }`. */
-  backward(
-    inputs: SoftmaxInputs,
+  backward<In extends SoftmaxInputs>(
+    inputs: In,
     options: SoftmaxOptions | undefined,
     upstream: Upstream,
-  ): W extends "sync" ? SoftmaxGrads : Promise<SoftmaxGrads>;
+  ): Result<W, { x: GradTensor<In> }>;
   /** Both: `{ output, grads: { x } }`. */
-  valueAndGrad(
-    inputs: SoftmaxInputs,
+  valueAndGrad<In extends SoftmaxInputs>(
+    inputs: In,
     options: SoftmaxOptions | undefined,
     upstream: Upstream,
-  ): W extends "sync" ? SoftmaxOutput & { grads: SoftmaxGrads } : Promise<SoftmaxOutput & { grads: SoftmaxGrads }>;
+  ): Result<W, { output: GradTensor<In>; grads: { x: GradTensor<In> } }>;
 }
 
+type Result<W extends "sync" | "async", T> = W extends "sync" ? T : Promise<T>;
+
 /** Binds a transform to a kernel. */
-export function bindSoftmax<W extends "sync" | "async">(kernel: SoftmaxKernel, log: boolean): SoftmaxMethods<W> {
+export function bindSoftmax<W extends "sync" | "async">(
+  kernel: SoftmaxKernel,
+  log: boolean,
+  async: boolean,
+): SoftmaxMethods<W> {
   const run = (inputs: SoftmaxInputs, options: SoftmaxOptions | undefined, upstream?: Upstream) => {
     const p = prepareSoftmax(inputs, options, log, upstream);
     return then(kernel(p), (data): Matrix => p.out ?? result(data, p.n, p.c));
@@ -97,19 +105,23 @@ export function bindSoftmax<W extends "sync" | "async">(kernel: SoftmaxKernel, l
     }
     return upstream;
   };
+  // Errors of the async side reject the Promise rather than throw.
+  const wrap = <T>(f: () => T) => (async ? (async () => await f())() : f());
   const methods = {
-    forward: (inputs: SoftmaxInputs, options?: SoftmaxOptions) => then(run(inputs, options), (output) => ({ output })),
+    forward: (inputs: SoftmaxInputs, options?: SoftmaxOptions) =>
+      wrap(() => then(run(inputs, options), (output) => ({ output }))),
     backward: (inputs: SoftmaxInputs, options: SoftmaxOptions | undefined, upstream: Upstream) =>
-      then(run(inputs, options, need(upstream)), (x) => ({ x })),
-    valueAndGrad: (inputs: SoftmaxInputs, options: SoftmaxOptions | undefined, upstream: Upstream) => {
-      const { out, ...rest } = v.options(options);
-      const gradOptions = { ...rest, out: out?.x ? { x: out.x } : undefined };
-      const outputOptions = { ...rest, out: out?.output ? { output: out.output } : undefined };
-      return then(
-        run(inputs, gradOptions, need(upstream)),
-        (x) => then(run(inputs, outputOptions), (output) => ({ output, grads: { x } })),
-      );
-    },
+      wrap(() => then(run(inputs, options, need(upstream)), (x) => ({ x }))),
+    valueAndGrad: (inputs: SoftmaxInputs, options: SoftmaxOptions | undefined, upstream: Upstream) =>
+      wrap(() => {
+        const { out, ...rest } = checkCall(transformKeys(log, ["output", "x"]), inputs, options);
+        const gradOptions = out?.x ? { ...rest, out: { x: out.x } } : rest;
+        const outputOptions = out?.output ? { ...rest, out: { output: out.output } } : rest;
+        return then(
+          run(inputs, gradOptions, need(upstream)),
+          (x) => then(run(inputs, outputOptions), (output) => ({ output, grads: { x } })),
+        );
+      }),
   };
   return methods as unknown as SoftmaxMethods<W>;
 }

@@ -1,6 +1,6 @@
 /**
  * `sphereface`: angular softmax (A-Softmax, Liu et al. 2017, "SphereFace: Deep
- * Hypersphere Embedding for Face Recognition"), and its annealing schedule.
+ * Hypersphere Embedding for Face Recognition").
  *
  * @module
  */
@@ -23,6 +23,7 @@ export const sphereface = headLoss<SpherefaceOptions>("sphereface", {
   normX: false,
   normW: true,
   clamp: false,
+  options: ["m", "lambda"],
   parse(o) {
     const m = integerMargin(o.m);
     const lambda = v.number("options.lambda", o.lambda, 0, { min: 0 });
@@ -47,38 +48,3 @@ export const sphereface = headLoss<SpherefaceOptions>("sphereface", {
     };
   },
 });
-
-/** Options of {@linkcode sphereFaceLambda}. */
-export interface SphereFaceLambdaOptions {
-  /** Lambda at step 0. @default 1000 */
-  base?: number;
-  /** Decay rate of `(1 + gamma * step)`. @default 0.12 */
-  gamma?: number;
-  /** Exponent of the decay. @default 1 */
-  power?: number;
-  /** Floor of lambda. @default 5 */
-  min?: number;
-}
-
-/**
- * SphereFace's annealing schedule, a pure function of the training step:
- * `max(min, base * (1 + gamma * step)^-power)`.
- *
- * @param step The training step (>= 0).
- * @param options The schedule's constants.
- * @returns The `lambda` to pass to `sphereface` at that step.
- *
- * @example The first steps
- * ```ts
- * import { sphereFaceLambda } from "@softmargin/softmargin";
- * console.log(sphereFaceLambda(0), sphereFaceLambda(100), sphereFaceLambda(1e6)); // 1000 76.92... 5
- * ```
- */
-export function sphereFaceLambda(step: number, options: SphereFaceLambdaOptions = {}): number {
-  const s = v.number("step", step, 0, { min: 0 });
-  const base = v.number("options.base", options.base, 1000);
-  const gamma = v.number("options.gamma", options.gamma, 0.12, { min: 0 });
-  const power = v.number("options.power", options.power, 1);
-  const min = v.number("options.min", options.min, 5);
-  return Math.max(min, base * (1 + gamma * s) ** -power);
-}

@@ -1,9 +1,11 @@
 /**
- * The WebAssembly SIMD backend: kernels compiled from `assembly/`.
+ * The WebAssembly SIMD backend: kernels compiled from `assembly/`, one per family
+ * (`src/kernels.ts`).
  *
  * @module
  */
-import { hostKernels, type Kernels } from "../losses/mod.ts";
+import type { Kernels } from "../kernels.ts";
+import { hostKernels } from "../losses/mod.ts";
 import { topkHits } from "./accuracy.ts";
 import { hardLabel } from "./cross_entropy.ts";
 import { head } from "./margin_head.ts";
@@ -12,19 +14,7 @@ import { klDiv, softTarget } from "./soft_cross_entropy.ts";
 import { softmaxTransform } from "./softmax.ts";
 
 /** The WebAssembly kernels. */
-export const wasmKernels: Kernels = hostKernels({
-  crossEntropy: hardLabel,
-  focal: hardLabel,
-  softCrossEntropy: softTarget,
-  klDiv,
-  distillation: distill,
-  accuracy: topkHits,
-  arcface: hardLabel,
-  cosface: hardLabel,
-  normface: hardLabel,
-  combinedMargin: hardLabel,
-  marginHead: head,
-  sphereface: head,
-  lsoftmax: head,
-  softmax: softmaxTransform,
-}, "wasm");
+export const wasmKernels: Kernels = hostKernels(
+  { hardLabel, softTarget, klDiv, distill, topkHits, head, softmax: softmaxTransform },
+  "wasm",
+);

@@ -9,7 +9,7 @@
  */
 import { js, wasm } from "../../cpu.ts";
 import { init } from "../../mod.ts";
-import { findAdapter } from "../../gpu/mod.ts";
+import { findAdapter } from "../../src/backend.ts";
 
 /** A backend: its name and its losses, keyed by public name. */
 export interface Backend {
@@ -51,7 +51,8 @@ type Any = any;
 /** What `forward` of a loss returns (softmax / logSoftmax return `output` instead of `loss`). */
 export interface Forward {
   loss?: number | Float32Array;
-  parts?: Record<string, number>;
+  /** Named parts of a composite loss (`kl`, `ce` of distillation). */
+  [part: string]: Any;
   output?: { data: Float32Array; shape: readonly [number, number] };
 }
 
@@ -62,9 +63,22 @@ export interface AnyLoss {
   valueAndGrad(inputs: Any, options?: Any, upstream?: Any): MaybePromise<Forward & { grads: Record<string, Any> }>;
 }
 
-/** The loss `name` of `backend`, or undefined while it is not implemented there. */
+/**
+ * The loss `name` of `backend`, or undefined while it is not implemented there. A
+ * metric (`compute` only) is seen through a loss's shape so that the shared suites run
+ * it: `forward` gives `{ loss: value }`, and `backward` / `valueAndGrad` call `compute`
+ * too (so that bad inputs throw there as well) and return no gradients.
+ */
 export function lossOf(backend: Backend, name: string): AnyLoss | undefined {
-  const l = (backend.losses as Record<string, unknown>)[name] as AnyLoss | undefined;
+  const l = (backend.losses as Record<string, unknown>)[name] as AnyLoss & { compute?: unknown } | undefined;
+  if (l && typeof l.compute === "function") {
+    const compute = l.compute as (inputs: Any, options?: Any) => MaybePromise<number>;
+    return {
+      forward: async (inputs, options) => ({ loss: await compute(inputs, options) }),
+      backward: async (inputs, options) => (await compute(inputs, options), {}),
+      valueAndGrad: async (inputs, options) => ({ loss: await compute(inputs, options), grads: {} }),
+    };
+  }
   if (
     !l || typeof l.forward !== "function" || typeof l.backward !== "function" || typeof l.valueAndGrad !== "function"
   ) {

@@ -212,8 +212,31 @@ export function vectorOptionErrors(make: Make, option: string): ErrorCase[] {
 }
 
 /** Options that every loss rejects the same way: not an object, unknown reduction, checkFinite. */
-export function commonOptionErrors(make: Make, nanInput: string, reduction = true): ErrorCase[] {
+export function commonOptionErrors(make: Make, nanInput: string, reduction = true, grads = true): ErrorCase[] {
   const cases: ErrorCase[] = [
+    // Unknown keys are refused, naming the key and the accepted ones (never silently ignored).
+    {
+      name: "unknown option key",
+      inputs: make,
+      options: { label_smoothing: 0.1 },
+      type: TypeError,
+      includes: ["options", '"label_smoothing"', "checkFinite"],
+    },
+    {
+      name: "unknown input key",
+      inputs: () => ({ ...make(), weights: [1, 2, 3] }),
+      type: TypeError,
+      includes: ["inputs", '"weights"', nanInput],
+    },
+    grads
+      ? {
+        name: "unknown out key",
+        inputs: make,
+        options: { out: { [`${nanInput}s`]: make()[nanInput] } },
+        type: TypeError,
+        includes: ["options.out", `"${nanInput}s"`, nanInput],
+      }
+      : { name: "out refused by a metric", inputs: make, options: { out: {} }, type: TypeError, includes: ['"out"'] },
     { name: "options not an object", inputs: make, options: "mean", type: TypeError, includes: ["options", '"mean"'] },
     {
       name: "checkFinite not a boolean",

@@ -26,8 +26,6 @@ export interface LossSpec {
   readonly fixtures: string;
   /** The gradients `backward` returns (and nothing else). */
   readonly grads: readonly string[];
-  /** Gradients that are identically zero (accuracy). */
-  readonly zeroGrads?: boolean;
   /** softmax / logSoftmax: `forward` returns `{ output }` and backward takes a matrix upstream. */
   readonly matrixOutput?: boolean;
   /** A random problem `[n, c]` with logits of the given scale, for these options. */
@@ -118,8 +116,8 @@ export const distillationSpec: LossSpec = {
 export const accuracySpec: LossSpec = {
   name: "accuracy",
   fixtures: "accuracy.json",
-  grads: ["logits"],
-  zeroGrads: true,
+  // A metric: no gradients.
+  grads: [],
   random: crossEntropySpec.random,
   optionSets: (c) => [{}, { k: Math.min(3, c) }, { k: Math.min(5, c), ignoreIndex: -1 }],
 };

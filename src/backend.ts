@@ -1,0 +1,265 @@
+/**
+ * Backend selection: `init()` looks for WebGPU, WebAssembly SIMD and the float64
+ * reference, picks one (`"auto"`) or the one asked for, routes small host problems and
+ * a lost GPU device to the CPU, and says why in `note`. The backends themselves are
+ * `src/reference/`, `src/wasm/` and `gpu/`; each is one kernel per family.
+ *
+ * @module
+ */
+import { holdsDevice } from "./loss.ts";
+import type { Kernels } from "./kernels.ts";
+import { type AsyncLosses, bindLosses } from "./losses/mod.ts";
+import { referenceKernels } from "./reference/mod.ts";
+import { compileWasm, simdSupported } from "./wasm/runtime.ts";
+import { wasmKernels } from "./wasm/mod.ts";
+import type { BackendName } from "./types.ts";
+import * as v from "./validate.ts";
+import { type ContextOptions, DeviceLostError, GpuContext, webgpuKernels } from "../gpu/mod.ts";
+
+/** Every loss bound to one backend, with Promise-returning methods. */
+export interface Losses extends AsyncLosses {
+  /** The backend in use (an `"auto"` instance whose GPU was lost reports `"wasm"`). */
+  readonly backend: BackendName;
+  /** Why this backend: the adapter found, or why WebGPU was not used. */
+  readonly note: string;
+  /**
+   * Releases what this instance holds: on WebGPU its share of the device's context
+   * (pipelines and pooled buffers are freed when the last instance on the device is
+   * disposed). Later calls of a disposed instance throw. A no-op on the CPU backends.
+   */
+  dispose(): void;
+}
+
+/** Options of {@linkcode init}. */
+export interface InitOptions {
+  /**
+   * `"auto"`: WebGPU when a hardware adapter is there (or `device` is given), else
+   * WebAssembly SIMD when the engine validates it, else the plain-TypeScript reference
+   * (`"js"`). A software adapter (llvmpipe, SwiftShader) is passed over by `"auto"`: it
+   * runs these kernels far slower than WebAssembly SIMD (bench/README.md); ask for
+   * `"webgpu"` to use it anyway.
+   * @default "auto"
+   */
+  backend?: "auto" | "webgpu" | "wasm" | "js";
+  /** A `GPUDevice` of your own for `"webgpu"` / `"auto"` (default: one from the adapter). */
+  device?: GPUDevice;
+  /**
+   * `"auto"` on WebGPU: problems held in Float32Arrays with fewer logits than this run on
+   * WebAssembly. Default: one measured GPU round trip times
+   * {@linkcode WASM_LOGITS_PER_SECOND} (under Deno a round trip takes at least 10 ms, so
+   * about 5 million logits). GPU-resident problems always run on the GPU.
+   */
+  minGpuLogits?: number;
+}
+
+/**
+ * WebAssembly's speed on a row loss, logits per second (crossEntropy valueAndGrad with
+ * `out`, bench/README.md): `"auto"` keeps a host-data problem on WebAssembly when it
+ * would take less than one GPU round trip there.
+ */
+export const WASM_LOGITS_PER_SECOND = 5e8;
+
+/**
+ * Resolves to every loss bound to one backend.
+ *
+ * `"auto"` (default) uses WebGPU when a hardware adapter exists (or a `device` is
+ * passed), keeping small problems held in Float32Arrays on WebAssembly (see
+ * `minGpuLogits`) and moving every later call to WebAssembly if the GPU device is
+ * lost; otherwise WebAssembly SIMD (relaxed SIMD's fused multiply-add where the engine
+ * is V8) when the engine validates SIMD, else the float64 reference. `"webgpu"` fails
+ * when there is no adapter, and its calls fail with a `DeviceLostError` once the device
+ * is lost. `note` on the result says what was found and why this backend was chosen.
+ * Every `init()` on one `GPUDevice` shares one context (compiled pipelines, buffer pool).
+ *
+ * On WebGPU, inputs may also be GPU-resident matrices `{ buffer: GPUBuffer, shape }`;
+ * the gradients of a call with a GPU-resident input stay on the GPU as
+ * `{ buffer, shape }` (yours to `destroy()`, or pass `options.out` buffers), and only the
+ * loss is read back.
+ *
+ * @param options Which backend, and optionally your own `GPUDevice`.
+ * @returns The losses, each with `forward`, `backward` and `valueAndGrad`.
+ *
+ * @example Pick a backend explicitly
+ * ```ts
+ * import { init } from "@softmargin/softmargin";
+ * const js = await init({ backend: "js" });
+ * const logits = { data: new Float32Array([0, 0]), shape: [1, 2] as const };
+ * console.log(js.backend, (await js.crossEntropy.forward({ logits, labels: [0] })).loss); // js 0.6931471805599453
+ * ```
+ */
+export async function init(options: InitOptions = {}): Promise<Losses> {
+  const o = v.options(options);
+  v.keys("options of init", o, ["backend", "device", "minGpuLogits"]);
+  const backend = v.oneOf("options.backend", o.backend, ["auto", "webgpu", "wasm", "js"] as const, "auto");
+  if (o.device !== undefined && (typeof o.device !== "object" || o.device === null || !("queue" in o.device))) {
+    throw new TypeError(`Expected options.device to be a GPUDevice, got ${v.show(o.device)}`);
+  }
+  if (backend === "wasm" && !simdSupported()) {
+    throw new RangeError(
+      'Expected options.backend "wasm" to run on an engine with WebAssembly SIMD, this one has none',
+    );
+  }
+  const minGpuLogits = o.minGpuLogits === undefined
+    ? undefined
+    : v.number("options.minGpuLogits", o.minGpuLogits, 0, { min: 0 });
+  let note = "";
+  if (backend === "webgpu" || (backend === "auto" && o.device)) {
+    let device = o.device, why = "a GPUDevice was given";
+    if (!device) {
+      const found = await findAdapter();
+      if (!found.adapter) throw new Error(`Expected a WebGPU adapter for options.backend "webgpu": ${found.note}`);
+      device = await requestDevice(found.adapter);
+      why = found.note;
+    }
+    if (backend === "auto" && simdSupported()) await compileWasm();
+    return await gpuLosses(device, { auto: backend === "auto", note: why, minGpuLogits });
+  }
+  if (backend === "auto") {
+    const found = await findAdapter();
+    if (found.adapter && !found.adapter.info?.isFallbackAdapter) {
+      if (simdSupported()) await compileWasm();
+      return await gpuLosses(await requestDevice(found.adapter), { auto: true, note: found.note, minGpuLogits });
+    }
+    note = found.adapter ? `${found.note} is slower than WebAssembly here` : found.note;
+  }
+  const useWasm = backend === "wasm" || (backend === "auto" && simdSupported());
+  if (useWasm) await compileWasm();
+  const losses = bindLosses(useWasm ? wasmKernels : referenceKernels, false);
+  note = backend === "auto" ? `${useWasm ? "wasm" : "js"}: ${note}` : `${backend}: asked for`;
+  return Object.assign(losses, { backend: (useWasm ? "wasm" : "js") as BackendName, note, dispose() {} });
+}
+
+/** The adapter found, or null with the reason. */
+export interface Adapter {
+  adapter: GPUAdapter | null;
+  /** What was found: the adapter's description, or why there is none. */
+  note: string;
+}
+
+/**
+ * Looks for a WebGPU adapter. `navigator.gpu` is absent in runtimes without WebGPU
+ * (Bun, Node) and in Deno before 2 without `--unstable-webgpu`.
+ */
+export async function findAdapter(): Promise<Adapter> {
+  const gpu = (globalThis.navigator as { gpu?: GPU } | undefined)?.gpu;
+  if (!gpu) return { adapter: null, note: "this runtime has no WebGPU (navigator.gpu is undefined)" };
+  let adapter: GPUAdapter | null = null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch (e) {
+    return { adapter: null, note: `navigator.gpu.requestAdapter() failed: ${(e as Error).message}` };
+  }
+  if (!adapter) return { adapter: null, note: "navigator.gpu.requestAdapter() found no adapter" };
+  const info = adapter.info;
+  const name = [info?.vendor, info?.architecture, info?.description].filter((s) => s).join(" ") || "unnamed";
+  const software = info?.isFallbackAdapter ? " (a software fallback adapter)" : "";
+  return { adapter, note: `WebGPU adapter ${name}${software}` };
+}
+
+/** A device of an adapter, with the adapter's largest storage-binding and buffer limits. */
+export async function requestDevice(adapter: GPUAdapter): Promise<GPUDevice> {
+  const l = adapter.limits;
+  return await adapter.requestDevice({
+    requiredLimits: {
+      maxStorageBufferBindingSize: l.maxStorageBufferBindingSize,
+      maxBufferSize: l.maxBufferSize,
+      maxStorageBuffersPerShaderStage: Math.min(l.maxStorageBuffersPerShaderStage, 10),
+      maxComputeWorkgroupStorageSize: l.maxComputeWorkgroupStorageSize,
+    },
+  });
+}
+
+/** Options of {@linkcode gpuLosses}. */
+export interface GpuLossesOptions extends ContextOptions {
+  /** Route small host problems, and every call after a device loss, to the CPU. */
+  auto: boolean;
+  /** Why this backend (`Losses.note`). */
+  note: string;
+  /**
+   * `auto`: host problems with fewer logits than this stay on WebAssembly (default: the
+   * measured GPU round trip times {@linkcode WASM_LOGITS_PER_SECOND}). A head counts
+   * `N * C * D / 16` (its GEMM runs about 16 multiply-adds per logit-time of a row loss).
+   */
+  minGpuLogits?: number;
+}
+
+const contexts = new WeakMap<GPUDevice, GpuContext>();
+function contextOf(device: GPUDevice, options: ContextOptions): GpuContext {
+  let ctx = contexts.get(device);
+  if (!ctx) contexts.set(device, ctx = new GpuContext(device, options));
+  return ctx;
+}
+
+/** How many live `Losses` instances share each device's context. */
+const users = new WeakMap<GpuContext, number>();
+
+/** The losses on a device; with `auto`, small host problems and every call after a device loss run on the CPU. */
+export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): Promise<Losses> {
+  const { auto } = options;
+  let note = options.note;
+  const ctx = contextOf(device, options); // TODO(lead): GpuContext.of once gpu/context.ts has it
+  users.set(ctx, (users.get(ctx) ?? 0) + 1);
+  let kernels = webgpuKernels(ctx);
+  if (auto) {
+    // The caller compiled the WebAssembly module when the engine has SIMD.
+    const cpu = simdSupported() ? wasmKernels : referenceKernels;
+    let min = options.minGpuLogits;
+    if (min === undefined) {
+      const seconds = await ctx.roundTrip();
+      min = Math.round(seconds * WASM_LOGITS_PER_SECOND);
+      note += `; a GPU round trip takes ${(seconds * 1e3).toFixed(2)} ms`;
+    }
+    note += `; host problems under ${min} logits run on ${simdSupported() ? "wasm" : "js"}`;
+    kernels = routeKernels(kernels, cpu, ctx, min);
+  }
+  let disposed = false;
+  const live = <K>(k: K): K => {
+    const out: Record<string, unknown> = {};
+    for (const [name, f] of Object.entries(k as object)) {
+      out[name] = (p: unknown) => {
+        if (disposed) throw new Error("This Losses instance was disposed; call init() again");
+        return (f as (p: unknown) => unknown)(p);
+      };
+    }
+    return out as K;
+  };
+  const losses = bindLosses(live(kernels), false);
+  return Object.defineProperties(losses, {
+    backend: {
+      get: () => (auto && ctx.lost !== null ? (simdSupported() ? "wasm" : "js") : "webgpu"),
+      enumerable: true,
+    },
+    note: {
+      get: () => (ctx.lost === null ? `webgpu: ${note}` : `the WebGPU device was lost (${ctx.lost})`),
+      enumerable: true,
+    },
+    dispose: {
+      value: () => {
+        if (disposed) return;
+        disposed = true;
+        const left = (users.get(ctx) ?? 1) - 1;
+        users.set(ctx, left);
+        if (left === 0) (ctx as unknown as { dispose?: () => void }).dispose?.();
+      },
+    },
+  }) as Losses;
+}
+
+/** `auto`'s routing: host problems below `min` logits, and all once the device is lost, on the CPU. */
+function routeKernels(gpu: Kernels, cpu: Kernels, ctx: GpuContext, min: number): Kernels {
+  const out: Record<string, unknown> = {};
+  for (const name of Object.keys(gpu) as (keyof Kernels)[]) {
+    const g = gpu[name] as (p: object) => unknown, c = cpu[name] as (p: object) => unknown;
+    out[name] = async (p: { n: number; c: number; d?: number }) => {
+      const resident = holdsDevice(p);
+      if (!resident && (ctx.lost !== null || p.n * p.c * (p.d ? p.d / 16 : 1) < min)) return c(p);
+      try {
+        return await g(p);
+      } catch (e) {
+        if (e instanceof DeviceLostError && !resident) return c(p);
+        throw e;
+      }
+    };
+  }
+  return out as unknown as Kernels;
+}
