@@ -35,7 +35,7 @@ export interface SphereFaceLambdaOptions {
  */
 export function sphereFaceLambda(step: number, options: SphereFaceLambdaOptions = {}): number {
   v.keys("options of sphereFaceLambda", v.options(options), ["base", "gamma", "power", "min"]);
-  const s = v.number("step", step, 0, { min: 0 });
+  const s = v.number("step", v.required("step", step), 0, { min: 0 });
   const base = v.number("options.base", options.base, 1000);
   const gamma = v.number("options.gamma", options.gamma, 0.12, { min: 0 });
   const power = v.number("options.power", options.power, 1);
@@ -69,7 +69,7 @@ export interface LSoftmaxBetaOptions {
  */
 export function lSoftmaxBeta(step: number, options: LSoftmaxBetaOptions = {}): number {
   v.keys("options of lSoftmaxBeta", v.options(options), ["start", "decay", "min"]);
-  const s = v.number("step", step, 0, { min: 0 });
+  const s = v.number("step", v.required("step", step), 0, { min: 0 });
   const start = v.number("options.start", options.start, 100);
   const decay = v.number("options.decay", options.decay, 0.99, { min: 0 });
   const min = v.number("options.min", options.min, 0);

@@ -206,6 +206,12 @@ export function labels(name: string, value: unknown, n: number, classes: number,
   return out;
 }
 
+/** Checks that a required argument is given (a `TypeError` naming it when it is `undefined`). */
+export function required<T>(name: string, value: T | undefined): T {
+  if (value === undefined) throw new TypeError(`Expected ${name} to be given, got undefined`);
+  return value;
+}
+
 /** Checks an integer option (such as `ignoreIndex`). */
 export function integer(name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;

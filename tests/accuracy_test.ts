@@ -1,4 +1,4 @@
-// accuracy (SPEC.md §1): the share of non-ignored rows whose label is among the k largest
+// accuracy (docs/LOSSES.md): the share of non-ignored rows whose label is among the k largest
 // logits (in the top k when fewer than k logits are strictly greater than the label's);
 // 0 when every row is ignored. A metric: `compute` only, no gradient, no `out`.
 import assert from "node:assert/strict";

@@ -1,4 +1,4 @@
-// arcface (SPEC.md §2): cosines clamped to [-1, 1], logits s*cos except the label's,
+// arcface (docs/LOSSES.md): cosines clamped to [-1, 1], logits s*cos except the label's,
 // s*phi(cos_y) with phi = cos(theta + m) (easyMargin: only where cos > 0; otherwise the
 // linear cos - m sin(pi - m) at and below cos(pi - m)), then cross-entropy; gradient w.r.t. cos.
 import assert from "node:assert/strict";
@@ -33,7 +33,7 @@ function cosProblem(rng: Rng, n: number, c: number, label: () => number, ignore 
   return { cos, labels };
 }
 
-/** ArcFace's phi and its derivative, written from SPEC.md (interior cosines only). */
+/** ArcFace's phi and its derivative, written from docs/LOSSES.md (interior cosines only). */
 function phiOf(m: number, easy: boolean): (x: number) => [number, number] {
   return (x) => {
     const sin = Math.sqrt(1 - x * x);

@@ -1,4 +1,4 @@
-// combinedMargin (SPEC.md §2; insightface's combined margin): cosines clamped to [-1, 1],
+// combinedMargin (docs/LOSSES.md; insightface's combined margin): cosines clamped to [-1, 1],
 // logits s*cos except the label's, s*(cos(m1 theta + m2) - m3), theta = acos(cos_y), no
 // threshold branch; then cross-entropy; gradient w.r.t. cos.
 import assert from "node:assert/strict";
@@ -30,7 +30,7 @@ function cosProblem(rng: Rng, n: number, c: number, label: () => number, ignore 
   return { cos, labels };
 }
 
-/** phi = cos(m1 theta + m2) - m3 and d phi / d cos = m1 sin(m1 theta + m2) / sin(theta), from SPEC.md. */
+/** phi = cos(m1 theta + m2) - m3 and d phi / d cos = m1 sin(m1 theta + m2) / sin(theta), from docs/LOSSES.md. */
 function phiOf(m1: number, m2: number, m3: number): (x: number) => [number, number] {
   return (x) => {
     const theta = Math.acos(x);

@@ -1,4 +1,4 @@
-// cosface (SPEC.md §2; CosFace / LMCL, AM-Softmax): cosines clamped to [-1, 1], logits
+// cosface (docs/LOSSES.md; CosFace / LMCL, AM-Softmax): cosines clamped to [-1, 1], logits
 // s*cos except the label's, s*(cos_y - m), then cross-entropy; gradient w.r.t. cos.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";

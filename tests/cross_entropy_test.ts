@@ -1,4 +1,4 @@
-// crossEntropy (SPEC.md §1): torch.nn.functional.cross_entropy with class weights,
+// crossEntropy (docs/LOSSES.md): torch.nn.functional.cross_entropy with class weights,
 // ignoreIndex, label smoothing and the three reductions, on every backend.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";

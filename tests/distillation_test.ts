@@ -1,4 +1,4 @@
-// distillation (SPEC.md §1): alpha T^2 KL_batchmean(softmax(t/T) || softmax(s/T)) + (1-alpha) CE(s, y),
+// distillation (docs/LOSSES.md): alpha T^2 KL_batchmean(softmax(t/T) || softmax(s/T)) + (1-alpha) CE(s, y),
 // parts kl and ce (members of the result) reduced before weighting, gradient w.r.t. the student only.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";

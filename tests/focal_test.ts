@@ -1,4 +1,4 @@
-// focal (SPEC.md §1): alpha_y (1 - p_t)^gamma CE_i, p_t = exp(-CE_i); "mean" divides by
+// focal (docs/LOSSES.md): alpha_y (1 - p_t)^gamma CE_i, p_t = exp(-CE_i); "mean" divides by
 // the number of non-ignored rows (not by the summed alpha, unlike a weighted crossEntropy).
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";

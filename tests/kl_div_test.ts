@@ -1,4 +1,4 @@
-// klDiv (SPEC.md §1): torch.nn.functional.kl_div(logInput, target). Element loss
+// klDiv (docs/LOSSES.md): torch.nn.functional.kl_div(logInput, target). Element loss
 // t (log t - x) (0 where t = 0), or e^t (t - x) with logTarget; "batchmean" (default)
 // divides the sum by N, "mean" by N*C, "none" gives one value per row (the row sum).
 // The target gradient at t = 0 (logTarget false) is defined as 0 (torch: NaN).

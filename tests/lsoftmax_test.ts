@@ -1,4 +1,4 @@
-// lsoftmax (SPEC.md §3; L-Softmax): logits x W^T (no normalisation), the label's
+// lsoftmax (docs/LOSSES.md; L-Softmax): logits x W^T (no normalisation), the label's
 // (||W_y|| ||x|| psi(theta_y) + beta z_y) / (1 + beta) with psi = (-1)^k cos(m theta) - 2k,
 // k = floor(m theta / pi) (no gradient through k); gradients w.r.t. x and W. And lSoftmaxBeta,
 // its annealing schedule (a pure function of the step).
@@ -50,7 +50,7 @@ function headProblem(rng: Rng, n: number, d: number, c: number, m: number, ignor
   return { x, W, labels };
 }
 
-/** psi(theta) = (-1)^k cos(m theta) - 2k, k = floor(m theta / pi), written from SPEC.md (cos(m theta) directly). */
+/** psi(theta) = (-1)^k cos(m theta) - 2k, k = floor(m theta / pi), written from docs/LOSSES.md (cos(m theta) directly). */
 function psiOf(m: number, c: number): number {
   const theta = Math.acos(Math.max(-1, Math.min(1, c)));
   const k = Math.floor((m * theta) / Math.PI);
@@ -476,5 +476,7 @@ describe("lSoftmaxBeta", () => {
       await assertThrowsNamed(() => mod.lSoftmaxBeta(1, { [k]: v }), RangeError, `options.${k}`, String(v));
     }
     await assertThrowsNamed(() => mod.lSoftmaxBeta(1, { start: "100" as Any }), TypeError, "options.start", '"100"');
+    await assertThrowsNamed(() => mod.lSoftmaxBeta(undefined as Any), TypeError, "step", "undefined");
+    await assertThrowsNamed(() => mod.lSoftmaxBeta(1, { floor: 5 } as Any), TypeError, "options", '"floor"');
   });
 });

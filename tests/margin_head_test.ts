@@ -1,4 +1,4 @@
-// marginHead (SPEC.md §3): cos = normalize(x) normalize(W)^T (dividing by max(||v||, 1e-12)),
+// marginHead (docs/LOSSES.md): cos = normalize(x) normalize(W)^T (dividing by max(||v||, 1e-12)),
 // then the §2 loss of options.kind (arcface default, cosface, normface, combinedMargin) with
 // that kind's options; gradients w.r.t. x [N, D] and W [C, D]. The wasm kernel streams W in
 // chunks of 128 classes, so class counts around multiples of 128 matter.

@@ -1,4 +1,4 @@
-// normface (SPEC.md §2; NormFace): cosines clamped to [-1, 1], every logit s*cos (no margin),
+// normface (docs/LOSSES.md; NormFace): cosines clamped to [-1, 1], every logit s*cos (no margin),
 // then cross-entropy; gradient w.r.t. cos. Default scale 16.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: the tests under Deno, the documentation examples under
-# Deno (deno test --doc), then the same tests under Bun. Every part runs even when an
+# Deno (deno test --doc: the JSDoc examples, README.md and docs/LOSSES.md, each
+# type-checked and run), then the same tests under Bun. Every part runs even when an
 # earlier one fails; the last line sums what passed and failed, and the exit status is
 # non-zero when anything failed.
 #
@@ -78,12 +79,16 @@ run() { # name counter command...
 }
 
 start=$SECONDS
+# Test files run in parallel processes (DENO_JOBS of them): most of the WebGPU suite's
+# time is spent waiting on Deno's ~10 ms device polling, not computing, so more
+# processes than cores pay off here.
+export DENO_JOBS=${DENO_JOBS:-6}
 # shellcheck disable=SC2086 # DENO and BUN may be commands with arguments
-run deno count_deno $DENO test -A tests/
+run deno count_deno $DENO test -A --parallel tests/
 echo "=== deno: $((SECONDS - start))s"
 
 doc_paths=()
-for p in mod.ts cpu.ts src/; do
+for p in mod.ts cpu.ts src/ README.md docs/LOSSES.md; do
   if [ -e "$p" ]; then doc_paths+=("$p"); fi
 done
 # shellcheck disable=SC2086

@@ -1,4 +1,4 @@
-// softCrossEntropy (SPEC.md §1): -sum_c t_c log_softmax(z)_c per row, gradients w.r.t.
+// softCrossEntropy (docs/LOSSES.md): -sum_c t_c log_softmax(z)_c per row, gradients w.r.t.
 // the logits ((sum t) softmax(z) - t) and the target (-log_softmax(z)).
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";

@@ -1,4 +1,4 @@
-// softmax and logSoftmax (SPEC.md §1): row-wise, max-subtracted. forward -> { output },
+// softmax and logSoftmax (docs/LOSSES.md): row-wise, max-subtracted. forward -> { output },
 // backward(inputs, options, upstream [N, C]) -> { x } (the vector-Jacobian product),
 // valueAndGrad(inputs, options, upstream) -> { output, grads: { x } }.
 import assert from "node:assert/strict";

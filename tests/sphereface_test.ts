@@ -1,4 +1,4 @@
-// sphereface (SPEC.md §3; A-Softmax): rows of W normalised, x not; logits ||x|| cos_j, the
+// sphereface (docs/LOSSES.md; A-Softmax): rows of W normalised, x not; logits ||x|| cos_j, the
 // label's ||x|| (lambda cos + psi(theta)) / (1 + lambda) with psi = (-1)^k cos(m theta) - 2k,
 // k = floor(m theta / pi) (no gradient through k), cos(m theta) = T_m(cos); gradients w.r.t.
 // x and W. And sphereFaceLambda, its annealing schedule (a pure function of the step).
@@ -50,7 +50,7 @@ function headProblem(rng: Rng, n: number, d: number, c: number, m: number, ignor
   return { x, W, labels };
 }
 
-/** psi(theta) = (-1)^k cos(m theta) - 2k, k = floor(m theta / pi), written from SPEC.md (cos(m theta) directly). */
+/** psi(theta) = (-1)^k cos(m theta) - 2k, k = floor(m theta / pi), written from docs/LOSSES.md (cos(m theta) directly). */
 function psiOf(m: number, c: number): number {
   const theta = Math.acos(Math.max(-1, Math.min(1, c)));
   const k = Math.floor((m * theta) / Math.PI);
@@ -496,5 +496,7 @@ describe("sphereFaceLambda", () => {
       await assertThrowsNamed(() => mod.sphereFaceLambda(1, { [k]: v }), RangeError, `options.${k}`, String(v));
     }
     await assertThrowsNamed(() => mod.sphereFaceLambda(1, { min: "5" as Any }), TypeError, "options.min", '"5"');
+    await assertThrowsNamed(() => mod.sphereFaceLambda(undefined as Any), TypeError, "step", "undefined");
+    await assertThrowsNamed(() => mod.sphereFaceLambda(1, { floor: 5 } as Any), TypeError, "options", '"floor"');
   });
 });

@@ -17,7 +17,7 @@ import {
 
 /** Options of `focal`. */
 export interface FocalOptions extends CommonOptions {
-  /** Focusing exponent, >= 0; 0 gives cross-entropy. @default 2 */
+  /** Focusing exponent, >= 0; 0 gives each row's cross-entropy (weighted by `alpha`). @default 2 */
   gamma?: number;
   /** Per-class weight alpha `[C]` (non-negative); none means all 1. */
   alpha?: Float32Array | readonly number[];

@@ -173,7 +173,7 @@ export interface LossSet<W extends "sync" | "async"> {
   /**
    * Focal loss on softmax probabilities (Lin et al. 2017, "Focal Loss for Dense Object
    * Detection"): `loss_i = alpha_y (1 - p_t)^gamma CE_i`, `p_t = e^-CE_i`, `gamma` default
-   * 2 (0 gives cross-entropy), optional per-class `alpha [C]`. `"mean"` averages over the
+   * 2 (0 gives each row's cross-entropy), optional per-class `alpha [C]`. `"mean"` averages over the
    * non-ignored rows (alpha weighs rows but is not a denominator). The gradient is finite
    * at `p_t = 1` for every `gamma >= 0` (the unbounded factor `(1-p_t)^(gamma-1)` meets
    * `CE_i = 0` and the product is taken as its limit, 0).
