@@ -11,8 +11,10 @@
  * Three kinds of export: **losses** (members of `Losses` with `forward`, `backward`,
  * `valueAndGrad`; results typed by the call's reduction and by where its inputs live),
  * **metrics** (`accuracy`: `compute`, no gradient) and the softmax transforms, all bound
- * to one backend by `init()`; and **schedules** (`sphereFaceLambda`, `lSoftmaxBeta`):
- * plain synchronous functions, the same on every backend. The reference of every loss
+ * to one backend by `init()`; and **schedules** (`sphereFaceLambda`, `lSoftmaxBeta`) and
+ * **state functions** (`centerUpdate`, the hard-negative-mining `hnmInit`,
+ * `hnmUpdatePrototypes`, `hnmUpdateConfusion`, `hnmDecay`, `hnmHardNegatives`): plain
+ * synchronous functions, the same on every backend, that never change their inputs. The reference of every loss
  * (formula, shapes, defaults, edge decisions, paper) is docs/LOSSES.md.
  *
  * @example Cross-entropy on the best backend
@@ -70,6 +72,40 @@ export type { HeadGrads, HeadInputs, HeadOptions, MarginHeadOptions } from "./sr
 export type { SpherefaceOptions } from "./src/losses/sphereface.ts";
 export type { LsoftmaxOptions } from "./src/losses/lsoftmax.ts";
 export * from "./src/schedules.ts";
+export * from "./src/state.ts";
+export type { CenterLossGrads, CenterLossInputs, CenterLossOptions } from "./src/losses/center_loss.ts";
+export type {
+  PhysicsContrastiveGrads,
+  PhysicsContrastiveInputs,
+  PhysicsContrastiveOptions,
+} from "./src/losses/physics_contrastive.ts";
+export type {
+  FeatureDiversityGrads,
+  FeatureDiversityInputs,
+  FeatureDiversityOptions,
+} from "./src/losses/feature_diversity.ts";
+export type {
+  CenterRegularizationGrads,
+  CenterRegularizationInputs,
+  CenterRegularizationOptions,
+  CenterRegularizationParts,
+} from "./src/losses/center_regularization.ts";
+export type { ExpertGrads, ExpertInputs } from "./src/losses/experts.ts";
+export type { MixOutputsOptions, MixOutputsParts } from "./src/losses/mix_outputs.ts";
+export type { IclMoeInputs, IclMoeOptions, IclMoeParts } from "./src/losses/icl_moe.ts";
+export type {
+  HierarchicalGrads,
+  HierarchicalInputs,
+  HierarchicalOptions,
+  HierarchicalParts,
+} from "./src/losses/hierarchical.ts";
+export type { PhysMoeGrads, PhysMoeInputs, PhysMoeOptions, PhysMoeParts } from "./src/losses/phys_moe.ts";
+export type {
+  HnmContrastiveGrads,
+  HnmContrastiveInputs,
+  HnmContrastiveOptions,
+  IntMatrix,
+} from "./src/losses/hnm_contrastive.ts";
 export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
 export { DeviceLostError } from "./gpu/context.ts";
 export { init, type InitOptions, type Losses, WASM_LOGITS_PER_SECOND } from "./src/backend.ts";

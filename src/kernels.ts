@@ -13,6 +13,16 @@
  * | `topkHits`  | top-k hits (a metric)                      | accuracy                                                        |
  * | `head`      | class-chunked GEMM + online log-sum-exp    | marginHead, sphereface, lsoftmax                                |
  * | `softmax`   | row softmax / log-softmax and their VJPs   | softmax, logSoftmax                                             |
+ * | `center`    | distances to class centres                 | centerLoss                                                      |
+ * | `contrastive` | B x B similarities, rule-aware SupCon    | physicsContrastive (and physMoe)                                |
+ * | `diversity` | pairwise distances between experts         | featureDiversity                                                |
+ * | `centerReg` | normalised centres and the rule graph      | centerRegularization (and physMoe)                              |
+ * | `experts`   | one softmax per expert: CE/focal, KL terms | mixOutputs, iclMoe (and physMoe)                                |
+ * | `hierarchical` | coarse CE + CE over the true group      | hierarchical (and physMoe)                                      |
+ * | `hnm`       | prototype cosines, hard negatives          | hnmContrastive                                                  |
+ *
+ * A composite (`physMoe`) has no family of its own: its terms run on the families
+ * above (`src/loss.ts`, `composite`).
  *
  * @module
  */
@@ -24,6 +34,13 @@ import type { KlProblem } from "./losses/kl_div.ts";
 import type { HeadProblem } from "./losses/margin_head.ts";
 import type { PairProblem } from "./losses/soft_cross_entropy.ts";
 import type { SoftmaxKernel } from "./losses/softmax.ts";
+import type { CenterProblem } from "./losses/center_loss.ts";
+import type { ContrastiveProblem } from "./losses/physics_contrastive.ts";
+import type { DiversityProblem } from "./losses/feature_diversity.ts";
+import type { CenterRegProblem } from "./losses/center_regularization.ts";
+import type { ExpertsProblem } from "./losses/experts.ts";
+import type { HierarchicalProblem } from "./losses/hierarchical.ts";
+import type { HnmProblem } from "./losses/hnm_contrastive.ts";
 
 /** One kernel per family: what a backend implements. */
 export interface Kernels {
@@ -34,4 +51,11 @@ export interface Kernels {
   topkHits: Kernel<AccuracyProblem>;
   head: Kernel<HeadProblem>;
   softmax: SoftmaxKernel;
+  center: Kernel<CenterProblem>;
+  contrastive: Kernel<ContrastiveProblem>;
+  diversity: Kernel<DiversityProblem>;
+  centerReg: Kernel<CenterRegProblem>;
+  experts: Kernel<ExpertsProblem>;
+  hierarchical: Kernel<HierarchicalProblem>;
+  hnm: Kernel<HnmProblem>;
 }

@@ -75,6 +75,26 @@ export interface LossDef<I, O, G, K extends KernelName> extends Keys<O> {
   finish(problem: ProblemOf<K>, raw: Raw): { loss: number | Float32Array; grads: G } & Record<string, unknown>;
 }
 
+/** One term of a composite loss: a problem and the kernel family that solves it. */
+export interface Term {
+  readonly kernel: KernelName;
+  readonly problem: unknown;
+}
+
+/**
+ * A composite loss: a weighted sum of other losses' terms. `prepare` builds the terms'
+ * problems with the parts' own definitions (sharing what they have in common, such as
+ * one gated ensemble), each term runs on its family's kernel of the backend, and
+ * `finish` combines the terms' raw results.
+ */
+export interface CompositeDef<I, O, G, P> extends Keys<O> {
+  readonly name: string;
+  readonly grads: readonly string[];
+  prepare(inputs: I, options: O, grad: boolean, upstream: Upstream | undefined): P;
+  terms(problem: P): readonly Term[];
+  finish(problem: P, raws: Raw[]): { loss: number | Float32Array; grads: G } & Record<string, unknown>;
+}
+
 /** A metric: a value without a gradient, defined once for every backend. */
 export interface MetricDef<I, O, K extends KernelName> extends Keys<O> {
   readonly name: string;
@@ -171,7 +191,6 @@ export function checkCall<O>(
   return o;
 }
 
-type AnyLossDef = LossDef<unknown, unknown, unknown, KernelName>;
 type AnyKernel = (p: unknown) => Raw | Promise<Raw>;
 
 function split(r: Record<string, unknown>): Record<string, unknown> {
@@ -186,14 +205,24 @@ export const then = <T, U>(
 ): U | Promise<U> => (r instanceof Promise ? r.then(f) : f(r));
 
 /**
- * Binds a loss definition to its kernel. With a synchronous kernel (the CPU backends)
- * the methods return values; with `async` every method returns a Promise.
+ * Binds a loss definition (or a composite's) to what solves its problem on a backend:
+ * a kernel, or a composite's terms. With a synchronous solver (the CPU backends) the
+ * methods return values; with `async` every method returns a Promise.
  */
-export function bindLoss(def: AnyLossDef, kernel: AnyKernel, async: boolean): Loss<unknown, unknown, unknown> {
+export function bindLoss<R>(
+  def: Keys<unknown> & {
+    readonly name: string;
+    readonly grads: readonly string[];
+    prepare(inputs: unknown, options: unknown, grad: boolean, upstream: Upstream | undefined): unknown;
+    finish(problem: unknown, raw: R): Record<string, unknown>;
+  },
+  solve: (p: unknown) => R | Promise<R>,
+  async: boolean,
+): Loss<unknown, unknown, unknown> {
   const run = (inputs: unknown, options: unknown, grad: boolean, upstream?: Upstream) => {
     const o = checkCall(def, inputs, options);
     const p = def.prepare(inputs, o, grad, upstream);
-    return then(kernel(p), (raw) => def.finish(p, raw) as Record<string, unknown>);
+    return then(solve(p), (raw) => def.finish(p, raw));
   };
   const wrap = <T>(f: () => T | Promise<T>) => (async ? (async () => await f())() : f());
   return {
@@ -201,6 +230,20 @@ export function bindLoss(def: AnyLossDef, kernel: AnyKernel, async: boolean): Lo
     backward: (inputs, options, upstream) => wrap(() => then(run(inputs, options, true, upstream), (r) => r.grads)),
     valueAndGrad: (inputs, options) => wrap(() => run(inputs, options, true)),
   } as Loss<unknown, unknown, unknown>;
+}
+
+/**
+ * A composite loss's kernel on a backend: every term on its family's kernel (in
+ * parallel when they are asynchronous), the raw results in the order of the terms.
+ */
+export function composite<P>(
+  def: CompositeDef<unknown, unknown, unknown, P>,
+  kernels: Kernels,
+): (p: P) => Raw[] | Promise<Raw[]> {
+  return (p) => {
+    const raws = def.terms(p).map((t) => (kernels[t.kernel] as (q: unknown) => Raw | Promise<Raw>)(t.problem));
+    return raws.some((r) => r instanceof Promise) ? Promise.all(raws) : (raws as Raw[]);
+  };
 }
 
 /** Binds a metric definition to its kernel (`compute` returns a Promise with `async`). */

@@ -100,6 +100,15 @@ export function outBuffer(o: CommonOptions, name: string, rows: number, cols: nu
   return m as Matrix;
 }
 
+/** Checks a caller's list of output buffers for the gradient of a list input (`count` matrices `[rows, cols]`). */
+export function outList(o: CommonOptions, name: string, count: number, rows: number, cols: number): (Matrix | null)[] {
+  const list = o.out?.[name];
+  if (list === undefined) return new Array(count).fill(null);
+  const [e] = v.matrixList(`options.out.${name}`, list, rows, cols);
+  if (e !== count) throw new RangeError(`Expected options.out.${name} to have ${count} matrices, got ${e}`);
+  return list as Matrix[];
+}
+
 /** The gradient matrix: the caller's output buffer when given (returned as is), else a fresh one. */
 export function gradMatrix(out: Matrix | null, data: Float32Array | undefined, rows: number, cols: number): Matrix {
   return out ?? result(data as Float32Array, rows, cols);

@@ -5,8 +5,8 @@
  * @module
  */
 import type { Kernels } from "../kernels.ts";
-import type { KernelName, LossDef, MetricDef } from "../loss.ts";
-import { bindLoss, bindMetric, hostOnly } from "../loss.ts";
+import type { CompositeDef, KernelName, LossDef, MetricDef } from "../loss.ts";
+import { bindLoss, bindMetric, composite, hostOnly } from "../loss.ts";
 import type { AsyncLoss, AsyncMetric, Loss, Metric } from "../types.ts";
 import { accuracy, type AccuracyOptions } from "./accuracy.ts";
 import { arcface, type ArcfaceOptions } from "./arcface.ts";
@@ -39,6 +39,43 @@ import {
   type SoftCrossEntropyOptions,
 } from "./soft_cross_entropy.ts";
 import { bindSoftmax, type SoftmaxMethods } from "./softmax.ts";
+import { centerLoss, type CenterLossGrads, type CenterLossInputs, type CenterLossOptions } from "./center_loss.ts";
+import {
+  physicsContrastive,
+  type PhysicsContrastiveGrads,
+  type PhysicsContrastiveInputs,
+  type PhysicsContrastiveOptions,
+} from "./physics_contrastive.ts";
+import {
+  featureDiversity,
+  type FeatureDiversityGrads,
+  type FeatureDiversityInputs,
+  type FeatureDiversityOptions,
+} from "./feature_diversity.ts";
+import {
+  centerRegularization,
+  type CenterRegularizationGrads,
+  type CenterRegularizationInputs,
+  type CenterRegularizationOptions,
+  type CenterRegularizationParts,
+} from "./center_regularization.ts";
+import type { ExpertGrads, ExpertInputs } from "./experts.ts";
+import { mixOutputs, type MixOutputsOptions, type MixOutputsParts } from "./mix_outputs.ts";
+import { iclMoe, type IclMoeInputs, type IclMoeOptions, type IclMoeParts } from "./icl_moe.ts";
+import {
+  hierarchical,
+  type HierarchicalGrads,
+  type HierarchicalInputs,
+  type HierarchicalOptions,
+  type HierarchicalParts,
+} from "./hierarchical.ts";
+import { physMoe, type PhysMoeGrads, type PhysMoeInputs, type PhysMoeOptions, type PhysMoeParts } from "./phys_moe.ts";
+import {
+  hnmContrastive,
+  type HnmContrastiveGrads,
+  type HnmContrastiveInputs,
+  type HnmContrastiveOptions,
+} from "./hnm_contrastive.ts";
 
 /** The loss definitions (each names its kernel family). */
 export const definitions = {
@@ -54,7 +91,18 @@ export const definitions = {
   marginHead,
   sphereface,
   lsoftmax,
+  centerLoss,
+  physicsContrastive,
+  featureDiversity,
+  centerRegularization,
+  mixOutputs,
+  iclMoe,
+  hierarchical,
+  hnmContrastive,
 };
+
+/** The composite losses (weighted sums of other losses' terms). */
+export const composites = { physMoe };
 
 /** The metric definitions. */
 export const metrics = { accuracy };
@@ -306,6 +354,170 @@ export interface LossSet<W extends "sync" | "async"> {
    * ```
    */
   lsoftmax: Methods<W, HeadInputs, LsoftmaxOptions, HeadGrads>;
+  /**
+   * Center loss (Wen et al. 2016, "A Discriminative Feature Learning Approach for Deep
+   * Face Recognition"): `loss_i = ||x_i - c_{y_i}||^2`, `reduction` `"mean"` over the N
+   * rows (default), `"sum"`, `"none"`. Shapes: x `[N, D]`, centers `[C, D]`, labels `[N]`
+   * in `[0, C)`; gradients `x: 2 s_i (x_i - c_y)`, `centers: -sum_{i: y_i = j} 2 s_i (x_i - c_j)`.
+   * Wen et al. move the centres with `centerUpdate` instead of their gradient.
+   *
+   * @example Distance to the class centre
+   * ```ts
+   * import { js } from "@softmargin/softmargin/cpu";
+   * const x = { data: new Float32Array([1, 2]), shape: [1, 2] as const };
+   * const centers = { data: new Float32Array([0, 0, 1, 1]), shape: [2, 2] as const };
+   * console.log(js.centerLoss.forward({ x, centers, labels: [1] }).loss); // 1 = (1-1)^2 + (2-1)^2
+   * ```
+   */
+  centerLoss: Methods<W, CenterLossInputs, CenterLossOptions, CenterLossGrads>;
+  /**
+   * A rule-aware supervised contrastive loss (Khosla et al. 2020, "Supervised Contrastive
+   * Learning", extended with a class-similarity rule): `S = f f^T / tau`, `R_ij = rule[y_i, y_j]`
+   * (0 without `rule`), positives `P_ij = (y_i = y_j or R_ij > threshold) and i != j`,
+   * `loss_i = -sum_j P_ij (S_ij - log sum_{k != i} e^(S_ik) (1 - R_ik)) / sum_j P_ij`,
+   * averaged over the anchors that have a positive and a non-zero weight `1 - R` (0 when
+   * none). `temperature` 0.07, `threshold` 0.8; f `[B, D]` normalised by the caller, rule
+   * `[K, K]` with values in [0, 1]. Gradient w.r.t. f.
+   *
+   * @example Two pairs
+   * ```ts
+   * import { js } from "@softmargin/softmargin/cpu";
+   * const f = { data: new Float32Array([1, 0, 1, 0, 0, 1, 0, 1]), shape: [4, 2] as const };
+   * console.log(js.physicsContrastive.forward({ f, labels: [0, 0, 1, 1] }, { temperature: 1 }).loss); // 0.5514 = log(1 + 2/e)
+   * ```
+   */
+  physicsContrastive: Methods<W, PhysicsContrastiveInputs, PhysicsContrastiveOptions, PhysicsContrastiveGrads>;
+  /**
+   * Feature diversity of experts: `-lambda * mean` of `||f_e[b] - f_e'[b]||` over every
+   * sample b and ordered pair of different experts (`lambda` 0.01; minimising it pushes
+   * the experts apart; 0 for one expert). Gradients w.r.t. each expert's features (0
+   * where a distance is 0).
+   *
+   * @example Two experts
+   * ```ts
+   * import { js } from "@softmargin/softmargin/cpu";
+   * const a = { data: new Float32Array([0, 0]), shape: [1, 2] as const };
+   * const b = { data: new Float32Array([3, 4]), shape: [1, 2] as const };
+   * console.log(js.featureDiversity.forward({ features: [a, b] }, { lambda: 1 }).loss); // -5
+   * ```
+   */
+  featureDiversity: Methods<W, FeatureDiversityInputs, FeatureDiversityOptions, FeatureDiversityGrads>;
+  /**
+   * Centre regularisation: with `c^ = normalize(centers)`,
+   * `L_center = mean_i (1 - f_i . c^_{y_i})` and, for `A` the rule without its diagonal
+   * with rows divided by their sums, `L_proto = mean_c (1 - c^_c . (A c^)_c)`; the value is
+   * `L_center + prototypeWeight * L_proto` (`prototypeWeight` 0.5), parts `center` and
+   * `proto`. Gradients w.r.t. f and the centres.
+   *
+   * @example
+   * ```ts
+   * import { js } from "@softmargin/softmargin/cpu";
+   * const f = { data: new Float32Array([1, 0]), shape: [1, 2] as const };
+   * const centers = { data: new Float32Array([2, 0, 0, 1]), shape: [2, 2] as const };
+   * const rule = { data: new Float32Array([1, 0, 0, 1]), shape: [2, 2] as const };
+   * const { loss, center, proto } = js.centerRegularization.forward({ f, centers, labels: [0], rule });
+   * console.log(loss, center, proto); // 0.5 0 1
+   * ```
+   */
+  centerRegularization: Methods<
+    W,
+    CenterRegularizationInputs,
+    CenterRegularizationOptions,
+    CenterRegularizationGrads,
+    CenterRegularizationParts
+  >;
+  /**
+   * Mixture-of-experts loss with distillation and a parallel term: `ce_e = CE(z_e + log prior, y)`
+   * (`prior [C]` optional: logit adjustment, Menon et al. 2021), `distill = sum_{i != j} KL_batchmean(softmax(z_j) || softmax(z_i))`,
+   * `parallel = E / sum_e 1/(ce_e + eps)`; value `sum_e ce_e + distillWeight distill + parallelWeight parallel`
+   * (weights 0, `eps` 1e-6). Parts `ce`, `distill`, `parallel` and `meanLogits` (`[B, C]`).
+   * Gradients w.r.t. every expert's logits (the distillation through both softmaxes).
+   *
+   * @example One expert is plain cross-entropy
+   * ```ts
+   * import { js } from "@softmargin/softmargin/cpu";
+   * const z = { data: new Float32Array([0, 0]), shape: [1, 2] as const };
+   * console.log(js.mixOutputs.forward({ expertLogits: [z], labels: [0] }).loss); // 0.6931 = log 2
+   * ```
+   */
+  mixOutputs: Methods<W, ExpertInputs, MixOutputsOptions, ExpertGrads, MixOutputsParts>;
+  /**
+   * Independent and collaborative learning of experts: `L_dol = sum_e` (focal with `gamma`
+   * for the `tailExperts`, cross-entropy for the others; means over B) and, for the gated
+   * ensemble `sum_e gating[:, e] z_e` (a constant target), `L_col = sum_e KL_batchmean(softmax(ensemble) || softmax(z_e))`.
+   * Value `L_dol + L_col`, parts `dol` and `col`; gradients w.r.t. the expert logits.
+   *
+   * @example Two agreeing experts
+   * ```ts
+   * import { js } from "@softmargin/softmargin/cpu";
+   * const z = { data: new Float32Array([0, 0]), shape: [1, 2] as const };
+   * const gating = { data: new Float32Array([0.5, 0.5]), shape: [1, 2] as const };
+   * console.log(js.iclMoe.forward({ expertLogits: [z, z], gating, labels: [1] }).col); // 0
+   * ```
+   */
+  iclMoe: Methods<W, IclMoeInputs, IclMoeOptions, ExpertGrads, IclMoeParts>;
+  /**
+   * Hierarchical cross-entropy: `CE(coarse, fineToCoarse[y])` plus the cross-entropy over
+   * only the fine classes of the true coarse class (the others are excluded, not masked
+   * with -1e9: their gradient is exactly 0). Parts `coarse` and `fine`; gradients w.r.t.
+   * coarse `[B, K]` and fine `[B, C]`.
+   *
+   * @example Two groups of two
+   * ```ts
+   * import { js } from "@softmargin/softmargin/cpu";
+   * const coarse = { data: new Float32Array([0, 0]), shape: [1, 2] as const };
+   * const fine = { data: new Float32Array([0, 0, 5, 9]), shape: [1, 4] as const };
+   * const r = js.hierarchical.forward({ coarse, fine, labels: [1], fineToCoarse: [0, 0, 1, 1] });
+   * console.log(r.coarse, r.fine); // 0.6931 0.6931 (log 2 each: classes 2 and 3 are not read)
+   * ```
+   */
+  hierarchical: Methods<W, HierarchicalInputs, HierarchicalOptions, HierarchicalGrads, HierarchicalParts>;
+  /**
+   * The physics-constrained mixture-of-experts objective, in one call:
+   * `lambdaScl physicsContrastive(features, labels, rule) + L_dol + L_col + lambdaHier hierarchical(coarse, fine)
+   * + lambdaReg centerRegularization(features, centers, labels, rule)` with iclMoe's
+   * `L_dol`, `L_col` and the gated ensemble `fine = sum_e gating[:, e] z_e` (differentiable
+   * here, a constant target in `L_col`); `contrast: false` leaves the first term out.
+   * Defaults `lambdaScl` 0.1, `lambdaHier` 1, `lambdaReg` 0.001, and the parts' own
+   * (`temperature`, `threshold`, `gamma`, `prototypeWeight`, `tailExperts`). Returns the
+   * total, the unweighted parts `scl`, `dol`, `col`, `hier`, `reg`, and gradients w.r.t.
+   * features, coarse, expertLogits, gating and centers.
+   *
+   * @example A tiny batch
+   * ```ts
+   * import { js } from "@softmargin/softmargin/cpu";
+   * const m = (rows: number, cols: number, values: number[]) => ({ data: new Float32Array(values), shape: [rows, cols] as const });
+   * const r = js.physMoe.valueAndGrad({
+   *   features: m(2, 2, [1, 0, 0, 1]),
+   *   coarse: m(2, 1, [0, 0]),
+   *   expertLogits: [m(2, 2, [1, 0, 0, 1]), m(2, 2, [2, 0, 0, 2])],
+   *   gating: m(2, 2, [0.5, 0.5, 0.5, 0.5]),
+   *   labels: [0, 1],
+   *   rule: m(2, 2, [1, 0, 0, 1]),
+   *   fineToCoarse: [0, 0],
+   *   centers: m(2, 2, [1, 0, 0, 1]),
+   * }, { tailExperts: [1] });
+   * console.log(r.loss, r.grads.gating.shape); // ... [2, 2]
+   * ```
+   */
+  physMoe: Methods<W, PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, PhysMoeParts>;
+  /**
+   * Hard-negative contrastive loss against class prototypes: with f and the prototypes
+   * normalised, `pos = cos(f, p_y) / t`, `neg_j = cos(f, p_{hard_j}) / t` (`temperature` t
+   * 0.07), `loss = -log(e^pos / (e^pos + mean_j e^neg_j))`, computed as a log-sum-exp;
+   * `reduction` `"mean"` over B. `hard [B, k]` comes from `hnmHardNegatives`. Gradient
+   * w.r.t. f only.
+   *
+   * @example
+   * ```ts
+   * import { js } from "@softmargin/softmargin/cpu";
+   * const f = { data: new Float32Array([1, 0]), shape: [1, 2] as const };
+   * const prototypes = { data: new Float32Array([1, 0, 1, 0]), shape: [2, 2] as const };
+   * const hard = { data: Int32Array.of(1), shape: [1, 1] as const };
+   * console.log(js.hnmContrastive.forward({ f, prototypes, labels: [0], hard }).loss); // 0.6931 (log 2: the negative equals the positive)
+   * ```
+   */
+  hnmContrastive: Methods<W, HnmContrastiveInputs, HnmContrastiveOptions, HnmContrastiveGrads>;
 }
 
 /** Every loss with synchronous methods (the CPU backends). */
@@ -332,6 +544,10 @@ export function bindLosses(kernels: Kernels, sync: boolean): SyncLosses | AsyncL
   for (const [name, def] of Object.entries(definitions)) {
     const d = def as unknown as LossDef<unknown, unknown, unknown, KernelName>;
     out[name] = bindLoss(d, kernels[d.kernel] as (p: unknown) => never, async);
+  }
+  for (const [name, def] of Object.entries(composites)) {
+    const d = def as unknown as CompositeDef<unknown, unknown, unknown, unknown>;
+    out[name] = bindLoss(d, composite(d, kernels), async);
   }
   for (const [name, def] of Object.entries(metrics)) {
     const d = def as unknown as MetricDef<unknown, unknown, KernelName>;

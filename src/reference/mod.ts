@@ -13,9 +13,19 @@ import { distill } from "./distillation.ts";
 import { klDiv } from "./kl_div.ts";
 import { softTarget } from "./soft_cross_entropy.ts";
 import { softmaxTransform } from "./softmax.ts";
+import { center } from "./center_loss.ts";
+import { contrastive } from "./physics_contrastive.ts";
+import { diversity } from "./feature_diversity.ts";
+import { centerReg } from "./center_regularization.ts";
+import { experts } from "./experts.ts";
+import { hierarchical } from "./hierarchical.ts";
+import { hnm } from "./hnm_contrastive.ts";
+
+/** The float64 kernels of the metric-learning and mixture-of-experts families. */
+export const referenceMetricKernels = { center, contrastive, diversity, centerReg, experts, hierarchical, hnm };
 
 /** The reference kernels. */
 export const referenceKernels: Kernels = hostKernels(
-  { hardLabel, softTarget, klDiv, distill, topkHits, head, softmax: softmaxTransform },
+  { hardLabel, softTarget, klDiv, distill, topkHits, head, softmax: softmaxTransform, ...referenceMetricKernels },
   "js",
 );

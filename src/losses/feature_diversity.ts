@@ -1,0 +1,95 @@
+/**
+ * `featureDiversity`: pushes the features of different experts apart (minus the mean
+ * pairwise Euclidean distance between experts, per sample).
+ *
+ * @module
+ */
+import type { LossDef, Prepared } from "../loss.ts";
+import type { CommonOptions, Matrix, Tensor } from "../types.ts";
+import * as v from "../validate.ts";
+import { gradMatrix, outList } from "./cross_entropy.ts";
+
+/** Inputs of `featureDiversity`. */
+export interface FeatureDiversityInputs {
+  /** One feature matrix `[B, D]` per expert (E >= 1 of them). */
+  features: readonly Tensor[];
+}
+
+/** Options of `featureDiversity`. */
+export interface FeatureDiversityOptions extends CommonOptions {
+  /** Weight of the term. @default 0.01 */
+  lambda?: number;
+}
+
+/** Gradients of `featureDiversity`. */
+export interface FeatureDiversityGrads {
+  /** Gradient w.r.t. each expert's features, in the order of the input. */
+  features: Matrix[];
+}
+
+/** The prepared `featureDiversity` problem. */
+export interface DiversityProblem extends Prepared {
+  readonly e: number;
+  readonly b: number;
+  readonly d: number;
+  readonly features: Float32Array[];
+  /**
+   * The value's factor `-lambda / (B E (E - 1))` (0 for E = 1), times the upstream
+   * gradient for the gradients.
+   */
+  readonly factor: number;
+  readonly scale: number;
+  readonly outs: (Matrix | null)[];
+}
+
+/** Checks a reduced loss's upstream: a finite number, default 1. */
+export function scalarUpstream(upstream: unknown): number {
+  if (upstream === undefined) return 1;
+  if (typeof upstream !== "number" || !Number.isFinite(upstream)) {
+    throw new TypeError(`Expected upstream to be a finite number (a reduced loss), got ${v.show(upstream)}`);
+  }
+  return upstream;
+}
+
+/**
+ * The definition of `featureDiversity`:
+ * `-lambda * mean_{b, e != e'} ||features[e][b] - features[e'][b]||`.
+ */
+export const featureDiversity: LossDef<
+  FeatureDiversityInputs,
+  FeatureDiversityOptions,
+  FeatureDiversityGrads,
+  "diversity"
+> = {
+  name: "featureDiversity",
+  kernel: "diversity",
+  inputs: ["features"],
+  options: ["lambda"],
+  grads: ["features"],
+  prepare(inputs, o, grad, upstream) {
+    const [e, b, d] = v.matrixList("features", inputs.features);
+    if (b === 0) {
+      throw new RangeError("Expected features[0] to have at least one row (an empty batch has no loss), got 0");
+    }
+    const features = inputs.features.map((m) => v.values(m));
+    if (o.checkFinite) features.forEach((f, i) => v.finite(`features[${i}]`, f, d));
+    const lambda = v.number("options.lambda", o.lambda, 0.01);
+    const factor = e < 2 ? 0 : -lambda / (b * e * (e - 1));
+    return {
+      grad,
+      e,
+      b,
+      d,
+      features,
+      factor,
+      scale: grad ? factor * scalarUpstream(upstream) : 0,
+      outs: grad ? outList(o, "features", e, b, d) : [],
+    };
+  },
+  finish(p, raw) {
+    let total = 0;
+    for (const r of raw.rows[0]) total += r;
+    const grads = p.features.map((_, i) => gradMatrix(p.outs[i] ?? null, raw.grads[`features.${i}`], p.b, p.d));
+    return { loss: p.factor * total, grads: { features: grads } };
+  },
+};

@@ -1,0 +1,120 @@
+/**
+ * `iclMoe`: independent and collaborative learning of a mixture of experts: a division
+ * of labour (cross-entropy for head experts, focal loss for tail experts) and a
+ * collaboration term pulling every expert towards the gated ensemble.
+ *
+ * @module
+ */
+import type { LossDef } from "../loss.ts";
+import type { CommonOptions, Tensor } from "../types.ts";
+import * as v from "../validate.ts";
+import { scalarUpstream } from "./feature_diversity.ts";
+import {
+  type ExpertGrads,
+  expertGrads,
+  type ExpertInputs,
+  expertInputs,
+  expertOuts,
+  type ExpertsProblem,
+  means,
+} from "./experts.ts";
+
+/** Inputs of `iclMoe`. */
+export interface IclMoeInputs extends ExpertInputs {
+  /** Gating weights `[B, E]`: the ensemble is `sum_e gating[:, e] z_e`. */
+  gating: Tensor;
+}
+
+/** Options of `iclMoe`. */
+export interface IclMoeOptions extends CommonOptions {
+  /** Indices of the tail experts (focal loss); the others use cross-entropy. @default [] */
+  tailExperts?: readonly number[] | Int32Array;
+  /** Focal exponent of the tail experts, >= 0. @default 2 */
+  gamma?: number;
+}
+
+/** The parts of `iclMoe`. */
+export interface IclMoeParts {
+  /** `L_dol = sum_e (focal if e is a tail expert else CE)`, each a mean over B. */
+  dol: number;
+  /** `L_col = sum_e KL_batchmean(softmax(ensemble) || softmax(z_e))`. */
+  col: number;
+}
+
+/** Checks `tailExperts`: distinct integers in `[0, E)`; returns a focal exponent per expert. */
+export function tailGammas(value: unknown, e: number, gamma: number): Float64Array {
+  const out = new Float64Array(e);
+  if (value === undefined) return out;
+  if (!Array.isArray(value) && !(value instanceof Int32Array)) {
+    throw new TypeError(`Expected options.tailExperts to be an array of expert indices, got ${v.show(value)}`);
+  }
+  const tail = v.integers("options.tailExperts", value, (value as ArrayLike<number>).length, e);
+  const seen = new Set<number>();
+  for (const t of tail) {
+    if (seen.has(t)) throw new RangeError(`Expected options.tailExperts to be distinct, got ${t} twice`);
+    seen.add(t);
+    out[t] = gamma;
+  }
+  return out;
+}
+
+/** The gated ensemble `sum_e gating[:, e] z_e`, `[B, C]` float32 (checked `gating [B, E]`). */
+export function ensemble(gating: Float32Array, logits: Float32Array[], b: number, c: number): Float32Array {
+  const e = logits.length, out = new Float32Array(b * c);
+  for (let i = 0; i < b; i++) {
+    for (let j = 0; j < c; j++) {
+      let s = 0;
+      for (let k = 0; k < e; k++) s += gating[i * e + k] * logits[k][i * c + j];
+      out[i * c + j] = s;
+    }
+  }
+  return out;
+}
+
+/** Checks `gating [B, E]` on the host and returns its values. */
+export function gatingInput(value: unknown, b: number, e: number, checkFinite?: boolean): Float32Array {
+  v.matrix("gating", value, b, e);
+  if (v.isGpuMatrix(value)) {
+    throw new TypeError("Expected gating to be a host matrix { data: Float32Array, shape }, got a GPUBuffer");
+  }
+  const g = (value as { data: Float32Array }).data;
+  if (checkFinite) v.finite("gating", g, e);
+  return g;
+}
+
+/** The definition of `iclMoe`: `L_dol + L_col`. */
+export const iclMoe: LossDef<IclMoeInputs, IclMoeOptions, ExpertGrads, "experts"> = {
+  name: "iclMoe",
+  kernel: "experts",
+  inputs: ["expertLogits", "gating", "labels"],
+  options: ["tailExperts", "gamma"],
+  grads: ["expertLogits"],
+  prepare(inputs, o, grad, upstream): ExpertsProblem {
+    const { e, b, c, logits, labels } = expertInputs(inputs, o);
+    const gating = gatingInput(inputs.gating, b, e, o.checkFinite);
+    const gamma = v.number("options.gamma", o.gamma, 2, { min: 0 });
+    const up = grad ? scalarUpstream(upstream) : 1;
+    const ce = new Float64Array(e).fill(up);
+    return {
+      grad,
+      e,
+      b,
+      c,
+      logits,
+      labels,
+      gamma: tailGammas(o.tailExperts, e, gamma),
+      shift: null,
+      // The ensemble is a constant target: no gradient flows into it (or into the gating).
+      target: ensemble(gating, logits, b, c),
+      pairs: false,
+      weights: () => ({ ce, col: up, pairs: 0 }),
+      outs: expertOuts(o, grad, e, b, c),
+    };
+  },
+  finish(p, raw) {
+    let dol = 0, col = 0;
+    for (const x of means(raw.rows, 0, p.e, p.b)) dol += x;
+    for (const x of means(raw.rows, p.e, p.e, p.b)) col += x;
+    return { loss: dol + col, dol, col, grads: { expertLogits: expertGrads(p, raw.grads) } };
+  },
+};

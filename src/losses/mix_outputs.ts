@@ -1,0 +1,127 @@
+/**
+ * `mixOutputs`: the mixture-of-experts loss of a multi-expert long-tail classifier: each
+ * expert's cross-entropy (optionally logit-adjusted by a class prior), a pairwise
+ * distillation between experts, and a "parallel" term, the harmonic mean of the
+ * experts' cross-entropies times E.
+ *
+ * @module
+ */
+import type { LossDef } from "../loss.ts";
+import type { CommonOptions, Matrix } from "../types.ts";
+import * as v from "../validate.ts";
+import { scalarUpstream } from "./feature_diversity.ts";
+import {
+  type ExpertGrads,
+  expertGrads,
+  type ExpertInputs,
+  expertInputs,
+  expertOuts,
+  type ExpertsProblem,
+  means,
+} from "./experts.ts";
+
+/** Options of `mixOutputs`. */
+export interface MixOutputsOptions extends CommonOptions {
+  /** Class prior `[C]`, every value > 0: the CE terms use `z + log prior` (logit adjustment). */
+  prior?: Float32Array | Float64Array | readonly number[];
+  /** Weight of the pairwise distillation term. @default 0 */
+  distillWeight?: number;
+  /** Weight of the parallel term. @default 0 */
+  parallelWeight?: number;
+  /** Added to each CE before its reciprocal in the parallel term. @default 1e-6 */
+  eps?: number;
+}
+
+/** The parts of `mixOutputs` (unweighted), and the experts' mean logits. */
+export interface MixOutputsParts {
+  /** `sum_e ce_e`. */
+  ce: number;
+  /** `sum_{i != j} KL_batchmean(softmax(z_j) || softmax(z_i))`. */
+  distill: number;
+  /** `E / sum_e 1 / (ce_e + eps)`. */
+  parallel: number;
+  /** `(1/E) sum_e z_e`, `[B, C]` (not differentiated). */
+  meanLogits: Matrix;
+}
+
+/** The prepared `mixOutputs` problem: the experts problem and the weights of the parts. */
+export interface MixProblem extends ExpertsProblem {
+  readonly distillWeight: number;
+  readonly parallelWeight: number;
+  readonly eps: number;
+}
+
+/** `E / sum_e 1/(ce_e + eps)`. */
+function parallelOf(ce: Float64Array, eps: number): number {
+  let s = 0;
+  for (const x of ce) s += 1 / (x + eps);
+  return ce.length / s;
+}
+
+/** The definition of `mixOutputs`. */
+export const mixOutputs: LossDef<ExpertInputs, MixOutputsOptions, ExpertGrads, "experts"> = {
+  name: "mixOutputs",
+  kernel: "experts",
+  inputs: ["expertLogits", "labels"],
+  options: ["prior", "distillWeight", "parallelWeight", "eps"],
+  grads: ["expertLogits"],
+  prepare(inputs, o, grad, upstream) {
+    const { e, b, c, logits, labels } = expertInputs(inputs, o);
+    const prior = v.vector("options.prior", o.prior, c, 0);
+    if (prior?.some((x) => x === 0)) {
+      throw new RangeError(`Expected options.prior to be > 0 everywhere, got 0 at [${prior.indexOf(0)}]`);
+    }
+    const distillWeight = v.number("options.distillWeight", o.distillWeight, 0);
+    const parallelWeight = v.number("options.parallelWeight", o.parallelWeight, 0);
+    const eps = v.number("options.eps", o.eps, 1e-6, { min: 0, minExclusive: true });
+    const up = grad ? scalarUpstream(upstream) : 1;
+    const problem: MixProblem = {
+      grad,
+      e,
+      b,
+      c,
+      logits,
+      labels,
+      gamma: new Float64Array(e),
+      shift: prior ? Float64Array.from(prior, Math.log) : null,
+      target: null,
+      pairs: true,
+      // d parallel / d ce_e = E (ce_e + eps)^-2 / (sum_k 1/(ce_k + eps))^2 = parallel^2 / (E (ce_e + eps)^2)
+      weights: (ce) => {
+        const par = parallelOf(ce, eps);
+        return {
+          ce: ce.map((x) => up * (1 + (parallelWeight * par * par) / (e * (x + eps) ** 2))),
+          col: 0,
+          pairs: up * distillWeight,
+        };
+      },
+      outs: expertOuts(o, grad, e, b, c),
+      distillWeight,
+      parallelWeight,
+      eps,
+    };
+    return problem;
+  },
+  finish(problem, raw) {
+    const p = problem as MixProblem;
+    const ce = means(raw.rows, 0, p.e, p.b);
+    let ceSum = 0;
+    for (const x of ce) ceSum += x;
+    const distill = means(raw.rows, 2 * p.e, 1, p.b)[0];
+    const parallel = parallelOf(ce, p.eps);
+    const mean = new Float32Array(p.b * p.c);
+    for (let i = 0; i < mean.length; i++) {
+      let s = 0;
+      for (const z of p.logits) s += z[i];
+      mean[i] = s / p.e;
+    }
+    return {
+      loss: ceSum + p.distillWeight * distill + p.parallelWeight * parallel,
+      ce: ceSum,
+      distill,
+      parallel,
+      meanLogits: { data: mean, shape: [p.b, p.c] as const },
+      grads: { expertLogits: expertGrads(p, raw.grads) },
+    };
+  },
+};

@@ -1,0 +1,144 @@
+/**
+ * `physicsContrastive`: a supervised contrastive loss (Khosla et al. 2020) whose
+ * positives also include pairs of classes a rule matrix calls similar, and whose
+ * negatives are weighted by their dissimilarity.
+ *
+ * @module
+ */
+import type { LossDef, Prepared } from "../loss.ts";
+import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
+import * as v from "../validate.ts";
+import { gradMatrix, outBuffer } from "./cross_entropy.ts";
+
+/** Inputs of `physicsContrastive`. */
+export interface PhysicsContrastiveInputs {
+  /** Embeddings `[B, D]`, normalised by the caller (used as given). */
+  f: Tensor;
+  /** One class index per row (in `[0, K)` when `rule` is given, else any integer >= 0). */
+  labels: Labels;
+  /** Optional rule similarity `[K, K]` of the classes, every value in [0, 1]; none means 0. */
+  rule?: Tensor;
+}
+
+/** Options of `physicsContrastive`. */
+export interface PhysicsContrastiveOptions extends CommonOptions {
+  /** Temperature tau > 0 of the similarities `f f^T / tau`. @default 0.07 */
+  temperature?: number;
+  /** A pair of different classes is a positive when its rule similarity is above this. @default 0.8 */
+  threshold?: number;
+  /** `"mean"` (over the anchors that have a positive), `"sum"` or `"none"` (0 for the others). @default "mean" */
+  reduction?: Reduction;
+}
+
+/** Gradients of `physicsContrastive`. */
+export interface PhysicsContrastiveGrads {
+  /** Gradient w.r.t. the embeddings `[B, D]`. */
+  f: Matrix;
+}
+
+/** The prepared `physicsContrastive` problem. */
+export interface ContrastiveProblem extends Prepared {
+  readonly b: number;
+  readonly d: number;
+  readonly f: Float32Array;
+  readonly labels: Int32Array;
+  /** `rule [K, K]` (float32, values in [0, 1]) or null (all 0). */
+  readonly rule: Float32Array | null;
+  readonly k: number;
+  readonly temperature: number;
+  readonly threshold: number;
+  /** Per anchor: 1 when it has a positive and a non-zero denominator weight, else 0. */
+  readonly valid: Uint8Array;
+  /** Per anchor: its number of positives. */
+  readonly positives: Int32Array;
+  /** Per-anchor gradient scale (0 for anchors that are not valid). */
+  readonly scales: Float64Array;
+  readonly reduction: Reduction;
+  /** The number of valid anchors (`"mean"`'s denominator). */
+  readonly denominator: number;
+  readonly out: Matrix | null;
+}
+
+/** Checks a rule matrix `[K, K]` with every value finite and in [0, 1]; returns K and its values. */
+export function ruleMatrix(name: string, value: unknown, k?: number): [number, Float32Array] {
+  const [rows, cols] = v.matrix(name, value, k, k);
+  if (rows !== cols) throw new RangeError(`Expected ${name} to be square [K, K], got [${rows}, ${cols}]`);
+  if (rows === 0) throw new RangeError(`Expected ${name} to have at least one class, got 0`);
+  if (v.isGpuMatrix(value)) {
+    throw new TypeError(`Expected ${name} to be a host matrix { data: Float32Array, shape }, got a GPUBuffer`);
+  }
+  const data = (value as Matrix).data;
+  for (let i = 0; i < data.length; i++) {
+    if (!(data[i] >= 0 && data[i] <= 1)) {
+      throw new RangeError(
+        `Expected ${name}[${Math.floor(i / rows)}, ${i % rows}] to be a similarity in [0, 1], got ${data[i]}`,
+      );
+    }
+  }
+  return [rows, data];
+}
+
+/**
+ * The definition of `physicsContrastive`: with `S = f f^T / tau`, `R_ij = rule[y_i, y_j]`,
+ * positives `P_ij = (y_i = y_j or R_ij > threshold) and i != j`,
+ * `loss_i = -sum_j P_ij (S_ij - log sum_{k != i} e^(S_ik) (1 - R_ik)) / sum_j P_ij`.
+ */
+export const physicsContrastive: LossDef<
+  PhysicsContrastiveInputs,
+  PhysicsContrastiveOptions,
+  PhysicsContrastiveGrads,
+  "contrastive"
+> = {
+  name: "physicsContrastive",
+  kernel: "contrastive",
+  inputs: ["f", "labels", "rule"],
+  options: ["temperature", "threshold", "reduction"],
+  grads: ["f"],
+  prepare(inputs, o, grad, upstream) {
+    const [b, d] = v.batch("f", inputs.f);
+    let rule: Float32Array | null = null, k = 2 ** 31 - 1;
+    if (inputs.rule !== undefined) [k, rule] = ruleMatrix("rule", inputs.rule);
+    const labels = v.integers("labels", inputs.labels, b, k);
+    const f = v.values(inputs.f);
+    if (o.checkFinite) v.finite("f", f, d);
+    const temperature = v.number("options.temperature", o.temperature, 0.07, { min: 0, minExclusive: true });
+    const threshold = v.number("options.threshold", o.threshold, 0.8);
+    const reduction = v.reduction(o.reduction);
+    // Positives and validity depend on the labels and the rule only (exp > 0), so the
+    // mean's denominator is known before any kernel runs.
+    const positives = new Int32Array(b), valid = new Uint8Array(b);
+    let count = 0;
+    for (let i = 0; i < b; i++) {
+      let weighted = false;
+      for (let j = 0; j < b; j++) {
+        if (j === i) continue;
+        const r = rule ? rule[labels[i] * k + labels[j]] : 0;
+        if (labels[i] === labels[j] || r > threshold) positives[i]++;
+        if (r < 1) weighted = true;
+      }
+      if (positives[i] > 0 && weighted) valid[i] = 1, count++;
+    }
+    const scales = grad ? v.rowScales(reduction, upstream, b, count, (i) => !valid[i]) : new Float64Array(0);
+    return {
+      grad,
+      b,
+      d,
+      f,
+      labels,
+      rule,
+      k,
+      temperature,
+      threshold,
+      valid,
+      positives,
+      scales,
+      reduction,
+      denominator: count,
+      out: grad ? outBuffer(o, "f", b, d) : null,
+    };
+  },
+  finish: (p, raw) => ({
+    loss: v.reduce(raw.rows[0], p.reduction, p.denominator),
+    grads: { f: gradMatrix(p.out, raw.grads.f, p.b, p.d) },
+  }),
+};
