@@ -1,78 +1,217 @@
 /**
- * Compiles `assembly/` to SIMD WebAssembly and writes it, base64-inlined, to
- * `src/wasm/generated.ts` with a hash of its sources and compiler settings.
+ * Compiles `assembly/` to SIMD WebAssembly, two modules from two entry points:
+ *
+ * - `assembly/index.ts` (the library's kernels) into `src/wasm/generated.ts`;
+ * - `assembly/testing.ts` (test-only wrappers of the math, never shipped) into
+ *   `tests/helpers/wasm_testing.generated.ts`.
+ *
+ * Each generated file holds the module base64-inlined in both builds (plain SIMD and
+ * relaxed SIMD), the TypeScript interface of its exports, generated from the
+ * `export function name(arg: type, ...): ret` signatures of the files the entry
+ * re-exports (and checked against the compiled module's exports), and a hash of the
+ * sources it is built from (the entry and the files it imports), the compiler's
+ * version and the settings.
  *
  *   deno task build          rebuild
- *   deno task build --check  fail (exit 1) when the committed module is stale
+ *   deno task build --check  fail (exit 1) when a committed module is stale
  *
  * @module
  */
-import { readdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 
 const root = new URL("..", import.meta.url).pathname;
-const target = join(root, "src/wasm/generated.ts");
 const FLAGS = ["-O3", "--runtime", "stub", "--noAssert", "--enable", "simd", "--initialMemory", "1", "--maximumMemory", "65536"];
 /** Two builds of the same sources: plain SIMD, and with relaxed SIMD's fused multiply-add. */
 const VARIANTS = { simd: [], relaxed: ["--enable", "relaxed-simd"] } as const;
 
-function sourceHash(): string {
+/** One module: its entry point, the file it is written to, and what the file says it is. */
+interface Target {
+  entry: string;
+  out: string;
+  /** Name of the generated interface of its exports. */
+  iface: string;
+  what: string;
+}
+
+const TARGETS: Target[] = [
+  { entry: "assembly/index.ts", out: "src/wasm/generated.ts", iface: "Exports", what: "The kernels" },
+  {
+    entry: "assembly/testing.ts",
+    out: "tests/helpers/wasm_testing.generated.ts",
+    iface: "TestingExports",
+    what: "The test build (tests only: the math of assembly/math.ts behind array wrappers)",
+  },
+];
+
+const read = (file: string) => readFileSync(join(root, file), "utf8");
+
+/** The modules a file imports or re-exports (`from "./name"`), as paths from the root. */
+function imports(file: string): string[] {
+  return [...read(file).matchAll(/\bfrom\s+"\.\/([\w/]+)"/g)].map((m) => `assembly/${m[1]}.ts`);
+}
+
+/** The entry and every file it reaches through imports, sorted. */
+function closure(entry: string): string[] {
+  const seen = new Set<string>();
+  const visit = (f: string) => {
+    if (seen.has(f)) return;
+    if (!existsSync(join(root, f))) throw new Error(`${f} (imported) does not exist`);
+    seen.add(f);
+    imports(f).forEach(visit);
+  };
+  visit(entry);
+  return [...seen].sort();
+}
+
+function sourceHash(t: Target): string {
   const h = createHash("sha256");
-  const asc = JSON.parse(readFileSync(join(root, "node_modules/assemblyscript/package.json"), "utf8")).version;
+  const asc = JSON.parse(read("node_modules/assemblyscript/package.json")).version;
   h.update(`asc ${asc}\n${FLAGS.join(" ")}\n${JSON.stringify(VARIANTS)}\n`);
-  for (const f of readdirSync(join(root, "assembly")).filter((f) => f.endsWith(".ts") && f !== "build.ts").sort()) {
-    h.update(`${f}\n`).update(readFileSync(join(root, "assembly", f)));
-  }
+  for (const f of closure(t.entry)) h.update(`${f}\n`).update(read(f));
   return h.digest("hex");
 }
 
-function compile(extra: readonly string[]): string {
+/** AssemblyScript's value types as the JavaScript API passes them. */
+const JS_TYPES: Record<string, string> = {
+  i32: "number",
+  u32: "number",
+  isize: "number",
+  usize: "number",
+  f32: "number",
+  f64: "number",
+  void: "void",
+};
+
+/** One exported function: its name, parameters, result and doc comment. */
+interface Signature {
+  name: string;
+  params: [string, string][];
+  ret: string;
+  doc: string;
+}
+
+/** The signature of `export function name(...)` in `file`. */
+function signature(file: string, name: string): Signature {
+  const src = read(file);
+  const re = new RegExp(`(/\\*\\*(?:(?!\\*/)[\\s\\S])*\\*/\\s*)?export function ${name}\\s*\\(([^)]*)\\)\\s*:\\s*(\\w+)`);
+  const m = src.match(re);
+  if (!m) throw new Error(`${file}: no \`export function ${name}(...): type\``);
+  const type = (t: string, what: string) => {
+    const js = JS_TYPES[t];
+    if (!js) throw new Error(`${file}: ${name}'s ${what} has type ${t}; expected one of ${Object.keys(JS_TYPES)}`);
+    return js;
+  };
+  const params = m[2].split(",").map((p) => p.trim()).filter(Boolean).map((p): [string, string] => {
+    const pm = p.match(/^(\w+)\s*:\s*(\w+)$/);
+    if (!pm) throw new Error(`${file}: ${name}'s parameter \`${p}\` is not \`name: type\``);
+    return [pm[1], type(pm[2], `parameter ${pm[1]}`)];
+  });
+  if (params.some(([, t]) => t === "void")) throw new Error(`${file}: ${name} has a void parameter`);
+  return { name, params, ret: type(m[3], "result"), doc: (m[1] ?? "").trim() };
+}
+
+/** The functions an entry exports: its re-exports (`export { a, b } from "./file"`) and its own. */
+function exported(entry: string): Signature[] {
+  const src = read(entry);
+  const out: Signature[] = [];
+  for (const m of src.matchAll(/^export\s*\{([^}]*)\}\s*from\s*"\.\/([\w/]+)"/gm)) {
+    for (const name of m[1].split(",").map((s) => s.trim()).filter(Boolean)) {
+      if (!/^\w+$/.test(name)) throw new Error(`${entry}: re-export \`${name}\` is not a plain name`);
+      out.push(signature(`assembly/${m[2]}.ts`, name));
+    }
+  }
+  for (const m of src.matchAll(/^export function (\w+)/gm)) out.push(signature(entry, m[1]));
+  return out;
+}
+
+/** The TypeScript interface of an entry's exports. */
+function renderInterface(t: Target, sigs: Signature[]): string {
+  const doc = (d: string) => (d ? `  ${d.replace(/\n\s*/g, "\n   ")}\n` : "");
+  const members = sigs.map((s) =>
+    `${doc(s.doc)}  ${s.name}(${s.params.map(([n, ty]) => `${n}: ${ty}`).join(", ")}): ${s.ret};`
+  );
+  return `/**
+ * What the module exports (pointers are byte offsets into its memory): generated from the
+ * \`export function\` signatures of ${t.entry} and the files it re-exports.
+ */
+export interface ${t.iface} {
+  /** The module's memory. */
+  memory: WebAssembly.Memory;
+${members.join("\n")}
+}`;
+}
+
+/** Checks the compiled module against the parsed signatures: the same names and arities. */
+function verify(t: Target, bytes: Uint8Array, sigs: Signature[]): void {
+  const module = new WebAssembly.Module(bytes as BufferSource);
+  const stubs: Record<string, Record<string, () => void>> = {};
+  for (const i of WebAssembly.Module.imports(module)) (stubs[i.module] ??= {})[i.name] = () => {};
+  const exports = new WebAssembly.Instance(module, stubs).exports as Record<string, unknown>;
+  const want = ["memory", ...sigs.map((s) => s.name)].sort().join(", ");
+  const got = Object.keys(exports).sort().join(", ");
+  if (want !== got) throw new Error(`${t.entry}: the module exports ${got}; the sources declare ${want}`);
+  for (const s of sigs) {
+    const arity = (exports[s.name] as (...a: unknown[]) => unknown).length;
+    if (arity !== s.params.length) throw new Error(`${t.entry}: ${s.name} takes ${arity} arguments, declared ${s.params.length}`);
+  }
+}
+
+function compile(t: Target, extra: readonly string[], sigs: Signature[]): string {
   const dir = mkdtempSync(join(tmpdir(), "softmargin-"));
   try {
-    const out = join(dir, "softmargin.wasm");
-    execFileSync(join(root, "node_modules/.bin/asc"), [join(root, "assembly/index.ts"), "--outFile", out, ...FLAGS, ...extra], {
+    const out = join(dir, "module.wasm");
+    execFileSync(join(root, "node_modules/.bin/asc"), [join(root, t.entry), "--outFile", out, ...FLAGS, ...extra], {
       cwd: root,
       stdio: ["ignore", "inherit", "inherit"],
     });
-    return Buffer.from(readFileSync(out)).toString("base64");
+    const bytes = readFileSync(out);
+    verify(t, bytes, sigs);
+    return Buffer.from(bytes).toString("base64");
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-function render(hash: string): string {
+function render(t: Target, hash: string): string {
+  const sigs = exported(t.entry);
   const lit = (base64: string) => (base64.match(/.{1,100}/g) ?? []).map((l) => `  "${l}"`).join(" +\n");
-  return `// @generated by assembly/build.ts from assembly/*.ts. Do not edit: run \`deno task build\`.
+  return `// @generated by assembly/build.ts from ${t.entry} and the files it imports. Do not edit: run \`deno task build\`.
 // source-hash: ${hash}
-/** The kernels compiled with SIMD, base64-encoded. */
+${renderInterface(t, sigs)}
+/** ${t.what}, compiled with SIMD, base64-encoded. */
 export const WASM_SIMD: string =
-${lit(compile(VARIANTS.simd))};
-/** The same kernels compiled with relaxed SIMD (fused multiply-add), base64-encoded. */
+${lit(compile(t, VARIANTS.simd, sigs))};
+/** The same, compiled with relaxed SIMD (fused multiply-add), base64-encoded. */
 export const WASM_RELAXED: string =
-${lit(compile(VARIANTS.relaxed))};
+${lit(compile(t, VARIANTS.relaxed, sigs))};
 `;
 }
 
-const hash = sourceHash();
-if (Deno.args.includes("--check")) {
-  let committed = "";
-  try {
-    committed = readFileSync(target, "utf8");
-  } catch { /* missing counts as stale */ }
-  const recorded = committed.match(/^\/\/ source-hash: ([0-9a-f]+)$/m)?.[1];
-  if (recorded !== hash) {
-    console.error(`src/wasm/generated.ts is stale (source-hash ${recorded ?? "missing"}, sources ${hash}): run \`deno task build\``);
-    Deno.exit(1);
+let stale = false;
+for (const t of TARGETS) {
+  const hash = sourceHash(t);
+  if (Deno.args.includes("--check")) {
+    let committed = "";
+    try {
+      committed = read(t.out);
+    } catch { /* missing counts as stale */ }
+    const recorded = committed.match(/^\/\/ source-hash: ([0-9a-f]+)$/m)?.[1];
+    if (recorded !== hash) {
+      console.error(`${t.out} is stale (source-hash ${recorded ?? "missing"}, sources ${hash}): run \`deno task build\``);
+      stale = true;
+    } else if (committed !== render(t, hash)) {
+      console.error(`${t.out} does not match a fresh build of ${t.entry}: run \`deno task build\``);
+      stale = true;
+    } else {
+      console.log(`${t.out} is up to date (${hash.slice(0, 12)})`);
+    }
+  } else {
+    writeFileSync(join(root, t.out), render(t, hash));
+    console.log(`wrote ${t.out} (${hash.slice(0, 12)})`);
   }
-  if (committed !== render(hash)) {
-    console.error("src/wasm/generated.ts does not match a fresh build of assembly/: run `deno task build`");
-    Deno.exit(1);
-  }
-  console.log(`src/wasm/generated.ts is up to date (${hash.slice(0, 12)})`);
-} else {
-  writeFileSync(target, render(hash));
-  console.log(`wrote src/wasm/generated.ts (${hash.slice(0, 12)})`);
 }
+if (stale) Deno.exit(1);

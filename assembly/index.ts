@@ -9,7 +9,6 @@ export { topk_hits } from "./accuracy";
 export { softmax_rows, softmax_vjp } from "./softmax";
 export { gemm, dots64, gemm_tn64 } from "./gemm";
 export { head_prep, head_forward, head_backward, head_chunk_max, row_finish } from "./margin_head";
-export { exp_array, log_array } from "./math";
 
 /** First free byte above the static data: the host's allocator starts here. */
 export function heap_base(): usize {

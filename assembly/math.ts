@@ -156,22 +156,3 @@ const EXPM1: usize = memory.data<f32>([
 @inline export function log1(x: f32): f32 {
   return f32x4.extract_lane(logv(f32x4.splat(x)), 0);
 }
-
-// Exported for the accuracy test of exp and log (tests/math_test.ts): apply to n floats in place.
-export function exp_array(p: usize, n: i32, neg: i32): void {
-  let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const x = v128.load(p + (<usize>i << 2));
-    v128.store(p + (<usize>i << 2), neg ? expNeg(x) : expv(x));
-  }
-  for (; i < n; i++) {
-    const x = load<f32>(p + (<usize>i << 2));
-    store<f32>(p + (<usize>i << 2), neg ? expNeg1(x) : exp1(x));
-  }
-}
-
-export function log_array(p: usize, n: i32): void {
-  let i = 0;
-  for (; i + 4 <= n; i += 4) v128.store(p + (<usize>i << 2), logv(v128.load(p + (<usize>i << 2))));
-  for (; i < n; i++) store<f32>(p + (<usize>i << 2), log1(load<f32>(p + (<usize>i << 2))));
-}
