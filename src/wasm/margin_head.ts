@@ -48,11 +48,16 @@ export function head(p: HeadProblem): Raw {
     ca: lay.add(Math.max(n, B) * 4),
     cb: lay.add(Math.max(n, B) * 4),
   };
+  // x, W and the out buffers may live in WebAssembly memory (see `alloc`): placing the arena
+  // may grow it, which detaches their views, so they are pinned first and taken again after.
+  const pinX = rt.pin(p.x), pinW = rt.pin(p.W);
+  const pinOutX = p.outX && rt.pin(p.outX.data), pinOutW = p.outW && rt.pin(p.outW.data);
   const base = rt.arena(lay.size);
+  const x = pinX(), W = pinW(), outX = pinOutX?.(), outW = pinOutW?.();
   const ptr = (k: keyof typeof at) => base + at[k];
   const f32 = (k: keyof typeof at, len: number) => rt.f32.subarray(ptr(k) >>> 2, (ptr(k) >>> 2) + len);
   const f64 = (k: keyof typeof at, len: number) => new Float64Array(rt.buffer, ptr(k), len);
-  rt.put(ptr("X"), p.x);
+  rt.put(ptr("X"), x);
   rt.put(ptr("labels"), p.labels);
   rt.put(ptr("target"), p.target);
   f32("a", n).set(Float32Array.from(p.nx, (nx) => (p.normX ? 1 / Math.max(nx, EPS) : 1)));
@@ -61,7 +66,7 @@ export function head(p: HeadProblem): Raw {
   // good to 6e-4. Then ("precise") the dot products are summed in float64 and every logit is
   // held relative to its row's running maximum M (z - M: small and exact wherever a
   // probability matters); the kernels see z - M and the label's logit T - M.
-  const precise = !p.normX && maxNorm(p.x, n, d) * (p.normW ? 1 : maxNorm(p.W, c, d)) > PRECISE_ABOVE;
+  const precise = !p.normX && maxNorm(x, n, d) * (p.normW ? 1 : maxNorm(W, c, d)) > PRECISE_ABOVE;
   const T = Float64Array.from({ length: n }, (_, i) => p.target[4 * i]);
   const M = precise ? T.slice() : new Float64Array(n);
   // Each row's running max starts at its label's logit T; the sum over the other
@@ -71,12 +76,12 @@ export function head(p: HeadProblem): Raw {
   // One chunk's W slice in, its norms and transpose, and its dot products S = X W_J^T (or
   // x . w - M / b, so that the kernels' u = S b is z - M).
   const chunk = (j0: number, cols: number) => {
-    f32("WJ", cols * d).set(p.W.subarray(j0 * d, (j0 + cols) * d));
+    f32("WJ", cols * d).set(W.subarray(j0 * d, (j0 + cols) * d));
     k.head_prep(ptr("WJ"), cols, d, p.normW ? 1 : 0, ptr("b"), ptr("WT"));
     // The precise logits take the column scale in float64 (dots64).
     if (precise) {
       f64("b64", cols).set(
-        Float64Array.from({ length: cols }, (_, j) => p.normW ? 1 / Math.max(norm(p.W, (j0 + j) * d, d), EPS) : 1),
+        Float64Array.from({ length: cols }, (_, j) => p.normW ? 1 / Math.max(norm(W, (j0 + j) * d, d), EPS) : 1),
       );
     }
     dots(cols);
@@ -143,7 +148,7 @@ export function head(p: HeadProblem): Raw {
   f64("om", n).set(om);
   f64("scales", n).set(p.scales);
   f32("dX", n * d).fill(0);
-  const gW = p.outW?.data ?? new Float32Array(c * d);
+  const gW = outW ?? new Float32Array(c * d);
   for (let j0 = 0; j0 < c; j0 += B) {
     const cols = Math.min(B, c - j0);
     chunk(j0, cols);
@@ -185,7 +190,7 @@ export function head(p: HeadProblem): Raw {
   f32("ca", n).set(a);
   f32("cb", n).fill(0);
   k.row_finish(ptr("dX"), ptr("X"), n, d, ptr("ca"), ptr("cb"), p.normX ? 1 : 0);
-  const gx = p.outX?.data ?? new Float32Array(n * d);
+  const gx = outX ?? new Float32Array(n * d);
   gx.set(f32("dX", n * d));
   // Where x is not normalised the label's part of dx, dL/dT (dT/du b_y W_y + dT/d||x|| x / ||x||),
   // is added here in float64: its two terms can nearly cancel (SphereFace at cos = +-1).
@@ -195,7 +200,7 @@ export function head(p: HeadProblem): Raw {
       if (y < 0) continue;
       const by = p.normW ? 1 / Math.max(p.nw[i], EPS) : 1, nx = p.nx[i];
       const fw = dzy(i) * p.target[4 * i + 1] * by, fx = nx > 0 ? (dzy(i) * p.target[4 * i + 2]) / nx : 0;
-      for (let j = 0; j < d; j++) gx[i * d + j] += fw * p.W[y * d + j] + fx * p.x[i * d + j];
+      for (let j = 0; j < d; j++) gx[i * d + j] += fw * W[y * d + j] + fx * x[i * d + j];
     }
   }
   // Where W is not normalised the label's part of dW_y, dL/dT (dT/du a x + dT/d||W_y|| W_y / ||W_y||),
@@ -206,7 +211,7 @@ export function head(p: HeadProblem): Raw {
       if (y < 0) continue;
       const nw = p.nw[i], fx = dzy(i) * p.target[4 * i + 1] * a[i];
       const fw = nw > 0 ? (dzy(i) * p.target[4 * i + 3]) / nw : 0;
-      for (let j = 0; j < d; j++) gW[y * d + j] += fx * p.x[i * d + j] + fw * p.W[y * d + j];
+      for (let j = 0; j < d; j++) gW[y * d + j] += fx * x[i * d + j] + fw * W[y * d + j];
     }
   }
   return { rows: [rows], grads: { x: gx, W: gW } };

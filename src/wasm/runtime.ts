@@ -106,6 +106,21 @@ export function runtime(): Runtime {
   return current;
 }
 
+/** What {@linkcode Runtime.stats} reports, in bytes (for tests; not part of the public API). */
+export interface MemoryStats {
+  /** The size of WebAssembly memory. */
+  bytes: number;
+  /** Bytes in live blocks (the arena and every allocated matrix), and how many blocks. */
+  used: number;
+  blocks: number;
+  /** Bytes on the free list, how many free blocks, and the largest one. */
+  free: number;
+  freeBlocks: number;
+  largestFree: number;
+  /** The scratch arena's size. */
+  arena: number;
+}
+
 /** A free block of memory. */
 interface Block {
   ptr: number;
@@ -143,6 +158,18 @@ export class Runtime {
   /** The address of `data` when it lives in this memory (the zero-copy path), else -1. */
   addressOf(data: ArrayBufferView): number {
     return data.buffer === this.k.memory.buffer ? data.byteOffset : -1;
+  }
+
+  /**
+   * `data` as a getter that survives memory growth, which detaches every view of the old
+   * buffer: a view into this memory is re-made over the current one, any other array is
+   * returned as is. Pin a problem's arrays before anything that may allocate (the arena).
+   */
+  pin(data: Float32Array): () => Float32Array {
+    const at = this.addressOf(data), length = data.length; // a detached view's length reads 0
+    if (at < 0) return () => data;
+    let view = data;
+    return () => (view.buffer === this.buffer ? view : (view = new Float32Array(this.buffer, at, length)));
   }
 
   /** Allocates `bytes` (aligned to 64), growing memory when needed. */
@@ -221,6 +248,22 @@ export class Runtime {
       this.#arena = this.malloc(this.#arenaSize);
     }
     return this.#arena;
+  }
+
+  /** Where memory stands (for tests): its size, the live blocks, the free list and the arena, in bytes. */
+  stats(): MemoryStats {
+    let used = 0, free = 0, largestFree = 0;
+    for (const size of this.#used.values()) used += size;
+    for (const b of this.#free) [free, largestFree] = [free + b.size, Math.max(largestFree, b.size)];
+    return {
+      bytes: this.k.memory.buffer.byteLength,
+      used,
+      blocks: this.#used.size,
+      free,
+      freeBlocks: this.#free.length,
+      largestFree,
+      arena: this.#arenaSize,
+    };
   }
 
   /** A copy of `n` float64 values at `ptr`. */
