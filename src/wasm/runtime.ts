@@ -243,9 +243,13 @@ export class Runtime {
    */
   arena(bytes: number): number {
     if (bytes > this.#arenaSize) {
+      const size = Math.ceil(bytes / ALIGN) * ALIGN;
+      // Freed first so that the new arena may reuse its place; if malloc then throws
+      // (memory cannot grow), no arena is left behind, never a stale pointer to a free block.
       if (this.#arena) this.free(this.#arena);
-      this.#arenaSize = Math.ceil(bytes / ALIGN) * ALIGN;
-      this.#arena = this.malloc(this.#arenaSize);
+      this.#arena = this.#arenaSize = 0;
+      this.#arena = this.malloc(size);
+      this.#arenaSize = size;
     }
     return this.#arena;
   }
