@@ -1,5 +1,7 @@
 // Loader for the PyTorch float64 reference fixtures written by tests/fixtures/generate.py
-// (the format is described in that script's docstring). Runs unchanged under Deno 2 and Bun:
+// (the format is described in that script's docstring; tests/fixtures/generate_moe.py adds list
+// inputs and gradients, integer matrices, tensor parts and hnm.json's rounds, described in its
+// docstring). Runs unchanged under Deno 2 and Bun:
 // it uses only node:fs, node:url and web globals (atob, DataView).
 
 import { readFileSync } from "node:fs";
@@ -19,6 +21,12 @@ export interface Matrix64 {
 
 /** A float32 or float64 input as decoded: rank 1 becomes a bare typed array, rank >= 2 a matrix. */
 export type FixtureInput = Float32Array | Float64Array | Matrix32 | Matrix64;
+
+/** An integer matrix (INTMAT `{"shape", "int"}`): hnmContrastive's `hard [B, k]`, hnmHardNegatives' result. */
+export interface Int32Matrix {
+  data: Int32Array;
+  shape: number[];
+}
 
 /** An expected float64 tensor stored in full. */
 export interface DenseExpected {
@@ -43,8 +51,12 @@ export type ExpectedTensor = DenseExpected | SampledExpected;
 
 export interface FixtureCase {
   name: string;
-  /** Keyed by the library's input names: labels are Int32Array, matrices `{ data, shape }`. */
-  inputs: Record<string, Int32Array | FixtureInput>;
+  /**
+   * Keyed by the library's input names: labels and other integer vectors (fineToCoarse) are
+   * Int32Array, matrices `{ data, shape }`, list inputs (expertLogits, features) arrays of matrices,
+   * integer matrices (hard) Int32Matrix.
+   */
+  inputs: Record<string, Int32Array | FixtureInput | FixtureInput[] | Int32Matrix>;
   /** camelCase options; vector options (weight, alpha) are Float32Array. */
   options: Record<string, unknown>;
   /**
@@ -55,10 +67,16 @@ export interface FixtureCase {
   expected: {
     /** A number, or a float64 tensor ([N] for "none", [N, C] output of softmax / logSoftmax). */
     loss: number | ExpectedTensor;
-    /** distillation with reduction mean / sum: the reduced KL and CE before weighting. */
-    parts?: Record<string, number>;
-    /** Keyed by input name; the vector-Jacobian product with `upstream`. Empty for accuracy. */
-    grads: Record<string, ExpectedTensor>;
+    /**
+     * Named parts: numbers (distillation's reduced KL and CE before weighting, the §4–§6 parts),
+     * or a float64 tensor (mixOutputs' meanLogits).
+     */
+    parts?: Record<string, number | ExpectedTensor>;
+    /**
+     * Keyed by input name; the vector-Jacobian product with `upstream` (a list input's gradient is
+     * an array in the input's order). Empty for accuracy and the state functions.
+     */
+    grads: Record<string, ExpectedTensor | ExpectedTensor[]>;
   };
   /** klDiv with logTarget false and zero target entries: torch's gradient there (e.g. "nan"). */
   torchTargetGradAtZero?: string;
@@ -123,6 +141,25 @@ function count(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
+/** Decodes an INTMAT `{"shape": [rows, cols], "int": [flat ints]}`. */
+function decodeIntMatrix(t: Json, where: string): Int32Matrix {
+  const data = Int32Array.from(t.int as number[]);
+  if (data.length !== count(t.shape)) {
+    throw new RangeError(`${where}: shape [${t.shape}] needs ${count(t.shape)} integers, got ${data.length}`);
+  }
+  return { data, shape: [...t.shape] };
+}
+
+/** An input: integer vector (JSON array of numbers), list of TENSORs, INTMAT or TENSOR. */
+function decodeAnyInput(v: Json, where: string): FixtureCase["inputs"][string] {
+  if (Array.isArray(v)) {
+    if (v.every((x) => typeof x === "number")) return Int32Array.from(v as number[]);
+    return v.map((t, i) => decodeInput(t, `${where}[${i}]`));
+  }
+  if (Array.isArray(v?.int)) return decodeIntMatrix(v, where);
+  return decodeInput(v, where);
+}
+
 /** Decodes a dense TENSOR (f32 / f64 / lcg) to its flat typed array, checking its length. */
 export function decodeTensorData(t: Json, where = "tensor"): Float32Array | Float64Array {
   const n = count(t.shape);
@@ -158,9 +195,7 @@ function decodeExpected(t: Json, where: string): ExpectedTensor {
 function decodeCase(c: Json): FixtureCase {
   const where = (k: string) => `${c.name}: ${k}`;
   const inputs: FixtureCase["inputs"] = {};
-  for (const [k, v] of Object.entries<Json>(c.inputs)) {
-    inputs[k] = Array.isArray(v) ? Int32Array.from(v as number[]) : decodeInput(v, where(k));
-  }
+  for (const [k, v] of Object.entries<Json>(c.inputs)) inputs[k] = decodeAnyInput(v, where(k));
   const options: Record<string, unknown> = {};
   for (const [k, v] of Object.entries<Json>(c.options ?? {})) {
     options[k] = isTensor(v) ? decodeInput(v, where(`options.${k}`)) : v;
@@ -179,9 +214,18 @@ function decodeCase(c: Json): FixtureCase {
   if (c.upstream !== undefined) {
     out.upstream = typeof c.upstream === "number" ? c.upstream : decodeInput(c.upstream, where("upstream"));
   }
-  if (c.expected.parts) out.expected.parts = { ...c.expected.parts };
+  if (c.expected.parts) {
+    const parts: Record<string, number | ExpectedTensor> = {};
+    for (const [k, v] of Object.entries<Json>(c.expected.parts)) {
+      parts[k] = typeof v === "number" ? v : decodeExpected(v, where(`expected.parts.${k}`));
+    }
+    out.expected.parts = parts;
+  }
   for (const [k, v] of Object.entries<Json>(c.expected.grads ?? {})) {
-    out.expected.grads[k] = decodeExpected(v, where(`expected.grads.${k}`));
+    const w = where(`expected.grads.${k}`);
+    out.expected.grads[k] = Array.isArray(v)
+      ? v.map((t: Json, i: number) => decodeExpected(t, `${w}[${i}]`))
+      : decodeExpected(v, w);
   }
   if (c.torchTargetGradAtZero !== undefined) out.torchTargetGradAtZero = c.torchTargetGradAtZero;
   return out;
@@ -228,4 +272,96 @@ export function expectedMaxAbs(t: ExpectedTensor): number {
   let m = 0;
   for (let i = 0; i < t.data.length; i++) m = Math.max(m, Math.abs(t.data[i]));
   return m;
+}
+
+// ------------------------------------------------------------------------------------- hnm rounds
+
+/** A state of the hard-negative miner as hnm.json stores it: float64, dense. */
+export interface HnmExpectedState {
+  prototypes: DenseExpected;
+  confusion: DenseExpected;
+}
+
+/** One step of a replayable hnm round (see the hnm.json layout in generate_moe.py's docstring). */
+export type HnmStep =
+  | { op: "hnmInit"; args: { C: number; D: number }; state: HnmExpectedState }
+  | {
+    op: "hnmUpdatePrototypes";
+    args: { f: Matrix32; labels: Int32Array };
+    options: Record<string, unknown>;
+    state: HnmExpectedState;
+  }
+  | { op: "hnmUpdateConfusion"; args: { labels: Int32Array; predicted: Int32Array }; state: HnmExpectedState }
+  | { op: "hnmDecay"; options: Record<string, unknown>; state: HnmExpectedState }
+  | { op: "hnmHardNegatives"; args: { labels: Int32Array; k: number }; hard: Int32Matrix }
+  | { op: "hnmContrastive"; case: FixtureCase };
+
+/** A round: the steps in order; each state-taking step takes the previous step's state. */
+export interface HnmRound {
+  name: string;
+  C: number;
+  D: number;
+  steps: HnmStep[];
+}
+
+function decodeState(s: Json, where: string): HnmExpectedState {
+  return {
+    prototypes: decodeExpected(s.prototypes, `${where}.prototypes`) as DenseExpected,
+    confusion: decodeExpected(s.confusion, `${where}.confusion`) as DenseExpected,
+  };
+}
+
+function decodeStep(s: Json, where: string, cases: FixtureCase[]): HnmStep {
+  const options = { ...(s.options ?? {}) };
+  const ints = (v: Json) => Int32Array.from(v as number[]);
+  switch (s.op) {
+    case "hnmInit":
+      return { op: s.op, args: { C: s.args.C, D: s.args.D }, state: decodeState(s.state, where) };
+    case "hnmUpdatePrototypes":
+      return {
+        op: s.op,
+        args: { f: decodeInput(s.args.f, `${where}.f`) as Matrix32, labels: ints(s.args.labels) },
+        options,
+        state: decodeState(s.state, where),
+      };
+    case "hnmUpdateConfusion":
+      return {
+        op: s.op,
+        args: { labels: ints(s.args.labels), predicted: ints(s.args.predicted) },
+        state: decodeState(s.state, where),
+      };
+    case "hnmDecay":
+      return { op: s.op, options, state: decodeState(s.state, where) };
+    case "hnmHardNegatives":
+      return {
+        op: s.op,
+        args: { labels: ints(s.args.labels), k: s.args.k },
+        hard: decodeIntMatrix(s.hard, `${where}.hard`),
+      };
+    case "hnmContrastive": {
+      const fc = cases.find((c) => c.name === s.case);
+      if (!fc) throw new RangeError(`${where}: no case named ${s.case}`);
+      return { op: s.op, case: fc };
+    }
+    default:
+      throw new TypeError(`${where}: unknown op ${s.op}`);
+  }
+}
+
+/** The replayable rounds of the hard-negative-mining state functions (hnm.json's "rounds"). */
+export function loadHnmRounds(file = "hnm.json"): HnmRound[] {
+  const raw = JSON.parse(readFileSync(resolvePath(file), "utf8"));
+  const cases = (raw.cases as Json[]).map(decodeCase);
+  return ((raw.rounds ?? []) as Json[]).map((r) => ({
+    name: r.name,
+    C: r.C,
+    D: r.D,
+    steps: (r.steps as Json[]).map((s, i) => decodeStep(s, `${r.name} step ${i} (${s.op})`, cases)),
+  }));
+}
+
+/** An expected state rounded to float32: the state the next step of its round takes. */
+export function roundedState(s: HnmExpectedState): { prototypes: Matrix32; confusion: Matrix32 } {
+  const m = (t: DenseExpected): Matrix32 => ({ data: Float32Array.from(t.data), shape: [...t.shape] });
+  return { prototypes: m(s.prototypes), confusion: m(s.confusion) };
 }
