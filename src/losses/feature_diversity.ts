@@ -90,6 +90,7 @@ export const featureDiversity: LossDef<
     let total = 0;
     for (const r of raw.rows[0]) total += r;
     const grads = p.features.map((_, i) => gradMatrix(p.outs[i] ?? null, raw.grads[`features.${i}`], p.b, p.d));
-    return { loss: p.factor * total, grads: { features: grads } };
+    // (+ 0 turns the -0 of a zero distance into 0)
+    return { loss: p.factor * total + 0, grads: { features: grads } };
   },
 };

@@ -63,10 +63,11 @@ export async function numericGradient(
 function cloneInputs(inputs: Record<string, Any>): Record<string, Any> {
   const out: Record<string, Any> = {};
   for (const [k, v] of Object.entries(inputs)) {
-    if (v && typeof v === "object" && "data" in v && "shape" in v) {
+    const isMatrix = (m: Any) => m && typeof m === "object" && "data" in m && "shape" in m;
+    if (isMatrix(v)) {
       out[k] = { data: v.data.slice(), shape: [...v.shape] };
     } else if (ArrayBuffer.isView(v)) out[k] = (v as Float32Array).slice();
-    else if (Array.isArray(v)) out[k] = [...v];
+    else if (Array.isArray(v)) out[k] = v.map((m) => (isMatrix(m) ? { data: m.data.slice(), shape: [...m.shape] } : m));
     else out[k] = v;
   }
   return out;
@@ -115,14 +116,18 @@ export async function gradCheck(c: GradCheck): Promise<{ worst: number }> {
   const inputs = cloneInputs(c.inputs);
   const analytic = await loss.backward(inputs, options, upstream);
   let worstOverall = 0;
-  for (const name of wrt) {
-    const g = analytic[name];
+  // A list input (expert logits) is checked matrix by matrix, as `name[k]`.
+  const entries = wrt.flatMap((name) =>
+    Array.isArray(analytic[name])
+      ? (analytic[name] as Any[]).map((g, k) => [`${name}[${k}]`, g, inputs[name][k].data] as const)
+      : [[name, analytic[name], inputs[name]?.data] as const]
+  );
+  for (const [name, g, x] of entries) {
     assert.ok(g && g.data instanceof Float32Array, `${label}: backward returned no gradient for ${name}`);
     const a = (g.data as Float32Array).slice();
     c.corrupt?.(name, a);
-    const x = inputs[name].data as Float32Array;
     const f = async (_: Float32Array) => scalarize(await loss.forward(inputs, options), upstream);
-    const num = await numericGradient(f, x, h);
+    const num = await numericGradient(f, x as Float32Array, h);
     let scale = 1;
     for (let i = 0; i < num.length; i++) scale = Math.max(scale, Math.abs(num[i]));
     let worst = -1, worstRatio = -1;
