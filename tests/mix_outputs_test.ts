@@ -1,6 +1,5 @@
 // mixOutputs (docs/LOSSES.md): sum_e CE(z_e + log prior, y) + distillWeight * sum_{i != j}
 // KL_batchmean(softmax(z_j) || softmax(z_i)) + parallelWeight * E / sum_e 1/(ce_e + eps).
-import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { backends, lossOf, missing } from "./helpers/backends.ts";
 import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
