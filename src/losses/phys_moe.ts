@@ -140,12 +140,18 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
     ruleMatrix("rule", inputs.rule, c);
     v.integers("fineToCoarse", inputs.fineToCoarse, c, k);
     v.matrix("centers", inputs.centers, c, d);
+    if (o.checkFinite) {
+      v.finite("features", v.values(inputs.features), d);
+      v.finite("coarse", v.values(inputs.coarse), k);
+      v.finite("centers", v.values(inputs.centers), d);
+    }
     const lambdaScl = v.number("options.lambdaScl", o.lambdaScl, 0.1);
     const lambdaHier = v.number("options.lambdaHier", o.lambdaHier, 1);
     const lambdaReg = v.number("options.lambdaReg", o.lambdaReg, 0.001);
     const contrast = v.boolean("options.contrast", o.contrast, true);
     const up = grad ? scalarUpstream(upstream) : 1;
-    const check = { checkFinite: o.checkFinite };
+    // Checked above under physMoe's names.
+    const check = { checkFinite: false };
     const f = { f: inputs.features, labels: inputs.labels, rule: inputs.rule };
     const experts = iclMoe.prepare(
       { expertLogits: inputs.expertLogits, gating: inputs.gating, labels: inputs.labels },
