@@ -17,12 +17,15 @@
  * ones: an unknown key is a `TypeError` that names it and lists the accepted keys.
  *
  * **Results** are `{ loss, ...parts }` and, with gradients, `grads` keyed by input
- * name. A kernel returns per-row (or per-element) values, one array per part; each
- * part is reduced by {@linkcode reducePart} with its own reduction and denominator (rows
- * that are not ignored, anchors that have a positive, pairs, classes), and a composite
- * loss is the weighted sum of its parts' reduced values ({@linkcode weightedSum}),
- * computed by one kernel that shares the intermediates (one softmax serves every part
- * that needs it).
+ * name. A kernel returns per-row (or per-element) values, one array per part; `finish`
+ * reduces each part with its own reduction and denominator (`reduce` in
+ * `src/validate.ts`: rows that are not ignored, anchors that have a positive, pairs,
+ * classes), and the gradient scales of `prepare` use the same denominators. A
+ * composite loss ({@linkcode CompositeDef}, `physMoe`) is a weighted sum of other
+ * losses' terms: it prepares its terms with those losses' own definitions, sharing what
+ * they have in common (one gated ensemble), runs each term on its family's kernel, and
+ * combines the results; a family's kernel shares intermediates within a term (one
+ * softmax per expert serves its cross-entropy, its collaboration and its distillation).
  *
  * **Other kinds of export**: metrics (`accuracy`) have only `compute` (no gradient, no
  * `out`); the softmax transforms have an output and a vector-Jacobian product;
@@ -32,7 +35,7 @@
  * @module
  */
 import type { Kernels } from "./kernels.ts";
-import type { Loss, Matrix, Metric, Reduction, Upstream } from "./types.ts";
+import type { Loss, Matrix, Metric, Upstream } from "./types.ts";
 import { isGpuMatrix, keys, onDevice, options as checkOptions, show } from "./validate.ts";
 
 /** What a kernel returns: per-row values (one array per part) and gradients by input name. */
@@ -105,34 +108,6 @@ export interface MetricDef<I, O, K extends KernelName> extends Keys<O> {
 
 /** A backend's kernel for one family. CPU kernels return synchronously, GPU ones a Promise. */
 export type Kernel<P> = (problem: P) => Raw | Promise<Raw>;
-
-/** A part of a composite loss: per-element values, their reduction and what `"mean"` divides by. */
-export interface Part {
-  readonly values: Float64Array;
-  readonly reduction: Reduction;
-  readonly denominator: number;
-}
-
-/**
- * Reduces one part: `"sum"` adds its values, `"mean"` divides the sum by the part's own
- * denominator (0 when the denominator is 0, as an all-ignored batch), `"none"` returns
- * one float32 value per element.
- */
-export function reducePart(part: Part): number | Float32Array {
-  const { values, reduction, denominator } = part;
-  if (reduction === "none") return Float32Array.from(values);
-  let total = 0;
-  for (let i = 0; i < values.length; i++) total += values[i];
-  if (reduction === "sum") return total;
-  return denominator === 0 ? 0 : total / denominator;
-}
-
-/** A composite loss's value: `sum_k weight_k * value_k` over its reduced parts. */
-export function weightedSum(terms: readonly (readonly [weight: number, value: number])[]): number {
-  let total = 0;
-  for (const [w, value] of terms) if (w !== 0) total += w * value;
-  return total;
-}
 
 /**
  * A matrix result `{ data, shape }`, or `{ buffer, shape }` when a WebGPU kernel left
