@@ -156,6 +156,13 @@ describe("physMoe", () => {
     ...numberOptionErrors(small, "lambdaScl", [NaN, "1"]),
     ...numberOptionErrors(small, "temperature", [0, -1]),
     {
+      name: "temperature checked without contrast",
+      inputs: small,
+      options: { contrast: false, temperature: -1 },
+      type: RangeError,
+      includes: ["options.temperature", "-1"],
+    },
+    {
       name: "contrast not a boolean",
       inputs: small,
       options: { contrast: 1 },

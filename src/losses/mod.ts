@@ -497,7 +497,7 @@ export interface LossSet<W extends "sync" | "async"> {
    *   fineToCoarse: [0, 0],
    *   centers: m(2, 2, [1, 0, 0, 1]),
    * }, { tailExperts: [1] });
-   * console.log(r.loss, r.grads.gating.shape); // ... [2, 2]
+   * console.log(r.loss, r.scl, r.hier, r.grads.gating.shape); // the total, two of its parts, [2, 2]
    * ```
    */
   physMoe: Methods<W, PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, PhysMoeParts>;

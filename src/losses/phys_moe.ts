@@ -149,6 +149,9 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
     const lambdaHier = v.number("options.lambdaHier", o.lambdaHier, 1);
     const lambdaReg = v.number("options.lambdaReg", o.lambdaReg, 0.001);
     const contrast = v.boolean("options.contrast", o.contrast, true);
+    // The contrastive options are checked even when the term is left out.
+    v.number("options.temperature", o.temperature, 0.07, { min: 0, minExclusive: true });
+    v.number("options.threshold", o.threshold, 0.8);
     const up = grad ? scalarUpstream(upstream) : 1;
     // Checked above under physMoe's names.
     const check = { checkFinite: false };
