@@ -68,8 +68,9 @@ fn wg_max(v: f32, t: u32) -> f32 {
   return r;
 }
 
-// Below every finite float32: the start of a running maximum.
-const NEG: f32 = -3.4028235e38;
+// -FLT_MAX, at or below every finite float32: the start of a running maximum. (The literal
+// -3.4028235e38 lies beyond it, and Tint, the WGSL compiler of Chromium and Dawn, rejects it.)
+const NEG: f32 = -3.4028234e38;
 
 // One more logit into an invocation's online (max, sum of e^(z - max)).
 fn online(mt: ptr<function, f32>, st: ptr<function, f32>, z: f32) {
