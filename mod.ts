@@ -46,7 +46,7 @@
  */
 export * from "./src/types.ts";
 export type { AsyncLosses, LossSet, Methods, MetricMethods, SyncLosses } from "./src/losses/mod.ts";
-export type { SoftmaxMethods } from "./src/losses/softmax.ts";
+export type { SoftmaxMethods, SoftmaxResult } from "./src/losses/softmax.ts";
 export type { CrossEntropyGrads, CrossEntropyInputs, CrossEntropyOptions } from "./src/losses/cross_entropy.ts";
 export type { FocalOptions } from "./src/losses/focal.ts";
 export type {

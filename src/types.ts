@@ -72,7 +72,7 @@ export interface CommonOptions {
 }
 
 /** Where one input lives, as far as its type tells: `"gpu"`, `"host"` or `"either"`. */
-type PlaceOf<T> = [T] extends [GpuMatrix | readonly GpuMatrix[]] ? "gpu"
+export type PlaceOf<T> = [T] extends [GpuMatrix | readonly GpuMatrix[]] ? "gpu"
   : [T] extends [Matrix | readonly Matrix[] | Labels | number | boolean | undefined | null] ? "host"
   : "either";
 

@@ -13,7 +13,9 @@ import { gradMatrix, outBuffer } from "./cross_entropy.ts";
 
 /** An integer matrix `{ data: Int32Array, shape: [rows, cols] }` (`hard [B, k]`). */
 export interface IntMatrix {
+  /** The values, row-major. */
   readonly data: Int32Array;
+  /** `[rows, cols]`. */
   readonly shape: readonly [number, number];
 }
 

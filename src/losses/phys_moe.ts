@@ -67,10 +67,15 @@ export interface PhysMoeOptions extends CommonOptions {
 
 /** Gradients of `physMoe`. */
 export interface PhysMoeGrads {
+  /** Gradient w.r.t. `features`. */
   features: Matrix;
+  /** Gradient w.r.t. `coarse`. */
   coarse: Matrix;
+  /** Gradients w.r.t. each of `expertLogits`. */
   expertLogits: Matrix[];
+  /** Gradient w.r.t. `gating`. */
   gating: Matrix;
+  /** Gradient w.r.t. `centers`. */
   centers: Matrix;
 }
 

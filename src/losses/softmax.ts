@@ -70,22 +70,23 @@ export function prepareSoftmax(
 /** A transform's three methods; they return Promises on the `"async"` side (`init`). */
 export interface SoftmaxMethods<W extends "sync" | "async"> {
   /** The transformed rows `{ output }` (on the GPU for a GPU-resident `x`). */
-  forward<In extends SoftmaxInputs>(inputs: In, options?: SoftmaxOptions): Result<W, { output: GradTensor<In> }>;
+  forward<In extends SoftmaxInputs>(inputs: In, options?: SoftmaxOptions): SoftmaxResult<W, { output: GradTensor<In> }>;
   /** The vector-Jacobian product with `upstream [N, C]`, as `{ x }`. */
   backward<In extends SoftmaxInputs>(
     inputs: In,
     options: SoftmaxOptions | undefined,
     upstream: Upstream,
-  ): Result<W, { x: GradTensor<In> }>;
+  ): SoftmaxResult<W, { x: GradTensor<In> }>;
   /** Both: `{ output, grads: { x } }`. */
   valueAndGrad<In extends SoftmaxInputs>(
     inputs: In,
     options: SoftmaxOptions | undefined,
     upstream: Upstream,
-  ): Result<W, { output: GradTensor<In>; grads: { x: GradTensor<In> } }>;
+  ): SoftmaxResult<W, { output: GradTensor<In>; grads: { x: GradTensor<In> } }>;
 }
 
-type Result<W extends "sync" | "async", T> = W extends "sync" ? T : Promise<T>;
+/** A transform method's result: `T` on a synchronous backend, a Promise of it on an asynchronous one. */
+export type SoftmaxResult<W extends "sync" | "async", T> = W extends "sync" ? T : Promise<T>;
 
 /** Binds a transform to a kernel. */
 export function bindSoftmax<W extends "sync" | "async">(
