@@ -25,17 +25,15 @@
  *
  * @module
  */
-import { js as reference, wasm } from "./cpu.ts";
+import { wasm } from "./cpu.ts";
 import type { SyncLosses } from "./src/losses/mod.ts";
 import { setWasmModule } from "./src/wasm/runtime.ts";
 
+export { js } from "./cpu.ts";
 export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
 export * from "./src/schedules.ts";
 export type { SyncLosses } from "./src/losses/mod.ts";
 export * from "./src/types.ts";
-
-/** Every loss on the plain-TypeScript float64 reference backend, synchronous (no WebAssembly). */
-export const js: SyncLosses = reference;
 
 /** Exports that only softmargin's module has: a check that the right `.wasm` file was imported. */
 const REQUIRED_EXPORTS = ["memory", "heap_base", "hard_label"];
