@@ -7,8 +7,15 @@ export { kl_div } from "./kl_div";
 export { distill } from "./distillation";
 export { topk_hits } from "./accuracy";
 export { softmax_rows, softmax_vjp } from "./softmax";
-export { gemm, dots64, gemm_tn64 } from "./gemm";
+export { gemm, dots64, gemm_tn64, transpose } from "./gemm";
 export { head_prep, head_forward, head_backward, head_chunk_max, row_finish } from "./margin_head";
+export { center_loss } from "./center_loss";
+export { contrastive_rows, contrastive_max, mirror, symmetrize } from "./physics_contrastive";
+export { diversity } from "./feature_diversity";
+export { center_reg_prep, center_reg } from "./center_regularization";
+export { experts_ce, experts_main } from "./experts";
+export { hierarchical } from "./hierarchical";
+export { hnm_prep, hnm_rows, hnm_grad } from "./hnm_contrastive";
 
 /** First free byte above the static data: the host's allocator starts here. */
 export function heap_base(): usize {

@@ -12,13 +12,31 @@ import { head } from "./margin_head.ts";
 import { distill } from "./distillation.ts";
 import { klDiv, softTarget } from "./soft_cross_entropy.ts";
 import { softmaxTransform } from "./softmax.ts";
-import { referenceMetricKernels } from "../reference/mod.ts";
+import { center } from "./center_loss.ts";
+import { contrastive } from "./physics_contrastive.ts";
+import { diversity } from "./feature_diversity.ts";
+import { centerReg } from "./center_regularization.ts";
+import { experts } from "./experts.ts";
+import { hierarchical } from "./hierarchical.ts";
+import { hnm } from "./hnm_contrastive.ts";
 
-/**
- * The WebAssembly kernels. The metric-learning and mixture-of-experts families run the
- * float64 reference kernels here until their WebAssembly kernels land (issue 9).
- */
+/** The WebAssembly kernels. */
 export const wasmKernels: Kernels = hostKernels(
-  { hardLabel, softTarget, klDiv, distill, topkHits, head, softmax: softmaxTransform, ...referenceMetricKernels },
+  {
+    hardLabel,
+    softTarget,
+    klDiv,
+    distill,
+    topkHits,
+    head,
+    softmax: softmaxTransform,
+    center,
+    contrastive,
+    diversity,
+    centerReg,
+    experts,
+    hierarchical,
+    hnm,
+  },
   "wasm",
 );
