@@ -1,0 +1,313 @@
+/**
+ * The TensorFlow.js adapter: every loss of this library as a function of `tf.Tensor`s
+ * whose forward value and gradients come from this library's CPU backends, wrapped in
+ * `tf.customGrad` so that it takes part in TF.js's autodiff like any tf op.
+ *
+ * The adapter is written against the small part of the TF.js namespace it uses
+ * ({@linkcode TfLike}), so the library keeps no dependency: pass your own
+ * `import * as tf from "@tensorflow/tfjs"`.
+ *
+ * @module
+ */
+import { composites, definitions } from "../losses/mod.ts";
+import type { SyncLosses } from "../losses/mod.ts";
+import type { Labels, Matrix, Reduction } from "../types.ts";
+import { keys, show } from "../validate.ts";
+import { wasm } from "../../cpu.ts";
+
+/** The tensors of TF.js as far as the adapter uses them (a `tf.Tensor` fits). */
+export interface TfTensor {
+  /** The tensor's shape. */
+  readonly shape: number[];
+  /** `"float32"`, `"int32"`, ... */
+  readonly dtype: string;
+  /** The number of dimensions. */
+  readonly rank: number;
+  /** The values, read synchronously. */
+  dataSync(): ArrayLike<number>;
+}
+
+/**
+ * The part of the TensorFlow.js namespace the adapter uses: `import * as tf from
+ * "@tensorflow/tfjs"` (or `@tensorflow/tfjs-core` with the gradients registered) fits.
+ */
+export interface TfLike {
+  /** `tf.customGrad`: an op with its own gradient. */
+  // deno-lint-ignore no-explicit-any
+  customGrad(f: (...args: any[]) => { value: any; gradFunc: (dy: any, saved: any) => any }): (...args: any[]) => any;
+  /** `tf.tensor`: a tensor of float32 values. */
+  // deno-lint-ignore no-explicit-any
+  tensor(values: Float32Array, shape: number[], dtype?: "float32"): any;
+  /** `tf.mul`: the element-wise product (scales a gradient by the upstream `dy`). */
+  // deno-lint-ignore no-explicit-any
+  mul(a: any, b: any): any;
+  /** `tf.getBackend`: the name of the active backend. */
+  getBackend(): string;
+  /** `tf.engine`: whether a gradient tape is recording (then the gradient is computed with the value). */
+  engine(): { isTapeOn(): boolean };
+  /** `tf.losses.computeWeightedLoss`: the reduction of per-row losses with `weights`. */
+  // deno-lint-ignore no-explicit-any
+  losses: { computeWeightedLoss(losses: any, weights?: any, reduction?: any): any };
+  /** `tf.Tensor`: what an input must be an instance of to be read (and differentiated). */
+  // deno-lint-ignore no-explicit-any
+  Tensor: abstract new (...args: any[]) => TfTensor;
+}
+
+/** `tf.Reduction` of TF.js: `NONE` 0, `MEAN` 1, `SUM` 2, `SUM_BY_NONZERO_WEIGHTS` 3. */
+export type TfReduction = 0 | 1 | 2 | 3;
+const TF_NONE = 0, TF_SUM = 2, TF_SUM_BY_NONZERO_WEIGHTS = 3;
+
+/** Options the adapter adds to every loss's own (which it passes on, less `out`). */
+export interface TfOptions<T> {
+  /**
+   * Per-row weights as `tf.losses`' `weights`: a `tf.Tensor` `[N]` (or a scalar, a number,
+   * an array). With weights the reduction follows `tf.losses.computeWeightedLoss`
+   * (default `tf.Reduction.SUM_BY_NONZERO_WEIGHTS`); gradients flow to a weights tensor
+   * too. Not to be confused with `crossEntropy`'s class weights `weight [C]`.
+   */
+  weights?: T | number | readonly number[] | Float32Array;
+  /**
+   * This library's `"mean"` (default), `"sum"`, `"none"` (and `klDiv`'s `"batchmean"`),
+   * or a `tf.Reduction` value, which reduces the per-row losses exactly as
+   * `tf.losses.computeWeightedLoss` does.
+   */
+  reduction?: Reduction | "batchmean" | TfReduction;
+}
+
+/** The tensor type of a TF.js namespace (`tf.Tensor`). */
+export type TensorOf<Tf> = Tf extends { Tensor: abstract new (...args: never[]) => infer T } ? T : never;
+/** The scalar type of a TF.js namespace (`tf.Scalar`, what `optimizer.minimize` takes). */
+export type ScalarOf<Tf> = Tf extends { scalar(value: number): infer S } ? S : TensorOf<Tf>;
+/** The vector type of a TF.js namespace (`tf.Tensor1D`). */
+export type VectorOf<Tf> = Tf extends { tensor1d(values: number[]): infer V } ? V : TensorOf<Tf>;
+/** The options type of a loss `L` of the library. */
+export type LossOptions<L> = L extends { forward(inputs: never, options?: infer O): unknown } ? Exclude<O, undefined>
+  : never;
+/** The inputs type of a loss `L` of the library. */
+export type LossInputs<L> = L extends { forward(inputs: infer I, options?: never): unknown } ? I : never;
+
+/** A loss's inputs with tensors where the library takes matrices (labels: a tensor or an array). */
+export type TfInputs<I, T> = {
+  [K in keyof I]: I[K] extends Labels | undefined ? Labels | T | Extract<I[K], undefined>
+    : T | Extract<I[K], undefined>;
+};
+
+/** A loss's options under the adapter: its own, less `out`, with `weights` and TF.js reductions. */
+export type TfLossOptions<O, T> = Omit<O, "out" | "reduction"> & TfOptions<T>;
+
+/** One loss under the adapter: inputs as tensors, a scalar loss (one per row for `"none"`/`NONE`). */
+export type TfLoss<I, O, T, S, V> = <Op extends TfLossOptions<O, T> | undefined = undefined>(
+  inputs: TfInputs<I, T>,
+  options?: Op,
+) => Op extends { reduction: "none" | 0 } ? V : S;
+
+/** The names of the losses (the members of the loss set that have gradients). */
+export type LossName = { [K in keyof SyncLosses]: SyncLosses[K] extends { valueAndGrad: unknown } ? K : never }[
+  keyof SyncLosses
+];
+
+/** Every loss of the library as a TF.js function (the softmax transforms are `tf.softmax`, `tf.logSoftmax`). */
+export type TfLosses<Tf> = {
+  [K in LossName]: TfLoss<
+    LossInputs<SyncLosses[K]>,
+    LossOptions<SyncLosses[K]>,
+    TensorOf<Tf>,
+    ScalarOf<Tf>,
+    VectorOf<Tf>
+  >;
+};
+
+/** Options of {@linkcode tfLosses}. */
+export interface TfLossesOptions {
+  /** The synchronous backend that computes values and gradients. @default wasm (from `cpu.ts`) */
+  backend?: SyncLosses;
+}
+
+/**
+ * Every loss of this library as a TensorFlow.js function of `tf.Tensor`s, for
+ * `optimizer.minimize(() => ...)`, `tf.variableGrads`, `tf.grads` and custom loops: the
+ * forward value and the gradients come from this library (one fused pass where the
+ * loss is reduced and a gradient is being recorded) through `tf.customGrad`.
+ *
+ * Each function takes the loss's inputs by name, as the library does, with `tf.Tensor`s
+ * for matrices (`logits`, `cos`, `x`, `W`, ... `[N, C]` / `[N, D]` / `[C, D]`) and a
+ * `tf.Tensor1D` (int32 or integral float32) or an array for `labels`; differentiable
+ * inputs (the loss's gradient keys) get their gradients, so a head's class weights `W`
+ * may be a `tf.Variable` and are trained with the embedding. It returns a `tf.Scalar`,
+ * or a `tf.Tensor1D` of one loss per row with `reduction: "none"` / `tf.Reduction.NONE`.
+ *
+ * Where it differs from `tf.losses`: labels are integer class indices (as
+ * `tf.losses.sparseCategoricalCrossentropy`), not one-hot; inputs are named, not
+ * positional; the default reduction is the library's `"mean"` (over non-ignored rows,
+ * by the summed class weight with `weight`), where `tf.losses` defaults to
+ * `SUM_BY_NONZERO_WEIGHTS` (the same value when no row is weighted or ignored). With
+ * `weights` or a `tf.Reduction` the per-row losses are reduced by
+ * `tf.losses.computeWeightedLoss` itself (an ignored row is then a loss of 0 that
+ * still counts unless its weight is 0; `"mean"` with `weights` is refused as
+ * ambiguous). `options.out` is refused (gradients are new tensors). Composite losses
+ * return only `loss` (call the library for `distillation`'s `kl` and `ce`).
+ *
+ * Backends: the inputs are read with `dataSync`, so a TF.js backend that can read
+ * synchronously is needed: `wasm` and `cpu` (no copy beyond one read), `webgl` (a
+ * GPU readback per call). On TF.js's `webgpu` backend every call throws an `Error`:
+ * `tf.customGrad` needs the value synchronously and this library's WebGPU backend
+ * is asynchronous (it reads back each row's label cosine and loss), so a GPU buffer
+ * cannot be passed through inside a TF.js gradient; use this library's
+ * `init({ backend: "webgpu" })` directly with `tensor.dataToGPU()` buffers there.
+ *
+ * @param tf The TensorFlow.js namespace (`import * as tf from "@tensorflow/tfjs"`).
+ * @param options `backend`: `wasm` (default) or `js` from `cpu.ts`.
+ * @returns One function per loss, by the library's names.
+ *
+ * @example Train an ArcFace head's embeddings and class weights
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { tfLosses } from "@softmargin/softmargin/tfjs";
+ * await tf.setBackend("cpu");
+ * const losses = tfLosses(tf);
+ * const x = tf.variable(tf.tensor2d([[1, 0], [0.6, 0.8]]));
+ * const W = tf.variable(tf.tensor2d([[1, 0], [0, 1], [-1, 0]]));
+ * const labels = tf.tensor1d([0, 1], "int32");
+ * const optimizer = tf.train.sgd(0.1);
+ * const before = optimizer.minimize(() => losses.marginHead({ x, W, labels }, { kind: "arcface", scale: 16 }), true);
+ * console.log(before?.dataSync()[0]); // 1.5097 (PyTorch: 1.5097439); x and W took one step
+ * ```
+ */
+export function tfLosses<Tf extends TfLike>(tf: Tf, options: TfLossesOptions = {}): TfLosses<Tf> {
+  keys("options of tfLosses", options, ["backend"]);
+  const backend = options.backend ?? wasm;
+  const out: Record<string, unknown> = {};
+  for (const [name, def] of Object.entries({ ...definitions, ...composites })) {
+    const loss = (backend as unknown as Record<string, Loss>)[name];
+    const grads = def.grads as readonly string[];
+    out[name] = (inputs: Record<string, unknown>, opts: Record<string, unknown> = {}) =>
+      call(tf, name, loss, grads, inputs, opts);
+  }
+  return out as TfLosses<Tf>;
+}
+
+interface Loss {
+  forward(inputs: object, options: object): { loss: number | Float32Array };
+  backward(inputs: object, options: object, upstream?: number | Float32Array): Grads;
+  valueAndGrad(inputs: object, options: object): { loss: number | Float32Array; grads: Grads };
+}
+
+function call(
+  tf: TfLike,
+  name: string,
+  loss: Loss,
+  gradKeys: readonly string[],
+  inputs: Record<string, unknown>,
+  options: Record<string, unknown>,
+) {
+  if (tf.getBackend() === "webgpu") {
+    throw new Error(
+      `softmargin/tfjs: ${name} cannot run on TensorFlow.js's "webgpu" backend: tf.customGrad needs the loss synchronously, and this library's WebGPU backend is asynchronous. Use tf.setBackend("wasm"), "cpu" or "webgl", or call init({ backend: "webgpu" }) directly with tensor.dataToGPU() buffers`,
+    );
+  }
+  if (typeof inputs !== "object" || inputs === null) {
+    throw new TypeError(`Expected inputs to be an object, got ${show(inputs)}`);
+  }
+  const { weights, reduction, ...rest } = options;
+  if ("out" in rest) {
+    throw new TypeError(
+      `Expected no options.out in softmargin/tfjs (gradients are new tensors), got ${show(rest.out)}`,
+    );
+  }
+  const tfReduction = typeof reduction === "number" || weights !== undefined;
+  if (tfReduction && reduction === "mean") {
+    throw new TypeError(
+      `Expected options.reduction to be a tf.Reduction, "sum" or "none" with options.weights, got "mean" (ambiguous: use tf.Reduction.MEAN for sum(w l) / sum(w) or tf.Reduction.SUM_BY_NONZERO_WEIGHTS)`,
+    );
+  }
+  // The library's reduction, or per-row losses that tf.losses.computeWeightedLoss reduces.
+  const libOptions = tfReduction
+    ? { ...rest, reduction: "none" }
+    : reduction === undefined
+    ? rest
+    : { ...rest, reduction };
+  const host: Record<string, unknown> = {};
+  const isTensor = (v: unknown): v is TfTensor => v instanceof tf.Tensor;
+  for (const [k, v] of Object.entries(inputs)) {
+    host[k] = isTensor(v)
+      ? hostValue(k, v)
+      : isTensorList(v, isTensor)
+      ? v.map((t, i) => hostValue(`${k}[${i}]`, t))
+      : v;
+  }
+  // The differentiable tensors: the loss's gradient keys given as tensors (or lists of them).
+  const diff: Slot[] = [];
+  for (const k of gradKeys) {
+    const v = inputs[k];
+    if (isTensor(v)) diff.push({ key: k, index: -1, tensor: v });
+    else if (isTensorList(v, isTensor)) v.forEach((t, index) => diff.push({ key: k, index, tensor: t }));
+  }
+  const rows = value(tf, loss, host, libOptions, diff);
+  if (!tfReduction) return rows;
+  const r = reduction === undefined
+    ? TF_SUM_BY_NONZERO_WEIGHTS
+    : reduction === "none"
+    ? TF_NONE
+    : reduction === "sum"
+    ? TF_SUM
+    : reduction;
+  return tf.losses.computeWeightedLoss(rows, weights, r);
+}
+
+/** A differentiable tensor: input `key` (element `index` of a list input, else -1). */
+interface Slot {
+  key: string;
+  index: number;
+  tensor: TfTensor;
+}
+
+function isTensorList(v: unknown, isTensor: (t: unknown) => t is TfTensor): v is TfTensor[] {
+  return Array.isArray(v) && v.length > 0 && v.every(isTensor);
+}
+
+/** The loss as a tensor, with the library's gradients w.r.t. the tensors of `diff`. */
+function value(tf: TfLike, loss: Loss, host: Record<string, unknown>, options: Record<string, unknown>, diff: Slot[]) {
+  const reduced = options.reduction !== "none";
+  const tensor = (l: number | Float32Array) =>
+    typeof l === "number" ? tf.tensor(Float32Array.of(l), []) : tf.tensor(l, [l.length]);
+  if (diff.length === 0) return tensor(loss.forward(host, options).loss);
+  // One fused pass when a reduced loss is being differentiated: the gradient of a scalar
+  // only needs scaling by dy. Otherwise the forward pass now, and backward (with the
+  // upstream dy per row for "none") only when TF.js asks for the gradient.
+  const fused = reduced && tf.engine().isTapeOn();
+  const f = tf.customGrad(() => {
+    const r = fused ? loss.valueAndGrad(host, options) : loss.forward(host, options);
+    const grads = "grads" in r ? (r.grads as Grads) : undefined;
+    return {
+      value: tensor(r.loss),
+      gradFunc: (dy: TfTensor) => {
+        const g = grads ?? loss.backward(host, options, reduced ? 1 : Float32Array.from(dy.dataSync()));
+        return diff.map(({ key, index, tensor: x }) => {
+          const m = index < 0 ? (g[key] as Matrix) : (g[key] as Matrix[])[index];
+          const t = tf.tensor(m.data, [...x.shape]);
+          return reduced ? tf.mul(t, dy) : t;
+        });
+      },
+    };
+  });
+  return f(...diff.map((s) => s.tensor));
+}
+
+type Grads = Record<string, Matrix | Matrix[]>;
+
+/**
+ * A tensor input on the host: an int32 tensor as integers (`Int32Array`, or
+ * `{ data: Int32Array, shape }` for rank 2), a float one as a matrix `{ data, shape }`
+ * (rank 2) or as numbers (rank 1: labels given as floats, which the library checks are
+ * integers where it wants integers; a cast would truncate 1.5 silently).
+ */
+function hostValue(name: string, t: TfTensor): unknown {
+  if (t.rank !== 1 && t.rank !== 2) {
+    throw new RangeError(`Expected inputs.${name} to be a tf.Tensor of rank 1 or 2, got shape [${t.shape}]`);
+  }
+  const d = t.dataSync();
+  const ints = t.dtype === "int32";
+  if (t.rank === 1) return ints ? Int32Array.from(d) : Array.from(d);
+  const data = ints ? Int32Array.from(d) : d instanceof Float32Array ? d : Float32Array.from(d);
+  return { data, shape: [t.shape[0], t.shape[1]] };
+}

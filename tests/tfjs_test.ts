@@ -1,0 +1,300 @@
+// softmargin/tfjs: losses as TensorFlow.js functions through tf.customGrad. The adapter's
+// gradients must equal the library's (the same backend's valueAndGrad) and TF.js's own
+// autodiff of the same loss composed from tf ops; training through it must move the
+// variables by exactly what the optimiser does with those gradients.
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { before, describe, it } from "node:test";
+import * as tf from "@tensorflow/tfjs";
+import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
+import { js, type SyncLosses, wasm } from "../cpu.ts";
+import { tfLosses } from "../tfjs.ts";
+import { assertAllClose } from "./helpers/assert.ts";
+import { randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
+
+const N = 6, C = 5, D = 4;
+const data = (t: tf.Tensor) => t.dataSync() as Float32Array;
+/** Gradients agree with float32 TF.js autodiff to float32 rounding of the largest entry. */
+const close = (actual: tf.Tensor | Float32Array, expected: tf.Tensor | Float32Array, label: string) => {
+  const e = expected instanceof Float32Array ? expected : data(expected);
+  const a = actual instanceof Float32Array ? actual : data(actual);
+  const scale = Math.max(1e-3, ...Array.from(e, Math.abs));
+  assertAllClose(a, e, { atol: 2e-6 * scale, rtol: 1e-5 }, label);
+};
+const rng = new Rng(11);
+const labelsArray = randomLabels(rng, N, C);
+const labels = () => tf.tensor1d(labelsArray, "int32");
+const onehot = () => tf.oneHot(labels(), C).toFloat();
+/** Cosines in [-0.8, 0.8]: away from the clamp and from ArcFace's threshold branch. */
+const cosines = () => tf.tensor2d(randomMatrix(new Rng(12), N, C).data.map((v) => 0.8 * Math.tanh(v)), [N, C]);
+const xW = () => [
+  tf.tensor2d(randomMatrix(new Rng(13), N, D).data, [N, D]),
+  tf.tensor2d(randomMatrix(new Rng(14), C, D).data, [C, D]),
+];
+/** TF.js's mean softmax cross-entropy of logits, the reference every margin loss reduces to. */
+const tfCe = (logits: tf.Tensor) => tf.losses.softmaxCrossEntropy(onehot(), logits);
+/** Rows scaled to unit length, as F.normalize (no row here is near zero). */
+const unit = (t: tf.Tensor) => tf.div(t, tf.norm(t, 2, 1, true));
+
+before(async () => {
+  // TF.js's cpu backend greets Node-like runtimes (each new instance) with a hint to install tfjs-node.
+  const warn = console.warn;
+  console.warn = (...a: unknown[]) => void (String(a[0]).includes("looks like you are running") || warn(...a));
+  await tf.setBackend("cpu");
+});
+
+describe("tfjs adapter: gradients equal the library's", () => {
+  for (const [name, backend] of [["wasm", wasm], ["js", js]] as [string, SyncLosses][]) {
+    it(`crossEntropy, arcface and marginHead on ${name}`, () => {
+      const losses = tfLosses(tf, { backend });
+      const logits = tf.tensor2d(randomMatrix(new Rng(15), N, C, 2).data, [N, C]);
+      const host = { logits: { data: data(logits), shape: [N, C] as const }, labels: labelsArray };
+      const [value, g] = tfGrad(
+        (z) => losses.crossEntropy({ logits: z, labels: labels() }, { labelSmoothing: 0.1 }),
+        logits,
+      );
+      const r = backend.crossEntropy.valueAndGrad(host, { labelSmoothing: 0.1 });
+      assert.equal(value, Math.fround(r.loss as number));
+      assert.deepEqual(data(g), r.grads.logits.data);
+
+      const cos = cosines();
+      const [, gc] = tfGrad((c) => losses.arcface({ cos: c, labels: labelsArray }, { scale: 16 }), cos);
+      const ra = backend.arcface.valueAndGrad({ cos: { data: data(cos), shape: [N, C] }, labels: labelsArray }, {
+        scale: 16,
+      });
+      assert.deepEqual(data(gc), ra.grads.cos.data);
+
+      const [x, W] = xW();
+      const gs = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+        losses.marginHead({ x: a, W: b, labels: labels() }, { kind: "cosface", scale: 8 })
+      )([x, W]);
+      const rh = backend.marginHead.valueAndGrad(
+        { x: { data: data(x), shape: [N, D] }, W: { data: data(W), shape: [C, D] }, labels: labelsArray },
+        { kind: "cosface", scale: 8 },
+      );
+      assert.deepEqual(data(gs[0]), rh.grads.x.data);
+      assert.deepEqual(data(gs[1]), rh.grads.W.data);
+    });
+  }
+
+  it("scales by the upstream gradient: 3 * loss, and per-row weights with reduction none", () => {
+    const { normface } = tfLosses(tf);
+    const cos = cosines();
+    const host = { cos: { data: data(cos), shape: [N, C] as const }, labels: labelsArray };
+    const [, g3] = tfGrad((c) => tf.mul(normface({ cos: c, labels: labelsArray }), 3), cos);
+    close(g3, wasm.normface.backward(host, {}, 3).cos.data, "3 * normface");
+    const u = Float32Array.from({ length: N }, (_, i) => i - 2);
+    const [, gu] = tfGrad(
+      (c) => tf.sum(tf.mul(normface({ cos: c, labels: labelsArray }, { reduction: "none" }), tf.tensor1d(u))),
+      cos,
+    );
+    close(gu, wasm.normface.backward(host, { reduction: "none" }, u).cos.data, "sum(u * rows)");
+  });
+});
+
+describe("tfjs adapter: equals TF.js autodiff of the loss composed from tf ops", () => {
+  const { crossEntropy, normface, cosface, arcface, marginHead } = tfLosses(tf);
+
+  it("crossEntropy with label smoothing = tf.losses.softmaxCrossEntropy", () => {
+    const logits = tf.tensor2d(randomMatrix(new Rng(16), N, C, 3).data, [N, C]);
+    const ours = tfGrad((z) => crossEntropy({ logits: z, labels: labels() }, { labelSmoothing: 0.2 }), logits);
+    const theirs = tfGrad((z) => tf.losses.softmaxCrossEntropy(onehot(), z, undefined, 0.2), logits);
+    close(tf.scalar(ours[0]), tf.scalar(theirs[0]), "loss");
+    close(ours[1], theirs[1], "d/dlogits");
+  });
+
+  it("normface, cosface and arcface on cosines", () => {
+    const s = 16, m = 0.3;
+    const cases: [string, (c: tf.Tensor) => tf.Tensor, (c: tf.Tensor) => tf.Tensor][] = [
+      ["normface", (c) => normface({ cos: c, labels: labels() }, { scale: s }), (c) => tfCe(tf.mul(c, s))],
+      [
+        "cosface",
+        (c) => cosface({ cos: c, labels: labels() }, { scale: s, margin: m }),
+        (c) => tfCe(tf.mul(tf.sub(c, tf.mul(onehot(), m)), s)),
+      ],
+      [
+        "arcface",
+        (c) => arcface({ cos: c, labels: labels() }, { scale: s, margin: m }),
+        // s * cos(acos(c) + m) at the label, s * c elsewhere
+        (c) => tfCe(tf.mul(tf.where(tf.cast(onehot(), "bool"), tf.cos(tf.add(tf.acos(c), m)), c), s)),
+      ],
+    ];
+    for (const [name, ours, theirs] of cases) {
+      const a = tfGrad(ours, cosines()), b = tfGrad(theirs, cosines());
+      close(tf.scalar(a[0]), tf.scalar(b[0]), `${name} loss`);
+      close(a[1], b[1], `${name} d/dcos`);
+    }
+  });
+
+  it("marginHead (cosface): gradients w.r.t. x and W through the normalisations", () => {
+    const [x, W] = xW();
+    const ours = tf.grads((a: tf.Tensor, b: tf.Tensor) =>
+      marginHead({ x: a, W: b, labels: labels() }, { kind: "cosface", scale: 10, margin: 0.2 })
+    );
+    const theirs = tf.grads((a: tf.Tensor, b: tf.Tensor) => {
+      const cos = tf.matMul(unit(a), unit(b), false, true);
+      return tfCe(tf.mul(tf.sub(cos, tf.mul(onehot(), 0.2)), 10));
+    });
+    const [gx, gW] = ours([x, W]), [ex, eW] = theirs([x, W]);
+    close(gx, ex, "d/dx");
+    close(gW, eW, "d/dW");
+  });
+
+  it("weights and tf.Reduction: as tf.losses.computeWeightedLoss of the rows", () => {
+    const weights = tf.tensor1d([1, 0, 2, 0.5, 0, 3]);
+    const rows = (c: tf.Tensor) => tf.neg(tf.sum(tf.mul(onehot(), tf.logSoftmax(tf.mul(c, 16))), 1));
+    for (
+      const reduction of [tf.Reduction.NONE, tf.Reduction.SUM, tf.Reduction.MEAN, tf.Reduction.SUM_BY_NONZERO_WEIGHTS]
+    ) {
+      const f = (c: tf.Tensor) => tf.sum(normface({ cos: c, labels: labels() }, { weights, reduction }));
+      const g = (c: tf.Tensor) => tf.sum(tf.losses.computeWeightedLoss(rows(c), weights, reduction));
+      const a = tfGrad(f, cosines()), b = tfGrad(g, cosines());
+      close(tf.scalar(a[0]), tf.scalar(b[0]), `loss, reduction ${tf.Reduction[reduction]}`);
+      close(a[1], b[1], `d/dcos, reduction ${tf.Reduction[reduction]}`);
+    }
+    // The default with weights is tf.losses' SUM_BY_NONZERO_WEIGHTS; a weights tensor gets a gradient.
+    const value = normface({ cos: cosines(), labels: labels() }, { weights });
+    close(value, tf.losses.computeWeightedLoss(rows(cosines()), weights), "default reduction with weights");
+    const w = tf.variable(weights);
+    const { grads } = tf.variableGrads(
+      () => normface({ cos: cosines(), labels: labels() }, { weights: w, reduction: "sum" }),
+      [w],
+    );
+    close(grads[w.name], rows(cosines()), "d/dweights of sum(w l)");
+  });
+});
+
+describe("tfjs adapter: training", () => {
+  it("optimizer.minimize moves x and W of a head by -lr times the library's gradients", () => {
+    const { marginHead } = tfLosses(tf);
+    const [x0, W0] = xW();
+    const x = tf.variable(x0), W = tf.variable(W0);
+    const host = {
+      x: { data: data(x0), shape: [N, D] as const },
+      W: { data: data(W0), shape: [C, D] as const },
+      labels: labelsArray,
+    };
+    const g = wasm.marginHead.valueAndGrad(host, { kind: "arcface", scale: 16 });
+    const lr = 0.05;
+    const loss = tf.train.sgd(lr).minimize(
+      () => marginHead({ x, W, labels: labels() }, { kind: "arcface", scale: 16 }),
+      true,
+    );
+    assert.equal(loss!.dataSync()[0], Math.fround(g.loss as number));
+    close(x, data(x0).map((v, i) => v - lr * g.grads.x.data[i]), "x after one step");
+    close(W, data(W0).map((v, i) => v - lr * g.grads.W.data[i]), "W after one step");
+  });
+
+  it("an MLP with a CosFace head learns a separable problem (Adam, tf.variableGrads path)", () => {
+    const { marginHead } = tfLosses(tf);
+    const r = new Rng(17), n = 60, k = 3;
+    const y = Int32Array.from({ length: n }, (_, i) => i % k);
+    // Three Gaussian blobs in 2-D.
+    const pts = Float32Array.from(
+      { length: 2 * n },
+      (_, j) => 2 * Math.cos((2 * Math.PI * y[j >> 1]) / k + (j & 1) * Math.PI / 2) + 0.3 * r.normal(),
+    );
+    const X = tf.tensor2d(pts, [n, 2]);
+    const W1 = tf.variable(tf.randomNormal([2, 8], 0, 1, "float32", 1));
+    const W2 = tf.variable(tf.randomNormal([8, 2], 0, 1, "float32", 2));
+    const W = tf.variable(tf.randomNormal([k, 2], 0, 1, "float32", 3));
+    const opt = tf.train.adam(0.05);
+    const embed = () => tf.matMul(tf.tanh(tf.matMul(X, W1)), W2);
+    const options = { kind: "cosface", scale: 8, margin: 0.2 } as const;
+    const step = () => opt.minimize(() => marginHead({ x: embed(), W, labels: y }, options), true)!.dataSync()[0];
+    const first = step();
+    let last = first;
+    for (let i = 0; i < 60; i++) last = step();
+    assert.ok(last < 0.3 * first, `loss went from ${first} to ${last}`);
+  });
+
+  it("trains on TF.js's wasm backend too", async () => {
+    setWasmPaths(fileURLToPath(new URL("../node_modules/@tensorflow/tfjs-backend-wasm/dist/", import.meta.url)));
+    assert.ok(await tf.setBackend("wasm"));
+    try {
+      const { sphereface } = tfLosses(tf);
+      const [x0, W0] = xW();
+      const x = tf.variable(x0), W = tf.variable(W0);
+      const before = data(W).slice();
+      const opt = tf.train.sgd(0.1);
+      const l0 = opt.minimize(() =>
+        sphereface({ x, W, labels: labelsArray }, { m: 2, lambda: 5 }), true)!.dataSync()[0];
+      for (let i = 0; i < 20; i++) opt.minimize(() => sphereface({ x, W, labels: labelsArray }, { m: 2, lambda: 5 }));
+      const l1 = sphereface({ x, W, labels: labelsArray }, { m: 2, lambda: 5 }).dataSync()[0];
+      assert.ok(l1 < l0, `loss ${l0} -> ${l1}`);
+      assert.notDeepEqual(data(W), before);
+    } finally {
+      await tf.setBackend("cpu");
+    }
+  });
+});
+
+describe("tfjs adapter: when it computes what", () => {
+  /** The wasm backend with each method's calls counted. */
+  function counted() {
+    const calls: string[] = [];
+    const backend = new Proxy(wasm, {
+      get: (t, name: string) =>
+        new Proxy((t as unknown as Record<string, object>)[name], {
+          get: (l, method: string) =>
+          (
+            ...a: unknown[]
+          ) => (calls.push(method), (l as Record<string, (...b: unknown[]) => unknown>)[method](...a)),
+        }),
+    });
+    return { calls, losses: tfLosses(tf, { backend }) };
+  }
+
+  it("one fused valueAndGrad under a gradient tape, forward only outside one, backward for reduction none", () => {
+    const { calls, losses } = counted();
+    tfGrad((c) => losses.normface({ cos: c, labels: labelsArray }), cosines());
+    assert.deepEqual(calls.splice(0), ["valueAndGrad"]);
+    losses.normface({ cos: cosines(), labels: labelsArray });
+    assert.deepEqual(calls.splice(0), ["forward"]);
+    tfGrad((c) => tf.sum(losses.normface({ cos: c, labels: labelsArray }, { reduction: "none" })), cosines());
+    assert.deepEqual(calls.splice(0), ["forward", "backward"]);
+  });
+});
+
+describe("tfjs adapter: errors", () => {
+  const { normface, crossEntropy } = tfLosses(tf);
+  it("names the argument and the expected value", () => {
+    assert.throws(
+      () => normface({ cos: tf.zeros([2, 3, 1]), labels: [0, 1] }),
+      /inputs\.cos to be a tf\.Tensor of rank 1 or 2, got shape \[2,3,1\]/,
+    );
+    assert.throws(() => normface({ cos: cosines(), labels: labels() }, { weights: [1], reduction: "mean" }), TypeError);
+    assert.throws(() => normface({ cos: cosines(), labels: labels() }, { out: {} } as never), /options\.out/);
+    // The library's own checks: unknown keys, labels out of range, float labels that are not integers.
+    assert.throws(
+      () => crossEntropy({ logits: cosines(), labels: labels() }, { label_smoothing: 0.1 } as never),
+      /unknown key "label_smoothing"/,
+    );
+    assert.throws(() => crossEntropy({ logits: cosines(), labels: tf.tensor1d([0, 1, 2, 3, 4, 5]) }), /labels\[5\]/);
+    assert.throws(() => crossEntropy({ logits: cosines(), labels: tf.tensor1d([0, 1, 2, 3, 4, 1.5]) }), /labels\[5\]/);
+    assert.throws(() => tfLosses(tf, { backend: wasm, device: 1 } as never), /unknown key "device"/);
+  });
+
+  it("refuses TF.js's webgpu backend with a clear error", async () => {
+    // A stand-in registered under the name "webgpu": only the name is looked at, first.
+    // deno-lint-ignore no-explicit-any
+    const cpu = tf.findBackend("cpu") as any;
+    tf.registerBackend("webgpu", () => new cpu.constructor());
+    try {
+      assert.ok(await tf.setBackend("webgpu"));
+      assert.throws(
+        () => normface({ cos: tf.zeros([2, 3]), labels: [0, 1] }),
+        /"webgpu" backend: tf\.customGrad needs the loss synchronously/,
+      );
+    } finally {
+      await tf.setBackend("cpu");
+      tf.removeBackend("webgpu");
+    }
+  });
+});
+
+/** The value of `f(x)` and its gradient w.r.t. `x`, from TF.js's autodiff. */
+function tfGrad(f: (x: tf.Tensor) => tf.Tensor, x: tf.Tensor): [number, tf.Tensor] {
+  const { value, grad } = tf.valueAndGrad(f)(x);
+  return [value.dataSync()[0], grad];
+}
