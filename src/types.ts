@@ -45,8 +45,9 @@ export type LossValue = number | Float32Array;
  */
 export type LossOf<Op> = [Op] extends [undefined] ? number
   : Op extends { reduction: "none" } ? Float32Array
-  : Op extends { reduction?: "mean" | "sum" | "batchmean" | undefined } ? number
-  : LossValue;
+  // (`{ reduction?: ... }` is a weak type: options without a reduction do not match it.)
+  : Op extends { reduction?: infer R } ? ("none" extends R ? LossValue : number)
+  : number;
 
 /**
  * The upstream gradient of `backward`: a number for a reduced loss (default 1),

@@ -17,6 +17,10 @@ describe("result types", () => {
     const mean: number = wasm.crossEntropy.forward({ logits, labels }).loss;
     const sum: number = wasm.crossEntropy.forward({ logits, labels }, { reduction: "sum", labelSmoothing: 0.1 }).loss;
     const rows: Float32Array = wasm.crossEntropy.valueAndGrad({ logits, labels }, { reduction: "none" }).loss;
+    // Options without a reduction: the default, a number.
+    const smooth: number = wasm.crossEntropy.forward({ logits, labels }, { labelSmoothing: 0.1 }).loss;
+    const scaled: number = js.arcface.forward({ cos: logits, labels }, { scale: 30 }).loss;
+    assert.equal(typeof smooth + typeof scaled, "numbernumber");
     const batch: number = js.klDiv.forward({ logInput: logits, target: logits }, { reduction: "batchmean" }).loss;
     // @ts-expect-error: reduction "none" is not a number
     const wrong: number = wasm.focal.forward({ logits, labels }, { reduction: "none" }).loss;
