@@ -111,22 +111,52 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
       device = await requestDevice(found.adapter);
       why = found.note;
     }
-    if (backend === "auto" && simdSupported()) await compileWasm();
-    return await gpuLosses(device, { auto: backend === "auto", note: why, minGpuLogits });
+    const cpu = backend === "auto" ? await autoCpu() : undefined;
+    return await gpuLosses(device, { auto: backend === "auto", note: why, minGpuLogits, cpu });
   }
   if (backend === "auto") {
     const found = await findAdapter();
     if (found.adapter && !found.adapter.info?.isFallbackAdapter) {
-      if (simdSupported()) await compileWasm();
-      return await gpuLosses(await requestDevice(found.adapter), { auto: true, note: found.note, minGpuLogits });
+      const cpu = await autoCpu();
+      return await gpuLosses(await requestDevice(found.adapter), { auto: true, note: found.note, minGpuLogits, cpu });
     }
     note = found.adapter ? `${found.note} is slower than WebAssembly here` : found.note;
   }
-  const useWasm = backend === "wasm" || (backend === "auto" && simdSupported());
-  if (useWasm) await compileWasm();
-  const losses = bindLosses(useWasm ? wasmKernels : referenceKernels, false);
-  note = backend === "auto" ? `${useWasm ? "wasm" : "js"}: ${note}` : `${backend}: asked for`;
-  return Object.assign(losses, { backend: (useWasm ? "wasm" : "js") as BackendName, note, dispose() {} });
+  let cpu: CpuBackend = { name: "js", kernels: referenceKernels, why: "" };
+  if (backend === "wasm") {
+    await compileWasm();
+    cpu = { name: "wasm", kernels: wasmKernels, why: "" };
+  } else if (backend === "auto") cpu = await autoCpu();
+  const losses = bindLosses(cpu.kernels, false);
+  note = backend === "auto" ? `${cpu.name}: ${[note, cpu.why].filter((s) => s).join("; ")}` : `${backend}: asked for`;
+  return Object.assign(losses, { backend: cpu.name as BackendName, note, dispose() {} });
+}
+
+/** A CPU backend: its name, its kernels, and why it was chosen when that needs saying. */
+export interface CpuBackend {
+  name: "wasm" | "js";
+  kernels: Kernels;
+  why: string;
+}
+
+/**
+ * `"auto"`'s CPU backend: WebAssembly SIMD when the engine validates it and compiling is
+ * allowed (a Content-Security-Policy without `'wasm-unsafe-eval'`, or an edge runtime,
+ * refuses to compile from bytes), else the float64 reference, saying why.
+ */
+async function autoCpu(): Promise<CpuBackend> {
+  if (!simdSupported()) return { name: "js", kernels: referenceKernels, why: "this engine has no WebAssembly SIMD" };
+  try {
+    await compileWasm();
+    return { name: "wasm", kernels: wasmKernels, why: "" };
+  } catch (e) {
+    return {
+      name: "js",
+      kernels: referenceKernels,
+      why: `compiling WebAssembly was refused (${(e as Error).message}; a Content-Security-Policy needs ` +
+        `'wasm-unsafe-eval', an edge runtime a precompiled module: see setWasmModule)`,
+    };
+  }
 }
 
 /** The adapter found, or null with the reason. */
@@ -181,10 +211,14 @@ export interface GpuLossesOptions extends ContextOptions {
    * `N * C * D / 16` (its GEMM runs about 16 multiply-adds per logit-time of a row loss).
    */
   minGpuLogits?: number;
+  /** `auto`: the CPU backend for small host problems and after a device loss (default: wasm when it compiled, else js). */
+  cpu?: CpuBackend;
 }
 
 const contexts = new WeakMap<GPUDevice, GpuContext>();
 function contextOf(device: GPUDevice, options: ContextOptions): GpuContext {
+  // A binding limit of its own (the tests' knob for the split paths) gets its own context.
+  if (options.maxBindingBytes !== undefined) return new GpuContext(device, options);
   let ctx = contexts.get(device);
   if (!ctx) contexts.set(device, ctx = new GpuContext(device, options));
   return ctx;
@@ -201,15 +235,15 @@ export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): P
   users.set(ctx, (users.get(ctx) ?? 0) + 1);
   let kernels = webgpuKernels(ctx);
   if (auto) {
-    // The caller compiled the WebAssembly module when the engine has SIMD.
-    const cpu = simdSupported() ? wasmKernels : referenceKernels;
+    const cpu = options.cpu?.kernels ?? (simdSupported() ? wasmKernels : referenceKernels);
+    const cpuName = options.cpu?.name ?? (simdSupported() ? "wasm" : "js");
     let min = options.minGpuLogits;
     if (min === undefined) {
       const seconds = await ctx.roundTrip();
       min = Math.round(seconds * WASM_LOGITS_PER_SECOND);
       note += `; a GPU round trip takes ${(seconds * 1e3).toFixed(2)} ms`;
     }
-    note += `; host problems under ${min} logits run on ${simdSupported() ? "wasm" : "js"}`;
+    note += `; host problems under ${min} logits run on ${cpuName}`;
     kernels = routeKernels(kernels, cpu, ctx, min);
   }
   let disposed = false;
@@ -226,7 +260,7 @@ export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): P
   const losses = bindLosses(live(kernels), false);
   return Object.defineProperties(losses, {
     backend: {
-      get: () => (auto && ctx.lost !== null ? (simdSupported() ? "wasm" : "js") : "webgpu"),
+      get: () => (auto && ctx.lost !== null ? (options.cpu?.name ?? (simdSupported() ? "wasm" : "js")) : "webgpu"),
       enumerable: true,
     },
     note: {
