@@ -140,11 +140,13 @@ describe("WebAssembly memory stays flat", () => {
         }],
         ["an out buffer of the wrong shape", /options\.out\./, (cs) => {
           if (isMetric(cs)) return null;
-          const k = cs.spec.grads[0], [r, c] = cs.inputs[k].shape;
+          // (a list gradient, expert logits or features: a list of wrong-shaped buffers)
+          const k = cs.spec.grads[0], input = cs.inputs[k], [r, c] = (Array.isArray(input) ? input[0] : input).shape;
           const p = place(cs, "alloc"), bad = alloc([r, c + 1]);
+          const out = Array.isArray(input) ? input.map(() => bad) : bad;
           return () => {
             try {
-              call(wasm, cs, p, cs.spec.matrixOutput ? { x: bad, output: bad } : { [k]: bad });
+              call(wasm, cs, p, cs.spec.matrixOutput ? { x: bad, output: bad } : { [k]: out });
             } finally {
               [p.free(), bad.free()];
             }
@@ -157,8 +159,8 @@ describe("WebAssembly memory stays flat", () => {
         }],
         ["NaN under checkFinite", /NaN/, (cs) => {
           const p = place(cs, "alloc");
-          const [k] = Object.keys(p.inputs);
-          p.inputs[k].data[1] = NaN;
+          const [first] = Object.values(p.inputs);
+          (Array.isArray(first) ? first[0] : first).data[1] = NaN;
           return () => {
             try {
               call(wasm, cs, p, undefined, "valueAndGrad", { checkFinite: true });

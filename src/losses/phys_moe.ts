@@ -186,15 +186,16 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
         )
         : null,
       experts,
+      // The coarse and centre gradients are the terms' own: their out buffers go to them.
       hier: hierarchical.prepare(
         { coarse: inputs.coarse, fine, labels: inputs.labels, fineToCoarse: inputs.fineToCoarse },
-        check,
+        { ...check, out: o.out?.coarse ? { coarse: o.out.coarse } : undefined },
         grad,
         up * lambdaHier,
       ),
       reg: centerRegularization.prepare(
         { ...f, centers: inputs.centers },
-        { ...check, prototypeWeight: o.prototypeWeight },
+        { ...check, prototypeWeight: o.prototypeWeight, out: o.out?.centers ? { centers: o.out.centers } : undefined },
         grad,
         up * lambdaReg,
       ),

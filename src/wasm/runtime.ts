@@ -135,6 +135,13 @@ export class Runtime {
   #arena = 0;
   #arenaSize = 0;
   #f32: Float32Array;
+  /**
+   * The address and length of every view of this memory handed out by `WasmMatrix.data`
+   * and `pin`: a composite loss prepares all its terms' problems before the first term
+   * runs, so a view a later term holds may be detached by an earlier term's growth, and
+   * is still found here (its own byteOffset and length read 0 once detached).
+   */
+  #views = new WeakMap<ArrayBufferView, readonly [number, number]>();
 
   constructor(k: Exports) {
     this.k = k;
@@ -155,9 +162,18 @@ export class Runtime {
     return this.#f32;
   }
 
-  /** The address of `data` when it lives in this memory (the zero-copy path), else -1. */
+  /**
+   * The address of `data` when it lives in this memory (the zero-copy path; also a view
+   * handed out by this runtime that growth detached since), else -1.
+   */
   addressOf(data: ArrayBufferView): number {
-    return data.buffer === this.k.memory.buffer ? data.byteOffset : -1;
+    return data.buffer === this.k.memory.buffer ? data.byteOffset : (this.#views.get(data)?.[0] ?? -1);
+  }
+
+  /** Records a view of this memory (see `#views`); returns it. */
+  view(data: Float32Array): Float32Array {
+    this.#views.set(data, [data.byteOffset, data.length]);
+    return data;
   }
 
   /**
@@ -166,10 +182,10 @@ export class Runtime {
    * returned as is. Pin a problem's arrays before anything that may allocate (the arena).
    */
   pin(data: Float32Array): () => Float32Array {
-    const at = this.addressOf(data), length = data.length; // a detached view's length reads 0
+    const at = this.addressOf(data), length = this.#views.get(data)?.[1] ?? data.length; // detached: 0
     if (at < 0) return () => data;
     let view = data;
-    return () => (view.buffer === this.buffer ? view : (view = new Float32Array(this.buffer, at, length)));
+    return () => (view.buffer === this.buffer ? view : (view = this.view(new Float32Array(this.buffer, at, length))));
   }
 
   /** Allocates `bytes` (aligned to 64), growing memory when needed. */
@@ -305,14 +321,14 @@ export class WasmMatrix implements Matrix {
     this.#rt = rt;
     this.shape = shape;
     this.#ptr = rt.malloc(shape[0] * shape[1] * 4);
-    this.#view = new Float32Array(rt.buffer, this.#ptr, shape[0] * shape[1]);
+    this.#view = rt.view(new Float32Array(rt.buffer, this.#ptr, shape[0] * shape[1]));
   }
 
   /** The values, a view into WebAssembly memory (recreated if memory grew since). */
   get data(): Float32Array {
     if (this.#ptr < 0) throw new TypeError("Expected a live WasmMatrix, got one already freed");
     if (this.#view.buffer !== this.#rt.buffer) {
-      this.#view = new Float32Array(this.#rt.buffer, this.#ptr, this.shape[0] * this.shape[1]);
+      this.#view = this.#rt.view(new Float32Array(this.#rt.buffer, this.#ptr, this.shape[0] * this.shape[1]));
     }
     return this.#view;
   }

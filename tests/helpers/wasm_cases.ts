@@ -11,6 +11,17 @@ import { alloc, js, type SyncLosses } from "../../cpu.ts";
 import { assertGradClose, assertLossClose } from "./assert.ts";
 import { type Mat, randomMatrix, Rng, seedOf } from "./random.ts";
 import { allSpecs, cosineMarginSpecs, headSpecs, type LossSpec } from "./specs.ts";
+import {
+  centerLossSpec,
+  centerRegularizationSpec,
+  featureDiversitySpec,
+  hierarchicalSpec,
+  hnmContrastiveSpec,
+  iclMoeSpec,
+  mixOutputsSpec,
+  physicsContrastiveSpec,
+  physMoeSpec,
+} from "./specs_moe.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -26,17 +37,36 @@ export interface Case {
 /** A metric (`accuracy`): no gradient and no `out`. */
 export const isMetric = (cs: Case): boolean => cs.spec.grads.length === 0;
 
-/** What a call gave: the loss (or the transform's output, or the metric) and each gradient, copied. */
+/**
+ * What a call gave: the loss (or the transform's output, or the metric) and each gradient,
+ * copied (a list gradient as one entry per matrix, `name.k`).
+ */
 export interface Result {
   value: number | Float32Array;
   grads: Record<string, Float32Array>;
 }
 
-/** Every loss (the 15 public members of `wasm`) on a random `[n, c]` problem (heads: D = 8). */
+/** The metric-learning and mixture-of-experts losses (SPEC.md §4–§6). */
+const moeSpecs: readonly LossSpec[] = [
+  centerLossSpec,
+  physicsContrastiveSpec,
+  featureDiversitySpec,
+  centerRegularizationSpec,
+  mixOutputsSpec,
+  iclMoeSpec,
+  hierarchicalSpec,
+  physMoeSpec,
+  hnmContrastiveSpec,
+];
+
+/** Options for drawing a case's problem: physicsContrastive's random problems have a rule only with a threshold. */
+const drawOptions: Record<string, Record<string, Any>> = { physicsContrastive: { threshold: 0.8 } };
+
+/** Every loss (the 24 public members of `wasm`) on a random `[n, c]` problem (heads, §4–§6: D = 8). */
 export function cases(n = 3, c = 5): Case[] {
-  return [...allSpecs, ...cosineMarginSpecs, ...headSpecs].map((spec) => {
+  return [...allSpecs, ...cosineMarginSpecs, ...headSpecs, ...moeSpecs].map((spec) => {
     const rng = new Rng(seedOf(`wasm cases ${spec.name}`));
-    const inputs = spec.random(rng, n, c, 1, {});
+    const inputs = spec.random(rng, n, c, 1, drawOptions[spec.name] ?? {});
     return spec.matrixOutput ? { spec, inputs, upstream: randomMatrix(rng, n, c, 1) } : { spec, inputs };
   });
 }
@@ -51,7 +81,12 @@ export interface Placed {
   free(): void;
 }
 
-const isMat = (v: unknown): v is Mat => typeof v === "object" && v !== null && "data" in v && "shape" in v;
+/** A float matrix (integer matrices such as hnmContrastive's `hard` stay on the host, as labels do). */
+const isMat = (v: unknown): v is Mat =>
+  typeof v === "object" && v !== null && "shape" in v && (v as Mat).data instanceof Float32Array;
+
+/** A list of float matrices (expert logits, expert features). */
+const isMatList = (v: unknown): v is Mat[] => Array.isArray(v) && v.length > 0 && v.every(isMat);
 
 /** `m`'s values placed as `where` says; `taken` collects what must be freed. */
 function placeMat(m: Mat, where: Place, taken: { free(): void }[]): Any {
@@ -66,7 +101,9 @@ function placeMat(m: Mat, where: Place, taken: { free(): void }[]): Any {
 export function place(cs: Case, where: Place): Placed {
   const taken: { free(): void }[] = [];
   const inputs = Object.fromEntries(
-    Object.entries(cs.inputs).map(([k, v]) => [k, isMat(v) ? placeMat(v, where, taken) : v]),
+    Object.entries(cs.inputs).map((
+      [k, v],
+    ) => [k, isMat(v) ? placeMat(v, where, taken) : isMatList(v) ? v.map((m) => placeMat(m, where, taken)) : v]),
   );
   const upstream = cs.upstream && placeMat(cs.upstream, where, taken);
   return { inputs, upstream, free: () => taken.forEach((t) => t.free()) };
@@ -79,13 +116,16 @@ export type OutPlace = "fresh" | "host" | "alloc";
 export function outs(cs: Case, where: OutPlace): { out?: Record<string, Any>; free(): void } {
   if (where === "fresh" || isMetric(cs)) return { free: () => {} };
   const taken: { free(): void }[] = [];
-  const out: Record<string, Any> = {};
-  for (const k of cs.spec.grads) {
-    const shape = (cs.inputs[k] as Mat).shape;
+  const buffer = (shape: readonly [number, number]) => {
     const m = where === "alloc" ? alloc(shape) : { data: new Float32Array(shape[0] * shape[1]), shape };
     if (where === "alloc") taken.push(m as { free(): void });
     m.data.fill(NaN);
-    out[k] = m;
+    return m;
+  };
+  const out: Record<string, Any> = {};
+  for (const k of cs.spec.grads) {
+    const input = cs.inputs[k];
+    out[k] = isMatList(input) ? input.map((m) => buffer(m.shape)) : buffer((input as Mat).shape);
   }
   // The transforms' forward writes `out.output`, their VJP `out.x`.
   if (cs.spec.matrixOutput) {
@@ -127,7 +167,10 @@ export function call(
   }
   if (method === "forward") return { value: copy(l.forward(placed.inputs, o).loss), grads: {} };
   const r = l.valueAndGrad(placed.inputs, o);
-  return { value: copy(r.loss), grads: Object.fromEntries(cs.spec.grads.map((k) => [k, copy(r.grads[k])])) };
+  const grads = cs.spec.grads.flatMap((k): [string, Float32Array][] =>
+    Array.isArray(r.grads[k]) ? r.grads[k].map((g: Any, i: number) => [`${k}.${i}`, copy(g)]) : [[k, copy(r.grads[k])]]
+  );
+  return { value: copy(r.loss), grads: Object.fromEntries(grads) };
 }
 
 /** The float64 reference's result of the case. */
