@@ -456,6 +456,8 @@ function probeInChild(cfg: Config, name: string): Memory {
 
 interface AsyncCell {
   contender: string;
+  /** What `init` said it chose (webgpu: the adapter). */
+  backend?: string;
   seconds: number | null;
   sampleSeconds: number[];
   lossRelDiff?: number;
@@ -473,7 +475,7 @@ async function measureWebgpu(cfg: Config, ctx: Ctx, ref: Out): Promise<AsyncCell
   const w = await init({ backend: "wasm" });
   const options = { tailExperts: tailOf(ctx.e) };
   const cells: AsyncCell[] = [
-    { contender: `webgpu (${gpu.note})`, seconds: null, sampleSeconds: [] },
+    { contender: "webgpu", seconds: null, sampleSeconds: [], backend: gpu.note },
     { contender: "wasm via init()", seconds: null, sampleSeconds: [] },
   ];
   const libs = [gpu, w];
@@ -540,6 +542,7 @@ function printCell(cells: Cell[], gpu: AsyncCell[]): void {
     if (m?.error) console.log(`  memory probe of ${x.contender} failed: ${m.error}`);
   }
   for (const x of gpu) {
+    if (x.backend) console.log(`(webgpu: init({ backend: "webgpu" }) chose ${x.backend})`);
     console.log(
       pad(x.contender.slice(0, 34), 34) +
         (x.note ? pad(x.note, 60, true) : pad(fmtSeconds(x.seconds), 10, true) +

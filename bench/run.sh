@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (cross_entropy, arcface, margin_head, webgpu) under Deno, then under Bun
-# (pinned versions, via npx); Bun has no WebGPU, so webgpu only prints "no WebGPU adapter: ..."
-# there. A benchmark that fails does not stop the others; the exit status is 1 when any of
-# them failed. Extra arguments are passed through to every run, e.g.
+# Runs the benchmarks (cross_entropy, arcface, margin_head, webgpu, phys_moe, physics_contrastive)
+# under Deno, then under Bun (pinned versions, via npx); Bun has no WebGPU, so webgpu only prints
+# "no WebGPU adapter: ..." there. `--only core_v2` runs the Core v2 before/after file, which is not
+# in the default list (it needs the old tree: see its header). A benchmark that fails does not stop
+# the others; the exit status is 1 when any of them failed. Extra arguments are passed through to
+# every run, e.g.
 #   bash bench/run.sh --quick
 #   bash bench/run.sh --json results.json   # writes results.<benchmark>.<runtime>.json
 #   bash bench/run.sh --only arcface,margin_head --quick
@@ -17,7 +19,7 @@ DENO_VERSION=2.9.6
 BUN_VERSION=1.4.4
 DENO=${DENO:-"npx -y deno@${DENO_VERSION}"}
 BUN=${BUN:-"npx -y bun@${BUN_VERSION}"}
-ALL=(cross_entropy arcface margin_head webgpu)
+ALL=(cross_entropy arcface margin_head webgpu phys_moe physics_contrastive)
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
