@@ -35,21 +35,11 @@ after(() => useWasmVariant(wasmVariant()));
 
 const PATHS: [Place, OutPlace][] = [["alloc", "fresh"], ["alloc", "alloc"], ["host", "alloc"], ["view", "fresh"]];
 
-/**
- * Known failures, shown as todo: physMoe's finish combines its terms' results on the host
- * and reads the expert logits and the gating through the views its prepare took; when a
- * term grows memory those views are detached (its kernels find them: `Runtime.#views`).
- */
-const todo = (name: string, inputsAt: Place) =>
-  name === "physMoe" && inputsAt !== "host"
-    ? "physMoe's finish reads expertLogits and gating views that a term's growth detached"
-    : undefined;
-
 describe("WebAssembly memory growing during a call", () => {
   for (const cs of cases()) {
     for (const [inputsAt, outAt] of PATHS) {
       if (isMetric(cs) && outAt !== "fresh") continue;
-      it(`${cs.spec.name}: inputs ${inputsAt}, gradients ${outAt}`, { todo: todo(cs.spec.name, inputsAt) }, () => {
+      it(`${cs.spec.name}: inputs ${inputsAt}, gradients ${outAt}`, () => {
         useWasmVariant(wasmVariant()); // a fresh instance: its arena is not placed yet
         const rt = runtime();
         const placed = place(cs, inputsAt), o = outs(cs, outAt);

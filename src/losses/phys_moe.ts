@@ -101,7 +101,12 @@ export interface PhysMoeProblem {
   readonly d: number;
   readonly e: number;
   readonly k: number;
+  /**
+   * Copies of the gating and the expert logits for the host-side combination of the
+   * gradients (a view into WebAssembly memory would be detached if a term grows it).
+   */
   readonly gating: Float32Array;
+  readonly logits: Float32Array[];
   readonly scl: ContrastiveProblem | null;
   readonly experts: ExpertsProblem;
   readonly hier: HierarchicalProblem;
@@ -176,7 +181,8 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
       d,
       e,
       k,
-      gating,
+      gating: grad ? gating.slice() : gating,
+      logits: grad ? experts.logits.map((z) => z.slice()) : [],
       scl: contrast
         ? physicsContrastive.prepare(
           f,
@@ -238,7 +244,7 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
       for (let i = 0; i < b * d; i++) features[i] = (fs ? fs[i] : 0) + fr[i];
       const dFine = hier.grads.fine;
       for (let k = 0; k < e; k++) {
-        const g = experts.grads[`expertLogits.${k}`], z = p.experts.logits[k];
+        const g = experts.grads[`expertLogits.${k}`], z = p.logits[k];
         const into = p.out.expertLogits[k]?.data ?? g;
         for (let i = 0; i < b; i++) {
           const w = p.gating[i * e + k];
