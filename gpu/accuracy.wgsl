@@ -3,6 +3,12 @@
 // assembly/accuracy.ts. P.k = min(k, C). row_out: [N, rs_out] = (1 for a hit, else 0;
 // 0 for an ignored row).
 
+struct AccuracyParams {
+  // #include "row_params.wgsl"
+  k: u32,       // min(k, C)
+}
+@group(0) @binding(0) var<uniform> P: AccuracyParams;
+
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(5) var<storage, read> labels: array<i32>;
 @group(0) @binding(8) var<storage, read_write> row_out: array<f32>;

@@ -1,43 +1,12 @@
 // Declarations every kernel shares, prepended to each kernel's source by gpu/build.ts.
-// `Params` is the one uniform struct of every dispatch: gpu/build.ts reads its fields
-// (all 4-byte scalars, in order) and generates their offsets for the host side, so the
-// two sides cannot drift.
-
-struct Params {
-  n: u32,       // rows in this dispatch
-  c: u32,       // columns (classes)
-  d: u32,       // embedding width (heads)
-  row0: u32,    // index of this dispatch's first row in the per-row arrays
-  a_off: u32,   // element offset of row 0 in a
-  b_off: u32,   // element offset of row 0 in b
-  g_off: u32,   // element offset of row 0 in g
-  h_off: u32,   // element offset of row 0 in h
-  flags: u32,   // the F_* bits below
-  k: u32,       // top-k (accuracy); class chunk (heads)
-  rs_in: u32,   // stride of row_in
-  rs_out: u32,  // stride of row_out
-  eps: f32,     // label smoothing
-  gamma: f32,   // focal exponent
-  scale: f32,   // logit scale
-  wsum: f32,    // sum of the class weights (C without weights)
-  temp: f32,    // temperature (distillation)
-  alpha: f32,   // distillation weight
-  f0: f32,      // kernel-specific
-  f1: f32,      // kernel-specific
-  col0: u32,    // long rows: first column of this segment
-  seg: u32,     // long rows: this segment's index
-  nseg: u32,    // long rows: segments per row
-  row_c: u32,   // long rows: the whole row's length (c is the segment's)
-}
+// Each kernel family declares its own uniform struct (bound as `P`) in its own file; the
+// row kernels' shared fields are gpu/row_params.wgsl.
 
 const F_GRAD: u32 = 1u;    // write the gradient of a
 const F_CLAMP: u32 = 2u;   // clamp a to [-1, 1] first (cosines)
 const F_WEIGHT: u32 = 4u;  // cls holds per-class weights
-const F_TARGET: u32 = 8u;  // row_in holds the label's logit and its derivative
 const F_LOG: u32 = 16u;    // log-softmax / log-target
 const F_GRAD_B: u32 = 32u; // write the gradient of b
-
-@group(0) @binding(0) var<uniform> P: Params;
 
 const WG: u32 = 256u;
 var<workgroup> red: array<f32, WG>;
@@ -98,9 +67,10 @@ fn wg_min_u32(v: u32, t: u32) -> u32 {
   return r;
 }
 
-// Float pairs (the heads' exact sums and products). A uniform zero (each entry point sets
-// it from P.h_off = 0): x ^ zero hides x's origin from the compiler, which would otherwise
-// simplify two-sum's (a + b) - a to b (llvmpipe does).
+// Float pairs hi + lo (vec2<f32>, |lo| <= ulp(hi) / 2: about 48 bits), for the heads' exact
+// sums and products and the label targets. A uniform zero (each entry point that uses
+// pairs sets it from its struct's `zero`, always 0): x ^ zero hides x's origin from the
+// compiler, which would otherwise simplify two-sum's (a + b) - a to b (llvmpipe does).
 var<private> zero: u32;
 fn opq(v: f32) -> f32 { return bitcast<f32>(bitcast<u32>(v) ^ zero); }
 fn opq4(v: vec4<f32>) -> vec4<f32> { return bitcast<vec4<f32>>(bitcast<vec4<u32>>(v) ^ vec4<u32>(zero)); }
@@ -118,6 +88,51 @@ fn split(v: f32) -> vec2<f32> {
   let h = bitcast<f32>((bitcast<u32>(v) + 0x800u) & 0xfffff000u);
   return vec2<f32>(h, v - h);
 }
+
+// a * b = p + e exactly (Dekker; p hidden from the compiler, which could otherwise fuse
+// a * b into the subtraction).
+fn two_prod(a: f32, b: f32) -> vec2<f32> {
+  let p = opq(a * b);
+  let sa = split(a);
+  let sb = split(b);
+  return vec2<f32>(p, ((sa.x * sb.x - p) + sa.x * sb.y + sa.y * sb.x) + sa.y * sb.y);
+}
+
+fn df_add(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  let s = two_sum(a.x, b.x);
+  return two_sum(s.x, s.y + (a.y + b.y));
+}
+
+fn df_mul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  let p = two_prod(a.x, b.x);
+  return two_sum(p.x, p.y + (a.x * b.y + a.y * b.x));
+}
+
+fn df_div(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  let q1 = a.x / b.x;
+  let r = df_add(a, -df_mul(vec2<f32>(q1, 0.0), b));
+  return two_sum(q1, r.x / b.x);
+}
+
+// sqrt(a), 0 for a <= 0.
+fn df_sqrt(a: vec2<f32>) -> vec2<f32> {
+  if (a.x <= 0.0) { return vec2<f32>(0.0); }
+  let s = sqrt(a.x);
+  let r = df_add(a, -two_prod(s, s));
+  return two_sum(s, r.x / (2.0 * s));
+}
+
+// s += a * b (s a pair, not normalised).
+fn dot_acc(s: vec2<f32>, a: f32, b: f32) -> vec2<f32> {
+  let q = two_prod(a, b);
+  let h = two_sum(s.x, q.x);
+  return vec2<f32>(h.x, s.y + (h.y + q.y));
+}
+
+// The pair of a float32 value, and comparisons of pairs.
+fn df(v: f32) -> vec2<f32> { return vec2<f32>(v, 0.0); }
+fn df_gt(a: vec2<f32>, b: vec2<f32>) -> bool { return a.x > b.x || (a.x == b.x && a.y > b.y); }
+fn df_max(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return select(b, a, df_gt(a, b)); }
 
 // Natural logarithm good to about 1 ulp (WGSL's builtin promises only an absolute
 // 2^-21 near 1): x = f 2^e with f in [sqrt(1/2), sqrt(2)), log f = 2 atanh(s),

@@ -1,24 +1,29 @@
 /**
- * The WebGPU runtime: one `GpuContext` per device holds the pipelines (created once,
- * cached by kernel), the bind-group layout every row kernel shares, the device's
- * limits and its lost state; `runRows` dispatches a row kernel over a problem, one
- * workgroup per row, uploading host inputs and reading host outputs back, and splitting
- * the rows into chunks that fit `maxStorageBufferBindingSize`.
+ * The WebGPU runtime: one `GpuContext` per device ({@linkcode GpuContext.of}) holds the
+ * pipelines (created once, cached by kernel), the bind-group layouts, a pool of scratch
+ * buffers, the device's limits and its lost state; `runRows` dispatches a row kernel over
+ * a problem, one workgroup per row, uploading host inputs and reading host outputs back,
+ * and splitting the rows into chunks that fit `maxStorageBufferBindingSize`.
  *
  * @module
  */
-import { F, PARAMS, PARAMS_BYTES, SHADERS } from "./generated.ts";
+import { F, KERNEL_PARAMS, PARAMS, PARAMS_BYTES, SHADERS } from "./generated.ts";
 import { DeviceValues, onDevice } from "../src/validate.ts";
 import * as v from "../src/validate.ts";
 
 /** A kernel of `gpu/`, by file name. */
 export type KernelName = keyof typeof SHADERS;
-/** A field of the uniform struct `Params`. */
-export type ParamName = keyof typeof PARAMS;
-/** Values of `Params` for one dispatch (absent fields are 0). */
-export type Params = Partial<Record<ParamName, number>>;
+/** The uniform struct a kernel binds (its family's, declared in its WGSL). */
+type StructOf<K extends KernelName> = (typeof KERNEL_PARAMS)[K];
+/** A field of kernel `K`'s uniform struct. */
+export type ParamName<K extends KernelName> = keyof (typeof PARAMS)[StructOf<K>];
+/**
+ * Values of kernel `K`'s uniform struct for one dispatch (absent fields are 0); a
+ * `vec2<f32>` field takes a float64 value and receives it as a float32 pair.
+ */
+export type Params<K extends KernelName> = Partial<Record<ParamName<K>, number>>;
 
-/** The bit flags of `Params.flags`, as gpu/common.wgsl declares them. */
+/** The bit flags of the row kernels' `flags`, as gpu/common.wgsl declares them. */
 export { F };
 
 /**
@@ -44,8 +49,47 @@ export interface ContextOptions {
   maxBindingBytes?: number;
 }
 
-/** A device with its cached pipelines and its limits. */
+/**
+ * A device's WebGPU state: its cached pipelines and layouts, its pool of scratch buffers
+ * and its limits. There is one per `GPUDevice` ({@linkcode GpuContext.of}), shared by
+ * every `init()` on that device, until {@linkcode GpuContext.dispose}.
+ */
 export class GpuContext {
+  static readonly #contexts = new WeakMap<GPUDevice, GpuContext>();
+
+  /**
+   * The context of `device`: created on the first call, with `options`, and returned by
+   * every later call until it is disposed. `options` must be the same on every call
+   * (they size the context's bindings): different ones are a `TypeError`.
+   *
+   * @param device The device whose context to return.
+   * @param options The context's options (tests: a smaller binding limit).
+   * @returns The device's one context.
+   *
+   * @example Every call on a device gets the same context
+   * ```ts
+   * import { GpuContext } from "./context.ts";
+   * const device = await (await navigator.gpu?.requestAdapter())?.requestDevice();
+   * if (device) console.log(GpuContext.of(device) === GpuContext.of(device)); // true
+   * ```
+   */
+  static of(device: GPUDevice, options: ContextOptions = {}): GpuContext {
+    const ctx = GpuContext.#contexts.get(device);
+    const max = options.maxBindingBytes ?? null;
+    if (ctx) {
+      if (ctx.#maxBindingBytes !== max) {
+        throw new TypeError(
+          `Expected options.maxBindingBytes to be ${ctx.#maxBindingBytes ?? "undefined"} as when this ` +
+            `GPUDevice's context was made, got ${max ?? "undefined"} (dispose() the context first)`,
+        );
+      }
+      return ctx;
+    }
+    const made = new GpuContext(device, options);
+    GpuContext.#contexts.set(device, made);
+    return made;
+  }
+
   /** Why the device was lost, or null while it works. */
   lost: string | null = null;
   /** Bytes one storage binding may hold. */
@@ -56,6 +100,9 @@ export class GpuContext {
   readonly align: number;
   /** Workgroups per dispatch dimension. */
   readonly maxGroups: number;
+  readonly #maxBindingBytes: number | null;
+  #disposed = false;
+  #roundTrip: Promise<number> | null = null;
   readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
   readonly #layouts = new Map<string, GPUPipelineLayout>();
   /** Large scratch buffers of finished calls, kept for the next ones (allocating them is slow). */
@@ -63,8 +110,13 @@ export class GpuContext {
   /** One placeholder buffer per binding slot (a writable binding may not alias another). */
   readonly #dummies: GPUBuffer[] = [];
 
+  /**
+   * A context of its own for `device`, not shared and not found by
+   * {@linkcode GpuContext.of} (which is the way to get a device's context).
+   */
   constructor(readonly device: GPUDevice, options: ContextOptions = {}) {
     const l = device.limits;
+    this.#maxBindingBytes = options.maxBindingBytes ?? null;
     this.maxBinding = Math.min(options.maxBindingBytes ?? Infinity, l.maxStorageBufferBindingSize);
     this.maxBuffer = l.maxBufferSize;
     this.align = l.minStorageBufferOffsetAlignment;
@@ -74,8 +126,44 @@ export class GpuContext {
     });
   }
 
-  /** Throws a `DeviceLostError` when the device is gone. */
+  /** Whether {@linkcode GpuContext.dispose} was called. */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /**
+   * Releases what the context holds: destroys its pooled scratch and placeholder
+   * buffers, drops its pipelines and layouts, and removes it from its device, so that
+   * every later call on it (or on losses bound to it) throws an `Error`, and the next
+   * {@linkcode GpuContext.of} on the device makes a new context. The device itself is
+   * left as it is. Calling it again does nothing.
+   *
+   * @example Release a device's pipelines and buffers
+   * ```ts
+   * import { GpuContext } from "./context.ts";
+   * const device = await (await navigator.gpu?.requestAdapter())?.requestDevice();
+   * if (device) {
+   *   const ctx = GpuContext.of(device);
+   *   ctx.dispose();
+   *   console.log(ctx.disposed, GpuContext.of(device) !== ctx); // true true
+   * }
+   * ```
+   */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    if (GpuContext.#contexts.get(this.device) === this) GpuContext.#contexts.delete(this.device);
+    for (const b of this.#pool.splice(0)) b.destroy();
+    for (const b of this.#dummies.splice(0)) b.destroy();
+    this.#pipelines.clear();
+    this.#layouts.clear();
+  }
+
+  /** Throws when the context was disposed, or a `DeviceLostError` when the device is gone. */
   check(): void {
+    if (this.#disposed) {
+      throw new Error("Expected a live WebGPU context, got one that was disposed (dispose()): call init() again");
+    }
     if (this.lost !== null) throw new DeviceLostError(`The WebGPU device was lost (${this.lost}); call init() again`);
   }
 
@@ -85,6 +173,7 @@ export class GpuContext {
    * explicit so a kernel may leave a binding unused.
    */
   pipeline(kernel: KernelName, bindings: string, entry = "main"): Promise<GPUComputePipeline> {
+    this.check();
     const key = `${kernel}:${entry}:${bindings}`;
     let p = this.#pipelines.get(key);
     if (!p) {
@@ -139,6 +228,7 @@ export class GpuContext {
    * into an exception (WebGPU reports them asynchronously, not by throwing).
    */
   async submit(encode: (enc: GPUCommandEncoder) => void): Promise<void> {
+    this.check();
     this.device.pushErrorScope("out-of-memory");
     this.device.pushErrorScope("validation");
     const enc = this.device.createCommandEncoder();
@@ -164,8 +254,15 @@ export class GpuContext {
     return Math.floor((this.maxBinding - this.align) / 4 / 64) * 64;
   }
 
-  /** The median time of three empty submissions' completion (a dispatch's fixed cost), seconds. */
-  async roundTrip(): Promise<number> {
+  /**
+   * The median time of three empty submissions' completion (a dispatch's fixed cost),
+   * seconds; measured once per context.
+   */
+  roundTrip(): Promise<number> {
+    return this.#roundTrip ??= this.#measure();
+  }
+
+  async #measure(): Promise<number> {
     const times: number[] = [];
     for (let k = 0; k < 3; k++) {
       const t0 = performance.now();
@@ -176,14 +273,24 @@ export class GpuContext {
     return times.sort((a, b) => a - b)[1];
   }
 
-  /** A uniform buffer holding `Params`. */
-  params(values: Params): GPUBuffer {
-    const bytes = new ArrayBuffer(PARAMS_BYTES);
-    const u = new Uint32Array(bytes), f = new Float32Array(bytes);
-    for (const [name, value] of Object.entries(values)) {
-      const [slot, type] = PARAMS[name as ParamName];
+  /** A uniform buffer holding kernel `kernel`'s struct with `values`. */
+  params<K extends KernelName>(kernel: K, values: Params<K>): GPUBuffer {
+    const struct = KERNEL_PARAMS[kernel];
+    const fields: Record<string, readonly [number, string]> = PARAMS[struct];
+    const bytes = new ArrayBuffer(PARAMS_BYTES[struct]);
+    const u = new Uint32Array(bytes), i = new Int32Array(bytes), f = new Float32Array(bytes);
+    for (const [name, value] of Object.entries(values) as [string, number][]) {
+      const field = fields[name];
+      if (!field) throw new Error(`gpu/${kernel}.wgsl: ${struct} has no field ${name}`);
+      const [slot, type] = field;
       if (type === "f32") f[slot] = value;
-      else u[slot] = value;
+      else if (type === "i32") i[slot] = value;
+      else if (type === "u32") u[slot] = value;
+      else {
+        // vec2<f32>: the float64 value as hi + lo.
+        f[slot] = value;
+        f[slot + 1] = value - f[slot];
+      }
     }
     return this.upload(new Uint8Array(bytes), UNIFORM);
   }
@@ -209,8 +316,15 @@ export class GpuContext {
     return this.device.createBuffer({ size: need, usage });
   }
 
-  /** Gives scratch buffers back; the pool keeps at most `POOL_BYTES`, the most recent first. */
+  /**
+   * Gives scratch buffers back; the pool keeps at most `POOL_BYTES`, the most recent
+   * first (none once the context is disposed).
+   */
   release(...buffers: GPUBuffer[]): void {
+    if (this.#disposed) {
+      for (const b of buffers) b.destroy();
+      return;
+    }
     this.#pool.unshift(...buffers);
     let total = 0;
     for (let k = 0; k < this.#pool.length; k++) {
@@ -246,29 +360,25 @@ export class GpuContext {
     }
   }
 
-  /** Reads a GPU-resident matrix back (`checkFinite`, the gathers of targets). */
+  /**
+   * Maps staging buffers together (one wait for all) and copies `bytes` of each out.
+   */
+  async readAll(parts: [GPUBuffer, number][]): Promise<ArrayBuffer[]> {
+    await Promise.all(parts.map(([b]) => b.mapAsync(MAP_READ)));
+    try {
+      return parts.map(([b, bytes]) => b.getMappedRange(0, Math.max(4, Math.ceil(bytes / 4) * 4)).slice(0, bytes));
+    } finally {
+      for (const [b] of parts) b.unmap();
+    }
+  }
+
+  /** Reads a GPU-resident matrix back (`checkFinite`). */
   async readMatrix(m: { buffer: GPUBuffer; shape: readonly [number, number] }): Promise<Float32Array> {
     const bytes = m.shape[0] * m.shape[1] * 4;
     const staging = this.staging(bytes);
     try {
       await this.submit((enc) => enc.copyBufferToBuffer(m.buffer, 0, staging, 0, bytes));
       return new Float32Array(await this.read(staging, 0, bytes));
-    } finally {
-      staging.destroy();
-    }
-  }
-
-  /** Reads `m[i, cols[i]]` for each row i (0 where `cols[i] < 0`): one 4-byte copy per row. */
-  async gather(m: { buffer: GPUBuffer; shape: readonly [number, number] }, cols: Int32Array): Promise<Float32Array> {
-    const n = cols.length, c = m.shape[1];
-    const staging = this.staging(n * 4);
-    try {
-      await this.submit((enc) => {
-        for (let i = 0; i < n; i++) {
-          if (cols[i] >= 0) enc.copyBufferToBuffer(m.buffer, (i * c + cols[i]) * 4, staging, i * 4, 4);
-        }
-      });
-      return new Float32Array(await this.read(staging, 0, n * 4));
     } finally {
       staging.destroy();
     }
@@ -296,12 +406,18 @@ export function checkOut(name: string, out: { buffer?: unknown } | null | undefi
   }
 }
 
+/** The row kernels: those whose struct includes gpu/row_params.wgsl's fields. */
+export type RowKernel = {
+  [K in KernelName]: "row0" | "h_off" | "rs_in" | "rs_out" extends ParamName<K> ? K : never;
+}[KernelName];
+
 /** One row kernel's dispatch over a problem of `n` rows of `c` columns. */
-export interface RowJob {
-  kernel: KernelName;
+export interface RowJob<K extends RowKernel> {
+  kernel: K;
   n: number;
   c: number;
-  params: Params;
+  /** The kernel's own fields (runRows writes the row fields). */
+  params: Params<K>;
   /** The [N, C] inputs bound at 1 and 2 (host values, GPU stand-ins, or null). */
   ins: (Float32Array | null)[];
   /** Which [N, C] outputs (bound at 3 and 4) are written, and the caller's buffers for them. */
@@ -313,6 +429,13 @@ export interface RowJob {
   cls?: Float32Array | null;
   /** Per-row outputs (bound at 8), `rsOut` per row. */
   rsOut: number;
+  /**
+   * An entry point dispatched before `main` over the same rows and bindings, one
+   * invocation per row (workgroups of 64), writing `perRow` floats per row into h
+   * (binding 4, then a scratch buffer) for `main` to read: per-row work too long to
+   * sit in `main` itself (the margin losses' targets).
+   */
+  first?: { entry: string; perRow: number };
 }
 
 /** The bindings of every row kernel: a, b (read), g, h (write), labels, row_in, cls (read), row_out (write). */
@@ -324,7 +447,10 @@ const ROW_BINDINGS = "rrwwrrrw";
  * when any input is GPU-resident, else they are read back into Float32Arrays (the
  * caller's `out` buffer when given).
  */
-export async function runRows(ctx: GpuContext, job: RowJob): Promise<{ rows: Float32Array; outs: Float32Array[] }> {
+export async function runRows<K extends RowKernel>(
+  ctx: GpuContext,
+  job: RowJob<K>,
+): Promise<{ rows: Float32Array; outs: Float32Array[] }> {
   ctx.check();
   const { n, c } = job;
   await ctx.checkFinite(...job.ins.filter((d): d is Float32Array => d !== null));
@@ -367,6 +493,8 @@ export async function runRows(ctx: GpuContext, job: RowJob): Promise<{ rows: Flo
     const hostOut = resident ? 0 : outBufs.filter((b) => b !== null).length;
     const staging = pooled(ctx.scratch(hostOut * stride + n * job.rsOut * 4, MAP_READ | COPY_DST));
     const pipeline = await ctx.pipeline(job.kernel, ROW_BINDINGS);
+    const first = job.first ? await ctx.pipeline(job.kernel, ROW_BINDINGS, job.first.entry) : null;
+    const firstOut = job.first ? keep(ctx.buffer(n * job.first.perRow * 4)) : null;
     const range = (buffer: GPUBuffer, r0: number, rows: number) => ctx.range(buffer, r0 * c, rows * c);
     const rowsOut = new Float32Array(n * job.rsOut);
     for (let r0 = 0; r0 < n; r0 += perChunk) {
@@ -398,8 +526,9 @@ export async function runRows(ctx: GpuContext, job: RowJob): Promise<{ rows: Flo
         }
       });
       while (bind.length < 4) bind.push(null), offs.push(0);
-      const params = keep(ctx.params({
-        ...job.params,
+      if (firstOut) bind[3] = { buffer: firstOut, offset: 0, size: firstOut.size };
+      const params = keep(ctx.params<RowKernel>(job.kernel, {
+        ...(job.params as Params<RowKernel>),
         n: rows,
         c,
         row0: r0,
@@ -414,8 +543,15 @@ export async function runRows(ctx: GpuContext, job: RowJob): Promise<{ rows: Flo
       const reads: [number, number][] = [];
       await ctx.submit((enc) => {
         const pass = enc.beginComputePass();
+        // One bind group for both entry points: they share the explicit layout.
+        const group = ctx.bind(pipeline, params, [...bind, labels, rowIn, cls, rowOut]);
+        if (first) {
+          pass.setPipeline(first);
+          pass.setBindGroup(0, group);
+          pass.dispatchWorkgroups(Math.ceil(rows / 64));
+        }
         pass.setPipeline(pipeline);
-        pass.setBindGroup(0, ctx.bind(pipeline, params, [...bind, labels, rowIn, cls, rowOut]));
+        pass.setBindGroup(0, group);
         pass.dispatchWorkgroups(rows);
         pass.end();
         outBufs.forEach((b, k) => {

@@ -9,33 +9,32 @@ import type { HardLabelProblem } from "../src/losses/cross_entropy.ts";
 import type { Raw } from "../src/loss.ts";
 import { DeviceValues, onDevice } from "../src/validate.ts";
 import { checkOut, F, type GpuContext, type Params, runRows } from "./context.ts";
+import { targetParams } from "./margin.ts";
 
-/** Row losses and gradient of a hard-label problem on the GPU. */
+/**
+ * Row losses and gradient of a hard-label problem on the GPU, in one submission: the
+ * margin losses' label targets are evaluated by the kernel (gpu/margin.wgsl).
+ */
 export async function hardLabel(ctx: GpuContext, p: HardLabelProblem): Promise<Raw> {
   const { n, c } = p;
-  let target = p.target;
-  if (target === null && p.targetFrom) {
-    // GPU-resident cosines: gather each row's label cosine (N floats) for the host's phi.
-    const labelCos = await ctx.gather(p.logits as unknown as DeviceValues, p.labels);
-    target = p.targetFrom((i) => labelCos[i]);
-  }
-  // Per row: the gradient scale, the label's logit and its derivative.
-  const rowIn = new Float32Array(3 * n);
-  for (let i = 0; i < n; i++) {
-    rowIn[3 * i] = p.grad ? p.scales[i] : 0;
-    if (target) {
-      rowIn[3 * i + 1] = target[2 * i];
-      rowIn[3 * i + 2] = target[2 * i + 1];
-    }
-  }
+  // Per row: the gradient scale.
+  const rowIn = new Float32Array(n);
+  if (p.grad) rowIn.set(p.scales);
   let wsum = c;
   if (p.weight) {
     wsum = 0;
     for (let j = 0; j < c; j++) wsum += p.weight[j];
   }
-  const flags = (p.grad ? F.GRAD : 0) | (p.clamp ? F.CLAMP : 0) | (p.weight ? F.WEIGHT : 0) | (target ? F.TARGET : 0);
-  const params = { flags, eps: p.smoothing, gamma: p.gamma, scale: p.scale, wsum };
-  const name = p.target || p.targetFrom ? "cos" : "logits";
+  const flags = (p.grad ? F.GRAD : 0) | (p.clamp ? F.CLAMP : 0) | (p.weight ? F.WEIGHT : 0);
+  const params: Params<"cross_entropy"> = {
+    flags,
+    eps: p.smoothing,
+    gamma: p.gamma,
+    scale: p.scale,
+    wsum,
+    ...targetParams(p.margin),
+  };
+  const name = p.margin ? "cos" : "logits";
   if (c > ctx.segment) return await longRows(ctx, p, params, rowIn, name);
   const { rows, outs } = await runRows(ctx, {
     kernel: "cross_entropy",
@@ -46,9 +45,10 @@ export async function hardLabel(ctx: GpuContext, p: HardLabelProblem): Promise<R
     outs: [p.grad ? { name, out: p.out } : null],
     labels: p.labels,
     rowIn,
-    rsIn: 3,
+    rsIn: 1,
     cls: p.weight,
     rsOut: 1,
+    first: p.margin ? { entry: "targets", perRow: 2 } : undefined,
   });
   return { rows: [Float64Array.from(rows)], grads: p.grad ? { logits: outs[0] } : {} };
 }
@@ -61,7 +61,7 @@ export async function hardLabel(ctx: GpuContext, p: HardLabelProblem): Promise<R
 async function longRows(
   ctx: GpuContext,
   p: HardLabelProblem,
-  params: Params,
+  params: Params<"cross_entropy">,
   rowIn: Float32Array,
   name: string,
 ): Promise<Raw> {
@@ -90,7 +90,7 @@ async function longRows(
       ctx.pipeline("cross_entropy", "rrwwrrrw", "seg_finish"),
       ctx.pipeline("cross_entropy", "rrwwrrrw", "seg_grad"),
     ]);
-    const all = { ...params, nseg, row_c: c, k: seg, rs_in: 3 };
+    const all = { ...params, nseg, row_c: c, k: seg, rs_in: 1 };
     // The input's segment s of row i: bound in place (resident) or uploaded.
     const input = (i: number, s: number, len: number): [GPUBufferBinding, number] => {
       if (upload === null) return ctx.range((p.logits as unknown as DeviceValues).buffer, i * c + s * seg, len);
@@ -102,7 +102,7 @@ async function longRows(
       for (let s = 0; s < nseg; s++) {
         const len = Math.min(seg, c - s * seg);
         const [a, a_off] = input(i, s, len);
-        const u = keep(ctx.params({ ...all, n: 1, c: len, row0: i, a_off, col0: s * seg, seg: s }));
+        const u = keep(ctx.params("cross_entropy", { ...all, n: 1, c: len, row0: i, a_off, col0: s * seg, seg: s }));
         await ctx.submit((enc) => {
           const pass = enc.beginComputePass();
           pass.setPipeline(stat);
@@ -114,7 +114,7 @@ async function longRows(
     }
     for (let r0 = 0; r0 < n; r0 += 64 * ctx.maxGroups) {
       const count = Math.min(64 * ctx.maxGroups, n - r0);
-      const u = keep(ctx.params({ ...all, n: count, row0: r0 }));
+      const u = keep(ctx.params("cross_entropy", { ...all, n: count, row0: r0 }));
       await ctx.submit((enc) => {
         const pass = enc.beginComputePass();
         pass.setPipeline(fin);
@@ -135,7 +135,9 @@ async function longRows(
         const [gb, g_off] = resident
           ? ctx.range(grad, i * c + s * seg, len)
           : [{ buffer: grad, offset: 0, size: len * 4 }, 0];
-        const u = keep(ctx.params({ ...all, n: 1, c: len, row0: i, a_off, g_off, col0: s * seg, seg: s }));
+        const u = keep(
+          ctx.params("cross_entropy", { ...all, n: 1, c: len, row0: i, a_off, g_off, col0: s * seg, seg: s }),
+        );
         await ctx.submit((enc) => {
           const pass = enc.beginComputePass();
           pass.setPipeline(back);

@@ -2,21 +2,41 @@
 // every margin loss on cosines, one workgroup per row, loss and gradient in one
 // dispatch (`main`). The math is assembly/cross_entropy.ts's (read it there):
 //   z_j = scale * x_j (x_j clamped to [-1, 1] first with F_CLAMP), the label's logit
-//   replaced by row_in[1] (derivative row_in[2]) with F_TARGET;
+//   replaced by s phi(x_y) (P.tg, gpu/margin.wgsl: the margin losses), which `targets`
+//   evaluates first, one invocation per row, into h: [N, 2] (z_y, dz_y / dx_y) (inline,
+//   its code would slow `main` down by half on llvmpipe, even where it does not run);
 //   nll = log(sum_j e^(z_j - m)) - (z_y - m), the label kept out of the sum S of the
 //   others so that 1 - p_y = S / (S + e^(z_y - m)) keeps its relative accuracy.
 // One pass reads the row for an online (max, sum-exp) per invocation, a second writes
 // the gradient.
-// row_in: [N, rs_in] = (gradient scale s_i, target logit, target derivative).
-// row_out: [N, rs_out] = (row loss).
+// row_in: [N, rs_in] = (gradient scale s_i). row_out: [N, rs_out] = (row loss).
 //
 // Rows longer than one storage binding run in segments of columns (`seg_stats` per row
 // and segment, `seg_finish` per row, `seg_grad` per row and segment): the segments'
 // (max, sum-exp) are merged by m = max m_s, S = sum_s S_s e^(m_s - m).
 
+struct CrossEntropyParams {
+  // #include "row_params.wgsl"
+  eps: f32,     // label smoothing
+  gamma: f32,   // focal exponent
+  scale: f32,   // logit scale
+  wsum: f32,    // sum of the class weights (C without weights)
+  k: u32,       // long rows: columns per segment
+  col0: u32,    // long rows: first column of this segment
+  seg: u32,     // long rows: this segment's index
+  nseg: u32,    // long rows: segments per row
+  row_c: u32,   // long rows: the whole row's length (c is the segment's)
+  zero: u32,    // always 0 (gpu/common.wgsl's `zero`)
+  // #include "margin_params.wgsl"
+}
+@group(0) @binding(0) var<uniform> P: CrossEntropyParams;
+
+// #include "margin.wgsl"
+
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> g: array<f32>;
+@group(0) @binding(4) var<storage, read_write> h: array<f32>;
 @group(0) @binding(5) var<storage, read> labels: array<i32>;
 @group(0) @binding(6) var<storage, read> row_in: array<f32>;
 @group(0) @binding(7) var<storage, read> cls: array<f32>;
@@ -31,9 +51,17 @@ fn weight_of(j: u32) -> f32 {
   return 1.0;
 }
 
-// The label's logit z_y and dz_y / dx_y, from the input x_y or the host's target.
-fn label_logit(i: u32, xy: f32) -> vec2<f32> {
-  if ((P.flags & F_TARGET) != 0u) { return vec2(row_in[i * P.rs_in + 1u], row_in[i * P.rs_in + 2u]); }
+// The label's logit z_y and dz_y / dx_y from the input x_y: the margin's target (pairs
+// rounded once), or like the other logits.
+fn label_logit(xy: f32) -> vec2<f32> {
+  if (P.tg != TG_NONE) {
+    let t = margin_target(df(xy));
+    return vec2(t.v.x + t.v.y, t.d.x + t.d.y);
+  }
+  return plain_logit(xy);
+}
+
+fn plain_logit(xy: f32) -> vec2<f32> {
   let xc = select(xy, clamp(xy, -1.0, 1.0), (P.flags & F_CLAMP) != 0u);
   return vec2(P.scale * xc, select(0.0, P.scale, xc == xy));
 }
@@ -78,6 +106,19 @@ fn grad_of(x: f32, col: u32, m: f32, ga: f32, gu: f32) -> f32 {
   return v;
 }
 
+// The margin losses' label targets of the rows (before `main`): h[2 i ..] = (z_y, dz_y / dx_y).
+@compute @workgroup_size(64)
+fn targets(@builtin(global_invocation_id) gid: vec3<u32>) {
+  zero = P.zero;
+  if (gid.x >= P.n) { return; }
+  let i = P.row0 + gid.x;
+  let y = labels[i];
+  if (y < 0) { return; }
+  let zd = label_logit(a[P.a_off + gid.x * P.c + u32(y)]);
+  h[2u * i] = zd.x;
+  h[2u * i + 1u] = zd.y;
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   let r = wid.x;
@@ -93,7 +134,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     return;
   }
   let yu = u32(y);
-  let zd = label_logit(i, a[xa + yu]);
+  var zd: vec2<f32>;
+  if (P.tg != TG_NONE) { zd = vec2(h[2u * i], h[2u * i + 1u]); } else { zd = plain_logit(a[xa + yu]); }
   let zy = zd.x;
 
   // Pass 1: per invocation an online max and sum of e^(z - max) over the other
@@ -158,6 +200,7 @@ fn seg_stats(@builtin(local_invocation_index) t: u32) {
 // b; segments of P.k columns) and writes row_out[i 5 ..] = (loss, m, ga, gu, gradient of the label's entry).
 @compute @workgroup_size(64)
 fn seg_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
+  zero = P.zero;
   let i = P.row0 + gid.x;
   if (gid.x >= P.n) { return; }
   let o = i * 5u;
@@ -166,7 +209,7 @@ fn seg_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var q = 0u; q < 5u; q++) { row_out[o + q] = 0.0; }
     return;
   }
-  let zd = label_logit(i, b[(i * P.nseg + u32(y) / P.k) * 4u + 3u]);
+  let zd = label_logit(b[(i * P.nseg + u32(y) / P.k) * 4u + 3u]);
   var m = zd.x;
   for (var s = 0u; s < P.nseg; s++) { m = max(m, b[(i * P.nseg + s) * 4u]); }
   var S = 0.0;

@@ -23,7 +23,7 @@ export async function distill(ctx: GpuContext, p: DistillationProblem): Promise<
     kernel: "distillation",
     n,
     c,
-    params: { flags: p.grad ? F.GRAD : 0, temp: p.temperature, f0: 1 / p.temperature, alpha: p.alpha },
+    params: { flags: p.grad ? F.GRAD : 0, inv_t: 1 / p.temperature },
     ins: [p.student, p.teacher],
     outs: p.grad ? [{ name: "student", out: p.out }] : [],
     labels: p.labels,

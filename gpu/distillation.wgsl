@@ -11,7 +11,13 @@
 // are 1), S = 1 + S_others, and p_y - 1 at y = rs is taken as -Sp_others / Sp.
 // (The kernel takes kl through L rather than log St - log Sq: no float64 here to hold
 // the difference of two large logarithms.)
-// P.f0 = 1/T. row_in: [N, 2] = (ka_i, ca_i). row_out: [N, 2] = (kl_i, ce_i).
+// P.inv_t = 1/T. row_in: [N, 2] = (ka_i, ca_i). row_out: [N, 2] = (kl_i, ce_i).
+
+struct DistillationParams {
+  // #include "row_params.wgsl"
+  inv_t: f32,   // 1 / temperature
+}
+@group(0) @binding(0) var<uniform> P: DistillationParams;
 
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -54,7 +60,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let sa = P.a_off + r * c;
   let tb = P.b_off + r * c;
   let grad = (P.flags & F_GRAD) != 0u;
-  let invT = P.f0;
+  let invT = P.inv_t;
   let y = labels[i];
 
   // The maxima and their first indices (0 for a row of NaN), in one pass: each

@@ -6,6 +6,11 @@
 //              dx_c = -s_i e^t_c,  dt_c = s_i e^t_c (t_c - x_c + 1)
 // row_in: [N, rs_in] = (gradient scale s_i). row_out: [N, rs_out] = (row loss).
 
+struct KlDivParams {
+  // #include "row_params.wgsl"
+}
+@group(0) @binding(0) var<uniform> P: KlDivParams;
+
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> g: array<f32>;

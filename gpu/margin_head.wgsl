@@ -18,8 +18,12 @@
 //
 // W (ws) and bcls are bound as a window of classes [g_off, g_off + k) (whole when they fit
 // one binding); in grad the window is the chunk (row0 = g_off).
-// row_v [N, P.rs_in]: a_i, r_i, l_i, g_i, du_iy (see gpu/margin_head.ts).
+// row_v [N, MH_RS]: a_i, r_i, l_i, g_i, du_iy (gpu/margin_head_params.wgsl). With MH_GATED
+// both entries of a pair are dispatched and each runs only in its own mode: precise where
+// max ||x_i|| max ||W_j|| > P.bound (gpu/margin_head_label.wgsl's `bound`, at row_v's end).
 // bcls [window, 4]: b_j as a pair (hi, lo), ||W_j|| as a pair.
+
+// #include "margin_head_params.wgsl"
 
 @group(0) @binding(1) var<storage, read> xs: array<f32>;
 @group(0) @binding(2) var<storage, read> ws: array<f32>;
@@ -28,7 +32,6 @@
 @group(0) @binding(5) var<storage, read> bcls: array<f32>;
 @group(0) @binding(6) var<storage, read_write> outv: array<f32>;
 
-const MH_LABEL: u32 = 256u; // grad: store the label's du (W normalised)
 const TK: u32 = 16u; // k per step, plain
 const TKP: u32 = 8u; // k per step, precise
 
@@ -204,7 +207,7 @@ fn block_logit(i0: u32, j0: u32, t: u32, r: u32, c: u32, dbl: bool) -> vec2<f32>
   let y = labels[i];
   if (y < 0 || j == u32(y)) { return vec2<f32>(NEG, 0.0); }
   let q = 2u * r + (c >> 2u);
-  return logit(acc[q][c & 3u], acl[q][c & 3u], row_v[i * P.rs_in], j, dbl).xy;
+  return logit(acc[q][c & 3u], acl[q][c & 3u], row_v[i * MH_RS], j, dbl).xy;
 }
 
 fn finish_fwd(i0: u32, j0: u32, ct: u32, t: u32, dbl: bool) {
@@ -249,7 +252,7 @@ fn finish_grad(i0: u32, j0: u32, t: u32, dbl: bool) {
     let i = i0 + 8u * (t >> 3u) + r;
     if (i >= P.n) { continue; }
     let y = labels[i];
-    let base = i * P.rs_in;
+    let base = i * MH_RS;
     let ai = row_v[base];
     let ri = row_v[base + 1u];
     let li = row_v[base + 2u];
@@ -272,10 +275,20 @@ fn finish_grad(i0: u32, j0: u32, t: u32, dbl: bool) {
   }
 }
 
+// With MH_GATED, whether this entry (precise or not) is not the one to run.
+fn skip(dbl: bool) -> bool {
+  if ((P.flags & MH_GATED) == 0u) { return false; }
+  let o = P.n * MH_RS;
+  var bw = row_v[o + 1u];
+  if ((P.flags & MH_NORMW) != 0u) { bw = 1.0; }
+  return (row_v[o] * bw > P.bound) != dbl;
+}
+
 // Grid: (row tiles, class tiles), offset by (a_off, b_off) tiles.
 @compute @workgroup_size(64)
 fn fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  zero = P.h_off;
+  if (skip(false)) { return; }
+  zero = P.zero;
   let ct = wid.y + P.b_off;
   let i0 = (wid.x + P.a_off) * 64u;
   gemm_plain(i0, ct * 64u, t);
@@ -284,7 +297,8 @@ fn fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t
 
 @compute @workgroup_size(64)
 fn fwd_p(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  zero = P.h_off;
+  if (skip(true)) { return; }
+  zero = P.zero;
   let ct = wid.y + P.b_off;
   let i0 = (wid.x + P.a_off) * 64u;
   gemm_precise(i0, ct * 64u, t);
@@ -294,7 +308,8 @@ fn fwd_p(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
 // Grid: (row tiles, class tiles of the chunk starting at class row0).
 @compute @workgroup_size(64)
 fn grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  zero = P.h_off;
+  if (skip(false)) { return; }
+  zero = P.zero;
   let i0 = (wid.x + P.a_off) * 64u;
   let j0 = P.row0 + (wid.y + P.b_off) * 64u;
   gemm_plain(i0, j0, t);
@@ -303,7 +318,8 @@ fn grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
 @compute @workgroup_size(64)
 fn grad_p(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  zero = P.h_off;
+  if (skip(true)) { return; }
+  zero = P.zero;
   let i0 = (wid.x + P.a_off) * 64u;
   let j0 = P.row0 + (wid.y + P.b_off) * 64u;
   gemm_precise(i0, j0, t);

@@ -10,6 +10,8 @@
 // chunk's sum to what the earlier chunks left, in two-float (outv and lov, its
 // compensation) so the order of the chunks costs no accuracy.
 
+// #include "margin_head_params.wgsl"
+
 @group(0) @binding(1) var<storage, read> du: array<f32>;
 @group(0) @binding(2) var<storage, read> xs: array<f32>;
 @group(0) @binding(3) var<storage, read> ws: array<f32>;
@@ -19,7 +21,6 @@
 @group(0) @binding(7) var<storage, read_write> outv: array<f32>;
 @group(0) @binding(8) var<storage, read_write> lov: array<f32>;
 
-const MH_SKIP_LABEL: u32 = 512u;
 const TK: u32 = 16u;
 
 // Tiles [k][16] of vec4: 64 of the output's rows (A) and 64 of its columns (B) per k.
@@ -59,7 +60,7 @@ fn block(out: ptr<function, array<vec4<f32>, 16>>, t: u32) {
 // Grid: (row tiles, D tiles), offset by (a_off, b_off) tiles.
 @compute @workgroup_size(64)
 fn dx(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  zero = P.h_off;
+  zero = P.zero;
   let i0 = (wid.x + P.a_off) * 64u;
   let d0 = (wid.y + P.b_off) * 64u;
   let n = P.n;
@@ -130,7 +131,7 @@ fn dw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t:
   for (var ii = 0u; ii < n; ii += TK) {
     let i = ii + ik;
     var ai = 0.0;
-    if (i < n) { ai = row_v[i * P.rs_in]; }
+    if (i < n) { ai = row_v[i * MH_RS]; }
     for (var v = 0u; v < 4u; v++) {
       var va = vec4<f32>(0.0);
       var vb = vec4<f32>(0.0);

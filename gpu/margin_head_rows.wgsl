@@ -5,8 +5,6 @@
 //   cls:     per class, ||W_j|| and b_j = 1/max(||W_j||, 1e-12) (1 when W is not
 //            normalised) as pairs: bcls [k, 4] = (b hi, b lo, ||W_j|| hi, lo);
 //   gather:  W_y of the rows labelled in the window: outv [N, D] (Wy);
-//   stats:   per row, ||x_i||^2, ||W_y||^2 and x_i . W_y as pairs (ws: Wy): outv [N, 6]
-//            (the host's targets of GPU-resident inputs);
 //   combine: per row, the partial (max, sum-exp) of every class tile (aux [N, k, 2]) into
 //            the row's reference r_i (the largest) and sum_j e^(z_ij - r_i): outv [N, 2];
 //   fin_x:   dX in place (outv + aux, its compensation): with MH_NORMX the gradient
@@ -14,8 +12,9 @@
 //            fw W_y + fx x_i (ws: Wy; two terms that can nearly cancel, so taken in pairs);
 //   fin_w:   dW in place: with MH_NORMW b_j (t - (W^ . t) W^), else t plus the label
 //            terms hx_i x_i + hw_i W_j of the rows labelled j (aux: their index, CSR).
-// row_v [N, P.rs_in] as in gpu/margin_head.wgsl: a_i at 0, fw at 5, 6, fx at 7, 8, hx at
-// 9, 10, hw at 11, 12 (pairs).
+// row_v: gpu/margin_head_params.wgsl.
+
+// #include "margin_head_params.wgsl"
 
 @group(0) @binding(1) var<storage, read> xs: array<f32>;
 @group(0) @binding(2) var<storage, read> ws: array<f32>;
@@ -25,54 +24,13 @@
 @group(0) @binding(6) var<storage, read_write> bcls: array<f32>;
 @group(0) @binding(7) var<storage, read_write> outv: array<f32>;
 
-const MH_NORMX: u32 = 64u;
-const MH_NORMW: u32 = 128u;
-
-// a * b = p + e exactly (Dekker; p hidden from the compiler, which could otherwise fuse
-// a * b into the subtraction).
-fn two_prod(a: f32, b: f32) -> vec2<f32> {
-  let p = opq(a * b);
-  let sa = split(a);
-  let sb = split(b);
-  return vec2<f32>(p, ((sa.x * sb.x - p) + sa.x * sb.y + sa.y * sb.x) + sa.y * sb.y);
-}
-
-fn df_add(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-  let s = two_sum(a.x, b.x);
-  return two_sum(s.x, s.y + (a.y + b.y));
-}
-
-fn df_mul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-  let p = two_prod(a.x, b.x);
-  return two_sum(p.x, p.y + (a.x * b.y + a.y * b.x));
-}
-
-fn df_div(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-  let q1 = a.x / b.x;
-  let r = df_add(a, -df_mul(vec2<f32>(q1, 0.0), b));
-  return two_sum(q1, r.x / b.x);
-}
-
-fn df_sqrt(a: vec2<f32>) -> vec2<f32> {
-  if (a.x <= 0.0) { return vec2<f32>(0.0); }
-  let s = sqrt(a.x);
-  let r = df_add(a, -two_prod(s, s));
-  return two_sum(s, r.x / (2.0 * s));
-}
-
-// s += a * b (s a pair, not normalised).
-fn dot_acc(s: vec2<f32>, a: f32, b: f32) -> vec2<f32> {
-  let q = two_prod(a, b);
-  let h = two_sum(s.x, q.x);
-  return vec2<f32>(h.x, s.y + (h.y + q.y));
-}
 
 // Invocation index (grid offset by a_off workgroups of 64).
 fn item(wid: vec3<u32>, lid: u32) -> u32 { return (wid.x + P.a_off) * 64u + lid; }
 
 @compute @workgroup_size(64)
 fn cls(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  zero = P.h_off;
+  zero = P.zero;
   let j = item(wid, lid);
   if (j >= P.k) { return; }
   let d = P.d;
@@ -104,38 +62,8 @@ fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 }
 
 @compute @workgroup_size(64)
-fn stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  zero = P.h_off;
-  let i = item(wid, lid);
-  if (i >= P.n) { return; }
-  let d = P.d;
-  let y = labels[i];
-  var xx = vec2<f32>(0.0);
-  var ww = vec2<f32>(0.0);
-  var xw = vec2<f32>(0.0);
-  for (var k = 0u; k < d; k++) {
-    let x = xs[i * d + k];
-    xx = dot_acc(xx, x, x);
-    if (y >= 0) {
-      let w = ws[i * d + k];
-      ww = dot_acc(ww, w, w);
-      xw = dot_acc(xw, x, w);
-    }
-  }
-  xx = two_sum(xx.x, xx.y);
-  ww = two_sum(ww.x, ww.y);
-  xw = two_sum(xw.x, xw.y);
-  outv[6u * i] = xx.x;
-  outv[6u * i + 1u] = xx.y;
-  outv[6u * i + 2u] = ww.x;
-  outv[6u * i + 3u] = ww.y;
-  outv[6u * i + 4u] = xw.x;
-  outv[6u * i + 5u] = xw.y;
-}
-
-@compute @workgroup_size(64)
 fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  zero = P.h_off;
+  zero = P.zero;
   let i = item(wid, lid);
   if (i >= P.n) { return; }
   let nt = P.k;
@@ -158,11 +86,11 @@ fn pair(base: u32) -> vec2<f32> { return vec2<f32>(row_v[base], row_v[base + 1u]
 
 @compute @workgroup_size(64)
 fn fin_x(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  zero = P.h_off;
+  zero = P.zero;
   let i = item(wid, lid);
   if (i >= P.n) { return; }
   let d = P.d;
-  let base = i * P.rs_in;
+  let base = i * MH_RS;
   let o = i * d;
   if ((P.flags & MH_NORMX) != 0u) {
     var vx = vec2<f32>(0.0);
@@ -199,7 +127,7 @@ fn fin_x(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
 
 @compute @workgroup_size(64)
 fn fin_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  zero = P.h_off;
+  zero = P.zero;
   let j = item(wid, lid);
   if (j >= P.k) { return; }
   let d = P.d;
@@ -232,7 +160,7 @@ fn fin_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     var g = vec2<f32>(outv[o + k], 0.0);
     for (var q = r0; q < r1; q++) {
       let i = aux[c + 1u + q];
-      let base = i * P.rs_in;
+      let base = i * MH_RS;
       g = df_add(g, df_add(df_mul(pair(base + 9u), vec2<f32>(xs[i * d + k], 0.0)), df_mul(pair(base + 11u), vec2<f32>(w, 0.0))));
     }
     outv[o + k] = g.x + g.y;

@@ -7,13 +7,13 @@
 import type { Raw } from "../src/loss.ts";
 import type { PairProblem } from "../src/losses/soft_cross_entropy.ts";
 import type { KlProblem } from "../src/losses/kl_div.ts";
-import { F, type GpuContext, type KernelName, runRows } from "./context.ts";
+import { F, type GpuContext, runRows } from "./context.ts";
 
 /** Runs a pair kernel: row losses, and both gradients when wanted. */
 async function pair(
   ctx: GpuContext,
   p: PairProblem,
-  kernel: KernelName,
+  kernel: "soft_cross_entropy" | "kl_div",
   names: [string, string],
   flags: number,
 ): Promise<Raw> {

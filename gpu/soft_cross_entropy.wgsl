@@ -10,6 +10,11 @@
 // gradients.
 // row_in: [N, rs_in] = (gradient scale s_i). row_out: [N, rs_out] = (row loss).
 
+struct SoftCrossEntropyParams {
+  // #include "row_params.wgsl"
+}
+@group(0) @binding(0) var<uniform> P: SoftCrossEntropyParams;
+
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> g: array<f32>;

@@ -6,6 +6,11 @@
 //                (the big term y_r (u_r - u_r) is exactly 0 when y is nearly one-hot)
 //   log_softmax  g = u - softmax(a) sum_k u_k
 
+struct SoftmaxParams {
+  // #include "row_params.wgsl"
+}
+@group(0) @binding(0) var<uniform> P: SoftmaxParams;
+
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> g: array<f32>;

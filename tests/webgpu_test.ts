@@ -1,6 +1,7 @@
 // The WebGPU backend's own behaviour (the shared suites of every loss also run on it,
-// see helpers/backends.ts): backend choice, GPU-resident inputs and outputs, split
-// bindings, checkFinite on the GPU, a lost device, and shader compilation. Skipped with
+// see helpers/backends.ts): backend choice, GPU-resident inputs and outputs, one
+// submission and one readback per call, split bindings, checkFinite on the GPU, one
+// context per device and its disposal, a lost device, and shader compilation. Skipped with
 // the reason where the runtime has no WebGPU adapter (Bun), where `auto` must pick wasm.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -8,6 +9,7 @@ import { js, wasm } from "../cpu.ts";
 import { DeviceLostError, init } from "../mod.ts";
 import { findAdapter, gpuLosses, requestDevice } from "../src/backend.ts";
 import { SHADERS } from "../gpu/generated.ts";
+import { GpuContext } from "../gpu/context.ts";
 import { assertGradClose, assertLossClose, assertThrowsNamed } from "./helpers/assert.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
 import { randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
@@ -24,17 +26,29 @@ async function device(): Promise<GPUDevice> {
   return shared ??= await requestDevice((await findAdapter()).adapter!);
 }
 
+/**
+ * A second device, made once, whose context binds at most 2 KiB (a device has one
+ * context, made with the options of its first use).
+ */
+let small: GPUDevice | null = null;
+async function smallDevice(): Promise<GPUDevice> {
+  return small ??= await requestDevice((await findAdapter()).adapter!);
+}
+async function smallLosses() {
+  return await gpuLosses(await smallDevice(), { auto: false, note: "test", maxBindingBytes: 2048 });
+}
+
 /** A GPU-resident copy of a host matrix. */
-async function upload(m: { data: Float32Array; shape: readonly [number, number] }) {
-  const dev = await device();
+async function upload(m: { data: Float32Array; shape: readonly [number, number] }, on?: GPUDevice) {
+  const dev = on ?? await device();
   const buffer = dev.createBuffer({ size: Math.max(16, m.data.byteLength), usage: USAGE });
   dev.queue.writeBuffer(buffer, 0, m.data as Float32Array<ArrayBuffer>);
   return { buffer, shape: m.shape };
 }
 
 /** Reads a GPU matrix back. */
-async function download(m: { buffer: GPUBuffer; shape: readonly [number, number] }): Promise<Float32Array> {
-  const dev = await device();
+async function download(m: { buffer: GPUBuffer; shape: readonly [number, number] }, on?: GPUDevice) {
+  const dev = on ?? await device();
   const bytes = m.shape[0] * m.shape[1] * 4;
   const staging = dev.createBuffer({ size: Math.max(16, bytes), usage: 0x01 | 0x08 });
   const enc = dev.createCommandEncoder();
@@ -130,7 +144,7 @@ describe("GPU-resident inputs and outputs", () => {
     );
   });
 
-  it("arcface on GPU-resident cosines (targets from the gathered label cosines)", { skip }, async () => {
+  it("arcface on GPU-resident cosines (the targets evaluated on the GPU)", { skip }, async () => {
     const l = await init({ backend: "webgpu", device: await device() });
     const cos = { data: logits.data.map((x) => Math.tanh(x)), shape: logits.shape };
     cos.data[5] = 1; // an exact +-1 and an out-of-range cosine
@@ -179,7 +193,7 @@ describe("bindings larger than the device allows are split", () => {
   const labels = randomLabels(rng, 23, 129, 0.1);
 
   it("host arrays in row chunks", { skip }, async () => {
-    const l = await gpuLosses(await device(), { auto: false, note: "test", maxBindingBytes: 2048 });
+    const l = await smallLosses();
     const ref = js.crossEntropy.valueAndGrad({ logits, labels }, { reduction: "none" });
     const r = await l.crossEntropy.valueAndGrad({ logits, labels }, { reduction: "none" });
     assertLossClose(r.loss as Float32Array, ref.loss as Float32Array, "loss");
@@ -187,12 +201,16 @@ describe("bindings larger than the device allows are split", () => {
   });
 
   it("GPU-resident buffers bound at unaligned row offsets", { skip }, async () => {
-    const l = await gpuLosses(await device(), { auto: false, note: "test", maxBindingBytes: 2048 });
+    const l = await smallLosses();
     const cos = { data: logits.data.map((x) => Math.tanh(x)), shape: logits.shape };
     const ref = js.cosface.valueAndGrad({ cos, labels });
-    const r = await l.cosface.valueAndGrad({ cos: await upload(cos), labels });
+    const r = await l.cosface.valueAndGrad({ cos: await upload(cos, await smallDevice()), labels });
     assertLossClose(r.loss as number, ref.loss as number, "loss");
-    assertGradClose({ data: await download(r.grads.cos as Any), shape: cos.shape }, ref.grads.cos.data, "grads.cos");
+    assertGradClose(
+      { data: await download(r.grads.cos as Any, await smallDevice()), shape: cos.shape },
+      ref.grads.cos.data,
+      "grads.cos",
+    );
   });
 });
 
@@ -202,7 +220,7 @@ describe("rows longer than one binding are merged from segments", () => {
   const logits = randomMatrix(rng, 5, 1000, 6);
   const labels = Int32Array.from([3, 999, -100, 448, 447]);
   const weight = Float32Array.from({ length: 1000 }, (_, j) => 0.5 + (j % 7) / 4);
-  const long = async () => await gpuLosses(await device(), { auto: false, note: "test", maxBindingBytes: 2048 });
+  const long = smallLosses;
 
   for (
     const [name, options] of [
@@ -225,9 +243,13 @@ describe("rows longer than one binding are merged from segments", () => {
     const l = await long();
     const cos = { data: logits.data.map((x) => Math.tanh(x / 6)), shape: logits.shape };
     const ref = js.arcface.valueAndGrad({ cos, labels });
-    const r = await l.arcface.valueAndGrad({ cos: await upload(cos), labels });
+    const r = await l.arcface.valueAndGrad({ cos: await upload(cos, await smallDevice()), labels });
     assertLossClose(r.loss as number, ref.loss as number, "loss");
-    assertGradClose({ data: await download(r.grads.cos as Any), shape: cos.shape }, ref.grads.cos.data, "grads.cos");
+    assertGradClose(
+      { data: await download(r.grads.cos as Any, await smallDevice()), shape: cos.shape },
+      ref.grads.cos.data,
+      "grads.cos",
+    );
   });
 
   it("the other row kernels refuse such rows with a RangeError", { skip }, async () => {
@@ -238,6 +260,138 @@ describe("rows longer than one binding are merged from segments", () => {
       "storage binding",
       "4000 bytes",
     );
+  });
+});
+
+describe("one submission and one readback per call", () => {
+  const rng = new Rng(21);
+  const [n, c, d] = [19, 70, 24];
+  const labels = randomLabels(rng, n, c, 0.2);
+  const logits = randomMatrix(rng, n, c, 3);
+  const cos = { data: logits.data.map((x) => Math.tanh(x / 2)), shape: logits.shape };
+  cos.data[3 * c + 5] = 1; // exact and out-of-range cosines: the threshold branch and the clamp
+  cos.data[7 * c + 2] = -1.25;
+  const x = randomMatrix(rng, n, d, 1), W = randomMatrix(rng, c, d, 1);
+
+  /** What `call` submits and maps, by wrapping the device's queue and GPUBuffer.prototype.mapAsync. */
+  async function count<T>(dev: GPUDevice, call: () => Promise<T>): Promise<{ submits: number; maps: number; r: T }> {
+    const queue = dev.queue as Any, submit = queue.submit, mapAsync = GPUBuffer.prototype.mapAsync;
+    let submits = 0, maps = 0;
+    queue.submit = (...a: Any[]) => (submits++, submit.apply(queue, a));
+    GPUBuffer.prototype.mapAsync = function (this: GPUBuffer, ...a: Any[]) {
+      maps++;
+      return (mapAsync as Any).apply(this, a);
+    };
+    try {
+      const r = await call();
+      return { submits, maps, r };
+    } finally {
+      queue.submit = submit;
+      GPUBuffer.prototype.mapAsync = mapAsync;
+    }
+  }
+
+  const cases: [string, Any, () => Promise<Any>, Any, string[]][] = [
+    ["crossEntropy", { labelSmoothing: 0.1 }, async () => ({ logits: await upload(logits), labels }), {
+      logits,
+      labels,
+    }, [
+      "logits",
+    ]],
+    ["arcface", { scale: 30 }, async () => ({ cos: await upload(cos), labels }), { cos, labels }, ["cos"]],
+    [
+      "marginHead",
+      { kind: "combinedMargin", m1: 1.2 },
+      async () => ({ x: await upload(x), W: await upload(W), labels }),
+      {
+        x,
+        W,
+        labels,
+      },
+      ["x", "W"],
+    ],
+    ["sphereface", { m: 4, lambda: 2 }, async () => ({ x: await upload(x), W: await upload(W), labels }), {
+      x,
+      W,
+      labels,
+    }, ["x", "W"]],
+  ];
+  for (const [name, options, resident, host, grads] of cases) {
+    it(`${name} on GPU-resident inputs: valueAndGrad submits once and maps once`, { skip }, async () => {
+      const dev = await device();
+      const l = (await init({ backend: "webgpu", device: dev })) as Any;
+      const inputs = await resident();
+      const got = await count<Any>(dev, () => l[name].valueAndGrad(inputs, options));
+      assert.deepEqual([got.submits, got.maps], [1, 1], "submissions, readbacks");
+      const ref = (js as Any)[name].valueAndGrad(host, options);
+      assertLossClose(got.r.loss, ref.loss, "loss");
+      for (const g of grads) {
+        assertGradClose({ data: await download(got.r.grads[g]), shape: ref.grads[g].shape }, ref.grads[g].data, g);
+      }
+    });
+  }
+
+  it("marginHead on host arrays: one submission (the gradients come back with the loss)", { skip }, async () => {
+    const dev = await device();
+    const l = await init({ backend: "webgpu", device: dev });
+    const got = await count(dev, () => l.marginHead.valueAndGrad({ x, W, labels }));
+    assert.equal(got.submits, 1, "submissions");
+    const ref = js.marginHead.valueAndGrad({ x, W, labels });
+    assertLossClose(got.r.loss as number, ref.loss as number, "loss");
+    assertGradClose(got.r.grads.W, ref.grads.W.data, "grads.W");
+  });
+});
+
+describe("one context per device", () => {
+  const logits = { data: new Float32Array([1, 2, 3, 0, 0, 1]), shape: [2, 3] as const };
+  const fresh = async () => await requestDevice((await findAdapter()).adapter!);
+
+  it("GpuContext.of returns the device's one context; different options are a TypeError", { skip }, async () => {
+    const dev = await fresh();
+    const ctx = GpuContext.of(dev);
+    assert.equal(GpuContext.of(dev), ctx);
+    assert.equal(GpuContext.of(dev, {}), ctx);
+    assert.throws(
+      () => GpuContext.of(dev, { maxBindingBytes: 4096 }),
+      (e: Error) => e instanceof TypeError && /options\.maxBindingBytes/.test(e.message) && /4096/.test(e.message),
+    );
+    ctx.dispose();
+    dev.destroy();
+  });
+
+  it("losses on one device share its pipelines: a second instance compiles none", { skip }, async () => {
+    const dev = await fresh();
+    const create = dev.createComputePipelineAsync;
+    let made = 0;
+    (dev as Any).createComputePipelineAsync = (...a: Any[]) => (made++, (create as Any).apply(dev, a));
+    const first = await gpuLosses(dev, { auto: false, note: "test" });
+    await first.crossEntropy.valueAndGrad({ logits, labels: [2, 0] });
+    assert.ok(made > 0, "the first call compiles its pipeline");
+    const before = made;
+    const second = await gpuLosses(dev, { auto: false, note: "test" });
+    const r = await second.crossEntropy.valueAndGrad({ logits, labels: [2, 0] });
+    assert.equal(made, before, "pipelines compiled for the second instance");
+    assertLossClose(r.loss as number, js.crossEntropy.forward({ logits, labels: [2, 0] }).loss as number, "loss");
+    GpuContext.of(dev).dispose();
+    dev.destroy();
+  });
+
+  it("dispose releases the context: its calls throw, the device gets a new one", { skip }, async () => {
+    const dev = await fresh();
+    const ctx = GpuContext.of(dev);
+    assert.equal(ctx.disposed, false);
+    ctx.dispose();
+    ctx.dispose(); // again: nothing
+    assert.equal(ctx.disposed, true);
+    assert.throws(() => ctx.check(), (e: Error) => !(e instanceof DeviceLostError) && /disposed/.test(e.message));
+    await assertThrowsNamed(() => ctx.pipeline("cross_entropy", "rrwwrrrw"), Error, "disposed");
+    const again = GpuContext.of(dev);
+    assert.notEqual(again, ctx);
+    const l = await gpuLosses(dev, { auto: false, note: "test" });
+    const r = await l.crossEntropy.forward({ logits, labels: [2, 0] });
+    assertLossClose(r.loss as number, js.crossEntropy.forward({ logits, labels: [2, 0] }).loss as number, "loss");
+    again.dispose();
+    dev.destroy();
   });
 });
 

@@ -4,7 +4,7 @@
  * @module
  */
 import * as v from "../validate.ts";
-import { derivativeCos, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+import { derivativeCos, makePhi, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
 
 /** Options of `arcface`. */
 export interface ArcfaceOptions extends MarginOptions {
@@ -25,13 +25,13 @@ export interface ArcfaceOptions extends MarginOptions {
 export function arcfacePhi(margin: number, easyMargin: boolean): Phi {
   const cm = Math.cos(margin), sm = Math.sin(margin);
   const th = Math.cos(Math.PI - margin), mm = Math.sin(Math.PI - margin) * margin;
-  return (x) => {
+  return makePhi({ m1: 1, m2: margin, m3: 0, branch: easyMargin ? "easy" : "threshold" }, (x) => {
     const sin = Math.sqrt(Math.max(0, 1 - x * x));
     const xd = derivativeCos(x);
     const phi: [number, number] = [x * cm - sin * sm, cm + (sm * xd) / Math.sqrt(1 - xd * xd)];
     if (easyMargin) return x > 0 ? phi : [x, 1];
     return x > th ? phi : [x - mm, 1];
-  };
+  });
 }
 
 /** Checks `arcface`'s options and returns its target function. */

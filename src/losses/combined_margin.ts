@@ -5,7 +5,7 @@
  * @module
  */
 import * as v from "../validate.ts";
-import { derivativeCos, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+import { derivativeCos, makePhi, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
 
 /** Options of `combinedMargin`. */
 export interface CombinedMarginOptions extends MarginOptions {
@@ -29,12 +29,12 @@ export function combinedMarginTarget(o: CombinedMarginOptions): Phi {
   const m1 = v.number("options.m1", o.m1, 1);
   const m2 = v.number("options.m2", o.m2, 0.5);
   const m3 = v.number("options.m3", o.m3, 0);
-  return (x) => {
+  return makePhi({ m1, m2, m3, branch: "none" }, (x) => {
     // The derivative is taken at the clamped cosine (angle and denominator alike), so
     // that it is finite and continuous at +-1 and equals ArcFace's for m1 = 1, m3 = 0.
     const xd = derivativeCos(x);
     return [Math.cos(m1 * Math.acos(x) + m2) - m3, (m1 * Math.sin(m1 * Math.acos(xd) + m2)) / Math.sqrt(1 - xd * xd)];
-  };
+  });
 }
 
 /** The options of `combinedMargin` beyond those every margin loss takes. */

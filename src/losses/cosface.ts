@@ -5,7 +5,7 @@
  * @module
  */
 import * as v from "../validate.ts";
-import { marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+import { makePhi, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
 
 /** Options of `cosface`. */
 export interface CosfaceOptions extends MarginOptions {
@@ -18,7 +18,7 @@ export interface CosfaceOptions extends MarginOptions {
 /** Checks `cosface`'s options and returns its target function `cos - m`. */
 export function cosfaceTarget(o: CosfaceOptions): Phi {
   const margin = v.number("options.margin", o.margin, 0.35);
-  return (x) => [x - margin, 1];
+  return makePhi({ m1: 1, m2: 0, m3: margin, branch: "none" }, (x) => [x - margin, 1]);
 }
 
 /** The options of `cosface` beyond those every margin loss takes. */

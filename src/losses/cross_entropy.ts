@@ -8,6 +8,7 @@ import type { LossDef, Prepared } from "../loss.ts";
 import { result } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
+import type { MarginTarget } from "./margin.ts";
 
 /** Inputs of `crossEntropy` and `focal`. */
 export interface CrossEntropyInputs {
@@ -59,13 +60,13 @@ export interface HardLabelProblem extends Prepared {
   readonly scale: number;
   /** Clamp the inputs to [-1, 1] first (cosines). */
   readonly clamp: boolean;
-  /** Per row: the label's replaced logit and its derivative w.r.t. the input, or null. */
-  readonly target: Float64Array | null;
   /**
-   * The margin losses with GPU-resident cosines: `target` from the label's cosine of
-   * each row (`target` is null until the WebGPU backend has gathered them).
+   * Per row: the label's replaced logit and its derivative w.r.t. the input, or null
+   * (null too for GPU-resident cosines: the WebGPU kernel evaluates `margin` itself).
    */
-  readonly targetFrom?: (labelCos: (row: number) => number) => Float64Array;
+  readonly target: Float64Array | null;
+  /** The margin losses: the label's target as data (what `target` holds, for kernels that evaluate it). */
+  readonly margin?: MarginTarget;
   /** Per-row gradient scale (upstream and reduction folded in); ignored rows 0. */
   readonly scales: Float64Array;
   /** Caller's buffer for the gradient, or null. */

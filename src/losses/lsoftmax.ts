@@ -29,6 +29,7 @@ export const lsoftmax = headLoss<LsoftmaxOptions>("lsoftmax", {
     const beta = v.number("options.beta", o.beta, 0, { min: 0 });
     return {
       scale: 1,
+      spec: { kind: "lsoftmax", m, weight: beta },
       // u = z_y = x . W_y; cos = u / max(||x|| ||W_y||, 1e-12); T = (||x|| ||W_y|| psi(cos) + beta u) / (1 + beta)
       target(u, nx, nw) {
         const den = Math.max(nx * nw, 1e-12);

@@ -51,8 +51,36 @@ export function derivativeCos(x: number): number {
   return Math.min(1 - 1e-6, Math.max(-1 + 1e-6, x));
 }
 
-/** A target function: `phi(cos)` and `d phi / d cos`, for a cosine in [-1, 1]. */
-export type Phi = (x: number) => [number, number];
+/**
+ * A target function as data, for kernels that evaluate it themselves (the WebGPU
+ * backend, gpu/margin.wgsl): `phi = cos(m1 theta + m2) - m3`, `theta = acos(cos)`, with
+ * ArcFace's `"threshold"` branch (`phi` where `cos > cos(pi - m2)`, else
+ * `cos - m2 sin(pi - m2)`) or its `"easy"` margin (`phi` where `cos > 0`, else `cos`).
+ */
+export interface MarginSpec {
+  readonly m1: number;
+  readonly m2: number;
+  readonly m3: number;
+  readonly branch: "none" | "threshold" | "easy";
+}
+
+/** A target function: `phi(cos)` and `d phi / d cos`, for a cosine in [-1, 1], and `spec`, the same as data. */
+export interface Phi {
+  (x: number): [number, number];
+  readonly spec: MarginSpec;
+}
+
+/** The target function `fn`, described by `spec`. */
+export function makePhi(spec: MarginSpec, fn: (x: number) => [number, number]): Phi {
+  return Object.assign(fn, { spec });
+}
+
+/** The label's target of a margin loss as data: `phi` and `marginGrad: "constant"`. */
+export interface MarginTarget {
+  readonly kind: "margin";
+  readonly phi: MarginSpec;
+  readonly constant: boolean;
+}
 
 /**
  * Defines a margin loss from how its options give the scale and the target function.
@@ -83,8 +111,8 @@ export function marginLoss<O extends MarginOptions>(
       const reduction = v.reduction(o.reduction);
       const phi = targetFunction(o);
       // Per row: the label's logit s * phi(cos_y) and its derivative w.r.t. cos_y
-      // (0 when cos_y was outside [-1, 1]: the clamp passes no gradient), from the
-      // labels' cosines (gathered on the GPU for a GPU-resident `cos`).
+      // (0 when cos_y was outside [-1, 1]: the clamp passes no gradient); the WebGPU
+      // kernel evaluates `margin` itself instead (a GPU-resident `cos` is not read here).
       const targetFrom = (labelCos: (i: number) => number) => {
         const target = new Float64Array(2 * n);
         for (let i = 0; i < n; i++) {
@@ -113,7 +141,7 @@ export function marginLoss<O extends MarginOptions>(
         scale,
         clamp: true,
         target,
-        targetFrom,
+        margin: { kind: "margin", phi: phi.spec, constant },
         scales,
         out: grad ? outBuffer(o, "cos", n, c) : null,
         reduction,

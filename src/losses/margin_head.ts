@@ -19,7 +19,7 @@ import { ARCFACE_KEYS, arcfaceTarget } from "./arcface.ts";
 import { COMBINED_MARGIN_KEYS, combinedMarginTarget } from "./combined_margin.ts";
 import { COSFACE_KEYS, cosfaceTarget } from "./cosface.ts";
 import { outBuffer } from "./cross_entropy.ts";
-import type { MarginOptions, Phi } from "./margin.ts";
+import type { MarginOptions, MarginTarget, Phi } from "./margin.ts";
 import { normfaceTarget } from "./normface.ts";
 
 /** Inputs of the embedding heads. */
@@ -46,6 +46,17 @@ export type RowStats = (row: number) => [number, number, number];
 /** The label's logit and its partial derivatives w.r.t. `u`, `||x||` and `||W_y||`. */
 export type Target = (u: number, nx: number, nw: number) => [number, number, number, number];
 
+/**
+ * A head's target as data, for kernels that evaluate it themselves (the WebGPU backend,
+ * gpu/margin.wgsl): `marginHead`'s margin, or SphereFace's / L-Softmax's `psi` with the
+ * integer margin `m` and the annealing weight (`lambda`, `beta`).
+ */
+export type TargetSpec = MarginTarget | {
+  readonly kind: "sphereface" | "lsoftmax";
+  readonly m: number;
+  readonly weight: number;
+};
+
 /** The prepared problem of an embedding head. */
 export interface HeadProblem extends Prepared {
   readonly n: number;
@@ -59,16 +70,16 @@ export interface HeadProblem extends Prepared {
   /** The logit scale s of the non-label logits. */
   readonly scale: number;
   readonly clamp: boolean;
-  /** Per row: T, dT/du, dT/d||x||, dT/d||W_y|| (float64, [N, 4]). */
+  /**
+   * Per row: T, dT/du, dT/d||x||, dT/d||W_y|| (float64, [N, 4]); empty for GPU-resident
+   * inputs (the WebGPU kernels evaluate `spec` themselves).
+   */
   readonly target: Float64Array;
-  /** ||x_i|| and ||W_{y_i}|| per row. */
+  /** ||x_i|| and ||W_{y_i}|| per row (empty as `target`). */
   readonly nx: Float64Array;
   readonly nw: Float64Array;
-  /**
-   * `target`, `nx` and `nw` from each row's `[||x_i||, ||W_y||, x_i . W_y]`: the WebGPU
-   * backend gathers these for GPU-resident inputs (the three arrays are empty until then).
-   */
-  readonly targetFrom: (stats: RowStats) => { target: Float64Array; nx: Float64Array; nw: Float64Array };
+  /** The target as data. */
+  readonly spec: TargetSpec;
   readonly scales: Float64Array;
   readonly reduction: Reduction;
   readonly denominator: number;
@@ -112,8 +123,8 @@ export interface HeadKind<O> {
   clamp: boolean;
   /** The options it takes besides `ignoreIndex` and `reduction` (a function when they depend on `kind`). */
   options: readonly string[] | ((o: O) => readonly string[]);
-  /** Checks the options and returns the scale and the target function. */
-  parse(o: O): { scale: number; target: Target };
+  /** Checks the options and returns the scale and the target function (as a function and as data). */
+  parse(o: O): { scale: number; target: Target; spec: TargetSpec };
 }
 
 /** Defines an embedding head. */
@@ -141,10 +152,10 @@ export function headLoss<O extends HeadOptions>(
         v.finite("x", x, d);
         v.finite("W", W, d);
       }
-      const { scale, target: fn } = kind.parse(o);
+      const { scale, target: fn, spec } = kind.parse(o);
       const reduction = v.reduction(o.reduction);
-      // Per row: ||x_i||, ||W_y|| and x_i . W_y (gathered on the GPU for GPU-resident
-      // inputs), then the label's logit and its derivatives.
+      // Per row: ||x_i||, ||W_y|| and x_i . W_y, then the label's logit and its
+      // derivatives (for host inputs; the WebGPU kernels evaluate `spec` themselves).
       const targetFrom = (stats: RowStats) => {
         const target = new Float64Array(4 * n), nx = new Float64Array(n), nw = new Float64Array(n);
         for (let i = 0; i < n; i++) {
@@ -184,7 +195,7 @@ export function headLoss<O extends HeadOptions>(
         target: host?.target ?? empty,
         nx: host?.nx ?? empty,
         nw: host?.nw ?? empty,
-        targetFrom,
+        spec,
         scales,
         reduction,
         denominator: count,
@@ -258,6 +269,7 @@ export const marginHead = headLoss<MarginHeadOptions>("marginHead", {
         const [value, slope] = phi(x);
         return [scale * value, x === u ? scale * (constant ? 1 : slope) : 0, 0, 0];
       },
+      spec: { kind: "margin", phi: phi.spec, constant },
     };
   },
 });

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+import { makePhi, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
 
 /** Options of `normface`. */
 export interface NormfaceOptions extends MarginOptions {
@@ -13,7 +13,7 @@ export interface NormfaceOptions extends MarginOptions {
 
 /** `normface`'s target function: the cosine itself. */
 export function normfaceTarget(): Phi {
-  return (x) => [x, 1];
+  return makePhi({ m1: 1, m2: 0, m3: 0, branch: "none" }, (x) => [x, 1]);
 }
 
 /** The definition of `normface`: every logit `s cos`. */

@@ -29,6 +29,7 @@ export const sphereface = headLoss<SpherefaceOptions>("sphereface", {
     const lambda = v.number("options.lambda", o.lambda, 0, { min: 0 });
     return {
       scale: 1,
+      spec: { kind: "sphereface", m, weight: lambda },
       // u = ||x|| cos; T = ||x|| g(cos) / (1 + lambda), g = lambda cos + psi
       target(u, nx) {
         const nxe = Math.max(nx, 1e-12);
