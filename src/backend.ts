@@ -215,15 +215,6 @@ export interface GpuLossesOptions extends ContextOptions {
   cpu?: CpuBackend;
 }
 
-const contexts = new WeakMap<GPUDevice, GpuContext>();
-function contextOf(device: GPUDevice, options: ContextOptions): GpuContext {
-  // A binding limit of its own (the tests' knob for the split paths) gets its own context.
-  if (options.maxBindingBytes !== undefined) return new GpuContext(device, options);
-  let ctx = contexts.get(device);
-  if (!ctx) contexts.set(device, ctx = new GpuContext(device, options));
-  return ctx;
-}
-
 /** How many live `Losses` instances share each device's context. */
 const users = new WeakMap<GpuContext, number>();
 
@@ -231,7 +222,7 @@ const users = new WeakMap<GpuContext, number>();
 export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): Promise<Losses> {
   const { auto } = options;
   let note = options.note;
-  const ctx = contextOf(device, options); // TODO(lead): GpuContext.of once gpu/context.ts has it
+  const ctx = GpuContext.of(device, options);
   users.set(ctx, (users.get(ctx) ?? 0) + 1);
   let kernels = webgpuKernels(ctx);
   if (auto) {
@@ -273,7 +264,7 @@ export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): P
         disposed = true;
         const left = (users.get(ctx) ?? 1) - 1;
         users.set(ctx, left);
-        if (left === 0) (ctx as unknown as { dispose?: () => void }).dispose?.();
+        if (left === 0) ctx.dispose();
       },
     },
   }) as Losses;
