@@ -1,0 +1,605 @@
+// Property-based tests (fast-check) of every loss, metric and transform, on the js
+// reference and the wasm backend, over the arbitraries of tests/helpers/arbitraries.ts:
+//
+// (a) finite inputs give a finite loss, parts, output and gradients (logits to |1e4|,
+//     cosines of exactly +-1, zero rows for the heads), of the documented shapes, written
+//     into the caller's `out` buffers when given; ignored rows contribute nothing;
+// (b) no input, option or upstream is ever changed;
+// (c) a valid call never throws, and an invalid one (one thing broken) throws only a
+//     TypeError or RangeError whose message starts with "Expected" and names the argument;
+// (d) wasm agrees with the float64 reference within SPEC's bound.
+//
+// The seed is fixed (printed below) so CI is reproducible; SOFTMARGIN_PROPERTY_SEED
+// changes it and SOFTMARGIN_PROPERTY_RUNS sets the cases per property (deno task
+// test:long runs 100000), SOFTMARGIN_PROPERTY_ONLY picks members by name. A failure prints fast-check's counterexample, seed and path.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import fc from "fast-check";
+import { js, wasm } from "../cpu.ts";
+import {
+  type BadCase,
+  call,
+  type Case,
+  type Mat,
+  type Method,
+  methodsOf,
+  optionsFor,
+  type Outcome,
+  outcome,
+  PROPERTY_LOSSES,
+  type PropertyLoss,
+  show,
+} from "./helpers/arbitraries.ts";
+import { assertFinite, assertLossClose, assertUnchanged, snapshot, SPEC_TOL } from "./helpers/assert.ts";
+import { seedOf } from "./helpers/random.ts";
+
+// deno-lint-ignore no-explicit-any
+type Any = any;
+
+const env = (name: string) =>
+  (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[name];
+
+/** Cases per property in CI: the whole file runs in about 25 s under Deno or Bun (2 vCPUs). */
+const CI_RUNS = 1500;
+const RUNS = Number(env("SOFTMARGIN_PROPERTY_RUNS") ?? CI_RUNS);
+const SEED = Number(env("SOFTMARGIN_PROPERTY_SEED") ?? 20261122);
+/** A comma-separated list of names runs only those members (SOFTMARGIN_PROPERTY_ONLY=crossEntropy,focal). */
+const ONLY = env("SOFTMARGIN_PROPERTY_ONLY")?.split(",").filter(Boolean);
+console.log(
+  `property tests: seed ${SEED} (SOFTMARGIN_PROPERTY_SEED), ${RUNS} cases per property (SOFTMARGIN_PROPERTY_RUNS)`,
+);
+
+const BACKENDS = [{ name: "js", losses: js }, { name: "wasm", losses: wasm }] as const;
+
+/** Bun stops a test after 5 s unless told otherwise (Deno has no such limit). */
+const TIMEOUT = { timeout: Math.max(120_000, RUNS * 50) };
+
+/** Each property's own seed, so that adding a loss leaves the others' cases as they were. */
+const seedFor = (entry: PropertyLoss, property: string) => (SEED ^ seedOf(`${entry.name} ${property}`)) | 0;
+
+function effectiveIgnore(k: Case): number {
+  return (k.options?.ignoreIndex ?? -100) as number;
+}
+
+/** (a) for one result: documented shapes, finite values, out buffers used, ignored rows 0. */
+function checkResult(entry: PropertyLoss, k: Case, options: Any, r: Outcome, label: string): void {
+  const batch = k.inputs[entry.batch] as Mat;
+  const n = batch.shape[0];
+  const labels = k.inputs.labels as ArrayLike<number> | undefined;
+  const ignored = (i: number) => labels !== undefined && labels[i] === effectiveIgnore(k);
+  const allIgnored = labels !== undefined && Array.from({ length: n }, (_, i) => ignored(i)).every(Boolean);
+  if (entry.kind === "metric") {
+    assert.equal(typeof r.value, "number", `${label}: the metric is not a number`);
+    const v = r.value as number;
+    assert.ok(v >= 0 && v <= 1, `${label}: ${v} is not a share in [0, 1]`);
+    if (allIgnored) assert.equal(v, 0, `${label}: every row ignored, got ${v}`);
+    return;
+  }
+  if (r.value !== undefined) {
+    if (entry.kind === "transform") {
+      assert.deepEqual([...r.output!.shape], [...batch.shape], `${label}: output shape`);
+      assertFinite(r.value as Float32Array, `${label} output`, batch.shape);
+      if (options?.out?.output) assert.equal(r.output, options.out.output, `${label}: output is not out.output`);
+    } else if (options?.reduction === "none") {
+      assert.ok(r.value instanceof Float32Array && r.value.length === n, `${label}: expected ${n} row losses`);
+      assertFinite(r.value, `${label} loss`);
+      if (entry.ignoredRowsVanish) {
+        for (let i = 0; i < n; i++) {
+          if (ignored(i)) assert.ok(r.value[i] === 0, `${label}: ignored row ${i} has loss ${r.value[i]}`);
+        }
+      }
+    } else {
+      assert.equal(typeof r.value, "number", `${label}: a reduced loss is a number`);
+      assertFinite(r.value as number, `${label} loss`);
+      if (allIgnored && entry.ignoredRowsVanish) assert.equal(r.value, 0, `${label}: every row ignored`);
+    }
+    for (const [key, v] of Object.entries(r.parts)) assertFinite(v, `${label} ${key}`);
+  }
+  if (r.grads === undefined) return;
+  assert.deepEqual(Object.keys(r.grads).sort(), [...entry.grads].sort(), `${label}: gradient names`);
+  for (const key of entry.grads) {
+    const g: Mat = r.grads[key];
+    const input = k.inputs[key] as Mat;
+    assert.ok(g.data instanceof Float32Array, `${label}: grads.${key}.data is not a Float32Array`);
+    assert.deepEqual([...g.shape], [...input.shape], `${label}: grads.${key}.shape`);
+    assertFinite(g.data, `${label} grads.${key}`, g.shape);
+    if (options?.out?.[key]) assert.equal(g, options.out[key], `${label}: grads.${key} is not out.${key}`);
+    const vanish = entry.ignoredRowsVanish && (allIgnored || key === entry.batch);
+    if (!vanish) continue;
+    const cols = g.shape[1];
+    for (let i = 0; i < g.shape[0]; i++) {
+      if (!allIgnored && !ignored(i)) continue;
+      for (let j = 0; j < cols; j++) {
+        const v = g.data[i * cols + j];
+        if (v !== 0) {
+          assert.fail(`${label}: grads.${key}[${i}, ${j}] is ${v}, expected 0 (row ${allIgnored ? "" : i} ignored)`);
+        }
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Known bugs the property tests found. Each has a failing reproduction at the end of this
+// file and, until it is fixed, a predicate here that keeps the property tests clear of it
+// (so the rest of the loss stays covered). TODO: when a bug is fixed, delete its entry and
+// its reproduction's TODO, and the property tests cover its regime again.
+
+const KNOWN = {
+  /**
+   * TODO(bug: wasm distillation KL at extreme temperatures): the wasm kernel forms the KL's
+   * log-ratios from `(t - s) / T` in float32, an absolute error of about `2^-24 |t - s| / T`
+   * in each, so the `kl` part, the loss through `alpha T^2 kl` and the KL gradient
+   * `alpha T (Q - P)` are off wherever that is not small next to them: tiny temperatures
+   * with student and teacher rows at different offsets (kl 9x too large at T = 1e-4), and
+   * temperatures above ~20 (relative error growing like T^2: 4.8e-5 at T = 100; a gradient
+   * element 0.5% off at T = 58). Until fixed, such cases compare only `ce`.
+   */
+  distillationKl: {
+    skip(entry: PropertyLoss, k: Case, ref: Outcome, upstream: Any): string[] {
+      if (entry.name !== "distillation") return [];
+      const T = (k.options?.temperature ?? 4) as number, alpha = (k.options?.alpha ?? 0.9) as number;
+      const s = (k.inputs.student as Mat).data, t = (k.inputs.teacher as Mat).data;
+      let d = 0;
+      for (let i = 0; i < s.length; i++) d = Math.max(d, Math.abs(t[i] - s[i]));
+      // The error of each log-ratio, and what it becomes in the kl part, the loss and the
+      // gradient; each is compared only where that is a tenth of SPEC's bound or less.
+      const klError = T > 20 ? Infinity : (2 ** -24 * d) / T;
+      let g = 0;
+      for (const v of ref.grads?.student.data ?? []) g = Math.max(g, Math.abs(v));
+      const skip: string[] = [];
+      if (klError > 1e-6 * Math.max(1, Math.abs(ref.parts.kl ?? 0))) skip.push("kl");
+      // (A per-row loss is compared row by row, each against max(1, |row|) >= 1.)
+      const loss = typeof ref.value === "number" ? Math.max(1, Math.abs(ref.value)) : 1;
+      if (alpha * T * T * klError > 1e-6 * loss) skip.push("loss");
+      const u = upstreamSize(upstream);
+      if (ref.grads && alpha * T * klError * u > 1e-6 * Math.max(1e-3 * Math.max(1, u), g)) skip.push("grads");
+      return skip;
+    },
+  },
+  /**
+   * TODO(bug: wasm crossEntropy label smoothing sum): the smoothing term's sum over the
+   * classes is taken of the raw logits in float32, so a row of large logits with a common
+   * offset (a constant row of 1527.3 with C = 32, eps = 0.55: loss 3.46567, log 32 = 3.46574,
+   * 2e-5 relative) loses about `eps 2^-24 max|z|`; summing `z - max` (0 there) would not.
+   */
+  smoothingSum: {
+    /**
+     * TODO(same bug, its gradient): with a smoothed target, the gradient `q_sum p_j - q_j`
+     * is formed as it stands, so at a row's argmax (p_j -> 1) where the target's mass sits
+     * too (a label of weight 0 or a much lighter one: weights [0, 1.77], eps 0.9, logits
+     * [0, 5.55]) it is the difference of two numbers of size q_sum: an error of about one
+     * ulp of that, 1.5e-5 relative there. The label's entry is kept out of that
+     * cancellation; the argmax's is not. Each row's allowed error gets 4 ulps of q_sum r_i.
+     */
+    slack(entry: PropertyLoss, k: Case, upstream: Any): ((row: number) => number) | null {
+      const eps = (k.options?.labelSmoothing ?? 0) as number;
+      if (entry.name !== "crossEntropy" || eps === 0) return null;
+      const logits = k.inputs.logits as Mat, labels = k.inputs.labels as ArrayLike<number>;
+      const [n, c] = logits.shape, ignore = effectiveIgnore(k);
+      const w = (j: number) => (k.options?.weight ? k.options.weight[j] : 1) as number;
+      let total = 0, denominator = 0;
+      for (let j = 0; j < c; j++) total += Math.fround(w(j));
+      for (let i = 0; i < n; i++) if (labels[i] !== ignore) denominator += Math.fround(w(labels[i]));
+      const reduction = k.options?.reduction ?? "mean";
+      return (i) => {
+        if (labels[i] === ignore) return 0;
+        const up = reduction === "none" ? (upstream === undefined ? 1 : upstream[i]) : (upstream ?? 1);
+        const r = reduction === "mean" ? (denominator === 0 ? 0 : up / denominator) : up;
+        return 2 ** -22 * ((1 - eps) * Math.fround(w(labels[i])) + (eps / c) * total) * Math.abs(r);
+      };
+    },
+    skip(entry: PropertyLoss, k: Case, ref: Outcome): string[] {
+      const eps = (k.options?.labelSmoothing ?? 0) as number;
+      if (entry.name !== "crossEntropy" || eps === 0) return [];
+      let z = 0;
+      for (const v of (k.inputs.logits as Mat).data) z = Math.max(z, Math.abs(v));
+      const value = typeof ref.value === "number" ? Math.abs(ref.value) : 0;
+      return eps * 2 ** -22 * z > 1e-6 * Math.max(1, value) ? ["loss"] : [];
+    },
+  },
+  /**
+   * TODO(bug: wasm logSoftmax VJP at the argmax): wasm forms `g_j - p_j sum_k g_k` as it
+   * stands, which at a row's argmax (p_j -> 1) is the difference of two numbers of size
+   * |sum_k g_k|: an error of about one ulp of that, where `g_j (1 - p_j) - p_j sum_{k != j} g_k`
+   * (with `1 - p_j` as the sum of the other probabilities) has none. Until fixed, each row's
+   * allowed error gets 4 ulps of |sum_k g_k|.
+   */
+  logSoftmaxVjp: {
+    slack(entry: PropertyLoss, upstream: Any): ((row: number) => number) | null {
+      if (entry.name !== "logSoftmax" || upstream === undefined) return null;
+      const g = (upstream as Mat).data, c = (upstream as Mat).shape[1];
+      return (i) => {
+        let sum = 0;
+        for (let j = 0; j < c; j++) sum += g[i * c + j];
+        return 2 ** -22 * Math.abs(sum);
+      };
+    },
+  },
+};
+
+/** The largest |value| of an upstream gradient (a number, a vector or a matrix), 1 when absent. */
+function upstreamSize(upstream: Any): number {
+  if (upstream === undefined) return 1;
+  if (typeof upstream === "number") return Math.abs(upstream);
+  let m = 0;
+  for (const v of (upstream.data ?? upstream) as Iterable<number>) m = Math.max(m, Math.abs(v));
+  return m;
+}
+
+/** The L2 norm of row `i` of a matrix, in float64. */
+function rowNorm(m: Mat, i: number): number {
+  const d = m.shape[1];
+  let s = 0;
+  for (let j = 0; j < d; j++) s += m.data[i * d + j] ** 2;
+  return Math.sqrt(s);
+}
+
+/**
+ * Which rows of the gradient `key` take part in the agreement check. Left out, and still
+ * checked to be finite and of the right shape:
+ *
+ * - A row of an input the head L2-normalises whose norm is at most 1e-12 (a zero
+ *   embedding or class row): `F.normalize`'s gradient there is divided by 1e-12, so every
+ *   rounding error of either backend is multiplied by 1e12 (the float64 reference's own
+ *   `p_y - 1` loses the label's term once `1 - p_y < 1e-16`, which wasm keeps: there the
+ *   reference is the less accurate of the two). Neither is an oracle for such rows.
+ * - A pair (i, j) whose cosine is within 1e-6 of +-1 (an embedding parallel to a class
+ *   row), in grads.x row i and grads.W row j, where the cosine is clamped (marginHead: every
+ *   one; SphereFace, L-Softmax: the label's): the clamp to [-1, 1] passes no gradient
+ *   outside it and the full one inside, and the last bit of rounding of the cosine (float32
+ *   in wasm, float64 in the reference) decides which: the gradient is discontinuous there.
+ */
+function comparedRows(entry: PropertyLoss, k: Case, key: string): (row: number) => boolean {
+  const input = k.inputs[key] as Mat;
+  const normalised = entry.normalised.includes(key);
+  const zero = (i: number) => normalised && rowNorm(input, i) <= 1e-12;
+  if (entry.batch !== "x" || !k.inputs.W) return (i) => !zero(i);
+  // The heads: rows of x and rows of W left out for a pair (i, j) of theirs (see above).
+  const x = k.inputs.x as Mat, W = k.inputs.W as Mat, labels = k.inputs.labels as ArrayLike<number>;
+  const ignore = effectiveIgnore(k), d = x.shape[1];
+  const xRows = new Set<number>(), wRows = new Set<number>();
+  // marginHead clamps every cosine; SphereFace and L-Softmax only the label's.
+  const everyCosine = entry.normalised.includes("x");
+  for (let i = 0; i < x.shape[0]; i++) {
+    if (labels[i] === ignore) continue;
+    const nx = rowNorm(x, i);
+    for (let j = 0; j < W.shape[0]; j++) {
+      if (!everyCosine && j !== labels[i]) continue;
+      const nw = rowNorm(W, j);
+      let dot = 0;
+      for (let q = 0; q < d; q++) dot += x.data[i * d + q] * W.data[j * d + q];
+      if (nx > 1e-12 && nw > 1e-12 && Math.abs(dot / (nx * nw)) >= 1 - 1e-6) {
+        xRows.add(i);
+        wRows.add(j);
+      }
+    }
+  }
+  const left = key === "x" ? xRows : wRows;
+  return (i) => !zero(i) && !left.has(i);
+}
+
+/**
+ * Row i's gradient scale `r_i` (SPEC's reductions): `upstream / count` for "mean" (count:
+ * the non-ignored rows), `upstream` for "sum", `upstream[i]` for "none"; 0 if ignored.
+ */
+function rowScale(k: Case, upstream: Any): (i: number) => number {
+  const labels = k.inputs.labels as ArrayLike<number>, ignore = effectiveIgnore(k);
+  const reduction = k.options?.reduction ?? "mean";
+  const count = Array.from(labels).filter((y) => y !== ignore).length;
+  return (i) => {
+    if (labels[i] === ignore) return 0;
+    if (reduction === "none") return upstream === undefined ? 1 : upstream[i];
+    const u = upstream ?? 1;
+    return reduction === "mean" ? u / count : u;
+  };
+}
+
+/**
+ * What float32 can resolve where a gradient element is a small difference of larger terms
+ * (not a defect: the result is below the rounding of its own terms): 16 ulps (2^-20) of
+ * the size of the terms each row's gradient is summed from.
+ *
+ * - softCrossEntropy: `grads.logits_i = r_i ((sum_c t_ic) p_i - t_i)`, terms of size
+ *   `|r_i| sum_c |t_ic|` (targets near `(sum t) p`: 1.2e-5 relative with t = [1, 0.99]).
+ * - klDiv: `grads.target = r_i (log t + 1 - x)` (`e^t (t - x + 1)` with logTarget), terms of
+ *   size `|log t| + 1 + |x|` (t = 0.231, x = -0.456: -0.0095 from terms of 1.46).
+ * - The heads: `grads.x_i` sums `G_ij W^_j / ||x_i||` over the classes and `grads.W_j` sums
+ *   `G_ij x^_i / ||W_j||` over the rows, with `sum_j |G_ij| <= 2 s |r_i|` (s the scale;
+ *   SphereFace and L-Softmax: 1 + m^2 bounds the label's factor, and `||x_i||`, `||W_j||`
+ *   stand for the unnormalised side). Mirrored or nearly parallel rows cancel them; so do
+ *   two classes at nearly the same cosine once the label's class row is zero (its term
+ *   drops out), where wasm's float32 cosines decide the result (1.2e-4 relative at s = 85,
+ *   the reference matching finite differences); at D = 1 a normalised input's gradient is
+ *   exactly 0 (a one-dimensional unit vector cannot turn) and both backends return noise,
+ *   and SphereFace's and L-Softmax's sums over the classes cancel (every cosine is +-1).
+ */
+function termSlack(entry: PropertyLoss, k: Case, key: string, upstream: Any): ((row: number) => number) | null {
+  const ulps = 2 ** -20;
+  if (entry.name === "softCrossEntropy" && key === "logits") {
+    const t = k.inputs.target as Mat, [n, c] = t.shape;
+    const reduction = k.options?.reduction ?? "mean";
+    return (i) => {
+      let mass = 0;
+      for (let j = 0; j < c; j++) mass += Math.abs(t.data[i * c + j]);
+      const u = reduction === "none" ? (upstream === undefined ? 1 : upstream[i]) : (upstream ?? 1);
+      return ulps * mass * Math.abs(reduction === "mean" ? u / n : u);
+    };
+  }
+  if (entry.name === "klDiv" && key === "target") {
+    const t = k.inputs.target as Mat, x = k.inputs.logInput as Mat, [n, c] = t.shape;
+    const reduction = k.options?.reduction ?? "batchmean";
+    const logTarget = k.options?.logTarget === true;
+    return (i) => {
+      let size = 0;
+      for (let j = 0; j < c; j++) {
+        const tv = t.data[i * c + j], xv = Math.abs(x.data[i * c + j]);
+        if (logTarget) size = Math.max(size, Math.exp(tv) * (Math.abs(tv) + xv + 1));
+        else if (tv > 0) size = Math.max(size, Math.abs(Math.log(tv)) + xv + 1);
+      }
+      const u = reduction === "none" ? (upstream === undefined ? 1 : upstream[i]) : (upstream ?? 1);
+      const r = reduction === "mean" ? u / (n * c) : reduction === "sum" ? u : reduction === "none" ? u : u / n;
+      return ulps * size * Math.abs(r);
+    };
+  }
+  if (entry.batch !== "x" || !k.inputs.W) return null;
+  const x = k.inputs.x as Mat, W = k.inputs.W as Mat, r = rowScale(k, upstream);
+  const o = k.options ?? {};
+  const m = (o.m ?? 4) as number;
+  const factor = entry.name === "marginHead" ? 2 * (o.scale ?? (o.kind === "normface" ? 16 : 64)) : 2 * (1 + m * m);
+  const scaled = (
+    v: Mat,
+    i: number,
+  ) => (entry.normalised.includes(v === x ? "x" : "W") ? 1 / Math.max(rowNorm(v, i), 1e-12) : rowNorm(v, i));
+  if (key === "x") {
+    let wMax = 0;
+    for (let j = 0; j < W.shape[0]; j++) wMax = Math.max(wMax, entry.normalised.includes("W") ? 1 : rowNorm(W, j));
+    return (i) => ulps * factor * Math.abs(r(i)) * (entry.normalised.includes("x") ? scaled(x, i) : wMax);
+  }
+  let rows = 0;
+  for (let i = 0; i < x.shape[0]; i++) rows += Math.abs(r(i)) * (entry.normalised.includes("x") ? 1 : rowNorm(x, i));
+  return (j) => ulps * factor * rows * (entry.normalised.includes("W") ? scaled(W, j) : 1);
+}
+
+/**
+ * SPEC's gradient bound, `1e-5 * max(1e-3, max|ref grad|)`, over the compared rows. The
+ * floor 1e-3 is for a unit upstream: with an upstream U every gradient and every rounding
+ * error scales by |U|, so the floor does too (`1e-3 * max(1, max|U|)`).
+ */
+function assertGradAgrees(
+  got: Mat,
+  ref: Mat,
+  rows: (row: number) => boolean,
+  floor: number,
+  tol: number,
+  slack: ((row: number) => number) | null,
+  label: string,
+): void {
+  const cols = ref.shape[1];
+  let max = 0;
+  for (let i = 0; i < ref.shape[0]; i++) {
+    if (rows(i)) { for (let j = 0; j < cols; j++) max = Math.max(max, Math.abs(ref.data[i * cols + j])); }
+  }
+  const bound = tol * Math.max(floor, max);
+  // The worst element relative to what it is allowed (the bound, plus the row's slack).
+  let worst = -1, worstRatio = 0, worstAllowed = bound;
+  for (let i = 0; i < ref.shape[0]; i++) {
+    if (!rows(i)) continue;
+    const allowed = bound + (slack?.(i) ?? 0);
+    for (let j = 0; j < cols; j++) {
+      const ratio = Math.abs(got.data[i * cols + j] - ref.data[i * cols + j]) / allowed;
+      if (!(ratio <= worstRatio)) {
+        [worst, worstRatio, worstAllowed] = [i * cols + j, Number.isNaN(ratio) ? Infinity : ratio, allowed];
+      }
+    }
+  }
+  if (worst >= 0 && !(worstRatio <= 1)) {
+    const error = Math.abs(got.data[worst] - ref.data[worst]);
+    assert.fail(
+      `${label}: worst element [${Math.floor(worst / cols)}, ${worst % cols}] is ${got.data[worst]}, reference ${
+        ref.data[worst]
+      } (error ${error.toExponential(3)} > ${worstAllowed.toExponential(3)}; bound: ${tol} * max(${floor}, max|ref| ${
+        max.toExponential(3)
+      }))`,
+    );
+  }
+}
+
+/** (d): wasm against the reference, for one method's results. */
+function checkAgreement(entry: PropertyLoss, method: Method, k: Case, got: Outcome, ref: Outcome, label: string): void {
+  if (entry.kind === "metric") {
+    // Comparisons only: exact.
+    assert.equal(got.value, ref.value, `${label}: accuracy ${got.value}, reference ${ref.value}`);
+    return;
+  }
+  const upstream = method === "backward" || entry.kind === "transform" ? k.upstream : undefined;
+  const skip = [...KNOWN.distillationKl.skip(entry, k, ref, upstream), ...KNOWN.smoothingSum.skip(entry, k, ref)];
+  if (ref.value !== undefined) {
+    if (!skip.includes("loss")) {
+      assertLossClose(got.value as Any, ref.value as Any, `${label} ${entry.kind === "transform" ? "output" : "loss"}`);
+    }
+    assert.deepEqual(Object.keys(got.parts).sort(), Object.keys(ref.parts).sort(), `${label}: part names`);
+    for (const [key, v] of Object.entries(ref.parts)) {
+      if (!skip.includes(key)) assertLossClose(got.parts[key], v, `${label} ${key}`);
+    }
+  }
+  if (!ref.grads || skip.includes("grads")) return;
+  const floor = 1e-3 * Math.max(1, upstreamSize(upstream));
+  for (const key of entry.grads) {
+    const rows = comparedRows(entry, k, key);
+    const slack = KNOWN.logSoftmaxVjp.slack(entry, upstream) ?? KNOWN.smoothingSum.slack(entry, k, upstream) ??
+      termSlack(entry, k, key, upstream);
+    assertGradAgrees(got.grads![key], ref.grads[key], rows, floor, SPEC_TOL, slack, `${label} grads.${key}`);
+  }
+}
+
+/** (a), (b), (c) and (d) for one valid case. */
+function checkValid(entry: PropertyLoss, k: Case): void {
+  const results = new Map<string, Outcome>();
+  for (const { name, losses } of BACKENDS) {
+    const member = (losses as Any)[entry.name];
+    for (const method of methodsOf(entry.kind)) {
+      const label = `${name} ${entry.name}.${method}`;
+      const options = optionsFor(entry, method, k.options, true);
+      const passed = { inputs: k.inputs, options, upstream: k.upstream };
+      const snap = snapshot(passed);
+      let r: Any;
+      try {
+        r = call(member, entry, method, k, options);
+      } catch (e) {
+        assert.fail(`${label} threw on a valid call: ${(e as Error)?.name}: ${(e as Error)?.message}`);
+      }
+      assertUnchanged(snap, passed, `${label}: `);
+      const o = outcome(entry, method, r);
+      checkResult(entry, k, options, o, label);
+      results.set(`${name} ${method}`, o);
+    }
+  }
+  for (const method of methodsOf(entry.kind)) {
+    checkAgreement(
+      entry,
+      method,
+      k,
+      results.get(`wasm ${method}`)!,
+      results.get(`js ${method}`)!,
+      `wasm ${entry.name}.${method}`,
+    );
+  }
+}
+
+/** (b) and (c) for one invalid case. */
+function checkInvalid(entry: PropertyLoss, bad: BadCase): void {
+  for (const { name, losses } of BACKENDS) {
+    const member = (losses as Any)[entry.name];
+    for (const method of methodsOf(entry.kind)) {
+      const label = `${name} ${entry.name}.${method} with ${bad.what}`;
+      const options = optionsFor(entry, method, bad.options, false);
+      const passed = { inputs: bad.inputs, options, upstream: bad.upstream };
+      const snap = snapshot(passed);
+      let error: unknown = undefined;
+      try {
+        call(member, entry, method, bad, options);
+      } catch (e) {
+        error = e ?? new Error(`threw ${show(e)}`);
+      }
+      assertUnchanged(snap, passed, `${label}: `);
+      if (error === undefined) {
+        if (bad.mustThrow.includes(method)) assert.fail(`${label}: nothing was thrown`);
+        continue;
+      }
+      const e = error as Error;
+      assert.ok(
+        e instanceof TypeError || e instanceof RangeError,
+        `${label}: expected a TypeError or RangeError, got ${e?.constructor?.name}: ${e?.message}`,
+      );
+      assert.ok(e.message.startsWith("Expected"), `${label}: the message does not start with "Expected": ${e.message}`);
+      assert.match(e.message, bad.mentions, `${label}: the message does not name the argument`);
+    }
+  }
+}
+
+describe(`property-based tests (fast-check, seed ${SEED}, ${RUNS} cases per property)`, () => {
+  for (const entry of PROPERTY_LOSSES.filter((e) => !ONLY?.length || ONLY.includes(e.name))) {
+    describe(entry.name, () => {
+      it(
+        `valid calls: finite, documented shapes, inputs unchanged, wasm agrees with js (${RUNS} cases)`,
+        TIMEOUT,
+        () => {
+          fc.assert(fc.property(entry.valid, (k) => checkValid(entry, k)), {
+            seed: seedFor(entry, "valid"),
+            numRuns: RUNS,
+          });
+        },
+      );
+      it(
+        `invalid calls: only a TypeError or RangeError "Expected ..." naming the argument (${RUNS} cases)`,
+        TIMEOUT,
+        () => {
+          fc.assert(fc.property(entry.invalid, (bad) => checkInvalid(entry, bad)), {
+            seed: seedFor(entry, "invalid"),
+            numRuns: RUNS,
+          });
+        },
+      );
+    });
+  }
+});
+
+// ------------------------------------------------------------------------------------------------
+// The known bugs above, each as its smallest reproduction, against values from float64
+// formulas written here (and the js reference, which agrees with them). TODO: each fails
+// until its bug is fixed; keeping the suite green meanwhile (`{ todo }`) is the lead's call.
+
+/** Row-wise log-softmax in float64. */
+function logSoftmax64(z: readonly number[]): number[] {
+  const m = Math.max(...z);
+  const lse = m + Math.log(z.reduce((a, v) => a + Math.exp(v - m), 0));
+  return z.map((v) => v - lse);
+}
+
+/** KL(softmax(t / T) || softmax(s / T)) of one row, in float64. */
+function kl64(student: readonly number[], teacher: readonly number[], T: number): number {
+  const lp = logSoftmax64(teacher.map((v) => v / T)), lq = logSoftmax64(student.map((v) => v / T));
+  return lp.reduce((a, v, c) => a + Math.exp(v) * (v - lq[c]), 0);
+}
+
+const row = (values: readonly number[]) => ({
+  data: new Float32Array(values),
+  shape: [1, values.length] as [number, number],
+});
+
+describe("known bugs found by the property tests (TODO: each fails until fixed)", () => {
+  // TODO(bug: wasm distillation KL at extreme temperatures), tiny temperature: the teacher's
+  // row is [0.4, 0] after dividing by T; the student's is constant at -8000, whose float32
+  // (t - s) / T loses the teacher's 4e-5 against 8000.
+  it("distillation: the kl part at T = 1e-4 with the student's row at -8000", () => {
+    const student = [-8000, -8000], teacher = [Math.fround(4e-5), 0];
+    const inputs = { student: row(student), teacher: row(teacher), labels: [0] };
+    const expected = kl64(student, teacher, 1e-4); // 0.0196...
+    assertLossClose(js.distillation.forward(inputs, { temperature: 1e-4 }).kl, expected, "js kl");
+    assertLossClose(wasm.distillation.forward(inputs, { temperature: 1e-4 }).kl, expected, "wasm kl");
+  });
+
+  // TODO(bug: wasm distillation KL at extreme temperatures), large temperature: at T = 100
+  // the two softened distributions are close and the KL (5e-5) is a difference of log-ratios
+  // of 1e-2; with T^2 = 1e4 the loss is off by 6e-4 relative.
+  it("distillation: the loss at T = 100", () => {
+    const student = [2, -2.5, 2.5, 2.25], teacher = [0.25, -3, 0.25, 2.5];
+    const inputs = { student: row(student), teacher: row(teacher), labels: [0] };
+    const o = { temperature: 100, alpha: 1 };
+    const expected = 100 * 100 * kl64(student, teacher, 100); // 0.4948...
+    assertLossClose(js.distillation.forward(inputs, o).loss, expected, "js loss");
+    assertLossClose(wasm.distillation.forward(inputs, o).loss, expected, "wasm loss");
+  });
+
+  // TODO(bug: wasm logSoftmax VJP at the argmax): x = [0, 30], upstream g = [1e-6, -64]; the
+  // gradient is [g_0 p_1 - g_1 p_0, g_1 p_0 - g_0 p_1] = [1e-6, -1e-6] (p_0 = e^-30), and
+  // wasm returns 0 for the argmax's (-64 - 1 * (-64 + 1e-6) rounds to 0 in float32).
+  it("logSoftmax: the vector-Jacobian product at the argmax with a dominant upstream", () => {
+    const x = row([0, 30]), upstream = row([1e-6, -64]);
+    const [p0, p1] = logSoftmax64([0, 30]).map(Math.exp);
+    const [g0, g1] = [Math.fround(1e-6), -64];
+    const expected = [g0 * p1 - g1 * p0, g1 * p0 - g0 * p1];
+    for (const [name, losses] of [["js", js], ["wasm", wasm]] as const) {
+      const got = losses.logSoftmax.backward({ x }, undefined, upstream).x;
+      assertGradAgrees(
+        got,
+        { data: Float32Array.from(expected), shape: [1, 2] },
+        () => true,
+        1e-3,
+        SPEC_TOL,
+        null,
+        `${name} grads.x`,
+      );
+    }
+  });
+
+  // TODO(bug: wasm crossEntropy label smoothing sum): a constant row has p uniform, so the
+  // smoothed loss is log C whatever eps; wasm's float32 sum of 32 logits of 1527.3 is off.
+  it("crossEntropy: label smoothing over a constant row of large logits", () => {
+    const logits = { data: new Float32Array(32).fill(1527.303466796875), shape: [1, 32] as [number, number] };
+    const o = { labelSmoothing: 0.55 };
+    assertLossClose(js.crossEntropy.forward({ logits, labels: [0] }, o).loss, Math.log(32), "js loss");
+    assertLossClose(wasm.crossEntropy.forward({ logits, labels: [0] }, o).loss, Math.log(32), "wasm loss");
+  });
+});
