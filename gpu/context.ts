@@ -154,7 +154,9 @@ export class GpuContext {
     this.#disposed = true;
     if (GpuContext.#contexts.get(this.device) === this) GpuContext.#contexts.delete(this.device);
     for (const b of this.#pool.splice(0)) b.destroy();
-    for (const b of this.#dummies.splice(0)) b.destroy();
+    // forEach: the placeholders are made per binding slot as needed, so the array has holes.
+    this.#dummies.forEach((b) => b.destroy());
+    this.#dummies.length = 0;
     this.#pipelines.clear();
     this.#layouts.clear();
   }
