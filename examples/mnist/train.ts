@@ -1,0 +1,183 @@
+/**
+ * One training run of the demo: a small embedding network (a multilayer perceptron
+ * from the pixels to a D-dimensional feature) and a classification head trained with
+ * one loss, in TensorFlow.js on its wasm backend, the loss and its gradients from
+ * softmargin through the `softmargin/tfjs` adapter.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import { wasm } from "../../cpu.ts";
+import { sphereFaceLambda } from "../../mod.ts";
+import { tfLosses } from "../../tfjs.ts";
+import type { Digits } from "./data.ts";
+import { permutation, pooled, SIDE } from "./data.ts";
+import { Rng } from "../../tests/helpers/random.ts";
+
+/** The losses the demo trains with. */
+export const LOSS_NAMES = ["softmax", "normface", "cosface", "arcface", "sphereface"] as const;
+/** A loss of the demo. */
+export type LossName = typeof LOSS_NAMES[number];
+
+/**
+ * How the demo uses each loss: its title and its options for a D-dimensional feature at a
+ * training step. The normalised losses use s = 16 (NormFace's bound for 10 classes asks
+ * for s > 6). ArcFace's margin is its default, 0.5. CosFace's must fit the circle: ten
+ * classes 36° apart leave a cosine gap of only 1 - cos 36° = 0.19 between neighbours, so
+ * in 2-D its margin is 0.15 and its scale 24 (at 0.18 the classes tighten but one pair is
+ * crowded together; at 0.12 they are no tighter than softmax's); on the sphere it has its
+ * default margin, 0.35. SphereFace anneals lambda as its paper does,
+ * `max(5, 1000 / (1 + 0.12 step))`, reaching the floor at step 1658 of the 1860 of the
+ * default 30 epochs.
+ */
+export const LOSSES: Record<
+  LossName,
+  { title: string; options: (dim: number, step: number) => Record<string, unknown> }
+> = {
+  softmax: { title: "Softmax cross-entropy", options: () => ({}) },
+  normface: { title: "NormFace", options: () => ({ kind: "normface", scale: 16 }) },
+  cosface: {
+    title: "CosFace",
+    options: (dim) => ({ kind: "cosface", scale: dim === 2 ? 24 : 16, margin: dim === 2 ? 0.15 : 0.35 }),
+  },
+  arcface: { title: "ArcFace", options: () => ({ kind: "arcface", scale: 16, margin: 0.5 }) },
+  sphereface: { title: "SphereFace", options: (_, step) => ({ m: 4, lambda: sphereFaceLambda(step) }) },
+};
+
+/** The settings of one run. */
+export interface RunConfig {
+  loss: LossName;
+  dim: number;
+  epochs: number;
+  batch: number;
+  lr: number;
+  seed: number;
+  hidden: readonly number[];
+}
+
+/** Progress of a run, reported after every step. */
+export interface Progress {
+  epoch: number;
+  step: number;
+  stepsPerEpoch: number;
+  loss: number;
+  examplesPerSecond: number;
+}
+
+/** What a run leaves: the test features and the class scores it classifies by. */
+export interface RunResult {
+  /** Test features `[n, dim]`, as the network outputs them (not normalised). */
+  features: Float32Array;
+  /** Class scores `[n, 10]` of the test set (logits, or cosines for the margin heads). */
+  scores: Float32Array;
+  /** Mean training loss of the last epoch. */
+  finalLoss: number;
+  /** Training time, seconds. */
+  seconds: number;
+}
+
+const CLASSES = 10;
+
+/** Trains one network with one loss and returns its test features. */
+export function run(cfg: RunConfig, train: Digits, test: Digits, report: (p: Progress) => void): RunResult {
+  const losses = tfLosses(tf);
+  const inputs = SIDE * SIDE;
+  const sizes = [inputs, ...cfg.hidden, cfg.dim];
+  let seed = cfg.seed;
+  // He-normal initialisation of the layers, seeded.
+  const layers = sizes.slice(1).map((out, l) => ({
+    w: tf.variable(tf.randomNormal([sizes[l], out], 0, Math.sqrt(2 / sizes[l]), "float32", seed++)),
+    b: tf.variable(tf.zeros([out])),
+  }));
+  // The class weights start spread out evenly (on the circle, or a Fibonacci lattice of the
+  // sphere): from a random start two classes of a 2-D feature can end up sharing one
+  // direction, a local minimum that training does not leave. Every loss starts the same way.
+  const W = tf.variable(tf.tensor2d(spread(CLASSES, cfg.dim), [CLASSES, cfg.dim]));
+  const bias = tf.variable(tf.zeros([CLASSES]));
+  const embed = (x: tf.Tensor) =>
+    layers.reduce((h, { w, b }, l) => {
+      const z = tf.add(tf.matMul(h, w), b);
+      return l < layers.length - 1 ? tf.relu(z) : z; // the feature layer is linear
+    }, x);
+  const lossOf = (x: tf.Tensor, labels: Int32Array, step: number): tf.Scalar => {
+    const options = LOSSES[cfg.loss].options(cfg.dim, step);
+    if (cfg.loss === "softmax") {
+      return losses.crossEntropy({ logits: tf.add(tf.matMul(x, W, false, true), bias), labels });
+    }
+    if (cfg.loss === "sphereface") return losses.sphereface({ x, W, labels }, options);
+    return losses.marginHead({ x, W, labels }, options);
+  };
+
+  const optimizer = tf.train.adam(cfg.lr);
+  const rng = new Rng(cfg.seed);
+  const steps = Math.floor(train.n / cfg.batch);
+  const start = performance.now();
+  let finalLoss = NaN, step = 0;
+  for (let epoch = 0; epoch < cfg.epochs; epoch++) {
+    const order = permutation(rng, train.n);
+    const xb = new Float32Array(cfg.batch * inputs), yb = new Int32Array(cfg.batch);
+    let sum = 0;
+    const epochStart = performance.now();
+    for (let s = 0; s < steps; s++, step++) {
+      for (let j = 0; j < cfg.batch; j++) {
+        const i = order[s * cfg.batch + j];
+        pooled(train, i, xb, j * inputs);
+        yb[j] = train.labels[i];
+      }
+      // Cosine decay of the learning rate to 0 over the run (Adam reads it at every step).
+      (optimizer as unknown as { learningRate: number }).learningRate = cfg.lr * 0.5 *
+        (1 + Math.cos((Math.PI * step) / (steps * cfg.epochs)));
+      const loss = tf.tidy(() => {
+        const x = tf.tensor2d(xb, [cfg.batch, inputs]);
+        return optimizer.minimize(() => lossOf(embed(x), yb, step), true)!;
+      });
+      sum += loss.dataSync()[0];
+      loss.dispose();
+      const seconds = (performance.now() - epochStart) / 1000;
+      report({
+        epoch,
+        step: s + 1,
+        stepsPerEpoch: steps,
+        loss: sum / (s + 1),
+        examplesPerSecond: ((s + 1) * cfg.batch) / seconds,
+      });
+    }
+    finalLoss = sum / steps;
+  }
+  const seconds = (performance.now() - start) / 1000;
+
+  const testImages = new Float32Array(test.n * inputs);
+  for (let i = 0; i < test.n; i++) pooled(test, i, testImages, i * inputs);
+  const features = tf.tidy(() => embed(tf.tensor2d(testImages, [test.n, inputs])).dataSync() as Float32Array);
+  const scores = tf.tidy(() => {
+    const x = tf.tensor2d(features, [test.n, cfg.dim]);
+    if (cfg.loss === "softmax") return tf.add(tf.matMul(x, W, false, true), bias).dataSync();
+    // The margin heads classify by the cosine to each class's weight row; SphereFace by
+    // ||x|| cos, which has the same argmax.
+    const unit = (t: tf.Tensor) => tf.div(t, tf.maximum(tf.norm(t, 2, 1, true), 1e-12));
+    return tf.matMul(unit(x), unit(W), false, true).dataSync();
+  }) as Float32Array;
+  tf.dispose([...layers.flatMap((l) => [l.w, l.b]), W, bias]);
+  optimizer.dispose();
+  return { features: features.slice(), scores: scores.slice(), finalLoss, seconds };
+}
+
+/** Test accuracy: the share of test digits whose label has the highest score. */
+export function accuracy(scores: Float32Array, labels: Int32Array): number {
+  return wasm.accuracy.compute({ logits: { data: scores, shape: [labels.length, CLASSES] }, labels });
+}
+
+/** `k` unit vectors spread evenly: on the circle for `dim` 2, a Fibonacci lattice of the sphere for 3. */
+export function spread(k: number, dim: number): Float32Array {
+  const out = new Float32Array(k * dim);
+  const golden = Math.PI * (3 - Math.sqrt(5));
+  for (let c = 0; c < k; c++) {
+    if (dim === 2) {
+      out[2 * c] = Math.cos((2 * Math.PI * c) / k), out[2 * c + 1] = Math.sin((2 * Math.PI * c) / k);
+    } else {
+      const z = 1 - (2 * c + 1) / k, r = Math.sqrt(1 - z * z);
+      out[dim * c] = r * Math.cos(golden * c), out[dim * c + 1] = r * Math.sin(golden * c), out[dim * c + 2] = z;
+    }
+  }
+  return out;
+}
