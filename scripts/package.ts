@@ -23,7 +23,7 @@ const dist = new URL("dist/npm/", root);
 const path = (u: URL) => decodeURIComponent(u.pathname);
 
 /** The package's entry points: export path → source file at the repository root. */
-const ENTRIES = { ".": "mod", "./cpu": "cpu", "./edge": "edge" } as const;
+const ENTRIES = { ".": "mod", "./cpu": "cpu", "./edge": "edge", "./tfjs": "tfjs" } as const;
 
 /** Runtimes that refuse to compile WebAssembly from bytes: they get the workerd build. */
 const NO_COMPILE_CONDITIONS = ["workerd", "edge-light"];

@@ -88,7 +88,7 @@ run deno count_deno $DENO test -A --parallel tests/
 echo "=== deno: $((SECONDS - start))s"
 
 doc_paths=()
-for p in mod.ts cpu.ts edge.ts src/ README.md docs/LOSSES.md; do
+for p in mod.ts cpu.ts edge.ts tfjs.ts src/ README.md docs/LOSSES.md; do
   if [ -e "$p" ]; then doc_paths+=("$p"); fi
 done
 # shellcheck disable=SC2086
