@@ -5,10 +5,9 @@
 //       label term is added by margin_head_rows' fin_x instead, in double-float32);
 //   dw: t_j  = sum_i du_ij a_i x_i     into dW [C, D] (grid: class tiles, D tiles).
 // W, bcls and dW are bound from the chunk's first class (row0) on.
-// 64 x 64 output tiles, 64 invocations of an 8 x 8 register block each, k in steps of 16
-// through workgroup memory. Each output element has one owner: no atomics. dX adds the
-// chunk's sum to what the earlier chunks left, in two-float (outv and lov, its
-// compensation) so the order of the chunks costs no accuracy.
+// 64 x 64 output tiles (gpu/gemm_tile.wgsl). Each output element has one owner: no
+// atomics. dX adds the chunk's sum to what the earlier chunks left, in two-float (outv and
+// lov, its compensation) so the order of the chunks costs no accuracy.
 
 // #include "margin_head_params.wgsl"
 
@@ -21,41 +20,7 @@
 @group(0) @binding(7) var<storage, read_write> outv: array<f32>;
 @group(0) @binding(8) var<storage, read_write> lov: array<f32>;
 
-const TK: u32 = 16u;
-
-// Tiles [k][16] of vec4: 64 of the output's rows (A) and 64 of its columns (B) per k.
-var<workgroup> As: array<vec4<f32>, 256>;
-var<workgroup> Bs: array<vec4<f32>, 256>;
-
-
-// The 8 x 8 block of invocation t (rows 8 (t >> 3) + r, columns 8 (t & 7) + c):
-// out[2 r + c / 4][c % 4] += A B over the tiles in workgroup memory.
-fn block(out: ptr<function, array<vec4<f32>, 16>>, t: u32) {
-  let ty = t >> 3u;
-  let tx = t & 7u;
-  for (var kk = 0u; kk < TK; kk++) {
-    let a0 = As[kk * 16u + 2u * ty];
-    let a1 = As[kk * 16u + 2u * ty + 1u];
-    let b0 = Bs[kk * 16u + 2u * tx];
-    let b1 = Bs[kk * 16u + 2u * tx + 1u];
-    (*out)[0] += a0.x * b0;
-    (*out)[1] += a0.x * b1;
-    (*out)[2] += a0.y * b0;
-    (*out)[3] += a0.y * b1;
-    (*out)[4] += a0.z * b0;
-    (*out)[5] += a0.z * b1;
-    (*out)[6] += a0.w * b0;
-    (*out)[7] += a0.w * b1;
-    (*out)[8] += a1.x * b0;
-    (*out)[9] += a1.x * b1;
-    (*out)[10] += a1.y * b0;
-    (*out)[11] += a1.y * b1;
-    (*out)[12] += a1.z * b0;
-    (*out)[13] += a1.z * b1;
-    (*out)[14] += a1.w * b0;
-    (*out)[15] += a1.w * b1;
-  }
-}
+// #include "gemm_tile.wgsl"
 
 // Grid: (row tiles, D tiles), offset by (a_off, b_off) tiles.
 @compute @workgroup_size(64)

@@ -12,6 +12,7 @@ import { klDiv, softTarget } from "./soft_cross_entropy.ts";
 import { distill } from "./distillation.ts";
 import { topkHits } from "./accuracy.ts";
 import { softmaxTransform } from "./softmax.ts";
+import { contrastive } from "./physics_contrastive.ts";
 import { hostKernels } from "../src/losses/mod.ts";
 import { referenceMetricKernels } from "../src/reference/mod.ts";
 
@@ -25,12 +26,13 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     topkHits: (p) => topkHits(ctx, p),
     head: (p) => head(ctx, p),
     softmax: (p) => softmaxTransform(ctx, p),
-    // The metric-learning and mixture-of-experts families run the float64 reference on
-    // host inputs until their WGSL kernels land (issue 9).
+    // The metric-learning and mixture-of-experts families without WGSL kernels yet run the
+    // float64 reference on host inputs (issue 9).
     ...(hostKernels(
       referenceMetricKernels as unknown as Kernels,
       "webgpu (metric-learning losses, host inputs only)",
     ) as Pick<Kernels, keyof typeof referenceMetricKernels>),
+    contrastive: (p) => contrastive(ctx, p),
   };
 }
 

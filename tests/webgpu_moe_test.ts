@@ -1,0 +1,144 @@
+// The WebGPU kernels of the metric-learning and mixture-of-experts families on GPU-resident
+// inputs (the shared suites of each loss run them on host arrays): the gradients stay on
+// the GPU, one submission and one readback per call, against the float64 reference
+// (SPEC's bound); shapes spanning several 64 x 64 tiles, and the float-pair logits of
+// physicsContrastive's small temperatures.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { js } from "../cpu.ts";
+import { init } from "../mod.ts";
+import { findAdapter, requestDevice } from "../src/backend.ts";
+import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
+import { webgpuMissing } from "./helpers/backends.ts";
+import { randomLabels, Rng } from "./helpers/random.ts";
+import { randomRule, unitRows } from "./helpers/specs_moe.ts";
+
+// deno-lint-ignore no-explicit-any
+type Any = any;
+type Mat = { data: Float32Array; shape: readonly [number, number] };
+
+const skip = webgpuMissing;
+const USAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
+
+let shared: GPUDevice | null = null;
+async function device(): Promise<GPUDevice> {
+  return shared ??= await requestDevice((await findAdapter()).adapter!);
+}
+
+/** A GPU-resident copy of a host matrix. */
+async function upload(m: Mat) {
+  const dev = await device();
+  const buffer = dev.createBuffer({ size: Math.max(16, m.data.byteLength), usage: USAGE });
+  dev.queue.writeBuffer(buffer, 0, m.data as Float32Array<ArrayBuffer>);
+  return { buffer, shape: m.shape };
+}
+
+/** Reads a GPU matrix back. */
+async function download(m: { buffer: GPUBuffer; shape: readonly [number, number] }) {
+  const dev = await device();
+  const bytes = m.shape[0] * m.shape[1] * 4;
+  const staging = dev.createBuffer({ size: Math.max(16, bytes), usage: 0x01 | 0x08 });
+  const enc = dev.createCommandEncoder();
+  enc.copyBufferToBuffer(m.buffer, 0, staging, 0, bytes);
+  dev.queue.submit([enc.finish()]);
+  await staging.mapAsync(0x01);
+  const out = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
+  staging.destroy();
+  return out;
+}
+
+/** What `call` submits and maps, by wrapping the device's queue and GPUBuffer.prototype.mapAsync. */
+async function count<T>(dev: GPUDevice, call: () => Promise<T>): Promise<{ submits: number; maps: number; r: T }> {
+  const queue = dev.queue as Any, submit = queue.submit, mapAsync = GPUBuffer.prototype.mapAsync;
+  let submits = 0, maps = 0;
+  queue.submit = (...a: Any[]) => (submits++, submit.apply(queue, a));
+  GPUBuffer.prototype.mapAsync = function (this: GPUBuffer, ...a: Any[]) {
+    maps++;
+    return (mapAsync as Any).apply(this, a);
+  };
+  try {
+    const r = await call();
+    return { submits, maps, r };
+  } finally {
+    queue.submit = submit;
+    GPUBuffer.prototype.mapAsync = mapAsync;
+  }
+}
+
+/** A case: the loss, its options, host inputs, which of them go to the GPU, the gradients to compare. */
+interface Case {
+  name: string;
+  loss: string;
+  options: Any;
+  inputs: Record<string, Any>;
+  resident: string[];
+  grads: string[];
+}
+
+function contrastiveCases(): Case[] {
+  const rng = new Rng(31);
+  const out: Case[] = [];
+  // 130 rows: three row tiles, the last one partial; D = 70: two column tiles.
+  for (const [b, d, k, tau, rule] of [[9, 4, 3, 0.07, false], [130, 70, 6, 0.07, true], [70, 8, 4, 1e-4, true]]) {
+    const inputs: Record<string, Any> = {
+      f: unitRows(rng, b as number, d as number),
+      labels: randomLabels(rng, b as number, k as number),
+    };
+    if (rule) inputs.rule = randomRule(rng, k as number);
+    out.push({
+      name: `physicsContrastive B ${b} D ${d} tau ${tau}${rule ? " rule" : ""}`,
+      loss: "physicsContrastive",
+      options: { temperature: tau, threshold: 0.6 },
+      inputs,
+      resident: ["f"],
+      grads: ["f"],
+    });
+  }
+  return out;
+}
+
+const cases: Case[] = [...contrastiveCases()];
+
+describe("WebGPU metric-learning and mixture-of-experts kernels", () => {
+  for (const c of cases) {
+    it(`${c.name}: GPU-resident inputs, gradients on the GPU, one submission and one readback`, {
+      skip,
+    }, async () => {
+      const dev = await device();
+      const l = (await init({ backend: "webgpu", device: dev })) as Any;
+      const inputs = { ...c.inputs };
+      for (const k of c.resident) inputs[k] = await upload(c.inputs[k]);
+      const got = await count<Any>(dev, () => l[c.loss].valueAndGrad(inputs, c.options));
+      assert.deepEqual([got.submits, got.maps], [1, 1], "submissions, readbacks");
+      const ref = (js as Any)[c.loss].valueAndGrad(c.inputs, c.options);
+      assertLossClose(got.r.loss, ref.loss, "loss");
+      for (const g of c.grads) {
+        assert.ok(got.r.grads[g].buffer instanceof GPUBuffer, `grads.${g} on the GPU`);
+        assertGradClose({ data: await download(got.r.grads[g]), shape: ref.grads[g].shape }, ref.grads[g].data, g);
+      }
+    });
+    it(`${c.name}: host inputs, one submission and one readback`, { skip }, async () => {
+      const dev = await device();
+      const l = (await init({ backend: "webgpu", device: dev })) as Any;
+      const got = await count<Any>(dev, () => l[c.loss].valueAndGrad(c.inputs, c.options));
+      assert.deepEqual([got.submits, got.maps], [1, 1], "submissions, readbacks");
+      const ref = (js as Any)[c.loss].valueAndGrad(c.inputs, c.options);
+      assertLossClose(got.r.loss, ref.loss, "loss");
+      for (const g of c.grads) assertGradClose(got.r.grads[g], ref.grads[g].data, g);
+    });
+  }
+
+  it("physicsContrastive writes a GPU-resident gradient into the caller's out buffer", { skip }, async () => {
+    const dev = await device();
+    const l = (await init({ backend: "webgpu", device: dev })) as Any;
+    const c = contrastiveCases()[1];
+    const out = await upload({ data: new Float32Array(c.inputs.f.data.length), shape: c.inputs.f.shape });
+    const got = await l.physicsContrastive.valueAndGrad({ ...c.inputs, f: await upload(c.inputs.f) }, {
+      ...c.options,
+      out: { f: out },
+    });
+    assert.equal(got.grads.f.buffer, out.buffer);
+    const ref = (js as Any).physicsContrastive.valueAndGrad(c.inputs, c.options);
+    assertGradClose({ data: await download(out), shape: c.inputs.f.shape }, ref.grads.f.data, "f");
+  });
+});
