@@ -142,3 +142,37 @@ describe("WebGPU metric-learning and mixture-of-experts kernels", () => {
     assertGradClose({ data: await download(out), shape: c.inputs.f.shape }, ref.grads.f.data, "f");
   });
 });
+
+describe("physMoe on the WebGPU backend", () => {
+  it("refuses GPU-resident inputs with a TypeError naming the input (its gradients combine on the host)", {
+    skip,
+  }, async () => {
+    const dev = await device();
+    const l = (await init({ backend: "webgpu", device: dev })) as Any;
+    const rng = new Rng(41);
+    const m = (r: number, c: number) => ({ data: unitRows(rng, r, c).data, shape: [r, c] as const });
+    const host: Record<string, Any> = {
+      features: m(4, 3),
+      coarse: m(4, 2),
+      expertLogits: [m(4, 4), m(4, 4)],
+      gating: { data: new Float32Array(8).fill(0.5), shape: [4, 2] },
+      labels: [0, 1, 2, 3],
+      rule: randomRule(rng, 4),
+      fineToCoarse: [0, 0, 1, 1],
+      centers: m(4, 3),
+    };
+    const ref = (js as Any).physMoe.valueAndGrad(host);
+    assertLossClose((await l.physMoe.valueAndGrad(host)).loss, ref.loss, "host inputs");
+    for (const key of ["features", "coarse", "gating", "centers", "expertLogits"]) {
+      const inputs = { ...host };
+      inputs[key] = key === "expertLogits" ? [host.expertLogits[0], await upload(host.expertLogits[1])] : await upload(
+        host[key],
+      );
+      const name = key === "expertLogits" ? "expertLogits[1]" : key;
+      await assert.rejects(
+        () => l.physMoe.valueAndGrad(inputs),
+        (e: Error) => e instanceof TypeError && e.message.includes(`Expected ${name} to be a host matrix`),
+      );
+    }
+  });
+});

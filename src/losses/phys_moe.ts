@@ -138,6 +138,18 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
   ],
   grads: ["features", "coarse", "expertLogits", "gating", "centers"],
   prepare(inputs, o, grad, upstream) {
+    // The terms' gradients are combined on the host (finish), so every input is a host matrix.
+    for (const key of ["features", "coarse", "gating", "rule", "centers", "expertLogits"] as const) {
+      const value = inputs?.[key];
+      const list = Array.isArray(value) ? value : [value];
+      const at = list.findIndex((m) => v.isGpuMatrix(m));
+      if (at >= 0) {
+        const name = Array.isArray(value) ? `${key}[${at}]` : key;
+        throw new TypeError(
+          `Expected ${name} to be a host matrix { data: Float32Array, shape } (physMoe combines its terms' gradients on the host), got a GPUBuffer`,
+        );
+      }
+    }
     // physMoe's own names first (the terms' definitions check again under theirs).
     const [b, d] = v.batch("features", inputs.features);
     const [, k] = v.matrix("coarse", inputs.coarse, b);
