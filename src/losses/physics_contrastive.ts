@@ -105,18 +105,30 @@ export const physicsContrastive: LossDef<
     const threshold = v.number("options.threshold", o.threshold, 0.8);
     const reduction = v.reduction(o.reduction);
     // Positives and validity depend on the labels and the rule only (exp > 0), so the
-    // mean's denominator is known before any kernel runs.
+    // mean's denominator is known before any kernel runs. Counted per class present in
+    // the batch (O(B + P^2) for P classes present), not per pair of rows.
+    const present = new Map<number, number>();
+    for (const y of labels) present.set(y, (present.get(y) ?? 0) + 1);
+    const classes = [...present.keys()];
+    const perClass = new Map<number, [number, boolean]>();
+    for (const y of classes) {
+      const n = present.get(y)!;
+      // j of the same class: always a positive; in the denominator when rule[y, y] < 1.
+      let pos = n - 1, weighted = n > 1 && (rule ? rule[y * k + y] : 0) < 1;
+      for (const z of classes) {
+        if (z === y) continue;
+        const r = rule ? rule[y * k + z] : 0;
+        if (r > threshold) pos += present.get(z)!;
+        if (r < 1) weighted = true;
+      }
+      perClass.set(y, [pos, weighted]);
+    }
     const positives = new Int32Array(b), valid = new Uint8Array(b);
     let count = 0;
     for (let i = 0; i < b; i++) {
-      let weighted = false;
-      for (let j = 0; j < b; j++) {
-        if (j === i) continue;
-        const r = rule ? rule[labels[i] * k + labels[j]] : 0;
-        if (labels[i] === labels[j] || r > threshold) positives[i]++;
-        if (r < 1) weighted = true;
-      }
-      if (positives[i] > 0 && weighted) valid[i] = 1, count++;
+      const [pos, weighted] = perClass.get(labels[i])!;
+      positives[i] = pos;
+      if (pos > 0 && weighted) valid[i] = 1, count++;
     }
     const scales = grad ? v.rowScales(reduction, upstream, b, count, (i) => !valid[i]) : new Float64Array(0);
     return {
