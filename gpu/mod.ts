@@ -13,6 +13,7 @@ import { distill } from "./distillation.ts";
 import { topkHits } from "./accuracy.ts";
 import { softmaxTransform } from "./softmax.ts";
 import { contrastive } from "./physics_contrastive.ts";
+import { center } from "./center_loss.ts";
 import { hostKernels } from "../src/losses/mod.ts";
 import { referenceMetricKernels } from "../src/reference/mod.ts";
 
@@ -33,6 +34,7 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
       "webgpu (metric-learning losses, host inputs only)",
     ) as Pick<Kernels, keyof typeof referenceMetricKernels>),
     contrastive: (p) => contrastive(ctx, p),
+    center: (p) => center(ctx, p),
   };
 }
 

@@ -10,7 +10,7 @@ import { init } from "../mod.ts";
 import { findAdapter, requestDevice } from "../src/backend.ts";
 import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
-import { randomLabels, Rng } from "./helpers/random.ts";
+import { randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
 import { randomRule, unitRows } from "./helpers/specs_moe.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -97,7 +97,21 @@ function contrastiveCases(): Case[] {
   return out;
 }
 
-const cases: Case[] = [...contrastiveCases()];
+function centerCases(): Case[] {
+  const rng = new Rng(32);
+  // D = 300: two column blocks of the centres' gradient; class 6 has no rows.
+  const labels = randomLabels(rng, 130, 6);
+  return [{ reduction: "mean" }, { reduction: "sum" }].map((options) => ({
+    name: `centerLoss N 130 D 300 C 7 ${options.reduction}`,
+    loss: "centerLoss",
+    options,
+    inputs: { x: randomMatrix(rng, 130, 300, 1), centers: randomMatrix(rng, 7, 300, 1), labels },
+    resident: ["x", "centers"],
+    grads: ["x", "centers"],
+  }));
+}
+
+const cases: Case[] = [...contrastiveCases(), ...centerCases()];
 
 describe("WebGPU metric-learning and mixture-of-experts kernels", () => {
   for (const c of cases) {
