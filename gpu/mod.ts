@@ -14,6 +14,7 @@ import { topkHits } from "./accuracy.ts";
 import { softmaxTransform } from "./softmax.ts";
 import { contrastive } from "./physics_contrastive.ts";
 import { center } from "./center_loss.ts";
+import { hierarchical } from "./hierarchical.ts";
 import { hostKernels } from "../src/losses/mod.ts";
 import { referenceMetricKernels } from "../src/reference/mod.ts";
 
@@ -35,6 +36,7 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     ) as Pick<Kernels, keyof typeof referenceMetricKernels>),
     contrastive: (p) => contrastive(ctx, p),
     center: (p) => center(ctx, p),
+    hierarchical: (p) => hierarchical(ctx, p),
   };
 }
 

@@ -111,7 +111,27 @@ function centerCases(): Case[] {
   }));
 }
 
-const cases: Case[] = [...contrastiveCases(), ...centerCases()];
+function hierarchicalCases(): Case[] {
+  const rng = new Rng(33);
+  // C = 300 fine classes over K = 5 coarse ones: rows wider than a workgroup; logits of scale
+  // 30 (confident rows: the label-at-the-maximum gradient -o / (1 + o)).
+  const fineToCoarse = Array.from({ length: 300 }, (_, j) => j % 5);
+  return [1, 30].map((scale) => ({
+    name: `hierarchical B 33 K 5 C 300 scale ${scale}`,
+    loss: "hierarchical",
+    options: {},
+    inputs: {
+      coarse: randomMatrix(rng, 33, 5, scale),
+      fine: randomMatrix(rng, 33, 300, scale),
+      labels: randomLabels(rng, 33, 300),
+      fineToCoarse,
+    },
+    resident: ["coarse", "fine"],
+    grads: ["coarse", "fine"],
+  }));
+}
+
+const cases: Case[] = [...contrastiveCases(), ...centerCases(), ...hierarchicalCases()];
 
 describe("WebGPU metric-learning and mixture-of-experts kernels", () => {
   for (const c of cases) {
@@ -154,6 +174,31 @@ describe("WebGPU metric-learning and mixture-of-experts kernels", () => {
     assert.equal(got.grads.f.buffer, out.buffer);
     const ref = (js as Any).physicsContrastive.valueAndGrad(c.inputs, c.options);
     assertGradClose({ data: await download(out), shape: c.inputs.f.shape }, ref.grads.f.data, "f");
+  });
+});
+
+describe("hierarchical on the WebGPU backend", () => {
+  it("writes the gradient of the fine classes outside the true group as exactly 0 (over stale out values)", {
+    skip,
+  }, async () => {
+    const dev = await device();
+    const l = (await init({ backend: "webgpu", device: dev })) as Any;
+    const c = hierarchicalCases()[0];
+    const out = await upload({ data: new Float32Array(33 * 300).fill(7), shape: [33, 300] });
+    const inputs = { ...c.inputs, coarse: await upload(c.inputs.coarse), fine: await upload(c.inputs.fine) };
+    const got = await l.hierarchical.valueAndGrad(inputs, { out: { fine: out } });
+    assert.equal(got.grads.fine.buffer, out.buffer);
+    const gf = await download(out);
+    const { labels, fineToCoarse } = c.inputs;
+    let zeros = 0;
+    for (let i = 0; i < 33; i++) {
+      for (let j = 0; j < 300; j++) {
+        if (fineToCoarse[j] === fineToCoarse[labels[i]]) continue;
+        assert.equal(gf[i * 300 + j], 0, `fine gradient [${i}, ${j}]`);
+        zeros++;
+      }
+    }
+    assert.equal(zeros, 33 * 240);
   });
 });
 
