@@ -15,6 +15,7 @@ import { softmaxTransform } from "./softmax.ts";
 import { contrastive } from "./physics_contrastive.ts";
 import { center } from "./center_loss.ts";
 import { hierarchical } from "./hierarchical.ts";
+import { diversity } from "./feature_diversity.ts";
 import { hostKernels } from "../src/losses/mod.ts";
 import { referenceMetricKernels } from "../src/reference/mod.ts";
 
@@ -37,6 +38,7 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     contrastive: (p) => contrastive(ctx, p),
     center: (p) => center(ctx, p),
     hierarchical: (p) => hierarchical(ctx, p),
+    diversity: (p) => diversity(ctx, p),
   };
 }
 

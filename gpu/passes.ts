@@ -24,6 +24,9 @@ export interface PassJob<K extends KernelName> {
   dispatches: Dispatch[];
   /** Buffers to read back, bytes of each. */
   reads: [GPUBuffer, number][];
+  /** Commands (copies) of the same submission before the pass, and after it (before the readback). */
+  before?: (enc: GPUCommandEncoder) => void;
+  after?: (enc: GPUCommandEncoder) => void;
 }
 
 /**
@@ -87,6 +90,7 @@ export async function runPass<K extends KernelName>(
   for (const [, bytes] of job.reads) offsets.push(total), total += Math.ceil(bytes / 8) * 8;
   const staging = bufs.temp(ctx.staging(total));
   await ctx.submit((enc) => {
+    job.before?.(enc);
     const pass = enc.beginComputePass();
     // One bind group for every entry point: they share the explicit layout.
     const group = ctx.bind(pipes.get(entries[0])!, params, job.bindings);
@@ -97,6 +101,7 @@ export async function runPass<K extends KernelName>(
       pass.dispatchWorkgroups(x, y);
     }
     pass.end();
+    job.after?.(enc);
     job.reads.forEach(([b, bytes], k) => {
       if (bytes > 0) enc.copyBufferToBuffer(b, 0, staging, offsets[k], Math.ceil(bytes / 4) * 4);
     });

@@ -131,7 +131,30 @@ function hierarchicalCases(): Case[] {
   }));
 }
 
-const cases: Case[] = [...contrastiveCases(), ...centerCases(), ...hierarchicalCases()];
+function diversityCases(): Case[] {
+  const rng = new Rng(34);
+  // D = 300: two column blocks; expert 2 repeats expert 0 on row 1 (a distance of exactly 0).
+  return [[1, 5, 0.01], [4, 300, 0.5]].map(([e, d, lambda]) => {
+    const features = Array.from({ length: e }, () => randomMatrix(rng, 9, d, 1));
+    if (e > 2) features[2].data.set(features[0].data.subarray(d, 2 * d), d);
+    return {
+      name: `featureDiversity E ${e} B 9 D ${d}`,
+      loss: "featureDiversity",
+      options: { lambda },
+      inputs: { features },
+      resident: ["features"],
+      grads: ["features"],
+    };
+  });
+}
+
+const cases: Case[] = [...contrastiveCases(), ...centerCases(), ...hierarchicalCases(), ...diversityCases()];
+
+/** A host input (a matrix or a list of matrices) on the GPU. */
+const toGpu = (m: Any) => (Array.isArray(m) ? Promise.all(m.map(upload)) : upload(m));
+/** A gradient (a matrix or a list of them) as pairs [name, matrix]. */
+const each = (name: string, g: Any): [string, Any][] =>
+  Array.isArray(g) ? g.map((m, i) => [`${name}[${i}]`, m]) : [[name, g]];
 
 describe("WebGPU metric-learning and mixture-of-experts kernels", () => {
   for (const c of cases) {
@@ -141,14 +164,17 @@ describe("WebGPU metric-learning and mixture-of-experts kernels", () => {
       const dev = await device();
       const l = (await init({ backend: "webgpu", device: dev })) as Any;
       const inputs = { ...c.inputs };
-      for (const k of c.resident) inputs[k] = await upload(c.inputs[k]);
+      for (const k of c.resident) inputs[k] = await toGpu(c.inputs[k]);
       const got = await count<Any>(dev, () => l[c.loss].valueAndGrad(inputs, c.options));
       assert.deepEqual([got.submits, got.maps], [1, 1], "submissions, readbacks");
       const ref = (js as Any)[c.loss].valueAndGrad(c.inputs, c.options);
       assertLossClose(got.r.loss, ref.loss, "loss");
-      for (const g of c.grads) {
-        assert.ok(got.r.grads[g].buffer instanceof GPUBuffer, `grads.${g} on the GPU`);
-        assertGradClose({ data: await download(got.r.grads[g]), shape: ref.grads[g].shape }, ref.grads[g].data, g);
+      for (const k of c.grads) {
+        const r = each(k, ref.grads[k]);
+        for (const [i, [name, g]] of each(k, got.r.grads[k]).entries()) {
+          assert.ok(g.buffer instanceof GPUBuffer, `grads.${name} on the GPU`);
+          assertGradClose({ data: await download(g), shape: r[i][1].shape }, r[i][1].data, name);
+        }
       }
     });
     it(`${c.name}: host inputs, one submission and one readback`, { skip }, async () => {
@@ -158,7 +184,10 @@ describe("WebGPU metric-learning and mixture-of-experts kernels", () => {
       assert.deepEqual([got.submits, got.maps], [1, 1], "submissions, readbacks");
       const ref = (js as Any)[c.loss].valueAndGrad(c.inputs, c.options);
       assertLossClose(got.r.loss, ref.loss, "loss");
-      for (const g of c.grads) assertGradClose(got.r.grads[g], ref.grads[g].data, g);
+      for (const k of c.grads) {
+        const r = each(k, ref.grads[k]);
+        each(k, got.r.grads[k]).forEach(([name, g], i) => assertGradClose(g, r[i][1].data, name));
+      }
     });
   }
 
@@ -199,6 +228,25 @@ describe("hierarchical on the WebGPU backend", () => {
       }
     }
     assert.equal(zeros, 33 * 240);
+  });
+});
+
+describe("featureDiversity on the WebGPU backend", () => {
+  it("stacks GPU-resident and host experts in one submission, gradients on the GPU", { skip }, async () => {
+    const dev = await device();
+    const l = (await init({ backend: "webgpu", device: dev })) as Any;
+    const c = diversityCases()[1];
+    const f = c.inputs.features;
+    const inputs = { features: [f[0], await upload(f[1]), f[2], await upload(f[3])] };
+    const got = await count<Any>(dev, () => l.featureDiversity.valueAndGrad(inputs, c.options));
+    assert.deepEqual([got.submits, got.maps], [1, 1], "submissions, readbacks");
+    const ref = (js as Any).featureDiversity.valueAndGrad(c.inputs, c.options);
+    assertLossClose(got.r.loss, ref.loss, "loss");
+    for (let s = 0; s < 4; s++) {
+      const g = got.r.grads.features[s];
+      assert.ok(g.buffer instanceof GPUBuffer, `grads.features[${s}] on the GPU`);
+      assertGradClose({ data: await download(g), shape: g.shape }, ref.grads.features[s].data, `features[${s}]`);
+    }
   });
 });
 
