@@ -16,6 +16,7 @@ import { contrastive } from "./physics_contrastive.ts";
 import { center } from "./center_loss.ts";
 import { hierarchical } from "./hierarchical.ts";
 import { diversity } from "./feature_diversity.ts";
+import { hnm } from "./hnm_contrastive.ts";
 import { hostKernels } from "../src/losses/mod.ts";
 import { referenceMetricKernels } from "../src/reference/mod.ts";
 
@@ -39,6 +40,7 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     center: (p) => center(ctx, p),
     hierarchical: (p) => hierarchical(ctx, p),
     diversity: (p) => diversity(ctx, p),
+    hnm: (p) => hnm(ctx, p),
   };
 }
 

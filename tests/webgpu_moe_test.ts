@@ -148,7 +148,44 @@ function diversityCases(): Case[] {
   });
 }
 
-const cases: Case[] = [...contrastiveCases(), ...centerCases(), ...hierarchicalCases(), ...diversityCases()];
+function hnmCases(): Case[] {
+  const rng = new Rng(35);
+  const out: Case[] = [];
+  // D = 300: rows wider than a workgroup; k = 6 hard negatives of C = 9; at temperature 1e-4
+  // the logits are up to 1e4 (float-pair cosines), and two prototypes equal up to a ulp
+  // nearly tie.
+  for (const tau of [0.07, 1e-4]) {
+    const b = 17, c = 9, d = 300, k = 6;
+    const labels = randomLabels(rng, b, c);
+    const hard = new Int32Array(b * k);
+    for (let i = 0; i < b; i++) {
+      for (let j = 0, cls = 0; j < k; cls++) if (cls !== labels[i]) hard[i * k + j++] = cls;
+    }
+    const prototypes = randomMatrix(rng, c, d, 1);
+    prototypes.data.set(prototypes.data.subarray(0, d), d);
+    prototypes.data[d] = Math.fround(prototypes.data[d] * (1 + 2 ** -23));
+    const f = randomMatrix(rng, b, d, 1);
+    // Row 0 close to prototype 0: a confident row at tau 0.07.
+    for (let q = 0; q < d; q++) f.data[q] = prototypes.data[q] + 0.01 * f.data[q];
+    out.push({
+      name: `hnmContrastive B ${b} C ${c} D ${d} k ${k} tau ${tau}`,
+      loss: "hnmContrastive",
+      options: { temperature: tau },
+      inputs: { f, prototypes, labels, hard: { data: hard, shape: [b, k] } },
+      resident: ["f", "prototypes"],
+      grads: ["f"],
+    });
+  }
+  return out;
+}
+
+const cases: Case[] = [
+  ...contrastiveCases(),
+  ...centerCases(),
+  ...hierarchicalCases(),
+  ...diversityCases(),
+  ...hnmCases(),
+];
 
 /** A host input (a matrix or a list of matrices) on the GPU. */
 const toGpu = (m: Any) => (Array.isArray(m) ? Promise.all(m.map(upload)) : upload(m));
