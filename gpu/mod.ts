@@ -17,6 +17,7 @@ import { center } from "./center_loss.ts";
 import { hierarchical } from "./hierarchical.ts";
 import { diversity } from "./feature_diversity.ts";
 import { hnm } from "./hnm_contrastive.ts";
+import { centerReg } from "./center_regularization.ts";
 import { hostKernels } from "../src/losses/mod.ts";
 import { referenceMetricKernels } from "../src/reference/mod.ts";
 
@@ -41,6 +42,7 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     hierarchical: (p) => hierarchical(ctx, p),
     diversity: (p) => diversity(ctx, p),
     hnm: (p) => hnm(ctx, p),
+    centerReg: (p) => centerReg(ctx, p),
   };
 }
 

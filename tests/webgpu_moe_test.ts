@@ -179,12 +179,32 @@ function hnmCases(): Case[] {
   return out;
 }
 
+function centerRegCases(): Case[] {
+  const rng = new Rng(36);
+  // D = 300: rows wider than a workgroup; class 6 has no rows; f near its centre's direction
+  // (the normalisation's projection nearly cancels there).
+  const b = 130, c = 7, d = 300;
+  const labels = randomLabels(rng, b, c - 1);
+  const centers = randomMatrix(rng, c, d, 1);
+  const f = randomMatrix(rng, b, d, 0.05);
+  for (let i = 0; i < b; i++) for (let q = 0; q < d; q++) f.data[i * d + q] += centers.data[labels[i] * d + q] / 4;
+  return [0.5, 2].map((prototypeWeight) => ({
+    name: `centerRegularization B ${b} C ${c} D ${d} prototypeWeight ${prototypeWeight}`,
+    loss: "centerRegularization",
+    options: { prototypeWeight },
+    inputs: { f, centers, labels, rule: randomRule(rng, c) },
+    resident: ["f", "centers"],
+    grads: ["f", "centers"],
+  }));
+}
+
 const cases: Case[] = [
   ...contrastiveCases(),
   ...centerCases(),
   ...hierarchicalCases(),
   ...diversityCases(),
   ...hnmCases(),
+  ...centerRegCases(),
 ];
 
 /** A host input (a matrix or a list of matrices) on the GPU. */
