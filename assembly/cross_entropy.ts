@@ -17,7 +17,8 @@
 // with s_i = scales[i] (upstream and reduction folded in by the host), and
 // dx_j = s dz_j for j != y (0 outside [-1, 1] with `clamp`), dx_y = dz_y * dt/dx_y.
 // (The smoothing and the target replacement are never asked for together.)
-import { rowMax, rowMin, rowSum, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero } from "./softmax";
+import { rowMax, rowMin, rowFind, rowSumBelow, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero } from "./softmax";
+import { expNeg1 } from "./math";
 
 // The label's entry is left out of the max and of the sum S of the other entries
 // and added back as e^(z_y - m) in float64, so that 1 - p_y = S / (S + e^(z_y - m))
@@ -26,6 +27,13 @@ import { rowMax, rowMin, rowSum, rowDotBelow, rowExpSum, rowExpSumClamped, rowAf
 // @ts-ignore: decorator
 @inline function expSumOf(row: usize, c: i32, m: f32, scale: f32, out: usize, clamp: i32): f64 {
   return clamp ? rowExpSumClamped(row, c, m, scale, out) : rowExpSum(row, c, m, scale, out);
+}
+
+/** `expSumOf` over the entries [lo, hi) of the row (stored at the same offsets of out). */
+// @ts-ignore: decorator
+@inline function expSumIn(row: usize, lo: i32, hi: i32, m: f32, scale: f32, out: usize, clamp: i32): f64 {
+  const o = <usize>lo << 2;
+  return expSumOf(row + o, hi - lo, m, scale, out ? out + o : 0, clamp);
 }
 
 /**
@@ -38,7 +46,13 @@ export function hard_label(
   z: usize, g: usize, rows: i32, c: i32, labels: usize, weight: usize,
   eps: f64, gamma: f64, scales: usize, rowLoss: usize, scale: f64, clamp: i32, target: usize,
 ): void {
-  const W: f64 = weight ? rowSum(weight, c) : <f64>c;
+  // W exactly (a float64 sum): the smoothed gradients at the label and at the argmax take
+  // differences of it and a single weight.
+  let W: f64 = <f64>c;
+  if (weight) {
+    W = 0;
+    for (let j = 0; j < c; j++) W += <f64>load<f32>(weight + (<usize>j << 2));
+  }
   const epsC = eps / <f64>c;
   const s32 = <f32>scale;
   for (let i = 0; i < rows; i++) {
@@ -75,10 +89,30 @@ export function hard_label(
     // The smoothing term needs sum_c w_c (m32 - x_c), read before g may overwrite x
     // (smoothing comes with scale 1 and no target, so m32 = m is the row maximum).
     let wBelow: f64 = 0;
-    if (eps != 0) wBelow = weight ? rowDotBelow(weight, zr, m32, c) : <f64>c * <f64>m32 - rowSum(zr, c);
+    if (eps != 0) wBelow = weight ? rowDotBelow(weight, zr, m32, c) : rowSumBelow(zr, m32, c);
+    // With smoothing, the target's mass sits on every class, so the gradient at the largest
+    // other entry r, a p_r - u w_r, is a difference of two numbers of size a when r holds the
+    // row's maximum and the label little weight: r is left out of the float32 sum as well,
+    // its exponential er added back in float64, and its gradient written from the sums.
+    let r = -1;
+    if (eps != 0 && c > 1) {
+      r = rowFind(zr, c, mx);
+      if (r == y) r = y + 1 + rowFind(zr + ((<usize>y + 1) << 2), c - y - 1, mx);
+      if (r >= c || load<f32>(zr + (<usize>r << 2)) != mx) r = -1; // (NaN rows)
+    }
+    let Sx: f64, er: f64 = 0;
+    if (r < 0) {
+      Sx = expSumIn(zr, 0, y, m32, s32, out, clampRow) + expSumIn(zr, y + 1, c, m32, s32, out, clampRow);
+    } else {
+      const lo = min(r, y), hi = max(r, y);
+      Sx = expSumIn(zr, 0, lo, m32, s32, out, clampRow) + expSumIn(zr, lo + 1, hi, m32, s32, out, clampRow) +
+        expSumIn(zr, hi + 1, c, m32, s32, out, clampRow);
+      const e32 = expNeg1((mx - m32) * s32); // 1 when r holds the row's maximum
+      if (out) store<f32>(out + (<usize>r << 2), e32);
+      er = <f64>e32;
+    }
     const F = Math.exp(<f64>m32 * scale - m);
-    const S = F * (expSumOf(zr, y, m32, s32, out, clampRow) +
-      expSumOf(zr + ((<usize>y + 1) << 2), c - y - 1, m32, s32, out ? out + ((<usize>y + 1) << 2) : 0, clampRow));
+    const S = F * (Sx + er);
     const ey = Math.exp(zy - m);
     const sum = S + ey;
     const nll = zy - m < -700 ? m - zy + Math.log(S) : Math.log1p(S / ey);
@@ -107,5 +141,10 @@ export function hard_label(
     if (weight && u != 0) rowAxpby(gr, weight, c, ga, <f32>(-si * u * scale));
     else rowAffine(gr, gr, c, ga, <f32>(si * u * scale));
     store<f32>(gr + (<usize>y << 2), <f32>(si * b * dy));
+    if (r >= 0) {
+      // dz_r = s_i (a p_r - u w_r) = s_i ((a - u w_r) e_r - u w_r (sum - e_r)) / sum
+      const ur = u * (weight ? <f64>load<f32>(weight + (<usize>r << 2)) : 1);
+      store<f32>(gr + (<usize>r << 2), <f32>(si * scale * ((a - ur) * er * F - ur * (F * Sx + ey)) / sum));
+    }
   }
 }

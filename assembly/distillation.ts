@@ -1,20 +1,32 @@
 // Kernel of `distillation` (Hinton et al. 2015): student s, teacher t, temperature T.
 //   P = softmax(t/T), Q = softmax(s/T), p = softmax(s)
-//   kl_i = sum_c P_c (log P_c - log Q_c)
-//        = (1/T) sum_c P_c d_c - log St + log Sq,   d_c = (t_c - s_c) - (mt - ms)
-//     (mt, ms the row maxima, St, Sq the sums of e^((t-mt)/T), e^((s-ms)/T); d_c is
-//      taken as the difference of two near differences, exact where s and t agree)
+//   w_c = d_c / T,  d_c = (t_c - mt) - (s_c - ms)   (mt, ms the row maxima)
+//   L = log(St / Sq)   (St, Sq the sums of e^((t-mt)/T), e^((s-ms)/T)), so that
+//   P_c = Q_c e^(x_c),  x_c = w_c - L
+//   kl_i = sum_c P_c x_c = sum_c Q_c f(x_c),  f(x) = 1 + (x - 1) e^x >= 0
+//     (the two differ by sum_c (P_c - Q_c) = 0)
 //   ce_i = lse(s) - s_y  (0 for ignored rows)
-//   ds_c = ka_i (Q_c - P_c) + ca_i (p_c - [c = y])
+//   ds_c = ka_i (Q_c - P_c) + ca_i (p_c - [c = y]),  Q_c - P_c = -Q_c expm1(x_c)
 // with ka_i = alpha T scaleKL_i and ca_i = (1 - alpha) scaleCE_i folded in by the host.
-// When the student agrees with the teacher, Q_c - P_c is small next to Q_c and P_c
-// and a difference of two rounded probabilities would lose it. Since
-// e^((t_c-mt)/T) = e^((s_c-ms)/T) e^(d_c/T), St / Sq = 1 + sum_c Q_c expm1(d_c/T), so
-//   L = log(St / Sq) = log1p(sum_c Q_c expm1(d_c / T))   (accurate when L is small)
-//   Q_c - P_c = -Q_c expm1(d_c / T - L)
-// each expm1 taken by its polynomial where |argument| <= 1/2; beyond that the plain
-// differences (e^(..) - e^(..), Q_c - P_c) have nothing left to cancel.
-import { expNeg, expm1Near } from "./math";
+//
+// Float32 care. When the student agrees with its teacher x is small, the KL is about
+// sum Q x^2 / 2 and Q - P about -Q x: both small next to the terms a plain formula
+// takes the difference of. So:
+// - d_c is the difference of the two rows' offsets from their own maxima, each exact
+//   (Sterbenz) near its maximum, where the exponentials are not negligible, whatever
+//   the rows' levels. (t_c - s_c) - (mt - ms) rounds t_c - s_c at the level of the rows:
+//   rows 8000 apart lose 2^-12 of d, 5 in w at T = 1e-4.
+// - The KL is summed as the non-negative terms Q_c f(x_c), with
+//   f(x) = x^2 (1 - (1 - x) r(x)), r(x) = (e^x - 1 - x) / x^2 its polynomial, where
+//   |x| <= 1/2, and Q_c - P_c + x_c P_c beyond: nothing cancels. (The textbook
+//   sum_c P_c w_c - L is a difference of O(x) terms for an O(x^2) result: at T = 100 it
+//   lost 6e-4 of the loss.) An error e in L moves this sum by about -e kl + e^2/2 only,
+//   since d/dL sum_c Q_c f(w_c - L) = -sum_c P_c x_c: log(St / Sq) as it stands will do.
+// - Q_c - P_c = -Q_c expm1(x_c) where |x_c| <= 1/2, the plain difference beyond. An error
+//   e in L is an error Q e here, so for the gradient L = log1p(sum_c (e^((t_c-mt)/T) -
+//   e^((s_c-ms)/T)) / Sq), each difference taken as e^((s_c-ms)/T) expm1(w_c) where
+//   |w_c| <= 1/2 (beyond, nothing is left to cancel).
+import { expNeg, expm1Tail, madd } from "./math";
 import { rowMax, rowFind, rowExpSumExcept } from "./softmax";
 
 // @ts-ignore: decorator
@@ -22,42 +34,144 @@ import { rowMax, rowFind, rowExpSumExcept } from "./softmax";
   return <f64>f32x4.extract_lane(v, 0) + <f64>f32x4.extract_lane(v, 1) + <f64>f32x4.extract_lane(v, 2) + <f64>f32x4.extract_lane(v, 3);
 }
 
-/** Adds sum_c e^((t_c - mt)/T) and sum_c e^((t_c - mt)/T) d_c over [0, c) to res[0], res[1]. */
-function teacherPass(s: usize, t: usize, c: i32, ms: f32, mt: f32, invT: f32, res: usize): void {
-  const vmt = f32x4.splat(mt), vi = f32x4.splat(invT), vdm = f32x4.splat(mt - ms);
-  let sumP: f64 = 0, sumPd: f64 = 0;
-  let ap = f32x4.splat(0), apd = ap;
+/** w = (u - v) / T from the offsets u = t - mt, v = s - ms (the same rounding in every pass). */
+// @ts-ignore: decorator
+@inline function wOf(sv: v128, tv: v128, ms: v128, mt: v128, invT: v128): v128 {
+  return f32x4.mul(f32x4.sub(f32x4.sub(tv, mt), f32x4.sub(sv, ms)), invT);
+}
+
+/** eP = e^((t - mt)/T), stored at `ep` (four lanes, or lane 0 when `one`) and returned. */
+// @ts-ignore: decorator
+@inline function teacherStep(tv: v128, mt: v128, invT: v128, ep: usize, one: bool): v128 {
+  const eP = expNeg(f32x4.mul(f32x4.sub(tv, mt), invT));
+  if (one) store<f32>(ep, f32x4.extract_lane(eP, 0));
+  else v128.store(ep, eP);
+  return eP;
+}
+
+/** eP - eQ, as eQ expm1(w) where |w| <= 1/2 (beyond, the plain difference has nothing to cancel). */
+// @ts-ignore: decorator
+@inline function diffStep(sv: v128, tv: v128, qv: v128, eP: v128, ms: v128, mt: v128, invT: v128): v128 {
+  const w = wOf(sv, tv, ms, mt, invT);
+  const em = madd(f32x4.mul(w, w), expm1Tail(w), w);
+  return v128.bitselect(f32x4.mul(qv, em), f32x4.sub(eP, qv), f32x4.le(f32x4.abs(w), f32x4.splat(0.5)));
+}
+
+/**
+ * The teacher over [0, c): e_c = e^((t_c - mt)/T) stored, res[0] += sum_c e_c and, with
+ * `diff`, res[1] += sum_c (e_c - q_c) (q_c = e^((s_c - ms)/T), already stored).
+ */
+// @ts-ignore: decorator
+@inline function teacherPass(
+  s: usize, t: usize, q: usize, e: usize, c: i32, ms: f32, mt: f32, invT: f32, res: usize, diff: bool,
+): void {
+  const vms = f32x4.splat(ms), vmt = f32x4.splat(mt), vi = f32x4.splat(invT);
+  let sumP: f64 = 0, sumD: f64 = 0;
+  let ap = f32x4.splat(0);
   let j = 0;
   for (; j + 4 <= c; j += 4) {
     const o = <usize>j << 2;
-    const t4 = v128.load(t + o);
-    const e = expNeg(f32x4.mul(f32x4.sub(t4, vmt), vi));
-    ap = f32x4.add(ap, e);
-    apd = f32x4.add(apd, f32x4.mul(e, f32x4.sub(f32x4.sub(t4, v128.load(s + o)), vdm)));
+    const sv = v128.load(s + o), tv = v128.load(t + o), qv = v128.load(q + o);
+    const eP = teacherStep(tv, vmt, vi, e + o, false);
+    ap = f32x4.add(ap, eP);
+    // The differences have either sign: each vector's goes to the float64 sum.
+    if (diff) sumD += hsum(diffStep(sv, tv, qv, eP, vms, vmt, vi));
     if ((j & 1023) == 1020) {
       sumP += hsum(ap);
-      sumPd += hsum(apd);
       ap = f32x4.splat(0);
-      apd = ap;
     }
   }
   sumP += hsum(ap);
-  sumPd += hsum(apd);
   for (; j < c; j++) {
     const o = <usize>j << 2;
-    const tj = load<f32>(t + o);
-    const e = f32x4.extract_lane(expNeg(f32x4.splat((tj - mt) * invT)), 0);
-    sumP += <f64>e;
-    sumPd += <f64>(e * ((tj - load<f32>(s + o)) - (mt - ms)));
+    const sv = f32x4.splat(load<f32>(s + o)), tv = f32x4.splat(load<f32>(t + o)), qv = f32x4.splat(load<f32>(q + o));
+    const eP = teacherStep(tv, vmt, vi, e + o, true);
+    sumP += <f64>f32x4.extract_lane(eP, 0);
+    if (diff) sumD += <f64>f32x4.extract_lane(diffStep(sv, tv, qv, eP, vms, vmt, vi), 0);
   }
   store<f64>(res, load<f64>(res) + sumP);
-  store<f64>(res + 8, load<f64>(res + 8) + sumPd);
+  store<f64>(res + 8, load<f64>(res + 8) + sumD);
+}
+
+/** The teacher pass with the differences (for the gradient's L). */
+function teacherDiffPass(s: usize, t: usize, q: usize, e: usize, c: i32, ms: f32, mt: f32, invT: f32, res: usize): void {
+  teacherPass(s, t, q, e, c, ms, mt, invT, res, true);
+}
+
+/** The teacher pass without them (the KL alone). */
+function teacherSumPass(s: usize, t: usize, q: usize, e: usize, c: i32, ms: f32, mt: f32, invT: f32, res: usize): void {
+  teacherPass(s, t, q, e, c, ms, mt, invT, res, false);
+}
+
+/**
+ * One vector of the KL terms Q f(x) (returned) and, with `grad`, of the gradient
+ * k (Q - P) + b p stored at `gp` (four lanes, or lane 0 when `one`).
+ */
+// @ts-ignore: decorator
+@inline function klStep(
+  sv: v128, tv: v128, qv: v128, ev: v128, pv: v128, ms: v128, mt: v128, invT: v128, L: v128, invSq: v128, invSt: v128,
+  k: v128, b: v128, gp: usize, grad: bool, one: bool,
+): v128 {
+  const x = f32x4.sub(wOf(sv, tv, ms, mt, invT), L);
+  const Q = f32x4.mul(qv, invSq), P = f32x4.mul(ev, invSt);
+  const near = f32x4.le(f32x4.abs(x), f32x4.splat(0.5));
+  const r = expm1Tail(x), x2 = f32x4.mul(x, x), unit = f32x4.splat(1);
+  // Beyond 1/2, Q - P + x P is >= 0 but for rounding where both exponentials sit at
+  // expNeg's floor e^-64 (a term of 1e-20 at most): clamped at 0.
+  const term = v128.bitselect(
+    f32x4.mul(Q, f32x4.mul(x2, f32x4.sub(unit, f32x4.mul(f32x4.sub(unit, x), r)))),
+    f32x4.pmax(f32x4.add(f32x4.sub(Q, P), f32x4.mul(x, P)), f32x4.splat(0)),
+    near,
+  );
+  if (grad) {
+    const qmp = v128.bitselect(f32x4.neg(f32x4.mul(Q, madd(x2, r, x))), f32x4.sub(Q, P), near);
+    const gv = f32x4.add(f32x4.mul(k, qmp), f32x4.mul(b, pv));
+    if (one) store<f32>(gp, f32x4.extract_lane(gv, 0));
+    else v128.store(gp, gv);
+  }
+  return term;
+}
+
+/** kl = sum_c Q_c f(x_c) over the row and, with `grad`, g_c = k (Q_c - P_c) + b p_c. */
+// @ts-ignore: decorator
+@inline function klPass(
+  g: usize, q: usize, e: usize, p: usize, s: usize, t: usize, c: i32, ms: f32, mt: f32, invT: f32, L: f32,
+  invSq: f32, invSt: f32, k: f32, b: f32, grad: bool,
+): f64 {
+  const vms = f32x4.splat(ms), vmt = f32x4.splat(mt), vi = f32x4.splat(invT), vL = f32x4.splat(L);
+  const vq = f32x4.splat(invSq), vt = f32x4.splat(invSt), vk = f32x4.splat(k), vb = f32x4.splat(b);
+  // Non-negative terms: float32 sums over blocks of 1024, added in float64.
+  let total: f64 = 0;
+  let acc = f32x4.splat(0);
+  let j = 0;
+  for (; j + 4 <= c; j += 4) {
+    const o = <usize>j << 2;
+    const pv = grad ? v128.load(p + o) : f32x4.splat(0);
+    acc = f32x4.add(acc, klStep(
+      v128.load(s + o), v128.load(t + o), v128.load(q + o), v128.load(e + o), pv, vms, vmt, vi, vL, vq, vt, vk, vb, g + o, grad, false,
+    ));
+    if ((j & 1023) == 1020) {
+      total += hsum(acc);
+      acc = f32x4.splat(0);
+    }
+  }
+  total += hsum(acc);
+  for (; j < c; j++) {
+    const o = <usize>j << 2;
+    const pv = grad ? f32x4.splat(load<f32>(p + o)) : f32x4.splat(0);
+    const v = klStep(
+      f32x4.splat(load<f32>(s + o)), f32x4.splat(load<f32>(t + o)), f32x4.splat(load<f32>(q + o)), f32x4.splat(load<f32>(e + o)),
+      pv, vms, vmt, vi, vL, vq, vt, vk, vb, g + o, grad, true,
+    );
+    total += <f64>f32x4.extract_lane(v, 0);
+  }
+  return total;
 }
 
 /**
  * s, t: [rows, c]; g: student gradient or 0 (must not alias s or t); labels [rows]
  * (-1 = ignored); ka, ca: [rows] float64 gradient factors (0 = forward only);
- * klRows, ceRows: [rows] float64 outputs; scratch: 2 * c floats + 16 bytes.
+ * klRows, ceRows: [rows] float64 outputs; scratch: 3 * c floats + 16 bytes.
  *
  * Near one-hot rows (a student that agrees with its teacher): the teacher's argmax
  * rt and the student's argmax rs are left out of the float32 sums (their
@@ -71,36 +185,48 @@ export function distill(
 ): void {
   const invT = <f32>(1 / temperature);
   const q = scratch;
-  const p = scratch + ((<usize>c) << 2);
-  const res = scratch + ((<usize>c) << 3);
+  const e = scratch + ((<usize>c) << 2);
+  const p = scratch + ((<usize>c) << 3);
+  const res = scratch + ((<usize>c) * 12);
   for (let i = 0; i < rows; i++) {
     const off = (<usize>i * <usize>c) << 2;
     const sr = s + off, tr = t + off;
     const y = load<i32>(labels + (<usize>i << 2));
     const ms = rowMax(sr, c), rs = rowFind(sr, c, ms);
     const mt = rowMax(tr, c), rt = rowFind(tr, c, mt);
-    // Teacher: every class but rt, then rt itself (e^0 = 1, d_rt = ms - s_rt).
+    const SQo = rowExpSumExcept(sr, c, rs, ms, invT, q);
+    const Spo = rowExpSumExcept(sr, c, rs, ms, 1, g ? p : 0);
+    // Teacher: every class but rt, then rt itself (e = e^0 = 1, w = (ms - s_rt) / T >= 0).
     store<f64>(res, 0);
     store<f64>(res + 8, 0);
-    const after = (<usize>rt + 1) << 2;
-    teacherPass(sr, tr, rt, ms, mt, invT, res);
-    teacherPass(sr + after, tr + after, c - rt - 1, ms, mt, invT, res);
+    const at = <usize>rt << 2, after = at + 4;
+    if (g) {
+      teacherDiffPass(sr, tr, q, e, rt, ms, mt, invT, res);
+      teacherDiffPass(sr + after, tr + after, q + after, e + after, c - rt - 1, ms, mt, invT, res);
+    } else {
+      teacherSumPass(sr, tr, q, e, rt, ms, mt, invT, res);
+      teacherSumPass(sr + after, tr + after, q + after, e + after, c - rt - 1, ms, mt, invT, res);
+    }
+    store<f32>(e + at, 1);
     const SPo = load<f64>(res);
-    const sumPd = load<f64>(res + 8) + (<f64>ms - <f64>load<f32>(sr + (<usize>rt << 2)));  // d_rt = ms - s_rt
-    const SQo = rowExpSumExcept(sr, c, rs, ms, invT, g ? q : 0);
-    const Spo = rowExpSumExcept(sr, c, rs, ms, 1, g ? p : 0);
     const St = 1 + SPo, Sq = 1 + SQo, Sp = 1 + Spo;
-    const kl = (<f64>invT) * sumPd / St - Math.log1p(SPo) + Math.log1p(SQo);
-    // KL >= 0; rounding can leave -1e-9 where the distributions are equal.
-    store<f64>(klRows + (<usize>i << 3), max(kl, 0));
     const ce: f64 = y >= 0 ? Math.log1p(Spo) + (<f64>ms - <f64>load<f32>(sr + (<usize>y << 2))) : 0;
     store<f64>(ceRows + (<usize>i << 3), ce);
-    if (!g) continue;
+    if (!g) {
+      // The KL alone: log(St / Sq) as it stands (its error moves the KL at second order).
+      const L = Math.log1p(SPo) - Math.log1p(SQo);
+      store<f64>(klRows + (<usize>i << 3), klPass(0, q, e, 0, sr, tr, c, ms, mt, invT, <f32>L, <f32>(1 / Sq), <f32>(1 / St), 0, 0, false));
+      continue;
+    }
+    // The gradient's Q - P = -Q expm1(x) takes an error in L whole: L = log1p((St - Sq) / Sq),
+    // the difference summed term by term (and rt's, where e = 1, w = (ms - s_rt) / T >= 0).
+    const wt = (<f64>ms - <f64>load<f32>(sr + at)) * <f64>invT, qt = <f64>load<f32>(q + at);
+    const L = Math.log1p((load<f64>(res + 8) + (wt <= 0.5 ? qt * Math.expm1(wt) : 1 - qt)) / Sq);
     const kf = load<f64>(ka + (<usize>i << 3));
     const cf = y >= 0 ? load<f64>(ca + (<usize>i << 3)) : 0;
-    // L = log(St / Sq) = log1p((St - Sq) / Sq), the difference summed term by term.
-    const L = Math.log1p(diffSum(q, sr, tr, c, ms, mt, invT) / Sq);
-    gradPass(g + off, q, p, sr, tr, c, ms, mt, invT, <f32>L, <f32>(1 / Sq), <f32>(1 / St), <f32>kf, <f32>(cf / Sp));
+    store<f64>(klRows + (<usize>i << 3), klPass(
+      g + off, q, e, p, sr, tr, c, ms, mt, invT, <f32>L, <f32>(1 / Sq), <f32>(1 / St), <f32>kf, <f32>(cf / Sp), true,
+    ));
     if (y >= 0) {
       const gy = g + off + (<usize>y << 2);
       store<f32>(gy, load<f32>(gy) - <f32>cf);
@@ -109,73 +235,6 @@ export function distill(
     fixEntry(g + off, rs, rs, rt, y, sr, tr, ms, mt, invT, SQo, SPo, Spo, L, kf, cf);
     fixEntry(g + off, rt, rs, rt, y, sr, tr, ms, mt, invT, SQo, SPo, Spo, L, kf, cf);
     if (y >= 0) fixEntry(g + off, y, rs, rt, y, sr, tr, ms, mt, invT, SQo, SPo, Spo, L, kf, cf);
-  }
-}
-
-/**
- * One vector of the differences e^((t-mt)/T) - e^((s-ms)/T) = eQ expm1(x), x = d/T:
- * by the polynomial where |x| <= 1/2, else directly (nothing left to cancel).
- */
-// @ts-ignore: decorator
-@inline function diffs(sv: v128, tv: v128, ms: v128, mt: v128, invT: v128, eQ: v128): v128 {
-  const u = f32x4.sub(tv, mt);
-  const x = f32x4.mul(f32x4.sub(f32x4.sub(tv, sv), f32x4.sub(mt, ms)), invT);
-  return v128.bitselect(
-    f32x4.mul(eQ, expm1Near(x)),
-    f32x4.sub(expNeg(f32x4.mul(u, invT)), eQ),
-    f32x4.le(f32x4.abs(x), f32x4.splat(0.5)),
-  );
-}
-
-/** sum_c (e^((t_c-mt)/T) - e^((s_c-ms)/T)) = St - Sq, term by term as `diffs` (q holds e^((s-ms)/T)). */
-function diffSum(q: usize, s: usize, t: usize, c: i32, ms: f32, mt: f32, invT: f32): f64 {
-  const vms = f32x4.splat(ms), vmt = f32x4.splat(mt), vi = f32x4.splat(invT);
-  let total: f64 = 0;
-  let j = 0;
-  for (; j + 4 <= c; j += 4) {
-    const o = <usize>j << 2;
-    total += hsum(diffs(v128.load(s + o), v128.load(t + o), vms, vmt, vi, v128.load(q + o)));
-  }
-  for (; j < c; j++) {
-    const o = <usize>j << 2;
-    const v = diffs(f32x4.splat(load<f32>(s + o)), f32x4.splat(load<f32>(t + o)), vms, vmt, vi, f32x4.splat(load<f32>(q + o)));
-    total += <f64>f32x4.extract_lane(v, 0);
-  }
-  return total;
-}
-
-/** One vector of g = k (Q - P) + b p, Q - P = -Q expm1(d/T - L) where |d/T - L| <= 1/2. */
-// @ts-ignore: decorator
-@inline function gradVec(
-  sv: v128, tv: v128, qv: v128, pv: v128, ms: v128, mt: v128, invT: v128, L: v128, invSq: v128, invSt: v128, k: v128, b: v128,
-): v128 {
-  const u = f32x4.sub(tv, mt);
-  const x = f32x4.sub(f32x4.mul(f32x4.sub(f32x4.sub(tv, sv), f32x4.sub(mt, ms)), invT), L);
-  const Q = f32x4.mul(qv, invSq);
-  const P = f32x4.mul(expNeg(f32x4.mul(u, invT)), invSt);
-  const qmp = v128.bitselect(f32x4.neg(f32x4.mul(Q, expm1Near(x))), f32x4.sub(Q, P), f32x4.le(f32x4.abs(x), f32x4.splat(0.5)));
-  return f32x4.add(f32x4.mul(k, qmp), f32x4.mul(b, pv));
-}
-
-/** g_c = k (Q_c - P_c) + b p_c over the row (q, p hold the stored exponentials). */
-function gradPass(
-  g: usize, q: usize, p: usize, s: usize, t: usize, c: i32, ms: f32, mt: f32, invT: f32, L: f32,
-  invSq: f32, invSt: f32, k: f32, b: f32,
-): void {
-  const vms = f32x4.splat(ms), vmt = f32x4.splat(mt), vi = f32x4.splat(invT), vL = f32x4.splat(L);
-  const vq = f32x4.splat(invSq), vt = f32x4.splat(invSt), vk = f32x4.splat(k), vb = f32x4.splat(b);
-  let j = 0;
-  for (; j + 4 <= c; j += 4) {
-    const o = <usize>j << 2;
-    v128.store(g + o, gradVec(v128.load(s + o), v128.load(t + o), v128.load(q + o), v128.load(p + o), vms, vmt, vi, vL, vq, vt, vk, vb));
-  }
-  for (; j < c; j++) {
-    const o = <usize>j << 2;
-    const v = gradVec(
-      f32x4.splat(load<f32>(s + o)), f32x4.splat(load<f32>(t + o)), f32x4.splat(load<f32>(q + o)),
-      f32x4.splat(load<f32>(p + o)), vms, vmt, vi, vL, vq, vt, vk, vb,
-    );
-    store<f32>(g + o, f32x4.extract_lane(v, 0));
   }
 }
 

@@ -126,17 +126,22 @@ const EXPM1: usize = memory.data<f32>([
   0.001388888888888889, 0.0001984126984126984, 0.0000248015873015873,
 ], 16);
 
-/** e^x - 1 for four floats with |x| <= 0.5, accurate relative to itself near 0. */
+/** (e^x - 1 - x) / x^2 = 1/2 + x/6 + x^2/24 + ... for four floats with |x| <= 0.5. */
 // @ts-ignore: decorator
-@inline export function expm1Near(x: v128): v128 {
+@inline export function expm1Tail(x: v128): v128 {
   let p = madd(v128.load32_splat(EXPM1 + 24), x, v128.load32_splat(EXPM1 + 20));
   p = madd(p, x, v128.load32_splat(EXPM1 + 16));
   p = madd(p, x, v128.load32_splat(EXPM1 + 12));
   p = madd(p, x, v128.load32_splat(EXPM1 + 8));
   p = madd(p, x, v128.load32_splat(EXPM1 + 4));
-  p = madd(p, x, v128.load32_splat(EXPM1));
+  return madd(p, x, v128.load32_splat(EXPM1));
+}
+
+/** e^x - 1 for four floats with |x| <= 0.5, accurate relative to itself near 0. */
+// @ts-ignore: decorator
+@inline export function expm1Near(x: v128): v128 {
   // x + x^2 (1/2 + x/6 + ...)
-  return madd(f32x4.mul(x, x), p, x);
+  return madd(f32x4.mul(x, x), expm1Tail(x), x);
 }
 
 /** Scalar float32 exp through the vector code, for loop tails (same numerics). */

@@ -62,6 +62,25 @@ export function rowSum(row: usize, c: i32): f64 {
 }
 
 /**
+ * sum_j (m - row[j]) (float64 over float32 blocks): with m = max row every term is
+ * >= 0 and each difference is exact near m, so nothing cancels however large the row's
+ * common level (c m - sum row would lose ulps of |row| at each step of a float32 sum).
+ */
+export function rowSumBelow(row: usize, m: f32, c: i32): f64 {
+  const vm = f32x4.splat(m);
+  let total: f64 = 0;
+  let j = 0;
+  while (j + 4 <= c) {
+    const end = min(c, j + BLOCK);
+    let s = f32x4.splat(0);
+    for (; j + 4 <= end; j += 4) s = f32x4.add(s, f32x4.sub(vm, v128.load(row + (<usize>j << 2))));
+    total += <f64>f32x4.extract_lane(s, 0) + <f64>f32x4.extract_lane(s, 1) + <f64>f32x4.extract_lane(s, 2) + <f64>f32x4.extract_lane(s, 3);
+  }
+  for (; j < c; j++) total += <f64>(m - load<f32>(row + (<usize>j << 2)));
+  return total;
+}
+
+/**
  * sum_j a[j] * (m - b[j]) (float64 over float32 blocks): with m = max b and a >= 0
  * every term is >= 0, so nothing cancels even at |b| = 1e4 (sum a b would).
  */
@@ -265,19 +284,25 @@ export function softmax_rows(x: usize, out: usize, rows: i32, c: i32, log: i32):
  *   softmax      dx = y * (g - sum_k g_k y_k),  y = softmax(x)
  *   log_softmax  dx = g - softmax(x) * sum_k g_k
  * For softmax, g - sum_k g_k y_k is taken as (g - g_r) - sum_k y_k (g_k - g_r), g_r the
- * upstream at the row's maximum: when y is nearly one-hot the big term y_r (g_r - g_r)
+ * upstream at the row's maximum r: when y is nearly one-hot the big term y_r (g_r - g_r)
  * is exactly 0 instead of cancelling (sum_k y_k = 1).
+ * For log_softmax, dx_r = g_r - y_r (g_r + G_o) (G_o = sum_{k != r} g_k) cancels as
+ * y_r -> 1; it is written in float64 as (g_r S_o - G_o) / S, with S_o the sum of the
+ * other exponentials (kept out of the float32 sum, so it keeps its relative accuracy:
+ * 1 - y_r = S_o / S) and S = 1 + S_o.
  */
 export function softmax_vjp(x: usize, up: usize, out: usize, rows: i32, c: i32, log: i32): void {
   for (let i = 0; i < rows; i++) {
     const off = (<usize>i * <usize>c) << 2;
     const m = rowMax(x + off, c);
-    let r = 0;
-    while (r < c - 1 && load<f32>(x + off + (<usize>r << 2)) != m) r++;
-    const sum = rowExpSum(x + off, c, m, 1, out + off);
+    const r = rowFind(x + off, c, m);
     if (log) {
-      rowAxpby(out + off, up + off, c, <f32>(-rowSum(up + off, c) / sum), 1);
+      const So = rowExpSumExcept(x + off, c, r, m, 1, out + off);
+      const gr = <f64>load<f32>(up + off + (<usize>r << 2)), Go = rowSumExcept(up + off, c, r);
+      rowAxpby(out + off, up + off, c, <f32>(-(Go + gr) / (1 + So)), 1);
+      store<f32>(out + off + (<usize>r << 2), <f32>((gr * So - Go) / (1 + So)));
     } else {
+      const sum = rowExpSum(x + off, c, m, 1, out + off);
       rowAffine(out + off, out + off, c, <f32>(1 / sum), 0);
       const gr = load<f32>(up + off + (<usize>r << 2));
       const dot = rowDotBelow(out + off, up + off, gr, c); // sum_k y_k (g_r - g_k)

@@ -18,7 +18,7 @@ export function distill(p: DistillationProblem): Raw {
   const ca = p.grad ? lay.add(n * 8) : -1;
   const klRows = lay.add(n * 8);
   const ceRows = lay.add(n * 8);
-  const scratch = lay.add(c * 8 + 16);
+  const scratch = lay.add(c * 12 + 16);
   let base = 0;
   const [grad] = streamRows(rt, lay, n, c, [p.student, p.teacher], p.grad ? [p.out] : [], false, (b) => {
     base = b;
