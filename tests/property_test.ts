@@ -119,105 +119,6 @@ function checkResult(entry: PropertyLoss, k: Case, options: Any, r: Outcome, lab
   }
 }
 
-// ------------------------------------------------------------------------------------------------
-// Known bugs the property tests found. Each has a failing reproduction at the end of this
-// file and, until it is fixed, a predicate here that keeps the property tests clear of it
-// (so the rest of the loss stays covered). TODO: when a bug is fixed, delete its entry and
-// its reproduction's TODO, and the property tests cover its regime again.
-
-const KNOWN = {
-  /**
-   * TODO(bug: wasm distillation KL at extreme temperatures): the wasm kernel forms the KL's
-   * log-ratios from `(t - s) / T` in float32, an absolute error of about `2^-24 |t - s| / T`
-   * in each, so the `kl` part, the loss through `alpha T^2 kl` and the KL gradient
-   * `alpha T (Q - P)` are off wherever that is not small next to them: tiny temperatures
-   * with student and teacher rows at different offsets (kl 9x too large at T = 1e-4), and
-   * temperatures above ~20 (relative error growing like T^2: 4.8e-5 at T = 100; a gradient
-   * element 0.5% off at T = 58). Until fixed, such cases compare only `ce`.
-   */
-  distillationKl: {
-    skip(entry: PropertyLoss, k: Case, ref: Outcome, upstream: Any): string[] {
-      if (entry.name !== "distillation") return [];
-      const T = (k.options?.temperature ?? 4) as number, alpha = (k.options?.alpha ?? 0.9) as number;
-      const s = (k.inputs.student as Mat).data, t = (k.inputs.teacher as Mat).data;
-      let d = 0;
-      for (let i = 0; i < s.length; i++) d = Math.max(d, Math.abs(t[i] - s[i]));
-      // The error of each log-ratio, and what it becomes in the kl part, the loss and the
-      // gradient; each is compared only where that is a tenth of SPEC's bound or less.
-      const klError = T > 20 ? Infinity : (2 ** -24 * d) / T;
-      let g = 0;
-      for (const v of ref.grads?.student.data ?? []) g = Math.max(g, Math.abs(v));
-      const skip: string[] = [];
-      if (klError > 1e-6 * Math.max(1, Math.abs(ref.parts.kl ?? 0))) skip.push("kl");
-      // (A per-row loss is compared row by row, each against max(1, |row|) >= 1.)
-      const loss = typeof ref.value === "number" ? Math.max(1, Math.abs(ref.value)) : 1;
-      if (alpha * T * T * klError > 1e-6 * loss) skip.push("loss");
-      const u = upstreamSize(upstream);
-      if (ref.grads && alpha * T * klError * u > 1e-6 * Math.max(1e-3 * Math.max(1, u), g)) skip.push("grads");
-      return skip;
-    },
-  },
-  /**
-   * TODO(bug: wasm crossEntropy label smoothing sum): the smoothing term's sum over the
-   * classes is taken of the raw logits in float32, so a row of large logits with a common
-   * offset (a constant row of 1527.3 with C = 32, eps = 0.55: loss 3.46567, log 32 = 3.46574,
-   * 2e-5 relative) loses about `eps 2^-24 max|z|`; summing `z - max` (0 there) would not.
-   */
-  smoothingSum: {
-    /**
-     * TODO(same bug, its gradient): with a smoothed target, the gradient `q_sum p_j - q_j`
-     * is formed as it stands, so at a row's argmax (p_j -> 1) where the target's mass sits
-     * too (a label of weight 0 or a much lighter one: weights [0, 1.77], eps 0.9, logits
-     * [0, 5.55]) it is the difference of two numbers of size q_sum: an error of about one
-     * ulp of that, 1.5e-5 relative there. The label's entry is kept out of that
-     * cancellation; the argmax's is not. Each row's allowed error gets 4 ulps of q_sum r_i.
-     */
-    slack(entry: PropertyLoss, k: Case, upstream: Any): ((row: number) => number) | null {
-      const eps = (k.options?.labelSmoothing ?? 0) as number;
-      if (entry.name !== "crossEntropy" || eps === 0) return null;
-      const logits = k.inputs.logits as Mat, labels = k.inputs.labels as ArrayLike<number>;
-      const [n, c] = logits.shape, ignore = effectiveIgnore(k);
-      const w = (j: number) => (k.options?.weight ? k.options.weight[j] : 1) as number;
-      let total = 0, denominator = 0;
-      for (let j = 0; j < c; j++) total += Math.fround(w(j));
-      for (let i = 0; i < n; i++) if (labels[i] !== ignore) denominator += Math.fround(w(labels[i]));
-      const reduction = k.options?.reduction ?? "mean";
-      return (i) => {
-        if (labels[i] === ignore) return 0;
-        const up = reduction === "none" ? (upstream === undefined ? 1 : upstream[i]) : (upstream ?? 1);
-        const r = reduction === "mean" ? (denominator === 0 ? 0 : up / denominator) : up;
-        return 2 ** -22 * ((1 - eps) * Math.fround(w(labels[i])) + (eps / c) * total) * Math.abs(r);
-      };
-    },
-    skip(entry: PropertyLoss, k: Case, ref: Outcome): string[] {
-      const eps = (k.options?.labelSmoothing ?? 0) as number;
-      if (entry.name !== "crossEntropy" || eps === 0) return [];
-      let z = 0;
-      for (const v of (k.inputs.logits as Mat).data) z = Math.max(z, Math.abs(v));
-      const value = typeof ref.value === "number" ? Math.abs(ref.value) : 0;
-      return eps * 2 ** -22 * z > 1e-6 * Math.max(1, value) ? ["loss"] : [];
-    },
-  },
-  /**
-   * TODO(bug: wasm logSoftmax VJP at the argmax): wasm forms `g_j - p_j sum_k g_k` as it
-   * stands, which at a row's argmax (p_j -> 1) is the difference of two numbers of size
-   * |sum_k g_k|: an error of about one ulp of that, where `g_j (1 - p_j) - p_j sum_{k != j} g_k`
-   * (with `1 - p_j` as the sum of the other probabilities) has none. Until fixed, each row's
-   * allowed error gets 4 ulps of |sum_k g_k|.
-   */
-  logSoftmaxVjp: {
-    slack(entry: PropertyLoss, upstream: Any): ((row: number) => number) | null {
-      if (entry.name !== "logSoftmax" || upstream === undefined) return null;
-      const g = (upstream as Mat).data, c = (upstream as Mat).shape[1];
-      return (i) => {
-        let sum = 0;
-        for (let j = 0; j < c; j++) sum += g[i * c + j];
-        return 2 ** -22 * Math.abs(sum);
-      };
-    },
-  },
-};
-
 /** The largest |value| of an upstream gradient (a number, a vector or a matrix), 1 when absent. */
 function upstreamSize(upstream: Any): number {
   if (upstream === undefined) return 1;
@@ -304,6 +205,10 @@ function rowScale(k: Case, upstream: Any): (i: number) => number {
  *   `|r_i| sum_c |t_ic|` (targets near `(sum t) p`: 1.2e-5 relative with t = [1, 0.99]).
  * - klDiv: `grads.target = r_i (log t + 1 - x)` (`e^t (t - x + 1)` with logTarget), terms of
  *   size `|log t| + 1 + |x|` (t = 0.231, x = -0.456: -0.0095 from terms of 1.46).
+ * - logSoftmax's vector-Jacobian product: `dx_j = g_j - p_j sum_k g_k`, terms of size
+ *   `p_j |sum_k g_k|` where p_j is float32 (an upstream nearly proportional to p: g = [1, 1]
+ *   on a tie, [0, 0]). Except at the argmax, written as `g_r (1 - p_r) - p_r sum_{k != r} g_k`
+ *   with `1 - p_r` the others' share; so the size is `(1 - max_j p_j) |sum_k g_k|`.
  * - The heads: `grads.x_i` sums `G_ij W^_j / ||x_i||` over the classes and `grads.W_j` sums
  *   `G_ij x^_i / ||W_j||` over the rows, with `sum_j |G_ij| <= 2 s |r_i|` (s the scale;
  *   SphereFace and L-Softmax: 1 + m^2 bounds the label's factor, and `||x_i||`, `||W_j||`
@@ -316,6 +221,19 @@ function rowScale(k: Case, upstream: Any): (i: number) => number {
  */
 function termSlack(entry: PropertyLoss, k: Case, key: string, upstream: Any): ((row: number) => number) | null {
   const ulps = 2 ** -20;
+  if (entry.name === "logSoftmax") {
+    if (upstream === undefined) return null;
+    const x = k.inputs.x as Mat, g = (upstream as Mat).data, c = x.shape[1];
+    return (i) => {
+      let sum = 0, m = -Infinity, s = 0;
+      for (let j = 0; j < c; j++) {
+        sum += g[i * c + j];
+        m = Math.max(m, x.data[i * c + j]);
+      }
+      for (let j = 0; j < c; j++) s += Math.exp(x.data[i * c + j] - m);
+      return ulps * (1 - 1 / s) * Math.abs(sum);
+    };
+  }
   if (entry.name === "softCrossEntropy" && key === "logits") {
     const t = k.inputs.target as Mat, [n, c] = t.shape;
     const reduction = k.options?.reduction ?? "mean";
@@ -413,22 +331,16 @@ function checkAgreement(entry: PropertyLoss, method: Method, k: Case, got: Outco
     return;
   }
   const upstream = method === "backward" || entry.kind === "transform" ? k.upstream : undefined;
-  const skip = [...KNOWN.distillationKl.skip(entry, k, ref, upstream), ...KNOWN.smoothingSum.skip(entry, k, ref)];
   if (ref.value !== undefined) {
-    if (!skip.includes("loss")) {
-      assertLossClose(got.value as Any, ref.value as Any, `${label} ${entry.kind === "transform" ? "output" : "loss"}`);
-    }
+    assertLossClose(got.value as Any, ref.value as Any, `${label} ${entry.kind === "transform" ? "output" : "loss"}`);
     assert.deepEqual(Object.keys(got.parts).sort(), Object.keys(ref.parts).sort(), `${label}: part names`);
-    for (const [key, v] of Object.entries(ref.parts)) {
-      if (!skip.includes(key)) assertLossClose(got.parts[key], v, `${label} ${key}`);
-    }
+    for (const [key, v] of Object.entries(ref.parts)) assertLossClose(got.parts[key], v, `${label} ${key}`);
   }
-  if (!ref.grads || skip.includes("grads")) return;
+  if (!ref.grads) return;
   const floor = 1e-3 * Math.max(1, upstreamSize(upstream));
   for (const key of entry.grads) {
     const rows = comparedRows(entry, k, key);
-    const slack = KNOWN.logSoftmaxVjp.slack(entry, upstream) ?? KNOWN.smoothingSum.slack(entry, k, upstream) ??
-      termSlack(entry, k, key, upstream);
+    const slack = termSlack(entry, k, key, upstream);
     assertGradAgrees(got.grads![key], ref.grads[key], rows, floor, SPEC_TOL, slack, `${label} grads.${key}`);
   }
 }
@@ -526,9 +438,9 @@ describe(`property-based tests (fast-check, seed ${SEED}, ${RUNS} cases per prop
 });
 
 // ------------------------------------------------------------------------------------------------
-// The known bugs above, each as its smallest reproduction, against values from float64
-// formulas written here (and the js reference, which agrees with them). TODO: each fails
-// until its bug is fixed; keeping the suite green meanwhile (`{ todo }`) is the lead's call.
+// Regression tests: wasm accuracy bugs the property tests found (fixed), each as its
+// smallest reproduction, against values from float64 formulas written here (and the js
+// reference, which agrees with them).
 
 /** Row-wise log-softmax in float64. */
 function logSoftmax64(z: readonly number[]): number[] {
@@ -548,10 +460,11 @@ const row = (values: readonly number[]) => ({
   shape: [1, values.length] as [number, number],
 });
 
-describe("known bugs found by the property tests (TODO: each fails until fixed)", () => {
-  // TODO(bug: wasm distillation KL at extreme temperatures), tiny temperature: the teacher's
-  // row is [0.4, 0] after dividing by T; the student's is constant at -8000, whose float32
-  // (t - s) / T loses the teacher's 4e-5 against 8000.
+describe("bugs found by the property tests (regressions)", () => {
+  // wasm distillation's KL at extreme temperatures, tiny temperature: the teacher's row is
+  // [0.4, 0] after dividing by T; the student's is constant at -8000, whose float32
+  // (t - s) / T lost the teacher's 4e-5 against 8000 (kl 0.180 for 0.0196). The kernel now
+  // takes the difference of each row's offsets from its own maximum.
   it("distillation: the kl part at T = 1e-4 with the student's row at -8000", () => {
     const student = [-8000, -8000], teacher = [Math.fround(4e-5), 0];
     const inputs = { student: row(student), teacher: row(teacher), labels: [0] };
@@ -560,9 +473,9 @@ describe("known bugs found by the property tests (TODO: each fails until fixed)"
     assertLossClose(wasm.distillation.forward(inputs, { temperature: 1e-4 }).kl, expected, "wasm kl");
   });
 
-  // TODO(bug: wasm distillation KL at extreme temperatures), large temperature: at T = 100
-  // the two softened distributions are close and the KL (5e-5) is a difference of log-ratios
-  // of 1e-2; with T^2 = 1e4 the loss is off by 6e-4 relative.
+  // The same, large temperature: at T = 100 the two softened distributions are close and the
+  // KL (5e-5) was a difference of log-ratios of 1e-2; with T^2 = 1e4 the loss was off by 6e-4
+  // relative. The kernel now sums the non-negative terms Q (1 + (x - 1) e^x), x = log(P / Q).
   it("distillation: the loss at T = 100", () => {
     const student = [2, -2.5, 2.5, 2.25], teacher = [0.25, -3, 0.25, 2.5];
     const inputs = { student: row(student), teacher: row(teacher), labels: [0] };
@@ -572,9 +485,10 @@ describe("known bugs found by the property tests (TODO: each fails until fixed)"
     assertLossClose(wasm.distillation.forward(inputs, o).loss, expected, "wasm loss");
   });
 
-  // TODO(bug: wasm logSoftmax VJP at the argmax): x = [0, 30], upstream g = [1e-6, -64]; the
-  // gradient is [g_0 p_1 - g_1 p_0, g_1 p_0 - g_0 p_1] = [1e-6, -1e-6] (p_0 = e^-30), and
-  // wasm returns 0 for the argmax's (-64 - 1 * (-64 + 1e-6) rounds to 0 in float32).
+  // wasm logSoftmax's VJP at the argmax: x = [0, 30], upstream g = [1e-6, -64]; the gradient
+  // is [g_0 p_1 - g_1 p_0, g_1 p_0 - g_0 p_1] = [1e-6, -1e-6] (p_0 = e^-30), and wasm returned
+  // 0 for the argmax's (-64 - 1 * (-64 + 1e-6) rounds to 0 in float32). It is now written as
+  // g_r (1 - p_r) - p_r sum_{k != r} g_k in float64, 1 - p_r the other entries' share.
   it("logSoftmax: the vector-Jacobian product at the argmax with a dominant upstream", () => {
     const x = row([0, 30]), upstream = row([1e-6, -64]);
     const [p0, p1] = logSoftmax64([0, 30]).map(Math.exp);
@@ -594,12 +508,37 @@ describe("known bugs found by the property tests (TODO: each fails until fixed)"
     }
   });
 
-  // TODO(bug: wasm crossEntropy label smoothing sum): a constant row has p uniform, so the
-  // smoothed loss is log C whatever eps; wasm's float32 sum of 32 logits of 1527.3 is off.
+  // wasm crossEntropy's label smoothing sum: a constant row has p uniform, so the smoothed
+  // loss is log C whatever eps; wasm's float32 sum of 32 logits of 1527.3 was off (2e-5
+  // relative). It now sums max - z_c (>= 0, exact near the maximum).
   it("crossEntropy: label smoothing over a constant row of large logits", () => {
     const logits = { data: new Float32Array(32).fill(1527.303466796875), shape: [1, 32] as [number, number] };
     const o = { labelSmoothing: 0.55 };
     assertLossClose(js.crossEntropy.forward({ logits, labels: [0] }, o).loss, Math.log(32), "js loss");
     assertLossClose(wasm.crossEntropy.forward({ logits, labels: [0] }, o).loss, Math.log(32), "wasm loss");
+  });
+
+  // The same bug's gradient: with a smoothed target the gradient at the argmax r != y is
+  // a p_r - u w_r (a = (1 - eps) w_y + (eps / C) sum_c w_c, u = eps / C); with the label's
+  // weight 0 and p_r -> 1 that is a difference of two numbers of size a for a result
+  // a (1 - p_r) (here a e^-12), which float32 lost (error 183 times the bound). The
+  // argmax is now kept out of the float32 sum and its gradient written in float64.
+  it("crossEntropy: the smoothed gradient at an argmax holding the target's mass", () => {
+    const z = [0, Math.fround(12)], w = [0, 100], eps = 0.9;
+    const logits = row(z), o = { labelSmoothing: eps, weight: new Float32Array(w), reduction: "sum" as const };
+    const p = logSoftmax64(z).map(Math.exp), a = (1 - eps) * w[0] + (eps / 2) * (w[0] + w[1]);
+    const expected = [a * p[0] - (eps / 2) * w[0] - (1 - eps) * w[0], a * p[1] - (eps / 2) * w[1]];
+    for (const [name, losses] of [["js", js], ["wasm", wasm]] as const) {
+      const got = losses.crossEntropy.valueAndGrad({ logits, labels: [0] }, o).grads.logits;
+      assertGradAgrees(
+        got,
+        { data: Float32Array.from(expected), shape: [1, 2] },
+        () => true,
+        1e-3,
+        SPEC_TOL,
+        null,
+        `${name} grads.logits`,
+      );
+    }
   });
 });
