@@ -121,6 +121,19 @@ describe("physicsContrastive", () => {
             }
           }
         });
+        // The kernels' B x B passes (S's lower triangle from its upper, A + A^T) go by 64 x 64
+        // tiles of 4 x 4 blocks: B = 130 and 131 span three tiles and leave rows of a last block.
+        it("batches of several tiles agree with js", { skip: skip || b.name === "js" }, async () => {
+          const loss = lossOf(b, "physicsContrastive")!, ref = lossOf(backends[0], "physicsContrastive")!;
+          const rng = new Rng(26);
+          for (const n of [130, 131]) {
+            const inputs = { f: unitRows(rng, n, 8), labels: randomLabels(rng, n, 6), rule: randomRule(rng, 6) };
+            const r = await loss.valueAndGrad(inputs, { temperature: 0.2 });
+            const want = await ref.valueAndGrad(inputs, { temperature: 0.2 });
+            assertLossClose(r.loss as number, want.loss as number, `n ${n} loss vs js`);
+            assertGradClose(r.grads.f, want.grads.f.data, `n ${n} grads.f vs js`);
+          }
+        });
       });
     }
   });
