@@ -116,14 +116,15 @@ function hierarchicalCases(): Case[] {
   // C = 300 fine classes over K = 5 coarse ones: rows wider than a workgroup; logits of scale
   // 30 (confident rows: the label-at-the-maximum gradient -o / (1 + o)).
   const fineToCoarse = Array.from({ length: 300 }, (_, j) => j % 5);
-  return [1, 30].map((scale) => ({
-    name: `hierarchical B 33 K 5 C 300 scale ${scale}`,
+  // A lone confident row (B = 1): its gradient, a few ulps of 1 from 1 / (1 + o) - 1, sets SPEC's bound.
+  return [[33, 1], [33, 30], [1, 30]].map(([b, scale]) => ({
+    name: `hierarchical B ${b} K 5 C 300 scale ${scale}`,
     loss: "hierarchical",
     options: {},
     inputs: {
-      coarse: randomMatrix(rng, 33, 5, scale),
-      fine: randomMatrix(rng, 33, 300, scale),
-      labels: randomLabels(rng, 33, 300),
+      coarse: randomMatrix(rng, b, 5, scale),
+      fine: randomMatrix(rng, b, 300, scale),
+      labels: randomLabels(rng, b, 300),
       fineToCoarse,
     },
     resident: ["coarse", "fine"],
@@ -152,18 +153,23 @@ function hnmCases(): Case[] {
   const rng = new Rng(35);
   const out: Case[] = [];
   // D = 300: rows wider than a workgroup; k = 6 hard negatives of C = 9; at temperature 1e-4
-  // the logits are up to 1e4 (float-pair cosines), and two prototypes equal up to a ulp
-  // nearly tie.
-  for (const tau of [0.07, 1e-4]) {
-    const b = 17, c = 9, d = 300, k = 6;
+  // the logits are up to 1e4 (float-pair cosines).
+  // (B = 1: row 0 alone sets SPEC's bound; with the others, rows that one negative dominates
+  // have gradients of order 1 / t.)
+  for (const [b, tau] of [[17, 0.07], [17, 1e-4], [1, 1e-4]]) {
+    const c = 9, d = 300, k = 6;
     const labels = randomLabels(rng, b, c);
     const hard = new Int32Array(b * k);
     for (let i = 0; i < b; i++) {
       for (let j = 0, cls = 0; j < k; cls++) if (cls !== labels[i]) hard[i * k + j++] = cls;
     }
     const prototypes = randomMatrix(rng, c, d, 1);
-    prototypes.data.set(prototypes.data.subarray(0, d), d);
-    prototypes.data[d] = Math.fround(prototypes.data[d] * (1 + 2 ** -23));
+    // Prototype 1 is prototype 0 moved by 1e-3 per element, row 0 (label 0, class 1 among its
+    // hard negatives) close to both: at tau 1e-4 its two logits differ by about 0.1, and a
+    // float32 cosine would move them by 1e-3.
+    for (let q = 0; q < d; q++) prototypes.data[d + q] = prototypes.data[q] + 1e-3 * rng.normal();
+    labels[0] = 0;
+    for (let j = 0, cls = 1; j < k; cls++) hard[j++] = cls;
     const f = randomMatrix(rng, b, d, 1);
     // Row 0 close to prototype 0: a confident row at tau 0.07.
     for (let q = 0; q < d; q++) f.data[q] = prototypes.data[q] + 0.01 * f.data[q];
