@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { init } from "../mod.ts";
-import { findAdapter, requestDevice } from "../src/backend.ts";
+import { download, sharedDevice, upload } from "./helpers/gpu.ts";
 import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
 import { type ExpectedTensor, loadFixtures } from "./helpers/fixtures.ts";
@@ -17,35 +17,14 @@ import { type ExpectedTensor, loadFixtures } from "./helpers/fixtures.ts";
 type Any = any;
 
 const skip = webgpuMissing;
-const USAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
 
 let shared: { device: GPUDevice; losses: Any } | null = null;
 async function gpu() {
   if (!shared) {
-    const device = await requestDevice((await findAdapter()).adapter!);
+    const device = await sharedDevice();
     shared = { device, losses: await init({ backend: "webgpu", device }) };
   }
   return shared;
-}
-
-async function upload(m: { data: Float32Array; shape: number[] }) {
-  const { device } = await gpu();
-  const buffer = device.createBuffer({ size: Math.max(16, m.data.byteLength), usage: USAGE });
-  device.queue.writeBuffer(buffer, 0, m.data as Float32Array<ArrayBuffer>);
-  return { buffer, shape: m.shape };
-}
-
-async function download(m: { buffer: GPUBuffer; shape: readonly number[] }): Promise<Float32Array> {
-  const { device } = await gpu();
-  const bytes = m.shape[0] * m.shape[1] * 4;
-  const staging = device.createBuffer({ size: Math.max(16, bytes), usage: 0x01 | 0x08 });
-  const enc = device.createCommandEncoder();
-  enc.copyBufferToBuffer(m.buffer, 0, staging, 0, bytes);
-  device.queue.submit([enc.finish()]);
-  await staging.mapAsync(0x01);
-  const out = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
-  staging.destroy();
-  return out;
 }
 
 const LOSSES: [name: string, fixtures: string, resident: string[]][] = [

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { js } from "../cpu.ts";
 import { init } from "../mod.ts";
-import { findAdapter, requestDevice } from "../src/backend.ts";
+import { count, download, sharedDevice, upload } from "./helpers/gpu.ts";
 import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
 import { randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
@@ -18,52 +18,8 @@ type Any = any;
 type Mat = { data: Float32Array; shape: readonly [number, number] };
 
 const skip = webgpuMissing;
-const USAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
 
-let shared: GPUDevice | null = null;
-async function device(): Promise<GPUDevice> {
-  return shared ??= await requestDevice((await findAdapter()).adapter!);
-}
-
-/** A GPU-resident copy of a host matrix. */
-async function upload(m: Mat) {
-  const dev = await device();
-  const buffer = dev.createBuffer({ size: Math.max(16, m.data.byteLength), usage: USAGE });
-  dev.queue.writeBuffer(buffer, 0, m.data as Float32Array<ArrayBuffer>);
-  return { buffer, shape: m.shape };
-}
-
-/** Reads a GPU matrix back. */
-async function download(m: { buffer: GPUBuffer; shape: readonly [number, number] }) {
-  const dev = await device();
-  const bytes = m.shape[0] * m.shape[1] * 4;
-  const staging = dev.createBuffer({ size: Math.max(16, bytes), usage: 0x01 | 0x08 });
-  const enc = dev.createCommandEncoder();
-  enc.copyBufferToBuffer(m.buffer, 0, staging, 0, bytes);
-  dev.queue.submit([enc.finish()]);
-  await staging.mapAsync(0x01);
-  const out = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
-  staging.destroy();
-  return out;
-}
-
-/** What `call` submits and maps, by wrapping the device's queue and GPUBuffer.prototype.mapAsync. */
-async function count<T>(dev: GPUDevice, call: () => Promise<T>): Promise<{ submits: number; maps: number; r: T }> {
-  const queue = dev.queue as Any, submit = queue.submit, mapAsync = GPUBuffer.prototype.mapAsync;
-  let submits = 0, maps = 0;
-  queue.submit = (...a: Any[]) => (submits++, submit.apply(queue, a));
-  GPUBuffer.prototype.mapAsync = function (this: GPUBuffer, ...a: Any[]) {
-    maps++;
-    return (mapAsync as Any).apply(this, a);
-  };
-  try {
-    const r = await call();
-    return { submits, maps, r };
-  } finally {
-    queue.submit = submit;
-    GPUBuffer.prototype.mapAsync = mapAsync;
-  }
-}
+const device = sharedDevice;
 
 /** A case: the loss, its options, host inputs, which of them go to the GPU, the gradients to compare. */
 interface Case {
@@ -214,7 +170,7 @@ const cases: Case[] = [
 ];
 
 /** A host input (a matrix or a list of matrices) on the GPU. */
-const toGpu = (m: Any) => (Array.isArray(m) ? Promise.all(m.map(upload)) : upload(m));
+const toGpu = (m: Any) => (Array.isArray(m) ? Promise.all(m.map((x: Any) => upload(x))) : upload(m));
 /** A gradient (a matrix or a list of them) as pairs [name, matrix]. */
 const each = (name: string, g: Any): [string, Any][] =>
   Array.isArray(g) ? g.map((m, i) => [`${name}[${i}]`, m]) : [[name, g]];

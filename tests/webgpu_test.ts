@@ -8,6 +8,7 @@ import { describe, it } from "node:test";
 import { js, wasm } from "../cpu.ts";
 import { DeviceLostError, init } from "../mod.ts";
 import { findAdapter, gpuLosses, requestDevice } from "../src/backend.ts";
+import { count, download, sharedDevice, upload } from "./helpers/gpu.ts";
 import { SHADERS } from "../gpu/generated.ts";
 import { GpuContext } from "../gpu/context.ts";
 import { assertGradClose, assertLossClose, assertThrowsNamed } from "./helpers/assert.ts";
@@ -18,13 +19,9 @@ import { randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
 type Any = any;
 
 const skip = webgpuMissing;
-const USAGE = 0x80 | 0x04 | 0x08; // STORAGE | COPY_SRC | COPY_DST
 
-/** A device of the adapter here, made once. */
-let shared: GPUDevice | null = null;
-async function device(): Promise<GPUDevice> {
-  return shared ??= await requestDevice((await findAdapter()).adapter!);
-}
+/** The device of the adapter here, made once. */
+const device = sharedDevice;
 
 /**
  * A second device, made once, whose context binds at most 2 KiB (a device has one
@@ -36,28 +33,6 @@ async function smallDevice(): Promise<GPUDevice> {
 }
 async function smallLosses() {
   return await gpuLosses(await smallDevice(), { auto: false, note: "test", maxBindingBytes: 2048 });
-}
-
-/** A GPU-resident copy of a host matrix. */
-async function upload(m: { data: Float32Array; shape: readonly [number, number] }, on?: GPUDevice) {
-  const dev = on ?? await device();
-  const buffer = dev.createBuffer({ size: Math.max(16, m.data.byteLength), usage: USAGE });
-  dev.queue.writeBuffer(buffer, 0, m.data as Float32Array<ArrayBuffer>);
-  return { buffer, shape: m.shape };
-}
-
-/** Reads a GPU matrix back. */
-async function download(m: { buffer: GPUBuffer; shape: readonly [number, number] }, on?: GPUDevice) {
-  const dev = on ?? await device();
-  const bytes = m.shape[0] * m.shape[1] * 4;
-  const staging = dev.createBuffer({ size: Math.max(16, bytes), usage: 0x01 | 0x08 });
-  const enc = dev.createCommandEncoder();
-  enc.copyBufferToBuffer(m.buffer, 0, staging, 0, bytes);
-  dev.queue.submit([enc.finish()]);
-  await staging.mapAsync(0x01);
-  const out = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
-  staging.destroy();
-  return out;
 }
 
 describe("init chooses a backend", () => {
@@ -272,24 +247,6 @@ describe("one submission and one readback per call", () => {
   cos.data[3 * c + 5] = 1; // exact and out-of-range cosines: the threshold branch and the clamp
   cos.data[7 * c + 2] = -1.25;
   const x = randomMatrix(rng, n, d, 1), W = randomMatrix(rng, c, d, 1);
-
-  /** What `call` submits and maps, by wrapping the device's queue and GPUBuffer.prototype.mapAsync. */
-  async function count<T>(dev: GPUDevice, call: () => Promise<T>): Promise<{ submits: number; maps: number; r: T }> {
-    const queue = dev.queue as Any, submit = queue.submit, mapAsync = GPUBuffer.prototype.mapAsync;
-    let submits = 0, maps = 0;
-    queue.submit = (...a: Any[]) => (submits++, submit.apply(queue, a));
-    GPUBuffer.prototype.mapAsync = function (this: GPUBuffer, ...a: Any[]) {
-      maps++;
-      return (mapAsync as Any).apply(this, a);
-    };
-    try {
-      const r = await call();
-      return { submits, maps, r };
-    } finally {
-      queue.submit = submit;
-      GPUBuffer.prototype.mapAsync = mapAsync;
-    }
-  }
 
   const cases: [string, Any, () => Promise<Any>, Any, string[]][] = [
     ["crossEntropy", { labelSmoothing: 0.1 }, async () => ({ logits: await upload(logits), labels }), {
