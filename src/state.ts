@@ -11,15 +11,6 @@ import type { Labels, Matrix } from "./types.ts";
 import * as v from "./validate.ts";
 import type { IntMatrix } from "./losses/hnm_contrastive.ts";
 
-/** Checks a host matrix `[rows, cols]` and returns its values. */
-function host(name: string, m: unknown, rows?: number, cols?: number): [number, number, Float32Array] {
-  const [r, c] = v.matrix(name, m, rows, cols);
-  if (v.isGpuMatrix(m)) {
-    throw new TypeError(`Expected ${name} to be a host matrix { data: Float32Array, shape }, got a GPUBuffer`);
-  }
-  return [r, c, (m as Matrix).data];
-}
-
 /** Options of {@linkcode centerUpdate}. */
 export interface CenterUpdateOptions {
   /** Learning rate of the centres, in [0, 1]. @default 0.5 */
@@ -48,8 +39,8 @@ export interface CenterUpdateOptions {
  */
 export function centerUpdate(centers: Matrix, x: Matrix, labels: Labels, options: CenterUpdateOptions = {}): Matrix {
   v.keys("options of centerUpdate", v.options(options), ["alpha"]);
-  const [c, d, cs] = host("centers", centers);
-  const [n, , xs] = host("x", x, undefined, d);
+  const [c, d, cs] = v.hostMatrix("centers", centers);
+  const [n, , xs] = v.hostMatrix("x", x, undefined, d);
   const y = v.integers("labels", labels, n, c);
   const alpha = v.number("options.alpha", options.alpha, 0.5, { min: 0, max: 1 });
   const delta = new Float64Array(c * d), count = new Int32Array(c);
@@ -78,8 +69,8 @@ function state(s: unknown): [number, number, Float32Array, Float32Array] {
     throw new TypeError(`Expected state to be { prototypes, confusion } (hnmInit), got ${v.show(s)}`);
   }
   const { prototypes, confusion } = s as HnmState;
-  const [c, d, p] = host("state.prototypes", prototypes);
-  const [, , m] = host("state.confusion", confusion, c, c);
+  const [c, d, p] = v.hostMatrix("state.prototypes", prototypes);
+  const [, , m] = v.hostMatrix("state.confusion", confusion, c, c);
   return [c, d, p, m];
 }
 
@@ -137,7 +128,7 @@ export function hnmUpdatePrototypes(
 ): HnmState {
   v.keys("options of hnmUpdatePrototypes", v.options(options), ["momentum"]);
   const [c, d, p, m] = state(s);
-  const [b, , fs] = host("f", f, undefined, d);
+  const [b, , fs] = v.hostMatrix("f", f, undefined, d);
   const y = v.integers("labels", labels, b, c);
   const momentum = v.number("options.momentum", options.momentum, 0.9, { min: 0, max: 1 });
   const mean = new Float64Array(c * d), count = new Int32Array(c);

@@ -172,6 +172,18 @@ export function keys(what: string, obj: object, accepted: readonly string[]): vo
   }
 }
 
+/**
+ * Checks a matrix that must be on the host (small constants such as a rule matrix or the
+ * gating, and the state functions' data); returns its sizes and values.
+ */
+export function hostMatrix(name: string, m: unknown, rows?: number, cols?: number): [number, number, Float32Array] {
+  const [r, c] = matrix(name, m, rows, cols);
+  if (isGpuMatrix(m)) {
+    throw new TypeError(`Expected ${name} to be a host matrix { data: Float32Array, shape }, got a GPUBuffer`);
+  }
+  return [r, c, (m as Matrix).data];
+}
+
 /** Checks the batch of a `[N, C]` input: N >= 1 and C >= 1. */
 export function batch(name: string, m: unknown): [number, number] {
   const [n, c] = matrix(name, m);

@@ -73,11 +73,7 @@ export function ensemble(gating: Float32Array, logits: Float32Array[], b: number
 
 /** Checks `gating [B, E]` on the host and returns its values. */
 export function gatingInput(value: unknown, b: number, e: number, checkFinite?: boolean): Float32Array {
-  v.matrix("gating", value, b, e);
-  if (v.isGpuMatrix(value)) {
-    throw new TypeError("Expected gating to be a host matrix { data: Float32Array, shape }, got a GPUBuffer");
-  }
-  const g = (value as { data: Float32Array }).data;
+  const [, , g] = v.hostMatrix("gating", value, b, e);
   if (checkFinite) v.finite("gating", g, e);
   return g;
 }

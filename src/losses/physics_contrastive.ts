@@ -61,13 +61,9 @@ export interface ContrastiveProblem extends Prepared {
 
 /** Checks a rule matrix `[K, K]` with every value finite and in [0, 1]; returns K and its values. */
 export function ruleMatrix(name: string, value: unknown, k?: number): [number, Float32Array] {
-  const [rows, cols] = v.matrix(name, value, k, k);
+  const [rows, cols, data] = v.hostMatrix(name, value, k, k);
   if (rows !== cols) throw new RangeError(`Expected ${name} to be square [K, K], got [${rows}, ${cols}]`);
   if (rows === 0) throw new RangeError(`Expected ${name} to have at least one class, got 0`);
-  if (v.isGpuMatrix(value)) {
-    throw new TypeError(`Expected ${name} to be a host matrix { data: Float32Array, shape }, got a GPUBuffer`);
-  }
-  const data = (value as Matrix).data;
   for (let i = 0; i < data.length; i++) {
     if (!(data[i] >= 0 && data[i] <= 1)) {
       throw new RangeError(
