@@ -8,6 +8,18 @@ import type { HardLabelProblem } from "../losses/cross_entropy.ts";
 import type { Raw } from "../loss.ts";
 import { logSoftmaxRow } from "./softmax.ts";
 
+/**
+ * Focal row loss `f(nll) = (1 - p_t)^gamma nll`, `p_t = e^-nll`, and its derivative
+ * `f'(nll) = (1 - p_t)^gamma + gamma (1 - p_t)^(gamma - 1) p_t nll`, whose second term is 0 at
+ * `p_t = 1` (gamma 0: `nll`, 1).
+ */
+export function focalOf(nll: number, gamma: number): [number, number] {
+  if (gamma === 0) return [nll, 1];
+  const oneMinusPt = -Math.expm1(-nll);
+  const tail = oneMinusPt === 0 ? 0 : gamma * oneMinusPt ** (gamma - 1) * Math.exp(-nll) * nll;
+  return [oneMinusPt ** gamma * nll, oneMinusPt ** gamma + tail];
+}
+
 /** Row losses and gradient of a hard-label problem, computed the obvious way. */
 export function hardLabel(p: HardLabelProblem): Raw {
   const { n, c, logits, labels, weight, smoothing: eps, gamma, scale, clamp, target } = p;
@@ -49,13 +61,9 @@ export function hardLabel(p: HardLabelProblem): Raw {
       // d loss / d z_j = (sum q) p_j - q_j
       for (let j = 0; j < c; j++) dz[j] = total * Math.exp(logp[j]) - q[j];
     } else {
-      // Focal: f(nll) = (1-pt)^gamma nll with pt = e^-nll;
-      // f'(nll) = (1-pt)^gamma + gamma (1-pt)^(gamma-1) pt nll, whose second term is 0 at pt = 1.
-      const nll = -logp[y];
-      const oneMinusPt = -Math.expm1(-nll);
-      rows[i] = w(y) * oneMinusPt ** gamma * nll;
-      const tail = oneMinusPt === 0 ? 0 : gamma * oneMinusPt ** (gamma - 1) * Math.exp(-nll) * nll;
-      const d = w(y) * (oneMinusPt ** gamma + tail);
+      const [value, slope] = focalOf(-logp[y], gamma);
+      rows[i] = w(y) * value;
+      const d = w(y) * slope;
       for (let j = 0; j < c; j++) dz[j] = d * (Math.exp(logp[j]) - (j === y ? 1 : 0));
     }
     if (grad) { for (let j = 0; j < c; j++) grad[i * c + j] = p.scales[i] * dz[j] * dzdx[j]; }

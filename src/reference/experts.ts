@@ -7,16 +7,8 @@
  */
 import type { Raw } from "../loss.ts";
 import type { ExpertsProblem } from "../losses/experts.ts";
+import { focalOf } from "./cross_entropy.ts";
 import { logSoftmaxRow } from "./softmax.ts";
-
-/** Focal row loss `(1 - p_t)^gamma nll` and its derivative w.r.t. nll (gamma 0: nll, 1). */
-export function focalOf(nll: number, gamma: number): [number, number] {
-  if (gamma === 0) return [nll, 1];
-  const oneMinusPt = -Math.expm1(-nll);
-  // f'(nll) = (1-pt)^gamma + gamma (1-pt)^(gamma-1) pt nll; the second term is 0 at pt = 1.
-  const tail = oneMinusPt === 0 ? 0 : gamma * oneMinusPt ** (gamma - 1) * Math.exp(-nll) * nll;
-  return [oneMinusPt ** gamma * nll, oneMinusPt ** gamma + tail];
-}
 
 /** Rows: E arrays of CE/focal terms, E of collaboration terms, one of pair terms; gradients per expert. */
 export function experts(p: ExpertsProblem): Raw {
