@@ -24,7 +24,28 @@ import { join } from "node:path";
 import { tmpdir } from "node:os";
 
 const root = new URL("..", import.meta.url).pathname;
-const FLAGS = ["-O3", "--runtime", "stub", "--noAssert", "--enable", "simd", "--initialMemory", "1", "--maximumMemory", "65536"];
+// The memory is imported (env.memory), so that one module serves one thread (a plain memory) and
+// a pool of threads (one shared memory): see SHARED below.
+const FLAGS = [
+  "-O3",
+  "--runtime",
+  "stub",
+  "--noAssert",
+  "--enable",
+  "simd",
+  "--importMemory",
+  "--initialMemory",
+  "1",
+  "--maximumMemory",
+  "65536",
+];
+/**
+ * The same module for a shared memory (threads): it differs from the plain build only in
+ * the memory import's limits flag (1: has a maximum; 3: shared, with a maximum), which
+ * the build checks byte for byte, so the generated file carries one module per variant
+ * and the offset of that flag (`WASM_MEMORY_FLAGS_AT`), and the runtime sets it to 3.
+ */
+const SHARED = ["--sharedMemory", "--enable", "threads"];
 /** Two builds of the same sources: plain SIMD, and with relaxed SIMD's fused multiply-add. */
 const VARIANTS = { simd: [], relaxed: ["--enable", "relaxed-simd"] } as const;
 
@@ -35,15 +56,18 @@ interface Target {
   /** Name of the generated interface of its exports. */
   iface: string;
   what: string;
+  /** Whether the module also runs on a shared memory (checked, and the flag's offset emitted). */
+  shared: boolean;
 }
 
 const TARGETS: Target[] = [
-  { entry: "assembly/index.ts", out: "src/wasm/generated.ts", iface: "Exports", what: "The kernels" },
+  { entry: "assembly/index.ts", out: "src/wasm/generated.ts", iface: "Exports", what: "The kernels", shared: true },
   {
     entry: "assembly/testing.ts",
     out: "tests/helpers/wasm_testing.generated.ts",
     iface: "TestingExports",
     what: "The test build (tests only: the math of assembly/math.ts behind array wrappers)",
+    shared: false,
   },
 ];
 
@@ -70,7 +94,7 @@ function closure(entry: string): string[] {
 function sourceHash(t: Target): string {
   const h = createHash("sha256");
   const asc = JSON.parse(read("node_modules/assemblyscript/package.json")).version;
-  h.update(`asc ${asc}\n${FLAGS.join(" ")}\n${JSON.stringify(VARIANTS)}\n`);
+  h.update(`asc ${asc}\n${FLAGS.join(" ")}\n${SHARED.join(" ")}\n${JSON.stringify(VARIANTS)}\n`);
   for (const f of closure(t.entry)) h.update(`${f}\n`).update(read(f));
   return h.digest("hex");
 }
@@ -148,8 +172,10 @@ ${members.join("\n")}
 /** Checks the compiled module against the parsed signatures: the same names and arities. */
 function verify(t: Target, bytes: Uint8Array, sigs: Signature[]): void {
   const module = new WebAssembly.Module(bytes as BufferSource);
-  const stubs: Record<string, Record<string, () => void>> = {};
-  for (const i of WebAssembly.Module.imports(module)) (stubs[i.module] ??= {})[i.name] = () => {};
+  const stubs: Record<string, Record<string, WebAssembly.ImportValue>> = {};
+  for (const i of WebAssembly.Module.imports(module)) {
+    (stubs[i.module] ??= {})[i.name] = i.kind === "memory" ? new WebAssembly.Memory({ initial: 1, maximum: 65536 }) : () => {};
+  }
   const exports = new WebAssembly.Instance(module, stubs).exports as Record<string, unknown>;
   const want = ["memory", ...sigs.map((s) => s.name)].sort().join(", ");
   const got = Object.keys(exports).sort().join(", ");
@@ -160,7 +186,7 @@ function verify(t: Target, bytes: Uint8Array, sigs: Signature[]): void {
   }
 }
 
-function compile(t: Target, extra: readonly string[], sigs: Signature[]): string {
+function compile(t: Target, extra: readonly string[], sigs: Signature[]): Uint8Array {
   const dir = mkdtempSync(join(tmpdir(), "softmargin-"));
   try {
     const out = join(dir, "module.wasm");
@@ -168,27 +194,58 @@ function compile(t: Target, extra: readonly string[], sigs: Signature[]): string
       cwd: root,
       stdio: ["ignore", "inherit", "inherit"],
     });
-    const bytes = readFileSync(out);
-    verify(t, bytes, sigs);
-    return Buffer.from(bytes).toString("base64");
+    const bytes = new Uint8Array(readFileSync(out));
+    if (!extra.includes(SHARED[0])) verify(t, bytes, sigs);
+    return bytes;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
+/**
+ * The offset of the one byte in which `shared` (the build for a shared memory) differs
+ * from `plain`: the memory import's limits flag, 1 in `plain` and 3 in `shared`.
+ */
+function memoryFlagOffset(plain: Uint8Array, shared: Uint8Array): number {
+  const diff = [...plain.keys()].filter((i) => plain[i] !== shared[i]);
+  if (plain.length !== shared.length || diff.length !== 1 || plain[diff[0]] !== 1 || shared[diff[0]] !== 3) {
+    throw new Error(
+      `the shared-memory build differs from the plain one in ${diff.length} bytes (lengths ${plain.length}, ` +
+        `${shared.length}); expected exactly the memory import's limits flag, 1 -> 3`,
+    );
+  }
+  return diff[0];
+}
+
 function render(t: Target, hash: string): string {
   const sigs = exported(t.entry);
-  const lit = (base64: string) => (base64.match(/.{1,100}/g) ?? []).map((l) => `  "${l}"`).join(" +\n");
+  const lit = (bytes: Uint8Array) =>
+    (Buffer.from(bytes).toString("base64").match(/.{1,100}/g) ?? []).map((l) => `  "${l}"`).join(" +\n");
+  const simd = compile(t, VARIANTS.simd, sigs), relaxed = compile(t, VARIANTS.relaxed, sigs);
+  let shared = "";
+  if (t.shared) {
+    const at = memoryFlagOffset(simd, compile(t, [...VARIANTS.simd, ...SHARED], sigs));
+    if (memoryFlagOffset(relaxed, compile(t, [...VARIANTS.relaxed, ...SHARED], sigs)) !== at) {
+      throw new Error("the memory import's limits flag is at different offsets in the two variants");
+    }
+    shared = `/**
+ * The offset, in both modules, of the memory import's limits flag: 1 (a maximum) as built,
+ * 3 (shared, with a maximum) for a shared memory; the modules built with \`--sharedMemory\`
+ * differ from these in this byte only (checked by the build).
+ */
+export const WASM_MEMORY_FLAGS_AT = ${at};
+`;
+  }
   return `// @generated by assembly/build.ts from ${t.entry} and the files it imports. Do not edit: run \`deno task build\`.
 // source-hash: ${hash}
 ${renderInterface(t, sigs)}
 /** ${t.what}, compiled with SIMD, base64-encoded. */
 export const WASM_SIMD: string =
-${lit(compile(t, VARIANTS.simd, sigs))};
+${lit(simd)};
 /** The same, compiled with relaxed SIMD (fused multiply-add), base64-encoded. */
 export const WASM_RELAXED: string =
-${lit(compile(t, VARIANTS.relaxed, sigs))};
-`;
+${lit(relaxed)};
+${shared}`;
 }
 
 let stale = false;

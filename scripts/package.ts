@@ -16,7 +16,7 @@
  * @module
  */
 import * as esbuild from "esbuild";
-import { WASM_RELAXED, WASM_SIMD } from "../src/wasm/generated.ts";
+import { WASM_MEMORY_FLAGS_AT, WASM_RELAXED, WASM_SIMD } from "../src/wasm/generated.ts";
 
 const root = new URL("../", import.meta.url);
 const dist = new URL("dist/npm/", root);
@@ -51,7 +51,8 @@ const noInlineWasm: esbuild.Plugin = {
             'import wasmModule from "@softmargin/softmargin/softmargin.wasm"; ' +
             "setWasmModule(wasmModule) (or withWasmModule(wasmModule) from @softmargin/softmargin/edge).",
         )
-      }); } };\nexport const WASM_SIMD = missing;\nexport const WASM_RELAXED = missing;\n`,
+      }); } };\nexport const WASM_SIMD = missing;\nexport const WASM_RELAXED = missing;\n` +
+        `export const WASM_MEMORY_FLAGS_AT = ${WASM_MEMORY_FLAGS_AT};\n`,
     }));
   },
 };

@@ -11,6 +11,7 @@ import type { Kernels } from "./kernels.ts";
 import { type AsyncLosses, bindLosses } from "./losses/mod.ts";
 import { referenceKernels } from "./reference/mod.ts";
 import { compileWasm, simdSupported } from "./wasm/runtime.ts";
+import { startThreads } from "./wasm/pool.ts";
 import { wasmKernels } from "./wasm/mod.ts";
 import type { BackendName } from "./types.ts";
 import * as v from "./validate.ts";
@@ -20,8 +21,13 @@ import { type ContextOptions, DeviceLostError, GpuContext, webgpuKernels } from 
 export interface Losses extends AsyncLosses {
   /** The backend in use (an `"auto"` instance whose GPU was lost reports `"wasm"`). */
   readonly backend: BackendName;
-  /** Why this backend: the adapter found, or why WebGPU was not used. */
+  /** Why this backend: the adapter found, or why WebGPU was not used; the threads, or why one. */
   readonly note: string;
+  /**
+   * The threads the WebAssembly backend runs on (1 on the other backends). The pool is
+   * the process's (one WebAssembly memory): the latest `init` sets it for every instance.
+   */
+  readonly threads: number;
   /**
    * Releases what this instance holds: on WebGPU its share of the device's context
    * (pipelines and pooled buffers are freed when the last instance on the device is
@@ -50,6 +56,23 @@ export interface InitOptions {
    * about 5 million logits). GPU-resident problems always run on the GPU.
    */
   minGpuLogits?: number;
+  /**
+   * Threads of the WebAssembly backend: the calling one and `threads - 1` workers sharing
+   * one `WebAssembly.Memory`. Row losses split their rows, heads their classes, when a
+   * problem is large enough to pay for waking the workers (row losses from 2^18 logits).
+   * Where shared memory or workers are missing (a page that is not cross-origin isolated,
+   * Cloudflare Workers, a module given with `setWasmModule`) it runs on one thread and
+   * `note` says why. Default: the cores available (`navigator.hardwareConcurrency`), at
+   * most 4 (row losses are bound by memory bandwidth; ask for more for the heads).
+   * @default min(cores, 4)
+   */
+  threads?: number;
+}
+
+/** The default thread count: the cores available, at most 4. */
+function defaultThreads(): number {
+  const cores = (globalThis.navigator as { hardwareConcurrency?: number } | undefined)?.hardwareConcurrency;
+  return Math.max(1, Math.min(4, Number.isInteger(cores) ? (cores as number) : 1));
 }
 
 /**
@@ -89,7 +112,7 @@ export const WASM_LOGITS_PER_SECOND = 5e8;
  */
 export async function init(options: InitOptions = {}): Promise<Losses> {
   const o = v.options(options);
-  v.keys("options of init", o, ["backend", "device", "minGpuLogits"]);
+  v.keys("options of init", o, ["backend", "device", "minGpuLogits", "threads"]);
   const backend = v.oneOf("options.backend", o.backend, ["auto", "webgpu", "wasm", "js"] as const, "auto");
   if (o.device !== undefined && (typeof o.device !== "object" || o.device === null || !("queue" in o.device))) {
     throw new TypeError(`Expected options.device to be a GPUDevice, got ${v.show(o.device)}`);
@@ -102,6 +125,9 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
   const minGpuLogits = o.minGpuLogits === undefined
     ? undefined
     : v.number("options.minGpuLogits", o.minGpuLogits, 0, { min: 0 });
+  const threads = o.threads === undefined
+    ? defaultThreads()
+    : v.number("options.threads", v.integer("options.threads", o.threads, 1), 1, { min: 1, max: 256 });
   let note = "";
   if (backend === "webgpu" || (backend === "auto" && o.device)) {
     let device = o.device, why = "a GPUDevice was given";
@@ -129,7 +155,13 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
   } else if (backend === "auto") cpu = await autoCpu();
   const losses = bindLosses(cpu.kernels, false);
   note = backend === "auto" ? `${cpu.name}: ${[note, cpu.why].filter((s) => s).join("; ")}` : `${backend}: asked for`;
-  return Object.assign(losses, { backend: cpu.name as BackendName, note, dispose() {} });
+  let running = 1;
+  if (cpu.name === "wasm") {
+    const started = await startThreads(threads);
+    running = started.threads;
+    note += running > 1 ? `; ${running} threads` : threads > 1 ? `; one thread: ${started.why}` : "; one thread";
+  }
+  return Object.assign(losses, { backend: cpu.name as BackendName, note, threads: running, dispose() {} });
 }
 
 /** A CPU backend: its name, its kernels, and why it was chosen when that needs saying. */
@@ -250,6 +282,7 @@ export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): P
   };
   const losses = bindLosses(live(kernels), false);
   return Object.defineProperties(losses, {
+    threads: { value: 1, enumerable: true },
     backend: {
       get: () => (auto && ctx.lost !== null ? (options.cpu?.name ?? (simdSupported() ? "wasm" : "js")) : "webgpu"),
       enumerable: true,

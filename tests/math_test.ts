@@ -46,7 +46,10 @@ function instantiate(variant: "simd" | "relaxed"): TestModule | null {
   const bin = atob(variant === "relaxed" ? WASM_RELAXED : WASM_SIMD);
   const bytes = Uint8Array.from(bin, (ch) => ch.charCodeAt(0));
   if (!WebAssembly.validate(bytes)) return null;
-  const env = { abort: () => assert.fail("WebAssembly abort") };
+  const env = {
+    abort: () => assert.fail("WebAssembly abort"),
+    memory: new WebAssembly.Memory({ initial: 1, maximum: 65536 }),
+  };
   const k = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env }).exports as unknown as TestingExports;
   const ptr = Math.ceil(k.heap_base() / 64) * 64;
   const missing = ptr + CHUNK * 4 - k.memory.buffer.byteLength;

@@ -25,8 +25,8 @@ export function hardLabel(p: HardLabelProblem): Raw {
     if (p.weight) rt.put(b + weight, p.weight);
     if (p.grad) rt.put(b + scales, p.scales);
     if (p.target) rt.put(b + target, p.target);
-  }, ({ r0, rows, ins, outs }) => {
-    rt.k.hard_label(
+  }, ({ r0, rows, ins, outs, k }) => {
+    k.hard_label(
       ins[0],
       outs[0] ?? 0,
       rows,

@@ -6,7 +6,7 @@
 import type { Raw } from "../loss.ts";
 import type { DistillationProblem } from "../losses/distillation.ts";
 import { Layout, runtime } from "./runtime.ts";
-import { streamRows } from "./stream.ts";
+import { streamRows, threadsOf } from "./stream.ts";
 
 /** `distillation` on the WebAssembly backend. */
 export function distill(p: DistillationProblem): Raw {
@@ -18,7 +18,8 @@ export function distill(p: DistillationProblem): Raw {
   const ca = p.grad ? lay.add(n * 8) : -1;
   const klRows = lay.add(n * 8);
   const ceRows = lay.add(n * 8);
-  const scratch = lay.add(c * 12 + 16);
+  const stride = Math.ceil((c * 12 + 16) / 64) * 64; // one scratch row per thread
+  const scratch = lay.add(stride * threadsOf());
   let base = 0;
   const [grad] = streamRows(rt, lay, n, c, [p.student, p.teacher], p.grad ? [p.out] : [], false, (b) => {
     base = b;
@@ -27,8 +28,8 @@ export function distill(p: DistillationProblem): Raw {
       rt.put(b + ka, p.ka);
       rt.put(b + ca, p.ca);
     }
-  }, ({ r0, rows, ins, outs }) => {
-    rt.k.distill(
+  }, ({ r0, rows, ins, outs, k, thread }) => {
+    k.distill(
       ins[0],
       ins[1],
       outs[0] ?? 0,
@@ -40,7 +41,7 @@ export function distill(p: DistillationProblem): Raw {
       p.grad ? base + ca + r0 * 8 : 0,
       base + klRows + r0 * 8,
       base + ceRows + r0 * 8,
-      base + scratch,
+      base + scratch + thread * stride,
     );
   });
   return { rows: [rt.f64(base + klRows, n), rt.f64(base + ceRows, n)], grads: grad ? { student: grad } : {} };

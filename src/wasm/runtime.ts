@@ -8,13 +8,17 @@
  *
  * @module
  */
-import { type Exports, WASM_RELAXED, WASM_SIMD } from "./generated.ts";
+import { type Exports, WASM_MEMORY_FLAGS_AT, WASM_RELAXED, WASM_SIMD } from "./generated.ts";
 import type { Matrix } from "../types.ts";
 
 const ALIGN = 64; // a cache line: row chunks and tensors start on one
 
 let compiled: WebAssembly.Module | null = null;
+/** The same module for a shared memory (the thread pool, src/wasm/pool.ts). */
+let compiledShared: WebAssembly.Module | null = null;
 let current: Runtime | null = null;
+/** Whether the module was given (setWasmModule): then there is no build for a shared memory. */
+let given = false;
 
 /** The two builds of the kernels: plain SIMD, and relaxed SIMD (fused multiply-add). */
 export type WasmVariant = "simd" | "relaxed";
@@ -35,7 +39,7 @@ function pickVariant(): WasmVariant {
 /** Chooses the build (for tests and benchmarks); takes effect for the next instance. */
 export function useWasmVariant(v: WasmVariant): void {
   variant = v;
-  compiled = null;
+  compiled = compiledShared = null;
   current = null;
 }
 
@@ -44,14 +48,15 @@ export function wasmVariant(): WasmVariant {
   return pickVariant();
 }
 
-function source(): string {
-  return pickVariant() === "relaxed" ? WASM_RELAXED : WASM_SIMD;
-}
-
-function decode(base64: string): Uint8Array {
-  const bin = atob(base64);
+/**
+ * The module's bytes: its memory is imported (env.memory), plain as built, or shared when
+ * `shared` (the build differs in that one flag: assembly/build.ts checks it).
+ */
+function source(shared = false): Uint8Array {
+  const bin = atob(pickVariant() === "relaxed" ? WASM_RELAXED : WASM_SIMD);
   const bytes = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  if (shared) bytes[WASM_MEMORY_FLAGS_AT] = 3;
   return bytes;
 }
 
@@ -61,12 +66,38 @@ function decode(base64: string): Uint8Array {
  */
 export function setWasmModule(module: WebAssembly.Module): void {
   compiled = module;
+  compiledShared = null;
   current = null;
+  given = true;
 }
 
 /** Compiles the module asynchronously (for `init`); later synchronous use reuses it. */
 export async function compileWasm(): Promise<void> {
-  if (!compiled) compiled = await WebAssembly.compile(decode(source()) as BufferSource);
+  if (!compiled) compiled = await WebAssembly.compile(source() as BufferSource);
+}
+
+/**
+ * The runtime on a shared memory (for the thread pool), replacing a plain one: matrices
+ * allocated before (`alloc`) stay valid, as ordinary arrays that calls copy.
+ */
+export async function sharedRuntime(): Promise<Runtime> {
+  if (current?.shared) return current;
+  if (given) throw new Error("the module was given with setWasmModule, and threads need the inline module");
+  compiledShared ??= await WebAssembly.compile(source(true) as BufferSource);
+  return (current = instantiate(compiledShared, true));
+}
+
+function instantiate(module: WebAssembly.Module, shared: boolean): Runtime {
+  const memory = new WebAssembly.Memory({ initial: 1, maximum: 65536, shared } as WebAssembly.MemoryDescriptor);
+  const instance = new WebAssembly.Instance(module, {
+    env: {
+      memory,
+      abort() {
+        throw new Error("softmargin: WebAssembly abort");
+      },
+    },
+  });
+  return new Runtime(instance.exports as unknown as Exports, module, shared);
 }
 
 /** Whether this engine validates WebAssembly SIMD (a tiny module using one v128 op). */
@@ -93,15 +124,8 @@ function validates(hex: string): boolean {
 /** The one runtime of this process, instantiated on first use. */
 export function runtime(): Runtime {
   if (!current) {
-    if (!compiled) compiled = new WebAssembly.Module(decode(source()) as BufferSource);
-    const instance = new WebAssembly.Instance(compiled, {
-      env: {
-        abort() {
-          throw new Error("softmargin: WebAssembly abort");
-        },
-      },
-    });
-    current = new Runtime(instance.exports as unknown as Exports);
+    if (!compiled) compiled = new WebAssembly.Module(source() as BufferSource);
+    current = instantiate(compiled, false);
   }
   return current;
 }
@@ -130,6 +154,10 @@ interface Block {
 /** Memory layout and the kernels of one instance. */
 export class Runtime {
   readonly k: Exports;
+  /** The compiled module (the thread pool instantiates it once per worker). */
+  readonly module: WebAssembly.Module;
+  /** Whether the memory is shared (the thread pool's). */
+  readonly shared: boolean;
   #free: Block[] = [];
   #used = new Map<number, number>();
   #arena = 0;
@@ -143,8 +171,10 @@ export class Runtime {
    */
   #views = new WeakMap<ArrayBufferView, readonly [number, number]>();
 
-  constructor(k: Exports) {
+  constructor(k: Exports, module: WebAssembly.Module, shared: boolean) {
     this.k = k;
+    this.module = module;
+    this.shared = shared;
     const base = Math.ceil(k.heap_base() / ALIGN) * ALIGN;
     const end = k.memory.buffer.byteLength;
     if (end > base) this.#free.push({ ptr: base, size: end - base });

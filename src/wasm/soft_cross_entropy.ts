@@ -29,14 +29,14 @@ function pair(p: PairProblem, kernel: PairKernel): Raw {
 /** `softCrossEntropy` on the WebAssembly backend. */
 export function softTarget(p: PairProblem): Raw {
   return pair(p, (ch, scales, rowLoss) => {
-    runtime().k.soft_target(ch.ins[0], ch.ins[1], ch.outs[0] ?? 0, ch.outs[1] ?? 0, ch.rows, p.c, scales, rowLoss);
+    ch.k.soft_target(ch.ins[0], ch.ins[1], ch.outs[0] ?? 0, ch.outs[1] ?? 0, ch.rows, p.c, scales, rowLoss);
   });
 }
 
 /** `klDiv` on the WebAssembly backend. */
 export function klDiv(p: KlProblem): Raw {
   return pair(p, (ch, scales, rowLoss) => {
-    runtime().k.kl_div(
+    ch.k.kl_div(
       ch.ins[0],
       ch.ins[1],
       ch.outs[0] ?? 0,

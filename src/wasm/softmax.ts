@@ -14,9 +14,9 @@ export function softmaxTransform(p: SoftmaxProblem): Float32Array {
   const log = p.log ? 1 : 0;
   const inputs = p.up ? [p.x, p.up] : [p.x];
   // The output may overwrite x's copied chunk (each row reads x before writing), never up.
-  const [out] = streamRows(rt, new Layout(), n, c, inputs, [p.out], true, () => {}, ({ rows, ins, outs }) => {
-    if (p.up) rt.k.softmax_vjp(ins[0], ins[1], outs[0], rows, c, log);
-    else rt.k.softmax_rows(ins[0], outs[0], rows, c, log);
+  const [out] = streamRows(rt, new Layout(), n, c, inputs, [p.out], true, () => {}, ({ rows, ins, outs, k }) => {
+    if (p.up) k.softmax_vjp(ins[0], ins[1], outs[0], rows, c, log);
+    else k.softmax_rows(ins[0], outs[0], rows, c, log);
   });
   return out;
 }

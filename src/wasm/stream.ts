@@ -4,10 +4,16 @@
  * gradient chunks, and they are copied out while still in cache. Inputs and
  * outputs already in WebAssembly memory (see `alloc`) are used where they are.
  *
+ * With a thread pool (src/wasm/pool.ts) and a problem large enough to pay for waking it,
+ * the inputs are copied whole and the rows split into one run per thread: rows are
+ * independent, so the result is bit-identical to one thread.
+ *
  * @module
  */
+import type { Exports } from "./generated.ts";
 import type { Matrix } from "../types.ts";
 import type { Layout, Runtime } from "./runtime.ts";
+import { pool, type Recorder, split } from "./pool.ts";
 
 /** Bytes per buffer per chunk: the chunk's buffers stay well inside a 1 MiB L2. */
 const CHUNK_BYTES = 128 * 1024;
@@ -23,14 +29,30 @@ export interface Chunk {
   ins: number[];
   /** Addresses of the chunk's rows in each output. */
   outs: number[];
+  /** The kernels to call: the module's, or a thread's recorder. */
+  k: Recorder | Exports;
+  /** The thread (0: the calling one): its index into per-thread scratch (see `threadsOf`). */
+  thread: number;
 }
+
+/** How many threads a call may use: per-thread scratch buffers are laid out this many times. */
+export function threadsOf(): number {
+  return pool()?.threads ?? 1;
+}
+
+/**
+ * Elements per thread below which a row problem stays on one thread: waking a worker
+ * takes about 30 us, the time of some 3e4 logits' cross-entropy.
+ */
+const MIN_PER_THREAD = 1 << 17;
 
 /**
  * Runs `kernel` over row chunks of `inputs` (each `[n, c]`), producing one `[n, c]`
  * gradient per entry of `outs` (the caller's buffer, or null for a fresh array).
  * With `inPlace`, output 0 may overwrite input 0's copied chunk (single-input
  * kernels that finish reading an element before writing it).
- * `setup(base)` fills the layout's buffers once the arena is placed.
+ * `setup(base)` fills the layout's buffers once the arena is placed. `parallel` false
+ * keeps the problem on one thread (a kernel whose result the caller reads).
  */
 export function streamRows(
   rt: Runtime,
@@ -42,14 +64,17 @@ export function streamRows(
   inPlace: boolean,
   setup: (base: number) => void,
   kernel: (chunk: Chunk) => void,
+  parallel = true,
 ): Float32Array[] {
+  const p = parallel ? pool() : null;
+  const threads = p ? Math.min(p.threads, Math.floor((n * c) / MIN_PER_THREAD)) : 1;
   // Addresses first: placing the arena may grow memory and detach views of it.
   const inAt = inputs.map((x) => rt.addressOf(x));
   const outAt = outs.map((m) => (m ? rt.addressOf(m.data) : -1));
   const copiesIn = inAt.filter((a) => a < 0).length;
   const ownOut = outAt.map((a, k) => a < 0 && !(inPlace && k === 0 && inAt[0] < 0));
   const buffers = copiesIn + ownOut.filter(Boolean).length;
-  const chunk = buffers === 0 ? n : Math.min(n, Math.max(1, Math.floor(CHUNK_BYTES / (c * 4))));
+  const chunk = buffers === 0 || threads > 1 ? n : Math.min(n, Math.max(1, Math.floor(CHUNK_BYTES / (c * 4))));
   const inBuf = inAt.map((a) => (a < 0 ? lay.add(chunk * c * 4) : -1));
   const outBuf = outAt.map((_, k) => (ownOut[k] ? lay.add(chunk * c * 4) : k === 0 && outAt[0] < 0 ? inBuf[0] : -1));
   const base = rt.arena(lay.size);
@@ -63,7 +88,26 @@ export function streamRows(
       return base + inBuf[k];
     });
     const o = outAt.map((a, k) => (a >= 0 ? a + r0 * c * 4 : base + outBuf[k]));
-    kernel({ base, r0, rows, ins, outs: o });
+    if (threads <= 1 || !p) kernel({ base, r0, rows, ins, outs: o, k: rt.k, thread: 0 });
+    else {
+      const programs = Array.from({ length: threads }, (_, t): number[] => {
+        const [a, b] = split(rows, threads, t), program: number[] = [];
+        const at = (x: number) => x + a * c * 4;
+        if (b > a) {
+          kernel({
+            base,
+            r0: r0 + a,
+            rows: b - a,
+            ins: ins.map(at),
+            outs: o.map(at),
+            k: p.recorder(program),
+            thread: t,
+          });
+        }
+        return program;
+      });
+      p.run(programs);
+    }
     results.forEach((dst, k) => {
       if (dst) dst.set(rt.f32.subarray(o[k] >>> 2, (o[k] >>> 2) + rows * c), r0 * c);
     });
