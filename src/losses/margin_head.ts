@@ -95,6 +95,48 @@ export interface HeadOptions extends CommonOptions {
   reduction?: Reduction;
 }
 
+/**
+ * Per-row statistics of a softmax over a range of classes (a head's phase 1, one shard's
+ * share of a class-sharded softmax), float64 `[N]` each: `max`, the reference the sum is
+ * taken against (the range's largest logit, the label's included where the range holds
+ * it), and `sum`, `sum_j e^(z_j - max)` over the range's classes other than the label.
+ * Ranges merge exactly: `max = max_k max_k`, `sum = sum_k sum_k e^(max_k - max)`.
+ */
+export interface HeadStats {
+  readonly max: Float64Array;
+  readonly sum: Float64Array;
+}
+
+/** What the gradient phase needs per row: the row loss (nll), the log-sum-exp and `1 - p_y`. */
+export interface HeadRowTerms {
+  readonly rows: Float64Array;
+  readonly lse: Float64Array;
+  readonly om: Float64Array;
+}
+
+/**
+ * One row's softmax terms from its label's logit `t` and the statistics of every class
+ * (`max` over all of them, `sum` of `e^(z - max)` over the non-label ones):
+ * `nll = log(1 + sum / e^(t - max))`, `lse = t + nll`, `1 - p_y = sum / (sum + e^(t - max))`.
+ * Keeping the label out of `sum` keeps `1 - p_y` and a small `nll` accurate as `p_y -> 1`.
+ */
+export function labelTerms(t: number, max: number, sum: number): [nll: number, lse: number, om: number] {
+  const ey = Math.exp(t - max);
+  const nll = t - max < -700 ? max - t + Math.log(sum) : Math.log1p(sum / ey);
+  return [nll, t + nll, sum / (sum + ey)];
+}
+
+/** The row terms of every row from the merged statistics (`target` [N, 4]: T first; ignored rows 0). */
+export function headRowTerms(target: Float64Array, labels: Int32Array, stats: HeadStats): HeadRowTerms {
+  const n = labels.length;
+  const rows = new Float64Array(n), lse = new Float64Array(n), om = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    if (labels[i] < 0) continue;
+    [rows[i], lse[i], om[i]] = labelTerms(target[4 * i], stats.max[i], stats.sum[i]);
+  }
+  return { rows, lse, om };
+}
+
 /** L2 norm of `len` floats at `off`, in float64. */
 export function norm(data: Float32Array, off: number, len: number): number {
   let s = 0;

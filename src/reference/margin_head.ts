@@ -1,68 +1,124 @@
 /**
  * Reference kernel of the embedding heads (`marginHead`, `sphereface`, `lsoftmax`),
- * in float64: the whole logits matrix, then the chain rule written out.
+ * in float64: every logit of a row, then the chain rule written out. As the other
+ * backends, in two phases over a range of classes (rows of a slice of W whose first
+ * class is `first`): {@linkcode headStats} (per row the max and the sum of exponentials
+ * over the range's non-label classes) and, given the merged statistics of every class,
+ * {@linkcode headGrads} (the range's rows of dW and its share of dx). {@linkcode head}
+ * runs both over every class; a head sharded by class runs them per shard.
  *
  * @module
  */
 import type { Raw } from "../loss.ts";
-import { type HeadProblem, norm } from "../losses/margin_head.ts";
-import { logSoftmaxRow } from "./softmax.ts";
+import { type HeadProblem, type HeadRowTerms, headRowTerms, type HeadStats, norm } from "../losses/margin_head.ts";
 
-/** Row losses and gradients w.r.t. x and W of an embedding head. */
-export function head(p: HeadProblem): Raw {
-  const { n, c, d, x, W, labels, scale: s, clamp, target } = p;
-  const eps = 1e-12;
-  const rows = new Float64Array(n);
-  const a = Float64Array.from({ length: n }, (_, i) => (p.normX ? 1 / Math.max(p.nx[i], eps) : 1));
-  const nwAll = Float64Array.from({ length: c }, (_, j) => norm(W, j * d, d));
-  const b = Float64Array.from(nwAll, (nw) => (p.normW ? 1 / Math.max(nw, eps) : 1));
-  const dx = new Float64Array(n * d), dW = new Float64Array(c * d), colAcc = new Float64Array(c);
-  const u = new Float64Array(c), z = new Float64Array(c), logp = new Float64Array(c);
+const EPS = 1e-12;
+
+/** a_i per row (1/max(||x_i||, 1e-12) when x is normalised, else 1). */
+const rowScale = (p: HeadProblem, i: number) => (p.normX ? 1 / Math.max(p.nx[i], EPS) : 1);
+
+/** Row i's cosines-or-dots u and logits z over the `cols` classes of W (z of the label: T). */
+function logits(p: HeadProblem, W: Float32Array, first: number, i: number, b: Float64Array, u: Float64Array) {
+  const { d, x, scale: s, clamp } = p;
+  const cols = b.length, z = new Float64Array(cols);
+  for (let j = 0; j < cols; j++) {
+    let dot = 0;
+    for (let k = 0; k < d; k++) dot += x[i * d + k] * W[j * d + k];
+    u[j] = dot * rowScale(p, i) * b[j];
+    z[j] = s * (clamp ? Math.min(1, Math.max(-1, u[j])) : u[j]);
+  }
+  const y = p.labels[i] - first;
+  if (y >= 0 && y < cols) z[y] = p.target[4 * i];
+  return z;
+}
+
+/** b_j per class of W (1/max(||W_j||, 1e-12) when W is normalised, else 1) and the norms. */
+function columnScales(p: HeadProblem, W: Float32Array): { nw: Float64Array; b: Float64Array } {
+  const cols = W.length / p.d;
+  const nw = Float64Array.from({ length: cols }, (_, j) => norm(W, j * p.d, p.d));
+  return { nw, b: Float64Array.from(nw, (v) => (p.normW ? 1 / Math.max(v, EPS) : 1)) };
+}
+
+/** Phase 1 over the classes of `W` (`[cols, D]`, class `first` on): per row the max and the non-label sum. */
+export function headStats(p: HeadProblem, W: Float32Array, first: number): HeadStats {
+  const { n } = p;
+  const { b } = columnScales(p, W);
+  const max = new Float64Array(n), sum = new Float64Array(n), u = new Float64Array(b.length);
   for (let i = 0; i < n; i++) {
-    const y = labels[i];
-    if (y < 0) continue;
-    for (let j = 0; j < c; j++) {
-      let dot = 0;
-      for (let k = 0; k < d; k++) dot += x[i * d + k] * W[j * d + k];
-      u[j] = dot * a[i] * b[j];
-      z[j] = s * (clamp ? Math.min(1, Math.max(-1, u[j])) : u[j]);
-    }
-    z[y] = target[4 * i];
-    logSoftmaxRow(z, 0, c, logp);
-    rows[i] = -logp[y];
-    if (!p.grad) continue;
+    if (p.labels[i] < 0) continue;
+    const z = logits(p, W, first, i, b, u), y = p.labels[i] - first;
+    let m = -Infinity, s = 0;
+    for (let j = 0; j < z.length; j++) m = Math.max(m, z[j]);
+    for (let j = 0; j < z.length; j++) if (j !== y) s += Math.exp(z[j] - m);
+    max[i] = m;
+    sum[i] = s;
+  }
+  return { max, sum };
+}
+
+/**
+ * Phase 2 over the classes of `W`, given the merged statistics and their row terms: the
+ * gradient w.r.t. the range's rows of W and the range's share of the gradient w.r.t. x.
+ */
+export function headGrads(
+  p: HeadProblem,
+  W: Float32Array,
+  first: number,
+  _stats: HeadStats,
+  terms: HeadRowTerms,
+  outX: Float32Array | null = null,
+  outW: Float32Array | null = null,
+): { x: Float32Array; W: Float32Array } {
+  const { n, d, x, labels, scale: s, clamp, target } = p;
+  const { nw: nwAll, b } = columnScales(p, W);
+  const cols = b.length;
+  const dx = new Float64Array(n * d), dW = new Float64Array(cols * d), colAcc = new Float64Array(cols);
+  const u = new Float64Array(cols);
+  for (let i = 0; i < n; i++) {
+    if (labels[i] < 0) continue;
+    const z = logits(p, W, first, i, b, u), y = labels[i] - first, a = rowScale(p, i);
     const si = p.scales[i];
-    const dzy = si * (Math.exp(logp[y]) - 1);
+    // dL/dz_y = s_i (p_y - 1) = -s_i (1 - p_y)
+    const dzy = -si * terms.om[i];
     let rowAcc = 0;
-    for (let j = 0; j < c; j++) {
+    for (let j = 0; j < cols; j++) {
       // dL/du_ij: through s * clamp(u) (the clamp passes nothing outside [-1, 1]), or the target.
       const inside = !clamp || Math.abs(u[j]) <= 1;
-      const du = j === y ? dzy * target[4 * i + 1] : inside ? si * Math.exp(logp[j]) * s : 0;
+      const du = j === y ? dzy * target[4 * i + 1] : inside ? si * Math.exp(z[j] - terms.lse[i]) * s : 0;
       // u = (x . W_j) a b: du/dx = a b W_j - [normX] u a^2 x; du/dW_j = a b x - [normW] u b^2 W_j
       for (let k = 0; k < d; k++) {
-        dx[i * d + k] += du * a[i] * b[j] * W[j * d + k];
-        dW[j * d + k] += du * a[i] * b[j] * x[i * d + k];
+        dx[i * d + k] += du * a * b[j] * W[j * d + k];
+        dW[j * d + k] += du * a * b[j] * x[i * d + k];
       }
       rowAcc += du * u[j];
       colAcc[j] += du * u[j];
     }
-    const nx = p.nx[i], nw = p.nw[i];
+    const nx = p.nx[i], owned = y >= 0 && y < cols;
     for (let k = 0; k < d; k++) {
-      if (p.normX && nx > eps) dx[i * d + k] -= rowAcc * a[i] * a[i] * x[i * d + k];
+      // Linear in the range's du: the ranges' shares of dx sum to the whole.
+      if (p.normX && nx > EPS) dx[i * d + k] -= rowAcc * a * a * x[i * d + k];
+      if (!owned) continue;
       // The target's own dependence on ||x|| and ||W_y||.
       if (nx > 0) dx[i * d + k] += (dzy * target[4 * i + 2] * x[i * d + k]) / nx;
-      if (nw > 0) dW[y * d + k] += (dzy * target[4 * i + 3] * W[y * d + k]) / nw;
+      if (p.nw[i] > 0) dW[y * d + k] += (dzy * target[4 * i + 3] * W[y * d + k]) / p.nw[i];
     }
   }
-  if (p.grad && p.normW) {
-    for (let j = 0; j < c; j++) {
-      if (nwAll[j] <= eps) continue;
+  if (p.normW) {
+    for (let j = 0; j < cols; j++) {
+      if (nwAll[j] <= EPS) continue;
       for (let k = 0; k < d; k++) dW[j * d + k] -= colAcc[j] * b[j] * b[j] * W[j * d + k];
     }
   }
-  if (!p.grad) return { rows: [rows], grads: {} };
-  const gx = p.outX?.data ?? new Float32Array(n * d), gW = p.outW?.data ?? new Float32Array(c * d);
+  const gx = outX ?? new Float32Array(n * d), gW = outW ?? new Float32Array(cols * d);
   gx.set(dx);
   gW.set(dW);
-  return { rows: [rows], grads: { x: gx, W: gW } };
+  return { x: gx, W: gW };
+}
+
+/** Row losses and gradients w.r.t. x and W of an embedding head: both phases over every class. */
+export function head(p: HeadProblem): Raw {
+  const stats = headStats(p, p.W, 0);
+  const terms = headRowTerms(p.target, p.labels, stats);
+  if (!p.grad) return { rows: [terms.rows], grads: {} };
+  return { rows: [terms.rows], grads: headGrads(p, p.W, 0, stats, terms, p.outX?.data, p.outW?.data) };
 }

@@ -1,27 +1,68 @@
 /**
  * WebAssembly driver of the embedding heads (`marginHead`, `sphereface`, `lsoftmax`):
- * streams W through memory in chunks of classes, twice (the forward pass keeps an
- * online log-sum-exp per row; the backward pass recomputes each chunk's logits and
- * forms its gradient blocks), so the [N, C] logits never exist. WebAssembly memory
- * holds x, one chunk of W and [N, chunk] blocks; W and its gradient stay outside.
- * Heads whose logits can be large (x not normalised, SphereFace and L-Softmax with long
- * embeddings) run "precise": float64 dot products held relative to each row's maximum.
+ * streams W through memory in chunks of classes, twice, so the [N, C] logits never exist.
+ * WebAssembly memory holds x, one chunk of W and [N, chunk] blocks; W and its gradient
+ * stay outside. Heads whose logits can be large (x not normalised, SphereFace and
+ * L-Softmax with long embeddings) run "precise": float64 dot products held relative to
+ * each row's maximum.
+ *
+ * The two passes are two phases over a range of classes (rows `W` of a slice whose first
+ * class is `first`), so that one piece of code serves the whole head and a head sharded
+ * by class (`src/losses/sharded.ts`; a worker per range of classes):
+ *  1. {@linkcode headStats}: per row an online (max, sum of e^(z - max) over the
+ *     non-label classes) over the range; ranges merge exactly (`mergeStats`).
+ *  2. {@linkcode headGrads}: given the merged statistics and the row terms they give
+ *     (`headRowTerms`: lse, 1 - p_y), recomputes each chunk's logits and forms the
+ *     gradient of the range's rows of W and the range's share of x's gradient (the
+ *     shares of all ranges sum to x's gradient).
+ * {@linkcode head} is phase 1 over [0, C), the row terms, then phase 2 over [0, C).
  *
  * @module
  */
 import type { Raw } from "../loss.ts";
-import { type HeadProblem, maxNorm, norm, PRECISE_ABOVE } from "../losses/margin_head.ts";
+import {
+  type HeadProblem,
+  type HeadRowTerms,
+  headRowTerms,
+  type HeadStats,
+  maxNorm,
+  norm,
+  PRECISE_ABOVE,
+} from "../losses/margin_head.ts";
 import { Layout, runtime } from "./runtime.ts";
 
 /** Classes per chunk: [N, 128] blocks and [128, D] slices of W stay in L2 for typical N and D. */
 const CHUNK = 128;
 const EPS = 1e-12;
 
-/** Row losses and gradients of an embedding head on the WebAssembly backend. */
-export function head(p: HeadProblem): Raw {
+/**
+ * Where x is not normalised the logits can be large, and a float32 logit of 1e4 is only
+ * good to 6e-4. Then ("precise") the dot products are summed in float64 and every logit is
+ * held relative to its row's running maximum M (z - M: small and exact wherever a
+ * probability matters); the kernels see z - M and the label's logit T - M. Decided once
+ * per problem from the whole of W (`p.W`), so every range of a problem agrees.
+ */
+function isPrecise(p: HeadProblem): boolean {
+  if (p.normX) return false;
+  // (Views of WebAssembly memory that an earlier phase's growth detached are taken again.)
+  const rt = runtime(), x = rt.pin(p.x)(), W = rt.pin(p.W)();
+  return maxNorm(x, p.n, p.d) * (p.normW ? 1 : maxNorm(W, W.length / p.d, p.d)) > PRECISE_ABOVE;
+}
+
+/**
+ * The arena of one phase over `cols` classes: x, the labels, the targets and a_i in
+ * WebAssembly memory, the chunk buffers, and `chunk` (one chunk's W slice in, its norms
+ * and transpose, and its dot products S = X W_J^T, or x . w - M / b in precise mode, so
+ * that the kernels' u = S b is z - M).
+ */
+function open(p: HeadProblem, W: Float32Array, first: number, precise: boolean) {
   const rt = runtime();
-  const { n, c, d } = p;
-  const B = Math.min(CHUNK, c);
+  const { n, d } = p;
+  // x, W and the out buffers may live in WebAssembly memory (see `alloc`): placing the arena
+  // may grow it, which detaches their views, so they are pinned first and taken again after.
+  const pinX = rt.pin(p.x), pinW = rt.pin(W);
+  const cols = pinW().length / d;
+  const B = Math.max(1, Math.min(CHUNK, cols));
   const lay = new Layout();
   const at = {
     X: lay.add(n * d * 4),
@@ -48,12 +89,8 @@ export function head(p: HeadProblem): Raw {
     ca: lay.add(Math.max(n, B) * 4),
     cb: lay.add(Math.max(n, B) * 4),
   };
-  // x, W and the out buffers may live in WebAssembly memory (see `alloc`): placing the arena
-  // may grow it, which detaches their views, so they are pinned first and taken again after.
-  const pinX = rt.pin(p.x), pinW = rt.pin(p.W);
-  const pinOutX = p.outX && rt.pin(p.outX.data), pinOutW = p.outW && rt.pin(p.outW.data);
   const base = rt.arena(lay.size);
-  const x = pinX(), W = pinW(), outX = pinOutX?.(), outW = pinOutW?.();
+  const x = pinX(), w = pinW();
   const ptr = (k: keyof typeof at) => base + at[k];
   const f32 = (k: keyof typeof at, len: number) => rt.f32.subarray(ptr(k) >>> 2, (ptr(k) >>> 2) + len);
   const f64 = (k: keyof typeof at, len: number) => new Float64Array(rt.buffer, ptr(k), len);
@@ -62,42 +99,58 @@ export function head(p: HeadProblem): Raw {
   rt.put(ptr("target"), p.target);
   f32("a", n).set(Float32Array.from(p.nx, (nx) => (p.normX ? 1 / Math.max(nx, EPS) : 1)));
   const k = rt.k;
-  // Where x is not normalised the logits can be large, and a float32 logit of 1e4 is only
-  // good to 6e-4. Then ("precise") the dot products are summed in float64 and every logit is
-  // held relative to its row's running maximum M (z - M: small and exact wherever a
-  // probability matters); the kernels see z - M and the label's logit T - M.
-  const precise = !p.normX && maxNorm(x, n, d) * (p.normW ? 1 : maxNorm(W, c, d)) > PRECISE_ABOVE;
-  const T = Float64Array.from({ length: n }, (_, i) => p.target[4 * i]);
-  const M = precise ? T.slice() : new Float64Array(n);
-  // Each row's running max starts at its label's logit T; the sum over the other
-  // classes starts at 0 (the label's e^(T - m) is added at the end, in float64).
-  f64("m", n).set(Float64Array.from(T, (t, i) => t - M[i]));
-  f64("sum", n).fill(0);
-  // One chunk's W slice in, its norms and transpose, and its dot products S = X W_J^T (or
-  // x . w - M / b, so that the kernels' u = S b is z - M).
-  const chunk = (j0: number, cols: number) => {
-    f32("WJ", cols * d).set(W.subarray(j0 * d, (j0 + cols) * d));
-    k.head_prep(ptr("WJ"), cols, d, p.normW ? 1 : 0, ptr("b"), ptr("WT"));
+  const dots = (count: number) => {
+    if (!precise) return k.gemm(ptr("S"), count, n, count, d, ptr("X"), d, 1, ptr("WT"), count, 0);
+    k.dots64(ptr("S"), ptr("X"), n, ptr("WJ"), count, d, ptr("off"), ptr("b"), ptr("b64"));
+  };
+  const chunk = (j0: number, count: number) => {
+    f32("WJ", count * d).set(w.subarray(j0 * d, (j0 + count) * d));
+    k.head_prep(ptr("WJ"), count, d, p.normW ? 1 : 0, ptr("b"), ptr("WT"));
     // The precise logits take the column scale in float64 (dots64).
     if (precise) {
-      f64("b64", cols).set(
-        Float64Array.from({ length: cols }, (_, j) => p.normW ? 1 / Math.max(norm(W, (j0 + j) * d, d), EPS) : 1),
+      f64("b64", count).set(
+        Float64Array.from({ length: count }, (_, j) => p.normW ? 1 / Math.max(norm(w, (j0 + j) * d, d), EPS) : 1),
       );
     }
-    dots(cols);
+    dots(count);
   };
-  const dots = (cols: number) => {
-    if (!precise) return k.gemm(ptr("S"), cols, n, cols, d, ptr("X"), d, 1, ptr("WT"), cols, 0);
-    f64("off", n).set(M);
-    k.dots64(ptr("S"), ptr("X"), n, ptr("WJ"), cols, d, ptr("off"), ptr("b"), ptr("b64"));
-  };
-  for (let j0 = 0; j0 < c; j0 += B) {
-    const cols = Math.min(B, c - j0);
-    chunk(j0, cols);
+  /** The chunks [j0, j0 + count) of the range, local class indices. */
+  const chunks = Array.from(
+    { length: Math.ceil(cols / B) },
+    (_, q) => ({ j0: q * B, count: Math.min(B, cols - q * B) }),
+  );
+  return { rt, k, x, w, cols, ptr, f32, f64, dots, chunk, chunks, first };
+}
+
+/**
+ * Phase 1 over the classes of `W` (rows of class `first` on, `[cols, D]`, a slice of the
+ * head's W): per row the largest logit of the range (the label's `T_i` included where the
+ * range holds the label; at least `T_i` in precise mode) and the sum of `e^(z - max)` over
+ * the range's non-label classes. Ignored rows give (0, 0).
+ */
+export function headStats(p: HeadProblem, W: Float32Array, first: number): HeadStats {
+  const { n } = p;
+  const precise = isPrecise(p);
+  const s = open(p, W, first, precise);
+  const { k, ptr, f64 } = s;
+  const T = Float64Array.from({ length: n }, (_, i) => p.target[4 * i]);
+  const owns = (i: number) => p.labels[i] >= first && p.labels[i] < first + s.cols;
+  // Each row's running max starts at its label's logit T where the range holds the label
+  // (-inf elsewhere; precise: the reference M starts at T, the kernel's max at 0 relative
+  // to it); the sum over the other classes starts at 0 (the label's e^(T - m) is added by
+  // the row terms, in float64).
+  const M = precise ? T.slice() : new Float64Array(n);
+  f64("m", n).set(
+    Float64Array.from(T, (t, i) => p.labels[i] < 0 ? 0 : precise ? 0 : owns(i) ? t : -Infinity),
+  );
+  f64("sum", n).fill(0);
+  for (const { j0, count } of s.chunks) {
+    if (precise) f64("off", n).set(M);
+    s.chunk(j0, count);
     if (precise) {
       // A chunk that raises a row's maximum by more than 1 is taken again against the new
       // one (its values relative to the old maximum were rounded at their own magnitude).
-      k.head_chunk_max(ptr("S"), n, cols, j0, ptr("labels"), ptr("b"), ptr("cmax"));
+      k.head_chunk_max(ptr("S"), n, count, first + j0, ptr("labels"), ptr("b"), ptr("cmax"));
       const cm = f64("cmax", n), sum = f64("sum", n);
       let again = false;
       for (let i = 0; i < n; i++) {
@@ -107,14 +160,17 @@ export function head(p: HeadProblem): Raw {
           again = true;
         }
       }
-      if (again) dots(cols);
+      if (again) {
+        f64("off", n).set(M);
+        s.dots(count);
+      }
       f64("m", n).fill(0);
     }
     k.head_forward(
       ptr("S"),
       n,
-      cols,
-      j0,
+      count,
+      first + j0,
       ptr("labels"),
       ptr("a"),
       ptr("b"),
@@ -126,37 +182,57 @@ export function head(p: HeadProblem): Raw {
     // The kernel's maximum moved by m; it is relative to M.
     if (precise) f64("m", n).forEach((mi, i) => (M[i] += mi));
   }
-  const m = f64("m", n), others = f64("sum", n);
-  if (precise) m.fill(0);
-  const lse = new Float64Array(n), om = new Float64Array(n), rows = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    if (p.labels[i] < 0) continue;
-    // nll = log(1 + S / e^(T - m)), 1 - p_y = S / (S + e^(T - m)); all relative to M
-    const t = T[i] - M[i], ey = Math.exp(t - m[i]);
-    rows[i] = t - m[i] < -700 ? m[i] - t + Math.log(others[i]) : Math.log1p(others[i] / ey);
-    lse[i] = t + rows[i];
-    om[i] = others[i] / (others[i] + ey);
-  }
-  if (!p.grad) return { rows: [rows], grads: {} };
+  const m = f64("m", n).slice(), sum = f64("sum", n).slice();
+  if (precise) m.set(M);
+  for (let i = 0; i < n; i++) if (p.labels[i] < 0) m[i] = sum[i] = 0;
+  return { max: m, sum };
+}
 
+/**
+ * Phase 2 over the classes of `W` (as {@linkcode headStats}), given the merged statistics
+ * of every class and their row terms: the gradient w.r.t. the range's rows of W
+ * (`[cols, D]`, into `outW` when given) and the range's share of the gradient w.r.t. x
+ * (`[N, D]`, through x's normalisation; the shares of all ranges sum to it; into `outX`).
+ */
+export function headGrads(
+  p: HeadProblem,
+  W: Float32Array,
+  first: number,
+  stats: HeadStats,
+  terms: HeadRowTerms,
+  outX: Float32Array | null = null,
+  outW: Float32Array | null = null,
+): { x: Float32Array; W: Float32Array } {
+  const { n, d } = p;
+  const precise = isPrecise(p);
+  const rt = runtime();
+  const pinOutX = outX && rt.pin(outX), pinOutW = outW && rt.pin(outW);
+  const s = open(p, W, first, precise);
+  const { k, ptr, f32, f64, x, w, cols } = s;
+  const gW = pinOutW?.() ?? new Float32Array(cols * d);
+  // The kernels' maximum: the merged one (precise: it is the reference M, the kernels see 0).
+  const M = stats.max;
   if (precise) {
     const relative = p.target.slice();
-    for (let i = 0; i < n; i++) relative[4 * i] = T[i] - M[i];
+    for (let i = 0; i < n; i++) relative[4 * i] = p.target[4 * i] - M[i];
     rt.put(ptr("target"), relative);
+    f64("off", n).set(M);
+    f64("m", n).fill(0);
+    f64("lse", n).set(Float64Array.from(terms.lse, (l, i) => l - M[i]));
+  } else {
+    f64("m", n).set(M);
+    f64("lse", n).set(terms.lse);
   }
-  f64("lse", n).set(lse);
-  f64("om", n).set(om);
+  f64("om", n).set(terms.om);
   f64("scales", n).set(p.scales);
   f32("dX", n * d).fill(0);
-  const gW = outW ?? new Float32Array(c * d);
-  for (let j0 = 0; j0 < c; j0 += B) {
-    const cols = Math.min(B, c - j0);
-    chunk(j0, cols);
+  for (const { j0, count } of s.chunks) {
+    s.chunk(j0, count);
     k.head_backward(
       ptr("S"),
       n,
-      cols,
-      j0,
+      count,
+      first + j0,
       ptr("labels"),
       ptr("a"),
       ptr("b"),
@@ -173,46 +249,56 @@ export function head(p: HeadProblem): Raw {
       p.normW ? 1 : 0,
     );
     // v += G W_J; t = H^T X, then dW_j = b_j (t_j - [W normalised] (W^_j . t_j) W^_j)
-    k.gemm(ptr("dX"), d, n, d, cols, ptr("G"), cols, 1, ptr("WJ"), d, 1);
+    k.gemm(ptr("dX"), d, n, d, count, ptr("G"), count, 1, ptr("WJ"), d, 1);
     if (precise) {
-      k.gemm_tn64(ptr("dWJ"), ptr("H"), n, cols, ptr("X"), d, ptr("WJ"), ptr("b"), p.normW ? 1 : 0, ptr("t64"));
+      k.gemm_tn64(ptr("dWJ"), ptr("H"), n, count, ptr("X"), d, ptr("WJ"), ptr("b"), p.normW ? 1 : 0, ptr("t64"));
     } else {
-      k.gemm(ptr("dWJ"), d, cols, d, n, ptr("H"), 1, cols, ptr("X"), d, 0);
-      f32("ca", cols).set(f32("b", cols));
-      f32("cb", cols).fill(0);
-      k.row_finish(ptr("dWJ"), ptr("WJ"), cols, d, ptr("ca"), ptr("cb"), p.normW ? 1 : 0);
+      k.gemm(ptr("dWJ"), d, count, d, n, ptr("H"), 1, count, ptr("X"), d, 0);
+      f32("ca", count).set(f32("b", count));
+      f32("cb", count).fill(0);
+      k.row_finish(ptr("dWJ"), ptr("WJ"), count, d, ptr("ca"), ptr("cb"), p.normW ? 1 : 0);
     }
-    gW.set(f32("dWJ", cols * d), j0 * d);
+    gW.set(f32("dWJ", count * d), j0 * d);
   }
-  // dx_i = a_i (v_i - [x normalised] (x^_i . v_i) x^_i), v = G W
+  // dx_i = a_i (v_i - [x normalised] (x^_i . v_i) x^_i), v = G W (linear in v: the
+  // ranges' shares of dx sum to the whole)
   const a = f32("a", n);
-  const dzy = (i: number) => -p.scales[i] * om[i];
+  const dzy = (i: number) => -p.scales[i] * terms.om[i];
   f32("ca", n).set(a);
   f32("cb", n).fill(0);
   k.row_finish(ptr("dX"), ptr("X"), n, d, ptr("ca"), ptr("cb"), p.normX ? 1 : 0);
-  const gx = outX ?? new Float32Array(n * d);
+  const gx = pinOutX?.() ?? new Float32Array(n * d);
   gx.set(f32("dX", n * d));
+  const owned = (i: number) => p.labels[i] >= first && p.labels[i] < first + cols;
   // Where x is not normalised the label's part of dx, dL/dT (dT/du b_y W_y + dT/d||x|| x / ||x||),
   // is added here in float64: its two terms can nearly cancel (SphereFace at cos = +-1).
   if (!p.normX) {
     for (let i = 0; i < n; i++) {
-      const y = p.labels[i];
-      if (y < 0) continue;
+      if (!owned(i)) continue;
+      const y = p.labels[i] - first;
       const by = p.normW ? 1 / Math.max(p.nw[i], EPS) : 1, nx = p.nx[i];
       const fw = dzy(i) * p.target[4 * i + 1] * by, fx = nx > 0 ? (dzy(i) * p.target[4 * i + 2]) / nx : 0;
-      for (let j = 0; j < d; j++) gx[i * d + j] += fw * W[y * d + j] + fx * x[i * d + j];
+      for (let j = 0; j < d; j++) gx[i * d + j] += fw * w[y * d + j] + fx * x[i * d + j];
     }
   }
   // Where W is not normalised the label's part of dW_y, dL/dT (dT/du a x + dT/d||W_y|| W_y / ||W_y||),
   // is added here in float64 too (L-Softmax's two terms can nearly cancel).
   if (!p.normW) {
     for (let i = 0; i < n; i++) {
-      const y = p.labels[i];
-      if (y < 0) continue;
+      if (!owned(i)) continue;
+      const y = p.labels[i] - first;
       const nw = p.nw[i], fx = dzy(i) * p.target[4 * i + 1] * a[i];
       const fw = nw > 0 ? (dzy(i) * p.target[4 * i + 3]) / nw : 0;
-      for (let j = 0; j < d; j++) gW[y * d + j] += fx * x[i * d + j] + fw * W[y * d + j];
+      for (let j = 0; j < d; j++) gW[y * d + j] += fx * x[i * d + j] + fw * w[y * d + j];
     }
   }
-  return { rows: [rows], grads: { x: gx, W: gW } };
+  return { x: gx, W: gW };
+}
+
+/** Row losses and gradients of an embedding head on the WebAssembly backend: both phases over every class. */
+export function head(p: HeadProblem): Raw {
+  const stats = headStats(p, p.W, 0);
+  const terms = headRowTerms(p.target, p.labels, stats);
+  if (!p.grad) return { rows: [terms.rows], grads: {} };
+  return { rows: [terms.rows], grads: headGrads(p, p.W, 0, stats, terms, p.outX?.data, p.outW?.data) };
 }
