@@ -107,6 +107,22 @@ export interface HeadStats {
   readonly sum: Float64Array;
 }
 
+/**
+ * The statistics of the union of disjoint class ranges from theirs, exactly: per row
+ * `max = max_k max_k`, `sum = sum_k sum_k e^(max_k - max)` (a range without classes for
+ * a row, `max_k = -inf`, adds nothing). Merging is order-independent up to the rounding
+ * of the sum.
+ */
+export function mergeStats(parts: readonly HeadStats[]): HeadStats {
+  const n = parts[0].max.length;
+  const max = new Float64Array(n).fill(-Infinity), sum = new Float64Array(n);
+  for (const s of parts) for (let i = 0; i < n; i++) max[i] = Math.max(max[i], s.max[i]);
+  for (const s of parts) {
+    for (let i = 0; i < n; i++) if (s.max[i] > -Infinity) sum[i] += s.sum[i] * Math.exp(s.max[i] - max[i]);
+  }
+  return { max, sum };
+}
+
 /** What the gradient phase needs per row: the row loss (nll), the log-sum-exp and `1 - p_y`. */
 export interface HeadRowTerms {
   readonly rows: Float64Array;

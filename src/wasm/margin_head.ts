@@ -42,7 +42,7 @@ const EPS = 1e-12;
  * probability matters); the kernels see z - M and the label's logit T - M. Decided once
  * per problem from the whole of W (`p.W`), so every range of a problem agrees.
  */
-function isPrecise(p: HeadProblem): boolean {
+export function isPrecise(p: HeadProblem): boolean {
   if (p.normX) return false;
   // (Views of WebAssembly memory that an earlier phase's growth detached are taken again.)
   const rt = runtime(), x = rt.pin(p.x)(), W = rt.pin(p.W)();
@@ -263,15 +263,34 @@ export function headGrads(
   // dx_i = a_i (v_i - [x normalised] (x^_i . v_i) x^_i), v = G W (linear in v: the
   // ranges' shares of dx sum to the whole)
   const a = f32("a", n);
-  const dzy = (i: number) => -p.scales[i] * terms.om[i];
   f32("ca", n).set(a);
   f32("cb", n).fill(0);
   k.row_finish(ptr("dX"), ptr("X"), n, d, ptr("ca"), ptr("cb"), p.normX ? 1 : 0);
   const gx = pinOutX?.() ?? new Float32Array(n * d);
   gx.set(f32("dX", n * d));
+  labelParts(p, x, w, first, a, terms, gx, gW);
+  return { x: gx, W: gW };
+}
+
+/**
+ * The label's parts of the gradients that the kernels leave to the host (in float64: their
+ * two terms can nearly cancel), for the rows whose label is in the range of `w` (classes
+ * `first` on): where x is not normalised, dL/dT (dT/du b_y W_y + dT/d||x|| x / ||x||) into
+ * `gx`; where W is not normalised, dL/dT (dT/du a x + dT/d||W_y|| W_y / ||W_y||) into `gW`.
+ */
+export function labelParts(
+  p: HeadProblem,
+  x: Float32Array,
+  w: Float32Array,
+  first: number,
+  a: Float32Array,
+  terms: HeadRowTerms,
+  gx: Float32Array,
+  gW: Float32Array,
+): void {
+  const { n, d } = p, cols = w.length / d;
+  const dzy = (i: number) => -p.scales[i] * terms.om[i];
   const owned = (i: number) => p.labels[i] >= first && p.labels[i] < first + cols;
-  // Where x is not normalised the label's part of dx, dL/dT (dT/du b_y W_y + dT/d||x|| x / ||x||),
-  // is added here in float64: its two terms can nearly cancel (SphereFace at cos = +-1).
   if (!p.normX) {
     for (let i = 0; i < n; i++) {
       if (!owned(i)) continue;
@@ -281,8 +300,6 @@ export function headGrads(
       for (let j = 0; j < d; j++) gx[i * d + j] += fw * w[y * d + j] + fx * x[i * d + j];
     }
   }
-  // Where W is not normalised the label's part of dW_y, dL/dT (dT/du a x + dT/d||W_y|| W_y / ||W_y||),
-  // is added here in float64 too (L-Softmax's two terms can nearly cancel).
   if (!p.normW) {
     for (let i = 0; i < n; i++) {
       if (!owned(i)) continue;
@@ -292,7 +309,6 @@ export function headGrads(
       for (let j = 0; j < d; j++) gW[y * d + j] += fx * x[i * d + j] + fw * w[y * d + j];
     }
   }
-  return { x: gx, W: gW };
 }
 
 /** Row losses and gradients of an embedding head on the WebAssembly backend: both phases over every class. */

@@ -8,7 +8,7 @@ import type { Kernels } from "../kernels.ts";
 import { hostKernels } from "../losses/mod.ts";
 import { topkHits } from "./accuracy.ts";
 import { hardLabel } from "./cross_entropy.ts";
-import { head } from "./margin_head.ts";
+import { head } from "./head_threads.ts";
 import { distill } from "./distillation.ts";
 import { klDiv, softTarget } from "./soft_cross_entropy.ts";
 import { softmaxTransform } from "./softmax.ts";

@@ -86,6 +86,8 @@ const canWait = (() => {
 export class Pool {
   readonly threads: number;
   readonly rt: Runtime;
+  /** Parallel calls run so far (for tests). */
+  runs = 0;
   #workers: AnyWorker[];
   #control: Int32Array;
   #names: string[];
@@ -120,6 +122,7 @@ export class Pool {
    */
   run(programs: number[][]): void {
     const k = this.rt.k as unknown as Record<string, (...a: number[]) => void>;
+    this.runs++;
     const others = programs.slice(1);
     const bytes = others.reduce((s, p) => s + Math.ceil(p.length / 8) * 64, 0);
     if (bytes > this.#programBytes) {
@@ -184,13 +187,13 @@ async function workerKind(): Promise<((source: string) => AnyWorker) | string> {
     const { Worker } = await import(spec);
     return (source) => {
       const w = new Worker(source, { eval: true });
-      w.unref();
       return {
         post: (m) => w.postMessage(m),
-        first: new Promise((resolve) => {
+        // Unreferenced once it has started (before, the event loop must wait for its message).
+        first: new Promise<string>((resolve) => {
           w.once("message", resolve);
           w.once("error", (e: unknown) => resolve(String(e)));
-        }),
+        }).then((said) => (w.unref(), said)),
         terminate: () => void w.terminate(),
       };
     };

@@ -1,0 +1,171 @@
+/**
+ * The embedding heads on the thread pool (src/wasm/pool.ts): the classes are split into
+ * one range per thread, whole chunks of 128 each, and each thread runs both phases of
+ * src/wasm/margin_head.ts over its range, in its own scratch buffers, on W where it lies
+ * in the shared memory:
+ *  1. statistics: per row an online (max, non-label sum of exponentials) over the range;
+ *     the caller merges the threads' pairs exactly (`mergeStats`) and forms the row terms;
+ *  2. gradients: each thread writes the rows of dW of its own classes (no two threads
+ *     write one float) and its share of x's gradient; the caller sums the shares.
+ * W and its gradient live in WebAssembly memory for the call (copied in and out unless
+ * they were allocated there, `alloc`), x and the per-row buffers once, shared.
+ *
+ * The row losses and dW equal one thread's up to the order of two sums (the merge of the
+ * ranges' sums of exponentials, and x's gradient summed per range, then over ranges):
+ * within SPEC's bound, and the same from call to call for a given thread count. Heads in
+ * "precise" mode (x not normalised, large logits: SphereFace, L-Softmax) stay on one thread.
+ *
+ * @module
+ */
+import type { Raw } from "../loss.ts";
+import { type HeadProblem, headRowTerms, type HeadStats, mergeStats } from "../losses/margin_head.ts";
+import { head as oneThread, isPrecise, labelParts } from "./margin_head.ts";
+import { pool, type Recorder, split } from "./pool.ts";
+import { Layout } from "./runtime.ts";
+
+const CHUNK = 128;
+const EPS = 1e-12;
+/** Multiply-adds per thread below which a head stays on one thread (waking a worker takes ~30 us). */
+const MIN_PER_THREAD = 1 << 22;
+
+/** Row losses and gradients of an embedding head: on the thread pool when it pays, else on this thread. */
+export function head(p: HeadProblem): Raw {
+  const pl = pool();
+  const { n, c, d } = p;
+  const threads = pl ? Math.min(pl.threads, Math.ceil(c / CHUNK), Math.floor((n * c * d) / MIN_PER_THREAD)) : 1;
+  if (!pl || threads < 2 || isPrecise(p)) return oneThread(p);
+  const rt = pl.rt;
+  const B = CHUNK;
+  const pinX = rt.pin(p.x), pinW = rt.pin(p.W);
+  const outX = p.outX ? rt.pin(p.outX.data) : null, outW = p.outW ? rt.pin(p.outW.data) : null;
+  const wAt = rt.addressOf(p.W), gAt = p.grad && p.outW ? rt.addressOf(p.outW.data) : -1;
+  const lay = new Layout();
+  const at = {
+    X: lay.add(n * d * 4),
+    labels: lay.add(n * 4),
+    a: lay.add(n * 4),
+    target: lay.add(n * 32),
+    m: lay.add(n * 8),
+    lse: lay.add(n * 8),
+    om: lay.add(n * 8),
+    scales: lay.add(n * 8),
+    zero: lay.add(Math.max(n, B) * 4),
+    W: wAt < 0 ? lay.add(c * d * 4) : -1,
+    gW: p.grad && gAt < 0 ? lay.add(c * d * 4) : -1,
+  };
+  const own = Array.from({ length: threads }, () => ({
+    b: lay.add(B * 4),
+    WT: lay.add(d * B * 4),
+    S: lay.add(n * B * 4),
+    G: lay.add(n * B * 4),
+    H: lay.add(n * B * 4),
+    m: lay.add(n * 8),
+    sum: lay.add(n * 8),
+    dX: lay.add(n * d * 4),
+  }));
+  const base = rt.arena(lay.size);
+  const x = pinX(), w = pinW();
+  const W = wAt >= 0 ? wAt : base + at.W, gW = gAt >= 0 ? gAt : base + at.gW;
+  const f64 = (off: number, len: number) => new Float64Array(rt.buffer, base + off, len);
+  const f32 = (off: number, len: number) => new Float32Array(rt.buffer, base + off, len);
+  rt.put(base + at.X, x);
+  if (wAt < 0) rt.put(W, w);
+  rt.put(base + at.labels, p.labels);
+  rt.put(base + at.target, p.target);
+  const a = f32(at.a, n);
+  a.set(Float32Array.from(p.nx, (nx) => (p.normX ? 1 / Math.max(nx, EPS) : 1)));
+  f32(at.zero, Math.max(n, B)).fill(0);
+  const ptr = (off: number) => base + off;
+  const ranges = own.map((_, t) => split(c, threads, t, B));
+  /** Runs `step(k, t, j0, count)` over every chunk of every thread's range, one program per thread. */
+  const run = (step: (k: Recorder, t: number, j0: number, count: number) => void) => {
+    pl.run(ranges.map(([c0, c1], t) => {
+      const program: number[] = [], k = pl.recorder(program);
+      for (let j0 = c0; j0 < c1; j0 += B) step(k, t, j0, Math.min(B, c1 - j0));
+      return program;
+    }));
+  };
+  // Each chunk's norms, W^T and dot products S = X W_J^T, on the thread's own buffers.
+  const dots = (k: Recorder, t: number, j0: number, count: number) => {
+    const o = own[t];
+    k.head_prep(W + j0 * d * 4, count, d, p.normW ? 1 : 0, ptr(o.b), ptr(o.WT));
+    k.gemm(ptr(o.S), count, n, count, d, ptr(at.X), d, 1, ptr(o.WT), count, 0);
+  };
+
+  // Phase 1: each range's (max, sum) per row, starting at the label's logit where the range holds it.
+  const T = Float64Array.from({ length: n }, (_, i) => p.target[4 * i]);
+  own.forEach((o, t) => {
+    const [c0, c1] = ranges[t];
+    f64(o.m, n).set(Float64Array.from(T, (v, i) => (p.labels[i] >= c0 && p.labels[i] < c1 ? v : -Infinity)));
+    f64(o.sum, n).fill(0);
+  });
+  run((k, t, j0, count) => {
+    dots(k, t, j0, count);
+    const o = own[t];
+    k.head_forward(
+      ptr(o.S),
+      n,
+      count,
+      j0,
+      ptr(at.labels),
+      ptr(at.a),
+      ptr(o.b),
+      p.scale,
+      p.clamp ? 1 : 0,
+      ptr(o.m),
+      ptr(o.sum),
+    );
+  });
+  const stats: HeadStats = mergeStats(own.map((o) => ({ max: f64(o.m, n).slice(), sum: f64(o.sum, n).slice() })));
+  for (let i = 0; i < n; i++) if (p.labels[i] < 0) stats.max[i] = stats.sum[i] = 0;
+  const terms = headRowTerms(p.target, p.labels, stats);
+  if (!p.grad) return { rows: [terms.rows], grads: {} };
+
+  // Phase 2: each thread's rows of dW, and its share of v = G W (x's gradient before normalisation).
+  f64(at.m, n).set(stats.max);
+  f64(at.lse, n).set(terms.lse);
+  f64(at.om, n).set(terms.om);
+  f64(at.scales, n).set(p.scales);
+  for (const o of own) f32(o.dX, n * d).fill(0);
+  run((k, t, j0, count) => {
+    dots(k, t, j0, count);
+    const o = own[t], wj = W + j0 * d * 4, gj = gW + j0 * d * 4;
+    k.head_backward(
+      ptr(o.S),
+      n,
+      count,
+      j0,
+      ptr(at.labels),
+      ptr(at.a),
+      ptr(o.b),
+      p.scale,
+      p.clamp ? 1 : 0,
+      ptr(at.m),
+      ptr(at.lse),
+      ptr(at.scales),
+      ptr(at.target),
+      ptr(at.om),
+      ptr(o.G),
+      ptr(o.H),
+      p.normX ? 1 : 0,
+      p.normW ? 1 : 0,
+    );
+    // v += G W_J; t = H^T X, then dW_j = b_j (t_j - [W normalised] (W^_j . t_j) W^_j)
+    k.gemm(ptr(o.dX), d, n, d, count, ptr(o.G), count, 1, wj, d, 1);
+    k.gemm(gj, d, count, d, n, ptr(o.H), 1, count, ptr(at.X), d, 0);
+    k.row_finish(gj, wj, count, d, ptr(o.b), ptr(at.zero), p.normW ? 1 : 0);
+  });
+  // v = the threads' shares summed in thread order (float64), then dx = a (v - [x normalised] (x^ . v) x^).
+  const v = new Float64Array(n * d);
+  for (const o of own) f32(o.dX, n * d).forEach((g, i) => (v[i] += g));
+  const dX = f32(own[0].dX, n * d);
+  dX.set(v);
+  rt.k.row_finish(ptr(own[0].dX), ptr(at.X), n, d, ptr(at.a), ptr(at.zero), p.normX ? 1 : 0);
+  const gx = outX?.() ?? new Float32Array(n * d);
+  gx.set(dX);
+  const gWView = new Float32Array(rt.buffer, gW, c * d);
+  const gw = outW?.() ?? new Float32Array(c * d);
+  if (gAt < 0) gw.set(gWView);
+  labelParts(p, x, w, 0, a, terms, gx, gw);
+  return { rows: [terms.rows], grads: { x: gx, W: gw } };
+}
