@@ -17,6 +17,11 @@ export { experts_ce, experts_main } from "./experts";
 export { hierarchical } from "./hierarchical";
 export { hnm_prep, hnm_rows, hnm_grad } from "./hnm_contrastive";
 
+/** Copies n bytes from src to dst (memory.copy): the stream bound of the benchmarks. */
+export function copy_bytes(dst: usize, src: usize, n: usize): void {
+  memory.copy(dst, src, n);
+}
+
 /** First free byte above the static data: the host's allocator starts here. */
 export function heap_base(): usize {
   return __heap_base;

@@ -32,7 +32,7 @@ const MIN_PER_THREAD = 1 << 22;
 export function head(p: HeadProblem): Raw {
   const pl = pool();
   const { n, c, d } = p;
-  const threads = pl ? Math.min(pl.threads, Math.ceil(c / CHUNK), Math.floor((n * c * d) / MIN_PER_THREAD)) : 1;
+  const threads = pl ? Math.min(pl.active, Math.ceil(c / CHUNK), Math.floor((n * c * d) / MIN_PER_THREAD)) : 1;
   if (!pl || threads < 2 || isPrecise(p)) return oneThread(p);
   const rt = pl.rt;
   const B = CHUNK;

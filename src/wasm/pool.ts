@@ -88,6 +88,8 @@ export class Pool {
   readonly rt: Runtime;
   /** Parallel calls run so far (for tests). */
   runs = 0;
+  /** The threads calls may use, at most `threads` (benchmarks compare counts on one pool). */
+  active: number;
   #workers: AnyWorker[];
   #control: Int32Array;
   #names: string[];
@@ -102,7 +104,7 @@ export class Pool {
     this.#control = control;
     this.#names = names;
     this.#index = new Map(names.map((n, i) => [n, i]));
-    this.threads = workers.length + 1;
+    this.threads = this.active = workers.length + 1;
   }
 
   /** A recorder appending to `program` (a flat list: kernel index, argument count, arguments). */

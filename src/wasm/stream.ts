@@ -37,7 +37,7 @@ export interface Chunk {
 
 /** How many threads a call may use: per-thread scratch buffers are laid out this many times. */
 export function threadsOf(): number {
-  return pool()?.threads ?? 1;
+  return pool()?.active ?? 1;
 }
 
 /**
@@ -67,7 +67,7 @@ export function streamRows(
   parallel = true,
 ): Float32Array[] {
   const p = parallel ? pool() : null;
-  const threads = p ? Math.min(p.threads, Math.floor((n * c) / MIN_PER_THREAD)) : 1;
+  const threads = p ? Math.min(p.active, Math.floor((n * c) / MIN_PER_THREAD)) : 1;
   // Addresses first: placing the arena may grow memory and detach views of it.
   const inAt = inputs.map((x) => rt.addressOf(x));
   const outAt = outs.map((m) => (m ? rt.addressOf(m.data) : -1));
