@@ -17,7 +17,7 @@
  * @module
  */
 import type { Exports } from "./generated.ts";
-import { type Runtime, sharedRuntime } from "./runtime.ts";
+import { type Runtime, runtime as runtimeNow, sharedRuntime } from "./runtime.ts";
 
 /** Int32 slots of each worker's control block. */
 const SEQ = 0, DONE = 1, PTR = 2, LEN = 3, ERROR = 4;
@@ -218,10 +218,14 @@ async function workerKind(): Promise<((source: string) => AnyWorker) | string> {
 
 /**
  * Starts a pool of `threads` threads (this one and `threads - 1` workers), replacing the
- * current one; `threads` 1 stops it. Resolves to the number of threads running and, where
+ * current one unless it has as many; `threads` 1 stops it. Resolves to the number of threads running and, where
  * that is fewer than asked, why.
  */
 export async function startThreads(threads: number): Promise<{ threads: number; why: string }> {
+  if (current && current.threads === threads && current.rt === runtimeNow()) {
+    current.active = threads;
+    return { threads, why: "" };
+  }
   current?.close();
   current = null;
   if (threads <= 1) return { threads: 1, why: "" };

@@ -58,6 +58,7 @@ interface Report {
   userAgent: string;
   suite?: SuiteReport;
   nowasm?: { js: number; wasm: number | string; init: string };
+  threads?: { threads: number; note: string; sameBits: boolean; headLoss: number; headGrad: number };
   error?: string;
 }
 
@@ -120,17 +121,21 @@ export function browserChecks(pkg: Package): void {
         join(dir, "suite.js"),
         "browser_suite.ts",
       );
-      for (const page of ["plain.html", "csp.html", "nowasm.html"]) {
+      for (const page of ["plain.html", "csp.html", "nowasm.html", "isolated.html"]) {
         copyFileSync(join(ROOT, "tests/runtimes/browser/page.html"), join(dir, page));
       }
       copyFileSync(join(ROOT, "tests/runtimes/browser/page.js"), join(dir, "page.js"));
+      copyFileSync(join(ROOT, "tests/runtimes/threads_check.mjs"), join(dir, "threads_check.mjs"));
       const csp: Record<string, string> = { "/harness/csp.html": STRICT_CSP, "/harness/nowasm.html": NO_WASM_CSP };
+      // Cross-origin isolation (shared memory, so threads): the page and every script it loads.
+      const isolated = { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" };
       server = await serve([
-        { prefix: "/pkg/", dir: pkg.unpacked },
+        { prefix: "/pkg/", dir: pkg.unpacked, headers: () => ({ "cross-origin-resource-policy": "same-origin" }) },
         {
           prefix: "/harness/",
           dir,
-          headers: (path): Record<string, string> => csp[path] ? { "content-security-policy": csp[path] } : {},
+          headers: (path): Record<string, string> =>
+            csp[path] ? { "content-security-policy": csp[path] } : path.startsWith("/harness/isolated") ? isolated : {},
         },
       ]);
       base = `${server.origin}/harness`;
@@ -158,6 +163,30 @@ export function browserChecks(pkg: Package): void {
       assertPageSuite("strict CSP", report, ["js", "wasm"]);
       assert.deepEqual(messages, [], "no CSP violation or other error on the console");
     });
+
+    it(
+      "a cross-origin-isolated page runs WebAssembly on 2 threads (Web Workers); one that is not runs on one, saying why",
+      {
+        timeout: 60_000,
+      },
+      async () => {
+        const { report } = await visit(browser, `${base}/isolated.html?threads`, 50_000);
+        assert.equal(report.error, undefined, String(report.error));
+        assert.equal(report.crossOriginIsolated, true, "the page is cross-origin isolated");
+        const t = report.threads!;
+        console.log(
+          `  isolated: ${t.note}; head within ${t.headLoss.toExponential(1)} / ${t.headGrad.toExponential(1)}`,
+        );
+        assert.equal(t.threads, 2, t.note);
+        assert.ok(t.sameBits, "crossEntropy on 2 threads: the same bits as on one");
+        assert.ok(t.headLoss < 1e-6 && t.headGrad < 1e-5, `marginHead on 2 threads: ${t.headLoss}, ${t.headGrad}`);
+        const plain = (await visit(browser, `${base}/plain.html?threads`, 50_000)).report;
+        assert.equal(plain.error, undefined, String(plain.error));
+        assert.equal(plain.threads!.threads, 1);
+        assert.match(plain.threads!.note, /one thread: no shared memory/);
+        assert.ok(plain.threads!.sameBits);
+      },
+    );
 
     it(
       "without 'wasm-unsafe-eval' WebAssembly is refused; the float64 reference runs",

@@ -102,6 +102,26 @@ describe("npm package", () => {
     assert.equal(r.code, 0, tail(r.output));
   });
 
+  it("Node and Bun: init({ threads: 2 }) runs on 2 threads (node:worker_threads), as one thread, and exits", {
+    timeout: 120_000,
+  }, async () => {
+    copyFileSync(join(ROOT, "tests/runtimes/threads_check.mjs"), join(pkg.project, "threads_check.mjs"));
+    const script =
+      'import { init } from "@softmargin/softmargin"; import { threadsCheck } from "./threads_check.mjs"; ' +
+      "console.log(JSON.stringify(await threadsCheck(init)));";
+    writeFileSync(join(pkg.project, "threads_main.mjs"), script);
+    for (const [name, cmd] of [["Node", ["node"]], ["Bun", BUN]] as const) {
+      // The process must exit by itself: the workers are unreferenced.
+      const r = await exec([...cmd, "threads_main.mjs"], { cwd: pkg.project, timeoutMs: 60_000 });
+      assert.equal(r.code, 0, `${name}: ${tail(r.output)}`);
+      const t = JSON.parse(r.output.trim().split("\n").pop()!);
+      console.log(`  ${name}: ${t.note}; head within ${t.headLoss.toExponential(1)} / ${t.headGrad.toExponential(1)}`);
+      assert.equal(t.threads, 2, `${name}: ${t.note}`);
+      assert.ok(t.sameBits, `${name}: crossEntropy on 2 threads, the same bits as on one`);
+      assert.ok(t.headLoss < 1e-6 && t.headGrad < 1e-5, `${name}: marginHead on 2 threads ${t.headLoss} ${t.headGrad}`);
+    }
+  });
+
   it("tsc: consumers type-check, with and without WebGPU types", { timeout: 120_000 }, async () => {
     const dir = join(pkg.project, "consumer");
     mkdirSync(dir, { recursive: true });

@@ -3,7 +3,8 @@
 // globalThis.SOFTMARGIN_REPORT:
 //   ?webgpu   the fixture suite, with WebGPU when the browser has an adapter;
 //   (nothing) the fixture suite on js and wasm;
-//   ?nowasm   no suite: what a page whose CSP lacks 'wasm-unsafe-eval' can and cannot do.
+//   ?nowasm   no suite: what a page whose CSP lacks 'wasm-unsafe-eval' can and cannot do;
+//   ?threads  no suite: init({ threads: 2 }), and crossEntropy and marginHead on 2 threads against 1.
 const params = new URLSearchParams(location.search);
 const report = { crossOriginIsolated: globalThis.crossOriginIsolated, userAgent: navigator.userAgent };
 
@@ -51,8 +52,16 @@ async function noWasm() {
   return out;
 }
 
+/** The thread pool (threads_check.mjs, shared with the Node and Bun check). */
+async function threads() {
+  const { init } = await import("../pkg/mod.js");
+  const { threadsCheck } = await import("./threads_check.mjs");
+  return await threadsCheck(init);
+}
+
 try {
   if (params.has("nowasm")) report.nowasm = await noWasm();
+  else if (params.has("threads")) report.threads = await threads();
   else report.suite = await suite();
 } catch (e) {
   report.error = `${e.name}: ${e.message}\n${e.stack}`;
