@@ -89,10 +89,45 @@ export function gemm(
   }
 }
 
-/** dst[d, b] = src[b, d] for a [rows, cols] block (transpose into a [cols, rows] buffer). */
+// The 4 x 4 block of rows r0..r3 transposed, one row of the result each (its column 0..3).
+// @ts-ignore: decorator
+@inline export function tr0(r0: v128, r1: v128, r2: v128, r3: v128): v128 {
+  return i32x4.shuffle(i32x4.shuffle(r0, r1, 0, 4, 1, 5), i32x4.shuffle(r2, r3, 0, 4, 1, 5), 0, 1, 4, 5);
+}
+// @ts-ignore: decorator
+@inline export function tr1(r0: v128, r1: v128, r2: v128, r3: v128): v128 {
+  return i32x4.shuffle(i32x4.shuffle(r0, r1, 0, 4, 1, 5), i32x4.shuffle(r2, r3, 0, 4, 1, 5), 2, 3, 6, 7);
+}
+// @ts-ignore: decorator
+@inline export function tr2(r0: v128, r1: v128, r2: v128, r3: v128): v128 {
+  return i32x4.shuffle(i32x4.shuffle(r0, r1, 2, 6, 3, 7), i32x4.shuffle(r2, r3, 2, 6, 3, 7), 0, 1, 4, 5);
+}
+// @ts-ignore: decorator
+@inline export function tr3(r0: v128, r1: v128, r2: v128, r3: v128): v128 {
+  return i32x4.shuffle(i32x4.shuffle(r0, r1, 2, 6, 3, 7), i32x4.shuffle(r2, r3, 2, 6, 3, 7), 2, 3, 6, 7);
+}
+
+/**
+ * dst[d, b] = src[b, d] for a [rows, cols] block (transpose into a [cols, rows] buffer):
+ * 4 x 4 blocks moved as four f32x4 rows, transposed in registers; the edges one float at
+ * a time.
+ */
 export function transpose(src: usize, rows: i32, cols: i32, dst: usize): void {
+  const sr = (<usize>cols) << 2, dr = (<usize>rows) << 2;
+  const r4 = rows & ~3, c4 = cols & ~3;
+  for (let r = 0; r < r4; r += 4) {
+    const s = src + <usize>r * sr, d = dst + ((<usize>r) << 2);
+    for (let c = 0; c < c4; c += 4) {
+      const p = s + ((<usize>c) << 2), q = d + <usize>c * dr;
+      const a0 = v128.load(p), a1 = v128.load(p + sr), a2 = v128.load(p + 2 * sr), a3 = v128.load(p + 3 * sr);
+      v128.store(q, tr0(a0, a1, a2, a3));
+      v128.store(q + dr, tr1(a0, a1, a2, a3));
+      v128.store(q + 2 * dr, tr2(a0, a1, a2, a3));
+      v128.store(q + 3 * dr, tr3(a0, a1, a2, a3));
+    }
+  }
   for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) {
+    for (let c = r < r4 ? c4 : 0; c < cols; c++) {
       store<f32>(dst + ((<usize>(c * rows + r)) << 2), load<f32>(src + ((<usize>(r * cols + c)) << 2)));
     }
   }
