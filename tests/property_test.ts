@@ -9,13 +9,26 @@
 //     TypeError or RangeError whose message starts with "Expected" and names the argument;
 // (d) wasm agrees with the float64 reference within SPEC's bound.
 //
+// The second table (metric learning, mixture of experts, hard-negative mining) checks (a),
+// (b) and (d) on random problems pushed to their edges, then what the math guarantees
+// (invariances, exact zeros), and the state functions against their definitions.
+//
 // The seed is fixed (printed below) so CI is reproducible; SOFTMARGIN_PROPERTY_SEED
 // changes it and SOFTMARGIN_PROPERTY_RUNS sets the cases per property (deno task
 // test:long runs 100000), SOFTMARGIN_PROPERTY_ONLY picks members by name. A failure prints fast-check's counterexample, seed and path.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { js, wasm } from "../cpu.ts";
+import {
+  centerUpdate,
+  hnmDecay,
+  hnmHardNegatives,
+  hnmInit,
+  hnmUpdateConfusion,
+  hnmUpdatePrototypes,
+  js,
+  wasm,
+} from "../cpu.ts";
 import {
   type BadCase,
   call,
@@ -26,9 +39,13 @@ import {
   optionsFor,
   type Outcome,
   outcome,
+  PROBLEM_LOSSES,
+  type ProblemCase,
+  type ProblemLoss,
   PROPERTY_LOSSES,
   type PropertyLoss,
   show,
+  uniform,
 } from "./helpers/arbitraries.ts";
 import { assertFinite, assertLossClose, assertUnchanged, snapshot, SPEC_TOL } from "./helpers/assert.ts";
 import { seedOf } from "./helpers/random.ts";
@@ -541,4 +558,623 @@ describe("bugs found by the property tests (regressions)", () => {
       );
     }
   });
+});
+
+// ------------------------------------------------------------------------------------------------
+// The second table: docs/LOSSES.md sections 4-6 (metric learning, mixture of experts,
+// hard-negative mining), and the state functions of section 8.
+
+/**
+ * Cases per property of the second table: its calls are heavier (B x B similarities, E
+ * experts, a [C, C] rule), so CI runs fewer; SOFTMARGIN_PROPERTY_RUNS sets both tables.
+ */
+const PROBLEM_RUNS = Number(env("SOFTMARGIN_PROPERTY_RUNS") ?? 300);
+const PROBLEMS = PROBLEM_LOSSES.filter((e) => !ONLY?.length || ONLY.includes(e.name));
+const problemSeed = (name: string, property: string) => (SEED ^ seedOf(`${name} ${property}`)) | 0;
+const problemRun = (name: string, property: string) => ({ seed: problemSeed(name, property), numRuns: PROBLEM_RUNS });
+
+/** A gradient as one matrix: a list's matrices stacked by rows. */
+function stacked(g: Mat | Mat[]): Mat {
+  if (!Array.isArray(g)) return g;
+  const data = new Float32Array(g.reduce((a, m) => a + m.data.length, 0));
+  g.reduce((o, m) => (data.set(m.data, o), o + m.data.length), 0);
+  return { data, shape: [g.length * g[0].shape[0], g[0].shape[1]] };
+}
+
+/** The batch size of a case of the second table (featureDiversity has no labels: its experts' rows). */
+const batchSize = (k: Case) => k.inputs.labels?.length ?? k.inputs.features[0].shape[0];
+
+/** The rows of input `key` (stacked as `stacked` does) whose norm is at most 1e-12, where the loss normalises it. */
+function zeroRows(entry: ProblemLoss, k: Case, key: string): (row: number) => boolean {
+  const m = stacked(k.inputs[key]);
+  return (i) => !entry.normalised.includes(key) || rowNorm(m, i) > 1e-12;
+}
+
+/** (a) for one result of the second table: finite values, documented shapes, out buffers used. */
+function checkProblemResult(entry: ProblemLoss, k: Case, options: Any, r: Outcome, label: string): void {
+  const n = batchSize(k);
+  if (r.value !== undefined) {
+    if (options?.reduction === "none") {
+      assert.ok(r.value instanceof Float32Array && r.value.length === n, `${label}: expected ${n} row losses`);
+    } else assert.equal(typeof r.value, "number", `${label}: the loss is a number`);
+    assertFinite(r.value, `${label} loss`);
+    for (const [key, v] of Object.entries(r.parts)) {
+      assertFinite(typeof v === "number" ? v : (v as Mat).data, `${label} ${key}`);
+    }
+  }
+  if (r.grads === undefined) return;
+  assert.deepEqual(Object.keys(r.grads).sort(), [...entry.grads].sort(), `${label}: gradient names`);
+  for (const key of entry.grads) {
+    const g = r.grads[key] as Mat | Mat[], input = k.inputs[key] as Mat | Mat[];
+    const pairs: [Mat, Mat][] = Array.isArray(input)
+      ? (assert.ok(
+        Array.isArray(g) && g.length === input.length,
+        `${label}: grads.${key} is a list of ${input.length}`,
+      ),
+        input.map((m, e) => [(g as Mat[])[e], m]))
+      : [[g as Mat, input]];
+    for (const [got, m] of pairs) {
+      assert.ok(got.data instanceof Float32Array, `${label}: grads.${key} data is not a Float32Array`);
+      assert.deepEqual([...got.shape], [...m.shape], `${label}: grads.${key}.shape`);
+      assertFinite(got.data, `${label} grads.${key}`, got.shape);
+    }
+    if (options?.out?.[key]) assert.equal(g, options.out[key], `${label}: grads.${key} is not out.${key}`);
+  }
+}
+
+/**
+ * physicsContrastive's `grads.f_i = (1 / tau) sum_j (a_ij + a_ji) f_j` cancels where the
+ * f_j are alike (coincident rows: exactly 0, from terms of size |r_i| / tau); float32
+ * resolves it to 16 ulps (2^-20, as `termSlack`) of the size of its terms,
+ * `(1 / tau) sum_j |a_ij + a_ji| max_k |f_jk|`, with a_ij in float64 from docs/LOSSES.md.
+ * `weight` scales it (physMoe's lambdaScl); `u` is the upstream.
+ */
+function contrastiveSlack(k: Case, f: Mat, u: Any, weight: number): (row: number) => number {
+  const o = k.options ?? {}, labels = k.inputs.labels as ArrayLike<number>, rule = k.inputs.rule as Mat | undefined;
+  const tau = o.temperature ?? 0.07, threshold = o.threshold ?? 0.8, [b, d] = f.shape;
+  const R = (i: number, j: number) => (rule ? rule.data[labels[i] * rule.shape[1] + labels[j]] : 0);
+  const S = (i: number, j: number) => {
+    let s = 0;
+    for (let q = 0; q < d; q++) s += f.data[i * d + q] * f.data[j * d + q];
+    return s / tau;
+  };
+  const a = Array.from({ length: b }, () => new Float64Array(b));
+  const valid: boolean[] = [];
+  for (let i = 0; i < b; i++) {
+    const P = Array.from({ length: b }, (_, j) => j !== i && (labels[j] === labels[i] || R(i, j) > threshold));
+    const w = Array.from({ length: b }, (_, j) => (j === i ? 0 : 1 - R(i, j)));
+    const np = P.filter(Boolean).length;
+    valid[i] = np > 0 && w.some((x) => x > 0);
+    if (!valid[i]) continue;
+    const s = Array.from({ length: b }, (_, j) => S(i, j));
+    const m = Math.max(...s.filter((_, j) => w[j] > 0));
+    const e = s.map((x, j) => (w[j] > 0 ? w[j] * Math.exp(x - m) : 0)), den = e.reduce((x, y) => x + y, 0);
+    for (let j = 0; j < b; j++) a[i][j] = e[j] / den - (P[j] ? 1 / np : 0);
+  }
+  const count = valid.filter(Boolean).length, reduction = o.reduction ?? "mean";
+  const r = (i: number) =>
+    reduction === "none" ? (u === undefined ? 1 : u[i]) : (u ?? 1) / (reduction === "mean" ? Math.max(count, 1) : 1);
+  const fmax = Array.from(
+    { length: b },
+    (_, j) => Math.max(...Array.from(f.data.subarray(j * d, (j + 1) * d), Math.abs)),
+  );
+  return (i) => {
+    let t = 0;
+    for (let j = 0; j < b; j++) t += Math.abs(r(i) * a[i][j] + r(j) * a[j][i]) * fmax[j];
+    return 2 ** -20 * Math.abs(weight) * t / tau;
+  };
+}
+
+/** The slack of a gradient of the second table (`termSlack`'s): physicsContrastive's and physMoe's features. */
+function problemSlack(entry: ProblemLoss, k: Case, key: string, u: Any): ((row: number) => number) | null {
+  if (entry.name === "physicsContrastive") return contrastiveSlack(k, k.inputs.f, u, 1);
+  if (entry.name === "physMoe" && key === "features" && k.options?.contrast !== false) {
+    // physMoe's contrastive term is a "mean" with upstream u.
+    const o = { ...k.options, reduction: "mean" };
+    return contrastiveSlack({ ...k, options: o }, k.inputs.features, u, k.options?.lambdaScl ?? 0.1);
+  }
+  return null;
+}
+
+/** (d) for the second table: loss, parts and gradients within SPEC's bound of the reference. */
+function checkProblemAgreement(entry: ProblemLoss, k: Case, method: Method, got: Outcome, ref: Outcome, label: string) {
+  if (ref.value !== undefined) {
+    assertLossClose(got.value as Any, ref.value as Any, `${label} loss`);
+    assert.deepEqual(Object.keys(got.parts).sort(), Object.keys(ref.parts).sort(), `${label}: part names`);
+    for (const [key, v] of Object.entries(ref.parts)) {
+      const g = got.parts[key] as Any;
+      assertLossClose(
+        typeof v === "number" ? g : g.data,
+        typeof v === "number" ? v : (v as Mat).data,
+        `${label} ${key}`,
+      );
+    }
+  }
+  if (!ref.grads) return;
+  const upstream = method === "backward" ? k.upstream : undefined;
+  const floor = 1e-3 * Math.max(1, upstreamSize(upstream));
+  for (const key of entry.grads) {
+    const g = stacked(got.grads![key] as Any), r = stacked(ref.grads[key] as Any);
+    const slack = problemSlack(entry, k, key, upstream);
+    assertGradAgrees(g, r, zeroRows(entry, k, key), floor, SPEC_TOL, slack, `${label} grads.${key}`);
+  }
+}
+
+/** (a), (b) and (d) for one valid case of the second table. */
+function checkProblem(entry: ProblemLoss, k: ProblemCase): void {
+  const results = new Map<string, Outcome>();
+  for (const { name, losses } of BACKENDS) {
+    const member = (losses as Any)[entry.name];
+    for (const method of methodsOf("loss")) {
+      const label = `${name} ${entry.name}.${method} (${k.extreme})`;
+      const options = optionsFor({ kind: "loss", grads: entry.grads }, method, k.options, true);
+      const passed = { inputs: k.inputs, options, upstream: k.upstream };
+      const snap = snapshot(passed);
+      let r: Any;
+      try {
+        r = call(member, { kind: "loss" }, method, k, options);
+      } catch (e) {
+        assert.fail(`${label} threw on a valid call: ${(e as Error)?.name}: ${(e as Error)?.message}`);
+      }
+      assertUnchanged(snap, passed, `${label}: `);
+      const o = outcome({ kind: "loss" }, method, r);
+      checkProblemResult(entry, k, options, o, label);
+      results.set(`${name} ${method}`, o);
+    }
+  }
+  for (const method of methodsOf("loss")) {
+    const label = `wasm ${entry.name}.${method} (${k.extreme})`;
+    checkProblemAgreement(entry, k, method, results.get(`wasm ${method}`)!, results.get(`js ${method}`)!, label);
+  }
+}
+
+/** The inputs of each member that are indexed by the batch (a list: each expert's rows). */
+const BATCH_INPUTS: Record<string, readonly string[]> = {
+  centerLoss: ["x", "labels"],
+  physicsContrastive: ["f", "labels"],
+  featureDiversity: ["features"],
+  centerRegularization: ["f", "labels"],
+  mixOutputs: ["expertLogits", "labels"],
+  iclMoe: ["expertLogits", "gating", "labels"],
+  hierarchical: ["coarse", "fine", "labels"],
+  physMoe: ["features", "coarse", "expertLogits", "gating", "labels"],
+  hnmContrastive: ["f", "labels", "hard"],
+};
+
+/** Rows `perm` of a batch input: a matrix, an integer matrix, a list of matrices or labels. */
+function permuted(v: Any, perm: readonly number[]): Any {
+  if (Array.isArray(v) && typeof v[0] === "object") return v.map((m) => permuted(m, perm));
+  if (Array.isArray(v)) return Int32Array.from(perm, (i) => v[i]);
+  if (ArrayBuffer.isView(v)) return (v.constructor as Int32ArrayConstructor).from(perm, (i) => (v as Int32Array)[i]);
+  const cols = v.shape[1], data = new (v.data.constructor as Float32ArrayConstructor)(v.data.length);
+  perm.forEach((i, p) => data.set(v.data.subarray(i * cols, (i + 1) * cols), p * cols));
+  return { data, shape: v.shape };
+}
+
+/** valueAndGrad without out buffers or checkFinite (the invariances compare two calls). */
+const plain = (entry: ProblemLoss, losses: Any, inputs: Any, options: Any) => {
+  const { out: _, ...rest } = options ?? {};
+  return outcome({ kind: "loss" }, "valueAndGrad", losses[entry.name].valueAndGrad(inputs, rest));
+};
+
+/** A random permutation of n (Fisher-Yates from fast-check's draws). */
+const permutation = (n: number) =>
+  fc.array(fc.nat(), { minLength: n, maxLength: n }).map((r) => {
+    const p = Array.from({ length: n }, (_, i) => i);
+    for (let i = n - 1; i > 0; i--) {
+      const j = r[i] % (i + 1);
+      [p[i], p[j]] = [p[j], p[i]];
+    }
+    return p;
+  });
+
+const byName = (name: string) => PROBLEMS.find((e) => e.name === name);
+
+describe(`property-based tests, metric learning and mixture of experts (${PROBLEM_RUNS} cases per property)`, () => {
+  for (const entry of PROBLEMS) {
+    describe(entry.name, () => {
+      it(
+        `valid calls: finite, documented shapes, inputs unchanged, wasm agrees with js (${PROBLEM_RUNS} cases)`,
+        TIMEOUT,
+        () => {
+          fc.assert(fc.property(entry.valid, (k) => checkProblem(entry, k)), problemRun(entry.name, "valid"));
+        },
+      );
+      it("permuting the batch permutes the row losses and gradients, and keeps the loss", TIMEOUT, () => {
+        const cases = entry.valid.chain((k) => fc.tuple(fc.constant(k), permutation(batchSize(k))));
+        fc.assert(
+          fc.property(cases, ([k, perm]) => {
+            const inputs = { ...k.inputs };
+            for (const key of BATCH_INPUTS[entry.name]) inputs[key] = permuted(k.inputs[key], perm);
+            for (const { name, losses } of BACKENDS) {
+              const a = plain(entry, losses, k.inputs, k.options), b = plain(entry, losses, inputs, k.options);
+              const label = `${name} ${entry.name} (${k.extreme}), permutation ${perm}`;
+              const none = k.options?.reduction === "none";
+              assertLossClose(b.value as Any, none ? permuted(a.value, perm) : a.value, `${label} loss`);
+              for (const key of entry.grads) {
+                const moved = BATCH_INPUTS[entry.name].includes(key) ? permuted(a.grads![key], perm) : a.grads![key];
+                const moved_ = { ...k, inputs }, rows = zeroRows(entry, moved_, key);
+                const slack = problemSlack(entry, moved_, key, undefined);
+                assertGradAgrees(
+                  stacked(b.grads![key] as Any),
+                  stacked(moved),
+                  rows,
+                  1e-3,
+                  SPEC_TOL,
+                  slack,
+                  `${label} grads.${key}`,
+                );
+              }
+            }
+          }),
+          problemRun(entry.name, "permutation"),
+        );
+      });
+    });
+  }
+});
+
+/** A valid case of `name` from the second table (its options without `out`), changed by `f`. */
+const caseOf = (name: string) => PROBLEM_LOSSES.find((e) => e.name === name)!;
+
+/** Powers of two: scaling by them is exact in float32, so a normalised row does not move at all. */
+const powerOfTwo = fc.constantFrom(0.25, 0.5, 2, 4);
+
+/** Every element of every gradient of `r` exactly 0. */
+function assertZeroGrads(r: Outcome, label: string): void {
+  for (const [key, g] of Object.entries(r.grads!)) {
+    const m = stacked(g as Any), i = m.data.findIndex((v) => v !== 0);
+    if (i >= 0) assert.fail(`${label}: grads.${key} element ${i} is ${m.data[i]}, expected exactly 0`);
+  }
+}
+
+/** `r`'s gradient `key` with row i scaled by `factor(i)` (stacked). */
+function scaledRows(r: Outcome, key: string, factor: (row: number) => number): Mat {
+  const m = stacked(r.grads![key] as Any), d = m.shape[1];
+  return { data: m.data.map((v, q) => v * factor(Math.floor(q / d))), shape: m.shape };
+}
+
+/** The invariances: `check` gets each backend's call on `k` and on its changed copy. */
+function invariance(
+  name: string,
+  property: string,
+  cases: fc.Arbitrary<[ProblemCase, Record<string, Any>, Any]>,
+  check: (a: Outcome, b: Outcome, k: ProblemCase, extra: Any, label: string) => void,
+): void {
+  if (!byName(name)) return;
+  it(`${name}: ${property}`, TIMEOUT, () => {
+    fc.assert(
+      fc.property(cases, ([k, changed, extra]) => {
+        for (const { name: backend, losses } of BACKENDS) {
+          const entry = caseOf(name);
+          const a = plain(entry, losses, k.inputs, k.options);
+          const b = plain(entry, losses, changed.inputs ?? k.inputs, changed.options ?? k.options);
+          check(a, b, k, extra, `${backend} ${name} (${k.extreme})`);
+        }
+      }),
+      problemRun(name, property),
+    );
+  });
+}
+
+/** Row norms of a matrix. */
+const norms = (m: Mat) => Array.from({ length: m.shape[0] }, (_, i) => rowNorm(m, i));
+
+describe(`what the math guarantees, metric learning and mixture of experts (${PROBLEM_RUNS} cases per property)`, () => {
+  const powers = (n: number) => fc.array(powerOfTwo, { minLength: n, maxLength: n });
+
+  invariance(
+    "centerLoss",
+    "embeddings at their class centres give a loss and gradients of exactly 0",
+    caseOf("centerLoss").valid.map((k) => {
+      const x = k.inputs.x as Mat, c = k.inputs.centers as Mat, d = x.shape[1];
+      const data = x.data.map((_, q) => c.data[k.inputs.labels[Math.floor(q / d)] * d + (q % d)]);
+      return [k, { inputs: { ...k.inputs, x: { data, shape: x.shape } } }, null];
+    }),
+    (_, b, _k, _e, label) => {
+      const v = b.value as Any;
+      assert.ok(typeof v === "number" ? v === 0 : v.every((x: number) => x === 0), `${label}: loss ${v}`);
+      assertZeroGrads(b, label);
+    },
+  );
+
+  invariance(
+    "featureDiversity",
+    "identical experts give a loss and gradients of exactly 0",
+    caseOf("featureDiversity").valid.map((k) => {
+      const first = k.inputs.features[0] as Mat;
+      const features = k.inputs.features.map(() => ({ data: first.data.slice(), shape: first.shape }));
+      return [k, { inputs: { features } }, null];
+    }),
+    (_, b, _k, _e, label) => {
+      assert.ok(Object.is(Math.abs(b.value as number), 0), `${label}: loss ${b.value}`);
+      assertZeroGrads(b, label);
+    },
+  );
+
+  invariance(
+    "physicsContrastive",
+    "f -> s f with tau -> s^2 tau keeps the loss and divides the gradient by s",
+    caseOf("physicsContrastive").valid.chain((k) =>
+      powerOfTwo.map((s): [ProblemCase, Record<string, Any>, Any] => {
+        const f = k.inputs.f as Mat, tau = k.options?.temperature ?? 0.07;
+        return [k, {
+          inputs: { ...k.inputs, f: { data: f.data.map((v) => v * s), shape: f.shape } },
+          options: { ...k.options, temperature: tau * s * s },
+        }, s];
+      })
+    ),
+    (a, b, k, s, label) => {
+      assertLossClose(b.value as Any, a.value as Any, `${label}, s = ${s}: loss`);
+      const slack = contrastiveSlack(k, k.inputs.f, undefined, 1);
+      assertGradAgrees(scaledRows(b, "f", () => s), a.grads!.f, () => true, 1e-3, SPEC_TOL, slack, `${label}: grads.f`);
+    },
+  );
+
+  invariance(
+    "hnmContrastive",
+    "scaling a row of f by a > 0 keeps the loss and divides its gradient by a (f is normalised)",
+    caseOf("hnmContrastive").valid.chain((k) =>
+      powers((k.inputs.f as Mat).shape[0]).map((a): [ProblemCase, Record<string, Any>, Any] => {
+        const f = k.inputs.f as Mat, d = f.shape[1];
+        return [k, {
+          inputs: { ...k.inputs, f: { data: f.data.map((v, q) => v * a[Math.floor(q / d)]), shape: f.shape } },
+        }, a];
+      })
+    ),
+    (x, y, k, a, label) => {
+      assertLossClose(y.value as Any, x.value as Any, `${label}: loss`);
+      const live = norms(k.inputs.f).map((v) => v > 1e-10);
+      assertGradAgrees(
+        scaledRows(y, "f", (i) => a[i]),
+        x.grads!.f,
+        (i) => live[i],
+        1e-3,
+        SPEC_TOL,
+        null,
+        `${label}: grads.f`,
+      );
+    },
+  );
+
+  invariance(
+    "centerRegularization",
+    "scaling a centre by a > 0 keeps the loss and divides its gradient by a (centres are normalised)",
+    caseOf("centerRegularization").valid.chain((k) =>
+      powers((k.inputs.centers as Mat).shape[0]).map((a): [ProblemCase, Record<string, Any>, Any] => {
+        const c = k.inputs.centers as Mat, d = c.shape[1];
+        const centers = { data: c.data.map((v, q) => v * a[Math.floor(q / d)]), shape: c.shape };
+        return [k, { inputs: { ...k.inputs, centers } }, a];
+      })
+    ),
+    (x, y, k, a, label) => {
+      assertLossClose(y.value as Any, x.value as Any, `${label}: loss`);
+      const live = norms(k.inputs.centers).map((v) => v > 1e-10);
+      assertGradAgrees(
+        scaledRows(y, "centers", (i) => a[i]),
+        x.grads!.centers,
+        (i) => live[i],
+        1e-3,
+        SPEC_TOL,
+        null,
+        `${label}: grads.centers`,
+      );
+      assertGradAgrees(y.grads!.f, x.grads!.f, () => true, 1e-3, SPEC_TOL, null, `${label}: grads.f`);
+    },
+  );
+
+  invariance(
+    "hierarchical",
+    "fine logits outside a row's coarse class are never read (NaN changes nothing) and get exactly 0",
+    caseOf("hierarchical").valid.map((k) => {
+      const fine = k.inputs.fine as Mat, c = fine.shape[1], g = k.inputs.fineToCoarse, y = k.inputs.labels;
+      const outside = (q: number) => g[q % c] !== g[y[Math.floor(q / c)]];
+      const data = fine.data.map((v, q) => (outside(q) ? NaN : v));
+      const { checkFinite: _, ...options } = k.options ?? {};
+      return [{ ...k, options }, { inputs: { ...k.inputs, fine: { data, shape: fine.shape } } }, outside];
+    }),
+    (a, b, _k, outside, label) => {
+      assertLossClose(b.value as Any, a.value as Any, `${label}: loss`);
+      const g = b.grads!.fine as Mat;
+      g.data.forEach((v, q) => outside(q) && assert.ok(v === 0, `${label}: grads.fine element ${q} is ${v}`));
+      assertGradAgrees(g, a.grads!.fine as Mat, () => true, 1e-3, SPEC_TOL, null, `${label}: grads.fine`);
+    },
+  );
+
+  invariance(
+    "iclMoe",
+    "gamma = 0 makes the tail experts plain cross-entropy",
+    caseOf("iclMoe").valid.map((k) => {
+      const options = { ...k.options, gamma: 0, tailExperts: [0, 1, 2] };
+      return [{ ...k, options: { ...k.options, gamma: 0, tailExperts: [] } }, { options }, null];
+    }),
+    (a, b, _k, _e, label) => {
+      assertLossClose(b.value as Any, a.value as Any, `${label}: loss`);
+      const g = stacked(b.grads!.expertLogits as Any), r = stacked(a.grads!.expertLogits as Any);
+      assertGradAgrees(g, r, () => true, 1e-3, SPEC_TOL, null, `${label}: grads.expertLogits`);
+    },
+  );
+
+  invariance(
+    "physMoe",
+    "the loss is the weighted sum of its parts",
+    caseOf("physMoe").valid.map((k) => [k, {}, null]),
+    (a, _b, k, _e, label) => {
+      const o = k.options ?? {}, p = a.parts;
+      const sum = (o.lambdaScl ?? 0.1) * p.scl + p.dol + p.col + (o.lambdaHier ?? 1) * p.hier +
+        (o.lambdaReg ?? 0.001) * p.reg;
+      assertLossClose(a.value as number, sum, `${label}: loss against its parts`);
+    },
+  );
+});
+
+// The state functions (docs/LOSSES.md section 8): pure (arguments unchanged, fresh arrays,
+// the same result twice), and their definitions in float64, rounded once to float32.
+
+/** A state problem: C classes, width D, a batch of B labels, values uniform in [-10, 10]. */
+const stateProblem = fc.record({
+  c: fc.integer({ min: 1, max: 12 }),
+  d: fc.integer({ min: 1, max: 9 }),
+  b: fc.integer({ min: 0, max: 20 }),
+})
+  .chain(({ c, d, b }) =>
+    fc.record({
+      centers: fc.array(uniform(10), { minLength: c * d, maxLength: c * d }).map((a) => ({
+        data: Float32Array.from(a),
+        shape: [c, d] as [number, number],
+      })),
+      x: fc.array(uniform(10), { minLength: b * d, maxLength: b * d }).map((a) => ({
+        data: Float32Array.from(a),
+        shape: [b, d] as [number, number],
+      })),
+      // Few distinct counts, so that ties are common.
+      confusion: fc.array(fc.constantFrom(0, 0, 1, 2, 0.5), { minLength: c * c, maxLength: c * c }).map((a) => ({
+        data: Float32Array.from(a),
+        shape: [c, c] as [number, number],
+      })),
+      labels: fc.array(fc.integer({ min: 0, max: c - 1 }), { minLength: b, maxLength: b }),
+      predicted: fc.array(fc.integer({ min: 0, max: c - 1 }), { minLength: b, maxLength: b }),
+      rate: fc.oneof(fc.constantFrom(0, 1, 0.5, 0.9), fc.double({ min: 0, max: 1, noNaN: true })),
+      k: fc.integer({ min: 1, max: Math.max(1, c - 1) }),
+    }).map((p) => ({ ...p, c, d, b }))
+  );
+
+/** Calls `f` twice on the same arguments: both results equal, the arguments unchanged, no array of theirs returned. */
+function pure<T>(args: unknown[], f: () => T, label: string): T {
+  const snap = snapshot(args, []);
+  const r = f(), again = f();
+  assert.deepEqual(again, r, `${label}: a second call differs`);
+  assertUnchanged(snap, args, `${label}: `);
+  const theirs = new Set<unknown>();
+  const visit = (v: unknown) => {
+    if (ArrayBuffer.isView(v)) theirs.add((v as Float32Array).buffer);
+    else if (v && typeof v === "object") Object.values(v).forEach(visit);
+  };
+  args.forEach(visit);
+  const check = (v: unknown): void => {
+    if (ArrayBuffer.isView(v)) {
+      assert.ok(!theirs.has((v as Float32Array).buffer), `${label}: returns an argument's array`);
+    } else if (v && typeof v === "object") Object.values(v).forEach(check);
+  };
+  check(r);
+  return r;
+}
+
+/** float32 values against float64 expectations, rounded once: within 1 ulp of float32. */
+function assertRounded(got: Float32Array, expected: ArrayLike<number>, label: string): void {
+  for (let i = 0; i < got.length; i++) {
+    const e = expected[i];
+    if (!(Math.abs(got[i] - e) <= 2 ** -23 * Math.max(Math.abs(e), 2 ** -126))) {
+      assert.fail(`${label}: element ${i} is ${got[i]}, expected ${e}`);
+    }
+  }
+}
+
+/** Per class: its rows' count and sum of x (float64). */
+function classSums(x: Mat, labels: readonly number[], c: number): [Int32Array, Float64Array] {
+  const d = x.shape[1], count = new Int32Array(c), sum = new Float64Array(c * d);
+  labels.forEach((y, i) => {
+    count[y]++;
+    for (let q = 0; q < d; q++) sum[y * d + q] += x.data[i * d + q];
+  });
+  return [count, sum];
+}
+
+describe(`state functions (${PROBLEM_RUNS} cases per property)`, () => {
+  const run = (property: string) => problemRun("state", property);
+  it(
+    "centerUpdate: pure; a class in the batch moves by alpha sum (c - x_i) / (1 + n), any other keeps its centre",
+    TIMEOUT,
+    () => {
+      fc.assert(
+        fc.property(stateProblem, ({ centers, x, labels, rate, c, d }) => {
+          const r = pure(
+            [centers, x, labels, { alpha: rate }],
+            () => centerUpdate(centers, x, labels, { alpha: rate }),
+            "centerUpdate",
+          );
+          assert.deepEqual([...r.shape], [c, d]);
+          const [count, sum] = classSums(x, labels, c);
+          const expected = Array.from(centers.data, (v, q) => {
+            const j = Math.floor(q / d), n = count[j];
+            return n === 0 ? v : v - (rate * (n * v - sum[q])) / (1 + n);
+          });
+          assertRounded(r.data as Float32Array, expected, "centerUpdate");
+        }),
+        run("centerUpdate"),
+      );
+    },
+  );
+  it(
+    "hnmUpdatePrototypes: pure; a class in the batch moves to momentum p + (1 - momentum) mean, any other keeps its prototype",
+    TIMEOUT,
+    () => {
+      fc.assert(
+        fc.property(stateProblem, ({ centers, confusion, x, labels, rate, c, d }) => {
+          const s = { prototypes: centers, confusion };
+          const r = pure(
+            [s, x, labels, { momentum: rate }],
+            () => hnmUpdatePrototypes(s, x, labels, { momentum: rate }),
+            "hnmUpdatePrototypes",
+          );
+          const [count, sum] = classSums(x, labels, c);
+          const expected = Array.from(centers.data, (v, q) => {
+            const n = count[Math.floor(q / d)];
+            return n === 0 ? v : rate * v + ((1 - rate) * sum[q]) / n;
+          });
+          assertRounded(r.prototypes.data as Float32Array, expected, "prototypes");
+          assert.deepEqual(r.confusion.data, confusion.data, "the confusion is copied");
+        }),
+        run("hnmUpdatePrototypes"),
+      );
+    },
+  );
+  it("hnmUpdateConfusion and hnmDecay: pure; one count per row, then a decay by 1 - momentum", TIMEOUT, () => {
+    fc.assert(
+      fc.property(stateProblem, ({ centers, confusion, labels, predicted, rate, c }) => {
+        const s = { prototypes: centers, confusion };
+        const u = pure([s, labels, predicted], () => hnmUpdateConfusion(s, labels, predicted), "hnmUpdateConfusion");
+        const counts = Float64Array.from(confusion.data);
+        labels.forEach((y, i) => counts[y * c + predicted[i]] += 1);
+        assertRounded(u.confusion.data as Float32Array, counts, "hnmUpdateConfusion");
+        assert.deepEqual(u.prototypes.data, centers.data, "the prototypes are copied");
+        const r = pure([u, { momentum: rate }], () => hnmDecay(u, { momentum: rate }), "hnmDecay");
+        assertRounded(
+          r.confusion.data as Float32Array,
+          Array.from(u.confusion.data, (v) => v * (1 - rate)),
+          "hnmDecay",
+        );
+        assert.deepEqual(r.prototypes.data, centers.data, "hnmDecay copies the prototypes");
+      }),
+      run("hnmUpdateConfusion"),
+    );
+  });
+  it(
+    "hnmHardNegatives: pure; the k most confused classes other than the label, ties to the smaller index",
+    TIMEOUT,
+    () => {
+      fc.assert(
+        fc.property(stateProblem.filter((p) => p.c >= 2), ({ centers, confusion, labels, k, c }) => {
+          const s = { prototypes: centers, confusion };
+          const r = pure([s, labels], () => hnmHardNegatives(s, labels, k), "hnmHardNegatives");
+          assert.deepEqual([...r.shape], [labels.length, k]);
+          labels.forEach((y, i) => {
+            const count = (j: number) => confusion.data[y * c + j];
+            // Brute force: the class j != y is chosen at rank t when exactly t classes beat it.
+            const beats = (a: number, b: number) => count(a) > count(b) || (count(a) === count(b) && a < b);
+            const ranked = Array.from({ length: c }, (_, j) => j).filter((j) => j !== y);
+            const rank = (j: number) => ranked.filter((a) => beats(a, j)).length;
+            const expected = ranked.filter((j) => rank(j) < k).sort((a, b) => rank(a) - rank(b));
+            assert.deepEqual(Array.from(r.data.subarray(i * k, (i + 1) * k)), expected, `row ${i} (label ${y})`);
+          });
+          const fresh = hnmHardNegatives(hnmInit(c, 1), labels, k);
+          labels.forEach((y, i) => {
+            const expected = Array.from({ length: c }, (_, j) => j).filter((j) => j !== y).slice(0, k);
+            assert.deepEqual(Array.from(fresh.data.subarray(i * k, (i + 1) * k)), expected, `a fresh state, row ${i}`);
+          });
+        }),
+        run("hnmHardNegatives"),
+      );
+    },
+  );
 });
