@@ -55,19 +55,26 @@ export function gemm(
       v128.store(o2 + jo, a2); v128.store(o2 + jo, b2, 16);
       v128.store(o3 + jo, a3); v128.store(o3 + jo, b3, 16);
     }
-    // Column tail of the 4-row tile: one float at a time.
+    // Column tail of the 4-row tile: one column at a time, its four rows in one vector, with
+    // the tiles' arithmetic (madd), so that an entry does not depend on where it lies.
     for (; j < n; j++) {
       const jo = (<usize>j) << 2;
-      let t0: f32 = accumulate ? load<f32>(o0 + jo) : 0, t1: f32 = accumulate ? load<f32>(o1 + jo) : 0;
-      let t2: f32 = accumulate ? load<f32>(o2 + jo) : 0, t3: f32 = accumulate ? load<f32>(o3 + jo) : 0;
-      for (let k = 0; k < depth; k++) {
-        const v = load<f32>(src + ((<usize>(k * lds)) << 2) + jo);
-        t0 += load<f32>(coef + ((<usize>(m * sm + k * sk)) << 2)) * v;
-        t1 += load<f32>(coef + ((<usize>((m + 1) * sm + k * sk)) << 2)) * v;
-        t2 += load<f32>(coef + ((<usize>((m + 2) * sm + k * sk)) << 2)) * v;
-        t3 += load<f32>(coef + ((<usize>((m + 3) * sm + k * sk)) << 2)) * v;
+      let t = f32x4.splat(0);
+      if (accumulate) {
+        t = f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(load<f32>(o0 + jo)), 1, load<f32>(o1 + jo)), 2, load<f32>(o2 + jo)), 3, load<f32>(o3 + jo));
       }
-      store<f32>(o0 + jo, t0); store<f32>(o1 + jo, t1); store<f32>(o2 + jo, t2); store<f32>(o3 + jo, t3);
+      let s = src + jo, c = cr;
+      for (let k = 0; k < depth; k++) {
+        let cv = v128.load32_splat(c);
+        cv = v128.load32_lane(c + cm, cv, 1);
+        cv = v128.load32_lane(c + 2 * cm, cv, 2);
+        cv = v128.load32_lane(c + 3 * cm, cv, 3);
+        t = madd(cv, v128.load32_splat(s), t);
+        s += sl;
+        c += ck;
+      }
+      store<f32>(o0 + jo, f32x4.extract_lane(t, 0)); store<f32>(o1 + jo, f32x4.extract_lane(t, 1));
+      store<f32>(o2 + jo, f32x4.extract_lane(t, 2)); store<f32>(o3 + jo, f32x4.extract_lane(t, 3));
     }
   }
   // Row tail: one row at a time, four columns per vector.
@@ -82,9 +89,9 @@ export function gemm(
     }
     for (; j < n; j++) {
       const jo = (<usize>j) << 2;
-      let t: f32 = accumulate ? load<f32>(o + jo) : 0;
-      for (let k = 0; k < depth; k++) t += load<f32>(coef + ((<usize>(m * sm + k * sk)) << 2)) * load<f32>(src + ((<usize>(k * lds)) << 2) + jo);
-      store<f32>(o + jo, t);
+      let t = f32x4.splat(accumulate ? load<f32>(o + jo) : 0);
+      for (let k = 0; k < depth; k++) t = madd(splat(coef, m, sm, k, sk), v128.load32_splat(src + ((<usize>(k * lds)) << 2) + jo), t);
+      store<f32>(o + jo, f32x4.extract_lane(t, 0));
     }
   }
 }

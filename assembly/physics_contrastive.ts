@@ -158,6 +158,20 @@ function floorF32(t: f64): f32 {
   return reinterpret<f32>(t32 > 0 ? bits - 1 : bits == 0 ? 0x80000001 : bits + 1);
 }
 
+/** sum_{j: pm_j != 0} (f_i . f_j invTau - shift), in float64 (F [b, d]). */
+function precisePositives(i: i32, b: i32, pm: usize, F: usize, d: i32, invTau: f64, shift: f64): f64 {
+  const fi = F + ((<usize>i * <usize>d) << 2);
+  let pos: f64 = 0;
+  for (let j = 0; j < b; j++) {
+    if (load<f32>(pm + ((<usize>j) << 2)) == 0) continue;
+    const fj = F + ((<usize>j * <usize>d) << 2);
+    let dot: f64 = 0;
+    for (let q = 0; q < d; q++) dot += <f64>load<f32>(fi + ((<usize>q) << 2)) * <f64>load<f32>(fj + ((<usize>q) << 2));
+    pos += dot * invTau - shift;
+  }
+  return pos;
+}
+
 /**
  * For precise logits: off[i] (float64) = the largest S_ij * scale among anchor i's
  * denominator terms (0 for anchors that are not valid). S [b, ld]; scratch w, pm [b].
@@ -179,11 +193,15 @@ export function contrastive_max(
  * labels [b]; rule [k, k] float32 or 0 (all 0); valid [b] uint8; positives [b] int32;
  * scales [b] float64 or 0 (no gradient: S is left as is); rowLoss [b] float64 out.
  * With scales, row i of S is overwritten by A_i (see above; invTau = 1 / tau).
- * Scratch: w, pm [b] float32.
+ * Scratch: w, pm [b] float32. For precise logits (S_ij = f_i . f_j / tau - off_i, rounded
+ * to float32 once), F [b, d] and off [b] float64, else F = 0: then the positives' terms
+ * are taken in float64 from F. Unlike the denominator's they need not lie near the
+ * maximum (a rule of 1 between two classes takes their pairs out of the denominator), and
+ * a float32 logit of 8000 is good only to 5e-4.
  */
 export function contrastive_rows(
   S: usize, ld: i32, b: i32, labels: usize, rule: usize, k: i32, threshold: f64, scale: f32, valid: usize,
-  positives: usize, scales: usize, invTau: f64, rowLoss: usize, w: usize, pm: usize,
+  positives: usize, scales: usize, invTau: f64, rowLoss: usize, w: usize, pm: usize, F: usize, d: i32, off: usize,
 ): void {
   const t32 = floorF32(threshold), vs = f32x4.splat(scale), zero = f32x4.splat(0);
   for (let i = 0; i < b; i++) {
@@ -227,6 +245,7 @@ export function contrastive_rows(
       others += <f64>e;
       if (load<f32>(pm + o) != 0) pos += <f64>x;
     }
+    if (F) pos = precisePositives(i, b, pm, F, d, invTau, load<f64>(off + ((<usize>i) << 3)) + <f64>m);
     const np = <f64>load<i32>(positives + ((<usize>i) << 2));
     const den = wr + others;
     store<f64>(rowLoss + ((<usize>i) << 3), Math.log1p((wr - 1) + others) - pos / np);

@@ -49,7 +49,8 @@ export function contrastive(p: ContrastiveProblem): Raw {
   let largest = 0;
   for (let i = 0; i < b; i++) largest = Math.max(largest, dots[i * pad + i]);
   let scale = invTau, ld = pad;
-  if (largest * invTau > PRECISE_ABOVE) {
+  const precise = largest * invTau > PRECISE_ABOVE;
+  if (precise) {
     // S_ij = f_i . f_j / tau - off_i in float64 (off_i: the float32 logits' row maximum),
     // rounded to float32 only once small where it matters; dots64 writes S as [b, b].
     k.contrastive_max(
@@ -88,6 +89,9 @@ export function contrastive(p: ContrastiveProblem): Raw {
     f.ptr(rows),
     f.ptr(w),
     f.ptr(pm),
+    precise ? f.ptr(F) : 0,
+    d,
+    f.ptr(off),
   );
   if (!p.grad) return { rows: [f.f64(rows, b)], grads: {} };
   k.contrastive_grad(at, ld, b, f.ptr(F), d, f.ptr(G), f.ptr(T));
