@@ -1026,57 +1026,38 @@ describe(`what the math guarantees, metric learning and mixture of experts (${PR
     },
   );
 
-  invariance(
-    "hnmContrastive",
-    "scaling a row of f by a > 0 keeps the loss and divides its gradient by a (f is normalised)",
-    caseOf("hnmContrastive").valid.chain((k) =>
-      powers((k.inputs.f as Mat).shape[0]).map((a): [ProblemCase, Record<string, Any>, Any] => {
-        const f = k.inputs.f as Mat, d = f.shape[1];
-        return [k, {
-          inputs: { ...k.inputs, f: { data: f.data.map((v, q) => v * a[Math.floor(q / d)]), shape: f.shape } },
-        }, a];
-      })
-    ),
-    (x, y, k, a, label) => {
-      assertLossClose(y.value as Any, x.value as Any, `${label}: loss`);
-      const live = norms(k.inputs.f).map((v) => v > 1e-10);
-      assertGradAgrees(
-        scaledRows(y, "f", (i) => a[i]),
-        x.grads!.f,
-        (i) => live[i],
-        1e-3,
-        SPEC_TOL,
-        null,
-        `${label}: grads.f`,
-      );
-    },
-  );
-
-  invariance(
-    "centerRegularization",
-    "scaling a centre by a > 0 keeps the loss and divides its gradient by a (centres are normalised)",
-    caseOf("centerRegularization").valid.chain((k) =>
-      powers((k.inputs.centers as Mat).shape[0]).map((a): [ProblemCase, Record<string, Any>, Any] => {
-        const c = k.inputs.centers as Mat, d = c.shape[1];
-        const centers = { data: c.data.map((v, q) => v * a[Math.floor(q / d)]), shape: c.shape };
-        return [k, { inputs: { ...k.inputs, centers } }, a];
-      })
-    ),
-    (x, y, k, a, label) => {
-      assertLossClose(y.value as Any, x.value as Any, `${label}: loss`);
-      const live = norms(k.inputs.centers).map((v) => v > 1e-10);
-      assertGradAgrees(
-        scaledRows(y, "centers", (i) => a[i]),
-        x.grads!.centers,
-        (i) => live[i],
-        1e-3,
-        SPEC_TOL,
-        null,
-        `${label}: grads.centers`,
-      );
-      assertGradAgrees(y.grads!.f, x.grads!.f, () => true, 1e-3, SPEC_TOL, null, `${label}: grads.f`);
-    },
-  );
+  /** Scaling each row of `key` by a power of two a_i (the loss normalises it): the loss as it was, grads[key] row i divided by a_i, the others as they were. */
+  const rowScaling = (name: string, key: string) =>
+    invariance(
+      name,
+      `scaling a row of ${key} by a > 0 keeps the loss and divides its gradient by a (the loss normalises ${key})`,
+      caseOf(name).valid.chain((k) =>
+        powers((k.inputs[key] as Mat).shape[0]).map((a): [ProblemCase, Record<string, Any>, Any] => {
+          const m = k.inputs[key] as Mat, d = m.shape[1];
+          return [k, {
+            inputs: { ...k.inputs, [key]: { data: m.data.map((v, q) => v * a[Math.floor(q / d)]), shape: m.shape } },
+          }, a];
+        })
+      ),
+      (x, y, k, a, label) => {
+        assertLossClose(y.value as Any, x.value as Any, `${label}: loss`);
+        const live = norms(k.inputs[key]).map((v) => v > 1e-10);
+        for (const g of caseOf(name).grads) {
+          const got = g === key ? scaledRows(y, g, (i) => a[i]) : y.grads![g] as Mat;
+          assertGradAgrees(
+            got,
+            x.grads![g] as Mat,
+            (i) => g !== key || live[i],
+            1e-3,
+            SPEC_TOL,
+            null,
+            `${label}: grads.${g}`,
+          );
+        }
+      },
+    );
+  rowScaling("hnmContrastive", "f");
+  rowScaling("centerRegularization", "centers");
 
   invariance(
     "hierarchical",
