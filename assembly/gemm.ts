@@ -55,19 +55,26 @@ export function gemm(
       v128.store(o2 + jo, a2); v128.store(o2 + jo, b2, 16);
       v128.store(o3 + jo, a3); v128.store(o3 + jo, b3, 16);
     }
-    // Column tail of the 4-row tile: one float at a time.
+    // Column tail of the 4-row tile: one column at a time, its four rows in one vector, with
+    // the tiles' arithmetic (madd), so that an entry does not depend on where it lies.
     for (; j < n; j++) {
       const jo = (<usize>j) << 2;
-      let t0: f32 = accumulate ? load<f32>(o0 + jo) : 0, t1: f32 = accumulate ? load<f32>(o1 + jo) : 0;
-      let t2: f32 = accumulate ? load<f32>(o2 + jo) : 0, t3: f32 = accumulate ? load<f32>(o3 + jo) : 0;
-      for (let k = 0; k < depth; k++) {
-        const v = load<f32>(src + ((<usize>(k * lds)) << 2) + jo);
-        t0 += load<f32>(coef + ((<usize>(m * sm + k * sk)) << 2)) * v;
-        t1 += load<f32>(coef + ((<usize>((m + 1) * sm + k * sk)) << 2)) * v;
-        t2 += load<f32>(coef + ((<usize>((m + 2) * sm + k * sk)) << 2)) * v;
-        t3 += load<f32>(coef + ((<usize>((m + 3) * sm + k * sk)) << 2)) * v;
+      let t = f32x4.splat(0);
+      if (accumulate) {
+        t = f32x4.replace_lane(f32x4.replace_lane(f32x4.replace_lane(f32x4.splat(load<f32>(o0 + jo)), 1, load<f32>(o1 + jo)), 2, load<f32>(o2 + jo)), 3, load<f32>(o3 + jo));
       }
-      store<f32>(o0 + jo, t0); store<f32>(o1 + jo, t1); store<f32>(o2 + jo, t2); store<f32>(o3 + jo, t3);
+      let s = src + jo, c = cr;
+      for (let k = 0; k < depth; k++) {
+        let cv = v128.load32_splat(c);
+        cv = v128.load32_lane(c + cm, cv, 1);
+        cv = v128.load32_lane(c + 2 * cm, cv, 2);
+        cv = v128.load32_lane(c + 3 * cm, cv, 3);
+        t = madd(cv, v128.load32_splat(s), t);
+        s += sl;
+        c += ck;
+      }
+      store<f32>(o0 + jo, f32x4.extract_lane(t, 0)); store<f32>(o1 + jo, f32x4.extract_lane(t, 1));
+      store<f32>(o2 + jo, f32x4.extract_lane(t, 2)); store<f32>(o3 + jo, f32x4.extract_lane(t, 3));
     }
   }
   // Row tail: one row at a time, four columns per vector.
@@ -82,17 +89,52 @@ export function gemm(
     }
     for (; j < n; j++) {
       const jo = (<usize>j) << 2;
-      let t: f32 = accumulate ? load<f32>(o + jo) : 0;
-      for (let k = 0; k < depth; k++) t += load<f32>(coef + ((<usize>(m * sm + k * sk)) << 2)) * load<f32>(src + ((<usize>(k * lds)) << 2) + jo);
-      store<f32>(o + jo, t);
+      let t = f32x4.splat(accumulate ? load<f32>(o + jo) : 0);
+      for (let k = 0; k < depth; k++) t = madd(splat(coef, m, sm, k, sk), v128.load32_splat(src + ((<usize>(k * lds)) << 2) + jo), t);
+      store<f32>(o + jo, f32x4.extract_lane(t, 0));
     }
   }
 }
 
-/** dst[d, b] = src[b, d] for a [rows, cols] block (transpose into a [cols, rows] buffer). */
+// The 4 x 4 block of rows r0..r3 transposed, one row of the result each (its column 0..3).
+// @ts-ignore: decorator
+@inline export function tr0(r0: v128, r1: v128, r2: v128, r3: v128): v128 {
+  return i32x4.shuffle(i32x4.shuffle(r0, r1, 0, 4, 1, 5), i32x4.shuffle(r2, r3, 0, 4, 1, 5), 0, 1, 4, 5);
+}
+// @ts-ignore: decorator
+@inline export function tr1(r0: v128, r1: v128, r2: v128, r3: v128): v128 {
+  return i32x4.shuffle(i32x4.shuffle(r0, r1, 0, 4, 1, 5), i32x4.shuffle(r2, r3, 0, 4, 1, 5), 2, 3, 6, 7);
+}
+// @ts-ignore: decorator
+@inline export function tr2(r0: v128, r1: v128, r2: v128, r3: v128): v128 {
+  return i32x4.shuffle(i32x4.shuffle(r0, r1, 2, 6, 3, 7), i32x4.shuffle(r2, r3, 2, 6, 3, 7), 0, 1, 4, 5);
+}
+// @ts-ignore: decorator
+@inline export function tr3(r0: v128, r1: v128, r2: v128, r3: v128): v128 {
+  return i32x4.shuffle(i32x4.shuffle(r0, r1, 2, 6, 3, 7), i32x4.shuffle(r2, r3, 2, 6, 3, 7), 2, 3, 6, 7);
+}
+
+/**
+ * dst[d, b] = src[b, d] for a [rows, cols] block (transpose into a [cols, rows] buffer):
+ * 4 x 4 blocks moved as four f32x4 rows, transposed in registers; the edges one float at
+ * a time.
+ */
 export function transpose(src: usize, rows: i32, cols: i32, dst: usize): void {
+  const sr = (<usize>cols) << 2, dr = (<usize>rows) << 2;
+  const r4 = rows & ~3, c4 = cols & ~3;
+  for (let r = 0; r < r4; r += 4) {
+    const s = src + <usize>r * sr, d = dst + ((<usize>r) << 2);
+    for (let c = 0; c < c4; c += 4) {
+      const p = s + ((<usize>c) << 2), q = d + <usize>c * dr;
+      const a0 = v128.load(p), a1 = v128.load(p + sr), a2 = v128.load(p + 2 * sr), a3 = v128.load(p + 3 * sr);
+      v128.store(q, tr0(a0, a1, a2, a3));
+      v128.store(q + dr, tr1(a0, a1, a2, a3));
+      v128.store(q + 2 * dr, tr2(a0, a1, a2, a3));
+      v128.store(q + 3 * dr, tr3(a0, a1, a2, a3));
+    }
+  }
   for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) {
+    for (let c = r < r4 ? c4 : 0; c < cols; c++) {
       store<f32>(dst + ((<usize>(c * rows + r)) << 2), load<f32>(src + ((<usize>(r * cols + c)) << 2)));
     }
   }

@@ -10,7 +10,7 @@ export { softmax_rows, softmax_vjp } from "./softmax";
 export { gemm, dots64, gemm_tn64, transpose } from "./gemm";
 export { head_prep, head_forward, head_backward, head_chunk_max, row_finish } from "./margin_head";
 export { center_loss } from "./center_loss";
-export { contrastive_rows, contrastive_max, mirror, symmetrize } from "./physics_contrastive";
+export { contrastive_dots, contrastive_rows, contrastive_max, contrastive_grad } from "./physics_contrastive";
 export { diversity } from "./feature_diversity";
 export { center_reg_prep, center_reg } from "./center_regularization";
 export { experts_ce, experts_main } from "./experts";

@@ -9,13 +9,26 @@
 //     TypeError or RangeError whose message starts with "Expected" and names the argument;
 // (d) wasm agrees with the float64 reference within SPEC's bound.
 //
+// The second table (metric learning, mixture of experts, hard-negative mining) checks (a),
+// (b) and (d) on random problems pushed to their edges, then what the math guarantees
+// (invariances, exact zeros), and the state functions against their definitions.
+//
 // The seed is fixed (printed below) so CI is reproducible; SOFTMARGIN_PROPERTY_SEED
 // changes it and SOFTMARGIN_PROPERTY_RUNS sets the cases per property (deno task
 // test:long runs 100000), SOFTMARGIN_PROPERTY_ONLY picks members by name. A failure prints fast-check's counterexample, seed and path.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { js, wasm } from "../cpu.ts";
+import {
+  centerUpdate,
+  hnmDecay,
+  hnmHardNegatives,
+  hnmInit,
+  hnmUpdateConfusion,
+  hnmUpdatePrototypes,
+  js,
+  wasm,
+} from "../cpu.ts";
 import {
   type BadCase,
   call,
@@ -26,9 +39,13 @@ import {
   optionsFor,
   type Outcome,
   outcome,
+  PROBLEM_LOSSES,
+  type ProblemCase,
+  type ProblemLoss,
   PROPERTY_LOSSES,
   type PropertyLoss,
   show,
+  uniform,
 } from "./helpers/arbitraries.ts";
 import { assertFinite, assertLossClose, assertUnchanged, snapshot, SPEC_TOL } from "./helpers/assert.ts";
 import { seedOf } from "./helpers/random.ts";
@@ -541,4 +558,719 @@ describe("bugs found by the property tests (regressions)", () => {
       );
     }
   });
+});
+
+/**
+ * physicsContrastive's row losses in float64, from docs/LOSSES.md: `den_i = sum_{j != i}
+ * e^(S_ij) (1 - R_ij)`, `loss_i = -(1 / |P_i|) sum_j P_ij (S_ij - log den_i)` (0 for an
+ * anchor that is not valid), with the exponentials shifted by the row's largest term.
+ */
+function contrastiveRows64(f: Mat, labels: number[], rule: Mat, tau: number, threshold: number): number[] {
+  const d = f.shape[1], k = rule.shape[0];
+  const S = (i: number, j: number) => {
+    let s = 0;
+    for (let q = 0; q < d; q++) s += f.data[i * d + q] * f.data[j * d + q];
+    return s / tau;
+  };
+  return labels.map((yi, i) => {
+    const others = labels.map((_, j) => j).filter((j) => j !== i);
+    const w = (j: number) => 1 - rule.data[yi * k + labels[j]];
+    const pos = others.filter((j) => labels[j] === yi || rule.data[yi * k + labels[j]] > threshold);
+    if (!pos.length || !others.some((j) => w(j) > 0)) return 0;
+    const terms = others.filter((j) => w(j) > 0), m = Math.max(...terms.map((j) => S(i, j)));
+    const lse = m + Math.log(terms.reduce((a, j) => a + w(j) * Math.exp(S(i, j) - m), 0));
+    return -pos.reduce((a, j) => a + S(i, j) - lse, 0) / pos.length;
+  });
+}
+
+describe("bugs the second table's property tests found (regressions)", () => {
+  // wasm physicsContrastive at tau = 1e-4 with a rule of 1 on the diagonal: same-class
+  // pairs are positives outside the denominator, so their logits f . f / tau (to 1e4) lie
+  // far above the denominator's maximum, and their float32 values relative to it (good to
+  // 5e-4 at 8000) moved a row's loss by 1.7e-5 relative (-8.28943 for -8.28929). The
+  // positives' terms of precise logits are now taken in float64.
+  it("physicsContrastive: positives outside the denominator at tau = 1e-4", () => {
+    const f = {
+      data: Float32Array.from([
+        -0.19855307042598724,
+        -0.09887643158435822,
+        0.6415839791297913,
+        0.24596838653087616,
+        -0.06322503089904785,
+        -0.25438570976257324,
+        -0.34455275535583496,
+        -0.539669930934906,
+        -0.5758640170097351,
+        0.07830134779214859,
+        -0.061325617134571075,
+        -0.41096189618110657,
+        0.15739984810352325,
+        -0.5246089100837708,
+        -0.42361971735954285,
+        0.10077755898237228,
+        0.40974897146224976,
+        0.17670588195323944,
+        -0.38355228304862976,
+        -0.09006145596504211,
+        -0.47301560640335083,
+        -0.3124811053276062,
+        0.561029851436615,
+        0.09754318743944168,
+        0.5489716529846191,
+        0.0005181686719879508,
+        -0.31676819920539856,
+        0.40619710087776184,
+        -0.5782713294029236,
+        -0.001158459926955402,
+        -0.1342392861843109,
+        -0.2843807637691498,
+      ]),
+      shape: [4, 8] as [number, number],
+    };
+    const r = 0.34110191464424133, q = 0.8240248560905457, t = 0.21461638808250427;
+    const rule = { data: Float32Array.from([1, r, q, r, 1, t, q, t, 1]), shape: [3, 3] as [number, number] };
+    const labels = [1, 1, 2, 1], o = { temperature: 1e-4, threshold: 0.21461641788482666, reduction: "none" as const };
+    const expected = contrastiveRows64(f, labels, rule, o.temperature, o.threshold);
+    for (const [name, losses] of [["js", js], ["wasm", wasm]] as const) {
+      assertLossClose(losses.physicsContrastive.forward({ f, labels, rule }, o).loss, expected, `${name} loss`);
+    }
+  });
+
+  // wasm physicsContrastive on 33 equal rows of one class: every a_ij is 0, so the gradient
+  // is exactly 0; the GEMM's column tail summed without the tiles' fused multiply-add (the
+  // relaxed build), so the 33rd column's logits differed from the others' by an ulp and the
+  // gradient was 2.6e-7 (26 times SPEC's floor of 1e-8). Every entry now has the same arithmetic.
+  it("physicsContrastive: equal rows of one class have a zero gradient", () => {
+    const row = [0.36077318, -0.10058826, -0.68293011, 0.29299039, -0.20915022, -0.18305312, 0.4217726, 0.22878686];
+    const f = { data: Float32Array.from({ length: 33 * 8 }, (_, q) => row[q % 8]), shape: [33, 8] as [number, number] };
+    const labels = new Array(33).fill(0), zero = { data: new Float32Array(33 * 8), shape: [33, 8] as [number, number] };
+    for (const [name, losses] of [["js", js], ["wasm", wasm]] as const) {
+      const g = losses.physicsContrastive.valueAndGrad({ f, labels }).grads.f;
+      assertGradAgrees(g as Any, zero, () => true, 1e-3, SPEC_TOL, null, `${name} grads.f`);
+    }
+  });
+});
+
+// ------------------------------------------------------------------------------------------------
+// The second table: docs/LOSSES.md sections 4-6 (metric learning, mixture of experts,
+// hard-negative mining), and the state functions of section 8.
+
+/**
+ * Cases per property of the second table: its calls are heavier (B x B similarities, E
+ * experts, a [C, C] rule), so CI runs fewer; SOFTMARGIN_PROPERTY_RUNS sets both tables.
+ */
+const PROBLEM_RUNS = Number(env("SOFTMARGIN_PROPERTY_RUNS") ?? 300);
+const PROBLEMS = PROBLEM_LOSSES.filter((e) => !ONLY?.length || ONLY.includes(e.name));
+const problemSeed = (name: string, property: string) => (SEED ^ seedOf(`${name} ${property}`)) | 0;
+const problemRun = (name: string, property: string) => ({ seed: problemSeed(name, property), numRuns: PROBLEM_RUNS });
+
+/** A gradient as one matrix: a list's matrices stacked by rows. */
+function stacked(g: Mat | Mat[]): Mat {
+  if (!Array.isArray(g)) return g;
+  const data = new Float32Array(g.reduce((a, m) => a + m.data.length, 0));
+  g.reduce((o, m) => (data.set(m.data, o), o + m.data.length), 0);
+  return { data, shape: [g.length * g[0].shape[0], g[0].shape[1]] };
+}
+
+/** The batch size of a case of the second table (featureDiversity has no labels: its experts' rows). */
+const batchSize = (k: Case) => k.inputs.labels?.length ?? k.inputs.features[0].shape[0];
+
+/** The rows of input `key` (stacked as `stacked` does) whose norm is at most 1e-12, where the loss normalises it. */
+function zeroRows(entry: ProblemLoss, k: Case, key: string): (row: number) => boolean {
+  const m = stacked(k.inputs[key]);
+  return (i) => !entry.normalised.includes(key) || rowNorm(m, i) > 1e-12;
+}
+
+/** (a) for one result of the second table: finite values, documented shapes, out buffers used. */
+function checkProblemResult(entry: ProblemLoss, k: Case, options: Any, r: Outcome, label: string): void {
+  const n = batchSize(k);
+  if (r.value !== undefined) {
+    if (options?.reduction === "none") {
+      assert.ok(r.value instanceof Float32Array && r.value.length === n, `${label}: expected ${n} row losses`);
+    } else assert.equal(typeof r.value, "number", `${label}: the loss is a number`);
+    assertFinite(r.value, `${label} loss`);
+    for (const [key, v] of Object.entries(r.parts)) {
+      assertFinite(typeof v === "number" ? v : (v as Mat).data, `${label} ${key}`);
+    }
+  }
+  if (r.grads === undefined) return;
+  assert.deepEqual(Object.keys(r.grads).sort(), [...entry.grads].sort(), `${label}: gradient names`);
+  for (const key of entry.grads) {
+    const g = r.grads[key] as Mat | Mat[], input = k.inputs[key] as Mat | Mat[];
+    const pairs: [Mat, Mat][] = Array.isArray(input)
+      ? (assert.ok(
+        Array.isArray(g) && g.length === input.length,
+        `${label}: grads.${key} is a list of ${input.length}`,
+      ),
+        input.map((m, e) => [(g as Mat[])[e], m]))
+      : [[g as Mat, input]];
+    for (const [got, m] of pairs) {
+      assert.ok(got.data instanceof Float32Array, `${label}: grads.${key} data is not a Float32Array`);
+      assert.deepEqual([...got.shape], [...m.shape], `${label}: grads.${key}.shape`);
+      assertFinite(got.data, `${label} grads.${key}`, got.shape);
+    }
+    if (options?.out?.[key]) assert.equal(g, options.out[key], `${label}: grads.${key} is not out.${key}`);
+  }
+}
+
+/**
+ * physicsContrastive's `grads.f_i = (1 / tau) sum_j (a_ij + a_ji) f_j` cancels where the
+ * f_j are alike (coincident rows: exactly 0, from terms of size |r_i| / tau); float32
+ * resolves it to 16 ulps (2^-20, as `termSlack`) of the size of its terms,
+ * `(1 / tau) sum_j |a_ij + a_ji| max_k |f_jk|`, with a_ij in float64 from docs/LOSSES.md.
+ * `weight` scales it (physMoe's lambdaScl); `u` is the upstream.
+ */
+function contrastiveSlack(k: Case, f: Mat, u: Any, weight: number): (row: number) => number {
+  const o = k.options ?? {}, labels = k.inputs.labels as ArrayLike<number>, rule = k.inputs.rule as Mat | undefined;
+  const tau = o.temperature ?? 0.07, threshold = o.threshold ?? 0.8, [b, d] = f.shape;
+  const R = (i: number, j: number) => (rule ? rule.data[labels[i] * rule.shape[1] + labels[j]] : 0);
+  const S = (i: number, j: number) => {
+    let s = 0;
+    for (let q = 0; q < d; q++) s += f.data[i * d + q] * f.data[j * d + q];
+    return s / tau;
+  };
+  const a = Array.from({ length: b }, () => new Float64Array(b));
+  const valid: boolean[] = [];
+  for (let i = 0; i < b; i++) {
+    const P = Array.from({ length: b }, (_, j) => j !== i && (labels[j] === labels[i] || R(i, j) > threshold));
+    const w = Array.from({ length: b }, (_, j) => (j === i ? 0 : 1 - R(i, j)));
+    const np = P.filter(Boolean).length;
+    valid[i] = np > 0 && w.some((x) => x > 0);
+    if (!valid[i]) continue;
+    const s = Array.from({ length: b }, (_, j) => S(i, j));
+    const m = Math.max(...s.filter((_, j) => w[j] > 0));
+    const e = s.map((x, j) => (w[j] > 0 ? w[j] * Math.exp(x - m) : 0)), den = e.reduce((x, y) => x + y, 0);
+    for (let j = 0; j < b; j++) a[i][j] = e[j] / den - (P[j] ? 1 / np : 0);
+  }
+  const count = valid.filter(Boolean).length, reduction = o.reduction ?? "mean";
+  const r = (i: number) =>
+    reduction === "none" ? (u === undefined ? 1 : u[i]) : (u ?? 1) / (reduction === "mean" ? Math.max(count, 1) : 1);
+  const fmax = Array.from(
+    { length: b },
+    (_, j) => Math.max(...Array.from(f.data.subarray(j * d, (j + 1) * d), Math.abs)),
+  );
+  return (i) => {
+    let t = 0;
+    for (let j = 0; j < b; j++) t += Math.abs(r(i) * a[i][j] + r(j) * a[j][i]) * fmax[j];
+    return 2 ** -20 * Math.abs(weight) * t / tau;
+  };
+}
+
+/** The slack of a gradient of the second table (`termSlack`'s): physicsContrastive's and physMoe's features. */
+function problemSlack(entry: ProblemLoss, k: Case, key: string, u: Any): ((row: number) => number) | null {
+  if (entry.name === "physicsContrastive") return contrastiveSlack(k, k.inputs.f, u, 1);
+  if (entry.name === "physMoe" && key === "features" && k.options?.contrast !== false) {
+    // physMoe's contrastive term is a "mean" with upstream u.
+    const o = { ...k.options, reduction: "mean" };
+    return contrastiveSlack({ ...k, options: o }, k.inputs.features, u, k.options?.lambdaScl ?? 0.1);
+  }
+  return null;
+}
+
+/**
+ * The size of a composite loss's terms, `max(1, sum_k |weight_k part_k|)`: with a negative
+ * weight the loss can be a small difference of large parts (mixOutputs at logits of 1e4
+ * with distillWeight -0.7: -23.36 from parts of 1e4), which each part's own bound does not
+ * cover; the loss is then held to SPEC's bound relative to its terms. 1 + |loss| elsewhere.
+ */
+function termsOf(entry: ProblemLoss, k: Case, ref: Outcome): number {
+  const o = k.options ?? {},
+    p = ref.parts as Record<string, number>,
+    w = (v: unknown, d: number) => Math.abs((v ?? d) as number);
+  const terms = entry.name === "mixOutputs"
+    ? p.ce + w(o.distillWeight, 0) * p.distill + w(o.parallelWeight, 0) * p.parallel
+    : entry.name === "physMoe"
+    ? w(o.lambdaScl, 0.1) * Math.abs(p.scl) + p.dol + p.col + w(o.lambdaHier, 1) * p.hier +
+      w(o.lambdaReg, 0.001) * Math.abs(p.reg)
+    : entry.name === "centerRegularization"
+    ? Math.abs(p.center) + w(o.prototypeWeight, 0.5) * Math.abs(p.proto)
+    : Math.abs(ref.value as number);
+  return Math.max(1, terms, Math.abs(ref.value as number));
+}
+
+/** (d) for the second table: loss, parts and gradients within SPEC's bound of the reference. */
+function checkProblemAgreement(entry: ProblemLoss, k: Case, method: Method, got: Outcome, ref: Outcome, label: string) {
+  if (ref.value !== undefined) {
+    const tol = typeof ref.value === "number"
+      ? SPEC_TOL * termsOf(entry, k, ref) / Math.max(1, Math.abs(ref.value))
+      : SPEC_TOL;
+    assertLossClose(got.value as Any, ref.value as Any, `${label} loss`, tol);
+    assert.deepEqual(Object.keys(got.parts).sort(), Object.keys(ref.parts).sort(), `${label}: part names`);
+    for (const [key, v] of Object.entries(ref.parts)) {
+      const g = got.parts[key] as Any;
+      assertLossClose(
+        typeof v === "number" ? g : g.data,
+        typeof v === "number" ? v : (v as Mat).data,
+        `${label} ${key}`,
+      );
+    }
+  }
+  if (!ref.grads) return;
+  const upstream = method === "backward" ? k.upstream : undefined;
+  const floor = 1e-3 * Math.max(1, upstreamSize(upstream));
+  for (const key of entry.grads) {
+    const g = stacked(got.grads![key] as Any), r = stacked(ref.grads[key] as Any);
+    const slack = problemSlack(entry, k, key, upstream);
+    assertGradAgrees(g, r, zeroRows(entry, k, key), floor, SPEC_TOL, slack, `${label} grads.${key}`);
+  }
+}
+
+/** (a), (b) and (d) for one valid case of the second table. */
+function checkProblem(entry: ProblemLoss, k: ProblemCase): void {
+  const results = new Map<string, Outcome>();
+  for (const { name, losses } of BACKENDS) {
+    const member = (losses as Any)[entry.name];
+    for (const method of methodsOf("loss")) {
+      const label = `${name} ${entry.name}.${method} (${k.extreme})`;
+      const options = optionsFor({ kind: "loss", grads: entry.grads }, method, k.options, true);
+      const passed = { inputs: k.inputs, options, upstream: k.upstream };
+      const snap = snapshot(passed);
+      let r: Any;
+      try {
+        r = call(member, { kind: "loss" }, method, k, options);
+      } catch (e) {
+        assert.fail(`${label} threw on a valid call: ${(e as Error)?.name}: ${(e as Error)?.message}`);
+      }
+      assertUnchanged(snap, passed, `${label}: `);
+      const o = outcome({ kind: "loss" }, method, r);
+      checkProblemResult(entry, k, options, o, label);
+      results.set(`${name} ${method}`, o);
+    }
+  }
+  for (const method of methodsOf("loss")) {
+    const label = `wasm ${entry.name}.${method} (${k.extreme})`;
+    checkProblemAgreement(entry, k, method, results.get(`wasm ${method}`)!, results.get(`js ${method}`)!, label);
+  }
+}
+
+/** The inputs of each member that are indexed by the batch (a list: each expert's rows). */
+const BATCH_INPUTS: Record<string, readonly string[]> = {
+  centerLoss: ["x", "labels"],
+  physicsContrastive: ["f", "labels"],
+  featureDiversity: ["features"],
+  centerRegularization: ["f", "labels"],
+  mixOutputs: ["expertLogits", "labels"],
+  iclMoe: ["expertLogits", "gating", "labels"],
+  hierarchical: ["coarse", "fine", "labels"],
+  physMoe: ["features", "coarse", "expertLogits", "gating", "labels"],
+  hnmContrastive: ["f", "labels", "hard"],
+};
+
+/** Rows `perm` of a batch input: a matrix, an integer matrix, a list of matrices or labels. */
+function permuted(v: Any, perm: readonly number[]): Any {
+  if (Array.isArray(v) && typeof v[0] === "object") return v.map((m) => permuted(m, perm));
+  if (Array.isArray(v)) return Int32Array.from(perm, (i) => v[i]);
+  if (ArrayBuffer.isView(v)) return (v.constructor as Int32ArrayConstructor).from(perm, (i) => (v as Int32Array)[i]);
+  const cols = v.shape[1], data = new (v.data.constructor as Float32ArrayConstructor)(v.data.length);
+  perm.forEach((i, p) => data.set(v.data.subarray(i * cols, (i + 1) * cols), p * cols));
+  return { data, shape: v.shape };
+}
+
+/** valueAndGrad without out buffers or checkFinite (the invariances compare two calls). */
+const plain = (entry: ProblemLoss, losses: Any, inputs: Any, options: Any) => {
+  const { out: _, ...rest } = options ?? {};
+  return outcome({ kind: "loss" }, "valueAndGrad", losses[entry.name].valueAndGrad(inputs, rest));
+};
+
+/** A random permutation of n (Fisher-Yates from fast-check's draws). */
+const permutation = (n: number) =>
+  fc.array(fc.nat(), { minLength: n, maxLength: n }).map((r) => {
+    const p = Array.from({ length: n }, (_, i) => i);
+    for (let i = n - 1; i > 0; i--) {
+      const j = r[i] % (i + 1);
+      [p[i], p[j]] = [p[j], p[i]];
+    }
+    return p;
+  });
+
+const byName = (name: string) => PROBLEMS.find((e) => e.name === name);
+
+describe(`property-based tests, metric learning and mixture of experts (${PROBLEM_RUNS} cases per property)`, () => {
+  for (const entry of PROBLEMS) {
+    describe(entry.name, () => {
+      it(
+        `valid calls: finite, documented shapes, inputs unchanged, wasm agrees with js (${PROBLEM_RUNS} cases)`,
+        TIMEOUT,
+        () => {
+          fc.assert(fc.property(entry.valid, (k) => checkProblem(entry, k)), problemRun(entry.name, "valid"));
+        },
+      );
+      it("permuting the batch permutes the row losses and gradients, and keeps the loss", TIMEOUT, () => {
+        const cases = entry.valid.chain((k) => fc.tuple(fc.constant(k), permutation(batchSize(k))));
+        fc.assert(
+          fc.property(cases, ([k, perm]) => {
+            const inputs = { ...k.inputs };
+            for (const key of BATCH_INPUTS[entry.name]) inputs[key] = permuted(k.inputs[key], perm);
+            for (const { name, losses } of BACKENDS) {
+              const a = plain(entry, losses, k.inputs, k.options), b = plain(entry, losses, inputs, k.options);
+              const label = `${name} ${entry.name} (${k.extreme}), permutation ${perm}`;
+              const none = k.options?.reduction === "none";
+              assertLossClose(b.value as Any, none ? permuted(a.value, perm) : a.value, `${label} loss`);
+              for (const key of entry.grads) {
+                const moved = BATCH_INPUTS[entry.name].includes(key) ? permuted(a.grads![key], perm) : a.grads![key];
+                const moved_ = { ...k, inputs }, rows = zeroRows(entry, moved_, key);
+                const slack = problemSlack(entry, moved_, key, undefined);
+                assertGradAgrees(
+                  stacked(b.grads![key] as Any),
+                  stacked(moved),
+                  rows,
+                  1e-3,
+                  SPEC_TOL,
+                  slack,
+                  `${label} grads.${key}`,
+                );
+              }
+            }
+          }),
+          problemRun(entry.name, "permutation"),
+        );
+      });
+    });
+  }
+});
+
+/** A valid case of `name` from the second table (its options without `out`), changed by `f`. */
+const caseOf = (name: string) => PROBLEM_LOSSES.find((e) => e.name === name)!;
+
+/** Powers of two: scaling by them is exact in float32, so a normalised row does not move at all. */
+const powerOfTwo = fc.constantFrom(0.25, 0.5, 2, 4);
+
+/** Every element of every gradient of `r` exactly 0. */
+function assertZeroGrads(r: Outcome, label: string): void {
+  for (const [key, g] of Object.entries(r.grads!)) {
+    const m = stacked(g as Any), i = m.data.findIndex((v) => v !== 0);
+    if (i >= 0) assert.fail(`${label}: grads.${key} element ${i} is ${m.data[i]}, expected exactly 0`);
+  }
+}
+
+/** `r`'s gradient `key` with row i scaled by `factor(i)` (stacked). */
+function scaledRows(r: Outcome, key: string, factor: (row: number) => number): Mat {
+  const m = stacked(r.grads![key] as Any), d = m.shape[1];
+  return { data: m.data.map((v, q) => v * factor(Math.floor(q / d))), shape: m.shape };
+}
+
+/** The invariances: `check` gets each backend's call on `k` and on its changed copy. */
+function invariance(
+  name: string,
+  property: string,
+  cases: fc.Arbitrary<[ProblemCase, Record<string, Any>, Any]>,
+  check: (a: Outcome, b: Outcome, k: ProblemCase, extra: Any, label: string) => void,
+): void {
+  if (!byName(name)) return;
+  it(`${name}: ${property}`, TIMEOUT, () => {
+    fc.assert(
+      fc.property(cases, ([k, changed, extra]) => {
+        for (const { name: backend, losses } of BACKENDS) {
+          const entry = caseOf(name);
+          const a = plain(entry, losses, k.inputs, k.options);
+          const b = plain(entry, losses, changed.inputs ?? k.inputs, changed.options ?? k.options);
+          check(a, b, k, extra, `${backend} ${name} (${k.extreme})`);
+        }
+      }),
+      problemRun(name, property),
+    );
+  });
+}
+
+/** Row norms of a matrix. */
+const norms = (m: Mat) => Array.from({ length: m.shape[0] }, (_, i) => rowNorm(m, i));
+
+describe(`what the math guarantees, metric learning and mixture of experts (${PROBLEM_RUNS} cases per property)`, () => {
+  const powers = (n: number) => fc.array(powerOfTwo, { minLength: n, maxLength: n });
+
+  invariance(
+    "centerLoss",
+    "embeddings at their class centres give a loss and gradients of exactly 0",
+    caseOf("centerLoss").valid.map((k) => {
+      const x = k.inputs.x as Mat, c = k.inputs.centers as Mat, d = x.shape[1];
+      const data = x.data.map((_, q) => c.data[k.inputs.labels[Math.floor(q / d)] * d + (q % d)]);
+      return [k, { inputs: { ...k.inputs, x: { data, shape: x.shape } } }, null];
+    }),
+    (_, b, _k, _e, label) => {
+      const v = b.value as Any;
+      assert.ok(typeof v === "number" ? v === 0 : v.every((x: number) => x === 0), `${label}: loss ${v}`);
+      assertZeroGrads(b, label);
+    },
+  );
+
+  invariance(
+    "featureDiversity",
+    "identical experts give a loss and gradients of exactly 0",
+    caseOf("featureDiversity").valid.map((k) => {
+      const first = k.inputs.features[0] as Mat;
+      const features = k.inputs.features.map(() => ({ data: first.data.slice(), shape: first.shape }));
+      return [k, { inputs: { features } }, null];
+    }),
+    (_, b, _k, _e, label) => {
+      assert.ok(Object.is(Math.abs(b.value as number), 0), `${label}: loss ${b.value}`);
+      assertZeroGrads(b, label);
+    },
+  );
+
+  invariance(
+    "physicsContrastive",
+    "f -> s f with tau -> s^2 tau keeps the loss and divides the gradient by s",
+    caseOf("physicsContrastive").valid.chain((k) =>
+      powerOfTwo.map((s): [ProblemCase, Record<string, Any>, Any] => {
+        const f = k.inputs.f as Mat, tau = k.options?.temperature ?? 0.07;
+        return [k, {
+          inputs: { ...k.inputs, f: { data: f.data.map((v) => v * s), shape: f.shape } },
+          options: { ...k.options, temperature: tau * s * s },
+        }, s];
+      })
+    ),
+    (a, b, k, s, label) => {
+      assertLossClose(b.value as Any, a.value as Any, `${label}, s = ${s}: loss`);
+      const slack = contrastiveSlack(k, k.inputs.f, undefined, 1);
+      assertGradAgrees(scaledRows(b, "f", () => s), a.grads!.f, () => true, 1e-3, SPEC_TOL, slack, `${label}: grads.f`);
+    },
+  );
+
+  /** Scaling each row of `key` by a power of two a_i (the loss normalises it): the loss as it was, grads[key] row i divided by a_i, the others as they were. */
+  const rowScaling = (name: string, key: string) =>
+    invariance(
+      name,
+      `scaling a row of ${key} by a > 0 keeps the loss and divides its gradient by a (the loss normalises ${key})`,
+      caseOf(name).valid.chain((k) =>
+        powers((k.inputs[key] as Mat).shape[0]).map((a): [ProblemCase, Record<string, Any>, Any] => {
+          const m = k.inputs[key] as Mat, d = m.shape[1];
+          return [k, {
+            inputs: { ...k.inputs, [key]: { data: m.data.map((v, q) => v * a[Math.floor(q / d)]), shape: m.shape } },
+          }, a];
+        })
+      ),
+      (x, y, k, a, label) => {
+        assertLossClose(y.value as Any, x.value as Any, `${label}: loss`);
+        const live = norms(k.inputs[key]).map((v) => v > 1e-10);
+        for (const g of caseOf(name).grads) {
+          const got = g === key ? scaledRows(y, g, (i) => a[i]) : y.grads![g] as Mat;
+          assertGradAgrees(
+            got,
+            x.grads![g] as Mat,
+            (i) => g !== key || live[i],
+            1e-3,
+            SPEC_TOL,
+            null,
+            `${label}: grads.${g}`,
+          );
+        }
+      },
+    );
+  rowScaling("hnmContrastive", "f");
+  rowScaling("centerRegularization", "centers");
+
+  invariance(
+    "hierarchical",
+    "fine logits outside a row's coarse class are never read (NaN changes nothing) and get exactly 0",
+    caseOf("hierarchical").valid.map((k) => {
+      const fine = k.inputs.fine as Mat, c = fine.shape[1], g = k.inputs.fineToCoarse, y = k.inputs.labels;
+      const outside = (q: number) => g[q % c] !== g[y[Math.floor(q / c)]];
+      const data = fine.data.map((v, q) => (outside(q) ? NaN : v));
+      const { checkFinite: _, ...options } = k.options ?? {};
+      return [{ ...k, options }, { inputs: { ...k.inputs, fine: { data, shape: fine.shape } } }, outside];
+    }),
+    (a, b, _k, outside, label) => {
+      assertLossClose(b.value as Any, a.value as Any, `${label}: loss`);
+      const g = b.grads!.fine as Mat;
+      g.data.forEach((v, q) => outside(q) && assert.ok(v === 0, `${label}: grads.fine element ${q} is ${v}`));
+      assertGradAgrees(g, a.grads!.fine as Mat, () => true, 1e-3, SPEC_TOL, null, `${label}: grads.fine`);
+    },
+  );
+
+  invariance(
+    "iclMoe",
+    "gamma = 0 makes the tail experts plain cross-entropy",
+    caseOf("iclMoe").valid.map((k) => {
+      const options = { ...k.options, gamma: 0, tailExperts: [0, 1, 2] };
+      return [{ ...k, options: { ...k.options, gamma: 0, tailExperts: [] } }, { options }, null];
+    }),
+    (a, b, _k, _e, label) => {
+      assertLossClose(b.value as Any, a.value as Any, `${label}: loss`);
+      const g = stacked(b.grads!.expertLogits as Any), r = stacked(a.grads!.expertLogits as Any);
+      assertGradAgrees(g, r, () => true, 1e-3, SPEC_TOL, null, `${label}: grads.expertLogits`);
+    },
+  );
+
+  invariance(
+    "physMoe",
+    "the loss is the weighted sum of its parts",
+    caseOf("physMoe").valid.map((k) => [k, {}, null]),
+    (a, _b, k, _e, label) => {
+      const o = k.options ?? {}, p = a.parts;
+      const sum = (o.lambdaScl ?? 0.1) * p.scl + p.dol + p.col + (o.lambdaHier ?? 1) * p.hier +
+        (o.lambdaReg ?? 0.001) * p.reg;
+      assertLossClose(a.value as number, sum, `${label}: loss against its parts`);
+    },
+  );
+});
+
+// The state functions (docs/LOSSES.md section 8): pure (arguments unchanged, fresh arrays,
+// the same result twice), and their definitions in float64, rounded once to float32.
+
+/** A state problem: C classes, width D, a batch of B labels, values uniform in [-10, 10]. */
+const stateProblem = fc.record({
+  c: fc.integer({ min: 1, max: 12 }),
+  d: fc.integer({ min: 1, max: 9 }),
+  b: fc.integer({ min: 0, max: 20 }),
+})
+  .chain(({ c, d, b }) =>
+    fc.record({
+      centers: fc.array(uniform(10), { minLength: c * d, maxLength: c * d }).map((a) => ({
+        data: Float32Array.from(a),
+        shape: [c, d] as [number, number],
+      })),
+      x: fc.array(uniform(10), { minLength: b * d, maxLength: b * d }).map((a) => ({
+        data: Float32Array.from(a),
+        shape: [b, d] as [number, number],
+      })),
+      // Few distinct counts, so that ties are common.
+      confusion: fc.array(fc.constantFrom(0, 0, 1, 2, 0.5), { minLength: c * c, maxLength: c * c }).map((a) => ({
+        data: Float32Array.from(a),
+        shape: [c, c] as [number, number],
+      })),
+      labels: fc.array(fc.integer({ min: 0, max: c - 1 }), { minLength: b, maxLength: b }),
+      predicted: fc.array(fc.integer({ min: 0, max: c - 1 }), { minLength: b, maxLength: b }),
+      rate: fc.oneof(fc.constantFrom(0, 1, 0.5, 0.9), fc.double({ min: 0, max: 1, noNaN: true })),
+      k: fc.integer({ min: 1, max: Math.max(1, c - 1) }),
+    }).map((p) => ({ ...p, c, d, b }))
+  );
+
+/** Calls `f` twice on the same arguments: both results equal, the arguments unchanged, no array of theirs returned. */
+function pure<T>(args: unknown[], f: () => T, label: string): T {
+  const snap = snapshot(args, []);
+  const r = f(), again = f();
+  assert.deepEqual(again, r, `${label}: a second call differs`);
+  assertUnchanged(snap, args, `${label}: `);
+  const theirs = new Set<unknown>();
+  const visit = (v: unknown) => {
+    if (ArrayBuffer.isView(v)) theirs.add((v as Float32Array).buffer);
+    else if (v && typeof v === "object") Object.values(v).forEach(visit);
+  };
+  args.forEach(visit);
+  const check = (v: unknown): void => {
+    if (ArrayBuffer.isView(v)) {
+      assert.ok(!theirs.has((v as Float32Array).buffer), `${label}: returns an argument's array`);
+    } else if (v && typeof v === "object") Object.values(v).forEach(check);
+  };
+  check(r);
+  return r;
+}
+
+/** float32 values against float64 expectations, rounded once: within 1 ulp of float32. */
+function assertRounded(got: Float32Array, expected: ArrayLike<number>, label: string): void {
+  for (let i = 0; i < got.length; i++) {
+    const e = expected[i];
+    if (!(Math.abs(got[i] - e) <= 2 ** -23 * Math.max(Math.abs(e), 2 ** -126))) {
+      assert.fail(`${label}: element ${i} is ${got[i]}, expected ${e}`);
+    }
+  }
+}
+
+/** Per class: its rows' count and sum of x (float64). */
+function classSums(x: Mat, labels: readonly number[], c: number): [Int32Array, Float64Array] {
+  const d = x.shape[1], count = new Int32Array(c), sum = new Float64Array(c * d);
+  labels.forEach((y, i) => {
+    count[y]++;
+    for (let q = 0; q < d; q++) sum[y * d + q] += x.data[i * d + q];
+  });
+  return [count, sum];
+}
+
+describe(`state functions (${PROBLEM_RUNS} cases per property)`, () => {
+  const run = (property: string) => problemRun("state", property);
+  it(
+    "centerUpdate: pure; a class in the batch moves by alpha sum (c - x_i) / (1 + n), any other keeps its centre",
+    TIMEOUT,
+    () => {
+      fc.assert(
+        fc.property(stateProblem, ({ centers, x, labels, rate, c, d }) => {
+          const r = pure(
+            [centers, x, labels, { alpha: rate }],
+            () => centerUpdate(centers, x, labels, { alpha: rate }),
+            "centerUpdate",
+          );
+          assert.deepEqual([...r.shape], [c, d]);
+          const [count, sum] = classSums(x, labels, c);
+          const expected = Array.from(centers.data, (v, q) => {
+            const j = Math.floor(q / d), n = count[j];
+            return n === 0 ? v : v - (rate * (n * v - sum[q])) / (1 + n);
+          });
+          assertRounded(r.data as Float32Array, expected, "centerUpdate");
+        }),
+        run("centerUpdate"),
+      );
+    },
+  );
+  it(
+    "hnmUpdatePrototypes: pure; a class in the batch moves to momentum p + (1 - momentum) mean, any other keeps its prototype",
+    TIMEOUT,
+    () => {
+      fc.assert(
+        fc.property(stateProblem, ({ centers, confusion, x, labels, rate, c, d }) => {
+          const s = { prototypes: centers, confusion };
+          const r = pure(
+            [s, x, labels, { momentum: rate }],
+            () => hnmUpdatePrototypes(s, x, labels, { momentum: rate }),
+            "hnmUpdatePrototypes",
+          );
+          const [count, sum] = classSums(x, labels, c);
+          const expected = Array.from(centers.data, (v, q) => {
+            const n = count[Math.floor(q / d)];
+            return n === 0 ? v : rate * v + ((1 - rate) * sum[q]) / n;
+          });
+          assertRounded(r.prototypes.data as Float32Array, expected, "prototypes");
+          assert.deepEqual(r.confusion.data, confusion.data, "the confusion is copied");
+        }),
+        run("hnmUpdatePrototypes"),
+      );
+    },
+  );
+  it("hnmUpdateConfusion and hnmDecay: pure; one count per row, then a decay by 1 - momentum", TIMEOUT, () => {
+    fc.assert(
+      fc.property(stateProblem, ({ centers, confusion, labels, predicted, rate, c }) => {
+        const s = { prototypes: centers, confusion };
+        const u = pure([s, labels, predicted], () => hnmUpdateConfusion(s, labels, predicted), "hnmUpdateConfusion");
+        const counts = Float64Array.from(confusion.data);
+        labels.forEach((y, i) => counts[y * c + predicted[i]] += 1);
+        assertRounded(u.confusion.data as Float32Array, counts, "hnmUpdateConfusion");
+        assert.deepEqual(u.prototypes.data, centers.data, "the prototypes are copied");
+        const r = pure([u, { momentum: rate }], () => hnmDecay(u, { momentum: rate }), "hnmDecay");
+        assertRounded(
+          r.confusion.data as Float32Array,
+          Array.from(u.confusion.data, (v) => v * (1 - rate)),
+          "hnmDecay",
+        );
+        assert.deepEqual(r.prototypes.data, centers.data, "hnmDecay copies the prototypes");
+      }),
+      run("hnmUpdateConfusion"),
+    );
+  });
+  it(
+    "hnmHardNegatives: pure; the k most confused classes other than the label, ties to the smaller index",
+    TIMEOUT,
+    () => {
+      fc.assert(
+        fc.property(stateProblem.filter((p) => p.c >= 2), ({ centers, confusion, labels, k, c }) => {
+          const s = { prototypes: centers, confusion };
+          const r = pure([s, labels], () => hnmHardNegatives(s, labels, k), "hnmHardNegatives");
+          assert.deepEqual([...r.shape], [labels.length, k]);
+          labels.forEach((y, i) => {
+            const count = (j: number) => confusion.data[y * c + j];
+            // Brute force: the class j != y is chosen at rank t when exactly t classes beat it.
+            const beats = (a: number, b: number) => count(a) > count(b) || (count(a) === count(b) && a < b);
+            const ranked = Array.from({ length: c }, (_, j) => j).filter((j) => j !== y);
+            const rank = (j: number) => ranked.filter((a) => beats(a, j)).length;
+            const expected = ranked.filter((j) => rank(j) < k).sort((a, b) => rank(a) - rank(b));
+            assert.deepEqual(Array.from(r.data.subarray(i * k, (i + 1) * k)), expected, `row ${i} (label ${y})`);
+          });
+          const fresh = hnmHardNegatives(hnmInit(c, 1), labels, k);
+          labels.forEach((y, i) => {
+            const expected = Array.from({ length: c }, (_, j) => j).filter((j) => j !== y).slice(0, k);
+            assert.deepEqual(Array.from(fresh.data.subarray(i * k, (i + 1) * k)), expected, `a fresh state, row ${i}`);
+          });
+        }),
+        run("hnmHardNegatives"),
+      );
+    },
+  );
 });

@@ -102,29 +102,38 @@ export const physicsContrastive: LossDef<
     const reduction = v.reduction(o.reduction);
     // Positives and validity depend on the labels and the rule only (exp > 0), so the
     // mean's denominator is known before any kernel runs. Counted per class present in
-    // the batch (O(B + P^2) for P classes present), not per pair of rows.
-    const present = new Map<number, number>();
-    for (const y of labels) present.set(y, (present.get(y) ?? 0) + 1);
-    const classes = [...present.keys()];
-    const perClass = new Map<number, [number, boolean]>();
-    for (const y of classes) {
-      const n = present.get(y)!;
+    // the batch (O(B + P^2) for P classes present, in arrays indexed by the order in
+    // which the classes first appear), not per pair of rows.
+    const index = new Map<number, number>(), rowClass = new Int32Array(b), classes: number[] = [], rows: number[] = [];
+    for (let i = 0; i < b; i++) {
+      let c = index.get(labels[i]);
+      if (c === undefined) {
+        c = classes.push(labels[i]) - 1;
+        index.set(labels[i], c);
+        rows.push(0);
+      }
+      rows[c]++;
+      rowClass[i] = c;
+    }
+    const n = classes.length, classPositives = new Int32Array(n), classValid = new Uint8Array(n);
+    for (let c = 0; c < n; c++) {
+      const y = classes[c], at = rule ? y * k : 0;
       // j of the same class: always a positive; in the denominator when rule[y, y] < 1.
-      let pos = n - 1, weighted = n > 1 && (rule ? rule[y * k + y] : 0) < 1;
-      for (const z of classes) {
-        if (z === y) continue;
-        const r = rule ? rule[y * k + z] : 0;
-        if (r > threshold) pos += present.get(z)!;
+      let pos = rows[c] - 1, weighted = rows[c] > 1 && (rule ? rule[at + y] : 0) < 1;
+      for (let z = 0; z < n; z++) {
+        if (z === c) continue;
+        const r = rule ? rule[at + classes[z]] : 0;
+        if (r > threshold) pos += rows[z];
         if (r < 1) weighted = true;
       }
-      perClass.set(y, [pos, weighted]);
+      classPositives[c] = pos;
+      classValid[c] = pos > 0 && weighted ? 1 : 0;
     }
     const positives = new Int32Array(b), valid = new Uint8Array(b);
     let count = 0;
     for (let i = 0; i < b; i++) {
-      const [pos, weighted] = perClass.get(labels[i])!;
-      positives[i] = pos;
-      if (pos > 0 && weighted) valid[i] = 1, count++;
+      positives[i] = classPositives[rowClass[i]];
+      count += valid[i] = classValid[rowClass[i]];
     }
     const scales = grad ? v.rowScales(reduction, upstream, b, count, (i) => !valid[i]) : new Float64Array(0);
     return {

@@ -14,6 +14,19 @@
  */
 import fc from "fast-check";
 import { word } from "./errors.ts";
+import { Rng } from "./random.ts";
+import type { LossSpec } from "./specs.ts";
+import {
+  centerLossSpec,
+  centerRegularizationSpec,
+  featureDiversitySpec,
+  hierarchicalSpec,
+  hnmContrastiveSpec,
+  iclMoeSpec,
+  mixOutputsSpec,
+  physicsContrastiveSpec,
+  physMoeSpec,
+} from "./specs_moe.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -923,3 +936,242 @@ export function outcome(entry: Pick<PropertyLoss, "kind">, method: Method, r: An
   const { loss, grads, ...parts } = r;
   return { value: loss, parts, grads };
 }
+
+// ------------------------------------------------------------------------------------------------
+// The second table: metric learning, mixture of experts, hard-negative mining (docs/LOSSES.md
+// sections 4-6). Their inputs are not one layout (lists of expert matrices, a rule, a gating,
+// a fine-to-coarse map, an integer matrix of hard negatives), so a valid call is one of the
+// shared suites' random problems (tests/helpers/specs_moe.ts) drawn from a seed, at a shape,
+// scale and options drawn here, and then pushed to one of its edges ("extreme").
+
+/** A member of the second table. */
+export interface ProblemLoss {
+  readonly name: string;
+  readonly grads: readonly string[];
+  /** Inputs that are lists of matrices (their gradient is a list in the same order). */
+  readonly lists: readonly string[];
+  /** Inputs the loss L2-normalises by rows (as `F.normalize`: a zero row's gradient is divided by 1e-12). */
+  readonly normalised: readonly string[];
+  /** Whether it takes `reduction` (then `"none"` takes an upstream per row). */
+  readonly reduces: boolean;
+  readonly valid: fc.Arbitrary<ProblemCase>;
+}
+
+/** A valid call of the second table, with the name of the edge it was pushed to. */
+export interface ProblemCase extends Case {
+  extreme: string;
+}
+
+/** Ways of pushing a random problem to an edge; each changes fresh inputs in place. */
+type Extreme = (inputs: Record<string, Any>, rng: Rng) => void;
+
+/** The batch's first matrix (a list's first expert). */
+const batchOf = (
+  inputs: Record<string, Any>,
+  key: string,
+): Mat => (Array.isArray(inputs[key]) ? inputs[key][0] : inputs[key]);
+
+const setRows = (m: Mat, value: (row: number, k: number) => number) => {
+  const [n, d] = m.shape;
+  for (let i = 0; i < n; i++) for (let k = 0; k < d; k++) m.data[i * d + k] = value(i, k);
+};
+
+/** Edges every member meets: coincident rows, one class only, classes absent from the batch, a zero row. */
+const commonExtremes = (batch: string): Record<string, Extreme> => ({
+  "coincident rows": (inputs) => {
+    const m = batchOf(inputs, batch);
+    setRows(m, (_, k) => m.data[k]);
+    // Every expert the same (featureDiversity: every distance 0).
+    if (Array.isArray(inputs[batch])) { for (const e of inputs[batch]) e.data.set(m.data); }
+  },
+  "one class": (inputs) => inputs.labels?.fill(inputs.labels[0]),
+  "absent classes": (inputs) => inputs.labels?.forEach((y: number, i: number, a: Int32Array) => (a[i] = y % 2 ? y : 0)),
+  "a zero row": (inputs) => batchOf(inputs, batch).data.fill(0, 0, batchOf(inputs, batch).shape[1]),
+});
+
+/** Edges of a rule: every other row 0, every value 1 (no denominator weight left), 0 or 1 at random. */
+const ruleExtremes: Record<string, Extreme> = {
+  "rule rows of zeros": (inputs) => {
+    const r = inputs.rule as Mat, k = r.shape[0];
+    for (let i = 0; i < k; i += 2) r.data.fill(0, i * k, (i + 1) * k);
+  },
+  "rule of ones": (inputs) => (inputs.rule as Mat).data.fill(1),
+  "rule of 0 and 1": (inputs, rng) => (inputs.rule as Mat).data.forEach((_, i, a) => (a[i] = rng.int(2))),
+};
+
+interface ProblemDefinition {
+  spec: LossSpec;
+  lists?: readonly string[];
+  normalised?: readonly string[];
+  reduces?: boolean;
+  /** The matrix (or list) whose rows are the batch. */
+  batch: string;
+  /** Whether the random problem has a rule (physicsContrastive: only when a threshold is given). */
+  rule?: (o: Record<string, Any>) => boolean;
+  /** The member's own options for C classes. */
+  options(c: number): fc.Arbitrary<Record<string, Any>>;
+  /** Its own edges, beside the common ones. */
+  extremes?: Record<string, Extreme>;
+}
+
+const temperatures = fc.oneof(logUniform(-4, 1), fc.constantFrom(1e-4, 0.07, 1));
+const thresholds = option(-0.5, 1.5, 0, 0.5, 0.8, 1);
+const weights = option(-2, 2, 0, 0.001, 0.1, 1);
+/** iclMoe's and physMoe's tail experts among the specs' 3, and gamma. */
+const tail = { tailExperts: fc.subarray([0, 1, 2]), gamma: option(0, 5, 0, 0.5, 2) };
+
+const problemDefinitions: ProblemDefinition[] = [
+  { spec: centerLossSpec, batch: "x", reduces: true, options: () => fc.constant({}) },
+  {
+    spec: physicsContrastiveSpec,
+    batch: "f",
+    reduces: true,
+    rule: (o) => o.threshold !== undefined,
+    options: () => fc.record({ temperature: temperatures, threshold: thresholds }, { requiredKeys: [] }),
+    extremes: ruleExtremes,
+  },
+  {
+    spec: featureDiversitySpec,
+    batch: "features",
+    lists: ["features"],
+    options: () => fc.record({ lambda: weights }, { requiredKeys: [] }),
+  },
+  {
+    spec: centerRegularizationSpec,
+    batch: "f",
+    normalised: ["centers"],
+    rule: () => true,
+    options: () => fc.record({ prototypeWeight: option(-2, 5, 0, 0.5, 2) }, { requiredKeys: [] }),
+    extremes: {
+      ...ruleExtremes,
+      "a zero centre": (inputs) => (inputs.centers as Mat).data.fill(0, 0, (inputs.centers as Mat).shape[1]),
+    },
+  },
+  {
+    spec: mixOutputsSpec,
+    batch: "expertLogits",
+    lists: ["expertLogits"],
+    options: (c) =>
+      fc.record({
+        prior: fc.array(between(0.01, 10), { minLength: c, maxLength: c }).map((a) => Float32Array.from(a)),
+        distillWeight: weights,
+        parallelWeight: weights,
+        eps: logUniform(-8, 0),
+      }, { requiredKeys: [] }),
+  },
+  {
+    spec: iclMoeSpec,
+    batch: "expertLogits",
+    lists: ["expertLogits"],
+    options: () => fc.record(tail, { requiredKeys: [] }),
+    extremes: {
+      "one-hot gating": (inputs, rng) => setRows(inputs.gating, (i, e) => (e === (i + rng.int(3)) % 3 ? 1 : 0)),
+    },
+  },
+  {
+    spec: hierarchicalSpec,
+    batch: "fine",
+    reduces: true,
+    options: () => fc.constant({}),
+    extremes: {
+      "one coarse class": (inputs) => inputs.fineToCoarse.fill(0),
+      "each class alone": (inputs) =>
+        inputs.fineToCoarse.forEach((
+          _: number,
+          j: number,
+          a: Int32Array,
+        ) => (a[j] = j % (inputs.coarse as Mat).shape[1])),
+    },
+  },
+  {
+    spec: physMoeSpec,
+    batch: "features",
+    lists: ["expertLogits"],
+    rule: () => true,
+    options: () =>
+      fc.record({
+        lambdaScl: weights,
+        lambdaHier: weights,
+        lambdaReg: weights,
+        contrast: fc.boolean(),
+        temperature: temperatures,
+        threshold: thresholds,
+        prototypeWeight: option(-2, 5, 0, 0.5),
+        ...tail,
+      }, { requiredKeys: [] }),
+    extremes: { ...ruleExtremes, "one coarse class": (inputs) => inputs.fineToCoarse.fill(0) },
+  },
+  {
+    spec: hnmContrastiveSpec,
+    batch: "f",
+    reduces: true,
+    normalised: ["f"],
+    options: () => fc.record({ temperature: temperatures }, { requiredKeys: [] }),
+    extremes: {
+      "hard negatives equal to the label": (inputs) => {
+        const h = inputs.hard, k = h.shape[1];
+        for (let i = 0; i < h.shape[0]; i++) h.data.fill(inputs.labels[i], i * k, (i + 1) * k);
+      },
+    },
+  },
+];
+
+/** Batch sizes: small ones, and around the SIMD widths. */
+const PROBLEM_ROWS = fc.oneof(
+  { arbitrary: fc.integer({ min: 1, max: 9 }), weight: 4 },
+  { arbitrary: fc.constantFrom(15, 16, 17, 33), weight: 1 },
+);
+
+function problemCase(d: ProblemDefinition): fc.Arbitrary<ProblemCase> {
+  const extremes = { none: () => {}, ...commonExtremes(d.batch), ...d.extremes };
+  const names = Object.keys(extremes);
+  return fc.record({ n: PROBLEM_ROWS, c: COLS, seed: fc.integer(), scale: fc.constantFrom(1, 30, LOGIT_MAX) }).chain((
+    s,
+  ) =>
+    fc.record({
+      own: d.options(s.c),
+      reduction: d.reduces ? fc.option(fc.constantFrom(...REDUCTIONS), { nil: undefined }) : fc.constant(undefined),
+      checkFinite: fc.option(fc.boolean(), { nil: undefined }),
+      extreme: fc.oneof({ arbitrary: fc.constant("none"), weight: 2 }, {
+        arbitrary: fc.constantFrom(...names),
+        weight: 1,
+      }),
+      upstream: fc.option(fc.oneof(uniform(100), fc.constantFrom(0, 1, -1)), { nil: undefined }),
+      perRow: perRow(s.n),
+      out: fc.subarray(d.spec.grads.filter((g) => !d.lists?.includes(g))),
+    }).map(({ own, reduction, checkFinite, extreme, upstream, perRow, out }) => {
+      const options: Record<string, Any> = { ...own };
+      if (reduction !== undefined) options.reduction = reduction;
+      if (checkFinite !== undefined) options.checkFinite = checkFinite;
+      const rng = new Rng(s.seed);
+      // The specs draw a rule only for options that have one (physicsContrastive: a threshold).
+      const inputs = d.spec.random(
+        rng,
+        s.n,
+        s.c,
+        s.scale,
+        d.rule?.(options) ? { threshold: 0.8, ...options } : options,
+      );
+      // A rule's edges need a rule.
+      if (extreme in ruleExtremes && !inputs.rule) extreme = "none";
+      (extremes as Record<string, Extreme>)[extreme](inputs, rng);
+      if (out.length) options.out = Object.fromEntries(out.map((k) => [k, garbage(outShape(inputs, k))]));
+      return {
+        inputs,
+        options: Object.keys(options).length ? options : undefined,
+        upstream: reduction === "none" ? perRow : upstream,
+        extreme,
+      };
+    })
+  );
+}
+
+/** The second table, in the order of docs/LOSSES.md. */
+export const PROBLEM_LOSSES: readonly ProblemLoss[] = problemDefinitions.map((d) => ({
+  name: d.spec.name,
+  grads: d.spec.grads,
+  lists: d.lists ?? [],
+  normalised: d.normalised ?? [],
+  reduces: d.reduces ?? false,
+  valid: problemCase(d),
+}));
