@@ -38,10 +38,15 @@ import type { Kernels } from "./kernels.ts";
 import type { Loss, Matrix, Metric, Upstream } from "./types.ts";
 import { isGpuMatrix, keys, onDevice, options as checkOptions, show } from "./validate.ts";
 
-/** What a kernel returns: per-row values (one array per part) and gradients by input name. */
+/**
+ * What a kernel returns: per-row values (one array per part), gradients by input name,
+ * and values it formed that a later term of a composite may take as an input
+ * (`outputs`: the experts' gated ensemble).
+ */
 export interface Raw {
   rows: Float64Array[];
   grads: Record<string, Float32Array>;
+  outputs?: Record<string, Float32Array>;
 }
 
 /** A prepared problem: checked inputs, resolved options, per-row gradient scales. */

@@ -18,6 +18,7 @@ import {
   expertOuts,
   type ExpertsProblem,
   means,
+  parallelOf,
 } from "./experts.ts";
 
 /** Options of `mixOutputs`. */
@@ -51,13 +52,6 @@ export interface MixProblem extends ExpertsProblem {
   readonly eps: number;
 }
 
-/** `E / sum_e 1/(ce_e + eps)`. */
-function parallelOf(ce: Float64Array, eps: number): number {
-  let s = 0;
-  for (const x of ce) s += 1 / (x + eps);
-  return ce.length / s;
-}
-
 /** The definition of `mixOutputs`. */
 export const mixOutputs: LossDef<ExpertInputs, MixOutputsOptions, ExpertGrads, "experts"> = {
   name: "mixOutputs",
@@ -84,17 +78,9 @@ export const mixOutputs: LossDef<ExpertInputs, MixOutputsOptions, ExpertGrads, "
       labels,
       gamma: new Float64Array(e),
       shift: prior ? Float64Array.from(prior, Math.log) : null,
-      target: null,
+      gating: null,
       pairs: true,
-      // d parallel / d ce_e = E (ce_e + eps)^-2 / (sum_k 1/(ce_k + eps))^2 = parallel^2 / (E (ce_e + eps)^2)
-      weights: (ce) => {
-        const par = parallelOf(ce, eps);
-        return {
-          ce: ce.map((x) => up * (1 + (parallelWeight * par * par) / (e * (x + eps) ** 2))),
-          col: 0,
-          pairs: up * distillWeight,
-        };
-      },
+      weights: { ce: up, parallel: parallelWeight, eps, col: 0, pairs: up * distillWeight },
       outs: expertOuts(o, grad, e, b, c),
       distillWeight,
       parallelWeight,

@@ -17,7 +17,7 @@ import type { CommonOptions, Labels, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { type CenterRegProblem, centerRegularization } from "./center_regularization.ts";
 import { gradMatrix, outBuffer, outList } from "./cross_entropy.ts";
-import { expertInputs, type ExpertsProblem } from "./experts.ts";
+import { ensemble, expertInputs, type ExpertsProblem } from "./experts.ts";
 import { scalarUpstream } from "./feature_diversity.ts";
 import { hierarchical, type HierarchicalProblem } from "./hierarchical.ts";
 import { gatingInput, iclMoe } from "./icl_moe.ts";
@@ -185,7 +185,7 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
       up,
     );
     // The gated ensemble, once: iclMoe's constant target and hierarchical's fine logits.
-    const fine = { data: experts.target as Float32Array, shape: [b, c] as const };
+    const fine = { data: ensemble(gating, experts.logits, b, c), shape: [b, c] as const };
     return {
       grad,
       b,
