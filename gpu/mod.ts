@@ -18,8 +18,7 @@ import { hierarchical } from "./hierarchical.ts";
 import { diversity } from "./feature_diversity.ts";
 import { hnm } from "./hnm_contrastive.ts";
 import { centerReg } from "./center_regularization.ts";
-import { hostKernels } from "../src/losses/mod.ts";
-import { referenceMetricKernels } from "../src/reference/mod.ts";
+import { experts } from "./experts.ts";
 
 /** The WebGPU kernels of a context. */
 export function webgpuKernels(ctx: GpuContext): Kernels {
@@ -31,18 +30,13 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     topkHits: (p) => topkHits(ctx, p),
     head: (p) => head(ctx, p),
     softmax: (p) => softmaxTransform(ctx, p),
-    // The metric-learning and mixture-of-experts families without WGSL kernels yet run the
-    // float64 reference on host inputs (issue 9).
-    ...(hostKernels(
-      referenceMetricKernels as unknown as Kernels,
-      "webgpu (metric-learning losses, host inputs only)",
-    ) as Pick<Kernels, keyof typeof referenceMetricKernels>),
     contrastive: (p) => contrastive(ctx, p),
     center: (p) => center(ctx, p),
     hierarchical: (p) => hierarchical(ctx, p),
     diversity: (p) => diversity(ctx, p),
     hnm: (p) => hnm(ctx, p),
     centerReg: (p) => centerReg(ctx, p),
+    experts: (p) => experts(ctx, p),
   };
 }
 
