@@ -18,11 +18,26 @@ import { hierarchical } from "./hierarchical.ts";
 import { diversity } from "./feature_diversity.ts";
 import { hnm } from "./hnm_contrastive.ts";
 import { centerReg } from "./center_regularization.ts";
-import { experts } from "./experts.ts";
+import { experts, planExperts } from "./experts.ts";
+import { combine, planCombine } from "./combine.ts";
+import { plannable, type Planners, together } from "./composite.ts";
+import { holdsDevice, sequential } from "../src/loss.ts";
+import { planContrastive } from "./physics_contrastive.ts";
+import { planHierarchical } from "./hierarchical.ts";
+import { planCenterReg } from "./center_regularization.ts";
+
+/** The families a composite's terms may be planned from (gpu/composite.ts). */
+const planners: Planners = {
+  contrastive: planContrastive,
+  experts: planExperts,
+  hierarchical: planHierarchical,
+  centerReg: planCenterReg,
+  combine: planCombine,
+} as Planners;
 
 /** The WebGPU kernels of a context. */
 export function webgpuKernels(ctx: GpuContext): Kernels {
-  return {
+  const kernels: Omit<Kernels, "composite"> = {
     hardLabel: (p) => hardLabel(ctx, p),
     softTarget: (p) => softTarget(ctx, p),
     klDiv: (p) => klDiv(ctx, p),
@@ -37,6 +52,13 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     hnm: (p) => hnm(ctx, p),
     centerReg: (p) => centerReg(ctx, p),
     experts: (p) => experts(ctx, p),
+    combine: (p) => combine(ctx, p),
+  };
+  const inOrder = sequential(kernels);
+  return {
+    ...kernels,
+    // GPU-resident inputs: every term in one submission, the gradients combined on the GPU.
+    composite: (p) => (holdsDevice(p) && plannable(p, planners) ? together(ctx, p, planners) : inOrder(p)),
   };
 }
 
