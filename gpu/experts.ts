@@ -40,7 +40,10 @@ export const planExperts: Planner<ExpertsProblem> = async (ctx, p, bufs, force) 
   const vals = new Float32Array(e + (p.shift ? c : 0));
   vals.set(p.gamma);
   if (p.shift) vals.set(p.shift, e);
-  const ens = p.gating ? bufs.scratch(m * 4) : null;
+  // The gated ensemble (scratch: a composite's later term reads it in the same submission),
+  // or the mean logits (a result of the call: its own buffer when it stays on the GPU).
+  if (p.gating && p.mean) throw new TypeError("Expected an experts problem with a gating or the mean logits, got both");
+  const ens = p.gating ? bufs.scratch(m * 4) : p.mean ? (resident ? ctx.buffer(m * 4) : bufs.scratch(m * 4)) : null;
   const rows = bufs.scratch((2 * e + 1) * b * 4);
   const g = p.grad ? bufs.scratch(e * m * 4) : null;
   const outs = p.grad && resident
@@ -58,6 +61,7 @@ export const planExperts: Planner<ExpertsProblem> = async (ctx, p, bufs, force) 
       has_shift: p.shift ? 1 : 0,
       has_gating: p.gating ? 1 : 0,
       pairs: p.pairs ? 1 : 0,
+      mean: p.mean ? 1 : 0,
       ce_w: w.ce,
       parallel: w.parallel,
       eps: w.eps,
@@ -98,7 +102,8 @@ export const planExperts: Planner<ExpertsProblem> = async (ctx, p, bufs, force) 
     outs.forEach((o, k) => (out[`expertLogits.${k}`] = new DeviceValues(o, [b, c]) as unknown as Float32Array));
     return out;
   };
-  const ensemble = ens && resident ? { ensemble: new DeviceValues(ens, [b, c]) as unknown as Float32Array } : null;
+  const key = p.gating ? "ensemble" : "meanLogits";
+  const ensemble = ens && resident ? { [key]: new DeviceValues(ens, [b, c]) as unknown as Float32Array } : null;
   return {
     jobs: [pass],
     values: resident ? { ...onGpu(), ...ensemble } : {},
@@ -116,7 +121,7 @@ export const planExperts: Planner<ExpertsProblem> = async (ctx, p, bufs, force) 
           grads[`expertLogits.${k}`] = out;
         });
       }
-      const outputs = ensemble ?? (ens ? { ensemble: he.slice() } : undefined);
+      const outputs = ensemble ?? (ens ? { [key]: he.slice() } : undefined);
       return { rows: [...ce, ...col, pairs], grads, outputs };
     },
   };

@@ -11,7 +11,8 @@
 //   g = a (p - onehot_y) + w_col (q - t) + w_pairs ((E q - sum_k q_k) + q (D_e - <q_e, D_e>)).
 // Five dispatches of one pass:
 //   ensemble: one workgroup per row: u = sum_k gating[i, k] z_k[i] by float pairs, rounded once
-//             (the float64 reference's float32 target);
+//             (the float64 reference's float32 target); or (mean, without a gating) the
+//             mean logits (1/E) sum_k z_k[i], likewise;
 //   stats:    one workgroup per row and expert: the softmax statistics, the CE/focal term and
 //             the collaboration term;
 //   pairs:    one workgroup per row: <q_e, D_e - D_e[r_e]> and D_e[r_e] per expert, the pair term;
@@ -37,6 +38,7 @@ struct ExpertsParams {
   has_shift: u32,  // vals holds a log prior after gamma
   has_gating: u32, // the collaboration term (gating bound)
   pairs: u32,      // the pair term
+  mean: u32,       // ens holds the mean logits (without a gating)
   zero: u32,       // 0 (float pairs, gpu/common.wgsl)
   ce_w: f32,       // ExpertWeights: ce, parallel, eps, col, pairs
   parallel: f32,
@@ -111,9 +113,11 @@ fn row_stats(part: u32, base: u32, m0: f32, t: u32) -> Stats {
 fn ensemble(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   zero = P.zero;
   let i = wid.x;
+  let gated = P.has_gating != 0u;
   for (var j = t; j < P.c; j += WG) {
     var s = vec2<f32>(0.0);
-    for (var k = 0u; k < P.e; k++) { s = dot_acc(s, gating[i * P.e + k], z[zrow(k, i) + j]); }
+    for (var k = 0u; k < P.e; k++) { s = dot_acc(s, select(1.0, gating[i * P.e + k], gated), z[zrow(k, i) + j]); }
+    if (!gated) { s = df_div(s, df(f32(P.e))); }
     ens[i * P.c + j] = s.x + s.y;
   }
 }

@@ -3,7 +3,9 @@
  * families): several entry points of one kernel dispatched in one compute pass over one
  * bind group, then every host result copied into one staging buffer: one submission and
  * one readback per call. GPU-resident inputs are bound in place and GPU outputs stay on
- * the GPU.
+ * the GPU. A call is planned first (`Plan`: its jobs, and the buffers its results will
+ * be in), so that a composite's terms can share one submission and one readback
+ * (gpu/composite.ts, `runJobs`).
  *
  * @module
  */

@@ -201,6 +201,16 @@ function split(r: Record<string, unknown>): Record<string, unknown> {
   return value;
 }
 
+/**
+ * `backward`'s result: the gradients; GPU buffers that the dropped parts hold (mixOutputs'
+ * mean logits of GPU-resident inputs) are destroyed.
+ */
+function gradsOnly(r: Record<string, unknown>): unknown {
+  const kept = buffersIn(r.grads, new Set());
+  for (const b of buffersIn(split(r), new Set())) if (!kept.has(b)) (b as GPUBuffer).destroy();
+  return r.grads;
+}
+
 /** `f(r)`, or `r.then(f)` when `r` is a Promise: one code path for synchronous and asynchronous kernels. */
 export const then = <T, U>(
   r: T | Promise<T>,
@@ -230,7 +240,7 @@ export function bindLoss<R>(
   const wrap = <T>(f: () => T | Promise<T>) => (async ? (async () => await f())() : f());
   return {
     forward: (inputs, options) => wrap(() => then(run(inputs, options, false), split)),
-    backward: (inputs, options, upstream) => wrap(() => then(run(inputs, options, true, upstream), (r) => r.grads)),
+    backward: (inputs, options, upstream) => wrap(() => then(run(inputs, options, true, upstream), gradsOnly)),
     valueAndGrad: (inputs, options) => wrap(() => run(inputs, options, true)),
   } as Loss<unknown, unknown, unknown>;
 }

@@ -82,6 +82,8 @@ export interface ExpertsProblem extends Prepared {
    * `outputs.ensemble`; null for no collaboration term.
    */
   readonly gating: Float32Array | null;
+  /** Whether the kernel also returns the experts' mean logits `(1/E) sum_e z_e` (`outputs.meanLogits`). */
+  readonly mean: boolean;
   /** Whether the pairwise distillation term is computed. */
   readonly pairs: boolean;
   /** The gradient weights of the terms' means over B. */
@@ -98,6 +100,26 @@ export function ensemble(gating: Float32Array, logits: Float32Array[], b: number
       for (let k = 0; k < e; k++) s += gating[i * e + k] * logits[k][i * c + j];
       out[i * c + j] = s;
     }
+  }
+  return out;
+}
+
+/**
+ * The values an experts kernel on the host returns besides the rows and gradients: the
+ * gated ensemble (the collaboration target, when a gating is given) and the mean logits
+ * (when asked for), `[B, C]` float32 each.
+ */
+export function expertOutputs(p: ExpertsProblem, target: Float32Array | null): Record<string, Float32Array> {
+  const out: Record<string, Float32Array> = {};
+  if (target) out.ensemble = target;
+  if (p.mean) {
+    const mean = new Float32Array(p.b * p.c);
+    for (let i = 0; i < mean.length; i++) {
+      let s = 0;
+      for (const z of p.logits) s += z[i];
+      mean[i] = s / p.e;
+    }
+    out.meanLogits = mean;
   }
   return out;
 }

@@ -89,6 +89,7 @@ export const iclMoe: LossDef<IclMoeInputs, IclMoeOptions, ExpertGrads, "experts"
       shift: null,
       // The ensemble is a constant target: no gradient flows into it (or into the gating).
       gating,
+      mean: false,
       pairs: false,
       weights: { ce: up, parallel: 0, eps: 0, col: up, pairs: 0 },
       outs: expertOuts(o, grad, e, b, c),

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type LossDef, result } from "../loss.ts";
 import type { CommonOptions, Matrix } from "../types.ts";
 import * as v from "../validate.ts";
 import { scalarUpstream } from "./feature_diversity.ts";
@@ -41,7 +41,7 @@ export interface MixOutputsParts {
   distill: number;
   /** `E / sum_e 1 / (ce_e + eps)`. */
   parallel: number;
-  /** `(1/E) sum_e z_e`, `[B, C]` (not differentiated). */
+  /** `(1/E) sum_e z_e`, `[B, C]` (not differentiated; on the GPU when the logits are). */
   meanLogits: Matrix;
 }
 
@@ -79,6 +79,7 @@ export const mixOutputs: LossDef<ExpertInputs, MixOutputsOptions, ExpertGrads, "
       gamma: new Float64Array(e),
       shift: prior ? Float64Array.from(prior, Math.log) : null,
       gating: null,
+      mean: true,
       pairs: true,
       weights: { ce: up, parallel: parallelWeight, eps, col: 0, pairs: up * distillWeight },
       outs: expertOuts(o, grad, e, b, c),
@@ -95,18 +96,12 @@ export const mixOutputs: LossDef<ExpertInputs, MixOutputsOptions, ExpertGrads, "
     for (const x of ce) ceSum += x;
     const distill = means(raw.rows, 2 * p.e, 1, p.b)[0];
     const parallel = parallelOf(ce, p.eps);
-    const mean = new Float32Array(p.b * p.c);
-    for (let i = 0; i < mean.length; i++) {
-      let s = 0;
-      for (const z of p.logits) s += z[i];
-      mean[i] = s / p.e;
-    }
     return {
       loss: ceSum + p.distillWeight * distill + p.parallelWeight * parallel,
       ce: ceSum,
       distill,
       parallel,
-      meanLogits: { data: mean, shape: [p.b, p.c] as const },
+      meanLogits: result(raw.outputs!.meanLogits, p.b, p.c),
       grads: { expertLogits: expertGrads(p, raw.grads) },
     };
   },

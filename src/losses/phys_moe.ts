@@ -5,10 +5,13 @@
  * cross-entropy on the gated ensemble, and a centre regularisation, in one call.
  *
  * A composite: its terms are the problems of `physicsContrastive`, `iclMoe`,
- * `hierarchical` and `centerRegularization`, prepared by those definitions and sharing
- * one gated ensemble `fine = sum_e gating[:, e] z_e` (iclMoe's constant collaboration
- * target and hierarchical's differentiable fine logits); each expert's softmax is taken
- * once, for its CE/focal and its collaboration term.
+ * `hierarchical` and `centerRegularization`, prepared by those definitions, then a
+ * `combine` term (src/losses/combine.ts) that adds their gradients together. They share
+ * one gated ensemble `fine = sum_e gating[:, e] z_e`, formed by the experts term (iclMoe's
+ * constant collaboration target) and linked as hierarchical's differentiable fine logits;
+ * each expert's softmax is taken once, for its CE/focal and its collaboration term. Every
+ * backend runs the same terms: on WebGPU with GPU-resident inputs all of them in one
+ * submission, the gradients combined there and only the parts read back.
  *
  * @module
  */
@@ -163,6 +166,21 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
     // Checked above under physMoe's names.
     const check = { checkFinite: false };
     const out = o.out ?? {};
+    // The gradients stay where the inputs are: on the GPU when any of them is there.
+    const resident = inputs.expertLogits.some(v.isGpuMatrix) ||
+      [inputs.features, inputs.coarse, inputs.gating, inputs.centers].some(v.isGpuMatrix);
+    for (const [key, m] of Object.entries(out)) {
+      if (m === undefined) continue;
+      const list = Array.isArray(m) ? m : [m];
+      const at = list.findIndex((x) => v.isGpuMatrix(x) !== resident);
+      if (at < 0) continue;
+      const name = Array.isArray(m) ? `options.out.${key}[${at}]` : `options.out.${key}`;
+      throw new TypeError(
+        `Expected ${name} to be ${
+          resident ? "a GPU matrix { buffer, shape } (an input is on the GPU)" : "{ data: Float32Array, shape }"
+        }, got ${resident ? "a Float32Array" : "a GPUBuffer"}`,
+      );
+    }
     const f = { f: inputs.features, labels: inputs.labels, rule: inputs.rule };
     // The expert and centre gradients are the terms' own, and the features' gradient is the
     // centre term's with the contrastive term's added: the caller's buffers go to those terms.

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Raw } from "../loss.ts";
-import { ceWeights, ensemble, type ExpertsProblem } from "../losses/experts.ts";
+import { ceWeights, ensemble, expertOutputs, type ExpertsProblem } from "../losses/experts.ts";
 import { focalOf } from "./cross_entropy.ts";
 import { logSoftmaxRow } from "./softmax.ts";
 
@@ -14,7 +14,7 @@ import { logSoftmaxRow } from "./softmax.ts";
 export function experts(p: ExpertsProblem): Raw {
   const { e, b, c, logits, labels, gamma, shift } = p;
   const target = p.gating ? ensemble(p.gating, logits, b, c) : null;
-  const outputs = target ? { ensemble: target } : undefined;
+  const outputs = expertOutputs(p, target);
   const ce = logits.map(() => new Float64Array(b)), col = logits.map(() => new Float64Array(b));
   const pairs = new Float64Array(b);
   // Every expert's log-probabilities (unshifted) and CE log-probabilities (shifted), [E][B * C].

@@ -8,7 +8,7 @@
  * @module
  */
 import type { Raw } from "../loss.ts";
-import { ceWeights, ensemble, type ExpertsProblem } from "../losses/experts.ts";
+import { ceWeights, ensemble, expertOutputs, type ExpertsProblem } from "../losses/experts.ts";
 import { Frame, NONE } from "./frame.ts";
 
 /** The experts family on the WebAssembly backend. */
@@ -75,5 +75,5 @@ export function experts(p: ExpertsProblem): Raw {
   const pairs = p.pairs ? f.f64(pairRows, b) : new Float64Array(b);
   const out: Record<string, Float32Array> = {};
   grads.forEach((h, k) => (out[`expertLogits.${k}`] = f.take(h)));
-  return { rows: [...ce, ...col, pairs], grads: out, outputs: ens ? { ensemble: ens } : undefined };
+  return { rows: [...ce, ...col, pairs], grads: out, outputs: expertOutputs(p, ens) };
 }
