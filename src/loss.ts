@@ -147,11 +147,22 @@ export function result(data: Float32Array, rows: number, cols: number): Matrix {
 }
 
 /** Whether a value holds GPU-resident data at any depth (problem fields, lists, nested objects). */
-export function holdsDevice(value: unknown, depth = 0): boolean {
-  if (onDevice(value) || isGpuMatrix(value)) return true;
-  if (typeof value !== "object" || value === null || ArrayBuffer.isView(value) || depth > 4) return false;
-  const items = Array.isArray(value) ? value : Object.values(value);
-  return items.some((item) => holdsDevice(item, depth + 1));
+export function holdsDevice(value: unknown): boolean {
+  return devicePath(value) !== null;
+}
+
+/**
+ * Where a value holds GPU-resident data: the path to the first (`"f"`, `"logits.1"`,
+ * `"terms.0.problem.f"` in a composite's problem; `""` for the value itself), or null.
+ */
+function devicePath(value: unknown, depth = 0): string | null {
+  if (onDevice(value) || isGpuMatrix(value)) return "";
+  if (typeof value !== "object" || value === null || ArrayBuffer.isView(value) || depth > 5) return null;
+  for (const [k, item] of Object.entries(value)) {
+    const at = devicePath(item, depth + 1);
+    if (at !== null) return at === "" ? k : `${k}.${at}`;
+  }
+  return null;
 }
 
 /**
@@ -160,12 +171,11 @@ export function holdsDevice(value: unknown, depth = 0): boolean {
  */
 export function hostOnly<P extends object, R>(kernel: (p: P) => R, backend: string): (p: P) => R {
   return (p) => {
-    for (const [k, value] of Object.entries(p)) {
-      if (holdsDevice(value)) {
-        throw new TypeError(
-          `Expected every input to be a matrix { data: Float32Array, shape } on the ${backend} backend, got a GPUBuffer (${k}); GPU-resident inputs need init({ backend: "webgpu" })`,
-        );
-      }
+    const at = devicePath(p);
+    if (at !== null) {
+      throw new TypeError(
+        `Expected every input to be a matrix { data: Float32Array, shape } on the ${backend} backend, got a GPUBuffer (${at}); GPU-resident inputs need init({ backend: "webgpu" })`,
+      );
     }
     return kernel(p);
   };
