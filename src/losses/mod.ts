@@ -481,7 +481,9 @@ export interface LossSet<W extends "sync" | "async"> {
    * Defaults `lambdaScl` 0.1, `lambdaHier` 1, `lambdaReg` 0.001, and the parts' own
    * (`temperature`, `threshold`, `gamma`, `prototypeWeight`, `tailExperts`). Returns the
    * total, the unweighted parts `scl`, `dol`, `col`, `hier`, `reg`, and gradients w.r.t.
-   * features, coarse, expertLogits, gating and centers.
+   * features, coarse, expertLogits, gating and centers. On WebGPU, GPU-resident inputs
+   * (`{ buffer, shape }`, the `rule` excepted) run every term and the combination of their
+   * gradients in one submission that reads back only the parts; the gradients stay on the GPU.
    *
    * @example A tiny batch
    * ```ts
