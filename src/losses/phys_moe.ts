@@ -191,8 +191,9 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
       up,
     );
     const gatingOut = grad ? outBuffer(o, "gating", b, e) : null;
-    // A stand-in for the fine logits: the term's link binds the experts' gated ensemble.
-    const fine = { data: new Float32Array(b * c), shape: [b, c] as const };
+    // A stand-in of the fine logits' shape (the first expert's logits, never read): the
+    // term's link binds the experts' gated ensemble before it runs.
+    const fine = inputs.expertLogits[0];
     return {
       grad,
       b,
