@@ -371,6 +371,46 @@ describe("mixture-of-experts losses on GPU-resident inputs match PyTorch", () =>
   }
 });
 
+describe("mixOutputs and iclMoe on the WebGPU backend", () => {
+  it("bad GPU-resident input gives named errors", { skip }, async () => {
+    const dev = await device();
+    const l = (await init({ backend: "webgpu", device: dev })) as Any;
+    const { assertThrowsNamed } = await import("./helpers/assert.ts");
+    // iclMoe with E 1, B 3, C 5: a GPU-resident gating [3, 1] for two experts.
+    const c = expertCases()[5];
+    const inputs = await residentOf(c.inputs, ["expertLogits", "gating"]);
+    const wide = await upload({ data: new Float32Array(3 * 6), shape: [3, 6] });
+    const [z] = inputs.expertLogits;
+    await assertThrowsNamed(
+      () => l.iclMoe.valueAndGrad({ ...inputs, expertLogits: [z, z] }, c.options),
+      RangeError,
+      "gating",
+      "1",
+    );
+    await assertThrowsNamed(
+      () => l.mixOutputs.valueAndGrad({ expertLogits: [inputs.expertLogits[0], wide], labels: inputs.labels }),
+      RangeError,
+      "expertLogits[1]",
+      "6",
+    );
+    await assertThrowsNamed(
+      () =>
+        l.mixOutputs.valueAndGrad({ expertLogits: inputs.expertLogits, labels: inputs.labels }, {
+          out: { expertLogits: c.inputs.expertLogits },
+        }),
+      TypeError,
+      "options.out.expertLogits[0]",
+      "GPU matrix",
+    );
+    await assertThrowsNamed(
+      () => l.mixOutputs.valueAndGrad({ expertLogits: inputs.expertLogits, labels: [0, 9, 1] }),
+      RangeError,
+      "labels",
+      "9",
+    );
+  });
+});
+
 describe("physMoe on the WebGPU backend", () => {
   const host = () => physCases()[1].inputs;
   const options = physCases()[1].options;
