@@ -152,17 +152,29 @@ export function holdsDevice(value: unknown): boolean {
 }
 
 /**
- * Where a value holds GPU-resident data: the path to the first (`"f"`, `"logits.1"`,
- * `"terms.0.problem.f"` in a composite's problem; `""` for the value itself), or null.
+ * Calls `visit` with the path (`"f"`, `"logits.1"`, `"terms.0.problem.f"` in a
+ * composite's problem; `""` for the value itself) and the buffer of every GPU-resident
+ * value in `value` (fields, lists, nested objects), depth first, until it returns true.
+ * Returns whether it did.
  */
-function devicePath(value: unknown, depth = 0): string | null {
-  if (onDevice(value) || isGpuMatrix(value)) return "";
-  if (typeof value !== "object" || value === null || ArrayBuffer.isView(value) || depth > 5) return null;
-  for (const [k, item] of Object.entries(value)) {
-    const at = devicePath(item, depth + 1);
-    if (at !== null) return at === "" ? k : `${k}.${at}`;
-  }
-  return null;
+function eachDevice(value: unknown, visit: (path: string, b: GPUBuffer) => boolean, path = "", depth = 0): boolean {
+  if (onDevice(value) || isGpuMatrix(value)) return visit(path, value.buffer);
+  if (typeof value !== "object" || value === null || ArrayBuffer.isView(value) || depth > 5) return false;
+  return Object.entries(value).some(([k, item]) => eachDevice(item, visit, path ? `${path}.${k}` : k, depth + 1));
+}
+
+/** Where a value holds GPU-resident data first (see {@linkcode eachDevice}), or null. */
+function devicePath(value: unknown): string | null {
+  let at: string | null = null;
+  eachDevice(value, (path) => (at = path, true));
+  return at;
+}
+
+/** The GPU buffers of values held anywhere in `value`. */
+function buffersIn(value: unknown): Set<GPUBuffer> {
+  const out = new Set<GPUBuffer>();
+  eachDevice(value, (_, b) => (out.add(b), false));
+  return out;
 }
 
 /**
@@ -216,8 +228,8 @@ function split(r: Record<string, unknown>): Record<string, unknown> {
  * mean logits of GPU-resident inputs) are destroyed.
  */
 function gradsOnly(r: Record<string, unknown>): unknown {
-  const kept = buffersIn(r.grads, new Set());
-  for (const b of buffersIn(split(r), new Set())) if (!kept.has(b)) (b as GPUBuffer).destroy();
+  const kept = buffersIn(r.grads);
+  for (const b of buffersIn(split(r))) if (!kept.has(b)) b.destroy();
   return r.grads;
 }
 
@@ -319,15 +331,6 @@ export function composite<P>(
   };
 }
 
-/** The GPU buffers of values held anywhere in `value` (matrices, lists, objects). */
-function buffersIn(value: unknown, into: Set<unknown>, depth = 0): Set<unknown> {
-  if (onDevice(value) || isGpuMatrix(value)) into.add((value as { buffer: unknown }).buffer);
-  else if (typeof value === "object" && value !== null && !ArrayBuffer.isView(value) && depth < 4) {
-    for (const x of Array.isArray(value) ? value : Object.values(value)) buffersIn(x, into, depth + 1);
-  }
-  return into;
-}
-
 /**
  * Binds a composite definition to a backend (as {@linkcode bindLoss}): the terms' GPU
  * gradient buffers that the result does not hold are destroyed once it is finished.
@@ -339,10 +342,8 @@ export function bindComposite<P>(
 ): Loss<unknown, unknown, unknown> {
   const finish = (p: unknown, raws: Raw[]) => {
     const r = def.finish(p as P, raws);
-    const kept = buffersIn(r.grads, new Set());
-    for (const b of buffersIn(raws.map((x) => x.grads), new Set())) {
-      if (!kept.has(b)) (b as GPUBuffer).destroy();
-    }
+    const kept = buffersIn(r.grads);
+    for (const b of buffersIn(raws.map((x) => x.grads))) if (!kept.has(b)) b.destroy();
     return r;
   };
   return bindLoss({ ...def, finish } as never, composite(def, kernels) as never, async);
