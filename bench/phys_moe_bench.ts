@@ -48,6 +48,7 @@ import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import { js, type Matrix, wasm } from "../cpu.ts";
 import { type GpuMatrix, init, type Losses } from "../mod.ts";
+import { download, upload } from "../tests/helpers/gpu.ts";
 import { runtime } from "../src/wasm/runtime.ts";
 import {
   type ArgSpec,
@@ -468,26 +469,6 @@ interface AsyncCell {
   note?: string;
 }
 
-/** A GPU-resident copy of a host matrix on `device`. */
-function toDevice(device: GPUDevice, m: Matrix): GpuMatrix {
-  const buffer = device.createBuffer({ size: Math.max(16, m.data.byteLength), usage: 0x80 | 0x04 | 0x08 });
-  device.queue.writeBuffer(buffer, 0, m.data as Float32Array<ArrayBuffer>);
-  return { buffer, shape: m.shape };
-}
-
-/** A GPU matrix's values (for the accuracy check). */
-async function fromDevice(device: GPUDevice, m: GpuMatrix): Promise<Float32Array> {
-  const bytes = m.shape[0] * m.shape[1] * 4;
-  const staging = device.createBuffer({ size: Math.max(16, bytes), usage: 0x01 | 0x08 });
-  const enc = device.createCommandEncoder();
-  enc.copyBufferToBuffer(m.buffer, 0, staging, 0, bytes);
-  device.queue.submit([enc.finish()]);
-  await staging.mapAsync(0x01);
-  const out = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
-  staging.destroy();
-  return out;
-}
-
 async function measureWebgpu(cfg: Config, ctx: Ctx, ref: Out): Promise<AsyncCell[]> {
   let gpu: Losses;
   let device: GPUDevice;
@@ -511,11 +492,11 @@ async function measureWebgpu(cfg: Config, ctx: Ctx, ref: Out): Promise<AsyncCell
   const { inputs } = ctx;
   const resident = {
     ...inputs,
-    features: toDevice(device, inputs.features),
-    coarse: toDevice(device, inputs.coarse),
-    expertLogits: inputs.expertLogits.map((z) => toDevice(device, z)),
-    gating: toDevice(device, inputs.gating),
-    centers: toDevice(device, inputs.centers),
+    features: await upload(inputs.features, device),
+    coarse: await upload(inputs.coarse, device),
+    expertLogits: await Promise.all(inputs.expertLogits.map((z) => upload(z, device))),
+    gating: await upload(inputs.gating, device),
+    centers: await upload(inputs.centers, device),
   };
   const call = (at: number) =>
     at === 2
@@ -535,7 +516,7 @@ async function measureWebgpu(cfg: Config, ctx: Ctx, ref: Out): Promise<AsyncCell
       const g = res.grads as unknown as Record<string, GpuMatrix | GpuMatrix[]>;
       const list = [g.features, g.coarse, ...(g.expertLogits as GpuMatrix[]), g.gating, g.centers] as GpuMatrix[];
       if (r === 0) {
-        const grads = await Promise.all(list.map((m) => fromDevice(device, m)));
+        const grads = await Promise.all(list.map((m) => download(m, device)));
         check(cells[at], { loss: res.loss as number, grads }, ref);
       }
       for (const m of list) m.buffer.destroy();
