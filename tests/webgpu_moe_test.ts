@@ -485,6 +485,37 @@ describe("physMoe on the WebGPU backend", () => {
       "options.out.features",
       "GPU matrix",
     );
+    // checkFinite reads GPU-resident inputs back and names them as physMoe does.
+    const bad = host();
+    const nan = (m: Mat, at: number) => {
+      const data = m.data.slice();
+      data[at] = NaN;
+      return upload({ data, shape: m.shape });
+    };
+    await assertThrowsNamed(
+      async () =>
+        l.physMoe.valueAndGrad({ ...inputs, features: await nan(bad.features, 3) }, { ...options, checkFinite: true }),
+      RangeError,
+      "features",
+      "NaN",
+    );
+    await assertThrowsNamed(
+      async () =>
+        l.physMoe.valueAndGrad({
+          ...inputs,
+          expertLogits: [inputs.expertLogits[0], await nan(bad.expertLogits[1], 5), inputs.expertLogits[2]],
+        }, { ...options, checkFinite: true }),
+      RangeError,
+      "expertLogits[1]",
+      "NaN",
+    );
+    await assertThrowsNamed(
+      async () =>
+        l.physMoe.valueAndGrad({ ...inputs, gating: await nan(bad.gating, 0) }, { ...options, checkFinite: true }),
+      RangeError,
+      "gating",
+      "NaN",
+    );
     assert.throws(
       () => (js as Any).physMoe.valueAndGrad(inputs, options),
       (e: Error) =>

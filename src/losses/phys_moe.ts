@@ -137,7 +137,18 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
     "prototypeWeight",
   ],
   grads: ["features", "coarse", "expertLogits", "gating", "centers"],
-  prepare(inputs, o, grad, upstream) {
+  prepare(given, o, grad, upstream) {
+    // A GPU-resident input becomes its stand-in once, shared by every term, so that
+    // `checkFinite` marks it under physMoe's name and the terms read it back once.
+    const standIn = (m: Tensor) => (v.isGpuMatrix(m) ? v.values(m) as unknown as Tensor : m);
+    const inputs = {
+      ...given,
+      features: standIn(given.features),
+      coarse: standIn(given.coarse),
+      expertLogits: Array.isArray(given.expertLogits) ? given.expertLogits.map(standIn) : given.expertLogits,
+      gating: standIn(given.gating),
+      centers: standIn(given.centers),
+    };
     // physMoe's own names first (the terms' definitions check again under theirs).
     const [b, d] = v.batch("features", inputs.features);
     const [, k] = v.matrix("coarse", inputs.coarse, b);
