@@ -439,6 +439,35 @@ describe("physMoe on the WebGPU backend", () => {
     }
   });
 
+  it("keeps no buffer but the gradients it returns (the terms' intermediate gradients are destroyed)", {
+    skip,
+  }, async () => {
+    const dev = await device();
+    const l = (await init({ backend: "webgpu", device: dev })) as Any;
+    const inputs = await residentOf(host(), all);
+    // The first call fills the context's scratch pool; the second takes its scratch from there.
+    await l.physMoe.valueAndGrad(inputs, options);
+    const create = dev.createBuffer, destroy = GPUBuffer.prototype.destroy;
+    const live = new Set<GPUBuffer>();
+    dev.createBuffer = (d: GPUBufferDescriptor) => {
+      const b = create.call(dev, d);
+      live.add(b);
+      return b;
+    };
+    GPUBuffer.prototype.destroy = function (this: GPUBuffer) {
+      live.delete(this);
+      return destroy.call(this);
+    };
+    try {
+      const got = await l.physMoe.valueAndGrad(inputs, options);
+      const returned = all.flatMap((k) => each(k, got.grads[k]).map(([, g]) => g.buffer));
+      assert.deepEqual(new Set(returned), live, "buffers left alive: exactly the returned gradients");
+    } finally {
+      dev.createBuffer = create;
+      GPUBuffer.prototype.destroy = destroy;
+    }
+  });
+
   it("writes GPU-resident gradients into the caller's out buffers", { skip }, async () => {
     const dev = await device();
     const l = (await init({ backend: "webgpu", device: dev })) as Any;
