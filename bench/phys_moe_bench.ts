@@ -25,7 +25,10 @@
  * - `webgpu` (Deno, when an adapter is found, `--no-webgpu` to leave out): `init({ backend:
  *   "webgpu" })`, awaited calls, measured in its own interleaved rounds against the wasm
  *   backend through `init({ backend: "wasm" })` (the harness's `Measurer` times
- *   synchronous calls only).
+ *   synchronous calls only); host arrays in and out (its terms one by one), and
+ *   `webgpu GPU-resident in and out`: the differentiable inputs already in `GPUBuffer`s,
+ *   one submission per step that reads back only the parts, the gradients left on the GPU
+ *   (checked once, then destroyed after each step).
  *
  * Peak memory (`--no-memory` to leave out): for each contender a fresh process (this file
  * with `--probe NAME`) makes one step at a small size (JIT, module instantiation), then
@@ -44,7 +47,8 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import { js, type Matrix, wasm } from "../cpu.ts";
-import { init, type Losses } from "../mod.ts";
+import { type GpuMatrix, init, type Losses } from "../mod.ts";
+import { download, upload } from "../tests/helpers/gpu.ts";
 import { runtime } from "../src/wasm/runtime.ts";
 import {
   type ArgSpec,
@@ -467,8 +471,12 @@ interface AsyncCell {
 
 async function measureWebgpu(cfg: Config, ctx: Ctx, ref: Out): Promise<AsyncCell[]> {
   let gpu: Losses;
+  let device: GPUDevice;
   try {
-    gpu = await init({ backend: "webgpu" });
+    const adapter = await navigator.gpu?.requestAdapter();
+    if (!adapter) throw new Error("no WebGPU adapter");
+    device = await adapter.requestDevice();
+    gpu = await init({ backend: "webgpu", device });
   } catch (e) {
     return [{ contender: "webgpu", seconds: null, sampleSeconds: [], note: `unavailable: ${errorText(e)}` }];
   }
@@ -477,20 +485,49 @@ async function measureWebgpu(cfg: Config, ctx: Ctx, ref: Out): Promise<AsyncCell
   const cells: AsyncCell[] = [
     { contender: "webgpu", seconds: null, sampleSeconds: [], backend: gpu.note },
     { contender: "wasm via init()", seconds: null, sampleSeconds: [] },
+    { contender: "webgpu GPU-resident in and out", seconds: null, sampleSeconds: [] },
   ];
-  const libs = [gpu, w];
+  // The differentiable inputs on the GPU (the rule is host data): the step reads back only
+  // the parts, and its gradients stay on the GPU (destroyed after each step here).
+  const { inputs } = ctx;
+  const resident = {
+    ...inputs,
+    features: await upload(inputs.features, device),
+    coarse: await upload(inputs.coarse, device),
+    expertLogits: await Promise.all(inputs.expertLogits.map((z) => upload(z, device))),
+    gating: await upload(inputs.gating, device),
+    centers: await upload(inputs.centers, device),
+  };
+  const call = (at: number) =>
+    at === 2
+      ? gpu.physMoe.valueAndGrad(resident as never, options)
+      : [gpu, w][at].physMoe.valueAndGrad(inputs, options);
   const t0 = now();
   for (let r = 0; r < cfg.rounds; r++) {
-    for (let i = 0; i < 2; i++) {
-      const at = (i + r) % 2;
+    for (let i = 0; i < 3; i++) {
+      const at = (i + r) % 3;
       const t = now();
-      const res = await libs[at].physMoe.valueAndGrad(ctx.inputs, options);
+      const res = await call(at);
       cells[at].sampleSeconds.push(now() - t);
-      if (r === 0) check(cells[at], { loss: res.loss as number, grads: gradList(res.grads) }, ref);
+      if (at < 2) {
+        if (r === 0) check(cells[at], { loss: res.loss as number, grads: gradList(res.grads) }, ref);
+        continue;
+      }
+      const g = res.grads as unknown as Record<string, GpuMatrix | GpuMatrix[]>;
+      const list = [g.features, g.coarse, ...(g.expertLogits as GpuMatrix[]), g.gating, g.centers] as GpuMatrix[];
+      if (r === 0) {
+        const grads = await Promise.all(list.map((m) => download(m, device)));
+        check(cells[at], { loss: res.loss as number, grads }, ref);
+      }
+      for (const m of list) m.buffer.destroy();
     }
     if (now() - t0 > cfg.slowBudget && r + 1 >= cfg.minSamples) break;
   }
   gpu.dispose();
+  for (const m of [resident.features, resident.coarse, ...resident.expertLogits, resident.gating, resident.centers]) {
+    m.buffer.destroy();
+  }
+  device.destroy();
   for (const c of cells) c.seconds = median(c.sampleSeconds);
   return cells;
 }

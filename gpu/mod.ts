@@ -18,12 +18,26 @@ import { hierarchical } from "./hierarchical.ts";
 import { diversity } from "./feature_diversity.ts";
 import { hnm } from "./hnm_contrastive.ts";
 import { centerReg } from "./center_regularization.ts";
-import { hostKernels } from "../src/losses/mod.ts";
-import { referenceMetricKernels } from "../src/reference/mod.ts";
+import { experts, planExperts } from "./experts.ts";
+import { combine, planCombine } from "./combine.ts";
+import { plannable, type Planners, together } from "./composite.ts";
+import { holdsDevice, sequential } from "../src/loss.ts";
+import { planContrastive } from "./physics_contrastive.ts";
+import { planHierarchical } from "./hierarchical.ts";
+import { planCenterReg } from "./center_regularization.ts";
+
+/** The families a composite's terms may be planned from (gpu/composite.ts). */
+const planners: Planners = {
+  contrastive: planContrastive,
+  experts: planExperts,
+  hierarchical: planHierarchical,
+  centerReg: planCenterReg,
+  combine: planCombine,
+} as Planners;
 
 /** The WebGPU kernels of a context. */
 export function webgpuKernels(ctx: GpuContext): Kernels {
-  return {
+  const kernels: Omit<Kernels, "composite"> = {
     hardLabel: (p) => hardLabel(ctx, p),
     softTarget: (p) => softTarget(ctx, p),
     klDiv: (p) => klDiv(ctx, p),
@@ -31,18 +45,20 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     topkHits: (p) => topkHits(ctx, p),
     head: (p) => head(ctx, p),
     softmax: (p) => softmaxTransform(ctx, p),
-    // The metric-learning and mixture-of-experts families without WGSL kernels yet run the
-    // float64 reference on host inputs (issue 9).
-    ...(hostKernels(
-      referenceMetricKernels as unknown as Kernels,
-      "webgpu (metric-learning losses, host inputs only)",
-    ) as Pick<Kernels, keyof typeof referenceMetricKernels>),
     contrastive: (p) => contrastive(ctx, p),
     center: (p) => center(ctx, p),
     hierarchical: (p) => hierarchical(ctx, p),
     diversity: (p) => diversity(ctx, p),
     hnm: (p) => hnm(ctx, p),
     centerReg: (p) => centerReg(ctx, p),
+    experts: (p) => experts(ctx, p),
+    combine: (p) => combine(ctx, p),
+  };
+  const inOrder = sequential(kernels);
+  return {
+    ...kernels,
+    // GPU-resident inputs: every term in one submission, the gradients combined on the GPU.
+    composite: (p) => (holdsDevice(p) && plannable(p, planners) ? together(ctx, p, planners) : inOrder(p)),
   };
 }
 

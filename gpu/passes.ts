@@ -3,10 +3,13 @@
  * families): several entry points of one kernel dispatched in one compute pass over one
  * bind group, then every host result copied into one staging buffer: one submission and
  * one readback per call. GPU-resident inputs are bound in place and GPU outputs stay on
- * the GPU.
+ * the GPU. A call is planned first (`Plan`: its jobs, and the buffers its results will
+ * be in), so that a composite's terms can share one submission and one readback
+ * (gpu/composite.ts, `runJobs`).
  *
  * @module
  */
+import type { Raw } from "../src/loss.ts";
 import { DeviceValues, onDevice } from "../src/validate.ts";
 import type { GpuContext, KernelName, Params } from "./context.ts";
 
@@ -73,42 +76,96 @@ export class Buffers {
   }
 }
 
-/** Runs a whole-matrix call: one pass, one submission, one readback of `reads` (in order). */
+/** A job of kernel `K` as one of a plan's jobs (typed against its kernel's uniform struct). */
+export const job = <K extends KernelName>(j: PassJob<K>): PassJob<KernelName> => j as unknown as PassJob<KernelName>;
+
+/**
+ * A kernel call planned but not yet run: its jobs (one compute pass each), the values a
+ * later term of a composite may take as inputs or combine (its gradients and outputs, as
+ * `DeviceValues` of the buffers they will be in: known before anything runs), and how
+ * the jobs' reads become its result.
+ */
+export interface Plan {
+  jobs: PassJob<KernelName>[];
+  values: Record<string, Float32Array>;
+  finish(reads: Float32Array[][]): Raw;
+}
+
+/**
+ * A family's planner: checks the problem and plans its call into `bufs` (whose buffers
+ * live until the whole submission is read). `resident` forces GPU-resident outputs (a
+ * composite whose other inputs are on the GPU), else they are where the inputs are.
+ */
+export type Planner<P> = (ctx: GpuContext, p: P, bufs: Buffers, resident?: boolean) => Promise<Plan>;
+
+/** Runs a planned call on its own: one submission and one readback. */
+export async function solve<P>(ctx: GpuContext, p: P, plan: Planner<P>): Promise<Raw> {
+  const bufs = new Buffers(ctx);
+  try {
+    const planned = await plan(ctx, p, bufs);
+    return planned.finish(await runJobs(ctx, bufs, planned.jobs));
+  } finally {
+    bufs.done();
+  }
+}
+
+/**
+ * Runs jobs in order, one compute pass each (with their copies before and after), in one
+ * submission, then copies every job's reads into one staging buffer: one readback.
+ * Returns each job's reads (in order).
+ */
+export async function runJobs(ctx: GpuContext, bufs: Buffers, jobs: PassJob<KernelName>[]): Promise<Float32Array[][]> {
+  const ready = await Promise.all(jobs.map(async (job) => {
+    const entries = [...new Set(job.dispatches.map(([e]) => e))];
+    const pipes = new Map(
+      await Promise.all(entries.map(async (e) => [e, await ctx.pipeline(job.kernel, job.layout, e)] as const)),
+    );
+    return { job, entries, pipes, params: bufs.temp(ctx.params(job.kernel, job.params)) };
+  }));
+  // Staging offsets must be multiples of 8.
+  const offsets: number[][] = [];
+  let total = 0;
+  for (const job of jobs) {
+    offsets.push(job.reads.map(([, bytes]) => {
+      const at = total;
+      total += Math.ceil(bytes / 8) * 8;
+      return at;
+    }));
+  }
+  const staging = bufs.temp(ctx.staging(total));
+  await ctx.submit((enc) => {
+    for (const { job, entries, pipes, params } of ready) {
+      job.before?.(enc);
+      const pass = enc.beginComputePass();
+      // One bind group for every entry point: they share the explicit layout.
+      const group = ctx.bind(pipes.get(entries[0])!, params, job.bindings);
+      for (const [entry, x, y = 1] of job.dispatches) {
+        if (x === 0 || y === 0) continue;
+        pass.setPipeline(pipes.get(entry)!);
+        pass.setBindGroup(0, group);
+        pass.dispatchWorkgroups(x, y);
+      }
+      pass.end();
+      job.after?.(enc);
+    }
+    jobs.forEach((job, j) =>
+      job.reads.forEach(([b, bytes], k) => {
+        if (bytes > 0) enc.copyBufferToBuffer(b, 0, staging, offsets[j][k], Math.ceil(bytes / 4) * 4);
+      })
+    );
+  });
+  const all = await ctx.read(staging, 0, Math.max(4, total));
+  ctx.check();
+  return jobs.map((job, j) => job.reads.map(([, bytes], k) => new Float32Array(all, offsets[j][k], bytes / 4)));
+}
+
+/** Runs one whole-matrix job: one pass, one submission, one readback of `reads` (in order). */
 export async function runPass<K extends KernelName>(
   ctx: GpuContext,
   bufs: Buffers,
   job: PassJob<K>,
 ): Promise<Float32Array[]> {
-  const params = bufs.temp(ctx.params(job.kernel, job.params));
-  const entries = [...new Set(job.dispatches.map(([e]) => e))];
-  const pipes = new Map(
-    await Promise.all(entries.map(async (e) => [e, await ctx.pipeline(job.kernel, job.layout, e)] as const)),
-  );
-  // Staging offsets must be multiples of 8.
-  const offsets: number[] = [];
-  let total = 0;
-  for (const [, bytes] of job.reads) offsets.push(total), total += Math.ceil(bytes / 8) * 8;
-  const staging = bufs.temp(ctx.staging(total));
-  await ctx.submit((enc) => {
-    job.before?.(enc);
-    const pass = enc.beginComputePass();
-    // One bind group for every entry point: they share the explicit layout.
-    const group = ctx.bind(pipes.get(entries[0])!, params, job.bindings);
-    for (const [entry, x, y = 1] of job.dispatches) {
-      if (x === 0 || y === 0) continue;
-      pass.setPipeline(pipes.get(entry)!);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(x, y);
-    }
-    pass.end();
-    job.after?.(enc);
-    job.reads.forEach(([b, bytes], k) => {
-      if (bytes > 0) enc.copyBufferToBuffer(b, 0, staging, offsets[k], Math.ceil(bytes / 4) * 4);
-    });
-  });
-  const all = await ctx.read(staging, 0, Math.max(4, total));
-  ctx.check();
-  return job.reads.map(([, bytes], k) => new Float32Array(all, offsets[k], bytes / 4));
+  return (await runJobs(ctx, bufs, [job as unknown as PassJob<KernelName>]))[0];
 }
 
 /** A gradient result: the host copy (into the caller's `out` when given), or the GPU buffer. */

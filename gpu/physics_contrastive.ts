@@ -10,10 +10,13 @@ import type { Raw } from "../src/loss.ts";
 import type { ContrastiveProblem } from "../src/losses/physics_contrastive.ts";
 import { onDevice } from "../src/validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
-import { Buffers, fits, gradOf, runPass } from "./passes.ts";
+import { fits, gradOf, job, type Planner, solve } from "./passes.ts";
 
 /** `physicsContrastive` on the GPU. */
-export async function contrastive(ctx: GpuContext, p: ContrastiveProblem): Promise<Raw> {
+export const contrastive = (ctx: GpuContext, p: ContrastiveProblem): Promise<Raw> => solve(ctx, p, planContrastive);
+
+/** Plans `physicsContrastive` (one job). */
+export const planContrastive: Planner<ContrastiveProblem> = async (ctx, p, bufs, force) => {
   ctx.check();
   const { b, d } = p;
   fits(ctx, "the B x B similarities of physicsContrastive", b * b);
@@ -21,43 +24,45 @@ export async function contrastive(ctx: GpuContext, p: ContrastiveProblem): Promi
   if (b > ctx.maxGroups) {
     throw new RangeError(`Expected at most ${ctx.maxGroups} rows of f on this WebGPU device, got ${b}`);
   }
-  const resident = onDevice(p.f);
+  const resident = force || onDevice(p.f);
   checkOut("f", p.out as { buffer?: unknown } | null, resident);
   await ctx.checkFinite(p.f);
-  const bufs = new Buffers(ctx);
-  try {
-    // Per anchor: valid, |P_i|, the gradient scale.
-    const anchors = new Float32Array(3 * b);
-    for (let i = 0; i < b; i++) {
-      anchors[3 * i] = p.valid[i];
-      anchors[3 * i + 1] = p.positives[i];
-      anchors[3 * i + 2] = p.grad ? p.scales[i] : 0;
-    }
-    const s = bufs.scratch(b * b * 4), rows = bufs.temp(ctx.buffer(b * 8));
-    const g = p.grad ? bufs.output(resident, p.out as { buffer?: GPUBuffer } | null, b * d * 4) : null;
-    const tiles = Math.ceil(b / 64);
-    const [rowOut, host] = await runPass(ctx, bufs, {
-      kernel: "physics_contrastive",
-      params: {
-        b,
-        d,
-        k: p.rule ? p.k : 0,
-        flags: p.grad ? F.GRAD : 0,
-        has_rule: p.rule ? 1 : 0,
-        inv_tau: 1 / p.temperature,
-        threshold: p.threshold,
-      },
-      layout: "rrrrwww",
-      bindings: [bufs.input(p.f), bufs.input(p.labels), bufs.input(p.rule), bufs.input(anchors), s, rows, g],
-      // (A dispatch of no workgroups is left out.)
-      dispatches: [["gram", tiles, tiles], ["rows", b], ["grad", g ? tiles : 0, Math.ceil(d / 64)]],
-      reads: [[rows, b * 8], [g ?? rows, g && !resident ? b * d * 4 : 0]],
-    });
-    const loss = new Float64Array(b);
-    for (let i = 0; i < b; i++) loss[i] = rowOut[2 * i];
-    if (!g) return { rows: [loss], grads: {} };
-    return { rows: [loss], grads: { f: gradOf(resident, g, [b, d], host, p.out) } };
-  } finally {
-    bufs.done();
+  // Per anchor: valid, |P_i|, the gradient scale.
+  const anchors = new Float32Array(3 * b);
+  for (let i = 0; i < b; i++) {
+    anchors[3 * i] = p.valid[i];
+    anchors[3 * i + 1] = p.positives[i];
+    anchors[3 * i + 2] = p.grad ? p.scales[i] : 0;
   }
-}
+  const s = bufs.scratch(b * b * 4), rows = bufs.temp(ctx.buffer(b * 8));
+  const g = p.grad ? bufs.output(resident, p.out as { buffer?: GPUBuffer } | null, b * d * 4) : null;
+  const tiles = Math.ceil(b / 64);
+  const pass = job({
+    kernel: "physics_contrastive",
+    params: {
+      b,
+      d,
+      k: p.rule ? p.k : 0,
+      flags: p.grad ? F.GRAD : 0,
+      has_rule: p.rule ? 1 : 0,
+      inv_tau: 1 / p.temperature,
+      threshold: p.threshold,
+    },
+    layout: "rrrrwww",
+    bindings: [bufs.input(p.f), bufs.input(p.labels), bufs.input(p.rule), bufs.input(anchors), s, rows, g],
+    // (A dispatch of no workgroups is left out.)
+    dispatches: [["gram", tiles, tiles], ["rows", b], ["grad", g ? tiles : 0, Math.ceil(d / 64)]],
+    reads: [[rows, b * 8], [g ?? rows, g && !resident ? b * d * 4 : 0]],
+  });
+  const grads = (host?: Float32Array): Record<string, Float32Array> =>
+    g ? { f: gradOf(resident, g, [b, d], host, p.out) } : {};
+  return {
+    jobs: [pass],
+    values: resident ? grads() : {},
+    finish: ([[rowOut, host]]) => {
+      const loss = new Float64Array(b);
+      for (let i = 0; i < b; i++) loss[i] = rowOut[2 * i];
+      return { rows: [loss], grads: grads(host) };
+    },
+  };
+};

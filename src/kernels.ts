@@ -20,13 +20,17 @@
  * | `experts`   | one softmax per expert: CE/focal, KL terms | mixOutputs, iclMoe (and physMoe)                                |
  * | `hierarchical` | coarse CE + CE over the true group      | hierarchical (and physMoe)                                      |
  * | `hnm`       | prototype cosines, hard negatives          | hnmContrastive                                                  |
+ * | `combine`   | sums of terms' gradients, a gated VJP      | (physMoe's combination of its terms' gradients)                 |
  *
  * A composite (`physMoe`) has no family of its own: its terms run on the families
- * above (`src/loss.ts`, `composite`).
+ * above, the `combine` term last, through `composite`: in order on the CPU
+ * (`sequential` in `src/loss.ts`), in one submission on WebGPU when the inputs are on
+ * the GPU (`gpu/composite.ts`).
  *
  * @module
  */
-import type { Kernel } from "./loss.ts";
+import type { CompositeProblem, Kernel, Raw } from "./loss.ts";
+import type { CombineProblem } from "./losses/combine.ts";
 import type { AccuracyProblem } from "./losses/accuracy.ts";
 import type { HardLabelProblem } from "./losses/cross_entropy.ts";
 import type { DistillationProblem } from "./losses/distillation.ts";
@@ -58,4 +62,7 @@ export interface Kernels {
   experts: Kernel<ExpertsProblem>;
   hierarchical: Kernel<HierarchicalProblem>;
   hnm: Kernel<HnmProblem>;
+  combine: Kernel<CombineProblem>;
+  /** A composite's terms, in order, each with its links bound; their raw results. */
+  composite: (p: CompositeProblem) => Raw[] | Promise<Raw[]>;
 }

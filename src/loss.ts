@@ -38,10 +38,15 @@ import type { Kernels } from "./kernels.ts";
 import type { Loss, Matrix, Metric, Upstream } from "./types.ts";
 import { isGpuMatrix, keys, onDevice, options as checkOptions, show } from "./validate.ts";
 
-/** What a kernel returns: per-row values (one array per part) and gradients by input name. */
+/**
+ * What a kernel returns: per-row values (one array per part), gradients by input name,
+ * and values it formed that a later term of a composite may take as an input
+ * (`outputs`: the experts' gated ensemble).
+ */
 export interface Raw {
   rows: Float64Array[];
   grads: Record<string, Float32Array>;
+  outputs?: Record<string, Float32Array>;
 }
 
 /** A prepared problem: checked inputs, resolved options, per-row gradient scales. */
@@ -51,7 +56,7 @@ export interface Prepared {
 }
 
 /** The name of a kernel family (a key of {@linkcode Kernels}). */
-export type KernelName = Exclude<keyof Kernels, "softmax">;
+export type KernelName = Exclude<keyof Kernels, "softmax" | "composite">;
 
 /** The problem a kernel family solves. */
 export type ProblemOf<K extends KernelName> = Parameters<Kernels[K]>[0];
@@ -78,17 +83,30 @@ export interface LossDef<I, O, G, K extends KernelName> extends Keys<O> {
   finish(problem: ProblemOf<K>, raw: Raw): { loss: number | Float32Array; grads: G } & Record<string, unknown>;
 }
 
-/** One term of a composite loss: a problem and the kernel family that solves it. */
+/** A value of an earlier term of a composite: its index and a key of its gradients or outputs. */
+export type Ref = readonly [term: number, key: string];
+
+/**
+ * One term of a composite loss: a problem, the kernel family that solves it, and its
+ * links: fields of the problem (dotted paths: `"gated.into.0"`) that are an earlier
+ * term's gradient or output, bound when the earlier term has run (on the backend where
+ * it ran: a GPU buffer on WebGPU), so that one term can take another's result (the
+ * experts' gated ensemble as the hierarchical term's fine logits) and the `combine`
+ * family can add the terms' gradients together.
+ */
 export interface Term {
   readonly kernel: KernelName;
   readonly problem: unknown;
+  readonly links?: Readonly<Record<string, Ref>>;
 }
 
 /**
  * A composite loss: a weighted sum of other losses' terms. `prepare` builds the terms'
- * problems with the parts' own definitions (sharing what they have in common, such as
- * one gated ensemble), each term runs on its family's kernel of the backend, and
- * `finish` combines the terms' raw results.
+ * problems with the parts' own definitions, `terms` lists them in order (a `combine`
+ * term last: the combination of their gradients, linked to them), the backend runs them
+ * (`Kernels.composite`: in order on the CPU; on WebGPU, for GPU-resident inputs, all in one
+ * submission with one readback), and `finish` reads the parts and gradients off the terms'
+ * raw results.
  */
 export interface CompositeDef<I, O, G, P> extends Keys<O> {
   readonly name: string;
@@ -96,6 +114,16 @@ export interface CompositeDef<I, O, G, P> extends Keys<O> {
   prepare(inputs: I, options: O, grad: boolean, upstream: Upstream | undefined): P;
   terms(problem: P): readonly Term[];
   finish(problem: P, raws: Raw[]): { loss: number | Float32Array; grads: G } & Record<string, unknown>;
+}
+
+/**
+ * The problem of `Kernels.composite`: the terms, and the size by which the `auto`
+ * backend routes the whole composite (its largest term's rows `n` and columns `c`).
+ */
+export interface CompositeProblem {
+  readonly terms: readonly Term[];
+  readonly n: number;
+  readonly c: number;
 }
 
 /** A metric: a value without a gradient, defined once for every backend. */
@@ -119,11 +147,34 @@ export function result(data: Float32Array, rows: number, cols: number): Matrix {
 }
 
 /** Whether a value holds GPU-resident data at any depth (problem fields, lists, nested objects). */
-export function holdsDevice(value: unknown, depth = 0): boolean {
-  if (onDevice(value) || isGpuMatrix(value)) return true;
-  if (typeof value !== "object" || value === null || ArrayBuffer.isView(value) || depth > 4) return false;
-  const items = Array.isArray(value) ? value : Object.values(value);
-  return items.some((item) => holdsDevice(item, depth + 1));
+export function holdsDevice(value: unknown): boolean {
+  return devicePath(value) !== null;
+}
+
+/**
+ * Calls `visit` with the path (`"f"`, `"logits.1"`, `"terms.0.problem.f"` in a
+ * composite's problem; `""` for the value itself) and the buffer of every GPU-resident
+ * value in `value` (fields, lists, nested objects), depth first, until it returns true.
+ * Returns whether it did.
+ */
+function eachDevice(value: unknown, visit: (path: string, b: GPUBuffer) => boolean, path = "", depth = 0): boolean {
+  if (onDevice(value) || isGpuMatrix(value)) return visit(path, value.buffer);
+  if (typeof value !== "object" || value === null || ArrayBuffer.isView(value) || depth > 5) return false;
+  return Object.entries(value).some(([k, item]) => eachDevice(item, visit, path ? `${path}.${k}` : k, depth + 1));
+}
+
+/** Where a value holds GPU-resident data first (see {@linkcode eachDevice}), or null. */
+function devicePath(value: unknown): string | null {
+  let at: string | null = null;
+  eachDevice(value, (path) => (at = path, true));
+  return at;
+}
+
+/** The GPU buffers of values held anywhere in `value`. */
+function buffersIn(value: unknown): Set<GPUBuffer> {
+  const out = new Set<GPUBuffer>();
+  eachDevice(value, (_, b) => (out.add(b), false));
+  return out;
 }
 
 /**
@@ -132,12 +183,11 @@ export function holdsDevice(value: unknown, depth = 0): boolean {
  */
 export function hostOnly<P extends object, R>(kernel: (p: P) => R, backend: string): (p: P) => R {
   return (p) => {
-    for (const [k, value] of Object.entries(p)) {
-      if (holdsDevice(value)) {
-        throw new TypeError(
-          `Expected every input to be a matrix { data: Float32Array, shape } on the ${backend} backend, got a GPUBuffer (${k}); GPU-resident inputs need init({ backend: "webgpu" })`,
-        );
-      }
+    const at = devicePath(p);
+    if (at !== null) {
+      throw new TypeError(
+        `Expected every input to be a matrix { data: Float32Array, shape } on the ${backend} backend, got a GPUBuffer (${at}); GPU-resident inputs need init({ backend: "webgpu" })`,
+      );
     }
     return kernel(p);
   };
@@ -173,6 +223,16 @@ function split(r: Record<string, unknown>): Record<string, unknown> {
   return value;
 }
 
+/**
+ * `backward`'s result: the gradients; GPU buffers that the dropped parts hold (mixOutputs'
+ * mean logits of GPU-resident inputs) are destroyed.
+ */
+function gradsOnly(r: Record<string, unknown>): unknown {
+  const kept = buffersIn(r.grads);
+  for (const b of buffersIn(split(r))) if (!kept.has(b)) b.destroy();
+  return r.grads;
+}
+
 /** `f(r)`, or `r.then(f)` when `r` is a Promise: one code path for synchronous and asynchronous kernels. */
 export const then = <T, U>(
   r: T | Promise<T>,
@@ -202,23 +262,91 @@ export function bindLoss<R>(
   const wrap = <T>(f: () => T | Promise<T>) => (async ? (async () => await f())() : f());
   return {
     forward: (inputs, options) => wrap(() => then(run(inputs, options, false), split)),
-    backward: (inputs, options, upstream) => wrap(() => then(run(inputs, options, true, upstream), (r) => r.grads)),
+    backward: (inputs, options, upstream) => wrap(() => then(run(inputs, options, true, upstream), gradsOnly)),
     valueAndGrad: (inputs, options) => wrap(() => run(inputs, options, true)),
   } as Loss<unknown, unknown, unknown>;
 }
 
+/** `value` with the field at a dotted `path` replaced by `x` (copies along the path; the rest shared). */
+function setPath(value: unknown, path: readonly string[], x: unknown): unknown {
+  if (path.length === 0) return x;
+  const [head, ...rest] = path;
+  const copy = (Array.isArray(value) ? [...value] : { ...(value as object) }) as Record<string, unknown>;
+  copy[head] = setPath(copy[head], rest, x);
+  return copy;
+}
+
 /**
- * A composite loss's kernel on a backend: every term on its family's kernel (in
- * parallel when they are asynchronous), the raw results in the order of the terms.
+ * A term's problem with its links bound: `lookup` gives an earlier term's value (its
+ * gradient or output `key`). A missing value is an `Error` (a composite's own bug).
+ */
+export function linked(term: Term, lookup: (ref: Ref) => Float32Array | undefined): unknown {
+  let p = term.problem;
+  for (const [path, ref] of Object.entries(term.links ?? {})) {
+    const value = lookup(ref);
+    if (value === undefined) throw new Error(`Term ${term.kernel}: no ${ref[1]} from term ${ref[0]} for ${path}`);
+    p = setPath(p, path.split("."), value);
+  }
+  return p;
+}
+
+/** A raw result's gradient or output by key. */
+export const valueOf = (raw: Raw, key: string): Float32Array | undefined => raw.grads[key] ?? raw.outputs?.[key];
+
+/**
+ * `Kernels.composite` of a CPU backend (and of WebGPU for host inputs): every term on its
+ * family's kernel, in order, each with its links bound to the earlier terms' results.
+ */
+export function sequential(kernels: Omit<Kernels, "composite">): (p: CompositeProblem) => Raw[] | Promise<Raw[]> {
+  return (p) => {
+    let raws: Raw[] | Promise<Raw[]> = [];
+    for (const t of p.terms) {
+      raws = then(raws, (done) => {
+        const kernel = kernels[t.kernel] as (q: unknown) => Raw | Promise<Raw>;
+        return then(kernel(linked(t, ([k, key]) => valueOf(done[k], key))), (r) => [...done, r]);
+      }) as Raw[] | Promise<Raw[]>;
+    }
+    return raws;
+  };
+}
+
+/**
+ * A composite loss's solver on a backend: its terms as one `Kernels.composite` problem.
+ * GPU buffers that the terms made and the result does not hold (a gradient already added
+ * into another) are destroyed after `finish` (see {@linkcode bindComposite}).
  */
 export function composite<P>(
   def: CompositeDef<unknown, unknown, unknown, P>,
   kernels: Kernels,
 ): (p: P) => Raw[] | Promise<Raw[]> {
   return (p) => {
-    const raws = def.terms(p).map((t) => (kernels[t.kernel] as (q: unknown) => Raw | Promise<Raw>)(t.problem));
-    return raws.some((r) => r instanceof Promise) ? Promise.all(raws) : (raws as Raw[]);
+    const terms = def.terms(p);
+    let n = 0, c = 0;
+    for (const t of terms) {
+      const q = t.problem as { n?: number; b?: number; c?: number };
+      n = Math.max(n, q.n ?? q.b ?? 0);
+      c = Math.max(c, q.c ?? 0);
+    }
+    return kernels.composite({ terms, n, c });
   };
+}
+
+/**
+ * Binds a composite definition to a backend (as {@linkcode bindLoss}): the terms' GPU
+ * gradient buffers that the result does not hold are destroyed once it is finished.
+ */
+export function bindComposite<P>(
+  def: CompositeDef<unknown, unknown, unknown, P>,
+  kernels: Kernels,
+  async: boolean,
+): Loss<unknown, unknown, unknown> {
+  const finish = (p: unknown, raws: Raw[]) => {
+    const r = def.finish(p as P, raws);
+    const kept = buffersIn(r.grads);
+    for (const b of buffersIn(raws.map((x) => x.grads))) if (!kept.has(b)) b.destroy();
+    return r;
+  };
+  return bindLoss({ ...def, finish } as never, composite(def, kernels) as never, async);
 }
 
 /** Binds a metric definition to its kernel (`compute` returns a Promise with `async`). */

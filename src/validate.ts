@@ -299,6 +299,8 @@ export function vector(name: string, value: unknown, length: number, min = -Infi
  * kernels accept it; the CPU backends reject it before any work).
  */
 export function values(m: Matrix | GpuMatrix): Float32Array {
+  // A stand-in passed on as an input (a composite's term) stays itself, `checkFinite` mark included.
+  if (onDevice(m)) return m as unknown as Float32Array;
   if (isGpuMatrix(m)) return new DeviceValues(m.buffer, m.shape) as unknown as Float32Array;
   return m.data;
 }

@@ -1,7 +1,8 @@
 // The WebGPU kernels of the metric-learning and mixture-of-experts families on GPU-resident
 // inputs (the shared suites of each loss run them on host arrays): the gradients stay on
-// the GPU, one submission and one readback per call, against the float64 reference
-// (SPEC's bound); shapes spanning several 64 x 64 tiles, and the float-pair logits of
+// the GPU, one submission and one readback per call (physMoe's five terms and their
+// combination included), against the float64 reference (SPEC's bound) and the PyTorch
+// fixtures; shapes spanning several 64 x 64 tiles, and the float-pair logits of
 // physicsContrastive's small temperatures.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -11,7 +12,8 @@ import { count, download, sharedDevice, upload } from "./helpers/gpu.ts";
 import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
 import { randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
-import { randomRule, unitRows } from "./helpers/specs_moe.ts";
+import { physMoeSpec, randomGating, randomRule, unitRows } from "./helpers/specs_moe.ts";
+import { loadFixtures } from "./helpers/fixtures.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -29,6 +31,8 @@ interface Case {
   inputs: Record<string, Any>;
   resident: string[];
   grads: string[];
+  /** Submissions and readbacks of a call on host inputs (default one of each). */
+  hostCalls?: [number, number];
 }
 
 function contrastiveCases(): Case[] {
@@ -160,6 +164,51 @@ function centerRegCases(): Case[] {
   }));
 }
 
+function expertCases(): Case[] {
+  const rng = new Rng(37);
+  const out: Case[] = [];
+  // C = 300: rows wider than a workgroup; logits of scale 1e4 (nearly one-hot softmaxes: the
+  // complements of the statistics); E = 1 (no pairs to speak of) and E = 4.
+  for (const [e, b, c, scale] of [[3, 9, 300, 1], [4, 5, 17, 1e4], [1, 3, 5, 30]]) {
+    const expertLogits = Array.from({ length: e }, () => randomMatrix(rng, b, c, scale));
+    const labels = randomLabels(rng, b, c);
+    const prior = Float32Array.from({ length: c }, (_, j) => 1 / (1 + j));
+    out.push({
+      name: `mixOutputs E ${e} B ${b} C ${c} scale ${scale}`,
+      loss: "mixOutputs",
+      options: { prior, distillWeight: 0.5, parallelWeight: 0.3 },
+      inputs: { expertLogits, labels },
+      resident: ["expertLogits"],
+      grads: ["expertLogits"],
+    }, {
+      name: `iclMoe E ${e} B ${b} C ${c} scale ${scale}`,
+      loss: "iclMoe",
+      options: { tailExperts: [0], gamma: 0.5 },
+      inputs: { expertLogits, labels, gating: randomGating(rng, b, e) },
+      resident: ["expertLogits", "gating"],
+      grads: ["expertLogits"],
+    });
+  }
+  return out;
+}
+
+/** physMoe's problems: the shared suites' random ones, small (llvmpipe). */
+function physCases(): Case[] {
+  const rng = new Rng(38);
+  return [[5, 7, {}], [9, 40, { tailExperts: [0, 1], lambdaScl: 1, lambdaReg: 0.5 }], [3, 4, { contrast: false }]].map((
+    [b, c, options],
+  ) => ({
+    name: `physMoe B ${b} C ${c} ${JSON.stringify(options)}`,
+    loss: "physMoe",
+    options,
+    inputs: physMoeSpec.random(rng, b as number, c as number, 30, options as Any),
+    resident: ["features", "coarse", "expertLogits", "gating", "centers"],
+    grads: ["features", "coarse", "expertLogits", "gating", "centers"],
+    // Host inputs run term by term (one call per GPU term, the combination on the host).
+    hostCalls: (options as Any).contrast === false ? [3, 3] : [4, 4],
+  }));
+}
+
 const cases: Case[] = [
   ...contrastiveCases(),
   ...centerCases(),
@@ -167,6 +216,8 @@ const cases: Case[] = [
   ...diversityCases(),
   ...hnmCases(),
   ...centerRegCases(),
+  ...expertCases(),
+  ...physCases(),
 ];
 
 /** A host input (a matrix or a list of matrices) on the GPU. */
@@ -196,11 +247,12 @@ describe("WebGPU metric-learning and mixture-of-experts kernels", () => {
         }
       }
     });
-    it(`${c.name}: host inputs, one submission and one readback`, { skip }, async () => {
+    const [submits, maps] = c.hostCalls ?? [1, 1];
+    it(`${c.name}: host inputs, ${submits} submission(s) and ${maps} readback(s)`, { skip }, async () => {
       const dev = await device();
       const l = (await init({ backend: "webgpu", device: dev })) as Any;
       const got = await count<Any>(dev, () => l[c.loss].valueAndGrad(c.inputs, c.options));
-      assert.deepEqual([got.submits, got.maps], [1, 1], "submissions, readbacks");
+      assert.deepEqual([got.submits, got.maps], [submits, maps], "submissions, readbacks");
       const ref = (js as Any)[c.loss].valueAndGrad(c.inputs, c.options);
       assertLossClose(got.r.loss, ref.loss, "loss");
       for (const k of c.grads) {
@@ -269,36 +321,234 @@ describe("featureDiversity on the WebGPU backend", () => {
   });
 });
 
+/** The matrices of `inputs` named in `keys` on the GPU (lists matrix by matrix). */
+async function residentOf(inputs: Record<string, Any>, keys: readonly string[]): Promise<Record<string, Any>> {
+  const out = { ...inputs };
+  for (const k of keys) if (inputs[k] !== undefined) out[k] = await toGpu(inputs[k]);
+  return out;
+}
+
+describe("mixture-of-experts losses on GPU-resident inputs match PyTorch", () => {
+  const resident: Record<string, string[]> = {
+    mixOutputs: ["expertLogits"],
+    iclMoe: ["expertLogits", "gating"],
+    physMoe: ["features", "coarse", "expertLogits", "gating", "centers"],
+  };
+  for (
+    const [loss, file] of [["mixOutputs", "mix_outputs.json"], ["iclMoe", "icl_moe.json"], ["physMoe", "phys_moe.json"]]
+  ) {
+    for (const fc of skip ? [] : loadFixtures(file)) {
+      it(`${loss} ${fc.name}`, async () => {
+        const dev = await device();
+        const l = (await init({ backend: "webgpu", device: dev })) as Any;
+        const inputs = await residentOf(fc.inputs, resident[loss]);
+        const got = await count<Any>(
+          dev,
+          async () =>
+            fc.upstream === undefined
+              ? await l[loss].valueAndGrad(inputs, fc.options)
+              : { grads: await l[loss].backward(inputs, fc.options, fc.upstream) },
+        );
+        assert.deepEqual([got.submits, got.maps], [1, 1], "submissions, readbacks");
+        if (fc.upstream === undefined) {
+          assertLossClose(got.r.loss, fc.expected.loss, "loss");
+          for (const [k, v] of Object.entries(fc.expected.parts ?? {})) {
+            // A matrix part (mixOutputs' mean logits) stays on the GPU too.
+            const part = got.r[k];
+            if (part && typeof part === "object") assert.ok(part.buffer instanceof GPUBuffer, `part ${k} on the GPU`);
+            assertLossClose(part && typeof part === "object" ? await download(part) : part, v, `part ${k}`);
+          }
+        }
+        for (const [k, want] of Object.entries(fc.expected.grads)) {
+          const wants = Array.isArray(want) ? want : [want];
+          for (const [i, [name, g]] of each(k, got.r.grads[k]).entries()) {
+            assert.ok(g.buffer instanceof GPUBuffer, `grads.${name} on the GPU`);
+            assertGradClose({ data: await download(g), shape: g.shape }, wants[i], name);
+          }
+        }
+      });
+    }
+  }
+});
+
+describe("mixOutputs and iclMoe on the WebGPU backend", () => {
+  it("bad GPU-resident input gives named errors", { skip }, async () => {
+    const dev = await device();
+    const l = (await init({ backend: "webgpu", device: dev })) as Any;
+    const { assertThrowsNamed } = await import("./helpers/assert.ts");
+    // iclMoe with E 1, B 3, C 5: a GPU-resident gating [3, 1] for two experts.
+    const c = expertCases()[5];
+    const inputs = await residentOf(c.inputs, ["expertLogits", "gating"]);
+    const wide = await upload({ data: new Float32Array(3 * 6), shape: [3, 6] });
+    const [z] = inputs.expertLogits;
+    await assertThrowsNamed(
+      () => l.iclMoe.valueAndGrad({ ...inputs, expertLogits: [z, z] }, c.options),
+      RangeError,
+      "gating",
+      "1",
+    );
+    await assertThrowsNamed(
+      () => l.mixOutputs.valueAndGrad({ expertLogits: [inputs.expertLogits[0], wide], labels: inputs.labels }),
+      RangeError,
+      "expertLogits[1]",
+      "6",
+    );
+    await assertThrowsNamed(
+      () =>
+        l.mixOutputs.valueAndGrad({ expertLogits: inputs.expertLogits, labels: inputs.labels }, {
+          out: { expertLogits: c.inputs.expertLogits },
+        }),
+      TypeError,
+      "options.out.expertLogits[0]",
+      "GPU matrix",
+    );
+    await assertThrowsNamed(
+      () => l.mixOutputs.valueAndGrad({ expertLogits: inputs.expertLogits, labels: [0, 9, 1] }),
+      RangeError,
+      "labels",
+      "9",
+    );
+  });
+});
+
 describe("physMoe on the WebGPU backend", () => {
-  it("refuses GPU-resident inputs with a TypeError naming the input (its gradients combine on the host)", {
+  const host = () => physCases()[1].inputs;
+  const options = physCases()[1].options;
+  const all = ["features", "coarse", "expertLogits", "gating", "centers"];
+
+  it("GPU-resident and mixed inputs: the host path's gradients, on the GPU, in one submission and one readback", {
     skip,
   }, async () => {
     const dev = await device();
     const l = (await init({ backend: "webgpu", device: dev })) as Any;
-    const rng = new Rng(41);
-    const m = (r: number, c: number) => ({ data: unitRows(rng, r, c).data, shape: [r, c] as const });
-    const host: Record<string, Any> = {
-      features: m(4, 3),
-      coarse: m(4, 2),
-      expertLogits: [m(4, 4), m(4, 4)],
-      gating: { data: new Float32Array(8).fill(0.5), shape: [4, 2] },
-      labels: [0, 1, 2, 3],
-      rule: randomRule(rng, 4),
-      fineToCoarse: [0, 0, 1, 1],
-      centers: m(4, 3),
-    };
-    const ref = (js as Any).physMoe.valueAndGrad(host);
-    assertLossClose((await l.physMoe.valueAndGrad(host)).loss, ref.loss, "host inputs");
-    for (const key of ["features", "coarse", "gating", "centers", "expertLogits"]) {
-      const inputs = { ...host };
-      inputs[key] = key === "expertLogits" ? [host.expertLogits[0], await upload(host.expertLogits[1])] : await upload(
-        host[key],
-      );
-      const name = key === "expertLogits" ? "expertLogits[1]" : key;
-      await assert.rejects(
-        () => l.physMoe.valueAndGrad(inputs),
-        (e: Error) => e instanceof TypeError && e.message.includes(`Expected ${name} to be a host matrix`),
-      );
+    const inputs = host();
+    const want = await l.physMoe.valueAndGrad(inputs, options);
+    for (const keys of [all, ["expertLogits"], ["features", "gating"]]) {
+      const got = await count<Any>(dev, () => residentOf(inputs, keys).then((x) => l.physMoe.valueAndGrad(x, options)));
+      assert.deepEqual([got.submits, got.maps], [1, 1], `${keys}: submissions, readbacks`);
+      for (const part of ["loss", "scl", "dol", "col", "hier", "reg"]) {
+        assertLossClose(got.r[part], want[part], `${keys}: ${part}`);
+      }
+      for (const k of all) {
+        const w = each(k, want.grads[k]);
+        for (const [i, [name, g]] of each(k, got.r.grads[k]).entries()) {
+          assert.ok(g.buffer instanceof GPUBuffer, `${keys}: grads.${name} on the GPU`);
+          assertGradClose({ data: await download(g), shape: g.shape }, w[i][1].data, `${keys}: ${name}`);
+        }
+      }
     }
+  });
+
+  it("keeps no buffer but the gradients it returns (the terms' intermediate gradients are destroyed)", {
+    skip,
+  }, async () => {
+    const dev = await device();
+    const l = (await init({ backend: "webgpu", device: dev })) as Any;
+    const inputs = await residentOf(host(), all);
+    // The first call fills the context's scratch pool; the second takes its scratch from there.
+    await l.physMoe.valueAndGrad(inputs, options);
+    const create = dev.createBuffer, destroy = GPUBuffer.prototype.destroy;
+    const live = new Set<GPUBuffer>();
+    dev.createBuffer = (d: GPUBufferDescriptor) => {
+      const b = create.call(dev, d);
+      live.add(b);
+      return b;
+    };
+    GPUBuffer.prototype.destroy = function (this: GPUBuffer) {
+      live.delete(this);
+      return destroy.call(this);
+    };
+    try {
+      const got = await l.physMoe.valueAndGrad(inputs, options);
+      const returned = all.flatMap((k) => each(k, got.grads[k]).map(([, g]) => g.buffer));
+      assert.deepEqual(new Set(returned), live, "buffers left alive: exactly the returned gradients");
+    } finally {
+      dev.createBuffer = create;
+      GPUBuffer.prototype.destroy = destroy;
+    }
+  });
+
+  it("writes GPU-resident gradients into the caller's out buffers", { skip }, async () => {
+    const dev = await device();
+    const l = (await init({ backend: "webgpu", device: dev })) as Any;
+    const inputs = host();
+    const ref = (js as Any).physMoe.valueAndGrad(inputs, options);
+    const zeros = (m: Mat) => upload({ data: new Float32Array(m.data.length).fill(7), shape: m.shape });
+    const out = {
+      features: await zeros(inputs.features),
+      gating: await zeros(inputs.gating),
+      centers: await zeros(inputs.centers),
+      expertLogits: await Promise.all(inputs.expertLogits.map(zeros)),
+    };
+    const got = await l.physMoe.valueAndGrad(await residentOf(inputs, all), { ...options, out });
+    for (const k of ["features", "gating", "centers", "expertLogits"]) {
+      const outs = each(k, (out as Any)[k]), refs = each(k, ref.grads[k]);
+      for (const [i, [name, g]] of each(k, got.grads[k]).entries()) {
+        assert.equal(g.buffer, outs[i][1].buffer, `grads.${name} is the out buffer`);
+        assertGradClose({ data: await download(g), shape: g.shape }, refs[i][1].data, name);
+      }
+    }
+  });
+
+  it("bad GPU-resident input gives named errors; the CPU backends refuse it", { skip }, async () => {
+    const dev = await device();
+    const l = (await init({ backend: "webgpu", device: dev })) as Any;
+    const inputs = await residentOf(host(), all);
+    const { assertThrowsNamed } = await import("./helpers/assert.ts");
+    await assertThrowsNamed(
+      async () => l.physMoe.valueAndGrad({ ...inputs, rule: await upload(host().rule) }, options),
+      TypeError,
+      "rule",
+      "GPUBuffer",
+    );
+    const short = await upload({ data: new Float32Array(8 * 40), shape: [8, 40] });
+    await assertThrowsNamed(
+      () => l.physMoe.valueAndGrad({ ...inputs, expertLogits: [inputs.expertLogits[0], short, short] }, options),
+      RangeError,
+      "expertLogits[1]",
+      "8",
+    );
+    await assertThrowsNamed(
+      () => l.physMoe.valueAndGrad(inputs, { ...options, out: { features: host().features } }),
+      TypeError,
+      "options.out.features",
+      "GPU matrix",
+    );
+    // checkFinite reads GPU-resident inputs back and names them as physMoe does.
+    const bad = host();
+    const nan = (m: Mat, at: number) => {
+      const data = m.data.slice();
+      data[at] = NaN;
+      return upload({ data, shape: m.shape });
+    };
+    await assertThrowsNamed(
+      async () =>
+        l.physMoe.valueAndGrad({ ...inputs, features: await nan(bad.features, 3) }, { ...options, checkFinite: true }),
+      RangeError,
+      "features",
+      "NaN",
+    );
+    await assertThrowsNamed(
+      async () =>
+        l.physMoe.valueAndGrad({
+          ...inputs,
+          expertLogits: [inputs.expertLogits[0], await nan(bad.expertLogits[1], 5), inputs.expertLogits[2]],
+        }, { ...options, checkFinite: true }),
+      RangeError,
+      "expertLogits[1]",
+      "NaN",
+    );
+    await assertThrowsNamed(
+      async () =>
+        l.physMoe.valueAndGrad({ ...inputs, gating: await nan(bad.gating, 0) }, { ...options, checkFinite: true }),
+      RangeError,
+      "gating",
+      "NaN",
+    );
+    assert.throws(
+      () => (js as Any).physMoe.valueAndGrad(inputs, options),
+      (e: Error) =>
+        e instanceof TypeError && e.message.includes("GPUBuffer") && e.message.includes('backend: "webgpu"'),
+    );
   });
 });

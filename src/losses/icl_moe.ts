@@ -58,22 +58,10 @@ export function tailGammas(value: unknown, e: number, gamma: number): Float64Arr
   return out;
 }
 
-/** The gated ensemble `sum_e gating[:, e] z_e`, `[B, C]` float32 (checked `gating [B, E]`). */
-export function ensemble(gating: Float32Array, logits: Float32Array[], b: number, c: number): Float32Array {
-  const e = logits.length, out = new Float32Array(b * c);
-  for (let i = 0; i < b; i++) {
-    for (let j = 0; j < c; j++) {
-      let s = 0;
-      for (let k = 0; k < e; k++) s += gating[i * e + k] * logits[k][i * c + j];
-      out[i * c + j] = s;
-    }
-  }
-  return out;
-}
-
-/** Checks `gating [B, E]` on the host and returns its values. */
+/** Checks `gating [B, E]` (host or GPU-resident) and returns its values. */
 export function gatingInput(value: unknown, b: number, e: number, checkFinite?: boolean): Float32Array {
-  const [, , g] = v.hostMatrix("gating", value, b, e);
+  v.matrix("gating", value, b, e);
+  const g = v.values(value as Tensor);
   if (checkFinite) v.finite("gating", g, e);
   return g;
 }
@@ -90,7 +78,6 @@ export const iclMoe: LossDef<IclMoeInputs, IclMoeOptions, ExpertGrads, "experts"
     const gating = gatingInput(inputs.gating, b, e, o.checkFinite);
     const gamma = v.number("options.gamma", o.gamma, 2, { min: 0 });
     const up = grad ? scalarUpstream(upstream) : 1;
-    const ce = new Float64Array(e).fill(up);
     return {
       grad,
       e,
@@ -101,9 +88,10 @@ export const iclMoe: LossDef<IclMoeInputs, IclMoeOptions, ExpertGrads, "experts"
       gamma: tailGammas(o.tailExperts, e, gamma),
       shift: null,
       // The ensemble is a constant target: no gradient flows into it (or into the gating).
-      target: ensemble(gating, logits, b, c),
+      gating,
+      mean: false,
       pairs: false,
-      weights: () => ({ ce, col: up, pairs: 0 }),
+      weights: { ce: up, parallel: 0, eps: 0, col: up, pairs: 0 },
       outs: expertOuts(o, grad, e, b, c),
     };
   },

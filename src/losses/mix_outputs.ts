@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type LossDef, result } from "../loss.ts";
 import type { CommonOptions, Matrix } from "../types.ts";
 import * as v from "../validate.ts";
 import { scalarUpstream } from "./feature_diversity.ts";
@@ -18,6 +18,7 @@ import {
   expertOuts,
   type ExpertsProblem,
   means,
+  parallelOf,
 } from "./experts.ts";
 
 /** Options of `mixOutputs`. */
@@ -40,7 +41,7 @@ export interface MixOutputsParts {
   distill: number;
   /** `E / sum_e 1 / (ce_e + eps)`. */
   parallel: number;
-  /** `(1/E) sum_e z_e`, `[B, C]` (not differentiated). */
+  /** `(1/E) sum_e z_e`, `[B, C]` (not differentiated; on the GPU when the logits are). */
   meanLogits: Matrix;
 }
 
@@ -49,13 +50,6 @@ export interface MixProblem extends ExpertsProblem {
   readonly distillWeight: number;
   readonly parallelWeight: number;
   readonly eps: number;
-}
-
-/** `E / sum_e 1/(ce_e + eps)`. */
-function parallelOf(ce: Float64Array, eps: number): number {
-  let s = 0;
-  for (const x of ce) s += 1 / (x + eps);
-  return ce.length / s;
 }
 
 /** The definition of `mixOutputs`. */
@@ -84,17 +78,10 @@ export const mixOutputs: LossDef<ExpertInputs, MixOutputsOptions, ExpertGrads, "
       labels,
       gamma: new Float64Array(e),
       shift: prior ? Float64Array.from(prior, Math.log) : null,
-      target: null,
+      gating: null,
+      mean: true,
       pairs: true,
-      // d parallel / d ce_e = E (ce_e + eps)^-2 / (sum_k 1/(ce_k + eps))^2 = parallel^2 / (E (ce_e + eps)^2)
-      weights: (ce) => {
-        const par = parallelOf(ce, eps);
-        return {
-          ce: ce.map((x) => up * (1 + (parallelWeight * par * par) / (e * (x + eps) ** 2))),
-          col: 0,
-          pairs: up * distillWeight,
-        };
-      },
+      weights: { ce: up, parallel: parallelWeight, eps, col: 0, pairs: up * distillWeight },
       outs: expertOuts(o, grad, e, b, c),
       distillWeight,
       parallelWeight,
@@ -109,18 +96,12 @@ export const mixOutputs: LossDef<ExpertInputs, MixOutputsOptions, ExpertGrads, "
     for (const x of ce) ceSum += x;
     const distill = means(raw.rows, 2 * p.e, 1, p.b)[0];
     const parallel = parallelOf(ce, p.eps);
-    const mean = new Float32Array(p.b * p.c);
-    for (let i = 0; i < mean.length; i++) {
-      let s = 0;
-      for (const z of p.logits) s += z[i];
-      mean[i] = s / p.e;
-    }
     return {
       loss: ceSum + p.distillWeight * distill + p.parallelWeight * parallel,
       ce: ceSum,
       distill,
       parallel,
-      meanLogits: { data: mean, shape: [p.b, p.c] as const },
+      meanLogits: result(raw.outputs!.meanLogits, p.b, p.c),
       grads: { expertLogits: expertGrads(p, raw.grads) },
     };
   },

@@ -6,7 +6,7 @@
  */
 import type { Kernels } from "../kernels.ts";
 import type { CompositeDef, KernelName, LossDef, MetricDef } from "../loss.ts";
-import { bindLoss, bindMetric, composite, hostOnly } from "../loss.ts";
+import { bindComposite, bindLoss, bindMetric, hostOnly, sequential } from "../loss.ts";
 import type { AsyncLoss, AsyncMetric, Loss, Metric } from "../types.ts";
 import { accuracy, type AccuracyOptions } from "./accuracy.ts";
 import { arcface, type ArcfaceOptions } from "./arcface.ts";
@@ -481,7 +481,9 @@ export interface LossSet<W extends "sync" | "async"> {
    * Defaults `lambdaScl` 0.1, `lambdaHier` 1, `lambdaReg` 0.001, and the parts' own
    * (`temperature`, `threshold`, `gamma`, `prototypeWeight`, `tailExperts`). Returns the
    * total, the unweighted parts `scl`, `dol`, `col`, `hier`, `reg`, and gradients w.r.t.
-   * features, coarse, expertLogits, gating and centers.
+   * features, coarse, expertLogits, gating and centers. On WebGPU, GPU-resident inputs
+   * (`{ buffer, shape }`, the `rule` excepted) run every term and the combination of their
+   * gradients in one submission that reads back only the parts; the gradients stay on the GPU.
    *
    * @example A tiny batch
    * ```ts
@@ -525,10 +527,14 @@ export type SyncLosses = LossSet<"sync">;
 /** Every loss with methods returning Promises. */
 export type AsyncLosses = LossSet<"async">;
 
-/** A CPU backend's kernels, each refusing GPU-resident inputs (at any depth) with a `TypeError`. */
-export function hostKernels(kernels: Kernels, backend: string): Kernels {
+/**
+ * A CPU backend's kernels, each refusing GPU-resident inputs (at any depth) with a
+ * `TypeError`, and its `composite`: the terms in order on them (`sequential`).
+ */
+export function hostKernels(kernels: Omit<Kernels, "composite">, backend: string): Kernels {
   const out: Record<string, unknown> = {};
-  for (const [k, f] of Object.entries(kernels)) out[k] = hostOnly(f as (p: object) => unknown, backend);
+  const all = { ...kernels, composite: sequential(kernels) };
+  for (const [k, f] of Object.entries(all)) out[k] = hostOnly(f as (p: object) => unknown, backend);
   return out as unknown as Kernels;
 }
 
@@ -547,7 +553,7 @@ export function bindLosses(kernels: Kernels, sync: boolean): SyncLosses | AsyncL
   }
   for (const [name, def] of Object.entries(composites)) {
     const d = def as unknown as CompositeDef<unknown, unknown, unknown, unknown>;
-    out[name] = bindLoss(d, composite(d, kernels), async);
+    out[name] = bindComposite(d, kernels, async);
   }
   for (const [name, def] of Object.entries(metrics)) {
     const d = def as unknown as MetricDef<unknown, unknown, KernelName>;

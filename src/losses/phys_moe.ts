@@ -5,18 +5,22 @@
  * cross-entropy on the gated ensemble, and a centre regularisation, in one call.
  *
  * A composite: its terms are the problems of `physicsContrastive`, `iclMoe`,
- * `hierarchical` and `centerRegularization`, prepared by those definitions and sharing
- * one gated ensemble `fine = sum_e gating[:, e] z_e` (iclMoe's constant collaboration
- * target and hierarchical's differentiable fine logits); each expert's softmax is taken
- * once, for its CE/focal and its collaboration term.
+ * `hierarchical` and `centerRegularization`, prepared by those definitions, then a
+ * `combine` term (src/losses/combine.ts) that adds their gradients together. They share
+ * one gated ensemble `fine = sum_e gating[:, e] z_e`, formed by the experts term (iclMoe's
+ * constant collaboration target) and linked as hierarchical's differentiable fine logits;
+ * each expert's softmax is taken once, for its CE/focal and its collaboration term. Every
+ * backend runs the same terms: on WebGPU with GPU-resident inputs all of them in one
+ * submission, the gradients combined there and only the parts read back.
  *
  * @module
  */
-import type { CompositeDef, Raw } from "../loss.ts";
+import type { CompositeDef, Ref } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { type CenterRegProblem, centerRegularization } from "./center_regularization.ts";
-import { gradMatrix, outBuffer, outList } from "./cross_entropy.ts";
+import { type CombineProblem, LINKED } from "./combine.ts";
+import { gradMatrix, outBuffer } from "./cross_entropy.ts";
 import { expertInputs, type ExpertsProblem } from "./experts.ts";
 import { scalarUpstream } from "./feature_diversity.ts";
 import { hierarchical, type HierarchicalProblem } from "./hierarchical.ts";
@@ -93,7 +97,7 @@ export interface PhysMoeParts {
   reg: number;
 }
 
-/** The prepared `physMoe` problem: its terms' problems and what combines them. */
+/** The prepared `physMoe` problem: its terms' problems and what combines their gradients. */
 export interface PhysMoeProblem {
   readonly grad: boolean;
   readonly b: number;
@@ -101,25 +105,21 @@ export interface PhysMoeProblem {
   readonly d: number;
   readonly e: number;
   readonly k: number;
-  /**
-   * Copies of the gating and the expert logits for the host-side combination of the
-   * gradients (a view into WebAssembly memory would be detached if a term grows it).
-   */
-  readonly gating: Float32Array;
-  readonly logits: Float32Array[];
   readonly scl: ContrastiveProblem | null;
   readonly experts: ExpertsProblem;
+  /** The hierarchical term; its fine logits are the experts term's gated ensemble (a link). */
   readonly hier: HierarchicalProblem;
   readonly reg: CenterRegProblem;
+  /** The combination of the terms' gradients (null without gradients). */
+  readonly combine: CombineProblem | null;
   readonly weights: { scl: number; hier: number; reg: number };
-  readonly out: {
-    features: Matrix | null;
-    coarse: Matrix | null;
-    gating: Matrix | null;
-    centers: Matrix | null;
-    expertLogits: (Matrix | null)[];
-  };
 }
+
+/** Where a term stands in `physMoe`'s list: the contrastive term only with `contrast`. */
+const at = (p: PhysMoeProblem) => {
+  const o = p.scl ? 1 : 0;
+  return { scl: 0, experts: o, hier: o + 1, reg: o + 2, combine: o + 3 };
+};
 
 /** The definition of `physMoe`. */
 export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, PhysMoeProblem> = {
@@ -137,19 +137,18 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
     "prototypeWeight",
   ],
   grads: ["features", "coarse", "expertLogits", "gating", "centers"],
-  prepare(inputs, o, grad, upstream) {
-    // The terms' gradients are combined on the host (finish), so every input is a host matrix.
-    for (const key of ["features", "coarse", "gating", "rule", "centers", "expertLogits"] as const) {
-      const value = inputs?.[key];
-      const list = Array.isArray(value) ? value : [value];
-      const at = list.findIndex((m) => v.isGpuMatrix(m));
-      if (at >= 0) {
-        const name = Array.isArray(value) ? `${key}[${at}]` : key;
-        throw new TypeError(
-          `Expected ${name} to be a host matrix { data: Float32Array, shape } (physMoe combines its terms' gradients on the host), got a GPUBuffer`,
-        );
-      }
-    }
+  prepare(given, o, grad, upstream) {
+    // A GPU-resident input becomes its stand-in once, shared by every term, so that
+    // `checkFinite` marks it under physMoe's name and the terms read it back once.
+    const standIn = (m: Tensor) => (v.isGpuMatrix(m) ? v.values(m) as unknown as Tensor : m);
+    const inputs = {
+      ...given,
+      features: standIn(given.features),
+      coarse: standIn(given.coarse),
+      expertLogits: Array.isArray(given.expertLogits) ? given.expertLogits.map(standIn) : given.expertLogits,
+      gating: standIn(given.gating),
+      centers: standIn(given.centers),
+    };
     // physMoe's own names first (the terms' definitions check again under theirs).
     const [b, d] = v.batch("features", inputs.features);
     const [, k] = v.matrix("coarse", inputs.coarse, b);
@@ -177,15 +176,35 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
     const up = grad ? scalarUpstream(upstream) : 1;
     // Checked above under physMoe's names.
     const check = { checkFinite: false };
+    const out = o.out ?? {};
+    // The gradients stay where the inputs are: on the GPU when any of them is there.
+    const resident = inputs.expertLogits.some(v.isGpuMatrix) ||
+      [inputs.features, inputs.coarse, inputs.gating, inputs.centers].some(v.isGpuMatrix);
+    for (const [key, m] of Object.entries(out)) {
+      if (m === undefined) continue;
+      const list = Array.isArray(m) ? m : [m];
+      const at = list.findIndex((x) => v.isGpuMatrix(x) !== resident);
+      if (at < 0) continue;
+      const name = Array.isArray(m) ? `options.out.${key}[${at}]` : `options.out.${key}`;
+      throw new TypeError(
+        `Expected ${name} to be ${
+          resident ? "a GPU matrix { buffer, shape } (an input is on the GPU)" : "{ data: Float32Array, shape }"
+        }, got ${resident ? "a Float32Array" : "a GPUBuffer"}`,
+      );
+    }
     const f = { f: inputs.features, labels: inputs.labels, rule: inputs.rule };
+    // The expert and centre gradients are the terms' own, and the features' gradient is the
+    // centre term's with the contrastive term's added: the caller's buffers go to those terms.
     const experts = iclMoe.prepare(
       { expertLogits: inputs.expertLogits, gating: inputs.gating, labels: inputs.labels },
-      { ...check, tailExperts: o.tailExperts, gamma: o.gamma },
+      { ...check, tailExperts: o.tailExperts, gamma: o.gamma, out: grad ? pick(out, "expertLogits") : undefined },
       grad,
       up,
     );
-    // The gated ensemble, once: iclMoe's constant target and hierarchical's fine logits.
-    const fine = { data: experts.target as Float32Array, shape: [b, c] as const };
+    const gatingOut = grad ? outBuffer(o, "gating", b, e) : null;
+    // A stand-in of the fine logits' shape (the first expert's logits, never read): the
+    // term's link binds the experts' gated ensemble before it runs.
+    const fine = inputs.expertLogits[0];
     return {
       grad,
       b,
@@ -193,8 +212,6 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
       d,
       e,
       k,
-      gating: grad ? gating.slice() : gating,
-      logits: grad ? experts.logits.map((z) => z.slice()) : [],
       scl: contrast
         ? physicsContrastive.prepare(
           f,
@@ -204,87 +221,90 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
         )
         : null,
       experts,
-      // The coarse and centre gradients are the terms' own: their out buffers go to them.
       hier: hierarchical.prepare(
         { coarse: inputs.coarse, fine, labels: inputs.labels, fineToCoarse: inputs.fineToCoarse },
-        { ...check, out: o.out?.coarse ? { coarse: o.out.coarse } : undefined },
+        { ...check, out: pick(out, "coarse") },
         grad,
         up * lambdaHier,
       ),
       reg: centerRegularization.prepare(
         { ...f, centers: inputs.centers },
-        { ...check, prototypeWeight: o.prototypeWeight, out: o.out?.centers ? { centers: o.out.centers } : undefined },
+        {
+          ...check,
+          prototypeWeight: o.prototypeWeight,
+          out: { ...(out.features ? { f: out.features } : {}), ...pick(out, "centers") },
+        },
         grad,
         up * lambdaReg,
       ),
+      // features: the contrastive and the regularisation terms; expert logits: their own
+      // terms plus gating * d(hier)/d(fine); gating: sum_c z_e * d(hier)/d(fine).
+      combine: grad
+        ? {
+          grad,
+          sums: contrast ? [[LINKED, LINKED]] : [],
+          // Copies of host values (a view into WebAssembly memory would be detached if a term grows it).
+          gated: {
+            b,
+            c,
+            e,
+            logits: experts.logits.map((z) => (v.onDevice(z) ? z : z.slice())),
+            gating: v.onDevice(gating) ? gating : gating.slice(),
+            dFine: LINKED,
+            into: experts.logits.map(() => LINKED),
+            out: gatingOut,
+          },
+        }
+        : null,
       weights: { scl: contrast ? lambdaScl : 0, hier: lambdaHier, reg: lambdaReg },
-      out: {
-        features: grad ? outBuffer(o, "features", b, d) : null,
-        coarse: grad ? outBuffer(o, "coarse", b, k) : null,
-        gating: grad ? outBuffer(o, "gating", b, e) : null,
-        centers: grad ? outBuffer(o, "centers", c, d) : null,
-        expertLogits: grad ? outList(o, "expertLogits", e, b, c) : [],
-      },
     };
   },
-  terms: (p) => [
-    ...(p.scl ? [{ kernel: "contrastive" as const, problem: p.scl }] : []),
-    { kernel: "experts", problem: p.experts },
-    { kernel: "hierarchical", problem: p.hier },
-    { kernel: "centerReg", problem: p.reg },
-  ],
+  terms: (p) => {
+    const t = at(p);
+    const links: Record<string, Ref> = { "gated.dFine": [t.hier, "fine"] };
+    for (let q = 0; q < p.e; q++) links[`gated.into.${q}`] = [t.experts, `expertLogits.${q}`];
+    if (p.scl) Object.assign(links, { "sums.0.0": [t.reg, "f"], "sums.0.1": [t.scl, "f"] });
+    return [
+      ...(p.scl ? [{ kernel: "contrastive" as const, problem: p.scl }] : []),
+      { kernel: "experts", problem: p.experts },
+      { kernel: "hierarchical", problem: p.hier, links: { fine: [t.experts, "ensemble"] } },
+      { kernel: "centerReg", problem: p.reg },
+      ...(p.combine ? [{ kernel: "combine" as const, problem: p.combine, links }] : []),
+    ];
+  },
   finish(p, raws) {
-    const [scl, experts, hier, reg] = p.scl ? raws : [null, ...raws] as (Raw | null)[] as Raw[];
-    const { dol, col } = iclMoe.finish(p.experts, experts) as unknown as { dol: number; col: number };
+    const t = at(p);
+    const experts = iclMoe.finish(p.experts, raws[t.experts]) as unknown as { dol: number; col: number } & {
+      grads: { expertLogits: Matrix[] };
+    };
+    const hier = hierarchical.finish(p.hier, raws[t.hier]);
+    const reg = centerRegularization.finish(p.reg, raws[t.reg]);
     const parts = {
-      scl: scl ? physicsContrastive.finish(p.scl!, scl).loss as number : 0,
-      dol,
-      col,
-      hier: hierarchical.finish(p.hier, hier).loss as number,
-      reg: centerRegularization.finish(p.reg, reg).loss as number,
+      scl: p.scl ? physicsContrastive.finish(p.scl, raws[t.scl]).loss as number : 0,
+      dol: experts.dol,
+      col: experts.col,
+      hier: hier.loss as number,
+      reg: reg.loss as number,
     };
     const loss = p.weights.scl * parts.scl + parts.dol + parts.col + p.weights.hier * parts.hier +
       p.weights.reg * parts.reg;
-    const { b, c, d, e } = p;
-    // features: the contrastive and the regularisation terms; expert logits: their own
-    // terms plus gating * d(hier)/d(fine); gating: sum_c z_e * d(hier)/d(fine).
-    const features = p.out.features?.data ?? new Float32Array(p.grad ? b * d : 0);
-    const gating = p.out.gating?.data ?? new Float32Array(p.grad ? b * e : 0);
-    const expertLogits: Matrix[] = [];
-    if (p.grad) {
-      const fs = scl?.grads.f, fr = reg.grads.f;
-      for (let i = 0; i < b * d; i++) features[i] = (fs ? fs[i] : 0) + fr[i];
-      const dFine = hier.grads.fine;
-      for (let k = 0; k < e; k++) {
-        const g = experts.grads[`expertLogits.${k}`], z = p.logits[k];
-        const into = p.out.expertLogits[k]?.data ?? g;
-        for (let i = 0; i < b; i++) {
-          const w = p.gating[i * e + k];
-          let dot = 0;
-          for (let j = 0; j < c; j++) {
-            const t = dFine[i * c + j];
-            dot += z[i * c + j] * t;
-            into[i * c + j] = g[i * c + j] + w * t;
-          }
-          gating[i * e + k] = dot;
-        }
-        expertLogits.push(p.out.expertLogits[k] ?? { data: into, shape: [b, c] });
-      }
-    }
+    const { b, e } = p;
+    const gating = p.combine ? raws[t.combine].grads.gating : undefined;
     return {
       loss,
-      scl: parts.scl,
-      dol: parts.dol,
-      col: parts.col,
-      hier: parts.hier,
-      reg: parts.reg,
+      ...parts,
       grads: {
-        features: p.out.features ?? { data: features, shape: [b, d] },
-        coarse: gradMatrix(p.out.coarse, hier.grads.coarse, b, p.k),
-        expertLogits,
-        gating: p.out.gating ?? { data: gating, shape: [b, e] },
-        centers: gradMatrix(p.out.centers, reg.grads.centers, c, d),
+        features: reg.grads.f,
+        coarse: hier.grads.coarse,
+        expertLogits: experts.grads.expertLogits,
+        gating: gradMatrix(p.combine?.gated?.out ?? null, gating, b, e),
+        centers: reg.grads.centers,
       },
     };
   },
 };
+
+/** `{ [key]: out[key] }` when the caller gave that buffer, else undefined. */
+function pick(out: Record<string, unknown>, key: string): Record<string, never> | undefined {
+  return out[key] === undefined ? undefined : { [key]: out[key] } as Record<string, never>;
+}

@@ -6,13 +6,15 @@
  * @module
  */
 import type { Raw } from "../loss.ts";
-import type { ExpertsProblem } from "../losses/experts.ts";
+import { ceWeights, ensemble, expertOutputs, type ExpertsProblem } from "../losses/experts.ts";
 import { focalOf } from "./cross_entropy.ts";
 import { logSoftmaxRow } from "./softmax.ts";
 
 /** Rows: E arrays of CE/focal terms, E of collaboration terms, one of pair terms; gradients per expert. */
 export function experts(p: ExpertsProblem): Raw {
-  const { e, b, c, logits, labels, gamma, shift, target } = p;
+  const { e, b, c, logits, labels, gamma, shift } = p;
+  const target = p.gating ? ensemble(p.gating, logits, b, c) : null;
+  const outputs = expertOutputs(p, target);
   const ce = logits.map(() => new Float64Array(b)), col = logits.map(() => new Float64Array(b));
   const pairs = new Float64Array(b);
   // Every expert's log-probabilities (unshifted) and CE log-probabilities (shifted), [E][B * C].
@@ -54,9 +56,9 @@ export function experts(p: ExpertsProblem): Raw {
     }
   }
   const rows = [...ce, ...col, pairs];
-  if (!p.grad) return { rows, grads: {} };
+  if (!p.grad) return { rows, grads: {}, outputs };
   const meanCe = ce.map((r) => r.reduce((a, x) => a + x, 0) / b);
-  const w = p.weights(Float64Array.from(meanCe));
+  const w = { ...p.weights, ce: ceWeights(p.weights, Float64Array.from(meanCe)) };
   const grads: Record<string, Float32Array> = {};
   for (let k = 0; k < e; k++) {
     const out = p.outs[k]?.data ?? new Float32Array(b * c);
@@ -85,5 +87,5 @@ export function experts(p: ExpertsProblem): Raw {
     }
     grads[`expertLogits.${k}`] = out;
   }
-  return { rows, grads };
+  return { rows, grads, outputs };
 }

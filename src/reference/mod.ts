@@ -20,9 +20,19 @@ import { centerReg } from "./center_regularization.ts";
 import { experts } from "./experts.ts";
 import { hierarchical } from "./hierarchical.ts";
 import { hnm } from "./hnm_contrastive.ts";
+import { combine } from "./combine.ts";
 
-/** The float64 kernels of the metric-learning and mixture-of-experts families. */
-export const referenceMetricKernels = { center, contrastive, diversity, centerReg, experts, hierarchical, hnm };
+/** The float64 kernels of the metric-learning and mixture-of-experts families (and the composites' combination). */
+export const referenceMetricKernels = {
+  center,
+  contrastive,
+  diversity,
+  centerReg,
+  experts,
+  hierarchical,
+  hnm,
+  combine,
+};
 
 /** The reference kernels. */
 export const referenceKernels: Kernels = hostKernels(

@@ -1,22 +1,23 @@
 /**
  * WebAssembly glue of the `experts` family (`mixOutputs`, `iclMoe`, and `physMoe`'s
  * expert terms): pass 1 (`experts_ce`) takes every expert's softmax statistics and CE or
- * focal terms, the host forms the gradient weights from their means (`weights`), pass 2
+ * focal terms, the host forms the gradient weights from their means (`ceWeights`), pass 2
  * (`experts_main`) the collaboration and pair terms and the gradients
  * (`assembly/experts.ts`).
  *
  * @module
  */
 import type { Raw } from "../loss.ts";
-import type { ExpertsProblem } from "../losses/experts.ts";
+import { ceWeights, ensemble, expertOutputs, type ExpertsProblem } from "../losses/experts.ts";
 import { Frame, NONE } from "./frame.ts";
 
 /** The experts family on the WebAssembly backend. */
 export function experts(p: ExpertsProblem): Raw {
   const { e, b, c } = p;
+  const ens = p.gating ? ensemble(p.gating, p.logits, b, c) : null;
   const f = new Frame();
   const z = p.logits.map((x) => f.input(x));
-  const labels = f.input(p.labels), gamma = f.input(p.gamma), target = f.input(p.target);
+  const labels = f.input(p.labels), gamma = f.input(p.gamma), target = f.input(ens);
   const grads = p.grad ? p.logits.map((_, k) => f.output(p.outs[k]?.data ?? null, b * c)) : [];
   const shift = p.shift ? f.scratch(c * 4) : NONE;
   const ztab = f.scratch(e * 4), gtab = f.scratch(e * 4), wce = f.scratch(e * 8);
@@ -45,11 +46,11 @@ export function experts(p: ExpertsProblem): Raw {
   const ce = Array.from({ length: e }, (_, k) => ceAll.subarray(k * b, (k + 1) * b));
   let wcol = 0, wpairs = 0;
   if (p.grad) {
-    const w = p.weights(Float64Array.from(ce, (r) => r.reduce((a, x) => a + x, 0) / b));
-    new Float64Array(rt.buffer, f.ptr(wce), e).set(w.ce.map((x) => x / b));
+    const w = p.weights, means = Float64Array.from(ce, (r) => r.reduce((a, x) => a + x, 0) / b);
+    new Float64Array(rt.buffer, f.ptr(wce), e).set(ceWeights(w, means).map((x) => x / b));
     [wcol, wpairs] = [w.col / b, w.pairs / b];
   }
-  if (p.grad || p.target || p.pairs) {
+  if (p.grad || ens || p.pairs) {
     k.experts_main(
       f.ptr(ztab),
       p.grad ? f.ptr(gtab) : 0,
@@ -69,10 +70,10 @@ export function experts(p: ExpertsProblem): Raw {
       f.ptr(scratch),
     );
   }
-  const colAll = p.target ? f.f64(colRows, e * b) : new Float64Array(e * b);
+  const colAll = ens ? f.f64(colRows, e * b) : new Float64Array(e * b);
   const col = Array.from({ length: e }, (_, k) => colAll.subarray(k * b, (k + 1) * b));
   const pairs = p.pairs ? f.f64(pairRows, b) : new Float64Array(b);
   const out: Record<string, Float32Array> = {};
   grads.forEach((h, k) => (out[`expertLogits.${k}`] = f.take(h)));
-  return { rows: [...ce, ...col, pairs], grads: out };
+  return { rows: [...ce, ...col, pairs], grads: out, outputs: expertOutputs(p, ens) };
 }

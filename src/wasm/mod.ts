@@ -19,6 +19,8 @@ import { centerReg } from "./center_regularization.ts";
 import { experts } from "./experts.ts";
 import { hierarchical } from "./hierarchical.ts";
 import { hnm } from "./hnm_contrastive.ts";
+// The composites' combination: elementwise sums and one dot per row and expert, on the host.
+import { combine } from "../reference/combine.ts";
 
 /** The WebAssembly kernels. */
 export const wasmKernels: Kernels = hostKernels(
@@ -37,6 +39,7 @@ export const wasmKernels: Kernels = hostKernels(
     experts,
     hierarchical,
     hnm,
+    combine,
   },
   "wasm",
 );
