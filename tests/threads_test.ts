@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { init, type Losses } from "../mod.ts";
 import { alloc } from "../cpu.ts";
 import { pool } from "../src/wasm/pool.ts";
+import { useWasmVariant, wasmVariant } from "../src/wasm/runtime.ts";
 import { assertGradClose, assertLossClose, assertThrowsNamed, assertUnchanged, snapshot } from "./helpers/assert.ts";
 import { logSoftmaxOf, randomLabels, randomMatrix, randomProbabilities, Rng } from "./helpers/random.ts";
 
@@ -133,6 +134,25 @@ describe("WebAssembly threads", () => {
     assertGradClose(gw, want.grads.W.data, "dW in out");
     const host = await l.marginHead.valueAndGrad({ x, W, labels: hl });
     assertSame(gw.data, host.grads.W.data, "dW: in place as copied");
+  });
+
+  it("a runtime replaced under the pool (useWasmVariant) stops it: the next call runs right on one thread", async () => {
+    const [one, many] = await pair();
+    const want = await one.distillation.valueAndGrad({
+      student: logits,
+      teacher,
+      labels: labels.map((y) => Math.max(y, 0)),
+    });
+    await many();
+    useWasmVariant(wasmVariant()); // a fresh instance on a plain memory; the pool's workers hold the old one
+    const got = await one.distillation.valueAndGrad({
+      student: logits,
+      teacher,
+      labels: labels.map((y) => Math.max(y, 0)),
+    });
+    assert.equal(pool(), null);
+    assertSame(got, want, "distillation after the runtime changed");
+    assert.equal((await many()).threads, THREADS);
   });
 
   it("without shared memory init runs on one thread and says why", { skip: !isDeno && "needs Deno" }, () => {

@@ -14,8 +14,10 @@ import { Frame, NONE } from "./frame.ts";
 /** The experts family on the WebAssembly backend. */
 export function experts(p: ExpertsProblem): Raw {
   const { e, b, c } = p;
-  const ens = p.gating ? ensemble(p.gating, p.logits, b, c) : null;
   const f = new Frame();
+  // The host reads the logits and the gating for the ensemble: views of WebAssembly memory (alloc)
+  // that an earlier term's growth detached are taken again first (Runtime.pin).
+  const ens = p.gating ? ensemble(f.rt.pin(p.gating)(), p.logits.map((x) => f.rt.pin(x)()), b, c) : null;
   const z = p.logits.map((x) => f.input(x));
   const labels = f.input(p.labels), gamma = f.input(p.gamma), target = f.input(ens);
   const grads = p.grad ? p.logits.map((_, k) => f.output(p.outs[k]?.data ?? null, b * c)) : [];

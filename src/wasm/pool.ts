@@ -17,7 +17,7 @@
  * @module
  */
 import type { Exports } from "./generated.ts";
-import { type Runtime, runtime as runtimeNow, sharedRuntime } from "./runtime.ts";
+import { currentRuntime, type Runtime, sharedRuntime } from "./runtime.ts";
 
 /** Int32 slots of each worker's control block. */
 const SEQ = 0, DONE = 1, PTR = 2, LEN = 3, ERROR = 4;
@@ -177,8 +177,15 @@ export class Pool {
 
 let current: Pool | null = null;
 
-/** The pool in use, or null (one thread). */
+/**
+ * The pool in use, or null (one thread). A pool whose runtime was replaced since
+ * (`useWasmVariant`, `setWasmModule`) is stopped: its workers run the old memory.
+ */
 export function pool(): Pool | null {
+  if (current && current.rt !== currentRuntime()) {
+    current.close();
+    current = null;
+  }
   return current;
 }
 
@@ -222,7 +229,7 @@ async function workerKind(): Promise<((source: string) => AnyWorker) | string> {
  * that is fewer than asked, why.
  */
 export async function startThreads(threads: number): Promise<{ threads: number; why: string }> {
-  if (current && current.threads === threads && current.rt === runtimeNow()) {
+  if (pool()?.threads === threads && current) {
     current.active = threads;
     return { threads, why: "" };
   }

@@ -121,6 +121,11 @@ function validates(hex: string): boolean {
   }
 }
 
+/** The runtime of this process if one was instantiated, else null (instantiates nothing). */
+export function currentRuntime(): Runtime | null {
+  return current;
+}
+
 /** The one runtime of this process, instantiated on first use. */
 export function runtime(): Runtime {
   if (!current) {
@@ -162,6 +167,8 @@ export class Runtime {
   #used = new Map<number, number>();
   #arena = 0;
   #arenaSize = 0;
+  /** The largest arena placed so far. */
+  #arenaHigh = 0;
   #f32: Float32Array;
   /**
    * The address and length of every view of this memory handed out by `WasmMatrix.data`
@@ -289,13 +296,16 @@ export class Runtime {
    */
   arena(bytes: number): number {
     if (bytes > this.#arenaSize) {
-      const size = Math.ceil(bytes / ALIGN) * ALIGN;
+      // An arena lost to a failed placement comes back at the largest size it had (so the
+      // calls after an error lay memory out as before it, without growing it step by step).
+      const size = Math.ceil(Math.max(bytes, this.#arena ? 0 : this.#arenaHigh) / ALIGN) * ALIGN;
       // Freed first so that the new arena may reuse its place; if malloc then throws
       // (memory cannot grow), no arena is left behind, never a stale pointer to a free block.
       if (this.#arena) this.free(this.#arena);
       this.#arena = this.#arenaSize = 0;
       this.#arena = this.malloc(size);
       this.#arenaSize = size;
+      this.#arenaHigh = Math.max(this.#arenaHigh, size);
     }
     return this.#arena;
   }
