@@ -4,9 +4,10 @@
  * gradient chunks, and they are copied out while still in cache. Inputs and
  * outputs already in WebAssembly memory (see `alloc`) are used where they are.
  *
- * With a thread pool (src/wasm/pool.ts) and a problem large enough to pay for waking it,
- * the inputs are copied whole and the rows split into one run per thread: rows are
- * independent, so the result is bit-identical to one thread.
+ * With a thread pool (src/wasm/pool.ts), a problem whose inputs and outputs all live in
+ * WebAssembly memory (`alloc`) and large enough to pay for waking the workers has its
+ * rows split into one run per thread: rows are independent, so the result is
+ * bit-identical to one thread.
  *
  * @module
  */
@@ -67,14 +68,17 @@ export function streamRows(
   parallel = true,
 ): Float32Array[] {
   const p = parallel ? pool() : null;
-  const threads = p ? Math.min(p.active, Math.floor((n * c) / MIN_PER_THREAD)) : 1;
   // Addresses first: placing the arena may grow memory and detach views of it.
   const inAt = inputs.map((x) => rt.addressOf(x));
   const outAt = outs.map((m) => (m ? rt.addressOf(m.data) : -1));
   const copiesIn = inAt.filter((a) => a < 0).length;
   const ownOut = outAt.map((a, k) => a < 0 && !(inPlace && k === 0 && inAt[0] < 0));
   const buffers = copiesIn + ownOut.filter(Boolean).length;
-  const chunk = buffers === 0 || threads > 1 ? n : Math.min(n, Math.max(1, Math.floor(CHUNK_BYTES / (c * 4))));
+  // Threads split only a problem held wholly in WebAssembly memory: on ordinary arrays the one
+  // thread that may read them would copy them in and out whole, which costs more than a
+  // second core saves on a bandwidth-bound row loss (docs/SCALE.md: 0.88-0.94x on 2 threads).
+  const threads = p && buffers === 0 ? Math.min(p.active, Math.floor((n * c) / MIN_PER_THREAD)) : 1;
+  const chunk = buffers === 0 ? n : Math.min(n, Math.max(1, Math.floor(CHUNK_BYTES / (c * 4))));
   const inBuf = inAt.map((a) => (a < 0 ? lay.add(chunk * c * 4) : -1));
   const outBuf = outAt.map((_, k) => (ownOut[k] ? lay.add(chunk * c * 4) : k === 0 && outAt[0] < 0 ? inBuf[0] : -1));
   const base = rt.arena(lay.size);

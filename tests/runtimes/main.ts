@@ -107,8 +107,9 @@ describe("npm package", () => {
   }, async () => {
     copyFileSync(join(ROOT, "tests/runtimes/threads_check.mjs"), join(pkg.project, "threads_check.mjs"));
     const script =
-      'import { init } from "@softmargin/softmargin"; import { threadsCheck } from "./threads_check.mjs"; ' +
-      "console.log(JSON.stringify(await threadsCheck(init)));";
+      'import { init } from "@softmargin/softmargin"; import { alloc } from "@softmargin/softmargin/cpu"; ' +
+      'import { threadsCheck } from "./threads_check.mjs"; ' +
+      "console.log(JSON.stringify(await threadsCheck(init, alloc)));";
     writeFileSync(join(pkg.project, "threads_main.mjs"), script);
     for (const [name, cmd] of [["Node", ["node"]], ["Bun", BUN]] as const) {
       // The process must exit by itself: the workers are unreferenced.

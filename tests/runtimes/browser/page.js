@@ -55,8 +55,9 @@ async function noWasm() {
 /** The thread pool (threads_check.mjs, shared with the Node and Bun check). */
 async function threads() {
   const { init } = await import("../pkg/mod.js");
+  const { alloc } = await import("../pkg/cpu.js");
   const { threadsCheck } = await import("./threads_check.mjs");
-  return await threadsCheck(init);
+  return await threadsCheck(init, alloc);
 }
 
 try {
