@@ -20,6 +20,8 @@ import { hnm } from "./hnm_contrastive.ts";
 import { centerReg } from "./center_regularization.ts";
 import { hostKernels } from "../src/losses/mod.ts";
 import { referenceMetricKernels } from "../src/reference/mod.ts";
+import { referenceShardKernels } from "../src/reference/sharded.ts";
+import type { ShardKernels } from "../src/losses/sharded.ts";
 
 /** The WebGPU kernels of a context. */
 export function webgpuKernels(ctx: GpuContext): Kernels {
@@ -43,6 +45,12 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     diversity: (p) => diversity(ctx, p),
     hnm: (p) => hnm(ctx, p),
     centerReg: (p) => centerReg(ctx, p),
+    // The sharded losses' families run the float64 reference on host inputs (a shard's
+    // statistics and gradients are row passes over host data the caller all-reduces).
+    ...(hostKernels(
+      referenceShardKernels as unknown as Kernels,
+      "webgpu (sharded losses, host inputs only)",
+    ) as unknown as ShardKernels),
   };
 }
 

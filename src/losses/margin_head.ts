@@ -169,6 +169,43 @@ export interface HeadKind<O> {
   parse(o: O): { scale: number; target: Target; spec: TargetSpec };
 }
 
+/** Row i's `[||x_i||, ||W_y||, x_i . W_y]` with W's rows of class `first` on (the last two 0 without a label there). */
+export function labelStats(x: Float32Array, W: Float32Array, d: number, labels: Int32Array, first: number): RowStats {
+  return (i) => {
+    const y = labels[i] - first;
+    if (labels[i] < 0 || y < 0 || y >= W.length / d) return [norm(x, i * d, d), 0, 0];
+    let dot = 0;
+    for (let k = 0; k < d; k++) dot += x[i * d + k] * W[y * d + k];
+    return [norm(x, i * d, d), norm(W, y * d, d), dot];
+  };
+}
+
+/**
+ * Per row: ||x_i||, ||W_y|| and x_i . W_y (`stats`), then the label's logit and its
+ * derivatives `[N, 4]` (rows with a negative label, or whose label `owns` says is not
+ * here, are left 0).
+ */
+export function headTargets(
+  kind: { readonly normX: boolean; readonly normW: boolean },
+  fn: Target,
+  labels: Int32Array,
+  stats: RowStats,
+  owns: (row: number) => boolean = () => true,
+): { target: Float64Array; nx: Float64Array; nw: Float64Array } {
+  const n = labels.length;
+  const target = new Float64Array(4 * n), nx = new Float64Array(n), nw = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const [normX, normW, dot] = stats(i);
+    nx[i] = normX;
+    if (labels[i] < 0 || !owns(i)) continue;
+    nw[i] = normW;
+    const a = kind.normX ? 1 / Math.max(nx[i], 1e-12) : 1;
+    const b = kind.normW ? 1 / Math.max(nw[i], 1e-12) : 1;
+    target.set(fn(dot * a * b, nx[i], nw[i]), 4 * i);
+  }
+  return { target, nx, nw };
+}
+
 /** Defines an embedding head. */
 export function headLoss<O extends HeadOptions>(
   name: string,
@@ -196,30 +233,12 @@ export function headLoss<O extends HeadOptions>(
       }
       const { scale, target: fn, spec } = kind.parse(o);
       const reduction = v.reduction(o.reduction);
-      // Per row: ||x_i||, ||W_y|| and x_i . W_y, then the label's logit and its
-      // derivatives (for host inputs; the WebGPU kernels evaluate `spec` themselves).
-      const targetFrom = (stats: RowStats) => {
-        const target = new Float64Array(4 * n), nx = new Float64Array(n), nw = new Float64Array(n);
-        for (let i = 0; i < n; i++) {
-          const [normX, normW, dot] = stats(i);
-          nx[i] = normX;
-          if (labels[i] < 0) continue;
-          nw[i] = normW;
-          const a = kind.normX ? 1 / Math.max(nx[i], 1e-12) : 1;
-          const b = kind.normW ? 1 / Math.max(nw[i], 1e-12) : 1;
-          target.set(fn(dot * a * b, nx[i], nw[i]), 4 * i);
-        }
-        return { target, nx, nw };
-      };
       let count = 0;
       for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
-      const host = v.onDevice(x) || v.onDevice(W) ? null : targetFrom((i) => {
-        const y = labels[i];
-        if (y < 0) return [norm(x, i * d, d), 0, 0];
-        let dot = 0;
-        for (let k = 0; k < d; k++) dot += x[i * d + k] * W[y * d + k];
-        return [norm(x, i * d, d), norm(W, y * d, d), dot];
-      });
+      // (for host inputs; the WebGPU kernels evaluate `spec` themselves)
+      const host = v.onDevice(x) || v.onDevice(W)
+        ? null
+        : headTargets(kind, fn, labels, labelStats(x, W, d, labels, 0));
       const empty = new Float64Array(0);
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       return {
@@ -294,27 +313,32 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
 }
 
 /** The definition of `marginHead`: cos = normalize(x) normalize(W)^T, then the margin loss. */
-export const marginHead = headLoss<MarginHeadOptions>("marginHead", {
-  normX: true,
-  normW: true,
-  clamp: true,
-  // The options of the kind given (an option of another kind is refused, not ignored).
-  options: (o) => ["kind", "scale", "marginGrad", ...KINDS[marginKind(o)][2]],
-  parse(o) {
-    const { phi, scale } = marginPhi(o);
-    const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") ===
-      "constant";
-    return {
-      scale,
-      target: (u) => {
-        const x = Math.min(1, Math.max(-1, u));
-        const [value, slope] = phi(x);
-        return [scale * value, x === u ? scale * (constant ? 1 : slope) : 0, 0, 0];
-      },
-      spec: { kind: "margin", phi: phi.spec, constant },
-    };
-  },
-});
+export const marginHead = headLoss<MarginHeadOptions>("marginHead", marginHeadKind());
+
+/** How `marginHead` is built (shared with its class-sharded form). */
+export function marginHeadKind(): HeadKind<MarginHeadOptions> {
+  return {
+    normX: true,
+    normW: true,
+    clamp: true,
+    // The options of the kind given (an option of another kind is refused, not ignored).
+    options: (o) => ["kind", "scale", "marginGrad", ...KINDS[marginKind(o)][2]],
+    parse(o) {
+      const { phi, scale } = marginPhi(o);
+      const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") ===
+        "constant";
+      return {
+        scale,
+        target: (u) => {
+          const x = Math.min(1, Math.max(-1, u));
+          const [value, slope] = phi(x);
+          return [scale * value, x === u ? scale * (constant ? 1 : slope) : 0, 0, 0];
+        },
+        spec: { kind: "margin", phi: phi.spec, constant },
+      };
+    },
+  };
+}
 
 /**
  * `psi(theta) = (-1)^k cos(m theta) - 2k`, `k = floor(m theta / pi)` (a constant: no

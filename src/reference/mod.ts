@@ -20,12 +20,23 @@ import { centerReg } from "./center_regularization.ts";
 import { experts } from "./experts.ts";
 import { hierarchical } from "./hierarchical.ts";
 import { hnm } from "./hnm_contrastive.ts";
+import { referenceShardKernels } from "./sharded.ts";
 
 /** The float64 kernels of the metric-learning and mixture-of-experts families. */
 export const referenceMetricKernels = { center, contrastive, diversity, centerReg, experts, hierarchical, hnm };
 
 /** The reference kernels. */
 export const referenceKernels: Kernels = hostKernels(
-  { hardLabel, softTarget, klDiv, distill, topkHits, head, softmax: softmaxTransform, ...referenceMetricKernels },
+  {
+    hardLabel,
+    softTarget,
+    klDiv,
+    distill,
+    topkHits,
+    head,
+    softmax: softmaxTransform,
+    ...referenceMetricKernels,
+    ...referenceShardKernels,
+  },
   "js",
 );

@@ -19,6 +19,7 @@ import { centerReg } from "./center_regularization.ts";
 import { experts } from "./experts.ts";
 import { hierarchical } from "./hierarchical.ts";
 import { hnm } from "./hnm_contrastive.ts";
+import { wasmShardKernels } from "./sharded.ts";
 
 /** The WebAssembly kernels. */
 export const wasmKernels: Kernels = hostKernels(
@@ -37,6 +38,7 @@ export const wasmKernels: Kernels = hostKernels(
     experts,
     hierarchical,
     hnm,
+    ...wasmShardKernels,
   },
   "wasm",
 );
