@@ -117,8 +117,10 @@ for (let step = 0; step < STEPS; step++) {
   >[];
   bytes += P * N * D * 4;
   const loss = parts.reduce((s, r) => s + r.loss, 0);
-  const gx = new Float32Array(N * D);
-  for (const r of parts) for (let j = 0; j < gx.length; j++) gx[j] += r.gx[j];
+  // (summed in float64: the shares partly cancel)
+  const sum64 = new Float64Array(N * D);
+  for (const r of parts) for (let j = 0; j < sum64.length; j++) sum64[j] += r.gx[j];
+  const gx = Float32Array.from(sum64);
   if (check) {
     // The same step unsharded, on the whole W.
     const want = wasm.marginHead.valueAndGrad(
