@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { checkCall } from "../loss.ts";
+import { checkCall, then } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Upstream } from "../types.ts";
 import type { CrossEntropyGrads, CrossEntropyInputs } from "./cross_entropy.ts";
 import type { MarginGrads, MarginInputs } from "./margin.ts";
@@ -200,10 +200,12 @@ export interface HeadShardProblem {
 
 /** The sharded losses' kernels: what a backend implements for them. */
 export interface ShardKernels {
-  logitShardStats(p: LogitShardProblem): LogitShardStats;
-  logitShardGrads(p: LogitShardGradProblem): Float32Array;
-  headShardStats(p: HeadShardProblem): HeadStats;
-  headShardGrads(p: HeadShardProblem): { x: Float32Array; W: Float32Array };
+  logitShardStats(p: LogitShardProblem): LogitShardStats | Promise<LogitShardStats>;
+  logitShardGrads(p: LogitShardGradProblem): Float32Array | Promise<Float32Array>;
+  headShardStats(p: HeadShardProblem): HeadStats | Promise<HeadStats>;
+  headShardGrads(
+    p: HeadShardProblem,
+  ): { x: Float32Array; W: Float32Array } | Promise<{ x: Float32Array; W: Float32Array }>;
 }
 
 /** A shard's view of its input: the shard's size Cs and its checked offset / class count. */
@@ -235,10 +237,14 @@ interface ShardDef {
   readonly name: string;
   readonly inputs: readonly string[];
   readonly options: readonly string[] | ((o: unknown) => readonly string[]);
-  stats(inputs: never, o: never, k: ShardKernels): ShardStats;
-  finish(inputs: never, stats: ShardStats, o: never, upstream: Upstream | undefined, k: ShardKernels): ShardResult<
-    unknown
-  >;
+  stats(inputs: never, o: never, k: ShardKernels): ShardStats | Promise<ShardStats>;
+  finish(
+    inputs: never,
+    stats: ShardStats,
+    o: never,
+    upstream: Upstream | undefined,
+    k: ShardKernels,
+  ): ShardResult<unknown> | Promise<ShardResult<unknown>>;
 }
 
 /** A checked logit shard: its problem, and what the host needs to finish it. */
@@ -305,12 +311,13 @@ function logitShardDef(def: "crossEntropy" | MarginDef<MarginOptions>): ShardDef
     options: [...(base.options as readonly string[]), ...SHARD_KEYS],
     stats(inputs, options, k) {
       const s = logitShard(def, inputs, options);
-      const r = k.logitShardStats(s.problem);
       const target = Float64Array.from({ length: s.problem.n }, (_, i) => s.problem.target[2 * i]);
-      if (!s.problem.smoothing) return { max: r.max, sum: r.sum, target };
-      let weightSum = 0;
-      for (let j = 0; j < s.problem.c; j++) weightSum += s.problem.weight ? s.problem.weight[j] : 1;
-      return { max: r.max, sum: r.sum, target, below: r.below as Float64Array, weightSum };
+      return then(k.logitShardStats(s.problem), (r): ShardStats => {
+        if (!s.problem.smoothing) return { max: r.max, sum: r.sum, target };
+        let weightSum = 0;
+        for (let j = 0; j < s.problem.c; j++) weightSum += s.problem.weight ? s.problem.weight[j] : 1;
+        return { max: r.max, sum: r.sum, target, below: r.below as Float64Array, weightSum };
+      });
     },
     finish(inputs, stats, options, upstream, k) {
       const s = logitShard(def, inputs, options);
@@ -338,8 +345,10 @@ function logitShardDef(def: "crossEntropy" | MarginDef<MarginOptions>): ShardDef
         U[i] = scales[i] * epsC;
         G[i] = scales[i] * (epsC * W * (1 - om) - (1 - eps) * wy * om - epsC * wy) * own[2 * i + 1];
       }
-      const grad = k.logitShardGrads({ ...s.problem, max: stats.max, A, U, G, out: null });
-      return { loss: v.reduce(rows, s.reduction, s.denominator), grads: { [s.key]: { data: grad, shape: [n, c] } } };
+      return then(k.logitShardGrads({ ...s.problem, max: stats.max, A, U, G, out: null }), (grad) => ({
+        loss: v.reduce(rows, s.reduction, s.denominator),
+        grads: { [s.key]: { data: grad, shape: [n, c] } },
+      }));
     },
   };
 }
@@ -403,9 +412,8 @@ const marginHeadShard: ShardDef = {
   options: (opts) => [...(marginHead.options as (x: unknown) => readonly string[])(opts), ...SHARD_KEYS],
   stats(inputs, options, k) {
     const { p, offset, owns } = headShard(inputs, options, false);
-    const s = k.headShardStats({ p, first: offset });
     const target = Float64Array.from({ length: p.n }, (_, i) => (owns(i) ? p.target[4 * i] : 0));
-    return { max: s.max, sum: s.sum, target };
+    return then(k.headShardStats({ p, first: offset }), (s) => ({ max: s.max, sum: s.sum, target }));
   },
   finish(inputs, stats, options, upstream, k) {
     const { p, offset, owns } = headShard(inputs, options, true, upstream);
@@ -413,12 +421,11 @@ const marginHeadShard: ShardDef = {
     const t4 = p.target.slice();
     for (let i = 0; i < p.n; i++) t4[4 * i] = stats.target[i];
     const terms = headRowTerms(t4, p.labels, stats);
-    const g = k.headShardGrads({ p, first: offset, stats, terms });
     const rows = terms.rows.map((r, i) => (owns(i) ? r : 0));
-    return {
+    return then(k.headShardGrads({ p, first: offset, stats, terms }), (g) => ({
       loss: v.reduce(rows, p.reduction, p.denominator),
       grads: { x: { data: g.x, shape: [p.n, p.d] }, W: { data: g.W, shape: [p.c, p.d] } },
-    };
+    }));
   },
 };
 
