@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { LossDef, Prepared } from "../loss.ts";
+import type { LossDef, Prepared, Raw } from "../loss.ts";
 import { result } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
@@ -135,6 +135,35 @@ export function headRowTerms(target: Float64Array, labels: Int32Array, stats: He
     [rows[i], lse[i], om[i]] = labelTerms(target[4 * i], stats.max[i], stats.sum[i]);
   }
   return { rows, lse, om };
+}
+
+/**
+ * A backend's head in two phases over a range of classes (the rows of `W`, a slice of the
+ * head's W whose first class is `first`): `stats`, per row the online (max, non-label sum)
+ * over the range; `grads`, given every class's merged statistics and their row terms, the
+ * range's rows of dW and its share of dx (into `outX` / `outW` when given).
+ */
+export interface HeadPhases {
+  stats(p: HeadProblem, W: Float32Array, first: number): HeadStats;
+  grads(
+    p: HeadProblem,
+    W: Float32Array,
+    first: number,
+    stats: HeadStats,
+    terms: HeadRowTerms,
+    outX?: Float32Array | null,
+    outW?: Float32Array | null,
+  ): { x: Float32Array; W: Float32Array };
+}
+
+/** The head kernel from its two phases: both over every class, the row terms in between. */
+export function headOf(phases: HeadPhases): (p: HeadProblem) => Raw {
+  return (p) => {
+    const stats = phases.stats(p, p.W, 0);
+    const terms = headRowTerms(p.target, p.labels, stats);
+    if (!p.grad) return { rows: [terms.rows], grads: {} };
+    return { rows: [terms.rows], grads: phases.grads(p, p.W, 0, stats, terms, p.outX?.data, p.outW?.data) };
+  };
 }
 
 /** L2 norm of `len` floats at `off`, in float64. */

@@ -28,6 +28,7 @@ import { cosface, type CosfaceOptions } from "./cosface.ts";
 import { crossEntropy, type CrossEntropyOptions } from "./cross_entropy.ts";
 import { labelTargets, type MarginDef, type MarginOptions } from "./margin.ts";
 import {
+  type HeadPhases,
   type HeadProblem,
   type HeadRowTerms,
   headRowTerms,
@@ -206,6 +207,14 @@ export interface ShardKernels {
   headShardGrads(
     p: HeadShardProblem,
   ): { x: Float32Array; W: Float32Array } | Promise<{ x: Float32Array; W: Float32Array }>;
+}
+
+/** A head shard's kernels from a backend's two head phases (over the shard's rows of W). */
+export function headShardKernels(phases: HeadPhases): Pick<ShardKernels, "headShardStats" | "headShardGrads"> {
+  return {
+    headShardStats: (q) => phases.stats(q.p, q.p.W, q.first),
+    headShardGrads: (q) => phases.grads(q.p, q.p.W, q.first, q.stats!, q.terms!),
+  };
 }
 
 /** A shard's view of its input: the shard's size Cs and its checked offset / class count. */

@@ -5,13 +5,8 @@
  *
  * @module
  */
-import type {
-  HeadShardProblem,
-  LogitShardGradProblem,
-  LogitShardProblem,
-  LogitShardStats,
-  ShardKernels,
-} from "../losses/sharded.ts";
+import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKernels } from "../losses/sharded.ts";
+import { headShardKernels } from "../losses/sharded.ts";
 import { headGrads, headStats } from "./margin_head.ts";
 
 /** Row i's logits z_j = scale * clamp?(x_j) (the label's: its target) and dz_j / dx_j. */
@@ -71,6 +66,5 @@ export function logitShardGrads(p: LogitShardGradProblem): Float32Array {
 export const referenceShardKernels: ShardKernels = {
   logitShardStats,
   logitShardGrads,
-  headShardStats: (q: HeadShardProblem) => headStats(q.p, q.p.W, q.first),
-  headShardGrads: (q: HeadShardProblem) => headGrads(q.p, q.p.W, q.first, q.stats!, q.terms!),
+  ...headShardKernels({ stats: headStats, grads: headGrads }),
 };

@@ -21,9 +21,9 @@
  */
 import type { Raw } from "../loss.ts";
 import {
+  headOf,
   type HeadProblem,
   type HeadRowTerms,
-  headRowTerms,
   type HeadStats,
   maxNorm,
   norm,
@@ -296,9 +296,4 @@ export function headGrads(
 }
 
 /** Row losses and gradients of an embedding head on the WebAssembly backend: both phases over every class. */
-export function head(p: HeadProblem): Raw {
-  const stats = headStats(p, p.W, 0);
-  const terms = headRowTerms(p.target, p.labels, stats);
-  if (!p.grad) return { rows: [terms.rows], grads: {} };
-  return { rows: [terms.rows], grads: headGrads(p, p.W, 0, stats, terms, p.outX?.data, p.outW?.data) };
-}
+export const head: (p: HeadProblem) => Raw = headOf({ stats: headStats, grads: headGrads });

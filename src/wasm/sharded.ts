@@ -5,13 +5,8 @@
  *
  * @module
  */
-import type {
-  HeadShardProblem,
-  LogitShardGradProblem,
-  LogitShardProblem,
-  LogitShardStats,
-  ShardKernels,
-} from "../losses/sharded.ts";
+import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKernels } from "../losses/sharded.ts";
+import { headShardKernels } from "../losses/sharded.ts";
 import { headGrads, headStats } from "./margin_head.ts";
 import { Layout, runtime } from "./runtime.ts";
 
@@ -96,6 +91,5 @@ export function logitShardGrads(p: LogitShardGradProblem): Float32Array {
 export const wasmShardKernels: ShardKernels = {
   logitShardStats,
   logitShardGrads,
-  headShardStats: (q: HeadShardProblem) => headStats(q.p, q.p.W, q.first),
-  headShardGrads: (q: HeadShardProblem) => headGrads(q.p, q.p.W, q.first, q.stats!, q.terms!),
+  ...headShardKernels({ stats: headStats, grads: headGrads }),
 };
