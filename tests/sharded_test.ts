@@ -244,6 +244,31 @@ describe("sharded losses equal the unsharded ones (P = 1..8 uneven shards)", () 
   }
 });
 
+describe("sharded losses: shards longer than a chunk of rows (streamed through WebAssembly memory)", () => {
+  for (const b of backends) {
+    it(b.name, async () => {
+      const rng = new Rng(2024);
+      const n = 70, c = 3001; // the wasm kernels take ~10 rows of 3000 classes per chunk
+      const sizes = [1200, 1, 1800];
+      const labels = spreadLabels(rng, n, sizes);
+      const cases: [string, Any, Any][] = [
+        ["crossEntropy", { logits: randomMatrix(rng, n, c, 4), labels }, {
+          labelSmoothing: 0.1,
+          weight: Float32Array.from({ length: c }, () => rng.uniform(0.5, 1.5)),
+        }],
+        ["arcface", { cos: cosines(rng, n, c), labels }, { scale: 32, reduction: "sum" }],
+      ];
+      for (const [name, inputs, options] of cases) {
+        const got = await runSharded(b, name, inputs, options, sizes);
+        for (const o of oracles(b)) {
+          const want = await (o.backend.losses as Any)[name].valueAndGrad(inputs, options);
+          assertMatches(got, want, `${name} vs ${o.backend.name}`, o.tol);
+        }
+      }
+    });
+  }
+});
+
 /** The fixture files of the sharded losses. */
 const FIXTURES: Record<string, string> = {
   crossEntropy: "cross_entropy.json",
