@@ -8,7 +8,7 @@
 // sharded losses meet the SPEC bound against PyTorch itself.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { mergeShardStats, type ShardStats } from "../cpu.ts";
+import { alloc, mergeShardStats, type ShardStats, wasm } from "../cpu.ts";
 import { assertGradClose, assertLossClose, assertThrowsNamed, assertUnchanged, snapshot } from "./helpers/assert.ts";
 import { type Backend, backends, reference } from "./helpers/backends.ts";
 import { type FixtureCase, loadFixtures } from "./helpers/fixtures.ts";
@@ -267,6 +267,43 @@ describe("sharded losses: shards longer than a chunk of rows (streamed through W
       }
     });
   }
+});
+
+describe("sharded losses on WebAssembly-resident inputs (alloc)", () => {
+  it("give what host inputs give, and the inputs are left as they were", () => {
+    const rng = new Rng(31);
+    const [n, cs, d] = [5, 40, 6];
+    const logits = randomMatrix(rng, n, cs, 2), x = randomMatrix(rng, n, d, 1), W = randomMatrix(rng, cs, d, 1);
+    const labels = [0, 50, 39, -100, 3];
+    const placed = [alloc([n, cs]), alloc([n, d]), alloc([cs, d])];
+    placed[0].data.set(logits.data);
+    placed[1].data.set(x.data);
+    placed[2].data.set(W.data);
+    try {
+      const ce = { offset: 0, classes: 60, labelSmoothing: 0.1 };
+      const host = wasm.sharded.crossEntropy.stats({ logits, labels }, ce);
+      const inMemory = wasm.sharded.crossEntropy.stats({ logits: placed[0], labels }, ce);
+      assert.deepEqual(inMemory, host);
+      const merged = mergeShardStats([host]);
+      const a = wasm.sharded.crossEntropy.finish({ logits, labels }, merged, ce);
+      const b = wasm.sharded.crossEntropy.finish({ logits: placed[0], labels }, merged, ce);
+      assert.equal(b.loss, a.loss);
+      assert.deepEqual(b.grads.logits.data, a.grads.logits.data);
+      const mh = { kind: "cosface" as const, scale: 30, offset: 0, classes: 60 };
+      const hs = wasm.sharded.marginHead.stats({ x, W, labels }, mh);
+      assert.deepEqual(wasm.sharded.marginHead.stats({ x: placed[1], W: placed[2], labels }, mh), hs);
+      const hm = mergeShardStats([hs]);
+      const ha = wasm.sharded.marginHead.finish({ x, W, labels }, hm, mh);
+      const hb = wasm.sharded.marginHead.finish({ x: placed[1], W: placed[2], labels }, hm, mh);
+      assert.equal(hb.loss, ha.loss);
+      assert.deepEqual(hb.grads.x.data, ha.grads.x.data);
+      assert.deepEqual(hb.grads.W.data, ha.grads.W.data);
+      assert.deepEqual(placed[0].data, logits.data);
+      assert.deepEqual(placed[2].data, W.data);
+    } finally {
+      placed.forEach((m) => m.free());
+    }
+  });
 });
 
 /** The fixture files of the sharded losses. */
