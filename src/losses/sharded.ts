@@ -448,8 +448,8 @@ export const shardedDefinitions = {
   marginHead: marginHeadShard,
 };
 
-/** A sharded loss's methods: synchronous (the CPU backends) or returning Promises. */
-type Result<W extends "sync" | "async", T> = W extends "sync" ? T : Promise<T>;
+/** What a sharded loss's method returns: `T` on the CPU backends (`"sync"`), a Promise of it on `init()`'s. */
+export type ShardedReturn<W extends "sync" | "async", T> = W extends "sync" ? T : Promise<T>;
 
 /**
  * A loss split over shards of classes: `stats` on each shard, an all-reduce of the
@@ -458,16 +458,21 @@ type Result<W extends "sync" | "async", T> = W extends "sync" ? T : Promise<T>;
  */
 export interface ShardedLoss<W extends "sync" | "async", I, O, G> {
   /** The shard's per-row statistics of its classes (the inputs hold the shard's columns / rows of W). */
-  stats(inputs: I, options: O & ShardOptions): Result<W, ShardStats>;
+  stats(inputs: I, options: O & ShardOptions): ShardedReturn<W, ShardStats>;
   /**
    * The shard's share of the loss and its gradients, from every shard's merged statistics;
    * `upstream` as `backward` (a number, or one value per row for `reduction: "none"`).
    */
-  finish(inputs: I, stats: ShardStats, options: O & ShardOptions, upstream?: Upstream): Result<W, ShardResult<G>>;
+  finish(
+    inputs: I,
+    stats: ShardStats,
+    options: O & ShardOptions,
+    upstream?: Upstream,
+  ): ShardedReturn<W, ShardResult<G>>;
 }
 
-/** The options of a sharded loss: the loss's own without `out`. */
-type Own<O> = Omit<O, "out" | keyof CommonOptions> & Pick<CommonOptions, "checkFinite">;
+/** The options of a sharded loss besides `offset` and `classes`: the loss's own without `out`. */
+export type ShardedOptions<O> = Omit<O, "out" | keyof CommonOptions> & Pick<CommonOptions, "checkFinite">;
 
 /**
  * The class-sharded losses of a backend (`losses.sharded`); see docs/SHARDING.md.
@@ -490,21 +495,21 @@ type Own<O> = Omit<O, "out" | keyof CommonOptions> & Pick<CommonOptions, "checkF
  */
 export interface ShardedSet<W extends "sync" | "async"> {
   /** `crossEntropy` over shards of the logits `[N, Cs]`: `weight` (the whole `[C]`), `ignoreIndex`, `labelSmoothing`, `reduction`; gradient `logits [N, Cs]`. */
-  crossEntropy: ShardedLoss<W, CrossEntropyInputs, Own<CrossEntropyOptions>, CrossEntropyGrads>;
+  crossEntropy: ShardedLoss<W, CrossEntropyInputs, ShardedOptions<CrossEntropyOptions>, CrossEntropyGrads>;
   /** `arcface` over shards of the cosines `[N, Cs]`; gradient `cos [N, Cs]`. */
-  arcface: ShardedLoss<W, MarginInputs, Own<ArcfaceOptions>, MarginGrads>;
+  arcface: ShardedLoss<W, MarginInputs, ShardedOptions<ArcfaceOptions>, MarginGrads>;
   /** `cosface` over shards of the cosines. */
-  cosface: ShardedLoss<W, MarginInputs, Own<CosfaceOptions>, MarginGrads>;
+  cosface: ShardedLoss<W, MarginInputs, ShardedOptions<CosfaceOptions>, MarginGrads>;
   /** `normface` over shards of the cosines. */
-  normface: ShardedLoss<W, MarginInputs, Own<NormfaceOptions>, MarginGrads>;
+  normface: ShardedLoss<W, MarginInputs, ShardedOptions<NormfaceOptions>, MarginGrads>;
   /** `combinedMargin` over shards of the cosines. */
-  combinedMargin: ShardedLoss<W, MarginInputs, Own<CombinedMarginOptions>, MarginGrads>;
+  combinedMargin: ShardedLoss<W, MarginInputs, ShardedOptions<CombinedMarginOptions>, MarginGrads>;
   /**
    * `marginHead` over shards of W (`[Cs, D]`, the shard's classes), x `[N, D]` replicated:
    * gradients `W [Cs, D]` and the shard's share of `x [N, D]` (sum the shards' shares: an
    * all-reduce of N x D floats).
    */
-  marginHead: ShardedLoss<W, HeadInputs, Own<MarginHeadOptions>, HeadGrads>;
+  marginHead: ShardedLoss<W, HeadInputs, ShardedOptions<MarginHeadOptions>, HeadGrads>;
 }
 
 /** Binds the sharded losses to a backend's kernels (methods return Promises with `async`). */
