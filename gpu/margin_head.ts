@@ -24,10 +24,10 @@
  * W (with b and dW) is bound in windows of classes when it exceeds one storage binding.
  *
  * As the CPU heads, the call is two phases over one layout (`openHead`): `encodeStats`
- * (steps 1 and 2 up to `combine`: per row the reference r_i and the non-label sum S_i in
- * `comb`) and `encodeGrads` (`finish` from `comb`, then steps 3 and 4), recorded into one
- * pass. Unlike the CPU phases they run over the whole of W (the kernels' windows of
- * classes are the place a range of classes would go).
+ * (`encodeRows`, steps 1, and `encodeTiles`, step 2 up to `combine`: per row the reference
+ * r_i and the non-label sum S_i in `comb`) and `encodeGrads` (`finish` from `comb`, then
+ * steps 3 and 4), recorded into one pass. A shard of classes (gpu/sharded.ts) runs them
+ * over its rows of W with local labels, and puts the merged statistics in between.
  *
  * Heads whose logits can be large (x not normalised and max ||x|| (max ||W_j||) > 256,
  * as the CPU's "precise" mode) take the logits' dot products in double-float32; the
@@ -51,7 +51,7 @@ const TILE = 64;
  * Checks a head's problem against the device's limits and lays out the call: its buffers
  * (temporaries go to `keep`), pipelines and dispatcher, shared by the two phases.
  */
-async function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) => GPUBuffer) {
+export async function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) => GPUBuffer) {
   const { n, c, d } = p;
   await ctx.checkFinite(p.x, p.W);
   const resident = onDevice(p.x) || onDevice(p.W);
@@ -165,14 +165,16 @@ async function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =>
     pipes("margin_head_mm", MM, ["dx", "dw"]),
   ]);
 
-  // Rows by label (CSR) for fin_w's label terms.
+  // Rows by label (CSR) for fin_w's label terms (a label of no class here, as a shard's
+  // label on another shard, has none).
+  const here = (i: number) => p.labels[i] >= 0 && p.labels[i] < c;
   const nLab = new Uint32Array(c + 1);
-  for (let i = 0; i < n; i++) if (p.labels[i] >= 0) nLab[p.labels[i] + 1]++;
+  for (let i = 0; i < n; i++) if (here(i)) nLab[p.labels[i] + 1]++;
   for (let j = 0; j < c; j++) nLab[j + 1] += nLab[j];
   const csr = new Uint32Array(c + 1 + n);
   csr.set(nLab);
   const fill = nLab.slice(0, c);
-  for (let i = 0; i < n; i++) if (p.labels[i] >= 0) csr[c + 1 + fill[p.labels[i]]++] = i;
+  for (let i = 0; i < n; i++) if (here(i)) csr[c + 1 + fill[p.labels[i]]++] = i;
   const csrB = bind(keep(ctx.upload(csr)), csr.byteLength);
 
   const outBuffer = (out: typeof p.outX, rows: number) => {
@@ -201,6 +203,8 @@ async function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =>
     classTiles,
     wins,
     windows,
+    rowV,
+    rowBytes,
     groups,
     flags,
     gated,
@@ -246,15 +250,21 @@ async function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =>
 }
 
 /** One head call on the GPU, laid out by {@linkcode openHead}. */
-type HeadSession = Awaited<ReturnType<typeof openHead>>;
+export type HeadSession = Awaited<ReturnType<typeof openHead>>;
 
 /**
- * Phase 1 over the head's classes: per class b_j, per row W_y and the label's terms, then
- * each (row, class tile)'s (max, sum-exp) over the non-label classes and, per row, their
- * combination: the reference r_i and S_i = sum_{j != y} e^(z_ij - r_i) in `comb` [N, 2].
+ * Phase 1 over the head's classes: {@linkcode encodeRows}, then each (row, class tile)'s
+ * (max, sum-exp) over the non-label classes and, per row, their combination: the
+ * reference r_i and S_i = sum_{j != y} e^(z_ij - r_i) in `comb` [N, 2].
  */
-function encodeStats(s: HeadSession, pass: GPUComputePassEncoder): void {
-  const { n, wins, groups, dispatch, xB, wyB, labelsB, rowVB, partsB, combB, wWin, bWin } = s;
+export function encodeStats(s: HeadSession, pass: GPUComputePassEncoder): void {
+  encodeRows(s, pass);
+  encodeTiles(s, pass);
+}
+
+/** Per class b_j, per row W_y (`wy`, cleared first) and the label's terms in `rowV`. */
+export function encodeRows(s: HeadSession, pass: GPUComputePassEncoder): void {
+  const { n, wins, groups, dispatch, xB, wyB, labelsB, rowVB, wWin, bWin } = s;
   // Per class b_j (and ||W_j||); per row its label's row of W (Wy), then the label's
   // terms and (gated) the norms' bound.
   for (const { j0, cols } of wins) {
@@ -268,7 +278,11 @@ function encodeStats(s: HeadSession, pass: GPUComputePassEncoder): void {
       dispatch(pass, s.bound, { g_off: j0, k: cols }, [null, null, null, null, null, bWin(j0, cols), rowVB, null], 1);
     }
   }
-  // Tile partials, then per row (r_i, S_i).
+}
+
+/** The tile partials, then per row (r_i, S_i) into `comb`. */
+export function encodeTiles(s: HeadSession, pass: GPUComputePassEncoder): void {
+  const { n, wins, groups, dispatch, xB, labelsB, rowVB, partsB, combB, wWin, bWin } = s;
   for (const { j0, cols } of wins) {
     const params = { g_off: j0, k: cols, b_off: j0 / TILE, rs_out: s.classTiles };
     const res = [xB, wWin(j0, cols), labelsB, rowVB, bWin(j0, cols), partsB];
@@ -282,7 +296,7 @@ function encodeStats(s: HeadSession, pass: GPUComputePassEncoder): void {
  * per-row values, then per chunk of classes du and its products into dX and dW, and the
  * gradients through the normalisations.
  */
-function encodeGrads(s: HeadSession, pass: GPUComputePassEncoder): void {
+export function encodeGrads(s: HeadSession, pass: GPUComputePassEncoder): void {
   const { n, d, groups, dispatch, xB, wyB, labelsB, rowVB, combB, scalesB, lossesB, wWin, bWin, flags } = s;
   dispatch(pass, s.finish, {}, [null, null, labelsB, scalesB, combB, null, rowVB, lossesB], groups(n));
   const { dX, dW, dXlo, du } = s;

@@ -22,6 +22,7 @@ import { hostKernels } from "../src/losses/mod.ts";
 import { referenceMetricKernels } from "../src/reference/mod.ts";
 import { referenceShardKernels } from "../src/reference/sharded.ts";
 import type { ShardKernels } from "../src/losses/sharded.ts";
+import { headShardGrads, headShardStats } from "./sharded.ts";
 
 /** The WebGPU kernels of a context. */
 export function webgpuKernels(ctx: GpuContext): Kernels {
@@ -45,12 +46,15 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     diversity: (p) => diversity(ctx, p),
     hnm: (p) => hnm(ctx, p),
     centerReg: (p) => centerReg(ctx, p),
-    // The sharded losses' families run the float64 reference on host inputs (a shard's
-    // statistics and gradients are row passes over host data the caller all-reduces).
+    // The logit shards run the float64 reference on host inputs (a shard's statistics and
+    // gradient are row passes over host data the caller all-reduces); the head shards the
+    // GPU head's two phases (gpu/sharded.ts).
     ...(hostKernels(
       referenceShardKernels as unknown as Kernels,
       "webgpu (sharded losses, host inputs only)",
     ) as unknown as ShardKernels),
+    headShardStats: (q) => headShardStats(ctx, q),
+    headShardGrads: (q) => headShardGrads(ctx, q),
   };
 }
 

@@ -197,6 +197,8 @@ export interface HeadShardProblem {
   readonly first: number;
   readonly stats?: HeadStats;
   readonly terms?: HeadRowTerms;
+  /** (finish) Every row's label logit, from the merged statistics. */
+  readonly target?: Float64Array;
 }
 
 /** The sharded losses' kernels: what a backend implements for them. */
@@ -431,7 +433,7 @@ const marginHeadShard: ShardDef = {
     for (let i = 0; i < p.n; i++) t4[4 * i] = stats.target[i];
     const terms = headRowTerms(t4, p.labels, stats);
     const rows = terms.rows.map((r, i) => (owns(i) ? r : 0));
-    return then(k.headShardGrads({ p, first: offset, stats, terms }), (g) => ({
+    return then(k.headShardGrads({ p, first: offset, stats, terms, target: stats.target }), (g) => ({
       loss: v.reduce(rows, p.reduction, p.denominator),
       grads: { x: { data: g.x, shape: [p.n, p.d] }, W: { data: g.W, shape: [p.c, p.d] } },
     }));
