@@ -19,6 +19,16 @@ import { wasmKernels } from "./src/wasm/mod.ts";
 
 export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
 export * from "./src/schedules.ts";
+export { mergeShardStats } from "./src/losses/sharded.ts";
+export type {
+  ShardedLoss,
+  ShardedOptions,
+  ShardedReturn,
+  ShardedSet,
+  ShardOptions,
+  ShardResult,
+  ShardStats,
+} from "./src/losses/sharded.ts";
 export * from "./src/state.ts";
 export type { SyncLosses } from "./src/losses/mod.ts";
 export * from "./src/types.ts";

@@ -16,6 +16,7 @@ export { center_reg_prep, center_reg } from "./center_regularization";
 export { experts_ce, experts_main } from "./experts";
 export { hierarchical } from "./hierarchical";
 export { hnm_prep, hnm_rows, hnm_grad } from "./hnm_contrastive";
+export { shard_stats, shard_grads } from "./sharded";
 
 /** Copies n bytes from src to dst (memory.copy): the stream bound of the benchmarks. */
 export function copy_bytes(dst: usize, src: usize, n: usize): void {

@@ -34,6 +34,10 @@ const planners: Planners = {
   centerReg: planCenterReg,
   combine: planCombine,
 } as Planners;
+import { hostKernels } from "../src/losses/mod.ts";
+import { referenceShardKernels } from "../src/reference/sharded.ts";
+import type { ShardKernels } from "../src/losses/sharded.ts";
+import { headShardGrads, headShardStats } from "./sharded.ts";
 
 /** The WebGPU kernels of a context. */
 export function webgpuKernels(ctx: GpuContext): Kernels {
@@ -53,6 +57,15 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     centerReg: (p) => centerReg(ctx, p),
     experts: (p) => experts(ctx, p),
     combine: (p) => combine(ctx, p),
+    // The logit shards run the float64 reference on host inputs (a shard's statistics and
+    // gradient are row passes over host data the caller all-reduces); the head shards the
+    // GPU head's two phases (gpu/sharded.ts).
+    ...(hostKernels(
+      referenceShardKernels as unknown as Kernels,
+      "webgpu (sharded losses, host inputs only)",
+    ) as unknown as ShardKernels),
+    headShardStats: (q) => headShardStats(ctx, q),
+    headShardGrads: (q) => headShardGrads(ctx, q),
   };
   const inOrder = sequential(kernels);
   return {

@@ -21,6 +21,8 @@
  * | `hierarchical` | coarse CE + CE over the true group      | hierarchical (and physMoe)                                      |
  * | `hnm`       | prototype cosines, hard negatives          | hnmContrastive                                                  |
  * | `combine`   | sums of terms' gradients, a gated VJP      | (physMoe's combination of its terms' gradients)                 |
+ * | `logitShardStats`, `logitShardGrads` | a shard of classes of the fused softmax | `sharded.crossEntropy` and the margin losses |
+ * | `headShardStats`, `headShardGrads` | the head's two phases on a shard of W | `sharded.marginHead`                         |
  *
  * A composite (`physMoe`) has no family of its own: its terms run on the families
  * above, the `combine` term last, through `composite`: in order on the CPU
@@ -45,9 +47,10 @@ import type { CenterRegProblem } from "./losses/center_regularization.ts";
 import type { ExpertsProblem } from "./losses/experts.ts";
 import type { HierarchicalProblem } from "./losses/hierarchical.ts";
 import type { HnmProblem } from "./losses/hnm_contrastive.ts";
+import type { ShardKernels } from "./losses/sharded.ts";
 
-/** One kernel per family: what a backend implements. */
-export interface Kernels {
+/** One kernel per family: what a backend implements (the sharded losses' families included). */
+export interface Kernels extends ShardKernels {
   hardLabel: Kernel<HardLabelProblem>;
   softTarget: Kernel<PairProblem>;
   klDiv: Kernel<KlProblem>;

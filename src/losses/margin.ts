@@ -83,6 +83,42 @@ export interface MarginTarget {
 }
 
 /**
+ * Per row: the label's logit `s * phi(cos_y)` and its derivative w.r.t. `cos_y` (0 when
+ * `cos_y` was outside [-1, 1]: the clamp passes no gradient), `[N, 2]` float64; rows
+ * with a negative label (ignored, or a label another shard holds) are left 0.
+ */
+export function labelTargets(
+  labels: Int32Array,
+  phi: Phi,
+  scale: number,
+  constant: boolean,
+  labelCos: (row: number) => number,
+): Float64Array {
+  const n = labels.length, target = new Float64Array(2 * n);
+  for (let i = 0; i < n; i++) {
+    if (labels[i] < 0) continue;
+    const raw = labelCos(i);
+    const x = Math.min(1, Math.max(-1, raw));
+    const [value, slope] = phi(x);
+    target[2 * i] = scale * value;
+    target[2 * i + 1] = x === raw || Number.isNaN(raw) ? scale * (constant ? 1 : slope) : 0;
+  }
+  return target;
+}
+
+/** A margin loss's checked options: the scale, the target function and `marginGrad: "constant"`. */
+export interface MarginParsed {
+  readonly scale: number;
+  readonly phi: Phi;
+  readonly constant: boolean;
+}
+
+/** A margin loss's definition, with how it reads its options (for its class-sharded form). */
+export type MarginDef<O> = LossDef<MarginInputs, O, MarginGrads, "hardLabel"> & {
+  readonly parse: (o: O) => MarginParsed;
+};
+
+/**
  * Defines a margin loss from how its options give the scale and the target function.
  */
 export function marginLoss<O extends MarginOptions>(
@@ -90,9 +126,15 @@ export function marginLoss<O extends MarginOptions>(
   defaultScale: number,
   targetFunction: (o: O) => Phi,
   keys: readonly string[],
-): LossDef<MarginInputs, O, MarginGrads, "hardLabel"> {
+): MarginDef<O> {
+  const parse = (o: O): MarginParsed => ({
+    scale: v.number("options.scale", o.scale, defaultScale, { min: 0, minExclusive: true }),
+    constant: v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") === "constant",
+    phi: targetFunction(o),
+  });
   return {
     name,
+    parse,
     kernel: "hardLabel",
     inputs: ["cos", "labels"],
     options: ["scale", ...keys, "ignoreIndex", "reduction", "marginGrad"],
@@ -105,29 +147,12 @@ export function marginLoss<O extends MarginOptions>(
       const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
       const cos = v.values(inputs.cos);
       if (o.checkFinite) v.finite("cos", cos, c);
-      const scale = v.number("options.scale", o.scale, defaultScale, { min: 0, minExclusive: true });
-      const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") ===
-        "constant";
+      const { scale, constant, phi } = parse(o);
       const reduction = v.reduction(o.reduction);
-      const phi = targetFunction(o);
-      // Per row: the label's logit s * phi(cos_y) and its derivative w.r.t. cos_y
-      // (0 when cos_y was outside [-1, 1]: the clamp passes no gradient); the WebGPU
-      // kernel evaluates `margin` itself instead (a GPU-resident `cos` is not read here).
-      const targetFrom = (labelCos: (i: number) => number) => {
-        const target = new Float64Array(2 * n);
-        for (let i = 0; i < n; i++) {
-          if (labels[i] < 0) continue;
-          const raw = labelCos(i);
-          const x = Math.min(1, Math.max(-1, raw));
-          const [value, slope] = phi(x);
-          target[2 * i] = scale * value;
-          target[2 * i + 1] = x === raw || Number.isNaN(raw) ? scale * (constant ? 1 : slope) : 0;
-        }
-        return target;
-      };
       let count = 0;
       for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
-      const target = v.onDevice(cos) ? null : targetFrom((i) => cos[i * c + labels[i]]);
+      // (the WebGPU kernel evaluates `margin` itself: a GPU-resident `cos` is not read here)
+      const target = v.onDevice(cos) ? null : labelTargets(labels, phi, scale, constant, (i) => cos[i * c + labels[i]]);
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       return {
         grad,

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { LossDef, Prepared } from "../loss.ts";
+import type { LossDef, Prepared, Raw } from "../loss.ts";
 import { result } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
@@ -107,22 +107,6 @@ export interface HeadStats {
   readonly sum: Float64Array;
 }
 
-/**
- * The statistics of the union of disjoint class ranges from theirs, exactly: per row
- * `max = max_k max_k`, `sum = sum_k sum_k e^(max_k - max)` (a range without classes for
- * a row, `max_k = -inf`, adds nothing). Merging is order-independent up to the rounding
- * of the sum.
- */
-export function mergeStats(parts: readonly HeadStats[]): HeadStats {
-  const n = parts[0].max.length;
-  const max = new Float64Array(n).fill(-Infinity), sum = new Float64Array(n);
-  for (const s of parts) for (let i = 0; i < n; i++) max[i] = Math.max(max[i], s.max[i]);
-  for (const s of parts) {
-    for (let i = 0; i < n; i++) if (s.max[i] > -Infinity) sum[i] += s.sum[i] * Math.exp(s.max[i] - max[i]);
-  }
-  return { max, sum };
-}
-
 /** What the gradient phase needs per row: the row loss (nll), the log-sum-exp and `1 - p_y`. */
 export interface HeadRowTerms {
   readonly rows: Float64Array;
@@ -151,6 +135,35 @@ export function headRowTerms(target: Float64Array, labels: Int32Array, stats: He
     [rows[i], lse[i], om[i]] = labelTerms(target[4 * i], stats.max[i], stats.sum[i]);
   }
   return { rows, lse, om };
+}
+
+/**
+ * A backend's head in two phases over a range of classes (the rows of `W`, a slice of the
+ * head's W whose first class is `first`): `stats`, per row the online (max, non-label sum)
+ * over the range; `grads`, given every class's merged statistics and their row terms, the
+ * range's rows of dW and its share of dx (into `outX` / `outW` when given).
+ */
+export interface HeadPhases {
+  stats(p: HeadProblem, W: Float32Array, first: number): HeadStats;
+  grads(
+    p: HeadProblem,
+    W: Float32Array,
+    first: number,
+    stats: HeadStats,
+    terms: HeadRowTerms,
+    outX?: Float32Array | null,
+    outW?: Float32Array | null,
+  ): { x: Float32Array; W: Float32Array };
+}
+
+/** The head kernel from its two phases: both over every class, the row terms in between. */
+export function headOf(phases: HeadPhases): (p: HeadProblem) => Raw {
+  return (p) => {
+    const stats = phases.stats(p, p.W, 0);
+    const terms = headRowTerms(p.target, p.labels, stats);
+    if (!p.grad) return { rows: [terms.rows], grads: {} };
+    return { rows: [terms.rows], grads: phases.grads(p, p.W, 0, stats, terms, p.outX?.data, p.outW?.data) };
+  };
 }
 
 /** L2 norm of `len` floats at `off`, in float64. */
@@ -185,6 +198,43 @@ export interface HeadKind<O> {
   parse(o: O): { scale: number; target: Target; spec: TargetSpec };
 }
 
+/** Row i's `[||x_i||, ||W_y||, x_i . W_y]` with W's rows of class `first` on (the last two 0 without a label there). */
+export function labelStats(x: Float32Array, W: Float32Array, d: number, labels: Int32Array, first: number): RowStats {
+  return (i) => {
+    const y = labels[i] - first;
+    if (labels[i] < 0 || y < 0 || y >= W.length / d) return [norm(x, i * d, d), 0, 0];
+    let dot = 0;
+    for (let k = 0; k < d; k++) dot += x[i * d + k] * W[y * d + k];
+    return [norm(x, i * d, d), norm(W, y * d, d), dot];
+  };
+}
+
+/**
+ * Per row: ||x_i||, ||W_y|| and x_i . W_y (`stats`), then the label's logit and its
+ * derivatives `[N, 4]` (rows with a negative label, or whose label `owns` says is not
+ * here, are left 0).
+ */
+export function headTargets(
+  kind: { readonly normX: boolean; readonly normW: boolean },
+  fn: Target,
+  labels: Int32Array,
+  stats: RowStats,
+  owns: (row: number) => boolean = () => true,
+): { target: Float64Array; nx: Float64Array; nw: Float64Array } {
+  const n = labels.length;
+  const target = new Float64Array(4 * n), nx = new Float64Array(n), nw = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const [normX, normW, dot] = stats(i);
+    nx[i] = normX;
+    if (labels[i] < 0 || !owns(i)) continue;
+    nw[i] = normW;
+    const a = kind.normX ? 1 / Math.max(nx[i], 1e-12) : 1;
+    const b = kind.normW ? 1 / Math.max(nw[i], 1e-12) : 1;
+    target.set(fn(dot * a * b, nx[i], nw[i]), 4 * i);
+  }
+  return { target, nx, nw };
+}
+
 /** Defines an embedding head. */
 export function headLoss<O extends HeadOptions>(
   name: string,
@@ -212,30 +262,12 @@ export function headLoss<O extends HeadOptions>(
       }
       const { scale, target: fn, spec } = kind.parse(o);
       const reduction = v.reduction(o.reduction);
-      // Per row: ||x_i||, ||W_y|| and x_i . W_y, then the label's logit and its
-      // derivatives (for host inputs; the WebGPU kernels evaluate `spec` themselves).
-      const targetFrom = (stats: RowStats) => {
-        const target = new Float64Array(4 * n), nx = new Float64Array(n), nw = new Float64Array(n);
-        for (let i = 0; i < n; i++) {
-          const [normX, normW, dot] = stats(i);
-          nx[i] = normX;
-          if (labels[i] < 0) continue;
-          nw[i] = normW;
-          const a = kind.normX ? 1 / Math.max(nx[i], 1e-12) : 1;
-          const b = kind.normW ? 1 / Math.max(nw[i], 1e-12) : 1;
-          target.set(fn(dot * a * b, nx[i], nw[i]), 4 * i);
-        }
-        return { target, nx, nw };
-      };
       let count = 0;
       for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
-      const host = v.onDevice(x) || v.onDevice(W) ? null : targetFrom((i) => {
-        const y = labels[i];
-        if (y < 0) return [norm(x, i * d, d), 0, 0];
-        let dot = 0;
-        for (let k = 0; k < d; k++) dot += x[i * d + k] * W[y * d + k];
-        return [norm(x, i * d, d), norm(W, y * d, d), dot];
-      });
+      // (for host inputs; the WebGPU kernels evaluate `spec` themselves)
+      const host = v.onDevice(x) || v.onDevice(W)
+        ? null
+        : headTargets(kind, fn, labels, labelStats(x, W, d, labels, 0));
       const empty = new Float64Array(0);
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       return {
@@ -310,27 +342,32 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
 }
 
 /** The definition of `marginHead`: cos = normalize(x) normalize(W)^T, then the margin loss. */
-export const marginHead = headLoss<MarginHeadOptions>("marginHead", {
-  normX: true,
-  normW: true,
-  clamp: true,
-  // The options of the kind given (an option of another kind is refused, not ignored).
-  options: (o) => ["kind", "scale", "marginGrad", ...KINDS[marginKind(o)][2]],
-  parse(o) {
-    const { phi, scale } = marginPhi(o);
-    const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") ===
-      "constant";
-    return {
-      scale,
-      target: (u) => {
-        const x = Math.min(1, Math.max(-1, u));
-        const [value, slope] = phi(x);
-        return [scale * value, x === u ? scale * (constant ? 1 : slope) : 0, 0, 0];
-      },
-      spec: { kind: "margin", phi: phi.spec, constant },
-    };
-  },
-});
+export const marginHead = headLoss<MarginHeadOptions>("marginHead", marginHeadKind());
+
+/** How `marginHead` is built (shared with its class-sharded form). */
+export function marginHeadKind(): HeadKind<MarginHeadOptions> {
+  return {
+    normX: true,
+    normW: true,
+    clamp: true,
+    // The options of the kind given (an option of another kind is refused, not ignored).
+    options: (o) => ["kind", "scale", "marginGrad", ...KINDS[marginKind(o)][2]],
+    parse(o) {
+      const { phi, scale } = marginPhi(o);
+      const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") ===
+        "constant";
+      return {
+        scale,
+        target: (u) => {
+          const x = Math.min(1, Math.max(-1, u));
+          const [value, slope] = phi(x);
+          return [scale * value, x === u ? scale * (constant ? 1 : slope) : 0, 0, 0];
+        },
+        spec: { kind: "margin", phi: phi.spec, constant },
+      };
+    },
+  };
+}
 
 /**
  * `psi(theta) = (-1)^k cos(m theta) - 2k`, `k = floor(m theta / pi)` (a constant: no

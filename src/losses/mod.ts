@@ -76,6 +76,7 @@ import {
   type HnmContrastiveInputs,
   type HnmContrastiveOptions,
 } from "./hnm_contrastive.ts";
+import { bindSharded, type ShardedSet } from "./sharded.ts";
 
 /** The loss definitions (each names its kernel family). */
 export const definitions = {
@@ -520,6 +521,22 @@ export interface LossSet<W extends "sync" | "async"> {
    * ```
    */
   hnmContrastive: Methods<W, HnmContrastiveInputs, HnmContrastiveOptions, HnmContrastiveGrads>;
+  /**
+   * The class-sharded (model-parallel) forms of `crossEntropy`, the margin losses on
+   * cosines and `marginHead`: each shard holds a range of classes, `stats` gives its per-row
+   * statistics, the caller all-reduces them (`mergeShardStats`), and `finish` gives the
+   * shard's loss share and gradients. See {@linkcode ShardedSet} and docs/SHARDING.md.
+   *
+   * @example
+   * ```ts
+   * import { mergeShardStats, wasm } from "@softmargin/softmargin/cpu";
+   * const cos = { data: new Float32Array([0.8, 0.1, 0.3, 0.6]), shape: [2, 2] as const };
+   * const options = { scale: 16, offset: 0, classes: 2 };
+   * const stats = mergeShardStats([wasm.sharded.arcface.stats({ cos, labels: [0, 1] }, options)]);
+   * console.log(wasm.sharded.arcface.finish({ cos, labels: [0, 1] }, stats, options).loss); // one shard: the whole loss
+   * ```
+   */
+  sharded: ShardedSet<W>;
 }
 
 /** Every loss with synchronous methods (the CPU backends). */
@@ -546,6 +563,7 @@ export function bindLosses(kernels: Kernels, sync: boolean): SyncLosses | AsyncL
   const out: Record<string, unknown> = {
     softmax: bindSoftmax(kernels.softmax, false, async),
     logSoftmax: bindSoftmax(kernels.softmax, true, async),
+    sharded: bindSharded(kernels, async),
   };
   for (const [name, def] of Object.entries(definitions)) {
     const d = def as unknown as LossDef<unknown, unknown, unknown, KernelName>;

@@ -10,7 +10,7 @@
  * @module
  */
 import type { Raw } from "../loss.ts";
-import { type HeadProblem, type HeadRowTerms, headRowTerms, type HeadStats, norm } from "../losses/margin_head.ts";
+import { headOf, type HeadProblem, type HeadRowTerms, type HeadStats, norm } from "../losses/margin_head.ts";
 
 const EPS = 1e-12;
 
@@ -116,9 +116,4 @@ export function headGrads(
 }
 
 /** Row losses and gradients w.r.t. x and W of an embedding head: both phases over every class. */
-export function head(p: HeadProblem): Raw {
-  const stats = headStats(p, p.W, 0);
-  const terms = headRowTerms(p.target, p.labels, stats);
-  if (!p.grad) return { rows: [terms.rows], grads: {} };
-  return { rows: [terms.rows], grads: headGrads(p, p.W, 0, stats, terms, p.outX?.data, p.outW?.data) };
-}
+export const head: (p: HeadProblem) => Raw = headOf({ stats: headStats, grads: headGrads });

@@ -21,6 +21,7 @@ import { experts } from "./experts.ts";
 import { hierarchical } from "./hierarchical.ts";
 import { hnm } from "./hnm_contrastive.ts";
 import { combine } from "./combine.ts";
+import { referenceShardKernels } from "./sharded.ts";
 
 /** The float64 kernels of the metric-learning and mixture-of-experts families (and the composites' combination). */
 export const referenceMetricKernels = {
@@ -36,6 +37,16 @@ export const referenceMetricKernels = {
 
 /** The reference kernels. */
 export const referenceKernels: Kernels = hostKernels(
-  { hardLabel, softTarget, klDiv, distill, topkHits, head, softmax: softmaxTransform, ...referenceMetricKernels },
+  {
+    hardLabel,
+    softTarget,
+    klDiv,
+    distill,
+    topkHits,
+    head,
+    softmax: softmaxTransform,
+    ...referenceMetricKernels,
+    ...referenceShardKernels,
+  },
   "js",
 );

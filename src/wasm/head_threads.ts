@@ -4,7 +4,7 @@
  * src/wasm/margin_head.ts over its range, in its own scratch buffers, on W where it lies
  * in the shared memory:
  *  1. statistics: per row an online (max, non-label sum of exponentials) over the range;
- *     the caller merges the threads' pairs exactly (`mergeStats`) and forms the row terms;
+ *     the caller merges the threads' pairs exactly (`mergeShardStats`) and forms the row terms;
  *  2. gradients: each thread writes the rows of dW of its own classes (no two threads
  *     write one float) and its share of x's gradient; the caller sums the shares.
  * W and its gradient live in WebAssembly memory for the call (copied in and out unless
@@ -18,7 +18,8 @@
  * @module
  */
 import type { Raw } from "../loss.ts";
-import { type HeadProblem, headRowTerms, type HeadStats, mergeStats } from "../losses/margin_head.ts";
+import { type HeadProblem, headRowTerms, type HeadStats } from "../losses/margin_head.ts";
+import { mergeShardStats } from "../losses/sharded.ts";
 import { head as oneThread, isPrecise, labelParts } from "./margin_head.ts";
 import { pool, type Recorder, split } from "./pool.ts";
 import { Layout } from "./runtime.ts";
@@ -116,7 +117,11 @@ export function head(p: HeadProblem): Raw {
       ptr(o.sum),
     );
   });
-  const stats: HeadStats = mergeStats(own.map((o) => ({ max: f64(o.m, n).slice(), sum: f64(o.sum, n).slice() })));
+  // The threads are shards of the classes: their statistics merge as shards' do.
+  const none = new Float64Array(n);
+  const stats: HeadStats = mergeShardStats(
+    own.map((o) => ({ max: f64(o.m, n).slice(), sum: f64(o.sum, n).slice(), target: none })),
+  );
   for (let i = 0; i < n; i++) if (p.labels[i] < 0) stats.max[i] = stats.sum[i] = 0;
   const terms = headRowTerms(p.target, p.labels, stats);
   if (!p.grad) return { rows: [terms.rows], grads: {} };

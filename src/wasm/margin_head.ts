@@ -10,7 +10,7 @@
  * class is `first`), so that one piece of code serves the whole head and a head sharded
  * by class (`src/losses/sharded.ts`; a worker per range of classes):
  *  1. {@linkcode headStats}: per row an online (max, sum of e^(z - max) over the
- *     non-label classes) over the range; ranges merge exactly (`mergeStats`).
+ *     non-label classes) over the range; ranges merge exactly (`mergeShardStats`).
  *  2. {@linkcode headGrads}: given the merged statistics and the row terms they give
  *     (`headRowTerms`: lse, 1 - p_y), recomputes each chunk's logits and forms the
  *     gradient of the range's rows of W and the range's share of x's gradient (the
@@ -21,9 +21,9 @@
  */
 import type { Raw } from "../loss.ts";
 import {
+  headOf,
   type HeadProblem,
   type HeadRowTerms,
-  headRowTerms,
   type HeadStats,
   maxNorm,
   norm,
@@ -312,9 +312,4 @@ export function labelParts(
 }
 
 /** Row losses and gradients of an embedding head on the WebAssembly backend: both phases over every class. */
-export function head(p: HeadProblem): Raw {
-  const stats = headStats(p, p.W, 0);
-  const terms = headRowTerms(p.target, p.labels, stats);
-  if (!p.grad) return { rows: [terms.rows], grads: {} };
-  return { rows: [terms.rows], grads: headGrads(p, p.W, 0, stats, terms, p.outX?.data, p.outW?.data) };
-}
+export const head: (p: HeadProblem) => Raw = headOf({ stats: headStats, grads: headGrads });

@@ -21,6 +21,7 @@ import { hierarchical } from "./hierarchical.ts";
 import { hnm } from "./hnm_contrastive.ts";
 // The composites' combination: elementwise sums and one dot per row and expert, on the host.
 import { combine } from "../reference/combine.ts";
+import { wasmShardKernels } from "./sharded.ts";
 
 /** The WebAssembly kernels. */
 export const wasmKernels: Kernels = hostKernels(
@@ -40,6 +41,7 @@ export const wasmKernels: Kernels = hostKernels(
     hierarchical,
     hnm,
     combine,
+    ...wasmShardKernels,
   },
   "wasm",
 );

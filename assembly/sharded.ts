@@ -1,0 +1,89 @@
+// Kernels of a shard of a class-sharded softmax (src/losses/sharded.ts): a shard holds
+// columns [offset, offset + c) of the logits. Row i's logits are z_j = s * x_j (x_j clamped
+// to [-1, 1] first with `clamp`), the label's replaced by target[2i] (derivative
+// target[2i+1]) where the shard holds it; local[i] is the label's column here, -1 when it
+// is on another shard, -2 for an ignored row.
+//   shard_stats: max_i = max_j z_ij (the label's included), sum_i = sum_{j != y} e^(z_ij - max_i),
+//                and with `below` sum_j w_j (max_i - z_ij) (label smoothing: s = 1, no clamp).
+//   shard_grads: g_ij = dz_j/dx_j (A_i e^(z_ij - M_i) - U_i w_j) for j != y, g_iy = G_i
+//                (M_i, A_i, U_i, G_i float64 from the merged statistics, computed by the host).
+// Exponentials are taken against m32 = M / s rounded to float32 and put back against M by
+// the factor e^(m32 s - M), as in the unsharded kernel (cross_entropy.ts).
+import { rowMax, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSumBelow, rowDotBelow } from "./softmax";
+
+// @ts-ignore: decorator
+@inline function expSumIn(row: usize, lo: i32, hi: i32, m: f32, s: f32, out: usize, clamp: i32): f64 {
+  const o = <usize>lo << 2;
+  if (hi <= lo) return 0;
+  return clamp ? rowExpSumClamped(row + o, hi - lo, m, s, out ? out + o : 0) : rowExpSum(row + o, hi - lo, m, s, out ? out + o : 0);
+}
+
+/** The largest clamp?(x_j) over the row's columns other than y (y = c: none), -inf for none. */
+// @ts-ignore: decorator
+@inline function otherMax(zr: usize, c: i32, y: i32, clamp: i32): f32 {
+  const after = y < c ? y + 1 : c;
+  let mx = max(rowMax(zr, y), rowMax(zr + ((<usize>after) << 2), c - after));
+  if (clamp && mx > -Infinity) mx = min(max(mx, <f32>-1), <f32>1);
+  return mx;
+}
+
+/** z: [rows, c] float32; local [rows] int32; target [rows, 2] float64; out max, sum [rows] float64; below [rows] or 0; weight [c] or 0. */
+export function shard_stats(
+  z: usize, rows: i32, c: i32, local: usize, scale: f64, clamp: i32, target: usize,
+  maxOut: usize, sumOut: usize, below: usize, weight: usize,
+): void {
+  const s32 = <f32>scale;
+  for (let i = 0; i < rows; i++) {
+    const zr = z + ((<usize>i * <usize>c) << 2);
+    const yl = load<i32>(local + (<usize>i << 2));
+    const o8 = <usize>i << 3;
+    if (yl == -2) {
+      store<f64>(maxOut + o8, 0);
+      store<f64>(sumOut + o8, 0);
+      if (below) store<f64>(below + o8, 0);
+      continue;
+    }
+    const y = yl >= 0 ? yl : c;
+    const mx = otherMax(zr, c, y, clamp);
+    let m = <f64>mx * scale;
+    if (yl >= 0) m = max(m, load<f64>(target + (<usize>i << 4)));
+    const m32 = <f32>(m / scale);
+    const F = Math.exp(<f64>m32 * scale - m);
+    const S = F * (expSumIn(zr, 0, y, m32, s32, 0, clamp) + expSumIn(zr, y < c ? y + 1 : c, c, m32, s32, 0, clamp));
+    store<f64>(maxOut + o8, m);
+    store<f64>(sumOut + o8, S);
+    // sum_j w_j (m - x_j) (s = 1, no target replacement: m32 = m is the row's maximum)
+    if (below) store<f64>(below + o8, weight ? rowDotBelow(weight, zr, m32, c) : rowSumBelow(zr, m32, c));
+  }
+}
+
+/** z, g: [rows, c] float32 (g may equal z); M, A, U, G: [rows] float64; weight [c] float32 or 0. */
+export function shard_grads(
+  z: usize, g: usize, rows: i32, c: i32, local: usize, weight: usize, scale: f64, clamp: i32,
+  M: usize, A: usize, U: usize, G: usize,
+): void {
+  const s32 = <f32>scale;
+  for (let i = 0; i < rows; i++) {
+    const zr = z + ((<usize>i * <usize>c) << 2);
+    const gr = g + ((<usize>i * <usize>c) << 2);
+    const yl = load<i32>(local + (<usize>i << 2));
+    if (yl == -2) {
+      rowZero(gr, c);
+      continue;
+    }
+    const o8 = <usize>i << 3;
+    const m = load<f64>(M + o8);
+    const m32 = <f32>(m / scale);
+    const F = Math.exp(<f64>m32 * scale - m);
+    const y = yl >= 0 ? yl : c;
+    // The exponentials against m32 into g (0 where the clamp passes no gradient), the label's
+    // column left out (its cosine times s may exceed M: its value is G).
+    expSumIn(zr, 0, y, m32, s32, gr, clamp);
+    expSumIn(zr, y < c ? y + 1 : c, c, m32, s32, gr, clamp);
+    // g = s (A F e - U w): the logit scale joins the row's coefficients.
+    const ga = <f32>(load<f64>(A + o8) * scale * F), u = load<f64>(U + o8) * scale;
+    if (weight && u != 0) rowAxpby(gr, weight, c, ga, <f32>-u);
+    else rowAffine(gr, gr, c, ga, <f32>u);
+    if (yl >= 0) store<f32>(gr + (<usize>yl << 2), <f32>load<f64>(G + o8));
+  }
+}

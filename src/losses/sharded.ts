@@ -1,0 +1,531 @@
+/**
+ * Class-sharded (model-parallel) softmax losses: each shard holds a range of classes
+ * (`offset`, `offset + Cs`) of `classes` in all, computes per-row statistics of its
+ * classes (`stats`), the caller all-reduces them with whatever transport it has
+ * ({@linkcode mergeShardStats} is the exact merge), and each shard finishes its loss share
+ * and its gradients locally (`finish`), in the style of Megatron's vocabulary-parallel
+ * cross-entropy and PartialFC. Labels are global class indices, replicated on every
+ * shard. docs/SHARDING.md is the design note.
+ *
+ * Per row i, a shard's statistics ({@linkcode ShardStats}) are `max` (the largest logit
+ * of its classes, the label's margin-modified logit included where it holds the label),
+ * `sum` (`sum_j e^(z_j - max)` over its classes other than the label: keeping the label
+ * out keeps `1 - p_y` accurate as `p_y -> 1`), `target` (the label's logit where it holds
+ * the label, else 0), and with label smoothing `below` (`sum_j w_j (max - z_j)` over its
+ * classes) and the scalar `weightSum` (`sum_j w_j`).
+ *
+ * @module
+ */
+import { checkCall, then } from "../loss.ts";
+import type { CommonOptions, Labels, Matrix, Upstream } from "../types.ts";
+import type { CrossEntropyGrads, CrossEntropyInputs } from "./cross_entropy.ts";
+import type { MarginGrads, MarginInputs } from "./margin.ts";
+import type { HeadGrads, HeadInputs } from "./margin_head.ts";
+import * as v from "../validate.ts";
+import { arcface, type ArcfaceOptions } from "./arcface.ts";
+import { combinedMargin, type CombinedMarginOptions } from "./combined_margin.ts";
+import { cosface, type CosfaceOptions } from "./cosface.ts";
+import { crossEntropy, type CrossEntropyOptions } from "./cross_entropy.ts";
+import { labelTargets, type MarginDef, type MarginOptions } from "./margin.ts";
+import {
+  type HeadPhases,
+  type HeadProblem,
+  type HeadRowTerms,
+  headRowTerms,
+  type HeadStats,
+  headTargets,
+  labelStats,
+  labelTerms,
+  marginHead,
+  marginHeadKind,
+  type MarginHeadOptions,
+} from "./margin_head.ts";
+import { normface, type NormfaceOptions } from "./normface.ts";
+
+/** Where a shard's classes are: its first class and the number of classes of all shards. */
+export interface ShardOptions {
+  /** The global index of the shard's first class (its classes are `[offset, offset + Cs)`). */
+  offset: number;
+  /** C, the number of classes of all shards together (labels are in `[0, C)`). */
+  classes: number;
+}
+
+/**
+ * One shard's per-row statistics (float64 `[N]` vectors), or several shards' merged by
+ * {@linkcode mergeShardStats}. Ignored rows hold 0 everywhere.
+ */
+export interface ShardStats {
+  /** The largest logit of the shard's classes (the label's, margin-modified, included where the shard holds it). */
+  readonly max: Float64Array;
+  /** `sum_j e^(z_j - max)` over the shard's classes other than the label. */
+  readonly sum: Float64Array;
+  /** The label's (margin-modified) logit where the shard holds the label, else 0. */
+  readonly target: Float64Array;
+  /** With `labelSmoothing`: `sum_j w_j (max - z_j)` over the shard's classes (`w` the class weights, all 1 without). */
+  readonly below?: Float64Array;
+  /** With `labelSmoothing`: `sum_j w_j` over the shard's classes. */
+  readonly weightSum?: number;
+}
+
+/** What `finish` returns on one shard: its share of the loss and its gradients. */
+export interface ShardResult<G> {
+  /**
+   * The shard's share of the loss: the rows whose label it holds (their whole loss), reduced
+   * as the unsharded loss ("mean" divides by the whole batch's count of non-ignored rows, or
+   * their summed class weight). The shares of all shards sum to the unsharded loss;
+   * `reduction: "none"` gives per-row shares (0 on the rows whose label is elsewhere).
+   */
+  loss: number | Float32Array;
+  /** The shard's gradients. */
+  grads: G;
+}
+
+/**
+ * Merges shards' statistics exactly (in any order, any grouping): `max = max_k max_k`,
+ * `sum = sum_k sum_k e^(max_k - max)`, `target = sum_k target_k` (one shard holds each
+ * label), `below = sum_k (below_k + weightSum_k (max - max_k))`, `weightSum = sum_k weightSum_k`.
+ * This is what an all-reduce computes; over a collective take the max of `max` first
+ * (N floats), then the sum of the rescaled `sum`, of `target` (and `below`), 2N (3N) floats.
+ *
+ * @param list The statistics of one or more shards (the same N), e.g. from
+ *   `losses.sharded.crossEntropy.stats` on each shard.
+ * @returns The merged statistics, fresh arrays.
+ *
+ * @example Two shards of one row
+ * ```ts
+ * import { mergeShardStats } from "@softmargin/softmargin/cpu";
+ * const a = { max: Float64Array.of(2), sum: Float64Array.of(1), target: Float64Array.of(2) };
+ * const b = { max: Float64Array.of(1), sum: Float64Array.of(1), target: Float64Array.of(0) };
+ * const m = mergeShardStats([a, b]);
+ * console.log(m.max[0], m.sum[0], m.target[0]); // 2 1.3679 2 (1 + e^(1 - 2))
+ * ```
+ */
+export function mergeShardStats(list: readonly ShardStats[]): ShardStats {
+  if (!Array.isArray(list) || list.length === 0) {
+    throw new TypeError(`Expected list to be a non-empty array of shard statistics, got ${v.show(list)}`);
+  }
+  const smoothed = typeof list[0] === "object" && list[0] !== null && list[0].below !== undefined;
+  const n = checkStats("list[0]", list[0], -1, smoothed).length;
+  list.forEach((s, k) => checkStats(`list[${k}]`, s, n, smoothed));
+  const max = new Float64Array(n).fill(-Infinity), sum = new Float64Array(n), target = new Float64Array(n);
+  const below = smoothed ? new Float64Array(n) : undefined;
+  let weightSum = 0;
+  for (const s of list) for (let i = 0; i < n; i++) max[i] = Math.max(max[i], s.max[i]);
+  for (const s of list) {
+    for (let i = 0; i < n; i++) {
+      const shift = s.max[i] === max[i] ? 0 : s.max[i] - max[i]; // (both -inf: 0)
+      sum[i] += s.sum[i] * Math.exp(shift);
+      target[i] += s.target[i];
+      if (below) below[i] += s.below![i] - (s.weightSum as number) * shift;
+    }
+    weightSum += s.weightSum ?? 0;
+  }
+  return smoothed ? { max, sum, target, below, weightSum } : { max, sum, target };
+}
+
+/** Checks statistics of `n` rows (`n` < 0: any) with or without the smoothing terms; returns `max`. */
+function checkStats(name: string, s: unknown, n: number, smoothed: boolean): Float64Array {
+  if (typeof s !== "object" || s === null) {
+    throw new TypeError(`Expected ${name} to be shard statistics, got ${v.show(s)}`);
+  }
+  const st = s as Record<string, unknown>;
+  const fields = smoothed ? ["max", "sum", "target", "below"] : ["max", "sum", "target"];
+  for (const f of fields) {
+    const a = st[f];
+    if (!(a instanceof Float64Array)) {
+      throw new TypeError(`Expected ${name}.${f} to be a Float64Array, got ${v.show(a)}`);
+    }
+    const want = n < 0 ? (st.max as Float64Array).length : n;
+    if (a.length !== want) throw new RangeError(`Expected ${name}.${f} to have ${want} values, got ${a.length}`);
+  }
+  if (smoothed && (typeof st.weightSum !== "number" || !Number.isFinite(st.weightSum))) {
+    throw new TypeError(
+      `Expected ${name}.weightSum to be a finite number (labelSmoothing), got ${v.show(st.weightSum)}`,
+    );
+  }
+  if (!smoothed && st.below !== undefined) {
+    throw new TypeError(`Expected ${name} to have no below (statistics with and without labelSmoothing do not mix)`);
+  }
+  return st.max as Float64Array;
+}
+
+/**
+ * A shard of a softmax over logits `[N, Cs]` (crossEntropy, or a margin loss on cosines):
+ * the logits `z = scale * x` (`x` clamped to [-1, 1] first with `clamp`), the label's
+ * replaced by `target[2i]` (derivative w.r.t. `x_y`: `target[2i+1]`) where the shard holds it.
+ */
+export interface LogitShardProblem {
+  readonly n: number;
+  readonly c: number;
+  readonly logits: Float32Array;
+  /** Per row the label's column on this shard, -1 when it is on another shard, -2 for an ignored row. */
+  readonly local: Int32Array;
+  /** The shard's slice `[Cs]` of the class weights, or null for all 1. */
+  readonly weight: Float32Array | null;
+  readonly scale: number;
+  readonly clamp: boolean;
+  /** `[N, 2]`: the label's logit and its derivative, where the shard holds the label. */
+  readonly target: Float64Array;
+  /** Whether to compute `below` (label smoothing). */
+  readonly smoothing: boolean;
+}
+
+/** A logit shard's statistics as its kernel computes them (`target` and `weightSum` come from the host). */
+export interface LogitShardStats {
+  readonly max: Float64Array;
+  readonly sum: Float64Array;
+  readonly below: Float64Array | null;
+}
+
+/**
+ * The gradient of a logit shard from the merged statistics: per row
+ * `g_j = dz_j/dx_j (A_i e^(z_j - max_i) - U_i w_j)` for the shard's columns j other than
+ * the label's, `g_y = G_i` (already times `dz_y/dx_y`), and 0 for ignored rows.
+ */
+export interface LogitShardGradProblem extends LogitShardProblem {
+  readonly max: Float64Array;
+  readonly A: Float64Array;
+  readonly U: Float64Array;
+  readonly G: Float64Array;
+  /** A buffer `[N, Cs]` to write, or null for a fresh one. */
+  readonly out: Float32Array | null;
+}
+
+/** A head shard: the head's problem on the shard's rows of W, its first class and (finish) the merged row terms. */
+export interface HeadShardProblem {
+  readonly p: HeadProblem;
+  readonly first: number;
+  readonly stats?: HeadStats;
+  readonly terms?: HeadRowTerms;
+  /** (finish) Every row's label logit, from the merged statistics. */
+  readonly target?: Float64Array;
+}
+
+/** The sharded losses' kernels: what a backend implements for them. */
+export interface ShardKernels {
+  logitShardStats(p: LogitShardProblem): LogitShardStats | Promise<LogitShardStats>;
+  logitShardGrads(p: LogitShardGradProblem): Float32Array | Promise<Float32Array>;
+  headShardStats(p: HeadShardProblem): HeadStats | Promise<HeadStats>;
+  headShardGrads(
+    p: HeadShardProblem,
+  ): { x: Float32Array; W: Float32Array } | Promise<{ x: Float32Array; W: Float32Array }>;
+}
+
+/** A head shard's kernels from a backend's two head phases (over the shard's rows of W). */
+export function headShardKernels(phases: HeadPhases): Pick<ShardKernels, "headShardStats" | "headShardGrads"> {
+  return {
+    headShardStats: (q) => phases.stats(q.p, q.p.W, q.first),
+    headShardGrads: (q) => phases.grads(q.p, q.p.W, q.first, q.stats!, q.terms!),
+  };
+}
+
+/** A shard's view of its input: the shard's size Cs and its checked offset / class count. */
+function shardOf(name: string, cs: number, o: Partial<ShardOptions>): { offset: number; classes: number } {
+  const classes = v.integer("options.classes", v.required("options.classes", o.classes), 0);
+  const offset = v.integer("options.offset", v.required("options.offset", o.offset), 0);
+  if (classes < 1) throw new RangeError(`Expected options.classes to be an integer >= 1, got ${classes}`);
+  if (cs < 1) throw new RangeError(`Expected ${name} to have at least one class (column or row) on the shard, got 0`);
+  if (offset < 0 || offset + cs > classes) {
+    throw new RangeError(
+      `Expected options.offset to be in [0, ${
+        classes - cs
+      }] (the shard's ${cs} classes inside options.classes = ${classes}), got ${offset}`,
+    );
+  }
+  return { offset, classes };
+}
+
+/** Per row: the label's column on the shard, -1 elsewhere, -2 ignored. */
+function localLabels(labels: Int32Array, offset: number, cs: number): Int32Array {
+  return labels.map((y) => (y < 0 ? -2 : y >= offset && y < offset + cs ? y - offset : -1));
+}
+
+/** The options every sharded loss takes besides its own. */
+const SHARD_KEYS = ["offset", "classes"] as const;
+
+/** How a sharded loss reads a call, and its two steps on a backend's kernels. */
+interface ShardDef {
+  readonly name: string;
+  readonly inputs: readonly string[];
+  readonly options: readonly string[] | ((o: unknown) => readonly string[]);
+  stats(inputs: never, o: never, k: ShardKernels): ShardStats | Promise<ShardStats>;
+  finish(
+    inputs: never,
+    stats: ShardStats,
+    o: never,
+    upstream: Upstream | undefined,
+    k: ShardKernels,
+  ): ShardResult<unknown> | Promise<ShardResult<unknown>>;
+}
+
+/** A checked logit shard: its problem, and what the host needs to finish it. */
+function logitShard(
+  def: "crossEntropy" | MarginDef<MarginOptions>,
+  inputs: { logits?: unknown; cos?: unknown; labels: Labels },
+  options: unknown,
+) {
+  const o = v.options(options as CrossEntropyOptions & MarginOptions & Partial<ShardOptions>);
+  v.inputs(inputs);
+  const key = def === "crossEntropy" ? "logits" : "cos";
+  const [n, cs] = v.batch(key, inputs[key as "logits"]);
+  const { offset, classes } = shardOf(key, cs, o);
+  const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
+  const labels = v.labels("labels", inputs.labels, n, classes, ignoreIndex);
+  const x = v.values(inputs[key as "logits"] as Matrix);
+  if (v.onDevice(x)) {
+    throw new TypeError(`Expected ${key} to be a host matrix { data, shape } (sharded losses), got a GPUBuffer`);
+  }
+  if (o.checkFinite) v.finite(key, x, cs);
+  const local = localLabels(labels, offset, cs);
+  const reduction = v.reduction(o.reduction);
+  let weight: Float32Array | null = null, smoothing = 0, scale = 1, clamp = false, target: Float64Array;
+  if (def === "crossEntropy") {
+    weight = v.vector("options.weight", o.weight, classes, 0);
+    smoothing = v.number("options.labelSmoothing", o.labelSmoothing, 0, { min: 0, max: 1 });
+    target = new Float64Array(2 * n);
+    for (let i = 0; i < n; i++) if (local[i] >= 0) target.set([x[i * cs + local[i]], 1], 2 * i);
+  } else {
+    const parsed = def.parse(o);
+    scale = parsed.scale;
+    clamp = true;
+    target = labelTargets(
+      local.map((y) => (y < 0 ? -1 : y)),
+      parsed.phi,
+      scale,
+      parsed.constant,
+      (i) => x[i * cs + local[i]],
+    );
+  }
+  // "mean" divides by the whole batch's non-ignored rows (their summed class weight).
+  let denominator = 0;
+  for (let i = 0; i < n; i++) if (labels[i] >= 0) denominator += weight ? weight[labels[i]] : 1;
+  const problem: LogitShardProblem = {
+    n,
+    c: cs,
+    logits: x,
+    local,
+    weight: weight && weight.subarray(offset, offset + cs),
+    scale,
+    clamp,
+    target,
+    smoothing: smoothing !== 0,
+  };
+  return { problem, labels, weight, smoothing, classes, reduction, denominator, key };
+}
+
+/** The sharded form of crossEntropy or a margin loss on cosines. */
+function logitShardDef(def: "crossEntropy" | MarginDef<MarginOptions>): ShardDef {
+  const base = def === "crossEntropy" ? crossEntropy : def;
+  return {
+    name: base.name,
+    inputs: base.inputs,
+    options: [...(base.options as readonly string[]), ...SHARD_KEYS],
+    stats(inputs, options, k) {
+      const s = logitShard(def, inputs, options);
+      const target = Float64Array.from({ length: s.problem.n }, (_, i) => s.problem.target[2 * i]);
+      return then(k.logitShardStats(s.problem), (r): ShardStats => {
+        if (!s.problem.smoothing) return { max: r.max, sum: r.sum, target };
+        let weightSum = 0;
+        for (let j = 0; j < s.problem.c; j++) weightSum += s.problem.weight ? s.problem.weight[j] : 1;
+        return { max: r.max, sum: r.sum, target, below: r.below as Float64Array, weightSum };
+      });
+    },
+    finish(inputs, stats, options, upstream, k) {
+      const s = logitShard(def, inputs, options);
+      const { n, c, local, target: own } = s.problem;
+      checkStats("stats", stats, n, s.problem.smoothing);
+      const scales = v.rowScales(s.reduction, upstream, n, s.denominator, (i) => s.labels[i] < 0);
+      const eps = s.smoothing, epsC = eps / s.classes;
+      let W = s.classes;
+      if (s.weight) W = s.weight.reduce((t, w) => t + w, 0);
+      const A = new Float64Array(n), U = new Float64Array(n), G = new Float64Array(n), rows = new Float64Array(n);
+      for (let i = 0; i < n; i++) {
+        if (s.labels[i] < 0) continue;
+        const wy = s.weight ? s.weight[s.labels[i]] : 1;
+        const M = stats.max[i], S = stats.sum[i];
+        const [nll, , om] = labelTerms(stats.target[i], M, S);
+        const total = S + Math.exp(stats.target[i] - M);
+        // loss = (1-eps) w_y nll + (eps/C) sum_c w_c (lse - z_c), the last sum as W log(total) + below
+        if (local[i] >= 0) {
+          rows[i] = (1 - eps) * wy * nll + (eps === 0 ? 0 : epsC * (W * Math.log(total) + stats.below![i]));
+        }
+        // dz_c = s_i (a p_c - u w_c), a = (1-eps) w_y + (eps/C) W, u = eps/C;
+        // dz_y = s_i (eps/C W (1 - om) - (1-eps) w_y om - (eps/C) w_y), om = 1 - p_y
+        const a = (1 - eps) * wy + epsC * W;
+        A[i] = (scales[i] * a) / total;
+        U[i] = scales[i] * epsC;
+        G[i] = scales[i] * (epsC * W * (1 - om) - (1 - eps) * wy * om - epsC * wy) * own[2 * i + 1];
+      }
+      return then(k.logitShardGrads({ ...s.problem, max: stats.max, A, U, G, out: null }), (grad) => ({
+        loss: v.reduce(rows, s.reduction, s.denominator),
+        grads: { [s.key]: { data: grad, shape: [n, c] } },
+      }));
+    },
+  };
+}
+
+/** A checked head shard. */
+function headShard(
+  inputs: { x: unknown; W: unknown; labels: Labels },
+  options: unknown,
+  grad: boolean,
+  upstream?: Upstream,
+) {
+  const opts = v.options(options as MarginHeadOptions & Partial<ShardOptions>);
+  v.inputs(inputs);
+  const [n, d] = v.batch("x", inputs.x);
+  const [cs] = v.matrix("W", inputs.W, undefined, d);
+  const { offset, classes } = shardOf("W", cs, opts);
+  const ignoreIndex = v.integer("options.ignoreIndex", opts.ignoreIndex, -100);
+  const labels = v.labels("labels", inputs.labels, n, classes, ignoreIndex);
+  const x = v.values(inputs.x as Matrix), W = v.values(inputs.W as Matrix);
+  if (v.onDevice(x) || v.onDevice(W)) {
+    throw new TypeError("Expected x and W to be host matrices { data, shape } (sharded losses), got a GPUBuffer");
+  }
+  if (opts.checkFinite) {
+    v.finite("x", x, d);
+    v.finite("W", W, d);
+  }
+  const kind = marginHeadKind();
+  const { scale, target: fn, spec } = kind.parse(opts);
+  const reduction = v.reduction(opts.reduction);
+  const owns = (i: number) => labels[i] >= offset && labels[i] < offset + cs;
+  const host = headTargets(kind, fn, labels, labelStats(x, W, d, labels, offset), owns);
+  let count = 0;
+  for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
+  const p: HeadProblem = {
+    grad,
+    n,
+    c: cs,
+    d,
+    x,
+    W,
+    labels,
+    normX: kind.normX,
+    normW: kind.normW,
+    scale,
+    clamp: kind.clamp,
+    ...host,
+    spec,
+    scales: grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0),
+    reduction,
+    denominator: count,
+    outX: null,
+    outW: null,
+  };
+  return { p, offset, owns };
+}
+
+/** The sharded form of marginHead. */
+const marginHeadShard: ShardDef = {
+  name: "marginHead",
+  inputs: marginHead.inputs,
+  options: (opts) => [...(marginHead.options as (x: unknown) => readonly string[])(opts), ...SHARD_KEYS],
+  stats(inputs, options, k) {
+    const { p, offset, owns } = headShard(inputs, options, false);
+    const target = Float64Array.from({ length: p.n }, (_, i) => (owns(i) ? p.target[4 * i] : 0));
+    return then(k.headShardStats({ p, first: offset }), (s) => ({ max: s.max, sum: s.sum, target }));
+  },
+  finish(inputs, stats, options, upstream, k) {
+    const { p, offset, owns } = headShard(inputs, options, true, upstream);
+    checkStats("stats", stats, p.n, false);
+    const t4 = p.target.slice();
+    for (let i = 0; i < p.n; i++) t4[4 * i] = stats.target[i];
+    const terms = headRowTerms(t4, p.labels, stats);
+    const rows = terms.rows.map((r, i) => (owns(i) ? r : 0));
+    return then(k.headShardGrads({ p, first: offset, stats, terms, target: stats.target }), (g) => ({
+      loss: v.reduce(rows, p.reduction, p.denominator),
+      grads: { x: { data: g.x, shape: [p.n, p.d] }, W: { data: g.W, shape: [p.c, p.d] } },
+    }));
+  },
+};
+
+/** The sharded losses' definitions. */
+export const shardedDefinitions = {
+  crossEntropy: logitShardDef("crossEntropy"),
+  arcface: logitShardDef(arcface as unknown as MarginDef<MarginOptions>),
+  cosface: logitShardDef(cosface as unknown as MarginDef<MarginOptions>),
+  normface: logitShardDef(normface as unknown as MarginDef<MarginOptions>),
+  combinedMargin: logitShardDef(combinedMargin as unknown as MarginDef<MarginOptions>),
+  marginHead: marginHeadShard,
+};
+
+/** What a sharded loss's method returns: `T` on the CPU backends (`"sync"`), a Promise of it on `init()`'s. */
+export type ShardedReturn<W extends "sync" | "async", T> = W extends "sync" ? T : Promise<T>;
+
+/**
+ * A loss split over shards of classes: `stats` on each shard, an all-reduce of the
+ * statistics ({@linkcode mergeShardStats}), then `finish` on each shard with the merged ones.
+ * Options: the loss's own (no `out`), `offset` (the shard's first class) and `classes` (C).
+ */
+export interface ShardedLoss<W extends "sync" | "async", I, O, G> {
+  /** The shard's per-row statistics of its classes (the inputs hold the shard's columns / rows of W). */
+  stats(inputs: I, options: O & ShardOptions): ShardedReturn<W, ShardStats>;
+  /**
+   * The shard's share of the loss and its gradients, from every shard's merged statistics;
+   * `upstream` as `backward` (a number, or one value per row for `reduction: "none"`).
+   */
+  finish(
+    inputs: I,
+    stats: ShardStats,
+    options: O & ShardOptions,
+    upstream?: Upstream,
+  ): ShardedReturn<W, ShardResult<G>>;
+}
+
+/** The options of a sharded loss besides `offset` and `classes`: the loss's own without `out`. */
+export type ShardedOptions<O> = Omit<O, "out" | keyof CommonOptions> & Pick<CommonOptions, "checkFinite">;
+
+/**
+ * The class-sharded losses of a backend (`losses.sharded`); see docs/SHARDING.md.
+ *
+ * @example Two shards of crossEntropy equal the unsharded loss
+ * ```ts
+ * import { js, mergeShardStats } from "@softmargin/softmargin/cpu";
+ * const labels = [0, 2];
+ * const full = { data: new Float32Array([2, 1, 0, 0.5, 1, 3]), shape: [2, 3] as const };
+ * // Shard 0 holds class 0, shard 1 classes 1 and 2.
+ * const shards = [
+ *   { logits: { data: new Float32Array([2, 0.5]), shape: [2, 1] as const }, labels },
+ *   { logits: { data: new Float32Array([1, 0, 1, 3]), shape: [2, 2] as const }, labels },
+ * ];
+ * const options = [{ offset: 0, classes: 3 }, { offset: 1, classes: 3 }];
+ * const merged = mergeShardStats(shards.map((s, k) => js.sharded.crossEntropy.stats(s, options[k])));
+ * const shares = shards.map((s, k) => js.sharded.crossEntropy.finish(s, merged, options[k]).loss as number);
+ * console.log(shares[0] + shares[1], js.crossEntropy.forward({ logits: full, labels }).loss); // 0.3022 0.3022
+ * ```
+ */
+export interface ShardedSet<W extends "sync" | "async"> {
+  /** `crossEntropy` over shards of the logits `[N, Cs]`: `weight` (the whole `[C]`), `ignoreIndex`, `labelSmoothing`, `reduction`; gradient `logits [N, Cs]`. */
+  crossEntropy: ShardedLoss<W, CrossEntropyInputs, ShardedOptions<CrossEntropyOptions>, CrossEntropyGrads>;
+  /** `arcface` over shards of the cosines `[N, Cs]`; gradient `cos [N, Cs]`. */
+  arcface: ShardedLoss<W, MarginInputs, ShardedOptions<ArcfaceOptions>, MarginGrads>;
+  /** `cosface` over shards of the cosines. */
+  cosface: ShardedLoss<W, MarginInputs, ShardedOptions<CosfaceOptions>, MarginGrads>;
+  /** `normface` over shards of the cosines. */
+  normface: ShardedLoss<W, MarginInputs, ShardedOptions<NormfaceOptions>, MarginGrads>;
+  /** `combinedMargin` over shards of the cosines. */
+  combinedMargin: ShardedLoss<W, MarginInputs, ShardedOptions<CombinedMarginOptions>, MarginGrads>;
+  /**
+   * `marginHead` over shards of W (`[Cs, D]`, the shard's classes), x `[N, D]` replicated:
+   * gradients `W [Cs, D]` and the shard's share of `x [N, D]` (sum the shards' shares: an
+   * all-reduce of N x D floats).
+   */
+  marginHead: ShardedLoss<W, HeadInputs, ShardedOptions<MarginHeadOptions>, HeadGrads>;
+}
+
+/** Binds the sharded losses to a backend's kernels (methods return Promises with `async`). */
+export function bindSharded(k: ShardKernels, async: boolean): ShardedSet<"sync"> | ShardedSet<"async"> {
+  const out: Record<string, unknown> = {};
+  for (const [name, def] of Object.entries(shardedDefinitions)) {
+    const wrap = <T>(f: () => T) => (async ? (async () => await f())() : f());
+    const keys = { name: `sharded.${name}`, inputs: def.inputs, options: def.options };
+    out[name] = {
+      stats: (inputs: never, options: never) =>
+        wrap(() => def.stats(inputs, checkCall(keys, inputs, options) as never, k)),
+      finish: (inputs: never, stats: ShardStats, options: never, upstream?: Upstream) =>
+        wrap(() => def.finish(inputs, stats, checkCall(keys, inputs, options) as never, upstream, k)),
+    };
+  }
+  return out as unknown as ShardedSet<"sync">;
+}

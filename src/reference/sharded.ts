@@ -1,0 +1,70 @@
+/**
+ * Reference kernels of the class-sharded losses (`src/losses/sharded.ts`), in float64:
+ * a logit shard's statistics and gradient, and a head shard's two phases (the head's own,
+ * src/reference/margin_head.ts, over the shard's rows of W).
+ *
+ * @module
+ */
+import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKernels } from "../losses/sharded.ts";
+import { headShardKernels } from "../losses/sharded.ts";
+import { headGrads, headStats } from "./margin_head.ts";
+
+/** Row i's logits z_j = scale * clamp?(x_j) (the label's: its target) and dz_j / dx_j. */
+function rowLogits(p: LogitShardProblem, i: number, z: Float64Array, dz: Float64Array): void {
+  const { c, logits, scale, clamp } = p;
+  for (let j = 0; j < c; j++) {
+    const x = logits[i * c + j];
+    const xc = clamp ? Math.min(1, Math.max(-1, x)) : x;
+    z[j] = scale * xc;
+    dz[j] = xc === x ? scale : 0;
+  }
+  const y = p.local[i];
+  if (y >= 0) [z[y], dz[y]] = [p.target[2 * i], p.target[2 * i + 1]];
+}
+
+/** Per row: the max over the shard's logits, the sum of e^(z - max) over the non-label ones, and `below`. */
+export function logitShardStats(p: LogitShardProblem): LogitShardStats {
+  const { n, c } = p;
+  const max = new Float64Array(n), sum = new Float64Array(n), below = p.smoothing ? new Float64Array(n) : null;
+  const z = new Float64Array(c), dz = new Float64Array(c);
+  for (let i = 0; i < n; i++) {
+    if (p.local[i] === -2) continue;
+    rowLogits(p, i, z, dz);
+    let m = -Infinity, s = 0, b = 0;
+    for (let j = 0; j < c; j++) m = Math.max(m, z[j]);
+    for (let j = 0; j < c; j++) {
+      if (j !== p.local[i]) s += Math.exp(z[j] - m);
+      b += (p.weight ? p.weight[j] : 1) * (m - z[j]);
+    }
+    max[i] = m;
+    sum[i] = s;
+    if (below) below[i] = b;
+  }
+  return { max, sum, below };
+}
+
+/** The shard's gradient: `dz/dx (A e^(z - max) - U w)` off the label, `G` at it, 0 for ignored rows. */
+export function logitShardGrads(p: LogitShardGradProblem): Float32Array {
+  const { n, c } = p;
+  const g = p.out ?? new Float32Array(n * c);
+  const z = new Float64Array(c), dz = new Float64Array(c);
+  for (let i = 0; i < n; i++) {
+    if (p.local[i] === -2) {
+      g.fill(0, i * c, (i + 1) * c);
+      continue;
+    }
+    rowLogits(p, i, z, dz);
+    for (let j = 0; j < c; j++) {
+      g[i * c + j] = dz[j] * (p.A[i] * Math.exp(z[j] - p.max[i]) - p.U[i] * (p.weight ? p.weight[j] : 1));
+    }
+    if (p.local[i] >= 0) g[i * c + p.local[i]] = p.G[i];
+  }
+  return g;
+}
+
+/** The reference kernels of the sharded losses. */
+export const referenceShardKernels: ShardKernels = {
+  logitShardStats,
+  logitShardGrads,
+  ...headShardKernels({ stats: headStats, grads: headGrads }),
+};

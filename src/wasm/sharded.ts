@@ -1,0 +1,106 @@
+/**
+ * WebAssembly glue of the class-sharded losses (`src/losses/sharded.ts`): a logit shard's
+ * statistics and gradient (assembly/sharded.ts), streamed through memory in chunks of rows
+ * as the unsharded kernel is (`streamRows`), and a head shard's two phases (the head's
+ * own, src/wasm/margin_head.ts, over the shard's rows of W).
+ *
+ * @module
+ */
+import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKernels } from "../losses/sharded.ts";
+import { headShardKernels } from "../losses/sharded.ts";
+import { headGrads, headStats } from "./margin_head.ts";
+import { Layout, runtime } from "./runtime.ts";
+import { type Chunk, streamRows } from "./stream.ts";
+
+/**
+ * Streams a logit shard's rows through `kernel`, with its local labels, targets and weight
+ * slice placed once, `rowsIn` float64 [N] vectors put and `rowsOut` float64 [N] vectors
+ * read back; with `grad`, the gradient [N, Cs] is written over each chunk's logits.
+ * `kernel` gets the chunk and the address of row r0 of a per-row buffer (`at`).
+ */
+function stream(
+  p: LogitShardProblem,
+  rowsIn: Float64Array[],
+  rowsOut: number,
+  grad: Float32Array | null | false,
+  kernel: (chunk: Chunk, at: (buffer: "local" | "target" | "weight" | number, r0: number) => number) => void,
+): { rows: Float64Array[]; grad: Float32Array | undefined } {
+  const rt = runtime();
+  const { n, c } = p;
+  const lay = new Layout();
+  const off = {
+    local: lay.add(n * 4),
+    target: lay.add(n * 16),
+    weight: p.weight ? lay.add(c * 4) : -1,
+    rows: Array.from({ length: rowsIn.length + rowsOut }, () => lay.add(n * 8)),
+  };
+  let base = 0;
+  const at = (buffer: "local" | "target" | "weight" | number, r0: number) => {
+    if (buffer === "weight") return p.weight ? base + off.weight : 0;
+    if (buffer === "local") return base + off.local + r0 * 4;
+    if (buffer === "target") return base + off.target + r0 * 16;
+    return base + off.rows[buffer] + r0 * 8;
+  };
+  const out = grad === false ? [] : [grad ? { data: grad, shape: [n, c] as const } : null];
+  const [g] = streamRows(rt, lay, n, c, [p.logits], out, true, (b) => {
+    base = b;
+    rt.put(b + off.local, p.local);
+    rt.put(b + off.target, p.target);
+    if (p.weight) rt.put(b + off.weight, p.weight);
+    rowsIn.forEach((v, k) => rt.put(b + off.rows[k], v));
+  }, (chunk) => kernel(chunk, at));
+  const rows = Array.from({ length: rowsOut }, (_, k) => rt.f64(base + off.rows[rowsIn.length + k], n));
+  return { rows, grad: g };
+}
+
+/** A logit shard's statistics on the WebAssembly backend. */
+export function logitShardStats(p: LogitShardProblem): LogitShardStats {
+  const { rows } = stream(p, [], 3, false, ({ r0, rows, ins }, at) => {
+    const clamp = p.clamp ? 1 : 0;
+    const below = p.smoothing ? at(2, r0) : 0;
+    const k = runtime().k;
+    k.shard_stats(
+      ins[0],
+      rows,
+      p.c,
+      at("local", r0),
+      p.scale,
+      clamp,
+      at("target", r0),
+      at(0, r0),
+      at(1, r0),
+      below,
+      at("weight", 0),
+    );
+  });
+  return { max: rows[0], sum: rows[1], below: p.smoothing ? rows[2] : null };
+}
+
+/** A logit shard's gradient on the WebAssembly backend. */
+export function logitShardGrads(p: LogitShardGradProblem): Float32Array {
+  const { grad } = stream(p, [p.max, p.A, p.U, p.G], 0, p.out, ({ r0, rows, ins, outs }, at) => {
+    const k = runtime().k;
+    k.shard_grads(
+      ins[0],
+      outs[0],
+      rows,
+      p.c,
+      at("local", r0),
+      at("weight", 0),
+      p.scale,
+      p.clamp ? 1 : 0,
+      at(0, r0),
+      at(1, r0),
+      at(2, r0),
+      at(3, r0),
+    );
+  });
+  return grad as Float32Array;
+}
+
+/** The WebAssembly kernels of the sharded losses. */
+export const wasmShardKernels: ShardKernels = {
+  logitShardStats,
+  logitShardGrads,
+  ...headShardKernels({ stats: headStats, grads: headGrads }),
+};

@@ -1,0 +1,464 @@
+// The class-sharded losses (src/losses/sharded.ts, docs/SHARDING.md): each shard holds a
+// range of classes, `stats` gives its per-row (max, non-label sum, label logit), the
+// caller merges them (`mergeShardStats`, the all-reduce), and `finish` gives the shard's
+// loss share and gradients. Split over P = 1..8 shards of uneven sizes, with labels on
+// every shard and ignored rows, the shares sum to the unsharded loss and the gradients
+// assemble into the unsharded ones (columns of logits / cosines, rows of W, the sum of
+// the x shares) within 1e-6 relative, on every backend; through the PyTorch fixtures the
+// sharded losses meet the SPEC bound against PyTorch itself.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { alloc, mergeShardStats, type ShardStats, wasm } from "../cpu.ts";
+import { assertGradClose, assertLossClose, assertThrowsNamed, assertUnchanged, snapshot } from "./helpers/assert.ts";
+import { type Backend, backends, reference } from "./helpers/backends.ts";
+import { type FixtureCase, loadFixtures } from "./helpers/fixtures.ts";
+import { type Mat, randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
+
+// deno-lint-ignore no-explicit-any
+type Any = any;
+
+/** How a loss is split: the columns of its `[N, C]` input, or the rows of W (`marginHead`). */
+const LOGIT_KEY: Record<string, string> = {
+  crossEntropy: "logits",
+  arcface: "cos",
+  cosface: "cos",
+  normface: "cos",
+  combinedMargin: "cos",
+};
+
+/** P uneven shard sizes (each >= 1) summing to c. */
+function shardSizes(rng: Rng, c: number, p: number): number[] {
+  const cuts = new Set<number>();
+  while (cuts.size < p - 1) cuts.add(1 + rng.int(c - 1));
+  const ends = [...cuts].sort((a, b) => a - b).concat(c);
+  return ends.map((e, k) => e - (k === 0 ? 0 : ends[k - 1]));
+}
+
+/** Columns [j0, j0 + cs) of m. */
+function columns(m: Mat, j0: number, cs: number): Mat {
+  const [n, c] = m.shape;
+  const data = new Float32Array(n * cs);
+  for (let i = 0; i < n; i++) data.set(m.data.subarray(i * c + j0, i * c + j0 + cs), i * cs);
+  return { data, shape: [n, cs] };
+}
+
+/** Rows [r0, r0 + rs) of m. */
+function rowsOf(m: Mat, r0: number, rs: number): Mat {
+  const d = m.shape[1];
+  return { data: m.data.slice(r0 * d, (r0 + rs) * d), shape: [rs, d] };
+}
+
+/** What the shards give together: the summed loss shares and the assembled gradients. */
+interface Assembled {
+  loss: number | Float64Array;
+  grads: Record<string, Mat>;
+  stats: ShardStats[];
+}
+
+/** Runs `name` sharded by `sizes` on backend `b`: stats on each shard, the merge, finish on each. */
+async function runSharded(
+  b: Backend,
+  name: string,
+  inputs: Any,
+  options: Any,
+  sizes: number[],
+  upstream?: Any,
+): Promise<Assembled> {
+  const loss = (b.losses as Any).sharded[name];
+  const key = LOGIT_KEY[name];
+  const full: Mat = key ? inputs[key] : inputs.W;
+  const c = full.shape[0 + (key ? 1 : 0)];
+  const offsets = sizes.map((_, k) => sizes.slice(0, k).reduce((s, x) => s + x, 0));
+  const shards = sizes.map((cs, k) => ({
+    ...inputs,
+    ...(key ? { [key]: columns(full, offsets[k], cs) } : { W: rowsOf(full, offsets[k], cs) }),
+  }));
+  const opts = sizes.map((_, k) => ({ ...options, offset: offsets[k], classes: c }));
+  const stats: ShardStats[] = [];
+  for (let k = 0; k < sizes.length; k++) stats.push(await loss.stats(shards[k], opts[k]));
+  const merged = mergeShardStats(stats);
+  const results = [];
+  for (let k = 0; k < sizes.length; k++) results.push(await loss.finish(shards[k], merged, opts[k], upstream));
+  const n = inputs.labels.length;
+  let total: number | Float64Array = options.reduction === "none" ? new Float64Array(n) : 0;
+  for (const r of results) {
+    if (typeof total === "number") total += r.loss as number;
+    else for (let i = 0; i < n; i++) total[i] += (r.loss as Float32Array)[i];
+  }
+  const grads: Record<string, Mat> = {};
+  if (key) {
+    const g = new Float32Array(n * c);
+    results.forEach((r, k) => {
+      const part = r.grads[key] as Mat;
+      assert.deepEqual([...part.shape], [n, sizes[k]], `shard ${k} gradient shape`);
+      for (let i = 0; i < n; i++) g.set(part.data.subarray(i * sizes[k], (i + 1) * sizes[k]), i * c + offsets[k]);
+    });
+    grads[key] = { data: g, shape: [n, c] };
+  } else {
+    const d = inputs.x.shape[1];
+    const gx = new Float64Array(n * d), gW = new Float32Array(c * d);
+    results.forEach((r, k) => {
+      assert.deepEqual([...r.grads.W.shape], [sizes[k], d], `shard ${k} W gradient shape`);
+      gW.set(r.grads.W.data, offsets[k] * d);
+      r.grads.x.data.forEach((v: number, j: number) => (gx[j] += v));
+    });
+    grads.x = { data: Float32Array.from(gx), shape: [n, d] };
+    grads.W = { data: gW, shape: [c, d] };
+  }
+  return { loss: total, grads, stats };
+}
+
+/** Within `tol * max(1, |ref|)` (loss) / `tol * max(1e-3, max|ref|)` (gradients) of the unsharded result. */
+function assertMatches(got: Assembled, want: Any, label: string, tol: number): void {
+  const loss = typeof got.loss === "number" ? got.loss : Array.from(got.loss);
+  assertLossClose(loss as Any, typeof want.loss === "number" ? want.loss : Array.from(want.loss), `${label} loss`, tol);
+  for (const [k, g] of Object.entries(got.grads)) assertGradClose(g, want.grads[k].data, `${label} grads.${k}`, tol);
+}
+
+/** Labels of n rows over c classes with at least one on every shard (the first rows) and ignored rows. */
+function spreadLabels(rng: Rng, n: number, sizes: number[], ignoreIndex = -100): Int32Array {
+  const c = sizes.reduce((s, x) => s + x, 0);
+  const labels = randomLabels(rng, n, c, 0.2, ignoreIndex);
+  let off = 0;
+  sizes.forEach((cs, k) => {
+    labels[k] = off + rng.int(cs);
+    off += cs;
+  });
+  return labels;
+}
+
+/** Rows of unit-ish cosines in (-1, 1), some at exactly +-1 (the clamp's edge). */
+function cosines(rng: Rng, n: number, c: number): Mat {
+  const m = randomMatrix(rng, n, c, 0.5);
+  for (let i = 0; i < m.data.length; i++) m.data[i] = Math.max(-1, Math.min(1, m.data[i]));
+  m.data[0] = 1;
+  return m;
+}
+
+interface Case {
+  name: string;
+  options: Record<string, unknown>;
+  upstream?: (n: number) => unknown;
+}
+
+const LOGIT_CASES: Record<string, Case[]> = {
+  crossEntropy: [
+    { name: "defaults", options: {} },
+    { name: "class weights, sum, upstream -0.75", options: { reduction: "sum" }, upstream: () => -0.75 },
+    { name: "label smoothing 0.1", options: { labelSmoothing: 0.1 } },
+    { name: "weights and smoothing 0.2, none, upstream per row", options: { labelSmoothing: 0.2, reduction: "none" } },
+    { name: "ignoreIndex -1, mean, upstream 2.5", options: { ignoreIndex: -1 }, upstream: () => 2.5 },
+  ],
+  arcface: [
+    { name: "s 16, m 0.5", options: { scale: 16, margin: 0.5 } },
+    { name: "easy margin, none", options: { scale: 30, margin: 0.3, easyMargin: true, reduction: "none" } },
+    { name: "marginGrad constant, sum", options: { scale: 64, marginGrad: "constant", reduction: "sum" } },
+  ],
+  cosface: [{ name: "s 30, m 0.35", options: { scale: 30, margin: 0.35 } }],
+  normface: [{ name: "defaults, sum", options: { reduction: "sum" } }],
+  combinedMargin: [{ name: "m1 1.2, m2 0.3, m3 0.1", options: { scale: 32, m1: 1.2, m2: 0.3, m3: 0.1 } }],
+};
+
+const HEAD_CASES: Case[] = [
+  { name: "arcface", options: { kind: "arcface", scale: 16 } },
+  {
+    name: "cosface, sum, upstream 2.5",
+    options: { kind: "cosface", scale: 30, reduction: "sum" },
+    upstream: () => 2.5,
+  },
+  { name: "normface, none", options: { kind: "normface", reduction: "none" } },
+  { name: "combinedMargin", options: { kind: "combinedMargin", scale: 32, m1: 1.1, m2: 0.2, m3: 0.1 } },
+];
+
+/** The unsharded result the sharded one is held to, and its tolerance, on backend b. */
+function oracles(b: Backend, name = ""): { backend: Backend; tol: number }[] {
+  // WebGPU's logit shards run the float64 reference (host rows): held to the reference at
+  // 1e-6, and to WebGPU's own unsharded kernels at the SPEC bound. Its head shards run the
+  // GPU head's phases (float32): held to both at the SPEC bound.
+  if (b.name !== "webgpu") return [{ backend: b, tol: 1e-6 }];
+  return [{ backend: reference, tol: name === "marginHead" ? 1e-5 : 1e-6 }, { backend: b, tol: 1e-5 }];
+}
+
+const upstreamOf = (cs: Case, n: number) =>
+  cs.options.reduction === "none" ? Float32Array.from({ length: n }, (_, i) => 0.5 + (i % 3)) : cs.upstream?.(n);
+
+describe("sharded losses equal the unsharded ones (P = 1..8 uneven shards)", () => {
+  for (const b of backends) {
+    describe(b.name, () => {
+      const small = b.name === "webgpu"; // llvmpipe: small shapes
+      for (const [name, list] of Object.entries(LOGIT_CASES)) {
+        for (const cs of list) {
+          it(`${name}: ${cs.name}`, async () => {
+            const rng = new Rng(0x5a4d + cs.name.length);
+            const n = small ? 9 : 13, c = small ? 11 : 23;
+            for (let p = 1; p <= 8; p++) {
+              const sizes = shardSizes(rng, c, p);
+              const ignoreIndex = (cs.options.ignoreIndex as number | undefined) ?? -100;
+              const labels = spreadLabels(rng, n, sizes, ignoreIndex);
+              const x = name === "crossEntropy" ? randomMatrix(rng, n, c, 3) : cosines(rng, n, c);
+              const options = { ...cs.options } as Any;
+              if (name === "crossEntropy" && /weights/.test(cs.name)) {
+                options.weight = Float32Array.from({ length: c }, () => rng.uniform(0.2, 2));
+              }
+              const inputs = { [LOGIT_KEY[name]]: x, labels };
+              const upstream = upstreamOf(cs, n);
+              const before = snapshot(inputs);
+              const got = await runSharded(b, name, inputs, options, sizes, upstream);
+              assertUnchanged(before, inputs);
+              for (const o of oracles(b)) {
+                const want = await (o.backend.losses as Any)[name].valueAndGrad(inputs, options);
+                if (upstream !== undefined) {
+                  want.grads = await (o.backend.losses as Any)[name].backward(inputs, options, upstream);
+                }
+                assertMatches(
+                  got,
+                  { loss: want.loss, grads: want.grads },
+                  `P ${p} [${sizes}] vs ${o.backend.name}`,
+                  o.tol,
+                );
+              }
+            }
+          });
+        }
+      }
+      for (const cs of HEAD_CASES) {
+        it(`marginHead: ${cs.name}`, async () => {
+          const rng = new Rng(0x4ead + cs.name.length);
+          const n = small ? 6 : 11, d = small ? 5 : 9, c = small ? 10 : 140; // 140: past a 128-class chunk
+          for (let p = 1; p <= 8; p++) {
+            const sizes = shardSizes(rng, c, p);
+            const labels = spreadLabels(rng, n, sizes);
+            const inputs = { x: randomMatrix(rng, n, d, 1), W: randomMatrix(rng, c, d, 1), labels };
+            const upstream = upstreamOf(cs, n);
+            const got = await runSharded(b, "marginHead", inputs, cs.options, sizes, upstream);
+            for (const o of oracles(b, "marginHead")) {
+              const l = (o.backend.losses as Any).marginHead;
+              const want = await l.valueAndGrad(inputs, cs.options);
+              if (upstream !== undefined) want.grads = await l.backward(inputs, cs.options, upstream);
+              assertMatches(got, want, `P ${p} [${sizes}] vs ${o.backend.name}`, o.tol);
+            }
+          }
+        });
+      }
+    });
+  }
+});
+
+describe("sharded losses: shards longer than a chunk of rows (streamed through WebAssembly memory)", () => {
+  for (const b of backends) {
+    it(b.name, async () => {
+      const rng = new Rng(2024);
+      const n = 70, c = 3001; // the wasm kernels take ~10 rows of 3000 classes per chunk
+      const sizes = [1200, 1, 1800];
+      const labels = spreadLabels(rng, n, sizes);
+      const cases: [string, Any, Any][] = [
+        ["crossEntropy", { logits: randomMatrix(rng, n, c, 4), labels }, {
+          labelSmoothing: 0.1,
+          weight: Float32Array.from({ length: c }, () => rng.uniform(0.5, 1.5)),
+        }],
+        ["arcface", { cos: cosines(rng, n, c), labels }, { scale: 32, reduction: "sum" }],
+      ];
+      for (const [name, inputs, options] of cases) {
+        const got = await runSharded(b, name, inputs, options, sizes);
+        for (const o of oracles(b)) {
+          const want = await (o.backend.losses as Any)[name].valueAndGrad(inputs, options);
+          assertMatches(got, want, `${name} vs ${o.backend.name}`, o.tol);
+        }
+      }
+    });
+  }
+});
+
+describe("sharded losses on WebAssembly-resident inputs (alloc)", () => {
+  it("give what host inputs give, and the inputs are left as they were", () => {
+    const rng = new Rng(31);
+    const [n, cs, d] = [5, 40, 6];
+    const logits = randomMatrix(rng, n, cs, 2), x = randomMatrix(rng, n, d, 1), W = randomMatrix(rng, cs, d, 1);
+    const labels = [0, 50, 39, -100, 3];
+    const placed = [alloc([n, cs]), alloc([n, d]), alloc([cs, d])];
+    placed[0].data.set(logits.data);
+    placed[1].data.set(x.data);
+    placed[2].data.set(W.data);
+    try {
+      const ce = { offset: 0, classes: 60, labelSmoothing: 0.1 };
+      const host = wasm.sharded.crossEntropy.stats({ logits, labels }, ce);
+      const inMemory = wasm.sharded.crossEntropy.stats({ logits: placed[0], labels }, ce);
+      assert.deepEqual(inMemory, host);
+      const merged = mergeShardStats([host]);
+      const a = wasm.sharded.crossEntropy.finish({ logits, labels }, merged, ce);
+      const b = wasm.sharded.crossEntropy.finish({ logits: placed[0], labels }, merged, ce);
+      assert.equal(b.loss, a.loss);
+      assert.deepEqual(b.grads.logits.data, a.grads.logits.data);
+      const mh = { kind: "cosface" as const, scale: 30, offset: 0, classes: 60 };
+      const hs = wasm.sharded.marginHead.stats({ x, W, labels }, mh);
+      assert.deepEqual(wasm.sharded.marginHead.stats({ x: placed[1], W: placed[2], labels }, mh), hs);
+      const hm = mergeShardStats([hs]);
+      const ha = wasm.sharded.marginHead.finish({ x, W, labels }, hm, mh);
+      const hb = wasm.sharded.marginHead.finish({ x: placed[1], W: placed[2], labels }, hm, mh);
+      assert.equal(hb.loss, ha.loss);
+      assert.deepEqual(hb.grads.x.data, ha.grads.x.data);
+      assert.deepEqual(hb.grads.W.data, ha.grads.W.data);
+      assert.deepEqual(placed[0].data, logits.data);
+      assert.deepEqual(placed[2].data, W.data);
+    } finally {
+      placed.forEach((m) => m.free());
+    }
+  });
+});
+
+/** The fixture files of the sharded losses. */
+const FIXTURES: Record<string, string> = {
+  crossEntropy: "cross_entropy.json",
+  arcface: "arcface.json",
+  cosface: "cosface.json",
+  normface: "normface.json",
+  combinedMargin: "combined_margin.json",
+  marginHead: "margin_head.json",
+};
+
+describe("sharded losses match PyTorch (the unsharded fixtures, 3 shards)", () => {
+  for (const b of backends) {
+    describe(b.name, () => {
+      for (const [name, file] of Object.entries(FIXTURES)) {
+        it(name, async () => {
+          const cases: FixtureCase[] = loadFixtures(file);
+          for (const fc of cases) {
+            const key = LOGIT_KEY[name];
+            const full = (key ? fc.inputs[key] : fc.inputs.W) as Mat;
+            const c = full.shape[key ? 1 : 0];
+            const sizes = shardSizes(new Rng(c), c, Math.min(3, c));
+            const got = await runSharded(b, name, fc.inputs, fc.options, sizes, fc.upstream);
+            const loss = typeof got.loss === "number" ? got.loss : Array.from(got.loss);
+            assertLossClose(loss as Any, fc.expected.loss as Any, `${fc.name} loss`);
+            for (const [k, g] of Object.entries(got.grads)) {
+              assertGradClose(g, fc.expected.grads[k] as Any, `${fc.name} grads.${k}`);
+            }
+          }
+        });
+      }
+    });
+  }
+});
+
+describe("mergeShardStats", () => {
+  const rng = new Rng(77);
+  const stats = (n: number, smooth: boolean): ShardStats => {
+    const s = {
+      max: Float64Array.from({ length: n }, () => rng.uniform(-50, 50)),
+      sum: Float64Array.from({ length: n }, () => rng.uniform(0, 30)),
+      target: Float64Array.from({ length: n }, () => rng.uniform(-5, 5)),
+    };
+    return smooth
+      ? { ...s, below: Float64Array.from({ length: n }, () => rng.uniform(0, 100)), weightSum: rng.uniform(1, 9) }
+      : s;
+  };
+
+  it("is the exact log-sum-exp merge (against a direct float64 sum)", () => {
+    const list = [stats(4, false), stats(4, false), stats(4, false)];
+    const m = mergeShardStats(list);
+    for (let i = 0; i < 4; i++) {
+      const M = Math.max(...list.map((s) => s.max[i]));
+      assert.equal(m.max[i], M);
+      const total = list.reduce((t, s) => t + s.sum[i] * Math.exp(s.max[i] - M), 0);
+      assert.ok(Math.abs(m.sum[i] - total) <= 1e-15 * total);
+      assert.equal(m.target[i], list[0].target[i] + list[1].target[i] + list[2].target[i]);
+    }
+  });
+
+  it("is independent of the order and of the grouping (a tree all-reduce)", () => {
+    for (const smooth of [false, true]) {
+      const list = Array.from({ length: 7 }, () => stats(5, smooth));
+      const flat = mergeShardStats(list);
+      const reversed = mergeShardStats([...list].reverse());
+      const tree = mergeShardStats([mergeShardStats(list.slice(0, 3)), mergeShardStats(list.slice(3))]);
+      for (const other of [reversed, tree]) {
+        assert.deepEqual(other.max, flat.max);
+        const fields: ("sum" | "target" | "below")[] = smooth ? ["sum", "target", "below"] : ["sum", "target"];
+        for (const f of fields) {
+          const a = other[f] as Float64Array, e = flat[f] as Float64Array;
+          for (let i = 0; i < 5; i++) assert.ok(Math.abs(a[i] - e[i]) <= 1e-13 * Math.max(1, Math.abs(e[i])), f);
+        }
+        if (smooth) assert.ok(Math.abs(other.weightSum! - flat.weightSum!) <= 1e-13 * flat.weightSum!);
+      }
+    }
+  });
+
+  it("refuses bad lists with named errors", async () => {
+    await assertThrowsNamed(() => mergeShardStats([]), TypeError, "list", "non-empty");
+    await assertThrowsNamed(() => mergeShardStats([{ max: [1] } as Any]), TypeError, "list[0].max", "Float64Array");
+    await assertThrowsNamed(() => mergeShardStats([stats(3, false), stats(4, false)]), RangeError, "list[1].max", "3");
+    await assertThrowsNamed(() => mergeShardStats([stats(3, true), stats(3, false)]), TypeError, "list[1].below");
+    await assertThrowsNamed(() => mergeShardStats([stats(3, false), stats(3, true)]), TypeError, "list[1]", "below");
+  });
+});
+
+describe("sharded losses: bad input", () => {
+  for (const b of backends) {
+    it(b.name, async () => {
+      const s = (b.losses as Any).sharded;
+      const rng = new Rng(5);
+      const logits = randomMatrix(rng, 3, 2, 1), labels = [0, 4, 2];
+      const ok = { offset: 1, classes: 5 };
+      await assertThrowsNamed(() => s.crossEntropy.stats({ logits, labels }, {}), TypeError, "options.classes");
+      await assertThrowsNamed(
+        () => s.crossEntropy.stats({ logits, labels }, { classes: 5 }),
+        TypeError,
+        "options.offset",
+      );
+      await assertThrowsNamed(
+        () => s.crossEntropy.stats({ logits, labels }, { offset: 4, classes: 5 }),
+        RangeError,
+        "options.offset",
+        "[0, 3]",
+        "4",
+      );
+      await assertThrowsNamed(
+        () => s.crossEntropy.stats({ logits, labels: [0, 5, 1] }, ok),
+        RangeError,
+        "labels[1]",
+        "[0, 5)",
+      );
+      await assertThrowsNamed(
+        () => s.crossEntropy.stats({ logits, labels }, { ...ok, temperature: 1 }),
+        TypeError,
+        "temperature",
+      );
+      await assertThrowsNamed(() => s.crossEntropy.stats({ logits, labels }, { ...ok, out: {} }), TypeError, "out");
+      await assertThrowsNamed(() => s.crossEntropy.stats({ logits, labels, W: logits }, ok), TypeError, "W");
+      await assertThrowsNamed(
+        () => s.crossEntropy.stats({ logits, labels }, { ...ok, weight: [1, 1] }),
+        RangeError,
+        "options.weight",
+      );
+      const stats = await s.crossEntropy.stats({ logits, labels }, ok);
+      await assertThrowsNamed(
+        () => s.crossEntropy.finish({ logits, labels }, { ...stats, sum: new Float64Array(2) }, ok),
+        RangeError,
+        "stats.sum",
+        "3",
+      );
+      await assertThrowsNamed(
+        () => s.crossEntropy.finish({ logits, labels }, stats, { ...ok, labelSmoothing: 0.1 }),
+        TypeError,
+        "stats.below",
+      );
+      await assertThrowsNamed(
+        () => s.arcface.stats({ cos: logits, labels }, { ...ok, margin: 4 }),
+        RangeError,
+        "options.margin",
+      );
+      const x = randomMatrix(rng, 3, 4, 1), W = randomMatrix(rng, 2, 3, 1);
+      await assertThrowsNamed(() => s.marginHead.stats({ x, W, labels }, ok), RangeError, "W");
+      await assertThrowsNamed(
+        () =>
+          s.marginHead.stats({ x, W: randomMatrix(rng, 2, 4, 1), labels }, {
+            ...ok,
+            kind: "cosface",
+            easyMargin: true,
+          }),
+        TypeError,
+        "easyMargin",
+      );
+    });
+  }
+});
