@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmarks (cross_entropy, arcface, margin_head, webgpu, phys_moe, physics_contrastive)
+# Runs the benchmarks (cross_entropy, arcface, margin_head, webgpu, phys_moe, physics_contrastive, scale)
 # under Deno, then under Bun (pinned versions, via npx); Bun has no WebGPU, so webgpu only prints
 # "no WebGPU adapter: ..." there. `--only core_v2` runs the Core v2 before/after file, which is not
 # in the default list (it needs the old tree: see its header). A benchmark that fails does not stop
@@ -19,7 +19,7 @@ DENO_VERSION=2.9.6
 BUN_VERSION=1.4.4
 DENO=${DENO:-"npx -y deno@${DENO_VERSION}"}
 BUN=${BUN:-"npx -y bun@${BUN_VERSION}"}
-ALL=(cross_entropy arcface margin_head webgpu phys_moe physics_contrastive)
+ALL=(cross_entropy arcface margin_head webgpu phys_moe physics_contrastive scale)
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
