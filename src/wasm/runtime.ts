@@ -167,8 +167,6 @@ export class Runtime {
   #used = new Map<number, number>();
   #arena = 0;
   #arenaSize = 0;
-  /** The largest arena placed so far. */
-  #arenaHigh = 0;
   #f32: Float32Array;
   /**
    * The address and length of every view of this memory handed out by `WasmMatrix.data`
@@ -244,6 +242,16 @@ export class Runtime {
     return ptr;
   }
 
+  /** Allocates the free bytes [ptr, ptr + size) (a block just freed), splitting its free block. */
+  #take(ptr: number, size: number): number {
+    const i = this.#free.findIndex((b) => b.ptr <= ptr && ptr + size <= b.ptr + b.size);
+    const b = this.#free[i];
+    const parts = [{ ptr: b.ptr, size: ptr - b.ptr }, { ptr: ptr + size, size: b.ptr + b.size - ptr - size }];
+    this.#free.splice(i, 1, ...parts.filter((p) => p.size > 0));
+    this.#used.set(ptr, size);
+    return ptr;
+  }
+
   /** Frees a block from `malloc`. */
   free(ptr: number): void {
     const size = this.#used.get(ptr);
@@ -296,16 +304,19 @@ export class Runtime {
    */
   arena(bytes: number): number {
     if (bytes > this.#arenaSize) {
-      // An arena lost to a failed placement comes back at the largest size it had (so the
-      // calls after an error lay memory out as before it, without growing it step by step).
-      const size = Math.ceil(Math.max(bytes, this.#arena ? 0 : this.#arenaHigh) / ALIGN) * ALIGN;
-      // Freed first so that the new arena may reuse its place; if malloc then throws
-      // (memory cannot grow), no arena is left behind, never a stale pointer to a free block.
+      const size = Math.ceil(bytes / ALIGN) * ALIGN, [oldPtr, old] = [this.#arena, this.#arenaSize];
+      // Freed first so that the new arena may reuse its place. If memory cannot grow, the old
+      // arena is placed again where it was (the block just freed holds it), so memory is laid
+      // out after the error as before it, never a stale pointer to a free block.
       if (this.#arena) this.free(this.#arena);
       this.#arena = this.#arenaSize = 0;
-      this.#arena = this.malloc(size);
-      this.#arenaSize = size;
-      this.#arenaHigh = Math.max(this.#arenaHigh, size);
+      try {
+        this.#arena = this.malloc(size);
+        this.#arenaSize = size;
+      } catch (e) {
+        if (old) [this.#arena, this.#arenaSize] = [this.#take(oldPtr, old), old];
+        throw e;
+      }
     }
     return this.#arena;
   }
