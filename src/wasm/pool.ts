@@ -154,7 +154,7 @@ export class Pool {
     let failed = false;
     others.forEach((_, w) => {
       const done = w * SLOT + DONE;
-      // A timed wait: Bun's main thread can miss a notify (bench/README.md, threads).
+      // A timed wait: a missed wake-up costs at most 1 ms (Bun's Web Worker missed one: docs/SCALE.md).
       while (Atomics.load(this.#control, done) !== seq) {
         if (canWait) Atomics.wait(this.#control, done, Atomics.load(this.#control, done), 1);
       }
