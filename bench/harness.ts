@@ -400,6 +400,20 @@ export interface Cell {
   gradRelDiff?: number;
 }
 
+/** A cell of contender `k` with every harness field at its empty value (benchmarks add their own fields). */
+export function emptyCell(k: { name: string; floor?: boolean }): Cell {
+  return {
+    contender: k.name,
+    floor: !!k.floor,
+    seconds: null,
+    spread: null,
+    samples: 0,
+    callsPerSample: 0,
+    sampleSeconds: [],
+    warmup: false,
+  };
+}
+
 /** Results feed this so no engine can drop a call as dead code. */
 export const sink = { value: 0 };
 

@@ -35,6 +35,7 @@ import {
   type Config as BaseConfig,
   configJson,
   type Contender as BaseContender,
+  emptyCell,
   errorText,
   finishRun,
   fmtErr,
@@ -333,14 +334,7 @@ function newCell(ctx: Ctx, mode: Mode, k: { name: string; floor?: boolean }): Ce
   return {
     shape: [ctx.n, ctx.d, ctx.c],
     mode,
-    contender: k.name,
-    floor: !!k.floor,
-    seconds: null,
-    spread: null,
-    samples: 0,
-    callsPerSample: 0,
-    sampleSeconds: [],
-    warmup: false,
+    ...emptyCell(k),
     reference: "none",
   };
 }

@@ -32,6 +32,7 @@ import {
   collectEnv,
   configJson,
   type Contender,
+  emptyCell,
   finishRun,
   fmtG,
   fmtMB,
@@ -103,16 +104,15 @@ const labelsOf = (n: number, c: number, seed: number) => {
   const r = mulberry32(seed);
   return Int32Array.from({ length: n }, () => Math.floor(r() * c));
 };
-const newCell = (k: { name: string; floor?: boolean }): Cell => ({
-  contender: k.name,
-  floor: !!k.floor,
-  seconds: null,
-  spread: null,
-  samples: 0,
-  callsPerSample: 0,
-  sampleSeconds: [],
-  warmup: false,
-});
+const newCell = emptyCell;
+/** One marginHead (ArcFace) valueAndGrad step on random `[n, d]` x and `[c, d]` W, into host out buffers. */
+const headStep = (n: number, d: number, c: number, seed: number) => {
+  const x = { data: random(n * d, seed), shape: [n, d] as const };
+  const W = { data: random(c * d, seed + 1), shape: [c, d] as const }, labels = labelsOf(n, c, seed + 2);
+  const m = (rows: number) => ({ data: new Float32Array(rows * d), shape: [rows, d] as const });
+  const out: { x: Matrix; W: Matrix } = { x: m(n), W: m(c) };
+  return () => wasm.marginHead.valueAndGrad({ x, W, labels }, { margin: 0.5, out }).loss;
+};
 /** The process's peak resident memory (Linux: VmHWM), or null. */
 const peakRss = () => {
   try {
@@ -185,16 +185,7 @@ if (cfg.modes.includes("threads")) {
     ga.free();
   }
   const [n, d, c] = dims("--head", "256x512x100000");
-  const x = { data: random(n * d, 3), shape: [n, d] as const }, W = { data: random(c * d, 4), shape: [c, d] as const };
-  const labels = labelsOf(n, c, 5);
-  const outs = {
-    x: { data: new Float32Array(n * d), shape: [n, d] },
-    W: { data: new Float32Array(c * d), shape: [c, d] },
-  } as {
-    x: Matrix;
-    W: Matrix;
-  };
-  const step = () => wasm.marginHead.valueAndGrad({ x, W, labels }, { margin: 0.5, out: outs }).loss;
+  const step = headStep(n, d, c, 3);
   const cells = await measurer.measure(cfg, null, "threads", {
     contenders: [{ name: "head 1", make: () => ({ run: on(1, step) }) }, {
       name: `head ${T}`,
@@ -224,16 +215,7 @@ if (cfg.modes.includes("threads")) {
 if (cfg.modes.includes("million")) {
   const [n, d, c] = dims("--million", "128x128x1000000");
   console.log(`\n## marginHead (ArcFace) at N=${n}, D=${d}, C=${c}\n`);
-  const x = { data: random(n * d, 6), shape: [n, d] as const }, W = { data: random(c * d, 7), shape: [c, d] as const };
-  const labels = labelsOf(n, c, 8);
-  const outs = {
-    x: { data: new Float32Array(n * d), shape: [n, d] },
-    W: { data: new Float32Array(c * d), shape: [c, d] },
-  } as {
-    x: Matrix;
-    W: Matrix;
-  };
-  const step = () => wasm.marginHead.valueAndGrad({ x, W, labels }, { margin: 0.5, out: outs }).loss;
+  const step = headStep(n, d, c, 6);
   const memory: Record<string, number> = {};
   // The step's GEMMs alone (one thread, the same calls on scratch buffers): per chunk of 128 classes,
   // S = X W_J^T twice (statistics, gradients), v += G W_J and t = H^T X.

@@ -41,6 +41,7 @@ export function useWasmVariant(v: WasmVariant): void {
   variant = v;
   compiled = compiledShared = null;
   current = null;
+  given = false; // the inline module again
 }
 
 /** The build in use. */
