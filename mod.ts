@@ -117,6 +117,6 @@ export type {
   IntMatrix,
 } from "./src/losses/hnm_contrastive.ts";
 export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
-export { DeviceLostError } from "./gpu/context.ts";
+export { DeviceLostError } from "./src/webgpu/context.ts";
 export { init, type InitOptions, type Losses, WASM_LOGITS_PER_SECOND } from "./src/backend.ts";
 export { isGpuMatrix } from "./src/validate.ts";

@@ -2,7 +2,7 @@
  * Backend selection: `init()` looks for WebGPU, WebAssembly SIMD and the float64
  * reference, picks one (`"auto"`) or the one asked for, routes small host problems and
  * a lost GPU device to the CPU, and says why in `note`. The backends themselves are
- * `src/reference/`, `src/wasm/` and `gpu/`; each is one kernel per family.
+ * `src/reference/`, `src/wasm/` and `src/webgpu/`; each is one kernel per family.
  *
  * @module
  */
@@ -15,7 +15,7 @@ import { startThreads } from "./wasm/pool.ts";
 import { wasmKernels } from "./wasm/mod.ts";
 import type { BackendName } from "./types.ts";
 import * as v from "./validate.ts";
-import { type ContextOptions, DeviceLostError, GpuContext, webgpuKernels } from "../gpu/mod.ts";
+import { type ContextOptions, DeviceLostError, GpuContext, webgpuKernels } from "./webgpu/mod.ts";
 
 /** Every loss bound to one backend, with Promise-returning methods. */
 export interface Losses extends AsyncLosses {

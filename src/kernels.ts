@@ -2,7 +2,7 @@
  * The kernel families: what a backend implements. Every loss definition names its
  * family (`LossDef.kernel`), so this interface and the definitions are the one place
  * that says which kernel runs each loss; a backend is one function per family
- * (`src/reference/mod.ts`, `src/wasm/mod.ts`, `gpu/mod.ts`).
+ * (`src/reference/mod.ts`, `src/wasm/mod.ts`, `src/webgpu/mod.ts`).
  *
  * | family      | problem                                    | losses                                                          |
  * | ----------- | ------------------------------------------ | --------------------------------------------------------------- |
@@ -27,7 +27,7 @@
  * A composite (`physMoe`) has no family of its own: its terms run on the families
  * above, the `combine` term last, through `composite`: in order on the CPU
  * (`sequential` in `src/loss.ts`), in one submission on WebGPU when the inputs are on
- * the GPU (`gpu/composite.ts`).
+ * the GPU (`src/webgpu/composite.ts`).
  *
  * @module
  */

@@ -53,7 +53,7 @@ export function derivativeCos(x: number): number {
 
 /**
  * A target function as data, for kernels that evaluate it themselves (the WebGPU
- * backend, gpu/margin.wgsl): `phi = cos(m1 theta + m2) - m3`, `theta = acos(cos)`, with
+ * backend, src/webgpu/margin.wgsl): `phi = cos(m1 theta + m2) - m3`, `theta = acos(cos)`, with
  * ArcFace's `"threshold"` branch (`phi` where `cos > cos(pi - m2)`, else
  * `cos - m2 sin(pi - m2)`) or its `"easy"` margin (`phi` where `cos > 0`, else `cos`).
  */

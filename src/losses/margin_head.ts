@@ -48,7 +48,7 @@ export type Target = (u: number, nx: number, nw: number) => [number, number, num
 
 /**
  * A head's target as data, for kernels that evaluate it themselves (the WebGPU backend,
- * gpu/margin.wgsl): `marginHead`'s margin, or SphereFace's / L-Softmax's `psi` with the
+ * src/webgpu/margin.wgsl): `marginHead`'s margin, or SphereFace's / L-Softmax's `psi` with the
  * integer margin `m` and the annealing weight (`lambda`, `beta`).
  */
 export type TargetSpec = MarginTarget | {

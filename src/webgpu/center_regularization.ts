@@ -1,0 +1,77 @@
+/**
+ * WebGPU glue of `centerRegularization`: src/webgpu/center_regularization.wgsl, one pass (the
+ * normalised centres, the rows, then each class's prototype term and the centres'
+ * gradient), one submission and one readback.
+ *
+ * @module
+ */
+import type { Raw } from "../loss.ts";
+import type { CenterRegProblem } from "../losses/center_regularization.ts";
+import { onDevice } from "../validate.ts";
+import { checkOut, F, type GpuContext } from "./context.ts";
+import { fits, gradOf, job, type Planner, solve } from "./passes.ts";
+
+/** `centerRegularization` on the GPU. */
+export const centerReg = (ctx: GpuContext, p: CenterRegProblem): Promise<Raw> => solve(ctx, p, planCenterReg);
+
+/** Plans `centerRegularization` (one job). */
+export const planCenterReg: Planner<CenterRegProblem> = async (ctx, p, bufs, force) => {
+  ctx.check();
+  const { b, c, d } = p;
+  fits(ctx, "f", b * d);
+  fits(ctx, "the normalised centers", c * d + c);
+  fits(ctx, "rule", c * c);
+  for (const [what, count] of [["rows of f", b], ["classes", c]] as const) {
+    if (count > ctx.maxGroups) {
+      throw new RangeError(`Expected at most ${ctx.maxGroups} ${what} on this WebGPU device, got ${count}`);
+    }
+  }
+  const resident = force || onDevice(p.f) || onDevice(p.centers);
+  checkOut("f", p.outF as { buffer?: unknown } | null, resident);
+  checkOut("centers", p.outCenters as { buffer?: unknown } | null, resident);
+  await ctx.checkFinite(p.f, p.centers);
+  // labels, the rows sorted by class (a counting sort), each class's first index.
+  const ints = new Int32Array(2 * b + c + 1);
+  ints.set(p.labels);
+  for (let i = 0; i < b; i++) ints[2 * b + p.labels[i] + 1]++;
+  for (let j = 0; j < c; j++) ints[2 * b + j + 1] += ints[2 * b + j];
+  const next = ints.slice(2 * b, 2 * b + c);
+  for (let i = 0; i < b; i++) ints[b + next[p.labels[i]]++] = i;
+  const vals = bufs.scratch((b + c) * 4);
+  const gf = p.grad ? bufs.output(resident, p.outF as { buffer?: GPUBuffer } | null, Math.max(4, b * d * 4)) : null;
+  const gc = p.grad
+    ? bufs.output(resident, p.outCenters as { buffer?: GPUBuffer } | null, Math.max(4, c * d * 4))
+    : null;
+  const host = p.grad && !resident;
+  const pass = job({
+    kernel: "center_regularization",
+    params: { b, c, d, flags: p.grad ? F.GRAD : 0, u_b: p.upstream / b, uw_c: (p.upstream * p.prototypeWeight) / c },
+    layout: "rrrrwwww",
+    bindings: [
+      bufs.input(p.f),
+      bufs.input(p.centers),
+      bufs.input(ints),
+      bufs.input(Float32Array.from(p.A)),
+      bufs.scratch((c * d + c) * 4),
+      vals,
+      gf,
+      gc,
+    ],
+    dispatches: [["norms", c], ["rows", b], ["classes", c]],
+    reads: [[vals, (b + c) * 4], [gf ?? vals, host ? b * d * 4 : 0], [gc ?? vals, host ? c * d * 4 : 0]],
+  });
+  const grads = (hf?: Float32Array, hc?: Float32Array): Record<string, Float32Array> =>
+    !gf || !gc
+      ? {}
+      : { f: gradOf(resident, gf, [b, d], hf, p.outF), centers: gradOf(resident, gc, [c, d], hc, p.outCenters) };
+  return {
+    jobs: [pass],
+    values: resident ? grads() : {},
+    finish: ([[v, hf, hc]]) => {
+      let center = 0, proto = 0;
+      for (let i = 0; i < b; i++) center += v[i];
+      for (let j = 0; j < c; j++) proto += v[b + j];
+      return { rows: [Float64Array.of(center / b), Float64Array.of(proto / c)], grads: grads(hf, hc) };
+    },
+  };
+};

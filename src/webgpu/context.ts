@@ -1,0 +1,587 @@
+/**
+ * The WebGPU runtime: one `GpuContext` per device ({@linkcode GpuContext.of}) holds the
+ * pipelines (created once, cached by kernel), the bind-group layouts, a pool of scratch
+ * buffers, the device's limits and its lost state; `runRows` dispatches a row kernel over
+ * a problem, one workgroup per row, uploading host inputs and reading host outputs back,
+ * and splitting the rows into chunks that fit `maxStorageBufferBindingSize`.
+ *
+ * @module
+ */
+import { F, KERNEL_PARAMS, PARAMS, PARAMS_BYTES, SHADERS } from "./generated.ts";
+import { DeviceValues, onDevice } from "../validate.ts";
+import * as v from "../validate.ts";
+
+/** A kernel of `src/webgpu/`, by file name. */
+export type KernelName = keyof typeof SHADERS;
+/** The uniform struct a kernel binds (its family's, declared in its WGSL). */
+type StructOf<K extends KernelName> = (typeof KERNEL_PARAMS)[K];
+/** A field of kernel `K`'s uniform struct. */
+export type ParamName<K extends KernelName> = keyof (typeof PARAMS)[StructOf<K>];
+/**
+ * Values of kernel `K`'s uniform struct for one dispatch (absent fields are 0); a
+ * `vec2<f32>` field takes a float64 value and receives it as a float32 pair.
+ */
+export type Params<K extends KernelName> = Partial<Record<ParamName<K>, number>>;
+
+/** The bit flags of the row kernels' `flags`, as src/webgpu/common.wgsl declares them. */
+export { F };
+
+/**
+ * The error of a call on a lost WebGPU device (driver reset, `device.destroy()`, the
+ * GPU removed): call `init()` again. An `"auto"` instance moves to WebAssembly instead.
+ */
+export class DeviceLostError extends Error {
+  /** `"DeviceLostError"`. */
+  override name = "DeviceLostError";
+}
+
+/** The most bytes of scratch buffers a context keeps between calls. */
+export const POOL_BYTES = 512 * 2 ** 20;
+
+const STORAGE = 0x80, COPY_SRC = 0x04, COPY_DST = 0x08, MAP_READ = 0x01, UNIFORM = 0x40;
+
+/** Options of a context. */
+export interface ContextOptions {
+  /**
+   * Largest storage binding, in bytes (default: the device's
+   * `maxStorageBufferBindingSize`); smaller values force the split paths (tests).
+   */
+  maxBindingBytes?: number;
+}
+
+/**
+ * A device's WebGPU state: its cached pipelines and layouts, its pool of scratch buffers
+ * and its limits. There is one per `GPUDevice` ({@linkcode GpuContext.of}), shared by
+ * every `init()` on that device, until {@linkcode GpuContext.dispose}.
+ */
+export class GpuContext {
+  static readonly #contexts = new WeakMap<GPUDevice, GpuContext>();
+
+  /**
+   * The context of `device`: created on the first call, with `options`, and returned by
+   * every later call until it is disposed. `options` must be the same on every call
+   * (they size the context's bindings): different ones are a `TypeError`.
+   *
+   * @param device The device whose context to return.
+   * @param options The context's options (tests: a smaller binding limit).
+   * @returns The device's one context.
+   *
+   * @example Every call on a device gets the same context
+   * ```ts
+   * import { GpuContext } from "./context.ts";
+   * const device = await (await navigator.gpu?.requestAdapter())?.requestDevice();
+   * if (device) console.log(GpuContext.of(device) === GpuContext.of(device)); // true
+   * ```
+   */
+  static of(device: GPUDevice, options: ContextOptions = {}): GpuContext {
+    const ctx = GpuContext.#contexts.get(device);
+    const max = options.maxBindingBytes ?? null;
+    if (ctx) {
+      if (ctx.#maxBindingBytes !== max) {
+        throw new TypeError(
+          `Expected options.maxBindingBytes to be ${ctx.#maxBindingBytes ?? "undefined"} as when this ` +
+            `GPUDevice's context was made, got ${max ?? "undefined"} (dispose() the context first)`,
+        );
+      }
+      return ctx;
+    }
+    const made = new GpuContext(device, options);
+    GpuContext.#contexts.set(device, made);
+    return made;
+  }
+
+  /** Why the device was lost, or null while it works. */
+  lost: string | null = null;
+  /** Bytes one storage binding may hold. */
+  readonly maxBinding: number;
+  /** Bytes one buffer may hold. */
+  readonly maxBuffer: number;
+  /** Storage-binding offset alignment, bytes. */
+  readonly align: number;
+  /** Workgroups per dispatch dimension. */
+  readonly maxGroups: number;
+  readonly #maxBindingBytes: number | null;
+  #disposed = false;
+  #roundTrip: Promise<number> | null = null;
+  readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  readonly #layouts = new Map<string, GPUPipelineLayout>();
+  /** Large scratch buffers of finished calls, kept for the next ones (allocating them is slow). */
+  readonly #pool: GPUBuffer[] = [];
+  /** One placeholder buffer per binding slot (a writable binding may not alias another). */
+  readonly #dummies: GPUBuffer[] = [];
+
+  /**
+   * A context of its own for `device`, not shared and not found by
+   * {@linkcode GpuContext.of} (which is the way to get a device's context).
+   */
+  constructor(readonly device: GPUDevice, options: ContextOptions = {}) {
+    const l = device.limits;
+    this.#maxBindingBytes = options.maxBindingBytes ?? null;
+    this.maxBinding = Math.min(options.maxBindingBytes ?? Infinity, l.maxStorageBufferBindingSize);
+    this.maxBuffer = l.maxBufferSize;
+    this.align = l.minStorageBufferOffsetAlignment;
+    this.maxGroups = l.maxComputeWorkgroupsPerDimension;
+    device.lost.then((info) => {
+      this.lost = info.message || info.reason || "unknown reason";
+    });
+  }
+
+  /** Whether {@linkcode GpuContext.dispose} was called. */
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /**
+   * Releases what the context holds: destroys its pooled scratch and placeholder
+   * buffers, drops its pipelines and layouts, and removes it from its device, so that
+   * every later call on it (or on losses bound to it) throws an `Error`, and the next
+   * {@linkcode GpuContext.of} on the device makes a new context. The device itself is
+   * left as it is. Calling it again does nothing.
+   *
+   * @example Release a device's pipelines and buffers
+   * ```ts
+   * import { GpuContext } from "./context.ts";
+   * const device = await (await navigator.gpu?.requestAdapter())?.requestDevice();
+   * if (device) {
+   *   const ctx = GpuContext.of(device);
+   *   ctx.dispose();
+   *   console.log(ctx.disposed, GpuContext.of(device) !== ctx); // true true
+   * }
+   * ```
+   */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    if (GpuContext.#contexts.get(this.device) === this) GpuContext.#contexts.delete(this.device);
+    for (const b of this.#pool.splice(0)) b.destroy();
+    // forEach: the placeholders are made per binding slot as needed, so the array has holes.
+    this.#dummies.forEach((b) => b.destroy());
+    this.#dummies.length = 0;
+    this.#pipelines.clear();
+    this.#layouts.clear();
+  }
+
+  /** Throws when the context was disposed, or a `DeviceLostError` when the device is gone. */
+  check(): void {
+    if (this.#disposed) {
+      throw new Error("Expected a live WebGPU context, got one that was disposed (dispose()): call init() again");
+    }
+    if (this.lost !== null) throw new DeviceLostError(`The WebGPU device was lost (${this.lost}); call init() again`);
+  }
+
+  /**
+   * The pipeline of a kernel's entry point, created once. `bindings` lists the kernel's
+   * storage bindings 1.. in order as "r" (read-only) or "w" (read-write): the layout is
+   * explicit so a kernel may leave a binding unused.
+   */
+  pipeline(kernel: KernelName, bindings: string, entry = "main"): Promise<GPUComputePipeline> {
+    this.check();
+    const key = `${kernel}:${entry}:${bindings}`;
+    let p = this.#pipelines.get(key);
+    if (!p) {
+      const module = this.device.createShaderModule({ code: SHADERS[kernel], label: kernel });
+      p = this.device.createComputePipelineAsync({
+        layout: this.#layout(bindings),
+        compute: { module, entryPoint: entry },
+      });
+      this.#pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  #layout(bindings: string): GPUPipelineLayout {
+    let l = this.#layouts.get(bindings);
+    if (!l) {
+      const entries: GPUBindGroupLayoutEntry[] = [{ binding: 0, visibility: 4, buffer: { type: "uniform" } }];
+      [...bindings].forEach((k, i) =>
+        entries.push({ binding: i + 1, visibility: 4, buffer: { type: k === "w" ? "storage" : "read-only-storage" } })
+      );
+      const group = this.device.createBindGroupLayout({ entries });
+      l = this.device.createPipelineLayout({ bindGroupLayouts: [group] });
+      this.#layouts.set(bindings, l);
+    }
+    return l;
+  }
+
+  /** A bind group for `pipeline`: the uniform `params`, then one resource per storage binding. */
+  bind(
+    pipeline: GPUComputePipeline,
+    params: GPUBuffer,
+    resources: (GPUBufferBinding | GPUBuffer | null)[],
+  ): GPUBindGroup {
+    return this.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [
+        { binding: 0, resource: { buffer: params } },
+        ...resources.map((r, i) => ({
+          binding: i + 1,
+          resource: r === null ? { buffer: this.#dummy(i) } : "buffer" in r ? r : { buffer: r },
+        })),
+      ],
+    });
+  }
+
+  #dummy(slot: number): GPUBuffer {
+    return (this.#dummies[slot] ??= this.device.createBuffer({ size: 16, usage: STORAGE }));
+  }
+
+  /**
+   * Runs `encode` and submits its commands, turning a validation or out-of-memory error
+   * into an exception (WebGPU reports them asynchronously, not by throwing).
+   */
+  async submit(encode: (enc: GPUCommandEncoder) => void): Promise<void> {
+    this.check();
+    this.device.pushErrorScope("out-of-memory");
+    this.device.pushErrorScope("validation");
+    const enc = this.device.createCommandEncoder();
+    encode(enc);
+    this.device.queue.submit([enc.finish()]);
+    const invalid = await this.device.popErrorScope();
+    const oom = await this.device.popErrorScope();
+    const e = invalid ?? oom;
+    if (e) throw new Error(`WebGPU error: ${e.message}`);
+  }
+
+  /**
+   * A binding of `count` floats of `buffer` from element `start`: the offset aligned
+   * down to the device's alignment, and the element offset of `start` inside it.
+   */
+  range(buffer: GPUBuffer, start: number, count: number): [GPUBufferBinding, number] {
+    const bytes = start * 4, at = Math.floor(bytes / this.align) * this.align;
+    return [{ buffer, offset: at, size: bytes - at + count * 4 }, (bytes - at) / 4];
+  }
+
+  /** Columns of one segment of a row too long for one binding (a multiple of 64). */
+  get segment(): number {
+    return Math.floor((this.maxBinding - this.align) / 4 / 64) * 64;
+  }
+
+  /**
+   * The median time of three empty submissions' completion (a dispatch's fixed cost),
+   * seconds; measured once per context.
+   */
+  roundTrip(): Promise<number> {
+    return this.#roundTrip ??= this.#measure();
+  }
+
+  async #measure(): Promise<number> {
+    const times: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      const t0 = performance.now();
+      this.device.queue.submit([]);
+      await this.device.queue.onSubmittedWorkDone();
+      times.push((performance.now() - t0) / 1e3);
+    }
+    return times.sort((a, b) => a - b)[1];
+  }
+
+  /** A uniform buffer holding kernel `kernel`'s struct with `values`. */
+  params<K extends KernelName>(kernel: K, values: Params<K>): GPUBuffer {
+    const struct = KERNEL_PARAMS[kernel];
+    const fields: Record<string, readonly [number, string]> = PARAMS[struct];
+    const bytes = new ArrayBuffer(PARAMS_BYTES[struct]);
+    const u = new Uint32Array(bytes), i = new Int32Array(bytes), f = new Float32Array(bytes);
+    for (const [name, value] of Object.entries(values) as [string, number][]) {
+      const field = fields[name];
+      if (!field) throw new Error(`src/webgpu/${kernel}.wgsl: ${struct} has no field ${name}`);
+      const [slot, type] = field;
+      if (type === "f32") f[slot] = value;
+      else if (type === "i32") i[slot] = value;
+      else if (type === "u32") u[slot] = value;
+      else {
+        // vec2<f32>: the float64 value as hi + lo.
+        f[slot] = value;
+        f[slot + 1] = value - f[slot];
+      }
+    }
+    return this.upload(new Uint8Array(bytes), UNIFORM);
+  }
+
+  /** A new buffer (at least 16 bytes, a multiple of 4). */
+  buffer(bytes: number, usage = STORAGE | COPY_SRC | COPY_DST): GPUBuffer {
+    return this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 4) * 4), usage });
+  }
+
+  /**
+   * A scratch buffer of at least `bytes` (from the pool when one fits, at most twice
+   * the size), to be given back with `release`.
+   */
+  scratch(bytes: number, usage = STORAGE | COPY_SRC | COPY_DST): GPUBuffer {
+    const need = Math.max(16, Math.ceil(bytes / 4) * 4);
+    let best = -1;
+    this.#pool.forEach((b, k) => {
+      if (b.usage === usage && b.size >= need && b.size <= 2 * need && (best < 0 || b.size < this.#pool[best].size)) {
+        best = k;
+      }
+    });
+    if (best >= 0) return this.#pool.splice(best, 1)[0];
+    return this.device.createBuffer({ size: need, usage });
+  }
+
+  /**
+   * Gives scratch buffers back; the pool keeps at most `POOL_BYTES`, the most recent
+   * first (none once the context is disposed).
+   */
+  release(...buffers: GPUBuffer[]): void {
+    if (this.#disposed) {
+      for (const b of buffers) b.destroy();
+      return;
+    }
+    this.#pool.unshift(...buffers);
+    let total = 0;
+    for (let k = 0; k < this.#pool.length; k++) {
+      total += this.#pool[k].size;
+      if (total > POOL_BYTES) {
+        for (const b of this.#pool.splice(k)) b.destroy();
+        break;
+      }
+    }
+  }
+
+  /** A new buffer holding `data`. */
+  upload(data: ArrayBufferView, usage = STORAGE | COPY_SRC | COPY_DST): GPUBuffer {
+    const b = this.buffer(data.byteLength, usage | COPY_DST);
+    if (data.byteLength > 0) {
+      this.device.queue.writeBuffer(b, 0, data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    }
+    return b;
+  }
+
+  /** A readback buffer. */
+  staging(bytes: number): GPUBuffer {
+    return this.buffer(bytes, MAP_READ | COPY_DST);
+  }
+
+  /** Maps a staging buffer and copies `bytes` from byte `offset` out. */
+  async read(staging: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
+    await staging.mapAsync(MAP_READ);
+    try {
+      return staging.getMappedRange(offset, Math.max(4, Math.ceil(bytes / 4) * 4)).slice(0, bytes);
+    } finally {
+      staging.unmap();
+    }
+  }
+
+  /**
+   * Maps staging buffers together (one wait for all) and copies `bytes` of each out.
+   */
+  async readAll(parts: [GPUBuffer, number][]): Promise<ArrayBuffer[]> {
+    await Promise.all(parts.map(([b]) => b.mapAsync(MAP_READ)));
+    try {
+      return parts.map(([b, bytes]) => b.getMappedRange(0, Math.max(4, Math.ceil(bytes / 4) * 4)).slice(0, bytes));
+    } finally {
+      for (const [b] of parts) b.unmap();
+    }
+  }
+
+  /** Reads a GPU-resident matrix back (`checkFinite`). */
+  async readMatrix(m: { buffer: GPUBuffer; shape: readonly [number, number] }): Promise<Float32Array> {
+    const bytes = m.shape[0] * m.shape[1] * 4;
+    const staging = this.staging(bytes);
+    try {
+      await this.submit((enc) => enc.copyBufferToBuffer(m.buffer, 0, staging, 0, bytes));
+      return new Float32Array(await this.read(staging, 0, bytes));
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  /** `checkFinite` on GPU-resident values: reads them back and scans them. */
+  async checkFinite(...values: Float32Array[]): Promise<void> {
+    for (const d of values) {
+      if (onDevice(d) && d.checkFinite !== null) v.finite(d.checkFinite, await this.readMatrix(d), d.shape[1]);
+    }
+  }
+}
+
+/**
+ * Checks that a caller's output buffer lives where the outputs go: on the GPU when an
+ * input is GPU-resident, else on the host.
+ */
+export function checkOut(name: string, out: { buffer?: unknown } | null | undefined, resident: boolean): void {
+  if (out && (out.buffer !== undefined) !== resident) {
+    throw new TypeError(
+      `Expected options.out.${name} to be ${
+        resident ? "a GPU matrix { buffer, shape } (the inputs are on the GPU)" : "{ data: Float32Array, shape }"
+      }, got ${resident ? "a Float32Array" : "a GPUBuffer"}`,
+    );
+  }
+}
+
+/** The row kernels: those whose struct includes src/webgpu/row_params.wgsl's fields. */
+export type RowKernel = {
+  [K in KernelName]: "row0" | "h_off" | "rs_in" | "rs_out" extends ParamName<K> ? K : never;
+}[KernelName];
+
+/** One row kernel's dispatch over a problem of `n` rows of `c` columns. */
+export interface RowJob<K extends RowKernel> {
+  kernel: K;
+  n: number;
+  c: number;
+  /** The kernel's own fields (runRows writes the row fields). */
+  params: Params<K>;
+  /** The [N, C] inputs bound at 1 and 2 (host values, GPU stand-ins, or null). */
+  ins: (Float32Array | null)[];
+  /** Which [N, C] outputs (bound at 3 and 4) are written, and the caller's buffers for them. */
+  outs: ({ name: string; out: { data?: Float32Array; buffer?: GPUBuffer } | null } | null)[];
+  /** Bound at 5, 6, 7: labels (i32), per-row inputs (f32, `rsIn` per row), a per-class vector (f32). */
+  labels?: Int32Array | null;
+  rowIn?: Float32Array | null;
+  rsIn?: number;
+  cls?: Float32Array | null;
+  /** Per-row outputs (bound at 8), `rsOut` per row. */
+  rsOut: number;
+  /**
+   * An entry point dispatched before `main` over the same rows and bindings, one
+   * invocation per row (workgroups of 64), writing `perRow` floats per row into h
+   * (binding 4, then a scratch buffer) for `main` to read: per-row work too long to
+   * sit in `main` itself (the margin losses' targets).
+   */
+  first?: { entry: string; perRow: number };
+}
+
+/** The bindings of every row kernel: a, b (read), g, h (write), labels, row_in, cls (read), row_out (write). */
+const ROW_BINDINGS = "rrwwrrrw";
+
+/**
+ * Runs a row kernel: one workgroup per row, the rows in chunks that fit one storage
+ * binding and one dispatch dimension. The outputs stay on the GPU (as `DeviceValues`)
+ * when any input is GPU-resident, else they are read back into Float32Arrays (the
+ * caller's `out` buffer when given).
+ */
+export async function runRows<K extends RowKernel>(
+  ctx: GpuContext,
+  job: RowJob<K>,
+): Promise<{ rows: Float32Array; outs: Float32Array[] }> {
+  ctx.check();
+  const { n, c } = job;
+  await ctx.checkFinite(...job.ins.filter((d): d is Float32Array => d !== null));
+  const rowBytes = c * 4;
+  const perChunk = Math.min(ctx.maxGroups, Math.floor((ctx.maxBinding - ctx.align) / rowBytes), n);
+  if (perChunk < 1) {
+    throw new RangeError(
+      `Expected a row of ${c} float32 values to fit one WebGPU storage binding (${ctx.maxBinding} bytes), got ${rowBytes} bytes`,
+    );
+  }
+  const resident = job.ins.some((d) => onDevice(d));
+  for (const o of job.outs) if (o) checkOut(o.name, o.out, resident);
+  const device = ctx.device;
+  const temps: GPUBuffer[] = [];
+  const keep = <T extends GPUBuffer>(b: T) => (temps.push(b), b);
+  const scratch: GPUBuffer[] = [];
+  const pooled = (b: GPUBuffer) => (scratch.push(b), b);
+  try {
+    const chunked = perChunk < n;
+    // Host inputs: one upload buffer each (the whole matrix, or one chunk reused).
+    const inBufs = job.ins.map((d) => (d === null || onDevice(d) ? null : pooled(ctx.scratch(perChunk * rowBytes))));
+    // Outputs: on the GPU for resident problems (the caller's buffer or a new one), else
+    // a chunk buffer read back through the staging buffer.
+    const results: Float32Array[] = [];
+    const outBufs = job.outs.map((o, k) => {
+      if (o === null) return null;
+      if (resident) {
+        const buffer = o.out?.buffer ?? ctx.buffer(n * rowBytes);
+        results[k] = new DeviceValues(buffer, [n, c]) as unknown as Float32Array;
+        return buffer;
+      }
+      results[k] = o.out?.data ?? new Float32Array(n * c);
+      return pooled(ctx.scratch(perChunk * rowBytes));
+    });
+    const small = (d: ArrayBufferView | null | undefined) => (d ? keep(ctx.upload(d)) : null);
+    const labels = small(job.labels), rowIn = small(job.rowIn), cls = small(job.cls);
+    const rowOut = keep(ctx.buffer(n * job.rsOut * 4));
+    // Staging offsets must be multiples of 8.
+    const stride = Math.ceil((perChunk * rowBytes) / 8) * 8;
+    const hostOut = resident ? 0 : outBufs.filter((b) => b !== null).length;
+    const staging = pooled(ctx.scratch(hostOut * stride + n * job.rsOut * 4, MAP_READ | COPY_DST));
+    const pipeline = await ctx.pipeline(job.kernel, ROW_BINDINGS);
+    const first = job.first ? await ctx.pipeline(job.kernel, ROW_BINDINGS, job.first.entry) : null;
+    const firstOut = job.first ? keep(ctx.buffer(n * job.first.perRow * 4)) : null;
+    const range = (buffer: GPUBuffer, r0: number, rows: number) => ctx.range(buffer, r0 * c, rows * c);
+    const rowsOut = new Float32Array(n * job.rsOut);
+    for (let r0 = 0; r0 < n; r0 += perChunk) {
+      const rows = Math.min(perChunk, n - r0), last = r0 + rows >= n;
+      const bind: (GPUBufferBinding | null)[] = [];
+      const offs: number[] = [];
+      job.ins.forEach((d, k) => {
+        const b = inBufs[k];
+        if (d === null) {
+          bind.push(null), offs.push(0);
+        } else if (b === null) {
+          const [r, off] = range((d as unknown as DeviceValues).buffer, r0, rows);
+          bind.push(r), offs.push(off);
+        } else {
+          device.queue.writeBuffer(b, 0, d.buffer as ArrayBuffer, d.byteOffset + r0 * rowBytes, rows * rowBytes);
+          bind.push({ buffer: b, offset: 0, size: rows * rowBytes }), offs.push(0);
+        }
+      });
+      while (bind.length < 2) bind.push(null), offs.push(0);
+      job.outs.forEach((_, k) => {
+        const b = outBufs[k];
+        if (b === null) {
+          bind.push(null), offs.push(0);
+        } else if (resident) {
+          const [r, off] = range(b, r0, rows);
+          bind.push(r), offs.push(off);
+        } else {
+          bind.push({ buffer: b, offset: 0, size: rows * rowBytes }), offs.push(0);
+        }
+      });
+      while (bind.length < 4) bind.push(null), offs.push(0);
+      if (firstOut) bind[3] = { buffer: firstOut, offset: 0, size: firstOut.size };
+      const params = keep(ctx.params<RowKernel>(job.kernel, {
+        ...(job.params as Params<RowKernel>),
+        n: rows,
+        c,
+        row0: r0,
+        a_off: offs[0],
+        b_off: offs[1],
+        g_off: offs[2],
+        h_off: offs[3],
+        rs_in: job.rsIn ?? 0,
+        rs_out: job.rsOut,
+      }));
+      let at = 0;
+      const reads: [number, number][] = [];
+      await ctx.submit((enc) => {
+        const pass = enc.beginComputePass();
+        // One bind group for both entry points: they share the explicit layout.
+        const group = ctx.bind(pipeline, params, [...bind, labels, rowIn, cls, rowOut]);
+        if (first) {
+          pass.setPipeline(first);
+          pass.setBindGroup(0, group);
+          pass.dispatchWorkgroups(Math.ceil(rows / 64));
+        }
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, group);
+        pass.dispatchWorkgroups(rows);
+        pass.end();
+        outBufs.forEach((b, k) => {
+          if (b === null || resident) return;
+          enc.copyBufferToBuffer(b, 0, staging, at, rows * rowBytes);
+          reads.push([k, at]);
+          at += stride;
+        });
+        if (last) enc.copyBufferToBuffer(rowOut, 0, staging, at, n * job.rsOut * 4);
+      });
+      if (reads.length > 0 || last) {
+        await staging.mapAsync(MAP_READ);
+        try {
+          for (const [k, off] of reads) {
+            results[k].set(new Float32Array(staging.getMappedRange(off, rows * rowBytes)), r0 * c);
+          }
+          if (last) rowsOut.set(new Float32Array(staging.getMappedRange(at, n * job.rsOut * 4)));
+        } finally {
+          staging.unmap();
+        }
+      }
+      if (!chunked) break;
+    }
+    ctx.check();
+    return { rows: rowsOut, outs: results };
+  } finally {
+    for (const b of temps) b.destroy();
+    // Every submission of this call is complete (its last readback was awaited) or failed.
+    ctx.release(...scratch);
+  }
+}

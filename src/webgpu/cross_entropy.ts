@@ -1,0 +1,157 @@
+/**
+ * WebGPU glue of the fused softmax cross-entropy kernel (`crossEntropy`, `focal`, the
+ * margin losses on cosines): src/webgpu/cross_entropy.wgsl. Rows longer than one storage binding
+ * run in segments of columns, merged with the (max, sum-exp) combine.
+ *
+ * @module
+ */
+import type { HardLabelProblem } from "../losses/cross_entropy.ts";
+import type { Raw } from "../loss.ts";
+import { DeviceValues, onDevice } from "../validate.ts";
+import { checkOut, F, type GpuContext, type Params, runRows } from "./context.ts";
+import { targetParams } from "./margin.ts";
+
+/**
+ * Row losses and gradient of a hard-label problem on the GPU, in one submission: the
+ * margin losses' label targets are evaluated by the kernel (src/webgpu/margin.wgsl).
+ */
+export async function hardLabel(ctx: GpuContext, p: HardLabelProblem): Promise<Raw> {
+  const { n, c } = p;
+  // Per row: the gradient scale.
+  const rowIn = new Float32Array(n);
+  if (p.grad) rowIn.set(p.scales);
+  let wsum = c;
+  if (p.weight) {
+    wsum = 0;
+    for (let j = 0; j < c; j++) wsum += p.weight[j];
+  }
+  const flags = (p.grad ? F.GRAD : 0) | (p.clamp ? F.CLAMP : 0) | (p.weight ? F.WEIGHT : 0);
+  const params: Params<"cross_entropy"> = {
+    flags,
+    eps: p.smoothing,
+    gamma: p.gamma,
+    scale: p.scale,
+    wsum,
+    ...targetParams(p.margin),
+  };
+  const name = p.margin ? "cos" : "logits";
+  if (c > ctx.segment) return await longRows(ctx, p, params, rowIn, name);
+  const { rows, outs } = await runRows(ctx, {
+    kernel: "cross_entropy",
+    n,
+    c,
+    params,
+    ins: [p.logits],
+    outs: [p.grad ? { name, out: p.out } : null],
+    labels: p.labels,
+    rowIn,
+    rsIn: 1,
+    cls: p.weight,
+    rsOut: 1,
+    first: p.margin ? { entry: "targets", perRow: 2 } : undefined,
+  });
+  return { rows: [Float64Array.from(rows)], grads: p.grad ? { logits: outs[0] } : {} };
+}
+
+/**
+ * Rows longer than one binding: per row and segment the segment's statistics
+ * (`seg_stats`), per row their merge into the loss and the gradient's coefficients
+ * (`seg_finish`), per row and segment the gradient (`seg_grad`).
+ */
+async function longRows(
+  ctx: GpuContext,
+  p: HardLabelProblem,
+  params: Params<"cross_entropy">,
+  rowIn: Float32Array,
+  name: string,
+): Promise<Raw> {
+  ctx.check();
+  const { n, c } = p;
+  const seg = ctx.segment, nseg = Math.ceil(c / seg);
+  const resident = onDevice(p.logits);
+  checkOut(name, p.out as { buffer?: unknown } | null, resident);
+  await ctx.checkFinite(p.logits);
+  const temps: GPUBuffer[] = [];
+  const keep = (b: GPUBuffer) => (temps.push(b), b);
+  try {
+    const labels = keep(ctx.upload(p.labels)), rows = keep(ctx.upload(rowIn));
+    const cls = p.weight ? keep(ctx.upload(p.weight)) : null;
+    const stats = keep(ctx.buffer(n * nseg * 16)), coef = keep(ctx.buffer(n * 20));
+    const upload = resident ? null : keep(ctx.buffer(seg * 4));
+    const grad = !p.grad
+      ? null
+      : resident
+      ? ((p.out as unknown as { buffer?: GPUBuffer })?.buffer ?? ctx.buffer(n * c * 4))
+      : keep(ctx.buffer(seg * 4));
+    const staging = keep(ctx.staging(Math.max(seg * 4, n * 20)));
+    const host = resident ? null : (p.out?.data ?? (p.grad ? new Float32Array(n * c) : null));
+    const [stat, fin, back] = await Promise.all([
+      ctx.pipeline("cross_entropy", "rrwwrrrw", "seg_stats"),
+      ctx.pipeline("cross_entropy", "rrwwrrrw", "seg_finish"),
+      ctx.pipeline("cross_entropy", "rrwwrrrw", "seg_grad"),
+    ]);
+    const all = { ...params, nseg, row_c: c, k: seg, rs_in: 1 };
+    // The input's segment s of row i: bound in place (resident) or uploaded.
+    const input = (i: number, s: number, len: number): [GPUBufferBinding, number] => {
+      if (upload === null) return ctx.range((p.logits as unknown as DeviceValues).buffer, i * c + s * seg, len);
+      const d = p.logits;
+      ctx.device.queue.writeBuffer(upload, 0, d.buffer as ArrayBuffer, d.byteOffset + (i * c + s * seg) * 4, len * 4);
+      return [{ buffer: upload, offset: 0, size: len * 4 }, 0];
+    };
+    for (let i = 0; i < n; i++) {
+      for (let s = 0; s < nseg; s++) {
+        const len = Math.min(seg, c - s * seg);
+        const [a, a_off] = input(i, s, len);
+        const u = keep(ctx.params("cross_entropy", { ...all, n: 1, c: len, row0: i, a_off, col0: s * seg, seg: s }));
+        await ctx.submit((enc) => {
+          const pass = enc.beginComputePass();
+          pass.setPipeline(stat);
+          pass.setBindGroup(0, ctx.bind(stat, u, [a, null, null, null, labels, rows, cls, stats]));
+          pass.dispatchWorkgroups(1);
+          pass.end();
+        });
+      }
+    }
+    for (let r0 = 0; r0 < n; r0 += 64 * ctx.maxGroups) {
+      const count = Math.min(64 * ctx.maxGroups, n - r0);
+      const u = keep(ctx.params("cross_entropy", { ...all, n: count, row0: r0 }));
+      await ctx.submit((enc) => {
+        const pass = enc.beginComputePass();
+        pass.setPipeline(fin);
+        pass.setBindGroup(0, ctx.bind(fin, u, [null, stats, null, null, labels, rows, cls, coef]));
+        pass.dispatchWorkgroups(Math.ceil(count / 64));
+        pass.end();
+        enc.copyBufferToBuffer(coef, 0, staging, 0, n * 20);
+      });
+    }
+    const out = new Float32Array(await ctx.read(staging, 0, n * 20));
+    const loss = new Float64Array(n);
+    for (let i = 0; i < n; i++) loss[i] = out[5 * i];
+    if (grad === null) return { rows: [loss], grads: {} };
+    for (let i = 0; i < n; i++) {
+      for (let s = 0; s < nseg; s++) {
+        const len = Math.min(seg, c - s * seg);
+        const [a, a_off] = input(i, s, len);
+        const [gb, g_off] = resident
+          ? ctx.range(grad, i * c + s * seg, len)
+          : [{ buffer: grad, offset: 0, size: len * 4 }, 0];
+        const u = keep(
+          ctx.params("cross_entropy", { ...all, n: 1, c: len, row0: i, a_off, g_off, col0: s * seg, seg: s }),
+        );
+        await ctx.submit((enc) => {
+          const pass = enc.beginComputePass();
+          pass.setPipeline(back);
+          pass.setBindGroup(0, ctx.bind(back, u, [a, coef, gb, null, labels, rows, cls, null]));
+          pass.dispatchWorkgroups(1);
+          pass.end();
+          if (host) enc.copyBufferToBuffer(grad, 0, staging, 0, len * 4);
+        });
+        if (host) host.set(new Float32Array(await ctx.read(staging, 0, len * 4)), i * c + s * seg);
+      }
+    }
+    const g = host ?? (new DeviceValues(grad, [n, c]) as unknown as Float32Array);
+    return { rows: [loss], grads: { logits: g } };
+  } finally {
+    for (const b of temps) b.destroy();
+  }
+}

@@ -1,0 +1,246 @@
+// The fused softmax cross-entropy kernel with hard labels: `crossEntropy`, `focal` and
+// every margin loss on cosines, one workgroup per row, loss and gradient in one
+// dispatch (`main`). The math is assembly/cross_entropy.ts's (read it there):
+//   z_j = scale * x_j (x_j clamped to [-1, 1] first with F_CLAMP), the label's logit
+//   replaced by s phi(x_y) (P.tg, src/webgpu/margin.wgsl: the margin losses), which `targets`
+//   evaluates first, one invocation per row, into h: [N, 2] (z_y, dz_y / dx_y) (inline,
+//   its code would slow `main` down by half on llvmpipe, even where it does not run);
+//   nll = log(sum_j e^(z_j - m)) - (z_y - m), the label kept out of the sum S of the
+//   others so that 1 - p_y = S / (S + e^(z_y - m)) keeps its relative accuracy.
+// One pass reads the row for an online (max, sum-exp) per invocation, a second writes
+// the gradient.
+// row_in: [N, rs_in] = (gradient scale s_i). row_out: [N, rs_out] = (row loss).
+//
+// Rows longer than one storage binding run in segments of columns (`seg_stats` per row
+// and segment, `seg_finish` per row, `seg_grad` per row and segment): the segments'
+// (max, sum-exp) are merged by m = max m_s, S = sum_s S_s e^(m_s - m).
+
+struct CrossEntropyParams {
+  // #include "row_params.wgsl"
+  eps: f32,     // label smoothing
+  gamma: f32,   // focal exponent
+  scale: f32,   // logit scale
+  wsum: f32,    // sum of the class weights (C without weights)
+  k: u32,       // long rows: columns per segment
+  col0: u32,    // long rows: first column of this segment
+  seg: u32,     // long rows: this segment's index
+  nseg: u32,    // long rows: segments per row
+  row_c: u32,   // long rows: the whole row's length (c is the segment's)
+  zero: u32,    // always 0 (src/webgpu/common.wgsl's `zero`)
+  // #include "margin_params.wgsl"
+}
+@group(0) @binding(0) var<uniform> P: CrossEntropyParams;
+
+// #include "margin.wgsl"
+
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> g: array<f32>;
+@group(0) @binding(4) var<storage, read_write> h: array<f32>;
+@group(0) @binding(5) var<storage, read> labels: array<i32>;
+@group(0) @binding(6) var<storage, read> row_in: array<f32>;
+@group(0) @binding(7) var<storage, read> cls: array<f32>;
+@group(0) @binding(8) var<storage, read_write> row_out: array<f32>;
+
+fn logit_of(x: f32) -> f32 {
+  return P.scale * select(x, clamp(x, -1.0, 1.0), (P.flags & F_CLAMP) != 0u);
+}
+
+fn weight_of(j: u32) -> f32 {
+  if ((P.flags & F_WEIGHT) != 0u) { return cls[j]; }
+  return 1.0;
+}
+
+// The label's logit z_y and dz_y / dx_y from the input x_y: the margin's target (pairs
+// rounded once), or like the other logits.
+fn label_logit(xy: f32) -> vec2<f32> {
+  if (P.tg != TG_NONE) {
+    let t = margin_target(df(xy));
+    return vec2(t.v.x + t.v.y, t.d.x + t.d.y);
+  }
+  return plain_logit(xy);
+}
+
+fn plain_logit(xy: f32) -> vec2<f32> {
+  let xc = select(xy, clamp(xy, -1.0, 1.0), (P.flags & F_CLAMP) != 0u);
+  return vec2(P.scale * xc, select(0.0, P.scale, xc == xy));
+}
+
+// The row loss and the gradient coefficients dz_j = ca p_j - cu w_j (j != y), dz_y = cb,
+// from the max m, the sum S of e^(z_j - m) over j != y, wz = sum_j w_j (z_j - z_y), z_y and w_y.
+struct Row { loss: f32, ca: f32, cu: f32, cb: f32, sum: f32 }
+fn finish_row(m: f32, S: f32, wz: f32, zy: f32, wy: f32, c: u32) -> Row {
+  let ey = exp(zy - m);
+  let sum = S + ey;
+  var nll: f32;
+  if (zy - m < -80.0) { nll = m - zy + log_(S); } else { nll = log1p_(S / ey); }
+  let om = S / sum; // 1 - p_y
+  var r: Row;
+  r.sum = sum;
+  if (P.gamma == 0.0) {
+    let epsC = P.eps / f32(c);
+    var tail = 0.0;
+    // sum_j w_j (lse - z_j) = W log(sum) + W (m - z_y) - sum_j w_j (z_j - z_y)
+    if (P.eps != 0.0) { tail = epsC * (P.wsum * (log_(sum) + (m - zy)) - wz); }
+    r.loss = (1.0 - P.eps) * wy * nll + tail;
+    r.ca = (1.0 - P.eps) * wy + epsC * P.wsum;
+    r.cu = epsC;
+    r.cb = epsC * P.wsum * (1.0 - om) - (1.0 - P.eps) * wy * om - epsC * wy;
+  } else {
+    let pw = pow(om, P.gamma);
+    r.loss = wy * pw * nll;
+    var tl = 0.0;
+    if (om != 0.0) { tl = P.gamma * pow(om, P.gamma - 1.0) * (1.0 - om) * nll; }
+    r.ca = wy * (pw + tl);
+    r.cu = 0.0;
+    r.cb = -r.ca * om;
+  }
+  return r;
+}
+
+// The gradient of entry j != y: s_i scale (ca p_j - cu w_j) = ga e^(z_j - m) - gu w_j, 0 where the clamp cut x_j.
+fn grad_of(x: f32, col: u32, m: f32, ga: f32, gu: f32) -> f32 {
+  if ((P.flags & F_CLAMP) != 0u && (x > 1.0 || x < -1.0)) { return 0.0; }
+  var v = ga * exp(P.scale * x - m);
+  if (gu != 0.0) { v -= gu * weight_of(col); }
+  return v;
+}
+
+// The margin losses' label targets of the rows (before `main`): h[2 i ..] = (z_y, dz_y / dx_y).
+@compute @workgroup_size(64)
+fn targets(@builtin(global_invocation_id) gid: vec3<u32>) {
+  zero = P.zero;
+  if (gid.x >= P.n) { return; }
+  let i = P.row0 + gid.x;
+  let y = labels[i];
+  if (y < 0) { return; }
+  let zd = label_logit(a[P.a_off + gid.x * P.c + u32(y)]);
+  h[2u * i] = zd.x;
+  h[2u * i + 1u] = zd.y;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  let r = wid.x;
+  let i = P.row0 + r;
+  let c = P.c;
+  let xa = P.a_off + r * c;
+  let xg = P.g_off + r * c;
+  let grad = (P.flags & F_GRAD) != 0u;
+  let y = uniform_i32(labels[i], t);
+  if (y < 0) {
+    if (t == 0u) { row_out[i * P.rs_out] = 0.0; }
+    if (grad) { for (var j = t; j < c; j += WG) { g[xg + j] = 0.0; } }
+    return;
+  }
+  let yu = u32(y);
+  var zd: vec2<f32>;
+  if (P.tg != TG_NONE) { zd = vec2(h[2u * i], h[2u * i + 1u]); } else { zd = plain_logit(a[xa + yu]); }
+  let zy = zd.x;
+
+  // Pass 1: per invocation an online max and sum of e^(z - max) over the other
+  // classes, and (smoothing) sum_j w_j (z_j - z_y).
+  var mt = NEG;
+  var st = 0.0;
+  var wz = 0.0;
+  for (var j = t; j < c; j += WG) {
+    let z = logit_of(a[xa + j]);
+    if (P.eps != 0.0) { wz += weight_of(j) * (z - zy); }
+    if (j != yu) { online(&mt, &st, z); }
+  }
+  let m = max(wg_max(mt, t), zy);
+  let S = wg_sum(st * exp(mt - m), t);
+  var wzs = 0.0;
+  if (P.eps != 0.0) { wzs = wg_sum(wz, t); }
+  let row = finish_row(m, S, wzs, zy, weight_of(yu), c);
+  if (t == 0u) { row_out[i * P.rs_out] = row.loss; }
+  if (!grad) { return; }
+
+  // Pass 2: the gradient row.
+  let si = row_in[i * P.rs_in];
+  let ga = si * row.ca * P.scale / row.sum;
+  let gu = si * row.cu * P.scale;
+  for (var j = t; j < c; j += WG) {
+    if (j == yu) { g[xg + j] = si * row.cb * zd.y; } else { g[xg + j] = grad_of(a[xa + j], j, m, ga, gu); }
+  }
+}
+
+// Long rows, pass 1, one dispatch per row P.row0 and segment P.seg (columns col0 ..
+// col0 + c, bound at a_off): row_out[(i nseg + seg) 4 ..] = (max and sum-exp of the
+// segment's logits other than the label's, sum_j w_j z_j, x_y if the label is here).
+@compute @workgroup_size(WG)
+fn seg_stats(@builtin(local_invocation_index) t: u32) {
+  let i = P.row0;
+  let y = uniform_i32(labels[i], t);
+  var mt = NEG;
+  var st = 0.0;
+  var wz = 0.0;
+  for (var j = t; j < P.c; j += WG) {
+    let col = P.col0 + j;
+    let z = logit_of(a[P.a_off + j]);
+    if (P.eps != 0.0) { wz += weight_of(col) * z; }
+    if (i32(col) != y) { online(&mt, &st, z); }
+  }
+  let m = wg_max(mt, t);
+  let S = wg_sum(st * exp(mt - m), t);
+  var wzs = 0.0;
+  if (P.eps != 0.0) { wzs = wg_sum(wz, t); }
+  if (t == 0u) {
+    let o = (i * P.nseg + P.seg) * 4u;
+    row_out[o] = m;
+    row_out[o + 1u] = S;
+    row_out[o + 2u] = wzs;
+    var xy = 0.0;
+    if (y >= i32(P.col0) && y < i32(P.col0 + P.c)) { xy = a[P.a_off + u32(y) - P.col0]; }
+    row_out[o + 3u] = xy;
+  }
+}
+
+// Long rows, pass 2, one invocation per row: merges the segments' statistics (bound as
+// b; segments of P.k columns) and writes row_out[i 5 ..] = (loss, m, ga, gu, gradient of the label's entry).
+@compute @workgroup_size(64)
+fn seg_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
+  zero = P.zero;
+  let i = P.row0 + gid.x;
+  if (gid.x >= P.n) { return; }
+  let o = i * 5u;
+  let y = labels[i];
+  if (y < 0) {
+    for (var q = 0u; q < 5u; q++) { row_out[o + q] = 0.0; }
+    return;
+  }
+  let zd = label_logit(b[(i * P.nseg + u32(y) / P.k) * 4u + 3u]);
+  var m = zd.x;
+  for (var s = 0u; s < P.nseg; s++) { m = max(m, b[(i * P.nseg + s) * 4u]); }
+  var S = 0.0;
+  var wz = 0.0;
+  for (var s = 0u; s < P.nseg; s++) {
+    let q = (i * P.nseg + s) * 4u;
+    S += b[q + 1u] * exp(b[q] - m);
+    wz += b[q + 2u];
+  }
+  let row = finish_row(m, S, wz - zd.x * P.wsum, zd.x, weight_of(u32(y)), P.row_c);
+  let si = row_in[i * P.rs_in];
+  row_out[o] = row.loss;
+  row_out[o + 1u] = m;
+  row_out[o + 2u] = si * row.ca * P.scale / row.sum;
+  row_out[o + 3u] = si * row.cu * P.scale;
+  row_out[o + 4u] = si * row.cb * zd.y;
+}
+
+// Long rows, pass 3, one dispatch per row and segment: the segment's gradient, from the
+// coefficients of seg_finish (bound as b).
+@compute @workgroup_size(WG)
+fn seg_grad(@builtin(local_invocation_index) t: u32) {
+  let i = P.row0;
+  let y = labels[i];
+  let o = i * 5u;
+  for (var j = t; j < P.c; j += WG) {
+    let col = P.col0 + j;
+    var v = 0.0;
+    if (y >= 0) {
+      if (i32(col) == y) { v = b[o + 4u]; } else { v = grad_of(a[P.a_off + j], col, b[o + 1u], b[o + 2u], b[o + 3u]); }
+    }
+    g[P.g_off + j] = v;
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * WebGPU glue of `hnmContrastive`: src/webgpu/hnm_contrastive.wgsl, one workgroup per row (its
+ * k + 1 prototype cosines in float pairs, the row loss and the gradient of f), one
+ * submission and one readback.
+ *
+ * @module
+ */
+import type { Raw } from "../loss.ts";
+import type { HnmProblem } from "../losses/hnm_contrastive.ts";
+import { onDevice } from "../validate.ts";
+import { checkOut, F, type GpuContext } from "./context.ts";
+import { Buffers, fits, gradOf, runPass } from "./passes.ts";
+
+/** `hnmContrastive` on the GPU. */
+export async function hnm(ctx: GpuContext, p: HnmProblem): Promise<Raw> {
+  ctx.check();
+  const { b, c, d, k } = p;
+  fits(ctx, "f", b * d);
+  fits(ctx, "prototypes", c * d);
+  fits(ctx, "the rows' logits and coefficients", 5 * b * (k + 1));
+  if (b > ctx.maxGroups) throw new RangeError(`Expected at most ${ctx.maxGroups} rows on this WebGPU device, got ${b}`);
+  const resident = onDevice(p.f) || onDevice(p.prototypes);
+  checkOut("f", p.out as { buffer?: unknown } | null, resident);
+  await ctx.checkFinite(p.f, p.prototypes);
+  const bufs = new Buffers(ctx);
+  try {
+    const ints = new Int32Array(b * (k + 1));
+    ints.set(p.labels);
+    ints.set(p.hard, b);
+    const scales = new Float32Array(b);
+    if (p.grad) scales.set(p.scales);
+    const rows = bufs.scratch(b * 4);
+    const g = p.grad ? bufs.output(resident, p.out as { buffer?: GPUBuffer } | null, Math.max(4, b * d * 4)) : null;
+    const host = p.grad && !resident;
+    const [rowOut, hg] = await runPass(ctx, bufs, {
+      kernel: "hnm_contrastive",
+      params: { b, c, d, k, flags: p.grad ? F.GRAD : 0, zero: 0, inv_t: 1 / p.temperature },
+      layout: "rrrrwww",
+      bindings: [
+        bufs.input(p.f),
+        bufs.input(p.prototypes),
+        bufs.input(ints),
+        bufs.input(scales),
+        bufs.scratch(5 * b * (k + 1) * 4),
+        rows,
+        g,
+      ],
+      dispatches: [["rows", b]],
+      reads: [[rows, b * 4], [g ?? rows, host ? b * d * 4 : 0]],
+    });
+    const loss = Float64Array.from(rowOut);
+    if (!g) return { rows: [loss], grads: {} };
+    return { rows: [loss], grads: { f: gradOf(resident, g, [b, d], hg, p.out) } };
+  } finally {
+    bufs.done();
+  }
+}

@@ -1,0 +1,129 @@
+// hnmContrastive (src/webgpu/hnm_contrastive.ts), the math of src/reference/hnm_contrastive.ts:
+// one workgroup per row i, its k + 1 logits L_0 = fh_i . ph_{y_i} / t (the positive) and
+// L_j = fh_i . ph_{hard_ij} / t (fh, ph: f and the prototypes L2-normalised as F.normalize):
+//   row_out[i] = log(e^L_0 + mean_j e^L_j) - L_0;
+//   (F_GRAD) the gradient w.r.t. fh_i is sum_c a_c ph_c with a_j = s e^(L_j - m) /
+//   (k (E0 + N) t) for the negatives (m the largest logit, E0 = e^(L_0 - m),
+//   N = mean_j e^(L_j - m)) and a_0 = -sum_j a_j for the positive (its e^(L_0 - lse) - 1);
+//   through the normalisation of f (gh - fh (fh . gh)) / ||f_i||, that is
+//   g_i = sum_j a_j ((ph_j - ph_0) - fh (cos_j - cos_0)) / ||f_i|| (gh / 1e-12 below the
+//   clamp). Written so, in float pairs, nothing cancels: the positive's and the negatives'
+//   terms, and the projection, nearly cancel in float32 (a gradient of 1e-3 from terms of
+//   1 / t).
+// The logits are float pairs (the dots, norms, their quotient and 1/t: about 48 bits):
+// at t = 1e-4 a float32 cosine, times 1/t, would move a logit by 1e-3, the probabilities'
+// relative error; L - m is rounded to float32 only once it is small where it matters.
+
+struct HnmParams {
+  b: u32,            // rows
+  c: u32,            // classes (prototypes)
+  d: u32,            // embedding width
+  k: u32,            // hard negatives per row
+  flags: u32,        // F_GRAD
+  zero: u32,         // always 0 (src/webgpu/common.wgsl's `zero`)
+  inv_t: vec2<f32>,  // 1 / temperature as a pair
+}
+@group(0) @binding(0) var<uniform> P: HnmParams;
+
+@group(0) @binding(1) var<storage, read> f: array<f32>;
+@group(0) @binding(2) var<storage, read> protos: array<f32>;
+// labels [b], then hard [b, k].
+@group(0) @binding(3) var<storage, read> ints: array<i32>;
+@group(0) @binding(4) var<storage, read> scales: array<f32>;
+// Per row (5 (k + 1) values): the cosines as pairs [2 (k + 1)], the prototypes' clamped norms
+// as pairs [2 (k + 1)], the coefficients a_c [k + 1].
+@group(0) @binding(5) var<storage, read_write> work: array<f32>;
+@group(0) @binding(6) var<storage, read_write> row_out: array<f32>;
+@group(0) @binding(7) var<storage, read_write> g: array<f32>;
+
+var<workgroup> red2: array<vec2<f32>, WG>;
+
+// Sum of pairs over the workgroup (every invocation gets it). Call from uniform control flow.
+fn wg_sum2(v: vec2<f32>, t: u32) -> vec2<f32> {
+  red2[t] = v;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+    if (t < s) { red2[t] = df_add(red2[t], red2[t + s]); }
+    workgroupBarrier();
+  }
+  let r = red2[0];
+  workgroupBarrier();
+  return r;
+}
+
+// Class of logit position c of row i (0: the label, j + 1: hard negative j).
+fn cls(i: u32, c: u32) -> u32 {
+  if (c == 0u) { return u32(ints[i]); }
+  return u32(ints[P.b + i * P.k + c - 1u]);
+}
+
+fn clamp_norm(v: vec2<f32>) -> vec2<f32> { return select(v, df(1e-12), v.x < 1e-12); }
+
+@compute @workgroup_size(256)
+fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
+  let i = wid.x;
+  let d = P.d;
+  let n = P.k + 1u;
+  let base = i * 5u * n;
+  let grad = (P.flags & F_GRAD) != 0u;
+
+  var ff = vec2<f32>(0.0);
+  for (var q = t; q < d; q += WG) { ff = dot_acc(ff, f[i * d + q], f[i * d + q]); }
+  let nf = df_sqrt(wg_sum2(ff, t));
+  let nfc = clamp_norm(nf);
+  // Every invocation holds the same reduced values: the running maximum is uniform.
+  var m = df(NEG);
+  for (var c = 0u; c < n; c++) {
+    let p = cls(i, c);
+    var fp = vec2<f32>(0.0);
+    var pp = vec2<f32>(0.0);
+    for (var q = t; q < d; q += WG) {
+      let v = protos[p * d + q];
+      fp = dot_acc(fp, f[i * d + q], v);
+      pp = dot_acc(pp, v, v);
+    }
+    let np = clamp_norm(df_sqrt(wg_sum2(pp, t)));
+    let dot = wg_sum2(fp, t);
+    let cosv = df_div(two_sum(dot.x, dot.y), df_mul(nfc, np));
+    m = df_max(m, df_mul(cosv, P.inv_t));
+    if (t == 0u) {
+      work[base + 2u * c] = cosv.x;
+      work[base + 2u * c + 1u] = cosv.y;
+      work[base + 2u * (n + c)] = np.x;
+      work[base + 2u * (n + c) + 1u] = np.y;
+    }
+  }
+  storageBarrier();
+  var nt = 0.0;
+  for (var c = 1u + t; c < n; c += WG) { nt += exp(shifted(base, c, m)); }
+  let big_n = wg_sum(nt, t) / f32(P.k);
+  let v0 = shifted(base, 0u, m);
+  let den = exp(v0) + big_n;
+  if (t == 0u) { row_out[i] = select(log_(den) - v0, log1p_(big_n), v0 == 0.0); }
+  if (!grad) { return; }
+  let st = scales[i] * P.inv_t.x / (f32(P.k) * den);
+  for (var c = 1u + t; c < n; c += WG) { work[base + 4u * n + c] = st * exp(shifted(base, c, m)); }
+  storageBarrier();
+  let tiny = nf.x < 1e-12;
+  let cos0 = pair(base, 0u);
+  let np0 = pair(base, n);
+  let p0 = cls(i, 0u);
+  for (var q = t; q < d; q += WG) {
+    let fh = df_div(df(f[i * d + q]), nfc);
+    let ph0 = df_div(df(protos[p0 * d + q]), np0);
+    var acc = vec2<f32>(0.0);
+    for (var c = 1u; c < n; c++) {
+      var term = df_add(df_div(df(protos[cls(i, c) * d + q]), pair(base, n + c)), -ph0);
+      if (!tiny) { term = df_add(term, -df_mul(fh, df_add(pair(base, c), -cos0))); }
+      acc = df_add(acc, df_mul(df(work[base + 4u * n + c]), term));
+    }
+    g[i * d + q] = df_div(acc, nfc).x;
+  }
+}
+
+// The pair at position c of a row's work.
+fn pair(base: u32, c: u32) -> vec2<f32> { return vec2<f32>(work[base + 2u * c], work[base + 2u * c + 1u]); }
+
+// Logit c of the row minus the maximum m, rounded to float32 once small where it matters.
+fn shifted(base: u32, c: u32, m: vec2<f32>) -> f32 { return df_add(df_mul(pair(base, c), P.inv_t), -m).x; }

@@ -1,0 +1,41 @@
+/**
+ * The label targets' uniform fields (src/webgpu/margin_params.wgsl) from a loss's target as
+ * data: src/webgpu/margin.wgsl evaluates the target in float pairs from the host's float64
+ * constants.
+ *
+ * @module
+ */
+import type { MarginTarget } from "../losses/margin.ts";
+import type { TargetSpec } from "../losses/margin_head.ts";
+import type { ParamName } from "./context.ts";
+import { TG } from "./generated.ts";
+
+/** The target fields (the same in every struct that includes src/webgpu/margin_params.wgsl). */
+type TargetField = Extract<ParamName<"cross_entropy">, `tg${string}`>;
+
+/** The uniform fields of a target (none: the label's logit is like the others). */
+export function targetParams(t: MarginTarget | TargetSpec | undefined): Partial<Record<TargetField, number>> {
+  if (t === undefined) return { tg: TG.NONE };
+  if (t.kind !== "margin") {
+    return {
+      tg: t.kind === "sphereface" ? TG.SPHERE : TG.LSOFTMAX,
+      tg_m: t.m,
+      tg_a: t.weight,
+      tg_inv: 1 / (1 + t.weight),
+    };
+  }
+  const { m1, m2, m3, branch } = t.phi;
+  return {
+    // m1 = 1 (ArcFace, CosFace, NormFace): from cos and sin, no angle needed.
+    tg: m1 === 1 ? TG.COS : TG.ANGLE,
+    tg_branch: branch === "threshold" ? TG.B_THRESHOLD : branch === "easy" ? TG.B_EASY : TG.B_NONE,
+    tg_const: t.constant ? 1 : 0,
+    tg_m1: m1,
+    tg_m2: m2,
+    tg_m3: m3,
+    tg_cm: Math.cos(m2),
+    tg_sm: Math.sin(m2),
+    tg_th: Math.cos(Math.PI - m2),
+    tg_mm: Math.sin(Math.PI - m2) * m2,
+  };
+}

@@ -1,0 +1,366 @@
+/**
+ * WebGPU glue of the embedding heads (`marginHead`, `sphereface`, `lsoftmax`):
+ * src/webgpu/margin_head.wgsl (logit tiles), src/webgpu/margin_head_mm.wgsl (gradient products),
+ * src/webgpu/margin_head_rows.wgsl (per-row and per-class steps) and src/webgpu/margin_head_label.wgsl
+ * (the label's terms). A call is one submission and one readback (the row losses, and
+ * the gradients of host inputs): every step between them runs on the GPU.
+ *
+ * As on the CPU (src/wasm/margin_head.ts) the [N, C] logits never exist:
+ *  1. `cls`: b_j per class (and ||W_j||) as float32 pairs; `gather`: each row's label
+ *     row W_y into Wy [N, D]; `label`: each row's ||x_i||, ||W_y||, x_i . W_y, and the
+ *     label's logit T_i with its derivatives (src/webgpu/margin.wgsl, in float pairs).
+ *  2. `fwd`: one workgroup of 64 invocations per 64 x 64 tile of X W^T (tiled through
+ *     workgroup memory, an 8 x 8 register block per invocation) writes the tile's (max,
+ *     sum-exp) over the non-label classes of each row: [N, C/64, 2]; `combine` reduces
+ *     them per row to a reference r_i and the sum S_i; `finish` forms the row loss from
+ *     T_i - r_i, 1 - p_y and lse_i - r_i, and the backward's per-row values.
+ *  3. backward, per chunk of classes (a [N, chunk] block of du, chunk a multiple of 64,
+ *     about max(D, 16 MiB / (4 N))): `grad` recomputes the chunk's logit tiles and writes
+ *     du = dL/du; `dx` adds du b W_J into dX (two-float across chunks), `dw` writes the
+ *     chunk's rows of dW from du^T a X. Every output element has one owner: no atomics.
+ *  4. `fin_x`, `fin_w`: the gradient through the normalisations, and the label's own
+ *     terms where a side is not normalised (in double-float32: they can nearly cancel).
+ * Extra memory: O(N C/64 + N D + C D) (the du block is at most max(16 MiB, N D floats)).
+ * W (with b and dW) is bound in windows of classes when it exceeds one storage binding.
+ *
+ * As the CPU heads, the call is two phases over one layout (`openHead`): `encodeStats`
+ * (`encodeRows`, steps 1, and `encodeTiles`, step 2 up to `combine`: per row the reference
+ * r_i and the non-label sum S_i in `comb`) and `encodeGrads` (`finish` from `comb`, then
+ * steps 3 and 4), recorded into one pass. A shard of classes (src/webgpu/sharded.ts) runs them
+ * over its rows of W with local labels, and puts the merged statistics in between.
+ *
+ * Heads whose logits can be large (x not normalised and max ||x|| (max ||W_j||) > 256,
+ * as the CPU's "precise" mode) take the logits' dot products in double-float32; the
+ * bound is found on the GPU (`bound`), and the tile kernels of both modes are dispatched,
+ * each running only in its own.
+ *
+ * @module
+ */
+import type { Raw } from "../loss.ts";
+import { type HeadProblem, PRECISE_ABOVE } from "../losses/margin_head.ts";
+import { DeviceValues, onDevice } from "../validate.ts";
+import { checkOut, F, type GpuContext, type KernelName, type Params } from "./context.ts";
+import { MH } from "./generated.ts";
+import { targetParams } from "./margin.ts";
+
+/** Bytes of the du block the backward aims for (when larger than N * D floats). */
+const BLOCK_BYTES = 1 << 24;
+const TILE = 64;
+
+/**
+ * Checks a head's problem against the device's limits and lays out the call: its buffers
+ * (temporaries go to `keep`), pipelines and dispatcher, shared by the two phases.
+ */
+export async function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) => GPUBuffer) {
+  const { n, c, d } = p;
+  await ctx.checkFinite(p.x, p.W);
+  const resident = onDevice(p.x) || onDevice(p.W);
+  checkOut("x", p.outX as { buffer?: unknown } | null, resident);
+  checkOut("W", p.outW as { buffer?: unknown } | null, resident);
+  const tooLarge = (what: string, bytes: number, limit: string, max: number) =>
+    new RangeError(`Expected ${what} (${bytes} bytes) to fit ${limit} (${max} bytes)`);
+  if (n * d * 4 > ctx.maxBinding) {
+    throw tooLarge(`x [${n}, ${d}] of float32`, n * d * 4, "one WebGPU storage binding", ctx.maxBinding);
+  }
+  if (c * d * 4 > ctx.maxBuffer) {
+    throw tooLarge(`W [${c}, ${d}] of float32`, c * d * 4, "one WebGPU buffer", ctx.maxBuffer);
+  }
+  const rowTiles = Math.ceil(n / TILE), classTiles = Math.ceil(c / TILE);
+  // W (with b, dW) is bound in windows of classes that fit one binding, each a multiple
+  // of 64 classes (so its offset, a multiple of 256 bytes, is aligned).
+  const window = Math.min(classTiles * TILE, Math.floor(ctx.maxBinding / Math.max(16, d * 4) / TILE) * TILE);
+  if (window < TILE) {
+    throw tooLarge(`64 rows of W [${c}, ${d}] of float32`, TILE * d * 4, "one WebGPU storage binding", ctx.maxBinding);
+  }
+  if (n * classTiles * 8 > ctx.maxBinding) {
+    throw tooLarge(
+      `N * ceil(C / 64) (max, sum) pairs of float32 (x [${n}, ${d}], W [${c}, ${d}])`,
+      n * classTiles * 8,
+      "one WebGPU storage binding",
+      ctx.maxBinding,
+    );
+  }
+  // Classes per backward chunk: a multiple of 64 within the window, [N, chunk] floats
+  // within the larger of BLOCK_BYTES and x itself (and one binding).
+  const budget = Math.min(ctx.maxBinding, Math.max(BLOCK_BYTES, n * d * 4));
+  const chunk = Math.min(window, Math.max(TILE, Math.floor(budget / (n * 4 * TILE)) * TILE));
+  if (p.grad && n * chunk * 4 > ctx.maxBinding) {
+    throw tooLarge(
+      `a block of the gradient of 64 classes (x [${n}, ${d}])`,
+      n * chunk * 4,
+      "one WebGPU storage binding",
+      ctx.maxBinding,
+    );
+  }
+  /** The windows of classes [j0, j0 + cols) of at most `size` classes. */
+  const windows = (size: number) =>
+    Array.from({ length: Math.ceil(c / size) }, (_, k) => ({ j0: k * size, cols: Math.min(size, c - k * size) }));
+
+  const X = onDevice(p.x) ? p.x.buffer : keep(ctx.upload(p.x));
+  const W = onDevice(p.W) ? p.W.buffer : keep(ctx.upload(p.W));
+  const labels = keep(ctx.upload(p.labels));
+  // Per row MH.RS values, then max ||x_i|| and max ||W_j|| (the precise mode's gate).
+  const rowBytes = (n * MH.RS + 4) * 4;
+  const rowV = keep(ctx.buffer(rowBytes));
+  const bcls = keep(ctx.buffer(c * 16));
+  const wy = keep(ctx.buffer(n * d * 4));
+  const parts = keep(ctx.buffer(n * classTiles * 8));
+  const comb = keep(ctx.buffer(n * 8));
+  const losses = keep(ctx.buffer(n * 4));
+  const scales = p.grad ? keep(ctx.upload(Float32Array.from(p.scales))) : null;
+  const bind = (buffer: GPUBuffer, bytes: number, offset = 0): GPUBufferBinding => ({ buffer, offset, size: bytes });
+  const xB = bind(X, n * d * 4), labelsB = bind(labels, n * 4), wyB = bind(wy, n * d * 4);
+  const rowVB = bind(rowV, rowBytes), partsB = bind(parts, n * classTiles * 8), combB = bind(comb, n * 8);
+  const scalesB = scales && bind(scales, n * 4), lossesB = bind(losses, n * 4);
+  // W's, b's and dW's rows of a window.
+  const wWin = (j0: number, cols: number) => bind(W, cols * d * 4, j0 * d * 4);
+  const bWin = (j0: number, cols: number) => bind(bcls, cols * 16, j0 * 16);
+  // Heads whose logits can be large take the dot products in float pairs where
+  // max ||x|| max ||W_j|| > PRECISE_ABOVE (as the CPU): both modes' entries are
+  // dispatched, and each runs only where the bound (found on the GPU) says.
+  const gated = !p.normX && !p.clamp && p.scale === 1;
+  const flags = (p.normX ? MH.NORMX : 0) | (p.normW ? MH.NORMW : 0) | (p.clamp ? F.CLAMP : 0) |
+    (p.grad ? F.GRAD : 0) | (gated ? MH.GATED : 0);
+  const base: Params<"margin_head"> = {
+    n,
+    c,
+    d,
+    flags,
+    scale: p.scale,
+    bound: PRECISE_ABOVE,
+    ...targetParams(p.spec),
+  };
+
+  // One dispatch per block of at most maxGroups x maxGroups workgroups, each with
+  // its own parameters (a_off, b_off: the block's first workgroup, after params' own;
+  // every head kernel binds src/webgpu/margin_head_params.wgsl's struct).
+  const dispatch = (
+    pass: GPUComputePassEncoder,
+    pipeline: GPUComputePipeline,
+    params: Params<"margin_head">,
+    resources: (GPUBufferBinding | null)[],
+    gx: number,
+    gy = 1,
+  ) => {
+    pass.setPipeline(pipeline);
+    const g = ctx.maxGroups;
+    for (let bx = 0; bx < gx; bx += g) {
+      for (let by = 0; by < gy; by += g) {
+        const offsets = { a_off: (params.a_off ?? 0) + bx, b_off: (params.b_off ?? 0) + by };
+        const u = keep(ctx.params("margin_head", { ...base, ...params, ...offsets }));
+        pass.setBindGroup(0, ctx.bind(pipeline, u, resources));
+        pass.dispatchWorkgroups(Math.min(g, gx - bx), Math.min(g, gy - by));
+      }
+    }
+  };
+  const pipes = (kernel: KernelName, bindings: string, entries: string[]) =>
+    Promise.all(entries.map((e) => ctx.pipeline(kernel, bindings, e)));
+  const ROWS = "rrrrrww", LABEL = "rrrrrrww", TILES = "rrrrrw", MM = "rrrrrrww";
+  const modes = gated ? ["", "_p"] : [""];
+  const [[cls, gather, combine, finX, finW], [label, bound, finish], fwd, grad, [mmX, mmW]] = await Promise.all([
+    pipes("margin_head_rows", ROWS, ["cls", "gather", "combine", "fin_x", "fin_w"]),
+    pipes("margin_head_label", LABEL, ["label", "bound", "finish"]),
+    pipes("margin_head", TILES, modes.map((m) => `fwd${m}`)),
+    pipes("margin_head", TILES, modes.map((m) => `grad${m}`)),
+    pipes("margin_head_mm", MM, ["dx", "dw"]),
+  ]);
+
+  // Rows by label (CSR) for fin_w's label terms (a label of no class here, as a shard's
+  // label on another shard, has none).
+  const here = (i: number) => p.labels[i] >= 0 && p.labels[i] < c;
+  const nLab = new Uint32Array(c + 1);
+  for (let i = 0; i < n; i++) if (here(i)) nLab[p.labels[i] + 1]++;
+  for (let j = 0; j < c; j++) nLab[j + 1] += nLab[j];
+  const csr = new Uint32Array(c + 1 + n);
+  csr.set(nLab);
+  const fill = nLab.slice(0, c);
+  for (let i = 0; i < n; i++) if (here(i)) csr[c + 1 + fill[p.labels[i]]++] = i;
+  const csrB = bind(keep(ctx.upload(csr)), csr.byteLength);
+
+  const outBuffer = (out: typeof p.outX, rows: number) => {
+    const given = (out as { buffer?: GPUBuffer } | null)?.buffer;
+    if (given) return given;
+    const b = ctx.buffer(rows * d * 4);
+    return resident ? b : keep(b);
+  };
+  const dX = p.grad ? outBuffer(p.outX, n) : null, dW = p.grad ? outBuffer(p.outW, c) : null;
+  const dXlo = p.grad ? keep(ctx.buffer(n * d * 4)) : null;
+  const du = p.grad ? keep(ctx.buffer(n * chunk * 4)) : null;
+  // What comes back: the row losses, and the gradients of host inputs.
+  const reads: [GPUBuffer, number][] = [[losses, n * 4]];
+  if (dX && dW && !resident) reads.push([dX, n * d * 4], [dW, c * d * 4]);
+  const stagings = reads.map(([, bytes]) => keep(ctx.staging(bytes)));
+
+  const wins = windows(window);
+  const groups = (count: number) => Math.ceil(count / 64);
+  return {
+    n,
+    c,
+    d,
+    window,
+    chunk,
+    rowTiles,
+    classTiles,
+    wins,
+    windows,
+    rowV,
+    rowBytes,
+    groups,
+    flags,
+    gated,
+    resident,
+    X,
+    W,
+    labels,
+    wy,
+    comb,
+    dX,
+    dW,
+    dXlo,
+    du,
+    reads,
+    stagings,
+    bind,
+    xB,
+    labelsB,
+    wyB,
+    rowVB,
+    partsB,
+    combB,
+    scalesB,
+    lossesB,
+    csrB,
+    wWin,
+    bWin,
+    dispatch,
+    cls,
+    gather,
+    combine,
+    finX,
+    finW,
+    label,
+    bound,
+    finish,
+    fwd,
+    grad,
+    mmX,
+    mmW,
+    problem: p,
+  };
+}
+
+/** One head call on the GPU, laid out by {@linkcode openHead}. */
+export type HeadSession = Awaited<ReturnType<typeof openHead>>;
+
+/**
+ * Phase 1 over the head's classes: {@linkcode encodeRows}, then each (row, class tile)'s
+ * (max, sum-exp) over the non-label classes and, per row, their combination: the
+ * reference r_i and S_i = sum_{j != y} e^(z_ij - r_i) in `comb` [N, 2].
+ */
+export function encodeStats(s: HeadSession, pass: GPUComputePassEncoder): void {
+  encodeRows(s, pass);
+  encodeTiles(s, pass);
+}
+
+/** Per class b_j, per row W_y (`wy`, cleared first) and the label's terms in `rowV`. */
+export function encodeRows(s: HeadSession, pass: GPUComputePassEncoder): void {
+  const { n, wins, groups, dispatch, xB, wyB, labelsB, rowVB, wWin, bWin } = s;
+  // Per class b_j (and ||W_j||); per row its label's row of W (Wy), then the label's
+  // terms and (gated) the norms' bound.
+  for (const { j0, cols } of wins) {
+    const win = { g_off: j0, k: cols };
+    dispatch(pass, s.cls, win, [null, wWin(j0, cols), null, null, null, bWin(j0, cols), null], groups(cols));
+    dispatch(pass, s.gather, win, [null, wWin(j0, cols), labelsB, null, null, null, wyB], groups(n));
+  }
+  dispatch(pass, s.label, {}, [xB, wyB, labelsB, null, null, null, rowVB, null], groups(n));
+  if (s.gated) {
+    for (const { j0, cols } of wins) {
+      dispatch(pass, s.bound, { g_off: j0, k: cols }, [null, null, null, null, null, bWin(j0, cols), rowVB, null], 1);
+    }
+  }
+}
+
+/** The tile partials, then per row (r_i, S_i) into `comb`. */
+export function encodeTiles(s: HeadSession, pass: GPUComputePassEncoder): void {
+  const { n, wins, groups, dispatch, xB, labelsB, rowVB, partsB, combB, wWin, bWin } = s;
+  for (const { j0, cols } of wins) {
+    const params = { g_off: j0, k: cols, b_off: j0 / TILE, rs_out: s.classTiles };
+    const res = [xB, wWin(j0, cols), labelsB, rowVB, bWin(j0, cols), partsB];
+    for (const f of s.fwd) dispatch(pass, f, params, res, s.rowTiles, Math.ceil(cols / TILE));
+  }
+  dispatch(pass, s.combine, { k: s.classTiles }, [null, null, null, null, partsB, null, combB], groups(n));
+}
+
+/**
+ * Phase 2, given every class's (r_i, S_i) in `comb`: the row losses and the backward's
+ * per-row values, then per chunk of classes du and its products into dX and dW, and the
+ * gradients through the normalisations.
+ */
+export function encodeGrads(s: HeadSession, pass: GPUComputePassEncoder): void {
+  const { n, d, groups, dispatch, xB, wyB, labelsB, rowVB, combB, scalesB, lossesB, wWin, bWin, flags } = s;
+  dispatch(pass, s.finish, {}, [null, null, labelsB, scalesB, combB, null, rowVB, lossesB], groups(n));
+  const { dX, dW, dXlo, du } = s;
+  if (!dX || !dW || !dXlo || !du) return;
+  const dXB = s.bind(dX, n * d * 4), dXloB = s.bind(dXlo, n * d * 4);
+  const dWin = (j0: number, cols: number) => s.bind(dW, cols * d * 4, j0 * d * 4);
+  const dTiles = Math.ceil(d / TILE);
+  const p = s.problem;
+  // Backward per chunk of classes: du, then its products into dX and dW.
+  for (const { j0, cols } of s.windows(s.chunk)) {
+    const tiles = Math.ceil(cols / TILE);
+    const duB = s.bind(du, n * cols * 4), win = { row0: j0, g_off: j0, k: cols };
+    const res = [xB, wWin(j0, cols), labelsB, rowVB, bWin(j0, cols)];
+    for (const g of s.grad) {
+      dispatch(pass, g, { ...win, flags: flags | (p.normW ? MH.LABEL : 0) }, [...res, duB], s.rowTiles, tiles);
+    }
+    const mm = [duB, ...res];
+    const flagsX = flags | (p.normW && !p.normX ? MH.SKIP_LABEL : 0);
+    dispatch(pass, s.mmX, { ...win, flags: flagsX }, [...mm, dXB, dXloB], s.rowTiles, dTiles);
+    dispatch(pass, s.mmW, win, [...mm, dWin(j0, cols), null], tiles, dTiles);
+  }
+  dispatch(pass, s.finX, {}, [xB, wyB, labelsB, rowVB, dXloB, null, dXB], groups(n));
+  for (const { j0, cols } of s.wins) {
+    const res = [xB, wWin(j0, cols), labelsB, rowVB, s.csrB, bWin(j0, cols), dWin(j0, cols)];
+    dispatch(pass, s.finW, { g_off: j0, k: cols }, res, groups(cols));
+  }
+}
+
+/** Row losses and gradients of an embedding head on the GPU: both phases in one submission. */
+export async function head(ctx: GpuContext, p: HeadProblem): Promise<Raw> {
+  ctx.check();
+  const { n, c, d } = p;
+  const temps: GPUBuffer[] = [];
+  const keep = (b: GPUBuffer) => (temps.push(b), b);
+  try {
+    const s = await openHead(ctx, p, keep);
+    const { dX, dW, dXlo, reads, stagings, resident } = s;
+    await ctx.submit((enc) => {
+      enc.clearBuffer(s.wy, 0, n * d * 4);
+      if (dX && dXlo) {
+        enc.clearBuffer(dX, 0, n * d * 4);
+        enc.clearBuffer(dXlo, 0, n * d * 4);
+      }
+      const pass = enc.beginComputePass();
+      encodeStats(s, pass);
+      encodeGrads(s, pass);
+      pass.end();
+      reads.forEach(([b, bytes], k) => enc.copyBufferToBuffer(b, 0, stagings[k], 0, bytes));
+    });
+    const [rows, gx, gW] = (await ctx.readAll(stagings.map((b, k) => [b, reads[k][1]]))).map((b) =>
+      new Float32Array(b)
+    );
+    ctx.check();
+    const out = { rows: [Float64Array.from(rows)], grads: {} as Record<string, Float32Array> };
+    if (!dX || !dW) return out;
+    if (resident) {
+      out.grads.x = new DeviceValues(dX, [n, d]) as unknown as Float32Array;
+      out.grads.W = new DeviceValues(dW, [c, d]) as unknown as Float32Array;
+    } else {
+      out.grads.x = p.outX?.data ? (p.outX.data.set(gx), p.outX.data) : gx;
+      out.grads.W = p.outW?.data ? (p.outW.data.set(gW), p.outW.data) : gW;
+    }
+    return out;
+  } finally {
+    for (const b of temps) b.destroy();
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * WebGPU kernels of a `marginHead` shard (`src/losses/sharded.ts`): the head's two phases
+ * (src/webgpu/margin_head.ts) over the shard's rows of W, its labels made local (a label on
+ * another shard becomes one no class here has, so every class of the shard counts as a
+ * non-label class of that row).
+ *  - stats: `encodeStats`, then the rows' (r_i, S_i) and the label's logit T_i come back,
+ *    and the shard's statistics are `max = max(r, T)` (T where the shard holds the label),
+ *    `sum = S e^(r - max)`;
+ *  - grads: `encodeRows` (b_j, W_y, the label's terms), then the merged statistics go in
+ *    (`comb` as (r, S) = (max rounded to float32, sum rescaled to it), every row's T into
+ *    `rowV`), then `encodeGrads`: dW of the shard's rows and its share of dx.
+ * The logit shards (crossEntropy, the margin losses on cosines) run the float64 reference.
+ *
+ * @module
+ */
+import type { HeadStats } from "../losses/margin_head.ts";
+import type { HeadShardProblem } from "../losses/sharded.ts";
+import type { GpuContext } from "./context.ts";
+import { MH } from "./generated.ts";
+import { encodeGrads, encodeRows, encodeStats, openHead } from "./margin_head.ts";
+
+/** A label no class of a shard has (the label is on another shard). */
+const ELSEWHERE = 0x7fffffff;
+
+/** The shard's problem with local labels, and whether row i's label is here. */
+function local(q: HeadShardProblem) {
+  const { p, first } = q;
+  const owns = (i: number) => p.labels[i] >= first && p.labels[i] < first + p.c;
+  const labels = p.labels.map((y, i) => (y < 0 ? -1 : owns(i) ? y - first : ELSEWHERE));
+  return { p: { ...p, labels, outX: null, outW: null }, owns };
+}
+
+/** Runs `body` with temporaries destroyed after. */
+async function withTemps<T>(body: (keep: (b: GPUBuffer) => GPUBuffer) => Promise<T>): Promise<T> {
+  const temps: GPUBuffer[] = [];
+  try {
+    return await body((b) => (temps.push(b), b));
+  } finally {
+    for (const b of temps) b.destroy();
+  }
+}
+
+/** A head shard's statistics on the GPU. */
+export function headShardStats(ctx: GpuContext, q: HeadShardProblem): Promise<HeadStats> {
+  ctx.check();
+  const { p, owns } = local(q);
+  const { n, d } = p;
+  return withTemps(async (keep) => {
+    const s = await openHead(ctx, p, keep);
+    const combS = keep(ctx.staging(n * 8)), rowS = keep(ctx.staging(n * MH.RS * 4));
+    await ctx.submit((enc) => {
+      enc.clearBuffer(s.wy, 0, n * d * 4);
+      const pass = enc.beginComputePass();
+      encodeStats(s, pass);
+      pass.end();
+      enc.copyBufferToBuffer(s.comb, 0, combS, 0, n * 8);
+      enc.copyBufferToBuffer(s.rowV, 0, rowS, 0, n * MH.RS * 4);
+    });
+    const [comb, rowV] = (await ctx.readAll([[combS, n * 8], [rowS, n * MH.RS * 4]])).map((b) => new Float32Array(b));
+    ctx.check();
+    const max = new Float64Array(n), sum = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      if (p.labels[i] < 0) continue;
+      const r = comb[2 * i], S = comb[2 * i + 1];
+      const m = owns(i) ? Math.max(r, rowV[i * MH.RS + 13] + rowV[i * MH.RS + 14]) : r;
+      max[i] = m;
+      sum[i] = S === 0 ? 0 : S * Math.exp(r - m);
+    }
+    return { max, sum };
+  });
+}
+
+/** A head shard's gradients (its rows of dW, its share of dx) on the GPU, from the merged statistics. */
+export function headShardGrads(ctx: GpuContext, q: HeadShardProblem): Promise<{ x: Float32Array; W: Float32Array }> {
+  ctx.check();
+  const { p } = local(q);
+  const { n, c, d } = p;
+  const stats = q.stats!, T = q.target!;
+  return withTemps(async (keep) => {
+    const s = await openHead(ctx, p, keep);
+    const { dX, dW, dXlo } = s;
+    const rowS = keep(ctx.staging(s.rowBytes));
+    await ctx.submit((enc) => {
+      enc.clearBuffer(s.wy, 0, n * d * 4);
+      enc.clearBuffer(dX!, 0, n * d * 4);
+      enc.clearBuffer(dXlo!, 0, n * d * 4);
+      const pass = enc.beginComputePass();
+      encodeRows(s, pass);
+      pass.end();
+      enc.copyBufferToBuffer(s.rowV, 0, rowS, 0, s.rowBytes);
+    });
+    // Every row's T (a float pair) and (r, S) of the merged statistics.
+    const [rowBuf] = await ctx.readAll([[rowS, s.rowBytes]]);
+    const rowV = new Float32Array(rowBuf), comb = new Float32Array(2 * n);
+    for (let i = 0; i < n; i++) {
+      if (p.labels[i] < 0) continue;
+      const hi = Math.fround(T[i]);
+      rowV[i * MH.RS + 13] = hi;
+      rowV[i * MH.RS + 14] = T[i] - hi;
+      const r = Math.fround(stats.max[i]);
+      comb[2 * i] = r;
+      comb[2 * i + 1] = stats.sum[i] * Math.exp(stats.max[i] - r);
+    }
+    ctx.device.queue.writeBuffer(s.rowV, 0, rowV);
+    ctx.device.queue.writeBuffer(s.comb, 0, comb);
+    const xS = keep(ctx.staging(n * d * 4)), wS = keep(ctx.staging(c * d * 4));
+    await ctx.submit((enc) => {
+      const pass = enc.beginComputePass();
+      encodeGrads(s, pass);
+      pass.end();
+      enc.copyBufferToBuffer(dX!, 0, xS, 0, n * d * 4);
+      enc.copyBufferToBuffer(dW!, 0, wS, 0, c * d * 4);
+    });
+    const [gx, gW] = (await ctx.readAll([[xS, n * d * 4], [wS, c * d * 4]])).map((b) => new Float32Array(b));
+    ctx.check();
+    return { x: gx, W: gW };
+  });
+}
