@@ -13,13 +13,9 @@
  *
  * @module
  */
-import { bindLosses, type SyncLosses } from "./src/losses/mod.ts";
-import { referenceKernels } from "./src/reference/mod.ts";
-import { wasmKernels } from "./src/wasm/mod.ts";
-
 export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
 export * from "./src/schedules.ts";
-export { mergeShardStats } from "./src/losses/sharded.ts";
+export { mergeShardStats } from "./src/kernels/shards.ts";
 export type {
   ShardedLoss,
   ShardedOptions,
@@ -27,14 +23,10 @@ export type {
   ShardedSet,
   ShardOptions,
   ShardResult,
-  ShardStats,
 } from "./src/losses/sharded.ts";
+export type { ShardStats } from "./src/kernels/shards.ts";
 export * from "./src/state.ts";
 export type { SyncLosses } from "./src/losses/mod.ts";
 export * from "./src/types.ts";
 
-/** Every loss on the WebAssembly SIMD backend, synchronous. */
-export const wasm: SyncLosses = bindLosses(wasmKernels, true);
-
-/** Every loss on the plain-TypeScript float64 reference backend, synchronous. */
-export const js: SyncLosses = bindLosses(referenceKernels, true);
+export { js, wasm } from "./src/sync.ts";

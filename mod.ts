@@ -72,7 +72,7 @@ export type { HeadGrads, HeadInputs, HeadOptions, MarginHeadOptions } from "./sr
 export type { SpherefaceOptions } from "./src/losses/sphereface.ts";
 export type { LsoftmaxOptions } from "./src/losses/lsoftmax.ts";
 export * from "./src/schedules.ts";
-export { mergeShardStats } from "./src/losses/sharded.ts";
+export { mergeShardStats } from "./src/kernels/shards.ts";
 export type {
   ShardedLoss,
   ShardedOptions,
@@ -80,8 +80,8 @@ export type {
   ShardedSet,
   ShardOptions,
   ShardResult,
-  ShardStats,
 } from "./src/losses/sharded.ts";
+export type { ShardStats } from "./src/kernels/shards.ts";
 export * from "./src/state.ts";
 export type { CenterLossGrads, CenterLossInputs, CenterLossOptions } from "./src/losses/center_loss.ts";
 export type {

@@ -6,8 +6,8 @@
  *
  * @module
  */
-import { holdsDevice } from "./loss.ts";
-import type { Kernels } from "./kernels.ts";
+import { holdsDevice } from "./kernels/core.ts";
+import type { Kernels } from "./kernels/mod.ts";
 import { type AsyncLosses, bindLosses } from "./losses/mod.ts";
 import { referenceKernels } from "./reference/mod.ts";
 import { compileWasm, simdSupported } from "./wasm/runtime.ts";

@@ -34,32 +34,11 @@
  *
  * @module
  */
-import type { Kernels } from "./kernels.ts";
-import type { Loss, Matrix, Metric, Upstream } from "./types.ts";
-import { isGpuMatrix, keys, onDevice, options as checkOptions, show } from "./validate.ts";
-
-/**
- * What a kernel returns: per-row values (one array per part), gradients by input name,
- * and values it formed that a later term of a composite may take as an input
- * (`outputs`: the experts' gated ensemble).
- */
-export interface Raw {
-  rows: Float64Array[];
-  grads: Record<string, Float32Array>;
-  outputs?: Record<string, Float32Array>;
-}
-
-/** A prepared problem: checked inputs, resolved options, per-row gradient scales. */
-export interface Prepared {
-  /** Whether gradients are wanted (`backward`, `valueAndGrad`). */
-  readonly grad: boolean;
-}
-
-/** The name of a kernel family (a key of {@linkcode Kernels}). */
-export type KernelName = Exclude<keyof Kernels, "softmax" | "composite">;
-
-/** The problem a kernel family solves. */
-export type ProblemOf<K extends KernelName> = Parameters<Kernels[K]>[0];
+import type { Kernels } from "./kernels/mod.ts";
+import type { Loss, Metric, Upstream } from "./types.ts";
+import { keys, options as checkOptions, show } from "./validate.ts";
+import type { KernelName, ProblemOf, Term } from "./kernels/mod.ts";
+import { buffersIn, type Raw, then } from "./kernels/core.ts";
 
 /** The keys a loss or metric accepts. */
 export interface Keys<O> {
@@ -83,23 +62,6 @@ export interface LossDef<I, O, G, K extends KernelName> extends Keys<O> {
   finish(problem: ProblemOf<K>, raw: Raw): { loss: number | Float32Array; grads: G } & Record<string, unknown>;
 }
 
-/** A value of an earlier term of a composite: its index and a key of its gradients or outputs. */
-export type Ref = readonly [term: number, key: string];
-
-/**
- * One term of a composite loss: a problem, the kernel family that solves it, and its
- * links: fields of the problem (dotted paths: `"gated.into.0"`) that are an earlier
- * term's gradient or output, bound when the earlier term has run (on the backend where
- * it ran: a GPU buffer on WebGPU), so that one term can take another's result (the
- * experts' gated ensemble as the hierarchical term's fine logits) and the `combine`
- * family can add the terms' gradients together.
- */
-export interface Term {
-  readonly kernel: KernelName;
-  readonly problem: unknown;
-  readonly links?: Readonly<Record<string, Ref>>;
-}
-
 /**
  * A composite loss: a weighted sum of other losses' terms. `prepare` builds the terms'
  * problems with the parts' own definitions, `terms` lists them in order (a `combine`
@@ -116,81 +78,12 @@ export interface CompositeDef<I, O, G, P> extends Keys<O> {
   finish(problem: P, raws: Raw[]): { loss: number | Float32Array; grads: G } & Record<string, unknown>;
 }
 
-/**
- * The problem of `Kernels.composite`: the terms, and the size by which the `auto`
- * backend routes the whole composite (its largest term's rows `n` and columns `c`).
- */
-export interface CompositeProblem {
-  readonly terms: readonly Term[];
-  readonly n: number;
-  readonly c: number;
-}
-
 /** A metric: a value without a gradient, defined once for every backend. */
 export interface MetricDef<I, O, K extends KernelName> extends Keys<O> {
   readonly name: string;
   readonly kernel: K;
   prepare(inputs: I, options: O): ProblemOf<K>;
   finish(problem: ProblemOf<K>, raw: Raw): number;
-}
-
-/** A backend's kernel for one family. CPU kernels return synchronously, GPU ones a Promise. */
-export type Kernel<P> = (problem: P) => Raw | Promise<Raw>;
-
-/**
- * A matrix result `{ data, shape }`, or `{ buffer, shape }` when a WebGPU kernel left
- * it on the GPU (its values are then a `DeviceValues`).
- */
-export function result(data: Float32Array, rows: number, cols: number): Matrix {
-  if (onDevice(data)) return { buffer: data.buffer, shape: [rows, cols] } as unknown as Matrix;
-  return { data, shape: [rows, cols] };
-}
-
-/** Whether a value holds GPU-resident data at any depth (problem fields, lists, nested objects). */
-export function holdsDevice(value: unknown): boolean {
-  return devicePath(value) !== null;
-}
-
-/**
- * Calls `visit` with the path (`"f"`, `"logits.1"`, `"terms.0.problem.f"` in a
- * composite's problem; `""` for the value itself) and the buffer of every GPU-resident
- * value in `value` (fields, lists, nested objects), depth first, until it returns true.
- * Returns whether it did.
- */
-function eachDevice(value: unknown, visit: (path: string, b: GPUBuffer) => boolean, path = "", depth = 0): boolean {
-  if (onDevice(value) || isGpuMatrix(value)) return visit(path, value.buffer);
-  if (typeof value !== "object" || value === null || ArrayBuffer.isView(value) || depth > 5) return false;
-  return Object.entries(value).some(([k, item]) => eachDevice(item, visit, path ? `${path}.${k}` : k, depth + 1));
-}
-
-/** Where a value holds GPU-resident data first (see {@linkcode eachDevice}), or null. */
-function devicePath(value: unknown): string | null {
-  let at: string | null = null;
-  eachDevice(value, (path) => (at = path, true));
-  return at;
-}
-
-/** The GPU buffers of values held anywhere in `value`. */
-function buffersIn(value: unknown): Set<GPUBuffer> {
-  const out = new Set<GPUBuffer>();
-  eachDevice(value, (_, b) => (out.add(b), false));
-  return out;
-}
-
-/**
- * Guards a CPU kernel: a problem holding GPU-resident values anywhere (a field, a list
- * of matrices, a nested object) is refused with a `TypeError` before any work.
- */
-export function hostOnly<P extends object, R>(kernel: (p: P) => R, backend: string): (p: P) => R {
-  return (p) => {
-    const at = devicePath(p);
-    if (at !== null) {
-      throw new TypeError(
-        `Expected every input to be a matrix { data: Float32Array, shape } on the ${backend} backend, got a GPUBuffer (${at}); GPU-resident inputs need init({ backend: "webgpu" })`,
-      );
-    }
-    return kernel(p);
-  };
 }
 
 /** Checks the keys of a call against a definition; returns the options object ({} when absent). */
@@ -233,12 +126,6 @@ function gradsOnly(r: Record<string, unknown>): unknown {
   return r.grads;
 }
 
-/** `f(r)`, or `r.then(f)` when `r` is a Promise: one code path for synchronous and asynchronous kernels. */
-export const then = <T, U>(
-  r: T | Promise<T>,
-  f: (t: T) => U,
-): U | Promise<U> => (r instanceof Promise ? r.then(f) : f(r));
-
 /**
  * Binds a loss definition (or a composite's) to what solves its problem on a backend:
  * a kernel, or a composite's terms. With a synchronous solver (the CPU backends) the
@@ -265,49 +152,6 @@ export function bindLoss<R>(
     backward: (inputs, options, upstream) => wrap(() => then(run(inputs, options, true, upstream), gradsOnly)),
     valueAndGrad: (inputs, options) => wrap(() => run(inputs, options, true)),
   } as Loss<unknown, unknown, unknown>;
-}
-
-/** `value` with the field at a dotted `path` replaced by `x` (copies along the path; the rest shared). */
-function setPath(value: unknown, path: readonly string[], x: unknown): unknown {
-  if (path.length === 0) return x;
-  const [head, ...rest] = path;
-  const copy = (Array.isArray(value) ? [...value] : { ...(value as object) }) as Record<string, unknown>;
-  copy[head] = setPath(copy[head], rest, x);
-  return copy;
-}
-
-/**
- * A term's problem with its links bound: `lookup` gives an earlier term's value (its
- * gradient or output `key`). A missing value is an `Error` (a composite's own bug).
- */
-export function linked(term: Term, lookup: (ref: Ref) => Float32Array | undefined): unknown {
-  let p = term.problem;
-  for (const [path, ref] of Object.entries(term.links ?? {})) {
-    const value = lookup(ref);
-    if (value === undefined) throw new Error(`Term ${term.kernel}: no ${ref[1]} from term ${ref[0]} for ${path}`);
-    p = setPath(p, path.split("."), value);
-  }
-  return p;
-}
-
-/** A raw result's gradient or output by key. */
-export const valueOf = (raw: Raw, key: string): Float32Array | undefined => raw.grads[key] ?? raw.outputs?.[key];
-
-/**
- * `Kernels.composite` of a CPU backend (and of WebGPU for host inputs): every term on its
- * family's kernel, in order, each with its links bound to the earlier terms' results.
- */
-export function sequential(kernels: Omit<Kernels, "composite">): (p: CompositeProblem) => Raw[] | Promise<Raw[]> {
-  return (p) => {
-    let raws: Raw[] | Promise<Raw[]> = [];
-    for (const t of p.terms) {
-      raws = then(raws, (done) => {
-        const kernel = kernels[t.kernel] as (q: unknown) => Raw | Promise<Raw>;
-        return then(kernel(linked(t, ([k, key]) => valueOf(done[k], key))), (r) => [...done, r]);
-      }) as Raw[] | Promise<Raw[]>;
-    }
-    return raws;
-  };
 }
 
 /**

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { MetricDef, Prepared } from "../loss.ts";
+import type { MetricDef } from "../loss.ts";
 import type { CommonOptions } from "../types.ts";
 import * as v from "../validate.ts";
 import { type CrossEntropyInputs, hardLabelInputs } from "./cross_entropy.ts";
@@ -14,16 +14,6 @@ export interface AccuracyOptions extends Omit<CommonOptions, "out"> {
   k?: number;
   /** Rows with this label are left out of the share. @default -100 */
   ignoreIndex?: number;
-}
-
-/** The prepared `accuracy` problem. */
-export interface AccuracyProblem extends Prepared {
-  readonly n: number;
-  readonly c: number;
-  readonly logits: Float32Array;
-  readonly labels: Int32Array;
-  readonly k: number;
-  readonly count: number;
 }
 
 /**

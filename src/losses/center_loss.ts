@@ -4,10 +4,10 @@
  *
  * @module
  */
-import type { LossDef, Prepared } from "../loss.ts";
+import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import { gradMatrix, outBuffer } from "./cross_entropy.ts";
+import { gradMatrix, outBuffer } from "../kernels/core.ts";
 
 /** Inputs of `centerLoss`. */
 export interface CenterLossInputs {
@@ -31,21 +31,6 @@ export interface CenterLossGrads {
   x: Matrix;
   /** Gradient w.r.t. the centres `[C, D]`: `-2 sum_{i: y_i = j} s_i (x_i - c_j)`. */
   centers: Matrix;
-}
-
-/** The prepared `centerLoss` problem. */
-export interface CenterProblem extends Prepared {
-  readonly n: number;
-  readonly c: number;
-  readonly d: number;
-  readonly x: Float32Array;
-  readonly centers: Float32Array;
-  readonly labels: Int32Array;
-  /** Per-row gradient scale (upstream and reduction folded in). */
-  readonly scales: Float64Array;
-  readonly reduction: Reduction;
-  readonly outX: Matrix | null;
-  readonly outCenters: Matrix | null;
 }
 
 /** Checks embeddings `[N, D]` (N >= 1), a class matrix `[C, D]` (C >= 1) and labels in `[0, C)`. */

@@ -4,11 +4,11 @@
  *
  * @module
  */
-import type { LossDef, Prepared } from "../loss.ts";
+import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { classInputs } from "./center_loss.ts";
-import { gradMatrix, outBuffer } from "./cross_entropy.ts";
+import { gradMatrix, outBuffer } from "../kernels/core.ts";
 import { scalarUpstream } from "./feature_diversity.ts";
 import { ruleMatrix } from "./physics_contrastive.ts";
 
@@ -44,23 +44,6 @@ export interface CenterRegularizationParts {
   center: number;
   /** `mean_c (1 - c^_c . (A c^)_c)`. */
   proto: number;
-}
-
-/** The prepared `centerRegularization` problem. */
-export interface CenterRegProblem extends Prepared {
-  readonly b: number;
-  readonly c: number;
-  readonly d: number;
-  readonly f: Float32Array;
-  readonly centers: Float32Array;
-  readonly labels: Int32Array;
-  /** The rule with a zero diagonal, each row divided by its sum (zero rows stay zero), `[C, C]`. */
-  readonly A: Float64Array;
-  readonly prototypeWeight: number;
-  /** The upstream gradient (1 by default). */
-  readonly upstream: number;
-  readonly outF: Matrix | null;
-  readonly outCenters: Matrix | null;
 }
 
 /**

@@ -4,11 +4,11 @@
  *
  * @module
  */
-import type { LossDef, Prepared } from "../loss.ts";
-import { result } from "../loss.ts";
+import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import type { MarginTarget } from "./margin.ts";
+import type { HardLabelProblem } from "../kernels/hard_label.ts";
+import { gradMatrix, outBuffer } from "../kernels/core.ts";
 
 /** Inputs of `crossEntropy` and `focal`. */
 export interface CrossEntropyInputs {
@@ -36,46 +36,6 @@ export interface CrossEntropyGrads {
   logits: Matrix;
 }
 
-/**
- * The problem the fused softmax cross-entropy kernel solves, row by row. The logits
- * are `z_j = scale * x_j` (`x_j` clamped to [-1, 1] first with `clamp`), the label's
- * logit replaced by `target[2i]` (derivative w.r.t. `x_y`: `target[2i+1]`) when
- * `target` is given (the margin losses). `nll_i = logsumexp(z_i) - z_{i,y}`; with
- * smoothing `eps` the target is `q = (1-eps) w_y onehot(y) + (eps/C) w` and the row
- * loss `-sum_c q_c log p_c`; with `gamma != 0` (focal) it is `w_y (1 - e^-nll)^gamma nll`.
- * The gradient row is `scales[i]` times the derivative of the row loss w.r.t. `x`.
- */
-export interface HardLabelProblem extends Prepared {
-  readonly n: number;
-  readonly c: number;
-  readonly logits: Float32Array;
-  /** Labels with ignored rows set to -1. */
-  readonly labels: Int32Array;
-  /** Class weights (cross-entropy) or per-class alpha (focal), or null for all 1. */
-  readonly weight: Float32Array | null;
-  readonly smoothing: number;
-  /** Focal exponent; 0 for cross-entropy. */
-  readonly gamma: number;
-  /** Logit scale (1 for cross-entropy, `s` for the margin losses). */
-  readonly scale: number;
-  /** Clamp the inputs to [-1, 1] first (cosines). */
-  readonly clamp: boolean;
-  /**
-   * Per row: the label's replaced logit and its derivative w.r.t. the input, or null
-   * (null too for GPU-resident cosines: the WebGPU kernel evaluates `margin` itself).
-   */
-  readonly target: Float64Array | null;
-  /** The margin losses: the label's target as data (what `target` holds, for kernels that evaluate it). */
-  readonly margin?: MarginTarget;
-  /** Per-row gradient scale (upstream and reduction folded in); ignored rows 0. */
-  readonly scales: Float64Array;
-  /** Caller's buffer for the gradient, or null. */
-  readonly out: Matrix | null;
-  readonly reduction: Reduction;
-  /** What `"mean"` divides the summed row losses by. */
-  readonly denominator: number;
-}
-
 /** Checks the inputs shared by the hard-label losses. */
 export function hardLabelInputs(
   inputs: CrossEntropyInputs,
@@ -88,31 +48,6 @@ export function hardLabelInputs(
   const logits = v.values(inputs.logits);
   if (o.checkFinite) v.finite("logits", logits, c);
   return { n, c, labels, ignoreIndex, logits };
-}
-
-/**
- * Checks a caller's output buffer for a gradient. A GPU matrix `{ buffer, shape }` is
- * returned as is (only the WebGPU kernels write it; the CPU backends refuse it).
- */
-export function outBuffer(o: CommonOptions, name: string, rows: number, cols: number): Matrix | null {
-  const m = o.out?.[name];
-  if (m === undefined) return null;
-  v.matrix(`options.out.${name}`, m, rows, cols);
-  return m as Matrix;
-}
-
-/** Checks a caller's list of output buffers for the gradient of a list input (`count` matrices `[rows, cols]`). */
-export function outList(o: CommonOptions, name: string, count: number, rows: number, cols: number): (Matrix | null)[] {
-  const list = o.out?.[name];
-  if (list === undefined) return new Array(count).fill(null);
-  const [e] = v.matrixList(`options.out.${name}`, list, rows, cols);
-  if (e !== count) throw new RangeError(`Expected options.out.${name} to have ${count} matrices, got ${e}`);
-  return list as Matrix[];
-}
-
-/** The gradient matrix: the caller's output buffer when given (returned as is), else a fresh one. */
-export function gradMatrix(out: Matrix | null, data: Float32Array | undefined, rows: number, cols: number): Matrix {
-  return out ?? result(data as Float32Array, rows, cols);
 }
 
 /** The hard-label finish step shared with `focal`. */

@@ -4,10 +4,10 @@
  *
  * @module
  */
-import type { LossDef, Prepared } from "../loss.ts";
+import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import { gradMatrix, outBuffer } from "./cross_entropy.ts";
+import { gradMatrix, outBuffer } from "../kernels/core.ts";
 import { pairInputs } from "./soft_cross_entropy.ts";
 
 /** Inputs of `distillation`. */
@@ -47,24 +47,6 @@ export interface DistillationParts {
   kl: number;
   /** The cross-entropy term before weighting (mean over the non-ignored rows with `"mean"`). */
   ce: number;
-}
-
-/** The prepared `distillation` problem. */
-export interface DistillationProblem extends Prepared {
-  readonly n: number;
-  readonly c: number;
-  readonly student: Float32Array;
-  readonly teacher: Float32Array;
-  readonly labels: Int32Array;
-  readonly temperature: number;
-  readonly alpha: number;
-  readonly reduction: Reduction;
-  /** Non-ignored rows: the cross-entropy mean's denominator. */
-  readonly count: number;
-  /** Per-row gradient factors of the KL term (alpha T scale) and of the CE term ((1 - alpha) scale). */
-  readonly ka: Float64Array;
-  readonly ca: Float64Array;
-  readonly out: Matrix | null;
 }
 
 /** The definition of `distillation`. */

@@ -4,10 +4,10 @@
  *
  * @module
  */
-import type { LossDef, Prepared } from "../loss.ts";
+import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import { gradMatrix, outList } from "./cross_entropy.ts";
+import { gradMatrix, outList } from "../kernels/core.ts";
 
 /** Inputs of `featureDiversity`. */
 export interface FeatureDiversityInputs {
@@ -25,21 +25,6 @@ export interface FeatureDiversityOptions extends CommonOptions {
 export interface FeatureDiversityGrads {
   /** Gradient w.r.t. each expert's features, in the order of the input. */
   features: Matrix[];
-}
-
-/** The prepared `featureDiversity` problem. */
-export interface DiversityProblem extends Prepared {
-  readonly e: number;
-  readonly b: number;
-  readonly d: number;
-  readonly features: Float32Array[];
-  /**
-   * The value's factor `-lambda / (B E (E - 1))` (0 for E = 1), times the upstream
-   * gradient for the gradients.
-   */
-  readonly factor: number;
-  readonly scale: number;
-  readonly outs: (Matrix | null)[];
 }
 
 /** Checks a reduced loss's upstream: a finite number, default 1. */

@@ -7,13 +7,8 @@
 import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Reduction } from "../types.ts";
 import * as v from "../validate.ts";
-import {
-  type CrossEntropyGrads,
-  type CrossEntropyInputs,
-  finishHardLabel,
-  hardLabelInputs,
-  outBuffer,
-} from "./cross_entropy.ts";
+import { type CrossEntropyGrads, type CrossEntropyInputs, finishHardLabel, hardLabelInputs } from "./cross_entropy.ts";
+import { outBuffer } from "../kernels/core.ts";
 
 /** Options of `focal`. */
 export interface FocalOptions extends CommonOptions {

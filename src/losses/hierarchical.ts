@@ -4,10 +4,10 @@
  *
  * @module
  */
-import type { LossDef, Prepared } from "../loss.ts";
+import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import { gradMatrix, outBuffer } from "./cross_entropy.ts";
+import { gradMatrix, outBuffer } from "../kernels/core.ts";
 
 /** Inputs of `hierarchical`. */
 export interface HierarchicalInputs {
@@ -41,28 +41,6 @@ export interface HierarchicalParts {
   coarse: number;
   /** The cross-entropy over the children of the true coarse class. */
   fine: number;
-}
-
-/** The prepared `hierarchical` problem. */
-export interface HierarchicalProblem extends Prepared {
-  readonly b: number;
-  readonly k: number;
-  readonly c: number;
-  readonly coarse: Float32Array;
-  readonly fine: Float32Array;
-  readonly labels: Int32Array;
-  /** The coarse label of each row. */
-  readonly coarseLabels: Int32Array;
-  /**
-   * The fine classes grouped by coarse class: the children of coarse class g are
-   * `children[start[g] .. start[g + 1])`, ascending.
-   */
-  readonly children: Int32Array;
-  readonly start: Int32Array;
-  readonly scales: Float64Array;
-  readonly reduction: Reduction;
-  readonly outCoarse: Matrix | null;
-  readonly outFine: Matrix | null;
 }
 
 /** The definition of `hierarchical`: `CE(coarse, fineToCoarse[y]) + CE over the children of fineToCoarse[y]`. */

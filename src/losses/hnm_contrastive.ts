@@ -5,11 +5,11 @@
  *
  * @module
  */
-import type { LossDef, Prepared } from "../loss.ts";
+import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { classInputs } from "./center_loss.ts";
-import { gradMatrix, outBuffer } from "./cross_entropy.ts";
+import { gradMatrix, outBuffer } from "../kernels/core.ts";
 
 /** An integer matrix `{ data: Int32Array, shape: [rows, cols] }` (`hard [B, k]`). */
 export interface IntMatrix {
@@ -43,22 +43,6 @@ export interface HnmContrastiveOptions extends CommonOptions {
 export interface HnmContrastiveGrads {
   /** Gradient w.r.t. the embeddings `[B, D]` (through their normalisation). */
   f: Matrix;
-}
-
-/** The prepared `hnmContrastive` problem. */
-export interface HnmProblem extends Prepared {
-  readonly b: number;
-  readonly c: number;
-  readonly d: number;
-  readonly k: number;
-  readonly f: Float32Array;
-  readonly prototypes: Float32Array;
-  readonly labels: Int32Array;
-  readonly hard: Int32Array;
-  readonly temperature: number;
-  readonly scales: Float64Array;
-  readonly reduction: Reduction;
-  readonly out: Matrix | null;
 }
 
 /** Checks an integer matrix `{ data: Int32Array | number[], shape: [rows, cols] }` with values in `[0, bound)`. */

@@ -9,15 +9,8 @@ import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { scalarUpstream } from "./feature_diversity.ts";
-import {
-  type ExpertGrads,
-  expertGrads,
-  type ExpertInputs,
-  expertInputs,
-  expertOuts,
-  type ExpertsProblem,
-  means,
-} from "./experts.ts";
+import { type ExpertGrads, expertGrads, type ExpertInputs, expertInputs, expertOuts, means } from "./experts.ts";
+import type { ExpertsProblem } from "../kernels/experts.ts";
 
 /** Inputs of `iclMoe`. */
 export interface IclMoeInputs extends ExpertInputs {

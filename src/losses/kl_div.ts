@@ -6,8 +6,8 @@
 import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import { gradMatrix, outBuffer } from "./cross_entropy.ts";
-import { pairInputs, type PairProblem } from "./soft_cross_entropy.ts";
+import { gradMatrix, outBuffer } from "../kernels/core.ts";
+import { pairInputs } from "./soft_cross_entropy.ts";
 
 /** Inputs of `klDiv`. */
 export interface KlDivInputs {
@@ -34,11 +34,6 @@ export interface KlDivGrads {
   logInput: Matrix;
   /** Gradient w.r.t. `target`: `log t + 1 - x` (0 where t = 0), or `e^t (t - x + 1)` with `logTarget`. */
   target: Matrix;
-}
-
-/** The prepared `klDiv` problem. */
-export interface KlProblem extends PairProblem {
-  readonly logTarget: boolean;
 }
 
 /** The definition of `klDiv`. */

@@ -10,7 +10,9 @@
 import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import { finishHardLabel, outBuffer } from "./cross_entropy.ts";
+import { finishHardLabel } from "./cross_entropy.ts";
+import { outBuffer } from "../kernels/core.ts";
+import type { MarginSpec } from "../kernels/hard_label.ts";
 
 /** Inputs of the margin losses on cosines. */
 export interface MarginInputs {
@@ -51,19 +53,6 @@ export function derivativeCos(x: number): number {
   return Math.min(1 - 1e-6, Math.max(-1 + 1e-6, x));
 }
 
-/**
- * A target function as data, for kernels that evaluate it themselves (the WebGPU
- * backend, src/webgpu/margin.wgsl): `phi = cos(m1 theta + m2) - m3`, `theta = acos(cos)`, with
- * ArcFace's `"threshold"` branch (`phi` where `cos > cos(pi - m2)`, else
- * `cos - m2 sin(pi - m2)`) or its `"easy"` margin (`phi` where `cos > 0`, else `cos`).
- */
-export interface MarginSpec {
-  readonly m1: number;
-  readonly m2: number;
-  readonly m3: number;
-  readonly branch: "none" | "threshold" | "easy";
-}
-
 /** A target function: `phi(cos)` and `d phi / d cos`, for a cosine in [-1, 1], and `spec`, the same as data. */
 export interface Phi {
   (x: number): [number, number];
@@ -73,13 +62,6 @@ export interface Phi {
 /** The target function `fn`, described by `spec`. */
 export function makePhi(spec: MarginSpec, fn: (x: number) => [number, number]): Phi {
   return Object.assign(fn, { spec });
-}
-
-/** The label's target of a margin loss as data: `phi` and `marginGrad: "constant"`. */
-export interface MarginTarget {
-  readonly kind: "margin";
-  readonly phi: MarginSpec;
-  readonly constant: boolean;
 }
 
 /**

@@ -6,20 +6,13 @@
  *
  * @module
  */
-import { type LossDef, result } from "../loss.ts";
+import type { LossDef } from "../loss.ts";
+import { result } from "../kernels/core.ts";
 import type { CommonOptions, Matrix } from "../types.ts";
 import * as v from "../validate.ts";
 import { scalarUpstream } from "./feature_diversity.ts";
-import {
-  type ExpertGrads,
-  expertGrads,
-  type ExpertInputs,
-  expertInputs,
-  expertOuts,
-  type ExpertsProblem,
-  means,
-  parallelOf,
-} from "./experts.ts";
+import { type ExpertGrads, expertGrads, type ExpertInputs, expertInputs, expertOuts, means } from "./experts.ts";
+import { type ExpertsProblem, parallelOf } from "../kernels/experts.ts";
 
 /** Options of `mixOutputs`. */
 export interface MixOutputsOptions extends CommonOptions {

@@ -4,9 +4,10 @@
  *
  * @module
  */
-import type { Kernels } from "../kernels.ts";
-import type { CompositeDef, KernelName, LossDef, MetricDef } from "../loss.ts";
-import { bindComposite, bindLoss, bindMetric, hostOnly, sequential } from "../loss.ts";
+import type { Kernels } from "../kernels/mod.ts";
+import type { CompositeDef, LossDef, MetricDef } from "../loss.ts";
+import type { KernelName } from "../kernels/mod.ts";
+import { bindComposite, bindLoss, bindMetric } from "../loss.ts";
 import type { AsyncLoss, AsyncMetric, Loss, Metric } from "../types.ts";
 import { accuracy, type AccuracyOptions } from "./accuracy.ts";
 import { arcface, type ArcfaceOptions } from "./arcface.ts";
@@ -543,17 +544,6 @@ export interface LossSet<W extends "sync" | "async"> {
 export type SyncLosses = LossSet<"sync">;
 /** Every loss with methods returning Promises. */
 export type AsyncLosses = LossSet<"async">;
-
-/**
- * A CPU backend's kernels, each refusing GPU-resident inputs (at any depth) with a
- * `TypeError`, and its `composite`: the terms in order on them (`sequential`).
- */
-export function hostKernels(kernels: Omit<Kernels, "composite">, backend: string): Kernels {
-  const out: Record<string, unknown> = {};
-  const all = { ...kernels, composite: sequential(kernels) };
-  for (const [k, f] of Object.entries(all)) out[k] = hostOnly(f as (p: object) => unknown, backend);
-  return out as unknown as Kernels;
-}
 
 /** Binds every definition to a backend's kernels: synchronous methods, or (`sync` false) Promises. */
 export function bindLosses(kernels: Kernels, sync: true): SyncLosses;

@@ -15,17 +15,22 @@
  *
  * @module
  */
-import type { CompositeDef, Ref } from "../loss.ts";
+import type { CompositeDef } from "../loss.ts";
+import type { Ref } from "../kernels/mod.ts";
 import type { CommonOptions, Labels, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import { type CenterRegProblem, centerRegularization } from "./center_regularization.ts";
-import { type CombineProblem, LINKED } from "./combine.ts";
-import { gradMatrix, outBuffer } from "./cross_entropy.ts";
-import { expertInputs, type ExpertsProblem } from "./experts.ts";
+import type { CenterRegProblem } from "../kernels/center_reg.ts";
+import { centerRegularization } from "./center_regularization.ts";
+import { type CombineProblem, LINKED } from "../kernels/combine.ts";
+import { gradMatrix, outBuffer } from "../kernels/core.ts";
+import { expertInputs } from "./experts.ts";
+import type { ExpertsProblem } from "../kernels/experts.ts";
 import { scalarUpstream } from "./feature_diversity.ts";
-import { hierarchical, type HierarchicalProblem } from "./hierarchical.ts";
+import { hierarchical } from "./hierarchical.ts";
+import type { HierarchicalProblem } from "../kernels/hierarchical.ts";
 import { gatingInput, iclMoe } from "./icl_moe.ts";
-import { type ContrastiveProblem, physicsContrastive, ruleMatrix } from "./physics_contrastive.ts";
+import type { ContrastiveProblem } from "../kernels/contrastive.ts";
+import { physicsContrastive, ruleMatrix } from "./physics_contrastive.ts";
 
 /** Inputs of `physMoe`. */
 export interface PhysMoeInputs {

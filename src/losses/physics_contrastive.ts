@@ -5,10 +5,10 @@
  *
  * @module
  */
-import type { LossDef, Prepared } from "../loss.ts";
+import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import { gradMatrix, outBuffer } from "./cross_entropy.ts";
+import { gradMatrix, outBuffer } from "../kernels/core.ts";
 
 /** Inputs of `physicsContrastive`. */
 export interface PhysicsContrastiveInputs {
@@ -34,29 +34,6 @@ export interface PhysicsContrastiveOptions extends CommonOptions {
 export interface PhysicsContrastiveGrads {
   /** Gradient w.r.t. the embeddings `[B, D]`. */
   f: Matrix;
-}
-
-/** The prepared `physicsContrastive` problem. */
-export interface ContrastiveProblem extends Prepared {
-  readonly b: number;
-  readonly d: number;
-  readonly f: Float32Array;
-  readonly labels: Int32Array;
-  /** `rule [K, K]` (float32, values in [0, 1]) or null (all 0). */
-  readonly rule: Float32Array | null;
-  readonly k: number;
-  readonly temperature: number;
-  readonly threshold: number;
-  /** Per anchor: 1 when it has a positive and a non-zero denominator weight, else 0. */
-  readonly valid: Uint8Array;
-  /** Per anchor: its number of positives. */
-  readonly positives: Int32Array;
-  /** Per-anchor gradient scale (0 for anchors that are not valid). */
-  readonly scales: Float64Array;
-  readonly reduction: Reduction;
-  /** The number of valid anchors (`"mean"`'s denominator). */
-  readonly denominator: number;
-  readonly out: Matrix | null;
 }
 
 /** Checks a rule matrix `[K, K]` with every value finite and in [0, 1]; returns K and its values. */

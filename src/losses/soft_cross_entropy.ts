@@ -3,10 +3,10 @@
  *
  * @module
  */
-import type { LossDef, Prepared } from "../loss.ts";
+import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import { gradMatrix, outBuffer } from "./cross_entropy.ts";
+import { gradMatrix, outBuffer } from "../kernels/core.ts";
 
 /** Inputs of `softCrossEntropy`. */
 export interface SoftCrossEntropyInputs {
@@ -28,19 +28,6 @@ export interface SoftCrossEntropyGrads {
   logits: Matrix;
   /** Gradient w.r.t. the target `[N, C]`: `-log_softmax(logits)` times the row's upstream. */
   target: Matrix;
-}
-
-/** The prepared problem of a row-wise loss of two `[N, C]` inputs. */
-export interface PairProblem extends Prepared {
-  readonly n: number;
-  readonly c: number;
-  readonly a: Float32Array;
-  readonly b: Float32Array;
-  readonly scales: Float64Array;
-  readonly outA: Matrix | null;
-  readonly outB: Matrix | null;
-  readonly reduction: string;
-  readonly denominator: number;
 }
 
 /** Checks two `[N, C]` inputs of the same shape and returns the sizes and values. */

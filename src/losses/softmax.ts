@@ -5,8 +5,10 @@
  */
 import type { CommonOptions, GradTensor, Matrix, Tensor, Upstream } from "../types.ts";
 import * as v from "../validate.ts";
-import { outBuffer } from "./cross_entropy.ts";
-import { checkCall, result, then } from "../loss.ts";
+import { outBuffer } from "../kernels/core.ts";
+import { checkCall } from "../loss.ts";
+import { result, then } from "../kernels/core.ts";
+import type { SoftmaxKernel, SoftmaxProblem } from "../kernels/softmax.ts";
 
 /** Inputs of `softmax` and `logSoftmax`. */
 export interface SoftmaxInputs {
@@ -16,20 +18,6 @@ export interface SoftmaxInputs {
 
 /** Options of `softmax` and `logSoftmax` (`out.output` for the output, `out.x` for the gradient). */
 export type SoftmaxOptions = CommonOptions;
-
-/** The prepared problem of a softmax transform: its output, or its VJP with `up`. */
-export interface SoftmaxProblem {
-  readonly n: number;
-  readonly c: number;
-  readonly x: Float32Array;
-  readonly log: boolean;
-  /** Upstream rows `[N, C]` for the vector-Jacobian product; null for the output itself. */
-  readonly up: Float32Array | null;
-  readonly out: Matrix | null;
-}
-
-/** A transform's kernel: the output (or VJP) as a fresh array or in `out`. */
-export type SoftmaxKernel = (p: SoftmaxProblem) => Float32Array | Promise<Float32Array>;
 
 /** What a softmax transform's methods return. */
 export interface SoftmaxOutput {

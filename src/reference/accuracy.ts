@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { AccuracyProblem } from "../losses/accuracy.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { AccuracyProblem } from "../kernels/topk_hits.ts";
 
 /** Counts rows whose label has fewer than k strictly larger logits. */
 export function topkHits(p: AccuracyProblem): Raw {

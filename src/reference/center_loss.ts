@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { CenterProblem } from "../losses/center_loss.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { CenterProblem } from "../kernels/center.ts";
 
 /** Per row `||x_i - c_{y_i}||^2`; d/dx_i = 2 s_i (x_i - c_y), d/dc_y = -sum of those. */
 export function center(p: CenterProblem): Raw {

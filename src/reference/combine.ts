@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { CombineProblem } from "../losses/combine.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { CombineProblem } from "../kernels/combine.ts";
 
 /** `into += from` for each pair; `into[e] += gating[:, e] dFine`, `grads.gating[i, e] = <z_e[i], dFine[i]>`. */
 export function combine(p: CombineProblem): Raw {

@@ -4,8 +4,8 @@
  *
  * @module
  */
-import type { HardLabelProblem } from "../losses/cross_entropy.ts";
-import type { Raw } from "../loss.ts";
+import type { HardLabelProblem } from "../kernels/hard_label.ts";
+import type { Raw } from "../kernels/core.ts";
 import { logSoftmaxRow } from "./softmax.ts";
 
 /**

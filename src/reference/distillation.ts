@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { DistillationProblem } from "../losses/distillation.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { DistillationProblem } from "../kernels/distill.ts";
 import { logSoftmaxRow } from "./softmax.ts";
 
 /** Per row: KL(softmax(t/T) || softmax(s/T)) and CE(s, y); d/ds = ka (Q - P) + ca (p - onehot). */

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import { ceWeights, ensemble, expertOutputs, type ExpertsProblem } from "../losses/experts.ts";
+import type { Raw } from "../kernels/core.ts";
+import { ceWeights, ensemble, expertOutputs, type ExpertsProblem } from "../kernels/experts.ts";
 import { focalOf } from "./cross_entropy.ts";
 import { logSoftmaxRow } from "./softmax.ts";
 

@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { DiversityProblem } from "../losses/feature_diversity.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { DiversityProblem } from "../kernels/diversity.ts";
 
 /**
  * Per sample b, the sum over ordered pairs `e != e'` of `||f_e[b] - f_e'[b]||`; the

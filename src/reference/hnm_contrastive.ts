@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { HnmProblem } from "../losses/hnm_contrastive.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { HnmProblem } from "../kernels/hnm.ts";
 import { normalizeBackward, normalizeRows } from "./normalize.ts";
 
 /**

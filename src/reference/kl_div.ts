@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { KlProblem } from "../losses/kl_div.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { KlProblem } from "../kernels/soft_target.ts";
 
 /**
  * Row sums of `t (log t - x)` (0 where t = 0), or `e^t (t - x)` with `logTarget`;

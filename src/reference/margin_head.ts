@@ -9,8 +9,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import { headOf, type HeadProblem, type HeadRowTerms, type HeadStats, norm } from "../losses/margin_head.ts";
+import type { Raw } from "../kernels/core.ts";
+import { headOf, type HeadProblem, type HeadRowTerms, type HeadStats, norm } from "../kernels/head.ts";
 
 const EPS = 1e-12;
 

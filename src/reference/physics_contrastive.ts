@@ -4,8 +4,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { ContrastiveProblem } from "../losses/physics_contrastive.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { ContrastiveProblem } from "../kernels/contrastive.ts";
 
 /**
  * Per valid anchor i, with `w_ij = 1 - R_ij` and `lse_i = log sum_{j != i} e^(S_ij) w_ij`:

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKernels } from "../losses/sharded.ts";
-import { headShardKernels } from "../losses/sharded.ts";
+import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKernels } from "../kernels/shards.ts";
+import { headShardKernels } from "../kernels/shards.ts";
 import { headGrads, headStats } from "./margin_head.ts";
 
 /** Row i's logits z_j = scale * clamp?(x_j) (the label's: its target) and dz_j / dx_j. */

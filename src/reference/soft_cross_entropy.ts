@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { PairProblem } from "../losses/soft_cross_entropy.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { PairProblem } from "../kernels/soft_target.ts";
 import { logSoftmaxRow } from "./softmax.ts";
 
 /** loss_i = -sum_c t_c log p_c; d/dz = (sum t) p - t; d/dt = -log p. */

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { SoftmaxProblem } from "../losses/softmax.ts";
+import type { SoftmaxProblem } from "../kernels/softmax.ts";
 
 /**
  * Writes `log_softmax` of row `z[offset .. offset+c)` into `out` (float64) and

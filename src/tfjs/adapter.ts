@@ -13,7 +13,7 @@ import { composites, definitions } from "../losses/mod.ts";
 import type { SyncLosses } from "../losses/mod.ts";
 import type { Labels, Matrix, Reduction } from "../types.ts";
 import { keys, show } from "../validate.ts";
-import { wasm } from "../../cpu.ts";
+import { wasm } from "../sync.ts";
 
 /** The tensors of TF.js as far as the adapter uses them (a `tf.Tensor` fits). */
 export interface TfTensor {

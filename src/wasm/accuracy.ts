@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { AccuracyProblem } from "../losses/accuracy.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { AccuracyProblem } from "../kernels/topk_hits.ts";
 import { Layout, runtime } from "./runtime.ts";
 import { streamRows } from "./stream.ts";
 

@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { CenterProblem } from "../losses/center_loss.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { CenterProblem } from "../kernels/center.ts";
 import { Frame, NONE } from "./frame.ts";
 
 /** `centerLoss` on the WebAssembly backend. */

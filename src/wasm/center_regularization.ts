@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { CenterRegProblem } from "../losses/center_regularization.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { CenterRegProblem } from "../kernels/center_reg.ts";
 import { Frame, NONE } from "./frame.ts";
 
 /** `centerRegularization` on the WebAssembly backend. */

@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { DistillationProblem } from "../losses/distillation.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { DistillationProblem } from "../kernels/distill.ts";
 import { Layout, runtime } from "./runtime.ts";
 import { streamRows, threadsOf } from "./stream.ts";
 

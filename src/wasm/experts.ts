@@ -7,8 +7,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import { ceWeights, ensemble, expertOutputs, type ExpertsProblem } from "../losses/experts.ts";
+import type { Raw } from "../kernels/core.ts";
+import { ceWeights, ensemble, expertOutputs, type ExpertsProblem } from "../kernels/experts.ts";
 import { Frame, NONE } from "./frame.ts";
 
 /** The experts family on the WebAssembly backend. */

@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { DiversityProblem } from "../losses/feature_diversity.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { DiversityProblem } from "../kernels/diversity.ts";
 import { Frame } from "./frame.ts";
 
 /** `featureDiversity` on the WebAssembly backend. */

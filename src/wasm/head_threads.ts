@@ -17,9 +17,9 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import { type HeadProblem, headRowTerms, type HeadStats } from "../losses/margin_head.ts";
-import { mergeShardStats } from "../losses/sharded.ts";
+import type { Raw } from "../kernels/core.ts";
+import { type HeadProblem, headRowTerms, type HeadStats } from "../kernels/head.ts";
+import { mergeShardStats } from "../kernels/shards.ts";
 import { head as oneThread, isPrecise, labelParts } from "./margin_head.ts";
 import { pool, type Recorder, split } from "./pool.ts";
 import { Layout } from "./runtime.ts";

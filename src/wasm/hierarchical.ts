@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { HierarchicalProblem } from "../losses/hierarchical.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { HierarchicalProblem } from "../kernels/hierarchical.ts";
 import { Frame, NONE } from "./frame.ts";
 
 /** `hierarchical` on the WebAssembly backend. */

@@ -19,7 +19,7 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
+import type { Raw } from "../kernels/core.ts";
 import {
   headOf,
   type HeadProblem,
@@ -28,7 +28,7 @@ import {
   maxNorm,
   norm,
   PRECISE_ABOVE,
-} from "../losses/margin_head.ts";
+} from "../kernels/head.ts";
 import { Layout, runtime } from "./runtime.ts";
 
 /** Classes per chunk: [N, 128] blocks and [128, D] slices of W stay in L2 for typical N and D. */

@@ -4,8 +4,8 @@
  *
  * @module
  */
-import type { Kernels } from "../kernels.ts";
-import { hostKernels } from "../losses/mod.ts";
+import type { Kernels } from "../kernels/mod.ts";
+import { hostKernels } from "../kernels/mod.ts";
 import { topkHits } from "./accuracy.ts";
 import { hardLabel } from "./cross_entropy.ts";
 import { head } from "./head_threads.ts";

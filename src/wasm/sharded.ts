@@ -6,8 +6,8 @@
  *
  * @module
  */
-import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKernels } from "../losses/sharded.ts";
-import { headShardKernels } from "../losses/sharded.ts";
+import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKernels } from "../kernels/shards.ts";
+import { headShardKernels } from "../kernels/shards.ts";
 import { headGrads, headStats } from "./margin_head.ts";
 import { Layout, runtime } from "./runtime.ts";
 import { type Chunk, streamRows } from "./stream.ts";

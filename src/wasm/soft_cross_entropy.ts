@@ -3,9 +3,9 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { PairProblem } from "../losses/soft_cross_entropy.ts";
-import type { KlProblem } from "../losses/kl_div.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { PairProblem } from "../kernels/soft_target.ts";
+import type { KlProblem } from "../kernels/soft_target.ts";
 import { Layout, runtime } from "./runtime.ts";
 import { type Chunk, streamRows } from "./stream.ts";
 

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { SoftmaxProblem } from "../losses/softmax.ts";
+import type { SoftmaxProblem } from "../kernels/softmax.ts";
 import { Layout, runtime } from "./runtime.ts";
 import { streamRows } from "./stream.ts";
 

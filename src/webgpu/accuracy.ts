@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { AccuracyProblem } from "../losses/accuracy.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { AccuracyProblem } from "../kernels/topk_hits.ts";
 import { type GpuContext, runRows } from "./context.ts";
 
 /** The number of top-k hits, as `rows[0][0]`. */

@@ -4,8 +4,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { CenterProblem } from "../losses/center_loss.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { CenterProblem } from "../kernels/center.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
 import { Buffers, fits, gradOf, runPass } from "./passes.ts";

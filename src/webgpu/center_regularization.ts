@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { CenterRegProblem } from "../losses/center_regularization.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { CenterRegProblem } from "../kernels/center_reg.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
 import { fits, gradOf, job, type Planner, solve } from "./passes.ts";

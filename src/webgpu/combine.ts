@@ -6,11 +6,11 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { CombineProblem } from "../losses/combine.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { CombineProblem } from "../kernels/combine.ts";
 import { combine as hostCombine } from "../reference/combine.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
-import { holdsDevice } from "../loss.ts";
+import { holdsDevice } from "../kernels/core.ts";
 import type { GpuContext, KernelName } from "./context.ts";
 import { type Buffers, job, type PassJob, type Planner, solve } from "./passes.ts";
 

@@ -9,8 +9,9 @@
  *
  * @module
  */
-import type { CompositeProblem, KernelName, Raw } from "../loss.ts";
-import { linked } from "../loss.ts";
+import type { CompositeProblem, KernelName } from "../kernels/mod.ts";
+import type { Raw } from "../kernels/core.ts";
+import { linked } from "../kernels/mod.ts";
 import type { GpuContext } from "./context.ts";
 import { Buffers, type Plan, type Planner, runJobs } from "./passes.ts";
 

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { HardLabelProblem } from "../losses/cross_entropy.ts";
-import type { Raw } from "../loss.ts";
+import type { HardLabelProblem } from "../kernels/hard_label.ts";
+import type { Raw } from "../kernels/core.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext, type Params, runRows } from "./context.ts";
 import { targetParams } from "./margin.ts";

@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { DistillationProblem } from "../losses/distillation.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { DistillationProblem } from "../kernels/distill.ts";
 import { F, type GpuContext, runRows } from "./context.ts";
 
 /** `distillation` on the GPU: the KL and cross-entropy rows, and the student's gradient. */

@@ -9,8 +9,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { ExpertsProblem } from "../losses/experts.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { ExpertsProblem } from "../kernels/experts.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
 import { fits, job, type Planner, solve } from "./passes.ts";

@@ -6,8 +6,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { DiversityProblem } from "../losses/feature_diversity.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { DiversityProblem } from "../kernels/diversity.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
 import { Buffers, fits, runPass } from "./passes.ts";

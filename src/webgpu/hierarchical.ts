@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { HierarchicalProblem } from "../losses/hierarchical.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { HierarchicalProblem } from "../kernels/hierarchical.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
 import { fits, gradOf, job, type Planner, solve } from "./passes.ts";

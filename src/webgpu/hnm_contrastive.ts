@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { HnmProblem } from "../losses/hnm_contrastive.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { HnmProblem } from "../kernels/hnm.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
 import { Buffers, fits, gradOf, runPass } from "./passes.ts";

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { MarginTarget } from "../losses/margin.ts";
-import type { TargetSpec } from "../losses/margin_head.ts";
+import type { MarginTarget } from "../kernels/hard_label.ts";
+import type { TargetSpec } from "../kernels/head.ts";
 import type { ParamName } from "./context.ts";
 import { TG } from "./generated.ts";
 

@@ -36,8 +36,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import { type HeadProblem, PRECISE_ABOVE } from "../losses/margin_head.ts";
+import type { Raw } from "../kernels/core.ts";
+import { type HeadProblem, PRECISE_ABOVE } from "../kernels/head.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext, type KernelName, type Params } from "./context.ts";
 import { MH } from "./generated.ts";

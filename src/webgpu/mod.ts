@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Kernels } from "../kernels.ts";
+import type { Kernels } from "../kernels/mod.ts";
 import type { GpuContext } from "./context.ts";
 import { hardLabel } from "./cross_entropy.ts";
 import { head } from "./margin_head.ts";
@@ -21,7 +21,8 @@ import { centerReg } from "./center_regularization.ts";
 import { experts, planExperts } from "./experts.ts";
 import { combine, planCombine } from "./combine.ts";
 import { plannable, type Planners, together } from "./composite.ts";
-import { holdsDevice, sequential } from "../loss.ts";
+import { holdsDevice } from "../kernels/core.ts";
+import { sequential } from "../kernels/mod.ts";
 import { planContrastive } from "./physics_contrastive.ts";
 import { planHierarchical } from "./hierarchical.ts";
 import { planCenterReg } from "./center_regularization.ts";
@@ -34,9 +35,9 @@ const planners: Planners = {
   centerReg: planCenterReg,
   combine: planCombine,
 } as Planners;
-import { hostKernels } from "../losses/mod.ts";
+import { hostKernels } from "../kernels/mod.ts";
 import { referenceShardKernels } from "../reference/sharded.ts";
-import type { ShardKernels } from "../losses/sharded.ts";
+import type { ShardKernels } from "../kernels/shards.ts";
 import { headShardGrads, headShardStats } from "./sharded.ts";
 
 /** The WebGPU kernels of a context. */

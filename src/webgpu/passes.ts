@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
+import type { Raw } from "../kernels/core.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import type { GpuContext, KernelName, Params } from "./context.ts";
 

@@ -6,8 +6,8 @@
  *
  * @module
  */
-import type { Raw } from "../loss.ts";
-import type { ContrastiveProblem } from "../losses/physics_contrastive.ts";
+import type { Raw } from "../kernels/core.ts";
+import type { ContrastiveProblem } from "../kernels/contrastive.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
 import { fits, gradOf, job, type Planner, solve } from "./passes.ts";

@@ -13,8 +13,8 @@
  *
  * @module
  */
-import type { HeadStats } from "../losses/margin_head.ts";
-import type { HeadShardProblem } from "../losses/sharded.ts";
+import type { HeadStats } from "../kernels/head.ts";
+import type { HeadShardProblem } from "../kernels/shards.ts";
 import type { GpuContext } from "./context.ts";
 import { MH } from "./generated.ts";
 import { encodeGrads, encodeRows, encodeStats, openHead } from "./margin_head.ts";

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { SoftmaxProblem } from "../losses/softmax.ts";
+import type { SoftmaxProblem } from "../kernels/softmax.ts";
 import { F, type GpuContext, runRows } from "./context.ts";
 
 /** The transform's output, or its vector-Jacobian product with `p.up`. */

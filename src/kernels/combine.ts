@@ -12,7 +12,7 @@
  *
  * @module
  */
-import type { Prepared } from "../loss.ts";
+import type { Prepared } from "./core.ts";
 import type { Matrix } from "../types.ts";
 
 /** The vector-Jacobian product of a gated ensemble (see the module). */

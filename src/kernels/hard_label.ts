@@ -1,0 +1,68 @@
+/**
+ * The `hardLabel` family: the fused softmax cross-entropy with a label logit (crossEntropy, focal and the margin
+ * losses on cosines).
+ *
+ * @module
+ */
+import type { Prepared } from "./core.ts";
+import type { Matrix, Reduction } from "../types.ts";
+
+/**
+ * The problem the fused softmax cross-entropy kernel solves, row by row. The logits
+ * are `z_j = scale * x_j` (`x_j` clamped to [-1, 1] first with `clamp`), the label's
+ * logit replaced by `target[2i]` (derivative w.r.t. `x_y`: `target[2i+1]`) when
+ * `target` is given (the margin losses). `nll_i = logsumexp(z_i) - z_{i,y}`; with
+ * smoothing `eps` the target is `q = (1-eps) w_y onehot(y) + (eps/C) w` and the row
+ * loss `-sum_c q_c log p_c`; with `gamma != 0` (focal) it is `w_y (1 - e^-nll)^gamma nll`.
+ * The gradient row is `scales[i]` times the derivative of the row loss w.r.t. `x`.
+ */
+export interface HardLabelProblem extends Prepared {
+  readonly n: number;
+  readonly c: number;
+  readonly logits: Float32Array;
+  /** Labels with ignored rows set to -1. */
+  readonly labels: Int32Array;
+  /** Class weights (cross-entropy) or per-class alpha (focal), or null for all 1. */
+  readonly weight: Float32Array | null;
+  readonly smoothing: number;
+  /** Focal exponent; 0 for cross-entropy. */
+  readonly gamma: number;
+  /** Logit scale (1 for cross-entropy, `s` for the margin losses). */
+  readonly scale: number;
+  /** Clamp the inputs to [-1, 1] first (cosines). */
+  readonly clamp: boolean;
+  /**
+   * Per row: the label's replaced logit and its derivative w.r.t. the input, or null
+   * (null too for GPU-resident cosines: the WebGPU kernel evaluates `margin` itself).
+   */
+  readonly target: Float64Array | null;
+  /** The margin losses: the label's target as data (what `target` holds, for kernels that evaluate it). */
+  readonly margin?: MarginTarget;
+  /** Per-row gradient scale (upstream and reduction folded in); ignored rows 0. */
+  readonly scales: Float64Array;
+  /** Caller's buffer for the gradient, or null. */
+  readonly out: Matrix | null;
+  readonly reduction: Reduction;
+  /** What `"mean"` divides the summed row losses by. */
+  readonly denominator: number;
+}
+
+/** The label's target of a margin loss as data: `phi` and `marginGrad: "constant"`. */
+export interface MarginTarget {
+  readonly kind: "margin";
+  readonly phi: MarginSpec;
+  readonly constant: boolean;
+}
+
+/**
+ * A target function as data, for kernels that evaluate it themselves (the WebGPU
+ * backend, src/webgpu/margin.wgsl): `phi = cos(m1 theta + m2) - m3`, `theta = acos(cos)`, with
+ * ArcFace's `"threshold"` branch (`phi` where `cos > cos(pi - m2)`, else
+ * `cos - m2 sin(pi - m2)`) or its `"easy"` margin (`phi` where `cos > 0`, else `cos`).
+ */
+export interface MarginSpec {
+  readonly m1: number;
+  readonly m2: number;
+  readonly m3: number;
+  readonly branch: "none" | "threshold" | "easy";
+}

@@ -1,0 +1,165 @@
+/**
+ * The class-sharded families: a shard of classes of the fused softmax (`logitShardStats`, `logitShardGrads`) and
+ * the head's two phases on a shard of W (`headShardStats`, `headShardGrads`), and the exact merge of the shards'
+ * statistics (`mergeShardStats`).
+ *
+ * @module
+ */
+import * as v from "../validate.ts";
+import type { HeadPhases, HeadProblem, HeadRowTerms, HeadStats } from "./head.ts";
+
+/**
+ * One shard's per-row statistics (float64 `[N]` vectors), or several shards' merged by
+ * {@linkcode mergeShardStats}. Ignored rows hold 0 everywhere.
+ */
+export interface ShardStats {
+  /** The largest logit of the shard's classes (the label's, margin-modified, included where the shard holds it). */
+  readonly max: Float64Array;
+  /** `sum_j e^(z_j - max)` over the shard's classes other than the label. */
+  readonly sum: Float64Array;
+  /** The label's (margin-modified) logit where the shard holds the label, else 0. */
+  readonly target: Float64Array;
+  /** With `labelSmoothing`: `sum_j w_j (max - z_j)` over the shard's classes (`w` the class weights, all 1 without). */
+  readonly below?: Float64Array;
+  /** With `labelSmoothing`: `sum_j w_j` over the shard's classes. */
+  readonly weightSum?: number;
+}
+
+/**
+ * Merges shards' statistics exactly (in any order, any grouping): `max = max_k max_k`,
+ * `sum = sum_k sum_k e^(max_k - max)`, `target = sum_k target_k` (one shard holds each
+ * label), `below = sum_k (below_k + weightSum_k (max - max_k))`, `weightSum = sum_k weightSum_k`.
+ * This is what an all-reduce computes; over a collective take the max of `max` first
+ * (N floats), then the sum of the rescaled `sum`, of `target` (and `below`), 2N (3N) floats.
+ *
+ * @param list The statistics of one or more shards (the same N), e.g. from
+ *   `losses.sharded.crossEntropy.stats` on each shard.
+ * @returns The merged statistics, fresh arrays.
+ *
+ * @example Two shards of one row
+ * ```ts
+ * import { mergeShardStats } from "@softmargin/softmargin/cpu";
+ * const a = { max: Float64Array.of(2), sum: Float64Array.of(1), target: Float64Array.of(2) };
+ * const b = { max: Float64Array.of(1), sum: Float64Array.of(1), target: Float64Array.of(0) };
+ * const m = mergeShardStats([a, b]);
+ * console.log(m.max[0], m.sum[0], m.target[0]); // 2 1.3679 2 (1 + e^(1 - 2))
+ * ```
+ */
+export function mergeShardStats(list: readonly ShardStats[]): ShardStats {
+  if (!Array.isArray(list) || list.length === 0) {
+    throw new TypeError(`Expected list to be a non-empty array of shard statistics, got ${v.show(list)}`);
+  }
+  const smoothed = typeof list[0] === "object" && list[0] !== null && list[0].below !== undefined;
+  const n = checkStats("list[0]", list[0], -1, smoothed).length;
+  list.forEach((s, k) => checkStats(`list[${k}]`, s, n, smoothed));
+  const max = new Float64Array(n).fill(-Infinity), sum = new Float64Array(n), target = new Float64Array(n);
+  const below = smoothed ? new Float64Array(n) : undefined;
+  let weightSum = 0;
+  for (const s of list) for (let i = 0; i < n; i++) max[i] = Math.max(max[i], s.max[i]);
+  for (const s of list) {
+    for (let i = 0; i < n; i++) {
+      const shift = s.max[i] === max[i] ? 0 : s.max[i] - max[i]; // (both -inf: 0)
+      sum[i] += s.sum[i] * Math.exp(shift);
+      target[i] += s.target[i];
+      if (below) below[i] += s.below![i] - (s.weightSum as number) * shift;
+    }
+    weightSum += s.weightSum ?? 0;
+  }
+  return smoothed ? { max, sum, target, below, weightSum } : { max, sum, target };
+}
+
+/** Checks statistics of `n` rows (`n` < 0: any) with or without the smoothing terms; returns `max`. */
+export function checkStats(name: string, s: unknown, n: number, smoothed: boolean): Float64Array {
+  if (typeof s !== "object" || s === null) {
+    throw new TypeError(`Expected ${name} to be shard statistics, got ${v.show(s)}`);
+  }
+  const st = s as Record<string, unknown>;
+  const fields = smoothed ? ["max", "sum", "target", "below"] : ["max", "sum", "target"];
+  for (const f of fields) {
+    const a = st[f];
+    if (!(a instanceof Float64Array)) {
+      throw new TypeError(`Expected ${name}.${f} to be a Float64Array, got ${v.show(a)}`);
+    }
+    const want = n < 0 ? (st.max as Float64Array).length : n;
+    if (a.length !== want) throw new RangeError(`Expected ${name}.${f} to have ${want} values, got ${a.length}`);
+  }
+  if (smoothed && (typeof st.weightSum !== "number" || !Number.isFinite(st.weightSum))) {
+    throw new TypeError(
+      `Expected ${name}.weightSum to be a finite number (labelSmoothing), got ${v.show(st.weightSum)}`,
+    );
+  }
+  if (!smoothed && st.below !== undefined) {
+    throw new TypeError(`Expected ${name} to have no below (statistics with and without labelSmoothing do not mix)`);
+  }
+  return st.max as Float64Array;
+}
+
+/**
+ * A shard of a softmax over logits `[N, Cs]` (crossEntropy, or a margin loss on cosines):
+ * the logits `z = scale * x` (`x` clamped to [-1, 1] first with `clamp`), the label's
+ * replaced by `target[2i]` (derivative w.r.t. `x_y`: `target[2i+1]`) where the shard holds it.
+ */
+export interface LogitShardProblem {
+  readonly n: number;
+  readonly c: number;
+  readonly logits: Float32Array;
+  /** Per row the label's column on this shard, -1 when it is on another shard, -2 for an ignored row. */
+  readonly local: Int32Array;
+  /** The shard's slice `[Cs]` of the class weights, or null for all 1. */
+  readonly weight: Float32Array | null;
+  readonly scale: number;
+  readonly clamp: boolean;
+  /** `[N, 2]`: the label's logit and its derivative, where the shard holds the label. */
+  readonly target: Float64Array;
+  /** Whether to compute `below` (label smoothing). */
+  readonly smoothing: boolean;
+}
+
+/** A logit shard's statistics as its kernel computes them (`target` and `weightSum` come from the host). */
+export interface LogitShardStats {
+  readonly max: Float64Array;
+  readonly sum: Float64Array;
+  readonly below: Float64Array | null;
+}
+
+/**
+ * The gradient of a logit shard from the merged statistics: per row
+ * `g_j = dz_j/dx_j (A_i e^(z_j - max_i) - U_i w_j)` for the shard's columns j other than
+ * the label's, `g_y = G_i` (already times `dz_y/dx_y`), and 0 for ignored rows.
+ */
+export interface LogitShardGradProblem extends LogitShardProblem {
+  readonly max: Float64Array;
+  readonly A: Float64Array;
+  readonly U: Float64Array;
+  readonly G: Float64Array;
+  /** A buffer `[N, Cs]` to write, or null for a fresh one. */
+  readonly out: Float32Array | null;
+}
+
+/** A head shard: the head's problem on the shard's rows of W, its first class and (finish) the merged row terms. */
+export interface HeadShardProblem {
+  readonly p: HeadProblem;
+  readonly first: number;
+  readonly stats?: HeadStats;
+  readonly terms?: HeadRowTerms;
+  /** (finish) Every row's label logit, from the merged statistics. */
+  readonly target?: Float64Array;
+}
+
+/** The sharded losses' kernels: what a backend implements for them. */
+export interface ShardKernels {
+  logitShardStats(p: LogitShardProblem): LogitShardStats | Promise<LogitShardStats>;
+  logitShardGrads(p: LogitShardGradProblem): Float32Array | Promise<Float32Array>;
+  headShardStats(p: HeadShardProblem): HeadStats | Promise<HeadStats>;
+  headShardGrads(
+    p: HeadShardProblem,
+  ): { x: Float32Array; W: Float32Array } | Promise<{ x: Float32Array; W: Float32Array }>;
+}
+
+/** A head shard's kernels from a backend's two head phases (over the shard's rows of W). */
+export function headShardKernels(phases: HeadPhases): Pick<ShardKernels, "headShardStats" | "headShardGrads"> {
+  return {
+    headShardStats: (q) => phases.stats(q.p, q.p.W, q.first),
+    headShardGrads: (q) => phases.grads(q.p, q.p.W, q.first, q.stats!, q.terms!),
+  };
+}
