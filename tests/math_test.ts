@@ -5,7 +5,7 @@
 // The sweeps step through float32 bit patterns with a prime stride, so every binade
 // and every region of the mantissa (hence of the reduced argument r) is visited; near
 // 1, where log's absolute error matters, the window [1 - 2^-10, 1 + 2^-10] is swept
-// exhaustively. The measured maxima are printed (console.log) for the README table.
+// exhaustively. The measured maxima are printed (console.log) for docs/BACKENDS.md's table.
 //
 // Measured with a denser sweep (stride 31, ~36M inputs per range; Deno 2.9 / V8):
 //   exp (general, [-87, 88])   simd 1.83e-7   relaxed 1.61e-7   (relative)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: the tests under Deno, the documentation examples under
-# Deno (deno test --doc: the JSDoc examples, README.md and docs/LOSSES.md, each
+# Deno (deno test --doc: the JSDoc examples, README.md, docs/LOSSES.md, API.md and RUNTIMES.md, each
 # type-checked and run), then the same tests under Bun. Every part runs even when an
 # earlier one fails; the last line sums what passed and failed, and the exit status is
 # non-zero when anything failed.
@@ -92,7 +92,7 @@ run deno count_deno $DENO test -A --parallel "${slow[@]}" "${rest[@]}"
 echo "=== deno: $((SECONDS - start))s"
 
 doc_paths=()
-for p in mod.ts cpu.ts edge.ts tfjs.ts src/ README.md docs/LOSSES.md; do
+for p in mod.ts cpu.ts edge.ts tfjs.ts src/ README.md docs/LOSSES.md docs/API.md docs/RUNTIMES.md; do
   if [ -e "$p" ]; then doc_paths+=("$p"); fi
 done
 # shellcheck disable=SC2086
