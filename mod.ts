@@ -45,34 +45,11 @@
  * @module
  */
 export * from "./src/types.ts";
-export type { AsyncLosses, LossSet, Methods, MetricMethods, SyncLosses } from "./src/losses/mod.ts";
-export type { SoftmaxMethods, SoftmaxResult } from "./src/losses/softmax.ts";
-export type { CrossEntropyGrads, CrossEntropyInputs, CrossEntropyOptions } from "./src/losses/cross_entropy.ts";
-export type { FocalOptions } from "./src/losses/focal.ts";
-export type {
-  SoftCrossEntropyGrads,
-  SoftCrossEntropyInputs,
-  SoftCrossEntropyOptions,
-} from "./src/losses/soft_cross_entropy.ts";
-export type { KlDivGrads, KlDivInputs, KlDivOptions, KlReduction } from "./src/losses/kl_div.ts";
-export type {
-  DistillationGrads,
-  DistillationInputs,
-  DistillationOptions,
-  DistillationParts,
-} from "./src/losses/distillation.ts";
-export type { AccuracyOptions } from "./src/losses/accuracy.ts";
-export type { SoftmaxGrads, SoftmaxInputs, SoftmaxOptions, SoftmaxOutput } from "./src/losses/softmax.ts";
-export type { ArcfaceOptions } from "./src/losses/arcface.ts";
-export type { CosfaceOptions } from "./src/losses/cosface.ts";
-export type { NormfaceOptions } from "./src/losses/normface.ts";
-export type { CombinedMarginOptions } from "./src/losses/combined_margin.ts";
-export type { MarginGrads, MarginInputs, MarginOptions } from "./src/losses/margin.ts";
-export type { HeadGrads, HeadInputs, HeadOptions, MarginHeadOptions } from "./src/losses/margin_head.ts";
-export type { SpherefaceOptions } from "./src/losses/sphereface.ts";
-export type { LsoftmaxOptions } from "./src/losses/lsoftmax.ts";
+export type { AsyncLosses, LossSet, MemberOf, Methods, MetricMethods, SyncLosses } from "./src/losses/mod.ts";
+export type * from "./src/losses/registry.ts";
 export * from "./src/schedules.ts";
 export { mergeShardStats } from "./src/kernels/shards.ts";
+export type { ShardStats } from "./src/kernels/shards.ts";
 export type {
   ShardedLoss,
   ShardedOptions,
@@ -81,41 +58,7 @@ export type {
   ShardOptions,
   ShardResult,
 } from "./src/losses/sharded.ts";
-export type { ShardStats } from "./src/kernels/shards.ts";
 export * from "./src/state.ts";
-export type { CenterLossGrads, CenterLossInputs, CenterLossOptions } from "./src/losses/center_loss.ts";
-export type {
-  PhysicsContrastiveGrads,
-  PhysicsContrastiveInputs,
-  PhysicsContrastiveOptions,
-} from "./src/losses/physics_contrastive.ts";
-export type {
-  FeatureDiversityGrads,
-  FeatureDiversityInputs,
-  FeatureDiversityOptions,
-} from "./src/losses/feature_diversity.ts";
-export type {
-  CenterRegularizationGrads,
-  CenterRegularizationInputs,
-  CenterRegularizationOptions,
-  CenterRegularizationParts,
-} from "./src/losses/center_regularization.ts";
-export type { ExpertGrads, ExpertInputs } from "./src/losses/experts.ts";
-export type { MixOutputsOptions, MixOutputsParts } from "./src/losses/mix_outputs.ts";
-export type { IclMoeInputs, IclMoeOptions, IclMoeParts } from "./src/losses/icl_moe.ts";
-export type {
-  HierarchicalGrads,
-  HierarchicalInputs,
-  HierarchicalOptions,
-  HierarchicalParts,
-} from "./src/losses/hierarchical.ts";
-export type { PhysMoeGrads, PhysMoeInputs, PhysMoeOptions, PhysMoeParts } from "./src/losses/phys_moe.ts";
-export type {
-  HnmContrastiveGrads,
-  HnmContrastiveInputs,
-  HnmContrastiveOptions,
-  IntMatrix,
-} from "./src/losses/hnm_contrastive.ts";
 export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
 export { DeviceLostError } from "./src/webgpu/context.ts";
 export { init, type InitOptions, type Losses, WASM_LOGITS_PER_SECOND } from "./src/backend.ts";

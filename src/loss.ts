@@ -51,9 +51,32 @@ export interface Keys<O> {
   readonly options: readonly string[] | ((o: O) => readonly string[]);
 }
 
+/**
+ * The public types of a definition: its inputs, options, gradients and parts. Never set
+ * at run time (a phantom field): the members of `Losses`/`SyncLosses` are derived from it
+ * (`src/losses/mod.ts`), so a loss's types are written once, in its module.
+ */
+export interface Types<I, O, G = unknown, Parts = unknown> {
+  readonly inputs: I;
+  readonly options: O;
+  readonly grads: G;
+  readonly parts: Parts;
+}
+
+/**
+ * The class-sharded form a loss has (`losses.sharded`, `src/losses/sharded.ts`): `"logits"`
+ * for a fused softmax over shards of the logits or cosines, `"head"` for a head over
+ * shards of W.
+ */
+export type ShardForm = "logits" | "head";
+
 /** A loss, defined once for every backend. */
-export interface LossDef<I, O, G, K extends KernelName> extends Keys<O> {
+export interface LossDef<I, O, G, K extends KernelName, Parts = unknown> extends Keys<O> {
   readonly name: string;
+  /** Its public types (phantom). */
+  readonly types?: Types<I, O, G, Parts>;
+  /** Its class-sharded form, if it has one. */
+  readonly shard?: ShardForm;
   /** The kernel family every backend runs for it. */
   readonly kernel: K;
   /** The differentiable inputs: the keys of `grads` and of `options.out`. */
@@ -70,8 +93,10 @@ export interface LossDef<I, O, G, K extends KernelName> extends Keys<O> {
  * submission with one readback), and `finish` reads the parts and gradients off the terms'
  * raw results.
  */
-export interface CompositeDef<I, O, G, P> extends Keys<O> {
+export interface CompositeDef<I, O, G, P, Parts = unknown> extends Keys<O> {
   readonly name: string;
+  /** Its public types (phantom). */
+  readonly types?: Types<I, O, G, Parts>;
   readonly grads: readonly string[];
   prepare(inputs: I, options: O, grad: boolean, upstream: Upstream | undefined): P;
   terms(problem: P): readonly Term[];
@@ -81,6 +106,8 @@ export interface CompositeDef<I, O, G, P> extends Keys<O> {
 /** A metric: a value without a gradient, defined once for every backend. */
 export interface MetricDef<I, O, K extends KernelName> extends Keys<O> {
   readonly name: string;
+  /** Its public types (phantom). */
+  readonly types?: Types<I, O>;
   readonly kernel: K;
   prepare(inputs: I, options: O): ProblemOf<K>;
   finish(problem: ProblemOf<K>, raw: Raw): number;

@@ -17,8 +17,18 @@ export interface AccuracyOptions extends Omit<CommonOptions, "out"> {
 }
 
 /**
- * The definition of `accuracy`, a metric: `compute` returns the share of hits, with no
- * gradient (a step function of the logits) and no `out`.
+ * Top-k accuracy, a metric: `compute` returns the share of non-ignored rows whose label
+ * is among the `k` (default 1) largest logits; a label counts when fewer than `k` logits
+ * are strictly greater (ties count for the label). 0 when every row is ignored. A metric
+ * has no gradient, no `backward` and no `out`.
+ *
+ * @example Top-1 and top-2
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const logits = { data: new Float32Array([3, 2, 1, 1, 2, 3]), shape: [2, 3] as const };
+ * console.log(wasm.accuracy.compute({ logits, labels: [1, 2] })); // 0.5
+ * console.log(wasm.accuracy.compute({ logits, labels: [1, 2] }, { k: 2 })); // 1
+ * ```
  */
 export const accuracy: MetricDef<CrossEntropyInputs, AccuracyOptions, "topkHits"> = {
   name: "accuracy",

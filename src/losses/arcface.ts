@@ -4,7 +4,7 @@
  * @module
  */
 import * as v from "../validate.ts";
-import { derivativeCos, makePhi, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+import { derivativeCos, makePhi, type MarginDef, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
 
 /** Options of `arcface`. */
 export interface ArcfaceOptions extends MarginOptions {
@@ -43,5 +43,26 @@ export function arcfaceTarget(o: ArcfaceOptions): Phi {
 /** The options of `arcface` beyond those every margin loss takes. */
 export const ARCFACE_KEYS = ["margin", "easyMargin"] as const;
 
-/** The definition of `arcface`. */
-export const arcface = marginLoss<ArcfaceOptions>("arcface", 64, arcfaceTarget, ARCFACE_KEYS);
+/**
+ * ArcFace / AAM-Softmax (Deng et al. 2019, "ArcFace: Additive Angular Margin Loss for
+ * Deep Face Recognition"): cosines `cos [N, C]` clamped to [-1, 1], logits `s cos`
+ * except the label's, `s phi(cos_y)` with `phi = cos(theta + m)` (`scale` s = 64,
+ * `margin` m = 0.5); `easyMargin` keeps `cos` where `cos <= 0`, otherwise `cos - m sin(pi - m)`
+ * is used where `cos <= cos(pi - m)`; then cross-entropy (`reduction`, `ignoreIndex` as
+ * `crossEntropy`). Gradient w.r.t. `cos`: `s (p_j)` for j != y, `s (p_y - 1) phi'(cos_y)`
+ * (`marginGrad: "constant"`: `phi' = 1`, as insightface); `phi'` uses the cosine clamped to
+ * `[-1 + 1e-6, 1 - 1e-6]`, so it is finite at cosines of exactly +-1.
+ *
+ * @example ArcFace on cosines
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const cos = { data: new Float32Array([0.8, 0.1, -0.2, 0.3, 0.6, 0.1]), shape: [2, 3] as const };
+ * console.log(wasm.arcface.forward({ cos, labels: [0, 1] }, { scale: 30 }).loss); // 2.3606 (PyTorch: 2.3606137)
+ * ```
+ */
+export const arcface: MarginDef<ArcfaceOptions> = marginLoss<ArcfaceOptions>(
+  "arcface",
+  64,
+  arcfaceTarget,
+  ARCFACE_KEYS,
+);

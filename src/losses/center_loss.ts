@@ -52,7 +52,21 @@ export function classInputs(
   return { n, c, d, x, classes, labels };
 }
 
-/** The definition of `centerLoss`: `mean_i ||x_i - c_{y_i}||^2`. */
+/**
+ * Center loss (Wen et al. 2016, "A Discriminative Feature Learning Approach for Deep
+ * Face Recognition"): `loss_i = ||x_i - c_{y_i}||^2`, `reduction` `"mean"` over the N
+ * rows (default), `"sum"`, `"none"`. Shapes: x `[N, D]`, centers `[C, D]`, labels `[N]`
+ * in `[0, C)`; gradients `x: 2 s_i (x_i - c_y)`, `centers: -sum_{i: y_i = j} 2 s_i (x_i - c_j)`.
+ * Wen et al. move the centres with `centerUpdate` instead of their gradient.
+ *
+ * @example Distance to the class centre
+ * ```ts
+ * import { js } from "@softmargin/softmargin/cpu";
+ * const x = { data: new Float32Array([1, 2]), shape: [1, 2] as const };
+ * const centers = { data: new Float32Array([0, 0, 1, 1]), shape: [2, 2] as const };
+ * console.log(js.centerLoss.forward({ x, centers, labels: [1] }).loss); // 1 = (1-1)^2 + (2-1)^2
+ * ```
+ */
 export const centerLoss: LossDef<CenterLossInputs, CenterLossOptions, CenterLossGrads, "center"> = {
   name: "centerLoss",
   kernel: "center",

@@ -47,14 +47,28 @@ export interface CenterRegularizationParts {
 }
 
 /**
- * The definition of `centerRegularization`: `c^ = normalize(centers)`,
- * `L_center + prototypeWeight * L_proto`.
+ * Centre regularisation: with `c^ = normalize(centers)`,
+ * `L_center = mean_i (1 - f_i . c^_{y_i})` and, for `A` the rule without its diagonal
+ * with rows divided by their sums, `L_proto = mean_c (1 - c^_c . (A c^)_c)`; the value is
+ * `L_center + prototypeWeight * L_proto` (`prototypeWeight` 0.5), parts `center` and
+ * `proto`. Gradients w.r.t. f and the centres.
+ *
+ * @example
+ * ```ts
+ * import { js } from "@softmargin/softmargin/cpu";
+ * const f = { data: new Float32Array([1, 0]), shape: [1, 2] as const };
+ * const centers = { data: new Float32Array([2, 0, 0, 1]), shape: [2, 2] as const };
+ * const rule = { data: new Float32Array([1, 0, 0, 1]), shape: [2, 2] as const };
+ * const { loss, center, proto } = js.centerRegularization.forward({ f, centers, labels: [0], rule });
+ * console.log(loss, center, proto); // 0.5 0 1
+ * ```
  */
 export const centerRegularization: LossDef<
   CenterRegularizationInputs,
   CenterRegularizationOptions,
   CenterRegularizationGrads,
-  "centerReg"
+  "centerReg",
+  CenterRegularizationParts
 > = {
   name: "centerRegularization",
   kernel: "centerReg",

@@ -5,7 +5,7 @@
  * @module
  */
 import * as v from "../validate.ts";
-import { derivativeCos, makePhi, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+import { derivativeCos, makePhi, type MarginDef, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
 
 /** Options of `combinedMargin`. */
 export interface CombinedMarginOptions extends MarginOptions {
@@ -40,8 +40,19 @@ export function combinedMarginTarget(o: CombinedMarginOptions): Phi {
 /** The options of `combinedMargin` beyond those every margin loss takes. */
 export const COMBINED_MARGIN_KEYS = ["m1", "m2", "m3"] as const;
 
-/** The definition of `combinedMargin`: target logit `s (cos(m1 theta + m2) - m3)`. */
-export const combinedMargin = marginLoss<CombinedMarginOptions>(
+/**
+ * insightface's combined margin: label logit `s (cos(m1 theta + m2) - m3)`,
+ * `theta = acos(cos_y)`, defaults s = 64, m1 = 1, m2 = 0.5, m3 = 0 (no threshold branch,
+ * so it equals `arcface` wherever ArcFace's branch is not taken).
+ *
+ * @example Combined margin
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const cos = { data: new Float32Array([0.8, 0.1, -0.2, 0.3, 0.6, 0.1]), shape: [2, 3] as const };
+ * console.log(wasm.combinedMargin.forward({ cos, labels: [0, 1] }, { scale: 30, m1: 1, m2: 0.3, m3: 0.2 }).loss); // 2.4533
+ * ```
+ */
+export const combinedMargin: MarginDef<CombinedMarginOptions> = marginLoss<CombinedMarginOptions>(
   "combinedMargin",
   64,
   combinedMarginTarget,

@@ -5,7 +5,7 @@
  * @module
  */
 import * as v from "../validate.ts";
-import { makePhi, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+import { makePhi, type MarginDef, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
 
 /** Options of `cosface`. */
 export interface CosfaceOptions extends MarginOptions {
@@ -24,5 +24,21 @@ export function cosfaceTarget(o: CosfaceOptions): Phi {
 /** The options of `cosface` beyond those every margin loss takes. */
 export const COSFACE_KEYS = ["margin"] as const;
 
-/** The definition of `cosface`: target logit `s (cos - m)`. */
-export const cosface = marginLoss<CosfaceOptions>("cosface", 64, cosfaceTarget, COSFACE_KEYS);
+/**
+ * CosFace / LMCL (Wang et al. 2018, "CosFace: Large Margin Cosine Loss") and
+ * AM-Softmax (Wang et al. 2018, who used s = 30): label logit `s (cos_y - m)`,
+ * `scale` s = 64, `margin` m = 0.35; otherwise as `arcface`.
+ *
+ * @example CosFace
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const cos = { data: new Float32Array([0.8, 0.1, -0.2, 0.3, 0.6, 0.1]), shape: [2, 3] as const };
+ * console.log(wasm.cosface.forward({ cos, labels: [0, 1] }, { scale: 30 }).loss); // 0.8517 (PyTorch: 0.8517327)
+ * ```
+ */
+export const cosface: MarginDef<CosfaceOptions> = marginLoss<CosfaceOptions>(
+  "cosface",
+  64,
+  cosfaceTarget,
+  COSFACE_KEYS,
+);

@@ -49,8 +49,30 @@ export interface DistillationParts {
   ce: number;
 }
 
-/** The definition of `distillation`. */
-export const distillation: LossDef<DistillationInputs, DistillationOptions, DistillationGrads, "distill"> = {
+/**
+ * Knowledge distillation (Hinton, Vinyals and Dean 2015, "Distilling the Knowledge in a
+ * Neural Network"): `alpha T^2 KL(softmax(teacher/T) || softmax(student/T)) + (1-alpha) CE(student, labels)`,
+ * temperature `T` (default 4), `alpha` (default 0.9). With `"mean"` the KL is averaged
+ * over all N rows (batchmean) and the cross-entropy over the non-ignored rows; the result
+ * also holds the reduced parts `kl` and `ce` before weighting (not with `"none"`). Shapes: student, teacher `[N, C]`,
+ * labels `[N]`; gradient w.r.t. the student only: `alpha T (Q - P) + (1-alpha)(p - onehot)`.
+ *
+ * @example Distil a teacher
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const student = { data: new Float32Array([1, 0, 0, 1]), shape: [2, 2] as const };
+ * const teacher = { data: new Float32Array([3, 0, 0, 3]), shape: [2, 2] as const };
+ * const { loss, kl, ce } = wasm.distillation.forward({ student, teacher, labels: [0, 1] }, { temperature: 2 });
+ * console.log(loss, kl, ce); // 0.3562 0.0902 0.3133
+ * ```
+ */
+export const distillation: LossDef<
+  DistillationInputs,
+  DistillationOptions,
+  DistillationGrads,
+  "distill",
+  DistillationParts
+> = {
   name: "distillation",
   kernel: "distill",
   inputs: ["student", "teacher", "labels"],

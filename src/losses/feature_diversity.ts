@@ -37,8 +37,18 @@ export function scalarUpstream(upstream: unknown): number {
 }
 
 /**
- * The definition of `featureDiversity`:
- * `-lambda * mean_{b, e != e'} ||features[e][b] - features[e'][b]||`.
+ * Feature diversity of experts: `-lambda * mean` of `||f_e[b] - f_e'[b]||` over every
+ * sample b and ordered pair of different experts (`lambda` 0.01; minimising it pushes
+ * the experts apart; 0 for one expert). Gradients w.r.t. each expert's features (0
+ * where a distance is 0).
+ *
+ * @example Two experts
+ * ```ts
+ * import { js } from "@softmargin/softmargin/cpu";
+ * const a = { data: new Float32Array([0, 0]), shape: [1, 2] as const };
+ * const b = { data: new Float32Array([3, 4]), shape: [1, 2] as const };
+ * console.log(js.featureDiversity.forward({ features: [a, b] }, { lambda: 1 }).loss); // -5
+ * ```
  */
 export const featureDiversity: LossDef<
   FeatureDiversityInputs,

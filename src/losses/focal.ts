@@ -22,7 +22,21 @@ export interface FocalOptions extends CommonOptions {
   reduction?: Reduction;
 }
 
-/** The definition of `focal`. */
+/**
+ * Focal loss on softmax probabilities (Lin et al. 2017, "Focal Loss for Dense Object
+ * Detection"): `loss_i = alpha_y (1 - p_t)^gamma CE_i`, `p_t = e^-CE_i`, `gamma` default
+ * 2 (0 gives each row's cross-entropy), optional per-class `alpha [C]`. `"mean"` averages over the
+ * non-ignored rows (alpha weighs rows but is not a denominator). The gradient is finite
+ * at `p_t = 1` for every `gamma >= 0` (the unbounded factor `(1-p_t)^(gamma-1)` meets
+ * `CE_i = 0` and the product is taken as its limit, 0).
+ *
+ * @example Focal loss
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const logits = { data: new Float32Array([2, 0, 0, 0, 0, 2]), shape: [2, 3] as const };
+ * console.log(wasm.focal.forward({ logits, labels: [0, 1] }, { gamma: 2 }).loss); // 0.8994 (PyTorch-built reference: 0.8993823043)
+ * ```
+ */
 export const focal: LossDef<CrossEntropyInputs, FocalOptions, CrossEntropyGrads, "hardLabel"> = {
   name: "focal",
   kernel: "hardLabel",

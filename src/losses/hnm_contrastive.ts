@@ -62,8 +62,20 @@ export function intMatrix(name: string, value: unknown, rows: number, bound: num
 }
 
 /**
- * The definition of `hnmContrastive`: with `pos = cos(f, p_y) / t`, `neg_j = cos(f, p_{hard_j}) / t`,
- * `loss = -log(e^pos / (e^pos + mean_j e^neg_j))`.
+ * Hard-negative contrastive loss against class prototypes: with f and the prototypes
+ * normalised, `pos = cos(f, p_y) / t`, `neg_j = cos(f, p_{hard_j}) / t` (`temperature` t
+ * 0.07), `loss = -log(e^pos / (e^pos + mean_j e^neg_j))`, computed as a log-sum-exp;
+ * `reduction` `"mean"` over B. `hard [B, k]` comes from `hnmHardNegatives`. Gradient
+ * w.r.t. f only.
+ *
+ * @example
+ * ```ts
+ * import { js } from "@softmargin/softmargin/cpu";
+ * const f = { data: new Float32Array([1, 0]), shape: [1, 2] as const };
+ * const prototypes = { data: new Float32Array([1, 0, 1, 0]), shape: [2, 2] as const };
+ * const hard = { data: Int32Array.of(1), shape: [1, 1] as const };
+ * console.log(js.hnmContrastive.forward({ f, prototypes, labels: [0], hard }).loss); // 0.6931 (log 2: the negative equals the positive)
+ * ```
  */
 export const hnmContrastive: LossDef<HnmContrastiveInputs, HnmContrastiveOptions, HnmContrastiveGrads, "hnm"> = {
   name: "hnmContrastive",

@@ -36,7 +36,23 @@ export interface KlDivGrads {
   target: Matrix;
 }
 
-/** The definition of `klDiv`. */
+/**
+ * Kullback-Leibler divergence as `torch.nn.functional.kl_div(logInput, target)`:
+ * `sum t (log t - logInput)` (terms with `t = 0` are 0), or with `logTarget`
+ * `sum e^t (t - logInput)`. No softmax is applied: `logInput` holds log-probabilities.
+ * `reduction`: `"batchmean"` (default, sum / N), `"sum"`, `"mean"` (sum / (N*C)) or
+ * `"none"` (one value per row, unlike PyTorch's element-wise output). Gradients:
+ * `logInput` `-t`, `target` `log t + 1 - logInput` (0 where `t = 0`, where PyTorch gives
+ * NaN) or `e^t (t - logInput + 1)`.
+ *
+ * @example KL between two distributions
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const logInput = { data: new Float32Array([Math.log(0.5), Math.log(0.5)]), shape: [1, 2] as const };
+ * const target = { data: new Float32Array([0.9, 0.1]), shape: [1, 2] as const };
+ * console.log(wasm.klDiv.forward({ logInput, target }).loss); // 0.3681 (PyTorch: 0.3680642072)
+ * ```
+ */
 export const klDiv: LossDef<KlDivInputs, KlDivOptions, KlDivGrads, "klDiv"> = {
   name: "klDiv",
   kernel: "klDiv",

@@ -5,7 +5,7 @@
  * @module
  */
 import * as v from "../validate.ts";
-import { headLoss, type HeadOptions, integerMargin, psi } from "./margin_head.ts";
+import { type HeadDef, headLoss, type HeadOptions, integerMargin, psi } from "./margin_head.ts";
 
 /** Options of `lsoftmax`. */
 export interface LsoftmaxOptions extends HeadOptions {
@@ -16,10 +16,19 @@ export interface LsoftmaxOptions extends HeadOptions {
 }
 
 /**
- * The definition of `lsoftmax`: logits `x W^T` (no normalisation), the label's
- * `(||W_y|| ||x|| psi(theta_y) + beta z_y) / (1 + beta)`.
+ * L-Softmax (Liu et al. 2016, "Large-Margin Softmax Loss for Convolutional Neural
+ * Networks"): logits `x W^T`, the label's `(||W_y|| ||x|| psi(theta_y) + beta z_y) / (1 + beta)`
+ * with `psi` as `sphereface`; integer `m` (4), `beta` (0; anneal with `lSoftmaxBeta`).
+ *
+ * @example L-Softmax
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const x = { data: new Float32Array([2, 0.5, 0.3, 1.5]), shape: [2, 2] as const };
+ * const W = { data: new Float32Array([1, 0, 0, 1, -1, 0]), shape: [3, 2] as const };
+ * console.log(wasm.lsoftmax.forward({ x, W, labels: [0, 1] }, { m: 2, beta: 10 }).loss); // 0.3025 (PyTorch: 0.3024612)
+ * ```
  */
-export const lsoftmax = headLoss<LsoftmaxOptions>("lsoftmax", {
+export const lsoftmax: HeadDef<LsoftmaxOptions> = headLoss<LsoftmaxOptions>("lsoftmax", {
   normX: false,
   normW: false,
   clamp: false,

@@ -98,6 +98,7 @@ export interface MarginParsed {
 /** A margin loss's definition, with how it reads its options (for its class-sharded form). */
 export type MarginDef<O> = LossDef<MarginInputs, O, MarginGrads, "hardLabel"> & {
   readonly parse: (o: O) => MarginParsed;
+  readonly shard: "logits";
 };
 
 /**
@@ -117,6 +118,7 @@ export function marginLoss<O extends MarginOptions>(
   return {
     name,
     parse,
+    shard: "logits",
     kernel: "hardLabel",
     inputs: ["cos", "labels"],
     options: ["scale", ...keys, "ignoreIndex", "reduction", "marginGrad"],

@@ -98,13 +98,17 @@ export function headTargets(
 }
 
 /** Defines an embedding head. */
+/** A head's definition, with its kind (for its class-sharded form). */
+export type HeadDef<O> = LossDef<HeadInputs, O, HeadGrads, "head"> & { readonly head: HeadKind<O> };
+
 export function headLoss<O extends HeadOptions>(
   name: string,
   kind: HeadKind<O>,
-): LossDef<HeadInputs, O, HeadGrads, "head"> {
+): HeadDef<O> {
   const own = kind.options;
   return {
     name,
+    head: kind,
     kernel: "head",
     inputs: ["x", "W", "labels"],
     options: (o) => [...(typeof own === "function" ? own(o) : own), "ignoreIndex", "reduction"],
@@ -203,8 +207,27 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
   };
 }
 
-/** The definition of `marginHead`: cos = normalize(x) normalize(W)^T, then the margin loss. */
-export const marginHead = headLoss<MarginHeadOptions>("marginHead", marginHeadKind());
+/**
+ * A margin head from embeddings: `cos = normalize(x) normalize(W)^T` (`F.normalize`,
+ * dividing by `max(||v||, 1e-12)`), then the margin loss of `kind` (`"arcface"` default,
+ * `"cosface"`, `"normface"`, `"combinedMargin"`, with that kind's options), with
+ * gradients w.r.t. `x [N, D]` and `W [C, D]` through the normalisations. The WebAssembly
+ * backend works in chunks of classes with an online log-sum-exp, so the `[N, C]`
+ * logits never exist: extra memory is O(N * chunk + N * D) beyond W and its gradient.
+ *
+ * @example An ArcFace head
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const x = { data: new Float32Array([1, 0, 0.6, 0.8]), shape: [2, 2] as const };
+ * const W = { data: new Float32Array([1, 0, 0, 1, -1, 0]), shape: [3, 2] as const };
+ * const { loss, grads } = wasm.marginHead.valueAndGrad({ x, W, labels: [0, 1] }, { kind: "arcface", scale: 16 });
+ * console.log(loss, grads.W.shape); // 1.5097 [3, 2] (PyTorch: 1.5097439)
+ * ```
+ */
+export const marginHead: HeadDef<MarginHeadOptions> & { readonly shard: "head" } = {
+  ...headLoss<MarginHeadOptions>("marginHead", marginHeadKind()),
+  shard: "head",
+};
 
 /** How `marginHead` is built (shared with its class-sharded form). */
 export function marginHeadKind(): HeadKind<MarginHeadOptions> {

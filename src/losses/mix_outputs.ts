@@ -45,8 +45,21 @@ export interface MixProblem extends ExpertsProblem {
   readonly eps: number;
 }
 
-/** The definition of `mixOutputs`. */
-export const mixOutputs: LossDef<ExpertInputs, MixOutputsOptions, ExpertGrads, "experts"> = {
+/**
+ * Mixture-of-experts loss with distillation and a parallel term: `ce_e = CE(z_e + log prior, y)`
+ * (`prior [C]` optional: logit adjustment, Menon et al. 2021), `distill = sum_{i != j} KL_batchmean(softmax(z_j) || softmax(z_i))`,
+ * `parallel = E / sum_e 1/(ce_e + eps)`; value `sum_e ce_e + distillWeight distill + parallelWeight parallel`
+ * (weights 0, `eps` 1e-6). Parts `ce`, `distill`, `parallel` and `meanLogits` (`[B, C]`).
+ * Gradients w.r.t. every expert's logits (the distillation through both softmaxes).
+ *
+ * @example One expert is plain cross-entropy
+ * ```ts
+ * import { js } from "@softmargin/softmargin/cpu";
+ * const z = { data: new Float32Array([0, 0]), shape: [1, 2] as const };
+ * console.log(js.mixOutputs.forward({ expertLogits: [z], labels: [0] }).loss); // 0.6931 = log 2
+ * ```
+ */
+export const mixOutputs: LossDef<ExpertInputs, MixOutputsOptions, ExpertGrads, "experts", MixOutputsParts> = {
   name: "mixOutputs",
   kernel: "experts",
   inputs: ["expertLogits", "labels"],

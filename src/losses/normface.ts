@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { makePhi, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+import { makePhi, type MarginDef, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
 
 /** Options of `normface`. */
 export interface NormfaceOptions extends MarginOptions {
@@ -16,5 +16,15 @@ export function normfaceTarget(): Phi {
   return makePhi({ m1: 1, m2: 0, m3: 0, branch: "none" }, (x) => [x, 1]);
 }
 
-/** The definition of `normface`: every logit `s cos`. */
-export const normface = marginLoss<NormfaceOptions>("normface", 16, normfaceTarget, []);
+/**
+ * NormFace (Wang et al. 2017, "NormFace: L2 Hypersphere Embedding for Face
+ * Verification"): cross-entropy of the logits `s cos` without a margin, `scale` s = 16.
+ *
+ * @example NormFace
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const cos = { data: new Float32Array([0.8, 0.1, -0.2, 0.3, 0.6, 0.1]), shape: [2, 3] as const };
+ * console.log(wasm.normface.forward({ cos, labels: [0, 1] }).loss); // 0.0043 (PyTorch: 0.0042713)
+ * ```
+ */
+export const normface: MarginDef<NormfaceOptions> = marginLoss<NormfaceOptions>("normface", 16, normfaceTarget, []);

@@ -126,8 +126,37 @@ const at = (p: PhysMoeProblem) => {
   return { scl: 0, experts: o, hier: o + 1, reg: o + 2, combine: o + 3 };
 };
 
-/** The definition of `physMoe`. */
-export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, PhysMoeProblem> = {
+/**
+ * The physics-constrained mixture-of-experts objective, in one call:
+ * `lambdaScl physicsContrastive(features, labels, rule) + L_dol + L_col + lambdaHier hierarchical(coarse, fine)
+ * + lambdaReg centerRegularization(features, centers, labels, rule)` with iclMoe's
+ * `L_dol`, `L_col` and the gated ensemble `fine = sum_e gating[:, e] z_e` (differentiable
+ * here, a constant target in `L_col`); `contrast: false` leaves the first term out.
+ * Defaults `lambdaScl` 0.1, `lambdaHier` 1, `lambdaReg` 0.001, and the parts' own
+ * (`temperature`, `threshold`, `gamma`, `prototypeWeight`, `tailExperts`). Returns the
+ * total, the unweighted parts `scl`, `dol`, `col`, `hier`, `reg`, and gradients w.r.t.
+ * features, coarse, expertLogits, gating and centers. On WebGPU, GPU-resident inputs
+ * (`{ buffer, shape }`, the `rule` excepted) run every term and the combination of their
+ * gradients in one submission that reads back only the parts; the gradients stay on the GPU.
+ *
+ * @example A tiny batch
+ * ```ts
+ * import { js } from "@softmargin/softmargin/cpu";
+ * const m = (rows: number, cols: number, values: number[]) => ({ data: new Float32Array(values), shape: [rows, cols] as const });
+ * const r = js.physMoe.valueAndGrad({
+ *   features: m(2, 2, [1, 0, 0, 1]),
+ *   coarse: m(2, 1, [0, 0]),
+ *   expertLogits: [m(2, 2, [1, 0, 0, 1]), m(2, 2, [2, 0, 0, 2])],
+ *   gating: m(2, 2, [0.5, 0.5, 0.5, 0.5]),
+ *   labels: [0, 1],
+ *   rule: m(2, 2, [1, 0, 0, 1]),
+ *   fineToCoarse: [0, 0],
+ *   centers: m(2, 2, [1, 0, 0, 1]),
+ * }, { tailExperts: [1] });
+ * console.log(r.loss, r.scl, r.hier, r.grads.gating.shape); // the total, two of its parts, [2, 2]
+ * ```
+ */
+export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, PhysMoeProblem, PhysMoeParts> = {
   name: "physMoe",
   inputs: ["features", "coarse", "expertLogits", "gating", "labels", "rule", "fineToCoarse", "centers"],
   options: [

@@ -16,22 +16,16 @@
  *
  * @module
  */
-import { checkCall } from "../loss.ts";
+import { checkCall, type LossDef, type ShardForm, type Types } from "../loss.ts";
 import { then } from "../kernels/core.ts";
 import type { CommonOptions, Labels, Matrix, Upstream } from "../types.ts";
-import type { CrossEntropyGrads, CrossEntropyInputs } from "./cross_entropy.ts";
-import type { MarginGrads, MarginInputs } from "./margin.ts";
-import type { HeadGrads, HeadInputs } from "./margin_head.ts";
+import type { CrossEntropyOptions } from "./cross_entropy.ts";
 import * as v from "../validate.ts";
-import { arcface, type ArcfaceOptions } from "./arcface.ts";
-import { combinedMargin, type CombinedMarginOptions } from "./combined_margin.ts";
-import { cosface, type CosfaceOptions } from "./cosface.ts";
-import { crossEntropy, type CrossEntropyOptions } from "./cross_entropy.ts";
 import { labelTargets, type MarginDef, type MarginOptions } from "./margin.ts";
 import { type HeadProblem, headRowTerms, labelTerms } from "../kernels/head.ts";
-import { headTargets, labelStats, marginHead, marginHeadKind, type MarginHeadOptions } from "./margin_head.ts";
-import { normface, type NormfaceOptions } from "./normface.ts";
+import { type HeadDef, headTargets, labelStats, type MarginHeadOptions } from "./margin_head.ts";
 import { checkStats, type LogitShardProblem, type ShardKernels, type ShardStats } from "../kernels/shards.ts";
+import type * as registry from "./registry.ts";
 
 /** Where a shard's classes are: its first class and the number of classes of all shards. */
 export interface ShardOptions {
@@ -93,15 +87,19 @@ interface ShardDef {
   ): ShardResult<unknown> | Promise<ShardResult<unknown>>;
 }
 
+/** A definition with a sharded form over the logits: crossEntropy's, or a margin loss's on cosines (with `parse`). */
+type LogitDef = LossDef<unknown, unknown, unknown, "hardLabel"> | MarginDef<MarginOptions>;
+
 /** A checked logit shard: its problem, and what the host needs to finish it. */
 function logitShard(
-  def: "crossEntropy" | MarginDef<MarginOptions>,
+  def: LogitDef,
   inputs: { logits?: unknown; cos?: unknown; labels: Labels },
   options: unknown,
 ) {
   const o = v.options(options as CrossEntropyOptions & MarginOptions & Partial<ShardOptions>);
   v.inputs(inputs);
-  const key = def === "crossEntropy" ? "logits" : "cos";
+  const margin = "parse" in def ? def : null;
+  const key = margin ? "cos" : "logits";
   const [n, cs] = v.batch(key, inputs[key as "logits"]);
   const { offset, classes } = shardOf(key, cs, o);
   const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
@@ -114,13 +112,13 @@ function logitShard(
   const local = localLabels(labels, offset, cs);
   const reduction = v.reduction(o.reduction);
   let weight: Float32Array | null = null, smoothing = 0, scale = 1, clamp = false, target: Float64Array;
-  if (def === "crossEntropy") {
+  if (!margin) {
     weight = v.vector("options.weight", o.weight, classes, 0);
     smoothing = v.number("options.labelSmoothing", o.labelSmoothing, 0, { min: 0, max: 1 });
     target = new Float64Array(2 * n);
     for (let i = 0; i < n; i++) if (local[i] >= 0) target.set([x[i * cs + local[i]], 1], 2 * i);
   } else {
-    const parsed = def.parse(o);
+    const parsed = margin.parse(o);
     scale = parsed.scale;
     clamp = true;
     target = labelTargets(
@@ -149,12 +147,11 @@ function logitShard(
 }
 
 /** The sharded form of crossEntropy or a margin loss on cosines. */
-function logitShardDef(def: "crossEntropy" | MarginDef<MarginOptions>): ShardDef {
-  const base = def === "crossEntropy" ? crossEntropy : def;
+function logitShardDef(def: LogitDef): ShardDef {
   return {
-    name: base.name,
-    inputs: base.inputs,
-    options: [...(base.options as readonly string[]), ...SHARD_KEYS],
+    name: def.name,
+    inputs: def.inputs,
+    options: [...(def.options as readonly string[]), ...SHARD_KEYS],
     stats(inputs, options, k) {
       const s = logitShard(def, inputs, options);
       const target = Float64Array.from({ length: s.problem.n }, (_, i) => s.problem.target[2 * i]);
@@ -201,6 +198,7 @@ function logitShardDef(def: "crossEntropy" | MarginDef<MarginOptions>): ShardDef
 
 /** A checked head shard. */
 function headShard(
+  def: HeadDef<MarginHeadOptions>,
   inputs: { x: unknown; W: unknown; labels: Labels },
   options: unknown,
   grad: boolean,
@@ -221,7 +219,7 @@ function headShard(
     v.finite("x", x, d);
     v.finite("W", W, d);
   }
-  const kind = marginHeadKind();
+  const kind = def.head;
   const { scale, target: fn, spec } = kind.parse(opts);
   const reduction = v.reduction(opts.reduction);
   const owns = (i: number) => labels[i] >= offset && labels[i] < offset + cs;
@@ -251,18 +249,21 @@ function headShard(
   return { p, offset, owns };
 }
 
-/** The sharded form of marginHead. */
-const marginHeadShard: ShardDef = {
-  name: "marginHead",
-  inputs: marginHead.inputs,
-  options: (opts) => [...(marginHead.options as (x: unknown) => readonly string[])(opts), ...SHARD_KEYS],
+/** The sharded form of a head (marginHead). */
+const headShardDef = (def: HeadDef<MarginHeadOptions>): ShardDef => ({
+  name: def.name,
+  inputs: def.inputs,
+  options: (opts) => {
+    const own = def.options;
+    return [...(typeof own === "function" ? own(opts as MarginHeadOptions) : own), ...SHARD_KEYS];
+  },
   stats(inputs, options, k) {
-    const { p, offset, owns } = headShard(inputs, options, false);
+    const { p, offset, owns } = headShard(def, inputs, options, false);
     const target = Float64Array.from({ length: p.n }, (_, i) => (owns(i) ? p.target[4 * i] : 0));
     return then(k.headShardStats({ p, first: offset }), (s) => ({ max: s.max, sum: s.sum, target }));
   },
   finish(inputs, stats, options, upstream, k) {
-    const { p, offset, owns } = headShard(inputs, options, true, upstream);
+    const { p, offset, owns } = headShard(def, inputs, options, true, upstream);
     checkStats("stats", stats, p.n, false);
     const t4 = p.target.slice();
     for (let i = 0; i < p.n; i++) t4[4 * i] = stats.target[i];
@@ -273,17 +274,10 @@ const marginHeadShard: ShardDef = {
       grads: { x: { data: g.x, shape: [p.n, p.d] }, W: { data: g.W, shape: [p.c, p.d] } },
     }));
   },
-};
+});
 
-/** The sharded losses' definitions. */
-export const shardedDefinitions = {
-  crossEntropy: logitShardDef("crossEntropy"),
-  arcface: logitShardDef(arcface as unknown as MarginDef<MarginOptions>),
-  cosface: logitShardDef(cosface as unknown as MarginDef<MarginOptions>),
-  normface: logitShardDef(normface as unknown as MarginDef<MarginOptions>),
-  combinedMargin: logitShardDef(combinedMargin as unknown as MarginDef<MarginOptions>),
-  marginHead: marginHeadShard,
-};
+/** The sharded form of a definition that has one (its `shard`). */
+const FORMS: Record<ShardForm, (def: never) => ShardDef> = { logits: logitShardDef, head: headShardDef };
 
 /** What a sharded loss's method returns: `T` on the CPU backends (`"sync"`), a Promise of it on `init()`'s. */
 export type ShardedReturn<W extends "sync" | "async", T> = W extends "sync" ? T : Promise<T>;
@@ -330,29 +324,26 @@ export type ShardedOptions<O> = Omit<O, "out" | keyof CommonOptions> & Pick<Comm
  * console.log(shares[0] + shares[1], js.crossEntropy.forward({ logits: full, labels }).loss); // 0.3022 0.3022
  * ```
  */
-export interface ShardedSet<W extends "sync" | "async"> {
-  /** `crossEntropy` over shards of the logits `[N, Cs]`: `weight` (the whole `[C]`), `ignoreIndex`, `labelSmoothing`, `reduction`; gradient `logits [N, Cs]`. */
-  crossEntropy: ShardedLoss<W, CrossEntropyInputs, ShardedOptions<CrossEntropyOptions>, CrossEntropyGrads>;
-  /** `arcface` over shards of the cosines `[N, Cs]`; gradient `cos [N, Cs]`. */
-  arcface: ShardedLoss<W, MarginInputs, ShardedOptions<ArcfaceOptions>, MarginGrads>;
-  /** `cosface` over shards of the cosines. */
-  cosface: ShardedLoss<W, MarginInputs, ShardedOptions<CosfaceOptions>, MarginGrads>;
-  /** `normface` over shards of the cosines. */
-  normface: ShardedLoss<W, MarginInputs, ShardedOptions<NormfaceOptions>, MarginGrads>;
-  /** `combinedMargin` over shards of the cosines. */
-  combinedMargin: ShardedLoss<W, MarginInputs, ShardedOptions<CombinedMarginOptions>, MarginGrads>;
-  /**
-   * `marginHead` over shards of W (`[Cs, D]`, the shard's classes), x `[N, D]` replicated:
-   * gradients `W [Cs, D]` and the shard's share of `x [N, D]` (sum the shards' shares: an
-   * all-reduce of N x D floats).
-   */
-  marginHead: ShardedLoss<W, HeadInputs, ShardedOptions<MarginHeadOptions>, HeadGrads>;
-}
+export type ShardedSet<W extends "sync" | "async"> = {
+  [K in keyof Registry as Registry[K] extends { readonly shard: ShardForm } ? K : never]: Registry[K] extends
+    { readonly types?: Types<infer I, infer O, infer G, unknown> } ? ShardedLoss<W, I, ShardedOptions<O>, G>
+    : never;
+};
+
+/** The registry's definitions (`./registry.ts`). */
+type Registry = typeof registry;
 
 /** Binds the sharded losses to a backend's kernels (methods return Promises with `async`). */
-export function bindSharded(k: ShardKernels, async: boolean): ShardedSet<"sync"> | ShardedSet<"async"> {
+export function bindSharded(
+  definitions: Readonly<Record<string, object>>,
+  k: ShardKernels,
+  async: boolean,
+): ShardedSet<"sync"> | ShardedSet<"async"> {
   const out: Record<string, unknown> = {};
-  for (const [name, def] of Object.entries(shardedDefinitions)) {
+  for (const [name, d] of Object.entries(definitions)) {
+    const form = (d as { shard?: ShardForm }).shard;
+    if (form === undefined) continue;
+    const def = FORMS[form](d as never);
     const wrap = <T>(f: () => T) => (async ? (async () => await f())() : f());
     const keys = { name: `sharded.${name}`, inputs: def.inputs, options: def.options };
     out[name] = {

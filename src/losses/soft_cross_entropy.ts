@@ -49,7 +49,20 @@ export function pairInputs(
   return [n, c, a, b];
 }
 
-/** The definition of `softCrossEntropy`. */
+/**
+ * Cross-entropy against soft targets ("soft_entropy"): `loss_i = -sum_c t_ic log p_ic`,
+ * `p = softmax(logits)`. Shapes: logits and target `[N, C]`; `reduction` `"mean"` over
+ * rows (default), `"sum"`, `"none"`. Gradients: logits `s_i (sum_c t_ic) p - t`,
+ * target `-s_i log p`.
+ *
+ * @example Soft labels
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const logits = { data: new Float32Array([1, 2, 3]), shape: [1, 3] as const };
+ * const target = { data: new Float32Array([0.1, 0.2, 0.7]), shape: [1, 3] as const };
+ * console.log(wasm.softCrossEntropy.forward({ logits, target }).loss); // 0.8076 (PyTorch: 0.8076059644)
+ * ```
+ */
 export const softCrossEntropy: LossDef<
   SoftCrossEntropyInputs,
   SoftCrossEntropyOptions,

@@ -114,3 +114,37 @@ export function bindSoftmax<W extends "sync" | "async">(
   };
   return methods as unknown as SoftmaxMethods<W>;
 }
+
+/** A softmax transform's definition: its name and whether it is the log form. */
+export interface TransformDef {
+  readonly name: string;
+  readonly transform: "softmax";
+  readonly log: boolean;
+}
+
+/**
+ * Row-wise softmax `y_ij = e^(x_ij - m_i) / sum_k e^(x_ik - m_i)` (`m_i` the row max).
+ * `forward({ x })` gives `{ output }`; `backward({ x }, options, upstream)` the
+ * vector-Jacobian product `y * (g - sum_k g_k y_k)` as `{ x }`.
+ *
+ * @example Softmax of one row
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const { output } = wasm.softmax.forward({ x: { data: new Float32Array([0, Math.log(3)]), shape: [1, 2] } });
+ * console.log(output.data); // [0.25, 0.75]
+ * ```
+ */
+export const softmax: TransformDef = { name: "softmax", transform: "softmax", log: false };
+
+/**
+ * Row-wise log-softmax `x_ij - m_i - log sum_k e^(x_ik - m_i)`; its vector-Jacobian
+ * product is `g - softmax(x) * sum_k g_k`.
+ *
+ * @example Log-probabilities
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const { output } = wasm.logSoftmax.forward({ x: { data: new Float32Array([1, 1]), shape: [1, 2] } });
+ * console.log(output.data); // [-0.6931, -0.6931] (log 1/2)
+ * ```
+ */
+export const logSoftmax: TransformDef = { name: "logSoftmax", transform: "softmax", log: true };

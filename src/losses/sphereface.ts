@@ -5,7 +5,7 @@
  * @module
  */
 import * as v from "../validate.ts";
-import { headLoss, type HeadOptions, integerMargin, psi } from "./margin_head.ts";
+import { type HeadDef, headLoss, type HeadOptions, integerMargin, psi } from "./margin_head.ts";
 
 /** Options of `sphereface`. */
 export interface SpherefaceOptions extends HeadOptions {
@@ -16,10 +16,22 @@ export interface SpherefaceOptions extends HeadOptions {
 }
 
 /**
- * The definition of `sphereface`: rows of W normalised, x not; logits
- * `||x|| cos_j = x . W_j/||W_j||`, the label's `||x|| (lambda cos + psi(theta)) / (1 + lambda)`.
+ * SphereFace / A-Softmax (Liu et al. 2017, "SphereFace: Deep Hypersphere Embedding for
+ * Face Recognition"): rows of W normalised, x not; logits `||x|| cos_j`, the label's
+ * `||x|| (lambda cos + psi(theta)) / (1 + lambda)` with `psi = (-1)^k cos(m theta) - 2k`,
+ * `k = floor(m theta / pi)` (no gradient through k), `cos(m theta)` by the Chebyshev
+ * polynomial `T_m(cos)`; integer `m` (4), `lambda` (0; anneal with `sphereFaceLambda`).
+ *
+ * @example SphereFace with annealing
+ * ```ts
+ * import { sphereFaceLambda } from "@softmargin/softmargin";
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const x = { data: new Float32Array([2, 0.5, 0.3, 1.5]), shape: [2, 2] as const };
+ * const W = { data: new Float32Array([1, 0, 0, 1, -1, 0]), shape: [3, 2] as const };
+ * console.log(wasm.sphereface.forward({ x, W, labels: [0, 1] }, { m: 4, lambda: sphereFaceLambda(500) }).loss); // 0.3083 (PyTorch: 0.3083298)
+ * ```
  */
-export const sphereface = headLoss<SpherefaceOptions>("sphereface", {
+export const sphereface: HeadDef<SpherefaceOptions> = headLoss<SpherefaceOptions>("sphereface", {
   normX: false,
   normW: true,
   clamp: false,

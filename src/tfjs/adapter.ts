@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { composites, definitions } from "../losses/mod.ts";
+import { definitions } from "../losses/mod.ts";
 import type { SyncLosses } from "../losses/mod.ts";
 import type { Labels, Matrix, Reduction } from "../types.ts";
 import { keys, show } from "../validate.ts";
@@ -177,7 +177,8 @@ export function tfLosses<Tf extends TfLike>(tf: Tf, options: TfLossesOptions = {
   keys("options of tfLosses", options, ["backend"]);
   const backend = options.backend ?? wasm;
   const out: Record<string, unknown> = {};
-  for (const [name, def] of Object.entries({ ...definitions, ...composites })) {
+  for (const [name, def] of Object.entries(definitions)) {
+    if (!("grads" in def)) continue; // metrics and transforms have no tf.customGrad form
     const loss = (backend as unknown as Record<string, Loss>)[name];
     const grads = def.grads as readonly string[];
     out[name] = (inputs: Record<string, unknown>, opts: Record<string, unknown> = {}) =>
