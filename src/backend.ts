@@ -61,8 +61,10 @@ export interface InitOptions {
    */
   minGpuLogits?: number;
   /**
-   * Threads of the WebAssembly backend: the calling one and `threads - 1` workers sharing
-   * one `WebAssembly.Memory`. Row losses split their rows, heads their classes, when a
+   * Threads of this instance on the WebAssembly backend: the calling one and `threads - 1`
+   * workers sharing one `WebAssembly.Memory`, whatever other instances asked for
+   * (instances asking for the same count share the workers; `dispose()` gives them back,
+   * docs/SCALE.md). Row losses split their rows, heads their classes, when a
    * problem is large enough to pay for waking the workers (row losses from 2^18 logits).
    * Where shared memory or workers are missing (a page that is not cross-origin isolated,
    * Cloudflare Workers, a module given with `setWasmModule`) it runs on one thread and

@@ -297,6 +297,7 @@ export interface Threads {
  * gives no pool, saying why. Give it back with {@linkcode releasePool}.
  */
 export async function acquirePool(threads: number): Promise<Threads> {
+  for (const p of pools.values()) if (!p.live()) retire(p); // their workers hold a replaced memory
   if (threads <= 1) return { pool: null, threads: 1, why: "" };
   for (;;) {
     const running = pools.get(threads);
