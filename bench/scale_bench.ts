@@ -25,7 +25,7 @@ import process from "node:process";
 import { readFileSync } from "node:fs";
 import { alloc, type Matrix, wasm } from "../cpu.ts";
 import { init } from "../mod.ts";
-import { pool } from "../src/wasm/pool.ts";
+import { poolsInUse, withPool } from "../src/wasm/pool.ts";
 import { runtime } from "../src/wasm/runtime.ts";
 import {
   type Cell,
@@ -89,12 +89,12 @@ if (losses.threads < T) {
   console.log(`only ${losses.threads} thread(s) available: ${losses.note}`);
   process.exit(1);
 }
-const pl = pool()!;
+const pl = poolsInUse().get(T)!;
 
-/** Runs `f` on `threads` threads of the pool (the pool's other threads idle). */
+/** Runs `f` (the synchronous `wasm` losses) on `threads` threads of the pool (the pool's other threads idle). */
 const on = <O>(threads: number, f: () => O) => () => {
   pl.active = threads;
-  return f();
+  return withPool(pl, f);
 };
 const random = (len: number, seed: number, scale = 1) => {
   const r = mulberry32(seed);

@@ -11,7 +11,7 @@ import type { Kernels } from "./kernels/mod.ts";
 import { type AsyncLosses, bindLosses } from "./losses/mod.ts";
 import { referenceKernels } from "./reference/mod.ts";
 import { compileWasm, simdSupported } from "./wasm/runtime.ts";
-import { startThreads } from "./wasm/pool.ts";
+import { acquirePool, onPool, releasePool } from "./wasm/pool.ts";
 import { wasmKernels } from "./wasm/mod.ts";
 import type { BackendName } from "./types.ts";
 import * as v from "./validate.ts";
@@ -24,14 +24,18 @@ export interface Losses extends AsyncLosses {
   /** Why this backend: the adapter found, or why WebGPU was not used; the threads, or why one. */
   readonly note: string;
   /**
-   * The threads the WebAssembly backend runs on (1 on the other backends). The pool is
-   * the process's (one WebAssembly memory): the latest `init` sets it for every instance.
+   * The threads this instance's WebAssembly calls run on (1 on the other backends): the
+   * count it was created with (or 1, `note` saying why), whatever other instances asked
+   * for. Instances of one count share a pool of workers; all share one WebAssembly memory.
    */
   readonly threads: number;
   /**
-   * Releases what this instance holds: on WebGPU its share of the device's context
-   * (pipelines and pooled buffers are freed when the last instance on the device is
-   * disposed). Later calls of a disposed instance throw. A no-op on the CPU backends.
+   * Releases what this instance holds: on WebAssembly its share of its thread pool (the
+   * workers stop when no other instance of its thread count holds the pool), on WebGPU
+   * its share of the device's context (pipelines and pooled buffers are freed when the
+   * last instance on the device is disposed). Idempotent. On every backend, later calls
+   * of a disposed instance throw an Error ("This Losses instance was disposed"); other
+   * instances are untouched.
    */
   dispose(): void;
 }
@@ -57,8 +61,10 @@ export interface InitOptions {
    */
   minGpuLogits?: number;
   /**
-   * Threads of the WebAssembly backend: the calling one and `threads - 1` workers sharing
-   * one `WebAssembly.Memory`. Row losses split their rows, heads their classes, when a
+   * Threads of this instance on the WebAssembly backend: the calling one and `threads - 1`
+   * workers sharing one `WebAssembly.Memory`, whatever other instances asked for
+   * (instances asking for the same count share the workers; `dispose()` gives them back,
+   * docs/SCALE.md). Row losses split their rows, heads their classes, when a
    * problem is large enough to pay for waking the workers (row losses from 2^18 logits).
    * Where shared memory or workers are missing (a page that is not cross-origin isolated,
    * Cloudflare Workers, a module given with `setWasmModule`) it runs on one thread and
@@ -153,15 +159,48 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
     await compileWasm();
     cpu = { name: "wasm", kernels: wasmKernels, why: "" };
   } else if (backend === "auto") cpu = await autoCpu();
-  const losses = bindLosses(cpu.kernels, false);
   note = backend === "auto" ? `${cpu.name}: ${[note, cpu.why].filter((s) => s).join("; ")}` : `${backend}: asked for`;
-  let running = 1;
-  if (cpu.name === "wasm") {
-    const started = await startThreads(threads);
-    running = started.threads;
-    note += running > 1 ? `; ${running} threads` : threads > 1 ? `; one thread: ${started.why}` : "; one thread";
+  // This instance's threads: its own pool (shared with the instances of its count) runs its calls.
+  const { pool, threads: running, why } = cpu.name === "wasm"
+    ? await acquirePool(threads)
+    : { pool: null, threads: 1, why: "" };
+  const threadNote = running > 1 ? `; ${running} threads` : threads > 1 ? `; one thread: ${why}` : "; one thread";
+  let disposed = false;
+  const losses = bindLosses(untilDisposed(pool ? onPool(cpu.kernels, pool) : cpu.kernels, () => disposed), false);
+  /** A pool whose runtime was replaced (setWasmModule, useWasmVariant) stopped: the calls run on one thread. */
+  const stopped = () => pool !== null && !disposed && !pool.live();
+  return Object.defineProperties(losses, {
+    backend: { value: cpu.name, enumerable: true },
+    threads: { get: () => (stopped() ? 1 : running), enumerable: true },
+    note: {
+      get: () =>
+        cpu.name !== "wasm"
+          ? note
+          : note + (stopped()
+            ? "; one thread: the WebAssembly module was replaced since init (setWasmModule), which stops its pool"
+            : threadNote),
+      enumerable: true,
+    },
+    dispose: {
+      value: () => {
+        if (disposed) return;
+        disposed = true;
+        if (pool) releasePool(pool);
+      },
+    },
+  }) as Losses;
+}
+
+/** `kernels` whose every call throws once `disposed()` says so. */
+function untilDisposed<K extends object>(kernels: K, disposed: () => boolean): K {
+  const out: Record<string, unknown> = {};
+  for (const [name, f] of Object.entries(kernels)) {
+    out[name] = (p: unknown) => {
+      if (disposed()) throw new Error("This Losses instance was disposed; call init() again");
+      return (f as (p: unknown) => unknown)(p);
+    };
   }
-  return Object.assign(losses, { backend: cpu.name as BackendName, note, threads: running, dispose() {} });
+  return out as K;
 }
 
 /** A CPU backend: its name, its kernels, and why it was chosen when that needs saying. */
@@ -270,17 +309,7 @@ export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): P
     kernels = routeKernels(kernels, cpu, ctx, min);
   }
   let disposed = false;
-  const live = <K>(k: K): K => {
-    const out: Record<string, unknown> = {};
-    for (const [name, f] of Object.entries(k as object)) {
-      out[name] = (p: unknown) => {
-        if (disposed) throw new Error("This Losses instance was disposed; call init() again");
-        return (f as (p: unknown) => unknown)(p);
-      };
-    }
-    return out as K;
-  };
-  const losses = bindLosses(live(kernels), false);
+  const losses = bindLosses(untilDisposed(kernels, () => disposed), false);
   return Object.defineProperties(losses, {
     threads: { value: 1, enumerable: true },
     backend: {

@@ -1,18 +1,25 @@
 /**
- * The thread pool of the WebAssembly backend: `threads - 1` workers and the calling
- * thread, every one running its own instance of the same module on one shared
- * `WebAssembly.Memory`. A parallel call is a list of kernel calls per thread (a
+ * The thread pools of the WebAssembly backend: a pool is `threads - 1` workers and the
+ * calling thread, every one running its own instance of the same module on the process's
+ * one shared `WebAssembly.Memory`. A parallel call is a list of kernel calls per thread (a
  * "program", recorded by calling the kernels on a {@linkcode Recorder} as one would on
  * the module): the caller writes the workers' programs into the shared memory, wakes the
  * workers, runs its own program meanwhile, and waits until every worker is done. Kernels
  * never allocate and the host laid out every buffer, so threads share nothing but the
  * buffers they are given, and each writes only its own.
  *
+ * A pool belongs to the `Losses` instances that asked for its thread count: `init` takes
+ * one with {@linkcode acquirePool} (instances asking for the same count share it, counted)
+ * and builds its kernels with {@linkcode onPool}; `dispose` gives it back with
+ * {@linkcode releasePool}, which stops the workers once no instance uses it. A kernel finds
+ * the pool of the call in progress with {@linkcode pool}: null outside such a call (the
+ * synchronous `wasm` losses of `cpu.ts`, a one-thread instance), so it runs on one thread.
+ *
  * Workers are `node:worker_threads` workers where that module exists (Node, Deno, Bun:
  * unreferenced, so they never keep a process alive) and Web Workers otherwise (browsers;
  * shared memory there needs a cross-origin-isolated page). Without shared memory or
  * workers (Cloudflare Workers, a page that is not isolated) the backend runs on one
- * thread, and {@linkcode startThreads} says why.
+ * thread, and {@linkcode acquirePool} says why.
  *
  * @module
  */
@@ -69,7 +76,8 @@ interface AnyWorker {
   post(message: unknown): void;
   /** Resolves with the worker's first message ("ready", or why it could not start). */
   first: Promise<string>;
-  terminate(): void;
+  /** Stops the worker; resolves once it has stopped. */
+  terminate(): Promise<void>;
 }
 
 /** Whether this thread may block in `Atomics.wait` (not a browser's main thread). */
@@ -88,6 +96,10 @@ export class Pool {
   readonly rt: Runtime;
   /** Parallel calls run so far (for tests). */
   runs = 0;
+  /** The `Losses` instances holding this pool ({@linkcode acquirePool}, {@linkcode releasePool}). */
+  users = 0;
+  /** Null while the workers run; once {@linkcode Pool.close}d, resolves when they have all stopped. */
+  closed: Promise<void> | null = null;
   /** The threads calls may use, at most `threads` (benchmarks compare counts on one pool). */
   active: number;
   #workers: AnyWorker[];
@@ -164,29 +176,78 @@ export class Pool {
     if (failed) throw new Error("softmargin: WebAssembly abort in a worker thread");
   }
 
-  /** Stops the workers. */
-  close(): void {
+  /**
+   * Whether calls may run on this pool: not closed, and its memory still the process's
+   * (`useWasmVariant` and `setWasmModule` replace the runtime; the workers hold the old one).
+   */
+  live(): boolean {
+    return this.closed === null && this.rt === currentRuntime();
+  }
+
+  /** Stops the workers and frees the programs' buffer (idempotent); resolves when the workers have stopped. */
+  close(): Promise<void> {
+    if (this.closed) return this.closed;
     for (let w = 0; w < this.#workers.length; w++) {
       Atomics.store(this.#control, w * SLOT + SEQ, -1);
       Atomics.notify(this.#control, w * SLOT + SEQ);
-      this.#workers[w].terminate();
     }
+    if (this.#programs) this.rt.free(this.#programs);
+    this.#programs = this.#programBytes = 0;
+    this.closed = Promise.all(this.#workers.map((w) => w.terminate())).then(() => {});
     this.#workers = [];
+    return this.closed;
   }
 }
 
-let current: Pool | null = null;
+/** The running pools by thread count: the instances asking for a count share its pool. */
+const pools = new Map<number, Pool>();
+/** Pools being started, by thread count (instances created at once wait for the same one). */
+const starting = new Map<number, Promise<Pool | string>>();
+/** The pool of the kernel call in progress ({@linkcode withPool}), or null. */
+let scoped: Pool | null = null;
 
 /**
- * The pool in use, or null (one thread). A pool whose runtime was replaced since
- * (`useWasmVariant`, `setWasmModule`) is stopped: its workers run the old memory.
+ * The pool of the call in progress, or null: run on one thread. A pool whose runtime was
+ * replaced since (`useWasmVariant`, `setWasmModule`) is stopped and gives null.
  */
 export function pool(): Pool | null {
-  if (current && current.rt !== currentRuntime()) {
-    current.close();
-    current = null;
+  if (scoped && !scoped.live()) retire(scoped);
+  return scoped?.live() ? scoped : null;
+}
+
+/** Runs `f` with `p` as the pool of the call (see {@linkcode pool}); f must be synchronous. */
+export function withPool<R>(p: Pool | null, f: () => R): R {
+  const outer = scoped;
+  scoped = p;
+  try {
+    return f();
+  } finally {
+    scoped = outer;
   }
-  return current;
+}
+
+/**
+ * `kernels` running on `p`: each call runs with `p` as its pool. The WebAssembly kernels
+ * are synchronous (a composite runs its terms in the one call), so the pool holds for the
+ * whole call and for nothing else.
+ */
+export function onPool<K extends object>(kernels: K, p: Pool): K {
+  const out: Record<string, unknown> = {};
+  for (const [name, f] of Object.entries(kernels)) {
+    out[name] = (problem: unknown) => withPool(p, () => (f as (q: unknown) => unknown)(problem));
+  }
+  return out as K;
+}
+
+/** The running pools by thread count (for tests and benchmarks). */
+export function poolsInUse(): ReadonlyMap<number, Pool> {
+  return pools;
+}
+
+/** Stops `p` and forgets it. */
+function retire(p: Pool): void {
+  void p.close();
+  if (pools.get(p.threads) === p) pools.delete(p.threads);
 }
 
 /** The worker constructor of this runtime, or why there is none. */
@@ -203,7 +264,7 @@ async function workerKind(): Promise<((source: string) => AnyWorker) | string> {
           w.once("message", resolve);
           w.once("error", (e: unknown) => resolve(String(e)));
         }).then((said) => (w.unref(), said)),
-        terminate: () => void w.terminate(),
+        terminate: async () => void (await w.terminate()),
       };
     };
   } catch { /* not Node, Deno or Bun */ }
@@ -218,35 +279,62 @@ async function workerKind(): Promise<((source: string) => AnyWorker) | string> {
         w.onmessage = (e) => resolve(String(e.data));
         w.onerror = (e) => resolve(`the worker failed to start: ${e.message}`);
       }),
-      terminate: () => w.terminate(),
+      terminate: () => Promise.resolve(w.terminate()),
     };
   };
 }
 
+/** What {@linkcode acquirePool} gives: the pool (null: one thread), the threads running, and why fewer than asked. */
+export interface Threads {
+  pool: Pool | null;
+  threads: number;
+  why: string;
+}
+
 /**
- * Starts a pool of `threads` threads (this one and `threads - 1` workers), replacing the
- * current one unless it has as many; `threads` 1 stops it. Resolves to the number of threads running and, where
- * that is fewer than asked, why.
+ * A pool of `threads` threads for one `Losses` instance: the running one of that count
+ * (shared, counted in `users`) or a new one; `threads` 1, or no shared memory or workers,
+ * gives no pool, saying why. Give it back with {@linkcode releasePool}.
  */
-export async function startThreads(threads: number): Promise<{ threads: number; why: string }> {
-  if (pool()?.threads === threads && current) {
-    current.active = threads;
-    return { threads, why: "" };
+export async function acquirePool(threads: number): Promise<Threads> {
+  for (const p of pools.values()) if (!p.live()) retire(p); // their workers hold a replaced memory
+  if (threads <= 1) return { pool: null, threads: 1, why: "" };
+  for (;;) {
+    const running = pools.get(threads);
+    if (running?.live()) {
+      running.users++;
+      return { pool: running, threads, why: "" };
+    }
+    if (running) retire(running);
+    let started = starting.get(threads);
+    if (!started) {
+      started = startPool(threads).finally(() => starting.delete(threads));
+      starting.set(threads, started);
+    }
+    const got = await started;
+    if (typeof got === "string") return { pool: null, threads: 1, why: got };
+    if (!pools.has(threads)) pools.set(threads, got);
   }
-  current?.close();
-  current = null;
-  if (threads <= 1) return { threads: 1, why: "" };
+}
+
+/** Gives back an instance's pool: its workers stop when no other instance holds it. */
+export function releasePool(p: Pool): void {
+  if (p.users > 0 && --p.users === 0) retire(p);
+}
+
+/** Starts a pool of `threads` threads (this one and `threads - 1` workers), or says why it cannot. */
+async function startPool(threads: number): Promise<Pool | string> {
   const g = globalThis as { crossOriginIsolated?: boolean };
   if (typeof SharedArrayBuffer !== "function" || g.crossOriginIsolated === false) {
-    return { threads: 1, why: "no shared memory (a page must be cross-origin isolated for it)" };
+    return "no shared memory (a page must be cross-origin isolated for it)";
   }
   const make = await workerKind();
-  if (typeof make === "string") return { threads: 1, why: make };
+  if (typeof make === "string") return make;
   let rt: Runtime;
   try {
     rt = await sharedRuntime();
   } catch (e) {
-    return { threads: 1, why: `no shared WebAssembly memory: ${e instanceof Error ? e.message : e}` };
+    return `no shared WebAssembly memory: ${e instanceof Error ? e.message : e}`;
   }
   const names = Object.keys(rt.k).filter((n) => typeof (rt.k as unknown as Record<string, unknown>)[n] === "function")
     .sort();
@@ -262,11 +350,10 @@ export async function startThreads(threads: number): Promise<{ threads: number; 
     const bad = said.find((s) => s !== "ready");
     if (bad !== undefined) throw new Error(bad);
   } catch (e) {
-    workers.forEach((w) => w.terminate());
-    return { threads: 1, why: `the workers did not start: ${e instanceof Error ? e.message : e}` };
+    workers.forEach((w) => void w.terminate());
+    return `the workers did not start: ${e instanceof Error ? e.message : e}`;
   }
-  current = new Pool(rt, workers, control, names);
-  return { threads, why: "" };
+  return new Pool(rt, workers, control, names);
 }
 
 /** `[start, end)` of part `t` of `n` items split into `parts` nearly equal runs, each a multiple of `step` but the last. */

@@ -85,6 +85,8 @@ export async function sharedRuntime(): Promise<Runtime> {
   if (current?.shared) return current;
   if (given) throw new Error("the module was given with setWasmModule, and threads need the inline module");
   compiledShared ??= await WebAssembly.compile(source(true) as BufferSource);
+  // Pools started at once share one memory: the first to get here instantiates it.
+  if (current?.shared) return current;
   return (current = instantiate(compiledShared, true));
 }
 
