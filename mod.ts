@@ -46,15 +46,18 @@
  */
 export * from "./src/types.ts";
 export type { AsyncLosses, LossSet, MemberOf, Methods, MetricMethods, SyncLosses } from "./src/losses/mod.ts";
+export type { Definition, MemberKind, ShardForm } from "./src/loss.ts";
 export type * from "./src/losses/registry.ts";
 export * from "./src/schedules.ts";
 export { mergeShardStats } from "./src/kernels/shards.ts";
 export type { ShardStats } from "./src/kernels/shards.ts";
 export type {
+  Registry,
   ShardedLoss,
   ShardedOptions,
   ShardedReturn,
   ShardedSet,
+  ShardOf,
   ShardOptions,
   ShardResult,
 } from "./src/losses/sharded.ts";

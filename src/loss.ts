@@ -51,16 +51,36 @@ export interface Keys<O> {
   readonly options: readonly string[] | ((o: O) => readonly string[]);
 }
 
+/** What a definition becomes on a backend: a loss's methods, a metric's `compute`, or a transform's. */
+export type MemberKind = "loss" | "metric" | "transform";
+
 /**
- * The public types of a definition: its inputs, options, gradients and parts. Never set
- * at run time (a phantom field): the members of `Losses`/`SyncLosses` are derived from it
- * (`src/losses/mod.ts`), so a loss's types are written once, in its module.
+ * A definition as the public API sees it: its name, its public types (a phantom field,
+ * never set at run time: the members of `Losses`/`SyncLosses` and `losses.sharded` are
+ * derived from it, so a loss's types are written once, in its module) and its
+ * class-sharded form. The registry (`src/losses/registry.ts`) lists one per member; the
+ * machinery behind it (the keys, the kernel family, `prepare`, `finish`) is internal.
  */
-export interface Types<I, O, G = unknown, Parts = unknown> {
-  readonly inputs: I;
-  readonly options: O;
-  readonly grads: G;
-  readonly parts: Parts;
+export interface Definition<
+  I,
+  O,
+  G = unknown,
+  Parts = unknown,
+  Kind extends MemberKind = "loss",
+  Shard extends ShardForm | undefined = undefined,
+> {
+  /** The public name (the member of `Losses`). */
+  readonly name: string;
+  /** Its public types (phantom). */
+  readonly types?: {
+    readonly inputs: I;
+    readonly options: O;
+    readonly grads: G;
+    readonly parts: Parts;
+    readonly kind: Kind;
+  };
+  /** Its class-sharded form, if it has one. */
+  readonly shard?: Shard;
 }
 
 /**
@@ -71,12 +91,8 @@ export interface Types<I, O, G = unknown, Parts = unknown> {
 export type ShardForm = "logits" | "head";
 
 /** A loss, defined once for every backend. */
-export interface LossDef<I, O, G, K extends KernelName, Parts = unknown> extends Keys<O> {
-  readonly name: string;
-  /** Its public types (phantom). */
-  readonly types?: Types<I, O, G, Parts>;
-  /** Its class-sharded form, if it has one. */
-  readonly shard?: ShardForm;
+export interface LossDef<I, O, G, K extends KernelName, Parts = unknown>
+  extends Keys<O>, Definition<I, O, G, Parts, "loss", ShardForm | undefined> {
   /** The kernel family every backend runs for it. */
   readonly kernel: K;
   /** The differentiable inputs: the keys of `grads` and of `options.out`. */
@@ -93,10 +109,7 @@ export interface LossDef<I, O, G, K extends KernelName, Parts = unknown> extends
  * submission with one readback), and `finish` reads the parts and gradients off the terms'
  * raw results.
  */
-export interface CompositeDef<I, O, G, P, Parts = unknown> extends Keys<O> {
-  readonly name: string;
-  /** Its public types (phantom). */
-  readonly types?: Types<I, O, G, Parts>;
+export interface CompositeDef<I, O, G, P, Parts = unknown> extends Keys<O>, Definition<I, O, G, Parts> {
   readonly grads: readonly string[];
   prepare(inputs: I, options: O, grad: boolean, upstream: Upstream | undefined): P;
   terms(problem: P): readonly Term[];
@@ -104,10 +117,7 @@ export interface CompositeDef<I, O, G, P, Parts = unknown> extends Keys<O> {
 }
 
 /** A metric: a value without a gradient, defined once for every backend. */
-export interface MetricDef<I, O, K extends KernelName> extends Keys<O> {
-  readonly name: string;
-  /** Its public types (phantom). */
-  readonly types?: Types<I, O>;
+export interface MetricDef<I, O, K extends KernelName> extends Keys<O>, Definition<I, O, unknown, unknown, "metric"> {
   readonly kernel: K;
   prepare(inputs: I, options: O): ProblemOf<K>;
   finish(problem: ProblemOf<K>, raw: Raw): number;
@@ -235,3 +245,16 @@ export function bindMetric(
     compute: (inputs, options) => (async ? (async () => await run(inputs, options))() : run(inputs, options)),
   } as Metric<unknown, unknown>;
 }
+
+/** A loss's definition, checked against the contract (its type arguments give the literal's parameters their types). */
+export const lossDef = <I, O, G, K extends KernelName, Parts = unknown, S extends ShardForm | undefined = undefined>(
+  def: LossDef<I, O, G, K, Parts> & { readonly shard?: S },
+): LossDef<I, O, G, K, Parts> & { readonly shard?: S } => def;
+
+/** A metric's definition, checked against the contract. */
+export const metricDef = <I, O, K extends KernelName>(def: MetricDef<I, O, K>): MetricDef<I, O, K> => def;
+
+/** A composite's definition, checked against the contract. */
+export const compositeDef = <I, O, G, P, Parts = unknown>(
+  def: CompositeDef<I, O, G, P, Parts>,
+): CompositeDef<I, O, G, P, Parts> => def;

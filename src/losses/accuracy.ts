@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { MetricDef } from "../loss.ts";
+import { type Definition, metricDef } from "../loss.ts";
 import type { CommonOptions } from "../types.ts";
 import * as v from "../validate.ts";
 import { type CrossEntropyInputs, hardLabelInputs } from "./cross_entropy.ts";
@@ -30,7 +30,11 @@ export interface AccuracyOptions extends Omit<CommonOptions, "out"> {
  * console.log(wasm.accuracy.compute({ logits, labels: [1, 2] }, { k: 2 })); // 1
  * ```
  */
-export const accuracy: MetricDef<CrossEntropyInputs, AccuracyOptions, "topkHits"> = {
+export const accuracy: Definition<CrossEntropyInputs, AccuracyOptions, unknown, unknown, "metric"> = metricDef<
+  CrossEntropyInputs,
+  AccuracyOptions,
+  "topkHits"
+>({
   name: "accuracy",
   kernel: "topkHits",
   inputs: ["logits", "labels"],
@@ -45,4 +49,4 @@ export const accuracy: MetricDef<CrossEntropyInputs, AccuracyOptions, "topkHits"
   },
   // raw.rows[0][0] is the number of hits.
   finish: (p, raw) => (p.count === 0 ? 0 : raw.rows[0][0] / p.count),
-};
+});

@@ -3,8 +3,17 @@
  *
  * @module
  */
+import type { Definition } from "../loss.ts";
 import * as v from "../validate.ts";
-import { derivativeCos, makePhi, type MarginDef, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+import {
+  derivativeCos,
+  makePhi,
+  type MarginGrads,
+  type MarginInputs,
+  marginLoss,
+  type MarginOptions,
+  type Phi,
+} from "./margin.ts";
 
 /** Options of `arcface`. */
 export interface ArcfaceOptions extends MarginOptions {
@@ -60,7 +69,9 @@ export const ARCFACE_KEYS = ["margin", "easyMargin"] as const;
  * console.log(wasm.arcface.forward({ cos, labels: [0, 1] }, { scale: 30 }).loss); // 2.3606 (PyTorch: 2.3606137)
  * ```
  */
-export const arcface: MarginDef<ArcfaceOptions> = marginLoss<ArcfaceOptions>(
+export const arcface: Definition<MarginInputs, ArcfaceOptions, MarginGrads, unknown, "loss", "logits"> = marginLoss<
+  ArcfaceOptions
+>(
   "arcface",
   64,
   arcfaceTarget,

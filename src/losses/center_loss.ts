@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outBuffer } from "../kernels/core.ts";
@@ -67,7 +67,12 @@ export function classInputs(
  * console.log(js.centerLoss.forward({ x, centers, labels: [1] }).loss); // 1 = (1-1)^2 + (2-1)^2
  * ```
  */
-export const centerLoss: LossDef<CenterLossInputs, CenterLossOptions, CenterLossGrads, "center"> = {
+export const centerLoss: Definition<CenterLossInputs, CenterLossOptions, CenterLossGrads> = lossDef<
+  CenterLossInputs,
+  CenterLossOptions,
+  CenterLossGrads,
+  "center"
+>({
   name: "centerLoss",
   kernel: "center",
   inputs: ["x", "centers", "labels"],
@@ -103,4 +108,4 @@ export const centerLoss: LossDef<CenterLossInputs, CenterLossOptions, CenterLoss
       centers: gradMatrix(p.outCenters, raw.grads.centers, p.c, p.d),
     },
   }),
-};
+});

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { classInputs } from "./center_loss.ts";
@@ -46,30 +46,14 @@ export interface CenterRegularizationParts {
   proto: number;
 }
 
-/**
- * Centre regularisation: with `c^ = normalize(centers)`,
- * `L_center = mean_i (1 - f_i . c^_{y_i})` and, for `A` the rule without its diagonal
- * with rows divided by their sums, `L_proto = mean_c (1 - c^_c . (A c^)_c)`; the value is
- * `L_center + prototypeWeight * L_proto` (`prototypeWeight` 0.5), parts `center` and
- * `proto`. Gradients w.r.t. f and the centres.
- *
- * @example
- * ```ts
- * import { js } from "@softmargin/softmargin/cpu";
- * const f = { data: new Float32Array([1, 0]), shape: [1, 2] as const };
- * const centers = { data: new Float32Array([2, 0, 0, 1]), shape: [2, 2] as const };
- * const rule = { data: new Float32Array([1, 0, 0, 1]), shape: [2, 2] as const };
- * const { loss, center, proto } = js.centerRegularization.forward({ f, centers, labels: [0], rule });
- * console.log(loss, center, proto); // 0.5 0 1
- * ```
- */
-export const centerRegularization: LossDef<
+/** The internal definition of `centerRegularization` (physMoe prepares its term with it). */
+export const centerRegularizationLoss = lossDef<
   CenterRegularizationInputs,
   CenterRegularizationOptions,
   CenterRegularizationGrads,
   "centerReg",
   CenterRegularizationParts
-> = {
+>({
   name: "centerRegularization",
   kernel: "centerReg",
   inputs: ["f", "centers", "labels", "rule"],
@@ -119,4 +103,28 @@ export const centerRegularization: LossDef<
       },
     };
   },
-};
+});
+
+/**
+ * Centre regularisation: with `c^ = normalize(centers)`,
+ * `L_center = mean_i (1 - f_i . c^_{y_i})` and, for `A` the rule without its diagonal
+ * with rows divided by their sums, `L_proto = mean_c (1 - c^_c . (A c^)_c)`; the value is
+ * `L_center + prototypeWeight * L_proto` (`prototypeWeight` 0.5), parts `center` and
+ * `proto`. Gradients w.r.t. f and the centres.
+ *
+ * @example
+ * ```ts
+ * import { js } from "@softmargin/softmargin/cpu";
+ * const f = { data: new Float32Array([1, 0]), shape: [1, 2] as const };
+ * const centers = { data: new Float32Array([2, 0, 0, 1]), shape: [2, 2] as const };
+ * const rule = { data: new Float32Array([1, 0, 0, 1]), shape: [2, 2] as const };
+ * const { loss, center, proto } = js.centerRegularization.forward({ f, centers, labels: [0], rule });
+ * console.log(loss, center, proto); // 0.5 0 1
+ * ```
+ */
+export const centerRegularization: Definition<
+  CenterRegularizationInputs,
+  CenterRegularizationOptions,
+  CenterRegularizationGrads,
+  CenterRegularizationParts
+> = centerRegularizationLoss;

@@ -4,8 +4,17 @@
  *
  * @module
  */
+import type { Definition } from "../loss.ts";
 import * as v from "../validate.ts";
-import { derivativeCos, makePhi, type MarginDef, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+import {
+  derivativeCos,
+  makePhi,
+  type MarginGrads,
+  type MarginInputs,
+  marginLoss,
+  type MarginOptions,
+  type Phi,
+} from "./margin.ts";
 
 /** Options of `combinedMargin`. */
 export interface CombinedMarginOptions extends MarginOptions {
@@ -52,9 +61,10 @@ export const COMBINED_MARGIN_KEYS = ["m1", "m2", "m3"] as const;
  * console.log(wasm.combinedMargin.forward({ cos, labels: [0, 1] }, { scale: 30, m1: 1, m2: 0.3, m3: 0.2 }).loss); // 2.4533
  * ```
  */
-export const combinedMargin: MarginDef<CombinedMarginOptions> = marginLoss<CombinedMarginOptions>(
-  "combinedMargin",
-  64,
-  combinedMarginTarget,
-  COMBINED_MARGIN_KEYS,
-);
+export const combinedMargin: Definition<MarginInputs, CombinedMarginOptions, MarginGrads, unknown, "loss", "logits"> =
+  marginLoss<CombinedMarginOptions>(
+    "combinedMargin",
+    64,
+    combinedMarginTarget,
+    COMBINED_MARGIN_KEYS,
+  );

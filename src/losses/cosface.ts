@@ -4,8 +4,9 @@
  *
  * @module
  */
+import type { Definition } from "../loss.ts";
 import * as v from "../validate.ts";
-import { makePhi, type MarginDef, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+import { makePhi, type MarginGrads, type MarginInputs, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
 
 /** Options of `cosface`. */
 export interface CosfaceOptions extends MarginOptions {
@@ -36,7 +37,9 @@ export const COSFACE_KEYS = ["margin"] as const;
  * console.log(wasm.cosface.forward({ cos, labels: [0, 1] }, { scale: 30 }).loss); // 0.8517 (PyTorch: 0.8517327)
  * ```
  */
-export const cosface: MarginDef<CosfaceOptions> = marginLoss<CosfaceOptions>(
+export const cosface: Definition<MarginInputs, CosfaceOptions, MarginGrads, unknown, "loss", "logits"> = marginLoss<
+  CosfaceOptions
+>(
   "cosface",
   64,
   cosfaceTarget,

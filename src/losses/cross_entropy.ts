@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import type { HardLabelProblem } from "../kernels/hard_label.ts";
@@ -76,45 +76,48 @@ export function finishHardLabel(p: HardLabelProblem, rows: Float64Array, grad: F
  * console.log(loss, grads.logits.shape); // 0.3339 [2, 3]
  * ```
  */
-export const crossEntropy:
-  & LossDef<CrossEntropyInputs, CrossEntropyOptions, CrossEntropyGrads, "hardLabel">
-  & { readonly shard: "logits" } = {
-    name: "crossEntropy",
-    shard: "logits",
-    kernel: "hardLabel",
-    inputs: ["logits", "labels"],
-    options: ["weight", "ignoreIndex", "labelSmoothing", "reduction"],
-    grads: ["logits"],
-    prepare(inputs, options, grad, upstream) {
-      const o = v.options(options);
-      const { n, c, labels, logits } = hardLabelInputs(inputs, o);
-      const weight = v.vector("options.weight", o.weight, c, 0);
-      const smoothing = v.number("options.labelSmoothing", o.labelSmoothing, 0, { min: 0, max: 1 });
-      const reduction = v.reduction(o.reduction);
-      // "mean" divides by the summed weight of the non-ignored rows, as PyTorch.
-      let denominator = 0;
-      for (let i = 0; i < n; i++) if (labels[i] >= 0) denominator += weight ? weight[labels[i]] : 1;
-      const scales = grad
-        ? v.rowScales(reduction, upstream, n, denominator, (i) => labels[i] < 0)
-        : new Float64Array(0);
-      const out = grad ? outBuffer(o, "logits", n, c) : null;
-      return {
-        grad,
-        n,
-        c,
-        logits,
-        labels,
-        weight,
-        smoothing,
-        gamma: 0,
-        scale: 1,
-        clamp: false,
-        target: null,
-        scales,
-        out,
-        reduction,
-        denominator,
-      };
-    },
-    finish: (p, raw) => finishHardLabel(p, raw.rows[0], raw.grads.logits),
-  };
+export const crossEntropy: Definition<
+  CrossEntropyInputs,
+  CrossEntropyOptions,
+  CrossEntropyGrads,
+  unknown,
+  "loss",
+  "logits"
+> = lossDef<CrossEntropyInputs, CrossEntropyOptions, CrossEntropyGrads, "hardLabel", unknown, "logits">({
+  name: "crossEntropy",
+  shard: "logits",
+  kernel: "hardLabel",
+  inputs: ["logits", "labels"],
+  options: ["weight", "ignoreIndex", "labelSmoothing", "reduction"],
+  grads: ["logits"],
+  prepare(inputs, options, grad, upstream) {
+    const o = v.options(options);
+    const { n, c, labels, logits } = hardLabelInputs(inputs, o);
+    const weight = v.vector("options.weight", o.weight, c, 0);
+    const smoothing = v.number("options.labelSmoothing", o.labelSmoothing, 0, { min: 0, max: 1 });
+    const reduction = v.reduction(o.reduction);
+    // "mean" divides by the summed weight of the non-ignored rows, as PyTorch.
+    let denominator = 0;
+    for (let i = 0; i < n; i++) if (labels[i] >= 0) denominator += weight ? weight[labels[i]] : 1;
+    const scales = grad ? v.rowScales(reduction, upstream, n, denominator, (i) => labels[i] < 0) : new Float64Array(0);
+    const out = grad ? outBuffer(o, "logits", n, c) : null;
+    return {
+      grad,
+      n,
+      c,
+      logits,
+      labels,
+      weight,
+      smoothing,
+      gamma: 0,
+      scale: 1,
+      clamp: false,
+      target: null,
+      scales,
+      out,
+      reduction,
+      denominator,
+    };
+  },
+  finish: (p, raw) => finishHardLabel(p, raw.rows[0], raw.grads.logits),
+});

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outBuffer } from "../kernels/core.ts";
@@ -66,59 +66,54 @@ export interface DistillationParts {
  * console.log(loss, kl, ce); // 0.3562 0.0902 0.3133
  * ```
  */
-export const distillation: LossDef<
-  DistillationInputs,
-  DistillationOptions,
-  DistillationGrads,
-  "distill",
-  DistillationParts
-> = {
-  name: "distillation",
-  kernel: "distill",
-  inputs: ["student", "teacher", "labels"],
-  options: ["temperature", "alpha", "ignoreIndex", "reduction"],
-  grads: ["student"],
-  prepare(inputs, options, grad, upstream) {
-    const o = v.options(options);
-    const [n, c, student, teacher] = pairInputs(inputs, "student", "teacher", o);
-    const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
-    const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
-    const temperature = v.number("options.temperature", o.temperature, 4, { min: 0, minExclusive: true });
-    const alpha = v.number("options.alpha", o.alpha, 0.9, { min: 0, max: 1 });
-    const reduction = v.reduction(o.reduction);
-    let count = 0;
-    for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
-    let ka = new Float64Array(0), ca = ka;
-    if (grad) {
-      // d(alpha T^2 KL)/ds = alpha T (Q - P); d((1 - alpha) CE)/ds = (1 - alpha)(p - onehot)
-      ka = v.rowScales(reduction, upstream, n, n).map((s) => alpha * temperature * s);
-      ca = v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0).map((s) => (1 - alpha) * s);
-    }
-    return {
-      grad,
-      n,
-      c,
-      student,
-      teacher,
-      labels,
-      temperature,
-      alpha,
-      reduction,
-      count,
-      ka,
-      ca,
-      out: grad ? outBuffer(o, "student", n, c) : null,
-    };
-  },
-  finish(p, raw) {
-    const [klRows, ceRows] = raw.rows;
-    const w = p.alpha * p.temperature * p.temperature;
-    const grads = { student: gradMatrix(p.out, raw.grads.student, p.n, p.c) };
-    if (p.reduction === "none") {
-      return { loss: Float32Array.from(klRows, (kl, i) => w * kl + (1 - p.alpha) * ceRows[i]), grads };
-    }
-    const kl = v.reduce(klRows, p.reduction, p.n) as number;
-    const ce = v.reduce(ceRows, p.reduction, p.count) as number;
-    return { loss: w * kl + (1 - p.alpha) * ce, kl, ce, grads };
-  },
-};
+export const distillation: Definition<DistillationInputs, DistillationOptions, DistillationGrads, DistillationParts> =
+  lossDef<DistillationInputs, DistillationOptions, DistillationGrads, "distill", DistillationParts>({
+    name: "distillation",
+    kernel: "distill",
+    inputs: ["student", "teacher", "labels"],
+    options: ["temperature", "alpha", "ignoreIndex", "reduction"],
+    grads: ["student"],
+    prepare(inputs, options, grad, upstream) {
+      const o = v.options(options);
+      const [n, c, student, teacher] = pairInputs(inputs, "student", "teacher", o);
+      const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
+      const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
+      const temperature = v.number("options.temperature", o.temperature, 4, { min: 0, minExclusive: true });
+      const alpha = v.number("options.alpha", o.alpha, 0.9, { min: 0, max: 1 });
+      const reduction = v.reduction(o.reduction);
+      let count = 0;
+      for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
+      let ka = new Float64Array(0), ca = ka;
+      if (grad) {
+        // d(alpha T^2 KL)/ds = alpha T (Q - P); d((1 - alpha) CE)/ds = (1 - alpha)(p - onehot)
+        ka = v.rowScales(reduction, upstream, n, n).map((s) => alpha * temperature * s);
+        ca = v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0).map((s) => (1 - alpha) * s);
+      }
+      return {
+        grad,
+        n,
+        c,
+        student,
+        teacher,
+        labels,
+        temperature,
+        alpha,
+        reduction,
+        count,
+        ka,
+        ca,
+        out: grad ? outBuffer(o, "student", n, c) : null,
+      };
+    },
+    finish(p, raw) {
+      const [klRows, ceRows] = raw.rows;
+      const w = p.alpha * p.temperature * p.temperature;
+      const grads = { student: gradMatrix(p.out, raw.grads.student, p.n, p.c) };
+      if (p.reduction === "none") {
+        return { loss: Float32Array.from(klRows, (kl, i) => w * kl + (1 - p.alpha) * ceRows[i]), grads };
+      }
+      const kl = v.reduce(klRows, p.reduction, p.n) as number;
+      const ce = v.reduce(ceRows, p.reduction, p.count) as number;
+      return { loss: w * kl + (1 - p.alpha) * ce, kl, ce, grads };
+    },
+  });

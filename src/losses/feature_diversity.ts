@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outList } from "../kernels/core.ts";
@@ -50,42 +50,38 @@ export function scalarUpstream(upstream: unknown): number {
  * console.log(js.featureDiversity.forward({ features: [a, b] }, { lambda: 1 }).loss); // -5
  * ```
  */
-export const featureDiversity: LossDef<
-  FeatureDiversityInputs,
-  FeatureDiversityOptions,
-  FeatureDiversityGrads,
-  "diversity"
-> = {
-  name: "featureDiversity",
-  kernel: "diversity",
-  inputs: ["features"],
-  options: ["lambda"],
-  grads: ["features"],
-  prepare(inputs, o, grad, upstream) {
-    const [e, b, d] = v.matrixList("features", inputs.features);
-    if (b === 0) {
-      throw new RangeError("Expected features[0] to have at least one row (an empty batch has no loss), got 0");
-    }
-    const features = inputs.features.map((m) => v.values(m));
-    if (o.checkFinite) features.forEach((f, i) => v.finite(`features[${i}]`, f, d));
-    const lambda = v.number("options.lambda", o.lambda, 0.01);
-    const factor = e < 2 ? 0 : -lambda / (b * e * (e - 1));
-    return {
-      grad,
-      e,
-      b,
-      d,
-      features,
-      factor,
-      scale: grad ? factor * scalarUpstream(upstream) : 0,
-      outs: grad ? outList(o, "features", e, b, d) : [],
-    };
-  },
-  finish(p, raw) {
-    let total = 0;
-    for (const r of raw.rows[0]) total += r;
-    const grads = p.features.map((_, i) => gradMatrix(p.outs[i] ?? null, raw.grads[`features.${i}`], p.b, p.d));
-    // (+ 0 turns the -0 of a zero distance into 0)
-    return { loss: p.factor * total + 0, grads: { features: grads } };
-  },
-};
+export const featureDiversity: Definition<FeatureDiversityInputs, FeatureDiversityOptions, FeatureDiversityGrads> =
+  lossDef<FeatureDiversityInputs, FeatureDiversityOptions, FeatureDiversityGrads, "diversity">({
+    name: "featureDiversity",
+    kernel: "diversity",
+    inputs: ["features"],
+    options: ["lambda"],
+    grads: ["features"],
+    prepare(inputs, o, grad, upstream) {
+      const [e, b, d] = v.matrixList("features", inputs.features);
+      if (b === 0) {
+        throw new RangeError("Expected features[0] to have at least one row (an empty batch has no loss), got 0");
+      }
+      const features = inputs.features.map((m) => v.values(m));
+      if (o.checkFinite) features.forEach((f, i) => v.finite(`features[${i}]`, f, d));
+      const lambda = v.number("options.lambda", o.lambda, 0.01);
+      const factor = e < 2 ? 0 : -lambda / (b * e * (e - 1));
+      return {
+        grad,
+        e,
+        b,
+        d,
+        features,
+        factor,
+        scale: grad ? factor * scalarUpstream(upstream) : 0,
+        outs: grad ? outList(o, "features", e, b, d) : [],
+      };
+    },
+    finish(p, raw) {
+      let total = 0;
+      for (const r of raw.rows[0]) total += r;
+      const grads = p.features.map((_, i) => gradMatrix(p.outs[i] ?? null, raw.grads[`features.${i}`], p.b, p.d));
+      // (+ 0 turns the -0 of a zero distance into 0)
+      return { loss: p.factor * total + 0, grads: { features: grads } };
+    },
+  });

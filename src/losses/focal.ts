@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Reduction } from "../types.ts";
 import * as v from "../validate.ts";
 import { type CrossEntropyGrads, type CrossEntropyInputs, finishHardLabel, hardLabelInputs } from "./cross_entropy.ts";
@@ -37,7 +37,12 @@ export interface FocalOptions extends CommonOptions {
  * console.log(wasm.focal.forward({ logits, labels: [0, 1] }, { gamma: 2 }).loss); // 0.8994 (PyTorch-built reference: 0.8993823043)
  * ```
  */
-export const focal: LossDef<CrossEntropyInputs, FocalOptions, CrossEntropyGrads, "hardLabel"> = {
+export const focal: Definition<CrossEntropyInputs, FocalOptions, CrossEntropyGrads> = lossDef<
+  CrossEntropyInputs,
+  FocalOptions,
+  CrossEntropyGrads,
+  "hardLabel"
+>({
   name: "focal",
   kernel: "hardLabel",
   inputs: ["logits", "labels"],
@@ -74,4 +79,4 @@ export const focal: LossDef<CrossEntropyInputs, FocalOptions, CrossEntropyGrads,
     };
   },
   finish: (p, raw) => finishHardLabel(p, raw.rows[0], raw.grads.logits),
-};
+});

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outBuffer } from "../kernels/core.ts";
@@ -43,28 +43,14 @@ export interface HierarchicalParts {
   fine: number;
 }
 
-/**
- * Hierarchical cross-entropy: `CE(coarse, fineToCoarse[y])` plus the cross-entropy over
- * only the fine classes of the true coarse class (the others are excluded, not masked
- * with -1e9: their gradient is exactly 0). Parts `coarse` and `fine`; gradients w.r.t.
- * coarse `[B, K]` and fine `[B, C]`.
- *
- * @example Two groups of two
- * ```ts
- * import { js } from "@softmargin/softmargin/cpu";
- * const coarse = { data: new Float32Array([0, 0]), shape: [1, 2] as const };
- * const fine = { data: new Float32Array([0, 0, 5, 9]), shape: [1, 4] as const };
- * const r = js.hierarchical.forward({ coarse, fine, labels: [1], fineToCoarse: [0, 0, 1, 1] });
- * console.log(r.coarse, r.fine); // 0.6931 0.6931 (log 2 each: classes 2 and 3 are not read)
- * ```
- */
-export const hierarchical: LossDef<
+/** The internal definition of `hierarchical` (physMoe prepares its term with it). */
+export const hierarchicalLoss = lossDef<
   HierarchicalInputs,
   HierarchicalOptions,
   HierarchicalGrads,
   "hierarchical",
   HierarchicalParts
-> = {
+>({
   name: "hierarchical",
   kernel: "hierarchical",
   inputs: ["coarse", "fine", "labels", "fineToCoarse"],
@@ -116,4 +102,22 @@ export const hierarchical: LossDef<
     const fine = v.reduce(fineRows, p.reduction, p.b) as number;
     return { loss: coarse + fine, coarse, fine, grads };
   },
-};
+});
+
+/**
+ * Hierarchical cross-entropy: `CE(coarse, fineToCoarse[y])` plus the cross-entropy over
+ * only the fine classes of the true coarse class (the others are excluded, not masked
+ * with -1e9: their gradient is exactly 0). Parts `coarse` and `fine`; gradients w.r.t.
+ * coarse `[B, K]` and fine `[B, C]`.
+ *
+ * @example Two groups of two
+ * ```ts
+ * import { js } from "@softmargin/softmargin/cpu";
+ * const coarse = { data: new Float32Array([0, 0]), shape: [1, 2] as const };
+ * const fine = { data: new Float32Array([0, 0, 5, 9]), shape: [1, 4] as const };
+ * const r = js.hierarchical.forward({ coarse, fine, labels: [1], fineToCoarse: [0, 0, 1, 1] });
+ * console.log(r.coarse, r.fine); // 0.6931 0.6931 (log 2 each: classes 2 and 3 are not read)
+ * ```
+ */
+export const hierarchical: Definition<HierarchicalInputs, HierarchicalOptions, HierarchicalGrads, HierarchicalParts> =
+  hierarchicalLoss;

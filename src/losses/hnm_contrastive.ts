@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { classInputs } from "./center_loss.ts";
@@ -77,7 +77,12 @@ export function intMatrix(name: string, value: unknown, rows: number, bound: num
  * console.log(js.hnmContrastive.forward({ f, prototypes, labels: [0], hard }).loss); // 0.6931 (log 2: the negative equals the positive)
  * ```
  */
-export const hnmContrastive: LossDef<HnmContrastiveInputs, HnmContrastiveOptions, HnmContrastiveGrads, "hnm"> = {
+export const hnmContrastive: Definition<HnmContrastiveInputs, HnmContrastiveOptions, HnmContrastiveGrads> = lossDef<
+  HnmContrastiveInputs,
+  HnmContrastiveOptions,
+  HnmContrastiveGrads,
+  "hnm"
+>({
   name: "hnmContrastive",
   kernel: "hnm",
   inputs: ["f", "prototypes", "labels", "hard"],
@@ -114,4 +119,4 @@ export const hnmContrastive: LossDef<HnmContrastiveInputs, HnmContrastiveOptions
     loss: v.reduce(raw.rows[0], p.reduction, p.b),
     grads: { f: gradMatrix(p.out, raw.grads.f, p.b, p.d) },
   }),
-};
+});

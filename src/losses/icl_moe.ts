@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { scalarUpstream } from "./feature_diversity.ts";
@@ -59,21 +59,8 @@ export function gatingInput(value: unknown, b: number, e: number, checkFinite?: 
   return g;
 }
 
-/**
- * Independent and collaborative learning of experts: `L_dol = sum_e` (focal with `gamma`
- * for the `tailExperts`, cross-entropy for the others; means over B) and, for the gated
- * ensemble `sum_e gating[:, e] z_e` (a constant target), `L_col = sum_e KL_batchmean(softmax(ensemble) || softmax(z_e))`.
- * Value `L_dol + L_col`, parts `dol` and `col`; gradients w.r.t. the expert logits.
- *
- * @example Two agreeing experts
- * ```ts
- * import { js } from "@softmargin/softmargin/cpu";
- * const z = { data: new Float32Array([0, 0]), shape: [1, 2] as const };
- * const gating = { data: new Float32Array([0.5, 0.5]), shape: [1, 2] as const };
- * console.log(js.iclMoe.forward({ expertLogits: [z, z], gating, labels: [1] }).col); // 0
- * ```
- */
-export const iclMoe: LossDef<IclMoeInputs, IclMoeOptions, ExpertGrads, "experts", IclMoeParts> = {
+/** The internal definition of `iclMoe` (physMoe prepares its term with it). */
+export const iclMoeLoss = lossDef<IclMoeInputs, IclMoeOptions, ExpertGrads, "experts", IclMoeParts>({
   name: "iclMoe",
   kernel: "experts",
   inputs: ["expertLogits", "gating", "labels"],
@@ -107,4 +94,20 @@ export const iclMoe: LossDef<IclMoeInputs, IclMoeOptions, ExpertGrads, "experts"
     for (const x of means(raw.rows, p.e, p.e, p.b)) col += x;
     return { loss: dol + col, dol, col, grads: { expertLogits: expertGrads(p, raw.grads) } };
   },
-};
+});
+
+/**
+ * Independent and collaborative learning of experts: `L_dol = sum_e` (focal with `gamma`
+ * for the `tailExperts`, cross-entropy for the others; means over B) and, for the gated
+ * ensemble `sum_e gating[:, e] z_e` (a constant target), `L_col = sum_e KL_batchmean(softmax(ensemble) || softmax(z_e))`.
+ * Value `L_dol + L_col`, parts `dol` and `col`; gradients w.r.t. the expert logits.
+ *
+ * @example Two agreeing experts
+ * ```ts
+ * import { js } from "@softmargin/softmargin/cpu";
+ * const z = { data: new Float32Array([0, 0]), shape: [1, 2] as const };
+ * const gating = { data: new Float32Array([0.5, 0.5]), shape: [1, 2] as const };
+ * console.log(js.iclMoe.forward({ expertLogits: [z, z], gating, labels: [1] }).col); // 0
+ * ```
+ */
+export const iclMoe: Definition<IclMoeInputs, IclMoeOptions, ExpertGrads, IclMoeParts> = iclMoeLoss;

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outBuffer } from "../kernels/core.ts";
@@ -53,7 +53,12 @@ export interface KlDivGrads {
  * console.log(wasm.klDiv.forward({ logInput, target }).loss); // 0.3681 (PyTorch: 0.3680642072)
  * ```
  */
-export const klDiv: LossDef<KlDivInputs, KlDivOptions, KlDivGrads, "klDiv"> = {
+export const klDiv: Definition<KlDivInputs, KlDivOptions, KlDivGrads> = lossDef<
+  KlDivInputs,
+  KlDivOptions,
+  KlDivGrads,
+  "klDiv"
+>({
   name: "klDiv",
   kernel: "klDiv",
   inputs: ["logInput", "target"],
@@ -93,4 +98,4 @@ export const klDiv: LossDef<KlDivInputs, KlDivOptions, KlDivGrads, "klDiv"> = {
       target: gradMatrix(p.outB, raw.grads.b, p.n, p.c),
     },
   }),
-};
+});

@@ -5,7 +5,8 @@
  * @module
  */
 import * as v from "../validate.ts";
-import { type HeadDef, headLoss, type HeadOptions, integerMargin, psi } from "./margin_head.ts";
+import type { Definition } from "../loss.ts";
+import { type HeadGrads, type HeadInputs, headLoss, type HeadOptions, integerMargin, psi } from "./margin_head.ts";
 
 /** Options of `lsoftmax`. */
 export interface LsoftmaxOptions extends HeadOptions {
@@ -28,7 +29,7 @@ export interface LsoftmaxOptions extends HeadOptions {
  * console.log(wasm.lsoftmax.forward({ x, W, labels: [0, 1] }, { m: 2, beta: 10 }).loss); // 0.3025 (PyTorch: 0.3024612)
  * ```
  */
-export const lsoftmax: HeadDef<LsoftmaxOptions> = headLoss<LsoftmaxOptions>("lsoftmax", {
+export const lsoftmax: Definition<HeadInputs, LsoftmaxOptions, HeadGrads> = headLoss<LsoftmaxOptions>("lsoftmax", {
   normX: false,
   normW: false,
   clamp: false,

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import type { Definition, LossDef } from "../loss.ts";
 import { result } from "../kernels/core.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
@@ -99,7 +99,10 @@ export function headTargets(
 
 /** Defines an embedding head. */
 /** A head's definition, with its kind (for its class-sharded form). */
-export type HeadDef<O> = LossDef<HeadInputs, O, HeadGrads, "head"> & { readonly head: HeadKind<O> };
+export type HeadDef<O> = LossDef<HeadInputs, O, HeadGrads, "head"> & {
+  readonly head: HeadKind<O>;
+  readonly shard?: undefined;
+};
 
 export function headLoss<O extends HeadOptions>(
   name: string,
@@ -224,7 +227,7 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * console.log(loss, grads.W.shape); // 1.5097 [3, 2] (PyTorch: 1.5097439)
  * ```
  */
-export const marginHead: HeadDef<MarginHeadOptions> & { readonly shard: "head" } = {
+export const marginHead: Definition<HeadInputs, MarginHeadOptions, HeadGrads, unknown, "loss", "head"> = {
   ...headLoss<MarginHeadOptions>("marginHead", marginHeadKind()),
   shard: "head",
 };

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type Definition, lossDef } from "../loss.ts";
 import { result } from "../kernels/core.ts";
 import type { CommonOptions, Matrix } from "../types.ts";
 import * as v from "../validate.ts";
@@ -59,7 +59,13 @@ export interface MixProblem extends ExpertsProblem {
  * console.log(js.mixOutputs.forward({ expertLogits: [z], labels: [0] }).loss); // 0.6931 = log 2
  * ```
  */
-export const mixOutputs: LossDef<ExpertInputs, MixOutputsOptions, ExpertGrads, "experts", MixOutputsParts> = {
+export const mixOutputs: Definition<ExpertInputs, MixOutputsOptions, ExpertGrads, MixOutputsParts> = lossDef<
+  ExpertInputs,
+  MixOutputsOptions,
+  ExpertGrads,
+  "experts",
+  MixOutputsParts
+>({
   name: "mixOutputs",
   kernel: "experts",
   inputs: ["expertLogits", "labels"],
@@ -111,4 +117,4 @@ export const mixOutputs: LossDef<ExpertInputs, MixOutputsOptions, ExpertGrads, "
       grads: { expertLogits: expertGrads(p, raw.grads) },
     };
   },
-};
+});

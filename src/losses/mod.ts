@@ -7,13 +7,13 @@
  * @module
  */
 import type { Kernels } from "../kernels/mod.ts";
-import type { CompositeDef, LossDef, MetricDef, Types } from "../loss.ts";
+import type { CompositeDef, Definition, LossDef, MetricDef } from "../loss.ts";
 import type { KernelName } from "../kernels/mod.ts";
 import { bindComposite, bindLoss, bindMetric } from "../loss.ts";
 import type { AsyncLoss, AsyncMetric, Loss, Metric } from "../types.ts";
 import * as registry from "./registry.ts";
 import { bindSoftmax, type SoftmaxMethods, type TransformDef } from "./softmax.ts";
-import { bindSharded, type ShardedSet } from "./sharded.ts";
+import { bindSharded, type Registry, type ShardedSet } from "./sharded.ts";
 
 /** A loss's methods, synchronous (`"sync"`, the CPU entry point) or returning Promises (`"async"`, `init`). */
 export type Methods<W extends "sync" | "async", I, O, G, Parts = unknown> = W extends "sync" ? Loss<I, O, G, Parts>
@@ -23,13 +23,13 @@ export type Methods<W extends "sync" | "async", I, O, G, Parts = unknown> = W ex
 export type MetricMethods<W extends "sync" | "async", I, O> = W extends "sync" ? Metric<I, O> : AsyncMetric<I, O>;
 
 /** The public member a definition becomes on a backend: a transform's, a metric's or a loss's methods. */
-export type MemberOf<W extends "sync" | "async", D> = D extends TransformDef ? SoftmaxMethods<W>
-  : D extends MetricDef<infer I, infer O, KernelName> ? MetricMethods<W, I, O>
-  : D extends { readonly types?: Types<infer I, infer O, infer G, infer Parts> } ? Methods<W, I, O, G, Parts>
+export type MemberOf<W extends "sync" | "async", D> = D extends
+  Definition<infer I, infer O, infer G, infer Parts, infer Kind, infer _> ? (
+    Kind extends "transform" ? SoftmaxMethods<W>
+      : Kind extends "metric" ? MetricMethods<W, I, O>
+      : Methods<W, I, O, G, Parts>
+  )
   : never;
-
-/** The registry's exports that are definitions (the rest are its types). */
-type Registry = typeof registry;
 
 /**
  * Every loss, metric and transform, bound to one backend. A loss has `forward`,

@@ -3,7 +3,8 @@
  *
  * @module
  */
-import { makePhi, type MarginDef, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+import type { Definition } from "../loss.ts";
+import { makePhi, type MarginGrads, type MarginInputs, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
 
 /** Options of `normface`. */
 export interface NormfaceOptions extends MarginOptions {
@@ -27,4 +28,6 @@ export function normfaceTarget(): Phi {
  * console.log(wasm.normface.forward({ cos, labels: [0, 1] }).loss); // 0.0043 (PyTorch: 0.0042713)
  * ```
  */
-export const normface: MarginDef<NormfaceOptions> = marginLoss<NormfaceOptions>("normface", 16, normfaceTarget, []);
+export const normface: Definition<MarginInputs, NormfaceOptions, MarginGrads, unknown, "loss", "logits"> = marginLoss<
+  NormfaceOptions
+>("normface", 16, normfaceTarget, []);

@@ -15,22 +15,22 @@
  *
  * @module
  */
-import type { CompositeDef } from "../loss.ts";
+import { compositeDef, type Definition } from "../loss.ts";
 import type { Ref } from "../kernels/mod.ts";
 import type { CommonOptions, Labels, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import type { CenterRegProblem } from "../kernels/center_reg.ts";
-import { centerRegularization } from "./center_regularization.ts";
+import { centerRegularizationLoss } from "./center_regularization.ts";
 import { type CombineProblem, LINKED } from "../kernels/combine.ts";
 import { gradMatrix, outBuffer } from "../kernels/core.ts";
 import { expertInputs } from "./experts.ts";
 import type { ExpertsProblem } from "../kernels/experts.ts";
 import { scalarUpstream } from "./feature_diversity.ts";
-import { hierarchical } from "./hierarchical.ts";
+import { hierarchicalLoss } from "./hierarchical.ts";
 import type { HierarchicalProblem } from "../kernels/hierarchical.ts";
-import { gatingInput, iclMoe } from "./icl_moe.ts";
+import { gatingInput, iclMoeLoss } from "./icl_moe.ts";
 import type { ContrastiveProblem } from "../kernels/contrastive.ts";
-import { physicsContrastive, ruleMatrix } from "./physics_contrastive.ts";
+import { physicsContrastiveLoss, ruleMatrix } from "./physics_contrastive.ts";
 
 /** Inputs of `physMoe`. */
 export interface PhysMoeInputs {
@@ -156,7 +156,13 @@ const at = (p: PhysMoeProblem) => {
  * console.log(r.loss, r.scl, r.hier, r.grads.gating.shape); // the total, two of its parts, [2, 2]
  * ```
  */
-export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, PhysMoeProblem, PhysMoeParts> = {
+export const physMoe: Definition<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, PhysMoeParts> = compositeDef<
+  PhysMoeInputs,
+  PhysMoeOptions,
+  PhysMoeGrads,
+  PhysMoeProblem,
+  PhysMoeParts
+>({
   name: "physMoe",
   inputs: ["features", "coarse", "expertLogits", "gating", "labels", "rule", "fineToCoarse", "centers"],
   options: [
@@ -229,7 +235,7 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
     const f = { f: inputs.features, labels: inputs.labels, rule: inputs.rule };
     // The expert and centre gradients are the terms' own, and the features' gradient is the
     // centre term's with the contrastive term's added: the caller's buffers go to those terms.
-    const experts = iclMoe.prepare(
+    const experts = iclMoeLoss.prepare(
       { expertLogits: inputs.expertLogits, gating: inputs.gating, labels: inputs.labels },
       { ...check, tailExperts: o.tailExperts, gamma: o.gamma, out: grad ? pick(out, "expertLogits") : undefined },
       grad,
@@ -247,7 +253,7 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
       e,
       k,
       scl: contrast
-        ? physicsContrastive.prepare(
+        ? physicsContrastiveLoss.prepare(
           f,
           { ...check, temperature: o.temperature, threshold: o.threshold },
           grad,
@@ -255,13 +261,13 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
         )
         : null,
       experts,
-      hier: hierarchical.prepare(
+      hier: hierarchicalLoss.prepare(
         { coarse: inputs.coarse, fine, labels: inputs.labels, fineToCoarse: inputs.fineToCoarse },
         { ...check, out: pick(out, "coarse") },
         grad,
         up * lambdaHier,
       ),
-      reg: centerRegularization.prepare(
+      reg: centerRegularizationLoss.prepare(
         { ...f, centers: inputs.centers },
         {
           ...check,
@@ -308,13 +314,13 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
   },
   finish(p, raws) {
     const t = at(p);
-    const experts = iclMoe.finish(p.experts, raws[t.experts]) as unknown as { dol: number; col: number } & {
+    const experts = iclMoeLoss.finish(p.experts, raws[t.experts]) as unknown as { dol: number; col: number } & {
       grads: { expertLogits: Matrix[] };
     };
-    const hier = hierarchical.finish(p.hier, raws[t.hier]);
-    const reg = centerRegularization.finish(p.reg, raws[t.reg]);
+    const hier = hierarchicalLoss.finish(p.hier, raws[t.hier]);
+    const reg = centerRegularizationLoss.finish(p.reg, raws[t.reg]);
     const parts = {
-      scl: p.scl ? physicsContrastive.finish(p.scl, raws[t.scl]).loss as number : 0,
+      scl: p.scl ? physicsContrastiveLoss.finish(p.scl, raws[t.scl]).loss as number : 0,
       dol: experts.dol,
       col: experts.col,
       hier: hier.loss as number,
@@ -336,7 +342,7 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
       },
     };
   },
-};
+});
 
 /** `{ [key]: out[key] }` when the caller gave that buffer, else undefined. */
 function pick(out: Record<string, unknown>, key: string): Record<string, never> | undefined {

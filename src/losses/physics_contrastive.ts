@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outBuffer } from "../kernels/core.ts";
@@ -51,28 +51,13 @@ export function ruleMatrix(name: string, value: unknown, k?: number): [number, F
   return [rows, data];
 }
 
-/**
- * A rule-aware supervised contrastive loss (Khosla et al. 2020, "Supervised Contrastive
- * Learning", extended with a class-similarity rule): `S = f f^T / tau`, `R_ij = rule[y_i, y_j]`
- * (0 without `rule`), positives `P_ij = (y_i = y_j or R_ij > threshold) and i != j`,
- * `loss_i = -sum_j P_ij (S_ij - log sum_{k != i} e^(S_ik) (1 - R_ik)) / sum_j P_ij`,
- * averaged over the anchors that have a positive and a non-zero weight `1 - R` (0 when
- * none). `temperature` 0.07, `threshold` 0.8; f `[B, D]` normalised by the caller, rule
- * `[K, K]` with values in [0, 1]. Gradient w.r.t. f.
- *
- * @example Two pairs
- * ```ts
- * import { js } from "@softmargin/softmargin/cpu";
- * const f = { data: new Float32Array([1, 0, 1, 0, 0, 1, 0, 1]), shape: [4, 2] as const };
- * console.log(js.physicsContrastive.forward({ f, labels: [0, 0, 1, 1] }, { temperature: 1 }).loss); // 0.5514 = log(1 + 2/e)
- * ```
- */
-export const physicsContrastive: LossDef<
+/** The internal definition of `physicsContrastive` (physMoe prepares its term with it). */
+export const physicsContrastiveLoss = lossDef<
   PhysicsContrastiveInputs,
   PhysicsContrastiveOptions,
   PhysicsContrastiveGrads,
   "contrastive"
-> = {
+>({
   name: "physicsContrastive",
   kernel: "contrastive",
   inputs: ["f", "labels", "rule"],
@@ -146,4 +131,26 @@ export const physicsContrastive: LossDef<
     loss: v.reduce(raw.rows[0], p.reduction, p.denominator),
     grads: { f: gradMatrix(p.out, raw.grads.f, p.b, p.d) },
   }),
-};
+});
+
+/**
+ * A rule-aware supervised contrastive loss (Khosla et al. 2020, "Supervised Contrastive
+ * Learning", extended with a class-similarity rule): `S = f f^T / tau`, `R_ij = rule[y_i, y_j]`
+ * (0 without `rule`), positives `P_ij = (y_i = y_j or R_ij > threshold) and i != j`,
+ * `loss_i = -sum_j P_ij (S_ij - log sum_{k != i} e^(S_ik) (1 - R_ik)) / sum_j P_ij`,
+ * averaged over the anchors that have a positive and a non-zero weight `1 - R` (0 when
+ * none). `temperature` 0.07, `threshold` 0.8; f `[B, D]` normalised by the caller, rule
+ * `[K, K]` with values in [0, 1]. Gradient w.r.t. f.
+ *
+ * @example Two pairs
+ * ```ts
+ * import { js } from "@softmargin/softmargin/cpu";
+ * const f = { data: new Float32Array([1, 0, 1, 0, 0, 1, 0, 1]), shape: [4, 2] as const };
+ * console.log(js.physicsContrastive.forward({ f, labels: [0, 0, 1, 1] }, { temperature: 1 }).loss); // 0.5514 = log(1 + 2/e)
+ * ```
+ */
+export const physicsContrastive: Definition<
+  PhysicsContrastiveInputs,
+  PhysicsContrastiveOptions,
+  PhysicsContrastiveGrads
+> = physicsContrastiveLoss;

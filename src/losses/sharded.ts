@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { checkCall, type LossDef, type ShardForm, type Types } from "../loss.ts";
+import { checkCall, type Definition, type LossDef, type ShardForm } from "../loss.ts";
 import { then } from "../kernels/core.ts";
 import type { CommonOptions, Labels, Matrix, Upstream } from "../types.ts";
 import type { CrossEntropyOptions } from "./cross_entropy.ts";
@@ -325,13 +325,17 @@ export type ShardedOptions<O> = Omit<O, "out" | keyof CommonOptions> & Pick<Comm
  * ```
  */
 export type ShardedSet<W extends "sync" | "async"> = {
-  [K in keyof Registry as Registry[K] extends { readonly shard: ShardForm } ? K : never]: Registry[K] extends
-    { readonly types?: Types<infer I, infer O, infer G, unknown> } ? ShardedLoss<W, I, ShardedOptions<O>, G>
+  [K in keyof Registry as ShardOf<Registry[K]> extends ShardForm ? K : never]: Registry[K] extends
+    Definition<infer I, infer O, infer G, infer _Parts, "loss", infer _Shard> ? ShardedLoss<W, I, ShardedOptions<O>, G>
     : never;
 };
 
-/** The registry's definitions (`./registry.ts`). */
-type Registry = typeof registry;
+/** The definitions of the registry (`src/losses/registry.ts`), by public name. */
+export type Registry = typeof registry;
+
+/** The sharded form of a definition (`undefined` for none). */
+export type ShardOf<D> = D extends Definition<infer _I, infer _O, infer _G, infer _P, infer _K, infer S> ? S
+  : undefined;
 
 /** Binds the sharded losses to a backend's kernels (methods return Promises with `async`). */
 export function bindSharded(

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { LossDef } from "../loss.ts";
+import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outBuffer } from "../kernels/core.ts";
@@ -63,40 +63,36 @@ export function pairInputs(
  * console.log(wasm.softCrossEntropy.forward({ logits, target }).loss); // 0.8076 (PyTorch: 0.8076059644)
  * ```
  */
-export const softCrossEntropy: LossDef<
-  SoftCrossEntropyInputs,
-  SoftCrossEntropyOptions,
-  SoftCrossEntropyGrads,
-  "softTarget"
-> = {
-  name: "softCrossEntropy",
-  kernel: "softTarget",
-  inputs: ["logits", "target"],
-  options: ["reduction"],
-  grads: ["logits", "target"],
-  prepare(inputs, options, grad, upstream) {
-    const o = v.options(options);
-    const [n, c, a, b] = pairInputs(inputs, "logits", "target", o);
-    const reduction = v.reduction(o.reduction);
-    const scales = grad ? v.rowScales(reduction, upstream, n, n) : new Float64Array(0);
-    return {
-      grad,
-      n,
-      c,
-      a,
-      b,
-      scales,
-      reduction,
-      denominator: n,
-      outA: grad ? outBuffer(o, "logits", n, c) : null,
-      outB: grad ? outBuffer(o, "target", n, c) : null,
-    };
-  },
-  finish: (p, raw) => ({
-    loss: v.reduce(raw.rows[0], p.reduction as Reduction, p.denominator),
-    grads: {
-      logits: gradMatrix(p.outA, raw.grads.a, p.n, p.c),
-      target: gradMatrix(p.outB, raw.grads.b, p.n, p.c),
+export const softCrossEntropy: Definition<SoftCrossEntropyInputs, SoftCrossEntropyOptions, SoftCrossEntropyGrads> =
+  lossDef<SoftCrossEntropyInputs, SoftCrossEntropyOptions, SoftCrossEntropyGrads, "softTarget">({
+    name: "softCrossEntropy",
+    kernel: "softTarget",
+    inputs: ["logits", "target"],
+    options: ["reduction"],
+    grads: ["logits", "target"],
+    prepare(inputs, options, grad, upstream) {
+      const o = v.options(options);
+      const [n, c, a, b] = pairInputs(inputs, "logits", "target", o);
+      const reduction = v.reduction(o.reduction);
+      const scales = grad ? v.rowScales(reduction, upstream, n, n) : new Float64Array(0);
+      return {
+        grad,
+        n,
+        c,
+        a,
+        b,
+        scales,
+        reduction,
+        denominator: n,
+        outA: grad ? outBuffer(o, "logits", n, c) : null,
+        outB: grad ? outBuffer(o, "target", n, c) : null,
+      };
     },
-  }),
-};
+    finish: (p, raw) => ({
+      loss: v.reduce(raw.rows[0], p.reduction as Reduction, p.denominator),
+      grads: {
+        logits: gradMatrix(p.outA, raw.grads.a, p.n, p.c),
+        target: gradMatrix(p.outB, raw.grads.b, p.n, p.c),
+      },
+    }),
+  });

@@ -6,7 +6,7 @@
 import type { CommonOptions, GradTensor, Matrix, Tensor, Upstream } from "../types.ts";
 import * as v from "../validate.ts";
 import { outBuffer } from "../kernels/core.ts";
-import { checkCall } from "../loss.ts";
+import { checkCall, type Definition } from "../loss.ts";
 import { result, then } from "../kernels/core.ts";
 import type { SoftmaxKernel, SoftmaxProblem } from "../kernels/softmax.ts";
 
@@ -115,9 +115,11 @@ export function bindSoftmax<W extends "sync" | "async">(
   return methods as unknown as SoftmaxMethods<W>;
 }
 
+/** A transform's definition, checked against its type. */
+const transformDef = (def: TransformDef): TransformDef => def;
+
 /** A softmax transform's definition: its name and whether it is the log form. */
-export interface TransformDef {
-  readonly name: string;
+export interface TransformDef extends Definition<SoftmaxInputs, SoftmaxOptions, SoftmaxGrads, unknown, "transform"> {
   readonly transform: "softmax";
   readonly log: boolean;
 }
@@ -134,7 +136,11 @@ export interface TransformDef {
  * console.log(output.data); // [0.25, 0.75]
  * ```
  */
-export const softmax: TransformDef = { name: "softmax", transform: "softmax", log: false };
+export const softmax: Definition<SoftmaxInputs, SoftmaxOptions, SoftmaxGrads, unknown, "transform"> = transformDef({
+  name: "softmax",
+  transform: "softmax",
+  log: false,
+});
 
 /**
  * Row-wise log-softmax `x_ij - m_i - log sum_k e^(x_ik - m_i)`; its vector-Jacobian
@@ -147,4 +153,8 @@ export const softmax: TransformDef = { name: "softmax", transform: "softmax", lo
  * console.log(output.data); // [-0.6931, -0.6931] (log 1/2)
  * ```
  */
-export const logSoftmax: TransformDef = { name: "logSoftmax", transform: "softmax", log: true };
+export const logSoftmax: Definition<SoftmaxInputs, SoftmaxOptions, SoftmaxGrads, unknown, "transform"> = transformDef({
+  name: "logSoftmax",
+  transform: "softmax",
+  log: true,
+});

@@ -5,7 +5,8 @@
  * @module
  */
 import * as v from "../validate.ts";
-import { type HeadDef, headLoss, type HeadOptions, integerMargin, psi } from "./margin_head.ts";
+import type { Definition } from "../loss.ts";
+import { type HeadGrads, type HeadInputs, headLoss, type HeadOptions, integerMargin, psi } from "./margin_head.ts";
 
 /** Options of `sphereface`. */
 export interface SpherefaceOptions extends HeadOptions {
@@ -31,33 +32,36 @@ export interface SpherefaceOptions extends HeadOptions {
  * console.log(wasm.sphereface.forward({ x, W, labels: [0, 1] }, { m: 4, lambda: sphereFaceLambda(500) }).loss); // 0.3083 (PyTorch: 0.3083298)
  * ```
  */
-export const sphereface: HeadDef<SpherefaceOptions> = headLoss<SpherefaceOptions>("sphereface", {
-  normX: false,
-  normW: true,
-  clamp: false,
-  options: ["m", "lambda"],
-  parse(o) {
-    const m = integerMargin(o.m);
-    const lambda = v.number("options.lambda", o.lambda, 0, { min: 0 });
-    return {
-      scale: 1,
-      spec: { kind: "sphereface", m, weight: lambda },
-      // u = ||x|| cos; T = ||x|| g(cos) / (1 + lambda), g = lambda cos + psi
-      target(u, nx) {
-        const nxe = Math.max(nx, 1e-12);
-        const raw = u / nxe;
-        const cos = Math.min(1, Math.max(-1, raw));
-        // The clamps pass no gradient: to cos outside [-1, 1], to ||x|| below 1e-12.
-        const inside = cos === raw;
-        const [p, dp] = psi(m, cos);
-        const g = lambda * cos + p, dg = lambda + dp;
-        return [
-          (nx * g) / (1 + lambda),
-          inside ? (nx * dg) / nxe / (1 + lambda) : 0,
-          (g - (inside && nx > 1e-12 ? dg * cos : 0)) / (1 + lambda),
-          0,
-        ];
-      },
-    };
+export const sphereface: Definition<HeadInputs, SpherefaceOptions, HeadGrads> = headLoss<SpherefaceOptions>(
+  "sphereface",
+  {
+    normX: false,
+    normW: true,
+    clamp: false,
+    options: ["m", "lambda"],
+    parse(o) {
+      const m = integerMargin(o.m);
+      const lambda = v.number("options.lambda", o.lambda, 0, { min: 0 });
+      return {
+        scale: 1,
+        spec: { kind: "sphereface", m, weight: lambda },
+        // u = ||x|| cos; T = ||x|| g(cos) / (1 + lambda), g = lambda cos + psi
+        target(u, nx) {
+          const nxe = Math.max(nx, 1e-12);
+          const raw = u / nxe;
+          const cos = Math.min(1, Math.max(-1, raw));
+          // The clamps pass no gradient: to cos outside [-1, 1], to ||x|| below 1e-12.
+          const inside = cos === raw;
+          const [p, dp] = psi(m, cos);
+          const g = lambda * cos + p, dg = lambda + dp;
+          return [
+            (nx * g) / (1 + lambda),
+            inside ? (nx * dg) / nxe / (1 + lambda) : 0,
+            (g - (inside && nx > 1e-12 ? dg * cos : 0)) / (1 + lambda),
+            0,
+          ];
+        },
+      };
+    },
   },
-});
+);
