@@ -36,6 +36,7 @@
  */
 import type { Kernels } from "./kernels.ts";
 import type { Loss, Matrix, Metric, Upstream } from "./types.ts";
+import { checkOverlap } from "./overlap.ts";
 import { isGpuMatrix, keys, onDevice, options as checkOptions, show } from "./validate.ts";
 
 /**
@@ -193,11 +194,16 @@ export function hostOnly<P extends object, R>(kernel: (p: P) => R, backend: stri
   };
 }
 
-/** Checks the keys of a call against a definition; returns the options object ({} when absent). */
+/**
+ * Checks the keys of a call against a definition, and that no `out` buffer shares memory
+ * with an input, the upstream gradient or another `out` buffer; returns the options
+ * object ({} when absent).
+ */
 export function checkCall<O>(
   def: Keys<O> & { readonly name: string; readonly grads?: readonly string[] },
   inputs: unknown,
   options: O | undefined,
+  upstream?: unknown,
 ): O {
   if (typeof inputs !== "object" || inputs === null || Array.isArray(inputs)) {
     throw new TypeError(`Expected inputs to be an object, got ${show(inputs)}`);
@@ -212,6 +218,7 @@ export function checkCall<O>(
       throw new TypeError(`Expected options.out to be an object of gradient buffers, got ${show(o.out)}`);
     }
     keys(`options.out of ${def.name}`, o.out, def.grads);
+    checkOverlap(inputs, o.out, upstream);
   }
   return o;
 }
@@ -255,7 +262,7 @@ export function bindLoss<R>(
   async: boolean,
 ): Loss<unknown, unknown, unknown> {
   const run = (inputs: unknown, options: unknown, grad: boolean, upstream?: Upstream) => {
-    const o = checkCall(def, inputs, options);
+    const o = checkCall(def, inputs, options, upstream);
     const p = def.prepare(inputs, o, grad, upstream);
     return then(solve(p), (raw) => def.finish(p, raw));
   };
