@@ -42,15 +42,6 @@ export interface DiversityProblem extends Prepared {
   readonly outs: (Matrix | null)[];
 }
 
-/** Checks a reduced loss's upstream: a finite number, default 1. */
-export function scalarUpstream(upstream: unknown): number {
-  if (upstream === undefined) return 1;
-  if (typeof upstream !== "number" || !Number.isFinite(upstream)) {
-    throw new TypeError(`Expected upstream to be a finite number (a reduced loss), got ${v.show(upstream)}`);
-  }
-  return upstream;
-}
-
 /**
  * The definition of `featureDiversity`:
  * `-lambda * mean_{b, e != e'} ||features[e][b] - features[e'][b]||`.
@@ -68,9 +59,7 @@ export const featureDiversity: LossDef<
   grads: ["features"],
   prepare(inputs, o, grad, upstream) {
     const [e, b, d] = v.matrixList("features", inputs.features);
-    if (b === 0) {
-      throw new RangeError("Expected features[0] to have at least one row (an empty batch has no loss), got 0");
-    }
+    v.batch("features[0]", inputs.features[0]);
     const features = inputs.features.map((m) => v.values(m));
     if (o.checkFinite) features.forEach((f, i) => v.finite(`features[${i}]`, f, d));
     const lambda = v.number("options.lambda", o.lambda, 0.01);
@@ -82,7 +71,7 @@ export const featureDiversity: LossDef<
       d,
       features,
       factor,
-      scale: grad ? factor * scalarUpstream(upstream) : 0,
+      scale: grad ? factor * v.upstream(upstream) : 0,
       outs: grad ? outList(o, "features", e, b, d) : [],
     };
   },

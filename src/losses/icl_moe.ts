@@ -8,7 +8,6 @@
 import type { LossDef } from "../loss.ts";
 import type { CommonOptions, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import { scalarUpstream } from "./feature_diversity.ts";
 import {
   type ExpertGrads,
   expertGrads,
@@ -77,7 +76,7 @@ export const iclMoe: LossDef<IclMoeInputs, IclMoeOptions, ExpertGrads, "experts"
     const { e, b, c, logits, labels } = expertInputs(inputs, o);
     const gating = gatingInput(inputs.gating, b, e, o.checkFinite);
     const gamma = v.number("options.gamma", o.gamma, 2, { min: 0 });
-    const up = grad ? scalarUpstream(upstream) : 1;
+    const up = grad ? v.upstream(upstream) : 1;
     return {
       grad,
       e,

@@ -22,7 +22,6 @@ import { type CenterRegProblem, centerRegularization } from "./center_regulariza
 import { type CombineProblem, LINKED } from "./combine.ts";
 import { gradMatrix, outBuffer } from "./cross_entropy.ts";
 import { expertInputs, type ExpertsProblem } from "./experts.ts";
-import { scalarUpstream } from "./feature_diversity.ts";
 import { hierarchical, type HierarchicalProblem } from "./hierarchical.ts";
 import { gatingInput, iclMoe } from "./icl_moe.ts";
 import { type ContrastiveProblem, physicsContrastive, ruleMatrix } from "./physics_contrastive.ts";
@@ -59,7 +58,7 @@ export interface PhysMoeOptions extends CommonOptions {
   lambdaReg?: number;
   /** Whether the contrastive term is included. @default true */
   contrast?: boolean;
-  /** The contrastive term's temperature. @default 0.07 */
+  /** The contrastive term's temperature, finite, >= 1e-6. @default 0.07 */
   temperature?: number;
   /** The contrastive term's rule threshold. @default 0.8 */
   threshold?: number;
@@ -171,9 +170,9 @@ export const physMoe: CompositeDef<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, 
     const lambdaReg = v.number("options.lambdaReg", o.lambdaReg, 0.001);
     const contrast = v.boolean("options.contrast", o.contrast, true);
     // The contrastive options are checked even when the term is left out.
-    v.number("options.temperature", o.temperature, 0.07, { min: 0, minExclusive: true });
+    v.temperature(o.temperature, 0.07);
     v.number("options.threshold", o.threshold, 0.8);
-    const up = grad ? scalarUpstream(upstream) : 1;
+    const up = grad ? v.upstream(upstream) : 1;
     // Checked above under physMoe's names.
     const check = { checkFinite: false };
     const out = o.out ?? {};
