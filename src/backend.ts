@@ -21,7 +21,7 @@ import { type ContextOptions, DeviceLostError, GpuContext, webgpuKernels } from 
 export interface Losses extends AsyncLosses {
   /** The backend in use (an `"auto"` instance whose GPU was lost reports `"wasm"`). */
   readonly backend: BackendName;
-  /** Why this backend: the adapter found, or why WebGPU was not used; the threads, or why one. */
+  /** Why this backend: the adapter found, or why WebGPU was not used; the threads, or why one; the options it ignores. */
   readonly note: string;
   /**
    * The threads this instance's WebAssembly calls run on (1 on the other backends): the
@@ -97,7 +97,9 @@ export const WASM_LOGITS_PER_SECOND = 5e8;
  * lost; otherwise WebAssembly SIMD (relaxed SIMD's fused multiply-add where the engine
  * is V8) when the engine validates SIMD, else the float64 reference. `"webgpu"` fails
  * when there is no adapter, and its calls fail with a `DeviceLostError` once the device
- * is lost. `note` on the result says what was found and why this backend was chosen.
+ * is lost. `note` on the result says what was found and why this backend was chosen,
+ * and names the options given that it ignores (`threads` off WebAssembly, `device` off
+ * WebGPU, `minGpuLogits` outside `"auto"` on WebGPU).
  * Every `init()` on one `GPUDevice` shares one context (compiled pipelines, buffer pool).
  *
  * On WebGPU, inputs may also be GPU-resident matrices `{ buffer: GPUBuffer, shape }`;
@@ -144,13 +146,15 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
       why = found.note;
     }
     const cpu = backend === "auto" ? await autoCpu() : undefined;
+    why += ignored(o, backend === "auto" ? ["device", "minGpuLogits"] : ["device"]);
     return await gpuLosses(device, { auto: backend === "auto", note: why, minGpuLogits, cpu });
   }
   if (backend === "auto") {
     const found = await findAdapter();
     if (found.adapter && !found.adapter.info?.isFallbackAdapter) {
       const cpu = await autoCpu();
-      return await gpuLosses(await requestDevice(found.adapter), { auto: true, note: found.note, minGpuLogits, cpu });
+      const note = found.note + ignored(o, ["minGpuLogits"]);
+      return await gpuLosses(await requestDevice(found.adapter), { auto: true, note, minGpuLogits, cpu });
     }
     note = found.adapter ? `${found.note} is slower than WebAssembly here` : found.note;
   }
@@ -160,6 +164,7 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
     cpu = { name: "wasm", kernels: wasmKernels, why: "" };
   } else if (backend === "auto") cpu = await autoCpu();
   note = backend === "auto" ? `${cpu.name}: ${[note, cpu.why].filter((s) => s).join("; ")}` : `${backend}: asked for`;
+  note += ignored(o, cpu.name === "wasm" ? ["threads"] : []);
   // This instance's threads: its own pool (shared with the instances of its count) runs its calls.
   const { pool, threads: running, why } = cpu.name === "wasm"
     ? await acquirePool(threads)
@@ -189,6 +194,14 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
       },
     },
   }) as Losses;
+}
+
+/** The words of `note` for the options given that the backend chosen does not use (`used`: those it does). */
+function ignored(o: InitOptions, used: readonly (keyof InitOptions)[]): string {
+  const unused = (["device", "minGpuLogits", "threads"] as const).filter((k) =>
+    o[k] !== undefined && !used.includes(k)
+  );
+  return unused.length === 0 ? "" : `; ${unused.map((k) => `options.${k}`).join(", ")} ignored on this backend`;
 }
 
 /** `kernels` whose every call throws once `disposed()` says so. */

@@ -36,6 +36,7 @@
  */
 import type { Kernels } from "./kernels/mod.ts";
 import type { Loss, Metric, Upstream } from "./types.ts";
+import { checkOverlap } from "./overlap.ts";
 import { keys, options as checkOptions, show } from "./validate.ts";
 import type { KernelName, ProblemOf, Term } from "./kernels/mod.ts";
 import { buffersIn, type Raw, then } from "./kernels/core.ts";
@@ -123,11 +124,16 @@ export interface MetricDef<I, O, K extends KernelName> extends Keys<O>, Definiti
   finish(problem: ProblemOf<K>, raw: Raw): number;
 }
 
-/** Checks the keys of a call against a definition; returns the options object ({} when absent). */
+/**
+ * Checks the keys of a call against a definition, and that no `out` buffer shares memory
+ * with an input, the upstream gradient or another `out` buffer; returns the options
+ * object ({} when absent).
+ */
 export function checkCall<O>(
   def: Keys<O> & { readonly name: string; readonly grads?: readonly string[] },
   inputs: unknown,
   options: O | undefined,
+  upstream?: unknown,
 ): O {
   if (typeof inputs !== "object" || inputs === null || Array.isArray(inputs)) {
     throw new TypeError(`Expected inputs to be an object, got ${show(inputs)}`);
@@ -142,6 +148,7 @@ export function checkCall<O>(
       throw new TypeError(`Expected options.out to be an object of gradient buffers, got ${show(o.out)}`);
     }
     keys(`options.out of ${def.name}`, o.out, def.grads);
+    checkOverlap(inputs, o.out, upstream);
   }
   return o;
 }
@@ -179,7 +186,7 @@ export function bindLoss<R>(
   async: boolean,
 ): Loss<unknown, unknown, unknown> {
   const run = (inputs: unknown, options: unknown, grad: boolean, upstream?: Upstream) => {
-    const o = checkCall(def, inputs, options);
+    const o = checkCall(def, inputs, options, upstream);
     const p = def.prepare(inputs, o, grad, upstream);
     return then(solve(p), (raw) => def.finish(p, raw));
   };

@@ -11,6 +11,13 @@ import type { Labels, Matrix } from "./types.ts";
 import * as v from "./validate.ts";
 import type { IntMatrix } from "./losses/hnm_contrastive.ts";
 
+/** Checks a host class matrix `[C, D]` (centres, prototypes) with C >= 1 and D >= 1. */
+function classMatrix(name: string, m: unknown): [number, number, Float32Array] {
+  const [c, d, data] = v.hostMatrix(name, m);
+  if (c === 0 || d === 0) throw new RangeError(`Expected ${name} to be [C, D] with C, D >= 1, got [${c}, ${d}]`);
+  return [c, d, data];
+}
+
 /** Options of {@linkcode centerUpdate}. */
 export interface CenterUpdateOptions {
   /** Learning rate of the centres, in [0, 1]. @default 0.5 */
@@ -39,7 +46,7 @@ export interface CenterUpdateOptions {
  */
 export function centerUpdate(centers: Matrix, x: Matrix, labels: Labels, options: CenterUpdateOptions = {}): Matrix {
   v.keys("options of centerUpdate", v.options(options), ["alpha"]);
-  const [c, d, cs] = v.hostMatrix("centers", centers);
+  const [c, d, cs] = classMatrix("centers", centers);
   const [n, , xs] = v.hostMatrix("x", x, undefined, d);
   const y = v.integers("labels", labels, n, c);
   const alpha = v.number("options.alpha", options.alpha, 0.5, { min: 0, max: 1 });
@@ -69,7 +76,7 @@ function state(s: unknown): [number, number, Float32Array, Float32Array] {
     throw new TypeError(`Expected state to be { prototypes, confusion } (hnmInit), got ${v.show(s)}`);
   }
   const { prototypes, confusion } = s as HnmState;
-  const [c, d, p] = v.hostMatrix("state.prototypes", prototypes);
+  const [c, d, p] = classMatrix("state.prototypes", prototypes);
   const [, , m] = v.hostMatrix("state.confusion", confusion, c, c);
   return [c, d, p, m];
 }

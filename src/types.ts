@@ -67,7 +67,9 @@ export interface CommonOptions {
    * Caller-provided output buffers for the gradients, keyed by input name, each of
    * the input's shape (a list input takes a list of buffers). With the WebAssembly
    * backend, buffers from `alloc` are written in place (the zero-copy path). A key that
-   * is not a gradient of the loss is refused with a `TypeError`.
+   * is not a gradient of the loss is refused with a `TypeError`, as is a buffer that
+   * shares memory with an input, the upstream gradient or another `out` buffer (no loss
+   * computes in place).
    */
   out?: Readonly<Record<string, Tensor | readonly Tensor[]>>;
 }

@@ -16,9 +16,12 @@ export function show(value: unknown): string {
   return `a ${(value as object).constructor?.name ?? "value"}`;
 }
 
-/** Checks a size (a non-negative integer). */
+/** Checks a size: a number (else a `TypeError`) that is a non-negative integer (else a `RangeError`). */
 export function size(name: string, value: unknown): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < 0) {
+  if (typeof value !== "number") {
+    throw new TypeError(`Expected ${name} to be a non-negative integer, got ${show(value)}`);
+  }
+  if (!Number.isInteger(value) || value < 0) {
     throw new RangeError(`Expected ${name} to be a non-negative integer, got ${show(value)}`);
   }
   return value;
@@ -253,6 +256,32 @@ export function number(
   return value;
 }
 
+/**
+ * The smallest `temperature` of every loss that takes one. The float32 kernels divide by
+ * it (`z / T`, `f f^T / tau`) and multiply by its inverse; far below it (1e-38) their
+ * values leave float32's range for logits of 1e4 (NaN on WebAssembly and WebGPU while the
+ * float64 reference stays finite). Every value is finite on every backend at 1e-6.
+ */
+export const MIN_TEMPERATURE = 1e-6;
+
+/** Checks `options.temperature`: finite, at least {@linkcode MIN_TEMPERATURE}. */
+export function temperature(value: unknown, fallback: number): number {
+  return number("options.temperature", value, fallback, { min: MIN_TEMPERATURE });
+}
+
+/**
+ * The largest logit `scale` of the margin losses and heads: the logits `s cos` and their
+ * differences, up to `2 s`, and the gradients, `s` over a norm, are float32; far above it
+ * (1e20 for the heads) they leave float32's range. Every value is finite on every backend
+ * at 1e6.
+ */
+export const MAX_SCALE = 1e6;
+
+/** Checks `options.scale`: finite, in `(0, MAX_SCALE]`. */
+export function scale(value: unknown, fallback: number): number {
+  return number("options.scale", value, fallback, { min: 0, minExclusive: true, max: MAX_SCALE });
+}
+
 /** Checks a boolean option. */
 export function boolean(name: string, value: unknown, fallback: boolean): boolean {
   if (value === undefined) return fallback;
@@ -353,41 +382,61 @@ export function options<T extends object>(value: T | undefined): T {
 }
 
 /**
+ * Checks an upstream gradient, the one rule of every loss. A reduced loss's (`rows`
+ * absent) is a finite number, default 1. With `reduction: "none"` it is one finite value
+ * per row (a `Float32Array`, `Float64Array` or array of `rows` numbers), default all 1,
+ * returned as a fresh `Float64Array`. Another kind of value, or an entry that is not a
+ * number, is a `TypeError`; a wrong length, a NaN or an infinity is a `RangeError`.
+ */
+export function upstream(value: unknown): number;
+export function upstream(value: unknown, rows: number): Float64Array;
+export function upstream(value: unknown, rows?: number): number | Float64Array {
+  if (rows === undefined) {
+    if (value === undefined) return 1;
+    if (typeof value !== "number") {
+      throw new TypeError(`Expected upstream to be a number (the loss is reduced), got ${show(value)}`);
+    }
+    if (!Number.isFinite(value)) throw new RangeError(`Expected upstream to be finite, got ${value}`);
+    return value;
+  }
+  const out = new Float64Array(rows).fill(1);
+  if (value === undefined) return out;
+  if (!(value instanceof Float32Array) && !(value instanceof Float64Array) && !Array.isArray(value)) {
+    throw new TypeError(
+      `Expected upstream to be a Float32Array of ${rows} values (one per row, reduction "none"), got ${show(value)}`,
+    );
+  }
+  const src = value as ArrayLike<unknown>;
+  if (src.length !== rows) {
+    throw new RangeError(`Expected upstream to have ${rows} values (one per row), got ${src.length}`);
+  }
+  for (let i = 0; i < rows; i++) {
+    const u = src[i];
+    if (typeof u !== "number") throw new TypeError(`Expected upstream[${i}] to be a number, got ${show(u)}`);
+    if (!Number.isFinite(u)) throw new RangeError(`Expected upstream[${i}] to be finite, got ${u}`);
+    out[i] = u;
+  }
+  return out;
+}
+
+/**
  * Turns `reduction` and the upstream gradient into one gradient scale per row.
  * `denominator` is what `"mean"` divides by. Rows in `ignored` get 0.
  */
 export function rowScales(
   reductionName: Reduction,
-  upstream: Upstream | undefined,
+  up: Upstream | undefined,
   n: number,
   denominator: number,
   isIgnored?: (row: number) => boolean,
 ): Float64Array {
-  const scales = new Float64Array(n);
+  let scales: Float64Array;
   if (reductionName === "none") {
-    let up: ArrayLike<number> | null = null;
-    if (upstream !== undefined) {
-      if (!(upstream instanceof Float32Array) && !(upstream instanceof Float64Array) && !Array.isArray(upstream)) {
-        throw new TypeError(
-          `Expected upstream to be a Float32Array of ${n} values (one per row, reduction "none"), got ${
-            show(upstream)
-          }`,
-        );
-      }
-      up = upstream as ArrayLike<number>;
-      if (up.length !== n) {
-        throw new RangeError(`Expected upstream to have ${n} values (one per row), got ${up.length}`);
-      }
-    }
-    for (let i = 0; i < n; i++) scales[i] = up === null ? 1 : up[i];
+    scales = upstream(up, n);
   } else {
-    if (upstream !== undefined && typeof upstream !== "number") {
-      throw new TypeError(`Expected upstream to be a number (reduction ${show(reductionName)}), got ${show(upstream)}`);
-    }
-    const up = upstream ?? 1;
+    const u = upstream(up);
     // A weighted mean whose total weight is 0 is 0 (SPEC): its gradient is 0 too.
-    const s = reductionName === "mean" ? (denominator === 0 ? 0 : up / denominator) : up;
-    scales.fill(s);
+    scales = new Float64Array(n).fill(reductionName === "mean" ? (denominator === 0 ? 0 : u / denominator) : u);
   }
   if (isIgnored) { for (let i = 0; i < n; i++) if (isIgnored(i)) scales[i] = 0; }
   return scales;

@@ -58,6 +58,31 @@ describe("validation layer", () => {
     await assertThrowsNamed(() => v.integers("g", "012" as Any, 3, 3), TypeError, "g", '"012"');
   });
 
+  it("sizes: a wrong type is a TypeError, a value out of range a RangeError", async () => {
+    assert.equal(v.size("n", 3), 3);
+    await assertThrowsNamed(() => v.size("n", "3"), TypeError, "n", '"3"');
+    await assertThrowsNamed(() => v.size("n", -1), RangeError, "n", "-1");
+    await assertThrowsNamed(() => v.size("n", 1.5), RangeError, "n", "1.5");
+    await assertThrowsNamed(
+      () => v.matrix("m", { data: new Float32Array(4), shape: ["2", 2] }),
+      TypeError,
+      "m.shape[0]",
+    );
+  });
+
+  it("upstream gradients: numbers, finite, one per row for reduction none", async () => {
+    assert.equal(v.upstream(undefined), 1);
+    assert.equal(v.upstream(-2), -2);
+    assert.deepEqual([...v.upstream([1, -2], 2)], [1, -2]);
+    assert.deepEqual([...v.upstream(undefined, 2)], [1, 1]);
+    await assertThrowsNamed(() => v.upstream(NaN), RangeError, "upstream", "NaN");
+    await assertThrowsNamed(() => v.upstream([1]), TypeError, "upstream", "array");
+    await assertThrowsNamed(() => v.upstream(["1", "x"], 2), TypeError, "upstream[0]", '"1"');
+    await assertThrowsNamed(() => v.upstream([1, Infinity], 2), RangeError, "upstream[1]", "Infinity");
+    await assertThrowsNamed(() => v.upstream([1, 2, 3], 2), RangeError, "upstream", "3");
+    await assertThrowsNamed(() => v.upstream(1, 2), TypeError, "upstream", "1");
+  });
+
   it("host-only matrices refuse GPU buffers; accepted keys name the unknown one", async () => {
     const gpu = { buffer: { mapAsync() {}, size: 64 }, shape: [2, 2] };
     await assertThrowsNamed(() => v.hostMatrix("rule", gpu), TypeError, "rule", "GPUBuffer");

@@ -17,7 +17,7 @@ import {
 
 /** Options of `arcface`. */
 export interface ArcfaceOptions extends MarginOptions {
-  /** Logit scale s. @default 64 */
+  /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 64 */
   scale?: number;
   /** Angular margin m in radians, in [0, pi). @default 0.5 */
   margin?: number;

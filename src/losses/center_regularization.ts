@@ -9,7 +9,6 @@ import type { CommonOptions, Labels, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { classInputs } from "./center_loss.ts";
 import { gradMatrix, outBuffer } from "../kernels/core.ts";
-import { scalarUpstream } from "./feature_diversity.ts";
 import { ruleMatrix } from "./physics_contrastive.ts";
 
 /** Inputs of `centerRegularization`. */
@@ -86,7 +85,7 @@ export const centerRegularizationLoss = lossDef<
       labels,
       A,
       prototypeWeight,
-      upstream: grad ? scalarUpstream(upstream) : 1,
+      upstream: grad ? v.upstream(upstream) : 1,
       outF: grad ? outBuffer(o, "f", b, d) : null,
       outCenters: grad ? outBuffer(o, "centers", c, d) : null,
     };

@@ -18,7 +18,7 @@ import {
 
 /** Options of `combinedMargin`. */
 export interface CombinedMarginOptions extends MarginOptions {
-  /** Logit scale s. @default 64 */
+  /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 64 */
   scale?: number;
   /** Multiplicative angular margin. @default 1 */
   m1?: number;

@@ -10,7 +10,7 @@ import { makePhi, type MarginGrads, type MarginInputs, marginLoss, type MarginOp
 
 /** Options of `cosface`. */
 export interface CosfaceOptions extends MarginOptions {
-  /** Logit scale s. @default 64 */
+  /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 64 */
   scale?: number;
   /** Cosine margin m subtracted from the target cosine. @default 0.35 */
   margin?: number;

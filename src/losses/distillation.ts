@@ -22,7 +22,7 @@ export interface DistillationInputs {
 
 /** Options of `distillation`. */
 export interface DistillationOptions extends CommonOptions {
-  /** Softening temperature T > 0. @default 4 */
+  /** Softening temperature T, finite, >= 1e-6 (float32 logits `z / T`). @default 4 */
   temperature?: number;
   /** Weight of the KL term, in [0, 1]; the cross-entropy gets 1 - alpha. @default 0.9 */
   alpha?: number;
@@ -78,7 +78,7 @@ export const distillation: Definition<DistillationInputs, DistillationOptions, D
       const [n, c, student, teacher] = pairInputs(inputs, "student", "teacher", o);
       const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
       const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
-      const temperature = v.number("options.temperature", o.temperature, 4, { min: 0, minExclusive: true });
+      const temperature = v.temperature(o.temperature, 4);
       const alpha = v.number("options.alpha", o.alpha, 0.9, { min: 0, max: 1 });
       const reduction = v.reduction(o.reduction);
       let count = 0;

@@ -27,15 +27,6 @@ export interface FeatureDiversityGrads {
   features: Matrix[];
 }
 
-/** Checks a reduced loss's upstream: a finite number, default 1. */
-export function scalarUpstream(upstream: unknown): number {
-  if (upstream === undefined) return 1;
-  if (typeof upstream !== "number" || !Number.isFinite(upstream)) {
-    throw new TypeError(`Expected upstream to be a finite number (a reduced loss), got ${v.show(upstream)}`);
-  }
-  return upstream;
-}
-
 /**
  * Feature diversity of experts: `-lambda * mean` of `||f_e[b] - f_e'[b]||` over every
  * sample b and ordered pair of different experts (`lambda` 0.01; minimising it pushes
@@ -59,9 +50,7 @@ export const featureDiversity: Definition<FeatureDiversityInputs, FeatureDiversi
     grads: ["features"],
     prepare(inputs, o, grad, upstream) {
       const [e, b, d] = v.matrixList("features", inputs.features);
-      if (b === 0) {
-        throw new RangeError("Expected features[0] to have at least one row (an empty batch has no loss), got 0");
-      }
+      v.batch("features[0]", inputs.features[0]);
       const features = inputs.features.map((m) => v.values(m));
       if (o.checkFinite) features.forEach((f, i) => v.finite(`features[${i}]`, f, d));
       const lambda = v.number("options.lambda", o.lambda, 0.01);
@@ -73,7 +62,7 @@ export const featureDiversity: Definition<FeatureDiversityInputs, FeatureDiversi
         d,
         features,
         factor,
-        scale: grad ? factor * scalarUpstream(upstream) : 0,
+        scale: grad ? factor * v.upstream(upstream) : 0,
         outs: grad ? outList(o, "features", e, b, d) : [],
       };
     },

@@ -33,7 +33,7 @@ export interface HnmContrastiveInputs {
 
 /** Options of `hnmContrastive`. */
 export interface HnmContrastiveOptions extends CommonOptions {
-  /** Temperature t > 0. @default 0.07 */
+  /** Temperature t, finite, >= 1e-6 (float32 similarities over t). @default 0.07 */
   temperature?: number;
   /** `"mean"` (over the B rows), `"sum"` or `"none"`. @default "mean" */
   reduction?: Reduction;
@@ -97,7 +97,7 @@ export const hnmContrastive: Definition<HnmContrastiveInputs, HnmContrastiveOpti
     );
     const [k, hard] = intMatrix("hard", inputs.hard, b, c);
     if (k === 0) throw new RangeError("Expected hard to have at least one column (one negative per row), got 0");
-    const temperature = v.number("options.temperature", o.temperature, 0.07, { min: 0, minExclusive: true });
+    const temperature = v.temperature(o.temperature, 0.07);
     const reduction = v.reduction(o.reduction);
     return {
       grad,

@@ -8,7 +8,6 @@
 import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
-import { scalarUpstream } from "./feature_diversity.ts";
 import { type ExpertGrads, expertGrads, type ExpertInputs, expertInputs, expertOuts, means } from "./experts.ts";
 import type { ExpertsProblem } from "../kernels/experts.ts";
 
@@ -70,7 +69,7 @@ export const iclMoeLoss = lossDef<IclMoeInputs, IclMoeOptions, ExpertGrads, "exp
     const { e, b, c, logits, labels } = expertInputs(inputs, o);
     const gating = gatingInput(inputs.gating, b, e, o.checkFinite);
     const gamma = v.number("options.gamma", o.gamma, 2, { min: 0 });
-    const up = grad ? scalarUpstream(upstream) : 1;
+    const up = grad ? v.upstream(upstream) : 1;
     return {
       grad,
       e,

@@ -30,7 +30,7 @@ export interface MarginGrads {
 
 /** Options every margin loss on cosines takes. */
 export interface MarginOptions extends CommonOptions {
-  /** Logit scale s > 0. */
+  /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). */
   scale?: number;
   /** Rows with this label are ignored. @default -100 */
   ignoreIndex?: number;
@@ -111,7 +111,7 @@ export function marginLoss<O extends MarginOptions>(
   keys: readonly string[],
 ): MarginDef<O> {
   const parse = (o: O): MarginParsed => ({
-    scale: v.number("options.scale", o.scale, defaultScale, { min: 0, minExclusive: true }),
+    scale: v.scale(o.scale, defaultScale),
     constant: v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") === "constant",
     phi: targetFunction(o),
   });

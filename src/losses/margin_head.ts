@@ -176,7 +176,7 @@ export function headLoss<O extends HeadOptions>(
 export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out"> {
   /** Which margin: `"arcface"`, `"cosface"`, `"normface"` or `"combinedMargin"`. @default "arcface" */
   kind?: "arcface" | "cosface" | "normface" | "combinedMargin";
-  /** Logit scale s. @default 16 for normface, else 64 */
+  /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 16 for normface, else 64 */
   scale?: number;
   /** ArcFace's angular margin (0.5) or CosFace's cosine margin (0.35). */
   margin?: number;
@@ -205,7 +205,7 @@ function marginKind(o: MarginHeadOptions): keyof typeof KINDS {
 function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
   const [fallback, target] = KINDS[marginKind(o)];
   return {
-    scale: v.number("options.scale", o.scale, fallback, { min: 0, minExclusive: true }),
+    scale: v.scale(o.scale, fallback),
     phi: target(o),
   };
 }

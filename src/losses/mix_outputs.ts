@@ -10,7 +10,6 @@ import { type Definition, lossDef } from "../loss.ts";
 import { result } from "../kernels/core.ts";
 import type { CommonOptions, Matrix } from "../types.ts";
 import * as v from "../validate.ts";
-import { scalarUpstream } from "./feature_diversity.ts";
 import { type ExpertGrads, expertGrads, type ExpertInputs, expertInputs, expertOuts, means } from "./experts.ts";
 import { type ExpertsProblem, parallelOf } from "../kernels/experts.ts";
 
@@ -80,7 +79,7 @@ export const mixOutputs: Definition<ExpertInputs, MixOutputsOptions, ExpertGrads
     const distillWeight = v.number("options.distillWeight", o.distillWeight, 0);
     const parallelWeight = v.number("options.parallelWeight", o.parallelWeight, 0);
     const eps = v.number("options.eps", o.eps, 1e-6, { min: 0, minExclusive: true });
-    const up = grad ? scalarUpstream(upstream) : 1;
+    const up = grad ? v.upstream(upstream) : 1;
     const problem: MixProblem = {
       grad,
       e,

@@ -8,7 +8,7 @@ import { makePhi, type MarginGrads, type MarginInputs, marginLoss, type MarginOp
 
 /** Options of `normface`. */
 export interface NormfaceOptions extends MarginOptions {
-  /** Logit scale s. @default 16 */
+  /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 16 */
   scale?: number;
 }
 

@@ -25,7 +25,6 @@ import { type CombineProblem, LINKED } from "../kernels/combine.ts";
 import { gradMatrix, outBuffer } from "../kernels/core.ts";
 import { expertInputs } from "./experts.ts";
 import type { ExpertsProblem } from "../kernels/experts.ts";
-import { scalarUpstream } from "./feature_diversity.ts";
 import { hierarchicalLoss } from "./hierarchical.ts";
 import type { HierarchicalProblem } from "../kernels/hierarchical.ts";
 import { gatingInput, iclMoeLoss } from "./icl_moe.ts";
@@ -64,7 +63,7 @@ export interface PhysMoeOptions extends CommonOptions {
   lambdaReg?: number;
   /** Whether the contrastive term is included. @default true */
   contrast?: boolean;
-  /** The contrastive term's temperature. @default 0.07 */
+  /** The contrastive term's temperature, finite, >= 1e-6. @default 0.07 */
   temperature?: number;
   /** The contrastive term's rule threshold. @default 0.8 */
   threshold?: number;
@@ -211,9 +210,9 @@ export const physMoe: Definition<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, Ph
     const lambdaReg = v.number("options.lambdaReg", o.lambdaReg, 0.001);
     const contrast = v.boolean("options.contrast", o.contrast, true);
     // The contrastive options are checked even when the term is left out.
-    v.number("options.temperature", o.temperature, 0.07, { min: 0, minExclusive: true });
+    v.temperature(o.temperature, 0.07);
     v.number("options.threshold", o.threshold, 0.8);
-    const up = grad ? scalarUpstream(upstream) : 1;
+    const up = grad ? v.upstream(upstream) : 1;
     // Checked above under physMoe's names.
     const check = { checkFinite: false };
     const out = o.out ?? {};

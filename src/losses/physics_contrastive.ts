@@ -22,7 +22,7 @@ export interface PhysicsContrastiveInputs {
 
 /** Options of `physicsContrastive`. */
 export interface PhysicsContrastiveOptions extends CommonOptions {
-  /** Temperature tau > 0 of the similarities `f f^T / tau`. @default 0.07 */
+  /** Temperature tau of the similarities `f f^T / tau`, finite, >= 1e-6 (float32). @default 0.07 */
   temperature?: number;
   /** A pair of different classes is a positive when its rule similarity is above this. @default 0.8 */
   threshold?: number;
@@ -70,7 +70,7 @@ export const physicsContrastiveLoss = lossDef<
     const labels = v.integers("labels", inputs.labels, b, k);
     const f = v.values(inputs.f);
     if (o.checkFinite) v.finite("f", f, d);
-    const temperature = v.number("options.temperature", o.temperature, 0.07, { min: 0, minExclusive: true });
+    const temperature = v.temperature(o.temperature, 0.07);
     const threshold = v.number("options.threshold", o.threshold, 0.8);
     const reduction = v.reduction(o.reduction);
     // Positives and validity depend on the labels and the rule only (exp > 0), so the

@@ -43,7 +43,7 @@ export function prepareSoftmax(
   log: boolean,
   upstream?: Upstream,
 ): SoftmaxProblem {
-  const o = checkCall(transformKeys(log, [upstream === undefined ? "output" : "x"]), inputs, options);
+  const o = checkCall(transformKeys(log, [upstream === undefined ? "output" : "x"]), inputs, options, upstream);
   const [n, c] = v.batch("x", inputs.x);
   const x = v.values(inputs.x);
   if (o.checkFinite) v.finite("x", x, c);
@@ -103,7 +103,7 @@ export function bindSoftmax<W extends "sync" | "async">(
       wrap(() => then(run(inputs, options, need(upstream)), (x) => ({ x }))),
     valueAndGrad: (inputs: SoftmaxInputs, options: SoftmaxOptions | undefined, upstream: Upstream) =>
       wrap(() => {
-        const { out, ...rest } = checkCall(transformKeys(log, ["output", "x"]), inputs, options);
+        const { out, ...rest } = checkCall(transformKeys(log, ["output", "x"]), inputs, options, upstream);
         const gradOptions = out?.x ? { ...rest, out: { x: out.x } } : rest;
         const outputOptions = out?.output ? { ...rest, out: { output: out.output } } : rest;
         return then(

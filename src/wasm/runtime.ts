@@ -10,6 +10,7 @@
  */
 import { type Exports, WASM_MEMORY_FLAGS_AT, WASM_RELAXED, WASM_SIMD } from "./generated.ts";
 import type { Matrix } from "../types.ts";
+import { show, size } from "../validate.ts";
 
 const ALIGN = 64; // a cache line: row chunks and tensors start on one
 
@@ -404,6 +405,9 @@ export class WasmMatrix implements Matrix {
  * input, or as an `options.out` buffer, to the WebAssembly backend skips every copy.
  * Free it with `free()` (or `using`).
  *
+ * @param shape `[rows, cols]`: exactly two sizes (another value is a `TypeError`), each a
+ * non-negative integer (a `RangeError` otherwise).
+ *
  * @example Zero-copy cross-entropy
  * ```ts
  * import { alloc, wasm } from "@softmargin/softmargin/cpu";
@@ -417,10 +421,10 @@ export class WasmMatrix implements Matrix {
  * ```
  */
 export function alloc(shape: readonly [number, number]): WasmMatrix {
-  const [r, c] = shape;
-  if (!Number.isInteger(r) || r < 0 || !Number.isInteger(c) || c < 0) {
-    throw new RangeError(`Expected shape to be [rows, cols] of non-negative integers, got [${shape}]`);
+  if (!Array.isArray(shape) || shape.length !== 2) {
+    throw new TypeError(`Expected shape to be [rows, cols], got ${show(shape)}`);
   }
+  const r = size("shape[0]", shape[0]), c = size("shape[1]", shape[1]);
   const m = new WasmMatrix(runtime(), [r, c]);
   m.data.fill(0);
   return m;
