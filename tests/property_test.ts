@@ -45,6 +45,7 @@ import {
   type ProblemLoss,
   PROPERTY_LOSSES,
   type PropertyLoss,
+  rowNorm,
   SHARDED_LOSSES,
   type ShardedCase,
   type ShardedLoss,
@@ -149,14 +150,6 @@ function upstreamSize(upstream: Any): number {
   let m = 0;
   for (const v of (upstream.data ?? upstream) as Iterable<number>) m = Math.max(m, Math.abs(v));
   return m;
-}
-
-/** The L2 norm of row `i` of a matrix, in float64. */
-function rowNorm(m: Mat, i: number): number {
-  const d = m.shape[1];
-  let s = 0;
-  for (let j = 0; j < d; j++) s += m.data[i * d + j] ** 2;
-  return Math.sqrt(s);
 }
 
 /**

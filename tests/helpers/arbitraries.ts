@@ -242,7 +242,8 @@ function labels(n: number, c: number, ignore: number): fc.Arbitrary<Int32Array |
 // ------------------------------------------------------------------------------------------------
 // Heads: x [N, D], W [C, D]
 
-function norm(m: Mat, row: number): number {
+/** The L2 norm of row `row` of a matrix, in float64. */
+export function rowNorm(m: Mat, row: number): number {
   const d = m.shape[1];
   let s = 0;
   for (let k = 0; k < d; k++) s += m.data[row * d + k] ** 2;
@@ -251,7 +252,7 @@ function norm(m: Mat, row: number): number {
 
 function maxNorm(m: Mat): number {
   let best = 0;
-  for (let r = 0; r < m.shape[0]; r++) best = Math.max(best, norm(m, r));
+  for (let r = 0; r < m.shape[0]; r++) best = Math.max(best, rowNorm(m, r));
   return best;
 }
 
