@@ -191,7 +191,7 @@ const badMarginGrad = (value: unknown): ErrorCase => ({
 });
 
 /** Every reduction (outer) with each [self, other] option pair of `sets` (inner). */
-const everyReduction = (sets: Options[][]): [Options, Options][] =>
+const everyReduction = (sets: [Options, Options][]): [Options, Options][] =>
   REDUCTIONS.flatMap((reduction) =>
     sets.map(([a, b]): [Options, Options] => [{ ...a, reduction }, { ...b, reduction }])
   );
