@@ -8,7 +8,15 @@ import { assertFinite, assertGradClose, assertLossClose, assertUnchanged, snapsh
 import { backends, lossOf, missing, reference } from "./helpers/backends.ts";
 import { commonOptionErrors, labelErrors, matrixErrors, numberOptionErrors, upstreamErrors } from "./helpers/errors.ts";
 import { type Mat, randomLabels, randomMatrix, randomVector, Rng } from "./helpers/random.ts";
-import { alignedRows, GRID, HEAD_GRID, marginHeadSpec as spec, randomClassRows, withWidth } from "./helpers/specs.ts";
+import {
+  alignedRows,
+  GRID,
+  HEAD_GRID,
+  marginHeadSpec as spec,
+  randomClassRows,
+  unitRows,
+  withWidth,
+} from "./helpers/specs.ts";
 import { checkAgreement, type ErrorCase, errorSuite, existenceTest, fdSuite, fixtureSuite } from "./helpers/suite.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -29,19 +37,6 @@ function headProblem(rng: Rng, n: number, d: number, c: number, label: () => num
   const targets = Array.from({ length: n }, label);
   const x = alignedRows(rng, W, labels, targets, randomVector(rng, n, 1, 3));
   return { x, W, labels };
-}
-
-/** Unit rows of m (float64), dividing by max(||row||, 1e-12) as F.normalize, and the norms. */
-function unitRows(m: Mat): { u: Float64Array; norms: Float64Array } {
-  const [r, d] = m.shape;
-  const u = new Float64Array(r * d), norms = new Float64Array(r);
-  for (let i = 0; i < r; i++) {
-    let s = 0;
-    for (let k = 0; k < d; k++) s += m.data[i * d + k] ** 2;
-    norms[i] = Math.sqrt(s);
-    for (let k = 0; k < d; k++) u[i * d + k] = m.data[i * d + k] / Math.max(norms[i], 1e-12);
-  }
-  return { u, norms };
 }
 
 /** cos = normalize(x) normalize(W)^T, computed here in float64 and rounded to float32. */

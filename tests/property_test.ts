@@ -29,6 +29,7 @@ import {
   js,
   wasm,
 } from "../cpu.ts";
+import { init } from "../mod.ts";
 import {
   type BadCase,
   call,
@@ -44,11 +45,17 @@ import {
   type ProblemLoss,
   PROPERTY_LOSSES,
   type PropertyLoss,
+  rowNorm,
+  SHARDED_LOSSES,
+  type ShardedCase,
+  type ShardedLoss,
   show,
   uniform,
 } from "./helpers/arbitraries.ts";
 import { assertFinite, assertLossClose, assertUnchanged, snapshot, SPEC_TOL } from "./helpers/assert.ts";
+import { word } from "./helpers/errors.ts";
 import { seedOf } from "./helpers/random.ts";
+import { runSharded, shardsOf } from "./helpers/sharded.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -143,14 +150,6 @@ function upstreamSize(upstream: Any): number {
   let m = 0;
   for (const v of (upstream.data ?? upstream) as Iterable<number>) m = Math.max(m, Math.abs(v));
   return m;
-}
-
-/** The L2 norm of row `i` of a matrix, in float64. */
-function rowNorm(m: Mat, i: number): number {
-  const d = m.shape[1];
-  let s = 0;
-  for (let j = 0; j < d; j++) s += m.data[i * d + j] ** 2;
-  return Math.sqrt(s);
 }
 
 /**
@@ -397,7 +396,7 @@ function checkValid(entry: PropertyLoss, k: Case): void {
 }
 
 /** (b) and (c) for one invalid case. */
-function checkInvalid(entry: PropertyLoss, bad: BadCase): void {
+function checkInvalid(entry: Pick<PropertyLoss, "name" | "kind" | "grads">, bad: BadCase): void {
   for (const { name, losses } of BACKENDS) {
     const member = (losses as Any)[entry.name];
     for (const method of methodsOf(entry.kind)) {
@@ -448,6 +447,177 @@ describe(`property-based tests (fast-check, seed ${SEED}, ${RUNS} cases per prop
             seed: seedFor(entry, "invalid"),
             numRuns: RUNS,
           });
+        },
+      );
+    });
+  }
+});
+
+// ------------------------------------------------------------------------------------------------
+// Every member of the loss sets has an entry: a loss, metric or transform in the first or the
+// second table, each sharded form in the sharded table. A member added without one fails here.
+
+describe("every member of the loss sets has a property entry", () => {
+  const tables = new Set([...PROPERTY_LOSSES, ...PROBLEM_LOSSES].map((e) => e.name));
+  const shardedTable = new Set(SHARDED_LOSSES.map((e) => e.name));
+  /** The members of a loss set (init's also has backend, note, threads and dispose: not objects). */
+  const members = (set: object) =>
+    Object.entries(set).filter(([, m]) => typeof m === "object" && m !== null) as [string, Any][];
+
+  for (const [name, set] of [["js", js], ["wasm", wasm]] as const) {
+    it(`cpu.ts's ${name}: each loss, metric and transform in a table, each sharded form in the sharded one`, () => {
+      const missingEntries: string[] = [];
+      for (const [key, m] of members(set)) {
+        if (typeof m.forward === "function" || typeof m.compute === "function") {
+          if (!tables.has(key)) missingEntries.push(key);
+        } else if (
+          Object.values(m).every((f: Any) => typeof f?.stats === "function" && typeof f.finish === "function")
+        ) {
+          for (const form of Object.keys(m)) if (!shardedTable.has(form)) missingEntries.push(`${key}.${form}`);
+        } else assert.fail(`${name}.${key} is neither a loss, a metric, a transform nor a set of sharded forms`);
+      }
+      assert.deepEqual(missingEntries, [], `members of ${name} without a property entry`);
+      // And no entry for a member that does not exist.
+      const sharded = members(set).find(([, m]) => m.crossEntropy?.stats) ?? ["", {}];
+      const names = new Set(members(set).map(([k]) => k));
+      assert.deepEqual([...tables].filter((t) => !names.has(t)), [], "table entries without a member");
+      assert.deepEqual(
+        [...shardedTable].filter((t) => !(t in sharded[1])),
+        [],
+        "sharded entries without a member",
+      );
+    });
+  }
+
+  it("init's loss sets have the members of cpu.ts's", async () => {
+    for (const backend of ["js", "wasm"] as const) {
+      const set = await init({ backend });
+      try {
+        assert.deepEqual(members(set).map(([k]) => k).sort(), members(js).map(([k]) => k).sort(), backend);
+        for (const [key, m] of members(set)) {
+          assert.deepEqual(Object.keys(m).sort(), Object.keys((js as Any)[key]).sort(), `${backend}.${key}`);
+        }
+      } finally {
+        set.dispose();
+      }
+    }
+  });
+});
+
+// ------------------------------------------------------------------------------------------------
+// The sharded forms: a valid call of the unsharded loss, its classes cut into shards at random
+// (stats on each shard, mergeShardStats, finish on each; tests/helpers/sharded.ts assembles
+// them): the shares sum to the unsharded loss and the gradients assemble into its gradients
+// (SPEC's bound against the js reference, as (d)), finite, of the documented shapes, ignored
+// rows 0, inputs unchanged, on js and wasm; and a shard's offset or class count out of place
+// throws only a TypeError or RangeError "Expected ..." naming it.
+
+/** Cases per property of the sharded forms (each runs up to 8 shards twice on two backends). */
+const SHARDED_RUNS = Number(env("SOFTMARGIN_PROPERTY_RUNS") ?? 300);
+const SHARDED = SHARDED_LOSSES.filter((e) => !ONLY?.length || ONLY.includes(e.name));
+const shardedRun = (entry: ShardedLoss, property: string) => ({
+  seed: (SEED ^ seedOf(`sharded.${entry.name} ${property}`)) | 0,
+  numRuns: SHARDED_RUNS,
+});
+
+async function checkSharded(entry: ShardedLoss, k: ShardedCase): Promise<void> {
+  const { loss } = entry;
+  const member = (js as Any)[entry.name];
+  // The unsharded js reference: its loss, and its gradients for the case's upstream.
+  const ref: Outcome = {
+    value: member.forward(k.inputs, k.options).loss,
+    parts: {},
+    grads: member.backward(k.inputs, k.options, k.upstream),
+  };
+  for (const b of BACKENDS) {
+    const label = `${b.name} sharded.${entry.name} over shards [${k.sizes}]`;
+    const passed = { inputs: k.inputs, options: k.options, upstream: k.upstream };
+    const snap = snapshot(passed);
+    let got;
+    try {
+      got = await runSharded(b, entry.name, k.inputs, k.options, k.sizes, k.upstream);
+    } catch (e) {
+      assert.fail(`${label} threw on a valid call: ${(e as Error)?.name}: ${(e as Error)?.message}`);
+    }
+    assertUnchanged(snap, passed, `${label}: `);
+    const value = typeof got.loss === "number" ? got.loss : Float32Array.from(got.loss);
+    const o: Outcome = { value, parts: {}, grads: got.grads };
+    checkResult(loss, k, k.options, o, label);
+    checkAgreement(loss, "backward", k, o, ref, label);
+  }
+}
+
+/** A shard's offset and class count out of place, each with the argument it must name. */
+function badShardOptions(c: number, cs: number): [string, Record<string, unknown>, string][] {
+  return [
+    ["no offset", { classes: c }, "options.offset"],
+    ["offset -1", { offset: -1, classes: c }, "options.offset"],
+    ["offset 0.5", { offset: 0.5, classes: c }, "options.offset"],
+    ['offset "0"', { offset: "0", classes: c }, "options.offset"],
+    ["offset NaN", { offset: NaN, classes: c }, "options.offset"],
+    [`offset ${c - cs + 1} (past the last class)`, { offset: c - cs + 1, classes: c }, "options.offset"],
+    ["no classes", { offset: 0 }, "options.classes"],
+    ["classes 0", { offset: 0, classes: 0 }, "options.classes"],
+    ["classes 1.5", { offset: 0, classes: 1.5 }, "options.classes"],
+    [`classes "${c}"`, { offset: 0, classes: String(c) }, "options.classes"],
+    [`classes ${cs - 1} (fewer than the shard's ${cs})`, { offset: 0, classes: cs - 1 }, "options.classes"],
+  ];
+}
+
+function checkShardedInvalid(entry: ShardedLoss, k: ShardedCase): void {
+  const { c, shards } = shardsOf(entry.name, k.inputs, k.sizes);
+  const shard = shards[0], cs = k.sizes[0];
+  for (const { name, losses } of BACKENDS) {
+    const form = (losses as Any).sharded[entry.name];
+    const stats = form.stats(shard, { ...k.options, offset: 0, classes: c });
+    for (const [what, place, argument] of badShardOptions(c, cs)) {
+      const options = { ...k.options, ...place };
+      const calls = {
+        stats: () => form.stats(shard, options),
+        finish: () => form.finish(shard, stats, options, k.upstream),
+      };
+      for (const [method, call] of Object.entries(calls)) {
+        const label = `${name} sharded.${entry.name}.${method} with ${what}`;
+        const snap = snapshot({ shard, options });
+        let error: unknown = undefined;
+        try {
+          call();
+        } catch (e) {
+          error = e;
+        }
+        assertUnchanged(snap, { shard, options }, `${label}: `);
+        const e = error as Error;
+        assert.ok(
+          e instanceof TypeError || e instanceof RangeError,
+          `${label}: expected a TypeError or RangeError, got ${
+            e === undefined ? "nothing" : `${e?.constructor?.name}: ${e?.message}`
+          }`,
+        );
+        assert.ok(
+          e.message.startsWith("Expected"),
+          `${label}: the message does not start with "Expected": ${e.message}`,
+        );
+        assert.match(e.message, word(argument), `${label}: the message does not name ${argument}`);
+      }
+    }
+  }
+}
+
+describe(`property-based tests of the sharded forms (fast-check, ${SHARDED_RUNS} cases per property)`, () => {
+  for (const entry of SHARDED) {
+    describe(`sharded.${entry.name}`, () => {
+      it(
+        `any split of the classes gives ${entry.name}'s loss and gradients: finite, inputs unchanged, js and wasm agree with the js reference`,
+        TIMEOUT,
+        async () => {
+          await fc.assert(fc.asyncProperty(entry.valid, (k) => checkSharded(entry, k)), shardedRun(entry, "valid"));
+        },
+      );
+      it(
+        'a shard\'s offset or class count out of place: a TypeError or RangeError "Expected ..." naming it',
+        TIMEOUT,
+        () => {
+          fc.assert(fc.property(entry.valid, (k) => checkShardedInvalid(entry, k)), shardedRun(entry, "invalid"));
         },
       );
     });
@@ -893,6 +1063,14 @@ describe(`property-based tests, metric learning and mixture of experts (${PROBLE
         TIMEOUT,
         () => {
           fc.assert(fc.property(entry.valid, (k) => checkProblem(entry, k)), problemRun(entry.name, "valid"));
+        },
+      );
+      it(
+        `invalid calls: only a TypeError or RangeError "Expected ..." naming the argument (${PROBLEM_RUNS} cases)`,
+        TIMEOUT,
+        () => {
+          const member = { name: entry.name, kind: "loss", grads: entry.grads } as const;
+          fc.assert(fc.property(entry.invalid, (bad) => checkInvalid(member, bad)), problemRun(entry.name, "invalid"));
         },
       );
       it("permuting the batch permutes the row losses and gradients, and keeps the loss", TIMEOUT, () => {

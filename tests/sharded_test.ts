@@ -12,19 +12,11 @@ import { alloc, mergeShardStats, type ShardStats, wasm } from "../cpu.ts";
 import { assertGradClose, assertLossClose, assertThrowsNamed, assertUnchanged, snapshot } from "./helpers/assert.ts";
 import { type Backend, backends, reference } from "./helpers/backends.ts";
 import { type FixtureCase, loadFixtures } from "./helpers/fixtures.ts";
+import { type Assembled, LOGIT_KEY, runSharded } from "./helpers/sharded.ts";
 import { type Mat, randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
-
-/** How a loss is split: the columns of its `[N, C]` input, or the rows of W (`marginHead`). */
-const LOGIT_KEY: Record<string, string> = {
-  crossEntropy: "logits",
-  arcface: "cos",
-  cosface: "cos",
-  normface: "cos",
-  combinedMargin: "cos",
-};
 
 /** P uneven shard sizes (each >= 1) summing to c. */
 function shardSizes(rng: Rng, c: number, p: number): number[] {
@@ -32,80 +24,6 @@ function shardSizes(rng: Rng, c: number, p: number): number[] {
   while (cuts.size < p - 1) cuts.add(1 + rng.int(c - 1));
   const ends = [...cuts].sort((a, b) => a - b).concat(c);
   return ends.map((e, k) => e - (k === 0 ? 0 : ends[k - 1]));
-}
-
-/** Columns [j0, j0 + cs) of m. */
-function columns(m: Mat, j0: number, cs: number): Mat {
-  const [n, c] = m.shape;
-  const data = new Float32Array(n * cs);
-  for (let i = 0; i < n; i++) data.set(m.data.subarray(i * c + j0, i * c + j0 + cs), i * cs);
-  return { data, shape: [n, cs] };
-}
-
-/** Rows [r0, r0 + rs) of m. */
-function rowsOf(m: Mat, r0: number, rs: number): Mat {
-  const d = m.shape[1];
-  return { data: m.data.slice(r0 * d, (r0 + rs) * d), shape: [rs, d] };
-}
-
-/** What the shards give together: the summed loss shares and the assembled gradients. */
-interface Assembled {
-  loss: number | Float64Array;
-  grads: Record<string, Mat>;
-  stats: ShardStats[];
-}
-
-/** Runs `name` sharded by `sizes` on backend `b`: stats on each shard, the merge, finish on each. */
-async function runSharded(
-  b: Backend,
-  name: string,
-  inputs: Any,
-  options: Any,
-  sizes: number[],
-  upstream?: Any,
-): Promise<Assembled> {
-  const loss = (b.losses as Any).sharded[name];
-  const key = LOGIT_KEY[name];
-  const full: Mat = key ? inputs[key] : inputs.W;
-  const c = full.shape[0 + (key ? 1 : 0)];
-  const offsets = sizes.map((_, k) => sizes.slice(0, k).reduce((s, x) => s + x, 0));
-  const shards = sizes.map((cs, k) => ({
-    ...inputs,
-    ...(key ? { [key]: columns(full, offsets[k], cs) } : { W: rowsOf(full, offsets[k], cs) }),
-  }));
-  const opts = sizes.map((_, k) => ({ ...options, offset: offsets[k], classes: c }));
-  const stats: ShardStats[] = [];
-  for (let k = 0; k < sizes.length; k++) stats.push(await loss.stats(shards[k], opts[k]));
-  const merged = mergeShardStats(stats);
-  const results = [];
-  for (let k = 0; k < sizes.length; k++) results.push(await loss.finish(shards[k], merged, opts[k], upstream));
-  const n = inputs.labels.length;
-  let total: number | Float64Array = options.reduction === "none" ? new Float64Array(n) : 0;
-  for (const r of results) {
-    if (typeof total === "number") total += r.loss as number;
-    else for (let i = 0; i < n; i++) total[i] += (r.loss as Float32Array)[i];
-  }
-  const grads: Record<string, Mat> = {};
-  if (key) {
-    const g = new Float32Array(n * c);
-    results.forEach((r, k) => {
-      const part = r.grads[key] as Mat;
-      assert.deepEqual([...part.shape], [n, sizes[k]], `shard ${k} gradient shape`);
-      for (let i = 0; i < n; i++) g.set(part.data.subarray(i * sizes[k], (i + 1) * sizes[k]), i * c + offsets[k]);
-    });
-    grads[key] = { data: g, shape: [n, c] };
-  } else {
-    const d = inputs.x.shape[1];
-    const gx = new Float64Array(n * d), gW = new Float32Array(c * d);
-    results.forEach((r, k) => {
-      assert.deepEqual([...r.grads.W.shape], [sizes[k], d], `shard ${k} W gradient shape`);
-      gW.set(r.grads.W.data, offsets[k] * d);
-      r.grads.x.data.forEach((v: number, j: number) => (gx[j] += v));
-    });
-    grads.x = { data: Float32Array.from(gx), shape: [n, d] };
-    grads.W = { data: gW, shape: [c, d] };
-  }
-  return { loss: total, grads, stats };
 }
 
 /** Within `tol * max(1, |ref|)` (loss) / `tol * max(1e-3, max|ref|)` (gradients) of the unsharded result. */

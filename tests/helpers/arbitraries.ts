@@ -5,7 +5,9 @@
  * call: a bad shape, label, option value or type, an unknown key, a bad `out` buffer or
  * upstream). The table {@linkcode PROPERTY_LOSSES} has one entry per public member, so a
  * loss added later is one more entry; `tests/property_test.ts` and
- * `tests/determinism_test.ts` run it.
+ * `tests/determinism_test.ts` run it. {@linkcode PROBLEM_LOSSES} is the second table (the
+ * losses whose inputs are not one layout), {@linkcode SHARDED_LOSSES} the sharded forms';
+ * `tests/property_test.ts` fails when a member of the loss sets has no entry in any of them.
  *
  * Only documented keys are generated for valid calls (docs/LOSSES.md): an unknown key is
  * itself one of the invalid mutations.
@@ -240,7 +242,8 @@ function labels(n: number, c: number, ignore: number): fc.Arbitrary<Int32Array |
 // ------------------------------------------------------------------------------------------------
 // Heads: x [N, D], W [C, D]
 
-function norm(m: Mat, row: number): number {
+/** The L2 norm of row `row` of a matrix, in float64. */
+export function rowNorm(m: Mat, row: number): number {
   const d = m.shape[1];
   let s = 0;
   for (let k = 0; k < d; k++) s += m.data[row * d + k] ** 2;
@@ -249,7 +252,7 @@ function norm(m: Mat, row: number): number {
 
 function maxNorm(m: Mat): number {
   let best = 0;
-  for (let r = 0; r < m.shape[0]; r++) best = Math.max(best, norm(m, r));
+  for (let r = 0; r < m.shape[0]; r++) best = Math.max(best, rowNorm(m, r));
   return best;
 }
 
@@ -883,6 +886,59 @@ function define(d: Definition): PropertyLoss {
 export const PROPERTY_LOSSES: readonly PropertyLoss[] = definitions.map(define);
 
 // ------------------------------------------------------------------------------------------------
+// The sharded forms (`losses.sharded.<name>`, docs/SHARDING.md): a valid call of the unsharded
+// loss of the table above (its `out` buffers dropped: the sharded forms take none), with its
+// classes cut into 1 to 8 shards at random points.
+
+/** A member of the sharded table. */
+export interface ShardedLoss {
+  /** The name of the sharded form, which is its unsharded loss's. */
+  readonly name: string;
+  /** The unsharded loss's entry. */
+  readonly loss: PropertyLoss;
+  readonly valid: fc.Arbitrary<ShardedCase>;
+}
+
+/** A valid call of a sharded form: the unsharded loss's call (no `out`) and the shards' sizes, in class order. */
+export interface ShardedCase extends Case {
+  sizes: number[];
+}
+
+/** C classes cut at 0 to 7 distinct points: the sizes of the shards (each >= 1). */
+const shardSizes = (c: number): fc.Arbitrary<number[]> =>
+  (c === 1 ? fc.constant([]) : fc.uniqueArray(fc.integer({ min: 1, max: c - 1 }), { maxLength: Math.min(7, c - 1) }))
+    .map((cuts) => {
+      const ends = [...cuts].sort((a, b) => a - b).concat(c);
+      return ends.map((e, i) => e - (i === 0 ? 0 : ends[i - 1]));
+    });
+
+function shardedForm(name: string): ShardedLoss {
+  const loss = PROPERTY_LOSSES.find((e) => e.name === name)!;
+  // The classes: the rows of W for a head, else the columns of the batch input.
+  const classes = (k: Case) => (k.inputs.W ? (k.inputs.W as Mat).shape[0] : (k.inputs[loss.batch] as Mat).shape[1]);
+  return {
+    name,
+    loss,
+    valid: loss.valid.chain((k) =>
+      shardSizes(classes(k)).map((sizes) => {
+        const { out: _, ...options } = k.options ?? {};
+        return { ...k, options, sizes };
+      })
+    ),
+  };
+}
+
+/** Every sharded form, in the order of docs/SHARDING.md. */
+export const SHARDED_LOSSES: readonly ShardedLoss[] = [
+  "crossEntropy",
+  "arcface",
+  "cosface",
+  "normface",
+  "combinedMargin",
+  "marginHead",
+].map(shardedForm);
+
+// ------------------------------------------------------------------------------------------------
 // Calling a member
 
 /**
@@ -955,6 +1011,8 @@ export interface ProblemLoss {
   /** Whether it takes `reduction` (then `"none"` takes an upstream per row). */
   readonly reduces: boolean;
   readonly valid: fc.Arbitrary<ProblemCase>;
+  /** Valid calls broken in one place (as the first table's `invalid`). */
+  readonly invalid: fc.Arbitrary<BadCase>;
 }
 
 /** A valid call of the second table, with the name of the edge it was pushed to. */
@@ -1008,6 +1066,8 @@ interface ProblemDefinition {
   batch: string;
   /** Whether the random problem has a rule (physicsContrastive: only when a threshold is given). */
   rule?: (o: Record<string, Any>) => boolean;
+  /** Inputs that may be left out (physicsContrastive's rule). */
+  optional?: readonly string[];
   /** The member's own options for C classes. */
   options(c: number): fc.Arbitrary<Record<string, Any>>;
   /** Its own edges, beside the common ones. */
@@ -1027,6 +1087,7 @@ const problemDefinitions: ProblemDefinition[] = [
     batch: "f",
     reduces: true,
     rule: (o) => o.threshold !== undefined,
+    optional: ["rule"],
     options: () => fc.record({ temperature: temperatures, threshold: thresholds }, { requiredKeys: [] }),
     extremes: ruleExtremes,
   },
@@ -1166,12 +1227,108 @@ function problemCase(d: ProblemDefinition): fc.Arbitrary<ProblemCase> {
   );
 }
 
+const isMatrix = (v: unknown): v is Mat =>
+  typeof v === "object" && v !== null && "data" in v && ArrayBuffer.isView((v as Mat).data);
+
+/**
+ * Every way to break a valid call `k` of the second table in one place, each with the
+ * methods that must throw and the argument the message must name: the inputs object, each
+ * input (left out, null, a string; a matrix's data, shape and length; a list's matrices),
+ * the labels' type and length, the options object, an unknown option, checkFinite,
+ * reduction, each of the call's own options (NaN, a string, a boolean), out, the upstream.
+ */
+function problemMutations(d: ProblemDefinition, k: ProblemCase): BadCase[] {
+  const all = methodsOf("loss");
+  const bad: BadCase[] = [];
+  const add = (what: string, c: Case, mentions: string, mustThrow: readonly Method[] = all) =>
+    bad.push({ ...c, what, mustThrow, mentions: word(mentions) });
+  const o = k.options ?? {};
+  const withInput = (key: string, value: unknown) => {
+    const inputs = { ...k.inputs };
+    if (value === undefined) delete inputs[key];
+    else inputs[key] = value;
+    return change(k, { inputs });
+  };
+  const withOption = (key: string, value: unknown) => change(k, { options: { ...o, [key]: value } });
+  const brokenMatrices = (m: Mat): [string, unknown][] => {
+    const [rows, cols] = m.shape;
+    return [
+      ["a bare typed array", m.data],
+      ["data a Float64Array", { data: new Float64Array(rows * cols), shape: [rows, cols] }],
+      ["no shape", { data: m.data }],
+      ["shape of rank 3", { data: m.data, shape: [rows, cols, 1] }],
+      ["a negative size", { data: m.data, shape: [-rows, cols] }],
+      ["data one too long", {
+        data: new (m.data.constructor as Float32ArrayConstructor)(rows * cols + 1),
+        shape: [rows, cols],
+      }],
+    ];
+  };
+
+  for (const value of [null, 5, "inputs", [k.inputs]]) {
+    add(`inputs = ${show(value)}`, { ...k, inputs: value as Any }, "inputs");
+  }
+  add("an unknown input key", withInput("extra", k.inputs[d.batch]), "extra");
+  for (const [key, value] of Object.entries(k.inputs)) {
+    add(`${key} missing`, withInput(key, undefined), key, d.optional?.includes(key) ? [] : all);
+    add(`${key}: null`, withInput(key, null), key);
+    add(`${key}: a string`, withInput(key, "1"), key);
+    if (isMatrix(value)) {
+      for (const [what, m] of brokenMatrices(value)) add(`${key}: ${what}`, withInput(key, m), key);
+    } else if (Array.isArray(value) && isMatrix(value[0])) {
+      add(`${key}: a matrix, not a list`, withInput(key, value[0]), key);
+      for (const [what, m] of brokenMatrices(value[0])) {
+        add(`${key}[0]: ${what}`, withInput(key, [m, ...value.slice(1)]), key);
+      }
+    }
+  }
+  const labels = k.inputs.labels as ArrayLike<number> | undefined;
+  if (labels) {
+    const forms: [string, unknown][] = [
+      ["a Float32Array", Float32Array.from(labels)],
+      ["one too many", [...Array.from(labels), 0]],
+      ["a fractional label", Array.from(labels, (y, i) => (i === 0 ? 0.5 : y))],
+      ["a NaN label", Array.from(labels, (y, i) => (i === 0 ? NaN : y))],
+    ];
+    for (const [what, value] of forms) add(`labels: ${what}`, withInput("labels", value), "labels");
+  }
+
+  for (const value of ["mean", 5, true]) add(`options = ${show(value)}`, { ...k, options: value as Any }, "options");
+  add("an unknown option", withOption("unknownOption", 1), "unknownOption");
+  for (const v of BAD_BOOLEAN) add(`checkFinite = ${show(v)}`, withOption("checkFinite", v), "options.checkFinite");
+  if (d.reduces) {
+    for (const v of ["avg", "MEAN", 1, null]) {
+      add(`reduction = ${show(v)}`, withOption("reduction", v), "options.reduction");
+    }
+  } else add("reduction (not an option here)", withOption("reduction", "mean"), "reduction");
+  for (const [key, value] of Object.entries(o)) {
+    if (["reduction", "checkFinite", "out"].includes(key)) continue;
+    for (const v of typeof value === "boolean" ? BAD_BOOLEAN : [NaN, "1", true]) {
+      add(`options.${key} = ${show(v)}`, withOption(key, v), `options.${key}`);
+    }
+  }
+  add("an unknown out key", withOption("out", { bogus: garbage([1, 1]) }), "bogus");
+  add("out not an object", withOption("out", 5), "options.out");
+
+  const batch = k.inputs[d.batch];
+  const n = (Array.isArray(batch) ? batch[0] : batch).shape[0];
+  const forms: [string, unknown][] = o.reduction === "none"
+    ? [["a string", "1"], ["one value too many", new Float32Array(n + 1)], ["a matrix", garbage([n, 1])]]
+    : [["a Float32Array", new Float32Array(n)], ["a string", "1"], ["an object", {}]];
+  for (const [what, value] of forms) add(`upstream: ${what}`, change(k, { upstream: value }), "upstream", ["backward"]);
+  return bad;
+}
+
 /** The second table, in the order of docs/LOSSES.md. */
-export const PROBLEM_LOSSES: readonly ProblemLoss[] = problemDefinitions.map((d) => ({
-  name: d.spec.name,
-  grads: d.spec.grads,
-  lists: d.lists ?? [],
-  normalised: d.normalised ?? [],
-  reduces: d.reduces ?? false,
-  valid: problemCase(d),
-}));
+export const PROBLEM_LOSSES: readonly ProblemLoss[] = problemDefinitions.map((d) => {
+  const valid = problemCase(d);
+  return {
+    name: d.spec.name,
+    grads: d.spec.grads,
+    lists: d.lists ?? [],
+    normalised: d.normalised ?? [],
+    reduces: d.reduces ?? false,
+    valid,
+    invalid: valid.chain((k) => fc.constantFrom(...problemMutations(d, k))),
+  };
+});

@@ -287,6 +287,19 @@ export function randomClassRows(rng: Rng, c: number, d: number): Mat {
   return W;
 }
 
+/** Unit rows of m (float64), dividing by max(||row||, 1e-12) as F.normalize, and the norms. */
+export function unitRows(m: Mat): { u: Float64Array; norms: Float64Array } {
+  const [r, d] = m.shape;
+  const u = new Float64Array(r * d), norms = new Float64Array(r);
+  for (let i = 0; i < r; i++) {
+    let s = 0;
+    for (let k = 0; k < d; k++) s += m.data[i * d + k] ** 2;
+    norms[i] = Math.sqrt(s);
+    for (let k = 0; k < d; k++) u[i * d + k] = m.data[i * d + k] / Math.max(norms[i], 1e-12);
+  }
+  return { u, norms };
+}
+
 /**
  * Embeddings `[n, d]` whose cosine to their label's class row `W[labels[i]]` is `targets[i]`
  * (up to float32 rounding) and whose norm is `norms[i]`; a random direction for ignored

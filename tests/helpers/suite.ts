@@ -189,6 +189,10 @@ function compareGrads(spec: LossSpec, got: Record<string, Any>, ref: Record<stri
  * row count and logit scale of the grid, every option set of the loss; forward,
  * backward (random upstream) and valueAndGrad, SPEC's accuracy bound, finite
  * results, inputs unchanged.
+ *
+ * The problems run concurrently: an asynchronous backend (WebGPU) then waits on its device
+ * for all of them at once instead of one after another (a synchronous one runs them in turn).
+ * Every problem is checked; the first failure in grid order is thrown.
  */
 export async function checkAgreement(
   spec: LossSpec,
@@ -196,51 +200,58 @@ export async function checkAgreement(
   c: number,
   cache?: Map<string, { rg: Any; rvg: Any }>,
 ): Promise<void> {
+  const settled = await Promise.allSettled(
+    GRID.rows.flatMap((n) =>
+      GRID.scales.flatMap((scale) => spec.optionSets(c).map((o) => checkProblem(spec, backend, n, c, scale, o, cache)))
+    ),
+  );
+  const failed = settled.find((r) => r.status === "rejected");
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+}
+
+/** One problem of `checkAgreement`. */
+async function checkProblem(
+  spec: LossSpec,
+  backend: Backend,
+  n: number,
+  c: number,
+  scale: number,
+  o: Record<string, Any>,
+  cache?: Map<string, { rg: Any; rvg: Any }>,
+): Promise<void> {
   const ref = lossOf(reference, spec.name)!;
   const loss = lossOf(backend, spec.name)!;
-  for (const n of GRID.rows) {
-    for (const scale of GRID.scales) {
-      const sets = spec.optionSets(c);
-      for (let k = 0; k < sets.length; k++) {
-        const o = sets[k];
-        const problem = `${spec.name} N=${n} C=${c} scale=${scale} options=${describeOptions(o)}`;
-        const label = `${backend.name} ${problem}`;
-        const rng = new Rng(seedOf(problem));
-        const inputs = spec.random(rng, n, c, scale, o);
-        const upstream = randomUpstream(spec, rng, n, c, o);
-        const all = { inputs, o, upstream };
-        const snap = snapshot(all);
+  const problem = `${spec.name} N=${n} C=${c} scale=${scale} options=${describeOptions(o)}`;
+  const label = `${backend.name} ${problem}`;
+  const rng = new Rng(seedOf(problem));
+  const inputs = spec.random(rng, n, c, scale, o);
+  const upstream = randomUpstream(spec, rng, n, c, o);
+  const all = { inputs, o, upstream };
+  const snap = snapshot(all);
 
-        // The reference is the slow part: valueAndGrad's value stands for forward's (the
-        // fixture suites check the reference's forward and valueAndGrad separately), and a
-        // caller running several builds against it passes a cache.
-        let refs = cache?.get(problem);
-        if (!refs) {
-          const rg = await ref.backward(inputs, o, upstream);
-          const rvg = spec.matrixOutput
-            ? await ref.valueAndGrad(inputs, o, upstream)
-            : await ref.valueAndGrad(inputs, o);
-          refs = { rg, rvg };
-          cache?.set(problem, refs);
-        }
-        const { rg, rvg } = refs;
-        const rf: Forward = rvg;
-        const bf = await loss.forward(inputs, o);
-        assertUnchanged(snap, all, `${label}: after forward: `);
-        const bg = await loss.backward(inputs, o, upstream);
-        assertUnchanged(snap, all, `${label}: after backward: `);
-        const bvg = spec.matrixOutput
-          ? await loss.valueAndGrad(inputs, o, upstream)
-          : await loss.valueAndGrad(inputs, o);
-        assertUnchanged(snap, all, `${label}: after valueAndGrad: `);
-
-        compareValue(spec, bf, rf, `${label} forward`);
-        compareValue(spec, bvg, rvg, `${label} valueAndGrad`);
-        compareGrads(spec, bg, rg, `${label} backward(upstream)`);
-        compareGrads(spec, bvg.grads, rvg.grads, `${label} valueAndGrad`);
-      }
-    }
+  // The reference is the slow part: valueAndGrad's value stands for forward's (the
+  // fixture suites check the reference's forward and valueAndGrad separately), and a
+  // caller running several builds against it passes a cache.
+  let refs = cache?.get(problem);
+  if (!refs) {
+    const rg = await ref.backward(inputs, o, upstream);
+    const rvg = spec.matrixOutput ? await ref.valueAndGrad(inputs, o, upstream) : await ref.valueAndGrad(inputs, o);
+    refs = { rg, rvg };
+    cache?.set(problem, refs);
   }
+  const { rg, rvg } = refs;
+  const rf: Forward = rvg;
+  const bf = await loss.forward(inputs, o);
+  assertUnchanged(snap, all, `${label}: after forward: `);
+  const bg = await loss.backward(inputs, o, upstream);
+  assertUnchanged(snap, all, `${label}: after backward: `);
+  const bvg = spec.matrixOutput ? await loss.valueAndGrad(inputs, o, upstream) : await loss.valueAndGrad(inputs, o);
+  assertUnchanged(snap, all, `${label}: after valueAndGrad: `);
+
+  compareValue(spec, bf, rf, `${label} forward`);
+  compareValue(spec, bvg, rvg, `${label} valueAndGrad`);
+  compareGrads(spec, bg, rg, `${label} backward(upstream)`);
+  compareGrads(spec, bvg.grads, rvg.grads, `${label} valueAndGrad`);
 }
 
 /** Options in a message: vectors by length only. */
