@@ -6,10 +6,10 @@
  * every backend shares for it, is a file of this folder; `core.ts` holds the raw result
  * (`Raw`), the kernel type and the generic result helpers.
  *
- * The kernel families: Every loss definition names its
- * family (`LossDef.kernel`), so this interface and the definitions are the one place
- * that says which kernel runs each loss; a backend is one function per family
- * (`src/reference/mod.ts`, `src/wasm/mod.ts`, `src/webgpu/mod.ts`).
+ * Every loss definition names its family (`LossDef.kernel`), so this interface and the
+ * definitions are the one place that says which kernel runs each loss; a backend is one
+ * function per family (`src/reference/mod.ts`, `src/wasm/mod.ts`, `src/webgpu/mod.ts`).
+ * The families:
  *
  * | family      | problem                                    | losses                                                          |
  * | ----------- | ------------------------------------------ | --------------------------------------------------------------- |
@@ -33,7 +33,7 @@
  *
  * A composite (`physMoe`) has no family of its own: its terms run on the families
  * above, the `combine` term last, through `composite`: in order on the CPU
- * (`sequential` in `src/loss.ts`), in one submission on WebGPU when the inputs are on
+ * (`sequential` below), in one submission on WebGPU when the inputs are on
  * the GPU (`src/webgpu/composite.ts`).
  *
  * @module
