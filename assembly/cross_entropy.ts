@@ -19,10 +19,11 @@
 // (The smoothing and the target replacement are never asked for together.)
 // crossEntropy's large-vocabulary options (scale 1, no clamp, no target, gamma 0), both
 // checked once per row:
-//   softcap c != 0: the row is first capped into a scratch row, z_j = c tanh(x_j / c), with
-//                   d_j = 1 - tanh^2 beside it; the kernel runs on z and the gradient row is
-//                   finally multiplied by d;
-//   zLoss k != 0:   rowZ_i = k lse^2, lse = m + log(sum); its gradient zs_i 2 k lse p_c
+//   softcap c != 0: the row is first capped into a scratch row, z_j = c tanh(x_j / c) - h with
+//                   h the capped maximum (softmax.ts's rowSoftcap: the loss is shift-invariant
+//                   and only lse needs h back), d_j = 1 - tanh^2 beside it; the kernel runs on
+//                   z and the gradient row is finally multiplied by d;
+//   zLoss k != 0:   rowZ_i = k lse^2, lse = h + m + log(sum); its gradient zs_i 2 k lse p_c
 //                   (zs_i = zScales[i]) joins dz_c.
 import { rowMax, rowMin, rowFind, rowSumBelow, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSoftcap, rowMul } from "./softmax";
 import { expNeg1 } from "./math";
@@ -75,8 +76,9 @@ export function hard_label(
       if (scales) rowZero(gr, c);
       continue;
     }
+    let h: f64 = 0; // the shift of a capped row
     if (softcap != 0) {
-      rowSoftcap(zr, cap, cap + (<usize>c << 2), c, softcap);
+      h = rowSoftcap(zr, cap, cap + (<usize>c << 2), c, softcap);
       zr = cap;
     }
     const wy: f64 = weight ? <f64>load<f32>(weight + (<usize>y << 2)) : 1;
@@ -151,7 +153,7 @@ export function hard_label(
     // z-loss: k lse^2 and the coefficient of its gradient 2 k lse p_c (at its own row scale).
     let zk: f64 = 0;
     if (zLoss != 0) {
-      const lse = m + Math.log(sum);
+      const lse = h + m + Math.log(sum);
       store<f64>(rowZ + (<usize>i << 3), zLoss * lse * lse);
       if (scales) zk = load<f64>(zScales + (<usize>i << 3)) * 2 * zLoss * lse;
     }

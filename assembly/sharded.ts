@@ -10,9 +10,10 @@
 // Exponentials are taken against m32 = M / s rounded to float32 and put back against M by
 // the factor e^(m32 s - M), as in the unsharded kernel (cross_entropy.ts).
 // With crossEntropy's softcap c != 0 (s = 1, no clamp) each row is first capped into a
-// scratch row `cap` [2, c] (z_j = c tanh(x_j / c) and d_j = 1 - tanh^2, softmax.ts's
-// rowSoftcap), which the row's passes then read; shard_grads multiplies the gradient row by d
-// (the label's G already holds its derivative).
+// scratch row `cap` [2, c] (z_j = c tanh(x_j / c) - h, h the row's capped maximum, and
+// d_j = 1 - tanh^2, softmax.ts's rowSoftcap), which the row's passes then read against the
+// maximum less h; shard_grads multiplies the gradient row by d (the label's G already holds
+// its derivative).
 import { rowMax, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSumBelow, rowDotBelow, rowSoftcap, rowMul } from "./softmax";
 
 // @ts-ignore: decorator
@@ -50,16 +51,17 @@ export function shard_stats(
       if (below) store<f64>(below + o8, 0);
       continue;
     }
+    let h: f64 = 0; // the shift of a capped row
     if (softcap != 0) {
-      rowSoftcap(zr, cap, cap + (<usize>c << 2), c, softcap);
+      h = rowSoftcap(zr, cap, cap + (<usize>c << 2), c, softcap);
       zr = cap;
     }
     const y = yl >= 0 ? yl : c;
     const mx = otherMax(zr, c, y, clamp);
-    let m = <f64>mx * scale;
+    let m = <f64>mx * scale + h;
     if (yl >= 0) m = max(m, load<f64>(target + (<usize>i << 4)));
-    const m32 = <f32>(m / scale);
-    const F = Math.exp(<f64>m32 * scale - m);
+    const m32 = <f32>((m - h) / scale);
+    const F = Math.exp(<f64>m32 * scale - (m - h));
     const S = F * (expSumIn(zr, 0, y, m32, s32, 0, clamp) + expSumIn(zr, y < c ? y + 1 : c, c, m32, s32, 0, clamp));
     store<f64>(maxOut + o8, m);
     store<f64>(sumOut + o8, S);
@@ -82,12 +84,13 @@ export function shard_grads(
       rowZero(gr, c);
       continue;
     }
+    let h: f64 = 0; // the shift of a capped row
     if (softcap != 0) {
-      rowSoftcap(zr, cap, cap + (<usize>c << 2), c, softcap);
+      h = rowSoftcap(zr, cap, cap + (<usize>c << 2), c, softcap);
       zr = cap;
     }
     const o8 = <usize>i << 3;
-    const m = load<f64>(M + o8);
+    const m = load<f64>(M + o8) - h;
     const m32 = <f32>(m / scale);
     const F = Math.exp(<f64>m32 * scale - m);
     const y = yl >= 0 ? yl : c;
