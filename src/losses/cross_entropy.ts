@@ -108,6 +108,14 @@ export function finishHardLabel(p: HardLabelProblem, rows: Float64Array, grad: F
  * const { loss, grads } = wasm.crossEntropy.valueAndGrad({ logits, labels: [0, 1] }, { labelSmoothing: 0.1 });
  * console.log(loss, grads.logits.shape); // 0.3339 [2, 3]
  * ```
+ *
+ * @example Softcap and z-loss (a language model's head)
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const logits = { data: new Float32Array([40, 0, 0, 0, 3, 0]), shape: [2, 3] as const };
+ * const r = wasm.crossEntropy.forward({ logits, labels: [0, 1] }, { softcap: 30, zLoss: 1e-4 });
+ * console.log(r.loss, r.z); // 0.0825 0.0345 (40 is capped to 30 tanh(4/3) = 26.1; z is included in loss)
+ * ```
  */
 export const crossEntropy: Definition<
   CrossEntropyInputs,

@@ -212,7 +212,11 @@ function logitShardDef(def: LogitDef): ShardDef {
       return then(k.logitShardGrads({ ...s.problem, max: stats.max, A, U, G, out: null }), (grad) => {
         const ce = v.reduce(rows, s.reduction, s.denominator), z = v.reduce(zRows, s.reduction, count);
         const loss = typeof ce === "number" ? ce + (z as number) : Float32Array.from(rows, (r, i) => r + zRows[i]);
-        return { loss, ...(def.name === "crossEntropy" ? { z } : {}), grads: { [s.key]: { data: grad, shape: [n, c] } } };
+        return {
+          loss,
+          ...(def.name === "crossEntropy" ? { z } : {}),
+          grads: { [s.key]: { data: grad, shape: [n, c] } },
+        };
       });
     },
   };
