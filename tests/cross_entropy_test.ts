@@ -164,40 +164,44 @@ describe("crossEntropy", () => {
           }
         });
 
-        it("zLoss alone adds exactly zLoss lse^2 (mean over the non-ignored rows, weight or not)", { skip }, async () => {
-          const ce = lossOf(b, "crossEntropy")!;
-          const k = 0.03, c = 7, weight = randomVector(new Rng(5), c, 0.5, 2);
-          // lse and softmax of each row in float64, independently of the library.
-          const lse: number[] = [], p: number[][] = [];
-          for (let i = 0; i < 6; i++) {
-            const row = [...inputs.logits.data.subarray(i * c, (i + 1) * c)];
-            const m = Math.max(...row), s = row.reduce((t, x) => t + Math.exp(x - m), 0);
-            lse.push(m + Math.log(s));
-            p.push(row.map((x) => Math.exp(x - m) / s));
-          }
-          const kept = [...inputs.labels.keys()].filter((i) => inputs.labels[i] >= 0);
-          for (const reduction of ["mean", "sum"]) {
-            const o = { reduction, weight, labelSmoothing: 0.1 };
-            const a = await ce.valueAndGrad(inputs, o);
-            const z = await ce.valueAndGrad(inputs, { ...o, zLoss: k });
-            const div = reduction === "mean" ? kept.length : 1;
-            const term = kept.reduce((t, i) => t + k * lse[i] ** 2, 0) / div;
-            assertLossClose(z.z, term, `${reduction} part z`);
-            assertLossClose(z.loss as number, (a.loss as number) + term, `${reduction} loss`);
-            const want = a.grads.logits.data.map((g: number, q: number) => {
-              const i = Math.floor(q / c);
-              return g + (inputs.labels[i] >= 0 ? (2 * k * lse[i] * p[i][q % c]) / div : 0);
+        it(
+          "zLoss alone adds exactly zLoss lse^2 (mean over the non-ignored rows, weight or not)",
+          { skip },
+          async () => {
+            const ce = lossOf(b, "crossEntropy")!;
+            const k = 0.03, c = 7, weight = randomVector(new Rng(5), c, 0.5, 2);
+            // lse and softmax of each row in float64, independently of the library.
+            const lse: number[] = [], p: number[][] = [];
+            for (let i = 0; i < 6; i++) {
+              const row = [...inputs.logits.data.subarray(i * c, (i + 1) * c)];
+              const m = Math.max(...row), s = row.reduce((t, x) => t + Math.exp(x - m), 0);
+              lse.push(m + Math.log(s));
+              p.push(row.map((x) => Math.exp(x - m) / s));
+            }
+            const kept = [...inputs.labels.keys()].filter((i) => inputs.labels[i] >= 0);
+            for (const reduction of ["mean", "sum"]) {
+              const o = { reduction, weight, labelSmoothing: 0.1 };
+              const a = await ce.valueAndGrad(inputs, o);
+              const z = await ce.valueAndGrad(inputs, { ...o, zLoss: k });
+              const div = reduction === "mean" ? kept.length : 1;
+              const term = kept.reduce((t, i) => t + k * lse[i] ** 2, 0) / div;
+              assertLossClose(z.z, term, `${reduction} part z`);
+              assertLossClose(z.loss as number, (a.loss as number) + term, `${reduction} loss`);
+              const want = a.grads.logits.data.map((g: number, q: number) => {
+                const i = Math.floor(q / c);
+                return g + (inputs.labels[i] >= 0 ? (2 * k * lse[i] * p[i][q % c]) / div : 0);
+              });
+              assertGradClose(z.grads.logits, want, `${reduction} grad`);
+            }
+            const none: Any = await ce.forward(inputs, { reduction: "none", zLoss: k });
+            const plain = (await ce.forward(inputs, { reduction: "none" })).loss as Float32Array;
+            inputs.labels.forEach((y: number, i: number) => {
+              const term = y >= 0 ? k * lse[i] ** 2 : 0;
+              assertLossClose(none.z[i], term, `none: row ${i} z`);
+              assertLossClose(none.loss[i], plain[i] + term, `none: row ${i} loss`);
             });
-            assertGradClose(z.grads.logits, want, `${reduction} grad`);
-          }
-          const none: Any = await ce.forward(inputs, { reduction: "none", zLoss: k });
-          const plain = (await ce.forward(inputs, { reduction: "none" })).loss as Float32Array;
-          inputs.labels.forEach((y: number, i: number) => {
-            const term = y >= 0 ? k * lse[i] ** 2 : 0;
-            assertLossClose(none.z[i], term, `none: row ${i} z`);
-            assertLossClose(none.loss[i], plain[i] + term, `none: row ${i} loss`);
-          });
-        });
+          },
+        );
 
         it("labels as a plain array give the same result as an Int32Array", { skip }, async () => {
           const ce = lossOf(b, "crossEntropy")!;
@@ -332,39 +336,43 @@ describe("crossEntropy", () => {
           assertLossClose(none[4], 2e4 + Math.log(c - 1), "row 4 loss");
         });
 
-        it("softcap and zLoss on logits of 1e4: finite, and within SPEC's bound of the reference", { skip }, async () => {
-          const ce = lossOf(b, "crossEntropy")!;
-          const ref = lossOf(reference, "crossEntropy")!;
-          const c = 37;
-          const rows = [
-            Array.from({ length: c }, (_, j) => (j === 20 ? 1e4 : 1e4 - 3 * j)), // the label near the maximum
-            Array.from({ length: c }, (_, j) => (j % 2 ? -1e4 : 1e4)),
-            Array.from({ length: c }, (_, j) => 9000 + j), // a cap far above: the capped values differ by less than 1
-            Array.from({ length: c }, () => -1e4),
-          ];
-          const inputs = { logits: mat(4, c, rows.flat()), labels: [20, 1, 36, 5] };
-          for (
-            const o of [
-              { softcap: 30, zLoss: 1e-4 },
-              { softcap: 1e5, zLoss: 1e-3, labelSmoothing: 0.1 },
-              { softcap: 2e4, reduction: "none" },
-              { softcap: 1e9, zLoss: 1e-6, reduction: "sum" },
-            ]
-          ) {
-            const r = await ce.valueAndGrad(inputs, o);
-            const e = await ref.valueAndGrad(inputs, o);
-            assertFinite(r.loss as Any, "loss");
-            assertFinite(r.grads.logits.data, "grad", [4, c]);
-            // The GPU path rounds each capped logit to float32 (an error of min(c, |x|) 2^-24, not
-            // relative to the logits' differences as on wasm): SPEC's bound there needs a cap of
-            // at most ~1000 (docs/LOSSES.md); Gemma-2's 30 is checked.
-            if (b.name === "webgpu" && o.softcap > 1000) continue;
-            const label = JSON.stringify(o);
-            assertLossClose(r.loss as Any, e.loss as Any, `loss ${label}`);
-            assertLossClose(r.z as Any, e.z as Any, `z ${label}`);
-            assertGradClose(r.grads.logits, e.grads.logits.data, `grad ${label}`);
-          }
-        });
+        it(
+          "softcap and zLoss on logits of 1e4: finite, and within SPEC's bound of the reference",
+          { skip },
+          async () => {
+            const ce = lossOf(b, "crossEntropy")!;
+            const ref = lossOf(reference, "crossEntropy")!;
+            const c = 37;
+            const rows = [
+              Array.from({ length: c }, (_, j) => (j === 20 ? 1e4 : 1e4 - 3 * j)), // the label near the maximum
+              Array.from({ length: c }, (_, j) => (j % 2 ? -1e4 : 1e4)),
+              Array.from({ length: c }, (_, j) => 9000 + j), // a cap far above: the capped values differ by less than 1
+              Array.from({ length: c }, () => -1e4),
+            ];
+            const inputs = { logits: mat(4, c, rows.flat()), labels: [20, 1, 36, 5] };
+            for (
+              const o of [
+                { softcap: 30, zLoss: 1e-4 },
+                { softcap: 1e5, zLoss: 1e-3, labelSmoothing: 0.1 },
+                { softcap: 2e4, reduction: "none" },
+                { softcap: 1e9, zLoss: 1e-6, reduction: "sum" },
+              ]
+            ) {
+              const r = await ce.valueAndGrad(inputs, o);
+              const e = await ref.valueAndGrad(inputs, o);
+              assertFinite(r.loss as Any, "loss");
+              assertFinite(r.grads.logits.data, "grad", [4, c]);
+              // The GPU path rounds each capped logit to float32 (an error of min(c, |x|) 2^-24, not
+              // relative to the logits' differences as on wasm): SPEC's bound there needs a cap of
+              // at most ~1000 (docs/LOSSES.md); Gemma-2's 30 is checked.
+              if (b.name === "webgpu" && o.softcap > 1000) continue;
+              const label = JSON.stringify(o);
+              assertLossClose(r.loss as Any, e.loss as Any, `loss ${label}`);
+              assertLossClose(r.z as Any, e.z as Any, `z ${label}`);
+              assertGradClose(r.grads.logits, e.grads.logits.data, `grad ${label}`);
+            }
+          },
+        );
 
         it(
           "NaN in the logits propagates (no checkFinite), and checkFinite names the first bad index",

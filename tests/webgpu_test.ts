@@ -100,11 +100,15 @@ describe("GPU-resident inputs and outputs", () => {
   });
 
   it("crossEntropy with softcap and zLoss (SPEC §9) on GPU-resident logits, in row chunks too", { skip }, async () => {
-    for (const [l, on] of [[await init({ backend: "webgpu", device: await device() }), await device()], [
-      await smallLosses(),
-      await smallDevice(),
-    ]] as const) {
-      for (const o of [{ softcap: 4, zLoss: 0.01, labelSmoothing: 0.1 }, { softcap: 30, zLoss: 1e-3, reduction: "none" }]) {
+    for (
+      const [l, on] of [[await init({ backend: "webgpu", device: await device() }), await device()], [
+        await smallLosses(),
+        await smallDevice(),
+      ]] as const
+    ) {
+      for (
+        const o of [{ softcap: 4, zLoss: 0.01, labelSmoothing: 0.1 }, { softcap: 30, zLoss: 1e-3, reduction: "none" }]
+      ) {
         const ref = js.crossEntropy.valueAndGrad({ logits, labels }, o as Any) as Any;
         const r = await l.crossEntropy.valueAndGrad({ logits: await upload(logits, on), labels }, o as Any) as Any;
         assertLossClose(r.loss, ref.loss, `loss ${JSON.stringify(o)}`);
