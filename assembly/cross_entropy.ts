@@ -17,7 +17,15 @@
 // with s_i = scales[i] (upstream and reduction folded in by the host), and
 // dx_j = s dz_j for j != y (0 outside [-1, 1] with `clamp`), dx_y = dz_y * dt/dx_y.
 // (The smoothing and the target replacement are never asked for together.)
-import { rowMax, rowMin, rowFind, rowSumBelow, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero } from "./softmax";
+// crossEntropy's large-vocabulary options (scale 1, no clamp, no target, gamma 0), both
+// checked once per row:
+//   softcap c != 0: the row is first capped into a scratch row, z_j = c tanh(x_j / c) - h with
+//                   h the capped maximum (softmax.ts's rowSoftcap: the loss is shift-invariant
+//                   and only lse needs h back), d_j = 1 - tanh^2 beside it; the kernel runs on
+//                   z and the gradient row is finally multiplied by d;
+//   zLoss k != 0:   rowZ_i = k lse^2, lse = h + m + log(sum); its gradient zs_i 2 k lse p_c
+//                   (zs_i = zScales[i]) joins dz_c.
+import { rowMax, rowMin, rowFind, rowSumBelow, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSoftcap, rowMul } from "./softmax";
 import { expNeg1 } from "./math";
 
 // The label's entry is left out of the max and of the sum S of the other entries
@@ -40,11 +48,14 @@ import { expNeg1 } from "./math";
  * z, g: [rows, c] float32 (g may equal z: the gradient overwrites the logits);
  * labels: [rows] int32, -1 = ignored; weight: [c] float32 or 0; scales: [rows]
  * float64 or 0 for no gradient; rowLoss: [rows] float64 output; scale, clamp: the
- * logit scale and the cosine clamp; target: [rows, 2] float64 (logit, derivative) or 0.
+ * logit scale and the cosine clamp; target: [rows, 2] float64 (logit, derivative) or 0;
+ * softcap: c or 0, cap: a scratch [2, c] float32 (the capped row and its derivative);
+ * zLoss: k or 0, zScales: [rows] float64 or 0 (no gradient), rowZ: [rows] float64 output or 0.
  */
 export function hard_label(
   z: usize, g: usize, rows: i32, c: i32, labels: usize, weight: usize,
   eps: f64, gamma: f64, scales: usize, rowLoss: usize, scale: f64, clamp: i32, target: usize,
+  softcap: f64, cap: usize, zLoss: f64, zScales: usize, rowZ: usize,
 ): void {
   // W exactly (a float64 sum): the smoothed gradients at the label and at the argmax take
   // differences of it and a single weight.
@@ -56,13 +67,19 @@ export function hard_label(
   const epsC = eps / <f64>c;
   const s32 = <f32>scale;
   for (let i = 0; i < rows; i++) {
-    const zr = z + ((<usize>i * <usize>c) << 2);
+    let zr = z + ((<usize>i * <usize>c) << 2);
     const gr = g + ((<usize>i * <usize>c) << 2);
     const y = load<i32>(labels + (<usize>i << 2));
     if (y < 0) {
       store<f64>(rowLoss + (<usize>i << 3), 0);
+      if (rowZ) store<f64>(rowZ + (<usize>i << 3), 0);
       if (scales) rowZero(gr, c);
       continue;
+    }
+    let h: f64 = 0; // the shift of a capped row
+    if (softcap != 0) {
+      h = rowSoftcap(zr, cap, cap + (<usize>c << 2), c, softcap);
+      zr = cap;
     }
     const wy: f64 = weight ? <f64>load<f32>(weight + (<usize>y << 2)) : 1;
     const xy = load<f32>(zr + (<usize>y << 2));
@@ -133,18 +150,32 @@ export function hard_label(
       b = -a * om;
     }
     store<f64>(rowLoss + (<usize>i << 3), loss);
+    // z-loss: k lse^2 and the coefficient of its gradient 2 k lse p_c (at its own row scale).
+    let zk: f64 = 0;
+    if (zLoss != 0) {
+      const lse = h + m + Math.log(sum);
+      store<f64>(rowZ + (<usize>i << 3), zLoss * lse * lse);
+      if (scales) zk = load<f64>(zScales + (<usize>i << 3)) * 2 * zLoss * lse;
+    }
     if (!scales) continue;
     const si = load<f64>(scales + (<usize>i << 3));
     // dx_j = s dz_j: the logit scale joins the row's gradient scale; the stored
     // exponentials are against m32 s, hence F.
-    const ga = <f32>(si * a * scale * F / sum);
-    if (weight && u != 0) rowAxpby(gr, weight, c, ga, <f32>(-si * u * scale));
-    else rowAffine(gr, gr, c, ga, <f32>(si * u * scale));
-    store<f32>(gr + (<usize>y << 2), <f32>(si * b * dy));
+    let ga = si * a * scale * F / sum, gy = si * b;
+    if (zk != 0) {
+      ga += zk * scale * F / sum;
+      gy += zk * ey / sum;
+    }
+    if (weight && u != 0) rowAxpby(gr, weight, c, <f32>ga, <f32>(-si * u * scale));
+    else rowAffine(gr, gr, c, <f32>ga, <f32>(si * u * scale));
+    store<f32>(gr + (<usize>y << 2), <f32>(gy * dy));
     if (r >= 0) {
       // dz_r = s_i (a p_r - u w_r) = s_i ((a - u w_r) e_r - u w_r (sum - e_r)) / sum
       const ur = u * (weight ? <f64>load<f32>(weight + (<usize>r << 2)) : 1);
-      store<f32>(gr + (<usize>r << 2), <f32>(si * scale * ((a - ur) * er * F - ur * (F * Sx + ey)) / sum));
+      let gr_ = si * scale * ((a - ur) * er * F - ur * (F * Sx + ey)) / sum;
+      if (zk != 0) gr_ += zk * scale * er * F / sum;
+      store<f32>(gr + (<usize>r << 2), <f32>gr_);
     }
+    if (softcap != 0) rowMul(gr, cap + (<usize>c << 2), c);
   }
 }

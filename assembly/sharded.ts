@@ -9,7 +9,12 @@
 //                (M_i, A_i, U_i, G_i float64 from the merged statistics, computed by the host).
 // Exponentials are taken against m32 = M / s rounded to float32 and put back against M by
 // the factor e^(m32 s - M), as in the unsharded kernel (cross_entropy.ts).
-import { rowMax, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSumBelow, rowDotBelow } from "./softmax";
+// With crossEntropy's softcap c != 0 (s = 1, no clamp) each row is first capped into a
+// scratch row `cap` [2, c] (z_j = c tanh(x_j / c) - h, h the row's capped maximum, and
+// d_j = 1 - tanh^2, softmax.ts's rowSoftcap), which the row's passes then read against the
+// maximum less h; shard_grads multiplies the gradient row by d (the label's G already holds
+// its derivative).
+import { rowMax, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSumBelow, rowDotBelow, rowSoftcap, rowMul } from "./softmax";
 
 // @ts-ignore: decorator
 @inline function expSumIn(row: usize, lo: i32, hi: i32, m: f32, s: f32, out: usize, clamp: i32): f64 {
@@ -27,14 +32,17 @@ import { rowMax, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowS
   return mx;
 }
 
-/** z: [rows, c] float32; local [rows] int32; target [rows, 2] float64; out max, sum [rows] float64; below [rows] or 0; weight [c] or 0. */
+/**
+ * z: [rows, c] float32; local [rows] int32; target [rows, 2] float64; out max, sum [rows] float64; below [rows] or 0;
+ * weight [c] or 0; softcap c or 0, cap a scratch [2, c] float32.
+ */
 export function shard_stats(
   z: usize, rows: i32, c: i32, local: usize, scale: f64, clamp: i32, target: usize,
-  maxOut: usize, sumOut: usize, below: usize, weight: usize,
+  maxOut: usize, sumOut: usize, below: usize, weight: usize, softcap: f64, cap: usize,
 ): void {
   const s32 = <f32>scale;
   for (let i = 0; i < rows; i++) {
-    const zr = z + ((<usize>i * <usize>c) << 2);
+    let zr = z + ((<usize>i * <usize>c) << 2);
     const yl = load<i32>(local + (<usize>i << 2));
     const o8 = <usize>i << 3;
     if (yl == -2) {
@@ -43,12 +51,17 @@ export function shard_stats(
       if (below) store<f64>(below + o8, 0);
       continue;
     }
+    let h: f64 = 0; // the shift of a capped row
+    if (softcap != 0) {
+      h = rowSoftcap(zr, cap, cap + (<usize>c << 2), c, softcap);
+      zr = cap;
+    }
     const y = yl >= 0 ? yl : c;
     const mx = otherMax(zr, c, y, clamp);
-    let m = <f64>mx * scale;
+    let m = <f64>mx * scale + h;
     if (yl >= 0) m = max(m, load<f64>(target + (<usize>i << 4)));
-    const m32 = <f32>(m / scale);
-    const F = Math.exp(<f64>m32 * scale - m);
+    const m32 = <f32>((m - h) / scale);
+    const F = Math.exp(<f64>m32 * scale - (m - h));
     const S = F * (expSumIn(zr, 0, y, m32, s32, 0, clamp) + expSumIn(zr, y < c ? y + 1 : c, c, m32, s32, 0, clamp));
     store<f64>(maxOut + o8, m);
     store<f64>(sumOut + o8, S);
@@ -57,22 +70,27 @@ export function shard_stats(
   }
 }
 
-/** z, g: [rows, c] float32 (g may equal z); M, A, U, G: [rows] float64; weight [c] float32 or 0. */
+/** z, g: [rows, c] float32 (g may equal z); M, A, U, G: [rows] float64; weight [c] float32 or 0; softcap, cap as shard_stats. */
 export function shard_grads(
   z: usize, g: usize, rows: i32, c: i32, local: usize, weight: usize, scale: f64, clamp: i32,
-  M: usize, A: usize, U: usize, G: usize,
+  M: usize, A: usize, U: usize, G: usize, softcap: f64, cap: usize,
 ): void {
   const s32 = <f32>scale;
   for (let i = 0; i < rows; i++) {
-    const zr = z + ((<usize>i * <usize>c) << 2);
+    let zr = z + ((<usize>i * <usize>c) << 2);
     const gr = g + ((<usize>i * <usize>c) << 2);
     const yl = load<i32>(local + (<usize>i << 2));
     if (yl == -2) {
       rowZero(gr, c);
       continue;
     }
+    let h: f64 = 0; // the shift of a capped row
+    if (softcap != 0) {
+      h = rowSoftcap(zr, cap, cap + (<usize>c << 2), c, softcap);
+      zr = cap;
+    }
     const o8 = <usize>i << 3;
-    const m = load<f64>(M + o8);
+    const m = load<f64>(M + o8) - h;
     const m32 = <f32>(m / scale);
     const F = Math.exp(<f64>m32 * scale - m);
     const y = yl >= 0 ? yl : c;
@@ -84,6 +102,7 @@ export function shard_grads(
     const ga = <f32>(load<f64>(A + o8) * scale * F), u = load<f64>(U + o8) * scale;
     if (weight && u != 0) rowAxpby(gr, weight, c, ga, <f32>-u);
     else rowAffine(gr, gr, c, ga, <f32>u);
+    if (softcap != 0) rowMul(gr, cap + (<usize>c << 2), c);
     if (yl >= 0) store<f32>(gr + (<usize>yl << 2), <f32>load<f64>(G + o8));
   }
 }

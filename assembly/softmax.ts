@@ -239,6 +239,39 @@ export function rowAxpby(out: usize, x: usize, c: i32, a: f32, b: f32): void {
   }
 }
 
+/**
+ * Logit soft-capping (Gemma-2): cap[j] = s tanh(x[j] / s) - h and d[j] = 1 - tanh^2 (the
+ * derivative), in float64 rounded once, with h = s tanh(max x / s) the capped row's maximum
+ * (tanh is increasing), which is returned: the stored values are the capped logits minus
+ * their maximum, exact to float32's relative precision where the softmax needs them (near
+ * the maximum), however large the cap and the logits. Only rows of a call with a softcap
+ * come here, so the uncapped kernels keep their loops.
+ */
+export function rowSoftcap(x: usize, cap: usize, d: usize, c: i32, s: f64): f64 {
+  const inv = 1 / s;
+  const h = s * Math.tanh(<f64>rowMax(x, c) * inv);
+  for (let j = 0; j < c; j++) {
+    const o = <usize>j << 2;
+    const t = Math.tanh(<f64>load<f32>(x + o) * inv);
+    store<f32>(cap + o, <f32>(s * t - h));
+    store<f32>(d + o, <f32>(1 - t * t));
+  }
+  return h;
+}
+
+/** out[j] *= d[j], in place. */
+export function rowMul(out: usize, d: usize, c: i32): void {
+  let j = 0;
+  for (; j + 4 <= c; j += 4) {
+    const o = <usize>j << 2;
+    v128.store(out + o, f32x4.mul(v128.load(out + o), v128.load(d + o)));
+  }
+  for (; j < c; j++) {
+    const o = <usize>j << 2;
+    store<f32>(out + o, load<f32>(out + o) * load<f32>(d + o));
+  }
+}
+
 /** Zero-fills a row of c floats. */
 // @ts-ignore: decorator
 @inline export function rowZero(out: usize, c: i32): void {

@@ -30,6 +30,10 @@ function shardSizes(rng: Rng, c: number, p: number): number[] {
 function assertMatches(got: Assembled, want: Any, label: string, tol: number): void {
   const loss = typeof got.loss === "number" ? got.loss : Array.from(got.loss);
   assertLossClose(loss as Any, typeof want.loss === "number" ? want.loss : Array.from(want.loss), `${label} loss`, tol);
+  if (got.z !== undefined) {
+    const z = typeof got.z === "number" ? got.z : Array.from(got.z);
+    assertLossClose(z as Any, typeof want.z === "number" ? want.z : Array.from(want.z), `${label} part z`, tol);
+  }
   for (const [k, g] of Object.entries(got.grads)) assertGradClose(g, want.grads[k].data, `${label} grads.${k}`, tol);
 }
 
@@ -66,6 +70,15 @@ const LOGIT_CASES: Record<string, Case[]> = {
     { name: "label smoothing 0.1", options: { labelSmoothing: 0.1 } },
     { name: "weights and smoothing 0.2, none, upstream per row", options: { labelSmoothing: 0.2, reduction: "none" } },
     { name: "ignoreIndex -1, mean, upstream 2.5", options: { ignoreIndex: -1 }, upstream: () => 2.5 },
+    // SPEC §9: the shards cap their logits, the z-loss comes from the merged lse.
+    { name: "softcap 2", options: { softcap: 2 } },
+    { name: "zLoss 0.05, sum, upstream -0.75", options: { zLoss: 0.05, reduction: "sum" }, upstream: () => -0.75 },
+    {
+      name: "weights, softcap 1.5, zLoss 0.1, smoothing 0.1, mean, upstream 2.5",
+      options: { softcap: 1.5, zLoss: 0.1, labelSmoothing: 0.1 },
+      upstream: () => 2.5,
+    },
+    { name: "softcap 3, zLoss 0.02, none, upstream per row", options: { softcap: 3, zLoss: 0.02, reduction: "none" } },
   ],
   arcface: [
     { name: "s 16, m 0.5", options: { scale: 16, margin: 0.5 } },
@@ -130,7 +143,7 @@ describe("sharded losses equal the unsharded ones (P = 1..8 uneven shards)", () 
                 }
                 assertMatches(
                   got,
-                  { loss: want.loss, grads: want.grads },
+                  { loss: want.loss, z: want.z, grads: want.grads },
                   `P ${p} [${sizes}] vs ${o.backend.name}`,
                   o.tol,
                 );

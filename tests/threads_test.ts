@@ -74,6 +74,8 @@ describe("WebAssembly threads", () => {
   type Row = [name: string, inputs: Record<string, Any>, options: Any, grads: string[], method?: "forward"];
   const rows: Row[] = [
     ["crossEntropy", { logits, labels }, { labelSmoothing: 0.1, weight }, ["logits"]],
+    // softcap: each thread caps its rows into its own scratch row
+    ["crossEntropy", { logits, labels }, { softcap: 3, zLoss: 0.01, reduction: "none" }, ["logits"]],
     ["focal", { logits, labels }, { gamma: 2 }, ["logits"]],
     ["arcface", { cos, labels }, {}, ["cos"]],
     ["softCrossEntropy", { logits, target }, {}, ["logits", "target"]],
@@ -100,7 +102,7 @@ describe("WebAssembly threads", () => {
     }
   };
   for (const row of rows) {
-    it(`${row[0]}: the same bits on ${THREADS} threads as on one`, async () => {
+    it(`${[row[0], ...Object.keys(row[2])].join(" ")}: the same bits on ${THREADS} threads as on one`, async () => {
       const [one, many] = await pair();
       const snap = snapshot(row[1]);
       const a = onAlloc(one, row);

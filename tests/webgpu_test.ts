@@ -99,6 +99,26 @@ describe("GPU-resident inputs and outputs", () => {
     assert.deepEqual(await download(gpuLogits), logits.data, "the input buffer is unchanged");
   });
 
+  it("crossEntropy with softcap and zLoss (SPEC §9) on GPU-resident logits, in row chunks too", { skip }, async () => {
+    for (
+      const [l, on] of [[await init({ backend: "webgpu", device: await device() }), await device()], [
+        await smallLosses(),
+        await smallDevice(),
+      ]] as const
+    ) {
+      for (
+        const o of [{ softcap: 4, zLoss: 0.01, labelSmoothing: 0.1 }, { softcap: 30, zLoss: 1e-3, reduction: "none" }]
+      ) {
+        const ref = js.crossEntropy.valueAndGrad({ logits, labels }, o as Any) as Any;
+        const r = await l.crossEntropy.valueAndGrad({ logits: await upload(logits, on), labels }, o as Any) as Any;
+        assertLossClose(r.loss, ref.loss, `loss ${JSON.stringify(o)}`);
+        assertLossClose(r.z, ref.z, `z ${JSON.stringify(o)}`);
+        const g = r.grads.logits as Any;
+        assertGradClose({ data: await download(g, on), shape: g.shape }, ref.grads.logits.data, "grads.logits");
+      }
+    }
+  });
+
   it("options.out with a GPU buffer is written and returned", { skip }, async () => {
     const l = await init({ backend: "webgpu", device: await device() });
     const out = await upload({ data: new Float32Array(37 * 129), shape: [37, 129] });
@@ -201,6 +221,7 @@ describe("rows longer than one binding are merged from segments", () => {
     const [name, options] of [
       ["crossEntropy", { weight, labelSmoothing: 0.2 }],
       ["crossEntropy", { reduction: "sum" }],
+      ["crossEntropy", { softcap: 5, zLoss: 0.01, weight, labelSmoothing: 0.2 }],
       ["focal", { gamma: 1.5 }],
     ] as const
   ) {

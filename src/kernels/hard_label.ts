@@ -15,6 +15,12 @@ import type { Matrix, Reduction } from "../types.ts";
  * smoothing `eps` the target is `q = (1-eps) w_y onehot(y) + (eps/C) w` and the row
  * loss `-sum_c q_c log p_c`; with `gamma != 0` (focal) it is `w_y (1 - e^-nll)^gamma nll`.
  * The gradient row is `scales[i]` times the derivative of the row loss w.r.t. `x`.
+ *
+ * crossEntropy's `softcap` and `zLoss` (scale 1, no clamp, no target, gamma 0): with
+ * `softcap` c > 0 every logit is `c tanh(x_j / c)` first (derivative `1 - tanh^2`); with
+ * `zLoss` k > 0 each non-ignored row also has the term `k lse_i^2` (`lse` over the capped
+ * logits), returned as a second row array (`Raw.rows[1]`), whose gradient
+ * `zScales[i] 2 k lse_i p_ij` joins the row's.
  */
 export interface HardLabelProblem extends Prepared {
   readonly n: number;
@@ -45,6 +51,12 @@ export interface HardLabelProblem extends Prepared {
   readonly reduction: Reduction;
   /** What `"mean"` divides the summed row losses by. */
   readonly denominator: number;
+  /** crossEntropy's logit softcap c (`c tanh(x / c)`), 0 or absent for none. */
+  readonly softcap?: number;
+  /** crossEntropy's z-loss coefficient k (row term `k lse^2`), 0 or absent for none. */
+  readonly zLoss?: number;
+  /** With `zLoss` and a gradient: per-row gradient scale of the z term (ignored rows 0). */
+  readonly zScales?: Float64Array;
 }
 
 /** The label's target of a margin loss as data: `phi` and `marginGrad: "constant"`. */

@@ -96,8 +96,9 @@ export function checkStats(name: string, s: unknown, n: number, smoothed: boolea
 
 /**
  * A shard of a softmax over logits `[N, Cs]` (crossEntropy, or a margin loss on cosines):
- * the logits `z = scale * x` (`x` clamped to [-1, 1] first with `clamp`), the label's
- * replaced by `target[2i]` (derivative w.r.t. `x_y`: `target[2i+1]`) where the shard holds it.
+ * the logits `z = scale * x` (`x` clamped to [-1, 1] first with `clamp`; with crossEntropy's
+ * `softcap` c, `z = c tanh(x / c)`, derivative `1 - tanh^2`), the label's replaced by
+ * `target[2i]` (derivative w.r.t. `x_y`: `target[2i+1]`) where the shard holds it.
  */
 export interface LogitShardProblem {
   readonly n: number;
@@ -113,6 +114,8 @@ export interface LogitShardProblem {
   readonly target: Float64Array;
   /** Whether to compute `below` (label smoothing). */
   readonly smoothing: boolean;
+  /** crossEntropy's softcap c (scale 1, no clamp), or 0 for none. */
+  readonly softcap: number;
 }
 
 /** A logit shard's statistics as its kernel computes them (`target` and `weightSum` come from the host). */

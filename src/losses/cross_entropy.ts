@@ -26,8 +26,34 @@ export interface CrossEntropyOptions extends CommonOptions {
   ignoreIndex?: number;
   /** Mass moved from the label to the uniform distribution, in `[0, 1]`. @default 0 */
   labelSmoothing?: number;
+  /**
+   * Logit soft-capping (Gemma-2; Liger-Kernel's `softcap`): every logit `z` becomes
+   * `softcap * tanh(z / softcap)` before the softmax, so that no logit exceeds `softcap` in
+   * magnitude; the gradient flows through the cap (`1 - tanh^2`). Finite and > 0; absent
+   * means no cap. @default undefined
+   */
+  softcap?: number;
+  /**
+   * The z-loss coefficient k (PaLM, Chowdhery et al. 2022, section 5; Liger-Kernel's
+   * `lse_square_scale`): each non-ignored row adds `k * lse_i^2`, `lse_i` the log-sum-exp of
+   * its (capped) logits, not multiplied by a class weight. `"mean"` divides the summed terms by
+   * the number of non-ignored rows (also with `weight`, as Liger-Kernel; 0 when there is none),
+   * `"sum"` leaves them undivided, `"none"` adds row i's own term to row i. The reduced term is
+   * part `z` of the result and is included in `loss`. Finite and >= 0. @default 0
+   */
+  zLoss?: number;
   /** `"mean"`, `"sum"` or `"none"`. @default "mean" */
   reduction?: Reduction;
+}
+
+/** The parts of `crossEntropy`. */
+export interface CrossEntropyParts {
+  /**
+   * The z-loss term `zLoss * lse^2`, reduced as the loss is (over the non-ignored rows for
+   * `"mean"`), included in `loss`; 0 when `zLoss` is 0. With `reduction: "none"` it is one
+   * value per row (a `Float32Array`).
+   */
+  z: number;
 }
 
 /** Gradients of `crossEntropy` and `focal`. */
@@ -68,6 +94,13 @@ export function finishHardLabel(p: HardLabelProblem, rows: Float64Array, grad: F
  * Shapes: logits `[N, C]`, labels `[N]`; gradient `grads.logits` `[N, C]`:
  * `s_i (q_sum p - q)` for the target distribution `q` of the formula.
  *
+ * For large vocabularies (as Liger-Kernel's cross-entropy): `softcap` c first replaces
+ * every logit by `c tanh(z / c)` (Gemma-2), and `zLoss` k adds `k lse_i^2` per non-ignored
+ * row (PaLM's z-loss; `lse` over the capped logits, no class weight; `"mean"` divides by
+ * the number of non-ignored rows). Part `z` is that term, reduced, and is included in
+ * `loss`; the gradients go through both. docs/LOSSES.md lists where this differs from
+ * Liger-Kernel.
+ *
  * @example Loss and gradient
  * ```ts
  * import { wasm } from "@softmargin/softmargin/cpu";
@@ -75,31 +108,43 @@ export function finishHardLabel(p: HardLabelProblem, rows: Float64Array, grad: F
  * const { loss, grads } = wasm.crossEntropy.valueAndGrad({ logits, labels: [0, 1] }, { labelSmoothing: 0.1 });
  * console.log(loss, grads.logits.shape); // 0.3339 [2, 3]
  * ```
+ *
+ * @example Softcap and z-loss (a language model's head)
+ * ```ts
+ * import { wasm } from "@softmargin/softmargin/cpu";
+ * const logits = { data: new Float32Array([40, 0, 0, 0, 3, 0]), shape: [2, 3] as const };
+ * const r = wasm.crossEntropy.forward({ logits, labels: [0, 1] }, { softcap: 30, zLoss: 1e-4 });
+ * console.log(r.loss, r.z); // 0.0825 0.0345 (40 is capped to 30 tanh(4/3) = 26.1; z is included in loss)
+ * ```
  */
 export const crossEntropy: Definition<
   CrossEntropyInputs,
   CrossEntropyOptions,
   CrossEntropyGrads,
-  unknown,
+  CrossEntropyParts,
   "loss",
   "logits"
-> = lossDef<CrossEntropyInputs, CrossEntropyOptions, CrossEntropyGrads, "hardLabel", unknown, "logits">({
+> = lossDef<CrossEntropyInputs, CrossEntropyOptions, CrossEntropyGrads, "hardLabel", CrossEntropyParts, "logits">({
   name: "crossEntropy",
   shard: "logits",
   kernel: "hardLabel",
   inputs: ["logits", "labels"],
-  options: ["weight", "ignoreIndex", "labelSmoothing", "reduction"],
+  options: ["weight", "ignoreIndex", "labelSmoothing", "softcap", "zLoss", "reduction"],
   grads: ["logits"],
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const { n, c, labels, logits } = hardLabelInputs(inputs, o);
     const weight = v.vector("options.weight", o.weight, c, 0);
     const smoothing = v.number("options.labelSmoothing", o.labelSmoothing, 0, { min: 0, max: 1 });
+    const { softcap, zLoss } = largeVocabulary(o);
     const reduction = v.reduction(o.reduction);
-    // "mean" divides by the summed weight of the non-ignored rows, as PyTorch.
+    // "mean" divides by the summed weight of the non-ignored rows, as PyTorch; the z-loss by their number.
     let denominator = 0;
     for (let i = 0; i < n; i++) if (labels[i] >= 0) denominator += weight ? weight[labels[i]] : 1;
-    const scales = grad ? v.rowScales(reduction, upstream, n, denominator, (i) => labels[i] < 0) : new Float64Array(0);
+    const count = nonIgnored(labels);
+    const ignored = (i: number) => labels[i] < 0;
+    const scales = grad ? v.rowScales(reduction, upstream, n, denominator, ignored) : new Float64Array(0);
+    const zScales = grad && zLoss ? v.rowScales(reduction, upstream, n, count, ignored) : undefined;
     const out = grad ? outBuffer(o, "logits", n, c) : null;
     return {
       grad,
@@ -117,7 +162,27 @@ export const crossEntropy: Definition<
       out,
       reduction,
       denominator,
+      softcap,
+      zLoss,
+      zScales,
     };
   },
-  finish: (p, raw) => finishHardLabel(p, raw.rows[0], raw.grads.logits),
+  finish(p, raw) {
+    const { loss: ce, grads } = finishHardLabel(p, raw.rows[0], raw.grads.logits);
+    const zRows = p.zLoss ? raw.rows[1] : new Float64Array(p.n);
+    const z = v.reduce(zRows, p.reduction, nonIgnored(p.labels));
+    if (typeof ce === "number") return { loss: ce + (z as number), z, grads };
+    // "none": row i's loss and its own z term, summed in float64.
+    return { loss: Float32Array.from(raw.rows[0], (r, i) => r + zRows[i]), z, grads };
+  },
 });
+
+/** The number of non-ignored rows (labels < 0 are ignored). */
+export const nonIgnored = (labels: Int32Array): number => labels.reduce((k, y) => k + (y >= 0 ? 1 : 0), 0);
+
+/** Checks crossEntropy's `softcap` (absent: none, as 0) and `zLoss` (default 0). */
+export function largeVocabulary(o: { softcap?: unknown; zLoss?: unknown }): { softcap: number; zLoss: number } {
+  const softcap = v.number("options.softcap", o.softcap, 0, { min: 0, minExclusive: true });
+  const zLoss = v.number("options.zLoss", o.zLoss, 0, { min: 0 });
+  return { softcap, zLoss };
+}

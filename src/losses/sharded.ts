@@ -19,7 +19,7 @@
 import { checkCall, type Definition, type LossDef, type ShardForm } from "../loss.ts";
 import { then } from "../kernels/core.ts";
 import type { CommonOptions, Labels, Matrix, Upstream } from "../types.ts";
-import type { CrossEntropyOptions } from "./cross_entropy.ts";
+import { type CrossEntropyOptions, largeVocabulary, nonIgnored } from "./cross_entropy.ts";
 import * as v from "../validate.ts";
 import { labelTargets, type MarginDef, type MarginOptions } from "./margin.ts";
 import { type HeadProblem, headRowTerms, labelTerms } from "../kernels/head.ts";
@@ -44,6 +44,8 @@ export interface ShardResult<G> {
    * `reduction: "none"` gives per-row shares (0 on the rows whose label is elsewhere).
    */
   loss: number | Float32Array;
+  /** crossEntropy: the shard's share of part `z` (the z-loss, included in `loss`), shared as `loss` is. */
+  z?: number | Float32Array;
   /** The shard's gradients. */
   grads: G;
 }
@@ -112,11 +114,17 @@ function logitShard(
   const local = localLabels(labels, offset, cs);
   const reduction = v.reduction(o.reduction);
   let weight: Float32Array | null = null, smoothing = 0, scale = 1, clamp = false, target: Float64Array;
+  let softcap = 0, zLoss = 0;
   if (!margin) {
     weight = v.vector("options.weight", o.weight, classes, 0);
     smoothing = v.number("options.labelSmoothing", o.labelSmoothing, 0, { min: 0, max: 1 });
+    ({ softcap, zLoss } = largeVocabulary(o));
     target = new Float64Array(2 * n);
-    for (let i = 0; i < n; i++) if (local[i] >= 0) target.set([x[i * cs + local[i]], 1], 2 * i);
+    for (let i = 0; i < n; i++) {
+      if (local[i] < 0) continue;
+      const xy = x[i * cs + local[i]], t = softcap ? Math.tanh(xy / softcap) : 0;
+      target.set(softcap ? [softcap * t, 1 - t * t] : [xy, 1], 2 * i);
+    }
   } else {
     const parsed = margin.parse(o);
     scale = parsed.scale;
@@ -142,8 +150,9 @@ function logitShard(
     clamp,
     target,
     smoothing: smoothing !== 0,
+    softcap,
   };
-  return { problem, labels, weight, smoothing, classes, reduction, denominator, key };
+  return { problem, labels, weight, smoothing, zLoss, classes, reduction, denominator, key };
 }
 
 /** The sharded form of crossEntropy or a margin loss on cosines. */
@@ -166,7 +175,11 @@ function logitShardDef(def: LogitDef): ShardDef {
       const s = logitShard(def, inputs, options);
       const { n, c, local, target: own } = s.problem;
       checkStats("stats", stats, n, s.problem.smoothing);
-      const scales = v.rowScales(s.reduction, upstream, n, s.denominator, (i) => s.labels[i] < 0);
+      const ignored = (i: number) => s.labels[i] < 0;
+      const scales = v.rowScales(s.reduction, upstream, n, s.denominator, ignored);
+      // The z-loss k lse^2 ("mean": over the non-ignored rows), lse from the merged statistics.
+      const count = nonIgnored(s.labels), zScales = v.rowScales(s.reduction, upstream, n, count, ignored);
+      const zRows = new Float64Array(n);
       const eps = s.smoothing, epsC = eps / s.classes;
       let W = s.classes;
       if (s.weight) W = s.weight.reduce((t, w) => t + w, 0);
@@ -186,12 +199,25 @@ function logitShardDef(def: LogitDef): ShardDef {
         const a = (1 - eps) * wy + epsC * W;
         A[i] = (scales[i] * a) / total;
         U[i] = scales[i] * epsC;
-        G[i] = scales[i] * (epsC * W * (1 - om) - (1 - eps) * wy * om - epsC * wy) * own[2 * i + 1];
+        G[i] = scales[i] * (epsC * W * (1 - om) - (1 - eps) * wy * om - epsC * wy);
+        if (s.zLoss) {
+          // z-loss: k lse^2, gradient 2 k lse p_c at its own scale (p_y = e^(target - max) / total).
+          const lse = M + Math.log(total), zk = zScales[i] * 2 * s.zLoss * lse;
+          if (local[i] >= 0) zRows[i] = s.zLoss * lse * lse;
+          A[i] += zk / total;
+          G[i] += (zk * Math.exp(stats.target[i] - M)) / total;
+        }
+        G[i] *= own[2 * i + 1];
       }
-      return then(k.logitShardGrads({ ...s.problem, max: stats.max, A, U, G, out: null }), (grad) => ({
-        loss: v.reduce(rows, s.reduction, s.denominator),
-        grads: { [s.key]: { data: grad, shape: [n, c] } },
-      }));
+      return then(k.logitShardGrads({ ...s.problem, max: stats.max, A, U, G, out: null }), (grad) => {
+        const ce = v.reduce(rows, s.reduction, s.denominator), z = v.reduce(zRows, s.reduction, count);
+        const loss = typeof ce === "number" ? ce + (z as number) : Float32Array.from(rows, (r, i) => r + zRows[i]);
+        return {
+          loss,
+          ...(def.name === "crossEntropy" ? { z } : {}),
+          grads: { [s.key]: { data: grad, shape: [n, c] } },
+        };
+      });
     },
   };
 }

@@ -23,7 +23,8 @@ export function focalOf(nll: number, gamma: number): [number, number] {
 /** Row losses and gradient of a hard-label problem, computed the obvious way. */
 export function hardLabel(p: HardLabelProblem): Raw {
   const { n, c, logits, labels, weight, smoothing: eps, gamma, scale, clamp, target } = p;
-  const rows = new Float64Array(n);
+  const cap = p.softcap ?? 0, zLoss = p.zLoss ?? 0;
+  const rows = new Float64Array(n), zRows = zLoss ? new Float64Array(n) : null;
   const grad = p.grad ? (p.out?.data ?? new Float32Array(n * c)) : null;
   const z = new Float64Array(c), logp = new Float64Array(c), dzdx = new Float64Array(c);
   const w = (k: number) => (weight ? weight[k] : 1);
@@ -39,12 +40,18 @@ export function hardLabel(p: HardLabelProblem): Raw {
       const xc = clamp ? Math.min(1, Math.max(-1, x)) : x;
       z[j] = scale * xc;
       dzdx[j] = xc === x ? scale : 0;
+      if (cap) {
+        // softcap: c tanh(z / c), derivative 1 - tanh^2
+        const t = Math.tanh(z[j] / cap);
+        z[j] = cap * t;
+        dzdx[j] *= 1 - t * t;
+      }
     }
     if (target) {
       z[y] = target[2 * i];
       dzdx[y] = target[2 * i + 1];
     }
-    logSoftmaxRow(z, 0, c, logp);
+    const lse = logSoftmaxRow(z, 0, c, logp);
     // dL/dz, then dL/dx = dL/dz * dz/dx.
     const dz = new Float64Array(c);
     if (gamma === 0) {
@@ -66,7 +73,15 @@ export function hardLabel(p: HardLabelProblem): Raw {
       const d = w(y) * slope;
       for (let j = 0; j < c; j++) dz[j] = d * (Math.exp(logp[j]) - (j === y ? 1 : 0));
     }
-    if (grad) { for (let j = 0; j < c; j++) grad[i * c + j] = p.scales[i] * dz[j] * dzdx[j]; }
+    // z-loss: k lse^2; its gradient 2 k lse p_j, at its own scale.
+    let zs = 0;
+    if (zRows) {
+      zRows[i] = zLoss * lse * lse;
+      zs = p.grad ? p.zScales![i] * 2 * zLoss * lse : 0;
+    }
+    if (grad) {
+      for (let j = 0; j < c; j++) grad[i * c + j] = (p.scales[i] * dz[j] + zs * Math.exp(logp[j])) * dzdx[j];
+    }
   }
-  return { rows: [rows], grads: grad ? { logits: grad } : {} };
+  return { rows: zRows ? [rows, zRows] : [rows], grads: grad ? { logits: grad } : {} };
 }

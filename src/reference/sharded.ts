@@ -9,14 +9,19 @@ import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKe
 import { headShardKernels } from "../kernels/shards.ts";
 import { headGrads, headStats } from "./margin_head.ts";
 
-/** Row i's logits z_j = scale * clamp?(x_j) (the label's: its target) and dz_j / dx_j. */
+/** Row i's logits z_j = scale * clamp?(x_j) or softcap c tanh(x_j / c) (the label's: its target) and dz_j / dx_j. */
 function rowLogits(p: LogitShardProblem, i: number, z: Float64Array, dz: Float64Array): void {
-  const { c, logits, scale, clamp } = p;
+  const { c, logits, scale, clamp, softcap } = p;
   for (let j = 0; j < c; j++) {
     const x = logits[i * c + j];
     const xc = clamp ? Math.min(1, Math.max(-1, x)) : x;
     z[j] = scale * xc;
     dz[j] = xc === x ? scale : 0;
+    if (softcap) {
+      const t = Math.tanh(z[j] / softcap);
+      z[j] = softcap * t;
+      dz[j] *= 1 - t * t;
+    }
   }
   const y = p.local[i];
   if (y >= 0) [z[y], dz[y]] = [p.target[2 * i], p.target[2 * i + 1]];

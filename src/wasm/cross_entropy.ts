@@ -6,7 +6,7 @@
 import type { HardLabelProblem } from "../kernels/hard_label.ts";
 import type { Raw } from "../kernels/core.ts";
 import { Layout, runtime } from "./runtime.ts";
-import { streamRows } from "./stream.ts";
+import { streamRows, threadsOf } from "./stream.ts";
 
 /** Row losses and gradient of a hard-label problem on the WebAssembly backend. */
 export function hardLabel(p: HardLabelProblem): Raw {
@@ -18,6 +18,11 @@ export function hardLabel(p: HardLabelProblem): Raw {
   const scales = p.grad ? lay.add(n * 8) : -1;
   const rowLoss = lay.add(n * 8);
   const target = p.target ? lay.add(n * 16) : -1;
+  // crossEntropy's softcap (a scratch [2, c] per thread: the capped row, its derivative) and z-loss.
+  const softcap = p.softcap ?? 0, zLoss = p.zLoss ?? 0;
+  const cap = softcap ? lay.add(threadsOf() * 8 * c) : -1;
+  const zScales = zLoss && p.grad ? lay.add(n * 8) : -1;
+  const rowZ = zLoss ? lay.add(n * 8) : -1;
   let base = 0;
   const [grad] = streamRows(rt, lay, n, c, [p.logits], p.grad ? [p.out] : [], true, (b) => {
     base = b;
@@ -25,7 +30,8 @@ export function hardLabel(p: HardLabelProblem): Raw {
     if (p.weight) rt.put(b + weight, p.weight);
     if (p.grad) rt.put(b + scales, p.scales);
     if (p.target) rt.put(b + target, p.target);
-  }, ({ r0, rows, ins, outs, k }) => {
+    if (zScales >= 0) rt.put(b + zScales, p.zScales!);
+  }, ({ r0, rows, ins, outs, k, thread }) => {
     k.hard_label(
       ins[0],
       outs[0] ?? 0,
@@ -40,7 +46,14 @@ export function hardLabel(p: HardLabelProblem): Raw {
       p.scale,
       p.clamp ? 1 : 0,
       p.target ? base + target + r0 * 16 : 0,
+      softcap,
+      softcap ? base + cap + thread * 8 * c : 0,
+      zLoss,
+      zScales >= 0 ? base + zScales + r0 * 8 : 0,
+      zLoss ? base + rowZ + r0 * 8 : 0,
     );
   });
-  return { rows: [rt.f64(base + rowLoss, n)], grads: grad ? { logits: grad } : {} };
+  const rows = [rt.f64(base + rowLoss, n)];
+  if (zLoss) rows.push(rt.f64(base + rowZ, n));
+  return { rows, grads: grad ? { logits: grad } : {} };
 }

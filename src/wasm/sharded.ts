@@ -10,7 +10,7 @@ import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKe
 import { headShardKernels } from "../kernels/shards.ts";
 import { headGrads, headStats } from "./margin_head.ts";
 import { Layout, runtime } from "./runtime.ts";
-import { type Chunk, streamRows } from "./stream.ts";
+import { type Chunk, streamRows, threadsOf } from "./stream.ts";
 
 /**
  * Streams a logit shard's rows through `kernel`, with its local labels, targets and weight
@@ -23,7 +23,7 @@ function stream(
   rowsIn: Float64Array[],
   rowsOut: number,
   grad: Float32Array | null | false,
-  kernel: (chunk: Chunk, at: (buffer: "local" | "target" | "weight" | number, r0: number) => number) => void,
+  kernel: (chunk: Chunk, at: (buffer: "local" | "target" | "weight" | "cap" | number, r0: number) => number) => void,
 ): { rows: Float64Array[]; grad: Float32Array | undefined } {
   const rt = runtime();
   const { n, c } = p;
@@ -32,11 +32,14 @@ function stream(
     local: lay.add(n * 4),
     target: lay.add(n * 16),
     weight: p.weight ? lay.add(c * 4) : -1,
+    // softcap: a scratch [2, Cs] per thread (the capped row and its derivative)
+    cap: p.softcap ? lay.add(threadsOf() * 8 * c) : -1,
     rows: Array.from({ length: rowsIn.length + rowsOut }, () => lay.add(n * 8)),
   };
   let base = 0;
-  const at = (buffer: "local" | "target" | "weight" | number, r0: number) => {
+  const at = (buffer: "local" | "target" | "weight" | "cap" | number, r0: number) => {
     if (buffer === "weight") return p.weight ? base + off.weight : 0;
+    if (buffer === "cap") return p.softcap ? base + off.cap + r0 * 8 * c : 0; // r0: the thread
     if (buffer === "local") return base + off.local + r0 * 4;
     if (buffer === "target") return base + off.target + r0 * 16;
     return base + off.rows[buffer] + r0 * 8;
@@ -55,7 +58,7 @@ function stream(
 
 /** A logit shard's statistics on the WebAssembly backend. */
 export function logitShardStats(p: LogitShardProblem): LogitShardStats {
-  const { rows } = stream(p, [], 3, false, ({ r0, rows, ins }, at) => {
+  const { rows } = stream(p, [], 3, false, ({ r0, rows, ins, thread }, at) => {
     const clamp = p.clamp ? 1 : 0;
     const below = p.smoothing ? at(2, r0) : 0;
     const k = runtime().k;
@@ -71,6 +74,8 @@ export function logitShardStats(p: LogitShardProblem): LogitShardStats {
       at(1, r0),
       below,
       at("weight", 0),
+      p.softcap,
+      at("cap", thread),
     );
   });
   return { max: rows[0], sum: rows[1], below: p.smoothing ? rows[2] : null };
@@ -78,7 +83,7 @@ export function logitShardStats(p: LogitShardProblem): LogitShardStats {
 
 /** A logit shard's gradient on the WebAssembly backend. */
 export function logitShardGrads(p: LogitShardGradProblem): Float32Array {
-  const { grad } = stream(p, [p.max, p.A, p.U, p.G], 0, p.out, ({ r0, rows, ins, outs }, at) => {
+  const { grad } = stream(p, [p.max, p.A, p.U, p.G], 0, p.out, ({ r0, rows, ins, outs, thread }, at) => {
     const k = runtime().k;
     k.shard_grads(
       ins[0],
@@ -93,6 +98,8 @@ export function logitShardGrads(p: LogitShardGradProblem): Float32Array {
       at(1, r0),
       at(2, r0),
       at(3, r0),
+      p.softcap,
+      at("cap", thread),
     );
   });
   return grad as Float32Array;

@@ -17,9 +17,15 @@ import { targetParams } from "./margin.ts";
  */
 export async function hardLabel(ctx: GpuContext, p: HardLabelProblem): Promise<Raw> {
   const { n, c } = p;
-  // Per row: the gradient scale.
-  const rowIn = new Float32Array(n);
-  if (p.grad) rowIn.set(p.scales);
+  const zLoss = p.zLoss ?? 0, rs = zLoss ? 2 : 1;
+  // Per row: the gradient scale (and the z term's), in and out: the row loss (and the z term).
+  const rowIn = new Float32Array(n * rs);
+  if (p.grad) {
+    for (let i = 0; i < n; i++) {
+      rowIn[i * rs] = p.scales[i];
+      if (zLoss) rowIn[i * rs + 1] = p.zScales![i];
+    }
+  }
   let wsum = c;
   if (p.weight) {
     wsum = 0;
@@ -32,10 +38,12 @@ export async function hardLabel(ctx: GpuContext, p: HardLabelProblem): Promise<R
     gamma: p.gamma,
     scale: p.scale,
     wsum,
+    softcap: p.softcap ?? 0,
+    zloss: zLoss,
     ...targetParams(p.margin),
   };
   const name = p.margin ? "cos" : "logits";
-  if (c > ctx.segment) return await longRows(ctx, p, params, rowIn, name);
+  if (c > ctx.segment) return await longRows(ctx, p, params, rowIn, rs, name);
   const { rows, outs } = await runRows(ctx, {
     kernel: "cross_entropy",
     n,
@@ -45,12 +53,17 @@ export async function hardLabel(ctx: GpuContext, p: HardLabelProblem): Promise<R
     outs: [p.grad ? { name, out: p.out } : null],
     labels: p.labels,
     rowIn,
-    rsIn: 1,
+    rsIn: rs,
     cls: p.weight,
-    rsOut: 1,
+    rsOut: rs,
     first: p.margin ? { entry: "targets", perRow: 2 } : undefined,
   });
-  return { rows: [Float64Array.from(rows)], grads: p.grad ? { logits: outs[0] } : {} };
+  return { rows: columns(rows, n, rs), grads: p.grad ? { logits: outs[0] } : {} };
+}
+
+/** The `k` columns of per-row values `[n, k]` as float64 rows (the row losses, then the z terms). */
+function columns(values: Float32Array, n: number, k: number): Float64Array[] {
+  return Array.from({ length: k }, (_, q) => Float64Array.from({ length: n }, (_, i) => values[i * k + q]));
 }
 
 /**
@@ -63,6 +76,7 @@ async function longRows(
   p: HardLabelProblem,
   params: Params<"cross_entropy">,
   rowIn: Float32Array,
+  rs: number,
   name: string,
 ): Promise<Raw> {
   ctx.check();
@@ -76,21 +90,22 @@ async function longRows(
   try {
     const labels = keep(ctx.upload(p.labels)), rows = keep(ctx.upload(rowIn));
     const cls = p.weight ? keep(ctx.upload(p.weight)) : null;
-    const stats = keep(ctx.buffer(n * nseg * 16)), coef = keep(ctx.buffer(n * 20));
+    // coef: per row (loss, m, ga, gu, the label's gradient, z term)
+    const stats = keep(ctx.buffer(n * nseg * 16)), coef = keep(ctx.buffer(n * 24));
     const upload = resident ? null : keep(ctx.buffer(seg * 4));
     const grad = !p.grad
       ? null
       : resident
       ? ((p.out as unknown as { buffer?: GPUBuffer })?.buffer ?? ctx.buffer(n * c * 4))
       : keep(ctx.buffer(seg * 4));
-    const staging = keep(ctx.staging(Math.max(seg * 4, n * 20)));
+    const staging = keep(ctx.staging(Math.max(seg * 4, n * 24)));
     const host = resident ? null : (p.out?.data ?? (p.grad ? new Float32Array(n * c) : null));
     const [stat, fin, back] = await Promise.all([
       ctx.pipeline("cross_entropy", "rrwwrrrw", "seg_stats"),
       ctx.pipeline("cross_entropy", "rrwwrrrw", "seg_finish"),
       ctx.pipeline("cross_entropy", "rrwwrrrw", "seg_grad"),
     ]);
-    const all = { ...params, nseg, row_c: c, k: seg, rs_in: 1 };
+    const all = { ...params, nseg, row_c: c, k: seg, rs_in: rs };
     // The input's segment s of row i: bound in place (resident) or uploaded.
     const input = (i: number, s: number, len: number): [GPUBufferBinding, number] => {
       if (upload === null) return ctx.range((p.logits as unknown as DeviceValues).buffer, i * c + s * seg, len);
@@ -121,13 +136,13 @@ async function longRows(
         pass.setBindGroup(0, ctx.bind(fin, u, [null, stats, null, null, labels, rows, cls, coef]));
         pass.dispatchWorkgroups(Math.ceil(count / 64));
         pass.end();
-        enc.copyBufferToBuffer(coef, 0, staging, 0, n * 20);
+        enc.copyBufferToBuffer(coef, 0, staging, 0, n * 24);
       });
     }
-    const out = new Float32Array(await ctx.read(staging, 0, n * 20));
-    const loss = new Float64Array(n);
-    for (let i = 0; i < n; i++) loss[i] = out[5 * i];
-    if (grad === null) return { rows: [loss], grads: {} };
+    const out = new Float32Array(await ctx.read(staging, 0, n * 24));
+    const [loss, , , , , z] = columns(out, n, 6);
+    const rowValues = rs === 2 ? [loss, z] : [loss];
+    if (grad === null) return { rows: rowValues, grads: {} };
     for (let i = 0; i < n; i++) {
       for (let s = 0; s < nseg; s++) {
         const len = Math.min(seg, c - s * seg);
@@ -150,7 +165,7 @@ async function longRows(
       }
     }
     const g = host ?? (new DeviceValues(grad, [n, c]) as unknown as Float32Array);
-    return { rows: [loss], grads: { logits: g } };
+    return { rows: rowValues, grads: { logits: g } };
   } finally {
     for (const b of temps) b.destroy();
   }

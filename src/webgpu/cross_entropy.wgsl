@@ -9,7 +9,11 @@
 //   others so that 1 - p_y = S / (S + e^(z_y - m)) keeps its relative accuracy.
 // One pass reads the row for an online (max, sum-exp) per invocation, a second writes
 // the gradient.
-// row_in: [N, rs_in] = (gradient scale s_i). row_out: [N, rs_out] = (row loss).
+// row_in: [N, rs_in] = (gradient scale s_i[, z term's scale]). row_out: [N, rs_out] = (row loss[, z term]).
+// crossEntropy's large-vocabulary options (scale 1, no clamp, no target, gamma 0), uniform
+// branches: P.softcap c != 0 caps every logit to c tanh(z / c) (derivative 1 - tanh^2);
+// P.zloss k != 0 adds the row term k lse^2 (row_out's second column, rs_out = 2) whose
+// gradient zs_i 2 k lse p_j (zs_i = row_in's second column, rs_in = 2) joins the row's.
 //
 // Rows longer than one storage binding run in segments of columns (`seg_stats` per row
 // and segment, `seg_finish` per row, `seg_grad` per row and segment): the segments'
@@ -27,6 +31,8 @@ struct CrossEntropyParams {
   nseg: u32,    // long rows: segments per row
   row_c: u32,   // long rows: the whole row's length (c is the segment's)
   zero: u32,    // always 0 (src/webgpu/common.wgsl's `zero`)
+  softcap: f32, // crossEntropy's logit cap c, 0 for none
+  zloss: f32,   // crossEntropy's z-loss coefficient k, 0 for none
   // #include "margin_params.wgsl"
 }
 @group(0) @binding(0) var<uniform> P: CrossEntropyParams;
@@ -43,7 +49,30 @@ struct CrossEntropyParams {
 @group(0) @binding(8) var<storage, read_write> row_out: array<f32>;
 
 fn logit_of(x: f32) -> f32 {
-  return P.scale * select(x, clamp(x, -1.0, 1.0), (P.flags & F_CLAMP) != 0u);
+  let z = P.scale * select(x, clamp(x, -1.0, 1.0), (P.flags & F_CLAMP) != 0u);
+  if (P.softcap != 0.0) { return capped(z).x; }
+  return z;
+}
+
+// (c tanh(z / c), 1 - tanh^2) for c = P.softcap, by tanh_.
+fn capped(z: f32) -> vec2<f32> {
+  let t = tanh_(z / P.softcap);
+  return vec2(P.softcap * t.x, t.y);
+}
+
+// (tanh u, 1 - tanh^2 u) to a few ulp for every finite u (the builtin is sinh / cosh, which
+// overflows): below |u| = 0.5 its odd series to u^13, else (1 - e) / (1 + e), e = e^(-2|u|),
+// with 1 - tanh^2 = 4 e / (1 + e)^2 (no cancellation as tanh -> 1).
+fn tanh_(u: f32) -> vec2<f32> {
+  let a = abs(u);
+  if (a < 0.5) {
+    let q = u * u;
+    let t = u * (1.0 + q * (-0.33333333 + q * (0.13333333 + q * (-0.053968254 + q * (0.021869488 + q * (-0.0088632355 + q * 0.0035921280))))));
+    return vec2(t, 1.0 - t * t);
+  }
+  let e = exp(-2.0 * a);
+  let t = (1.0 - e) / (1.0 + e);
+  return vec2(select(t, -t, u < 0.0), 4.0 * e / ((1.0 + e) * (1.0 + e)));
 }
 
 fn weight_of(j: u32) -> f32 {
@@ -63,12 +92,18 @@ fn label_logit(xy: f32) -> vec2<f32> {
 
 fn plain_logit(xy: f32) -> vec2<f32> {
   let xc = select(xy, clamp(xy, -1.0, 1.0), (P.flags & F_CLAMP) != 0u);
-  return vec2(P.scale * xc, select(0.0, P.scale, xc == xy));
+  let zd = vec2(P.scale * xc, select(0.0, P.scale, xc == xy));
+  if (P.softcap != 0.0) {
+    let cz = capped(zd.x);
+    return vec2(cz.x, zd.y * cz.y);
+  }
+  return zd;
 }
 
 // The row loss and the gradient coefficients dz_j = ca p_j - cu w_j (j != y), dz_y = cb,
-// from the max m, the sum S of e^(z_j - m) over j != y, wz = sum_j w_j (z_j - z_y), z_y and w_y.
-struct Row { loss: f32, ca: f32, cu: f32, cb: f32, sum: f32 }
+// from the max m, the sum S of e^(z_j - m) over j != y, wz = sum_j w_j (z_j - z_y), z_y and w_y;
+// py = p_y, z the z term, and lse.
+struct Row { loss: f32, ca: f32, cu: f32, cb: f32, sum: f32, py: f32, z: f32, lse: f32 }
 fn finish_row(m: f32, S: f32, wz: f32, zy: f32, wy: f32, c: u32) -> Row {
   let ey = exp(zy - m);
   let sum = S + ey;
@@ -77,6 +112,11 @@ fn finish_row(m: f32, S: f32, wz: f32, zy: f32, wy: f32, c: u32) -> Row {
   let om = S / sum; // 1 - p_y
   var r: Row;
   r.sum = sum;
+  r.py = ey / sum;
+  if (P.zloss != 0.0) {
+    r.lse = m + log_(sum);
+    r.z = P.zloss * r.lse * r.lse;
+  }
   if (P.gamma == 0.0) {
     let epsC = P.eps / f32(c);
     var tail = 0.0;
@@ -98,12 +138,25 @@ fn finish_row(m: f32, S: f32, wz: f32, zy: f32, wy: f32, c: u32) -> Row {
   return r;
 }
 
-// The gradient of entry j != y: s_i scale (ca p_j - cu w_j) = ga e^(z_j - m) - gu w_j, 0 where the clamp cut x_j.
+// The gradient of entry j != y: s_i scale (ca p_j - cu w_j) = ga e^(z_j - m) - gu w_j, 0 where the clamp cut x_j
+// (with the softcap times 1 - tanh^2).
 fn grad_of(x: f32, col: u32, m: f32, ga: f32, gu: f32) -> f32 {
   if ((P.flags & F_CLAMP) != 0u && (x > 1.0 || x < -1.0)) { return 0.0; }
+  if (P.softcap != 0.0) {
+    let cz = capped(P.scale * x);
+    var v = ga * exp(cz.x - m);
+    if (gu != 0.0) { v -= gu * weight_of(col); }
+    return v * cz.y;
+  }
   var v = ga * exp(P.scale * x - m);
   if (gu != 0.0) { v -= gu * weight_of(col); }
   return v;
+}
+
+// The z term's gradient coefficient zs_i 2 k lse (0 without zLoss or gradient).
+fn z_coef(i: u32, row: Row) -> f32 {
+  if (P.zloss == 0.0 || (P.flags & F_GRAD) == 0u) { return 0.0; }
+  return row_in[i * P.rs_in + 1u] * 2.0 * P.zloss * row.lse;
 }
 
 // The margin losses' label targets of the rows (before `main`): h[2 i ..] = (z_y, dz_y / dx_y).
@@ -129,7 +182,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let grad = (P.flags & F_GRAD) != 0u;
   let y = uniform_i32(labels[i], t);
   if (y < 0) {
-    if (t == 0u) { row_out[i * P.rs_out] = 0.0; }
+    if (t == 0u) {
+      row_out[i * P.rs_out] = 0.0;
+      if (P.zloss != 0.0) { row_out[i * P.rs_out + 1u] = 0.0; }
+    }
     if (grad) { for (var j = t; j < c; j += WG) { g[xg + j] = 0.0; } }
     return;
   }
@@ -153,15 +209,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var wzs = 0.0;
   if (P.eps != 0.0) { wzs = wg_sum(wz, t); }
   let row = finish_row(m, S, wzs, zy, weight_of(yu), c);
-  if (t == 0u) { row_out[i * P.rs_out] = row.loss; }
+  if (t == 0u) {
+    row_out[i * P.rs_out] = row.loss;
+    if (P.zloss != 0.0) { row_out[i * P.rs_out + 1u] = row.z; }
+  }
   if (!grad) { return; }
 
   // Pass 2: the gradient row.
   let si = row_in[i * P.rs_in];
-  let ga = si * row.ca * P.scale / row.sum;
+  let zk = z_coef(i, row);
+  let ga = (si * row.ca + zk) * P.scale / row.sum;
   let gu = si * row.cu * P.scale;
+  let gy = (si * row.cb + zk * row.py) * zd.y;
   for (var j = t; j < c; j += WG) {
-    if (j == yu) { g[xg + j] = si * row.cb * zd.y; } else { g[xg + j] = grad_of(a[xa + j], j, m, ga, gu); }
+    if (j == yu) { g[xg + j] = gy; } else { g[xg + j] = grad_of(a[xa + j], j, m, ga, gu); }
   }
 }
 
@@ -197,16 +258,16 @@ fn seg_stats(@builtin(local_invocation_index) t: u32) {
 }
 
 // Long rows, pass 2, one invocation per row: merges the segments' statistics (bound as
-// b; segments of P.k columns) and writes row_out[i 5 ..] = (loss, m, ga, gu, gradient of the label's entry).
+// b; segments of P.k columns) and writes row_out[i 6 ..] = (loss, m, ga, gu, gradient of the label's entry, z term).
 @compute @workgroup_size(64)
 fn seg_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
   zero = P.zero;
   let i = P.row0 + gid.x;
   if (gid.x >= P.n) { return; }
-  let o = i * 5u;
+  let o = i * 6u;
   let y = labels[i];
   if (y < 0) {
-    for (var q = 0u; q < 5u; q++) { row_out[o + q] = 0.0; }
+    for (var q = 0u; q < 6u; q++) { row_out[o + q] = 0.0; }
     return;
   }
   let zd = label_logit(b[(i * P.nseg + u32(y) / P.k) * 4u + 3u]);
@@ -221,11 +282,13 @@ fn seg_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   let row = finish_row(m, S, wz - zd.x * P.wsum, zd.x, weight_of(u32(y)), P.row_c);
   let si = row_in[i * P.rs_in];
+  let zk = z_coef(i, row);
   row_out[o] = row.loss;
   row_out[o + 1u] = m;
-  row_out[o + 2u] = si * row.ca * P.scale / row.sum;
+  row_out[o + 2u] = (si * row.ca + zk) * P.scale / row.sum;
   row_out[o + 3u] = si * row.cu * P.scale;
-  row_out[o + 4u] = si * row.cb * zd.y;
+  row_out[o + 4u] = (si * row.cb + zk * row.py) * zd.y;
+  row_out[o + 5u] = row.z;
 }
 
 // Long rows, pass 3, one dispatch per row and segment: the segment's gradient, from the
@@ -234,7 +297,7 @@ fn seg_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn seg_grad(@builtin(local_invocation_index) t: u32) {
   let i = P.row0;
   let y = labels[i];
-  let o = i * 5u;
+  let o = i * 6u;
   for (var j = t; j < P.c; j += WG) {
     let col = P.col0 + j;
     var v = 0.0;

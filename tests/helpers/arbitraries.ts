@@ -477,9 +477,23 @@ const definitions: Definition[] = [
     options: (s) =>
       // Smoothing near 1 makes the target nearly uniform, and the gradient p - q a difference
       // of two numbers near 1/C that float32 probabilities cannot resolve to SPEC's floor.
-      fc.record({ weight: classVector(s.c), labelSmoothing: option(0, 0.9, 0, 0.1, 0.9) }, { requiredKeys: [] }),
+      // softcap (SPEC §9): any cap, below and far above the logits (1e9: no cap); zLoss up to 1.
+      fc.record({
+        weight: classVector(s.c),
+        labelSmoothing: option(0, 0.9, 0, 0.1, 0.9),
+        softcap: fc.oneof({ arbitrary: logUniform(-3, 5), weight: 3 }, {
+          arbitrary: fc.constantFrom(1e-3, 1, 30, 1e9),
+          weight: 1,
+        }),
+        zLoss: option(0, 1, 0, 1e-4, 1),
+      }, { requiredKeys: [] }),
     inputs: hardLabelInputs,
-    bad: (s) => ({ weight: badVectors(s.c), labelSmoothing: [-0.01, 1.01, ...BAD_NUMBER] }),
+    bad: (s) => ({
+      weight: badVectors(s.c),
+      labelSmoothing: [-0.01, 1.01, ...BAD_NUMBER],
+      softcap: [0, -1, -0, ...BAD_NUMBER],
+      zLoss: [-1e-4, ...BAD_NUMBER],
+    }),
   },
   {
     name: "softCrossEntropy",

@@ -53,6 +53,8 @@ export function shardsOf(name: string, inputs: Any, sizes: readonly number[]) {
 /** What the shards give together: the summed loss shares and the assembled gradients. */
 export interface Assembled {
   loss: number | Float64Array;
+  /** crossEntropy: the shards' shares of part z, summed as the loss is. */
+  z?: number | Float64Array;
   grads: Record<string, Mat>;
   stats: ShardStats[];
 }
@@ -73,14 +75,18 @@ export async function runSharded(
   const stats: ShardStats[] = [];
   for (let k = 0; k < sizes.length; k++) stats.push(await loss.stats(shards[k], opts[k]));
   const merged = mergeShardStats(stats);
-  const results = [];
+  const results: Any[] = [];
   for (let k = 0; k < sizes.length; k++) results.push(await loss.finish(shards[k], merged, opts[k], upstream));
   const n = inputs.labels.length;
-  let total: number | Float64Array = options?.reduction === "none" ? new Float64Array(n) : 0;
-  for (const r of results) {
-    if (typeof total === "number") total += r.loss as number;
-    else for (let i = 0; i < n; i++) total[i] += (r.loss as Float32Array)[i];
-  }
+  const sum = (key: "loss" | "z") => {
+    let total: number | Float64Array = options?.reduction === "none" ? new Float64Array(n) : 0;
+    for (const r of results) {
+      if (typeof total === "number") total += r[key] as number;
+      else for (let i = 0; i < n; i++) total[i] += (r[key] as Float32Array)[i];
+    }
+    return total;
+  };
+  const total = sum("loss"), z = name === "crossEntropy" ? sum("z") : undefined;
   const grads: Record<string, Mat> = {};
   if (key) {
     const g = new Float32Array(n * c);
@@ -101,5 +107,5 @@ export async function runSharded(
     grads.x = { data: Float32Array.from(gx), shape: [n, d] };
     grads.W = { data: gW, shape: [c, d] };
   }
-  return { loss: total, grads, stats };
+  return { loss: total, z, grads, stats };
 }

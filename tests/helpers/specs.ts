@@ -56,6 +56,8 @@ export const crossEntropySpec: LossSpec = {
     { weight: weightsFor(c), labelSmoothing: 0.1 },
     { reduction: "sum", ignoreIndex: -1, labelSmoothing: 0.3 },
     { reduction: "none", weight: weightsFor(c) },
+    { softcap: 20, zLoss: 1e-3, weight: weightsFor(c), labelSmoothing: 0.1, reduction: "sum" },
+    { softcap: 5, zLoss: 0.01, reduction: "none" },
   ],
 };
 
