@@ -86,7 +86,7 @@ export interface Spec<X> {
   /** More paired ratios for the summary: time of the first / time of the second. */
   pairs?: [string, string][];
   /** Memory probes, in the cells `when` accepts, after one call at `warm` (JIT, instantiation). */
-  memory?: { warm?: Shape; when?(shape: Shape, mode: string): boolean };
+  memory?: { warm?: Shape; when?(shape: Shape, mode: string, name: string): boolean };
   /** The benchmark's own flags and their help. */
   flags?: Record<string, string>;
   /** More output after the summary; returns more JSON. */
@@ -341,7 +341,7 @@ function probeInChild(name: string, shape: Shape, mode: string): Memory {
 // ---------------------------------------------------------------------------------------
 // Measurement
 
-/** Each contender and mode's largest work so far and its seconds: a call of at most 100 times that work is predicted linearly. */
+/** Each contender and mode's largest work so far and its seconds: the next call's time is predicted linearly, capped at 100x. */
 const seen = new Map<string, [number, number]>();
 
 async function measure<X>(spec: Spec<X>, cfg: Config, ks: Contender<X>[], ctx: X, shape: Shape, mode: string) {
@@ -369,12 +369,12 @@ async function measure<X>(spec: Spec<X>, cfg: Config, ks: Contender<X>[], ctx: X
         continue;
       }
       const [w0, s0] = seen.get(`${k.name}|${mode}`) ?? [0, 0];
-      const predicted = w0 && work <= 100 * w0 ? (s0 * work) / w0 : null;
+      const predicted = w0 ? s0 * Math.min(work / w0, 100) : null;
       if (predicted !== null && predicted > cfg.skipAbove) {
         cell.skipped = `predicted ${predicted.toFixed(1)} s per call`;
         continue;
       }
-      if (cfg.memory && !k.floor && (spec.memory?.when?.(shape, mode) ?? true)) {
+      if (cfg.memory && !k.floor && (spec.memory?.when?.(shape, mode, k.name) ?? true)) {
         cell.memory = probeInChild(k.name, shape, mode);
         if (cell.memory.error) throw new Error(`in its memory probe (a fresh process): ${cell.memory.error}`);
       }
@@ -484,7 +484,7 @@ function printCell(spec: Spec<unknown>, cells: Cell[]): void {
       m ? `${m}: ${x.error ?? x.skipped}` : fmtTime(x.seconds),
       ...(spec.unit ? [m ? "" : speed(x)] : []),
       ...(ratios
-        ? [x.ratio === null ? "" : `${fmt(x.ratio)}${x.ratioTo !== spec.baseline ? ` (${x.ratioTo})` : ""}`]
+        ? [x.ratio === null ? "" : fmt(x.ratio) + (x.ratioTo !== spec.baseline ? ` (${x.ratioTo})` : "")]
         : []),
       m ? "" : `${((Math.max(...x.samples) - Math.min(...x.samples)) / x.seconds! * 100).toFixed(0)}%`,
       m ? "" : `${x.samples.length}x${x.reps}${x.warm ? "" : "*"}`,
@@ -512,8 +512,9 @@ function printSummary(spec: Spec<unknown>, cfg: Config, all: Cell[], names: stri
       if (body.length) printTable(`### ${spec.name} ${mode}: ${title}`, ["contender", ...shapes], body);
     };
     const live = names.filter((n) => cells.some((x) => x.contender === n && !x.na));
-    const value = (x: Cell) =>
-      spec.unit ? fmt(spec.work(x.shape, mode) / x.seconds! / spec.unit[1]) : fmtTime(x.seconds);
+    const value = (
+      x: Cell,
+    ) => (spec.unit ? fmt(spec.work(x.shape, mode) / x.seconds! / spec.unit[1]) : fmtTime(x.seconds));
     table(
       `${spec.unit?.[0] ?? "time per call"} (median)`,
       live.map((n) => [n, (s) => missing(at(n, s)) ?? value(at(n, s)!)]),
@@ -522,16 +523,11 @@ function printSummary(spec: Spec<unknown>, cfg: Config, all: Cell[], names: stri
       "time ratios (paired median; below 1: faster)",
       live.map((n) => [`${n} / ${cells.find((x) => x.contender === n)!.ratioTo}`, (s) => fmt(at(n, s)?.ratio)]),
     );
-    table(
-      "paired time ratios",
-      (spec.pairs ?? []).map(([a, b]) => [`${a} / ${b}`, (s) => fmt(pairedRatio(at(a, s), at(b, s)))]),
-    );
-    table(
-      "this tree / the baseline tree (paired median time ratio; below 1: this tree is faster)",
-      live.filter((n) => live.includes(`base ${n}`)).map((
-        n,
-      ) => [n, (s) => fmt(pairedRatio(at(n, s), at(`base ${n}`, s)))]),
-    );
+    const pair = (a: string, b: string) => (s: string) => fmt(pairedRatio(at(a, s), at(b, s)));
+    table("paired time ratios", (spec.pairs ?? []).map(([a, b]) => [`${a} / ${b}`, pair(a, b)]));
+    const twins = live.filter((n) => live.includes(`base ${n}`));
+    const vsBase = "this tree / the baseline tree (paired median time ratio; below 1: this tree is faster)";
+    table(vsBase, twins.map((n) => [n, pair(n, `base ${n}`)]));
     table("peak RSS of one call in a fresh process, MB", live.map((n) => [n, (s) => fmtMB(at(n, s)?.memory?.peakRss)]));
   }
 }
@@ -548,11 +544,10 @@ export async function run<X>(make: (flags: Map<string, string | true>, libs: Lib
   if (flags.has("--help")) return console.log(usage(spec as Spec<unknown>));
   const cfg = config(spec as Spec<unknown>, flags);
   const only = patterns(flags.get("--only")), skip = patterns(flags.get("--skip")) ?? [];
-  const own = libs.map((lib) =>
-    (spec.library?.(lib) ?? []).map((k) => ({ ours: true, ...k, name: lib.tag + k.name, lib }))
-  );
-  // Each library contender of this tree, then its baseline twin.
-  const ks = [...own[0].flatMap((k, i) => [k, ...own.slice(1).map((o) => o[i])]), ...spec.contenders]
+  const own = libs.flatMap((lib) => (spec.library?.(lib) ?? []).map((k) => ({ ...k, ours: k.ours ?? true, lib })));
+  for (const k of own) k.name = k.lib.tag + k.name;
+  const twin = (k: Contender<X>) => [k, ...own.filter((b) => b.name === `base ${k.name}`)]; // this tree's, then the baseline's
+  const ks = [...own.filter((k) => !k.lib.tag).flatMap(twin), ...spec.contenders]
     .filter((k) => (!only || only.some((p) => p.test(k.name))) && !skip.some((p) => p.test(k.name)));
   if (typeof probeName === "string") {
     const k = ks.find((k) => k.name === probeName)!;
@@ -580,7 +575,7 @@ export async function run<X>(make: (flags: Map<string, string | true>, libs: Lib
   printSummary(spec as Spec<unknown>, cfg, all, ks.map((k) => k.name));
   const extra = spec.after?.(all) ?? {};
   console.log(
-    `\ntotal ${(now() - t0).toFixed(0)} s, load ${loadavg()[0].toFixed(2)} (sink ${sink.value.toPrecision(3)})`,
+    `\ntotal ${(now() - t0).toFixed(0)} s, load ${loadavg()[0].toFixed(2)}, sink ${sink.value.toPrecision(3)}`,
   );
   for (const x of all) if (x.error) console.log(`FAILED: ${x.contender} ${shapeName(x.shape)} ${x.mode}: ${x.error}`);
   for (const x of all) if (broken(x)) console.log(`BROKEN: ${x.contender} ${shapeName(x.shape)} ${x.mode}`);

@@ -38,13 +38,9 @@ export async function initTf(): Promise<void> {
   } catch (e) {
     tfStatus.wasm = errorText(e);
   }
-  const simd = !tfStatus.wasm && tf.env().getBool("WASM_HAS_SIMD_SUPPORT");
-  const threads = !tfStatus.wasm && tf.env().getBool("WASM_HAS_MULTITHREAD_SUPPORT");
-  envNotes.push(
-    `TensorFlow.js ${tf.version.tfjs}: cpu ${tfStatus.cpu ?? "ok"}, wasm ${
-      tfStatus.wasm ?? `SIMD ${simd ? "yes" : "no"}, threads ${threads ? "yes" : "no"}`
-    }`,
-  );
+  const flag = (f: string) => (tf.env().getBool(`WASM_HAS_${f}_SUPPORT`) ? "yes" : "no");
+  const wasm = tfStatus.wasm ?? `SIMD ${flag("SIMD")}, threads ${flag("MULTITHREAD")}`;
+  envNotes.push(`TensorFlow.js ${tf.version.tfjs}: cpu ${tfStatus.cpu ?? "ok"}, wasm ${wasm}`);
   type Wasm = { wasm?: { HEAPU8?: Uint8Array } } | null;
   meters.push({
     name: "TF.js heap",
@@ -53,9 +49,7 @@ export async function initTf(): Promise<void> {
 }
 
 /** What a TF.js contender's `setup` returns when its backend is unavailable, else null. */
-export function tfMissing(backend: "cpu" | "wasm"): string | null {
-  return tfStatus[backend] ? `TF.js ${backend} unavailable: ${tfStatus[backend]}` : null;
-}
+export const tfMissing = (b: "cpu" | "wasm"): string | null => tfStatus[b] && `TF.js ${b} unavailable: ${tfStatus[b]}`;
 
 /** A contender's `enter`: selects the backend before each batch. */
 export const tfUse = (backend: "cpu" | "wasm") => async (): Promise<void> => {

@@ -16,25 +16,17 @@ export const FINE = 230;
 export const COARSE = 7;
 
 /** The arrays of `physicsContrastive` at batch `b`, width `d`. */
-export interface ContrastiveData {
-  b: number;
-  d: number;
-  f: Float32Array;
-  labels: Int32Array;
-  rule: Float32Array;
-}
+export type ContrastiveData = { b: number; d: number; f: Float32Array; labels: Int32Array; rule: Float32Array };
 
 /** physMoe's: coarse logits U(-2, 2), E expert logits U(-3, 3), gating rows softmax(U(-1, 1)), centres 3 (mu + U(-0.1, 0.1)). */
-export interface MoeData extends ContrastiveData {
-  c: number;
-  k: number;
-  e: number;
-  coarse: Float32Array;
-  expertLogits: Float32Array[];
-  gating: Float32Array;
-  fineToCoarse: Int32Array;
-  centers: Float32Array;
-}
+export type MoeData =
+  & ContrastiveData
+  & { c: number; k: number; e: number; coarse: Float32Array; gating: Float32Array }
+  & {
+    expertLogits: Float32Array[];
+    fineToCoarse: Int32Array;
+    centers: Float32Array;
+  };
 
 function normalizeRows(m: Float32Array, d: number): Float32Array {
   for (let i = 0; i < m.length; i += d) {

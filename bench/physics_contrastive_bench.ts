@@ -20,10 +20,7 @@ import { type ContrastiveData, contrastiveData, FINE } from "./moe_data.ts";
 const OPTIONS = { temperature: 0.07, threshold: 0.8 };
 const CHUNK = 128;
 
-interface Ctx extends ContrastiveData {
-  out: Float32Array;
-  free: (() => void)[];
-}
+type Ctx = ContrastiveData & { out: Float32Array; free: (() => void)[] };
 
 function library(lib: Lib): Contender<Ctx>[] {
   const paths: [string, typeof lib.cpu.js][] = [["wasm", lib.cpu.wasm], ["wasm out=", lib.cpu.wasm]];

@@ -1,24 +1,19 @@
 #!/usr/bin/env bash
 # Runs the benchmarks under Deno, then under Bun (pinned versions, by npx; DENO=... and BUN=... replace the
 # commands). Bun has no WebGPU: webgpu_bench.ts says so there and exits 0. A benchmark that fails does not stop
-# the others; the exit status is 1 when any failed. Every flag goes to every benchmark (see bench/README.md),
-# except `--bench LIST` (which benchmarks) and `--runtimes LIST` (deno,bun), and `--json FILE` becomes
-# FILE.<benchmark>.<runtime>.json. Examples:
+# the others; the exit status is 1 when any failed. Every flag goes to every benchmark (bench/README.md), except
+# `--bench LIST` (which ones) and `--runtimes LIST` (deno,bun); `--json FILE` becomes FILE.<bench>.<runtime>.json.
 #   bash bench/run.sh --quick
 #   bash bench/run.sh --bench softmax,margin_head --runtimes deno --baseline /tmp/softmargin-old
-#   bash bench/run.sh --json results.json
 set -uo pipefail
 
 DENO=${DENO:-"npx -y deno@2.9.6"}
 BUN=${BUN:-"npx -y bun@1.4.4"}
 ALL=(softmax margin_head webgpu phys_moe physics_contrastive scale)
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-if [[ ! -d node_modules/@tensorflow/tfjs-backend-wasm ]]; then
-  echo "bench/run.sh: node_modules/@tensorflow missing; run \`npm ci\` first" >&2
-  exit 2
-fi
+[[ -d node_modules/@tensorflow/tfjs-backend-wasm ]] || { echo "bench/run.sh: run \`npm ci\` first" >&2 && exit 2; }
 
-benches=("${ALL[@]}") runtimes=(deno bun) pass=()
+benches=("${ALL[@]}") runtimes=(deno bun) pass=() failed=()
 while (($#)); do
   case $1 in
     --bench) IFS=, read -r -a benches <<<"${2:-}" && shift 2 ;;
@@ -29,9 +24,12 @@ done
 for b in "${benches[@]}"; do
   [[ -f bench/${b}_bench.ts ]] || { echo "bench/run.sh: no benchmark \"$b\" (one of ${ALL[*]})" >&2 && exit 2; }
 done
-
-failed=()
 for runtime in "${runtimes[@]}"; do
+  case $runtime in
+    deno) read -r -a cmd <<<"$DENO run -A" ;;
+    bun) read -r -a cmd <<<"$BUN" ;;
+    *) echo "bench/run.sh: unknown runtime \"$runtime\" (deno, bun)" >&2 && exit 2 ;;
+  esac
   for b in "${benches[@]}"; do
     args=()
     for ((i = 0; i < ${#pass[@]}; i++)); do
@@ -42,14 +40,7 @@ for runtime in "${runtimes[@]}"; do
       fi
     done
     echo "=== $runtime: bench/${b}_bench.ts ${args[*]-}"
-    # shellcheck disable=SC2086 # $DENO and $BUN are commands with arguments
-    case $runtime in
-      deno) $DENO run -A "bench/${b}_bench.ts" "${args[@]+"${args[@]}"}" ;;
-      bun) $BUN "bench/${b}_bench.ts" "${args[@]+"${args[@]}"}" ;;
-      *) echo "bench/run.sh: unknown runtime $runtime" >&2 && exit 2 ;;
-    esac
-    rc=$?
-    ((rc == 0)) || failed+=("$b under $runtime (exit $rc)")
+    "${cmd[@]}" "bench/${b}_bench.ts" "${args[@]+"${args[@]}"}" || failed+=("$b under $runtime (exit $?)")
     echo
   done
 done

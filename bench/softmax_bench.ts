@@ -21,7 +21,7 @@ type Loss = keyof typeof LOSSES;
 
 /** `zero`: per library tree, input and gradient in its WebAssembly memory, made on first use. */
 type Ctx = { n: number; c: number; x: Float32Array; labels: Int32Array; out: Float32Array; copyOut: Float32Array } & {
-  zero: Map<Lib, [WasmMatrix, WasmMatrix] | string>;
+  zero: Map<Lib, WasmMatrix[]>;
 };
 
 function context([n, c]: Shape): Ctx {
@@ -32,17 +32,13 @@ function context([n, c]: Shape): Ctx {
   return { n, c, x, labels, out: zeros(), copyOut: zeros(), zero: new Map() };
 }
 
-function zeroCopy(ctx: Ctx, lib: Lib): [WasmMatrix, WasmMatrix] | string {
-  if (!ctx.zero.has(lib)) {
-    try {
-      const zx = lib.cpu.alloc([ctx.n, ctx.c]);
-      zx.data.set(ctx.x);
-      ctx.zero.set(lib, [zx, lib.cpu.alloc([ctx.n, ctx.c])]);
-    } catch (e) {
-      ctx.zero.set(lib, `alloc failed: ${e}`);
-    }
+/** Input and gradient in a tree's WebAssembly memory, made on first use. */
+function zeroCopy({ n, c, x, zero }: Ctx, lib: Lib): WasmMatrix[] {
+  if (!zero.has(lib)) {
+    zero.set(lib, [lib.cpu.alloc([n, c]), lib.cpu.alloc([n, c])]);
+    zero.get(lib)![0].data.set(x);
   }
-  return ctx.zero.get(lib)!;
+  return zero.get(lib)!;
 }
 
 function library(lib: Lib): Contender<Ctx>[] {
@@ -51,7 +47,7 @@ function library(lib: Lib): Contender<Ctx>[] {
     paths.map((path): Contender<Ctx> => ({
       name: `${l} ${path}`,
       group: l,
-      ratioTo: `${l} wasm`,
+      ratioTo: `${l} wasm out=`,
       setup(ctx, mode) {
         const { loss, key } = LOSSES[l];
         let x: Matrix = { data: ctx.x, shape: [ctx.n, ctx.c] }, out: Matrix | null = null;
@@ -60,7 +56,6 @@ function library(lib: Lib): Contender<Ctx>[] {
           out = { data: ctx.out, shape: [ctx.n, ctx.c] };
         } else if (path === "wasm zero-copy") {
           const z = zeroCopy(ctx, lib);
-          if (typeof z === "string") return z;
           [x, out] = [z[0], mode === "forward" ? null : z[1]];
         }
         const opts = { ...(l === "arcface" ? ARC : {}), ...(out ? { out: { [key]: out } } : {}) };
@@ -75,7 +70,7 @@ function plain(l: Loss): Contender<Ctx> {
   return {
     name: `${l} plain TS`,
     group: l,
-    ratioTo: `${l} wasm`,
+    ratioTo: `${l} wasm out=`,
     setup: ({ n, c, x, labels }, mode) => ({
       run(): Out {
         const g = mode === "forward" ? null : new Float32Array(n * c), { scale, margin } = ARC;
@@ -93,7 +88,7 @@ function tfjs(l: Loss, backend: "cpu" | "wasm"): Contender<Ctx> {
   return {
     name: `${l} tfjs-${backend}`,
     group: l,
-    ratioTo: `${l} wasm`,
+    ratioTo: `${l} wasm out=`,
     enter: tfUse(backend),
     setup: ({ n, c, x, labels }, mode) =>
       tfMissing(backend) ?? {
@@ -151,6 +146,7 @@ await run<Ctx>(async (_, libs) => {
     modes: ["valueAndGrad", "forward", "backward"],
     defaultModes: ["valueAndGrad"],
     shapes: { default: ROWS, quick: [ROWS[0], ROWS[3]] },
+    timing: { default: { rounds: 5, roundTime: 0.04, warmupTime: 0.15, slowBudget: 1.5 } },
     work: ([n, c]) => n * c,
     unit: ["G logits/s", 1e9],
     library,
@@ -164,18 +160,18 @@ await run<Ctx>(async (_, libs) => {
       fresh,
     ],
     context,
-    dispose: (ctx) => ctx.zero.forEach((z) => typeof z !== "string" && z.forEach((m) => m.free())),
+    dispose: (ctx) => ctx.zero.forEach((z) => z.forEach((m) => m.free())),
     reference({ n, c, x, labels }, group) {
       const { loss, key } = LOSSES[group as Loss], opts = group === "CE" ? {} : ARC;
       return lossCall(js[loss], "valueAndGrad", { [key]: { data: x, shape: [n, c] }, labels }, opts, [key])() as Out;
     },
-    baseline: "CE wasm",
-    // arcface / crossEntropy per path, and the zero-copy path against the others' best.
+    baseline: "CE wasm out=",
+    // arcface / crossEntropy per path; plain TS and TF.js against the default and the zero-copy path.
     pairs: [
       ...["wasm", "wasm out=", "wasm zero-copy", "plain TS", "tfjs-wasm"].map((p) => [`arcface ${p}`, `CE ${p}`]),
-      ...["CE", "arcface"].flatMap((
-        l,
-      ) => [[`${l} plain TS`, `${l} wasm zero-copy`], [`${l} tfjs-wasm`, `${l} wasm zero-copy`]]),
+      ...["CE", "arcface"].flatMap((l) =>
+        ["plain TS", "tfjs-wasm"].flatMap((o) => [[`${l} ${o}`, `${l} wasm`], [`${l} ${o}`, `${l} wasm zero-copy`]])
+      ),
     ] as [string, string][],
   };
 });

@@ -103,10 +103,8 @@ function floors({ device: dev }: Gpu): Contender<Ctx>[] {
       name: "upload alone",
       floor: true,
       setup(ctx) {
-        const p = parts(ctx), bufs = buffers(ctx);
-        return {
-          run: () => (p.forEach((a, i) => dev.queue.writeBuffer(bufs[i], 0, a as Float32Array<ArrayBuffer>)), done()),
-        };
+        const p = parts(ctx) as Float32Array<ArrayBuffer>[], bufs = buffers(ctx);
+        return { run: () => (p.forEach((a, i) => dev.queue.writeBuffer(bufs[i], 0, a)), done()) };
       },
     },
     {
@@ -132,24 +130,17 @@ function crossover(cells: Cell[]): string {
   if (p.length < 2) return "too few sizes measured";
   const r = p.map((x) => Math.log(x.g / x.w)), i = r.findIndex((v) => v <= 0);
   if (i === 0) return `none needed: webgpu host is as fast as wasm at ${p[0].n} logits already`;
-  if (i > 0) {
-    return `~${
-      fmt(p[i - 1].n * (p[i].n / p[i - 1].n) ** (r[i - 1] / (r[i - 1] - r[i])))
-    } logits (log-log interpolation)`;
-  }
+  if (i > 0) return `~${fmt(p[i - 1].n * (p[i].n / p[i - 1].n) ** (r[i - 1] / (r[i - 1] - r[i])))} logits (log-log)`;
+  const mean = (v: number[]) => v.reduce((s, x) => s + x) / v.length, mx = mean(p.map((x) => x.n));
   const fit = (ys: number[]) => { // least squares t = a + b n
-    const xs = p.map((x) => x.n),
-      mx = xs.reduce((s, v) => s + v) / xs.length,
-      my = ys.reduce((s, v) => s + v) / ys.length;
-    const b = xs.reduce((s, x, k) => s + (x - mx) * (ys[k] - my), 0) / xs.reduce((s, x) => s + (x - mx) ** 2, 0);
-    return { a: my - b * mx, b };
+    const b = mean(p.map((x, k) => (x.n - mx) * (ys[k] - mean(ys)))) / mean(p.map((x) => (x.n - mx) ** 2));
+    return { a: mean(ys) - b * mx, b };
   };
   const [w, g] = [fit(p.map((x) => x.w)), fit(p.map((x) => x.g))], ns = (b: number) => `${fmt(b * 1e9)} ns/logit`;
+  const per = `webgpu host ${ns(g.b)}, wasm ${ns(w.b)}`;
   return g.b < w.b
-    ? `~${fmt((g.a - w.a) / (w.b - g.b))} logits (linear fits beyond the sizes measured: wasm ${ns(w.b)}, webgpu host ${
-      ns(g.b)
-    })`
-    : `none: webgpu host costs ${ns(g.b)} against wasm's ${ns(w.b)}, so it stays slower at every size`;
+    ? `~${fmt((g.a - w.a) / (w.b - g.b))} logits (linear fits beyond the sizes: ${per})`
+    : `none (${per})`;
 }
 
 const ROWS: Shape[] = [[256, 1000], [4096, 1000], [1024, 32000], [64, 100000]];
@@ -158,14 +149,13 @@ const LATENCY: Shape[] = [[1, 8], [1, 1000], [8, 1000], [32, 1000], [128, 1000],
 await run<Ctx>(async (flags, libs) => {
   const gpu = await gpuDevice();
   if (typeof gpu === "string" || (gpu.software && flags.has("--require-gpu"))) {
-    console.log(
-      typeof gpu === "string" ? `no WebGPU adapter: ${gpu}` : `--require-gpu: ${gpu.label} is a software adapter`,
-    );
+    console.log(typeof gpu === "string" ? `no WebGPU adapter: ${gpu}` : `--require-gpu: ${gpu.label} is software`);
     process.exit(flags.has("--require-gpu") ? 1 : 0);
   }
   const auto = (await libs[0].mod.init({ backend: "auto", device: gpu.device })).note;
+  const { maxStorageBufferBindingSize: binding, maxBufferSize: buffer } = gpu.limits;
   envNotes.push(
-    `adapter: ${gpu.label}; maxStorageBufferBindingSize ${gpu.limits.maxStorageBufferBindingSize}, maxBufferSize ${gpu.limits.maxBufferSize}`,
+    `adapter: ${gpu.label}; limits: binding ${binding}, buffer ${buffer}`,
     `"auto" with this device: ${auto}`,
   );
   const wasm = libs[0].cpu.wasm, js = libs[0].cpu.js;
@@ -174,7 +164,7 @@ await run<Ctx>(async (flags, libs) => {
     title: `webgpu against wasm, valueAndGrad, awaited [${gpu.label}]`,
     modes: ["valueAndGrad"],
     shapes: {
-      default: [[1, 8], [32, 1000], [1024, 1000], ROWS[0], ROWS[3], [256, 512, 1000]],
+      default: [[1, 8], [32, 1000], ROWS[0], [1024, 1000], ROWS[3], [256, 512, 1000]],
       quick: [[1, 8], [1024, 1000], [256, 512, 1000]],
       full: [...LATENCY, ...ROWS, [256, 512, 10000]],
     },
@@ -191,12 +181,7 @@ await run<Ctx>(async (flags, libs) => {
     dispose: (ctx) => ctx.free.forEach((f) => f()),
     reference(ctx, group) {
       const h = ctx.host[group as Group]!, { loss, keys, opts } = CALLS[group as Group];
-      type Loose = Record<
-        string,
-        { valueAndGrad(i: unknown, o: unknown): { loss: number; grads: Record<string, Matrix> } }
-      >;
-      const r = ((group === "head" ? wasm : js) as unknown as Loose)[loss].valueAndGrad(h.inputs, opts);
-      return { loss: r.loss, grads: keys.map((k) => r.grads[k].data) };
+      return lossCall((group === "head" ? wasm : js)[loss], "valueAndGrad", h.inputs, opts, keys)() as Out;
     },
     baseline: "CE wasm out=",
     after(cells) {
