@@ -334,7 +334,11 @@ function probeInChild(name: string, shape: Shape, mode: string): Memory {
   const r = spawnSync(process.execPath, [...deno, process.argv[1], ...pass, ...own], { encoding: "utf8" });
   const line = r.stdout?.split("\n").find((l) => l.startsWith("PROBE "));
   if (line) return JSON.parse(line.slice(6));
-  const why = (r.stderr || r.error?.message || `exit status ${r.status}`).trim().split("\n").slice(-1)[0];
+  // deno-lint-ignore no-control-regex
+  const lines = (r.stderr ?? "").replace(/\x1b\[[0-9;]*m/g, "").split("\n").filter((l) =>
+    /\S/.test(l) && !/^\s+at /.test(l)
+  );
+  const why = lines.at(-1) ?? r.error?.message ?? `exit status ${r.status}`;
   return { peakRss: null, growth: {}, error: why.slice(0, 160) };
 }
 
@@ -376,7 +380,10 @@ async function measure<X>(spec: Spec<X>, cfg: Config, ks: Contender<X>[], ctx: X
       }
       if (cfg.memory && !k.floor && (spec.memory?.when?.(shape, mode, k.name) ?? true)) {
         cell.memory = probeInChild(k.name, shape, mode);
-        if (cell.memory.error) throw new Error(`in its memory probe (a fresh process): ${cell.memory.error}`);
+        if (cell.memory.error) {
+          cell.error = `in its memory probe (a fresh process): ${cell.memory.error}`;
+          continue;
+        }
       }
       const group = k.group ?? "";
       if (!k.floor && spec.reference && !refs.has(group)) refs.set(group, await spec.reference(ctx, group));

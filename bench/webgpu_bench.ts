@@ -169,7 +169,7 @@ await run<Ctx>(async (flags, libs) => {
       full: [...LATENCY, ...ROWS, [256, 512, 10000]],
     },
     timing: {
-      default: { rounds: 5, roundTime: 0.1, slowBudget: 3, skipAbove: 20 },
+      default: { rounds: 5, roundTime: 0.06, slowBudget: 3, skipAbove: 20 },
       quick: { skipAbove: 6 },
       full: { rounds: 7, roundTime: 0.1, slowBudget: 5, minSamples: 3 },
     },
