@@ -19,16 +19,11 @@
 #   apt-get $o update
 #   (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 #
-# Then call the device tool's `run` with
-#   command: bash bench/device_h100.sh        carry: [".device", ".gl"]        timeout_s: 600
-# It writes webgpu_h100.log and webgpu_h100.json (the benchmark's --json) to $OUT (./device-out when $OUT is
-# unset). Extra arguments replace the default ones below, e.g. `bash bench/device_h100.sh --quick`.
-# SOFTMARGIN_ALLOW_SOFTWARE=1 drops --require-gpu (to try the script where only llvmpipe exists).
-#
-# What it runs by default: webgpu_bench.ts --full --require-gpu (exit 1 without a hardware adapter) on the
-# latency sizes, the four row shapes plus 8192 x 32000 (1 GiB per matrix: GPU-resident valueAndGrad at a
-# training-sized LM head), and marginHead at C = 10000 and 100000. The benchmark imports no npm package, so
-# node_modules need not travel.
+# Then call the device tool's `run` with command `bash bench/device_h100.sh`, carry [".device", ".gl"], timeout_s
+# 600. It writes webgpu_h100.log and webgpu_h100.json to $OUT (./device-out when unset). By default it runs
+# webgpu_bench.ts --full --require-gpu (exit 1 without a hardware adapter) on the latency sizes, the four row shapes,
+# 8192 x 32000 (1 GiB per matrix) and the head at C = 10000 and 100000; arguments replace those (e.g. --quick).
+# SOFTMARGIN_ALLOW_SOFTWARE=1 drops --require-gpu. The benchmark imports no npm package: node_modules need not travel.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

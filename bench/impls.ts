@@ -387,10 +387,8 @@ export function tfContrastiveMasks(labels: tf.Tensor1D, rule: tf.Tensor, thresho
   const R = tf.gather(tf.gather(rule, labels), labels, 1);
   const pos = tf.mul(tf.cast(tf.logicalOr(same, tf.greater(R, threshold)), "float32"), notSelf);
   const weight = tf.mul(tf.sub(1, R), notSelf);
-  const valid = tf.cast(
-    tf.logicalAnd(tf.greater(tf.sum(pos, 1, true), 0), tf.greater(tf.sum(weight, 1, true), 0)),
-    "float32",
-  );
+  const some = (m: tf.Tensor) => tf.greater(tf.sum(m, 1, true), 0);
+  const valid = tf.cast(tf.logicalAnd(some(pos), some(weight)), "float32");
   return { pos, weight, valid };
 }
 
@@ -414,25 +412,23 @@ export function tfPhysicsContrastiveLoss(f: tf.Tensor, masks: TfContrastiveMasks
  * as float32; one-hot coarse labels; `outside` (0 on the true group's classes, -1e9
  * elsewhere); `A` (the rule without its diagonal, rows divided by their sums).
  */
-export type TfMoeConsts =
-  & { masks: TfContrastiveMasks }
-  & Record<"onehot" | "mask" | "coarseOnehot" | "outside" | "A", tf.Tensor>;
+export type TfMoeConsts = Record<"onehot" | "mask" | "coarseOnehot" | "outside" | "A", tf.Tensor> & {
+  masks: TfContrastiveMasks;
+};
 
 export function tfMoeConsts(
   labels: tf.Tensor1D,
   rule: tf.Tensor,
-  fineToCoarse: tf.Tensor1D,
-  c: number,
-  k: number,
-  threshold: number,
+  map: tf.Tensor1D,
+  [c, k, thr]: number[],
 ): TfMoeConsts {
-  const coarseLabels = tf.gather(fineToCoarse, labels);
-  const inGroup = tf.equal(tf.expandDims(coarseLabels, 1), tf.expandDims(fineToCoarse, 0));
+  const coarseLabels = tf.gather(map, labels),
+    inGroup = tf.equal(tf.expandDims(coarseLabels, 1), tf.expandDims(map, 0));
   const offDiag = tf.mul(rule, tf.sub(1, tf.eye(c)));
   const sums = tf.sum(offDiag, 1, true);
   const onehot = tf.oneHot(labels, c);
   return {
-    masks: tfContrastiveMasks(labels, rule, threshold),
+    masks: tfContrastiveMasks(labels, rule, thr),
     onehot,
     mask: tf.cast(onehot, "float32"),
     coarseOnehot: tf.oneHot(coarseLabels, k),
@@ -478,11 +474,6 @@ export function tfPhysMoeLoss(
   const center = tf.mean(tf.sub(1, tf.sum(tf.mul(x.features, tf.matMul(consts.mask, cn)), 1)));
   const proto = tf.mean(tf.sub(1, tf.sum(tf.mul(cn, tf.matMul(consts.A, cn)), 1)));
   const reg = tf.add(center, tf.mul(proto, o.prototypeWeight));
-  return tf.addN([
-    tf.mul(scl, o.lambdaScl),
-    dol,
-    col,
-    tf.mul(hier, o.lambdaHier),
-    tf.mul(reg, o.lambdaReg),
-  ]) as tf.Scalar;
+  const weighted = [tf.mul(scl, o.lambdaScl), dol, col, tf.mul(hier, o.lambdaHier), tf.mul(reg, o.lambdaReg)];
+  return tf.addN(weighted) as tf.Scalar;
 }

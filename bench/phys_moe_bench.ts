@@ -123,7 +123,7 @@ const tfjs: Contender<Ctx> = {
             t2(ctx.centers, d),
           ];
           const labels = tf.tensor1d(ctx.labels, "int32"), map = tf.tensor1d(ctx.fineToCoarse, "int32");
-          const consts = tfMoeConsts(labels, t2(ctx.rule, c), map, c, k, o.threshold);
+          const consts = tfMoeConsts(labels, t2(ctx.rule, c), map, [c, k, o.threshold]);
           // iclMoe's collaboration target: the ensemble's softmax, outside the gradient.
           const gates = tf.split(xs[2 + e], e, 1),
             fine = tf.addN(xs.slice(2, 2 + e).map((z, i) => tf.mul(gates[i], z)));

@@ -124,8 +124,8 @@ function floors({ device: dev }: Gpu): Contender<Ctx>[] {
 function crossover(cells: Cell[]): string {
   const t = (name: string, s: number[]) =>
     cells.find((x) => x.contender === name && x.shape.join() === s.join())?.seconds;
-  const p = [...new Set(cells.filter((x) => x.shape.length === 2).map((x) => x.shape))]
-    .map((s) => ({ n: s[0] * s[1], w: t("CE wasm out=", s)!, g: t("CE webgpu host", s)! }))
+  const p = cells.filter((x) => x.contender === "CE wasm out=" && x.shape.length === 2)
+    .map((x) => ({ n: x.shape[0] * x.shape[1], w: x.seconds!, g: t("CE webgpu host", x.shape)! }))
     .filter((x) => x.n >= 1000 && x.w && x.g).sort((a, b) => a.n - b.n);
   if (p.length < 2) return "too few sizes measured";
   const r = p.map((x) => Math.log(x.g / x.w)), i = r.findIndex((v) => v <= 0);
