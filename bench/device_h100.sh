@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Runs bench/webgpu_bench.ts on a lent NVIDIA H100 machine (the workplace's device tool; see
-# /work/.library/device/README.md). That machine has no Deno, no Vulkan loader and no network,
-# and gets only the working tree plus the ignored folders named in `carry`, so both come from here:
+# /work/.library/device/README.md). That machine has no Deno, no Vulkan loader and no network, and gets only
+# the working tree plus the ignored folders named in `carry`, so both come from here:
 #
 #   .device/deno.xz   Deno 2.9.6 (x86-64 Linux), xz-compressed (about 30 MB of the 64 MiB a call may carry).
-#   .gl/*.deb         the Vulkan loader (libvulkan1) and the GL/EGL dispatch libraries the NVIDIA
-#                     driver's Vulkan ICD links against, as amd64 .deb packages.
+#   .gl/*.deb         the Vulkan loader (libvulkan1) and the GL/EGL dispatch libraries the NVIDIA driver's
+#                     Vulkan ICD links against, as amd64 .deb packages.
 #
-# Prepare them once, here, in the repository root (nothing of it is committed: .device/ is in
-# .gitignore, .gl/ goes into .git/info/exclude):
+# Prepare them once, here, in the repository root (nothing of it is committed: .device/ is in .gitignore,
+# .gl/ goes into .git/info/exclude):
 #
 #   mkdir -p .device
 #   xz -9 -T0 -k -c "$(command -v deno || ls /root/.npm/_npx/*/node_modules/@deno/linux-x64-glibc/deno | head -1)" \
@@ -19,33 +19,23 @@
 #   apt-get $o update
 #   (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 #
-# Then call the device tool's `run` with
-#   command: bash bench/device_h100.sh        carry: [".device", ".gl"]        timeout_s: 600
-# It writes webgpu_h100.log and webgpu_h100.json (the benchmark's --json) to $OUT (./device-out
-# when $OUT is unset). Extra arguments replace the benchmark's default ones, e.g.
-#   bash bench/device_h100.sh --quick
-# SOFTMARGIN_ALLOW_SOFTWARE=1 drops --require-gpu (to try the script where only llvmpipe exists).
-#
-# What it runs: bench/webgpu_bench.ts with --require-gpu (exit 1 when WebGPU finds no adapter or
-# only a software one), the four ROW_SHAPES plus crossEntropy/arcface at 8192 x 32000 (1 GiB per
-# matrix; GPU-resident valueAndGrad at a training-sized LM head), marginHead at C = 10000 and
-# 100000, and the latency sizes. node_modules (TensorFlow.js, which bench/harness.ts imports but
-# this benchmark never calls) does not travel: when it is missing, two stub packages are written
-# under node_modules/@tensorflow so the imports resolve offline.
+# Then call the device tool's `run` with command `bash bench/device_h100.sh`, carry [".device", ".gl"], timeout_s
+# 600. It writes webgpu_h100.log and webgpu_h100.json to $OUT (./device-out when unset). By default it runs
+# webgpu_bench.ts --full --require-gpu (exit 1 without a hardware adapter) on the latency sizes, the four row shapes,
+# 8192 x 32000 (1 GiB per matrix) and the head at C = 10000 and 100000; arguments replace those (e.g. --quick).
+# SOFTMARGIN_ALLOW_SOFTWARE=1 drops --require-gpu. The benchmark imports no npm package: node_modules need not travel.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
 
-# Everything below is logged to $OUT/webgpu_h100.log too.
 main() {
   echo "== $(date -u +%FT%TZ) $(uname -m) $(nproc) CPUs"
   if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
   fi
-
-  # --- Deno --------------------------------------------------------------------------------------
+  # Deno
   if [[ ! -f .device/deno.xz ]]; then
     echo "bench/device_h100.sh: .device/deno.xz missing (see the header of this script; carry .device)" >&2
     return 2
@@ -61,42 +51,27 @@ main() {
   chmod +x "$bin/deno"
   export PATH="$bin:$PATH" DENO_DIR=/tmp/softmargin-deno-dir DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1 NO_COLOR=1
   deno --version
-
-  # --- Vulkan loader and the NVIDIA ICD ----------------------------------------------------------
+  # The Vulkan loader and the NVIDIA ICD
   if compgen -G ".gl/*.deb" >/dev/null; then
     for f in .gl/*.deb; do dpkg -x "$f" /; done
     ldconfig
   else
     echo "bench/device_h100.sh: no .gl/*.deb (carry .gl); relying on the machine's own Vulkan loader" >&2
   fi
-  ldconfig -p | grep -q 'libvulkan\.so\.1' || echo "bench/device_h100.sh: WARNING: no libvulkan.so.1 after unpacking .gl" >&2
-  icd_found=false
+  ldconfig -p | grep -q 'libvulkan\.so\.1' || echo "bench/device_h100.sh: WARNING: no libvulkan.so.1" >&2
+  icd=false
   for d in /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/share/vulkan/icd.d; do
-    if compgen -G "$d/nvidia*.json" >/dev/null; then icd_found=true; fi
+    if compgen -G "$d/nvidia*.json" >/dev/null; then icd=true; fi
   done
-  if [[ $icd_found == false && -z ${VK_DRIVER_FILES:-} && -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]]; then
+  if [[ $icd == false && -z ${VK_DRIVER_FILES:-} && -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ]]; then
     export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
     export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
   fi
   echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-(default search)}"
-
-  # --- TensorFlow.js stubs (harness.ts imports it; this benchmark does not use it) ---------------
-  stub() { # package name, module body
-    mkdir -p "node_modules/$1"
-    printf '{ "name": "%s", "version": "0.0.0-stub", "type": "module", "main": "index.js" }\n' "$1" \
-      >"node_modules/$1/package.json"
-    printf '%s\n' "$2" >"node_modules/$1/index.js"
-  }
-  if [[ ! -f node_modules/@tensorflow/tfjs/package.json ]]; then
-    echo "node_modules/@tensorflow missing: writing stubs (TensorFlow.js is not used by webgpu_bench.ts)"
-    stub @tensorflow/tfjs 'export const version = { tfjs: "not installed (stub of bench/device_h100.sh)" };'
-    stub @tensorflow/tfjs-backend-wasm 'export function setWasmPaths() {}'
-  fi
-
-  # --- The benchmark -----------------------------------------------------------------------------
+  # The benchmark
   args=("$@")
   if ((${#args[@]} == 0)); then
-    args=(--shapes 256x1000,4096x1000,1024x32000,64x100000,8192x32000 --head-c 10000,100000)
+    args=(--full --shapes "1x8,1x1000,8x1000,32x1000,128x1000,1024x1000,256x1000,4096x1000,1024x32000,64x100000,8192x32000,256x512x10000,256x512x100000")
   fi
   require=(--require-gpu)
   if [[ ${SOFTMARGIN_ALLOW_SOFTWARE:-} == 1 ]]; then require=(); fi

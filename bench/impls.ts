@@ -1,35 +1,87 @@
 /**
  * What a user would write without softmargin, shared by the benchmarks: plain-TypeScript
- * loops (cross-entropy, ArcFace, a matrix product) and ArcFace in TensorFlow.js ops.
+ * loops (cross-entropy, ArcFace, a matrix product, physicsContrastive, physMoe) and the
+ * same in TensorFlow.js ops; and the TF.js setup (both backends, in production mode).
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
+import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
+import { envNotes, errorText, meters } from "./engine.ts";
+import type { MoeData } from "./moe_data.ts";
+
+export { tf };
+
+/** Why each TF.js backend is unavailable, or null when it works. */
+export const tfStatus: Record<"cpu" | "wasm", string | null> = { cpu: null, wasm: null };
 
 /**
- * The cross-entropy a user would write by hand: three passes per row (max; exp stored in
- * the gradient while summing; scale), float64 arithmetic, fresh gradient. Returns the mean loss.
- *   loss_i = log(sum_j exp(z_ij - m_i)) + m_i - z_{i,y_i}
- *   dz_ij  = softmax(z_i)_j / N - [j == y_i] / N
+ * Initialises TF.js's cpu and wasm backends (errors are recorded, not thrown), adds a line
+ * to the header and meters the wasm backend's heap (it only grows; at most 4 GiB).
  */
-export function plainCrossEntropy(
-  z: Float32Array,
-  labels: Int32Array,
-  n: number,
-  c: number,
-  grad: Float32Array | null,
-): number {
+export async function initTf(): Promise<void> {
+  tf.enableProdMode();
+  const warn = console.warn; // the cpu backend greets Node-like runtimes with a tfjs-node hint
+  console.warn = (...a: unknown[]) => void (String(a[0]).includes("Hi, looks like") || warn(...a));
+  try {
+    if (!(await tf.setBackend("cpu"))) tfStatus.cpu = "tf.setBackend('cpu') returned false";
+    else tf.dispose(tf.tensor1d([1]));
+  } catch (e) {
+    tfStatus.cpu = errorText(e);
+  }
+  console.warn = warn;
+  try {
+    // In Deno and Bun the Emscripten loader takes its Node path: a file-system prefix works.
+    setWasmPaths(fileURLToPath(new URL("../node_modules/@tensorflow/tfjs-backend-wasm/dist/", import.meta.url)));
+    if (!(await tf.setBackend("wasm"))) tfStatus.wasm = "tf.setBackend('wasm') returned false";
+  } catch (e) {
+    tfStatus.wasm = errorText(e);
+  }
+  const flag = (f: string) => (tf.env().getBool(`WASM_HAS_${f}_SUPPORT`) ? "yes" : "no");
+  const wasm = tfStatus.wasm ?? `SIMD ${flag("SIMD")}, threads ${flag("MULTITHREAD")}`;
+  envNotes.push(`TensorFlow.js ${tf.version.tfjs}: cpu ${tfStatus.cpu ?? "ok"}, wasm ${wasm}`);
+  type Wasm = { wasm?: { HEAPU8?: Uint8Array } } | null;
+  meters.push({
+    name: "TF.js heap",
+    read: () => (tf.findBackend("wasm") as unknown as Wasm)?.wasm?.HEAPU8?.byteLength ?? null,
+  });
+}
+
+/** What a TF.js contender's `setup` returns when its backend is unavailable, else null. */
+export const tfMissing = (b: "cpu" | "wasm"): string | null => tfStatus[b] && `TF.js ${b} unavailable: ${tfStatus[b]}`;
+
+/** A contender's `enter`: selects the backend before each batch. */
+export const tfUse = (backend: "cpu" | "wasm") => async (): Promise<void> => {
+  if (tf.getBackend() !== backend) await tf.setBackend(backend);
+};
+
+/**
+ * Runs `f` (TF.js calls); when the Emscripten module aborts (out of memory past its 4 GiB),
+ * the wasm backend is dead for the rest of the process: recorded, so later contenders say so.
+ */
+export function tfRun<T>(f: () => T): T {
+  let out!: T; // not returned through tf.tidy, which walks every element of what it returns
+  try {
+    tf.tidy(() => void (out = f()));
+    return out;
+  } catch (e) {
+    if (/Aborted\(/.test(String(e))) tfStatus.wasm = `aborted earlier: ${errorText(e)}`;
+    throw e;
+  }
+}
+
+/**
+ * The mean cross-entropy a user would write by hand: three passes per row (max; exp stored
+ * in the gradient while summing; scale), float64 arithmetic; `grad` null: the loss only.
+ */
+export function plainCrossEntropy(z: Float32Array, y: Int32Array, n: number, c: number, grad: Float32Array | null) {
   const invN = 1 / n;
   let total = 0;
   for (let i = 0; i < n; i++) {
-    const off = i * c;
-    const end = off + c;
-    let m = -Infinity;
-    for (let j = off; j < end; j++) {
-      const v = z[j];
-      if (v > m) m = v;
-    }
-    let s = 0;
+    const off = i * c, end = off + c;
+    let m = -Infinity, s = 0;
+    for (let j = off; j < end; j++) if (z[j] > m) m = z[j];
     if (grad) {
       for (let j = off; j < end; j++) {
         const e = Math.exp(z[j] - m);
@@ -38,60 +90,42 @@ export function plainCrossEntropy(
       }
       const k = invN / s;
       for (let j = off; j < end; j++) grad[j] *= k;
-      grad[off + labels[i]] -= invN;
+      grad[off + y[i]] -= invN;
     } else {
       for (let j = off; j < end; j++) s += Math.exp(z[j] - m);
     }
-    total += Math.log(s) + m - z[off + labels[i]];
+    total += Math.log(s) + m - z[off + y[i]];
   }
   return total * invN;
 }
 
 /**
- * ArcFace as a user would write it by hand, insightface-style: the margin is applied to
- * the label's cosine only, `phi = cos(theta + m)` where `cos > cos(pi - m)`, else
- * `cos - m sin(pi - m)`; the logits are `s cos` with the label's replaced by `s phi`, then
- * the three-pass softmax cross-entropy of `plainCrossEntropy` (float64 arithmetic, fresh
- * gradient, mean over rows). The gradient w.r.t. the cosines is `s p_j / N` off the label
- * and `s (p_y - 1) phi'(cos_y) / N` on it. Cosines are not clamped (the user's cosines are
- * in [-1, 1]). Returns the mean loss.
+ * ArcFace by hand, insightface-style: `phi = cos(theta + m)` for the label's cosine where
+ * `cos > cos(pi - m)`, else `cos - m sin(pi - m)`; the logits `s cos` with the label's
+ * `s phi`; then the three passes of `plainCrossEntropy`. Cosines are not clamped.
  */
-export function plainArcface(
-  cos: Float32Array,
-  labels: Int32Array,
-  n: number,
-  c: number,
-  s: number,
-  margin: number,
-  grad: Float32Array | null,
-): number {
-  const cm = Math.cos(margin), sm = Math.sin(margin);
-  const th = Math.cos(Math.PI - margin), mm = Math.sin(Math.PI - margin) * margin;
+export function plainArcface(cos: Float32Array, l: Int32Array, [n, c, s, mg]: number[], g: Float32Array | null) {
+  const cm = Math.cos(mg), sm = Math.sin(mg), th = Math.cos(Math.PI - mg), mm = Math.sin(Math.PI - mg) * mg;
   const invN = 1 / n;
   let total = 0;
   for (let i = 0; i < n; i++) {
-    const off = i * c;
-    const end = off + c;
-    const y = off + labels[i];
-    const cy = cos[y];
-    const sin = Math.sqrt(Math.max(0, 1 - cy * cy));
-    const far = cy > th;
-    const ty = s * (far ? cy * cm - sin * sm : cy - mm);
+    const off = i * c, end = off + c, y = off + l[i], cy = cos[y];
+    const sin = Math.sqrt(Math.max(0, 1 - cy * cy)), far = cy > th, ty = s * (far ? cy * cm - sin * sm : cy - mm);
     let m = -Infinity;
     for (let j = off; j < end; j++) {
       const z = j === y ? ty : s * cos[j];
       if (z > m) m = z;
     }
     let sum = 0;
-    if (grad) {
+    if (g) {
       for (let j = off; j < end; j++) {
         const e = Math.exp((j === y ? ty : s * cos[j]) - m);
-        grad[j] = e;
+        g[j] = e;
         sum += e;
       }
       const k = (s * invN) / sum;
-      for (let j = off; j < end; j++) grad[j] *= k;
-      grad[y] = (grad[y] - s * invN) * (far ? cm + (sm * cy) / sin : 1);
+      for (let j = off; j < end; j++) g[j] *= k;
+      g[y] = (g[y] - s * invN) * (far ? cm + (sm * cy) / sin : 1);
     } else {
       for (let j = off; j < end; j++) sum += Math.exp((j === y ? ty : s * cos[j]) - m);
     }
@@ -100,39 +134,22 @@ export function plainArcface(
   return total * invN;
 }
 
-/**
- * `out[i, j] = sum_k x[i, k] w[j, k]` (x [n, d], w [c, d], out [n, c]): the matrix
- * product of a linear head as a user would write it, a dot product per output, float64
- * accumulation.
- */
-export function plainMatMulT(
-  x: Float32Array,
-  w: Float32Array,
-  out: Float32Array,
-  n: number,
-  d: number,
-  c: number,
-): void {
+/** `out = x w^T` (x [n, d], w [c, d]) as a user writes it: a dot product per output, float64 sums. */
+export function plainMatMulT(x: Float32Array, w: Float32Array, out: Float32Array, n: number, d: number, c: number) {
   for (let i = 0; i < n; i++) {
-    const xo = i * d;
     for (let j = 0; j < c; j++) {
-      const wo = j * d;
       let acc = 0;
-      for (let k = 0; k < d; k++) acc += x[xo + k] * w[wo + k];
+      for (let k = 0; k < d; k++) acc += x[i * d + k] * w[j * d + k];
       out[i * c + j] = acc;
     }
   }
 }
 
 /**
- * ArcFace on a tensor of cosines `[N, C]` in TensorFlow.js ops, as a TF.js user would
- * write it: clamp to [-1, 1]; gather the label's cosine with a one-hot mask (multiply and
- * sum over the row); `phi` (with insightface's threshold branch, by `tf.where`); scatter
- * `phi - cos_y` back onto the label's column through the mask; scale; then
- * `tf.losses.softmaxCrossEntropy` (mean over rows). Differentiable with `tf.grad`.
- *
- * `onehot` is `tf.oneHot(labels, C)` in its default int32 dtype (TF.js 4.22's wasm kernel
- * gets a float32 one-hot wrong; see README), `mask` is the same cast to float32.
+ * ArcFace on cosines [N, C] in TF.js ops, as its user writes it: clamp; the label's cosine
+ * by a one-hot mask (multiply, sum); `phi` by `tf.where`; `phi - cos_y` scattered back
+ * through the mask; scale; `tf.losses.softmaxCrossEntropy`. `onehot`: `tf.oneHot` in its
+ * default int32 (TF.js 4.22's wasm OneHot gets float32 wrong), `mask` the same as float32.
  */
 export function tfArcfaceLoss(
   cos: tf.Tensor,
@@ -165,25 +182,15 @@ export function tfNormalizeRows(v: tf.Tensor): { unit: tf.Tensor; inv: tf.Tensor
 // Metric learning and mixture of experts (SPEC §4–§5): physicsContrastive and physMoe
 
 /**
- * physicsContrastive (SPEC §4) as a user would write it by hand: `S = f f^T` by
- * `plainMatMulT`, then per anchor i, with `w_ij = 1 - rule[y_i, y_j]` (0 for j = i) and
- * positives `P_ij = (y_i = y_j or rule[y_i, y_j] > threshold) and j != i`:
- * `loss_i = lse_i - sum_j P_ij S_ij / tau / |P_i|`, `lse_i = log sum_j w_ij e^(S_ij / tau)`
- * (shifted by the row's largest weighted term), and `dS_ij = w_ij e^(S_ij / tau - lse_i) -
- * P_ij / |P_i|`; finally `df = (dS + dS^T) f / (tau · anchors)`. The mean runs over the
- * anchors with a positive and a non-zero denominator (0 if none). float64 arithmetic,
- * float32 storage. `grad` ([b, d], fresh or reused) receives `scale · d loss / d f`; null:
- * the loss only. Returns the loss.
+ * physicsContrastive (SPEC §4) by hand: `S = f f^T` by `plainMatMulT`; per anchor i, with
+ * `w_ij = 1 - rule[y_i, y_j]` (0 for j = i) and positives `P_ij = (y_i = y_j or rule > threshold)
+ * and j != i`: `loss_i = lse_i - sum_j P_ij S_ij / tau / |P_i|`, `lse_i = log sum_j w_ij e^(S_ij / tau)`,
+ * `dS_ij = w_ij e^(S_ij / tau - lse_i) - P_ij / |P_i|`; `df = (dS + dS^T) f / (tau anchors)`, the
+ * mean over anchors with a positive and a denominator; float64 sums. `grad` gets `scale d loss / d f`.
  */
 export function plainPhysicsContrastive(
-  f: Float32Array,
-  labels: Int32Array,
-  rule: Float32Array | null,
-  k: number,
-  b: number,
-  d: number,
-  tau: number,
-  threshold: number,
+  [f, labels, rule]: [Float32Array, Int32Array, Float32Array],
+  [k, b, d, tau, threshold]: number[],
   grad: Float32Array | null,
   scale = 1,
 ): number {
@@ -196,7 +203,7 @@ export function plainPhysicsContrastive(
     const yi = labels[i], row = i * b;
     let m = -Infinity, npos = 0, sumPos = 0;
     for (let j = 0; j < b; j++) {
-      const r = rule ? rule[yi * k + labels[j]] : 0;
+      const r = rule[yi * k + labels[j]];
       const s = S[row + j] / tau;
       w[j] = j === i ? 0 : 1 - r;
       pos[j] = j !== i && (labels[j] === yi || r > threshold) ? 1 : 0;
@@ -230,48 +237,9 @@ export function plainPhysicsContrastive(
   return anchors ? total / anchors : 0;
 }
 
-/** The inputs of `plainPhysMoe`: the arrays of `physMoe`'s inputs and their sizes. */
-export interface PlainMoeInputs {
-  b: number;
-  d: number;
-  c: number;
-  k: number;
-  /** Features [b, d] (normalised), coarse logits [b, k], expert logits E x [b, c], gating [b, E]. */
-  features: Float32Array;
-  coarse: Float32Array;
-  expertLogits: Float32Array[];
-  gating: Float32Array;
-  labels: Int32Array;
-  /** Rule [c, c], fine-to-coarse map [c], centres [c, d]. */
-  rule: Float32Array;
-  fineToCoarse: Int32Array;
-  centers: Float32Array;
-}
-
-/** The options of `plainPhysMoe` (every one given: SPEC's defaults are the caller's business). */
-export interface PlainMoeOptions {
-  tailExperts: readonly number[];
-  gamma: number;
-  lambdaScl: number;
-  lambdaHier: number;
-  lambdaReg: number;
-  temperature: number;
-  threshold: number;
-  prototypeWeight: number;
-}
-
-/** What `plainPhysMoe` returns: the total, the unweighted parts, and the gradients (when asked). */
-export interface PlainMoeResult {
-  loss: number;
-  parts: { scl: number; dol: number; col: number; hier: number; reg: number };
-  grads: {
-    features: Float32Array;
-    coarse: Float32Array;
-    expertLogits: Float32Array[];
-    gating: Float32Array;
-    centers: Float32Array;
-  } | null;
-}
+/** physMoe's options, every one given. */
+const MOE = ["gamma", "lambdaScl", "lambdaHier", "lambdaReg", "temperature", "threshold", "prototypeWeight"] as const;
+export type PlainMoeOptions = Record<(typeof MOE)[number], number> & { tailExperts: readonly number[] };
 
 /** log-softmax of `z[off .. off + n)` into `out[0 .. n)` (max-subtracted, float64). */
 function plainLogSoftmax(z: ArrayLike<number>, off: number, n: number, out: Float64Array): void {
@@ -284,45 +252,28 @@ function plainLogSoftmax(z: ArrayLike<number>, off: number, n: number, out: Floa
 }
 
 /**
- * physMoe (SPEC §5) as a user would compose it by hand from its parts, forward and
- * backward, in plain loops (float64 arithmetic, float32 inputs and gradients, fresh
- * gradient arrays):
- *
- * - `scl`: `plainPhysicsContrastive(features, labels, rule)`;
- * - per row, the gated ensemble `fine = sum_e gating[:, e] z_e` and its softmax `t` (iclMoe's
- *   constant target), then per expert its log-softmax once, for its CE (focal
- *   `(1 - p_y)^gamma nll` for a tail expert: `dol`) and `KL(t || softmax(z_e))` (`col`);
- * - `hier`: the coarse CE on `coarse` and the CE of `fine` over the classes of the true
- *   coarse group (a loop over all C classes that skips the others), differentiable w.r.t.
- *   the expert logits (`gating · dfine`) and the gating (`z_e · dfine`);
- * - `reg`: centres normalised, `A` = rule without its diagonal, rows divided by their sums;
- *   `mean_i (1 - f_i . c^_{y_i}) + prototypeWeight · mean_c (1 - c^_c . (A c^)_c)`, with `A c^`
- *   and `A^T c^` in one pass over A, then the normalisation's backward.
- *
- * Every CE, focal and KL term is a mean over the b rows; the total is
- * `lambdaScl scl + dol + col + lambdaHier hier + lambdaReg reg`.
+ * physMoe (SPEC §5) composed by hand from its parts, forward and backward (float64 sums,
+ * fresh gradients): `scl` by `plainPhysicsContrastive`; per row the gated ensemble `fine`
+ * and its softmax `t` (iclMoe's constant target), per expert one log-softmax for its CE
+ * (focal for a tail expert: `dol`) and `KL(t || softmax(z_e))` (`col`); `hier`: the coarse
+ * CE and the CE of `fine` over the true group's classes; `reg`: centres normalised,
+ * `A` = the rule without its diagonal, rows divided by their sums, `mean_i (1 - f_i . c^_y)
+ * + prototypeWeight mean_c (1 - c^_c . (A c^)_c)`. Returns the total and the gradients of
+ * features, coarse, each expert's logits, gating and centres, in that order.
  */
-export function plainPhysMoe(p: PlainMoeInputs, o: PlainMoeOptions, withGrads: boolean): PlainMoeResult {
-  const { b, d, c, k, labels } = p;
-  const e = p.expertLogits.length, invB = 1 / b;
-  const gFeatures = withGrads ? new Float32Array(b * d) : null;
+export function plainPhysMoe(p: MoeData, o: PlainMoeOptions): { loss: number; grads: Float32Array[] } {
+  const { b, d, c, k, labels, f: features } = p, e = p.expertLogits.length, invB = 1 / b;
+  const gFeatures = new Float32Array(b * d);
   const scl = o.lambdaScl === 0 ? 0 : plainPhysicsContrastive(
-    p.features,
-    labels,
-    p.rule,
-    c,
-    b,
-    d,
-    o.temperature,
-    o.threshold,
+    [features, labels, p.rule],
+    [c, b, d, o.temperature, o.threshold],
     gFeatures,
     o.lambdaScl,
   );
 
   // Experts and the hierarchical term, row by row.
-  const gExperts = withGrads ? p.expertLogits.map(() => new Float32Array(b * c)) : [];
-  const gCoarse = withGrads ? new Float32Array(b * k) : null;
-  const gGating = withGrads ? new Float32Array(b * e) : null;
+  const gExperts = p.expertLogits.map(() => new Float32Array(b * c));
+  const gCoarse = new Float32Array(b * k), gGating = new Float32Array(b * e);
   const tail = new Set(o.tailExperts);
   const fine = new Float64Array(c), lt = new Float64Array(c), lq = new Float64Array(c);
   const lc = new Float64Array(k), dFine = new Float64Array(c);
@@ -343,12 +294,10 @@ export function plainPhysMoe(p: PlainMoeInputs, o: PlainMoeOptions, withGrads: b
     for (let j = 0; j < c; j++) if (p.fineToCoarse[j] === group) s += Math.exp(fine[j] - m);
     const lse = m + Math.log(s);
     hier += (-lc[group] + lse - fine[y]) * invB;
-    if (withGrads) {
-      const a = o.lambdaHier * invB;
-      for (let j = 0; j < k; j++) gCoarse![i * k + j] = a * (Math.exp(lc[j]) - (j === group ? 1 : 0));
-      for (let j = 0; j < c; j++) {
-        dFine[j] = p.fineToCoarse[j] === group ? a * (Math.exp(fine[j] - lse) - (j === y ? 1 : 0)) : 0;
-      }
+    const a = o.lambdaHier * invB;
+    for (let j = 0; j < k; j++) gCoarse[i * k + j] = a * (Math.exp(lc[j]) - (j === group ? 1 : 0));
+    for (let j = 0; j < c; j++) {
+      dFine[j] = p.fineToCoarse[j] === group ? a * (Math.exp(fine[j] - lse) - (j === y ? 1 : 0)) : 0;
     }
     for (let x = 0; x < e; x++) {
       const z = p.expertLogits[x];
@@ -364,7 +313,6 @@ export function plainPhysMoe(p: PlainMoeInputs, o: PlainMoeOptions, withGrads: b
       let kl = 0;
       for (let j = 0; j < c; j++) kl += Math.exp(lt[j]) * (lt[j] - lq[j]);
       col += kl * invB;
-      if (!withGrads) continue;
       const gz = gExperts[x], w = p.gating[i * e + x];
       let dot = 0;
       for (let j = 0; j < c; j++) {
@@ -372,7 +320,7 @@ export function plainPhysMoe(p: PlainMoeInputs, o: PlainMoeOptions, withGrads: b
         gz[row + j] = (slope * (q - (j === y ? 1 : 0)) + q - Math.exp(lt[j])) * invB + w * dFine[j];
         dot += z[row + j] * dFine[j];
       }
-      gGating![i * e + x] = dot;
+      gGating[i * e + x] = dot;
     }
   }
 
@@ -387,7 +335,7 @@ export function plainPhysMoe(p: PlainMoeInputs, o: PlainMoeOptions, withGrads: b
   let center = 0;
   for (let i = 0; i < b; i++) {
     let dot = 0;
-    for (let q = 0; q < d; q++) dot += p.features[i * d + q] * ch[labels[i] * d + q];
+    for (let q = 0; q < d; q++) dot += features[i * d + q] * ch[labels[i] * d + q];
     center += (1 - dot) * invB;
   }
   const Ac = new Float64Array(c * d), ATc = new Float64Array(c * d);
@@ -411,74 +359,43 @@ export function plainPhysMoe(p: PlainMoeInputs, o: PlainMoeOptions, withGrads: b
     proto += (1 - dot) / c;
   }
   const reg = center + o.prototypeWeight * proto;
-  let gCenters: Float32Array | null = null;
-  if (withGrads) {
-    const u = o.lambdaReg, dch = new Float64Array(c * d);
-    for (let i = 0; i < b; i++) {
-      const y = labels[i];
-      for (let q = 0; q < d; q++) {
-        gFeatures![i * d + q] -= u * invB * ch[y * d + q];
-        dch[y * d + q] -= u * invB * p.features[i * d + q];
-      }
-    }
-    const a = (u * o.prototypeWeight) / c;
-    for (let x = 0; x < c * d; x++) dch[x] -= a * (Ac[x] + ATc[x]);
-    // Through c^ = c / max(||c||, 1e-12): dc = (dc^ - c^ (c^ . dc^)) / max(||c||, 1e-12).
-    gCenters = new Float32Array(c * d);
-    for (let j = 0; j < c; j++) {
-      let dot = 0;
-      for (let q = 0; q < d; q++) dot += ch[j * d + q] * dch[j * d + q];
-      for (let q = 0; q < d; q++) gCenters[j * d + q] = (dch[j * d + q] - ch[j * d + q] * dot) / norms[j];
+  const u = o.lambdaReg, dch = new Float64Array(c * d), gCenters = new Float32Array(c * d);
+  for (let i = 0; i < b; i++) {
+    for (let q = 0, y = labels[i]; q < d; q++) {
+      gFeatures[i * d + q] -= u * invB * ch[y * d + q];
+      dch[y * d + q] -= u * invB * features[i * d + q];
     }
   }
+  for (let x = 0; x < c * d; x++) dch[x] -= ((u * o.prototypeWeight) / c) * (Ac[x] + ATc[x]);
+  // Through c^ = c / max(||c||, 1e-12): dc = (dc^ - c^ (c^ . dc^)) / max(||c||, 1e-12).
+  for (let j = 0; j < c; j++) {
+    let dot = 0;
+    for (let q = 0; q < d; q++) dot += ch[j * d + q] * dch[j * d + q];
+    for (let q = 0; q < d; q++) gCenters[j * d + q] = (dch[j * d + q] - ch[j * d + q] * dot) / norms[j];
+  }
   const loss = o.lambdaScl * scl + dol + col + o.lambdaHier * hier + o.lambdaReg * reg;
-  return {
-    loss,
-    parts: { scl, dol, col, hier, reg },
-    grads: withGrads
-      ? { features: gFeatures!, coarse: gCoarse!, expertLogits: gExperts, gating: gGating!, centers: gCenters! }
-      : null,
-  };
+  return { loss, grads: [gFeatures, gCoarse, ...gExperts, gGating, gCenters] };
 }
 
-/** The masks of physicsContrastive in TF.js, from the labels and the rule (no gradient flows through them). */
-export interface TfContrastiveMasks {
-  /** Positives `P` [B, B] (float32 0/1). */
-  pos: tf.Tensor;
-  /** Denominator weights `(1 - R) (1 - I)` [B, B]. */
-  weight: tf.Tensor;
-  /** 1 for the anchors with a positive and a non-zero denominator weight [B, 1]. */
-  valid: tf.Tensor;
-}
+/** physicsContrastive's masks: positives [B, B], denominator weights `(1 - R)(1 - I)`, valid anchors [B, 1]. */
+export type TfContrastiveMasks = Record<"pos" | "weight" | "valid", tf.Tensor>;
 
-/**
- * physicsContrastive's masks in TF.js ops, as a TF.js user would build them each step:
- * `R = rule[labels][:, labels]` by two `tf.gather`s (zeros without a rule), same-class
- * pairs by `tf.equal`, positives `(same or R > threshold) and not self`, weights
- * `(1 - R)(1 - I)`, valid anchors.
- */
-export function tfContrastiveMasks(labels: tf.Tensor1D, rule: tf.Tensor | null, threshold: number): TfContrastiveMasks {
-  const b = labels.shape[0];
-  const notSelf = tf.sub(1, tf.eye(b));
+/** The masks in TF.js ops, each step, as its user builds them: `R = rule[labels][:, labels]` by two gathers. */
+export function tfContrastiveMasks(labels: tf.Tensor1D, rule: tf.Tensor, threshold: number): TfContrastiveMasks {
+  const b = labels.shape[0], notSelf = tf.sub(1, tf.eye(b));
   const same = tf.equal(tf.expandDims(labels, 1), tf.expandDims(labels, 0));
-  const R = rule ? tf.gather(tf.gather(rule, labels), labels, 1) : tf.zeros([b, b]);
+  const R = tf.gather(tf.gather(rule, labels), labels, 1);
   const pos = tf.mul(tf.cast(tf.logicalOr(same, tf.greater(R, threshold)), "float32"), notSelf);
   const weight = tf.mul(tf.sub(1, R), notSelf);
-  const valid = tf.cast(
-    tf.logicalAnd(tf.greater(tf.sum(pos, 1, true), 0), tf.greater(tf.sum(weight, 1, true), 0)),
-    "float32",
-  );
+  const some = (m: tf.Tensor) => tf.greater(tf.sum(m, 1, true), 0);
+  const valid = tf.cast(tf.logicalAnd(some(pos), some(weight)), "float32");
   return { pos, weight, valid };
 }
 
 /**
- * physicsContrastive in TF.js ops (differentiable w.r.t. `f` with `tf.grad`), the SupCon
- * recipe: `S = matMul(f, transpose(f)) / tau` (an explicit transpose: TF.js wasm's
- * transposed matMul is 10–40x slower, see README), minus its row max (TF.js has no
- * stopGradient; the loss does not depend on the shift, so the max's gradient sums to 0),
- * `log_prob = S - log sum(weight e^S)`, the mean of `log_prob` over each anchor's
- * positives, the mean over valid anchors (0 if none). Invalid anchors get 1 added to their
- * denominator so that their masked-out terms stay finite.
+ * physicsContrastive in TF.js ops, SupCon's recipe: `S = matMul(f, transpose(f)) / tau` (an
+ * explicit transpose: TF.js wasm's transposed matMul is 10-40x slower), minus its row max,
+ * `log_prob = S - log sum(weight e^S)`, its mean over positives, the mean over valid anchors.
  */
 export function tfPhysicsContrastiveLoss(f: tf.Tensor, masks: TfContrastiveMasks, tau: number): tf.Scalar {
   const S = tf.div(tf.matMul(f, tf.transpose(f)), tau);
@@ -490,36 +407,28 @@ export function tfPhysicsContrastiveLoss(f: tf.Tensor, masks: TfContrastiveMasks
   return tf.div(tf.neg(tf.sum(tf.mul(rows, masks.valid))), tf.maximum(tf.sum(masks.valid), 1)) as tf.Scalar;
 }
 
-/** The constant inputs of `tfPhysMoeLoss`, made from the labels, the rule and the map in TF.js ops. */
-export interface TfMoeConsts {
+/**
+ * The constants of `tfPhysMoeLoss` in TF.js ops: the masks; one-hot fine labels (int32) and
+ * as float32; one-hot coarse labels; `outside` (0 on the true group's classes, -1e9
+ * elsewhere); `A` (the rule without its diagonal, rows divided by their sums).
+ */
+export type TfMoeConsts = Record<"onehot" | "mask" | "coarseOnehot" | "outside" | "A", tf.Tensor> & {
   masks: TfContrastiveMasks;
-  /** One-hot fine labels [B, C] (int32: TF.js 4.22's wasm OneHot gets float32 wrong) and as float32. */
-  onehot: tf.Tensor;
-  mask: tf.Tensor;
-  /** One-hot coarse labels [B, K] (int32). */
-  coarseOnehot: tf.Tensor;
-  /** 0 on the classes of each row's true coarse group, -1e9 elsewhere [B, C]. */
-  outside: tf.Tensor;
-  /** The rule without its diagonal, rows divided by their sums [C, C]. */
-  A: tf.Tensor;
-}
+};
 
-/** `TfMoeConsts` from int32 labels [B], the rule [C, C] and the fine-to-coarse map [C] (int32). */
 export function tfMoeConsts(
   labels: tf.Tensor1D,
   rule: tf.Tensor,
-  fineToCoarse: tf.Tensor1D,
-  c: number,
-  k: number,
-  threshold: number,
+  map: tf.Tensor1D,
+  [c, k, thr]: number[],
 ): TfMoeConsts {
-  const coarseLabels = tf.gather(fineToCoarse, labels);
-  const inGroup = tf.equal(tf.expandDims(coarseLabels, 1), tf.expandDims(fineToCoarse, 0));
+  const coarseLabels = tf.gather(map, labels),
+    inGroup = tf.equal(tf.expandDims(coarseLabels, 1), tf.expandDims(map, 0));
   const offDiag = tf.mul(rule, tf.sub(1, tf.eye(c)));
   const sums = tf.sum(offDiag, 1, true);
   const onehot = tf.oneHot(labels, c);
   return {
-    masks: tfContrastiveMasks(labels, rule, threshold),
+    masks: tfContrastiveMasks(labels, rule, thr),
     onehot,
     mask: tf.cast(onehot, "float32"),
     coarseOnehot: tf.oneHot(coarseLabels, k),
@@ -529,15 +438,12 @@ export function tfMoeConsts(
 }
 
 /**
- * physMoe's objective in TF.js ops, differentiable with `tf.valueAndGrads` w.r.t. the
- * features, coarse logits, expert logits, gating and centres. `target` and `logTarget`
- * are the softmax and log-softmax of the gated ensemble, computed by the caller outside
- * the gradient (iclMoe's collaboration target is a constant, and TF.js has no
- * stopGradient); the hierarchical term gets the ensemble again, differentiable.
- * Per expert: `tf.logSoftmax`, the CE `-sum(mask log q) ` (focal `(1 - e^-nll)^gamma nll` for
- * a tail expert) and `KL = sum t (log t - log q)`, means over B; hierarchical by
- * `tf.losses.softmaxCrossEntropy` on the coarse logits and on the ensemble plus `outside`;
- * the centre regularisation with `tfNormalizeRows`, each row's centre by `matMul(one-hot, c^)`, and `matMul(A, c^)`.
+ * physMoe's objective in TF.js ops, for `tf.valueAndGrads` w.r.t. features, coarse, expert
+ * logits, gating and centres. `target`: the ensemble's softmax and log-softmax, made by the
+ * caller outside the gradient (TF.js has no stopGradient). Per expert `tf.logSoftmax`, its
+ * CE (focal for a tail expert) and KL; the hierarchical CEs on the coarse logits and on
+ * the ensemble plus `outside`; each row's centre by `matMul(one-hot, c^)` (TF.js wasm has
+ * no UnsortedSegmentSum, the gradient of `tf.gather`).
  */
 export function tfPhysMoeLoss(
   x: { features: tf.Tensor; coarse: tf.Tensor; expertLogits: tf.Tensor[]; gating: tf.Tensor; centers: tf.Tensor },
@@ -545,7 +451,7 @@ export function tfPhysMoeLoss(
   consts: TfMoeConsts,
   target: { t: tf.Tensor; logT: tf.Tensor },
   o: PlainMoeOptions,
-): { loss: tf.Scalar; parts: Record<"scl" | "dol" | "col" | "hier" | "reg", tf.Scalar> } {
+): tf.Scalar {
   const e = x.expertLogits.length, b = labels.shape[0];
   const scl = o.lambdaScl === 0 ? tf.scalar(0) : tfPhysicsContrastiveLoss(x.features, consts.masks, o.temperature);
   const gates = tf.split(x.gating, e, 1);
@@ -565,16 +471,9 @@ export function tfPhysMoeLoss(
     tf.losses.softmaxCrossEntropy(consts.onehot, tf.add(fine, consts.outside), undefined, 0, tf.Reduction.MEAN),
   );
   const cn = tfNormalizeRows(x.centers).unit;
-  // c^_{y_i} by a one-hot product: TF.js 4.22's wasm backend has no UnsortedSegmentSum, the gradient of tf.gather.
   const center = tf.mean(tf.sub(1, tf.sum(tf.mul(x.features, tf.matMul(consts.mask, cn)), 1)));
   const proto = tf.mean(tf.sub(1, tf.sum(tf.mul(cn, tf.matMul(consts.A, cn)), 1)));
   const reg = tf.add(center, tf.mul(proto, o.prototypeWeight));
-  const loss = tf.addN([
-    tf.mul(scl, o.lambdaScl),
-    dol,
-    col,
-    tf.mul(hier, o.lambdaHier),
-    tf.mul(reg, o.lambdaReg),
-  ]) as tf.Scalar;
-  return { loss, parts: { scl, dol, col, hier, reg } as Record<"scl" | "dol" | "col" | "hier" | "reg", tf.Scalar> };
+  const weighted = [tf.mul(scl, o.lambdaScl), dol, col, tf.mul(hier, o.lambdaHier), tf.mul(reg, o.lambdaReg)];
+  return tf.addN(weighted) as tf.Scalar;
 }

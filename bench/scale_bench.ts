@@ -1,277 +1,150 @@
 /**
- * Benchmark of the WebAssembly backend at scale (issue 12): every core of one machine,
- * and a million classes.
- *
- * 1. Threads: `crossEntropy` valueAndGrad at 4096x1000 and 1024x32000 and `marginHead`
- *    (ArcFace margin) at 256x512x100000 on 1 and on `--threads` threads of one pool, as
- *    speed-ups measured in one run (paired per round). The row loss runs twice: on host
- *    arrays (the calling thread copies them into the shared memory and the gradient out)
- *    and on matrices allocated in WebAssembly memory (`alloc`, no copies). Beside it, the
- *    stream bound: a copy of the same bytes (read the logits, write the gradient) on 1 and
- *    on `--threads` threads, the most a bandwidth-bound kernel can gain.
- * 2. A million classes: `marginHead` with C = 1,000,000, D = 128 (insightface's large-scale
- *    setting), N = 128 per step: seconds per forward+backward step on 1 and `--threads`
- *    threads, WebAssembly memory and the process's peak resident memory, and the share of
- *    the step that its GEMMs take (the same GEMM calls timed alone, one thread).
+ * The WebAssembly backend on 1 and `--threads T` threads (two `init` instances, awaited):
+ * `crossEntropy` on host arrays and on `alloc` matrices at N x C, beside the stream bound
+ * (`copy`: the same bytes copied by 1 and T threads of this file's own workers), and a
+ * `marginHead` step at N x D x C beside its GEMMs alone (one thread); --full adds
+ * C = 1,000,000 at D = 128. Speed-ups are the pairs `1 / T`. See bench/README.md.
  *
  * ```sh
- * deno run -A bench/scale_bench.ts [--quick] [--threads 2] [--modes threads,million] [--json out.json]
- * bun bench/scale_bench.ts [--quick]
+ * deno run -A bench/scale_bench.ts [--quick | --full] [--threads 4] [--json out.json]
  * ```
  *
  * @module
  */
-import process from "node:process";
-import { readFileSync } from "node:fs";
-import { alloc, type Matrix, wasm } from "../cpu.ts";
-import { init } from "../mod.ts";
-import { poolsInUse, withPool } from "../src/wasm/pool.ts";
+import { Worker } from "node:worker_threads";
+import type { WasmMatrix } from "../cpu.ts";
 import { runtime } from "../src/wasm/runtime.ts";
-import {
-  type Cell,
-  collectEnv,
-  configJson,
-  type Contender,
-  emptyCell,
-  finishRun,
-  fmtG,
-  fmtMB,
-  fmtSpread,
-  initTf,
-  Measurer,
-  methodLine,
-  mulberry32,
-  now,
-  pairedRatio,
-  parseArgs,
-  printHeader,
-  printMarkdown,
-  type Timing,
-} from "./harness.ts";
+import type { Contender, Lib, Shape } from "./engine.ts";
+import { envNotes, labelsOf, lossCall, mulberry32, run, uniform } from "./engine.ts";
 
-type Mode = "threads" | "million";
-const TIMING: Timing = {
-  rounds: 7,
-  roundTime: 0.1,
-  warmupTime: 0.3,
-  slowBudget: 40,
-  minSamples: 3,
-  noWarmupAbove: 5,
-  skipAbove: Infinity,
-};
-const QUICK: Timing = { ...TIMING, rounds: 3, roundTime: 0.03, warmupTime: 0.1, slowBudget: 10, minSamples: 2 };
-
-const cfg = parseArgs(process.argv.slice(2), {
-  file: "bench/scale_bench.ts",
-  modes: ["threads", "million"] as Mode[],
-  shapes: [[4096, 1000], [1024, 32000]] as [number, number][],
-  quickShapes: [[4096, 1000]],
-  dims: 2,
-  timing: TIMING,
-  quickTiming: QUICK,
-  help: { quick: "fewer rounds, the smaller shapes", shapes: "4096x1000,1024x32000", skip: "copy" },
-  extra: [
-    { flag: "--threads", value: true, help: "threads to compare with one (default 2)" },
-    { flag: "--head", value: true, help: "N x D x C of the threaded head (default 256x512x100000)" },
-    { flag: "--million", value: true, help: "N x D x C of the large head (default 128x128x1000000)" },
-  ],
-});
-const dims = (flag: string, fallback: string) => String(cfg.extra.get(flag) ?? fallback).split("x").map(Number);
-const T = Number(cfg.extra.get("--threads") ?? 2);
-
-await initTf();
-const env = await collectEnv();
-const losses = await init({ backend: "wasm", threads: T });
-printHeader("softmargin at scale: threads and a million classes (WebAssembly)", env);
-console.log(`threads: ${losses.note}`);
-console.log(methodLine(cfg, "Speed-ups are paired per round: the median of (1 thread / n threads) round times."));
-if (losses.threads < T) {
-  console.log(`only ${losses.threads} thread(s) available: ${losses.note}`);
-  process.exit(1);
-}
-const pl = poolsInUse().get(T)!;
-
-/** Runs `f` (the synchronous `wasm` losses) on `threads` threads of the pool (the pool's other threads idle). */
-const on = <O>(threads: number, f: () => O) => () => {
-  pl.active = threads;
-  return withPool(pl, f);
-};
-const random = (len: number, seed: number, scale = 1) => {
-  const r = mulberry32(seed);
-  return Float32Array.from({ length: len }, () => (r() * 2 - 1) * scale);
-};
-const labelsOf = (n: number, c: number, seed: number) => {
-  const r = mulberry32(seed);
-  return Int32Array.from({ length: n }, () => Math.floor(r() * c));
-};
-const newCell = emptyCell;
-/** One marginHead (ArcFace) valueAndGrad step on random `[n, d]` x and `[c, d]` W, into host out buffers. */
-const headStep = (n: number, d: number, c: number, seed: number) => {
-  const x = { data: random(n * d, seed), shape: [n, d] as const };
-  const W = { data: random(c * d, seed + 1), shape: [c, d] as const }, labels = labelsOf(n, c, seed + 2);
-  const m = (rows: number) => ({ data: new Float32Array(rows * d), shape: [rows, d] as const });
-  const out: { x: Matrix; W: Matrix } = { x: m(n), W: m(c) };
-  return () => wasm.marginHead.valueAndGrad({ x, W, labels }, { margin: 0.5, out }).loss;
-};
-/** The process's peak resident memory (Linux: VmHWM), or null. */
-const peakRss = () => {
-  try {
-    return Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"))?.[1]) * 1024 || null;
-  } catch {
-    return null;
-  }
+/** The inputs and `out` buffers of a call, shared by the contenders of a shape; `alloc`: the row loss's, made on first use. */
+type Ctx = { shape: Shape; inputs: Record<string, unknown>; out: Record<string, unknown>; free: (() => void)[] } & {
+  alloc?: [WasmMatrix, WasmMatrix];
 };
 
-const measurer = new Measurer();
-const all: Cell[] = [];
-const results: Record<string, unknown>[] = [];
-const t0 = now();
-const speedup = (cells: Cell[], one: string, many: string) =>
-  pairedRatio(cells.find((c) => c.contender === one), cells.find((c) => c.contender === many));
-const row = (what: string, cells: Cell[], pairs: [string, string][]) => {
-  const r = pairs.map(([a, b]) => speedup(cells, a, b));
-  results.push({ what, cells, speedups: Object.fromEntries(pairs.map(([, b], i) => [b, r[i]])) });
-  return r;
-};
-
-if (cfg.modes.includes("threads")) {
-  console.log(`\n## 1 vs ${T} threads\n`);
-  const table: string[][] = [];
-  for (const [n, c] of cfg.shapes) {
-    const logits = { data: random(n * c, 1, 4), shape: [n, c] as const }, labels = labelsOf(n, c, 2);
-    const out = { data: new Float32Array(n * c), shape: [n, c] as const };
-    const xa = alloc([n, c]), ga = alloc([n, c]);
-    xa.data.set(logits.data);
-    const host = () => wasm.crossEntropy.valueAndGrad({ logits, labels }, { out: { logits: out } }).loss;
-    const zero = () => wasm.crossEntropy.valueAndGrad({ logits: xa, labels }, { out: { logits: ga } }).loss;
-    const bytes = n * c * 4;
-    const copy = (threads: number) => () => {
-      // Stream bound: the same bytes read and written, split over the threads like the rows.
-      const src = runtime().addressOf(xa.data), dst = runtime().addressOf(ga.data);
-      pl.run(Array.from({ length: threads }, (_, t) => {
-        const a = Math.floor((bytes / threads / 64) * t) * 64,
-          b = t + 1 === threads ? bytes : Math.floor((bytes / threads / 64) * (t + 1)) * 64;
-        const p: number[] = [];
-        pl.recorder(p).copy_bytes(dst + a, src + a, b - a);
-        return p;
-      }));
-      return 0;
+function context(s: Shape): Ctx {
+  const rand = mulberry32(s[0] + s[s.length - 1]),
+    m = (data: Float32Array, rows: number) => ({ data, shape: [rows, data.length / rows] });
+  const [n, d, c] = s.length === 2 ? [s[0], 0, s[1]] : s;
+  if (!d) {
+    return {
+      shape: s,
+      inputs: { logits: m(uniform(rand, n * c, 4), n), labels: labelsOf(rand, n, c) },
+      out: { logits: m(new Float32Array(n * c), n) },
+      free: [],
     };
-    const contenders: Contender<null, Mode, number>[] = [
-      { name: "host 1", make: () => ({ run: on(1, host) }) },
-      { name: `host ${T}`, make: () => ({ run: on(T, host) }) },
-      { name: "alloc 1", make: () => ({ run: on(1, zero) }) },
-      { name: `alloc ${T}`, make: () => ({ run: on(T, zero) }) },
-      { name: "copy 1", floor: true, make: () => ({ run: copy(1) }) },
-      { name: `copy ${T}`, floor: true, make: () => ({ run: copy(T) }) },
-    ];
-    const cells = await measurer.measure(cfg, null, "threads", { contenders, newCell, units: n * c });
-    all.push(...cells);
-    const [h, z, s] = row(`crossEntropy ${n}x${c}`, cells, [["host 1", `host ${T}`], ["alloc 1", `alloc ${T}`], [
-      "copy 1",
-      `copy ${T}`,
-    ]]);
-    const ms = (name: string) => fmtG((cells.find((x) => x.contender === name)?.seconds ?? NaN) * 1e3);
-    table.push([
-      `crossEntropy ${n}x${c}`,
-      `${ms("host 1")} / ${ms(`host ${T}`)}`,
-      fmtG(h),
-      `${ms("alloc 1")} / ${ms(`alloc ${T}`)}`,
-      fmtG(z),
-      fmtG(s),
-      `${(bytes * 2 / (cells.find((x) => x.contender === `copy ${T}`)?.seconds ?? NaN) / 1e9).toFixed(1)} GB/s`,
-    ]);
-    xa.free();
-    ga.free();
   }
-  const [n, d, c] = dims("--head", "256x512x100000");
-  const step = headStep(n, d, c, 3);
-  const cells = await measurer.measure(cfg, null, "threads", {
-    contenders: [{ name: "head 1", make: () => ({ run: on(1, step) }) }, {
-      name: `head ${T}`,
-      make: () => ({ run: on(T, step) }),
-    }],
-    newCell,
-    units: n * d * c,
-  });
-  all.push(...cells);
-  const [hs] = row(`marginHead ${n}x${d}x${c}`, cells, [["head 1", `head ${T}`]]);
-  const ms = (name: string) => fmtG((cells.find((x) => x.contender === name)?.seconds ?? NaN) * 1e3);
-  table.push([`marginHead ${n}x${d}x${c}`, `${ms("head 1")} / ${ms(`head ${T}`)}`, fmtG(hs), "-", "-", "-", "-"]);
-  printMarkdown(
-    [
-      "problem",
-      `host arrays ms (1 / ${T})`,
-      "speed-up",
-      `alloc ms (1 / ${T})`,
-      "speed-up",
-      "stream bound",
-      `copy bandwidth (${T})`,
-    ],
-    table,
-  );
+  const inputs = { x: m(uniform(rand, n * d), n), W: m(uniform(rand, c * d), c), labels: labelsOf(rand, n, c) };
+  return { shape: s, inputs, out: { x: m(new Float32Array(n * d), n), W: m(new Float32Array(c * d), c) }, free: [] };
 }
 
-if (cfg.modes.includes("million")) {
-  const [n, d, c] = dims("--million", "128x128x1000000");
-  console.log(`\n## marginHead (ArcFace) at N=${n}, D=${d}, C=${c}\n`);
-  const step = headStep(n, d, c, 6);
-  const memory: Record<string, number> = {};
-  // The step's GEMMs alone (one thread, the same calls on scratch buffers): per chunk of 128 classes,
-  // S = X W_J^T twice (statistics, gradients), v += G W_J and t = H^T X.
-  const rt = runtime(), B = 128;
-  const buf = (floats: number) => rt.malloc(floats * 4);
-  const X = buf(n * d), WT = buf(d * B), S = buf(n * B), dX = buf(n * d), WJ = buf(B * d), dWJ = buf(B * d);
-  const gemms = () => {
+type Losses = Awaited<ReturnType<Lib["mod"]["init"]>>;
+
+/** `bytes` copied from one half of a shared buffer to the other, split over this thread and `t - 1` workers. */
+function copier(t: number, bytes: number): { copy(): void; stop(): void } {
+  const sab = new SharedArrayBuffer(2 * bytes), ctl = new Int32Array(new SharedArrayBuffer(8 * t));
+  const part = (i: number) => [Math.floor((bytes / t) * i), Math.floor((bytes / t) * (i + 1))];
+  const src = `const { workerData: [sab, ctl, a, b, n, i] } = require("node:worker_threads");
+    const c = new Int32Array(ctl), from = new Uint8Array(sab, a, b - a), to = new Uint8Array(sab, n + a, b - a);
+    for (let seq = 0;;) { Atomics.wait(c, 2 * i, seq); seq = Atomics.load(c, 2 * i); if (seq < 0) break;
+      to.set(from); Atomics.store(c, 2 * i + 1, seq); Atomics.notify(c, 2 * i + 1); }`;
+  const workers = Array.from({ length: t - 1 }, (_, i) => {
+    const w = new Worker(src, { eval: true, workerData: [sab, ctl.buffer, ...part(i + 1), bytes, i + 1] });
+    w.unref();
+    return w;
+  });
+  const [a, b] = part(0), from = new Uint8Array(sab, a, b - a), to = new Uint8Array(sab, bytes + a, b - a);
+  let seq = 0;
+  return {
+    copy() {
+      seq++;
+      for (let i = 1; i < t; i++) Atomics.store(ctl, 2 * i, seq), Atomics.notify(ctl, 2 * i);
+      to.set(from);
+      for (let i = 1; i < t; i++) while (Atomics.load(ctl, 2 * i + 1) !== seq) Atomics.wait(ctl, 2 * i + 1, seq - 1, 1);
+    },
+    stop() {
+      for (let i = 1; i < t; i++) Atomics.store(ctl, 2 * i, -1), Atomics.notify(ctl, 2 * i);
+      workers.forEach((w) => w.terminate());
+    },
+  };
+}
+
+/** The head's GEMM calls over all classes on scratch buffers, one thread (chunks of 128 classes). */
+function gemms(ctx: Ctx): () => void {
+  const [n, d, c] = ctx.shape, rt = runtime(), B = 128;
+  const [X, WT, S, dX, WJ, dWJ] = [n * d, d * B, n * B, n * d, B * d, B * d].map((f) => rt.malloc(f * 4));
+  ctx.free.push(() => [X, WT, S, dX, WJ, dWJ].forEach((p) => rt.free(p)));
+  return () => {
     for (let j = 0; j < c; j += B) {
       rt.k.gemm(S, B, n, B, d, X, d, 1, WT, B, 0);
       rt.k.gemm(S, B, n, B, d, X, d, 1, WT, B, 0);
       rt.k.gemm(dX, d, n, d, B, S, B, 1, WJ, d, 1);
       rt.k.gemm(dWJ, d, B, d, n, S, 1, B, X, d, 0);
     }
-    return 0;
   };
-  const contenders: Contender<null, Mode, number>[] = [
-    ...[1, T].map((t) => ({
-      name: `${t} thread${t > 1 ? "s" : ""}`,
-      make: () => ({
-        run: () => {
-          const loss = on(t, step)();
-          // After its first call (the one-thread warm-up runs before any threaded call).
-          memory[`${t}`] ??= runtime().stats().bytes;
-          return loss;
-        },
-      }),
-    })),
-    { name: "GEMMs alone", floor: true, make: () => ({ run: on(1, gemms) }) },
-  ];
-  const cells = await measurer.measure({ ...cfg, rounds: Math.min(cfg.rounds, 3), minSamples: 2 }, null, "million", {
-    contenders,
-    newCell,
-    units: n * d * c,
-  });
-  all.push(...cells);
-  [X, WT, S, dX, WJ, dWJ].forEach((p) => rt.free(p));
-  const [s, share] = row(`marginHead ${n}x${d}x${c}`, cells, [[contenders[0].name, contenders[1].name], [
-    contenders[2].name,
-    contenders[0].name,
-  ]]);
-  printMarkdown(
-    ["threads", "s per step", "spread", "WebAssembly memory MB after the first step"],
-    cells.slice(0, 2).map((x, i) => [
-      x.contender,
-      fmtG(x.seconds),
-      fmtSpread(x),
-      fmtMB(memory[`${[1, T][i]}`] ?? null),
-    ]),
-  );
-  console.log(
-    `\nspeed-up ${fmtG(s)}; the GEMMs alone take ${fmtG(cells[2].seconds)} s, ${((share ?? NaN) * 100).toFixed(0)}% ` +
-      `of a one-thread step (paired); W ${fmtMB(c * d * 4)} MB and dW ${fmtMB(c * d * 4)} MB on the host; ` +
-      `peak resident ${fmtMB(peakRss())} MB`,
-  );
-  results.push({ what: "million", gemmShare: share, memory, peakRss: peakRss() });
 }
 
-const { failed } = finishRun(all, t0, env, cfg, { config: configJson(cfg), results }, (x) => x.contender);
-process.exit(failed.length ? 1 : 0);
+await run<Ctx>(async (flags, libs) => {
+  const T = Number(flags.get("--threads") ?? 2), lib = libs[0];
+  const many = await lib.mod.init({ backend: "wasm", threads: T }),
+    one = await lib.mod.init({ backend: "wasm", threads: 1 });
+  envNotes.push(`threads: ${many.note}`);
+  if (many.threads < T) throw new Error(`only ${many.threads} thread(s): ${many.note}`);
+  /** The row loss on alloc'd matrices (in the shared memory once threads run), made once per shape. */
+  const allocated = (ctx: Ctx) => {
+    if (!ctx.alloc) {
+      const [n, c] = ctx.shape, [x, g] = [lib.cpu.alloc([n, c]), lib.cpu.alloc([n, c])];
+      x.data.set((ctx.inputs.logits as { data: Float32Array }).data);
+      ctx.alloc = [x, g];
+      ctx.free.push(() => (x.free(), g.free()));
+    }
+    return [{ logits: ctx.alloc[0], labels: ctx.inputs.labels }, { logits: ctx.alloc[1] }];
+  };
+  const threads = (name: string, t: number, head: boolean, alloc = false): Contender<Ctx> => ({
+    name: `${name} ${t}`,
+    ours: true,
+    setup(ctx, mode) {
+      if ((ctx.shape.length === 3) !== head) return "n/a";
+      const losses: Losses = t === 1 ? one : many, [inputs, out] = alloc ? allocated(ctx) : [ctx.inputs, ctx.out];
+      const opts = head ? { margin: 0.5, out } : { out };
+      return { run: lossCall(head ? losses.marginHead : losses.crossEntropy, mode, inputs, opts, []) };
+    },
+  });
+  const copy = (t: number): Contender<Ctx> => ({
+    name: `copy ${t}`,
+    floor: true,
+    setup: (ctx) => {
+      if (ctx.shape.length !== 2) return "n/a";
+      const c = copier(t, ctx.shape[0] * ctx.shape[1] * 4);
+      ctx.free.push(c.stop);
+      return { run: c.copy };
+    },
+  });
+  return {
+    name: "scale",
+    title: `WebAssembly at scale: 1 against ${T} threads (init instances), crossEntropy N x C and marginHead N x D x C`,
+    modes: ["valueAndGrad"],
+    shapes: {
+      default: [[4096, 1000], [1024, 32000], [256, 512, 20000]],
+      quick: [[4096, 1000], [256, 512, 5000]],
+      full: [[4096, 1000], [1024, 32000], [256, 512, 100000], [128, 128, 1000000]],
+    },
+    timing: { default: { slowBudget: 6, minSamples: 3, skipAbove: 20 }, full: { slowBudget: 40, minSamples: 3 } },
+    flags: { "--threads T": "threads to compare with one (default 2)" },
+    work: (s) => s.reduce((a, b) => a * b, 1),
+    contenders: [
+      ...["host", "alloc"].flatMap((p) => [1, T].map((t) => threads(p, t, false, p === "alloc"))),
+      ...[1, T].map(copy),
+      ...[1, T].map((t) => threads("head", t, true)),
+      { name: "GEMMs alone", floor: true, setup: (ctx) => (ctx.shape.length === 3 ? { run: gemms(ctx) } : "n/a") },
+    ],
+    context,
+    dispose: (ctx) => ctx.free.forEach((f) => f()),
+    baseline: "host 1",
+    pairs: [...["host", "alloc", "copy", "head"].map((p) => [`${p} 1`, `${p} ${T}`]), ["GEMMs alone", "head 1"]] as [
+      string,
+      string,
+    ][],
+    memory: { when: (s) => s.length === 3 },
+  };
+});
