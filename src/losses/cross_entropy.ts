@@ -141,10 +141,9 @@ export const crossEntropy: Definition<
     // "mean" divides by the summed weight of the non-ignored rows, as PyTorch; the z-loss by their number.
     let denominator = 0;
     for (let i = 0; i < n; i++) if (labels[i] >= 0) denominator += weight ? weight[labels[i]] : 1;
-    const count = nonIgnored(labels);
     const ignored = (i: number) => labels[i] < 0;
     const scales = grad ? v.rowScales(reduction, upstream, n, denominator, ignored) : new Float64Array(0);
-    const zScales = grad && zLoss ? v.rowScales(reduction, upstream, n, count, ignored) : undefined;
+    const zScales = grad && zLoss ? v.rowScales(reduction, upstream, n, nonIgnored(labels), ignored) : undefined;
     const out = grad ? outBuffer(o, "logits", n, c) : null;
     return {
       grad,
@@ -169,7 +168,9 @@ export const crossEntropy: Definition<
   },
   finish(p, raw) {
     const { loss: ce, grads } = finishHardLabel(p, raw.rows[0], raw.grads.logits);
-    const zRows = p.zLoss ? raw.rows[1] : new Float64Array(p.n);
+    // Without a z-loss the part is 0 (a row of zeros with "none") and the loss is the cross-entropy's.
+    if (!p.zLoss) return { loss: ce, z: p.reduction === "none" ? new Float32Array(p.n) : 0, grads };
+    const zRows = raw.rows[1];
     const z = v.reduce(zRows, p.reduction, nonIgnored(p.labels));
     if (typeof ce === "number") return { loss: ce + (z as number), z, grads };
     // "none": row i's loss and its own z term, summed in float64.
