@@ -5,7 +5,7 @@
 // hot loops, and loads from a table were 1.3-1.8x faster there (shared/PERF-NOTES.md).
 //
 // Measured maximum relative error over float32 inputs (tests/math_test.ts):
-// see the table in README.md (exp on [-87, 88], log on positive floats).
+// see the table in docs/BACKENDS.md (exp on [-87, 88], log on positive floats).
 
 // exp: x = n ln2 + r, |r| <= ln2/2, e^x = 2^n p(r) with p a degree-5 near-minimax
 // polynomial with p(0) = 1 exactly, so e^0 = 1 (a row's maximum contributes exactly 1),
