@@ -15,6 +15,7 @@ export {
   type CrossEntropyGrads,
   type CrossEntropyInputs,
   type CrossEntropyOptions,
+  type CrossEntropyParts,
 } from "./cross_entropy.ts";
 export {
   softCrossEntropy,
