@@ -6,9 +6,8 @@
  *
  * @module
  */
-import type { Kernels } from "../kernels/mod.ts";
+import type { KernelName, Kernels } from "../kernels/mod.ts";
 import type { CompositeDef, Definition, LossDef, MetricDef } from "../loss.ts";
-import type { KernelName } from "../kernels/mod.ts";
 import { bindComposite, bindLoss, bindMetric } from "../loss.ts";
 import type { AsyncLoss, AsyncMetric, Loss, Metric } from "../types.ts";
 import * as registry from "./registry.ts";
