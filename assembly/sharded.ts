@@ -14,7 +14,13 @@
 // d_j = 1 - tanh^2, softmax.ts's rowSoftcap), which the row's passes then read against the
 // maximum less h; shard_grads multiplies the gradient row by d (the label's G already holds
 // its derivative).
-import { rowMax, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSumBelow, rowDotBelow, rowSoftcap, rowMul } from "./softmax";
+// With label smoothing the target's mass sits on every weighted class: at the shard's largest
+// other column r, with p_r -> 1 (a label of small weight), g_r = A e_r - U w_r is a difference
+// of two nearly equal numbers, as small as 1 - p_r. As in the unsharded kernel, shard_stats
+// leaves r out of the float32 sum and adds its exponential back in float64 (so the merged sum
+// holds 1 - p_r to float64 accuracy), and shard_grads writes g_r from float64 pieces.
+import { rowMax, rowFind, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSumBelow, rowDotBelow, rowSoftcap, rowMul } from "./softmax";
+import { expNeg1 } from "./math";
 
 // @ts-ignore: decorator
 @inline function expSumIn(row: usize, lo: i32, hi: i32, m: f32, s: f32, out: usize, clamp: i32): f64 {
@@ -30,6 +36,14 @@ import { rowMax, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowS
   let mx = max(rowMax(zr, y), rowMax(zr + ((<usize>after) << 2), c - after));
   if (clamp && mx > -Infinity) mx = min(max(mx, <f32>-1), <f32>1);
   return mx;
+}
+
+/** The first column other than y (y = c: none) holding the row's largest other value mx, -1 for none (a NaN row). */
+// @ts-ignore: decorator
+@inline function otherArgmax(zr: usize, c: i32, y: i32, mx: f32): i32 {
+  let r = rowFind(zr, c, mx);
+  if (r == y) r = y + 1 + rowFind(zr + ((<usize>y + 1) << 2), c - y - 1, mx);
+  return r < c && load<f32>(zr + (<usize>r << 2)) == mx ? r : -1;
 }
 
 /**
@@ -62,7 +76,12 @@ export function shard_stats(
     if (yl >= 0) m = max(m, load<f64>(target + (<usize>i << 4)));
     const m32 = <f32>((m - h) / scale);
     const F = Math.exp(<f64>m32 * scale - (m - h));
-    const S = F * (expSumIn(zr, 0, y, m32, s32, 0, clamp) + expSumIn(zr, y < c ? y + 1 : c, c, m32, s32, 0, clamp));
+    // With smoothing (s = 1, no clamp) the largest other column r is summed apart, in float64.
+    const r = below ? otherArgmax(zr, c, y, mx) : -1;
+    const lo = r < 0 ? y : min(r, y), hi = r < 0 ? y : max(r, y);
+    let Sx = expSumIn(zr, 0, lo, m32, s32, 0, clamp) + expSumIn(zr, hi < c ? hi + 1 : c, c, m32, s32, 0, clamp);
+    if (r >= 0) Sx += expSumIn(zr, lo + 1, hi, m32, s32, 0, clamp) + <f64>expNeg1((mx - m32) * s32);
+    const S = F * Sx;
     store<f64>(maxOut + o8, m);
     store<f64>(sumOut + o8, S);
     // sum_j w_j (m - x_j) (s = 1, no target replacement: m32 = m is the row's maximum)
@@ -94,14 +113,24 @@ export function shard_grads(
     const m32 = <f32>(m / scale);
     const F = Math.exp(<f64>m32 * scale - m);
     const y = yl >= 0 ? yl : c;
+    const u = load<f64>(U + o8) * scale;
+    // Smoothing (s = 1, no clamp): the largest other column r and its value, read before g may overwrite z.
+    const mx = u != 0 ? otherMax(zr, c, y, 0) : 0;
+    const r = u != 0 ? otherArgmax(zr, c, y, mx) : -1;
     // The exponentials against m32 into g (0 where the clamp passes no gradient), the label's
     // column left out (its cosine times s may exceed M: its value is G).
     expSumIn(zr, 0, y, m32, s32, gr, clamp);
     expSumIn(zr, y < c ? y + 1 : c, c, m32, s32, gr, clamp);
     // g = s (A F e - U w): the logit scale joins the row's coefficients.
-    const ga = <f32>(load<f64>(A + o8) * scale * F), u = load<f64>(U + o8) * scale;
+    const ga = <f32>(load<f64>(A + o8) * scale * F);
     if (weight && u != 0) rowAxpby(gr, weight, c, ga, <f32>-u);
     else rowAffine(gr, gr, c, ga, <f32>u);
+    // g_r from float64 pieces (e_r as shard_stats takes it: 1 where r holds the row maximum).
+    if (r >= 0) {
+      const er = F * <f64>expNeg1((mx - m32) * s32);
+      const wr = weight ? <f64>load<f32>(weight + (<usize>r << 2)) : 1;
+      store<f32>(gr + (<usize>r << 2), <f32>(scale * (load<f64>(A + o8) * er - load<f64>(U + o8) * wr)));
+    }
     if (softcap != 0) rowMul(gr, cap + (<usize>c << 2), c);
     if (yl >= 0) store<f32>(gr + (<usize>yl << 2), <f32>load<f64>(G + o8));
   }

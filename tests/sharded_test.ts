@@ -200,6 +200,55 @@ describe("sharded losses: shards longer than a chunk of rows (streamed through W
   }
 });
 
+// With label smoothing and a label of class weight 0, the target's mass sits on the weighted
+// classes: at the row's largest logit r, holding nearly all of p, dz_r = s (a p_r - u w_r) is
+// a difference of two numbers of size a = u w_r, as small as their gap 1 - p_r. A shard
+// computes it from float64 pieces, as the unsharded kernel does (assembly/cross_entropy.ts).
+describe("sharded crossEntropy: the gradient at a largest logit holding the target's mass (SPEC's bound)", () => {
+  const sum = (a: number[]) => a.reduce((s, x) => s + x, 0);
+  // The property test's case (tests/property_test.ts, 10000 runs): the wasm shard's gradient
+  // at column 1 was -1.85668e-5 against -1.85878e-5, 2.1e-8 off with a bound of 1e-8.
+  const cases: { name: string; inputs: Any; options: Any; sizes: number[][] }[] = [
+    {
+      name: "logits [-10.17, 0], label 0 of weight 0, labelSmoothing 0.443, sum",
+      inputs: { logits: { data: Float32Array.of(-10.17, 0), shape: [1, 2] }, labels: [0] },
+      options: { weight: Float32Array.of(0, 2.19), labelSmoothing: 0.443, reduction: "sum" },
+      sizes: [[2], [1, 1]],
+    },
+    (() => {
+      // 40 classes, the one weighted class r holding the row maxima, the others 10 to 12 below it
+      // (weight 0): 1 - p_r is the sum of 39 small exponentials, every gradient below 1e-3.
+      const rng = new Rng(43);
+      const c = 40, n = 3, data = new Float32Array(n * c), labels = [5, 17, 33];
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < c; j++) data[i * c + j] = j === 12 ? 1.5 : rng.uniform(-10.5, -8.5);
+      }
+      const weight = new Float32Array(c);
+      weight[12] = 31;
+      return {
+        name: "40 classes, the one of weight > 0 holding the row maxima, labelSmoothing 0.8, sum",
+        inputs: { logits: { data, shape: [n, c] }, labels },
+        options: { weight, labelSmoothing: 0.8, reduction: "sum" },
+        sizes: [[40], [13, 27], [12, 1, 27], [5, 20, 15]],
+      };
+    })(),
+  ];
+  for (const b of backends) {
+    for (const k of cases) {
+      it(`${b.name}: ${k.name}`, async () => {
+        const want = reference.losses as Any;
+        const ref = want.crossEntropy.valueAndGrad(k.inputs, k.options);
+        for (const sizes of k.sizes) {
+          assert.equal(sum(sizes), k.inputs.logits.shape[1]);
+          const got = await runSharded(b, "crossEntropy", k.inputs, k.options, sizes);
+          assertLossClose(got.loss as number, ref.loss, `shards [${sizes}] loss`);
+          assertGradClose(got.grads.logits, ref.grads.logits.data, `shards [${sizes}] grads.logits`);
+        }
+      });
+    }
+  }
+});
+
 describe("sharded losses on WebAssembly-resident inputs (alloc)", () => {
   it("give what host inputs give, and the inputs are left as they were", () => {
     const rng = new Rng(31);
