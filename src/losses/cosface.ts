@@ -18,7 +18,7 @@ export interface CosfaceOptions extends MarginOptions {
 
 /** Checks `cosface`'s options and returns its target function `cos - m`. */
 export function cosfaceTarget(o: CosfaceOptions): Phi {
-  const margin = v.number("options.margin", o.margin, 0.35);
+  const margin = v.cosineMargin("options.margin", o.margin, 0.35);
   return makePhi({ m1: 1, m2: 0, m3: margin, branch: "none" }, (x) => [x - margin, 1]);
 }
 

@@ -134,7 +134,7 @@ export const crossEntropy: Definition<
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const { n, c, labels, logits } = hardLabelInputs(inputs, o);
-    const weight = v.vector("options.weight", o.weight, c, 0);
+    const weight = v.vector("options.weight", o.weight, c, 0, v.MAX_WEIGHT);
     const smoothing = v.number("options.labelSmoothing", o.labelSmoothing, 0, { min: 0, max: 1 });
     const { softcap, zLoss } = largeVocabulary(o);
     const reduction = v.reduction(o.reduction);
@@ -183,7 +183,7 @@ export const nonIgnored = (labels: Int32Array): number => labels.reduce((k, y) =
 
 /** Checks crossEntropy's `softcap` (absent: none, as 0) and `zLoss` (default 0). */
 export function largeVocabulary(o: { softcap?: unknown; zLoss?: unknown }): { softcap: number; zLoss: number } {
-  const softcap = v.number("options.softcap", o.softcap, 0, { min: 0, minExclusive: true });
-  const zLoss = v.number("options.zLoss", o.zLoss, 0, { min: 0 });
+  const softcap = v.number("options.softcap", o.softcap, 0, { min: 0, minExclusive: true, max: 1e9 });
+  const zLoss = v.weight("options.zLoss", o.zLoss, 0, 0);
   return { softcap, zLoss };
 }

@@ -53,7 +53,7 @@ export const featureDiversity: Definition<FeatureDiversityInputs, FeatureDiversi
       v.batch("features[0]", inputs.features[0]);
       const features = inputs.features.map((m) => v.values(m));
       if (o.checkFinite) features.forEach((f, i) => v.finite(`features[${i}]`, f, d));
-      const lambda = v.number("options.lambda", o.lambda, 0.01);
+      const lambda = v.weight("options.lambda", o.lambda, 0.01);
       const factor = e < 2 ? 0 : -lambda / (b * e * (e - 1));
       return {
         grad,

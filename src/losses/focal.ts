@@ -51,8 +51,8 @@ export const focal: Definition<CrossEntropyInputs, FocalOptions, CrossEntropyGra
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const { n, c, labels, logits } = hardLabelInputs(inputs, o);
-    const gamma = v.number("options.gamma", o.gamma, 2, { min: 0 });
-    const weight = v.vector("options.alpha", o.alpha, c, 0);
+    const gamma = v.exponent("options.gamma", o.gamma, 2);
+    const weight = v.vector("options.alpha", o.alpha, c, 0, v.MAX_WEIGHT);
     const reduction = v.reduction(o.reduction);
     // "mean" averages over the non-ignored rows; alpha weighs rows but is not a denominator.
     let denominator = 0;

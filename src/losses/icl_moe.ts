@@ -68,7 +68,7 @@ export const iclMoeLoss = lossDef<IclMoeInputs, IclMoeOptions, ExpertGrads, "exp
   prepare(inputs, o, grad, upstream): ExpertsProblem {
     const { e, b, c, logits, labels } = expertInputs(inputs, o);
     const gating = gatingInput(inputs.gating, b, e, o.checkFinite);
-    const gamma = v.number("options.gamma", o.gamma, 2, { min: 0 });
+    const gamma = v.exponent("options.gamma", o.gamma, 2);
     const up = grad ? v.upstream(upstream) : 1;
     return {
       grad,

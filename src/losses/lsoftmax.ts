@@ -36,7 +36,7 @@ export const lsoftmax: Definition<HeadInputs, LsoftmaxOptions, HeadGrads> = head
   options: ["m", "beta"],
   parse(o) {
     const m = integerMargin(o.m);
-    const beta = v.number("options.beta", o.beta, 0, { min: 0 });
+    const beta = v.weight("options.beta", o.beta, 0, 0);
     return {
       scale: 1,
       spec: { kind: "lsoftmax", m, weight: beta },

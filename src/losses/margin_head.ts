@@ -276,7 +276,9 @@ export function psi(m: number, cos: number): [number, number] {
 
 /** Checks SphereFace's and L-Softmax's integer margin m >= 1. */
 export function integerMargin(value: unknown): number {
-  const m = v.number("options.m", value, 4, { min: 1 });
-  if (!Number.isInteger(m)) throw new RangeError(`Expected options.m to be an integer >= 1, got ${m}`);
+  const m = v.angularFactor("options.m", value, 4, 1);
+  if (!Number.isInteger(m)) {
+    throw new RangeError(`Expected options.m to be an integer in [1, ${v.MAX_ANGULAR_FACTOR}], got ${m}`);
+  }
   return m;
 }

@@ -76,8 +76,8 @@ export const mixOutputs: Definition<ExpertInputs, MixOutputsOptions, ExpertGrads
     if (prior?.some((x) => x === 0)) {
       throw new RangeError(`Expected options.prior to be > 0 everywhere, got 0 at [${prior.indexOf(0)}]`);
     }
-    const distillWeight = v.number("options.distillWeight", o.distillWeight, 0);
-    const parallelWeight = v.number("options.parallelWeight", o.parallelWeight, 0);
+    const distillWeight = v.weight("options.distillWeight", o.distillWeight, 0);
+    const parallelWeight = v.weight("options.parallelWeight", o.parallelWeight, 0);
     const eps = v.number("options.eps", o.eps, 1e-6, { min: 0, minExclusive: true });
     const up = grad ? v.upstream(upstream) : 1;
     const problem: MixProblem = {

@@ -205,9 +205,9 @@ export const physMoe: Definition<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, Ph
       v.finite("coarse", v.values(inputs.coarse), k);
       v.finite("centers", v.values(inputs.centers), d);
     }
-    const lambdaScl = v.number("options.lambdaScl", o.lambdaScl, 0.1);
-    const lambdaHier = v.number("options.lambdaHier", o.lambdaHier, 1);
-    const lambdaReg = v.number("options.lambdaReg", o.lambdaReg, 0.001);
+    const lambdaScl = v.weight("options.lambdaScl", o.lambdaScl, 0.1);
+    const lambdaHier = v.weight("options.lambdaHier", o.lambdaHier, 1);
+    const lambdaReg = v.weight("options.lambdaReg", o.lambdaReg, 0.001);
     const contrast = v.boolean("options.contrast", o.contrast, true);
     // The contrastive options are checked even when the term is left out.
     v.temperature(o.temperature, 0.07);

@@ -41,7 +41,7 @@ export const sphereface: Definition<HeadInputs, SpherefaceOptions, HeadGrads> = 
     options: ["m", "lambda"],
     parse(o) {
       const m = integerMargin(o.m);
-      const lambda = v.number("options.lambda", o.lambda, 0, { min: 0 });
+      const lambda = v.weight("options.lambda", o.lambda, 0, 0);
       return {
         scale: 1,
         spec: { kind: "sphereface", m, weight: lambda },
