@@ -25,7 +25,7 @@ export interface CenterRegularizationInputs {
 
 /** Options of `centerRegularization`. */
 export interface CenterRegularizationOptions extends CommonOptions {
-  /** Weight of the prototype term. @default 0.5 */
+  /** Weight of the prototype term, finite, in [-1e6, 1e6]. @default 0.5 */
   prototypeWeight?: number;
 }
 

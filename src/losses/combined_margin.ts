@@ -20,11 +20,11 @@ import {
 export interface CombinedMarginOptions extends MarginOptions {
   /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 64 */
   scale?: number;
-  /** Multiplicative angular margin. @default 1 */
+  /** Multiplicative angular margin, finite, in [0, 8]. @default 1 */
   m1?: number;
-  /** Additive angular margin (radians). @default 0.5 */
+  /** Additive angular margin (radians), finite, in [-pi, pi]. @default 0.5 */
   m2?: number;
-  /** Additive cosine margin. @default 0 */
+  /** Additive cosine margin, finite, in [-2, 2]. @default 0 */
   m3?: number;
 }
 

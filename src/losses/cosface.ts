@@ -12,7 +12,7 @@ import { makePhi, type MarginGrads, type MarginInputs, marginLoss, type MarginOp
 export interface CosfaceOptions extends MarginOptions {
   /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 64 */
   scale?: number;
-  /** Cosine margin m subtracted from the target cosine. @default 0.35 */
+  /** Cosine margin m subtracted from the target cosine, finite, in [-2, 2]. @default 0.35 */
   margin?: number;
 }
 

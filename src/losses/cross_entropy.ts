@@ -20,7 +20,7 @@ export interface CrossEntropyInputs {
 
 /** Options of `crossEntropy`. */
 export interface CrossEntropyOptions extends CommonOptions {
-  /** Weight of each class `[C]` (non-negative); none means all 1. */
+  /** Weight of each class `[C]`, each in [0, 1e6]; none means all 1. */
   weight?: Float32Array | readonly number[];
   /** Rows with this label are ignored (loss 0, gradient 0). @default -100 */
   ignoreIndex?: number;
@@ -29,7 +29,7 @@ export interface CrossEntropyOptions extends CommonOptions {
   /**
    * Logit soft-capping (Gemma-2; Liger-Kernel's `softcap`): every logit `z` becomes
    * `softcap * tanh(z / softcap)` before the softmax, so that no logit exceeds `softcap` in
-   * magnitude; the gradient flows through the cap (`1 - tanh^2`). Finite and > 0; absent
+   * magnitude; the gradient flows through the cap (`1 - tanh^2`). Finite, in (0, 1e9]; absent
    * means no cap. @default undefined
    */
   softcap?: number;
@@ -39,7 +39,7 @@ export interface CrossEntropyOptions extends CommonOptions {
    * its (capped) logits, not multiplied by a class weight. `"mean"` divides the summed terms by
    * the number of non-ignored rows (also with `weight`, as Liger-Kernel; 0 when there is none),
    * `"sum"` leaves them undivided, `"none"` adds row i's own term to row i. The reduced term is
-   * part `z` of the result and is included in `loss`. Finite and >= 0. @default 0
+   * part `z` of the result and is included in `loss`. Finite, in [0, 1e6]. @default 0
    */
   zLoss?: number;
   /** `"mean"`, `"sum"` or `"none"`. @default "mean" */

@@ -17,7 +17,7 @@ export interface FeatureDiversityInputs {
 
 /** Options of `featureDiversity`. */
 export interface FeatureDiversityOptions extends CommonOptions {
-  /** Weight of the term. @default 0.01 */
+  /** Weight of the term, finite, in [-1e6, 1e6]. @default 0.01 */
   lambda?: number;
 }
 

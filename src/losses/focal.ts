@@ -12,9 +12,9 @@ import { outBuffer } from "../kernels/core.ts";
 
 /** Options of `focal`. */
 export interface FocalOptions extends CommonOptions {
-  /** Focusing exponent, >= 0; 0 gives each row's cross-entropy (weighted by `alpha`). @default 2 */
+  /** Focusing exponent, in [0, 100]; 0 gives each row's cross-entropy (weighted by `alpha`). @default 2 */
   gamma?: number;
-  /** Per-class weight alpha `[C]` (non-negative); none means all 1. */
+  /** Per-class weight alpha `[C]`, each in [0, 1e6]; none means all 1. */
   alpha?: Float32Array | readonly number[];
   /** Rows with this label are ignored. @default -100 */
   ignoreIndex?: number;

@@ -21,7 +21,7 @@ export interface IclMoeInputs extends ExpertInputs {
 export interface IclMoeOptions extends CommonOptions {
   /** Indices of the tail experts (focal loss); the others use cross-entropy. @default [] */
   tailExperts?: readonly number[] | Int32Array;
-  /** Focal exponent of the tail experts, >= 0. @default 2 */
+  /** Focal exponent of the tail experts, in [0, 100]. @default 2 */
   gamma?: number;
 }
 

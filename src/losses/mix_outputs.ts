@@ -17,9 +17,9 @@ import { type ExpertsProblem, parallelOf } from "../kernels/experts.ts";
 export interface MixOutputsOptions extends CommonOptions {
   /** Class prior `[C]`, every value > 0: the CE terms use `z + log prior` (logit adjustment). */
   prior?: Float32Array | Float64Array | readonly number[];
-  /** Weight of the pairwise distillation term. @default 0 */
+  /** Weight of the pairwise distillation term, finite, in [-1e6, 1e6]. @default 0 */
   distillWeight?: number;
-  /** Weight of the parallel term. @default 0 */
+  /** Weight of the parallel term, finite, in [-1e6, 1e6]. @default 0 */
   parallelWeight?: number;
   /** Added to each CE before its reciprocal in the parallel term. @default 1e-6 */
   eps?: number;

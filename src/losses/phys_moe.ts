@@ -55,11 +55,11 @@ export interface PhysMoeInputs {
 export interface PhysMoeOptions extends CommonOptions {
   /** Indices of the tail experts (focal loss). @default [] */
   tailExperts?: readonly number[] | Int32Array;
-  /** Weight of the contrastive term. @default 0.1 */
+  /** Weight of the contrastive term, finite, in [-1e6, 1e6]. @default 0.1 */
   lambdaScl?: number;
-  /** Weight of the hierarchical term. @default 1 */
+  /** Weight of the hierarchical term, finite, in [-1e6, 1e6]. @default 1 */
   lambdaHier?: number;
-  /** Weight of the centre regularisation. @default 0.001 */
+  /** Weight of the centre regularisation, finite, in [-1e6, 1e6]. @default 0.001 */
   lambdaReg?: number;
   /** Whether the contrastive term is included. @default true */
   contrast?: boolean;
@@ -67,9 +67,9 @@ export interface PhysMoeOptions extends CommonOptions {
   temperature?: number;
   /** The contrastive term's rule threshold. @default 0.8 */
   threshold?: number;
-  /** The tail experts' focal exponent. @default 2 */
+  /** The tail experts' focal exponent, in [0, 100]. @default 2 */
   gamma?: number;
-  /** The centre regularisation's prototype weight. @default 0.5 */
+  /** The centre regularisation's prototype weight, in [-1e6, 1e6]. @default 0.5 */
   prototypeWeight?: number;
 }
 
