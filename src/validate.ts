@@ -282,6 +282,54 @@ export function scale(value: unknown, fallback: number): number {
   return number("options.scale", value, fallback, { min: 0, minExclusive: true, max: MAX_SCALE });
 }
 
+/**
+ * The largest magnitude of a loss weight (`lambda`, `prototypeWeight`, `zLoss`, a class
+ * weight): every weighted term and its gradient stays far inside float32 (past about 1e38 a
+ * weight itself is infinite in float32, and 1e300 gave NaN on WebAssembly).
+ */
+export const MAX_WEIGHT = 1e6;
+
+/** Checks a loss weight: finite, in `[min, MAX_WEIGHT]` (`min` is `-MAX_WEIGHT` or 0). */
+export function weight(name: string, value: unknown, fallback: number, min = -MAX_WEIGHT): number {
+  return number(name, value, fallback, { min, max: MAX_WEIGHT });
+}
+
+/**
+ * The largest focusing exponent `gamma` (`(1 - p)^gamma`): 20 times the focal loss paper's
+ * largest (5); past float32's range (1e300) it gave NaN on WebGPU.
+ */
+export const MAX_EXPONENT = 100;
+
+/** Checks a focusing exponent: finite, in `[0, MAX_EXPONENT]`. */
+export function exponent(name: string, value: unknown, fallback: number): number {
+  return number(name, value, fallback, { min: 0, max: MAX_EXPONENT });
+}
+
+/**
+ * The largest magnitude of a margin subtracted from a cosine (CosFace's `margin`,
+ * `combinedMargin`'s `m3`): a cosine lies in `[-1, 1]`, so past 2 every target logit is
+ * already below (or above) every other; -1e30 gave NaN on WebAssembly.
+ */
+export const MAX_COSINE_MARGIN = 2;
+
+/** Checks a cosine margin: finite, in `[-MAX_COSINE_MARGIN, MAX_COSINE_MARGIN]`. */
+export function cosineMargin(name: string, value: unknown, fallback: number): number {
+  return number(name, value, fallback, { min: -MAX_COSINE_MARGIN, max: MAX_COSINE_MARGIN });
+}
+
+/**
+ * The largest multiplicative angular margin (`cos(m theta)`: SphereFace's and L-Softmax's
+ * `m`, `combinedMargin`'s `m1`): twice the papers' largest (4); the kernels' cosine of
+ * `m theta` lost every digit at 1e10 on WebGPU (NaN), and an integer `m` is a loop of `m`
+ * steps.
+ */
+export const MAX_ANGULAR_FACTOR = 8;
+
+/** Checks a multiplicative angular margin: finite, in `[min, MAX_ANGULAR_FACTOR]`. */
+export function angularFactor(name: string, value: unknown, fallback: number, min: number): number {
+  return number(name, value, fallback, { min, max: MAX_ANGULAR_FACTOR });
+}
+
 /** Checks a boolean option. */
 export function boolean(name: string, value: unknown, fallback: boolean): boolean {
   if (value === undefined) return fallback;
@@ -304,7 +352,13 @@ export function reduction(value: unknown): Reduction {
 }
 
 /** Checks an optional vector option of `length` finite values and returns a float32 copy. */
-export function vector(name: string, value: unknown, length: number, min = -Infinity): Float32Array | null {
+export function vector(
+  name: string,
+  value: unknown,
+  length: number,
+  min = -Infinity,
+  max = Infinity,
+): Float32Array | null {
   if (value === undefined || value === null) return null;
   if (!(value instanceof Float32Array) && !(value instanceof Float64Array) && !Array.isArray(value)) {
     throw new TypeError(`Expected ${name} to be a Float32Array or an array of numbers, got ${show(value)}`);
@@ -314,8 +368,9 @@ export function vector(name: string, value: unknown, length: number, min = -Infi
   const out = new Float32Array(length);
   for (let i = 0; i < length; i++) {
     const v = src[i];
-    if (typeof v !== "number" || !Number.isFinite(v) || v < min) {
-      throw new RangeError(`Expected ${name}[${i}] to be a finite number >= ${min}, got ${show(v)}`);
+    if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max) {
+      const range = max === Infinity ? `>= ${min}` : `in [${min}, ${max}]`;
+      throw new RangeError(`Expected ${name}[${i}] to be a finite number ${range}, got ${show(v)}`);
     }
     out[i] = v;
   }

@@ -2,7 +2,8 @@
 // gradients") held by every loss on every backend: one upstream check (a number, finite, of
 // the right length), D >= 1 wherever an embedding width is taken, `alloc`'s shape of exactly
 // two sizes, `init`'s note naming the options the backend ignores, and the float32 domains
-// of `temperature` and `scale`: refused by name past them, finite on every backend at them.
+// of every bounded option (`temperature`, `scale`, the loss weights, `gamma`, the margins,
+// `softcap`): refused by name past them, finite on every backend at them.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { alloc, centerUpdate, hnmInit, init } from "../mod.ts";
@@ -10,8 +11,26 @@ import { definitions } from "../src/losses/mod.ts";
 import { assertThrowsNamed } from "./helpers/assert.ts";
 import { backends, webgpuMissing } from "./helpers/backends.ts";
 import { Rng } from "./helpers/random.ts";
-import { cosineMarginSpecs, distillationSpec, marginHeadSpec } from "./helpers/specs.ts";
-import { hnmContrastiveSpec, physicsContrastiveSpec, physMoeSpec } from "./helpers/specs_moe.ts";
+import {
+  combinedMarginSpec,
+  cosfaceSpec,
+  cosineMarginSpecs,
+  crossEntropySpec,
+  distillationSpec,
+  focalSpec,
+  lsoftmaxSpec,
+  marginHeadSpec,
+  spherefaceSpec,
+} from "./helpers/specs.ts";
+import {
+  centerRegularizationSpec,
+  featureDiversitySpec,
+  hnmContrastiveSpec,
+  iclMoeSpec,
+  mixOutputsSpec,
+  physicsContrastiveSpec,
+  physMoeSpec,
+} from "./helpers/specs_moe.ts";
 import { cases, isMetric } from "./helpers/wasm_cases.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -66,21 +85,65 @@ for (const b of backends) {
     });
   });
 
-  describe(`${b.name}: the domains of temperature and scale`, () => {
+  describe(`${b.name}: class weights are at most 1e6`, () => {
+    for (const [spec, option] of [[crossEntropySpec, "weight"], [focalSpec, "alpha"]] as [Any, string][]) {
+      it(`${spec.name}: ${option}`, async () => {
+        const loss = lossOf(spec.name);
+        const inputs = spec.random(new Rng(0), 5, 7, 1e4, {});
+        const at = new Array(7).fill(1e6);
+        await assertThrowsNamed(
+          () => loss.valueAndGrad(inputs, { [option]: [...at.slice(1), 1.01e6] }),
+          RangeError,
+          `options.${option}[6]`,
+          "1010000",
+        );
+        assert.ok(numbers(await loss.valueAndGrad(inputs, { [option]: at, reduction: "sum" })).every(Number.isFinite));
+      });
+    }
+  });
+
+  describe(`${b.name}: the domains of the bounded options`, () => {
     const temperatures = [distillationSpec, physicsContrastiveSpec, hnmContrastiveSpec, physMoeSpec];
     const scales = [...cosineMarginSpecs, marginHeadSpec];
-    const extremes: [Any, string, number, number][] = [
-      ...temperatures.map((s): [Any, string, number, number] => [s, "temperature", 1e-6, 0.99e-6]),
-      ...scales.map((s): [Any, string, number, number] => [s, "scale", 1e6, 1.01e6]),
+    // [spec, option, the bound, just past it, far past it, other options (the margin head's kind)]
+    type Extreme = [Any, string, number, number, number, Any?];
+    const weights: [Any, string][] = [
+      [featureDiversitySpec, "lambda"],
+      [centerRegularizationSpec, "prototypeWeight"],
+      [mixOutputsSpec, "distillWeight"],
+      [mixOutputsSpec, "parallelWeight"],
+      ...["lambdaScl", "lambdaHier", "lambdaReg", "prototypeWeight"].map((o): [Any, string] => [physMoeSpec, o]),
     ];
-    for (const [spec, option, edge, past] of extremes) {
+    const combined = { kind: "combinedMargin" };
+    const extremes: Extreme[] = [
+      ...temperatures.map((s): Extreme => [s, "temperature", 1e-6, 0.99e-6, 1e-300]),
+      ...scales.map((s): Extreme => [s, "scale", 1e6, 1.01e6, 1e300]),
+      ...weights.flatMap(([s, o]): Extreme[] => [[s, o, 1e6, 1.01e6, 1e300], [s, o, -1e6, -1.01e6, -1e300]]),
+      [crossEntropySpec, "zLoss", 1e6, 1.01e6, 1e300],
+      [spherefaceSpec, "lambda", 1e6, 1.01e6, 1e300],
+      [lsoftmaxSpec, "beta", 1e6, 1.01e6, 1e300],
+      ...[focalSpec, iclMoeSpec, physMoeSpec].map((s): Extreme => [s, "gamma", 100, 101, 1e300]),
+      [cosfaceSpec, "margin", 2, 2.01, 1e30],
+      [cosfaceSpec, "margin", -2, -2.01, -1e30],
+      [marginHeadSpec, "margin", -2, -2.01, -1e30, { kind: "cosface" }],
+      [combinedMarginSpec, "m3", 2, 2.01, 1e300],
+      [combinedMarginSpec, "m3", -2, -2.01, -1e300],
+      [combinedMarginSpec, "m1", 8, 8.01, 1e10],
+      [marginHeadSpec, "m1", 8, 8.01, 1e10, combined],
+      [combinedMarginSpec, "m2", Math.PI, 3.15, 1e300],
+      [combinedMarginSpec, "m2", -Math.PI, -3.15, -1e300],
+      [spherefaceSpec, "m", 8, 9, 1e9],
+      [lsoftmaxSpec, "m", 8, 9, 1e9],
+      [crossEntropySpec, "softcap", 1e9, 1.01e9, 1e300],
+    ];
+    for (const [spec, option, edge, past, far, extra = {}] of extremes) {
       it(`${spec.name}: ${option} past ${edge} is a RangeError, at it every value is finite`, async () => {
         const loss = lossOf(spec.name);
         const draw = (seed: number, scale: number) =>
           spec.random(new Rng(seed), 5, 7, scale, spec.name === "physicsContrastive" ? { threshold: 0.8 } : {});
-        for (const bad of [past, option === "scale" ? 1e300 : 1e-300]) {
+        for (const bad of [past, far]) {
           await assertThrowsNamed(
-            () => loss.valueAndGrad(draw(0, 1), { [option]: bad }),
+            () => loss.valueAndGrad(draw(0, 1), { ...extra, [option]: bad }),
             RangeError,
             `options.${option}`,
             String(bad),
@@ -93,7 +156,7 @@ for (const b of backends) {
             for (let seed = 0; seed < 3; seed++) {
               const r = await loss.valueAndGrad(
                 draw(seed, scale),
-                reduction ? { [option]: edge, reduction } : { [option]: edge },
+                reduction ? { ...extra, [option]: edge, reduction } : { ...extra, [option]: edge },
               );
               const bad = numbers(r).find((x) => !Number.isFinite(x));
               assert.equal(bad, undefined, `${spec.name} ${option} ${edge} scale ${scale} ${reduction}: ${bad}`);

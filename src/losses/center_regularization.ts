@@ -25,7 +25,7 @@ export interface CenterRegularizationInputs {
 
 /** Options of `centerRegularization`. */
 export interface CenterRegularizationOptions extends CommonOptions {
-  /** Weight of the prototype term. @default 0.5 */
+  /** Weight of the prototype term, finite, in [-1e6, 1e6]. @default 0.5 */
   prototypeWeight?: number;
 }
 
@@ -66,7 +66,7 @@ export const centerRegularizationLoss = lossDef<
       o.checkFinite,
     );
     const [, rule] = ruleMatrix("rule", inputs.rule, c);
-    const prototypeWeight = v.number("options.prototypeWeight", o.prototypeWeight, 0.5);
+    const prototypeWeight = v.weight("options.prototypeWeight", o.prototypeWeight, 0.5);
     // A = rule without its diagonal, rows divided by their sums (a zero row stays zero).
     const A = new Float64Array(c * c);
     for (let i = 0; i < c; i++) {

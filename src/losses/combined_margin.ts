@@ -20,11 +20,11 @@ import {
 export interface CombinedMarginOptions extends MarginOptions {
   /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 64 */
   scale?: number;
-  /** Multiplicative angular margin. @default 1 */
+  /** Multiplicative angular margin, finite, in [0, 8]. @default 1 */
   m1?: number;
-  /** Additive angular margin (radians). @default 0.5 */
+  /** Additive angular margin (radians), finite, in [-pi, pi]. @default 0.5 */
   m2?: number;
-  /** Additive cosine margin. @default 0 */
+  /** Additive cosine margin, finite, in [-2, 2]. @default 0 */
   m3?: number;
 }
 
@@ -35,9 +35,9 @@ export interface CombinedMarginOptions extends MarginOptions {
  * clamped to `[-1 + 1e-6, 1 - 1e-6]`. No threshold branch.
  */
 export function combinedMarginTarget(o: CombinedMarginOptions): Phi {
-  const m1 = v.number("options.m1", o.m1, 1);
-  const m2 = v.number("options.m2", o.m2, 0.5);
-  const m3 = v.number("options.m3", o.m3, 0);
+  const m1 = v.angularFactor("options.m1", o.m1, 1, 0);
+  const m2 = v.number("options.m2", o.m2, 0.5, { min: -Math.PI, max: Math.PI });
+  const m3 = v.cosineMargin("options.m3", o.m3, 0);
   return makePhi({ m1, m2, m3, branch: "none" }, (x) => {
     // The derivative is taken at the clamped cosine (angle and denominator alike), so
     // that it is finite and continuous at +-1 and equals ArcFace's for m1 = 1, m3 = 0.

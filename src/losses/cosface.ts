@@ -12,13 +12,13 @@ import { makePhi, type MarginGrads, type MarginInputs, marginLoss, type MarginOp
 export interface CosfaceOptions extends MarginOptions {
   /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 64 */
   scale?: number;
-  /** Cosine margin m subtracted from the target cosine. @default 0.35 */
+  /** Cosine margin m subtracted from the target cosine, finite, in [-2, 2]. @default 0.35 */
   margin?: number;
 }
 
 /** Checks `cosface`'s options and returns its target function `cos - m`. */
 export function cosfaceTarget(o: CosfaceOptions): Phi {
-  const margin = v.number("options.margin", o.margin, 0.35);
+  const margin = v.cosineMargin("options.margin", o.margin, 0.35);
   return makePhi({ m1: 1, m2: 0, m3: margin, branch: "none" }, (x) => [x - margin, 1]);
 }
 

@@ -20,7 +20,7 @@ export interface CrossEntropyInputs {
 
 /** Options of `crossEntropy`. */
 export interface CrossEntropyOptions extends CommonOptions {
-  /** Weight of each class `[C]` (non-negative); none means all 1. */
+  /** Weight of each class `[C]`, each in [0, 1e6]; none means all 1. */
   weight?: Float32Array | readonly number[];
   /** Rows with this label are ignored (loss 0, gradient 0). @default -100 */
   ignoreIndex?: number;
@@ -29,7 +29,7 @@ export interface CrossEntropyOptions extends CommonOptions {
   /**
    * Logit soft-capping (Gemma-2; Liger-Kernel's `softcap`): every logit `z` becomes
    * `softcap * tanh(z / softcap)` before the softmax, so that no logit exceeds `softcap` in
-   * magnitude; the gradient flows through the cap (`1 - tanh^2`). Finite and > 0; absent
+   * magnitude; the gradient flows through the cap (`1 - tanh^2`). Finite, in (0, 1e9]; absent
    * means no cap. @default undefined
    */
   softcap?: number;
@@ -39,7 +39,7 @@ export interface CrossEntropyOptions extends CommonOptions {
    * its (capped) logits, not multiplied by a class weight. `"mean"` divides the summed terms by
    * the number of non-ignored rows (also with `weight`, as Liger-Kernel; 0 when there is none),
    * `"sum"` leaves them undivided, `"none"` adds row i's own term to row i. The reduced term is
-   * part `z` of the result and is included in `loss`. Finite and >= 0. @default 0
+   * part `z` of the result and is included in `loss`. Finite, in [0, 1e6]. @default 0
    */
   zLoss?: number;
   /** `"mean"`, `"sum"` or `"none"`. @default "mean" */
@@ -134,7 +134,7 @@ export const crossEntropy: Definition<
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const { n, c, labels, logits } = hardLabelInputs(inputs, o);
-    const weight = v.vector("options.weight", o.weight, c, 0);
+    const weight = v.vector("options.weight", o.weight, c, 0, v.MAX_WEIGHT);
     const smoothing = v.number("options.labelSmoothing", o.labelSmoothing, 0, { min: 0, max: 1 });
     const { softcap, zLoss } = largeVocabulary(o);
     const reduction = v.reduction(o.reduction);
@@ -183,7 +183,7 @@ export const nonIgnored = (labels: Int32Array): number => labels.reduce((k, y) =
 
 /** Checks crossEntropy's `softcap` (absent: none, as 0) and `zLoss` (default 0). */
 export function largeVocabulary(o: { softcap?: unknown; zLoss?: unknown }): { softcap: number; zLoss: number } {
-  const softcap = v.number("options.softcap", o.softcap, 0, { min: 0, minExclusive: true });
-  const zLoss = v.number("options.zLoss", o.zLoss, 0, { min: 0 });
+  const softcap = v.number("options.softcap", o.softcap, 0, { min: 0, minExclusive: true, max: 1e9 });
+  const zLoss = v.weight("options.zLoss", o.zLoss, 0, 0);
   return { softcap, zLoss };
 }

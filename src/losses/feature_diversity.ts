@@ -17,7 +17,7 @@ export interface FeatureDiversityInputs {
 
 /** Options of `featureDiversity`. */
 export interface FeatureDiversityOptions extends CommonOptions {
-  /** Weight of the term. @default 0.01 */
+  /** Weight of the term, finite, in [-1e6, 1e6]. @default 0.01 */
   lambda?: number;
 }
 
@@ -53,7 +53,7 @@ export const featureDiversity: Definition<FeatureDiversityInputs, FeatureDiversi
       v.batch("features[0]", inputs.features[0]);
       const features = inputs.features.map((m) => v.values(m));
       if (o.checkFinite) features.forEach((f, i) => v.finite(`features[${i}]`, f, d));
-      const lambda = v.number("options.lambda", o.lambda, 0.01);
+      const lambda = v.weight("options.lambda", o.lambda, 0.01);
       const factor = e < 2 ? 0 : -lambda / (b * e * (e - 1));
       return {
         grad,

@@ -12,9 +12,9 @@ import { outBuffer } from "../kernels/core.ts";
 
 /** Options of `focal`. */
 export interface FocalOptions extends CommonOptions {
-  /** Focusing exponent, >= 0; 0 gives each row's cross-entropy (weighted by `alpha`). @default 2 */
+  /** Focusing exponent, in [0, 100]; 0 gives each row's cross-entropy (weighted by `alpha`). @default 2 */
   gamma?: number;
-  /** Per-class weight alpha `[C]` (non-negative); none means all 1. */
+  /** Per-class weight alpha `[C]`, each in [0, 1e6]; none means all 1. */
   alpha?: Float32Array | readonly number[];
   /** Rows with this label are ignored. @default -100 */
   ignoreIndex?: number;
@@ -51,8 +51,8 @@ export const focal: Definition<CrossEntropyInputs, FocalOptions, CrossEntropyGra
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const { n, c, labels, logits } = hardLabelInputs(inputs, o);
-    const gamma = v.number("options.gamma", o.gamma, 2, { min: 0 });
-    const weight = v.vector("options.alpha", o.alpha, c, 0);
+    const gamma = v.exponent("options.gamma", o.gamma, 2);
+    const weight = v.vector("options.alpha", o.alpha, c, 0, v.MAX_WEIGHT);
     const reduction = v.reduction(o.reduction);
     // "mean" averages over the non-ignored rows; alpha weighs rows but is not a denominator.
     let denominator = 0;

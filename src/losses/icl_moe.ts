@@ -21,7 +21,7 @@ export interface IclMoeInputs extends ExpertInputs {
 export interface IclMoeOptions extends CommonOptions {
   /** Indices of the tail experts (focal loss); the others use cross-entropy. @default [] */
   tailExperts?: readonly number[] | Int32Array;
-  /** Focal exponent of the tail experts, >= 0. @default 2 */
+  /** Focal exponent of the tail experts, in [0, 100]. @default 2 */
   gamma?: number;
 }
 
@@ -68,7 +68,7 @@ export const iclMoeLoss = lossDef<IclMoeInputs, IclMoeOptions, ExpertGrads, "exp
   prepare(inputs, o, grad, upstream): ExpertsProblem {
     const { e, b, c, logits, labels } = expertInputs(inputs, o);
     const gating = gatingInput(inputs.gating, b, e, o.checkFinite);
-    const gamma = v.number("options.gamma", o.gamma, 2, { min: 0 });
+    const gamma = v.exponent("options.gamma", o.gamma, 2);
     const up = grad ? v.upstream(upstream) : 1;
     return {
       grad,

@@ -10,9 +10,9 @@ import { type HeadGrads, type HeadInputs, headLoss, type HeadOptions, integerMar
 
 /** Options of `lsoftmax`. */
 export interface LsoftmaxOptions extends HeadOptions {
-  /** Integer angular margin m >= 1. @default 4 */
+  /** Integer angular margin m in [1, 8]. @default 4 */
   m?: number;
-  /** Annealing weight beta >= 0 of the plain logit (see `lSoftmaxBeta`). @default 0 */
+  /** Annealing weight beta in [0, 1e6] of the plain logit (see `lSoftmaxBeta`). @default 0 */
   beta?: number;
 }
 
@@ -36,7 +36,7 @@ export const lsoftmax: Definition<HeadInputs, LsoftmaxOptions, HeadGrads> = head
   options: ["m", "beta"],
   parse(o) {
     const m = integerMargin(o.m);
-    const beta = v.number("options.beta", o.beta, 0, { min: 0 });
+    const beta = v.weight("options.beta", o.beta, 0, 0);
     return {
       scale: 1,
       spec: { kind: "lsoftmax", m, weight: beta },

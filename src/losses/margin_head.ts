@@ -178,15 +178,15 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
   kind?: "arcface" | "cosface" | "normface" | "combinedMargin";
   /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 16 for normface, else 64 */
   scale?: number;
-  /** ArcFace's angular margin (0.5) or CosFace's cosine margin (0.35). */
+  /** ArcFace's angular margin in [0, pi) (0.5) or CosFace's cosine margin in [-2, 2] (0.35). */
   margin?: number;
   /** ArcFace: apply the margin only where cos > 0. @default false */
   easyMargin?: boolean;
-  /** combinedMargin's multiplicative angular margin m1. @default 1 */
+  /** combinedMargin's multiplicative angular margin m1, in [0, 8]. @default 1 */
   m1?: number;
-  /** combinedMargin's additive angular margin m2. @default 0.5 */
+  /** combinedMargin's additive angular margin m2 (radians), in [-pi, pi]. @default 0.5 */
   m2?: number;
-  /** combinedMargin's additive cosine margin m3. @default 0 */
+  /** combinedMargin's additive cosine margin m3, in [-2, 2]. @default 0 */
   m3?: number;
 }
 
@@ -274,9 +274,11 @@ export function psi(m: number, cos: number): [number, number] {
   return [sign * t1 - 2 * k, sign * d1];
 }
 
-/** Checks SphereFace's and L-Softmax's integer margin m >= 1. */
+/** Checks SphereFace's and L-Softmax's integer margin m in [1, MAX_ANGULAR_FACTOR]. */
 export function integerMargin(value: unknown): number {
-  const m = v.number("options.m", value, 4, { min: 1 });
-  if (!Number.isInteger(m)) throw new RangeError(`Expected options.m to be an integer >= 1, got ${m}`);
+  const m = v.angularFactor("options.m", value, 4, 1);
+  if (!Number.isInteger(m)) {
+    throw new RangeError(`Expected options.m to be an integer in [1, ${v.MAX_ANGULAR_FACTOR}], got ${m}`);
+  }
   return m;
 }

@@ -17,9 +17,9 @@ import { type ExpertsProblem, parallelOf } from "../kernels/experts.ts";
 export interface MixOutputsOptions extends CommonOptions {
   /** Class prior `[C]`, every value > 0: the CE terms use `z + log prior` (logit adjustment). */
   prior?: Float32Array | Float64Array | readonly number[];
-  /** Weight of the pairwise distillation term. @default 0 */
+  /** Weight of the pairwise distillation term, finite, in [-1e6, 1e6]. @default 0 */
   distillWeight?: number;
-  /** Weight of the parallel term. @default 0 */
+  /** Weight of the parallel term, finite, in [-1e6, 1e6]. @default 0 */
   parallelWeight?: number;
   /** Added to each CE before its reciprocal in the parallel term. @default 1e-6 */
   eps?: number;
@@ -76,8 +76,8 @@ export const mixOutputs: Definition<ExpertInputs, MixOutputsOptions, ExpertGrads
     if (prior?.some((x) => x === 0)) {
       throw new RangeError(`Expected options.prior to be > 0 everywhere, got 0 at [${prior.indexOf(0)}]`);
     }
-    const distillWeight = v.number("options.distillWeight", o.distillWeight, 0);
-    const parallelWeight = v.number("options.parallelWeight", o.parallelWeight, 0);
+    const distillWeight = v.weight("options.distillWeight", o.distillWeight, 0);
+    const parallelWeight = v.weight("options.parallelWeight", o.parallelWeight, 0);
     const eps = v.number("options.eps", o.eps, 1e-6, { min: 0, minExclusive: true });
     const up = grad ? v.upstream(upstream) : 1;
     const problem: MixProblem = {

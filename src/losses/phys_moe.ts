@@ -55,11 +55,11 @@ export interface PhysMoeInputs {
 export interface PhysMoeOptions extends CommonOptions {
   /** Indices of the tail experts (focal loss). @default [] */
   tailExperts?: readonly number[] | Int32Array;
-  /** Weight of the contrastive term. @default 0.1 */
+  /** Weight of the contrastive term, finite, in [-1e6, 1e6]. @default 0.1 */
   lambdaScl?: number;
-  /** Weight of the hierarchical term. @default 1 */
+  /** Weight of the hierarchical term, finite, in [-1e6, 1e6]. @default 1 */
   lambdaHier?: number;
-  /** Weight of the centre regularisation. @default 0.001 */
+  /** Weight of the centre regularisation, finite, in [-1e6, 1e6]. @default 0.001 */
   lambdaReg?: number;
   /** Whether the contrastive term is included. @default true */
   contrast?: boolean;
@@ -67,9 +67,9 @@ export interface PhysMoeOptions extends CommonOptions {
   temperature?: number;
   /** The contrastive term's rule threshold. @default 0.8 */
   threshold?: number;
-  /** The tail experts' focal exponent. @default 2 */
+  /** The tail experts' focal exponent, in [0, 100]. @default 2 */
   gamma?: number;
-  /** The centre regularisation's prototype weight. @default 0.5 */
+  /** The centre regularisation's prototype weight, in [-1e6, 1e6]. @default 0.5 */
   prototypeWeight?: number;
 }
 
@@ -205,9 +205,9 @@ export const physMoe: Definition<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, Ph
       v.finite("coarse", v.values(inputs.coarse), k);
       v.finite("centers", v.values(inputs.centers), d);
     }
-    const lambdaScl = v.number("options.lambdaScl", o.lambdaScl, 0.1);
-    const lambdaHier = v.number("options.lambdaHier", o.lambdaHier, 1);
-    const lambdaReg = v.number("options.lambdaReg", o.lambdaReg, 0.001);
+    const lambdaScl = v.weight("options.lambdaScl", o.lambdaScl, 0.1);
+    const lambdaHier = v.weight("options.lambdaHier", o.lambdaHier, 1);
+    const lambdaReg = v.weight("options.lambdaReg", o.lambdaReg, 0.001);
     const contrast = v.boolean("options.contrast", o.contrast, true);
     // The contrastive options are checked even when the term is left out.
     v.temperature(o.temperature, 0.07);

@@ -10,9 +10,9 @@ import { type HeadGrads, type HeadInputs, headLoss, type HeadOptions, integerMar
 
 /** Options of `sphereface`. */
 export interface SpherefaceOptions extends HeadOptions {
-  /** Integer angular margin m >= 1. @default 4 */
+  /** Integer angular margin m in [1, 8]. @default 4 */
   m?: number;
-  /** Annealing weight lambda >= 0 of the plain cosine (see `sphereFaceLambda`). @default 0 */
+  /** Annealing weight lambda in [0, 1e6] of the plain cosine (see `sphereFaceLambda`). @default 0 */
   lambda?: number;
 }
 
@@ -41,7 +41,7 @@ export const sphereface: Definition<HeadInputs, SpherefaceOptions, HeadGrads> = 
     options: ["m", "lambda"],
     parse(o) {
       const m = integerMargin(o.m);
-      const lambda = v.number("options.lambda", o.lambda, 0, { min: 0 });
+      const lambda = v.weight("options.lambda", o.lambda, 0, 0);
       return {
         scale: 1,
         spec: { kind: "sphereface", m, weight: lambda },
