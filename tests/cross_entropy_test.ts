@@ -16,6 +16,7 @@ import { gradCheck } from "./helpers/numeric.ts";
 import { randomLabels, randomMatrix, randomVector, Rng } from "./helpers/random.ts";
 import { crossEntropySpec as spec } from "./helpers/specs.ts";
 import { agreementSuite, type ErrorCase, errorSuite, existenceTest, fdSuite, fixtureSuite } from "./helpers/suite.ts";
+import { numberOptionErrors } from "./helpers/errors.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -484,20 +485,7 @@ describe("crossEntropy", () => {
       type: RangeError,
       includes: ["options.softcap", String(bad), "(0, 1000000000]"],
     })),
-    {
-      name: "softcap a string",
-      inputs: small,
-      options: { softcap: "30" },
-      type: TypeError,
-      includes: ["options.softcap", '"30"'],
-    },
-    {
-      name: "softcap null",
-      inputs: small,
-      options: { softcap: null },
-      type: TypeError,
-      includes: ["options.softcap", "null"],
-    },
+    ...numberOptionErrors(small, "softcap", ["30", null]),
     ...[-1e-4, NaN, -Infinity].map((bad): ErrorCase => ({
       name: `zLoss ${bad}`,
       inputs: small,
@@ -505,13 +493,7 @@ describe("crossEntropy", () => {
       type: RangeError,
       includes: ["options.zLoss", String(bad), "[0, 1000000]"],
     })),
-    {
-      name: "zLoss a string",
-      inputs: small,
-      options: { zLoss: "0.1" },
-      type: TypeError,
-      includes: ["options.zLoss", '"0.1"'],
-    },
+    ...numberOptionErrors(small, "zLoss", ["0.1"]),
     {
       name: "inputs.logits missing",
       inputs: () => ({ labels: [0] }),

@@ -673,12 +673,8 @@ function change(k: Case, part: { inputs?: Record<string, Any>; options?: Record<
   };
 }
 
-/**
- * Every way to break a valid case `k` (of shape `s`) in one place, each with the methods
- * that must throw and the argument the message must name. `r` picks a row or an element.
- */
-function mutations(d: Definition, k: Case, s: Shape, r: number): BadCase[] {
-  const all = methodsOf(d.kind);
+/** The shared tools of the mutation lists: the list, `add`, the case's options, and a case with one input or option replaced. */
+function mutator(k: Case, all: readonly Method[]) {
   const bad: BadCase[] = [];
   const add = (what: string, c: Case, mentions: string, mustThrow: readonly Method[] = all) =>
     bad.push({ ...c, what, mustThrow, mentions: word(mentions) });
@@ -690,6 +686,16 @@ function mutations(d: Definition, k: Case, s: Shape, r: number): BadCase[] {
     return change(k, { inputs });
   };
   const withOption = (key: string, value: unknown) => change(k, { options: { ...o, [key]: value } });
+  return { bad, add, o, withInput, withOption };
+}
+
+/**
+ * Every way to break a valid case `k` (of shape `s`) in one place, each with the methods
+ * that must throw and the argument the message must name. `r` picks a row or an element.
+ */
+function mutations(d: Definition, k: Case, s: Shape, r: number): BadCase[] {
+  const all = methodsOf(d.kind);
+  const { bad, add, o, withInput, withOption } = mutator(k, all);
 
   // The inputs object itself, and an unknown key.
   for (const value of [null, 5, "inputs", [k.inputs]]) {
@@ -1253,17 +1259,7 @@ const isMatrix = (v: unknown): v is Mat =>
  */
 function problemMutations(d: ProblemDefinition, k: ProblemCase): BadCase[] {
   const all = methodsOf("loss");
-  const bad: BadCase[] = [];
-  const add = (what: string, c: Case, mentions: string, mustThrow: readonly Method[] = all) =>
-    bad.push({ ...c, what, mustThrow, mentions: word(mentions) });
-  const o = k.options ?? {};
-  const withInput = (key: string, value: unknown) => {
-    const inputs = { ...k.inputs };
-    if (value === undefined) delete inputs[key];
-    else inputs[key] = value;
-    return change(k, { inputs });
-  };
-  const withOption = (key: string, value: unknown) => change(k, { options: { ...o, [key]: value } });
+  const { bad, add, o, withInput, withOption } = mutator(k, all);
   const brokenMatrices = (m: Mat): [string, unknown][] => {
     const [rows, cols] = m.shape;
     return [
