@@ -231,9 +231,8 @@ export function mergeShardStats(list: readonly ShardStats[]): ShardStats {
   const n = checkStats("list[0]", list[0], -1, smoothed).length;
   list.forEach((s, k) => checkStats(`list[${k}]`, s, n, smoothed));
   // The shards' records, concatenated (where the statistics carry them: all or none).
-  const recorded = list[0].shards !== undefined;
   let shards: Float64Array | undefined;
-  if (recorded || list.some((s) => s.shards !== undefined)) {
+  if (list.some((s) => s.shards !== undefined)) {
     const from: string[] = [];
     const parts = list.map((s, k) => {
       if (s.shards === undefined) {
@@ -245,9 +244,7 @@ export function mergeShardStats(list: readonly ShardStats[]): ShardStats {
       for (let j = 0; j < r.length / SHARD_RECORD; j++) from.push(`list[${k}]`);
       return r;
     });
-    shards = new Float64Array(from.length * SHARD_RECORD);
-    let at = 0;
-    for (const r of parts) shards.set(r, (at += r.length) - r.length);
+    shards = Float64Array.from(parts.flatMap((r) => [...r]));
     checkRecords("list", { shards }, undefined, from);
   }
   const max = new Float64Array(n).fill(-Infinity), sum = new Float64Array(n), target = new Float64Array(n);
