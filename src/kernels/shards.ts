@@ -51,7 +51,7 @@ export function fingerprint(values: readonly unknown[]): number {
   const bits = new Float64Array(1), halves = new Uint32Array(bits.buffer);
   const add = (x: unknown): void => {
     if (typeof x === "number") {
-      bits[0] = x;
+      bits[0] = x === 0 ? 0 : x; // (-0 is 0)
       word(1), word(halves[0]), word(halves[1]);
     } else if (typeof x === "string") {
       word(2), word(x.length);
