@@ -8,17 +8,26 @@
  */
 import { holdsDevice } from "./kernels/core.ts";
 import type { Kernels } from "./kernels/mod.ts";
-import { type AsyncLosses, bindLosses } from "./losses/mod.ts";
+import { type AsyncLosses, bindLosses, type GpuSyncLosses } from "./losses/mod.ts";
 import { referenceKernels } from "./reference/mod.ts";
 import { compileWasm, simdSupported } from "./wasm/runtime.ts";
 import { acquirePool, onPool, releasePool } from "./wasm/pool.ts";
 import { wasmKernels } from "./wasm/mod.ts";
 import type { BackendName } from "./types.ts";
 import * as v from "./validate.ts";
-import { type ContextOptions, DeviceLostError, GpuContext, webgpuKernels } from "./webgpu/mod.ts";
+import { type ContextOptions, DeviceLostError, GpuContext, webgpuKernels, webgpuPath } from "./webgpu/mod.ts";
 
 /** Every loss bound to one backend, with Promise-returning methods. */
 export interface Losses extends AsyncLosses {
+  /**
+   * Every loss in its synchronous GPU form (SPEC §10, docs/BACKENDS.md): on the WebGPU
+   * backend, with GPU-resident inputs, `losses.sync.crossEntropy.valueAndGrad(inputs,
+   * { encoder })` returns `{ loss, ...parts, grads }` as GPU matrices at once (as
+   * `readback: false`, without a Promise; `encoder` optional), for a synchronous callback
+   * such as `tf.customGrad`'s. Device errors are reported by a later call or by
+   * `dispose()`. On a CPU backend its methods throw a `TypeError`.
+   */
+  readonly sync: GpuSyncLosses;
   /** The backend in use (an `"auto"` instance whose GPU was lost reports `"wasm"`). */
   readonly backend: BackendName;
   /** Why this backend: the adapter found, or why WebGPU was not used; the threads, or why one; the options it ignores. */
@@ -322,7 +331,8 @@ export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): P
     kernels = routeKernels(kernels, cpu, ctx, min);
   }
   let disposed = false;
-  const losses = bindLosses(untilDisposed(kernels, () => disposed), false);
+  const gpu = webgpuPath(ctx, untilDisposed(webgpuKernels(ctx), () => disposed));
+  const losses = bindLosses(untilDisposed(kernels, () => disposed), false, gpu);
   return Object.defineProperties(losses, {
     threads: { value: 1, enumerable: true },
     backend: {
@@ -340,6 +350,8 @@ export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): P
         const left = (users.get(ctx) ?? 1) - 1;
         users.set(ctx, left);
         if (left === 0) ctx.dispose();
+        // Device errors of recorded calls (readback: false) not reported by a later call.
+        ctx.reportErrors();
       },
     },
   }) as Losses;
