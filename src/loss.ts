@@ -352,7 +352,9 @@ export function composite<P>(
  * A composite definition whose `finish` releases the terms' GPU gradient buffers that
  * the result does not hold (a gradient already added into another).
  */
-export function releasingTerms<P>(def: CompositeDef<unknown, unknown, unknown, P>): CompositeDef<unknown, unknown, unknown, P> {
+export function releasingTerms<P>(
+  def: CompositeDef<unknown, unknown, unknown, P>,
+): CompositeDef<unknown, unknown, unknown, P> {
   const finish = (p: P, raws: Raw[]) => {
     const r = def.finish(p, raws);
     const kept = buffersIn(r.grads);

@@ -85,10 +85,13 @@ export function markedFinite(value: unknown): DeviceValues[] {
  * `finish` reduces on the GPU (src/kernels/deferred.ts).
  */
 export function columns(values: Float32Array, n: number, k: number, from = 0): Float64Array[] {
-  return Array.from({ length: k }, (_, q) =>
-    onDevice(values)
-      ? deferredColumn(values.buffer, n, k, q, from)
-      : Float64Array.from({ length: n }, (_, i) => values[from + i * k + q]));
+  return Array.from(
+    { length: k },
+    (_, q) =>
+      onDevice(values)
+        ? deferredColumn(values.buffer, n, k, q, from)
+        : Float64Array.from({ length: n }, (_, i) => values[from + i * k + q]),
+  );
 }
 
 /** The GPU buffers of values held anywhere in `value`. */

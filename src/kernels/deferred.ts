@@ -92,8 +92,10 @@ export function lin(c: number, ...terms: (readonly [number | ArrayLike<number>, 
   const vec = terms.find(([x]) => typeof x !== "number");
   if (!vec) return (kept as [number, number][]).reduce((s, [x, k]) => s + k * x, c) as T;
   const n = (vec[0] as ArrayLike<number>).length;
-  return Float32Array.from({ length: n }, (_, i) =>
-    (kept as [ArrayLike<number>, number][]).reduce((s, [x, k]) => s + k * x[i], c)) as T;
+  return Float32Array.from(
+    { length: n },
+    (_, i) => (kept as [ArrayLike<number>, number][]).reduce((s, [x, k]) => s + k * x[i], c),
+  ) as T;
 }
 
 /** `1 / x` (a number, or a GPU scalar). */

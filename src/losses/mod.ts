@@ -49,9 +49,12 @@ export type LossSet<W extends "sync" | "async"> = { [K in keyof Registry]: Membe
  * SPEC §10): GPU-resident inputs, results on the GPU as the call returns.
  */
 export type GpuSyncLosses = {
-  [K in keyof Registry as Registry[K] extends Definition<unknown, unknown, unknown, unknown, "loss", infer _> ? K : never]:
-    Registry[K] extends Definition<infer I, infer O, infer G, infer Parts, "loss", infer _> ? GpuSyncLoss<I, O, G, Parts>
-      : never;
+  [
+    K in keyof Registry as Registry[K] extends Definition<unknown, unknown, unknown, unknown, "loss", infer _> ? K
+      : never
+  ]: Registry[K] extends Definition<infer I, infer O, infer G, infer Parts, "loss", infer _>
+    ? GpuSyncLoss<I, O, G, Parts>
+    : never;
 };
 
 /** Every loss with synchronous methods (the CPU backends). */
@@ -78,7 +81,10 @@ export function bindLosses(kernels: Kernels, sync: boolean, gpu?: GpuPath): Sync
   for (const [name, d] of Object.entries(definitions)) {
     if ("transform" in d) out[name] = bindSoftmax(kernels.softmax, d.log, async);
     else if ("terms" in d) {
-      const g = bindGpuLoss(releasingTerms(d) as never, gpu && { path: gpu, solve: composite(d, gpu.kernels) as never });
+      const g = bindGpuLoss(
+        releasingTerms(d) as never,
+        gpu && { path: gpu, solve: composite(d, gpu.kernels) as never },
+      );
       out[name] = bindComposite(d, kernels, async, gpu && g);
       onGpu[name] = g;
     } else if (!("grads" in d)) out[name] = bindMetric(d, kernels[d.kernel] as (p: unknown) => never, async);

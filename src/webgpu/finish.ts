@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { Deferred, isDeferred } from "../kernels/deferred.ts";
+import { type Deferred, isDeferred } from "../kernels/deferred.ts";
 import { onDevice } from "../validate.ts";
 import type { GpuContext } from "./context.ts";
 

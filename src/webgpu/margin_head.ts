@@ -259,7 +259,9 @@ const HEAD_PIPELINES = (gated: boolean): [KernelName, string, string[]][] => {
 /** Compiles the head's pipelines asynchronously (before a call that awaits, so that {@linkcode openHead} finds them). */
 export async function compileHead(ctx: GpuContext): Promise<void> {
   await Promise.all(
-    HEAD_PIPELINES(true).flatMap(([kernel, bindings, entries]) => entries.map((e) => ctx.pipeline(kernel, bindings, e))),
+    HEAD_PIPELINES(true).flatMap(([kernel, bindings, entries]) =>
+      entries.map((e) => ctx.pipeline(kernel, bindings, e))
+    ),
   );
 }
 
@@ -369,7 +371,10 @@ export function head(ctx: GpuContext, p: HeadProblem): Raw | Promise<Raw> {
   if (ctx.recording) {
     const s = openHead(ctx, p, (b) => ctx.temp(b));
     encodeHead(s, ctx.recording.enc);
-    return { rows: columns(new DeviceValues(s.losses, [s.n, 1]) as unknown as Float32Array, s.n, 1), grads: gpuGrads(s) };
+    return {
+      rows: columns(new DeviceValues(s.losses, [s.n, 1]) as unknown as Float32Array, s.n, 1),
+      grads: gpuGrads(s),
+    };
   }
   return readHead(ctx, p);
 }

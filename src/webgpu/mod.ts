@@ -53,7 +53,9 @@ function finiteFirst<P, R>(ctx: GpuContext, kernel: (p: P) => R | Promise<R>): (
     if (marked.length === 0) return kernel(p);
     if (ctx.recording) {
       throw new TypeError(
-        `Expected options.checkFinite to be false with options.readback false (it reads ${marked[0].checkFinite} back), got true`,
+        `Expected options.checkFinite to be false with options.readback false (it reads ${
+          marked[0].checkFinite
+        } back), got true`,
       );
     }
     return ctx.checkFinite(...(marked as unknown as Float32Array[])).then(() => kernel(p));
