@@ -82,6 +82,14 @@ export interface InitOptions {
    * @default min(cores, 4)
    */
   threads?: number;
+  /**
+   * WebGPU: compile every kernel's pipelines before `init` resolves (a few seconds on a
+   * software adapter), so that no call compiles one: for `Losses.sync` inside a training
+   * step (SPEC §10). Without it a pipeline is compiled on its first use (synchronously in
+   * `Losses.sync`, asynchronously otherwise), once per device. Ignored on the CPU backends.
+   * @default false
+   */
+  precompile?: boolean;
 }
 
 /** The default thread count: the cores available, at most 4. */
@@ -129,7 +137,8 @@ export const WASM_LOGITS_PER_SECOND = 5e8;
  */
 export async function init(options: InitOptions = {}): Promise<Losses> {
   const o = v.options(options);
-  v.keys("options of init", o, ["backend", "device", "minGpuLogits", "threads"]);
+  v.keys("options of init", o, ["backend", "device", "minGpuLogits", "threads", "precompile"]);
+  const precompile = v.boolean("options.precompile", o.precompile, false);
   const backend = v.oneOf("options.backend", o.backend, ["auto", "webgpu", "wasm", "js"] as const, "auto");
   if (o.device !== undefined && (typeof o.device !== "object" || o.device === null || !("queue" in o.device))) {
     throw new TypeError(`Expected options.device to be a GPUDevice, got ${v.show(o.device)}`);
@@ -155,15 +164,15 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
       why = found.note;
     }
     const cpu = backend === "auto" ? await autoCpu() : undefined;
-    why += ignored(o, backend === "auto" ? ["device", "minGpuLogits"] : ["device"]);
-    return await gpuLosses(device, { auto: backend === "auto", note: why, minGpuLogits, cpu });
+    why += ignored(o, backend === "auto" ? ["device", "minGpuLogits", "precompile"] : ["device", "precompile"]);
+    return await gpuLosses(device, { auto: backend === "auto", note: why, minGpuLogits, cpu, precompile });
   }
   if (backend === "auto") {
     const found = await findAdapter();
     if (found.adapter && !found.adapter.info?.isFallbackAdapter) {
       const cpu = await autoCpu();
-      const note = found.note + ignored(o, ["minGpuLogits"]);
-      return await gpuLosses(await requestDevice(found.adapter), { auto: true, note, minGpuLogits, cpu });
+      const note = found.note + ignored(o, ["minGpuLogits", "precompile"]);
+      return await gpuLosses(await requestDevice(found.adapter), { auto: true, note, minGpuLogits, cpu, precompile });
     }
     note = found.adapter ? `${found.note} is slower than WebAssembly here` : found.note;
   }
@@ -207,7 +216,7 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
 
 /** The words of `note` for the options given that the backend chosen does not use (`used`: those it does). */
 function ignored(o: InitOptions, used: readonly (keyof InitOptions)[]): string {
-  const unused = (["device", "minGpuLogits", "threads"] as const).filter((k) =>
+  const unused = (["device", "minGpuLogits", "threads", "precompile"] as const).filter((k) =>
     o[k] !== undefined && !used.includes(k)
   );
   return unused.length === 0 ? "" : `; ${unused.map((k) => `options.${k}`).join(", ")} ignored on this backend`;
@@ -306,6 +315,8 @@ export interface GpuLossesOptions extends ContextOptions {
   minGpuLogits?: number;
   /** `auto`: the CPU backend for small host problems and after a device loss (default: wasm when it compiled, else js). */
   cpu?: CpuBackend;
+  /** Compile every kernel's pipelines first ({@linkcode GpuContext.precompile}). */
+  precompile?: boolean;
 }
 
 /** How many live `Losses` instances share each device's context. */
@@ -317,6 +328,7 @@ export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): P
   let note = options.note;
   const ctx = GpuContext.of(device, options);
   users.set(ctx, (users.get(ctx) ?? 0) + 1);
+  if (options.precompile) await ctx.precompile();
   let kernels = webgpuKernels(ctx);
   if (auto) {
     const cpu = options.cpu?.kernels ?? (simdSupported() ? wasmKernels : referenceKernels);

@@ -171,6 +171,32 @@ describe("the caller's encoder and the synchronous form", { skip }, () => {
   }
 });
 
+describe("precompile", { skip }, () => {
+  it("after init's precompile no call of losses.sync compiles a pipeline", async () => {
+    const dev = await sharedDevice();
+    const l = await gpuLosses(dev, { auto: false, note: "test", precompile: true });
+    const d = dev as Any, sync = d.createComputePipeline, async_ = d.createComputePipelineAsync;
+    let compiled = 0;
+    d.createComputePipeline = (...a: Any[]) => (compiled++, sync.apply(dev, a));
+    d.createComputePipelineAsync = (...a: Any[]) => (compiled++, async_.apply(dev, a));
+    try {
+      for (const spec of specs) {
+        for (const o of spec.optionSets(C)) {
+          const rng = new Rng(seedOf(`gpupath precompile ${spec.name}`));
+          const inputs = await onGpu(spec, spec.random(rng, N, C, 1, { ...drawOptions[spec.name], ...o }));
+          (l.sync as Any)[spec.name].valueAndGrad(inputs, o);
+        }
+      }
+    } finally {
+      d.createComputePipeline = sync;
+      d.createComputePipelineAsync = async_;
+    }
+    await dev.queue.onSubmittedWorkDone();
+    assert.equal(compiled, 0, "pipelines compiled after precompile");
+    l.dispose();
+  });
+});
+
 describe("bad combinations are named errors", { skip }, () => {
   const logits = { data: new Float32Array([2, 0, 0, 0, 3, 0]), shape: [2, 3] as const };
   const labels = [0, 1];

@@ -40,6 +40,9 @@ export const POOL_BYTES = 512 * 2 ** 20;
 
 const STORAGE = 0x80, COPY_SRC = 0x04, COPY_DST = 0x08, MAP_READ = 0x01, UNIFORM = 0x40;
 
+/** The bindings of every row kernel: a, b (read), g, h (write), labels, row_in, cls (read), row_out (write). */
+const ROW_BINDINGS = "rrwwrrrw";
+
 /** A call being recorded into a command encoder ({@linkcode GpuContext.record}). */
 export interface Recording {
   readonly enc: GPUCommandEncoder;
@@ -244,6 +247,33 @@ export class GpuContext {
   }
 
   /**
+   * Compiles every kernel's pipelines (each `@compute` entry point of `src/webgpu/*.wgsl`,
+   * with the row kernels' bindings or the bindings its WGSL declares), asynchronously,
+   * so that later calls compile none (`init({ precompile: true })`). Returns how many.
+   */
+  async precompile(): Promise<number> {
+    const jobs: Promise<GPUComputePipeline>[] = [];
+    for (const kernel of Object.keys(SHADERS) as KernelName[]) {
+      const src = SHADERS[kernel].slice(SHADERS[kernel].indexOf("// ---- "));
+      const fields = PARAMS[KERNEL_PARAMS[kernel]];
+      const row = ["row0", "h_off", "rs_in", "rs_out"].every((f) => f in fields);
+      let bindings = ROW_BINDINGS;
+      if (!row) {
+        const slots: string[] = [];
+        for (const m of src.matchAll(/@binding\((\d+)\)\s*var<storage,\s*(read_write|read)>/g)) {
+          slots[Number(m[1]) - 1] = m[2] === "read" ? "r" : "w";
+        }
+        bindings = Array.from(slots, (k) => k ?? "r").join("");
+      }
+      for (const m of src.matchAll(/@compute\b[\s\S]*?\bfn\s+(\w+)/g)) {
+        jobs.push(this.pipeline(kernel, bindings, m[1]));
+      }
+    }
+    await Promise.all(jobs);
+    return jobs.length;
+  }
+
+  /**
    * A compiled pipeline, now: the one compiled before, or compiled synchronously (once).
    * The recorded calls use it, so that nothing awaits.
    */
@@ -275,7 +305,8 @@ export class GpuContext {
         layout: this.#layout(bindings),
         compute: { module, entryPoint: entry },
       });
-      p.then((x) => this.#ready.set(key, x), () => {});
+      // (A layout that does not fit the shader is an error of its caller: not cached.)
+      p.then((x) => this.#ready.set(key, x), () => this.#pipelines.delete(key));
       this.#pipelines.set(key, p);
     }
     return p;
@@ -536,9 +567,6 @@ export interface RowJob<K extends RowKernel> {
    */
   first?: { entry: string; perRow: number };
 }
-
-/** The bindings of every row kernel: a, b (read), g, h (write), labels, row_in, cls (read), row_out (write). */
-const ROW_BINDINGS = "rrwwrrrw";
 
 /** Rows per dispatch of a row kernel: what fits one storage binding and one dispatch dimension. */
 function rowsPerChunk(ctx: GpuContext, n: number, c: number): number {

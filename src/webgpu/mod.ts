@@ -97,7 +97,10 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
   return {
     ...kernels,
     // GPU-resident inputs: every term in one submission, the gradients combined on the GPU.
-    composite: (p) => (holdsDevice(p) && plannable(p, planners) ? together(ctx, p, planners) : inOrder(p)),
+    composite: finiteFirst(
+      ctx,
+      (p) => (holdsDevice(p) && plannable(p, planners) ? together(ctx, p, planners) : inOrder(p)),
+    ),
   };
 }
 
