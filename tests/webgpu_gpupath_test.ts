@@ -13,6 +13,7 @@ import { count, download, sharedDevice, upload } from "./helpers/gpu.ts";
 import { assertLossClose, assertThrowsNamed } from "./helpers/assert.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
 import { type Mat, randomMatrix, Rng, seedOf } from "./helpers/random.ts";
+import { Deferred, deferredColumn, first, lin, one, recip, reduceRows, total } from "../src/kernels/deferred.ts";
 import { allSpecs, cosineMarginSpecs, headSpecs, type LossSpec, randomUpstream } from "./helpers/specs.ts";
 import {
   centerLossSpec,
@@ -97,6 +98,35 @@ function assertOnGpu(r: Record<string, Any>, label: string): void {
     else assert.ok(v?.buffer !== undefined && v.shape?.length === 2, `${label} ${k}: a GPU matrix, got ${v}`);
   }
 }
+
+describe("src/kernels/deferred.ts on host values, and its misuse", () => {
+  it("lin, total, reduceRows, recip, first, one compute in float64 as the finish steps did", () => {
+    const rows = Float64Array.of(1, 2, 3.5), zs = Float64Array.of(0.25, 0, -1);
+    assert.equal(lin(1, [2, 3], [4, 0.5]), 9);
+    assert.deepEqual(lin(0, [rows, 1], [zs, 2]), Float32Array.of(1.5, 2, 1.5));
+    assert.deepEqual(lin(1, [rows, 1], [2, 1]), Float32Array.of(4, 5, 6.5), "a number term on every row");
+    assert.equal(total(rows), 6.5);
+    assert.equal(reduceRows(rows, "mean", 2), 3.25);
+    assert.equal(reduceRows(rows, "mean", 0), 0, "a mean over nothing is 0");
+    assert.equal(reduceRows(rows, "sum", 2), 6.5);
+    assert.deepEqual(reduceRows(rows, "none", 2), Float32Array.of(1, 2, 3.5));
+    assert.equal(recip(4), 0.25);
+    assert.equal(first(rows), 1);
+    assert.deepEqual(one(2), Float64Array.of(2));
+  });
+
+  it("arithmetic on a GPU value is a TypeError naming the helpers; mixed terms are refused", () => {
+    const d = deferredColumn({} as GPUBuffer, 3, 2, 0);
+    assert.throws(() => (d as Any) + 1, TypeError, "lin");
+    assert.throws(() => [...(d as Any)], TypeError, "finish step");
+    assert.throws(() => Float64Array.from(d), TypeError, "finish step");
+    assert.throws(() => lin(0, [d, 1], [Float64Array.of(1, 2, 3), 1]), TypeError, "mix");
+    assert.throws(() => lin(0, [d, 1], [total(d) as Any, 1]), TypeError, "all scalars or all vectors");
+    const m = reduceRows(d, "mean", 4) as Any;
+    assert.ok(m instanceof Deferred && !m.vector && m.node.op === "lin" && m.node.terms[0][1] === 0.25);
+    assert.ok((reduceRows(d, "none", 4) as Any) === d, '"none" keeps the rows');
+  });
+});
 
 describe("readback: false on every loss", { skip }, () => {
   for (const spec of specs) {

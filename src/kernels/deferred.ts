@@ -74,28 +74,30 @@ export function total(rows: Float64Array | Deferred): number {
  * or scalars). A term of coefficient 0 is dropped.
  */
 export function lin(c: number, ...terms: (readonly [number, number])[]): number;
-export function lin(c: number, ...terms: (readonly [ArrayLike<number>, number])[]): Float32Array;
+export function lin(c: number, ...terms: (readonly [ArrayLike<number> | number, number])[]): Float32Array;
 export function lin(c: number, ...terms: (readonly [number | ArrayLike<number>, number])[]): number | Float32Array {
   type T = number | Float32Array;
   const kept = terms.filter(([, k]) => k !== 0);
   const gpu = kept.filter(([x]) => isDeferred(x)) as unknown as [Deferred, number][];
   if (gpu.length > 0) {
-    // Host numbers join the constant; a host vector beside GPU values is a bug of the caller.
+    // Host numbers join the constant (added to every row of a vector).
     let c0 = c;
     for (const [x, k] of kept) {
       if (typeof x === "number") c0 += k * x;
       else if (!isDeferred(x)) throw new TypeError("Expected every vector term of lin to be on the GPU, got a mix");
     }
     const { n, vector } = gpu[0][0];
+    if (gpu.some(([x]) => x.vector !== vector || (vector && x.n !== n))) {
+      throw new TypeError("Expected the GPU terms of lin to be all scalars or all vectors of one length");
+    }
     return new Deferred(n, vector, { op: "lin", c: c0, terms: gpu }) as unknown as T;
   }
   const vec = terms.find(([x]) => typeof x !== "number");
   if (!vec) return (kept as [number, number][]).reduce((s, [x, k]) => s + k * x, c) as T;
+  // Vectors elementwise; a number term is the same for every row.
+  const at = (x: number | ArrayLike<number>, i: number) => (typeof x === "number" ? x : x[i]);
   const n = (vec[0] as ArrayLike<number>).length;
-  return Float32Array.from(
-    { length: n },
-    (_, i) => (kept as [ArrayLike<number>, number][]).reduce((s, [x, k]) => s + k * x[i], c),
-  ) as T;
+  return Float32Array.from({ length: n }, (_, i) => kept.reduce((s, [x, k]) => s + k * at(x, i), c)) as T;
 }
 
 /** `1 / x` (a number, or a GPU scalar). */
