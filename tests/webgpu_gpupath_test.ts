@@ -201,6 +201,53 @@ describe("the caller's encoder and the synchronous form", { skip }, () => {
   }
 });
 
+describe("the call's own buffers", { skip }, () => {
+  it("are destroyed after the submission: with the caller's encoder, when the caller submits it", async () => {
+    const dev = await sharedDevice();
+    const l = await gpuLosses(dev, { auto: false, note: "test" });
+    const rng = new Rng(seedOf("gpupath buffers"));
+    const inputs = { logits: await upload(randomMatrix(rng, N, C, 2)), labels: [0, 1, 2, 3, 4] };
+    // (A first call makes the context's lasting buffers: the placeholders of unused bindings.)
+    l.sync.crossEntropy.valueAndGrad(inputs);
+    const d = dev as Any, create = d.createBuffer, destroy = GPUBuffer.prototype.destroy;
+    const alive = new Set<GPUBuffer>();
+    d.createBuffer = (...a: Any[]) => {
+      const b = create.apply(dev, a);
+      alive.add(b);
+      return b;
+    };
+    GPUBuffer.prototype.destroy = function (this: GPUBuffer) {
+      alive.delete(this);
+      return destroy.apply(this);
+    };
+    const results = (r: Any) => [r.loss.buffer, r.z.buffer, r.grads.logits.buffer] as GPUBuffer[];
+    try {
+      // Own encoder (submitted by the call), then two calls in the caller's encoder, not yet submitted.
+      results(l.sync.crossEntropy.valueAndGrad(inputs)).forEach((b) => b.destroy());
+      assert.equal(alive.size, 0, "the call's own buffers after its submission");
+      const enc = dev.createCommandEncoder();
+      const r = [1, 2].map(() => l.sync.crossEntropy.valueAndGrad(inputs, { encoder: enc }));
+      const own = alive.size - 6;
+      assert.ok(own > 0, "the calls' own buffers live until the caller submits");
+      const commands = enc.finish();
+      assert.equal(alive.size - 6, own, "finishing the encoder keeps them");
+      dev.queue.submit([commands]);
+      assert.equal(alive.size, 6, "submitted: only the results are left");
+      assertLossClose(await download(r[1].loss), await download(r[0].loss), "the two calls' losses");
+      r.flatMap(results).forEach((b) => b.destroy());
+      // An encoder never submitted: its calls' buffers go with dispose.
+      const lost = dev.createCommandEncoder();
+      results(l.sync.crossEntropy.valueAndGrad(inputs, { encoder: lost })).forEach((b) => b.destroy());
+      assert.ok(alive.size > 0);
+      l.dispose();
+      assert.equal(alive.size, 0, "dispose destroys them");
+    } finally {
+      d.createBuffer = create;
+      GPUBuffer.prototype.destroy = destroy;
+    }
+  });
+});
+
 describe("precompile", { skip }, () => {
   it("after init's precompile no call of losses.sync compiles a pipeline", async () => {
     const dev = await sharedDevice();

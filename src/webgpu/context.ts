@@ -178,6 +178,13 @@ export class GpuContext {
     this.#pipelines.clear();
     this.#ready.clear();
     this.#layouts.clear();
+    // The own buffers of recorded calls whose encoder was never submitted; the queue as it was.
+    for (const list of [...this.#byEncoder.values(), ...this.#byCommands.values()]) list.forEach((b) => b.destroy());
+    this.#byEncoder.clear();
+    this.#byCommands.clear();
+    // (A wrapper that someone wrapped in turn stays in their chain, passing calls through.)
+    if (this.#wrapper !== null && this.device.queue.submit === this.#wrapper) this.device.queue.submit = this.#submit!;
+    this.#submit = this.#wrapper = null;
   }
 
   /**
@@ -211,8 +218,8 @@ export class GpuContext {
    * Records one call's commands synchronously: `body` encodes into `encoder` (the
    * caller's, who submits it) or into a new encoder submitted when `body` returns. The
    * buffers the call made for itself ({@linkcode GpuContext.temp}) are destroyed after
-   * that submission, or left to the garbage collector with the caller's encoder (they
-   * must outlive its submission). Device errors are caught in error scopes and reported
+   * that submission, or, with the caller's encoder, once the caller submits its command
+   * buffer (they must outlive that submission; see `#afterSubmit`). Device errors are caught in error scopes and reported
    * by the next call on the context ({@linkcode GpuContext.check}) or by `dispose`:
    * nothing here awaits.
    */
@@ -236,7 +243,60 @@ export class GpuContext {
         if (e) this.#errors.push(e.message);
       }, (e) => void this.#errors.push(String(e)));
       if (!encoder) { for (const b of rec.temps) b.destroy(); }
+      else this.#afterSubmit(encoder, rec.temps);
     }
+  }
+
+  /** The own buffers of calls recorded into a caller's encoder, until it is finished. */
+  readonly #byEncoder = new Map<GPUCommandEncoder, GPUBuffer[]>();
+  /** ... and from its finish until its command buffer is submitted. */
+  readonly #byCommands = new Map<GPUCommandBuffer, GPUBuffer[]>();
+  /** The queue's `submit` as it was when the context wrapped it, and the wrapper. */
+  #submit: GPUQueue["submit"] | null = null;
+  #wrapper: GPUQueue["submit"] | null = null;
+
+  /**
+   * Destroys `temps` once the command buffer of `encoder` is submitted (destroying a buffer
+   * that submitted work uses is allowed: the work keeps it): the encoder's `finish` is
+   * wrapped to know its command buffer, and the queue's `submit` to know when it goes
+   * (wrapped again at each `finish` if someone replaced the wrapper; given back by
+   * `dispose`). An encoder never submitted keeps them until `dispose`.
+   */
+  #afterSubmit(encoder: GPUCommandEncoder, temps: GPUBuffer[]): void {
+    const held = this.#byEncoder.get(encoder);
+    if (held) {
+      held.push(...temps);
+      return;
+    }
+    this.#byEncoder.set(encoder, [...temps]);
+    const finish = encoder.finish;
+    encoder.finish = (...a: Parameters<GPUCommandEncoder["finish"]>) => {
+      const commands = finish.apply(encoder, a);
+      const mine = this.#byEncoder.get(encoder);
+      if (mine) {
+        this.#byEncoder.delete(encoder);
+        this.#byCommands.set(commands, mine);
+        this.#watchSubmit();
+      }
+      return commands;
+    };
+  }
+
+  /** Wraps the queue's `submit` (unless it is this context's wrapper already) to release the buffers of `#byCommands`. */
+  #watchSubmit(): void {
+    const queue = this.device.queue;
+    if (this.#wrapper !== null && queue.submit === this.#wrapper) return;
+    const submit = queue.submit, byCommands = this.#byCommands;
+    this.#submit = submit;
+    this.#wrapper = (buffers: Iterable<GPUCommandBuffer>) => {
+      const list = [...buffers];
+      submit.call(queue, list);
+      for (const c of list) {
+        const mine = byCommands.get(c);
+        if (mine) (byCommands.delete(c), mine.forEach((b) => b.destroy()));
+      }
+    };
+    queue.submit = this.#wrapper;
   }
 
   /** A buffer of the call being recorded, released with it (see {@linkcode GpuContext.record}). */
