@@ -8,9 +8,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { init } from "../mod.ts";
-import { gpuLosses } from "../src/backend.ts";
+import { findAdapter, gpuLosses, requestDevice } from "../src/backend.ts";
 import { count, download, sharedDevice, upload } from "./helpers/gpu.ts";
-import { assertLossClose, assertThrowsNamed } from "./helpers/assert.ts";
+import { assertGradClose, assertLossClose, assertThrowsNamed } from "./helpers/assert.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
 import { type Mat, randomMatrix, Rng, seedOf } from "./helpers/random.ts";
 import { Deferred, deferredColumn, first, lin, one, recip, reduceRows, total } from "../src/kernels/deferred.ts";
@@ -353,6 +353,24 @@ describe("bad combinations are named errors", { skip }, () => {
 });
 
 describe("readback: false matches the CPU", { skip }, () => {
+  it("in chunks of rows (a device whose storage bindings hold 2 KiB): the readback path's values", async () => {
+    const dev = await requestDevice((await findAdapter()).adapter!);
+    const l = await gpuLosses(dev, { auto: false, note: "test", maxBindingBytes: 2048 });
+    const rng = new Rng(seedOf("gpupath chunks"));
+    const logits = randomMatrix(rng, 40, 30, 5), labels = Int32Array.from({ length: 40 }, (_, i) => (i * 7) % 30);
+    const inputs = { logits: await upload(logits, dev), labels };
+    const js = await init({ backend: "js" });
+    for (const o of [{}, { reduction: "none" as const, zLoss: 0.01 }]) {
+      const expected = await js.crossEntropy.valueAndGrad({ logits, labels }, o);
+      const r = l.sync.crossEntropy.valueAndGrad(inputs, o);
+      const loss = await download(r.loss, dev);
+      assertLossClose(typeof expected.loss === "number" ? loss[0] : loss, expected.loss, `loss ${JSON.stringify(o)}`);
+      assertGradClose(await download(r.grads.logits, dev), expected.grads.logits.data, "gradient");
+    }
+    l.dispose();
+    dev.destroy();
+  });
+
   it("crossEntropy's loss, z and gradient against the reference (weights, ignored rows, softcap, z-loss)", async () => {
     const dev = await sharedDevice();
     const l = await gpuLosses(dev, { auto: false, note: "test" });
