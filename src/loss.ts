@@ -27,6 +27,12 @@
  * combines the results; a family's kernel shares intermediates within a term (one
  * softmax per expert serves its cross-entropy, its collaboration and its distillation).
  *
+ * **The GPU path** (SPEC §10, {@linkcode bindGpuLoss}): on WebGPU, with GPU-resident
+ * inputs, `readback: false` (the asynchronous methods), `encoder` and `Losses.sync` run
+ * prepare, the kernel and `finish` synchronously inside one recording of the backend's
+ * `GpuPath`; `finish` then reduces per-row values that stayed on the GPU (the helpers of
+ * `src/kernels/deferred.ts`), and the backend computes the loss and parts there.
+ *
  * **Other kinds of export**: metrics (`accuracy`) have only `compute` (no gradient, no
  * `out`); the softmax transforms have an output and a vector-Jacobian product;
  * schedules and state functions are plain synchronous functions exported by `mod.ts`
