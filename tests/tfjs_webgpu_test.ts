@@ -82,6 +82,27 @@ describe("softmargin/tfjs on TF.js's webgpu backend", { skip }, () => {
     }
   });
 
+  it("arcface, focal and marginHead (gradients w.r.t. x and W): the reference's values", async () => {
+    const losses = tfLosses(tf) as Any;
+    const cos = randomMatrix(new Rng(35), N, C, 0.5),
+      x = randomMatrix(new Rng(36), N, D),
+      W = randomMatrix(new Rng(37), C, D);
+    const cases: [string, Record<string, Any>, Record<string, Any>, string[]][] = [
+      ["arcface", { cos, labels }, { scale: 16, margin: 0.3 }, ["cos"]],
+      ["focal", { logits: cos, labels }, { gamma: 2 }, ["logits"]],
+      ["marginHead", { x, W, labels }, { kind: "cosface", scale: 16 }, ["x", "W"]],
+    ];
+    for (const [name, host, o, keys] of cases) {
+      const ref = (js as Any)[name].valueAndGrad(host, o);
+      const tensors = keys.map((k) => tf.add(tf.tensor2d(host[k].data, [...host[k].shape]), 0));
+      const f = (...ts: Any[]) => losses[name]({ ...host, ...Object.fromEntries(keys.map((k, i) => [k, ts[i]])) }, o);
+      const { value, grads } = tf.valueAndGrads(f)(tensors);
+      assertLossClose((await value.data())[0], ref.loss, `${name}: loss`);
+      for (const [i, k] of keys.entries()) assertGradClose(await grads[i].data(), ref.grads[k].data, `${name}: ${k}`);
+      tf.dispose([...tensors, value, grads]);
+    }
+  });
+
   it('reduction "none": one loss per row, the gradient of sum(u l) through dy per row', async () => {
     const losses = tfLosses(tf);
     const host = randomMatrix(new Rng(32), N, C, 2);
