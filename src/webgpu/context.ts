@@ -3,7 +3,11 @@
  * pipelines (created once, cached by kernel), the bind-group layouts, a pool of scratch
  * buffers, the device's limits and its lost state; `runRows` dispatches a row kernel over
  * a problem, one workgroup per row, uploading host inputs and reading host outputs back,
- * and splitting the rows into chunks that fit `maxStorageBufferBindingSize`.
+ * and splitting the rows into chunks that fit `maxStorageBufferBindingSize`. A call with
+ * GPU-resident inputs is recorded synchronously ({@linkcode GpuContext.record}: into the
+ * caller's encoder or one submitted at its end, with compiled pipelines, its device errors
+ * reported later), which is how `readback: false`, `encoder` and `Losses.sync` (SPEC §10)
+ * run without awaiting anything.
  *
  * @module
  */
