@@ -7,7 +7,7 @@
 // Skipped where the runtime has no WebGPU adapter (Bun).
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { init } from "../mod.ts";
+import { type GpuMatrix, init, type Losses } from "../mod.ts";
 import { findAdapter, gpuLosses, requestDevice } from "../src/backend.ts";
 import { count, download, sharedDevice, upload } from "./helpers/gpu.ts";
 import { assertGradClose, assertLossClose, assertThrowsNamed } from "./helpers/assert.ts";
@@ -271,6 +271,23 @@ describe("precompile", { skip }, () => {
     await dev.queue.onSubmittedWorkDone();
     assert.equal(compiled, 0, "pipelines compiled after precompile");
     l.dispose();
+  });
+});
+
+describe("types", () => {
+  it("readback: false and losses.sync are typed as GPU matrices (checked by the type checker)", () => {
+    const typed = async (l: Losses, g: GpuMatrix) => {
+      const r = await l.crossEntropy.valueAndGrad({ logits: g, labels: [0] }, { readback: false, zLoss: 1e-4 });
+      const parts: GpuMatrix[] = [r.loss, r.z, r.grads.logits];
+      const s = l.sync.marginHead.valueAndGrad({ x: g, W: g, labels: [0] }, { kind: "arcface" });
+      const grads: GpuMatrix[] = [s.loss, s.grads.x, s.grads.W];
+      const list: GpuMatrix[] = l.sync.featureDiversity.backward({ features: [g, g] }).features;
+      // @ts-expect-error: the loss of readback: false is not a number
+      const n: number = (await l.crossEntropy.forward({ logits: g, labels: [0] }, { readback: false })).loss;
+      const h: number = (await l.crossEntropy.forward({ logits: g, labels: [0] })).loss;
+      return [parts, grads, list, n, h];
+    };
+    assert.equal(typeof typed, "function");
   });
 });
 
