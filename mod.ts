@@ -46,7 +46,15 @@
  * @module
  */
 export * from "./src/types.ts";
-export type { AsyncLosses, LossSet, MemberOf, Methods, MetricMethods, SyncLosses } from "./src/losses/mod.ts";
+export type {
+  AsyncLosses,
+  GpuSyncLosses,
+  LossSet,
+  MemberOf,
+  Methods,
+  MetricMethods,
+  SyncLosses,
+} from "./src/losses/mod.ts";
 export type { Definition, MemberKind, ShardForm } from "./src/loss.ts";
 export type * from "./src/losses/registry.ts";
 export * from "./src/schedules.ts";

@@ -8,17 +8,26 @@
  */
 import { holdsDevice } from "./kernels/core.ts";
 import type { Kernels } from "./kernels/mod.ts";
-import { type AsyncLosses, bindLosses } from "./losses/mod.ts";
+import { type AsyncLosses, bindLosses, type GpuSyncLosses } from "./losses/mod.ts";
 import { referenceKernels } from "./reference/mod.ts";
 import { compileWasm, simdSupported } from "./wasm/runtime.ts";
 import { acquirePool, onPool, releasePool } from "./wasm/pool.ts";
 import { wasmKernels } from "./wasm/mod.ts";
 import type { BackendName } from "./types.ts";
 import * as v from "./validate.ts";
-import { type ContextOptions, DeviceLostError, GpuContext, webgpuKernels } from "./webgpu/mod.ts";
+import { type ContextOptions, DeviceLostError, GpuContext, webgpuKernels, webgpuPath } from "./webgpu/mod.ts";
 
 /** Every loss bound to one backend, with Promise-returning methods. */
 export interface Losses extends AsyncLosses {
+  /**
+   * Every loss in its synchronous GPU form (SPEC §10, docs/BACKENDS.md): on the WebGPU
+   * backend, with GPU-resident inputs, `losses.sync.crossEntropy.valueAndGrad(inputs,
+   * { encoder })` returns `{ loss, ...parts, grads }` as GPU matrices at once (as
+   * `readback: false`, without a Promise; `encoder` optional), for a synchronous callback
+   * such as `tf.customGrad`'s. Device errors are reported by a later call or by
+   * `dispose()`. On a CPU backend its methods throw a `TypeError`.
+   */
+  readonly sync: GpuSyncLosses;
   /** The backend in use (an `"auto"` instance whose GPU was lost reports `"wasm"`). */
   readonly backend: BackendName;
   /** Why this backend: the adapter found, or why WebGPU was not used; the threads, or why one; the options it ignores. */
@@ -73,6 +82,14 @@ export interface InitOptions {
    * @default min(cores, 4)
    */
   threads?: number;
+  /**
+   * WebGPU: compile every kernel's pipelines before `init` resolves (a few seconds on a
+   * software adapter), so that no call compiles one: for `Losses.sync` inside a training
+   * step (SPEC §10). Without it a pipeline is compiled on its first use (synchronously in
+   * `Losses.sync`, asynchronously otherwise), once per device. Ignored on the CPU backends.
+   * @default false
+   */
+  precompile?: boolean;
 }
 
 /** The default thread count: the cores available, at most 4. */
@@ -120,7 +137,8 @@ export const WASM_LOGITS_PER_SECOND = 5e8;
  */
 export async function init(options: InitOptions = {}): Promise<Losses> {
   const o = v.options(options);
-  v.keys("options of init", o, ["backend", "device", "minGpuLogits", "threads"]);
+  v.keys("options of init", o, ["backend", "device", "minGpuLogits", "threads", "precompile"]);
+  const precompile = v.boolean("options.precompile", o.precompile, false);
   const backend = v.oneOf("options.backend", o.backend, ["auto", "webgpu", "wasm", "js"] as const, "auto");
   if (o.device !== undefined && (typeof o.device !== "object" || o.device === null || !("queue" in o.device))) {
     throw new TypeError(`Expected options.device to be a GPUDevice, got ${v.show(o.device)}`);
@@ -146,15 +164,15 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
       why = found.note;
     }
     const cpu = backend === "auto" ? await autoCpu() : undefined;
-    why += ignored(o, backend === "auto" ? ["device", "minGpuLogits"] : ["device"]);
-    return await gpuLosses(device, { auto: backend === "auto", note: why, minGpuLogits, cpu });
+    why += ignored(o, backend === "auto" ? ["device", "minGpuLogits", "precompile"] : ["device", "precompile"]);
+    return await gpuLosses(device, { auto: backend === "auto", note: why, minGpuLogits, cpu, precompile });
   }
   if (backend === "auto") {
     const found = await findAdapter();
     if (found.adapter && !found.adapter.info?.isFallbackAdapter) {
       const cpu = await autoCpu();
-      const note = found.note + ignored(o, ["minGpuLogits"]);
-      return await gpuLosses(await requestDevice(found.adapter), { auto: true, note, minGpuLogits, cpu });
+      const note = found.note + ignored(o, ["minGpuLogits", "precompile"]);
+      return await gpuLosses(await requestDevice(found.adapter), { auto: true, note, minGpuLogits, cpu, precompile });
     }
     note = found.adapter ? `${found.note} is slower than WebAssembly here` : found.note;
   }
@@ -198,7 +216,7 @@ export async function init(options: InitOptions = {}): Promise<Losses> {
 
 /** The words of `note` for the options given that the backend chosen does not use (`used`: those it does). */
 function ignored(o: InitOptions, used: readonly (keyof InitOptions)[]): string {
-  const unused = (["device", "minGpuLogits", "threads"] as const).filter((k) =>
+  const unused = (["device", "minGpuLogits", "threads", "precompile"] as const).filter((k) =>
     o[k] !== undefined && !used.includes(k)
   );
   return unused.length === 0 ? "" : `; ${unused.map((k) => `options.${k}`).join(", ")} ignored on this backend`;
@@ -297,6 +315,8 @@ export interface GpuLossesOptions extends ContextOptions {
   minGpuLogits?: number;
   /** `auto`: the CPU backend for small host problems and after a device loss (default: wasm when it compiled, else js). */
   cpu?: CpuBackend;
+  /** Compile every kernel's pipelines first ({@linkcode GpuContext.precompile}). */
+  precompile?: boolean;
 }
 
 /** How many live `Losses` instances share each device's context. */
@@ -308,6 +328,7 @@ export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): P
   let note = options.note;
   const ctx = GpuContext.of(device, options);
   users.set(ctx, (users.get(ctx) ?? 0) + 1);
+  if (options.precompile) await ctx.precompile();
   let kernels = webgpuKernels(ctx);
   if (auto) {
     const cpu = options.cpu?.kernels ?? (simdSupported() ? wasmKernels : referenceKernels);
@@ -322,7 +343,8 @@ export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): P
     kernels = routeKernels(kernels, cpu, ctx, min);
   }
   let disposed = false;
-  const losses = bindLosses(untilDisposed(kernels, () => disposed), false);
+  const gpu = webgpuPath(ctx, untilDisposed(webgpuKernels(ctx), () => disposed));
+  const losses = bindLosses(untilDisposed(kernels, () => disposed), false, gpu);
   return Object.defineProperties(losses, {
     threads: { value: 1, enumerable: true },
     backend: {
@@ -340,6 +362,8 @@ export async function gpuLosses(device: GPUDevice, options: GpuLossesOptions): P
         const left = (users.get(ctx) ?? 1) - 1;
         users.set(ctx, left);
         if (left === 0) ctx.dispose();
+        // Device errors of recorded calls (readback: false) not reported by a later call.
+        ctx.reportErrors();
       },
     },
   }) as Losses;

@@ -27,6 +27,12 @@
  * combines the results; a family's kernel shares intermediates within a term (one
  * softmax per expert serves its cross-entropy, its collaboration and its distillation).
  *
+ * **The GPU path** (SPEC §10, {@linkcode bindGpuLoss}): on WebGPU, with GPU-resident
+ * inputs, `readback: false` (the asynchronous methods), `encoder` and `Losses.sync` run
+ * prepare, the kernel and `finish` synchronously inside one recording of the backend's
+ * `GpuPath`; `finish` then reduces per-row values that stayed on the GPU (the helpers of
+ * `src/kernels/deferred.ts`), and the backend computes the loss and parts there.
+ *
  * **Other kinds of export**: metrics (`accuracy`) have only `compute` (no gradient, no
  * `out`); the softmax transforms have an output and a vector-Jacobian product;
  * schedules and state functions are plain synchronous functions exported by `mod.ts`
@@ -34,12 +40,12 @@
  *
  * @module
  */
-import type { Kernels } from "./kernels/mod.ts";
+import type { GpuPath, Kernels } from "./kernels/mod.ts";
 import type { Loss, Metric, Upstream } from "./types.ts";
 import { checkOverlap } from "./overlap.ts";
 import { keys, options as checkOptions, show } from "./validate.ts";
 import type { KernelName, ProblemOf, Term } from "./kernels/mod.ts";
-import { buffersIn, type Raw, then } from "./kernels/core.ts";
+import { buffersIn, holdsDevice, type Raw, then } from "./kernels/core.ts";
 
 /** The keys a loss or metric accepts. */
 export interface Keys<O> {
@@ -161,13 +167,111 @@ function split(r: Record<string, unknown>): Record<string, unknown> {
 }
 
 /**
+ * Inside a call recorded for the GPU path, how a buffer the result does not keep is
+ * released (with the recording: the caller's encoder may still use it); else null and
+ * it is destroyed at once.
+ */
+let dropping: ((b: GPUBuffer) => void) | null = null;
+
+/** Releases a GPU buffer a result does not keep (see {@linkcode dropping}). */
+const release = (b: GPUBuffer) => (dropping ? dropping(b) : b.destroy());
+
+/**
  * `backward`'s result: the gradients; GPU buffers that the dropped parts hold (mixOutputs'
- * mean logits of GPU-resident inputs) are destroyed.
+ * mean logits of GPU-resident inputs) are released.
  */
 function gradsOnly(r: Record<string, unknown>): unknown {
   const kept = buffersIn(r.grads);
-  for (const b of buffersIn(split(r))) if (!kept.has(b)) b.destroy();
+  for (const b of buffersIn(split(r))) if (!kept.has(b)) release(b);
   return r.grads;
+}
+
+/**
+ * The options of SPEC §10 (`readback`, `encoder`), checked and taken off a call's options
+ * (`readback` is false unless given: the call is on the GPU path).
+ */
+function gpuOptions(options: unknown): { rest: unknown; readback?: boolean; encoder?: GPUCommandEncoder } {
+  if (typeof options !== "object" || options === null || !("readback" in options || "encoder" in options)) {
+    return { rest: options };
+  }
+  const { readback, encoder, ...rest } = options as { readback?: unknown; encoder?: unknown };
+  if (readback !== undefined && typeof readback !== "boolean") {
+    throw new TypeError(`Expected options.readback to be a boolean, got ${show(readback)}`);
+  }
+  if (
+    encoder !== undefined &&
+    (typeof encoder !== "object" || encoder === null || typeof (encoder as { finish?: unknown }).finish !== "function")
+  ) {
+    throw new TypeError(`Expected options.encoder to be a GPUCommandEncoder, got ${show(encoder)}`);
+  }
+  if (readback === true) {
+    throw new TypeError(
+      `Expected options.readback to be false or absent (results left on the GPU${
+        encoder === undefined ? "" : ", recorded into options.encoder"
+      }), got true`,
+    );
+  }
+  return { rest, readback, encoder: encoder as GPUCommandEncoder | undefined };
+}
+
+/** A loss's methods on the GPU path (SPEC §10): synchronous, results on the GPU (`Losses.sync`). */
+export interface GpuMember {
+  forward(inputs: unknown, options?: unknown): Record<string, unknown>;
+  backward(inputs: unknown, options?: unknown, upstream?: Upstream): unknown;
+  valueAndGrad(inputs: unknown, options?: unknown): Record<string, unknown>;
+  /** Resolves once the device reported the errors of the calls recorded so far, rejecting with them if any. */
+  settled(): Promise<void>;
+}
+
+/**
+ * Binds a loss definition (or a composite's) to a backend's GPU path: each method checks
+ * the call, then prepares, runs the kernel and finishes inside one recording (into
+ * `options.encoder`, or submitted at its end), the loss and parts computed on the GPU;
+ * nothing awaits and nothing is read back. Without a GPU path (`gpu` undefined: a CPU
+ * backend) every method throws a `TypeError`.
+ */
+export function bindGpuLoss<R>(
+  def: Keys<unknown> & {
+    readonly name: string;
+    readonly grads: readonly string[];
+    prepare(inputs: unknown, options: unknown, grad: boolean, upstream: Upstream | undefined): unknown;
+    finish(problem: unknown, raw: R): Record<string, unknown>;
+  },
+  gpu: { path: GpuPath; solve: (p: unknown) => R | Promise<R> } | undefined,
+): GpuMember {
+  const run = (inputs: unknown, options: unknown, kind: "forward" | "backward" | "both", upstream?: Upstream) => {
+    const { rest, encoder } = gpuOptions(options);
+    if (!gpu) {
+      throw new TypeError(
+        `Expected the webgpu backend (init({ backend: "webgpu" })) for results left on the GPU (${def.name}), got a CPU backend`,
+      );
+    }
+    const o = checkCall(def, inputs, rest, upstream);
+    if (!holdsDevice(inputs)) {
+      throw new TypeError(
+        `Expected a GPU-resident input { buffer, shape } of ${def.name} with options.readback false (results on the GPU), got host matrices only`,
+      );
+    }
+    return gpu.path.record(encoder, () => {
+      dropping = gpu.path.drop;
+      try {
+        const p = def.prepare(inputs, o, kind !== "forward", upstream);
+        const raw = gpu.solve(p);
+        if (raw instanceof Promise) throw new Error(`${def.name}: its WebGPU kernel did not record synchronously`);
+        const r = def.finish(p, raw);
+        if (kind === "backward") return gradsOnly(r);
+        return gpu.path.materialize(kind === "forward" ? split(r) : r);
+      } finally {
+        dropping = null;
+      }
+    });
+  };
+  return {
+    forward: (inputs, options) => run(inputs, options, "forward") as Record<string, unknown>,
+    backward: (inputs, options, upstream) => run(inputs, options, "backward", upstream),
+    valueAndGrad: (inputs, options) => run(inputs, options, "both") as Record<string, unknown>,
+    settled: () => gpu ? gpu.path.settled() : Promise.resolve(),
+  };
 }
 
 /**
@@ -184,6 +288,7 @@ export function bindLoss<R>(
   },
   solve: (p: unknown) => R | Promise<R>,
   async: boolean,
+  gpu?: GpuMember,
 ): Loss<unknown, unknown, unknown> {
   const run = (inputs: unknown, options: unknown, grad: boolean, upstream?: Upstream) => {
     const o = checkCall(def, inputs, options, upstream);
@@ -191,10 +296,40 @@ export function bindLoss<R>(
     return then(solve(p), (raw) => def.finish(p, raw));
   };
   const wrap = <T>(f: () => T | Promise<T>) => (async ? (async () => await f())() : f());
+  /**
+   * `options.readback` false (or an `encoder`) goes to the GPU path, which awaits only the
+   * device's report of errors (nothing is read back); `readback: true` is the usual call.
+   */
+  const route = <T>(options: unknown, usual: (o: unknown) => T | Promise<T>, onGpu: (g: GpuMember) => T) => {
+    if (!async || typeof options !== "object" || options === null) return usual(options);
+    const { readback, encoder, ...rest } = options as { readback?: unknown; encoder?: unknown };
+    if (readback === undefined && encoder === undefined) return usual(options);
+    if (readback === true && encoder === undefined) return usual(rest);
+    return wrap(async () => {
+      if (readback !== false) {
+        throw new TypeError(
+          `Expected options.readback to be false with options.encoder (a recorded call leaves its results on the GPU), got ${
+            show(readback)
+          }`,
+        );
+      }
+      const g = gpu ?? bindGpuLoss(def, undefined);
+      const r = onGpu(g);
+      await g.settled();
+      return r;
+    });
+  };
   return {
-    forward: (inputs, options) => wrap(() => then(run(inputs, options, false), split)),
-    backward: (inputs, options, upstream) => wrap(() => then(run(inputs, options, true, upstream), gradsOnly)),
-    valueAndGrad: (inputs, options) => wrap(() => run(inputs, options, true)),
+    forward: (inputs, options) =>
+      route(options, (o) => wrap(() => then(run(inputs, o, false), split)), (g) => g.forward(inputs, options)),
+    backward: (inputs, options, upstream) =>
+      route(
+        options,
+        (o) => wrap(() => then(run(inputs, o, true, upstream), gradsOnly)),
+        (g) => g.backward(inputs, options, upstream),
+      ),
+    valueAndGrad: (inputs, options) =>
+      route(options, (o) => wrap(() => run(inputs, o, true)), (g) => g.valueAndGrad(inputs, options)),
   } as Loss<unknown, unknown, unknown>;
 }
 
@@ -220,21 +355,32 @@ export function composite<P>(
 }
 
 /**
+ * A composite definition whose `finish` releases the terms' GPU gradient buffers that
+ * the result does not hold (a gradient already added into another).
+ */
+export function releasingTerms<P>(
+  def: CompositeDef<unknown, unknown, unknown, P>,
+): CompositeDef<unknown, unknown, unknown, P> {
+  const finish = (p: P, raws: Raw[]) => {
+    const r = def.finish(p, raws);
+    const kept = buffersIn(r.grads);
+    for (const b of buffersIn(raws.map((x) => x.grads))) if (!kept.has(b)) release(b);
+    return r;
+  };
+  return { ...def, finish };
+}
+
+/**
  * Binds a composite definition to a backend (as {@linkcode bindLoss}): the terms' GPU
- * gradient buffers that the result does not hold are destroyed once it is finished.
+ * gradient buffers that the result does not hold are released once it is finished.
  */
 export function bindComposite<P>(
   def: CompositeDef<unknown, unknown, unknown, P>,
   kernels: Kernels,
   async: boolean,
+  gpu?: GpuMember,
 ): Loss<unknown, unknown, unknown> {
-  const finish = (p: unknown, raws: Raw[]) => {
-    const r = def.finish(p as P, raws);
-    const kept = buffersIn(r.grads);
-    for (const b of buffersIn(raws.map((x) => x.grads))) if (!kept.has(b)) b.destroy();
-    return r;
-  };
-  return bindLoss({ ...def, finish } as never, composite(def, kernels) as never, async);
+  return bindLoss(releasingTerms(def) as never, composite(def, kernels) as never, async, gpu);
 }
 
 /** Binds a metric definition to its kernel (`compute` returns a Promise with `async`). */

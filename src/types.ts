@@ -129,24 +129,82 @@ export interface Loss<I, O, G, Parts = unknown> {
   ): ValueAndGrad<Op, Parts, GradsFor<G, In>>;
 }
 
+/**
+ * The options of a WebGPU call inside someone else's training step (SPEC §10; see
+ * docs/BACKENDS.md): with GPU-resident inputs, `readback: false` leaves the loss and its
+ * parts on the GPU (`[1, 1]` GPU matrices, `[N, 1]` with `reduction: "none"`), computed
+ * there, and maps no buffer; `encoder` records the call's passes into the caller's
+ * command encoder, which the caller submits (needs `readback: false`).
+ */
+export interface GpuCallOptions {
+  /** `false`: results stay on the GPU (needs a GPU-resident input). @default true */
+  readback?: boolean;
+  /** The command encoder to record into (the caller submits it); needs `readback: false`. */
+  encoder?: GPUCommandEncoder;
+}
+
+/** Every part of a result as a GPU matrix (`readback: false`). */
+export type GpuParts<Parts> = { [K in keyof Parts]: GpuMatrix };
+
+/** What `forward` returns with `readback: false`: the loss and its parts as GPU matrices. */
+export type GpuForward<Op = undefined, Parts = unknown> =
+  & { loss: GpuMatrix }
+  & (Op extends { reduction: "none" } ? unknown : GpuParts<Parts>);
+
+/** Every gradient as a GPU matrix (a list input's as a list). */
+export type GpuGrads<G> = { [K in keyof G]: G[K] extends readonly unknown[] ? GpuMatrix[] : GpuMatrix };
+
+/** The result of `forward` of an asynchronous loss: on the GPU with `readback: false`. */
+export type ForwardOf<Op, Parts> = Op extends { readback: false } ? GpuForward<Op, Parts> : ForwardResult<Op, Parts>;
+
+/** The result of `valueAndGrad` of an asynchronous loss: on the GPU with `readback: false`. */
+export type ValueAndGradOf<Op, Parts, G, In> = Op extends { readback: false }
+  ? GpuForward<Op, Parts> & { grads: GpuGrads<G> }
+  : ValueAndGrad<Op, Parts, GradsFor<G, In>>;
+
 /** The same loss with every method returning a Promise (the `Losses` object of `init`). */
 export interface AsyncLoss<I, O, G, Parts = unknown> {
   /** Computes the loss (and its parts). */
-  forward<In extends I, Op extends O | undefined = undefined>(
+  forward<In extends I, Op extends (O & GpuCallOptions) | undefined = undefined>(
     inputs: In,
     options?: Op,
-  ): Promise<ForwardResult<Op, Parts>>;
+  ): Promise<ForwardOf<Op, Parts>>;
   /** Computes the gradients of the loss, scaled by `upstream` (default 1). */
-  backward<In extends I, Op extends O | undefined = undefined>(
+  backward<In extends I, Op extends (O & GpuCallOptions) | undefined = undefined>(
     inputs: In,
     options?: Op,
     upstream?: Upstream,
-  ): Promise<GradsFor<G, In>>;
+  ): Promise<Op extends { readback: false } ? GpuGrads<G> : GradsFor<G, In>>;
   /** Computes the loss and its gradients in one fused pass. */
-  valueAndGrad<In extends I, Op extends O | undefined = undefined>(
+  valueAndGrad<In extends I, Op extends (O & GpuCallOptions) | undefined = undefined>(
     inputs: In,
     options?: Op,
-  ): Promise<ValueAndGrad<Op, Parts, GradsFor<G, In>>>;
+  ): Promise<ValueAndGradOf<Op, Parts, G, In>>;
+}
+
+/**
+ * A loss's synchronous GPU form (`Losses.sync`, SPEC §10): GPU-resident inputs, results
+ * on the GPU as the methods return (`readback: false` implied; `encoder` optional), nothing
+ * awaited, nothing read back: for synchronous callbacks such as `tf.customGrad`'s. Device
+ * errors are reported by a later call or by `dispose()`.
+ */
+export interface GpuSyncLoss<I, O, G, Parts = unknown> {
+  /** Computes the loss (and its parts). */
+  forward<In extends I, Op extends (O & GpuCallOptions) | undefined = undefined>(
+    inputs: In,
+    options?: Op,
+  ): GpuForward<Op, Parts>;
+  /** Computes the gradients of the loss, scaled by `upstream` (default 1). */
+  backward<In extends I, Op extends (O & GpuCallOptions) | undefined = undefined>(
+    inputs: In,
+    options?: Op,
+    upstream?: Upstream,
+  ): GpuGrads<G>;
+  /** Computes the loss and its gradients in one fused pass. */
+  valueAndGrad<In extends I, Op extends (O & GpuCallOptions) | undefined = undefined>(
+    inputs: In,
+    options?: Op,
+  ): GpuForward<Op, Parts> & { grads: GpuGrads<G> };
 }
 
 /**

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { reduceRows } from "./kernels/deferred.ts";
 import type { GpuMatrix, Labels, Matrix, Reduction, Upstream } from "./types.ts";
 
 /** Formats a value for an error message. */
@@ -497,11 +498,5 @@ export function rowScales(
   return scales;
 }
 
-/** Combines per-row losses by the reduction. */
-export function reduce(rows: Float64Array, reductionName: Reduction, denominator: number): number | Float32Array {
-  if (reductionName === "none") return Float32Array.from(rows);
-  let total = 0;
-  for (let i = 0; i < rows.length; i++) total += rows[i];
-  if (reductionName === "sum") return total;
-  return denominator === 0 ? 0 : total / denominator;
-}
+/** Combines per-row losses by the reduction (GPU-resident rows stay on the GPU: src/kernels/deferred.ts). */
+export const reduce = reduceRows;

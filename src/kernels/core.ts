@@ -8,7 +8,8 @@
  */
 import type { CommonOptions, Matrix } from "../types.ts";
 import * as v from "../validate.ts";
-import { isGpuMatrix, onDevice } from "../validate.ts";
+import { type DeviceValues, isGpuMatrix, onDevice } from "../validate.ts";
+import { deferredColumn } from "./deferred.ts";
 
 /**
  * What a kernel returns: per-row values (one array per part), gradients by input name,
@@ -61,6 +62,36 @@ function devicePath(value: unknown): string | null {
   let at: string | null = null;
   eachDevice(value, (path) => (at = path, true));
   return at;
+}
+
+/** The GPU-resident inputs in `value` that `checkFinite` marked (their values are to be scanned). */
+export function markedFinite(value: unknown): DeviceValues[] {
+  const out: DeviceValues[] = [];
+  const walk = (x: unknown, depth: number): void => {
+    if (onDevice(x)) {
+      if (x.checkFinite !== null && !out.includes(x)) out.push(x);
+    } else if (typeof x === "object" && x !== null && !ArrayBuffer.isView(x) && !isGpuMatrix(x) && depth <= 5) {
+      for (const item of Object.values(x)) walk(item, depth + 1);
+    }
+  };
+  walk(value, 0);
+  return out;
+}
+
+/**
+ * The `k` columns of per-row values `[n, k]` from element `from` of `values` (row i's
+ * column q at `from + i * k + q`), as float64 rows; when a WebGPU call left them on the
+ * GPU (`readback: false`, `values` a `DeviceValues`), as GPU columns that the loss's
+ * `finish` reduces on the GPU (src/kernels/deferred.ts).
+ */
+export function columns(values: Float32Array, n: number, k: number, from = 0): Float64Array[] {
+  return Array.from(
+    { length: k },
+    (_, q) =>
+      onDevice(values)
+        ? deferredColumn(values.buffer, n, k, q, from)
+        : Float64Array.from({ length: n }, (_, i) => values[from + i * k + q]),
+  );
 }
 
 /** The GPU buffers of values held anywhere in `value`. */

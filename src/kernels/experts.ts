@@ -5,6 +5,7 @@
  * @module
  */
 import type { Prepared } from "./core.ts";
+import { lin, recip } from "./deferred.ts";
 import type { Matrix } from "../types.ts";
 
 /**
@@ -23,10 +24,9 @@ export interface ExpertWeights {
 }
 
 /** `E / sum_e 1/(m_e + eps)` (mixOutputs' parallel term). */
-export function parallelOf(means: Float64Array, eps: number): number {
-  let s = 0;
-  for (const x of means) s += 1 / (x + eps);
-  return means.length / s;
+export function parallelOf(means: ArrayLike<number>, eps: number): number {
+  const s = lin(0, ...Array.from(means, (x) => [recip(lin(eps, [x, 1])), 1] as const));
+  return lin(0, [recip(s), means.length]);
 }
 
 /** Each expert's CE/focal gradient weight, given the experts' mean CE terms (see {@linkcode ExpertWeights}). */

@@ -165,3 +165,22 @@ export function hostKernels(kernels: Omit<Kernels, "composite">, backend: string
   for (const [k, f] of Object.entries(all)) out[k] = hostOnly(f as (p: object) => unknown, backend);
   return out as unknown as Kernels;
 }
+
+/**
+ * A backend's GPU path (WebGPU; SPEC §10): a call with GPU-resident inputs and
+ * `readback: false` runs its kernel and the loss's `finish` synchronously inside
+ * `record`, its loss and parts computed on the GPU by `materialize`; the binding layer
+ * (src/loss.ts) builds `readback: false`, `encoder` and `Losses.sync` on it.
+ */
+export interface GpuPath {
+  /** The backend's kernels (synchronous inside `record`). */
+  readonly kernels: Kernels;
+  /** Runs `body` recording into `encoder` (the caller submits) or a new encoder submitted when it returns. */
+  record<T>(encoder: GPUCommandEncoder | undefined, body: () => T): T;
+  /** A finished result with its loss and parts as GPU matrices (`[1, 1]`, or `[N, 1]` per row), computed in the recording. */
+  materialize(r: Record<string, unknown>): Record<string, unknown>;
+  /** Releases a buffer of the recording with it (after its submission). */
+  drop(b: GPUBuffer): void;
+  /** Resolves once the device reported the errors of the recorded calls, rejecting with them if any. */
+  settled(): Promise<void>;
+}

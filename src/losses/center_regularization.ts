@@ -9,6 +9,7 @@ import type { CommonOptions, Labels, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { classInputs } from "./center_loss.ts";
 import { gradMatrix, outBuffer } from "../kernels/core.ts";
+import { first, lin } from "../kernels/deferred.ts";
 import { ruleMatrix } from "./physics_contrastive.ts";
 
 /** Inputs of `centerRegularization`. */
@@ -91,9 +92,9 @@ export const centerRegularizationLoss = lossDef<
     };
   },
   finish(p, raw) {
-    const center = raw.rows[0][0], proto = raw.rows[1][0];
+    const center = first(raw.rows[0]), proto = first(raw.rows[1]);
     return {
-      loss: center + p.prototypeWeight * proto,
+      loss: lin(0, [center, 1], [proto, p.prototypeWeight]),
       center,
       proto,
       grads: {

@@ -9,6 +9,7 @@ import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.
 import * as v from "../validate.ts";
 import type { HardLabelProblem } from "../kernels/hard_label.ts";
 import { gradMatrix, outBuffer } from "../kernels/core.ts";
+import { lin } from "../kernels/deferred.ts";
 
 /** Inputs of `crossEntropy` and `focal`. */
 export interface CrossEntropyInputs {
@@ -172,9 +173,9 @@ export const crossEntropy: Definition<
     if (!p.zLoss) return { loss: ce, z: p.reduction === "none" ? new Float32Array(p.n) : 0, grads };
     const zRows = raw.rows[1];
     const z = v.reduce(zRows, p.reduction, nonIgnored(p.labels));
-    if (typeof ce === "number") return { loss: ce + (z as number), z, grads };
+    if (p.reduction !== "none") return { loss: lin(0, [ce as number, 1], [z as number, 1]), z, grads };
     // "none": row i's loss and its own z term, summed in float64.
-    return { loss: Float32Array.from(raw.rows[0], (r, i) => r + zRows[i]), z, grads };
+    return { loss: lin(0, [raw.rows[0], 1], [zRows, 1]), z, grads };
   },
 });
 

@@ -8,6 +8,7 @@ import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outBuffer } from "../kernels/core.ts";
+import { lin } from "../kernels/deferred.ts";
 import { pairInputs } from "./soft_cross_entropy.ts";
 
 /** Inputs of `distillation`. */
@@ -110,10 +111,10 @@ export const distillation: Definition<DistillationInputs, DistillationOptions, D
       const w = p.alpha * p.temperature * p.temperature;
       const grads = { student: gradMatrix(p.out, raw.grads.student, p.n, p.c) };
       if (p.reduction === "none") {
-        return { loss: Float32Array.from(klRows, (kl, i) => w * kl + (1 - p.alpha) * ceRows[i]), grads };
+        return { loss: lin(0, [klRows, w], [ceRows, 1 - p.alpha]), grads };
       }
       const kl = v.reduce(klRows, p.reduction, p.n) as number;
       const ce = v.reduce(ceRows, p.reduction, p.count) as number;
-      return { loss: w * kl + (1 - p.alpha) * ce, kl, ce, grads };
+      return { loss: lin(0, [kl, w], [ce, 1 - p.alpha]), kl, ce, grads };
     },
   });

@@ -21,6 +21,7 @@ import type { CommonOptions, Labels, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outList } from "../kernels/core.ts";
 import type { ExpertsProblem } from "../kernels/experts.ts";
+import { lin, total } from "../kernels/deferred.ts";
 
 /** The inputs every mixture-of-experts loss takes. */
 export interface ExpertInputs {
@@ -53,14 +54,8 @@ export function expertInputs(
 }
 
 /** Mean over B of each of `count` per-row arrays starting at `rows[from]`. */
-export function means(rows: Float64Array[], from: number, count: number, b: number): Float64Array {
-  const out = new Float64Array(count);
-  for (let k = 0; k < count; k++) {
-    let s = 0;
-    for (const r of rows[from + k]) s += r;
-    out[k] = s / b;
-  }
-  return out;
+export function means(rows: Float64Array[], from: number, count: number, b: number): number[] {
+  return Array.from({ length: count }, (_, k) => lin(0, [total(rows[from + k]), 1 / b]));
 }
 
 /** The expert-logit gradients of a finished problem, as a list. */

@@ -8,6 +8,7 @@ import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outList } from "../kernels/core.ts";
+import { lin, total } from "../kernels/deferred.ts";
 
 /** Inputs of `featureDiversity`. */
 export interface FeatureDiversityInputs {
@@ -67,10 +68,8 @@ export const featureDiversity: Definition<FeatureDiversityInputs, FeatureDiversi
       };
     },
     finish(p, raw) {
-      let total = 0;
-      for (const r of raw.rows[0]) total += r;
       const grads = p.features.map((_, i) => gradMatrix(p.outs[i] ?? null, raw.grads[`features.${i}`], p.b, p.d));
       // (+ 0 turns the -0 of a zero distance into 0)
-      return { loss: p.factor * total + 0, grads: { features: grads } };
+      return { loss: lin(0, [total(raw.rows[0]), p.factor]), grads: { features: grads } };
     },
   });

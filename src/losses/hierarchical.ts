@@ -8,6 +8,7 @@ import { type Definition, lossDef } from "../loss.ts";
 import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { gradMatrix, outBuffer } from "../kernels/core.ts";
+import { lin } from "../kernels/deferred.ts";
 
 /** Inputs of `hierarchical`. */
 export interface HierarchicalInputs {
@@ -97,10 +98,10 @@ export const hierarchicalLoss = lossDef<
       coarse: gradMatrix(p.outCoarse, raw.grads.coarse, p.b, p.k),
       fine: gradMatrix(p.outFine, raw.grads.fine, p.b, p.c),
     };
-    if (p.reduction === "none") return { loss: Float32Array.from(coarseRows, (x, i) => x + fineRows[i]), grads };
+    if (p.reduction === "none") return { loss: lin(0, [coarseRows, 1], [fineRows, 1]), grads };
     const coarse = v.reduce(coarseRows, p.reduction, p.b) as number;
     const fine = v.reduce(fineRows, p.reduction, p.b) as number;
-    return { loss: coarse + fine, coarse, fine, grads };
+    return { loss: lin(0, [coarse, 1], [fine, 1]), coarse, fine, grads };
   },
 });
 

@@ -10,6 +10,7 @@ import type { CommonOptions, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { type ExpertGrads, expertGrads, type ExpertInputs, expertInputs, expertOuts, means } from "./experts.ts";
 import type { ExpertsProblem } from "../kernels/experts.ts";
+import { lin } from "../kernels/deferred.ts";
 
 /** Inputs of `iclMoe`. */
 export interface IclMoeInputs extends ExpertInputs {
@@ -88,10 +89,9 @@ export const iclMoeLoss = lossDef<IclMoeInputs, IclMoeOptions, ExpertGrads, "exp
     };
   },
   finish(p, raw) {
-    let dol = 0, col = 0;
-    for (const x of means(raw.rows, 0, p.e, p.b)) dol += x;
-    for (const x of means(raw.rows, p.e, p.e, p.b)) col += x;
-    return { loss: dol + col, dol, col, grads: { expertLogits: expertGrads(p, raw.grads) } };
+    const sum = (xs: number[]) => lin(0, ...xs.map((x) => [x, 1] as const));
+    const dol = sum(means(raw.rows, 0, p.e, p.b)), col = sum(means(raw.rows, p.e, p.e, p.b));
+    return { loss: lin(0, [dol, 1], [col, 1]), dol, col, grads: { expertLogits: expertGrads(p, raw.grads) } };
   },
 });
 

@@ -12,6 +12,7 @@ import type { CommonOptions, Matrix } from "../types.ts";
 import * as v from "../validate.ts";
 import { type ExpertGrads, expertGrads, type ExpertInputs, expertInputs, expertOuts, means } from "./experts.ts";
 import { type ExpertsProblem, parallelOf } from "../kernels/experts.ts";
+import { lin } from "../kernels/deferred.ts";
 
 /** Options of `mixOutputs`. */
 export interface MixOutputsOptions extends CommonOptions {
@@ -103,12 +104,11 @@ export const mixOutputs: Definition<ExpertInputs, MixOutputsOptions, ExpertGrads
   finish(problem, raw) {
     const p = problem as MixProblem;
     const ce = means(raw.rows, 0, p.e, p.b);
-    let ceSum = 0;
-    for (const x of ce) ceSum += x;
+    const ceSum = lin(0, ...ce.map((x) => [x, 1] as const));
     const distill = means(raw.rows, 2 * p.e, 1, p.b)[0];
     const parallel = parallelOf(ce, p.eps);
     return {
-      loss: ceSum + p.distillWeight * distill + p.parallelWeight * parallel,
+      loss: lin(0, [ceSum, 1], [distill, p.distillWeight], [parallel, p.parallelWeight]),
       ce: ceSum,
       distill,
       parallel,

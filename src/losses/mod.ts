@@ -6,10 +6,10 @@
  *
  * @module
  */
-import type { KernelName, Kernels } from "../kernels/mod.ts";
+import type { GpuPath, KernelName, Kernels } from "../kernels/mod.ts";
 import type { CompositeDef, Definition, LossDef, MetricDef } from "../loss.ts";
-import { bindComposite, bindLoss, bindMetric } from "../loss.ts";
-import type { AsyncLoss, AsyncMetric, Loss, Metric } from "../types.ts";
+import { bindComposite, bindGpuLoss, bindLoss, bindMetric, composite, releasingTerms } from "../loss.ts";
+import type { AsyncLoss, AsyncMetric, GpuSyncLoss, Loss, Metric } from "../types.ts";
 import * as registry from "./registry.ts";
 import { bindSoftmax, type SoftmaxMethods, type TransformDef } from "./softmax.ts";
 import { bindSharded, type Registry, type ShardedSet } from "./sharded.ts";
@@ -44,6 +44,19 @@ export type LossSet<W extends "sync" | "async"> = { [K in keyof Registry]: Membe
   sharded: ShardedSet<W>;
 };
 
+/**
+ * Every loss (not the metrics and transforms) in its synchronous GPU form (`Losses.sync`,
+ * SPEC §10): GPU-resident inputs, results on the GPU as the call returns.
+ */
+export type GpuSyncLosses = {
+  [
+    K in keyof Registry as Registry[K] extends Definition<unknown, unknown, unknown, unknown, "loss", infer _> ? K
+      : never
+  ]: Registry[K] extends Definition<infer I, infer O, infer G, infer Parts, "loss", infer _>
+    ? GpuSyncLoss<I, O, G, Parts>
+    : never;
+};
+
 /** Every loss with synchronous methods (the CPU backends). */
 export type SyncLosses = LossSet<"sync">;
 /** Every loss with methods returning Promises. */
@@ -60,15 +73,28 @@ export const definitions: Readonly<Record<string, AnyDef>> = registry as unknown
 
 /** Binds every definition to a backend's kernels: synchronous methods, or (`sync` false) Promises. */
 export function bindLosses(kernels: Kernels, sync: true): SyncLosses;
-export function bindLosses(kernels: Kernels, sync: false): AsyncLosses;
-export function bindLosses(kernels: Kernels, sync: boolean): SyncLosses | AsyncLosses {
+export function bindLosses(kernels: Kernels, sync: false, gpu?: GpuPath): AsyncLosses & { sync: GpuSyncLosses };
+export function bindLosses(kernels: Kernels, sync: boolean, gpu?: GpuPath): SyncLosses | AsyncLosses {
   const async = !sync;
   const out: Record<string, unknown> = { sharded: bindSharded(definitions, kernels, async) };
+  const onGpu: Record<string, unknown> = {};
   for (const [name, d] of Object.entries(definitions)) {
     if ("transform" in d) out[name] = bindSoftmax(kernels.softmax, d.log, async);
-    else if ("terms" in d) out[name] = bindComposite(d, kernels, async);
-    else if (!("grads" in d)) out[name] = bindMetric(d, kernels[d.kernel] as (p: unknown) => never, async);
-    else out[name] = bindLoss(d as never, kernels[d.kernel] as (p: unknown) => never, async);
+    else if ("terms" in d) {
+      const g = bindGpuLoss(
+        releasingTerms(d) as never,
+        gpu && { path: gpu, solve: composite(d, gpu.kernels) as never },
+      );
+      out[name] = bindComposite(d, kernels, async, gpu && g);
+      onGpu[name] = g;
+    } else if (!("grads" in d)) out[name] = bindMetric(d, kernels[d.kernel] as (p: unknown) => never, async);
+    else {
+      const g = bindGpuLoss(d as never, gpu && { path: gpu, solve: gpu.kernels[d.kernel] as (p: unknown) => never });
+      out[name] = bindLoss(d as never, kernels[d.kernel] as (p: unknown) => never, async, gpu && g);
+      onGpu[name] = g;
+    }
   }
+  // The synchronous GPU forms (their methods throw a TypeError without a GPU path).
+  if (async) Object.defineProperty(out, "sync", { value: onGpu });
   return out as unknown as SyncLosses | AsyncLosses;
 }

@@ -17,6 +17,7 @@
  */
 import { compositeDef, type Definition } from "../loss.ts";
 import type { Ref } from "../kernels/mod.ts";
+import { lin } from "../kernels/deferred.ts";
 import type { CommonOptions, Labels, Matrix, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import type { CenterRegProblem } from "../kernels/center_reg.ts";
@@ -325,8 +326,14 @@ export const physMoe: Definition<PhysMoeInputs, PhysMoeOptions, PhysMoeGrads, Ph
       hier: hier.loss as number,
       reg: reg.loss as number,
     };
-    const loss = p.weights.scl * parts.scl + parts.dol + parts.col + p.weights.hier * parts.hier +
-      p.weights.reg * parts.reg;
+    const loss = lin(
+      0,
+      [parts.scl, p.weights.scl],
+      [parts.dol, 1],
+      [parts.col, 1],
+      [parts.hier, p.weights.hier],
+      [parts.reg, p.weights.reg],
+    );
     const { b, e } = p;
     const gating = p.combine ? raws[t.combine].grads.gating : undefined;
     return {

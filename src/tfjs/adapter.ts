@@ -14,6 +14,7 @@ import type { SyncLosses } from "../losses/mod.ts";
 import type { Labels, Matrix, Reduction } from "../types.ts";
 import { keys, show } from "../validate.ts";
 import { wasm } from "../sync.ts";
+import { webgpuValue } from "./webgpu.ts";
 
 /** The tensors of TF.js as far as the adapter uses them (a `tf.Tensor` fits). */
 export interface TfTensor {
@@ -167,13 +168,15 @@ export interface TfLossesOptions {
  * `options.out` is refused (gradients are new tensors). Composite losses
  * return only `loss` (call the library for `distillation`'s `kl` and `ce`).
  *
- * Backends: the inputs are read with `dataSync`, so a TF.js backend that can read
- * synchronously is needed: `wasm` and `cpu` (no copy beyond one read), `webgl` (a
- * GPU readback per call). On TF.js's `webgpu` backend every call throws an `Error`:
- * `tf.customGrad` needs the value synchronously and this library's WebGPU backend
- * is asynchronous (it reads back each row's label cosine and loss), so a GPU buffer
- * cannot be passed through inside a TF.js gradient; use this library's
- * `init({ backend: "webgpu" })` directly with `tensor.dataToGPU()` buffers there.
+ * Backends: on `wasm`, `cpu` and `webgl` the inputs are read with `dataSync` (a GPU
+ * readback per call on `webgl`) and the library's `backend` computes. On TF.js's
+ * `webgpu` backend the loss runs on TF.js's own `GPUDevice` and buffers through this
+ * library's synchronous GPU form (src/tfjs/webgpu.ts): float inputs by
+ * `tensor.dataToGPU()` (uploaded when TF.js holds them on the CPU), labels on the host
+ * (an array, or an int32 tensor TF.js holds on the CPU: a GPU-resident one is read
+ * back), the loss and gradients as tensors over buffers TF.js owns; a training step
+ * maps no buffer. There `reduction: "none"` is for the losses whose gradient is per row
+ * (`crossEntropy`, `focal`, the soft-target and cosine-margin losses).
  *
  * @param tf The TensorFlow.js namespace (`import * as tf from "@tensorflow/tfjs"`).
  * @param options `backend`: `wasm` (default) or `js` from `cpu.ts`.
@@ -229,11 +232,8 @@ function call(
   inputs: Record<string, unknown>,
   options: Record<string, unknown>,
 ) {
-  if (tf.getBackend() === "webgpu") {
-    throw new Error(
-      `softmargin/tfjs: ${name} cannot run on TensorFlow.js's "webgpu" backend: tf.customGrad needs the loss synchronously, and this library's WebGPU backend is asynchronous. Use tf.setBackend("wasm"), "cpu" or "webgl", or call init({ backend: "webgpu" }) directly with tensor.dataToGPU() buffers`,
-    );
-  }
+  // TF.js's webgpu backend: the loss on TF.js's device and buffers (src/tfjs/webgpu.ts).
+  const onWebgpu = tf.getBackend() === "webgpu";
   if (typeof inputs !== "object" || inputs === null) {
     throw new TypeError(`Expected inputs to be an object, got ${show(inputs)}`);
   }
@@ -264,7 +264,7 @@ function call(
     : { ...rest, reduction };
   const host: Record<string, unknown> = {};
   const isTensor = (v: unknown): v is TfTensor => v instanceof tf.Tensor;
-  for (const [k, v] of Object.entries(inputs)) {
+  for (const [k, v] of onWebgpu ? [] : Object.entries(inputs)) {
     host[k] = isTensor(v)
       ? hostValue(k, v)
       : isTensorList(v, isTensor)
@@ -278,9 +278,11 @@ function call(
     if (isTensor(v)) diff.push({ key: k, index: -1, tensor: v });
     else if (isTensorList(v, isTensor)) v.forEach((t, index) => diff.push({ key: k, index, tensor: t }));
   }
-  if (r === undefined) return value(tf, loss, host, libOptions, diff);
+  const rows = () =>
+    onWebgpu ? webgpuValue(tf, name, inputs, libOptions, diff) : value(tf, loss, host, libOptions, diff);
+  if (r === undefined) return rows();
   // The per-row losses are an intermediate: made and reduced inside a tidy.
-  return tf.tidy(() => weighted(tf, value(tf, loss, host, libOptions, diff), weights, r));
+  return tf.tidy(() => weighted(tf, rows(), weights, r));
 }
 
 /** The reduction with weights or a tf.Reduction: a `tf.Reduction`, or `"batchmean"` (sum / N). */

@@ -4,14 +4,14 @@
  *
  * @module
  */
-import type { Raw } from "../kernels/core.ts";
+import { columns, type Raw, then } from "../kernels/core.ts";
 import type { CenterProblem } from "../kernels/center.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
-import { Buffers, fits, gradOf, runPass } from "./passes.ts";
+import { fits, gradOf, runPass, withBuffers } from "./passes.ts";
 
 /** `centerLoss` on the GPU. */
-export async function center(ctx: GpuContext, p: CenterProblem): Promise<Raw> {
+export function center(ctx: GpuContext, p: CenterProblem): Raw | Promise<Raw> {
   ctx.check();
   const { n, c, d } = p;
   fits(ctx, "x", n * d);
@@ -24,9 +24,7 @@ export async function center(ctx: GpuContext, p: CenterProblem): Promise<Raw> {
   const resident = onDevice(p.x) || onDevice(p.centers);
   checkOut("x", p.outX as { buffer?: unknown } | null, resident);
   checkOut("centers", p.outCenters as { buffer?: unknown } | null, resident);
-  await ctx.checkFinite(p.x, p.centers);
-  const bufs = new Buffers(ctx);
-  try {
+  return withBuffers(ctx, (bufs) => {
     // labels, the rows sorted by class (a counting sort), each class's first index.
     const ints = new Int32Array(2 * n + c + 1);
     ints.set(p.labels);
@@ -40,25 +38,27 @@ export async function center(ctx: GpuContext, p: CenterProblem): Promise<Raw> {
     const gx = p.grad ? bufs.output(resident, p.outX as { buffer?: GPUBuffer } | null, n * d * 4) : null;
     const gc = p.grad ? bufs.output(resident, p.outCenters as { buffer?: GPUBuffer } | null, c * d * 4) : null;
     const host = p.grad && !resident;
-    const [rowOut, hx, hc] = await runPass(ctx, bufs, {
-      kernel: "center_loss",
-      params: { n, c, d, flags: p.grad ? F.GRAD : 0 },
-      layout: "rrrrwww",
-      bindings: [bufs.input(p.x), bufs.input(p.centers), bufs.input(ints), bufs.input(scales), rows, gx, gc],
-      // (A dispatch of no workgroups is left out.)
-      dispatches: [["rows", n], ["class_grad", gc ? c : 0, Math.ceil(d / 256)]],
-      reads: [[rows, n * 4], [gx ?? rows, host ? n * d * 4 : 0], [gc ?? rows, host ? c * d * 4 : 0]],
-    });
-    const loss = Float64Array.from(rowOut);
-    if (!gx || !gc) return { rows: [loss], grads: {} };
-    return {
-      rows: [loss],
-      grads: {
-        x: gradOf(resident, gx, [n, d], hx, p.outX),
-        centers: gradOf(resident, gc, [c, d], hc, p.outCenters),
+    return then(
+      runPass(ctx, bufs, {
+        kernel: "center_loss",
+        params: { n, c, d, flags: p.grad ? F.GRAD : 0 },
+        layout: "rrrrwww",
+        bindings: [bufs.input(p.x), bufs.input(p.centers), bufs.input(ints), bufs.input(scales), rows, gx, gc],
+        // (A dispatch of no workgroups is left out.)
+        dispatches: [["rows", n], ["class_grad", gc ? c : 0, Math.ceil(d / 256)]],
+        reads: [[rows, n * 4], [gx ?? rows, host ? n * d * 4 : 0], [gc ?? rows, host ? c * d * 4 : 0]],
+      }),
+      ([rowOut, hx, hc]): Raw => {
+        const loss = columns(rowOut, n, 1)[0];
+        if (!gx || !gc) return { rows: [loss], grads: {} };
+        return {
+          rows: [loss],
+          grads: {
+            x: gradOf(resident, gx, [n, d], hx, p.outX),
+            centers: gradOf(resident, gc, [c, d], hc, p.outCenters),
+          },
+        };
       },
-    };
-  } finally {
-    bufs.done();
-  }
+    );
+  });
 }

@@ -5,17 +5,18 @@
  *
  * @module
  */
-import type { Raw } from "../kernels/core.ts";
+import { columns, type Raw } from "../kernels/core.ts";
+import { lin, one, total } from "../kernels/deferred.ts";
 import type { CenterRegProblem } from "../kernels/center_reg.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
 import { fits, gradOf, job, type Planner, solve } from "./passes.ts";
 
 /** `centerRegularization` on the GPU. */
-export const centerReg = (ctx: GpuContext, p: CenterRegProblem): Promise<Raw> => solve(ctx, p, planCenterReg);
+export const centerReg = (ctx: GpuContext, p: CenterRegProblem): Raw | Promise<Raw> => solve(ctx, p, planCenterReg);
 
 /** Plans `centerRegularization` (one job). */
-export const planCenterReg: Planner<CenterRegProblem> = async (ctx, p, bufs, force) => {
+export const planCenterReg: Planner<CenterRegProblem> = (ctx, p, bufs, force) => {
   ctx.check();
   const { b, c, d } = p;
   fits(ctx, "f", b * d);
@@ -29,7 +30,6 @@ export const planCenterReg: Planner<CenterRegProblem> = async (ctx, p, bufs, for
   const resident = force || onDevice(p.f) || onDevice(p.centers);
   checkOut("f", p.outF as { buffer?: unknown } | null, resident);
   checkOut("centers", p.outCenters as { buffer?: unknown } | null, resident);
-  await ctx.checkFinite(p.f, p.centers);
   // labels, the rows sorted by class (a counting sort), each class's first index.
   const ints = new Int32Array(2 * b + c + 1);
   ints.set(p.labels);
@@ -68,10 +68,9 @@ export const planCenterReg: Planner<CenterRegProblem> = async (ctx, p, bufs, for
     jobs: [pass],
     values: resident ? grads() : {},
     finish: ([[v, hf, hc]]) => {
-      let center = 0, proto = 0;
-      for (let i = 0; i < b; i++) center += v[i];
-      for (let j = 0; j < c; j++) proto += v[b + j];
-      return { rows: [Float64Array.of(center / b), Float64Array.of(proto / c)], grads: grads(hf, hc) };
+      // The means over the rows and over the classes, as one value each.
+      const mean = (count: number, from: number) => one(lin(0, [total(columns(v, count, 1, from)[0]), 1 / count]));
+      return { rows: [mean(b, 0), mean(c, b)], grads: grads(hf, hc) };
     },
   };
 };

@@ -53,5 +53,5 @@ export const planCombine: Planner<CombineProblem> = (ctx, p, bufs) => {
   const grads: Record<string, Float32Array> = gg && q
     ? { gating: new DeviceValues(gg, [q.b, q.e]) as unknown as Float32Array }
     : {};
-  return Promise.resolve({ jobs, values: grads, finish: () => ({ rows: [], grads }) });
+  return { jobs, values: grads, finish: () => ({ rows: [], grads }) };
 };

@@ -10,10 +10,10 @@
  * @module
  */
 import type { CompositeProblem, KernelName } from "../kernels/mod.ts";
-import type { Raw } from "../kernels/core.ts";
+import { type Raw, then } from "../kernels/core.ts";
 import { linked } from "../kernels/mod.ts";
 import type { GpuContext } from "./context.ts";
-import { Buffers, type Plan, type Planner, runJobs } from "./passes.ts";
+import { type Plan, type Planner, runJobsNow, withBuffers } from "./passes.ts";
 
 /** The families that can be planned into a shared submission. */
 export type Planners = Partial<Record<KernelName, Planner<never>>>;
@@ -22,19 +22,20 @@ export type Planners = Partial<Record<KernelName, Planner<never>>>;
 export const plannable = (p: CompositeProblem, planners: Planners): boolean =>
   p.terms.every((t) => planners[t.kernel] !== undefined);
 
-/** The terms of `p` in one submission and one readback, outputs on the GPU; their raw results. */
-export async function together(ctx: GpuContext, p: CompositeProblem, planners: Planners): Promise<Raw[]> {
-  const bufs = new Buffers(ctx);
-  try {
+/**
+ * The terms of `p` in one submission and one readback, outputs on the GPU; their raw
+ * results (recorded, their per-row values left on the GPU, inside a recorded call).
+ */
+export function together(ctx: GpuContext, p: CompositeProblem, planners: Planners): Raw[] | Promise<Raw[]> {
+  return withBuffers(ctx, (bufs) => {
     const plans: Plan[] = [];
     for (const t of p.terms) {
       const problem = linked(t, ([k, key]) => plans[k].values[key]);
-      plans.push(await (planners[t.kernel] as Planner<unknown>)(ctx, problem, bufs, true));
+      plans.push((planners[t.kernel] as Planner<unknown>)(ctx, problem, bufs, true));
     }
-    const reads = await runJobs(ctx, bufs, plans.flatMap((q) => q.jobs));
-    let at = 0;
-    return plans.map((q) => q.finish(reads.slice(at, at += q.jobs.length)));
-  } finally {
-    bufs.done();
-  }
+    return then(runJobsNow(ctx, bufs, plans.flatMap((q) => q.jobs)), (reads) => {
+      let at = 0;
+      return plans.map((q) => q.finish(reads.slice(at, at += q.jobs.length)));
+    });
+  });
 }

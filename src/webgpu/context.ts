@@ -3,7 +3,11 @@
  * pipelines (created once, cached by kernel), the bind-group layouts, a pool of scratch
  * buffers, the device's limits and its lost state; `runRows` dispatches a row kernel over
  * a problem, one workgroup per row, uploading host inputs and reading host outputs back,
- * and splitting the rows into chunks that fit `maxStorageBufferBindingSize`.
+ * and splitting the rows into chunks that fit `maxStorageBufferBindingSize`. A call with
+ * GPU-resident inputs is recorded synchronously ({@linkcode GpuContext.record}: into the
+ * caller's encoder or one submitted at its end, with compiled pipelines, its device errors
+ * reported later), which is how `readback: false`, `encoder` and `Losses.sync` (SPEC §10)
+ * run without awaiting anything.
  *
  * @module
  */
@@ -39,6 +43,16 @@ export class DeviceLostError extends Error {
 export const POOL_BYTES = 512 * 2 ** 20;
 
 const STORAGE = 0x80, COPY_SRC = 0x04, COPY_DST = 0x08, MAP_READ = 0x01, UNIFORM = 0x40;
+
+/** The bindings of every row kernel: a, b (read), g, h (write), labels, row_in, cls (read), row_out (write). */
+const ROW_BINDINGS = "rrwwrrrw";
+
+/** A call being recorded into a command encoder ({@linkcode GpuContext.record}). */
+export interface Recording {
+  readonly enc: GPUCommandEncoder;
+  /** The call's own buffers, released once its commands are submitted. */
+  readonly temps: GPUBuffer[];
+}
 
 /** Options of a context. */
 export interface ContextOptions {
@@ -104,6 +118,14 @@ export class GpuContext {
   #disposed = false;
   #roundTrip: Promise<number> | null = null;
   readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  /** The pipelines compiled so far (for {@linkcode GpuContext.pipelineNow}). */
+  readonly #ready = new Map<string, GPUComputePipeline>();
+  /** The call being recorded (see {@linkcode GpuContext.record}), or null. */
+  recording: Recording | null = null;
+  /** Messages of device errors that recorded calls raised, reported by the next call (or `dispose`). */
+  #errors: string[] = [];
+  /** The error scopes of the recorded calls not yet popped. */
+  #scopes: Promise<void> = Promise.resolve();
   readonly #layouts = new Map<string, GPUPipelineLayout>();
   /** Large scratch buffers of finished calls, kept for the next ones (allocating them is slow). */
   readonly #pool: GPUBuffer[] = [];
@@ -158,15 +180,178 @@ export class GpuContext {
     this.#dummies.forEach((b) => b.destroy());
     this.#dummies.length = 0;
     this.#pipelines.clear();
+    this.#ready.clear();
     this.#layouts.clear();
+    // The own buffers of recorded calls whose encoder was never submitted; the queue as it was.
+    for (const list of [...this.#byEncoder.values(), ...this.#byCommands.values()]) list.forEach((b) => b.destroy());
+    this.#byEncoder.clear();
+    this.#byCommands.clear();
+    // (A wrapper that someone wrapped in turn stays in their chain, passing calls through.)
+    if (this.#wrapper !== null && this.device.queue.submit === this.#wrapper) this.device.queue.submit = this.#submit!;
+    this.#submit = this.#wrapper = null;
   }
 
-  /** Throws when the context was disposed, or a `DeviceLostError` when the device is gone. */
+  /**
+   * Throws when the context was disposed, a `DeviceLostError` when the device is gone, or
+   * an `Error` with the device errors that earlier recorded calls raised (once).
+   */
   check(): void {
+    this.reportErrors();
     if (this.#disposed) {
       throw new Error("Expected a live WebGPU context, got one that was disposed (dispose()): call init() again");
     }
     if (this.lost !== null) throw new DeviceLostError(`The WebGPU device was lost (${this.lost}); call init() again`);
+  }
+
+  /** Throws the device errors collected from recorded calls, if any, and forgets them (`check`, `Losses.dispose`). */
+  reportErrors(): void {
+    if (this.#errors.length === 0) return;
+    const e = this.#errors.splice(0);
+    throw new Error(`WebGPU error of an earlier call: ${e.join("; ")}`);
+  }
+
+  /**
+   * Resolves once the device has reported the errors of the calls recorded so far (the
+   * asynchronous forms await it, then {@linkcode GpuContext.check}).
+   */
+  settled(): Promise<void> {
+    return this.#scopes;
+  }
+
+  /**
+   * Records one call's commands synchronously: `body` encodes into `encoder` (the
+   * caller's, who submits it) or into a new encoder submitted when `body` returns. The
+   * buffers the call made for itself ({@linkcode GpuContext.temp}) are destroyed after
+   * that submission, or, with the caller's encoder, once the caller submits its command
+   * buffer (they must outlive that submission; see `#afterSubmit`). Device errors are caught in error scopes and reported
+   * by the next call on the context ({@linkcode GpuContext.check}) or by `dispose`:
+   * nothing here awaits.
+   */
+  record<T>(encoder: GPUCommandEncoder | undefined, body: (enc: GPUCommandEncoder) => T): T {
+    this.check();
+    if (this.recording) throw new Error("Expected one WebGPU call recorded at a time, got a call inside another");
+    const device = this.device;
+    device.pushErrorScope("out-of-memory");
+    device.pushErrorScope("validation");
+    const rec: Recording = { enc: encoder ?? device.createCommandEncoder(), temps: [] };
+    this.recording = rec;
+    try {
+      const out = body(rec.enc);
+      if (!encoder) device.queue.submit([rec.enc.finish()]);
+      return out;
+    } finally {
+      this.recording = null;
+      const invalid = device.popErrorScope(), oom = device.popErrorScope();
+      this.#scopes = Promise.all([invalid, oom, this.#scopes]).then(([a, b]) => {
+        const e = a ?? b;
+        if (e) this.#errors.push(e.message);
+      }, (e) => void this.#errors.push(String(e)));
+      if (!encoder) { for (const b of rec.temps) b.destroy(); }
+      else this.#afterSubmit(encoder, rec.temps);
+    }
+  }
+
+  /** The own buffers of calls recorded into a caller's encoder, until it is finished. */
+  readonly #byEncoder = new Map<GPUCommandEncoder, GPUBuffer[]>();
+  /** ... and from its finish until its command buffer is submitted. */
+  readonly #byCommands = new Map<GPUCommandBuffer, GPUBuffer[]>();
+  /** The queue's `submit` as it was when the context wrapped it, and the wrapper. */
+  #submit: GPUQueue["submit"] | null = null;
+  #wrapper: GPUQueue["submit"] | null = null;
+
+  /**
+   * Destroys `temps` once the command buffer of `encoder` is submitted (destroying a buffer
+   * that submitted work uses is allowed: the work keeps it): the encoder's `finish` is
+   * wrapped to know its command buffer, and the queue's `submit` to know when it goes
+   * (wrapped again at each `finish` if someone replaced the wrapper; given back by
+   * `dispose`). An encoder never submitted keeps them until `dispose`.
+   */
+  #afterSubmit(encoder: GPUCommandEncoder, temps: GPUBuffer[]): void {
+    const held = this.#byEncoder.get(encoder);
+    if (held) {
+      held.push(...temps);
+      return;
+    }
+    this.#byEncoder.set(encoder, [...temps]);
+    const finish = encoder.finish;
+    encoder.finish = (...a: Parameters<GPUCommandEncoder["finish"]>) => {
+      const commands = finish.apply(encoder, a);
+      const mine = this.#byEncoder.get(encoder);
+      if (mine) {
+        this.#byEncoder.delete(encoder);
+        this.#byCommands.set(commands, mine);
+        this.#watchSubmit();
+      }
+      return commands;
+    };
+  }
+
+  /** Wraps the queue's `submit` (unless it is this context's wrapper already) to release the buffers of `#byCommands`. */
+  #watchSubmit(): void {
+    const queue = this.device.queue;
+    if (this.#wrapper !== null && queue.submit === this.#wrapper) return;
+    const submit = queue.submit, byCommands = this.#byCommands;
+    this.#submit = submit;
+    this.#wrapper = (buffers: Iterable<GPUCommandBuffer>) => {
+      const list = [...buffers];
+      submit.call(queue, list);
+      for (const c of list) {
+        const mine = byCommands.get(c);
+        if (mine) (byCommands.delete(c), mine.forEach((b) => b.destroy()));
+      }
+    };
+    queue.submit = this.#wrapper;
+  }
+
+  /** A buffer of the call being recorded, released with it (see {@linkcode GpuContext.record}). */
+  temp<B extends GPUBuffer | null>(b: B): B {
+    if (!this.recording) throw new Error("Expected a WebGPU call being recorded (GpuContext.record)");
+    if (b) this.recording.temps.push(b);
+    return b;
+  }
+
+  /**
+   * Compiles every kernel's pipelines (each `@compute` entry point of `src/webgpu/*.wgsl`,
+   * with the row kernels' bindings or the bindings its WGSL declares), asynchronously,
+   * so that later calls compile none (`init({ precompile: true })`). Returns how many.
+   */
+  async precompile(): Promise<number> {
+    const jobs: Promise<GPUComputePipeline>[] = [];
+    for (const kernel of Object.keys(SHADERS) as KernelName[]) {
+      const src = SHADERS[kernel].slice(SHADERS[kernel].indexOf("// ---- "));
+      const fields = PARAMS[KERNEL_PARAMS[kernel]];
+      const row = ["row0", "h_off", "rs_in", "rs_out"].every((f) => f in fields);
+      let bindings = ROW_BINDINGS;
+      if (!row) {
+        const slots: string[] = [];
+        for (const m of src.matchAll(/@binding\((\d+)\)\s*var<storage,\s*(read_write|read)>/g)) {
+          slots[Number(m[1]) - 1] = m[2] === "read" ? "r" : "w";
+        }
+        bindings = Array.from(slots, (k) => k ?? "r").join("");
+      }
+      for (const m of src.matchAll(/@compute\b[\s\S]*?\bfn\s+(\w+)/g)) {
+        jobs.push(this.pipeline(kernel, bindings, m[1]));
+      }
+    }
+    await Promise.all(jobs);
+    return jobs.length;
+  }
+
+  /**
+   * A compiled pipeline, now: the one compiled before, or compiled synchronously (once).
+   * The recorded calls use it, so that nothing awaits.
+   */
+  pipelineNow(kernel: KernelName, bindings: string, entry = "main"): GPUComputePipeline {
+    this.check();
+    const key = `${kernel}:${entry}:${bindings}`;
+    let p = this.#ready.get(key);
+    if (!p) {
+      const module = this.device.createShaderModule({ code: SHADERS[kernel], label: kernel });
+      p = this.device.createComputePipeline({ layout: this.#layout(bindings), compute: { module, entryPoint: entry } });
+      this.#ready.set(key, p);
+      if (!this.#pipelines.has(key)) this.#pipelines.set(key, Promise.resolve(p));
+    }
+    return p;
   }
 
   /**
@@ -184,6 +369,8 @@ export class GpuContext {
         layout: this.#layout(bindings),
         compute: { module, entryPoint: entry },
       });
+      // (A layout that does not fit the shader is an error of its caller: not cached.)
+      p.then((x) => this.#ready.set(key, x), () => this.#pipelines.delete(key));
       this.#pipelines.set(key, p);
     }
     return p;
@@ -320,9 +507,14 @@ export class GpuContext {
 
   /**
    * Gives scratch buffers back; the pool keeps at most `POOL_BYTES`, the most recent
-   * first (none once the context is disposed).
+   * first (none once the context is disposed). During a recorded call they go with the
+   * call's own buffers instead (the caller's encoder may not be submitted yet).
    */
   release(...buffers: GPUBuffer[]): void {
+    if (this.recording) {
+      this.recording.temps.push(...buffers);
+      return;
+    }
     if (this.#disposed) {
       for (const b of buffers) b.destroy();
       return;
@@ -440,31 +632,134 @@ export interface RowJob<K extends RowKernel> {
   first?: { entry: string; perRow: number };
 }
 
-/** The bindings of every row kernel: a, b (read), g, h (write), labels, row_in, cls (read), row_out (write). */
-const ROW_BINDINGS = "rrwwrrrw";
+/** Rows per dispatch of a row kernel: what fits one storage binding and one dispatch dimension. */
+function rowsPerChunk(ctx: GpuContext, n: number, c: number): number {
+  const perChunk = Math.min(ctx.maxGroups, Math.floor((ctx.maxBinding - ctx.align) / (c * 4)), n);
+  if (perChunk < 1) {
+    throw new RangeError(
+      `Expected a row of ${c} float32 values to fit one WebGPU storage binding (${ctx.maxBinding} bytes), got ${
+        c * 4
+      } bytes`,
+    );
+  }
+  return perChunk;
+}
+
+/** What a row kernel returns: its per-row outputs `[n, rsOut]` and its [N, C] outputs (in `outs`' order). */
+export interface RowsResult {
+  rows: Float32Array;
+  outs: Float32Array[];
+}
 
 /**
  * Runs a row kernel: one workgroup per row, the rows in chunks that fit one storage
- * binding and one dispatch dimension. The outputs stay on the GPU (as `DeviceValues`)
- * when any input is GPU-resident, else they are read back into Float32Arrays (the
+ * binding and one dispatch dimension. When any input is GPU-resident the outputs stay on
+ * the GPU (as `DeviceValues`) and the call is recorded ({@linkcode recordRows}): inside a
+ * recorded call (`readback: false`) synchronously, its per-row outputs left on the GPU;
+ * else in one submission whose per-row outputs are read back. Host inputs go in chunks
+ * through upload buffers and their outputs are read back into Float32Arrays (the
  * caller's `out` buffer when given).
  */
-export async function runRows<K extends RowKernel>(
-  ctx: GpuContext,
-  job: RowJob<K>,
-): Promise<{ rows: Float32Array; outs: Float32Array[] }> {
+export function runRows<K extends RowKernel>(ctx: GpuContext, job: RowJob<K>): RowsResult | Promise<RowsResult> {
   ctx.check();
-  const { n, c } = job;
-  await ctx.checkFinite(...job.ins.filter((d): d is Float32Array => d !== null));
-  const rowBytes = c * 4;
-  const perChunk = Math.min(ctx.maxGroups, Math.floor((ctx.maxBinding - ctx.align) / rowBytes), n);
-  if (perChunk < 1) {
-    throw new RangeError(
-      `Expected a row of ${c} float32 values to fit one WebGPU storage binding (${ctx.maxBinding} bytes), got ${rowBytes} bytes`,
-    );
-  }
   const resident = job.ins.some((d) => onDevice(d));
   for (const o of job.outs) if (o) checkOut(o.name, o.out, resident);
+  if (ctx.recording) return recordRows(ctx, job);
+  return resident ? readRows(ctx, job) : hostRows(ctx, job);
+}
+
+/** A GPU-resident row kernel in one submission; its per-row outputs read back. */
+async function readRows<K extends RowKernel>(ctx: GpuContext, job: RowJob<K>): Promise<RowsResult> {
+  // Compiled before recording (asynchronously), so that the recording finds them.
+  await ctx.pipeline(job.kernel, ROW_BINDINGS);
+  if (job.first) await ctx.pipeline(job.kernel, ROW_BINDINGS, job.first.entry);
+  const bytes = job.n * job.rsOut * 4;
+  const staging = ctx.staging(bytes);
+  try {
+    const { outs } = ctx.record(undefined, (enc) => {
+      const r = recordRows(ctx, job);
+      enc.copyBufferToBuffer((r.rows as unknown as DeviceValues).buffer, 0, staging, 0, bytes);
+      return r;
+    });
+    const rows = new Float32Array(await ctx.read(staging, 0, bytes));
+    await ctx.settled();
+    ctx.check();
+    return { rows, outs };
+  } finally {
+    staging.destroy();
+  }
+}
+
+/**
+ * Records a row kernel with GPU-resident inputs into the call being recorded: one
+ * compute pass of a dispatch per chunk of rows (the [N, C] inputs and outputs bound in
+ * place by ranges); host inputs are uploaded whole. Its per-row outputs are a
+ * `DeviceValues` `[n, rsOut]` in a buffer of the call.
+ */
+export function recordRows<K extends RowKernel>(ctx: GpuContext, job: RowJob<K>): RowsResult {
+  const { n, c } = job;
+  const perChunk = rowsPerChunk(ctx, n, c);
+  const t = <B extends GPUBuffer | null>(b: B) => ctx.temp(b);
+  const ins = job.ins.map((d) => (d === null ? null : onDevice(d) ? d.buffer : t(ctx.upload(d))));
+  const outs: Float32Array[] = [];
+  const outBufs = job.outs.map((o, k) => {
+    if (o === null) return null;
+    const buffer = o.out?.buffer ?? ctx.buffer(n * c * 4);
+    outs[k] = new DeviceValues(buffer, [n, c]) as unknown as Float32Array;
+    return buffer;
+  });
+  const small = (d: ArrayBufferView | null | undefined) => (d ? t(ctx.upload(d)) : null);
+  const labels = small(job.labels), rowIn = small(job.rowIn), cls = small(job.cls);
+  const rowOut = t(ctx.buffer(n * job.rsOut * 4));
+  const pipeline = ctx.pipelineNow(job.kernel, ROW_BINDINGS);
+  const first = job.first ? ctx.pipelineNow(job.kernel, ROW_BINDINGS, job.first.entry) : null;
+  const firstOut = job.first ? t(ctx.buffer(n * job.first.perRow * 4)) : null;
+  const pass = ctx.recording!.enc.beginComputePass();
+  for (let r0 = 0; r0 < n; r0 += perChunk) {
+    const rows = Math.min(perChunk, n - r0);
+    const bind: (GPUBufferBinding | null)[] = [], offs: number[] = [];
+    for (
+      const b of [...ins, ...Array(2 - ins.length).fill(null), ...outBufs, ...Array(2 - outBufs.length).fill(null)]
+    ) {
+      const [r, off] = b ? ctx.range(b, r0 * c, rows * c) : [null, 0];
+      bind.push(r), offs.push(off);
+    }
+    if (firstOut) bind[3] = { buffer: firstOut, offset: 0, size: firstOut.size };
+    const params = t(ctx.params<RowKernel>(job.kernel, {
+      ...(job.params as Params<RowKernel>),
+      n: rows,
+      c,
+      row0: r0,
+      a_off: offs[0],
+      b_off: offs[1],
+      g_off: offs[2],
+      h_off: offs[3],
+      rs_in: job.rsIn ?? 0,
+      rs_out: job.rsOut,
+    }));
+    // One bind group for both entry points: they share the explicit layout.
+    const group = ctx.bind(pipeline, params, [...bind, labels, rowIn, cls, rowOut]);
+    if (first) {
+      pass.setPipeline(first);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(Math.ceil(rows / 64));
+    }
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, group);
+    pass.dispatchWorkgroups(rows);
+  }
+  pass.end();
+  return { rows: new DeviceValues(rowOut, [n, job.rsOut]) as unknown as Float32Array, outs };
+}
+
+/**
+ * A row kernel on host inputs: the rows in chunks through upload buffers, each chunk's
+ * outputs read back (into the caller's `out` buffers when given).
+ */
+async function hostRows<K extends RowKernel>(ctx: GpuContext, job: RowJob<K>): Promise<RowsResult> {
+  const { n, c } = job;
+  const rowBytes = c * 4;
+  const perChunk = rowsPerChunk(ctx, n, c);
   const device = ctx.device;
   const temps: GPUBuffer[] = [];
   const keep = <T extends GPUBuffer>(b: T) => (temps.push(b), b);
@@ -473,17 +768,11 @@ export async function runRows<K extends RowKernel>(
   try {
     const chunked = perChunk < n;
     // Host inputs: one upload buffer each (the whole matrix, or one chunk reused).
-    const inBufs = job.ins.map((d) => (d === null || onDevice(d) ? null : pooled(ctx.scratch(perChunk * rowBytes))));
-    // Outputs: on the GPU for resident problems (the caller's buffer or a new one), else
-    // a chunk buffer read back through the staging buffer.
+    const inBufs = job.ins.map((d) => (d === null ? null : pooled(ctx.scratch(perChunk * rowBytes))));
+    // Outputs: a chunk buffer read back through the staging buffer.
     const results: Float32Array[] = [];
     const outBufs = job.outs.map((o, k) => {
       if (o === null) return null;
-      if (resident) {
-        const buffer = o.out?.buffer ?? ctx.buffer(n * rowBytes);
-        results[k] = new DeviceValues(buffer, [n, c]) as unknown as Float32Array;
-        return buffer;
-      }
       results[k] = o.out?.data ?? new Float32Array(n * c);
       return pooled(ctx.scratch(perChunk * rowBytes));
     });
@@ -492,52 +781,33 @@ export async function runRows<K extends RowKernel>(
     const rowOut = keep(ctx.buffer(n * job.rsOut * 4));
     // Staging offsets must be multiples of 8.
     const stride = Math.ceil((perChunk * rowBytes) / 8) * 8;
-    const hostOut = resident ? 0 : outBufs.filter((b) => b !== null).length;
+    const hostOut = outBufs.filter((b) => b !== null).length;
     const staging = pooled(ctx.scratch(hostOut * stride + n * job.rsOut * 4, MAP_READ | COPY_DST));
     const pipeline = await ctx.pipeline(job.kernel, ROW_BINDINGS);
     const first = job.first ? await ctx.pipeline(job.kernel, ROW_BINDINGS, job.first.entry) : null;
     const firstOut = job.first ? keep(ctx.buffer(n * job.first.perRow * 4)) : null;
-    const range = (buffer: GPUBuffer, r0: number, rows: number) => ctx.range(buffer, r0 * c, rows * c);
     const rowsOut = new Float32Array(n * job.rsOut);
     for (let r0 = 0; r0 < n; r0 += perChunk) {
       const rows = Math.min(perChunk, n - r0), last = r0 + rows >= n;
       const bind: (GPUBufferBinding | null)[] = [];
-      const offs: number[] = [];
       job.ins.forEach((d, k) => {
         const b = inBufs[k];
-        if (d === null) {
-          bind.push(null), offs.push(0);
-        } else if (b === null) {
-          const [r, off] = range((d as unknown as DeviceValues).buffer, r0, rows);
-          bind.push(r), offs.push(off);
+        if (d === null || b === null) {
+          bind.push(null);
         } else {
           device.queue.writeBuffer(b, 0, d.buffer as ArrayBuffer, d.byteOffset + r0 * rowBytes, rows * rowBytes);
-          bind.push({ buffer: b, offset: 0, size: rows * rowBytes }), offs.push(0);
+          bind.push({ buffer: b, offset: 0, size: rows * rowBytes });
         }
       });
-      while (bind.length < 2) bind.push(null), offs.push(0);
-      job.outs.forEach((_, k) => {
-        const b = outBufs[k];
-        if (b === null) {
-          bind.push(null), offs.push(0);
-        } else if (resident) {
-          const [r, off] = range(b, r0, rows);
-          bind.push(r), offs.push(off);
-        } else {
-          bind.push({ buffer: b, offset: 0, size: rows * rowBytes }), offs.push(0);
-        }
-      });
-      while (bind.length < 4) bind.push(null), offs.push(0);
+      while (bind.length < 2) bind.push(null);
+      outBufs.forEach((b) => bind.push(b === null ? null : { buffer: b, offset: 0, size: rows * rowBytes }));
+      while (bind.length < 4) bind.push(null);
       if (firstOut) bind[3] = { buffer: firstOut, offset: 0, size: firstOut.size };
       const params = keep(ctx.params<RowKernel>(job.kernel, {
         ...(job.params as Params<RowKernel>),
         n: rows,
         c,
         row0: r0,
-        a_off: offs[0],
-        b_off: offs[1],
-        g_off: offs[2],
-        h_off: offs[3],
         rs_in: job.rsIn ?? 0,
         rs_out: job.rsOut,
       }));
@@ -557,7 +827,7 @@ export async function runRows<K extends RowKernel>(
         pass.dispatchWorkgroups(rows);
         pass.end();
         outBufs.forEach((b, k) => {
-          if (b === null || resident) return;
+          if (b === null) return;
           enc.copyBufferToBuffer(b, 0, staging, at, rows * rowBytes);
           reads.push([k, at]);
           at += stride;

@@ -6,7 +6,7 @@
  * @module
  */
 import type { HardLabelProblem } from "../kernels/hard_label.ts";
-import type { Raw } from "../kernels/core.ts";
+import { columns, type Raw, then } from "../kernels/core.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext, type Params, runRows } from "./context.ts";
 import { targetParams } from "./margin.ts";
@@ -15,7 +15,7 @@ import { targetParams } from "./margin.ts";
  * Row losses and gradient of a hard-label problem on the GPU, in one submission: the
  * margin losses' label targets are evaluated by the kernel (src/webgpu/margin.wgsl).
  */
-export async function hardLabel(ctx: GpuContext, p: HardLabelProblem): Promise<Raw> {
+export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<Raw> {
   const { n, c } = p;
   const zLoss = p.zLoss ?? 0, rs = zLoss ? 2 : 1;
   // Per row: the gradient scale (and the z term's), in and out: the row loss (and the z term).
@@ -43,27 +43,31 @@ export async function hardLabel(ctx: GpuContext, p: HardLabelProblem): Promise<R
     ...targetParams(p.margin),
   };
   const name = p.margin ? "cos" : "logits";
-  if (c > ctx.segment) return await longRows(ctx, p, params, rowIn, rs, name);
-  const { rows, outs } = await runRows(ctx, {
-    kernel: "cross_entropy",
-    n,
-    c,
-    params,
-    ins: [p.logits],
-    outs: [p.grad ? { name, out: p.out } : null],
-    labels: p.labels,
-    rowIn,
-    rsIn: rs,
-    cls: p.weight,
-    rsOut: rs,
-    first: p.margin ? { entry: "targets", perRow: 2 } : undefined,
-  });
-  return { rows: columns(rows, n, rs), grads: p.grad ? { logits: outs[0] } : {} };
-}
-
-/** The `k` columns of per-row values `[n, k]` as float64 rows (the row losses, then the z terms). */
-function columns(values: Float32Array, n: number, k: number): Float64Array[] {
-  return Array.from({ length: k }, (_, q) => Float64Array.from({ length: n }, (_, i) => values[i * k + q]));
+  if (c > ctx.segment) {
+    if (ctx.recording) {
+      throw new RangeError(
+        `Expected a row of ${name} (${c} float32 values) to fit one WebGPU storage binding (${ctx.segment} values) with options.readback false, got ${c}`,
+      );
+    }
+    return longRows(ctx, p, params, rowIn, rs, name);
+  }
+  return then(
+    runRows(ctx, {
+      kernel: "cross_entropy",
+      n,
+      c,
+      params,
+      ins: [p.logits],
+      outs: [p.grad ? { name, out: p.out } : null],
+      labels: p.labels,
+      rowIn,
+      rsIn: rs,
+      cls: p.weight,
+      rsOut: rs,
+      first: p.margin ? { entry: "targets", perRow: 2 } : undefined,
+    }),
+    ({ rows, outs }): Raw => ({ rows: columns(rows, n, rs), grads: p.grad ? { logits: outs[0] } : {} }),
+  );
 }
 
 /**
@@ -84,7 +88,6 @@ async function longRows(
   const seg = ctx.segment, nseg = Math.ceil(c / seg);
   const resident = onDevice(p.logits);
   checkOut(name, p.out as { buffer?: unknown } | null, resident);
-  await ctx.checkFinite(p.logits);
   const temps: GPUBuffer[] = [];
   const keep = (b: GPUBuffer) => (temps.push(b), b);
   try {

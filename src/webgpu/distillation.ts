@@ -3,12 +3,12 @@
  *
  * @module
  */
-import type { Raw } from "../kernels/core.ts";
+import { columns, type Raw, then } from "../kernels/core.ts";
 import type { DistillationProblem } from "../kernels/distill.ts";
 import { F, type GpuContext, runRows } from "./context.ts";
 
 /** `distillation` on the GPU: the KL and cross-entropy rows, and the student's gradient. */
-export async function distill(ctx: GpuContext, p: DistillationProblem): Promise<Raw> {
+export function distill(ctx: GpuContext, p: DistillationProblem): Raw | Promise<Raw> {
   const { n, c } = p;
   let rowIn: Float32Array | null = null;
   if (p.grad) {
@@ -19,22 +19,19 @@ export async function distill(ctx: GpuContext, p: DistillationProblem): Promise<
       rowIn[2 * i + 1] = p.ca[i];
     }
   }
-  const { rows, outs } = await runRows(ctx, {
-    kernel: "distillation",
-    n,
-    c,
-    params: { flags: p.grad ? F.GRAD : 0, inv_t: 1 / p.temperature },
-    ins: [p.student, p.teacher],
-    outs: p.grad ? [{ name: "student", out: p.out }] : [],
-    labels: p.labels,
-    rowIn,
-    rsIn: 2,
-    rsOut: 2,
-  });
-  const kl = new Float64Array(n), ce = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    kl[i] = rows[2 * i];
-    ce[i] = rows[2 * i + 1];
-  }
-  return { rows: [kl, ce], grads: p.grad ? { student: outs[0] } : {} };
+  return then(
+    runRows(ctx, {
+      kernel: "distillation",
+      n,
+      c,
+      params: { flags: p.grad ? F.GRAD : 0, inv_t: 1 / p.temperature },
+      ins: [p.student, p.teacher],
+      outs: p.grad ? [{ name: "student", out: p.out }] : [],
+      labels: p.labels,
+      rowIn,
+      rsIn: 2,
+      rsOut: 2,
+    }),
+    ({ rows, outs }): Raw => ({ rows: columns(rows, n, 2), grads: p.grad ? { student: outs[0] } : {} }),
+  );
 }

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { Raw } from "../kernels/core.ts";
+import { columns, type Raw } from "../kernels/core.ts";
 import type { ExpertsProblem } from "../kernels/experts.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
@@ -19,10 +19,10 @@ import { fits, job, type Planner, solve } from "./passes.ts";
 const ST = 16;
 
 /** The experts family on the GPU. */
-export const experts = (ctx: GpuContext, p: ExpertsProblem): Promise<Raw> => solve(ctx, p, planExperts);
+export const experts = (ctx: GpuContext, p: ExpertsProblem): Raw | Promise<Raw> => solve(ctx, p, planExperts);
 
 /** Plans the experts family (one job). */
-export const planExperts: Planner<ExpertsProblem> = async (ctx, p, bufs, force) => {
+export const planExperts: Planner<ExpertsProblem> = (ctx, p, bufs, force) => {
   ctx.check();
   const { e, b, c } = p;
   const m = b * c;
@@ -31,7 +31,6 @@ export const planExperts: Planner<ExpertsProblem> = async (ctx, p, bufs, force) 
   if (b > ctx.maxGroups) throw new RangeError(`Expected at most ${ctx.maxGroups} rows on this WebGPU device, got ${b}`);
   const resident = force || p.logits.some(onDevice) || onDevice(p.gating);
   p.outs.forEach((o, k) => checkOut(`expertLogits[${k}]`, o as { buffer?: unknown } | null, resident));
-  await ctx.checkFinite(...p.logits, ...(p.gating ? [p.gating] : []));
   // The stack: host experts written into it, GPU-resident ones copied in before the pass.
   const z = bufs.scratch(Math.max(4, e * m * 4));
   p.logits.forEach((x, k) => {
@@ -108,7 +107,7 @@ export const planExperts: Planner<ExpertsProblem> = async (ctx, p, bufs, force) 
     jobs: [pass],
     values: resident ? { ...onGpu(), ...ensemble } : {},
     finish: ([[r, hg, he]]) => {
-      const part = (k: number) => Float64Array.from(r.subarray(k * b, (k + 1) * b));
+      const part = (k: number) => columns(r, b, 1, k * b)[0];
       const ce = Array.from({ length: e }, (_, k) => part(k));
       const col = Array.from({ length: e }, (_, k) => part(e + k));
       const pairs = p.pairs ? part(2 * e) : new Float64Array(b);

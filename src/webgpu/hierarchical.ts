@@ -5,17 +5,18 @@
  *
  * @module
  */
-import type { Raw } from "../kernels/core.ts";
+import { columns, type Raw } from "../kernels/core.ts";
 import type { HierarchicalProblem } from "../kernels/hierarchical.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
 import { fits, gradOf, job, type Planner, solve } from "./passes.ts";
 
 /** `hierarchical` on the GPU. */
-export const hierarchical = (ctx: GpuContext, p: HierarchicalProblem): Promise<Raw> => solve(ctx, p, planHierarchical);
+export const hierarchical = (ctx: GpuContext, p: HierarchicalProblem): Raw | Promise<Raw> =>
+  solve(ctx, p, planHierarchical);
 
 /** Plans `hierarchical` (one job). */
-export const planHierarchical: Planner<HierarchicalProblem> = async (ctx, p, bufs, force) => {
+export const planHierarchical: Planner<HierarchicalProblem> = (ctx, p, bufs, force) => {
   ctx.check();
   const { b, k, c } = p;
   fits(ctx, "coarse", b * k);
@@ -24,7 +25,6 @@ export const planHierarchical: Planner<HierarchicalProblem> = async (ctx, p, buf
   const resident = force || onDevice(p.coarse) || onDevice(p.fine);
   checkOut("coarse", p.outCoarse as { buffer?: unknown } | null, resident);
   checkOut("fine", p.outFine as { buffer?: unknown } | null, resident);
-  await ctx.checkFinite(p.coarse, p.fine);
   // labels, coarse labels, start, children, and the coarse class of each fine class.
   const ints = new Int32Array(2 * b + k + 1 + 2 * c);
   ints.set(p.labels);
@@ -56,7 +56,7 @@ export const planHierarchical: Planner<HierarchicalProblem> = async (ctx, p, buf
     jobs: [pass],
     values: resident ? grads() : {},
     finish: ([[rowOut, hc, hf]]) => ({
-      rows: [Float64Array.from(rowOut.subarray(0, b)), Float64Array.from(rowOut.subarray(b))],
+      rows: [columns(rowOut, b, 1)[0], columns(rowOut, b, 1, b)[0]],
       grads: grads(hc, hf),
     }),
   };

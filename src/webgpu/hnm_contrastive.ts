@@ -5,14 +5,14 @@
  *
  * @module
  */
-import type { Raw } from "../kernels/core.ts";
+import { columns, type Raw, then } from "../kernels/core.ts";
 import type { HnmProblem } from "../kernels/hnm.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
-import { Buffers, fits, gradOf, runPass } from "./passes.ts";
+import { fits, gradOf, runPass, withBuffers } from "./passes.ts";
 
 /** `hnmContrastive` on the GPU. */
-export async function hnm(ctx: GpuContext, p: HnmProblem): Promise<Raw> {
+export function hnm(ctx: GpuContext, p: HnmProblem): Raw | Promise<Raw> {
   ctx.check();
   const { b, c, d, k } = p;
   fits(ctx, "f", b * d);
@@ -21,9 +21,7 @@ export async function hnm(ctx: GpuContext, p: HnmProblem): Promise<Raw> {
   if (b > ctx.maxGroups) throw new RangeError(`Expected at most ${ctx.maxGroups} rows on this WebGPU device, got ${b}`);
   const resident = onDevice(p.f) || onDevice(p.prototypes);
   checkOut("f", p.out as { buffer?: unknown } | null, resident);
-  await ctx.checkFinite(p.f, p.prototypes);
-  const bufs = new Buffers(ctx);
-  try {
+  return withBuffers(ctx, (bufs) => {
     const ints = new Int32Array(b * (k + 1));
     ints.set(p.labels);
     ints.set(p.hard, b);
@@ -32,26 +30,28 @@ export async function hnm(ctx: GpuContext, p: HnmProblem): Promise<Raw> {
     const rows = bufs.scratch(b * 4);
     const g = p.grad ? bufs.output(resident, p.out as { buffer?: GPUBuffer } | null, Math.max(4, b * d * 4)) : null;
     const host = p.grad && !resident;
-    const [rowOut, hg] = await runPass(ctx, bufs, {
-      kernel: "hnm_contrastive",
-      params: { b, c, d, k, flags: p.grad ? F.GRAD : 0, zero: 0, inv_t: 1 / p.temperature },
-      layout: "rrrrwww",
-      bindings: [
-        bufs.input(p.f),
-        bufs.input(p.prototypes),
-        bufs.input(ints),
-        bufs.input(scales),
-        bufs.scratch(5 * b * (k + 1) * 4),
-        rows,
-        g,
-      ],
-      dispatches: [["rows", b]],
-      reads: [[rows, b * 4], [g ?? rows, host ? b * d * 4 : 0]],
-    });
-    const loss = Float64Array.from(rowOut);
-    if (!g) return { rows: [loss], grads: {} };
-    return { rows: [loss], grads: { f: gradOf(resident, g, [b, d], hg, p.out) } };
-  } finally {
-    bufs.done();
-  }
+    return then(
+      runPass(ctx, bufs, {
+        kernel: "hnm_contrastive",
+        params: { b, c, d, k, flags: p.grad ? F.GRAD : 0, zero: 0, inv_t: 1 / p.temperature },
+        layout: "rrrrwww",
+        bindings: [
+          bufs.input(p.f),
+          bufs.input(p.prototypes),
+          bufs.input(ints),
+          bufs.input(scales),
+          bufs.scratch(5 * b * (k + 1) * 4),
+          rows,
+          g,
+        ],
+        dispatches: [["rows", b]],
+        reads: [[rows, b * 4], [g ?? rows, host ? b * d * 4 : 0]],
+      }),
+      ([rowOut, hg]): Raw => {
+        const loss = columns(rowOut, b, 1)[0];
+        if (!g) return { rows: [loss], grads: {} };
+        return { rows: [loss], grads: { f: gradOf(resident, g, [b, d], hg, p.out) } };
+      },
+    );
+  });
 }

@@ -36,7 +36,7 @@
  *
  * @module
  */
-import type { Raw } from "../kernels/core.ts";
+import { columns, type Raw } from "../kernels/core.ts";
 import { type HeadProblem, PRECISE_ABOVE } from "../kernels/head.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext, type KernelName, type Params } from "./context.ts";
@@ -51,9 +51,8 @@ const TILE = 64;
  * Checks a head's problem against the device's limits and lays out the call: its buffers
  * (temporaries go to `keep`), pipelines and dispatcher, shared by the two phases.
  */
-export async function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) => GPUBuffer) {
+export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) => GPUBuffer) {
   const { n, c, d } = p;
-  await ctx.checkFinite(p.x, p.W);
   const resident = onDevice(p.x) || onDevice(p.W);
   checkOut("x", p.outX as { buffer?: unknown } | null, resident);
   checkOut("W", p.outW as { buffer?: unknown } | null, resident);
@@ -154,16 +153,9 @@ export async function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuf
     }
   };
   const pipes = (kernel: KernelName, bindings: string, entries: string[]) =>
-    Promise.all(entries.map((e) => ctx.pipeline(kernel, bindings, e)));
-  const ROWS = "rrrrrww", LABEL = "rrrrrrww", TILES = "rrrrrw", MM = "rrrrrrww";
-  const modes = gated ? ["", "_p"] : [""];
-  const [[cls, gather, combine, finX, finW], [label, bound, finish], fwd, grad, [mmX, mmW]] = await Promise.all([
-    pipes("margin_head_rows", ROWS, ["cls", "gather", "combine", "fin_x", "fin_w"]),
-    pipes("margin_head_label", LABEL, ["label", "bound", "finish"]),
-    pipes("margin_head", TILES, modes.map((m) => `fwd${m}`)),
-    pipes("margin_head", TILES, modes.map((m) => `grad${m}`)),
-    pipes("margin_head_mm", MM, ["dx", "dw"]),
-  ]);
+    entries.map((e) => ctx.pipelineNow(kernel, bindings, e));
+  const [[cls, gather, combine, finX, finW], [label, bound, finish], fwd, grad, [mmX, mmW]] = HEAD_PIPELINES(gated)
+    .map(([kernel, bindings, entries]) => pipes(kernel, bindings, entries));
 
   // Rows by label (CSR) for fin_w's label terms (a label of no class here, as a shard's
   // label on another shard, has none).
@@ -189,7 +181,6 @@ export async function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuf
   // What comes back: the row losses, and the gradients of host inputs.
   const reads: [GPUBuffer, number][] = [[losses, n * 4]];
   if (dX && dW && !resident) reads.push([dX, n * d * 4], [dW, c * d * 4]);
-  const stagings = reads.map(([, bytes]) => keep(ctx.staging(bytes)));
 
   const wins = windows(window);
   const groups = (count: number) => Math.ceil(count / 64);
@@ -219,7 +210,7 @@ export async function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuf
     dXlo,
     du,
     reads,
-    stagings,
+    losses,
     bind,
     xB,
     labelsB,
@@ -250,7 +241,29 @@ export async function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuf
 }
 
 /** One head call on the GPU, laid out by {@linkcode openHead}. */
-export type HeadSession = Awaited<ReturnType<typeof openHead>>;
+export type HeadSession = ReturnType<typeof openHead>;
+
+/** The head's pipelines: per kernel, its bindings and entry points (the float-pair modes when `gated`). */
+const HEAD_PIPELINES = (gated: boolean): [KernelName, string, string[]][] => {
+  const ROWS = "rrrrrww", LABEL = "rrrrrrww", TILES = "rrrrrw", MM = "rrrrrrww";
+  const modes = gated ? ["", "_p"] : [""];
+  return [
+    ["margin_head_rows", ROWS, ["cls", "gather", "combine", "fin_x", "fin_w"]],
+    ["margin_head_label", LABEL, ["label", "bound", "finish"]],
+    ["margin_head", TILES, modes.map((m) => `fwd${m}`)],
+    ["margin_head", TILES, modes.map((m) => `grad${m}`)],
+    ["margin_head_mm", MM, ["dx", "dw"]],
+  ];
+};
+
+/** Compiles the head's pipelines asynchronously (before a call that awaits, so that {@linkcode openHead} finds them). */
+export async function compileHead(ctx: GpuContext): Promise<void> {
+  await Promise.all(
+    HEAD_PIPELINES(true).flatMap(([kernel, bindings, entries]) =>
+      entries.map((e) => ctx.pipeline(kernel, bindings, e))
+    ),
+  );
+}
 
 /**
  * Phase 1 over the head's classes: {@linkcode encodeRows}, then each (row, class tile)'s
@@ -325,37 +338,68 @@ export function encodeGrads(s: HeadSession, pass: GPUComputePassEncoder): void {
   }
 }
 
-/** Row losses and gradients of an embedding head on the GPU: both phases in one submission. */
-export async function head(ctx: GpuContext, p: HeadProblem): Promise<Raw> {
+/** Records both phases of a head (the gradient buffers cleared first) into `enc`. */
+function encodeHead(s: HeadSession, enc: GPUCommandEncoder): void {
+  const { n, d } = s;
+  enc.clearBuffer(s.wy, 0, n * d * 4);
+  if (s.dX && s.dXlo) {
+    enc.clearBuffer(s.dX, 0, n * d * 4);
+    enc.clearBuffer(s.dXlo, 0, n * d * 4);
+  }
+  const pass = enc.beginComputePass();
+  encodeStats(s, pass);
+  encodeGrads(s, pass);
+  pass.end();
+}
+
+/** A head's GPU-resident gradients (`DeviceValues`). */
+const gpuGrads = (s: HeadSession): Record<string, Float32Array> =>
+  s.dX && s.dW
+    ? {
+      x: new DeviceValues(s.dX, [s.n, s.d]) as unknown as Float32Array,
+      W: new DeviceValues(s.dW, [s.c, s.d]) as unknown as Float32Array,
+    }
+    : {};
+
+/**
+ * Row losses and gradients of an embedding head on the GPU: both phases in one
+ * submission whose row losses (and host gradients) are read back, or, inside a recorded
+ * call (`readback: false`), recorded with everything left on the GPU.
+ */
+export function head(ctx: GpuContext, p: HeadProblem): Raw | Promise<Raw> {
   ctx.check();
-  const { n, c, d } = p;
+  if (ctx.recording) {
+    const s = openHead(ctx, p, (b) => ctx.temp(b));
+    encodeHead(s, ctx.recording.enc);
+    return {
+      rows: columns(new DeviceValues(s.losses, [s.n, 1]) as unknown as Float32Array, s.n, 1),
+      grads: gpuGrads(s),
+    };
+  }
+  return readHead(ctx, p);
+}
+
+async function readHead(ctx: GpuContext, p: HeadProblem): Promise<Raw> {
+  await compileHead(ctx);
   const temps: GPUBuffer[] = [];
   const keep = (b: GPUBuffer) => (temps.push(b), b);
   try {
-    const s = await openHead(ctx, p, keep);
-    const { dX, dW, dXlo, reads, stagings, resident } = s;
-    await ctx.submit((enc) => {
-      enc.clearBuffer(s.wy, 0, n * d * 4);
-      if (dX && dXlo) {
-        enc.clearBuffer(dX, 0, n * d * 4);
-        enc.clearBuffer(dXlo, 0, n * d * 4);
-      }
-      const pass = enc.beginComputePass();
-      encodeStats(s, pass);
-      encodeGrads(s, pass);
-      pass.end();
-      reads.forEach(([b, bytes], k) => enc.copyBufferToBuffer(b, 0, stagings[k], 0, bytes));
+    const [s, stagings] = ctx.record(undefined, (enc) => {
+      const s = openHead(ctx, p, keep);
+      const stagings = s.reads.map(([, bytes]) => keep(ctx.staging(bytes)));
+      encodeHead(s, enc);
+      s.reads.forEach(([b, bytes], k) => enc.copyBufferToBuffer(b, 0, stagings[k], 0, bytes));
+      return [s, stagings] as const;
     });
-    const [rows, gx, gW] = (await ctx.readAll(stagings.map((b, k) => [b, reads[k][1]]))).map((b) =>
+    const [rows, gx, gW] = (await ctx.readAll(stagings.map((b, k) => [b, s.reads[k][1]]))).map((b) =>
       new Float32Array(b)
     );
+    await ctx.settled();
     ctx.check();
     const out = { rows: [Float64Array.from(rows)], grads: {} as Record<string, Float32Array> };
-    if (!dX || !dW) return out;
-    if (resident) {
-      out.grads.x = new DeviceValues(dX, [n, d]) as unknown as Float32Array;
-      out.grads.W = new DeviceValues(dW, [c, d]) as unknown as Float32Array;
-    } else {
+    if (!s.dX || !s.dW) return out;
+    if (s.resident) out.grads = gpuGrads(s);
+    else {
       out.grads.x = p.outX?.data ? (p.outX.data.set(gx), p.outX.data) : gx;
       out.grads.W = p.outW?.data ? (p.outW.data.set(gW), p.outW.data) : gW;
     }

@@ -21,7 +21,9 @@ import { centerReg } from "./center_regularization.ts";
 import { experts, planExperts } from "./experts.ts";
 import { combine, planCombine } from "./combine.ts";
 import { plannable, type Planners, together } from "./composite.ts";
-import { holdsDevice } from "../kernels/core.ts";
+import { holdsDevice, markedFinite } from "../kernels/core.ts";
+import type { GpuPath } from "../kernels/mod.ts";
+import { materialize } from "./finish.ts";
 import { sequential } from "../kernels/mod.ts";
 import { planContrastive } from "./physics_contrastive.ts";
 import { planHierarchical } from "./hierarchical.ts";
@@ -39,6 +41,26 @@ import { hostKernels } from "../kernels/mod.ts";
 import { referenceShardKernels } from "../reference/sharded.ts";
 import type { ShardKernels } from "../kernels/shards.ts";
 import { headShardGrads, headShardStats } from "./sharded.ts";
+
+/**
+ * A kernel with `checkFinite` on GPU-resident inputs: their values read back and scanned
+ * first; inside a recorded call (`readback: false`, which reads nothing back) a
+ * `TypeError`.
+ */
+function finiteFirst<P, R>(ctx: GpuContext, kernel: (p: P) => R | Promise<R>): (p: P) => R | Promise<R> {
+  return (p) => {
+    const marked = markedFinite(p);
+    if (marked.length === 0) return kernel(p);
+    if (ctx.recording) {
+      throw new TypeError(
+        `Expected options.checkFinite to be false with options.readback false (it reads ${
+          marked[0].checkFinite
+        } back), got true`,
+      );
+    }
+    return ctx.checkFinite(...(marked as unknown as Float32Array[])).then(() => kernel(p));
+  };
+}
 
 /** The WebGPU kernels of a context. */
 export function webgpuKernels(ctx: GpuContext): Kernels {
@@ -68,11 +90,35 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     headShardStats: (q) => headShardStats(ctx, q),
     headShardGrads: (q) => headShardGrads(ctx, q),
   };
+  for (const [k, f] of Object.entries(kernels)) {
+    (kernels as Record<string, unknown>)[k] = finiteFirst(ctx, f as (p: unknown) => unknown);
+  }
   const inOrder = sequential(kernels);
   return {
     ...kernels,
     // GPU-resident inputs: every term in one submission, the gradients combined on the GPU.
-    composite: (p) => (holdsDevice(p) && plannable(p, planners) ? together(ctx, p, planners) : inOrder(p)),
+    composite: finiteFirst(
+      ctx,
+      (p) => (holdsDevice(p) && plannable(p, planners) ? together(ctx, p, planners) : inOrder(p)),
+    ),
+  };
+}
+
+/**
+ * The GPU path of a context (SPEC §10; `readback: false`, `encoder` and `Losses.sync`,
+ * bound by src/loss.ts): its kernels, recorded synchronously into one command encoder,
+ * and the finish step's values computed on the GPU.
+ */
+export function webgpuPath(ctx: GpuContext, kernels: Kernels): GpuPath {
+  return {
+    kernels,
+    record: (encoder, body) => ctx.record(encoder, body),
+    materialize: (r) => materialize(ctx, r),
+    drop: (b) => ctx.temp(b),
+    settled: async () => {
+      await ctx.settled();
+      ctx.check();
+    },
   };
 }
 

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { Raw } from "../kernels/core.ts";
+import { type Raw, then } from "../kernels/core.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import type { GpuContext, KernelName, Params } from "./context.ts";
 
@@ -70,9 +70,17 @@ export class Buffers {
     return out?.buffer ?? this.ctx.buffer(bytes);
   }
 
+  /**
+   * Releases the call's buffers: destroys its own and gives the scratch back to the pool,
+   * or, inside a recorded call, hands them all to the recording (released after its
+   * submission).
+   */
   done(): void {
-    for (const b of this.#temps) b.destroy();
-    this.ctx.release(...this.#pooled);
+    if (this.ctx.recording) this.ctx.recording.temps.push(...this.#temps, ...this.#pooled);
+    else {
+      for (const b of this.#temps) b.destroy();
+      this.ctx.release(...this.#pooled);
+    }
   }
 }
 
@@ -96,17 +104,73 @@ export interface Plan {
  * live until the whole submission is read). `resident` forces GPU-resident outputs (a
  * composite whose other inputs are on the GPU), else they are where the inputs are.
  */
-export type Planner<P> = (ctx: GpuContext, p: P, bufs: Buffers, resident?: boolean) => Promise<Plan>;
+export type Planner<P> = (ctx: GpuContext, p: P, bufs: Buffers, resident?: boolean) => Plan;
 
-/** Runs a planned call on its own: one submission and one readback. */
-export async function solve<P>(ctx: GpuContext, p: P, plan: Planner<P>): Promise<Raw> {
+/**
+ * Runs a planned call on its own: one submission and one readback, or, inside a recorded
+ * call (`readback: false`), recorded synchronously with its reads left on the GPU.
+ */
+export function solve<P>(ctx: GpuContext, p: P, plan: Planner<P>): Raw | Promise<Raw> {
+  return withBuffers(ctx, (bufs) => {
+    const planned = plan(ctx, p, bufs);
+    return then(runJobsNow(ctx, bufs, planned.jobs), (reads) => planned.finish(reads));
+  });
+}
+
+/**
+ * `body` with the buffers of one call, released ({@linkcode Buffers.done}) when its
+ * result is ready (at once for a synchronous result) or it failed.
+ */
+export function withBuffers<T>(ctx: GpuContext, body: (bufs: Buffers) => T | Promise<T>): T | Promise<T> {
   const bufs = new Buffers(ctx);
+  let r: T | Promise<T>;
   try {
-    const planned = await plan(ctx, p, bufs);
-    return planned.finish(await runJobs(ctx, bufs, planned.jobs));
-  } finally {
+    r = body(bufs);
+  } catch (e) {
     bufs.done();
+    throw e;
   }
+  if (r instanceof Promise) return r.finally(() => bufs.done());
+  bufs.done();
+  return r;
+}
+
+/** Jobs recorded into the call being recorded (their reads left on the GPU), or run and read back. */
+export function runJobsNow(
+  ctx: GpuContext,
+  bufs: Buffers,
+  jobs: PassJob<KernelName>[],
+): Float32Array[][] | Promise<Float32Array[][]> {
+  return ctx.recording ? recordJobs(ctx, jobs) : runJobs(ctx, bufs, jobs);
+}
+
+/**
+ * Records jobs into the call being recorded, one compute pass each (with their copies
+ * before and after). Returns each job's reads as `DeviceValues` `[count, 1]` of the
+ * buffers they are in (what `Plan.finish` reads: per-row values stay on the GPU).
+ */
+export function recordJobs(ctx: GpuContext, jobs: PassJob<KernelName>[]): Float32Array[][] {
+  const enc = ctx.recording!.enc;
+  for (const job of jobs) {
+    const entries = [...new Set(job.dispatches.map(([e]) => e))];
+    const pipes = new Map(entries.map((e) => [e, ctx.pipelineNow(job.kernel, job.layout, e)] as const));
+    const params = ctx.temp(ctx.params(job.kernel, job.params));
+    job.before?.(enc);
+    const pass = enc.beginComputePass();
+    // One bind group for every entry point: they share the explicit layout.
+    const group = ctx.bind(pipes.get(entries[0])!, params, job.bindings);
+    for (const [entry, x, y = 1] of job.dispatches) {
+      if (x === 0 || y === 0) continue;
+      pass.setPipeline(pipes.get(entry)!);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(x, y);
+    }
+    pass.end();
+    job.after?.(enc);
+  }
+  return jobs.map((job) =>
+    job.reads.map(([b, bytes]) => new DeviceValues(b, [Math.max(1, bytes / 4), 1]) as unknown as Float32Array)
+  );
 }
 
 /**
@@ -115,13 +179,8 @@ export async function solve<P>(ctx: GpuContext, p: P, plan: Planner<P>): Promise
  * Returns each job's reads (in order).
  */
 export async function runJobs(ctx: GpuContext, bufs: Buffers, jobs: PassJob<KernelName>[]): Promise<Float32Array[][]> {
-  const ready = await Promise.all(jobs.map(async (job) => {
-    const entries = [...new Set(job.dispatches.map(([e]) => e))];
-    const pipes = new Map(
-      await Promise.all(entries.map(async (e) => [e, await ctx.pipeline(job.kernel, job.layout, e)] as const)),
-    );
-    return { job, entries, pipes, params: bufs.temp(ctx.params(job.kernel, job.params)) };
-  }));
+  // Compiled asynchronously first, so that the recording finds them.
+  await Promise.all(jobs.flatMap((job) => job.dispatches.map(([e]) => ctx.pipeline(job.kernel, job.layout, e))));
   // Staging offsets must be multiples of 8.
   const offsets: number[][] = [];
   let total = 0;
@@ -133,21 +192,8 @@ export async function runJobs(ctx: GpuContext, bufs: Buffers, jobs: PassJob<Kern
     }));
   }
   const staging = bufs.temp(ctx.staging(total));
-  await ctx.submit((enc) => {
-    for (const { job, entries, pipes, params } of ready) {
-      job.before?.(enc);
-      const pass = enc.beginComputePass();
-      // One bind group for every entry point: they share the explicit layout.
-      const group = ctx.bind(pipes.get(entries[0])!, params, job.bindings);
-      for (const [entry, x, y = 1] of job.dispatches) {
-        if (x === 0 || y === 0) continue;
-        pass.setPipeline(pipes.get(entry)!);
-        pass.setBindGroup(0, group);
-        pass.dispatchWorkgroups(x, y);
-      }
-      pass.end();
-      job.after?.(enc);
-    }
+  ctx.record(undefined, (enc) => {
+    recordJobs(ctx, jobs);
     jobs.forEach((job, j) =>
       job.reads.forEach(([b, bytes], k) => {
         if (bytes > 0) enc.copyBufferToBuffer(b, 0, staging, offsets[j][k], Math.ceil(bytes / 4) * 4);
@@ -155,17 +201,18 @@ export async function runJobs(ctx: GpuContext, bufs: Buffers, jobs: PassJob<Kern
     );
   });
   const all = await ctx.read(staging, 0, Math.max(4, total));
+  await ctx.settled();
   ctx.check();
   return jobs.map((job, j) => job.reads.map(([, bytes], k) => new Float32Array(all, offsets[j][k], bytes / 4)));
 }
 
 /** Runs one whole-matrix job: one pass, one submission, one readback of `reads` (in order). */
-export async function runPass<K extends KernelName>(
+export function runPass<K extends KernelName>(
   ctx: GpuContext,
   bufs: Buffers,
   job: PassJob<K>,
-): Promise<Float32Array[]> {
-  return (await runJobs(ctx, bufs, [job as unknown as PassJob<KernelName>]))[0];
+): Float32Array[] | Promise<Float32Array[]> {
+  return then(runJobsNow(ctx, bufs, [job as unknown as PassJob<KernelName>]), (r) => r[0]);
 }
 
 /** A gradient result: the host copy (into the caller's `out` when given), or the GPU buffer. */

@@ -6,17 +6,18 @@
  *
  * @module
  */
-import type { Raw } from "../kernels/core.ts";
+import { columns, type Raw } from "../kernels/core.ts";
 import type { ContrastiveProblem } from "../kernels/contrastive.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
 import { fits, gradOf, job, type Planner, solve } from "./passes.ts";
 
 /** `physicsContrastive` on the GPU. */
-export const contrastive = (ctx: GpuContext, p: ContrastiveProblem): Promise<Raw> => solve(ctx, p, planContrastive);
+export const contrastive = (ctx: GpuContext, p: ContrastiveProblem): Raw | Promise<Raw> =>
+  solve(ctx, p, planContrastive);
 
 /** Plans `physicsContrastive` (one job). */
-export const planContrastive: Planner<ContrastiveProblem> = async (ctx, p, bufs, force) => {
+export const planContrastive: Planner<ContrastiveProblem> = (ctx, p, bufs, force) => {
   ctx.check();
   const { b, d } = p;
   fits(ctx, "the B x B similarities of physicsContrastive", b * b);
@@ -26,7 +27,6 @@ export const planContrastive: Planner<ContrastiveProblem> = async (ctx, p, bufs,
   }
   const resident = force || onDevice(p.f);
   checkOut("f", p.out as { buffer?: unknown } | null, resident);
-  await ctx.checkFinite(p.f);
   // Per anchor: valid, |P_i|, the gradient scale.
   const anchors = new Float32Array(3 * b);
   for (let i = 0; i < b; i++) {
@@ -59,10 +59,6 @@ export const planContrastive: Planner<ContrastiveProblem> = async (ctx, p, bufs,
   return {
     jobs: [pass],
     values: resident ? grads() : {},
-    finish: ([[rowOut, host]]) => {
-      const loss = new Float64Array(b);
-      for (let i = 0; i < b; i++) loss[i] = rowOut[2 * i];
-      return { rows: [loss], grads: grads(host) };
-    },
+    finish: ([[rowOut, host]]) => ({ rows: [columns(rowOut, b, 2)[0]], grads: grads(host) }),
   };
 };

@@ -17,7 +17,7 @@ import type { HeadStats } from "../kernels/head.ts";
 import type { HeadShardProblem } from "../kernels/shards.ts";
 import type { GpuContext } from "./context.ts";
 import { MH } from "./generated.ts";
-import { encodeGrads, encodeRows, encodeStats, openHead } from "./margin_head.ts";
+import { compileHead, encodeGrads, encodeRows, encodeStats, openHead } from "./margin_head.ts";
 
 /** A label no class of a shard has (the label is on another shard). */
 const ELSEWHERE = 0x7fffffff;
@@ -46,7 +46,8 @@ export function headShardStats(ctx: GpuContext, q: HeadShardProblem): Promise<He
   const { p, owns } = local(q);
   const { n, d } = p;
   return withTemps(async (keep) => {
-    const s = await openHead(ctx, p, keep);
+    await compileHead(ctx);
+    const s = openHead(ctx, p, keep);
     const combS = keep(ctx.staging(n * 8)), rowS = keep(ctx.staging(n * MH.RS * 4));
     await ctx.submit((enc) => {
       enc.clearBuffer(s.wy, 0, n * d * 4);
@@ -77,7 +78,8 @@ export function headShardGrads(ctx: GpuContext, q: HeadShardProblem): Promise<{ 
   const { n, c, d } = p;
   const stats = q.stats!, T = q.target!;
   return withTemps(async (keep) => {
-    const s = await openHead(ctx, p, keep);
+    await compileHead(ctx);
+    const s = openHead(ctx, p, keep);
     const { dX, dW, dXlo } = s;
     const rowS = keep(ctx.staging(s.rowBytes));
     await ctx.submit((enc) => {
