@@ -18,6 +18,8 @@ import { isGpuMatrix, onDevice } from "../validate.ts";
 export interface Raw {
   rows: Float64Array[];
   grads: Record<string, Float32Array>;
+  /** The gradients of number inputs (CLIP's `scale`, SigLIP's `scale` and `bias`), by input name. */
+  numbers?: Record<string, number>;
   outputs?: Record<string, Float32Array>;
 }
 
