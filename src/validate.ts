@@ -259,7 +259,7 @@ export function number(
 /**
  * Checks a number input (one with a number gradient, such as CLIP's `scale`: a key of the
  * loss's `numbers`): required, a finite number inside the range (as {@linkcode number}).
- * `name` is the input's path (`"inputs.scale"`).
+ * `name` is the input's name (`"scale"`, as a matrix input is named `"f"`).
  */
 export function numberInput(
   name: string,
