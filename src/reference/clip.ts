@@ -85,7 +85,9 @@ export function paired(p: PairedProblem): Raw {
   }
   const raw: Raw = { rows: [Float64Array.of(loss)], grads: {} };
   if (p.grad) {
-    raw.grads = { a: Float32Array.from(ga), b: Float32Array.from(gb) };
+    // Into the caller's out buffers when given (finish returns them as they are).
+    const into = (out: Float32Array | undefined, g: Float64Array) => (out ? (out.set(g), out) : Float32Array.from(g));
+    raw.grads = { a: into(p.outA?.data, ga), b: into(p.outB?.data, gb) };
     raw.numbers = p.kind === "siglip" ? { scale: dScale, bias: dBias } : { scale: dScale };
   }
   return raw;
