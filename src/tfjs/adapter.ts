@@ -89,6 +89,8 @@ export type LossInputs<L> = L extends { forward(inputs: infer I, options?: never
 /** A loss's inputs with tensors where the library takes matrices (labels: a tensor or an array). */
 export type TfInputs<I, T> = {
   [K in keyof I]: I[K] extends Labels | undefined ? Labels | T | Extract<I[K], undefined>
+    // A number input (clip's scale): a number, or a scalar tensor that receives its gradient.
+    : I[K] extends number ? number | T
     : T | Extract<I[K], undefined>;
 };
 
@@ -181,8 +183,10 @@ export function tfLosses<Tf extends TfLike>(tf: Tf, options: TfLossesOptions = {
     if (!("grads" in def)) continue; // metrics and transforms have no tf.customGrad form
     const loss = (backend as unknown as Record<string, Loss>)[name];
     const grads = def.grads as readonly string[];
+    // Number inputs (clip's scale): a scalar tensor among them is differentiated too.
+    const numbers = ("numbers" in def ? def.numbers : undefined) ?? [];
     out[name] = (inputs: Record<string, unknown>, opts: Record<string, unknown> = {}) =>
-      call(tf, name, loss, grads, inputs, opts);
+      call(tf, name, loss, [...grads, ...numbers], inputs, opts, numbers);
   }
   return out as TfLosses<Tf>;
 }
@@ -200,6 +204,7 @@ function call(
   gradKeys: readonly string[],
   inputs: Record<string, unknown>,
   options: Record<string, unknown>,
+  numbers: readonly string[] = [],
 ) {
   if (tf.getBackend() === "webgpu") {
     throw new Error(
@@ -230,7 +235,9 @@ function call(
   const host: Record<string, unknown> = {};
   const isTensor = (v: unknown): v is TfTensor => v instanceof tf.Tensor;
   for (const [k, v] of Object.entries(inputs)) {
-    host[k] = isTensor(v)
+    host[k] = isTensor(v) && numbers.includes(k)
+      ? scalarValue(k, v)
+      : isTensor(v)
       ? hostValue(k, v)
       : isTensorList(v, isTensor)
       ? v.map((t, i) => hostValue(`${k}[${i}]`, t))
@@ -284,8 +291,8 @@ function value(tf: TfLike, loss: Loss, host: Record<string, unknown>, options: R
       gradFunc: (dy: TfTensor) => {
         const g = grads ?? loss.backward(host, options, reduced ? 1 : Float32Array.from(dy.dataSync()));
         return diff.map(({ key, index, tensor: x }) => {
-          const m = index < 0 ? (g[key] as Matrix) : (g[key] as Matrix[])[index];
-          const t = tf.tensor(m.data, [...x.shape]);
+          const m = index < 0 ? (g[key] as Matrix | number) : (g[key] as Matrix[])[index];
+          const t = tf.tensor(typeof m === "number" ? Float32Array.of(m) : m.data, [...x.shape]);
           return reduced ? tf.mul(t, dy) : t;
         });
       },
@@ -294,7 +301,16 @@ function value(tf: TfLike, loss: Loss, host: Record<string, unknown>, options: R
   return f(...diff.map((s) => s.tensor));
 }
 
-type Grads = Record<string, Matrix | Matrix[]>;
+type Grads = Record<string, Matrix | Matrix[] | number>;
+
+/** A number input given as a tensor of one value (`tf.scalar`, a `tf.variable` of shape [] or [1]). */
+function scalarValue(name: string, t: TfTensor): number {
+  const d = t.dataSync();
+  if (d.length !== 1 || t.rank > 1) {
+    throw new RangeError(`Expected inputs.${name} to be a number or a scalar tf.Tensor, got shape [${t.shape}]`);
+  }
+  return d[0];
+}
 
 /**
  * A tensor input on the host: an int32 tensor as integers (`Int32Array`, or
