@@ -130,7 +130,8 @@ await run<Ctx>(async (_, libs) => {
       full: [[1024, 512], [4096, 512], [8192, 512]],
     },
     timing: {
-      default: { rounds: 3, roundTime: 0.1, slowBudget: 20 },
+      // TF.js takes ~1.5 minutes per call at N = 4096: one sample of it, none skipped.
+      default: { rounds: 2, roundTime: 0.1, slowBudget: 1, minSamples: 1, skipAbove: Infinity },
       quick: { rounds: 2, roundTime: 0.05, slowBudget: 10 },
       full: { rounds: 5, roundTime: 0.2, slowBudget: 30 },
     },

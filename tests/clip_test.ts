@@ -8,7 +8,6 @@ import { assertGradClose, assertLossClose, assertUnchanged, snapshot, SPEC_TOL }
 import { backends, lossOf, missing, reference } from "./helpers/backends.ts";
 import { commonOptionErrors, matrixErrors } from "./helpers/errors.ts";
 import { loadFixtures } from "./helpers/fixtures.ts";
-import { gradCheck } from "./helpers/numeric.ts";
 import { Rng } from "./helpers/random.ts";
 import { clipSpec, siglipSpec, unitRows } from "./helpers/specs_clip.ts";
 import { errorSuite, existenceTest, fdSuite } from "./helpers/suite.ts";

@@ -45,9 +45,7 @@ export function pairedProblem(
   const [n, d] = v.batch("a", inputs.a);
   v.matrix("b", inputs.b, n, d);
   const scale = v.numberInput("scale", inputs.scale, { min: 0, minExclusive: true, max: v.MAX_SCALE });
-  const bias = kind === "siglip"
-    ? v.numberInput("bias", inputs.bias, { min: -v.MAX_WEIGHT, max: v.MAX_WEIGHT })
-    : 0;
+  const bias = kind === "siglip" ? v.numberInput("bias", inputs.bias, { min: -v.MAX_WEIGHT, max: v.MAX_WEIGHT }) : 0;
   const a = v.values(inputs.a), b = v.values(inputs.b);
   if (o.checkFinite) {
     v.finite("a", a, d);
