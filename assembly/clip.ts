@@ -7,18 +7,19 @@
 //
 // clip: L_ij = s S_ij. `clip_stats` takes, block by block, the running maximum (of S) and
 // float64 sum of e^(L - s max) of every row and every column (online: a new maximum rescales
-// the sum), and returns the loss (1/2N) sum_i (lr_i + lc_i - 2 L_ii) with lr, lc the row and
-// column log-sum-exps; it leaves log(sum) of each row and column for `clip_grad`, which
+// the sum; the diagonal's term kept apart), and returns the loss (1/2N) sum_i (lr_i + lc_i -
+// 2 L_ii) with lr, lc the row and column log-sum-exps; it leaves them for `clip_grad`, which
 // forms the blocks again and takes
 //   G_ij = c (e^(L_ij - lr_i) + e^(L_ij - lc_j) - 2[i = j]),  c = upstream / 2N,
-// each exponent as s (S_ij - max) - log(sum) (both parts small where it matters).
+// each exponent as s (S_ij - max) - log(sum) (both parts small where it matters), and on the
+// diagonal -c ((1 - p_row) + (1 - p_col)) from the sums without the diagonal's term.
 // siglip: x_ij = t S_ij + bias, z = +1 on the diagonal, -1 elsewhere, y = z x:
 //   loss term log(1 + e^-y) = max(-y, 0) + log1p(e^-|y|),
 //   G_ij = c (sigmoid(x) - [i = j]) = -z c sigmoid(-y),  c = upstream / N,
 // with e = e^-|y| once: sigmoid(-y) = e / (1 + e) for y > 0, else 1 / (1 + e).
 import { expNeg, logv } from "./math";
 import { gemm, transpose } from "./gemm";
-import { rowExpSum, rowMax } from "./softmax";
+import { rowExpSum, rowExpSumExcept, rowMax } from "./softmax";
 
 /** Rows and columns of S per block (`PAIRED_BLOCK` in src/kernels/paired.ts). */
 const BK: i32 = 256;
@@ -64,42 +65,49 @@ function spread(G: usize, a: usize, b: usize, d: i32, i0: i32, ni: i32, j0: i32,
 }
 
 /**
- * clip's first pass: the row and column statistics (rm, rs, cm, cs: [n] maxima of S as
- * float32, sums as float64), then rs and cs replaced by float32 log(sum) (in the first n
- * floats of each), and the loss. S: BK * BK floats, BT: d * BK, cmb, csb: BK floats each.
+ * clip's first pass: the row and column statistics (rm, cm: [n] maxima of S, float32; rx, cx:
+ * [n] float64 sums of e^(s (S - max)) without the diagonal's term; sd: [n] the diagonal S_ii),
+ * and the loss. For the second pass it leaves, as float32 in the first n floats of each, the
+ * row and column log-sum-exps (lr in rx, lc in cx; relative to the maxima) and in sd the
+ * diagonal's 2 - p_row - p_col = rx / (rx + e_ii) + cx / (cx + e_ii): the diagonal's term is
+ * kept out of the float32 sums and added back in float64, so that 1 - p keeps its relative
+ * accuracy where p is near 1 (a trained model's pairs). S: BK * BK floats, BT: d * BK, cmb,
+ * csb: BK floats each.
  */
 export function clip_stats(
   a: usize, b: usize, n: i32, d: i32, s: f32,
-  S: usize, BT: usize, rm: usize, rs: usize, cm: usize, cs: usize, cmb: usize, csb: usize,
+  S: usize, BT: usize, rm: usize, rx: usize, cm: usize, cx: usize, sd: usize, cmb: usize, csb: usize,
 ): f64 {
   for (let i = 0; i < n; i++) {
     store<f32>(f32at(rm, i), -Infinity);
     store<f32>(f32at(cm, i), -Infinity);
-    store<f64>(f64at(rs, i), 0);
-    store<f64>(f64at(cs, i), 0);
+    store<f64>(f64at(rx, i), 0);
+    store<f64>(f64at(cx, i), 0);
   }
-  let diag: f64 = 0;
-  const vs = f32x4.splat(s);
+  const vs = f32x4.splat(s), lanes = i32x4(0, 1, 2, 3);
   for (let i0 = 0; i0 < n; i0 += BK) {
     const ni = min(BK, n - i0);
     for (let j0 = 0; j0 < n; j0 += BK) {
-      const nj = min(BK, n - j0), row = (<usize>nj) << 2;
+      const nj = min(BK, n - j0), row = (<usize>nj) << 2, own = i0 == j0;
       block(S, a, b, d, i0, ni, j0, nj, BT);
       for (let ii = 0; ii < ni; ii++) {
         const r = S + <usize>ii * row, i = i0 + ii;
         const m = max(rowMax(r, nj), load<f32>(f32at(rm, i)));
-        merge(rm, rs, i, m, s, rowExpSum(r, nj, m, s, 0));
-        if (i >= j0 && i < j0 + nj) diag += <f64>load<f32>(f32at(r, i - j0));
+        if (own) store<f32>(f32at(sd, i), load<f32>(f32at(r, ii)));
+        merge(rm, rx, i, m, s, own ? rowExpSumExcept(r, nj, ii, m, s, 0) : rowExpSum(r, nj, m, s, 0));
       }
-      // Columns: the block's maxima, then the sums of e^(s (S - m)) down each column.
+      // Columns: the block's maxima, then the sums of e^(s (S - m)) down each column (without
+      // the diagonal: in the block on it, the lane where row ii meets column ii).
       let jj = 0;
       for (; jj + 4 <= nj; jj += 4) {
         let mv = v128.load(f32at(cm, j0 + jj));
         for (let ii = 0; ii < ni; ii++) mv = f32x4.pmax(mv, v128.load(f32at(S + <usize>ii * row, jj)));
         v128.store(f32at(cmb, jj), mv);
+        const cols = i32x4.add(lanes, i32x4.splat(own ? jj : -8));
         let acc = f32x4.splat(0);
         for (let ii = 0; ii < ni; ii++) {
-          acc = f32x4.add(acc, expNeg(f32x4.mul(f32x4.sub(v128.load(f32at(S + <usize>ii * row, jj)), mv), vs)));
+          const e = expNeg(f32x4.mul(f32x4.sub(v128.load(f32at(S + <usize>ii * row, jj)), mv), vs));
+          acc = f32x4.add(acc, v128.andnot(e, i32x4.eq(cols, i32x4.splat(ii))));
         }
         v128.store(f32at(csb, jj), acc);
       }
@@ -109,24 +117,30 @@ export function clip_stats(
         store<f32>(f32at(cmb, jj), m);
         let acc = f32x4.splat(0);
         for (let ii = 0; ii < ni; ii++) {
+          if (own && ii == jj) continue;
           acc = f32x4.add(acc, expNeg(f32x4.splat((load<f32>(f32at(S + <usize>ii * row, jj)) - m) * s)));
         }
         store<f32>(f32at(csb, jj), f32x4.extract_lane(acc, 0));
       }
       for (jj = 0; jj < nj; jj++) {
-        merge(cm, cs, j0 + jj, load<f32>(f32at(cmb, jj)), s, <f64>load<f32>(f32at(csb, jj)));
+        merge(cm, cx, j0 + jj, load<f32>(f32at(cmb, jj)), s, <f64>load<f32>(f32at(csb, jj)));
       }
     }
   }
-  // loss = (1/2N) sum_i (s rm_i + log rs_i + s cm_i + log cs_i) - (s/N) sum_i S_ii
+  // Row i: lse_i - L_ii = s (rm_i - S_ii) + log(rx_i + e^(s (S_ii - rm_i))), as
+  // log1p(expm1(s (S_ii - rm_i)) + rx_i) (0 exactly where the row is one-hot); columns alike.
   let total: f64 = 0;
   for (let i = 0; i < n; i++) {
-    const lr = Math.log(load<f64>(f64at(rs, i))), lc = Math.log(load<f64>(f64at(cs, i)));
-    total += <f64>s * (<f64>load<f32>(f32at(rm, i)) + <f64>load<f32>(f32at(cm, i))) + lr + lc;
-    store<f32>(f32at(rs, i), <f32>lr);
-    store<f32>(f32at(cs, i), <f32>lc);
+    const dr = <f64>s * (<f64>load<f32>(f32at(sd, i)) - <f64>load<f32>(f32at(rm, i)));
+    const dc = <f64>s * (<f64>load<f32>(f32at(sd, i)) - <f64>load<f32>(f32at(cm, i)));
+    const xr = load<f64>(f64at(rx, i)), xc = load<f64>(f64at(cx, i));
+    const lr = Math.log1p(Math.expm1(dr) + xr), lc = Math.log1p(Math.expm1(dc) + xc);
+    total += lr - dr + lc - dc;
+    store<f32>(f32at(sd, i), <f32>(xr / (xr + Math.exp(dr)) + xc / (xc + Math.exp(dc))));
+    store<f32>(f32at(rx, i), <f32>lr);
+    store<f32>(f32at(cx, i), <f32>lc);
   }
-  return (total - 2 * <f64>s * diag) / (2 * <f64>n);
+  return total / (2 * <f64>n);
 }
 
 /**
@@ -135,7 +149,7 @@ export function clip_stats(
  */
 export function clip_grad(
   a: usize, b: usize, n: i32, d: i32, s: f32, up: f64,
-  S: usize, BT: usize, rm: usize, lr: usize, cm: usize, lc: usize, ga: usize, gb: usize,
+  S: usize, BT: usize, rm: usize, lr: usize, cm: usize, lc: usize, q: usize, ga: usize, gb: usize,
 ): f64 {
   memory.fill(ga, 0, (<usize>n * <usize>d) << 2);
   memory.fill(gb, 0, (<usize>n * <usize>d) << 2);
@@ -150,6 +164,8 @@ export function clip_grad(
         const r = S + <usize>ii * row, i = i0 + ii;
         const m = f32x4.splat(load<f32>(f32at(rm, i))), l = f32x4.splat(load<f32>(f32at(lr, i)));
         const own = i >= j0 && i < j0 + nj, sii = own ? load<f32>(f32at(r, i - j0)) : 0;
+        // (The diagonal is written below: 0 here keeps its term out of the float32 sum of G S.)
+        if (own) store<f32>(f32at(r, i - j0), 0);
         let acc = f32x4.splat(0);
         let jj = 0;
         // G = c (e^(s (S - rm_i) - lr_i) + e^(s (S - cm_j) - lc_j)); dscale += G S; G *= s.
@@ -172,10 +188,10 @@ export function clip_grad(
           store<f32>(f32at(r, jj), g * s);
         }
         if (own) {
-          // The two labels' -2c on the diagonal.
-          const at = f32at(r, i - j0);
-          store<f32>(at, load<f32>(at) - 2 * c * s);
-          total -= 2 * <f64>c * <f64>sii;
+          // The diagonal: G_ii = c (p_row + p_col - 2) = -c q_i, without cancellation.
+          const g = -c * load<f32>(f32at(q, i));
+          total += <f64>g * <f64>sii;
+          store<f32>(f32at(r, i - j0), g * s);
         }
         dscale += total;
       }

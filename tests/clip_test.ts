@@ -167,6 +167,31 @@ for (const spec of [clipSpec, siglipSpec]) {
           }
         });
 
+        if (spec.name === "clip") {
+          it(
+            `${b.name}: near one-hot pairs keep the relative accuracy of 1 - p (S = I, scale 12)`,
+            { skip },
+            async () => {
+              // p_ii = e^12 / (e^12 + N - 1): 1 - p ~ 1e-4, which a float32 p_ii - 1 would resolve to 1e-3 of itself.
+              for (const n of [8, 260]) {
+                const eye = { data: new Float32Array(n * n).map((_, k) => (k % (n + 1) === 0 ? 1 : 0)), shape: [n, n] };
+                const p = { a: eye, b: eye, scale: 12 };
+                const want = await lossOf(reference, "clip")!.valueAndGrad(p);
+                const got = await lossOf(b, "clip")!.valueAndGrad(p);
+                // Each cross-entropy is -log p_ii = log(1 + (N - 1) e^-12).
+                const exact = Math.log1p((n - 1) * Math.exp(-12));
+                assert.ok(Math.abs((want.loss as number) - exact) <= 1e-9 * exact, `reference loss ${want.loss}`);
+                assert.ok(
+                  Math.abs((got.loss as number) - exact) <= 1e-5 * exact,
+                  `N=${n} loss ${got.loss} vs ${exact}`,
+                );
+                for (const k of spec.grads) assertGradClose(got.grads[k], want.grads[k].data, `N=${n} grads.${k}`);
+                assertNumberClose(got.grads.scale, want.grads.scale, `N=${n} grads.scale`);
+              }
+            },
+          );
+        }
+
         if (spec.name === "siglip") {
           it(`${b.name}: the bias gradient is (1/N) sum_ij (sigmoid(x_ij) - [i = j])`, { skip }, async () => {
             const loss = lossOf(b, "siglip")!, n = 7, d = 4;

@@ -3,8 +3,8 @@
  * inputs in WebAssembly memory (in place when they are there already), one block of the
  * N x N similarities and the transpose of its rows of b as scratch, and O(N) statistics.
  * Peak extra memory beyond the inputs and the gradients: `(BK^2 + 4 + D BK + 2 BK) * 4`
- * bytes for the block (BK = 256: 768 KiB at D = 512) and `24 N` bytes of row and column
- * statistics (clip; 768 KiB at N = 32,768).
+ * bytes for the block (BK = 256: 768 KiB at D = 512) and `28 N` bytes of row and column
+ * statistics (clip; 896 KiB at N = 32,768).
  *
  * @module
  */
@@ -24,7 +24,8 @@ export function paired(p: PairedProblem): Raw {
   const clip = p.kind === "clip";
   const rm = f.scratch(clip ? n * 4 : 0), cm = f.scratch(clip ? n * 4 : 0);
   const rs = f.scratch(clip ? n * 8 : 0), cs = f.scratch(clip ? n * 8 : 0);
-  const cmb = f.scratch(clip ? BK * 4 : 0), csb = f.scratch(clip ? BK * 4 : 0), nums = f.scratch(16);
+  const sd = f.scratch(clip ? n * 4 : 0), cmb = f.scratch(clip ? BK * 4 : 0), csb = f.scratch(clip ? BK * 4 : 0);
+  const nums = f.scratch(16);
   f.place();
   const k = f.rt.k, a = f.ptr(A), b = f.ptr(B);
   const raw: Raw = { rows: [new Float64Array(1)], grads: {} };
@@ -41,6 +42,7 @@ export function paired(p: PairedProblem): Raw {
       f.ptr(rs),
       f.ptr(cm),
       f.ptr(cs),
+      f.ptr(sd),
       f.ptr(cmb),
       f.ptr(csb),
     );
@@ -58,6 +60,7 @@ export function paired(p: PairedProblem): Raw {
       f.ptr(rs),
       f.ptr(cm),
       f.ptr(cs),
+      f.ptr(sd),
       f.ptr(GA),
       f.ptr(GB),
     );

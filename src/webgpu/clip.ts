@@ -29,13 +29,13 @@ export const planPaired: Planner<PairedProblem> = async (ctx, p, bufs) => {
   checkOut("b", p.outB as { buffer?: unknown } | null, resident);
   await ctx.checkFinite(p.a, p.b);
   const A = bufs.input(p.a), B = bufs.input(p.b);
-  const S = bufs.scratch(per * n * 4), stats = bufs.scratch(4 * n * 4), rowOut = bufs.scratch(3 * n * 4);
+  const S = bufs.scratch(per * n * 4), stats = bufs.scratch(6 * n * 4), rowOut = bufs.scratch(3 * n * 4);
   const ga = p.grad ? bufs.output(resident, p.outA as { buffer?: GPUBuffer } | null, n * d * 4) : null;
   const gb = p.grad ? bufs.output(resident, p.outB as { buffer?: GPUBuffer } | null, n * d * 4) : null;
   const clip = p.kind === "clip";
   const tiles = (x: number) => Math.ceil(x / 64);
   const jobs: PassJob<KernelName>[] = [];
-  const pass = (entries: (rows: number) => Dispatch[]) => {
+  const pass = (entries: (rows: number, last: boolean) => Dispatch[]) => {
     for (let i0 = 0; i0 < n; i0 += per) {
       const rows = Math.min(per, n - i0);
       jobs.push(job({
@@ -53,7 +53,7 @@ export const planPaired: Planner<PairedProblem> = async (ctx, p, bufs) => {
         },
         layout: "rrwwwww",
         bindings: [A, B, S, stats, rowOut, ga, gb],
-        dispatches: [["sims", tiles(rows), tiles(n)], ...entries(rows)],
+        dispatches: [["sims", tiles(rows), tiles(n)], ...entries(rows, i0 + rows === n)],
         reads: [],
       }));
     }
@@ -61,7 +61,9 @@ export const planPaired: Planner<PairedProblem> = async (ctx, p, bufs) => {
   const grads = (rows: number): Dispatch[] =>
     p.grad ? [["grad_a", tiles(rows), tiles(d)], ["grad_b", tiles(n), tiles(d)]] : [];
   if (clip) {
-    pass((rows) => [["clip_rows", rows], ["clip_cols", tiles(n)]]);
+    pass((rows, last) =>
+      [["clip_rows", rows], ["clip_cols", tiles(n)], ...(last ? [["clip_finish", tiles(n)]] : [])] as Dispatch[]
+    );
     if (p.grad) pass((rows) => [["clip_grad", rows], ...grads(rows)]);
   } else pass((rows) => [["siglip_rows", rows], ...grads(rows)]);
   const host = p.grad && !resident ? n * d * 4 : 0;
@@ -74,8 +76,10 @@ export const planPaired: Planner<PairedProblem> = async (ctx, p, bufs) => {
       let loss = 0, ds = 0, db = 0;
       for (let i = 0; i < n; i++) {
         if (clip) {
-          // (lse of row i - L_ii) + (lse of column i - L_ii)
-          loss += p.scale * (st[i] + st[2 * n + i] - 2 * ro[3 * i]) + Math.log(st[n + i]) + Math.log(st[3 * n + i]);
+          // (lse of row i - L_ii) + (lse of column i - L_ii), each as
+          // log1p(expm1(dr) + rx) - dr with dr = scale (S_ii - rm_i) (0 where the row is one-hot).
+          const dr = p.scale * (ro[3 * i] - st[i]), dc = p.scale * (ro[3 * i] - st[2 * n + i]);
+          loss += Math.log1p(Math.expm1(dr) + st[n + i]) - dr + Math.log1p(Math.expm1(dc) + st[3 * n + i]) - dc;
         } else loss += ro[3 * i];
         ds += ro[3 * i + 1];
         db += ro[3 * i + 2];

@@ -2,13 +2,17 @@
 // strips of the N x N similarities: a strip is `rows` rows of S = a b^T from row i0 (the host
 // sizes it so that it fits one binding), and each strip is one job of the same submission.
 //   sims:        S[r, j] = a_(i0 + r) . b_j by the heads' tiles (src/webgpu/gemm_tile.wgsl);
-//   clip_rows:   one workgroup per row: its maximum m and sum of e^(scale (S - m)) into stats
-//                (rm, rs), and S_ii into row_out[3 i];
-//   clip_cols:   one invocation per column: the running maximum and sum (cm, cs) merged with
-//                the strip's (the first strip starts them);
+//   clip_rows:   one workgroup per row: its maximum m and sum of e^(scale (S - m)) without the
+//                diagonal's term into stats (rm, rx), and S_ii into row_out[3 i];
+//   clip_cols:   one invocation per column: the running maximum and sum without the diagonal's
+//                term (cm, cx) merged with the strip's (the first strip starts them);
+//   clip_finish: one invocation per index, after the last strip: the whole sums
+//                Rs_i = rx_i + e^(scale (S_ii - rm_i)), Cs_i alike (the diagonal's term kept apart
+//                so that 1 - p = rx / Rs keeps its accuracy where p is near 1);
 //   clip_grad:   one workgroup per row (second pass, after every strip's statistics):
-//                G = c (e^(scale (S - rm_i)) / rs_i + e^(scale (S - cm_j)) / cs_j - 2[i = j]),
-//                sum_j G S into row_out[3 i + 1], and scale G in place of S;
+//                G = c (e^(scale (S - rm_i)) / Rs_i + e^(scale (S - cm_j)) / Cs_j) off the diagonal,
+//                G_ii = -c (rx_i / Rs_i + cx_i / Cs_i), sum_j G S into row_out[3 i + 1], and
+//                scale G in place of S;
 //   siglip_rows: one workgroup per row: x = scale S + bias, y = z x (z = 1 on the diagonal,
 //                else -1), the terms max(-y, 0) + log1p(e^-|y|), G = -z c sigmoid(-y), and
 //                the row's loss, sum G S and sum G into row_out[3 i ..], scale G in place of S;
@@ -31,7 +35,7 @@ struct PairedParams {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> s: array<f32>;
-// rm [n], rs [n], cm [n], cs [n].
+// rm [n], rx [n], cm [n], cx [n], Rs [n], Cs [n].
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(5) var<storage, read_write> row_out: array<f32>;
 @group(0) @binding(6) var<storage, read_write> ga: array<f32>;
@@ -95,7 +99,9 @@ fn clip_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   for (var j = t; j < n; j += WG) { mt = max(mt, s[base + j]); }
   let m = wg_max(mt, t);
   var st = 0.0;
-  for (var j = t; j < n; j += WG) { st += exp(P.scale * (s[base + j] - m)); }
+  for (var j = t; j < n; j += WG) {
+    if (j != i) { st += exp(P.scale * (s[base + j] - m)); }
+  }
   let sum = wg_sum(st, t);
   if (t == 0u) {
     stats[i] = m;
@@ -119,9 +125,22 @@ fn clip_cols(@builtin(global_invocation_id) gid: vec3<u32>) {
   var mb = m;
   for (var r = 0u; r < P.rows; r++) { mb = max(mb, s[r * n + j]); }
   sum = sum * exp(P.scale * (m - mb));
-  for (var r = 0u; r < P.rows; r++) { sum += exp(P.scale * (s[r * n + j] - mb)); }
+  for (var r = 0u; r < P.rows; r++) {
+    if (P.i0 + r != j) { sum += exp(P.scale * (s[r * n + j] - mb)); }
+  }
   stats[2u * n + j] = mb;
   stats[3u * n + j] = sum;
+}
+
+// One invocation per index.
+@compute @workgroup_size(64)
+fn clip_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let n = P.n;
+  let i = gid.x;
+  if (i >= n) { return; }
+  let d = row_out[3u * i];
+  stats[4u * n + i] = stats[n + i] + exp(P.scale * (d - stats[i]));
+  stats[5u * n + i] = stats[3u * n + i] + exp(P.scale * (d - stats[2u * n + i]));
 }
 
 // One workgroup per strip row.
@@ -132,12 +151,16 @@ fn clip_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let i = P.i0 + r;
   let base = r * n;
   let rm = stats[i];
-  let rs = stats[n + i];
+  let rs = stats[4u * n + i];
   var ds = 0.0;
   for (var j = t; j < n; j += WG) {
     let x = s[base + j];
-    var g = P.c * (exp(P.scale * (x - rm)) / rs + exp(P.scale * (x - stats[2u * n + j])) / stats[3u * n + j]);
-    if (j == i) { g -= 2.0 * P.c; }
+    var g: f32;
+    if (j == i) {
+      g = -P.c * (stats[n + i] / rs + stats[3u * n + i] / stats[5u * n + i]);
+    } else {
+      g = P.c * (exp(P.scale * (x - rm)) / rs + exp(P.scale * (x - stats[2u * n + j])) / stats[5u * n + j]);
+    }
     ds += g * x;
     s[base + j] = P.scale * g;
   }
