@@ -259,3 +259,15 @@ for (const spec of [clipSpec, siglipSpec]) {
     ]);
   });
 }
+
+describe("types", () => {
+  it("a number input's gradient is typed a number, the matrices' as their inputs' place", async () => {
+    const { wasm } = await import("../cpu.ts");
+    const a = { data: new Float32Array([1, 0, 0, 1]), shape: [2, 2] as const };
+    const r = wasm.siglip.valueAndGrad({ a, b: a, scale: 2, bias: -1 });
+    const scale: number = r.grads.scale, bias: number = r.grads.bias, ga: Float32Array = r.grads.a.data;
+    const g = wasm.clip.backward({ a, b: a, scale: 2 });
+    const s2: number = g.scale;
+    assert.ok([scale, bias, ga[0], s2].every(Number.isFinite));
+  });
+});
