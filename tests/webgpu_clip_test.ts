@@ -42,6 +42,19 @@ describe("clip and siglip on GPU-resident inputs match PyTorch", () => {
     }
   }
 
+  it("init's auto backend weighs a host problem by N^2 D / 16 (minGpuLogits)", { skip }, async () => {
+    const dev = await sharedDevice();
+    const [fc] = loadFixtures("clip.json").filter((c) => c.name.includes("blocks"));
+    const n = 300, d = 8, weight = n * n * d / 16;
+    for (const [min, submits] of [[weight + 1, 0], [weight, 1]]) {
+      const l = (await init({ backend: "auto", device: dev, minGpuLogits: min })) as Any;
+      const got = await count<Any>(dev, () => l.clip.forward(fc.inputs));
+      assert.equal(got.submits, submits, `minGpuLogits ${min}`);
+      assertLossClose(got.r.loss, fc.expected.loss as number, "loss");
+      await l.dispose();
+    }
+  });
+
   it("writes the caller's GPU out buffers in place", { skip }, async () => {
     const dev = await sharedDevice();
     const l = (await init({ backend: "webgpu", device: dev })) as Any;

@@ -17,6 +17,8 @@ export type PairedKind = "clip" | "siglip";
 export interface PairedProblem extends Prepared {
   readonly kind: PairedKind;
   readonly n: number;
+  /** The columns of S (= n): `init`'s `auto` routing weighs a problem by `n c d / 16`, as the heads'. */
+  readonly c: number;
   readonly d: number;
   readonly a: Float32Array;
   readonly b: Float32Array;

@@ -55,6 +55,7 @@ export function pairedProblem(
     grad,
     kind,
     n,
+    c: n,
     d,
     a,
     b,
