@@ -51,6 +51,7 @@ export function paired(p: PairedProblem): Raw {
   } else {
     // Row i's log-sum-exp lr_i; column j's lc_j, online (running maximum and sum).
     const s = p.scale, lr = new Float64Array(n), cm = new Float64Array(n).fill(-Infinity), cs = new Float64Array(n);
+    const diag = new Float64Array(n);
     for (let i = 0; i < n; i++) {
       dots(p, i, S);
       let m = -Infinity;
@@ -65,10 +66,11 @@ export function paired(p: PairedProblem): Raw {
         } else cs[j] += Math.exp(x - cm[j]);
       }
       lr[i] = m + Math.log(sum);
-      // Row i's cross-entropy and column i's target term.
-      loss += lr[i] - 2 * s * S[i];
+      diag[i] = s * S[i];
+      // Row i's cross-entropy, (m - L_ii) + log(sum): 0 plus a small log where the row is one-hot.
+      loss += (m - diag[i]) + Math.log(sum);
     }
-    for (let j = 0; j < n; j++) loss += cm[j] + Math.log(cs[j]);
+    for (let j = 0; j < n; j++) loss += (cm[j] - diag[j]) + Math.log(cs[j]);
     const lc = cm.map((m, j) => m + Math.log(cs[j]));
     // dL/dL_ij = (e^(L_ij - lr_i) + e^(L_ij - lc_j) - 2[i = j]) / 2N
     const c = p.upstream / (2 * n);
