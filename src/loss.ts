@@ -102,8 +102,15 @@ export interface LossDef<I, O, G, K extends KernelName, Parts = unknown>
   extends Keys<O>, Definition<I, O, G, Parts, "loss", ShardForm | undefined> {
   /** The kernel family every backend runs for it. */
   readonly kernel: K;
-  /** The differentiable inputs: the keys of `grads` and of `options.out`. */
+  /** The differentiable matrix inputs: the keys of `grads` and of `options.out`. */
   readonly grads: readonly string[];
+  /**
+   * The differentiable number inputs (CLIP's `scale`, SigLIP's `scale` and `bias`): keys of
+   * the result's `grads`, each gradient a number (`Raw.numbers` of the kernel), never keys of
+   * `options.out`. An input of this list is checked with `numberInput` (src/validate.ts);
+   * the TensorFlow.js adapter takes it as a scalar tensor and returns its gradient as one.
+   */
+  readonly numbers?: readonly string[];
   prepare(inputs: I, options: O, grad: boolean, upstream: Upstream | undefined): ProblemOf<K>;
   finish(problem: ProblemOf<K>, raw: Raw): { loss: number | Float32Array; grads: G } & Record<string, unknown>;
 }
@@ -259,7 +266,7 @@ export function bindGpuLoss<R>(
         const raw = gpu.solve(p);
         if (raw instanceof Promise) throw new Error(`${def.name}: its WebGPU kernel did not record synchronously`);
         const r = def.finish(p, raw);
-        if (kind === "backward") return gradsOnly(r);
+        if (kind === "backward") return (gpu.path.materialize({ grads: gradsOnly(r) }) as { grads: unknown }).grads;
         return gpu.path.materialize(kind === "forward" ? split(r) : r);
       } finally {
         dropping = null;

@@ -88,9 +88,12 @@ export type GradTensor<In> = "gpu" extends { [K in keyof In]-?: PlaceOf<In[K]> }
   : "either" extends { [K in keyof In]-?: PlaceOf<In[K]> }[keyof In] ? Tensor
   : Matrix;
 
-/** A loss's gradients `G` (declared with {@linkcode Matrix}) placed where inputs of type `In` put them. */
+/**
+ * A loss's gradients `G` (declared with {@linkcode Matrix}) placed where inputs of type `In`
+ * put them; the gradient of a number input (CLIP's `scale`) is a number wherever it runs.
+ */
 export type GradsFor<G, In> = {
-  [K in keyof G]: G[K] extends readonly unknown[] ? GradTensor<In>[] : GradTensor<In>;
+  [K in keyof G]: G[K] extends number ? number : G[K] extends readonly unknown[] ? GradTensor<In>[] : GradTensor<In>;
 };
 
 /**

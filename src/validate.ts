@@ -258,6 +258,19 @@ export function number(
 }
 
 /**
+ * Checks a number input (one with a number gradient, such as CLIP's `scale`: a key of the
+ * loss's `numbers`): required, a finite number inside the range (as {@linkcode number}).
+ * `name` is the input's name (`"scale"`, as a matrix input is named `"f"`).
+ */
+export function numberInput(
+  name: string,
+  value: unknown,
+  range: { min?: number; max?: number; minExclusive?: boolean; maxExclusive?: boolean } = {},
+): number {
+  return number(name, required(name, value), NaN, range);
+}
+
+/**
  * The smallest `temperature` of every loss that takes one. The float32 kernels divide by
  * it (`z / T`, `f f^T / tau`) and multiply by its inverse; far below it (1e-38) their
  * values leave float32's range for logits of 1e4 (NaN on WebAssembly and WebGPU while the

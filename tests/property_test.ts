@@ -842,8 +842,8 @@ function stacked(g: Mat | Mat[]): Mat {
   return { data, shape: [g.length * g[0].shape[0], g[0].shape[1]] };
 }
 
-/** The batch size of a case of the second table (featureDiversity has no labels: its experts' rows). */
-const batchSize = (k: Case) => k.inputs.labels?.length ?? k.inputs.features[0].shape[0];
+/** The batch size of a case of the second table (featureDiversity has no labels: its experts' rows; clip, siglip: a's). */
+const batchSize = (k: Case) => k.inputs.labels?.length ?? (k.inputs.features?.[0] ?? k.inputs.a).shape[0];
 
 /** The rows of input `key` (stacked as `stacked` does) whose norm is at most 1e-12, where the loss normalises it. */
 function zeroRows(entry: ProblemLoss, k: Case, key: string): (row: number) => boolean {
@@ -864,7 +864,8 @@ function checkProblemResult(entry: ProblemLoss, k: Case, options: Any, r: Outcom
     }
   }
   if (r.grads === undefined) return;
-  assert.deepEqual(Object.keys(r.grads).sort(), [...entry.grads].sort(), `${label}: gradient names`);
+  assert.deepEqual(Object.keys(r.grads).sort(), [...entry.grads, ...entry.numbers].sort(), `${label}: gradient names`);
+  for (const key of entry.numbers) assertFinite(r.grads[key] as Any, `${label} grads.${key} (a number)`);
   for (const key of entry.grads) {
     const g = r.grads[key] as Mat | Mat[], input = k.inputs[key] as Mat | Mat[];
     const pairs: [Mat, Mat][] = Array.isArray(input)
@@ -929,6 +930,9 @@ function contrastiveSlack(k: Case, f: Mat, u: Any, weight: number): (row: number
 /** The slack of a gradient of the second table (`termSlack`'s): physicsContrastive's and physMoe's features. */
 function problemSlack(entry: ProblemLoss, k: Case, key: string, u: Any): ((row: number) => number) | null {
   if (entry.name === "physicsContrastive") return contrastiveSlack(k, k.inputs.f, u, 1);
+  // clip / siglip: a gradient row is a sum over j of scale |dL/dL_ij| |b_j| <= 2 scale |u| (unit rows), cancelling
+  // exactly where rows coincide; float32 resolves it to 2^-20 of that.
+  if (entry.name === "clip" || entry.name === "siglip") return () => 2 ** -20 * 2 * k.inputs.scale * Math.abs(u ?? 1);
   if (entry.name === "physMoe" && key === "features" && k.options?.contrast !== false) {
     // physMoe's contrastive term is a "mean" with upstream u.
     const o = { ...k.options, reduction: "mean" };
@@ -978,6 +982,14 @@ function checkProblemAgreement(entry: ProblemLoss, k: Case, method: Method, got:
   if (!ref.grads) return;
   const upstream = method === "backward" ? k.upstream : undefined;
   const floor = 1e-3 * Math.max(1, upstreamSize(upstream));
+  for (const key of entry.numbers) {
+    assertLossClose(
+      got.grads![key] as Any,
+      ref.grads[key] as Any,
+      `${label} grads.${key}`,
+      SPEC_TOL * Math.max(1, upstreamSize(upstream)),
+    );
+  }
   for (const key of entry.grads) {
     const g = stacked(got.grads![key] as Any), r = stacked(ref.grads[key] as Any);
     const slack = problemSlack(entry, k, key, upstream);
@@ -1024,6 +1036,8 @@ const BATCH_INPUTS: Record<string, readonly string[]> = {
   hierarchical: ["coarse", "fine", "labels"],
   physMoe: ["features", "coarse", "expertLogits", "gating", "labels"],
   hnmContrastive: ["f", "labels", "hard"],
+  clip: ["a", "b"],
+  siglip: ["a", "b"],
 };
 
 /** Rows `perm` of a batch input: a matrix, an integer matrix, a list of matrices or labels. */

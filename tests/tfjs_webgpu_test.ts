@@ -103,6 +103,26 @@ describe("softmargin/tfjs on TF.js's webgpu backend", { skip }, () => {
     }
   });
 
+  it("clip and siglip: a, b and the number inputs as scalar tensors (their [1, 1] GPU gradients as scalars)", async () => {
+    const losses = tfLosses(tf) as Any;
+    const a = randomMatrix(new Rng(38), N, D), b = randomMatrix(new Rng(39), N, D);
+    for (const [name, numbers] of [["clip", { scale: 3 }], ["siglip", { scale: 2, bias: -1 }]] as const) {
+      const ref = (js as Any)[name].valueAndGrad({ a, b, ...numbers });
+      const keys = ["a", "b", ...Object.keys(numbers)];
+      const tensors = [tf.add(tf.tensor2d(a.data, [N, D]), 0), tf.add(tf.tensor2d(b.data, [N, D]), 0)]
+        .concat(Object.values(numbers).map((x) => tf.scalar(x)));
+      const f = (...ts: Any[]) => losses[name](Object.fromEntries(keys.map((k, i) => [k, ts[i]])));
+      const { value, grads } = tf.valueAndGrads(f)(tensors);
+      assertLossClose((await value.data())[0], ref.loss, `${name}: loss`);
+      for (const [i, k] of keys.entries()) {
+        const want = typeof ref.grads[k] === "number" ? Float32Array.of(ref.grads[k]) : ref.grads[k].data;
+        assert.deepEqual(grads[i].shape, tensors[i].shape, `${name}: ${k}'s gradient's shape`);
+        assertGradClose(await grads[i].data(), want, `${name}: ${k}`);
+      }
+      tf.dispose([...tensors, value, grads]);
+    }
+  });
+
   it('reduction "none": one loss per row, the gradient of sum(u l) through dy per row', async () => {
     const losses = tfLosses(tf);
     const host = randomMatrix(new Rng(32), N, C, 2);

@@ -26,6 +26,7 @@ import {
   physicsContrastiveSpec,
   physMoeSpec,
 } from "./helpers/specs_moe.ts";
+import { clipSpec, siglipSpec } from "./helpers/specs_clip.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -46,6 +47,8 @@ const specs: readonly LossSpec[] = [
   hierarchicalSpec,
   physMoeSpec,
   hnmContrastiveSpec,
+  clipSpec,
+  siglipSpec,
 ];
 
 /** Options for drawing a problem (physicsContrastive has a rule only with a threshold). */

@@ -19,6 +19,8 @@ import { deferredColumn } from "./deferred.ts";
 export interface Raw {
   rows: Float64Array[];
   grads: Record<string, Float32Array>;
+  /** The gradients of number inputs (CLIP's `scale`, SigLIP's `scale` and `bias`), by input name. */
+  numbers?: Record<string, number>;
   outputs?: Record<string, Float32Array>;
 }
 

@@ -85,3 +85,5 @@ export {
   type HnmContrastiveOptions,
   type IntMatrix,
 } from "./hnm_contrastive.ts";
+export { clip, type ClipGrads, type ClipInputs, type ClipOptions } from "./clip.ts";
+export { siglip, type SiglipGrads, type SiglipInputs, type SiglipOptions } from "./siglip.ts";

@@ -14,7 +14,7 @@ import type { SyncLosses } from "../losses/mod.ts";
 import type { Labels, Matrix, Reduction } from "../types.ts";
 import { keys, show } from "../validate.ts";
 import { wasm } from "../sync.ts";
-import { webgpuValue } from "./webgpu.ts";
+import { scalarValue, webgpuValue } from "./webgpu.ts";
 
 /** The tensors of TF.js as far as the adapter uses them (a `tf.Tensor` fits). */
 export interface TfTensor {
@@ -103,6 +103,8 @@ export type LossInputs<L> = L extends { forward(inputs: infer I, options?: never
 export type TfInputs<I, T> = {
   [K in keyof I]: I[K] extends Labels | undefined ? Labels | T | Extract<I[K], undefined>
     : I[K] extends readonly unknown[] | undefined ? readonly T[] | Extract<I[K], undefined>
+    // A number input (clip's scale): a number, or a scalar tensor that receives its gradient.
+    : I[K] extends number ? number | T
     : T | Extract<I[K], undefined>;
 };
 
@@ -219,6 +221,7 @@ interface Loss {
 interface Keyed {
   readonly options: readonly string[] | ((o: object) => readonly string[]);
   readonly grads: readonly string[];
+  readonly numbers?: readonly string[];
 }
 
 /** The losses whose `reduction` has `"batchmean"` (sum / N; src/losses/kl_div.ts). */
@@ -232,6 +235,8 @@ function call(
   inputs: Record<string, unknown>,
   options: Record<string, unknown>,
 ) {
+  // Number inputs (clip's scale): a scalar tensor among them is differentiated too.
+  const numbers = def.numbers ?? [];
   // TF.js's webgpu backend: the loss on TF.js's device and buffers (src/tfjs/webgpu.ts).
   const onWebgpu = tf.getBackend() === "webgpu";
   if (typeof inputs !== "object" || inputs === null) {
@@ -265,7 +270,9 @@ function call(
   const host: Record<string, unknown> = {};
   const isTensor = (v: unknown): v is TfTensor => v instanceof tf.Tensor;
   for (const [k, v] of onWebgpu ? [] : Object.entries(inputs)) {
-    host[k] = isTensor(v)
+    host[k] = isTensor(v) && numbers.includes(k)
+      ? scalarValue(k, v)
+      : isTensor(v)
       ? hostValue(k, v)
       : isTensorList(v, isTensor)
       ? v.map((t, i) => hostValue(`${k}[${i}]`, t))
@@ -273,13 +280,13 @@ function call(
   }
   // The differentiable tensors: the loss's gradient keys given as tensors (or lists of them).
   const diff: Slot[] = [];
-  for (const k of def.grads) {
+  for (const k of [...def.grads, ...numbers]) {
     const v = inputs[k];
     if (isTensor(v)) diff.push({ key: k, index: -1, tensor: v });
     else if (isTensorList(v, isTensor)) v.forEach((t, index) => diff.push({ key: k, index, tensor: t }));
   }
   const rows = () =>
-    onWebgpu ? webgpuValue(tf, name, inputs, libOptions, diff) : value(tf, loss, host, libOptions, diff);
+    onWebgpu ? webgpuValue(tf, name, inputs, libOptions, diff, numbers) : value(tf, loss, host, libOptions, diff);
   if (r === undefined) return rows();
   // The per-row losses are an intermediate: made and reduced inside a tidy.
   return tf.tidy(() => weighted(tf, rows(), weights, r));
@@ -360,8 +367,8 @@ function value(tf: TfLike, loss: Loss, host: Record<string, unknown>, options: R
       gradFunc: (dy: TfTensor) => {
         const g = grads ?? loss.backward(host, options, reduced ? 1 : Float32Array.from(dy.dataSync()));
         return diff.map(({ key, index, tensor: x }) => {
-          const m = index < 0 ? (g[key] as Matrix) : (g[key] as Matrix[])[index];
-          const t = tf.tensor(m.data, [...x.shape]);
+          const m = index < 0 ? (g[key] as Matrix | number) : (g[key] as Matrix[])[index];
+          const t = tf.tensor(typeof m === "number" ? Float32Array.of(m) : m.data, [...x.shape]);
           return reduced ? tf.mul(t, dy) : t;
         });
       },
@@ -370,7 +377,7 @@ function value(tf: TfLike, loss: Loss, host: Record<string, unknown>, options: R
   return f(...diff.map((s) => s.tensor));
 }
 
-type Grads = Record<string, Matrix | Matrix[]>;
+type Grads = Record<string, Matrix | Matrix[] | number>;
 
 /**
  * A tensor input on the host: an int32 tensor as integers (`Int32Array`, or

@@ -74,6 +74,7 @@ export function webgpuValue(
   inputs: Record<string, unknown>,
   options: Record<string, unknown>,
   diff: GpuSlot[],
+  numbers: readonly string[] = [],
 ): unknown {
   const device: GPUDevice | undefined = tf.backend()?.device;
   if (!device || typeof device.createCommandEncoder !== "function") {
@@ -94,7 +95,7 @@ export function webgpuValue(
     return t;
   };
   const run = (save?: (tensors: unknown[]) => void) => {
-    const { gpu, release } = gpuInputs(device, inputs, isTensor);
+    const { gpu, release } = gpuInputs(device, inputs, isTensor, numbers);
     try {
       const n = rowsOf(gpu);
       if (diff.length === 0 || !save) {
@@ -160,6 +161,7 @@ function gpuInputs(
   device: GPUDevice,
   inputs: Record<string, unknown>,
   isTensor: (v: unknown) => v is GpuTensor,
+  numbers: readonly string[],
 ): { gpu: Record<string, unknown>; release(): void } {
   const refs: { dispose(): void }[] = [], temps: GPUBuffer[] = [];
   const one = (name: string, t: GpuTensor): unknown => {
@@ -189,7 +191,9 @@ function gpuInputs(
   };
   const gpu: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(inputs)) {
-    gpu[k] = isTensor(v)
+    gpu[k] = isTensor(v) && numbers.includes(k)
+      ? scalarValue(k, v)
+      : isTensor(v)
       ? one(k, v)
       : Array.isArray(v) && v.length > 0 && v.every(isTensor)
       ? v.map((t, i) => one(`${k}[${i}]`, t))
@@ -202,4 +206,20 @@ function gpuInputs(
       for (const b of temps) b.destroy();
     },
   };
+}
+
+/**
+ * A number input given as a tensor of one value (`tf.scalar`, a `tf.variable` of shape [] or
+ * [1]): its value (on TF.js's webgpu backend a readback of that one value; pass a number to
+ * avoid it).
+ */
+export function scalarValue(
+  name: string,
+  t: { readonly shape: number[]; readonly rank: number; dataSync(): ArrayLike<number> },
+): number {
+  const d = t.dataSync();
+  if (d.length !== 1 || t.rank > 1) {
+    throw new RangeError(`Expected inputs.${name} to be a number or a scalar tf.Tensor, got shape [${t.shape}]`);
+  }
+  return d[0];
 }

@@ -5,7 +5,8 @@
  * computed by src/webgpu/finish.wgsl into small buffers of their own, in the call's
  * command encoder, after its kernel: a reduced value is a `[1, 1]` GPU matrix, per-row
  * values `[N, 1]`. Host numbers and vectors of the result (a part that is 0) are
- * uploaded; GPU-resident values (`DeviceValues`) become `{ buffer, shape }`.
+ * uploaded; GPU-resident values (`DeviceValues`) become `{ buffer, shape }`. The
+ * gradient of a number input (clip's `scale`) becomes a `[1, 1]` GPU matrix as the loss does.
  *
  * @module
  */
@@ -55,19 +56,32 @@ export function materialize(ctx: GpuContext, r: Record<string, unknown>): Record
     }
     return s;
   };
-  const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(r)) {
-    if (key === "grads") out[key] = value;
-    else if (isDeferred(value)) {
+  /** A value of the result on the GPU: computed, in place, or uploaded (a host number or vector); else as it is. */
+  const place = (value: unknown): unknown => {
+    if (isDeferred(value)) {
       const rows = value.vector ? value.n : 1;
       const buffer = ctx.buffer(rows * 4);
       compute(value, buffer);
-      out[key] = { buffer, shape: [rows, 1] };
-    } else if (onDevice(value)) out[key] = { buffer: value.buffer, shape: value.shape };
-    else if (typeof value === "number" || (ArrayBuffer.isView(value) && !onDevice(value))) {
+      return { buffer, shape: [rows, 1] };
+    }
+    if (onDevice(value)) return { buffer: value.buffer, shape: value.shape };
+    if (typeof value === "number" || (ArrayBuffer.isView(value) && !onDevice(value))) {
       const data = typeof value === "number" ? Float32Array.of(value) : Float32Array.from(value as Float32Array);
-      out[key] = { buffer: ctx.upload(data), shape: [data.length, 1] };
-    } else out[key] = value;
+      return { buffer: ctx.upload(data), shape: [data.length, 1] };
+    }
+    return value;
+  };
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(r)) {
+    // Gradients are GPU matrices already, but for those of number inputs (clip's scale): [1, 1].
+    if (key === "grads") {
+      out[key] = Object.fromEntries(
+        Object.entries(value as Record<string, unknown>).map(([k, g]) => [
+          k,
+          typeof g === "number" || isDeferred(g) ? place(g) : g,
+        ]),
+      );
+    } else out[key] = place(value);
   }
   (pass as GPUComputePassEncoder | null)?.end();
   return out;

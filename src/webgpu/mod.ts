@@ -17,6 +17,7 @@ import { center } from "./center_loss.ts";
 import { hierarchical } from "./hierarchical.ts";
 import { diversity } from "./feature_diversity.ts";
 import { hnm } from "./hnm_contrastive.ts";
+import { paired } from "./clip.ts";
 import { centerReg } from "./center_regularization.ts";
 import { experts, planExperts } from "./experts.ts";
 import { combine, planCombine } from "./combine.ts";
@@ -77,6 +78,7 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     hierarchical: (p) => hierarchical(ctx, p),
     diversity: (p) => diversity(ctx, p),
     hnm: (p) => hnm(ctx, p),
+    paired: (p) => paired(ctx, p),
     centerReg: (p) => centerReg(ctx, p),
     experts: (p) => experts(ctx, p),
     combine: (p) => combine(ctx, p),

@@ -18,6 +18,7 @@ import fc from "fast-check";
 import { word } from "./errors.ts";
 import { Rng } from "./random.ts";
 import type { LossSpec } from "./specs.ts";
+import { clipSpec, siglipSpec } from "./specs_clip.ts";
 import {
   centerLossSpec,
   centerRegularizationSpec,
@@ -1030,6 +1031,8 @@ export interface ProblemLoss {
   readonly normalised: readonly string[];
   /** Whether it takes `reduction` (then `"none"` takes an upstream per row). */
   readonly reduces: boolean;
+  /** Number inputs with a number gradient (clip's `scale`, siglip's `scale` and `bias`). */
+  readonly numbers: readonly string[];
   readonly valid: fc.Arbitrary<ProblemCase>;
   /** Valid calls broken in one place (as the first table's `invalid`). */
   readonly invalid: fc.Arbitrary<BadCase>;
@@ -1082,6 +1085,8 @@ interface ProblemDefinition {
   lists?: readonly string[];
   normalised?: readonly string[];
   reduces?: boolean;
+  /** Number inputs with a number gradient. */
+  numbers?: readonly string[];
   /** The matrix (or list) whose rows are the batch. */
   batch: string;
   /** Whether the random problem has a rule (physicsContrastive: only when a threshold is given). */
@@ -1195,6 +1200,8 @@ const problemDefinitions: ProblemDefinition[] = [
       },
     },
   },
+  { spec: clipSpec, batch: "a", numbers: ["scale"], options: () => fc.constant({}) },
+  { spec: siglipSpec, batch: "a", numbers: ["scale", "bias"], options: () => fc.constant({}) },
 ];
 
 /** Batch sizes: small ones, and around the SIMD widths. */
@@ -1338,6 +1345,7 @@ export const PROBLEM_LOSSES: readonly ProblemLoss[] = problemDefinitions.map((d)
     lists: d.lists ?? [],
     normalised: d.normalised ?? [],
     reduces: d.reduces ?? false,
+    numbers: d.numbers ?? [],
     valid,
     invalid: valid.chain((k) => fc.constantFrom(...problemMutations(d, k))),
   };

@@ -56,7 +56,7 @@ export interface FixtureCase {
    * Int32Array, matrices `{ data, shape }`, list inputs (expertLogits, features) arrays of matrices,
    * integer matrices (hard) Int32Matrix.
    */
-  inputs: Record<string, Int32Array | FixtureInput | FixtureInput[] | Int32Matrix>;
+  inputs: Record<string, number | Int32Array | FixtureInput | FixtureInput[] | Int32Matrix>;
   /** camelCase options; vector options (weight, alpha) are Float32Array. */
   options: Record<string, unknown>;
   /**
@@ -77,6 +77,8 @@ export interface FixtureCase {
      * an array in the input's order). Empty for accuracy and the state functions.
      */
     grads: Record<string, ExpectedTensor | ExpectedTensor[]>;
+    /** The gradients of number inputs (clip's scale, siglip's scale and bias), keyed by input name. */
+    numbers?: Record<string, number>;
   };
   /** klDiv with logTarget false and zero target entries: torch's gradient there (e.g. "nan"). */
   torchTargetGradAtZero?: string;
@@ -152,6 +154,7 @@ function decodeIntMatrix(t: Json, where: string): Int32Matrix {
 
 /** An input: integer vector (JSON array of numbers), list of TENSORs, INTMAT or TENSOR. */
 function decodeAnyInput(v: Json, where: string): FixtureCase["inputs"][string] {
+  if (typeof v === "number") return v; // a number input (clip's scale)
   if (Array.isArray(v)) {
     if (v.every((x) => typeof x === "number")) return Int32Array.from(v as number[]);
     return v.map((t, i) => decodeInput(t, `${where}[${i}]`));
@@ -223,6 +226,10 @@ function decodeCase(c: Json): FixtureCase {
   }
   for (const [k, v] of Object.entries<Json>(c.expected.grads ?? {})) {
     const w = where(`expected.grads.${k}`);
+    if (typeof v === "number") {
+      (out.expected.numbers ??= {})[k] = v;
+      continue;
+    }
     out.expected.grads[k] = Array.isArray(v)
       ? v.map((t: Json, i: number) => decodeExpected(t, `${w}[${i}]`))
       : decodeExpected(v, w);
