@@ -27,6 +27,7 @@
  * | `experts`   | one softmax per expert: CE/focal, KL terms | mixOutputs, iclMoe (and physMoe)                                |
  * | `hierarchical` | coarse CE + CE over the true group      | hierarchical (and physMoe)                                      |
  * | `hnm`       | prototype cosines, hard negatives          | hnmContrastive                                                  |
+ * | `metric`    | similarities of normalised rows, mining    | ntXent, tripletMargin, multiSimilarity, proxyAnchor             |
  * | `combine`   | sums of terms' gradients, a gated VJP      | (physMoe's combination of its terms' gradients)                 |
  * | `logitShardStats`, `logitShardGrads` | a shard of classes of the fused softmax | `sharded.crossEntropy` and the margin losses |
  * | `headShardStats`, `headShardGrads` | the head's two phases on a shard of W | `sharded.marginHead`                         |
@@ -54,6 +55,7 @@ import type { CenterRegProblem } from "./center_reg.ts";
 import type { ExpertsProblem } from "./experts.ts";
 import type { HierarchicalProblem } from "./hierarchical.ts";
 import type { HnmProblem } from "./hnm.ts";
+import type { MetricProblem } from "./metric.ts";
 import type { ShardKernels } from "./shards.ts";
 
 export * from "./core.ts";
@@ -74,6 +76,7 @@ export interface Kernels extends ShardKernels {
   experts: Kernel<ExpertsProblem>;
   hierarchical: Kernel<HierarchicalProblem>;
   hnm: Kernel<HnmProblem>;
+  metric: Kernel<MetricProblem>;
   combine: Kernel<CombineProblem>;
   /** A composite's terms, in order, each with its links bound; their raw results. */
   composite: (p: CompositeProblem) => Raw[] | Promise<Raw[]>;

@@ -85,3 +85,18 @@ export {
   type HnmContrastiveOptions,
   type IntMatrix,
 } from "./hnm_contrastive.ts";
+export { ntXent, type NtXentGrads, type NtXentInputs, type NtXentOptions } from "./nt_xent.ts";
+export {
+  type Mining,
+  tripletMargin,
+  type TripletMarginGrads,
+  type TripletMarginInputs,
+  type TripletMarginOptions,
+} from "./triplet_margin.ts";
+export {
+  multiSimilarity,
+  type MultiSimilarityGrads,
+  type MultiSimilarityInputs,
+  type MultiSimilarityOptions,
+} from "./multi_similarity.ts";
+export { proxyAnchor, type ProxyAnchorGrads, type ProxyAnchorInputs, type ProxyAnchorOptions } from "./proxy_anchor.ts";

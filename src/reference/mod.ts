@@ -20,6 +20,7 @@ import { centerReg } from "./center_regularization.ts";
 import { experts } from "./experts.ts";
 import { hierarchical } from "./hierarchical.ts";
 import { hnm } from "./hnm_contrastive.ts";
+import { metric } from "./metric.ts";
 import { combine } from "./combine.ts";
 import { referenceShardKernels } from "./sharded.ts";
 
@@ -32,6 +33,7 @@ export const referenceMetricKernels = {
   experts,
   hierarchical,
   hnm,
+  metric,
   combine,
 };
 

@@ -19,6 +19,7 @@ import { centerReg } from "./center_regularization.ts";
 import { experts } from "./experts.ts";
 import { hierarchical } from "./hierarchical.ts";
 import { hnm } from "./hnm_contrastive.ts";
+import { metric } from "./metric.ts";
 // The composites' combination: elementwise sums and one dot per row and expert, on the host.
 import { combine } from "../reference/combine.ts";
 import { wasmShardKernels } from "./sharded.ts";
@@ -40,6 +41,7 @@ export const wasmKernels: Kernels = hostKernels(
     experts,
     hierarchical,
     hnm,
+    metric,
     combine,
     ...wasmShardKernels,
   },

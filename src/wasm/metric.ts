@@ -1,0 +1,1 @@
+export { metric } from "../reference/metric.ts";
