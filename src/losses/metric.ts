@@ -80,13 +80,13 @@ export function metricProblem(
 }
 
 /** The result of a loss of the family: the kernel's one row is the loss. */
-export function metricResult(p: MetricProblem, raw: Raw): { loss: number; grads: Record<string, Matrix> } {
+export function metricResult<G>(p: MetricProblem, raw: Raw): { loss: number; grads: G } {
   const grads: Record<string, Matrix> = {};
   if (p.grad) {
     grads.f = gradMatrix(p.outF, raw.grads.f, p.b, p.d);
     if (p.proxies) grads.proxies = gradMatrix(p.outProxies, raw.grads.proxies, p.c, p.d);
   }
-  return { loss: raw.rows[0][0], grads };
+  return { loss: raw.rows[0][0], grads: grads as G };
 }
 
 /** The largest sharpness (`alpha`, `beta`): its inverse and the exponents stay finite in float32. */
