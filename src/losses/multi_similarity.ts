@@ -40,18 +40,22 @@ export type MultiSimilarityGrads = EmbeddingGrads;
  * console.log(js.multiSimilarity.forward({ f, labels: [0, 0] }, { alpha: 1 }).loss); // 0.4741 = log(1 + e^-0.5)
  * ```
  */
-export const multiSimilarity: Definition<MultiSimilarityInputs, MultiSimilarityOptions, MultiSimilarityGrads> =
-  lossDef<MultiSimilarityInputs, MultiSimilarityOptions, MultiSimilarityGrads, "metric">({
-    name: "multiSimilarity",
-    kernel: "metric",
-    inputs: ["f", "labels"],
-    options: ["alpha", "beta", "base"],
-    grads: ["f"],
-    prepare: (inputs, o, grad, upstream) =>
-      metricProblem("multiSimilarity", inputs, o, grad, upstream, {
-        alpha: sharpness("options.alpha", o.alpha, 2),
-        beta: sharpness("options.beta", o.beta, 50),
-        base: v.cosineMargin("options.base", o.base, 0.5),
-      }),
-    finish: metricResult,
-  });
+export const multiSimilarity: Definition<MultiSimilarityInputs, MultiSimilarityOptions, MultiSimilarityGrads> = lossDef<
+  MultiSimilarityInputs,
+  MultiSimilarityOptions,
+  MultiSimilarityGrads,
+  "metric"
+>({
+  name: "multiSimilarity",
+  kernel: "metric",
+  inputs: ["f", "labels"],
+  options: ["alpha", "beta", "base"],
+  grads: ["f"],
+  prepare: (inputs, o, grad, upstream) =>
+    metricProblem("multiSimilarity", inputs, o, grad, upstream, {
+      alpha: sharpness("options.alpha", o.alpha, 2),
+      beta: sharpness("options.beta", o.beta, 50),
+      base: v.cosineMargin("options.base", o.base, 0.5),
+    }),
+  finish: metricResult,
+});
