@@ -16,11 +16,17 @@
 // them, summed from prefix sums (relu) or walked (soft); the negatives' share of the
 // gradient is a difference array over the sorted positions. No triplet is ever listed.
 // Distances come from S (`d^2 = n_a + n_j - 2 S_aj`, n the squared norms of the normalised
-// rows) except near ones (d^2 < NEAR), taken again from the rows in float64: there the
-// float32 cosine's rounding, divided by a small d, would dominate. Near pairs also send
-// their gradient directly as c (h_a - h_j) / d in float64 (into G2) rather than through A,
-// where -c/d h_j and the c/(2d) 2 h_a of the norms would cancel in float32.
-import { rowDot, rowSqDist } from "./vectors";
+// rows) except near ones (d^2 < NEAR), taken again in float64 from the raw rows and their
+// float64 inverse norms: there the float32 cosine's rounding, divided by a small d, would
+// dominate, and so would the rounding of the float32 normalised rows where two rows point
+// almost the same way. Near pairs also send their gradient directly as c (h_a - h_j) / d in
+// float64 (into G2) rather than through A, where -c/d h_j and the c/(2d) 2 h_a of the norms
+// would cancel in float32.
+import { rowDot } from "./vectors";
+import { gemm } from "./gemm";
+
+/** The depth of one float32 product of `gemm_acc64` (the blocks add up in float64). */
+const DEPTH: i32 = 256;
 
 /** Below this squared distance a pair is "near" (see above). */
 const NEAR: f64 = 0.1;
@@ -266,6 +272,22 @@ function countBelow(sorted: usize, n: i32, x: f64, orEqual: bool): i32 {
   return lo;
 }
 
+/**
+ * ||h_a - h_j||^2 in float64 from the raw rows F [*, d] and their inverse norms inv64: the
+ * difference of two nearly equal directions, which float32 normalised rows would leave to
+ * their rounding.
+ */
+function nearSqDist(F: usize, inv64: usize, a: i32, j: i32, d: i32): f64 {
+  const fa = F + ((<usize>a * <usize>d) << 2), fj = F + ((<usize>j * <usize>d) << 2);
+  const ia = f64At(inv64, a), ij = f64At(inv64, j);
+  let s: f64 = 0;
+  for (let q = 0; q < d; q++) {
+    const x = <f64>load<f32>(fa + ((<usize>q) << 2)) * ia - <f64>load<f32>(fj + ((<usize>q) << 2)) * ij;
+    s += x * x;
+  }
+  return s;
+}
+
 /** The number of triplets with l > 0 of the last `triplet_rows` call. */
 let tripletCount: i32 = 0;
 
@@ -283,7 +305,7 @@ export function triplet_count(): i32 {
  * [b + 1] float64, idx [b] int32, norms, diag [b] float64.
  */
 export function triplet_rows(
-  S: usize, ld: i32, b: i32, H: usize, d: i32, labels: usize, margin: f64, mining: i32, soft: i32, grad: i32,
+  S: usize, ld: i32, b: i32, H: usize, F: usize, inv64: usize, d: i32, labels: usize, margin: f64, mining: i32, soft: i32, grad: i32,
   upstream: f64, G2: usize, dist: usize, coef: usize, keys: usize, pre: usize, shares: usize, idx: usize, norms: usize,
   diag: usize,
 ): f64 {
@@ -298,7 +320,7 @@ export function triplet_rows(
     const row = S + ((<usize>a * <usize>ld) << 2), ya = i32At(labels, a), na = f64At(norms, a);
     for (let j = 0; j < b; j++) {
       let d2 = na + f64At(norms, j) - 2 * <f64>load<f32>(row + ((<usize>j) << 2));
-      if (d2 < NEAR) d2 = rowSqDist(H + <usize>a * rb, H + <usize>j * rb, d);
+      if (d2 < NEAR) d2 = nearSqDist(F, inv64, a, j, d);
       setF64(dist, j, Math.sqrt(max(d2, 0)));
     }
     memory.fill(coef, 0, (<usize>b) << 3);
@@ -381,17 +403,16 @@ export function triplet_rows(
     }
     if (!grad) continue;
     // dL/dd_aj = coef_j into A_aj = dL/dS_aj, the norms' diagonal, or (near pairs) G2.
-    const ha = H + <usize>a * rb;
     for (let j = 0; j < b; j++) {
       const cj = f64At(coef, j), dj = f64At(dist, j);
       let x: f64 = 0;
       if (cj != 0 && dj > 0) {
         const near = na + f64At(norms, j) - 2 * <f64>load<f32>(row + ((<usize>j) << 2)) < NEAR;
         if (near) {
-          const w = cj / dj, hj = H + <usize>j * rb;
+          const w = cj / dj, fa = F + <usize>a * rb, fj = F + <usize>j * rb, ia = f64At(inv64, a), ij = f64At(inv64, j);
           for (let q = 0; q < d; q++) {
             const o = (<usize>q) << 2;
-            const diff = w * (<f64>load<f32>(ha + o) - <f64>load<f32>(hj + o));
+            const diff = w * (<f64>load<f32>(fa + o) * ia - <f64>load<f32>(fj + o) * ij);
             setF64(G2, a * d + q, f64At(G2, a * d + q) + diff);
             setF64(G2, j * d + q, f64At(G2, j * d + q) - diff);
           }
@@ -417,15 +438,15 @@ export function triplet_rows(
   return count ? total / <f64>count : 0;
 }
 
-/** G[at] (float32) + G2[at] (float64; none when G2 is 0). */
+/** G[at] (float32) + G2[at] (float64; either absent when 0). */
 // @ts-ignore: decorator
 @inline function gradAt(G: usize, G2: usize, at: usize): f64 {
-  return <f64>load<f32>(G + (at << 2)) + (G2 ? load<f64>(G2 + (at << 3)) : 0);
+  return (G ? <f64>load<f32>(G + (at << 2)) : 0) + (G2 ? load<f64>(G2 + (at << 3)) : 0);
 }
 
 /**
  * out [rows, d] = the gradient w.r.t. the raw rows F [rows, d] from g = G [rows, d]
- * (float32) + G2 [rows, d] (float64, or 0), the gradient w.r.t. h = F / max(||F||, 1e-12):
+ * (float32, or 0) + G2 [rows, d] (float64, or 0), the gradient w.r.t. h = F / max(||F||, 1e-12):
  * (g - h (h . g)) / ||F||, or g / 1e-12 where ||F|| < 1e-12 (as PyTorch), in float64.
  * inv64 [rows]: 1 / max(||F_r||, 1e-12).
  */
@@ -439,5 +460,22 @@ export function metric_backward(G: usize, G2: usize, F: usize, inv64: usize, row
       const h = project ? <f64>load<f32>(f + ((<usize>q) << 2)) * inv : 0;
       store<f32>(out + ((o + <usize>q) << 2), <f32>((gradAt(G, G2, o + <usize>q) - h * dot) * inv));
     }
+  }
+}
+
+/**
+ * acc [rows, n] (float64) += sum_k coef[m*sm + k*sk] * src[k*lds + 0..n), the GEMM's product
+ * (assembly/gemm.ts) over blocks of DEPTH of the depth, each block's float32 result added in
+ * float64 (T [rows, n] float32 scratch): proxyAnchor's products run over up to 1e5 proxies,
+ * where one float32 sum would lose about depth * 6e-8 of its size.
+ */
+export function gemm_acc64(
+  acc: usize, rows: i32, n: i32, depth: i32, coef: usize, sm: i32, sk: i32, src: usize, lds: i32, T: usize,
+): void {
+  memory.fill(acc, 0, (<usize>rows * <usize>n) << 3);
+  for (let k0 = 0; k0 < depth; k0 += DEPTH) {
+    const kc = min(DEPTH, depth - k0);
+    gemm(T, n, rows, n, kc, coef + ((<usize>k0 * <usize>sk) << 2), sm, sk, src + ((<usize>k0 * <usize>lds) << 2), lds, 0);
+    for (let i = 0; i < rows * n; i++) setF64(acc, i, f64At(acc, i) + <f64>load<f32>(T + ((<usize>i) << 2)));
   }
 }

@@ -19,6 +19,9 @@ import { rowStride } from "./physics_contrastive.ts";
  */
 const PRECISE_ABOVE = 64;
 
+/** proxyAnchor's threshold (see `metric`). */
+const PRECISE_PROXIES_ABOVE = 8;
+
 /** The product block of `contrastive_grad`. */
 const GRAD = 128;
 
@@ -31,7 +34,10 @@ export function metric(p: MetricProblem): Raw {
     : loss === "multiSimilarity"
     ? Math.max(p.alpha, p.beta)
     : p.alpha;
-  const precise = loss !== "tripletMargin" && sharp > PRECISE_ABOVE;
+  // proxyAnchor's gradient w.r.t. a row sums over every proxy (C up to 1e5), and its
+  // alpha (32) times a float32 cosine's rounding moves each term by 3e-6: its cosines are
+  // precise from alpha 8 on.
+  const precise = loss !== "tripletMargin" && sharp > (proxy ? PRECISE_PROXIES_ABOVE : PRECISE_ABOVE);
   const f = new Frame();
   const F = f.input(p.f), P = f.input(p.proxies), labels = f.input(p.labels);
   const G = p.grad ? f.output(p.outF?.data ?? null, b * d) : NONE;
@@ -45,7 +51,8 @@ export function metric(p: MetricProblem): Raw {
   const n = triplet ? b + 1 : 0;
   const keys = f.scratch(n * 8), pre = f.scratch(n * 8), shares = f.scratch(n * 8), idx = f.scratch(n * 4);
   const norms = f.scratch(n * 8), diag = f.scratch(n * 8);
-  const G2 = triplet && p.grad ? f.scratch(b * d * 8) : NONE;
+  const G2 = (triplet || proxy) && p.grad ? f.scratch(b * d * 8) : NONE;
+  const G2P = proxy && p.grad ? f.scratch(c * d * 8) : NONE;
   const GH = p.grad ? f.scratch(b * d * 4) : NONE, GHP = p.grad && proxy ? f.scratch(c * d * 4) : NONE;
   const sums = proxy ? f.scratch(4 * c * 8) : NONE;
   f.place();
@@ -107,6 +114,8 @@ export function metric(p: MetricProblem): Raw {
       ld,
       b,
       at(H),
+      at(F),
+      at(inv64),
       d,
       at(labels),
       p.margin,
@@ -129,12 +138,13 @@ export function metric(p: MetricProblem): Raw {
   if (!p.grad) return { rows, grads: {} };
   if (!proxy) k.contrastive_grad(at(S), ld, b, at(H), d, at(GH), at(T));
   if (proxy) {
-    // dL/dh = A hp, dL/dhp = A^T h.
-    k.gemm(at(GH), d, b, d, c, at(S), ld, 1, at(HP), d, 0);
-    k.gemm(at(GHP), d, c, d, b, at(S), 1, ld, at(H), d, 0);
-    k.metric_backward(at(GHP), 0, at(P), at(pinv64), c, d, at(GP));
-  }
-  k.metric_backward(at(GH), at(G2), at(F), at(inv64), b, d, at(G));
+    // dL/dh = A hp, dL/dhp = A^T h, summed in float64 over blocks of the depth (into G2, G2P;
+    // GH, GHP hold one block), then through the normalisation.
+    k.gemm_acc64(at(G2), b, d, c, at(S), ld, 1, at(HP), d, at(GH));
+    k.gemm_acc64(at(G2P), c, d, b, at(S), 1, ld, at(H), d, at(GHP));
+    k.metric_backward(0, at(G2P), at(P), at(pinv64), c, d, at(GP));
+    k.metric_backward(0, at(G2), at(F), at(inv64), b, d, at(G));
+  } else k.metric_backward(at(GH), at(G2), at(F), at(inv64), b, d, at(G));
   const grads: Record<string, Float32Array> = { f: f.take(G) };
   if (proxy) grads.proxies = f.take(GP);
   return { rows, grads };
