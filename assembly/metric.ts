@@ -83,11 +83,12 @@ function storeRow(i: i32, S: usize, ld: i32, cols: i32, coef: usize, scale: f64)
  * ntXent over S [b, ld] (or precise rows from F, inv64): per anchor a, with L the
  * log-sum-exp of its negatives' s_an / t, each positive p adds l_ap = softplus(L - s_ap/t);
  * dl/ds_ap = -sigmoid(L - s_ap/t) / t, dl/ds_an = (sum_p sigmoid(.)) e^(s_an/t - L) / t.
- * Returns the sum of the l_ap; with scale (upstream / pairs) not 0, S becomes A.
+ * Returns the sum of the l_ap; with grad, S becomes A scaled by `scale` (upstream / pairs).
  * Scratch row, coef [b] float64.
  */
 export function ntxent_rows(
-  S: usize, ld: i32, b: i32, F: usize, d: i32, inv64: usize, labels: usize, invT: f64, scale: f64, row: usize, coef: usize,
+  S: usize, ld: i32, b: i32, F: usize, d: i32, inv64: usize, labels: usize, invT: f64, grad: i32, scale: f64, row: usize,
+  coef: usize,
 ): f64 {
   let total: f64 = 0;
   for (let a = 0; a < b; a++) {
@@ -112,7 +113,7 @@ export function ntxent_rows(
       shares += s;
       setF64(coef, j, -s);
     }
-    if (scale == 0) continue;
+    if (!grad) continue;
     for (let j = 0; j < b; j++) if (i32At(labels, j) != ya) setF64(coef, j, shares * f64At(coef, j) / sum);
     storeRow(a, S, ld, b, coef, scale * invT);
   }
@@ -141,14 +142,14 @@ function logOnePlus(row: usize, n: i32, labels: usize, y: i32, same: bool, skip:
  * multiSimilarity over S [b, ld] (or precise rows): per anchor
  * (1/alpha) log(1 + sum_p e^(-alpha (S_ap - base))) + (1/beta) log(1 + sum_n e^(beta (S_an - base)));
  * dl/dS_ap = -e^(.)/(1 + sum), dl/dS_an = e^(.)/(1 + sum). Returns the sum over anchors;
- * with scale (upstream / b) not 0, S becomes A. Scratch row, coef [b] float64.
+ * with grad, S becomes A scaled by `scale` (upstream / b). Scratch row, coef [b] float64.
  */
 export function ms_rows(
-  S: usize, ld: i32, b: i32, F: usize, d: i32, inv64: usize, labels: usize, alpha: f64, beta: f64, base: f64, scale: f64,
-  row: usize, coef: usize,
+  S: usize, ld: i32, b: i32, F: usize, d: i32, inv64: usize, labels: usize, alpha: f64, beta: f64, base: f64, grad: i32,
+  scale: f64, row: usize, coef: usize,
 ): f64 {
   let total: f64 = 0;
-  const c = scale != 0 ? coef : 0;
+  const c = grad ? coef : 0;
   for (let a = 0; a < b; a++) {
     loadRow(a, S, ld, b, F, F, d, inv64, inv64, row);
     if (c) memory.fill(coef, 0, (<usize>b) << 3);
@@ -171,13 +172,13 @@ export function ms_rows(
  * F, finv64 and the proxies P, pinv64). Per proxy k, x_ik = -alpha (S_ik - margin) for its
  * rows (y_i = k), alpha (S_ik + margin) for the others; pos_k = log(1 + sum e^x) over its
  * rows (classes present only), neg_k over the others. Returns
- * sum_k pos_k / present + sum_k neg_k / c; with scale (the upstream value) not 0, S becomes
+ * sum_k pos_k / present + sum_k neg_k / c; with grad, S becomes (times `scale`, the upstream)
  * A: dL/dS_ik = -alpha e^(x - mp_k)/sp_k / present (own rows), alpha e^(x - mn_k)/sn_k / c.
  * Scratch row [c] float64, mp, sp, mn, sn [c] float64.
  */
 export function proxy_rows(
   S: usize, ld: i32, b: i32, c: i32, F: usize, P: usize, d: i32, finv64: usize, pinv64: usize, labels: usize, alpha: f64,
-  margin: f64, present: i32, scale: f64, row: usize, mp: usize, sp: usize, mn: usize, sn: usize,
+  margin: f64, present: i32, grad: i32, scale: f64, row: usize, mp: usize, sp: usize, mn: usize, sn: usize,
 ): f64 {
   memory.fill(mp, 0, (<usize>c) << 3);
   memory.fill(mn, 0, (<usize>c) << 3);
@@ -213,7 +214,7 @@ export function proxy_rows(
     for (let j = 0; j < i && first; j++) if (i32At(labels, j) == k) first = false;
     if (first) pos += f64At(mp, k) + Math.log(f64At(sp, k));
   }
-  if (scale != 0) {
+  if (grad) {
     const wp = scale * alpha / <f64>present, wn = scale * alpha / <f64>c;
     for (let i = 0; i < b; i++) {
       loadRow(i, S, ld, c, F, P, d, finv64, pinv64, row);

@@ -65,7 +65,7 @@ export function metric(p: MetricProblem): Raw {
       k.gemm(at(S), ld, b, c, d, at(H), d, 1, at(T), c, 0);
     } else k.contrastive_dots(at(S), ld, at(H), b, d, at(T));
   }
-  const exact = precise ? at(F) : 0, u = p.grad ? p.upstream : 0;
+  const exact = precise ? at(F) : 0, u = p.upstream, grad = p.grad ? 1 : 0;
   let value: number;
   if (loss === "ntXent") {
     const sum = k.ntxent_rows(
@@ -77,14 +77,29 @@ export function metric(p: MetricProblem): Raw {
       at(inv64),
       at(labels),
       1 / p.temperature,
+      grad,
       u / (p.pairs || 1),
       at(row),
       at(coef),
     );
     value = p.pairs ? sum / p.pairs : 0;
   } else if (loss === "multiSimilarity") {
-    value =
-      k.ms_rows(at(S), ld, b, exact, d, at(inv64), at(labels), p.alpha, p.beta, p.base, u / b, at(row), at(coef)) / b;
+    value = k.ms_rows(
+      at(S),
+      ld,
+      b,
+      exact,
+      d,
+      at(inv64),
+      at(labels),
+      p.alpha,
+      p.beta,
+      p.base,
+      grad,
+      u / b,
+      at(row),
+      at(coef),
+    ) / b;
   } else if (proxy) {
     const s = at(sums);
     value = k.proxy_rows(
@@ -101,6 +116,7 @@ export function metric(p: MetricProblem): Raw {
       p.alpha,
       p.margin,
       p.present,
+      grad,
       u,
       at(row),
       s,
