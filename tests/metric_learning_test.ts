@@ -6,7 +6,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { assertFinite, assertGradClose, assertLossClose } from "./helpers/assert.ts";
-import { backends, lossOf, missing } from "./helpers/backends.ts";
+import { backends, lossOf, missing, webgpuMissing } from "./helpers/backends.ts";
+import { download, sharedDevice, upload } from "./helpers/gpu.ts";
+import { init } from "../mod.ts";
 import { commonOptionErrors, matrixErrors, numberOptionErrors, upstreamErrors } from "./helpers/errors.ts";
 import { randomMatrix, Rng } from "./helpers/random.ts";
 import type { LossSpec } from "./helpers/specs.ts";
@@ -283,3 +285,31 @@ for (const b of backends) {
     });
   });
 }
+
+describe("webgpu: GPU-resident inputs", () => {
+  for (const name of Object.keys(OPTIONS)) {
+    it(`${name}: GPU matrices in, GPU gradients out (into out buffers too), the host's values`, {
+      skip: webgpuMissing,
+    }, async () => {
+      const dev = await sharedDevice();
+      const gpu = (await init({ backend: "webgpu", device: dev })) as Any;
+      const f = randomMatrix(new Rng(21), 7, 5) as Mat, labels = [0, 1, 0, 1, 2, 2, 0];
+      const host = withProxies(name, { f, labels }, 3);
+      const want = await gpu[name].valueAndGrad(host);
+      const resident: Record<string, Any> = { ...host, f: await upload(f) };
+      if (host.proxies) resident.proxies = await upload(host.proxies);
+      const got = await gpu[name].valueAndGrad(resident);
+      assertLossClose(got.loss, want.loss, `${name} loss`);
+      for (const key of Object.keys(want.grads)) {
+        assert.ok(got.grads[key].buffer, `${name} grads.${key} is on the GPU`);
+        assertGradClose(await download(got.grads[key]), want.grads[key].data, `${name} grads.${key}`);
+      }
+      const out = { f: await upload({ data: new Float32Array(35), shape: [7, 5] }) };
+      const r = await gpu[name].backward(resident, { out }, 2);
+      assert.equal(r.f.buffer, out.f.buffer, `${name}: grads.f is out.f`);
+      const twice = (await download(out.f)).map((v: number) => v / 2);
+      assertGradClose(twice, want.grads.f.data, `${name} out.f`);
+      await assert.rejects(() => gpu[name].valueAndGrad(resident, { out: { f } }), TypeError);
+    });
+  }
+});

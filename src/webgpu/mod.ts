@@ -37,7 +37,7 @@ const planners: Planners = {
 } as Planners;
 import { hostKernels } from "../kernels/mod.ts";
 import { referenceShardKernels } from "../reference/sharded.ts";
-import { metric } from "../reference/metric.ts";
+import { metric } from "./metric.ts";
 import type { ShardKernels } from "../kernels/shards.ts";
 import { headShardGrads, headShardStats } from "./sharded.ts";
 
@@ -66,8 +66,8 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
       referenceShardKernels as unknown as Kernels,
       "webgpu (sharded losses, host inputs only)",
     ) as unknown as ShardKernels),
-    // The metric family runs the float64 reference on host inputs until its shaders exist.
-    metric: hostKernels({ metric } as unknown as Kernels, "webgpu (metric losses, host inputs only)").metric,
+    // The metric family: the float64 reference on the host (GPU-resident inputs read back; src/webgpu/metric.ts).
+    metric: (p) => metric(ctx, p),
     headShardStats: (q) => headShardStats(ctx, q),
     headShardGrads: (q) => headShardGrads(ctx, q),
   };
