@@ -12,7 +12,7 @@
 // then a float64 dot product of the raw rows times their float64 inverse norms.
 //
 // tripletMargin mines inside the same walk: per anchor the negatives' distances are sorted
-// once (heap sort of their indices), and each positive's mined triplets are an interval of
+// once (a quicksort of packed keys), and each positive's mined triplets are an interval of
 // them, summed from prefix sums (relu) or walked (soft); the negatives' share of the
 // gradient is a difference array over the sorted positions. No triplet is ever listed.
 // Distances come from S (`d^2 = n_a + n_j - 2 S_aj`, n the squared norms of the normalised
@@ -229,36 +229,57 @@ export function proxy_rows(
   return pos / <f64>present + neg / <f64>c;
 }
 
+/**
+ * Sorts packed keys [n] (u64) ascending in place: a quicksort (median of three; insertion
+ * sort below 16 keys). A key is a distance's float64 bits (non-negative floats order as
+ * their bits) with the row index in its low `bits` bits.
+ */
+function sortKeys(keys: usize, lo: i32, hi: i32): void {
+  while (hi - lo > 16) {
+    const mid = lo + ((hi - lo) >> 1);
+    let a = u64At(keys, lo), m = u64At(keys, mid), z = u64At(keys, hi - 1);
+    // The median of the three as the pivot.
+    const pivot = a < m ? (m < z ? m : a < z ? z : a) : (a < z ? a : m < z ? z : m);
+    let i = lo, j = hi - 1;
+    while (i <= j) {
+      while (u64At(keys, i) < pivot) i++;
+      while (u64At(keys, j) > pivot) j--;
+      if (i <= j) {
+        const t = u64At(keys, i);
+        setU64(keys, i, u64At(keys, j));
+        setU64(keys, j, t);
+        i++;
+        j--;
+      }
+    }
+    // Recurse into the smaller side, loop on the larger.
+    if (j - lo < hi - 1 - i) {
+      sortKeys(keys, lo, j + 1);
+      lo = i;
+    } else {
+      sortKeys(keys, i, hi);
+      hi = j + 1;
+    }
+  }
+  for (let i = lo + 1; i < hi; i++) {
+    const k = u64At(keys, i);
+    let j = i - 1;
+    while (j >= lo && u64At(keys, j) > k) {
+      setU64(keys, j + 1, u64At(keys, j));
+      j--;
+    }
+    setU64(keys, j + 1, k);
+  }
+}
+
 // @ts-ignore: decorator
-@inline function keyAt(idx: usize, q: i32, keys: usize): f64 {
-  return f64At(keys, i32At(idx, q));
+@inline function u64At(p: usize, i: i32): u64 {
+  return load<u64>(p + ((<usize>i) << 3));
 }
 
-function swap(idx: usize, a: i32, b: i32): void {
-  const t = i32At(idx, a);
-  store<i32>(idx + ((<usize>a) << 2), i32At(idx, b));
-  store<i32>(idx + ((<usize>b) << 2), t);
-}
-
-/** Moves idx[start] down the max-heap idx [0, end) ordered by keys[idx]. */
-function sift(idx: usize, start: i32, end: i32, keys: usize): void {
-  let r = start;
-  while (2 * r + 1 < end) {
-    let child = 2 * r + 1;
-    if (child + 1 < end && keyAt(idx, child + 1, keys) > keyAt(idx, child, keys)) child++;
-    if (keyAt(idx, child, keys) <= keyAt(idx, r, keys)) return;
-    swap(idx, r, child);
-    r = child;
-  }
-}
-
-/** Sorts idx [n] (int32) by keys[idx] (float64) ascending: a heap sort. */
-function sortBy(idx: usize, n: i32, keys: usize): void {
-  for (let s = n / 2 - 1; s >= 0; s--) sift(idx, s, n, keys);
-  for (let end = n - 1; end > 0; end--) {
-    swap(idx, 0, end);
-    sift(idx, 0, end, keys);
-  }
+// @ts-ignore: decorator
+@inline function setU64(p: usize, i: i32, x: u64): void {
+  store<u64>(p + ((<usize>i) << 3), x);
 }
 
 /** The number of the first n sorted keys (float64) below x (strict) or at most x. */
@@ -317,6 +338,8 @@ export function triplet_rows(
     memory.fill(G2, 0, (<usize>b * <usize>d) << 3);
   }
   let total: f64 = 0, count = 0;
+  // The bits of a row index in a packed key.
+  const mask: u64 = (<u64>1 << <u64>(32 - clz<i32>(max(b - 1, 1)))) - 1;
   for (let a = 0; a < b; a++) {
     const row = S + ((<usize>a * <usize>ld) << 2), ya = i32At(labels, a), na = f64At(norms, a);
     for (let j = 0; j < b; j++) {
@@ -345,17 +368,20 @@ export function triplet_rows(
         }
       }
     } else {
-      // The negatives, sorted by distance, and their prefix sums.
+      // The negatives, sorted by distance (packed keys: the index in the low bits, which
+      // moves a distance by at most 2^(bits - 52) of itself), and their prefix sums.
       let nn = 0;
       for (let j = 0; j < b; j++) {
         if (i32At(labels, j) == ya) continue;
-        store<i32>(idx + ((<usize>nn) << 2), j);
+        setU64(keys, nn, (reinterpret<u64>(f64At(dist, j)) & ~mask) | <u64>j);
         nn++;
       }
-      sortBy(idx, nn, dist);
+      sortKeys(keys, 0, nn);
       setF64(pre, 0, 0);
       for (let q = 0; q < nn; q++) {
-        setF64(keys, q, f64At(dist, i32At(idx, q)));
+        const j = <i32>(u64At(keys, q) & mask);
+        store<i32>(idx + ((<usize>q) << 2), j);
+        setF64(keys, q, f64At(dist, j));
         setF64(pre, q + 1, f64At(pre, q) + f64At(keys, q));
       }
       memory.fill(shares, 0, (<usize>nn + 1) << 3);
