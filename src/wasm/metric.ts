@@ -19,9 +19,6 @@ import { rowStride } from "./physics_contrastive.ts";
  */
 const PRECISE_ABOVE = 64;
 
-/** proxyAnchor's threshold (see `metric`). */
-const PRECISE_PROXIES_ABOVE = 8;
-
 /** The product block of `contrastive_grad`. */
 const GRAD = 128;
 
@@ -34,10 +31,7 @@ export function metric(p: MetricProblem): Raw {
     : loss === "multiSimilarity"
     ? Math.max(p.alpha, p.beta)
     : p.alpha;
-  // proxyAnchor's gradient w.r.t. a row sums over every proxy (C up to 1e5), and its
-  // alpha (32) times a float32 cosine's rounding moves each term by 3e-6: its cosines are
-  // precise from alpha 8 on.
-  const precise = loss !== "tripletMargin" && sharp > (proxy ? PRECISE_PROXIES_ABOVE : PRECISE_ABOVE);
+  const precise = loss !== "tripletMargin" && sharp > PRECISE_ABOVE;
   const f = new Frame();
   const F = f.input(p.f), P = f.input(p.proxies), labels = f.input(p.labels);
   const G = p.grad ? f.output(p.outF?.data ?? null, b * d) : NONE;
