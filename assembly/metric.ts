@@ -161,72 +161,73 @@ export function ms_rows(
   return total;
 }
 
-/** proxyAnchor's exponent of row i and proxy k: -alpha (s - margin) for its class, alpha (s + margin) otherwise. */
+/** proxyAnchor's exponent of a row of class y and proxy k: -alpha (s - margin) when y = k, alpha (s + margin) otherwise. */
 // @ts-ignore: decorator
-@inline function proxyExponent(labels: usize, i: i32, k: i32, s: f64, alpha: f64, margin: f64): f64 {
-  return i32At(labels, i) == k ? -alpha * (s - margin) : alpha * (s + margin);
+@inline function proxyExponent(y: i32, k: i32, s: f64, alpha: f64, margin: f64): f64 {
+  return y == k ? -alpha * (s - margin) : alpha * (s + margin);
 }
 
 /**
- * proxyAnchor over S [b, ld] = cosines of the rows and the c proxies (or precise rows from
- * F, finv64 and the proxies P, pinv64). Per proxy k, x_ik = -alpha (S_ik - margin) for its
- * rows (y_i = k), alpha (S_ik + margin) for the others; pos_k = log(1 + sum e^x) over its
- * rows (classes present only), neg_k over the others. Returns
- * sum_k pos_k / present + sum_k neg_k / c; with grad, S becomes (times `scale`, the upstream)
- * A: dL/dS_ik = -alpha e^(x - mp_k)/sp_k / present (own rows), alpha e^(x - mn_k)/sn_k / c.
- * Scratch row [c] float64, mp, sp, mn, sn [c] float64.
+ * proxyAnchor over the proxies k0 .. k0 + cc - 1 of `classes` (a chunk: each proxy's terms
+ * involve its own column only): S [b, ld] their cosines with the rows (or precise rows
+ * from F, finv64 and the chunk's proxies P, pinv64). Per proxy k, x_ik = -alpha (S_ik -
+ * margin) for its rows (y_i = k), alpha (S_ik + margin) for the others; pos_k = log(1 +
+ * sum e^x) over its rows (classes present only), neg_k over the others. Returns the chunk's
+ * sum_k pos_k / present + sum_k neg_k / classes; with grad, S becomes (times `scale`, the
+ * upstream) A: dL/dS_ik = -alpha e^(x - mp_k)/sp_k / present (own rows), alpha e^(x -
+ * mn_k)/sn_k / classes. Scratch row, mp, sp, mn, sn [cc] float64, own [cc] int32.
  */
 export function proxy_rows(
-  S: usize, ld: i32, b: i32, c: i32, F: usize, P: usize, d: i32, finv64: usize, pinv64: usize, labels: usize, alpha: f64,
-  margin: f64, present: i32, grad: i32, scale: f64, row: usize, mp: usize, sp: usize, mn: usize, sn: usize,
+  S: usize, ld: i32, b: i32, k0: i32, cc: i32, classes: i32, F: usize, P: usize, d: i32, finv64: usize, pinv64: usize,
+  labels: usize, alpha: f64, margin: f64, present: i32, grad: i32, scale: f64, row: usize, mp: usize, sp: usize,
+  mn: usize, sn: usize, own: usize,
 ): f64 {
-  memory.fill(mp, 0, (<usize>c) << 3);
-  memory.fill(mn, 0, (<usize>c) << 3);
-  memory.fill(sp, 0, (<usize>c) << 3);
-  memory.fill(sn, 0, (<usize>c) << 3);
+  const bytes = (<usize>cc) << 3;
+  memory.fill(mp, 0, bytes);
+  memory.fill(mn, 0, bytes);
+  memory.fill(sp, 0, bytes);
+  memory.fill(sn, 0, bytes);
+  memory.fill(own, 0, (<usize>cc) << 2);
   for (let i = 0; i < b; i++) {
-    loadRow(i, S, ld, c, F, P, d, finv64, pinv64, row);
-    for (let k = 0; k < c; k++) {
-      const v = proxyExponent(labels, i, k, f64At(row, k), alpha, margin);
-      if (i32At(labels, i) == k) setF64(mp, k, max(f64At(mp, k), v));
+    loadRow(i, S, ld, cc, F, P, d, finv64, pinv64, row);
+    const y = i32At(labels, i) - k0;
+    for (let k = 0; k < cc; k++) {
+      const v = proxyExponent(y, k, f64At(row, k), alpha, margin);
+      if (y == k) setF64(mp, k, max(f64At(mp, k), v));
       else setF64(mn, k, max(f64At(mn, k), v));
     }
+    if (y >= 0 && y < cc) store<i32>(own + ((<usize>y) << 2), 1);
   }
   for (let i = 0; i < b; i++) {
-    loadRow(i, S, ld, c, F, P, d, finv64, pinv64, row);
-    for (let k = 0; k < c; k++) {
-      const v = proxyExponent(labels, i, k, f64At(row, k), alpha, margin);
-      if (i32At(labels, i) == k) setF64(sp, k, f64At(sp, k) + Math.exp(v - f64At(mp, k)));
+    loadRow(i, S, ld, cc, F, P, d, finv64, pinv64, row);
+    const y = i32At(labels, i) - k0;
+    for (let k = 0; k < cc; k++) {
+      const v = proxyExponent(y, k, f64At(row, k), alpha, margin);
+      if (y == k) setF64(sp, k, f64At(sp, k) + Math.exp(v - f64At(mp, k)));
       else setF64(sn, k, f64At(sn, k) + Math.exp(v - f64At(mn, k)));
     }
   }
   let pos: f64 = 0, neg: f64 = 0;
-  for (let k = 0; k < c; k++) {
+  for (let k = 0; k < cc; k++) {
     // sp_k, sn_k: the sums plus the one of log(1 + ...), e^(-m).
     setF64(sp, k, f64At(sp, k) + Math.exp(-f64At(mp, k)));
     setF64(sn, k, f64At(sn, k) + Math.exp(-f64At(mn, k)));
     neg += f64At(mn, k) + Math.log(f64At(sn, k));
-  }
-  for (let i = 0; i < b; i++) {
-    const k = i32At(labels, i);
-    // Each present class once: at its first row.
-    let first = true;
-    for (let j = 0; j < i && first; j++) if (i32At(labels, j) == k) first = false;
-    if (first) pos += f64At(mp, k) + Math.log(f64At(sp, k));
+    if (i32At(own, k)) pos += f64At(mp, k) + Math.log(f64At(sp, k));
   }
   if (grad) {
-    const wp = scale * alpha / <f64>present, wn = scale * alpha / <f64>c;
+    const wp = scale * alpha / <f64>present, wn = scale * alpha / <f64>classes;
     for (let i = 0; i < b; i++) {
-      loadRow(i, S, ld, c, F, P, d, finv64, pinv64, row);
-      const out = S + ((<usize>i * <usize>ld) << 2);
-      for (let k = 0; k < c; k++) {
-        const v = proxyExponent(labels, i, k, f64At(row, k), alpha, margin);
-        const a = i32At(labels, i) == k ? -wp * Math.exp(v - f64At(mp, k)) / f64At(sp, k) : wn * Math.exp(v - f64At(mn, k)) / f64At(sn, k);
+      loadRow(i, S, ld, cc, F, P, d, finv64, pinv64, row);
+      const out = S + ((<usize>i * <usize>ld) << 2), y = i32At(labels, i) - k0;
+      for (let k = 0; k < cc; k++) {
+        const v = proxyExponent(y, k, f64At(row, k), alpha, margin);
+        const a = y == k ? -wp * Math.exp(v - f64At(mp, k)) / f64At(sp, k) : wn * Math.exp(v - f64At(mn, k)) / f64At(sn, k);
         store<f32>(out + ((<usize>k) << 2), <f32>a);
       }
     }
   }
-  return pos / <f64>present + neg / <f64>c;
+  return pos / <f64>present + neg / <f64>classes;
 }
 
 /**
@@ -491,15 +492,15 @@ export function metric_backward(G: usize, G2: usize, F: usize, inv64: usize, row
 }
 
 /**
- * acc [rows, n] (float64) += sum_k coef[m*sm + k*sk] * src[k*lds + 0..n), the GEMM's product
+ * acc [rows, n] (float64) = (accumulate ? acc : 0) + sum_k coef[m*sm + k*sk] * src[k*lds + 0..n), the GEMM's product
  * (assembly/gemm.ts) over blocks of DEPTH of the depth, each block's float32 result added in
  * float64 (T [rows, n] float32 scratch): proxyAnchor's products run over up to 1e5 proxies,
  * where one float32 sum would lose about depth * 6e-8 of its size.
  */
 export function gemm_acc64(
-  acc: usize, rows: i32, n: i32, depth: i32, coef: usize, sm: i32, sk: i32, src: usize, lds: i32, T: usize,
+  acc: usize, rows: i32, n: i32, depth: i32, coef: usize, sm: i32, sk: i32, src: usize, lds: i32, T: usize, accumulate: i32,
 ): void {
-  memory.fill(acc, 0, (<usize>rows * <usize>n) << 3);
+  if (!accumulate) memory.fill(acc, 0, (<usize>rows * <usize>n) << 3);
   for (let k0 = 0; k0 < depth; k0 += DEPTH) {
     const kc = min(DEPTH, depth - k0);
     gemm(T, n, rows, n, kc, coef + ((<usize>k0 * <usize>sk) << 2), sm, sk, src + ((<usize>k0 * <usize>lds) << 2), lds, 0);

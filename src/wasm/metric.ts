@@ -1,9 +1,9 @@
 /**
  * WebAssembly glue of the `metric` family (`assembly/metric.ts`): the rows normalised,
  * the cosines by the heads' GEMM (`contrastive_dots` of physicsContrastive for h h^T, upper
- * blocks only; `gemm` for h p^T), the loss's walk over them, then the gradient by the
- * same GEMM ((A + A^T) h by `contrastive_grad`; A p and A^T h) and through the
- * normalisation.
+ * blocks only; `gemm` for h p^T, a chunk of proxies at a time), the loss's walk over them,
+ * then the gradient by the same GEMM ((A + A^T) h by `contrastive_grad`; A p and A^T h)
+ * and through the normalisation.
  *
  * @module
  */
@@ -22,43 +22,43 @@ const PRECISE_ABOVE = 64;
 /** The product block of `contrastive_grad`. */
 const GRAD = 128;
 
-/** The `metric` family on the WebAssembly backend. */
-export function metric(p: MetricProblem): Raw {
-  const { b, d, c, loss } = p;
-  const proxy = loss === "proxyAnchor", cols = proxy ? c : b;
-  const sharp = loss === "ntXent"
+/**
+ * Proxies per chunk of proxyAnchor: a proxy's terms involve its own column of cosines
+ * only, so at most a [B, CHUNK] block of them exists at once (C runs to 1e5).
+ */
+const CHUNK = 2048;
+
+/** Whether a loss's cosines are float64 dot products (see `PRECISE_ABOVE`). */
+function isPrecise(p: MetricProblem): boolean {
+  if (p.loss === "tripletMargin") return false;
+  const sharp = p.loss === "ntXent"
     ? 1 / p.temperature
-    : loss === "multiSimilarity"
+    : p.loss === "multiSimilarity"
     ? Math.max(p.alpha, p.beta)
     : p.alpha;
-  const precise = loss !== "tripletMargin" && sharp > PRECISE_ABOVE;
+  return sharp > PRECISE_ABOVE;
+}
+
+/** The `metric` family on the WebAssembly backend. */
+export function metric(p: MetricProblem): Raw {
+  if (p.loss === "proxyAnchor") return proxyAnchor(p);
+  const { b, d, loss } = p;
+  const precise = isPrecise(p), triplet = loss === "tripletMargin";
   const f = new Frame();
-  const F = f.input(p.f), P = f.input(p.proxies), labels = f.input(p.labels);
+  const F = f.input(p.f), labels = f.input(p.labels);
   const G = p.grad ? f.output(p.outF?.data ?? null, b * d) : NONE;
-  const GP = p.grad && proxy ? f.output(p.outProxies?.data ?? null, c * d) : NONE;
-  const ld = proxy ? c : rowStride(b);
+  const ld = rowStride(b);
   const H = f.scratch(b * d * 4), inv64 = f.scratch(b * 8);
-  const HP = proxy ? f.scratch(c * d * 4) : NONE, pinv64 = proxy ? f.scratch(c * 8) : NONE;
-  const S = f.scratch(b * ld * 4), T = f.scratch(proxy ? c * d * 4 : Math.max(b * d, p.grad ? GRAD * GRAD : 0) * 4);
-  const row = f.scratch((cols + 1) * 8), coef = f.scratch((cols + 1) * 8);
-  const triplet = loss === "tripletMargin";
+  const S = f.scratch(b * ld * 4), T = f.scratch(Math.max(b * d, p.grad ? GRAD * GRAD : 0) * 4);
+  const row = f.scratch((b + 1) * 8), coef = f.scratch((b + 1) * 8);
   const n = triplet ? b + 1 : 0;
   const keys = f.scratch(n * 8), pre = f.scratch(n * 8), shares = f.scratch(n * 8), idx = f.scratch(n * 4);
   const norms = f.scratch(n * 8), diag = f.scratch(n * 8);
-  const G2 = (triplet || proxy) && p.grad ? f.scratch(b * d * 8) : NONE;
-  const G2P = proxy && p.grad ? f.scratch(c * d * 8) : NONE;
-  const GH = p.grad ? f.scratch(b * d * 4) : NONE, GHP = p.grad && proxy ? f.scratch(c * d * 4) : NONE;
-  const sums = proxy ? f.scratch(4 * c * 8) : NONE;
+  const G2 = triplet && p.grad ? f.scratch(b * d * 8) : NONE, GH = p.grad ? f.scratch(b * d * 4) : NONE;
   f.place();
   const k = f.rt.k, at = (h: number) => f.ptr(h);
   k.normalize_rows(at(F), b, d, at(H), 0, at(inv64));
-  if (proxy) k.normalize_rows(at(P), c, d, at(HP), 0, at(pinv64));
-  if (!precise) {
-    if (proxy) {
-      k.transpose(at(HP), c, d, at(T));
-      k.gemm(at(S), ld, b, c, d, at(H), d, 1, at(T), c, 0);
-    } else k.contrastive_dots(at(S), ld, at(H), b, d, at(T));
-  }
+  if (!precise) k.contrastive_dots(at(S), ld, at(H), b, d, at(T));
   const exact = precise ? at(F) : 0, u = p.upstream, grad = p.grad ? 1 : 0;
   let value: number;
   if (loss === "ntXent") {
@@ -94,30 +94,6 @@ export function metric(p: MetricProblem): Raw {
       at(row),
       at(coef),
     ) / b;
-  } else if (proxy) {
-    const s = at(sums);
-    value = k.proxy_rows(
-      at(S),
-      ld,
-      b,
-      c,
-      exact,
-      precise ? at(P) : 0,
-      d,
-      at(inv64),
-      at(pinv64),
-      at(labels),
-      p.alpha,
-      p.margin,
-      p.present,
-      grad,
-      u,
-      at(row),
-      s,
-      s + c * 8,
-      s + 2 * c * 8,
-      s + 3 * c * 8,
-    );
   } else {
     value = k.triplet_rows(
       at(S),
@@ -131,8 +107,8 @@ export function metric(p: MetricProblem): Raw {
       p.margin,
       MINING_CODES[p.mining],
       p.soft ? 1 : 0,
-      p.grad ? 1 : 0,
-      p.upstream,
+      grad,
+      u,
       at(G2),
       at(row),
       at(coef),
@@ -146,16 +122,70 @@ export function metric(p: MetricProblem): Raw {
   }
   const rows = [Float64Array.of(value)];
   if (!p.grad) return { rows, grads: {} };
-  if (!proxy) k.contrastive_grad(at(S), ld, b, at(H), d, at(GH), at(T));
-  if (proxy) {
-    // dL/dh = A hp, dL/dhp = A^T h, summed in float64 over blocks of the depth (into G2, G2P;
-    // GH, GHP hold one block), then through the normalisation.
-    k.gemm_acc64(at(G2), b, d, c, at(S), ld, 1, at(HP), d, at(GH));
-    k.gemm_acc64(at(G2P), c, d, b, at(S), 1, ld, at(H), d, at(GHP));
-    k.metric_backward(0, at(G2P), at(P), at(pinv64), c, d, at(GP));
-    k.metric_backward(0, at(G2), at(F), at(inv64), b, d, at(G));
-  } else k.metric_backward(at(GH), at(G2), at(F), at(inv64), b, d, at(G));
-  const grads: Record<string, Float32Array> = { f: f.take(G) };
-  if (proxy) grads.proxies = f.take(GP);
-  return { rows, grads };
+  k.contrastive_grad(at(S), ld, b, at(H), d, at(GH), at(T));
+  k.metric_backward(at(GH), at(G2), at(F), at(inv64), b, d, at(G));
+  return { rows, grads: { f: f.take(G) } };
+}
+
+/**
+ * proxyAnchor, a chunk of CHUNK proxies at a time: their cosines S = h p^T, the chunk's
+ * terms and A, then dL/dh += A p (summed in float64 over the chunks and over blocks of the
+ * depth) and the chunk's dL/dp = A^T h, through the normalisations.
+ */
+function proxyAnchor(p: MetricProblem): Raw {
+  const { b, c, d } = p, cb = Math.min(c, CHUNK), precise = isPrecise(p);
+  const f = new Frame();
+  const F = f.input(p.f), P = f.input(p.proxies), labels = f.input(p.labels);
+  const G = p.grad ? f.output(p.outF?.data ?? null, b * d) : NONE;
+  const GP = p.grad ? f.output(p.outProxies?.data ?? null, c * d) : NONE;
+  const H = f.scratch(b * d * 4), inv64 = f.scratch(b * 8), HP = f.scratch(c * d * 4), pinv64 = f.scratch(c * 8);
+  const S = f.scratch(b * cb * 4), T = f.scratch(cb * d * 4), row = f.scratch(cb * 8), sums = f.scratch(4 * cb * 8);
+  const own = f.scratch(cb * 4);
+  const G2 = p.grad ? f.scratch(b * d * 8) : NONE, GH = p.grad ? f.scratch(b * d * 4) : NONE;
+  const G2P = p.grad ? f.scratch(cb * d * 8) : NONE, GHP = p.grad ? f.scratch(cb * d * 4) : NONE;
+  f.place();
+  const k = f.rt.k, at = (h: number) => f.ptr(h), s = at(sums), grad = p.grad ? 1 : 0;
+  k.normalize_rows(at(F), b, d, at(H), 0, at(inv64));
+  k.normalize_rows(at(P), c, d, at(HP), 0, at(pinv64));
+  let value = 0;
+  for (let k0 = 0; k0 < c; k0 += cb) {
+    const n = Math.min(cb, c - k0), hp = at(HP) + k0 * d * 4;
+    if (!precise) {
+      k.transpose(hp, n, d, at(T));
+      k.gemm(at(S), n, b, n, d, at(H), d, 1, at(T), n, 0);
+    }
+    value += k.proxy_rows(
+      at(S),
+      n,
+      b,
+      k0,
+      n,
+      c,
+      precise ? at(F) : 0,
+      at(P) + k0 * d * 4,
+      d,
+      at(inv64),
+      at(pinv64) + k0 * 8,
+      at(labels),
+      p.alpha,
+      p.margin,
+      p.present,
+      grad,
+      p.upstream,
+      at(row),
+      s,
+      s + cb * 8,
+      s + 2 * cb * 8,
+      s + 3 * cb * 8,
+      at(own),
+    );
+    if (!grad) continue;
+    k.gemm_acc64(at(G2), b, d, n, at(S), n, 1, hp, d, at(GH), k0 > 0 ? 1 : 0);
+    k.gemm_acc64(at(G2P), n, d, b, at(S), 1, n, at(H), d, at(GHP), 0);
+    k.metric_backward(0, at(G2P), at(P) + k0 * d * 4, at(pinv64) + k0 * 8, n, d, at(GP) + k0 * d * 4);
+  }
+  const rows = [Float64Array.of(value)];
+  if (!grad) return { rows, grads: {} };
+  k.metric_backward(0, at(G2), at(F), at(inv64), b, d, at(G));
+  return { rows, grads: { f: f.take(G), proxies: f.take(GP) } };
 }
