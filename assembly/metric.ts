@@ -1,11 +1,12 @@
 // Kernels of the `metric` family (SPEC §8: ntXent, tripletMargin, multiSimilarity,
 // proxyAnchor). The host normalises the rows (`normalize_rows`) and forms the cosines S
 // with the GEMM (`contrastive_dots` for h h^T, `gemm` for h p^T); one `*_rows` function per
-// loss then walks S an anchor row at a time (proxyAnchor: a proxy column at a time, by
-// rows), takes the loss in float64 and overwrites S with A = dL/dS, already scaled by the
-// upstream value and the loss's denominator; the host sends A back with the GEMM
-// ((A + A^T) h by `contrastive_grad`, A p and A^T h by `gemm`) and `metric_backward` takes
-// the result through the normalisation.
+// loss then walks S an anchor row at a time (proxyAnchor: a chunk of proxies at a time, its
+// columns' sums gathered row by row), takes the loss in float64 and overwrites S with
+// A = dL/dS, already scaled by the upstream value and the loss's denominator; the host
+// sends A back with the GEMM ((A + A^T) h by `contrastive_grad`; A p and A^T h by
+// `gemm_acc64`, float32 blocks summed in float64) and `metric_backward` takes the result
+// through the normalisation.
 //
 // Where a float32 cosine's rounding (about 1e-7) times the loss's sharpness (1/t, beta,
 // alpha) would move a value by more than SPEC allows, the rows are "precise": each cosine is
