@@ -9,7 +9,7 @@ set -uo pipefail
 
 DENO=${DENO:-"npx -y deno@2.9.6"}
 BUN=${BUN:-"npx -y bun@1.4.4"}
-ALL=(softmax margin_head webgpu phys_moe physics_contrastive scale)
+ALL=(softmax margin_head webgpu phys_moe physics_contrastive metric scale)
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ -d node_modules/@tensorflow/tfjs-backend-wasm ]] || { echo "bench/run.sh: run \`npm ci\` first" >&2 && exit 2; }
 

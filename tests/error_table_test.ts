@@ -32,6 +32,7 @@ import {
   physMoeSpec,
 } from "./helpers/specs_moe.ts";
 import { cases, isMetric } from "./helpers/wasm_cases.ts";
+import { multiSimilaritySpec, ntXentSpec, proxyAnchorSpec, tripletMarginSpec } from "./helpers/specs_metric.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -103,7 +104,7 @@ for (const b of backends) {
   });
 
   describe(`${b.name}: the domains of the bounded options`, () => {
-    const temperatures = [distillationSpec, physicsContrastiveSpec, hnmContrastiveSpec, physMoeSpec];
+    const temperatures = [distillationSpec, physicsContrastiveSpec, hnmContrastiveSpec, physMoeSpec, ntXentSpec];
     const scales = [...cosineMarginSpecs, marginHeadSpec];
     // [spec, option, the bound, just past it, far past it, other options (the margin head's kind)]
     type Extreme = [Any, string, number, number, number, Any?];
@@ -135,6 +136,17 @@ for (const b of backends) {
       [spherefaceSpec, "m", 8, 9, 1e9],
       [lsoftmaxSpec, "m", 8, 9, 1e9],
       [crossEntropySpec, "softcap", 1e9, 1.01e9, 1e300],
+      [tripletMarginSpec, "margin", 4, 4.01, 1e300],
+      [tripletMarginSpec, "margin", -4, -4.01, -1e300],
+      ...([[multiSimilaritySpec, "alpha"], [multiSimilaritySpec, "beta"], [proxyAnchorSpec, "alpha"]] as [
+        Any,
+        string,
+      ][])
+        .flatMap(([s, o]): Extreme[] => [[s, o, 1e6, 1.01e6, 1e300], [s, o, 1e-6, 0.99e-6, 1e-300]]),
+      [multiSimilaritySpec, "base", 2, 2.01, 1e300],
+      [multiSimilaritySpec, "base", -2, -2.01, -1e300],
+      [proxyAnchorSpec, "margin", 2, 2.01, 1e30],
+      [proxyAnchorSpec, "margin", -2, -2.01, -1e30],
     ];
     for (const [spec, option, edge, past, far, extra = {}] of extremes) {
       it(`${spec.name}: ${option} past ${edge} is a RangeError, at it every value is finite`, async () => {

@@ -927,12 +927,42 @@ function contrastiveSlack(k: Case, f: Mat, u: Any, weight: number): (row: number
   };
 }
 
-/** The slack of a gradient of the second table (`termSlack`'s): physicsContrastive's and physMoe's features. */
+/**
+ * SPEC §8's losses: `grads.f_i = P_i sum_j (A_ij + A_ji) h_j / ||f_i||` (proxyAnchor:
+ * `sum_k A_ik p_k`, and `sum_i A_ik h_i / ||p_k||` for the proxies) cancels where the rows are
+ * alike (coincident rows: exactly 0); float32 resolves it to 16 ulps of the size of its
+ * terms, bounded from the losses' coefficients (docs/LOSSES.md): ntXent `sum_j |A_ij| <=
+ * 2 n_i / (t pairs)`, `sum_j |A_ji| <= 1 / t` (n_i the positives of i); multiSimilarity
+ * `2 / B` and 1; proxyAnchor `alpha (1 + 1 / |P+|)` per row, `alpha (1 / |P+| + 1 / C)` per
+ * proxy; each times the upstream u. tripletMargin's near pairs are taken in float64: none.
+ */
+function metricSlack(entry: ProblemLoss, k: Case, key: string, u: Any): ((row: number) => number) | null {
+  const o = k.options ?? {}, labels = Array.from(k.inputs.labels as ArrayLike<number>), m = k.inputs[key] as Mat;
+  const up = Math.abs(u ?? 1), b = labels.length;
+  const count = (y: number) => labels.filter((z) => z === y).length;
+  const present = new Set(labels).size;
+  let terms: (i: number) => number;
+  if (entry.name === "ntXent") {
+    const pairs = labels.reduce((s, y) => s + count(y) - 1, 0), t = o.temperature ?? 0.07;
+    if (pairs === 0) return null;
+    terms = (i) => (2 * (count(labels[i]) - 1) / pairs + 1) / t;
+  } else if (entry.name === "multiSimilarity") terms = () => 1 + 2 / b;
+  else if (entry.name === "proxyAnchor") {
+    const alpha = o.alpha ?? 32;
+    terms = key === "f" ? () => alpha * (1 + 1 / present) : () => alpha * (1 / present + 1 / m.shape[0]);
+  } else return null;
+  return (i) => 2 ** -20 * up * terms(i) / Math.max(rowNorm(m, i), 1e-12);
+}
+
+/** The slack of a gradient of the second table (`termSlack`'s): physicsContrastive's and physMoe's features, §8's. */
 function problemSlack(entry: ProblemLoss, k: Case, key: string, u: Any): ((row: number) => number) | null {
   if (entry.name === "physicsContrastive") return contrastiveSlack(k, k.inputs.f, u, 1);
   // clip / siglip: a gradient row is a sum over j of scale |dL/dL_ij| |b_j| <= 2 scale |u| (unit rows), cancelling
   // exactly where rows coincide; float32 resolves it to 2^-20 of that.
   if (entry.name === "clip" || entry.name === "siglip") return () => 2 ** -20 * 2 * k.inputs.scale * Math.abs(u ?? 1);
+  if (["ntXent", "multiSimilarity", "proxyAnchor", "tripletMargin"].includes(entry.name)) {
+    return metricSlack(entry, k, key, u);
+  }
   if (entry.name === "physMoe" && key === "features" && k.options?.contrast !== false) {
     // physMoe's contrastive term is a "mean" with upstream u.
     const o = { ...k.options, reduction: "mean" };
@@ -964,6 +994,11 @@ function termsOf(entry: ProblemLoss, k: Case, ref: Outcome): number {
 
 /** (d) for the second table: loss, parts and gradients within SPEC's bound of the reference. */
 function checkProblemAgreement(entry: ProblemLoss, k: Case, method: Method, got: Outcome, ref: Outcome, label: string) {
+  // tripletMargin with a zero row: every distance to it is ||h_j|| = 1 up to the last bit of
+  // rounding (float32 rows in wasm, float64 in the reference), so which triplets are mined
+  // (d_an <= d_ap) and which have l > 0 is decided by that bit: neither is an oracle (the
+  // results are still checked to be finite).
+  if (entry.name === "tripletMargin" && norms(k.inputs.f).some((v) => v <= 1e-12)) return;
   if (ref.value !== undefined) {
     const tol = typeof ref.value === "number"
       ? SPEC_TOL * termsOf(entry, k, ref) / Math.max(1, Math.abs(ref.value))
@@ -1038,6 +1073,10 @@ const BATCH_INPUTS: Record<string, readonly string[]> = {
   hnmContrastive: ["f", "labels", "hard"],
   clip: ["a", "b"],
   siglip: ["a", "b"],
+  ntXent: ["f", "labels"],
+  tripletMargin: ["f", "labels"],
+  multiSimilarity: ["f", "labels"],
+  proxyAnchor: ["f", "labels"],
 };
 
 /** Rows `perm` of a batch input: a matrix, an integer matrix, a list of matrices or labels. */

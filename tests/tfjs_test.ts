@@ -77,6 +77,25 @@ describe("tfjs adapter: gradients equal the library's", () => {
     });
   }
 
+  it("SPEC §8's losses: ntXent, tripletMargin and proxyAnchor (learnable proxies) equal the library's", () => {
+    const losses = tfLosses(tf);
+    const [f, proxies] = xW();
+    const host = { f: { data: data(f), shape: [N, D] as const }, labels: labelsArray };
+    const [vn, gn] = tfGrad((x) => losses.ntXent({ f: x, labels: labels() }, { temperature: 0.5 }), f);
+    const rn = wasm.ntXent.valueAndGrad(host, { temperature: 0.5 });
+    assert.equal(vn, Math.fround(rn.loss as number));
+    assert.deepEqual(data(gn), rn.grads.f.data);
+    const [, gt] = tfGrad((x) => losses.tripletMargin({ f: x, labels: labels() }, { mining: "batchHard" }), f);
+    assert.deepEqual(data(gt), wasm.tripletMargin.valueAndGrad(host, { mining: "batchHard" }).grads.f.data);
+    const gs = tf.grads((a: tf.Tensor, b: tf.Tensor) => losses.proxyAnchor({ f: a, proxies: b, labels: labels() }))([
+      f,
+      proxies,
+    ]);
+    const rp = wasm.proxyAnchor.valueAndGrad({ ...host, proxies: { data: data(proxies), shape: [C, D] } });
+    assert.deepEqual(data(gs[0]), rp.grads.f.data);
+    assert.deepEqual(data(gs[1]), rp.grads.proxies.data);
+  });
+
   it("scales by the upstream gradient: 3 * loss, and per-row weights with reduction none", () => {
     const { normface } = tfLosses(tf);
     const cos = cosines();

@@ -28,6 +28,7 @@
  * | `hierarchical` | coarse CE + CE over the true group      | hierarchical (and physMoe)                                      |
  * | `hnm`       | prototype cosines, hard negatives          | hnmContrastive                                                  |
  * | `paired`    | blocked N x N similarities of two batches  | clip, siglip                                                    |
+ * | `metric`    | similarities of normalised rows, mining    | ntXent, tripletMargin, multiSimilarity, proxyAnchor             |
  * | `combine`   | sums of terms' gradients, a gated VJP      | (physMoe's combination of its terms' gradients)                 |
  * | `logitShardStats`, `logitShardGrads` | a shard of classes of the fused softmax | `sharded.crossEntropy` and the margin losses |
  * | `headShardStats`, `headShardGrads` | the head's two phases on a shard of W | `sharded.marginHead`                         |
@@ -56,6 +57,7 @@ import type { ExpertsProblem } from "./experts.ts";
 import type { HierarchicalProblem } from "./hierarchical.ts";
 import type { HnmProblem } from "./hnm.ts";
 import type { PairedProblem } from "./paired.ts";
+import type { MetricProblem } from "./metric.ts";
 import type { ShardKernels } from "./shards.ts";
 
 export * from "./core.ts";
@@ -77,6 +79,7 @@ export interface Kernels extends ShardKernels {
   hierarchical: Kernel<HierarchicalProblem>;
   hnm: Kernel<HnmProblem>;
   paired: Kernel<PairedProblem>;
+  metric: Kernel<MetricProblem>;
   combine: Kernel<CombineProblem>;
   /** A composite's terms, in order, each with its links bound; their raw results. */
   composite: (p: CompositeProblem) => Raw[] | Promise<Raw[]>;

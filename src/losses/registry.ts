@@ -87,3 +87,18 @@ export {
 } from "./hnm_contrastive.ts";
 export { clip, type ClipGrads, type ClipInputs, type ClipOptions } from "./clip.ts";
 export { siglip, type SiglipGrads, type SiglipInputs, type SiglipOptions } from "./siglip.ts";
+export { ntXent, type NtXentGrads, type NtXentInputs, type NtXentOptions } from "./nt_xent.ts";
+export {
+  type Mining,
+  tripletMargin,
+  type TripletMarginGrads,
+  type TripletMarginInputs,
+  type TripletMarginOptions,
+} from "./triplet_margin.ts";
+export {
+  multiSimilarity,
+  type MultiSimilarityGrads,
+  type MultiSimilarityInputs,
+  type MultiSimilarityOptions,
+} from "./multi_similarity.ts";
+export { proxyAnchor, type ProxyAnchorGrads, type ProxyAnchorInputs, type ProxyAnchorOptions } from "./proxy_anchor.ts";

@@ -21,6 +21,7 @@ import { experts } from "./experts.ts";
 import { hierarchical } from "./hierarchical.ts";
 import { hnm } from "./hnm_contrastive.ts";
 import { paired } from "./clip.ts";
+import { metric } from "./metric.ts";
 import { combine } from "./combine.ts";
 import { referenceShardKernels } from "./sharded.ts";
 
@@ -34,6 +35,7 @@ export const referenceMetricKernels = {
   hierarchical,
   hnm,
   paired,
+  metric,
   combine,
 };
 

@@ -20,6 +20,7 @@ import { experts } from "./experts.ts";
 import { hierarchical } from "./hierarchical.ts";
 import { hnm } from "./hnm_contrastive.ts";
 import { paired } from "./clip.ts";
+import { metric } from "./metric.ts";
 // The composites' combination: elementwise sums and one dot per row and expert, on the host.
 import { combine } from "../reference/combine.ts";
 import { wasmShardKernels } from "./sharded.ts";
@@ -42,6 +43,7 @@ export const wasmKernels: Kernels = hostKernels(
     hierarchical,
     hnm,
     paired,
+    metric,
     combine,
     ...wasmShardKernels,
   },

@@ -40,6 +40,7 @@ const planners: Planners = {
 } as Planners;
 import { hostKernels } from "../kernels/mod.ts";
 import { referenceShardKernels } from "../reference/sharded.ts";
+import { metric } from "./metric.ts";
 import type { ShardKernels } from "../kernels/shards.ts";
 import { headShardGrads, headShardStats } from "./sharded.ts";
 
@@ -89,6 +90,8 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
       referenceShardKernels as unknown as Kernels,
       "webgpu (sharded losses, host inputs only)",
     ) as unknown as ShardKernels),
+    // The metric family: the float64 reference on the host (GPU-resident inputs read back; src/webgpu/metric.ts).
+    metric: (p) => metric(ctx, p),
     headShardStats: (q) => headShardStats(ctx, q),
     headShardGrads: (q) => headShardGrads(ctx, q),
   };

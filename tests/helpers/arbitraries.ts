@@ -30,6 +30,7 @@ import {
   physicsContrastiveSpec,
   physMoeSpec,
 } from "./specs_moe.ts";
+import { multiSimilaritySpec, ntXentSpec, proxyAnchorSpec, tripletMarginSpec } from "./specs_metric.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -1202,6 +1203,39 @@ const problemDefinitions: ProblemDefinition[] = [
   },
   { spec: clipSpec, batch: "a", numbers: ["scale"], options: () => fc.constant({}) },
   { spec: siglipSpec, batch: "a", numbers: ["scale", "bias"], options: () => fc.constant({}) },
+  // SPEC §8's metric-learning staples.
+  {
+    spec: ntXentSpec,
+    batch: "f",
+    normalised: ["f"],
+    options: () => fc.record({ temperature: temperatures }, { requiredKeys: [] }),
+  },
+  {
+    spec: tripletMarginSpec,
+    batch: "f",
+    normalised: ["f"],
+    options: () =>
+      fc.record({
+        margin: option(-1, 2, 0, 0.05, 0.5),
+        mining: fc.constantFrom("all", "hard", "semihard", "batchHard"),
+        soft: fc.boolean(),
+      }, { requiredKeys: [] }),
+  },
+  {
+    spec: multiSimilaritySpec,
+    batch: "f",
+    normalised: ["f"],
+    options: () =>
+      fc.record({ alpha: logUniform(-2, 2), beta: logUniform(-1, 2.5), base: option(-1, 1, 0, 0.5) }, {
+        requiredKeys: [],
+      }),
+  },
+  {
+    spec: proxyAnchorSpec,
+    batch: "f",
+    normalised: ["f", "proxies"],
+    options: () => fc.record({ margin: option(-0.5, 0.5, 0, 0.1), alpha: logUniform(-1, 2) }, { requiredKeys: [] }),
+  },
 ];
 
 /** Batch sizes: small ones, and around the SIMD widths. */

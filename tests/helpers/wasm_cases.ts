@@ -22,6 +22,7 @@ import {
   physicsContrastiveSpec,
   physMoeSpec,
 } from "./specs_moe.ts";
+import { metricSpecs } from "./specs_metric.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -64,7 +65,7 @@ const drawOptions: Record<string, Record<string, Any>> = { physicsContrastive: {
 
 /** Every loss (the 24 public members of `wasm`) on a random `[n, c]` problem (heads, §4–§6: D = 8). */
 export function cases(n = 3, c = 5): Case[] {
-  return [...allSpecs, ...cosineMarginSpecs, ...headSpecs, ...moeSpecs].map((spec) => {
+  return [...allSpecs, ...cosineMarginSpecs, ...headSpecs, ...moeSpecs, ...metricSpecs].map((spec) => {
     const rng = new Rng(seedOf(`wasm cases ${spec.name}`));
     const inputs = spec.random(rng, n, c, 1, drawOptions[spec.name] ?? {});
     return spec.matrixOutput ? { spec, inputs, upstream: randomMatrix(rng, n, c, 1) } : { spec, inputs };

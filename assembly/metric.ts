@@ -1,0 +1,510 @@
+// Kernels of the `metric` family (SPEC §8: ntXent, tripletMargin, multiSimilarity,
+// proxyAnchor). The host normalises the rows (`normalize_rows`) and forms the cosines S
+// with the GEMM (`contrastive_dots` for h h^T, `gemm` for h p^T); one `*_rows` function per
+// loss then walks S an anchor row at a time (proxyAnchor: a chunk of proxies at a time, its
+// columns' sums gathered row by row), takes the loss in float64 and overwrites S with
+// A = dL/dS, already scaled by the upstream value and the loss's denominator; the host
+// sends A back with the GEMM ((A + A^T) h by `contrastive_grad`; A p and A^T h by
+// `gemm_acc64`, float32 blocks summed in float64) and `metric_backward` takes the result
+// through the normalisation.
+//
+// Where a float32 cosine's rounding (about 1e-7) times the loss's sharpness (1/t, beta,
+// alpha) would move a value by more than SPEC allows, the rows are "precise": each cosine is
+// then a float64 dot product of the raw rows times their float64 inverse norms.
+//
+// tripletMargin mines inside the same walk: per anchor the negatives' distances are sorted
+// once (a quicksort of packed keys), and each positive's mined triplets are an interval of
+// them, summed from prefix sums (relu) or walked (soft); the negatives' share of the
+// gradient is a difference array over the sorted positions. No triplet is ever listed.
+// Distances come from S (`d^2 = n_a + n_j - 2 S_aj`, n the squared norms of the normalised
+// rows) except near ones (d^2 < NEAR), taken again in float64 from the raw rows and their
+// float64 inverse norms: there the float32 cosine's rounding, divided by a small d, would
+// dominate, and so would the rounding of the float32 normalised rows where two rows point
+// almost the same way. Near pairs also send their gradient directly as c (h_a - h_j) / d in
+// float64 (into G2) rather than through A, where -c/d h_j and the c/(2d) 2 h_a of the norms
+// would cancel in float32.
+import { rowDot } from "./vectors";
+import { gemm } from "./gemm";
+
+/** The depth of one float32 product of `gemm_acc64` (the blocks add up in float64). */
+const DEPTH: i32 = 256;
+
+/** Below this squared distance a pair is "near" (see above). */
+const NEAR: f64 = 0.1;
+
+// @ts-ignore: decorator
+@inline function f64At(p: usize, i: i32): f64 {
+  return load<f64>(p + ((<usize>i) << 3));
+}
+
+// @ts-ignore: decorator
+@inline function setF64(p: usize, i: i32, x: f64): void {
+  store<f64>(p + ((<usize>i) << 3), x);
+}
+
+// @ts-ignore: decorator
+@inline function i32At(p: usize, i: i32): i32 {
+  return load<i32>(p + ((<usize>i) << 2));
+}
+
+/** log(1 + e^x) without overflow. */
+function softplus(x: f64): f64 {
+  return x > 0 ? x + Math.log1p(Math.exp(-x)) : Math.log1p(Math.exp(x));
+}
+
+/** 1 / (1 + e^-x) without overflow. */
+function sigmoid(x: f64): f64 {
+  if (x >= 0) return 1 / (1 + Math.exp(-x));
+  const e = Math.exp(x);
+  return e / (1 + e);
+}
+
+/**
+ * Row i of the cosines into out [cols] float64: from S [*, ld] (float32), or for precise
+ * rows (F not 0) the float64 dot products of F's row i with Q's rows times the inverse
+ * norms finv64 [*], qinv64 [cols] (F, Q [*, d] raw rows).
+ */
+function loadRow(i: i32, S: usize, ld: i32, cols: i32, F: usize, Q: usize, d: i32, finv64: usize, qinv64: usize, out: usize): void {
+  if (F) {
+    const fi = F + ((<usize>i * <usize>d) << 2), s = f64At(finv64, i);
+    for (let j = 0; j < cols; j++) setF64(out, j, rowDot(fi, Q + ((<usize>j * <usize>d) << 2), d) * s * f64At(qinv64, j));
+    return;
+  }
+  const row = S + ((<usize>i * <usize>ld) << 2);
+  for (let j = 0; j < cols; j++) setF64(out, j, <f64>load<f32>(row + ((<usize>j) << 2)));
+}
+
+/** Row i of S [*, ld] = scale * coef [cols] (float64). */
+function storeRow(i: i32, S: usize, ld: i32, cols: i32, coef: usize, scale: f64): void {
+  const row = S + ((<usize>i * <usize>ld) << 2);
+  for (let j = 0; j < cols; j++) store<f32>(row + ((<usize>j) << 2), <f32>(scale * f64At(coef, j)));
+}
+
+/**
+ * ntXent over S [b, ld] (or precise rows from F, inv64): per anchor a, with L the
+ * log-sum-exp of its negatives' s_an / t, each positive p adds l_ap = softplus(L - s_ap/t);
+ * dl/ds_ap = -sigmoid(L - s_ap/t) / t, dl/ds_an = (sum_p sigmoid(.)) e^(s_an/t - L) / t.
+ * Returns the sum of the l_ap; with grad, S becomes A scaled by `scale` (upstream / pairs).
+ * Scratch row, coef [b] float64.
+ */
+export function ntxent_rows(
+  S: usize, ld: i32, b: i32, F: usize, d: i32, inv64: usize, labels: usize, invT: f64, grad: i32, scale: f64, row: usize,
+  coef: usize,
+): f64 {
+  let total: f64 = 0;
+  for (let a = 0; a < b; a++) {
+    loadRow(a, S, ld, b, F, F, d, inv64, inv64, row);
+    const ya = i32At(labels, a);
+    let m: f64 = -Infinity;
+    for (let j = 0; j < b; j++) if (i32At(labels, j) != ya) m = max(m, f64At(row, j) * invT);
+    let sum: f64 = 0;
+    for (let j = 0; j < b; j++) {
+      let c: f64 = 0;
+      if (i32At(labels, j) != ya) sum += c = Math.exp(f64At(row, j) * invT - m);
+      setF64(coef, j, c);
+    }
+    // No negative: every l_ap is softplus(-inf) = 0, and so is the row of A.
+    const L = sum > 0 ? m + Math.log(sum) : -Infinity;
+    let shares: f64 = 0;
+    for (let j = 0; j < b; j++) {
+      if (j == a || i32At(labels, j) != ya) continue;
+      const x = L - f64At(row, j) * invT;
+      total += softplus(x);
+      const s = sigmoid(x);
+      shares += s;
+      setF64(coef, j, -s);
+    }
+    if (!grad) continue;
+    for (let j = 0; j < b; j++) if (i32At(labels, j) != ya) setF64(coef, j, shares * f64At(coef, j) / sum);
+    storeRow(a, S, ld, b, coef, scale * invT);
+  }
+  return total;
+}
+
+/**
+ * log(1 + sum_{j: keep_j} e^(x_j)) for x_j = k (row_j - base) over the row's entries j of
+ * label class `same` (y_j == y, j != skip) or of the others; with coef (not 0), coef_j gets
+ * sign * e^(x_j) / (1 + sum) for those j.
+ */
+function logOnePlus(row: usize, n: i32, labels: usize, y: i32, same: bool, skip: i32, k: f64, base: f64, coef: usize, sign: f64): f64 {
+  let m: f64 = 0;
+  for (let j = 0; j < n; j++) if (j != skip && (i32At(labels, j) == y) == same) m = max(m, k * (f64At(row, j) - base));
+  let s = Math.exp(-m);
+  for (let j = 0; j < n; j++) if (j != skip && (i32At(labels, j) == y) == same) s += Math.exp(k * (f64At(row, j) - base) - m);
+  if (coef) {
+    for (let j = 0; j < n; j++) {
+      if (j != skip && (i32At(labels, j) == y) == same) setF64(coef, j, sign * Math.exp(k * (f64At(row, j) - base) - m) / s);
+    }
+  }
+  return m + Math.log(s);
+}
+
+/**
+ * multiSimilarity over S [b, ld] (or precise rows): per anchor
+ * (1/alpha) log(1 + sum_p e^(-alpha (S_ap - base))) + (1/beta) log(1 + sum_n e^(beta (S_an - base)));
+ * dl/dS_ap = -e^(.)/(1 + sum), dl/dS_an = e^(.)/(1 + sum). Returns the sum over anchors;
+ * with grad, S becomes A scaled by `scale` (upstream / b). Scratch row, coef [b] float64.
+ */
+export function ms_rows(
+  S: usize, ld: i32, b: i32, F: usize, d: i32, inv64: usize, labels: usize, alpha: f64, beta: f64, base: f64, grad: i32,
+  scale: f64, row: usize, coef: usize,
+): f64 {
+  let total: f64 = 0;
+  const c = grad ? coef : 0;
+  for (let a = 0; a < b; a++) {
+    loadRow(a, S, ld, b, F, F, d, inv64, inv64, row);
+    if (c) memory.fill(coef, 0, (<usize>b) << 3);
+    const y = i32At(labels, a);
+    total += logOnePlus(row, b, labels, y, true, a, -alpha, base, c, -1) / alpha;
+    total += logOnePlus(row, b, labels, y, false, -1, beta, base, c, 1) / beta;
+    if (c) storeRow(a, S, ld, b, coef, scale);
+  }
+  return total;
+}
+
+/** proxyAnchor's exponent of a row of class y and proxy k: -alpha (s - margin) when y = k, alpha (s + margin) otherwise. */
+// @ts-ignore: decorator
+@inline function proxyExponent(y: i32, k: i32, s: f64, alpha: f64, margin: f64): f64 {
+  return y == k ? -alpha * (s - margin) : alpha * (s + margin);
+}
+
+/**
+ * proxyAnchor over the proxies k0 .. k0 + cc - 1 of `classes` (a chunk: each proxy's terms
+ * involve its own column only): S [b, ld] their cosines with the rows (or precise rows
+ * from F, finv64 and the chunk's proxies P, pinv64). Per proxy k, x_ik = -alpha (S_ik -
+ * margin) for its rows (y_i = k), alpha (S_ik + margin) for the others; pos_k = log(1 +
+ * sum e^x) over its rows (classes present only), neg_k over the others. Returns the chunk's
+ * sum_k pos_k / present + sum_k neg_k / classes; with grad, S becomes (times `scale`, the
+ * upstream) A: dL/dS_ik = -alpha e^(x - mp_k)/sp_k / present (own rows), alpha e^(x -
+ * mn_k)/sn_k / classes. Scratch row, mp, sp, mn, sn [cc] float64, own [cc] int32.
+ */
+export function proxy_rows(
+  S: usize, ld: i32, b: i32, k0: i32, cc: i32, classes: i32, F: usize, P: usize, d: i32, finv64: usize, pinv64: usize,
+  labels: usize, alpha: f64, margin: f64, present: i32, grad: i32, scale: f64, row: usize, mp: usize, sp: usize,
+  mn: usize, sn: usize, own: usize,
+): f64 {
+  const bytes = (<usize>cc) << 3;
+  memory.fill(mp, 0, bytes);
+  memory.fill(mn, 0, bytes);
+  memory.fill(sp, 0, bytes);
+  memory.fill(sn, 0, bytes);
+  memory.fill(own, 0, (<usize>cc) << 2);
+  for (let i = 0; i < b; i++) {
+    loadRow(i, S, ld, cc, F, P, d, finv64, pinv64, row);
+    const y = i32At(labels, i) - k0;
+    for (let k = 0; k < cc; k++) {
+      const v = proxyExponent(y, k, f64At(row, k), alpha, margin);
+      if (y == k) setF64(mp, k, max(f64At(mp, k), v));
+      else setF64(mn, k, max(f64At(mn, k), v));
+    }
+    if (y >= 0 && y < cc) store<i32>(own + ((<usize>y) << 2), 1);
+  }
+  for (let i = 0; i < b; i++) {
+    loadRow(i, S, ld, cc, F, P, d, finv64, pinv64, row);
+    const y = i32At(labels, i) - k0;
+    for (let k = 0; k < cc; k++) {
+      const v = proxyExponent(y, k, f64At(row, k), alpha, margin);
+      if (y == k) setF64(sp, k, f64At(sp, k) + Math.exp(v - f64At(mp, k)));
+      else setF64(sn, k, f64At(sn, k) + Math.exp(v - f64At(mn, k)));
+    }
+  }
+  let pos: f64 = 0, neg: f64 = 0;
+  for (let k = 0; k < cc; k++) {
+    // sp_k, sn_k: the sums plus the one of log(1 + ...), e^(-m).
+    setF64(sp, k, f64At(sp, k) + Math.exp(-f64At(mp, k)));
+    setF64(sn, k, f64At(sn, k) + Math.exp(-f64At(mn, k)));
+    neg += f64At(mn, k) + Math.log(f64At(sn, k));
+    if (i32At(own, k)) pos += f64At(mp, k) + Math.log(f64At(sp, k));
+  }
+  if (grad) {
+    const wp = scale * alpha / <f64>present, wn = scale * alpha / <f64>classes;
+    for (let i = 0; i < b; i++) {
+      loadRow(i, S, ld, cc, F, P, d, finv64, pinv64, row);
+      const out = S + ((<usize>i * <usize>ld) << 2), y = i32At(labels, i) - k0;
+      for (let k = 0; k < cc; k++) {
+        const v = proxyExponent(y, k, f64At(row, k), alpha, margin);
+        const a = y == k ? -wp * Math.exp(v - f64At(mp, k)) / f64At(sp, k) : wn * Math.exp(v - f64At(mn, k)) / f64At(sn, k);
+        store<f32>(out + ((<usize>k) << 2), <f32>a);
+      }
+    }
+  }
+  return pos / <f64>present + neg / <f64>classes;
+}
+
+/**
+ * Sorts packed keys [n] (u64) ascending in place: a quicksort (median of three; insertion
+ * sort below 16 keys). A key is a distance's float64 bits (non-negative floats order as
+ * their bits) with the row index in its low `bits` bits.
+ */
+function sortKeys(keys: usize, lo: i32, hi: i32): void {
+  while (hi - lo > 16) {
+    const mid = lo + ((hi - lo) >> 1);
+    let a = u64At(keys, lo), m = u64At(keys, mid), z = u64At(keys, hi - 1);
+    // The median of the three as the pivot.
+    const pivot = a < m ? (m < z ? m : a < z ? z : a) : (a < z ? a : m < z ? z : m);
+    let i = lo, j = hi - 1;
+    while (i <= j) {
+      while (u64At(keys, i) < pivot) i++;
+      while (u64At(keys, j) > pivot) j--;
+      if (i <= j) {
+        const t = u64At(keys, i);
+        setU64(keys, i, u64At(keys, j));
+        setU64(keys, j, t);
+        i++;
+        j--;
+      }
+    }
+    // Recurse into the smaller side, loop on the larger.
+    if (j - lo < hi - 1 - i) {
+      sortKeys(keys, lo, j + 1);
+      lo = i;
+    } else {
+      sortKeys(keys, i, hi);
+      hi = j + 1;
+    }
+  }
+  for (let i = lo + 1; i < hi; i++) {
+    const k = u64At(keys, i);
+    let j = i - 1;
+    while (j >= lo && u64At(keys, j) > k) {
+      setU64(keys, j + 1, u64At(keys, j));
+      j--;
+    }
+    setU64(keys, j + 1, k);
+  }
+}
+
+// @ts-ignore: decorator
+@inline function u64At(p: usize, i: i32): u64 {
+  return load<u64>(p + ((<usize>i) << 3));
+}
+
+// @ts-ignore: decorator
+@inline function setU64(p: usize, i: i32, x: u64): void {
+  store<u64>(p + ((<usize>i) << 3), x);
+}
+
+/** The number of the first n sorted keys (float64) below x (strict) or at most x. */
+function countBelow(sorted: usize, n: i32, x: f64, orEqual: bool): i32 {
+  let lo = 0, hi = n;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const k = f64At(sorted, mid);
+    if (k < x || (orEqual && k == x)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * ||h_a - h_j||^2 in float64 from the raw rows F [*, d] and their inverse norms inv64: the
+ * difference of two nearly equal directions, which float32 normalised rows would leave to
+ * their rounding.
+ */
+function nearSqDist(F: usize, inv64: usize, a: i32, j: i32, d: i32): f64 {
+  const fa = F + ((<usize>a * <usize>d) << 2), fj = F + ((<usize>j * <usize>d) << 2);
+  const ia = f64At(inv64, a), ij = f64At(inv64, j);
+  let s: f64 = 0;
+  for (let q = 0; q < d; q++) {
+    const x = <f64>load<f32>(fa + ((<usize>q) << 2)) * ia - <f64>load<f32>(fj + ((<usize>q) << 2)) * ij;
+    s += x * x;
+  }
+  return s;
+}
+
+/** The number of triplets with l > 0 of the last `triplet_rows` call. */
+let tripletCount: i32 = 0;
+
+/** The triplet count of the last `triplet_rows` call (the loss's denominator). */
+export function triplet_count(): i32 {
+  return tripletCount;
+}
+
+/**
+ * tripletMargin over S [b, ld] (cosines of the normalised rows H [b, d]): returns the loss,
+ * the mean over the mined triplets with l > 0 (see the module), whose count is then
+ * `triplet_count()`. mining: 0 all,
+ * 1 hard, 2 semihard, 3 batchHard. With grad, S becomes A (scaled by upstream / count) and
+ * G2 [b, d] float64 gets the near pairs' gradient. Scratch: dist, coef, keys, pre, shares
+ * [b + 1] float64, idx [b] int32, norms, diag [b] float64.
+ */
+export function triplet_rows(
+  S: usize, ld: i32, b: i32, H: usize, F: usize, inv64: usize, d: i32, labels: usize, margin: f64, mining: i32, soft: i32, grad: i32,
+  upstream: f64, G2: usize, dist: usize, coef: usize, keys: usize, pre: usize, shares: usize, idx: usize, norms: usize,
+  diag: usize,
+): f64 {
+  const rb = (<usize>d) << 2;
+  for (let i = 0; i < b; i++) setF64(norms, i, rowDot(H + <usize>i * rb, H + <usize>i * rb, d));
+  if (grad) {
+    memory.fill(diag, 0, (<usize>b) << 3);
+    memory.fill(G2, 0, (<usize>b * <usize>d) << 3);
+  }
+  let total: f64 = 0, count = 0;
+  // The bits of a row index in a packed key.
+  const mask: u64 = (<u64>1 << <u64>(32 - clz<i32>(max(b - 1, 1)))) - 1;
+  for (let a = 0; a < b; a++) {
+    const row = S + ((<usize>a * <usize>ld) << 2), ya = i32At(labels, a), na = f64At(norms, a);
+    for (let j = 0; j < b; j++) {
+      let d2 = na + f64At(norms, j) - 2 * <f64>load<f32>(row + ((<usize>j) << 2));
+      if (d2 < NEAR) d2 = nearSqDist(F, inv64, a, j, d);
+      setF64(dist, j, Math.sqrt(max(d2, 0)));
+    }
+    memory.fill(coef, 0, (<usize>b) << 3);
+    if (mining == 3) {
+      // The farthest positive and the nearest negative, ties to the smaller index.
+      let p = -1, n = -1;
+      for (let j = 0; j < b; j++) {
+        const dj = f64At(dist, j);
+        if (j != a && i32At(labels, j) == ya && (p < 0 || dj > f64At(dist, p))) p = j;
+        if (i32At(labels, j) != ya && (n < 0 || dj < f64At(dist, n))) n = j;
+      }
+      if (p >= 0 && n >= 0) {
+        const v = f64At(dist, p) - f64At(dist, n) + margin;
+        const l = soft ? softplus(v) : max(v, 0);
+        if (l > 0) {
+          const g = soft ? sigmoid(v) : 1;
+          total += l;
+          count++;
+          setF64(coef, p, g);
+          setF64(coef, n, -g);
+        }
+      }
+    } else {
+      // The negatives, sorted by distance (packed keys: the index in the low bits, which
+      // moves a distance by at most 2^(bits - 52) of itself), and their prefix sums.
+      let nn = 0;
+      for (let j = 0; j < b; j++) {
+        if (i32At(labels, j) == ya) continue;
+        setU64(keys, nn, (reinterpret<u64>(f64At(dist, j)) & ~mask) | <u64>j);
+        nn++;
+      }
+      sortKeys(keys, 0, nn);
+      setF64(pre, 0, 0);
+      for (let q = 0; q < nn; q++) {
+        const j = <i32>(u64At(keys, q) & mask);
+        store<i32>(idx + ((<usize>q) << 2), j);
+        setF64(keys, q, f64At(dist, j));
+        setF64(pre, q + 1, f64At(pre, q) + f64At(keys, q));
+      }
+      memory.fill(shares, 0, (<usize>nn + 1) << 3);
+      for (let p = 0; p < b && nn > 0; p++) {
+        if (p == a || i32At(labels, p) != ya) continue;
+        const dp = f64At(dist, p), t = dp + margin;
+        // The mined interval [lo, hi) of sorted negatives; relu keeps those with d_an < t.
+        let lo = 0, hi = nn;
+        if (mining == 1) hi = countBelow(keys, nn, dp, true);
+        if (mining == 2) {
+          lo = countBelow(keys, nn, dp, true);
+          hi = countBelow(keys, nn, t, true);
+        }
+        if (!soft) hi = min(hi, countBelow(keys, nn, t, false));
+        if (hi <= lo) continue;
+        if (!soft) {
+          const k = hi - lo;
+          total += <f64>k * t - (f64At(pre, hi) - f64At(pre, lo));
+          count += k;
+          setF64(coef, p, f64At(coef, p) + <f64>k);
+          setF64(shares, lo, f64At(shares, lo) - 1);
+          setF64(shares, hi, f64At(shares, hi) + 1);
+          continue;
+        }
+        let g: f64 = 0;
+        for (let q = lo; q < hi; q++) {
+          const v = t - f64At(keys, q);
+          total += softplus(v);
+          const s = sigmoid(v);
+          g += s;
+          setF64(shares, q, f64At(shares, q) - s);
+        }
+        count += hi - lo;
+        setF64(coef, p, f64At(coef, p) + g);
+      }
+      // The negatives' coefficients: relu's running count of the difference array, soft's sums.
+      let run: f64 = 0;
+      for (let q = 0; q < nn; q++) {
+        const n = i32At(idx, q);
+        if (soft) setF64(coef, n, f64At(shares, q));
+        else {
+          run += f64At(shares, q);
+          setF64(coef, n, run);
+        }
+      }
+    }
+    if (!grad) continue;
+    // dL/dd_aj = coef_j into A_aj = dL/dS_aj, the norms' diagonal, or (near pairs) G2.
+    for (let j = 0; j < b; j++) {
+      const cj = f64At(coef, j), dj = f64At(dist, j);
+      let x: f64 = 0;
+      if (cj != 0 && dj > 0) {
+        const near = na + f64At(norms, j) - 2 * <f64>load<f32>(row + ((<usize>j) << 2)) < NEAR;
+        if (near) {
+          const w = cj / dj, fa = F + <usize>a * rb, fj = F + <usize>j * rb, ia = f64At(inv64, a), ij = f64At(inv64, j);
+          for (let q = 0; q < d; q++) {
+            const o = (<usize>q) << 2;
+            const diff = w * (<f64>load<f32>(fa + o) * ia - <f64>load<f32>(fj + o) * ij);
+            setF64(G2, a * d + q, f64At(G2, a * d + q) + diff);
+            setF64(G2, j * d + q, f64At(G2, j * d + q) - diff);
+          }
+        } else {
+          x = -cj / dj;
+          setF64(diag, a, f64At(diag, a) + cj / (2 * dj));
+          setF64(diag, j, f64At(diag, j) + cj / (2 * dj));
+        }
+      }
+      setF64(dist, j, x);
+    }
+    storeRow(a, S, ld, b, dist, 1);
+  }
+  tripletCount = count;
+  if (grad) {
+    const s = count ? upstream / <f64>count : 0;
+    for (let i = 0; i < b; i++) {
+      const row = S + ((<usize>i * <usize>ld) << 2);
+      for (let j = 0; j < b; j++) store<f32>(row + ((<usize>j) << 2), <f32>(s * (<f64>load<f32>(row + ((<usize>j) << 2)) + (i == j ? f64At(diag, i) : 0))));
+      for (let q = 0; q < d; q++) setF64(G2, i * d + q, s * f64At(G2, i * d + q));
+    }
+  }
+  return count ? total / <f64>count : 0;
+}
+
+/** G[at] (float32) + G2[at] (float64; either absent when 0). */
+// @ts-ignore: decorator
+@inline function gradAt(G: usize, G2: usize, at: usize): f64 {
+  return (G ? <f64>load<f32>(G + (at << 2)) : 0) + (G2 ? load<f64>(G2 + (at << 3)) : 0);
+}
+
+/**
+ * out [rows, d] = the gradient w.r.t. the raw rows F [rows, d] from g = G [rows, d]
+ * (float32, or 0) + G2 [rows, d] (float64, or 0), the gradient w.r.t. h = F / max(||F||, 1e-12):
+ * (g - h (h . g)) / ||F||, or g / 1e-12 where ||F|| < 1e-12 (as PyTorch), in float64.
+ * inv64 [rows]: 1 / max(||F_r||, 1e-12).
+ */
+export function metric_backward(G: usize, G2: usize, F: usize, inv64: usize, rows: i32, d: i32, out: usize): void {
+  for (let r = 0; r < rows; r++) {
+    const o = <usize>r * <usize>d, f = F + (o << 2), inv = f64At(inv64, r);
+    const project = Math.sqrt(rowDot(f, f, d)) >= 1e-12;
+    let dot: f64 = 0;
+    if (project) for (let q = 0; q < d; q++) dot += <f64>load<f32>(f + ((<usize>q) << 2)) * inv * gradAt(G, G2, o + <usize>q);
+    for (let q = 0; q < d; q++) {
+      const h = project ? <f64>load<f32>(f + ((<usize>q) << 2)) * inv : 0;
+      store<f32>(out + ((o + <usize>q) << 2), <f32>((gradAt(G, G2, o + <usize>q) - h * dot) * inv));
+    }
+  }
+}
+
+/**
+ * acc [rows, n] (float64) = (accumulate ? acc : 0) + sum_k coef[m*sm + k*sk] * src[k*lds + 0..n), the GEMM's product
+ * (assembly/gemm.ts) over blocks of DEPTH of the depth, each block's float32 result added in
+ * float64 (T [rows, n] float32 scratch): proxyAnchor's products run over up to 1e5 proxies,
+ * where one float32 sum would lose about depth * 6e-8 of its size.
+ */
+export function gemm_acc64(
+  acc: usize, rows: i32, n: i32, depth: i32, coef: usize, sm: i32, sk: i32, src: usize, lds: i32, T: usize, accumulate: i32,
+): void {
+  if (!accumulate) memory.fill(acc, 0, (<usize>rows * <usize>n) << 3);
+  for (let k0 = 0; k0 < depth; k0 += DEPTH) {
+    const kc = min(DEPTH, depth - k0);
+    gemm(T, n, rows, n, kc, coef + ((<usize>k0 * <usize>sk) << 2), sm, sk, src + ((<usize>k0 * <usize>lds) << 2), lds, 0);
+    for (let i = 0; i < rows * n; i++) setF64(acc, i, f64At(acc, i) + <f64>load<f32>(T + ((<usize>i) << 2)));
+  }
+}
