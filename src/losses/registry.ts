@@ -85,3 +85,10 @@ export {
   type HnmContrastiveOptions,
   type IntMatrix,
 } from "./hnm_contrastive.ts";
+export {
+  linearCrossEntropy,
+  type LinearCrossEntropyGrads,
+  type LinearCrossEntropyInputs,
+  type LinearCrossEntropyOptions,
+  type LinearCrossEntropyParts,
+} from "./linear_cross_entropy.ts";

@@ -22,9 +22,15 @@ import type { CommonOptions, Labels, Matrix, Upstream } from "../types.ts";
 import { type CrossEntropyOptions, largeVocabulary, nonIgnored } from "./cross_entropy.ts";
 import * as v from "../validate.ts";
 import { labelTargets, type MarginDef, type MarginOptions } from "./margin.ts";
-import { type HeadProblem, headRowTerms, labelTerms } from "../kernels/head.ts";
+import { type HeadProblem, headRowTerms } from "../kernels/head.ts";
 import { type HeadDef, headTargets, labelStats, type MarginHeadOptions } from "./margin_head.ts";
-import { checkStats, type LogitShardProblem, type ShardKernels, type ShardStats } from "../kernels/shards.ts";
+import {
+  checkStats,
+  logitRowTerms,
+  type LogitShardProblem,
+  type ShardKernels,
+  type ShardStats,
+} from "../kernels/shards.ts";
 import type * as registry from "./registry.ts";
 
 /** Where a shard's classes are: its first class and the number of classes of all shards. */
@@ -179,36 +185,11 @@ function logitShardDef(def: LogitDef): ShardDef {
       const scales = v.rowScales(s.reduction, upstream, n, s.denominator, ignored);
       // The z-loss k lse^2 ("mean": over the non-ignored rows), lse from the merged statistics.
       const count = nonIgnored(s.labels), zScales = v.rowScales(s.reduction, upstream, n, count, ignored);
-      const zRows = new Float64Array(n);
-      const eps = s.smoothing, epsC = eps / s.classes;
-      let W = s.classes;
-      if (s.weight) W = s.weight.reduce((t, w) => t + w, 0);
-      const A = new Float64Array(n), U = new Float64Array(n), G = new Float64Array(n), rows = new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        if (s.labels[i] < 0) continue;
-        const wy = s.weight ? s.weight[s.labels[i]] : 1;
-        const M = stats.max[i], S = stats.sum[i];
-        const [nll, , om] = labelTerms(stats.target[i], M, S);
-        const total = S + Math.exp(stats.target[i] - M);
-        // loss = (1-eps) w_y nll + (eps/C) sum_c w_c (lse - z_c), the last sum as W log(total) + below
-        if (local[i] >= 0) {
-          rows[i] = (1 - eps) * wy * nll + (eps === 0 ? 0 : epsC * (W * Math.log(total) + stats.below![i]));
-        }
-        // dz_c = s_i (a p_c - u w_c), a = (1-eps) w_y + (eps/C) W, u = eps/C;
-        // dz_y = s_i (eps/C W (1 - om) - (1-eps) w_y om - (eps/C) w_y), om = 1 - p_y
-        const a = (1 - eps) * wy + epsC * W;
-        A[i] = (scales[i] * a) / total;
-        U[i] = scales[i] * epsC;
-        G[i] = scales[i] * (epsC * W * (1 - om) - (1 - eps) * wy * om - epsC * wy);
-        if (s.zLoss) {
-          // z-loss: k lse^2, gradient 2 k lse p_c at its own scale (p_y = e^(target - max) / total).
-          const lse = M + Math.log(total), zk = zScales[i] * 2 * s.zLoss * lse;
-          if (local[i] >= 0) zRows[i] = s.zLoss * lse * lse;
-          A[i] += zk / total;
-          G[i] += (zk * Math.exp(stats.target[i] - M)) / total;
-        }
-        G[i] *= own[2 * i + 1];
-      }
+      const t = logitRowTerms(stats, { ...s, scales, zScales, target: own });
+      const { A, U, G } = t;
+      // The shard's share: the rows whose label it holds.
+      const rows = t.rows.map((r, i) => (local[i] >= 0 ? r : 0)),
+        zRows = t.zRows.map((r, i) => (local[i] >= 0 ? r : 0));
       return then(k.logitShardGrads({ ...s.problem, max: stats.max, A, U, G, out: null }), (grad) => {
         const ce = v.reduce(rows, s.reduction, s.denominator), z = v.reduce(zRows, s.reduction, count);
         const loss = typeof ce === "number" ? ce + (z as number) : Float32Array.from(rows, (r, i) => r + zRows[i]);

@@ -22,6 +22,7 @@ import { hnm } from "./hnm_contrastive.ts";
 // The composites' combination: elementwise sums and one dot per row and expert, on the host.
 import { combine } from "../reference/combine.ts";
 import { wasmShardKernels } from "./sharded.ts";
+import { linearCe } from "./linear_cross_entropy.ts";
 
 /** The WebAssembly kernels. */
 export const wasmKernels: Kernels = hostKernels(
@@ -32,6 +33,7 @@ export const wasmKernels: Kernels = hostKernels(
     distill,
     topkHits,
     head,
+    linearCe,
     softmax: softmaxTransform,
     center,
     contrastive,

@@ -39,6 +39,7 @@ import { hostKernels } from "../kernels/mod.ts";
 import { referenceShardKernels } from "../reference/sharded.ts";
 import type { ShardKernels } from "../kernels/shards.ts";
 import { headShardGrads, headShardStats } from "./sharded.ts";
+import { linearCe } from "../reference/linear_cross_entropy.ts";
 
 /** The WebGPU kernels of a context. */
 export function webgpuKernels(ctx: GpuContext): Kernels {
@@ -66,6 +67,8 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
       "webgpu (sharded losses, host inputs only)",
     ) as unknown as ShardKernels),
     headShardStats: (q) => headShardStats(ctx, q),
+    // linearCrossEntropy: the float64 reference on host inputs until its GPU kernels exist.
+    linearCe: hostKernels({ linearCe } as unknown as Kernels, "webgpu (linearCrossEntropy, host inputs only)").linearCe,
     headShardGrads: (q) => headShardGrads(ctx, q),
   };
   const inOrder = sequential(kernels);

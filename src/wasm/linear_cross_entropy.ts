@@ -1,0 +1,263 @@
+/**
+ * WebAssembly driver of `linearCrossEntropy`: the classes are streamed in chunks of 128,
+ * twice, so the `[N, V]` logits never exist (WebAssembly memory holds x, one chunk's
+ * `[N, 128]` block and x's gradient; on one thread W and its gradient stay outside, one
+ * chunk copied in and out at a time).
+ *
+ *  1. Statistics: per chunk the dot products `S = X W_J^T` (the heads' GEMM), then
+ *     `lce_stats` (assembly/linear_cross_entropy.ts): the bias added, the chunk taken as a
+ *     shard of crossEntropy's logits (`shard_stats`: softcap, smoothing, weights) and merged
+ *     into the running per-row (max, non-label sum, `below`) exactly as `mergeShardStats`
+ *     merges shards. The row terms come from the merged statistics (`logitRowTerms`).
+ *  2. Gradients: per chunk the dot products again, `lce_grads` (the shard's gradient
+ *     w.r.t. its logits, over S), then `dX += G W_J`, `dW_J = G^T X` and `db_J = sum_i G`.
+ *
+ * Accuracy of the sums (V = 128,256, D = 4096): each class's row of dW is formed once, by
+ * one product over the N rows (no accumulation across chunks), in float32 over blocks of
+ * at most 1024 rows and the blocks summed in float64; x's gradient, a sum over every
+ * class, is summed in float32 by the GEMM over 16 chunks (2048 classes) at a time and
+ * those partial sums in float64; the bias gradient in float64. The row scale of
+ * `reduction: "none"` (the per-row upstream) is inside G before either product.
+ *
+ * Threads (src/wasm/pool.ts): the classes are split into one range of whole chunks per
+ * thread, each running both phases over its range in its own scratch; the caller merges
+ * the ranges' statistics (`mergeShardStats`), sums x's gradient over the ranges in float64,
+ * and each thread writes the rows of dW (and bias) of its own classes. W and its gradient
+ * then live in WebAssembly memory for the call (copied in and out unless `alloc`ated there).
+ *
+ * @module
+ */
+import type { Raw } from "../kernels/core.ts";
+import { correctRows, type LinearCeProblem } from "../kernels/linear_ce.ts";
+import { logitRowTerms, mergeShardStats, type ShardStats } from "../kernels/shards.ts";
+import type { Exports } from "./generated.ts";
+import { pool, type Recorder, split } from "./pool.ts";
+import { Layout, runtime } from "./runtime.ts";
+
+/** Classes per chunk (as the heads): `[N, 128]` blocks and `[128, D]` slices of W stay in L2 for typical N and D. */
+const CHUNK = 128;
+/** Chunks of x's gradient summed in float32 by the GEMM before each float64 flush. */
+const FLUSH = 16;
+/** Rows per float32 product of W's gradient; the blocks are summed in float64. */
+const ROW_BLOCK = 1024;
+/** Multiply-adds per thread below which the call stays on one thread (waking a worker takes ~30 us). */
+const MIN_PER_THREAD = 1 << 22;
+/** WebAssembly memory (bytes) a threaded call may take: W and dW move in whole. */
+const MAX_THREADED_BYTES = 3.5 * 2 ** 30;
+
+/** Row losses, z-loss rows, correct rows and gradients of `linearCrossEntropy` on the WebAssembly backend. */
+export function linearCe(p: LinearCeProblem): Raw {
+  const { n, d, c } = p;
+  const B = Math.min(CHUNK, c);
+  const pl = pool();
+  const big = n > ROW_BLOCK;
+  // One range per thread (whole chunks), each with its own scratch.
+  const perThread = (n * B * 4 + d * B * 4 + B * d * 4 + (p.grad ? n * d * 12 + (big ? B * d * 8 : 0) : 0)) +
+    n * 8 * 12 + 8 * B;
+  const wanted = pl ? Math.min(pl.active, Math.ceil(c / B), Math.floor((n * c * d) / MIN_PER_THREAD)) : 1;
+  const fits = (n * d * 4 + c * d * 8 + wanted * perThread) < MAX_THREADED_BYTES;
+  const threads = pl && wanted >= 2 && fits ? wanted : 1;
+  const rt = pl && threads > 1 ? pl.rt : runtime();
+  // Inputs and outputs may live in WebAssembly memory: pinned before the arena may grow it.
+  const pinX = rt.pin(p.x), pinW = rt.pin(p.W);
+  const pinOX = p.outX && rt.pin(p.outX), pinOW = p.outW && rt.pin(p.outW);
+  const pinOB = p.outBias && rt.pin(p.outBias);
+  const inMemory = threads > 1;
+  const wAt = inMemory ? rt.addressOf(p.W) : -1, gwAt = inMemory && p.outW ? rt.addressOf(p.outW) : -1;
+  const lay = new Layout();
+  const at = {
+    X: lay.add(n * d * 4),
+    labels: lay.add(n * 4),
+    target: lay.add(n * 16),
+    bias: p.bias ? lay.add(c * 4) : -1,
+    weight: p.weight ? lay.add(c * 4) : -1,
+    M: lay.add(n * 8),
+    A: lay.add(n * 8),
+    U: lay.add(n * 8),
+    G: lay.add(n * 8),
+    db: p.grad && p.bias ? lay.add(c * 4) : -1,
+    W: inMemory && wAt < 0 ? lay.add(c * d * 4) : -1,
+    gW: inMemory && p.grad && gwAt < 0 ? lay.add(c * d * 4) : -1,
+  };
+  const own = Array.from({ length: threads }, () => ({
+    local: lay.add(n * 4),
+    cap: lay.add(8 * B),
+    cmax: lay.add(n * 8),
+    csum: lay.add(n * 8),
+    cbelow: lay.add(n * 8),
+    M: lay.add(n * 8),
+    sum: lay.add(n * 8),
+    below: lay.add(n * 8),
+    wsum: lay.add(8),
+    top: lay.add(n * 8),
+    zy: lay.add(n * 8),
+    WJ: inMemory ? -1 : lay.add(B * d * 4),
+    WT: lay.add(d * B * 4),
+    S: lay.add(n * B * 4),
+    dWJ: !inMemory || big ? lay.add(B * d * 4) : -1,
+    dW64: big ? lay.add(B * d * 8) : -1,
+    dX: p.grad ? lay.add(n * d * 4) : -1,
+    dX64: p.grad ? lay.add(n * d * 8) : -1,
+  }));
+  const base = rt.arena(lay.size);
+  const x = pinX(), w = pinW();
+  const ptr = (off: number) => base + off;
+  const f64 = (off: number, len: number) => new Float64Array(rt.buffer, base + off, len);
+  rt.put(ptr(at.X), x);
+  rt.put(ptr(at.labels), p.labels);
+  rt.put(ptr(at.target), p.target);
+  if (p.bias) rt.put(ptr(at.bias), p.bias);
+  if (p.weight) rt.put(ptr(at.weight), p.weight);
+  const Wp = !inMemory ? -1 : wAt >= 0 ? wAt : ptr(at.W);
+  if (inMemory && wAt < 0) rt.put(Wp, w);
+  const gWp = !inMemory || !p.grad ? -1 : gwAt >= 0 ? gwAt : ptr(at.gW);
+  const slice = (off: number, j0: number) => (off < 0 ? 0 : ptr(off) + j0 * 4);
+  const ranges = own.map((_, t) => split(c, threads, t, B));
+
+  /** Runs `step(k, t, j0, count)` over every chunk of every thread's range: one program per thread, or directly. */
+  const run = (step: (k: Recorder | Exports, t: number, j0: number, count: number, last: boolean) => void) => {
+    const chunksOf = ([c0, c1]: [number, number], k: Recorder | Exports, t: number) => {
+      for (let j0 = c0; j0 < c1; j0 += B) step(k, t, j0, Math.min(B, c1 - j0), j0 + B >= c1);
+    };
+    if (threads === 1) return chunksOf(ranges[0], rt.k, 0);
+    pl!.run(ranges.map((r, t) => {
+      const program: number[] = [];
+      chunksOf(r, pl!.recorder(program), t);
+      return program;
+    }));
+  };
+  /** The chunk's dot products S = X W_J^T (on one thread W_J is copied in first). */
+  const dots = (k: Recorder | Exports, t: number, j0: number, count: number): number => {
+    const o = own[t];
+    let wj = Wp + j0 * d * 4;
+    if (!inMemory) {
+      wj = ptr(o.WJ);
+      new Float32Array(rt.buffer, wj, count * d).set(pinW().subarray(j0 * d, (j0 + count) * d));
+    }
+    k.transpose(wj, count, d, ptr(o.WT));
+    k.gemm(ptr(o.S), count, n, count, d, ptr(at.X), d, 1, ptr(o.WT), count, 0);
+    return wj;
+  };
+
+  // Phase 1: each range's running statistics.
+  for (const o of own) {
+    f64(o.M, n).fill(-Infinity);
+    f64(o.sum, n).fill(0);
+    f64(o.below, n).fill(0);
+    f64(o.wsum, 1).fill(0);
+    f64(o.top, n).fill(-Infinity);
+    f64(o.zy, n).fill(0);
+  }
+  run((k, t, j0, count) => {
+    const o = own[t];
+    dots(k, t, j0, count);
+    k.lce_stats(
+      ptr(o.S),
+      n,
+      count,
+      j0,
+      ptr(at.labels),
+      ptr(o.local),
+      slice(at.bias, j0),
+      slice(at.weight, j0),
+      ptr(at.target),
+      p.softcap,
+      ptr(o.cap),
+      ptr(o.cmax),
+      ptr(o.csum),
+      p.smoothing ? ptr(o.cbelow) : 0,
+      ptr(o.M),
+      ptr(o.sum),
+      ptr(o.below),
+      ptr(o.wsum),
+      ptr(o.top),
+      ptr(o.zy),
+    );
+  });
+  // The ranges merge as shards do; ignored rows hold 0.
+  const T = Float64Array.from({ length: n }, (_, i) => p.target[2 * i]);
+  const none = new Float64Array(n);
+  const merged = mergeShardStats(own.map((o): ShardStats => ({
+    max: f64(o.M, n).slice(),
+    sum: f64(o.sum, n).slice(),
+    target: none,
+    ...(p.smoothing ? { below: f64(o.below, n).slice(), weightSum: f64(o.wsum, 1)[0] } : {}),
+  })));
+  const top = new Float64Array(n).fill(-Infinity), zy = new Float64Array(n);
+  for (const o of own) {
+    const tt = f64(o.top, n), zz = f64(o.zy, n);
+    for (let i = 0; i < n; i++) [top[i], zy[i]] = [Math.max(top[i], tt[i]), zy[i] + zz[i]];
+  }
+  for (let i = 0; i < n; i++) if (p.labels[i] < 0) merged.max[i] = merged.sum[i] = 0;
+  const stats: ShardStats = { ...merged, target: T };
+  const terms = logitRowTerms(stats, { ...p, classes: c });
+  const rows = [terms.rows, terms.zRows, correctRows(p.labels, top, zy, p.softcap)];
+  if (!p.grad) return { rows, grads: {} };
+
+  // Phase 2: the gradients, chunk by chunk.
+  rt.put(ptr(at.M), stats.max);
+  rt.put(ptr(at.A), terms.A);
+  rt.put(ptr(at.U), terms.U);
+  rt.put(ptr(at.G), terms.G);
+  const gW = inMemory ? null : (pinOW?.() ?? new Float32Array(c * d));
+  const flushes = own.map(() => 0), counter = own.map(() => 0);
+  run((k, t, j0, count, last) => {
+    const o = own[t];
+    const wj = dots(k, t, j0, count);
+    k.lce_grads(
+      ptr(o.S),
+      n,
+      count,
+      j0,
+      ptr(at.labels),
+      ptr(o.local),
+      slice(at.bias, j0),
+      slice(at.weight, j0),
+      p.softcap,
+      ptr(o.cap),
+      ptr(at.M),
+      ptr(at.A),
+      ptr(at.U),
+      ptr(at.G),
+    );
+    // x's gradient: dX += G W_J in float32 (the first chunk of a group overwrites), added into
+    // float64 every FLUSH chunks and at the end of the range.
+    k.gemm(ptr(o.dX), d, n, d, count, ptr(o.S), count, 1, wj, d, counter[t] === 0 ? 0 : 1);
+    counter[t] = (counter[t] + 1) % FLUSH;
+    if (counter[t] === 0 || last) {
+      k.lce_flush(ptr(o.dX64), ptr(o.dX), n * d, flushes[t] === 0 ? 1 : 0, 0, 0);
+      flushes[t]++;
+      counter[t] = 0;
+    }
+    // W's gradient: dW_J = G^T X, one product per block of rows (float32), blocks summed in float64.
+    const gj = inMemory && !big ? gWp + j0 * d * 4 : ptr(o.dWJ);
+    for (let r0 = 0; r0 < n; r0 += ROW_BLOCK) {
+      const rows = Math.min(ROW_BLOCK, n - r0);
+      k.gemm(gj, d, count, d, rows, ptr(o.S) + r0 * count * 4, 1, count, ptr(at.X) + r0 * d * 4, d, 0);
+      if (big) k.lce_flush(ptr(o.dW64), gj, count * d, r0 === 0 ? 1 : 0, 0, r0 + ROW_BLOCK >= n ? 1 : 0);
+    }
+    if (inMemory && big) k.copy_bytes(gWp + j0 * d * 4, gj, count * d * 4);
+    if (!inMemory) gW!.set(new Float32Array(rt.buffer, gj, count * d), j0 * d);
+    if (p.bias) k.lce_colsum(ptr(o.S), n, count, ptr(at.db) + j0 * 4);
+  });
+  // x's gradient: the ranges' float64 sums added in range order, then rounded.
+  const gx = pinOX?.() ?? new Float32Array(n * d);
+  if (threads === 1) gx.set(f64(own[0].dX64, n * d));
+  else {
+    const sum = f64(own[0].dX64, n * d).slice();
+    for (const o of own.slice(1)) f64(o.dX64, n * d).forEach((g, i) => (sum[i] += g));
+    gx.set(sum);
+  }
+  const grads: Record<string, Float32Array> = { x: gx };
+  if (inMemory) {
+    const g = pinOW?.() ?? new Float32Array(c * d);
+    if (gwAt < 0) g.set(new Float32Array(rt.buffer, gWp, c * d));
+    grads.W = g;
+  } else grads.W = gW!;
+  if (p.bias) {
+    const gb = pinOB?.() ?? new Float32Array(c);
+    gb.set(new Float32Array(rt.buffer, ptr(at.db), c));
+    grads.bias = gb;
+  }
+  return { rows, grads };
+}
