@@ -218,27 +218,36 @@ describe(NAME, () => {
           checkResult(a, { ...r, grads: { x: r.grads.x.data, W: r.grads.W.data, bias: r.grads.bias } }, "classes");
         });
 
-        it('reduction "none": the per-row upstream weighs each row\'s gradient (Liger #678, #968)', { skip }, async () => {
-          // backward with upstream e_k = row k alone, summed; and with u = sum_k u_k (row k alone).
-          const rng = new Rng(16);
-          const p: Any = problem(rng, 4, 3, 140);
-          p.labels = Int32Array.from([5, 139, 0, 70]);
-          const o = { reduction: "none", zLoss: 0.05, softcap: 6 } as const;
-          const u = Float32Array.from([0.5, -2, 0, 3]);
-          const l = lossOf(b, NAME)!;
-          const g = await l.backward(p, o, u);
-          const dx = new Float64Array(12), dW = new Float64Array(140 * 3), db = new Float64Array(140);
-          for (let k = 0; k < 4; k++) {
-            const row = { x: { data: p.x.data.slice(3 * k, 3 * k + 3), shape: [1, 3] }, W: p.W, bias: p.bias, labels: [p.labels[k]] };
-            const r = await l.backward(row, { ...o, reduction: "sum" }, u[k]);
-            r.x.data.forEach((v: number, j: number) => (dx[3 * k + j] += v));
-            r.W.data.forEach((v: number, j: number) => (dW[j] += v));
-            r.bias.forEach((v: number, j: number) => (db[j] += v));
-          }
-          assertGradClose(g.x, dx, "grads.x");
-          assertGradClose(g.W, dW, "grads.W");
-          assertGradClose(vec(g.bias), db, "grads.bias");
-        });
+        it(
+          'reduction "none": the per-row upstream weighs each row\'s gradient (Liger #678, #968)',
+          { skip },
+          async () => {
+            // backward with upstream e_k = row k alone, summed; and with u = sum_k u_k (row k alone).
+            const rng = new Rng(16);
+            const p: Any = problem(rng, 4, 3, 140);
+            p.labels = Int32Array.from([5, 139, 0, 70]);
+            const o = { reduction: "none", zLoss: 0.05, softcap: 6 } as const;
+            const u = Float32Array.from([0.5, -2, 0, 3]);
+            const l = lossOf(b, NAME)!;
+            const g = await l.backward(p, o, u);
+            const dx = new Float64Array(12), dW = new Float64Array(140 * 3), db = new Float64Array(140);
+            for (let k = 0; k < 4; k++) {
+              const row = {
+                x: { data: p.x.data.slice(3 * k, 3 * k + 3), shape: [1, 3] },
+                W: p.W,
+                bias: p.bias,
+                labels: [p.labels[k]],
+              };
+              const r = await l.backward(row, { ...o, reduction: "sum" }, u[k]);
+              r.x.data.forEach((v: number, j: number) => (dx[3 * k + j] += v));
+              r.W.data.forEach((v: number, j: number) => (dW[j] += v));
+              r.bias.forEach((v: number, j: number) => (db[j] += v));
+            }
+            assertGradClose(g.x, dx, "grads.x");
+            assertGradClose(g.W, dW, "grads.W");
+            assertGradClose(vec(g.bias), db, "grads.bias");
+          },
+        );
 
         it("all rows ignored: loss, z and accuracy 0, zero gradients", { skip }, async () => {
           const p = { ...problem(new Rng(17), 3, 4, 9), labels: [-100, -100, -100] };
@@ -291,11 +300,15 @@ describe(NAME, () => {
       const two = await init({ backend: "wasm", threads: 2 });
       try {
         const rng = new Rng(20);
-        const p: Any = problem(rng, 40, 64, 2000);
-        const o = { labelSmoothing: 0.1, softcap: 20, zLoss: 1e-3, weight: randomVector(rng, 2000, 0.5, 1.5) };
+        const p: Any = problem(rng, 64, 64, 2100); // n V D = 8.6e6: two ranges (MIN_PER_THREAD 2^22 each)
+        const o = { labelSmoothing: 0.1, softcap: 20, zLoss: 1e-3, weight: randomVector(rng, 2100, 0.5, 1.5) };
         const got = await (two as Any)[NAME].valueAndGrad(p, o);
         const want = (reference.losses as Any)[NAME].valueAndGrad(p, o);
-        checkResult(got, { ...want, grads: { x: want.grads.x.data, W: want.grads.W.data, bias: want.grads.bias } }, "2 threads");
+        checkResult(
+          got,
+          { ...want, grads: { x: want.grads.x.data, W: want.grads.W.data, bias: want.grads.bias } },
+          "2 threads",
+        );
       } finally {
         two.dispose();
       }

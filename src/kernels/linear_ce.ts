@@ -9,7 +9,7 @@
  * @module
  */
 import type { Prepared } from "./core.ts";
-import type { Reduction } from "../types.ts";
+import type { Matrix, Reduction } from "../types.ts";
 
 /** The prepared problem of `linearCrossEntropy` (with `classes`, W, bias and weight already gathered to them). */
 export interface LinearCeProblem extends Prepared {
@@ -43,8 +43,9 @@ export interface LinearCeProblem extends Prepared {
   readonly denominator: number;
   /** The number of non-ignored rows ("mean" of the z-loss, accuracy). */
   readonly count: number;
-  readonly outX: Float32Array | null;
-  readonly outW: Float32Array | null;
+  /** The caller's buffers of the gradients, or null. */
+  readonly outX: Matrix | null;
+  readonly outW: Matrix | null;
   readonly outBias: Float32Array | null;
 }
 

@@ -227,7 +227,7 @@ export const linearCrossEntropy: Definition<
         target.set(capped(u, softcap), 2 * i);
       }
     }
-    const out = (name: string, rows: number) => grad ? (outBuffer(o, name, rows, d)?.data ?? null) : null;
+    const out = (name: string, rows: number) => (grad ? outBuffer(o, name, rows, d) : null);
     return {
       grad,
       n,
@@ -259,8 +259,8 @@ export const linearCrossEntropy: Definition<
     const loss = typeof ce === "number" ? ce + (z as number) : Float32Array.from(rows, (r, i) => r + zRows[i]);
     const accuracy = p.count === 0 ? 0 : correct.reduce((t, k) => t + k, 0) / p.count;
     const grads: LinearCrossEntropyGrads = {
-      x: result(raw.grads.x, p.n, p.d),
-      W: result(raw.grads.W, p.c, p.d),
+      x: p.outX ?? result(raw.grads.x, p.n, p.d),
+      W: p.outW ?? result(raw.grads.W, p.c, p.d),
       ...(p.bias ? { bias: raw.grads.bias } : {}),
     };
     return { loss, z: z as number, accuracy, grads };

@@ -58,7 +58,7 @@ export function linearCe(p: LinearCeProblem): Raw {
     }
   }
   if (!p.grad) return { rows: [rows, zRows, correct], grads: {} };
-  const gx = p.outX ?? new Float32Array(n * d), gW = p.outW ?? new Float32Array(c * d);
+  const gx = p.outX?.data ?? new Float32Array(n * d), gW = p.outW?.data ?? new Float32Array(c * d);
   gx.set(dx);
   gW.set(dW);
   const grads: Record<string, Float32Array> = { x: gx, W: gW };

@@ -60,10 +60,10 @@ export function linearCe(p: LinearCeProblem): Raw {
   const rt = pl && threads > 1 ? pl.rt : runtime();
   // Inputs and outputs may live in WebAssembly memory: pinned before the arena may grow it.
   const pinX = rt.pin(p.x), pinW = rt.pin(p.W);
-  const pinOX = p.outX && rt.pin(p.outX), pinOW = p.outW && rt.pin(p.outW);
+  const pinOX = p.outX && rt.pin(p.outX.data), pinOW = p.outW && rt.pin(p.outW.data);
   const pinOB = p.outBias && rt.pin(p.outBias);
   const inMemory = threads > 1;
-  const wAt = inMemory ? rt.addressOf(p.W) : -1, gwAt = inMemory && p.outW ? rt.addressOf(p.outW) : -1;
+  const wAt = inMemory ? rt.addressOf(p.W) : -1, gwAt = inMemory && p.outW ? rt.addressOf(p.outW.data) : -1;
   const lay = new Layout();
   const at = {
     X: lay.add(n * d * 4),
