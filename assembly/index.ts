@@ -17,7 +17,7 @@ export { experts_ce, experts_main } from "./experts";
 export { hierarchical } from "./hierarchical";
 export { hnm_prep, hnm_rows, hnm_grad } from "./hnm_contrastive";
 export { shard_stats, shard_grads } from "./sharded";
-export { lce_stats, lce_grads, lce_colsum, lce_flush } from "./linear_cross_entropy";
+export { lce_stats, lce_grads, lce_colsum, lce_flush, lce_cap_relative, lce_mul } from "./linear_cross_entropy";
 
 /** Copies n bytes from src to dst (memory.copy): the stream bound of the benchmarks. */
 export function copy_bytes(dst: usize, src: usize, n: usize): void {

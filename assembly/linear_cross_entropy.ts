@@ -102,6 +102,39 @@ export function lce_grads(
   shard_grads(S, S, n, cols, local, weight, 1, 0, M, A, U, G, softcap, cap);
 }
 
+/**
+ * Precise mode with a softcap c: S [n, cols] holds r = u - ref_i (float64 dot products less the
+ * row's reference, rounded once); replaces it by z - cap(ref_i) = c tanh(b) (1 - tanh^2 a) / (1 +
+ * tanh a tanh b), a = ref_i / c, b = r / c (the cap's difference, without cancellation), and
+ * writes dcap [n, cols] = 1 - tanh^2(u / c) = (1 - tanh^2 a)(1 - tanh^2 b) / (1 + tanh a tanh b)^2.
+ * ref [n] float64.
+ */
+export function lce_cap_relative(S: usize, n: i32, cols: i32, ref: usize, c: f64, dcap: usize): void {
+  for (let i = 0; i < n; i++) {
+    const ta = Math.tanh(load<f64>(ref + ((<usize>i) << 3)) / c), sa = 1 - ta * ta;
+    for (let j = 0; j < cols; j++) {
+      const o = (<usize>(i * cols + j)) << 2;
+      const tb = Math.tanh(<f64>load<f32>(S + o) / c), q = 1 + ta * tb;
+      store<f32>(S + o, <f32>((c * tb * sa) / q));
+      store<f32>(dcap + o, <f32>((sa * (1 - tb * tb)) / (q * q)));
+    }
+  }
+}
+
+/** G [n, cols] *= dcap [n, cols] (elementwise). */
+export function lce_mul(G: usize, n: i32, cols: i32, dcap: usize): void {
+  const len = n * cols;
+  let k = 0;
+  for (; k + 4 <= len; k += 4) {
+    const o = (<usize>k) << 2;
+    v128.store(G + o, f32x4.mul(v128.load(G + o), v128.load(dcap + o)));
+  }
+  for (; k < len; k++) {
+    const o = (<usize>k) << 2;
+    store<f32>(G + o, load<f32>(G + o) * load<f32>(dcap + o));
+  }
+}
+
 /** out[j] = sum_i G[i, j] over the n rows of G [n, cols], summed in float64. */
 export function lce_colsum(G: usize, n: i32, cols: i32, out: usize): void {
   for (let j = 0; j < cols; j++) {

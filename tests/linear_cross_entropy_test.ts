@@ -258,6 +258,47 @@ describe(NAME, () => {
           for (const g of [r.grads.x.data, r.grads.W.data, r.grads.bias]) assert.ok(g.every((v: number) => v === 0));
         });
 
+        it(
+          "logits near 1e4 nearly tied (and a bias of 1e3): the loss as the reference's (float64 dot products on wasm)",
+          {
+            skip,
+          },
+          async () => {
+            const rng = new Rng(21);
+            const d = 64, v = 300, n = 4;
+            const W = randomMatrix(rng, v, d, 12);
+            // class 1 is class 0 scaled by 1 - 1e-4: logits of about 1e4 that differ by about 1
+            for (let k = 0; k < d; k++) W.data[d + k] = Math.fround(W.data[k] * (1 - 1e-4));
+            const x = { data: new Float32Array(n * d), shape: [n, d] };
+            for (let i = 0; i < n; i++) {
+              for (let k = 0; k < d; k++) x.data[i * d + k] = Math.fround(W.data[k] * (1 + 0.01 * i));
+            }
+            const bias = randomVector(rng, v, -1000, 1000);
+            bias[0] = bias[1] = 0;
+            const p = { x, W, bias, labels: [0, 1, 0, 1] };
+            for (const o of [{ reduction: "none" }, { labelSmoothing: 0.1, zLoss: 1e-6 }] as Any[]) {
+              const want = (reference.losses as Any)[NAME].valueAndGrad(p, o);
+              const got = await lossOf(b, NAME)!.forward(p, o);
+              // (The loss and parts: the gradient w.r.t. x is a difference of two nearly parallel
+              // rows of W here, whose float32 sum cancels to 1e-4 of its terms.)
+              checkResult(got, want, "forward", false);
+            }
+          },
+        );
+
+        it("logits of |1e3| with a softcap above them and a z-loss: as the reference (the cap on relative values)", {
+          skip,
+        }, async () => {
+          const rng = new Rng(22);
+          const p: Any = problem(rng, 5, 17, 140, true, 40);
+          for (
+            const o of [{ softcap: 1e9, zLoss: 0.6, reduction: "sum" }, { softcap: 2000, labelSmoothing: 0.5 }] as Any[]
+          ) {
+            const want = (reference.losses as Any)[NAME].valueAndGrad(p, o);
+            checkResult(await lossOf(b, NAME)!.valueAndGrad(p, o), want, `softcap ${o.softcap}`);
+          }
+        });
+
         it("logits of |1e3| and a softcap: finite, and equal to crossEntropy's", { skip }, async () => {
           const p: Any = problem(new Rng(18), 4, 8, 50, true, 30);
           const o = { softcap: 30, zLoss: 1e-4 };

@@ -32,6 +32,7 @@ import { correctRows, type LinearCeProblem } from "../kernels/linear_ce.ts";
 import { logitRowTerms, mergeShardStats, type ShardStats } from "../kernels/shards.ts";
 import type { Exports } from "./generated.ts";
 import { pool, type Recorder, split } from "./pool.ts";
+import { maxNorm, PRECISE_ABOVE } from "../kernels/head.ts";
 import { Layout, runtime } from "./runtime.ts";
 
 /** Classes per chunk (as the heads): `[N, 128]` blocks and `[128, D]` slices of W stay in L2 for typical N and D. */
@@ -45,6 +46,35 @@ const MIN_PER_THREAD = 1 << 22;
 /** WebAssembly memory (bytes) a threaded call may take: W and dW move in whole. */
 const MAX_THREADED_BYTES = 3.5 * 2 ** 30;
 
+/**
+ * Whether the logits can be large (as the heads' "precise" mode, src/wasm/margin_head.ts): a
+ * float32 logit of 1e4 is good to only 6e-4. Then the dot products are summed in float64
+ * (dots64, the bias inside) and each row is held relative to a reference: the label's logit
+ * in phase 1 (where the row's loss is large unless the label is near the maximum, so the
+ * relative rounding that matters is that of the values near it), the merged maximum in phase 2.
+ * A softcap c <= 256 bounds the logits (no precise mode); a larger one is applied to the
+ * relative values as the cap's difference `cap(u) - cap(ref)` (`lce_cap_relative`), its
+ * slope kept beside them for the gradient.
+ */
+function isPrecise(p: LinearCeProblem): boolean {
+  if (p.softcap && p.softcap <= PRECISE_ABOVE) return false;
+  const rt = runtime(), x = rt.pin(p.x)(), W = rt.pin(p.W)();
+  let b = 0;
+  if (p.bias) { for (const v of p.bias) b = Math.max(b, Math.abs(v)); }
+  return maxNorm(x, p.n, p.d) * maxNorm(W, p.c, p.d) + b > PRECISE_ABOVE;
+}
+
+/** Each row's uncapped label logit `x_i . W_y + b_y` (float64; 0 for an ignored row). */
+function labelLogits(p: LinearCeProblem, x: Float32Array, W: Float32Array): Float64Array {
+  const { d } = p;
+  return Float64Array.from(p.labels, (y, i) => {
+    if (y < 0) return 0;
+    let u = p.bias ? p.bias[y] : 0;
+    for (let k = 0; k < d; k++) u += x[i * d + k] * W[y * d + k];
+    return u;
+  });
+}
+
 /** Row losses, z-loss rows, correct rows and gradients of `linearCrossEntropy` on the WebAssembly backend. */
 export function linearCe(p: LinearCeProblem): Raw {
   const { n, d, c } = p;
@@ -54,7 +84,8 @@ export function linearCe(p: LinearCeProblem): Raw {
   // One range per thread (whole chunks), each with its own scratch.
   const perThread = (n * B * 4 + d * B * 4 + B * d * 4 + (p.grad ? n * d * 12 + (big ? B * d * 8 : 0) : 0)) +
     n * 8 * 12 + 8 * B;
-  const wanted = pl ? Math.min(pl.active, Math.ceil(c / B), Math.floor((n * c * d) / MIN_PER_THREAD)) : 1;
+  const precise = isPrecise(p);
+  const wanted = pl && !precise ? Math.min(pl.active, Math.ceil(c / B), Math.floor((n * c * d) / MIN_PER_THREAD)) : 1;
   const fits = (n * d * 4 + c * d * 8 + wanted * perThread) < MAX_THREADED_BYTES;
   const threads = pl && wanted >= 2 && fits ? wanted : 1;
   const rt = pl && threads > 1 ? pl.rt : runtime();
@@ -63,10 +94,17 @@ export function linearCe(p: LinearCeProblem): Raw {
   const pinOX = p.outX && rt.pin(p.outX.data), pinOW = p.outW && rt.pin(p.outW.data);
   const pinOB = p.outBias && rt.pin(p.outBias);
   const inMemory = threads > 1;
+  // Precise: x and W rows with the bias as one more column (x's a 1), so that dots64's float64
+  // dot product includes it; every row held relative to its reference (phase 1: the label's
+  // logit T_i, phase 2: the merged maximum).
+  const da = precise && p.bias ? d + 1 : d;
+  const capRel = precise && p.softcap > 0, cap = (u: number) => (capRel ? p.softcap * Math.tanh(u / p.softcap) : u);
   const wAt = inMemory ? rt.addressOf(p.W) : -1, gwAt = inMemory && p.outW ? rt.addressOf(p.outW.data) : -1;
   const lay = new Layout();
   const at = {
-    X: lay.add(n * d * 4),
+    X: lay.add(n * da * 4),
+    off: lay.add(n * 8),
+    ones: precise ? lay.add(B * 12) : -1,
     labels: lay.add(n * 4),
     target: lay.add(n * 16),
     bias: p.bias ? lay.add(c * 4) : -1,
@@ -91,19 +129,28 @@ export function linearCe(p: LinearCeProblem): Raw {
     wsum: lay.add(8),
     top: lay.add(n * 8),
     zy: lay.add(n * 8),
-    WJ: inMemory ? -1 : lay.add(B * d * 4),
+    WJ: inMemory ? -1 : lay.add(B * da * 4),
     WT: lay.add(d * B * 4),
     S: lay.add(n * B * 4),
     dWJ: !inMemory || big ? lay.add(B * d * 4) : -1,
     dW64: big ? lay.add(B * d * 8) : -1,
     dX: p.grad ? lay.add(n * d * 4) : -1,
     dX64: p.grad ? lay.add(n * d * 8) : -1,
+    dcap: capRel ? lay.add(n * B * 4) : -1,
   }));
   const base = rt.arena(lay.size);
   const x = pinX(), w = pinW();
   const ptr = (off: number) => base + off;
   const f64 = (off: number, len: number) => new Float64Array(rt.buffer, base + off, len);
-  rt.put(ptr(at.X), x);
+  if (da === d) rt.put(ptr(at.X), x);
+  else {
+    const xa = new Float32Array(rt.buffer, ptr(at.X), n * da);
+    for (let i = 0; i < n; i++) [xa.set(x.subarray(i * d, (i + 1) * d), i * da), xa[i * da + d] = 1];
+  }
+  if (precise) {
+    new Float64Array(rt.buffer, ptr(at.ones), B).fill(1);
+    new Float32Array(rt.buffer, ptr(at.ones) + B * 8, B).fill(1);
+  }
   rt.put(ptr(at.labels), p.labels);
   rt.put(ptr(at.target), p.target);
   if (p.bias) rt.put(ptr(at.bias), p.bias);
@@ -132,14 +179,62 @@ export function linearCe(p: LinearCeProblem): Raw {
     let wj = Wp + j0 * d * 4;
     if (!inMemory) {
       wj = ptr(o.WJ);
-      new Float32Array(rt.buffer, wj, count * d).set(pinW().subarray(j0 * d, (j0 + count) * d));
+      const src = pinW().subarray(j0 * d, (j0 + count) * d);
+      if (da === d) new Float32Array(rt.buffer, wj, count * d).set(src);
+      else {
+        const wa = new Float32Array(rt.buffer, wj, count * da);
+        for (let j = 0; j < count; j++) {
+          [wa.set(src.subarray(j * d, (j + 1) * d), j * da), wa[j * da + d] = p.bias![j0 + j]];
+        }
+      }
+    }
+    if (precise) {
+      k.dots64(ptr(o.S), ptr(at.X), n, wj, count, da, ptr(at.off), ptr(at.ones) + B * 8, ptr(at.ones));
+      if (capRel) k.lce_cap_relative(ptr(o.S), n, count, ptr(at.off), p.softcap, ptr(o.dcap));
+      return wj;
     }
     k.transpose(wj, count, d, ptr(o.WT));
     k.gemm(ptr(o.S), count, n, count, d, ptr(at.X), d, 1, ptr(o.WT), count, 0);
     return wj;
   };
 
-  // Phase 1: each range's running statistics.
+  // Phase 1: each range's running statistics. Precise (one thread): relative to a reference per
+  // row, at first the label's logit T_i; a chunk that raises a row's maximum by more than 1
+  // above it moves the reference there (the running values follow) and is taken again, as the
+  // heads do, so the values near the maximum are small and exact.
+  // (With a softcap the reference is an uncapped logit and the values are relative to its cap.)
+  const T = Float64Array.from({ length: n }, (_, i) => p.target[2 * i]);
+  const ref = capRel ? labelLogits(p, x, w) : T.slice();
+  if (precise) {
+    rt.put(ptr(at.off), ref);
+    // the label's logit relative to the reference (0), and its slope 1 where lce_mul applies the cap's
+    rt.put(ptr(at.target), Float64Array.from(p.target, (v, k) => (k % 2 === 0 ? 0 : capRel ? 1 : v)));
+  }
+  const rebase = (t: number, j0: number, count: number, wj: number) => {
+    const o = own[t];
+    rt.k.head_chunk_max(ptr(o.S), n, count, j0, ptr(at.labels), ptr(at.ones) + B * 8, ptr(o.cmax));
+    const cm = f64(o.cmax, n), M = f64(o.M, n), top = f64(o.top, n), zy = f64(o.zy, n), tg = f64(at.target, 2 * n);
+    let again = false;
+    for (let i = 0; i < n; i++) {
+      if (!(cm[i] > 1)) continue;
+      let shift = cm[i];
+      if (capRel) {
+        // the uncapped reference whose cap is cap(ref) + cm (none past the cap's saturation)
+        const to = (cap(ref[i]) + shift) / p.softcap;
+        if (!(Math.abs(to) < 1 - 1e-12)) continue;
+        const next = p.softcap * Math.atanh(to);
+        shift = cap(next) - cap(ref[i]);
+        ref[i] = next;
+      } else ref[i] += shift;
+      [M[i], top[i], zy[i], tg[2 * i]] = [M[i] - shift, top[i] - shift, zy[i] - shift, tg[2 * i] - shift];
+      again = true;
+    }
+    if (!again) return;
+    f64(at.off, n).set(ref);
+    rt.k.dots64(ptr(o.S), ptr(at.X), n, wj, count, da, ptr(at.off), ptr(at.ones) + B * 8, ptr(at.ones));
+    if (capRel) rt.k.lce_cap_relative(ptr(o.S), n, count, ptr(at.off), p.softcap, ptr(o.dcap));
+  };
+  const bias = (j0: number) => (precise ? 0 : slice(at.bias, j0));
   for (const o of own) {
     f64(o.M, n).fill(-Infinity);
     f64(o.sum, n).fill(0);
@@ -150,7 +245,8 @@ export function linearCe(p: LinearCeProblem): Raw {
   }
   run((k, t, j0, count) => {
     const o = own[t];
-    dots(k, t, j0, count);
+    const wj = dots(k, t, j0, count);
+    if (precise) rebase(t, j0, count, wj);
     k.lce_stats(
       ptr(o.S),
       n,
@@ -158,10 +254,10 @@ export function linearCe(p: LinearCeProblem): Raw {
       j0,
       ptr(at.labels),
       ptr(o.local),
-      slice(at.bias, j0),
+      bias(j0),
       slice(at.weight, j0),
       ptr(at.target),
-      p.softcap,
+      capRel ? 0 : p.softcap,
       ptr(o.cap),
       ptr(o.cmax),
       ptr(o.csum),
@@ -175,10 +271,9 @@ export function linearCe(p: LinearCeProblem): Raw {
     );
   });
   // The ranges merge as shards do; ignored rows hold 0.
-  const T = Float64Array.from({ length: n }, (_, i) => p.target[2 * i]);
   const none = new Float64Array(n);
   const merged = mergeShardStats(own.map((o): ShardStats => ({
-    max: f64(o.M, n).slice(),
+    max: f64(o.M, n).map((m, i) => (precise ? m + cap(ref[i]) : m)),
     sum: f64(o.sum, n).slice(),
     target: none,
     ...(p.smoothing ? { below: f64(o.below, n).slice(), weightSum: f64(o.wsum, 1)[0] } : {}),
@@ -188,14 +283,28 @@ export function linearCe(p: LinearCeProblem): Raw {
     const tt = f64(o.top, n), zz = f64(o.zy, n);
     for (let i = 0; i < n; i++) [top[i], zy[i]] = [Math.max(top[i], tt[i]), zy[i] + zz[i]];
   }
+  if (precise) {
+    for (let i = 0; i < n; i++) [top[i], zy[i]] = [top[i] + cap(ref[i]), zy[i] + cap(ref[i])];
+  }
   for (let i = 0; i < n; i++) if (p.labels[i] < 0) merged.max[i] = merged.sum[i] = 0;
   const stats: ShardStats = { ...merged, target: T };
-  const terms = logitRowTerms(stats, { ...p, classes: c });
-  const rows = [terms.rows, terms.zRows, correctRows(p.labels, top, zy, p.softcap)];
+  // (capRel: the label's slope is in dcap, applied to the whole chunk's gradient)
+  const slopes = capRel ? Float64Array.from(p.target, (v, k) => (k % 2 === 0 ? v : 1)) : p.target;
+  const terms = logitRowTerms(stats, { ...p, classes: c, target: slopes });
+  // (top and zy: before the cap, except with capRel, where they are capped values already)
+  const rows = [terms.rows, terms.zRows, correctRows(p.labels, top, zy, capRel ? 0 : p.softcap)];
   if (!p.grad) return { rows, grads: {} };
 
   // Phase 2: the gradients, chunk by chunk.
-  rt.put(ptr(at.M), stats.max);
+  // (precise: the logits relative to the merged maximum, which is then 0, and the label's target relative to it)
+  if (precise) {
+    // the reference: an uncapped logit whose cap is (about) the merged maximum; M relative to its cap
+    const ref2 = capRel
+      ? stats.max.map((m) => p.softcap * Math.atanh(Math.max(-1 + 1e-12, Math.min(1 - 1e-12, m / p.softcap))))
+      : stats.max;
+    rt.put(ptr(at.off), ref2);
+    rt.put(ptr(at.M), stats.max.map((m, i) => (capRel ? m - cap(ref2[i]) : 0)));
+  } else rt.put(ptr(at.M), stats.max);
   rt.put(ptr(at.A), terms.A);
   rt.put(ptr(at.U), terms.U);
   rt.put(ptr(at.G), terms.G);
@@ -211,18 +320,19 @@ export function linearCe(p: LinearCeProblem): Raw {
       j0,
       ptr(at.labels),
       ptr(o.local),
-      slice(at.bias, j0),
+      bias(j0),
       slice(at.weight, j0),
-      p.softcap,
+      capRel ? 0 : p.softcap,
       ptr(o.cap),
       ptr(at.M),
       ptr(at.A),
       ptr(at.U),
       ptr(at.G),
     );
+    if (capRel) k.lce_mul(ptr(o.S), n, count, ptr(o.dcap));
     // x's gradient: dX += G W_J in float32 (the first chunk of a group overwrites), added into
     // float64 every FLUSH chunks and at the end of the range.
-    k.gemm(ptr(o.dX), d, n, d, count, ptr(o.S), count, 1, wj, d, counter[t] === 0 ? 0 : 1);
+    k.gemm(ptr(o.dX), d, n, d, count, ptr(o.S), count, 1, wj, da, counter[t] === 0 ? 0 : 1);
     counter[t] = (counter[t] + 1) % FLUSH;
     if (counter[t] === 0 || last) {
       k.lce_flush(ptr(o.dX64), ptr(o.dX), n * d, flushes[t] === 0 ? 1 : 0, 0, 0);
@@ -233,7 +343,7 @@ export function linearCe(p: LinearCeProblem): Raw {
     const gj = inMemory && !big ? gWp + j0 * d * 4 : ptr(o.dWJ);
     for (let r0 = 0; r0 < n; r0 += ROW_BLOCK) {
       const rows = Math.min(ROW_BLOCK, n - r0);
-      k.gemm(gj, d, count, d, rows, ptr(o.S) + r0 * count * 4, 1, count, ptr(at.X) + r0 * d * 4, d, 0);
+      k.gemm(gj, d, count, d, rows, ptr(o.S) + r0 * count * 4, 1, count, ptr(at.X) + r0 * da * 4, da, 0);
       if (big) k.lce_flush(ptr(o.dW64), gj, count * d, r0 === 0 ? 1 : 0, 0, r0 + ROW_BLOCK >= n ? 1 : 0);
     }
     if (inMemory && big) k.copy_bytes(gWp + j0 * d * 4, gj, count * d * 4);
