@@ -147,7 +147,7 @@ function outVector(o: CommonOptions, name: string, length: number): Float32Array
  * const x = { data: new Float32Array([1, 0, 0, 1]), shape: [2, 2] as const };
  * const W = { data: new Float32Array([2, 0, 0, 3, 0, 0]), shape: [3, 2] as const };
  * const r = wasm.linearCrossEntropy.valueAndGrad({ x, W, labels: [0, 1] }, { zLoss: 1e-4 });
- * console.log(r.loss, r.accuracy, r.grads.W.shape); // 0.1371 1 [3, 2] (crossEntropy of [[2, 0, 0], [0, 3, 0]])
+ * console.log(r.loss, r.accuracy, r.grads.W.shape); // 0.1680 1 [3, 2] (PyTorch: 0.16796357; logits [[2, 0, 0], [0, 3, 0]])
  * ```
  */
 export const linearCrossEntropy: Definition<
