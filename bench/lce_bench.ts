@@ -121,7 +121,7 @@ const tfjs: Contender<Ctx> = {
     },
 };
 
-await run<Ctx>(async (_, libs) => {
+await run<Ctx>(async () => {
   await initTf();
   return {
     name: "lce",
