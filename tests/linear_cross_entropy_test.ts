@@ -385,6 +385,60 @@ describe(NAME, () => {
   });
 
   // ----------------------------------------------------------------------------------------------
+  describe("sharded form (vocabulary-parallel): the shards' shares and gradients assemble into the full call", () => {
+    for (const b of backends) {
+      it(b.name, async () => {
+        const rng = new Rng(23);
+        const v = 300, d = 6, n = 9, sizes = [100, 28, 172];
+        const p: Any = problem(rng, n, d, v);
+        p.labels[0] = 99;
+        p.labels[1] = 100;
+        const weight = randomVector(rng, v, 0.5, 1.5);
+        for (
+          const o of [
+            { labelSmoothing: 0.1, softcap: 3, zLoss: 0.01, weight },
+            { reduction: "none", zLoss: 0.1 },
+            {},
+          ] as Any[]
+        ) {
+          const up = o.reduction === "none" ? randomVector(rng, n, -2, 2) : 0.5;
+          const sharded = (b.losses as Any).sharded[NAME];
+          const offsets = sizes.map((_, k) => sizes.slice(0, k).reduce((t, x) => t + x, 0));
+          const shards = sizes.map((cs, k) => ({
+            x: p.x,
+            W: { data: p.W.data.slice(offsets[k] * d, (offsets[k] + cs) * d), shape: [cs, d] },
+            bias: p.bias.slice(offsets[k], offsets[k] + cs),
+            labels: p.labels,
+          }));
+          const opts = offsets.map((offset) => ({ ...o, offset, classes: v }));
+          const stats: Any[] = [];
+          for (let k = 0; k < 3; k++) stats.push(await sharded.stats(shards[k], opts[k]));
+          const merged = (await import("../cpu.ts")).mergeShardStats(stats);
+          const results: Any[] = [];
+          for (let k = 0; k < 3; k++) results.push(await sharded.finish(shards[k], merged, opts[k], up));
+          const want = (reference.losses as Any)[NAME];
+          const wf = want.forward(p, o), wb = want.backward(p, o, up);
+          const sum = (key: string) =>
+            typeof wf.loss === "number"
+              ? results.reduce((t, r: Any) => t + r[key], 0)
+              : Float64Array.from({ length: n }, (_, i) => results.reduce((t, r: Any) => t + r[key][i], 0));
+          assertLossClose(sum("loss") as Any, wf.loss, "loss");
+          assertLossClose(sum("z") as Any, wf.z, "z");
+          const gx = new Float64Array(n * d), gW = new Float32Array(v * d), gb = new Float32Array(v);
+          results.forEach((r: Any, k) => {
+            r.grads.x.data.forEach((g: number, j: number) => (gx[j] += g));
+            gW.set(r.grads.W.data, offsets[k] * d);
+            gb.set(r.grads.bias, offsets[k]);
+          });
+          assertGradClose(vec(Float32Array.from(gx)), wb.x.data, "grads.x");
+          assertGradClose(vec(gW), wb.W.data, "grads.W");
+          assertGradClose(vec(gb), wb.bias, "grads.bias");
+        }
+      });
+    }
+  });
+
+  // ----------------------------------------------------------------------------------------------
   const small = () => ({
     x: randomMatrix(new Rng(8), 3, 4, 1),
     W: randomMatrix(new Rng(9), 4, 4, 1),

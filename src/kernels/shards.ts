@@ -7,6 +7,7 @@
  */
 import * as v from "../validate.ts";
 import { type HeadPhases, type HeadProblem, type HeadRowTerms, type HeadStats, labelTerms } from "./head.ts";
+import type { LinearCeProblem } from "./linear_ce.ts";
 
 /**
  * One shard's per-row statistics (float64 `[N]` vectors), or several shards' merged by
@@ -157,6 +158,9 @@ export interface ShardKernels {
   headShardGrads(
     p: HeadShardProblem,
   ): { x: Float32Array; W: Float32Array } | Promise<{ x: Float32Array; W: Float32Array }>;
+  linearShardStats(p: LinearShardProblem): ShardStats | Promise<ShardStats>;
+  /** The shard's gradients: `x` (its share), `W` (its rows) and `bias` (its slice, with a bias). */
+  linearShardGrads(p: LinearShardProblem): Record<string, Float32Array> | Promise<Record<string, Float32Array>>;
 }
 
 /** A head shard's kernels from a backend's two head phases (over the shard's rows of W). */
@@ -225,4 +229,23 @@ export function logitRowTerms(
     G[i] *= q.target[2 * i + 1];
   }
   return { rows, zRows, A, U, G };
+}
+
+/** The coefficients of the gradient w.r.t. the logits from the merged statistics (`logitRowTerms`'s). */
+export interface LinearShardTerms {
+  readonly A: Float64Array;
+  readonly U: Float64Array;
+  /** The label's coefficient, without the label's slope through the cap (the kernel applies it). */
+  readonly G: Float64Array;
+}
+
+/**
+ * A shard of `linearCrossEntropy`'s vocabulary: its problem on the shard's rows of W (labels
+ * local: -1 ignored, the shard's class index, or `c` for a label on another shard; weight and
+ * bias the shard's slices) and (finish) every shard's merged statistics and the row terms.
+ */
+export interface LinearShardProblem {
+  readonly p: LinearCeProblem;
+  readonly stats?: ShardStats;
+  readonly terms?: LinearShardTerms;
 }

@@ -95,7 +95,7 @@ function classList(value: unknown, v0: number): Int32Array | null {
 }
 
 /** Checks the bias `[V]` (any float32 values; `checkFinite` scans them). */
-function biasOf(value: unknown, v0: number): Float32Array | null {
+export function biasOf(value: unknown, v0: number): Float32Array | null {
   if (value === undefined) return null;
   if (!(value instanceof Float32Array) && !Array.isArray(value)) {
     throw new TypeError(`Expected bias to be a Float32Array or an array of numbers, got ${v.show(value)}`);
@@ -154,15 +154,19 @@ export const linearCrossEntropy: Definition<
   LinearCrossEntropyInputs,
   LinearCrossEntropyOptions,
   LinearCrossEntropyGrads,
-  LinearCrossEntropyParts
+  LinearCrossEntropyParts,
+  "loss",
+  "linear"
 > = lossDef<
   LinearCrossEntropyInputs,
   LinearCrossEntropyOptions,
   LinearCrossEntropyGrads,
   "linearCe",
-  LinearCrossEntropyParts
+  LinearCrossEntropyParts,
+  "linear"
 >({
   name: "linearCrossEntropy",
+  shard: "linear",
   kernel: "linearCe",
   inputs: ["x", "W", "bias", "labels", "classes"],
   options: ["weight", "ignoreIndex", "labelSmoothing", "softcap", "zLoss", "reduction"],

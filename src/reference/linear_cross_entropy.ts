@@ -8,6 +8,7 @@
  */
 import type { Raw } from "../kernels/core.ts";
 import { capped, type LinearCeProblem } from "../kernels/linear_ce.ts";
+import type { LinearShardProblem, ShardStats } from "../kernels/shards.ts";
 
 /** Row losses, z-loss rows, correct rows and the gradients w.r.t. x, W and bias. */
 export function linearCe(p: LinearCeProblem): Raw {
@@ -68,4 +69,65 @@ export function linearCe(p: LinearCeProblem): Raw {
     grads.bias = gb;
   }
   return { rows: [rows, zRows, correct], grads };
+}
+
+/** Row i's logits z_j = cap(x_i . W_j + b_j) over the problem's classes and their slopes. */
+function rowLogits(p: LinearCeProblem, i: number, z: Float64Array, dcap: Float64Array): void {
+  const { d, c, x, W, bias, softcap } = p;
+  for (let j = 0; j < c; j++) {
+    let u = bias ? bias[j] : 0;
+    for (let k = 0; k < d; k++) u += x[i * d + k] * W[j * d + k];
+    [z[j], dcap[j]] = capped(u, softcap);
+  }
+}
+
+/**
+ * A shard of the vocabulary (labels local: -1 ignored, the shard's class, or `c` elsewhere): per
+ * row the max over the shard's logits (the label's included), the sum of `e^(z - max)` over the
+ * non-label ones, the label's logit where it holds it, and with smoothing `below` and `weightSum`.
+ */
+export function linearShardStats(q: LinearShardProblem): ShardStats {
+  const { p } = q, { n, c, labels } = p;
+  const max = new Float64Array(n), sum = new Float64Array(n), target = new Float64Array(n);
+  const below = new Float64Array(n), z = new Float64Array(c), dcap = new Float64Array(c);
+  const w = (j: number) => (p.weight ? p.weight[j] : 1);
+  for (let i = 0; i < n; i++) {
+    if (labels[i] < 0) continue;
+    rowLogits(p, i, z, dcap);
+    let m = -Infinity;
+    for (let j = 0; j < c; j++) m = Math.max(m, z[j]);
+    for (let j = 0; j < c; j++) {
+      if (j !== labels[i]) sum[i] += Math.exp(z[j] - m);
+      below[i] += w(j) * (m - z[j]);
+    }
+    max[i] = m;
+    if (labels[i] < c) target[i] = z[labels[i]];
+  }
+  if (!p.smoothing) return { max, sum, target };
+  let weightSum = 0;
+  for (let j = 0; j < c; j++) weightSum += w(j);
+  return { max, sum, target, below, weightSum };
+}
+
+/** A shard's gradients: `dz_j = cap'_j (A e^(z_j - max) - U w_j)` off the label, `cap'_y G` at it. */
+export function linearShardGrads(q: LinearShardProblem): Record<string, Float32Array> {
+  const { p } = q, { n, d, c, x, W, labels } = p, { A, U, G } = q.terms!, M = q.stats!.max;
+  const dx = new Float64Array(n * d), dW = new Float64Array(c * d), db = new Float64Array(c);
+  const z = new Float64Array(c), dcap = new Float64Array(c);
+  for (let i = 0; i < n; i++) {
+    if (labels[i] < 0) continue;
+    rowLogits(p, i, z, dcap);
+    for (let j = 0; j < c; j++) {
+      const g = j === labels[i] ? G[i] : A[i] * Math.exp(z[j] - M[i]) - U[i] * (p.weight ? p.weight[j] : 1);
+      const du = g * dcap[j];
+      for (let k = 0; k < d; k++) {
+        dx[i * d + k] += du * W[j * d + k];
+        dW[j * d + k] += du * x[i * d + k];
+      }
+      db[j] += du;
+    }
+  }
+  const out: Record<string, Float32Array> = { x: Float32Array.from(dx), W: Float32Array.from(dW) };
+  if (p.bias) out.bias = Float32Array.from(db);
+  return out;
 }

@@ -29,7 +29,13 @@
  */
 import type { Raw } from "../kernels/core.ts";
 import { correctRows, type LinearCeProblem } from "../kernels/linear_ce.ts";
-import { logitRowTerms, mergeShardStats, type ShardStats } from "../kernels/shards.ts";
+import {
+  type LinearShardProblem,
+  type LinearShardTerms,
+  logitRowTerms,
+  mergeShardStats,
+  type ShardStats,
+} from "../kernels/shards.ts";
 import type { Exports } from "./generated.ts";
 import { pool, type Recorder, split } from "./pool.ts";
 import { maxNorm, PRECISE_ABOVE } from "../kernels/head.ts";
@@ -68,7 +74,7 @@ function isPrecise(p: LinearCeProblem): boolean {
 function labelLogits(p: LinearCeProblem, x: Float32Array, W: Float32Array): Float64Array {
   const { d } = p;
   return Float64Array.from(p.labels, (y, i) => {
-    if (y < 0) return 0;
+    if (y < 0 || y >= p.c) return 0;
     let u = p.bias ? p.bias[y] : 0;
     for (let k = 0; k < d; k++) u += x[i * d + k] * W[y * d + k];
     return u;
@@ -76,7 +82,24 @@ function labelLogits(p: LinearCeProblem, x: Float32Array, W: Float32Array): Floa
 }
 
 /** Row losses, z-loss rows, correct rows and gradients of `linearCrossEntropy` on the WebAssembly backend. */
-export function linearCe(p: LinearCeProblem): Raw {
+export const linearCe = (p: LinearCeProblem): Raw => lce(p, "full") as Raw;
+
+/**
+ * A shard of the vocabulary (`sharded.linearCrossEntropy`, the problem's labels local to the shard:
+ * -1 ignored, the shard's class index, or `c` for a label on another shard): phase 1 alone, its
+ * statistics (`target`: the label's logit where the shard holds it, else 0).
+ */
+export const linearShardStats = (q: LinearShardProblem): ShardStats => lce(q.p, "stats") as ShardStats;
+
+/** A shard's gradients from every shard's merged statistics and the row terms (`G` without the label's slope). */
+export const linearShardGrads = (q: LinearShardProblem): Record<string, Float32Array> =>
+  (lce(q.p, { max: q.stats!.max, ...q.terms! }) as Raw).grads;
+
+/** The call: both phases (`"full"`), phase 1 alone (`"stats"`), or phase 2 alone from merged statistics. */
+function lce(
+  p: LinearCeProblem,
+  mode: "full" | "stats" | (LinearShardTerms & { max: Float64Array }),
+): Raw | ShardStats {
   const { n, d, c } = p;
   const B = Math.min(CHUNK, c);
   const pl = pool();
@@ -198,113 +221,130 @@ export function linearCe(p: LinearCeProblem): Raw {
     return wj;
   };
 
-  // Phase 1: each range's running statistics. Precise (one thread): relative to a reference per
-  // row, at first the label's logit T_i; a chunk that raises a row's maximum by more than 1
-  // above it moves the reference there (the running values follow) and is taken again, as the
-  // heads do, so the values near the maximum are small and exact.
-  // (With a softcap the reference is an uncapped logit and the values are relative to its cap.)
   const T = Float64Array.from({ length: n }, (_, i) => p.target[2 * i]);
-  const ref = capRel ? labelLogits(p, x, w) : T.slice();
-  if (precise) {
-    rt.put(ptr(at.off), ref);
-    // the label's logit relative to the reference (0), and its slope 1 where lce_mul applies the cap's
-    rt.put(ptr(at.target), Float64Array.from(p.target, (v, k) => (k % 2 === 0 ? 0 : capRel ? 1 : v)));
-  }
-  const rebase = (t: number, j0: number, count: number, wj: number) => {
-    const o = own[t];
-    rt.k.head_chunk_max(ptr(o.S), n, count, j0, ptr(at.labels), ptr(at.ones) + B * 8, ptr(o.cmax));
-    const cm = f64(o.cmax, n), M = f64(o.M, n), top = f64(o.top, n), zy = f64(o.zy, n), tg = f64(at.target, 2 * n);
-    let again = false;
-    for (let i = 0; i < n; i++) {
-      if (!(cm[i] > 1)) continue;
-      let shift = cm[i];
-      if (capRel) {
-        // the uncapped reference whose cap is cap(ref) + cm (none past the cap's saturation)
-        const to = (cap(ref[i]) + shift) / p.softcap;
-        if (!(Math.abs(to) < 1 - 1e-12)) continue;
-        const next = p.softcap * Math.atanh(to);
-        shift = cap(next) - cap(ref[i]);
-        ref[i] = next;
-      } else ref[i] += shift;
-      [M[i], top[i], zy[i], tg[2 * i]] = [M[i] - shift, top[i] - shift, zy[i] - shift, tg[2 * i] - shift];
-      again = true;
-    }
-    if (!again) return;
-    f64(at.off, n).set(ref);
-    rt.k.dots64(ptr(o.S), ptr(at.X), n, wj, count, da, ptr(at.off), ptr(at.ones) + B * 8, ptr(at.ones));
-    if (capRel) rt.k.lce_cap_relative(ptr(o.S), n, count, ptr(at.off), p.softcap, ptr(o.dcap));
-  };
   const bias = (j0: number) => (precise ? 0 : slice(at.bias, j0));
-  for (const o of own) {
-    f64(o.M, n).fill(-Infinity);
-    f64(o.sum, n).fill(0);
-    f64(o.below, n).fill(0);
-    f64(o.wsum, 1).fill(0);
-    f64(o.top, n).fill(-Infinity);
-    f64(o.zy, n).fill(0);
+  const phase1 = () => {
+    // Phase 1: each range's running statistics. Precise (one thread): relative to a reference per
+    // row, at first the label's logit T_i; a chunk that raises a row's maximum by more than 1
+    // above it moves the reference there (the running values follow) and is taken again, as the
+    // heads do, so the values near the maximum are small and exact.
+    // (With a softcap the reference is an uncapped logit and the values are relative to its cap.)
+    const ref = capRel ? labelLogits(p, x, w) : T.slice();
+    if (precise) {
+      rt.put(ptr(at.off), ref);
+      // the label's logit relative to the reference (0), and its slope 1 where lce_mul applies the cap's
+      rt.put(ptr(at.target), Float64Array.from(p.target, (v, k) => (k % 2 === 0 ? 0 : capRel ? 1 : v)));
+    }
+    const rebase = (t: number, j0: number, count: number, wj: number) => {
+      const o = own[t];
+      rt.k.head_chunk_max(ptr(o.S), n, count, j0, ptr(at.labels), ptr(at.ones) + B * 8, ptr(o.cmax));
+      const cm = f64(o.cmax, n), M = f64(o.M, n), top = f64(o.top, n), zy = f64(o.zy, n), tg = f64(at.target, 2 * n);
+      let again = false;
+      for (let i = 0; i < n; i++) {
+        if (!(cm[i] > 1)) continue;
+        let shift = cm[i];
+        if (capRel) {
+          // the uncapped reference whose cap is cap(ref) + cm (none past the cap's saturation)
+          const to = (cap(ref[i]) + shift) / p.softcap;
+          if (!(Math.abs(to) < 1 - 1e-12)) continue;
+          const next = p.softcap * Math.atanh(to);
+          shift = cap(next) - cap(ref[i]);
+          ref[i] = next;
+        } else ref[i] += shift;
+        [M[i], top[i], zy[i], tg[2 * i]] = [M[i] - shift, top[i] - shift, zy[i] - shift, tg[2 * i] - shift];
+        again = true;
+      }
+      if (!again) return;
+      f64(at.off, n).set(ref);
+      rt.k.dots64(ptr(o.S), ptr(at.X), n, wj, count, da, ptr(at.off), ptr(at.ones) + B * 8, ptr(at.ones));
+      if (capRel) rt.k.lce_cap_relative(ptr(o.S), n, count, ptr(at.off), p.softcap, ptr(o.dcap));
+    };
+    for (const o of own) {
+      f64(o.M, n).fill(-Infinity);
+      f64(o.sum, n).fill(0);
+      f64(o.below, n).fill(0);
+      f64(o.wsum, 1).fill(0);
+      f64(o.top, n).fill(-Infinity);
+      f64(o.zy, n).fill(0);
+    }
+    run((k, t, j0, count) => {
+      const o = own[t];
+      const wj = dots(k, t, j0, count);
+      if (precise) rebase(t, j0, count, wj);
+      k.lce_stats(
+        ptr(o.S),
+        n,
+        count,
+        j0,
+        ptr(at.labels),
+        ptr(o.local),
+        bias(j0),
+        slice(at.weight, j0),
+        ptr(at.target),
+        capRel ? 0 : p.softcap,
+        ptr(o.cap),
+        ptr(o.cmax),
+        ptr(o.csum),
+        p.smoothing ? ptr(o.cbelow) : 0,
+        ptr(o.M),
+        ptr(o.sum),
+        ptr(o.below),
+        ptr(o.wsum),
+        ptr(o.top),
+        ptr(o.zy),
+      );
+    });
+    // The ranges merge as shards do; ignored rows hold 0.
+    const none = new Float64Array(n);
+    const merged = mergeShardStats(own.map((o): ShardStats => ({
+      max: f64(o.M, n).map((m, i) => (precise ? m + cap(ref[i]) : m)),
+      sum: f64(o.sum, n).slice(),
+      target: none,
+      ...(p.smoothing ? { below: f64(o.below, n).slice(), weightSum: f64(o.wsum, 1)[0] } : {}),
+    })));
+    const top = new Float64Array(n).fill(-Infinity), zy = new Float64Array(n);
+    for (const o of own) {
+      const tt = f64(o.top, n), zz = f64(o.zy, n);
+      for (let i = 0; i < n; i++) [top[i], zy[i]] = [Math.max(top[i], tt[i]), zy[i] + zz[i]];
+    }
+    if (precise) {
+      for (let i = 0; i < n; i++) [top[i], zy[i]] = [top[i] + cap(ref[i]), zy[i] + cap(ref[i])];
+    }
+    for (let i = 0; i < n; i++) if (p.labels[i] < 0) merged.max[i] = merged.sum[i] = 0;
+    return { merged, top, zy };
+  };
+  let max: Float64Array, terms: LinearShardTerms, rows: Float64Array[] = [];
+  if (typeof mode === "object") {
+    // (the label's slope joins G here, except with capRel, where dcap holds it)
+    const G = capRel ? mode.G : mode.G.map((g, i) => g * p.target[2 * i + 1]);
+    [max, terms] = [mode.max, { ...mode, G }];
+  } else {
+    const { merged, top, zy } = phase1();
+    if (mode === "stats") {
+      const own = (i: number) => p.labels[i] >= 0 && p.labels[i] < c;
+      return { ...merged, target: T.map((t, i) => (own(i) ? t : 0)) };
+    }
+    const stats: ShardStats = { ...merged, target: T };
+    // (capRel: the label's slope is in dcap, applied to the whole chunk's gradient)
+    const slopes = capRel ? Float64Array.from(p.target, (v, k) => (k % 2 === 0 ? v : 1)) : p.target;
+    terms = logitRowTerms(stats, { ...p, classes: c, target: slopes });
+    // (top and zy: before the cap, except with capRel, where they are capped values already)
+    const t = terms as ReturnType<typeof logitRowTerms>;
+    rows = [t.rows, t.zRows, correctRows(p.labels, top, zy, capRel ? 0 : p.softcap)];
+    max = stats.max;
+    if (!p.grad) return { rows, grads: {} };
   }
-  run((k, t, j0, count) => {
-    const o = own[t];
-    const wj = dots(k, t, j0, count);
-    if (precise) rebase(t, j0, count, wj);
-    k.lce_stats(
-      ptr(o.S),
-      n,
-      count,
-      j0,
-      ptr(at.labels),
-      ptr(o.local),
-      bias(j0),
-      slice(at.weight, j0),
-      ptr(at.target),
-      capRel ? 0 : p.softcap,
-      ptr(o.cap),
-      ptr(o.cmax),
-      ptr(o.csum),
-      p.smoothing ? ptr(o.cbelow) : 0,
-      ptr(o.M),
-      ptr(o.sum),
-      ptr(o.below),
-      ptr(o.wsum),
-      ptr(o.top),
-      ptr(o.zy),
-    );
-  });
-  // The ranges merge as shards do; ignored rows hold 0.
-  const none = new Float64Array(n);
-  const merged = mergeShardStats(own.map((o): ShardStats => ({
-    max: f64(o.M, n).map((m, i) => (precise ? m + cap(ref[i]) : m)),
-    sum: f64(o.sum, n).slice(),
-    target: none,
-    ...(p.smoothing ? { below: f64(o.below, n).slice(), weightSum: f64(o.wsum, 1)[0] } : {}),
-  })));
-  const top = new Float64Array(n).fill(-Infinity), zy = new Float64Array(n);
-  for (const o of own) {
-    const tt = f64(o.top, n), zz = f64(o.zy, n);
-    for (let i = 0; i < n; i++) [top[i], zy[i]] = [Math.max(top[i], tt[i]), zy[i] + zz[i]];
-  }
-  if (precise) {
-    for (let i = 0; i < n; i++) [top[i], zy[i]] = [top[i] + cap(ref[i]), zy[i] + cap(ref[i])];
-  }
-  for (let i = 0; i < n; i++) if (p.labels[i] < 0) merged.max[i] = merged.sum[i] = 0;
-  const stats: ShardStats = { ...merged, target: T };
-  // (capRel: the label's slope is in dcap, applied to the whole chunk's gradient)
-  const slopes = capRel ? Float64Array.from(p.target, (v, k) => (k % 2 === 0 ? v : 1)) : p.target;
-  const terms = logitRowTerms(stats, { ...p, classes: c, target: slopes });
-  // (top and zy: before the cap, except with capRel, where they are capped values already)
-  const rows = [terms.rows, terms.zRows, correctRows(p.labels, top, zy, capRel ? 0 : p.softcap)];
-  if (!p.grad) return { rows, grads: {} };
 
   // Phase 2: the gradients, chunk by chunk.
   // (precise: the logits relative to the merged maximum, which is then 0, and the label's target relative to it)
   if (precise) {
     // the reference: an uncapped logit whose cap is (about) the merged maximum; M relative to its cap
     const ref2 = capRel
-      ? stats.max.map((m) => p.softcap * Math.atanh(Math.max(-1 + 1e-12, Math.min(1 - 1e-12, m / p.softcap))))
-      : stats.max;
+      ? max.map((m) => p.softcap * Math.atanh(Math.max(-1 + 1e-12, Math.min(1 - 1e-12, m / p.softcap))))
+      : max;
     rt.put(ptr(at.off), ref2);
-    rt.put(ptr(at.M), stats.max.map((m, i) => (capRel ? m - cap(ref2[i]) : 0)));
-  } else rt.put(ptr(at.M), stats.max);
+    rt.put(ptr(at.M), max.map((m, i) => (capRel ? m - cap(ref2[i]) : 0)));
+  } else rt.put(ptr(at.M), max);
   rt.put(ptr(at.A), terms.A);
   rt.put(ptr(at.U), terms.U);
   rt.put(ptr(at.G), terms.G);

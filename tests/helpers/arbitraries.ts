@@ -980,6 +980,7 @@ export const SHARDED_LOSSES: readonly ShardedLoss[] = [
   "normface",
   "combinedMargin",
   "marginHead",
+  "linearCrossEntropy",
 ].map(shardedForm);
 
 // ------------------------------------------------------------------------------------------------
