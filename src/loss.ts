@@ -93,9 +93,9 @@ export interface Definition<
 /**
  * The class-sharded form a loss has (`losses.sharded`, `src/losses/sharded.ts`): `"logits"`
  * for a fused softmax over shards of the logits or cosines, `"head"` for a head over
- * shards of W.
+ * shards of W, `"linear"` for `linearCrossEntropy` over shards of its vocabulary (rows of W).
  */
-export type ShardForm = "logits" | "head";
+export type ShardForm = "logits" | "head" | "linear";
 
 /** A loss, defined once for every backend. */
 export interface LossDef<I, O, G, K extends KernelName, Parts = unknown>

@@ -112,7 +112,11 @@ export function hostOnly<P extends object, R>(kernel: (p: P) => R, backend: stri
     const at = devicePath(p);
     if (at !== null) {
       throw new TypeError(
-        `Expected every input to be a matrix { data: Float32Array, shape } on the ${backend} backend, got a GPUBuffer (${at}); GPU-resident inputs need init({ backend: "webgpu" })`,
+        `Expected every input to be a matrix { data: Float32Array, shape } on the ${backend} backend, got a GPUBuffer (${at}); ${
+          backend.startsWith("webgpu")
+            ? "this loss has no WebGPU kernel: give it host matrices (it then runs on the host)"
+            : 'GPU-resident inputs need init({ backend: "webgpu" })'
+        }`,
       );
     }
     return kernel(p);

@@ -19,6 +19,7 @@
  * | `distill`   | temperature KL + cross-entropy             | distillation                                                    |
  * | `topkHits`  | top-k hits (a metric)                      | accuracy                                                        |
  * | `head`      | class-chunked GEMM + online log-sum-exp    | marginHead, sphereface, lsoftmax                                |
+ * | `linearCe`  | vocabulary chunks as crossEntropy shards   | linearCrossEntropy                                              |
  * | `softmax`   | row softmax / log-softmax and their VJPs   | softmax, logSoftmax                                             |
  * | `center`    | distances to class centres                 | centerLoss                                                      |
  * | `contrastive` | B x B similarities, rule-aware SupCon    | physicsContrastive (and physMoe)                                |
@@ -59,6 +60,7 @@ import type { HnmProblem } from "./hnm.ts";
 import type { PairedProblem } from "./paired.ts";
 import type { MetricProblem } from "./metric.ts";
 import type { ShardKernels } from "./shards.ts";
+import type { LinearCeProblem } from "./linear_ce.ts";
 
 export * from "./core.ts";
 
@@ -70,6 +72,7 @@ export interface Kernels extends ShardKernels {
   distill: Kernel<DistillationProblem>;
   topkHits: Kernel<AccuracyProblem>;
   head: Kernel<HeadProblem>;
+  linearCe: Kernel<LinearCeProblem>;
   softmax: SoftmaxKernel;
   center: Kernel<CenterProblem>;
   contrastive: Kernel<ContrastiveProblem>;

@@ -6,7 +6,8 @@
  * @module
  */
 import * as v from "../validate.ts";
-import type { HeadPhases, HeadProblem, HeadRowTerms, HeadStats } from "./head.ts";
+import { type HeadPhases, type HeadProblem, type HeadRowTerms, type HeadStats, labelTerms } from "./head.ts";
+import type { LinearCeProblem } from "./linear_ce.ts";
 
 /**
  * One shard's per-row statistics (float64 `[N]` vectors), or several shards' merged by
@@ -358,6 +359,9 @@ export interface ShardKernels {
   headShardGrads(
     p: HeadShardProblem,
   ): { x: Float32Array; W: Float32Array } | Promise<{ x: Float32Array; W: Float32Array }>;
+  linearShardStats(p: LinearShardProblem): ShardStats | Promise<ShardStats>;
+  /** The shard's gradients: `x` (its share), `W` (its rows) and `bias` (its slice, with a bias). */
+  linearShardGrads(p: LinearShardProblem): Record<string, Float32Array> | Promise<Record<string, Float32Array>>;
 }
 
 /** A head shard's kernels from a backend's two head phases (over the shard's rows of W). */
@@ -366,4 +370,83 @@ export function headShardKernels(phases: HeadPhases): Pick<ShardKernels, "headSh
     headShardStats: (q) => phases.stats(q.p, q.p.W, q.first),
     headShardGrads: (q) => phases.grads(q.p, q.p.W, q.first, q.stats!, q.terms!),
   };
+}
+
+/** What the row terms of a fused softmax cross-entropy need besides the merged statistics. */
+export interface LogitRowInputs {
+  /** Global labels, ignored rows -1. */
+  readonly labels: Int32Array;
+  /** Every class's weight, or null for all 1. */
+  readonly weight: Float32Array | null;
+  readonly smoothing: number;
+  /** C, the number of classes of the softmax. */
+  readonly classes: number;
+  readonly zLoss: number;
+  /** Per-row gradient scales of the cross-entropy and (with `zLoss`) of the z-loss. */
+  readonly scales: Float64Array;
+  readonly zScales: Float64Array;
+  /** `[N, 2]`: the label's logit and its derivative `dz_y / dx_y` (index `2i + 1` is read). */
+  readonly target: Float64Array;
+}
+
+/**
+ * crossEntropy's row terms from the merged statistics of every class (a sharded
+ * crossEntropy's `finish`, and each vocabulary chunk of `linearCrossEntropy`): per row the
+ * loss `(1-eps) w_y nll + (eps/C) sum_c w_c (lse - z_c)` (the last sum as `W log(total) +
+ * below`), the z-loss `k lse^2`, and the coefficients of the gradient w.r.t. the logits,
+ * `dz_c = A e^(z_c - max) - U w_c` off the label and `G` (already times `dz_y/dx_y`) at it.
+ * Ignored rows are 0.
+ */
+export function logitRowTerms(
+  stats: ShardStats,
+  q: LogitRowInputs,
+): { rows: Float64Array; zRows: Float64Array; A: Float64Array; U: Float64Array; G: Float64Array } {
+  const n = q.labels.length;
+  const eps = q.smoothing, epsC = eps / q.classes;
+  let W = q.classes;
+  if (q.weight) W = q.weight.reduce((t, w) => t + w, 0);
+  const A = new Float64Array(n), U = new Float64Array(n), G = new Float64Array(n);
+  const rows = new Float64Array(n), zRows = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    if (q.labels[i] < 0) continue;
+    const wy = q.weight ? q.weight[q.labels[i]] : 1;
+    const M = stats.max[i], S = stats.sum[i];
+    const [nll, , om] = labelTerms(stats.target[i], M, S);
+    const total = S + Math.exp(stats.target[i] - M);
+    rows[i] = (1 - eps) * wy * nll + (eps === 0 ? 0 : epsC * (W * Math.log(total) + stats.below![i]));
+    // dz_c = s_i (a p_c - u w_c), a = (1-eps) w_y + (eps/C) W, u = eps/C;
+    // dz_y = s_i (eps/C W (1 - om) - (1-eps) w_y om - (eps/C) w_y), om = 1 - p_y
+    const a = (1 - eps) * wy + epsC * W, s = q.scales.length ? q.scales[i] : 0;
+    A[i] = (s * a) / total;
+    U[i] = s * epsC;
+    G[i] = s * (epsC * W * (1 - om) - (1 - eps) * wy * om - epsC * wy);
+    if (q.zLoss) {
+      // z-loss: k lse^2, gradient 2 k lse p_c at its own scale (p_y = e^(target - max) / total).
+      const lse = M + Math.log(total), zk = (q.zScales.length ? q.zScales[i] : 0) * 2 * q.zLoss * lse;
+      zRows[i] = q.zLoss * lse * lse;
+      A[i] += zk / total;
+      G[i] += (zk * Math.exp(stats.target[i] - M)) / total;
+    }
+    G[i] *= q.target[2 * i + 1];
+  }
+  return { rows, zRows, A, U, G };
+}
+
+/** The coefficients of the gradient w.r.t. the logits from the merged statistics (`logitRowTerms`'s). */
+export interface LinearShardTerms {
+  readonly A: Float64Array;
+  readonly U: Float64Array;
+  /** The label's coefficient, without the label's slope through the cap (the kernel applies it). */
+  readonly G: Float64Array;
+}
+
+/**
+ * A shard of `linearCrossEntropy`'s vocabulary: its problem on the shard's rows of W (labels
+ * local: -1 ignored, the shard's class index, or `c` for a label on another shard; weight and
+ * bias the shard's slices) and (finish) every shard's merged statistics and the row terms.
+ */
+export interface LinearShardProblem {
+  readonly p: LinearCeProblem;
+  readonly stats?: ShardStats;
+  readonly terms?: LinearShardTerms;
 }

@@ -102,3 +102,10 @@ export {
   type MultiSimilarityOptions,
 } from "./multi_similarity.ts";
 export { proxyAnchor, type ProxyAnchorGrads, type ProxyAnchorInputs, type ProxyAnchorOptions } from "./proxy_anchor.ts";
+export {
+  linearCrossEntropy,
+  type LinearCrossEntropyGrads,
+  type LinearCrossEntropyInputs,
+  type LinearCrossEntropyOptions,
+  type LinearCrossEntropyParts,
+} from "./linear_cross_entropy.ts";

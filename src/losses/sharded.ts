@@ -25,16 +25,19 @@ import type { CommonOptions, Labels, Matrix, Upstream } from "../types.ts";
 import { type CrossEntropyOptions, largeVocabulary, nonIgnored } from "./cross_entropy.ts";
 import * as v from "../validate.ts";
 import { labelTargets, type MarginDef, type MarginOptions } from "./margin.ts";
-import { type HeadProblem, headRowTerms, labelTerms } from "../kernels/head.ts";
+import { type HeadProblem, headRowTerms } from "../kernels/head.ts";
 import { type HeadDef, headTargets, labelStats, type MarginHeadOptions } from "./margin_head.ts";
 import {
   checkStats,
+  logitRowTerms,
   type LogitShardProblem,
   type ShardKernels,
   shardRecord,
   type ShardStats,
 } from "../kernels/shards.ts";
 import type * as registry from "./registry.ts";
+import { biasOf, type LinearCrossEntropyOptions } from "./linear_cross_entropy.ts";
+import { capped, type LinearCeProblem } from "../kernels/linear_ce.ts";
 
 /** Where a shard's classes are: its first class and the number of classes of all shards. */
 export interface ShardOptions {
@@ -192,36 +195,11 @@ function logitShardDef(def: LogitDef): ShardDef {
       const scales = v.rowScales(s.reduction, upstream, n, s.denominator, ignored);
       // The z-loss k lse^2 ("mean": over the non-ignored rows), lse from the merged statistics.
       const count = nonIgnored(s.labels), zScales = v.rowScales(s.reduction, upstream, n, count, ignored);
-      const zRows = new Float64Array(n);
-      const eps = s.smoothing, epsC = eps / s.classes;
-      let W = s.classes;
-      if (s.weight) W = s.weight.reduce((t, w) => t + w, 0);
-      const A = new Float64Array(n), U = new Float64Array(n), G = new Float64Array(n), rows = new Float64Array(n);
-      for (let i = 0; i < n; i++) {
-        if (s.labels[i] < 0) continue;
-        const wy = s.weight ? s.weight[s.labels[i]] : 1;
-        const M = stats.max[i], S = stats.sum[i];
-        const [nll, , om] = labelTerms(stats.target[i], M, S);
-        const total = S + Math.exp(stats.target[i] - M);
-        // loss = (1-eps) w_y nll + (eps/C) sum_c w_c (lse - z_c), the last sum as W log(total) + below
-        if (local[i] >= 0) {
-          rows[i] = (1 - eps) * wy * nll + (eps === 0 ? 0 : epsC * (W * Math.log(total) + stats.below![i]));
-        }
-        // dz_c = s_i (a p_c - u w_c), a = (1-eps) w_y + (eps/C) W, u = eps/C;
-        // dz_y = s_i (eps/C W (1 - om) - (1-eps) w_y om - (eps/C) w_y), om = 1 - p_y
-        const a = (1 - eps) * wy + epsC * W;
-        A[i] = (scales[i] * a) / total;
-        U[i] = scales[i] * epsC;
-        G[i] = scales[i] * (epsC * W * (1 - om) - (1 - eps) * wy * om - epsC * wy);
-        if (s.zLoss) {
-          // z-loss: k lse^2, gradient 2 k lse p_c at its own scale (p_y = e^(target - max) / total).
-          const lse = M + Math.log(total), zk = zScales[i] * 2 * s.zLoss * lse;
-          if (local[i] >= 0) zRows[i] = s.zLoss * lse * lse;
-          A[i] += zk / total;
-          G[i] += (zk * Math.exp(stats.target[i] - M)) / total;
-        }
-        G[i] *= own[2 * i + 1];
-      }
+      const t = logitRowTerms(stats, { ...s, scales, zScales, target: own });
+      const { A, U, G } = t;
+      // The shard's share: the rows whose label it holds.
+      const rows = t.rows.map((r, i) => (local[i] >= 0 ? r : 0)),
+        zRows = t.zRows.map((r, i) => (local[i] >= 0 ? r : 0));
       return then(k.logitShardGrads({ ...s.problem, max: stats.max, A, U, G, out: null }), (grad) => {
         const ce = v.reduce(rows, s.reduction, s.denominator), z = v.reduce(zRows, s.reduction, count);
         const loss = typeof ce === "number" ? ce + (z as number) : Float32Array.from(rows, (r, i) => r + zRows[i]);
@@ -317,8 +295,123 @@ const headShardDef = (def: HeadDef<MarginHeadOptions>): ShardDef => ({
   },
 });
 
+/**
+ * A checked shard of `linearCrossEntropy`'s vocabulary: x, the shard's rows of W and slice of the
+ * bias, global labels and class weights; its problem with labels local to the shard (-1 ignored,
+ * the shard's class, or Cs for a label elsewhere).
+ */
+function linearShard(
+  inputs: { x: unknown; W: unknown; bias?: unknown; labels: Labels; classes?: unknown },
+  options: unknown,
+  grad: boolean,
+  upstream?: Upstream,
+) {
+  const o = v.options(options as LinearCrossEntropyOptions & Partial<ShardOptions>);
+  v.inputs(inputs);
+  if (inputs.classes !== undefined) {
+    throw new TypeError(
+      `Expected no classes on a shard of linearCrossEntropy (its rows of W are its classes), got ${
+        v.show(inputs.classes)
+      }`,
+    );
+  }
+  const [n, d] = v.batch("x", inputs.x);
+  const [cs] = v.matrix("W", inputs.W, undefined, d);
+  const { offset, classes } = shardOf("W", cs, o);
+  const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
+  const labels = v.labels("labels", inputs.labels, n, classes, ignoreIndex);
+  const bias = biasOf(inputs.bias, cs);
+  const weight = v.vector("options.weight", o.weight, classes, 0, v.MAX_WEIGHT);
+  const smoothing = v.number("options.labelSmoothing", o.labelSmoothing, 0, { min: 0, max: 1 });
+  const { softcap, zLoss } = largeVocabulary(o);
+  const reduction = v.reduction(o.reduction);
+  const x = v.values(inputs.x as Matrix), W = v.values(inputs.W as Matrix);
+  if (v.onDevice(x) || v.onDevice(W)) {
+    throw new TypeError("Expected x and W to be host matrices { data, shape } (sharded losses), got a GPUBuffer");
+  }
+  if (o.checkFinite) {
+    v.finite("x", x, d);
+    v.finite("W", W, d);
+    if (bias) v.finite("bias", bias, cs);
+  }
+  const local = labels.map((y) => (y < 0 ? -1 : y >= offset && y < offset + cs ? y - offset : cs));
+  const target = new Float64Array(2 * n);
+  for (let i = 0; i < n; i++) {
+    const y = local[i];
+    if (y < 0 || y >= cs) continue;
+    let u = bias ? bias[y] : 0;
+    for (let k = 0; k < d; k++) u += x[i * d + k] * W[y * d + k];
+    target.set(capped(u, softcap), 2 * i);
+  }
+  let denominator = 0;
+  for (let i = 0; i < n; i++) if (labels[i] >= 0) denominator += weight ? weight[labels[i]] : 1;
+  const count = nonIgnored(labels), ignored = (i: number) => labels[i] < 0;
+  const scales = grad ? v.rowScales(reduction, upstream, n, denominator, ignored) : new Float64Array(0);
+  const zScales = grad ? v.rowScales(reduction, upstream, n, count, ignored) : new Float64Array(0);
+  const p: LinearCeProblem = {
+    grad,
+    n,
+    d,
+    c: cs,
+    x,
+    W,
+    bias,
+    labels: local,
+    weight: weight && weight.subarray(offset, offset + cs),
+    smoothing,
+    softcap,
+    zLoss,
+    target,
+    scales,
+    zScales,
+    reduction,
+    denominator,
+    count,
+    outX: null,
+    outW: null,
+    outBias: null,
+  };
+  return { p, labels, weight, classes, local };
+}
+
+/** The sharded form of `linearCrossEntropy` (its vocabulary over shards of W's rows). */
+const linearShardDef = (def: LossDef<unknown, unknown, unknown, "linearCe">): ShardDef => ({
+  name: def.name,
+  inputs: def.inputs,
+  options: [...(def.options as readonly string[]), ...SHARD_KEYS],
+  stats(inputs, options, k) {
+    return k.linearShardStats({ p: linearShard(inputs, options, false).p });
+  },
+  finish(inputs, stats, options, upstream, k) {
+    const s = linearShard(inputs, options, true, upstream), { p } = s;
+    checkStats("stats", stats, p.n, p.smoothing !== 0);
+    // The row terms from the merged statistics, G without the label's slope (the kernel applies it).
+    const unit = Float64Array.from({ length: 2 * p.n }, (_, k) => (k % 2 ? 1 : 0));
+    const t = logitRowTerms(stats, { ...p, labels: s.labels, weight: s.weight, classes: s.classes, target: unit });
+    const own = (i: number) => s.local[i] >= 0 && s.local[i] < p.c;
+    const rows = t.rows.map((r, i) => (own(i) ? r : 0)), zRows = t.zRows.map((r, i) => (own(i) ? r : 0));
+    return then(k.linearShardGrads({ p, stats, terms: t }), (g) => {
+      const ce = v.reduce(rows, p.reduction, p.denominator), z = v.reduce(zRows, p.reduction, p.count);
+      const loss = typeof ce === "number" ? ce + (z as number) : Float32Array.from(rows, (r, i) => r + zRows[i]);
+      return {
+        loss,
+        z,
+        grads: {
+          x: { data: g.x, shape: [p.n, p.d] },
+          W: { data: g.W, shape: [p.c, p.d] },
+          ...(g.bias ? { bias: g.bias } : {}),
+        },
+      };
+    });
+  },
+});
+
 /** The sharded form of a definition that has one (its `shard`). */
-const FORMS: Record<ShardForm, (def: never) => ShardDef> = { logits: logitShardDef, head: headShardDef };
+const FORMS: Record<ShardForm, (def: never) => ShardDef> = {
+  logits: logitShardDef,
+  head: headShardDef,
+  linear: linearShardDef,
+};
 
 /** What a sharded loss's method returns: `T` on the CPU backends (`"sync"`), a Promise of it on `init()`'s. */
 export type ShardedReturn<W extends "sync" | "async", T> = W extends "sync" ? T : Promise<T>;

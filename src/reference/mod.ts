@@ -9,6 +9,7 @@ import { hostKernels } from "../kernels/mod.ts";
 import { topkHits } from "./accuracy.ts";
 import { hardLabel } from "./cross_entropy.ts";
 import { head } from "./margin_head.ts";
+import { linearCe } from "./linear_cross_entropy.ts";
 import { distill } from "./distillation.ts";
 import { klDiv } from "./kl_div.ts";
 import { softTarget } from "./soft_cross_entropy.ts";
@@ -48,6 +49,7 @@ export const referenceKernels: Kernels = hostKernels(
     distill,
     topkHits,
     head,
+    linearCe,
     softmax: softmaxTransform,
     ...referenceMetricKernels,
     ...referenceShardKernels,

@@ -8,6 +8,7 @@
 import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKernels } from "../kernels/shards.ts";
 import { headShardKernels } from "../kernels/shards.ts";
 import { headGrads, headStats } from "./margin_head.ts";
+import { linearShardGrads, linearShardStats } from "./linear_cross_entropy.ts";
 
 /** Row i's logits z_j = scale * clamp?(x_j) or softcap c tanh(x_j / c) (the label's: its target) and dz_j / dx_j. */
 function rowLogits(p: LogitShardProblem, i: number, z: Float64Array, dz: Float64Array): void {
@@ -72,4 +73,6 @@ export const referenceShardKernels: ShardKernels = {
   logitShardStats,
   logitShardGrads,
   ...headShardKernels({ stats: headStats, grads: headGrads }),
+  linearShardStats,
+  linearShardGrads,
 };

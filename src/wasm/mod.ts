@@ -24,6 +24,7 @@ import { metric } from "./metric.ts";
 // The composites' combination: elementwise sums and one dot per row and expert, on the host.
 import { combine } from "../reference/combine.ts";
 import { wasmShardKernels } from "./sharded.ts";
+import { linearCe } from "./linear_cross_entropy.ts";
 
 /** The WebAssembly kernels. */
 export const wasmKernels: Kernels = hostKernels(
@@ -34,6 +35,7 @@ export const wasmKernels: Kernels = hostKernels(
     distill,
     topkHits,
     head,
+    linearCe,
     softmax: softmaxTransform,
     center,
     contrastive,

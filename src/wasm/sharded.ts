@@ -9,6 +9,7 @@
 import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKernels } from "../kernels/shards.ts";
 import { headShardKernels } from "../kernels/shards.ts";
 import { headGrads, headStats } from "./margin_head.ts";
+import { linearShardGrads, linearShardStats } from "./linear_cross_entropy.ts";
 import { Layout, runtime } from "./runtime.ts";
 import { type Chunk, streamRows, threadsOf } from "./stream.ts";
 
@@ -110,4 +111,6 @@ export const wasmShardKernels: ShardKernels = {
   logitShardStats,
   logitShardGrads,
   ...headShardKernels({ stats: headStats, grads: headGrads }),
+  linearShardStats,
+  linearShardGrads,
 };

@@ -596,6 +596,30 @@ const definitions: Definition[] = [
   },
   angularHead("sphereface"),
   angularHead("lsoftmax"),
+  {
+    // linearCrossEntropy (SPEC §9): crossEntropy's options on x W^T (no bias: optional), logits
+    // to |1e4| (the wasm kernel takes large ones in float64 relative to a per-row reference).
+    name: "linearCrossEntropy",
+    kind: "loss",
+    grads: ["x", "W"],
+    layout: { kind: "head" },
+    reductions: REDUCTIONS,
+    normalised: [],
+    options: (s) =>
+      fc.record({
+        weight: classVector(s.c),
+        labelSmoothing: option(0, 0.9, 0, 0.1, 0.9),
+        softcap: fc.oneof(logUniform(-3, 5), fc.constantFrom(1e-3, 1, 30, 1e9)),
+        zLoss: option(0, 1, 0, 1e-4, 1),
+      }, { requiredKeys: [] }),
+    inputs: (s, _o, ignore) => headInputs(s.n, s.c, s.d, ignore, (x, W) => maxNorm(x) * maxNorm(W)),
+    bad: (s) => ({
+      weight: badVectors(s.c),
+      labelSmoothing: [-0.01, 1.01, ...BAD_NUMBER],
+      softcap: [0, -1, -0, ...BAD_NUMBER],
+      zLoss: [-1e-4, ...BAD_NUMBER],
+    }),
+  },
   ...(["softmax", "logSoftmax"] as const).map((name): Definition => ({
     name,
     kind: "transform",
@@ -958,6 +982,7 @@ export const SHARDED_LOSSES: readonly ShardedLoss[] = [
   "normface",
   "combinedMargin",
   "marginHead",
+  "linearCrossEntropy",
 ].map(shardedForm);
 
 // ------------------------------------------------------------------------------------------------

@@ -1,0 +1,151 @@
+/**
+ * `linearCrossEntropy` (fused linear cross-entropy) from hidden states x [N, D] (U(-1, 1)) and an
+ * output projection W [V, D] (U(-0.05, 0.05)): softmargin's wasm call (one thread, and two),
+ * against `3 GEMMs` (the three products X W^T, dX += G W and dW = G^T X alone, chunk by chunk of
+ * 128 classes as the call makes them, in the same rounds: the floor; the call makes the logits
+ * twice, so its floor is nearer 4/3 of it) and `tfjs-wasm` (`tf.matMul` + `tf.losses.softmaxCrossEntropy`
+ * under `tf.valueAndGrads`, which holds the [N, V] logits and their gradient); memory of one
+ * call in a fresh process (peak resident memory, WebAssembly memory growth, TF.js heap).
+ * See bench/README.md.
+ *
+ * ```sh
+ * deno run -A bench/lce_bench.ts [--quick] [--shapes 1024x1024x32000,256x2048x128256] [--json out.json]
+ * deno run -A bench/lce_bench.ts --shapes 4096x2048x128256 --only "wasm*" --rounds 1   # the memory run
+ * ```
+ *
+ * @module
+ */
+import type { Matrix } from "../cpu.ts";
+import { init } from "../mod.ts";
+import { runtime } from "../src/wasm/runtime.ts";
+import type { Contender, Lib, Out, Shape } from "./engine.ts";
+import { labelsOf, lossCall, mulberry32, run, sink, uniform } from "./engine.ts";
+import { initTf, tf, tfMissing, tfRun, tfUse } from "./impls.ts";
+
+/** Classes per chunk of the call (src/wasm/linear_cross_entropy.ts). */
+const CHUNK = 128;
+
+type Ctx = { n: number; d: number; v: number; x: Float32Array; W: Float32Array; labels: Int32Array } & {
+  free: (() => void)[];
+};
+
+function context([n, d, v]: Shape): Ctx {
+  const rand = mulberry32(v + d);
+  return { n, d, v, x: uniform(rand, n * d), W: uniform(rand, v * d, 0.05), labels: labelsOf(rand, n, v), free: [] };
+}
+
+const inputs = ({ n, d, v, x, W, labels }: Ctx) => ({
+  x: { data: x, shape: [n, d] } as Matrix,
+  W: { data: W, shape: [v, d] } as Matrix,
+  labels,
+});
+
+/** Two-thread losses, made once. */
+let twoThreads: Awaited<ReturnType<typeof init>> | null = null;
+
+function library(lib: Lib): Contender<Ctx>[] {
+  return [
+    {
+      name: "wasm",
+      group: "lce",
+      ours: true,
+      ratioTo: "3 GEMMs",
+      setup: (ctx, mode) => ({
+        run: lossCall(lib.cpu.wasm.linearCrossEntropy, mode, inputs(ctx), {}, ["x", "W"]),
+      }),
+    },
+    {
+      name: "wasm 2 threads",
+      group: "lce",
+      ours: true,
+      ratioTo: "wasm",
+      async setup(ctx, mode) {
+        twoThreads ??= await init({ backend: "wasm", threads: 2 });
+        if (twoThreads.threads < 2) return `2 threads unavailable: ${twoThreads.note}`;
+        return { run: lossCall(twoThreads.linearCrossEntropy, mode, inputs(ctx), {}, ["x", "W"]) };
+      },
+    },
+  ];
+}
+
+/** The three products alone, as the call makes them: per chunk of 128 classes, W_J^T transposed, W in WebAssembly memory. */
+const gemms: Contender<Ctx> = {
+  name: "3 GEMMs",
+  floor: true,
+  setup({ n, d, v, x, W, free }, mode) {
+    if (mode !== "valueAndGrad") return "n/a";
+    const rt = runtime(), ptrs: number[] = [];
+    const at = (bytes: number, src?: Float32Array) => {
+      const p = rt.malloc(bytes);
+      if (src) rt.f32.set(src, p >>> 2);
+      return ptrs.push(p), p;
+    };
+    const X = at(n * d * 4, x), Wp = at(v * d * 4, W), WT = at(d * CHUNK * 4), S = at(n * CHUNK * 4);
+    const dX = at(n * d * 4), dW = at(CHUNK * d * 4);
+    rt.f32.fill(1e-3, S >>> 2, (S >>> 2) + n * CHUNK);
+    free.push(() => ptrs.forEach((p) => rt.free(p)));
+    return {
+      run: (): Out => {
+        for (let j0 = 0; j0 < v; j0 += CHUNK) {
+          const m = Math.min(CHUNK, v - j0), wj = Wp + j0 * d * 4;
+          rt.k.transpose(wj, m, d, WT);
+          rt.k.gemm(S, m, n, m, d, X, d, 1, WT, m, 0);
+          rt.k.gemm(dX, d, n, d, m, S, m, 1, wj, d, j0 ? 1 : 0);
+          rt.k.gemm(dW, d, m, d, n, S, 1, m, X, d, 0);
+        }
+        sink.value += rt.f32[dX >>> 2];
+        return {};
+      },
+    };
+  },
+};
+
+/** TF.js (wasm backend): x W^T, softmaxCrossEntropy on one-hot labels, gradients by tf.valueAndGrads. */
+const tfjs: Contender<Ctx> = {
+  name: "tfjs-wasm",
+  group: "lce",
+  enter: tfUse("wasm"),
+  setup: ({ n, d, v, x, W, labels }, mode) =>
+    tfMissing("wasm") ?? {
+      run: () =>
+        tfRun((): Out => {
+          const onehot = tf.oneHot(tf.tensor1d(labels, "int32"), v);
+          const f = (a: tf.Tensor, b: tf.Tensor) =>
+            tf.losses.softmaxCrossEntropy(onehot, tf.matMul(a, b, false, true)) as tf.Scalar;
+          const xs = [tf.tensor2d(x, [n, d]), tf.tensor2d(W, [v, d])];
+          if (mode === "forward") return { loss: f(xs[0], xs[1]).dataSync()[0] };
+          const { value, grads } = tf.valueAndGrads(f)(xs), gs = grads.map((t) => t.dataSync() as Float32Array);
+          sink.value += gs[1][0];
+          return { loss: value.dataSync()[0], grads: gs };
+        }),
+    },
+};
+
+await run<Ctx>(async () => {
+  await initTf();
+  return {
+    name: "lce",
+    title: "linearCrossEntropy from x [N, D] and W [V, D] (no bias, defaults); its three GEMMs alone; TF.js",
+    modes: ["valueAndGrad", "forward"],
+    defaultModes: ["valueAndGrad"],
+    shapes: {
+      default: [[1024, 1024, 32000], [256, 2048, 128256]],
+      quick: [[256, 512, 8000]],
+    },
+    timing: {
+      default: { rounds: 2, roundTime: 0.5, warmupTime: 0.1, slowBudget: 60, minSamples: 1, skipAbove: 600 },
+      quick: { rounds: 2, roundTime: 0.2, slowBudget: 2, skipAbove: 5 },
+    },
+    // Flops of the three products (the call makes the logits twice: 8 N D V).
+    work: ([n, d, v], mode) => (mode === "valueAndGrad" ? 6 : 2) * n * d * v,
+    unit: ["GFLOP/s", 1e9],
+    library,
+    contenders: [gemms, tfjs],
+    context,
+    dispose: (ctx) => ctx.free.forEach((f) => f()),
+    // The float64 reference would take minutes at these sizes: the outputs are compared with TF.js's by the summary's loss.
+    reference: () => ({}),
+    baseline: "wasm",
+    memory: { warm: [8, 16, 300], when: (_, mode) => mode === "valueAndGrad" },
+  };
+});

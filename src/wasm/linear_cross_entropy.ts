@@ -1,0 +1,413 @@
+/**
+ * WebAssembly driver of `linearCrossEntropy`: the classes are streamed in chunks of 128,
+ * twice, so the `[N, V]` logits never exist (WebAssembly memory holds x, one chunk's
+ * `[N, 128]` block and x's gradient; on one thread W and its gradient stay outside, one
+ * chunk copied in and out at a time).
+ *
+ *  1. Statistics: per chunk the dot products `S = X W_J^T` (the heads' GEMM), then
+ *     `lce_stats` (assembly/linear_cross_entropy.ts): the bias added, the chunk taken as a
+ *     shard of crossEntropy's logits (`shard_stats`: softcap, smoothing, weights) and merged
+ *     into the running per-row (max, non-label sum, `below`) exactly as `mergeShardStats`
+ *     merges shards. The row terms come from the merged statistics (`logitRowTerms`).
+ *  2. Gradients: per chunk the dot products again, `lce_grads` (the shard's gradient
+ *     w.r.t. its logits, over S), then `dX += G W_J`, `dW_J = G^T X` and `db_J = sum_i G`.
+ *
+ * Accuracy of the sums (V = 128,256, D = 4096): each class's row of dW is formed once, by
+ * one product over the N rows (no accumulation across chunks), in float32 over blocks of
+ * at most 1024 rows and the blocks summed in float64; x's gradient, a sum over every
+ * class, is summed in float32 by the GEMM over 16 chunks (2048 classes) at a time and
+ * those partial sums in float64; the bias gradient in float64. The row scale of
+ * `reduction: "none"` (the per-row upstream) is inside G before either product.
+ *
+ * Threads (src/wasm/pool.ts): the classes are split into one range of whole chunks per
+ * thread, each running both phases over its range in its own scratch; the caller merges
+ * the ranges' statistics (`mergeShardStats`), sums x's gradient over the ranges in float64,
+ * and each thread writes the rows of dW (and bias) of its own classes. W and its gradient
+ * then live in WebAssembly memory for the call (copied in and out unless `alloc`ated there).
+ *
+ * @module
+ */
+import type { Raw } from "../kernels/core.ts";
+import { correctRows, type LinearCeProblem } from "../kernels/linear_ce.ts";
+import {
+  type LinearShardProblem,
+  type LinearShardTerms,
+  logitRowTerms,
+  mergeShardStats,
+  type ShardStats,
+} from "../kernels/shards.ts";
+import type { Exports } from "./generated.ts";
+import { pool, type Recorder, split } from "./pool.ts";
+import { maxNorm, PRECISE_ABOVE } from "../kernels/head.ts";
+import { Layout, runtime } from "./runtime.ts";
+
+/** Classes per chunk (as the heads): `[N, 128]` blocks and `[128, D]` slices of W stay in L2 for typical N and D. */
+const CHUNK = 128;
+/** Chunks of x's gradient summed in float32 by the GEMM before each float64 flush. */
+const FLUSH = 16;
+/** Rows per float32 product of W's gradient; the blocks are summed in float64. */
+const ROW_BLOCK = 1024;
+/** Multiply-adds per thread below which the call stays on one thread (waking a worker takes ~30 us). */
+const MIN_PER_THREAD = 1 << 22;
+/** WebAssembly memory (bytes) a threaded call may take: W and dW move in whole. */
+const MAX_THREADED_BYTES = 3.5 * 2 ** 30;
+
+/**
+ * Whether the logits can be large (as the heads' "precise" mode, src/wasm/margin_head.ts): a
+ * float32 logit of 1e4 is good to only 6e-4. Then the dot products are summed in float64
+ * (dots64, the bias inside) and each row is held relative to a reference: the label's logit
+ * in phase 1 (where the row's loss is large unless the label is near the maximum, so the
+ * relative rounding that matters is that of the values near it), the merged maximum in phase 2.
+ * A softcap c <= 256 bounds the logits (no precise mode); a larger one is applied to the
+ * relative values as the cap's difference `cap(u) - cap(ref)` (`lce_cap_relative`), its
+ * slope kept beside them for the gradient.
+ */
+function isPrecise(p: LinearCeProblem): boolean {
+  if (p.softcap && p.softcap <= PRECISE_ABOVE) return false;
+  const rt = runtime(), x = rt.pin(p.x)(), W = rt.pin(p.W)();
+  let b = 0;
+  if (p.bias) { for (const v of p.bias) b = Math.max(b, Math.abs(v)); }
+  return maxNorm(x, p.n, p.d) * maxNorm(W, p.c, p.d) + b > PRECISE_ABOVE;
+}
+
+/** Each row's uncapped label logit `x_i . W_y + b_y` (float64; 0 for an ignored row). */
+function labelLogits(p: LinearCeProblem, x: Float32Array, W: Float32Array): Float64Array {
+  const { d } = p;
+  return Float64Array.from(p.labels, (y, i) => {
+    if (y < 0 || y >= p.c) return 0;
+    let u = p.bias ? p.bias[y] : 0;
+    for (let k = 0; k < d; k++) u += x[i * d + k] * W[y * d + k];
+    return u;
+  });
+}
+
+/** Row losses, z-loss rows, correct rows and gradients of `linearCrossEntropy` on the WebAssembly backend. */
+export const linearCe = (p: LinearCeProblem): Raw => lce(p, "full") as Raw;
+
+/**
+ * A shard of the vocabulary (`sharded.linearCrossEntropy`, the problem's labels local to the shard:
+ * -1 ignored, the shard's class index, or `c` for a label on another shard): phase 1 alone, its
+ * statistics (`target`: the label's logit where the shard holds it, else 0).
+ */
+export const linearShardStats = (q: LinearShardProblem): ShardStats => lce(q.p, "stats") as ShardStats;
+
+/** A shard's gradients from every shard's merged statistics and the row terms (`G` without the label's slope). */
+export const linearShardGrads = (q: LinearShardProblem): Record<string, Float32Array> =>
+  (lce(q.p, { max: q.stats!.max, ...q.terms! }) as Raw).grads;
+
+/** The call: both phases (`"full"`), phase 1 alone (`"stats"`), or phase 2 alone from merged statistics. */
+function lce(
+  p: LinearCeProblem,
+  mode: "full" | "stats" | (LinearShardTerms & { max: Float64Array }),
+): Raw | ShardStats {
+  const { n, d, c } = p;
+  const B = Math.min(CHUNK, c);
+  const pl = pool();
+  const big = n > ROW_BLOCK;
+  // One range per thread (whole chunks), each with its own scratch.
+  const perThread = (n * B * 4 + d * B * 4 + B * d * 4 + (p.grad ? n * d * 12 + (big ? B * d * 8 : 0) : 0)) +
+    n * 8 * 12 + 8 * B;
+  const precise = isPrecise(p);
+  const wanted = pl && !precise ? Math.min(pl.active, Math.ceil(c / B), Math.floor((n * c * d) / MIN_PER_THREAD)) : 1;
+  const fits = (n * d * 4 + c * d * 8 + wanted * perThread) < MAX_THREADED_BYTES;
+  const threads = pl && wanted >= 2 && fits ? wanted : 1;
+  const rt = pl && threads > 1 ? pl.rt : runtime();
+  // Inputs and outputs may live in WebAssembly memory: pinned before the arena may grow it.
+  const pinX = rt.pin(p.x), pinW = rt.pin(p.W);
+  const pinOX = p.outX && rt.pin(p.outX.data), pinOW = p.outW && rt.pin(p.outW.data);
+  const pinOB = p.outBias && rt.pin(p.outBias);
+  const inMemory = threads > 1;
+  // Precise: x and W rows with the bias as one more column (x's a 1), so that dots64's float64
+  // dot product includes it; every row held relative to its reference (phase 1: the label's
+  // logit T_i, phase 2: the merged maximum).
+  const da = precise && p.bias ? d + 1 : d;
+  const capRel = precise && p.softcap > 0, cap = (u: number) => (capRel ? p.softcap * Math.tanh(u / p.softcap) : u);
+  const wAt = inMemory ? rt.addressOf(p.W) : -1, gwAt = inMemory && p.outW ? rt.addressOf(p.outW.data) : -1;
+  const lay = new Layout();
+  const at = {
+    X: lay.add(n * da * 4),
+    off: lay.add(n * 8),
+    ones: precise ? lay.add(B * 12) : -1,
+    labels: lay.add(n * 4),
+    target: lay.add(n * 16),
+    bias: p.bias ? lay.add(c * 4) : -1,
+    weight: p.weight ? lay.add(c * 4) : -1,
+    M: lay.add(n * 8),
+    A: lay.add(n * 8),
+    U: lay.add(n * 8),
+    G: lay.add(n * 8),
+    db: p.grad && p.bias ? lay.add(c * 4) : -1,
+    W: inMemory && wAt < 0 ? lay.add(c * d * 4) : -1,
+    gW: inMemory && p.grad && gwAt < 0 ? lay.add(c * d * 4) : -1,
+  };
+  const own = Array.from({ length: threads }, () => ({
+    local: lay.add(n * 4),
+    cap: lay.add(8 * B),
+    cmax: lay.add(n * 8),
+    csum: lay.add(n * 8),
+    cbelow: lay.add(n * 8),
+    M: lay.add(n * 8),
+    sum: lay.add(n * 8),
+    below: lay.add(n * 8),
+    wsum: lay.add(8),
+    top: lay.add(n * 8),
+    zy: lay.add(n * 8),
+    WJ: inMemory ? -1 : lay.add(B * da * 4),
+    WT: lay.add(d * B * 4),
+    S: lay.add(n * B * 4),
+    dWJ: !inMemory || big ? lay.add(B * d * 4) : -1,
+    dW64: big ? lay.add(B * d * 8) : -1,
+    dX: p.grad ? lay.add(n * d * 4) : -1,
+    dX64: p.grad ? lay.add(n * d * 8) : -1,
+    dcap: capRel ? lay.add(n * B * 4) : -1,
+  }));
+  const base = rt.arena(lay.size);
+  const x = pinX(), w = pinW();
+  const ptr = (off: number) => base + off;
+  const f64 = (off: number, len: number) => new Float64Array(rt.buffer, base + off, len);
+  if (da === d) rt.put(ptr(at.X), x);
+  else {
+    const xa = new Float32Array(rt.buffer, ptr(at.X), n * da);
+    for (let i = 0; i < n; i++) [xa.set(x.subarray(i * d, (i + 1) * d), i * da), xa[i * da + d] = 1];
+  }
+  if (precise) {
+    new Float64Array(rt.buffer, ptr(at.ones), B).fill(1);
+    new Float32Array(rt.buffer, ptr(at.ones) + B * 8, B).fill(1);
+  }
+  rt.put(ptr(at.labels), p.labels);
+  rt.put(ptr(at.target), p.target);
+  if (p.bias) rt.put(ptr(at.bias), p.bias);
+  if (p.weight) rt.put(ptr(at.weight), p.weight);
+  const Wp = !inMemory ? -1 : wAt >= 0 ? wAt : ptr(at.W);
+  if (inMemory && wAt < 0) rt.put(Wp, w);
+  const gWp = !inMemory || !p.grad ? -1 : gwAt >= 0 ? gwAt : ptr(at.gW);
+  const slice = (off: number, j0: number) => (off < 0 ? 0 : ptr(off) + j0 * 4);
+  const ranges = own.map((_, t) => split(c, threads, t, B));
+
+  /** Runs `step(k, t, j0, count)` over every chunk of every thread's range: one program per thread, or directly. */
+  const run = (step: (k: Recorder | Exports, t: number, j0: number, count: number, last: boolean) => void) => {
+    const chunksOf = ([c0, c1]: [number, number], k: Recorder | Exports, t: number) => {
+      for (let j0 = c0; j0 < c1; j0 += B) step(k, t, j0, Math.min(B, c1 - j0), j0 + B >= c1);
+    };
+    if (threads === 1) return chunksOf(ranges[0], rt.k, 0);
+    pl!.run(ranges.map((r, t) => {
+      const program: number[] = [];
+      chunksOf(r, pl!.recorder(program), t);
+      return program;
+    }));
+  };
+  /** The chunk's dot products S = X W_J^T (on one thread W_J is copied in first). */
+  const dots = (k: Recorder | Exports, t: number, j0: number, count: number): number => {
+    const o = own[t];
+    let wj = Wp + j0 * d * 4;
+    if (!inMemory) {
+      wj = ptr(o.WJ);
+      const src = pinW().subarray(j0 * d, (j0 + count) * d);
+      if (da === d) new Float32Array(rt.buffer, wj, count * d).set(src);
+      else {
+        const wa = new Float32Array(rt.buffer, wj, count * da);
+        for (let j = 0; j < count; j++) {
+          [wa.set(src.subarray(j * d, (j + 1) * d), j * da), wa[j * da + d] = p.bias![j0 + j]];
+        }
+      }
+    }
+    if (precise) {
+      k.dots64(ptr(o.S), ptr(at.X), n, wj, count, da, ptr(at.off), ptr(at.ones) + B * 8, ptr(at.ones));
+      if (capRel) k.lce_cap_relative(ptr(o.S), n, count, ptr(at.off), p.softcap, ptr(o.dcap));
+      return wj;
+    }
+    k.transpose(wj, count, d, ptr(o.WT));
+    k.gemm(ptr(o.S), count, n, count, d, ptr(at.X), d, 1, ptr(o.WT), count, 0);
+    return wj;
+  };
+
+  const T = Float64Array.from({ length: n }, (_, i) => p.target[2 * i]);
+  const bias = (j0: number) => (precise ? 0 : slice(at.bias, j0));
+  const phase1 = () => {
+    // Phase 1: each range's running statistics. Precise (one thread): relative to a reference per
+    // row, at first the label's logit T_i; a chunk that raises a row's maximum by more than 1
+    // above it moves the reference there (the running values follow) and is taken again, as the
+    // heads do, so the values near the maximum are small and exact.
+    // (With a softcap the reference is an uncapped logit and the values are relative to its cap.)
+    const ref = capRel ? labelLogits(p, x, w) : T.slice();
+    if (precise) {
+      rt.put(ptr(at.off), ref);
+      // the label's logit relative to the reference (0), and its slope 1 where lce_mul applies the cap's
+      rt.put(ptr(at.target), Float64Array.from(p.target, (v, k) => (k % 2 === 0 ? 0 : capRel ? 1 : v)));
+    }
+    const rebase = (t: number, j0: number, count: number, wj: number) => {
+      const o = own[t];
+      rt.k.head_chunk_max(ptr(o.S), n, count, j0, ptr(at.labels), ptr(at.ones) + B * 8, ptr(o.cmax));
+      const cm = f64(o.cmax, n), M = f64(o.M, n), top = f64(o.top, n), zy = f64(o.zy, n), tg = f64(at.target, 2 * n);
+      let again = false;
+      for (let i = 0; i < n; i++) {
+        if (!(cm[i] > 1)) continue;
+        let shift = cm[i];
+        if (capRel) {
+          // the uncapped reference whose cap is cap(ref) + cm (none past the cap's saturation)
+          const to = (cap(ref[i]) + shift) / p.softcap;
+          if (!(Math.abs(to) < 1 - 1e-12)) continue;
+          const next = p.softcap * Math.atanh(to);
+          shift = cap(next) - cap(ref[i]);
+          ref[i] = next;
+        } else ref[i] += shift;
+        [M[i], top[i], zy[i], tg[2 * i]] = [M[i] - shift, top[i] - shift, zy[i] - shift, tg[2 * i] - shift];
+        again = true;
+      }
+      if (!again) return;
+      f64(at.off, n).set(ref);
+      rt.k.dots64(ptr(o.S), ptr(at.X), n, wj, count, da, ptr(at.off), ptr(at.ones) + B * 8, ptr(at.ones));
+      if (capRel) rt.k.lce_cap_relative(ptr(o.S), n, count, ptr(at.off), p.softcap, ptr(o.dcap));
+    };
+    for (const o of own) {
+      f64(o.M, n).fill(-Infinity);
+      f64(o.sum, n).fill(0);
+      f64(o.below, n).fill(0);
+      f64(o.wsum, 1).fill(0);
+      f64(o.top, n).fill(-Infinity);
+      f64(o.zy, n).fill(0);
+    }
+    run((k, t, j0, count) => {
+      const o = own[t];
+      const wj = dots(k, t, j0, count);
+      if (precise) rebase(t, j0, count, wj);
+      k.lce_stats(
+        ptr(o.S),
+        n,
+        count,
+        j0,
+        ptr(at.labels),
+        ptr(o.local),
+        bias(j0),
+        slice(at.weight, j0),
+        ptr(at.target),
+        capRel ? 0 : p.softcap,
+        ptr(o.cap),
+        ptr(o.cmax),
+        ptr(o.csum),
+        p.smoothing ? ptr(o.cbelow) : 0,
+        ptr(o.M),
+        ptr(o.sum),
+        ptr(o.below),
+        ptr(o.wsum),
+        ptr(o.top),
+        ptr(o.zy),
+      );
+    });
+    // The ranges merge as shards do; ignored rows hold 0.
+    const none = new Float64Array(n);
+    const merged = mergeShardStats(own.map((o): ShardStats => ({
+      max: f64(o.M, n).map((m, i) => (precise ? m + cap(ref[i]) : m)),
+      sum: f64(o.sum, n).slice(),
+      target: none,
+      ...(p.smoothing ? { below: f64(o.below, n).slice(), weightSum: f64(o.wsum, 1)[0] } : {}),
+    })));
+    const top = new Float64Array(n).fill(-Infinity), zy = new Float64Array(n);
+    for (const o of own) {
+      const tt = f64(o.top, n), zz = f64(o.zy, n);
+      for (let i = 0; i < n; i++) [top[i], zy[i]] = [Math.max(top[i], tt[i]), zy[i] + zz[i]];
+    }
+    if (precise) {
+      for (let i = 0; i < n; i++) [top[i], zy[i]] = [top[i] + cap(ref[i]), zy[i] + cap(ref[i])];
+    }
+    for (let i = 0; i < n; i++) if (p.labels[i] < 0) merged.max[i] = merged.sum[i] = 0;
+    return { merged, top, zy };
+  };
+  let max: Float64Array, terms: LinearShardTerms, rows: Float64Array[] = [];
+  if (typeof mode === "object") {
+    // (the label's slope joins G here, except with capRel, where dcap holds it)
+    const G = capRel ? mode.G : mode.G.map((g, i) => g * p.target[2 * i + 1]);
+    [max, terms] = [mode.max, { ...mode, G }];
+  } else {
+    const { merged, top, zy } = phase1();
+    if (mode === "stats") {
+      const own = (i: number) => p.labels[i] >= 0 && p.labels[i] < c;
+      return { ...merged, target: T.map((t, i) => (own(i) ? t : 0)) };
+    }
+    const stats: ShardStats = { ...merged, target: T };
+    // (capRel: the label's slope is in dcap, applied to the whole chunk's gradient)
+    const slopes = capRel ? Float64Array.from(p.target, (v, k) => (k % 2 === 0 ? v : 1)) : p.target;
+    terms = logitRowTerms(stats, { ...p, classes: c, target: slopes });
+    // (top and zy: before the cap, except with capRel, where they are capped values already)
+    const t = terms as ReturnType<typeof logitRowTerms>;
+    rows = [t.rows, t.zRows, correctRows(p.labels, top, zy, capRel ? 0 : p.softcap)];
+    max = stats.max;
+    if (!p.grad) return { rows, grads: {} };
+  }
+
+  // Phase 2: the gradients, chunk by chunk.
+  // (precise: the logits relative to the merged maximum, which is then 0, and the label's target relative to it)
+  if (precise) {
+    // the reference: an uncapped logit whose cap is (about) the merged maximum; M relative to its cap
+    const ref2 = capRel
+      ? max.map((m) => p.softcap * Math.atanh(Math.max(-1 + 1e-12, Math.min(1 - 1e-12, m / p.softcap))))
+      : max;
+    rt.put(ptr(at.off), ref2);
+    rt.put(ptr(at.M), max.map((m, i) => (capRel ? m - cap(ref2[i]) : 0)));
+  } else rt.put(ptr(at.M), max);
+  rt.put(ptr(at.A), terms.A);
+  rt.put(ptr(at.U), terms.U);
+  rt.put(ptr(at.G), terms.G);
+  const gW = inMemory ? null : (pinOW?.() ?? new Float32Array(c * d));
+  const flushes = own.map(() => 0), counter = own.map(() => 0);
+  run((k, t, j0, count, last) => {
+    const o = own[t];
+    const wj = dots(k, t, j0, count);
+    k.lce_grads(
+      ptr(o.S),
+      n,
+      count,
+      j0,
+      ptr(at.labels),
+      ptr(o.local),
+      bias(j0),
+      slice(at.weight, j0),
+      capRel ? 0 : p.softcap,
+      ptr(o.cap),
+      ptr(at.M),
+      ptr(at.A),
+      ptr(at.U),
+      ptr(at.G),
+    );
+    if (capRel) k.lce_mul(ptr(o.S), n, count, ptr(o.dcap));
+    // x's gradient: dX += G W_J in float32 (the first chunk of a group overwrites), added into
+    // float64 every FLUSH chunks and at the end of the range.
+    k.gemm(ptr(o.dX), d, n, d, count, ptr(o.S), count, 1, wj, da, counter[t] === 0 ? 0 : 1);
+    counter[t] = (counter[t] + 1) % FLUSH;
+    if (counter[t] === 0 || last) {
+      k.lce_flush(ptr(o.dX64), ptr(o.dX), n * d, flushes[t] === 0 ? 1 : 0, 0, 0);
+      flushes[t]++;
+      counter[t] = 0;
+    }
+    // W's gradient: dW_J = G^T X, one product per block of rows (float32), blocks summed in float64.
+    const gj = inMemory && !big ? gWp + j0 * d * 4 : ptr(o.dWJ);
+    for (let r0 = 0; r0 < n; r0 += ROW_BLOCK) {
+      const rows = Math.min(ROW_BLOCK, n - r0);
+      k.gemm(gj, d, count, d, rows, ptr(o.S) + r0 * count * 4, 1, count, ptr(at.X) + r0 * da * 4, da, 0);
+      if (big) k.lce_flush(ptr(o.dW64), gj, count * d, r0 === 0 ? 1 : 0, 0, r0 + ROW_BLOCK >= n ? 1 : 0);
+    }
+    if (inMemory && big) k.copy_bytes(gWp + j0 * d * 4, gj, count * d * 4);
+    if (!inMemory) gW!.set(new Float32Array(rt.buffer, gj, count * d), j0 * d);
+    if (p.bias) k.lce_colsum(ptr(o.S), n, count, ptr(at.db) + j0 * 4);
+  });
+  // x's gradient: the ranges' float64 sums added in range order, then rounded.
+  const gx = pinOX?.() ?? new Float32Array(n * d);
+  if (threads === 1) gx.set(f64(own[0].dX64, n * d));
+  else {
+    const sum = f64(own[0].dX64, n * d).slice();
+    for (const o of own.slice(1)) f64(o.dX64, n * d).forEach((g, i) => (sum[i] += g));
+    gx.set(sum);
+  }
+  const grads: Record<string, Float32Array> = { x: gx };
+  if (inMemory) {
+    const g = pinOW?.() ?? new Float32Array(c * d);
+    if (gwAt < 0) g.set(new Float32Array(rt.buffer, gWp, c * d));
+    grads.W = g;
+  } else grads.W = gW!;
+  if (p.bias) {
+    const gb = pinOB?.() ?? new Float32Array(c);
+    gb.set(new Float32Array(rt.buffer, ptr(at.db), c));
+    grads.bias = gb;
+  }
+  return { rows, grads };
+}
