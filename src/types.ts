@@ -90,7 +90,9 @@ export type GradTensor<In> = "gpu" extends { [K in keyof In]-?: PlaceOf<In[K]> }
 
 /** A loss's gradients `G` (declared with {@linkcode Matrix}) placed where inputs of type `In` put them. */
 export type GradsFor<G, In> = {
-  [K in keyof G]: G[K] extends readonly unknown[] ? GradTensor<In>[] : GradTensor<In>;
+  [K in keyof G]: G[K] extends Float32Array ? Float32Array
+    : G[K] extends readonly unknown[] ? GradTensor<In>[]
+    : GradTensor<In>;
 };
 
 /**

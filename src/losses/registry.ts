@@ -85,3 +85,11 @@ export {
   type HnmContrastiveOptions,
   type IntMatrix,
 } from "./hnm_contrastive.ts";
+export { adaface, type AdafaceGrads, type AdafaceInputs, type AdafaceOptions, type AdafaceParts } from "./adaface.ts";
+export {
+  curricularFace,
+  type CurricularFaceInputs,
+  type CurricularFaceOptions,
+  type CurricularFaceParts,
+} from "./curricular_face.ts";
+export { magface, type MagfaceGrads, type MagfaceInputs, type MagfaceOptions, type MagfaceParts } from "./magface.ts";
