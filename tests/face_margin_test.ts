@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { adafaceInit } from "../cpu.ts";
 import { assertFinite, assertGradClose, assertLossClose, assertUnchanged, snapshot } from "./helpers/assert.ts";
-import { type AnyLoss, backends, lossOf, reference } from "./helpers/backends.ts";
+import { backends, lossOf, reference } from "./helpers/backends.ts";
 import { commonOptionErrors, labelErrors, numberOptionErrors } from "./helpers/errors.ts";
 import { type FixtureCase, loadFixtures } from "./helpers/fixtures.ts";
 import { numericGradient } from "./helpers/numeric.ts";

@@ -124,7 +124,9 @@ export function stateField(name: string, state: unknown, field: string, min = -I
   const x = (state as Record<string, unknown>)[field];
   if (typeof x !== "number") throw new TypeError(`Expected ${name}.${field} to be a number, got ${v.show(x)}`);
   if (!Number.isFinite(x) || x < min) {
-    throw new RangeError(`Expected ${name}.${field} to be a finite number${min > -Infinity ? ` >= ${min}` : ""}, got ${x}`);
+    throw new RangeError(
+      `Expected ${name}.${field} to be a finite number${min > -Infinity ? ` >= ${min}` : ""}, got ${x}`,
+    );
   }
   return x;
 }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { hardLogit, type HardLabelProblem, isHard } from "../kernels/hard_label.ts";
+import { type HardLabelProblem, hardLogit, isHard } from "../kernels/hard_label.ts";
 import type { Raw } from "../kernels/core.ts";
 import { logSoftmaxRow } from "./softmax.ts";
 

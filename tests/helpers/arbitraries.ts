@@ -644,9 +644,14 @@ function faceLosses(): Definition[] {
       }),
     },
     {
-      ...base("curricularFace", ["cos"], { margin: angle, momentum: option(0, 1, 0, 0.01, 1) }, fc.record({
-        t: option(-1, 1, 0),
-      })),
+      ...base(
+        "curricularFace",
+        ["cos"],
+        { margin: angle, momentum: option(0, 1, 0, 0.01, 1) },
+        fc.record({
+          t: option(-1, 1, 0),
+        }),
+      ),
       bad: () => ({ scale: [0, ...BAD_NUMBER], margin: [-0.1, 4, ...BAD_NUMBER], momentum: [-1, 2, ...BAD_NUMBER] }),
     },
     {
