@@ -26,8 +26,8 @@
 //   zLoss k != 0:   rowZ_i = k lse^2, lse = h + m + log(sum); its gradient zs_i 2 k lse p_c
 //                   (zs_i = zScales[i]) joins dz_c.
 // The margin losses' non-target transform (src/kernels/hard_label.ts's NonTarget; with a target
-// and the clamp), ntc = [lo, hi, a, b, g] f64 and nt = per row (thr, tie) f64 or 0: a row whose
-// other cosines leave [lo, hi] or reach thr is first transformed, as the softcap's, into the
+// and the clamp), ntc = [lo, hi, a, b, g, cut] f64 and nt = per row (thr, tie) f64 or 0: a row whose
+// other cosines leave [lo, hi] or pass cut or reach thr is first transformed, as the softcap's, into the
 // scratch row x'_j (s x'_j its logit) and d_j (its derivative over s) and run unclamped; the
 // other rows run as they are (one comparison of the row's maximum and minimum).
 import { rowMax, rowMin, rowFind, rowSumBelow, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSoftcap, rowMul } from "./softmax";
@@ -91,7 +91,8 @@ export function hard_label(
       const tie = nt ? <i32>load<f64>(nt + (<usize>i << 4) + 8) : -1;
       const hi = max(rowMax(zr, y), rowMax(zr + ((<usize>y + 1) << 2), c - y - 1));
       const lo = min(rowMin(zr, y), rowMin(zr + ((<usize>y + 1) << 2), c - y - 1));
-      if (<f64>hi > load<f64>(ntc + 8) || <f64>lo < load<f64>(ntc) || <f64>hi > thr || (<f64>hi == thr && tie >= 0)) {
+      const top = <f64>hi;
+      if (top > load<f64>(ntc + 8) || <f64>lo < load<f64>(ntc) || top > load<f64>(ntc + 40) || top > thr || (top == thr && tie >= 0)) {
         rowNonTarget(zr, cap, cap + (<usize>c << 2), c, y, ntc, thr, tie);
         zr = cap;
         rowClamp = 0;
@@ -199,17 +200,23 @@ export function hard_label(
 
 /**
  * The non-target transform of row x (label y) into the scratch rows xs (x'_j, the logit over
- * s) and d (the derivative over s): x clamped to [lo, hi] (d 0 where cut); a hard non-target
+ * s) and d (the derivative over s): x clamped to [lo, hi] (d 0 where cut); a non-target above
+ * cut becomes 0 (d 0); then a hard non-target
  * (x > thr, or x == thr and j <= tie) becomes a x + b x^2 + g sqrt(1 - x^2), d = a + 2 b x -
  * g xd / sqrt(1 - xd^2) (xd clamped to [-1 + 1e-6, 1 - 1e-6]); in float64 rounded once.
  */
 function rowNonTarget(x: usize, xs: usize, d: usize, c: i32, y: i32, ntc: usize, thr: f64, tie: i32): void {
   const lo = load<f64>(ntc), hi = load<f64>(ntc + 8);
-  const a = load<f64>(ntc + 16), b = load<f64>(ntc + 24), g = load<f64>(ntc + 32);
+  const a = load<f64>(ntc + 16), b = load<f64>(ntc + 24), g = load<f64>(ntc + 32), cut = load<f64>(ntc + 40);
   for (let j = 0; j < c; j++) {
     const o = <usize>j << 2;
     const raw = <f64>load<f32>(x + o);
-    const v = min(max(raw, lo), hi);
+    let v = min(max(raw, lo), hi);
+    let pass = j == y || v == raw || isNaN(raw);
+    if (j != y && v > cut) {
+      v = 0;
+      pass = false;
+    }
     let value = v, slope: f64 = 1;
     if (j != y && (v > thr || (v == thr && j <= tie))) {
       value = a * v + b * v * v;
@@ -222,6 +229,6 @@ function rowNonTarget(x: usize, xs: usize, d: usize, c: i32, y: i32, ntc: usize,
     }
     store<f32>(xs + o, <f32>value);
     // (the label's entry: the target carries its own derivative)
-    store<f32>(d + o, j == y || v == raw || isNaN(raw) ? <f32>slope : 0);
+    store<f32>(d + o, pass ? <f32>slope : 0);
   }
 }

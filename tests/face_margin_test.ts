@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { adafaceInit } from "../cpu.ts";
+import { adafaceInit, js } from "../cpu.ts";
 import { assertFinite, assertGradClose, assertLossClose, assertUnchanged, snapshot } from "./helpers/assert.ts";
 import { backends, lossOf, reference } from "./helpers/backends.ts";
 import { commonOptionErrors, labelErrors, numberOptionErrors } from "./helpers/errors.ts";
@@ -313,3 +313,89 @@ function errorCases(name: Name): ErrorCase[] {
 }
 
 for (const name of NAMES) describe(name, () => errorSuite({ name } as Any, errorCases(name)));
+
+// ------------------------------------------------------------------------------------------------
+// The inter-class options of arcface, cosface, combinedMargin (the same non-target transform)
+
+describe("interclassFilteringThreshold and interTopK: PyTorch fixtures (insightface, wespeaker)", () => {
+  const cases = loadFixtures("inter_class.json");
+  for (const b of backends) {
+    describe(b.name, () => {
+      for (const fc of cases) {
+        it(fc.name, async () => {
+          const { kind, ...options } = fc.options as Any;
+          const loss = lossOf(b, kind)!;
+          const label = `${b.name} ${fc.name}`;
+          const f = await loss.forward(fc.inputs, options);
+          assertLossClose(f.loss as Any, fc.expected.loss, `${label} loss`);
+          const g = await loss.backward(fc.inputs, options, fc.upstream);
+          assertGradClose(g.cos.data, fc.expected.grads.cos as Any, `${label} grads.cos`);
+        });
+      }
+    });
+  }
+});
+
+describe("interclassFilteringThreshold and interTopK: identities and errors", () => {
+  const p = () => ({ cos: randomCosines(new Rng(21), 7, 12, 1), labels: randomLabels(new Rng(22), 7, 12, 0.2, -100) });
+  for (const b of backends) {
+    it(`${b.name}: threshold 0, interTopK 0 and interTopK with margin 0 are today's loss; threshold 1 filters nothing`, async () => {
+      const inputs = p();
+      for (const name of ["arcface", "cosface", "combinedMargin"]) {
+        const plain = await lossOf(b, name)!.valueAndGrad(inputs, { scale: 20 });
+        const same: Any[] = [{ interclassFilteringThreshold: 0 }, { interclassFilteringThreshold: 1 }];
+        if (name === "arcface") same.push({ interTopK: 0 }, { interTopK: 3, interTopKMargin: 0 });
+        for (const o of same) {
+          const r = await lossOf(b, name)!.valueAndGrad(inputs, { scale: 20, ...o });
+          assertLossClose(r.loss as Any, plain.loss as Any, `${name} ${JSON.stringify(o)} loss`);
+          assertGradClose(r.grads.cos.data, plain.grads.cos.data, `${name} ${JSON.stringify(o)} grads.cos`);
+        }
+      }
+    });
+    it(`${b.name}: interTopK agrees with the reference on random rows with ties (C = 1000)`, async () => {
+      const cos = randomCosines(new Rng(5), 9, 1000, 1);
+      for (let q = 0; q < cos.data.length; q += 7) cos.data[q] = 0.5; // ties at the k-th
+      const inputs = { cos, labels: randomLabels(new Rng(6), 9, 1000, 0.2, -100) };
+      for (const o of [{ interTopK: 5 }, { interTopK: 40, interclassFilteringThreshold: 0.7 }]) {
+        const ref = await lossOf(reference, "arcface")!.valueAndGrad(inputs, { scale: 30, ...o });
+        const got = await lossOf(b, "arcface")!.valueAndGrad(inputs, { scale: 30, ...o });
+        assertLossClose(got.loss as Any, ref.loss as Any, "loss");
+        assertGradClose(got.grads.cos.data, ref.grads.cos.data, "grads.cos");
+      }
+    });
+  }
+  const make = () => ({ cos: randomCosines(new Rng(8), 3, 4, 1), labels: [0, 3, 1] });
+  errorSuite({ name: "arcface" } as Any, [
+    ...numberOptionErrors(make, "interclassFilteringThreshold", [-0.1, 1.5, NaN]),
+    ...numberOptionErrors(make, "interTopKMargin", [-0.1, 4, NaN]),
+    {
+      name: "interTopK negative",
+      inputs: make,
+      options: { interTopK: -1 },
+      type: RangeError,
+      includes: ["options.interTopK", "-1"],
+    },
+    {
+      name: "interTopK not an integer",
+      inputs: make,
+      options: { interTopK: 1.5 },
+      type: TypeError,
+      includes: ["options.interTopK", "1.5"],
+    },
+  ]);
+  errorSuite({ name: "cosface" } as Any, [
+    {
+      name: "interTopK is arcface's",
+      inputs: make,
+      options: { interTopK: 1 },
+      type: TypeError,
+      includes: ['"interTopK"'],
+    },
+  ]);
+  it("the sharded forms refuse the inter-class options", () => {
+    assert.throws(
+      () => js.sharded.arcface.stats(make(), { offset: 0, classes: 4, interTopK: 1 } as Any),
+      (e: Error) => e instanceof TypeError && e.message.includes('"interTopK"'),
+    );
+  });
+});

@@ -65,19 +65,22 @@ export interface HardLabelProblem extends Prepared {
  * The non-target transform of the margin losses (one mechanism for CurricularFace's hard
  * negatives, `interclassFilteringThreshold`, `interTopK` and AdaFace's clip): every cosine is
  * clamped to `[lo, hi]` (inside [-1, 1]; gradient 0 outside, passed at the bounds, as
- * `torch.clamp`); a non-target class cosine `x_j` of row i is *hard* when `x_j > thr_i`, or
+ * `torch.clamp`); a non-target above `cut` is replaced by 0 (gradient 0: insightface's
+ * filtering), and then a non-target class cosine `x_j` of row i is *hard* when `x_j > thr_i`, or
  * `x_j == thr_i` and `j <= tie_i` (the k-th largest's ties to the smaller class); a hard one
  * has the logit `s (a x + b x^2 + g sqrt(1 - x^2))`, derivative
  * `s (a + 2 b x - g xd / sqrt(1 - xd^2))` with `xd` the cosine clamped to
  * `[-1 + 1e-6, 1 - 1e-6]` (SPEC §2's rule); the others stay `s x_j`.
- * CurricularFace: `thr_i = phi_i`, `(a, b, g) = (t, 1, 0)`; filtering: `thr_i = T`, all 0;
- * inter-top-k: `thr_i` the k-th largest non-target, `(cos m', 0, sin m')`.
+ * CurricularFace: `thr_i = phi_i`, `(a, b, g) = (t, 1, 0)`; filtering: `cut = T`; inter-top-k:
+ * `thr_i` the k-th largest (filtered) non-target, `(cos m', 0, sin m')`.
  * A row whose non-target cosines are all inside `[lo, hi]` and none hard costs the plain
  * kernel one comparison (its maximum and minimum, which the kernel reads anyway).
  */
 export interface NonTarget {
   readonly lo: number;
   readonly hi: number;
+  /** Non-targets above it become 0 (`Infinity`: none). */
+  readonly cut: number;
   readonly a: number;
   readonly b: number;
   readonly g: number;

@@ -138,7 +138,15 @@ export const adaface: Definition<AdafaceInputs, AdafaceOptions, AdafaceGrads, Ad
       const slope = b.constant ? 1 : tc === th ? Math.sin(tc) / Math.sqrt(1 - xd * xd) : 0;
       target[2 * i + 1] = passes ? b.scale * slope : 0;
     }
-    const p = faceProblem(b, o, grad, upstream, target, { lo: -1 + eps, hi: 1 - eps, a: 0, b: 0, g: 0, rows: null });
+    const p = faceProblem(b, o, grad, upstream, target, {
+      lo: -1 + eps,
+      hi: 1 - eps,
+      cut: Infinity,
+      a: 0,
+      b: 0,
+      g: 0,
+      rows: null,
+    });
     return Object.assign(p, { state: { mean: mean2, std: std2 } });
   },
   finish(p, raw) {

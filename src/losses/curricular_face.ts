@@ -91,7 +91,15 @@ export const curricularFace: Definition<
       hard[2 * i] = x * Math.cos(m) - Math.sqrt(Math.max(0, 1 - x * x)) * Math.sin(m);
       hard[2 * i + 1] = -1;
     }
-    const p = faceProblem(b, o, grad, upstream, target, { lo: -1, hi: 1, a: t2, b: 1, g: 0, rows: hard });
+    const p = faceProblem(b, o, grad, upstream, target, {
+      lo: -1,
+      hi: 1,
+      cut: Infinity,
+      a: t2,
+      b: 1,
+      g: 0,
+      rows: hard,
+    });
     return Object.assign(p, { state: { t: t2 } });
   },
   finish(p, raw) {

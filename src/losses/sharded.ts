@@ -21,7 +21,7 @@ import { then } from "../kernels/core.ts";
 import type { CommonOptions, Labels, Matrix, Upstream } from "../types.ts";
 import { type CrossEntropyOptions, largeVocabulary, nonIgnored } from "./cross_entropy.ts";
 import * as v from "../validate.ts";
-import { labelTargets, type MarginDef, type MarginOptions } from "./margin.ts";
+import { INTER_KEYS, labelTargets, type MarginDef, type MarginOptions } from "./margin.ts";
 import { type HeadProblem, headRowTerms, labelTerms } from "../kernels/head.ts";
 import { type HeadDef, headTargets, labelStats, type MarginHeadOptions } from "./margin_head.ts";
 import { checkStats, type LogitShardProblem, type ShardKernels, type ShardStats } from "../kernels/shards.ts";
@@ -160,7 +160,10 @@ function logitShardDef(def: LogitDef): ShardDef {
   return {
     name: def.name,
     inputs: def.inputs,
-    options: [...(def.options as readonly string[]), ...SHARD_KEYS],
+    options: [
+      ...(def.options as readonly string[]).filter((k) => !(INTER_KEYS as readonly string[]).includes(k)),
+      ...SHARD_KEYS,
+    ],
     stats(inputs, options, k) {
       const s = logitShard(def, inputs, options);
       const target = Float64Array.from({ length: s.problem.n }, (_, i) => s.problem.target[2 * i]);

@@ -23,7 +23,7 @@ export function hardLabel(p: HardLabelProblem): Raw {
   // The margin losses' non-target transform: its constants, its rows and (as the softcap's) a scratch [2, c] per thread.
   const nt = p.nonTarget;
   const cap = softcap || nt ? lay.add(threadsOf() * 8 * c) : -1;
-  const ntc = nt ? lay.add(40) : -1;
+  const ntc = nt ? lay.add(48) : -1;
   const ntRows = nt?.rows ? lay.add(n * 16) : -1;
   const zScales = zLoss && p.grad ? lay.add(n * 8) : -1;
   const rowZ = zLoss ? lay.add(n * 8) : -1;
@@ -35,7 +35,7 @@ export function hardLabel(p: HardLabelProblem): Raw {
     if (p.grad) rt.put(b + scales, p.scales);
     if (p.target) rt.put(b + target, p.target);
     if (zScales >= 0) rt.put(b + zScales, p.zScales!);
-    if (nt) rt.put(b + ntc, Float64Array.of(nt.lo, nt.hi, nt.a, nt.b, nt.g));
+    if (nt) rt.put(b + ntc, Float64Array.of(nt.lo, nt.hi, nt.a, nt.b, nt.g, nt.cut));
     if (nt?.rows) rt.put(b + ntRows, nt.rows);
   }, ({ r0, rows, ins, outs, k, thread }) => {
     k.hard_label(

@@ -48,7 +48,9 @@ export async function hardLabel(ctx: GpuContext, p: HardLabelProblem): Promise<R
     wsum,
     softcap: p.softcap ?? 0,
     zloss: zLoss,
-    ...(nt ? { nt_lo: nt.lo, nt_hi: nt.hi, nt_a: nt.a, nt_b: nt.b, nt_g: nt.g } : {}),
+    ...(nt
+      ? { nt_lo: nt.lo, nt_hi: nt.hi, nt_a: nt.a, nt_b: nt.b, nt_g: nt.g, nt_cut: Math.min(nt.cut, 3.4028234e38) }
+      : {}),
     ...targetParams(p.margin),
   };
   const name = p.margin || host ? "cos" : "logits";

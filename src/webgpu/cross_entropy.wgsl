@@ -43,7 +43,7 @@ struct CrossEntropyParams {
   nt_a: f32,    // ... and a hard non-target's logit s (a x + b x^2 + g sqrt(1 - x^2))
   nt_b: f32,
   nt_g: f32,
-  nt_pad: f32,
+  nt_cut: f32,  // ... after non-targets above nt_cut become 0
   // #include "margin_params.wgsl"
 }
 @group(0) @binding(0) var<uniform> P: CrossEntropyParams;
@@ -165,24 +165,36 @@ fn grad_of(x: f32, col: u32, m: f32, ga: f32, gu: f32) -> f32 {
 }
 
 // F_NT: the logit of entry x of column j != y of row i and its derivative over the scale: x
-// clamped to [nt_lo, nt_hi] (derivative 0 where cut); hard (x > thr, or x == thr and j <= tie)
-// it is s (a x + b x^2 + g sqrt(1 - x^2)), derivative a + 2 b x - g xd / sqrt(1 - xd^2) (xd
-// clamped to [-1 + 1e-6, 1 - 1e-6]); otherwise s x.
+// clamped to [nt_lo, nt_hi] (derivative 0 where cut), 0 above nt_cut (derivative 0); then hard
+// (x > thr, or x == thr and j <= tie) it is s (a x + b x^2 + g sqrt(1 - x^2)), derivative
+// a + 2 b x - g xd / sqrt(1 - xd^2) (xd clamped to [-1 + 1e-6, 1 - 1e-6]); otherwise s x.
 fn nt_logit(x: f32, j: u32, i: u32) -> vec2<f32> {
-  let v = clamp(x, P.nt_lo, P.nt_hi);
+  var v = clamp(x, P.nt_lo, P.nt_hi);
+  var d = select(0.0, 1.0, v == x);
+  if (v > P.nt_cut) {
+    v = 0.0;
+    d = 0.0;
+  }
   var z = v;
-  var d = 1.0;
   let thr = row_in[i * P.rs_in + 4u];
   if (v > thr || (v == thr && f32(j) <= row_in[i * P.rs_in + 5u])) {
     z = P.nt_a * v + P.nt_b * v * v;
-    d = P.nt_a + 2.0 * P.nt_b * v;
+    var slope = P.nt_a + 2.0 * P.nt_b * v;
     if (P.nt_g != 0.0) {
-      let vd = clamp(v, -DC.x, DC.x);
-      z += P.nt_g * sqrt(max(0.0, 1.0 - v * v));
-      d -= P.nt_g * vd / sqrt(1.0 - vd * vd);
+      // sqrt((1 - |v|)(1 + |v|)): 1 - |v| is exact near 1; at the clamp, 1 - (1 - 1e-6) from the pair DC.
+      let av = abs(v);
+      var q = 1.0 - av;
+      var ad = av;
+      if (av > DC.x) {
+        q = (1.0 - DC.x) - DC.y;
+        ad = DC.x;
+      }
+      z += P.nt_g * sqrt(max(0.0, (1.0 - av) * (1.0 + av)));
+      slope -= P.nt_g * sign(v) * ad / sqrt(q * (1.0 + ad));
     }
+    d *= slope;
   }
-  return vec2(P.scale * z, select(0.0, d, v == x));
+  return vec2(P.scale * z, d);
 }
 
 // The z term's gradient coefficient zs_i 2 k lse (0 without zLoss or gradient).
