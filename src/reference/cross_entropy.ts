@@ -41,12 +41,11 @@ export function hardLabel(p: HardLabelProblem): Raw {
       const xc = clamp ? Math.min(hi, Math.max(lo, x)) : x;
       z[j] = scale * xc;
       dzdx[j] = xc === x ? scale : 0;
+      let v = xc;
       if (nt && j !== y && xc > nt.cut) {
         // filtered: 0, gradient 0
-        z[j] = 0;
-        dzdx[j] = 0;
+        v = z[j] = dzdx[j] = 0;
       }
-      const v = z[j] / scale;
       if (nt?.rows && j !== y && isHard(v, j, nt.rows[2 * i], nt.rows[2 * i + 1])) {
         // a hard non-target: s f(x), derivative s f'(x) (0 where the clamp or the filter cut x)
         const [value, slope] = hardLogit(nt, v);

@@ -431,6 +431,14 @@ function badMargin(kind: MarginKind): Record<string, readonly unknown[]> {
   return common;
 }
 
+/** The inter-class options (SPEC §7) of arcface (all), cosface and combinedMargin (the threshold). */
+function interClass(name: MarginKind): Record<string, fc.Arbitrary<unknown>> {
+  if (name === "normface") return {};
+  const threshold = { interclassFilteringThreshold: option(0, 1, 0, 0.3, 1) };
+  if (name !== "arcface") return threshold;
+  return { ...threshold, interTopK: fc.integer({ min: 0, max: 40 }), interTopKMargin: option(0, 3, 0, 0.06) };
+}
+
 function cosineLoss(name: MarginKind): Definition {
   return {
     name,
@@ -438,7 +446,7 @@ function cosineLoss(name: MarginKind): Definition {
     grads: ["cos"],
     layout: { kind: "labels", first: "cos" },
     reductions: REDUCTIONS,
-    options: () => fc.record(MARGIN_KINDS[name](marginCommon()), { requiredKeys: [] }),
+    options: () => fc.record({ ...MARGIN_KINDS[name](marginCommon()), ...interClass(name) }, { requiredKeys: [] }),
     inputs: (s, _o, ignore) => fc.record({ cos: cosines(s.n, s.c), labels: labels(s.n, s.c, ignore) }),
     bad: () => badMargin(name),
   };
@@ -1005,7 +1013,10 @@ function shardedForm(name: string): ShardedLoss {
     loss,
     valid: loss.valid.chain((k) =>
       shardSizes(classes(k)).map((sizes) => {
-        const { out: _, ...options } = k.options ?? {};
+        // (the sharded forms take no out and none of the inter-class options)
+        const { out: _, interclassFilteringThreshold: _t, interTopK: _k, interTopKMargin: _m, ...options } =
+          k.options ??
+            {};
         return { ...k, options, sizes };
       })
     ),
