@@ -6,7 +6,7 @@
  */
 import type { Prepared, Raw } from "./core.ts";
 import type { Matrix, Reduction } from "../types.ts";
-import type { MarginTarget } from "./hard_label.ts";
+import type { MarginTarget, NonTarget } from "./hard_label.ts";
 
 /** Row i's `[||x_i||, ||W_y||, x_i . W_y]` (the last two 0 for an ignored row). */
 export type RowStats = (row: number) => [number, number, number];
@@ -53,6 +53,8 @@ export interface HeadProblem extends Prepared {
   readonly denominator: number;
   readonly outX: Matrix | null;
   readonly outW: Matrix | null;
+  /** The margin losses' non-target transform of the cosines (src/kernels/hard_label.ts), or absent. */
+  readonly nonTarget?: NonTarget;
 }
 
 /**

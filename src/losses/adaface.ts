@@ -8,7 +8,18 @@ import { type Definition, lossDef } from "../loss.ts";
 import type { Matrix } from "../types.ts";
 import * as v from "../validate.ts";
 import { derivativeCos, type MarginOptions } from "./margin.ts";
-import { FACE_KEYS, faceBase, type FaceInputs, faceProblem, labelCos, rowVector, stateField } from "./face_margin.ts";
+import {
+  clampCos,
+  FACE_KEYS,
+  faceBase,
+  type FaceInputs,
+  faceProblem,
+  type FaceRows,
+  type RowsIn,
+  rowsIn,
+  rowVector,
+  stateField,
+} from "./face_margin.ts";
 import { finishHardLabel } from "./cross_entropy.ts";
 
 /** AdaFace's batch statistics of the feature norms: exponential moving averages. */
@@ -33,6 +44,47 @@ export interface AdafaceState {
 export function adafaceInit(): AdafaceState {
   return { mean: 20, std: 100 };
 }
+
+/**
+ * AdaFace's rows (shared with `marginHead`'s kind): the state first, from the clipped norms
+ * of the non-ignored rows, then each row's target and the clip of every cosine.
+ */
+export function adafaceRows(o: AdafaceOptions, r: RowsIn): FaceRows {
+  const mean = stateField("state", r.state, "mean");
+  const std = stateField("state", r.state, "std", 0);
+  const m = v.cosineMargin("options.margin", o.margin, 0.4);
+  const h = v.weight("options.h", o.h, 0.333);
+  const alpha = v.number("options.alpha", o.alpha, 0.01, { min: 0, max: 1 });
+  const eps = v.number("options.eps", o.eps, 1e-3, { min: 0, max: 0.5, minExclusive: true, maxExclusive: true });
+  const clipped = r.norms!.map((x) => Math.min(100, Math.max(0.001, x)));
+  const rows = [...r.labels.keys()].filter((i) => r.labels[i] >= 0);
+  let mean2 = mean, std2 = std;
+  if (rows.length > 0) {
+    const mu = rows.reduce((t, i) => t + clipped[i], 0) / rows.length;
+    mean2 = alpha * mu + (1 - alpha) * mean;
+    if (rows.length > 1) {
+      const sd = Math.sqrt(rows.reduce((t, i) => t + (clipped[i] - mu) ** 2, 0) / (rows.length - 1));
+      std2 = alpha * sd + (1 - alpha) * std;
+    }
+  }
+  const target = new Float64Array(2 * r.labels.length);
+  for (const i of rows) {
+    const g = Math.min(1, Math.max(-1, (h * (clipped[i] - mean2)) / (std2 + eps)));
+    const [x, passes] = clampCos(r.cosY(i), -1 + eps, 1 - eps);
+    // theta' = clip(acos(x) - m g, eps, pi - eps); logit s (cos theta' - m - m g),
+    // d/dx = s sin(theta') / sqrt(1 - x^2) (d acos / dx = -1 / sqrt(1 - x^2)), 0 where a clip cut.
+    const th = Math.acos(x) - m * g, tc = Math.min(Math.PI - eps, Math.max(eps, th));
+    target[2 * i] = r.scale * (Math.cos(tc) - m - m * g);
+    const xd = derivativeCos(x);
+    const slope = r.constant ? 1 : tc === th ? Math.sin(tc) / Math.sqrt(1 - xd * xd) : 0;
+    target[2 * i + 1] = passes ? r.scale * slope : 0;
+  }
+  const nonTarget = { lo: -1 + eps, hi: 1 - eps, cut: Infinity, a: 0, b: 0, g: 0, rows: null };
+  return { target, nonTarget, parts: { state: { mean: mean2, std: std2 } } };
+}
+
+/** The options of `adaface` beyond those every margin loss takes (also `marginHead`'s with `kind: "adaface"`). */
+export const ADAFACE_KEYS = ["margin", "h", "alpha", "eps"] as const;
 
 /** Inputs of `adaface`. */
 export interface AdafaceInputs extends FaceInputs {
@@ -102,52 +154,13 @@ export const adaface: Definition<AdafaceInputs, AdafaceOptions, AdafaceGrads, Ad
   name: "adaface",
   kernel: "hardLabel",
   inputs: ["cos", "norms", "labels", "state"],
-  options: [...FACE_KEYS, "margin", "h", "alpha", "eps"],
+  options: [...FACE_KEYS, ...ADAFACE_KEYS],
   grads: ["cos"],
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const b = faceBase("adaface", inputs, o, 64);
-    const norms = rowVector("norms", inputs.norms, b.n);
-    const mean = stateField("state", inputs.state, "mean");
-    const std = stateField("state", inputs.state, "std", 0);
-    const m = v.cosineMargin("options.margin", o.margin, 0.4);
-    const h = v.weight("options.h", o.h, 0.333);
-    const alpha = v.number("options.alpha", o.alpha, 0.01, { min: 0, max: 1 });
-    const eps = v.number("options.eps", o.eps, 1e-3, { min: 0, max: 0.5, minExclusive: true, maxExclusive: true });
-    // The state first: the statistics of the clipped norms of the non-ignored rows.
-    const clipped = norms.map((x) => Math.min(100, Math.max(0.001, x)));
-    const rows = [...b.labels.keys()].filter((i) => b.labels[i] >= 0);
-    let mean2 = mean, std2 = std;
-    if (rows.length > 0) {
-      const mu = rows.reduce((t, i) => t + clipped[i], 0) / rows.length;
-      mean2 = alpha * mu + (1 - alpha) * mean;
-      if (rows.length > 1) {
-        const sd = Math.sqrt(rows.reduce((t, i) => t + (clipped[i] - mu) ** 2, 0) / (rows.length - 1));
-        std2 = alpha * sd + (1 - alpha) * std;
-      }
-    }
-    const target = new Float64Array(2 * b.n);
-    for (const i of rows) {
-      const g = Math.min(1, Math.max(-1, (h * (clipped[i] - mean2)) / (std2 + eps)));
-      const [x, passes] = labelCos(b, i, -1 + eps, 1 - eps);
-      // theta' = clip(acos(x) - m g, eps, pi - eps); logit s (cos theta' - m - m g),
-      // d/dx = s sin(theta') / sqrt(1 - x^2) (d acos / dx = -1 / sqrt(1 - x^2)), 0 where a clip cut.
-      const th = Math.acos(x) - m * g, tc = Math.min(Math.PI - eps, Math.max(eps, th));
-      target[2 * i] = b.scale * (Math.cos(tc) - m - m * g);
-      const xd = derivativeCos(x);
-      const slope = b.constant ? 1 : tc === th ? Math.sin(tc) / Math.sqrt(1 - xd * xd) : 0;
-      target[2 * i + 1] = passes ? b.scale * slope : 0;
-    }
-    const p = faceProblem(b, o, grad, upstream, target, {
-      lo: -1 + eps,
-      hi: 1 - eps,
-      cut: Infinity,
-      a: 0,
-      b: 0,
-      g: 0,
-      rows: null,
-    });
-    return Object.assign(p, { state: { mean: mean2, std: std2 } });
+    const r = adafaceRows(o, rowsIn(b, rowVector("norms", inputs.norms, b.n), inputs.state));
+    return Object.assign(faceProblem(b, o, grad, upstream, r.target, r.nonTarget), r.parts);
   },
   finish(p, raw) {
     const r = finishHardLabel(p, raw.rows[0], raw.grads.logits);

@@ -7,13 +7,53 @@ import { type Definition, lossDef } from "../loss.ts";
 import * as v from "../validate.ts";
 import type { MarginGrads, MarginOptions } from "./margin.ts";
 import { arcfacePhi } from "./arcface.ts";
-import { FACE_KEYS, faceBase, type FaceInputs, faceProblem, labelCos, stateField } from "./face_margin.ts";
+import {
+  clampCos,
+  FACE_KEYS,
+  faceBase,
+  type FaceInputs,
+  faceProblem,
+  type FaceRows,
+  type RowsIn,
+  rowsIn,
+  stateField,
+} from "./face_margin.ts";
 import { finishHardLabel } from "./cross_entropy.ts";
 
 /** CurricularFace's state: the moving mean `t` of the label cosines (initially `{ t: 0 }`). */
 export interface CurricularFaceState {
   readonly t: number;
 }
+
+/**
+ * CurricularFace's rows (shared with `marginHead`'s kind): `t'` first, then each row's
+ * ArcFace target and the threshold of its hard negatives, `cos(theta_y + m)` (before
+ * ArcFace's threshold branch, as the reference code's mask).
+ */
+export function curricularRows(o: CurricularFaceOptions, r: RowsIn): FaceRows {
+  const t = stateField("state", r.state, "t");
+  const m = v.number("options.margin", o.margin, 0.5, { min: 0, max: Math.PI, maxExclusive: true });
+  const momentum = v.number("options.momentum", o.momentum, 0.01, { min: 0, max: 1 });
+  const phi = arcfacePhi(m, false);
+  const rows = [...r.labels.keys()].filter((i) => r.labels[i] >= 0);
+  const t2 = rows.length === 0
+    ? t
+    : momentum * rows.reduce((sum, i) => sum + clampCos(r.cosY(i))[0], 0) / rows.length + (1 - momentum) * t;
+  const n = r.labels.length, target = new Float64Array(2 * n), hard = new Float64Array(2 * n);
+  for (const i of rows) {
+    const [x, passes] = clampCos(r.cosY(i));
+    const [value, slope] = phi(x);
+    target[2 * i] = r.scale * value;
+    target[2 * i + 1] = passes ? r.scale * (r.constant ? 1 : slope) : 0;
+    hard[2 * i] = x * Math.cos(m) - Math.sqrt(Math.max(0, 1 - x * x)) * Math.sin(m);
+    hard[2 * i + 1] = -1;
+  }
+  const nonTarget = { lo: -1, hi: 1, cut: Infinity, a: t2, b: 1, g: 0, rows: hard };
+  return { target, nonTarget, parts: { state: { t: t2 } } };
+}
+
+/** The options of `curricularFace` beyond those every margin loss takes (also `marginHead`'s kind's). */
+export const CURRICULAR_FACE_KEYS = ["margin", "momentum"] as const;
 
 /** Inputs of `curricularFace`. */
 export interface CurricularFaceInputs extends FaceInputs {
@@ -67,40 +107,13 @@ export const curricularFace: Definition<
   name: "curricularFace",
   kernel: "hardLabel",
   inputs: ["cos", "labels", "state"],
-  options: [...FACE_KEYS, "margin", "momentum"],
+  options: [...FACE_KEYS, ...CURRICULAR_FACE_KEYS],
   grads: ["cos"],
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const b = faceBase("curricularFace", inputs, o, 64);
-    const t = stateField("state", inputs.state, "t");
-    const m = v.number("options.margin", o.margin, 0.5, { min: 0, max: Math.PI, maxExclusive: true });
-    const momentum = v.number("options.momentum", o.momentum, 0.01, { min: 0, max: 1 });
-    const phi = arcfacePhi(m, false);
-    const rows = [...b.labels.keys()].filter((i) => b.labels[i] >= 0);
-    const t2 = rows.length === 0
-      ? t
-      : momentum * rows.reduce((sum, i) => sum + labelCos(b, i)[0], 0) / rows.length + (1 - momentum) * t;
-    // Per row: the label's target, and the threshold of its hard negatives, cos(theta_y + m)
-    // (before ArcFace's threshold branch, as the reference code's mask).
-    const target = new Float64Array(2 * b.n), hard = new Float64Array(2 * b.n);
-    for (const i of rows) {
-      const [x, passes] = labelCos(b, i);
-      const [value, slope] = phi(x);
-      target[2 * i] = b.scale * value;
-      target[2 * i + 1] = passes ? b.scale * (b.constant ? 1 : slope) : 0;
-      hard[2 * i] = x * Math.cos(m) - Math.sqrt(Math.max(0, 1 - x * x)) * Math.sin(m);
-      hard[2 * i + 1] = -1;
-    }
-    const p = faceProblem(b, o, grad, upstream, target, {
-      lo: -1,
-      hi: 1,
-      cut: Infinity,
-      a: t2,
-      b: 1,
-      g: 0,
-      rows: hard,
-    });
-    return Object.assign(p, { state: { t: t2 } });
+    const r = curricularRows(o, rowsIn(b, null, inputs.state));
+    return Object.assign(faceProblem(b, o, grad, upstream, r.target, r.nonTarget), r.parts);
   },
   finish(p, raw) {
     const r = finishHardLabel(p, raw.rows[0], raw.grads.logits);

@@ -131,9 +131,67 @@ export function stateField(name: string, state: unknown, field: string, min = -I
   return x;
 }
 
-/** The clamped cosine of the label of row i, `min(1, max(-1, cos_y))`, and whether the clamp passes its gradient. */
-export function labelCos(b: FaceBase, i: number, lo = -1, hi = 1): [number, boolean] {
-  const raw = b.cos[i * b.c + b.labels[i]];
+/** A cosine clamped to `[lo, hi]`, and whether the clamp passes its gradient. */
+export function clampCos(raw: number, lo = -1, hi = 1): [number, boolean] {
   const x = Math.min(hi, Math.max(lo, raw));
   return [x, x === raw || Number.isNaN(raw)];
+}
+
+/**
+ * What a face margin loss's per-row work takes, from the losses on cosines and from
+ * `marginHead` alike: the labels (ignored rows -1), each labelled row's label cosine (before
+ * any clamp), the norms (`||x_i||` for the head), the state input, the scale and
+ * `marginGrad: "constant"`.
+ */
+export interface RowsIn {
+  readonly labels: Int32Array;
+  readonly cosY: (row: number) => number;
+  readonly norms: Float64Array | null;
+  readonly state: unknown;
+  readonly scale: number;
+  readonly constant: boolean;
+}
+
+/**
+ * What it gives: per row the label's logit and its derivative w.r.t. its cosine (`[N, 2]`,
+ * ignored rows 0), the non-target transform, the parts the loss returns besides its value
+ * (the next state), and magface's norm terms.
+ */
+export interface FaceRows {
+  readonly target: Float64Array;
+  readonly nonTarget?: NonTarget;
+  readonly parts: Record<string, unknown>;
+  readonly norm?: NormTerms;
+}
+
+/** MagFace's terms per row: `g_i`, `d g_i / d norm_i` and `d z_y / d norm_i` (0 where the clamp cuts), and lambda. */
+export interface NormTerms {
+  readonly lambda: number;
+  readonly g: Float64Array;
+  readonly dg: Float64Array;
+  readonly dzy: Float64Array;
+}
+
+/** The rows of a loss on cosines. */
+export function rowsIn(b: FaceBase, norms: Float64Array | null, state: unknown): RowsIn {
+  return {
+    labels: b.labels,
+    cosY: (i) => b.cos[i * b.c + b.labels[i]],
+    norms,
+    state,
+    scale: b.scale,
+    constant: b.constant,
+  };
+}
+
+/**
+ * The norms' gradient of MagFace per row (`loss_i = ce_i + lambda g_i`, `scales` the row
+ * gradient scales, `ce` the row losses): `s_i ((p_y - 1) d z_y / d norm + lambda d g / d norm)`,
+ * `1 - p_y = -expm1(-ce_i)`.
+ */
+export function normGrads(t: NormTerms, scales: Float64Array, ce: Float64Array): Float32Array {
+  return Float32Array.from(
+    { length: ce.length },
+    (_, i) => scales[i] * (Math.expm1(-ce[i]) * t.dzy[i] + t.lambda * t.dg[i]),
+  );
 }

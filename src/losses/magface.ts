@@ -4,10 +4,22 @@
  * @module
  */
 import { type Definition, lossDef } from "../loss.ts";
-import type { Matrix } from "../types.ts";
+import type { Matrix, Reduction } from "../types.ts";
 import * as v from "../validate.ts";
 import { derivativeCos, type MarginOptions } from "./margin.ts";
-import { FACE_KEYS, faceBase, type FaceInputs, faceProblem, labelCos, rowVector } from "./face_margin.ts";
+import {
+  clampCos,
+  FACE_KEYS,
+  faceBase,
+  type FaceInputs,
+  faceProblem,
+  type FaceRows,
+  normGrads,
+  type NormTerms,
+  type RowsIn,
+  rowsIn,
+  rowVector,
+} from "./face_margin.ts";
 import { finishHardLabel } from "./cross_entropy.ts";
 import type { HardLabelProblem } from "../kernels/hard_label.ts";
 
@@ -51,14 +63,55 @@ export interface MagfaceParts {
   g: number;
 }
 
-/** MagFace's problem: the hard-label one and what the norms' gradient needs. */
-interface MagfaceProblem extends HardLabelProblem {
-  readonly lambda: number;
-  /** Per row: `g_i`, and `d g_i / d norm_i`, `d z_y / d norm_i` (0 where the clamp cuts). */
-  readonly gRows: Float64Array;
-  readonly dg: Float64Array;
-  readonly dzy: Float64Array;
+/**
+ * MagFace's rows (shared with `marginHead`'s kind): each row's margin from its clamped norm,
+ * its target, and the norm terms (`g`, its derivative, the target's derivative in the norm).
+ */
+export function magfaceRows(o: MagfaceOptions, r: RowsIn): FaceRows {
+  const lower = v.number("options.lowerNorm", o.lowerNorm, 10, { min: 0, minExclusive: true, max: 1e6 });
+  const upper = v.number("options.upperNorm", o.upperNorm, 110, { min: lower, minExclusive: true, max: 1e6 });
+  const angle = { min: 0, max: Math.PI, maxExclusive: true };
+  const lm = v.number("options.lowerMargin", o.lowerMargin, 0.45, angle);
+  const um = v.number("options.upperMargin", o.upperMargin, 0.8, angle);
+  const lambda = v.weight("options.lambda", o.lambda, 35, 0);
+  const easy = v.boolean("options.easyMargin", o.easyMargin, true);
+  const slopeM = (um - lm) / (upper - lower);
+  const n = r.labels.length, target = new Float64Array(2 * n);
+  const g = new Float64Array(n), dg = new Float64Array(n), dzy = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    if (r.labels[i] < 0) continue;
+    const norm = r.norms![i], a = Math.min(upper, Math.max(lower, norm));
+    const inside = a === norm || Number.isNaN(norm) ? 1 : 0;
+    const m = slopeM * (a - lower) + lm, cm = Math.cos(m), sm = Math.sin(m);
+    const [x, passes] = clampCos(r.cosY(i));
+    const sin = Math.sqrt(Math.max(0, 1 - x * x)), xd = derivativeCos(x);
+    // phi = cos(theta + m) = x cos m - sin sin m; d/dx = cos m + xd sin m / sin_d; d/dm = -sin(theta + m)
+    let value = x * cm - sin * sm, dx = cm + (sm * xd) / Math.sqrt(1 - xd * xd), dm = -(x * sm + sin * cm);
+    if (easy ? !(x > 0) : !(x > Math.cos(Math.PI - m))) {
+      // easy: x; threshold: x - m sin(pi - m), d/dm = -(sin m + m cos m)
+      value = easy ? x : x - m * Math.sin(Math.PI - m);
+      dx = 1;
+      dm = easy ? 0 : -(sm + m * cm);
+    }
+    target[2 * i] = r.scale * value;
+    target[2 * i + 1] = passes ? r.scale * (r.constant ? 1 : dx) : 0;
+    g[i] = a / (upper * upper) + 1 / a;
+    dg[i] = inside * (1 / (upper * upper) - 1 / (a * a));
+    dzy[i] = inside * r.scale * dm * slopeM;
+  }
+  return { target, parts: {}, norm: { lambda, g, dg, dzy } };
 }
+
+/** MagFace's value and parts from the row cross-entropies: `loss = ce + lambda g` and `g`, reduced. */
+export function magfaceParts(t: NormTerms, ce: Float64Array, reduction: Reduction, denominator: number) {
+  return {
+    loss: v.reduce(ce.map((x, i) => x + t.lambda * t.g[i]), reduction, denominator),
+    g: v.reduce(t.g, reduction, denominator),
+  };
+}
+
+/** The options of `magface` beyond those every margin loss takes (also `marginHead`'s kind's). */
+export const MAGFACE_KEYS = ["lowerNorm", "upperNorm", "lowerMargin", "upperMargin", "lambda", "easyMargin"] as const;
 
 /**
  * MagFace (Meng et al. 2021, "MagFace: A Universal Representation for Face Recognition and
@@ -93,58 +146,19 @@ export const magface: Definition<MagfaceInputs, MagfaceOptions, MagfaceGrads, Ma
   name: "magface",
   kernel: "hardLabel",
   inputs: ["cos", "norms", "labels"],
-  options: [...FACE_KEYS, "lowerNorm", "upperNorm", "lowerMargin", "upperMargin", "lambda", "easyMargin"],
+  options: [...FACE_KEYS, ...MAGFACE_KEYS],
   grads: ["cos", "norms"],
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
     const b = faceBase("magface", inputs, o, 64);
-    const norms = rowVector("norms", inputs.norms, b.n);
-    const lower = v.number("options.lowerNorm", o.lowerNorm, 10, { min: 0, minExclusive: true, max: 1e6 });
-    const upper = v.number("options.upperNorm", o.upperNorm, 110, { min: lower, minExclusive: true, max: 1e6 });
-    const angle = { min: 0, max: Math.PI, maxExclusive: true };
-    const lm = v.number("options.lowerMargin", o.lowerMargin, 0.45, angle);
-    const um = v.number("options.upperMargin", o.upperMargin, 0.8, angle);
-    const lambda = v.weight("options.lambda", o.lambda, 35, 0);
-    const easy = v.boolean("options.easyMargin", o.easyMargin, true);
-    const slopeM = (um - lm) / (upper - lower);
-    const n = b.n, target = new Float64Array(2 * n);
-    const gRows = new Float64Array(n), dg = new Float64Array(n), dzy = new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      if (b.labels[i] < 0) continue;
-      const a = Math.min(upper, Math.max(lower, norms[i]));
-      const inside = a === norms[i] || Number.isNaN(norms[i]) ? 1 : 0;
-      const m = slopeM * (a - lower) + lm, cm = Math.cos(m), sm = Math.sin(m);
-      const [x, passes] = labelCos(b, i);
-      const sin = Math.sqrt(Math.max(0, 1 - x * x)), xd = derivativeCos(x);
-      // phi = cos(theta + m) = x cos m - sin sin m; d/dx = cos m + xd sin m / sin_d; d/dm = -sin(theta + m)
-      let value = x * cm - sin * sm, dx = cm + (sm * xd) / Math.sqrt(1 - xd * xd), dm = -(x * sm + sin * cm);
-      if (easy ? !(x > 0) : !(x > Math.cos(Math.PI - m))) {
-        // easy: x; threshold: x - m sin(pi - m), d/dm = -(sin m + m cos m)
-        value = easy ? x : x - m * Math.sin(Math.PI - m);
-        dx = 1;
-        dm = easy ? 0 : -(sm + m * cm);
-      }
-      target[2 * i] = b.scale * value;
-      target[2 * i + 1] = passes ? b.scale * (b.constant ? 1 : dx) : 0;
-      gRows[i] = a / (upper * upper) + 1 / a;
-      dg[i] = inside * (1 / (upper * upper) - 1 / (a * a));
-      dzy[i] = inside * b.scale * dm * slopeM;
-    }
-    const p = faceProblem(b, o, grad, upstream, target, undefined);
-    return Object.assign(p, { lambda, gRows, dg, dzy }) as MagfaceProblem;
+    const r = magfaceRows(o, rowsIn(b, rowVector("norms", inputs.norms, b.n), undefined));
+    return Object.assign(faceProblem(b, o, grad, upstream, r.target, undefined), { norm: r.norm! });
   },
   finish(problem, raw) {
-    const p = problem as MagfaceProblem;
-    const ceRows = raw.rows[0];
-    const r = finishHardLabel(p, ceRows, raw.grads.logits);
-    const g = v.reduce(p.gRows, p.reduction, p.denominator);
-    const loss = v.reduce(ceRows.map((x, i) => x + p.lambda * p.gRows[i]), p.reduction, p.denominator);
-    if (!p.grad) return { loss, ce: r.loss, g, grads: { cos: r.grads.logits, norms: new Float32Array(0) } };
-    // d loss_i / d norm_i = s_i ((p_y - 1) d z_y / d norm + lambda d g / d norm), 1 - p_y = -expm1(-nll_i)
-    const norms = Float32Array.from(
-      { length: p.n },
-      (_, i) => p.scales[i] * (Math.expm1(-ceRows[i]) * p.dzy[i] + p.lambda * p.dg[i]),
-    );
-    return { loss, ce: r.loss, g, grads: { cos: r.grads.logits, norms } };
+    const p = problem as HardLabelProblem & { norm: NormTerms };
+    const r = finishHardLabel(p, raw.rows[0], raw.grads.logits);
+    const parts = magfaceParts(p.norm, raw.rows[0], p.reduction, p.denominator);
+    const norms = p.grad ? normGrads(p.norm, p.scales, raw.rows[0]) : new Float32Array(0);
+    return { ...parts, ce: r.loss, grads: { cos: r.grads.logits, norms } };
   },
 });
