@@ -399,3 +399,94 @@ describe("interclassFilteringThreshold and interTopK: identities and errors", ()
     );
   });
 });
+
+// ------------------------------------------------------------------------------------------------
+// The three as marginHead kinds (reference and wasm; WebGPU refuses them)
+
+describe("marginHead kinds adaface, curricularFace, magface", () => {
+  const rnd = (n: number, seed: number, scale: number) => {
+    const rng = new Rng(seed);
+    return Float32Array.from({ length: n }, () => rng.uniform(-scale, scale));
+  };
+  const N = 6, D = 8, C = 11;
+  const x = { data: rnd(N * D, 1, 4), shape: [N, D] as const };
+  const W = { data: rnd(C * D, 2, 1), shape: [C, D] as const };
+  const labels = [0, 3, 5, -100, 10, 2];
+  const kinds = [
+    ["adaface", { state: { mean: 5, std: 2 } }, {}],
+    ["curricularFace", { state: { t: 0.3 } }, {}],
+    ["magface", {}, { lowerNorm: 1, upperNorm: 20 }],
+  ] as const;
+  /** cos = normalize(x) normalize(W)^T in float64, rounded once; norms = ||x||. */
+  const cosOf = () => {
+    const nrm = (m: Float32Array, r: number) => Math.hypot(...m.subarray(r * D, (r + 1) * D));
+    const cos = new Float32Array(N * C);
+    for (let i = 0; i < N; i++) {
+      for (let j = 0; j < C; j++) {
+        let dot = 0;
+        for (let k = 0; k < D; k++) dot += x.data[i * D + k] * W.data[j * D + k];
+        cos[i * C + j] = dot / (nrm(x.data, i) * nrm(W.data, j));
+      }
+    }
+    return { cos: { data: cos, shape: [N, C] }, norms: Float32Array.from({ length: N }, (_, i) => nrm(x.data, i)) };
+  };
+  for (const b of backends) {
+    for (const [kind, extra, opts] of kinds) {
+      it(`${b.name} ${kind}: the head's value, parts and state are the loss's on its cosines and norms`, async () => {
+        if (b.name === "webgpu") {
+          await assert.rejects(
+            async () => await lossOf(b, "marginHead")!.forward({ x, W, labels, ...extra }, { kind }),
+            TypeError,
+          );
+          return;
+        }
+        const h = await lossOf(b, "marginHead")!.forward({ x, W, labels, ...extra }, { kind, scale: 8, ...opts });
+        const { cos, norms } = cosOf();
+        const inputs: Any = { cos, labels, ...extra };
+        if (kind !== "curricularFace") inputs.norms = norms;
+        const l = await lossOf(reference, kind)!.forward(inputs, { scale: 8, ...opts });
+        assertLossClose(h.loss as Any, l.loss as Any, "loss");
+        if (kind === "magface") assertLossClose(h.g, l.g, "g");
+        else for (const [k, v] of Object.entries(l.state)) assertLossClose(h.state[k], v as number, `state.${k}`, 1e-6);
+      });
+    }
+  }
+  for (const [kind, extra, opts] of kinds.filter(([k]) => k !== "curricularFace")) {
+    it(`js ${kind}: finite differences of the head (x gets the norm's gradient too)`, async () => {
+      const loss = lossOf(reference, "marginHead")!;
+      const inputs: Any = {
+        x: { data: x.data.slice(), shape: x.shape },
+        W: { data: W.data.slice(), shape: W.shape },
+        labels,
+        ...extra,
+      };
+      const o = { kind, scale: 4, ...opts };
+      const g = await loss.backward(inputs, o);
+      // (AdaFace's norms are detached: the head's x gradient leaves out their dependence on x, W's has none)
+      for (const key of kind === "adaface" ? ["W"] : ["x", "W"]) {
+        const num = await numericGradient(
+          async () => (await loss.forward(inputs, o)).loss as number,
+          inputs[key].data,
+          2 ** -9,
+        );
+        const scale = Math.max(1, ...num.map(Math.abs));
+        for (let i = 0; i < num.length; i++) {
+          assert.ok(
+            Math.abs(g[key].data[i] - num[i]) <= 1e-5 * scale,
+            `${kind} grads.${key}[${i}] ${g[key].data[i]} vs ${num[i]}`,
+          );
+        }
+      }
+    });
+  }
+  it("refuses state without a stateful kind, and the face kinds in the sharded head", async () => {
+    assert.throws(
+      () => js.marginHead.forward({ x, W, labels, state: { t: 0 } } as Any, { kind: "arcface" }),
+      TypeError,
+    );
+    assert.throws(
+      () => js.sharded.marginHead.stats({ x, W, labels }, { kind: "magface", offset: 0, classes: C } as Any),
+      (e: Error) => e instanceof TypeError && e.message.includes("magface"),
+    );
+  });
+});

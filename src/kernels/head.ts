@@ -23,6 +23,9 @@ export type TargetSpec = MarginTarget | {
   readonly kind: "sphereface" | "lsoftmax";
   readonly m: number;
   readonly weight: number;
+} | {
+  /** The face margin kinds: targets per row from the host only (`target`), no spec to evaluate. */
+  readonly kind: "host";
 };
 
 /** The prepared problem of an embedding head. */

@@ -23,7 +23,7 @@ import { type CrossEntropyOptions, largeVocabulary, nonIgnored } from "./cross_e
 import * as v from "../validate.ts";
 import { INTER_KEYS, labelTargets, type MarginDef, type MarginOptions } from "./margin.ts";
 import { type HeadProblem, headRowTerms, labelTerms } from "../kernels/head.ts";
-import { type HeadDef, headTargets, labelStats, type MarginHeadOptions } from "./margin_head.ts";
+import { FACE_KINDS, type HeadDef, headTargets, labelStats, type MarginHeadOptions } from "./margin_head.ts";
 import { checkStats, type LogitShardProblem, type ShardKernels, type ShardStats } from "../kernels/shards.ts";
 import type * as registry from "./registry.ts";
 
@@ -249,6 +249,11 @@ function headShard(
     v.finite("W", W, d);
   }
   const kind = def.head;
+  if (FACE_KINDS.includes(opts.kind as string)) {
+    throw new TypeError(
+      `Expected options.kind to have a sharded form (not adaface, curricularFace, magface), got ${v.show(opts.kind)}`,
+    );
+  }
   const { scale, target: fn, spec } = kind.parse(opts);
   const reduction = v.reduction(opts.reduction);
   const owns = (i: number) => labels[i] >= offset && labels[i] < offset + cs;
