@@ -479,7 +479,7 @@ describe("marginHead kinds adaface, curricularFace, magface", () => {
       }
     });
   }
-  it("refuses state without a stateful kind, and the face kinds in the sharded head", async () => {
+  it("refuses state without a stateful kind, and the face kinds in the sharded head", () => {
     assert.throws(
       () => js.marginHead.forward({ x, W, labels, state: { t: 0 } } as Any, { kind: "arcface" }),
       TypeError,
