@@ -490,3 +490,85 @@ describe("marginHead kinds adaface, curricularFace, magface", () => {
     );
   });
 });
+
+// ------------------------------------------------------------------------------------------------
+// A per-row margin (ElasticFace) on arcface, cosface, combinedMargin
+
+describe("a per-row margin Float32Array [N]", () => {
+  const n = 9, c = 7;
+  const inputs = () => ({
+    cos: randomCosines(new Rng(31), n, c, 1),
+    labels: randomLabels(new Rng(32), n, c, 0.2, -100),
+  });
+  const rng = new Rng(33);
+  const margins = Float32Array.from({ length: n }, () => rng.uniform(0.05, 2.9)); // some past pi - m's threshold
+  const cases = [
+    ["arcface", "margin", {}],
+    ["arcface", "margin", { easyMargin: true, interTopK: 2 }],
+    ["cosface", "margin", {}],
+    ["combinedMargin", "m2", { m1: 1.2 }],
+    ["combinedMargin", "m3", {}],
+  ] as const;
+  for (const b of backends) {
+    for (const [name, key, extra] of cases) {
+      it(`${b.name} ${name} ${key} ${JSON.stringify(extra)}: row i is the loss with margin m_i; equal values are the scalar`, async () => {
+        const p = inputs(), loss = lossOf(b, name)!;
+        const values = name === "cosface" || key === "m3"
+          ? margins.map((m) => m / 2 - 0.5)
+          : key === "m2"
+          ? margins.map((m) => m - 1)
+          : margins;
+        const o = { scale: 16, reduction: "none", ...extra };
+        const r = await loss.valueAndGrad(p, { ...o, [key]: values });
+        for (let i = 0; i < n; i++) {
+          const one = await loss.valueAndGrad(p, { ...o, [key]: values[i] });
+          assertLossClose((r.loss as Float32Array)[i], (one.loss as Float32Array)[i], `row ${i} loss`);
+          assertGradClose(
+            r.grads.cos.data.subarray(i * c, (i + 1) * c),
+            one.grads.cos.data.subarray(i * c, (i + 1) * c),
+            `row ${i} grads`,
+          );
+        }
+        const same = await loss.valueAndGrad(p, { scale: 16, ...extra, [key]: new Float32Array(n).fill(values[0]) });
+        const scalar = await loss.valueAndGrad(p, { scale: 16, ...extra, [key]: values[0] });
+        assertLossClose(same.loss as Any, scalar.loss as Any, "equal values: loss");
+        assertGradClose(same.grads.cos.data, scalar.grads.cos.data, "equal values: grads");
+      });
+    }
+  }
+  errorSuite({ name: "arcface" } as Any, [
+    {
+      name: "a margin array of the wrong length",
+      inputs,
+      options: { margin: new Float32Array(3) },
+      type: RangeError,
+      includes: ["options.margin", "9", "3"],
+    },
+    {
+      name: "a margin array with NaN",
+      inputs,
+      options: { margin: new Float32Array(n).fill(NaN) },
+      type: RangeError,
+      includes: ["options.margin[0]", "NaN"],
+    },
+    {
+      name: "a margin array value out of [0, pi)",
+      inputs,
+      options: { margin: new Float32Array(n).fill(4) },
+      type: RangeError,
+      includes: ["options.margin", "4"],
+    },
+  ]);
+  it("the head and the sharded forms refuse a margin array", () => {
+    const x = { data: new Float32Array([1, 0, 0, 1]), shape: [2, 2] as const };
+    assert.throws(
+      () => js.marginHead.forward({ x, W: x, labels: [0, 1] }, { margin: new Float32Array(2) as Any }),
+      TypeError,
+    );
+    assert.throws(
+      () =>
+        js.sharded.arcface.stats({ cos: x, labels: [0, 1] }, { offset: 0, classes: 2, margin: new Float32Array(2) }),
+      TypeError,
+    );
+  });
+});

@@ -21,8 +21,11 @@ import {
 export interface ArcfaceOptions extends MarginOptions, InterClassOptions {
   /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 64 */
   scale?: number;
-  /** Angular margin m in radians, in [0, pi). @default 0.5 */
-  margin?: number;
+  /**
+   * Angular margin m in radians, in [0, pi); a `Float32Array [N]` gives each row its own (ElasticFace,
+   * `elasticMargins`), its own `cos(pi - m)` threshold included. @default 0.5
+   */
+  margin?: number | Float32Array;
   /** Apply the margin only where cos > 0 (else the plain cosine). @default false */
   easyMargin?: boolean;
   /**

@@ -23,10 +23,10 @@ export interface CombinedMarginOptions extends MarginOptions, InterClassOptions 
   scale?: number;
   /** Multiplicative angular margin, finite, in [0, 8]. @default 1 */
   m1?: number;
-  /** Additive angular margin (radians), finite, in [-pi, pi]. @default 0.5 */
-  m2?: number;
-  /** Additive cosine margin, finite, in [-2, 2]. @default 0 */
-  m3?: number;
+  /** Additive angular margin (radians), finite, in [-pi, pi]; or one per row, `Float32Array [N]`. @default 0.5 */
+  m2?: number | Float32Array;
+  /** Additive cosine margin, finite, in [-2, 2]; or one per row, `Float32Array [N]`. @default 0 */
+  m3?: number | Float32Array;
 }
 
 /**

@@ -20,8 +20,8 @@ import {
 export interface CosfaceOptions extends MarginOptions, InterClassOptions {
   /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 64 */
   scale?: number;
-  /** Cosine margin m subtracted from the target cosine, finite, in [-2, 2]. @default 0.35 */
-  margin?: number;
+  /** Cosine margin m subtracted from the target cosine, finite, in [-2, 2]; or one per row, `Float32Array [N]`. @default 0.35 */
+  margin?: number | Float32Array;
 }
 
 /** Checks `cosface`'s options and returns its target function `cos - m`. */

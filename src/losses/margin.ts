@@ -71,17 +71,19 @@ export function makePhi(spec: MarginSpec, fn: (x: number) => [number, number]): 
  */
 export function labelTargets(
   labels: Int32Array,
-  phi: Phi,
+  phi: Phi | ((row: number) => Phi),
   scale: number,
   constant: boolean,
   labelCos: (row: number) => number,
 ): Float64Array {
   const n = labels.length, target = new Float64Array(2 * n);
+  // (a function of the row without `spec`: a per-row margin)
+  const phiOf = "spec" in phi ? () => phi : phi as (row: number) => Phi;
   for (let i = 0; i < n; i++) {
     if (labels[i] < 0) continue;
     const raw = labelCos(i);
     const x = Math.min(1, Math.max(-1, raw));
-    const [value, slope] = phi(x);
+    const [value, slope] = phiOf(i)(x);
     target[2 * i] = scale * value;
     target[2 * i + 1] = x === raw || Number.isNaN(raw) ? scale * (constant ? 1 : slope) : 0;
   }
@@ -109,6 +111,12 @@ export interface InterClassOptions {
    */
   interclassFilteringThreshold?: number;
 }
+
+/** The margin options that may be a `Float32Array [N]`, one value per row (ElasticFace). */
+const ROW_MARGIN_KEYS = ["margin", "m2", "m3"] as const;
+
+/** Whether an option value is a per-row array (validated by `v.vector`). */
+const isRowArray = (x: unknown) => x instanceof Float32Array || x instanceof Float64Array || Array.isArray(x);
 
 /** The inter-class option keys a margin loss may take (`losses.sharded` takes none of them). */
 export const INTER_KEYS = ["interclassFilteringThreshold", "interTopK", "interTopKMargin"] as const;
@@ -201,13 +209,28 @@ export function marginLoss<O extends MarginOptions>(
       const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
       const cos = v.values(inputs.cos);
       if (o.checkFinite) v.finite("cos", cos, c);
-      const { scale, constant, phi } = parse(o);
+      // A per-row margin (ElasticFace): row i's target function from its own value of each array option.
+      const rowKeys = ROW_MARGIN_KEYS.filter((k) => keys.includes(k) && isRowArray((o as Record<string, unknown>)[k]));
+      const rowValues = rowKeys.map((k) => v.vector(`options.${k}`, (o as Record<string, unknown>)[k], n)!);
+      const single = { ...o, ...Object.fromEntries(rowKeys.map((k) => [k, undefined])) } as O;
+      const { scale, constant, phi } = parse(single);
+      const phis = rowKeys.length === 0
+        ? null
+        : Array.from({ length: n }, (_, i) =>
+          targetFunction({ ...o, ...Object.fromEntries(rowKeys.map((k, q) => [k, rowValues[q][i]])) }));
+      if (phis && v.onDevice(cos)) {
+        throw new TypeError(
+          "Expected cos to be a host matrix { data: Float32Array, shape } with a per-row margin (its targets are computed per row on the host), got a GPUBuffer",
+        );
+      }
       const nonTarget = interClass(o, inter, labels, cos, c);
       const reduction = v.reduction(o.reduction);
       let count = 0;
       for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
       // (the WebGPU kernel evaluates `margin` itself: a GPU-resident `cos` is not read here)
-      const target = v.onDevice(cos) ? null : labelTargets(labels, phi, scale, constant, (i) => cos[i * c + labels[i]]);
+      const target = v.onDevice(cos)
+        ? null
+        : labelTargets(labels, phis ? (i) => phis[i] : phi, scale, constant, (i) => cos[i * c + labels[i]]);
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       return {
         grad,
@@ -221,7 +244,8 @@ export function marginLoss<O extends MarginOptions>(
         scale,
         clamp: true,
         target,
-        margin: { kind: "margin", phi: phi.spec, constant },
+        // (with a per-row margin no target as data: every backend takes the host's `target`)
+        margin: phis ? undefined : { kind: "margin", phi: phi.spec, constant },
         nonTarget,
         scales,
         out: grad ? outBuffer(o, "cos", n, c) : null,
