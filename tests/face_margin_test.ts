@@ -572,3 +572,20 @@ describe("a per-row margin Float32Array [N]", () => {
     );
   });
 });
+
+describe("magface out buffers", () => {
+  for (const b of backends) {
+    it(`${b.name}: out.norms receives the norms' gradient; a wrong one is a TypeError`, async () => {
+      const p = problem("magface", new Rng(40), 4, 5);
+      const want = await lossOf(b, "magface")!.backward(p, {});
+      const out = new Float32Array(4).fill(NaN);
+      const got = await lossOf(b, "magface")!.backward(p, { out: { norms: out } });
+      assert.equal(got.norms, out);
+      assert.deepEqual(Array.from(out), Array.from(want.norms as Float32Array));
+      await assert.rejects(
+        async () => await lossOf(b, "magface")!.backward(p, { out: { norms: new Float32Array(3) } }),
+        TypeError,
+      );
+    });
+  }
+});

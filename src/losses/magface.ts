@@ -152,13 +152,19 @@ export const magface: Definition<MagfaceInputs, MagfaceOptions, MagfaceGrads, Ma
     const o = v.options(options);
     const b = faceBase("magface", inputs, o, 64);
     const r = magfaceRows(o, rowsIn(b, rowVector("norms", inputs.norms, b.n), undefined));
-    return Object.assign(faceProblem(b, o, grad, upstream, r.target, undefined), { norm: r.norm! });
+    // `out.norms`: a Float32Array [N] for the norms' gradient.
+    const outNorms = o.out?.norms as unknown;
+    if (outNorms !== undefined && !(outNorms instanceof Float32Array && outNorms.length === b.n)) {
+      throw new TypeError(`Expected options.out.norms to be a Float32Array of ${b.n} values, got ${v.show(outNorms)}`);
+    }
+    return Object.assign(faceProblem(b, o, grad, upstream, r.target, undefined), { norm: r.norm!, outNorms });
   },
   finish(problem, raw) {
-    const p = problem as HardLabelProblem & { norm: NormTerms };
+    const p = problem as HardLabelProblem & { norm: NormTerms; outNorms?: Float32Array };
     const r = finishHardLabel(p, raw.rows[0], raw.grads.logits);
     const parts = magfaceParts(p.norm, raw.rows[0], p.reduction, p.denominator);
-    const norms = p.grad ? normGrads(p.norm, p.scales, raw.rows[0]) : new Float32Array(0);
+    let norms = p.grad ? normGrads(p.norm, p.scales, raw.rows[0]) : new Float32Array(0);
+    if (p.grad && p.outNorms) norms = (p.outNorms.set(norms), p.outNorms);
     return { ...parts, ce: r.loss, grads: { cos: r.grads.logits, norms } };
   },
 });
