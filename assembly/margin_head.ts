@@ -48,6 +48,46 @@ let ntSlope: f64 = 0;
   return s * v;
 }
 
+let uMax: f32 = 0, uMin: f32 = 0;
+
+/** uMax, uMin: the largest and smallest u = (S a) b over row[lo, hi) (as `logits` rounds it), merged into them. */
+function uRange(row: usize, lo: i32, hi: i32, a: f32, b: usize): void {
+  const va = f32x4.splat(a);
+  let mx = f32x4.splat(uMax), mn = f32x4.splat(uMin);
+  let j = lo;
+  for (; j + 4 <= hi; j += 4) {
+    const o = (<usize>j) << 2;
+    const u = f32x4.mul(f32x4.mul(v128.load(row + o), va), v128.load(b + o));
+    mx = f32x4.max(mx, u);
+    mn = f32x4.min(mn, u);
+  }
+  let m1 = max(max(f32x4.extract_lane(mx, 0), f32x4.extract_lane(mx, 1)), max(f32x4.extract_lane(mx, 2), f32x4.extract_lane(mx, 3)));
+  let m0 = min(min(f32x4.extract_lane(mn, 0), f32x4.extract_lane(mn, 1)), min(f32x4.extract_lane(mn, 2), f32x4.extract_lane(mn, 3)));
+  for (; j < hi; j++) {
+    const o = (<usize>j) << 2;
+    const u = load<f32>(row + o) * a * load<f32>(b + o);
+    m1 = max(m1, u);
+    m0 = min(m0, u);
+  }
+  uMax = m1;
+  uMin = m0;
+}
+
+/**
+ * Whether the non-target transform leaves every non-label entry of a chunk row as the plain
+ * kernel takes it: u inside [lo, hi], not above cut, not hard. Then the SIMD loops run.
+ */
+function ntPlain(row: usize, cols: i32, yl: i32, a: f32, b: usize, ntc: usize, thr: f64, tie: i32): bool {
+  uMax = -Infinity;
+  uMin = Infinity;
+  uRange(row, 0, yl, a, b);
+  uRange(row, yl < cols ? yl + 1 : cols, cols, a, b);
+  const top = <f64>uMax;
+  if (isNaN(top) || isNaN(<f64>uMin)) return false;
+  return top <= load<f64>(ntc + 8) && <f64>uMin >= load<f64>(ntc) && top <= load<f64>(ntc + 40) &&
+    (top < thr || (top == thr && tie < 0));
+}
+
 /** The non-target transform's logits of one row of a chunk, in place (the label's column yl skipped). */
 function logitsNT(row: usize, n: i32, a: f32, b: usize, s: f32, yl: i32, j0: i32, ntc: usize, thr: f64, tie: i32): void {
   for (let j = 0; j < n; j++) {
@@ -122,7 +162,9 @@ export function head_forward(
     if (ntc) {
       const thr = nt ? load<f64>(nt + ((<usize>i) << 4)) : Infinity;
       const tie = nt ? <i32>load<f64>(nt + ((<usize>i) << 4) + 8) : -1;
-      logitsNT(row, cols, load<f32>(a + ((<usize>i) << 2)), b, s, yl, j0, ntc, thr, tie);
+      const ai = load<f32>(a + ((<usize>i) << 2));
+      if (ntPlain(row, cols, yl, ai, b, ntc, thr, tie)) logits(row, cols, ai, b, s, clamp);
+      else logitsNT(row, cols, ai, b, s, yl, j0, ntc, thr, tie);
     } else {
       logits(row, cols, load<f32>(a + ((<usize>i) << 2)), b, s, clamp);
     }
@@ -218,10 +260,10 @@ export function head_backward(
     const after = yl < cols ? yl + 1 : cols;
     // dL/du = s_i p s for the non-label columns.
     const k = <f32>(si * <f64>s);
-    if (ntc) {
+    const thr = ntc && nt ? load<f64>(nt + ((<usize>i) << 4)) : Infinity;
+    const tie = ntc && nt ? <i32>load<f64>(nt + ((<usize>i) << 4) + 8) : -1;
+    if (ntc && !ntPlain(row, cols, yl, ai, b, ntc, thr, tie)) {
       // dL/du = s_i p s (dz/du over s), p = e^((z - m) - (lse - m))
-      const thr = nt ? load<f64>(nt + ((<usize>i) << 4)) : Infinity;
-      const tie = nt ? <i32>load<f64>(nt + ((<usize>i) << 4) + 8) : -1;
       for (let j = 0; j < cols; j++) {
         if (j == yl) continue;
         const o = (<usize>j) << 2;

@@ -25,9 +25,15 @@ const KINDS = {
   magface: [{}, {}],
 } as const;
 
+/**
+ * W U(-1, 1); each x_i its label's row plus as much noise (label cosines about 0.7, the others
+ * about 0, as in training: a random x would make nearly every class a hard negative of CurricularFace).
+ */
 function context([n, d, c]: Shape): Ctx {
   const rand = mulberry32(c + d);
-  return { n, d, c, x: uniform(rand, n * d), W: uniform(rand, c * d), labels: labelsOf(rand, n, c) };
+  const W = uniform(rand, c * d), labels = labelsOf(rand, n, c), noise = uniform(rand, n * d);
+  const x = Float32Array.from(noise, (e, q) => W[labels[Math.floor(q / d)] * d + (q % d)] + e);
+  return { n, d, c, x, W, labels };
 }
 
 function library(lib: Lib): Contender<Ctx>[] {
