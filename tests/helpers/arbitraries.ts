@@ -69,6 +69,8 @@ export interface PropertyLoss {
   readonly kind: Kind;
   /** The gradients `backward` returns, which are also the keys `out` takes ("output" too for a transform). */
   readonly grads: readonly string[];
+  /** The matrix gradients that take an `out` buffer here, when not every one of `grads` (magface's norms is a vector). */
+  readonly outs?: readonly string[];
   /** The matrix input whose rows are the batch (its rows carry the labels). */
   readonly batch: string;
   /** Whether an ignored row's gradient (w.r.t. `batch`) and its "none" loss are exactly 0 (distillation keeps the KL term). */
@@ -87,12 +89,12 @@ export function methodsOf(kind: Kind): readonly Method[] {
 }
 
 /** The `out` keys a method takes: a transform's forward writes `output`, its backward `x`, valueAndGrad both. */
-export function outKeysFor(entry: Pick<PropertyLoss, "kind" | "grads">, method: Method): readonly string[] {
+export function outKeysFor(entry: Pick<PropertyLoss, "kind" | "grads" | "outs">, method: Method): readonly string[] {
   if (entry.kind === "metric") return [];
   if (entry.kind === "transform") {
     return method === "forward" ? ["output"] : method === "backward" ? ["x"] : ["output", "x"];
   }
-  return entry.grads;
+  return entry.outs ?? entry.grads;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -965,6 +967,7 @@ function define(d: Definition): PropertyLoss {
     name: d.name,
     kind: d.kind,
     grads: d.grads,
+    outs: d.outs,
     batch: d.layout.kind === "head" ? "x" : d.layout.first,
     ignoredRowsVanish: d.ignoredRowsVanish ?? hasLabels(d.layout),
     normalised: d.normalised ?? [],
