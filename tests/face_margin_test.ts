@@ -19,7 +19,11 @@ import { type ErrorCase, errorSuite } from "./helpers/suite.ts";
 // deno-lint-ignore no-explicit-any
 type Any = any;
 
-const FILES = { adaface: "adaface.json", curricularFace: "curricular_face.json", magface: "magface.json" } as const;
+const FILES = {
+  adaface: "faces/adaface.json",
+  curricularFace: "faces/curricular_face.json",
+  magface: "faces/magface.json",
+} as const;
 type Name = keyof typeof FILES;
 const NAMES = Object.keys(FILES) as Name[];
 
@@ -318,7 +322,7 @@ for (const name of NAMES) describe(name, () => errorSuite({ name } as Any, error
 // The inter-class options of arcface, cosface, combinedMargin (the same non-target transform)
 
 describe("interclassFilteringThreshold and interTopK: PyTorch fixtures (insightface, wespeaker)", () => {
-  const cases = loadFixtures("inter_class.json");
+  const cases = loadFixtures("faces/inter_class.json");
   for (const b of backends) {
     describe(b.name, () => {
       for (const fc of cases) {
