@@ -32,6 +32,8 @@ export type {
 } from "./src/losses/sharded.ts";
 export type { ShardStats } from "./src/kernels/shards.ts";
 export * from "./src/state.ts";
+export { adafaceInit, type AdafaceState } from "./src/losses/adaface.ts";
+export type { CurricularFaceState } from "./src/losses/curricular_face.ts";
 export type { SyncLosses } from "./src/losses/mod.ts";
 export * from "./src/types.ts";
 

@@ -77,6 +77,8 @@ export type {
   ShardResult,
 } from "./src/losses/sharded.ts";
 export * from "./src/state.ts";
+export { adafaceInit, type AdafaceState } from "./src/losses/adaface.ts";
+export type { CurricularFaceState } from "./src/losses/curricular_face.ts";
 export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
 export { DeviceLostError } from "./src/webgpu/context.ts";
 export { init, type InitOptions, type Losses, WASM_LOGITS_PER_SECOND } from "./src/backend.ts";

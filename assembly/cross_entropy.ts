@@ -25,6 +25,11 @@
 //                   z and the gradient row is finally multiplied by d;
 //   zLoss k != 0:   rowZ_i = k lse^2, lse = h + m + log(sum); its gradient zs_i 2 k lse p_c
 //                   (zs_i = zScales[i]) joins dz_c.
+// The margin losses' non-target transform (src/kernels/hard_label.ts's NonTarget; with a target
+// and the clamp), ntc = [lo, hi, a, b, g, cut] f64 and nt = per row (thr, tie) f64 or 0: a row whose
+// other cosines leave [lo, hi] or pass cut or reach thr is first transformed, as the softcap's, into the
+// scratch row x'_j (s x'_j its logit) and d_j (its derivative over s) and run unclamped; the
+// other rows run as they are (one comparison of the row's maximum and minimum).
 import { rowMax, rowMin, rowFind, rowSumBelow, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSoftcap, rowMul } from "./softmax";
 import { expNeg1 } from "./math";
 
@@ -55,7 +60,7 @@ import { expNeg1 } from "./math";
 export function hard_label(
   z: usize, g: usize, rows: i32, c: i32, labels: usize, weight: usize,
   eps: f64, gamma: f64, scales: usize, rowLoss: usize, scale: f64, clamp: i32, target: usize,
-  softcap: f64, cap: usize, zLoss: f64, zScales: usize, rowZ: usize,
+  softcap: f64, cap: usize, zLoss: f64, zScales: usize, rowZ: usize, ntc: usize, nt: usize,
 ): void {
   // W exactly (a float64 sum): the smoothed gradients at the label and at the argmax take
   // differences of it and a single weight.
@@ -77,9 +82,22 @@ export function hard_label(
       continue;
     }
     let h: f64 = 0; // the shift of a capped row
+    let rowClamp = clamp, mulD = softcap != 0;
     if (softcap != 0) {
       h = rowSoftcap(zr, cap, cap + (<usize>c << 2), c, softcap);
       zr = cap;
+    } else if (ntc) {
+      const thr = nt ? load<f64>(nt + (<usize>i << 4)) : Infinity;
+      const tie = nt ? <i32>load<f64>(nt + (<usize>i << 4) + 8) : -1;
+      const hi = max(rowMax(zr, y), rowMax(zr + ((<usize>y + 1) << 2), c - y - 1));
+      const lo = min(rowMin(zr, y), rowMin(zr + ((<usize>y + 1) << 2), c - y - 1));
+      const top = <f64>hi;
+      if (top > load<f64>(ntc + 8) || <f64>lo < load<f64>(ntc) || top > load<f64>(ntc + 40) || top > thr || (top == thr && tie >= 0)) {
+        rowNonTarget(zr, cap, cap + (<usize>c << 2), c, y, ntc, thr, tie);
+        zr = cap;
+        rowClamp = 0;
+        mulD = true;
+      }
     }
     const wy: f64 = weight ? <f64>load<f32>(weight + (<usize>y << 2)) : 1;
     const xy = load<f32>(zr + (<usize>y << 2));
@@ -90,15 +108,15 @@ export function hard_label(
       zy = load<f64>(target + (<usize>i << 4));
       dy = load<f64>(target + (<usize>i << 4) + 8);
     } else {
-      if (clamp) xc = min(max(xy, <f32>-1), <f32>1);
+      if (rowClamp) xc = min(max(xy, <f32>-1), <f32>1);
       zy = <f64>xc * scale;
       dy = xc != xy ? 0 : scale;
     }
     let mx = max(rowMax(zr, y), rowMax(zr + ((<usize>y + 1) << 2), c - y - 1));
     // Cosines are nearly always inside [-1, 1] already: then the row skips the clamp (the
     // same values, 4 fewer operations per vector in the exponential pass).
-    const clampRow = clamp && (mx > 1 || min(rowMin(zr, y), rowMin(zr + ((<usize>y + 1) << 2), c - y - 1)) < -1) ? 1 : 0;
-    if (clamp) mx = min(max(mx, <f32>-1), <f32>1);
+    const clampRow = rowClamp && (mx > 1 || min(rowMin(zr, y), rowMin(zr + ((<usize>y + 1) << 2), c - y - 1)) < -1) ? 1 : 0;
+    if (rowClamp) mx = min(max(mx, <f32>-1), <f32>1);
     const m = max(<f64>mx * scale, zy);
     // Exponentials are taken against m32 = m / s rounded to float32; the factor
     // e^(m32 s - m) puts S back against m (it is 1 for cross-entropy, where m32 s = m).
@@ -176,6 +194,41 @@ export function hard_label(
       if (zk != 0) gr_ += zk * scale * er * F / sum;
       store<f32>(gr + (<usize>r << 2), <f32>gr_);
     }
-    if (softcap != 0) rowMul(gr, cap + (<usize>c << 2), c);
+    if (mulD) rowMul(gr, cap + (<usize>c << 2), c);
+  }
+}
+
+/**
+ * The non-target transform of row x (label y) into the scratch rows xs (x'_j, the logit over
+ * s) and d (the derivative over s): x clamped to [lo, hi] (d 0 where cut); a non-target above
+ * cut becomes 0 (d 0); then a hard non-target
+ * (x > thr, or x == thr and j <= tie) becomes a x + b x^2 + g sqrt(1 - x^2), d = a + 2 b x -
+ * g xd / sqrt(1 - xd^2) (xd clamped to [-1 + 1e-6, 1 - 1e-6]); in float64 rounded once.
+ */
+function rowNonTarget(x: usize, xs: usize, d: usize, c: i32, y: i32, ntc: usize, thr: f64, tie: i32): void {
+  const lo = load<f64>(ntc), hi = load<f64>(ntc + 8);
+  const a = load<f64>(ntc + 16), b = load<f64>(ntc + 24), g = load<f64>(ntc + 32), cut = load<f64>(ntc + 40);
+  for (let j = 0; j < c; j++) {
+    const o = <usize>j << 2;
+    const raw = <f64>load<f32>(x + o);
+    let v = min(max(raw, lo), hi);
+    let pass = j == y || v == raw || isNaN(raw);
+    if (j != y && v > cut) {
+      v = 0;
+      pass = false;
+    }
+    let value = v, slope: f64 = 1;
+    if (j != y && (v > thr || (v == thr && j <= tie))) {
+      value = a * v + b * v * v;
+      slope = a + 2 * b * v;
+      if (g != 0) {
+        const vd = min(max(v, -1 + 1e-6), 1 - 1e-6);
+        value += g * Math.sqrt(max(0, 1 - v * v));
+        slope -= g * vd / Math.sqrt(1 - vd * vd);
+      }
+    }
+    store<f32>(xs + o, <f32>value);
+    // (the label's entry: the target carries its own derivative)
+    store<f32>(d + o, pass ? <f32>slope : 0);
   }
 }

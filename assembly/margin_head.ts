@@ -19,6 +19,85 @@ import { expNeg } from "./math";
 import { rowMax, rowExpSum } from "./softmax";
 import { transpose } from "./gemm";
 
+// The margin losses' non-target transform (src/kernels/hard_label.ts's NonTarget; as in
+// cross_entropy.ts): ntc = [lo, hi, a, b, g, cut] f64 or 0, nt = per row (thr, tie) f64 or 0.
+// With it, each row's logits of a chunk are taken by the scalar `ntLogit` (u clamped to
+// [lo, hi], 0 above cut, a hard one s (a u + b u^2 + g sqrt(1 - u^2))), whose derivative over s
+// is left in ntSlope; the GEMM around them is unchanged.
+let ntSlope: f64 = 0;
+
+// @ts-ignore: decorator
+@inline function ntLogit(u: f64, s: f64, col: i32, ntc: usize, thr: f64, tie: i32): f64 {
+  let v = min(max(u, load<f64>(ntc)), load<f64>(ntc + 8));
+  ntSlope = v == u ? 1 : 0;
+  if (v > load<f64>(ntc + 40)) {
+    v = 0;
+    ntSlope = 0;
+  }
+  if (v > thr || (v == thr && col <= tie)) {
+    const a = load<f64>(ntc + 16), b = load<f64>(ntc + 24), g = load<f64>(ntc + 32);
+    let value = a * v + b * v * v, slope = a + 2 * b * v;
+    if (g != 0) {
+      const vd = min(max(v, -1 + 1e-6), 1 - 1e-6);
+      value += g * Math.sqrt(max(0, 1 - v * v));
+      slope -= g * vd / Math.sqrt(1 - vd * vd);
+    }
+    ntSlope *= slope;
+    return s * value;
+  }
+  return s * v;
+}
+
+let uMax: f32 = 0, uMin: f32 = 0;
+
+/** uMax, uMin: the largest and smallest u = (S a) b over row[lo, hi) (as `logits` rounds it), merged into them. */
+function uRange(row: usize, lo: i32, hi: i32, a: f32, b: usize): void {
+  const va = f32x4.splat(a);
+  let mx = f32x4.splat(uMax), mn = f32x4.splat(uMin);
+  let j = lo;
+  for (; j + 4 <= hi; j += 4) {
+    const o = (<usize>j) << 2;
+    const u = f32x4.mul(f32x4.mul(v128.load(row + o), va), v128.load(b + o));
+    mx = f32x4.max(mx, u);
+    mn = f32x4.min(mn, u);
+  }
+  let m1 = max(max(f32x4.extract_lane(mx, 0), f32x4.extract_lane(mx, 1)), max(f32x4.extract_lane(mx, 2), f32x4.extract_lane(mx, 3)));
+  let m0 = min(min(f32x4.extract_lane(mn, 0), f32x4.extract_lane(mn, 1)), min(f32x4.extract_lane(mn, 2), f32x4.extract_lane(mn, 3)));
+  for (; j < hi; j++) {
+    const o = (<usize>j) << 2;
+    const u = load<f32>(row + o) * a * load<f32>(b + o);
+    m1 = max(m1, u);
+    m0 = min(m0, u);
+  }
+  uMax = m1;
+  uMin = m0;
+}
+
+/**
+ * Whether the non-target transform leaves every non-label entry of a chunk row as the plain
+ * kernel takes it: u inside [lo, hi], not above cut, not hard. Then the SIMD loops run.
+ */
+function ntPlain(row: usize, cols: i32, yl: i32, a: f32, b: usize, ntc: usize, thr: f64, tie: i32): bool {
+  uMax = -Infinity;
+  uMin = Infinity;
+  uRange(row, 0, yl, a, b);
+  uRange(row, yl < cols ? yl + 1 : cols, cols, a, b);
+  const top = <f64>uMax;
+  if (isNaN(top) || isNaN(<f64>uMin)) return false;
+  return top <= load<f64>(ntc + 8) && <f64>uMin >= load<f64>(ntc) && top <= load<f64>(ntc + 40) &&
+    (top < thr || (top == thr && tie < 0));
+}
+
+/** The non-target transform's logits of one row of a chunk, in place (the label's column yl skipped). */
+function logitsNT(row: usize, n: i32, a: f32, b: usize, s: f32, yl: i32, j0: i32, ntc: usize, thr: f64, tie: i32): void {
+  for (let j = 0; j < n; j++) {
+    if (j == yl) continue;
+    const o = (<usize>j) << 2;
+    const u = <f64>(load<f32>(row + o) * a * load<f32>(b + o));
+    store<f32>(row + o, <f32>ntLogit(u, <f64>s, j0 + j, ntc, thr, tie));
+  }
+}
+
 const EPS: f32 = 1e-12;
 
 /** b_j (1/max(||W_j||, 1e-12), or 1 without normW) for a [rows, d] chunk of W, and W^T into wt. */
@@ -73,14 +152,22 @@ export function head_prep(w: usize, rows: i32, d: i32, normW: i32, b: usize, wt:
  */
 export function head_forward(
   S: usize, n: i32, cols: i32, j0: i32, labels: usize, a: usize, b: usize, s: f32, clamp: i32,
-  m: usize, sum: usize,
+  m: usize, sum: usize, ntc: usize, nt: usize,
 ): void {
   for (let i = 0; i < n; i++) {
     const y = load<i32>(labels + ((<usize>i) << 2));
     if (y < 0) continue;
     const row = S + ((<usize>(i * cols)) << 2);
-    logits(row, cols, load<f32>(a + ((<usize>i) << 2)), b, s, clamp);
     const yl = y - j0 >= 0 && y - j0 < cols ? y - j0 : cols; // the label's column here, or none
+    if (ntc) {
+      const thr = nt ? load<f64>(nt + ((<usize>i) << 4)) : Infinity;
+      const tie = nt ? <i32>load<f64>(nt + ((<usize>i) << 4) + 8) : -1;
+      const ai = load<f32>(a + ((<usize>i) << 2));
+      if (ntPlain(row, cols, yl, ai, b, ntc, thr, tie)) logits(row, cols, ai, b, s, clamp);
+      else logitsNT(row, cols, ai, b, s, yl, j0, ntc, thr, tie);
+    } else {
+      logits(row, cols, load<f32>(a + ((<usize>i) << 2)), b, s, clamp);
+    }
     const after = yl < cols ? yl + 1 : cols;
     const cm = max(rowMax(row, yl), rowMax(row + ((<usize>after) << 2), cols - after));
     let mi = load<f64>(m + ((<usize>i) << 3));
@@ -154,6 +241,7 @@ export function head_chunk_max(S: usize, n: i32, cols: i32, j0: i32, labels: usi
 export function head_backward(
   S: usize, n: i32, cols: i32, j0: i32, labels: usize, a: usize, b: usize, s: f32, clamp: i32,
   m: usize, lse: usize, scales: usize, target: usize, om: usize, G: usize, H: usize, labelInG: i32, labelInH: i32,
+  ntc: usize, nt: usize,
 ): void {
   for (let i = 0; i < n; i++) {
     const off = (<usize>(i * cols)) << 2;
@@ -172,8 +260,24 @@ export function head_backward(
     const after = yl < cols ? yl + 1 : cols;
     // dL/du = s_i p s for the non-label columns.
     const k = <f32>(si * <f64>s);
-    gradRange(row, G + off, H + off, b, 0, yl, ai, s, mi, li, k, clamp);
-    gradRange(row, G + off, H + off, b, after, cols, ai, s, mi, li, k, clamp);
+    const thr = ntc && nt ? load<f64>(nt + ((<usize>i) << 4)) : Infinity;
+    const tie = ntc && nt ? <i32>load<f64>(nt + ((<usize>i) << 4) + 8) : -1;
+    if (ntc && !ntPlain(row, cols, yl, ai, b, ntc, thr, tie)) {
+      // dL/du = s_i p s (dz/du over s), p = e^((z - m) - (lse - m))
+      for (let j = 0; j < cols; j++) {
+        if (j == yl) continue;
+        const o = (<usize>j) << 2;
+        const bj = load<f32>(b + o);
+        const z = ntLogit(<f64>(load<f32>(row + o) * ai * bj), <f64>s, j0 + j, ntc, thr, tie);
+        const e = f32x4.extract_lane(expNeg(f32x4.splat((<f32>z - mi) - li)), 0);
+        const du = <f32>(<f64>(k * e) * ntSlope);
+        store<f32>(G + off + o, du * bj);
+        store<f32>(H + off + o, du * ai);
+      }
+    } else {
+      gradRange(row, G + off, H + off, b, 0, yl, ai, s, mi, li, k, clamp);
+      gradRange(row, G + off, H + off, b, after, cols, ai, s, mi, li, k, clamp);
+    }
     if (yl < cols) {
       const t = target + ((<usize>i) << 5);
       const o = (<usize>yl) << 2;

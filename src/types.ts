@@ -93,7 +93,10 @@ export type GradTensor<In> = "gpu" extends { [K in keyof In]-?: PlaceOf<In[K]> }
  * put them; the gradient of a number input (CLIP's `scale`) is a number wherever it runs.
  */
 export type GradsFor<G, In> = {
-  [K in keyof G]: G[K] extends number ? number : G[K] extends readonly unknown[] ? GradTensor<In>[] : GradTensor<In>;
+  [K in keyof G]: G[K] extends number ? number
+    : G[K] extends Float32Array ? Float32Array
+    : G[K] extends readonly unknown[] ? GradTensor<In>[]
+    : GradTensor<In>;
 };
 
 /**

@@ -123,7 +123,8 @@ function checkResult(entry: PropertyLoss, k: Case, options: Any, r: Outcome, lab
   assert.deepEqual(Object.keys(r.grads).sort(), [...entry.grads].sort(), `${label}: gradient names`);
   for (const key of entry.grads) {
     const g: Mat = r.grads[key];
-    const input = k.inputs[key] as Mat;
+    const vector = k.inputs[key] instanceof Float32Array; // (magface's norms: a [N, 1] gradient)
+    const input = (vector ? { shape: [k.inputs[key].length, 1] } : k.inputs[key]) as Mat;
     assert.ok(g.data instanceof Float32Array, `${label}: grads.${key}.data is not a Float32Array`);
     assert.deepEqual([...g.shape], [...input.shape], `${label}: grads.${key}.shape`);
     assertFinite(g.data, `${label} grads.${key}`, g.shape);

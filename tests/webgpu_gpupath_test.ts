@@ -40,7 +40,12 @@ const skip = webgpuMissing;
  */
 const specs: readonly LossSpec[] = [
   ...allSpecs.filter((s) => !s.matrixOutput && s.name !== "accuracy"),
-  ...cosineMarginSpecs,
+  // (with insightface's filtering threshold too: the fused kernel's non-target transform, no host data)
+  ...cosineMarginSpecs.map((s) =>
+    s.name === "normface"
+      ? s
+      : { ...s, optionSets: (c: number) => [...s.optionSets(c), { interclassFilteringThreshold: 0.3 }] }
+  ),
   ...headSpecs,
   centerLossSpec,
   physicsContrastiveSpec,
@@ -393,6 +398,33 @@ describe("bad combinations are named errors", { skip }, () => {
     const got = await l.linearCrossEntropy.valueAndGrad({ x, W, labels });
     assertLossClose(got.loss, want.loss, "loss");
     assertGradClose(got.grads.W.data, want.grads.W.data, "grads.W");
+    l.dispose();
+  });
+
+  it("the face margin losses whose targets are computed on the host refuse a GPU-resident cos by name", async () => {
+    const dev = await sharedDevice();
+    const l = await gpuLosses(dev, { auto: false, note: "test" });
+    const cos = await upload(randomMatrix(new Rng(seedOf("gpupath faces")), N, C, 0.5));
+    const labels = [0, 1, 2, 3, 4], norms = Float32Array.from({ length: N }, (_, i) => 15 + i);
+    const cases: [string, Record<string, Any>, Record<string, Any>, string][] = [
+      ["adaface", { cos, labels, norms, state: { mean: 20, std: 100 } }, {}, "adaface"],
+      ["curricularFace", { cos, labels, state: { t: 0 } }, {}, "curricularFace"],
+      ["magface", { cos, labels, norms }, {}, "magface"],
+      ["arcface", { cos, labels }, { interTopK: 2 }, "interTopK"],
+      ["arcface", { cos, labels }, { margin: new Float32Array(N).fill(0.4) }, "per-row margin"],
+    ];
+    const c = await count(dev, async () => {
+      for (const [name, inputs, o, why] of cases) {
+        await assertThrowsNamed(
+          () => (l as Any)[name].valueAndGrad(inputs, { ...o, readback: false }),
+          TypeError,
+          "cos to be a host matrix",
+          why,
+        );
+        assert.throws(() => (l.sync as Any)[name].forward(inputs, o), TypeError, why);
+      }
+    });
+    assert.equal(c.maps, 0, "refused before reading anything");
     l.dispose();
   });
 

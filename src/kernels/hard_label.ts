@@ -57,6 +57,54 @@ export interface HardLabelProblem extends Prepared {
   readonly zLoss?: number;
   /** With `zLoss` and a gradient: per-row gradient scale of the z term (ignored rows 0). */
   readonly zScales?: Float64Array;
+  /** The margin losses' transform of the non-target cosines (with `clamp` and a `target`), or absent for none. */
+  readonly nonTarget?: NonTarget;
+}
+
+/**
+ * The non-target transform of the margin losses (one mechanism for CurricularFace's hard
+ * negatives, `interclassFilteringThreshold`, `interTopK` and AdaFace's clip): every cosine is
+ * clamped to `[lo, hi]` (inside [-1, 1]; gradient 0 outside, passed at the bounds, as
+ * `torch.clamp`); a non-target above `cut` is replaced by 0 (gradient 0: insightface's
+ * filtering), and then a non-target class cosine `x_j` of row i is *hard* when `x_j > thr_i`, or
+ * `x_j == thr_i` and `j <= tie_i` (the k-th largest's ties to the smaller class); a hard one
+ * has the logit `s (a x + b x^2 + g sqrt(1 - x^2))`, derivative
+ * `s (a + 2 b x - g xd / sqrt(1 - xd^2))` with `xd` the cosine clamped to
+ * `[-1 + 1e-6, 1 - 1e-6]` (SPEC §2's rule); the others stay `s x_j`.
+ * CurricularFace: `thr_i = phi_i`, `(a, b, g) = (t, 1, 0)`; filtering: `cut = T`; inter-top-k:
+ * `thr_i` the k-th largest (filtered) non-target, `(cos m', 0, sin m')`.
+ * A row whose non-target cosines are all inside `[lo, hi]` and none hard costs the plain
+ * kernel one comparison (its maximum and minimum, which the kernel reads anyway).
+ */
+export interface NonTarget {
+  readonly lo: number;
+  readonly hi: number;
+  /** Non-targets above it become 0 (`Infinity`: none). */
+  readonly cut: number;
+  readonly a: number;
+  readonly b: number;
+  readonly g: number;
+  /** Per row `[N, 2]`: `thr_i` and `tie_i` (-1: only `x > thr` is hard); null: no hard non-target. */
+  readonly rows: Float64Array | null;
+}
+
+/** Whether non-target column `j` with cosine `x` of a row with threshold `thr` and tie column `tie` is hard. */
+export function isHard(x: number, j: number, thr: number, tie: number): boolean {
+  return x > thr || (x === thr && j <= tie);
+}
+
+/**
+ * A hard non-target's logit and derivative over the scale, `a x + b x^2 + g sqrt(1 - x^2)` and
+ * `a + 2 b x - g xd / sqrt(1 - xd^2)` (`xd` clamped to `[-1 + 1e-6, 1 - 1e-6]`), for `x` in [-1, 1].
+ */
+export function hardLogit(nt: NonTarget, x: number): [number, number] {
+  let value = nt.a * x + nt.b * x * x, slope = nt.a + 2 * nt.b * x;
+  if (nt.g !== 0) {
+    const xd = Math.min(1 - 1e-6, Math.max(-1 + 1e-6, x));
+    value += nt.g * Math.sqrt(Math.max(0, 1 - x * x));
+    slope -= (nt.g * xd) / Math.sqrt(1 - xd * xd);
+  }
+  return [value, slope];
 }
 
 /** The label's target of a margin loss as data: `phi` and `marginGrad: "constant"`. */

@@ -6,7 +6,7 @@
  */
 import type { Prepared, Raw } from "./core.ts";
 import type { Matrix, Reduction } from "../types.ts";
-import type { MarginTarget } from "./hard_label.ts";
+import type { MarginTarget, NonTarget } from "./hard_label.ts";
 
 /** Row i's `[||x_i||, ||W_y||, x_i . W_y]` (the last two 0 for an ignored row). */
 export type RowStats = (row: number) => [number, number, number];
@@ -23,6 +23,9 @@ export type TargetSpec = MarginTarget | {
   readonly kind: "sphereface" | "lsoftmax";
   readonly m: number;
   readonly weight: number;
+} | {
+  /** The face margin kinds: targets per row from the host only (`target`), no spec to evaluate. */
+  readonly kind: "host";
 };
 
 /** The prepared problem of an embedding head. */
@@ -53,6 +56,8 @@ export interface HeadProblem extends Prepared {
   readonly denominator: number;
   readonly outX: Matrix | null;
   readonly outW: Matrix | null;
+  /** The margin losses' non-target transform of the cosines (src/kernels/hard_label.ts), or absent. */
+  readonly nonTarget?: NonTarget;
 }
 
 /**

@@ -14,6 +14,7 @@
  * | family      | problem                                    | losses                                                          |
  * | ----------- | ------------------------------------------ | --------------------------------------------------------------- |
  * | `hardLabel` | fused softmax cross-entropy, label logit   | crossEntropy, focal, arcface, cosface, normface, combinedMargin |
+ * |             |                                            | adaface, curricularFace, magface                                |
  * | `softTarget`| soft-target cross-entropy                  | softCrossEntropy                                                |
  * | `klDiv`     | KL divergence of log-probabilities         | klDiv                                                           |
  * | `distill`   | temperature KL + cross-entropy             | distillation                                                    |

@@ -7,6 +7,8 @@ import type { Definition } from "../loss.ts";
 import * as v from "../validate.ts";
 import {
   derivativeCos,
+  INTER_KEYS,
+  type InterClassOptions,
   makePhi,
   type MarginGrads,
   type MarginInputs,
@@ -16,13 +18,24 @@ import {
 } from "./margin.ts";
 
 /** Options of `arcface`. */
-export interface ArcfaceOptions extends MarginOptions {
+export interface ArcfaceOptions extends MarginOptions, InterClassOptions {
   /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 64 */
   scale?: number;
-  /** Angular margin m in radians, in [0, pi). @default 0.5 */
-  margin?: number;
+  /**
+   * Angular margin m in radians, in [0, pi); a `Float32Array [N]` gives each row its own (ElasticFace,
+   * `elasticMargins`), its own `cos(pi - m)` threshold included. @default 0.5
+   */
+  margin?: number | Float32Array;
   /** Apply the margin only where cos > 0 (else the plain cosine). @default false */
   easyMargin?: boolean;
+  /**
+   * wespeaker's inter-top-k penalty: the k non-target classes with the largest cosines (after
+   * the filtering threshold; ties to the smaller class; every non-target when k >= C - 1) get
+   * the logit `s cos(theta_j - interTopKMargin)`. An integer >= 0; `cos` on the host. @default 0
+   */
+  interTopK?: number;
+  /** The margin m' of `interTopK`, in [0, pi). @default 0.06 */
+  interTopKMargin?: number;
 }
 
 /**
@@ -61,6 +74,9 @@ export const ARCFACE_KEYS = ["margin", "easyMargin"] as const;
  * `crossEntropy`). Gradient w.r.t. `cos`: `s (p_j)` for j != y, `s (p_y - 1) phi'(cos_y)`
  * (`marginGrad: "constant"`: `phi' = 1`, as insightface); `phi'` uses the cosine clamped to
  * `[-1 + 1e-6, 1 - 1e-6]`, so it is finite at cosines of exactly +-1.
+ * `interclassFilteringThreshold` T > 0 (insightface) replaces every non-target cosine above T by
+ * 0 first; `interTopK` k > 0 (wespeaker) gives the k largest non-targets the logit
+ * `s cos(theta_j - m')`, `m' = interTopKMargin` (0.06), as docs/LOSSES.md section 11 says.
  *
  * @example ArcFace on cosines
  * ```ts
@@ -76,4 +92,5 @@ export const arcface: Definition<MarginInputs, ArcfaceOptions, MarginGrads, unkn
   64,
   arcfaceTarget,
   ARCFACE_KEYS,
+  INTER_KEYS,
 );

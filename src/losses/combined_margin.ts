@@ -8,6 +8,7 @@ import type { Definition } from "../loss.ts";
 import * as v from "../validate.ts";
 import {
   derivativeCos,
+  type InterClassOptions,
   makePhi,
   type MarginGrads,
   type MarginInputs,
@@ -17,15 +18,15 @@ import {
 } from "./margin.ts";
 
 /** Options of `combinedMargin`. */
-export interface CombinedMarginOptions extends MarginOptions {
+export interface CombinedMarginOptions extends MarginOptions, InterClassOptions {
   /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 64 */
   scale?: number;
   /** Multiplicative angular margin, finite, in [0, 8]. @default 1 */
   m1?: number;
-  /** Additive angular margin (radians), finite, in [-pi, pi]. @default 0.5 */
-  m2?: number;
-  /** Additive cosine margin, finite, in [-2, 2]. @default 0 */
-  m3?: number;
+  /** Additive angular margin (radians), finite, in [-pi, pi]; or one per row, `Float32Array [N]`. @default 0.5 */
+  m2?: number | Float32Array;
+  /** Additive cosine margin, finite, in [-2, 2]; or one per row, `Float32Array [N]`. @default 0 */
+  m3?: number | Float32Array;
 }
 
 /**
@@ -67,4 +68,5 @@ export const combinedMargin: Definition<MarginInputs, CombinedMarginOptions, Mar
     64,
     combinedMarginTarget,
     COMBINED_MARGIN_KEYS,
+    ["interclassFilteringThreshold"],
   );

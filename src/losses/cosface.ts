@@ -6,14 +6,22 @@
  */
 import type { Definition } from "../loss.ts";
 import * as v from "../validate.ts";
-import { makePhi, type MarginGrads, type MarginInputs, marginLoss, type MarginOptions, type Phi } from "./margin.ts";
+import {
+  type InterClassOptions,
+  makePhi,
+  type MarginGrads,
+  type MarginInputs,
+  marginLoss,
+  type MarginOptions,
+  type Phi,
+} from "./margin.ts";
 
 /** Options of `cosface`. */
-export interface CosfaceOptions extends MarginOptions {
+export interface CosfaceOptions extends MarginOptions, InterClassOptions {
   /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 64 */
   scale?: number;
-  /** Cosine margin m subtracted from the target cosine, finite, in [-2, 2]. @default 0.35 */
-  margin?: number;
+  /** Cosine margin m subtracted from the target cosine, finite, in [-2, 2]; or one per row, `Float32Array [N]`. @default 0.35 */
+  margin?: number | Float32Array;
 }
 
 /** Checks `cosface`'s options and returns its target function `cos - m`. */
@@ -44,4 +52,5 @@ export const cosface: Definition<MarginInputs, CosfaceOptions, MarginGrads, unkn
   64,
   cosfaceTarget,
   COSFACE_KEYS,
+  ["interclassFilteringThreshold"],
 );

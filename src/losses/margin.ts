@@ -12,7 +12,7 @@ import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.
 import * as v from "../validate.ts";
 import { finishHardLabel } from "./cross_entropy.ts";
 import { outBuffer } from "../kernels/core.ts";
-import type { MarginSpec } from "../kernels/hard_label.ts";
+import type { MarginSpec, NonTarget } from "../kernels/hard_label.ts";
 
 /** Inputs of the margin losses on cosines. */
 export interface MarginInputs {
@@ -71,17 +71,19 @@ export function makePhi(spec: MarginSpec, fn: (x: number) => [number, number]): 
  */
 export function labelTargets(
   labels: Int32Array,
-  phi: Phi,
+  phi: Phi | ((row: number) => Phi),
   scale: number,
   constant: boolean,
   labelCos: (row: number) => number,
 ): Float64Array {
   const n = labels.length, target = new Float64Array(2 * n);
+  // (a function of the row without `spec`: a per-row margin)
+  const phiOf = "spec" in phi ? () => phi : phi as (row: number) => Phi;
   for (let i = 0; i < n; i++) {
     if (labels[i] < 0) continue;
     const raw = labelCos(i);
     const x = Math.min(1, Math.max(-1, raw));
-    const [value, slope] = phi(x);
+    const [value, slope] = phiOf(i)(x);
     target[2 * i] = scale * value;
     target[2 * i + 1] = x === raw || Number.isNaN(raw) ? scale * (constant ? 1 : slope) : 0;
   }
@@ -101,14 +103,90 @@ export type MarginDef<O> = LossDef<MarginInputs, O, MarginGrads, "hardLabel"> & 
   readonly shard: "logits";
 };
 
+/** The inter-class options (SPEC §7) of `arcface` (all three), `cosface` and `combinedMargin` (the threshold). */
+export interface InterClassOptions {
+  /**
+   * insightface's `interclass_filtering_threshold`: when > 0, every non-target cosine above
+   * it is replaced by 0 (gradient 0) before the logits. In [0, 1]. @default 0
+   */
+  interclassFilteringThreshold?: number;
+}
+
+/** The margin options that may be a `Float32Array [N]`, one value per row (ElasticFace). */
+const ROW_MARGIN_KEYS = ["margin", "m2", "m3"] as const;
+
+/** Whether an option value is a per-row array (validated by `v.vector`). */
+const isRowArray = (x: unknown) => x instanceof Float32Array || x instanceof Float64Array || Array.isArray(x);
+
+/** The inter-class option keys a margin loss may take (`losses.sharded` takes none of them). */
+export const INTER_KEYS = ["interclassFilteringThreshold", "interTopK", "interTopKMargin"] as const;
+
 /**
- * Defines a margin loss from how its options give the scale and the target function.
+ * The non-target transform of the inter-class options (src/kernels/hard_label.ts's
+ * `NonTarget`): `interclassFilteringThreshold` T > 0 filters (`cut = T`); `interTopK` k > 0
+ * makes the k largest (filtered) non-target class cosines of each row hard, with the logit
+ * `s cos(theta_j - m') = s (x cos m' + sqrt(1 - x^2) sin m')` (ties to the smaller class; every
+ * non-target when k >= C - 1). Undefined when both are off.
+ */
+export function interClass(
+  o: InterClassOptions & { interTopK?: number; interTopKMargin?: number },
+  keys: readonly string[],
+  labels: Int32Array,
+  cos: Float32Array,
+  c: number,
+): NonTarget | undefined {
+  const threshold = keys.includes("interclassFilteringThreshold")
+    ? v.number("options.interclassFilteringThreshold", o.interclassFilteringThreshold, 0, { min: 0, max: 1 })
+    : 0;
+  const k = keys.includes("interTopK") ? v.integer("options.interTopK", o.interTopK, 0) : 0;
+  if (k < 0) throw new RangeError(`Expected options.interTopK to be an integer >= 0, got ${k}`);
+  const m = keys.includes("interTopKMargin")
+    ? v.number("options.interTopKMargin", o.interTopKMargin, 0.06, { min: 0, max: Math.PI, maxExclusive: true })
+    : 0;
+  if (threshold === 0 && k === 0) return undefined;
+  const cut = threshold > 0 ? threshold : Infinity;
+  if (k === 0) return { lo: -1, hi: 1, cut, a: 0, b: 0, g: 0, rows: null };
+  if (v.onDevice(cos)) {
+    throw new TypeError(
+      "Expected cos to be a host matrix { data: Float32Array, shape } with options.interTopK (each row's top k is found on the host), got a GPUBuffer",
+    );
+  }
+  // Per row: thr = the k-th largest filtered non-target cosine, tie = the last column taken at thr.
+  const n = labels.length, rows = new Float64Array(2 * n), row = new Float64Array(c - 1);
+  const value = (x: number) => {
+    const v = Math.min(1, Math.max(-1, x));
+    return v > cut ? 0 : v;
+  };
+  for (let i = 0; i < n; i++) {
+    const y = labels[i];
+    rows[2 * i] = -Infinity;
+    rows[2 * i + 1] = -1;
+    if (y < 0 || k >= c - 1) continue;
+    for (let j = 0, q = 0; j < c; j++) if (j !== y) row[q++] = value(cos[i * c + j]);
+    row.sort();
+    const thr = row[c - 1 - k];
+    let need = k;
+    for (let j = 0; j < c; j++) if (j !== y && value(cos[i * c + j]) > thr) need--;
+    let tie = -1;
+    for (let j = 0; j < c && need > 0; j++) {
+      if (j !== y && value(cos[i * c + j]) === thr) [tie, need] = [j, need - 1];
+    }
+    rows[2 * i] = thr;
+    rows[2 * i + 1] = tie;
+  }
+  return { lo: -1, hi: 1, cut, a: Math.cos(m), b: 0, g: Math.sin(m), rows };
+}
+
+/**
+ * Defines a margin loss from how its options give the scale and the target function
+ * (`inter`: the inter-class options it takes, of {@linkcode INTER_KEYS}).
  */
 export function marginLoss<O extends MarginOptions>(
   name: string,
   defaultScale: number,
   targetFunction: (o: O) => Phi,
   keys: readonly string[],
+  inter: readonly (typeof INTER_KEYS)[number][] = [],
 ): MarginDef<O> {
   const parse = (o: O): MarginParsed => ({
     scale: v.scale(o.scale, defaultScale),
@@ -121,7 +199,7 @@ export function marginLoss<O extends MarginOptions>(
     shard: "logits",
     kernel: "hardLabel",
     inputs: ["cos", "labels"],
-    options: ["scale", ...keys, "ignoreIndex", "reduction", "marginGrad"],
+    options: ["scale", ...keys, ...inter, "ignoreIndex", "reduction", "marginGrad"],
     grads: ["cos"],
     prepare(inputs, options, grad, upstream) {
       const o = v.options(options);
@@ -131,12 +209,28 @@ export function marginLoss<O extends MarginOptions>(
       const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
       const cos = v.values(inputs.cos);
       if (o.checkFinite) v.finite("cos", cos, c);
-      const { scale, constant, phi } = parse(o);
+      // A per-row margin (ElasticFace): row i's target function from its own value of each array option.
+      const rowKeys = ROW_MARGIN_KEYS.filter((k) => keys.includes(k) && isRowArray((o as Record<string, unknown>)[k]));
+      const rowValues = rowKeys.map((k) => v.vector(`options.${k}`, (o as Record<string, unknown>)[k], n)!);
+      const single = { ...o, ...Object.fromEntries(rowKeys.map((k) => [k, undefined])) } as O;
+      const { scale, constant, phi } = parse(single);
+      const phis = rowKeys.length === 0
+        ? null
+        : Array.from({ length: n }, (_, i) =>
+          targetFunction({ ...o, ...Object.fromEntries(rowKeys.map((k, q) => [k, rowValues[q][i]])) }));
+      if (phis && v.onDevice(cos)) {
+        throw new TypeError(
+          "Expected cos to be a host matrix { data: Float32Array, shape } with a per-row margin (its targets are computed per row on the host), got a GPUBuffer",
+        );
+      }
+      const nonTarget = interClass(o, inter, labels, cos, c);
       const reduction = v.reduction(o.reduction);
       let count = 0;
       for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
       // (the WebGPU kernel evaluates `margin` itself: a GPU-resident `cos` is not read here)
-      const target = v.onDevice(cos) ? null : labelTargets(labels, phi, scale, constant, (i) => cos[i * c + labels[i]]);
+      const target = v.onDevice(cos)
+        ? null
+        : labelTargets(labels, phis ? (i) => phis[i] : phi, scale, constant, (i) => cos[i * c + labels[i]]);
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       return {
         grad,
@@ -150,7 +244,9 @@ export function marginLoss<O extends MarginOptions>(
         scale,
         clamp: true,
         target,
-        margin: { kind: "margin", phi: phi.spec, constant },
+        // (with a per-row margin no target as data: every backend takes the host's `target`)
+        margin: phis ? undefined : { kind: "margin", phi: phi.spec, constant },
+        nonTarget,
         scales,
         out: grad ? outBuffer(o, "cos", n, c) : null,
         reduction,

@@ -21,7 +21,12 @@ import { COSFACE_KEYS, cosfaceTarget } from "./cosface.ts";
 import { outBuffer } from "../kernels/core.ts";
 import type { MarginOptions, Phi } from "./margin.ts";
 import { normfaceTarget } from "./normface.ts";
-import { norm, type RowStats, type Target, type TargetSpec } from "../kernels/head.ts";
+import { type HeadProblem, norm, type RowStats, type Target, type TargetSpec } from "../kernels/head.ts";
+import type { NonTarget } from "../kernels/hard_label.ts";
+import { type FaceRows, normGrads, type NormTerms, type RowsIn } from "./face_margin.ts";
+import { ADAFACE_KEYS, adafaceRows } from "./adaface.ts";
+import { CURRICULAR_FACE_KEYS, curricularRows } from "./curricular_face.ts";
+import { MAGFACE_KEYS, magfaceParts, magfaceRows } from "./magface.ts";
 
 /** Inputs of the embedding heads. */
 export interface HeadInputs {
@@ -58,6 +63,11 @@ export interface HeadKind<O> {
   options: readonly string[] | ((o: O) => readonly string[]);
   /** Checks the options and returns the scale and the target function (as a function and as data). */
   parse(o: O): { scale: number; target: Target; spec: TargetSpec };
+  /**
+   * The face margin kinds (SPEC §7): their rows from every row's label cosine and norm at once
+   * (batch statistics, the state input), or null for the other kinds.
+   */
+  face?(o: O): ((r: RowsIn) => FaceRows) | null;
 }
 
 /** Row i's `[||x_i||, ||W_y||, x_i . W_y]` with W's rows of class `first` on (the last two 0 without a label there). */
@@ -113,7 +123,7 @@ export function headLoss<O extends HeadOptions>(
     name,
     head: kind,
     kernel: "head",
-    inputs: ["x", "W", "labels"],
+    inputs: kind.face ? ["x", "W", "labels", "state"] : ["x", "W", "labels"],
     options: (o) => [...(typeof own === "function" ? own(o) : own), "ignoreIndex", "reduction"],
     grads: ["x", "W"],
     prepare(inputs, options, grad, upstream) {
@@ -139,7 +149,9 @@ export function headLoss<O extends HeadOptions>(
         : headTargets(kind, fn, labels, labelStats(x, W, d, labels, 0));
       const empty = new Float64Array(0);
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
+      const face = faceOf(kind, o, inputs as HeadInputs & { state?: unknown }, labels, host, scale);
       return {
+        ...face,
         grad,
         n,
         c,
@@ -162,20 +174,92 @@ export function headLoss<O extends HeadOptions>(
         outW: grad ? outBuffer(o, "W", c, d) : null,
       };
     },
-    finish: (p, raw) => ({
-      loss: v.reduce(raw.rows[0], p.reduction, p.denominator),
-      grads: {
-        x: p.outX ?? result(raw.grads.x, p.n, p.d),
-        W: p.outW ?? result(raw.grads.W, p.c, p.d),
-      },
-    }),
+    finish: (p, raw) => {
+      const r = {
+        loss: v.reduce(raw.rows[0], p.reduction, p.denominator),
+        grads: {
+          x: p.outX ?? result(raw.grads.x, p.n, p.d),
+          W: p.outW ?? result(raw.grads.W, p.c, p.d),
+        },
+      };
+      const f = p as HeadProblem & { parts?: Record<string, unknown>; norm?: NormTerms };
+      if (!f.norm) return { ...r, ...f.parts };
+      // magface: ce + lambda g, and the norms' gradient through ||x_i|| (d||x||/dx = x / ||x||).
+      const parts = magfaceParts(f.norm, raw.rows[0], p.reduction, p.denominator);
+      if (p.grad) {
+        const gx = r.grads.x.data, dn = normGrads(f.norm, p.scales, raw.rows[0]);
+        for (let i = 0; i < p.n; i++) {
+          if (!(p.nx[i] > 0) || dn[i] === 0) continue;
+          for (let k = 0; k < p.d; k++) gx[i * p.d + k] += (dn[i] * p.x[i * p.d + k]) / p.nx[i];
+        }
+      }
+      return { ...r, ...parts, ce: r.loss };
+    },
   };
+}
+
+/**
+ * A face margin kind's problem fields: the rows from each row's label cosine `u` and norm
+ * `||x_i||` (the head's targets `[N, 4]` take the rows' logit and slope; their dependence on
+ * `||x||` is magface's norm terms, added by `finish`), the non-target transform, the parts.
+ * Refuses `state` for the kinds without one, and GPU-resident inputs.
+ */
+function faceOf<O>(
+  kind: HeadKind<O>,
+  o: O,
+  inputs: HeadInputs & { state?: unknown },
+  labels: Int32Array,
+  host: { target: Float64Array; nx: Float64Array; nw: Float64Array } | null,
+  scale: number,
+): { nonTarget?: NonTarget; parts?: Record<string, unknown>; norm?: NormTerms } {
+  const rows = kind.face?.(o) ?? null;
+  if (rows === null) {
+    if (inputs.state !== undefined) {
+      throw new TypeError(
+        `Expected inputs.state only with a stateful kind (adaface, curricularFace), got ${v.show(inputs.state)}`,
+      );
+    }
+    return {};
+  }
+  if (host === null) {
+    throw new TypeError(
+      "Expected x and W to be host matrices { data, shape } for this kind (its targets are computed per row on the host), got a GPUBuffer",
+    );
+  }
+  const { target, nx, nw } = host;
+  // The dummy target of `parse` left u in target[4i] (see marginHeadKind).
+  const u = Float64Array.from({ length: labels.length }, (_, i) => target[4 * i]);
+  const constant =
+    v.oneOf("options.marginGrad", (o as MarginOptions).marginGrad, ["exact", "constant"] as const, "exact") ===
+      "constant";
+  const r = rows({ labels, cosY: (i) => u[i], norms: nx, state: inputs.state, scale, constant });
+  target.fill(0);
+  for (let i = 0; i < labels.length; i++) {
+    target[4 * i] = r.target[2 * i];
+    target[4 * i + 1] = r.target[2 * i + 1];
+  }
+  void nw;
+  return { nonTarget: r.nonTarget, parts: r.parts, norm: r.norm };
 }
 
 /** Options of `marginHead`: the margin's kind and that kind's options. */
 export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out"> {
-  /** Which margin: `"arcface"`, `"cosface"`, `"normface"` or `"combinedMargin"`. @default "arcface" */
-  kind?: "arcface" | "cosface" | "normface" | "combinedMargin";
+  /**
+   * Which margin: `"arcface"`, `"cosface"`, `"normface"`, `"combinedMargin"`, or (SPEC §7) `"adaface"`,
+   * `"curricularFace"` (with `inputs.state`), `"magface"`: their options as on their losses on cosines,
+   * with the norms `||x_i||` (AdaFace: detached; MagFace: x gets both gradients). @default "arcface"
+   */
+  kind?: "arcface" | "cosface" | "normface" | "combinedMargin" | "adaface" | "curricularFace" | "magface";
+  /** adaface's h, alpha, eps; curricularFace's momentum; magface's norms, margins, lambda (see those losses). */
+  h?: number;
+  alpha?: number;
+  eps?: number;
+  momentum?: number;
+  lowerNorm?: number;
+  upperNorm?: number;
+  lowerMargin?: number;
+  upperMargin?: number;
+  lambda?: number;
   /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 16 for normface, else 64 */
   scale?: number;
   /** ArcFace's angular margin in [0, pi) (0.5) or CosFace's cosine margin in [-2, 2] (0.35). */
@@ -198,12 +282,27 @@ const KINDS = {
   combinedMargin: [64, combinedMarginTarget, COMBINED_MARGIN_KEYS],
 } as const;
 
-function marginKind(o: MarginHeadOptions): keyof typeof KINDS {
-  return v.oneOf("options.kind", o.kind, ["arcface", "cosface", "normface", "combinedMargin"] as const, "arcface");
+/** The face margin kinds: their keys and their rows (shared with their losses on cosines). */
+const FACE = {
+  adaface: [64, ADAFACE_KEYS, adafaceRows],
+  curricularFace: [64, CURRICULAR_FACE_KEYS, curricularRows],
+  magface: [64, MAGFACE_KEYS, magfaceRows],
+} as const;
+
+/** The kinds of `marginHead` that have no class-sharded form nor a WebGPU kernel yet. */
+export const FACE_KINDS: readonly string[] = Object.keys(FACE);
+
+function marginKind(o: MarginHeadOptions): keyof typeof KINDS | keyof typeof FACE {
+  return v.oneOf(
+    "options.kind",
+    o.kind,
+    ["arcface", "cosface", "normface", "combinedMargin", "adaface", "curricularFace", "magface"] as const,
+    "arcface",
+  );
 }
 
 function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
-  const [fallback, target] = KINDS[marginKind(o)];
+  const [fallback, target] = KINDS[marginKind(o) as keyof typeof KINDS];
   return {
     scale: v.scale(o.scale, fallback),
     phi: target(o),
@@ -239,8 +338,26 @@ export function marginHeadKind(): HeadKind<MarginHeadOptions> {
     normW: true,
     clamp: true,
     // The options of the kind given (an option of another kind is refused, not ignored).
-    options: (o) => ["kind", "scale", "marginGrad", ...KINDS[marginKind(o)][2]],
+    options: (o) => {
+      const k = marginKind(o);
+      return [
+        "kind",
+        "scale",
+        "marginGrad",
+        ...(k in FACE ? FACE[k as keyof typeof FACE][1] : KINDS[k as keyof typeof KINDS][2]),
+      ];
+    },
+    face: (o) => {
+      const k = marginKind(o);
+      return k in FACE ? (r) => FACE[k as keyof typeof FACE][2](o as never, r) : null;
+    },
     parse(o) {
+      const k = marginKind(o);
+      if (k in FACE) {
+        // The face kinds' targets need every row at once (`face`): here u is only passed on.
+        const scale = v.scale(o.scale, FACE[k as keyof typeof FACE][0]);
+        return { scale, target: (u) => [u, 0, 0, 0], spec: { kind: "host" } };
+      }
       const { phi, scale } = marginPhi(o);
       const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") ===
         "constant";

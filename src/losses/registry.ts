@@ -109,3 +109,11 @@ export {
   type LinearCrossEntropyOptions,
   type LinearCrossEntropyParts,
 } from "./linear_cross_entropy.ts";
+export { adaface, type AdafaceGrads, type AdafaceInputs, type AdafaceOptions, type AdafaceParts } from "./adaface.ts";
+export {
+  curricularFace,
+  type CurricularFaceInputs,
+  type CurricularFaceOptions,
+  type CurricularFaceParts,
+} from "./curricular_face.ts";
+export { magface, type MagfaceGrads, type MagfaceInputs, type MagfaceOptions, type MagfaceParts } from "./magface.ts";

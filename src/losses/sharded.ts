@@ -24,9 +24,9 @@ import { then } from "../kernels/core.ts";
 import type { CommonOptions, Labels, Matrix, Upstream } from "../types.ts";
 import { type CrossEntropyOptions, largeVocabulary, nonIgnored } from "./cross_entropy.ts";
 import * as v from "../validate.ts";
-import { labelTargets, type MarginDef, type MarginOptions } from "./margin.ts";
+import { INTER_KEYS, labelTargets, type MarginDef, type MarginOptions } from "./margin.ts";
 import { type HeadProblem, headRowTerms } from "../kernels/head.ts";
-import { type HeadDef, headTargets, labelStats, type MarginHeadOptions } from "./margin_head.ts";
+import { FACE_KINDS, type HeadDef, headTargets, labelStats, type MarginHeadOptions } from "./margin_head.ts";
 import {
   checkStats,
   logitRowTerms,
@@ -176,7 +176,10 @@ function logitShardDef(def: LogitDef): ShardDef {
   return {
     name: def.name,
     inputs: def.inputs,
-    options: [...(def.options as readonly string[]), ...SHARD_KEYS],
+    options: [
+      ...(def.options as readonly string[]).filter((k) => !(INTER_KEYS as readonly string[]).includes(k)),
+      ...SHARD_KEYS,
+    ],
     stats(inputs, options, k) {
       const s = logitShard(def, inputs, options);
       const target = Float64Array.from({ length: s.problem.n }, (_, i) => s.problem.target[2 * i]);
@@ -237,6 +240,11 @@ function headShard(
     v.finite("W", W, d);
   }
   const kind = def.head;
+  if (FACE_KINDS.includes(opts.kind as string)) {
+    throw new TypeError(
+      `Expected options.kind to have a sharded form (not adaface, curricularFace, magface), got ${v.show(opts.kind)}`,
+    );
+  }
   const { scale, target: fn, spec } = kind.parse(opts);
   const reduction = v.reduction(opts.reduction);
   const owns = (i: number) => labels[i] >= offset && labels[i] < offset + cs;

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { HardLabelProblem } from "../kernels/hard_label.ts";
+import { type HardLabelProblem, hardLogit, isHard } from "../kernels/hard_label.ts";
 import type { Raw } from "../kernels/core.ts";
 import { logSoftmaxRow } from "./softmax.ts";
 
@@ -22,7 +22,8 @@ export function focalOf(nll: number, gamma: number): [number, number] {
 
 /** Row losses and gradient of a hard-label problem, computed the obvious way. */
 export function hardLabel(p: HardLabelProblem): Raw {
-  const { n, c, logits, labels, weight, smoothing: eps, gamma, scale, clamp, target } = p;
+  const { n, c, logits, labels, weight, smoothing: eps, gamma, scale, clamp, target, nonTarget: nt } = p;
+  const lo = nt ? nt.lo : -1, hi = nt ? nt.hi : 1;
   const cap = p.softcap ?? 0, zLoss = p.zLoss ?? 0;
   const rows = new Float64Array(n), zRows = zLoss ? new Float64Array(n) : null;
   const grad = p.grad ? (p.out?.data ?? new Float32Array(n * c)) : null;
@@ -37,9 +38,20 @@ export function hardLabel(p: HardLabelProblem): Raw {
     // The logits and their derivative w.r.t. the inputs.
     for (let j = 0; j < c; j++) {
       const x = logits[i * c + j];
-      const xc = clamp ? Math.min(1, Math.max(-1, x)) : x;
+      const xc = clamp ? Math.min(hi, Math.max(lo, x)) : x;
       z[j] = scale * xc;
       dzdx[j] = xc === x ? scale : 0;
+      let v = xc;
+      if (nt && j !== y && xc > nt.cut) {
+        // filtered: 0, gradient 0
+        v = z[j] = dzdx[j] = 0;
+      }
+      if (nt?.rows && j !== y && isHard(v, j, nt.rows[2 * i], nt.rows[2 * i + 1])) {
+        // a hard non-target: s f(x), derivative s f'(x) (0 where the clamp or the filter cut x)
+        const [value, slope] = hardLogit(nt, v);
+        z[j] = scale * value;
+        dzdx[j] = dzdx[j] === 0 ? 0 : scale * slope;
+      }
       if (cap) {
         // softcap: c tanh(z / c), derivative 1 - tanh^2
         const t = Math.tanh(z[j] / cap);

@@ -11,25 +11,39 @@
  */
 import type { Raw } from "../kernels/core.ts";
 import { headOf, type HeadProblem, type HeadRowTerms, type HeadStats, norm } from "../kernels/head.ts";
+import { hardLogit, isHard } from "../kernels/hard_label.ts";
 
 const EPS = 1e-12;
 
 /** a_i per row (1/max(||x_i||, 1e-12) when x is normalised, else 1). */
 const rowScale = (p: HeadProblem, i: number) => (p.normX ? 1 / Math.max(p.nx[i], EPS) : 1);
 
-/** Row i's cosines-or-dots u and logits z over the `cols` classes of W (z of the label: T). */
+/**
+ * Row i's cosines-or-dots u and logits z over the `cols` classes of W (z of the label: T), and
+ * `dz` the derivative of each non-label logit w.r.t. u over s (0 where a clamp or the filter
+ * cut; the non-target transform's slope where hard).
+ */
 function logits(p: HeadProblem, W: Float32Array, first: number, i: number, b: Float64Array, u: Float64Array) {
-  const { d, x, scale: s, clamp } = p;
-  const cols = b.length, z = new Float64Array(cols);
+  const { d, x, scale: s, clamp, nonTarget: nt } = p;
+  const cols = b.length, z = new Float64Array(cols), dz = new Float64Array(cols);
+  const y = p.labels[i] - first;
+  const lo = nt ? nt.lo : -1, hi = nt ? nt.hi : 1;
   for (let j = 0; j < cols; j++) {
     let dot = 0;
     for (let k = 0; k < d; k++) dot += x[i * d + k] * W[j * d + k];
     u[j] = dot * rowScale(p, i) * b[j];
-    z[j] = s * (clamp ? Math.min(1, Math.max(-1, u[j])) : u[j]);
+    let v = clamp ? Math.min(hi, Math.max(lo, u[j])) : u[j];
+    dz[j] = v === u[j] ? 1 : 0;
+    if (nt && j !== y && v > nt.cut) v = dz[j] = 0;
+    z[j] = s * v;
+    if (nt?.rows && j !== y && isHard(v, first + j, nt.rows[2 * i], nt.rows[2 * i + 1])) {
+      const [value, slope] = hardLogit(nt, v);
+      z[j] = s * value;
+      dz[j] *= slope;
+    }
   }
-  const y = p.labels[i] - first;
   if (y >= 0 && y < cols) z[y] = p.target[4 * i];
-  return z;
+  return { z, dz };
 }
 
 /** b_j per class of W (1/max(||W_j||, 1e-12) when W is normalised, else 1) and the norms. */
@@ -46,7 +60,7 @@ export function headStats(p: HeadProblem, W: Float32Array, first: number): HeadS
   const max = new Float64Array(n), sum = new Float64Array(n), u = new Float64Array(b.length);
   for (let i = 0; i < n; i++) {
     if (p.labels[i] < 0) continue;
-    const z = logits(p, W, first, i, b, u), y = p.labels[i] - first;
+    const { z } = logits(p, W, first, i, b, u), y = p.labels[i] - first;
     let m = -Infinity, s = 0;
     for (let j = 0; j < z.length; j++) m = Math.max(m, z[j]);
     for (let j = 0; j < z.length; j++) if (j !== y) s += Math.exp(z[j] - m);
@@ -69,22 +83,22 @@ export function headGrads(
   outX: Float32Array | null = null,
   outW: Float32Array | null = null,
 ): { x: Float32Array; W: Float32Array } {
-  const { n, d, x, labels, scale: s, clamp, target } = p;
+  const { n, d, x, labels, scale: s, target } = p;
   const { nw: nwAll, b } = columnScales(p, W);
   const cols = b.length;
   const dx = new Float64Array(n * d), dW = new Float64Array(cols * d), colAcc = new Float64Array(cols);
   const u = new Float64Array(cols);
   for (let i = 0; i < n; i++) {
     if (labels[i] < 0) continue;
-    const z = logits(p, W, first, i, b, u), y = labels[i] - first, a = rowScale(p, i);
+    const { z, dz } = logits(p, W, first, i, b, u), y = labels[i] - first, a = rowScale(p, i);
     const si = p.scales[i];
     // dL/dz_y = s_i (p_y - 1) = -s_i (1 - p_y)
     const dzy = -si * terms.om[i];
     let rowAcc = 0;
     for (let j = 0; j < cols; j++) {
-      // dL/du_ij: through s * clamp(u) (the clamp passes nothing outside [-1, 1]), or the target.
-      const inside = !clamp || Math.abs(u[j]) <= 1;
-      const du = j === y ? dzy * target[4 * i + 1] : inside ? si * Math.exp(z[j] - terms.lse[i]) * s : 0;
+      // dL/du_ij: through s * clamp(u) (the clamp passes nothing outside [-1, 1]; dz: and the
+      // non-target transform), or the target.
+      const du = j === y ? dzy * target[4 * i + 1] : dz[j] === 0 ? 0 : si * Math.exp(z[j] - terms.lse[i]) * s * dz[j];
       // u = (x . W_j) a b: du/dx = a b W_j - [normX] u a^2 x; du/dW_j = a b x - [normW] u b^2 W_j
       for (let k = 0; k < d; k++) {
         dx[i * d + k] += du * a * b[j] * W[j * d + k];

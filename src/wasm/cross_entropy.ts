@@ -20,7 +20,11 @@ export function hardLabel(p: HardLabelProblem): Raw {
   const target = p.target ? lay.add(n * 16) : -1;
   // crossEntropy's softcap (a scratch [2, c] per thread: the capped row, its derivative) and z-loss.
   const softcap = p.softcap ?? 0, zLoss = p.zLoss ?? 0;
-  const cap = softcap ? lay.add(threadsOf() * 8 * c) : -1;
+  // The margin losses' non-target transform: its constants, its rows and (as the softcap's) a scratch [2, c] per thread.
+  const nt = p.nonTarget;
+  const cap = softcap || nt ? lay.add(threadsOf() * 8 * c) : -1;
+  const ntc = nt ? lay.add(48) : -1;
+  const ntRows = nt?.rows ? lay.add(n * 16) : -1;
   const zScales = zLoss && p.grad ? lay.add(n * 8) : -1;
   const rowZ = zLoss ? lay.add(n * 8) : -1;
   let base = 0;
@@ -31,6 +35,8 @@ export function hardLabel(p: HardLabelProblem): Raw {
     if (p.grad) rt.put(b + scales, p.scales);
     if (p.target) rt.put(b + target, p.target);
     if (zScales >= 0) rt.put(b + zScales, p.zScales!);
+    if (nt) rt.put(b + ntc, Float64Array.of(nt.lo, nt.hi, nt.a, nt.b, nt.g, nt.cut));
+    if (nt?.rows) rt.put(b + ntRows, nt.rows);
   }, ({ r0, rows, ins, outs, k, thread }) => {
     k.hard_label(
       ins[0],
@@ -47,10 +53,12 @@ export function hardLabel(p: HardLabelProblem): Raw {
       p.clamp ? 1 : 0,
       p.target ? base + target + r0 * 16 : 0,
       softcap,
-      softcap ? base + cap + thread * 8 * c : 0,
+      cap >= 0 ? base + cap + thread * 8 * c : 0,
       zLoss,
       zScales >= 0 ? base + zScales + r0 * 8 : 0,
       zLoss ? base + rowZ + r0 * 8 : 0,
+      nt ? base + ntc : 0,
+      ntRows >= 0 ? base + ntRows + r0 * 16 : 0,
     );
   });
   const rows = [rt.f64(base + rowLoss, n)];

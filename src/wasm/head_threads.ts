@@ -46,6 +46,8 @@ export function head(p: HeadProblem): Raw {
     labels: lay.add(n * 4),
     a: lay.add(n * 4),
     target: lay.add(n * 32),
+    ntc: lay.add(48),
+    nt: lay.add(n * 16),
     m: lay.add(n * 8),
     lse: lay.add(n * 8),
     om: lay.add(n * 8),
@@ -73,6 +75,10 @@ export function head(p: HeadProblem): Raw {
   if (wAt < 0) rt.put(W, w);
   rt.put(base + at.labels, p.labels);
   rt.put(base + at.target, p.target);
+  const nt = p.nonTarget;
+  if (nt) rt.put(base + at.ntc, Float64Array.of(nt.lo, nt.hi, nt.a, nt.b, nt.g, nt.cut));
+  if (nt?.rows) rt.put(base + at.nt, nt.rows);
+  const ntc = nt ? base + at.ntc : 0, ntRows = nt?.rows ? base + at.nt : 0;
   const a = f32(at.a, n);
   a.set(Float32Array.from(p.nx, (nx) => (p.normX ? 1 / Math.max(nx, EPS) : 1)));
   f32(at.zero, Math.max(n, B)).fill(0);
@@ -115,6 +121,8 @@ export function head(p: HeadProblem): Raw {
       p.clamp ? 1 : 0,
       ptr(o.m),
       ptr(o.sum),
+      ntc,
+      ntRows,
     );
   });
   // The threads are shards of the classes: their statistics merge as shards' do.
@@ -154,6 +162,8 @@ export function head(p: HeadProblem): Raw {
       ptr(o.H),
       p.normX ? 1 : 0,
       p.normW ? 1 : 0,
+      ntc,
+      ntRows,
     );
     // v += G W_J; t = H^T X, then dW_j = b_j (t_j - [W normalised] (W^_j . t_j) W^_j)
     k.gemm(ptr(o.dX), d, n, d, count, ptr(o.G), count, 1, wj, d, 1);

@@ -84,6 +84,8 @@ function open(p: HeadProblem, W: Float32Array, first: number, precise: boolean) 
     lse: lay.add(n * 8),
     scales: lay.add(n * 8),
     target: lay.add(n * 32),
+    ntc: lay.add(48),
+    nt: lay.add(n * 16),
     dX: lay.add(n * d * 4),
     dWJ: lay.add(B * d * 4),
     ca: lay.add(Math.max(n, B) * 4),
@@ -97,6 +99,11 @@ function open(p: HeadProblem, W: Float32Array, first: number, precise: boolean) 
   rt.put(ptr("X"), x);
   rt.put(ptr("labels"), p.labels);
   rt.put(ptr("target"), p.target);
+  // The non-target transform's constants and rows (0 pointers without it).
+  const nt = p.nonTarget;
+  if (nt) rt.put(ptr("ntc"), Float64Array.of(nt.lo, nt.hi, nt.a, nt.b, nt.g, nt.cut));
+  if (nt?.rows) rt.put(ptr("nt"), nt.rows);
+  const ntPtrs = [nt ? ptr("ntc") : 0, nt?.rows ? ptr("nt") : 0] as const;
   f32("a", n).set(Float32Array.from(p.nx, (nx) => (p.normX ? 1 / Math.max(nx, EPS) : 1)));
   const k = rt.k;
   const dots = (count: number) => {
@@ -119,7 +126,7 @@ function open(p: HeadProblem, W: Float32Array, first: number, precise: boolean) 
     { length: Math.ceil(cols / B) },
     (_, q) => ({ j0: q * B, count: Math.min(B, cols - q * B) }),
   );
-  return { rt, k, x, w, cols, ptr, f32, f64, dots, chunk, chunks, first };
+  return { rt, k, x, w, cols, ptr, f32, f64, dots, chunk, chunks, first, ntPtrs };
 }
 
 /**
@@ -178,6 +185,7 @@ export function headStats(p: HeadProblem, W: Float32Array, first: number): HeadS
       p.clamp ? 1 : 0,
       ptr("m"),
       ptr("sum"),
+      ...s.ntPtrs,
     );
     // The kernel's maximum moved by m; it is relative to M.
     if (precise) f64("m", n).forEach((mi, i) => (M[i] += mi));
@@ -247,6 +255,7 @@ export function headGrads(
       ptr("H"),
       p.normX ? 1 : 0,
       p.normW ? 1 : 0,
+      ...s.ntPtrs,
     );
     // v += G W_J; t = H^T X, then dW_j = b_j (t_j - [W normalised] (W^_j . t_j) W^_j)
     k.gemm(ptr("dX"), d, n, d, count, ptr("G"), count, 1, ptr("WJ"), d, 1);

@@ -7,6 +7,8 @@ const F_CLAMP: u32 = 2u;   // clamp a to [-1, 1] first (cosines)
 const F_WEIGHT: u32 = 4u;  // cls holds per-class weights
 const F_LOG: u32 = 16u;    // log-softmax / log-target
 const F_GRAD_B: u32 = 32u; // write the gradient of b
+const F_HOST_TG: u32 = 64u; // cross_entropy: the label targets come from the host, in row_in
+const F_NT: u32 = 128u;     // cross_entropy: the margin losses' non-target transform
 
 const WG: u32 = 256u;
 var<workgroup> red: array<f32, WG>;

@@ -17,13 +17,20 @@ import { targetParams } from "./margin.ts";
  */
 export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<Raw> {
   const { n, c } = p;
-  const zLoss = p.zLoss ?? 0, rs = zLoss ? 2 : 1;
-  // Per row: the gradient scale (and the z term's), in and out: the row loss (and the z term).
+  const zLoss = p.zLoss ?? 0;
+  // The face margin losses: label targets from the host (no target spec) and the non-target transform.
+  const host = p.target !== null && p.margin === undefined, nt = p.nonTarget;
+  const rs = host || nt ? 6 : zLoss ? 2 : 1;
+  // Per row: the gradient scale (and the z term's; the host's target, the transform's threshold and tie), in
+  // and out: the row loss (and the z term).
   const rowIn = new Float32Array(n * rs);
-  if (p.grad) {
-    for (let i = 0; i < n; i++) {
-      rowIn[i * rs] = p.scales[i];
-      if (zLoss) rowIn[i * rs + 1] = p.zScales![i];
+  for (let i = 0; i < n; i++) {
+    if (p.grad) rowIn[i * rs] = p.scales[i];
+    if (p.grad && zLoss) rowIn[i * rs + 1] = p.zScales![i];
+    if (host) rowIn.set(p.target!.subarray(2 * i, 2 * i + 2), i * rs + 2);
+    if (nt) {
+      rowIn[i * rs + 4] = nt.rows ? Math.min(nt.rows[2 * i], 3.4028234e38) : 3.4028234e38;
+      rowIn[i * rs + 5] = nt.rows ? nt.rows[2 * i + 1] : -1;
     }
   }
   let wsum = c;
@@ -31,7 +38,8 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
     wsum = 0;
     for (let j = 0; j < c; j++) wsum += p.weight[j];
   }
-  const flags = (p.grad ? F.GRAD : 0) | (p.clamp ? F.CLAMP : 0) | (p.weight ? F.WEIGHT : 0);
+  const flags = (p.grad ? F.GRAD : 0) | (p.clamp ? F.CLAMP : 0) | (p.weight ? F.WEIGHT : 0) |
+    (host ? F.HOST_TG : 0) | (nt ? F.NT : 0);
   const params: Params<"cross_entropy"> = {
     flags,
     eps: p.smoothing,
@@ -40,10 +48,18 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
     wsum,
     softcap: p.softcap ?? 0,
     zloss: zLoss,
+    ...(nt
+      ? { nt_lo: nt.lo, nt_hi: nt.hi, nt_a: nt.a, nt_b: nt.b, nt_g: nt.g, nt_cut: Math.min(nt.cut, 3.4028234e38) }
+      : {}),
     ...targetParams(p.margin),
   };
-  const name = p.margin ? "cos" : "logits";
+  const name = p.margin || host ? "cos" : "logits";
   if (c > ctx.segment) {
+    if (host || nt) {
+      throw new RangeError(
+        `Expected C to be at most ${ctx.segment} classes for the face margin losses on WebGPU (one storage binding per row), got ${c}`,
+      );
+    }
     if (ctx.recording) {
       throw new RangeError(
         `Expected a row of ${name} (${c} float32 values) to fit one WebGPU storage binding (${ctx.segment} values) with options.readback false, got ${c}`,

@@ -15,6 +15,11 @@
 // P.zloss k != 0 adds the row term k lse^2 (row_out's second column, rs_out = 2) whose
 // gradient zs_i 2 k lse p_j (zs_i = row_in's second column, rs_in = 2) joins the row's.
 //
+// The margin losses computed per row on the host (adaface, curricularFace, magface): with
+// F_HOST_TG the label's (z_y, dz_y / dx_y) come in row_in's columns 2, 3 (rs_in = 6); with F_NT
+// the non-target transform (src/kernels/hard_label.ts's NonTarget; `nt_logit`) takes the row's
+// (thr, tie) from row_in's columns 4, 5. Neither runs in the long rows' segments.
+//
 // Rows longer than one storage binding run in segments of columns (`seg_stats` per row
 // and segment, `seg_finish` per row, `seg_grad` per row and segment): the segments'
 // (max, sum-exp) are merged by m = max m_s, S = sum_s S_s e^(m_s - m).
@@ -33,6 +38,12 @@ struct CrossEntropyParams {
   zero: u32,    // always 0 (src/webgpu/common.wgsl's `zero`)
   softcap: f32, // crossEntropy's logit cap c, 0 for none
   zloss: f32,   // crossEntropy's z-loss coefficient k, 0 for none
+  nt_lo: f32,   // F_NT: the clamp of the cosines [nt_lo, nt_hi] ...
+  nt_hi: f32,
+  nt_a: f32,    // ... and a hard non-target's logit s (a x + b x^2 + g sqrt(1 - x^2))
+  nt_b: f32,
+  nt_g: f32,
+  nt_cut: f32,  // ... after non-targets above nt_cut become 0
   // #include "margin_params.wgsl"
 }
 @group(0) @binding(0) var<uniform> P: CrossEntropyParams;
@@ -153,6 +164,39 @@ fn grad_of(x: f32, col: u32, m: f32, ga: f32, gu: f32) -> f32 {
   return v;
 }
 
+// F_NT: the logit of entry x of column j != y of row i and its derivative over the scale: x
+// clamped to [nt_lo, nt_hi] (derivative 0 where cut), 0 above nt_cut (derivative 0); then hard
+// (x > thr, or x == thr and j <= tie) it is s (a x + b x^2 + g sqrt(1 - x^2)), derivative
+// a + 2 b x - g xd / sqrt(1 - xd^2) (xd clamped to [-1 + 1e-6, 1 - 1e-6]); otherwise s x.
+fn nt_logit(x: f32, j: u32, i: u32) -> vec2<f32> {
+  var v = clamp(x, P.nt_lo, P.nt_hi);
+  var d = select(0.0, 1.0, v == x);
+  if (v > P.nt_cut) {
+    v = 0.0;
+    d = 0.0;
+  }
+  var z = v;
+  let thr = row_in[i * P.rs_in + 4u];
+  if (v > thr || (v == thr && f32(j) <= row_in[i * P.rs_in + 5u])) {
+    z = P.nt_a * v + P.nt_b * v * v;
+    var slope = P.nt_a + 2.0 * P.nt_b * v;
+    if (P.nt_g != 0.0) {
+      // sqrt((1 - |v|)(1 + |v|)): 1 - |v| is exact near 1; at the clamp, 1 - (1 - 1e-6) from the pair DC.
+      let av = abs(v);
+      var q = 1.0 - av;
+      var ad = av;
+      if (av > DC.x) {
+        q = (1.0 - DC.x) - DC.y;
+        ad = DC.x;
+      }
+      z += P.nt_g * sqrt(max(0.0, (1.0 - av) * (1.0 + av)));
+      slope -= P.nt_g * sign(v) * ad / sqrt(q * (1.0 + ad));
+    }
+    d *= slope;
+  }
+  return vec2(P.scale * z, d);
+}
+
 // The z term's gradient coefficient zs_i 2 k lse (0 without zLoss or gradient).
 fn z_coef(i: u32, row: Row) -> f32 {
   if (P.zloss == 0.0 || (P.flags & F_GRAD) == 0u) { return 0.0; }
@@ -191,8 +235,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   let yu = u32(y);
   var zd: vec2<f32>;
-  if (P.tg != TG_NONE) { zd = vec2(h[2u * i], h[2u * i + 1u]); } else { zd = plain_logit(a[xa + yu]); }
+  if (P.tg != TG_NONE) {
+    zd = vec2(h[2u * i], h[2u * i + 1u]);
+  } else if ((P.flags & F_HOST_TG) != 0u) {
+    zd = vec2(row_in[i * P.rs_in + 2u], row_in[i * P.rs_in + 3u]);
+  } else {
+    zd = plain_logit(a[xa + yu]);
+  }
   let zy = zd.x;
+  let nt = (P.flags & F_NT) != 0u;
 
   // Pass 1: per invocation an online max and sum of e^(z - max) over the other
   // classes, and (smoothing) sum_j w_j (z_j - z_y).
@@ -200,7 +251,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var st = 0.0;
   var wz = 0.0;
   for (var j = t; j < c; j += WG) {
-    let z = logit_of(a[xa + j]);
+    var z: f32;
+    if (nt) { z = nt_logit(a[xa + j], j, i).x; } else { z = logit_of(a[xa + j]); }
     if (P.eps != 0.0) { wz += weight_of(j) * (z - zy); }
     if (j != yu) { online(&mt, &st, z); }
   }
@@ -222,7 +274,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let gu = si * row.cu * P.scale;
   let gy = (si * row.cb + zk * row.py) * zd.y;
   for (var j = t; j < c; j += WG) {
-    if (j == yu) { g[xg + j] = gy; } else { g[xg + j] = grad_of(a[xa + j], j, m, ga, gu); }
+    if (j == yu) {
+      g[xg + j] = gy;
+    } else if (nt) {
+      let zn = nt_logit(a[xa + j], j, i);
+      g[xg + j] = ga * exp(zn.x - m) * zn.y;
+    } else {
+      g[xg + j] = grad_of(a[xa + j], j, m, ga, gu);
+    }
   }
 }
 

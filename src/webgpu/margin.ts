@@ -16,6 +16,11 @@ type TargetField = Extract<ParamName<"cross_entropy">, `tg${string}`>;
 /** The uniform fields of a target (none: the label's logit is like the others). */
 export function targetParams(t: MarginTarget | TargetSpec | undefined): Partial<Record<TargetField, number>> {
   if (t === undefined) return { tg: TG.NONE };
+  if (t.kind === "host") {
+    throw new TypeError(
+      "Expected a marginHead kind with a WebGPU kernel (arcface, cosface, normface, combinedMargin), got one whose targets are computed on the host (adaface, curricularFace, magface: use the wasm or js backend)",
+    );
+  }
   if (t.kind !== "margin") {
     return {
       tg: t.kind === "sphereface" ? TG.SPHERE : TG.LSOFTMAX,

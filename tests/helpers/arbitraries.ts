@@ -71,6 +71,8 @@ export interface PropertyLoss {
   readonly kind: Kind;
   /** The gradients `backward` returns, which are also the keys `out` takes ("output" too for a transform). */
   readonly grads: readonly string[];
+  /** The matrix gradients that take an `out` buffer here, when not every one of `grads` (magface's norms is a vector). */
+  readonly outs?: readonly string[];
   /** The matrix input whose rows are the batch (its rows carry the labels). */
   readonly batch: string;
   /** Whether an ignored row's gradient (w.r.t. `batch`) and its "none" loss are exactly 0 (distillation keeps the KL term). */
@@ -89,12 +91,12 @@ export function methodsOf(kind: Kind): readonly Method[] {
 }
 
 /** The `out` keys a method takes: a transform's forward writes `output`, its backward `x`, valueAndGrad both. */
-export function outKeysFor(entry: Pick<PropertyLoss, "kind" | "grads">, method: Method): readonly string[] {
+export function outKeysFor(entry: Pick<PropertyLoss, "kind" | "grads" | "outs">, method: Method): readonly string[] {
   if (entry.kind === "metric") return [];
   if (entry.kind === "transform") {
     return method === "forward" ? ["output"] : method === "backward" ? ["x"] : ["output", "x"];
   }
-  return entry.grads;
+  return entry.outs ?? entry.grads;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -366,6 +368,8 @@ interface Definition {
   /** Whether an ignored row's gradient vanishes; default true for members with labels. */
   ignoredRowsVanish?: boolean;
   normalised?: readonly string[];
+  /** The gradients that take an `out` buffer (default `grads`; magface's `norms` is a vector). */
+  outs?: readonly string[];
 }
 
 const REDUCTIONS = ["mean", "sum", "none"] as const;
@@ -431,6 +435,14 @@ function badMargin(kind: MarginKind): Record<string, readonly unknown[]> {
   return common;
 }
 
+/** The inter-class options (SPEC §7) of arcface (all), cosface and combinedMargin (the threshold). */
+function interClass(name: MarginKind): Record<string, fc.Arbitrary<unknown>> {
+  if (name === "normface") return {};
+  const threshold = { interclassFilteringThreshold: option(0, 1, 0, 0.3, 1) };
+  if (name !== "arcface") return threshold;
+  return { ...threshold, interTopK: fc.integer({ min: 0, max: 40 }), interTopKMargin: option(0, 3, 0, 0.06) };
+}
+
 function cosineLoss(name: MarginKind): Definition {
   return {
     name,
@@ -438,7 +450,7 @@ function cosineLoss(name: MarginKind): Definition {
     grads: ["cos"],
     layout: { kind: "labels", first: "cos" },
     reductions: REDUCTIONS,
-    options: () => fc.record(MARGIN_KINDS[name](marginCommon()), { requiredKeys: [] }),
+    options: () => fc.record({ ...MARGIN_KINDS[name](marginCommon()), ...interClass(name) }, { requiredKeys: [] }),
     inputs: (s, _o, ignore) => fc.record({ cos: cosines(s.n, s.c), labels: labels(s.n, s.c, ignore) }),
     bad: () => badMargin(name),
   };
@@ -620,6 +632,7 @@ const definitions: Definition[] = [
       zLoss: [-1e-4, ...BAD_NUMBER],
     }),
   },
+  ...faceLosses(),
   ...(["softmax", "logSoftmax"] as const).map((name): Definition => ({
     name,
     kind: "transform",
@@ -629,6 +642,67 @@ const definitions: Definition[] = [
     inputs: (s) => fc.record({ x: logits(s.n, s.c) }),
   })),
 ];
+
+/** The face margin losses of SPEC.md §7 (docs/LOSSES.md): their states and per-row norms as inputs. */
+function faceLosses(): Definition[] {
+  const norms = (n: number) =>
+    fc.array(option(0, 200, 0, 1e-3, 10, 110, 1e4), { minLength: n, maxLength: n }).map((a) => Float32Array.from(a));
+  const base = (name: string, grads: string[], own: Record<string, fc.Arbitrary<unknown>>, state?: Any) => ({
+    name,
+    kind: "loss" as const,
+    grads,
+    outs: ["cos"],
+    layout: { kind: "labels", first: "cos" } as const,
+    reductions: REDUCTIONS,
+    options: () => fc.record({ ...marginCommon(), ...own }, { requiredKeys: [] }),
+    inputs: (s: Shape, _o: Record<string, Any>, ignore: number) =>
+      fc.record({
+        cos: cosines(s.n, s.c),
+        labels: labels(s.n, s.c, ignore),
+        ...(name === "curricularFace" ? {} : { norms: norms(s.n) }),
+        ...(state ? { state } : {}),
+      }),
+  });
+  const angle = option(0, 3.14159, 0, 0.5, 3.1);
+  return [
+    {
+      ...base("adaface", ["cos"], {
+        margin: option(-2, 2, 0, 0.4),
+        h: option(-10, 10, 0, 0.333),
+        alpha: option(0, 1, 0, 0.01, 1),
+        eps: option(1e-6, 0.49, 1e-3),
+      }, fc.record({ mean: option(-50, 200, 0, 20), std: option(0, 200, 0, 100) })),
+      bad: () => ({
+        scale: [0, ...BAD_NUMBER],
+        marginGrad: BAD_MARGIN_GRAD,
+        alpha: [-0.1, 1.1, ...BAD_NUMBER],
+        eps: [0, 0.5, ...BAD_NUMBER],
+      }),
+    },
+    {
+      ...base(
+        "curricularFace",
+        ["cos"],
+        { margin: angle, momentum: option(0, 1, 0, 0.01, 1) },
+        fc.record({
+          t: option(-1, 1, 0),
+        }),
+      ),
+      bad: () => ({ scale: [0, ...BAD_NUMBER], margin: [-0.1, 4, ...BAD_NUMBER], momentum: [-1, 2, ...BAD_NUMBER] }),
+    },
+    {
+      ...base("magface", ["cos", "norms"], {
+        lowerNorm: option(0.1, 10, 1, 10),
+        upperNorm: option(20, 200, 110),
+        lowerMargin: angle,
+        upperMargin: angle,
+        lambda: option(0, 100, 0, 35),
+        easyMargin: fc.boolean(),
+      }),
+      bad: () => ({ lowerNorm: [0, -1, ...BAD_NUMBER], lambda: [-1, ...BAD_NUMBER], easyMargin: BAD_BOOLEAN }),
+    },
+  ];
+}
 
 // ------------------------------------------------------------------------------------------------
 // What every member shares: the common options, upstream, out buffers, and the mutations
@@ -663,7 +737,7 @@ function upstreamOf(d: Definition, s: Shape, reduction: string | undefined): fc.
 
 function validCase(d: Definition): fc.Arbitrary<Case> {
   const shape = d.shape ?? fc.record({ n: ROWS, c: d.layout.kind === "head" ? HEAD_COLS : COLS, d: WIDTHS });
-  const outKeys = d.kind === "transform" ? ["output", "x"] : d.grads;
+  const outKeys = d.kind === "transform" ? ["output", "x"] : d.outs ?? d.grads;
   return shape.chain((s) => {
     const common: Record<string, fc.Arbitrary<unknown>> = { checkFinite: fc.boolean() };
     if (d.reductions) common.reduction = fc.constantFrom(...d.reductions);
@@ -847,7 +921,7 @@ function mutations(d: Definition, k: Case, s: Shape, r: number): BadCase[] {
   if (d.kind === "metric") {
     add("out (a metric has none)", withOption("out", { logits: garbage([s.n, s.c]) }), "out");
   } else {
-    const keys = d.kind === "transform" ? ["output", "x"] : d.grads;
+    const keys = d.kind === "transform" ? ["output", "x"] : d.outs ?? d.grads;
     for (const key of keys) {
       const [rows, cols] = outShape(k.inputs, key);
       // A loss's forward accepts out's keys but does not use (or check) its buffers.
@@ -919,6 +993,7 @@ function define(d: Definition): PropertyLoss {
     name: d.name,
     kind: d.kind,
     grads: d.grads,
+    outs: d.outs,
     batch: d.layout.kind === "head" ? "x" : d.layout.first,
     ignoredRowsVanish: d.ignoredRowsVanish ?? hasLabels(d.layout),
     normalised: d.normalised ?? [],
@@ -967,7 +1042,10 @@ function shardedForm(name: string): ShardedLoss {
     loss,
     valid: loss.valid.chain((k) =>
       shardSizes(classes(k)).map((sizes) => {
-        const { out: _, ...options } = k.options ?? {};
+        // (the sharded forms take no out and none of the inter-class options)
+        const { out: _, interclassFilteringThreshold: _t, interTopK: _k, interTopKMargin: _m, ...options } =
+          k.options ??
+            {};
         return { ...k, options, sizes };
       })
     ),
@@ -1031,13 +1109,28 @@ export interface Outcome {
   grads?: Record<string, Mat>;
 }
 
+/** Gradients with each vector (magface's norms) as a `[N, 1]` matrix. */
+function matrices1(grads: Record<string, Any>): Record<string, Mat> {
+  return Object.fromEntries(
+    Object.entries(grads).map(([k, g]) => [k, g instanceof Float32Array ? { data: g, shape: [g.length, 1] } : g]),
+  );
+}
+
 /** Splits what `method` returned into an {@linkcode Outcome}. */
 export function outcome(entry: Pick<PropertyLoss, "kind">, method: Method, r: Any): Outcome {
   if (method === "compute") return { value: r, parts: {} };
-  if (method === "backward") return { parts: {}, grads: entry.kind === "transform" ? { x: r.x } : r };
+  if (method === "backward") return { parts: {}, grads: entry.kind === "transform" ? { x: r.x } : matrices1(r) };
   if (entry.kind === "transform") return { value: r.output.data, output: r.output, parts: {}, grads: r.grads };
-  const { loss, grads, ...parts } = r;
-  return { value: loss, parts, grads };
+  const { loss, grads, ...rest } = r;
+  // A state part (adaface, curricularFace) is its numbers; a vector gradient (magface's norms) a [N, 1] matrix.
+  // (A matrix part, mixOutputs' mean logits, stays a matrix.)
+  const parts: Record<string, number> = {};
+  for (const [k, v] of Object.entries(rest)) {
+    if (v !== null && typeof v === "object" && !ArrayBuffer.isView(v) && !("data" in v)) {
+      for (const [q, x] of Object.entries(v)) parts[`${k}.${q}`] = x as number;
+    } else parts[k] = v as number;
+  }
+  return { value: loss, parts, grads: grads && matrices1(grads) };
 }
 
 // ------------------------------------------------------------------------------------------------
