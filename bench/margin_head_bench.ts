@@ -3,7 +3,8 @@
  * W [C, D] (U(-1, 1)): softmargin's fused head (`wasm`, `wasm out=`, `wasm zero-copy`)
  * against `unfused` (TF.js cosines, softmargin's arcface, TF.js products) and `tfjs-wasm`
  * (all TF.js ops); memory in fresh processes; mode `gemm`: the matrix products alone
- * (softmargin's GEMM as the head calls it, `tf.matMul`, a plain loop). See bench/README.md.
+ * (softmargin's GEMM as the head calls it, `tf.matMul`, a plain loop) and this machine's f32x4
+ * multiply-add peak (`fma_peak`; ours' ratio to it is 1 / their share of it). See bench/README.md.
  *
  * ```sh
  * deno run -A bench/margin_head_bench.ts [--quick | --full] [--baseline DIR] [--json out.json]
@@ -125,7 +126,7 @@ function gemm(
   return {
     name,
     ours,
-    ratioTo: `ours ${p}`,
+    ratioTo: ours ? peak.name : `ours ${p}`,
     enter: name.startsWith("tfjs") ? tfUse("wasm") : undefined,
     setup(ctx, mode) {
       if (mode !== "gemm") return "n/a";
@@ -179,6 +180,21 @@ const ours = (p: Product) =>
       : [call, (j, k) => at(dW, j * d + k), [cols, d]];
   }, true);
 
+/**
+ * This machine's f32x4 multiply-add peak, the ceiling of the GEMMs above: the kernels' own
+ * `madd` (fused in the relaxed build) in 12 independent chains, no memory (`fma_peak`), as many
+ * flops per call as one product (2 N D C); the GEMMs' ratio to it is 1 / their share of the peak.
+ */
+const peak: Contender<Ctx> = {
+  name: "f32x4 FMA peak",
+  floor: true,
+  setup: (ctx, mode) => {
+    if (mode !== "gemm") return "n/a";
+    const iters = Math.round((2 * ctx.n * ctx.d * ctx.c) / 96);
+    return { run: () => void (sink.value += runtime().k.fma_peak(iters, 1e-3, 0.999)) };
+  },
+};
+
 const tfGemm = (name: string, p: Product, op: (t: Record<"x" | "W" | "WT" | "G", tf.Tensor>) => tf.Tensor) =>
   gemm(`tfjs ${name}`, p, ({ n, d, c, x, W, free }) => {
     const Wt = tf.tensor2d(W, [c, d]),
@@ -220,6 +236,7 @@ await run<Ctx>(async (_, libs) => {
     contenders: [
       unfused(libs[0]),
       tfjsHead,
+      peak,
       ours("X W^T"),
       tfGemm("x W^T (transposeB)", "X W^T", (t) => tf.matMul(t.x, t.W, false, true)),
       tfGemm("x W^T (W^T stored)", "X W^T", (t) => tf.matMul(t.x, t.WT)),
