@@ -114,13 +114,36 @@ describe("WebAssembly threads", () => {
     });
   }
 
-  it("a row loss on ordinary arrays stays on one thread (copying them whole would cost more)", async () => {
-    const l = await init({ backend: "wasm", threads: THREADS }), runs = poolOf(THREADS).runs;
-    const got = await l.crossEntropy.valueAndGrad({ logits, labels });
-    assert.equal(poolOf(THREADS).runs, runs);
-    const one = await (await init({ backend: "wasm", threads: 1 })).crossEntropy.valueAndGrad({ logits, labels });
-    assertSame(got, one, "crossEntropy");
-  });
+  // Ordinary arrays: 3000 x 700 (8.4 MB a matrix), pipelined in blocks of 374 rows, 5 rounds on 2 workers.
+  const pn = 3000, pr = new Rng(31);
+  const plogits = randomMatrix(pr, pn, c, 4), plabels = randomLabels(pr, pn, c, 0.1);
+  const ptarget = randomProbabilities(pr, pn, c, true), pteacher = randomMatrix(pr, pn, c, 3);
+  const plain: Row[] = [
+    ["crossEntropy", { logits: plogits, labels: plabels }, { labelSmoothing: 0.1 }, ["logits"]],
+    ["softCrossEntropy", { logits: plogits, target: ptarget }, {}, ["logits", "target"]],
+    ["distillation", { student: plogits, teacher: pteacher, labels: plabels.map((y) => Math.max(y, 0)) }, {}, ["student"]],
+    ["logSoftmax", { x: plogits }, {}, ["output"], "forward"],
+  ];
+  for (const [name, inputs, options, grads, method] of plain) {
+    for (const withOut of [false, true]) {
+      it(`${name} on ordinary arrays${withOut ? " with out=" : ""}: pipelined on the pool, the same bits as one thread`, async () => {
+        const [one, many] = await pair();
+        const snap = snapshot(inputs);
+        const call = (l: Any) => {
+          const out = withOut ? Object.fromEntries(grads.map((k) => [k, { data: new Float32Array(pn * c), shape: [pn, c] }])) : {};
+          const opts = withOut ? { ...options, out } : options;
+          const r = method ? l[name].forward(inputs, opts) : l[name].valueAndGrad(inputs, opts);
+          return withOut ? { loss: r.loss ?? 0, out: Object.fromEntries(grads.map((k) => [k, out[k].data])) } : r;
+        };
+        const a = await call(one);
+        const l = await many(), runs = poolOf(THREADS).runs;
+        const b = await call(l);
+        assert.ok(poolOf(THREADS).runs >= runs + 3, `ran in rounds on the pool (${poolOf(THREADS).runs - runs})`);
+        assertSame(b, a, name);
+        assertUnchanged(snap, inputs);
+      });
+    }
+  }
 
   // Heads: 64 x 64 x 3100 (25 chunks of 128 classes over 3 threads), ignored rows.
   const hn = 64, hd = 64, hc = 3100;
