@@ -103,68 +103,72 @@ const DEPTHS = [1, 5, 16, 37];
 const U = 2 ** -24;
 
 for (const variant of ["simd", "relaxed"] as const) {
-  describe(`gemm, ${variant} build`, { skip: compiles(variant) ? false : `the ${variant} build does not compile here` }, () => {
-    it("matches a float64 product at sizes off the blocking; blocks equal the whole bit for bit; nothing else written", () => {
-      useWasmVariant(variant);
-      try {
-        let seed = 1, checked = 0;
-        for (const form of FORMS) {
-          for (const rows of ROWS) {
-            for (const n of COLS) {
-              for (const depth of DEPTHS) {
-                const c = call(form, rows, n, depth, (rows + n + depth) % 2 === 0);
-                const { whole, block, m0, j0, coef, src, init } = product(c, seed++);
-                const what = `${form} rows ${rows} n ${n} depth ${depth} accumulate ${c.accumulate}`;
-                for (let m = 0; m < rows; m++) {
-                  for (let j = 0; j < c.ldo; j++) {
-                    const at = m * c.ldo + j;
-                    if (j >= n) {
-                      assert.equal(whole[at], init[at], `${what}: (${m}, ${j}) outside the block was written`);
-                      continue;
+  describe(
+    `gemm, ${variant} build`,
+    { skip: compiles(variant) ? false : `the ${variant} build does not compile here` },
+    () => {
+      it("matches a float64 product at sizes off the blocking; blocks equal the whole bit for bit; nothing else written", () => {
+        useWasmVariant(variant);
+        try {
+          let seed = 1, checked = 0;
+          for (const form of FORMS) {
+            for (const rows of ROWS) {
+              for (const n of COLS) {
+                for (const depth of DEPTHS) {
+                  const c = call(form, rows, n, depth, (rows + n + depth) % 2 === 0);
+                  const { whole, block, m0, j0, coef, src, init } = product(c, seed++);
+                  const what = `${form} rows ${rows} n ${n} depth ${depth} accumulate ${c.accumulate}`;
+                  for (let m = 0; m < rows; m++) {
+                    for (let j = 0; j < c.ldo; j++) {
+                      const at = m * c.ldo + j;
+                      if (j >= n) {
+                        assert.equal(whole[at], init[at], `${what}: (${m}, ${j}) outside the block was written`);
+                        continue;
+                      }
+                      let s = c.accumulate ? init[at] : 0, mag = Math.abs(s);
+                      for (let k = 0; k < depth; k++) {
+                        const t = coef[m * c.sm + k * c.sk] * src[k * c.lds + j];
+                        s += t;
+                        mag += Math.abs(t);
+                      }
+                      const tol = 2 * (depth + 1) * U * mag + 1e-30;
+                      assert.ok(Math.abs(whole[at] - s) <= tol, `${what}: (${m}, ${j}) = ${whole[at]}, float64 ${s}`);
+                      const inBlock = m >= m0 && j >= j0;
+                      assert.ok(
+                        Object.is(block[at], inBlock ? whole[at] : init[at]),
+                        `${what}: (${m}, ${j}) of the block from (${m0}, ${j0}) is ${block[at]}, expected ${
+                          inBlock ? whole[at] : init[at]
+                        }`,
+                      );
+                      checked++;
                     }
-                    let s = c.accumulate ? init[at] : 0, mag = Math.abs(s);
-                    for (let k = 0; k < depth; k++) {
-                      const t = coef[m * c.sm + k * c.sk] * src[k * c.lds + j];
-                      s += t;
-                      mag += Math.abs(t);
-                    }
-                    const tol = 2 * (depth + 1) * U * mag + 1e-30;
-                    assert.ok(Math.abs(whole[at] - s) <= tol, `${what}: (${m}, ${j}) = ${whole[at]}, float64 ${s}`);
-                    const inBlock = m >= m0 && j >= j0;
-                    assert.ok(
-                      Object.is(block[at], inBlock ? whole[at] : init[at]),
-                      `${what}: (${m}, ${j}) of the block from (${m0}, ${j0}) is ${block[at]}, expected ${
-                        inBlock ? whole[at] : init[at]
-                      }`,
-                    );
-                    checked++;
                   }
                 }
               }
             }
           }
+          assert.ok(checked > 10000);
+        } finally {
+          useWasmVariant(original);
         }
-        assert.ok(checked > 10000);
-      } finally {
-        useWasmVariant(original);
-      }
-    });
+      });
 
-    it("fma_peak follows its recurrence (12 chains a <- a m + x from a = (i + 1) x)", () => {
-      useWasmVariant(variant);
-      try {
-        const x = 1e-3, m = 0.999, iters = 1000;
-        let want = 0;
-        for (let i = 0; i < 12; i++) {
-          let a = Math.fround((i + 1) * x);
-          for (let t = 0; t < iters; t++) a = a * m + x;
-          want += 2 * a; // lanes 0 and 3 of the sum of the chains
+      it("fma_peak follows its recurrence (12 chains a <- a m + x from a = (i + 1) x)", () => {
+        useWasmVariant(variant);
+        try {
+          const x = 1e-3, m = 0.999, iters = 1000;
+          let want = 0;
+          for (let i = 0; i < 12; i++) {
+            let a = Math.fround((i + 1) * x);
+            for (let t = 0; t < iters; t++) a = a * m + x;
+            want += 2 * a; // lanes 0 and 3 of the sum of the chains
+          }
+          const got = runtime().k.fma_peak(iters, x, m);
+          assert.ok(Math.abs(got - want) <= 1e-4 * Math.abs(want), `fma_peak ${got}, float64 ${want}`);
+        } finally {
+          useWasmVariant(original);
         }
-        const got = runtime().k.fma_peak(iters, x, m);
-        assert.ok(Math.abs(got - want) <= 1e-4 * Math.abs(want), `fma_peak ${got}, float64 ${want}`);
-      } finally {
-        useWasmVariant(original);
-      }
-    });
-  });
+      });
+    },
+  );
 }

@@ -118,13 +118,18 @@ export function head(p: HeadProblem): Raw {
    * slab (W, gW: the chunk's rows of W and dW), one program per thread; the caller feeds the
    * next round's slabs (and drains the last round's dW with `out`) alongside its own slab.
    */
-  const phase = (step: (k: Recorder, t: number, j0: number, count: number, W: number, gW: number) => void, out: boolean) => {
+  const phase = (
+    step: (k: Recorder, t: number, j0: number, count: number, W: number, gW: number) => void,
+    out: boolean,
+  ) => {
     feed(0);
     for (let r = 0; r < rounds; r++) {
       pl.run(
         own.map((_, t) => {
           const program: number[] = [], k = pl.recorder(program), { s0, s1, W, gW } = slab(t, r);
-          for (let j0 = s0; j0 < s1; j0 += B) step(k, t, j0, Math.min(B, s1 - j0), W + (j0 - s0) * d * 4, gW + (j0 - s0) * d * 4);
+          for (let j0 = s0; j0 < s1; j0 += B) {
+            step(k, t, j0, Math.min(B, s1 - j0), W + (j0 - s0) * d * 4, gW + (j0 - s0) * d * 4);
+          }
           return program;
         }),
         () => {

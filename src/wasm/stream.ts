@@ -18,7 +18,7 @@
 import type { Exports } from "./generated.ts";
 import type { Matrix } from "../types.ts";
 import type { Layout, Runtime } from "./runtime.ts";
-import { pool, type Pool, type Recorder, split } from "./pool.ts";
+import { type Pool, pool, type Recorder, split } from "./pool.ts";
 
 /** Bytes per buffer per chunk: the chunk's buffers stay well inside a 1 MiB L2. */
 const CHUNK_BYTES = 128 * 1024;
@@ -167,7 +167,9 @@ function pipeline(
     return { w, r0, rows, ins, o };
   };
   const inRound = (r: number) =>
-    r < 0 || r >= rounds ? [] : Array.from({ length: Math.min(workers, blocks - r * workers) }, (_, w) => block(r * workers + w));
+    r < 0 || r >= rounds
+      ? []
+      : Array.from({ length: Math.min(workers, blocks - r * workers) }, (_, w) => block(r * workers + w));
   const feed = (r: number) => {
     for (const { r0, rows, ins } of inRound(r)) {
       ins.forEach((at, k) => inAt[k] < 0 && rt.f32.set(inputs[k].subarray(r0 * c, (r0 + rows) * c), at >>> 2));
