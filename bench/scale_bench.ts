@@ -143,7 +143,10 @@ await run<Ctx>(async (flags, libs) => {
     context,
     dispose: (ctx) => ctx.free.forEach((f) => f()),
     baseline: "host 1",
-    pairs: [...["fresh", "host", "alloc", "copy", "head"].map((p) => [`${p} 1`, `${p} ${T}`]), ["GEMMs alone", "head 1"]] as [
+    pairs: [...["fresh", "host", "alloc", "copy", "head"].map((p) => [`${p} 1`, `${p} ${T}`]), [
+      "GEMMs alone",
+      "head 1",
+    ]] as [
       string,
       string,
     ][],
