@@ -5,14 +5,79 @@
 //
 // With coef strides (sm, sk) it computes all three products of a head: the logits
 // X W^T (coef = X, src = W^T), dX += G W (coef = G) and dW = H^T X (coef = H read
-// by columns, sm = 1). Register blocking: a tile of 4 rows of `out` by 8 columns
-// (two f32x4) keeps 8 accumulators in registers while k runs; each step loads two
-// vectors of `src` and splats four coefficients.
+// by columns, sm = 1). Register blocking: a tile of R rows of `out` by 8 columns (two
+// f32x4 per row) keeps 2R accumulators in registers while k runs; each step loads two
+// vectors of `src` and splats R coefficients, 2R multiply-adds against 2 + R loads. R = 6
+// (12 accumulators) in the relaxed build; R = 4 in the plain one, whose separate multiply
+// and add need the registers that 6 rows would take (6 x 8 spills there: 0.55x of 4 x 8).
+// Every entry is one chain of multiply-adds over k in order, whichever tile or tail
+// computes it, so an entry does not depend on where it lies (nor on R).
 import { madd } from "./math";
 
+/** Rows per tile of `gemm` (see above). */
+const TILE_ROWS: i32 = ASC_FEATURE_RELAXED_SIMD ? 6 : 4;
+
+/** The R x 8 tile of `out` at row m and column j (byte offsets of its rows: o, o + lo, ...). */
 // @ts-ignore: decorator
-@inline function splat(coef: usize, m: i32, sm: i32, k: i32, sk: i32): v128 {
-  return v128.load32_splat(coef + ((<usize>(m * sm + k * sk)) << 2));
+@inline function tile(
+  R: i32, o: usize, lo: usize, cr: usize, cm: usize, ck: usize, s: usize, sl: usize, depth: i32, accumulate: i32,
+): void {
+  let a0 = f32x4.splat(0), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0, a4 = a0, b4 = a0, a5 = a0, b5 = a0;
+  if (accumulate) {
+    a0 = v128.load(o); b0 = v128.load(o, 16);
+    if (R > 1) { a1 = v128.load(o + lo); b1 = v128.load(o + lo, 16); }
+    if (R > 2) { a2 = v128.load(o + 2 * lo); b2 = v128.load(o + 2 * lo, 16); }
+    if (R > 3) { a3 = v128.load(o + 3 * lo); b3 = v128.load(o + 3 * lo, 16); }
+    if (R > 4) { a4 = v128.load(o + 4 * lo); b4 = v128.load(o + 4 * lo, 16); }
+    if (R > 5) { a5 = v128.load(o + 5 * lo); b5 = v128.load(o + 5 * lo, 16); }
+  }
+  let c = cr;
+  for (let k = 0; k < depth; k++) {
+    const v0 = v128.load(s), v1 = v128.load(s, 16);
+    if (R == 6) {
+      // one coefficient register at a time (12 accumulators leave no room for six)
+      let w = v128.load32_splat(c);
+      a0 = madd(w, v0, a0); b0 = madd(w, v1, b0);
+      w = v128.load32_splat(c + cm); a1 = madd(w, v0, a1); b1 = madd(w, v1, b1);
+      w = v128.load32_splat(c + 2 * cm); a2 = madd(w, v0, a2); b2 = madd(w, v1, b2);
+      w = v128.load32_splat(c + 3 * cm); a3 = madd(w, v0, a3); b3 = madd(w, v1, b3);
+      w = v128.load32_splat(c + 4 * cm); a4 = madd(w, v0, a4); b4 = madd(w, v1, b4);
+      w = v128.load32_splat(c + 5 * cm); a5 = madd(w, v0, a5); b5 = madd(w, v1, b5);
+    } else {
+      // the coefficients first (measured 10% faster for R = 4 under V8)
+      const w0 = v128.load32_splat(c);
+      const w1 = R > 1 ? v128.load32_splat(c + cm) : w0;
+      const w2 = R > 2 ? v128.load32_splat(c + 2 * cm) : w0;
+      const w3 = R > 3 ? v128.load32_splat(c + 3 * cm) : w0;
+      a0 = madd(w0, v0, a0); b0 = madd(w0, v1, b0);
+      if (R > 1) { a1 = madd(w1, v0, a1); b1 = madd(w1, v1, b1); }
+      if (R > 2) { a2 = madd(w2, v0, a2); b2 = madd(w2, v1, b2); }
+      if (R > 3) { a3 = madd(w3, v0, a3); b3 = madd(w3, v1, b3); }
+    }
+    s += sl;
+    c += ck;
+  }
+  v128.store(o, a0); v128.store(o, b0, 16);
+  if (R > 1) { v128.store(o + lo, a1); v128.store(o + lo, b1, 16); }
+  if (R > 2) { v128.store(o + 2 * lo, a2); v128.store(o + 2 * lo, b2, 16); }
+  if (R > 3) { v128.store(o + 3 * lo, a3); v128.store(o + 3 * lo, b3, 16); }
+  if (R > 4) { v128.store(o + 4 * lo, a4); v128.store(o + 4 * lo, b4, 16); }
+  if (R > 5) { v128.store(o + 5 * lo, a5); v128.store(o + 5 * lo, b5, 16); }
+}
+
+/** Rows [m0, m1) of `out` over the columns [0, J) (J a multiple of 8) in R x 8 tiles, m1 - m0 a multiple of R. */
+// @ts-ignore: decorator
+@inline function tiles(
+  R: i32, m0: i32, m1: i32, J: i32, out: usize, lo: usize, coef: usize, cm: usize, ck: usize, src: usize, sl: usize,
+  depth: i32, accumulate: i32,
+): void {
+  for (let m = m0; m < m1; m += R) {
+    const o = out + <usize>m * lo, cr = coef + <usize>m * cm;
+    for (let j = 0; j < J; j += 8) {
+      const jo = (<usize>j) << 2;
+      tile(R, o + jo, lo, cr, cm, ck, src + jo, sl, depth, accumulate);
+    }
+  }
 }
 
 /** The product above; sizes in elements, strides in elements. */
@@ -22,42 +87,23 @@ export function gemm(
 ): void {
   // Byte strides: the k loop advances its addresses by increments (recomputing
   // (m sm + k sk) << 2 for each splat cost a third of the time under V8; same arithmetic).
-  const cm = (<usize>sm) << 2, ck = (<usize>sk) << 2, sl = (<usize>lds) << 2;
+  const cm = (<usize>sm) << 2, ck = (<usize>sk) << 2, sl = (<usize>lds) << 2, lo = (<usize>ldo) << 2;
+  const J = n & ~7;
+  // Rows: tiles of TILE_ROWS, then of 4 (a remainder of 2 or 3 rows after the 6-row tiles is
+  // taken with one 6-row tile fewer, as 4 + 4 or 4 + 4 + 1), then single rows.
+  let big = TILE_ROWS == 6 ? rows / 6 : 0;
+  if (big > 0 && (rows - 6 * big == 2 || rows - 6 * big == 3)) big--;
+  const m6 = big * 6, m4 = m6 + ((rows - m6) & ~3);
+  if (m6 > 0) tiles(6, 0, m6, J, out, lo, coef, cm, ck, src, sl, depth, accumulate);
+  tiles(4, m6, m4, J, out, lo, coef, cm, ck, src, sl, depth, accumulate);
+  tiles(1, m4, rows, J, out, lo, coef, cm, ck, src, sl, depth, accumulate);
+  // Column tail (n - J < 8 columns): four rows at a time, one column each, the four rows
+  // in one vector with the tiles' arithmetic (madd); then single rows.
   let m = 0;
   for (; m + 4 <= rows; m += 4) {
-    const o0 = out + ((<usize>(m * ldo)) << 2);
-    const o1 = o0 + ((<usize>ldo) << 2), o2 = o1 + ((<usize>ldo) << 2), o3 = o2 + ((<usize>ldo) << 2);
+    const o0 = out + <usize>m * lo, o1 = o0 + lo, o2 = o1 + lo, o3 = o2 + lo;
     const cr = coef + <usize>m * cm;
-    let j = 0;
-    for (; j + 8 <= n; j += 8) {
-      const jo = (<usize>j) << 2;
-      let a0 = f32x4.splat(0), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0, a3 = a0, b3 = a0;
-      if (accumulate) {
-        a0 = v128.load(o0 + jo); b0 = v128.load(o0 + jo, 16);
-        a1 = v128.load(o1 + jo); b1 = v128.load(o1 + jo, 16);
-        a2 = v128.load(o2 + jo); b2 = v128.load(o2 + jo, 16);
-        a3 = v128.load(o3 + jo); b3 = v128.load(o3 + jo, 16);
-      }
-      let s = src + jo, c = cr;
-      for (let k = 0; k < depth; k++) {
-        const v0 = v128.load(s), v1 = v128.load(s, 16);
-        const c0 = v128.load32_splat(c), c1 = v128.load32_splat(c + cm);
-        const c2 = v128.load32_splat(c + 2 * cm), c3 = v128.load32_splat(c + 3 * cm);
-        a0 = madd(c0, v0, a0); b0 = madd(c0, v1, b0);
-        a1 = madd(c1, v0, a1); b1 = madd(c1, v1, b1);
-        a2 = madd(c2, v0, a2); b2 = madd(c2, v1, b2);
-        a3 = madd(c3, v0, a3); b3 = madd(c3, v1, b3);
-        s += sl;
-        c += ck;
-      }
-      v128.store(o0 + jo, a0); v128.store(o0 + jo, b0, 16);
-      v128.store(o1 + jo, a1); v128.store(o1 + jo, b1, 16);
-      v128.store(o2 + jo, a2); v128.store(o2 + jo, b2, 16);
-      v128.store(o3 + jo, a3); v128.store(o3 + jo, b3, 16);
-    }
-    // Column tail of the 4-row tile: one column at a time, its four rows in one vector, with
-    // the tiles' arithmetic (madd), so that an entry does not depend on where it lies.
-    for (; j < n; j++) {
+    for (let j = J; j < n; j++) {
       const jo = (<usize>j) << 2;
       let t = f32x4.splat(0);
       if (accumulate) {
@@ -77,20 +123,17 @@ export function gemm(
       store<f32>(o2 + jo, f32x4.extract_lane(t, 2)); store<f32>(o3 + jo, f32x4.extract_lane(t, 3));
     }
   }
-  // Row tail: one row at a time, four columns per vector.
   for (; m < rows; m++) {
-    const o = out + ((<usize>(m * ldo)) << 2);
-    let j = 0;
-    for (; j + 4 <= n; j += 4) {
-      const jo = (<usize>j) << 2;
-      let a = accumulate ? v128.load(o + jo) : f32x4.splat(0);
-      for (let k = 0; k < depth; k++) a = madd(splat(coef, m, sm, k, sk), v128.load(src + ((<usize>(k * lds)) << 2) + jo), a);
-      v128.store(o + jo, a);
-    }
-    for (; j < n; j++) {
+    const o = out + <usize>m * lo, cr = coef + <usize>m * cm;
+    for (let j = J; j < n; j++) {
       const jo = (<usize>j) << 2;
       let t = f32x4.splat(accumulate ? load<f32>(o + jo) : 0);
-      for (let k = 0; k < depth; k++) t = madd(splat(coef, m, sm, k, sk), v128.load32_splat(src + ((<usize>(k * lds)) << 2) + jo), t);
+      let s = src + jo, c = cr;
+      for (let k = 0; k < depth; k++) {
+        t = madd(v128.load32_splat(c), v128.load32_splat(s), t);
+        s += sl;
+        c += ck;
+      }
       store<f32>(o + jo, f32x4.extract_lane(t, 0));
     }
   }
@@ -246,4 +289,25 @@ export function gemm_tn64(
       store<f32>(o + ((<usize>k) << 2), <f32>(bj * t));
     }
   }
+}
+
+/**
+ * The multiply-add peak probe of the benchmarks (bench/margin_head_bench.ts): `iters` steps of
+ * 12 independent f32x4 multiply-add chains a = a m + x (`madd`: fused in the relaxed build),
+ * 96 flops a step, no memory traffic; returns a sum of the chains so that none is optimised
+ * away. (m is an argument: V8 re-materialises a constant vector inside the loop, 2x slower.)
+ */
+export function fma_peak(iters: i32, x: f32, m: f32): f32 {
+  const vm = f32x4.splat(m), c = f32x4.splat(x);
+  let a0 = f32x4.splat(x), a1 = f32x4.add(a0, c), a2 = f32x4.add(a1, c), a3 = f32x4.add(a2, c);
+  let a4 = f32x4.add(a3, c), a5 = f32x4.add(a4, c), a6 = f32x4.add(a5, c), a7 = f32x4.add(a6, c);
+  let a8 = f32x4.add(a7, c), a9 = f32x4.add(a8, c), a10 = f32x4.add(a9, c), a11 = f32x4.add(a10, c);
+  for (let i = 0; i < iters; i++) {
+    a0 = madd(a0, vm, c); a1 = madd(a1, vm, c); a2 = madd(a2, vm, c); a3 = madd(a3, vm, c);
+    a4 = madd(a4, vm, c); a5 = madd(a5, vm, c); a6 = madd(a6, vm, c); a7 = madd(a7, vm, c);
+    a8 = madd(a8, vm, c); a9 = madd(a9, vm, c); a10 = madd(a10, vm, c); a11 = madd(a11, vm, c);
+  }
+  const s = f32x4.add(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)), f32x4.add(f32x4.add(a4, a5), f32x4.add(a6, a7)));
+  const t = f32x4.add(s, f32x4.add(f32x4.add(a8, a9), f32x4.add(a10, a11)));
+  return f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 3);
 }

@@ -2,9 +2,10 @@
  * `marginHead` (kind `"arcface"`, s = 64, m = 0.5) from embeddings x [N, D] and weights
  * W [C, D] (U(-1, 1)): softmargin's fused head (`wasm`, `wasm out=`, `wasm zero-copy`)
  * against `unfused` (TF.js cosines, softmargin's arcface, TF.js products) and `tfjs-wasm`
- * (all TF.js ops) and PyTorch (2 threads, `bench/torch.ts`); memory in fresh processes;
- * mode `gemm`: the matrix products alone (softmargin's GEMM as the head calls it,
- * `tf.matMul`, a plain loop). See bench/README.md.
+ * (all TF.js ops) and PyTorch (2 threads, `bench/torch.ts`); memory in fresh processes; mode
+ * `gemm`: the matrix products alone (softmargin's GEMM as the head calls it, `tf.matMul`, a
+ * plain loop) and this machine's f32x4 multiply-add peak (`fma_peak`; ours' ratio to it is 1 /
+ * their share of it). See bench/README.md.
  *
  * ```sh
  * deno run -A bench/margin_head_bench.ts [--quick | --full] [--baseline DIR] [--json out.json]
@@ -127,7 +128,7 @@ function gemm(
   return {
     name,
     ours,
-    ratioTo: `ours ${p}`,
+    ratioTo: ours ? peak.name : `ours ${p}`,
     enter: name.startsWith("tfjs") ? tfUse("wasm") : undefined,
     setup(ctx, mode) {
       if (mode !== "gemm") return "n/a";
@@ -181,6 +182,21 @@ const ours = (p: Product) =>
       : [call, (j, k) => at(dW, j * d + k), [cols, d]];
   }, true);
 
+/**
+ * This machine's f32x4 multiply-add peak, the ceiling of the GEMMs above: the kernels' own
+ * `madd` (fused in the relaxed build) in 12 independent chains, no memory (`fma_peak`), as many
+ * flops per call as one product (2 N D C); the GEMMs' ratio to it is 1 / their share of the peak.
+ */
+const peak: Contender<Ctx> = {
+  name: "f32x4 FMA peak",
+  floor: true,
+  setup: (ctx, mode) => {
+    if (mode !== "gemm") return "n/a";
+    const iters = Math.round((2 * ctx.n * ctx.d * ctx.c) / 96);
+    return { run: () => void (sink.value += runtime().k.fma_peak(iters, 1e-3, 0.999)) };
+  },
+};
+
 const tfGemm = (name: string, p: Product, op: (t: Record<"x" | "W" | "WT" | "G", tf.Tensor>) => tf.Tensor) =>
   gemm(`tfjs ${name}`, p, ({ n, d, c, x, W, free }) => {
     const Wt = tf.tensor2d(W, [c, d]),
@@ -233,6 +249,7 @@ await run<Ctx>(async (_, libs) => {
         }),
         options: () => ARC,
       }),
+      peak,
       ours("X W^T"),
       tfGemm("x W^T (transposeB)", "X W^T", (t) => tf.matMul(t.x, t.W, false, true)),
       tfGemm("x W^T (W^T stored)", "X W^T", (t) => tf.matMul(t.x, t.WT)),

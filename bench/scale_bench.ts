@@ -1,6 +1,7 @@
 /**
  * The WebAssembly backend on 1 and `--threads T` threads (two `init` instances, awaited):
- * `crossEntropy` on host arrays and on `alloc` matrices at N x C, beside the stream bound
+ * `crossEntropy` on host arrays (`fresh`: a new gradient, the default API; `host`: into
+ * `out`) and on `alloc` matrices at N x C, beside the stream bound
  * (`copy`: the same bytes copied by 1 and T threads of this file's own workers), and a
  * `marginHead` step at N x D x C beside its GEMMs alone (one thread); --full adds
  * C = 1,000,000 at D = 128. Speed-ups are the pairs `1 / T`. See bench/README.md.
@@ -106,7 +107,8 @@ await run<Ctx>(async (flags, libs) => {
     setup(ctx, mode) {
       if ((ctx.shape.length === 3) !== head) return "n/a";
       const losses: Losses = t === 1 ? one : many, [inputs, out] = alloc ? allocated(ctx) : [ctx.inputs, ctx.out];
-      const opts = head ? { margin: 0.5, out } : { out };
+      const given = name === "fresh" ? {} : { out }; // fresh: the default API, a new gradient per call
+      const opts = head ? { margin: 0.5, ...given } : given;
       return { run: lossCall(head ? losses.marginHead : losses.crossEntropy, mode, inputs, opts, []) };
     },
   });
@@ -133,7 +135,7 @@ await run<Ctx>(async (flags, libs) => {
     flags: { "--threads T": "threads to compare with one (default 2)" },
     work: (s) => s.reduce((a, b) => a * b, 1),
     contenders: [
-      ...["host", "alloc"].flatMap((p) => [1, T].map((t) => threads(p, t, false, p === "alloc"))),
+      ...["fresh", "host", "alloc"].flatMap((p) => [1, T].map((t) => threads(p, t, false, p === "alloc"))),
       ...[1, T].map(copy),
       ...[1, T].map((t) => threads("head", t, true)),
       { name: "GEMMs alone", floor: true, setup: (ctx) => (ctx.shape.length === 3 ? { run: gemms(ctx) } : "n/a") },
@@ -141,7 +143,10 @@ await run<Ctx>(async (flags, libs) => {
     context,
     dispose: (ctx) => ctx.free.forEach((f) => f()),
     baseline: "host 1",
-    pairs: [...["host", "alloc", "copy", "head"].map((p) => [`${p} 1`, `${p} ${T}`]), ["GEMMs alone", "head 1"]] as [
+    pairs: [...["fresh", "host", "alloc", "copy", "head"].map((p) => [`${p} 1`, `${p} ${T}`]), [
+      "GEMMs alone",
+      "head 1",
+    ]] as [
       string,
       string,
     ][],

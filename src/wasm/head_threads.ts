@@ -1,14 +1,18 @@
 /**
  * The embedding heads on the thread pool (src/wasm/pool.ts): the classes are split into
  * one range per thread, whole chunks of 128 each, and each thread runs both phases of
- * src/wasm/margin_head.ts over its range, in its own scratch buffers, on W where it lies
- * in the shared memory:
+ * src/wasm/margin_head.ts over its range, in its own scratch buffers:
  *  1. statistics: per row an online (max, non-label sum of exponentials) over the range;
  *     the caller merges the threads' pairs exactly (`mergeShardStats`) and forms the row terms;
  *  2. gradients: each thread writes the rows of dW of its own classes (no two threads
  *     write one float) and its share of x's gradient; the caller sums the shares.
- * W and its gradient live in WebAssembly memory for the call (copied in and out unless
- * they were allocated there, `alloc`), x and the per-row buffers once, shared.
+ * W streams: each phase runs in rounds, and in each round every thread takes the next slab
+ * of its range (whole chunks, about `SLAB_BYTES` of W) from its own two slab buffers, while
+ * the calling thread, before its own slab, copies every thread's next slab of W in and the
+ * previous round's slabs of dW out (where W and dW are ordinary arrays; where they were
+ * allocated in WebAssembly memory, `alloc`, the threads read and write them in place). So
+ * threads hold O(threads x slab) more WebAssembly memory than one thread, whatever C is;
+ * x and the per-row buffers are there once, shared.
  *
  * The row losses and dW equal one thread's up to the order of two sums (the merge of the
  * ranges' sums of exponentials, and x's gradient summed per range, then over ranges):
@@ -28,6 +32,12 @@ const CHUNK = 128;
 const EPS = 1e-12;
 /** Multiply-adds per thread below which a head stays on one thread (waking a worker takes ~30 us). */
 const MIN_PER_THREAD = 1 << 22;
+/**
+ * Bytes of W per thread per round (rounded to whole chunks, at least one): a round's work
+ * (milliseconds at D = 128) dwarfs a wake-up, and a thread's four slab buffers (W in, dW
+ * out, two each) stay at 2 MiB.
+ */
+const SLAB_BYTES = 1 << 19;
 
 /** Row losses and gradients of an embedding head: on the thread pool when it pays, else on this thread. */
 export function head(p: HeadProblem): Raw {
@@ -36,7 +46,7 @@ export function head(p: HeadProblem): Raw {
   const threads = pl ? Math.min(pl.active, Math.ceil(c / CHUNK), Math.floor((n * c * d) / MIN_PER_THREAD)) : 1;
   if (!pl || threads < 2 || isPrecise(p)) return oneThread(p);
   const rt = pl.rt;
-  const B = CHUNK;
+  const B = CHUNK, L = Math.max(1, Math.floor(SLAB_BYTES / (d * 4 * B))) * B;
   const pinX = rt.pin(p.x), pinW = rt.pin(p.W);
   const outX = p.outX ? rt.pin(p.outX.data) : null, outW = p.outW ? rt.pin(p.outW.data) : null;
   const wAt = rt.addressOf(p.W), gAt = p.grad && p.outW ? rt.addressOf(p.outW.data) : -1;
@@ -53,9 +63,8 @@ export function head(p: HeadProblem): Raw {
     om: lay.add(n * 8),
     scales: lay.add(n * 8),
     zero: lay.add(Math.max(n, B) * 4),
-    W: wAt < 0 ? lay.add(c * d * 4) : -1,
-    gW: p.grad && gAt < 0 ? lay.add(c * d * 4) : -1,
   };
+  const slabs = () => [lay.add(L * d * 4), lay.add(L * d * 4)];
   const own = Array.from({ length: threads }, () => ({
     b: lay.add(B * 4),
     WT: lay.add(d * B * 4),
@@ -65,14 +74,15 @@ export function head(p: HeadProblem): Raw {
     m: lay.add(n * 8),
     sum: lay.add(n * 8),
     dX: lay.add(n * d * 4),
+    /** Two slabs of W's rows in (W an ordinary array) and of dW's rows out (dW one), by round parity. */
+    win: wAt < 0 ? slabs() : [],
+    gout: p.grad && gAt < 0 ? slabs() : [],
   }));
   const base = rt.arena(lay.size);
   const x = pinX(), w = pinW();
-  const W = wAt >= 0 ? wAt : base + at.W, gW = gAt >= 0 ? gAt : base + at.gW;
   const f64 = (off: number, len: number) => new Float64Array(rt.buffer, base + off, len);
   const f32 = (off: number, len: number) => new Float32Array(rt.buffer, base + off, len);
   rt.put(base + at.X, x);
-  if (wAt < 0) rt.put(W, w);
   rt.put(base + at.labels, p.labels);
   rt.put(base + at.target, p.target);
   const nt = p.nonTarget;
@@ -84,18 +94,62 @@ export function head(p: HeadProblem): Raw {
   f32(at.zero, Math.max(n, B)).fill(0);
   const ptr = (off: number) => base + off;
   const ranges = own.map((_, t) => split(c, threads, t, B));
-  /** Runs `step(k, t, j0, count)` over every chunk of every thread's range, one program per thread. */
-  const run = (step: (k: Recorder, t: number, j0: number, count: number) => void) => {
-    pl.run(ranges.map(([c0, c1], t) => {
-      const program: number[] = [], k = pl.recorder(program);
-      for (let j0 = c0; j0 < c1; j0 += B) step(k, t, j0, Math.min(B, c1 - j0));
-      return program;
-    }));
+  const rounds = Math.max(...ranges.map(([c0, c1]) => Math.ceil((c1 - c0) / L)));
+  /** Thread t's slab of round r: its classes [s0, s1) (empty past its range), and where its W and dW rows are. */
+  const slab = (t: number, r: number) => {
+    const [c0, c1] = ranges[t], s0 = Math.min(c1, c0 + r * L), s1 = Math.min(c1, s0 + L), o = own[t];
+    const W = wAt >= 0 ? wAt + s0 * d * 4 : ptr(o.win[r % 2]);
+    const gW = gAt >= 0 ? gAt + s0 * d * 4 : o.gout.length ? ptr(o.gout[r % 2]) : -1;
+    return { s0, s1, W, gW };
+  };
+  const gw = p.grad ? outW?.() ?? new Float32Array(c * d) : null;
+  /** Copies every thread's slab of W for round r in (W an ordinary array). */
+  const feed = (r: number) => {
+    if (wAt >= 0 || r >= rounds) return;
+    own.forEach((_, t) => {
+      const { s0, s1, W } = slab(t, r);
+      rt.f32.set(w.subarray(s0 * d, s1 * d), W >>> 2);
+    });
+  };
+  /** Copies every thread's slab of dW of round r out (dW an ordinary array). */
+  const drain = (r: number) => {
+    if (gAt >= 0 || r < 0) return;
+    own.forEach((_, t) => {
+      const { s0, s1, gW } = slab(t, r);
+      gw!.set(rt.f32.subarray(gW >>> 2, (gW >>> 2) + (s1 - s0) * d), s0 * d);
+    });
+  };
+  /**
+   * One phase: round by round, `step(k, t, j0, count, W, gW)` over every chunk of every thread's
+   * slab (W, gW: the chunk's rows of W and dW), one program per thread; the caller feeds the
+   * next round's slabs (and drains the last round's dW with `out`) alongside its own slab.
+   */
+  const phase = (
+    step: (k: Recorder, t: number, j0: number, count: number, W: number, gW: number) => void,
+    out: boolean,
+  ) => {
+    feed(0);
+    for (let r = 0; r < rounds; r++) {
+      pl.run(
+        own.map((_, t) => {
+          const program: number[] = [], k = pl.recorder(program), { s0, s1, W, gW } = slab(t, r);
+          for (let j0 = s0; j0 < s1; j0 += B) {
+            step(k, t, j0, Math.min(B, s1 - j0), W + (j0 - s0) * d * 4, gW + (j0 - s0) * d * 4);
+          }
+          return program;
+        }),
+        () => {
+          feed(r + 1);
+          if (out) drain(r - 1);
+        },
+      );
+    }
+    if (out) drain(rounds - 1);
   };
   // Each chunk's norms, W^T and dot products S = X W_J^T, on the thread's own buffers.
-  const dots = (k: Recorder, t: number, j0: number, count: number) => {
+  const dots = (k: Recorder, t: number, count: number, wj: number) => {
     const o = own[t];
-    k.head_prep(W + j0 * d * 4, count, d, p.normW ? 1 : 0, ptr(o.b), ptr(o.WT));
+    k.head_prep(wj, count, d, p.normW ? 1 : 0, ptr(o.b), ptr(o.WT));
     k.gemm(ptr(o.S), count, n, count, d, ptr(at.X), d, 1, ptr(o.WT), count, 0);
   };
 
@@ -106,8 +160,8 @@ export function head(p: HeadProblem): Raw {
     f64(o.m, n).set(Float64Array.from(T, (v, i) => (p.labels[i] >= c0 && p.labels[i] < c1 ? v : -Infinity)));
     f64(o.sum, n).fill(0);
   });
-  run((k, t, j0, count) => {
-    dots(k, t, j0, count);
+  phase((k, t, j0, count, wj) => {
+    dots(k, t, count, wj);
     const o = own[t];
     k.head_forward(
       ptr(o.S),
@@ -124,7 +178,7 @@ export function head(p: HeadProblem): Raw {
       ntc,
       ntRows,
     );
-  });
+  }, false);
   // The threads are shards of the classes: their statistics merge as shards' do.
   const none = new Float64Array(n);
   const stats: HeadStats = mergeShardStats(
@@ -132,7 +186,7 @@ export function head(p: HeadProblem): Raw {
   );
   for (let i = 0; i < n; i++) if (p.labels[i] < 0) stats.max[i] = stats.sum[i] = 0;
   const terms = headRowTerms(p.target, p.labels, stats);
-  if (!p.grad) return { rows: [terms.rows], grads: {} };
+  if (!gw) return { rows: [terms.rows], grads: {} };
 
   // Phase 2: each thread's rows of dW, and its share of v = G W (x's gradient before normalisation).
   f64(at.m, n).set(stats.max);
@@ -140,9 +194,9 @@ export function head(p: HeadProblem): Raw {
   f64(at.om, n).set(terms.om);
   f64(at.scales, n).set(p.scales);
   for (const o of own) f32(o.dX, n * d).fill(0);
-  run((k, t, j0, count) => {
-    dots(k, t, j0, count);
-    const o = own[t], wj = W + j0 * d * 4, gj = gW + j0 * d * 4;
+  phase((k, t, j0, count, wj, gj) => {
+    dots(k, t, count, wj);
+    const o = own[t];
     k.head_backward(
       ptr(o.S),
       n,
@@ -169,7 +223,7 @@ export function head(p: HeadProblem): Raw {
     k.gemm(ptr(o.dX), d, n, d, count, ptr(o.G), count, 1, wj, d, 1);
     k.gemm(gj, d, count, d, n, ptr(o.H), 1, count, ptr(at.X), d, 0);
     k.row_finish(gj, wj, count, d, ptr(o.b), ptr(at.zero), p.normW ? 1 : 0);
-  });
+  }, true);
   // v = the threads' shares summed in thread order (float64), then dx = a (v - [x normalised] (x^ . v) x^).
   const v = new Float64Array(n * d);
   for (const o of own) f32(o.dX, n * d).forEach((g, i) => (v[i] += g));
@@ -178,9 +232,6 @@ export function head(p: HeadProblem): Raw {
   rt.k.row_finish(ptr(own[0].dX), ptr(at.X), n, d, ptr(at.a), ptr(at.zero), p.normX ? 1 : 0);
   const gx = outX?.() ?? new Float32Array(n * d);
   gx.set(dX);
-  const gWView = new Float32Array(rt.buffer, gW, c * d);
-  const gw = outW?.() ?? new Float32Array(c * d);
-  if (gAt < 0) gw.set(gWView);
   labelParts(p, x, w, 0, a, terms, gx, gw);
   return { rows: [terms.rows], grads: { x: gx, W: gw } };
 }

@@ -132,9 +132,11 @@ export class Pool {
 
   /**
    * Runs program t on thread t (0: this thread, directly; the others on the workers) and
-   * returns when all are done. Programs may be fewer than the threads.
+   * returns when all are done. Programs may be fewer than the threads. `alongside` runs on
+   * this thread once the workers are woken, before its own program (a caller feeding the
+   * workers' next buffers while they compute: src/wasm/head_threads.ts).
    */
-  run(programs: number[][]): void {
+  run(programs: number[][], alongside?: () => void): void {
     const k = this.rt.k as unknown as Record<string, (...a: number[]) => void>;
     this.runs++;
     const others = programs.slice(1);
@@ -158,6 +160,7 @@ export class Pool {
     });
     let error: unknown = null;
     try {
+      alongside?.();
       const p = programs[0] ?? [];
       for (let i = 0; i < p.length; i += 2 + p[i + 1]) k[this.#names[p[i]]](...p.slice(i + 2, i + 2 + p[i + 1]));
     } catch (e) {

@@ -4,9 +4,13 @@
  * gradient chunks, and they are copied out while still in cache. Inputs and
  * outputs already in WebAssembly memory (see `alloc`) are used where they are.
  *
- * With a thread pool (src/wasm/pool.ts), a problem whose inputs and outputs all live in
- * WebAssembly memory (`alloc`) and large enough to pay for waking the workers has its
- * rows split into one run per thread: rows are independent, so the result is
+ * With a thread pool (src/wasm/pool.ts), a problem large enough to pay for waking the
+ * workers runs on it. Inputs and outputs all in WebAssembly memory (`alloc`): the rows are
+ * split into one run per thread. Otherwise a pipeline: the workers compute blocks of rows
+ * (about `PIPE_BYTES` per buffer) in rounds, from two sets of buffers each, while the
+ * calling thread copies the last round's gradient blocks out and the next round's input
+ * blocks in (workers cannot read an ordinary array, and the copies are a row loss's main
+ * cost, so the caller only copies). Rows are independent: either way the result is
  * bit-identical to one thread.
  *
  * @module
@@ -14,10 +18,12 @@
 import type { Exports } from "./generated.ts";
 import type { Matrix } from "../types.ts";
 import type { Layout, Runtime } from "./runtime.ts";
-import { pool, type Recorder, split } from "./pool.ts";
+import { type Pool, pool, type Recorder, split } from "./pool.ts";
 
 /** Bytes per buffer per chunk: the chunk's buffers stay well inside a 1 MiB L2. */
 const CHUNK_BYTES = 128 * 1024;
+/** Bytes per buffer per block of the pipeline: a block's work (~0.3 ms) dwarfs a wake-up (~30 us). */
+const PIPE_BYTES = 1 << 20;
 
 /** Where a chunk's rows start, for each input and each output. */
 export interface Chunk {
@@ -74,10 +80,10 @@ export function streamRows(
   const copiesIn = inAt.filter((a) => a < 0).length;
   const ownOut = outAt.map((a, k) => a < 0 && !(inPlace && k === 0 && inAt[0] < 0));
   const buffers = copiesIn + ownOut.filter(Boolean).length;
-  // Threads split only a problem held wholly in WebAssembly memory: on ordinary arrays the one
-  // thread that may read them would copy them in and out whole, which costs more than a
-  // second core saves on a bandwidth-bound row loss (docs/SCALE.md: 0.88-0.94x on 2 threads).
-  const threads = p && buffers === 0 ? Math.min(p.active, Math.floor((n * c) / MIN_PER_THREAD)) : 1;
+  const threads = p ? Math.min(p.active, Math.floor((n * c) / MIN_PER_THREAD)) : 1;
+  if (p && threads > 1 && buffers > 0) {
+    return pipeline(p, threads, rt, lay, n, c, inputs, outs, inAt, outAt, ownOut, setup, kernel);
+  }
   const chunk = buffers === 0 ? n : Math.min(n, Math.max(1, Math.floor(CHUNK_BYTES / (c * 4))));
   const inBuf = inAt.map((a) => (a < 0 ? lay.add(chunk * c * 4) : -1));
   const outBuf = outAt.map((_, k) => (ownOut[k] ? lay.add(chunk * c * 4) : k === 0 && outAt[0] < 0 ? inBuf[0] : -1));
@@ -117,5 +123,76 @@ export function streamRows(
     });
   }
   // Outputs in WebAssembly memory: a fresh view (the caller's may be detached by growth).
+  return results.map((r, k) => r ?? new Float32Array(rt.buffer, outAt[k], n * c));
+}
+
+/**
+ * `streamRows` on `threads` threads with some inputs or outputs in ordinary arrays: the
+ * workers compute blocks of rows, round by round, each from its own two sets of buffers
+ * (by round parity), while the calling thread drains the last round's output blocks and
+ * feeds the next round's input blocks (in that order: an output may share its input's buffer).
+ */
+function pipeline(
+  p: Pool,
+  threads: number,
+  rt: Runtime,
+  lay: Layout,
+  n: number,
+  c: number,
+  inputs: Float32Array[],
+  outs: (Matrix | null)[],
+  inAt: number[],
+  outAt: number[],
+  ownOut: boolean[],
+  setup: (base: number) => void,
+  kernel: (chunk: Chunk) => void,
+): Float32Array[] {
+  const workers = threads - 1;
+  const chunk = Math.min(Math.ceil(n / workers), Math.max(1, Math.floor(PIPE_BYTES / (c * 4))));
+  const sets = Array.from({ length: 2 * workers }, () => {
+    const inBuf = inAt.map((a) => (a < 0 ? lay.add(chunk * c * 4) : -1));
+    const outBuf = outAt.map((_, k) => (ownOut[k] ? lay.add(chunk * c * 4) : k === 0 && outAt[0] < 0 ? inBuf[0] : -1));
+    return { inBuf, outBuf };
+  });
+  const base = rt.arena(lay.size);
+  setup(base);
+  const results = outs.map((m, k) => (outAt[k] >= 0 ? null : (m?.data ?? new Float32Array(n * c))));
+  const blocks = Math.ceil(n / chunk), rounds = Math.ceil(blocks / workers);
+  /** Block b (rows from b chunk) of round r: worker b - r workers, the buffers of its set r % 2. */
+  const block = (b: number) => {
+    const r = Math.floor(b / workers), w = b - r * workers, set = sets[2 * w + (r % 2)];
+    const r0 = b * chunk, rows = Math.min(chunk, n - r0);
+    const ins = inAt.map((a, k) => (a >= 0 ? a + r0 * c * 4 : base + set.inBuf[k]));
+    const o = outAt.map((a, k) => (a >= 0 ? a + r0 * c * 4 : base + set.outBuf[k]));
+    return { w, r0, rows, ins, o };
+  };
+  const inRound = (r: number) =>
+    r < 0 || r >= rounds
+      ? []
+      : Array.from({ length: Math.min(workers, blocks - r * workers) }, (_, w) => block(r * workers + w));
+  const feed = (r: number) => {
+    for (const { r0, rows, ins } of inRound(r)) {
+      ins.forEach((at, k) => inAt[k] < 0 && rt.f32.set(inputs[k].subarray(r0 * c, (r0 + rows) * c), at >>> 2));
+    }
+  };
+  const drain = (r: number) => {
+    for (const { r0, rows, o } of inRound(r)) {
+      results.forEach((dst, k) => dst?.set(rt.f32.subarray(o[k] >>> 2, (o[k] >>> 2) + rows * c), r0 * c));
+    }
+  };
+  feed(0);
+  for (let r = 0; r < rounds; r++) {
+    const programs: number[][] = [[]];
+    for (const { w, r0, rows, ins, o } of inRound(r)) {
+      const program: number[] = [];
+      kernel({ base, r0, rows, ins, outs: o, k: p.recorder(program), thread: w + 1 });
+      programs[w + 1] = program;
+    }
+    p.run(programs, () => {
+      drain(r - 1);
+      feed(r + 1);
+    });
+  }
+  drain(rounds - 1);
   return results.map((r, k) => r ?? new Float32Array(rt.buffer, outAt[k], n * c));
 }
