@@ -25,6 +25,7 @@
 // would cancel in float32.
 import { rowDot } from "./vectors";
 import { gemm } from "./gemm";
+import { expNeg } from "./math";
 
 /** The depth of one float32 product of `gemm_acc64` (the blocks add up in float64). */
 const DEPTH: i32 = 256;
@@ -97,8 +98,25 @@ export function ntxent_rows(
     const ya = i32At(labels, a);
     let m: f64 = -Infinity;
     for (let j = 0; j < b; j++) if (i32At(labels, j) != ya) m = max(m, f64At(row, j) * invT);
-    let sum: f64 = 0;
-    for (let j = 0; j < b; j++) {
+    // e^(s_an/t - m) of the negatives (0 elsewhere) by the float32x4 exp (relative error 1.6e-7;
+    // every argument <= 0, and a masked lane's value is dropped whatever it is); sums in float64.
+    let sum: f64 = 0, j = 0;
+    const vy = i32x4.splat(ya);
+    for (; j + 4 <= b; j += 4) {
+      let x = f32x4.splat(<f32>(f64At(row, j) * invT - m));
+      x = f32x4.replace_lane(x, 1, <f32>(f64At(row, j + 1) * invT - m));
+      x = f32x4.replace_lane(x, 2, <f32>(f64At(row, j + 2) * invT - m));
+      x = f32x4.replace_lane(x, 3, <f32>(f64At(row, j + 3) * invT - m));
+      const e = v128.andnot(expNeg(x), i32x4.eq(v128.load(labels + ((<usize>j) << 2)), vy));
+      const e0 = <f64>f32x4.extract_lane(e, 0), e1 = <f64>f32x4.extract_lane(e, 1);
+      const e2 = <f64>f32x4.extract_lane(e, 2), e3 = <f64>f32x4.extract_lane(e, 3);
+      setF64(coef, j, e0);
+      setF64(coef, j + 1, e1);
+      setF64(coef, j + 2, e2);
+      setF64(coef, j + 3, e3);
+      sum += (e0 + e1) + (e2 + e3);
+    }
+    for (; j < b; j++) {
       let c: f64 = 0;
       if (i32At(labels, j) != ya) sum += c = Math.exp(f64At(row, j) * invT - m);
       setF64(coef, j, c);
@@ -106,7 +124,7 @@ export function ntxent_rows(
     // No negative: every l_ap is softplus(-inf) = 0, and so is the row of A.
     const L = sum > 0 ? m + Math.log(sum) : -Infinity;
     let shares: f64 = 0;
-    for (let j = 0; j < b; j++) {
+    for (j = 0; j < b; j++) {
       if (j == a || i32At(labels, j) != ya) continue;
       const x = L - f64At(row, j) * invT;
       total += softplus(x);
@@ -115,7 +133,7 @@ export function ntxent_rows(
       setF64(coef, j, -s);
     }
     if (!grad) continue;
-    for (let j = 0; j < b; j++) if (i32At(labels, j) != ya) setF64(coef, j, shares * f64At(coef, j) / sum);
+    for (j = 0; j < b; j++) if (i32At(labels, j) != ya) setF64(coef, j, shares * f64At(coef, j) / sum);
     storeRow(a, S, ld, b, coef, scale * invT);
   }
   return total;
