@@ -15,6 +15,12 @@
  */
 export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
 export * from "./src/schedules.ts";
+export {
+  elasticMargins,
+  type ElasticMarginsOptions,
+  partialFcSample,
+  type PartialFcSampleOptions,
+} from "./src/sampling.ts";
 export { mergeShardStats } from "./src/kernels/shards.ts";
 export type {
   ShardedLoss,

@@ -32,6 +32,12 @@ import { setWasmModule } from "./src/wasm/runtime.ts";
 export { js } from "./cpu.ts";
 export { alloc, setWasmModule, WasmMatrix } from "./src/wasm/runtime.ts";
 export * from "./src/schedules.ts";
+export {
+  elasticMargins,
+  type ElasticMarginsOptions,
+  partialFcSample,
+  type PartialFcSampleOptions,
+} from "./src/sampling.ts";
 export type { SyncLosses } from "./src/losses/mod.ts";
 export * from "./src/types.ts";
 

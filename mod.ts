@@ -11,7 +11,8 @@
  * Three kinds of export: **losses** (members of `Losses` with `forward`, `backward`,
  * `valueAndGrad`; results typed by the call's reduction and by where its inputs live),
  * **metrics** (`accuracy`: `compute`, no gradient) and the softmax transforms, all bound
- * to one backend by `init()`; and **schedules** (`sphereFaceLambda`, `lSoftmaxBeta`) and
+ * to one backend by `init()`; and **schedules** (`sphereFaceLambda`, `lSoftmaxBeta`,
+ * `marginWarmup`), **seeded samplers** (`elasticMargins`, `partialFcSample`) and
  * **state functions** (`centerUpdate`, the hard-negative-mining `hnmInit`,
  * `hnmUpdatePrototypes`, `hnmUpdateConfusion`, `hnmDecay`, `hnmHardNegatives`): plain
  * synchronous functions, the same on every backend, that never change their inputs. The reference of every loss
@@ -49,6 +50,12 @@ export type { AsyncLosses, LossSet, MemberOf, Methods, MetricMethods, SyncLosses
 export type { Definition, MemberKind, ShardForm } from "./src/loss.ts";
 export type * from "./src/losses/registry.ts";
 export * from "./src/schedules.ts";
+export {
+  elasticMargins,
+  type ElasticMarginsOptions,
+  partialFcSample,
+  type PartialFcSampleOptions,
+} from "./src/sampling.ts";
 export { mergeShardStats } from "./src/kernels/shards.ts";
 export type { ShardStats } from "./src/kernels/shards.ts";
 export type {

@@ -39,7 +39,14 @@ export type Out = {
   err?: () => number;
 };
 
-export type Runner = { run(): Out | void | Promise<Out | void> };
+/**
+ * A contender's calls. `timed`: one that times itself (a call in another process): the
+ * seconds of `reps` calls, measured there, and the last call's output.
+ */
+export type Runner = {
+  run(): Out | void | Promise<Out | void>;
+  timed?(reps: number): Promise<{ seconds: number; out: Out }>;
+};
 
 export interface Contender<X> {
   name: string;
@@ -51,6 +58,8 @@ export interface Contender<X> {
   group?: string;
   /** Its ratio: its time / this contender's (default `spec.baseline`). */
   ratioTo?: string;
+  /** Runs in another process (PyTorch): its memory is not probed. */
+  external?: boolean;
   /** Before each batch of calls (a TF.js backend switch, a thread count). */
   enter?(): void | Promise<void>;
   /** A runner for this context and mode, or why there is none. */
@@ -118,6 +127,8 @@ export type Cell = { contender: string; shape: number[]; mode: string; floor: bo
   ratioTo: string;
 } & { memory?: Memory; lossErr?: number; gradErr?: number; na?: string; skipped?: string; error?: string };
 
+/** Run when the benchmark ends (a helper process stopped, its files removed). */
+export const cleanups: (() => void)[] = [];
 /** Results feed this so no engine drops a call as dead code. */
 export const sink = { value: 0 };
 /** Header lines that benchmarks add (the TF.js backends, the adapter). */
@@ -378,7 +389,7 @@ async function measure<X>(spec: Spec<X>, cfg: Config, ks: Contender<X>[], ctx: X
         cell.skipped = `predicted ${predicted.toFixed(1)} s per call`;
         continue;
       }
-      if (cfg.memory && !k.floor && (spec.memory?.when?.(shape, mode, k.name) ?? true)) {
+      if (cfg.memory && !k.floor && !k.external && (spec.memory?.when?.(shape, mode, k.name) ?? true)) {
         cell.memory = probeInChild(k.name, shape, mode);
         if (cell.memory.error) {
           cell.error = `in its memory probe (a fresh process): ${cell.memory.error}`;
@@ -396,8 +407,8 @@ async function measure<X>(spec: Spec<X>, cfg: Config, ks: Contender<X>[], ctx: X
         do {
           const t = now();
           await k.enter?.();
-          await runner.run();
-          times.push(now() - t);
+          const self = runner.timed ? (await runner.timed(1)).seconds : (await runner.run(), null);
+          times.push(self ?? now() - t);
         } while (now() - t0 < cfg.warmupTime && times.length < 1000);
         estimate = times.length > 1 ? median(times.slice(1)) : times[0];
       }
@@ -415,9 +426,15 @@ async function measure<X>(spec: Spec<X>, cfg: Config, ks: Contender<X>[], ctx: X
       try {
         await k.enter?.();
         const t0 = now();
-        let o = await runner.run();
-        for (let j = 1; j < reps; j++) o = await runner.run();
-        cell.samples.push((now() - t0) / reps);
+        let o: Out | void;
+        if (runner.timed) {
+          const t = await runner.timed(reps);
+          [o] = [t.out, cell.samples.push(t.seconds / reps)];
+        } else {
+          o = await runner.run();
+          for (let j = 1; j < reps; j++) o = await runner.run();
+          cell.samples.push((now() - t0) / reps);
+        }
         if (r === 0 && !k.floor && o) await check(cell, o, refs.get(k.group ?? ""));
       } catch (e) {
         cell.error = errorText(e);
@@ -591,4 +608,5 @@ export async function run<X>(make: (flags: Map<string, string | true>, libs: Lib
     console.log(`wrote ${cfg.json}`);
   }
   process.exitCode = all.some((x) => x.ours && (x.error || broken(x))) ? 1 : 0;
+  for (const f of cleanups.splice(0)) f();
 }

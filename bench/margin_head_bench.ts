@@ -2,8 +2,9 @@
  * `marginHead` (kind `"arcface"`, s = 64, m = 0.5) from embeddings x [N, D] and weights
  * W [C, D] (U(-1, 1)): softmargin's fused head (`wasm`, `wasm out=`, `wasm zero-copy`)
  * against `unfused` (TF.js cosines, softmargin's arcface, TF.js products) and `tfjs-wasm`
- * (all TF.js ops); memory in fresh processes; mode `gemm`: the matrix products alone
- * (softmargin's GEMM as the head calls it, `tf.matMul`, a plain loop). See bench/README.md.
+ * (all TF.js ops) and PyTorch (2 threads, `bench/torch.ts`); memory in fresh processes;
+ * mode `gemm`: the matrix products alone (softmargin's GEMM as the head calls it,
+ * `tf.matMul`, a plain loop). See bench/README.md.
  *
  * ```sh
  * deno run -A bench/margin_head_bench.ts [--quick | --full] [--baseline DIR] [--json out.json]
@@ -16,6 +17,7 @@ import { runtime } from "../src/wasm/runtime.ts";
 import type { Contender, Lib, Out, Shape } from "./engine.ts";
 import { labelsOf, lossCall, mulberry32, run, sink, uniform } from "./engine.ts";
 import { initTf, plainMatMulT, tf, tfArcfaceLoss, tfMissing, tfNormalizeRows, tfRun, tfUse } from "./impls.ts";
+import { torchContender } from "./torch.ts";
 
 const ARC = { scale: 64, margin: 0.5 };
 const HEAD = { kind: "arcface", ...ARC } as const;
@@ -220,6 +222,17 @@ await run<Ctx>(async (_, libs) => {
     contenders: [
       unfused(libs[0]),
       tfjsHead,
+      torchContender<Ctx>("PyTorch 2 threads", {
+        case: "marginHead",
+        threads: 2,
+        group: "head",
+        inputs: ({ n, d, c, x, W, labels }) => ({
+          x: { data: x, shape: [n, d] },
+          W: { data: W, shape: [c, d] },
+          labels: { data: labels, shape: [n] },
+        }),
+        options: () => ARC,
+      }),
       ours("X W^T"),
       tfGemm("x W^T (transposeB)", "X W^T", (t) => tf.matMul(t.x, t.W, false, true)),
       tfGemm("x W^T (W^T stored)", "X W^T", (t) => tf.matMul(t.x, t.WT)),

@@ -2,7 +2,7 @@
  * The softmax family on [N, C] rows: `crossEntropy` and `arcface` (s = 64, m = 0.5) on the
  * same cosines (U(-1, 1), each label's + 0.5, at most 0.99), mean reduction: softmargin's
  * paths (`wasm`, `wasm out=`, `wasm zero-copy`, `js`) against plain TypeScript, TF.js
- * wasm and cpu, and two floors (`memcpy` through a 128 KiB staging buffer, `fresh
+ * wasm and cpu, PyTorch (2 threads, `bench/torch.ts`), and two floors (`memcpy` through a 128 KiB staging buffer, `fresh
  * alloc+write`). See bench/README.md.
  *
  * ```sh
@@ -14,6 +14,7 @@
 import type { Matrix, WasmMatrix } from "../cpu.ts";
 import { type Contender, labelsOf, type Lib, lossCall, mulberry32, type Out, run, type Shape, sink } from "./engine.ts";
 import { initTf, plainArcface, plainCrossEntropy, tf, tfArcfaceLoss, tfMissing, tfRun, tfUse } from "./impls.ts";
+import { torchContender } from "./torch.ts";
 
 const ARC = { scale: 64, margin: 0.5 };
 const LOSSES = { CE: { loss: "crossEntropy", key: "logits" }, arcface: { loss: "arcface", key: "cos" } } as const;
@@ -156,6 +157,13 @@ await run<Ctx>(async (_, libs) => {
       tfjs("CE", "wasm"),
       tfjs("arcface", "wasm"),
       tfjs("CE", "cpu"),
+      torchContender<Ctx>("CE PyTorch 2 threads", {
+        case: "crossEntropy",
+        threads: 2,
+        group: "CE",
+        ratioTo: "CE wasm",
+        inputs: ({ n, c, x, labels }) => ({ logits: { data: x, shape: [n, c] }, labels: { data: labels, shape: [n] } }),
+      }),
       memcpy,
       fresh,
     ],
@@ -169,6 +177,8 @@ await run<Ctx>(async (_, libs) => {
     // arcface / crossEntropy per path; plain TS and TF.js against the default and the zero-copy path.
     pairs: [
       ...["wasm", "wasm out=", "wasm zero-copy", "plain TS", "tfjs-wasm"].map((p) => [`arcface ${p}`, `CE ${p}`]),
+      ["CE wasm", "CE PyTorch 2 threads"],
+      ["CE wasm zero-copy", "CE PyTorch 2 threads"],
       ...["CE", "arcface"].flatMap((l) =>
         ["plain TS", "tfjs-wasm"].flatMap((o) => [[`${l} ${o}`, `${l} wasm`], [`${l} ${o}`, `${l} wasm zero-copy`]])
       ),

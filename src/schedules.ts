@@ -75,3 +75,54 @@ export function lSoftmaxBeta(step: number, options: LSoftmaxBetaOptions = {}): n
   const min = v.number("options.min", options.min, 0);
   return Math.max(min, start * decay ** s);
 }
+
+/** Options of {@linkcode marginWarmup}. */
+export interface MarginWarmupOptions {
+  /** The step at which the margin starts to grow (required). */
+  start: number;
+  /** The step at which it reaches `to` (required; greater than `start`). */
+  end: number;
+  /** The margin before `start`. @default 0 */
+  from?: number;
+  /** The margin from `end` on. @default 0.2 */
+  to?: number;
+  /** How it grows between `start` and `end`: `"exp"` (fast first, then levelling off) or `"linear"`. @default "exp" */
+  curve?: "exp" | "linear";
+}
+
+/**
+ * A margin warm-up (wespeaker's `MarginScheduler`, the speaker-verification recipe's
+ * AAM warm-up), a pure function of the training step: `from` before `start`, `to` from
+ * `end` on, and between them, with `r = (step - start) / (end - start)`,
+ * `"linear"`: `from + (to - from) r`; `"exp"`: `from + (to - from) (1 - exp(r ln 1e-3)) / (1 - 1e-3)`.
+ *
+ * Difference from wespeaker (deliberate): its exp ratio is `1 - exp(r ln(1e-3 / (1 + 1e-6)))`,
+ * which reaches only 0.999 of the way at `end` and then jumps to `to`; this one is
+ * normalised by `1 - 1e-3` so it reaches `to` at `end` exactly and never jumps.
+ *
+ * @param step The training step (a finite number >= 0; any unit, as `start` and `end`).
+ * @param options `start` and `end` (required, `end > start`), `from` (0), `to` (0.2), `curve` ("exp").
+ * @returns The margin to pass to `arcface`/`marginHead` (or any margin option) at that step.
+ *
+ * @example A 10-epoch warm-up of ArcFace's margin
+ * ```ts
+ * import { marginWarmup } from "@softmargin/softmargin";
+ * const o = { start: 2, end: 12, to: 0.2 };
+ * console.log(marginWarmup(0, o), marginWarmup(7, o).toFixed(4), marginWarmup(12, o)); // 0 0.1939 0.2
+ * ```
+ */
+export function marginWarmup(step: number, options: MarginWarmupOptions): number {
+  const o = v.options(v.required("options", options));
+  v.keys("options of marginWarmup", o, ["start", "end", "from", "to", "curve"]);
+  const s = v.number("step", v.required("step", step), 0, { min: 0 });
+  const start = v.number("options.start", v.required("options.start", o.start), 0);
+  const end = v.number("options.end", v.required("options.end", o.end), 0, { min: start, minExclusive: true });
+  const from = v.number("options.from", o.from, 0);
+  const to = v.number("options.to", o.to, 0.2);
+  const curve = v.oneOf("options.curve", o.curve, ["exp", "linear"] as const, "exp");
+  if (s <= start) return from;
+  if (s >= end) return to;
+  const r = (s - start) / (end - start);
+  const ratio = curve === "linear" ? r : (1 - Math.exp(r * Math.log(1e-3))) / (1 - 1e-3);
+  return from + (to - from) * ratio;
+}

@@ -464,6 +464,23 @@ describe(NAME, () => {
     }
   });
 
+  it("sharded form: a repeated shard or a missing one is refused by name (the shards' records)", async () => {
+    const { js: ref, mergeShardStats } = await import("../cpu.ts");
+    const p: Any = problem(new Rng(25), 4, 3, 20);
+    const half = (k: number) => ({
+      ...p,
+      W: { data: p.W.data.slice(k * 30, (k + 1) * 30), shape: [10, 3] },
+      bias: p.bias.slice(k * 10, (k + 1) * 10),
+    });
+    const sharded = (ref as Any).sharded[NAME];
+    const a = sharded.stats(half(0), { offset: 0, classes: 20 }),
+      b = sharded.stats(half(1), { offset: 10, classes: 20 });
+    assert.throws(() => mergeShardStats([a, a]), RangeError);
+    assert.throws(() => sharded.finish(half(0), mergeShardStats([a]), { offset: 0, classes: 20 }), RangeError);
+    const whole = sharded.finish(half(0), mergeShardStats([a, b]), { offset: 0, classes: 20 });
+    assertFinite(whole.loss, "loss");
+  });
+
   // ----------------------------------------------------------------------------------------------
   const small = () => ({
     x: randomMatrix(new Rng(8), 3, 4, 1),

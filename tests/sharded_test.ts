@@ -264,7 +264,9 @@ describe("sharded losses on WebAssembly-resident inputs (alloc)", () => {
       const host = wasm.sharded.crossEntropy.stats({ logits, labels }, ce);
       const inMemory = wasm.sharded.crossEntropy.stats({ logits: placed[0], labels }, ce);
       assert.deepEqual(inMemory, host);
-      const merged = mergeShardStats([host]);
+      // (classes [40, 60), the labels' 50, are on a second shard: finish needs every shard merged)
+      const rest = { logits: randomMatrix(rng, n, 20, 2), labels }, restW = randomMatrix(rng, 20, d, 1);
+      const merged = mergeShardStats([host, wasm.sharded.crossEntropy.stats(rest, { ...ce, offset: 40 })]);
       const a = wasm.sharded.crossEntropy.finish({ logits, labels }, merged, ce);
       const b = wasm.sharded.crossEntropy.finish({ logits: placed[0], labels }, merged, ce);
       assert.equal(b.loss, a.loss);
@@ -272,7 +274,7 @@ describe("sharded losses on WebAssembly-resident inputs (alloc)", () => {
       const mh = { kind: "cosface" as const, scale: 30, offset: 0, classes: 60 };
       const hs = wasm.sharded.marginHead.stats({ x, W, labels }, mh);
       assert.deepEqual(wasm.sharded.marginHead.stats({ x: placed[1], W: placed[2], labels }, mh), hs);
-      const hm = mergeShardStats([hs]);
+      const hm = mergeShardStats([hs, wasm.sharded.marginHead.stats({ x, W: restW, labels }, { ...mh, offset: 40 })]);
       const ha = wasm.sharded.marginHead.finish({ x, W, labels }, hm, mh);
       const hb = wasm.sharded.marginHead.finish({ x: placed[1], W: placed[2], labels }, hm, mh);
       assert.equal(hb.loss, ha.loss);
@@ -369,6 +371,21 @@ describe("mergeShardStats", () => {
     await assertThrowsNamed(() => mergeShardStats([stats(3, false), stats(4, false)]), RangeError, "list[1].max", "3");
     await assertThrowsNamed(() => mergeShardStats([stats(3, true), stats(3, false)]), TypeError, "list[1].below");
     await assertThrowsNamed(() => mergeShardStats([stats(3, false), stats(3, true)]), TypeError, "list[1]", "below");
+    // Malformed records: not 5 values per shard, a range outside [0, classes).
+    const rec = (...r: number[]) => ({ ...stats(3, false), shards: Float64Array.from(r) });
+    await assertThrowsNamed(() => mergeShardStats([rec(0, 1, 3, 7)]), RangeError, "list[0].shards", "5", "4");
+    await assertThrowsNamed(
+      () => mergeShardStats([rec(0, 1, 3, 7, 9), rec(2, 4, 3, 7, 9)]),
+      RangeError,
+      "list[1]",
+      "[2, 4)",
+    );
+    await assertThrowsNamed(
+      () => mergeShardStats([rec(0, 1, 3, 7, 9), rec(1, 3, 4, 7, 9)]),
+      RangeError,
+      "list[1]",
+      "4",
+    );
   });
 });
 
@@ -441,4 +458,119 @@ describe("sharded losses: bad input", () => {
       );
     });
   }
+});
+
+// Issue 19 item 5: the statistics carry each shard's record (its class range of C, a fingerprint of
+// the batch and one of the options), so that the layouts that once gave a wrong loss silently
+// (the issue's example: unsharded 0.3022; overlapping shards [0, 2) + [1, 3) gave 0.4643, a missing
+// shard 0, a shard merged twice 0.3569, another batch's statistics or another scale a wrong number)
+// are refused with named errors, and the right layouts still give the unsharded loss.
+describe("sharded losses refuse wrong shard layouts", () => {
+  const labels = [0, 2];
+  const full: Mat = { data: new Float32Array([2, 1, 0, 0.5, 1, 3]), shape: [2, 3] };
+  /** Columns [a, b) of `m` (default: the example's logits) as a crossEntropy shard's inputs. */
+  const cols = (a: number, b: number, m: Mat = full, ls: number[] = labels) => {
+    const [n, c] = m.shape;
+    const data = Float32Array.from(
+      { length: n * (b - a) },
+      (_, t) => m.data[Math.floor(t / (b - a)) * c + a + (t % (b - a))],
+    );
+    return { logits: { data, shape: [n, b - a] }, labels: ls };
+  };
+  const at = (offset: number, more: object = {}) => ({ offset, classes: 3, ...more });
+
+  for (const b of backends) {
+    it(b.name, async () => {
+      const s = (b.losses as Any).sharded, ce = s.crossEntropy;
+      const [s0, s1] = [cols(0, 1), cols(1, 3)];
+      const [st0, st1] = [await ce.stats(s0, at(0)), await ce.stats(s1, at(1))];
+      // The right layout, in a flat and in a tree merge: the unsharded loss.
+      const want = (await (b.losses as Any).crossEntropy.forward({ logits: full, labels })).loss;
+      for (const merged of [mergeShardStats([st0, st1]), mergeShardStats([mergeShardStats([st1]), st0])]) {
+        const got = (await ce.finish(s0, merged, at(0))).loss + (await ce.finish(s1, merged, at(1))).loss;
+        assertLossClose(got, want, "right layout", 1e-6);
+        assert.ok(Math.abs(got - 0.3022) < 1e-4, `${got}`);
+        // A few floats per shard, whatever N.
+        assert.equal(merged.shards!.length, 2 * 5);
+      }
+      // Overlapping shards [0, 2) + [1, 3).
+      const over = [await ce.stats(cols(0, 2), at(0)), await ce.stats(cols(1, 3), at(1))];
+      await assertThrowsNamed(() => mergeShardStats(over), RangeError, "list", "[0, 2)", "[1, 3)", "overlapping");
+      // A missing shard: [0, 1) finished alone (it merges: a tree's partial merge is a merge).
+      const alone = mergeShardStats([st0]);
+      await assertThrowsNamed(() => ce.finish(s0, alone, at(0)), RangeError, "stats", "[1, 3)", "missing");
+      await assertThrowsNamed(() => ce.finish(s1, mergeShardStats([st1]), at(1)), RangeError, "[0, 1)", "missing");
+      // One shard's statistics merged twice (flat, and through a tree).
+      await assertThrowsNamed(() => mergeShardStats([st0, st1, st1]), RangeError, "[1, 3)", "merged twice");
+      const twice = () => mergeShardStats([mergeShardStats([st0, st1]), st1]);
+      await assertThrowsNamed(twice, RangeError, "list[0]", "list[1]", "merged twice");
+      // Statistics of another batch of the same N: refused by the merge and by finish.
+      const other = await ce.stats(cols(1, 3, full, [1, 1]), at(1));
+      await assertThrowsNamed(() => mergeShardStats([st0, other]), RangeError, "list[1]", "batch");
+      const foreign = mergeShardStats([await ce.stats(cols(0, 1, full, [1, 1]), at(0)), other]);
+      await assertThrowsNamed(() => ce.finish(s0, foreign, at(0)), RangeError, "stats", "batch");
+      // Shards with different options (arcface's scale), and finish with options other than the stats'.
+      const cos: Mat = { data: new Float32Array([0.5, 0.1, -0.2, 0.3, 0.2, 0.7]), shape: [2, 3] };
+      const [c0, c1] = [cols(0, 1, cos), cols(1, 3, cos)].map((x) => ({ cos: x.logits, labels }));
+      const mixed = [await s.arcface.stats(c0, at(0, { scale: 64 })), await s.arcface.stats(c1, at(1, { scale: 30 }))];
+      await assertThrowsNamed(() => mergeShardStats(mixed), RangeError, "list[1]", "options");
+      const same = mergeShardStats([await s.arcface.stats(c0, at(0)), await s.arcface.stats(c1, at(1))]);
+      await assertThrowsNamed(() => s.arcface.finish(c1, same, at(1, { scale: 30 })), RangeError, "stats", "options");
+      await assertThrowsNamed(
+        () => ce.finish(s0, mergeShardStats([st0, st1]), at(0, { reduction: "sum" })),
+        RangeError,
+        "options",
+      );
+      // The defaults given explicitly are the same options.
+      const explicit = await ce.stats(s1, at(1, { reduction: "mean", ignoreIndex: -100, labelSmoothing: 0 }));
+      assert.equal(
+        (await ce.finish(s0, mergeShardStats([st0, explicit]), at(0))).loss,
+        (await ce.finish(s0, mergeShardStats([st0, st1]), at(0))).loss,
+      );
+      // Another split of the same classes: [0, 2) cannot finish with the statistics of [0, 1) + [1, 3).
+      const merged = mergeShardStats([st0, st1]);
+      await assertThrowsNamed(
+        () => ce.finish(cols(0, 2), merged, at(0)),
+        RangeError,
+        "stats",
+        "[0, 2)",
+        "[0, 1), [1, 3)",
+      );
+      // Statistics without their records.
+      const { shards: _, ...bare } = merged;
+      await assertThrowsNamed(() => ce.finish(s0, bare, at(0)), TypeError, "stats.shards", "Float64Array");
+      await assertThrowsNamed(() => mergeShardStats([st0, { ...st1, shards: undefined }]), TypeError, "list[1].shards");
+      // marginHead: x is replicated, so x of another batch with the same labels is refused too.
+      const rng = new Rng(8);
+      const x = randomMatrix(rng, 2, 4, 1), W = randomMatrix(rng, 3, 4, 1), x2 = randomMatrix(rng, 2, 4, 1);
+      const h = { kind: "cosface", scale: 30 };
+      const W0 = { data: W.data.slice(0, 4), shape: [1, 4] }, W1 = { data: W.data.slice(4), shape: [2, 4] };
+      const hs = [
+        await s.marginHead.stats({ x, W: W0, labels }, at(0, h)),
+        await s.marginHead.stats({ x: x2, W: W1, labels }, at(1, h)),
+      ];
+      await assertThrowsNamed(() => mergeShardStats(hs), RangeError, "list[1]", "batch");
+    });
+  }
+
+  it("the two-collective merge: the records all-gathered, finish accepts it", () => {
+    const ce = wasm.sharded.crossEntropy;
+    const shards = [cols(0, 1), cols(1, 3)], options = [at(0), at(1)];
+    const stats = shards.map((x, k) => ce.stats(x as Any, options[k]));
+    // MAX all-reduce of max, SUM of the rescaled sum and of target, an all-gather of the records.
+    const max = stats[0].max.map((_, i) => Math.max(...stats.map((s) => s.max[i])));
+    const sum = max.map((m, i) => stats.reduce((t, s) => t + s.sum[i] * Math.exp(s.max[i] - m), 0));
+    const target = max.map((_, i) => stats.reduce((t, s) => t + s.target[i], 0));
+    const shardsRecords = Float64Array.from(stats.flatMap((s) => [...s.shards!]));
+    const byHand = { max, sum, target, shards: shardsRecords };
+    const merged = mergeShardStats(stats);
+    for (let k = 0; k < 2; k++) {
+      assertLossClose(
+        ce.finish(shards[k] as Any, byHand, options[k]).loss as number,
+        ce.finish(shards[k] as Any, merged, options[k]).loss as number,
+        `shard ${k}`,
+        1e-12,
+      );
+    }
+  });
 });

@@ -298,3 +298,107 @@ function tfGrad(f: (x: tf.Tensor) => tf.Tensor, x: tf.Tensor): [number, tf.Tenso
   const { value, grad } = tf.valueAndGrad(f)(x);
   return [value.dataSync()[0], grad];
 }
+
+// Issue 20 item 3: the adapter's own defects, each found as a new user would.
+describe("tfjs adapter: weights and tf.Reduction, as a demanding user expects", () => {
+  const { normface, klDiv, featureDiversity, crossEntropy } = tfLosses(tf);
+  const weights = [1, 0, 2, 0.5, 0, 3];
+  /** Per-row normface losses at scale 16 composed from tf ops (TF.js's autodiff of them is the reference). */
+  const rows = (c: tf.Tensor) => tf.neg(tf.sum(tf.mul(onehot(), tf.logSoftmax(tf.mul(c, 16))), 1));
+
+  it("leaves no tensor behind: 100 calls with weights or a tf.Reduction, and under tf.grad", () => {
+    const cos = cosines(), lab = labels(), w = tf.tensor1d(weights);
+    const cases: Record<string, object> = {
+      "weights tensor": { weights: w },
+      "weights array, sum": { weights, reduction: "sum" },
+      "weights, NONE": { weights: w, reduction: tf.Reduction.NONE },
+      "tf.Reduction.MEAN": { reduction: tf.Reduction.MEAN },
+      "no weights": {},
+    };
+    for (const [what, options] of Object.entries(cases)) {
+      const before = tf.memory().numTensors;
+      for (let k = 0; k < 100; k++) normface({ cos, labels: lab }, options).dispose();
+      assert.equal(tf.memory().numTensors, before, `${what}: tensors left by 100 calls`);
+      for (let k = 0; k < 10; k++) {
+        tf.grad((c: tf.Tensor) => tf.sum(normface({ cos: c, labels: lab }, options)))(cos).dispose();
+      }
+      assert.equal(tf.memory().numTensors, before, `${what}: tensors left by 10 gradients`);
+    }
+  });
+
+  it("gradients flow to a weights tensor under the default reduction (SUM_BY_NONZERO_WEIGHTS) and every other", () => {
+    const cos = cosines();
+    const count = weights.filter((x) => x !== 0).length;
+    for (const reduction of [undefined, tf.Reduction.SUM_BY_NONZERO_WEIGHTS, tf.Reduction.MEAN, tf.Reduction.SUM]) {
+      const w = tf.variable(tf.tensor1d(weights));
+      const { value, grads } = tf.variableGrads(() => normface({ cos, labels: labels() }, { weights: w, reduction }), [
+        w,
+      ]);
+      const r = reduction ?? tf.Reduction.SUM_BY_NONZERO_WEIGHTS;
+      close(value, tf.losses.computeWeightedLoss(rows(cos), w, r), `value, reduction ${tf.Reduction[r]}`);
+      // The reference: TF.js's autodiff of sum(w l) / (the count of non-zero weights, a constant), sum(w l) / sum(w), sum(w l).
+      const ref = tf.grad((v: tf.Tensor) =>
+        r === tf.Reduction.SUM_BY_NONZERO_WEIGHTS
+          ? tf.div(tf.sum(tf.mul(rows(cos), v)), count)
+          : tf.losses.computeWeightedLoss(rows(cos), v, r)
+      )(w);
+      close(grads[w.name], ref, `d/dweights, reduction ${tf.Reduction[r]}`);
+      w.dispose();
+    }
+    // A scalar weight, as tf.losses takes it: every row counts (N), its gradient sum(l) / N.
+    const s = tf.variable(tf.scalar(2));
+    const { value, grads } = tf.variableGrads(() => normface({ cos, labels: labels() }, { weights: s }), [s]);
+    close(value, tf.losses.computeWeightedLoss(rows(cos), s), "value, a scalar weight");
+    close(grads[s.name], tf.div(tf.sum(rows(cos)), N), "d/dweight, a scalar weight");
+    s.dispose();
+  });
+
+  it("weights on a loss that has no per-row losses (no reduction option) is refused as weights, not as reduction", () => {
+    const features = [tf.tensor2d([[1, 0], [0, 1]]), tf.tensor2d([[0.5, 0.5], [1, 0]])];
+    for (const options of [{ weights: [1, 1] }, { weights: [1, 1], lambda: 0.1 }]) {
+      assert.throws(() => featureDiversity({ features }, options as never), (e: Error) => {
+        assert.ok(e instanceof TypeError, e.message);
+        assert.match(e.message, /options\.weights/);
+        assert.match(e.message, /featureDiversity/);
+        assert.doesNotMatch(e.message, /unknown key "reduction"/);
+        return true;
+      });
+    }
+    assert.throws(
+      () => featureDiversity({ features }, { reduction: tf.Reduction.SUM } as never),
+      (e: Error) =>
+        e instanceof TypeError && /options\.reduction/.test(e.message) && /featureDiversity/.test(e.message),
+    );
+  });
+
+  it('klDiv with weights and "batchmean": sum(w l) / N, and its gradient', () => {
+    const logInput = tf.logSoftmax(tf.tensor2d(randomMatrix(new Rng(21), N, C).data, [N, C]));
+    const target = tf.softmax(tf.tensor2d(randomMatrix(new Rng(22), N, C).data, [N, C]));
+    const klRows = (z: tf.Tensor) => tf.sum(tf.mul(target, tf.sub(tf.log(target), z)), 1);
+    const f = (z: tf.Tensor) => klDiv({ logInput: z, target }, { weights, reduction: "batchmean" });
+    const g = (z: tf.Tensor) =>
+      tf.div(tf.losses.computeWeightedLoss(klRows(z), tf.tensor1d(weights), tf.Reduction.SUM), N);
+    const a = tfGrad(f, logInput), b = tfGrad(g, logInput);
+    close(tf.scalar(a[0]), tf.scalar(b[0]), "loss");
+    close(a[1], b[1], "d/dlogInput");
+    // (a reduction no loss has, with weights: named, not TF.js's "Unknown reduction")
+    assert.throws(
+      () => crossEntropy({ logits: cosines(), labels: labels() }, { weights, reduction: "batchmean" } as never),
+      (e: Error) => e instanceof TypeError && /options\.reduction/.test(e.message) && /batchmean/.test(e.message),
+    );
+    assert.throws(
+      () => normface({ cos: cosines(), labels: labels() }, { weights, reduction: 7 as never }),
+      (e: Error) => e instanceof RangeError && /options\.reduction/.test(e.message) && /7/.test(e.message),
+    );
+  });
+
+  it("an unknown key lists the keys the adapter takes: weights, not out", () => {
+    assert.throws(() => normface({ cos: cosines(), labels: labels() }, { weigths: weights } as never), (e: Error) => {
+      assert.ok(e instanceof TypeError);
+      assert.match(e.message, /unknown key "weigths"/);
+      assert.match(e.message, /\bweights\b/);
+      assert.doesNotMatch(e.message, /\bout\b/);
+      return true;
+    });
+  });
+});

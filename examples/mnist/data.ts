@@ -59,6 +59,22 @@ export function permutation(rng: Rng, n: number): Int32Array {
   return p;
 }
 
+/**
+ * Label noise: a copy of `labels` in which a share `share` of them (`round(share * n)`,
+ * chosen by a shuffle of `seed`) is replaced by another of the `classes` classes, uniformly.
+ */
+export function flipLabels(labels: Int32Array, share: number, seed: number, classes = 10): Int32Array {
+  const out = labels.slice();
+  if (share === 0) return out;
+  const rng = new Rng(seed ^ 0x5bd1e995);
+  const order = permutation(rng, labels.length);
+  for (let k = 0; k < Math.round(share * labels.length); k++) {
+    const i = order[k];
+    out[i] = (labels[i] + 1 + rng.int(classes - 1)) % classes;
+  }
+  return out;
+}
+
 /** Side of the network's input: the 28 x 28 digits averaged over 2 x 2 blocks. */
 export const SIDE = 14;
 

@@ -32,6 +32,8 @@ const HELP = `Usage: deno run -A examples/mnist/main.ts [options]   (or: npm run
   --seed N        seed of the split, the shuffles and the initialisation (default: 1)
   --batch N       batch size (default: 128)
   --lr X          Adam's learning rate, decayed to 0 by a cosine (default: 0.003)
+  --label-noise P flip a share P in [0, 1) of the training labels to another class, seeded
+                  (the test labels stay clean; default: 0)
   --jobs N        runs trained at once, one worker thread each (default: 2; TF.js's
                   wasm backend is single-threaded)
   --help          this text`;
@@ -47,6 +49,7 @@ const { values: flags } = parseArgs({
     batch: { type: "string", default: "128" },
     lr: { type: "string", default: "0.003" },
     jobs: { type: "string", default: "2" },
+    "label-noise": { type: "string", default: "0" },
     help: { type: "boolean", default: false },
   },
 });
@@ -63,6 +66,12 @@ function num(name: string, text: string, integer = true): number {
   }
   return v;
 }
+/** A share in [0, 1) from a flag, or exit with the usage. */
+function share(name: string, text: string): number {
+  const v = Number(text);
+  if (!(v >= 0 && v < 1)) fail(`--${name} must be a number in [0, 1), got "${text}"`);
+  return v;
+}
 function fail(message: string): never {
   console.error(`examples/mnist/main.ts: ${message}\n\n${HELP}`);
   process.exit(2);
@@ -77,12 +86,14 @@ const settings = {
   batch: num("batch", flags.batch),
   lr: num("lr", flags.lr, false),
   seed: num("seed", flags.seed),
+  labelNoise: share("label-noise", flags["label-noise"]),
   hidden: [128, 64],
 };
 const out = flags.out;
 
 const jobs = num("jobs", flags.jobs);
 
+const noise = settings.labelNoise ? `, ${100 * settings.labelNoise}% of the training labels flipped` : "";
 const started = performance.now();
 const { train, test } = split(loadDigits(), 0.2, settings.seed);
 const runtime = navigator.userAgent.replace("/", " ");
@@ -92,7 +103,7 @@ console.log(
 console.log(
   `${losses.length} losses x ${dims.length} dimensions, ${settings.epochs} epochs of batch ${settings.batch}, network 196-${
     settings.hidden.join("-")
-  }-D, ${jobs} at a time\n`,
+  }-D, ${jobs} at a time${noise}\n`,
 );
 
 /**
@@ -228,7 +239,7 @@ const caption = [
   "acc: test accuracy; intra: mean angle between a digit's feature and its class's mean direction; inter: the smallest angle",
   `between two class means. A 196-${
     settings.hidden.join("-")
-  }-D network per panel, ${settings.epochs} epochs on ${train.n} digits (npm mnist), TensorFlow.js + softmargin/tfjs.`,
+  }-D network per panel, ${settings.epochs} epochs on ${train.n} digits (npm mnist)${noise}, TensorFlow.js + softmargin/tfjs.`,
 ];
 const svg = figureSvg(panels, title, caption);
 mkdirSync(`${out}/figures`, { recursive: true });
@@ -280,7 +291,9 @@ writeFileSync(
   `${out}/demo_results.md`,
   `${md}\n\n${train.n} training / ${test.n} test digits, ${settings.epochs} epoch${
     settings.epochs === 1 ? "" : "s"
-  }, seed ${settings.seed}, ${runtime}: ${wall.toFixed(0)} s, ${cpu.toFixed(0)} s of CPU time (\`${command}\`).\n`,
+  }${noise}, seed ${settings.seed}, ${runtime}: ${wall.toFixed(0)} s, ${
+    cpu.toFixed(0)
+  } s of CPU time (\`${command}\`).\n`,
 );
 writeFileSync(
   `${out}/demo_results.json`,

@@ -11,7 +11,7 @@ import { wasm } from "../../cpu.ts";
 import { sphereFaceLambda } from "../../mod.ts";
 import { tfLosses } from "../../tfjs.ts";
 import type { Digits } from "./data.ts";
-import { permutation, pooled, SIDE } from "./data.ts";
+import { flipLabels, permutation, pooled, SIDE } from "./data.ts";
 import { Rng } from "../../tests/helpers/random.ts";
 
 /** The losses the demo trains with. */
@@ -52,6 +52,8 @@ export interface RunConfig {
   batch: number;
   lr: number;
   seed: number;
+  /** The share of training labels flipped to another class (`flipLabels`), 0 for none. */
+  labelNoise: number;
   hidden: readonly number[];
 }
 
@@ -108,6 +110,7 @@ export function run(cfg: RunConfig, train: Digits, test: Digits, report: (p: Pro
     return losses.marginHead({ x, W, labels }, options);
   };
 
+  const trainLabels = flipLabels(train.labels, cfg.labelNoise, cfg.seed);
   const optimizer = tf.train.adam(cfg.lr);
   const rng = new Rng(cfg.seed);
   const steps = Math.floor(train.n / cfg.batch);
@@ -122,7 +125,7 @@ export function run(cfg: RunConfig, train: Digits, test: Digits, report: (p: Pro
       for (let j = 0; j < cfg.batch; j++) {
         const i = order[s * cfg.batch + j];
         pooled(train, i, xb, j * inputs);
-        yb[j] = train.labels[i];
+        yb[j] = trainLabels[i];
       }
       // Cosine decay of the learning rate to 0 over the run (Adam reads it at every step).
       (optimizer as unknown as { learningRate: number }).learningRate = cfg.lr * 0.5 *

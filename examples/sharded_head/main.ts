@@ -108,7 +108,7 @@ for (let step = 0; step < STEPS; step++) {
     (r as { stats: ShardStats }).stats
   );
   const merged = mergeShardStats(stats);
-  bytes += P * 3 * N * 8;
+  bytes += P * (3 * N + 5) * 8; // (and each shard's record: 5 floats)
   // 2. Every shard's loss share and x-gradient share; the second all-reduce sums them.
   const check = step === 0;
   const parts = (await ask(workers.map(() => ({ type: "finish", merged, sendW: check })))) as Extract<
@@ -161,6 +161,6 @@ for (let step = 0; step < STEPS; step++) {
 console.log(
   `all-reduced per step: ${
     (bytes / STEPS / 1024).toFixed(1)
-  } KiB (stats ${P} x 3N float64, x shares ${P} x N x D float32)`,
+  } KiB (stats ${P} x (3N + 5) float64, x shares ${P} x N x D float32)`,
 );
 workers.forEach((w) => w.terminate());

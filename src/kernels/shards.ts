@@ -24,6 +24,180 @@ export interface ShardStats {
   readonly below?: Float64Array;
   /** With `labelSmoothing`: `sum_j w_j` over the shard's classes. */
   readonly weightSum?: number;
+  /**
+   * What makes a merge checkable: {@linkcode SHARD_RECORD} floats per shard merged,
+   * `[first, end, classes, batch, options]` (the shard's classes `[first, end)` of `classes`,
+   * a 32-bit fingerprint of the batch's labels and replicated inputs, and one of the loss's
+   * options: {@linkcode shardRecord}); several shards' records concatenated in a merge (an all-gather of them is the
+   * merged one). `stats` always gives it, `finish` requires it; statistics built by hand may
+   * leave it out of a merge only where every entry does.
+   */
+  readonly shards?: Float64Array;
+}
+
+/** The floats of one shard's record in {@linkcode ShardStats.shards}. */
+export const SHARD_RECORD = 5;
+
+/**
+ * A 32-bit fingerprint (an integer in `[0, 2^32)`) of a list of values: numbers, strings,
+ * booleans, null/undefined, typed arrays (their bytes), arrays and plain objects (by sorted
+ * keys). Not cryptographic: it tells mixed-up statistics apart, one word per 4 bytes.
+ */
+export function fingerprint(values: readonly unknown[]): number {
+  let h = 0x811c9dc5;
+  const word = (w: number) => {
+    h = Math.imul(h ^ w, 0x5bd1e995);
+    h ^= h >>> 15;
+  };
+  const bits = new Float64Array(1), halves = new Uint32Array(bits.buffer);
+  const add = (x: unknown): void => {
+    if (typeof x === "number") {
+      bits[0] = x === 0 ? 0 : x; // (-0 is 0)
+      word(1), word(halves[0]), word(halves[1]);
+    } else if (typeof x === "string") {
+      word(2), word(x.length);
+      for (let i = 0; i < x.length; i++) word(x.charCodeAt(i));
+    } else if (typeof x === "boolean") word(x ? 3 : 4);
+    else if (x === null || x === undefined) word(5);
+    else if (ArrayBuffer.isView(x)) {
+      const aligned = x.byteOffset % 4 === 0 && x.byteLength % 4 === 0;
+      const w = aligned
+        ? new Uint32Array(x.buffer, x.byteOffset, x.byteLength / 4)
+        : new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+      word(6), word(x.byteLength);
+      let g = h; // (the word loop inlined: a closure call per word is several times slower)
+      for (let i = 0; i < w.length; i++) g = Math.imul(g ^ w[i], 0x5bd1e995), g ^= g >>> 15;
+      h = g;
+    } else if (Array.isArray(x)) {
+      word(7), word(x.length);
+      x.forEach(add);
+    } else if (typeof x === "object") {
+      const keys = Object.keys(x).sort();
+      word(8), word(keys.length);
+      for (const k of keys) add(k), add((x as Record<string, unknown>)[k]);
+    } else throw new TypeError(`Cannot fingerprint ${typeof x}`);
+  };
+  values.forEach(add);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  return (h ^ (h >>> 13)) >>> 0;
+}
+
+/**
+ * A shard's record for {@linkcode ShardStats.shards}: its classes `[first, end)` of `classes`,
+ * the fingerprint of the batch (its `labels` as checked, whole, and the inputs every shard holds
+ * whole, `replicated`, at up to {@linkcode SAMPLED} evenly spaced values each: another batch
+ * differs all over) and of `options` (the loss's name and its checked options, defaults filled
+ * in, without `offset`): what {@linkcode mergeShardStats} and `finish` compare.
+ */
+export function shardRecord(
+  first: number,
+  end: number,
+  classes: number,
+  labels: Int32Array,
+  replicated: readonly Float32Array[],
+  options: readonly unknown[],
+): Float64Array {
+  const samples = replicated.map((a) => {
+    const step = Math.max(1, Math.floor(a.length / SAMPLED)), out = new Float32Array(Math.ceil(a.length / step));
+    for (let t = 0; t < out.length; t++) out[t] = a[t * step];
+    return out;
+  });
+  return Float64Array.of(first, end, classes, fingerprint([labels, ...samples]), fingerprint(options));
+}
+
+/** How many values of each replicated input a shard's record samples. */
+export const SAMPLED = 4096;
+
+/** `[a, b)`. */
+const range = (r: Float64Array, k: number) => `[${r[k * SHARD_RECORD]}, ${r[k * SHARD_RECORD + 1]})`;
+
+/**
+ * Checks the records of statistics `name` (`own`: those `finish` computes on this shard, which
+ * then requires the records, equal classes, batch and options, this shard's range among
+ * them and every class covered): disjoint ranges of one batch and one set of options; the
+ * names of `from` tell which entry of a merge brought each record. Returns the records.
+ */
+function checkRecords(name: string, s: Record<string, unknown>, own?: Float64Array, from?: string[]): Float64Array {
+  const r = s.shards;
+  if (!(r instanceof Float64Array)) {
+    throw new TypeError(
+      `Expected ${name}.shards to be a Float64Array (the shards' records, from stats), got ${v.show(r)}`,
+    );
+  }
+  const count = r.length / SHARD_RECORD;
+  if (count < 1 || !Number.isInteger(count)) {
+    throw new RangeError(
+      `Expected ${name}.shards to hold ${SHARD_RECORD} values per shard (at least one shard), got ${r.length}`,
+    );
+  }
+  const who = (k: number) => from?.[k] ?? name;
+  const ref = own ?? r.subarray(0, SHARD_RECORD), refName = own ? "this shard" : who(0);
+  for (let k = 0; k < count; k++) {
+    const [first, end, classes, batch, options] = r.subarray(k * SHARD_RECORD, (k + 1) * SHARD_RECORD);
+    if (!(Number.isInteger(first) && Number.isInteger(end) && first >= 0 && first < end && end <= classes)) {
+      throw new RangeError(
+        `Expected ${who(k)}.shards to hold class ranges inside [0, classes), got ${range(r, k)} of ${classes}`,
+      );
+    }
+    if (classes !== ref[2]) {
+      throw new RangeError(
+        `Expected ${who(k)} to be statistics of ${ref[2]} classes in all (as ${refName}), got ${classes}`,
+      );
+    }
+    if (batch !== ref[3]) {
+      throw new RangeError(
+        `Expected ${
+          who(k)
+        } to be statistics of the batch of ${refName} (its labels and replicated inputs: fingerprint ${
+          ref[3]
+        }), got another batch's (fingerprint ${batch})`,
+      );
+    }
+    if (options !== ref[4]) {
+      throw new RangeError(
+        `Expected ${who(k)} to be statistics of the loss and options of ${refName} (fingerprint ${
+          ref[4]
+        }), got another's (fingerprint ${options}: every shard must pass the same options but offset)`,
+      );
+    }
+  }
+  const order = Array.from({ length: count }, (_, k) => k).sort((a, b) => r[a * SHARD_RECORD] - r[b * SHARD_RECORD]);
+  for (let t = 1; t < count; t++) {
+    const [a, b] = [order[t - 1], order[t]];
+    if (r[b * SHARD_RECORD] < r[a * SHARD_RECORD + 1]) {
+      const same = r[a * SHARD_RECORD] === r[b * SHARD_RECORD] && r[a * SHARD_RECORD + 1] === r[b * SHARD_RECORD + 1];
+      throw new RangeError(
+        `Expected ${name} to cover disjoint class ranges, got ${range(r, a)} (${who(a)}) and ${range(r, b)} (${
+          who(b)
+        }): ${same ? "a shard's statistics merged twice" : "overlapping shards"}`,
+      );
+    }
+  }
+  if (own) {
+    let at = 0, mine = false;
+    const missing: string[] = [];
+    for (const k of order) {
+      if (r[k * SHARD_RECORD] > at) missing.push(`[${at}, ${r[k * SHARD_RECORD]})`);
+      at = r[k * SHARD_RECORD + 1];
+      mine ||= r[k * SHARD_RECORD] === own[0] && at === own[1];
+    }
+    if (at < own[2]) missing.push(`[${at}, ${own[2]})`);
+    if (missing.length > 0) {
+      throw new RangeError(
+        `Expected ${name} to cover every class of [0, ${own[2]}) (every shard's statistics merged), got classes ${
+          missing.join(", ")
+        } missing`,
+      );
+    }
+    if (!mine) {
+      throw new RangeError(
+        `Expected ${name} to hold this shard's statistics (classes [${own[0]}, ${own[1]})), got shards ${
+          order.map((k) => range(r, k)).join(", ")
+        }`,
+      );
+    }
+  }
+  return r;
 }
 
 /**
@@ -31,11 +205,15 @@ export interface ShardStats {
  * `sum = sum_k sum_k e^(max_k - max)`, `target = sum_k target_k` (one shard holds each
  * label), `below = sum_k (below_k + weightSum_k (max - max_k))`, `weightSum = sum_k weightSum_k`.
  * This is what an all-reduce computes; over a collective take the max of `max` first
- * (N floats), then the sum of the rescaled `sum`, of `target` (and `below`), 2N (3N) floats.
+ * (N floats), then the sum of the rescaled `sum`, of `target` (and `below`), 2N (3N) floats,
+ * and an all-gather of the records `shards` (5 floats per shard). The records are
+ * concatenated and checked: class ranges that overlap or repeat (a shard merged twice),
+ * records of another class count, batch or options are a `RangeError` naming the entries;
+ * `finish` also refuses a missing shard (docs/SHARDING.md, "The checks").
  *
  * @param list The statistics of one or more shards (the same N), e.g. from
- *   `losses.sharded.crossEntropy.stats` on each shard.
- * @returns The merged statistics, fresh arrays.
+ *   `losses.sharded.crossEntropy.stats` on each shard; all with `shards` (records), or none.
+ * @returns The merged statistics, fresh arrays (`shards`: the entries' records, concatenated).
  *
  * @example Two shards of one row
  * ```ts
@@ -53,6 +231,23 @@ export function mergeShardStats(list: readonly ShardStats[]): ShardStats {
   const smoothed = typeof list[0] === "object" && list[0] !== null && list[0].below !== undefined;
   const n = checkStats("list[0]", list[0], -1, smoothed).length;
   list.forEach((s, k) => checkStats(`list[${k}]`, s, n, smoothed));
+  // The shards' records, concatenated (where the statistics carry them: all or none).
+  let shards: Float64Array | undefined;
+  if (list.some((s) => s.shards !== undefined)) {
+    const from: string[] = [];
+    const parts = list.map((s, k) => {
+      if (s.shards === undefined) {
+        throw new TypeError(
+          `Expected list[${k}].shards to be a Float64Array (every entry of list carries its shards' records, or none), got undefined`,
+        );
+      }
+      const r = checkRecords(`list[${k}]`, s as unknown as Record<string, unknown>);
+      for (let j = 0; j < r.length / SHARD_RECORD; j++) from.push(`list[${k}]`);
+      return r;
+    });
+    shards = Float64Array.from(parts.flatMap((r) => [...r]));
+    checkRecords("list", { shards }, undefined, from);
+  }
   const max = new Float64Array(n).fill(-Infinity), sum = new Float64Array(n), target = new Float64Array(n);
   const below = smoothed ? new Float64Array(n) : undefined;
   let weightSum = 0;
@@ -66,11 +261,16 @@ export function mergeShardStats(list: readonly ShardStats[]): ShardStats {
     }
     weightSum += s.weightSum ?? 0;
   }
-  return smoothed ? { max, sum, target, below, weightSum } : { max, sum, target };
+  const merged: ShardStats = smoothed ? { max, sum, target, below, weightSum } : { max, sum, target };
+  return shards ? { ...merged, shards } : merged;
 }
 
-/** Checks statistics of `n` rows (`n` < 0: any) with or without the smoothing terms; returns `max`. */
-export function checkStats(name: string, s: unknown, n: number, smoothed: boolean): Float64Array {
+/**
+ * Checks statistics of `n` rows (`n` < 0: any) with or without the smoothing terms; returns `max`.
+ * With `own` (`finish`: this shard's record, {@linkcode shardRecord}) also their records: this
+ * shard's among them, every class covered once, all of this batch and these options.
+ */
+export function checkStats(name: string, s: unknown, n: number, smoothed: boolean, own?: Float64Array): Float64Array {
   if (typeof s !== "object" || s === null) {
     throw new TypeError(`Expected ${name} to be shard statistics, got ${v.show(s)}`);
   }
@@ -92,6 +292,7 @@ export function checkStats(name: string, s: unknown, n: number, smoothed: boolea
   if (!smoothed && st.below !== undefined) {
     throw new TypeError(`Expected ${name} to have no below (statistics with and without labelSmoothing do not mix)`);
   }
+  if (own) checkRecords(name, st, own);
   return st.max as Float64Array;
 }
 

@@ -12,7 +12,10 @@
  * `sum` (`sum_j e^(z_j - max)` over its classes other than the label: keeping the label
  * out keeps `1 - p_y` accurate as `p_y -> 1`), `target` (the label's logit where it holds
  * the label, else 0), and with label smoothing `below` (`sum_j w_j (max - z_j)` over its
- * classes) and the scalar `weightSum` (`sum_j w_j`).
+ * classes) and the scalar `weightSum` (`sum_j w_j`); and the shard's record `shards`
+ * (its class range, C, fingerprints of the batch and of the options), by which the merge
+ * and `finish` refuse a wrong layout (overlapping, repeated or missing shards, another
+ * batch's statistics, other options) with a named `RangeError`.
  *
  * @module
  */
@@ -29,6 +32,7 @@ import {
   logitRowTerms,
   type LogitShardProblem,
   type ShardKernels,
+  shardRecord,
   type ShardStats,
 } from "../kernels/shards.ts";
 import type * as registry from "./registry.ts";
@@ -122,7 +126,7 @@ function logitShard(
   const local = localLabels(labels, offset, cs);
   const reduction = v.reduction(o.reduction);
   let weight: Float32Array | null = null, smoothing = 0, scale = 1, clamp = false, target: Float64Array;
-  let softcap = 0, zLoss = 0;
+  let softcap = 0, zLoss = 0, phi: unknown = null, constant = false;
   if (!margin) {
     weight = v.vector("options.weight", o.weight, classes, 0);
     smoothing = v.number("options.labelSmoothing", o.labelSmoothing, 0, { min: 0, max: 1 });
@@ -135,7 +139,8 @@ function logitShard(
     }
   } else {
     const parsed = margin.parse(o);
-    scale = parsed.scale;
+    ({ scale, constant } = parsed);
+    phi = parsed.phi.spec;
     clamp = true;
     target = labelTargets(
       local.map((y) => (y < 0 ? -1 : y)),
@@ -160,7 +165,10 @@ function logitShard(
     smoothing: smoothing !== 0,
     softcap,
   };
-  return { problem, labels, weight, smoothing, zLoss, classes, reduction, denominator, key };
+  // What every shard must share: the labels, and the options as checked (defaults filled in).
+  const agreed = [def.name, reduction, weight, smoothing, softcap, zLoss, scale, constant, phi];
+  const record = shardRecord(offset, offset + cs, classes, labels, [], agreed);
+  return { problem, labels, weight, smoothing, zLoss, classes, reduction, denominator, key, record };
 }
 
 /** The sharded form of crossEntropy or a margin loss on cosines. */
@@ -173,16 +181,16 @@ function logitShardDef(def: LogitDef): ShardDef {
       const s = logitShard(def, inputs, options);
       const target = Float64Array.from({ length: s.problem.n }, (_, i) => s.problem.target[2 * i]);
       return then(k.logitShardStats(s.problem), (r): ShardStats => {
-        if (!s.problem.smoothing) return { max: r.max, sum: r.sum, target };
+        if (!s.problem.smoothing) return { max: r.max, sum: r.sum, target, shards: s.record };
         let weightSum = 0;
         for (let j = 0; j < s.problem.c; j++) weightSum += s.problem.weight ? s.problem.weight[j] : 1;
-        return { max: r.max, sum: r.sum, target, below: r.below as Float64Array, weightSum };
+        return { max: r.max, sum: r.sum, target, below: r.below as Float64Array, weightSum, shards: s.record };
       });
     },
     finish(inputs, stats, options, upstream, k) {
       const s = logitShard(def, inputs, options);
       const { n, c, local, target: own } = s.problem;
-      checkStats("stats", stats, n, s.problem.smoothing);
+      checkStats("stats", stats, n, s.problem.smoothing, s.record);
       const ignored = (i: number) => s.labels[i] < 0;
       const scales = v.rowScales(s.reduction, upstream, n, s.denominator, ignored);
       // The z-loss k lse^2 ("mean": over the non-ignored rows), lse from the merged statistics.
@@ -235,6 +243,8 @@ function headShard(
   const host = headTargets(kind, fn, labels, labelStats(x, W, d, labels, offset), owns);
   let count = 0;
   for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
+  // What every shard must share: the labels and x, and the options as checked (defaults filled in).
+  const record = shardRecord(offset, offset + cs, classes, labels, [x], [def.name, reduction, scale, spec]);
   const p: HeadProblem = {
     grad,
     n,
@@ -255,7 +265,7 @@ function headShard(
     outX: null,
     outW: null,
   };
-  return { p, offset, owns };
+  return { p, offset, owns, record };
 }
 
 /** The sharded form of a head (marginHead). */
@@ -267,13 +277,13 @@ const headShardDef = (def: HeadDef<MarginHeadOptions>): ShardDef => ({
     return [...(typeof own === "function" ? own(opts as MarginHeadOptions) : own), ...SHARD_KEYS];
   },
   stats(inputs, options, k) {
-    const { p, offset, owns } = headShard(def, inputs, options, false);
+    const { p, offset, owns, record } = headShard(def, inputs, options, false);
     const target = Float64Array.from({ length: p.n }, (_, i) => (owns(i) ? p.target[4 * i] : 0));
-    return then(k.headShardStats({ p, first: offset }), (s) => ({ max: s.max, sum: s.sum, target }));
+    return then(k.headShardStats({ p, first: offset }), (s) => ({ max: s.max, sum: s.sum, target, shards: record }));
   },
   finish(inputs, stats, options, upstream, k) {
-    const { p, offset, owns } = headShard(def, inputs, options, true, upstream);
-    checkStats("stats", stats, p.n, false);
+    const { p, offset, owns, record } = headShard(def, inputs, options, true, upstream);
+    checkStats("stats", stats, p.n, false, record);
     const t4 = p.target.slice();
     for (let i = 0; i < p.n; i++) t4[4 * i] = stats.target[i];
     const terms = headRowTerms(t4, p.labels, stats);
@@ -361,8 +371,13 @@ function linearShard(
     outW: null,
     outBias: null,
   };
-  return { p, labels, weight, classes, local };
+  // What every shard must share: the labels and x, and the options as checked (defaults filled in).
+  const agreed = [linearName, reduction, weight, smoothing, softcap, zLoss];
+  const record = shardRecord(offset, offset + cs, classes, labels, [x], agreed);
+  return { p, labels, weight, classes, local, record };
 }
+
+const linearName = "linearCrossEntropy";
 
 /** The sharded form of `linearCrossEntropy` (its vocabulary over shards of W's rows). */
 const linearShardDef = (def: LossDef<unknown, unknown, unknown, "linearCe">): ShardDef => ({
@@ -370,11 +385,12 @@ const linearShardDef = (def: LossDef<unknown, unknown, unknown, "linearCe">): Sh
   inputs: def.inputs,
   options: [...(def.options as readonly string[]), ...SHARD_KEYS],
   stats(inputs, options, k) {
-    return k.linearShardStats({ p: linearShard(inputs, options, false).p });
+    const { p, record } = linearShard(inputs, options, false);
+    return then(k.linearShardStats({ p }), (st): ShardStats => ({ ...st, shards: record }));
   },
   finish(inputs, stats, options, upstream, k) {
     const s = linearShard(inputs, options, true, upstream), { p } = s;
-    checkStats("stats", stats, p.n, p.smoothing !== 0);
+    checkStats("stats", stats, p.n, p.smoothing !== 0, s.record);
     // The row terms from the merged statistics, G without the label's slope (the kernel applies it).
     const unit = Float64Array.from({ length: 2 * p.n }, (_, k) => (k % 2 ? 1 : 0));
     const t = logitRowTerms(stats, { ...p, labels: s.labels, weight: s.weight, classes: s.classes, target: unit });

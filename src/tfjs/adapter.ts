@@ -41,6 +41,12 @@ export interface TfLike {
   /** `tf.mul`: the element-wise product (scales a gradient by the upstream `dy`). */
   // deno-lint-ignore no-explicit-any
   mul(a: any, b: any): any;
+  /** `tf.div`: the weighted sum's division by a count (`weights`' reductions). */
+  // deno-lint-ignore no-explicit-any
+  div(a: any, b: any): any;
+  /** `tf.tidy`: disposes what the reduction with `weights` makes on the way. */
+  // deno-lint-ignore no-explicit-any
+  tidy(f: () => any): any;
   /** `tf.getBackend`: the name of the active backend. */
   getBackend(): string;
   /** `tf.engine`: whether a gradient tape is recording (then the gradient is computed with the value). */
@@ -62,14 +68,20 @@ export interface TfOptions<T> {
   /**
    * Per-row weights as `tf.losses`' `weights`: a `tf.Tensor` `[N]` (or a scalar, a number,
    * an array). With weights the reduction follows `tf.losses.computeWeightedLoss`
-   * (default `tf.Reduction.SUM_BY_NONZERO_WEIGHTS`); gradients flow to a weights tensor
-   * too. Not to be confused with `crossEntropy`'s class weights `weight [C]`.
+   * (default `tf.Reduction.SUM_BY_NONZERO_WEIGHTS`: `sum(w l)` over the count of non-zero
+   * weights, that count a constant); gradients flow to a weights tensor too, under every
+   * reduction. Only for the losses that are reduced from per-row losses (those with a
+   * `reduction` option): on `featureDiversity`, `mixOutputs`, `physMoe`, ... (one value
+   * for the batch) it is a `TypeError`. Not to be confused with `crossEntropy`'s class
+   * weights `weight [C]`.
    */
   weights?: T | number | readonly number[] | Float32Array;
   /**
    * This library's `"mean"` (default), `"sum"`, `"none"` (and `klDiv`'s `"batchmean"`),
    * or a `tf.Reduction` value, which reduces the per-row losses exactly as
-   * `tf.losses.computeWeightedLoss` does.
+   * `tf.losses.computeWeightedLoss` does. With `weights`: a `tf.Reduction`, `"sum"`
+   * (`SUM`), `"none"` (`NONE`) or `klDiv`'s `"batchmean"` (`sum(w l) / N`); `"mean"` is
+   * refused as ambiguous.
    */
   reduction?: Reduction | "batchmean" | TfReduction;
 }
@@ -89,6 +101,7 @@ export type LossInputs<L> = L extends { forward(inputs: infer I, options?: never
 /** A loss's inputs with tensors where the library takes matrices (labels: a tensor or an array). */
 export type TfInputs<I, T> = {
   [K in keyof I]: I[K] extends Labels | undefined ? Labels | T | Extract<I[K], undefined>
+    : I[K] extends readonly unknown[] | undefined ? readonly T[] | Extract<I[K], undefined>
     : T | Extract<I[K], undefined>;
 };
 
@@ -144,7 +157,14 @@ export interface TfLossesOptions {
  * `weights` or a `tf.Reduction` the per-row losses are reduced by
  * `tf.losses.computeWeightedLoss` itself (an ignored row is then a loss of 0 that
  * still counts unless its weight is 0; `"mean"` with `weights` is refused as
- * ambiguous). `options.out` is refused (gradients are new tensors). Composite losses
+ * ambiguous, `klDiv`'s `"batchmean"` is `sum(w l) / N`), inside a `tf.tidy` (a call
+ * leaves only its result), and a weights tensor gets its gradient under every
+ * reduction (`SUM_BY_NONZERO_WEIGHTS` counts the non-zero weights on the host, as a
+ * constant: TF.js's own count, `notEqual`, has no gradient). `weights` or a
+ * `tf.Reduction` on a loss with no per-row losses (no `reduction` option:
+ * `featureDiversity`, `mixOutputs`, `physMoe`, ...) is a `TypeError`, and so is an
+ * unknown option key, the message listing the keys the adapter takes.
+ * `options.out` is refused (gradients are new tensors). Composite losses
  * return only `loss` (call the library for `distillation`'s `kl` and `ce`).
  *
  * Backends: the inputs are read with `dataSync`, so a TF.js backend that can read
@@ -180,9 +200,8 @@ export function tfLosses<Tf extends TfLike>(tf: Tf, options: TfLossesOptions = {
   for (const [name, def] of Object.entries(definitions)) {
     if (!("grads" in def)) continue; // metrics and transforms have no tf.customGrad form
     const loss = (backend as unknown as Record<string, Loss>)[name];
-    const grads = def.grads as readonly string[];
     out[name] = (inputs: Record<string, unknown>, opts: Record<string, unknown> = {}) =>
-      call(tf, name, loss, grads, inputs, opts);
+      call(tf, name, loss, def as Keyed, inputs, opts);
   }
   return out as TfLosses<Tf>;
 }
@@ -193,11 +212,20 @@ interface Loss {
   valueAndGrad(inputs: object, options: object): { loss: number | Float32Array; grads: Grads };
 }
 
+/** What the adapter reads of a definition: its option keys and its gradient keys. */
+interface Keyed {
+  readonly options: readonly string[] | ((o: object) => readonly string[]);
+  readonly grads: readonly string[];
+}
+
+/** The losses whose `reduction` has `"batchmean"` (sum / N; src/losses/kl_div.ts). */
+const BATCHMEAN: readonly string[] = ["klDiv"];
+
 function call(
   tf: TfLike,
   name: string,
   loss: Loss,
-  gradKeys: readonly string[],
+  def: Keyed,
   inputs: Record<string, unknown>,
   options: Record<string, unknown>,
 ) {
@@ -215,12 +243,19 @@ function call(
       `Expected no options.out in softmargin/tfjs (gradients are new tensors), got ${show(rest.out)}`,
     );
   }
+  const named = typeof def.options === "function" ? def.options(options) : def.options;
+  const perRow = named.includes("reduction");
   const tfReduction = typeof reduction === "number" || weights !== undefined;
-  if (tfReduction && reduction === "mean") {
+  if (!perRow && tfReduction) {
+    const [key, value] = weights !== undefined ? ["weights", weights] : ["reduction", reduction];
     throw new TypeError(
-      `Expected options.reduction to be a tf.Reduction, "sum" or "none" with options.weights, got "mean" (ambiguous: use tf.Reduction.MEAN for sum(w l) / sum(w) or tf.Reduction.SUM_BY_NONZERO_WEIGHTS)`,
+      `Expected no options.${key} for ${name} (one value for the whole batch: it has no per-row losses to weight or reduce), got ${
+        show(value)
+      }`,
     );
   }
+  keys(`options of ${name}`, options, [...named, "checkFinite", ...(perRow ? ["weights"] : [])]);
+  const r = tfReduction ? tfReductionOf(name, reduction) : undefined;
   // The library's reduction, or per-row losses that tf.losses.computeWeightedLoss reduces.
   const libOptions = tfReduction
     ? { ...rest, reduction: "none" }
@@ -238,21 +273,60 @@ function call(
   }
   // The differentiable tensors: the loss's gradient keys given as tensors (or lists of them).
   const diff: Slot[] = [];
-  for (const k of gradKeys) {
+  for (const k of def.grads) {
     const v = inputs[k];
     if (isTensor(v)) diff.push({ key: k, index: -1, tensor: v });
     else if (isTensorList(v, isTensor)) v.forEach((t, index) => diff.push({ key: k, index, tensor: t }));
   }
-  const rows = value(tf, loss, host, libOptions, diff);
-  if (!tfReduction) return rows;
-  const r = reduction === undefined
-    ? TF_SUM_BY_NONZERO_WEIGHTS
-    : reduction === "none"
-    ? TF_NONE
-    : reduction === "sum"
-    ? TF_SUM
-    : reduction;
-  return tf.losses.computeWeightedLoss(rows, weights, r);
+  if (r === undefined) return value(tf, loss, host, libOptions, diff);
+  // The per-row losses are an intermediate: made and reduced inside a tidy.
+  return tf.tidy(() => weighted(tf, value(tf, loss, host, libOptions, diff), weights, r));
+}
+
+/** The reduction with weights or a tf.Reduction: a `tf.Reduction`, or `"batchmean"` (sum / N). */
+function tfReductionOf(name: string, reduction: unknown): TfReduction | "batchmean" {
+  if (reduction === undefined) return TF_SUM_BY_NONZERO_WEIGHTS;
+  if (reduction === "none") return TF_NONE;
+  if (reduction === "sum") return TF_SUM;
+  if (reduction === "batchmean" && BATCHMEAN.includes(name)) return "batchmean";
+  if (typeof reduction === "number") {
+    if ([0, 1, 2, 3].includes(reduction)) return reduction as TfReduction;
+    throw new RangeError(
+      `Expected options.reduction to be a tf.Reduction (0 NONE, 1 MEAN, 2 SUM, 3 SUM_BY_NONZERO_WEIGHTS), got ${reduction}`,
+    );
+  }
+  const own = BATCHMEAN.includes(name) ? `, "none" or "batchmean"` : ` or "none"`;
+  throw new TypeError(
+    `Expected options.reduction of ${name} to be a tf.Reduction, "sum"${own} with options.weights, got ${
+      show(reduction)
+    }${
+      reduction === "mean"
+        ? " (ambiguous: use tf.Reduction.MEAN for sum(w l) / sum(w) or tf.Reduction.SUM_BY_NONZERO_WEIGHTS)"
+        : ""
+    }`,
+  );
+}
+
+/**
+ * `tf.losses.computeWeightedLoss(rows, weights, r)`, with a gradient for a weights tensor under
+ * every reduction: `SUM_BY_NONZERO_WEIGHTS` divides `sum(w l)` by the count of non-zero weights
+ * counted here (a constant; TF.js counts with `notEqual`, which has no gradient), `"batchmean"`
+ * by N.
+ */
+function weighted(tf: TfLike, rows: TfTensor, weights: unknown, r: TfReduction | "batchmean") {
+  const n = rows.shape[0];
+  if (r === "batchmean") return tf.div(tf.losses.computeWeightedLoss(rows, weights, TF_SUM), n);
+  if (r !== TF_SUM_BY_NONZERO_WEIGHTS || weights === undefined) return tf.losses.computeWeightedLoss(rows, weights, r);
+  const w = weights instanceof tf.Tensor
+    ? weights.dataSync()
+    : typeof weights === "number"
+    ? [weights]
+    : (weights as ArrayLike<number>);
+  // (weights of another size: TF.js's own reduction, and its error if the shapes do not broadcast)
+  if (w.length !== 1 && w.length !== n) return tf.losses.computeWeightedLoss(rows, weights, r);
+  let count = 0;
+  for (let i = 0; i < w.length; i++) if (w[i] !== 0) count++;
+  return tf.div(tf.losses.computeWeightedLoss(rows, weights, TF_SUM), w.length === 1 ? count * n : count);
 }
 
 /** A differentiable tensor: input `key` (element `index` of a list input, else -1). */
