@@ -385,6 +385,32 @@ describe(NAME, () => {
   });
 
   // ----------------------------------------------------------------------------------------------
+  it("wasm: W and the gradient buffers in WebAssembly memory (alloc) give the same bits as ordinary arrays", async () => {
+    const { alloc } = await import("../cpu.ts");
+    const rng = new Rng(24);
+    const p: Any = problem(rng, 5, 7, 300);
+    const W = alloc([300, 7]), oW = alloc([300, 7]);
+    W.data.set(p.W.data);
+    try {
+      for (const o of [{ labelSmoothing: 0.1, softcap: 3, zLoss: 0.01 }, { reduction: "none" }] as Any[]) {
+        const l = (wasmB.losses as Any)[NAME];
+        const want = l.valueAndGrad(p, o);
+        for (const out of [undefined, { W: oW }]) {
+          const got = l.valueAndGrad({ ...p, W }, out ? { ...o, out } : o);
+          assert.deepEqual(got.loss, want.loss);
+          assert.deepEqual(got.grads.x.data, want.grads.x.data);
+          assert.deepEqual(Float32Array.from(got.grads.W.data), want.grads.W.data);
+          assert.deepEqual(got.grads.bias, want.grads.bias);
+          if (out) assert.equal(got.grads.W, oW);
+        }
+      }
+    } finally {
+      W.free();
+      oW.free();
+    }
+  });
+
+  // ----------------------------------------------------------------------------------------------
   describe("sharded form (vocabulary-parallel): the shards' shares and gradients assemble into the full call", () => {
     for (const b of backends) {
       it(b.name, async () => {
@@ -436,6 +462,23 @@ describe(NAME, () => {
         }
       });
     }
+  });
+
+  it("sharded form: a repeated shard or a missing one is refused by name (the shards' records)", async () => {
+    const { js: ref, mergeShardStats } = await import("../cpu.ts");
+    const p: Any = problem(new Rng(25), 4, 3, 20);
+    const half = (k: number) => ({
+      ...p,
+      W: { data: p.W.data.slice(k * 30, (k + 1) * 30), shape: [10, 3] },
+      bias: p.bias.slice(k * 10, (k + 1) * 10),
+    });
+    const sharded = (ref as Any).sharded[NAME];
+    const a = sharded.stats(half(0), { offset: 0, classes: 20 }),
+      b = sharded.stats(half(1), { offset: 10, classes: 20 });
+    assert.throws(() => mergeShardStats([a, a]), RangeError);
+    assert.throws(() => sharded.finish(half(0), mergeShardStats([a]), { offset: 0, classes: 20 }), RangeError);
+    const whole = sharded.finish(half(0), mergeShardStats([a, b]), { offset: 0, classes: 20 });
+    assertFinite(whole.loss, "loss");
   });
 
   // ----------------------------------------------------------------------------------------------

@@ -379,8 +379,13 @@ function linearShard(
     outW: null,
     outBias: null,
   };
-  return { p, labels, weight, classes, local };
+  // What every shard must share: the labels and x, and the options as checked (defaults filled in).
+  const agreed = [linearName, reduction, weight, smoothing, softcap, zLoss];
+  const record = shardRecord(offset, offset + cs, classes, labels, [x], agreed);
+  return { p, labels, weight, classes, local, record };
 }
+
+const linearName = "linearCrossEntropy";
 
 /** The sharded form of `linearCrossEntropy` (its vocabulary over shards of W's rows). */
 const linearShardDef = (def: LossDef<unknown, unknown, unknown, "linearCe">): ShardDef => ({
@@ -388,11 +393,12 @@ const linearShardDef = (def: LossDef<unknown, unknown, unknown, "linearCe">): Sh
   inputs: def.inputs,
   options: [...(def.options as readonly string[]), ...SHARD_KEYS],
   stats(inputs, options, k) {
-    return k.linearShardStats({ p: linearShard(inputs, options, false).p });
+    const { p, record } = linearShard(inputs, options, false);
+    return then(k.linearShardStats({ p }), (st): ShardStats => ({ ...st, shards: record }));
   },
   finish(inputs, stats, options, upstream, k) {
     const s = linearShard(inputs, options, true, upstream), { p } = s;
-    checkStats("stats", stats, p.n, p.smoothing !== 0);
+    checkStats("stats", stats, p.n, p.smoothing !== 0, s.record);
     // The row terms from the merged statistics, G without the label's slope (the kernel applies it).
     const unit = Float64Array.from({ length: 2 * p.n }, (_, k) => (k % 2 ? 1 : 0));
     const t = logitRowTerms(stats, { ...p, labels: s.labels, weight: s.weight, classes: s.classes, target: unit });

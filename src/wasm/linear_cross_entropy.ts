@@ -116,13 +116,18 @@ function lce(
   const pinX = rt.pin(p.x), pinW = rt.pin(p.W);
   const pinOX = p.outX && rt.pin(p.outX.data), pinOW = p.outW && rt.pin(p.outW.data);
   const pinOB = p.outBias && rt.pin(p.outBias);
-  const inMemory = threads > 1;
   // Precise: x and W rows with the bias as one more column (x's a 1), so that dots64's float64
   // dot product includes it; every row held relative to its reference (phase 1: the label's
   // logit T_i, phase 2: the merged maximum).
   const da = precise && p.bias ? d + 1 : d;
+  // W used where it lies in WebAssembly memory (threads: copied in; one thread: where it is, or
+  // a chunk at a time when it is an ordinary array or needs the bias column).
+  const inMemory = threads > 1 || (da === d && rt.addressOf(p.W) >= 0);
   const capRel = precise && p.softcap > 0, cap = (u: number) => (capRel ? p.softcap * Math.tanh(u / p.softcap) : u);
   const wAt = inMemory ? rt.addressOf(p.W) : -1, gwAt = inMemory && p.outW ? rt.addressOf(p.outW.data) : -1;
+  // dW written where it is to be (threads: into WebAssembly memory; one thread: there when the
+  // caller's buffer lies there, else chunk by chunk out).
+  const gIn = inMemory && (threads > 1 || gwAt >= 0);
   const lay = new Layout();
   const at = {
     X: lay.add(n * da * 4),
@@ -138,7 +143,7 @@ function lce(
     G: lay.add(n * 8),
     db: p.grad && p.bias ? lay.add(c * 4) : -1,
     W: inMemory && wAt < 0 ? lay.add(c * d * 4) : -1,
-    gW: inMemory && p.grad && gwAt < 0 ? lay.add(c * d * 4) : -1,
+    gW: gIn && p.grad && gwAt < 0 ? lay.add(c * d * 4) : -1,
   };
   const own = Array.from({ length: threads }, () => ({
     local: lay.add(n * 4),
@@ -155,7 +160,7 @@ function lce(
     WJ: inMemory ? -1 : lay.add(B * da * 4),
     WT: lay.add(d * B * 4),
     S: lay.add(n * B * 4),
-    dWJ: !inMemory || big ? lay.add(B * d * 4) : -1,
+    dWJ: !gIn || big ? lay.add(B * d * 4) : -1,
     dW64: big ? lay.add(B * d * 8) : -1,
     dX: p.grad ? lay.add(n * d * 4) : -1,
     dX64: p.grad ? lay.add(n * d * 8) : -1,
@@ -180,7 +185,7 @@ function lce(
   if (p.weight) rt.put(ptr(at.weight), p.weight);
   const Wp = !inMemory ? -1 : wAt >= 0 ? wAt : ptr(at.W);
   if (inMemory && wAt < 0) rt.put(Wp, w);
-  const gWp = !inMemory || !p.grad ? -1 : gwAt >= 0 ? gwAt : ptr(at.gW);
+  const gWp = !gIn || !p.grad ? -1 : gwAt >= 0 ? gwAt : ptr(at.gW);
   const slice = (off: number, j0: number) => (off < 0 ? 0 : ptr(off) + j0 * 4);
   const ranges = own.map((_, t) => split(c, threads, t, B));
 
@@ -348,7 +353,7 @@ function lce(
   rt.put(ptr(at.A), terms.A);
   rt.put(ptr(at.U), terms.U);
   rt.put(ptr(at.G), terms.G);
-  const gW = inMemory ? null : (pinOW?.() ?? new Float32Array(c * d));
+  const gW = gIn ? null : (pinOW?.() ?? new Float32Array(c * d));
   const flushes = own.map(() => 0), counter = own.map(() => 0);
   run((k, t, j0, count, last) => {
     const o = own[t];
@@ -380,14 +385,14 @@ function lce(
       counter[t] = 0;
     }
     // W's gradient: dW_J = G^T X, one product per block of rows (float32), blocks summed in float64.
-    const gj = inMemory && !big ? gWp + j0 * d * 4 : ptr(o.dWJ);
+    const gj = gIn && !big ? gWp + j0 * d * 4 : ptr(o.dWJ);
     for (let r0 = 0; r0 < n; r0 += ROW_BLOCK) {
       const rows = Math.min(ROW_BLOCK, n - r0);
       k.gemm(gj, d, count, d, rows, ptr(o.S) + r0 * count * 4, 1, count, ptr(at.X) + r0 * da * 4, da, 0);
       if (big) k.lce_flush(ptr(o.dW64), gj, count * d, r0 === 0 ? 1 : 0, 0, r0 + ROW_BLOCK >= n ? 1 : 0);
     }
-    if (inMemory && big) k.copy_bytes(gWp + j0 * d * 4, gj, count * d * 4);
-    if (!inMemory) gW!.set(new Float32Array(rt.buffer, gj, count * d), j0 * d);
+    if (gIn && big) k.copy_bytes(gWp + j0 * d * 4, gj, count * d * 4);
+    if (!gIn) gW!.set(new Float32Array(rt.buffer, gj, count * d), j0 * d);
     if (p.bias) k.lce_colsum(ptr(o.S), n, count, ptr(at.db) + j0 * 4);
   });
   // x's gradient: the ranges' float64 sums added in range order, then rounded.
@@ -399,7 +404,7 @@ function lce(
     gx.set(sum);
   }
   const grads: Record<string, Float32Array> = { x: gx };
-  if (inMemory) {
+  if (gIn) {
     const g = pinOW?.() ?? new Float32Array(c * d);
     if (gwAt < 0) g.set(new Float32Array(rt.buffer, gWp, c * d));
     grads.W = g;
