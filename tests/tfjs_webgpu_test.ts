@@ -121,6 +121,33 @@ describe("softmargin/tfjs on TF.js's webgpu backend", { skip }, () => {
       }
       tf.dispose([...tensors, value, grads]);
     }
+    // scale as a number: its [1, 1] GPU gradient is not returned, and no buffer of it is left alive.
+    const device: GPUDevice = tf.backend().device;
+    const create = device.createBuffer, destroy = GPUBuffer.prototype.destroy;
+    const alive = new Set<GPUBuffer>();
+    (device as Any).createBuffer = (...x: Any[]) => {
+      const buffer = create.apply(device, x as [GPUBufferDescriptor]);
+      alive.add(buffer);
+      return buffer;
+    };
+    GPUBuffer.prototype.destroy = function (this: GPUBuffer) {
+      alive.delete(this);
+      return destroy.apply(this);
+    };
+    try {
+      const ta = tf.add(tf.tensor2d(a.data, [N, D]), 0), tb = tf.add(tf.tensor2d(b.data, [N, D]), 0);
+      const step = () => tf.valueAndGrads((x: Any, y: Any) => losses.clip({ a: x, b: y, scale: 3 }))([ta, tb]);
+      for (let k = 0; k < 5; k++) tf.dispose(Object.values(step()).flat());
+      await device.queue.onSubmittedWorkDone();
+      const before = alive.size;
+      for (let k = 0; k < 5; k++) tf.dispose(Object.values(step()).flat());
+      await device.queue.onSubmittedWorkDone();
+      assert.equal(alive.size, before, "GPU buffers alive after 5 more calls");
+      tf.dispose([ta, tb]);
+    } finally {
+      (device as Any).createBuffer = create;
+      GPUBuffer.prototype.destroy = destroy;
+    }
   });
 
   it('reduction "none": one loss per row, the gradient of sum(u l) through dy per row', async () => {

@@ -109,6 +109,13 @@ export function webgpuValue(
         const g = index < 0 ? r.grads[key] : r.grads[key][index];
         return tensorOf(g, [...tensor.shape]);
       });
+      // The gradients of inputs given as plain values (clip's scale as a number): not returned, destroyed.
+      for (const [key, g] of Object.entries(r.grads as Record<string, GpuMatrix | GpuMatrix[]>)) {
+        [g].flat().forEach((m, index) => {
+          const taken = diff.some((s) => s.key === key && (s.index < 0 || s.index === index));
+          if (!taken) m.buffer.destroy();
+        });
+      }
       save(grads);
       return { value: tensorOf(r.loss, reduced ? [] : [n]), grads };
     } finally {
