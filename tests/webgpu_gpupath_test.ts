@@ -354,7 +354,9 @@ describe("bad combinations are named errors", { skip }, () => {
     for (const spec of metricSpecs) {
       const inputs = await onGpu(spec, spec.random(rng, N, C, 1, {}));
       const loss = (l as Any)[spec.name], sync = (l.sync as Any)[spec.name];
-      const why = new RegExp(`options\\.readback to be true or absent for ${spec.name} .*no shader`);
+      const why = new RegExp(
+        `Expected a loss with a WebGPU kernel on the GPU path .*got ${spec.name}, which has no shader`,
+      );
       const c = await count(dev, async () => {
         await assert.rejects(
           () => loss.valueAndGrad(inputs, { readback: false }),

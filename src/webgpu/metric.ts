@@ -20,7 +20,7 @@ export function metric(ctx: GpuContext, p: MetricProblem): Raw | Promise<Raw> {
   ctx.check();
   if (ctx.recording) {
     throw new TypeError(
-      `Expected options.readback to be true or absent for ${p.loss} on the webgpu backend (it has no shader yet: its GPU-resident inputs are read back and the float64 reference runs on the host), got readback: false (options.readback false, options.encoder or losses.sync)`,
+      `Expected a loss with a WebGPU kernel on the GPU path (options.readback false, options.encoder, losses.sync, softmargin/tfjs on TensorFlow.js's webgpu backend), got ${p.loss}, which has no shader yet (its GPU-resident inputs are read back for the float64 reference on the host): call it with readback true, or on the wasm backend`,
     );
   }
   const resident = onDevice(p.f) || onDevice(p.proxies);
