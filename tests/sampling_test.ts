@@ -1,5 +1,5 @@
 // The seeded samplers and the margin warm-up of SPEC §7 (src/sampling.ts, src/schedules.ts):
-// elasticMargins, partialFcSample and marginWarmup against tests/fixtures/sampling.json, written
+// elasticMargins, partialFcSample and marginWarmup against tests/fixtures/sampling/sampling.json, written
 // by an independent Python implementation of the documented generator
 // (tests/fixtures/generate_sampling.py) and wespeaker's MarginScheduler; then their laws (the
 // draws' moments, the sample's contents, purity) and their named errors.
@@ -13,7 +13,7 @@ import { generator, ln } from "../src/sampling.ts";
 import { assertThrowsNamed } from "./helpers/assert.ts";
 
 const { elasticMargins, partialFcSample, marginWarmup } = mod;
-const fixtures = JSON.parse(readFileSync(new URL("./fixtures/sampling.json", import.meta.url), "utf8"));
+const fixtures = JSON.parse(readFileSync(new URL("./fixtures/sampling/sampling.json", import.meta.url), "utf8"));
 
 describe("elasticMargins", () => {
   it("matches the independent implementation of the generator (to a float32 ulp)", () => {
