@@ -83,7 +83,7 @@ describe(NAME, () => {
 
   // ----------------------------------------------------------------------------------------------
   describe("matches PyTorch (linear_cross_entropy.json: F.linear + F.cross_entropy, softcap and z-loss as Liger)", () => {
-    const cases = loadFixtures("linear_cross_entropy.json");
+    const cases = loadFixtures("lce/linear_cross_entropy.json");
     for (const b of backends) {
       describe(b.name, () => {
         for (const fc of cases) {

@@ -15,7 +15,7 @@ type Any = any;
 const skip = webgpuMissing;
 
 describe("clip and siglip on GPU-resident inputs match PyTorch", () => {
-  for (const [loss, file] of [["clip", "clip.json"], ["siglip", "siglip.json"]]) {
+  for (const [loss, file] of [["clip", "clip/clip.json"], ["siglip", "clip/siglip.json"]]) {
     // (Not the cases at scale 1e4 nor of identical rows, whose float32 bounds tests/clip_test.ts checks.)
     const cases = loadFixtures(file).filter((c) => !c.name.includes("scale1e4") && !c.name.includes("identical"));
     for (const fc of skip ? [] : cases) {
@@ -44,7 +44,7 @@ describe("clip and siglip on GPU-resident inputs match PyTorch", () => {
 
   it("init's auto backend weighs a host problem by N^2 D / 16 (minGpuLogits)", { skip }, async () => {
     const dev = await sharedDevice();
-    const [fc] = loadFixtures("clip.json").filter((c) => c.name.includes("blocks"));
+    const [fc] = loadFixtures("clip/clip.json").filter((c) => c.name.includes("blocks"));
     const n = 300, d = 8, weight = n * n * d / 16;
     for (const [min, submits] of [[weight + 1, 0], [weight, 1]]) {
       const l = (await init({ backend: "auto", device: dev, minGpuLogits: min })) as Any;
@@ -58,7 +58,7 @@ describe("clip and siglip on GPU-resident inputs match PyTorch", () => {
   it("writes the caller's GPU out buffers in place", { skip }, async () => {
     const dev = await sharedDevice();
     const l = (await init({ backend: "webgpu", device: dev })) as Any;
-    const [fc] = loadFixtures("siglip.json").filter((c) => c.name.includes("blocks"));
+    const [fc] = loadFixtures("clip/siglip.json").filter((c) => c.name.includes("blocks"));
     const a = await upload(fc.inputs.a as Any), b = await upload(fc.inputs.b as Any);
     const zero = { data: new Float32Array((fc.inputs.a as Any).data.length), shape: a.shape };
     const out = { a: await upload(zero), b: await upload(zero) };

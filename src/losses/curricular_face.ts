@@ -22,6 +22,7 @@ import { finishHardLabel } from "./cross_entropy.ts";
 
 /** CurricularFace's state: the moving mean `t` of the label cosines (initially `{ t: 0 }`). */
 export interface CurricularFaceState {
+  /** The moving mean of the label cosines, `momentum * mean_i(c_y) + (1 - momentum) * t`. */
   readonly t: number;
 }
 

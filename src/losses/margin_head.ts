@@ -250,15 +250,23 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
    * with the norms `||x_i||` (AdaFace: detached; MagFace: x gets both gradients). @default "arcface"
    */
   kind?: "arcface" | "cosface" | "normface" | "combinedMargin" | "adaface" | "curricularFace" | "magface";
-  /** adaface's h, alpha, eps; curricularFace's momentum; magface's norms, margins, lambda (see those losses). */
+  /** `"adaface"`: the norm's weight h in the margin's scaling (see `adaface`). @default 0.333 */
   h?: number;
+  /** `"adaface"`: the norms' moving-statistics rate t_alpha (see `adaface`). @default 0.01 */
   alpha?: number;
+  /** `"adaface"`: the clip of the cosines and of the angle (see `adaface`). @default 1e-3 */
   eps?: number;
+  /** `"curricularFace"`: the rate of `t`'s moving mean (see `curricularFace`). @default 0.01 */
   momentum?: number;
+  /** `"magface"`: the lower clamp of the norms (see `magface`). @default 10 */
   lowerNorm?: number;
+  /** `"magface"`: the upper clamp of the norms (see `magface`). @default 110 */
   upperNorm?: number;
+  /** `"magface"`: the margin at `lowerNorm` (see `magface`). @default 0.45 */
   lowerMargin?: number;
+  /** `"magface"`: the margin at `upperNorm` (see `magface`). @default 0.8 */
   upperMargin?: number;
+  /** `"magface"`: the weight of the norm regulariser g (see `magface`). @default 35 */
   lambda?: number;
   /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 16 for normface, else 64 */
   scale?: number;

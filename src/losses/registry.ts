@@ -33,7 +33,7 @@ export {
 } from "./distillation.ts";
 export { focal, type FocalOptions } from "./focal.ts";
 export { accuracy, type AccuracyOptions } from "./accuracy.ts";
-export type { MarginGrads, MarginInputs, MarginOptions } from "./margin.ts";
+export type { InterClassOptions, MarginGrads, MarginInputs, MarginOptions } from "./margin.ts";
 export { arcface, type ArcfaceOptions } from "./arcface.ts";
 export { cosface, type CosfaceOptions } from "./cosface.ts";
 export { normface, type NormfaceOptions } from "./normface.ts";
@@ -109,11 +109,13 @@ export {
   type LinearCrossEntropyOptions,
   type LinearCrossEntropyParts,
 } from "./linear_cross_entropy.ts";
+export type { FaceInputs } from "./face_margin.ts";
 export { adaface, type AdafaceGrads, type AdafaceInputs, type AdafaceOptions, type AdafaceParts } from "./adaface.ts";
 export {
   curricularFace,
   type CurricularFaceInputs,
   type CurricularFaceOptions,
   type CurricularFaceParts,
+  type CurricularFaceState,
 } from "./curricular_face.ts";
 export { magface, type MagfaceGrads, type MagfaceInputs, type MagfaceOptions, type MagfaceParts } from "./magface.ts";

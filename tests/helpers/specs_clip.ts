@@ -30,7 +30,7 @@ const logitScale = (scale: number) => Math.min(scale, 100);
 
 export const clipSpec: LossSpec = {
   name: "clip",
-  fixtures: "clip.json",
+  fixtures: "clip/clip.json",
   grads: ["a", "b"],
   random: (rng: Rng, n: number, c: number, scale: number): Record<string, Any> => ({
     a: unitRows(rng, n, c),
@@ -42,7 +42,7 @@ export const clipSpec: LossSpec = {
 
 export const siglipSpec: LossSpec = {
   name: "siglip",
-  fixtures: "siglip.json",
+  fixtures: "clip/siglip.json",
   grads: ["a", "b"],
   random: (rng: Rng, n: number, c: number, scale: number): Record<string, Any> => ({
     a: unitRows(rng, n, c),
