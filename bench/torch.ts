@@ -40,7 +40,7 @@ function start(): typeof proc {
       p.pending.shift()?.(JSON.parse(line));
     }
   });
-  child.stderr.on("data", (chunk) => (stderr += chunk).slice(-2000));
+  child.stderr.on("data", (chunk) => (stderr = (stderr + chunk).slice(-2000)));
   const fail = (why: string) => {
     failure = `PyTorch unavailable: ${why}`;
     for (const r of p.pending.splice(0)) r({ error: failure });
