@@ -30,6 +30,11 @@
 // other cosines leave [lo, hi] or pass cut or reach thr is first transformed, as the softcap's, into the
 // scratch row x'_j (s x'_j its logit) and d_j (its derivative over s) and run unclamped; the
 // other rows run as they are (one comparison of the row's maximum and minimum).
+// The margin losses' sub-centres (sub > 1): a row of z is [c * sub], class j's columns j*sub ..
+// j*sub + sub - 1; one pass (rowSubMax) writes its class cosines (the winning column's value:
+// the largest clamped to [-1, 1], ties to the smaller column) and winning columns into the scratch
+// subs [2, c], the row runs on them as above with its gradient in the scratch, and a last pass
+// (rowScatter) writes each class's gradient at its winning column, 0 at the others.
 import { rowMax, rowMin, rowFind, rowSumBelow, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSoftcap, rowMul } from "./softmax";
 import { expNeg1 } from "./math";
 
@@ -55,12 +60,14 @@ import { expNeg1 } from "./math";
  * float64 or 0 for no gradient; rowLoss: [rows] float64 output; scale, clamp: the
  * logit scale and the cosine clamp; target: [rows, 2] float64 (logit, derivative) or 0;
  * softcap: c or 0, cap: a scratch [2, c] float32 (the capped row and its derivative);
- * zLoss: k or 0, zScales: [rows] float64 or 0 (no gradient), rowZ: [rows] float64 output or 0.
+ * zLoss: k or 0, zScales: [rows] float64 or 0 (no gradient), rowZ: [rows] float64 output or 0;
+ * sub: the sub-centres per class (1: none; z and g are then [rows, c * sub]), subs: a scratch [2, c] or 0.
  */
 export function hard_label(
   z: usize, g: usize, rows: i32, c: i32, labels: usize, weight: usize,
   eps: f64, gamma: f64, scales: usize, rowLoss: usize, scale: f64, clamp: i32, target: usize,
   softcap: f64, cap: usize, zLoss: f64, zScales: usize, rowZ: usize, ntc: usize, nt: usize,
+  sub: i32, subs: usize,
 ): void {
   // W exactly (a float64 sum): the smoothed gradients at the label and at the argmax take
   // differences of it and a single weight.
@@ -71,15 +78,23 @@ export function hard_label(
   }
   const epsC = eps / <f64>c;
   const s32 = <f32>scale;
+  const width = <usize>c * <usize>sub;
   for (let i = 0; i < rows; i++) {
-    let zr = z + ((<usize>i * <usize>c) << 2);
-    const gr = g + ((<usize>i * <usize>c) << 2);
+    let zr = z + ((<usize>i * width) << 2);
+    const gFull = g + ((<usize>i * width) << 2);
+    let gr = gFull;
     const y = load<i32>(labels + (<usize>i << 2));
     if (y < 0) {
       store<f64>(rowLoss + (<usize>i << 3), 0);
       if (rowZ) store<f64>(rowZ + (<usize>i << 3), 0);
-      if (scales) rowZero(gr, c);
+      if (scales) rowZero(gr, <i32>width);
       continue;
+    }
+    if (sub > 1) {
+      // the class cosines, and the gradient beside them in the scratch
+      rowSubMax(zr, subs, subs + (<usize>c << 2), c, sub);
+      zr = subs;
+      gr = subs;
     }
     let h: f64 = 0; // the shift of a capped row
     let rowClamp = clamp, mulD = softcap != 0;
@@ -195,6 +210,39 @@ export function hard_label(
       store<f32>(gr + (<usize>r << 2), <f32>gr_);
     }
     if (mulD) rowMul(gr, cap + (<usize>c << 2), c);
+    if (sub > 1) rowScatter(gFull, subs, subs + (<usize>c << 2), c, sub);
+  }
+}
+
+/**
+ * Sub-centres: per class j of row x ([c * k]) the winning column of its k (the largest clamped to
+ * [-1, 1], ties to the smaller column, the first NaN wins): its value into xs[j] (unclamped: the
+ * kernel's clamp then passes or cuts its gradient) and its column j*k + q into win[j].
+ */
+function rowSubMax(x: usize, xs: usize, win: usize, c: i32, k: i32): void {
+  for (let j = 0; j < c; j++) {
+    const at = x + ((<usize>j * <usize>k) << 2);
+    let raw = load<f32>(at), q = 0;
+    let best = min(max(raw, <f32>-1), <f32>1);
+    for (let r = 1; r < k; r++) {
+      const u = load<f32>(at + (<usize>r << 2));
+      const w = min(max(u, <f32>-1), <f32>1);
+      if (w > best || (isNaN(w) && !isNaN(best))) {
+        q = r;
+        best = w;
+        raw = u;
+      }
+    }
+    store<f32>(xs + (<usize>j << 2), raw);
+    store<i32>(win + (<usize>j << 2), j * k + q);
+  }
+}
+
+/** Sub-centres: the gradient row g ([c * k]) from the class gradients gs ([c]): gs[j] at column win[j], 0 elsewhere. */
+function rowScatter(g: usize, gs: usize, win: usize, c: i32, k: i32): void {
+  rowZero(g, c * k);
+  for (let j = 0; j < c; j++) {
+    store<f32>(g + (<usize>load<i32>(win + (<usize>j << 2)) << 2), load<f32>(gs + (<usize>j << 2)));
   }
 }
 

@@ -19,7 +19,7 @@ export function hierarchical(
   coarseLabels: usize, children: usize, start: usize, scales: usize, coarseRows: usize, fineRows: usize,
   sub: usize, at: usize,
 ): void {
-  hard_label(coarse, gcoarse, b, k, coarseLabels, 0, 0, 0, scales, coarseRows, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  hard_label(coarse, gcoarse, b, k, coarseLabels, 0, 0, 0, scales, coarseRows, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0);
   for (let i = 0; i < b; i++) {
     const y = load<i32>(labels + ((<usize>i) << 2));
     const g = load<i32>(coarseLabels + ((<usize>i) << 2));
@@ -32,7 +32,7 @@ export function hierarchical(
     }
     const s = scales ? scales + ((<usize>i) << 3) : 0;
     // The gradient overwrites the gathered row (hard_label allows g = z).
-    hard_label(sub, sub, 1, n, at, 0, 0, 0, s, fineRows + ((<usize>i) << 3), 1, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    hard_label(sub, sub, 1, n, at, 0, 0, 0, s, fineRows + ((<usize>i) << 3), 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0);
     if (!scales) continue;
     const out = gfine + ((<usize>i * <usize>c) << 2);
     memory.fill(out, 0, (<usize>c) << 2);

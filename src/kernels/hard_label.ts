@@ -59,6 +59,27 @@ export interface HardLabelProblem extends Prepared {
   readonly zScales?: Float64Array;
   /** The margin losses' transform of the non-target cosines (with `clamp` and a `target`), or absent for none. */
   readonly nonTarget?: NonTarget;
+  /**
+   * The margin losses' sub-centres K (SPEC §7; absent: 1): `logits` (and the gradient) is `[N, c K]`,
+   * columns `j K .. j K + K - 1` are class j's, and the class cosine is their maximum after the clamp
+   * ({@linkcode subcenter}); every rule above acts on the `c` class cosines, and the gradient of
+   * a class goes to its winning column alone (the other K - 1 get 0).
+   */
+  readonly subcenters?: number;
+}
+
+/**
+ * The winning column of a class of K sub-centre columns `x[at .. at + K)`: the largest cosine
+ * clamped to [-1, 1], ties to the smaller column (the first NaN wins: a NaN class); its offset
+ * in `[0, K)`. The class cosine is that column's value (clamping it gives the class maximum).
+ */
+export function subcenter(x: ArrayLike<number>, at: number, k: number): number {
+  let q = 0, best = Math.min(1, Math.max(-1, x[at]));
+  for (let r = 1; r < k; r++) {
+    const v = Math.min(1, Math.max(-1, x[at + r]));
+    if (v > best || (v !== v && best === best)) [q, best] = [r, v];
+  }
+  return q;
 }
 
 /**

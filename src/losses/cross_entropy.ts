@@ -81,7 +81,7 @@ export function hardLabelInputs(
 export function finishHardLabel(p: HardLabelProblem, rows: Float64Array, grad: Float32Array | undefined) {
   const loss = v.reduce(rows, p.reduction, p.denominator);
   // `grads` is read only when gradients were asked for (then the kernel wrote `grad`).
-  return { loss, grads: { logits: gradMatrix(p.out, grad, p.n, p.c) } };
+  return { loss, grads: { logits: gradMatrix(p.out, grad, p.n, p.c * (p.subcenters ?? 1)) } };
 }
 
 /**

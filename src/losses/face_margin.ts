@@ -11,11 +11,11 @@ import type { Labels, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { outBuffer } from "../kernels/core.ts";
 import type { HardLabelProblem, NonTarget } from "../kernels/hard_label.ts";
-import type { MarginOptions } from "./margin.ts";
+import { classCos, type MarginOptions, subcentersOf } from "./margin.ts";
 
 /** Inputs every face margin loss takes (each adds its own: `norms`, `state`). */
 export interface FaceInputs {
-  /** Cosine between each embedding and each class centre `[N, C]`, on the host. */
+  /** Cosine between each embedding and each class centre `[N, C]` (`[N, C K]` with `subcenters` K), on the host. */
   cos: Tensor;
   /** One class index per row, in `[0, C)` or `ignoreIndex`. */
   labels: Labels;
@@ -24,7 +24,10 @@ export interface FaceInputs {
 /** The checked inputs and common options of a face margin loss. */
 export interface FaceBase {
   readonly n: number;
+  /** Classes C (`cos` has C K columns). */
   readonly c: number;
+  /** Sub-centres K per class. */
+  readonly sub: number;
   readonly cos: Float32Array;
   /** Labels with ignored rows -1. */
   readonly labels: Int32Array;
@@ -39,7 +42,8 @@ export interface FaceBase {
 /** Checks `cos`, `labels` and the options every margin loss on cosines takes. */
 export function faceBase(name: string, inputs: FaceInputs, o: MarginOptions, defaultScale: number): FaceBase {
   v.inputs(inputs);
-  const [n, c] = v.batch("cos", inputs.cos);
+  const [n, cols] = v.batch("cos", inputs.cos);
+  const [sub, c] = subcentersOf(o, "cos", cols);
   const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
   const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
   const cos = v.values(inputs.cos);
@@ -48,17 +52,17 @@ export function faceBase(name: string, inputs: FaceInputs, o: MarginOptions, def
       `Expected cos to be a host matrix { data: Float32Array, shape } for ${name} (its targets are computed per row on the host), got a GPUBuffer`,
     );
   }
-  if (o.checkFinite) v.finite("cos", cos, c);
+  if (o.checkFinite) v.finite("cos", cos, cols);
   const scale = v.scale(o.scale, defaultScale);
   const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") === "constant";
   const reduction = v.reduction(o.reduction);
   let count = 0;
   for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
-  return { n, c, cos, labels, scale, constant, reduction, count };
+  return { n, c, sub, cos, labels, scale, constant, reduction, count };
 }
 
 /** The options every face margin loss takes besides its own. */
-export const FACE_KEYS = ["scale", "ignoreIndex", "reduction", "marginGrad"] as const;
+export const FACE_KEYS = ["scale", "ignoreIndex", "reduction", "marginGrad", "subcenters"] as const;
 
 /**
  * The hard-label problem of a face margin loss: the label targets `target` (`[N, 2]`: the
@@ -90,10 +94,11 @@ export function faceProblem(
     clamp: true,
     target,
     scales,
-    out: grad ? outBuffer(o, "cos", n, c) : null,
+    out: grad ? outBuffer(o, "cos", n, c * b.sub) : null,
     reduction,
     denominator: count,
     nonTarget,
+    ...(b.sub > 1 ? { subcenters: b.sub } : {}),
   };
 }
 
@@ -176,7 +181,7 @@ export interface NormTerms {
 export function rowsIn(b: FaceBase, norms: Float64Array | null, state: unknown): RowsIn {
   return {
     labels: b.labels,
-    cosY: (i) => b.cos[i * b.c + b.labels[i]],
+    cosY: (i) => classCos(b.cos, i, b.labels[i], b.c, b.sub),
     norms,
     state,
     scale: b.scale,

@@ -12,11 +12,14 @@ import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.
 import * as v from "../validate.ts";
 import { finishHardLabel } from "./cross_entropy.ts";
 import { outBuffer } from "../kernels/core.ts";
-import type { MarginSpec, NonTarget } from "../kernels/hard_label.ts";
+import { type MarginSpec, type NonTarget, subcenter } from "../kernels/hard_label.ts";
 
 /** Inputs of the margin losses on cosines. */
 export interface MarginInputs {
-  /** Cosine between each embedding and each class centre `[N, C]` (clamped to [-1, 1]). */
+  /**
+   * Cosine between each embedding and each class centre `[N, C]` (clamped to [-1, 1]); with
+   * `subcenters` K, `[N, C K]`, columns `j K .. j K + K - 1` class j's sub-centres.
+   */
   cos: Tensor;
   /** One class index per row, in `[0, C)` or `ignoreIndex`. */
   labels: Labels;
@@ -24,7 +27,7 @@ export interface MarginInputs {
 
 /** Gradients of the margin losses on cosines. */
 export interface MarginGrads {
-  /** Gradient w.r.t. the cosines `[N, C]` (0 where a cosine was outside [-1, 1]). */
+  /** Gradient w.r.t. the cosines `[N, C K]` (0 where a cosine was outside [-1, 1], and at the K - 1 losing sub-centres). */
   cos: Matrix;
 }
 
@@ -42,6 +45,34 @@ export interface MarginOptions extends CommonOptions {
    * @default "exact"
    */
   marginGrad?: "exact" | "constant";
+  /**
+   * K >= 1 sub-centres per class (sub-center ArcFace, Deng et al. 2020; PML's
+   * `SubCenterArcFaceLoss`): `cos` is `[N, C K]`, columns `j K .. j K + K - 1` are class j's;
+   * the class cosine is their maximum after the clamp (ties to the smaller column) and its
+   * gradient goes to that column alone. Labels are classes in `[0, C)`; every other rule acts
+   * on the class cosines. An integer >= 1. @default 1
+   */
+  subcenters?: number;
+}
+
+/**
+ * Checks `subcenters` K against the `cols` columns of `name` (`C K`, a multiple of K): `[K, C]`.
+ */
+export function subcentersOf(o: { subcenters?: unknown }, name: string, cols: number): [number, number] {
+  const k = v.integer("options.subcenters", o.subcenters, 1);
+  if (k < 1) throw new RangeError(`Expected options.subcenters to be an integer >= 1, got ${k}`);
+  if (cols % k !== 0) {
+    throw new RangeError(
+      `Expected ${name} to have a multiple of options.subcenters = ${k} columns (C classes of ${k} sub-centres), got ${cols}`,
+    );
+  }
+  return [k, cols / k];
+}
+
+/** Class j's cosine in row i of `cos` `[N, c K]` (its winning sub-centre's value, before the clamp). */
+export function classCos(cos: Float32Array, i: number, j: number, c: number, k: number): number {
+  const at = (i * c + j) * k;
+  return k === 1 ? cos[at] : cos[at + subcenter(cos, at, k)];
 }
 
 /**
@@ -134,6 +165,7 @@ export function interClass(
   labels: Int32Array,
   cos: Float32Array,
   c: number,
+  sub = 1,
 ): NonTarget | undefined {
   const threshold = keys.includes("interclassFilteringThreshold")
     ? v.number("options.interclassFilteringThreshold", o.interclassFilteringThreshold, 0, { min: 0, max: 1 })
@@ -153,8 +185,9 @@ export function interClass(
   }
   // Per row: thr = the k-th largest filtered non-target cosine, tie = the last column taken at thr.
   const n = labels.length, rows = new Float64Array(2 * n), row = new Float64Array(c - 1);
-  const value = (x: number) => {
-    const v = Math.min(1, Math.max(-1, x));
+  // (the class cosines: with sub-centres each class's maximum)
+  const value = (i: number, j: number) => {
+    const v = Math.min(1, Math.max(-1, classCos(cos, i, j, c, sub)));
     return v > cut ? 0 : v;
   };
   for (let i = 0; i < n; i++) {
@@ -162,14 +195,14 @@ export function interClass(
     rows[2 * i] = -Infinity;
     rows[2 * i + 1] = -1;
     if (y < 0 || k >= c - 1) continue;
-    for (let j = 0, q = 0; j < c; j++) if (j !== y) row[q++] = value(cos[i * c + j]);
+    for (let j = 0, q = 0; j < c; j++) if (j !== y) row[q++] = value(i, j);
     row.sort();
     const thr = row[c - 1 - k];
     let need = k;
-    for (let j = 0; j < c; j++) if (j !== y && value(cos[i * c + j]) > thr) need--;
+    for (let j = 0; j < c; j++) if (j !== y && value(i, j) > thr) need--;
     let tie = -1;
     for (let j = 0; j < c && need > 0; j++) {
-      if (j !== y && value(cos[i * c + j]) === thr) [tie, need] = [j, need - 1];
+      if (j !== y && value(i, j) === thr) [tie, need] = [j, need - 1];
     }
     rows[2 * i] = thr;
     rows[2 * i + 1] = tie;
@@ -199,16 +232,17 @@ export function marginLoss<O extends MarginOptions>(
     shard: "logits",
     kernel: "hardLabel",
     inputs: ["cos", "labels"],
-    options: ["scale", ...keys, ...inter, "ignoreIndex", "reduction", "marginGrad"],
+    options: ["scale", ...keys, ...inter, "ignoreIndex", "reduction", "marginGrad", "subcenters"],
     grads: ["cos"],
     prepare(inputs, options, grad, upstream) {
       const o = v.options(options);
       v.inputs(inputs);
-      const [n, c] = v.batch("cos", inputs.cos);
+      const [n, cols] = v.batch("cos", inputs.cos);
+      const [sub, c] = subcentersOf(o, "cos", cols);
       const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
       const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
       const cos = v.values(inputs.cos);
-      if (o.checkFinite) v.finite("cos", cos, c);
+      if (o.checkFinite) v.finite("cos", cos, cols);
       // A per-row margin (ElasticFace): row i's target function from its own value of each array option.
       const rowKeys = ROW_MARGIN_KEYS.filter((k) => keys.includes(k) && isRowArray((o as Record<string, unknown>)[k]));
       const rowValues = rowKeys.map((k) => v.vector(`options.${k}`, (o as Record<string, unknown>)[k], n)!);
@@ -223,14 +257,14 @@ export function marginLoss<O extends MarginOptions>(
           "Expected cos to be a host matrix { data: Float32Array, shape } with a per-row margin (its targets are computed per row on the host), got a GPUBuffer",
         );
       }
-      const nonTarget = interClass(o, inter, labels, cos, c);
+      const nonTarget = interClass(o, inter, labels, cos, c, sub);
       const reduction = v.reduction(o.reduction);
       let count = 0;
       for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
       // (the WebGPU kernel evaluates `margin` itself: a GPU-resident `cos` is not read here)
       const target = v.onDevice(cos)
         ? null
-        : labelTargets(labels, phis ? (i) => phis[i] : phi, scale, constant, (i) => cos[i * c + labels[i]]);
+        : labelTargets(labels, phis ? (i) => phis[i] : phi, scale, constant, (i) => classCos(cos, i, labels[i], c, sub));
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       return {
         grad,
@@ -248,9 +282,10 @@ export function marginLoss<O extends MarginOptions>(
         margin: phis ? undefined : { kind: "margin", phi: phi.spec, constant },
         nonTarget,
         scales,
-        out: grad ? outBuffer(o, "cos", n, c) : null,
+        out: grad ? outBuffer(o, "cos", n, cols) : null,
         reduction,
         denominator: count,
+        ...(sub > 1 ? { subcenters: sub } : {}),
       };
     },
     finish(p, raw) {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type HardLabelProblem, hardLogit, isHard } from "../kernels/hard_label.ts";
+import { type HardLabelProblem, hardLogit, isHard, subcenter } from "../kernels/hard_label.ts";
 import type { Raw } from "../kernels/core.ts";
 import { logSoftmaxRow } from "./softmax.ts";
 
@@ -26,18 +26,24 @@ export function hardLabel(p: HardLabelProblem): Raw {
   const lo = nt ? nt.lo : -1, hi = nt ? nt.hi : 1;
   const cap = p.softcap ?? 0, zLoss = p.zLoss ?? 0;
   const rows = new Float64Array(n), zRows = zLoss ? new Float64Array(n) : null;
-  const grad = p.grad ? (p.out?.data ?? new Float32Array(n * c)) : null;
+  // Sub-centres: each row's class cosines (the winning column's value) and winning columns.
+  const sub = p.subcenters ?? 1, xs = new Float64Array(c), win = new Int32Array(c);
+  const grad = p.grad ? (p.out?.data ?? new Float32Array(n * c * sub)) : null;
   const z = new Float64Array(c), logp = new Float64Array(c), dzdx = new Float64Array(c);
   const w = (k: number) => (weight ? weight[k] : 1);
   for (let i = 0; i < n; i++) {
     const y = labels[i];
     if (y < 0) {
-      grad?.fill(0, i * c, (i + 1) * c);
+      grad?.fill(0, i * c * sub, (i + 1) * c * sub);
       continue;
+    }
+    for (let j = 0; j < c; j++) {
+      win[j] = j * sub + subcenter(logits, (i * c + j) * sub, sub);
+      xs[j] = logits[i * c * sub + win[j]];
     }
     // The logits and their derivative w.r.t. the inputs.
     for (let j = 0; j < c; j++) {
-      const x = logits[i * c + j];
+      const x = xs[j];
       const xc = clamp ? Math.min(hi, Math.max(lo, x)) : x;
       z[j] = scale * xc;
       dzdx[j] = xc === x ? scale : 0;
@@ -92,7 +98,11 @@ export function hardLabel(p: HardLabelProblem): Raw {
       zs = p.grad ? p.zScales![i] * 2 * zLoss * lse : 0;
     }
     if (grad) {
-      for (let j = 0; j < c; j++) grad[i * c + j] = (p.scales[i] * dz[j] + zs * Math.exp(logp[j])) * dzdx[j];
+      // (each class's gradient at its winning column, the other sub-centres 0)
+      grad.fill(0, i * c * sub, (i + 1) * c * sub);
+      for (let j = 0; j < c; j++) {
+        grad[i * c * sub + win[j]] = (p.scales[i] * dz[j] + zs * Math.exp(logp[j])) * dzdx[j];
+      }
     }
   }
   return { rows: zRows ? [rows, zRows] : [rows], grads: grad ? { logits: grad } : {} };

@@ -27,8 +27,11 @@ export function hardLabel(p: HardLabelProblem): Raw {
   const ntRows = nt?.rows ? lay.add(n * 16) : -1;
   const zScales = zLoss && p.grad ? lay.add(n * 8) : -1;
   const rowZ = zLoss ? lay.add(n * 8) : -1;
+  // The margin losses' sub-centres: a row is c * sub columns; a scratch [2, c] per thread (class cosines, winners).
+  const sub = p.subcenters ?? 1;
+  const subs = sub > 1 ? lay.add(threadsOf() * 8 * c) : -1;
   let base = 0;
-  const [grad] = streamRows(rt, lay, n, c, [p.logits], p.grad ? [p.out] : [], true, (b) => {
+  const [grad] = streamRows(rt, lay, n, c * sub, [p.logits], p.grad ? [p.out] : [], true, (b) => {
     base = b;
     rt.put(b + labels, p.labels);
     if (p.weight) rt.put(b + weight, p.weight);
@@ -59,6 +62,8 @@ export function hardLabel(p: HardLabelProblem): Raw {
       zLoss ? base + rowZ + r0 * 8 : 0,
       nt ? base + ntc : 0,
       ntRows >= 0 ? base + ntRows + r0 * 16 : 0,
+      sub,
+      subs >= 0 ? base + subs + thread * 8 * c : 0,
     );
   });
   const rows = [rt.f64(base + rowLoss, n)];

@@ -16,7 +16,8 @@ import { targetParams } from "./margin.ts";
  * margin losses' label targets are evaluated by the kernel (src/webgpu/margin.wgsl).
  */
 export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<Raw> {
-  const { n, c } = p;
+  // (sub-centres: a row is c = C K columns, the kernel's classes C)
+  const sub = p.subcenters ?? 1, n = p.n, c = p.c * sub;
   const zLoss = p.zLoss ?? 0;
   // The face margin losses: label targets from the host (no target spec) and the non-target transform.
   const host = p.target !== null && p.margin === undefined, nt = p.nonTarget;
@@ -33,10 +34,10 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
       rowIn[i * rs + 5] = nt.rows ? nt.rows[2 * i + 1] : -1;
     }
   }
-  let wsum = c;
+  let wsum = p.c;
   if (p.weight) {
     wsum = 0;
-    for (let j = 0; j < c; j++) wsum += p.weight[j];
+    for (let j = 0; j < p.c; j++) wsum += p.weight[j];
   }
   const flags = (p.grad ? F.GRAD : 0) | (p.clamp ? F.CLAMP : 0) | (p.weight ? F.WEIGHT : 0) |
     (host ? F.HOST_TG : 0) | (nt ? F.NT : 0);
@@ -48,6 +49,7 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
     wsum,
     softcap: p.softcap ?? 0,
     zloss: zLoss,
+    sub,
     ...(nt
       ? { nt_lo: nt.lo, nt_hi: nt.hi, nt_a: nt.a, nt_b: nt.b, nt_g: nt.g, nt_cut: Math.min(nt.cut, 3.4028234e38) }
       : {}),
@@ -55,9 +57,9 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
   };
   const name = p.margin || host ? "cos" : "logits";
   if (c > ctx.segment) {
-    if (host || nt) {
+    if (host || nt || sub > 1) {
       throw new RangeError(
-        `Expected C to be at most ${ctx.segment} classes for the face margin losses on WebGPU (one storage binding per row), got ${c}`,
+        `Expected C*K to be at most ${ctx.segment} columns for the face margin losses and subcenters on WebGPU (one storage binding per row), got ${c}`,
       );
     }
     if (ctx.recording) {

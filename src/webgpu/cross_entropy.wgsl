@@ -20,6 +20,11 @@
 // the non-target transform (src/kernels/hard_label.ts's NonTarget; `nt_logit`) takes the row's
 // (thr, tie) from row_in's columns 4, 5. Neither runs in the long rows' segments.
 //
+// The margin losses' sub-centres (P.sub = K > 1, SPEC section 7): a row of a is c = C K columns, class j's
+// j K .. j K + K - 1; every invocation reads its classes' K columns (`sub_max`: the winning column,
+// the largest clamped to [-1, 1], ties to the smaller) and runs on those class cosines (C of them);
+// the gradient goes to each class's winning column, 0 to its other K - 1. Not in the long rows.
+//
 // Rows longer than one storage binding run in segments of columns (`seg_stats` per row
 // and segment, `seg_finish` per row, `seg_grad` per row and segment): the segments'
 // (max, sum-exp) are merged by m = max m_s, S = sum_s S_s e^(m_s - m).
@@ -44,6 +49,7 @@ struct CrossEntropyParams {
   nt_b: f32,
   nt_g: f32,
   nt_cut: f32,  // ... after non-targets above nt_cut become 0
+  sub: u32,     // the margin losses' sub-centres K per class (0 or 1: none; c is then C K)
   // #include "margin_params.wgsl"
 }
 @group(0) @binding(0) var<uniform> P: CrossEntropyParams;
@@ -84,6 +90,25 @@ fn tanh_(u: f32) -> vec2<f32> {
   let e = exp(-2.0 * a);
   let t = (1.0 - e) / (1.0 + e);
   return vec2(select(t, -t, u < 0.0), 4.0 * e / ((1.0 + e) * (1.0 + e)));
+}
+
+// Sub-centres: class j's winning column of the row at xa (of P.sub columns from j P.sub) and its
+// value x (unclamped: the clamp then passes or cuts its gradient). P.sub <= 1: column j.
+struct Sub { x: f32, col: u32 }
+fn sub_max(xa: u32, j: u32) -> Sub {
+  if (P.sub <= 1u) { return Sub(a[xa + j], j); }
+  let c0 = j * P.sub;
+  var r = Sub(a[xa + c0], c0);
+  var best = clamp(r.x, -1.0, 1.0);
+  for (var q = 1u; q < P.sub; q++) {
+    let u = a[xa + c0 + q];
+    let w = clamp(u, -1.0, 1.0);
+    if (w > best) {
+      best = w;
+      r = Sub(u, c0 + q);
+    }
+  }
+  return r;
 }
 
 fn weight_of(j: u32) -> f32 {
@@ -211,7 +236,7 @@ fn targets(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = P.row0 + gid.x;
   let y = labels[i];
   if (y < 0) { return; }
-  let zd = label_logit(a[P.a_off + gid.x * P.c + u32(y)]);
+  let zd = label_logit(sub_max(P.a_off + gid.x * P.c, u32(y)).x);
   h[2u * i] = zd.x;
   h[2u * i + 1u] = zd.y;
 }
@@ -234,13 +259,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     return;
   }
   let yu = u32(y);
+  // (sub-centres: the row's c columns are cc classes of k)
+  let k = max(P.sub, 1u);
+  let cc = c / k;
   var zd: vec2<f32>;
   if (P.tg != TG_NONE) {
     zd = vec2(h[2u * i], h[2u * i + 1u]);
   } else if ((P.flags & F_HOST_TG) != 0u) {
     zd = vec2(row_in[i * P.rs_in + 2u], row_in[i * P.rs_in + 3u]);
   } else {
-    zd = plain_logit(a[xa + yu]);
+    zd = plain_logit(sub_max(xa, yu).x);
   }
   let zy = zd.x;
   let nt = (P.flags & F_NT) != 0u;
@@ -250,9 +278,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var mt = NEG;
   var st = 0.0;
   var wz = 0.0;
-  for (var j = t; j < c; j += WG) {
+  for (var j = t; j < cc; j += WG) {
+    var x: f32;
+    if (k > 1u) { x = sub_max(xa, j).x; } else { x = a[xa + j]; }
     var z: f32;
-    if (nt) { z = nt_logit(a[xa + j], j, i).x; } else { z = logit_of(a[xa + j]); }
+    if (nt) { z = nt_logit(x, j, i).x; } else { z = logit_of(x); }
     if (P.eps != 0.0) { wz += weight_of(j) * (z - zy); }
     if (j != yu) { online(&mt, &st, z); }
   }
@@ -260,7 +290,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let S = wg_sum(st * exp(mt - m), t);
   var wzs = 0.0;
   if (P.eps != 0.0) { wzs = wg_sum(wz, t); }
-  let row = finish_row(m, S, wzs, zy, weight_of(yu), c);
+  let row = finish_row(m, S, wzs, zy, weight_of(yu), cc);
   if (t == 0u) {
     row_out[i * P.rs_out] = row.loss;
     if (P.zloss != 0.0) { row_out[i * P.rs_out + 1u] = row.z; }
@@ -273,6 +303,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let ga = (si * row.ca + zk) * P.scale / row.sum;
   let gu = si * row.cu * P.scale;
   let gy = (si * row.cb + zk * row.py) * zd.y;
+  if (k > 1u) {
+    // sub-centres: each class's gradient at its winning column, 0 at the others
+    for (var j = t; j < cc; j += WG) {
+      let s = sub_max(xa, j);
+      var v: f32;
+      if (j == yu) {
+        v = gy;
+      } else if (nt) {
+        let zn = nt_logit(s.x, j, i);
+        v = ga * exp(zn.x - m) * zn.y;
+      } else {
+        v = grad_of(s.x, j, m, ga, gu);
+      }
+      for (var q = j * k; q < j * k + k; q++) { g[xg + q] = select(0.0, v, q == s.col); }
+    }
+    return;
+  }
   for (var j = t; j < c; j += WG) {
     if (j == yu) {
       g[xg + j] = gy;
