@@ -14,7 +14,14 @@ import { assertGradClose, assertLossClose, assertThrowsNamed } from "./helpers/a
 import { webgpuMissing } from "./helpers/backends.ts";
 import { type Mat, randomMatrix, Rng, seedOf } from "./helpers/random.ts";
 import { Deferred, deferredColumn, first, lin, one, recip, reduceRows, total } from "../src/kernels/deferred.ts";
-import { allSpecs, cosineMarginSpecs, headSpecs, type LossSpec, randomUpstream } from "./helpers/specs.ts";
+import {
+  allSpecs,
+  cosineMarginSpecs,
+  headSpecs,
+  type LossSpec,
+  randomUpstream,
+  subcenterSpecs,
+} from "./helpers/specs.ts";
 import {
   centerLossSpec,
   centerRegularizationSpec,
@@ -47,6 +54,8 @@ const specs: readonly LossSpec[] = [
       : { ...s, optionSets: (c: number) => [...s.optionSets(c), { interclassFilteringThreshold: 0.3 }] }
   ),
   ...headSpecs,
+  // (sub-centres: the fused kernel's maximum over each class's columns)
+  ...subcenterSpecs,
   centerLossSpec,
   physicsContrastiveSpec,
   featureDiversitySpec,

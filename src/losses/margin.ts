@@ -262,9 +262,13 @@ export function marginLoss<O extends MarginOptions>(
       let count = 0;
       for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
       // (the WebGPU kernel evaluates `margin` itself: a GPU-resident `cos` is not read here)
-      const target = v.onDevice(cos)
-        ? null
-        : labelTargets(labels, phis ? (i) => phis[i] : phi, scale, constant, (i) => classCos(cos, i, labels[i], c, sub));
+      const target = v.onDevice(cos) ? null : labelTargets(
+        labels,
+        phis ? (i) => phis[i] : phi,
+        scale,
+        constant,
+        (i) => classCos(cos, i, labels[i], c, sub),
+      );
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       return {
         grad,

@@ -177,7 +177,10 @@ function logitShardDef(def: LogitDef): ShardDef {
     name: def.name,
     inputs: def.inputs,
     options: [
-      ...(def.options as readonly string[]).filter((k) => !(INTER_KEYS as readonly string[]).includes(k)),
+      // (no inter-class options nor sub-centres on a shard yet)
+      ...(def.options as readonly string[]).filter((k) =>
+        !(INTER_KEYS as readonly string[]).includes(k) && k !== "subcenters"
+      ),
       ...SHARD_KEYS,
     ],
     stats(inputs, options, k) {

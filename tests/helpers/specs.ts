@@ -450,3 +450,22 @@ export const cosineMarginSpecs: readonly LossSpec[] = [arcfaceSpec, cosfaceSpec,
 
 /** Every head of SPEC.md §3 (inputs x, W, labels). */
 export const headSpecs: readonly HeadSpec[] = [marginHeadSpec, spherefaceSpec, lsoftmaxSpec];
+
+/**
+ * `spec` (a margin loss on cosines) with `subcenters` (SPEC §7): a random problem has `cos [n, c K]`
+ * (K = `options.subcenters`, default 1) and labels in `[0, c)`; every option set takes K = 3.
+ */
+export function withSubcenters(spec: LossSpec): LossSpec {
+  return {
+    ...spec,
+    fixtures: "subcenters/subcenters.json",
+    random: (rng, n, c, scale, o) => ({
+      cos: randomCosines(rng, n, c * (o.subcenters ?? 1), scale),
+      labels: randomLabels(rng, n, c, 0.2, ignoreOf(o)),
+    }),
+    optionSets: (c) => spec.optionSets(c).map((o) => ({ ...o, subcenters: 3 })),
+  };
+}
+
+/** The losses of SPEC.md §2 with 3 sub-centres per class. */
+export const subcenterSpecs: readonly LossSpec[] = cosineMarginSpecs.map(withSubcenters);
