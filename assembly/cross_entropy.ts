@@ -219,7 +219,7 @@ export function hard_label(
  * [-1, 1], ties to the smaller column, the first NaN wins): its value into xs[j] (unclamped: the
  * kernel's clamp then passes or cuts its gradient) and its column j*k + q into win[j].
  */
-function rowSubMax(x: usize, xs: usize, win: usize, c: i32, k: i32): void {
+export function rowSubMax(x: usize, xs: usize, win: usize, c: i32, k: i32): void {
   for (let j = 0; j < c; j++) {
     const at = x + ((<usize>j * <usize>k) << 2);
     let raw = load<f32>(at), q = 0;
@@ -239,7 +239,7 @@ function rowSubMax(x: usize, xs: usize, win: usize, c: i32, k: i32): void {
 }
 
 /** Sub-centres: the gradient row g ([c * k]) from the class gradients gs ([c]): gs[j] at column win[j], 0 elsewhere. */
-function rowScatter(g: usize, gs: usize, win: usize, c: i32, k: i32): void {
+export function rowScatter(g: usize, gs: usize, win: usize, c: i32, k: i32): void {
   rowZero(g, c * k);
   for (let j = 0; j < c; j++) {
     store<f32>(g + (<usize>load<i32>(win + (<usize>j << 2)) << 2), load<f32>(gs + (<usize>j << 2)));

@@ -21,6 +21,11 @@
 // holds 1 - p_r to float64 accuracy), and shard_grads writes g_r from float64 pieces.
 import { rowMax, rowFind, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSumBelow, rowDotBelow, rowSoftcap, rowMul } from "./softmax";
 import { expNeg1 } from "./math";
+import { rowSubMax, rowScatter } from "./cross_entropy";
+
+// The margin losses' sub-centres (sub > 1): a row of z is [c * sub]; as in cross_entropy.ts each row
+// first becomes its class cosines in the scratch subs [2, c] (rowSubMax), and shard_grads writes the
+// gradient row from the scratch (rowScatter).
 
 // @ts-ignore: decorator
 @inline function expSumIn(row: usize, lo: i32, hi: i32, m: f32, s: f32, out: usize, clamp: i32): f64 {
@@ -48,15 +53,16 @@ import { expNeg1 } from "./math";
 
 /**
  * z: [rows, c] float32; local [rows] int32; target [rows, 2] float64; out max, sum [rows] float64; below [rows] or 0;
- * weight [c] or 0; softcap c or 0, cap a scratch [2, c] float32.
+ * weight [c] or 0; softcap c or 0, cap a scratch [2, c] float32; sub the sub-centres (z [rows, c * sub]), subs a
+ * scratch [2, c] or 0.
  */
 export function shard_stats(
   z: usize, rows: i32, c: i32, local: usize, scale: f64, clamp: i32, target: usize,
-  maxOut: usize, sumOut: usize, below: usize, weight: usize, softcap: f64, cap: usize,
+  maxOut: usize, sumOut: usize, below: usize, weight: usize, softcap: f64, cap: usize, sub: i32, subs: usize,
 ): void {
   const s32 = <f32>scale;
   for (let i = 0; i < rows; i++) {
-    let zr = z + ((<usize>i * <usize>c) << 2);
+    let zr = z + ((<usize>i * <usize>c * <usize>sub) << 2);
     const yl = load<i32>(local + (<usize>i << 2));
     const o8 = <usize>i << 3;
     if (yl == -2) {
@@ -64,6 +70,10 @@ export function shard_stats(
       store<f64>(sumOut + o8, 0);
       if (below) store<f64>(below + o8, 0);
       continue;
+    }
+    if (sub > 1) {
+      rowSubMax(zr, subs, subs + (<usize>c << 2), c, sub);
+      zr = subs;
     }
     let h: f64 = 0; // the shift of a capped row
     if (softcap != 0) {
@@ -89,19 +99,29 @@ export function shard_stats(
   }
 }
 
-/** z, g: [rows, c] float32 (g may equal z); M, A, U, G: [rows] float64; weight [c] float32 or 0; softcap, cap as shard_stats. */
+/**
+ * z, g: [rows, c] float32 (g may equal z); M, A, U, G: [rows] float64; weight [c] float32 or 0; softcap, cap, sub,
+ * subs as shard_stats (z, g [rows, c * sub]).
+ */
 export function shard_grads(
   z: usize, g: usize, rows: i32, c: i32, local: usize, weight: usize, scale: f64, clamp: i32,
-  M: usize, A: usize, U: usize, G: usize, softcap: f64, cap: usize,
+  M: usize, A: usize, U: usize, G: usize, softcap: f64, cap: usize, sub: i32, subs: usize,
 ): void {
   const s32 = <f32>scale;
+  const width = <usize>c * <usize>sub;
   for (let i = 0; i < rows; i++) {
-    let zr = z + ((<usize>i * <usize>c) << 2);
-    const gr = g + ((<usize>i * <usize>c) << 2);
+    let zr = z + ((<usize>i * width) << 2);
+    const gFull = g + ((<usize>i * width) << 2);
+    let gr = gFull;
     const yl = load<i32>(local + (<usize>i << 2));
     if (yl == -2) {
-      rowZero(gr, c);
+      rowZero(gr, <i32>width);
       continue;
+    }
+    if (sub > 1) {
+      rowSubMax(zr, subs, subs + (<usize>c << 2), c, sub);
+      zr = subs;
+      gr = subs;
     }
     let h: f64 = 0; // the shift of a capped row
     if (softcap != 0) {
@@ -133,5 +153,6 @@ export function shard_grads(
     }
     if (softcap != 0) rowMul(gr, cap + (<usize>c << 2), c);
     if (yl >= 0) store<f32>(gr + (<usize>yl << 2), <f32>load<f64>(G + o8));
+    if (sub > 1) rowScatter(gFull, subs, subs + (<usize>c << 2), c, sub);
   }
 }

@@ -18,6 +18,7 @@ import { numericGradient } from "./helpers/numeric.ts";
 import { type Mat, randomLabels, Rng } from "./helpers/random.ts";
 import { type LossSpec, randomCosines } from "./helpers/specs.ts";
 import { type ErrorCase, errorSuite } from "./helpers/suite.ts";
+import { runSharded } from "./helpers/sharded.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -245,3 +246,21 @@ function errorCases(name: Name): ErrorCase[] {
 for (const name of NAMES) {
   describe(`subcenters: ${name}`, () => errorSuite({ name } as LossSpec, errorCases(name)));
 }
+
+describe("subcenters: the class-sharded forms (losses.sharded) equal the unsharded loss", () => {
+  for (const name of ["arcface", "cosface", "normface", "combinedMargin"] as const) {
+    for (const b of backends) {
+      it(`${b.name} ${name}: shards of 2, 1 and 4 classes of 3 sub-centres`, async () => {
+        const inputs = problem(name, new Rng(41), 9, 7, 3, 1e4);
+        for (const o of [{ scale: 16, subcenters: 3 }, { subcenters: 3, reduction: "none" }] as Any[]) {
+          const up = o.reduction === "none" ? Float32Array.from({ length: 9 }, (_, i) => i - 4) : 0.5;
+          const whole = await lossOf(b, name)!.forward(inputs, o);
+          const g = await lossOf(b, name)!.backward(inputs, o, up);
+          const s = await runSharded(b, name, inputs, o, [2, 1, 4], up);
+          assertLossClose(s.loss as Any, whole.loss as Any, `${b.name} ${name} sharded loss`);
+          assertGradClose(s.grads.cos.data, g.cos.data, `${b.name} ${name} sharded grads.cos`);
+        }
+      });
+    }
+  }
+});

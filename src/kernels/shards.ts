@@ -318,6 +318,11 @@ export interface LogitShardProblem {
   readonly smoothing: boolean;
   /** crossEntropy's softcap c (scale 1, no clamp), or 0 for none. */
   readonly softcap: number;
+  /**
+   * The margin losses' sub-centres K (absent: 1): `logits` and the gradient are `[N, c K]`, each class's
+   * cosine the largest of its K columns after the clamp (src/kernels/hard_label.ts's `subcenter`).
+   */
+  readonly subcenters?: number;
 }
 
 /** A logit shard's statistics as its kernel computes them (`target` and `weightSum` come from the host). */

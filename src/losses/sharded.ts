@@ -24,7 +24,7 @@ import { then } from "../kernels/core.ts";
 import type { CommonOptions, Labels, Matrix, Upstream } from "../types.ts";
 import { type CrossEntropyOptions, largeVocabulary, nonIgnored } from "./cross_entropy.ts";
 import * as v from "../validate.ts";
-import { INTER_KEYS, labelTargets, type MarginDef, type MarginOptions } from "./margin.ts";
+import { classCos, INTER_KEYS, labelTargets, type MarginDef, type MarginOptions, subcentersOf } from "./margin.ts";
 import { type HeadProblem, headRowTerms } from "../kernels/head.ts";
 import { FACE_KINDS, type HeadDef, headTargets, labelStats, type MarginHeadOptions } from "./margin_head.ts";
 import {
@@ -114,7 +114,9 @@ function logitShard(
   v.inputs(inputs);
   const margin = "parse" in def ? def : null;
   const key = margin ? "cos" : "logits";
-  const [n, cs] = v.batch(key, inputs[key as "logits"]);
+  const [n, cols] = v.batch(key, inputs[key as "logits"]);
+  // (a margin loss's sub-centres: the shard's Cs classes of K columns each)
+  const [sub, cs] = margin ? subcentersOf(o, key, cols) : [1, cols];
   const { offset, classes } = shardOf(key, cs, o);
   const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
   const labels = v.labels("labels", inputs.labels, n, classes, ignoreIndex);
@@ -122,7 +124,7 @@ function logitShard(
   if (v.onDevice(x)) {
     throw new TypeError(`Expected ${key} to be a host matrix { data, shape } (sharded losses), got a GPUBuffer`);
   }
-  if (o.checkFinite) v.finite(key, x, cs);
+  if (o.checkFinite) v.finite(key, x, cols);
   const local = localLabels(labels, offset, cs);
   const reduction = v.reduction(o.reduction);
   let weight: Float32Array | null = null, smoothing = 0, scale = 1, clamp = false, target: Float64Array;
@@ -147,7 +149,7 @@ function logitShard(
       parsed.phi,
       scale,
       parsed.constant,
-      (i) => x[i * cs + local[i]],
+      (i) => classCos(x, i, local[i], cs, sub),
     );
   }
   // "mean" divides by the whole batch's non-ignored rows (their summed class weight).
@@ -164,9 +166,10 @@ function logitShard(
     target,
     smoothing: smoothing !== 0,
     softcap,
+    ...(sub > 1 ? { subcenters: sub } : {}),
   };
   // What every shard must share: the labels, and the options as checked (defaults filled in).
-  const agreed = [def.name, reduction, weight, smoothing, softcap, zLoss, scale, constant, phi];
+  const agreed = [def.name, reduction, weight, smoothing, softcap, zLoss, scale, constant, phi, ...(sub > 1 ? [sub] : [])];
   const record = shardRecord(offset, offset + cs, classes, labels, [], agreed);
   return { problem, labels, weight, smoothing, zLoss, classes, reduction, denominator, key, record };
 }
@@ -177,10 +180,7 @@ function logitShardDef(def: LogitDef): ShardDef {
     name: def.name,
     inputs: def.inputs,
     options: [
-      // (no inter-class options nor sub-centres on a shard yet)
-      ...(def.options as readonly string[]).filter((k) =>
-        !(INTER_KEYS as readonly string[]).includes(k) && k !== "subcenters"
-      ),
+      ...(def.options as readonly string[]).filter((k) => !(INTER_KEYS as readonly string[]).includes(k)),
       ...SHARD_KEYS,
     ],
     stats(inputs, options, k) {
@@ -212,7 +212,7 @@ function logitShardDef(def: LogitDef): ShardDef {
         return {
           loss,
           ...(def.name === "crossEntropy" ? { z } : {}),
-          grads: { [s.key]: { data: grad, shape: [n, c] } },
+          grads: { [s.key]: { data: grad, shape: [n, c * (s.problem.subcenters ?? 1)] } },
         };
       });
     },

@@ -9,12 +9,18 @@ import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKe
 import { headShardKernels } from "../kernels/shards.ts";
 import { headGrads, headStats } from "./margin_head.ts";
 import { linearShardGrads, linearShardStats } from "./linear_cross_entropy.ts";
+import { subcenter } from "../kernels/hard_label.ts";
 
-/** Row i's logits z_j = scale * clamp?(x_j) or softcap c tanh(x_j / c) (the label's: its target) and dz_j / dx_j. */
-function rowLogits(p: LogitShardProblem, i: number, z: Float64Array, dz: Float64Array): void {
+/**
+ * Row i's logits z_j = scale * clamp?(x_j) or softcap c tanh(x_j / c) (the label's: its target) and dz_j / dx_j;
+ * with sub-centres x_j is class j's winning column, whose index goes into `win`.
+ */
+function rowLogits(p: LogitShardProblem, i: number, z: Float64Array, dz: Float64Array, win: Int32Array): void {
   const { c, logits, scale, clamp, softcap } = p;
+  const k = p.subcenters ?? 1;
   for (let j = 0; j < c; j++) {
-    const x = logits[i * c + j];
+    win[j] = (i * c + j) * k + subcenter(logits, (i * c + j) * k, k);
+    const x = logits[win[j]];
     const xc = clamp ? Math.min(1, Math.max(-1, x)) : x;
     z[j] = scale * xc;
     dz[j] = xc === x ? scale : 0;
@@ -32,10 +38,10 @@ function rowLogits(p: LogitShardProblem, i: number, z: Float64Array, dz: Float64
 export function logitShardStats(p: LogitShardProblem): LogitShardStats {
   const { n, c } = p;
   const max = new Float64Array(n), sum = new Float64Array(n), below = p.smoothing ? new Float64Array(n) : null;
-  const z = new Float64Array(c), dz = new Float64Array(c);
+  const z = new Float64Array(c), dz = new Float64Array(c), win = new Int32Array(c);
   for (let i = 0; i < n; i++) {
     if (p.local[i] === -2) continue;
-    rowLogits(p, i, z, dz);
+    rowLogits(p, i, z, dz, win);
     let m = -Infinity, s = 0, b = 0;
     for (let j = 0; j < c; j++) m = Math.max(m, z[j]);
     for (let j = 0; j < c; j++) {
@@ -52,18 +58,18 @@ export function logitShardStats(p: LogitShardProblem): LogitShardStats {
 /** The shard's gradient: `dz/dx (A e^(z - max) - U w)` off the label, `G` at it, 0 for ignored rows. */
 export function logitShardGrads(p: LogitShardGradProblem): Float32Array {
   const { n, c } = p;
-  const g = p.out ?? new Float32Array(n * c);
-  const z = new Float64Array(c), dz = new Float64Array(c);
+  // (sub-centres: each class's gradient at its winning column, 0 at the others)
+  const k = p.subcenters ?? 1;
+  const g = p.out ?? new Float32Array(n * c * k);
+  const z = new Float64Array(c), dz = new Float64Array(c), win = new Int32Array(c);
   for (let i = 0; i < n; i++) {
-    if (p.local[i] === -2) {
-      g.fill(0, i * c, (i + 1) * c);
-      continue;
-    }
-    rowLogits(p, i, z, dz);
+    g.fill(0, i * c * k, (i + 1) * c * k);
+    if (p.local[i] === -2) continue;
+    rowLogits(p, i, z, dz, win);
     for (let j = 0; j < c; j++) {
-      g[i * c + j] = dz[j] * (p.A[i] * Math.exp(z[j] - p.max[i]) - p.U[i] * (p.weight ? p.weight[j] : 1));
+      g[win[j]] = dz[j] * (p.A[i] * Math.exp(z[j] - p.max[i]) - p.U[i] * (p.weight ? p.weight[j] : 1));
     }
-    if (p.local[i] >= 0) g[i * c + p.local[i]] = p.G[i];
+    if (p.local[i] >= 0) g[win[p.local[i]]] = p.G[i];
   }
   return g;
 }

@@ -24,10 +24,14 @@ function stream(
   rowsIn: Float64Array[],
   rowsOut: number,
   grad: Float32Array | null | false,
-  kernel: (chunk: Chunk, at: (buffer: "local" | "target" | "weight" | "cap" | number, r0: number) => number) => void,
+  kernel: (
+    chunk: Chunk,
+    at: (buffer: "local" | "target" | "weight" | "cap" | "subs" | number, r0: number) => number,
+  ) => void,
 ): { rows: Float64Array[]; grad: Float32Array | undefined } {
   const rt = runtime();
   const { n, c } = p;
+  const sub = p.subcenters ?? 1;
   const lay = new Layout();
   const off = {
     local: lay.add(n * 4),
@@ -35,18 +39,21 @@ function stream(
     weight: p.weight ? lay.add(c * 4) : -1,
     // softcap: a scratch [2, Cs] per thread (the capped row and its derivative)
     cap: p.softcap ? lay.add(threadsOf() * 8 * c) : -1,
+    // sub-centres: a scratch [2, Cs] per thread (the class cosines, the winning columns)
+    subs: sub > 1 ? lay.add(threadsOf() * 8 * c) : -1,
     rows: Array.from({ length: rowsIn.length + rowsOut }, () => lay.add(n * 8)),
   };
   let base = 0;
-  const at = (buffer: "local" | "target" | "weight" | "cap" | number, r0: number) => {
+  const at = (buffer: "local" | "target" | "weight" | "cap" | "subs" | number, r0: number) => {
     if (buffer === "weight") return p.weight ? base + off.weight : 0;
     if (buffer === "cap") return p.softcap ? base + off.cap + r0 * 8 * c : 0; // r0: the thread
+    if (buffer === "subs") return sub > 1 ? base + off.subs + r0 * 8 * c : 0; // r0: the thread
     if (buffer === "local") return base + off.local + r0 * 4;
     if (buffer === "target") return base + off.target + r0 * 16;
     return base + off.rows[buffer] + r0 * 8;
   };
-  const out = grad === false ? [] : [grad ? { data: grad, shape: [n, c] as const } : null];
-  const [g] = streamRows(rt, lay, n, c, [p.logits], out, true, (b) => {
+  const out = grad === false ? [] : [grad ? { data: grad, shape: [n, c * sub] as const } : null];
+  const [g] = streamRows(rt, lay, n, c * sub, [p.logits], out, true, (b) => {
     base = b;
     rt.put(b + off.local, p.local);
     rt.put(b + off.target, p.target);
@@ -77,6 +84,8 @@ export function logitShardStats(p: LogitShardProblem): LogitShardStats {
       at("weight", 0),
       p.softcap,
       at("cap", thread),
+      p.subcenters ?? 1,
+      at("subs", thread),
     );
   });
   return { max: rows[0], sum: rows[1], below: p.smoothing ? rows[2] : null };
@@ -101,6 +110,8 @@ export function logitShardGrads(p: LogitShardGradProblem): Float32Array {
       at(3, r0),
       p.softcap,
       at("cap", thread),
+      p.subcenters ?? 1,
+      at("subs", thread),
     );
   });
   return grad as Float32Array;

@@ -59,19 +59,23 @@ export interface Assembled {
   stats: ShardStats[];
 }
 
-/** Runs `name` sharded by `sizes` on backend `b`: stats on each shard, the merge, finish on each. */
+/**
+ * Runs `name` sharded by `sizes` (classes; with `options.subcenters` K each brings K columns) on backend `b`:
+ * stats on each shard, the merge, finish on each.
+ */
 export async function runSharded(
   b: Backend,
   name: string,
   inputs: Any,
   options: Any,
-  sizes: number[],
+  classSizes: number[],
   upstream?: Any,
 ): Promise<Assembled> {
   const loss = (b.losses as Any).sharded[name];
   const key = LOGIT_KEY[name];
+  const K = key ? options?.subcenters ?? 1 : 1, sizes = classSizes.map((s) => s * K);
   const { c, offsets, shards } = shardsOf(name, inputs, sizes);
-  const opts = sizes.map((_, k) => ({ ...options, offset: offsets[k], classes: c }));
+  const opts = sizes.map((_, k) => ({ ...options, offset: offsets[k] / K, classes: c / K }));
   const stats: ShardStats[] = [];
   for (let k = 0; k < sizes.length; k++) stats.push(await loss.stats(shards[k], opts[k]));
   const merged = mergeShardStats(stats);
