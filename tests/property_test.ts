@@ -1078,6 +1078,9 @@ const BATCH_INPUTS: Record<string, readonly string[]> = {
   tripletMargin: ["f", "labels"],
   multiSimilarity: ["f", "labels"],
   proxyAnchor: ["f", "labels"],
+  // (SPEC §7's sub-centres)
+  arcface: ["cos", "labels"],
+  cosface: ["cos", "labels"],
 };
 
 /** Rows `perm` of a batch input: a matrix, an integer matrix, a list of matrices or labels. */

@@ -77,6 +77,8 @@ export const ARCFACE_KEYS = ["margin", "easyMargin"] as const;
  * `interclassFilteringThreshold` T > 0 (insightface) replaces every non-target cosine above T by
  * 0 first; `interTopK` k > 0 (wespeaker) gives the k largest non-targets the logit
  * `s cos(theta_j - m')`, `m' = interTopKMargin` (0.06), as docs/LOSSES.md section 11 says.
+ * `subcenters` K (sub-center ArcFace, Deng et al. 2020): `cos` is `[N, C K]`, each class's cosine the
+ * largest of its K columns (ties to the smaller), its gradient at that column alone (docs/LOSSES.md section 12).
  *
  * @example ArcFace on cosines
  * ```ts

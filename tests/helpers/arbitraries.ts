@@ -17,7 +17,7 @@
 import fc from "fast-check";
 import { word } from "./errors.ts";
 import { Rng } from "./random.ts";
-import type { LossSpec } from "./specs.ts";
+import { arcfaceSpec, cosfaceSpec, type LossSpec, withSubcenters } from "./specs.ts";
 import { clipSpec, siglipSpec } from "./specs_clip.ts";
 import {
   centerLossSpec,
@@ -1354,6 +1354,18 @@ const problemDefinitions: ProblemDefinition[] = [
     normalised: ["f", "proxies"],
     options: () => fc.record({ margin: option(-0.5, 0.5, 0, 0.1), alpha: logUniform(-1, 2) }, { requiredKeys: [] }),
   },
+  // SPEC §7's sub-centres (cos [N, C K]; ties and +-1 at the edge scale) with the rules that act on class cosines.
+  ...[arcfaceSpec, cosfaceSpec].map((spec): ProblemDefinition => ({
+    spec: withSubcenters(spec),
+    batch: "cos",
+    reduces: true,
+    options: () =>
+      fc.record({
+        subcenters: fc.integer({ min: 1, max: 4 }),
+        ...MARGIN_KINDS[spec.name as "arcface" | "cosface"](marginCommon()),
+        ...interClass(spec.name as "arcface" | "cosface"),
+      }, { requiredKeys: ["subcenters"] }),
+  })),
 ];
 
 /** Batch sizes: small ones, and around the SIMD widths. */
