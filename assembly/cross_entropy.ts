@@ -217,9 +217,29 @@ export function hard_label(
 /**
  * Sub-centres: per class j of row x ([c * k]) the winning column of its k (the largest clamped to
  * [-1, 1], ties to the smaller column, the first NaN wins): its value into xs[j] (unclamped: the
- * kernel's clamp then passes or cuts its gradient) and its column j*k + q into win[j].
+ * kernel's clamp then passes or cuts its gradient) and its column j*k + q into win[j]. A first pass
+ * compares the raw values (the clamp is the identity on a row inside [-1, 1], nearly every row) and
+ * checks that every value is inside [-1, 1] (false for a NaN); a row that is not is done again with
+ * the clamp.
  */
 export function rowSubMax(x: usize, xs: usize, win: usize, c: i32, k: i32): void {
+  // (comparisons and selects only: wasm's min and max cost several instructions each for their NaN rules)
+  let inside = true;
+  for (let j = 0; j < c; j++) {
+    const at = x + ((<usize>j * <usize>k) << 2);
+    let best = load<f32>(at), q = 0;
+    inside = inside & (best >= -1) & (best <= 1);
+    for (let r = 1; r < k; r++) {
+      const u = load<f32>(at + (<usize>r << 2));
+      inside = inside & (u >= -1) & (u <= 1);
+      const more = u > best;
+      q = select(r, q, more);
+      best = select(u, best, more);
+    }
+    store<f32>(xs + (<usize>j << 2), best);
+    store<i32>(win + (<usize>j << 2), j * k + q);
+  }
+  if (inside) return;
   for (let j = 0; j < c; j++) {
     const at = x + ((<usize>j * <usize>k) << 2);
     let raw = load<f32>(at), q = 0;
