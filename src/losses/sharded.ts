@@ -169,7 +169,8 @@ function logitShard(
     ...(sub > 1 ? { subcenters: sub } : {}),
   };
   // What every shard must share: the labels, and the options as checked (defaults filled in).
-  const agreed = [def.name, reduction, weight, smoothing, softcap, zLoss, scale, constant, phi, ...(sub > 1 ? [sub] : [])];
+  const agreed: unknown[] = [def.name, reduction, weight, smoothing, softcap, zLoss, scale, constant, phi];
+  if (sub > 1) agreed.push(sub);
   const record = shardRecord(offset, offset + cs, classes, labels, [], agreed);
   return { problem, labels, weight, smoothing, zLoss, classes, reduction, denominator, key, record };
 }
