@@ -264,3 +264,23 @@ describe("subcenters: the class-sharded forms (losses.sharded) equal the unshard
     }
   }
 });
+
+describe("subcenters: wasm on 2 threads (each with its own scratch)", () => {
+  it("arcface and its shards with K = 3 over rows split between the threads agree with the reference", async () => {
+    const l = (await init({ backend: "wasm", threads: 2 })) as Any;
+    const inputs = problem("arcface", new Rng(77), 64, 2000, 3, 1e4);
+    const o = { scale: 30, subcenters: 3, interclassFilteringThreshold: 0.8 };
+    const ref = await lossOf(reference, "arcface")!.valueAndGrad(inputs, o);
+    const got = await l.arcface.valueAndGrad(inputs, o);
+    assertLossClose(got.loss, ref.loss as Any, "threads loss");
+    assertGradClose(got.grads.cos.data, ref.grads.cos.data, "threads grads.cos");
+    const s = await runSharded({ name: "wasm threads", losses: l }, "arcface", inputs, { scale: 30, subcenters: 3 }, [
+      1500,
+      500,
+    ]);
+    const whole = await lossOf(reference, "arcface")!.valueAndGrad(inputs, { scale: 30, subcenters: 3 });
+    assertLossClose(s.loss as Any, whole.loss as Any, "threads sharded loss");
+    assertGradClose(s.grads.cos.data, whole.grads.cos.data, "threads sharded grads.cos");
+    l.dispose();
+  });
+});
