@@ -16,7 +16,7 @@
 //           count) and the gradient scale upstream / count into stats[0], stats[1];
 //   grad:   G = (A + A^T) h ([B, D]; proxyAnchor A p), grad_p: proxyAnchor's A^T h, both by the
 //           tiled product into work after h;
-//   back:   one workgroup per row: g = scale G (tripletMargin: scale (r_i h_i - G_i), r_i the
+//   back:   one workgroup per row: g = scale G (tripletMargin: scale (r_i h_i - G_i + near), r_i the
 //           row and column sums of W), then through the normalisation:
 //           (g - h (h . g)) / ||f||, or g / 1e-12 where ||f|| < 1e-12, into gf (or gp).
 // ntXent's "precise" rows (1/t > 64, e.g. t = 1e-4): a float32 cosine's rounding times 1/t
@@ -115,17 +115,20 @@ fn norm(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // The products (src/webgpu/gemm_loop.wgsl): 0 S = h h^T or h p^T; 1 G = (A + A^T) h;
-// 2 G = A p (proxyAnchor); 3 G_p = A^T h (proxyAnchor).
+// 2 G = A p (proxyAnchor); 3 G_p = A^T h (proxyAnchor). The gradient products run over
+// their depth in chunks from k_off (see grad_tiles).
+var<private> k_off: u32;
 fn tile_a(which: u32, i: u32, k: u32) -> f32 {
   if (which == 0u) { return work[i * P.d + k]; }
-  if (which == 1u) { return s[i * P.b + k] + s[k * P.b + i]; }
-  if (which == 2u) { return s[i * P.c + k]; }
-  return s[k * P.c + i];
+  let kk = k + k_off;
+  if (which == 1u) { return s[i * P.b + kk] + s[kk * P.b + i]; }
+  if (which == 2u) { return s[i * P.c + kk]; }
+  return s[kk * P.c + i];
 }
 fn tile_b(which: u32, k: u32, j: u32) -> f32 {
   if (which == 0u) { return work[(select(0u, P.b, P.loss == 3u) + j) * P.d + k]; }
-  if (which == 2u) { return work[(P.b + k) * P.d + j]; }
-  return work[k * P.d + j];
+  if (which == 2u) { return work[(P.b + k + k_off) * P.d + j]; }
+  return work[(k + k_off) * P.d + j];
 }
 fn tile_put(which: u32, i: u32, j: u32, v: f32) {
   if (which == 0u) {
@@ -133,6 +136,35 @@ fn tile_put(which: u32, i: u32, j: u32, v: f32) {
   } else {
     work[(P.b + P.c + select(0u, P.b, which == 3u) + i) * P.d + j] = v;
   }
+}
+
+// The depth of one float32 block of a gradient product: the blocks add up in float pairs
+// (proxyAnchor's products run over up to 1e5 proxies, where one float32 sum would lose
+// about depth * 6e-8 of its size).
+const CHUNK: u32 = 128u;
+
+// The tile at (r0, c0) of gradient product `which` over `depth`, in blocks of CHUNK.
+fn grad_tiles(t: u32, which: u32, r0: u32, rows: u32, c0: u32, cols: u32, depth: u32) {
+  var out: array<vec4<f32>, 16>;
+  var hi: array<vec4<f32>, 16>;
+  var lo: array<vec4<f32>, 16>;
+  for (var q = 0u; q < 16u; q++) {
+    hi[q] = vec4<f32>(0.0);
+    lo[q] = vec4<f32>(0.0);
+  }
+  for (var k = 0u; k < depth; k += CHUNK) {
+    k_off = k;
+    gemm_tiles(&out, t, which, r0, rows, c0, cols, min(CHUNK, depth - k), false);
+    // hi + out = sum + err exactly (two-sum, elementwise; opq4 keeps it from being simplified).
+    for (var q = 0u; q < 16u; q++) {
+      let sum = opq4(hi[q] + out[q]);
+      let bv = opq4(sum - hi[q]);
+      lo[q] += (hi[q] - (sum - bv)) + (out[q] - bv);
+      hi[q] = sum;
+    }
+  }
+  for (var q = 0u; q < 16u; q++) { out[q] = hi[q] + lo[q]; }
+  gemm_store(&out, t, which, r0, rows, c0, cols);
 }
 
 // Grid: (row tiles, column tiles) of S.
@@ -290,14 +322,18 @@ fn walk_proxy(k: u32, t: u32) {
   }
 }
 
+// Entry q of h_a - h_j from the raw rows in float pairs, rounded once (a near pair).
+fn near_diff(a: u32, j: u32, q: u32) -> f32 {
+  let d = P.d;
+  let x = df_add(df_mul(df(f[a * d + q]), inv_norm(a)), -df_mul(df(f[j * d + q]), inv_norm(j)));
+  return x.x + x.y;
+}
+
 // ||h_a - h_j||^2 from the raw rows (a near pair).
 fn near_sq(a: u32, j: u32) -> f32 {
-  let d = P.d;
-  let ia = inv_norm(a);
-  let ij = inv_norm(j);
   var sq = 0.0;
-  for (var q = 0u; q < d; q++) {
-    let x = (f[a * d + q] * ia.x + f[a * d + q] * ia.y) - (f[j * d + q] * ij.x + f[j * d + q] * ij.y);
+  for (var q = 0u; q < P.d; q++) {
+    let x = near_diff(a, j, q);
     sq += x * x;
   }
   return sq;
@@ -326,9 +362,14 @@ fn walk_triplet(a: u32, t: u32) {
   let ya = labels[a];
   let na = stats[row_stat(a)];
   for (var j = t; j < b; j += WG) {
+    // (A near pair's distance is kept negated, to be told apart below.)
     var d2 = na + stats[row_stat(j)] - 2.0 * s[base + j];
-    if (d2 < NEAR) { d2 = near_sq(a, j); }
-    s[base + j] = sqrt(max(d2, 0.0));
+    var sign = 1.0;
+    if (d2 < NEAR) {
+      d2 = near_sq(a, j);
+      sign = -1.0;
+    }
+    s[base + j] = sign * sqrt(max(d2, 0.0));
     s[coef + j] = 0.0;
   }
   storageBarrier();
@@ -340,7 +381,7 @@ fn walk_triplet(a: u32, t: u32) {
     var fp = -1.0;
     var nn = 3.4e38;
     for (var j = t; j < b; j += WG) {
-      let dj = s[base + j];
+      let dj = abs(s[base + j]);
       if (labels[j] != ya) { nn = min(nn, dj); } else if (j != a) { fp = max(fp, dj); }
     }
     let far = wg_max(fp, t);
@@ -348,13 +389,13 @@ fn walk_triplet(a: u32, t: u32) {
     var ip = 0xffffffffu;
     var ineg = 0xffffffffu;
     for (var j = t; j < b; j += WG) {
-      let dj = s[base + j];
+      let dj = abs(s[base + j]);
       if (labels[j] != ya) { if (dj == closest) { ineg = min(ineg, j); } } else if (j != a && dj == far) { ip = min(ip, j); }
     }
     let p = wg_min_u32(ip, t);
     let n = wg_min_u32(ineg, t);
     if (t == 0u && p != 0xffffffffu && n != 0xffffffffu) {
-      let l = triplet(s[base + p] - s[base + n] + P.margin);
+      let l = triplet(abs(s[base + p]) - abs(s[base + n]) + P.margin);
       if (l.x > 0.0) {
         lt = l.x;
         ct = 1.0;
@@ -368,12 +409,12 @@ fn walk_triplet(a: u32, t: u32) {
     for (var j = t; j < b; j += WG) {
       let yj = labels[j];
       if (j == a) { continue; }
-      let dj = s[base + j];
+      let dj = abs(s[base + j]);
       var g = 0.0;
       if (yj == ya) {
         for (var n = 0u; n < b; n++) {
           if (labels[n] == ya) { continue; }
-          let dn = s[base + n];
+          let dn = abs(s[base + n]);
           if (!mined(dj, dn)) { continue; }
           let l = triplet(dj - dn + P.margin);
           if (l.x > 0.0) {
@@ -385,7 +426,7 @@ fn walk_triplet(a: u32, t: u32) {
       } else {
         for (var q = 0u; q < b; q++) {
           if (q == a || labels[q] != ya) { continue; }
-          let dq = s[base + q];
+          let dq = abs(s[base + q]);
           if (!mined(dq, dj)) { continue; }
           let l = triplet(dq - dj + P.margin);
           if (l.x > 0.0) { g -= l.y; }
@@ -398,9 +439,12 @@ fn walk_triplet(a: u32, t: u32) {
   let count = wg_sum(ct, t);
   storageBarrier();
   workgroupBarrier();
+  // W_aj = c_aj / d_aj in place of the distance (far pairs) or of c_aj (near pairs).
   for (var j = t; j < b; j += WG) {
-    let dj = s[base + j];
-    s[base + j] = select(0.0, s[coef + j] / dj, dj > 0.0);
+    let x = s[base + j];
+    let w = select(0.0, s[coef + j] / abs(x), x != 0.0);
+    s[base + j] = select(w, 0.0, x < 0.0);
+    s[coef + j] = select(0.0, w, x < 0.0);
   }
   if (t == 0u) {
     stats[walk_stat(a)] = loss;
@@ -445,49 +489,55 @@ fn reduce(@builtin(local_invocation_index) t: u32) {
 // Grid: (row tiles, D tiles) of G.
 @compute @workgroup_size(64)
 fn grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  var out: array<vec4<f32>, 16>;
+  zero = P.zero;
   let proxy = P.loss == 3u;
-  let which = select(1u, 2u, proxy);
-  let depth = select(P.b, P.c, proxy);
-  gemm_tiles(&out, t, which, wid.x * 64u, P.b, wid.y * 64u, P.d, depth, false);
-  gemm_store(&out, t, which, wid.x * 64u, P.b, wid.y * 64u, P.d);
+  grad_tiles(t, select(1u, 2u, proxy), wid.x * 64u, P.b, wid.y * 64u, P.d, select(P.b, P.c, proxy));
 }
 
 // Grid: (proxy tiles, D tiles) of proxyAnchor's G_p.
 @compute @workgroup_size(64)
 fn grad_p(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  var out: array<vec4<f32>, 16>;
-  gemm_tiles(&out, t, 3u, wid.x * 64u, P.c, wid.y * 64u, P.d, P.b, false);
-  gemm_store(&out, t, 3u, wid.x * 64u, P.c, wid.y * 64u, P.d);
+  zero = P.zero;
+  grad_tiles(t, 3u, wid.x * 64u, P.c, wid.y * 64u, P.d, P.b);
+}
+
+// Row r's gradient w.r.t. h, entry q: scale G (tripletMargin: scale (rs h - G), and the near pairs).
+fn grad_h(r: u32, q: u32, scale: f32, rs: f32) -> f32 {
+  let d = P.d;
+  let g = scale * work[(P.b + P.c + r) * d + q];
+  if (P.loss != 1u) { return g; }
+  // The near pairs' c (h_r - h_j) / d from the raw rows (see the top).
+  let b = P.b;
+  var near = 0.0;
+  for (var j = 0u; j < b; j++) {
+    let w = s[b * b + r * b + j] + s[b * b + j * b + r];
+    if (w != 0.0) { near += w * near_diff(r, j, q); }
+  }
+  return scale * (rs * work[r * d + q] + near) - g;
 }
 
 // One workgroup per row of f and of the proxies.
 @compute @workgroup_size(256)
 fn back(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
   let r = wid.x;
   let b = P.b;
   let d = P.d;
   let scale = stats[1];
-  let g0 = (b + P.c) * d;
-  // tripletMargin: the row and column sums of W.
+  // tripletMargin: the row and column sums of W (the far pairs).
   var rt = 0.0;
   if (P.loss == 1u) {
     for (var j = t; j < b; j += WG) { rt += s[r * b + j] + s[j * b + r]; }
   }
   let rs = wg_sum(rt, t);
   var dt = 0.0;
-  for (var q = t; q < d; q += WG) {
-    var g = scale * work[g0 + r * d + q];
-    if (P.loss == 1u) { g = scale * (rs * work[r * d + q]) - g; }
-    dt += work[r * d + q] * g;
-  }
+  for (var q = t; q < d; q += WG) { dt += work[r * d + q] * grad_h(r, q, scale, rs); }
   let dot = wg_sum(dt, t);
   let at = row_stat(r);
   let live = stats[at + 3u] > 0.0;
   let inv = stats[at + 1u] + stats[at + 2u];
   for (var q = t; q < d; q += WG) {
-    var g = scale * work[g0 + r * d + q];
-    if (P.loss == 1u) { g = scale * (rs * work[r * d + q]) - g; }
+    let g = grad_h(r, q, scale, rs);
     var v = g * 1e12;
     if (live) { v = (g - work[r * d + q] * dot) * inv; }
     if (r < b) { gf[r * d + q] = v; } else { gp[(r - b) * d + q] = v; }
