@@ -10,7 +10,7 @@
  * @module
  */
 import { columns, type Raw } from "../kernels/core.ts";
-import { MINING_CODES, type MetricProblem } from "../kernels/metric.ts";
+import { type MetricProblem, MINING_CODES } from "../kernels/metric.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, type GpuContext } from "./context.ts";
 import { fits, gradOf, job, type Planner, solve } from "./passes.ts";
@@ -33,7 +33,9 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
   fits(ctx, "the similarities of the batch", (triplet ? 2 : 1) * b * cols);
   fits(ctx, "f and the proxies, twice", 2 * (b + c) * d);
   if (b + c > ctx.maxGroups) {
-    throw new RangeError(`Expected at most ${ctx.maxGroups} rows of f and the proxies on this WebGPU device, got ${b + c}`);
+    throw new RangeError(
+      `Expected at most ${ctx.maxGroups} rows of f and the proxies on this WebGPU device, got ${b + c}`,
+    );
   }
   const resident = force || onDevice(p.f) || onDevice(p.proxies);
   checkOut("f", p.outF as { buffer?: unknown } | null, resident);
