@@ -71,11 +71,11 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
     dispatches: [
       ["norm", tiles(b + c)],
       ["sims", tiles(b), tiles(cols)],
-      ["walk", cols],
+      proxy ? ["walk_proxy", tiles(c)] : ["walk", b],
       ["reduce", 1],
       ["grad", grad * tiles(b), tiles(d)],
       ["grad_p", proxy ? grad * tiles(c) : 0, tiles(d)],
-      ["back", grad * (b + c)],
+      ["back", grad * tiles(b + c)],
     ],
     reads: [
       [stats, 8],

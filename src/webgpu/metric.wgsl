@@ -1,12 +1,13 @@
 // The `metric` family (ntXent, tripletMargin, multiSimilarity, proxyAnchor; src/webgpu/metric.ts),
-// the math of src/reference/metric.ts and assembly/metric.ts in one pass of seven dispatches:
+// the math of src/reference/metric.ts and assembly/metric.ts in one pass of seven dispatches
+// (proxyAnchor walks with walk_proxy):
 //   norm:   one invocation per row of f and of the proxies: its norm in float pairs, the
 //           normalised row h = f / max(||f||, 1e-12) into work (the proxies' after f's), and
 //           per row [||h||^2, 1 / max(||f||, 1e-12) as a pair, ||f|| >= 1e-12] into stats;
 //   sims:   S = h h^T ([B, B]; proxyAnchor h p^T, [B, C]) into s by the tiled product
 //           (src/webgpu/gemm_loop.wgsl);
-//   walk:   one workgroup per anchor row (proxyAnchor: per proxy column): the row's loss terms
-//           and its count (the loss's denominator: ntXent's positives, the triplets with
+//   walk:   one workgroup per anchor row (walk_proxy: an invocation per proxy column): the
+//           row's loss terms and its count (the loss's denominator: ntXent's positives, the triplets with
 //           l > 0, 1 per anchor, proxyAnchor 1 in all) into stats, and in place of S the
 //           derivatives A = dL/dS (tripletMargin: W = (dL/dd) / d, 0 at d = 0). The mining is
 //           in this walk over the row of distances: no list of triplets; "all", "hard" and
@@ -16,14 +17,16 @@
 //           count) and the gradient scale upstream / count into stats[0], stats[1];
 //   grad:   G = (A + A^T) h ([B, D]; proxyAnchor A p), grad_p: proxyAnchor's A^T h, both by the
 //           tiled product into work after h;
-//   back:   one workgroup per row: g = scale G (tripletMargin: scale (r_i h_i - G_i + near), r_i the
-//           row and column sums of W), then through the normalisation:
+//   back:   one invocation per row: g = scale G (tripletMargin: scale (r_i h_i - G_i + the near
+//           pairs' terms), r_i the row and column sums of W), then through the normalisation:
 //           (g - h (h . g)) / ||f||, or g / 1e-12 where ||f|| < 1e-12, into gf (or gp).
-// ntXent's "precise" rows (1/t > 64, e.g. t = 1e-4): a float32 cosine's rounding times 1/t
+// ntXent's exact rows (1/t > 64, e.g. t = 1e-4): a float32 cosine's rounding times 1/t
 // would move a logit by more than SPEC allows, so its logits are taken again from the raw rows
 // in float pairs, (cos - m) / t rounded once (as physics_contrastive.wgsl). Near pairs of
-// tripletMargin (d^2 < 0.1 from S) have their distance taken again from the raw rows: the
-// cancellation in ||h_a||^2 + ||h_j||^2 - 2 S_aj would leave identical rows apart.
+// tripletMargin (d^2 < 0.1 from S) have h_a - h_j taken again from the raw rows in float
+// pairs (assembly/metric.ts's float64 step): the cancellation in ||h_a||^2 + ||h_j||^2 - 2 S_aj
+// would leave identical rows apart, and their gradient c (h_a - h_j) / d is formed from that
+// difference in `back` (kept apart from W, where it would cancel in float32).
 
 struct MetricParams {
   b: u32,         // rows of f
@@ -33,7 +36,7 @@ struct MetricParams {
   loss: u32,      // 0 ntXent, 1 tripletMargin, 2 multiSimilarity, 3 proxyAnchor
   mining: u32,    // 0 all, 1 hard, 2 semihard, 3 batchHard
   soft: u32,      // tripletMargin: log(1 + e^v) rather than relu(v)
-  exact: u32,     // ntXent's precise rows (see the top)
+  exact: u32,     // ntXent's exact rows (see the top)
   zero: u32,      // always 0 (src/webgpu/common.wgsl's `zero`)
   margin: f32,    // tripletMargin's and proxyAnchor's margin
   alpha: f32,     // multiSimilarity's and proxyAnchor's alpha
@@ -275,38 +278,37 @@ fn walk_ms(a: u32, t: u32) {
   }
 }
 
-// proxyAnchor, proxy k (column k of S [b, c]): x_ik = -alpha (S_ik - margin) for its rows
-// (y_i = k), alpha (S_ik + margin) for the others; pos_k = log(1 + sum e^x) over its rows (a
-// class present only), neg_k over the others; the term pos_k / |P+| + neg_k / C, and
+// proxyAnchor, proxy k (column k of S [b, c]; one invocation each, neighbours reading
+// neighbouring columns): x_ik = -alpha (S_ik - margin) for its rows (y_i = k),
+// alpha (S_ik + margin) for the others; pos_k = log(1 + sum e^x) over its rows (a class
+// present only), neg_k over the others; the term pos_k / |P+| + neg_k / C, and
 // A_ik = -alpha e^(x - mp)/sp / |P+| (its rows), alpha e^(x - mn)/sn / C (the others).
-fn walk_proxy(k: u32, t: u32) {
+@compute @workgroup_size(64)
+fn walk_proxy(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let k = gid.x;
   let b = P.b;
   let c = P.c;
-  var mpt = 0.0;
-  var mnt = 0.0;
-  var own = 0.0;
-  for (var i = t; i < b; i += WG) {
+  if (k >= c) { return; }
+  var mp = 0.0;
+  var mn = 0.0;
+  var own = false;
+  for (var i = 0u; i < b; i++) {
     let x = s[i * c + k];
     if (u32(labels[i]) == k) {
-      mpt = max(mpt, -P.alpha * (x - P.margin));
-      own += 1.0;
+      mp = max(mp, -P.alpha * (x - P.margin));
+      own = true;
     } else {
-      mnt = max(mnt, P.alpha * (x + P.margin));
+      mn = max(mn, P.alpha * (x + P.margin));
     }
   }
-  let mp = wg_max(mpt, t);
-  let mn = wg_max(mnt, t);
-  let mine = wg_sum(own, t);
-  var spt = 0.0;
-  var snt = 0.0;
-  for (var i = t; i < b; i += WG) {
+  var sp = exp(-mp);
+  var sn = exp(-mn);
+  for (var i = 0u; i < b; i++) {
     let x = s[i * c + k];
-    if (u32(labels[i]) == k) { spt += exp(-P.alpha * (x - P.margin) - mp); } else { snt += exp(P.alpha * (x + P.margin) - mn); }
+    if (u32(labels[i]) == k) { sp += exp(-P.alpha * (x - P.margin) - mp); } else { sn += exp(P.alpha * (x + P.margin) - mn); }
   }
-  let sp = wg_sum(spt, t) + exp(-mp);
-  let sn = wg_sum(snt, t) + exp(-mn);
   let cf = f32(c);
-  for (var i = t; i < b; i += WG) {
+  for (var i = 0u; i < b; i++) {
     let x = s[i * c + k];
     var g: f32;
     if (u32(labels[i]) == k) {
@@ -316,10 +318,8 @@ fn walk_proxy(k: u32, t: u32) {
     }
     s[i * c + k] = g;
   }
-  if (t == 0u) {
-    stats[walk_stat(k)] = select(0.0, lse1(mp, sp) / P.present, mine > 0.0) + lse1(mn, sn) / cf;
-    stats[walk_stat(k) + 1u] = select(0.0, 1.0, k == 0u);
-  }
+  stats[walk_stat(k)] = select(0.0, lse1(mp, sp) / P.present, own) + lse1(mn, sn) / cf;
+  stats[walk_stat(k) + 1u] = select(0.0, 1.0, k == 0u);
 }
 
 // Entry q of h_a - h_j from the raw rows in float pairs, rounded once (a near pair).
@@ -452,7 +452,7 @@ fn walk_triplet(a: u32, t: u32) {
   }
 }
 
-// One workgroup per anchor row (proxyAnchor: per proxy).
+// One workgroup per anchor row (not proxyAnchor's: walk_proxy).
 @compute @workgroup_size(256)
 fn walk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   zero = P.zero;
@@ -461,10 +461,8 @@ fn walk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     walk_ntxent(i, t);
   } else if (P.loss == 1u) {
     walk_triplet(i, t);
-  } else if (P.loss == 2u) {
-    walk_ms(i, t);
   } else {
-    walk_proxy(i, t);
+    walk_ms(i, t);
   }
 }
 
@@ -516,27 +514,26 @@ fn grad_h(r: u32, q: u32, scale: f32, rs: f32) -> f32 {
   return scale * (rs * work[r * d + q] + near) - g;
 }
 
-// One workgroup per row of f and of the proxies.
-@compute @workgroup_size(256)
-fn back(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+// One invocation per row of f and of the proxies.
+@compute @workgroup_size(64)
+fn back(@builtin(global_invocation_id) gid: vec3<u32>) {
   zero = P.zero;
-  let r = wid.x;
+  let r = gid.x;
   let b = P.b;
   let d = P.d;
+  if (r >= b + P.c) { return; }
   let scale = stats[1];
   // tripletMargin: the row and column sums of W (the far pairs).
-  var rt = 0.0;
+  var rs = 0.0;
   if (P.loss == 1u) {
-    for (var j = t; j < b; j += WG) { rt += s[r * b + j] + s[j * b + r]; }
+    for (var j = 0u; j < b; j++) { rs += s[r * b + j] + s[j * b + r]; }
   }
-  let rs = wg_sum(rt, t);
-  var dt = 0.0;
-  for (var q = t; q < d; q += WG) { dt += work[r * d + q] * grad_h(r, q, scale, rs); }
-  let dot = wg_sum(dt, t);
+  var dot = 0.0;
+  for (var q = 0u; q < d; q++) { dot += work[r * d + q] * grad_h(r, q, scale, rs); }
   let at = row_stat(r);
   let live = stats[at + 3u] > 0.0;
   let inv = stats[at + 1u] + stats[at + 2u];
-  for (var q = t; q < d; q += WG) {
+  for (var q = 0u; q < d; q++) {
     let g = grad_h(r, q, scale, rs);
     var v = g * 1e12;
     if (live) { v = (g - work[r * d + q] * dot) * inv; }
