@@ -1,6 +1,8 @@
 /**
  * The WebGPU backend against the WebAssembly one, `valueAndGrad`, every call awaited:
- * `CE`, `arcface` (N x C) and `head` (marginHead, N x D x C) on `wasm out=`, `webgpu
+ * `CE`, `arcface` (N x C), `head` (marginHead, N x D x C) and the metric staples `ntXent`,
+ * `triplet` (tripletMargin, mining "all") and `proxyAnchor` (B x D x C x K: B rows of D, C
+ * proxies, labels cycling over K classes) on `wasm out=`, `webgpu
  * resident` (inputs and `out` in GPU buffers) and `webgpu host` (host arrays), with the
  * floors `empty round trip`, `upload alone`, `readback alone`; the crossover where webgpu
  * host is as fast as wasm, beside what `init({ backend: "auto" })` decides. Bun has no
@@ -24,7 +26,12 @@ const CALLS = {
   CE: { loss: "crossEntropy", keys: ["logits"], opts: {} },
   arcface: { loss: "arcface", keys: ["cos"], opts: ARC },
   head: { loss: "marginHead", keys: ["x", "W"], opts: { kind: "arcface", ...ARC } },
+  ntXent: { loss: "ntXent", keys: ["f"], opts: {} },
+  triplet: { loss: "tripletMargin", keys: ["f"], opts: {} },
+  proxyAnchor: { loss: "proxyAnchor", keys: ["f", "proxies"], opts: {} },
 } as const;
+/** The groups of the metric staples (B x D x C x K shapes). */
+const METRIC = ["ntXent", "triplet", "proxyAnchor"];
 type Group = keyof typeof CALLS;
 type Host = { inputs: Record<string, Matrix | Int32Array>; out: Matrix[] };
 
@@ -35,6 +42,12 @@ function context(s: Shape): Ctx {
   const rand = mulberry32(s.reduce((a, b) => a + b, 7));
   const m = (data: Float32Array, cols: number): Matrix => ({ data, shape: [data.length / cols, cols] });
   const zeros = (x: Matrix) => m(new Float32Array(x.data.length).fill(0), x.shape[1]);
+  if (s.length === 4) {
+    const [b, d, c, k] = s, f = m(uniform(rand, b * d), d), proxies = m(uniform(rand, c * d), d);
+    const labels = Int32Array.from({ length: b }, (_, i) => i % k), one = { inputs: { f, labels }, out: [zeros(f)] };
+    const proxyAnchor = { inputs: { f, proxies, labels }, out: [zeros(f), zeros(proxies)] };
+    return { shape: s, host: { ntXent: one, triplet: one, proxyAnchor }, free: [] };
+  }
   if (s.length === 3) {
     const [n, d, c] = s, x = m(uniform(rand, n * d), d), W = m(uniform(rand, c * d), d);
     const head = { inputs: { x, W, labels: labelsOf(rand, n, c) }, out: [zeros(x), zeros(W)] };
@@ -164,9 +177,9 @@ await run<Ctx>(async (flags, libs) => {
     title: `webgpu against wasm, valueAndGrad, awaited [${gpu.label}]`,
     modes: ["valueAndGrad"],
     shapes: {
-      default: [[1, 8], [32, 1000], ROWS[0], [1024, 1000], ROWS[3], [256, 512, 1000]],
-      quick: [[1, 8], [1024, 1000], [256, 512, 1000]],
-      full: [...LATENCY, ...ROWS, [256, 512, 10000]],
+      default: [[1, 8], [32, 1000], ROWS[0], [1024, 1000], ROWS[3], [256, 512, 1000], [512, 128, 1000, 64]],
+      quick: [[1, 8], [1024, 1000], [256, 512, 1000], [64, 32, 100, 16]],
+      full: [...LATENCY, ...ROWS, [256, 512, 10000], [512, 128, 1000, 64], [1024, 128, 10000, 128]],
     },
     timing: {
       default: { rounds: 5, roundTime: 0.06, slowBudget: 3, skipAbove: 20 },
@@ -174,14 +187,15 @@ await run<Ctx>(async (flags, libs) => {
       full: { rounds: 7, roundTime: 0.1, slowBudget: 5, minSamples: 3 },
     },
     flags: { "--require-gpu": "exit 1 without a hardware adapter" },
-    work: (s) => s[0] * s[s.length - 1],
+    work: (s) => (s.length === 4 ? s[0] * s[0] * s[1] : s[0] * s[s.length - 1]),
     library: (lib) => library(gpu, lib),
     contenders: floors(gpu),
     context,
     dispose: (ctx) => ctx.free.forEach((f) => f()),
     reference(ctx, group) {
       const h = ctx.host[group as Group]!, { loss, keys, opts } = CALLS[group as Group];
-      return lossCall((group === "head" ? wasm : js)[loss], "valueAndGrad", h.inputs, opts, keys)() as Out;
+      const ref = group === "head" || METRIC.includes(group) ? wasm : js;
+      return lossCall(ref[loss], "valueAndGrad", h.inputs, opts, keys)() as Out;
     },
     baseline: "CE wasm out=",
     after(cells) {

@@ -150,6 +150,35 @@ describe("softmargin/tfjs on TF.js's webgpu backend", { skip }, () => {
     }
   });
 
+  it("the metric staples (src/webgpu/metric.wgsl): f and proxies as tensors, the reference's values, no map", async () => {
+    const losses = tfLosses(tf) as Any;
+    const f = randomMatrix(new Rng(41), N, D), proxies = randomMatrix(new Rng(42), C, D);
+    const device: GPUDevice = tf.backend().device;
+    for (
+      const [name, o] of [
+        ["ntXent", { temperature: 0.5 }],
+        ["tripletMargin", { mining: "semihard", margin: 0.5 }],
+        ["multiSimilarity", {}],
+        ["proxyAnchor", {}],
+      ] as const
+    ) {
+      const keys = name === "proxyAnchor" ? ["f", "proxies"] : ["f"];
+      const host: Any = name === "proxyAnchor" ? { f, proxies, labels } : { f, labels };
+      const ref = (js as Any)[name].valueAndGrad(host, o);
+      const tensors = keys.map((k) => tf.add(tf.tensor2d(host[k].data, host[k].shape), 0));
+      const fn = (...ts: Any[]) => losses[name]({ ...host, ...Object.fromEntries(keys.map((k, i) => [k, ts[i]])) }, o);
+      const c = await counted(device, () => {
+        const r = tf.valueAndGrads(fn)(tensors);
+        return device.queue.onSubmittedWorkDone().then(() => r);
+      });
+      assert.equal(c.maps, 0, `${name}: buffers mapped by the step`);
+      const { value, grads } = c.r as Any;
+      assertLossClose((await value.data())[0], ref.loss, `${name}: loss`);
+      for (const [i, k] of keys.entries()) assertGradClose(await grads[i].data(), ref.grads[k].data, `${name}: ${k}`);
+      tf.dispose([...tensors, value, grads]);
+    }
+  });
+
   it('reduction "none": one loss per row, the gradient of sum(u l) through dy per row', async () => {
     const losses = tfLosses(tf);
     const host = randomMatrix(new Rng(32), N, C, 2);

@@ -41,10 +41,7 @@ type Any = any;
 
 const skip = webgpuMissing;
 
-/**
- * Every loss of the WebGPU backend (not the metric and the transforms, nor the metric-learning
- * staples of SPEC §8, which have no shader yet: refused below).
- */
+/** Every loss of the WebGPU backend (not the metric and the transforms). */
 const specs: readonly LossSpec[] = [
   ...allSpecs.filter((s) => !s.matrixOutput && s.name !== "accuracy"),
   // (with insightface's filtering threshold too: the fused kernel's non-target transform, no host data)
@@ -67,6 +64,7 @@ const specs: readonly LossSpec[] = [
   hnmContrastiveSpec,
   clipSpec,
   siglipSpec,
+  ...metricSpecs,
 ];
 
 /** Options for drawing a problem (physicsContrastive has a rule only with a threshold). */
@@ -353,36 +351,6 @@ describe("bad combinations are named errors", { skip }, () => {
     assert.throws(() => l.sync.crossEntropy.forward(g, { reductio: "sum" } as Any), /reductio/);
     // readback: true is the usual call.
     assert.equal(typeof (await l.crossEntropy.forward(g, { readback: true })).loss, "number");
-    l.dispose();
-  });
-
-  it("the metric-learning staples (no shader: their inputs are read back) refuse readback: false by name", async () => {
-    const dev = await sharedDevice();
-    const l = await gpuLosses(dev, { auto: false, note: "test" });
-    const rng = new Rng(seedOf("gpupath metric"));
-    for (const spec of metricSpecs) {
-      const inputs = await onGpu(spec, spec.random(rng, N, C, 1, {}));
-      const loss = (l as Any)[spec.name], sync = (l.sync as Any)[spec.name];
-      const why = new RegExp(
-        `Expected a loss with a WebGPU kernel on the GPU path .*got ${spec.name}, which has no shader`,
-      );
-      const c = await count(dev, async () => {
-        await assert.rejects(
-          () => loss.valueAndGrad(inputs, { readback: false }),
-          (e) => e instanceof TypeError && why.test(e.message),
-        );
-        assert.throws(() => sync.forward(inputs), (e) => e instanceof TypeError && why.test(e.message));
-        assert.throws(() => sync.backward(inputs, {}, 1), TypeError);
-        assert.throws(() => sync.valueAndGrad(inputs, { encoder: dev.createCommandEncoder() }), TypeError);
-      });
-      assert.equal(c.maps, 0, `${spec.name}: refused before reading anything`);
-      // The readback path still takes the GPU-resident inputs, and leaves the gradients on the GPU.
-      const r = await loss.valueAndGrad(inputs);
-      assert.equal(typeof r.loss, "number");
-      assert.ok(r.grads.f.buffer, `${spec.name}: grads.f on the GPU`);
-      r.grads.f.buffer.destroy();
-      r.grads.proxies?.buffer.destroy();
-    }
     l.dispose();
   });
 

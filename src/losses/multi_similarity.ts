@@ -32,6 +32,8 @@ export type MultiSimilarityGrads = EmbeddingGrads;
  * `(1/alpha) log(1 + sum_{p != i: y_p = y_i} e^(-alpha (S_ip - base))) + (1/beta) log(1 + sum_{n: y_n != y_i} e^(beta (S_in - base)))`
  * (an empty sum contributes 0), averaged over all B anchors. `alpha` 2, `beta` 50,
  * `base` 0.5. Gradient w.r.t. f.
+ * Backends: reference, wasm, WebGPU (one pass of src/webgpu/metric.wgsl; GPU-resident
+ * inputs and the GPU path, `readback: false`, included).
  *
  * @example One positive pair, orthogonal to nothing
  * ```ts

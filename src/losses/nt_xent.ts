@@ -29,6 +29,8 @@ export type NtXentGrads = EmbeddingGrads;
  * `l_ap = -log(e^(s_ap/t) / (e^(s_ap/t) + sum_{n: y_n != y_a} e^(s_an/t)))`; the loss is
  * the mean over those pairs (0, with zero gradients, when the batch has none). SimCLR:
  * the two augmented views of each image share a label. Gradient w.r.t. f.
+ * Backends: reference, wasm, WebGPU (one pass of src/webgpu/metric.wgsl; GPU-resident
+ * inputs and the GPU path, `readback: false`, included).
  *
  * @example Two views of two images
  * ```ts

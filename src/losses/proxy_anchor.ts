@@ -41,6 +41,8 @@ export interface ProxyAnchorGrads {
  * `pos = (1/|P+|) sum_{c in P+} log(1 + sum_{i: y_i = c} e^(-alpha (cos_ic - margin)))`,
  * `neg = (1/C) sum_c log(1 + sum_{i: y_i != c} e^(alpha (cos_ic + margin)))`; the loss is
  * `pos + neg`. `margin` 0.1, `alpha` 32. Gradients w.r.t. f and the proxies.
+ * Backends: reference, wasm, WebGPU (one pass of src/webgpu/metric.wgsl; GPU-resident
+ * inputs and the GPU path, `readback: false`, included).
  *
  * @example One row on its proxy
  * ```ts

@@ -43,6 +43,8 @@ const MAX_DISTANCE_MARGIN = 4;
  * the loss is the mean over the triplets with `l > 0` (0 if none). `margin` 0.05. The
  * triplets are never listed: per anchor the negatives' distances are sorted once and each
  * positive's triplets summed from prefix sums. Gradient w.r.t. f.
+ * Backends: reference, wasm, WebGPU (one pass of src/webgpu/metric.wgsl (there the mining walks each anchor's row of distances, one invocation per positive and per negative); GPU-resident
+ * inputs and the GPU path, `readback: false`, included).
  *
  * @example One triplet
  * ```ts

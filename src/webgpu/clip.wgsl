@@ -1,7 +1,7 @@
 // clip and siglip (the `paired` family; src/webgpu/clip.ts), the math of assembly/clip.ts on
 // strips of the N x N similarities: a strip is `rows` rows of S = a b^T from row i0 (the host
 // sizes it so that it fits one binding), and each strip is one job of the same submission.
-//   sims:        S[r, j] = a_(i0 + r) . b_j by the heads' tiles (src/webgpu/gemm_tile.wgsl);
+//   sims:        S[r, j] = a_(i0 + r) . b_j by the tiled product (src/webgpu/gemm_loop.wgsl);
 //   clip_rows:   one workgroup per row: its maximum m and sum of e^(scale (S - m)) without the
 //                diagonal's term into stats (rm, rx), and S_ii into row_out[3 i];
 //   clip_cols:   one invocation per column: the running maximum and sum without the diagonal's
@@ -42,51 +42,38 @@ struct PairedParams {
 @group(0) @binding(6) var<storage, read_write> ga: array<f32>;
 @group(0) @binding(7) var<storage, read_write> gb: array<f32>;
 
-// #include "gemm_tile.wgsl"
+// #include "gemm_loop.wgsl"
 
-// Writes the 8 x 8 block of invocation t of a 64 x 64 tile at (r0, c0) of a [rows, cols]
-// matrix with row stride ld into `dst` (0: s, 1: ga, 2: gb), adding to gb unless `first`.
-fn store_tile(out: ptr<function, array<vec4<f32>, 16>>, t: u32, r0: u32, c0: u32, rows: u32, cols: u32, ld: u32, dst: u32, off: u32) {
-  for (var r = 0u; r < 8u; r++) {
-    let i = r0 + 8u * (t >> 3u) + r;
-    if (i >= rows) { continue; }
-    for (var cc = 0u; cc < 8u; cc++) {
-      let j = c0 + 8u * (t & 7u) + cc;
-      if (j >= cols) { continue; }
-      let v = (*out)[2u * r + (cc >> 2u)][cc & 3u];
-      let at = off + i * ld + j;
-      if (dst == 0u) { s[at] = v; } else if (dst == 1u) { ga[at] = v; } else if (P.first == 1u) { gb[at] = v; } else { gb[at] += v; }
-    }
+// The products (src/webgpu/gemm_loop.wgsl): 0 S = a_(i0 + r) b^T (into s), 1 ga = G b (into
+// ga from row i0), 2 gb (+)= G^T a_(i0 + r) (the first strip writes, the others add).
+fn tile_a(which: u32, i: u32, k: u32) -> f32 {
+  if (which == 0u) { return a[(P.i0 + i) * P.d + k]; }
+  if (which == 1u) { return s[i * P.n + k]; }
+  return s[k * P.n + i];
+}
+fn tile_b(which: u32, k: u32, j: u32) -> f32 {
+  if (which == 0u) { return b[j * P.d + k]; }
+  if (which == 1u) { return b[k * P.d + j]; }
+  return a[(P.i0 + k) * P.d + j];
+}
+fn tile_put(which: u32, i: u32, j: u32, v: f32) {
+  if (which == 0u) {
+    s[i * P.n + j] = v;
+  } else if (which == 1u) {
+    ga[(P.i0 + i) * P.d + j] = v;
+  } else if (P.first == 1u) {
+    gb[i * P.d + j] = v;
+  } else {
+    gb[i * P.d + j] += v;
   }
 }
 
 // Grid: (strip row tiles, column tiles).
 @compute @workgroup_size(64)
 fn sims(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  let r0 = wid.x * 64u;
-  let j0 = wid.y * 64u;
-  let n = P.n;
-  let d = P.d;
   var out: array<vec4<f32>, 16>;
-  for (var q = 0u; q < 16u; q++) { out[q] = vec4<f32>(0.0); }
-  for (var k0 = 0u; k0 < d; k0 += TK) {
-    for (var e = 0u; e < 16u; e++) {
-      let idx = t + 64u * e;
-      let kk = idx & 15u;
-      let r = idx >> 4u;
-      let k = k0 + kk;
-      var va = 0.0;
-      var vb = 0.0;
-      if (k < d && r0 + r < P.rows) { va = a[(P.i0 + r0 + r) * d + k]; }
-      if (k < d && j0 + r < n) { vb = b[(j0 + r) * d + k]; }
-      As[kk * 16u + (r >> 2u)][r & 3u] = va;
-      Bs[kk * 16u + (r >> 2u)][r & 3u] = vb;
-    }
-    workgroupBarrier();
-    block(&out, t);
-    workgroupBarrier();
-  }
-  store_tile(&out, t, r0, j0, P.rows, n, n, 0u, 0u);
+  gemm_tiles(&out, t, 0u, wid.x * 64u, P.rows, wid.y * 64u, P.n, P.d, true);
+  gemm_store(&out, t, 0u, wid.x * 64u, P.rows, wid.y * 64u, P.n);
 }
 
 // One workgroup per strip row.
@@ -211,61 +198,15 @@ fn siglip_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 // Grid: (strip row tiles, D tiles): ga[i0 + r, q] = sum_k G[r, k] b[k, q].
 @compute @workgroup_size(64)
 fn grad_a(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  let r0 = wid.x * 64u;
-  let q0 = wid.y * 64u;
-  let n = P.n;
-  let d = P.d;
   var out: array<vec4<f32>, 16>;
-  for (var q = 0u; q < 16u; q++) { out[q] = vec4<f32>(0.0); }
-  for (var k0 = 0u; k0 < n; k0 += TK) {
-    for (var e = 0u; e < 16u; e++) {
-      let idx = t + 64u * e;
-      let kk = idx & 15u;
-      let r = idx >> 4u;
-      let k = k0 + kk;
-      var va = 0.0;
-      if (k < n && r0 + r < P.rows) { va = s[(r0 + r) * n + k]; }
-      As[kk * 16u + (r >> 2u)][r & 3u] = va;
-      let c = idx & 63u;
-      let kb = k0 + (idx >> 6u);
-      var vb = 0.0;
-      if (kb < n && q0 + c < d) { vb = b[kb * d + q0 + c]; }
-      Bs[(idx >> 6u) * 16u + (c >> 2u)][c & 3u] = vb;
-    }
-    workgroupBarrier();
-    block(&out, t);
-    workgroupBarrier();
-  }
-  store_tile(&out, t, r0, q0, P.rows, d, d, 1u, P.i0 * d);
+  gemm_tiles(&out, t, 1u, wid.x * 64u, P.rows, wid.y * 64u, P.d, P.n, false);
+  gemm_store(&out, t, 1u, wid.x * 64u, P.rows, wid.y * 64u, P.d);
 }
 
 // Grid: (column tiles, D tiles): gb[j, q] (+)= sum_r G[r, j] a[i0 + r, q].
 @compute @workgroup_size(64)
 fn grad_b(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  let j0 = wid.x * 64u;
-  let q0 = wid.y * 64u;
-  let n = P.n;
-  let d = P.d;
   var out: array<vec4<f32>, 16>;
-  for (var q = 0u; q < 16u; q++) { out[q] = vec4<f32>(0.0); }
-  for (var k0 = 0u; k0 < P.rows; k0 += TK) {
-    for (var e = 0u; e < 16u; e++) {
-      let idx = t + 64u * e;
-      let kk = idx & 15u;
-      let r = idx >> 4u;
-      let k = k0 + kk;
-      var va = 0.0;
-      if (k < P.rows && j0 + r < n) { va = s[k * n + j0 + r]; }
-      As[kk * 16u + (r >> 2u)][r & 3u] = va;
-      let c = idx & 63u;
-      let kb = k0 + (idx >> 6u);
-      var vb = 0.0;
-      if (kb < P.rows && q0 + c < d) { vb = a[(P.i0 + kb) * d + q0 + c]; }
-      Bs[(idx >> 6u) * 16u + (c >> 2u)][c & 3u] = vb;
-    }
-    workgroupBarrier();
-    block(&out, t);
-    workgroupBarrier();
-  }
-  store_tile(&out, t, j0, q0, n, d, d, 2u, 0u);
+  gemm_tiles(&out, t, 2u, wid.x * 64u, P.n, wid.y * 64u, P.d, P.rows, false);
+  gemm_store(&out, t, 2u, wid.x * 64u, P.n, wid.y * 64u, P.d);
 }

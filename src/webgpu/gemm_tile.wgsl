@@ -1,5 +1,5 @@
-// The 64 x 64 output tile of the tiled GEMMs (src/webgpu/margin_head_mm.wgsl, the B x B products
-// of src/webgpu/physics_contrastive.wgsl): 64 invocations of an 8 x 8 register block each, k in
+// The 64 x 64 output tile of the tiled GEMMs (src/webgpu/margin_head_mm.wgsl; the products of
+// storage by src/webgpu/gemm_loop.wgsl): 64 invocations of an 8 x 8 register block each, k in
 // steps of TK through workgroup memory.
 
 const TK: u32 = 16u;

@@ -1,44 +1,97 @@
 /**
  * WebGPU glue of the `metric` family (`ntXent`, `tripletMargin`, `multiSimilarity`,
- * `proxyAnchor`): no shader of its own yet. GPU-resident inputs are read back, the float64
- * reference kernel (src/reference/metric.ts) computes the loss and the gradients on the
- * host, and the gradients go back to the GPU (into the caller's `out` buffers when given),
- * so the API is the same as for every other loss; host inputs run the reference directly.
- * Reading back is what the GPU path (SPEC §10: `readback: false`, `encoder`, `Losses.sync`)
- * rules out, so a recorded call is refused with a `TypeError` naming the loss.
+ * `proxyAnchor`; src/webgpu/metric.wgsl): one pass of seven dispatches (the rows normalised,
+ * the similarities by the tiled product, one workgroup per anchor row for its loss terms,
+ * the mining and the derivatives A, the loss and its denominator reduced on the GPU, the
+ * gradients by the tiled product and through the normalisation), one submission and one
+ * readback of the loss (and of host gradients). GPU-resident inputs are bound in place and
+ * their gradients stay on the GPU; with `readback: false` the loss does too (SPEC §10).
  *
  * @module
  */
-import { type Raw, then } from "../kernels/core.ts";
-import type { MetricProblem } from "../kernels/metric.ts";
-import { DeviceValues, onDevice } from "../validate.ts";
-import { metric as reference } from "../reference/metric.ts";
+import { columns, type Raw } from "../kernels/core.ts";
+import { type MetricProblem, MINING_CODES } from "../kernels/metric.ts";
+import { onDevice } from "../validate.ts";
 import { checkOut, type GpuContext } from "./context.ts";
+import { fits, gradOf, job, type Planner, solve } from "./passes.ts";
 
-/** The `metric` family on a WebGPU context (see the module). */
-export function metric(ctx: GpuContext, p: MetricProblem): Raw | Promise<Raw> {
+/** The loss codes of src/webgpu/metric.wgsl. */
+const LOSS_CODES = { ntXent: 0, tripletMargin: 1, multiSimilarity: 2, proxyAnchor: 3 } as const;
+
+/** Above this 1/t, ntXent's logits are taken in float pairs (src/webgpu/metric.wgsl). */
+const PRECISE_ABOVE = 64;
+
+/** The `metric` family on the GPU. */
+export const metric = (ctx: GpuContext, p: MetricProblem): Raw | Promise<Raw> => solve(ctx, p, planMetric);
+
+/** Plans a loss of the `metric` family (one job). */
+export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
   ctx.check();
-  if (ctx.recording) {
-    throw new TypeError(
-      `Expected a loss with a WebGPU kernel on the GPU path (options.readback false, options.encoder, losses.sync, softmargin/tfjs on TensorFlow.js's webgpu backend), got ${p.loss}, which has no shader yet (its GPU-resident inputs are read back for the float64 reference on the host): call it with readback true, or on the wasm backend`,
+  const { b, d, c } = p;
+  const proxy = p.loss === "proxyAnchor", triplet = p.loss === "tripletMargin";
+  const cols = proxy ? c : b;
+  fits(ctx, "the similarities of the batch", (triplet ? 2 : 1) * b * cols);
+  fits(ctx, "f and the proxies, twice", 2 * (b + c) * d);
+  if (b + c > ctx.maxGroups) {
+    throw new RangeError(
+      `Expected at most ${ctx.maxGroups} rows of f and the proxies on this WebGPU device, got ${b + c}`,
     );
   }
-  const resident = onDevice(p.f) || onDevice(p.proxies);
+  const resident = force || onDevice(p.f) || onDevice(p.proxies);
   checkOut("f", p.outF as { buffer?: unknown } | null, resident);
-  if (p.proxies) checkOut("proxies", p.outProxies as { buffer?: unknown } | null, resident);
-  if (!resident) return reference(p);
-  const host = (v: Float32Array | null) => (v && onDevice(v) ? ctx.readMatrix(v) : Promise.resolve(v));
-  return then(Promise.all([host(p.f), host(p.proxies)]), ([f, proxies]) => {
-    const raw = reference({ ...p, f: f as Float32Array, proxies, outF: null, outProxies: null });
-    const grads: Record<string, Float32Array> = {};
-    const back = (name: string, g: Float32Array, out: unknown, rows: number) => {
-      const to = (out as { buffer?: GPUBuffer } | null)?.buffer;
-      const buffer = to ?? ctx.buffer(g.byteLength);
-      ctx.device.queue.writeBuffer(buffer, 0, g.buffer as ArrayBuffer, g.byteOffset, g.byteLength);
-      grads[name] = new DeviceValues(buffer, [rows, p.d]) as unknown as Float32Array;
-    };
-    if (raw.grads.f) back("f", raw.grads.f, p.outF, p.b);
-    if (raw.grads.proxies) back("proxies", raw.grads.proxies, p.outProxies, p.c);
-    return { rows: raw.rows, grads };
+  if (proxy) checkOut("proxies", p.outProxies as { buffer?: unknown } | null, resident);
+  const work = bufs.scratch(2 * (b + c) * d * 4), s = bufs.scratch((triplet ? 2 : 1) * b * cols * 4);
+  const stats = bufs.temp(ctx.buffer((4 + 4 * (b + c) + 2 * cols) * 4));
+  const gf = p.grad ? bufs.output(resident, p.outF as { buffer?: GPUBuffer } | null, b * d * 4) : null;
+  const gp = p.grad && proxy ? bufs.output(resident, p.outProxies as { buffer?: GPUBuffer } | null, c * d * 4) : null;
+  const tiles = (x: number) => Math.ceil(x / 64), grad = p.grad ? 1 : 0;
+  const pass = job({
+    kernel: "metric",
+    params: {
+      b,
+      d,
+      c,
+      cols,
+      loss: LOSS_CODES[p.loss],
+      mining: MINING_CODES[p.mining],
+      soft: p.soft ? 1 : 0,
+      exact: p.loss === "ntXent" && 1 / p.temperature > PRECISE_ABOVE ? 1 : 0,
+      zero: 0,
+      margin: p.margin,
+      alpha: p.alpha,
+      beta: p.beta,
+      base: p.base,
+      upstream: p.upstream,
+      present: p.present,
+      inv_t: 1 / p.temperature,
+    },
+    layout: "rrrwwwww",
+    bindings: [bufs.input(p.f), bufs.input(p.proxies), bufs.input(p.labels), work, stats, s, gf, gp],
+    // (A dispatch of no workgroups is left out.)
+    dispatches: [
+      ["norm", tiles(b + c)],
+      ["sims", tiles(b), tiles(cols)],
+      proxy ? ["walk_proxy", tiles(c)] : ["walk", b],
+      ["reduce", 1],
+      ["grad", grad * tiles(b), tiles(d)],
+      ["grad_p", proxy ? grad * tiles(c) : 0, tiles(d)],
+      ["back", grad * tiles(b + c)],
+    ],
+    reads: [
+      [stats, 8],
+      [gf ?? stats, gf && !resident ? b * d * 4 : 0],
+      [gp ?? stats, gp && !resident ? c * d * 4 : 0],
+    ],
   });
-}
+  const grads = (hostF?: Float32Array, hostP?: Float32Array): Record<string, Float32Array> => {
+    const g: Record<string, Float32Array> = {};
+    if (gf) g.f = gradOf(resident, gf, [b, d], hostF, p.outF);
+    if (gp) g.proxies = gradOf(resident, gp, [c, d], hostP, p.outProxies);
+    return g;
+  };
+  return {
+    jobs: [pass],
+    values: resident ? grads() : {},
+    finish: ([[res, hostF, hostP]]) => ({ rows: [columns(res, 1, 2)[0]], grads: grads(hostF, hostP) }),
+  };
+};

@@ -91,7 +91,7 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
       referenceShardKernels as unknown as Kernels,
       "webgpu (sharded losses, host inputs only)",
     ) as unknown as ShardKernels),
-    // The metric family: the float64 reference on the host (GPU-resident inputs read back; src/webgpu/metric.ts).
+    // The metric family (src/webgpu/metric.ts).
     metric: (p) => metric(ctx, p),
     headShardStats: (q) => headShardStats(ctx, q),
     // linearCrossEntropy: the float64 reference on host inputs until its GPU kernels exist.

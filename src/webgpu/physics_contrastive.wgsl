@@ -1,6 +1,6 @@
 // physicsContrastive (src/webgpu/physics_contrastive.ts), three dispatches of one pass, the math of
 // src/reference/physics_contrastive.ts:
-//   gram: the dots f_i . f_j into s [B, B] by the heads' tiles (src/webgpu/gemm_tile.wgsl), and
+//   gram: the dots f_i . f_j into s [B, B] by the tiled product (src/webgpu/gemm_loop.wgsl), and
 //         the squared norms f_i . f_i into row_out[2 i + 1];
 //   rows: one workgroup per anchor i: the logits S_ij = s_ij / tau shifted by m_i, their
 //         largest value among the denominator's terms (w_ij = 1 - R_ij > 0), the row loss
@@ -35,50 +35,36 @@ struct ContrastiveParams {
 @group(0) @binding(6) var<storage, read_write> row_out: array<f32>;
 @group(0) @binding(7) var<storage, read_write> g: array<f32>;
 
-// #include "gemm_tile.wgsl"
+// #include "gemm_loop.wgsl"
 
 // Logits above this are taken in float pairs (see the top).
 const PRECISE_ABOVE: f32 = 64.0;
 
+// The products (src/webgpu/gemm_loop.wgsl): 0 the dots f f^T into s (the squared norms into
+// row_out[2 i + 1]), 1 g = (A + A^T) f.
+fn tile_a(which: u32, i: u32, k: u32) -> f32 {
+  if (which == 0u) { return f[i * P.d + k]; }
+  return s[i * P.b + k] + s[k * P.b + i];
+}
+fn tile_b(which: u32, k: u32, j: u32) -> f32 {
+  if (which == 0u) { return f[j * P.d + k]; }
+  return f[k * P.d + j];
+}
+fn tile_put(which: u32, i: u32, j: u32, v: f32) {
+  if (which == 0u) {
+    s[i * P.b + j] = v;
+    if (i == j) { row_out[2u * i + 1u] = v; }
+  } else {
+    g[i * P.d + j] = v;
+  }
+}
+
 // Grid: (row tiles, column tiles) of s.
 @compute @workgroup_size(64)
 fn gram(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  let i0 = wid.x * 64u;
-  let j0 = wid.y * 64u;
-  let b = P.b;
-  let d = P.d;
   var out: array<vec4<f32>, 16>;
-  for (var q = 0u; q < 16u; q++) { out[q] = vec4<f32>(0.0); }
-  for (var k0 = 0u; k0 < d; k0 += TK) {
-    // Entry (r, kk) of both tiles: f[i0 + r, k0 + kk] and f[j0 + r, k0 + kk] (kk fastest:
-    // neighbouring invocations read neighbouring floats).
-    for (var e = 0u; e < 16u; e++) {
-      let idx = t + 64u * e;
-      let kk = idx & 15u;
-      let r = idx >> 4u;
-      let k = k0 + kk;
-      var va = 0.0;
-      var vb = 0.0;
-      if (k < d && i0 + r < b) { va = f[(i0 + r) * d + k]; }
-      if (k < d && j0 + r < b) { vb = f[(j0 + r) * d + k]; }
-      As[kk * 16u + (r >> 2u)][r & 3u] = va;
-      Bs[kk * 16u + (r >> 2u)][r & 3u] = vb;
-    }
-    workgroupBarrier();
-    block(&out, t);
-    workgroupBarrier();
-  }
-  for (var r = 0u; r < 8u; r++) {
-    let i = i0 + 8u * (t >> 3u) + r;
-    if (i >= b) { continue; }
-    for (var c = 0u; c < 8u; c++) {
-      let j = j0 + 8u * (t & 7u) + c;
-      if (j >= b) { continue; }
-      let v = out[2u * r + (c >> 2u)][c & 3u];
-      s[i * b + j] = v;
-      if (i == j) { row_out[2u * i + 1u] = v; }
-    }
-  }
+  gemm_tiles(&out, t, 0u, wid.x * 64u, P.b, wid.y * 64u, P.b, P.d, true);
+  gemm_store(&out, t, 0u, wid.x * 64u, P.b, wid.y * 64u, P.b);
 }
 
 // The rule's similarity of anchor i's class and row j's.
@@ -184,38 +170,7 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 // Grid: (row tiles, D tiles) of g.
 @compute @workgroup_size(64)
 fn grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  let i0 = wid.x * 64u;
-  let q0 = wid.y * 64u;
-  let b = P.b;
-  let d = P.d;
   var out: array<vec4<f32>, 16>;
-  for (var q = 0u; q < 16u; q++) { out[q] = vec4<f32>(0.0); }
-  for (var k0 = 0u; k0 < b; k0 += TK) {
-    for (var e = 0u; e < 16u; e++) {
-      let idx = t + 64u * e;
-      // A: (A + A^T)[i0 + r, k0 + kk], kk fastest; B: f[k0 + kk, q0 + c], c fastest.
-      let kk = idx & 15u;
-      let r = idx >> 4u;
-      let k = k0 + kk;
-      var va = 0.0;
-      if (k < b && i0 + r < b) { va = s[(i0 + r) * b + k] + s[k * b + i0 + r]; }
-      As[kk * 16u + (r >> 2u)][r & 3u] = va;
-      let c = idx & 63u;
-      let kb = k0 + (idx >> 6u);
-      var vb = 0.0;
-      if (kb < b && q0 + c < d) { vb = f[kb * d + q0 + c]; }
-      Bs[(idx >> 6u) * 16u + (c >> 2u)][c & 3u] = vb;
-    }
-    workgroupBarrier();
-    block(&out, t);
-    workgroupBarrier();
-  }
-  for (var r = 0u; r < 8u; r++) {
-    let i = i0 + 8u * (t >> 3u) + r;
-    if (i >= b) { continue; }
-    for (var c = 0u; c < 8u; c++) {
-      let q = q0 + 8u * (t & 7u) + c;
-      if (q < d) { g[i * d + q] = out[2u * r + (c >> 2u)][c & 3u]; }
-    }
-  }
+  gemm_tiles(&out, t, 1u, wid.x * 64u, P.b, wid.y * 64u, P.d, P.b, false);
+  gemm_store(&out, t, 1u, wid.x * 64u, P.b, wid.y * 64u, P.d);
 }

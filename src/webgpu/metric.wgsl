@@ -1,0 +1,542 @@
+// The `metric` family (ntXent, tripletMargin, multiSimilarity, proxyAnchor; src/webgpu/metric.ts),
+// the math of src/reference/metric.ts and assembly/metric.ts in one pass of seven dispatches
+// (proxyAnchor walks with walk_proxy):
+//   norm:   one invocation per row of f and of the proxies: its norm in float pairs, the
+//           normalised row h = f / max(||f||, 1e-12) into work (the proxies' after f's), and
+//           per row [||h||^2, 1 / max(||f||, 1e-12) as a pair, ||f|| >= 1e-12] into stats;
+//   sims:   S = h h^T ([B, B]; proxyAnchor h p^T, [B, C]) into s by the tiled product
+//           (src/webgpu/gemm_loop.wgsl);
+//   walk:   one workgroup per anchor row (walk_proxy: an invocation per proxy column): the
+//           row's loss terms and its count (the loss's denominator: ntXent's positives, the triplets with
+//           l > 0, 1 per anchor, proxyAnchor 1 in all) into stats, and in place of S the
+//           derivatives A = dL/dS (tripletMargin: W = (dL/dd) / d, 0 at d = 0). The mining is
+//           in this walk over the row of distances: no list of triplets; "all", "hard" and
+//           "semihard" sum per anchor-positive pair over the negatives (an invocation per
+//           positive), the negatives' shares likewise (an invocation per negative);
+//   reduce: one workgroup: the sums of the rows' terms and counts, the loss (0 without a
+//           count) and the gradient scale upstream / count into stats[0], stats[1];
+//   grad:   G = (A + A^T) h ([B, D]; proxyAnchor A p), grad_p: proxyAnchor's A^T h, both by the
+//           tiled product into work after h;
+//   back:   one invocation per row: g = scale G (tripletMargin: scale (r_i h_i - G_i + the near
+//           pairs' terms), r_i the row and column sums of W), then through the normalisation:
+//           (g - h (h . g)) / ||f||, or g / 1e-12 where ||f|| < 1e-12, into gf (or gp).
+// ntXent's exact rows (1/t > 64, e.g. t = 1e-4): a float32 cosine's rounding times 1/t
+// would move a logit by more than SPEC allows, so its logits are taken again from the raw rows
+// in float pairs, (cos - m) / t rounded once (as physics_contrastive.wgsl). Near pairs of
+// tripletMargin (d^2 < 0.1 from S) have h_a - h_j taken again from the raw rows in float
+// pairs (assembly/metric.ts's float64 step): the cancellation in ||h_a||^2 + ||h_j||^2 - 2 S_aj
+// would leave identical rows apart, and their gradient c (h_a - h_j) / d is formed from that
+// difference in `back` (kept apart from W, where it would cancel in float32).
+
+struct MetricParams {
+  b: u32,         // rows of f
+  d: u32,         // embedding width
+  c: u32,         // rows of the proxies (0 without)
+  cols: u32,      // columns of S: b, or c (proxyAnchor)
+  loss: u32,      // 0 ntXent, 1 tripletMargin, 2 multiSimilarity, 3 proxyAnchor
+  mining: u32,    // 0 all, 1 hard, 2 semihard, 3 batchHard
+  soft: u32,      // tripletMargin: log(1 + e^v) rather than relu(v)
+  exact: u32,     // ntXent's exact rows (see the top)
+  zero: u32,      // always 0 (src/webgpu/common.wgsl's `zero`)
+  margin: f32,    // tripletMargin's and proxyAnchor's margin
+  alpha: f32,     // multiSimilarity's and proxyAnchor's alpha
+  beta: f32,      // multiSimilarity's beta
+  base: f32,      // multiSimilarity's base
+  upstream: f32,  // the upstream gradient
+  present: f32,   // proxyAnchor's |P+|
+  inv_t: vec2<f32>,  // ntXent's 1 / temperature as a pair
+}
+@group(0) @binding(0) var<uniform> P: MetricParams;
+
+@group(0) @binding(1) var<storage, read> f: array<f32>;
+@group(0) @binding(2) var<storage, read> proxies: array<f32>;
+@group(0) @binding(3) var<storage, read> labels: array<i32>;
+// h [(b + c), d], then G [(b + c), d].
+@group(0) @binding(4) var<storage, read_write> work: array<f32>;
+// [loss, scale, 0, 0], per row of f and proxies [||h||^2, inv hi, inv lo, live], per walked row [sum, count].
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;
+// S [b, cols] (then A or W); tripletMargin: dL/dd [b, b] after it.
+@group(0) @binding(6) var<storage, read_write> s: array<f32>;
+@group(0) @binding(7) var<storage, read_write> gf: array<f32>;
+@group(0) @binding(8) var<storage, read_write> gp: array<f32>;
+
+// #include "gemm_loop.wgsl"
+
+// Below this squared distance (from S) a pair is near (see the top).
+const NEAR: f32 = 0.1;
+
+// Where row r's statistics and walked row i's sums are in stats.
+fn row_stat(r: u32) -> u32 { return 4u + 4u * r; }
+fn walk_stat(i: u32) -> u32 { return 4u + 4u * (P.b + P.c) + 2u * i; }
+
+// Entry q of row r of [f; proxies].
+fn raw(r: u32, q: u32) -> f32 {
+  if (r < P.b) { return f[r * P.d + q]; }
+  return proxies[(r - P.b) * P.d + q];
+}
+
+// 1 / max(||row r||, 1e-12) as a pair.
+fn inv_norm(r: u32) -> vec2<f32> { return vec2<f32>(stats[row_stat(r) + 1u], stats[row_stat(r) + 2u]); }
+
+// log(1 + e^x) and 1 / (1 + e^-x) without overflow.
+fn softplus_(x: f32) -> f32 {
+  if (x > 0.0) { return x + log1p_(exp(-x)); }
+  return log1p_(exp(x));
+}
+fn sigmoid_(x: f32) -> f32 {
+  if (x >= 0.0) { return 1.0 / (1.0 + exp(-x)); }
+  let e = exp(x);
+  return e / (1.0 + e);
+}
+
+// One invocation per row of f and of the proxies.
+@compute @workgroup_size(64)
+fn norm(@builtin(global_invocation_id) gid: vec3<u32>) {
+  zero = P.zero;
+  let r = gid.x;
+  if (r >= P.b + P.c) { return; }
+  let d = P.d;
+  var acc = vec2<f32>(0.0);
+  for (var q = 0u; q < d; q++) {
+    let x = raw(r, q);
+    acc = dot_acc(acc, x, x);
+  }
+  let n = df_sqrt(two_sum(acc.x, acc.y));
+  let inv = df_div(df(1.0), df_max(n, df(1e-12)));
+  var sq = 0.0;
+  for (var q = 0u; q < d; q++) {
+    let x = raw(r, q);
+    let h = x * inv.x + x * inv.y;
+    work[r * d + q] = h;
+    sq += h * h;
+  }
+  let at = row_stat(r);
+  stats[at] = sq;
+  stats[at + 1u] = inv.x;
+  stats[at + 2u] = inv.y;
+  stats[at + 3u] = select(0.0, 1.0, n.x >= 1e-12);
+}
+
+// The products (src/webgpu/gemm_loop.wgsl): 0 S = h h^T or h p^T; 1 G = (A + A^T) h;
+// 2 G = A p (proxyAnchor); 3 G_p = A^T h (proxyAnchor). The gradient products run over
+// their depth in chunks from k_off (see grad_tiles).
+var<private> k_off: u32;
+fn tile_a(which: u32, i: u32, k: u32) -> f32 {
+  if (which == 0u) { return work[i * P.d + k]; }
+  let kk = k + k_off;
+  if (which == 1u) { return s[i * P.b + kk] + s[kk * P.b + i]; }
+  if (which == 2u) { return s[i * P.c + kk]; }
+  return s[kk * P.c + i];
+}
+fn tile_b(which: u32, k: u32, j: u32) -> f32 {
+  if (which == 0u) { return work[(select(0u, P.b, P.loss == 3u) + j) * P.d + k]; }
+  if (which == 2u) { return work[(P.b + k + k_off) * P.d + j]; }
+  return work[(k + k_off) * P.d + j];
+}
+fn tile_put(which: u32, i: u32, j: u32, v: f32) {
+  if (which == 0u) {
+    s[i * P.cols + j] = v;
+  } else {
+    work[(P.b + P.c + select(0u, P.b, which == 3u) + i) * P.d + j] = v;
+  }
+}
+
+// The depth of one float32 block of a gradient product: the blocks add up in float pairs
+// (proxyAnchor's products run over up to 1e5 proxies, where one float32 sum would lose
+// about depth * 6e-8 of its size).
+const CHUNK: u32 = 128u;
+
+// The tile at (r0, c0) of gradient product `which` over `depth`, in blocks of CHUNK.
+fn grad_tiles(t: u32, which: u32, r0: u32, rows: u32, c0: u32, cols: u32, depth: u32) {
+  var out: array<vec4<f32>, 16>;
+  var hi: array<vec4<f32>, 16>;
+  var lo: array<vec4<f32>, 16>;
+  for (var q = 0u; q < 16u; q++) {
+    hi[q] = vec4<f32>(0.0);
+    lo[q] = vec4<f32>(0.0);
+  }
+  for (var k = 0u; k < depth; k += CHUNK) {
+    k_off = k;
+    gemm_tiles(&out, t, which, r0, rows, c0, cols, min(CHUNK, depth - k), false);
+    // hi + out = sum + err exactly (two-sum, elementwise; opq4 keeps it from being simplified).
+    for (var q = 0u; q < 16u; q++) {
+      let sum = opq4(hi[q] + out[q]);
+      let bv = opq4(sum - hi[q]);
+      lo[q] += (hi[q] - (sum - bv)) + (out[q] - bv);
+      hi[q] = sum;
+    }
+  }
+  for (var q = 0u; q < 16u; q++) { out[q] = hi[q] + lo[q]; }
+  gemm_store(&out, t, which, r0, rows, c0, cols);
+}
+
+// Grid: (row tiles, column tiles) of S.
+@compute @workgroup_size(64)
+fn sims(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  var out: array<vec4<f32>, 16>;
+  gemm_tiles(&out, t, 0u, wid.x * 64u, P.b, wid.y * 64u, P.cols, P.d, true);
+  gemm_store(&out, t, 0u, wid.x * 64u, P.b, wid.y * 64u, P.cols);
+}
+
+// ntXent's (cos_aj - m) / t from the raw rows in float pairs, rounded once.
+fn precise_logit(a: u32, j: u32, m: f32) -> f32 {
+  let d = P.d;
+  var acc = vec2<f32>(0.0);
+  for (var q = 0u; q < d; q++) { acc = dot_acc(acc, f[a * d + q], f[j * d + q]); }
+  let cosine = df_mul(df_mul(two_sum(acc.x, acc.y), inv_norm(a)), inv_norm(j));
+  let v = df_mul(df_add(cosine, df(-m)), P.inv_t);
+  return v.x + v.y;
+}
+
+// ntXent, anchor a: with L the log-sum-exp of its negatives' logits, each positive p adds
+// softplus(L - x_p); A_ap = -sigmoid(L - x_p) / t, A_an = (sum_p sigmoid(.)) e^(x_n - L) / t.
+fn walk_ntxent(a: u32, t: u32) {
+  let b = P.b;
+  let base = a * b;
+  let ya = labels[a];
+  var mt = NEG;
+  var np = 0.0;
+  for (var j = t; j < b; j += WG) {
+    if (labels[j] != ya) { mt = max(mt, s[base + j]); } else if (j != a) { np += 1.0; }
+  }
+  let m = wg_max(mt, t);
+  let npos = wg_sum(np, t);
+  var st = 0.0;
+  for (var j = t; j < b; j += WG) {
+    var x = (s[base + j] - m) * P.inv_t.x;
+    if (P.exact == 1u) { x = precise_logit(a, j, m); }
+    s[base + j] = x;
+    if (labels[j] != ya) { st += exp(x); }
+  }
+  let sum = wg_sum(st, t);
+  // No negative: every l_ap is log 1 = 0, and so is the row of A.
+  let has_neg = sum > 0.0;
+  let lse = log_(select(1.0, sum, has_neg));
+  var lt = 0.0;
+  var sh = 0.0;
+  for (var j = t; j < b; j += WG) {
+    if (j != a && labels[j] == ya) {
+      let z = lse - s[base + j];
+      var g = 0.0;
+      if (has_neg) {
+        lt += softplus_(z);
+        g = sigmoid_(z);
+      }
+      sh += g;
+      s[base + j] = -g * P.inv_t.x;
+    }
+  }
+  let loss = wg_sum(lt, t);
+  let shares = wg_sum(sh, t);
+  for (var j = t; j < b; j += WG) {
+    if (labels[j] != ya) {
+      s[base + j] = shares * exp(s[base + j] - lse) * P.inv_t.x;
+    } else if (j == a) {
+      s[base + j] = 0.0;
+    }
+  }
+  if (t == 0u) {
+    stats[walk_stat(a)] = loss;
+    stats[walk_stat(a) + 1u] = npos;
+  }
+}
+
+// log(1 + sum_j e^(x_j)) from m >= max(0, x_j) and s = e^-m + sum_j e^(x_j - m).
+fn lse1(m: f32, s_: f32) -> f32 { return m + log_(s_); }
+
+// multiSimilarity, anchor a: (1/alpha) log(1 + sum_p e^(-alpha (S_ap - base)))
+// + (1/beta) log(1 + sum_n e^(beta (S_an - base))); A_ap = -e^(.) / (1 + sum), A_an = e^(.) / (1 + sum).
+fn walk_ms(a: u32, t: u32) {
+  let b = P.b;
+  let base = a * b;
+  let ya = labels[a];
+  var mpt = 0.0;
+  var mnt = 0.0;
+  for (var j = t; j < b; j += WG) {
+    let x = s[base + j];
+    if (labels[j] != ya) { mnt = max(mnt, P.beta * (x - P.base)); } else if (j != a) { mpt = max(mpt, -P.alpha * (x - P.base)); }
+  }
+  let mp = wg_max(mpt, t);
+  let mn = wg_max(mnt, t);
+  var spt = 0.0;
+  var snt = 0.0;
+  for (var j = t; j < b; j += WG) {
+    let x = s[base + j];
+    if (labels[j] != ya) { snt += exp(P.beta * (x - P.base) - mn); } else if (j != a) { spt += exp(-P.alpha * (x - P.base) - mp); }
+  }
+  let sp = wg_sum(spt, t) + exp(-mp);
+  let sn = wg_sum(snt, t) + exp(-mn);
+  for (var j = t; j < b; j += WG) {
+    let x = s[base + j];
+    var g = 0.0;
+    if (labels[j] != ya) { g = exp(P.beta * (x - P.base) - mn) / sn; } else if (j != a) { g = -exp(-P.alpha * (x - P.base) - mp) / sp; }
+    s[base + j] = g;
+  }
+  if (t == 0u) {
+    stats[walk_stat(a)] = lse1(mp, sp) / P.alpha + lse1(mn, sn) / P.beta;
+    stats[walk_stat(a) + 1u] = 1.0;
+  }
+}
+
+// proxyAnchor, proxy k (column k of S [b, c]; one invocation each, neighbours reading
+// neighbouring columns): x_ik = -alpha (S_ik - margin) for its rows (y_i = k),
+// alpha (S_ik + margin) for the others; pos_k = log(1 + sum e^x) over its rows (a class
+// present only), neg_k over the others; the term pos_k / |P+| + neg_k / C, and
+// A_ik = -alpha e^(x - mp)/sp / |P+| (its rows), alpha e^(x - mn)/sn / C (the others).
+@compute @workgroup_size(64)
+fn walk_proxy(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let k = gid.x;
+  let b = P.b;
+  let c = P.c;
+  if (k >= c) { return; }
+  var mp = 0.0;
+  var mn = 0.0;
+  var own = false;
+  for (var i = 0u; i < b; i++) {
+    let x = s[i * c + k];
+    if (u32(labels[i]) == k) {
+      mp = max(mp, -P.alpha * (x - P.margin));
+      own = true;
+    } else {
+      mn = max(mn, P.alpha * (x + P.margin));
+    }
+  }
+  var sp = exp(-mp);
+  var sn = exp(-mn);
+  for (var i = 0u; i < b; i++) {
+    let x = s[i * c + k];
+    if (u32(labels[i]) == k) { sp += exp(-P.alpha * (x - P.margin) - mp); } else { sn += exp(P.alpha * (x + P.margin) - mn); }
+  }
+  let cf = f32(c);
+  for (var i = 0u; i < b; i++) {
+    let x = s[i * c + k];
+    var g: f32;
+    if (u32(labels[i]) == k) {
+      g = -P.alpha * exp(-P.alpha * (x - P.margin) - mp) / sp / P.present;
+    } else {
+      g = P.alpha * exp(P.alpha * (x + P.margin) - mn) / sn / cf;
+    }
+    s[i * c + k] = g;
+  }
+  stats[walk_stat(k)] = select(0.0, lse1(mp, sp) / P.present, own) + lse1(mn, sn) / cf;
+  stats[walk_stat(k) + 1u] = select(0.0, 1.0, k == 0u);
+}
+
+// Entry q of h_a - h_j from the raw rows in float pairs, rounded once (a near pair).
+fn near_diff(a: u32, j: u32, q: u32) -> f32 {
+  let d = P.d;
+  let x = df_add(df_mul(df(f[a * d + q]), inv_norm(a)), -df_mul(df(f[j * d + q]), inv_norm(j)));
+  return x.x + x.y;
+}
+
+// ||h_a - h_j||^2 from the raw rows (a near pair).
+fn near_sq(a: u32, j: u32) -> f32 {
+  var sq = 0.0;
+  for (var q = 0u; q < P.d; q++) {
+    let x = near_diff(a, j, q);
+    sq += x * x;
+  }
+  return sq;
+}
+
+// Whether tripletMargin's mining keeps the triplet of distances dp (positive), dn (negative).
+fn mined(dp: f32, dn: f32) -> bool {
+  let gap = dn - dp;
+  if (P.mining == 1u) { return gap <= 0.0; }
+  if (P.mining == 2u) { return gap > 0.0 && gap <= P.margin; }
+  return true;
+}
+
+// A triplet's loss l (relu or softplus of v) and dl/dv.
+fn triplet(v: f32) -> vec2<f32> {
+  if (P.soft == 1u) { return vec2<f32>(softplus_(v), sigmoid_(v)); }
+  return vec2<f32>(max(v, 0.0), 1.0);
+}
+
+// tripletMargin, anchor a: the distances d_aj in place of S, the mined triplets' loss and
+// count, c_aj = dL/dd_aj (positives +, negatives -) after S, then W_aj = c_aj / d_aj in place.
+fn walk_triplet(a: u32, t: u32) {
+  let b = P.b;
+  let base = a * b;
+  let coef = b * b + base;
+  let ya = labels[a];
+  let na = stats[row_stat(a)];
+  for (var j = t; j < b; j += WG) {
+    // (A near pair's distance is kept negated, to be told apart below.)
+    var d2 = na + stats[row_stat(j)] - 2.0 * s[base + j];
+    var sign = 1.0;
+    if (d2 < NEAR) {
+      d2 = near_sq(a, j);
+      sign = -1.0;
+    }
+    s[base + j] = sign * sqrt(max(d2, 0.0));
+    s[coef + j] = 0.0;
+  }
+  storageBarrier();
+  workgroupBarrier();
+  var lt = 0.0;
+  var ct = 0.0;
+  if (P.mining == 3u) {
+    // The farthest positive and the nearest negative, ties to the smaller index.
+    var fp = -1.0;
+    var nn = 3.4e38;
+    for (var j = t; j < b; j += WG) {
+      let dj = abs(s[base + j]);
+      if (labels[j] != ya) { nn = min(nn, dj); } else if (j != a) { fp = max(fp, dj); }
+    }
+    let far = wg_max(fp, t);
+    let closest = -wg_max(-nn, t);
+    var ip = 0xffffffffu;
+    var ineg = 0xffffffffu;
+    for (var j = t; j < b; j += WG) {
+      let dj = abs(s[base + j]);
+      if (labels[j] != ya) { if (dj == closest) { ineg = min(ineg, j); } } else if (j != a && dj == far) { ip = min(ip, j); }
+    }
+    let p = wg_min_u32(ip, t);
+    let n = wg_min_u32(ineg, t);
+    if (t == 0u && p != 0xffffffffu && n != 0xffffffffu) {
+      let l = triplet(abs(s[base + p]) - abs(s[base + n]) + P.margin);
+      if (l.x > 0.0) {
+        lt = l.x;
+        ct = 1.0;
+        s[coef + p] = l.y;
+        s[coef + n] = -l.y;
+      }
+    }
+  } else {
+    // Per positive q (an invocation each): its triplets' sum and count, and c_aq; per negative
+    // n: c_an, minus the shares of the triplets it is in.
+    for (var j = t; j < b; j += WG) {
+      let yj = labels[j];
+      if (j == a) { continue; }
+      let dj = abs(s[base + j]);
+      var g = 0.0;
+      if (yj == ya) {
+        for (var n = 0u; n < b; n++) {
+          if (labels[n] == ya) { continue; }
+          let dn = abs(s[base + n]);
+          if (!mined(dj, dn)) { continue; }
+          let l = triplet(dj - dn + P.margin);
+          if (l.x > 0.0) {
+            lt += l.x;
+            ct += 1.0;
+            g += l.y;
+          }
+        }
+      } else {
+        for (var q = 0u; q < b; q++) {
+          if (q == a || labels[q] != ya) { continue; }
+          let dq = abs(s[base + q]);
+          if (!mined(dq, dj)) { continue; }
+          let l = triplet(dq - dj + P.margin);
+          if (l.x > 0.0) { g -= l.y; }
+        }
+      }
+      s[coef + j] = g;
+    }
+  }
+  let loss = wg_sum(lt, t);
+  let count = wg_sum(ct, t);
+  storageBarrier();
+  workgroupBarrier();
+  // W_aj = c_aj / d_aj in place of the distance (far pairs) or of c_aj (near pairs).
+  for (var j = t; j < b; j += WG) {
+    let x = s[base + j];
+    let w = select(0.0, s[coef + j] / abs(x), x != 0.0);
+    s[base + j] = select(w, 0.0, x < 0.0);
+    s[coef + j] = select(0.0, w, x < 0.0);
+  }
+  if (t == 0u) {
+    stats[walk_stat(a)] = loss;
+    stats[walk_stat(a) + 1u] = count;
+  }
+}
+
+// One workgroup per anchor row (not proxyAnchor's: walk_proxy).
+@compute @workgroup_size(256)
+fn walk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
+  let i = wid.x;
+  if (P.loss == 0u) {
+    walk_ntxent(i, t);
+  } else if (P.loss == 1u) {
+    walk_triplet(i, t);
+  } else {
+    walk_ms(i, t);
+  }
+}
+
+// One workgroup: the loss and the gradient scale.
+@compute @workgroup_size(256)
+fn reduce(@builtin(local_invocation_index) t: u32) {
+  let rows = select(P.b, P.c, P.loss == 3u);
+  var lt = 0.0;
+  var ct = 0.0;
+  for (var i = t; i < rows; i += WG) {
+    lt += stats[walk_stat(i)];
+    ct += stats[walk_stat(i) + 1u];
+  }
+  let loss = wg_sum(lt, t);
+  let count = wg_sum(ct, t);
+  if (t == 0u) {
+    stats[0] = select(0.0, loss / count, count > 0.0);
+    stats[1] = select(0.0, P.upstream / count, count > 0.0);
+  }
+}
+
+// Grid: (row tiles, D tiles) of G.
+@compute @workgroup_size(64)
+fn grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
+  let proxy = P.loss == 3u;
+  grad_tiles(t, select(1u, 2u, proxy), wid.x * 64u, P.b, wid.y * 64u, P.d, select(P.b, P.c, proxy));
+}
+
+// Grid: (proxy tiles, D tiles) of proxyAnchor's G_p.
+@compute @workgroup_size(64)
+fn grad_p(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
+  grad_tiles(t, 3u, wid.x * 64u, P.c, wid.y * 64u, P.d, P.b);
+}
+
+// Row r's gradient w.r.t. h, entry q: scale G (tripletMargin: scale (rs h - G), and the near pairs).
+fn grad_h(r: u32, q: u32, scale: f32, rs: f32) -> f32 {
+  let d = P.d;
+  let g = scale * work[(P.b + P.c + r) * d + q];
+  if (P.loss != 1u) { return g; }
+  // The near pairs' c (h_r - h_j) / d from the raw rows (see the top).
+  let b = P.b;
+  var near = 0.0;
+  for (var j = 0u; j < b; j++) {
+    let w = s[b * b + r * b + j] + s[b * b + j * b + r];
+    if (w != 0.0) { near += w * near_diff(r, j, q); }
+  }
+  return scale * (rs * work[r * d + q] + near) - g;
+}
+
+// One invocation per row of f and of the proxies.
+@compute @workgroup_size(64)
+fn back(@builtin(global_invocation_id) gid: vec3<u32>) {
+  zero = P.zero;
+  let r = gid.x;
+  let b = P.b;
+  let d = P.d;
+  if (r >= b + P.c) { return; }
+  let scale = stats[1];
+  // tripletMargin: the row and column sums of W (the far pairs).
+  var rs = 0.0;
+  if (P.loss == 1u) {
+    for (var j = 0u; j < b; j++) { rs += s[r * b + j] + s[j * b + r]; }
+  }
+  var dot = 0.0;
+  for (var q = 0u; q < d; q++) { dot += work[r * d + q] * grad_h(r, q, scale, rs); }
+  let at = row_stat(r);
+  let live = stats[at + 3u] > 0.0;
+  let inv = stats[at + 1u] + stats[at + 2u];
+  for (var q = 0u; q < d; q++) {
+    let g = grad_h(r, q, scale, rs);
+    var v = g * 1e12;
+    if (live) { v = (g - work[r * d + q] * dot) * inv; }
+    if (r < b) { gf[r * d + q] = v; } else { gp[(r - b) * d + q] = v; }
+  }
+}
