@@ -146,6 +146,8 @@ describe(NAME, () => {
     for (const b of backends) {
       describe(b.name, () => {
         const skip = missing(NAME, [b]);
+        // (Logits beyond |256|: the WebGPU kernel's float32 dot products, docs/LOSSES.md; the CPU's are float64.)
+        const float32 = b.name === "webgpu" ? "float32 dot products on WebGPU (logits within |256|)" : false;
         it("= crossEntropy of the materialised logits, every option (loss, z, gradients by the chain rule)", {
           skip,
         }, async () => {
@@ -261,7 +263,7 @@ describe(NAME, () => {
         it(
           "logits near 1e4 nearly tied (and a bias of 1e3): the loss as the reference's (float64 dot products on wasm)",
           {
-            skip,
+            skip: skip || float32,
           },
           async () => {
             const rng = new Rng(21);
@@ -287,7 +289,7 @@ describe(NAME, () => {
         );
 
         it("logits of |1e3| with a softcap above them and a z-loss: as the reference (the cap on relative values)", {
-          skip,
+          skip: skip || float32,
         }, async () => {
           // Every row of W near one row (logits of about -1300 and 300 within 1 of each other): the
           // z-loss gradient 2 k lse p needs p to 1e-5, which float32 logits of 1e3 do not give.

@@ -114,7 +114,7 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
     for (let j0 = 0; j0 < c; j0 += chunk) {
       const cols = Math.min(chunk, c - j0), last = j0 + cols >= c;
       const params = { ...base, j0, cols, first: j0 === 0 ? 1 : 0, wseen };
-      if (p.weight) for (let j = j0; j < j0 + cols; j++) wseen += p.weight[j];
+      if (p.weight) { for (let j = j0; j < j0 + cols; j++) wseen += p.weight[j]; }
       else wseen += cols;
       const dots: Dispatch = ["dots", tiles(n), tiles(cols)];
       jobs.push(job({
@@ -148,7 +148,9 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
   if (gathers.length > 0) {
     jobs[0].before = (enc) => {
       for (const [from, to, width] of gathers) {
-        for (const [k, r, len] of runs(p.rows!)) enc.copyBufferToBuffer(from, k * width * 4, to, r * width * 4, len * width * 4);
+        for (const [k, r, len] of runs(p.rows!)) {
+          enc.copyBufferToBuffer(from, k * width * 4, to, r * width * 4, len * width * 4);
+        }
       }
     };
   }
