@@ -1,6 +1,7 @@
 /**
  * The WebGPU backend against the WebAssembly one, `valueAndGrad`, every call awaited:
- * `CE`, `arcface` (N x C) and `head` (marginHead, N x D x C) on `wasm out=`, `webgpu
+ * `CE`, `arcface` (N x C), `head` (marginHead) and `lce` (linearCrossEntropy with a softcap and a
+ * z-loss; both N x D x C) on `wasm out=`, `webgpu
  * resident` (inputs and `out` in GPU buffers) and `webgpu host` (host arrays), with the
  * floors `empty round trip`, `upload alone`, `readback alone`; the crossover where webgpu
  * host is as fast as wasm, beside what `init({ backend: "auto" })` decides. Bun has no
@@ -24,6 +25,7 @@ const CALLS = {
   CE: { loss: "crossEntropy", keys: ["logits"], opts: {} },
   arcface: { loss: "arcface", keys: ["cos"], opts: ARC },
   head: { loss: "marginHead", keys: ["x", "W"], opts: { kind: "arcface", ...ARC } },
+  lce: { loss: "linearCrossEntropy", keys: ["x", "W"], opts: { softcap: 30, zLoss: 1e-4 } },
 } as const;
 type Group = keyof typeof CALLS;
 type Host = { inputs: Record<string, Matrix | Int32Array>; out: Matrix[] };
@@ -38,7 +40,7 @@ function context(s: Shape): Ctx {
   if (s.length === 3) {
     const [n, d, c] = s, x = m(uniform(rand, n * d), d), W = m(uniform(rand, c * d), d);
     const head = { inputs: { x, W, labels: labelsOf(rand, n, c) }, out: [zeros(x), zeros(W)] };
-    return { shape: s, host: { head }, free: [] };
+    return { shape: s, host: { head, lce: head }, free: [] };
   }
   const [n, c] = s, labels = labelsOf(rand, n, c), logits = m(uniform(rand, n * c, 3), c);
   const cos = m(uniform(rand, n * c), c);
@@ -181,7 +183,13 @@ await run<Ctx>(async (flags, libs) => {
     dispose: (ctx) => ctx.free.forEach((f) => f()),
     reference(ctx, group) {
       const h = ctx.host[group as Group]!, { loss, keys, opts } = CALLS[group as Group];
-      return lossCall((group === "head" ? wasm : js)[loss], "valueAndGrad", h.inputs, opts, keys)() as Out;
+      return lossCall(
+        (group === "head" || group === "lce" ? wasm : js)[loss],
+        "valueAndGrad",
+        h.inputs,
+        opts,
+        keys,
+      )() as Out;
     },
     baseline: "CE wasm out=",
     after(cells) {

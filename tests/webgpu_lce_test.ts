@@ -124,6 +124,26 @@ describe("linearCrossEntropy on WebGPU: classes, all-ignored batches, errors", {
     l.dispose();
   });
 
+  it("writes the caller's GPU out buffers in place (x and W)", async () => {
+    const dev = await sharedDevice();
+    const l = (await init({ backend: "webgpu", device: dev })) as Any;
+    const rng = new Rng(45);
+    const p: Any = { x: randomMatrix(rng, 4, 5), W: randomMatrix(rng, 130, 5), labels: [3, 129, 0, -100] };
+    const o = { labelSmoothing: 0.1, zLoss: 0.01 };
+    const want = await l.linearCrossEntropy.valueAndGrad(p, o);
+    const out = {
+      x: await upload({ data: new Float32Array(20).fill(7), shape: [4, 5] }),
+      W: await upload({ data: new Float32Array(650).fill(7), shape: [130, 5] }),
+    };
+    const g = { ...p, x: await upload(p.x), W: await upload(p.W) };
+    const r = await l.linearCrossEntropy.valueAndGrad(g, { ...o, out });
+    assert.equal(r.grads.x, out.x);
+    assert.equal(r.grads.W, out.W);
+    assertGradClose({ data: await download(out.x), shape: [4, 5] }, want.grads.x.data, "out.x");
+    assertGradClose({ data: await download(out.W), shape: [130, 5] }, want.grads.W.data, "out.W");
+    l.dispose();
+  });
+
   it("every row ignored, readback: false: loss, z and accuracy 0 on the GPU, zero gradients, no map", async () => {
     const dev = await sharedDevice();
     const l = await gpuLosses(dev, { auto: false, note: "test" }) as Any;
