@@ -16,11 +16,13 @@ struct LinearCeParams {
   zloss: f32,      // the z-loss coefficient k
   wall: f32,       // the sum of the class weights (c without weights)
   wseen: f32,      // the sum of the class weights of the classes before j0
+  bound: f32,      // dots: a tile's dot products are precise where max ||x_i|| max ||W_j|| + max |b_j| > bound
 }
 @group(0) @binding(0) var<uniform> P: LinearCeParams;
 
-// st [N, LCE_RS] per row: 0 M (running max of the capped logits), 1 S (sum of e^(z_j - M) over
-// the non-label classes), 2 B (sum_j w_j (M - z_j), with smoothing), 3 the largest non-label
-// logit, 4 the label's logit z_y; after `finish`: 5 lse, 6 the row's loss, 7 its z-loss term,
-// 8 1 when the row is correct (accuracy).
-const LCE_RS: u32 = 10u;
+// The logits are pairs hi + lo (src/webgpu/common.wgsl's float pairs; lo 0 where a tile's dot
+// products are plain float32). st [N, LCE_RS] per row: 0 M (running max of the logits' hi parts),
+// 1 S (sum of e^(z_j - M) over the non-label classes), 2 B (sum_j w_j (M - z_j), with smoothing),
+// 3, 10 the largest non-label logit (hi, lo), 4, 9 the label's logit z_y (hi, lo); after `finish`:
+// 5 lse, 11 l = lse - M, 6 the row's loss, 7 its z-loss term, 8 1 when the row is correct.
+const LCE_RS: u32 = 12u;

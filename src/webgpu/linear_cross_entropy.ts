@@ -1,7 +1,7 @@
 /**
  * WebGPU glue of `linearCrossEntropy` (the `linearCe` family; src/webgpu/linear_cross_entropy.wgsl
  * and linear_cross_entropy_mm.wgsl): the classes in chunks of at most `CHUNK` (a multiple of 64,
- * the `[N, chunk]` block within 16 MiB), so the `[N, V]` logits never exist; extra memory
+ * the `[N, chunk]` block of logit pairs within 16 MiB), so the `[N, V]` logits never exist; extra memory
  * O(N chunk + N D). One job (compute pass) per chunk and phase, all in one submission:
  *  1. per chunk `dots` (the logits' block, x W_J^T + b_J) and `stats` (merged into each row's
  *     running (max, non-label sum-exp, smoothing sum), as shards merge); `finish` after the
@@ -13,15 +13,17 @@
  * are bound a chunk's rows at a time (W may exceed one storage binding). With `classes` and W
  * or bias on the GPU, their rows are gathered on the GPU first (copies of runs of classes).
  *
- * Precision: the dot products are float32 (the logits to about 1e-7 |x| |W_j|); logits of up to
- * |256| meet the GPU bound of SPEC (1e-4), larger ones lose accuracy as float32 logits do (the
- * CPU kernels take such dot products in float64). dX is summed in two-float across chunks, each
- * row of dW once over the N rows in float32 (within the bound for N up to about 1e4), db in two-float.
+ * Precision: the logits are pairs (hi, lo): a tile whose logits can be large (max ||x_i|| max ||W_j||
+ * + max |b_j| > 256 over its rows and classes, as the CPU's precise mode) takes its dot products in
+ * double-float32, so logits to |1e4| meet SPEC's bound (a softcap is applied in float32: none of
+ * these tiles where a cap of at most 256 bounds the logits). dX is summed in two-float across
+ * chunks, each row of dW once over the N rows in float32, db in two-float.
  *
  * @module
  */
 import { columns, type Raw } from "../kernels/core.ts";
 import type { LinearCeProblem } from "../kernels/linear_ce.ts";
+import { PRECISE_ABOVE } from "../kernels/head.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, type GpuContext, type KernelName, type Params } from "./context.ts";
 import { type Dispatch, fits, gradOf, job, type PassJob, type Planner, solve } from "./passes.ts";
@@ -31,7 +33,7 @@ const CHUNK = 4096;
 /** Bytes of the [N, chunk] block aimed for. */
 const BLOCK_BYTES = 1 << 24;
 /** Per-row values of st (src/webgpu/linear_ce_params.wgsl's LCE_RS); the row loss, z term and correct at 6, 7, 8. */
-const RS = 10;
+const RS = 12;
 
 /** `linearCrossEntropy` on the GPU. */
 export const linearCe = (ctx: GpuContext, p: LinearCeProblem): Raw | Promise<Raw> => solve(ctx, p, planLinearCe);
@@ -57,8 +59,10 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
   fits(ctx, `x [${n}, ${d}]`, n * d);
   const tiles = (x: number) => Math.ceil(x / 64);
   const fit = (bytes: number) => Math.floor(bytes / 64) * 64;
-  const chunk = Math.min(CHUNK, tiles(c) * 64, Math.max(64, fit(BLOCK_BYTES / (4 * n))), fit(ctx.maxBinding / (4 * d)));
-  if (chunk < 64 || n * chunk * 4 > ctx.maxBinding) fits(ctx, `a block of 64 classes of x [${n}, ${d}]`, n * 64);
+  const chunk = Math.min(CHUNK, tiles(c) * 64, Math.max(64, fit(BLOCK_BYTES / (8 * n))), fit(ctx.maxBinding / (4 * d)));
+  if (chunk < 64 || n * chunk * 8 > ctx.maxBinding) {
+    fits(ctx, `a block of 64 classes (pairs) of x [${n}, ${d}]`, n * 128);
+  }
   if (chunk < 64) fits(ctx, `64 rows of W [${c}, ${d}]`, 64 * d);
   if (tiles(n) > ctx.maxGroups) {
     throw new RangeError(`Expected x to have at most ${ctx.maxGroups * 64} rows on WebGPU, got ${n}`);
@@ -84,7 +88,7 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
     if (p.grad) [rin[3 * i + 1], rin[3 * i + 2]] = [p.scales[i], p.zLoss ? p.zScales[i] : 0];
   }
   const Rin = bufs.temp(ctx.upload(rin));
-  const S = bufs.scratch(n * chunk * 4), st = bufs.scratch(n * RS * 4);
+  const S = bufs.scratch(n * chunk * 8), st = bufs.scratch(n * RS * 4);
   const gx = p.grad ? bufs.output(resident, p.outX as { buffer?: GPUBuffer } | null, n * d * 4) : null;
   const gxlo = p.grad ? bufs.scratch(n * d * 4) : null;
   const gw = p.grad ? bufs.output(resident, p.outW as { buffer?: GPUBuffer } | null, c * d * 4) : null;
@@ -101,6 +105,8 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
     softcap: p.softcap,
     zloss: p.zLoss,
     wall: wAll,
+    // Tiles whose logits can exceed PRECISE_ABOVE take their dot products in pairs (none where a cap bounds the logits).
+    bound: p.softcap && p.softcap <= PRECISE_ABOVE ? 3e38 : PRECISE_ABOVE,
   };
   const rowGroups = Math.min(n, ctx.maxGroups);
   const jobs: PassJob<KernelName>[] = [];

@@ -1,7 +1,12 @@
 // linearCrossEntropy on the GPU (src/webgpu/linear_cross_entropy.ts), the math of
 // src/reference/linear_cross_entropy.ts over chunks of classes [j0, j0 + cols) (the [N, V]
 // logits never exist: s holds one chunk's [N, cols] block):
-//   dots:   s = x W_J^T + b_J by the heads' 64 x 64 tiles (src/webgpu/gemm_tile.wgsl), before the cap;
+//   dots:   s = x W_J^T + b_J by the heads' 64 x 64 tiles (src/webgpu/gemm_tile.wgsl), before the cap,
+//           as pairs (hi, lo) [N, cols, 2]: a tile whose logits can be large (max ||x_i|| max ||W_j||
+//           + max |b_j| > P.bound over its rows and classes, as the heads' "precise" mode) takes its
+//           dot products in double-float32 (as src/webgpu/margin_head.wgsl's gemm_precise), so that
+//           a logit of 1e4 is good to about 1e-7 and z - M is exact near a row's maximum M
+//           (Sterbenz); elsewhere lo is 0;
 //   stats:  one workgroup per row: the chunk's max m, sum of e^(z - m) over its non-label
 //           classes, sum w_j (m - z_j) (smoothing), largest non-label logit and the label's
 //           logit, merged into the row's running values in st as shards merge
@@ -10,7 +15,7 @@
 //   finish: one invocation per row, after the last chunk: lse = M + log(S + e^(z_y - M)), the
 //           row's loss (1 - eps) w_y (lse - z_y) + (eps / C) (B + W_all (lse - M)), its z-loss
 //           term k lse^2 and whether it is correct (no non-label logit above z_y);
-//   grad:   (second pass, s recomputed by `dots`) s := du = dL/du per element:
+//   grad:   (second pass, s recomputed by `dots`) du = dL/du per element into each pair's hi:
 //           (s_i (q_sum p_j - q_j) + zs_i 2 k lse p_j) cap'(u_j), the label's 1 - p_y as
 //           S / (S + e^(z_y - M)) (no cancellation where p_y is near 1).
 // The per-row upstream (reduction "none") is inside s_i and zs_i (rin), so it weighs du
@@ -22,7 +27,7 @@
 @group(0) @binding(2) var<storage, read> ws: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> weight: array<f32>;
-// rin [N, 3]: the label (i32 bits; -1 ignored), s_i, zs_i (the gradient scales).
+// rin [N, 3]: the label (i32 bits; -1 ignored), s_i, zs_i (the gradient scales). s: the block [N, cols, 2].
 @group(0) @binding(5) var<storage, read> rin: array<f32>;
 @group(0) @binding(6) var<storage, read_write> s: array<f32>;
 @group(0) @binding(7) var<storage, read_write> st: array<f32>;
@@ -36,39 +41,132 @@ fn weight_of(j: u32) -> f32 {
   return 1.0;
 }
 
-// The capped logit c tanh(u / c) and its slope (u and 1 without a cap).
-fn logit(u: f32) -> vec2<f32> {
-  if (P.softcap == 0.0) { return vec2(u, 1.0); }
-  let t = tanh_(u / P.softcap);
-  return vec2(P.softcap * t.x, t.y);
+// Element `at` of the block: the logit (hi, lo) and its slope through the cap (with a cap, c tanh(u / c)
+// of hi + lo in float32: the host turns the precise tiles off for caps of at most P.bound).
+fn zof(at: u32) -> vec3<f32> {
+  let u = vec2(s[2u * at], s[2u * at + 1u]);
+  if (P.softcap == 0.0) { return vec3(u, 1.0); }
+  let t = tanh_((u.x + u.y) / P.softcap);
+  return vec3(P.softcap * t.x, 0.0, t.y);
+}
+
+// Precise tiles: k per step, and the halves of x and W in As and Bs ([0, 128): high, [128, 256): low).
+const TKP: u32 = 8u;
+var<workgroup> gate: u32;
+
+// Whether the tile at (i0, c0) takes its dot products in pairs (uniform over the workgroup).
+fn precise_tile(i0: u32, c0: u32, t: u32) -> bool {
+  let d = P.d;
+  var sx = 0.0;
+  var sw = 0.0;
+  var b = 0.0;
+  if (i0 + t < P.n) { for (var k = 0u; k < d; k++) { sx += xs[(i0 + t) * d + k] * xs[(i0 + t) * d + k]; } }
+  if (c0 + t < P.cols) {
+    for (var k = 0u; k < d; k++) { sw += ws[(c0 + t) * d + k] * ws[(c0 + t) * d + k]; }
+    if (P.has_bias != 0u) { b = abs(bias[P.j0 + c0 + t]); }
+  }
+  As[t] = vec4(sx, sw, b, 0.0);
+  workgroupBarrier();
+  if (t == 0u) {
+    var m = vec4<f32>(0.0);
+    for (var q = 0u; q < 64u; q++) { m = max(m, As[q]); }
+    gate = select(0u, 1u, sqrt(m.x) * sqrt(m.y) + m.z > P.bound);
+  }
+  return workgroupUniformLoad(&gate) == 1u;
+}
+
+struct Acc {
+  s: vec4<f32>,
+  l: vec4<f32>,
+}
+
+// s + l += a * b with a = ah + al, b = bh + bl (as margin_head.wgsl's acc_p).
+fn acc_p(s: vec4<f32>, l: vec4<f32>, ah: f32, al: f32, bh: vec4<f32>, bl: vec4<f32>, b: vec4<f32>) -> Acc {
+  let p = ah * bh;
+  let s1 = opq4(s + p);
+  let bp = opq4(s1 - s);
+  let err = (s - (s1 - bp)) + (p - bp);
+  return Acc(s1, l + (err + (ah * bl + al * b)));
 }
 
 // Grid: (row tiles, class tiles of the chunk).
 @compute @workgroup_size(64)
 fn dots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
   let i0 = wid.x * 64u;
   let c0 = wid.y * 64u;
   let n = P.n;
   let d = P.d;
   let cols = P.cols;
   var out: array<vec4<f32>, 16>;
-  for (var q = 0u; q < 16u; q++) { out[q] = vec4<f32>(0.0); }
-  for (var k0 = 0u; k0 < d; k0 += TK) {
-    for (var e = 0u; e < 16u; e++) {
-      let idx = t + 64u * e;
-      let kk = idx & 15u;
-      let r = idx >> 4u;
-      let k = k0 + kk;
-      var va = 0.0;
-      var vb = 0.0;
-      if (k < d && i0 + r < n) { va = xs[(i0 + r) * d + k]; }
-      if (k < d && c0 + r < cols) { vb = ws[(c0 + r) * d + k]; }
-      As[kk * 16u + (r >> 2u)][r & 3u] = va;
-      Bs[kk * 16u + (r >> 2u)][r & 3u] = vb;
+  var lo: array<vec4<f32>, 16>;
+  for (var q = 0u; q < 16u; q++) {
+    out[q] = vec4<f32>(0.0);
+    lo[q] = vec4<f32>(0.0);
+  }
+  if (precise_tile(i0, c0, t)) {
+    let ty = t >> 3u;
+    let tx = t & 7u;
+    let lk = t & 7u;
+    let lr = t >> 3u;
+    for (var k0 = 0u; k0 < d; k0 += TKP) {
+      let k = k0 + lk;
+      for (var q = 0u; q < 8u; q++) {
+        let r = lr + 8u * q;
+        var va = 0.0;
+        var vb = 0.0;
+        if (i0 + r < n && k < d) { va = xs[(i0 + r) * d + k]; }
+        if (c0 + r < cols && k < d) { vb = ws[(c0 + r) * d + k]; }
+        let sa = split(va);
+        let sb = split(vb);
+        let at = lk * 16u + (r >> 2u);
+        As[at][r & 3u] = sa.x;
+        As[128u + at][r & 3u] = sa.y;
+        Bs[at][r & 3u] = sb.x;
+        Bs[128u + at][r & 3u] = sb.y;
+      }
+      workgroupBarrier();
+      for (var kk = 0u; kk < TKP; kk++) {
+        let bh0 = Bs[kk * 16u + 2u * tx];
+        let bh1 = Bs[kk * 16u + 2u * tx + 1u];
+        let bl0 = Bs[128u + kk * 16u + 2u * tx];
+        let bl1 = Bs[128u + kk * 16u + 2u * tx + 1u];
+        let b0 = bh0 + bl0;
+        let b1 = bh1 + bl1;
+        for (var h = 0u; h < 2u; h++) {
+          let ah = As[kk * 16u + 2u * ty + h];
+          let al = As[128u + kk * 16u + 2u * ty + h];
+          for (var e = 0u; e < 4u; e++) {
+            let q = 8u * h + 2u * e;
+            let x0 = acc_p(out[q], lo[q], ah[e], al[e], bh0, bl0, b0);
+            let x1 = acc_p(out[q + 1u], lo[q + 1u], ah[e], al[e], bh1, bl1, b1);
+            out[q] = x0.s;
+            lo[q] = x0.l;
+            out[q + 1u] = x1.s;
+            lo[q + 1u] = x1.l;
+          }
+        }
+      }
+      workgroupBarrier();
     }
-    workgroupBarrier();
-    block(&out, t);
-    workgroupBarrier();
+  } else {
+    for (var k0 = 0u; k0 < d; k0 += TK) {
+      for (var e = 0u; e < 16u; e++) {
+        let idx = t + 64u * e;
+        let kk = idx & 15u;
+        let r = idx >> 4u;
+        let k = k0 + kk;
+        var va = 0.0;
+        var vb = 0.0;
+        if (k < d && i0 + r < n) { va = xs[(i0 + r) * d + k]; }
+        if (k < d && c0 + r < cols) { vb = ws[(c0 + r) * d + k]; }
+        As[kk * 16u + (r >> 2u)][r & 3u] = va;
+        Bs[kk * 16u + (r >> 2u)][r & 3u] = vb;
+      }
+      workgroupBarrier();
+      block(&out, t);
+      workgroupBarrier();
+    }
   }
   for (var r = 0u; r < 8u; r++) {
     let i = i0 + 8u * (t >> 3u) + r;
@@ -76,9 +174,14 @@ fn dots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var cc = 0u; cc < 8u; cc++) {
       let jl = c0 + 8u * (t & 7u) + cc;
       if (jl >= cols) { continue; }
-      var u = out[2u * r + (cc >> 2u)][cc & 3u];
-      if (P.has_bias != 0u) { u += bias[P.j0 + jl]; }
-      s[i * cols + jl] = u;
+      var u = two_sum(out[2u * r + (cc >> 2u)][cc & 3u], lo[2u * r + (cc >> 2u)][cc & 3u]);
+      if (P.has_bias != 0u) {
+        let e = two_sum(u.x, bias[P.j0 + jl]);
+        u = two_sum(e.x, e.y + u.y);
+      }
+      let at = 2u * (i * cols + jl);
+      s[at] = u.x;
+      s[at + 1u] = u.y;
     }
   }
 }
@@ -101,45 +204,60 @@ fn stats(
     var mt = NEG;
     var tt = NEG;
     for (var jl = t; jl < cols; jl += WG) {
-      let z = logit(s[base + jl]).x;
+      let z = zof(base + jl).x;
       mt = max(mt, z);
       if (i32(jl) != yl) { tt = max(tt, z); }
     }
     let m = wg_max(mt, t);
     let top = wg_max(tt, t);
+    // (the lo part of the largest non-label logit: the largest among those of hi part top)
+    var tl = NEG;
     var sx = 0.0;
     var bx = 0.0;
     var wx = 0.0;
     for (var jl = t; jl < cols; jl += WG) {
-      let z = logit(s[base + jl]).x;
-      if (i32(jl) != yl) { sx += exp(z - m); }
+      let z = zof(base + jl);
+      if (i32(jl) != yl) {
+        sx += exp((z.x - m) + z.y);
+        if (z.x == top) { tl = max(tl, z.y); }
+      }
       if (P.eps != 0.0) {
         let w = weight_of(j0 + jl);
-        bx += w * (m - z);
+        bx += w * ((m - z.x) - z.y);
         wx += w;
       }
     }
+    let topl = wg_max(tl, t);
     let sum = wg_sum(sx, t);
     let below = wg_sum(bx, t);
     let wc = wg_sum(wx, t);
     if (t == 0u) {
       let o = i * LCE_RS;
-      var zy = select(st[o + 4u], 0.0, P.first != 0u);
-      if (yl >= 0 && yl < i32(cols)) { zy = logit(s[base + u32(yl)]).x; }
+      if (yl >= 0 && yl < i32(cols)) {
+        let z = zof(base + u32(yl));
+        st[o + 4u] = z.x;
+        st[o + 9u] = z.y;
+      } else if (P.first != 0u) {
+        st[o + 4u] = 0.0;
+        st[o + 9u] = 0.0;
+      }
       if (P.first != 0u) {
         st[o] = m;
         st[o + 1u] = sum;
         st[o + 2u] = below;
         st[o + 3u] = top;
+        st[o + 10u] = topl;
       } else {
         let m0 = st[o];
         let m1 = max(m0, m);
         st[o] = m1;
         st[o + 1u] = st[o + 1u] * exp(m0 - m1) + sum * exp(m - m1);
         st[o + 2u] = st[o + 2u] + P.wseen * (m1 - m0) + below + wc * (m1 - m);
-        st[o + 3u] = max(st[o + 3u], top);
+        if (top > st[o + 3u] || (top == st[o + 3u] && topl > st[o + 10u])) {
+          st[o + 3u] = top;
+          st[o + 10u] = topl;
+        }
       }
-      st[o + 4u] = zy;
     }
   }
 }
@@ -152,21 +270,24 @@ fn finish(@builtin(global_invocation_id) gid: vec3<u32>) {
   let o = i * LCE_RS;
   let y = label_of(i);
   if (y < 0) {
-    for (var q = 5u; q < 9u; q++) { st[o + q] = 0.0; }
+    for (var q = 5u; q < LCE_RS; q++) { st[o + q] = 0.0; }
     return;
   }
   let m = st[o];
-  let zy = st[o + 4u];
-  // log(S + e^dr) with dr = z_y - M <= 0, as log1p (0 where the label is the only term).
-  let dr = zy - m;
+  // log(S + e^dr) with dr = z_y - M <= 0 (exact near the maximum), as log1p (0 where the label is the only term).
+  let dr = (st[o + 4u] - m) + st[o + 9u];
   let l = log1p_(exp(dr) - 1.0 + st[o + 1u]);
   let lse = m + l;
   var loss = (1.0 - P.eps) * weight_of(u32(y)) * (l - dr);
   if (P.eps != 0.0) { loss += P.eps / f32(P.c) * (st[o + 2u] + P.wall * l); }
   st[o + 5u] = lse;
+  st[o + 11u] = l;
   st[o + 6u] = loss;
   st[o + 7u] = P.zloss * lse * lse;
-  st[o + 8u] = select(0.0, 1.0, st[o + 3u] <= zy);
+  // correct: no non-label logit above z_y (pairs compared)
+  let th = st[o + 3u];
+  let zh = st[o + 4u];
+  st[o + 8u] = select(1.0, 0.0, th > zh || (th == zh && st[o + 10u] > st[o + 9u]));
 }
 
 // Grid: (class tiles of the chunk, rows; rows beyond the grid in steps of its size).
@@ -186,11 +307,11 @@ fn grad(
     let at = i * cols + jl;
     let y = label_of(i);
     if (y < 0) {
-      s[at] = 0.0;
+      s[2u * at] = 0.0;
       continue;
     }
     let o = i * LCE_RS;
-    let zc = logit(s[at]);
+    let z = zof(at);
     let lse = st[o + 5u];
     let si = rin[3u * i + 1u];
     let zs = rin[3u * i + 2u];
@@ -198,14 +319,14 @@ fn grad(
     var g: f32;
     if (i32(j) == y) {
       // p_y = e^dr / (S + e^dr) and 1 - p_y = S / (S + e^dr) from the merged sums.
-      let er = exp(st[o + 4u] - st[o]);
+      let er = exp((st[o + 4u] - st[o]) + st[o + 9u]);
       let tot = st[o + 1u] + er;
       let py = er / tot;
       g = si * (ec * (P.wall * py - wy) - (1.0 - P.eps) * wy * (st[o + 1u] / tot)) + zs * 2.0 * P.zloss * lse * py;
     } else {
-      let p = exp(zc.x - lse);
+      let p = exp(((z.x - st[o]) + z.y) - st[o + 11u]);
       g = si * (((1.0 - P.eps) * wy + ec * P.wall) * p - ec * wj) + zs * 2.0 * P.zloss * lse * p;
     }
-    s[at] = g * zc.y;
+    s[2u * at] = g * z.z;
   }
 }

@@ -1,5 +1,6 @@
 // The gradient products of linearCrossEntropy over one chunk of classes [j0, j0 + cols)
-// (src/webgpu/linear_cross_entropy.ts), from du [N, cols] (linear_cross_entropy.wgsl's grad):
+// (src/webgpu/linear_cross_entropy.ts), from du [N, cols] (linear_cross_entropy.wgsl's grad, in the
+// hi slots of the block's pairs: du_ij at 2 (i cols + j)):
 //   grad_x: dX += du W_J      (grid: row tiles, D tiles), the chunks' sums added in two-float
 //           (gx and gxlo, its compensation; the first chunk writes), so that x's gradient, a sum
 //           over every class, keeps its accuracy however many chunks there are;
@@ -39,7 +40,7 @@ fn grad_x(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       let r = idx >> 4u;
       let k = k0 + kk;
       var va = 0.0;
-      if (k < cols && i0 + r < n) { va = du[(i0 + r) * cols + k]; }
+      if (k < cols && i0 + r < n) { va = du[2u * ((i0 + r) * cols + k)]; }
       As[kk * 16u + (r >> 2u)][r & 3u] = va;
       let c = idx & 63u;
       let kb = k0 + (idx >> 6u);
@@ -88,7 +89,7 @@ fn grad_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       let r = idx >> 4u;
       let k = k0 + kk;
       var va = 0.0;
-      if (k < n && c0 + r < cols) { va = du[k * cols + c0 + r]; }
+      if (k < n && c0 + r < cols) { va = du[2u * (k * cols + c0 + r)]; }
       As[kk * 16u + (r >> 2u)][r & 3u] = va;
       let c = idx & 63u;
       let kb = k0 + (idx >> 6u);
@@ -119,7 +120,7 @@ fn grad_b(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (jl >= cols) { return; }
   var acc = vec2<f32>(0.0);
   for (var i = 0u; i < P.n; i++) {
-    let sm = two_sum(acc.x, du[i * cols + jl]);
+    let sm = two_sum(acc.x, du[2u * (i * cols + jl)]);
     acc = vec2(sm.x, acc.y + sm.y);
   }
   gb[P.j0 + jl] = acc.x + acc.y;
