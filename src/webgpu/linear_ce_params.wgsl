@@ -20,9 +20,11 @@ struct LinearCeParams {
 }
 @group(0) @binding(0) var<uniform> P: LinearCeParams;
 
-// The logits are pairs hi + lo (src/webgpu/common.wgsl's float pairs; lo 0 where a tile's dot
-// products are plain float32). st [N, LCE_RS] per row: 0 M (running max of the logits' hi parts),
-// 1 S (sum of e^(z_j - M) over the non-label classes), 2 B (sum_j w_j (M - z_j), with smoothing),
-// 3, 10 the largest non-label logit (hi, lo), 4, 9 the label's logit z_y (hi, lo); after `finish`:
-// 5 lse, 11 l = lse - M, 6 the row's loss, 7 its z-loss term, 8 1 when the row is correct.
-const LCE_RS: u32 = 12u;
+// The dot products u are pairs hi + lo (src/webgpu/common.wgsl's float pairs; lo 0 where a tile's dot
+// products are plain float32), kept before the cap: every difference of two logits is formed from
+// their pairs (`diff`, the cap's difference), so it is exact near a row's maximum. st [N, LCE_RS]
+// per row: 0, 12 U (the running maximum of u, hi and lo), 1 S (sum of e^(z_j - cap(U)) over the
+// non-label classes), 2 B (sum_j w_j (cap(U) - z_j), with smoothing), 3, 10 the largest non-label
+// u, 4, 9 the label's u; after `finish`: 5 lse, 11 l = lse - cap(U), 6 the row's loss, 7 its z-loss
+// term, 8 1 when the row is correct.
+const LCE_RS: u32 = 14u;

@@ -15,8 +15,9 @@
  *
  * Precision: the logits are pairs (hi, lo): a tile whose logits can be large (max ||x_i|| max ||W_j||
  * + max |b_j| > 256 over its rows and classes, as the CPU's precise mode) takes its dot products in
- * double-float32, so logits to |1e4| meet SPEC's bound (a softcap is applied in float32: none of
- * these tiles where a cap of at most 256 bounds the logits). dX is summed in two-float across
+ * double-float32, and every difference of two logits is formed from their pairs (with a cap, as
+ * the cap's difference c tanh((a - b) / c) (1 - tanh(a / c) tanh(b / c))), so logits to |1e4|
+ * meet SPEC's bound (no precise tiles where a cap of at most 256 bounds the logits). dX is summed in two-float across
  * chunks, each row of dW once over the N rows in float32, db in two-float.
  *
  * @module
@@ -33,7 +34,7 @@ const CHUNK = 4096;
 /** Bytes of the [N, chunk] block aimed for. */
 const BLOCK_BYTES = 1 << 24;
 /** Per-row values of st (src/webgpu/linear_ce_params.wgsl's LCE_RS); the row loss, z term and correct at 6, 7, 8. */
-const RS = 12;
+const RS = 14;
 
 /** `linearCrossEntropy` on the GPU. */
 export const linearCe = (ctx: GpuContext, p: LinearCeProblem): Raw | Promise<Raw> => solve(ctx, p, planLinearCe);

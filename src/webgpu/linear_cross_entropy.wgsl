@@ -5,13 +5,14 @@
 //           as pairs (hi, lo) [N, cols, 2]: a tile whose logits can be large (max ||x_i|| max ||W_j||
 //           + max |b_j| > P.bound over its rows and classes, as the heads' "precise" mode) takes its
 //           dot products in double-float32 (as src/webgpu/margin_head.wgsl's gemm_precise), so that
-//           a logit of 1e4 is good to about 1e-7 and z - M is exact near a row's maximum M
-//           (Sterbenz); elsewhere lo is 0;
+//           a logit of 1e4 is good to about 1e-7; elsewhere lo is 0. Every difference of two
+//           logits is then formed from their pairs (`diff`: with a cap, the cap's difference), so
+//           z - M is exact near a row's maximum M (the CPU's relative rows);
 //   stats:  one workgroup per row: the chunk's max m, sum of e^(z - m) over its non-label
 //           classes, sum w_j (m - z_j) (smoothing), largest non-label logit and the label's
 //           logit, merged into the row's running values in st as shards merge
 //           (src/kernels/shards.ts): M' = max(M, m), S' = S e^(M - M') + s e^(m - M'),
-//           B' = B + W_seen (M' - M) + b + W_chunk (M' - m);
+//           B' = B + W_seen (M' - M) + b + W_chunk (M' - m) (every difference by `diff`);
 //   finish: one invocation per row, after the last chunk: lse = M + log(S + e^(z_y - M)), the
 //           row's loss (1 - eps) w_y (lse - z_y) + (eps / C) (B + W_all (lse - M)), its z-loss
 //           term k lse^2 and whether it is correct (no non-label logit above z_y);
@@ -41,13 +42,35 @@ fn weight_of(j: u32) -> f32 {
   return 1.0;
 }
 
-// Element `at` of the block: the logit (hi, lo) and its slope through the cap (with a cap, c tanh(u / c)
-// of hi + lo in float32: the host turns the precise tiles off for caps of at most P.bound).
-fn zof(at: u32) -> vec3<f32> {
-  let u = vec2(s[2u * at], s[2u * at + 1u]);
-  if (P.softcap == 0.0) { return vec3(u, 1.0); }
-  let t = tanh_((u.x + u.y) / P.softcap);
-  return vec3(P.softcap * t.x, 0.0, t.y);
+// Element `at` of the block: its dot product u (hi, lo), before the cap.
+fn uof(at: u32) -> vec2<f32> { return vec2(s[2u * at], s[2u * at + 1u]); }
+
+// (tanh(u / c), 1 - tanh^2) of a pair u for the cap c.
+fn th(u: vec2<f32>) -> vec2<f32> { return tanh_((u.x + u.y) / P.softcap); }
+
+// The capped logit of u, and its slope (u and 1 without a cap).
+fn cap(u: vec2<f32>) -> f32 {
+  if (P.softcap == 0.0) { return u.x + u.y; }
+  return P.softcap * th(u).x;
+}
+fn slope(u: vec2<f32>) -> f32 {
+  if (P.softcap == 0.0) { return 1.0; }
+  return th(u).y;
+}
+
+// z(a) - z(b) from the pairs, exact where a and b are close: without a cap (a - b) in pairs; with
+// one c tanh((a - b) / c) (1 - tanh(a / c) tanh(b / c)), the last factor as a sum of positive terms
+// (1 -+ tanh from 1 - tanh^2, no cancellation where both saturate).
+fn diff(a: vec2<f32>, b: vec2<f32>) -> f32 {
+  let d = (a.x - b.x) + (a.y - b.y);
+  if (P.softcap == 0.0) { return d; }
+  let ta = th(a);
+  let tb = th(b);
+  let ma = select(1.0 - ta.x, ta.y / (1.0 + ta.x), ta.x >= 0.0);
+  let pa = select(ta.y / (1.0 - ta.x), 1.0 + ta.x, ta.x >= 0.0);
+  let mb = select(1.0 - tb.x, tb.y / (1.0 + tb.x), tb.x >= 0.0);
+  let pb = select(tb.y / (1.0 - tb.x), 1.0 + tb.x, tb.x >= 0.0);
+  return P.softcap * tanh_(d / P.softcap).x * 0.5 * (ma * pb + pa * mb);
 }
 
 // Precise tiles: k per step, and the halves of x and W in As and Bs ([0, 128): high, [128, 256): low).
@@ -201,61 +224,70 @@ fn stats(
     if (y < 0) { continue; }
     let yl = y - i32(j0);
     let base = i * cols;
+    // The chunk's largest u (all classes) and largest non-label u, as pairs (hi first, then lo).
     var mt = NEG;
     var tt = NEG;
     for (var jl = t; jl < cols; jl += WG) {
-      let z = zof(base + jl).x;
-      mt = max(mt, z);
-      if (i32(jl) != yl) { tt = max(tt, z); }
+      let u = uof(base + jl);
+      mt = max(mt, u.x);
+      if (i32(jl) != yl) { tt = max(tt, u.x); }
     }
-    let m = wg_max(mt, t);
-    let top = wg_max(tt, t);
-    // (the lo part of the largest non-label logit: the largest among those of hi part top)
+    let mh = wg_max(mt, t);
+    let toph = wg_max(tt, t);
+    var ml = NEG;
     var tl = NEG;
+    for (var jl = t; jl < cols; jl += WG) {
+      let u = uof(base + jl);
+      if (u.x == mh) { ml = max(ml, u.y); }
+      if (i32(jl) != yl && u.x == toph) { tl = max(tl, u.y); }
+    }
+    let m = vec2(mh, wg_max(ml, t));
+    let top = vec2(toph, wg_max(tl, t));
     var sx = 0.0;
     var bx = 0.0;
     var wx = 0.0;
     for (var jl = t; jl < cols; jl += WG) {
-      let z = zof(base + jl);
-      if (i32(jl) != yl) {
-        sx += exp((z.x - m) + z.y);
-        if (z.x == top) { tl = max(tl, z.y); }
-      }
+      let u = uof(base + jl);
+      let dz = diff(u, m);
+      if (i32(jl) != yl) { sx += exp(dz); }
       if (P.eps != 0.0) {
         let w = weight_of(j0 + jl);
-        bx += w * ((m - z.x) - z.y);
+        bx -= w * dz;
         wx += w;
       }
     }
-    let topl = wg_max(tl, t);
     let sum = wg_sum(sx, t);
     let below = wg_sum(bx, t);
     let wc = wg_sum(wx, t);
     if (t == 0u) {
       let o = i * LCE_RS;
       if (yl >= 0 && yl < i32(cols)) {
-        let z = zof(base + u32(yl));
-        st[o + 4u] = z.x;
-        st[o + 9u] = z.y;
+        let u = uof(base + u32(yl));
+        st[o + 4u] = u.x;
+        st[o + 9u] = u.y;
       } else if (P.first != 0u) {
         st[o + 4u] = 0.0;
         st[o + 9u] = 0.0;
       }
       if (P.first != 0u) {
-        st[o] = m;
+        st[o] = m.x;
+        st[o + 12u] = m.y;
         st[o + 1u] = sum;
         st[o + 2u] = below;
-        st[o + 3u] = top;
-        st[o + 10u] = topl;
+        st[o + 3u] = top.x;
+        st[o + 10u] = top.y;
       } else {
-        let m0 = st[o];
-        let m1 = max(m0, m);
-        st[o] = m1;
-        st[o + 1u] = st[o + 1u] * exp(m0 - m1) + sum * exp(m - m1);
-        st[o + 2u] = st[o + 2u] + P.wseen * (m1 - m0) + below + wc * (m1 - m);
-        if (top > st[o + 3u] || (top == st[o + 3u] && topl > st[o + 10u])) {
-          st[o + 3u] = top;
-          st[o + 10u] = topl;
+        let u0 = vec2(st[o], st[o + 12u]);
+        let u1 = df_max(u0, m);
+        let d0 = diff(u0, u1);
+        let d1 = diff(m, u1);
+        st[o] = u1.x;
+        st[o + 12u] = u1.y;
+        st[o + 1u] = st[o + 1u] * exp(d0) + sum * exp(d1);
+        st[o + 2u] = st[o + 2u] - P.wseen * d0 + below - wc * d1;
+        if (df_gt(top, vec2(st[o + 3u], st[o + 10u]))) {
+          st[o + 3u] = top.x;
+          st[o + 10u] = top.y;
         }
       }
     }
@@ -270,24 +302,25 @@ fn finish(@builtin(global_invocation_id) gid: vec3<u32>) {
   let o = i * LCE_RS;
   let y = label_of(i);
   if (y < 0) {
-    for (var q = 5u; q < LCE_RS; q++) { st[o + q] = 0.0; }
+    for (var q = 5u; q < 12u; q++) {
+      if (q != 9u && q != 10u) { st[o + q] = 0.0; }
+    }
     return;
   }
-  let m = st[o];
-  // log(S + e^dr) with dr = z_y - M <= 0 (exact near the maximum), as log1p (0 where the label is the only term).
-  let dr = (st[o + 4u] - m) + st[o + 9u];
+  let um = vec2(st[o], st[o + 12u]);
+  let uy = vec2(st[o + 4u], st[o + 9u]);
+  // log(S + e^dr) with dr = z_y - z_max <= 0 (exact near the maximum), as log1p (0 where the label is the only term).
+  let dr = diff(uy, um);
   let l = log1p_(exp(dr) - 1.0 + st[o + 1u]);
-  let lse = m + l;
+  let lse = cap(um) + l;
   var loss = (1.0 - P.eps) * weight_of(u32(y)) * (l - dr);
   if (P.eps != 0.0) { loss += P.eps / f32(P.c) * (st[o + 2u] + P.wall * l); }
   st[o + 5u] = lse;
   st[o + 11u] = l;
   st[o + 6u] = loss;
   st[o + 7u] = P.zloss * lse * lse;
-  // correct: no non-label logit above z_y (pairs compared)
-  let th = st[o + 3u];
-  let zh = st[o + 4u];
-  st[o + 8u] = select(1.0, 0.0, th > zh || (th == zh && st[o + 10u] > st[o + 9u]));
+  // correct: no non-label logit above z_y (the cap is monotone: the pairs compared)
+  st[o + 8u] = select(1.0, 0.0, df_gt(vec2(st[o + 3u], st[o + 10u]), uy));
 }
 
 // Grid: (class tiles of the chunk, rows; rows beyond the grid in steps of its size).
@@ -311,7 +344,8 @@ fn grad(
       continue;
     }
     let o = i * LCE_RS;
-    let z = zof(at);
+    let u = uof(at);
+    let um = vec2(st[o], st[o + 12u]);
     let lse = st[o + 5u];
     let si = rin[3u * i + 1u];
     let zs = rin[3u * i + 2u];
@@ -319,14 +353,14 @@ fn grad(
     var g: f32;
     if (i32(j) == y) {
       // p_y = e^dr / (S + e^dr) and 1 - p_y = S / (S + e^dr) from the merged sums.
-      let er = exp((st[o + 4u] - st[o]) + st[o + 9u]);
+      let er = exp(diff(u, um));
       let tot = st[o + 1u] + er;
       let py = er / tot;
       g = si * (ec * (P.wall * py - wy) - (1.0 - P.eps) * wy * (st[o + 1u] / tot)) + zs * 2.0 * P.zloss * lse * py;
     } else {
-      let p = exp(((z.x - st[o]) + z.y) - st[o + 11u]);
+      let p = exp(diff(u, um) - st[o + 11u]);
       g = si * (((1.0 - P.eps) * wy + ec * P.wall) * p - ec * wj) + zs * 2.0 * P.zloss * lse * p;
     }
-    s[2u * at] = g * z.z;
+    s[2u * at] = g * slope(u);
   }
 }
