@@ -1,8 +1,8 @@
 /**
  * The WebGPU backend against the WebAssembly one, `valueAndGrad`, every call awaited:
- * `CE`, `arcface` (N x C), `head` (marginHead, N x D x C) and the metric staples `ntXent`,
- * `triplet` (tripletMargin, mining "all") and `proxyAnchor` (B x D x C x K: B rows of D, C
- * proxies, labels cycling over K classes) on `wasm out=`, `webgpu
+ * `CE`, `arcface` (N x C), `head` (marginHead), `lce` (linearCrossEntropy with a softcap and a
+ * z-loss; both N x D x C) and the metric staples `ntXent`, `triplet` (tripletMargin, mining "all") and
+ * `proxyAnchor` (B x D x C x K: B rows of D, C proxies, labels cycling over K classes) on `wasm out=`, `webgpu
  * resident` (inputs and `out` in GPU buffers) and `webgpu host` (host arrays), with the
  * floors `empty round trip`, `upload alone`, `readback alone`; the crossover where webgpu
  * host is as fast as wasm, beside what `init({ backend: "auto" })` decides. Bun has no
@@ -29,6 +29,7 @@ const CALLS = {
   ntXent: { loss: "ntXent", keys: ["f"], opts: {} },
   triplet: { loss: "tripletMargin", keys: ["f"], opts: {} },
   proxyAnchor: { loss: "proxyAnchor", keys: ["f", "proxies"], opts: {} },
+  lce: { loss: "linearCrossEntropy", keys: ["x", "W"], opts: { softcap: 30, zLoss: 1e-4 } },
 } as const;
 /** The groups of the metric staples (B x D x C x K shapes). */
 const METRIC = ["ntXent", "triplet", "proxyAnchor"];
@@ -51,7 +52,7 @@ function context(s: Shape): Ctx {
   if (s.length === 3) {
     const [n, d, c] = s, x = m(uniform(rand, n * d), d), W = m(uniform(rand, c * d), d);
     const head = { inputs: { x, W, labels: labelsOf(rand, n, c) }, out: [zeros(x), zeros(W)] };
-    return { shape: s, host: { head }, free: [] };
+    return { shape: s, host: { head, lce: head }, free: [] };
   }
   const [n, c] = s, labels = labelsOf(rand, n, c), logits = m(uniform(rand, n * c, 3), c);
   const cos = m(uniform(rand, n * c), c);
@@ -194,7 +195,7 @@ await run<Ctx>(async (flags, libs) => {
     dispose: (ctx) => ctx.free.forEach((f) => f()),
     reference(ctx, group) {
       const h = ctx.host[group as Group]!, { loss, keys, opts } = CALLS[group as Group];
-      const ref = group === "head" || METRIC.includes(group) ? wasm : js;
+      const ref = group === "head" || group === "lce" || METRIC.includes(group) ? wasm : js;
       return lossCall(ref[loss], "valueAndGrad", h.inputs, opts, keys)() as Out;
     },
     baseline: "CE wasm out=",

@@ -35,6 +35,7 @@ import {
 } from "./helpers/specs_moe.ts";
 import { clipSpec, siglipSpec } from "./helpers/specs_clip.ts";
 import { metricSpecs } from "./helpers/specs_metric.ts";
+import { linearCrossEntropySpec } from "./helpers/specs_lce.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -65,6 +66,7 @@ const specs: readonly LossSpec[] = [
   clipSpec,
   siglipSpec,
   ...metricSpecs,
+  linearCrossEntropySpec,
 ];
 
 /** Options for drawing a problem (physicsContrastive has a rule only with a threshold). */
@@ -351,32 +353,6 @@ describe("bad combinations are named errors", { skip }, () => {
     assert.throws(() => l.sync.crossEntropy.forward(g, { reductio: "sum" } as Any), /reductio/);
     // readback: true is the usual call.
     assert.equal(typeof (await l.crossEntropy.forward(g, { readback: true })).loss, "number");
-    l.dispose();
-  });
-
-  it("linearCrossEntropy (no WebGPU kernel yet: host inputs only) refuses GPU-resident inputs by name", async () => {
-    const dev = await sharedDevice();
-    const l = await gpuLosses(dev, { auto: false, note: "test" });
-    const rng = new Rng(seedOf("gpupath lce"));
-    const x = randomMatrix(rng, N, 4), W = randomMatrix(rng, C, 4), labels = [0, 1, 2, 3, 4];
-    const g = { x: await upload(x), W: await upload(W), labels };
-    const why = /linearCrossEntropy, host inputs only.*got a GPUBuffer \(x\); this loss has no WebGPU kernel/;
-    const c = await count(dev, async () => {
-      await assertThrowsNamed(
-        () => l.linearCrossEntropy.valueAndGrad(g, { readback: false }),
-        TypeError,
-        "no WebGPU kernel",
-      );
-      assert.throws(() => l.sync.linearCrossEntropy.forward(g), (e) => e instanceof TypeError && why.test(e.message));
-      await assertThrowsNamed(() => l.linearCrossEntropy.valueAndGrad(g), TypeError, "no WebGPU kernel");
-    });
-    assert.equal(c.maps, 0, "refused before reading anything");
-    // Host inputs run on the host: the reference's values.
-    const js = await init({ backend: "js" });
-    const want = await js.linearCrossEntropy.valueAndGrad({ x, W, labels });
-    const got = await l.linearCrossEntropy.valueAndGrad({ x, W, labels });
-    assertLossClose(got.loss, want.loss, "loss");
-    assertGradClose(got.grads.W.data, want.grads.W.data, "grads.W");
     l.dispose();
   });
 

@@ -92,11 +92,12 @@ export function lin(c: number, ...terms: (readonly [number | ArrayLike<number>, 
     }
     return new Deferred(n, vector, { op: "lin", c: c0, terms: gpu }) as unknown as T;
   }
-  const vec = terms.find(([x]) => typeof x !== "number");
+  // (GPU terms left here have the factor 0: a GPU vector's only gives the result's length.)
+  const vec = terms.find(([x]) => typeof x !== "number" && !(isDeferred(x) && !(x as unknown as Deferred).vector));
   if (!vec) return (kept as [number, number][]).reduce((s, [x, k]) => s + k * x, c) as T;
   // Vectors elementwise; a number term is the same for every row.
   const at = (x: number | ArrayLike<number>, i: number) => (typeof x === "number" ? x : x[i]);
-  const n = (vec[0] as ArrayLike<number>).length;
+  const n = isDeferred(vec[0]) ? (vec[0] as unknown as Deferred).n : (vec[0] as ArrayLike<number>).length;
   return Float32Array.from({ length: n }, (_, i) => kept.reduce((s, [x, k]) => s + k * at(x, i), c)) as T;
 }
 

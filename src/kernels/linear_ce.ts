@@ -22,6 +22,12 @@ export interface LinearCeProblem extends Prepared {
   readonly W: Float32Array;
   /** `[c]`, or null for no bias. */
   readonly bias: Float32Array | null;
+  /**
+   * With `classes` and W or bias on the GPU (WebGPU only): the classes, whose rows of W and
+   * bias (given whole, `[V, D]` and `[V]`) the kernel gathers; else null (W and bias hold the
+   * `c` classes' rows).
+   */
+  readonly rows?: Int32Array | null;
   /** Labels as indices into the `c` classes, ignored rows -1. */
   readonly labels: Int32Array;
   /** Class weights `[c]`, or null for all 1. */

@@ -7,7 +7,7 @@
  */
 import { lossDef } from "../loss.ts";
 import type { Definition } from "../loss.ts";
-import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
+import type { CommonOptions, GpuMatrix, Labels, Matrix, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { outBuffer, result } from "../kernels/core.ts";
 import { lin } from "../kernels/deferred.ts";
@@ -20,8 +20,11 @@ export interface LinearCrossEntropyInputs {
   x: Tensor;
   /** The output projection `[V, D]`, one row per class (as `nn.Linear`). */
   W: Tensor;
-  /** The projection's bias `[V]`; none means 0 (and no `grads.bias`). */
-  bias?: Float32Array | readonly number[];
+  /**
+   * The projection's bias `[V]`; none means 0 (and no `grads.bias`). On the WebGPU backend
+   * also a GPU matrix `{ buffer, shape: [V, 1] }` (or `[1, V]`).
+   */
+  bias?: Float32Array | readonly number[] | GpuMatrix;
   /** One class index per row, in `[0, V)` or `ignoreIndex`. */
   labels: Labels;
   /**
@@ -67,7 +70,10 @@ export interface LinearCrossEntropyGrads {
   x: Matrix;
   /** Gradient w.r.t. W, `[V, D]` (`[S, D]` with `classes`). */
   W: Matrix;
-  /** Gradient w.r.t. the bias `[V]` (`[S]` with `classes`); only when a bias is given. */
+  /**
+   * Gradient w.r.t. the bias `[V]` (`[S]` with `classes`); only when a bias is given. With
+   * GPU-resident inputs (WebGPU) a GPU matrix `[V, 1]` (`[1, V]` for a bias of that shape).
+   */
   bias?: Float32Array;
 }
 
@@ -95,9 +101,16 @@ function classList(value: unknown, v0: number): Int32Array | null {
   return out;
 }
 
-/** Checks the bias `[V]` (any float32 values; `checkFinite` scans them). */
+/** Checks the bias `[V]` (any float32 values; `checkFinite` scans them); a GPU matrix `[V, 1]` or `[1, V]`. */
 export function biasOf(value: unknown, v0: number): Float32Array | null {
   if (value === undefined) return null;
+  if (v.isGpuMatrix(value)) {
+    const [r, c] = v.matrix("bias", value);
+    if (Math.min(r, c) !== 1 || r * c !== v0) {
+      throw new RangeError(`Expected bias to have shape [${v0}, 1] or [1, ${v0}] (one per row of W), got [${r}, ${c}]`);
+    }
+    return v.values(value);
+  }
   if (!(value instanceof Float32Array) && !Array.isArray(value)) {
     throw new TypeError(`Expected bias to be a Float32Array or an array of numbers, got ${v.show(value)}`);
   }
@@ -197,6 +210,8 @@ export const linearCrossEntropy: Definition<
     let denominator = 0;
     for (let i = 0; i < n; i++) if (given[i] >= 0) denominator += weight ? weight[given[i]] : 1;
     let labels = given;
+    // With classes, W and bias on the GPU are gathered there (the WebGPU kernel, `rows`); on the host here.
+    const rows = classes && (v.onDevice(W) || v.onDevice(bias)) ? classes : null;
     if (classes) {
       const at = new Map<number, number>();
       classes.forEach((k, r) => at.set(k, r));
@@ -208,11 +223,10 @@ export const linearCrossEntropy: Definition<
         }
         return r;
       });
-      if (v.onDevice(W)) {
-        throw new TypeError("Expected W to be a host matrix { data, shape } with classes, got a GPUBuffer");
+      if (!rows) {
+        W = gather(W, classes, d);
+        bias = bias && gather(bias, classes, 1);
       }
-      W = gather(W, classes, d);
-      bias = bias && gather(bias, classes, 1);
       weight = weight && gather(weight, classes, 1);
     }
     const c = classes ? classes.length : v0;
@@ -222,7 +236,7 @@ export const linearCrossEntropy: Definition<
     const zScales = grad && zLoss ? v.rowScales(reduction, upstream, n, count, ignored) : new Float64Array(0);
     // The label's logit and its derivative through the cap, from a float64 dot product.
     let target = new Float64Array(0);
-    if (!v.onDevice(x) && !v.onDevice(W)) {
+    if (!v.onDevice(x) && !v.onDevice(W) && !v.onDevice(bias)) {
       target = new Float64Array(2 * n);
       for (let i = 0; i < n; i++) {
         const y = labels[i];
@@ -241,6 +255,7 @@ export const linearCrossEntropy: Definition<
       x,
       W,
       bias,
+      rows,
       labels,
       weight,
       smoothing,

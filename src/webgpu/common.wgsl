@@ -166,3 +166,18 @@ fn uniform_i32(v: i32, t: u32) -> i32 {
   if (t == 0u) { bcast = v; }
   return workgroupUniformLoad(&bcast);
 }
+
+// (tanh u, 1 - tanh^2 u) to a few ulp for every finite u (the builtin is sinh / cosh, which
+// overflows): below |u| = 0.5 its odd series to u^13, else (1 - e) / (1 + e), e = e^(-2|u|),
+// with 1 - tanh^2 = 4 e / (1 + e)^2 (no cancellation as tanh -> 1).
+fn tanh_(u: f32) -> vec2<f32> {
+  let a = abs(u);
+  if (a < 0.5) {
+    let q = u * u;
+    let t = u * (1.0 + q * (-0.33333333 + q * (0.13333333 + q * (-0.053968254 + q * (0.021869488 + q * (-0.0088632355 + q * 0.0035921280))))));
+    return vec2(t, 1.0 - t * t);
+  }
+  let e = exp(-2.0 * a);
+  let t = (1.0 - e) / (1.0 + e);
+  return vec2(select(t, -t, u < 0.0), 4.0 * e / ((1.0 + e) * (1.0 + e)));
+}

@@ -43,7 +43,7 @@ import { referenceShardKernels } from "../reference/sharded.ts";
 import { metric } from "./metric.ts";
 import type { ShardKernels } from "../kernels/shards.ts";
 import { headShardGrads, headShardStats } from "./sharded.ts";
-import { linearCe } from "../reference/linear_cross_entropy.ts";
+import { linearCe } from "./linear_cross_entropy.ts";
 
 /**
  * A kernel with `checkFinite` on GPU-resident inputs: their values read back and scanned
@@ -94,8 +94,7 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     // The metric family (src/webgpu/metric.ts).
     metric: (p) => metric(ctx, p),
     headShardStats: (q) => headShardStats(ctx, q),
-    // linearCrossEntropy: the float64 reference on host inputs until its GPU kernels exist.
-    linearCe: hostKernels({ linearCe } as unknown as Kernels, "webgpu (linearCrossEntropy, host inputs only)").linearCe,
+    linearCe: (p) => linearCe(ctx, p),
     headShardGrads: (q) => headShardGrads(ctx, q),
   };
   for (const [k, f] of Object.entries(kernels)) {

@@ -21,7 +21,7 @@ export interface PassJob<K extends KernelName> {
   kernel: K;
   params: Params<K>;
   /** Binding 1..: a buffer, or null (a placeholder), with "r" or "w" in `layout`. */
-  bindings: (GPUBuffer | null)[];
+  bindings: (GPUBuffer | GPUBufferBinding | null)[];
   /** "r" (read-only) or "w" (read-write) per binding. */
   layout: string;
   dispatches: Dispatch[];
