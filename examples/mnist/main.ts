@@ -141,7 +141,9 @@ class Display {
     const bar = "█".repeat(Math.round(done * width)).padEnd(width, "░");
     this.#lines[slot] = `${label} epoch ${String(p.epoch + 1).padStart(2)}/${settings.epochs} ${bar} ${
       (100 * done).toFixed(0).padStart(3)
-    }%  loss ${p.loss.toFixed(3)}  ${Math.round(p.examplesPerSecond).toLocaleString("en-US")} ex/s`;
+    }%  loss ${Number.isNaN(p.loss) ? "-" : p.loss.toFixed(3)}  ${
+      Math.round(p.examplesPerSecond).toLocaleString("en-US")
+    } ex/s`;
     if (this.#tty) this.#last = now, this.#draw("");
     else console.log(this.#lines[slot]);
   }
