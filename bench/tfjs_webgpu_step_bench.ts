@@ -138,6 +138,11 @@ await run<Ctx>(async () => {
     title: "One SGD step of the demo's network on TF.js's webgpu backend: the loss from softmargin or from TF.js",
     modes: ["step"],
     shapes: { default: [DEMO], quick: [DEMO] },
+    // A step takes hundreds of milliseconds on llvmpipe: every round times both, one step each.
+    timing: {
+      default: { rounds: 21, slowBudget: 60, minSamples: 21 },
+      full: { rounds: 41, slowBudget: 120, minSamples: 41 },
+    },
     work: (s) => s[0],
     contenders: [
       contender("tf.losses.softmaxCrossEntropy", false),
