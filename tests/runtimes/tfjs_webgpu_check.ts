@@ -10,7 +10,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import * as esbuild from "esbuild";
@@ -110,6 +110,7 @@ export function tfjsWebgpuChecks(): void {
         } finally {
           await browser.close();
           await server.close();
+          if (!process.env.SOFTMARGIN_KEEP) rmSync(dir, { recursive: true, force: true });
         }
       },
     );
