@@ -10,9 +10,25 @@ import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import { js } from "../cpu.ts";
 import { tfLosses } from "../tfjs.ts";
+import { definitions } from "../src/losses/mod.ts";
+import { PER_ROW as perRow } from "../src/tfjs/webgpu.ts";
 import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
-import { randomMatrix, Rng } from "./helpers/random.ts";
+import { randomMatrix, Rng, seedOf } from "./helpers/random.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
+import { allSpecs, cosineMarginSpecs, headSpecs, type LossSpec } from "./helpers/specs.ts";
+import {
+  centerLossSpec,
+  centerRegularizationSpec,
+  featureDiversitySpec,
+  hierarchicalSpec,
+  hnmContrastiveSpec,
+  iclMoeSpec,
+  mixOutputsSpec,
+  physicsContrastiveSpec,
+  physMoeSpec,
+} from "./helpers/specs_moe.ts";
+import { clipSpec, siglipSpec } from "./helpers/specs_clip.ts";
+import { metricSpecs } from "./helpers/specs_metric.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -22,9 +38,7 @@ const loaded: { tf: Any } | string = await (async () => {
   if (webgpuMissing) return webgpuMissing;
   try {
     const tf = await import("@tensorflow/tfjs");
-    // (A specifier in a variable: the type check does not need the package.)
-    const backend = "@tensorflow/tfjs-backend-webgpu";
-    await import(backend);
+    await import("@tensorflow/tfjs-backend-webgpu");
     return { tf };
   } catch (e) {
     return `@tensorflow/tfjs-backend-webgpu is not installed (${(e as Error).message.split("\n")[0]})`;
@@ -34,6 +48,76 @@ const skip = typeof loaded === "string" ? loaded : false;
 const tf: Any = typeof loaded === "string" ? null : loaded.tf;
 
 const N = 8, C = 5, D = 6;
+
+/**
+ * The steps of the leak test: 1,000 by `SOFTMARGIN_TFJS_STEPS=1000` (in a page: the global
+ * of that name); fewer by default, to keep CI short.
+ */
+const STEPS = Number(
+  (globalThis as Any).process?.env?.SOFTMARGIN_TFJS_STEPS ?? (globalThis as Any).SOFTMARGIN_TFJS_STEPS ?? 100,
+);
+
+/** The losses with a WebGPU kernel on the GPU path: each is run on both TF.js backends. */
+const gpuSpecs: readonly LossSpec[] = [
+  ...allSpecs.filter((s) => !s.matrixOutput && s.name !== "accuracy"),
+  ...cosineMarginSpecs,
+  ...headSpecs,
+  centerLossSpec,
+  physicsContrastiveSpec,
+  featureDiversitySpec,
+  centerRegularizationSpec,
+  mixOutputsSpec,
+  iclMoeSpec,
+  hierarchicalSpec,
+  physMoeSpec,
+  hnmContrastiveSpec,
+  clipSpec,
+  siglipSpec,
+];
+
+/** The losses without one (host fallbacks): refused by name on TF.js's webgpu backend, reading nothing. */
+const refused: Record<string, Record<string, Any>> = {
+  ...Object.fromEntries(metricSpecs.map((s) => [s.name, s.random(new Rng(seedOf(s.name)), N, C, 1, {})])),
+  linearCrossEntropy: {
+    x: randomMatrix(new Rng(40), N, D),
+    W: randomMatrix(new Rng(41), C, D),
+    labels: [0, 1, 2, 3, 4, 0, 1, 2],
+  },
+  adaface: {
+    cos: randomMatrix(new Rng(42), N, C, 0.5),
+    labels: [0, 1, 2, 3, 4, 0, 1, 2],
+    norms: [15, 16, 17, 18, 19, 20, 21, 22],
+  },
+  curricularFace: { cos: randomMatrix(new Rng(43), N, C, 0.5), labels: [0, 1, 2, 3, 4, 0, 1, 2], state: { t: 0 } },
+  magface: {
+    cos: randomMatrix(new Rng(44), N, C, 0.5),
+    labels: [0, 1, 2, 3, 4, 0, 1, 2],
+    norms: Float32Array.from({ length: N }, (_, i) => 15 + i),
+  },
+};
+
+/** `host` with the loss's differentiable inputs (its gradient keys, its number inputs) as tensors made by `make`. */
+function tensorsOf(name: string, host: Record<string, Any>, make: (m: Any) => Any) {
+  const def = (definitions as Any)[name];
+  const matrix = (v: Any) => v?.data !== undefined && v.shape !== undefined;
+  const keys: string[] = [...def.grads, ...(def.numbers ?? [])].filter((k) =>
+    typeof host[k] === "number" || matrix(host[k]) || (Array.isArray(host[k]) && host[k].every(matrix))
+  );
+  const tensors: Any[] = [], slots: [string, number][] = [];
+  for (const k of keys) {
+    const v = host[k];
+    if (Array.isArray(v)) v.forEach((m, i) => (tensors.push(make(m)), slots.push([k, i])));
+    else (tensors.push(typeof v === "number" ? tf.scalar(v) : make(v)), slots.push([k, -1]));
+  }
+  /** The inputs with the tensors `ts` (in the order of `tensors`) in place of the host values. */
+  const inputs = (ts: Any[]) => {
+    const out: Record<string, Any> = { ...host };
+    for (const k of keys) if (Array.isArray(host[k])) out[k] = [];
+    slots.forEach(([k, i], j) => (i < 0 ? (out[k] = ts[j]) : (out[k][i] = ts[j])));
+    return out;
+  };
+  return { tensors, inputs, slots };
+}
 const labels = Array.from({ length: N }, (_, i) => (i * 3) % C);
 
 /** What `body` submits and maps on `device` (its queue and every GPUBuffer's mapAsync wrapped). */
@@ -52,6 +136,32 @@ async function counted<T>(device: GPUDevice, body: () => T | Promise<T>) {
     q.submit = submit;
     GPUBuffer.prototype.mapAsync = mapAsync;
   }
+}
+
+/** The GPU buffers of `device` alive (created and not destroyed) from now until `stop`. */
+function buffersAlive(device: GPUDevice): { readonly count: number; stop(): void } {
+  const create = device.createBuffer, destroy = GPUBuffer.prototype.destroy;
+  const track = new WeakSet<GPUBuffer>();
+  let count = 0;
+  (device as Any).createBuffer = (...a: Any[]) => {
+    const b = create.apply(device, a as [GPUBufferDescriptor]);
+    track.add(b);
+    count++;
+    return b;
+  };
+  GPUBuffer.prototype.destroy = function (this: GPUBuffer) {
+    if (track.has(this)) (track.delete(this), count--);
+    return destroy.apply(this);
+  };
+  return {
+    get count() {
+      return count;
+    },
+    stop() {
+      (device as Any).createBuffer = create;
+      GPUBuffer.prototype.destroy = destroy;
+    },
+  };
 }
 
 before(async () => {
@@ -203,6 +313,87 @@ describe("softmargin/tfjs on TF.js's webgpu backend", { skip }, () => {
     tf.dispose([logits, rows, g]);
   });
 
+  it("every loss the adapter offers: the values and gradients of the adapter on TF.js's cpu backend, zero maps a call", async () => {
+    const device: GPUDevice = tf.backend().device;
+    const offered = Object.keys(tfLosses(tf));
+    const covered = [...gpuSpecs.map((s) => s.name), ...Object.keys(refused)];
+    assert.deepEqual([...new Set(covered)].sort(), [...offered].sort(), "every loss of tfLosses is run or refused");
+    // Two option sets of each (the first and the last), "none" where its gradient is per row.
+    const cases = gpuSpecs.flatMap((spec) => {
+      const sets = spec.optionSets(C);
+      return [...new Set([sets[0], sets.at(-1)!])].map((o, k) => ({
+        spec,
+        o,
+        host: spec.random(new Rng(seedOf(`tfjs webgpu ${spec.name} ${k}`)), N, C, 1, o),
+      }));
+    }).filter(({ spec, o }) => o.reduction !== "none" || perRow.has(spec.name));
+    /** Value and gradients of `name` on the active backend (a vector loss through its sum), as host arrays. */
+    const run = async (name: string, host: Record<string, Any>, o: Record<string, Any>, make: (m: Any) => Any) => {
+      const losses = tfLosses(tf, { backend: js }) as Any;
+      const { tensors, inputs } = tensorsOf(name, host, make);
+      const f = (...ts: Any[]) => {
+        const l = losses[name](inputs(ts), o);
+        return l.rank === 0 ? l : tf.sum(l);
+      };
+      const c = await counted(device, () => tf.valueAndGrads(f)(tensors));
+      const { value, grads } = c.r as Any;
+      const out = { loss: await value.data(), grads: await Promise.all(grads.map((g: Any) => g.data())), maps: c.maps };
+      tf.dispose([tensors, value, grads]);
+      return out;
+    };
+    // TF.js's cpu backend (the adapter computes with the float64 reference there), then its webgpu backend.
+    await tf.setBackend("cpu");
+    const want: Any[] = [];
+    for (const { spec, o, host } of cases) {
+      want.push(await run(spec.name, host, o, (m) => tf.tensor2d(m.data, [...m.shape])));
+    }
+    await tf.setBackend("webgpu");
+    const gpu = (m: Any) => tf.add(tf.tensor2d(m.data, [...m.shape]), 0);
+    for (const [k, { spec, o, host }] of cases.entries()) {
+      const label = `${spec.name} ${JSON.stringify(o, (_, x) => (ArrayBuffer.isView(x) ? "[...]" : x))}`;
+      const got = await run(spec.name, host, o, gpu);
+      assert.equal(got.maps, 0, `${label}: maps`);
+      assertLossClose(got.loss, want[k].loss, `${label}: loss`);
+      got.grads.forEach((g: Float32Array, i: number) =>
+        assertGradClose(g, want[k].grads[i], `${label}: gradient ${i}`)
+      );
+    }
+    // The losses without a shader: a TypeError naming the loss and the path, before anything is read.
+    const losses = tfLosses(tf) as Any;
+    for (const [name, host] of Object.entries(refused)) {
+      const { tensors, inputs } = tensorsOf(name, host, gpu);
+      const c = await counted(
+        device,
+        () => assert.throws(() => tf.grads((...ts: Any[]) => losses[name](inputs(ts)))(tensors), TypeError, name),
+      );
+      assert.equal(c.maps, 0, `${name}: refused before reading anything`);
+      tf.dispose(tensors);
+    }
+  });
+
+  it("weights as a GPU tensor under SUM_BY_NONZERO_WEIGHTS: the non-zero count taken on the GPU, no map", async () => {
+    const losses = tfLosses(tf);
+    const device: GPUDevice = tf.backend().device;
+    const host = randomMatrix(new Rng(45), N, C, 2);
+    const w = [1, 0, 2, 0.5, 0, 3, 1, 0];
+    const logits = tf.add(tf.tensor2d(host.data, [N, C]), 0), weights = tf.add(tf.tensor1d(w), 0);
+    const c = await counted(
+      device,
+      () =>
+        tf.valueAndGrads((z: Any, v: Any) => losses.crossEntropy({ logits: z, labels }, { weights: v }))([
+          logits,
+          weights,
+        ]),
+    );
+    assert.equal(c.maps, 0, "maps");
+    const { value, grads } = c.r as Any;
+    const rows = js.crossEntropy.forward({ logits: host, labels }, { reduction: "none" }).loss as Float32Array;
+    const count = w.filter((x) => x !== 0).length;
+    assertLossClose((await value.data())[0], rows.reduce((s, l, i) => s + w[i] * l, 0) / count, "sum(w l) / 5");
+    assertLossClose(await grads[1].data(), rows.map((l) => l / count), "d/dweights: l / 5 (the count a constant)");
+    tf.dispose([logits, weights, value, grads]);
+  });
+
   it("20 SGD steps map no buffer and train as tf.losses.softmaxCrossEntropy; memory stays flat", async () => {
     const losses = tfLosses(tf);
     const device: GPUDevice = tf.backend().device;
@@ -218,30 +409,17 @@ describe("softmargin/tfjs on TF.js's webgpu backend", { skip }, () => {
           return ours ? losses.crossEntropy({ logits, labels }) : tf.losses.softmaxCrossEntropy(onehot, logits);
         });
       // GPU buffers alive (created, not destroyed) and TF.js's tensors, after a warm-up and at the end.
-      let alive = 0;
-      const create = device.createBuffer, destroy = GPUBuffer.prototype.destroy;
-      const track = new WeakSet<GPUBuffer>();
-      (device as Any).createBuffer = (...a: Any[]) => {
-        const b = create.apply(device, a as [GPUBufferDescriptor]);
-        track.add(b);
-        alive++;
-        return b;
-      };
-      GPUBuffer.prototype.destroy = function (this: GPUBuffer) {
-        if (track.has(this)) (track.delete(this), alive--);
-        return destroy.apply(this);
-      };
+      const alive = buffersAlive(device);
       try {
         for (let s = 0; s < 5; s++) step();
-        const [tensors, buffers] = [tf.memory().numTensors, alive];
+        const [tensors, buffers] = [tf.memory().numTensors, alive.count];
         const c = await counted(device, () => {
           for (let s = 5; s < steps; s++) step();
         });
         await device.queue.onSubmittedWorkDone();
-        return { W, c, grew: { tensors: tf.memory().numTensors - tensors, buffers: alive - buffers } };
+        return { W, c, grew: { tensors: tf.memory().numTensors - tensors, buffers: alive.count - buffers } };
       } finally {
-        (device as Any).createBuffer = create;
-        GPUBuffer.prototype.destroy = destroy;
+        alive.stop();
       }
     };
     const ours = await train(true, 25), theirs = await train(false, 25);
@@ -254,5 +432,47 @@ describe("softmargin/tfjs on TF.js's webgpu backend", { skip }, () => {
         `tf.losses ${theirs.c.submits} submissions, ${theirs.c.maps} maps`,
     );
     tf.dispose([xs, onehot, ours.W, theirs.W]);
+  });
+  it(`${STEPS} steps of an embedding with an ArcFace head (W a tf.Variable) and a cross-entropy: flat memory, no map`, async () => {
+    const losses = tfLosses(tf);
+    const device: GPUDevice = tf.backend().device;
+    const E = 4;
+    const xs = tf.add(tf.tensor2d(randomMatrix(new Rng(46), N, D).data, [N, D]), 0);
+    const embed = tf.variable(tf.tensor2d(randomMatrix(new Rng(47), D, E, 0.5).data, [D, E]));
+    const W = tf.variable(tf.tensor2d(randomMatrix(new Rng(48), C, E).data, [C, E]));
+    const classify = tf.variable(tf.tensor2d(randomMatrix(new Rng(49), E, C, 0.3).data, [E, C]));
+    const opt = tf.train.sgd(0.1);
+    const step = () =>
+      opt.minimize(() => {
+        const x = tf.matMul(xs, embed);
+        const head = losses.marginHead({ x, W, labels }, { kind: "arcface", scale: 8, margin: 0.2 });
+        return tf.add(head, losses.crossEntropy({ logits: tf.matMul(x, classify), labels }, { labelSmoothing: 0.1 }));
+      }, true);
+    const first = step();
+    const alive = buffersAlive(device);
+    try {
+      for (let s = 0; s < 5; s++) tf.dispose(step());
+      await device.queue.onSubmittedWorkDone();
+      const before = { tensors: tf.memory().numTensors, buffers: alive.count, bytes: tf.memory().numBytes };
+      const t0 = performance.now();
+      const c = await counted(device, () => {
+        for (let s = 0; s < STEPS; s++) tf.dispose(step());
+      });
+      await device.queue.onSubmittedWorkDone();
+      const ms = (performance.now() - t0) / STEPS;
+      const after = { tensors: tf.memory().numTensors, buffers: alive.count, bytes: tf.memory().numBytes };
+      console.log(
+        `${STEPS} steps: ${c.submits / STEPS} submissions and ${c.maps} maps a step, ${ms.toFixed(1)} ms a step; ` +
+          `tensors ${before.tensors} -> ${after.tensors}, GPU buffers alive ${before.buffers} -> ${after.buffers}`,
+      );
+      assert.equal(c.maps, 0, "maps");
+      assert.deepEqual(after, before, "TF.js's tensors and bytes, and the GPU buffers alive");
+      const last = step();
+      assert.ok((await last.data())[0] < (await first.data())[0], "the loss went down");
+      tf.dispose([first, last]);
+    } finally {
+      alive.stop();
+      tf.dispose([xs, embed, W, classify]);
+    }
   });
 });

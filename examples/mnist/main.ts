@@ -9,6 +9,7 @@
  *   npm run demo                                   # everything, into docs/
  *   deno run -A examples/mnist/main.ts --losses softmax,arcface --dim 3 --epochs 5 --out /tmp/demo
  *   npx -y bun@1.4.4 examples/mnist/main.ts --help
+ *   npm run demo -- --tf-backend webgpu            # TF.js's webgpu backend: a small preset, no readback a step
  *
  * @module
  */
@@ -36,9 +37,15 @@ const HELP = `Usage: deno run -A examples/mnist/main.ts [options]   (or: npm run
                   (the test labels stay clean; default: 0)
   --jobs N        runs trained at once, one worker thread each (default: 2; TF.js's
                   wasm backend is single-threaded)
+  --tf-backend B  TensorFlow.js's backend: wasm (default) or webgpu (the loss on TF.js's GPU
+                  device and buffers, SPEC §10; the summary counts the submissions and
+                  readbacks of a step). webgpu's defaults are a small preset for a software
+                  adapter: --losses softmax,arcface --dim 2 --epochs 1 --jobs 1
+                  --out dist/demo-webgpu
   --help          this text`;
 
-const { values: flags } = parseArgs({
+const { values: flags, tokens } = parseArgs({
+  tokens: true,
   args: process.argv.slice(2),
   options: {
     losses: { type: "string", default: LOSS_NAMES.join(",") },
@@ -50,9 +57,18 @@ const { values: flags } = parseArgs({
     lr: { type: "string", default: "0.003" },
     jobs: { type: "string", default: "2" },
     "label-noise": { type: "string", default: "0" },
+    "tf-backend": { type: "string", default: "wasm" },
     help: { type: "boolean", default: false },
   },
 });
+const tfBackend = flags["tf-backend"] as "wasm" | "webgpu";
+if (tfBackend !== "wasm" && tfBackend !== "webgpu") fail(`--tf-backend takes wasm or webgpu, got "${tfBackend}"`);
+// On webgpu the flags not given take the small preset of the usage.
+if (tfBackend === "webgpu") {
+  const given = new Set(tokens!.filter((t) => t.kind === "option").map((t) => (t as { name: string }).name));
+  const preset = { losses: "softmax,arcface", dim: "2", epochs: "1", jobs: "1", out: "dist/demo-webgpu" };
+  for (const [k, v] of Object.entries(preset)) if (!given.has(k)) (flags as Record<string, unknown>)[k] = v;
+}
 if (flags.help) {
   console.log(HELP);
   process.exit(0);
@@ -88,6 +104,7 @@ const settings = {
   seed: num("seed", flags.seed),
   labelNoise: share("label-noise", flags["label-noise"]),
   hidden: [128, 64],
+  tfBackend,
 };
 const out = flags.out;
 
@@ -98,7 +115,7 @@ const started = performance.now();
 const { train, test } = split(loadDigits(), 0.2, settings.seed);
 const runtime = navigator.userAgent.replace("/", " ");
 console.log(
-  `MNIST (npm mnist): ${train.n} training and ${test.n} test digits; TensorFlow.js ${version.tfjs} (wasm backend), ${runtime}`,
+  `MNIST (npm mnist): ${train.n} training and ${test.n} test digits; TensorFlow.js ${version.tfjs} (${tfBackend} backend), ${runtime}`,
 );
 console.log(
   `${losses.length} losses x ${dims.length} dimensions, ${settings.epochs} epochs of batch ${settings.batch}, network 196-${
@@ -124,7 +141,9 @@ class Display {
     const bar = "█".repeat(Math.round(done * width)).padEnd(width, "░");
     this.#lines[slot] = `${label} epoch ${String(p.epoch + 1).padStart(2)}/${settings.epochs} ${bar} ${
       (100 * done).toFixed(0).padStart(3)
-    }%  loss ${p.loss.toFixed(3)}  ${Math.round(p.examplesPerSecond).toLocaleString("en-US")} ex/s`;
+    }%  loss ${Number.isNaN(p.loss) ? "-" : p.loss.toFixed(3)}  ${
+      Math.round(p.examplesPerSecond).toLocaleString("en-US")
+    } ex/s`;
     if (this.#tty) this.#last = now, this.#draw("");
     else console.log(this.#lines[slot]);
   }
@@ -282,6 +301,15 @@ function markdownTable(header: string[], right: boolean[], body: string[][]): st
   const rule = widths.map((w, c) => (right[c] ? "-".repeat(w - 1) + ":" : "-".repeat(w)));
   return [line(header), `| ${rule.join(" | ")} |`, ...body.map(line)].join("\n");
 }
+/** On webgpu: the submissions and readbacks (mapAsync) of a training step, averaged over every step of every run. */
+const gpuSteps = trained.filter((r) => r.gpu).map((r) => r.gpu!);
+const perStep = gpuSteps.length === 0 ? "" : (() => {
+  const steps = gpuSteps.reduce((a, g) => a + g.steps, 0);
+  const avg = (k: "submitsPerStep" | "mapsPerStep") => gpuSteps.reduce((a, g) => a + g[k] * g.steps, 0) / steps;
+  return `TensorFlow.js webgpu: a training step made ${avg("submitsPerStep").toFixed(1)} GPU submissions and ${
+    avg("mapsPerStep").toFixed(2)
+  } readbacks (mapAsync), over ${steps} steps (the loss read once an epoch, outside the steps)`;
+})();
 const wall = (performance.now() - started) / 1000;
 // CPU time of the process and its workers: what the run costs whatever else shares the machine.
 const { user, system } = process.cpuUsage();
@@ -293,7 +321,7 @@ writeFileSync(
     settings.epochs === 1 ? "" : "s"
   }${noise}, seed ${settings.seed}, ${runtime}: ${wall.toFixed(0)} s, ${
     cpu.toFixed(0)
-  } s of CPU time (\`${command}\`).\n`,
+  } s of CPU time (\`${command}\`).\n${perStep ? `\n${perStep}.\n` : ""}`,
 );
 writeFileSync(
   `${out}/demo_results.json`,
@@ -304,6 +332,7 @@ writeFileSync(
       tfjs: version.tfjs,
       wallSeconds: wall,
       cpuSeconds: cpu,
+      ...(gpuSteps.length ? { gpuPerStep: gpuSteps } : {}),
       results: rows,
     },
     null,
@@ -315,4 +344,5 @@ console.log(`\n${md}\n`);
 console.log(
   `wrote ${out}/figures/margins.svg, ${out}/figures/margins.png, ${out}/demo_results.md, ${out}/demo_results.json`,
 );
+if (perStep) console.log(perStep);
 console.log(`total ${wall.toFixed(1)} s, ${cpu.toFixed(1)} s of CPU time (${jobs} at a time)`);

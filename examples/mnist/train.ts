@@ -1,8 +1,10 @@
 /**
  * One training run of the demo: a small embedding network (a multilayer perceptron
  * from the pixels to a D-dimensional feature) and a classification head trained with
- * one loss, in TensorFlow.js on its wasm backend, the loss and its gradients from
- * softmargin through the `softmargin/tfjs` adapter.
+ * one loss, in TensorFlow.js on its wasm backend (or its webgpu backend: `tfBackend`), the
+ * loss and its gradients from softmargin through the `softmargin/tfjs` adapter. On webgpu a
+ * step reads nothing back: the losses of an epoch are summed on the GPU and read once at its
+ * end, and the GPU submissions and readbacks (`mapAsync`) of the steps are counted.
  *
  * @module
  */
@@ -55,6 +57,8 @@ export interface RunConfig {
   /** The share of training labels flipped to another class (`flipLabels`), 0 for none. */
   labelNoise: number;
   hidden: readonly number[];
+  /** TensorFlow.js's backend: `wasm` (default) or `webgpu`. */
+  tfBackend?: "wasm" | "webgpu";
 }
 
 /** Progress of a run, reported after every step. */
@@ -76,13 +80,23 @@ export interface RunResult {
   finalLoss: number;
   /** Training time, seconds. */
   seconds: number;
+  /** On webgpu: the GPU submissions and readbacks (mapAsync) per training step, on average. */
+  gpu?: { submitsPerStep: number; mapsPerStep: number; steps: number };
 }
 
 const CLASSES = 10;
 
 /** Trains one network with one loss and returns its test features. */
-export function run(cfg: RunConfig, train: Digits, test: Digits, report: (p: Progress) => void): RunResult {
+export async function run(
+  cfg: RunConfig,
+  train: Digits,
+  test: Digits,
+  report: (p: Progress) => void,
+): Promise<RunResult> {
   const losses = tfLosses(tf);
+  // On webgpu: what the steps submit and map on TF.js's device; values read with data() (Deno has no dataSync there).
+  const gpu = cfg.tfBackend === "webgpu" ? countGpu((tf.backend() as unknown as { device: GPUDevice }).device) : null;
+  const read = async (t: tf.Tensor) => (gpu ? await t.data() : t.dataSync()) as Float32Array;
   const inputs = SIDE * SIDE;
   const sizes = [inputs, ...cfg.hidden, cfg.dim];
   let seed = cfg.seed;
@@ -115,11 +129,11 @@ export function run(cfg: RunConfig, train: Digits, test: Digits, report: (p: Pro
   const rng = new Rng(cfg.seed);
   const steps = Math.floor(train.n / cfg.batch);
   const start = performance.now();
-  let finalLoss = NaN, step = 0;
+  let finalLoss = NaN, step = 0, submits = 0, maps = 0;
   for (let epoch = 0; epoch < cfg.epochs; epoch++) {
     const order = permutation(rng, train.n);
     const xb = new Float32Array(cfg.batch * inputs), yb = new Int32Array(cfg.batch);
-    let sum = 0;
+    let sum = 0, onGpu: tf.Tensor = tf.scalar(0);
     const epochStart = performance.now();
     for (let s = 0; s < steps; s++, step++) {
       for (let j = 0; j < cfg.batch; j++) {
@@ -130,39 +144,74 @@ export function run(cfg: RunConfig, train: Digits, test: Digits, report: (p: Pro
       // Cosine decay of the learning rate to 0 over the run (Adam reads it at every step).
       (optimizer as unknown as { learningRate: number }).learningRate = cfg.lr * 0.5 *
         (1 + Math.cos((Math.PI * step) / (steps * cfg.epochs)));
+      const before = gpu && { ...gpu.counts };
       const loss = tf.tidy(() => {
         const x = tf.tensor2d(xb, [cfg.batch, inputs]);
         return optimizer.minimize(() => lossOf(embed(x), yb, step), true)!;
       });
-      sum += loss.dataSync()[0];
+      if (gpu) {
+        const next = tf.add(onGpu, loss);
+        onGpu.dispose(), onGpu = next;
+        submits += gpu.counts.submits - before!.submits, maps += gpu.counts.maps - before!.maps;
+      } else sum += loss.dataSync()[0];
       loss.dispose();
       const seconds = (performance.now() - epochStart) / 1000;
       report({
         epoch,
         step: s + 1,
         stepsPerEpoch: steps,
-        loss: sum / (s + 1),
+        loss: gpu ? finalLoss : sum / (s + 1),
         examplesPerSecond: ((s + 1) * cfg.batch) / seconds,
       });
     }
+    if (gpu) sum = (await read(onGpu))[0];
+    onGpu.dispose();
     finalLoss = sum / steps;
   }
   const seconds = (performance.now() - start) / 1000;
 
   const testImages = new Float32Array(test.n * inputs);
   for (let i = 0; i < test.n; i++) pooled(test, i, testImages, i * inputs);
-  const features = tf.tidy(() => embed(tf.tensor2d(testImages, [test.n, inputs])).dataSync() as Float32Array);
-  const scores = tf.tidy(() => {
-    const x = tf.tensor2d(features, [test.n, cfg.dim]);
-    if (cfg.loss === "softmax") return tf.add(tf.matMul(x, W, false, true), bias).dataSync();
+  const featureTensor = tf.tidy(() => embed(tf.tensor2d(testImages, [test.n, inputs])));
+  const features = await read(featureTensor);
+  const scoreTensor = tf.tidy(() => {
+    const x = featureTensor;
+    if (cfg.loss === "softmax") return tf.add(tf.matMul(x, W, false, true), bias);
     // The margin heads classify by the cosine to each class's weight row; SphereFace by
     // ||x|| cos, which has the same argmax.
     const unit = (t: tf.Tensor) => tf.div(t, tf.maximum(tf.norm(t, 2, 1, true), 1e-12));
-    return tf.matMul(unit(x), unit(W), false, true).dataSync();
-  }) as Float32Array;
-  tf.dispose([...layers.flatMap((l) => [l.w, l.b]), W, bias]);
+    return tf.matMul(unit(x), unit(W), false, true);
+  });
+  const scores = await read(scoreTensor);
+  tf.dispose([featureTensor, scoreTensor, ...layers.flatMap((l) => [l.w, l.b]), W, bias]);
   optimizer.dispose();
-  return { features: features.slice(), scores: scores.slice(), finalLoss, seconds };
+  gpu?.stop();
+  const counted = steps * cfg.epochs;
+  return {
+    features: features.slice(),
+    scores: scores.slice(),
+    finalLoss,
+    seconds,
+    ...(gpu ? { gpu: { submitsPerStep: submits / counted, mapsPerStep: maps / counted, steps: counted } } : {}),
+  };
+}
+
+/** Counts `device`'s queue submissions and every GPUBuffer's mapAsync (readbacks) until `stop`. */
+function countGpu(device: GPUDevice): { counts: { submits: number; maps: number }; stop(): void } {
+  const queue = device.queue, submit = queue.submit, mapAsync = GPUBuffer.prototype.mapAsync;
+  const counts = { submits: 0, maps: 0 };
+  queue.submit = (buffers) => (counts.submits++, submit.call(queue, buffers));
+  GPUBuffer.prototype.mapAsync = function (this: GPUBuffer, ...a: Parameters<GPUBuffer["mapAsync"]>) {
+    counts.maps++;
+    return mapAsync.apply(this, a);
+  };
+  return {
+    counts,
+    stop() {
+      queue.submit = submit;
+      GPUBuffer.prototype.mapAsync = mapAsync;
+    },
+  };
 }
 
 /** Test accuracy: the share of test digits whose label has the highest score. */

@@ -30,14 +30,19 @@ let ready: Promise<boolean> | undefined;
 scope.onmessage = async (e: MessageEvent<Job>) => {
   const { id, cfg, splitSeed } = e.data;
   try {
+    const backend = cfg.tfBackend ?? "wasm";
     ready ??= (() => {
       tf.enableProdMode();
       setWasmPaths(fileURLToPath(new URL("../../node_modules/@tensorflow/tfjs-backend-wasm/dist/", import.meta.url)));
-      return tf.setBackend("wasm");
+      // (A specifier in a variable: only the webgpu runs load the package.)
+      const webgpu = "@tensorflow/tfjs-backend-webgpu";
+      return backend === "webgpu" ? import(webgpu).then(() => tf.setBackend(backend)) : tf.setBackend(backend);
     })();
-    if (!(await ready)) throw new Error("TensorFlow.js's wasm backend did not load (run npm ci first)");
+    if (!(await ready)) {
+      throw new Error(`TensorFlow.js's ${backend} backend did not load (run npm ci first; webgpu needs an adapter)`);
+    }
     if (data?.seed !== splitSeed) data = { ...split(loadDigits(), 0.2, splitSeed), seed: splitSeed };
-    const result = run(cfg, data.train, data.test, (progress) => scope.postMessage({ id, progress }));
+    const result = await run(cfg, data.train, data.test, (progress) => scope.postMessage({ id, progress }));
     scope.postMessage({ id, result, labels: data.test.labels });
   } catch (error) {
     scope.postMessage({ id, error: String((error as Error)?.stack ?? error) });

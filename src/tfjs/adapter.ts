@@ -45,6 +45,15 @@ export interface TfLike {
   /** `tf.div`: the weighted sum's division by a count (`weights`' reductions). */
   // deno-lint-ignore no-explicit-any
   div(a: any, b: any): any;
+  /** `tf.notEqual`, `tf.cast`, `tf.sum`, `tf.zerosLike`: the count of non-zero weights, on TF.js's backend. */
+  // deno-lint-ignore no-explicit-any
+  notEqual(a: any, b: number): any;
+  // deno-lint-ignore no-explicit-any
+  cast(a: any, dtype: "float32"): any;
+  // deno-lint-ignore no-explicit-any
+  sum(a: any): any;
+  // deno-lint-ignore no-explicit-any
+  zerosLike(a: any): any;
   /** `tf.tidy`: disposes what the reduction with `weights` makes on the way. */
   // deno-lint-ignore no-explicit-any
   tidy(f: () => any): any;
@@ -162,8 +171,8 @@ export interface TfLossesOptions {
  * still counts unless its weight is 0; `"mean"` with `weights` is refused as
  * ambiguous, `klDiv`'s `"batchmean"` is `sum(w l) / N`), inside a `tf.tidy` (a call
  * leaves only its result), and a weights tensor gets its gradient under every
- * reduction (`SUM_BY_NONZERO_WEIGHTS` counts the non-zero weights on the host, as a
- * constant: TF.js's own count, `notEqual`, has no gradient). `weights` or a
+ * reduction (`SUM_BY_NONZERO_WEIGHTS` counts the non-zero weights as a constant, a weights
+ * tensor by TF.js's ops on its backend: TF.js's own count, `notEqual`, has no gradient). `weights` or a
  * `tf.Reduction` on a loss with no per-row losses (no `reduction` option:
  * `featureDiversity`, `mixOutputs`, `physMoe`, ...) is a `TypeError`, and so is an
  * unknown option key, the message listing the keys the adapter takes.
@@ -319,23 +328,40 @@ function tfReductionOf(name: string, reduction: unknown): TfReduction | "batchme
 /**
  * `tf.losses.computeWeightedLoss(rows, weights, r)`, with a gradient for a weights tensor under
  * every reduction: `SUM_BY_NONZERO_WEIGHTS` divides `sum(w l)` by the count of non-zero weights
- * counted here (a constant; TF.js counts with `notEqual`, which has no gradient), `"batchmean"`
- * by N.
+ * taken as a constant (TF.js counts with `notEqual`, which has no gradient): a weights tensor's
+ * count is computed by TF.js's ops on its own backend (on the GPU on webgpu: no readback) under
+ * a zero gradient, plain numbers' on the host; `"batchmean"` divides by N.
  */
 function weighted(tf: TfLike, rows: TfTensor, weights: unknown, r: TfReduction | "batchmean") {
   const n = rows.shape[0];
   if (r === "batchmean") return tf.div(tf.losses.computeWeightedLoss(rows, weights, TF_SUM), n);
   if (r !== TF_SUM_BY_NONZERO_WEIGHTS || weights === undefined) return tf.losses.computeWeightedLoss(rows, weights, r);
-  const w = weights instanceof tf.Tensor
-    ? weights.dataSync()
+  const tensor = weights instanceof tf.Tensor;
+  const size = tensor
+    ? weights.shape.reduce((a, b) => a * b, 1)
     : typeof weights === "number"
-    ? [weights]
-    : (weights as ArrayLike<number>);
+    ? 1
+    : (weights as ArrayLike<number>).length;
   // (weights of another size: TF.js's own reduction, and its error if the shapes do not broadcast)
-  if (w.length !== 1 && w.length !== n) return tf.losses.computeWeightedLoss(rows, weights, r);
-  let count = 0;
-  for (let i = 0; i < w.length; i++) if (w[i] !== 0) count++;
-  return tf.div(tf.losses.computeWeightedLoss(rows, weights, TF_SUM), w.length === 1 ? count * n : count);
+  if (size !== 1 && size !== n) return tf.losses.computeWeightedLoss(rows, weights, r);
+  let count: unknown;
+  if (tensor) count = nonZero(tf, weights);
+  else {
+    const w = typeof weights === "number" ? [weights] : (weights as ArrayLike<number>);
+    let k = 0;
+    for (let i = 0; i < w.length; i++) if (w[i] !== 0) k++;
+    count = k;
+  }
+  const sum = tf.losses.computeWeightedLoss(rows, weights, TF_SUM);
+  return tf.div(sum, size === 1 ? tf.mul(count, n) : count);
+}
+
+/** The number of non-zero values of `w` as a scalar tensor whose gradient is zero (a constant of the reduction). */
+function nonZero(tf: TfLike, w: TfTensor): unknown {
+  return tf.customGrad((x: TfTensor) => ({
+    value: tf.sum(tf.cast(tf.notEqual(x, 0), "float32")),
+    gradFunc: () => tf.zerosLike(x),
+  }))(w);
 }
 
 /** A differentiable tensor: input `key` (element `index` of a list input, else -1). */

@@ -27,7 +27,7 @@ interface GpuTensor {
 }
 
 /** The losses whose gradients are per row (each row's gradient is its own loss's): `"none"` runs for them. */
-const PER_ROW = new Set([
+export const PER_ROW: ReadonlySet<string> = new Set([
   "crossEntropy",
   "focal",
   "softCrossEntropy",
@@ -88,11 +88,19 @@ export function webgpuValue(
   }
   const loss = (lossesOn(device) as unknown as Record<string, Any>)[name];
   const isTensor = (v: unknown): v is GpuTensor => v instanceof tf.Tensor;
-  /** `r`'s GPU matrix as a TF.js tensor of `shape` over a buffer TF.js owns (a copy; `m`'s buffer is destroyed). */
+  /**
+   * `r`'s GPU matrix as a TF.js tensor of `shape` over a buffer TF.js owns (a copy; `m`'s buffer is
+   * destroyed). TF.js reads a tensor made from a buffer whole, so a buffer larger than the tensor
+   * (a scalar's 16 bytes) is taken whole and sliced on the GPU: `loss.dataSync()` is one value.
+   */
   const tensorOf = (m: GpuMatrix, shape: number[]) => {
-    const t = tf.tensor({ buffer: m.buffer }, shape, "float32");
+    const size = shape.reduce((a, b) => a * b, 1), whole = m.buffer.size / 4;
+    const t = tf.tensor({ buffer: m.buffer }, whole === size ? shape : [whole], "float32");
     m.buffer.destroy();
-    return t;
+    if (whole === size) return t;
+    const exact = tf.tidy(() => tf.reshape(tf.slice(t, [0], [size]), shape));
+    t.dispose();
+    return exact;
   };
   const run = (save?: (tensors: unknown[]) => void) => {
     const { gpu, release } = gpuInputs(device, inputs, isTensor, numbers);

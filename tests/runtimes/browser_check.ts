@@ -21,7 +21,7 @@ import { bundleSuite, fixtureCases, ROOT } from "./bundle.ts";
 import { type Package, serve, type Server } from "./harness.ts";
 
 /** Where Debian's package puts it (`.ci/run` installs it when absent). */
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+export const CHROMIUM: string = process.env.CHROMIUM ?? "/usr/bin/chromium";
 
 /** The policies of the pages, sent as HTTP headers. */
 export const STRICT_CSP = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'";
@@ -32,7 +32,7 @@ const NO_WASM_CSP = "default-src 'none'; script-src 'self'";
  * which headless Chromium on Linux offers only with --enable-unsafe-webgpu (then as
  * SwiftShader, a software fallback adapter, where there is no GPU).
  */
-const FLAGS = [
+export const FLAGS: string[] = [
   "--no-sandbox",
   "--no-first-run",
   "--disable-background-networking",
@@ -63,7 +63,11 @@ interface Report {
 }
 
 /** Opens `path`, waits for its report, and collects what the console said. */
-async function visit(browser: Browser, url: string, timeout: number): Promise<{ report: Report; console: string[] }> {
+export async function visit<R = Report>(
+  browser: Browser,
+  url: string,
+  timeout: number,
+): Promise<{ report: R; console: string[] }> {
   const page: Page = await browser.newPage();
   const messages: string[] = [];
   page.on("console", (m) => {
@@ -76,9 +80,7 @@ async function visit(browser: Browser, url: string, timeout: number): Promise<{ 
       timeout,
       polling: 250,
     });
-    const report = await page.evaluate(() =>
-      (globalThis as unknown as { SOFTMARGIN_REPORT: Report }).SOFTMARGIN_REPORT
-    );
+    const report = await page.evaluate(() => (globalThis as unknown as { SOFTMARGIN_REPORT: R }).SOFTMARGIN_REPORT);
     return { report, console: messages };
   } finally {
     await page.close();

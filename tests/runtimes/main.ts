@@ -4,7 +4,8 @@
  * has — Node and Bun (the fixture suite on both CPU backends, tsc on consumer files, the
  * WebGPU backend through Dawn where it gives an adapter), Deno (a URL import with only
  * `--allow-import`; `deno publish --dry-run`, `deno doc --lint`), Chromium (deno_check.ts,
- * browser_check.ts, workerd_check.ts hold the rest). Run by tests/runtimes/run.sh under
+ * browser_check.ts, workerd_check.ts hold the rest; tfjs_webgpu_check.ts runs softmargin/tfjs on TF.js's
+ * webgpu backend in Chromium). Run by tests/runtimes/run.sh under
  * Node (`node --test`); every check fails on any mismatch.
  *
  * @module
@@ -31,6 +32,7 @@ import {
 import { browserChecks } from "./browser_check.ts";
 import { denoChecks } from "./deno_check.ts";
 import { workerdChecks } from "./workerd_check.ts";
+import { tfjsWebgpuChecks } from "./tfjs_webgpu_check.ts";
 
 /** The `webgpu` package (Dawn for Node) that the Node WebGPU check installs. */
 const WEBGPU_NPM = "webgpu@0.6.2";
@@ -203,6 +205,7 @@ describe("npm package", () => {
 
 denoChecks(pkg);
 browserChecks(pkg);
+tfjsWebgpuChecks();
 workerdChecks(pkg);
 
 after(() => {

@@ -1,6 +1,7 @@
 /**
  * Stands in for `node:assert/strict` in the browser bundle of the fixture suite: the
- * four assertions the shared helpers use (`ok`, `equal`, `deepEqual`, `fail`), with
+ * assertions the shared helpers and tests/tfjs_webgpu_test.ts use (`ok`, `equal`, `deepEqual`,
+ * `fail`, `throws`), with
  * strict semantics (`Object.is`; `deepEqual` compares prototypes, array and typed-array
  * elements and own keys). A value it cannot compare (a Map, a Set, a Date) throws rather
  * than passing unchecked.
@@ -67,6 +68,25 @@ function deepEqual(actual: unknown, expected: unknown, message?: string | Error)
   if (d) fail(message ?? d);
 }
 
-const assert = { ok, equal, deepEqual, fail, AssertionError };
+/**
+ * `fn` must throw: an error that is an instance of `expected` (an error class), matches it
+ * (a RegExp, on `String(error)`) or passes it (a validator returning true), as Node's.
+ */
+function throws(fn: () => unknown, expected?: unknown, message?: string | Error): void {
+  try {
+    fn();
+  } catch (e) {
+    if (expected === undefined) return;
+    if (expected instanceof RegExp) return ok(expected.test(String(e)), message ?? `${e} does not match ${expected}`);
+    const f = expected as (new (...a: unknown[]) => unknown) & ((e: unknown) => unknown);
+    if (f.prototype instanceof Error || f === Error) {
+      return ok(e instanceof f, message ?? `Expected a ${f.name}, got ${e}`);
+    }
+    return ok(f(e) === true, message ?? `The validator refused ${e}`);
+  }
+  fail(message ?? "Expected the function to throw");
+}
+
+const assert = { ok, equal, deepEqual, fail, throws, AssertionError };
 export default assert;
-export { deepEqual, equal, fail, ok };
+export { deepEqual, equal, fail, ok, throws };

@@ -26,14 +26,26 @@ export interface Result {
 const root: Entry[] = [];
 let current = root;
 
-/** A group of tests; `body` registers them (synchronously). */
-export function describe(name: string, body: Body): void {
+const hooks: Body[] = [];
+
+/** A hook run once before every test (`node:test`'s `before` at the top level). */
+export function before(fn: Body): void {
+  hooks.push(fn);
+}
+
+/** A group of tests; `body` registers them (synchronously): `describe(name, body)` or `describe(name, { skip }, body)`. */
+export function describe(name: string, options: { skip?: string | boolean } | Body, body?: Body): void {
+  const [o, fn] = typeof options === "function" ? [{}, options] : [options ?? {}, body!];
+  if (o.skip) {
+    current.push({ name, skip: o.skip, body: () => {} });
+    return;
+  }
   const group: Entry = { name, children: [] };
   current.push(group);
   const outer = current;
   current = group.children!;
   try {
-    const r = body();
+    const r = fn();
     if (r instanceof Promise) throw new TypeError(`describe("${name}"): an async body is not supported here`);
   } finally {
     current = outer;
@@ -48,8 +60,11 @@ export function it(name: string, options: { skip?: string | boolean } | Body, bo
 
 export const test = it;
 
-/** Runs every registered test in order; `onResult` sees each outcome as it comes. */
-export async function run(onResult?: (r: Result) => void): Promise<Result[]> {
+/**
+ * Runs every registered test in order (those `select` refuses, by their full name, are
+ * skipped); `onResult` sees each outcome as it comes.
+ */
+export async function run(onResult?: (r: Result) => void, select?: (name: string) => boolean): Promise<Result[]> {
   const results: Result[] = [];
   const walk = async (entries: Entry[], path: string[]) => {
     for (const e of entries) {
@@ -60,7 +75,7 @@ export async function run(onResult?: (r: Result) => void): Promise<Result[]> {
       }
       const r: Result = { name: name.join(" > "), status: "passed", ms: 0 };
       const t0 = performance.now();
-      if (e.skip) r.status = "skipped";
+      if (e.skip || (select && !select(r.name))) r.status = "skipped";
       else {
         try {
           await e.body!();
@@ -74,6 +89,7 @@ export async function run(onResult?: (r: Result) => void): Promise<Result[]> {
       onResult?.(r);
     }
   };
+  for (const h of hooks) await h();
   await walk(root, []);
   return results;
 }
