@@ -47,7 +47,7 @@ function planFace(ctx: GpuContext, p: HardLabelProblem, bufs: Buffers, ce: RowJo
   const params = {
     n,
     c,
-    kind: KIND[f.kind],
+    face: KIND[f.kind],
     flags: p.grad ? F.GRAD : 0,
     rs,
     zero: 0,
