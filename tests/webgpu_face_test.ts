@@ -208,8 +208,8 @@ describe("face margin losses on GPU-resident cosines: readback: false, encoder, 
     const norms = await column(p.norms);
     const wide = await upload({ data: new Float32Array(2 * N), shape: [N, 2] });
     const cases: [string, Record<string, Any>, Any, string, typeof TypeError][] = [
-      ["adaface", { ...p, state: st2 }, {}, "with a host cos", TypeError],
-      ["curricularFace", { cos: p.cos, labels: p.labels, state: await column([0]) }, {}, "with a host cos", TypeError],
+      ["adaface", { ...p, state: st2 }, {}, "with host inputs", TypeError],
+      ["curricularFace", { cos: p.cos, labels: p.labels, state: await column([0]) }, {}, "with host inputs", TypeError],
       ["adaface", { ...p, cos, state: st3 }, {}, "[1, 2]", RangeError],
       ["curricularFace", { cos, labels: p.labels, state: st2 }, {}, "[1, 1]", RangeError],
       ["adaface", { ...p, cos, norms: wide }, {}, `[${N}, 1] or [1, ${N}]`, RangeError],
@@ -221,4 +221,66 @@ describe("face margin losses on GPU-resident cosines: readback: false, encoder, 
     }
     l.dispose();
   });
+});
+
+describe("marginHead's face kinds on the WebGPU head", { skip }, () => {
+  const N = 7, D = 8, C = 70;
+  /** x with row norms from 3 to about 120 (MagFace's clamp cut at both ends), W, labels (one ignored). */
+  function head(rng: Rng): Record<string, Any> {
+    const x = randomCosines(rng, N, D, 1);
+    for (let i = 0; i < N; i++) for (let k = 0; k < D; k++) x.data[i * D + k] *= 3 + 20 * i;
+    const W = randomCosines(rng, C, D, 1);
+    const labels = Array.from({ length: N }, (_, i) => (i === 2 ? -100 : (i * 31) % C));
+    return { x, W, labels };
+  }
+  const stateOf = (kind: string) =>
+    kind === "adaface" ? { mean: 30, std: 10 } : kind === "curricularFace" ? { t: 0.3 } : undefined;
+
+  for (const kind of NAMES) {
+    it(`${kind}: host and GPU-resident x, W agree with the reference; readback: false maps nothing`, async () => {
+      const dev = await sharedDevice();
+      const l = await gpuLosses(dev, { auto: false, note: "test" });
+      const js = await init({ backend: "js" });
+      for (const o of [{ kind, scale: 16 }, { kind, scale: 8, reduction: "sum", marginGrad: "constant" }] as Any[]) {
+        const p = head(new Rng(5));
+        const state = stateOf(kind);
+        const inputs = state ? { ...p, state } : p;
+        const label = JSON.stringify(o);
+        const want = await js.marginHead.valueAndGrad(inputs as Any, o);
+        const onHost = await l.marginHead.valueAndGrad(inputs as Any, o);
+        const gpu = { ...inputs, x: await upload(p.x), W: await upload(p.W) };
+        const c = await count<Any>(dev, () => l.marginHead.valueAndGrad(gpu as Any, { ...o, readback: false }));
+        assert.deepEqual([c.maps, c.submits], [0, 1], `${label}: maps and submissions`);
+        for (const [got, where] of [[onHost, "host"], [c.r, "gpu"]] as const) {
+          for (const part of ["loss", ...(kind === "magface" ? ["ce", "g"] : [])]) {
+            assertLossClose(
+              (await host((got as Any)[part]))[0],
+              (want as Any)[part],
+              `${kind} ${where} ${label} ${part}`,
+            );
+          }
+          for (const g of ["x", "W"]) {
+            const v = await host((got as Any).grads[g]);
+            assertGradClose(v as Float32Array, (want as Any).grads[g].data, `${kind} ${where} ${label} grads.${g}`);
+          }
+        }
+        if (state) {
+          STATE[kind].forEach((f) =>
+            assertLossClose((onHost as Any).state[f], (want as Any).state[f], `${label} state.${f}`, 1e-9)
+          );
+          const s = await download(c.r.state);
+          STATE[kind].forEach((f, q) => assertLossClose(s[q], (want as Any).state[f], `${label} gpu state.${f}`, 1e-6));
+          // The next step from the GPU state.
+          const next = await js.marginHead.forward({ ...p, state: (want as Any).state } as Any, o);
+          const n2 = await count<Any>(
+            dev,
+            () => l.marginHead.forward({ ...gpu, state: c.r.state } as Any, { ...o, readback: false }),
+          );
+          assert.equal(n2.maps, 0);
+          assertLossClose((await download(n2.r.loss))[0], next.loss as number, `${label} step 2 loss`);
+        }
+      }
+      l.dispose();
+    });
+  }
 });

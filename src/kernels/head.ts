@@ -6,7 +6,7 @@
  */
 import type { Prepared, Raw } from "./core.ts";
 import type { Matrix, Reduction } from "../types.ts";
-import type { MarginTarget, NonTarget } from "./hard_label.ts";
+import type { FaceTarget, MarginTarget, NonTarget } from "./hard_label.ts";
 
 /** Row i's `[||x_i||, ||W_y||, x_i . W_y]` (the last two 0 for an ignored row). */
 export type RowStats = (row: number) => [number, number, number];
@@ -58,6 +58,12 @@ export interface HeadProblem extends Prepared {
   readonly outW: Matrix | null;
   /** The margin losses' non-target transform of the cosines (src/kernels/hard_label.ts), or absent. */
   readonly nonTarget?: NonTarget;
+  /**
+   * `marginHead`'s face kinds as data (norms `||x_i||` from the kernel), for the WebGPU head,
+   * which computes their rows itself (src/webgpu/margin_head_face.wgsl); the CPU heads take
+   * the host's `target` and `nonTarget`.
+   */
+  readonly face?: FaceTarget;
 }
 
 /**

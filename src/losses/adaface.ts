@@ -13,6 +13,7 @@ import {
   FACE_KEYS,
   type FaceBase,
   faceBase,
+  type FaceData,
   type FaceInputs,
   faceOnGpu,
   faceProblem,
@@ -102,10 +103,18 @@ function adafaceOptions(o: AdafaceOptions) {
 function adafaceOnGpu(b: FaceBase, o: AdafaceOptions, grad: boolean, upstream: unknown, inputs: AdafaceInputs) {
   const norms = gpuNorms("norms", inputs.norms, b.n);
   const state = stateInput(inputs.state, ["mean", "std"], [-Infinity, 0], true);
+  const { nonTarget, ...face } = adafaceData(o);
+  return faceOnGpu(b, o, grad, upstream, { ...face, norms, state }, nonTarget);
+}
+
+/** AdaFace's rows as data (shared with `marginHead`'s kind): its constants and the cosines' clip. */
+export function adafaceData(o: AdafaceOptions): FaceData {
   const { m, h, alpha, eps } = adafaceOptions(o);
-  const params = { p_m: m, p_h: h, p_alpha: alpha, p_beta: 1 - alpha, p_eps: eps, p_lo: 0.001, p_hi: 100 };
-  const nonTarget = { lo: -1 + eps, hi: 1 - eps, cut: Infinity, a: 0, b: 0, g: 0, rows: null };
-  return faceOnGpu(b, o, grad, upstream, { kind: "adaface", params, norms, state }, nonTarget);
+  return {
+    kind: "adaface",
+    params: { p_m: m, p_h: h, p_alpha: alpha, p_beta: 1 - alpha, p_eps: eps, p_lo: 0.001, p_hi: 100 },
+    nonTarget: { lo: -1 + eps, hi: 1 - eps, cut: Infinity, a: 0, b: 0, g: 0, rows: null },
+  };
 }
 
 /** The options of `adaface` beyond those every margin loss takes (also `marginHead`'s with `kind: "adaface"`). */

@@ -13,6 +13,7 @@ import {
   FACE_KEYS,
   type FaceBase,
   faceBase,
+  type FaceData,
   type FaceInputs,
   faceOnGpu,
   faceProblem,
@@ -71,15 +72,22 @@ function curricularOptions(o: CurricularFaceOptions) {
  */
 function curricularOnGpu(b: FaceBase, o: CurricularFaceOptions, grad: boolean, upstream: unknown, state: unknown) {
   const s = stateInput(state, ["t"], [-Infinity], true);
+  const { nonTarget, ...face } = curricularData(o);
+  return faceOnGpu(b, o, grad, upstream, { ...face, norms: null, state: s }, nonTarget);
+}
+
+/**
+ * CurricularFace's rows as data (shared with `marginHead`'s kind): its momentum, ArcFace's
+ * target and the hard negatives' transform (each row's threshold and `t'` filled in by the kernel).
+ */
+export function curricularData(o: CurricularFaceOptions): FaceData {
   const { m, momentum } = curricularOptions(o);
-  const face = {
-    kind: "curricularFace" as const,
+  return {
+    kind: "curricularFace",
     params: { p_alpha: momentum, p_beta: 1 - momentum },
-    norms: null,
-    state: s,
     phi: arcfacePhi(m, false).spec,
+    nonTarget: { lo: -1, hi: 1, cut: Infinity, a: 0, b: 1, g: 0, rows: null },
   };
-  return faceOnGpu(b, o, grad, upstream, face, { lo: -1, hi: 1, cut: Infinity, a: 0, b: 1, g: 0, rows: null });
 }
 
 /** The options of `curricularFace` beyond those every margin loss takes (also `marginHead`'s kind's). */

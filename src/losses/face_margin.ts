@@ -129,6 +129,16 @@ export function faceOnGpu(
   return { ...faceProblem(b, o, grad, upstream, null, nonTarget), face: { ...face, constant: b.constant } };
 }
 
+/** A face margin kind's rows as data from its options (`FaceTarget` but the inputs), and its non-target transform. */
+export type FaceData = Omit<FaceTarget, "norms" | "state" | "constant"> & { readonly nonTarget?: NonTarget };
+
+/** The state fields of the stateful face kinds and their least values. */
+export const STATE_FIELDS: Record<FaceTarget["kind"], readonly [string, number][]> = {
+  adaface: [["mean", -Infinity], ["std", 0]],
+  curricularFace: [["t", -Infinity]],
+  magface: [],
+};
+
 /**
  * The norms of a face margin loss on GPU-resident cosines: host values (as float32) or a
  * GPU-resident matrix of `n` values (`[N, 1]` or `[1, N]`).
@@ -150,7 +160,7 @@ export function stateInput(state: unknown, fields: readonly string[], mins: read
   if (!v.isGpuMatrix(state)) return fields.map((f, k) => stateField("state", state, f, mins[k]));
   if (!gpu) {
     throw new TypeError(
-      `Expected state to be an object of numbers { ${fields.join(", ")} } with a host cos, got a GPU matrix`,
+      `Expected state to be an object of numbers { ${fields.join(", ")} } with host inputs, got a GPU matrix`,
     );
   }
   const k = fields.length;

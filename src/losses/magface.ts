@@ -12,6 +12,7 @@ import {
   clampCos,
   FACE_KEYS,
   faceBase,
+  type FaceData,
   type FaceInputs,
   faceOnGpu,
   faceProblem,
@@ -113,6 +114,15 @@ function magfaceOptions(o: MagfaceOptions) {
   return { lower, upper, lm, lambda, easy, slopeM: (um - lm) / (upper - lower) };
 }
 
+/** MagFace's rows as data (shared with `marginHead`'s kind): its constants. */
+export function magfaceData(o: MagfaceOptions): FaceData {
+  const { lower, upper, lm, lambda, easy, slopeM } = magfaceOptions(o);
+  return {
+    kind: "magface",
+    params: { p_m: lm, p_h: slopeM, p_lo: lower, p_hi: upper, p_iu2: 1 / (upper * upper), lambda, easy: +easy },
+  };
+}
+
 /** MagFace's value and parts from the row cross-entropies: `loss = ce + lambda g` and `g`, reduced. */
 export function magfaceParts(t: NormTerms, ce: Float64Array, reduction: Reduction, denominator: number) {
   return {
@@ -170,17 +180,7 @@ export const magface: Definition<MagfaceInputs, MagfaceOptions, MagfaceGrads, Ma
         );
       }
       const norms = gpuNorms("norms", inputs.norms, b.n);
-      const { lower, upper, lm, lambda, easy, slopeM } = magfaceOptions(o);
-      const params = {
-        p_m: lm,
-        p_h: slopeM,
-        p_lo: lower,
-        p_hi: upper,
-        p_iu2: 1 / (upper * upper),
-        lambda,
-        easy: +easy,
-      };
-      return faceOnGpu(b, o, grad, upstream, { kind: "magface", params, norms, state: null }, undefined);
+      return faceOnGpu(b, o, grad, upstream, { ...magfaceData(o), norms, state: null }, undefined);
     }
     const r = magfaceRows(o, rowsIn(b, rowVector("norms", inputs.norms, b.n), undefined));
     // `out.norms`: a Float32Array [N] for the norms' gradient.

@@ -23,10 +23,21 @@ import type { MarginOptions, Phi } from "./margin.ts";
 import { normfaceTarget } from "./normface.ts";
 import { type HeadProblem, norm, type RowStats, type Target, type TargetSpec } from "../kernels/head.ts";
 import type { NonTarget } from "../kernels/hard_label.ts";
-import { type FaceRows, normGrads, type NormTerms, type RowsIn } from "./face_margin.ts";
-import { ADAFACE_KEYS, adafaceRows } from "./adaface.ts";
-import { CURRICULAR_FACE_KEYS, curricularRows } from "./curricular_face.ts";
-import { MAGFACE_KEYS, magfaceParts, magfaceRows } from "./magface.ts";
+import {
+  type FaceData,
+  type FaceRows,
+  nextState,
+  normGrads,
+  type NormTerms,
+  type RowsIn,
+  STATE_FIELDS,
+  stateInput,
+} from "./face_margin.ts";
+import { ADAFACE_KEYS, adafaceData, adafaceRows } from "./adaface.ts";
+import { CURRICULAR_FACE_KEYS, curricularData, curricularRows } from "./curricular_face.ts";
+import { MAGFACE_KEYS, magfaceData, magfaceParts, magfaceRows } from "./magface.ts";
+import { lin } from "../kernels/deferred.ts";
+import type { FaceTarget } from "../kernels/hard_label.ts";
 
 /** Inputs of the embedding heads. */
 export interface HeadInputs {
@@ -68,6 +79,8 @@ export interface HeadKind<O> {
    * (batch statistics, the state input), or null for the other kinds.
    */
   face?(o: O): ((r: RowsIn) => FaceRows) | null;
+  /** The face margin kinds' rows as data (for the WebGPU head, which computes them itself), or null. */
+  faceData?(o: O): FaceData | null;
 }
 
 /** Row i's `[||x_i||, ||W_y||, x_i . W_y]` with W's rows of class `first` on (the last two 0 without a label there). */
@@ -183,6 +196,15 @@ export function headLoss<O extends HeadOptions>(
         },
       };
       const f = p as HeadProblem & { parts?: Record<string, unknown>; norm?: NormTerms };
+      if (p.face && raw.rows.length > 1) {
+        // The WebGPU head computed the face kind's rows (magface's norm terms in grads.x already).
+        if (p.face.kind !== "magface") {
+          return { ...r, state: nextState(raw, STATE_FIELDS[p.face.kind].map(([k]) => k), undefined) };
+        }
+        const [ce, g] = raw.rows, lambda = p.face.params.lambda;
+        const loss = v.reduce(lin(0, [ce, 1], [g, lambda]) as unknown as Float64Array, p.reduction, p.denominator);
+        return { ...r, loss, ce: r.loss, g: v.reduce(g, p.reduction, p.denominator) };
+      }
       if (!f.norm) return { ...r, ...f.parts };
       // magface: ce + lambda g, and the norms' gradient through ||x_i|| (d||x||/dx = x / ||x||).
       const parts = magfaceParts(f.norm, raw.rows[0], p.reduction, p.denominator);
@@ -211,7 +233,7 @@ function faceOf<O>(
   labels: Int32Array,
   host: { target: Float64Array; nx: Float64Array; nw: Float64Array } | null,
   scale: number,
-): { nonTarget?: NonTarget; parts?: Record<string, unknown>; norm?: NormTerms } {
+): { nonTarget?: NonTarget; parts?: Record<string, unknown>; norm?: NormTerms; face?: FaceTarget } {
   const rows = kind.face?.(o) ?? null;
   if (rows === null) {
     if (inputs.state !== undefined) {
@@ -221,17 +243,20 @@ function faceOf<O>(
     }
     return {};
   }
-  if (host === null) {
-    throw new TypeError(
-      "Expected x and W to be host matrices { data, shape } for this kind (its targets are computed per row on the host), got a GPUBuffer",
-    );
-  }
-  const { target, nx, nw } = host;
-  // The dummy target of `parse` left u in target[4i] (see marginHeadKind).
-  const u = Float64Array.from({ length: labels.length }, (_, i) => target[4 * i]);
+  // The rows as data, for the WebGPU head (which computes them itself: also from GPU-resident x, W, state).
+  const { nonTarget, ...data } = kind.faceData!(o)!;
+  const fields = STATE_FIELDS[data.kind];
+  const state = fields.length === 0
+    ? null
+    : stateInput(inputs.state, fields.map(([k]) => k), fields.map(([, min]) => min), host === null);
   const constant =
     v.oneOf("options.marginGrad", (o as MarginOptions).marginGrad, ["exact", "constant"] as const, "exact") ===
       "constant";
+  const face: FaceTarget = { ...data, norms: null, state, constant };
+  if (host === null) return { face, nonTarget };
+  const { target, nx, nw } = host;
+  // The dummy target of `parse` left u in target[4i] (see marginHeadKind).
+  const u = Float64Array.from({ length: labels.length }, (_, i) => target[4 * i]);
   const r = rows({ labels, cosY: (i) => u[i], norms: nx, state: inputs.state, scale, constant });
   target.fill(0);
   for (let i = 0; i < labels.length; i++) {
@@ -239,7 +264,7 @@ function faceOf<O>(
     target[4 * i + 1] = r.target[2 * i + 1];
   }
   void nw;
-  return { nonTarget: r.nonTarget, parts: r.parts, norm: r.norm };
+  return { nonTarget: r.nonTarget, parts: r.parts, norm: r.norm, face };
 }
 
 /** Options of `marginHead`: the margin's kind and that kind's options. */
@@ -247,7 +272,8 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
   /**
    * Which margin: `"arcface"`, `"cosface"`, `"normface"`, `"combinedMargin"`, or (SPEC §7) `"adaface"`,
    * `"curricularFace"` (with `inputs.state`), `"magface"`: their options as on their losses on cosines,
-   * with the norms `||x_i||` (AdaFace: detached; MagFace: x gets both gradients). @default "arcface"
+   * with the norms `||x_i||` (AdaFace: detached; MagFace: x gets both gradients); on WebGPU their rows are
+   * computed on the GPU, and `inputs.state` may be a GPU matrix as on the losses. @default "arcface"
    */
   kind?: "arcface" | "cosface" | "normface" | "combinedMargin" | "adaface" | "curricularFace" | "magface";
   /** `"adaface"`: the norm's weight h in the margin's scaling (see `adaface`). @default 0.333 */
@@ -292,12 +318,12 @@ const KINDS = {
 
 /** The face margin kinds: their keys and their rows (shared with their losses on cosines). */
 const FACE = {
-  adaface: [64, ADAFACE_KEYS, adafaceRows],
-  curricularFace: [64, CURRICULAR_FACE_KEYS, curricularRows],
-  magface: [64, MAGFACE_KEYS, magfaceRows],
+  adaface: [64, ADAFACE_KEYS, adafaceRows, adafaceData],
+  curricularFace: [64, CURRICULAR_FACE_KEYS, curricularRows, curricularData],
+  magface: [64, MAGFACE_KEYS, magfaceRows, magfaceData],
 } as const;
 
-/** The kinds of `marginHead` that have no class-sharded form nor a WebGPU kernel yet. */
+/** The kinds of `marginHead` that have no class-sharded form yet. */
 export const FACE_KINDS: readonly string[] = Object.keys(FACE);
 
 function marginKind(o: MarginHeadOptions): keyof typeof KINDS | keyof typeof FACE {
@@ -358,6 +384,10 @@ export function marginHeadKind(): HeadKind<MarginHeadOptions> {
     face: (o) => {
       const k = marginKind(o);
       return k in FACE ? (r) => FACE[k as keyof typeof FACE][2](o as never, r) : null;
+    },
+    faceData: (o) => {
+      const k = marginKind(o);
+      return k in FACE ? FACE[k as keyof typeof FACE][3](o as never) : null;
     },
     parse(o) {
       const k = marginKind(o);

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { HardLabelProblem } from "../kernels/hard_label.ts";
+import type { FaceTarget, HardLabelProblem, MarginSpec } from "../kernels/hard_label.ts";
 import { columns, type Raw } from "../kernels/core.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { F, type GpuContext, recordRows, type RowJob } from "./context.ts";
@@ -18,6 +18,33 @@ import { type Buffers, fits, job, type Plan, solve } from "./passes.ts";
 
 /** The kernel's `kind` of each loss. */
 const KIND = { adaface: 0, curricularFace: 1, magface: 2 } as const;
+
+/** The ArcFace target of no margin (the label's logit of the kinds whose target `face_rows` writes). */
+const PLAIN: MarginSpec = { m1: 1, m2: 0, m3: 0, branch: "none" };
+
+/** The uniform fields of a face kind (src/webgpu/face_params.wgsl and the label target's). */
+export function faceUniforms(f: FaceTarget) {
+  return {
+    face: KIND[f.kind],
+    st_gpu: onDevice(f.state) ? 1 : 0,
+    ...f.params,
+    ...targetParams({ kind: "margin", phi: f.phi ?? PLAIN, constant: f.constant }),
+  };
+}
+
+/** The number of values of a face kind's state (0: none). */
+export const stateSize = (f: FaceTarget): number => f.kind === "adaface" ? 2 : f.kind === "curricularFace" ? 1 : 0;
+
+/** The state input to bind: the host's numbers as pairs (hi, lo), or the caller's float32 GPU matrix in place. */
+export function stateValues(f: FaceTarget): Float32Array | null {
+  if (f.state === null) return null;
+  if (onDevice(f.state)) return f.state as Float32Array;
+  const x = f.state as readonly number[];
+  return Float32Array.from(
+    { length: 2 * x.length },
+    (_, k) => (k & 1 ? x[k >> 1] - Math.fround(x[k >> 1]) : x[k >> 1]),
+  );
+}
 
 /** The face rows, then the cross-entropy row kernel `ce` (its per-row inputs written by them), on the GPU. */
 export function faceRows(ctx: GpuContext, p: HardLabelProblem, ce: RowJob<"cross_entropy">): Raw | Promise<Raw> {
@@ -28,17 +55,8 @@ function planFace(ctx: GpuContext, p: HardLabelProblem, bufs: Buffers, ce: RowJo
   ctx.check();
   const f = p.face!, { n, c } = p, rs = ce.rsIn!;
   fits(ctx, "cos", n * c);
-  const stateK = f.kind === "adaface" ? 2 : f.kind === "curricularFace" ? 1 : 0;
-  const stGpu = onDevice(f.state);
-  // The state as pairs (hi, lo) from the host, or the caller's float32 matrix in place.
-  const st = f.state === null
-    ? null
-    : stGpu
-    ? f.state as Float32Array
-    : Float32Array.from({ length: 2 * stateK }, (_, k) => {
-      const x = (f.state as readonly number[])[k >> 1], hi = Math.fround(x);
-      return k & 1 ? x - hi : hi;
-    });
+  const stateK = stateSize(f);
+  const st = stateValues(f);
   const rowIn = bufs.input(ce.rowIn!)!;
   const out = bufs.scratch((8 + 4 * n) * 4);
   const normsGrad = f.kind === "magface" && p.grad;
@@ -47,14 +65,11 @@ function planFace(ctx: GpuContext, p: HardLabelProblem, bufs: Buffers, ce: RowJo
   const params = {
     n,
     c,
-    face: KIND[f.kind],
     flags: p.grad ? F.GRAD : 0,
     rs,
     zero: 0,
-    st_gpu: stGpu ? 1 : 0,
     scale: p.scale,
-    ...f.params,
-    ...(f.phi ? targetParams({ kind: "margin", phi: f.phi, constant: f.constant }) : { tg_const: f.constant ? 1 : 0 }),
+    ...faceUniforms(f),
   };
   const bindings = [
     bufs.input(p.logits),
