@@ -8,13 +8,15 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { js, partialFcSample, wasm } from "../cpu.ts";
+import { js, mergeShardStats, partialFcSample, wasm } from "../cpu.ts";
 import { init } from "../mod.ts";
 import { poolsInUse } from "../src/wasm/pool.ts";
 import { assertGradClose, assertLossClose, assertUnchanged, snapshot } from "./helpers/assert.ts";
 import { type FixtureCase, loadFixtures } from "./helpers/fixtures.ts";
 import { numericGradient } from "./helpers/numeric.ts";
 import { randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
+import { marginHeadSpec } from "./helpers/specs.ts";
+import { type ErrorCase, errorSuite } from "./helpers/suite.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -112,8 +114,8 @@ function agree(got: Any, want: Any, label: string): void {
 const threaded = await init({ backend: "wasm", threads: 3 });
 
 describe("marginHead subcenters and classes: the backends agree with the reference", () => {
-  // The wasm kernels take 128 / K classes a chunk: C around 42 (K = 3) and 32 (K = 4) matters.
-  for (const [K, c] of [[3, 1], [3, 41], [3, 42], [3, 43], [3, 130], [4, 33], [2, 200]]) {
+  // The wasm kernels take 40 classes a chunk with K = 3, 32 with K = 4, 64 with K = 2, 16 with 7.
+  for (const [K, c] of [[3, 1], [3, 39], [3, 40], [3, 41], [3, 130], [4, 33], [2, 200], [7, 17]]) {
     for (const n of [1, 6]) {
       it(`wasm K = ${K}, C = ${c}, N = ${n}, with and without classes`, () => {
         const p = problem(new Rng(K * 1000 + c * 10 + n), n, 8, c, K);
@@ -263,6 +265,218 @@ describe("marginHead subcenters and classes: identities", () => {
       const want = b.losses.arcface.forward({ cos: { data: cos, shape: [n, c] }, labels: p.labels }, { scale: 16 });
       const got = b.losses.marginHead.forward(p, { scale: 16, subcenters: K });
       assertLossClose(got.loss, want.loss, "loss");
+    });
+  }
+});
+
+/**
+ * The class-sharded head over shards `[bounds[k], bounds[k+1])` of the classes (W's rows of each,
+ * K per class; with classes, each shard's share of them): the shares' losses summed, x's shares
+ * summed, W's rows concatenated in shard order.
+ */
+function sharded(l: Any, inputs: Any, o: Any, bounds: number[], K: number) {
+  const d = inputs.x.shape[1], C = bounds[bounds.length - 1];
+  const shards = bounds.slice(0, -1).map((c0, k) => {
+    const c1 = bounds[k + 1];
+    const W = { data: inputs.W.data.slice(c0 * K * d, c1 * K * d), shape: [(c1 - c0) * K, d] };
+    const own: Any = { ...inputs, W };
+    if (inputs.classes) own.classes = Int32Array.from(inputs.classes).filter((c) => c >= c0 && c < c1);
+    return { inputs: own, options: { ...o, offset: c0, classes: C } };
+  });
+  const merged = mergeShardStats(shards.map((s) => l.sharded.marginHead.stats(s.inputs, s.options)));
+  const results = shards.map((s) => l.sharded.marginHead.finish(s.inputs, merged, s.options));
+  const x = new Float64Array(inputs.x.data.length);
+  for (const r of results) r.grads.x.data.forEach((g: number, i: number) => (x[i] += g));
+  const W = results.flatMap((r) => Array.from(r.grads.W.data as Float32Array));
+  const sum = (key: string) => results.reduce((t, r) => t + r[key], 0);
+  return {
+    loss: sum("loss"),
+    ce: results[0].ce === undefined ? undefined : sum("ce"),
+    g: results[0].g === undefined ? undefined : sum("g"),
+    state: results[0].state,
+    x,
+    W: Float64Array.from(W),
+  };
+}
+
+describe("marginHead subcenters and classes: sharded = unsharded", () => {
+  const cases: [string, Any, boolean][] = [
+    ["arcface K = 3", { kind: "arcface", scale: 20, subcenters: 3 }, false],
+    ["cosface K = 2 with classes, sum", { kind: "cosface", scale: 20, subcenters: 2, reduction: "sum" }, true],
+    ["arcface K = 1 with classes", { kind: "arcface", scale: 20 }, true],
+    ["adaface K = 2", { kind: "adaface", scale: 20, subcenters: 2 }, false],
+    ["adaface K = 3 with classes", { kind: "adaface", scale: 20, subcenters: 3 }, true],
+    ["magface K = 2", { kind: "magface", scale: 20, subcenters: 2 }, false],
+    ["magface K = 1 with classes, sum", { kind: "magface", scale: 20, reduction: "sum" }, true],
+  ];
+  for (const b of CPU) {
+    for (const [label, o, withClasses] of cases) {
+      it(`${b.name}: ${label}`, () => {
+        const K = o.subcenters ?? 1;
+        const p: Any = problem(new Rng(51), 9, 8, 300, K, 0.2);
+        if (o.kind === "magface") { for (let i = 0; i < p.x.data.length; i++) p.x.data[i] *= 12; }
+        if (o.kind === "adaface") p.state = { mean: 20, std: 5 };
+        // 135 classes of 300 (every shard holds some), the labels among them
+        if (withClasses) p.classes = partialFcSample(p.labels, 300, { rate: 0.45, seed: 3 });
+        const want = b.losses.marginHead.valueAndGrad(p, o);
+        const got = sharded(b.losses, p, o, [0, 100, 128, 300], K);
+        assertLossClose(got.loss, want.loss, `${label} loss`);
+        if (o.kind === "magface") {
+          assertLossClose(got.ce!, want.ce, `${label} ce`);
+          assertLossClose(got.g!, want.g, `${label} g`);
+        }
+        if (o.kind === "adaface") assert.deepEqual(got.state, want.state);
+        assertGradClose(got.x, want.grads.x.data, `${label} grads.x`);
+        assertGradClose(got.W, want.grads.W.data, `${label} grads.W`);
+      });
+    }
+    it(`${b.name}: the shard records check subcenters, the face kinds' options and the state`, () => {
+      const p: Any = problem(new Rng(52), 5, 8, 40, 2, 0);
+      const part = (c0: number, c1: number) => ({
+        ...p,
+        W: { data: p.W.data.slice(c0 * 16, c1 * 16), shape: [(c1 - c0) * 2, 8] },
+      });
+      const o = { kind: "adaface", subcenters: 2, classes: 40 };
+      const a = b.losses.sharded.marginHead.stats({ ...part(0, 20), state: { mean: 20, std: 5 } }, { ...o, offset: 0 });
+      const other = b.losses.sharded.marginHead.stats({ ...part(20, 40), state: { mean: 21, std: 5 } }, {
+        ...o,
+        offset: 20,
+      });
+      assert.throws(
+        () => mergeShardStats([a, other]),
+        (e: Error) => e instanceof RangeError && /options/.test(e.message),
+      );
+      const h = b.losses.sharded.marginHead.stats({ ...part(20, 40), state: { mean: 20, std: 5 } }, {
+        ...o,
+        offset: 20,
+        h: 0.5,
+      });
+      assert.throws(() => mergeShardStats([a, h]), RangeError);
+      // subcenters 1 on a shard of 40 rows is another layout (classes [20, 60) of 40: refused before)
+      const k1 = b.losses.sharded.marginHead.stats({ ...part(20, 30), state: { mean: 20, std: 5 } }, {
+        ...o,
+        subcenters: 1,
+        offset: 20,
+      });
+      assert.throws(() => mergeShardStats([a, k1]), RangeError);
+    });
+  }
+});
+
+describe("marginHead subcenters and classes: named errors", () => {
+  // x [3, 4], W [6, 4]: C = 6 with K = 1, 3 classes with K = 2.
+  const small = () => ({
+    x: randomMatrix(new Rng(8), 3, 4, 1),
+    W: randomMatrix(new Rng(9), 6, 4, 1),
+    labels: [0, 2, 1],
+  });
+  const cases: ErrorCase[] = [
+    {
+      name: "subcenters 0",
+      inputs: small,
+      options: { subcenters: 0 },
+      type: RangeError,
+      includes: ["options.subcenters", "0"],
+    },
+    {
+      name: "subcenters 1.5",
+      inputs: small,
+      options: { subcenters: 1.5 },
+      type: [TypeError, RangeError],
+      includes: ["options.subcenters", "1.5"],
+    },
+    {
+      name: 'subcenters "2"',
+      inputs: small,
+      options: { subcenters: "2" },
+      type: TypeError,
+      includes: ["options.subcenters", '"2"'],
+    },
+    {
+      name: "W rows not a multiple of subcenters",
+      inputs: small,
+      options: { subcenters: 4 },
+      type: RangeError,
+      includes: ["W", "subcenters = 4", "6"],
+    },
+    {
+      name: "a label past C = rows / K",
+      inputs: () => ({ ...small(), labels: [0, 3, 1] }),
+      options: { subcenters: 2 },
+      type: RangeError,
+      includes: ["labels", "3"],
+    },
+    {
+      name: "classes unsorted",
+      inputs: () => ({ ...small(), classes: [2, 1, 0] }),
+      type: RangeError,
+      includes: ["classes", "sorted", "1"],
+    },
+    {
+      name: "classes repeated",
+      inputs: () => ({ ...small(), classes: [0, 1, 1, 2] }),
+      type: RangeError,
+      includes: ["classes", "distinct"],
+    },
+    {
+      name: "classes past C",
+      inputs: () => ({ ...small(), classes: [0, 1, 2, 3] }),
+      options: { subcenters: 2 },
+      type: RangeError,
+      includes: ["classes[3]", "[0, 3)", "3"],
+    },
+    {
+      name: "classes negative",
+      inputs: () => ({ ...small(), classes: [-1, 0, 1, 2] }),
+      type: RangeError,
+      includes: ["classes[0]", "-1"],
+    },
+    {
+      name: "classes empty",
+      inputs: () => ({ ...small(), classes: [] }),
+      type: RangeError,
+      includes: ["classes", "0"],
+    },
+    {
+      name: "classes not integers",
+      inputs: () => ({ ...small(), classes: "0,1" }),
+      type: TypeError,
+      includes: ["classes", '"0,1"'],
+    },
+    {
+      name: "a label not among classes",
+      inputs: () => ({ ...small(), classes: [0, 1, 3] }),
+      type: RangeError,
+      includes: ["labels[1]", "2", "classes"],
+    },
+  ];
+  errorSuite(marginHeadSpec, cases);
+  for (const b of CPU) {
+    it(`${b.name}: sphereface and lsoftmax take neither subcenters nor classes; a shard's classes stay in its range`, () => {
+      for (const name of ["sphereface", "lsoftmax"]) {
+        assert.throws(
+          () => b.losses[name].forward(small(), { subcenters: 2 }),
+          (e: Error) => e instanceof TypeError && e.message.includes("subcenters"),
+        );
+        assert.throws(
+          () => b.losses[name].forward({ ...small(), classes: [0, 1, 2] }, {}),
+          (e: Error) => e instanceof TypeError && e.message.includes("classes"),
+        );
+      }
+      const shard = {
+        ...small(),
+        W: { data: randomMatrix(new Rng(3), 4, 4, 1).data, shape: [4, 4] },
+        labels: [0, 2, 5],
+      };
+      assert.throws(
+        () =>
+          b.losses.sharded.marginHead.stats({ ...shard, classes: [2, 4] }, { subcenters: 2, offset: 2, classes: 6 }),
+        (e: Error) => e instanceof RangeError && e.message.includes("classes[1]") && e.message.includes("[2, 4)"),
+      );
+      assert.throws(
+        () => b.losses.sharded.marginHead.stats({ ...shard, classes: [3] }, { subcenters: 2, offset: 2, classes: 6 }),
+        (e: Error) => e instanceof RangeError && e.message.includes("labels[1]"),
+      );
     });
   }
 });

@@ -24,11 +24,10 @@
 import type { Raw } from "../kernels/core.ts";
 import { type HeadProblem, headRowTerms, type HeadStats } from "../kernels/head.ts";
 import { mergeShardStats } from "../kernels/shards.ts";
-import { head as oneThread, isPrecise, labelParts } from "./margin_head.ts";
+import { chunkClasses, head as oneThread, isPrecise, labelParts } from "./margin_head.ts";
 import { pool, type Recorder, split } from "./pool.ts";
 import { Layout } from "./runtime.ts";
 
-const CHUNK = 128;
 const EPS = 1e-12;
 /** Multiply-adds per thread below which a head stays on one thread (waking a worker takes ~30 us). */
 const MIN_PER_THREAD = 1 << 22;
@@ -44,7 +43,7 @@ export function head(p: HeadProblem): Raw {
   const pl = pool();
   const { n, c, d } = p;
   // Sub-centres: a chunk of B classes is R = B K rows of W; with `rows` the slabs are gathered.
-  const K = p.subcenters ?? 1, B = Math.max(1, Math.floor(CHUNK / K)), R = B * K;
+  const K = p.subcenters ?? 1, B = chunkClasses(K), R = B * K;
   const threads = pl ? Math.min(pl.active, Math.ceil(c / B), Math.floor((n * c * K * d) / MIN_PER_THREAD)) : 1;
   if (!pl || threads < 2 || isPrecise(p)) return oneThread(p);
   const rt = pl.rt;

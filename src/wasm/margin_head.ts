@@ -37,6 +37,17 @@ const CHUNK = 128;
 const EPS = 1e-12;
 
 /**
+ * Classes per chunk with K sub-centres: at most `CHUNK` rows of W, a multiple of 8 where that
+ * allows (the GEMM's tiles are 8 columns wide: K = 3 takes 40 classes, 120 rows).
+ */
+export function chunkClasses(K: number): number {
+  const m = 8 / gcd(K, 8), tiled = Math.floor(CHUNK / (K * m)) * m;
+  return tiled > 0 ? tiled : Math.max(1, Math.floor(CHUNK / K));
+}
+
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+
+/**
  * Where x is not normalised the logits can be large, and a float32 logit of 1e4 is only
  * good to 6e-4. Then ("precise") the dot products are summed in float64 and every logit is
  * held relative to its row's running maximum M (z - M: small and exact wherever a
@@ -64,7 +75,7 @@ function open(p: HeadProblem, W: Float32Array, first: number, precise: boolean) 
   const pinX = rt.pin(p.x), pinW = rt.pin(W);
   // Sub-centres: a chunk of B classes is R = B K rows of W (gathered per chunk with `rows`).
   const K = p.subcenters ?? 1, cols = headClasses(p, pinW());
-  const B = Math.max(1, Math.min(Math.max(1, Math.floor(CHUNK / K)), cols)), R = B * K;
+  const B = Math.max(1, Math.min(chunkClasses(K), cols)), R = B * K;
   const lay = new Layout();
   const at = {
     X: lay.add(n * d * 4),
