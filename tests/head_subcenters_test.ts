@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { js, mergeShardStats, partialFcSample, wasm } from "../cpu.ts";
+import { alloc, js, mergeShardStats, partialFcSample, wasm } from "../cpu.ts";
 import { init } from "../mod.ts";
 import { poolsInUse } from "../src/wasm/pool.ts";
 import { assertGradClose, assertLossClose, assertUnchanged, snapshot } from "./helpers/assert.ts";
@@ -141,6 +141,31 @@ describe("marginHead subcenters and classes: the backends agree with the referen
       agree(got, want, "threads");
       agree(wasm.marginHead.valueAndGrad(inputs, o), want, "one thread");
     }
+  });
+  it("threads with W, x and the out buffers in WebAssembly memory (alloc), with and without classes", async () => {
+    const p = problem(new Rng(6), 64, 64, 1500, 3, 0.1);
+    const o: Any = { kind: "cosface", scale: 30, subcenters: 3 };
+    using wx = alloc([64, 64]), ww = alloc([4500, 64]), gx = alloc([64, 64]), gw = alloc([4500, 64]);
+    wx.data.set(p.x.data);
+    ww.data.set(p.W.data);
+    const want = js.marginHead.valueAndGrad(p, o);
+    const got = await threaded.marginHead.valueAndGrad({ x: wx, W: ww, labels: p.labels }, {
+      ...o,
+      out: { x: gx, W: gw },
+    });
+    assertLossClose(got.loss as number, want.loss as number, "loss");
+    assertGradClose(gx.data, want.grads.x.data, "dx in out");
+    assertGradClose(gw.data, want.grads.W.data, "dW in out");
+    const classes = partialFcSample(p.labels, 1500, { rate: 0.5, seed: 9 });
+    using gs = alloc([classes.length * 3, 64]);
+    const sampled = js.marginHead.valueAndGrad({ ...p, classes }, o);
+    const q = await threaded.marginHead.valueAndGrad({ x: wx, W: ww, labels: p.labels, classes }, {
+      ...o,
+      out: { W: gs },
+    });
+    assertLossClose(q.loss as number, sampled.loss as number, "loss (classes)");
+    assertGradClose(gs.data, sampled.grads.W.data, "dW in out (classes)");
+    assertGradClose((q.grads.x as Any).data, sampled.grads.x.data, "dx (classes)");
   });
 });
 
