@@ -110,7 +110,7 @@ describe("face margin losses on GPU-resident cosines: readback: false, encoder, 
         const p = problem(name, new Rng(40 + k), N, C);
         const inputs = await onGpu(p, k !== 1);
         const label = `${name} ${JSON.stringify(o)}`;
-        const want = await (js as Any)[name].valueAndGrad(p, o);
+        const want: Any = await (js as Any)[name].valueAndGrad(p, o);
         const read = await (l as Any)[name].valueAndGrad(inputs, o);
         const c = await count<Any>(dev, () => (l as Any)[name].valueAndGrad(inputs, { ...o, readback: false }));
         assert.deepEqual([c.maps, c.submits], [0, 1], `${label}: maps and submissions`);
@@ -118,7 +118,7 @@ describe("face margin losses on GPU-resident cosines: readback: false, encoder, 
         assert.deepEqual(r.loss.shape, o.reduction === "none" ? [N, 1] : [1, 1], `${label} loss shape`);
         for (const part of ["loss", ...(name === "magface" ? ["ce", "g"] : [])]) {
           if (o.reduction === "none" && part !== "loss") continue;
-          const got = await host(r[part]);
+          const got: Any = await host(r[part]);
           const ref = typeof want[part] === "number" ? [want[part]] : want[part];
           const back = typeof read[part] === "number" ? [read[part]] : read[part];
           for (let i = 0; i < ref.length; i++) {
@@ -160,7 +160,7 @@ describe("face margin losses on GPU-resident cosines: readback: false, encoder, 
         const p = problem(name, new Rng(90 + step), N, C);
         delete p.state;
         const inputs = await onGpu(p, true);
-        const want = await (js as Any)[name].forward({ ...p, state: hostState }, { scale: 16 });
+        const want: Any = await (js as Any)[name].forward({ ...p, state: hostState }, { scale: 16 });
         const c = await count<Any>(
           dev,
           () => (l as Any)[name].forward({ ...inputs, state: gpuState }, { scale: 16, readback: false }),
@@ -182,7 +182,7 @@ describe("face margin losses on GPU-resident cosines: readback: false, encoder, 
     for (const name of NAMES) {
       const p = problem(name, new Rng(7), N, C);
       const inputs = await onGpu(p, true);
-      const want = await (l as Any)[name].valueAndGrad(inputs, { scale: 30 });
+      const want: Any = await (l as Any)[name].valueAndGrad(inputs, { scale: 30 });
       const enc = dev.createCommandEncoder();
       const e = await count<Any>(
         dev,
@@ -246,7 +246,7 @@ describe("marginHead's face kinds on the WebGPU head", { skip }, () => {
         const state = stateOf(kind);
         const inputs = state ? { ...p, state } : p;
         const label = JSON.stringify(o);
-        const want = await js.marginHead.valueAndGrad(inputs as Any, o);
+        const want: Any = await js.marginHead.valueAndGrad(inputs as Any, o);
         const onHost = await l.marginHead.valueAndGrad(inputs as Any, o);
         const gpu = { ...inputs, x: await upload(p.x), W: await upload(p.W) };
         const c = await count<Any>(dev, () => l.marginHead.valueAndGrad(gpu as Any, { ...o, readback: false }));
@@ -283,4 +283,56 @@ describe("marginHead's face kinds on the WebGPU head", { skip }, () => {
       l.dispose();
     });
   }
+});
+
+describe("marginHead's classes (PartialFC) on the WebGPU head", { skip }, () => {
+  const N = 6, D = 8, C = 40;
+  const rng = new Rng(77);
+  const x = randomCosines(rng, N, D, 1);
+  for (let i = 0; i < x.data.length; i++) x.data[i] *= 12;
+  const W = randomCosines(rng, C, D, 1);
+  const labels = [3, 17, -100, 3, 29, 8];
+  // The labels' classes and a few others, sorted.
+  const classes = Int32Array.of(1, 3, 8, 11, 17, 20, 29, 33, 39);
+  const cases: [string, Record<string, Any>][] = [
+    ["arcface", {}],
+    ["adaface", { state: { mean: 12, std: 3 } }],
+    ["curricularFace", { state: { t: 0.2 } }],
+    ["magface", {}],
+  ];
+  it("each kind agrees with the reference, from host and GPU-resident x; all classes = the full head", async () => {
+    const dev = await sharedDevice();
+    const l = await gpuLosses(dev, { auto: false, note: "test" });
+    const js = await init({ backend: "js" });
+    const gx = await upload(x);
+    for (const [kind, extra] of cases) {
+      const o = { kind, scale: 16 } as Any;
+      const inputs = { x, W, labels, classes, ...extra };
+      const want: Any = await js.marginHead.valueAndGrad(inputs as Any, o);
+      const got: Any = await l.marginHead.valueAndGrad(inputs as Any, o);
+      assertLossClose(got.loss as number, want.loss as number, `${kind} loss`);
+      assert.deepEqual(got.grads.W.shape, [classes.length, D], `${kind}: grads.W [S, D]`);
+      assertGradClose(got.grads.W.data as Float32Array, want.grads.W.data as Float32Array, `${kind} grads.W`);
+      assertGradClose(got.grads.x.data as Float32Array, want.grads.x.data as Float32Array, `${kind} grads.x`);
+      const c = await count<Any>(
+        dev,
+        () => l.marginHead.valueAndGrad({ ...inputs, x: gx } as Any, { ...o, readback: false }),
+      );
+      assert.equal(c.maps, 0, `${kind}: maps`);
+      assertLossClose((await download(c.r.loss))[0], want.loss as number, `${kind} gpu loss`);
+      assertGradClose(await download(c.r.grads.W), want.grads.W.data as Float32Array, `${kind} gpu grads.W`);
+      // Every class sampled: the full head's values.
+      const all = Int32Array.from({ length: C }, (_, j) => j);
+      const full: Any = await l.marginHead.valueAndGrad({ x, W, labels, ...extra } as Any, o);
+      const every: Any = await l.marginHead.valueAndGrad({ x, W, labels, classes: all, ...extra } as Any, o);
+      assertLossClose(every.loss as number, full.loss as number, `${kind} all classes`);
+      assertGradClose(every.grads.W.data as Float32Array, full.grads.W.data as Float32Array, `${kind} all classes W`);
+    }
+    await assertThrowsNamed(
+      () => l.marginHead.valueAndGrad({ x, W, labels: [0, 1, 2, 3, 4, 5] }, { subcenters: 2 } as Any),
+      TypeError,
+      "options.subcenters 1",
+    );
+    l.dispose();
+  });
 });

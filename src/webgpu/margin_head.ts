@@ -37,7 +37,7 @@
  * @module
  */
 import { columns, type Raw } from "../kernels/core.ts";
-import { type HeadProblem, PRECISE_ABOVE } from "../kernels/head.ts";
+import { type HeadProblem, headRows, PRECISE_ABOVE } from "../kernels/head.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext, type KernelName, type Params } from "./context.ts";
 import { MH } from "./generated.ts";
@@ -386,7 +386,7 @@ function encodeHead(s: HeadSession, enc: GPUCommandEncoder): void {
 }
 
 /** A head's rows (the face kinds: losses and magface's g, and the next state) from `values`, its first read. */
-function headRows(s: HeadSession, values: Float32Array): Pick<Raw, "rows" | "outputs"> {
+function sessionRows(s: HeadSession, values: Float32Array): Pick<Raw, "rows" | "outputs"> {
   if (!s.face) return { rows: columns(values, s.n, 1) };
   const [ce, g] = columns(values, s.n, 4, 8);
   const k = stateSize(s.problem.face!);
@@ -412,16 +412,21 @@ const gpuGrads = (s: HeadSession): Record<string, Float32Array> =>
  */
 export function head(ctx: GpuContext, p: HeadProblem): Raw | Promise<Raw> {
   ctx.check();
-  if ((p.subcenters ?? 1) > 1 || p.rows) {
+  if ((p.subcenters ?? 1) > 1) {
     throw new TypeError(
-      "Expected options.subcenters 1 and no classes on the WebGPU backend (its head kernels have neither yet), got sub-centres or classes",
+      `Expected options.subcenters 1 on the WebGPU backend (its head kernels have no sub-centres yet), got ${p.subcenters}`,
     );
   }
+  // PartialFC's classes (W on the host: prepare checks): the head over W's rows of those classes.
+  if (p.rows) p = { ...p, W: headRows(p, p.W), rows: null };
   if (ctx.recording) {
     const s = openHead(ctx, p, (b) => ctx.temp(b), true);
     encodeHead(s, ctx.recording.enc);
     const [first, bytes] = s.reads[0];
-    return { ...headRows(s, new DeviceValues(first, [bytes / 4, 1]) as unknown as Float32Array), grads: gpuGrads(s) };
+    return {
+      ...sessionRows(s, new DeviceValues(first, [bytes / 4, 1]) as unknown as Float32Array),
+      grads: gpuGrads(s),
+    };
   }
   return readHead(ctx, p);
 }
@@ -443,7 +448,7 @@ async function readHead(ctx: GpuContext, p: HeadProblem): Promise<Raw> {
     );
     await ctx.settled();
     ctx.check();
-    const out = { ...headRows(s, rows), grads: {} as Record<string, Float32Array> };
+    const out = { ...sessionRows(s, rows), grads: {} as Record<string, Float32Array> };
     if (!s.dX || !s.dW) return out;
     if (s.resident) out.grads = gpuGrads(s);
     else {
