@@ -405,7 +405,7 @@ describe("interclassFilteringThreshold and interTopK: identities and errors", ()
 });
 
 // ------------------------------------------------------------------------------------------------
-// The three as marginHead kinds (reference and wasm; WebGPU refuses them)
+// The three as marginHead kinds (every backend; tests/webgpu_face_test.ts: GPU-resident x and W)
 
 describe("marginHead kinds adaface, curricularFace, magface", () => {
   const rnd = (n: number, seed: number, scale: number) => {
@@ -437,13 +437,6 @@ describe("marginHead kinds adaface, curricularFace, magface", () => {
   for (const b of backends) {
     for (const [kind, extra, opts] of kinds) {
       it(`${b.name} ${kind}: the head's value, parts and state are the loss's on its cosines and norms`, async () => {
-        if (b.name === "webgpu") {
-          await assert.rejects(
-            async () => await lossOf(b, "marginHead")!.forward({ x, W, labels, ...extra }, { kind }),
-            TypeError,
-          );
-          return;
-        }
         const h = await lossOf(b, "marginHead")!.forward({ x, W, labels, ...extra }, { kind, scale: 8, ...opts });
         const { cos, norms } = cosOf();
         const inputs: Any = { cos, labels, ...extra };
@@ -483,14 +476,19 @@ describe("marginHead kinds adaface, curricularFace, magface", () => {
       }
     });
   }
-  it("refuses state without a stateful kind, and the face kinds in the sharded head", () => {
+  it("refuses state without a stateful kind, and curricularFace in the sharded head", () => {
     assert.throws(
       () => js.marginHead.forward({ x, W, labels, state: { t: 0 } } as Any, { kind: "arcface" }),
       TypeError,
     );
     assert.throws(
-      () => js.sharded.marginHead.stats({ x, W, labels }, { kind: "magface", offset: 0, classes: C } as Any),
-      (e: Error) => e instanceof TypeError && e.message.includes("magface"),
+      () =>
+        js.sharded.marginHead.stats({ x, W, labels, state: { t: 0 } } as Any, {
+          kind: "curricularFace",
+          offset: 0,
+          classes: C,
+        } as Any),
+      (e: Error) => e instanceof TypeError && e.message.includes("curricularFace"),
     );
   });
 });

@@ -66,6 +66,8 @@ export interface HardLabelProblem extends Prepared {
    * a class goes to its winning column alone (the other K - 1 get 0).
    */
   readonly subcenters?: number;
+  /** The face margin losses on GPU-resident cosines (`target` null): their rows as data, or absent. */
+  readonly face?: FaceTarget;
 }
 
 /**
@@ -80,6 +82,26 @@ export function subcenter(x: ArrayLike<number>, at: number, k: number): number {
     if (v > best || (v !== v && best === best)) [q, best] = [r, v];
   }
   return q;
+}
+
+/**
+ * A face margin loss's rows as data (SPEC §7; `adaface`, `curricularFace`, `magface` on
+ * GPU-resident cosines), for the WebGPU kernel that computes them itself
+ * (src/webgpu/face_margin.wgsl): the batch statistic and the next state, each row's label
+ * target, and what the non-target transform (`nonTarget`, whose per-row values and
+ * CurricularFace's `a` the kernel fills in) and MagFace's norm terms need. The constants are
+ * the kernel's uniform fields by name (`p_m`, `p_h`, ...; see the WGSL).
+ */
+export interface FaceTarget {
+  readonly kind: "adaface" | "curricularFace" | "magface";
+  readonly params: Readonly<Record<string, number>>;
+  /** The norms `[N]` (adaface, magface): host values or GPU-resident; null for none. */
+  readonly norms: Float32Array | null;
+  /** The state input: its numbers, or a GPU-resident `[1, k]` matrix; null for none (magface). */
+  readonly state: readonly number[] | Float32Array | null;
+  /** CurricularFace's ArcFace target (the label's logit and the hard negatives' threshold). */
+  readonly phi?: MarginSpec;
+  readonly constant: boolean;
 }
 
 /**

@@ -5,20 +5,26 @@
  * @module
  */
 import { type Definition, lossDef } from "../loss.ts";
-import type { Matrix } from "../types.ts";
+import type { GpuMatrix, Matrix } from "../types.ts";
 import * as v from "../validate.ts";
 import { derivativeCos, type MarginOptions } from "./margin.ts";
 import {
   clampCos,
   FACE_KEYS,
+  type FaceBase,
   faceBase,
+  type FaceData,
   type FaceInputs,
+  faceOnGpu,
   faceProblem,
   type FaceRows,
+  gpuNorms,
+  nextState,
   type RowsIn,
   rowsIn,
   rowVector,
   stateField,
+  stateInput,
 } from "./face_margin.ts";
 import { finishHardLabel } from "./cross_entropy.ts";
 
@@ -52,10 +58,7 @@ export function adafaceInit(): AdafaceState {
 export function adafaceRows(o: AdafaceOptions, r: RowsIn): FaceRows {
   const mean = stateField("state", r.state, "mean");
   const std = stateField("state", r.state, "std", 0);
-  const m = v.cosineMargin("options.margin", o.margin, 0.4);
-  const h = v.weight("options.h", o.h, 0.333);
-  const alpha = v.number("options.alpha", o.alpha, 0.01, { min: 0, max: 1 });
-  const eps = v.number("options.eps", o.eps, 1e-3, { min: 0, max: 0.5, minExclusive: true, maxExclusive: true });
+  const { m, h, alpha, eps } = adafaceOptions(o);
   const clipped = r.norms!.map((x) => Math.min(100, Math.max(0.001, x)));
   const rows = [...r.labels.keys()].filter((i) => r.labels[i] >= 0);
   let mean2 = mean, std2 = std;
@@ -83,15 +86,49 @@ export function adafaceRows(o: AdafaceOptions, r: RowsIn): FaceRows {
   return { target, nonTarget, parts: { state: { mean: mean2, std: std2 } } };
 }
 
+/** AdaFace's checked options. */
+function adafaceOptions(o: AdafaceOptions) {
+  return {
+    m: v.cosineMargin("options.margin", o.margin, 0.4),
+    h: v.weight("options.h", o.h, 0.333),
+    alpha: v.number("options.alpha", o.alpha, 0.01, { min: 0, max: 1 }),
+    eps: v.number("options.eps", o.eps, 1e-3, { min: 0, max: 0.5, minExclusive: true, maxExclusive: true }),
+  };
+}
+
+/**
+ * AdaFace on GPU-resident cosines: its rows as data (`FaceTarget`), computed by the WebGPU
+ * kernel; the cosines' clip as the non-target transform.
+ */
+function adafaceOnGpu(b: FaceBase, o: AdafaceOptions, grad: boolean, upstream: unknown, inputs: AdafaceInputs) {
+  const norms = gpuNorms("norms", inputs.norms, b.n);
+  const state = stateInput(inputs.state, ["mean", "std"], [-Infinity, 0], true);
+  const { nonTarget, ...face } = adafaceData(o);
+  return faceOnGpu(b, o, grad, upstream, { ...face, norms, state }, nonTarget);
+}
+
+/** AdaFace's rows as data (shared with `marginHead`'s kind): its constants and the cosines' clip. */
+export function adafaceData(o: AdafaceOptions): FaceData {
+  const { m, h, alpha, eps } = adafaceOptions(o);
+  return {
+    kind: "adaface",
+    params: { p_m: m, p_h: h, p_alpha: alpha, p_beta: 1 - alpha, p_eps: eps, p_lo: 0.001, p_hi: 100 },
+    nonTarget: { lo: -1 + eps, hi: 1 - eps, cut: Infinity, a: 0, b: 0, g: 0, rows: null },
+  };
+}
+
 /** The options of `adaface` beyond those every margin loss takes (also `marginHead`'s with `kind: "adaface"`). */
 export const ADAFACE_KEYS = ["margin", "h", "alpha", "eps"] as const;
 
 /** Inputs of `adaface`. */
 export interface AdafaceInputs extends FaceInputs {
-  /** Feature norms `||x_i||` `[N]` (no gradient). */
-  norms: Float32Array | readonly number[];
-  /** The batch statistics so far (`adafaceInit()` at the first step). */
-  state: AdafaceState;
+  /** Feature norms `||x_i||` `[N]` (no gradient); with a GPU-resident `cos` also a GPU matrix `[N, 1]`. */
+  norms: Float32Array | readonly number[] | GpuMatrix;
+  /**
+   * The batch statistics so far (`adafaceInit()` at the first step); with a GPU-resident
+   * `cos` also a GPU matrix `[1, 2]` (mean, std), as `readback: false` returns it.
+   */
+  state: AdafaceState | GpuMatrix;
 }
 
 /** Options of `adaface`. */
@@ -133,7 +170,9 @@ export interface AdafaceParts {
  * `[N, C]`, norms `[N]`, labels `[N]`; gradient `grads.cos` `[N, C]` (through `acos`; 0
  * where a clip cut; `marginGrad: "constant"`: `s` at the label). Returns the next state as
  * `state`; nothing is kept between calls. With `h = 0` it is CosFace with margin m on the
- * clipped cosines.
+ * clipped cosines. On WebGPU `cos` may be GPU-resident: the statistics, the next state and
+ * the targets are then computed on the GPU, `norms` may be a GPU matrix `[N, 1]` and `state` a
+ * GPU matrix `[1, 2]` (mean, std), which `readback: false` returns (SPEC §10).
  *
  * @example Two steps
  * ```ts
@@ -158,12 +197,15 @@ export const adaface: Definition<AdafaceInputs, AdafaceOptions, AdafaceGrads, Ad
   grads: ["cos"],
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
-    const b = faceBase("adaface", inputs, o, 64);
+    const b = faceBase(inputs, o, 64);
+    if (v.onDevice(b.cos)) return adafaceOnGpu(b, o, grad, upstream, inputs);
+    stateInput(inputs.state, ["mean", "std"], [-Infinity, 0], false);
     const r = adafaceRows(o, rowsIn(b, rowVector("norms", inputs.norms, b.n), inputs.state));
     return Object.assign(faceProblem(b, o, grad, upstream, r.target, r.nonTarget), r.parts);
   },
   finish(p, raw) {
     const r = finishHardLabel(p, raw.rows[0], raw.grads.logits);
-    return { loss: r.loss, state: (p as unknown as AdafaceParts).state, grads: { cos: r.grads.logits } };
+    const state = nextState(raw, ["mean", "std"], (p as unknown as AdafaceParts).state);
+    return { loss: r.loss, state, grads: { cos: r.grads.logits } };
   },
 });

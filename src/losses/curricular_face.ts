@@ -5,18 +5,24 @@
  */
 import { type Definition, lossDef } from "../loss.ts";
 import * as v from "../validate.ts";
+import type { GpuMatrix } from "../types.ts";
 import type { MarginGrads, MarginOptions } from "./margin.ts";
 import { arcfacePhi } from "./arcface.ts";
 import {
   clampCos,
   FACE_KEYS,
+  type FaceBase,
   faceBase,
+  type FaceData,
   type FaceInputs,
+  faceOnGpu,
   faceProblem,
   type FaceRows,
+  nextState,
   type RowsIn,
   rowsIn,
   stateField,
+  stateInput,
 } from "./face_margin.ts";
 import { finishHardLabel } from "./cross_entropy.ts";
 
@@ -33,8 +39,7 @@ export interface CurricularFaceState {
  */
 export function curricularRows(o: CurricularFaceOptions, r: RowsIn): FaceRows {
   const t = stateField("state", r.state, "t");
-  const m = v.number("options.margin", o.margin, 0.5, { min: 0, max: Math.PI, maxExclusive: true });
-  const momentum = v.number("options.momentum", o.momentum, 0.01, { min: 0, max: 1 });
+  const { m, momentum } = curricularOptions(o);
   const phi = arcfacePhi(m, false);
   const rows = [...r.labels.keys()].filter((i) => r.labels[i] >= 0);
   const t2 = rows.length === 0
@@ -53,13 +58,48 @@ export function curricularRows(o: CurricularFaceOptions, r: RowsIn): FaceRows {
   return { target, nonTarget, parts: { state: { t: t2 } } };
 }
 
+/** CurricularFace's checked options. */
+function curricularOptions(o: CurricularFaceOptions) {
+  return {
+    m: v.number("options.margin", o.margin, 0.5, { min: 0, max: Math.PI, maxExclusive: true }),
+    momentum: v.number("options.momentum", o.momentum, 0.01, { min: 0, max: 1 }),
+  };
+}
+
+/**
+ * CurricularFace on GPU-resident cosines: its rows as data (`FaceTarget`); the kernel writes
+ * each row's threshold and `t'` into the non-target transform.
+ */
+function curricularOnGpu(b: FaceBase, o: CurricularFaceOptions, grad: boolean, upstream: unknown, state: unknown) {
+  const s = stateInput(state, ["t"], [-Infinity], true);
+  const { nonTarget, ...face } = curricularData(o);
+  return faceOnGpu(b, o, grad, upstream, { ...face, norms: null, state: s }, nonTarget);
+}
+
+/**
+ * CurricularFace's rows as data (shared with `marginHead`'s kind): its momentum, ArcFace's
+ * target and the hard negatives' transform (each row's threshold and `t'` filled in by the kernel).
+ */
+export function curricularData(o: CurricularFaceOptions): FaceData {
+  const { m, momentum } = curricularOptions(o);
+  return {
+    kind: "curricularFace",
+    params: { p_alpha: momentum, p_beta: 1 - momentum },
+    phi: arcfacePhi(m, false).spec,
+    nonTarget: { lo: -1, hi: 1, cut: Infinity, a: 0, b: 1, g: 0, rows: null },
+  };
+}
+
 /** The options of `curricularFace` beyond those every margin loss takes (also `marginHead`'s kind's). */
 export const CURRICULAR_FACE_KEYS = ["margin", "momentum"] as const;
 
 /** Inputs of `curricularFace`. */
 export interface CurricularFaceInputs extends FaceInputs {
-  /** The state so far (`{ t: 0 }` at the first step). */
-  state: CurricularFaceState;
+  /**
+   * The state so far (`{ t: 0 }` at the first step); with a GPU-resident `cos` also a GPU
+   * matrix `[1, 1]`, as `readback: false` returns it.
+   */
+  state: CurricularFaceState | GpuMatrix;
 }
 
 /** Options of `curricularFace`. */
@@ -89,6 +129,8 @@ export interface CurricularFaceParts {
  * Defaults `scale` 64, `margin` 0.5, `momentum` 0.01. Shapes: cos `[N, C]`, labels `[N]`;
  * gradient `grads.cos` `[N, C]` (the label's `phi'` at the cosine clamped to
  * `[-1 + 1e-6, 1 - 1e-6]`; `marginGrad: "constant"`: `s`). Returns the next state as `state`.
+ * On WebGPU `cos` may be GPU-resident: `t'` and the targets are then computed on the GPU and
+ * `state` may be a GPU matrix `[1, 1]`, which `readback: false` returns (SPEC §10).
  *
  * @example Two steps
  * ```ts
@@ -112,12 +154,15 @@ export const curricularFace: Definition<
   grads: ["cos"],
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
-    const b = faceBase("curricularFace", inputs, o, 64);
+    const b = faceBase(inputs, o, 64);
+    if (v.onDevice(b.cos)) return curricularOnGpu(b, o, grad, upstream, inputs.state);
+    stateInput(inputs.state, ["t"], [-Infinity], false);
     const r = curricularRows(o, rowsIn(b, null, inputs.state));
     return Object.assign(faceProblem(b, o, grad, upstream, r.target, r.nonTarget), r.parts);
   },
   finish(p, raw) {
     const r = finishHardLabel(p, raw.rows[0], raw.grads.logits);
-    return { loss: r.loss, state: (p as unknown as CurricularFaceParts).state, grads: { cos: r.grads.logits } };
+    const state = nextState(raw, ["t"], (p as unknown as CurricularFaceParts).state);
+    return { loss: r.loss, state, grads: { cos: r.grads.logits } };
   },
 });

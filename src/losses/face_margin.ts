@@ -10,12 +10,15 @@
 import type { Labels, Reduction, Tensor } from "../types.ts";
 import * as v from "../validate.ts";
 import { outBuffer } from "../kernels/core.ts";
-import type { HardLabelProblem, NonTarget } from "../kernels/hard_label.ts";
+import type { FaceTarget, HardLabelProblem, NonTarget } from "../kernels/hard_label.ts";
 import { classCos, type MarginOptions, subcentersOf } from "./margin.ts";
 
 /** Inputs every face margin loss takes (each adds its own: `norms`, `state`). */
 export interface FaceInputs {
-  /** Cosine between each embedding and each class centre `[N, C]` (`[N, C K]` with `subcenters` K), on the host. */
+  /**
+   * Cosine between each embedding and each class centre `[N, C]` (`[N, C K]` with `subcenters` K); on
+   * the WebGPU backend a GPU-resident matrix too (its batch statistics and targets are then computed on the GPU).
+   */
   cos: Tensor;
   /** One class index per row, in `[0, C)` or `ignoreIndex`. */
   labels: Labels;
@@ -40,18 +43,13 @@ export interface FaceBase {
 }
 
 /** Checks `cos`, `labels` and the options every margin loss on cosines takes. */
-export function faceBase(name: string, inputs: FaceInputs, o: MarginOptions, defaultScale: number): FaceBase {
+export function faceBase(inputs: FaceInputs, o: MarginOptions, defaultScale: number): FaceBase {
   v.inputs(inputs);
   const [n, cols] = v.batch("cos", inputs.cos);
   const [sub, c] = subcentersOf(o, "cos", cols);
   const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
   const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
   const cos = v.values(inputs.cos);
-  if (v.onDevice(cos)) {
-    throw new TypeError(
-      `Expected cos to be a host matrix { data: Float32Array, shape } for ${name} (its targets are computed per row on the host), got a GPUBuffer`,
-    );
-  }
   if (o.checkFinite) v.finite("cos", cos, cols);
   const scale = v.scale(o.scale, defaultScale);
   const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") === "constant";
@@ -74,7 +72,7 @@ export function faceProblem(
   o: MarginOptions,
   grad: boolean,
   upstream: unknown,
-  target: Float64Array,
+  target: Float64Array | null,
   nonTarget: NonTarget | undefined,
 ): HardLabelProblem {
   const { n, c, labels, reduction, count } = b;
@@ -119,6 +117,73 @@ export function rowVector(name: string, value: unknown, n: number): Float64Array
     out[i] = x;
   }
   return out;
+}
+
+/**
+ * A face margin loss on GPU-resident cosines (`b.cos` on the device): its rows as data for
+ * the WebGPU kernel (src/kernels/hard_label.ts's `FaceTarget`), no host target.
+ */
+export function faceOnGpu(
+  b: FaceBase,
+  o: MarginOptions,
+  grad: boolean,
+  upstream: unknown,
+  face: Omit<FaceTarget, "constant">,
+  nonTarget: NonTarget | undefined,
+): HardLabelProblem {
+  return { ...faceProblem(b, o, grad, upstream, null, nonTarget), face: { ...face, constant: b.constant } };
+}
+
+/** A face margin kind's rows as data from its options (`FaceTarget` but the inputs), and its non-target transform. */
+export type FaceData = Omit<FaceTarget, "norms" | "state" | "constant"> & { readonly nonTarget?: NonTarget };
+
+/** The state fields of the stateful face kinds and their least values. */
+export const STATE_FIELDS: Record<FaceTarget["kind"], readonly [string, number][]> = {
+  adaface: [["mean", -Infinity], ["std", 0]],
+  curricularFace: [["t", -Infinity]],
+  magface: [],
+};
+
+/**
+ * The norms of a face margin loss on GPU-resident cosines: host values (as float32) or a
+ * GPU-resident matrix of `n` values (`[N, 1]` or `[1, N]`).
+ */
+export function gpuNorms(name: string, value: unknown, n: number): Float32Array {
+  if (!v.isGpuMatrix(value)) return Float32Array.from(rowVector(name, value, n));
+  if (value.shape[0] * value.shape[1] !== n || Math.min(...value.shape) !== 1) {
+    throw new RangeError(`Expected ${name} to be a GPU matrix of shape [${n}, 1] or [1, ${n}], got [${value.shape}]`);
+  }
+  return v.values(value);
+}
+
+/**
+ * A state input of a face margin loss: its number fields (checked as {@linkcode stateField}
+ * with `mins`), or, with GPU-resident cosines (`gpu`), a GPU matrix `[1, k]` of the fields
+ * in order.
+ */
+export function stateInput(state: unknown, fields: readonly string[], mins: readonly number[], gpu: boolean) {
+  if (!v.isGpuMatrix(state)) return fields.map((f, k) => stateField("state", state, f, mins[k]));
+  if (!gpu) {
+    throw new TypeError(
+      `Expected state to be an object of numbers { ${fields.join(", ")} } with host inputs, got a GPU matrix`,
+    );
+  }
+  const k = fields.length;
+  if (state.shape[0] !== 1 || state.shape[1] !== k) {
+    throw new RangeError(`Expected state to be a GPU matrix [1, ${k}] (${fields.join(", ")}), got [${state.shape}]`);
+  }
+  return v.values(state);
+}
+
+/**
+ * The next state of a stateful face margin loss: the kernel's (the WebGPU kernel on
+ * GPU-resident cosines: a GPU matrix `[1, k]`, or its values read back), else `host`'s.
+ */
+export function nextState<S>(raw: { outputs?: Record<string, Float32Array> }, fields: readonly string[], host: S): S {
+  const s = raw.outputs?.state;
+  if (s === undefined) return host;
+  if (v.onDevice(s)) return s as unknown as S;
+  return Object.fromEntries(fields.map((f, k) => [f, s[k]])) as S;
 }
 
 /** Checks a state object's finite number field `name` (`>= min`). */

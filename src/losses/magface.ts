@@ -4,16 +4,20 @@
  * @module
  */
 import { type Definition, lossDef } from "../loss.ts";
-import type { Matrix, Reduction } from "../types.ts";
+import type { GpuMatrix, Matrix, Reduction } from "../types.ts";
+import { lin } from "../kernels/deferred.ts";
 import * as v from "../validate.ts";
 import { derivativeCos, type MarginOptions } from "./margin.ts";
 import {
   clampCos,
   FACE_KEYS,
   faceBase,
+  type FaceData,
   type FaceInputs,
+  faceOnGpu,
   faceProblem,
   type FaceRows,
+  gpuNorms,
   normGrads,
   type NormTerms,
   type RowsIn,
@@ -25,8 +29,8 @@ import type { HardLabelProblem } from "../kernels/hard_label.ts";
 
 /** Inputs of `magface`. */
 export interface MagfaceInputs extends FaceInputs {
-  /** Feature norms `||x_i||` `[N]` (differentiable). */
-  norms: Float32Array | readonly number[];
+  /** Feature norms `||x_i||` `[N]` (differentiable); with a GPU-resident `cos` also a GPU matrix `[N, 1]`. */
+  norms: Float32Array | readonly number[] | GpuMatrix;
 }
 
 /** Options of `magface`. */
@@ -51,7 +55,10 @@ export interface MagfaceOptions extends MarginOptions {
 export interface MagfaceGrads {
   /** Gradient w.r.t. the cosines `[N, C]`. */
   cos: Matrix;
-  /** Gradient w.r.t. the norms `[N]` (0 where a norm is outside `[lowerNorm, upperNorm]`). */
+  /**
+   * Gradient w.r.t. the norms `[N]` (0 where a norm is outside `[lowerNorm, upperNorm]`); with
+   * a GPU-resident `cos` a GPU matrix `[N, 1]`.
+   */
   norms: Float32Array;
 }
 
@@ -68,14 +75,7 @@ export interface MagfaceParts {
  * its target, and the norm terms (`g`, its derivative, the target's derivative in the norm).
  */
 export function magfaceRows(o: MagfaceOptions, r: RowsIn): FaceRows {
-  const lower = v.number("options.lowerNorm", o.lowerNorm, 10, { min: 0, minExclusive: true, max: 1e6 });
-  const upper = v.number("options.upperNorm", o.upperNorm, 110, { min: lower, minExclusive: true, max: 1e6 });
-  const angle = { min: 0, max: Math.PI, maxExclusive: true };
-  const lm = v.number("options.lowerMargin", o.lowerMargin, 0.45, angle);
-  const um = v.number("options.upperMargin", o.upperMargin, 0.8, angle);
-  const lambda = v.weight("options.lambda", o.lambda, 35, 0);
-  const easy = v.boolean("options.easyMargin", o.easyMargin, true);
-  const slopeM = (um - lm) / (upper - lower);
+  const { lower, upper, lm, lambda, easy, slopeM } = magfaceOptions(o);
   const n = r.labels.length, target = new Float64Array(2 * n);
   const g = new Float64Array(n), dg = new Float64Array(n), dzy = new Float64Array(n);
   for (let i = 0; i < n; i++) {
@@ -102,6 +102,27 @@ export function magfaceRows(o: MagfaceOptions, r: RowsIn): FaceRows {
   return { target, parts: {}, norm: { lambda, g, dg, dzy } };
 }
 
+/** MagFace's checked options. */
+function magfaceOptions(o: MagfaceOptions) {
+  const lower = v.number("options.lowerNorm", o.lowerNorm, 10, { min: 0, minExclusive: true, max: 1e6 });
+  const upper = v.number("options.upperNorm", o.upperNorm, 110, { min: lower, minExclusive: true, max: 1e6 });
+  const angle = { min: 0, max: Math.PI, maxExclusive: true };
+  const lm = v.number("options.lowerMargin", o.lowerMargin, 0.45, angle);
+  const um = v.number("options.upperMargin", o.upperMargin, 0.8, angle);
+  const lambda = v.weight("options.lambda", o.lambda, 35, 0);
+  const easy = v.boolean("options.easyMargin", o.easyMargin, true);
+  return { lower, upper, lm, lambda, easy, slopeM: (um - lm) / (upper - lower) };
+}
+
+/** MagFace's rows as data (shared with `marginHead`'s kind): its constants. */
+export function magfaceData(o: MagfaceOptions): FaceData {
+  const { lower, upper, lm, lambda, easy, slopeM } = magfaceOptions(o);
+  return {
+    kind: "magface",
+    params: { p_m: lm, p_h: slopeM, p_lo: lower, p_hi: upper, p_iu2: 1 / (upper * upper), lambda, easy: +easy },
+  };
+}
+
 /** MagFace's value and parts from the row cross-entropies: `loss = ce + lambda g` and `g`, reduced. */
 export function magfaceParts(t: NormTerms, ce: Float64Array, reduction: Reduction, denominator: number) {
   return {
@@ -126,7 +147,8 @@ export const MAGFACE_KEYS = ["lowerNorm", "upperNorm", "lowerMargin", "upperMarg
  * Shapes: cos `[N, C]`, norms `[N]`, labels `[N]`; gradients `grads.cos` `[N, C]` and
  * `grads.norms` `[N]` (through the margin, `-s sin(theta_y + m(a)) m'(a)` at `cos_y`
  * itself, and through `g`). `marginGrad: "constant"` changes only the label's derivative
- * w.r.t. its cosine (`s`).
+ * w.r.t. its cosine (`s`). On WebGPU `cos` may be GPU-resident: the targets and norm terms are
+ * then computed on the GPU, `norms` may be a GPU matrix `[N, 1]` and `grads.norms` is one.
  *
  * @example Loss and parts
  * ```ts
@@ -150,7 +172,16 @@ export const magface: Definition<MagfaceInputs, MagfaceOptions, MagfaceGrads, Ma
   grads: ["cos", "norms"],
   prepare(inputs, options, grad, upstream) {
     const o = v.options(options);
-    const b = faceBase("magface", inputs, o, 64);
+    const b = faceBase(inputs, o, 64);
+    if (v.onDevice(b.cos)) {
+      if (o.out?.norms !== undefined) {
+        throw new TypeError(
+          `Expected options.out.norms to be absent with a GPU-resident cos, got ${v.show(o.out.norms)}`,
+        );
+      }
+      const norms = gpuNorms("norms", inputs.norms, b.n);
+      return faceOnGpu(b, o, grad, upstream, { ...magfaceData(o), norms, state: null }, undefined);
+    }
     const r = magfaceRows(o, rowsIn(b, rowVector("norms", inputs.norms, b.n), undefined));
     // `out.norms`: a Float32Array [N] for the norms' gradient.
     const outNorms = o.out?.norms as unknown;
@@ -162,6 +193,13 @@ export const magface: Definition<MagfaceInputs, MagfaceOptions, MagfaceGrads, Ma
   finish(problem, raw) {
     const p = problem as HardLabelProblem & { norm: NormTerms; outNorms?: Float32Array };
     const r = finishHardLabel(p, raw.rows[0], raw.grads.logits);
+    if (p.face) {
+      // The WebGPU kernel's rows (GPU-resident cosines): the row losses, g, and the norms' gradient.
+      const [ce, g] = raw.rows, lambda = p.face.params.lambda;
+      const loss = v.reduce(lin(0, [ce, 1], [g, lambda]) as unknown as Float64Array, p.reduction, p.denominator);
+      const grads = { cos: r.grads.logits, norms: p.grad ? raw.grads.norms : new Float32Array(0) };
+      return { loss, ce: r.loss, g: v.reduce(g, p.reduction, p.denominator), grads };
+    }
     const parts = magfaceParts(p.norm, raw.rows[0], p.reduction, p.denominator);
     let norms = p.grad ? normGrads(p.norm, p.scales, raw.rows[0]) : new Float32Array(0);
     if (p.grad && p.outNorms) norms = (p.outNorms.set(norms), p.outNorms);

@@ -19,30 +19,48 @@ import { ARCFACE_KEYS, arcfaceTarget } from "./arcface.ts";
 import { COMBINED_MARGIN_KEYS, combinedMarginTarget } from "./combined_margin.ts";
 import { COSFACE_KEYS, cosfaceTarget } from "./cosface.ts";
 import { outBuffer } from "../kernels/core.ts";
+import { classList } from "./linear_cross_entropy.ts";
 import type { MarginOptions, Phi } from "./margin.ts";
 import { normfaceTarget } from "./normface.ts";
 import { type HeadProblem, norm, type RowStats, type Target, type TargetSpec } from "../kernels/head.ts";
 import type { NonTarget } from "../kernels/hard_label.ts";
-import { type FaceRows, normGrads, type NormTerms, type RowsIn } from "./face_margin.ts";
-import { ADAFACE_KEYS, adafaceRows } from "./adaface.ts";
-import { CURRICULAR_FACE_KEYS, curricularRows } from "./curricular_face.ts";
-import { MAGFACE_KEYS, magfaceParts, magfaceRows } from "./magface.ts";
+import {
+  type FaceData,
+  type FaceRows,
+  nextState,
+  normGrads,
+  type NormTerms,
+  type RowsIn,
+  STATE_FIELDS,
+  stateInput,
+} from "./face_margin.ts";
+import { ADAFACE_KEYS, adafaceData, adafaceRows } from "./adaface.ts";
+import { CURRICULAR_FACE_KEYS, curricularData, curricularRows } from "./curricular_face.ts";
+import { MAGFACE_KEYS, magfaceData, magfaceParts, magfaceRows } from "./magface.ts";
+import { lin } from "../kernels/deferred.ts";
+import type { FaceTarget } from "../kernels/hard_label.ts";
 
 /** Inputs of the embedding heads. */
 export interface HeadInputs {
   /** Embeddings `[N, D]`. */
   x: Tensor;
-  /** Class weights `[C, D]`, one row per class (as `nn.Linear`). */
+  /** Class weights `[C, D]`, one row per class (as `nn.Linear`); `marginHead` with `subcenters` K: `[C*K, D]`. */
   W: Tensor;
   /** One class index per row, in `[0, C)` or `ignoreIndex`. */
   labels: Labels;
+  /**
+   * `marginHead` only (PartialFC, An et al. 2022): sorted distinct class indices `[S]` in `[0, C)`, e.g.
+   * from `partialFcSample`; only their rows of W (`classes[r]*K .. +K-1`) take part in the softmax, every
+   * non-ignored label must be among them, and `grads.W` is `[S*K, D]` in their order. None: every class.
+   */
+  classes?: Int32Array | readonly number[];
 }
 
 /** Gradients of the embedding heads. */
 export interface HeadGrads {
   /** Gradient w.r.t. the embeddings `[N, D]`. */
   x: Matrix;
-  /** Gradient w.r.t. the class weights `[C, D]`. */
+  /** Gradient w.r.t. the class weights `[C, D]` (`[C*K, D]` with sub-centres, `[S*K, D]` with `classes`). */
   W: Matrix;
 }
 
@@ -68,16 +86,76 @@ export interface HeadKind<O> {
    * (batch statistics, the state input), or null for the other kinds.
    */
   face?(o: O): ((r: RowsIn) => FaceRows) | null;
+  /** The face margin kinds' rows as data (for the WebGPU head, which computes them itself), or null. */
+  faceData?(o: O): FaceData | null;
+  /** Whether it takes the option `subcenters` and the input `classes` (`marginHead`). */
+  sampled?: boolean;
 }
 
-/** Row i's `[||x_i||, ||W_y||, x_i . W_y]` with W's rows of class `first` on (the last two 0 without a label there). */
-export function labelStats(x: Float32Array, W: Float32Array, d: number, labels: Int32Array, first: number): RowStats {
+/**
+ * Labels local to `classes` (their index in it; ignored rows -1). A label outside `[lo, hi)` (a
+ * shard's range) maps to `outside`; inside, one not among `classes` is a `RangeError`.
+ */
+export function sampledLabels(
+  labels: Int32Array,
+  classes: Int32Array,
+  lo = 0,
+  hi = Infinity,
+  outside = -1,
+): Int32Array {
+  const at = new Map<number, number>();
+  classes.forEach((k, r) => at.set(k, r));
+  return labels.map((y, i) => {
+    if (y < 0) return -1;
+    if (y < lo || y >= hi) return outside;
+    const r = at.get(y);
+    if (r === undefined) {
+      throw new RangeError(`Expected labels[${i}] (${y}) to be one of classes, got a class not in it`);
+    }
+    return r;
+  });
+}
+
+/** Checks `options.subcenters` (an integer >= 1, default 1) and that W's `rows` are C*K; returns `[K, C]`. */
+export function subcentersOf(value: unknown, rows: number): [number, number] {
+  const K = v.integer("options.subcenters", value, 1);
+  if (K < 1) throw new RangeError(`Expected options.subcenters to be an integer >= 1, got ${K}`);
+  if (rows % K !== 0) {
+    throw new RangeError(
+      `Expected W to have C * subcenters rows (a multiple of options.subcenters = ${K}), got ${rows}`,
+    );
+  }
+  return [K, rows / K];
+}
+
+/**
+ * Row i's `[||x_i||, ||W_y||, x_i . W_y]` with W's rows of class `first` on (the last two 0 without a
+ * label there). With sub-centres K (`marginHead`: both sides normalised), W_y is the row of class y
+ * whose cosine, clamped to [-1, 1], is the largest (ties to the smaller row); with `rows`, local
+ * class y is W's class block `rows[y]`.
+ */
+export function labelStats(
+  x: Float32Array,
+  W: Float32Array,
+  d: number,
+  labels: Int32Array,
+  first: number,
+  K = 1,
+  rows: Int32Array | null = null,
+): RowStats {
+  const classes = rows ? rows.length : W.length / (d * K);
   return (i) => {
-    const y = labels[i] - first;
-    if (labels[i] < 0 || y < 0 || y >= W.length / d) return [norm(x, i * d, d), 0, 0];
-    let dot = 0;
-    for (let k = 0; k < d; k++) dot += x[i * d + k] * W[y * d + k];
-    return [norm(x, i * d, d), norm(W, y * d, d), dot];
+    const y = labels[i] - first, nx = norm(x, i * d, d);
+    if (labels[i] < 0 || y < 0 || y >= classes) return [nx, 0, 0];
+    let best: [number, number, number] = [nx, 0, 0], top = -Infinity;
+    for (let r = (rows ? rows[y] : y) * K, k = 0; k < K; k++, r++) {
+      let dot = 0;
+      for (let q = 0; q < d; q++) dot += x[i * d + q] * W[r * d + q];
+      const nw = norm(W, r * d, d);
+      const cos = Math.min(1, Math.max(-1, dot / (Math.max(nx, 1e-12) * Math.max(nw, 1e-12))));
+      if (k === 0 || cos > top) [top, best] = [cos, [nx, nw, dot]];
+    }
+    return best;
   };
 }
 
@@ -123,18 +201,25 @@ export function headLoss<O extends HeadOptions>(
     name,
     head: kind,
     kernel: "head",
-    inputs: kind.face ? ["x", "W", "labels", "state"] : ["x", "W", "labels"],
+    inputs: ["x", "W", "labels", ...(kind.face ? ["state"] : []), ...(kind.sampled ? ["classes"] : [])],
     options: (o) => [...(typeof own === "function" ? own(o) : own), "ignoreIndex", "reduction"],
     grads: ["x", "W"],
     prepare(inputs, options, grad, upstream) {
       const o = v.options(options);
       v.inputs(inputs);
       const [n, d] = v.batch("x", inputs.x);
-      const [c] = v.matrix("W", inputs.W, undefined, d);
-      if (c === 0) throw new RangeError("Expected W to have at least one row (one per class), got 0");
+      const [rowsW] = v.matrix("W", inputs.W, undefined, d);
+      if (rowsW === 0) throw new RangeError("Expected W to have at least one row (one per class), got 0");
+      const [K, classes] = kind.sampled ? subcentersOf((o as { subcenters?: unknown }).subcenters, rowsW) : [1, rowsW];
       const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
-      const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
+      const given = v.labels("labels", inputs.labels, n, classes, ignoreIndex);
       const x = v.values(inputs.x), W = v.values(inputs.W);
+      const rows = kind.sampled ? classList(inputs.classes, classes) : null;
+      if (rows && v.onDevice(W)) {
+        throw new TypeError("Expected W to be a host matrix { data, shape } with classes, got a GPUBuffer");
+      }
+      const labels = rows ? sampledLabels(given, rows) : given;
+      const c = rows ? rows.length : classes;
       if (o.checkFinite) {
         v.finite("x", x, d);
         v.finite("W", W, d);
@@ -146,7 +231,7 @@ export function headLoss<O extends HeadOptions>(
       // (for host inputs; the WebGPU kernels evaluate `spec` themselves)
       const host = v.onDevice(x) || v.onDevice(W)
         ? null
-        : headTargets(kind, fn, labels, labelStats(x, W, d, labels, 0));
+        : headTargets(kind, fn, labels, labelStats(x, W, d, labels, 0, K, rows));
       const empty = new Float64Array(0);
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       const face = faceOf(kind, o, inputs as HeadInputs & { state?: unknown }, labels, host, scale);
@@ -171,7 +256,8 @@ export function headLoss<O extends HeadOptions>(
         reduction,
         denominator: count,
         outX: grad ? outBuffer(o, "x", n, d) : null,
-        outW: grad ? outBuffer(o, "W", c, d) : null,
+        outW: grad ? outBuffer(o, "W", c * K, d) : null,
+        ...(kind.sampled ? { subcenters: K, rows } : {}),
       };
     },
     finish: (p, raw) => {
@@ -179,10 +265,19 @@ export function headLoss<O extends HeadOptions>(
         loss: v.reduce(raw.rows[0], p.reduction, p.denominator),
         grads: {
           x: p.outX ?? result(raw.grads.x, p.n, p.d),
-          W: p.outW ?? result(raw.grads.W, p.c, p.d),
+          W: p.outW ?? result(raw.grads.W, p.c * (p.subcenters ?? 1), p.d),
         },
       };
       const f = p as HeadProblem & { parts?: Record<string, unknown>; norm?: NormTerms };
+      if (p.face && raw.rows.length > 1) {
+        // The WebGPU head computed the face kind's rows (magface's norm terms in grads.x already).
+        if (p.face.kind !== "magface") {
+          return { ...r, state: nextState(raw, STATE_FIELDS[p.face.kind].map(([k]) => k), undefined) };
+        }
+        const [ce, g] = raw.rows, lambda = p.face.params.lambda;
+        const loss = v.reduce(lin(0, [ce, 1], [g, lambda]) as unknown as Float64Array, p.reduction, p.denominator);
+        return { ...r, loss, ce: r.loss, g: v.reduce(g, p.reduction, p.denominator) };
+      }
       if (!f.norm) return { ...r, ...f.parts };
       // magface: ce + lambda g, and the norms' gradient through ||x_i|| (d||x||/dx = x / ||x||).
       const parts = magfaceParts(f.norm, raw.rows[0], p.reduction, p.denominator);
@@ -204,14 +299,14 @@ export function headLoss<O extends HeadOptions>(
  * `||x||` is magface's norm terms, added by `finish`), the non-target transform, the parts.
  * Refuses `state` for the kinds without one, and GPU-resident inputs.
  */
-function faceOf<O>(
+export function faceOf<O>(
   kind: HeadKind<O>,
   o: O,
   inputs: HeadInputs & { state?: unknown },
   labels: Int32Array,
   host: { target: Float64Array; nx: Float64Array; nw: Float64Array } | null,
   scale: number,
-): { nonTarget?: NonTarget; parts?: Record<string, unknown>; norm?: NormTerms } {
+): { nonTarget?: NonTarget; parts?: Record<string, unknown>; norm?: NormTerms; face?: FaceTarget } {
   const rows = kind.face?.(o) ?? null;
   if (rows === null) {
     if (inputs.state !== undefined) {
@@ -221,17 +316,20 @@ function faceOf<O>(
     }
     return {};
   }
-  if (host === null) {
-    throw new TypeError(
-      "Expected x and W to be host matrices { data, shape } for this kind (its targets are computed per row on the host), got a GPUBuffer",
-    );
-  }
-  const { target, nx, nw } = host;
-  // The dummy target of `parse` left u in target[4i] (see marginHeadKind).
-  const u = Float64Array.from({ length: labels.length }, (_, i) => target[4 * i]);
+  // The rows as data, for the WebGPU head (which computes them itself: also from GPU-resident x, W, state).
+  const { nonTarget, ...data } = kind.faceData!(o)!;
+  const fields = STATE_FIELDS[data.kind];
+  const state = fields.length === 0
+    ? null
+    : stateInput(inputs.state, fields.map(([k]) => k), fields.map(([, min]) => min), host === null);
   const constant =
     v.oneOf("options.marginGrad", (o as MarginOptions).marginGrad, ["exact", "constant"] as const, "exact") ===
       "constant";
+  const face: FaceTarget = { ...data, norms: null, state, constant };
+  if (host === null) return { face, nonTarget };
+  const { target, nx, nw } = host;
+  // The dummy target of `parse` left u in target[4i] (see marginHeadKind).
+  const u = Float64Array.from({ length: labels.length }, (_, i) => target[4 * i]);
   const r = rows({ labels, cosY: (i) => u[i], norms: nx, state: inputs.state, scale, constant });
   target.fill(0);
   for (let i = 0; i < labels.length; i++) {
@@ -239,7 +337,7 @@ function faceOf<O>(
     target[4 * i + 1] = r.target[2 * i + 1];
   }
   void nw;
-  return { nonTarget: r.nonTarget, parts: r.parts, norm: r.norm };
+  return { nonTarget: r.nonTarget, parts: r.parts, norm: r.norm, face };
 }
 
 /** Options of `marginHead`: the margin's kind and that kind's options. */
@@ -247,7 +345,8 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
   /**
    * Which margin: `"arcface"`, `"cosface"`, `"normface"`, `"combinedMargin"`, or (SPEC §7) `"adaface"`,
    * `"curricularFace"` (with `inputs.state`), `"magface"`: their options as on their losses on cosines,
-   * with the norms `||x_i||` (AdaFace: detached; MagFace: x gets both gradients). @default "arcface"
+   * with the norms `||x_i||` (AdaFace: detached; MagFace: x gets both gradients); on WebGPU their rows are
+   * computed on the GPU, and `inputs.state` may be a GPU matrix as on the losses. @default "arcface"
    */
   kind?: "arcface" | "cosface" | "normface" | "combinedMargin" | "adaface" | "curricularFace" | "magface";
   /** `"adaface"`: the norm's weight h in the margin's scaling (see `adaface`). @default 0.333 */
@@ -272,6 +371,13 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
   scale?: number;
   /** ArcFace's angular margin in [0, pi) (0.5) or CosFace's cosine margin in [-2, 2] (0.35). */
   margin?: number;
+  /**
+   * Sub-centres per class K, an integer >= 1 (sub-center ArcFace, Deng et al. 2020; PML
+   * `SubCenterArcFaceLoss`): W is `[C*K, D]`, rows `j*K .. j*K+K-1` are class j's, the class cosine is
+   * the largest of theirs (clamped to [-1, 1] first, ties to the smaller row) and its gradient goes to
+   * that row alone; the margin and every later rule act on class cosines. @default 1
+   */
+  subcenters?: number;
   /** ArcFace: apply the margin only where cos > 0. @default false */
   easyMargin?: boolean;
   /** combinedMargin's multiplicative angular margin m1, in [0, 8]. @default 1 */
@@ -292,12 +398,12 @@ const KINDS = {
 
 /** The face margin kinds: their keys and their rows (shared with their losses on cosines). */
 const FACE = {
-  adaface: [64, ADAFACE_KEYS, adafaceRows],
-  curricularFace: [64, CURRICULAR_FACE_KEYS, curricularRows],
-  magface: [64, MAGFACE_KEYS, magfaceRows],
+  adaface: [64, ADAFACE_KEYS, adafaceRows, adafaceData],
+  curricularFace: [64, CURRICULAR_FACE_KEYS, curricularRows, curricularData],
+  magface: [64, MAGFACE_KEYS, magfaceRows, magfaceData],
 } as const;
 
-/** The kinds of `marginHead` that have no class-sharded form nor a WebGPU kernel yet. */
+/** The face margin kinds of `marginHead` (SPEC §7). */
 export const FACE_KINDS: readonly string[] = Object.keys(FACE);
 
 function marginKind(o: MarginHeadOptions): keyof typeof KINDS | keyof typeof FACE {
@@ -325,6 +431,13 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * backend works in chunks of classes with an online log-sum-exp, so the `[N, C]`
  * logits never exist: extra memory is O(N * chunk + N * D) beyond W and its gradient.
  *
+ * SPEC §7 adds the face kinds (`"adaface"`, `"curricularFace"`, `"magface"`), `subcenters` K
+ * (sub-center ArcFace, Deng et al. 2020; PML `SubCenterArcFaceLoss`: W `[C*K, D]`, a class's
+ * cosine the largest of its K rows' after the clamp, ties to the smaller row, its gradient to that
+ * row alone; default 1) and the input `classes [S]` (PartialFC, An et al. 2022, e.g. from
+ * `partialFcSample`: only those classes' rows take part, labels stay class indices and must be
+ * among them, `grads.W` is `[S*K, D]` in their order).
+ *
  * @example An ArcFace head
  * ```ts
  * import { wasm } from "@softmargin/softmargin/cpu";
@@ -332,6 +445,18 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * const W = { data: new Float32Array([1, 0, 0, 1, -1, 0]), shape: [3, 2] as const };
  * const { loss, grads } = wasm.marginHead.valueAndGrad({ x, W, labels: [0, 1] }, { kind: "arcface", scale: 16 });
  * console.log(loss, grads.W.shape); // 1.5097 [3, 2] (PyTorch: 1.5097439)
+ * ```
+ *
+ * @example Sub-center ArcFace (K = 2) on a PartialFC sample of the classes
+ * ```ts
+ * import { partialFcSample, wasm } from "@softmargin/softmargin/cpu";
+ * const x = { data: new Float32Array([1, 0, 0.6, 0.8]), shape: [2, 2] as const };
+ * // 3 classes of 2 sub-centres each: W [6, 2], rows 2j and 2j + 1 are class j's
+ * const W = { data: new Float32Array([1, 0, 0.8, 0.6, 0, 1, -0.6, 0.8, -1, 0, 0, -1]), shape: [6, 2] as const };
+ * const labels = [0, 1];
+ * const classes = partialFcSample(labels, 3, { rate: 0.5, seed: 1 }); // the labels' classes: [0, 1]
+ * const r = wasm.marginHead.valueAndGrad({ x, W, labels, classes }, { subcenters: 2, scale: 16 });
+ * console.log(r.loss, r.grads.W.shape); // 4.3648 [4, 2] (PyTorch: 4.3647955)
  * ```
  */
 export const marginHead: Definition<HeadInputs, MarginHeadOptions, HeadGrads, unknown, "loss", "head"> = {
@@ -345,6 +470,7 @@ export function marginHeadKind(): HeadKind<MarginHeadOptions> {
     normX: true,
     normW: true,
     clamp: true,
+    sampled: true,
     // The options of the kind given (an option of another kind is refused, not ignored).
     options: (o) => {
       const k = marginKind(o);
@@ -352,12 +478,17 @@ export function marginHeadKind(): HeadKind<MarginHeadOptions> {
         "kind",
         "scale",
         "marginGrad",
+        "subcenters",
         ...(k in FACE ? FACE[k as keyof typeof FACE][1] : KINDS[k as keyof typeof KINDS][2]),
       ];
     },
     face: (o) => {
       const k = marginKind(o);
       return k in FACE ? (r) => FACE[k as keyof typeof FACE][2](o as never, r) : null;
+    },
+    faceData: (o) => {
+      const k = marginKind(o);
+      return k in FACE ? FACE[k as keyof typeof FACE][3](o as never) : null;
     },
     parse(o) {
       const k = marginKind(o);

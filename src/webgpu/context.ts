@@ -709,7 +709,9 @@ export function recordRows<K extends RowKernel>(ctx: GpuContext, job: RowJob<K>)
     return buffer;
   });
   const small = (d: ArrayBufferView | null | undefined) => (d ? t(ctx.upload(d)) : null);
-  const labels = small(job.labels), rowIn = small(job.rowIn), cls = small(job.cls);
+  const labels = small(job.labels), cls = small(job.cls);
+  // (per-row inputs a kernel of the same call wrote stay where they are)
+  const rowIn = onDevice(job.rowIn) ? job.rowIn.buffer : small(job.rowIn);
   const rowOut = t(ctx.buffer(n * job.rsOut * 4));
   const pipeline = ctx.pipelineNow(job.kernel, ROW_BINDINGS);
   const first = job.first ? ctx.pipelineNow(job.kernel, ROW_BINDINGS, job.first.entry) : null;

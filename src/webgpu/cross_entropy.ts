@@ -8,8 +8,9 @@
 import type { HardLabelProblem } from "../kernels/hard_label.ts";
 import { columns, type Raw, then } from "../kernels/core.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
-import { checkOut, F, type GpuContext, type Params, runRows } from "./context.ts";
+import { checkOut, F, type GpuContext, type Params, type RowJob, runRows } from "./context.ts";
 import { targetParams } from "./margin.ts";
+import { faceRows } from "./face_margin.ts";
 
 /**
  * Row losses and gradient of a hard-label problem on the GPU, in one submission: the
@@ -19,8 +20,9 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
   // (sub-centres: a row is c = C K columns, the kernel's classes C)
   const sub = p.subcenters ?? 1, n = p.n, c = p.c * sub;
   const zLoss = p.zLoss ?? 0;
-  // The face margin losses: label targets from the host (no target spec) and the non-target transform.
-  const host = p.target !== null && p.margin === undefined, nt = p.nonTarget;
+  // The face margin losses: label targets from the host (no target spec), or from the face kernel on
+  // GPU-resident cosines (`face`), and the non-target transform.
+  const host = (p.target !== null || p.face !== undefined) && p.margin === undefined, nt = p.nonTarget;
   const rs = host || nt ? 6 : zLoss ? 2 : 1;
   // Per row: the gradient scale (and the z term's; the host's target, the transform's threshold and tie), in
   // and out: the row loss (and the z term).
@@ -28,7 +30,7 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
   for (let i = 0; i < n; i++) {
     if (p.grad) rowIn[i * rs] = p.scales[i];
     if (p.grad && zLoss) rowIn[i * rs + 1] = p.zScales![i];
-    if (host) rowIn.set(p.target!.subarray(2 * i, 2 * i + 2), i * rs + 2);
+    if (host && p.target) rowIn.set(p.target.subarray(2 * i, 2 * i + 2), i * rs + 2);
     if (nt) {
       rowIn[i * rs + 4] = nt.rows ? Math.min(nt.rows[2 * i], 3.4028234e38) : 3.4028234e38;
       rowIn[i * rs + 5] = nt.rows ? nt.rows[2 * i + 1] : -1;
@@ -69,21 +71,23 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
     }
     return longRows(ctx, p, params, rowIn, rs, name);
   }
+  const job: RowJob<"cross_entropy"> = {
+    kernel: "cross_entropy",
+    n,
+    c,
+    params,
+    ins: [p.logits],
+    outs: [p.grad ? { name, out: p.out } : null],
+    labels: p.labels,
+    rowIn,
+    rsIn: rs,
+    cls: p.weight,
+    rsOut: rs,
+    first: p.margin ? { entry: "targets", perRow: 2 } : undefined,
+  };
+  if (p.face && p.target === null) return faceRows(ctx, p, job);
   return then(
-    runRows(ctx, {
-      kernel: "cross_entropy",
-      n,
-      c,
-      params,
-      ins: [p.logits],
-      outs: [p.grad ? { name, out: p.out } : null],
-      labels: p.labels,
-      rowIn,
-      rsIn: rs,
-      cls: p.weight,
-      rsOut: rs,
-      first: p.margin ? { entry: "targets", perRow: 2 } : undefined,
-    }),
+    runRows(ctx, job),
     ({ rows, outs }): Raw => ({ rows: columns(rows, n, rs), grads: p.grad ? { logits: outs[0] } : {} }),
   );
 }

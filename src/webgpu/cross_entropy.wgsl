@@ -188,8 +188,10 @@ fn nt_logit(x: f32, j: u32, i: u32) -> vec2<f32> {
   var z = v;
   let thr = row_in[i * P.rs_in + 4u];
   if (v > thr || (v == thr && f32(j) <= row_in[i * P.rs_in + 5u])) {
-    z = P.nt_a * v + P.nt_b * v * v;
-    var slope = P.nt_a + 2.0 * P.nt_b * v;
+    // (a: nt_a, plus row_in's column 1 where the face kernel wrote CurricularFace's t' there)
+    let a = P.nt_a + row_in[i * P.rs_in + 1u];
+    z = a * v + P.nt_b * v * v;
+    var slope = a + 2.0 * P.nt_b * v;
     if (P.nt_g != 0.0) {
       // sqrt((1 - |v|)(1 + |v|)): 1 - |v| is exact near 1; at the clamp, 1 - (1 - 1e-6) from the pair DC.
       let av = abs(v);

@@ -37,11 +37,12 @@
  * @module
  */
 import { columns, type Raw } from "../kernels/core.ts";
-import { type HeadProblem, PRECISE_ABOVE } from "../kernels/head.ts";
+import { type HeadProblem, headRows, PRECISE_ABOVE } from "../kernels/head.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext, type KernelName, type Params } from "./context.ts";
 import { MH } from "./generated.ts";
 import { targetParams } from "./margin.ts";
+import { faceUniforms, stateSize, stateValues } from "./face_margin.ts";
 
 /** Bytes of the du block the backward aims for (when larger than N * D floats). */
 const BLOCK_BYTES = 1 << 24;
@@ -51,7 +52,7 @@ const TILE = 64;
  * Checks a head's problem against the device's limits and lays out the call: its buffers
  * (temporaries go to `keep`), pipelines and dispatcher, shared by the two phases.
  */
-export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) => GPUBuffer) {
+export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) => GPUBuffer, leave = false) {
   const { n, c, d } = p;
   const resident = onDevice(p.x) || onDevice(p.W);
   checkOut("x", p.outX as { buffer?: unknown } | null, resident);
@@ -119,7 +120,7 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   // dispatched, and each runs only where the bound (found on the GPU) says.
   const gated = !p.normX && !p.clamp && p.scale === 1;
   const flags = (p.normX ? MH.NORMX : 0) | (p.normW ? MH.NORMW : 0) | (p.clamp ? F.CLAMP : 0) |
-    (p.grad ? F.GRAD : 0) | (gated ? MH.GATED : 0);
+    (p.grad ? F.GRAD : 0) | (gated ? MH.GATED : 0) | (p.face ? MH.NT : 0);
   const base: Params<"margin_head"> = {
     n,
     c,
@@ -127,7 +128,10 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     flags,
     scale: p.scale,
     bound: PRECISE_ABOVE,
-    ...targetParams(p.spec),
+    ...(p.face ? faceUniforms(p.face) : targetParams(p.spec)),
+    // (the face kinds: the non-label cosines' clip, AdaFace's [-1 + eps, 1 - eps])
+    nt_lo: p.nonTarget?.lo ?? -1,
+    nt_hi: p.nonTarget?.hi ?? 1,
   };
 
   // One dispatch per block of at most maxGroups x maxGroups workgroups, each with
@@ -156,6 +160,7 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     entries.map((e) => ctx.pipelineNow(kernel, bindings, e));
   const [[cls, gather, combine, finX, finW], [label, bound, finish], fwd, grad, [mmX, mmW]] = HEAD_PIPELINES(gated)
     .map(([kernel, bindings, entries]) => pipes(kernel, bindings, entries));
+  const [faceRows, facePost] = p.face ? pipes(...FACE_PIPELINES) : [];
 
   // Rows by label (CSR) for fin_w's label terms (a label of no class here, as a shard's
   // label on another shard, has none).
@@ -178,8 +183,20 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   const dX = p.grad ? outBuffer(p.outX, n) : null, dW = p.grad ? outBuffer(p.outW, c) : null;
   const dXlo = p.grad ? keep(ctx.buffer(n * d * 4)) : null;
   const du = p.grad ? keep(ctx.buffer(n * chunk * 4)) : null;
-  // What comes back: the row losses, and the gradients of host inputs.
-  const reads: [GPUBuffer, number][] = [[losses, n * 4]];
+  // The face kinds: their state input, their rows' values (fout: src/webgpu/margin_head_face.wgsl) and,
+  // recorded, the next state.
+  const face = p.face
+    ? {
+      st: p.face.state === null
+        ? null
+        : { buffer: onDevice(p.face.state) ? p.face.state.buffer : keep(ctx.upload(stateValues(p.face)!)) },
+      fout: keep(ctx.buffer((8 + 4 * n) * 4)),
+      // (`leave`: results left on the GPU, a recorded call's)
+      stOut: stateSize(p.face) > 0 && leave ? ctx.buffer(stateSize(p.face) * 4) : null,
+    }
+    : null;
+  // What comes back: the row losses (the face kinds' values), and the gradients of host inputs.
+  const reads: [GPUBuffer, number][] = [face ? [face.fout, (8 + 4 * n) * 4] : [losses, n * 4]];
   if (dX && dW && !resident) reads.push([dX, n * d * 4], [dW, c * d * 4]);
 
   const wins = windows(window);
@@ -236,6 +253,9 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     grad,
     mmX,
     mmW,
+    faceRows,
+    facePost,
+    face,
     problem: p,
   };
 }
@@ -256,10 +276,13 @@ const HEAD_PIPELINES = (gated: boolean): [KernelName, string, string[]][] => {
   ];
 };
 
+/** The face kinds' pipelines (src/webgpu/margin_head_face.wgsl). */
+const FACE_PIPELINES: [KernelName, string, string[]] = ["margin_head_face", "rrrrrwww", ["face_rows", "face_post"]];
+
 /** Compiles the head's pipelines asynchronously (before a call that awaits, so that {@linkcode openHead} finds them). */
 export async function compileHead(ctx: GpuContext): Promise<void> {
   await Promise.all(
-    HEAD_PIPELINES(true).flatMap(([kernel, bindings, entries]) =>
+    [...HEAD_PIPELINES(true), FACE_PIPELINES].flatMap(([kernel, bindings, entries]) =>
       entries.map((e) => ctx.pipeline(kernel, bindings, e))
     ),
   );
@@ -286,6 +309,10 @@ export function encodeRows(s: HeadSession, pass: GPUComputePassEncoder): void {
     dispatch(pass, s.gather, win, [null, wWin(j0, cols), labelsB, null, null, null, wyB], groups(n));
   }
   dispatch(pass, s.label, {}, [xB, wyB, labelsB, null, null, null, rowVB, null], groups(n));
+  if (s.face && s.faceRows) {
+    const foutB = s.bind(s.face.fout, (8 + 4 * n) * 4);
+    dispatch(pass, s.faceRows, {}, [xB, labelsB, s.face.st, null, null, rowVB, foutB, null], 1);
+  }
   if (s.gated) {
     for (const { j0, cols } of wins) {
       dispatch(pass, s.bound, { g_off: j0, k: cols }, [null, null, null, null, null, bWin(j0, cols), rowVB, null], 1);
@@ -349,7 +376,24 @@ function encodeHead(s: HeadSession, enc: GPUCommandEncoder): void {
   const pass = enc.beginComputePass();
   encodeStats(s, pass);
   encodeGrads(s, pass);
+  if (s.face && s.facePost) {
+    // The face kinds: the row losses into fout, MagFace's gradient through ||x_i||.
+    const res = [s.xB, s.labelsB, s.face.st, s.lossesB, s.scalesB, s.rowVB, s.bind(s.face.fout, (8 + 4 * n) * 4)];
+    s.dispatch(pass, s.facePost, {}, [...res, s.dX && s.bind(s.dX, n * d * 4)], s.groups(n * d));
+  }
   pass.end();
+  if (s.face?.stOut) enc.copyBufferToBuffer(s.face.fout, 16, s.face.stOut, 0, s.face.stOut.size);
+}
+
+/** A head's rows (the face kinds: losses and magface's g, and the next state) from `values`, its first read. */
+function sessionRows(s: HeadSession, values: Float32Array): Pick<Raw, "rows" | "outputs"> {
+  if (!s.face) return { rows: columns(values, s.n, 1) };
+  const [ce, g] = columns(values, s.n, 4, 8);
+  const k = stateSize(s.problem.face!);
+  const state = s.face.stOut
+    ? new DeviceValues(s.face.stOut, [1, k]) as unknown as Float32Array
+    : Float64Array.from({ length: k }, (_, q) => values[2 * q] + values[2 * q + 1]) as unknown as Float32Array;
+  return { rows: [ce, g], outputs: k > 0 ? { state } : {} };
 }
 
 /** A head's GPU-resident gradients (`DeviceValues`). */
@@ -368,11 +412,19 @@ const gpuGrads = (s: HeadSession): Record<string, Float32Array> =>
  */
 export function head(ctx: GpuContext, p: HeadProblem): Raw | Promise<Raw> {
   ctx.check();
+  if ((p.subcenters ?? 1) > 1) {
+    throw new TypeError(
+      `Expected options.subcenters 1 on the WebGPU backend (its head kernels have no sub-centres yet), got ${p.subcenters}`,
+    );
+  }
+  // PartialFC's classes (W on the host: prepare checks): the head over W's rows of those classes.
+  if (p.rows) p = { ...p, W: headRows(p, p.W), rows: null };
   if (ctx.recording) {
-    const s = openHead(ctx, p, (b) => ctx.temp(b));
+    const s = openHead(ctx, p, (b) => ctx.temp(b), true);
     encodeHead(s, ctx.recording.enc);
+    const [first, bytes] = s.reads[0];
     return {
-      rows: columns(new DeviceValues(s.losses, [s.n, 1]) as unknown as Float32Array, s.n, 1),
+      ...sessionRows(s, new DeviceValues(first, [bytes / 4, 1]) as unknown as Float32Array),
       grads: gpuGrads(s),
     };
   }
@@ -396,7 +448,7 @@ async function readHead(ctx: GpuContext, p: HeadProblem): Promise<Raw> {
     );
     await ctx.settled();
     ctx.check();
-    const out = { rows: [Float64Array.from(rows)], grads: {} as Record<string, Float32Array> };
+    const out = { ...sessionRows(s, rows), grads: {} as Record<string, Float32Array> };
     if (!s.dX || !s.dW) return out;
     if (s.resident) out.grads = gpuGrads(s);
     else {

@@ -180,11 +180,15 @@ fn gemm_precise(i0: u32, j0: u32, t: u32) {
 
 // The logit of a dot product (s + l) for class j: (zh, zl, cut), cut = 1 where the clamp
 // changed u (marginHead; no gradient passes there).
-fn logit(s: f32, l: f32, ai: f32, j: u32, dbl: bool) -> vec3<f32> {
+fn logit(s: f32, l: f32, ai: f32, i: u32, j: u32, dbl: bool) -> vec3<f32> {
   let jw = j - P.g_off;
   let bh = bcls[4u * jw];
   if (!dbl) {
     let u = s * ai * bh;
+    if ((P.flags & MH_NT) != 0u) {
+      let f = nt_logit(u, i);
+      return vec3<f32>(f.x, 0.0, f.z);
+    }
     var uc = u;
     if ((P.flags & F_CLAMP) != 0u) { uc = clamp(u, -1.0, 1.0); }
     return vec3<f32>(P.scale * uc, 0.0, select(0.0, 1.0, uc != u));
@@ -198,6 +202,21 @@ fn logit(s: f32, l: f32, ai: f32, j: u32, dbl: bool) -> vec3<f32> {
   return vec3<f32>(z.x, z.y, 0.0);
 }
 
+// MH_NT (the face kinds): a non-label cosine u of row i clamped to [nt_lo, nt_hi] (cut where that
+// changed it), then hard where above the row's threshold: s u (t' + u), slope t' + 2 u
+// (CurricularFace), else s u: (z, dz/du over s, cut).
+fn nt_logit(u: f32, i: u32) -> vec3<f32> {
+  let uc = clamp(u, P.nt_lo, P.nt_hi);
+  var z = uc;
+  var slope = 1.0;
+  if (uc > row_v[i * MH_RS + 27u]) {
+    let a = row_v[P.n * MH_RS + 2u];
+    z = uc * (a + uc);
+    slope = a + 2.0 * uc;
+  }
+  return vec3<f32>(P.scale * z, slope, select(0.0, 1.0, uc != u));
+}
+
 // The logit of row r, class c of this invocation's block, or NEG when (i, j) is out of
 // range, ignored or the label.
 fn block_logit(i0: u32, j0: u32, t: u32, r: u32, c: u32, dbl: bool) -> vec2<f32> {
@@ -207,7 +226,7 @@ fn block_logit(i0: u32, j0: u32, t: u32, r: u32, c: u32, dbl: bool) -> vec2<f32>
   let y = labels[i];
   if (y < 0 || j == u32(y)) { return vec2<f32>(NEG, 0.0); }
   let q = 2u * r + (c >> 2u);
-  return logit(acc[q][c & 3u], acl[q][c & 3u], row_v[i * MH_RS], j, dbl).xy;
+  return logit(acc[q][c & 3u], acl[q][c & 3u], row_v[i * MH_RS], i, j, dbl).xy;
 }
 
 fn finish_fwd(i0: u32, j0: u32, ct: u32, t: u32, dbl: bool) {
@@ -266,8 +285,9 @@ fn finish_grad(i0: u32, j0: u32, t: u32, dbl: bool) {
           if ((P.flags & MH_LABEL) != 0u) { du = row_v[base + 4u]; }
         } else if (gi != 0.0) {
           let q = 2u * r + (c >> 2u);
-          let z = logit(acc[q][c & 3u], acl[q][c & 3u], ai, j, dbl);
+          let z = logit(acc[q][c & 3u], acl[q][c & 3u], ai, i, j, dbl);
           if (z.z == 0.0) { du = gi * exp(((z.x - ri) + z.y) - li); }
+          if ((P.flags & MH_NT) != 0u) { du *= nt_logit(acc[q][c & 3u] * ai * bcls[4u * (j - P.g_off)], i).y; }
         }
       }
       outv[i * P.k + (j - P.row0)] = du;

@@ -116,6 +116,7 @@ fn label(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   set_pair(base + 15u, l.t1);
   set_pair(base + 17u, l.t2);
   set_pair(base + 19u, l.t3);
+  if ((P.flags & MH_NT) != 0u) { set_pair(base + 25u, df_div(two_sum(xw.x, xw.y), den)); }
 }
 
 @compute @workgroup_size(WG)

@@ -15,7 +15,10 @@ struct HeadParams {
   zero: u32,    // always 0 (src/webgpu/common.wgsl's `zero`)
   scale: f32,   // logit scale s
   bound: f32,   // with MH_GATED: the dot products are precise above max ||x|| max ||W_j|| > bound
+  nt_lo: f32,   // MH_NT: the clamp of the non-label cosines [nt_lo, nt_hi] (AdaFace's clip)
+  nt_hi: f32,
   // #include "margin_params.wgsl"
+  // #include "face_params.wgsl"
 }
 @group(0) @binding(0) var<uniform> P: HeadParams;
 
@@ -24,6 +27,7 @@ const MH_NORMW: u32 = 128u;     // W is normalised
 const MH_LABEL: u32 = 256u;     // grad: store the label's du (W normalised)
 const MH_SKIP_LABEL: u32 = 512u; // dx: leave the label's du out (fin_x adds its term)
 const MH_GATED: u32 = 1024u;    // fwd / fwd_p, grad / grad_p: run only in the mode the bound picks
+const MH_NT: u32 = 2048u;       // the face kinds (src/webgpu/margin_head_face.wgsl): the non-label transform
 
 // row_v [N, MH_RS], per row (pairs hi, lo at two slots), then at N MH_RS: max ||x_i||, max ||W_j||:
 //   0 a_i = 1/max(||x_i||, 1e-12) (1 when x is not normalised)   1 r_i, the row's reference
@@ -31,4 +35,6 @@ const MH_GATED: u32 = 1024u;    // fwd / fwd_p, grad / grad_p: run only in the m
 //   5 fw, 7 fx: fin_x's label term fw W_y + fx x_i (x not normalised)
 //   9 hx, 11 hw: fin_w's label term hx x_i + hw W_y (W not normalised)
 //   13 T (the label's logit), 15 dT/du, 17 dT/d||x||, 19 dT/d||W_y||, 21 ||x_i||, 23 ||W_y||
+//   25 u_iy (MH_NT), 27 the hard non-labels' threshold (MH_NT; CurricularFace's, else FLT_MAX);
+//   and at N MH_RS + 2: CurricularFace's t' (MH_NT)
 const MH_RS: u32 = 28u;
