@@ -10,7 +10,8 @@
  * (peak resident memory, WebAssembly memory growth, TF.js heap). See bench/README.md.
  *
  * `--memory-run [NxDxV]` (default 4096x2048x128256, issue 19's): instead of timing, one
- * `valueAndGrad` call on one thread and one on two, each in a fresh process, reporting its time,
+ * `valueAndGrad` call on one thread and one on two, each in a fresh process (the two side by
+ * side, so their times are of a machine they share), reporting its time,
  * peak resident memory (over the process's before the call, and in all) and WebAssembly memory.
  *
  * ```sh
@@ -27,7 +28,7 @@ import type { Contender, Lib, Out, Shape } from "./engine.ts";
 import { labelsOf, lossCall, mulberry32, run, sink, uniform } from "./engine.ts";
 import { initTf, tf, tfMissing, tfRun, tfUse } from "./impls.ts";
 import { torchContender } from "./torch.ts";
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { currentRuntime } from "../src/wasm/runtime.ts";
 
@@ -194,13 +195,17 @@ async function memoryRun(argv: string[]): Promise<boolean> {
   if (i < 0) return false;
   const shape = argv[i + 1] && !argv[i + 1].startsWith("--") ? argv[i + 1] : "4096x2048x128256";
   const deno = "Deno" in globalThis ? ["run", "-A", "--v8-flags=--expose-gc"] : [];
-  for (const threads of [1, 2]) {
-    const r = spawnSync(process.execPath, [...deno, process.argv[1], "--memory-child", String(threads), shape], {
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "inherit"],
+  // (side by side: the peaks are each process's own; the times are of a machine shared by both)
+  const child = (threads: number) =>
+    new Promise<string>((resolve) => {
+      const p = spawn(process.execPath, [...deno, process.argv[1], "--memory-child", String(threads), shape], {
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      let out = "";
+      p.stdout.on("data", (b) => (out += b));
+      p.on("close", (code) => resolve(out.trim() || `${threads} thread(s): exit status ${code}`));
     });
-    console.log(r.stdout.trim() || `${threads} thread(s): exit status ${r.status}`);
-  }
+  for (const line of await Promise.all([child(1), child(2)])) console.log(line);
   return true;
 }
 

@@ -237,6 +237,7 @@ function lce(
   const lay = new Layout();
   const at = {
     X: lay.add(n * da * 4),
+    XT: precise ? -1 : lay.add(n * d * 4),
     off: lay.add(n * 8),
     ones: precise ? lay.add(B * 12) : -1,
     labels: lay.add(n * 4),
@@ -265,7 +266,8 @@ function lce(
     top: lay.add(n * 8),
     zy: lay.add(n * 8),
     WJ: inMemory ? -1 : lay.add(B * da * 4),
-    WT: lay.add(d * B * 4),
+    /** S^T of a chunk, `[count, n]`. */
+    ST: precise ? -1 : lay.add(n * B * 4),
     S: lay.add(n * (keep ? c1 - c0 : B) * 4),
     dWJ: !gIn || big ? lay.add(B * d * 4) : -1,
     // the chunk of hi, copied in and out (hi on the host)
@@ -284,6 +286,7 @@ function lce(
     const xa = new Float32Array(rt.buffer, ptr(at.X), n * da);
     for (let i = 0; i < n; i++) [xa.set(x.subarray(i * d, (i + 1) * d), i * da), xa[i * da + d] = 1];
   }
+  if (!precise) rt.k.transpose(ptr(at.X), n, d, ptr(at.XT));
   if (precise) {
     new Float64Array(rt.buffer, ptr(at.ones), B).fill(1);
     new Float32Array(rt.buffer, ptr(at.ones) + B * 8, B).fill(1);
@@ -336,8 +339,9 @@ function lce(
       if (capRel) k.lce_cap_relative(S, n, count, ptr(at.off), p.softcap, ptr(o.dcap));
       return wj;
     }
-    k.transpose(wj, count, d, ptr(o.WT));
-    k.gemm(S, count, n, count, d, ptr(at.X), d, 1, ptr(o.WT), count, 0);
+    // S^T = W_J X^T (X^T made once per call), then S: R x count floats moved, not W_J's count x D.
+    k.gemm(ptr(o.ST), n, count, n, d, wj, d, 1, ptr(at.XT), n, 0);
+    k.transpose(ptr(o.ST), count, n, S);
     return wj;
   };
 
