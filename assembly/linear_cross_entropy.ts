@@ -181,3 +181,27 @@ export function lce_pair(hi: usize, lo: usize, src: usize, len: i32): void {
     store<f32>(lo + o, <f32>(v - <f64>h));
   }
 }
+
+/** The largest Euclidean norm of the rows of src [rows, d] (squares summed in float64; NaN propagates). */
+export function lce_max_norm(src: usize, rows: i32, d: i32): f64 {
+  let best: f64 = 0;
+  for (let r = 0; r < rows; r++) {
+    const row = src + ((<usize>r * <usize>d) << 2);
+    let a = f64x2.splat(0), b = a;
+    let k = 0;
+    for (; k + 4 <= d; k += 4) {
+      const v = v128.load(row + ((<usize>k) << 2));
+      const lo = f64x2.promote_low_f32x4(v), hi = f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 2, 3, 0, 1));
+      a = f64x2.add(a, f64x2.mul(lo, lo));
+      b = f64x2.add(b, f64x2.mul(hi, hi));
+    }
+    const s = f64x2.add(a, b);
+    let t = f64x2.extract_lane(s, 0) + f64x2.extract_lane(s, 1);
+    for (; k < d; k++) {
+      const v = <f64>load<f32>(row + ((<usize>k) << 2));
+      t += v * v;
+    }
+    best = max(best, Math.sqrt(t));
+  }
+  return best;
+}

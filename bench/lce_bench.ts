@@ -222,7 +222,7 @@ if (!(await memoryRun(process.argv.slice(2)))) {
         quick: [[256, 512, 8000]],
       },
       timing: {
-        default: { rounds: 2, roundTime: 0.5, warmupTime: 0.1, slowBudget: 60, minSamples: 1, skipAbove: 600 },
+        default: { rounds: 2, roundTime: 0.5, warmupTime: 0.1, slowBudget: 60, minSamples: 2, skipAbove: 600 },
         quick: { rounds: 2, roundTime: 0.2, slowBudget: 2, skipAbove: 5 },
       },
       // Flops of the three products.

@@ -49,8 +49,8 @@ import {
 } from "../kernels/shards.ts";
 import type { Exports } from "./generated.ts";
 import { pool, type Recorder, split } from "./pool.ts";
-import { maxNorm, PRECISE_ABOVE } from "../kernels/head.ts";
-import { Layout, runtime } from "./runtime.ts";
+import { PRECISE_ABOVE } from "../kernels/head.ts";
+import { Layout, type Runtime, runtime } from "./runtime.ts";
 
 /** Classes per chunk (as the heads): `[N, 128]` blocks and `[128, D]` slices of W stay in L2 for typical N and D. */
 const CHUNK = 128;
@@ -77,10 +77,24 @@ const BLOCK_BYTES = 2 ** 26, MAX_BLOCK = 512;
  */
 function isPrecise(p: LinearCeProblem): boolean {
   if (p.softcap && p.softcap <= PRECISE_ABOVE) return false;
-  const rt = runtime(), x = rt.pin(p.x)(), W = rt.pin(p.W)();
+  const rt = runtime(), pinW = rt.pin(p.W), nx = maxRowNorm(rt, rt.pin(p.x)(), p.n, p.d);
   let b = 0;
   if (p.bias) { for (const v of p.bias) b = Math.max(b, Math.abs(v)); }
-  return maxNorm(x, p.n, p.d) * maxNorm(W, p.c, p.d) + b > PRECISE_ABOVE;
+  return nx * maxRowNorm(rt, pinW(), p.c, p.d) + b > PRECISE_ABOVE;
+}
+
+/** `maxNorm` (src/kernels/head.ts) by the kernel `lce_max_norm`: in place, or ~1 MiB at a time through the arena. */
+function maxRowNorm(rt: Runtime, data: Float32Array, rows: number, d: number): number {
+  const at = rt.addressOf(data);
+  if (at >= 0) return rt.k.lce_max_norm(at, rows, d);
+  const per = Math.max(1, Math.floor(2 ** 18 / d)), buf = rt.arena(Math.min(rows, per) * d * 4);
+  let best = 0;
+  for (let r0 = 0; r0 < rows; r0 += per) {
+    const m = Math.min(per, rows - r0);
+    rt.f32.set(data.subarray(r0 * d, (r0 + m) * d), buf >>> 2);
+    best = Math.max(best, rt.k.lce_max_norm(buf, m, d));
+  }
+  return best;
 }
 
 /** Each row's uncapped label logit `x_i . W_y + b_y` (float64; 0 for an ignored row). */
