@@ -20,7 +20,7 @@ export { ntxent_rows, ms_rows, proxy_rows, triplet_rows, triplet_count, metric_b
 export { normalize_rows } from "./vectors";
 export { shard_stats, shard_grads } from "./sharded";
 export { clip_stats, clip_grad, siglip } from "./clip";
-export { lce_stats, lce_grads, lce_colsum, lce_flush, lce_cap_relative, lce_mul } from "./linear_cross_entropy";
+export { lce_stats, lce_grads, lce_colsum, lce_flush, lce_cap_relative, lce_mul, lce_pair, lce_max_norm } from "./linear_cross_entropy";
 
 /** Copies n bytes from src to dst (memory.copy): the stream bound of the benchmarks. */
 export function copy_bytes(dst: usize, src: usize, n: usize): void {

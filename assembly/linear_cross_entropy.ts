@@ -153,3 +153,55 @@ export function lce_flush(dst: usize, src: usize, len: i32, first: i32, zero: i3
     store<f32>(src + o4, zero ? 0 : round ? <f32>v : load<f32>(src + o4));
   }
 }
+
+/**
+ * hi + lo += src over len floats (float32 pairs, W's gradient summed over row blocks): the sum
+ * formed in float64 and split into its nearest float32 and the remainder, so the pair carries
+ * about 48 bits (each addition's error at most about 2^-48 of the running sum).
+ */
+export function lce_pair(hi: usize, lo: usize, src: usize, len: i32): void {
+  let k = 0;
+  for (; k + 4 <= len; k += 4) {
+    const o = (<usize>k) << 2;
+    const h = v128.load(hi + o), l = v128.load(lo + o), s = v128.load(src + o);
+    // lanes 0-1 and 2-3 in float64
+    const v0 = f64x2.add(f64x2.add(f64x2.promote_low_f32x4(h), f64x2.promote_low_f32x4(l)), f64x2.promote_low_f32x4(s));
+    const h2 = v128.shuffle<f32>(h, h, 2, 3, 0, 1), l2 = v128.shuffle<f32>(l, l, 2, 3, 0, 1);
+    const s2 = v128.shuffle<f32>(s, s, 2, 3, 0, 1);
+    const v1 = f64x2.add(f64x2.add(f64x2.promote_low_f32x4(h2), f64x2.promote_low_f32x4(l2)), f64x2.promote_low_f32x4(s2));
+    const n0 = f32x4.demote_f64x2_zero(v0), n1 = f32x4.demote_f64x2_zero(v1);
+    const r0 = f64x2.sub(v0, f64x2.promote_low_f32x4(n0)), r1 = f64x2.sub(v1, f64x2.promote_low_f32x4(n1));
+    v128.store(hi + o, v128.shuffle<f32>(n0, n1, 0, 1, 4, 5));
+    v128.store(lo + o, v128.shuffle<f32>(f32x4.demote_f64x2_zero(r0), f32x4.demote_f64x2_zero(r1), 0, 1, 4, 5));
+  }
+  for (; k < len; k++) {
+    const o = (<usize>k) << 2;
+    const v = <f64>load<f32>(hi + o) + <f64>load<f32>(lo + o) + <f64>load<f32>(src + o), h = <f32>v;
+    store<f32>(hi + o, h);
+    store<f32>(lo + o, <f32>(v - <f64>h));
+  }
+}
+
+/** The largest Euclidean norm of the rows of src [rows, d] (squares summed in float64; NaN propagates). */
+export function lce_max_norm(src: usize, rows: i32, d: i32): f64 {
+  let best: f64 = 0;
+  for (let r = 0; r < rows; r++) {
+    const row = src + ((<usize>r * <usize>d) << 2);
+    let a = f64x2.splat(0), b = a;
+    let k = 0;
+    for (; k + 4 <= d; k += 4) {
+      const v = v128.load(row + ((<usize>k) << 2));
+      const lo = f64x2.promote_low_f32x4(v), hi = f64x2.promote_low_f32x4(v128.shuffle<f32>(v, v, 2, 3, 0, 1));
+      a = f64x2.add(a, f64x2.mul(lo, lo));
+      b = f64x2.add(b, f64x2.mul(hi, hi));
+    }
+    const s = f64x2.add(a, b);
+    let t = f64x2.extract_lane(s, 0) + f64x2.extract_lane(s, 1);
+    for (; k < d; k++) {
+      const v = <f64>load<f32>(row + ((<usize>k) << 2));
+      t += v * v;
+    }
+    best = max(best, Math.sqrt(t));
+  }
+  return best;
+}

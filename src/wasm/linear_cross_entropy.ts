@@ -1,29 +1,40 @@
 /**
- * WebAssembly driver of `linearCrossEntropy`: the classes are streamed in chunks of 128,
- * twice, so the `[N, V]` logits never exist (WebAssembly memory holds x, one chunk's
- * `[N, 128]` block and x's gradient; on one thread W and its gradient stay outside, one
- * chunk copied in and out at a time).
+ * WebAssembly driver of `linearCrossEntropy`: the classes are streamed in chunks of 128, so
+ * the `[N, V]` logits never exist.
  *
- *  1. Statistics: per chunk the dot products `S = X W_J^T` (the heads' GEMM), then
- *     `lce_stats` (assembly/linear_cross_entropy.ts): the bias added, the chunk taken as a
- *     shard of crossEntropy's logits (`shard_stats`: softcap, smoothing, weights) and merged
- *     into the running per-row (max, non-label sum, `below`) exactly as `mergeShardStats`
- *     merges shards. The row terms come from the merged statistics (`logitRowTerms`).
- *  2. Gradients: per chunk the dot products again, `lce_grads` (the shard's gradient
- *     w.r.t. its logits, over S), then `dX += G W_J`, `dW_J = G^T X` and `db_J = sum_i G`.
+ * Row blocks (`valueAndGrad`, `backward`): the rows are taken in blocks of R (`blockRows`: at
+ * most 512, and R V floats at most 64 MiB), and each block's logits `[R, V]` are formed once
+ * and held until its gradient is done, so the call makes exactly three GEMM products:
+ *  1. Statistics: per chunk the dot products `S_J = X_b W_J^T` (the heads' GEMM), kept, then
+ *     `lce_stats` (assembly/linear_cross_entropy.ts): the bias added in place, the chunk taken
+ *     as a shard of crossEntropy's logits (`shard_stats`: softcap, smoothing, weights) and
+ *     merged into the block's running per-row (max, non-label sum, `below`) exactly as
+ *     `mergeShardStats` merges shards. The row terms come from the merged statistics
+ *     (`logitRowTerms`).
+ *  2. Gradients: per chunk `lce_grads` turns the kept `S_J` into the gradient w.r.t. its logits
+ *     in place, then `dX_b += G_J W_J`, `dW_J += G_J^T X_b` and `db_J += sum_i G_J`.
+ * Forward alone, "precise" mode (large logits, below) and vocabularies too large for blocks of 16
+ * rows keep the older form: both phases over all rows, the dot products formed again in phase 2.
  *
- * Accuracy of the sums (V = 128,256, D = 4096): each class's row of dW is formed once, by
- * one product over the N rows (no accumulation across chunks), in float32 over blocks of
- * at most 1024 rows and the blocks summed in float64; x's gradient, a sum over every
- * class, is summed in float32 by the GEMM over 16 chunks (2048 classes) at a time and
- * those partial sums in float64; the bias gradient in float64. The row scale of
+ * Accuracy of the sums (SPEC: every gradient element within 1e-5 max|ref| up to V = 1e5; here at
+ * V = 128,256 and D = 4096 too): W's gradient `dW_jk = sum_i G_ij x_ik` is one float32 product per
+ * block (a chain of at most R = 512 multiply-adds) and the blocks' products are added into a pair
+ * of float32 arrays (hi, lo) that carries about 48 bits (`lce_pair`: the sum in float64, split into
+ * its nearest float32 and the remainder). Its error is at most about gamma_R sum_i |G_ij x_ik|
+ * (gamma_R = R u / (1 - R u), u = 2^-24; in practice about sqrt(R) u) plus 2^-48 per block of the
+ * running sum plus the final rounding u |dW_jk|: independent of N, V and D (docs/LOSSES.md). x's
+ * gradient, a sum over every class, is summed in float32 by the GEMM over 16 chunks (2048 classes)
+ * at a time and those partial sums in float64; the bias gradient in float64. The row scale of
  * `reduction: "none"` (the per-row upstream) is inside G before either product.
  *
- * Threads (src/wasm/pool.ts): the classes are split into one range of whole chunks per
- * thread, each running both phases over its range in its own scratch; the caller merges
- * the ranges' statistics (`mergeShardStats`), sums x's gradient over the ranges in float64,
- * and each thread writes the rows of dW (and bias) of its own classes. W and its gradient
- * then live in WebAssembly memory for the call (copied in and out unless `alloc`ated there).
+ * Memory: one thread holds x, a block's logits (at most 64 MiB), lo (`[V, D]` float32) and chunk
+ * buffers in WebAssembly memory; W streams in a chunk at a time (twice per block) unless it lies
+ * there already (`alloc`), and hi is the gradient's own buffer, a chunk copied in and out around
+ * each addition. Threads (src/wasm/pool.ts): the classes are split into one range of whole chunks
+ * per thread, each running both phases of every block over its range in its own scratch; the
+ * caller merges the ranges' statistics (`mergeShardStats`) and sums x's gradient over the ranges
+ * in float64, and each thread adds the rows of dW (and bias) of its own classes. W, hi and lo then
+ * live in WebAssembly memory for the call (W copied in unless `alloc`ated there).
  *
  * @module
  */
@@ -38,8 +49,8 @@ import {
 } from "../kernels/shards.ts";
 import type { Exports } from "./generated.ts";
 import { pool, type Recorder, split } from "./pool.ts";
-import { maxNorm, PRECISE_ABOVE } from "../kernels/head.ts";
-import { Layout, runtime } from "./runtime.ts";
+import { PRECISE_ABOVE } from "../kernels/head.ts";
+import { Layout, type Runtime, runtime } from "./runtime.ts";
 
 /** Classes per chunk (as the heads): `[N, 128]` blocks and `[128, D]` slices of W stay in L2 for typical N and D. */
 const CHUNK = 128;
@@ -51,6 +62,8 @@ const ROW_BLOCK = 1024;
 const MIN_PER_THREAD = 1 << 22;
 /** WebAssembly memory (bytes) a threaded call may take: W and dW move in whole. */
 const MAX_THREADED_BYTES = 3.5 * 2 ** 30;
+/** Bytes of a row block's logits `[R, V]` (row-blocked call), and its most rows. */
+const BLOCK_BYTES = 2 ** 26, MAX_BLOCK = 512;
 
 /**
  * Whether the logits can be large (as the heads' "precise" mode, src/wasm/margin_head.ts): a
@@ -64,10 +77,24 @@ const MAX_THREADED_BYTES = 3.5 * 2 ** 30;
  */
 function isPrecise(p: LinearCeProblem): boolean {
   if (p.softcap && p.softcap <= PRECISE_ABOVE) return false;
-  const rt = runtime(), x = rt.pin(p.x)(), W = rt.pin(p.W)();
+  const rt = runtime(), pinW = rt.pin(p.W), nx = maxRowNorm(rt, rt.pin(p.x)(), p.n, p.d);
   let b = 0;
   if (p.bias) { for (const v of p.bias) b = Math.max(b, Math.abs(v)); }
-  return maxNorm(x, p.n, p.d) * maxNorm(W, p.c, p.d) + b > PRECISE_ABOVE;
+  return nx * maxRowNorm(rt, pinW(), p.c, p.d) + b > PRECISE_ABOVE;
+}
+
+/** `maxNorm` (src/kernels/head.ts) by the kernel `lce_max_norm`: in place, or ~1 MiB at a time through the arena. */
+function maxRowNorm(rt: Runtime, data: Float32Array, rows: number, d: number): number {
+  const at = rt.addressOf(data);
+  if (at >= 0) return rt.k.lce_max_norm(at, rows, d);
+  const per = Math.max(1, Math.floor(2 ** 18 / d)), buf = rt.arena(Math.min(rows, per) * d * 4);
+  let best = 0;
+  for (let r0 = 0; r0 < rows; r0 += per) {
+    const m = Math.min(per, rows - r0);
+    rt.f32.set(data.subarray(r0 * d, (r0 + m) * d), buf >>> 2);
+    best = Math.max(best, rt.k.lce_max_norm(buf, m, d));
+  }
+  return best;
 }
 
 /** Each row's uncapped label logit `x_i . W_y + b_y` (float64; 0 for an ignored row). */
@@ -82,7 +109,96 @@ function labelLogits(p: LinearCeProblem, x: Float32Array, W: Float32Array): Floa
 }
 
 /** Row losses, z-loss rows, correct rows and gradients of `linearCrossEntropy` on the WebAssembly backend. */
-export const linearCe = (p: LinearCeProblem): Raw => lce(p, "full") as Raw;
+export function linearCe(p: LinearCeProblem): Raw {
+  const precise = isPrecise(p), { n, c, d } = p;
+  const R = blockRows(n, c);
+  // Forward alone, precise mode and vocabularies too large for blocks of 16 rows: the two passes over all rows.
+  if (!p.grad || precise || R < 16) return lce(p, "full", { precise }) as Raw;
+  if (R >= n) return lce(p, "full", { precise, keep: true }) as Raw;
+  // Row blocks: each block's call forms its logits once and holds them (keep); W's gradient is
+  // each block's float32 product added into a float32 pair (hi, lo) (see the module's comment).
+  const blocks = Math.ceil(n / R), rows = Math.ceil(n / blocks / 4) * 4;
+  const pl = pool();
+  const threaded = !!pl && threadsFor(pl.active, rows, c, d, false) > 1 &&
+    (n * d * 4 + c * d * 12 + rows * c * 4) < MAX_THREADED_BYTES;
+  const rt = threaded ? pl!.rt : runtime();
+  const pinW = rt.pin(p.W), pinOX = p.outX && rt.pin(p.outX.data), pinOW = p.outW && rt.pin(p.outW.data);
+  const pinOB = p.outBias && rt.pin(p.outBias);
+  // lo in WebAssembly memory for the call (its pages stay mapped from call to call; a fresh host
+  // array pays its page faults every call). Threads: W (unless it lies there already) and hi there
+  // too, each thread adding its own chunks; one thread: W streamed chunk by chunk, hi the host's
+  // gradient buffer, each chunk of it copied in and out around the addition.
+  const own: number[] = [];
+  const inWasm = (src: Float32Array | null) => {
+    const at = rt.malloc(c * d * 4);
+    own.push(at);
+    new Uint8Array(rt.buffer, at, c * d * 4).fill(0);
+    if (src) rt.put(at, src);
+    return at;
+  };
+  try {
+    const wAt = threaded && rt.addressOf(p.W) < 0 ? inWasm(pinW()) : -1;
+    const gx = pinOX?.() ?? new Float32Array(n * d);
+    const gW = threaded ? null : (pinOW?.() ?? new Float32Array(c * d));
+    const pair: Pair = { first: true, hi: threaded ? inWasm(null) : -1, lo: inWasm(null) };
+    if (!threaded) pair.host = () => pinOW?.() ?? gW!;
+    const db = p.bias ? new Float64Array(c) : null;
+    const out = [new Float64Array(n), new Float64Array(n), new Float64Array(n)];
+    for (let r0 = 0; r0 < n; r0 += rows) {
+      const r1 = Math.min(n, r0 + rows), m = r1 - r0;
+      const sub = (a: Float64Array, k = 1) => (a.length ? a.subarray(k * r0, k * r1) : a);
+      const q: LinearCeProblem = {
+        ...p,
+        n: m,
+        x: rt.pin(p.x)().subarray(r0 * d, r1 * d),
+        W: wAt >= 0 ? rt.view(new Float32Array(rt.buffer, wAt, c * d)) : pinW(),
+        labels: p.labels.subarray(r0, r1),
+        target: sub(p.target, 2),
+        scales: sub(p.scales),
+        zScales: sub(p.zScales),
+        outX: { data: (pinOX?.() ?? gx).subarray(r0 * d, r1 * d), shape: [m, d] },
+        outW: null,
+        outBias: null,
+      };
+      const res = lce(q, "full", { precise, keep: true, pair, single: !threaded }) as Raw;
+      pair.first = false;
+      res.rows.forEach((r, k) => out[k].set(r, r0));
+      if (db) res.grads.bias.forEach((g, j) => (db[j] += g));
+    }
+    const grads: Record<string, Float32Array> = { x: pinOX?.() ?? gx };
+    if (threaded) (grads.W = pinOW?.() ?? new Float32Array(c * d)).set(new Float32Array(rt.buffer, pair.hi, c * d));
+    else grads.W = pinOW?.() ?? gW!;
+    if (db) (grads.bias = pinOB?.() ?? new Float32Array(c)).set(db);
+    return { rows: out, grads };
+  } finally {
+    own.forEach((at) => rt.free(at));
+  }
+}
+
+/**
+ * W's gradient summed over row blocks as a float32 pair (hi, lo), `lce_pair`: lo at an address of
+ * WebAssembly memory (`[c, d]`), hi there too or on the host (`host`). `first`: the first block,
+ * whose part is written to hi (lo is 0).
+ */
+interface Pair {
+  first: boolean;
+  hi: number;
+  lo: number;
+  host?: () => Float32Array;
+}
+
+/**
+ * Rows per block of the row-blocked call: the block's logits `[R, V]` take at most `BLOCK_BYTES`
+ * (at least 16 rows, else the two-pass form), at most `MAX_BLOCK` rows.
+ */
+function blockRows(n: number, c: number): number {
+  return Math.min(n, MAX_BLOCK, Math.floor(BLOCK_BYTES / (4 * c)));
+}
+
+/** Threads a call of n rows would take (`wanted`): at least MIN_PER_THREAD multiply-adds each, whole chunks. */
+function threadsFor(active: number, n: number, c: number, d: number, precise: boolean): number {
+  return precise ? 1 : Math.min(active, Math.ceil(c / Math.min(CHUNK, c)), Math.floor((n * c * d) / MIN_PER_THREAD));
+}
 
 /**
  * A shard of the vocabulary (`sharded.linearCrossEntropy`, the problem's labels local to the shard:
@@ -99,6 +215,7 @@ export const linearShardGrads = (q: LinearShardProblem): Record<string, Float32A
 function lce(
   p: LinearCeProblem,
   mode: "full" | "stats" | (LinearShardTerms & { max: Float64Array }),
+  opt: { precise?: boolean; keep?: boolean; pair?: Pair; single?: boolean } = {},
 ): Raw | ShardStats {
   const { n, d, c } = p;
   const B = Math.min(CHUNK, c);
@@ -107,10 +224,12 @@ function lce(
   // One range per thread (whole chunks), each with its own scratch.
   const perThread = (n * B * 4 + d * B * 4 + B * d * 4 + (p.grad ? n * d * 12 + (big ? B * d * 8 : 0) : 0)) +
     n * 8 * 12 + 8 * B;
-  const precise = isPrecise(p);
-  const wanted = pl && !precise ? Math.min(pl.active, Math.ceil(c / B), Math.floor((n * c * d) / MIN_PER_THREAD)) : 1;
-  const fits = (n * d * 4 + c * d * 8 + wanted * perThread) < MAX_THREADED_BYTES;
-  const threads = pl && wanted >= 2 && fits ? wanted : 1;
+  const precise = opt.precise ?? isPrecise(p);
+  // keep: each chunk's logits held from phase 1 to phase 2 (n x c floats in all), not formed again.
+  const keep = !!opt.keep && !precise && mode === "full" && p.grad;
+  const wanted = pl ? threadsFor(pl.active, n, c, d, precise) : 1;
+  const fits = (n * d * 4 + c * d * 8 + wanted * perThread + (keep ? n * c * 4 : 0)) < MAX_THREADED_BYTES;
+  const threads = pl && wanted >= 2 && fits && !opt.single ? wanted : 1;
   const rt = pl && threads > 1 ? pl.rt : runtime();
   // Inputs and outputs may live in WebAssembly memory: pinned before the arena may grow it.
   const pinX = rt.pin(p.x), pinW = rt.pin(p.W);
@@ -127,10 +246,12 @@ function lce(
   const wAt = inMemory ? rt.addressOf(p.W) : -1, gwAt = inMemory && p.outW ? rt.addressOf(p.outW.data) : -1;
   // dW written where it is to be (threads: into WebAssembly memory; one thread: there when the
   // caller's buffer lies there, else chunk by chunk out).
-  const gIn = inMemory && (threads > 1 || gwAt >= 0);
+  const pair = keep ? opt.pair : undefined;
+  const gIn = !pair && inMemory && (threads > 1 || gwAt >= 0);
   const lay = new Layout();
   const at = {
     X: lay.add(n * da * 4),
+    XT: precise ? -1 : lay.add(n * d * 4),
     off: lay.add(n * 8),
     ones: precise ? lay.add(B * 12) : -1,
     labels: lay.add(n * 4),
@@ -145,7 +266,8 @@ function lce(
     W: inMemory && wAt < 0 ? lay.add(c * d * 4) : -1,
     gW: gIn && p.grad && gwAt < 0 ? lay.add(c * d * 4) : -1,
   };
-  const own = Array.from({ length: threads }, () => ({
+  const ranges = Array.from({ length: threads }, (_, t) => split(c, threads, t, B));
+  const own = ranges.map(([c0, c1]) => ({
     local: lay.add(n * 4),
     cap: lay.add(8 * B),
     cmax: lay.add(n * 8),
@@ -158,9 +280,12 @@ function lce(
     top: lay.add(n * 8),
     zy: lay.add(n * 8),
     WJ: inMemory ? -1 : lay.add(B * da * 4),
-    WT: lay.add(d * B * 4),
-    S: lay.add(n * B * 4),
+    /** S^T of a chunk, `[count, n]`. */
+    ST: precise ? -1 : lay.add(n * B * 4),
+    S: lay.add(n * (keep ? c1 - c0 : B) * 4),
     dWJ: !gIn || big ? lay.add(B * d * 4) : -1,
+    // the chunk of hi, copied in and out (hi on the host)
+    hiJ: pair?.host ? lay.add(B * d * 4) : -1,
     dW64: big ? lay.add(B * d * 8) : -1,
     dX: p.grad ? lay.add(n * d * 4) : -1,
     dX64: p.grad ? lay.add(n * d * 8) : -1,
@@ -175,6 +300,7 @@ function lce(
     const xa = new Float32Array(rt.buffer, ptr(at.X), n * da);
     for (let i = 0; i < n; i++) [xa.set(x.subarray(i * d, (i + 1) * d), i * da), xa[i * da + d] = 1];
   }
+  if (!precise) rt.k.transpose(ptr(at.X), n, d, ptr(at.XT));
   if (precise) {
     new Float64Array(rt.buffer, ptr(at.ones), B).fill(1);
     new Float32Array(rt.buffer, ptr(at.ones) + B * 8, B).fill(1);
@@ -187,7 +313,8 @@ function lce(
   if (inMemory && wAt < 0) rt.put(Wp, w);
   const gWp = !gIn || !p.grad ? -1 : gwAt >= 0 ? gwAt : ptr(at.gW);
   const slice = (off: number, j0: number) => (off < 0 ? 0 : ptr(off) + j0 * 4);
-  const ranges = own.map((_, t) => split(c, threads, t, B));
+  /** Where the chunk at j0 of thread t has its logits: its own block when kept, else the thread's one block. */
+  const sAt = (t: number, j0: number) => ptr(own[t].S) + (keep ? (j0 - ranges[t][0]) * n * 4 : 0);
 
   /** Runs `step(k, t, j0, count)` over every chunk of every thread's range: one program per thread, or directly. */
   const run = (step: (k: Recorder | Exports, t: number, j0: number, count: number, last: boolean) => void) => {
@@ -201,8 +328,8 @@ function lce(
       return program;
     }));
   };
-  /** The chunk's dot products S = X W_J^T (on one thread W_J is copied in first). */
-  const dots = (k: Recorder | Exports, t: number, j0: number, count: number): number => {
+  /** Where W_J lies in WebAssembly memory (on one thread W_J is copied in first). */
+  const wOf = (t: number, j0: number, count: number): number => {
     const o = own[t];
     let wj = Wp + j0 * d * 4;
     if (!inMemory) {
@@ -216,13 +343,19 @@ function lce(
         }
       }
     }
+    return wj;
+  };
+  /** The chunk's dot products S = X W_J^T; returns where W_J lies. */
+  const dots = (k: Recorder | Exports, t: number, j0: number, count: number): number => {
+    const o = own[t], wj = wOf(t, j0, count), S = sAt(t, j0);
     if (precise) {
-      k.dots64(ptr(o.S), ptr(at.X), n, wj, count, da, ptr(at.off), ptr(at.ones) + B * 8, ptr(at.ones));
-      if (capRel) k.lce_cap_relative(ptr(o.S), n, count, ptr(at.off), p.softcap, ptr(o.dcap));
+      k.dots64(S, ptr(at.X), n, wj, count, da, ptr(at.off), ptr(at.ones) + B * 8, ptr(at.ones));
+      if (capRel) k.lce_cap_relative(S, n, count, ptr(at.off), p.softcap, ptr(o.dcap));
       return wj;
     }
-    k.transpose(wj, count, d, ptr(o.WT));
-    k.gemm(ptr(o.S), count, n, count, d, ptr(at.X), d, 1, ptr(o.WT), count, 0);
+    // S^T = W_J X^T (X^T made once per call), then S: R x count floats moved, not W_J's count x D.
+    k.gemm(ptr(o.ST), n, count, n, d, wj, d, 1, ptr(at.XT), n, 0);
+    k.transpose(ptr(o.ST), count, n, S);
     return wj;
   };
 
@@ -277,7 +410,7 @@ function lce(
       const wj = dots(k, t, j0, count);
       if (precise) rebase(t, j0, count, wj);
       k.lce_stats(
-        ptr(o.S),
+        sAt(t, j0),
         n,
         count,
         j0,
@@ -353,19 +486,20 @@ function lce(
   rt.put(ptr(at.A), terms.A);
   rt.put(ptr(at.U), terms.U);
   rt.put(ptr(at.G), terms.G);
-  const gW = gIn ? null : (pinOW?.() ?? new Float32Array(c * d));
+  const gW = gIn || pair ? null : (pinOW?.() ?? new Float32Array(c * d));
   const flushes = own.map(() => 0), counter = own.map(() => 0);
   run((k, t, j0, count, last) => {
-    const o = own[t];
-    const wj = dots(k, t, j0, count);
+    const o = own[t], S = sAt(t, j0);
+    // (kept logits have their bias already)
+    const wj = keep ? wOf(t, j0, count) : dots(k, t, j0, count);
     k.lce_grads(
-      ptr(o.S),
+      S,
       n,
       count,
       j0,
       ptr(at.labels),
       ptr(o.local),
-      bias(j0),
+      keep ? 0 : bias(j0),
       slice(at.weight, j0),
       capRel ? 0 : p.softcap,
       ptr(o.cap),
@@ -374,10 +508,10 @@ function lce(
       ptr(at.U),
       ptr(at.G),
     );
-    if (capRel) k.lce_mul(ptr(o.S), n, count, ptr(o.dcap));
+    if (capRel) k.lce_mul(S, n, count, ptr(o.dcap));
     // x's gradient: dX += G W_J in float32 (the first chunk of a group overwrites), added into
     // float64 every FLUSH chunks and at the end of the range.
-    k.gemm(ptr(o.dX), d, n, d, count, ptr(o.S), count, 1, wj, da, counter[t] === 0 ? 0 : 1);
+    k.gemm(ptr(o.dX), d, n, d, count, S, count, 1, wj, da, counter[t] === 0 ? 0 : 1);
     counter[t] = (counter[t] + 1) % FLUSH;
     if (counter[t] === 0 || last) {
       k.lce_flush(ptr(o.dX64), ptr(o.dX), n * d, flushes[t] === 0 ? 1 : 0, 0, 0);
@@ -388,12 +522,24 @@ function lce(
     const gj = gIn && !big ? gWp + j0 * d * 4 : ptr(o.dWJ);
     for (let r0 = 0; r0 < n; r0 += ROW_BLOCK) {
       const rows = Math.min(ROW_BLOCK, n - r0);
-      k.gemm(gj, d, count, d, rows, ptr(o.S) + r0 * count * 4, 1, count, ptr(at.X) + r0 * da * 4, da, 0);
+      k.gemm(gj, d, count, d, rows, S + r0 * count * 4, 1, count, ptr(at.X) + r0 * da * 4, da, 0);
       if (big) k.lce_flush(ptr(o.dW64), gj, count * d, r0 === 0 ? 1 : 0, 0, r0 + ROW_BLOCK >= n ? 1 : 0);
     }
     if (gIn && big) k.copy_bytes(gWp + j0 * d * 4, gj, count * d * 4);
-    if (!gIn) gW!.set(new Float32Array(rt.buffer, gj, count * d), j0 * d);
-    if (p.bias) k.lce_colsum(ptr(o.S), n, count, ptr(at.db) + j0 * 4);
+    if (pair?.host) {
+      const hi = pair.host(), [a, b] = [j0 * d, (j0 + count) * d];
+      if (pair.first) hi.set(new Float32Array(rt.buffer, gj, count * d), a);
+      else {
+        const h = new Float32Array(rt.buffer, ptr(o.hiJ), count * d);
+        h.set(hi.subarray(a, b));
+        k.lce_pair(ptr(o.hiJ), pair.lo + a * 4, gj, count * d);
+        hi.set(h, a);
+      }
+    } else if (pair) {
+      if (pair.first) k.copy_bytes(pair.hi + j0 * d * 4, gj, count * d * 4);
+      else k.lce_pair(pair.hi + j0 * d * 4, pair.lo + j0 * d * 4, gj, count * d);
+    } else if (!gIn) gW!.set(new Float32Array(rt.buffer, gj, count * d), j0 * d);
+    if (p.bias) k.lce_colsum(S, n, count, ptr(at.db) + j0 * 4);
   });
   // x's gradient: the ranges' float64 sums added in range order, then rounded.
   const gx = pinOX?.() ?? new Float32Array(n * d);
@@ -408,7 +554,7 @@ function lce(
     const g = pinOW?.() ?? new Float32Array(c * d);
     if (gwAt < 0) g.set(new Float32Array(rt.buffer, gWp, c * d));
     grads.W = g;
-  } else grads.W = gW!;
+  } else if (gW) grads.W = gW;
   if (p.bias) {
     const gb = pinOB?.() ?? new Float32Array(c);
     gb.set(new Float32Array(rt.buffer, ptr(at.db), c));
