@@ -253,7 +253,7 @@ const cell = (l: LossName, f: (r: Row) => string) =>
 const dimsLabel = dims.map((d) => `${d}-D`).join(" / ");
 /** A loss's settings: scale s, margin m and SphereFace's annealed lambda (start -> end), per dimension where they differ. */
 const settingsOf = (l: LossName) => {
-  const names: Record<string, string> = { scale: "s", margin: "m", m: "m", lambda: "λ" };
+  const names: Record<string, string> = { scale: "s", margin: "m", m: "m", lambda: "λ", h: "h", subcenters: "K" };
   const at = (d: number, step: number) => LOSSES[l].options(d, step);
   return Object.keys(at(dims[0], 0)).filter((k) => k in names).map((k) => {
     const value = (d: number) =>
