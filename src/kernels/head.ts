@@ -58,6 +58,33 @@ export interface HeadProblem extends Prepared {
   readonly outW: Matrix | null;
   /** The margin losses' non-target transform of the cosines (src/kernels/hard_label.ts), or absent. */
   readonly nonTarget?: NonTarget;
+  /**
+   * `marginHead`'s sub-centres K (absent: 1): class j's rows of W are `j*K .. j*K+K-1`, its cosine
+   * the largest of theirs (clamped first; ties to the smaller row), its gradient to that row alone.
+   */
+  readonly subcenters?: number;
+  /**
+   * `marginHead`'s `classes` (PartialFC): local class j of the softmax is the class block `rows[j]`
+   * of the W a phase is given (its rows `rows[j]*K ..`); `c` is their count and the labels are
+   * local (a label at or above `c`: on another shard). Absent: class j is block j.
+   */
+  readonly rows?: Int32Array | null;
+}
+
+/** The local classes of a phase over `W` (`rows`' count, else W's rows over K). */
+export function headClasses(p: HeadProblem, W: Float32Array): number {
+  return p.rows ? p.rows.length : W.length / (p.d * (p.subcenters ?? 1));
+}
+
+/**
+ * W's rows of the local classes (`[cols*K, D]`): `W` itself without `rows`, else a gathered copy
+ * (the reference kernels; the WebAssembly ones gather per chunk).
+ */
+export function headRows(p: HeadProblem, W: Float32Array): Float32Array {
+  if (!p.rows) return W;
+  const span = (p.subcenters ?? 1) * p.d, out = new Float32Array(p.rows.length * span);
+  p.rows.forEach((r, j) => out.set(W.subarray(r * span, (r + 1) * span), j * span));
+  return out;
 }
 
 /**

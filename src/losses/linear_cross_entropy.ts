@@ -72,7 +72,7 @@ export interface LinearCrossEntropyGrads {
 }
 
 /** Checks `classes` (sorted distinct integers in `[0, v)`); null when absent. */
-function classList(value: unknown, v0: number): Int32Array | null {
+export function classList(value: unknown, v0: number): Int32Array | null {
   if (value === undefined) return null;
   if (!(value instanceof Int32Array) && !Array.isArray(value)) {
     throw new TypeError(`Expected classes to be an Int32Array or an array of integers, got ${v.show(value)}`);

@@ -19,6 +19,7 @@ import { ARCFACE_KEYS, arcfaceTarget } from "./arcface.ts";
 import { COMBINED_MARGIN_KEYS, combinedMarginTarget } from "./combined_margin.ts";
 import { COSFACE_KEYS, cosfaceTarget } from "./cosface.ts";
 import { outBuffer } from "../kernels/core.ts";
+import { classList } from "./linear_cross_entropy.ts";
 import type { MarginOptions, Phi } from "./margin.ts";
 import { normfaceTarget } from "./normface.ts";
 import { type HeadProblem, norm, type RowStats, type Target, type TargetSpec } from "../kernels/head.ts";
@@ -32,17 +33,23 @@ import { MAGFACE_KEYS, magfaceParts, magfaceRows } from "./magface.ts";
 export interface HeadInputs {
   /** Embeddings `[N, D]`. */
   x: Tensor;
-  /** Class weights `[C, D]`, one row per class (as `nn.Linear`). */
+  /** Class weights `[C, D]`, one row per class (as `nn.Linear`); `marginHead` with `subcenters` K: `[C*K, D]`. */
   W: Tensor;
   /** One class index per row, in `[0, C)` or `ignoreIndex`. */
   labels: Labels;
+  /**
+   * `marginHead` only (PartialFC, An et al. 2022): sorted distinct class indices `[S]` in `[0, C)`, e.g.
+   * from `partialFcSample`; only their rows of W (`classes[r]*K .. +K-1`) take part in the softmax, every
+   * non-ignored label must be among them, and `grads.W` is `[S*K, D]` in their order. None: every class.
+   */
+  classes?: Int32Array | readonly number[];
 }
 
 /** Gradients of the embedding heads. */
 export interface HeadGrads {
   /** Gradient w.r.t. the embeddings `[N, D]`. */
   x: Matrix;
-  /** Gradient w.r.t. the class weights `[C, D]`. */
+  /** Gradient w.r.t. the class weights `[C, D]` (`[C*K, D]` with sub-centres, `[S*K, D]` with `classes`). */
   W: Matrix;
 }
 
@@ -68,16 +75,74 @@ export interface HeadKind<O> {
    * (batch statistics, the state input), or null for the other kinds.
    */
   face?(o: O): ((r: RowsIn) => FaceRows) | null;
+  /** Whether it takes the option `subcenters` and the input `classes` (`marginHead`). */
+  sampled?: boolean;
 }
 
-/** Row i's `[||x_i||, ||W_y||, x_i . W_y]` with W's rows of class `first` on (the last two 0 without a label there). */
-export function labelStats(x: Float32Array, W: Float32Array, d: number, labels: Int32Array, first: number): RowStats {
+/**
+ * Labels local to `classes` (their index in it; ignored rows -1). A label outside `[lo, hi)` (a
+ * shard's range) maps to `outside`; inside, one not among `classes` is a `RangeError`.
+ */
+export function sampledLabels(
+  labels: Int32Array,
+  classes: Int32Array,
+  lo = 0,
+  hi = Infinity,
+  outside = -1,
+): Int32Array {
+  const at = new Map<number, number>();
+  classes.forEach((k, r) => at.set(k, r));
+  return labels.map((y, i) => {
+    if (y < 0) return -1;
+    if (y < lo || y >= hi) return outside;
+    const r = at.get(y);
+    if (r === undefined) {
+      throw new RangeError(`Expected labels[${i}] (${y}) to be one of classes, got a class not in it`);
+    }
+    return r;
+  });
+}
+
+/** Checks `options.subcenters` (an integer >= 1, default 1) and that W's `rows` are C*K; returns `[K, C]`. */
+export function subcentersOf(value: unknown, rows: number): [number, number] {
+  const K = v.integer("options.subcenters", value, 1);
+  if (K < 1) throw new RangeError(`Expected options.subcenters to be an integer >= 1, got ${K}`);
+  if (rows % K !== 0) {
+    throw new RangeError(
+      `Expected W to have C * subcenters rows (a multiple of options.subcenters = ${K}), got ${rows}`,
+    );
+  }
+  return [K, rows / K];
+}
+
+/**
+ * Row i's `[||x_i||, ||W_y||, x_i . W_y]` with W's rows of class `first` on (the last two 0 without a
+ * label there). With sub-centres K (`marginHead`: both sides normalised), W_y is the row of class y
+ * whose cosine, clamped to [-1, 1], is the largest (ties to the smaller row); with `rows`, local
+ * class y is W's class block `rows[y]`.
+ */
+export function labelStats(
+  x: Float32Array,
+  W: Float32Array,
+  d: number,
+  labels: Int32Array,
+  first: number,
+  K = 1,
+  rows: Int32Array | null = null,
+): RowStats {
+  const classes = rows ? rows.length : W.length / (d * K);
   return (i) => {
-    const y = labels[i] - first;
-    if (labels[i] < 0 || y < 0 || y >= W.length / d) return [norm(x, i * d, d), 0, 0];
-    let dot = 0;
-    for (let k = 0; k < d; k++) dot += x[i * d + k] * W[y * d + k];
-    return [norm(x, i * d, d), norm(W, y * d, d), dot];
+    const y = labels[i] - first, nx = norm(x, i * d, d);
+    if (labels[i] < 0 || y < 0 || y >= classes) return [nx, 0, 0];
+    let best: [number, number, number] = [nx, 0, 0], top = -Infinity;
+    for (let r = (rows ? rows[y] : y) * K, k = 0; k < K; k++, r++) {
+      let dot = 0;
+      for (let q = 0; q < d; q++) dot += x[i * d + q] * W[r * d + q];
+      const nw = norm(W, r * d, d);
+      const cos = Math.min(1, Math.max(-1, dot / (Math.max(nx, 1e-12) * Math.max(nw, 1e-12))));
+      if (k === 0 || cos > top) [top, best] = [cos, [nx, nw, dot]];
+    }
+    return best;
   };
 }
 
@@ -123,18 +188,25 @@ export function headLoss<O extends HeadOptions>(
     name,
     head: kind,
     kernel: "head",
-    inputs: kind.face ? ["x", "W", "labels", "state"] : ["x", "W", "labels"],
+    inputs: ["x", "W", "labels", ...(kind.face ? ["state"] : []), ...(kind.sampled ? ["classes"] : [])],
     options: (o) => [...(typeof own === "function" ? own(o) : own), "ignoreIndex", "reduction"],
     grads: ["x", "W"],
     prepare(inputs, options, grad, upstream) {
       const o = v.options(options);
       v.inputs(inputs);
       const [n, d] = v.batch("x", inputs.x);
-      const [c] = v.matrix("W", inputs.W, undefined, d);
-      if (c === 0) throw new RangeError("Expected W to have at least one row (one per class), got 0");
+      const [rowsW] = v.matrix("W", inputs.W, undefined, d);
+      if (rowsW === 0) throw new RangeError("Expected W to have at least one row (one per class), got 0");
+      const [K, classes] = kind.sampled ? subcentersOf((o as { subcenters?: unknown }).subcenters, rowsW) : [1, rowsW];
       const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
-      const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
+      const given = v.labels("labels", inputs.labels, n, classes, ignoreIndex);
       const x = v.values(inputs.x), W = v.values(inputs.W);
+      const rows = kind.sampled ? classList(inputs.classes, classes) : null;
+      if (rows && v.onDevice(W)) {
+        throw new TypeError("Expected W to be a host matrix { data, shape } with classes, got a GPUBuffer");
+      }
+      const labels = rows ? sampledLabels(given, rows) : given;
+      const c = rows ? rows.length : classes;
       if (o.checkFinite) {
         v.finite("x", x, d);
         v.finite("W", W, d);
@@ -146,7 +218,7 @@ export function headLoss<O extends HeadOptions>(
       // (for host inputs; the WebGPU kernels evaluate `spec` themselves)
       const host = v.onDevice(x) || v.onDevice(W)
         ? null
-        : headTargets(kind, fn, labels, labelStats(x, W, d, labels, 0));
+        : headTargets(kind, fn, labels, labelStats(x, W, d, labels, 0, K, rows));
       const empty = new Float64Array(0);
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       const face = faceOf(kind, o, inputs as HeadInputs & { state?: unknown }, labels, host, scale);
@@ -171,7 +243,8 @@ export function headLoss<O extends HeadOptions>(
         reduction,
         denominator: count,
         outX: grad ? outBuffer(o, "x", n, d) : null,
-        outW: grad ? outBuffer(o, "W", c, d) : null,
+        outW: grad ? outBuffer(o, "W", c * K, d) : null,
+        ...(kind.sampled ? { subcenters: K, rows } : {}),
       };
     },
     finish: (p, raw) => {
@@ -179,7 +252,7 @@ export function headLoss<O extends HeadOptions>(
         loss: v.reduce(raw.rows[0], p.reduction, p.denominator),
         grads: {
           x: p.outX ?? result(raw.grads.x, p.n, p.d),
-          W: p.outW ?? result(raw.grads.W, p.c, p.d),
+          W: p.outW ?? result(raw.grads.W, p.c * (p.subcenters ?? 1), p.d),
         },
       };
       const f = p as HeadProblem & { parts?: Record<string, unknown>; norm?: NormTerms };
@@ -272,6 +345,13 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
   scale?: number;
   /** ArcFace's angular margin in [0, pi) (0.5) or CosFace's cosine margin in [-2, 2] (0.35). */
   margin?: number;
+  /**
+   * Sub-centres per class K, an integer >= 1 (sub-center ArcFace, Deng et al. 2020; PML
+   * `SubCenterArcFaceLoss`): W is `[C*K, D]`, rows `j*K .. j*K+K-1` are class j's, the class cosine is
+   * the largest of theirs (clamped to [-1, 1] first, ties to the smaller row) and its gradient goes to
+   * that row alone; the margin and every later rule act on class cosines. @default 1
+   */
+  subcenters?: number;
   /** ArcFace: apply the margin only where cos > 0. @default false */
   easyMargin?: boolean;
   /** combinedMargin's multiplicative angular margin m1, in [0, 8]. @default 1 */
@@ -345,6 +425,7 @@ export function marginHeadKind(): HeadKind<MarginHeadOptions> {
     normX: true,
     normW: true,
     clamp: true,
+    sampled: true,
     // The options of the kind given (an option of another kind is refused, not ignored).
     options: (o) => {
       const k = marginKind(o);
@@ -352,6 +433,7 @@ export function marginHeadKind(): HeadKind<MarginHeadOptions> {
         "kind",
         "scale",
         "marginGrad",
+        "subcenters",
         ...(k in FACE ? FACE[k as keyof typeof FACE][1] : KINDS[k as keyof typeof KINDS][2]),
       ];
     },

@@ -10,7 +10,15 @@
  * @module
  */
 import type { Raw } from "../kernels/core.ts";
-import { headOf, type HeadProblem, type HeadRowTerms, type HeadStats, norm } from "../kernels/head.ts";
+import {
+  headClasses,
+  headOf,
+  type HeadProblem,
+  headRows,
+  type HeadRowTerms,
+  type HeadStats,
+  norm,
+} from "../kernels/head.ts";
 import { hardLogit, isHard } from "../kernels/hard_label.ts";
 
 const EPS = 1e-12;
@@ -21,18 +29,32 @@ const rowScale = (p: HeadProblem, i: number) => (p.normX ? 1 / Math.max(p.nx[i],
 /**
  * Row i's cosines-or-dots u and logits z over the `cols` classes of W (z of the label: T), and
  * `dz` the derivative of each non-label logit w.r.t. u over s (0 where a clamp or the filter
- * cut; the non-target transform's slope where hard).
+ * cut; the non-target transform's slope where hard). With sub-centres K, a class's u is the
+ * largest of its K rows' (compared clamped, ties to the smaller row) and `arg[j]` is that row.
  */
-function logits(p: HeadProblem, W: Float32Array, first: number, i: number, b: Float64Array, u: Float64Array) {
+function logits(
+  p: HeadProblem,
+  W: Float32Array,
+  first: number,
+  i: number,
+  b: Float64Array,
+  u: Float64Array,
+  arg: Int32Array,
+) {
   const { d, x, scale: s, clamp, nonTarget: nt } = p;
-  const cols = b.length, z = new Float64Array(cols), dz = new Float64Array(cols);
+  const K = p.subcenters ?? 1, cols = b.length / K, z = new Float64Array(cols), dz = new Float64Array(cols);
   const y = p.labels[i] - first;
   const lo = nt ? nt.lo : -1, hi = nt ? nt.hi : 1;
+  const cut = (t: number) => (clamp ? Math.min(hi, Math.max(lo, t)) : t);
   for (let j = 0; j < cols; j++) {
-    let dot = 0;
-    for (let k = 0; k < d; k++) dot += x[i * d + k] * W[j * d + k];
-    u[j] = dot * rowScale(p, i) * b[j];
-    let v = clamp ? Math.min(hi, Math.max(lo, u[j])) : u[j];
+    let best = -Infinity;
+    for (let r = j * K; r < (j + 1) * K; r++) {
+      let dot = 0;
+      for (let k = 0; k < d; k++) dot += x[i * d + k] * W[r * d + k];
+      const t = dot * rowScale(p, i) * b[r];
+      if (r === j * K || cut(t) > best) [best, arg[j], u[j]] = [cut(t), r, t];
+    }
+    let v = best;
     dz[j] = v === u[j] ? 1 : 0;
     if (nt && j !== y && v > nt.cut) v = dz[j] = 0;
     z[j] = s * v;
@@ -46,21 +68,23 @@ function logits(p: HeadProblem, W: Float32Array, first: number, i: number, b: Fl
   return { z, dz };
 }
 
-/** b_j per class of W (1/max(||W_j||, 1e-12) when W is normalised, else 1) and the norms. */
+/** b_r per row of W (1/max(||W_r||, 1e-12) when W is normalised, else 1) and the norms. */
 function columnScales(p: HeadProblem, W: Float32Array): { nw: Float64Array; b: Float64Array } {
-  const cols = W.length / p.d;
-  const nw = Float64Array.from({ length: cols }, (_, j) => norm(W, j * p.d, p.d));
+  const rows = W.length / p.d;
+  const nw = Float64Array.from({ length: rows }, (_, j) => norm(W, j * p.d, p.d));
   return { nw, b: Float64Array.from(nw, (v) => (p.normW ? 1 / Math.max(v, EPS) : 1)) };
 }
 
 /** Phase 1 over the classes of `W` (`[cols, D]`, class `first` on): per row the max and the non-label sum. */
-export function headStats(p: HeadProblem, W: Float32Array, first: number): HeadStats {
+export function headStats(p: HeadProblem, all: Float32Array, first: number): HeadStats {
   const { n } = p;
+  const W = headRows(p, all);
   const { b } = columnScales(p, W);
-  const max = new Float64Array(n), sum = new Float64Array(n), u = new Float64Array(b.length);
+  const cols = headClasses(p, all);
+  const max = new Float64Array(n), sum = new Float64Array(n), u = new Float64Array(cols), arg = new Int32Array(cols);
   for (let i = 0; i < n; i++) {
     if (p.labels[i] < 0) continue;
-    const { z } = logits(p, W, first, i, b, u), y = p.labels[i] - first;
+    const { z } = logits(p, W, first, i, b, u, arg), y = p.labels[i] - first;
     let m = -Infinity, s = 0;
     for (let j = 0; j < z.length; j++) m = Math.max(m, z[j]);
     for (let j = 0; j < z.length; j++) if (j !== y) s += Math.exp(z[j] - m);
@@ -76,7 +100,7 @@ export function headStats(p: HeadProblem, W: Float32Array, first: number): HeadS
  */
 export function headGrads(
   p: HeadProblem,
-  W: Float32Array,
+  all: Float32Array,
   first: number,
   _stats: HeadStats,
   terms: HeadRowTerms,
@@ -84,28 +108,30 @@ export function headGrads(
   outW: Float32Array | null = null,
 ): { x: Float32Array; W: Float32Array } {
   const { n, d, x, labels, scale: s, target } = p;
+  const W = headRows(p, all);
   const { nw: nwAll, b } = columnScales(p, W);
-  const cols = b.length;
-  const dx = new Float64Array(n * d), dW = new Float64Array(cols * d), colAcc = new Float64Array(cols);
-  const u = new Float64Array(cols);
+  const cols = headClasses(p, all), rows = b.length;
+  const dx = new Float64Array(n * d), dW = new Float64Array(rows * d), colAcc = new Float64Array(rows);
+  const u = new Float64Array(cols), arg = new Int32Array(cols);
   for (let i = 0; i < n; i++) {
     if (labels[i] < 0) continue;
-    const { z, dz } = logits(p, W, first, i, b, u), y = labels[i] - first, a = rowScale(p, i);
+    const { z, dz } = logits(p, W, first, i, b, u, arg), y = labels[i] - first, a = rowScale(p, i);
     const si = p.scales[i];
     // dL/dz_y = s_i (p_y - 1) = -s_i (1 - p_y)
     const dzy = -si * terms.om[i];
     let rowAcc = 0;
     for (let j = 0; j < cols; j++) {
       // dL/du_ij: through s * clamp(u) (the clamp passes nothing outside [-1, 1]; dz: and the
-      // non-target transform), or the target.
+      // non-target transform), or the target; to the class's chosen row r alone.
       const du = j === y ? dzy * target[4 * i + 1] : dz[j] === 0 ? 0 : si * Math.exp(z[j] - terms.lse[i]) * s * dz[j];
-      // u = (x . W_j) a b: du/dx = a b W_j - [normX] u a^2 x; du/dW_j = a b x - [normW] u b^2 W_j
+      const r = arg[j];
+      // u = (x . W_r) a b: du/dx = a b W_r - [normX] u a^2 x; du/dW_r = a b x - [normW] u b^2 W_r
       for (let k = 0; k < d; k++) {
-        dx[i * d + k] += du * a * b[j] * W[j * d + k];
-        dW[j * d + k] += du * a * b[j] * x[i * d + k];
+        dx[i * d + k] += du * a * b[r] * W[r * d + k];
+        dW[r * d + k] += du * a * b[r] * x[i * d + k];
       }
       rowAcc += du * u[j];
-      colAcc[j] += du * u[j];
+      colAcc[r] += du * u[j];
     }
     const nx = p.nx[i], owned = y >= 0 && y < cols;
     for (let k = 0; k < d; k++) {
@@ -114,16 +140,16 @@ export function headGrads(
       if (!owned) continue;
       // The target's own dependence on ||x|| and ||W_y||.
       if (nx > 0) dx[i * d + k] += (dzy * target[4 * i + 2] * x[i * d + k]) / nx;
-      if (p.nw[i] > 0) dW[y * d + k] += (dzy * target[4 * i + 3] * W[y * d + k]) / p.nw[i];
+      if (p.nw[i] > 0) dW[arg[y] * d + k] += (dzy * target[4 * i + 3] * W[arg[y] * d + k]) / p.nw[i];
     }
   }
   if (p.normW) {
-    for (let j = 0; j < cols; j++) {
+    for (let j = 0; j < rows; j++) {
       if (nwAll[j] <= EPS) continue;
       for (let k = 0; k < d; k++) dW[j * d + k] -= colAcc[j] * b[j] * b[j] * W[j * d + k];
     }
   }
-  const gx = outX ?? new Float32Array(n * d), gW = outW ?? new Float32Array(cols * d);
+  const gx = outX ?? new Float32Array(n * d), gW = outW ?? new Float32Array(rows * d);
   gx.set(dx);
   gW.set(dW);
   return { x: gx, W: gW };
