@@ -108,7 +108,12 @@ await run<Ctx>(async (_, libs) => (await initTf(), {
       ? lossCall(
         (c <= 10000 ? libs[0].cpu.js : libs[0].cpu.wasm).marginHead,
         "valueAndGrad",
-        { x: { data: x, shape: [n, d] }, W: { data: W, shape: [c, d] }, labels, ...KINDS[group as keyof typeof KINDS][0] },
+        {
+          x: { data: x, shape: [n, d] },
+          W: { data: W, shape: [c, d] },
+          labels,
+          ...KINDS[group as keyof typeof KINDS][0],
+        },
         { kind: group, scale: 64 },
         ["x", "W"],
       )() as Out

