@@ -56,13 +56,13 @@ function library(lib: Lib): Contender<Ctx>[] {
 
 /** The TF.js compositions of each kind (bench/face_impls.ts) with KINDS' state, from x and W. */
 const TF_LOSSES = {
-  adaface: (x: tf.Tensor, W: tf.Tensor, onehot: tf.Tensor, mask: tf.Tensor) => {
+  adaface: (x: tf.Tensor, onehot: tf.Tensor, mask: tf.Tensor) => {
     const norms = tf.norm(x, 2, 1); // outside tf.valueAndGrads: detached, as SPEC's head
     return (x: tf.Tensor, W: tf.Tensor) => tfAdafaceLoss(tfCosines(x, W), norms, onehot, mask, KINDS.adaface[0].state);
   },
-  curricularFace: (_x: tf.Tensor, _W: tf.Tensor, onehot: tf.Tensor, mask: tf.Tensor) => (x: tf.Tensor, W: tf.Tensor) =>
+  curricularFace: (_x: tf.Tensor, onehot: tf.Tensor, mask: tf.Tensor) => (x: tf.Tensor, W: tf.Tensor) =>
     tfCurricularFaceLoss(tfCosines(x, W), onehot, mask, KINDS.curricularFace[0].state),
-  magface: (_x: tf.Tensor, _W: tf.Tensor, onehot: tf.Tensor, mask: tf.Tensor) => (x: tf.Tensor, W: tf.Tensor) =>
+  magface: (_x: tf.Tensor, onehot: tf.Tensor, mask: tf.Tensor) => (x: tf.Tensor, W: tf.Tensor) =>
     tfMagfaceLoss(x, W, onehot, mask),
 };
 
@@ -78,7 +78,7 @@ const tfContenders: Contender<Ctx>[] = Object.entries(TF_LOSSES).map(([kind, mak
         tfRun(() => {
           const onehot = tf.oneHot(tf.tensor1d(labels, "int32"), c), mask = tf.cast(onehot, "float32");
           const xs = [tf.tensor2d(x, [n, d]), tf.tensor2d(W, [c, d])];
-          const f = make(xs[0], xs[1], onehot, mask);
+          const f = make(xs[0], onehot, mask);
           if (mode === "forward") return { loss: f(xs[0], xs[1]).dataSync()[0] };
           const { value, grads } = tf.valueAndGrads(f)(xs), gs = grads.map((t) => t.dataSync() as Float32Array);
           sink.value += gs[1][0];
