@@ -313,3 +313,56 @@ export function row_finish(out: usize, src: usize, rows: i32, d: i32, ca: usize,
     }
   }
 }
+
+/**
+ * Sub-centres (marginHead's `subcenters` K): over one chunk of `cols` classes of K rows each
+ * (S [n, cols*K] the dot products, b [cols*K] the row scales, a [n] the row scales of x), per row
+ * each class's u = (S a) b of its K rows (as `logits` rounds it), the largest compared clamped to
+ * [-1, 1] (ties to the smaller row), written unclamped in place as S [n, cols] (the class cosines:
+ * the kernels then take them with a = b = 1), and that row's index in the class into idx [n, cols].
+ */
+export function head_submax(S: usize, n: i32, cols: i32, K: i32, a: usize, b: usize, idx: usize): void {
+  const rows = cols * K;
+  for (let i = 0; i < n; i++) {
+    const src = S + ((<usize>(i * rows)) << 2), dst = S + ((<usize>(i * cols)) << 2);
+    const ai = load<f32>(a + ((<usize>i) << 2));
+    for (let c = 0; c < cols; c++) {
+      let best: f32 = 0, top: f32 = -Infinity, arg = 0;
+      for (let k = 0; k < K; k++) {
+        const o = (<usize>(c * K + k)) << 2;
+        const u = load<f32>(src + o) * ai * load<f32>(b + o);
+        const t = max(min(u, <f32>1), <f32>-1);
+        if (k == 0 || t > top) {
+          top = t;
+          best = u;
+          arg = k;
+        }
+      }
+      store<f32>(dst + ((<usize>c) << 2), best);
+      store<i32>(idx + ((<usize>(i * cols + c)) << 2), arg);
+    }
+  }
+}
+
+/**
+ * The inverse of `head_submax` for the gradient blocks, in place: G, H [n, cols] of the class
+ * cosines (taken with a = b = 1) become G [n, cols*K] (du b_r at the class's chosen row r, 0 at its
+ * other rows) and H [n, cols*K] (du a_i there), ready for the GEMMs over the chunk's rows of W.
+ */
+export function head_subexpand(G: usize, H: usize, n: i32, cols: i32, K: i32, a: usize, b: usize, idx: usize): void {
+  const rows = cols * K;
+  // From the end: every write lands at or after the entry it reads.
+  for (let i = n - 1; i >= 0; i--) {
+    const ai = load<f32>(a + ((<usize>i) << 2));
+    for (let c = cols - 1; c >= 0; c--) {
+      const from = (<usize>(i * cols + c)) << 2;
+      const g = load<f32>(G + from), h = load<f32>(H + from);
+      const arg = load<i32>(idx + from);
+      for (let k = K - 1; k >= 0; k--) {
+        const r = (<usize>(c * K + k)) << 2, to = ((<usize>(i * rows)) << 2) + r;
+        store<f32>(G + to, k == arg ? g * load<f32>(b + r) : 0);
+        store<f32>(H + to, k == arg ? h * ai : 0);
+      }
+    }
+  }
+}

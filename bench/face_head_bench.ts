@@ -1,9 +1,10 @@
 /**
  * `marginHead` with the face margin kinds of SPEC §7 (`adaface`, `curricularFace`, `magface`)
- * against the ArcFace head (s = 64, defaults otherwise), from embeddings x [N, D] and weights
- * W [C, D] (U(-1, 1)), WebAssembly backend, valueAndGrad: the ratio of each to `arcface`
- * (target <= 1.1: the per-row targets and the non-target transform cost little next to the
- * GEMMs); and `tfjs-wasm <kind>`: the same loss as TensorFlow.js ops under `tf.valueAndGrads`
+ * and sub-center ArcFace (`subcenters: 3`, C/3 classes over the same C rows of W) against the ArcFace
+ * head (s = 64, defaults otherwise), from embeddings x [N, D] and weights W [C, D] (U(-1, 1)),
+ * WebAssembly backend, valueAndGrad: the ratio of each to `arcface` (target <= 1.1: the per-row
+ * targets, the non-target transform and the sub-centre maximum cost little next to the GEMMs);
+ * and `tfjs-wasm <kind>`: the same loss as TensorFlow.js ops under `tf.valueAndGrads`
  * (bench/face_impls.ts), its ratio to that kind's head (target >= 10 at 256x512x10000; n/a above
  * 20,000 classes, where TF.js's 4 GiB wasm heap runs short). See bench/README.md.
  *
@@ -41,17 +42,43 @@ function context([n, d, c]: Shape): Ctx {
   return { n, d, c, x, W, labels };
 }
 
-function library(lib: Lib): Contender<Ctx>[] {
-  return Object.entries(KINDS).map(([kind, [inputs, options]]) => ({
-    name: kind,
+/**
+ * Sub-center ArcFace (`subcenters: 3`) over the same rows of W: C/3 classes of 3 rows each (W's first
+ * 3 floor(C/3) rows, label y -> floor(y / 3), the class of its row): the same GEMM, a third of the
+ * classes in the softmax (target <= 1.1 of the arcface head of C classes).
+ */
+function subcenters(lib: Lib): Contender<Ctx> {
+  return {
+    name: "subcenters3",
     group: "head",
     ratioTo: "arcface",
     setup(ctx, mode) {
-      const { n, d, c } = ctx, m = (data: Float32Array, rows: number): Matrix => ({ data, shape: [rows, d] });
-      const all = { x: m(ctx.x, n), W: m(ctx.W, c), labels: ctx.labels, ...inputs };
-      return { run: lossCall(lib.cpu.wasm.marginHead, mode, all, { kind, scale: 64, ...options }, ["x", "W"]) };
+      const { n, d } = ctx, c3 = Math.floor(ctx.c / 3);
+      const labels = ctx.labels.map((y) => Math.min(Math.floor(y / 3), c3 - 1));
+      const all = {
+        x: { data: ctx.x, shape: [n, d] as const },
+        W: { data: ctx.W.subarray(0, 3 * c3 * d), shape: [3 * c3, d] as const },
+        labels,
+      };
+      return { run: lossCall(lib.cpu.wasm.marginHead, mode, all, { scale: 64, subcenters: 3 }, ["x", "W"]) };
     },
-  }));
+  };
+}
+
+function library(lib: Lib): Contender<Ctx>[] {
+  return [
+    ...Object.entries(KINDS).map(([kind, [inputs, options]]): Contender<Ctx> => ({
+      name: kind,
+      group: "head",
+      ratioTo: "arcface",
+      setup(ctx, mode) {
+        const { n, d, c } = ctx, m = (data: Float32Array, rows: number): Matrix => ({ data, shape: [rows, d] });
+        const all = { x: m(ctx.x, n), W: m(ctx.W, c), labels: ctx.labels, ...inputs };
+        return { run: lossCall(lib.cpu.wasm.marginHead, mode, all, { kind, scale: 64, ...options }, ["x", "W"]) };
+      },
+    })),
+    subcenters(lib),
+  ];
 }
 
 /** The TF.js compositions of each kind (bench/face_impls.ts) with KINDS' state, from x and W. */
@@ -89,7 +116,8 @@ const tfContenders: Contender<Ctx>[] = Object.entries(TF_LOSSES).map(([kind, mak
 
 await run<Ctx>(async (_, libs) => (await initTf(), {
   name: "face_head",
-  title: "marginHead kinds adaface, curricularFace, magface against arcface (s = 64), x [N, D], W [C, D], wasm",
+  title:
+    "marginHead kinds adaface, curricularFace, magface and subcenters 3 against arcface (s = 64), x [N, D], W [C, D], wasm",
   modes: ["valueAndGrad", "forward"],
   defaultModes: ["valueAndGrad"],
   shapes: { default: [[256, 512, 100000]], quick: [[256, 512, 10000]], full: [[256, 512, 10000], [256, 512, 100000]] },

@@ -483,14 +483,19 @@ describe("marginHead kinds adaface, curricularFace, magface", () => {
       }
     });
   }
-  it("refuses state without a stateful kind, and the face kinds in the sharded head", () => {
+  it("refuses state without a stateful kind, and curricularFace in the sharded head", () => {
     assert.throws(
       () => js.marginHead.forward({ x, W, labels, state: { t: 0 } } as Any, { kind: "arcface" }),
       TypeError,
     );
     assert.throws(
-      () => js.sharded.marginHead.stats({ x, W, labels }, { kind: "magface", offset: 0, classes: C } as Any),
-      (e: Error) => e instanceof TypeError && e.message.includes("magface"),
+      () =>
+        js.sharded.marginHead.stats({ x, W, labels, state: { t: 0 } }, {
+          kind: "curricularFace",
+          offset: 0,
+          classes: C,
+        } as Any),
+      (e: Error) => e instanceof TypeError && e.message.includes("curricularFace"),
     );
   });
 });

@@ -277,7 +277,7 @@ export function headLoss<O extends HeadOptions>(
  * `||x||` is magface's norm terms, added by `finish`), the non-target transform, the parts.
  * Refuses `state` for the kinds without one, and GPU-resident inputs.
  */
-function faceOf<O>(
+export function faceOf<O>(
   kind: HeadKind<O>,
   o: O,
   inputs: HeadInputs & { state?: unknown },
@@ -377,7 +377,7 @@ const FACE = {
   magface: [64, MAGFACE_KEYS, magfaceRows],
 } as const;
 
-/** The kinds of `marginHead` that have no class-sharded form nor a WebGPU kernel yet. */
+/** The face margin kinds of `marginHead` (SPEC §7). */
 export const FACE_KINDS: readonly string[] = Object.keys(FACE);
 
 function marginKind(o: MarginHeadOptions): keyof typeof KINDS | keyof typeof FACE {

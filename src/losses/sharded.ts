@@ -26,7 +26,20 @@ import { type CrossEntropyOptions, largeVocabulary, nonIgnored } from "./cross_e
 import * as v from "../validate.ts";
 import { INTER_KEYS, labelTargets, type MarginDef, type MarginOptions } from "./margin.ts";
 import { type HeadProblem, headRowTerms } from "../kernels/head.ts";
-import { FACE_KINDS, type HeadDef, headTargets, labelStats, type MarginHeadOptions } from "./margin_head.ts";
+import {
+  FACE_KINDS,
+  faceOf,
+  type HeadDef,
+  type HeadInputs,
+  headTargets,
+  labelStats,
+  type MarginHeadOptions,
+  sampledLabels,
+  subcentersOf,
+} from "./margin_head.ts";
+import { classList } from "./linear_cross_entropy.ts";
+import { magfaceParts } from "./magface.ts";
+import { normGrads } from "./face_margin.ts";
 import {
   checkStats,
   logitRowTerms,
@@ -216,10 +229,17 @@ function logitShardDef(def: LogitDef): ShardDef {
   };
 }
 
-/** A checked head shard. */
+/**
+ * A checked head shard: the shard's rows of W (`[Cs*K, D]` with sub-centres K), global labels, and
+ * optionally `classes`, sorted global indices inside the shard's range `[offset, offset + Cs)`:
+ * then only those take part (PartialFC on each shard), the problem's labels are local to them (a
+ * label elsewhere: `S`) and `grads.W` is `[S*K, D]`. The face kinds adaface and magface (their batch
+ * statistics are of the norms `||x_i||`, replicated, so exact on every shard); curricularFace, whose
+ * statistic is the mean label cosine (each held by one shard), has no sharded form.
+ */
 function headShard(
   def: HeadDef<MarginHeadOptions>,
-  inputs: { x: unknown; W: unknown; labels: Labels },
+  inputs: { x: unknown; W: unknown; labels: Labels; classes?: unknown; state?: unknown },
   options: unknown,
   grad: boolean,
   upstream?: Upstream,
@@ -227,7 +247,9 @@ function headShard(
   const opts = v.options(options as MarginHeadOptions & Partial<ShardOptions>);
   v.inputs(inputs);
   const [n, d] = v.batch("x", inputs.x);
-  const [cs] = v.matrix("W", inputs.W, undefined, d);
+  const [rowsW] = v.matrix("W", inputs.W, undefined, d);
+  const kind = def.head;
+  const [K, cs] = kind.sampled ? subcentersOf(opts.subcenters, rowsW) : [1, rowsW];
   const { offset, classes } = shardOf("W", cs, opts);
   const ignoreIndex = v.integer("options.ignoreIndex", opts.ignoreIndex, -100);
   const labels = v.labels("labels", inputs.labels, n, classes, ignoreIndex);
@@ -239,28 +261,47 @@ function headShard(
     v.finite("x", x, d);
     v.finite("W", W, d);
   }
-  const kind = def.head;
-  if (FACE_KINDS.includes(opts.kind as string)) {
+  if (opts.kind === "curricularFace") {
     throw new TypeError(
-      `Expected options.kind to have a sharded form (not adaface, curricularFace, magface), got ${v.show(opts.kind)}`,
+      `Expected options.kind to have a sharded form (not curricularFace: its mean label cosine spans the shards), got ${
+        v.show(opts.kind)
+      }`,
     );
   }
+  const picked = kind.sampled ? classList(inputs.classes, classes) : null;
+  picked?.forEach((k, r) => {
+    if (k < offset || k >= offset + cs) {
+      throw new RangeError(
+        `Expected classes[${r}] to be a class of this shard, in [${offset}, ${offset + cs}), got ${k}`,
+      );
+    }
+  });
+  // With classes: labels local to them (elsewhere: S), rows of W local to the shard, first class 0.
+  const rows = picked ? picked.map((k) => k - offset) : null;
+  const local = picked ? sampledLabels(labels, picked, offset, offset + cs, picked.length) : labels;
+  const first = picked ? 0 : offset, c = picked ? picked.length : cs;
   const { scale, target: fn, spec } = kind.parse(opts);
   const reduction = v.reduction(opts.reduction);
-  const owns = (i: number) => labels[i] >= offset && labels[i] < offset + cs;
-  const host = headTargets(kind, fn, labels, labelStats(x, W, d, labels, offset), owns);
+  const owns = (i: number) => local[i] >= first && local[i] < first + c;
+  const host = headTargets(kind, fn, local, labelStats(x, W, d, local, first, K, rows), owns);
   let count = 0;
   for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
-  // What every shard must share: the labels and x, and the options as checked (defaults filled in).
-  const record = shardRecord(offset, offset + cs, classes, labels, [x], [def.name, reduction, scale, spec]);
+  const face = faceOf(kind, opts, inputs as HeadInputs & { state?: unknown }, local, host, scale);
+  // What every shard must share: the labels and x, and the options as checked (defaults filled in;
+  // the face kinds' own options as given, and the state).
+  const own = FACE_KINDS.includes(opts.kind as string)
+    ? (def.options as (o: MarginHeadOptions) => readonly string[])(opts).map((k) => [k, opts[k as "scale"] ?? null])
+    : [];
+  const agreed = [def.name, reduction, scale, spec, K, own, inputs.state ?? null];
+  const record = shardRecord(offset, offset + cs, classes, labels, [x], agreed);
   const p: HeadProblem = {
     grad,
     n,
-    c: cs,
+    c,
     d,
     x,
     W,
-    labels,
+    labels: local,
     normX: kind.normX,
     normW: kind.normW,
     scale,
@@ -272,8 +313,11 @@ function headShard(
     denominator: count,
     outX: null,
     outW: null,
+    nonTarget: face.nonTarget,
+    subcenters: K,
+    rows,
   };
-  return { p, offset, owns, record };
+  return { p, first, owns, record, face };
 }
 
 /** The sharded form of a head (marginHead). */
@@ -285,21 +329,30 @@ const headShardDef = (def: HeadDef<MarginHeadOptions>): ShardDef => ({
     return [...(typeof own === "function" ? own(opts as MarginHeadOptions) : own), ...SHARD_KEYS];
   },
   stats(inputs, options, k) {
-    const { p, offset, owns, record } = headShard(def, inputs, options, false);
+    const { p, first, owns, record } = headShard(def, inputs, options, false);
     const target = Float64Array.from({ length: p.n }, (_, i) => (owns(i) ? p.target[4 * i] : 0));
-    return then(k.headShardStats({ p, first: offset }), (s) => ({ max: s.max, sum: s.sum, target, shards: record }));
+    return then(k.headShardStats({ p, first }), (s) => ({ max: s.max, sum: s.sum, target, shards: record }));
   },
   finish(inputs, stats, options, upstream, k) {
-    const { p, offset, owns, record } = headShard(def, inputs, options, true, upstream);
+    const { p, first, owns, record, face } = headShard(def, inputs, options, true, upstream);
     checkStats("stats", stats, p.n, false, record);
     const t4 = p.target.slice();
     for (let i = 0; i < p.n; i++) t4[4 * i] = stats.target[i];
     const terms = headRowTerms(t4, p.labels, stats);
     const rows = terms.rows.map((r, i) => (owns(i) ? r : 0));
-    return then(k.headShardGrads({ p, first: offset, stats, terms, target: stats.target }), (g) => ({
-      loss: v.reduce(rows, p.reduction, p.denominator),
-      grads: { x: { data: g.x, shape: [p.n, p.d] }, W: { data: g.W, shape: [p.c, p.d] } },
-    }));
+    return then(k.headShardGrads({ p, first, stats, terms, target: stats.target }), (g) => {
+      const grads = { x: { data: g.x, shape: [p.n, p.d] }, W: { data: g.W, shape: [p.c * (p.subcenters ?? 1), p.d] } };
+      if (!face.norm) return { loss: v.reduce(rows, p.reduction, p.denominator), ...face.parts, grads };
+      // magface: the shard's rows' share of ce + lambda g, and of the norms' gradient through ||x_i||.
+      const mine = { ...face.norm, g: face.norm.g.map((t, i) => (owns(i) ? t : 0)) };
+      const parts = magfaceParts(mine, rows, p.reduction, p.denominator);
+      const dn = normGrads(face.norm, p.scales, terms.rows);
+      for (let i = 0; i < p.n; i++) {
+        if (!owns(i) || !(p.nx[i] > 0) || dn[i] === 0) continue;
+        for (let q = 0; q < p.d; q++) g.x[i * p.d + q] += (dn[i] * p.x[i * p.d + q]) / p.nx[i];
+      }
+      return { loss: parts.loss, ce: v.reduce(rows, p.reduction, p.denominator), g: parts.g, grads };
+    });
   },
 });
 

@@ -24,11 +24,10 @@
 import type { Raw } from "../kernels/core.ts";
 import { type HeadProblem, headRowTerms, type HeadStats } from "../kernels/head.ts";
 import { mergeShardStats } from "../kernels/shards.ts";
-import { head as oneThread, isPrecise, labelParts } from "./margin_head.ts";
+import { chunkClasses, head as oneThread, isPrecise, labelParts } from "./margin_head.ts";
 import { pool, type Recorder, split } from "./pool.ts";
 import { Layout } from "./runtime.ts";
 
-const CHUNK = 128;
 const EPS = 1e-12;
 /** Multiply-adds per thread below which a head stays on one thread (waking a worker takes ~30 us). */
 const MIN_PER_THREAD = 1 << 22;
@@ -43,13 +42,15 @@ const SLAB_BYTES = 1 << 19;
 export function head(p: HeadProblem): Raw {
   const pl = pool();
   const { n, c, d } = p;
-  const threads = pl ? Math.min(pl.active, Math.ceil(c / CHUNK), Math.floor((n * c * d) / MIN_PER_THREAD)) : 1;
+  // Sub-centres: a chunk of B classes is R = B K rows of W; with `rows` the slabs are gathered.
+  const K = p.subcenters ?? 1, B = chunkClasses(K), R = B * K;
+  const threads = pl ? Math.min(pl.active, Math.ceil(c / B), Math.floor((n * c * K * d) / MIN_PER_THREAD)) : 1;
   if (!pl || threads < 2 || isPrecise(p)) return oneThread(p);
   const rt = pl.rt;
-  const B = CHUNK, L = Math.max(1, Math.floor(SLAB_BYTES / (d * 4 * B))) * B;
+  const L = Math.max(1, Math.floor(SLAB_BYTES / (d * 4 * R))) * B, span = K * d;
   const pinX = rt.pin(p.x), pinW = rt.pin(p.W);
   const outX = p.outX ? rt.pin(p.outX.data) : null, outW = p.outW ? rt.pin(p.outW.data) : null;
-  const wAt = rt.addressOf(p.W), gAt = p.grad && p.outW ? rt.addressOf(p.outW.data) : -1;
+  const wAt = p.rows ? -1 : rt.addressOf(p.W), gAt = p.grad && p.outW ? rt.addressOf(p.outW.data) : -1;
   const lay = new Layout();
   const at = {
     X: lay.add(n * d * 4),
@@ -62,15 +63,17 @@ export function head(p: HeadProblem): Raw {
     lse: lay.add(n * 8),
     om: lay.add(n * 8),
     scales: lay.add(n * 8),
-    zero: lay.add(Math.max(n, B) * 4),
+    zero: lay.add(Math.max(n, R) * 4),
+    ones: lay.add(K > 1 ? Math.max(n, B) * 4 : 0),
   };
-  const slabs = () => [lay.add(L * d * 4), lay.add(L * d * 4)];
+  const slabs = () => [lay.add(L * span * 4), lay.add(L * span * 4)];
   const own = Array.from({ length: threads }, () => ({
-    b: lay.add(B * 4),
-    WT: lay.add(d * B * 4),
-    S: lay.add(n * B * 4),
-    G: lay.add(n * B * 4),
-    H: lay.add(n * B * 4),
+    b: lay.add(R * 4),
+    WT: lay.add(d * R * 4),
+    S: lay.add(n * R * 4),
+    G: lay.add(n * R * 4),
+    H: lay.add(n * R * 4),
+    idx: lay.add(K > 1 ? n * B * 4 : 0),
     m: lay.add(n * 8),
     sum: lay.add(n * 8),
     dX: lay.add(n * d * 4),
@@ -91,24 +94,28 @@ export function head(p: HeadProblem): Raw {
   const ntc = nt ? base + at.ntc : 0, ntRows = nt?.rows ? base + at.nt : 0;
   const a = f32(at.a, n);
   a.set(Float32Array.from(p.nx, (nx) => (p.normX ? 1 / Math.max(nx, EPS) : 1)));
-  f32(at.zero, Math.max(n, B)).fill(0);
+  f32(at.zero, Math.max(n, R)).fill(0);
+  if (K > 1) f32(at.ones, Math.max(n, B)).fill(1);
   const ptr = (off: number) => base + off;
   const ranges = own.map((_, t) => split(c, threads, t, B));
   const rounds = Math.max(...ranges.map(([c0, c1]) => Math.ceil((c1 - c0) / L)));
   /** Thread t's slab of round r: its classes [s0, s1) (empty past its range), and where its W and dW rows are. */
   const slab = (t: number, r: number) => {
     const [c0, c1] = ranges[t], s0 = Math.min(c1, c0 + r * L), s1 = Math.min(c1, s0 + L), o = own[t];
-    const W = wAt >= 0 ? wAt + s0 * d * 4 : ptr(o.win[r % 2]);
-    const gW = gAt >= 0 ? gAt + s0 * d * 4 : o.gout.length ? ptr(o.gout[r % 2]) : -1;
+    const W = wAt >= 0 ? wAt + s0 * span * 4 : ptr(o.win[r % 2]);
+    const gW = gAt >= 0 ? gAt + s0 * span * 4 : o.gout.length ? ptr(o.gout[r % 2]) : -1;
     return { s0, s1, W, gW };
   };
-  const gw = p.grad ? outW?.() ?? new Float32Array(c * d) : null;
-  /** Copies every thread's slab of W for round r in (W an ordinary array). */
+  const gw = p.grad ? outW?.() ?? new Float32Array(c * span) : null;
+  /** Copies every thread's slab of W for round r in (W an ordinary array; gathered with `rows`). */
   const feed = (r: number) => {
     if (wAt >= 0 || r >= rounds) return;
     own.forEach((_, t) => {
       const { s0, s1, W } = slab(t, r);
-      rt.f32.set(w.subarray(s0 * d, s1 * d), W >>> 2);
+      if (!p.rows) return rt.f32.set(w.subarray(s0 * span, s1 * span), W >>> 2);
+      for (let j = s0; j < s1; j++) {
+        rt.f32.set(w.subarray(p.rows[j] * span, (p.rows[j] + 1) * span), (W >>> 2) + (j - s0) * span);
+      }
     });
   };
   /** Copies every thread's slab of dW of round r out (dW an ordinary array). */
@@ -116,7 +123,7 @@ export function head(p: HeadProblem): Raw {
     if (gAt >= 0 || r < 0) return;
     own.forEach((_, t) => {
       const { s0, s1, gW } = slab(t, r);
-      gw!.set(rt.f32.subarray(gW >>> 2, (gW >>> 2) + (s1 - s0) * d), s0 * d);
+      gw!.set(rt.f32.subarray(gW >>> 2, (gW >>> 2) + (s1 - s0) * span), s0 * span);
     });
   };
   /**
@@ -134,7 +141,7 @@ export function head(p: HeadProblem): Raw {
         own.map((_, t) => {
           const program: number[] = [], k = pl.recorder(program), { s0, s1, W, gW } = slab(t, r);
           for (let j0 = s0; j0 < s1; j0 += B) {
-            step(k, t, j0, Math.min(B, s1 - j0), W + (j0 - s0) * d * 4, gW + (j0 - s0) * d * 4);
+            step(k, t, j0, Math.min(B, s1 - j0), W + (j0 - s0) * span * 4, gW + (j0 - s0) * span * 4);
           }
           return program;
         }),
@@ -146,12 +153,15 @@ export function head(p: HeadProblem): Raw {
     }
     if (out) drain(rounds - 1);
   };
-  // Each chunk's norms, W^T and dot products S = X W_J^T, on the thread's own buffers.
+  // Each chunk's norms, W^T and dot products S = X W_J^T, on the thread's own buffers (with
+  // sub-centres, then each class's largest: S [n, count] of class cosines, taken with a = b = 1).
   const dots = (k: Recorder, t: number, count: number, wj: number) => {
     const o = own[t];
-    k.head_prep(wj, count, d, p.normW ? 1 : 0, ptr(o.b), ptr(o.WT));
-    k.gemm(ptr(o.S), count, n, count, d, ptr(at.X), d, 1, ptr(o.WT), count, 0);
+    k.head_prep(wj, count * K, d, p.normW ? 1 : 0, ptr(o.b), ptr(o.WT));
+    k.gemm(ptr(o.S), count * K, n, count * K, d, ptr(at.X), d, 1, ptr(o.WT), count * K, 0);
+    if (K > 1) k.head_submax(ptr(o.S), n, count, K, ptr(at.a), ptr(o.b), ptr(o.idx));
   };
+  const ab = (t: number) => K > 1 ? [ptr(at.ones), ptr(at.ones)] as const : [ptr(at.a), ptr(own[t].b)] as const;
 
   // Phase 1: each range's (max, sum) per row, starting at the label's logit where the range holds it.
   const T = Float64Array.from({ length: n }, (_, i) => p.target[4 * i]);
@@ -169,8 +179,7 @@ export function head(p: HeadProblem): Raw {
       count,
       j0,
       ptr(at.labels),
-      ptr(at.a),
-      ptr(o.b),
+      ...ab(t),
       p.scale,
       p.clamp ? 1 : 0,
       ptr(o.m),
@@ -203,8 +212,7 @@ export function head(p: HeadProblem): Raw {
       count,
       j0,
       ptr(at.labels),
-      ptr(at.a),
-      ptr(o.b),
+      ...ab(t),
       p.scale,
       p.clamp ? 1 : 0,
       ptr(at.m),
@@ -219,10 +227,12 @@ export function head(p: HeadProblem): Raw {
       ntc,
       ntRows,
     );
+    if (K > 1) k.head_subexpand(ptr(o.G), ptr(o.H), n, count, K, ptr(at.a), ptr(o.b), ptr(o.idx));
     // v += G W_J; t = H^T X, then dW_j = b_j (t_j - [W normalised] (W^_j . t_j) W^_j)
-    k.gemm(ptr(o.dX), d, n, d, count, ptr(o.G), count, 1, wj, d, 1);
-    k.gemm(gj, d, count, d, n, ptr(o.H), 1, count, ptr(at.X), d, 0);
-    k.row_finish(gj, wj, count, d, ptr(o.b), ptr(at.zero), p.normW ? 1 : 0);
+    const rows = count * K;
+    k.gemm(ptr(o.dX), d, n, d, rows, ptr(o.G), rows, 1, wj, d, 1);
+    k.gemm(gj, d, rows, d, n, ptr(o.H), 1, rows, ptr(at.X), d, 0);
+    k.row_finish(gj, wj, rows, d, ptr(o.b), ptr(at.zero), p.normW ? 1 : 0);
   }, true);
   // v = the threads' shares summed in thread order (float64), then dx = a (v - [x normalised] (x^ . v) x^).
   const v = new Float64Array(n * d);

@@ -21,6 +21,7 @@
  */
 import type { Raw } from "../kernels/core.ts";
 import {
+  headClasses,
   headOf,
   type HeadProblem,
   type HeadRowTerms,
@@ -34,6 +35,17 @@ import { Layout, runtime } from "./runtime.ts";
 /** Classes per chunk: [N, 128] blocks and [128, D] slices of W stay in L2 for typical N and D. */
 const CHUNK = 128;
 const EPS = 1e-12;
+
+/**
+ * Classes per chunk with K sub-centres: at most `CHUNK` rows of W, a multiple of 8 where that
+ * allows (the GEMM's tiles are 8 columns wide: K = 3 takes 40 classes, 120 rows).
+ */
+export function chunkClasses(K: number): number {
+  const m = 8 / gcd(K, 8), tiled = Math.floor(CHUNK / (K * m)) * m;
+  return tiled > 0 ? tiled : Math.max(1, Math.floor(CHUNK / K));
+}
+
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
 
 /**
  * Where x is not normalised the logits can be large, and a float32 logit of 1e4 is only
@@ -61,20 +73,23 @@ function open(p: HeadProblem, W: Float32Array, first: number, precise: boolean) 
   // x, W and the out buffers may live in WebAssembly memory (see `alloc`): placing the arena
   // may grow it, which detaches their views, so they are pinned first and taken again after.
   const pinX = rt.pin(p.x), pinW = rt.pin(W);
-  const cols = pinW().length / d;
-  const B = Math.max(1, Math.min(CHUNK, cols));
+  // Sub-centres: a chunk of B classes is R = B K rows of W (gathered per chunk with `rows`).
+  const K = p.subcenters ?? 1, cols = headClasses(p, pinW());
+  const B = Math.max(1, Math.min(chunkClasses(K), cols)), R = B * K;
   const lay = new Layout();
   const at = {
     X: lay.add(n * d * 4),
     labels: lay.add(n * 4),
     a: lay.add(n * 4),
-    b: lay.add(B * 4),
+    b: lay.add(R * 4),
     b64: lay.add(B * 8),
-    WJ: lay.add(B * d * 4),
-    WT: lay.add(d * B * 4),
-    S: lay.add(n * B * 4),
-    G: lay.add(n * B * 4),
-    H: lay.add(n * B * 4),
+    WJ: lay.add(R * d * 4),
+    WT: lay.add(d * R * 4),
+    S: lay.add(n * R * 4),
+    G: lay.add(n * R * 4),
+    H: lay.add(n * R * 4),
+    idx: lay.add(K > 1 ? n * B * 4 : 0),
+    ones: lay.add(K > 1 ? Math.max(n, B) * 4 : 0),
     m: lay.add(n * 8),
     sum: lay.add(n * 8),
     off: lay.add(n * 8),
@@ -87,9 +102,9 @@ function open(p: HeadProblem, W: Float32Array, first: number, precise: boolean) 
     ntc: lay.add(48),
     nt: lay.add(n * 16),
     dX: lay.add(n * d * 4),
-    dWJ: lay.add(B * d * 4),
-    ca: lay.add(Math.max(n, B) * 4),
-    cb: lay.add(Math.max(n, B) * 4),
+    dWJ: lay.add(R * d * 4),
+    ca: lay.add(Math.max(n, R) * 4),
+    cb: lay.add(Math.max(n, R) * 4),
   };
   const base = rt.arena(lay.size);
   const x = pinX(), w = pinW();
@@ -105,14 +120,25 @@ function open(p: HeadProblem, W: Float32Array, first: number, precise: boolean) 
   if (nt?.rows) rt.put(ptr("nt"), nt.rows);
   const ntPtrs = [nt ? ptr("ntc") : 0, nt?.rows ? ptr("nt") : 0] as const;
   f32("a", n).set(Float32Array.from(p.nx, (nx) => (p.normX ? 1 / Math.max(nx, EPS) : 1)));
+  if (K > 1) f32("ones", Math.max(n, B)).fill(1);
   const k = rt.k;
   const dots = (count: number) => {
-    if (!precise) return k.gemm(ptr("S"), count, n, count, d, ptr("X"), d, 1, ptr("WT"), count, 0);
+    if (!precise) {
+      k.gemm(ptr("S"), count * K, n, count * K, d, ptr("X"), d, 1, ptr("WT"), count * K, 0);
+      // Each class's largest sub-centre, in place: S [n, count] of class cosines, idx their rows.
+      if (K > 1) k.head_submax(ptr("S"), n, count, K, ptr("a"), ptr("b"), ptr("idx"));
+      return;
+    }
     k.dots64(ptr("S"), ptr("X"), n, ptr("WJ"), count, d, ptr("off"), ptr("b"), ptr("b64"));
   };
   const chunk = (j0: number, count: number) => {
-    f32("WJ", count * d).set(w.subarray(j0 * d, (j0 + count) * d));
-    k.head_prep(ptr("WJ"), count, d, p.normW ? 1 : 0, ptr("b"), ptr("WT"));
+    const span = K * d, into = f32("WJ", count * span);
+    if (p.rows) {
+      for (let j = 0; j < count; j++) {
+        into.set(w.subarray(p.rows[j0 + j] * span, (p.rows[j0 + j] + 1) * span), j * span);
+      }
+    } else into.set(w.subarray(j0 * span, (j0 + count) * span));
+    k.head_prep(ptr("WJ"), count * K, d, p.normW ? 1 : 0, ptr("b"), ptr("WT"));
     // The precise logits take the column scale in float64 (dots64).
     if (precise) {
       f64("b64", count).set(
@@ -126,7 +152,9 @@ function open(p: HeadProblem, W: Float32Array, first: number, precise: boolean) 
     { length: Math.ceil(cols / B) },
     (_, q) => ({ j0: q * B, count: Math.min(B, cols - q * B) }),
   );
-  return { rt, k, x, w, cols, ptr, f32, f64, dots, chunk, chunks, first, ntPtrs };
+  // With sub-centres the kernels take the class cosines as they are (a = b = 1).
+  const ab = K > 1 ? [ptr("ones"), ptr("ones")] as const : [ptr("a"), ptr("b")] as const;
+  return { rt, k, x, w, cols, K, ptr, f32, f64, dots, chunk, chunks, first, ntPtrs, ab };
 }
 
 /**
@@ -179,8 +207,7 @@ export function headStats(p: HeadProblem, W: Float32Array, first: number): HeadS
       count,
       first + j0,
       ptr("labels"),
-      ptr("a"),
-      ptr("b"),
+      ...s.ab,
       p.scale,
       p.clamp ? 1 : 0,
       ptr("m"),
@@ -216,8 +243,8 @@ export function headGrads(
   const rt = runtime();
   const pinOutX = outX && rt.pin(outX), pinOutW = outW && rt.pin(outW);
   const s = open(p, W, first, precise);
-  const { k, ptr, f32, f64, x, w, cols } = s;
-  const gW = pinOutW?.() ?? new Float32Array(cols * d);
+  const { k, ptr, f32, f64, x, w, cols, K } = s;
+  const gW = pinOutW?.() ?? new Float32Array(cols * K * d);
   // The kernels' maximum: the merged one (precise: it is the reference M, the kernels see 0).
   const M = stats.max;
   if (precise) {
@@ -242,8 +269,7 @@ export function headGrads(
       count,
       first + j0,
       ptr("labels"),
-      ptr("a"),
-      ptr("b"),
+      ...s.ab,
       p.scale,
       p.clamp ? 1 : 0,
       ptr("m"),
@@ -257,17 +283,20 @@ export function headGrads(
       p.normW ? 1 : 0,
       ...s.ntPtrs,
     );
+    // Sub-centres: each class's entry of G and H to its chosen row (times b_r, a_i).
+    if (K > 1) k.head_subexpand(ptr("G"), ptr("H"), n, count, K, ptr("a"), ptr("b"), ptr("idx"));
     // v += G W_J; t = H^T X, then dW_j = b_j (t_j - [W normalised] (W^_j . t_j) W^_j)
-    k.gemm(ptr("dX"), d, n, d, count, ptr("G"), count, 1, ptr("WJ"), d, 1);
+    const R = count * K;
+    k.gemm(ptr("dX"), d, n, d, R, ptr("G"), R, 1, ptr("WJ"), d, 1);
     if (precise) {
       k.gemm_tn64(ptr("dWJ"), ptr("H"), n, count, ptr("X"), d, ptr("WJ"), ptr("b"), p.normW ? 1 : 0, ptr("t64"));
     } else {
-      k.gemm(ptr("dWJ"), d, count, d, n, ptr("H"), 1, count, ptr("X"), d, 0);
-      f32("ca", count).set(f32("b", count));
-      f32("cb", count).fill(0);
-      k.row_finish(ptr("dWJ"), ptr("WJ"), count, d, ptr("ca"), ptr("cb"), p.normW ? 1 : 0);
+      k.gemm(ptr("dWJ"), d, R, d, n, ptr("H"), 1, R, ptr("X"), d, 0);
+      f32("ca", R).set(f32("b", R));
+      f32("cb", R).fill(0);
+      k.row_finish(ptr("dWJ"), ptr("WJ"), R, d, ptr("ca"), ptr("cb"), p.normW ? 1 : 0);
     }
-    gW.set(f32("dWJ", count * d), j0 * d);
+    gW.set(f32("dWJ", R * d), j0 * K * d);
   }
   // dx_i = a_i (v_i - [x normalised] (x^_i . v_i) x^_i), v = G W (linear in v: the
   // ranges' shares of dx sum to the whole)
