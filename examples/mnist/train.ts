@@ -7,7 +7,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { js, wasm } from "../../cpu.ts";
+import { wasm } from "../../cpu.ts";
 import { adafaceInit, type AdafaceState, sphereFaceLambda } from "../../mod.ts";
 import { tfLosses } from "../../tfjs.ts";
 import type { Digits } from "./data.ts";
@@ -96,8 +96,7 @@ const CLASSES = 10;
 export function run(cfg: RunConfig, train: Digits, test: Digits, report: (p: Progress) => void): RunResult {
   // Sub-center ArcFace's K rows of a class start at its direction, apart by a small seeded jitter.
   const K = Number(LOSSES[cfg.loss].options(cfg.dim, 0).subcenters ?? 1);
-  // (the float64 reference backend for sub-centres until the WebAssembly head has them)
-  const losses = tfLosses(tf, K > 1 ? { backend: js } : {});
+  const losses = tfLosses(tf);
   const inputs = SIDE * SIDE;
   const sizes = [inputs, ...cfg.hidden, cfg.dim];
   let seed = cfg.seed;
