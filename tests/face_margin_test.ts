@@ -490,7 +490,7 @@ describe("marginHead kinds adaface, curricularFace, magface", () => {
     );
     assert.throws(
       () =>
-        js.sharded.marginHead.stats({ x, W, labels, state: { t: 0 } }, {
+        js.sharded.marginHead.stats({ x, W, labels, state: { t: 0 } } as Any, {
           kind: "curricularFace",
           offset: 0,
           classes: C,

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { js, mergeShardStats, partialFcSample, wasm } from "../cpu.ts";
+import { alloc, js, mergeShardStats, partialFcSample, wasm } from "../cpu.ts";
 import { init } from "../mod.ts";
 import { poolsInUse } from "../src/wasm/pool.ts";
 import { assertGradClose, assertLossClose, assertUnchanged, snapshot } from "./helpers/assert.ts";
@@ -141,6 +141,31 @@ describe("marginHead subcenters and classes: the backends agree with the referen
       agree(got, want, "threads");
       agree(wasm.marginHead.valueAndGrad(inputs, o), want, "one thread");
     }
+  });
+  it("threads with W, x and the out buffers in WebAssembly memory (alloc), with and without classes", async () => {
+    const p = problem(new Rng(6), 64, 64, 1500, 3, 0.1);
+    const o: Any = { kind: "cosface", scale: 30, subcenters: 3 };
+    using wx = alloc([64, 64]), ww = alloc([4500, 64]), gx = alloc([64, 64]), gw = alloc([4500, 64]);
+    wx.data.set(p.x.data);
+    ww.data.set(p.W.data);
+    const want = js.marginHead.valueAndGrad(p, o);
+    const got = await threaded.marginHead.valueAndGrad({ x: wx, W: ww, labels: p.labels }, {
+      ...o,
+      out: { x: gx, W: gw },
+    });
+    assertLossClose(got.loss as number, want.loss as number, "loss");
+    assertGradClose(gx.data, want.grads.x.data, "dx in out");
+    assertGradClose(gw.data, want.grads.W.data, "dW in out");
+    const classes = partialFcSample(p.labels, 1500, { rate: 0.5, seed: 9 });
+    using gs = alloc([classes.length * 3, 64]);
+    const sampled = js.marginHead.valueAndGrad({ ...p, classes }, o);
+    const q = await threaded.marginHead.valueAndGrad({ x: wx, W: ww, labels: p.labels, classes }, {
+      ...o,
+      out: { W: gs },
+    });
+    assertLossClose(q.loss as number, sampled.loss as number, "loss (classes)");
+    assertGradClose(gs.data, sampled.grads.W.data, "dW in out (classes)");
+    assertGradClose((q.grads.x as Any).data, sampled.grads.x.data, "dx (classes)");
   });
 });
 
@@ -478,5 +503,60 @@ describe("marginHead subcenters and classes: named errors", () => {
         (e: Error) => e instanceof RangeError && e.message.includes("labels[1]"),
       );
     });
+  }
+});
+
+describe("marginHead subcenters and classes: curricularFace sharded (labelCosines, then stats and finish)", () => {
+  for (const b of CPU) {
+    for (const withClasses of [false, true]) {
+      it(`${b.name}: K = 3${withClasses ? ", classes" : ""}: sharded = unsharded, the same next state`, () => {
+        const K = 3, C = 200, bounds = [0, 64, 130, 200];
+        const p: Any = problem(new Rng(61), 9, 8, C, K, 0.2);
+        if (withClasses) p.classes = partialFcSample(p.labels, C, { rate: 0.5, seed: 4 });
+        const o: Any = { kind: "curricularFace", scale: 20, subcenters: K };
+        const state = { t: 0.3 };
+        const want = b.losses.marginHead.valueAndGrad({ ...p, state }, o);
+        const shard = (k: number) => {
+          const c0 = bounds[k], c1 = bounds[k + 1], d = 8;
+          const inputs: Any = {
+            ...p,
+            state,
+            W: { data: p.W.data.slice(c0 * K * d, c1 * K * d), shape: [(c1 - c0) * K, d] },
+          };
+          if (p.classes) inputs.classes = Int32Array.from(p.classes).filter((c) => c >= c0 && c < c1);
+          return { inputs, options: { ...o, offset: c0, classes: C } };
+        };
+        const shards = [0, 1, 2].map(shard);
+        // The extra all-reduce: every row's label cosine.
+        const labelCos = new Float64Array(9);
+        for (const s of shards) {
+          const { inputs: { state: _, ...rest } } = s;
+          b.losses.sharded.marginHead.labelCosines(rest, s.options).cos.forEach((
+            c: number,
+            i: number,
+          ) => (labelCos[i] += c));
+        }
+        for (const s of shards) s.inputs.labelCos = labelCos;
+        const got = sharded(b.losses, { ...p, state, labelCos }, o, bounds, K);
+        assertLossClose(got.loss, want.loss, "loss");
+        assert.ok(Math.abs(got.state.t - want.state.t) < 1e-12, `state.t ${got.state.t} vs ${want.state.t}`);
+        assertGradClose(got.x, want.grads.x.data, "grads.x");
+        assertGradClose(got.W, want.grads.W.data, "grads.W");
+        // Without labelCos, or with it for another kind: named errors.
+        const { labelCos: _l, ...bare } = shards[0].inputs;
+        assert.throws(
+          () => b.losses.sharded.marginHead.stats(bare, shards[0].options),
+          (e: Error) => e instanceof TypeError && e.message.includes("inputs.labelCos"),
+        );
+        assert.throws(
+          () =>
+            b.losses.sharded.marginHead.stats({ ...shards[0].inputs, state: undefined }, {
+              ...shards[0].options,
+              kind: "arcface",
+            }),
+          (e: Error) => e instanceof TypeError && e.message.includes("inputs.labelCos"),
+        );
+      });
+    }
   }
 });

@@ -405,6 +405,13 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * backend works in chunks of classes with an online log-sum-exp, so the `[N, C]`
  * logits never exist: extra memory is O(N * chunk + N * D) beyond W and its gradient.
  *
+ * SPEC §7 adds the face kinds (`"adaface"`, `"curricularFace"`, `"magface"`), `subcenters` K
+ * (sub-center ArcFace, Deng et al. 2020; PML `SubCenterArcFaceLoss`: W `[C*K, D]`, a class's
+ * cosine the largest of its K rows' after the clamp, ties to the smaller row, its gradient to that
+ * row alone; default 1) and the input `classes [S]` (PartialFC, An et al. 2022, e.g. from
+ * `partialFcSample`: only those classes' rows take part, labels stay class indices and must be
+ * among them, `grads.W` is `[S*K, D]` in their order).
+ *
  * @example An ArcFace head
  * ```ts
  * import { wasm } from "@softmargin/softmargin/cpu";
@@ -412,6 +419,18 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * const W = { data: new Float32Array([1, 0, 0, 1, -1, 0]), shape: [3, 2] as const };
  * const { loss, grads } = wasm.marginHead.valueAndGrad({ x, W, labels: [0, 1] }, { kind: "arcface", scale: 16 });
  * console.log(loss, grads.W.shape); // 1.5097 [3, 2] (PyTorch: 1.5097439)
+ * ```
+ *
+ * @example Sub-center ArcFace (K = 2) on a PartialFC sample of the classes
+ * ```ts
+ * import { partialFcSample, wasm } from "@softmargin/softmargin/cpu";
+ * const x = { data: new Float32Array([1, 0, 0.6, 0.8]), shape: [2, 2] as const };
+ * // 3 classes of 2 sub-centres each: W [6, 2], rows 2j and 2j + 1 are class j's
+ * const W = { data: new Float32Array([1, 0, 0.8, 0.6, 0, 1, -0.6, 0.8, -1, 0, 0, -1]), shape: [6, 2] as const };
+ * const labels = [0, 1];
+ * const classes = partialFcSample(labels, 3, { rate: 0.5, seed: 1 }); // the labels' classes: [0, 1]
+ * const r = wasm.marginHead.valueAndGrad({ x, W, labels, classes }, { subcenters: 2, scale: 16 });
+ * console.log(r.loss, r.grads.W.shape); // 4.3648 [4, 2] (PyTorch: 4.3647955)
  * ```
  */
 export const marginHead: Definition<HeadInputs, MarginHeadOptions, HeadGrads, unknown, "loss", "head"> = {

@@ -456,6 +456,38 @@ function cosineLoss(name: MarginKind): Definition {
   };
 }
 
+/**
+ * marginHead with sub-centres (SPEC §7, a second entry of the member): W's C*K rows (K = 2 or 3, C*K
+ * one of a few sizes around the wasm chunks of 64 and 40 classes), labels classes in [0, C) (the input
+ * `classes` is tested in tests/head_subcenters_test.ts: its `grads.W` is not W's shape).
+ */
+function subcenterHead(): Definition {
+  const K = fc.constantFrom(2, 3);
+  return {
+    name: "marginHead",
+    kind: "loss",
+    grads: ["x", "W"],
+    layout: { kind: "head" },
+    shape: fc.record({ n: ROWS, c: fc.constantFrom(6, 12, 30, 120, 126, 132, 258), d: WIDTHS }),
+    reductions: REDUCTIONS,
+    normalised: ["x", "W"],
+    options: () =>
+      fc.constantFrom("arcface", "cosface", "combinedMargin").chain((kind) =>
+        fc.record({ ...MARGIN_KINDS[kind](marginCommon(64)), subcenters: K } as Record<string, fc.Arbitrary<Any>>, {
+          requiredKeys: ["subcenters"],
+        }).map((
+          o,
+        ) => ({ ...o, kind }))
+      ),
+    inputs: (s, o, ignore) =>
+      headInputs(s.n, s.c, s.d, ignore).map((k) => ({
+        ...k,
+        labels: Array.from(k.labels as ArrayLike<number>, (y) => (y === ignore ? y : Math.floor(y / o.subcenters))),
+      })),
+    bad: () => ({ subcenters: [0, -1, 1.5, 13, ...BAD_NUMBER] }),
+  };
+}
+
 /** SphereFace's logits are `||x|| cos`, L-Softmax's `x . W_j`: their largest logit, by the norms. */
 const sphereBound = (x: Mat) => maxNorm(x);
 const lsoftmaxBound = (x: Mat, W: Mat) => maxNorm(x) * maxNorm(W);
@@ -606,6 +638,7 @@ const definitions: Definition[] = [
     inputs: (s, _o, ignore) => headInputs(s.n, s.c, s.d, ignore),
     bad: (_s, o) => ({ kind: ["sphereface", "ArcFace", 1], ...badMargin(o.kind ?? "arcface") }),
   },
+  subcenterHead(),
   angularHead("sphereface"),
   angularHead("lsoftmax"),
   {
