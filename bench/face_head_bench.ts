@@ -122,7 +122,7 @@ await run<Ctx>(async (_, libs) => (await initTf(), {
   defaultModes: ["valueAndGrad"],
   shapes: { default: [[256, 512, 100000]], quick: [[256, 512, 10000]], full: [[256, 512, 10000], [256, 512, 100000]] },
   timing: {
-    default: { rounds: 3, roundTime: 0.5, warmupTime: 0.3, slowBudget: 30, minSamples: 1, skipAbove: 60 },
+    default: { rounds: 3, roundTime: 0.5, warmupTime: 0.3, slowBudget: 30, minSamples: 3, skipAbove: 60 },
     quick: { rounds: 2, roundTime: 0.2, slowBudget: 5, skipAbove: 10 },
   },
   work: ([n, d, c], mode) => (mode === "valueAndGrad" ? 6 : 2) * n * d * c,
