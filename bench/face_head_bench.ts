@@ -3,18 +3,23 @@
  * and sub-center ArcFace (`subcenters: 3`, C/3 classes over the same C rows of W) against the ArcFace
  * head (s = 64, defaults otherwise), from embeddings x [N, D] and weights W [C, D] (U(-1, 1)),
  * WebAssembly backend, valueAndGrad: the ratio of each to `arcface` (target <= 1.1: the per-row
- * targets, the non-target transform and the sub-centre maximum cost little next to the GEMMs).
- * See bench/README.md.
+ * targets, the non-target transform and the sub-centre maximum cost little next to the GEMMs);
+ * and `tfjs-wasm <kind>`: the same loss as TensorFlow.js ops under `tf.valueAndGrads`
+ * (bench/face_impls.ts), its ratio to that kind's head (target >= 10 at 256x512x10000; n/a above
+ * 20,000 classes, where TF.js's 4 GiB wasm heap runs short). See bench/README.md.
  *
  * ```sh
  * deno run -A bench/face_head_bench.ts [--quick | --full] [--json out.json]
+ * deno run -A bench/face_head_bench.ts --shapes 256x512x10000   # against TF.js
  * ```
  *
  * @module
  */
 import type { Matrix } from "../cpu.ts";
-import type { Contender, Lib, Shape } from "./engine.ts";
-import { labelsOf, lossCall, mulberry32, run, uniform } from "./engine.ts";
+import type { Contender, Lib, Out, Shape } from "./engine.ts";
+import { labelsOf, lossCall, mulberry32, run, sink, uniform } from "./engine.ts";
+import { tfAdafaceLoss, tfCosines, tfCurricularFaceLoss, tfMagfaceLoss } from "./face_impls.ts";
+import { initTf, tf, tfMissing, tfRun, tfUse } from "./impls.ts";
 
 type Ctx = { n: number; d: number; c: number; x: Float32Array; W: Float32Array; labels: Int32Array };
 
@@ -76,7 +81,40 @@ function library(lib: Lib): Contender<Ctx>[] {
   ];
 }
 
-await run<Ctx>(() => ({
+/** The TF.js compositions of each kind (bench/face_impls.ts) with KINDS' state, from x and W. */
+const TF_LOSSES = {
+  adaface: (x: tf.Tensor, onehot: tf.Tensor, mask: tf.Tensor) => {
+    const norms = tf.norm(x, 2, 1); // outside tf.valueAndGrads: detached, as SPEC's head
+    return (x: tf.Tensor, W: tf.Tensor) => tfAdafaceLoss(tfCosines(x, W), norms, onehot, mask, KINDS.adaface[0].state);
+  },
+  curricularFace: (_x: tf.Tensor, onehot: tf.Tensor, mask: tf.Tensor) => (x: tf.Tensor, W: tf.Tensor) =>
+    tfCurricularFaceLoss(tfCosines(x, W), onehot, mask, KINDS.curricularFace[0].state),
+  magface: (_x: tf.Tensor, onehot: tf.Tensor, mask: tf.Tensor) => (x: tf.Tensor, W: tf.Tensor) =>
+    tfMagfaceLoss(x, W, onehot, mask),
+};
+
+/** `tfjs-wasm <kind>`: the loss in TF.js ops, value and gradients by `tf.valueAndGrads`; its ratio to the kind's head. */
+const tfContenders: Contender<Ctx>[] = Object.entries(TF_LOSSES).map(([kind, make]) => ({
+  name: `tfjs-wasm ${kind}`,
+  group: kind,
+  ratioTo: kind,
+  enter: tfUse("wasm"),
+  setup: ({ n, d, c, x, W, labels }, mode) =>
+    tfMissing("wasm") ?? (c > 20000 ? "n/a (TF.js's wasm heap)" : {
+      run: () =>
+        tfRun(() => {
+          const onehot = tf.oneHot(tf.tensor1d(labels, "int32"), c), mask = tf.cast(onehot, "float32");
+          const xs = [tf.tensor2d(x, [n, d]), tf.tensor2d(W, [c, d])];
+          const f = make(xs[0], onehot, mask);
+          if (mode === "forward") return { loss: f(xs[0], xs[1]).dataSync()[0] };
+          const { value, grads } = tf.valueAndGrads(f)(xs), gs = grads.map((t) => t.dataSync() as Float32Array);
+          sink.value += gs[1][0];
+          return { loss: value.dataSync()[0], grads: gs };
+        }),
+    }),
+}));
+
+await run<Ctx>(async (_, libs) => (await initTf(), {
   name: "face_head",
   title:
     "marginHead kinds adaface, curricularFace, magface and subcenters 3 against arcface (s = 64), x [N, D], W [C, D], wasm",
@@ -84,13 +122,29 @@ await run<Ctx>(() => ({
   defaultModes: ["valueAndGrad"],
   shapes: { default: [[256, 512, 100000]], quick: [[256, 512, 10000]], full: [[256, 512, 10000], [256, 512, 100000]] },
   timing: {
-    default: { rounds: 3, roundTime: 0.5, warmupTime: 0.3, slowBudget: 30, minSamples: 1, skipAbove: 60 },
+    default: { rounds: 3, roundTime: 0.5, warmupTime: 0.3, slowBudget: 30, minSamples: 3, skipAbove: 60 },
     quick: { rounds: 2, roundTime: 0.2, slowBudget: 5, skipAbove: 10 },
   },
   work: ([n, d, c], mode) => (mode === "valueAndGrad" ? 6 : 2) * n * d * c,
   unit: ["GFLOP/s", 1e9],
   library,
-  contenders: [],
+  contenders: tfContenders,
   context,
+  // The TF.js compositions are checked against the float64 head up to C = 10000, above against this tree's wasm one.
+  reference: ({ n, d, c, x, W, labels }, group) =>
+    group in TF_LOSSES
+      ? lossCall(
+        (c <= 10000 ? libs[0].cpu.js : libs[0].cpu.wasm).marginHead,
+        "valueAndGrad",
+        {
+          x: { data: x, shape: [n, d] },
+          W: { data: W, shape: [c, d] },
+          labels,
+          ...KINDS[group as keyof typeof KINDS][0],
+        },
+        { kind: group, scale: 64 },
+        ["x", "W"],
+      )() as Out
+      : {},
   baseline: "arcface",
 }));

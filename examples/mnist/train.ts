@@ -10,14 +10,14 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { wasm } from "../../cpu.ts";
-import { sphereFaceLambda } from "../../mod.ts";
+import { adafaceInit, type AdafaceState, sphereFaceLambda } from "../../mod.ts";
 import { tfLosses } from "../../tfjs.ts";
 import type { Digits } from "./data.ts";
 import { flipLabels, permutation, pooled, SIDE } from "./data.ts";
 import { Rng } from "../../tests/helpers/random.ts";
 
 /** The losses the demo trains with. */
-export const LOSS_NAMES = ["softmax", "normface", "cosface", "arcface", "sphereface"] as const;
+export const LOSS_NAMES = ["softmax", "normface", "cosface", "arcface", "sphereface", "adaface", "subcenter"] as const;
 /** A loss of the demo. */
 export type LossName = typeof LOSS_NAMES[number];
 
@@ -30,7 +30,11 @@ export type LossName = typeof LOSS_NAMES[number];
  * crowded together; at 0.12 they are no tighter than softmax's); on the sphere it has its
  * default margin, 0.35. SphereFace anneals lambda as its paper does,
  * `max(5, 1000 / (1 + 0.12 step))`, reaching the floor at step 1658 of the 1860 of the
- * default 30 epochs.
+ * default 30 epochs. AdaFace (a CosFace margin that the feature norm shifts towards ArcFace's
+ * angle, h = 0.333, its state passed from step to step) has CosFace's scale and margin in 2-D
+ * (at s = 16 a margin of 0.25 put two classes on one direction, 0.15 left them looser than
+ * CosFace's), on the sphere s = 16 and its default margin, 0.4. Sub-center ArcFace is ArcFace's
+ * head with K = 3 rows per class (`subcenters: 3`), classifying by the best of them.
  */
 export const LOSSES: Record<
   LossName,
@@ -44,6 +48,14 @@ export const LOSSES: Record<
   },
   arcface: { title: "ArcFace", options: () => ({ kind: "arcface", scale: 16, margin: 0.5 }) },
   sphereface: { title: "SphereFace", options: (_, step) => ({ m: 4, lambda: sphereFaceLambda(step) }) },
+  adaface: {
+    title: "AdaFace",
+    options: (dim) => ({ kind: "adaface", scale: dim === 2 ? 24 : 16, margin: dim === 2 ? 0.15 : 0.4, h: 0.333 }),
+  },
+  subcenter: {
+    title: "Sub-center ArcFace (K = 3)",
+    options: () => ({ kind: "arcface", scale: 16, margin: 0.5, subcenters: 3 }),
+  },
 };
 
 /** The settings of one run. */
@@ -93,6 +105,8 @@ export async function run(
   test: Digits,
   report: (p: Progress) => void,
 ): Promise<RunResult> {
+  // Sub-center ArcFace's K rows of a class start at its direction, apart by a small seeded jitter.
+  const K = Number(LOSSES[cfg.loss].options(cfg.dim, 0).subcenters ?? 1);
   const losses = tfLosses(tf);
   // On webgpu: what the steps submit and map on TF.js's device; values read with data() (Deno has no dataSync there).
   const gpu = cfg.tfBackend === "webgpu" ? countGpu((tf.backend() as unknown as { device: GPUDevice }).device) : null;
@@ -108,19 +122,30 @@ export async function run(
   // The class weights start spread out evenly (on the circle, or a Fibonacci lattice of the
   // sphere): from a random start two classes of a 2-D feature can end up sharing one
   // direction, a local minimum that training does not leave. Every loss starts the same way.
-  const W = tf.variable(tf.tensor2d(spread(CLASSES, cfg.dim), [CLASSES, cfg.dim]));
+  const W = tf.variable(
+    tf.tensor2d(subcentres(spread(CLASSES, cfg.dim), cfg.dim, K, cfg.seed), [CLASSES * K, cfg.dim]),
+  );
   const bias = tf.variable(tf.zeros([CLASSES]));
   const embed = (x: tf.Tensor) =>
     layers.reduce((h, { w, b }, l) => {
       const z = tf.add(tf.matMul(h, w), b);
       return l < layers.length - 1 ? tf.relu(z) : z; // the feature layer is linear
     }, x);
+  let state = adafaceInit(); // AdaFace's state, passed from step to step
   const lossOf = (x: tf.Tensor, labels: Int32Array, step: number): tf.Scalar => {
     const options = LOSSES[cfg.loss].options(cfg.dim, step);
     if (cfg.loss === "softmax") {
       return losses.crossEntropy({ logits: tf.add(tf.matMul(x, W, false, true), bias), labels });
     }
     if (cfg.loss === "sphereface") return losses.sphereface({ x, W, labels }, options);
+    if (cfg.loss === "adaface") {
+      // AdaFace's moving statistics of the feature norms: the adapter returns only the loss, so the
+      // next state comes from the library's own forward pass on the same inputs (a 128 x 10 head).
+      const inputs = { x, W, labels, state };
+      const host = { x: matrix(x), W: matrix(W), labels, state };
+      state = (wasm.marginHead.forward(host, options) as unknown as { state: AdafaceState }).state;
+      return losses.marginHead(inputs, options);
+    }
     return losses.marginHead({ x, W, labels }, options);
   };
 
@@ -177,10 +202,10 @@ export async function run(
   const scoreTensor = tf.tidy(() => {
     const x = featureTensor;
     if (cfg.loss === "softmax") return tf.add(tf.matMul(x, W, false, true), bias);
-    // The margin heads classify by the cosine to each class's weight row; SphereFace by
-    // ||x|| cos, which has the same argmax.
+    // The margin heads classify by the cosine to each class's weight row (sub-center ArcFace: the
+    // largest of its K); SphereFace by ||x|| cos, which has the same argmax.
     const unit = (t: tf.Tensor) => tf.div(t, tf.maximum(tf.norm(t, 2, 1, true), 1e-12));
-    return tf.matMul(unit(x), unit(W), false, true);
+    return tf.max(tf.reshape(tf.matMul(unit(x), unit(W), false, true), [test.n, CLASSES, K]), 2);
   });
   const scores = await read(scoreTensor);
   tf.dispose([featureTensor, scoreTensor, ...layers.flatMap((l) => [l.w, l.b]), W, bias]);
@@ -214,9 +239,25 @@ function countGpu(device: GPUDevice): { counts: { submits: number; maps: number 
   };
 }
 
+/** A 2-D tensor's values as the library's matrix `{ data, shape }`. */
+function matrix(t: tf.Tensor): { data: Float32Array; shape: [number, number] } {
+  return { data: t.dataSync() as Float32Array, shape: [t.shape[0]!, t.shape[1]!] };
+}
+
 /** Test accuracy: the share of test digits whose label has the highest score. */
 export function accuracy(scores: Float32Array, labels: Int32Array): number {
   return wasm.accuracy.compute({ logits: { data: scores, shape: [labels.length, CLASSES] }, labels });
+}
+
+/** `K` rows per class from the class directions `[classes, dim]`: each plus a seeded N(0, 0.05^2) jitter when K > 1. */
+function subcentres(directions: Float32Array, dim: number, K: number, seed: number): Float32Array {
+  if (K === 1) return directions;
+  const rng = new Rng(seed + 7919), out = new Float32Array(directions.length * K);
+  for (let r = 0; r < out.length / dim; r++) {
+    const c = Math.floor(r / K);
+    for (let k = 0; k < dim; k++) out[r * dim + k] = directions[c * dim + k] + 0.05 * rng.normal();
+  }
+  return out;
 }
 
 /** `k` unit vectors spread evenly: on the circle for `dim` 2, a Fibonacci lattice of the sphere for 3. */

@@ -39,7 +39,7 @@ import {
 } from "./margin_head.ts";
 import { classList } from "./linear_cross_entropy.ts";
 import { magfaceParts } from "./magface.ts";
-import { normGrads } from "./face_margin.ts";
+import { normGrads, rowVector } from "./face_margin.ts";
 import {
   checkStats,
   logitRowTerms,
@@ -112,6 +112,21 @@ interface ShardDef {
     upstream: Upstream | undefined,
     k: ShardKernels,
   ): ShardResult<unknown> | Promise<ShardResult<unknown>>;
+  /** marginHead: the class cosine of each row's label where this shard holds it (else 0), and its record. */
+  labelCosines?(inputs: never, o: never): LabelCosines;
+}
+
+/** What `sharded.marginHead.labelCosines` returns on one shard. */
+export interface LabelCosines {
+  /**
+   * Per row (float64 `[N]`), the class cosine of its label (clamped to [-1, 1]; with sub-centres the
+   * largest of its K) where this shard holds the label, else 0 (ignored rows 0): the sum over the
+   * shards (an all-reduce of N floats) is every row's label cosine, `inputs.labelCos` of
+   * `stats` and `finish` with `kind: "curricularFace"`.
+   */
+  readonly cos: Float64Array;
+  /** The shard's record (its class range; of the batch; of the loss, `"labelCosines"` and K). */
+  readonly shards: Float64Array;
 }
 
 /** A definition with a sharded form over the logits: crossEntropy's, or a margin loss's on cosines (with `parse`). */
@@ -237,16 +252,15 @@ function logitShardDef(def: LogitDef): ShardDef {
  * A checked head shard: the shard's rows of W (`[Cs*K, D]` with sub-centres K), global labels, and
  * optionally `classes`, sorted global indices inside the shard's range `[offset, offset + Cs)`:
  * then only those take part (PartialFC on each shard), the problem's labels are local to them (a
- * label elsewhere: `S`) and `grads.W` is `[S*K, D]`. The face kinds adaface and magface (their batch
- * statistics are of the norms `||x_i||`, replicated, so exact on every shard); curricularFace, whose
- * statistic is the mean label cosine (each held by one shard), has no sharded form.
+ * label elsewhere: `S`) and `grads.W` is `[S*K, D]`. The face kinds: adaface's and magface's batch
+ * statistics are of the norms `||x_i||` (x replicated: exact on every shard); curricularFace's `t`
+ * is the mean label cosine, each held by one shard: its shards take every row's label cosine as
+ * `inputs.labelCos`, the sum of the shards' `labelCosines` (one all-reduce of N floats more).
  */
-function headShard(
+function headShardBase(
   def: HeadDef<MarginHeadOptions>,
-  inputs: { x: unknown; W: unknown; labels: Labels; classes?: unknown; state?: unknown },
+  inputs: { x: unknown; W: unknown; labels: Labels; classes?: unknown },
   options: unknown,
-  grad: boolean,
-  upstream?: Upstream,
 ) {
   const opts = v.options(options as MarginHeadOptions & Partial<ShardOptions>);
   v.inputs(inputs);
@@ -265,13 +279,6 @@ function headShard(
     v.finite("x", x, d);
     v.finite("W", W, d);
   }
-  if (opts.kind === "curricularFace") {
-    throw new TypeError(
-      `Expected options.kind to have a sharded form (not curricularFace: its mean label cosine spans the shards), got ${
-        v.show(opts.kind)
-      }`,
-    );
-  }
   const picked = kind.sampled ? classList(inputs.classes, classes) : null;
   picked?.forEach((k, r) => {
     if (k < offset || k >= offset + cs) {
@@ -284,10 +291,59 @@ function headShard(
   const rows = picked ? picked.map((k) => k - offset) : null;
   const local = picked ? sampledLabels(labels, picked, offset, offset + cs, picked.length) : labels;
   const first = picked ? 0 : offset, c = picked ? picked.length : cs;
+  const owns = (i: number) => local[i] >= first && local[i] < first + c;
+  return { opts, n, d, K, cs, offset, classes, labels, x, W, kind, rows, local, first, c, owns };
+}
+
+/** The class cosine of each row's label on this shard (`sharded.marginHead.labelCosines`). */
+function headLabelCosines(def: HeadDef<MarginHeadOptions>, inputs: HeadShardInputs, options: unknown): LabelCosines {
+  const { n, d, K, cs, offset, classes, labels, x, W, rows, local, first, owns } = headShardBase(def, inputs, options);
+  const stat = labelStats(x, W, d, local, first, K, rows);
+  const cos = Float64Array.from({ length: n }, (_, i) => {
+    if (!owns(i)) return 0;
+    const [nx, nw, dot] = stat(i);
+    return Math.min(1, Math.max(-1, dot / (Math.max(nx, 1e-12) * Math.max(nw, 1e-12))));
+  });
+  return { cos, shards: shardRecord(offset, offset + cs, classes, labels, [x], [def.name, "labelCosines", K]) };
+}
+
+/** The inputs of a head shard. */
+type HeadShardInputs = {
+  x: unknown;
+  W: unknown;
+  labels: Labels;
+  classes?: unknown;
+  state?: unknown;
+  labelCos?: unknown;
+};
+
+/** A checked head shard (see {@linkcode headShardBase}), its problem and record. */
+function headShard(
+  def: HeadDef<MarginHeadOptions>,
+  inputs: HeadShardInputs,
+  options: unknown,
+  grad: boolean,
+  upstream?: Upstream,
+) {
+  const { opts, n, d, K, cs, offset, classes, labels, x, W, kind, rows, local, first, c, owns } = headShardBase(
+    def,
+    inputs,
+    options,
+  );
   const { scale, target: fn, spec } = kind.parse(opts);
   const reduction = v.reduction(opts.reduction);
-  const owns = (i: number) => local[i] >= first && local[i] < first + c;
   const host = headTargets(kind, fn, local, labelStats(x, W, d, local, first, K, rows), owns);
+  // curricularFace: every row's label cosine, summed over the shards' labelCosines by the caller.
+  const curricular = opts.kind === "curricularFace";
+  if ((inputs.labelCos !== undefined) !== curricular) {
+    throw new TypeError(
+      curricular
+        ? "Expected inputs.labelCos with kind curricularFace (every row's label cosine: the sum over the shards of sharded.marginHead.labelCosines), got undefined"
+        : `Expected inputs.labelCos only with kind curricularFace, got ${v.show(inputs.labelCos)}`,
+    );
+  }
+  const labelCos = curricular ? rowVector("inputs.labelCos", inputs.labelCos, n) : null;
+  if (labelCos) { for (let i = 0; i < n; i++) if (local[i] >= 0) host.target[4 * i] = labelCos[i]; }
   let count = 0;
   for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
   const face = faceOf(kind, opts, inputs as HeadInputs & { state?: unknown }, local, host, scale);
@@ -297,7 +353,8 @@ function headShard(
     ? (def.options as (o: MarginHeadOptions) => readonly string[])(opts).map((k) => [k, opts[k as "scale"] ?? null])
     : [];
   const agreed = [def.name, reduction, scale, spec, K, own, inputs.state ?? null];
-  const record = shardRecord(offset, offset + cs, classes, labels, [x], agreed);
+  const replicated = labelCos ? [x, Float32Array.from(labelCos)] : [x];
+  const record = shardRecord(offset, offset + cs, classes, labels, replicated, agreed);
   const p: HeadProblem = {
     grad,
     n,
@@ -327,7 +384,8 @@ function headShard(
 /** The sharded form of a head (marginHead). */
 const headShardDef = (def: HeadDef<MarginHeadOptions>): ShardDef => ({
   name: def.name,
-  inputs: def.inputs,
+  inputs: [...def.inputs, "labelCos"],
+  labelCosines: (inputs, options) => headLabelCosines(def, inputs, options),
   options: (opts) => {
     const own = def.options;
     return [...(typeof own === "function" ? own(opts as MarginHeadOptions) : own), ...SHARD_KEYS];
@@ -505,6 +563,12 @@ export interface ShardedLoss<W extends "sync" | "async", I, O, G> {
     options: O & ShardOptions,
     upstream?: Upstream,
   ): ShardedReturn<W, ShardResult<G>>;
+  /**
+   * `marginHead` only: the class cosine of each row's label where this shard holds it, else 0;
+   * their sum over the shards is `inputs.labelCos` of `stats` and `finish` with
+   * `kind: "curricularFace"` (whose `t` is the batch's mean label cosine).
+   */
+  labelCosines?(inputs: I, options: O & ShardOptions): ShardedReturn<W, LabelCosines>;
 }
 
 /** The options of a sharded loss besides `offset` and `classes`: the loss's own without `out`. */
@@ -560,6 +624,12 @@ export function bindSharded(
         wrap(() => def.stats(inputs, checkCall(keys, inputs, options) as never, k)),
       finish: (inputs: never, stats: ShardStats, options: never, upstream?: Upstream) =>
         wrap(() => def.finish(inputs, stats, checkCall(keys, inputs, options) as never, upstream, k)),
+      ...(def.labelCosines
+        ? {
+          labelCosines: (inputs: never, options: never) =>
+            wrap(() => def.labelCosines!(inputs, checkCall(keys, inputs, options) as never)),
+        }
+        : {}),
     };
   }
   return out as unknown as ShardedSet<"sync">;
