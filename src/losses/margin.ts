@@ -56,17 +56,23 @@ export interface MarginOptions extends CommonOptions {
 }
 
 /**
- * Checks `subcenters` K against the `cols` columns of `name` (`C K`, a multiple of K): `[K, C]`.
+ * Checks `subcenters` K against the `count` columns of `name` (`C K`, a multiple of K; the head's W:
+ * its rows, `what` "rows"): `[K, C]`.
  */
-export function subcentersOf(o: { subcenters?: unknown }, name: string, cols: number): [number, number] {
+export function subcentersOf(
+  o: { subcenters?: unknown },
+  name: string,
+  count: number,
+  what: "columns" | "rows" = "columns",
+): [number, number] {
   const k = v.integer("options.subcenters", o.subcenters, 1);
   if (k < 1) throw new RangeError(`Expected options.subcenters to be an integer >= 1, got ${k}`);
-  if (cols % k !== 0) {
+  if (count % k !== 0) {
     throw new RangeError(
-      `Expected ${name} to have a multiple of options.subcenters = ${k} columns (C classes of ${k} sub-centres), got ${cols}`,
+      `Expected ${name} to have a multiple of options.subcenters = ${k} ${what} (C classes of ${k} sub-centres), got ${count}`,
     );
   }
-  return [k, cols / k];
+  return [k, count / k];
 }
 
 /** Class j's cosine in row i of `cos` `[N, c K]` (its winning sub-centre's value, before the clamp). */

@@ -20,7 +20,7 @@ import { COMBINED_MARGIN_KEYS, combinedMarginTarget } from "./combined_margin.ts
 import { COSFACE_KEYS, cosfaceTarget } from "./cosface.ts";
 import { outBuffer } from "../kernels/core.ts";
 import { classList } from "./linear_cross_entropy.ts";
-import type { MarginOptions, Phi } from "./margin.ts";
+import { type MarginOptions, type Phi, subcentersOf } from "./margin.ts";
 import { normfaceTarget } from "./normface.ts";
 import { type HeadProblem, norm, type RowStats, type Target, type TargetSpec } from "../kernels/head.ts";
 import type { NonTarget } from "../kernels/hard_label.ts";
@@ -116,18 +116,6 @@ export function sampledLabels(
   });
 }
 
-/** Checks `options.subcenters` (an integer >= 1, default 1) and that W's `rows` are C*K; returns `[K, C]`. */
-export function subcentersOf(value: unknown, rows: number): [number, number] {
-  const K = v.integer("options.subcenters", value, 1);
-  if (K < 1) throw new RangeError(`Expected options.subcenters to be an integer >= 1, got ${K}`);
-  if (rows % K !== 0) {
-    throw new RangeError(
-      `Expected W to have C * subcenters rows (a multiple of options.subcenters = ${K}), got ${rows}`,
-    );
-  }
-  return [K, rows / K];
-}
-
 /**
  * Row i's `[||x_i||, ||W_y||, x_i . W_y]` with W's rows of class `first` on (the last two 0 without a
  * label there). With sub-centres K (`marginHead`: both sides normalised), W_y is the row of class y
@@ -210,7 +198,7 @@ export function headLoss<O extends HeadOptions>(
       const [n, d] = v.batch("x", inputs.x);
       const [rowsW] = v.matrix("W", inputs.W, undefined, d);
       if (rowsW === 0) throw new RangeError("Expected W to have at least one row (one per class), got 0");
-      const [K, classes] = kind.sampled ? subcentersOf((o as { subcenters?: unknown }).subcenters, rowsW) : [1, rowsW];
+      const [K, classes] = kind.sampled ? subcentersOf(o as { subcenters?: unknown }, "W", rowsW, "rows") : [1, rowsW];
       const ignoreIndex = v.integer("options.ignoreIndex", o.ignoreIndex, -100);
       const given = v.labels("labels", inputs.labels, n, classes, ignoreIndex);
       const x = v.values(inputs.x), W = v.values(inputs.W);

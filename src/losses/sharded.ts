@@ -35,7 +35,6 @@ import {
   labelStats,
   type MarginHeadOptions,
   sampledLabels,
-  subcentersOf,
 } from "./margin_head.ts";
 import { classList } from "./linear_cross_entropy.ts";
 import { magfaceParts } from "./magface.ts";
@@ -267,7 +266,7 @@ function headShardBase(
   const [n, d] = v.batch("x", inputs.x);
   const [rowsW] = v.matrix("W", inputs.W, undefined, d);
   const kind = def.head;
-  const [K, cs] = kind.sampled ? subcentersOf(opts.subcenters, rowsW) : [1, rowsW];
+  const [K, cs] = kind.sampled ? subcentersOf(opts, "W", rowsW, "rows") : [1, rowsW];
   const { offset, classes } = shardOf("W", cs, opts);
   const ignoreIndex = v.integer("options.ignoreIndex", opts.ignoreIndex, -100);
   const labels = v.labels("labels", inputs.labels, n, classes, ignoreIndex);
