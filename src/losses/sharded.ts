@@ -384,7 +384,13 @@ const headShardDef = (def: HeadDef<MarginHeadOptions>): ShardDef => ({
   labelCosines: (inputs, options) => headLabelCosines(def, inputs, options),
   options: (opts) => {
     const own = def.options;
-    return [...(typeof own === "function" ? own(opts as MarginHeadOptions) : own), ...SHARD_KEYS];
+    // (the inter-class options are marginHead's alone: the top k of a row spans the shards)
+    return [
+      ...(typeof own === "function" ? own(opts as MarginHeadOptions) : own).filter((k) =>
+        !(INTER_KEYS as readonly string[]).includes(k)
+      ),
+      ...SHARD_KEYS,
+    ];
   },
   stats(inputs, options, k) {
     const { p, first, owns, record } = headShard(def, inputs, options, false);

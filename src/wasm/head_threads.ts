@@ -22,9 +22,9 @@
  * @module
  */
 import type { Raw } from "../kernels/core.ts";
-import { type HeadProblem, headRowTerms, type HeadStats } from "../kernels/head.ts";
+import { type HeadProblem, headRowTerms, type HeadStats, withInterTopK } from "../kernels/head.ts";
 import { mergeShardStats } from "../kernels/shards.ts";
-import { chunkClasses, head as oneThread, isPrecise, labelParts } from "./margin_head.ts";
+import { chunkClasses, cosines, head as oneThread, isPrecise, labelParts } from "./margin_head.ts";
 import { pool, type Recorder, split } from "./pool.ts";
 import { Layout } from "./runtime.ts";
 
@@ -38,8 +38,13 @@ const MIN_PER_THREAD = 1 << 22;
  */
 const SLAB_BYTES = 1 << 19;
 
-/** Row losses and gradients of an embedding head: on the thread pool when it pays, else on this thread. */
-export function head(p: HeadProblem): Raw {
+/**
+ * Row losses and gradients of an embedding head: on the thread pool when it pays, else on this
+ * thread (`interTopK`'s first pass, src/wasm/margin_head.ts's `cosines`, runs on this thread).
+ */
+export const head: (p: HeadProblem) => Raw = withInterTopK(threaded, cosines);
+
+function threaded(p: HeadProblem): Raw {
   const pl = pool();
   const { n, c, d } = p;
   // Sub-centres: a chunk of B classes is R = B K rows of W; with `rows` the slabs are gathered.

@@ -26,9 +26,12 @@ import {
   type HeadProblem,
   type HeadRowTerms,
   type HeadStats,
+  filtered,
   maxNorm,
   norm,
   PRECISE_ABOVE,
+  type RowTopK,
+  withInterTopK,
 } from "../kernels/head.ts";
 import { Layout, runtime } from "./runtime.ts";
 
@@ -349,5 +352,34 @@ export function labelParts(
   }
 }
 
-/** Row losses and gradients of an embedding head on the WebAssembly backend: both phases over every class. */
-export const head: (p: HeadProblem) => Raw = headOf({ stats: headStats, grads: headGrads });
+/**
+ * `interTopK`'s first pass (marginHead: x normalised, never precise): chunk by chunk the class
+ * cosines u as the kernels round them (`(S a) b` in float32, or the sub-centre maximum), clamped
+ * and filtered as `ntLogit` takes them, every row's non-target ones offered to `top`.
+ */
+export function cosines(p: HeadProblem, top: RowTopK): void {
+  const { n } = p, nt = p.nonTarget!;
+  const s = open(p, p.W, 0, false);
+  const { f32, K } = s;
+  for (const { j0, count } of s.chunks) {
+    s.chunk(j0, count);
+    const S = f32("S", n * count), a = f32("a", n), b = f32("b", count);
+    for (let i = 0; i < n; i++) {
+      const y = p.labels[i];
+      if (y < 0) continue;
+      const kth = top.kth, ai = a[i], o = i * count;
+      for (let j = 0; j < count; j++) {
+        if (j0 + j === y) continue;
+        const u = K > 1 ? S[o + j] : Math.fround(Math.fround(S[o + j] * ai) * b[j]);
+        const v = filtered(nt, u);
+        if (v > kth[i]) top.offer(i, j0 + j, v);
+      }
+    }
+  }
+}
+
+/**
+ * Row losses and gradients of an embedding head on the WebAssembly backend: both phases over
+ * every class (with `interTopK`, after {@linkcode cosines}).
+ */
+export const head: (p: HeadProblem) => Raw = withInterTopK(headOf({ stats: headStats, grads: headGrads }), cosines);

@@ -368,6 +368,11 @@ const gpuGrads = (s: HeadSession): Record<string, Float32Array> =>
  */
 export function head(ctx: GpuContext, p: HeadProblem): Raw | Promise<Raw> {
   ctx.check();
+  if (p.cpuOnly) {
+    throw new TypeError(
+      `Expected ${p.cpuOnly} only on the reference and WebAssembly backends (the WebGPU head does not take it yet), got it on WebGPU`,
+    );
+  }
   if ((p.subcenters ?? 1) > 1 || p.rows) {
     throw new TypeError(
       "Expected options.subcenters 1 and no classes on the WebGPU backend (its head kernels have neither yet), got sub-centres or classes",
