@@ -127,9 +127,19 @@ describe("marginHead inter-class options and per-row margins: the head = normali
     ["arcface interTopK 4, K = 3", { kind: "arcface", scale: 16, interTopK: 4, subcenters: 3 }, 3],
     ["arcface interTopK >= C - 1", { kind: "arcface", scale: 16, interTopK: 40 }, 1],
     ["arcface interTopK 3, tied classes", { kind: "arcface", scale: 16, interTopK: 3, dup: true }, 1],
-    ["arcface interTopK 5, K = 2, tied classes", { kind: "arcface", scale: 16, interTopK: 5, subcenters: 2, dup: true }, 2],
+    [
+      "arcface interTopK 5, K = 2, tied classes",
+      { kind: "arcface", scale: 16, interTopK: 5, subcenters: 2, dup: true },
+      2,
+    ],
     ["cosface threshold 0.5", { kind: "cosface", scale: 16, interclassFilteringThreshold: 0.5 }, 1],
-    ["combinedMargin threshold 0.4", { kind: "combinedMargin", scale: 16, m2: 0.2, m3: 0.1, interclassFilteringThreshold: 0.4 }, 1],
+    ["combinedMargin threshold 0.4", {
+      kind: "combinedMargin",
+      scale: 16,
+      m2: 0.2,
+      m3: 0.1,
+      interclassFilteringThreshold: 0.4,
+    }, 1],
   ];
   for (const b of CPU) {
     for (const [label, o, K] of cases) {
@@ -162,7 +172,13 @@ describe("marginHead inter-class options and per-row margins: wasm (one thread a
       for (
         const o of [
           { kind: "arcface", scale: 30, interTopK: 5 },
-          { kind: "arcface", scale: 30, interTopK: 3, interclassFilteringThreshold: 0.5, margin: margins(n, 0, 0.6, 1) },
+          {
+            kind: "arcface",
+            scale: 30,
+            interTopK: 3,
+            interclassFilteringThreshold: 0.5,
+            margin: margins(n, 0, 0.6, 1),
+          },
           { kind: "cosface", scale: 30, interclassFilteringThreshold: 0.3, margin: margins(n, 0.1, 0.4, 2) },
           { kind: "combinedMargin", scale: 30, m3: margins(n, 0, 0.2, 4), interclassFilteringThreshold: 0.45 },
         ] as Any[]
@@ -183,7 +199,13 @@ describe("marginHead inter-class options and per-row margins: wasm (one thread a
   }
   it("threads (3) agree with the reference: a head that splits, interTopK with ties and a per-row margin", async () => {
     const n = 64, p = problem(new Rng(5), n, 64, 3000, 1, true);
-    const o: Any = { kind: "arcface", scale: 30, interTopK: 6, interclassFilteringThreshold: 0.8, margin: margins(n, 0.2, 0.5, 9) };
+    const o: Any = {
+      kind: "arcface",
+      scale: 30,
+      interTopK: 6,
+      interclassFilteringThreshold: 0.8,
+      margin: margins(n, 0.2, 0.5, 9),
+    };
     const want = js.marginHead.valueAndGrad(p, o);
     const runs = threaded.threads > 1 ? (poolsInUse().get(3)?.runs ?? 0) : 0;
     const got = await threaded.marginHead.valueAndGrad(p, o);
@@ -258,13 +280,29 @@ describe("marginHead inter-class options and per-row margins: finite differences
 });
 
 describe("marginHead inter-class options and per-row margins: named errors", () => {
-  const small = () => ({ x: randomMatrix(new Rng(8), 3, 4, 1), W: randomMatrix(new Rng(9), 6, 4, 1), labels: [0, 2, 1] });
+  const small = () => ({
+    x: randomMatrix(new Rng(8), 3, 4, 1),
+    W: randomMatrix(new Rng(9), 6, 4, 1),
+    labels: [0, 2, 1],
+  });
   const arc = (extra: Any) => (o: Any) => ({ ...o, options: { kind: "arcface", ...o.options, ...extra } });
   const cases: ErrorCase[] = [
     ...numberOptionErrors(small, "interclassFilteringThreshold", [-0.1, 1.5, NaN]),
     ...numberOptionErrors(small, "interTopKMargin", [-0.1, 4, NaN]).map(arc({})),
-    { name: "interTopK -1", inputs: small, options: { interTopK: -1 }, type: RangeError, includes: ["options.interTopK", "-1"] },
-    { name: "interTopK 1.5", inputs: small, options: { interTopK: 1.5 }, type: TypeError, includes: ["options.interTopK", "1.5"] },
+    {
+      name: "interTopK -1",
+      inputs: small,
+      options: { interTopK: -1 },
+      type: RangeError,
+      includes: ["options.interTopK", "-1"],
+    },
+    {
+      name: "interTopK 1.5",
+      inputs: small,
+      options: { interTopK: 1.5 },
+      type: TypeError,
+      includes: ["options.interTopK", "1.5"],
+    },
     {
       name: "interTopK is arcface's (cosface)",
       inputs: small,
@@ -306,9 +344,20 @@ describe("marginHead inter-class options and per-row margins: named errors", () 
   it("the class-sharded head refuses them by name", () => {
     const p = small();
     const shard = { offset: 0, classes: 6 };
-    for (const [o, name] of [[{ interTopK: 2 }, "interTopK"], [{ interclassFilteringThreshold: 0.5 }, "interclassFilteringThreshold"], [{ interTopKMargin: 0.1 }, "interTopKMargin"], [{ margin: new Float32Array(3).fill(0.2) }, "options.margin"]] as [Any, string][]) {
+    for (
+      const [o, name] of [
+        [{ interTopK: 2 }, "interTopK"],
+        [{ interclassFilteringThreshold: 0.5 }, "interclassFilteringThreshold"],
+        [{ interTopKMargin: 0.1 }, "interTopKMargin"],
+        [{ margin: new Float32Array(3).fill(0.2) }, "options.margin"],
+      ] as [Any, string][]
+    ) {
       for (const b of CPU) {
-        assert.throws(() => b.losses.sharded.marginHead.stats(p, { ...shard, ...o }), (e: Error) => e instanceof TypeError && e.message.includes(name), `${b.name} ${name}`);
+        assert.throws(
+          () => b.losses.sharded.marginHead.stats(p, { ...shard, ...o }),
+          (e: Error) => e instanceof TypeError && e.message.includes(name),
+          `${b.name} ${name}`,
+        );
       }
     }
   });
@@ -316,8 +365,19 @@ describe("marginHead inter-class options and per-row margins: named errors", () 
   it("the WebGPU head refuses them by name", { skip: webgpuMissing }, async () => {
     const gpu = backends.find((b) => b.name === "webgpu")!.losses as Any;
     const p = small();
-    for (const [o, name] of [[{ interTopK: 2 }, "options.interTopK"], [{ interclassFilteringThreshold: 0.5 }, "options.interclassFilteringThreshold"], [{ margin: new Float32Array(3).fill(0.2) }, "options.margin"], [{ kind: "combinedMargin", m3: new Float32Array(3).fill(0.1) }, "options.m3"]] as [Any, string][]) {
-      await assert.rejects(async () => await gpu.marginHead.forward(p, o), (e: Error) => e instanceof TypeError && e.message.includes(name), name);
+    for (
+      const [o, name] of [
+        [{ interTopK: 2 }, "options.interTopK"],
+        [{ interclassFilteringThreshold: 0.5 }, "options.interclassFilteringThreshold"],
+        [{ margin: new Float32Array(3).fill(0.2) }, "options.margin"],
+        [{ kind: "combinedMargin", m3: new Float32Array(3).fill(0.1) }, "options.m3"],
+      ] as [Any, string][]
+    ) {
+      await assert.rejects(
+        async () => await gpu.marginHead.forward(p, o),
+        (e: Error) => e instanceof TypeError && e.message.includes(name),
+        name,
+      );
     }
   });
 });

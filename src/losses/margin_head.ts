@@ -511,13 +511,17 @@ export function marginHeadKind(): HeadKind<MarginHeadOptions> {
       const rowKeys = ROW_MARGIN_KEYS.filter((key) => keys.includes(key) && isRowArray(given[key]));
       if (rowKeys.length > 0 && n === undefined) {
         throw new TypeError(
-          `Expected options.${rowKeys[0]} to be a number here (a per-row margin is taken by marginHead, not by its class-sharded form), got an array`,
+          `Expected options.${
+            rowKeys[0]
+          } to be a number here (a per-row margin is taken by marginHead, not by its class-sharded form), got an array`,
         );
       }
       const values = rowKeys.map((key) => v.vector(`options.${key}`, given[key], n!)!);
       const { phi, scale } = marginPhi({ ...o, ...Object.fromEntries(rowKeys.map((key) => [key, undefined])) });
-      const phis = rowKeys.length === 0 ? null : Array.from({ length: n! }, (_, i) =>
-        marginPhi({ ...o, ...Object.fromEntries(rowKeys.map((key, q) => [key, values[q][i]])) }).phi);
+      const phis = rowKeys.length === 0
+        ? null
+        : Array.from({ length: n! }, (_, i) =>
+          marginPhi({ ...o, ...Object.fromEntries(rowKeys.map((key, q) => [key, values[q][i]])) }).phi);
       const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") ===
         "constant";
       return {

@@ -21,12 +21,12 @@
  */
 import type { Raw } from "../kernels/core.ts";
 import {
+  filtered,
   headClasses,
   headOf,
   type HeadProblem,
   type HeadRowTerms,
   type HeadStats,
-  filtered,
   maxNorm,
   norm,
   PRECISE_ABOVE,
