@@ -446,7 +446,13 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * cosine the largest of its K rows' after the clamp, ties to the smaller row, its gradient to that
  * row alone; default 1) and the input `classes [S]` (PartialFC, An et al. 2022, e.g. from
  * `partialFcSample`: only those classes' rows take part, labels stay class indices and must be
- * among them, `grads.W` is `[S*K, D]` in their order).
+ * among them, `grads.W` is `[S*K, D]` in their order), and the inter-class options and per-row margins
+ * of the losses on cosines: `interclassFilteringThreshold` (arcface, cosface, combinedMargin: non-target
+ * class cosines above it become 0), `interTopK` / `interTopKMargin` (arcface, wespeaker: each row's k
+ * largest non-target class cosines get `s cos(theta_j - m')`, found in a first pass over W), a
+ * `Float32Array [N]` `margin` (arcface, cosface) or `m2` / `m3` (combinedMargin), one per row
+ * (ElasticFace); reference and WebAssembly backends (the WebGPU head and the class-sharded one refuse
+ * them by name). The head is then normalise + matmul + that loss on cosines with the same options.
  *
  * @example An ArcFace head
  * ```ts
@@ -467,6 +473,19 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * const classes = partialFcSample(labels, 3, { rate: 0.5, seed: 1 }); // the labels' classes: [0, 1]
  * const r = wasm.marginHead.valueAndGrad({ x, W, labels, classes }, { subcenters: 2, scale: 16 });
  * console.log(r.loss, r.grads.W.shape); // 4.3648 [4, 2] (PyTorch: 4.3647955)
+ * ```
+ *
+ * @example Inter-top-k and a margin per row: the head equals arcface on its cosines
+ * ```ts
+ * import { js, wasm } from "@softmargin/softmargin/cpu";
+ * const x = { data: new Float32Array([1, 0, 0.6, 0.8]), shape: [2, 2] as const };
+ * const W = { data: new Float32Array([1, 0, 0, 1, -1, 0]), shape: [3, 2] as const };
+ * const options = { scale: 16, margin: new Float32Array([0.3, 0.5]), interTopK: 1, interTopKMargin: 0.1 };
+ * const head = wasm.marginHead.forward({ x, W, labels: [0, 1] }, options);
+ * // the cosines x^ W^T, [2, 3]
+ * const cos = { data: new Float32Array([1, 0, -1, 0.6, 0.8, -0.6]), shape: [2, 3] as const };
+ * const onCos = js.arcface.forward({ cos, labels: [0, 1] }, options);
+ * console.log(Number(head.loss).toFixed(4), Number(onCos.loss).toFixed(4)); // 2.1071 2.1071
  * ```
  */
 export const marginHead: Definition<HeadInputs, MarginHeadOptions, HeadGrads, unknown, "loss", "head"> = {
