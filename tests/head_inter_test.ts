@@ -162,6 +162,35 @@ describe("marginHead inter-class options and per-row margins: the head = normali
   }
 });
 
+describe("marginHead inter-class options and per-row margins: edge cases", () => {
+  for (const b of CPU) {
+    it(`${b.name}: N = 1, cosines of exactly +-1 and 0, every non-target tied: the head = arcface on its cosines`, () => {
+      // x and W on the axes: the cosines are exactly 1 (the label, class 0, and the non-target class 6),
+      // 0 (classes 1, 2, 3, 5: tied) and -1 (class 4).
+      const d = 4, c = 7;
+      const W = Float32Array.of(2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, -1, -1, 0, 0, 0, 0, -2, 0, 0, 5, 0, 0, 0);
+      const x = { data: Float32Array.of(3, 0, 0, 0), shape: [1, d] };
+      const inputs = { x, W: { data: W, shape: [c, d] }, labels: [0] };
+      const cos = { data: Float32Array.from(classCosines(inputs, 1)), shape: [1, c] };
+      for (
+        const o of [
+          { scale: 10, interTopK: 1 },
+          { scale: 10, interTopK: 2, interTopKMargin: 0.3 },
+          { scale: 10, interTopK: 3, interclassFilteringThreshold: 0.5 },
+          { scale: 10, interTopK: 6, margin: Float32Array.of(0.2) },
+        ] as Any[]
+      ) {
+        const want = b.losses.arcface.valueAndGrad({ cos, labels: [0] }, o);
+        const got = b.losses.marginHead.valueAndGrad(inputs, o);
+        assertLossClose(got.loss, want.loss, `${JSON.stringify(o)} loss`);
+        for (const key of ["x", "W"]) {
+          assert.ok(got.grads[key].data.every(Number.isFinite), `${JSON.stringify(o)} grads.${key} finite`);
+        }
+      }
+    });
+  }
+});
+
 const threaded = await init({ backend: "wasm", threads: 3 });
 
 describe("marginHead inter-class options and per-row margins: wasm (one thread and threads) = the reference", () => {
