@@ -233,12 +233,6 @@ export function withInterTopK(
   };
 }
 
-/** The non-target transform's value of a class cosine u: clamped to [lo, hi], 0 above cut (`NonTarget`). */
-export function filtered(nt: NonTarget, u: number): number {
-  const v = Math.min(nt.hi, Math.max(nt.lo, u));
-  return v > nt.cut ? 0 : v;
-}
-
 /** L2 norm of `len` floats at `off`, in float64. */
 export function norm(data: Float32Array, off: number, len: number): number {
   let s = 0;

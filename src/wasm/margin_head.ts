@@ -21,7 +21,6 @@
  */
 import type { Raw } from "../kernels/core.ts";
 import {
-  filtered,
   headClasses,
   headOf,
   type HeadProblem,
@@ -78,7 +77,7 @@ function open(p: HeadProblem, W: Float32Array, first: number, precise: boolean) 
   const pinX = rt.pin(p.x), pinW = rt.pin(W);
   // Sub-centres: a chunk of B classes is R = B K rows of W (gathered per chunk with `rows`).
   const K = p.subcenters ?? 1, cols = headClasses(p, pinW());
-  const B = Math.max(1, Math.min(chunkClasses(K), cols)), R = B * K;
+  const B = Math.max(1, Math.min(chunkClasses(K), cols)), R = B * K, top = p.interTopK ?? 0;
   const lay = new Layout();
   const at = {
     X: lay.add(n * d * 4),
@@ -108,6 +107,10 @@ function open(p: HeadProblem, W: Float32Array, first: number, precise: boolean) 
     dWJ: lay.add(R * d * 4),
     ca: lay.add(Math.max(n, R) * 4),
     cb: lay.add(Math.max(n, R) * 4),
+    // interTopK's first pass: per row the k largest values, their classes, how many
+    topv: lay.add(n * top * 8),
+    topc: lay.add(n * top * 4),
+    tops: lay.add(top > 0 ? n * 4 : 0),
   };
   const base = rt.arena(lay.size);
   const x = pinX(), w = pinW();
@@ -353,29 +356,34 @@ export function labelParts(
 }
 
 /**
- * `interTopK`'s first pass (marginHead: x normalised, never precise): chunk by chunk the class
- * cosines u as the kernels round them (`(S a) b` in float32, or the sub-centre maximum), clamped
- * and filtered as `ntLogit` takes them, every row's non-target ones offered to `top`.
+ * `interTopK`'s first pass (marginHead: x normalised, never precise): chunk by chunk, `head_topk`
+ * keeps each row's k largest non-target class cosines as the kernels round and transform them
+ * (so that the head's comparisons with the threshold are exact), then into `top`.
  */
 export function cosines(p: HeadProblem, top: RowTopK): void {
-  const { n } = p, nt = p.nonTarget!;
+  const { n } = p, k = top.k;
   const s = open(p, p.W, 0, false);
-  const { f32, K } = s;
+  const { ptr, f64 } = s;
+  new Int32Array(s.rt.buffer, ptr("tops"), n).fill(0);
   for (const { j0, count } of s.chunks) {
     s.chunk(j0, count);
-    const S = f32("S", n * count), a = f32("a", n), b = f32("b", count);
-    for (let i = 0; i < n; i++) {
-      const y = p.labels[i];
-      if (y < 0) continue;
-      const kth = top.kth, ai = a[i], o = i * count;
-      for (let j = 0; j < count; j++) {
-        if (j0 + j === y) continue;
-        const u = K > 1 ? S[o + j] : Math.fround(Math.fround(S[o + j] * ai) * b[j]);
-        const v = filtered(nt, u);
-        if (v > kth[i]) top.offer(i, j0 + j, v);
-      }
-    }
+    s.k.head_topk(
+      ptr("S"),
+      n,
+      count,
+      j0,
+      ptr("labels"),
+      ...s.ab,
+      s.ntPtrs[0],
+      k,
+      ptr("topv"),
+      ptr("topc"),
+      ptr("tops"),
+    );
   }
+  top.vals.set(f64("topv", n * k));
+  top.cols.set(new Int32Array(s.rt.buffer, ptr("topc"), n * k));
+  top.size.set(new Int32Array(s.rt.buffer, ptr("tops"), n));
 }
 
 /**
