@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { js, partialFcSample, wasm } from "../cpu.ts";
+import { js, mergeShardStats, partialFcSample, wasm } from "../cpu.ts";
 import { init } from "../mod.ts";
 import { poolsInUse } from "../src/wasm/pool.ts";
 import { assertGradClose, assertLossClose, assertUnchanged, snapshot } from "./helpers/assert.ts";
@@ -191,6 +191,70 @@ describe("marginHead inter-class options and per-row margins: edge cases", () =>
   }
 });
 
+/**
+ * The class-sharded head over shards `[bounds[k], bounds[k+1])` of the classes (K rows each; with
+ * classes, each shard's share): the losses and x's shares summed, W's rows concatenated.
+ */
+function sharded(l: Any, inputs: Any, o: Any, bounds: number[], K: number) {
+  const d = inputs.x.shape[1], C = bounds[bounds.length - 1];
+  const shards = bounds.slice(0, -1).map((c0, k) => {
+    const c1 = bounds[k + 1];
+    const own: Any = { ...inputs, W: { data: inputs.W.data.slice(c0 * K * d, c1 * K * d), shape: [(c1 - c0) * K, d] } };
+    if (inputs.classes) own.classes = Int32Array.from(inputs.classes).filter((c) => c >= c0 && c < c1);
+    return { inputs: own, options: { ...o, offset: c0, classes: C } };
+  });
+  const merged = mergeShardStats(shards.map((s) => l.sharded.marginHead.stats(s.inputs, s.options)));
+  const results = shards.map((s) => l.sharded.marginHead.finish(s.inputs, merged, s.options));
+  const x = new Float64Array(inputs.x.data.length);
+  for (const r of results) r.grads.x.data.forEach((g: number, i: number) => (x[i] += g));
+  const W = Float64Array.from(results.flatMap((r) => Array.from(r.grads.W.data as Float32Array)));
+  return { loss: results.reduce((t, r) => t + r.loss, 0), x, W };
+}
+
+describe("marginHead interclassFilteringThreshold: the class-sharded head = the head", () => {
+  for (const b of CPU) {
+    for (
+      const [label, o, classes] of [
+        ["cosface", { kind: "cosface", scale: 20, interclassFilteringThreshold: 0.4 }, false],
+        [
+          "arcface K = 2 with classes",
+          { kind: "arcface", scale: 20, subcenters: 2, interclassFilteringThreshold: 0.5 },
+          true,
+        ],
+        ["combinedMargin, sum", {
+          kind: "combinedMargin",
+          scale: 20,
+          m3: 0.1,
+          interclassFilteringThreshold: 0.3,
+          reduction: "sum",
+        }, false],
+      ] as [string, Any, boolean][]
+    ) {
+      it(`${b.name}: ${label}`, () => {
+        const K = o.subcenters ?? 1, c = 50, p: Any = problem(new Rng(60 + K), 9, 8, c, K);
+        if (classes) p.classes = partialFcSample(p.labels, c, { rate: 0.6, seed: 4 });
+        const want = b.losses.marginHead.valueAndGrad(p, o);
+        const plain = b.losses.marginHead.forward(p, { ...o, interclassFilteringThreshold: 0 });
+        assert.ok(Math.abs(plain.loss - want.loss) > 1e-3, "the threshold changes this head");
+        const got = sharded(b.losses, p, o, [0, 17, 40, c], K);
+        assertLossClose(got.loss, want.loss, "loss");
+        assertGradClose(got.x, want.grads.x.data, "grads.x");
+        assertGradClose(got.W, want.grads.W.data, "grads.W");
+      });
+    }
+  }
+  it("shards with another threshold are refused", () => {
+    const p = problem(new Rng(70), 5, 8, 20);
+    const o = { kind: "cosface" as const, interclassFilteringThreshold: 0.4 };
+    const shard = (c0: number, c1: number, t: number) =>
+      js.sharded.marginHead.stats(
+        { ...p, W: { data: p.W.data.slice(c0 * 8, c1 * 8), shape: [c1 - c0, 8] } },
+        { ...o, interclassFilteringThreshold: t, offset: c0, classes: 20 },
+      );
+    assert.throws(() => mergeShardStats([shard(0, 10, 0.4), shard(10, 20, 0.5)]), RangeError);
+  });
+});
+
 const threaded = await init({ backend: "wasm", threads: 3 });
 
 describe("marginHead inter-class options and per-row margins: wasm (one thread and threads) = the reference", () => {
@@ -370,13 +434,12 @@ describe("marginHead inter-class options and per-row margins: named errors", () 
   ];
   errorSuite({ name: "marginHead" } as Any, cases);
 
-  it("the class-sharded head refuses them by name", () => {
+  it("the class-sharded head refuses interTopK and a per-row margin by name", () => {
     const p = small();
     const shard = { offset: 0, classes: 6 };
     for (
       const [o, name] of [
         [{ interTopK: 2 }, "interTopK"],
-        [{ interclassFilteringThreshold: 0.5 }, "interclassFilteringThreshold"],
         [{ interTopKMargin: 0.1 }, "interTopKMargin"],
         [{ margin: new Float32Array(3).fill(0.2) }, "options.margin"],
       ] as [Any, string][]
@@ -389,6 +452,15 @@ describe("marginHead inter-class options and per-row margins: named errors", () 
         );
       }
     }
+  });
+
+  it("the WebGPU class-sharded head refuses the threshold by name", { skip: webgpuMissing }, async () => {
+    const gpu = backends.find((b) => b.name === "webgpu")!.losses as Any;
+    await assert.rejects(
+      async () =>
+        await gpu.sharded.marginHead.stats(small(), { interclassFilteringThreshold: 0.5, offset: 0, classes: 6 }),
+      (e: Error) => e instanceof TypeError && e.message.includes("options.interclassFilteringThreshold"),
+    );
   });
 
   it("the WebGPU head refuses them by name", { skip: webgpuMissing }, async () => {

@@ -451,8 +451,8 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * class cosines above it become 0), `interTopK` / `interTopKMargin` (arcface, wespeaker: each row's k
  * largest non-target class cosines get `s cos(theta_j - m')`, found in a first pass over W), a
  * `Float32Array [N]` `margin` (arcface, cosface) or `m2` / `m3` (combinedMargin), one per row
- * (ElasticFace); reference and WebAssembly backends (the WebGPU head and the class-sharded one refuse
- * them by name). The head is then normalise + matmul + that loss on cosines with the same options.
+ * (ElasticFace); reference and WebAssembly backends (the WebGPU head refuses them by name; the
+ * class-sharded head takes only the threshold). The head is then normalise + matmul + that loss on cosines with the same options.
  *
  * @example An ArcFace head
  * ```ts
