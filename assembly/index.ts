@@ -8,7 +8,7 @@ export { distill } from "./distillation";
 export { topk_hits } from "./accuracy";
 export { softmax_rows, softmax_vjp } from "./softmax";
 export { gemm, dots64, gemm_tn64, transpose, fma_peak } from "./gemm";
-export { head_prep, head_forward, head_backward, head_chunk_max, row_finish, head_submax, head_subexpand } from "./margin_head";
+export { head_prep, head_forward, head_backward, head_chunk_max, row_finish, head_submax, head_subexpand, head_topk } from "./margin_head";
 export { center_loss } from "./center_loss";
 export { contrastive_dots, contrastive_rows, contrastive_max, contrastive_grad } from "./physics_contrastive";
 export { diversity } from "./feature_diversity";

@@ -366,3 +366,43 @@ export function head_subexpand(G: usize, H: usize, n: i32, cols: i32, K: i32, a:
     }
   }
 }
+
+/**
+ * `interTopK`'s first pass over one chunk of `cols` classes from class j0 (S [n, cols] the dot
+ * products, or the class cosines with a = b = 1, as head_forward takes them): per row the k largest
+ * non-label values of u = (S a) b, clamped to [lo, hi] and 0 above cut (ntc), as `ntLogit` takes
+ * them, merged into vals [n, k] f64 (descending; equal values in class order: a later class does not
+ * displace an earlier one), cls [n, k] i32 (their classes) and size [n] i32 (how many are held).
+ */
+export function head_topk(
+  S: usize, n: i32, cols: i32, j0: i32, labels: usize, a: usize, b: usize, ntc: usize, k: i32,
+  vals: usize, cls: usize, size: usize,
+): void {
+  const lo = load<f64>(ntc), hi = load<f64>(ntc + 8), cut = load<f64>(ntc + 40);
+  for (let i = 0; i < n; i++) {
+    const y = load<i32>(labels + ((<usize>i) << 2));
+    if (y < 0) continue;
+    const row = S + ((<usize>(i * cols)) << 2), ai = load<f32>(a + ((<usize>i) << 2));
+    const vr = vals + ((<usize>(i * k)) << 3), cr = cls + ((<usize>(i * k)) << 2);
+    let m = load<i32>(size + ((<usize>i) << 2));
+    let kth: f64 = m == k ? load<f64>(vr + ((<usize>(k - 1)) << 3)) : -Infinity;
+    for (let j = 0; j < cols; j++) {
+      if (j0 + j == y) continue;
+      const u = <f64>(load<f32>(row + ((<usize>j) << 2)) * ai * load<f32>(b + ((<usize>j) << 2)));
+      let v = min(max(u, lo), hi);
+      if (v > cut) v = 0;
+      if (!(v > kth)) continue;
+      let q = m < k ? m : k - 1;
+      while (q > 0 && load<f64>(vr + ((<usize>(q - 1)) << 3)) < v) {
+        store<f64>(vr + ((<usize>q) << 3), load<f64>(vr + ((<usize>(q - 1)) << 3)));
+        store<i32>(cr + ((<usize>q) << 2), load<i32>(cr + ((<usize>(q - 1)) << 2)));
+        q--;
+      }
+      store<f64>(vr + ((<usize>q) << 3), v);
+      store<i32>(cr + ((<usize>q) << 2), j0 + j);
+      if (m < k) m++;
+      if (m == k) kth = load<f64>(vr + ((<usize>(k - 1)) << 3));
+    }
+    store<i32>(size + ((<usize>i) << 2), m);
+  }
+}

@@ -561,10 +561,15 @@ describe("a per-row margin Float32Array [N]", () => {
       includes: ["options.margin", "4"],
     },
   ]);
-  it("the head and the sharded forms refuse a margin array", () => {
+  it("the sharded forms refuse a margin array (marginHead takes one: tests/head_inter_test.ts)", () => {
     const x = { data: new Float32Array([1, 0, 0, 1]), shape: [2, 2] as const };
     assert.throws(
-      () => js.marginHead.forward({ x, W: x, labels: [0, 1] }, { margin: new Float32Array(2) as Any }),
+      () =>
+        js.sharded.marginHead.stats({ x, W: x, labels: [0, 1] }, {
+          offset: 0,
+          classes: 2,
+          margin: new Float32Array(2) as Any,
+        }),
       TypeError,
     );
     assert.throws(

@@ -11,8 +11,8 @@ import type { FaceTarget, MarginTarget, NonTarget } from "./hard_label.ts";
 /** Row i's `[||x_i||, ||W_y||, x_i . W_y]` (the last two 0 for an ignored row). */
 export type RowStats = (row: number) => [number, number, number];
 
-/** The label's logit and its partial derivatives w.r.t. `u`, `||x||` and `||W_y||`. */
-export type Target = (u: number, nx: number, nw: number) => [number, number, number, number];
+/** The label's logit of row `row` and its partial derivatives w.r.t. `u`, `||x||` and `||W_y||`. */
+export type Target = (u: number, nx: number, nw: number, row: number) => [number, number, number, number];
 
 /**
  * A head's target as data, for kernels that evaluate it themselves (the WebGPU backend,
@@ -75,6 +75,14 @@ export interface HeadProblem extends Prepared {
    * local (a label at or above `c`: on another shard). Absent: class j is block j.
    */
   readonly rows?: Int32Array | null;
+  /**
+   * `marginHead`'s `interTopK` k > 0 (SPEC §7): `nonTarget.rows` (each row's threshold and tie) are
+   * found by the backend's kernel from the class cosines, in a first pass over W
+   * ({@linkcode withInterTopK}). Absent: 0.
+   */
+  readonly interTopK?: number;
+  /** The first option in use that only the CPU backends' heads take (`"options.interTopK"`, ...), or absent. */
+  readonly cpuOnly?: string;
 }
 
 /** The local classes of a phase over `W` (`rows`' count, else W's rows over K). */
@@ -161,6 +169,73 @@ export function headOf(phases: HeadPhases): (p: HeadProblem) => Raw {
     const terms = headRowTerms(p.target, p.labels, stats);
     if (!p.grad) return { rows: [terms.rows], grads: {} };
     return { rows: [terms.rows], grads: phases.grads(p, p.W, 0, stats, terms, p.outX?.data, p.outW?.data) };
+  };
+}
+
+/**
+ * Per row, the k largest non-target class cosines offered (clamped and filtered as the
+ * non-target transform takes them), in class order (a later class with an equal value is not
+ * taken: ties to the smaller class), as `interTopK` needs (k small: an insertion per value that
+ * beats the row's k-th).
+ */
+export class RowTopK {
+  readonly vals: Float64Array;
+  readonly cols: Int32Array;
+  readonly size: Int32Array;
+  /** Per row the value to beat: the k-th largest so far, -inf while fewer than k. */
+  readonly kth: Float64Array;
+  constructor(readonly n: number, readonly k: number) {
+    this.vals = new Float64Array(n * k);
+    this.cols = new Int32Array(n * k);
+    this.size = new Int32Array(n);
+    this.kth = new Float64Array(n).fill(-Infinity);
+  }
+  /** Offers row i's class j with value v (call in increasing j; a value not above `kth[i]` may be skipped). */
+  offer(i: number, j: number, v: number): void {
+    const { k, vals, cols } = this, o = i * k;
+    if (!(v > this.kth[i])) return;
+    let q = Math.min(this.size[i], k - 1);
+    while (q > 0 && vals[o + q - 1] < v) {
+      vals[o + q] = vals[o + q - 1];
+      cols[o + q] = cols[o + q - 1];
+      q--;
+    }
+    vals[o + q] = v;
+    cols[o + q] = j;
+    if (this.size[i] < k) this.size[i]++;
+    if (this.size[i] === k) this.kth[i] = vals[o + k - 1];
+  }
+  /**
+   * The non-target transform's rows `[N, 2]`: row i's threshold (its k-th largest) and tie (the
+   * last class taken at it); `-inf, -1` (every non-target hard) for ignored rows, for a row with
+   * fewer than k non-targets (k >= C - 1), or one with NaN cosines.
+   */
+  rows(labels: Int32Array): Float64Array {
+    const { n, k } = this, out = new Float64Array(2 * n);
+    for (let i = 0; i < n; i++) {
+      const full = labels[i] >= 0 && this.size[i] === k;
+      out[2 * i] = full ? this.vals[i * k + k - 1] : -Infinity;
+      out[2 * i + 1] = full ? this.cols[i * k + k - 1] : -1;
+    }
+    return out;
+  }
+}
+
+/**
+ * A head kernel that finds `interTopK`'s rows first: `cosines(p, top)` offers every row's
+ * non-target class cosines (as the backend's kernels compute and transform them, so that the
+ * thresholds compare exactly) to `top`; then the head runs with `nonTarget.rows` filled in.
+ */
+export function withInterTopK(
+  head: (p: HeadProblem) => Raw,
+  cosines: (p: HeadProblem, top: RowTopK) => void,
+): (p: HeadProblem) => Raw {
+  return (p) => {
+    const k = p.interTopK ?? 0;
+    if (k === 0 || !p.nonTarget || p.nonTarget.rows) return head(p);
+    const top = new RowTopK(p.n, k);
+    if (k < p.c - 1) cosines(p, top);
+    return head({ ...p, nonTarget: { ...p.nonTarget, rows: top.rows(p.labels) } });
   };
 }
 

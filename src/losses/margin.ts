@@ -150,10 +150,10 @@ export interface InterClassOptions {
 }
 
 /** The margin options that may be a `Float32Array [N]`, one value per row (ElasticFace). */
-const ROW_MARGIN_KEYS = ["margin", "m2", "m3"] as const;
+export const ROW_MARGIN_KEYS = ["margin", "m2", "m3"] as const;
 
 /** Whether an option value is a per-row array (validated by `v.vector`). */
-const isRowArray = (x: unknown) => x instanceof Float32Array || x instanceof Float64Array || Array.isArray(x);
+export const isRowArray = (x: unknown) => x instanceof Float32Array || x instanceof Float64Array || Array.isArray(x);
 
 /** The inter-class option keys a margin loss may take (`losses.sharded` takes none of them). */
 export const INTER_KEYS = ["interclassFilteringThreshold", "interTopK", "interTopKMargin"] as const;
@@ -173,17 +173,11 @@ export function interClass(
   c: number,
   sub = 1,
 ): NonTarget | undefined {
-  const threshold = keys.includes("interclassFilteringThreshold")
-    ? v.number("options.interclassFilteringThreshold", o.interclassFilteringThreshold, 0, { min: 0, max: 1 })
-    : 0;
-  const k = keys.includes("interTopK") ? v.integer("options.interTopK", o.interTopK, 0) : 0;
-  if (k < 0) throw new RangeError(`Expected options.interTopK to be an integer >= 0, got ${k}`);
-  const m = keys.includes("interTopKMargin")
-    ? v.number("options.interTopKMargin", o.interTopKMargin, 0.06, { min: 0, max: Math.PI, maxExclusive: true })
-    : 0;
-  if (threshold === 0 && k === 0) return undefined;
-  const cut = threshold > 0 ? threshold : Infinity;
-  if (k === 0) return { lo: -1, hi: 1, cut, a: 0, b: 0, g: 0, rows: null };
+  const inter = interTransform(o, keys);
+  if (inter === undefined) return undefined;
+  const { nonTarget, k } = inter;
+  if (k === 0) return nonTarget;
+  const { cut } = nonTarget;
   if (v.onDevice(cos)) {
     throw new TypeError(
       "Expected cos to be a host matrix { data: Float32Array, shape } with options.interTopK (each row's top k is found on the host), got a GPUBuffer",
@@ -213,7 +207,31 @@ export function interClass(
     rows[2 * i] = thr;
     rows[2 * i + 1] = tie;
   }
-  return { lo: -1, hi: 1, cut, a: Math.cos(m), b: 0, g: Math.sin(m), rows };
+  return { ...nonTarget, rows };
+}
+
+/**
+ * The inter-class options' non-target transform without its rows (`rows: null`), and `k`, interTopK
+ * (k > 0: each row's threshold and tie are still to be found from its class cosines, as
+ * {@linkcode interClass} does on the host and `marginHead`'s kernels do in a first pass). Undefined
+ * when both are off.
+ */
+export function interTransform(
+  o: InterClassOptions & { interTopK?: number; interTopKMargin?: number },
+  keys: readonly string[],
+): { nonTarget: NonTarget; k: number } | undefined {
+  const threshold = keys.includes("interclassFilteringThreshold")
+    ? v.number("options.interclassFilteringThreshold", o.interclassFilteringThreshold, 0, { min: 0, max: 1 })
+    : 0;
+  const k = keys.includes("interTopK") ? v.integer("options.interTopK", o.interTopK, 0) : 0;
+  if (k < 0) throw new RangeError(`Expected options.interTopK to be an integer >= 0, got ${k}`);
+  const m = keys.includes("interTopKMargin")
+    ? v.number("options.interTopKMargin", o.interTopKMargin, 0.06, { min: 0, max: Math.PI, maxExclusive: true })
+    : 0;
+  if (threshold === 0 && k === 0) return undefined;
+  const cut = threshold > 0 ? threshold : Infinity;
+  if (k === 0) return { nonTarget: { lo: -1, hi: 1, cut, a: 0, b: 0, g: 0, rows: null }, k };
+  return { nonTarget: { lo: -1, hi: 1, cut, a: Math.cos(m), b: 0, g: Math.sin(m), rows: null }, k };
 }
 
 /**

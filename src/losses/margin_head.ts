@@ -20,10 +20,19 @@ import { COMBINED_MARGIN_KEYS, combinedMarginTarget } from "./combined_margin.ts
 import { COSFACE_KEYS, cosfaceTarget } from "./cosface.ts";
 import { outBuffer } from "../kernels/core.ts";
 import { classList } from "./linear_cross_entropy.ts";
-import { type MarginOptions, type Phi, subcentersOf } from "./margin.ts";
+import {
+  INTER_KEYS,
+  interTransform,
+  isRowArray,
+  type MarginOptions,
+  type Phi,
+  ROW_MARGIN_KEYS,
+  subcentersOf,
+} from "./margin.ts";
 import { normfaceTarget } from "./normface.ts";
 import { type HeadProblem, norm, type RowStats, type Target, type TargetSpec } from "../kernels/head.ts";
 import type { NonTarget } from "../kernels/hard_label.ts";
+import type { ArcfaceOptions } from "./arcface.ts";
 import {
   type FaceData,
   type FaceRows,
@@ -79,8 +88,13 @@ export interface HeadKind<O> {
   clamp: boolean;
   /** The options it takes besides `ignoreIndex` and `reduction` (a function when they depend on `kind`). */
   options: readonly string[] | ((o: O) => readonly string[]);
-  /** Checks the options and returns the scale and the target function (as a function and as data). */
-  parse(o: O): { scale: number; target: Target; spec: TargetSpec };
+  /**
+   * Checks the options and returns the scale and the target function (as a function and as data).
+   * `n`, the batch's rows, where a per-row margin is taken (`marginHead`; without it one is refused).
+   */
+  parse(o: O, n?: number): { scale: number; target: Target; spec: TargetSpec; cpuOnly?: string };
+  /** `marginHead`'s inter-class options (SPEC §7): their non-target transform without rows and interTopK's k. */
+  inter?(o: O): { nonTarget: NonTarget; k: number } | undefined;
   /**
    * The face margin kinds (SPEC §7): their rows from every row's label cosine and norm at once
    * (batch statistics, the state input), or null for the other kinds.
@@ -168,7 +182,7 @@ export function headTargets(
     nw[i] = normW;
     const a = kind.normX ? 1 / Math.max(nx[i], 1e-12) : 1;
     const b = kind.normW ? 1 / Math.max(nw[i], 1e-12) : 1;
-    target.set(fn(dot * a * b, nx[i], nw[i]), 4 * i);
+    target.set(fn(dot * a * b, nx[i], nw[i], i), 4 * i);
   }
   return { target, nx, nw };
 }
@@ -212,7 +226,8 @@ export function headLoss<O extends HeadOptions>(
         v.finite("x", x, d);
         v.finite("W", W, d);
       }
-      const { scale, target: fn, spec } = kind.parse(o);
+      const { scale, target: fn, spec, cpuOnly: rowMargin } = kind.parse(o, n);
+      const inter = kind.inter?.(o);
       const reduction = v.reduction(o.reduction);
       let count = 0;
       for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
@@ -223,8 +238,12 @@ export function headLoss<O extends HeadOptions>(
       const empty = new Float64Array(0);
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       const face = faceOf(kind, o, inputs as HeadInputs & { state?: unknown }, labels, host, scale);
+      const cpuOnly = rowMargin ??
+        (inter?.k ? "options.interTopK" : inter ? "options.interclassFilteringThreshold" : undefined);
       return {
         ...face,
+        ...(inter ? { nonTarget: inter.nonTarget, interTopK: inter.k } : {}),
+        ...(cpuOnly ? { cpuOnly } : {}),
         grad,
         n,
         c,
@@ -357,8 +376,26 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
   lambda?: number;
   /** Logit scale s, finite, in (0, 1e6] (float32 logits `s cos`). @default 16 for normface, else 64 */
   scale?: number;
-  /** ArcFace's angular margin in [0, pi) (0.5) or CosFace's cosine margin in [-2, 2] (0.35). */
-  margin?: number;
+  /**
+   * ArcFace's angular margin in [0, pi) (0.5) or CosFace's cosine margin in [-2, 2] (0.35); a
+   * `Float32Array [N]` gives each row its own (ElasticFace, `elasticMargins`; ArcFace's own
+   * `cos(pi - m)` threshold included; reference and WebAssembly backends).
+   */
+  margin?: number | Float32Array;
+  /**
+   * arcface, cosface, combinedMargin (insightface): when > 0, every non-target class cosine above it
+   * is replaced by 0 (gradient 0) before the logits. In [0, 1]; reference and WebAssembly. @default 0
+   */
+  interclassFilteringThreshold?: number;
+  /**
+   * arcface (wespeaker's inter-top-k penalty): the k non-target classes with the largest class
+   * cosines of each row (after the filtering; ties to the smaller class; every non-target when
+   * k >= C - 1, C the classes of the softmax) get the logit `s cos(theta_j - interTopKMargin)`.
+   * An integer >= 0; reference and WebAssembly, at the cost of a first pass over W. @default 0
+   */
+  interTopK?: number;
+  /** arcface: the margin m' of `interTopK`, in [0, pi). @default 0.06 */
+  interTopKMargin?: number;
   /**
    * Sub-centres per class K, an integer >= 1 (sub-center ArcFace, Deng et al. 2020; PML
    * `SubCenterArcFaceLoss`): W is `[C*K, D]`, rows `j*K .. j*K+K-1` are class j's, the class cosine is
@@ -370,10 +407,10 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
   easyMargin?: boolean;
   /** combinedMargin's multiplicative angular margin m1, in [0, 8]. @default 1 */
   m1?: number;
-  /** combinedMargin's additive angular margin m2 (radians), in [-pi, pi]. @default 0.5 */
-  m2?: number;
-  /** combinedMargin's additive cosine margin m3, in [-2, 2]. @default 0 */
-  m3?: number;
+  /** combinedMargin's additive angular margin m2 (radians), in [-pi, pi], or one per row (`Float32Array [N]`). @default 0.5 */
+  m2?: number | Float32Array;
+  /** combinedMargin's additive cosine margin m3, in [-2, 2], or one per row (`Float32Array [N]`). @default 0 */
+  m3?: number | Float32Array;
 }
 
 /** Each kind's default scale and target function (shared with the losses on cosines). */
@@ -383,6 +420,13 @@ const KINDS = {
   normface: [16, normfaceTarget, []],
   combinedMargin: [64, combinedMarginTarget, COMBINED_MARGIN_KEYS],
 } as const;
+
+/** Each kind's inter-class options (SPEC §7, as on its loss on cosines). */
+const INTER: Record<string, readonly string[]> = {
+  arcface: INTER_KEYS,
+  cosface: ["interclassFilteringThreshold"],
+  combinedMargin: ["interclassFilteringThreshold"],
+};
 
 /** The face margin kinds: their keys and their rows (shared with their losses on cosines). */
 const FACE = {
@@ -424,7 +468,13 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * cosine the largest of its K rows' after the clamp, ties to the smaller row, its gradient to that
  * row alone; default 1) and the input `classes [S]` (PartialFC, An et al. 2022, e.g. from
  * `partialFcSample`: only those classes' rows take part, labels stay class indices and must be
- * among them, `grads.W` is `[S*K, D]` in their order).
+ * among them, `grads.W` is `[S*K, D]` in their order), and the inter-class options and per-row margins
+ * of the losses on cosines: `interclassFilteringThreshold` (arcface, cosface, combinedMargin: non-target
+ * class cosines above it become 0), `interTopK` / `interTopKMargin` (arcface, wespeaker: each row's k
+ * largest non-target class cosines get `s cos(theta_j - m')`, found in a first pass over W), a
+ * `Float32Array [N]` `margin` (arcface, cosface) or `m2` / `m3` (combinedMargin), one per row
+ * (ElasticFace); reference and WebAssembly backends (the WebGPU head refuses them by name; the
+ * class-sharded head takes only the threshold). The head is then normalise + matmul + that loss on cosines with the same options.
  *
  * @example An ArcFace head
  * ```ts
@@ -445,6 +495,19 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * const classes = partialFcSample(labels, 3, { rate: 0.5, seed: 1 }); // the labels' classes: [0, 1]
  * const r = wasm.marginHead.valueAndGrad({ x, W, labels, classes }, { subcenters: 2, scale: 16 });
  * console.log(r.loss, r.grads.W.shape); // 4.3648 [4, 2] (PyTorch: 4.3647955)
+ * ```
+ *
+ * @example Inter-top-k and a margin per row: the head equals arcface on its cosines
+ * ```ts
+ * import { js, wasm } from "@softmargin/softmargin/cpu";
+ * const x = { data: new Float32Array([1, 0, 0.6, 0.8]), shape: [2, 2] as const };
+ * const W = { data: new Float32Array([1, 0, 0, 1, -1, 0]), shape: [3, 2] as const };
+ * const options = { scale: 16, margin: new Float32Array([0.3, 0.5]), interTopK: 1, interTopKMargin: 0.1 };
+ * const head = wasm.marginHead.forward({ x, W, labels: [0, 1] }, options);
+ * // the cosines x^ W^T, [2, 3]
+ * const cos = { data: new Float32Array([1, 0, -1, 0.6, 0.8, -0.6]), shape: [2, 3] as const };
+ * const onCos = js.arcface.forward({ cos, labels: [0, 1] }, options);
+ * console.log(Number(head.loss).toFixed(4), Number(onCos.loss).toFixed(4)); // 2.1071 2.1071
  * ```
  */
 export const marginHead: Definition<HeadInputs, MarginHeadOptions, HeadGrads, unknown, "loss", "head"> = {
@@ -468,8 +531,10 @@ export function marginHeadKind(): HeadKind<MarginHeadOptions> {
         "marginGrad",
         "subcenters",
         ...(k in FACE ? FACE[k as keyof typeof FACE][1] : KINDS[k as keyof typeof KINDS][2]),
+        ...(INTER[k] ?? []),
       ];
     },
+    inter: (o) => interTransform(o as ArcfaceOptions, INTER[marginKind(o)] ?? []),
     face: (o) => {
       const k = marginKind(o);
       return k in FACE ? (r) => FACE[k as keyof typeof FACE][2](o as never, r) : null;
@@ -478,24 +543,42 @@ export function marginHeadKind(): HeadKind<MarginHeadOptions> {
       const k = marginKind(o);
       return k in FACE ? FACE[k as keyof typeof FACE][3](o as never) : null;
     },
-    parse(o) {
+    parse(o, n) {
       const k = marginKind(o);
       if (k in FACE) {
         // The face kinds' targets need every row at once (`face`): here u is only passed on.
         const scale = v.scale(o.scale, FACE[k as keyof typeof FACE][0]);
         return { scale, target: (u) => [u, 0, 0, 0], spec: { kind: "host" } };
       }
-      const { phi, scale } = marginPhi(o);
+      // A per-row margin (ElasticFace): row i's target function from its own value of each array option.
+      const keys: readonly string[] = KINDS[k as keyof typeof KINDS][2];
+      const given = o as Record<string, unknown>;
+      const rowKeys = ROW_MARGIN_KEYS.filter((key) => keys.includes(key) && isRowArray(given[key]));
+      if (rowKeys.length > 0 && n === undefined) {
+        throw new TypeError(
+          `Expected options.${
+            rowKeys[0]
+          } to be a number here (a per-row margin is taken by marginHead, not by its class-sharded form), got an array`,
+        );
+      }
+      const values = rowKeys.map((key) => v.vector(`options.${key}`, given[key], n!)!);
+      const { phi, scale } = marginPhi({ ...o, ...Object.fromEntries(rowKeys.map((key) => [key, undefined])) });
+      const phis = rowKeys.length === 0
+        ? null
+        : Array.from({ length: n! }, (_, i) =>
+          marginPhi({ ...o, ...Object.fromEntries(rowKeys.map((key, q) => [key, values[q][i]])) }).phi);
       const constant = v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") ===
         "constant";
       return {
         scale,
-        target: (u) => {
+        target: (u, _nx, _nw, row) => {
           const x = Math.min(1, Math.max(-1, u));
-          const [value, slope] = phi(x);
+          const [value, slope] = (phis ? phis[row] : phi)(x);
           return [scale * value, x === u ? scale * (constant ? 1 : slope) : 0, 0, 0];
         },
-        spec: { kind: "margin", phi: phi.spec, constant },
+        // (with a per-row margin no target as data: the targets come from the host)
+        spec: phis ? { kind: "host" } : { kind: "margin", phi: phi.spec, constant },
+        ...(phis ? { cpuOnly: `options.${rowKeys[0]}` } : {}),
       };
     },
   };

@@ -351,7 +351,9 @@ function headShard(
   const own = FACE_KINDS.includes(opts.kind as string)
     ? (def.options as (o: MarginHeadOptions) => readonly string[])(opts).map((k) => [k, opts[k as "scale"] ?? null])
     : [];
-  const agreed = [def.name, reduction, scale, spec, K, own, inputs.state ?? null];
+  // interclassFilteringThreshold (the only inter-class option a shard takes): its transform, fingerprinted.
+  const inter = kind.inter?.(opts)?.nonTarget;
+  const agreed = [def.name, reduction, scale, spec, K, own, inputs.state ?? null, inter?.cut ?? null];
   const replicated = labelCos ? [x, Float32Array.from(labelCos)] : [x];
   const record = shardRecord(offset, offset + cs, classes, labels, replicated, agreed);
   const p: HeadProblem = {
@@ -373,7 +375,8 @@ function headShard(
     denominator: count,
     outX: null,
     outW: null,
-    nonTarget: face.nonTarget,
+    nonTarget: face.nonTarget ?? inter,
+    ...(inter ? { cpuOnly: "options.interclassFilteringThreshold" } : {}),
     subcenters: K,
     rows,
   };
@@ -387,7 +390,13 @@ const headShardDef = (def: HeadDef<MarginHeadOptions>): ShardDef => ({
   labelCosines: (inputs, options) => headLabelCosines(def, inputs, options),
   options: (opts) => {
     const own = def.options;
-    return [...(typeof own === "function" ? own(opts as MarginHeadOptions) : own), ...SHARD_KEYS];
+    // (interTopK is marginHead's alone: the top k of a row spans the shards; the threshold is per cosine)
+    return [
+      ...(typeof own === "function" ? own(opts as MarginHeadOptions) : own).filter((k) =>
+        k === "interclassFilteringThreshold" || !(INTER_KEYS as readonly string[]).includes(k)
+      ),
+      ...SHARD_KEYS,
+    ];
   },
   stats(inputs, options, k) {
     const { p, first, owns, record } = headShard(def, inputs, options, false);

@@ -18,6 +18,8 @@ import {
   type HeadRowTerms,
   type HeadStats,
   norm,
+  type RowTopK,
+  withInterTopK,
 } from "../kernels/head.ts";
 import { hardLogit, isHard } from "../kernels/hard_label.ts";
 
@@ -43,6 +45,7 @@ function logits(
 ) {
   const { d, x, scale: s, clamp, nonTarget: nt } = p;
   const K = p.subcenters ?? 1, cols = b.length / K, z = new Float64Array(cols), dz = new Float64Array(cols);
+  const vals = new Float64Array(cols);
   const y = p.labels[i] - first;
   const lo = nt ? nt.lo : -1, hi = nt ? nt.hi : 1;
   const cut = (t: number) => (clamp ? Math.min(hi, Math.max(lo, t)) : t);
@@ -57,6 +60,7 @@ function logits(
     let v = best;
     dz[j] = v === u[j] ? 1 : 0;
     if (nt && j !== y && v > nt.cut) v = dz[j] = 0;
+    vals[j] = v;
     z[j] = s * v;
     if (nt?.rows && j !== y && isHard(v, first + j, nt.rows[2 * i], nt.rows[2 * i + 1])) {
       const [value, slope] = hardLogit(nt, v);
@@ -65,7 +69,7 @@ function logits(
     }
   }
   if (y >= 0 && y < cols) z[y] = p.target[4 * i];
-  return { z, dz };
+  return { z, dz, vals };
 }
 
 /** b_r per row of W (1/max(||W_r||, 1e-12) when W is normalised, else 1) and the norms. */
@@ -155,5 +159,20 @@ export function headGrads(
   return { x: gx, W: gW };
 }
 
-/** Row losses and gradients w.r.t. x and W of an embedding head: both phases over every class. */
-export const head: (p: HeadProblem) => Raw = headOf({ stats: headStats, grads: headGrads });
+/** `interTopK`'s first pass: every row's non-target class cosines (clamped, filtered) offered to `top`. */
+function cosines(p: HeadProblem, top: RowTopK): void {
+  const W = headRows(p, p.W);
+  const { b } = columnScales(p, W);
+  const cols = headClasses(p, p.W), u = new Float64Array(cols), arg = new Int32Array(cols);
+  for (let i = 0; i < p.n; i++) {
+    if (p.labels[i] < 0) continue;
+    const { vals } = logits(p, W, 0, i, b, u, arg);
+    for (let j = 0; j < cols; j++) if (j !== p.labels[i]) top.offer(i, j, vals[j]);
+  }
+}
+
+/**
+ * Row losses and gradients w.r.t. x and W of an embedding head: both phases over every class
+ * (with `interTopK`, after a first pass that finds each row's k largest non-target class cosines).
+ */
+export const head: (p: HeadProblem) => Raw = withInterTopK(headOf({ stats: headStats, grads: headGrads }), cosines);

@@ -22,7 +22,7 @@
  * @module
  */
 import type { Raw } from "../kernels/core.ts";
-import { type HeadProblem, headRowTerms, type HeadStats } from "../kernels/head.ts";
+import { type HeadProblem, headRowTerms, type HeadStats, RowTopK } from "../kernels/head.ts";
 import { mergeShardStats } from "../kernels/shards.ts";
 import { chunkClasses, head as oneThread, isPrecise, labelParts } from "./margin_head.ts";
 import { pool, type Recorder, split } from "./pool.ts";
@@ -38,7 +38,11 @@ const MIN_PER_THREAD = 1 << 22;
  */
 const SLAB_BYTES = 1 << 19;
 
-/** Row losses and gradients of an embedding head: on the thread pool when it pays, else on this thread. */
+/**
+ * Row losses and gradients of an embedding head: on the thread pool when it pays, else on this
+ * thread. With `interTopK` a first phase finds each thread's range's top k per row (`head_topk`),
+ * merged in class order.
+ */
 export function head(p: HeadProblem): Raw {
   const pl = pool();
   const { n, c, d } = p;
@@ -81,6 +85,9 @@ export function head(p: HeadProblem): Raw {
     win: wAt < 0 ? slabs() : [],
     gout: p.grad && gAt < 0 ? slabs() : [],
   }));
+  // interTopK's first phase: each thread's top k per row (values, classes, counts).
+  const top = p.interTopK && p.nonTarget && !p.nonTarget.rows && p.interTopK < c - 1 ? p.interTopK : 0;
+  const tops = own.map(() => ({ v: lay.add(n * top * 8), c: lay.add(n * top * 4), s: lay.add(top ? n * 4 : 0) }));
   const base = rt.arena(lay.size);
   const x = pinX(), w = pinW();
   const f64 = (off: number, len: number) => new Float64Array(rt.buffer, base + off, len);
@@ -91,7 +98,8 @@ export function head(p: HeadProblem): Raw {
   const nt = p.nonTarget;
   if (nt) rt.put(base + at.ntc, Float64Array.of(nt.lo, nt.hi, nt.a, nt.b, nt.g, nt.cut));
   if (nt?.rows) rt.put(base + at.nt, nt.rows);
-  const ntc = nt ? base + at.ntc : 0, ntRows = nt?.rows ? base + at.nt : 0;
+  const ntc = nt ? base + at.ntc : 0;
+  let ntRows = nt?.rows ? base + at.nt : 0;
   const a = f32(at.a, n);
   a.set(Float32Array.from(p.nx, (nx) => (p.normX ? 1 / Math.max(nx, EPS) : 1)));
   f32(at.zero, Math.max(n, R)).fill(0);
@@ -163,6 +171,25 @@ export function head(p: HeadProblem): Raw {
   };
   const ab = (t: number) => K > 1 ? [ptr(at.ones), ptr(at.ones)] as const : [ptr(at.a), ptr(own[t].b)] as const;
 
+  if (p.interTopK && nt && !nt.rows) {
+    // interTopK: each range's top k per row, then merged in class order (the ranges ascend).
+    const merged = new RowTopK(n, p.interTopK);
+    if (top > 0) {
+      for (const o of tops) new Int32Array(rt.buffer, base + o.s, n).fill(0);
+      phase((k, t, j0, count, wj) => {
+        dots(k, t, count, wj);
+        const o = tops[t];
+        k.head_topk(ptr(own[t].S), n, count, j0, ptr(at.labels), ...ab(t), ntc, top, ptr(o.v), ptr(o.c), ptr(o.s));
+      }, false);
+      for (const o of tops) {
+        const v = f64(o.v, n * top), cl = new Int32Array(rt.buffer, base + o.c, n * top);
+        const size = new Int32Array(rt.buffer, base + o.s, n);
+        for (let i = 0; i < n; i++) for (let q = 0; q < size[i]; q++) merged.offer(i, cl[i * top + q], v[i * top + q]);
+      }
+    }
+    rt.put(base + at.nt, merged.rows(p.labels));
+    ntRows = base + at.nt;
+  }
   // Phase 1: each range's (max, sum) per row, starting at the label's logit where the range holds it.
   const T = Float64Array.from({ length: n }, (_, i) => p.target[4 * i]);
   own.forEach((o, t) => {

@@ -29,6 +29,8 @@ import {
   maxNorm,
   norm,
   PRECISE_ABOVE,
+  type RowTopK,
+  withInterTopK,
 } from "../kernels/head.ts";
 import { Layout, runtime } from "./runtime.ts";
 
@@ -75,7 +77,7 @@ function open(p: HeadProblem, W: Float32Array, first: number, precise: boolean) 
   const pinX = rt.pin(p.x), pinW = rt.pin(W);
   // Sub-centres: a chunk of B classes is R = B K rows of W (gathered per chunk with `rows`).
   const K = p.subcenters ?? 1, cols = headClasses(p, pinW());
-  const B = Math.max(1, Math.min(chunkClasses(K), cols)), R = B * K;
+  const B = Math.max(1, Math.min(chunkClasses(K), cols)), R = B * K, top = p.interTopK ?? 0;
   const lay = new Layout();
   const at = {
     X: lay.add(n * d * 4),
@@ -105,6 +107,10 @@ function open(p: HeadProblem, W: Float32Array, first: number, precise: boolean) 
     dWJ: lay.add(R * d * 4),
     ca: lay.add(Math.max(n, R) * 4),
     cb: lay.add(Math.max(n, R) * 4),
+    // interTopK's first pass: per row the k largest values, their classes, how many
+    topv: lay.add(n * top * 8),
+    topc: lay.add(n * top * 4),
+    tops: lay.add(top > 0 ? n * 4 : 0),
   };
   const base = rt.arena(lay.size);
   const x = pinX(), w = pinW();
@@ -349,5 +355,39 @@ export function labelParts(
   }
 }
 
-/** Row losses and gradients of an embedding head on the WebAssembly backend: both phases over every class. */
-export const head: (p: HeadProblem) => Raw = headOf({ stats: headStats, grads: headGrads });
+/**
+ * `interTopK`'s first pass (marginHead: x normalised, never precise): chunk by chunk, `head_topk`
+ * keeps each row's k largest non-target class cosines as the kernels round and transform them
+ * (so that the head's comparisons with the threshold are exact), then into `top`.
+ */
+export function cosines(p: HeadProblem, top: RowTopK): void {
+  const { n } = p, k = top.k;
+  const s = open(p, p.W, 0, false);
+  const { ptr, f64 } = s;
+  new Int32Array(s.rt.buffer, ptr("tops"), n).fill(0);
+  for (const { j0, count } of s.chunks) {
+    s.chunk(j0, count);
+    s.k.head_topk(
+      ptr("S"),
+      n,
+      count,
+      j0,
+      ptr("labels"),
+      ...s.ab,
+      s.ntPtrs[0],
+      k,
+      ptr("topv"),
+      ptr("topc"),
+      ptr("tops"),
+    );
+  }
+  top.vals.set(f64("topv", n * k));
+  top.cols.set(new Int32Array(s.rt.buffer, ptr("topc"), n * k));
+  top.size.set(new Int32Array(s.rt.buffer, ptr("tops"), n));
+}
+
+/**
+ * Row losses and gradients of an embedding head on the WebAssembly backend: both phases over
+ * every class (with `interTopK`, after {@linkcode cosines}).
+ */
+export const head: (p: HeadProblem) => Raw = withInterTopK(headOf({ stats: headStats, grads: headGrads }), cosines);

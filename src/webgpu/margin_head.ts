@@ -412,6 +412,11 @@ const gpuGrads = (s: HeadSession): Record<string, Float32Array> =>
  */
 export function head(ctx: GpuContext, p: HeadProblem): Raw | Promise<Raw> {
   ctx.check();
+  if (p.cpuOnly) {
+    throw new TypeError(
+      `Expected ${p.cpuOnly} only on the reference and WebAssembly backends (the WebGPU head does not take it yet), got it on WebGPU`,
+    );
+  }
   if ((p.subcenters ?? 1) > 1) {
     throw new TypeError(
       `Expected options.subcenters 1 on the WebGPU backend (its head kernels have no sub-centres yet), got ${p.subcenters}`,
