@@ -131,7 +131,8 @@ export type TfInputs<I, T> = {
     : I[K] extends readonly unknown[] | undefined ? readonly T[] | Extract<I[K], undefined>
     // A number input (clip's scale): a number, or a scalar tensor that receives its gradient.
     : I[K] extends number ? number | T
-    : T | Extract<I[K], undefined>;
+    // A tensor, or a vector the library takes as numbers (adaface's and magface's norms).
+    : T | Extract<I[K], undefined | Float32Array | readonly number[]>;
 };
 
 /** The parts of a loss `L`'s result: what it returns besides `loss` and `grads` (its next `state`, ...). */
@@ -488,8 +489,10 @@ function value(
       gradFunc: (dy: TfTensor) => {
         const g = grads ?? loss.backward(host, options, reduced ? 1 : Float32Array.from(dy.dataSync()));
         return diff.map(({ key, index, tensor: x }) => {
-          const m = index < 0 ? (g[key] as Matrix | number) : (g[key] as Matrix[])[index];
-          const t = tf.tensor(typeof m === "number" ? Float32Array.of(m) : m.data, [...x.shape]);
+          // A matrix, a number (clip's scale), or a vector (magface's norms [N]).
+          const m = index < 0 ? (g[key] as Matrix | number | Float32Array) : (g[key] as Matrix[])[index];
+          const values = typeof m === "number" ? Float32Array.of(m) : m instanceof Float32Array ? m : m.data;
+          const t = tf.tensor(values, [...x.shape]);
           return reduced ? tf.mul(t, dy) : t;
         });
       },
@@ -498,7 +501,7 @@ function value(
   return f(...diff.map((s) => s.tensor));
 }
 
-type Grads = Record<string, Matrix | Matrix[] | number>;
+type Grads = Record<string, Matrix | Matrix[] | number | Float32Array>;
 
 /**
  * A tensor input on the host: an int32 tensor as integers (`Int32Array`, or
