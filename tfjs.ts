@@ -23,6 +23,7 @@ export {
   type LossInputs,
   type LossName,
   type LossOptions,
+  type LossParts,
   type ScalarOf,
   type TensorOf,
   type TfInputs,
@@ -34,6 +35,7 @@ export {
   type TfLossOptions,
   type TfOptions,
   type TfReduction,
+  type TfResult,
   type TfTensor,
   type VectorOf,
 } from "./src/tfjs/adapter.ts";

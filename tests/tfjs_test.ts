@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { before, describe, it } from "node:test";
 import * as tf from "@tensorflow/tfjs";
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
-import { js, type SyncLosses, wasm } from "../cpu.ts";
+import { adafaceInit, type AdafaceState, type CurricularFaceState, js, type SyncLosses, wasm } from "../cpu.ts";
 import { tfLosses } from "../tfjs.ts";
 import { assertAllClose } from "./helpers/assert.ts";
 import { randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
@@ -419,5 +419,156 @@ describe("tfjs adapter: weights and tf.Reduction, as a demanding user expects", 
       assert.doesNotMatch(e.message, /\bout\b/);
       return true;
     });
+  });
+});
+
+// Issue 17 item 2: the stateful losses take `state` and return the next one, through the adapter too.
+describe("tfjs adapter: state and parts through options.onResult", () => {
+  const matrixOf = (t: tf.Tensor) => ({
+    data: Float32Array.from(data(t)),
+    shape: [t.shape[0], t.shape[1]] as [number, number],
+  });
+
+  for (const [name, backend] of [["wasm", wasm], ["js", js]] as [string, SyncLosses][]) {
+    it(`adaface (marginHead): 4 optimizer steps chain the state as the library's own chain and AdaFace's update (${name})`, () => {
+      const losses = tfLosses(tf, { backend });
+      // Norms around 20 with a spread: the moving statistics move visibly.
+      const x = tf.variable(tf.tensor2d(randomMatrix(new Rng(31), N, D, 10).data, [N, D]));
+      const W = tf.variable(tf.tensor2d(randomMatrix(new Rng(32), C, D).data, [C, D]));
+      const optimizer = tf.train.sgd(0.05);
+      const options = { kind: "adaface", scale: 16, margin: 0.4 } as const;
+      let state: AdafaceState = adafaceInit(), expected = adafaceInit();
+      const alpha = 0.01; // AdaFace's default t_alpha
+      for (let step = 0; step < 4; step++) {
+        const host = { x: matrixOf(x), W: matrixOf(W), labels: labelsArray, state: expected };
+        const lib = backend.marginHead.forward(host, options);
+        // AdaFace's update in float64 from this step's x: mean' = a mean(n) + (1-a) mean (unbiased std).
+        const norms = Array.from({ length: N }, (_, i) => Math.hypot(...host.x.data.subarray(i * D, (i + 1) * D)));
+        const mu = norms.reduce((a, b) => a + b, 0) / N;
+        const sd = Math.sqrt(norms.reduce((a, b) => a + (b - mu) ** 2, 0) / (N - 1));
+        const formula = {
+          mean: alpha * mu + (1 - alpha) * expected.mean,
+          std: alpha * sd + (1 - alpha) * expected.std,
+        };
+        let calls = 0;
+        const loss = optimizer.minimize(
+          () =>
+            losses.marginHead({ x, W, labels: labels(), state }, {
+              ...options,
+              onResult: (r) => (calls++, state = r.state as AdafaceState),
+            }),
+          true,
+        )!;
+        assert.equal(calls, 1, "onResult once per call");
+        assert.equal(loss.dataSync()[0], Math.fround(lib.loss as number), `loss at step ${step}`);
+        expected = (lib as { state: AdafaceState }).state;
+        assert.deepEqual(state, expected, `state at step ${step}`);
+        assertAllClose(
+          [state.mean, state.std],
+          [formula.mean, formula.std],
+          { atol: 0, rtol: 1e-5 },
+          `AdaFace ${step}`,
+        );
+      }
+      assert.ok(Math.abs(state.mean - 20) > 0.1, `the state moved: ${state.mean}`);
+    });
+  }
+
+  it("adaface on cosines: the state through tf.grad, forward only and reduction none, as the library's", () => {
+    const losses = tfLosses(tf);
+    const cos = cosines(), norms = [12, 18, 25, 31, 9, 40];
+    const host = { cos: matrixOf(cos), norms, labels: labelsArray, state: adafaceInit() };
+    const lib = wasm.adaface.forward(host, { scale: 16 });
+    const seen: unknown[] = [];
+    const onResult = (r: unknown) => void seen.push(r);
+    tf.grad((c: tf.Tensor) =>
+      losses.adaface({ cos: c, norms, labels: labelsArray, state: adafaceInit() }, { scale: 16, onResult })
+    )(cos);
+    losses.adaface({ cos, norms: tf.tensor1d(norms), labels: labels(), state: adafaceInit() }, { scale: 16, onResult });
+    losses.adaface({ cos, norms, labels: labelsArray, state: adafaceInit() }, {
+      scale: 16,
+      reduction: "none",
+      onResult,
+    });
+    assert.deepEqual(seen, [{ state: lib.state }, { state: lib.state }, { state: lib.state }]);
+  });
+
+  it("curricularFace: 3 steps on a cosine variable chain t as t' = momentum mean(c_y) + (1 - momentum) t", () => {
+    const losses = tfLosses(tf);
+    const cos = tf.variable(cosines());
+    const optimizer = tf.train.sgd(0.02);
+    let state: CurricularFaceState = { t: 0 }, t = 0;
+    for (let step = 0; step < 3; step++) {
+      const c = data(cos);
+      const lib = wasm.curricularFace.forward({ cos: matrixOf(cos), labels: labelsArray, state }, { scale: 16 });
+      const mean = labelsArray.reduce((a, y, i) => a + c[i * C + y], 0) / N;
+      t = 0.01 * mean + 0.99 * t;
+      optimizer.minimize(() =>
+        losses.curricularFace({ cos, labels: labelsArray, state }, {
+          scale: 16,
+          onResult: (r) => (state = r.state as CurricularFaceState),
+        })
+      );
+      assert.deepEqual(state, lib.state, `step ${step}`);
+      assertAllClose([state.t], [t], { atol: 1e-9, rtol: 1e-6 }, `t at step ${step}`);
+    }
+    assert.ok(state.t > 0, "t moved");
+  });
+
+  it("magface's parts ce and g (value = ce + lambda g), distillation's kl and ce; with weights the per-row parts", () => {
+    const losses = tfLosses(tf);
+    const cos = cosines(), norms = tf.tensor1d([12, 18, 25, 31, 9, 40]);
+    const host = { cos: matrixOf(cos), norms: Array.from(data(norms)), labels: labelsArray };
+    const lib = wasm.magface.forward(host, {});
+    let parts: Record<string, unknown> = {};
+    const value = tf.grads((c: tf.Tensor, n: tf.Tensor) =>
+      losses.magface({ cos: c, norms: n, labels: labels() }, { onResult: (r) => (parts = r) })
+    );
+    const [gc, gn] = value([cos, norms]);
+    assert.deepEqual(parts, { ce: lib.ce, g: lib.g });
+    // (the norms' gradient, a vector [N] of the library, comes back as a tensor [N])
+    const lg = wasm.magface.valueAndGrad(host, {}).grads;
+    assert.deepEqual(data(gc), lg.cos.data);
+    assert.deepEqual(data(gn), lg.norms);
+    assertAllClose(
+      [(parts.ce as number) + 35 * (parts.g as number)],
+      [lib.loss as number],
+      { rtol: 1e-12 },
+      "ce + 35 g",
+    );
+    const student = tf.tensor2d(randomMatrix(new Rng(33), N, C).data, [N, C]);
+    const teacher = tf.tensor2d(randomMatrix(new Rng(34), N, C).data, [N, C]);
+    const dl = wasm.distillation.forward({
+      student: matrixOf(student),
+      teacher: matrixOf(teacher),
+      labels: labelsArray,
+    }, {});
+    losses.distillation({ student, teacher, labels: labels() }, { onResult: (r) => (parts = r) });
+    assert.deepEqual(parts, { kl: dl.kl, ce: dl.ce });
+    // With weights the library runs per row ("none"): its parts per row.
+    const rows = wasm.magface.forward(host, { reduction: "none" }) as unknown as Record<string, Float32Array>;
+    losses.magface({ cos, norms, labels: labels() }, { weights: [1, 0, 1, 1, 2, 1], onResult: (r) => (parts = r) });
+    assert.deepEqual(parts, { ce: rows.ce, g: rows.g });
+  });
+
+  it("no tensor is left behind, and a bad onResult is a TypeError naming it; an unknown key lists onResult", () => {
+    const losses = tfLosses(tf);
+    const cos = cosines();
+    const before = tf.memory().numTensors;
+    for (let i = 0; i < 5; i++) {
+      tf.dispose(losses.adaface({ cos, norms: [20, 20, 20, 20, 20, 20], labels: labelsArray, state: adafaceInit() }, {
+        onResult: () => {},
+      }));
+    }
+    assert.equal(tf.memory().numTensors, before);
+    assert.throws(
+      () => losses.normface({ cos, labels: labelsArray }, { onResult: 3 as never }),
+      (e: Error) => e instanceof TypeError && /options\.onResult/.test(e.message) && /function/.test(e.message),
+    );
+    assert.throws(
+      () => losses.normface({ cos, labels: labelsArray }, { onresult: () => {} } as never),
+      (e: Error) =>
+        e instanceof TypeError && /unknown key "onresult"/.test(e.message) && /\bonResult\b/.test(e.message),
+    );
   });
 });

@@ -467,4 +467,71 @@ describe("softmargin/tfjs on TF.js's webgpu backend", { skip }, () => {
       tf.dispose([xs, embed, W, classify]);
     }
   });
+
+  // Issue 17 item 2: the next state and the parts through options.onResult, as tensors made with no readback.
+  it("adaface's state [1, 2] chained over 3 SGD steps of marginHead as tensors: no map, the reference's chain", async () => {
+    const losses = tfLosses(tf);
+    const device: GPUDevice = tf.backend().device;
+    const x = tf.variable(tf.tensor2d(randomMatrix(new Rng(51), N, D, 10).data, [N, D]));
+    const W = tf.variable(tf.tensor2d(randomMatrix(new Rng(52), C, D).data, [C, D]));
+    const opt = tf.train.sgd(0.05);
+    const o = { kind: "adaface", scale: 16 } as const;
+    let state: Any = { mean: 20, std: 100 }, expected = { mean: 20, std: 100 };
+    const tensors = tf.memory().numTensors;
+    for (let step = 0; step < 3; step++) {
+      // The reference's next state from this step's x and W (read before the step, outside the count).
+      const xh = { data: new Float32Array(await x.data()), shape: [N, D] as const };
+      const Wh = { data: new Float32Array(await W.data()), shape: [C, D] as const };
+      expected = (js.marginHead.forward({ x: xh, W: Wh, labels, state: expected }, o) as Any).state;
+      let parts: Any = null;
+      const c = await counted(
+        device,
+        () =>
+          tf.dispose(
+            opt.minimize(
+              () => losses.marginHead({ x, W, labels, state }, { ...o, onResult: (r) => (parts = r) }),
+              true,
+            ),
+          ),
+      );
+      assert.equal(c.maps, 0, `maps at step ${step}`);
+      assert.ok(parts.state instanceof tf.Tensor, "a tensor on webgpu");
+      assert.deepEqual(parts.state.shape, [1, 2]);
+      if (state instanceof tf.Tensor) state.dispose(); // the caller disposes the previous state
+      state = parts.state;
+      const [mean, std] = await state.data();
+      assertLossClose(mean, expected.mean, `mean at step ${step}`);
+      assertLossClose(std, expected.std, `std at step ${step}`);
+    }
+    state.dispose();
+    assert.equal(tf.memory().numTensors, tensors, "no tensor left but the caller's, once disposed");
+    tf.dispose([x, W]);
+  });
+
+  it("curricularFace's state [1, 1] and magface's parts ce and g as tensors, the reference's values, no map", async () => {
+    const losses = tfLosses(tf) as Any;
+    const device: GPUDevice = tf.backend().device;
+    const host = faces.curricularFace, mag = faces.magface;
+    const cos = tf.add(tf.tensor2d(host.cos.data, [N, C]), 0), mcos = tf.add(tf.tensor2d(mag.cos.data, [N, C]), 0);
+    let cf: Any = null, mf: Any = null;
+    const c = await counted(device, () => {
+      tf.dispose(
+        tf.grad((z: Any) => losses.curricularFace({ ...host, cos: z }, { onResult: (r: Any) => (cf = r) }))(cos),
+      );
+      tf.dispose(tf.grad((z: Any) => losses.magface({ ...mag, cos: z }, { onResult: (r: Any) => (mf = r) }))(mcos));
+    });
+    assert.equal(c.maps, 0, "maps");
+    const refC = js.curricularFace.forward(host as Any, {}), refM = js.magface.forward(mag as Any, {});
+    assert.deepEqual(cf.state.shape, [1, 1]);
+    assertLossClose((await cf.state.data())[0], refC.state.t, "t'");
+    assert.deepEqual([mf.ce.shape, mf.g.shape], [[], []]);
+    assertLossClose((await mf.ce.data())[0], refM.ce as number, "ce");
+    assertLossClose((await mf.g.data())[0], refM.g as number, "g");
+    // The state tensor is the next call's state as it is (a GPU matrix [1, 1] of TF.js's buffer).
+    let next: Any = null;
+    tf.dispose(losses.curricularFace({ ...host, cos, state: cf.state }, { onResult: (r: Any) => (next = r) }));
+    const ref2 = js.curricularFace.forward({ ...host, state: refC.state } as Any, {});
+    assertLossClose((await next.state.data())[0], ref2.state.t, "t''");
+    tf.dispose([cos, mcos, cf.state, mf.ce, mf.g, next.state]);
+  });
 });

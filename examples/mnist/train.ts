@@ -131,21 +131,20 @@ export async function run(
       const z = tf.add(tf.matMul(h, w), b);
       return l < layers.length - 1 ? tf.relu(z) : z; // the feature layer is linear
     }, x);
-  let state = adafaceInit(); // AdaFace's state, passed from step to step
+  // AdaFace's state, passed from step to step: the next one comes from the same pass (onResult);
+  // on webgpu a tensor [1, 2] that stays on the GPU (the previous one disposed).
+  let state: AdafaceState | tf.Tensor = adafaceInit();
+  const next = (r: { state?: unknown }) => {
+    if (state instanceof tf.Tensor) state.dispose();
+    state = r.state as AdafaceState | tf.Tensor;
+  };
   const lossOf = (x: tf.Tensor, labels: Int32Array, step: number): tf.Scalar => {
     const options = LOSSES[cfg.loss].options(cfg.dim, step);
     if (cfg.loss === "softmax") {
       return losses.crossEntropy({ logits: tf.add(tf.matMul(x, W, false, true), bias), labels });
     }
     if (cfg.loss === "sphereface") return losses.sphereface({ x, W, labels }, options);
-    if (cfg.loss === "adaface") {
-      // AdaFace's moving statistics of the feature norms: the adapter returns only the loss, so the
-      // next state comes from the library's own forward pass on the same inputs (a 128 x 10 head).
-      const inputs = { x, W, labels, state };
-      const host = { x: matrix(x), W: matrix(W), labels, state };
-      state = (wasm.marginHead.forward(host, options) as unknown as { state: AdafaceState }).state;
-      return losses.marginHead(inputs, options);
-    }
+    if (cfg.loss === "adaface") return losses.marginHead({ x, W, labels, state }, { ...options, onResult: next });
     return losses.marginHead({ x, W, labels }, options);
   };
 
@@ -209,6 +208,7 @@ export async function run(
   });
   const scores = await read(scoreTensor);
   tf.dispose([featureTensor, scoreTensor, ...layers.flatMap((l) => [l.w, l.b]), W, bias]);
+  if (state instanceof tf.Tensor) state.dispose();
   optimizer.dispose();
   gpu?.stop();
   const counted = steps * cfg.epochs;
@@ -237,11 +237,6 @@ function countGpu(device: GPUDevice): { counts: { submits: number; maps: number 
       GPUBuffer.prototype.mapAsync = mapAsync;
     },
   };
-}
-
-/** A 2-D tensor's values as the library's matrix `{ data, shape }`. */
-function matrix(t: tf.Tensor): { data: Float32Array; shape: [number, number] } {
-  return { data: t.dataSync() as Float32Array, shape: [t.shape[0]!, t.shape[1]!] };
 }
 
 /** Test accuracy: the share of test digits whose label has the highest score. */

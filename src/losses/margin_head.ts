@@ -13,7 +13,9 @@
  */
 import type { Definition, LossDef } from "../loss.ts";
 import { result } from "../kernels/core.ts";
-import type { CommonOptions, Labels, Matrix, Reduction, Tensor } from "../types.ts";
+import type { CommonOptions, GpuMatrix, Labels, Matrix, Reduction, Tensor } from "../types.ts";
+import type { AdafaceState } from "./adaface.ts";
+import type { CurricularFaceState } from "./curricular_face.ts";
 import * as v from "../validate.ts";
 import { ARCFACE_KEYS, arcfaceTarget } from "./arcface.ts";
 import { COMBINED_MARGIN_KEYS, combinedMarginTarget } from "./combined_margin.ts";
@@ -63,6 +65,27 @@ export interface HeadInputs {
    * non-ignored label must be among them, and `grads.W` is `[S*K, D]` in their order. None: every class.
    */
   classes?: Int32Array | readonly number[];
+  /**
+   * `marginHead` with a stateful kind only: the state so far, AdaFace's `{ mean, std }`
+   * (`adafaceInit()` at the first step) or CurricularFace's `{ t }` (`{ t: 0 }`); the call
+   * returns the next one as `state`. On WebGPU also a GPU matrix `[1, k]` (the fields in that order).
+   */
+  state?: AdafaceState | CurricularFaceState | GpuMatrix;
+  /**
+   * The class-sharded `marginHead` with kind `"curricularFace"` only: every row's label cosine `[N]`,
+   * the sum over the shards of `sharded.marginHead.labelCosines` (one all-reduce of N floats).
+   */
+  labelCos?: Float32Array | readonly number[];
+}
+
+/** The parts of `marginHead`'s result, by kind: the next state of adaface and curricularFace, magface's `ce` and `g`. */
+export interface MarginHeadParts {
+  /** `"adaface"`, `"curricularFace"`: the next state (the one this call used): pass it to the next step. */
+  state?: AdafaceState | CurricularFaceState;
+  /** `"magface"`: the mean cross-entropy. */
+  ce?: number;
+  /** `"magface"`: the norms' regulariser `mean_i(a_i/u_a^2 + 1/a_i)`. */
+  g?: number;
 }
 
 /** Gradients of the embedding heads. */
@@ -510,10 +533,10 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * console.log(Number(head.loss).toFixed(4), Number(onCos.loss).toFixed(4)); // 2.1071 2.1071
  * ```
  */
-export const marginHead: Definition<HeadInputs, MarginHeadOptions, HeadGrads, unknown, "loss", "head"> = {
+export const marginHead: Definition<HeadInputs, MarginHeadOptions, HeadGrads, MarginHeadParts, "loss", "head"> = {
   ...headLoss<MarginHeadOptions>("marginHead", marginHeadKind()),
   shard: "head",
-};
+} as Definition<HeadInputs, MarginHeadOptions, HeadGrads, MarginHeadParts, "loss", "head">; // (its parts by kind: phantom)
 
 /** How `marginHead` is built (shared with its class-sharded form). */
 export function marginHeadKind(): HeadKind<MarginHeadOptions> {

@@ -11,7 +11,7 @@
  */
 import { definitions } from "../losses/mod.ts";
 import type { SyncLosses } from "../losses/mod.ts";
-import type { Labels, Matrix, Reduction } from "../types.ts";
+import type { GpuMatrix, Labels, Matrix, Reduction } from "../types.ts";
 import { keys, show } from "../validate.ts";
 import { wasm } from "../sync.ts";
 import { scalarValue, webgpuValue } from "./webgpu.ts";
@@ -74,7 +74,22 @@ export type TfReduction = 0 | 1 | 2 | 3;
 const TF_NONE = 0, TF_SUM = 2, TF_SUM_BY_NONZERO_WEIGHTS = 3;
 
 /** Options the adapter adds to every loss's own (which it passes on, less `out`). */
-export interface TfOptions<T> {
+export interface TfOptions<T, P = Record<string, unknown>> {
+  /**
+   * Called once per call, synchronously before the call returns, with what the library's
+   * result holds besides `loss` and `grads`: a stateful loss's next `state` (`adaface`,
+   * `curricularFace`, `marginHead` with those kinds: pass it as `inputs.state` of the next
+   * step) and a composite loss's parts (`magface`'s `ce` and `g`, `distillation`'s `kl` and
+   * `ce`, ...). On the `cpu`, `wasm` and `webgl` backends these are the library's plain
+   * values (numbers, `{ mean, std }`). On TF.js's `webgpu` backend every GPU-resident value
+   * is a `tf.Tensor` over a buffer TF.js owns, made with no readback: a part `[1, 1]` a
+   * scalar (`[N]` with `reduction: "none"`), a state `[1, k]` (its fields in the order of
+   * the state object: `[mean, std]`, `[t]`), which the next call takes as `inputs.state`
+   * as it is; these tensors are kept (`tf.keep`: they outlive `optimizer.minimize`'s and
+   * `tf.tidy`'s scopes) and the caller disposes them. With `weights` or a `tf.Reduction`
+   * the library ran with `reduction: "none"`: the parts are then its per-row ones.
+   */
+  onResult?: (result: P) => void;
   /**
    * Per-row weights as `tf.losses`' `weights`: a `tf.Tensor` `[N]` (or a scalar, a number,
    * an array). With weights the reduction follows `tf.losses.computeWeightedLoss`
@@ -110,21 +125,34 @@ export type LossInputs<L> = L extends { forward(inputs: infer I, options?: never
 
 /** A loss's inputs with tensors where the library takes matrices (labels: a tensor or an array). */
 export type TfInputs<I, T> = {
-  [K in keyof I]: I[K] extends Labels | undefined ? Labels | T | Extract<I[K], undefined>
+  // A state: the library's object (its numbers), or the tensor `onResult` gave on webgpu.
+  [K in keyof I]: K extends "state" ? Exclude<I[K], GpuMatrix> | T
+    : I[K] extends Labels | undefined ? Labels | T | Extract<I[K], undefined>
     : I[K] extends readonly unknown[] | undefined ? readonly T[] | Extract<I[K], undefined>
     // A number input (clip's scale): a number, or a scalar tensor that receives its gradient.
     : I[K] extends number ? number | T
-    : T | Extract<I[K], undefined>;
+    // A tensor, or a vector the library takes as numbers (adaface's and magface's norms).
+    : T | Extract<I[K], undefined | Float32Array | readonly number[]>;
 };
 
-/** A loss's options under the adapter: its own, less `out`, with `weights` and TF.js reductions. */
-export type TfLossOptions<O, T> = Omit<O, "out" | "reduction"> & TfOptions<T>;
+/** The parts of a loss `L`'s result: what it returns besides `loss` and `grads` (its next `state`, ...). */
+export type LossParts<L> = L extends { forward(inputs: never, options?: never): infer R } ? Omit<R, "loss" | "grads">
+  : never;
+
+/**
+ * What `onResult` receives: the parts of the call's result, each the library's value or (on
+ * TF.js's webgpu backend) a tensor; any other part by name.
+ */
+export type TfResult<P, T> = { readonly [K in keyof P]: P[K] | T } & { readonly [part: string]: unknown };
+
+/** A loss's options under the adapter: its own, less `out`, with `weights`, TF.js reductions and `onResult`. */
+export type TfLossOptions<O, T, P = Record<string, unknown>> = Omit<O, "out" | "reduction"> & TfOptions<T, P>;
 
 /** One loss under the adapter: inputs as tensors, a scalar loss (one per row for `"none"`/`NONE`). */
-export type TfLoss<I, O, T, S, V> = <Op extends TfLossOptions<O, T> | undefined = undefined>(
-  inputs: TfInputs<I, T>,
-  options?: Op,
-) => Op extends { reduction: "none" | 0 } ? V : S;
+export type TfLoss<I, O, T, S, V, P = Record<string, unknown>> = {
+  (inputs: TfInputs<I, T>, options: TfLossOptions<O, T, P> & { reduction: "none" | 0 }): V;
+  (inputs: TfInputs<I, T>, options?: TfLossOptions<O, T, P>): S;
+};
 
 /** The names of the losses (the members of the loss set that have gradients). */
 export type LossName = { [K in keyof SyncLosses]: SyncLosses[K] extends { valueAndGrad: unknown } ? K : never }[
@@ -138,7 +166,8 @@ export type TfLosses<Tf> = {
     LossOptions<SyncLosses[K]>,
     TensorOf<Tf>,
     ScalarOf<Tf>,
-    VectorOf<Tf>
+    VectorOf<Tf>,
+    TfResult<LossParts<SyncLosses[K]>, TensorOf<Tf>>
   >;
 };
 
@@ -176,8 +205,15 @@ export interface TfLossesOptions {
  * `tf.Reduction` on a loss with no per-row losses (no `reduction` option:
  * `featureDiversity`, `mixOutputs`, `physMoe`, ...) is a `TypeError`, and so is an
  * unknown option key, the message listing the keys the adapter takes.
- * `options.out` is refused (gradients are new tensors). Composite losses
- * return only `loss` (call the library for `distillation`'s `kl` and `ce`).
+ * `options.out` is refused (gradients are new tensors).
+ *
+ * State and parts: the returned tensor is the loss alone (what `optimizer.minimize` and
+ * `tf.grads` take); `options.onResult` receives the rest of the library's result of the
+ * same pass (no second call): a stateful loss's next `state` (`adaface`,
+ * `curricularFace`, their `marginHead` kinds) to pass to the next step, and a composite
+ * loss's parts (`magface`'s `ce`, `g`; `distillation`'s `kl`, `ce`): plain values on the
+ * CPU backends, tensors made with no readback on `webgpu`, which the caller disposes (see
+ * {@linkcode TfOptions.onResult}). Nothing is kept in the adapter between calls.
  *
  * Backends: on `wasm`, `cpu` and `webgl` the inputs are read with `dataSync` (a GPU
  * readback per call on `webgl`) and the library's `backend` computes. On TF.js's
@@ -205,6 +241,34 @@ export interface TfLossesOptions {
  * const optimizer = tf.train.sgd(0.1);
  * const before = optimizer.minimize(() => losses.marginHead({ x, W, labels }, { kind: "arcface", scale: 16 }), true);
  * console.log(before?.dataSync()[0]); // 1.5097 (PyTorch: 1.5097439); x and W took one step
+ * ```
+ *
+ * @example AdaFace's state through training steps, and MagFace's parts
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { adafaceInit, type AdafaceState } from "@softmargin/softmargin";
+ * import { tfLosses } from "@softmargin/softmargin/tfjs";
+ * await tf.setBackend("cpu");
+ * const losses = tfLosses(tf);
+ * const x = tf.variable(tf.tensor2d([[20, 1], [1, 30]]));
+ * const W = tf.variable(tf.tensor2d([[1, 0], [0, 1], [-1, 0]]));
+ * const labels = [0, 1];
+ * const optimizer = tf.train.sgd(0.01);
+ * let state = adafaceInit(); // { mean: 20, std: 100 }
+ * for (let step = 0; step < 3; step++) {
+ *   optimizer.minimize(() =>
+ *     losses.marginHead({ x, W, labels, state }, {
+ *       kind: "adaface",
+ *       scale: 16,
+ *       onResult: (r) => (state = r.state as AdafaceState), // on the cpu backend: numbers
+ *     })
+ *   );
+ * }
+ * console.log(state); // the state after three steps: { mean: 20.149..., std: 97.239... }
+ * const cos = tf.tensor2d([[0.5, 0.1], [0.2, 0.7]]);
+ * losses.magface({ cos, norms: tf.tensor1d([20, 30]), labels }, {
+ *   onResult: ({ ce, g }) => console.log(ce, g), // 1.9918 0.0437: the mean CE, the norms' regulariser
+ * });
  * ```
  */
 export function tfLosses<Tf extends TfLike>(tf: Tf, options: TfLossesOptions = {}): TfLosses<Tf> {
@@ -268,7 +332,12 @@ function call(
       }`,
     );
   }
-  keys(`options of ${name}`, options, [...named, "checkFinite", ...(perRow ? ["weights"] : [])]);
+  keys(`options of ${name}`, options, [...named, "checkFinite", "onResult", ...(perRow ? ["weights"] : [])]);
+  const { onResult } = options;
+  if (onResult !== undefined && typeof onResult !== "function") {
+    throw new TypeError(`Expected options.onResult to be a function, got ${show(onResult)}`);
+  }
+  delete rest.onResult;
   const r = tfReduction ? tfReductionOf(name, reduction) : undefined;
   // The library's reduction, or per-row losses that tf.losses.computeWeightedLoss reduces.
   const libOptions = tfReduction
@@ -294,11 +363,17 @@ function call(
     if (isTensor(v)) diff.push({ key: k, index: -1, tensor: v });
     else if (isTensorList(v, isTensor)) v.forEach((t, index) => diff.push({ key: k, index, tensor: t }));
   }
+  // The result's parts of this call's pass (for onResult, called once the loss tensor is made).
+  let parts: Record<string, unknown> = {};
+  const keep = onResult ? (p: Record<string, unknown>) => void (parts = p) : undefined;
   const rows = () =>
-    onWebgpu ? webgpuValue(tf, name, inputs, libOptions, diff, numbers) : value(tf, loss, host, libOptions, diff);
-  if (r === undefined) return rows();
+    onWebgpu
+      ? webgpuValue(tf, name, inputs, libOptions, diff, numbers, keep)
+      : value(tf, loss, host, libOptions, diff, keep);
   // The per-row losses are an intermediate: made and reduced inside a tidy.
-  return tf.tidy(() => weighted(tf, rows(), weights, r));
+  const result = r === undefined ? rows() : tf.tidy(() => weighted(tf, rows(), weights, r));
+  (onResult as ((p: Record<string, unknown>) => void) | undefined)?.(parts);
+  return result;
 }
 
 /** The reduction with weights or a tf.Reduction: a `tf.Reduction`, or `"batchmean"` (sum / N). */
@@ -375,26 +450,49 @@ function isTensorList(v: unknown, isTensor: (t: unknown) => t is TfTensor): v is
   return Array.isArray(v) && v.length > 0 && v.every(isTensor);
 }
 
-/** The loss as a tensor, with the library's gradients w.r.t. the tensors of `diff`. */
-function value(tf: TfLike, loss: Loss, host: Record<string, unknown>, options: Record<string, unknown>, diff: Slot[]) {
+/** The result's parts: all but `loss` and `grads`. */
+function partsOf(r: Record<string, unknown>): Record<string, unknown> {
+  const { loss: _, grads: __, ...parts } = r;
+  return parts;
+}
+
+/**
+ * The loss as a tensor, with the library's gradients w.r.t. the tensors of `diff`; `keep`
+ * receives the forward pass's parts (its next state, ...).
+ */
+function value(
+  tf: TfLike,
+  loss: Loss,
+  host: Record<string, unknown>,
+  options: Record<string, unknown>,
+  diff: Slot[],
+  keep?: (parts: Record<string, unknown>) => void,
+) {
   const reduced = options.reduction !== "none";
   const tensor = (l: number | Float32Array) =>
     typeof l === "number" ? tf.tensor(Float32Array.of(l), []) : tf.tensor(l, [l.length]);
-  if (diff.length === 0) return tensor(loss.forward(host, options).loss);
+  if (diff.length === 0) {
+    const r = loss.forward(host, options);
+    keep?.(partsOf(r));
+    return tensor(r.loss);
+  }
   // One fused pass when a reduced loss is being differentiated: the gradient of a scalar
   // only needs scaling by dy. Otherwise the forward pass now, and backward (with the
   // upstream dy per row for "none") only when TF.js asks for the gradient.
   const fused = reduced && tf.engine().isTapeOn();
   const f = tf.customGrad(() => {
     const r = fused ? loss.valueAndGrad(host, options) : loss.forward(host, options);
+    keep?.(partsOf(r));
     const grads = "grads" in r ? (r.grads as Grads) : undefined;
     return {
       value: tensor(r.loss),
       gradFunc: (dy: TfTensor) => {
         const g = grads ?? loss.backward(host, options, reduced ? 1 : Float32Array.from(dy.dataSync()));
         return diff.map(({ key, index, tensor: x }) => {
-          const m = index < 0 ? (g[key] as Matrix | number) : (g[key] as Matrix[])[index];
-          const t = tf.tensor(typeof m === "number" ? Float32Array.of(m) : m.data, [...x.shape]);
+          // A matrix, a number (clip's scale), or a vector (magface's norms [N]).
+          const m = index < 0 ? (g[key] as Matrix | number | Float32Array) : (g[key] as Matrix[])[index];
+          const values = typeof m === "number" ? Float32Array.of(m) : m instanceof Float32Array ? m : m.data;
+          const t = tf.tensor(values, [...x.shape]);
           return reduced ? tf.mul(t, dy) : t;
         });
       },
@@ -403,7 +501,7 @@ function value(tf: TfLike, loss: Loss, host: Record<string, unknown>, options: R
   return f(...diff.map((s) => s.tensor));
 }
 
-type Grads = Record<string, Matrix | Matrix[] | number>;
+type Grads = Record<string, Matrix | Matrix[] | number | Float32Array>;
 
 /**
  * A tensor input on the host: an int32 tensor as integers (`Int32Array`, or

@@ -66,7 +66,9 @@ export interface GpuSlot {
  * value per row with `reduction: "none"`), with its gradients w.r.t. the tensors of `diff`
  * through `tf.customGrad`: the loss and the gradients are computed in one recorded GPU call
  * while a gradient is being recorded (scaled by `dy` on the GPU by TF.js), the loss alone
- * otherwise.
+ * otherwise. `keep` (the adapter's `onResult`) receives the result's parts (its next state, ...):
+ * each GPU matrix as a tensor TF.js owns, kept (`tf.keep`) for the caller to dispose; without it
+ * their buffers are destroyed.
  */
 export function webgpuValue(
   tf: Any,
@@ -75,6 +77,7 @@ export function webgpuValue(
   options: Record<string, unknown>,
   diff: GpuSlot[],
   numbers: readonly string[] = [],
+  keep?: (parts: Record<string, unknown>) => void,
 ): unknown {
   const device: GPUDevice | undefined = tf.backend()?.device;
   if (!device || typeof device.createCommandEncoder !== "function") {
@@ -102,17 +105,32 @@ export function webgpuValue(
     t.dispose();
     return exact;
   };
+  /** `r`'s parts to `keep` as kept tensors (a state `[1, k]` as it is, a part `[1, 1]` a scalar, `[N, 1]` `[N]`), else destroyed. */
+  const takeParts = (r: Record<string, unknown>) => {
+    const parts: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(r)) {
+      if (k === "loss" || k === "grads") continue;
+      const m = v as GpuMatrix | undefined;
+      if (!m?.buffer) parts[k] = v;
+      else if (!keep) m.buffer.destroy();
+      else {
+        const shape = k === "state" ? [...m.shape] : m.shape[0] === 1 && reduced ? [] : [m.shape[0]];
+        parts[k] = tf.keep(tensorOf(m, shape));
+      }
+    }
+    keep?.(parts);
+  };
   const run = (save?: (tensors: unknown[]) => void) => {
     const { gpu, release } = gpuInputs(device, inputs, isTensor, numbers);
     try {
       const n = rowsOf(gpu);
       if (diff.length === 0 || !save) {
         const r = loss.forward(gpu, options);
-        dropParts(r);
+        takeParts(r);
         return { value: tensorOf(r.loss, reduced ? [] : [r.loss.shape[0]]), grads: [] };
       }
       const r = loss.valueAndGrad(gpu, options);
-      dropParts(r);
+      takeParts(r);
       const grads = diff.map(({ key, index, tensor }) => {
         const g = index < 0 ? r.grads[key] : r.grads[key][index];
         return tensorOf(g, [...tensor.shape]);
@@ -148,13 +166,6 @@ export function webgpuValue(
     };
   });
   return f(...diff.map((s) => s.tensor));
-}
-
-/** Destroys the buffers of a GPU result's parts (the adapter returns only the loss and gradients). */
-function dropParts(r: Record<string, unknown>): void {
-  for (const [k, v] of Object.entries(r)) {
-    if (k !== "loss" && k !== "grads" && (v as GpuMatrix | undefined)?.buffer) (v as GpuMatrix).buffer.destroy();
-  }
 }
 
 /** The number of rows of the first GPU matrix of `inputs` (the loss's N with `"none"`). */
