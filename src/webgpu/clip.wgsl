@@ -42,7 +42,7 @@ struct PairedParams {
 @group(0) @binding(6) var<storage, read_write> ga: array<f32>;
 @group(0) @binding(7) var<storage, read_write> gb: array<f32>;
 
-// #include "gemm_loop.wgsl"
+// #include "gemm_store.wgsl"
 
 // The products (src/webgpu/gemm_loop.wgsl): 0 S = a_(i0 + r) b^T (into s), 1 ga = G b (into
 // ga from row i0), 2 gb (+)= G^T a_(i0 + r) (the first strip writes, the others add).

@@ -3,14 +3,14 @@
 // src/webgpu/face_rows.wgsl). Its glue is src/webgpu/face_margin.ts; the cross-entropy itself
 // is src/webgpu/cross_entropy.wgsl's (F_HOST_TG: the targets in row_in; F_NT: the non-target
 // transform).
-//   rows: one workgroup: the batch statistic and the next state, into out[0..4) (pairs) and
-//         out[4..6) (float32); then each labelled row's label logit and its derivative into
+//   rows: one workgroup: the batch statistic and the next state, into fout[0..4) (pairs) and
+//         fout[4..6) (float32); then each labelled row's label logit and its derivative into
 //         row_in's columns 2, 3; CurricularFace's t' into column 1 (the hard non-targets' a,
 //         added to nt_a) and its threshold into column 4; MagFace's g_i, d g_i / d norm_i and
-//         d z_y / d norm_i into out.
-//   post: one workgroup, after the cross-entropy: each row's loss (rows' column 0) into out,
+//         d z_y / d norm_i into fout.
+//   post: one workgroup, after the cross-entropy: each row's loss (rows' column 0) into fout,
 //         and MagFace's norms gradient s_i ((p_y - 1) d z_y / d norm + lambda d g / d norm).
-// out: [0, 4) the state (mean, std or t, 0) as pairs, [4, 6) the same as float32, then per row i
+// fout: [0, 4) the state (mean, std or t, 0) as pairs, [4, 6) the same as float32, then per row i
 // at 8 + 4 i: (loss, g, dg, dzy).
 
 struct FaceParams {
@@ -33,7 +33,7 @@ struct FaceParams {
 @group(0) @binding(3) var<storage, read> norms: array<f32>;
 @group(0) @binding(4) var<storage, read> st: array<f32>;
 @group(0) @binding(5) var<storage, read_write> row_in: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<storage, read_write> fout: array<f32>;
 @group(0) @binding(7) var<storage, read> rows_ce: array<f32>;
 @group(0) @binding(8) var<storage, read_write> gn: array<f32>;
 
@@ -54,19 +54,9 @@ fn rows(@builtin(local_invocation_index) t: u32) {
   zero = P.zero;
   let n = P.n;
   let s = next_state(n, t);
-  if (t == 0u) {
-    out[0] = s.a.x;
-    out[1] = s.a.y;
-    out[2] = s.b.x;
-    out[3] = s.b.y;
-    out[4] = s.a.x + s.a.y;
-    out[5] = s.b.x + s.b.y;
-  }
+  put_state(s, t);
   for (var i = t; i < n; i += WG) {
-    let o = 8u + 4u * i;
-    out[o + 1u] = 0.0;
-    out[o + 2u] = 0.0;
-    out[o + 3u] = 0.0;
+    put_mag(i, df(0.0), df(0.0), df(0.0));
     if (P.face == K_CURRICULAR) { row_in[i * P.rs + 1u] = s.a.x + s.a.y; }
     if (labels[i] < 0) { continue; }
     let u = label_cos(i);
@@ -79,9 +69,7 @@ fn rows(@builtin(local_invocation_index) t: u32) {
     } else {
       let m = mag_target(u, df(norms[i]));
       put(i, m.t);
-      out[o + 1u] = m.g.x + m.g.y;
-      out[o + 2u] = m.dg.x + m.dg.y;
-      out[o + 3u] = m.dz.x + m.dz.y;
+      put_mag(i, m.g, m.dg, m.dz);
     }
   }
 }
@@ -91,9 +79,9 @@ fn post(@builtin(local_invocation_index) t: u32) {
   for (var i = t; i < P.n; i += WG) {
     let o = 8u + 4u * i;
     let ce = rows_ce[i * P.rs];
-    out[o] = ce;
+    fout[o] = ce;
     if (P.face == K_MAG && (P.flags & F_GRAD) != 0u) {
-      gn[i] = row_in[i * P.rs] * ((exp(-ce) - 1.0) * out[o + 3u] + P.lambda * out[o + 2u]);
+      gn[i] = row_in[i * P.rs] * ((exp(-ce) - 1.0) * fout[o + 3u] + P.lambda * fout[o + 2u]);
     }
   }
 }

@@ -2,28 +2,16 @@
 // twins of src/losses/{adaface,curricular_face,magface}.ts's rows (float64, the references), in
 // float pairs, shared by src/webgpu/face_margin.wgsl (losses on cosines) and
 // src/webgpu/margin_head_face.wgsl (the head). The including kernel's struct holds
-// src/webgpu/face_params.wgsl's fields and `scale`, it binds `labels` (i32) and `st` (the state
-// input), and it defines `face_stat(i)`: row i's value of the batch statistic (AdaFace: its
-// norm; CurricularFace: its label cosine), as a pair.
+// src/webgpu/face_params.wgsl's fields and `scale`, it binds `labels` (i32), `st` (the state
+// input) and `fout` (the outputs: [0, 4) the state as pairs, [4, 6) as float32, then per row i
+// at 8 + 4 i: (loss, g, dg, dT/dnorm)), and it defines `face_stat(i)`: row i's value of the
+// batch statistic (AdaFace: its norm; CurricularFace: its label cosine), as a pair.
 
 const K_ADA: u32 = 0u;
 const K_CURRICULAR: u32 = 1u;
 const K_MAG: u32 = 2u;
 
-var<workgroup> red2: array<vec2<f32>, WG>;
-
-// Sum of pairs over the workgroup. Call from uniform control flow.
-fn wg_sum2(v: vec2<f32>, t: u32) -> vec2<f32> {
-  red2[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (t < s) { red2[t] = df_add(red2[t], red2[t + s]); }
-    workgroupBarrier();
-  }
-  let r = red2[0];
-  workgroupBarrier();
-  return r;
-}
+// #include "wg_sum2.wgsl"
 
 // State value k as a pair.
 fn state_in(k: u32) -> vec2<f32> {
@@ -74,6 +62,25 @@ fn next_state(n: u32, t: u32) -> State {
     b = df_add(df_mul(P.p_alpha, df_sqrt(df_div(qs, df(k - 1.0)))), df_mul(P.p_beta, b));
   }
   return State(a, b);
+}
+
+// Writes the next state s into fout (invocation 0).
+fn put_state(s: State, t: u32) {
+  if (t != 0u) { return; }
+  fout[0] = s.a.x;
+  fout[1] = s.a.y;
+  fout[2] = s.b.x;
+  fout[3] = s.b.y;
+  fout[4] = s.a.x + s.a.y;
+  fout[5] = s.b.x + s.b.y;
+}
+
+// Writes row i's MagFace values g, dg/dnorm, dT/dnorm into fout (0 for the other kinds' rows).
+fn put_mag(i: u32, g: vec2<f32>, dg: vec2<f32>, dz: vec2<f32>) {
+  let o = 8u + 4u * i;
+  fout[o + 1u] = g.x + g.y;
+  fout[o + 2u] = dg.x + dg.y;
+  fout[o + 3u] = dz.x + dz.y;
 }
 
 // AdaFace's target from the label cosine u and the norm: g = clip(h (clip(norm) - mean') /

@@ -1,10 +1,10 @@
 // The loops of the tiled products that read their operands from storage (src/webgpu/clip.wgsl,
-// src/webgpu/physics_contrastive.wgsl, src/webgpu/metric.wgsl): a 64 x 64 output tile at
-// (r0, c0) of A B, A [rows, kdim], B [kdim, cols], by the tiles of src/webgpu/gemm_tile.wgsl.
-// The including kernel defines how its products read and write, by a product number `which`:
+// src/webgpu/physics_contrastive.wgsl, src/webgpu/metric.wgsl, the heads' and linearCrossEntropy's
+// logits and gradients): a 64 x 64 output tile at (r0, c0) of A B, A [rows, kdim], B [kdim, cols],
+// by the tiles of src/webgpu/gemm_tile.wgsl. The including kernel defines how its products read,
+// by a product number `which` (and write: src/webgpu/gemm_store.wgsl):
 //   fn tile_a(which: u32, i: u32, k: u32) -> f32     A[i, k] (called for i < rows, k < kdim)
 //   fn tile_b(which: u32, k: u32, j: u32) -> f32     B[k, j] (called for k < kdim, j < cols)
-//   fn tile_put(which: u32, i: u32, j: u32, v: f32)  the result (called for i < rows, j < cols)
 // Entries outside the bounds are 0, so any size works.
 
 // #include "gemm_tile.wgsl"
@@ -36,17 +36,5 @@ fn gemm_tiles(out: ptr<function, array<vec4<f32>, 16>>, t: u32, which: u32, r0: 
     workgroupBarrier();
     block(out, t);
     workgroupBarrier();
-  }
-}
-
-// Writes the 8 x 8 block of invocation t of the tile at (r0, c0) through tile_put.
-fn gemm_store(out: ptr<function, array<vec4<f32>, 16>>, t: u32, which: u32, r0: u32, rows: u32, c0: u32, cols: u32) {
-  for (var r = 0u; r < 8u; r++) {
-    let i = r0 + 8u * (t >> 3u) + r;
-    if (i >= rows) { continue; }
-    for (var cc = 0u; cc < 8u; cc++) {
-      let j = c0 + 8u * (t & 7u) + cc;
-      if (j < cols) { tile_put(which, i, j, (*out)[2u * r + (cc >> 2u)][cc & 3u]); }
-    }
   }
 }

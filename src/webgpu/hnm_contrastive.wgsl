@@ -36,20 +36,7 @@ struct HnmParams {
 @group(0) @binding(6) var<storage, read_write> row_out: array<f32>;
 @group(0) @binding(7) var<storage, read_write> g: array<f32>;
 
-var<workgroup> red2: array<vec2<f32>, WG>;
-
-// Sum of pairs over the workgroup (every invocation gets it). Call from uniform control flow.
-fn wg_sum2(v: vec2<f32>, t: u32) -> vec2<f32> {
-  red2[t] = v;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    if (t < s) { red2[t] = df_add(red2[t], red2[t + s]); }
-    workgroupBarrier();
-  }
-  let r = red2[0];
-  workgroupBarrier();
-  return r;
-}
+// #include "wg_sum2.wgsl"
 
 // Class of logit position c of row i (0: the label, j + 1: hard negative j).
 fn cls(i: u32, c: u32) -> u32 {

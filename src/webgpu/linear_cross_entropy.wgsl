@@ -1,10 +1,10 @@
 // linearCrossEntropy on the GPU (src/webgpu/linear_cross_entropy.ts), the math of
 // src/reference/linear_cross_entropy.ts over chunks of classes [j0, j0 + cols) (the [N, V]
 // logits never exist: s holds one chunk's [N, cols] block):
-//   dots:   s = x W_J^T + b_J by the heads' 64 x 64 tiles (src/webgpu/gemm_tile.wgsl), before the cap,
+//   dots:   s = x W_J^T + b_J by the 64 x 64 tiles of src/webgpu/gemm_loop.wgsl, before the cap,
 //           as pairs (hi, lo) [N, cols, 2]: a tile whose logits can be large (max ||x_i|| max ||W_j||
 //           + max |b_j| > P.bound over its rows and classes, as the heads' "precise" mode) takes its
-//           dot products in double-float32 (as src/webgpu/margin_head.wgsl's gemm_precise), so that
+//           dot products in double-float32 (src/webgpu/gemm_precise.wgsl), so that
 //           a logit of 1e4 is good to about 1e-7; elsewhere lo is 0. Every difference of two
 //           logits is then formed from their pairs (`diff`: with a cap, the cap's difference), so
 //           z - M is exact near a row's maximum M (the CPU's relative rows);
@@ -33,7 +33,8 @@
 @group(0) @binding(6) var<storage, read_write> s: array<f32>;
 @group(0) @binding(7) var<storage, read_write> st: array<f32>;
 
-// #include "gemm_tile.wgsl"
+// #include "gemm_loop.wgsl"
+// #include "gemm_precise.wgsl"
 
 fn label_of(i: u32) -> i32 { return bitcast<i32>(rin[3u * i]); }
 
@@ -73,8 +74,10 @@ fn diff(a: vec2<f32>, b: vec2<f32>) -> f32 {
   return P.softcap * tanh_(d / P.softcap).x * 0.5 * (ma * pb + pa * mb);
 }
 
-// Precise tiles: k per step, and the halves of x and W in As and Bs ([0, 128): high, [128, 256): low).
-const TKP: u32 = 8u;
+// The one product x W_J^T (src/webgpu/gemm_loop.wgsl): A = x, B^T = the chunk's W_J.
+fn tile_a(which: u32, i: u32, k: u32) -> f32 { return xs[i * P.d + k]; }
+fn tile_b(which: u32, k: u32, j: u32) -> f32 { return ws[j * P.d + k]; }
+
 var<workgroup> gate: u32;
 
 // Whether the tile at (i0, c0) takes its dot products in pairs (uniform over the workgroup).
@@ -98,20 +101,6 @@ fn precise_tile(i0: u32, c0: u32, t: u32) -> bool {
   return workgroupUniformLoad(&gate) == 1u;
 }
 
-struct Acc {
-  s: vec4<f32>,
-  l: vec4<f32>,
-}
-
-// s + l += a * b with a = ah + al, b = bh + bl (as margin_head.wgsl's acc_p).
-fn acc_p(s: vec4<f32>, l: vec4<f32>, ah: f32, al: f32, bh: vec4<f32>, bl: vec4<f32>, b: vec4<f32>) -> Acc {
-  let p = ah * bh;
-  let s1 = opq4(s + p);
-  let bp = opq4(s1 - s);
-  let err = (s - (s1 - bp)) + (p - bp);
-  return Acc(s1, l + (err + (ah * bl + al * b)));
-}
-
 // Grid: (row tiles, class tiles of the chunk).
 @compute @workgroup_size(64)
 fn dots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -128,68 +117,9 @@ fn dots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     lo[q] = vec4<f32>(0.0);
   }
   if (precise_tile(i0, c0, t)) {
-    let ty = t >> 3u;
-    let tx = t & 7u;
-    let lk = t & 7u;
-    let lr = t >> 3u;
-    for (var k0 = 0u; k0 < d; k0 += TKP) {
-      let k = k0 + lk;
-      for (var q = 0u; q < 8u; q++) {
-        let r = lr + 8u * q;
-        var va = 0.0;
-        var vb = 0.0;
-        if (i0 + r < n && k < d) { va = xs[(i0 + r) * d + k]; }
-        if (c0 + r < cols && k < d) { vb = ws[(c0 + r) * d + k]; }
-        let sa = split(va);
-        let sb = split(vb);
-        let at = lk * 16u + (r >> 2u);
-        As[at][r & 3u] = sa.x;
-        As[128u + at][r & 3u] = sa.y;
-        Bs[at][r & 3u] = sb.x;
-        Bs[128u + at][r & 3u] = sb.y;
-      }
-      workgroupBarrier();
-      for (var kk = 0u; kk < TKP; kk++) {
-        let bh0 = Bs[kk * 16u + 2u * tx];
-        let bh1 = Bs[kk * 16u + 2u * tx + 1u];
-        let bl0 = Bs[128u + kk * 16u + 2u * tx];
-        let bl1 = Bs[128u + kk * 16u + 2u * tx + 1u];
-        let b0 = bh0 + bl0;
-        let b1 = bh1 + bl1;
-        for (var h = 0u; h < 2u; h++) {
-          let ah = As[kk * 16u + 2u * ty + h];
-          let al = As[128u + kk * 16u + 2u * ty + h];
-          for (var e = 0u; e < 4u; e++) {
-            let q = 8u * h + 2u * e;
-            let x0 = acc_p(out[q], lo[q], ah[e], al[e], bh0, bl0, b0);
-            let x1 = acc_p(out[q + 1u], lo[q + 1u], ah[e], al[e], bh1, bl1, b1);
-            out[q] = x0.s;
-            lo[q] = x0.l;
-            out[q + 1u] = x1.s;
-            lo[q + 1u] = x1.l;
-          }
-        }
-      }
-      workgroupBarrier();
-    }
+    gemm_precise(&out, &lo, t, 0u, i0, n, c0, cols, d);
   } else {
-    for (var k0 = 0u; k0 < d; k0 += TK) {
-      for (var e = 0u; e < 16u; e++) {
-        let idx = t + 64u * e;
-        let kk = idx & 15u;
-        let r = idx >> 4u;
-        let k = k0 + kk;
-        var va = 0.0;
-        var vb = 0.0;
-        if (k < d && i0 + r < n) { va = xs[(i0 + r) * d + k]; }
-        if (k < d && c0 + r < cols) { vb = ws[(c0 + r) * d + k]; }
-        As[kk * 16u + (r >> 2u)][r & 3u] = va;
-        Bs[kk * 16u + (r >> 2u)][r & 3u] = vb;
-      }
-      workgroupBarrier();
-      block(&out, t);
-      workgroupBarrier();
-    }
+    gemm_tiles(&out, t, 0u, i0, n, c0, cols, d, true);
   }
   for (var r = 0u; r < 8u; r++) {
     let i = i0 + 8u * (t >> 3u) + r;

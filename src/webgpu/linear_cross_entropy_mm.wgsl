@@ -7,7 +7,7 @@
 //   grad_w: dW_J = du^T X     (grid: class tiles, D tiles), each class's rows written once;
 //   grad_b: db_J = sum_i du   (one invocation per class, in two-float);
 //   fin_x:  gx += gxlo, after the last chunk.
-// 64 x 64 output tiles (src/webgpu/gemm_tile.wgsl); every output element has one owner. W and
+// 64 x 64 output tiles (src/webgpu/gemm_store.wgsl); every output element has one owner. W and
 // dW are bound from the chunk's first class on.
 
 // #include "linear_ce_params.wgsl"
@@ -20,95 +20,47 @@
 @group(0) @binding(6) var<storage, read_write> gw: array<f32>;
 @group(0) @binding(7) var<storage, read_write> gb: array<f32>;
 
-// #include "gemm_tile.wgsl"
+// #include "gemm_store.wgsl"
+
+// The products (src/webgpu/gemm_store.wgsl): 0 dX (+)= du W_J (the first chunk writes, the others
+// add in two-float), 1 dW_J = du^T X.
+fn tile_a(which: u32, i: u32, k: u32) -> f32 {
+  if (which == 0u) { return du[2u * (i * P.cols + k)]; }
+  return du[2u * (k * P.cols + i)];
+}
+fn tile_b(which: u32, k: u32, j: u32) -> f32 {
+  if (which == 0u) { return ws[k * P.d + j]; }
+  return xs[k * P.d + j];
+}
+fn tile_put(which: u32, i: u32, j: u32, v: f32) {
+  let o = i * P.d + j;
+  if (which == 1u) {
+    gw[o] = v;
+  } else if (P.first != 0u) {
+    gx[o] = v;
+    gxlo[o] = 0.0;
+  } else {
+    let sm = two_sum(gx[o], v);
+    gx[o] = sm.x;
+    gxlo[o] += sm.y;
+  }
+}
 
 // Grid: (row tiles, D tiles).
 @compute @workgroup_size(64)
 fn grad_x(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   zero = P.zero;
-  let i0 = wid.x * 64u;
-  let q0 = wid.y * 64u;
-  let n = P.n;
-  let d = P.d;
-  let cols = P.cols;
   var out: array<vec4<f32>, 16>;
-  for (var q = 0u; q < 16u; q++) { out[q] = vec4<f32>(0.0); }
-  for (var k0 = 0u; k0 < cols; k0 += TK) {
-    for (var e = 0u; e < 16u; e++) {
-      let idx = t + 64u * e;
-      let kk = idx & 15u;
-      let r = idx >> 4u;
-      let k = k0 + kk;
-      var va = 0.0;
-      if (k < cols && i0 + r < n) { va = du[2u * ((i0 + r) * cols + k)]; }
-      As[kk * 16u + (r >> 2u)][r & 3u] = va;
-      let c = idx & 63u;
-      let kb = k0 + (idx >> 6u);
-      var vb = 0.0;
-      if (kb < cols && q0 + c < d) { vb = ws[kb * d + q0 + c]; }
-      Bs[(idx >> 6u) * 16u + (c >> 2u)][c & 3u] = vb;
-    }
-    workgroupBarrier();
-    block(&out, t);
-    workgroupBarrier();
-  }
-  for (var r = 0u; r < 8u; r++) {
-    let i = i0 + 8u * (t >> 3u) + r;
-    if (i >= n) { continue; }
-    for (var cc = 0u; cc < 8u; cc++) {
-      let q = q0 + 8u * (t & 7u) + cc;
-      if (q >= d) { continue; }
-      let o = i * d + q;
-      let v = out[2u * r + (cc >> 2u)][cc & 3u];
-      if (P.first != 0u) {
-        gx[o] = v;
-        gxlo[o] = 0.0;
-      } else {
-        let sm = two_sum(gx[o], v);
-        gx[o] = sm.x;
-        gxlo[o] += sm.y;
-      }
-    }
-  }
+  gemm_tiles(&out, t, 0u, wid.x * 64u, P.n, wid.y * 64u, P.d, P.cols, false);
+  gemm_store(&out, t, 0u, wid.x * 64u, P.n, wid.y * 64u, P.d);
 }
 
 // Grid: (class tiles of the chunk, D tiles).
 @compute @workgroup_size(64)
 fn grad_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-  let c0 = wid.x * 64u;
-  let q0 = wid.y * 64u;
-  let n = P.n;
-  let d = P.d;
-  let cols = P.cols;
   var out: array<vec4<f32>, 16>;
-  for (var q = 0u; q < 16u; q++) { out[q] = vec4<f32>(0.0); }
-  for (var k0 = 0u; k0 < n; k0 += TK) {
-    for (var e = 0u; e < 16u; e++) {
-      let idx = t + 64u * e;
-      let kk = idx & 15u;
-      let r = idx >> 4u;
-      let k = k0 + kk;
-      var va = 0.0;
-      if (k < n && c0 + r < cols) { va = du[2u * (k * cols + c0 + r)]; }
-      As[kk * 16u + (r >> 2u)][r & 3u] = va;
-      let c = idx & 63u;
-      let kb = k0 + (idx >> 6u);
-      var vb = 0.0;
-      if (kb < n && q0 + c < d) { vb = xs[kb * d + q0 + c]; }
-      Bs[(idx >> 6u) * 16u + (c >> 2u)][c & 3u] = vb;
-    }
-    workgroupBarrier();
-    block(&out, t);
-    workgroupBarrier();
-  }
-  for (var r = 0u; r < 8u; r++) {
-    let jl = c0 + 8u * (t >> 3u) + r;
-    if (jl >= cols) { continue; }
-    for (var cc = 0u; cc < 8u; cc++) {
-      let q = q0 + 8u * (t & 7u) + cc;
-      if (q < d) { gw[jl * d + q] = out[2u * r + (cc >> 2u)][cc & 3u]; }
-    }
-  }
+  gemm_tiles(&out, t, 1u, wid.x * 64u, P.cols, wid.y * 64u, P.d, P.n, false);
+  gemm_store(&out, t, 1u, wid.x * 64u, P.cols, wid.y * 64u, P.d);
 }
 
 // One invocation per class of the chunk.

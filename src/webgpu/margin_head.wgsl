@@ -9,10 +9,9 @@
 //   grad / grad_p: du_ij = dL/du_ij of one chunk of classes [row0, row0 + k):
 //                  g_i e^(z_ij - r_i - l_i) (0 where the clamp cut u), the label's from
 //                  row_v (when MH_LABEL): du [N, k].
-// The _p ("precise") entries take the dot products in double-float32: each x and W
-// value split into 12-bit halves (whose products are exact), the high products summed
-// error-free (two-sum) and the rest into a compensation term, so a logit of 1e4 is good
-// to about 1e-7 (SphereFace and L-Softmax with long embeddings; the CPU's float64 mode).
+// The _p ("precise") entries take the dot products in double-float32 (src/webgpu/gemm_precise.wgsl),
+// so a logit of 1e4 is good to about 1e-7 (SphereFace and L-Softmax with long embeddings; the
+// CPU's float64 mode).
 // A logit is then a pair (zh, zl), zh = z rounded; a row's reference r is a float32
 // value, and zh - r is exact where it matters (Sterbenz).
 //
@@ -32,17 +31,9 @@
 @group(0) @binding(5) var<storage, read> bcls: array<f32>;
 @group(0) @binding(6) var<storage, read_write> outv: array<f32>;
 
-const TK: u32 = 16u; // k per step, plain
-const TKP: u32 = 8u; // k per step, precise
+// #include "gemm_loop.wgsl"
+// #include "gemm_precise.wgsl"
 
-// Tiles [k][16] of vec4: 64 rows of x (A) or classes of W (B) per k.
-var<workgroup> As: array<vec4<f32>, 256>;
-var<workgroup> Bs: array<vec4<f32>, 256>;
-// Precise: [TKP][16], the high and low halves.
-var<workgroup> Ah: array<vec4<f32>, 128>;
-var<workgroup> Al: array<vec4<f32>, 128>;
-var<workgroup> Bh: array<vec4<f32>, 128>;
-var<workgroup> Bl: array<vec4<f32>, 128>;
 var<workgroup> rmx: array<f32, 512>; // [64 rows][8 invocations]
 var<workgroup> rowm: array<f32, 64>;
 
@@ -51,129 +42,21 @@ var<workgroup> rowm: array<f32, 64>;
 var<private> acc: array<vec4<f32>, 16>;
 var<private> acl: array<vec4<f32>, 16>;
 
-
+// The one product x W^T (src/webgpu/gemm_loop.wgsl): A = x, B^T = the window of W.
+fn tile_a(which: u32, i: u32, k: u32) -> f32 { return xs[i * P.d + k]; }
+fn tile_b(which: u32, k: u32, j: u32) -> f32 { return ws[(j - P.g_off) * P.d + k]; }
 
 fn gemm_plain(i0: u32, j0: u32, t: u32) {
-  let ty = t >> 3u;
-  let tx = t & 7u;
-  let n = P.n;
-  let c = P.g_off + P.k; // the end of the window of W
-  let d = P.d;
-  // Loads: k = t & 15 of rows (t >> 4) + 4 q (adjacent invocations, adjacent k).
-  let lk = t & 15u;
-  let lr = t >> 4u;
   var a: array<vec4<f32>, 16>;
-  for (var q = 0u; q < 16u; q++) { a[q] = vec4<f32>(0.0); }
-  for (var k0 = 0u; k0 < d; k0 += TK) {
-    let k = k0 + lk;
-    for (var q = 0u; q < 16u; q++) {
-      let r = lr + 4u * q;
-      var va = 0.0;
-      var vb = 0.0;
-      if (i0 + r < n && k < d) { va = xs[(i0 + r) * d + k]; }
-      if (j0 + r < c && k < d) { vb = ws[(j0 + r - P.g_off) * d + k]; }
-      As[lk * 16u + (r >> 2u)][r & 3u] = va;
-      Bs[lk * 16u + (r >> 2u)][r & 3u] = vb;
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < TK; kk++) {
-      let a0 = As[kk * 16u + 2u * ty];
-      let a1 = As[kk * 16u + 2u * ty + 1u];
-      let b0 = Bs[kk * 16u + 2u * tx];
-      let b1 = Bs[kk * 16u + 2u * tx + 1u];
-      a[0] += a0.x * b0;
-      a[1] += a0.x * b1;
-      a[2] += a0.y * b0;
-      a[3] += a0.y * b1;
-      a[4] += a0.z * b0;
-      a[5] += a0.z * b1;
-      a[6] += a0.w * b0;
-      a[7] += a0.w * b1;
-      a[8] += a1.x * b0;
-      a[9] += a1.x * b1;
-      a[10] += a1.y * b0;
-      a[11] += a1.y * b1;
-      a[12] += a1.z * b0;
-      a[13] += a1.z * b1;
-      a[14] += a1.w * b0;
-      a[15] += a1.w * b1;
-    }
-    workgroupBarrier();
-  }
+  gemm_tiles(&a, t, 0u, i0, P.n, j0, P.g_off + P.k, P.d, true);
   acc = a;
   for (var q = 0u; q < 16u; q++) { acl[q] = vec4<f32>(0.0); }
 }
 
-struct Acc {
-  s: vec4<f32>,
-  l: vec4<f32>,
-}
-
-// s + l += a * b with a = ah + al, b = bh + bl: ah * bh is exact and summed by two-sum,
-// the rest (2^-11 of it) goes to l.
-fn acc_p(s: vec4<f32>, l: vec4<f32>, ah: f32, al: f32, bh: vec4<f32>, bl: vec4<f32>, b: vec4<f32>) -> Acc {
-  let p = ah * bh;
-  let s1 = opq4(s + p);
-  let bp = opq4(s1 - s);
-  let err = (s - (s1 - bp)) + (p - bp);
-  return Acc(s1, l + (err + (ah * bl + al * b)));
-}
-
-fn gemm_precise(i0: u32, j0: u32, t: u32) {
-  let ty = t >> 3u;
-  let tx = t & 7u;
-  let n = P.n;
-  let c = P.g_off + P.k;
-  let d = P.d;
-  // Loads: k = t & 7 of rows (t >> 3) + 8 q.
-  let lk = t & 7u;
-  let lr = t >> 3u;
+fn gemm_pair(i0: u32, j0: u32, t: u32) {
   var s: array<vec4<f32>, 16>;
   var l: array<vec4<f32>, 16>;
-  for (var q = 0u; q < 16u; q++) {
-    s[q] = vec4<f32>(0.0);
-    l[q] = vec4<f32>(0.0);
-  }
-  for (var k0 = 0u; k0 < d; k0 += TKP) {
-    let k = k0 + lk;
-    for (var q = 0u; q < 8u; q++) {
-      let r = lr + 8u * q;
-      var va = 0.0;
-      var vb = 0.0;
-      if (i0 + r < n && k < d) { va = xs[(i0 + r) * d + k]; }
-      if (j0 + r < c && k < d) { vb = ws[(j0 + r - P.g_off) * d + k]; }
-      let sa = split(va);
-      let sb = split(vb);
-      let at = lk * 16u + (r >> 2u);
-      Ah[at][r & 3u] = sa.x;
-      Al[at][r & 3u] = sa.y;
-      Bh[at][r & 3u] = sb.x;
-      Bl[at][r & 3u] = sb.y;
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < TKP; kk++) {
-      let bh0 = Bh[kk * 16u + 2u * tx];
-      let bh1 = Bh[kk * 16u + 2u * tx + 1u];
-      let bl0 = Bl[kk * 16u + 2u * tx];
-      let bl1 = Bl[kk * 16u + 2u * tx + 1u];
-      let b0 = bh0 + bl0;
-      let b1 = bh1 + bl1;
-      for (var h = 0u; h < 2u; h++) {
-        let ah = Ah[kk * 16u + 2u * ty + h];
-        let al = Al[kk * 16u + 2u * ty + h];
-        for (var e = 0u; e < 4u; e++) {
-          let q = 8u * h + 2u * e;
-          let x0 = acc_p(s[q], l[q], ah[e], al[e], bh0, bl0, b0);
-          let x1 = acc_p(s[q + 1u], l[q + 1u], ah[e], al[e], bh1, bl1, b1);
-          s[q] = x0.s;
-          l[q] = x0.l;
-          s[q + 1u] = x1.s;
-          l[q + 1u] = x1.l;
-        }
-      }
-    }
-    workgroupBarrier();
-  }
+  gemm_precise(&s, &l, t, 0u, i0, P.n, j0, P.g_off + P.k, P.d);
   acc = s;
   acl = l;
 }
@@ -321,7 +204,7 @@ fn fwd_p(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   zero = P.zero;
   let ct = wid.y + P.b_off;
   let i0 = (wid.x + P.a_off) * 64u;
-  gemm_precise(i0, ct * 64u, t);
+  gemm_pair(i0, ct * 64u, t);
   finish_fwd(i0, ct * 64u, ct, t, true);
 }
 
@@ -342,6 +225,6 @@ fn grad_p(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   zero = P.zero;
   let i0 = (wid.x + P.a_off) * 64u;
   let j0 = P.row0 + (wid.y + P.b_off) * 64u;
-  gemm_precise(i0, j0, t);
+  gemm_pair(i0, j0, t);
   finish_grad(i0, j0, t, true);
 }

@@ -43,21 +43,11 @@ fn face_rows(@builtin(local_invocation_index) t: u32) {
   zero = P.zero;
   let n = P.n;
   let s = next_state(n, t);
-  if (t == 0u) {
-    fout[0] = s.a.x;
-    fout[1] = s.a.y;
-    fout[2] = s.b.x;
-    fout[3] = s.b.y;
-    fout[4] = s.a.x + s.a.y;
-    fout[5] = s.b.x + s.b.y;
-    row_v[n * MH_RS + 2u] = s.a.x + s.a.y;
-  }
+  put_state(s, t);
+  if (t == 0u) { row_v[n * MH_RS + 2u] = s.a.x + s.a.y; }
   for (var i = t; i < n; i += WG) {
     let base = i * MH_RS;
-    let o = 8u + 4u * i;
-    fout[o + 1u] = 0.0;
-    fout[o + 2u] = 0.0;
-    fout[o + 3u] = 0.0;
+    put_mag(i, df(0.0), df(0.0), df(0.0));
     row_v[base + 27u] = 3.4028234e38;
     if (labels[i] < 0) { continue; }
     let u = pair_at(base + 25u);
@@ -74,9 +64,7 @@ fn face_rows(@builtin(local_invocation_index) t: u32) {
     } else {
       let m = mag_target(u, nx);
       tg = m.t;
-      fout[o + 1u] = m.g.x + m.g.y;
-      fout[o + 2u] = m.dg.x + m.dg.y;
-      fout[o + 3u] = m.dz.x + m.dz.y;
+      put_mag(i, m.g, m.dg, m.dz);
     }
     set_pair(base + 13u, tg.v);
     set_pair(base + 15u, tg.d);

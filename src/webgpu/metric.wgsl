@@ -60,7 +60,7 @@ struct MetricParams {
 @group(0) @binding(7) var<storage, read_write> gf: array<f32>;
 @group(0) @binding(8) var<storage, read_write> gp: array<f32>;
 
-// #include "gemm_loop.wgsl"
+// #include "gemm_store.wgsl"
 
 // Below this squared distance (from S) a pair is near (see the top).
 const NEAR: f32 = 0.1;

@@ -35,7 +35,7 @@ struct ContrastiveParams {
 @group(0) @binding(6) var<storage, read_write> row_out: array<f32>;
 @group(0) @binding(7) var<storage, read_write> g: array<f32>;
 
-// #include "gemm_loop.wgsl"
+// #include "gemm_store.wgsl"
 
 // Logits above this are taken in float pairs (see the top).
 const PRECISE_ABOVE: f32 = 64.0;
