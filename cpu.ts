@@ -23,6 +23,7 @@ export {
 } from "./src/sampling.ts";
 export { mergeShardStats } from "./src/kernels/shards.ts";
 export type {
+  LabelCosines,
   ShardedLoss,
   ShardedOptions,
   ShardedReturn,

@@ -67,6 +67,7 @@ export {
 export { mergeShardStats } from "./src/kernels/shards.ts";
 export type { ShardStats } from "./src/kernels/shards.ts";
 export type {
+  LabelCosines,
   Registry,
   ShardedLoss,
   ShardedOptions,

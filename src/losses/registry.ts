@@ -44,6 +44,7 @@ export {
   type HeadOptions,
   marginHead,
   type MarginHeadOptions,
+  type MarginHeadParts,
 } from "./margin_head.ts";
 export { sphereface, type SpherefaceOptions } from "./sphereface.ts";
 export { lsoftmax, type LsoftmaxOptions } from "./lsoftmax.ts";
