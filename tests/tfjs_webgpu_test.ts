@@ -16,17 +16,7 @@ import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
 import { randomMatrix, Rng, seedOf } from "./helpers/random.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
 import { allSpecs, cosineMarginSpecs, headSpecs, type LossSpec } from "./helpers/specs.ts";
-import {
-  centerLossSpec,
-  centerRegularizationSpec,
-  featureDiversitySpec,
-  hierarchicalSpec,
-  hnmContrastiveSpec,
-  iclMoeSpec,
-  mixOutputsSpec,
-  physicsContrastiveSpec,
-  physMoeSpec,
-} from "./helpers/specs_moe.ts";
+import { moeSpecs } from "./helpers/specs_moe.ts";
 import { clipSpec, siglipSpec } from "./helpers/specs_clip.ts";
 import { metricSpecs } from "./helpers/specs_metric.ts";
 import { linearCrossEntropySpec } from "./helpers/specs_lce.ts";
@@ -63,15 +53,7 @@ const gpuSpecs: readonly LossSpec[] = [
   ...allSpecs.filter((s) => !s.matrixOutput && s.name !== "accuracy"),
   ...cosineMarginSpecs,
   ...headSpecs,
-  centerLossSpec,
-  physicsContrastiveSpec,
-  featureDiversitySpec,
-  centerRegularizationSpec,
-  mixOutputsSpec,
-  iclMoeSpec,
-  hierarchicalSpec,
-  physMoeSpec,
-  hnmContrastiveSpec,
+  ...moeSpecs,
   clipSpec,
   siglipSpec,
   ...metricSpecs,

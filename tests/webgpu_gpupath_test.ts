@@ -22,17 +22,7 @@ import {
   randomUpstream,
   subcenterSpecs,
 } from "./helpers/specs.ts";
-import {
-  centerLossSpec,
-  centerRegularizationSpec,
-  featureDiversitySpec,
-  hierarchicalSpec,
-  hnmContrastiveSpec,
-  iclMoeSpec,
-  mixOutputsSpec,
-  physicsContrastiveSpec,
-  physMoeSpec,
-} from "./helpers/specs_moe.ts";
+import { moeSpecs } from "./helpers/specs_moe.ts";
 import { clipSpec, siglipSpec } from "./helpers/specs_clip.ts";
 import { metricSpecs } from "./helpers/specs_metric.ts";
 import { linearCrossEntropySpec } from "./helpers/specs_lce.ts";
@@ -54,15 +44,7 @@ const specs: readonly LossSpec[] = [
   ...headSpecs,
   // (sub-centres: the fused kernel's maximum over each class's columns)
   ...subcenterSpecs,
-  centerLossSpec,
-  physicsContrastiveSpec,
-  featureDiversitySpec,
-  centerRegularizationSpec,
-  mixOutputsSpec,
-  iclMoeSpec,
-  hierarchicalSpec,
-  physMoeSpec,
-  hnmContrastiveSpec,
+  ...moeSpecs,
   clipSpec,
   siglipSpec,
   ...metricSpecs,

@@ -185,3 +185,16 @@ export const hnmContrastiveSpec: LossSpec = {
   },
   optionSets: () => [{}, { temperature: 1 }, { temperature: 1e-4, reduction: "none" }],
 };
+
+/** The metric-learning and mixture-of-experts losses of SPEC.md §4–§6, in this order. */
+export const moeSpecs: readonly LossSpec[] = [
+  centerLossSpec,
+  physicsContrastiveSpec,
+  featureDiversitySpec,
+  centerRegularizationSpec,
+  mixOutputsSpec,
+  iclMoeSpec,
+  hierarchicalSpec,
+  physMoeSpec,
+  hnmContrastiveSpec,
+];

@@ -11,17 +11,7 @@ import { alloc, js, type SyncLosses } from "../../cpu.ts";
 import { assertGradClose, assertLossClose } from "./assert.ts";
 import { type Mat, randomMatrix, Rng, seedOf } from "./random.ts";
 import { allSpecs, cosineMarginSpecs, headSpecs, type LossSpec } from "./specs.ts";
-import {
-  centerLossSpec,
-  centerRegularizationSpec,
-  featureDiversitySpec,
-  hierarchicalSpec,
-  hnmContrastiveSpec,
-  iclMoeSpec,
-  mixOutputsSpec,
-  physicsContrastiveSpec,
-  physMoeSpec,
-} from "./specs_moe.ts";
+import { moeSpecs } from "./specs_moe.ts";
 import { metricSpecs } from "./specs_metric.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -46,19 +36,6 @@ export interface Result {
   value: number | Float32Array;
   grads: Record<string, Float32Array>;
 }
-
-/** The metric-learning and mixture-of-experts losses (SPEC.md §4–§6). */
-const moeSpecs: readonly LossSpec[] = [
-  centerLossSpec,
-  physicsContrastiveSpec,
-  featureDiversitySpec,
-  centerRegularizationSpec,
-  mixOutputsSpec,
-  iclMoeSpec,
-  hierarchicalSpec,
-  physMoeSpec,
-  hnmContrastiveSpec,
-];
 
 /** Options for drawing a case's problem: physicsContrastive's random problems have a rule only with a threshold. */
 const drawOptions: Record<string, Record<string, Any>> = { physicsContrastive: { threshold: 0.8 } };
