@@ -21,7 +21,7 @@ export {
   partialFcSample,
   type PartialFcSampleOptions,
 } from "./src/sampling.ts";
-export { mergeShardStats } from "./src/kernels/shards.ts";
+export { mergeShardStats, mergeShardTopK } from "./src/kernels/shards.ts";
 export type {
   LabelCosines,
   ShardedLoss,
@@ -31,7 +31,7 @@ export type {
   ShardOptions,
   ShardResult,
 } from "./src/losses/sharded.ts";
-export type { ShardStats } from "./src/kernels/shards.ts";
+export type { ShardStats, ShardTopK } from "./src/kernels/shards.ts";
 export * from "./src/state.ts";
 export { adafaceInit, type AdafaceState } from "./src/losses/adaface.ts";
 export type { CurricularFaceState } from "./src/losses/curricular_face.ts";

@@ -64,8 +64,8 @@ export {
   partialFcSample,
   type PartialFcSampleOptions,
 } from "./src/sampling.ts";
-export { mergeShardStats } from "./src/kernels/shards.ts";
-export type { ShardStats } from "./src/kernels/shards.ts";
+export { mergeShardStats, mergeShardTopK } from "./src/kernels/shards.ts";
+export type { ShardStats, ShardTopK } from "./src/kernels/shards.ts";
 export type {
   LabelCosines,
   Registry,

@@ -273,7 +273,7 @@ export function rowScatter(g: usize, gs: usize, win: usize, c: i32, k: i32): voi
  * (x > thr, or x == thr and j <= tie) becomes a x + b x^2 + g sqrt(1 - x^2), d = a + 2 b x -
  * g xd / sqrt(1 - xd^2) (xd clamped to [-1 + 1e-6, 1 - 1e-6]); in float64 rounded once.
  */
-function rowNonTarget(x: usize, xs: usize, d: usize, c: i32, y: i32, ntc: usize, thr: f64, tie: i32): void {
+export function rowNonTarget(x: usize, xs: usize, d: usize, c: i32, y: i32, ntc: usize, thr: f64, tie: i32): void {
   const lo = load<f64>(ntc), hi = load<f64>(ntc + 8);
   const a = load<f64>(ntc + 16), b = load<f64>(ntc + 24), g = load<f64>(ntc + 32), cut = load<f64>(ntc + 40);
   for (let j = 0; j < c; j++) {

@@ -65,7 +65,7 @@ export function lce_stats(
     store<f64>(top + o8, max(load<f64>(top + o8), <f64>mx));
     if (yl >= 0) store<f64>(zy + o8, <f64>load<f32>(row + ((<usize>yl) << 2)));
   }
-  shard_stats(S, n, cols, local, 1, 0, target, cmax, csum, cbelow, weight, softcap, cap, 1, 0);
+  shard_stats(S, n, cols, local, 1, 0, target, cmax, csum, cbelow, weight, softcap, cap, 1, 0, 0, 0);
   // The chunk's weight (sum of its class weights; its column count without weights).
   let wc: f64 = <f64>cols;
   if (weight) {
@@ -99,7 +99,7 @@ export function lce_grads(
 ): void {
   localLabels(labels, n, j0, cols, local);
   addBias(S, n, cols, bias);
-  shard_grads(S, S, n, cols, local, weight, 1, 0, M, A, U, G, softcap, cap, 1, 0);
+  shard_grads(S, S, n, cols, local, weight, 1, 0, M, A, U, G, softcap, cap, 1, 0, 0, 0);
 }
 
 /**

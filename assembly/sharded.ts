@@ -21,11 +21,15 @@
 // holds 1 - p_r to float64 accuracy), and shard_grads writes g_r from float64 pieces.
 import { rowMax, rowFind, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSumBelow, rowDotBelow, rowSoftcap, rowMul } from "./softmax";
 import { expNeg1 } from "./math";
-import { rowSubMax, rowScatter } from "./cross_entropy";
+import { rowSubMax, rowScatter, rowNonTarget } from "./cross_entropy";
 
 // The margin losses' sub-centres (sub > 1): a row of z is [c * sub]; as in cross_entropy.ts each row
 // first becomes its class cosines in the scratch subs [2, c] (rowSubMax), and shard_grads writes the
 // gradient row from the scratch (rowScatter).
+// The margin losses' inter-class options (ntc = [lo, hi, a, b, g, cut] f64, nt = per row (thr, tie)
+// f64 or 0; tie a column of the shard): as in cross_entropy.ts each row is first transformed into the
+// scratch `cap` [2, c] (rowNonTarget: x'_j and its derivative d_j over s), run unclamped, and
+// shard_grads multiplies the gradient row by d.
 
 // @ts-ignore: decorator
 @inline function expSumIn(row: usize, lo: i32, hi: i32, m: f32, s: f32, out: usize, clamp: i32): f64 {
@@ -51,14 +55,23 @@ import { rowSubMax, rowScatter } from "./cross_entropy";
   return r < c && load<f32>(zr + (<usize>r << 2)) == mx ? r : -1;
 }
 
+/** Row i's non-target transform (label column yl, -1: elsewhere) into the scratch cap [2, c]. */
+// @ts-ignore: decorator
+@inline function ntRow(zr: usize, cap: usize, c: i32, yl: i32, ntc: usize, nt: usize, i: i32): void {
+  const thr = nt ? load<f64>(nt + (<usize>i << 4)) : Infinity;
+  const tie = nt ? <i32>load<f64>(nt + (<usize>i << 4) + 8) : -1;
+  rowNonTarget(zr, cap, cap + (<usize>c << 2), c, yl >= 0 ? yl : c, ntc, thr, tie);
+}
+
 /**
  * z: [rows, c] float32; local [rows] int32; target [rows, 2] float64; out max, sum [rows] float64; below [rows] or 0;
  * weight [c] or 0; softcap c or 0, cap a scratch [2, c] float32; sub the sub-centres (z [rows, c * sub]), subs a
- * scratch [2, c] or 0.
+ * scratch [2, c] or 0; ntc, nt the non-target transform or 0 (then cap is its scratch).
  */
 export function shard_stats(
-  z: usize, rows: i32, c: i32, local: usize, scale: f64, clamp: i32, target: usize,
+  z: usize, rows: i32, c: i32, local: usize, scale: f64, clampIn: i32, target: usize,
   maxOut: usize, sumOut: usize, below: usize, weight: usize, softcap: f64, cap: usize, sub: i32, subs: usize,
+  ntc: usize, nt: usize,
 ): void {
   const s32 = <f32>scale;
   for (let i = 0; i < rows; i++) {
@@ -76,9 +89,14 @@ export function shard_stats(
       zr = subs;
     }
     let h: f64 = 0; // the shift of a capped row
+    let clamp = clampIn;
     if (softcap != 0) {
       h = rowSoftcap(zr, cap, cap + (<usize>c << 2), c, softcap);
       zr = cap;
+    } else if (ntc) {
+      ntRow(zr, cap, c, yl, ntc, nt, i);
+      zr = cap;
+      clamp = 0;
     }
     const y = yl >= 0 ? yl : c;
     const mx = otherMax(zr, c, y, clamp);
@@ -104,8 +122,9 @@ export function shard_stats(
  * subs as shard_stats (z, g [rows, c * sub]).
  */
 export function shard_grads(
-  z: usize, g: usize, rows: i32, c: i32, local: usize, weight: usize, scale: f64, clamp: i32,
+  z: usize, g: usize, rows: i32, c: i32, local: usize, weight: usize, scale: f64, clampIn: i32,
   M: usize, A: usize, U: usize, G: usize, softcap: f64, cap: usize, sub: i32, subs: usize,
+  ntc: usize, nt: usize,
 ): void {
   const s32 = <f32>scale;
   const width = <usize>c * <usize>sub;
@@ -124,9 +143,14 @@ export function shard_grads(
       gr = subs;
     }
     let h: f64 = 0; // the shift of a capped row
+    let clamp = clampIn;
     if (softcap != 0) {
       h = rowSoftcap(zr, cap, cap + (<usize>c << 2), c, softcap);
       zr = cap;
+    } else if (ntc) {
+      ntRow(zr, cap, c, yl, ntc, nt, i);
+      zr = cap;
+      clamp = 0;
     }
     const o8 = <usize>i << 3;
     const m = load<f64>(M + o8) - h;
@@ -151,7 +175,7 @@ export function shard_grads(
       const wr = weight ? <f64>load<f32>(weight + (<usize>r << 2)) : 1;
       store<f32>(gr + (<usize>r << 2), <f32>(scale * (load<f64>(A + o8) * er - load<f64>(U + o8) * wr)));
     }
-    if (softcap != 0) rowMul(gr, cap + (<usize>c << 2), c);
+    if (softcap != 0 || ntc) rowMul(gr, cap + (<usize>c << 2), c);
     if (yl >= 0) store<f32>(gr + (<usize>yl << 2), <f32>load<f64>(G + o8));
     if (sub > 1) rowScatter(gFull, subs, subs + (<usize>c << 2), c, sub);
   }

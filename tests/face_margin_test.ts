@@ -396,9 +396,13 @@ describe("interclassFilteringThreshold and interTopK: identities and errors", ()
       includes: ['"interTopK"'],
     },
   ]);
-  it("the sharded forms refuse the inter-class options", () => {
+  it("the sharded forms take the inter-class options (tests/sharded_inter_test.ts); interTopK needs inputs.topK", () => {
     assert.throws(
       () => js.sharded.arcface.stats(make(), { offset: 0, classes: 4, interTopK: 1 } as Any),
+      (e: Error) => e instanceof TypeError && e.message.includes("inputs.topK"),
+    );
+    assert.throws(
+      () => js.sharded.normface.stats(make(), { offset: 0, classes: 4, interTopK: 1 } as Any),
       (e: Error) => e instanceof TypeError && e.message.includes('"interTopK"'),
     );
   });
@@ -561,21 +565,25 @@ describe("a per-row margin Float32Array [N]", () => {
       includes: ["options.margin", "4"],
     },
   ]);
-  it("the sharded forms refuse a margin array (marginHead takes one: tests/head_inter_test.ts)", () => {
+  it("the sharded forms check a margin array as the losses do (sharded = unsharded: tests/sharded_inter_test.ts)", () => {
     const x = { data: new Float32Array([1, 0, 0, 1]), shape: [2, 2] as const };
     assert.throws(
       () =>
         js.sharded.marginHead.stats({ x, W: x, labels: [0, 1] }, {
           offset: 0,
           classes: 2,
-          margin: new Float32Array(2) as Any,
+          margin: new Float32Array(3) as Any,
         }),
-      TypeError,
+      (e: Error) => e instanceof RangeError && e.message.includes("options.margin"),
     );
     assert.throws(
       () =>
-        js.sharded.arcface.stats({ cos: x, labels: [0, 1] }, { offset: 0, classes: 2, margin: new Float32Array(2) }),
-      TypeError,
+        js.sharded.arcface.stats({ cos: x, labels: [0, 1] }, {
+          offset: 0,
+          classes: 2,
+          margin: Float32Array.of(0.5, 4),
+        }),
+      (e: Error) => e instanceof RangeError && e.message.includes("options.margin"),
     );
   });
 });

@@ -4,7 +4,7 @@
 // options off are today's head; an equal per-row margin is the scalar one), the head = normalise +
 // matmul (+ the sub-centre maximum) + the loss on cosines with the same options, the wasm backend (one
 // thread and threads) against the reference, finite differences on the reference, named errors (the
-// WebGPU head and the class-sharded form refuse what they do not take).
+// WebGPU head and the WebGPU class-sharded form refuse what they do not take).
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -434,23 +434,20 @@ describe("marginHead inter-class options and per-row margins: named errors", () 
   ];
   errorSuite({ name: "marginHead" } as Any, cases);
 
-  it("the class-sharded head refuses interTopK and a per-row margin by name", () => {
+  it("the class-sharded head takes interTopK with inputs.topK (tests/sharded_inter_test.ts), else names it", () => {
     const p = small();
     const shard = { offset: 0, classes: 6 };
-    for (
-      const [o, name] of [
-        [{ interTopK: 2 }, "interTopK"],
-        [{ interTopKMargin: 0.1 }, "interTopKMargin"],
-        [{ margin: new Float32Array(3).fill(0.2) }, "options.margin"],
-      ] as [Any, string][]
-    ) {
-      for (const b of CPU) {
-        assert.throws(
-          () => b.losses.sharded.marginHead.stats(p, { ...shard, ...o }),
-          (e: Error) => e instanceof TypeError && e.message.includes(name),
-          `${b.name} ${name}`,
-        );
-      }
+    for (const b of CPU) {
+      assert.throws(
+        () => b.losses.sharded.marginHead.stats(p, { ...shard, interTopK: 2 }),
+        (e: Error) => e instanceof TypeError && e.message.includes("inputs.topK"),
+        b.name,
+      );
+      assert.throws(
+        () => b.losses.sharded.marginHead.stats(p, { ...shard, kind: "cosface", interTopK: 2 }),
+        (e: Error) => e instanceof TypeError && e.message.includes('"interTopK"'),
+        b.name,
+      );
     }
   });
 

@@ -6,7 +6,8 @@
  * @module
  */
 import * as v from "../validate.ts";
-import { type HeadPhases, type HeadProblem, type HeadRowTerms, type HeadStats, labelTerms } from "./head.ts";
+import { type HeadPhases, type HeadProblem, type HeadRowTerms, type HeadStats, labelTerms, RowTopK } from "./head.ts";
+import type { NonTarget } from "./hard_label.ts";
 import type { LinearCeProblem } from "./linear_ce.ts";
 
 /**
@@ -231,23 +232,7 @@ export function mergeShardStats(list: readonly ShardStats[]): ShardStats {
   const smoothed = typeof list[0] === "object" && list[0] !== null && list[0].below !== undefined;
   const n = checkStats("list[0]", list[0], -1, smoothed).length;
   list.forEach((s, k) => checkStats(`list[${k}]`, s, n, smoothed));
-  // The shards' records, concatenated (where the statistics carry them: all or none).
-  let shards: Float64Array | undefined;
-  if (list.some((s) => s.shards !== undefined)) {
-    const from: string[] = [];
-    const parts = list.map((s, k) => {
-      if (s.shards === undefined) {
-        throw new TypeError(
-          `Expected list[${k}].shards to be a Float64Array (every entry of list carries its shards' records, or none), got undefined`,
-        );
-      }
-      const r = checkRecords(`list[${k}]`, s as unknown as Record<string, unknown>);
-      for (let j = 0; j < r.length / SHARD_RECORD; j++) from.push(`list[${k}]`);
-      return r;
-    });
-    shards = Float64Array.from(parts.flatMap((r) => [...r]));
-    checkRecords("list", { shards }, undefined, from);
-  }
+  const shards = mergeRecords(list as unknown as Record<string, unknown>[]);
   const max = new Float64Array(n).fill(-Infinity), sum = new Float64Array(n), target = new Float64Array(n);
   const below = smoothed ? new Float64Array(n) : undefined;
   let weightSum = 0;
@@ -263,6 +248,25 @@ export function mergeShardStats(list: readonly ShardStats[]): ShardStats {
   }
   const merged: ShardStats = smoothed ? { max, sum, target, below, weightSum } : { max, sum, target };
   return shards ? { ...merged, shards } : merged;
+}
+
+/** The records of `list`'s entries, checked and concatenated (where they carry them: all or none). */
+function mergeRecords(list: readonly Record<string, unknown>[]): Float64Array | undefined {
+  if (!list.some((s) => s.shards !== undefined)) return undefined;
+  const from: string[] = [];
+  const parts = list.map((s, k) => {
+    if (s.shards === undefined) {
+      throw new TypeError(
+        `Expected list[${k}].shards to be a Float64Array (every entry of list carries its shards' records, or none), got undefined`,
+      );
+    }
+    const r = checkRecords(`list[${k}]`, s);
+    for (let j = 0; j < r.length / SHARD_RECORD; j++) from.push(`list[${k}]`);
+    return r;
+  });
+  const shards = Float64Array.from(parts.flatMap((r) => [...r]));
+  checkRecords("list", { shards }, undefined, from);
+  return shards;
 }
 
 /**
@@ -297,6 +301,121 @@ export function checkStats(name: string, s: unknown, n: number, smoothed: boolea
 }
 
 /**
+ * `interTopK` over shards (SPEC §7): per row the k largest non-target class cosines (clamped,
+ * filtered by `interclassFilteringThreshold`, as the shard's kernels take them) of one shard's
+ * classes, from `sharded.<loss>.topK`, or of several shards' merged by {@linkcode mergeShardTopK}.
+ * Row i's entries are `[i k, i k + k)`, largest first, equal values by class (the smaller first);
+ * a row with fewer (an ignored row, a shard of fewer classes) is padded with `-Infinity` and class -1.
+ */
+export interface ShardTopK {
+  /** interTopK's k (>= 1). */
+  readonly k: number;
+  /** `[N, k]` float64: the values, largest first. */
+  readonly values: Float64Array;
+  /** `[N, k]`: the global class of each value (-1 for padding), as float64 (one transport type with `values`). */
+  readonly classes: Float64Array;
+  /** The shards' records, as {@linkcode ShardStats.shards} (of the loss, its options and the step `"topK"`). */
+  readonly shards?: Float64Array;
+}
+
+/** Checks one `ShardTopK` of `n` rows (n < 0: any) and k; returns its N. */
+function checkTopK(name: string, t: unknown, n: number, k: number): number {
+  if (typeof t !== "object" || t === null) {
+    throw new TypeError(`Expected ${name} to be the top k of shards (from sharded.<loss>.topK), got ${v.show(t)}`);
+  }
+  const r = t as Record<string, unknown>;
+  if (r.k !== k && k >= 0) throw new RangeError(`Expected ${name}.k to be ${k}, got ${v.show(r.k)}`);
+  const kk = r.k as number;
+  if (!Number.isInteger(kk) || kk < 1) {
+    throw new RangeError(`Expected ${name}.k to be an integer >= 1, got ${v.show(kk)}`);
+  }
+  for (const f of ["values", "classes"]) {
+    if (!(r[f] instanceof Float64Array)) {
+      throw new TypeError(`Expected ${name}.${f} to be a Float64Array, got ${v.show(r[f])}`);
+    }
+  }
+  const len = (r.values as Float64Array).length, want = n < 0 ? len : n * kk;
+  for (const f of ["values", "classes"]) {
+    const a = r[f] as Float64Array;
+    if (a.length !== want || a.length % kk !== 0) {
+      throw new RangeError(`Expected ${name}.${f} to have ${want} values (N k, k = ${kk}), got ${a.length}`);
+    }
+  }
+  return want / kk;
+}
+
+/**
+ * Merges shards' top k (`sharded.<loss>.topK` on each shard) exactly, in any order and
+ * grouping: per row the k largest of all entries, equal values by class (the smaller first),
+ * as the unsharded loss takes them. Over a collective: an all-gather of every shard's `N k`
+ * values and classes (and its record), then this merge on each shard. The records are checked
+ * and concatenated as {@linkcode mergeShardStats} does (overlapping or repeated shards, another
+ * batch or other options: a `RangeError` naming the entries); `stats` and `finish`, given the
+ * merged top k as `inputs.topK`, also refuse one that misses a shard.
+ *
+ * @param list The top k of one or more shards (the same N and k).
+ * @returns The merged top k, fresh arrays (`shards`: the entries' records, concatenated).
+ *
+ * @example Two shards of one row, k = 2
+ * ```ts
+ * import { mergeShardTopK } from "@softmargin/softmargin/cpu";
+ * const a = { k: 2, values: Float64Array.of(0.5, 0.1), classes: Float64Array.of(0, 1) };
+ * const b = { k: 2, values: Float64Array.of(0.5, -Infinity), classes: Float64Array.of(2, -1) };
+ * const m = mergeShardTopK([b, a]);
+ * console.log([...m.values], [...m.classes]); // [0.5, 0.5] [0, 2]
+ * ```
+ */
+export function mergeShardTopK(list: readonly ShardTopK[]): ShardTopK {
+  if (!Array.isArray(list) || list.length === 0) {
+    throw new TypeError(`Expected list to be a non-empty array of shards' top k, got ${v.show(list)}`);
+  }
+  const n = checkTopK("list[0]", list[0], -1, -1), k = list[0].k;
+  list.forEach((t, q) => checkTopK(`list[${q}]`, t, n, k));
+  const shards = mergeRecords(list as unknown as Record<string, unknown>[]);
+  const values = new Float64Array(n * k).fill(-Infinity), classes = new Float64Array(n * k).fill(-1);
+  const cand: [number, number][] = [];
+  for (let i = 0; i < n; i++) {
+    cand.length = 0;
+    for (const t of list) {
+      for (let q = i * k; q < (i + 1) * k; q++) if (t.values[q] > -Infinity) cand.push([t.values[q], t.classes[q]]);
+    }
+    cand.sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+    for (let q = 0; q < Math.min(k, cand.length); q++) [values[i * k + q], classes[i * k + q]] = cand[q];
+  }
+  return shards ? { k, values, classes, shards } : { k, values, classes };
+}
+
+/**
+ * Row i's `interTopK` threshold and tie (src/kernels/hard_label.ts's `NonTarget.rows`) from the
+ * merged top k `t` (checked: k, N, and with `own`, this shard's `topK` record, its records as
+ * `finish` checks statistics'): the k-th largest value (`-inf`: fewer than k non-targets, every one
+ * hard) and the global class of the last one taken at it.
+ */
+export function topKRows(name: string, t: unknown, n: number, k: number, own: Float64Array): Float64Array {
+  checkTopK(name, t, n, k);
+  checkRecords(name, t as Record<string, unknown>, own);
+  const { values, classes } = t as ShardTopK, rows = new Float64Array(2 * n);
+  for (let i = 0; i < n; i++) {
+    const thr = values[i * k + k - 1];
+    rows[2 * i] = thr;
+    rows[2 * i + 1] = thr > -Infinity ? classes[i * k + k - 1] : -1;
+  }
+  return rows;
+}
+
+/** One shard's top k from its kernel's `RowTopK` (local classes; `global` maps one to its global class). */
+export function shardTopK(top: RowTopK, global: (j: number) => number, record: Float64Array): ShardTopK {
+  const { n, k } = top, values = new Float64Array(n * k).fill(-Infinity), classes = new Float64Array(n * k).fill(-1);
+  for (let i = 0; i < n; i++) {
+    for (let q = 0; q < top.size[i]; q++) {
+      values[i * k + q] = top.vals[i * k + q];
+      classes[i * k + q] = global(top.cols[i * k + q]);
+    }
+  }
+  return { k, values, classes, shards: record };
+}
+
+/**
  * A shard of a softmax over logits `[N, Cs]` (crossEntropy, or a margin loss on cosines):
  * the logits `z = scale * x` (`x` clamped to [-1, 1] first with `clamp`; with crossEntropy's
  * `softcap` c, `z = c tanh(x / c)`, derivative `1 - tanh^2`), the label's replaced by
@@ -323,6 +442,11 @@ export interface LogitShardProblem {
    * cosine the largest of its K columns after the clamp (src/kernels/hard_label.ts's `subcenter`).
    */
   readonly subcenters?: number;
+  /**
+   * The margin losses' inter-class options (`interclassFilteringThreshold`, `interTopK`): their
+   * non-target transform (src/kernels/hard_label.ts), each row's tie a column of this shard, or absent.
+   */
+  readonly nonTarget?: NonTarget;
 }
 
 /** A logit shard's statistics as its kernel computes them (`target` and `weightSum` come from the host). */
@@ -354,6 +478,8 @@ export interface HeadShardProblem {
   readonly terms?: HeadRowTerms;
   /** (finish) Every row's label logit, from the merged statistics. */
   readonly target?: Float64Array;
+  /** (the step `topK`) interTopK's k. */
+  readonly k?: number;
 }
 
 /** The sharded losses' kernels: what a backend implements for them. */
@@ -364,16 +490,31 @@ export interface ShardKernels {
   headShardGrads(
     p: HeadShardProblem,
   ): { x: Float32Array; W: Float32Array } | Promise<{ x: Float32Array; W: Float32Array }>;
+  /**
+   * `interTopK`'s first step on a head shard: per row the k largest non-target class cosines of
+   * the shard's classes, as its head kernels compute and transform them (local classes).
+   */
+  headShardTopK(p: HeadShardProblem): RowTopK | Promise<RowTopK>;
   linearShardStats(p: LinearShardProblem): ShardStats | Promise<ShardStats>;
   /** The shard's gradients: `x` (its share), `W` (its rows) and `bias` (its slice, with a bias). */
   linearShardGrads(p: LinearShardProblem): Record<string, Float32Array> | Promise<Record<string, Float32Array>>;
 }
 
 /** A head shard's kernels from a backend's two head phases (over the shard's rows of W). */
-export function headShardKernels(phases: HeadPhases): Pick<ShardKernels, "headShardStats" | "headShardGrads"> {
+export function headShardKernels(
+  phases: HeadPhases,
+  cosines: (p: HeadProblem, top: RowTopK) => void,
+): Pick<ShardKernels, "headShardStats" | "headShardGrads" | "headShardTopK"> {
   return {
     headShardStats: (q) => phases.stats(q.p, q.p.W, q.first),
     headShardGrads: (q) => phases.grads(q.p, q.p.W, q.first, q.stats!, q.terms!),
+    headShardTopK: (q) => {
+      // The head's first pass over the shard's classes, its labels local to them (elsewhere: none here).
+      const { p, first } = q, top = new RowTopK(p.n, q.k!);
+      const labels = p.labels.map((y) => (y < 0 ? -1 : y >= first && y < first + p.c ? y - first : p.c));
+      cosines({ ...p, labels, interTopK: q.k }, top);
+      return top;
+    },
   };
 }
 

@@ -132,11 +132,16 @@ export interface MarginParsed {
   readonly scale: number;
   readonly phi: Phi;
   readonly constant: boolean;
+  /** A per-row margin (ElasticFace; `parse` given N): row i's target function, else absent. */
+  readonly phis?: readonly Phi[];
+  /** The per-row margin arrays as checked (what a shard's record fingerprints); empty without. */
+  readonly arrays?: readonly Float32Array[];
 }
 
 /** A margin loss's definition, with how it reads its options (for its class-sharded form). */
 export type MarginDef<O> = LossDef<MarginInputs, O, MarginGrads, "hardLabel"> & {
-  readonly parse: (o: O) => MarginParsed;
+  /** Checks the options; with `n` (the batch's rows) also a per-row margin's arrays. */
+  readonly parse: (o: O, n?: number) => MarginParsed;
   readonly shard: "logits";
 };
 
@@ -245,11 +250,20 @@ export function marginLoss<O extends MarginOptions>(
   keys: readonly string[],
   inter: readonly (typeof INTER_KEYS)[number][] = [],
 ): MarginDef<O> {
-  const parse = (o: O): MarginParsed => ({
-    scale: v.scale(o.scale, defaultScale),
-    constant: v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") === "constant",
-    phi: targetFunction(o),
-  });
+  const parse = (o: O, n?: number): MarginParsed => {
+    // A per-row margin (ElasticFace): row i's target function from its own value of each array option.
+    const given = o as Record<string, unknown>;
+    const rowKeys = n === undefined ? [] : ROW_MARGIN_KEYS.filter((k) => keys.includes(k) && isRowArray(given[k]));
+    const arrays = rowKeys.map((k) => v.vector(`options.${k}`, given[k], n!)!);
+    const at = (i: number) => Object.fromEntries(rowKeys.map((k, q) => [k, i < 0 ? undefined : arrays[q][i]]));
+    const parsed = {
+      scale: v.scale(o.scale, defaultScale),
+      constant: v.oneOf("options.marginGrad", o.marginGrad, ["exact", "constant"] as const, "exact") === "constant",
+      phi: targetFunction({ ...o, ...at(-1) }),
+    };
+    if (rowKeys.length === 0) return parsed;
+    return { ...parsed, arrays, phis: Array.from({ length: n! }, (_, i) => targetFunction({ ...o, ...at(i) })) };
+  };
   return {
     name,
     parse,
@@ -267,15 +281,7 @@ export function marginLoss<O extends MarginOptions>(
       const labels = v.labels("labels", inputs.labels, n, c, ignoreIndex);
       const cos = v.values(inputs.cos);
       if (o.checkFinite) v.finite("cos", cos, cols);
-      // A per-row margin (ElasticFace): row i's target function from its own value of each array option.
-      const rowKeys = ROW_MARGIN_KEYS.filter((k) => keys.includes(k) && isRowArray((o as Record<string, unknown>)[k]));
-      const rowValues = rowKeys.map((k) => v.vector(`options.${k}`, (o as Record<string, unknown>)[k], n)!);
-      const single = { ...o, ...Object.fromEntries(rowKeys.map((k) => [k, undefined])) } as O;
-      const { scale, constant, phi } = parse(single);
-      const phis = rowKeys.length === 0
-        ? null
-        : Array.from({ length: n }, (_, i) =>
-          targetFunction({ ...o, ...Object.fromEntries(rowKeys.map((k, q) => [k, rowValues[q][i]])) }));
+      const { scale, constant, phi, phis } = parse(o, n);
       if (phis && v.onDevice(cos)) {
         throw new TypeError(
           "Expected cos to be a host matrix { data: Float32Array, shape } with a per-row margin (its targets are computed per row on the host), got a GPUBuffer",

@@ -24,8 +24,17 @@ import { then } from "../kernels/core.ts";
 import type { CommonOptions, Labels, Matrix, Upstream } from "../types.ts";
 import { type CrossEntropyOptions, largeVocabulary, nonIgnored } from "./cross_entropy.ts";
 import * as v from "../validate.ts";
-import { classCos, INTER_KEYS, labelTargets, type MarginDef, type MarginOptions, subcentersOf } from "./margin.ts";
-import { type HeadProblem, headRowTerms } from "../kernels/head.ts";
+import {
+  classCos,
+  INTER_KEYS,
+  interTransform,
+  labelTargets,
+  type MarginDef,
+  type MarginOptions,
+  subcentersOf,
+} from "./margin.ts";
+import { type HeadProblem, headRowTerms, RowTopK } from "../kernels/head.ts";
+import type { NonTarget } from "../kernels/hard_label.ts";
 import {
   FACE_KINDS,
   faceOf,
@@ -46,6 +55,9 @@ import {
   type ShardKernels,
   shardRecord,
   type ShardStats,
+  type ShardTopK,
+  shardTopK,
+  topKRows,
 } from "../kernels/shards.ts";
 import type * as registry from "./registry.ts";
 import { biasOf, type LinearCrossEntropyOptions } from "./linear_cross_entropy.ts";
@@ -113,7 +125,55 @@ interface ShardDef {
   ): ShardResult<unknown> | Promise<ShardResult<unknown>>;
   /** marginHead: the class cosine of each row's label where this shard holds it (else 0), and its record. */
   labelCosines?(inputs: never, o: never): LabelCosines;
+  /** With `interTopK` (arcface, marginHead): per row the k largest non-target class cosines of the shard. */
+  topK?(inputs: never, o: never, k: ShardKernels): ShardTopK | Promise<ShardTopK>;
 }
+
+/** The inter-class option keys a definition takes (of {@linkcode INTER_KEYS}). */
+const interKeys = (keys: readonly string[]) => keys.filter((k) => (INTER_KEYS as readonly string[]).includes(k));
+
+/**
+ * The inter-class options of a shard (SPEC §7): their non-target transform, with `interTopK` k > 0
+ * each row's threshold and tie from the merged top k `inputs.topK` (checked against this shard's
+ * `topK` record `own`; `tie` maps a global class to the kernels' index of the last class of this
+ * shard at or below it), and what the shard's record fingerprints. Without k, `inputs.topK` is refused;
+ * `step` (the `topK` step itself): no rows yet.
+ */
+function shardInter(
+  inter: { nonTarget: NonTarget; k: number } | undefined,
+  given: unknown,
+  n: number,
+  own: Float64Array,
+  tie: (g: number) => number,
+  step = false,
+): { nonTarget?: NonTarget; replicated: Float32Array[] } {
+  const k = inter?.k ?? 0;
+  if (step && k === 0) {
+    throw new RangeError(
+      `Expected options.interTopK to be an integer >= 1 for the step topK (each row's k largest non-target cosines), got ${k}`,
+    );
+  }
+  if (!step && (given !== undefined) !== k > 0) {
+    throw new TypeError(
+      k > 0
+        ? "Expected inputs.topK with options.interTopK (every shard's top k merged by mergeShardTopK), got undefined"
+        : `Expected inputs.topK only with options.interTopK >= 1, got ${v.show(given)}`,
+    );
+  }
+  if (!inter) return { replicated: [] };
+  if (k === 0 || step) return { nonTarget: inter.nonTarget, replicated: [] };
+  const rows = topKRows("inputs.topK", given, n, k, own);
+  const t = given as ShardTopK;
+  for (let i = 0; i < n; i++) rows[2 * i + 1] = rows[2 * i + 1] < 0 ? -1 : tie(rows[2 * i + 1]);
+  return {
+    nonTarget: { ...inter.nonTarget, rows },
+    replicated: [Float32Array.from(t.values), Float32Array.from(t.classes)],
+  };
+}
+
+/** What a shard's record fingerprints of the inter-class options: their transform's constants and k. */
+const interAgreed = (inter: { nonTarget: NonTarget; k: number } | undefined) =>
+  inter ? [inter.nonTarget.cut, inter.nonTarget.a, inter.nonTarget.g, inter.k] : null;
 
 /** What `sharded.marginHead.labelCosines` returns on one shard. */
 export interface LabelCosines {
@@ -134,8 +194,9 @@ type LogitDef = LossDef<unknown, unknown, unknown, "hardLabel"> | MarginDef<Marg
 /** A checked logit shard: its problem, and what the host needs to finish it. */
 function logitShard(
   def: LogitDef,
-  inputs: { logits?: unknown; cos?: unknown; labels: Labels },
+  inputs: { logits?: unknown; cos?: unknown; labels: Labels; topK?: unknown },
   options: unknown,
+  step = false,
 ) {
   const o = v.options(options as CrossEntropyOptions & MarginOptions & Partial<ShardOptions>);
   v.inputs(inputs);
@@ -155,7 +216,7 @@ function logitShard(
   const local = localLabels(labels, offset, cs);
   const reduction = v.reduction(o.reduction);
   let weight: Float32Array | null = null, smoothing = 0, scale = 1, clamp = false, target: Float64Array;
-  let softcap = 0, zLoss = 0, phi: unknown = null, constant = false;
+  let softcap = 0, zLoss = 0, phi: unknown = null, constant = false, arrays: unknown = null;
   if (!margin) {
     weight = v.vector("options.weight", o.weight, classes, 0);
     smoothing = v.number("options.labelSmoothing", o.labelSmoothing, 0, { min: 0, max: 1 });
@@ -167,13 +228,15 @@ function logitShard(
       target.set(softcap ? [softcap * t, 1 - t * t] : [xy, 1], 2 * i);
     }
   } else {
-    const parsed = margin.parse(o);
+    const parsed = margin.parse(o, n);
     ({ scale, constant } = parsed);
     phi = parsed.phi.spec;
+    arrays = parsed.arrays ?? null;
     clamp = true;
+    const phis = parsed.phis;
     target = labelTargets(
       local.map((y) => (y < 0 ? -1 : y)),
-      parsed.phi,
+      phis ? (i) => phis[i] : parsed.phi,
       scale,
       parsed.constant,
       (i) => classCos(x, i, local[i], cs, sub),
@@ -198,19 +261,57 @@ function logitShard(
   // What every shard must share: the labels, and the options as checked (defaults filled in).
   const agreed: unknown[] = [def.name, reduction, weight, smoothing, softcap, zLoss, scale, constant, phi];
   if (sub > 1) agreed.push(sub);
-  const record = shardRecord(offset, offset + cs, classes, labels, [], agreed);
-  return { problem, labels, weight, smoothing, zLoss, classes, reduction, denominator, key, record };
+  // The inter-class options (their transform acts on this shard's columns; interTopK's rows from the
+  // merged top k, ties as global classes made columns here), and the per-row margins, fingerprinted.
+  const transform = margin ? interTransform(o as never, interKeys(def.options as readonly string[])) : undefined;
+  agreed.push(interAgreed(transform), arrays);
+  const topKRecord = shardRecord(offset, offset + cs, classes, labels, [], [...agreed, "topK"]);
+  const inter = shardInter(transform, inputs.topK, n, topKRecord, (g) => Math.min(g - offset, cs - 1), step);
+  const record = shardRecord(offset, offset + cs, classes, labels, inter.replicated, agreed);
+  const nonTarget = inter.nonTarget;
+  return {
+    problem: nonTarget ? { ...problem, nonTarget } : problem,
+    labels,
+    weight,
+    smoothing,
+    zLoss,
+    classes,
+    reduction,
+    denominator,
+    key,
+    record,
+    topKRecord,
+    sub,
+    offset,
+    interTopK: transform?.k ?? 0,
+  };
 }
 
 /** The sharded form of crossEntropy or a margin loss on cosines. */
 function logitShardDef(def: LogitDef): ShardDef {
+  const topK = (def.options as readonly string[]).includes("interTopK");
   return {
     name: def.name,
-    inputs: def.inputs,
-    options: [
-      ...(def.options as readonly string[]).filter((k) => !(INTER_KEYS as readonly string[]).includes(k)),
-      ...SHARD_KEYS,
-    ],
+    inputs: [...def.inputs, ...(topK ? ["topK"] : [])],
+    options: [...(def.options as readonly string[]), ...SHARD_KEYS],
+    ...(topK
+      ? {
+        topK(inputs: never, options: never): ShardTopK {
+          // Per row the k largest of this shard's non-target class cosines (clamped, filtered), in class order.
+          const s = logitShard(def, inputs, options, true), { n, c, local, logits, nonTarget } = s.problem;
+          const top = new RowTopK(n, s.interTopK);
+          for (let i = 0; i < n; i++) {
+            if (local[i] === -2) continue;
+            for (let j = 0; j < c; j++) {
+              if (j === local[i]) continue;
+              const x = Math.min(1, Math.max(-1, classCos(logits, i, j, c, s.sub)));
+              top.offer(i, j, x > nonTarget!.cut ? 0 : x);
+            }
+          }
+          return shardTopK(top, (j) => s.offset + j, s.topKRecord);
+        },
+      }
+      : {}),
     stats(inputs, options, k) {
       const s = logitShard(def, inputs, options);
       const target = Float64Array.from({ length: s.problem.n }, (_, i) => s.problem.target[2 * i]);
@@ -314,6 +415,7 @@ type HeadShardInputs = {
   classes?: unknown;
   state?: unknown;
   labelCos?: unknown;
+  topK?: unknown;
 };
 
 /** A checked head shard (see {@linkcode headShardBase}), its problem and record. */
@@ -323,13 +425,14 @@ function headShard(
   options: unknown,
   grad: boolean,
   upstream?: Upstream,
+  step = false,
 ) {
   const { opts, n, d, K, cs, offset, classes, labels, x, W, kind, rows, local, first, c, owns } = headShardBase(
     def,
     inputs,
     options,
   );
-  const { scale, target: fn, spec } = kind.parse(opts);
+  const { scale, target: fn, spec, cpuOnly: rowMargin } = kind.parse(opts, n);
   const reduction = v.reduction(opts.reduction);
   const host = headTargets(kind, fn, local, labelStats(x, W, d, local, first, K, rows), owns);
   // curricularFace: every row's label cosine, summed over the shards' labelCosines by the caller.
@@ -351,11 +454,29 @@ function headShard(
   const own = FACE_KINDS.includes(opts.kind as string)
     ? (def.options as (o: MarginHeadOptions) => readonly string[])(opts).map((k) => [k, opts[k as "scale"] ?? null])
     : [];
-  // interclassFilteringThreshold (the only inter-class option a shard takes): its transform, fingerprinted.
-  const inter = kind.inter?.(opts)?.nonTarget;
-  const agreed = [def.name, reduction, scale, spec, K, own, inputs.state ?? null, inter?.cut ?? null];
-  const replicated = labelCos ? [x, Float32Array.from(labelCos)] : [x];
+  // The inter-class options (interTopK's rows from the merged top k: a tie, a global class, becomes the
+  // kernels' index first + r of the last class r here at or below it) and per-row margins, fingerprinted.
+  const global = (j: number) => offset + (rows ? rows[j] : j);
+  const tie = (g: number) => {
+    let lo = 0, hi = c; // (the count of classes here at or below g)
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (global(mid) <= g) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo === 0 ? -1 : first + lo - 1;
+  };
+  const given = opts as Record<string, unknown>;
+  const arrays = ["margin", "m2", "m3"].map((k) => (typeof given[k] === "object" ? given[k] : null));
+  const kinter = kind.inter?.(opts);
+  const agreed = [def.name, reduction, scale, spec, K, own, inputs.state ?? null, interAgreed(kinter)];
+  agreed.push(rowMargin ? arrays : null);
+  const topKRecord = shardRecord(offset, offset + cs, classes, labels, [x], [...agreed, "topK"]);
+  const inter = shardInter(kinter, inputs.topK, n, topKRecord, tie, step);
+  const replicated = labelCos ? [x, Float32Array.from(labelCos), ...inter.replicated] : [x, ...inter.replicated];
   const record = shardRecord(offset, offset + cs, classes, labels, replicated, agreed);
+  const cpuOnly = rowMargin ??
+    (kinter?.k ? "options.interTopK" : kinter ? "options.interclassFilteringThreshold" : undefined);
   const p: HeadProblem = {
     grad,
     n,
@@ -375,28 +496,29 @@ function headShard(
     denominator: count,
     outX: null,
     outW: null,
-    nonTarget: face.nonTarget ?? inter,
-    ...(inter ? { cpuOnly: "options.interclassFilteringThreshold" } : {}),
+    nonTarget: face.nonTarget ?? inter.nonTarget,
+    ...(cpuOnly ? { cpuOnly } : {}),
+    // (the face kinds as data: the WebGPU shard takes their rows from the host's values, src/webgpu/sharded.ts)
+    ...(face.face ? { face: face.face } : {}),
     subcenters: K,
     rows,
   };
-  return { p, first, owns, record, face };
+  return { p, first, owns, record, face, global, topKRecord, interTopK: kinter?.k ?? 0 };
 }
 
 /** The sharded form of a head (marginHead). */
 const headShardDef = (def: HeadDef<MarginHeadOptions>): ShardDef => ({
   name: def.name,
-  inputs: [...def.inputs, "labelCos"],
+  inputs: [...def.inputs, "labelCos", "topK"],
   labelCosines: (inputs, options) => headLabelCosines(def, inputs, options),
+  topK(inputs, options, k) {
+    // Per row the k largest of this shard's non-target class cosines, by the backend's head kernels.
+    const { p, first, global, topKRecord, interTopK } = headShard(def, inputs, options, false, undefined, true);
+    return then(k.headShardTopK({ p, first, k: interTopK }), (top) => shardTopK(top, global, topKRecord));
+  },
   options: (opts) => {
     const own = def.options;
-    // (interTopK is marginHead's alone: the top k of a row spans the shards; the threshold is per cosine)
-    return [
-      ...(typeof own === "function" ? own(opts as MarginHeadOptions) : own).filter((k) =>
-        k === "interclassFilteringThreshold" || !(INTER_KEYS as readonly string[]).includes(k)
-      ),
-      ...SHARD_KEYS,
-    ];
+    return [...(typeof own === "function" ? own(opts as MarginHeadOptions) : own), ...SHARD_KEYS];
   },
   stats(inputs, options, k) {
     const { p, first, owns, record } = headShard(def, inputs, options, false);
@@ -577,6 +699,13 @@ export interface ShardedLoss<W extends "sync" | "async", I, O, G> {
    * `kind: "curricularFace"` (whose `t` is the batch's mean label cosine).
    */
   labelCosines?(inputs: I, options: O & ShardOptions): ShardedReturn<W, LabelCosines>;
+  /**
+   * `arcface` and `marginHead` with `interTopK` k >= 1 (SPEC §7): per row the k largest non-target
+   * class cosines of this shard's classes (clamped, filtered by `interclassFilteringThreshold`) and
+   * their global classes; merge every shard's with `mergeShardTopK` (an all-gather of `N k` pairs)
+   * and pass the result to `stats` and `finish` as `inputs.topK`.
+   */
+  topK?(inputs: I, options: O & ShardOptions): ShardedReturn<W, ShardTopK>;
 }
 
 /** The options of a sharded loss besides `offset` and `classes`: the loss's own without `out`. */
@@ -636,6 +765,12 @@ export function bindSharded(
         ? {
           labelCosines: (inputs: never, options: never) =>
             wrap(() => def.labelCosines!(inputs, checkCall(keys, inputs, options) as never)),
+        }
+        : {}),
+      ...(def.topK
+        ? {
+          topK: (inputs: never, options: never) =>
+            wrap(() => def.topK!(inputs, checkCall(keys, inputs, options) as never, k)),
         }
         : {}),
     };

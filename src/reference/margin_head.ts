@@ -160,7 +160,7 @@ export function headGrads(
 }
 
 /** `interTopK`'s first pass: every row's non-target class cosines (clamped, filtered) offered to `top`. */
-function cosines(p: HeadProblem, top: RowTopK): void {
+export function cosines(p: HeadProblem, top: RowTopK): void {
   const W = headRows(p, p.W);
   const { b } = columnScales(p, W);
   const cols = headClasses(p, p.W), u = new Float64Array(cols), arg = new Int32Array(cols);

@@ -7,23 +7,32 @@
  */
 import type { LogitShardGradProblem, LogitShardProblem, LogitShardStats, ShardKernels } from "../kernels/shards.ts";
 import { headShardKernels } from "../kernels/shards.ts";
-import { headGrads, headStats } from "./margin_head.ts";
+import { cosines, headGrads, headStats } from "./margin_head.ts";
 import { linearShardGrads, linearShardStats } from "./linear_cross_entropy.ts";
-import { subcenter } from "../kernels/hard_label.ts";
+import { hardLogit, isHard, subcenter } from "../kernels/hard_label.ts";
 
 /**
  * Row i's logits z_j = scale * clamp?(x_j) or softcap c tanh(x_j / c) (the label's: its target) and dz_j / dx_j;
- * with sub-centres x_j is class j's winning column, whose index goes into `win`.
+ * with sub-centres x_j is class j's winning column, whose index goes into `win`; with the inter-class
+ * options' `nonTarget`, a non-target above its cut becomes 0 (dz 0) and a hard one its transform.
  */
 function rowLogits(p: LogitShardProblem, i: number, z: Float64Array, dz: Float64Array, win: Int32Array): void {
-  const { c, logits, scale, clamp, softcap } = p;
+  const { c, logits, scale, clamp, softcap, nonTarget: nt } = p;
   const k = p.subcenters ?? 1;
   for (let j = 0; j < c; j++) {
     win[j] = (i * c + j) * k + subcenter(logits, (i * c + j) * k, k);
     const x = logits[win[j]];
-    const xc = clamp ? Math.min(1, Math.max(-1, x)) : x;
+    let xc = clamp ? Math.min(1, Math.max(-1, x)) : x;
     z[j] = scale * xc;
     dz[j] = xc === x ? scale : 0;
+    if (nt && j !== p.local[i]) {
+      if (xc > nt.cut) xc = z[j] = dz[j] = 0;
+      if (nt.rows && isHard(xc, j, nt.rows[2 * i], nt.rows[2 * i + 1])) {
+        const [value, slope] = hardLogit(nt, xc);
+        z[j] = scale * value;
+        dz[j] *= slope;
+      }
+    }
     if (softcap) {
       const t = Math.tanh(z[j] / softcap);
       z[j] = softcap * t;
@@ -78,7 +87,7 @@ export function logitShardGrads(p: LogitShardGradProblem): Float32Array {
 export const referenceShardKernels: ShardKernels = {
   logitShardStats,
   logitShardGrads,
-  ...headShardKernels({ stats: headStats, grads: headGrads }),
+  ...headShardKernels({ stats: headStats, grads: headGrads }, cosines),
   linearShardStats,
   linearShardGrads,
 };

@@ -42,7 +42,7 @@ import { hostKernels } from "../kernels/mod.ts";
 import { referenceShardKernels } from "../reference/sharded.ts";
 import { metric } from "./metric.ts";
 import type { ShardKernels } from "../kernels/shards.ts";
-import { headShardGrads, headShardStats } from "./sharded.ts";
+import { headShardGrads, headShardStats, headShardTopK } from "./sharded.ts";
 import { linearCe } from "./linear_cross_entropy.ts";
 
 /**
@@ -96,6 +96,7 @@ export function webgpuKernels(ctx: GpuContext): Kernels {
     headShardStats: (q) => headShardStats(ctx, q),
     linearCe: (p) => linearCe(ctx, p),
     headShardGrads: (q) => headShardGrads(ctx, q),
+    headShardTopK: (q) => headShardTopK(ctx, q),
   };
   for (const [k, f] of Object.entries(kernels)) {
     (kernels as Record<string, unknown>)[k] = finiteFirst(ctx, f as (p: unknown) => unknown);

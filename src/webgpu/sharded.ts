@@ -9,6 +9,13 @@
  *  - grads: `encodeRows` (b_j, W_y, the label's terms), then the merged statistics go in
  *    (`comb` as (r, S) = (max rounded to float32, sum rescaled to it), every row's T into
  *    `rowV`), then `encodeGrads`: dW of the shard's rows and its share of dx.
+ * The face kinds (adaface, curricularFace, magface) run the GPU head's non-label transform (its
+ * `MH_NT` tiles) with their rows from the host, which has every row's batch statistic (the norms of
+ * the replicated x; CurricularFace's label cosines from `labelCosines`): after `encodeRows` each
+ * phase puts the host's label logit T and dT/du of the rows whose label is here, the hard
+ * non-labels' threshold (CurricularFace's phi_i) and t' into `rowV` before the tiles (the GPU's own
+ * `face_rows`, which sees only this shard's labels, is overwritten). MagFace's gradient through
+ * `||x_i||` is the host's (src/losses/sharded.ts), as on the CPU shards.
  * The logit shards (crossEntropy, the margin losses on cosines) run the float64 reference.
  *
  * @module
@@ -17,10 +24,37 @@ import type { HeadStats } from "../kernels/head.ts";
 import type { HeadShardProblem } from "../kernels/shards.ts";
 import type { GpuContext } from "./context.ts";
 import { MH } from "./generated.ts";
-import { compileHead, encodeGrads, encodeRows, encodeStats, openHead } from "./margin_head.ts";
+import { compileHead, encodeGrads, encodeRows, encodeStats, encodeTiles, openHead } from "./margin_head.ts";
 
 /** A label no class of a shard has (the label is on another shard). */
 const ELSEWHERE = 0x7fffffff;
+
+/** The hard non-labels' threshold of none (src/webgpu/margin_head_face.wgsl's FLT_MAX). */
+const NONE_HARD = 3.4028234e38;
+
+/** Puts a float64 value as a float pair (hi, lo) at `at`. */
+function putPair(rowV: Float32Array, at: number, x: number): void {
+  const hi = Math.fround(x);
+  rowV[at] = hi;
+  rowV[at + 1] = x - hi;
+}
+
+/**
+ * The face kinds: the host's rows into `rowV` (read back after `encodeRows`): T and dT/du where the
+ * shard holds the label (the norms' terms 0: MagFace's are the host's), every row's hard threshold and t'.
+ */
+function faceRows(p: HeadShardProblem["p"], owns: (i: number) => boolean, rowV: Float32Array): void {
+  const { n } = p, nt = p.nonTarget;
+  for (let i = 0; i < n; i++) {
+    const base = i * MH.RS;
+    rowV[base + 27] = nt?.rows ? Math.fround(nt.rows[2 * i]) : NONE_HARD;
+    if (p.labels[i] < 0 || !owns(i)) continue;
+    putPair(rowV, base + 13, p.target[4 * i]);
+    putPair(rowV, base + 15, p.target[4 * i + 1]);
+    rowV.fill(0, base + 17, base + 21);
+  }
+  rowV[n * MH.RS + 2] = nt?.a ?? 0;
+}
 
 /** The shard's problem with local labels, and whether row i's label is here. */
 function local(q: HeadShardProblem) {
@@ -54,10 +88,25 @@ export function headShardStats(ctx: GpuContext, q: HeadShardProblem): Promise<He
     await compileHead(ctx);
     const s = openHead(ctx, p, keep);
     const combS = keep(ctx.staging(n * 8)), rowS = keep(ctx.staging(n * MH.RS * 4));
+    if (p.face) {
+      // The face kinds: the label's terms, then the host's rows into rowV, then the tiles.
+      const faceS = keep(ctx.staging(s.rowBytes));
+      await ctx.submit((enc) => {
+        enc.clearBuffer(s.wy, 0, n * d * 4);
+        const pass = enc.beginComputePass();
+        encodeRows(s, pass);
+        pass.end();
+        enc.copyBufferToBuffer(s.rowV, 0, faceS, 0, s.rowBytes);
+      });
+      const rows = new Float32Array((await ctx.readAll([[faceS, s.rowBytes]]))[0]);
+      faceRows(p, owns, rows);
+      ctx.device.queue.writeBuffer(s.rowV, 0, rows);
+    }
     await ctx.submit((enc) => {
-      enc.clearBuffer(s.wy, 0, n * d * 4);
+      if (!p.face) enc.clearBuffer(s.wy, 0, n * d * 4);
       const pass = enc.beginComputePass();
-      encodeStats(s, pass);
+      if (p.face) encodeTiles(s, pass);
+      else encodeStats(s, pass);
       pass.end();
       enc.copyBufferToBuffer(s.comb, 0, combS, 0, n * 8);
       enc.copyBufferToBuffer(s.rowV, 0, rowS, 0, n * MH.RS * 4);
@@ -79,7 +128,7 @@ export function headShardStats(ctx: GpuContext, q: HeadShardProblem): Promise<He
 /** A head shard's gradients (its rows of dW, its share of dx) on the GPU, from the merged statistics. */
 export function headShardGrads(ctx: GpuContext, q: HeadShardProblem): Promise<{ x: Float32Array; W: Float32Array }> {
   ctx.check();
-  const { p } = local(q);
+  const { p, owns } = local(q);
   const { n, c, d } = p;
   const stats = q.stats!, T = q.target!;
   return withTemps(async (keep) => {
@@ -99,6 +148,7 @@ export function headShardGrads(ctx: GpuContext, q: HeadShardProblem): Promise<{ 
     // Every row's T (a float pair) and (r, S) of the merged statistics.
     const [rowBuf] = await ctx.readAll([[rowS, s.rowBytes]]);
     const rowV = new Float32Array(rowBuf), comb = new Float32Array(2 * n);
+    if (p.face) faceRows(p, owns, rowV);
     for (let i = 0; i < n; i++) {
       if (p.labels[i] < 0) continue;
       const hi = Math.fround(T[i]);
@@ -122,4 +172,11 @@ export function headShardGrads(ctx: GpuContext, q: HeadShardProblem): Promise<{ 
     ctx.check();
     return { x: gx, W: gW };
   });
+}
+
+/** `interTopK`'s step on a head shard: refused on WebGPU by name, as the head's other inter-class options. */
+export function headShardTopK(ctx: GpuContext, q: HeadShardProblem): never {
+  ctx.check();
+  local(q);
+  throw new TypeError("Expected options.interTopK only on the reference and WebAssembly backends, got it on WebGPU");
 }
