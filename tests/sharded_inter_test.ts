@@ -12,6 +12,7 @@ import { describe, it } from "node:test";
 import { js, mergeShardStats, mergeShardTopK, partialFcSample, wasm } from "../cpu.ts";
 import { assertGradClose, assertLossClose, assertThrowsNamed } from "./helpers/assert.ts";
 import { backends, webgpuMissing } from "./helpers/backends.ts";
+import { init } from "../mod.ts";
 import { randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -332,6 +333,29 @@ describe("sharded inter-class options: named errors", () => {
       TypeError,
       "inputs.topK",
     );
+  });
+});
+
+describe("sharded inter-class options on WebAssembly threads = the unsharded loss", () => {
+  it("arcface on cosines and the arcface head, interTopK 3, threshold 0.5, margin [N], 3 shards", async () => {
+    const threaded = await init({ backend: "wasm", threads: 3 }) as Any;
+    try {
+      const rng = new Rng(31), margin = rowMargins(rng, 0.2, 0.6);
+      const o = { scale: 20, interTopK: 3, interclassFilteringThreshold: 0.5, margin };
+      const q = cosProblem(rng, N, C);
+      const want = wasm.arcface.valueAndGrad(q, o);
+      const got = await runShards(threaded, "arcface", q, o, [0, 17, 30, C]);
+      assertLossClose(got.loss, want.loss as number, "arcface loss");
+      assertGradClose(got.grads.cos, want.grads.cos.data, "arcface grads.cos");
+      const p = headProblem(rng, N, D, C);
+      const head = wasm.marginHead.valueAndGrad(p, o);
+      const shards = await runShards(threaded, "marginHead", p, o, [0, 17, 30, C]);
+      assertLossClose(shards.loss, head.loss as number, "head loss");
+      assertGradClose(shards.grads.x, head.grads.x.data, "head grads.x");
+      assertGradClose(shards.grads.W, head.grads.W.data, "head grads.W");
+    } finally {
+      threaded.dispose();
+    }
   });
 });
 

@@ -160,7 +160,7 @@ export const ROW_MARGIN_KEYS = ["margin", "m2", "m3"] as const;
 /** Whether an option value is a per-row array (validated by `v.vector`). */
 export const isRowArray = (x: unknown) => x instanceof Float32Array || x instanceof Float64Array || Array.isArray(x);
 
-/** The inter-class option keys a margin loss may take (`losses.sharded` takes none of them). */
+/** The inter-class option keys a margin loss may take (`losses.sharded`'s too: `interTopK` with the step `topK`). */
 export const INTER_KEYS = ["interclassFilteringThreshold", "interTopK", "interTopKMargin"] as const;
 
 /**

@@ -50,6 +50,7 @@ import { CURRICULAR_FACE_KEYS, curricularData, curricularRows } from "./curricul
 import { MAGFACE_KEYS, magfaceData, magfaceParts, magfaceRows } from "./magface.ts";
 import { lin } from "../kernels/deferred.ts";
 import type { FaceTarget } from "../kernels/hard_label.ts";
+import type { ShardTopK } from "../kernels/shards.ts";
 
 /** Inputs of the embedding heads. */
 export interface HeadInputs {
@@ -76,6 +77,11 @@ export interface HeadInputs {
    * the sum over the shards of `sharded.marginHead.labelCosines` (one all-reduce of N floats).
    */
   labelCos?: Float32Array | readonly number[];
+  /**
+   * The class-sharded `marginHead` with `interTopK` k >= 1 only: every shard's top k merged, `mergeShardTopK` of
+   * the shards' `sharded.marginHead.topK` (one all-gather of N k pairs per shard).
+   */
+  topK?: ShardTopK;
 }
 
 /** The parts of `marginHead`'s result, by kind: the next state of adaface and curricularFace, magface's `ce` and `g`. */
@@ -497,7 +503,8 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * largest non-target class cosines get `s cos(theta_j - m')`, found in a first pass over W), a
  * `Float32Array [N]` `margin` (arcface, cosface) or `m2` / `m3` (combinedMargin), one per row
  * (ElasticFace); reference and WebAssembly backends (the WebGPU head refuses them by name; the
- * class-sharded head takes only the threshold). The head is then normalise + matmul + that loss on cosines with the same options.
+ * class-sharded head takes them all, `interTopK` with its step `topK`). The head is then normalise + matmul + that loss
+ * on cosines with the same options.
  *
  * @example An ArcFace head
  * ```ts

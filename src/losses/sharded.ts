@@ -17,6 +17,13 @@
  * and `finish` refuse a wrong layout (overlapping, repeated or missing shards, another
  * batch's statistics, other options) with a named `RangeError`.
  *
+ * SPEC §7's inter-class options and per-row margins: a per-row margin and
+ * `interclassFilteringThreshold` act on each shard's own rows and columns; `interTopK` needs each
+ * row's k-th largest non-target class cosine over every shard, so `arcface` and `marginHead` then
+ * have one more step, `topK` (each shard's k largest per row, merged exactly by
+ * {@linkcode mergeShardTopK} into `inputs.topK` of `stats` and `finish`; the k-th value and its class
+ * give each shard the unsharded rule, ties to the smaller global class).
+ *
  * @module
  */
 import { checkCall, type Definition, type LossDef, type ShardForm } from "../loss.ts";
