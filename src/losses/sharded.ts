@@ -482,8 +482,8 @@ function headShard(
   const inter = shardInter(kinter, inputs.topK, n, topKRecord, tie, step);
   const replicated = labelCos ? [x, Float32Array.from(labelCos), ...inter.replicated] : [x, ...inter.replicated];
   const record = shardRecord(offset, offset + cs, classes, labels, replicated, agreed);
-  const cpuOnly = rowMargin ??
-    (kinter?.k ? "options.interTopK" : kinter ? "options.interclassFilteringThreshold" : undefined);
+  // (a per-row margin runs on the WebGPU shards too: their label targets come from the host)
+  const cpuOnly = kinter?.k ? "options.interTopK" : kinter ? "options.interclassFilteringThreshold" : undefined;
   const p: HeadProblem = {
     grad,
     n,

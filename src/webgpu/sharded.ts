@@ -15,12 +15,13 @@
  * phase puts the host's label logit T and dT/du of the rows whose label is here, the hard
  * non-labels' threshold (CurricularFace's phi_i) and t' into `rowV` before the tiles (the GPU's own
  * `face_rows`, which sees only this shard's labels, is overwritten). MagFace's gradient through
- * `||x_i||` is the host's (src/losses/sharded.ts), as on the CPU shards.
+ * `||x_i||` is the host's (src/losses/sharded.ts), as on the CPU shards. A per-row margin (ElasticFace) takes
+ * its label targets from the host the same way (the GPU's own, of a plain target, overwritten).
  * The logit shards (crossEntropy, the margin losses on cosines) run the float64 reference.
  *
  * @module
  */
-import type { HeadStats } from "../kernels/head.ts";
+import type { HeadStats, TargetSpec } from "../kernels/head.ts";
 import type { HeadShardProblem } from "../kernels/shards.ts";
 import type { GpuContext } from "./context.ts";
 import { MH } from "./generated.ts";
@@ -40,23 +41,29 @@ function putPair(rowV: Float32Array, at: number, x: number): void {
 }
 
 /**
- * The face kinds: the host's rows into `rowV` (read back after `encodeRows`): T and dT/du where the
- * shard holds the label (the norms' terms 0: MagFace's are the host's), every row's hard threshold and t'.
+ * The host's rows into `rowV` (read back after `encodeRows`): T and dT/du where the shard holds the
+ * label (the norms' terms 0: MagFace's are the host's); the face kinds also every row's hard threshold and t'.
  */
-function faceRows(p: HeadShardProblem["p"], owns: (i: number) => boolean, rowV: Float32Array): void {
+function hostRows(p: HeadShardProblem["p"], owns: (i: number) => boolean, rowV: Float32Array): void {
   const { n } = p, nt = p.nonTarget;
   for (let i = 0; i < n; i++) {
     const base = i * MH.RS;
-    rowV[base + 27] = nt?.rows ? Math.fround(nt.rows[2 * i]) : NONE_HARD;
+    if (p.face) rowV[base + 27] = nt?.rows ? Math.fround(nt.rows[2 * i]) : NONE_HARD;
     if (p.labels[i] < 0 || !owns(i)) continue;
     putPair(rowV, base + 13, p.target[4 * i]);
     putPair(rowV, base + 15, p.target[4 * i + 1]);
     rowV.fill(0, base + 17, base + 21);
   }
-  rowV[n * MH.RS + 2] = nt?.a ?? 0;
+  if (p.face) rowV[n * MH.RS + 2] = nt?.a ?? 0;
 }
 
-/** The shard's problem with local labels, and whether row i's label is here. */
+/** A label target the GPU evaluates, replaced by the host's (a per-row margin: `spec` "host"). */
+const PLAIN: TargetSpec = { kind: "margin", phi: { m1: 1, m2: 0, m3: 0, branch: "none" }, constant: false };
+
+/**
+ * The shard's problem with local labels, whether row i's label is here, and whether the host's rows go
+ * into `rowV` (the face kinds; a per-row margin, whose targets only the host has).
+ */
 function local(q: HeadShardProblem) {
   const { p, first } = q;
   if (p.cpuOnly) {
@@ -66,7 +73,9 @@ function local(q: HeadShardProblem) {
   }
   const owns = (i: number) => p.labels[i] >= first && p.labels[i] < first + p.c;
   const labels = p.labels.map((y, i) => (y < 0 ? -1 : owns(i) ? y - first : ELSEWHERE));
-  return { p: { ...p, labels, outX: null, outW: null }, owns };
+  const host = p.face !== undefined || p.spec.kind === "host";
+  const spec = p.spec.kind === "host" ? PLAIN : p.spec;
+  return { p: { ...p, labels, spec, outX: null, outW: null }, owns, host };
 }
 
 /** Runs `body` with temporaries destroyed after. */
@@ -82,14 +91,14 @@ async function withTemps<T>(body: (keep: (b: GPUBuffer) => GPUBuffer) => Promise
 /** A head shard's statistics on the GPU. */
 export function headShardStats(ctx: GpuContext, q: HeadShardProblem): Promise<HeadStats> {
   ctx.check();
-  const { p, owns } = local(q);
+  const { p, owns, host } = local(q);
   const { n, d } = p;
   return withTemps(async (keep) => {
     await compileHead(ctx);
     const s = openHead(ctx, p, keep);
     const combS = keep(ctx.staging(n * 8)), rowS = keep(ctx.staging(n * MH.RS * 4));
-    if (p.face) {
-      // The face kinds: the label's terms, then the host's rows into rowV, then the tiles.
+    if (host) {
+      // The label's terms, then the host's rows into rowV, then the tiles.
       const faceS = keep(ctx.staging(s.rowBytes));
       await ctx.submit((enc) => {
         enc.clearBuffer(s.wy, 0, n * d * 4);
@@ -99,13 +108,13 @@ export function headShardStats(ctx: GpuContext, q: HeadShardProblem): Promise<He
         enc.copyBufferToBuffer(s.rowV, 0, faceS, 0, s.rowBytes);
       });
       const rows = new Float32Array((await ctx.readAll([[faceS, s.rowBytes]]))[0]);
-      faceRows(p, owns, rows);
+      hostRows(p, owns, rows);
       ctx.device.queue.writeBuffer(s.rowV, 0, rows);
     }
     await ctx.submit((enc) => {
-      if (!p.face) enc.clearBuffer(s.wy, 0, n * d * 4);
+      if (!host) enc.clearBuffer(s.wy, 0, n * d * 4);
       const pass = enc.beginComputePass();
-      if (p.face) encodeTiles(s, pass);
+      if (host) encodeTiles(s, pass);
       else encodeStats(s, pass);
       pass.end();
       enc.copyBufferToBuffer(s.comb, 0, combS, 0, n * 8);
@@ -128,7 +137,7 @@ export function headShardStats(ctx: GpuContext, q: HeadShardProblem): Promise<He
 /** A head shard's gradients (its rows of dW, its share of dx) on the GPU, from the merged statistics. */
 export function headShardGrads(ctx: GpuContext, q: HeadShardProblem): Promise<{ x: Float32Array; W: Float32Array }> {
   ctx.check();
-  const { p, owns } = local(q);
+  const { p, owns, host } = local(q);
   const { n, c, d } = p;
   const stats = q.stats!, T = q.target!;
   return withTemps(async (keep) => {
@@ -148,7 +157,7 @@ export function headShardGrads(ctx: GpuContext, q: HeadShardProblem): Promise<{ 
     // Every row's T (a float pair) and (r, S) of the merged statistics.
     const [rowBuf] = await ctx.readAll([[rowS, s.rowBytes]]);
     const rowV = new Float32Array(rowBuf), comb = new Float32Array(2 * n);
-    if (p.face) faceRows(p, owns, rowV);
+    if (host) hostRows(p, owns, rowV);
     for (let i = 0; i < n; i++) {
       if (p.labels[i] < 0) continue;
       const hi = Math.fround(T[i]);
