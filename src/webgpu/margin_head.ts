@@ -53,7 +53,14 @@ const TILE = 64;
  * (temporaries go to `keep`), pipelines and dispatcher, shared by the two phases.
  */
 export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) => GPUBuffer, leave = false) {
-  const { n, c, d } = p;
+  const { n, d } = p;
+  // Sub-centres (src/webgpu/margin_head_sub.wgsl): c counts W's rows, K per class, `per` classes a tile.
+  const K = p.subcenters ?? 1, c = p.c * K, per = Math.floor(TILE / K);
+  if (K > TILE) {
+    throw new RangeError(
+      `Expected options.subcenters to be at most ${TILE} on the WebGPU backend (a class's sub-centres in one tile), got ${K}`,
+    );
+  }
   const resident = onDevice(p.x) || onDevice(p.W);
   checkOut("x", p.outX as { buffer?: unknown } | null, resident);
   checkOut("W", p.outW as { buffer?: unknown } | null, resident);
@@ -65,13 +72,27 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   if (c * d * 4 > ctx.maxBuffer) {
     throw tooLarge(`W [${c}, ${d}] of float32`, c * d * 4, "one WebGPU buffer", ctx.maxBuffer);
   }
-  const rowTiles = Math.ceil(n / TILE), classTiles = Math.ceil(c / TILE);
+  const rowTiles = Math.ceil(n / TILE), unit = TILE * K;
   // W (with b, dW) is bound in windows of classes that fit one binding, each a multiple
   // of 64 classes (so its offset, a multiple of 256 bytes, is aligned).
-  const window = Math.min(classTiles * TILE, Math.floor(ctx.maxBinding / Math.max(16, d * 4) / TILE) * TILE);
-  if (window < TILE) {
-    throw tooLarge(`64 rows of W [${c}, ${d}] of float32`, TILE * d * 4, "one WebGPU storage binding", ctx.maxBinding);
+  const window = Math.min(Math.ceil(c / unit) * unit, Math.floor(ctx.maxBinding / Math.max(16, d * 4) / unit) * unit);
+  if (window < unit) {
+    throw tooLarge(
+      `${unit} rows of W [${c}, ${d}] of float32`,
+      unit * d * 4,
+      "one WebGPU storage binding",
+      ctx.maxBinding,
+    );
   }
+  /** The windows of classes [j0, j0 + cols) of at most `size` classes (rows of W). */
+  const windows = (size: number) =>
+    Array.from({ length: Math.ceil(c / size) }, (_, k) => ({ j0: k * size, cols: Math.min(size, c - k * size) }));
+  // The forward's tiles (per classes each) by window: the window's first (t0) and count.
+  let classTiles = 0;
+  const wins = windows(window).map((w) => {
+    const tiles = Math.ceil(w.cols / K / per);
+    return { ...w, t0: (classTiles += tiles) - tiles, tiles };
+  });
   if (n * classTiles * 8 > ctx.maxBinding) {
     throw tooLarge(
       `N * ceil(C / 64) (max, sum) pairs of float32 (x [${n}, ${d}], W [${c}, ${d}])`,
@@ -83,24 +104,21 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   // Classes per backward chunk: a multiple of 64 within the window, [N, chunk] floats
   // within the larger of BLOCK_BYTES and x itself (and one binding).
   const budget = Math.min(ctx.maxBinding, Math.max(BLOCK_BYTES, n * d * 4));
-  const chunk = Math.min(window, Math.max(TILE, Math.floor(budget / (n * 4 * TILE)) * TILE));
+  const chunk = Math.min(window, Math.max(unit, Math.floor(budget / (n * 4 * unit)) * unit));
   if (p.grad && n * chunk * 4 > ctx.maxBinding) {
     throw tooLarge(
-      `a block of the gradient of 64 classes (x [${n}, ${d}])`,
+      `a block of the gradient of 64 classes of ${K} rows (x [${n}, ${d}])`,
       n * chunk * 4,
       "one WebGPU storage binding",
       ctx.maxBinding,
     );
   }
-  /** The windows of classes [j0, j0 + cols) of at most `size` classes. */
-  const windows = (size: number) =>
-    Array.from({ length: Math.ceil(c / size) }, (_, k) => ({ j0: k * size, cols: Math.min(size, c - k * size) }));
-
   const X = onDevice(p.x) ? p.x.buffer : keep(ctx.upload(p.x));
   const W = onDevice(p.W) ? p.W.buffer : keep(ctx.upload(p.W));
   const labels = keep(ctx.upload(p.labels));
-  // Per row MH.RS values, then max ||x_i|| and max ||W_j|| (the precise mode's gate).
-  const rowBytes = (n * MH.RS + 4) * 4;
+  // Per row MH.RS values, then max ||x_i|| and max ||W_j|| (the precise mode's gate), then
+  // (K > 1) each label's chosen row of W.
+  const rowBytes = (n * MH.RS + MH.SUB_AT + n) * 4;
   const rowV = keep(ctx.buffer(rowBytes));
   const bcls = keep(ctx.buffer(c * 16));
   const wy = keep(ctx.buffer(n * d * 4));
@@ -128,6 +146,7 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     flags,
     scale: p.scale,
     bound: PRECISE_ABOVE,
+    subs: K,
     ...(p.face ? faceUniforms(p.face) : targetParams(p.spec)),
     // (the face kinds: the non-label cosines' clip, AdaFace's [-1 + eps, 1 - eps])
     nt_lo: p.nonTarget?.lo ?? -1,
@@ -158,8 +177,9 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   };
   const pipes = (kernel: KernelName, bindings: string, entries: string[]) =>
     entries.map((e) => ctx.pipelineNow(kernel, bindings, e));
-  const [[cls, gather, combine, finX, finW], [label, bound, finish], fwd, grad, [mmX, mmW]] = HEAD_PIPELINES(gated)
+  const [[cls, gather, combine, finX, finW], [label, bound, finish], fwd, grad, [mmX, mmW]] = HEAD_PIPELINES(gated, K)
     .map(([kernel, bindings, entries]) => pipes(kernel, bindings, entries));
+  const [pick] = K > 1 ? pipes(...PICK_PIPELINE) : [];
   const [faceRows, facePost] = p.face ? pipes(...FACE_PIPELINES) : [];
 
   // Rows by label (CSR) for fin_w's label terms (a label of no class here, as a shard's
@@ -199,7 +219,6 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   const reads: [GPUBuffer, number][] = [face ? [face.fout, (8 + 4 * n) * 4] : [losses, n * 4]];
   if (dX && dW && !resident) reads.push([dX, n * d * 4], [dW, c * d * 4]);
 
-  const wins = windows(window);
   const groups = (count: number) => Math.ceil(count / 64);
   return {
     n,
@@ -207,6 +226,8 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     d,
     window,
     chunk,
+    K,
+    per,
     rowTiles,
     classTiles,
     wins,
@@ -243,6 +264,7 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     dispatch,
     cls,
     gather,
+    pick,
     combine,
     finX,
     finW,
@@ -264,9 +286,9 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
 export type HeadSession = ReturnType<typeof openHead>;
 
 /** The head's pipelines: per kernel, its bindings and entry points (the float-pair modes when `gated`). */
-const HEAD_PIPELINES = (gated: boolean): [KernelName, string, string[]][] => {
+const HEAD_PIPELINES = (gated: boolean, K = 1): [KernelName, string, string[]][] => {
   const ROWS = "rrrrrww", LABEL = "rrrrrrww", TILES = "rrrrrw", MM = "rrrrrrww";
-  const modes = gated ? ["", "_p"] : [""];
+  const modes = K > 1 ? ["_sub"] : gated ? ["", "_p"] : [""];
   return [
     ["margin_head_rows", ROWS, ["cls", "gather", "combine", "fin_x", "fin_w"]],
     ["margin_head_label", LABEL, ["label", "bound", "finish"]],
@@ -276,15 +298,18 @@ const HEAD_PIPELINES = (gated: boolean): [KernelName, string, string[]][] => {
   ];
 };
 
+/** Sub-centres' gather of the label's chosen row (src/webgpu/margin_head_pick.wgsl). */
+const PICK_PIPELINE: [KernelName, string, string[]] = ["margin_head_pick", "rrrrww", ["pick"]];
+
 /** The face kinds' pipelines (src/webgpu/margin_head_face.wgsl). */
 const FACE_PIPELINES: [KernelName, string, string[]] = ["margin_head_face", "rrrrrwww", ["face_rows", "face_post"]];
 
 /** Compiles the head's pipelines asynchronously (before a call that awaits, so that {@linkcode openHead} finds them). */
 export async function compileHead(ctx: GpuContext): Promise<void> {
   await Promise.all(
-    [...HEAD_PIPELINES(true), FACE_PIPELINES].flatMap(([kernel, bindings, entries]) =>
-      entries.map((e) => ctx.pipeline(kernel, bindings, e))
-    ),
+    [...HEAD_PIPELINES(true), ...HEAD_PIPELINES(false, 2).slice(2, 4), FACE_PIPELINES, PICK_PIPELINE].flatMap((
+      [kernel, bindings, entries],
+    ) => entries.map((e) => ctx.pipeline(kernel, bindings, e))),
   );
 }
 
@@ -306,7 +331,8 @@ export function encodeRows(s: HeadSession, pass: GPUComputePassEncoder): void {
   for (const { j0, cols } of wins) {
     const win = { g_off: j0, k: cols };
     dispatch(pass, s.cls, win, [null, wWin(j0, cols), null, null, null, bWin(j0, cols), null], groups(cols));
-    dispatch(pass, s.gather, win, [null, wWin(j0, cols), labelsB, null, null, null, wyB], groups(n));
+    if (s.pick) dispatch(pass, s.pick, win, [xB, wWin(j0, cols), labelsB, bWin(j0, cols), wyB, rowVB], groups(n));
+    else dispatch(pass, s.gather, win, [null, wWin(j0, cols), labelsB, null, null, null, wyB], groups(n));
   }
   dispatch(pass, s.label, {}, [xB, wyB, labelsB, null, null, null, rowVB, null], groups(n));
   if (s.face && s.faceRows) {
@@ -323,10 +349,10 @@ export function encodeRows(s: HeadSession, pass: GPUComputePassEncoder): void {
 /** The tile partials, then per row (r_i, S_i) into `comb`. */
 export function encodeTiles(s: HeadSession, pass: GPUComputePassEncoder): void {
   const { n, wins, groups, dispatch, xB, labelsB, rowVB, partsB, combB, wWin, bWin } = s;
-  for (const { j0, cols } of wins) {
-    const params = { g_off: j0, k: cols, b_off: j0 / TILE, rs_out: s.classTiles };
+  for (const { j0, cols, t0, tiles } of wins) {
+    const params = { g_off: j0, k: cols, b_off: t0, row0: t0, rs_out: s.classTiles };
     const res = [xB, wWin(j0, cols), labelsB, rowVB, bWin(j0, cols), partsB];
-    for (const f of s.fwd) dispatch(pass, f, params, res, s.rowTiles, Math.ceil(cols / TILE));
+    for (const f of s.fwd) dispatch(pass, f, params, res, s.rowTiles, tiles);
   }
   dispatch(pass, s.combine, { k: s.classTiles }, [null, null, null, null, partsB, null, combB], groups(n));
 }
@@ -351,7 +377,8 @@ export function encodeGrads(s: HeadSession, pass: GPUComputePassEncoder): void {
     const duB = s.bind(du, n * cols * 4), win = { row0: j0, g_off: j0, k: cols };
     const res = [xB, wWin(j0, cols), labelsB, rowVB, bWin(j0, cols)];
     for (const g of s.grad) {
-      dispatch(pass, g, { ...win, flags: flags | (p.normW ? MH.LABEL : 0) }, [...res, duB], s.rowTiles, tiles);
+      const logitTiles = Math.ceil(cols / s.K / s.per); // (tiles of whole classes)
+      dispatch(pass, g, { ...win, flags: flags | (p.normW ? MH.LABEL : 0) }, [...res, duB], s.rowTiles, logitTiles);
     }
     const mm = [duB, ...res];
     const flagsX = flags | (p.normW && !p.normX ? MH.SKIP_LABEL : 0);
@@ -415,11 +442,6 @@ export function head(ctx: GpuContext, p: HeadProblem): Raw | Promise<Raw> {
   if (p.cpuOnly) {
     throw new TypeError(
       `Expected ${p.cpuOnly} only on the reference and WebAssembly backends (the WebGPU head does not take it yet), got it on WebGPU`,
-    );
-  }
-  if ((p.subcenters ?? 1) > 1) {
-    throw new TypeError(
-      `Expected options.subcenters 1 on the WebGPU backend (its head kernels have no sub-centres yet), got ${p.subcenters}`,
     );
   }
   // PartialFC's classes (W on the host: prepare checks): the head over W's rows of those classes.
