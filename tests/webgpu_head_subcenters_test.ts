@@ -4,12 +4,12 @@
 // fixtures of tests/fixtures/generate_head_subcenters.py (host and GPU-resident inputs), agreement
 // with the float64 reference and the WebAssembly backend over several tiles of classes (every kind of
 // the head), the identities (K = 1 is today's head; K equal sub-centres are one class, the gradient
-// to the first row), classes with K > 1, and the GPU path (readback: false maps nothing; encoder;
+// to the first row), classes with K > 1, the class-sharded form, and the GPU path (readback: false maps nothing; encoder;
 // losses.sync). Skipped where the runtime has no WebGPU adapter (Bun).
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { js, partialFcSample, wasm } from "../cpu.ts";
+import { js, mergeShardStats, partialFcSample, wasm } from "../cpu.ts";
 import { gpuLosses } from "../src/backend.ts";
 import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
@@ -238,6 +238,37 @@ describe("WebGPU marginHead subcenters: identities", { skip }, () => {
     await agree(got, want, "sampled");
     l.dispose();
   });
+});
+
+describe("WebGPU marginHead subcenters: the class-sharded form (src/webgpu/sharded.ts)", { skip }, () => {
+  for (const [kind, withClasses] of [["arcface", false], ["cosface", true], ["combinedMargin", true]] as const) {
+    it(`${kind} K = 3${withClasses ? " with classes" : ""}: three shards = the unsharded reference`, async () => {
+      const l = await gpu();
+      const K = 3, C = 150, d = 8, bounds = [0, 50, 64, 150];
+      const p: Any = problem(81, 9, d, C, K);
+      if (withClasses) p.classes = partialFcSample(p.labels, C, { rate: 0.45, seed: 3 });
+      const o = { kind, scale: 20, subcenters: K };
+      const want: Any = js.marginHead.valueAndGrad(p, o as Any);
+      const shards = bounds.slice(0, -1).map((c0, k) => {
+        const c1 = bounds[k + 1];
+        const own: Any = { ...p, W: { data: p.W.data.slice(c0 * K * d, c1 * K * d), shape: [(c1 - c0) * K, d] } };
+        if (p.classes) own.classes = Int32Array.from(p.classes).filter((c) => c >= c0 && c < c1);
+        return { inputs: own, options: { ...o, offset: c0, classes: C } };
+      });
+      const stats = [];
+      for (const s of shards) stats.push(await l.sharded.marginHead.stats(s.inputs, s.options));
+      const merged = mergeShardStats(stats);
+      const results: Any[] = [];
+      for (const s of shards) results.push(await l.sharded.marginHead.finish(s.inputs, merged, s.options));
+      assertLossClose(results.reduce((t, r) => t + r.loss, 0), want.loss, "loss");
+      const gx = new Float64Array(p.x.data.length);
+      for (const r of results) r.grads.x.data.forEach((g: number, i: number) => (gx[i] += g));
+      assertGradClose(gx, want.grads.x.data, "grads.x");
+      const gW = Float64Array.from(results.flatMap((r) => Array.from(r.grads.W.data as Float32Array)));
+      assertGradClose(gW, want.grads.W.data, "grads.W");
+      l.dispose();
+    });
+  }
 });
 
 describe("WebGPU marginHead subcenters: the GPU path (SPEC §10)", { skip }, () => {

@@ -23,7 +23,7 @@ fn pick(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let i = (wid.x + P.a_off) * 64u + lid;
   if (i >= P.n) { return; }
   let y = labels[i];
-  if (y < 0) { return; }
+  if (y < 0 || u32(y) >= P.c / P.subs) { return; } // (ignored, or on another shard)
   let r0 = u32(y) * P.subs;
   if (r0 < P.g_off || r0 >= P.g_off + P.k) { return; }
   let d = P.d;
