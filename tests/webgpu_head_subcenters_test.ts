@@ -1,7 +1,7 @@
 // marginHead's sub-centres (options.subcenters K > 1: W [C*K, D], a class's cosine the largest of its K
 // rows', its gradient to that row alone) and PartialFC's classes with K > 1 on the WebGPU head
 // (src/webgpu/margin_head_sub.wgsl, src/webgpu/margin_head_pick.wgsl), SPEC.md section 7: the PyTorch
-// fixtures of tests/fixtures/generate_head_subcenters.py (host and GPU-resident inputs), agreement
+// fixtures of tests/fixtures/generate_head_subcenters.py (host and GPU-resident inputs, classes too), agreement
 // with the float64 reference and the WebAssembly backend over several tiles of classes (every kind of
 // the head), the identities (K = 1 is today's head; K equal sub-centres are one class, the gradient
 // to the first row), classes with K > 1, the class-sharded form, and the GPU path (readback: false maps nothing; encoder;
@@ -110,12 +110,11 @@ describe(
   "WebGPU marginHead subcenters: PyTorch fixtures (tests/fixtures/generate_head_subcenters.py)",
   { skip },
   () => {
-    it("every case from host inputs and from GPU-resident x (and W without classes); the gradients from one of them", async () => {
+    it("every case from host inputs and from GPU-resident x and W; the gradients from one of them", async () => {
       const l = await gpu();
       for (const [k, fc] of loadFixtures(FILE).entries()) {
         const host: Any = raws[k].state ? { ...fc.inputs, state: raws[k].state } : { ...fc.inputs };
-        const onGpu: Any = { ...host, x: await upload(host.x) };
-        if (!host.classes) onGpu.W = await upload(host.W);
+        const onGpu: Any = { ...host, x: await upload(host.x), W: await upload(host.W) };
         for (const [where, inputs] of [["host", host], ["gpu", onGpu]]) {
           const label = `${fc.name} (${where})`;
           const r: Any = await l.marginHead.forward(inputs, fc.options);
@@ -289,12 +288,15 @@ describe("WebGPU marginHead subcenters: the GPU path (SPEC §10)", { skip }, () 
         const s = await download(c.r.state);
         Object.values(want.state).forEach((v, q) => assertLossClose(s[q], v as number, `${kind} state[${q}]`, 1e-6));
       }
-      // With classes: x on the GPU, W on the host.
+      // With classes: x on the GPU, W on the host or on the GPU (the sampled rows copied on the GPU).
       const classes = partialFcSample(p.labels, 40, { rate: 0.5, seed: 5 });
-      const q: Any = { ...inputs, W: p.W, classes };
-      const cq = await count<Any>(dev, () => l.marginHead.valueAndGrad(q, { ...o, readback: false }));
-      assert.equal(cq.maps, 0, `${kind} classes: maps`);
-      await agree(cq.r, js.marginHead.valueAndGrad({ ...p, ...extra, classes }, o as Any), `${kind} classes`);
+      const sampled = js.marginHead.valueAndGrad({ ...p, ...extra, classes }, o as Any);
+      for (const [where, W] of [["host", p.W], ["gpu", gW]] as const) {
+        const q: Any = { ...inputs, W, classes };
+        const cq = await count<Any>(dev, () => l.marginHead.valueAndGrad(q, { ...o, readback: false }));
+        assert.equal(cq.maps, 0, `${kind} classes, W on the ${where}: maps`);
+        await agree(cq.r, sampled, `${kind} classes, W on the ${where}`);
+      }
     }
     l.dispose();
   });

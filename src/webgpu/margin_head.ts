@@ -282,6 +282,22 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   };
 }
 
+/**
+ * `p` over W's rows of PartialFC's classes (`rows`, K rows each): gathered on the host, or, W on the
+ * GPU, copied into a temporary in `enc` (one copy per run of consecutive classes).
+ */
+function sampled(ctx: GpuContext, p: HeadProblem, enc: GPUCommandEncoder, keep: (b: GPUBuffer) => GPUBuffer) {
+  const rows = p.rows;
+  if (!rows) return p;
+  if (!onDevice(p.W)) return { ...p, W: headRows(p, p.W), rows: null };
+  const K = p.subcenters ?? 1, span = K * p.d * 4, out = keep(ctx.buffer(Math.max(16, rows.length * span)));
+  for (let a = 0, b = 1; a < rows.length; a = b++) {
+    while (b < rows.length && rows[b] === rows[b - 1] + 1) b++;
+    enc.copyBufferToBuffer(p.W.buffer, rows[a] * span, out, a * span, (b - a) * span);
+  }
+  return { ...p, W: new DeviceValues(out, [rows.length * K, p.d]) as unknown as Float32Array, rows: null };
+}
+
 /** One head call on the GPU, laid out by {@linkcode openHead}. */
 export type HeadSession = ReturnType<typeof openHead>;
 
@@ -444,10 +460,9 @@ export function head(ctx: GpuContext, p: HeadProblem): Raw | Promise<Raw> {
       `Expected ${p.cpuOnly} only on the reference and WebAssembly backends (the WebGPU head does not take it yet), got it on WebGPU`,
     );
   }
-  // PartialFC's classes (W on the host: prepare checks): the head over W's rows of those classes.
-  if (p.rows) p = { ...p, W: headRows(p, p.W), rows: null };
   if (ctx.recording) {
-    const s = openHead(ctx, p, (b) => ctx.temp(b), true);
+    const keep = (b: GPUBuffer) => ctx.temp(b);
+    const s = openHead(ctx, sampled(ctx, p, ctx.recording.enc, keep), keep, true);
     encodeHead(s, ctx.recording.enc);
     const [first, bytes] = s.reads[0];
     return {
@@ -464,7 +479,7 @@ async function readHead(ctx: GpuContext, p: HeadProblem): Promise<Raw> {
   const keep = (b: GPUBuffer) => (temps.push(b), b);
   try {
     const [s, stagings] = ctx.record(undefined, (enc) => {
-      const s = openHead(ctx, p, keep);
+      const s = openHead(ctx, sampled(ctx, p, enc, keep), keep);
       const stagings = s.reads.map(([, bytes]) => keep(ctx.staging(bytes)));
       encodeHead(s, enc);
       s.reads.forEach(([b, bytes], k) => enc.copyBufferToBuffer(b, 0, stagings[k], 0, bytes));
