@@ -22,6 +22,10 @@
  *     terms where a side is not normalised (in double-float32: they can nearly cancel).
  * Extra memory: O(N C/64 + N D + C D) (the du block is at most max(16 MiB, N D floats)).
  * W (with b and dW) is bound in windows of classes when it exceeds one storage binding.
+ * Sub-centres (`subcenters` K > 1: W [C K, D]): the same steps over W's C K rows, with `pick`
+ * (src/webgpu/margin_head_pick.wgsl) in place of `gather` and `fwd_sub` / `grad_sub`
+ * (src/webgpu/margin_head_sub.wgsl: each class's largest sub-centre inside the logit tiles, which
+ * hold whole classes) in place of `fwd` / `grad`; PartialFC's classes: the head over their rows.
  *
  * As the CPU heads, the call is two phases over one layout (`openHead`): `encodeStats`
  * (`encodeRows`, steps 1, and `encodeTiles`, step 2 up to `combine`: per row the reference
