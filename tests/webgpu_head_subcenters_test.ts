@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { js, mergeShardStats, partialFcSample, wasm } from "../cpu.ts";
-import { gpuLosses } from "../src/backend.ts";
+import { findAdapter, gpuLosses, requestDevice } from "../src/backend.ts";
 import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
 import { loadFixtures } from "./helpers/fixtures.ts";
@@ -165,6 +165,30 @@ describe("WebGPU marginHead subcenters: agreement with the reference and WebAsse
       l.dispose();
     });
   }
+});
+
+describe("WebGPU marginHead subcenters: W in windows and chunks (a binding limit of 8 KiB)", { skip }, () => {
+  // d = 4, K = 3: windows and chunks of 384 rows of W (128 classes, 7 tiles of 21), three of each over 900 rows.
+  it("K = 3, C = 300: every window's tiles and every chunk, with and without classes, host and GPU-resident", async () => {
+    const dev = await requestDevice((await findAdapter()).adapter!);
+    const l: Any = await gpuLosses(dev, { auto: false, note: "test", maxBindingBytes: 8192 });
+    const p = problem(91, 5, 4, 300, 3);
+    for (const [kind, opts, extra] of [KINDS[0], KINDS[5]]) {
+      const o = { kind, scale: 20, subcenters: 3, ...opts };
+      const inputs: Any = { ...p, ...extra };
+      await agree(await l.marginHead.valueAndGrad(inputs, o), js.marginHead.valueAndGrad(inputs, o as Any), kind);
+      const gpuInputs = { ...inputs, x: await upload(p.x, dev), W: await upload(p.W, dev) };
+      const r: Any = await l.marginHead.valueAndGrad(gpuInputs, o);
+      const want: Any = js.marginHead.valueAndGrad(inputs, o as Any);
+      assertLossClose(r.loss, want.loss, `${kind} (gpu) loss`);
+      assertGradClose(await download(r.grads.W, dev), want.grads.W.data, `${kind} (gpu) grads.W`);
+      const classes = partialFcSample(p.labels, 300, { rate: 0.6, seed: 2 });
+      const q = { ...inputs, classes };
+      await agree(await l.marginHead.valueAndGrad(q, o), js.marginHead.valueAndGrad(q, o as Any), `${kind} classes`);
+    }
+    l.dispose();
+    dev.destroy();
+  });
 });
 
 describe("WebGPU marginHead subcenters: identities", { skip }, () => {
