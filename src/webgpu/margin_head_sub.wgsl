@@ -26,8 +26,10 @@
 // for K = 3, are computed and dropped), plus per tile two barriers and K workgroup reads per
 // class: no [N, C] or [N, C K] buffer, and W is read as often as for K = 1.
 
-// The winning row of W of the class whose first column is (r, c) of this invocation's block.
+// The winning row of W of the class whose first column is (r, c) of this invocation's block; NONE
+// at the other columns and those past the window.
 var<private> swin: array<u32, 64>;
+const NONE: u32 = 0xffffffffu;
 
 fn sub_per() -> u32 { return 64u / P.subs; }
 
@@ -67,6 +69,7 @@ fn sub_pick(i0: u32, j0: u32, t: u32) {
         if (i < P.n) { ai = row_v[i * MH_RS]; }
         for (var c = 0u; c < 8u; c++) {
           let col = 8u * tx + c;
+          swin[8u * r + c] = NONE;
           if (col % K != 0u || col / K >= per || j0 + col >= end) { continue; }
           var best = 0.0;
           var top = 0.0;
@@ -96,19 +99,17 @@ fn sub_pick(i0: u32, j0: u32, t: u32) {
 // block_logit with sub-centres: the logit of the class whose first column is (r, c), from its
 // winner; NEG for the other columns, rows and classes out of range, ignored rows and the label.
 fn sub_block_logit(i0: u32, j0: u32, t: u32, r: u32, c: u32) -> vec2<f32> {
-  let K = P.subs;
   let i = i0 + 8u * (t >> 3u) + r;
-  let col = 8u * (t & 7u) + c;
-  if (i >= P.n || col % K != 0u || col / K >= sub_per() || j0 + col >= P.g_off + P.k) { return vec2<f32>(NEG, 0.0); }
+  let win = swin[8u * r + c];
+  if (i >= P.n || win == NONE) { return vec2<f32>(NEG, 0.0); }
   let y = labels[i];
-  if (y < 0 || (j0 + col) / K == u32(y)) { return vec2<f32>(NEG, 0.0); }
-  return logit(acc[2u * r + (c >> 2u)][c & 3u], 0.0, row_v[i * MH_RS], i, swin[8u * r + c], false).xy;
+  if (y < 0 || win / P.subs == u32(y)) { return vec2<f32>(NEG, 0.0); }
+  return logit(acc[2u * r + (c >> 2u)][c & 3u], 0.0, row_v[i * MH_RS], i, win, false).xy;
 }
 
 // finish_grad with sub-centres: du [N, k] of the chunk's rows [row0, row0 + k) of W.
 fn sub_finish_grad(i0: u32, j0: u32, t: u32) {
   let K = P.subs;
-  let end = P.row0 + P.k;
   for (var r = 0u; r < 8u; r++) {
     let i = i0 + 8u * (t >> 3u) + r;
     if (i >= P.n) { continue; }
@@ -119,12 +120,12 @@ fn sub_finish_grad(i0: u32, j0: u32, t: u32) {
     let li = row_v[base + 2u];
     let gi = row_v[base + 3u];
     for (var c = 0u; c < 8u; c++) {
-      let col = 8u * (t & 7u) + c;
-      if (col % K != 0u || col / K >= sub_per() || j0 + col >= end) { continue; }
       var win = swin[8u * r + c];
+      if (win == NONE) { continue; }
+      let j0c = win - win % K; // the class's first row
       var du = 0.0;
       if (y >= 0) {
-        if ((j0 + col) / K == u32(y)) {
+        if (j0c / K == u32(y)) {
           win = bitcast<u32>(row_v[P.n * MH_RS + MH_SUB_AT + i]);
           if ((P.flags & MH_LABEL) != 0u) { du = row_v[base + 4u]; }
         } else if (gi != 0.0) {
@@ -135,7 +136,7 @@ fn sub_finish_grad(i0: u32, j0: u32, t: u32) {
         }
       }
       for (var k = 0u; k < K; k++) {
-        let j = j0 + col + k;
+        let j = j0c + k;
         outv[i * P.k + (j - P.row0)] = select(0.0, du, j == win);
       }
     }
