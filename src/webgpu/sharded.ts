@@ -21,7 +21,7 @@
  *
  * @module
  */
-import type { HeadStats, TargetSpec } from "../kernels/head.ts";
+import { headRows, type HeadStats, type TargetSpec } from "../kernels/head.ts";
 import type { HeadShardProblem } from "../kernels/shards.ts";
 import type { GpuContext } from "./context.ts";
 import { MH } from "./generated.ts";
@@ -75,7 +75,9 @@ function local(q: HeadShardProblem) {
   const labels = p.labels.map((y, i) => (y < 0 ? -1 : owns(i) ? y - first : ELSEWHERE));
   const host = p.face !== undefined || p.spec.kind === "host";
   const spec = p.spec.kind === "host" ? PLAIN : p.spec;
-  return { p: { ...p, labels, spec, outX: null, outW: null }, owns, host };
+  // (PartialFC's classes: the shard's head over W's rows of those classes, K each)
+  const W = p.rows ? headRows(p, p.W) : p.W;
+  return { p: { ...p, W, rows: null, labels, spec, outX: null, outW: null }, owns, host };
 }
 
 /** Runs `body` with temporaries destroyed after. */
@@ -138,12 +140,12 @@ export function headShardStats(ctx: GpuContext, q: HeadShardProblem): Promise<He
 export function headShardGrads(ctx: GpuContext, q: HeadShardProblem): Promise<{ x: Float32Array; W: Float32Array }> {
   ctx.check();
   const { p, owns, host } = local(q);
-  const { n, c, d } = p;
+  const { n, d } = p;
   const stats = q.stats!, T = q.target!;
   return withTemps(async (keep) => {
     await compileHead(ctx);
     const s = openHead(ctx, p, keep);
-    const { dX, dW, dXlo } = s;
+    const { dX, dW, dXlo, c } = s; // (c: W's rows, K per class)
     const rowS = keep(ctx.staging(s.rowBytes));
     await ctx.submit((enc) => {
       enc.clearBuffer(s.wy, 0, n * d * 4);
