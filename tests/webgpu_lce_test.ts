@@ -103,6 +103,31 @@ describe("linearCrossEntropy on WebGPU agrees with the float64 reference", { ski
   }
 });
 
+describe("linearCrossEntropy on WebGPU: W's gradient over many rows", { skip }, () => {
+  it("summed over 16,384 rows (64 row blocks) stays within 1e-6 max|ref| of float64", async () => {
+    // As the wasm test (tests/linear_cross_entropy_test.ts, 65,536 rows): rows that pull class 0
+    // the same way (90% share label 0, x > 0), so dW_0 is a coherent sum of 16,384 terms. One
+    // float32 chain over the rows (grad_w before the row blocks) was off by 2.2e-6 max|ref| here;
+    // the blocks' products added in two-float are at about 2e-8. (Sizes for llvmpipe, which also
+    // stops any invocation after 65,535 loop iterations in all: no larger N here.)
+    const n = 16384, d = 4, v = 8, rng = new Rng(16384);
+    const x = Float32Array.from({ length: n * d }, () => Math.fround(0.5 + rng.next()));
+    const W = Float32Array.from({ length: v * d }, () => Math.fround(rng.next() - 0.5));
+    const labels = Int32Array.from({ length: n }, () => (rng.next() < 0.9 ? 0 : Math.floor(rng.next() * v)));
+    const p = { x: { data: x, shape: [n, d] }, W: { data: W, shape: [v, d] }, labels };
+    const l = (await init({ backend: "webgpu", device: await sharedDevice() })) as Any;
+    const js = (await init({ backend: "js" })) as Any;
+    const want = (await js.linearCrossEntropy.backward(p, { reduction: "sum" })).W.data;
+    const got = (await l.linearCrossEntropy.backward(p, { reduction: "sum" })).W.data;
+    let top = 0, err = 0;
+    want.forEach((g: number, k: number) =>
+      [top, err] = [Math.max(top, Math.abs(g)), Math.max(err, Math.abs(got[k] - g))]
+    );
+    assert.ok(err <= 1e-6 * top, `max|dW - ref| = ${err} > 1e-6 max|ref| = ${1e-6 * top}`);
+    l.dispose();
+  });
+});
+
 describe("linearCrossEntropy on WebGPU: classes, all-ignored batches, errors", { skip }, () => {
   it("classes with W and bias on the GPU (gathered there) = the host call with classes", async () => {
     const dev = await sharedDevice();

@@ -77,6 +77,29 @@ for (const spec of metricSpecs) {
   });
 }
 
+describe(
+  "webgpu multiSimilarity and proxyAnchor with alpha, beta to 1e4 (tests/fixtures/metric_sharp.json)",
+  { skip },
+  () => {
+    // Float32 cosines times 1e4 move the exponents by about 1e-3: off SPEC's bound without the
+    // float-pair exponents (src/webgpu/metric.wgsl, `exact`). Host and GPU-resident inputs.
+    const cases = loadFixtures("metric_sharp.json");
+    it(`match PyTorch (${cases.length} cases)`, async () => {
+      const dev = await sharedDevice();
+      const l = await gpuLosses(dev, { auto: false, note: "test" });
+      for (const fc of cases) {
+        const spec = metricSpecs.find((s) =>
+          s.name === (fc.name.startsWith("ms_") ? "multiSimilarity" : "proxyAnchor")
+        )!;
+        const loss = (l as Any)[spec.name];
+        await checkFixtureCase(spec, loss, fc, `webgpu ${fc.name}`);
+        await checkFixtureCase(spec, resident(dev, loss, spec.grads, fc.name), fc, `webgpu resident ${fc.name}`);
+      }
+      l.dispose();
+    });
+  },
+);
+
 /** SPEC's edge cases of the family, each with the options under test. */
 const EDGE_OPTIONS: Record<string, Record<string, Any>[]> = {
   ntXent: [{}, { temperature: 1e-4 }],

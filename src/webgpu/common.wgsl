@@ -11,17 +11,26 @@ const F_HOST_TG: u32 = 64u; // cross_entropy: the label targets come from the ho
 const F_NT: u32 = 128u;     // cross_entropy: the margin losses' non-target transform
 
 const WG: u32 = 256u;
+// The reductions below leave their result in a slot of its own (red_out, redu_out), which the next
+// call writes only after its whole tree: Dawn's OpenGL ES backend emits workgroupBarrier as GLSL
+// barrier() without memoryBarrierShared(), and Mesa's llvmpipe then lets a load of red[0] just
+// before it happen after it, where the next call's red[t] = v (thread 0) has overwritten it: the
+// invocations of the workgroup's second SIMD batch on (t >= 8) read the next call's input (seen as
+// wrong multiSimilarity gradients from B = 9 and wrong crossEntropy rows (C = 100 too); docs/RUNTIMES.md).
 var<workgroup> red: array<f32, WG>;
+var<workgroup> red_out: f32;
 
 // Sum of v over the workgroup (every invocation gets it). Call from uniform control flow.
 fn wg_sum(v: f32, t: u32) -> f32 {
   red[t] = v;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+  for (var s = WG / 2u; s > 1u; s = s >> 1u) {
     if (t < s) { red[t] = red[t] + red[t + s]; }
     workgroupBarrier();
   }
-  let r = red[0];
+  if (t == 0u) { red_out = red[0] + red[1]; }
+  workgroupBarrier();
+  let r = red_out;
   workgroupBarrier();
   return r;
 }
@@ -30,11 +39,13 @@ fn wg_sum(v: f32, t: u32) -> f32 {
 fn wg_max(v: f32, t: u32) -> f32 {
   red[t] = v;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+  for (var s = WG / 2u; s > 1u; s = s >> 1u) {
     if (t < s) { red[t] = max(red[t], red[t + s]); }
     workgroupBarrier();
   }
-  let r = red[0];
+  if (t == 0u) { red_out = max(red[0], red[1]); }
+  workgroupBarrier();
+  let r = red_out;
   workgroupBarrier();
   return r;
 }
@@ -54,17 +65,20 @@ fn online(mt: ptr<function, f32>, st: ptr<function, f32>, z: f32) {
 }
 
 var<workgroup> redu: array<u32, WG>;
+var<workgroup> redu_out: u32;
 
 // Minimum of v over the workgroup (first indices: an invocation's candidate, or
 // 0xffffffff for none). Call from uniform control flow.
 fn wg_min_u32(v: u32, t: u32) -> u32 {
   redu[t] = v;
   workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+  for (var s = WG / 2u; s > 1u; s = s >> 1u) {
     if (t < s) { redu[t] = min(redu[t], redu[t + s]); }
     workgroupBarrier();
   }
-  let r = redu[0];
+  if (t == 0u) { redu_out = min(redu[0], redu[1]); }
+  workgroupBarrier();
+  let r = redu_out;
   workgroupBarrier();
   return r;
 }

@@ -18,7 +18,7 @@
  * double-float32, and every difference of two logits is formed from their pairs (with a cap, as
  * the cap's difference c tanh((a - b) / c) (1 - tanh(a / c) tanh(b / c))), so logits to |1e4|
  * meet SPEC's bound (no precise tiles where a cap of at most 256 bounds the logits). dX is summed in two-float across
- * chunks, each row of dW once over the N rows in float32, db in two-float.
+ * chunks, dW in float32 per block of 256 rows and those blocks' products in two-float (docs/LOSSES.md), db in two-float.
  *
  * @module
  */

@@ -4,7 +4,9 @@
 //   grad_x: dX += du W_J      (grid: row tiles, D tiles), the chunks' sums added in two-float
 //           (gx and gxlo, its compensation; the first chunk writes), so that x's gradient, a sum
 //           over every class, keeps its accuracy however many chunks there are;
-//   grad_w: dW_J = du^T X     (grid: class tiles, D tiles), each class's rows written once;
+//   grad_w: dW_J = du^T X     (grid: class tiles, D tiles), each class's rows written once: a float32
+//           product per block of RB rows, the blocks' products added in two-float (a pair per
+//           element, in registers), so that dW's error does not grow with N (docs/LOSSES.md);
 //   grad_b: db_J = sum_i du   (one invocation per class, in two-float);
 //   fin_x:  gx += gxlo, after the last chunk.
 // 64 x 64 output tiles (src/webgpu/gemm_store.wgsl); every output element has one owner. W and
@@ -22,15 +24,20 @@
 
 // #include "gemm_store.wgsl"
 
+// Rows per block of dW's product (a float32 chain of at most RB terms per element).
+const RB: u32 = 256u;
+// grad_w: the first row of the block in hand.
+var<private> kb: u32;
+
 // The products (src/webgpu/gemm_store.wgsl): 0 dX (+)= du W_J (the first chunk writes, the others
-// add in two-float), 1 dW_J = du^T X.
+// add in two-float), 1 dW_J's share of rows [kb, kb + RB): du^T X.
 fn tile_a(which: u32, i: u32, k: u32) -> f32 {
   if (which == 0u) { return du[2u * (i * P.cols + k)]; }
-  return du[2u * (k * P.cols + i)];
+  return du[2u * ((kb + k) * P.cols + i)];
 }
 fn tile_b(which: u32, k: u32, j: u32) -> f32 {
   if (which == 0u) { return ws[k * P.d + j]; }
-  return xs[k * P.d + j];
+  return xs[(kb + k) * P.d + j];
 }
 fn tile_put(which: u32, i: u32, j: u32, v: f32) {
   let o = i * P.d + j;
@@ -58,8 +65,26 @@ fn grad_x(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
 // Grid: (class tiles of the chunk, D tiles).
 @compute @workgroup_size(64)
 fn grad_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
   var out: array<vec4<f32>, 16>;
-  gemm_tiles(&out, t, 1u, wid.x * 64u, P.cols, wid.y * 64u, P.d, P.n, false);
+  var hi: array<vec4<f32>, 16>;
+  var lo: array<vec4<f32>, 16>;
+  for (var q = 0u; q < 16u; q++) {
+    hi[q] = vec4<f32>(0.0);
+    lo[q] = vec4<f32>(0.0);
+  }
+  for (var b0 = 0u; b0 < P.n; b0 += RB) {
+    kb = b0;
+    gemm_tiles(&out, t, 1u, wid.x * 64u, P.cols, wid.y * 64u, P.d, min(RB, P.n - b0), false);
+    // hi + lo += out, two-sum per element.
+    for (var q = 0u; q < 16u; q++) {
+      let s = opq4(hi[q] + out[q]);
+      let bp = opq4(s - hi[q]);
+      lo[q] += (hi[q] - (s - bp)) + (out[q] - bp);
+      hi[q] = s;
+    }
+  }
+  for (var q = 0u; q < 16u; q++) { out[q] = hi[q] + lo[q]; }
   gemm_store(&out, t, 1u, wid.x * 64u, P.cols, wid.y * 64u, P.d);
 }
 

@@ -18,8 +18,18 @@ import { fits, gradOf, job, type Planner, solve } from "./passes.ts";
 /** The loss codes of src/webgpu/metric.wgsl. */
 const LOSS_CODES = { ntXent: 0, tripletMargin: 1, multiSimilarity: 2, proxyAnchor: 3 } as const;
 
-/** Above this 1/t, ntXent's logits are taken in float pairs (src/webgpu/metric.wgsl). */
+/** Above this 1/t (ntXent), alpha or beta (multiSimilarity), alpha (proxyAnchor), the exponents are taken in float pairs (src/webgpu/metric.wgsl). */
 const PRECISE_ABOVE = 64;
+
+/** The scale of the problem's exponents (1/t, alpha, beta; 0 for tripletMargin). */
+const sharpness = (p: MetricProblem): number =>
+  p.loss === "ntXent"
+    ? 1 / p.temperature
+    : p.loss === "multiSimilarity"
+    ? Math.max(p.alpha, p.beta)
+    : p.loss === "proxyAnchor"
+    ? p.alpha
+    : 0;
 
 /** The `metric` family on the GPU. */
 export const metric = (ctx: GpuContext, p: MetricProblem): Raw | Promise<Raw> => solve(ctx, p, planMetric);
@@ -55,7 +65,7 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
       loss: LOSS_CODES[p.loss],
       mining: MINING_CODES[p.mining],
       soft: p.soft ? 1 : 0,
-      exact: p.loss === "ntXent" && 1 / p.temperature > PRECISE_ABOVE ? 1 : 0,
+      exact: sharpness(p) > PRECISE_ABOVE ? 1 : 0,
       zero: 0,
       margin: p.margin,
       alpha: p.alpha,

@@ -20,9 +20,12 @@
 //   back:   one invocation per row: g = scale G (tripletMargin: scale (r_i h_i - G_i + the near
 //           pairs' terms), r_i the row and column sums of W), then through the normalisation:
 //           (g - h (h . g)) / ||f||, or g / 1e-12 where ||f|| < 1e-12, into gf (or gp).
-// ntXent's exact rows (1/t > 64, e.g. t = 1e-4): a float32 cosine's rounding times 1/t
-// would move a logit by more than SPEC allows, so its logits are taken again from the raw rows
-// in float pairs, (cos - m) / t rounded once (as physics_contrastive.wgsl). Near pairs of
+// Exact exponents (`exact`: ntXent's 1/t, multiSimilarity's alpha or beta, proxyAnchor's alpha
+// above 64, e.g. t = 1e-4 or alpha = 1e4): a float32 cosine's rounding times that scale would move
+// an exponent by more than SPEC allows, so the exponents are taken again from the raw rows in
+// float pairs, k (cos + shift) rounded once (`precise_exp`; as physics_contrastive.wgsl): ntXent's
+// (cos - m) / t, multiSimilarity's -alpha (cos - base) and beta (cos - base), proxyAnchor's
+// -alpha (cos - margin) and alpha (cos + margin), with t, alpha, beta, base, margin as pairs. Near pairs of
 // tripletMargin (d^2 < 0.1 from S) have h_a - h_j taken again from the raw rows in float
 // pairs (assembly/metric.ts's float64 step): the cancellation in ||h_a||^2 + ||h_j||^2 - 2 S_aj
 // would leave identical rows apart, and their gradient c (h_a - h_j) / d is formed from that
@@ -36,12 +39,12 @@ struct MetricParams {
   loss: u32,      // 0 ntXent, 1 tripletMargin, 2 multiSimilarity, 3 proxyAnchor
   mining: u32,    // 0 all, 1 hard, 2 semihard, 3 batchHard
   soft: u32,      // tripletMargin: log(1 + e^v) rather than relu(v)
-  exact: u32,     // ntXent's exact rows (see the top)
+  exact: u32,     // exact exponents: ntXent's, multiSimilarity's, proxyAnchor's (see the top)
   zero: u32,      // always 0 (src/webgpu/common.wgsl's `zero`)
-  margin: f32,    // tripletMargin's and proxyAnchor's margin
-  alpha: f32,     // multiSimilarity's and proxyAnchor's alpha
-  beta: f32,      // multiSimilarity's beta
-  base: f32,      // multiSimilarity's base
+  margin: vec2<f32>, // tripletMargin's and proxyAnchor's margin (pairs: the exact exponents')
+  alpha: vec2<f32>,  // multiSimilarity's and proxyAnchor's alpha
+  beta: vec2<f32>,   // multiSimilarity's beta
+  base: vec2<f32>,   // multiSimilarity's base
   upstream: f32,  // the upstream gradient
   present: f32,   // proxyAnchor's |P+|
   inv_t: vec2<f32>,  // ntXent's 1 / temperature as a pair
@@ -178,13 +181,13 @@ fn sims(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   gemm_store(&out, t, 0u, wid.x * 64u, P.b, wid.y * 64u, P.cols);
 }
 
-// ntXent's (cos_aj - m) / t from the raw rows in float pairs, rounded once.
-fn precise_logit(a: u32, j: u32, m: f32) -> f32 {
-  let d = P.d;
+// k (cos(r, j) + shift) - m from the raw rows r and j of [f; proxies] in float pairs, rounded once
+// (an exponent of 1e4 rounded to float32 would be off by 5e-4: m, its group's maximum, comes off first).
+fn precise_exp(r: u32, j: u32, shift: vec2<f32>, k: vec2<f32>, m: f32) -> f32 {
   var acc = vec2<f32>(0.0);
-  for (var q = 0u; q < d; q++) { acc = dot_acc(acc, f[a * d + q], f[j * d + q]); }
-  let cosine = df_mul(df_mul(two_sum(acc.x, acc.y), inv_norm(a)), inv_norm(j));
-  let v = df_mul(df_add(cosine, df(-m)), P.inv_t);
+  for (var q = 0u; q < P.d; q++) { acc = dot_acc(acc, raw(r, q), raw(j, q)); }
+  let cosine = df_mul(df_mul(two_sum(acc.x, acc.y), inv_norm(r)), inv_norm(j));
+  let v = df_add(df_mul(df_add(cosine, shift), k), df(-m));
   return v.x + v.y;
 }
 
@@ -204,7 +207,7 @@ fn walk_ntxent(a: u32, t: u32) {
   var st = 0.0;
   for (var j = t; j < b; j += WG) {
     var x = (s[base + j] - m) * P.inv_t.x;
-    if (P.exact == 1u) { x = precise_logit(a, j, m); }
+    if (P.exact == 1u) { x = precise_exp(a, j, df(-m), P.inv_t, 0.0); }
     s[base + j] = x;
     if (labels[j] != ya) { st += exp(x); }
   }
@@ -246,6 +249,8 @@ fn lse1(m: f32, s_: f32) -> f32 { return m + log_(s_); }
 
 // multiSimilarity, anchor a: (1/alpha) log(1 + sum_p e^(-alpha (S_ap - base)))
 // + (1/beta) log(1 + sum_n e^(beta (S_an - base))); A_ap = -e^(.) / (1 + sum), A_an = e^(.) / (1 + sum).
+// The exponents x_aj replace S, then x_aj - m with m the maximum of its group (exact ones from the
+// raw rows, see the top).
 fn walk_ms(a: u32, t: u32) {
   let b = P.b;
   let base = a * b;
@@ -253,27 +258,34 @@ fn walk_ms(a: u32, t: u32) {
   var mpt = 0.0;
   var mnt = 0.0;
   for (var j = t; j < b; j += WG) {
-    let x = s[base + j];
-    if (labels[j] != ya) { mnt = max(mnt, P.beta * (x - P.base)); } else if (j != a) { mpt = max(mpt, -P.alpha * (x - P.base)); }
+    if (j == a) { continue; }
+    let x = select(-P.alpha.x, P.beta.x, labels[j] != ya) * (s[base + j] - P.base.x);
+    s[base + j] = x;
+    if (labels[j] != ya) { mnt = max(mnt, x); } else { mpt = max(mpt, x); }
   }
   let mp = wg_max(mpt, t);
   let mn = wg_max(mnt, t);
   var spt = 0.0;
   var snt = 0.0;
   for (var j = t; j < b; j += WG) {
-    let x = s[base + j];
-    if (labels[j] != ya) { snt += exp(P.beta * (x - P.base) - mn); } else if (j != a) { spt += exp(-P.alpha * (x - P.base) - mp); }
+    if (j == a) { continue; }
+    let neg = labels[j] != ya;
+    let m = select(mp, mn, neg);
+    var x = s[base + j] - m;
+    if (P.exact == 1u) { x = precise_exp(a, j, -P.base, select(-P.alpha, P.beta, neg), m); }
+    s[base + j] = x;
+    if (neg) { snt += exp(x); } else { spt += exp(x); }
   }
   let sp = wg_sum(spt, t) + exp(-mp);
   let sn = wg_sum(snt, t) + exp(-mn);
   for (var j = t; j < b; j += WG) {
     let x = s[base + j];
     var g = 0.0;
-    if (labels[j] != ya) { g = exp(P.beta * (x - P.base) - mn) / sn; } else if (j != a) { g = -exp(-P.alpha * (x - P.base) - mp) / sp; }
+    if (labels[j] != ya) { g = exp(x) / sn; } else if (j != a) { g = -exp(x) / sp; }
     s[base + j] = g;
   }
   if (t == 0u) {
-    stats[walk_stat(a)] = lse1(mp, sp) / P.alpha + lse1(mn, sn) / P.beta;
+    stats[walk_stat(a)] = lse1(mp, sp) / P.alpha.x + lse1(mn, sn) / P.beta.x;
     stats[walk_stat(a) + 1u] = 1.0;
   }
 }
@@ -285,36 +297,47 @@ fn walk_ms(a: u32, t: u32) {
 // A_ik = -alpha e^(x - mp)/sp / |P+| (its rows), alpha e^(x - mn)/sn / C (the others).
 @compute @workgroup_size(64)
 fn walk_proxy(@builtin(global_invocation_id) gid: vec3<u32>) {
+  zero = P.zero;
   let k = gid.x;
   let b = P.b;
   let c = P.c;
   if (k >= c) { return; }
+  // The exponents x_ik in place of S, then x_ik - m with m the maximum of its group (exact ones
+  // from the raw rows, see the top).
   var mp = 0.0;
   var mn = 0.0;
   var own = false;
   for (var i = 0u; i < b; i++) {
-    let x = s[i * c + k];
-    if (u32(labels[i]) == k) {
-      mp = max(mp, -P.alpha * (x - P.margin));
+    let mine = u32(labels[i]) == k;
+    let x = select(P.alpha.x, -P.alpha.x, mine) * (s[i * c + k] + select(P.margin.x, -P.margin.x, mine));
+    s[i * c + k] = x;
+    if (mine) {
+      mp = max(mp, x);
       own = true;
     } else {
-      mn = max(mn, P.alpha * (x + P.margin));
+      mn = max(mn, x);
     }
   }
   var sp = exp(-mp);
   var sn = exp(-mn);
   for (var i = 0u; i < b; i++) {
-    let x = s[i * c + k];
-    if (u32(labels[i]) == k) { sp += exp(-P.alpha * (x - P.margin) - mp); } else { sn += exp(P.alpha * (x + P.margin) - mn); }
+    let mine = u32(labels[i]) == k;
+    let m = select(mn, mp, mine);
+    var x = s[i * c + k] - m;
+    if (P.exact == 1u) {
+      x = precise_exp(i, b + k, select(P.margin, -P.margin, mine), select(P.alpha, -P.alpha, mine), m);
+    }
+    s[i * c + k] = x;
+    if (mine) { sp += exp(x); } else { sn += exp(x); }
   }
   let cf = f32(c);
   for (var i = 0u; i < b; i++) {
     let x = s[i * c + k];
     var g: f32;
     if (u32(labels[i]) == k) {
-      g = -P.alpha * exp(-P.alpha * (x - P.margin) - mp) / sp / P.present;
+      g = -P.alpha.x * exp(x) / sp / P.present;
     } else {
-      g = P.alpha * exp(P.alpha * (x + P.margin) - mn) / sn / cf;
+      g = P.alpha.x * exp(x) / sn / cf;
     }
     s[i * c + k] = g;
   }
@@ -343,7 +366,7 @@ fn near_sq(a: u32, j: u32) -> f32 {
 fn mined(dp: f32, dn: f32) -> bool {
   let gap = dn - dp;
   if (P.mining == 1u) { return gap <= 0.0; }
-  if (P.mining == 2u) { return gap > 0.0 && gap <= P.margin; }
+  if (P.mining == 2u) { return gap > 0.0 && gap <= P.margin.x; }
   return true;
 }
 
@@ -395,7 +418,7 @@ fn walk_triplet(a: u32, t: u32) {
     let p = wg_min_u32(ip, t);
     let n = wg_min_u32(ineg, t);
     if (t == 0u && p != 0xffffffffu && n != 0xffffffffu) {
-      let l = triplet(abs(s[base + p]) - abs(s[base + n]) + P.margin);
+      let l = triplet(abs(s[base + p]) - abs(s[base + n]) + P.margin.x);
       if (l.x > 0.0) {
         lt = l.x;
         ct = 1.0;
@@ -416,7 +439,7 @@ fn walk_triplet(a: u32, t: u32) {
           if (labels[n] == ya) { continue; }
           let dn = abs(s[base + n]);
           if (!mined(dj, dn)) { continue; }
-          let l = triplet(dj - dn + P.margin);
+          let l = triplet(dj - dn + P.margin.x);
           if (l.x > 0.0) {
             lt += l.x;
             ct += 1.0;
@@ -428,7 +451,7 @@ fn walk_triplet(a: u32, t: u32) {
           if (q == a || labels[q] != ya) { continue; }
           let dq = abs(s[base + q]);
           if (!mined(dq, dj)) { continue; }
-          let l = triplet(dq - dj + P.margin);
+          let l = triplet(dq - dj + P.margin.x);
           if (l.x > 0.0) { g -= l.y; }
         }
       }
