@@ -87,6 +87,25 @@ describe("linearCrossEntropy on threads: W streamed per thread", () => {
     });
   }
 
+  it("small problems on a 2-thread instance run on one thread (one block, row blocks, forward): the same bits", async () => {
+    await withBoth(async (one, two) => {
+      const rng = new Rng(5);
+      for (const [n, d, v] of [[8, 16, 300], [700, 4, 40]]) {
+        const p: Any = problem(rng, n, d, v), o = { labelSmoothing: 0.1 };
+        const pl = poolsInUse().get(2)!, runs = pl.runs;
+        const got: Any = await (two as Any).linearCrossEntropy.valueAndGrad(p, o);
+        const loss: Any = (await (two as Any).linearCrossEntropy.forward(p, o)).loss;
+        assert.equal(pl.runs, runs, `${n}x${d}x${v}: no parallel run`);
+        const want: Any = await (one as Any).linearCrossEntropy.valueAndGrad(p, o);
+        assert.equal(got.loss, want.loss);
+        assert.equal(loss, want.loss);
+        assert.deepEqual(got.grads.x.data, want.grads.x.data);
+        assert.deepEqual(got.grads.W.data, want.grads.W.data);
+        assert.deepEqual(got.grads.bias, want.grads.bias);
+      }
+    });
+  });
+
   it("reduction none with a per-row upstream, and classes: as one thread", async () => {
     await withBoth(async (one, two) => {
       const rng = new Rng(77), n = 1100, d = 48, v = 900;

@@ -190,9 +190,10 @@ function blockRows(n: number, c: number): number {
   return Math.min(n, MAX_BLOCK, Math.floor(BLOCK_BYTES / (4 * c)));
 }
 
-/** Threads a call of n rows would take (`wanted`): at least MIN_PER_THREAD multiply-adds each, whole chunks. */
+/** Threads a call of n rows takes (at least 1): at least MIN_PER_THREAD multiply-adds each, whole chunks. */
 function threadsFor(active: number, n: number, c: number, d: number, precise: boolean): number {
-  return precise ? 1 : Math.min(active, Math.ceil(c / Math.min(CHUNK, c)), Math.floor((n * c * d) / MIN_PER_THREAD));
+  const most = Math.min(active, Math.ceil(c / Math.min(CHUNK, c)), Math.floor((n * c * d) / MIN_PER_THREAD));
+  return precise ? 1 : Math.max(1, most);
 }
 
 /**
