@@ -6,10 +6,11 @@
  *     the caller merges the threads' pairs exactly (`mergeShardStats`) and forms the row terms;
  *  2. gradients: each thread writes the rows of dW of its own classes (no two threads
  *     write one float) and its share of x's gradient; the caller sums the shares.
- * W streams: each phase runs in rounds, and in each round every thread takes the next slab
- * of its range (whole chunks, about `SLAB_BYTES` of W, src/wasm/pool.ts's `streamRounds`) from its own two slab buffers, while
- * the calling thread, before its own slab, copies every thread's next slab of W in and the
- * previous round's slabs of dW out (where W and dW are ordinary arrays; where they were
+ * W streams (src/wasm/pool.ts's `streamRounds`, shared with linearCrossEntropy): each phase
+ * runs in rounds, and in each round every thread takes the next slab of its range (whole
+ * chunks, about `SLAB_BYTES` of W) from its own two slab buffers, while the calling thread,
+ * before its own slab, copies the previous round's slabs of dW out and every thread's next
+ * slab of W in (where W and dW are ordinary arrays; where they were
  * allocated in WebAssembly memory, `alloc`, the threads read and write them in place). So
  * threads hold O(threads x slab) more WebAssembly memory than one thread, whatever C is;
  * x and the per-row buffers are there once, shared.
