@@ -235,6 +235,7 @@ if (!(await memoryRun(process.argv.slice(2)))) {
       // The float64 reference would take minutes at these sizes: the outputs are compared with TF.js's by the summary's loss.
       reference: () => ({}),
       baseline: "wasm",
+      pairs: [["wasm 2 threads", "3 GEMMs"], ["wasm", "wasm out="]],
       memory: { warm: [8, 16, 300], when: (_, mode) => mode === "valueAndGrad" },
     };
   });

@@ -76,7 +76,7 @@ export interface CommonOptions {
 
 /** Where one input lives, as far as its type tells: `"gpu"`, `"host"` or `"either"`. */
 export type PlaceOf<T> = [T] extends [GpuMatrix | readonly GpuMatrix[]] ? "gpu"
-  : [T] extends [Matrix | readonly Matrix[] | Labels | number | boolean | undefined | null] ? "host"
+  : [T] extends [Matrix | readonly Matrix[] | Labels | Float32Array | number | boolean | undefined | null] ? "host"
   : "either";
 
 /**
@@ -89,12 +89,21 @@ export type GradTensor<In> = "gpu" extends { [K in keyof In]-?: PlaceOf<In[K]> }
   : Matrix;
 
 /**
+ * The type of a vector gradient (declared `Float32Array`: linearCrossEntropy's `bias`) for inputs
+ * of type `In`: placed as {@linkcode GradTensor} places matrices, a `Float32Array` on the host and
+ * a {@linkcode GpuMatrix} (`[V, 1]` or `[1, V]`) with any GPU-resident input.
+ */
+export type GradVector<In> = "gpu" extends { [K in keyof In]-?: PlaceOf<In[K]> }[keyof In] ? GpuMatrix
+  : "either" extends { [K in keyof In]-?: PlaceOf<In[K]> }[keyof In] ? Float32Array | GpuMatrix
+  : Float32Array;
+
+/**
  * A loss's gradients `G` (declared with {@linkcode Matrix}) placed where inputs of type `In`
  * put them; the gradient of a number input (CLIP's `scale`) is a number wherever it runs.
  */
 export type GradsFor<G, In> = {
   [K in keyof G]: G[K] extends number ? number
-    : G[K] extends Float32Array ? Float32Array
+    : NonNullable<G[K]> extends Float32Array ? GradVector<In>
     : G[K] extends readonly unknown[] ? GradTensor<In>[]
     : GradTensor<In>;
 };

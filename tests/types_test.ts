@@ -84,5 +84,17 @@ export async function gpuTypes(losses: Losses, buffer: GPUBuffer, either: Tensor
   const m: Matrix = maybe.logits;
   const soft = await losses.softmax.forward({ x: cos });
   const out: GpuMatrix = soft.output;
-  void [n, b, w, t, m, out];
+  // linearCrossEntropy's bias gradient: a GPU matrix with GPU-resident inputs, a Float32Array on the host.
+  const x = { buffer, shape: [2, 3] as const }, W = { buffer, shape: [4, 3] as const };
+  const lce = await losses.linearCrossEntropy.valueAndGrad({ x, W, bias: { buffer, shape: [4, 1] }, labels });
+  const gb: GpuMatrix | undefined = lce.grads.bias;
+  // @ts-expect-error: a GPU gradient is not a Float32Array
+  const hb: Float32Array | undefined = lce.grads.bias;
+  const host = { data: new Float32Array(6), shape: [2, 3] as const },
+    hW = { data: new Float32Array(12), shape: [4, 3] as const };
+  const onHost = await losses.linearCrossEntropy.backward({ x: host, W: hW, bias: new Float32Array(4), labels });
+  const vb: Float32Array | undefined = onHost.bias, vw: Matrix = onHost.W;
+  // @ts-expect-error: a host gradient is not on the GPU
+  const gpuB: GpuMatrix | undefined = onHost.bias;
+  void [n, b, w, t, m, out, gb, hb, vb, vw, gpuB];
 }

@@ -72,7 +72,8 @@ export interface LinearCrossEntropyGrads {
   W: Matrix;
   /**
    * Gradient w.r.t. the bias `[V]` (`[S]` with `classes`); only when a bias is given. With
-   * GPU-resident inputs (WebGPU) a GPU matrix `[V, 1]` (`[1, V]` for a bias of that shape).
+   * GPU-resident inputs (WebGPU) a GPU matrix `[V, 1]` (`[1, V]` for a bias of that shape), and
+   * typed so (`GradVector`: a `Float32Array` for host inputs, a `GpuMatrix` for GPU ones).
    */
   bias?: Float32Array;
 }

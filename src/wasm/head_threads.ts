@@ -6,10 +6,11 @@
  *     the caller merges the threads' pairs exactly (`mergeShardStats`) and forms the row terms;
  *  2. gradients: each thread writes the rows of dW of its own classes (no two threads
  *     write one float) and its share of x's gradient; the caller sums the shares.
- * W streams: each phase runs in rounds, and in each round every thread takes the next slab
- * of its range (whole chunks, about `SLAB_BYTES` of W) from its own two slab buffers, while
- * the calling thread, before its own slab, copies every thread's next slab of W in and the
- * previous round's slabs of dW out (where W and dW are ordinary arrays; where they were
+ * W streams (src/wasm/pool.ts's `streamRounds`, shared with linearCrossEntropy): each phase
+ * runs in rounds, and in each round every thread takes the next slab of its range (whole
+ * chunks, about `SLAB_BYTES` of W) from its own two slab buffers, while the calling thread,
+ * before its own slab, copies the previous round's slabs of dW out and every thread's next
+ * slab of W in (where W and dW are ordinary arrays; where they were
  * allocated in WebAssembly memory, `alloc`, the threads read and write them in place). So
  * threads hold O(threads x slab) more WebAssembly memory than one thread, whatever C is;
  * x and the per-row buffers are there once, shared.
@@ -25,19 +26,12 @@ import type { Raw } from "../kernels/core.ts";
 import { type HeadProblem, headRowTerms, type HeadStats, RowTopK } from "../kernels/head.ts";
 import { mergeShardStats } from "../kernels/shards.ts";
 import { chunkClasses, head as oneThread, isPrecise, labelParts } from "./margin_head.ts";
-import { pool, type Recorder, split } from "./pool.ts";
+import { pool, type Recorder, slabClasses, split, streamRounds } from "./pool.ts";
 import { Layout } from "./runtime.ts";
 
 const EPS = 1e-12;
 /** Multiply-adds per thread below which a head stays on one thread (waking a worker takes ~30 us). */
 const MIN_PER_THREAD = 1 << 22;
-/**
- * Bytes of W per thread per round (rounded to whole chunks, at least one): a round's work
- * (milliseconds at D = 128) dwarfs a wake-up, and a thread's four slab buffers (W in, dW
- * out, two each) stay at 2 MiB.
- */
-const SLAB_BYTES = 1 << 19;
-
 /**
  * Row losses and gradients of an embedding head: on the thread pool when it pays, else on this
  * thread. With `interTopK` a first phase finds each thread's range's top k per row (`head_topk`),
@@ -51,7 +45,7 @@ export function head(p: HeadProblem): Raw {
   const threads = pl ? Math.min(pl.active, Math.ceil(c / B), Math.floor((n * c * K * d) / MIN_PER_THREAD)) : 1;
   if (!pl || threads < 2 || isPrecise(p)) return oneThread(p);
   const rt = pl.rt;
-  const L = Math.max(1, Math.floor(SLAB_BYTES / (d * 4 * R))) * B, span = K * d;
+  const L = slabClasses(B, d * 4 * K), span = K * d;
   const pinX = rt.pin(p.x), pinW = rt.pin(p.W);
   const outX = p.outX ? rt.pin(p.outX.data) : null, outW = p.outW ? rt.pin(p.outW.data) : null;
   const wAt = p.rows ? -1 : rt.addressOf(p.W), gAt = p.grad && p.outW ? rt.addressOf(p.outW.data) : -1;
@@ -142,25 +136,21 @@ export function head(p: HeadProblem): Raw {
   const phase = (
     step: (k: Recorder, t: number, j0: number, count: number, W: number, gW: number) => void,
     out: boolean,
-  ) => {
-    feed(0);
-    for (let r = 0; r < rounds; r++) {
-      pl.run(
-        own.map((_, t) => {
-          const program: number[] = [], k = pl.recorder(program), { s0, s1, W, gW } = slab(t, r);
-          for (let j0 = s0; j0 < s1; j0 += B) {
-            step(k, t, j0, Math.min(B, s1 - j0), W + (j0 - s0) * span * 4, gW + (j0 - s0) * span * 4);
-          }
-          return program;
-        }),
-        () => {
-          feed(r + 1);
-          if (out) drain(r - 1);
-        },
-      );
-    }
-    if (out) drain(rounds - 1);
-  };
+  ) =>
+    streamRounds(
+      pl,
+      rt,
+      threads,
+      rounds,
+      (k, t, r) => {
+        const { s0, s1, W, gW } = slab(t, r);
+        for (let j0 = s0; j0 < s1; j0 += B) {
+          step(k, t, j0, Math.min(B, s1 - j0), W + (j0 - s0) * span * 4, gW + (j0 - s0) * span * 4);
+        }
+      },
+      feed,
+      out ? drain : undefined,
+    );
   // Each chunk's norms, W^T and dot products S = X W_J^T, on the thread's own buffers (with
   // sub-centres, then each class's largest: S [n, count] of class cosines, taken with a = b = 1).
   const dots = (k: Recorder, t: number, count: number, wj: number) => {

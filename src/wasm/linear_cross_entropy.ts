@@ -28,13 +28,24 @@
  * `reduction: "none"` (the per-row upstream) is inside G before either product.
  *
  * Memory: one thread holds x, a block's logits (at most 64 MiB), lo (`[V, D]` float32) and chunk
- * buffers in WebAssembly memory; W streams in a chunk at a time (twice per block) unless it lies
- * there already (`alloc`), and hi is the gradient's own buffer, a chunk copied in and out around
- * each addition. Threads (src/wasm/pool.ts): the classes are split into one range of whole chunks
- * per thread, each running both phases of every block over its range in its own scratch; the
- * caller merges the ranges' statistics (`mergeShardStats`) and sums x's gradient over the ranges
- * in float64, and each thread adds the rows of dW (and bias) of its own classes. W, hi and lo then
- * live in WebAssembly memory for the call (W copied in unless `alloc`ated there).
+ * buffers in WebAssembly memory. W streams in slab by slab (about 512 KiB of its rows, whole chunks;
+ * twice per block: the gradient of a chunk needs the statistics merged over every chunk, which exist
+ * only after the block's last dot products, so holding a block's W_J from pass 1 to pass 2 would mean
+ * holding W) unless it lies there already (`alloc`); hi is the gradient's own buffer (the caller's
+ * `out` or a fresh array, written once by the first block), its slabs copied in and out around the
+ * additions, or used in place when it lies in WebAssembly memory. Threads (src/wasm/pool.ts): the
+ * classes are split into one range of whole chunks per thread, each running both phases of every
+ * block over its range in its own scratch, round by round (`streamRounds`, as the heads'
+ * src/wasm/head_threads.ts): in each round every thread takes the next slab of its range from its
+ * own two slab buffers while the calling thread, beside its own slab, copies the last round's slabs
+ * of the gradient out and the next round's of W (and hi) in. So threads hold O(threads x (slab +
+ * R D)) more WebAssembly memory than one thread, whatever V; every problem one thread runs, threads
+ * run. The caller merges the ranges' statistics (`mergeShardStats`) and sums x's gradient over the
+ * ranges in float64; each thread writes the rows of dW (and bias) of its own classes, with the same
+ * kernels as one thread. So loss, parts, grads.W and grads.bias differ from one thread's only through
+ * the last bits of the float64 row statistics (the ranges' sums of exponentials merged in another
+ * order; the same values in every test, tests/lce_threads_test.ts), and grads.x by the grouping of
+ * its float32 partial sums per range (within 2e-6 max|g| of one thread's measured: SPEC's bound).
  *
  * @module
  */
@@ -48,7 +59,7 @@ import {
   type ShardStats,
 } from "../kernels/shards.ts";
 import type { Exports } from "./generated.ts";
-import { pool, type Recorder, split } from "./pool.ts";
+import { pool, type Recorder, slabClasses, split, streamRounds } from "./pool.ts";
 import { PRECISE_ABOVE } from "../kernels/head.ts";
 import { Layout, type Runtime, runtime } from "./runtime.ts";
 
@@ -60,8 +71,6 @@ const FLUSH = 16;
 const ROW_BLOCK = 1024;
 /** Multiply-adds per thread below which the call stays on one thread (waking a worker takes ~30 us). */
 const MIN_PER_THREAD = 1 << 22;
-/** WebAssembly memory (bytes) a threaded call may take: W and dW move in whole. */
-const MAX_THREADED_BYTES = 3.5 * 2 ** 30;
 /** Bytes of a row block's logits `[R, V]` (row-blocked call), and its most rows. */
 const BLOCK_BYTES = 2 ** 26, MAX_BLOCK = 512;
 
@@ -118,30 +127,19 @@ export function linearCe(p: LinearCeProblem): Raw {
   // Row blocks: each block's call forms its logits once and holds them (keep); W's gradient is
   // each block's float32 product added into a float32 pair (hi, lo) (see the module's comment).
   const blocks = Math.ceil(n / R), rows = Math.ceil(n / blocks / 4) * 4;
-  const pl = pool();
-  const threaded = !!pl && threadsFor(pl.active, rows, c, d, false) > 1 &&
-    (n * d * 4 + c * d * 12 + rows * c * 4) < MAX_THREADED_BYTES;
-  const rt = threaded ? pl!.rt : runtime();
-  const pinW = rt.pin(p.W), pinOX = p.outX && rt.pin(p.outX.data), pinOW = p.outW && rt.pin(p.outW.data);
+  const pl = pool(), threads = pl ? threadsFor(pl.active, rows, c, d, false) : 1;
+  const rt = runtime();
+  const pinOX = p.outX && rt.pin(p.outX.data), pinOW = p.outW && rt.pin(p.outW.data);
   const pinOB = p.outBias && rt.pin(p.outBias);
   // lo in WebAssembly memory for the call (its pages stay mapped from call to call; a fresh host
-  // array pays its page faults every call). Threads: W (unless it lies there already) and hi there
-  // too, each thread adding its own chunks; one thread: W streamed chunk by chunk, hi the host's
-  // gradient buffer, each chunk of it copied in and out around the addition.
-  const own: number[] = [];
-  const inWasm = (src: Float32Array | null) => {
-    const at = rt.malloc(c * d * 4);
-    own.push(at);
-    new Uint8Array(rt.buffer, at, c * d * 4).fill(0);
-    if (src) rt.put(at, src);
-    return at;
-  };
+  // array pays its page faults every call); hi is the gradient's own buffer (the caller's or a
+  // fresh one, written once by the first block), streamed through each thread's slab buffers.
+  const lo = rt.malloc(c * d * 4);
   try {
-    const wAt = threaded && rt.addressOf(p.W) < 0 ? inWasm(pinW()) : -1;
+    new Uint8Array(rt.buffer, lo, c * d * 4).fill(0);
     const gx = pinOX?.() ?? new Float32Array(n * d);
-    const gW = threaded ? null : (pinOW?.() ?? new Float32Array(c * d));
-    const pair: Pair = { first: true, hi: threaded ? inWasm(null) : -1, lo: inWasm(null) };
-    if (!threaded) pair.host = () => pinOW?.() ?? gW!;
+    const gW = pinOW ? null : new Float32Array(c * d);
+    const pair: Pair = { first: true, lo, hi: () => pinOW?.() ?? gW! };
     const db = p.bias ? new Float64Array(c) : null;
     const out = [new Float64Array(n), new Float64Array(n), new Float64Array(n)];
     for (let r0 = 0; r0 < n; r0 += rows) {
@@ -151,7 +149,6 @@ export function linearCe(p: LinearCeProblem): Raw {
         ...p,
         n: m,
         x: rt.pin(p.x)().subarray(r0 * d, r1 * d),
-        W: wAt >= 0 ? rt.view(new Float32Array(rt.buffer, wAt, c * d)) : pinW(),
         labels: p.labels.subarray(r0, r1),
         target: sub(p.target, 2),
         scales: sub(p.scales),
@@ -160,31 +157,29 @@ export function linearCe(p: LinearCeProblem): Raw {
         outW: null,
         outBias: null,
       };
-      const res = lce(q, "full", { precise, keep: true, pair, single: !threaded }) as Raw;
+      const res = lce(q, "full", { precise, keep: true, pair, threads }) as Raw;
       pair.first = false;
       res.rows.forEach((r, k) => out[k].set(r, r0));
       if (db) res.grads.bias.forEach((g, j) => (db[j] += g));
     }
-    const grads: Record<string, Float32Array> = { x: pinOX?.() ?? gx };
-    if (threaded) (grads.W = pinOW?.() ?? new Float32Array(c * d)).set(new Float32Array(rt.buffer, pair.hi, c * d));
-    else grads.W = pinOW?.() ?? gW!;
+    const grads: Record<string, Float32Array> = { x: pinOX?.() ?? gx, W: pair.hi() };
     if (db) (grads.bias = pinOB?.() ?? new Float32Array(c)).set(db);
     return { rows: out, grads };
   } finally {
-    own.forEach((at) => rt.free(at));
+    rt.free(lo);
   }
 }
 
 /**
  * W's gradient summed over row blocks as a float32 pair (hi, lo), `lce_pair`: lo at an address of
- * WebAssembly memory (`[c, d]`), hi there too or on the host (`host`). `first`: the first block,
- * whose part is written to hi (lo is 0).
+ * WebAssembly memory (`[c, d]`), hi the gradient's buffer (in place where it lies in WebAssembly
+ * memory, else copied in and out slab by slab). `first`: the first block, whose product is
+ * written to hi (lo is 0).
  */
 interface Pair {
   first: boolean;
-  hi: number;
   lo: number;
-  host?: () => Float32Array;
+  hi: () => Float32Array;
 }
 
 /**
@@ -195,9 +190,10 @@ function blockRows(n: number, c: number): number {
   return Math.min(n, MAX_BLOCK, Math.floor(BLOCK_BYTES / (4 * c)));
 }
 
-/** Threads a call of n rows would take (`wanted`): at least MIN_PER_THREAD multiply-adds each, whole chunks. */
+/** Threads a call of n rows takes (at least 1): at least MIN_PER_THREAD multiply-adds each, whole chunks. */
 function threadsFor(active: number, n: number, c: number, d: number, precise: boolean): number {
-  return precise ? 1 : Math.min(active, Math.ceil(c / Math.min(CHUNK, c)), Math.floor((n * c * d) / MIN_PER_THREAD));
+  const most = Math.min(active, Math.ceil(c / Math.min(CHUNK, c)), Math.floor((n * c * d) / MIN_PER_THREAD));
+  return precise ? 1 : Math.max(1, most);
 }
 
 /**
@@ -215,22 +211,16 @@ export const linearShardGrads = (q: LinearShardProblem): Record<string, Float32A
 function lce(
   p: LinearCeProblem,
   mode: "full" | "stats" | (LinearShardTerms & { max: Float64Array }),
-  opt: { precise?: boolean; keep?: boolean; pair?: Pair; single?: boolean } = {},
+  opt: { precise?: boolean; keep?: boolean; pair?: Pair; threads?: number } = {},
 ): Raw | ShardStats {
   const { n, d, c } = p;
   const B = Math.min(CHUNK, c);
-  const pl = pool();
-  const big = n > ROW_BLOCK;
-  // One range per thread (whole chunks), each with its own scratch.
-  const perThread = (n * B * 4 + d * B * 4 + B * d * 4 + (p.grad ? n * d * 12 + (big ? B * d * 8 : 0) : 0)) +
-    n * 8 * 12 + 8 * B;
   const precise = opt.precise ?? isPrecise(p);
   // keep: each chunk's logits held from phase 1 to phase 2 (n x c floats in all), not formed again.
   const keep = !!opt.keep && !precise && mode === "full" && p.grad;
-  const wanted = pl ? threadsFor(pl.active, n, c, d, precise) : 1;
-  const fits = (n * d * 4 + c * d * 8 + wanted * perThread + (keep ? n * c * 4 : 0)) < MAX_THREADED_BYTES;
-  const threads = pl && wanted >= 2 && fits && !opt.single ? wanted : 1;
-  const rt = pl && threads > 1 ? pl.rt : runtime();
+  const pl = pool();
+  const threads = pl ? (opt.threads ?? threadsFor(pl.active, n, c, d, precise)) : 1;
+  const rt = runtime();
   // Inputs and outputs may live in WebAssembly memory: pinned before the arena may grow it.
   const pinX = rt.pin(p.x), pinW = rt.pin(p.W);
   const pinOX = p.outX && rt.pin(p.outX.data), pinOW = p.outW && rt.pin(p.outW.data);
@@ -239,15 +229,16 @@ function lce(
   // dot product includes it; every row held relative to its reference (phase 1: the label's
   // logit T_i, phase 2: the merged maximum).
   const da = precise && p.bias ? d + 1 : d;
-  // W used where it lies in WebAssembly memory (threads: copied in; one thread: where it is, or
-  // a chunk at a time when it is an ordinary array or needs the bias column).
-  const inMemory = threads > 1 || (da === d && rt.addressOf(p.W) >= 0);
   const capRel = precise && p.softcap > 0, cap = (u: number) => (capRel ? p.softcap * Math.tanh(u / p.softcap) : u);
-  const wAt = inMemory ? rt.addressOf(p.W) : -1, gwAt = inMemory && p.outW ? rt.addressOf(p.outW.data) : -1;
-  // dW written where it is to be (threads: into WebAssembly memory; one thread: there when the
-  // caller's buffer lies there, else chunk by chunk out).
+  // W used where it lies in WebAssembly memory (`alloc`), else streamed slab by slab through each
+  // thread's buffers. W's gradient (with `pair`, hi) likewise: written where it lies, else into
+  // each thread's slab buffers and copied out (with `pair` after the first block, copied in too).
   const pair = keep ? opt.pair : undefined;
-  const gIn = !pair && inMemory && (threads > 1 || gwAt >= 0);
+  const wAt = da === d ? rt.addressOf(p.W) : -1;
+  const gw = p.grad ? (pair ? pair.hi() : (pinOW?.() ?? new Float32Array(c * d))) : null;
+  const gAt = gw ? rt.addressOf(gw) : -1;
+  const hiIn = !!pair && !pair.first && gAt < 0, big = n > ROW_BLOCK;
+  const L = slabClasses(B, da * 4), bufs = threads > 1 ? 2 : 1;
   const lay = new Layout();
   const at = {
     X: lay.add(n * da * 4),
@@ -263,10 +254,9 @@ function lce(
     U: lay.add(n * 8),
     G: lay.add(n * 8),
     db: p.grad && p.bias ? lay.add(c * 4) : -1,
-    W: inMemory && wAt < 0 ? lay.add(c * d * 4) : -1,
-    gW: gIn && p.grad && gwAt < 0 ? lay.add(c * d * 4) : -1,
   };
   const ranges = Array.from({ length: threads }, (_, t) => split(c, threads, t, B));
+  const slabs = (bytes: number) => Array.from({ length: bufs }, () => lay.add(L * bytes));
   const own = ranges.map(([c0, c1]) => ({
     local: lay.add(n * 4),
     cap: lay.add(8 * B),
@@ -279,17 +269,18 @@ function lce(
     wsum: lay.add(8),
     top: lay.add(n * 8),
     zy: lay.add(n * 8),
-    WJ: inMemory ? -1 : lay.add(B * da * 4),
     /** S^T of a chunk, `[count, n]`. */
     ST: precise ? -1 : lay.add(n * B * 4),
     S: lay.add(n * (keep ? c1 - c0 : B) * 4),
-    dWJ: !gIn || big ? lay.add(B * d * 4) : -1,
-    // the chunk of hi, copied in and out (hi on the host)
-    hiJ: pair?.host ? lay.add(B * d * 4) : -1,
+    /** A chunk's product G^T X where it is not written in place (rows in float64 blocks, or added into the pair). */
+    dWJ: p.grad ? lay.add(B * d * 4) : -1,
     dW64: big ? lay.add(B * d * 8) : -1,
     dX: p.grad ? lay.add(n * d * 4) : -1,
     dX64: p.grad ? lay.add(n * d * 8) : -1,
     dcap: capRel ? lay.add(n * B * 4) : -1,
+    /** Slabs of W's rows in and of its gradient's rows out (and in), by round parity. */
+    win: wAt < 0 ? slabs(da * 4) : [],
+    gout: gw && gAt < 0 ? slabs(d * 4) : [],
   }));
   const base = rt.arena(lay.size);
   const x = pinX(), w = pinW();
@@ -309,54 +300,77 @@ function lce(
   rt.put(ptr(at.target), p.target);
   if (p.bias) rt.put(ptr(at.bias), p.bias);
   if (p.weight) rt.put(ptr(at.weight), p.weight);
-  const Wp = !inMemory ? -1 : wAt >= 0 ? wAt : ptr(at.W);
-  if (inMemory && wAt < 0) rt.put(Wp, w);
-  const gWp = !gIn || !p.grad ? -1 : gwAt >= 0 ? gwAt : ptr(at.gW);
   const slice = (off: number, j0: number) => (off < 0 ? 0 : ptr(off) + j0 * 4);
   /** Where the chunk at j0 of thread t has its logits: its own block when kept, else the thread's one block. */
   const sAt = (t: number, j0: number) => ptr(own[t].S) + (keep ? (j0 - ranges[t][0]) * n * 4 : 0);
 
-  /** Runs `step(k, t, j0, count)` over every chunk of every thread's range: one program per thread, or directly. */
-  const run = (step: (k: Recorder | Exports, t: number, j0: number, count: number, last: boolean) => void) => {
-    const chunksOf = ([c0, c1]: [number, number], k: Recorder | Exports, t: number) => {
-      for (let j0 = c0; j0 < c1; j0 += B) step(k, t, j0, Math.min(B, c1 - j0), j0 + B >= c1);
-    };
-    if (threads === 1) return chunksOf(ranges[0], rt.k, 0);
-    pl!.run(ranges.map((r, t) => {
-      const program: number[] = [];
-      chunksOf(r, pl!.recorder(program), t);
-      return program;
-    }));
+  // The rounds: in round r thread t takes the classes [s0, s1) of its range (at most L), from
+  // W's rows at W and its gradient's at gW (in place, or its slab buffers of parity r).
+  const rounds = Math.max(...ranges.map(([c0, c1]) => Math.ceil((c1 - c0) / L)));
+  const slab = (t: number, r: number) => {
+    const [c0, c1] = ranges[t], s0 = Math.min(c1, c0 + r * L), s1 = Math.min(c1, s0 + L), o = own[t];
+    const W = wAt >= 0 ? wAt + s0 * d * 4 : ptr(o.win[r % bufs]);
+    const gW = gAt >= 0 ? gAt + s0 * d * 4 : o.gout.length ? ptr(o.gout[r % bufs]) : -1;
+    return { s0, s1, W, gW };
   };
-  /** Where W_J lies in WebAssembly memory (on one thread W_J is copied in first). */
-  const wOf = (t: number, j0: number, count: number): number => {
-    const o = own[t];
-    let wj = Wp + j0 * d * 4;
-    if (!inMemory) {
-      wj = ptr(o.WJ);
-      const src = pinW().subarray(j0 * d, (j0 + count) * d);
-      if (da === d) new Float32Array(rt.buffer, wj, count * d).set(src);
-      else {
-        const wa = new Float32Array(rt.buffer, wj, count * da);
-        for (let j = 0; j < count; j++) {
-          [wa.set(src.subarray(j * d, (j + 1) * d), j * da), wa[j * da + d] = p.bias![j0 + j]];
+  /** Copies every thread's slab of round r in: W's rows (with the bias column in precise mode), and hi's with `hiIn`. */
+  const feed = (grads: boolean) => (r: number) => {
+    if (r >= rounds) return;
+    own.forEach((_, t) => {
+      const { s0, s1, W, gW } = slab(t, r), w = pinW();
+      if (wAt < 0 && da === d) rt.f32.set(w.subarray(s0 * d, s1 * d), W >>> 2);
+      else if (wAt < 0) {
+        const wa = new Float32Array(rt.buffer, W, (s1 - s0) * da);
+        for (let j = s0; j < s1; j++) {
+          [wa.set(w.subarray(j * d, (j + 1) * d), (j - s0) * da), wa[(j - s0) * da + d] = p.bias![j]];
         }
       }
-    }
-    return wj;
+      if (grads && hiIn) rt.f32.set(gw!.subarray(s0 * d, s1 * d), gW >>> 2);
+    });
   };
-  /** The chunk's dot products S = X W_J^T; returns where W_J lies. */
-  const dots = (k: Recorder | Exports, t: number, j0: number, count: number): number => {
-    const o = own[t], wj = wOf(t, j0, count), S = sAt(t, j0);
+  /** Copies every thread's slab of W's gradient of round r out. */
+  const drain = (r: number) => {
+    if (r < 0 || gAt >= 0) return;
+    own.forEach((_, t) => {
+      const { s0, s1, gW } = slab(t, r);
+      gw!.set(rt.f32.subarray(gW >>> 2, (gW >>> 2) + (s1 - s0) * d), s0 * d);
+    });
+  };
+  /**
+   * One phase: `step(k, t, j0, count, W_J, dW_J, last)` over every chunk of every thread's range,
+   * round by round (src/wasm/pool.ts's `streamRounds`: one program per thread, or directly on one);
+   * `grads`: the phase writes W's gradient (copied out after each round).
+   */
+  const run = (
+    step: (k: Recorder | Exports, t: number, j0: number, count: number, wj: number, gj: number, last: boolean) => void,
+    grads: boolean,
+  ) =>
+    streamRounds(
+      pl,
+      rt,
+      threads,
+      rounds,
+      (k, t, r) => {
+        const { s0, s1, W, gW } = slab(t, r);
+        for (let j0 = s0; j0 < s1; j0 += B) {
+          const count = Math.min(B, s1 - j0);
+          step(k, t, j0, count, W + (j0 - s0) * da * 4, gW + (j0 - s0) * d * 4, j0 + count >= ranges[t][1]);
+        }
+      },
+      feed(grads),
+      grads && gw ? drain : undefined,
+    );
+  /** The chunk's dot products S = X W_J^T (W_J at wj). */
+  const dots = (k: Recorder | Exports, t: number, j0: number, count: number, wj: number) => {
+    const o = own[t], S = sAt(t, j0);
     if (precise) {
       k.dots64(S, ptr(at.X), n, wj, count, da, ptr(at.off), ptr(at.ones) + B * 8, ptr(at.ones));
       if (capRel) k.lce_cap_relative(S, n, count, ptr(at.off), p.softcap, ptr(o.dcap));
-      return wj;
+      return;
     }
     // S^T = W_J X^T (X^T made once per call), then S: R x count floats moved, not W_J's count x D.
     k.gemm(ptr(o.ST), n, count, n, d, wj, d, 1, ptr(at.XT), n, 0);
     k.transpose(ptr(o.ST), count, n, S);
-    return wj;
   };
 
   const T = Float64Array.from({ length: n }, (_, i) => p.target[2 * i]);
@@ -405,9 +419,9 @@ function lce(
       f64(o.top, n).fill(-Infinity);
       f64(o.zy, n).fill(0);
     }
-    run((k, t, j0, count) => {
+    run((k, t, j0, count, wj) => {
       const o = own[t];
-      const wj = dots(k, t, j0, count);
+      dots(k, t, j0, count, wj);
       if (precise) rebase(t, j0, count, wj);
       k.lce_stats(
         sAt(t, j0),
@@ -431,7 +445,7 @@ function lce(
         ptr(o.top),
         ptr(o.zy),
       );
-    });
+    }, false);
     // The ranges merge as shards do; ignored rows hold 0.
     const none = new Float64Array(n);
     const merged = mergeShardStats(own.map((o): ShardStats => ({
@@ -486,12 +500,11 @@ function lce(
   rt.put(ptr(at.A), terms.A);
   rt.put(ptr(at.U), terms.U);
   rt.put(ptr(at.G), terms.G);
-  const gW = gIn || pair ? null : (pinOW?.() ?? new Float32Array(c * d));
   const flushes = own.map(() => 0), counter = own.map(() => 0);
-  run((k, t, j0, count, last) => {
+  run((k, t, j0, count, wj, gj, last) => {
     const o = own[t], S = sAt(t, j0);
     // (kept logits have their bias already)
-    const wj = keep ? wOf(t, j0, count) : dots(k, t, j0, count);
+    if (!keep) dots(k, t, j0, count, wj);
     k.lce_grads(
       S,
       n,
@@ -518,29 +531,18 @@ function lce(
       flushes[t]++;
       counter[t] = 0;
     }
-    // W's gradient: dW_J = G^T X, one product per block of rows (float32), blocks summed in float64.
-    const gj = gIn && !big ? gWp + j0 * d * 4 : ptr(o.dWJ);
+    // W's gradient: dW_J = G^T X, one product per block of rows (float32), blocks summed in float64;
+    // written to gj directly, or formed aside and then copied there or (pair) added into hi + lo.
+    const added = !!pair && !pair.first, direct = !big && !added, g = direct ? gj : ptr(o.dWJ);
     for (let r0 = 0; r0 < n; r0 += ROW_BLOCK) {
       const rows = Math.min(ROW_BLOCK, n - r0);
-      k.gemm(gj, d, count, d, rows, S + r0 * count * 4, 1, count, ptr(at.X) + r0 * da * 4, da, 0);
-      if (big) k.lce_flush(ptr(o.dW64), gj, count * d, r0 === 0 ? 1 : 0, 0, r0 + ROW_BLOCK >= n ? 1 : 0);
+      k.gemm(g, d, count, d, rows, S + r0 * count * 4, 1, count, ptr(at.X) + r0 * da * 4, da, 0);
+      if (big) k.lce_flush(ptr(o.dW64), g, count * d, r0 === 0 ? 1 : 0, 0, r0 + ROW_BLOCK >= n ? 1 : 0);
     }
-    if (gIn && big) k.copy_bytes(gWp + j0 * d * 4, gj, count * d * 4);
-    if (pair?.host) {
-      const hi = pair.host(), [a, b] = [j0 * d, (j0 + count) * d];
-      if (pair.first) hi.set(new Float32Array(rt.buffer, gj, count * d), a);
-      else {
-        const h = new Float32Array(rt.buffer, ptr(o.hiJ), count * d);
-        h.set(hi.subarray(a, b));
-        k.lce_pair(ptr(o.hiJ), pair.lo + a * 4, gj, count * d);
-        hi.set(h, a);
-      }
-    } else if (pair) {
-      if (pair.first) k.copy_bytes(pair.hi + j0 * d * 4, gj, count * d * 4);
-      else k.lce_pair(pair.hi + j0 * d * 4, pair.lo + j0 * d * 4, gj, count * d);
-    } else if (!gIn) gW!.set(new Float32Array(rt.buffer, gj, count * d), j0 * d);
+    if (added) k.lce_pair(gj, pair.lo + j0 * d * 4, g, count * d);
+    else if (!direct) k.copy_bytes(gj, g, count * d * 4);
     if (p.bias) k.lce_colsum(S, n, count, ptr(at.db) + j0 * 4);
-  });
+  }, true);
   // x's gradient: the ranges' float64 sums added in range order, then rounded.
   const gx = pinOX?.() ?? new Float32Array(n * d);
   if (threads === 1) gx.set(f64(own[0].dX64, n * d));
@@ -549,12 +551,8 @@ function lce(
     for (const o of own.slice(1)) f64(o.dX64, n * d).forEach((g, i) => (sum[i] += g));
     gx.set(sum);
   }
-  const grads: Record<string, Float32Array> = { x: gx };
-  if (gIn) {
-    const g = pinOW?.() ?? new Float32Array(c * d);
-    if (gwAt < 0) g.set(new Float32Array(rt.buffer, gWp, c * d));
-    grads.W = g;
-  } else if (gW) grads.W = gW;
+  // (W's gradient in WebAssembly memory: a fresh view, growth may have detached the first)
+  const grads: Record<string, Float32Array> = { x: gx, W: gAt >= 0 ? (pair ? pair.hi() : pinOW!()) : gw! };
   if (p.bias) {
     const gb = pinOB?.() ?? new Float32Array(c);
     gb.set(new Float32Array(rt.buffer, ptr(at.db), c));

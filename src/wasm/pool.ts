@@ -365,3 +365,54 @@ export function split(n: number, parts: number, t: number, step = 1): [number, n
   const at = (k: number) => Math.min(n, Math.floor((steps * k) / parts) * step);
   return [at(t), at(t + 1)];
 }
+
+/**
+ * Bytes of W per thread per round of a streaming head (rounded to whole chunks, at least one):
+ * a round's work (milliseconds at D = 128) dwarfs a wake-up, and a thread's four slab buffers
+ * (W in, its gradient out, two each) stay at 2 MiB.
+ */
+export const SLAB_BYTES = 1 << 19;
+
+/**
+ * Classes per slab of a streaming head: whole chunks of `chunk` classes, about `SLAB_BYTES` of
+ * W's rows (`rowBytes` bytes per class), at least one chunk.
+ */
+export function slabClasses(chunk: number, rowBytes: number): number {
+  return Math.max(1, Math.floor(SLAB_BYTES / (chunk * rowBytes))) * chunk;
+}
+
+/**
+ * Runs a streaming head's phase in `rounds` rounds (src/wasm/head_threads.ts,
+ * src/wasm/linear_cross_entropy.ts): in round r each thread t computes its next slab of classes
+ * from its own buffers, its kernel calls made by `record(k, t, r)`. On `p` (threads > 1) the
+ * calling thread, alongside its own slab of round r, drains round r - 1's outputs (`drain`) and
+ * then feeds round r + 1's inputs (`feed`) into the buffers of the other parity, so the copies
+ * of ordinary arrays overlap the workers' compute; without a pool (one thread) each round is
+ * fed, computed and drained in turn. `feed` and `drain` ignore rounds out of `[0, rounds)`.
+ */
+export function streamRounds(
+  p: Pool | null,
+  rt: Runtime,
+  threads: number,
+  rounds: number,
+  record: (k: Recorder | Exports, t: number, r: number) => void,
+  feed: (r: number) => void,
+  drain: (r: number) => void = () => {},
+): void {
+  if (!p || threads < 2) {
+    for (let r = 0; r < rounds; r++) [feed(r), record(rt.k, 0, r), drain(r)];
+    return;
+  }
+  feed(0);
+  for (let r = 0; r < rounds; r++) {
+    p.run(
+      Array.from({ length: threads }, (_, t) => {
+        const program: number[] = [];
+        record(p.recorder(program), t, r);
+        return program;
+      }),
+      () => [drain(r - 1), feed(r + 1)],
+    );
+  }
+  drain(rounds - 1);
+}
