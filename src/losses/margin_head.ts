@@ -33,7 +33,7 @@ import {
 } from "./margin.ts";
 import { normfaceTarget } from "./normface.ts";
 import { type HeadProblem, norm, type RowStats, type Target, type TargetSpec } from "../kernels/head.ts";
-import type { NonTarget } from "../kernels/hard_label.ts";
+import { type NonTarget, subcenter } from "../kernels/hard_label.ts";
 import type { ArcfaceOptions } from "./arcface.ts";
 import {
   type FaceData,
@@ -172,15 +172,14 @@ export function labelStats(
   return (i) => {
     const y = labels[i] - first, nx = norm(x, i * d, d);
     if (labels[i] < 0 || y < 0 || y >= classes) return [nx, 0, 0];
-    let best: [number, number, number] = [nx, 0, 0], top = -Infinity;
-    for (let r = (rows ? rows[y] : y) * K, k = 0; k < K; k++, r++) {
-      let dot = 0;
-      for (let q = 0; q < d; q++) dot += x[i * d + q] * W[r * d + q];
-      const nw = norm(W, r * d, d);
-      const cos = Math.min(1, Math.max(-1, dot / (Math.max(nx, 1e-12) * Math.max(nw, 1e-12))));
-      if (k === 0 || cos > top) [top, best] = [cos, [nx, nw, dot]];
+    const r0 = (rows ? rows[y] : y) * K, dots = new Float64Array(K), nws = new Float64Array(K);
+    for (let k = 0; k < K; k++) {
+      for (let q = 0; q < d; q++) dots[k] += x[i * d + q] * W[(r0 + k) * d + q];
+      nws[k] = norm(W, (r0 + k) * d, d);
     }
-    return best;
+    const cos = dots.map((dot, k) => dot / (Math.max(nx, 1e-12) * Math.max(nws[k], 1e-12)));
+    const k = K === 1 ? 0 : subcenter(cos, 0, K);
+    return [nx, nws[k], dots[k]];
   };
 }
 
