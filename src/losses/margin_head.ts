@@ -155,9 +155,9 @@ export function sampledLabels(
 
 /**
  * Row i's `[||x_i||, ||W_y||, x_i . W_y]` with W's rows of class `first` on (the last two 0 without a
- * label there). With sub-centres K (`marginHead`: both sides normalised), W_y is the row of class y
- * whose cosine, clamped to [-1, 1], is the largest (ties to the smaller row); with `rows`, local
- * class y is W's class block `rows[y]`.
+ * label there). With sub-centres K (`marginHead`: both sides normalised), W_y is class y's winning row
+ * (`subcenter`, the rule of every kernel: the largest cosine clamped to [-1, 1], ties to the smaller
+ * row, the first NaN wins); with `rows`, local class y is W's class block `rows[y]`.
  */
 export function labelStats(
   x: Float32Array,
@@ -421,8 +421,9 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
   /**
    * Sub-centres per class K, an integer >= 1 (sub-center ArcFace, Deng et al. 2020; PML
    * `SubCenterArcFaceLoss`): W is `[C*K, D]`, rows `j*K .. j*K+K-1` are class j's, the class cosine is
-   * the largest of theirs (clamped to [-1, 1] first, ties to the smaller row) and its gradient goes to
-   * that row alone; the margin and every later rule act on class cosines. @default 1
+   * the largest of theirs (clamped to [-1, 1] first, ties to the smaller row, a NaN row makes it NaN)
+   * and its gradient goes to that row alone; the margin and every later rule act on class cosines.
+   * @default 1
    */
   subcenters?: number;
   /** ArcFace: apply the margin only where cos > 0. @default false */
