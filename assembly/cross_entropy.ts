@@ -32,9 +32,10 @@
 // other rows run as they are (one comparison of the row's maximum and minimum).
 // The margin losses' sub-centres (sub > 1): a row of z is [c * sub], class j's columns j*sub ..
 // j*sub + sub - 1; one pass (rowSubMax) writes its class cosines (the winning column's value:
-// the largest clamped to [-1, 1], ties to the smaller column) and winning columns into the scratch
-// subs [2, c], the row runs on them as above with its gradient in the scratch, and a last pass
-// (rowScatter) writes each class's gradient at its winning column, 0 at the others.
+// the largest clamped to [-1, 1], ties to the smaller column, the first NaN wins: `subMax`, which
+// marginHead's chunks use too) and winning columns into the scratch subs [2, c], the row runs on
+// them as above with its gradient in the scratch, and a last pass (rowScatter) writes each
+// class's gradient at its winning column, 0 at the others.
 import { rowMax, rowMin, rowFind, rowSumBelow, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSoftcap, rowMul } from "./softmax";
 import { expNeg1 } from "./math";
 
@@ -215,47 +216,68 @@ export function hard_label(
 }
 
 /**
- * Sub-centres: per class j of row x ([c * k]) the winning column of its k (the largest clamped to
- * [-1, 1], ties to the smaller column, the first NaN wins): its value into xs[j] (unclamped: the
- * kernel's clamp then passes or cuts its gradient) and its column j*k + q into win[j]. A first pass
- * compares the raw values (the clamp is the identity on a row inside [-1, 1], nearly every row) and
- * checks that every value is inside [-1, 1] (false for a NaN); a row that is not is done again with
- * the clamp.
+ * Sub-centres, the one rule of every kernel (SPEC section 7; the reference's `subcenter` in
+ * src/kernels/hard_label.ts): per class j of row x ([c * k] values; with b != 0 each taken as
+ * u = (x a) b[col], the head's dot products as its `logits` rounds them) the winning column of its k:
+ * the largest u clamped to [-1, 1], ties to the smaller column, the first NaN wins (a NaN class).
+ * Its u (unclamped: the kernel's clamp then passes or cuts its gradient) goes into xs[j] and its
+ * column j*k + q into win[j]. xs may be x itself (a class's values are read before its cosine is
+ * written, and a cosine lands before every later class's values). Four classes at a time, their
+ * columns gathered lane by lane, with compares and selects only (no branch on the data).
  */
+// @ts-ignore: decorator
+@inline export function subMax(x: usize, xs: usize, win: usize, c: i32, k: i32, a: f32, b: usize): void {
+  let j = 0;
+  for (; j + 4 <= c; j += 4) subGroup(x, xs, win, j, k, a, b, true);
+  for (; j < c; j++) subGroup(x, xs, win, j, k, a, b, false);
+}
+
+/** Lanes 0..3 of the f32 at p, p + step, p + 2 step, p + 3 step (four), or the one at p in every lane. */
+// @ts-ignore: decorator
+@inline export function gather(p: usize, step: usize, four: bool): v128 {
+  let v = v128.load32_splat(p);
+  if (four) {
+    v = v128.load32_lane(p + step, v, 1);
+    v = v128.load32_lane(p + 2 * step, v, 2);
+    v = v128.load32_lane(p + 3 * step, v, 3);
+  }
+  return v;
+}
+
+/** `subMax` of the classes j .. j + 3 (four) or of class j alone. */
+// @ts-ignore: decorator
+@inline function subGroup(x: usize, xs: usize, win: usize, j: i32, k: i32, a: f32, b: usize, four: bool): void {
+  const step = (<usize>k) << 2, at = (<usize>j * <usize>k) << 2, va = f32x4.splat(a);
+  const one = f32x4.splat(1), minus = f32x4.splat(-1);
+  let best = gather(x + at, step, four);
+  if (b) best = f32x4.mul(f32x4.mul(best, va), gather(b + at, step, four));
+  // (pmin, pmax: a NaN stays NaN)
+  let top = f32x4.pmax(f32x4.pmin(best, one), minus), q = i32x4.splat(0);
+  for (let r = 1; r < k; r++) {
+    const o = at + ((<usize>r) << 2);
+    let u = gather(x + o, step, four);
+    if (b) u = f32x4.mul(f32x4.mul(u, va), gather(b + o, step, four));
+    const w = f32x4.pmax(f32x4.pmin(u, one), minus);
+    // w wins where top is a number and w is not at most top (above it, or NaN)
+    const more = v128.andnot(f32x4.eq(top, top), f32x4.le(w, top));
+    best = v128.bitselect(u, best, more);
+    top = v128.bitselect(w, top, more);
+    q = v128.bitselect(i32x4.splat(r), q, more);
+  }
+  const col = i32x4.add(i32x4.mul(i32x4.add(i32x4.splat(j), i32x4(0, 1, 2, 3)), i32x4.splat(k)), q);
+  const o = (<usize>j) << 2;
+  if (four) {
+    v128.store(xs + o, best);
+    v128.store(win + o, col);
+  } else {
+    store<f32>(xs + o, f32x4.extract_lane(best, 0));
+    store<i32>(win + o, i32x4.extract_lane(col, 0));
+  }
+}
+
+/** Sub-centres of the margin losses on cosines: `subMax` of row x ([c * k] cosines). */
 export function rowSubMax(x: usize, xs: usize, win: usize, c: i32, k: i32): void {
-  // (comparisons and selects only: wasm's min and max cost several instructions each for their NaN rules)
-  let inside = true;
-  for (let j = 0; j < c; j++) {
-    const at = x + ((<usize>j * <usize>k) << 2);
-    let best = load<f32>(at), q = 0;
-    inside = inside & (best >= -1) & (best <= 1);
-    for (let r = 1; r < k; r++) {
-      const u = load<f32>(at + (<usize>r << 2));
-      inside = inside & (u >= -1) & (u <= 1);
-      const more = u > best;
-      q = select(r, q, more);
-      best = select(u, best, more);
-    }
-    store<f32>(xs + (<usize>j << 2), best);
-    store<i32>(win + (<usize>j << 2), j * k + q);
-  }
-  if (inside) return;
-  for (let j = 0; j < c; j++) {
-    const at = x + ((<usize>j * <usize>k) << 2);
-    let raw = load<f32>(at), q = 0;
-    let best = min(max(raw, <f32>-1), <f32>1);
-    for (let r = 1; r < k; r++) {
-      const u = load<f32>(at + (<usize>r << 2));
-      const w = min(max(u, <f32>-1), <f32>1);
-      if (w > best || (isNaN(w) && !isNaN(best))) {
-        q = r;
-        best = w;
-        raw = u;
-      }
-    }
-    store<f32>(xs + (<usize>j << 2), raw);
-    store<i32>(win + (<usize>j << 2), j * k + q);
-  }
+  subMax(x, xs, win, c, k, 1, 0);
 }
 
 /** Sub-centres: the gradient row g ([c * k]) from the class gradients gs ([c]): gs[j] at column win[j], 0 elsewhere. */

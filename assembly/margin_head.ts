@@ -18,6 +18,7 @@
 import { expNeg } from "./math";
 import { rowMax, rowExpSum } from "./softmax";
 import { transpose } from "./gemm";
+import { gather, subMax } from "./cross_entropy";
 
 // The margin losses' non-target transform (src/kernels/hard_label.ts's NonTarget; as in
 // cross_entropy.ts): ntc = [lo, hi, a, b, g, cut] f64 or 0, nt = per row (thr, tie) f64 or 0.
@@ -317,52 +318,63 @@ export function row_finish(out: usize, src: usize, rows: i32, d: i32, ca: usize,
 /**
  * Sub-centres (marginHead's `subcenters` K): over one chunk of `cols` classes of K rows each
  * (S [n, cols*K] the dot products, b [cols*K] the row scales, a [n] the row scales of x), per row
- * each class's u = (S a) b of its K rows (as `logits` rounds it), the largest compared clamped to
- * [-1, 1] (ties to the smaller row), written unclamped in place as S [n, cols] (the class cosines:
- * the kernels then take them with a = b = 1), and that row's index in the class into idx [n, cols].
+ * `subMax` (cross_entropy.ts: the losses' rule) of u = (S a) b, in place: S [n, cols] of the class
+ * cosines, unclamped (the kernels then take them with a = b = 1), and idx [n, cols] the winning
+ * rows, c*K + q (the chunk's rows of W).
  */
 export function head_submax(S: usize, n: i32, cols: i32, K: i32, a: usize, b: usize, idx: usize): void {
   const rows = cols * K;
   for (let i = 0; i < n; i++) {
     const src = S + ((<usize>(i * rows)) << 2), dst = S + ((<usize>(i * cols)) << 2);
-    const ai = load<f32>(a + ((<usize>i) << 2));
-    for (let c = 0; c < cols; c++) {
-      let best: f32 = 0, top: f32 = -Infinity, arg = 0;
-      for (let k = 0; k < K; k++) {
-        const o = (<usize>(c * K + k)) << 2;
-        const u = load<f32>(src + o) * ai * load<f32>(b + o);
-        const t = max(min(u, <f32>1), <f32>-1);
-        if (k == 0 || t > top) {
-          top = t;
-          best = u;
-          arg = k;
-        }
-      }
-      store<f32>(dst + ((<usize>c) << 2), best);
-      store<i32>(idx + ((<usize>(i * cols + c)) << 2), arg);
-    }
+    // (in place: row i's cosines land before its values, and after every earlier row's)
+    subMax(src, dst, idx + ((<usize>(i * cols)) << 2), cols, K, load<f32>(a + ((<usize>i) << 2)), b);
   }
 }
 
 /**
  * The inverse of `head_submax` for the gradient blocks, in place: G, H [n, cols] of the class
- * cosines (taken with a = b = 1) become G [n, cols*K] (du b_r at the class's chosen row r, 0 at its
+ * cosines (taken with a = b = 1) become G [n, cols*K] (du b_r at the class's winning row r, 0 at its
  * other rows) and H [n, cols*K] (du a_i there), ready for the GEMMs over the chunk's rows of W.
+ * Four classes at a time, their K rows written lane by lane.
  */
 export function head_subexpand(G: usize, H: usize, n: i32, cols: i32, K: i32, a: usize, b: usize, idx: usize): void {
-  const rows = cols * K;
-  // From the end: every write lands at or after the entry it reads.
+  // From the end: every write lands at or after the entries it reads, and after every entry still to be read.
+  const tail = cols & 3;
   for (let i = n - 1; i >= 0; i--) {
     const ai = load<f32>(a + ((<usize>i) << 2));
-    for (let c = cols - 1; c >= 0; c--) {
-      const from = (<usize>(i * cols + c)) << 2;
-      const g = load<f32>(G + from), h = load<f32>(H + from);
-      const arg = load<i32>(idx + from);
-      for (let k = K - 1; k >= 0; k--) {
-        const r = (<usize>(c * K + k)) << 2, to = ((<usize>(i * rows)) << 2) + r;
-        store<f32>(G + to, k == arg ? g * load<f32>(b + r) : 0);
-        store<f32>(H + to, k == arg ? h * ai : 0);
-      }
+    for (let c = cols - 1; c >= cols - tail; c--) expandGroup(G, H, i, c, cols, K, ai, b, idx, false);
+    for (let c = cols - tail - 4; c >= 0; c -= 4) expandGroup(G, H, i, c, cols, K, ai, b, idx, true);
+  }
+}
+
+/** `head_subexpand` of row i's classes c .. c + 3 (four) or of class c alone. */
+// @ts-ignore: decorator
+@inline function expandGroup(
+  G: usize, H: usize, i: i32, c: i32, cols: i32, K: i32, ai: f32, b: usize, idx: usize, four: bool,
+): void {
+  const from = (<usize>(i * cols + c)) << 2;
+  let g = v128.load32_splat(G + from), h = v128.load32_splat(H + from), arg = v128.load32_splat(idx + from);
+  if (four) {
+    g = v128.load(G + from);
+    h = f32x4.mul(v128.load(H + from), f32x4.splat(ai));
+    arg = v128.load(idx + from);
+  } else {
+    h = f32x4.mul(h, f32x4.splat(ai));
+  }
+  const step = (<usize>K) << 2, first = i32x4.mul(i32x4.add(i32x4.splat(c), i32x4(0, 1, 2, 3)), i32x4.splat(K));
+  for (let k = K - 1; k >= 0; k--) {
+    const r = (<usize>(c * K + k)) << 2, to = ((<usize>(i * cols * K)) << 2) + r;
+    const hit = i32x4.eq(arg, i32x4.add(first, i32x4.splat(k)));
+    const gv = v128.and(f32x4.mul(g, gather(b + r, step, four)), hit), hv = v128.and(h, hit);
+    v128.store32_lane(G + to, gv, 0);
+    v128.store32_lane(H + to, hv, 0);
+    if (four) {
+      v128.store32_lane(G + to + step, gv, 1);
+      v128.store32_lane(H + to + step, hv, 1);
+      v128.store32_lane(G + to + 2 * step, gv, 2);
+      v128.store32_lane(H + to + 2 * step, hv, 2);
+      v128.store32_lane(G + to + 3 * step, gv, 3);
+      v128.store32_lane(H + to + 3 * step, hv, 3);
     }
   }
 }

@@ -167,6 +167,16 @@ describe("marginHead subcenters and classes: the backends agree with the referen
     assertGradClose(gs.data, sampled.grads.W.data, "dW in out (classes)");
     assertGradClose((q.grads.x as Any).data, sampled.grads.x.data, "dx (classes)");
   });
+  it("threads: a NaN row of W wins its class (the first NaN): every row's loss is NaN", async () => {
+    const p = problem(new Rng(7), 64, 64, 1500, 3, 0);
+    const W = p.W.data.slice().fill(NaN, 2998 * 64, 2999 * 64); // the second row of class 999
+    const r = await threaded.marginHead.forward({ ...p, W: { data: W, shape: p.W.shape } }, {
+      scale: 30,
+      subcenters: 3,
+      reduction: "none",
+    });
+    assert.ok((r.loss as Float32Array).every(Number.isNaN), `${r.loss}`);
+  });
 });
 
 describe("marginHead subcenters and classes: finite differences (float64 reference)", () => {
@@ -290,6 +300,16 @@ describe("marginHead subcenters and classes: identities", () => {
       const want = b.losses.arcface.forward({ cos: { data: cos, shape: [n, c] }, labels: p.labels }, { scale: 16 });
       const got = b.losses.marginHead.forward(p, { scale: 16, subcenters: K });
       assertLossClose(got.loss, want.loss, "loss");
+    });
+    it(`${b.name}: a NaN row of W wins its class (the first NaN, the losses' rule): every row's loss is NaN`, () => {
+      const p = problem(new Rng(46), 6, 8, 12, 3, 0);
+      for (const row of [13, 12, 14]) {
+        // class 4's second row (its first finite), its first, its last
+        const W = p.W.data.slice().fill(NaN, row * 8, row * 8 + 8);
+        const o = { scale: 16, subcenters: 3, reduction: "none" };
+        const r = b.losses.marginHead.forward({ ...p, W: { data: W, shape: p.W.shape } }, o);
+        assert.ok(r.loss.every(Number.isNaN), `W row ${row}: ${r.loss}`);
+      }
     });
   }
 });

@@ -189,6 +189,41 @@ describe("subcenters: edges on every backend", () => {
       assert.ok(g[6] === 0 && g[7] === 0 && g[8] !== 0 && g[9] === 0, `row 1: ${g.slice(6)}`);
       for (const x of g) assert.ok(Number.isFinite(x));
     });
+    it(`${b.name}: the first NaN column wins its class (the rule of every kernel, marginHead's included)`, async () => {
+      // row 0: class 0 [0.2, NaN, NaN] (column 1 wins), class 1 [NaN, 0.9, NaN] (column 3), class 2 (the
+      // label) [0.1, 0.3, -0.5] (column 7); row 1 finite. The gradient is 0 off the winners.
+      const cos = {
+        data: Float32Array.of(
+          0.2,
+          NaN,
+          NaN,
+          NaN,
+          0.9,
+          NaN,
+          0.1,
+          0.3,
+          -0.5,
+          0.5,
+          0.2,
+          0.1,
+          0.3,
+          0.4,
+          0.2,
+          0.1,
+          0.6,
+          0.2,
+        ),
+        shape: [2, 9],
+      };
+      const o = { scale: 8, subcenters: 3, reduction: "none" };
+      const r = await lossOf(b, "arcface")!.valueAndGrad({ cos, labels: [2, 0] }, o);
+      const g = r.grads.cos.data as Float32Array;
+      const won = [...g.subarray(0, 9)].flatMap((v, q) => (v === 0 ? [] : [q]));
+      assert.deepEqual(won, [1, 3, 7], `row 0's winners: ${g.subarray(0, 9)}`);
+      // (WebGPU's softmax may pass over a NaN logit: IEEE propagation is the CPU backends')
+      if (b.name !== "webgpu") assert.ok(Number.isNaN((r.loss as Float32Array)[0]), "row 0's loss is NaN");
+      assert.ok(Number.isFinite((r.loss as Float32Array)[1]), "row 1's loss is finite");
+    });
   }
 });
 

@@ -33,7 +33,7 @@ import {
 } from "./margin.ts";
 import { normfaceTarget } from "./normface.ts";
 import { type HeadProblem, norm, type RowStats, type Target, type TargetSpec } from "../kernels/head.ts";
-import type { NonTarget } from "../kernels/hard_label.ts";
+import { type NonTarget, subcenter } from "../kernels/hard_label.ts";
 import type { ArcfaceOptions } from "./arcface.ts";
 import {
   type FaceData,
@@ -161,9 +161,9 @@ export function sampledLabels(
 
 /**
  * Row i's `[||x_i||, ||W_y||, x_i . W_y]` with W's rows of class `first` on (the last two 0 without a
- * label there). With sub-centres K (`marginHead`: both sides normalised), W_y is the row of class y
- * whose cosine, clamped to [-1, 1], is the largest (ties to the smaller row); with `rows`, local
- * class y is W's class block `rows[y]`.
+ * label there). With sub-centres K (`marginHead`: both sides normalised), W_y is class y's winning row
+ * (`subcenter`, the rule of every kernel: the largest cosine clamped to [-1, 1], ties to the smaller
+ * row, the first NaN wins); with `rows`, local class y is W's class block `rows[y]`.
  */
 export function labelStats(
   x: Float32Array,
@@ -178,15 +178,14 @@ export function labelStats(
   return (i) => {
     const y = labels[i] - first, nx = norm(x, i * d, d);
     if (labels[i] < 0 || y < 0 || y >= classes) return [nx, 0, 0];
-    let best: [number, number, number] = [nx, 0, 0], top = -Infinity;
-    for (let r = (rows ? rows[y] : y) * K, k = 0; k < K; k++, r++) {
-      let dot = 0;
-      for (let q = 0; q < d; q++) dot += x[i * d + q] * W[r * d + q];
-      const nw = norm(W, r * d, d);
-      const cos = Math.min(1, Math.max(-1, dot / (Math.max(nx, 1e-12) * Math.max(nw, 1e-12))));
-      if (k === 0 || cos > top) [top, best] = [cos, [nx, nw, dot]];
+    const r0 = (rows ? rows[y] : y) * K, dots = new Float64Array(K), nws = new Float64Array(K);
+    for (let k = 0; k < K; k++) {
+      for (let q = 0; q < d; q++) dots[k] += x[i * d + q] * W[(r0 + k) * d + q];
+      nws[k] = norm(W, (r0 + k) * d, d);
     }
-    return best;
+    const cos = dots.map((dot, k) => dot / (Math.max(nx, 1e-12) * Math.max(nws[k], 1e-12)));
+    const k = K === 1 ? 0 : subcenter(cos, 0, K);
+    return [nx, nws[k], dots[k]];
   };
 }
 
@@ -425,8 +424,9 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
   /**
    * Sub-centres per class K, an integer >= 1 (sub-center ArcFace, Deng et al. 2020; PML
    * `SubCenterArcFaceLoss`): W is `[C*K, D]`, rows `j*K .. j*K+K-1` are class j's, the class cosine is
-   * the largest of theirs (clamped to [-1, 1] first, ties to the smaller row) and its gradient goes to
-   * that row alone; the margin and every later rule act on class cosines. @default 1
+   * the largest of theirs (clamped to [-1, 1] first, ties to the smaller row, a NaN row makes it NaN)
+   * and its gradient goes to that row alone; the margin and every later rule act on class cosines.
+   * @default 1
    */
   subcenters?: number;
   /** ArcFace: apply the margin only where cos > 0. @default false */

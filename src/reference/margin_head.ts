@@ -21,7 +21,7 @@ import {
   type RowTopK,
   withInterTopK,
 } from "../kernels/head.ts";
-import { hardLogit, isHard } from "../kernels/hard_label.ts";
+import { hardLogit, isHard, subcenter } from "../kernels/hard_label.ts";
 
 const EPS = 1e-12;
 
@@ -31,8 +31,8 @@ const rowScale = (p: HeadProblem, i: number) => (p.normX ? 1 / Math.max(p.nx[i],
 /**
  * Row i's cosines-or-dots u and logits z over the `cols` classes of W (z of the label: T), and
  * `dz` the derivative of each non-label logit w.r.t. u over s (0 where a clamp or the filter
- * cut; the non-target transform's slope where hard). With sub-centres K, a class's u is the
- * largest of its K rows' (compared clamped, ties to the smaller row) and `arg[j]` is that row.
+ * cut; the non-target transform's slope where hard). With sub-centres K, a class's u is its
+ * winning row's (`subcenter`: the losses' rule) and `arg[j]` is that row.
  */
 function logits(
   p: HeadProblem,
@@ -49,15 +49,16 @@ function logits(
   const y = p.labels[i] - first;
   const lo = nt ? nt.lo : -1, hi = nt ? nt.hi : 1;
   const cut = (t: number) => (clamp ? Math.min(hi, Math.max(lo, t)) : t);
+  const t = new Float64Array(K);
   for (let j = 0; j < cols; j++) {
-    let best = -Infinity;
-    for (let r = j * K; r < (j + 1) * K; r++) {
+    for (let q = 0; q < K; q++) {
       let dot = 0;
-      for (let k = 0; k < d; k++) dot += x[i * d + k] * W[r * d + k];
-      const t = dot * rowScale(p, i) * b[r];
-      if (r === j * K || cut(t) > best) [best, arg[j], u[j]] = [cut(t), r, t];
+      for (let k = 0; k < d; k++) dot += x[i * d + k] * W[(j * K + q) * d + k];
+      t[q] = dot * rowScale(p, i) * b[j * K + q];
     }
-    let v = best;
+    const q = K === 1 ? 0 : subcenter(t, 0, K);
+    [arg[j], u[j]] = [j * K + q, t[q]];
+    let v = cut(u[j]);
     dz[j] = v === u[j] ? 1 : 0;
     if (nt && j !== y && v > nt.cut) v = dz[j] = 0;
     vals[j] = v;

@@ -22,7 +22,8 @@
 //
 // The margin losses' sub-centres (P.sub = K > 1, SPEC section 7): a row of a is c = C K columns, class j's
 // j K .. j K + K - 1; every invocation reads its classes' K columns (`sub_max`: the winning column,
-// the largest clamped to [-1, 1], ties to the smaller) and runs on those class cosines (C of them);
+// the largest clamped to [-1, 1], ties to the smaller, the first NaN wins; src/kernels/hard_label.ts's
+// `subcenter`) and runs on those class cosines (C of them);
 // the gradient goes to each class's winning column, 0 to its other K - 1. Not in the long rows.
 //
 // Rows longer than one storage binding run in segments of columns (`seg_stats` per row
@@ -78,7 +79,8 @@ fn capped(z: f32) -> vec2<f32> {
 }
 
 // Sub-centres: class j's winning column of the row at xa (of P.sub columns from j P.sub) and its
-// value x (unclamped: the clamp then passes or cuts its gradient). P.sub <= 1: column j.
+// value x (unclamped: the clamp then passes or cuts its gradient), by `subcenter`'s rule (the
+// largest clamped to [-1, 1], ties to the smaller column, the first NaN wins). P.sub <= 1: column j.
 struct Sub { x: f32, col: u32 }
 fn sub_max(xa: u32, j: u32) -> Sub {
   if (P.sub <= 1u) { return Sub(a[xa + j], j); }
@@ -88,7 +90,8 @@ fn sub_max(xa: u32, j: u32) -> Sub {
   for (var q = 1u; q < P.sub; q++) {
     let u = a[xa + c0 + q];
     let w = clamp(u, -1.0, 1.0);
-    if (w > best) {
+    // the first NaN wins (checked on the values: clamp's result for a NaN is the implementation's)
+    if (r.x == r.x && (w > best || u != u)) {
       best = w;
       r = Sub(u, c0 + q);
     }
