@@ -32,6 +32,7 @@ fn pick(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let nx = df_max(df_sqrt(two_sum(xx.x, xx.y)), df(1e-12));
   var best = 0u;
   var top = df(0.0);
+  var nan = false;
   for (var q = 0u; q < P.subs; q++) {
     let r = r0 + q - P.g_off;
     var xw = vec2<f32>(0.0);
@@ -40,8 +41,10 @@ fn pick(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var c = df_div(two_sum(xw.x, xw.y), df_mul(nx, nw));
     if (df_gt(c, df(1.0))) { c = df(1.0); }
     if (df_gt(df(-1.0), c)) { c = df(-1.0); }
-    if (q == 0u || df_gt(c, top)) {
+    let cn = c.x != c.x; // the first NaN wins (src/kernels/hard_label.ts's `subcenter`)
+    if (q == 0u || (!nan && (df_gt(c, top) || cn))) {
       top = c;
+      nan = cn;
       best = q;
     }
   }

@@ -1,8 +1,8 @@
 // Sub-centres of `marginHead` (`subcenters` K > 1, SPEC §7) in the head's logit tiles
 // (src/webgpu/margin_head.wgsl includes this file; src/webgpu/margin_head.ts drives it). W is
 // [C K, D], rows c K .. c K + K - 1 class c's; a class's cosine is the largest of its K
-// (compared after the clamp of its logit, [nt_lo, nt_hi]; ties to the smaller row, as the
-// reference src/reference/margin_head.ts), and its gradient goes to that row alone.
+// (clamped to [-1, 1]; ties to the smaller row; the first NaN wins: src/kernels/hard_label.ts's
+// `subcenter`, the rule of every backend), and its gradient goes to that row alone.
 //
 // How: a tile of the head's one GEMM (gemm_plain: 64 rows of x by 64 rows of W) holds
 // per = floor(64 / K) whole classes (its first per K rows of W; K <= 64), so tiles start at
@@ -73,16 +73,18 @@ fn sub_pick(i0: u32, j0: u32, t: u32) {
           if (col % K != 0u || col / K >= per || j0 + col >= end) { continue; }
           var best = 0.0;
           var top = 0.0;
+          var nan = false;
           var arg = j0 + col;
           for (var k = 0u; k < K; k++) {
             let j = j0 + col + k;
             let v = sub_get(8u * (ty & 3u) + r, col + k);
-            // u as `logit` forms it, compared after the clamp of the logit
+            // the cosine u as `logit` forms it, clamped to [-1, 1]; the first NaN wins (tested on
+            // u itself: clamp's result for a NaN is the implementation's)
             let u = v * ai * bcls[4u * (j - P.g_off)];
-            var cu = u;
-            if ((P.flags & (F_CLAMP | MH_NT)) != 0u) { cu = clamp(u, P.nt_lo, P.nt_hi); }
-            if (k == 0u || cu > top) {
+            let cu = clamp(u, -1.0, 1.0);
+            if (k == 0u || (!nan && (cu > top || u != u))) {
               top = cu;
+              nan = u != u;
               best = v;
               arg = j;
             }
