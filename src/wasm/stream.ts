@@ -132,10 +132,10 @@ export function streamRows(
  * of buffers (by round parity), while the calling thread drains the last round's output
  * blocks, feeds the next round's input blocks (in that order: an output may share its
  * input's buffer), and then, until the workers are done, computes rows of its own from the
- * back, in chunks through its own buffers (as one thread does). Blocks grow from the
- * caller's chunk (the first is fed before any worker starts) and shrink again as the rows
- * left do (a round's blocks take at most half of them), so the caller has rows of its own
- * to compute while the last blocks run.
+ * back, in chunks through its own buffers (as one thread does). Blocks grow from a few of
+ * the caller's chunks (the first is fed before any worker starts) and shrink again as the
+ * rows left do (a round's blocks take at most half of them), so the caller has rows of its
+ * own to compute while the last blocks run.
  */
 function pipeline(
   p: Pool,
@@ -177,13 +177,14 @@ function pipeline(
   // The workers' rows are [0, front), the caller's [back, n).
   let front = 0, back = n;
   /**
-   * Round r's blocks, fed: at most `chunk` rows each, together at most half the rows left;
-   * the first rounds' are smaller (the caller's chunk, doubling), so the workers start soon.
+   * Round r's blocks, fed: at most `chunk` rows each and together at most half the rows left,
+   * but at least the caller's chunk (rows left below it are the caller's); the first rounds'
+   * are smaller (4 of the caller's chunks, doubling), so the workers start soon.
    */
   const take = (r: number): Block[] => {
-    const left = Math.ceil((back - front) / (2 * workers)), blocks: Block[] = [];
-    const size = Math.max(1, Math.min(chunk, mine * 2 ** Math.min(r, 30), left));
-    for (let w = 0; w < workers && front < back; w++) {
+    const blocks: Block[] = [], left = Math.ceil((back - front) / (2 * workers));
+    const size = Math.min(chunk, mine * 2 ** Math.min(r + 2, 30), Math.max(mine, left));
+    for (let w = 0; w < workers && back - front > mine; w++) {
       const r0 = front, rows = Math.min(size, back - front);
       front += rows;
       const { ins, o } = place(sets[2 * w + (r % 2)], r0);
@@ -191,6 +192,13 @@ function pipeline(
       blocks.push({ w, r0, rows, ins, o });
     }
     return blocks;
+  };
+  /** The caller's next chunk of rows, from the back. */
+  const own = () => {
+    const rows = Math.min(mine, back - front), r0 = (back -= rows), { ins, o } = place(callers, r0);
+    feed(r0, rows, ins);
+    kernel({ base, r0, rows, ins, outs: o, k: rt.k, thread: 0 });
+    drain(r0, rows, o);
   };
   let last: Block[] = [], next = take(0);
   for (let r = 0; next.length > 0; r++) {
@@ -203,15 +211,11 @@ function pipeline(
     p.run(programs, (done) => {
       for (const b of last) drain(b.r0, b.rows, b.o);
       next = take(r + 1);
-      while (back > front && !done()) {
-        const rows = Math.min(mine, back - front), r0 = (back -= rows), { ins, o } = place(callers, r0);
-        feed(r0, rows, ins);
-        kernel({ base, r0, rows, ins, outs: o, k: rt.k, thread: 0 });
-        drain(r0, rows, o);
-      }
+      while (back > front && !done()) own();
     });
     last = now;
   }
   for (const b of last) drain(b.r0, b.rows, b.o);
+  while (back > front) own();
   return results.map((r, k) => r ?? new Float32Array(rt.buffer, outAt[k], n * c));
 }
