@@ -7,7 +7,7 @@
  * C = 1,000,000 at D = 128. Speed-ups are the pairs `1 / T`. See bench/README.md.
  *
  * ```sh
- * deno run -A bench/scale_bench.ts [--quick | --full] [--threads 4] [--json out.json]
+ * deno run -A bench/scale_bench.ts [--quick | --full] [--threads 4] [--baseline DIR] [--json out.json]
  * ```
  *
  * @module
@@ -20,7 +20,7 @@ import { envNotes, labelsOf, lossCall, mulberry32, run, uniform } from "./engine
 
 /** The inputs and `out` buffers of a call, shared by the contenders of a shape; `alloc`: the row loss's, made on first use. */
 type Ctx = { shape: Shape; inputs: Record<string, unknown>; out: Record<string, unknown>; free: (() => void)[] } & {
-  alloc?: [WasmMatrix, WasmMatrix];
+  alloc: Map<Lib, [WasmMatrix, WasmMatrix]>;
 };
 
 function context(s: Shape): Ctx {
@@ -33,10 +33,12 @@ function context(s: Shape): Ctx {
       inputs: { logits: m(uniform(rand, n * c, 4), n), labels: labelsOf(rand, n, c) },
       out: { logits: m(new Float32Array(n * c), n) },
       free: [],
+      alloc: new Map(),
     };
   }
   const inputs = { x: m(uniform(rand, n * d), n), W: m(uniform(rand, c * d), c), labels: labelsOf(rand, n, c) };
-  return { shape: s, inputs, out: { x: m(new Float32Array(n * d), n), W: m(new Float32Array(c * d), c) }, free: [] };
+  const out = { x: m(new Float32Array(n * d), n), W: m(new Float32Array(c * d), c) };
+  return { shape: s, inputs, out, free: [], alloc: new Map() };
 }
 
 type Losses = Awaited<ReturnType<Lib["mod"]["init"]>>;
@@ -86,27 +88,32 @@ function gemms(ctx: Ctx): () => void {
 }
 
 await run<Ctx>(async (flags, libs) => {
-  const T = Number(flags.get("--threads") ?? 2), lib = libs[0];
-  const many = await lib.mod.init({ backend: "wasm", threads: T }),
-    one = await lib.mod.init({ backend: "wasm", threads: 1 });
-  envNotes.push(`threads: ${many.note}`);
-  if (many.threads < T) throw new Error(`only ${many.threads} thread(s): ${many.note}`);
-  /** The row loss on alloc'd matrices (in the shared memory once threads run), made once per shape. */
-  const allocated = (ctx: Ctx) => {
-    if (!ctx.alloc) {
+  const T = Number(flags.get("--threads") ?? 2);
+  /** Each library tree's two instances (`--baseline`: also the baseline's, contenders `base ...`). */
+  const instances = new Map<Lib, Record<number, Losses>>();
+  for (const lib of libs) {
+    const many = await lib.mod.init({ backend: "wasm", threads: T }),
+      one = await lib.mod.init({ backend: "wasm", threads: 1 });
+    envNotes.push(`threads${lib.tag ? ` (${lib.tag.trim()})` : ""}: ${many.note}`);
+    if (many.threads < T) throw new Error(`only ${many.threads} thread(s): ${many.note}`);
+    instances.set(lib, { 1: one, [T]: many });
+  }
+  /** The row loss on alloc'd matrices (in the shared memory once threads run), made once per shape and tree. */
+  const allocated = (ctx: Ctx, lib: Lib) => {
+    if (!ctx.alloc.has(lib)) {
       const [n, c] = ctx.shape, [x, g] = [lib.cpu.alloc([n, c]), lib.cpu.alloc([n, c])];
       x.data.set((ctx.inputs.logits as { data: Float32Array }).data);
-      ctx.alloc = [x, g];
+      ctx.alloc.set(lib, [x, g]);
       ctx.free.push(() => (x.free(), g.free()));
     }
-    return [{ logits: ctx.alloc[0], labels: ctx.inputs.labels }, { logits: ctx.alloc[1] }];
+    const [x, g] = ctx.alloc.get(lib)!;
+    return [{ logits: x, labels: ctx.inputs.labels }, { logits: g }];
   };
-  const threads = (name: string, t: number, head: boolean, alloc = false): Contender<Ctx> => ({
+  const threads = (lib: Lib, name: string, t: number, head: boolean, alloc = false): Contender<Ctx> => ({
     name: `${name} ${t}`,
-    ours: true,
     setup(ctx, mode) {
       if ((ctx.shape.length === 3) !== head) return "n/a";
-      const losses: Losses = t === 1 ? one : many, [inputs, out] = alloc ? allocated(ctx) : [ctx.inputs, ctx.out];
+      const losses = instances.get(lib)![t], [inputs, out] = alloc ? allocated(ctx, lib) : [ctx.inputs, ctx.out];
       const given = name === "fresh" ? {} : { out }; // fresh: the default API, a new gradient per call
       const opts = head ? { margin: 0.5, ...given } : given;
       return { run: lossCall(head ? losses.marginHead : losses.crossEntropy, mode, inputs, opts, []) };
@@ -134,22 +141,25 @@ await run<Ctx>(async (flags, libs) => {
     timing: { default: { slowBudget: 6, minSamples: 3, skipAbove: 20 }, full: { slowBudget: 40, minSamples: 3 } },
     flags: { "--threads T": "threads to compare with one (default 2)" },
     work: (s) => s.reduce((a, b) => a * b, 1),
+    library: (lib) => [
+      ...["fresh", "host", "alloc"].flatMap((p) => [1, T].map((t) => threads(lib, p, t, false, p === "alloc"))),
+      ...[1, T].map((t) => threads(lib, "head", t, true)),
+    ],
     contenders: [
-      ...["fresh", "host", "alloc"].flatMap((p) => [1, T].map((t) => threads(p, t, false, p === "alloc"))),
       ...[1, T].map(copy),
-      ...[1, T].map((t) => threads("head", t, true)),
       { name: "GEMMs alone", floor: true, setup: (ctx) => (ctx.shape.length === 3 ? { run: gemms(ctx) } : "n/a") },
     ],
     context,
     dispose: (ctx) => ctx.free.forEach((f) => f()),
     baseline: "host 1",
-    pairs: [...["fresh", "host", "alloc", "copy", "head"].map((p) => [`${p} 1`, `${p} ${T}`]), [
-      "GEMMs alone",
-      "head 1",
-    ]] as [
-      string,
-      string,
-    ][],
+    pairs: [
+      ...["fresh", "host", "alloc", "copy", "head"].map((p) => [`${p} 1`, `${p} ${T}`]),
+      ["GEMMs alone", "head 1"],
+      // --baseline: the baseline's call against this tree's, one pair per path and count
+      ...(libs.length > 1
+        ? ["fresh", "host", "alloc", "head"].flatMap((p) => [1, T].map((t) => [`base ${p} ${t}`, `${p} ${t}`]))
+        : []),
+    ] as [string, string][],
     memory: { when: (s) => s.length === 3 },
   };
 });

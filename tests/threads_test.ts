@@ -114,7 +114,7 @@ describe("WebAssembly threads", () => {
     });
   }
 
-  // Ordinary arrays: 3000 x 700 (8.4 MB a matrix), pipelined in blocks of 374 rows, 5 rounds on 2 workers.
+  // Ordinary arrays: 3000 x 700 (8.4 MB a matrix), pipelined in blocks of at most 374 rows on 2 workers.
   const pn = 3000, pr = new Rng(31);
   const plogits = randomMatrix(pr, pn, c, 4), plabels = randomLabels(pr, pn, c, 0.1);
   const ptarget = randomProbabilities(pr, pn, c, true), pteacher = randomMatrix(pr, pn, c, 3);
@@ -147,12 +147,33 @@ describe("WebAssembly threads", () => {
           const a = await call(one);
           const l = await many(), runs = poolOf(THREADS).runs;
           const b = await call(l);
-          assert.ok(poolOf(THREADS).runs >= runs + 3, `ran in rounds on the pool (${poolOf(THREADS).runs - runs})`);
+          // How many rounds depends on the timing (the caller computes rows until the workers are done).
+          assert.ok(poolOf(THREADS).runs > runs, "ran on the pool");
           assertSame(b, a, name);
           assertUnchanged(snap, inputs);
         },
       );
     }
+  }
+
+  // The pipeline's split (workers from the front, the calling thread from the back, blocks
+  // shrinking with the rows left) at shapes where a block or the caller's chunk is one row,
+  // and on 2 threads (one worker) as on THREADS, softcap's per-thread scratch included.
+  for (const [sn, sc] of [[2, 150_000], [7, 40_000], [513, 600]]) {
+    it(`crossEntropy ${sn} x ${sc} on ordinary arrays: split between the workers and the caller, the same bits`, async () => {
+      const sr = new Rng(sn), slogits = randomMatrix(sr, sn, sc, 4), slabels = randomLabels(sr, sn, sc, 0.1);
+      const one = await init({ backend: "wasm", threads: 1 });
+      for (const t of [2, THREADS]) {
+        for (const options of [{}, { softcap: 3, reduction: "none" }] as Any[]) {
+          const a = one.crossEntropy.valueAndGrad({ logits: slogits, labels: slabels }, options);
+          const l = await init({ backend: "wasm", threads: t }), runs = poolOf(t).runs;
+          const b = await l.crossEntropy.valueAndGrad({ logits: slogits, labels: slabels }, options);
+          assert.ok(poolOf(t).runs > runs, `ran on the pool of ${t}`);
+          assertSame(b, await a, `${sn} x ${sc} on ${t} threads`);
+          l.dispose();
+        }
+      }
+    });
   }
 
   // Heads: 64 x 64 x 3100 (25 chunks of 128 classes over 3 threads), ignored rows.

@@ -134,9 +134,11 @@ export class Pool {
    * Runs program t on thread t (0: this thread, directly; the others on the workers) and
    * returns when all are done. Programs may be fewer than the threads. `alongside` runs on
    * this thread once the workers are woken, before its own program (a caller feeding the
-   * workers' next buffers while they compute: src/wasm/head_threads.ts).
+   * workers' next buffers while they compute: src/wasm/head_threads.ts); its `done()` says
+   * whether every worker has finished (a caller computing rows of its own until then:
+   * src/wasm/stream.ts).
    */
-  run(programs: number[][], alongside?: () => void): void {
+  run(programs: number[][], alongside?: (done: () => boolean) => void): void {
     const k = this.rt.k as unknown as Record<string, (...a: number[]) => void>;
     this.runs++;
     const others = programs.slice(1);
@@ -159,8 +161,9 @@ export class Pool {
       at += Math.ceil(p.length / 8) * 64;
     });
     let error: unknown = null;
+    const done = () => others.every((_, w) => Atomics.load(this.#control, w * SLOT + DONE) === seq);
     try {
-      alongside?.();
+      alongside?.(done);
       const p = programs[0] ?? [];
       for (let i = 0; i < p.length; i += 2 + p[i + 1]) k[this.#names[p[i]]](...p.slice(i + 2, i + 2 + p[i + 1]));
     } catch (e) {

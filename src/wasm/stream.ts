@@ -7,11 +7,11 @@
  * With a thread pool (src/wasm/pool.ts), a problem large enough to pay for waking the
  * workers runs on it. Inputs and outputs all in WebAssembly memory (`alloc`): the rows are
  * split into one run per thread. Otherwise a pipeline: the workers compute blocks of rows
- * (about `PIPE_BYTES` per buffer) in rounds, from two sets of buffers each, while the
- * calling thread copies the last round's gradient blocks out and the next round's input
- * blocks in (workers cannot read an ordinary array, and the copies are a row loss's main
- * cost, so the caller only copies). Rows are independent: either way the result is
- * bit-identical to one thread.
+ * from the front (at most `PIPE_BYTES` per buffer) in rounds, from two sets of buffers each,
+ * while the calling thread copies the last round's gradient blocks out and the next round's
+ * input blocks in (workers cannot read an ordinary array), and then computes rows from the
+ * back, as one thread does, until the workers are done. Rows are independent: either way
+ * the result is bit-identical to one thread.
  *
  * @module
  */
@@ -128,9 +128,14 @@ export function streamRows(
 
 /**
  * `streamRows` on `threads` threads with some inputs or outputs in ordinary arrays: the
- * workers compute blocks of rows, round by round, each from its own two sets of buffers
- * (by round parity), while the calling thread drains the last round's output blocks and
- * feeds the next round's input blocks (in that order: an output may share its input's buffer).
+ * workers compute blocks of rows from the front, round by round, each from its own two sets
+ * of buffers (by round parity), while the calling thread drains the last round's output
+ * blocks, feeds the next round's input blocks (in that order: an output may share its
+ * input's buffer), and then, until the workers are done, computes rows of its own from the
+ * back, in chunks through its own buffers (as one thread does). Blocks grow from a few of
+ * the caller's chunks (the first is fed before any worker starts) and shrink again as the
+ * rows left do (a round's blocks take at most half of them), so the caller has rows of its
+ * own to compute while the last blocks run.
  */
 function pipeline(
   p: Pool,
@@ -147,52 +152,70 @@ function pipeline(
   setup: (base: number) => void,
   kernel: (chunk: Chunk) => void,
 ): Float32Array[] {
-  const workers = threads - 1;
-  const chunk = Math.min(Math.ceil(n / workers), Math.max(1, Math.floor(PIPE_BYTES / (c * 4))));
-  const sets = Array.from({ length: 2 * workers }, () => {
-    const inBuf = inAt.map((a) => (a < 0 ? lay.add(chunk * c * 4) : -1));
-    const outBuf = outAt.map((_, k) => (ownOut[k] ? lay.add(chunk * c * 4) : k === 0 && outAt[0] < 0 ? inBuf[0] : -1));
+  const workers = threads - 1, rowBytes = c * 4;
+  const chunk = Math.min(Math.ceil(n / threads), Math.max(1, Math.floor(PIPE_BYTES / rowBytes)));
+  const mine = Math.max(1, Math.min(chunk, Math.floor(CHUNK_BYTES / rowBytes)));
+  const buffers = (rows: number) => {
+    const bytes = rows * rowBytes, inBuf = inAt.map((a) => (a < 0 ? lay.add(bytes) : -1));
+    const outBuf = outAt.map((_, k) => (ownOut[k] ? lay.add(bytes) : k === 0 && outAt[0] < 0 ? inBuf[0] : -1));
     return { inBuf, outBuf };
-  });
+  };
+  const sets = Array.from({ length: 2 * workers }, () => buffers(chunk)), callers = buffers(mine);
   const base = rt.arena(lay.size);
   setup(base);
   const results = outs.map((m, k) => (outAt[k] >= 0 ? null : (m?.data ?? new Float32Array(n * c))));
-  const blocks = Math.ceil(n / chunk), rounds = Math.ceil(blocks / workers);
-  /** Block b (rows from b chunk) of round r: worker b - r workers, the buffers of its set r % 2. */
-  const block = (b: number) => {
-    const r = Math.floor(b / workers), w = b - r * workers, set = sets[2 * w + (r % 2)];
-    const r0 = b * chunk, rows = Math.min(chunk, n - r0);
-    const ins = inAt.map((a, k) => (a >= 0 ? a + r0 * c * 4 : base + set.inBuf[k]));
-    const o = outAt.map((a, k) => (a >= 0 ? a + r0 * c * 4 : base + set.outBuf[k]));
-    return { w, r0, rows, ins, o };
-  };
-  const inRound = (r: number) =>
-    r < 0 || r >= rounds
-      ? []
-      : Array.from({ length: Math.min(workers, blocks - r * workers) }, (_, w) => block(r * workers + w));
-  const feed = (r: number) => {
-    for (const { r0, rows, ins } of inRound(r)) {
-      ins.forEach((at, k) => inAt[k] < 0 && rt.f32.set(inputs[k].subarray(r0 * c, (r0 + rows) * c), at >>> 2));
+  /** Where rows [r0, r0 + rows) are read and written, the copied ones in `set`. */
+  const place = (set: { inBuf: number[]; outBuf: number[] }, r0: number) => ({
+    ins: inAt.map((a, k) => (a >= 0 ? a + r0 * rowBytes : base + set.inBuf[k])),
+    o: outAt.map((a, k) => (a >= 0 ? a + r0 * rowBytes : base + set.outBuf[k])),
+  });
+  const feed = (r0: number, rows: number, ins: number[]) =>
+    ins.forEach((at, k) => inAt[k] < 0 && rt.f32.set(inputs[k].subarray(r0 * c, (r0 + rows) * c), at >>> 2));
+  const drain = (r0: number, rows: number, o: number[]) =>
+    results.forEach((dst, k) => dst?.set(rt.f32.subarray(o[k] >>> 2, (o[k] >>> 2) + rows * c), r0 * c));
+  type Block = { w: number; r0: number; rows: number; ins: number[]; o: number[] };
+  // The workers' rows are [0, front), the caller's [back, n).
+  let front = 0, back = n;
+  /**
+   * Round r's blocks, fed: at most `chunk` rows each and together at most half the rows left,
+   * but at least the caller's chunk (rows left below it are the caller's); the first rounds'
+   * are smaller (4 of the caller's chunks, doubling), so the workers start soon.
+   */
+  const take = (r: number): Block[] => {
+    const blocks: Block[] = [], left = Math.ceil((back - front) / (2 * workers));
+    const size = Math.min(chunk, mine * 2 ** Math.min(r + 2, 30), Math.max(mine, left));
+    for (let w = 0; w < workers && back - front > mine; w++) {
+      const r0 = front, rows = Math.min(size, back - front);
+      front += rows;
+      const { ins, o } = place(sets[2 * w + (r % 2)], r0);
+      feed(r0, rows, ins);
+      blocks.push({ w, r0, rows, ins, o });
     }
+    return blocks;
   };
-  const drain = (r: number) => {
-    for (const { r0, rows, o } of inRound(r)) {
-      results.forEach((dst, k) => dst?.set(rt.f32.subarray(o[k] >>> 2, (o[k] >>> 2) + rows * c), r0 * c));
-    }
+  /** The caller's next chunk of rows, from the back. */
+  const own = () => {
+    const rows = Math.min(mine, back - front), r0 = (back -= rows), { ins, o } = place(callers, r0);
+    feed(r0, rows, ins);
+    kernel({ base, r0, rows, ins, outs: o, k: rt.k, thread: 0 });
+    drain(r0, rows, o);
   };
-  feed(0);
-  for (let r = 0; r < rounds; r++) {
-    const programs: number[][] = [[]];
-    for (const { w, r0, rows, ins, o } of inRound(r)) {
+  let last: Block[] = [], next = take(0);
+  for (let r = 0; next.length > 0; r++) {
+    const now = next, programs: number[][] = [[]];
+    for (const { w, r0, rows, ins, o } of now) {
       const program: number[] = [];
       kernel({ base, r0, rows, ins, outs: o, k: p.recorder(program), thread: w + 1 });
       programs[w + 1] = program;
     }
-    p.run(programs, () => {
-      drain(r - 1);
-      feed(r + 1);
+    p.run(programs, (done) => {
+      for (const b of last) drain(b.r0, b.rows, b.o);
+      next = take(r + 1);
+      while (back > front && !done()) own();
     });
+    last = now;
   }
-  drain(rounds - 1);
+  for (const b of last) drain(b.r0, b.rows, b.o);
+  while (back > front) own();
   return results.map((r, k) => r ?? new Float32Array(rt.buffer, outAt[k], n * c));
 }
