@@ -240,6 +240,30 @@ describe("WebGPU marginHead subcenters: identities", { skip }, () => {
     l.dispose();
   });
 
+  it("a NaN row of W wins its class (the first NaN, every backend's rule): as a NaN class of the K = 1 head", async () => {
+    // The K = 1 head on WebGPU: a row whose label's row of W is NaN gets a NaN loss; a NaN non-label
+    // column does not reach the other rows' losses there (the online maximum skips it: WGSL leaves
+    // NaN to the implementation), where the CPU backends give every row NaN. K = 3 must do the same.
+    const l = await gpu();
+    const p = problem(46, 6, 8, 12, 3, 0);
+    p.labels[0] = 4;
+    const W1 = new Float32Array(12 * 8);
+    for (let c = 0; c < 12; c++) W1.set(p.W.data.subarray(c * 3 * 8, c * 3 * 8 + 8), c * 8);
+    W1.fill(NaN, 4 * 8, 5 * 8);
+    const o = { scale: 16, reduction: "none" };
+    const k1 = await values((await l.marginHead.forward({ ...p, W: { data: W1, shape: [12, 8] } }, o)).loss);
+    const want = Array.from(k1 as Float32Array, Number.isNaN);
+    assert.ok(want[0], "the K = 1 head: row 0's label class is NaN");
+    for (const row of [13, 12, 14]) {
+      // class 4's second row (after a finite first), its first, its last
+      const W = p.W.data.slice().fill(NaN, row * 8, row * 8 + 8);
+      const r: Any = await l.marginHead.forward({ ...p, W: { data: W, shape: p.W.shape } }, { ...o, subcenters: 3 });
+      const loss = await values(r.loss) as Float32Array;
+      assert.deepEqual(Array.from(loss, Number.isNaN), want, `W row ${row}: ${loss}`);
+    }
+    l.dispose();
+  });
+
   it("classes = every class is the full head; classes = a sample is the head on those rows of W (K = 3)", async () => {
     const l = await gpu();
     const p = problem(42, 9, 8, 60, 3);
