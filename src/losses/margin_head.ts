@@ -33,7 +33,7 @@ import {
 } from "./margin.ts";
 import { normfaceTarget } from "./normface.ts";
 import { type HeadProblem, norm, type RowStats, type Target, type TargetSpec } from "../kernels/head.ts";
-import type { NonTarget } from "../kernels/hard_label.ts";
+import type { MarginSpec, NonTarget } from "../kernels/hard_label.ts";
 import type { ArcfaceOptions } from "./arcface.ts";
 import {
   type FaceData,
@@ -115,7 +115,7 @@ export interface HeadKind<O> {
    * Checks the options and returns the scale and the target function (as a function and as data).
    * `n`, the batch's rows, where a per-row margin is taken (`marginHead`; without it one is refused).
    */
-  parse(o: O, n?: number): { scale: number; target: Target; spec: TargetSpec; cpuOnly?: string };
+  parse(o: O, n?: number): { scale: number; target: Target; spec: TargetSpec; rowMargins?: readonly MarginSpec[] };
   /** `marginHead`'s inter-class options (SPEC §7): their non-target transform without rows and interTopK's k. */
   inter?(o: O): { nonTarget: NonTarget; k: number } | undefined;
   /**
@@ -249,7 +249,7 @@ export function headLoss<O extends HeadOptions>(
         v.finite("x", x, d);
         v.finite("W", W, d);
       }
-      const { scale, target: fn, spec, cpuOnly: rowMargin } = kind.parse(o, n);
+      const { scale, target: fn, spec, rowMargins } = kind.parse(o, n);
       const inter = kind.inter?.(o);
       const reduction = v.reduction(o.reduction);
       let count = 0;
@@ -261,12 +261,10 @@ export function headLoss<O extends HeadOptions>(
       const empty = new Float64Array(0);
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       const face = faceOf(kind, o, inputs as HeadInputs & { state?: unknown }, labels, host, scale);
-      const cpuOnly = rowMargin ??
-        (inter?.k ? "options.interTopK" : inter ? "options.interclassFilteringThreshold" : undefined);
       return {
         ...face,
         ...(inter ? { nonTarget: inter.nonTarget, interTopK: inter.k } : {}),
-        ...(cpuOnly ? { cpuOnly } : {}),
+        ...(rowMargins ? { rowMargins } : {}),
         grad,
         n,
         c,
@@ -599,9 +597,9 @@ export function marginHeadKind(): HeadKind<MarginHeadOptions> {
           const [value, slope] = (phis ? phis[row] : phi)(x);
           return [scale * value, x === u ? scale * (constant ? 1 : slope) : 0, 0, 0];
         },
-        // (with a per-row margin no target as data: the targets come from the host)
-        spec: phis ? { kind: "host" } : { kind: "margin", phi: phi.spec, constant },
-        ...(phis ? { cpuOnly: `options.${rowKeys[0]}` } : {}),
+        // (with a per-row margin, each row's target as data too: m1 and the branch are the kind's)
+        spec: { kind: "margin", phi: phi.spec, constant },
+        ...(phis ? { rowMargins: phis.map((f) => f.spec) } : {}),
       };
     },
   };
