@@ -4,7 +4,7 @@
 // options off are today's head; an equal per-row margin is the scalar one), the head = normalise +
 // matmul (+ the sub-centre maximum) + the loss on cosines with the same options, the wasm backend (one
 // thread and threads) against the reference, finite differences on the reference, named errors (the
-// WebGPU head and the class-sharded form refuse what they do not take).
+// class-sharded form refuses what it does not take). The WebGPU head: tests/webgpu_head_inter_test.ts.
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -461,24 +461,5 @@ describe("marginHead inter-class options and per-row margins: named errors", () 
         await gpu.sharded.marginHead.stats(small(), { interclassFilteringThreshold: 0.5, offset: 0, classes: 6 }),
       (e: Error) => e instanceof TypeError && e.message.includes("options.interclassFilteringThreshold"),
     );
-  });
-
-  it("the WebGPU head refuses them by name", { skip: webgpuMissing }, async () => {
-    const gpu = backends.find((b) => b.name === "webgpu")!.losses as Any;
-    const p = small();
-    for (
-      const [o, name] of [
-        [{ interTopK: 2 }, "options.interTopK"],
-        [{ interclassFilteringThreshold: 0.5 }, "options.interclassFilteringThreshold"],
-        [{ margin: new Float32Array(3).fill(0.2) }, "options.margin"],
-        [{ kind: "combinedMargin", m3: new Float32Array(3).fill(0.1) }, "options.m3"],
-      ] as [Any, string][]
-    ) {
-      await assert.rejects(
-        async () => await gpu.marginHead.forward(p, o),
-        (e: Error) => e instanceof TypeError && e.message.includes(name),
-        name,
-      );
-    }
   });
 });

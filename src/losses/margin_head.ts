@@ -400,19 +400,20 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
   /**
    * ArcFace's angular margin in [0, pi) (0.5) or CosFace's cosine margin in [-2, 2] (0.35); a
    * `Float32Array [N]` gives each row its own (ElasticFace, `elasticMargins`; ArcFace's own
-   * `cos(pi - m)` threshold included; reference and WebAssembly backends).
+   * `cos(pi - m)` threshold included; every backend, WebGPU's on GPU-resident x and W too).
    */
   margin?: number | Float32Array;
   /**
    * arcface, cosface, combinedMargin (insightface): when > 0, every non-target class cosine above it
-   * is replaced by 0 (gradient 0) before the logits. In [0, 1]; reference and WebAssembly. @default 0
+   * is replaced by 0 (gradient 0) before the logits. In [0, 1]. @default 0
    */
   interclassFilteringThreshold?: number;
   /**
    * arcface (wespeaker's inter-top-k penalty): the k non-target classes with the largest class
    * cosines of each row (after the filtering; ties to the smaller class; every non-target when
    * k >= C - 1, C the classes of the softmax) get the logit `s cos(theta_j - interTopKMargin)`.
-   * An integer >= 0; reference and WebAssembly, at the cost of a first pass over W. @default 0
+   * An integer >= 0, at the cost of a first pass over W (on WebGPU: N (2k + 2) floats must fit one storage
+   * binding). @default 0
    */
   interTopK?: number;
   /** arcface: the margin m' of `interTopK`, in [0, pi). @default 0.06 */
@@ -494,7 +495,7 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * class cosines above it become 0), `interTopK` / `interTopKMargin` (arcface, wespeaker: each row's k
  * largest non-target class cosines get `s cos(theta_j - m')`, found in a first pass over W), a
  * `Float32Array [N]` `margin` (arcface, cosface) or `m2` / `m3` (combinedMargin), one per row
- * (ElasticFace); reference and WebAssembly backends (the WebGPU head refuses them by name; the
+ * (ElasticFace); on every backend (the WebGPU head finds the top k and each row's target on the GPU; the
  * class-sharded head takes only the threshold). The head is then normalise + matmul + that loss on cosines with the same options.
  *
  * @example An ArcFace head
