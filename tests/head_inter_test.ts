@@ -12,7 +12,6 @@ import { js, mergeShardStats, partialFcSample, wasm } from "../cpu.ts";
 import { init } from "../mod.ts";
 import { poolsInUse } from "../src/wasm/pool.ts";
 import { assertGradClose, assertLossClose, assertUnchanged, snapshot } from "./helpers/assert.ts";
-import { backends, webgpuMissing } from "./helpers/backends.ts";
 import { numberOptionErrors } from "./helpers/errors.ts";
 import { numericGradient } from "./helpers/numeric.ts";
 import { randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
@@ -452,14 +451,5 @@ describe("marginHead inter-class options and per-row margins: named errors", () 
         );
       }
     }
-  });
-
-  it("the WebGPU class-sharded head refuses the threshold by name", { skip: webgpuMissing }, async () => {
-    const gpu = backends.find((b) => b.name === "webgpu")!.losses as Any;
-    await assert.rejects(
-      async () =>
-        await gpu.sharded.marginHead.stats(small(), { interclassFilteringThreshold: 0.5, offset: 0, classes: 6 }),
-      (e: Error) => e instanceof TypeError && e.message.includes("options.interclassFilteringThreshold"),
-    );
   });
 });

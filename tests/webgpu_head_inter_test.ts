@@ -10,7 +10,7 @@
 // readback path's values; `encoder` and `losses.sync`. Skipped where the runtime has no WebGPU adapter.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { js, wasm } from "../cpu.ts";
+import { js, mergeShardStats, wasm } from "../cpu.ts";
 import { findAdapter, gpuLosses, requestDevice } from "../src/backend.ts";
 import { assertGradClose, assertLossClose, assertUnchanged, snapshot } from "./helpers/assert.ts";
 import { backends, webgpuMissing } from "./helpers/backends.ts";
@@ -250,6 +250,34 @@ describe("marginHead inter-class options and per-row margins on WebGPU: the GPU 
     await agree(s, want, "sync");
     l.dispose();
   });
+});
+
+describe("marginHead interclassFilteringThreshold: the WebGPU class-sharded head = the head", { skip }, () => {
+  for (
+    const o of [
+      { kind: "cosface", scale: 20, interclassFilteringThreshold: 0.4 },
+      { kind: "combinedMargin", scale: 20, m3: 0.1, interclassFilteringThreshold: 0.3, reduction: "sum" },
+    ] as Any[]
+  ) {
+    it(`${o.kind}: three shards`, async () => {
+      const c = 50, d = 8, p = problem(new Rng(60), 9, d, c), bounds = [0, 17, 40, c];
+      const shards = bounds.slice(0, -1).map((c0, k) => ({
+        inputs: { ...p, W: { data: p.W.data.slice(c0 * d, bounds[k + 1] * d), shape: [bounds[k + 1] - c0, d] } },
+        options: { ...o, offset: c0, classes: c },
+      }));
+      const l = gpu().sharded.marginHead;
+      const merged = mergeShardStats(await Promise.all(shards.map((s) => l.stats(s.inputs, s.options))));
+      const results: Any[] = await Promise.all(shards.map((s) => l.finish(s.inputs, merged, s.options)));
+      const want: Any = js.marginHead.valueAndGrad(p, o);
+      const plain: Any = js.marginHead.forward(p, { ...o, interclassFilteringThreshold: 0 });
+      assert.ok(Math.abs(plain.loss - want.loss) > 1e-3, "the threshold changes this head");
+      assertLossClose(results.reduce((t, r) => t + r.loss, 0), want.loss, "loss");
+      const x = new Float64Array(p.x.data.length);
+      for (const r of results) r.grads.x.data.forEach((g: number, i: number) => (x[i] += g));
+      assertGradClose(x, want.grads.x.data, "grads.x");
+      assertGradClose(results.flatMap((r) => Array.from(r.grads.W.data as Float32Array)), want.grads.W.data, "grads.W");
+    });
+  }
 });
 
 describe("marginHead inter-class options on WebGPU: named errors", { skip }, () => {

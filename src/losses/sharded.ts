@@ -376,7 +376,6 @@ function headShard(
     outX: null,
     outW: null,
     nonTarget: face.nonTarget ?? inter,
-    ...(inter ? { cpuOnly: "options.interclassFilteringThreshold" } : {}),
     subcenters: K,
     rows,
   };

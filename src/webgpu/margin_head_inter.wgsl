@@ -6,8 +6,8 @@
 //                                                  and the last class taken at it, ties to the smaller class)
 // and its logit is s (a x + b x^2 + g sqrt(1 - x^2)) (interTopK: a = cos m', b = 0, g = sin m'),
 // derivative over s a + 2 b x - g xd / sqrt(1 - xd^2), xd = x clamped to [-1 + 1e-6, 1 - 1e-6].
-// Included by src/webgpu/margin_head.wgsl (the logits) and src/webgpu/margin_head_topk.wgsl (the
-// values its top k are taken from: the same float32 value, so the comparisons agree exactly).
+// Included by src/webgpu/margin_head.wgsl; src/webgpu/margin_head_topk.wgsl takes each row's top k
+// from the same float32 values (clamped, then filtered), so the comparisons agree exactly.
 
 // xd / sqrt(1 - xd^2) at xd = 1 - 1e-6 (float64's value; float32 cannot hold 1 - 1e-6 closely enough).
 const INTER_EDGE: f32 = 707.10625084227;

@@ -3,9 +3,10 @@
 // in a first pass over W by chunks of classes [row0, row0 + k) (src/webgpu/margin_head_inter.ts
 // drives it, after the label's terms and before the logits):
 //   topk_cos:  the chunk's cosine tiles (src/webgpu/gemm_loop.wgsl, as src/webgpu/margin_head.wgsl's
-//              fwd computes them, so the values are the same float32s), clamped and filtered as
-//              inter_value takes them: blk [k, N] (class-major, so that topk_scan reads it in order);
-//   topk_scan: one invocation per row goes through the chunk's classes in order and keeps the row's
+//              fwd computes them, so the values are the same float32s), clamped to [nt_lo, nt_hi]:
+//              blk [k, N] (class-major, so that topk_scan reads it in order);
+//   topk_scan: one invocation per row goes through the chunk's classes in order (each value filtered
+//              as inter_value does: 0 above nt_cut) and keeps the row's
 //              top list in `top` [N, 2 + 2 nt_k]: its size, the value to beat (the k-th, -FLT_MAX
 //              while fewer), then nt_k values (largest first) and their classes (as float32s); a
 //              value enters only above the k-th, after its equals (ties to the smaller class);
@@ -25,7 +26,6 @@
 @group(0) @binding(7) var<storage, read_write> top: array<f32>;
 
 // #include "gemm_loop.wgsl"
-// #include "margin_head_inter.wgsl"
 
 // The one product x W^T, as src/webgpu/margin_head.wgsl's.
 fn tile_a(which: u32, i: u32, k: u32) -> f32 { return xs[i * P.d + k]; }
@@ -46,7 +46,7 @@ fn topk_cos(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
       let j = j0 + 8u * (t & 7u) + c;
       if (j >= P.row0 + P.k) { continue; }
       let u = a[2u * r + (c >> 2u)][c & 3u] * row_v[i * MH_RS] * bcls[4u * (j - P.g_off)];
-      blk[(j - P.row0) * P.n + i] = inter_value(u).x;
+      blk[(j - P.row0) * P.n + i] = clamp(u, P.nt_lo, P.nt_hi);
     }
   }
 }
@@ -72,7 +72,8 @@ fn topk_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   for (var jl = 0u; jl < P.k; jl++) {
     let j = P.row0 + jl;
     if (j == u32(y)) { continue; }
-    let v = blk[jl * P.n + i];
+    var v = blk[jl * P.n + i];
+    if (v > P.nt_cut) { v = 0.0; }
     if (!(v > kth)) { continue; }
     var q = min(size, kk - 1u);
     while (q > 0u && top[vo + q - 1u] < v) {
