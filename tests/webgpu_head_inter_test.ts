@@ -1,7 +1,8 @@
 // marginHead's inter-class options and per-row margins on the WebGPU head (SPEC.md section 7,
 // src/webgpu/margin_head_inter.ts): interclassFilteringThreshold (arcface, cosface, combinedMargin),
 // interTopK / interTopKMargin (arcface; a first GPU pass keeping each row's top k, ties to the smaller
-// class) and a margin per row (arcface and cosface `margin`, combinedMargin `m2` / `m3`). The PyTorch
+// class) and a margin per row (arcface and cosface `margin`, combinedMargin `m2` / `m3`), with sub-centres
+// and PartialFC's classes too (tests/webgpu_head_subcenters_test.ts: the sub-centres alone). The PyTorch
 // fixtures of tests/fixtures/generate_head_inter.py on every backend (the CPU ones too: the fixtures'
 // own check), the WebGPU head against the float64 reference on larger heads (several class tiles, and
 // chunks of classes on a device whose storage bindings hold 2 KiB; tied classes), the identities
@@ -10,7 +11,7 @@
 // readback path's values; `encoder` and `losses.sync`. Skipped where the runtime has no WebGPU adapter.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { js, mergeShardStats, wasm } from "../cpu.ts";
+import { js, mergeShardStats, partialFcSample, wasm } from "../cpu.ts";
 import { findAdapter, gpuLosses, requestDevice } from "../src/backend.ts";
 import { assertGradClose, assertLossClose, assertUnchanged, snapshot } from "./helpers/assert.ts";
 import { backends, webgpuMissing } from "./helpers/backends.ts";
@@ -76,23 +77,11 @@ describe("marginHead inter-class options and per-row margins: PyTorch fixtures (
       }
     });
   }
-  it("webgpu: every case (K > 1: sub-centres, or their refusal by name)", { skip }, async () => {
+  it("webgpu: every case (sub-centres included)", { skip }, async () => {
     for (const fc of cases) {
       const label = `webgpu ${fc.name}`;
       const snap = snapshot({ inputs: fc.inputs, options: fc.options });
-      const run = () => gpu().marginHead.valueAndGrad(fc.inputs, fc.options);
-      if (((fc.options.subcenters as number | undefined) ?? 1) > 1) {
-        let r: Any;
-        try {
-          r = await run();
-        } catch (e) {
-          assert.ok(e instanceof TypeError && e.message.includes("subcenters"), `${label}: ${e}`);
-          continue;
-        }
-        assertLossClose(r.loss, fc.expected.loss, `${label} loss`);
-        continue;
-      }
-      const r = await run();
+      const r = await gpu().marginHead.valueAndGrad(fc.inputs, fc.options);
       assertLossClose(r.loss, fc.expected.loss, `${label} loss`);
       const g = await gpu().marginHead.backward(fc.inputs, fc.options, fc.upstream);
       for (const key of ["x", "W"]) {
@@ -123,6 +112,45 @@ describe("marginHead inter-class options and per-row margins: the WebGPU head = 
       }
     });
   }
+  it("with sub-centres (K = 3, tied classes) and PartialFC's classes (K = 2)", async () => {
+    const n = 9, d = 8;
+    for (const [K, c, dup, rate] of [[3, 40, true, 0], [2, 70, false, 0.5]] as const) {
+      const q = problem(new Rng(90 + K), n, d, c * K, dup);
+      // (problem's W rows in equal pairs with dup: K = 3 classes then tie across classes too)
+      const p: Any = { ...q, labels: q.labels.map((y) => (y < 0 ? y : Math.floor(y / K))) };
+      if (rate) p.classes = partialFcSample(p.labels, c, { rate, seed: 3 });
+      for (
+        const o of [
+          { kind: "arcface", scale: 30, subcenters: K, interTopK: 4, interclassFilteringThreshold: 0.6 },
+          { kind: "arcface", scale: 30, subcenters: K, interTopK: 2, margin: rowMargins(n, 0.1, 0.6, 14) },
+          {
+            kind: "cosface",
+            scale: 30,
+            subcenters: K,
+            margin: rowMargins(n, 0.1, 0.4, 15),
+            interclassFilteringThreshold: 0.4,
+          },
+          { kind: "arcface", scale: 30, subcenters: K, interTopK: 1000 },
+        ] as Any[]
+      ) {
+        const label = `K = ${K}${rate ? " classes" : ""} ${JSON.stringify(o)}`;
+        await agree(await gpu().marginHead.valueAndGrad(p, o), js.marginHead.valueAndGrad(p, o), label);
+      }
+    }
+  });
+
+  it("with sub-centres over several chunks of classes (storage bindings of 8 KiB)", async () => {
+    const dev = await requestDevice((await findAdapter()).adapter!);
+    const l = await gpuLosses(dev, { auto: false, note: "test", maxBindingBytes: 8192 });
+    // d = 8, K = 2, N = 8: windows and chunks of 256 rows of W (128 classes); C = 300: three of them.
+    const q = problem(new Rng(78), 8, 8, 600, true);
+    const p = { ...q, labels: q.labels.map((y) => (y < 0 ? y : y >> 1)) };
+    const o: Any = { kind: "arcface", scale: 20, subcenters: 2, interTopK: 5, interclassFilteringThreshold: 0.7 };
+    await agree(await l.marginHead.valueAndGrad(p, o), js.marginHead.valueAndGrad(p, o), "K = 2 chunks");
+    l.dispose();
+    dev.destroy();
+  });
+
   it("interTopK over several chunks of classes (a device whose storage bindings hold 2 KiB)", async () => {
     const dev = await requestDevice((await findAdapter()).adapter!);
     const l = await gpuLosses(dev, { auto: false, note: "test", maxBindingBytes: 2048 });

@@ -240,9 +240,6 @@ export function headLoss<O extends HeadOptions>(
       const given = v.labels("labels", inputs.labels, n, classes, ignoreIndex);
       const x = v.values(inputs.x), W = v.values(inputs.W);
       const rows = kind.sampled ? classList(inputs.classes, classes) : null;
-      if (rows && v.onDevice(W)) {
-        throw new TypeError("Expected W to be a host matrix { data, shape } with classes, got a GPUBuffer");
-      }
       const labels = rows ? sampledLabels(given, rows) : given;
       const c = rows ? rows.length : classes;
       if (o.checkFinite) {

@@ -22,6 +22,10 @@
  *     terms where a side is not normalised (in double-float32: they can nearly cancel).
  * Extra memory: O(N C/64 + N D + C D) (the du block is at most max(16 MiB, N D floats)).
  * W (with b and dW) is bound in windows of classes when it exceeds one storage binding.
+ * Sub-centres (`subcenters` K > 1: W [C K, D]): the same steps over W's C K rows, with `pick`
+ * (src/webgpu/margin_head_pick.wgsl) in place of `gather` and `fwd_sub` / `grad_sub`
+ * (src/webgpu/margin_head_sub.wgsl: each class's largest sub-centre inside the logit tiles, which
+ * hold whole classes) in place of `fwd` / `grad`; PartialFC's classes: the head over their rows.
  *
  * As the CPU heads, the call is two phases over one layout (`openHead`): `encodeStats`
  * (`encodeRows`, steps 1, and `encodeTiles`, step 2 up to `combine`: per row the reference
@@ -54,7 +58,14 @@ const TILE = 64;
  * (temporaries go to `keep`), pipelines and dispatcher, shared by the two phases.
  */
 export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) => GPUBuffer, leave = false) {
-  const { n, c, d } = p;
+  const { n, d } = p;
+  // Sub-centres (src/webgpu/margin_head_sub.wgsl): c counts W's rows, K per class, `per` classes a tile.
+  const K = p.subcenters ?? 1, c = p.c * K, per = Math.floor(TILE / K);
+  if (K > TILE) {
+    throw new RangeError(
+      `Expected options.subcenters to be at most ${TILE} on the WebGPU backend (a class's sub-centres in one tile), got ${K}`,
+    );
+  }
   const resident = onDevice(p.x) || onDevice(p.W);
   checkOut("x", p.outX as { buffer?: unknown } | null, resident);
   checkOut("W", p.outW as { buffer?: unknown } | null, resident);
@@ -66,13 +77,27 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   if (c * d * 4 > ctx.maxBuffer) {
     throw tooLarge(`W [${c}, ${d}] of float32`, c * d * 4, "one WebGPU buffer", ctx.maxBuffer);
   }
-  const rowTiles = Math.ceil(n / TILE), classTiles = Math.ceil(c / TILE);
+  const rowTiles = Math.ceil(n / TILE), unit = TILE * K;
   // W (with b, dW) is bound in windows of classes that fit one binding, each a multiple
   // of 64 classes (so its offset, a multiple of 256 bytes, is aligned).
-  const window = Math.min(classTiles * TILE, Math.floor(ctx.maxBinding / Math.max(16, d * 4) / TILE) * TILE);
-  if (window < TILE) {
-    throw tooLarge(`64 rows of W [${c}, ${d}] of float32`, TILE * d * 4, "one WebGPU storage binding", ctx.maxBinding);
+  const window = Math.min(Math.ceil(c / unit) * unit, Math.floor(ctx.maxBinding / Math.max(16, d * 4) / unit) * unit);
+  if (window < unit) {
+    throw tooLarge(
+      `${unit} rows of W [${c}, ${d}] of float32`,
+      unit * d * 4,
+      "one WebGPU storage binding",
+      ctx.maxBinding,
+    );
   }
+  /** The windows of classes [j0, j0 + cols) of at most `size` classes (rows of W). */
+  const windows = (size: number) =>
+    Array.from({ length: Math.ceil(c / size) }, (_, k) => ({ j0: k * size, cols: Math.min(size, c - k * size) }));
+  // The forward's tiles (per classes each) by window: the window's first (t0) and count.
+  let classTiles = 0;
+  const wins = windows(window).map((w) => {
+    const tiles = Math.ceil(w.cols / K / per);
+    return { ...w, t0: (classTiles += tiles) - tiles, tiles };
+  });
   if (n * classTiles * 8 > ctx.maxBinding) {
     throw tooLarge(
       `N * ceil(C / 64) (max, sum) pairs of float32 (x [${n}, ${d}], W [${c}, ${d}])`,
@@ -84,24 +109,21 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   // Classes per backward chunk: a multiple of 64 within the window, [N, chunk] floats
   // within the larger of BLOCK_BYTES and x itself (and one binding).
   const budget = Math.min(ctx.maxBinding, Math.max(BLOCK_BYTES, n * d * 4));
-  const chunk = Math.min(window, Math.max(TILE, Math.floor(budget / (n * 4 * TILE)) * TILE));
+  const chunk = Math.min(window, Math.max(unit, Math.floor(budget / (n * 4 * unit)) * unit));
   if (p.grad && n * chunk * 4 > ctx.maxBinding) {
     throw tooLarge(
-      `a block of the gradient of 64 classes (x [${n}, ${d}])`,
+      `a block of the gradient of 64 classes of ${K} rows (x [${n}, ${d}])`,
       n * chunk * 4,
       "one WebGPU storage binding",
       ctx.maxBinding,
     );
   }
-  /** The windows of classes [j0, j0 + cols) of at most `size` classes. */
-  const windows = (size: number) =>
-    Array.from({ length: Math.ceil(c / size) }, (_, k) => ({ j0: k * size, cols: Math.min(size, c - k * size) }));
-
   const X = onDevice(p.x) ? p.x.buffer : keep(ctx.upload(p.x));
   const W = onDevice(p.W) ? p.W.buffer : keep(ctx.upload(p.W));
   const labels = keep(ctx.upload(p.labels));
-  // Per row MH.RS values, then max ||x_i|| and max ||W_j|| (the precise mode's gate).
-  const rowBytes = (n * MH.RS + 4) * 4;
+  // Per row MH.RS values, then max ||x_i|| and max ||W_j|| (the precise mode's gate), then
+  // (K > 1) each label's chosen row of W.
+  const rowBytes = (n * MH.RS + MH.SUB_AT + n) * 4;
   const rowV = keep(ctx.buffer(rowBytes));
   const bcls = keep(ctx.buffer(c * 16));
   const wy = keep(ctx.buffer(n * d * 4));
@@ -131,6 +153,7 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     flags,
     scale: p.scale,
     bound: PRECISE_ABOVE,
+    subs: K,
     ...(p.face ? faceUniforms(p.face) : targetParams(p.spec)),
     // (the face kinds: the non-label cosines' clip, AdaFace's [-1 + eps, 1 - eps])
     nt_lo: p.nonTarget?.lo ?? -1,
@@ -162,8 +185,9 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   };
   const pipes = (kernel: KernelName, bindings: string, entries: string[]) =>
     entries.map((e) => ctx.pipelineNow(kernel, bindings, e));
-  const [[cls, gather, combine, finX, finW], [label, bound, finish], fwd, grad, [mmX, mmW]] = HEAD_PIPELINES(gated)
+  const [[cls, gather, combine, finX, finW], [label, bound, finish], fwd, grad, [mmX, mmW]] = HEAD_PIPELINES(gated, K)
     .map(([kernel, bindings, entries]) => pipes(kernel, bindings, entries));
+  const [pick] = K > 1 ? pipes(...PICK_PIPELINE) : [];
   const [faceRows, facePost] = p.face ? pipes(...FACE_PIPELINES) : [];
   const topk = inter.flags & MH.TOPK ? pipes(...INTER_PIPELINES) : null;
 
@@ -205,7 +229,6 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   const reads: [GPUBuffer, number][] = [face ? [face.fout, (8 + 4 * n) * 4] : [losses, n * 4]];
   if (dX && dW && !resident) reads.push([dX, n * d * 4], [dW, c * d * 4]);
 
-  const wins = windows(window);
   const groups = (count: number) => Math.ceil(count / 64);
   return {
     n,
@@ -213,6 +236,8 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     d,
     window,
     chunk,
+    K,
+    per,
     rowTiles,
     classTiles,
     wins,
@@ -249,6 +274,7 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     dispatch,
     cls,
     gather,
+    pick,
     combine,
     finX,
     finW,
@@ -268,13 +294,29 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   };
 }
 
+/**
+ * `p` over W's rows of PartialFC's classes (`rows`, K rows each): gathered on the host, or, W on the
+ * GPU, copied into a temporary in `enc` (one copy per run of consecutive classes).
+ */
+function sampled(ctx: GpuContext, p: HeadProblem, enc: GPUCommandEncoder, keep: (b: GPUBuffer) => GPUBuffer) {
+  const rows = p.rows;
+  if (!rows) return p;
+  if (!onDevice(p.W)) return { ...p, W: headRows(p, p.W), rows: null };
+  const K = p.subcenters ?? 1, span = K * p.d * 4, out = keep(ctx.buffer(Math.max(16, rows.length * span)));
+  for (let a = 0, b = 1; a < rows.length; a = b++) {
+    while (b < rows.length && rows[b] === rows[b - 1] + 1) b++;
+    enc.copyBufferToBuffer(p.W.buffer, rows[a] * span, out, a * span, (b - a) * span);
+  }
+  return { ...p, W: new DeviceValues(out, [rows.length * K, p.d]) as unknown as Float32Array, rows: null };
+}
+
 /** One head call on the GPU, laid out by {@linkcode openHead}. */
 export type HeadSession = ReturnType<typeof openHead>;
 
 /** The head's pipelines: per kernel, its bindings and entry points (the float-pair modes when `gated`). */
-const HEAD_PIPELINES = (gated: boolean): [KernelName, string, string[]][] => {
+const HEAD_PIPELINES = (gated: boolean, K = 1): [KernelName, string, string[]][] => {
   const ROWS = "rrrrrww", LABEL = "rrrrrrww", TILES = "rrrrrw", MM = "rrrrrrww";
-  const modes = gated ? ["", "_p"] : [""];
+  const modes = K > 1 ? ["_sub"] : gated ? ["", "_p"] : [""];
   return [
     ["margin_head_rows", ROWS, ["cls", "gather", "combine", "fin_x", "fin_w"]],
     ["margin_head_label", LABEL, ["label", "bound", "finish"]],
@@ -284,15 +326,17 @@ const HEAD_PIPELINES = (gated: boolean): [KernelName, string, string[]][] => {
   ];
 };
 
+/** Sub-centres' gather of the label's chosen row (src/webgpu/margin_head_pick.wgsl). */
+const PICK_PIPELINE: [KernelName, string, string[]] = ["margin_head_pick", "rrrrww", ["pick"]];
+
 /** The face kinds' pipelines (src/webgpu/margin_head_face.wgsl). */
 const FACE_PIPELINES: [KernelName, string, string[]] = ["margin_head_face", "rrrrrwww", ["face_rows", "face_post"]];
 
 /** Compiles the head's pipelines asynchronously (before a call that awaits, so that {@linkcode openHead} finds them). */
 export async function compileHead(ctx: GpuContext): Promise<void> {
   await Promise.all(
-    [...HEAD_PIPELINES(true), FACE_PIPELINES, INTER_PIPELINES].flatMap(([kernel, bindings, entries]) =>
-      entries.map((e) => ctx.pipeline(kernel, bindings, e))
-    ),
+    [...HEAD_PIPELINES(true), ...HEAD_PIPELINES(false, 2).slice(2, 4), FACE_PIPELINES, PICK_PIPELINE, INTER_PIPELINES]
+      .flatMap(([kernel, bindings, entries]) => entries.map((e) => ctx.pipeline(kernel, bindings, e))),
   );
 }
 
@@ -314,7 +358,8 @@ export function encodeRows(s: HeadSession, pass: GPUComputePassEncoder): void {
   for (const { j0, cols } of wins) {
     const win = { g_off: j0, k: cols };
     dispatch(pass, s.cls, win, [null, wWin(j0, cols), null, null, null, bWin(j0, cols), null], groups(cols));
-    dispatch(pass, s.gather, win, [null, wWin(j0, cols), labelsB, null, null, null, wyB], groups(n));
+    if (s.pick) dispatch(pass, s.pick, win, [xB, wWin(j0, cols), labelsB, bWin(j0, cols), wyB, rowVB], groups(n));
+    else dispatch(pass, s.gather, win, [null, wWin(j0, cols), labelsB, null, null, null, wyB], groups(n));
   }
   dispatch(pass, s.label, {}, [xB, wyB, labelsB, null, s.inter.rowm, null, rowVB, null], groups(n));
   if (s.face && s.faceRows) {
@@ -332,10 +377,10 @@ export function encodeRows(s: HeadSession, pass: GPUComputePassEncoder): void {
 /** The tile partials, then per row (r_i, S_i) into `comb`. */
 export function encodeTiles(s: HeadSession, pass: GPUComputePassEncoder): void {
   const { n, wins, groups, dispatch, xB, labelsB, rowVB, partsB, combB, wWin, bWin } = s;
-  for (const { j0, cols } of wins) {
-    const params = { g_off: j0, k: cols, b_off: j0 / TILE, rs_out: s.classTiles };
+  for (const { j0, cols, t0, tiles } of wins) {
+    const params = { g_off: j0, k: cols, b_off: t0, row0: t0, rs_out: s.classTiles };
     const res = [xB, wWin(j0, cols), labelsB, rowVB, bWin(j0, cols), partsB];
-    for (const f of s.fwd) dispatch(pass, f, params, res, s.rowTiles, Math.ceil(cols / TILE));
+    for (const f of s.fwd) dispatch(pass, f, params, res, s.rowTiles, tiles);
   }
   dispatch(pass, s.combine, { k: s.classTiles }, [null, null, null, null, partsB, null, combB], groups(n));
 }
@@ -360,7 +405,8 @@ export function encodeGrads(s: HeadSession, pass: GPUComputePassEncoder): void {
     const duB = s.bind(du, n * cols * 4), win = { row0: j0, g_off: j0, k: cols };
     const res = [xB, wWin(j0, cols), labelsB, rowVB, bWin(j0, cols)];
     for (const g of s.grad) {
-      dispatch(pass, g, { ...win, flags: flags | (p.normW ? MH.LABEL : 0) }, [...res, duB], s.rowTiles, tiles);
+      const logitTiles = Math.ceil(cols / s.K / s.per); // (tiles of whole classes)
+      dispatch(pass, g, { ...win, flags: flags | (p.normW ? MH.LABEL : 0) }, [...res, duB], s.rowTiles, logitTiles);
     }
     const mm = [duB, ...res];
     const flagsX = flags | (p.normW && !p.normX ? MH.SKIP_LABEL : 0);
@@ -426,15 +472,9 @@ export function head(ctx: GpuContext, p: HeadProblem): Raw | Promise<Raw> {
       `Expected ${p.cpuOnly} only on the reference and WebAssembly backends (the WebGPU head does not take it yet), got it on WebGPU`,
     );
   }
-  if ((p.subcenters ?? 1) > 1) {
-    throw new TypeError(
-      `Expected options.subcenters 1 on the WebGPU backend (its head kernels have no sub-centres yet), got ${p.subcenters}`,
-    );
-  }
-  // PartialFC's classes (W on the host: prepare checks): the head over W's rows of those classes.
-  if (p.rows) p = { ...p, W: headRows(p, p.W), rows: null };
   if (ctx.recording) {
-    const s = openHead(ctx, p, (b) => ctx.temp(b), true);
+    const keep = (b: GPUBuffer) => ctx.temp(b);
+    const s = openHead(ctx, sampled(ctx, p, ctx.recording.enc, keep), keep, true);
     encodeHead(s, ctx.recording.enc);
     const [first, bytes] = s.reads[0];
     return {
@@ -451,7 +491,7 @@ async function readHead(ctx: GpuContext, p: HeadProblem): Promise<Raw> {
   const keep = (b: GPUBuffer) => (temps.push(b), b);
   try {
     const [s, stagings] = ctx.record(undefined, (enc) => {
-      const s = openHead(ctx, p, keep);
+      const s = openHead(ctx, sampled(ctx, p, enc, keep), keep);
       const stagings = s.reads.map(([, bytes]) => keep(ctx.staging(bytes)));
       encodeHead(s, enc);
       s.reads.forEach(([b, bytes], k) => enc.copyBufferToBuffer(b, 0, stagings[k], 0, bytes));

@@ -105,6 +105,7 @@ fn nt_logit(u: f32, i: u32, j: u32) -> vec3<f32> {
 // The logit of row r, class c of this invocation's block, or NEG when (i, j) is out of
 // range, ignored or the label.
 fn block_logit(i0: u32, j0: u32, t: u32, r: u32, c: u32, dbl: bool) -> vec2<f32> {
+  if (P.subs > 1u) { return sub_block_logit(i0, j0, t, r, c); }
   let i = i0 + 8u * (t >> 3u) + r;
   let j = j0 + 8u * (t & 7u) + c;
   if (i >= P.n || j >= P.g_off + P.k) { return vec2<f32>(NEG, 0.0); }
@@ -230,3 +231,5 @@ fn grad_p(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   gemm_pair(i0, j0, t);
   finish_grad(i0, j0, t, true);
 }
+
+// #include "margin_head_sub.wgsl"

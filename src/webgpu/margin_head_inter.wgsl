@@ -1,7 +1,8 @@
 // marginHead's inter-class options on the GPU (SPEC.md section 7; the host's twins are
 // src/kernels/hard_label.ts's NonTarget, isHard and hardLogit): with MH_INTER a non-label cosine u
 // of row i, class j is clamped to [nt_lo, nt_hi], then replaced by 0 (no gradient) above nt_cut
-// (interclassFilteringThreshold; inf: off); with MH_TOPK it is then hard where
+// (interclassFilteringThreshold; inf: off); with MH_TOPK it is then hard where (j the class, or with
+// sub-centres the row of W of its winner: class j / subs)
 //   x > thr_i, or x == thr_i and j <= tie_i      (row_v slots 27 and 28: the row's k-th largest
 //                                                  and the last class taken at it, ties to the smaller class)
 // and its logit is s (a x + b x^2 + g sqrt(1 - x^2)) (interTopK: a = cos m', b = 0, g = sin m'),
@@ -25,7 +26,7 @@ fn inter_logit(u: f32, i: u32, j: u32) -> vec3<f32> {
   let x = v.x;
   if ((P.flags & MH_TOPK) != 0u) {
     let thr = row_v[i * MH_RS + 27u];
-    if (x > thr || (x == thr && f32(j) <= row_v[i * MH_RS + 28u])) {
+    if (x > thr || (x == thr && f32(j / P.subs) <= row_v[i * MH_RS + 28u])) {
       var r = INTER_EDGE; // xd / sqrt(1 - xd^2); 1 - x is exact near 1
       if (x < -0.999999) {
         r = -INTER_EDGE;

@@ -11,6 +11,7 @@ struct HeadParams {
   g_off: u32,   // the first class of the window of W (and bcls, dW) bound
   k: u32,       // classes in the window or chunk; class tiles per row (combine)
   rs_out: u32,  // fwd: class tiles per row of parts
+  subs: u32,    // sub-centres K per class (marginHead's subcenters; src/webgpu/margin_head_sub.wgsl)
   flags: u32,   // MH_* below, F_CLAMP, F_GRAD
   zero: u32,    // always 0 (src/webgpu/common.wgsl's `zero`)
   scale: f32,   // logit scale s
@@ -45,6 +46,8 @@ const MH_ROWM: u32 = 65536u;    // label: a margin per row (src/webgpu/margin_he
 //   9 hx, 11 hw: fin_w's label term hx x_i + hw W_y (W not normalised)
 //   13 T (the label's logit), 15 dT/du, 17 dT/d||x||, 19 dT/d||W_y||, 21 ||x_i||, 23 ||W_y||
 //   25 u_iy (MH_NT), 27 the hard non-labels' threshold (MH_NT; CurricularFace's, else FLT_MAX;
-//   MH_TOPK: the row's k-th largest), 28 (MH_TOPK) the last class taken at it, an i32's bits (-1: none);
-//   and at N MH_RS + 2: CurricularFace's t' (MH_NT)
+//   MH_TOPK: the row's k-th largest), 28 (MH_TOPK) the last class taken at it, as a float32 (-1: none);
+//   and at N MH_RS + 2: CurricularFace's t' (MH_NT); at N MH_RS + MH_SUB_AT + i (subs > 1) the row of W
+//   of row i's label's chosen sub-centre (bitcast u32; src/webgpu/margin_head_pick.wgsl)
 const MH_RS: u32 = 29u;
+const MH_SUB_AT: u32 = 4u;

@@ -5,8 +5,9 @@
 //   topk_cos:  the chunk's cosine tiles (src/webgpu/gemm_loop.wgsl, as src/webgpu/margin_head.wgsl's
 //              fwd computes them, so the values are the same float32s), clamped to [nt_lo, nt_hi]:
 //              blk [k, N] (class-major, so that topk_scan reads it in order);
-//   topk_scan: one invocation per row goes through the chunk's classes in order (each value filtered
-//              as inter_value does: 0 above nt_cut) and keeps the row's
+//   topk_scan: one invocation per row goes through the chunk's classes in order (with sub-centres
+//              each class's value the largest of its K rows', as src/webgpu/margin_head_sub.wgsl picks
+//              it; then filtered as inter_value does: 0 above nt_cut) and keeps the row's
 //              top list in `top` [N, 2 + 2 nt_k]: its size, the value to beat (the k-th, -FLT_MAX
 //              while fewer), then nt_k values (largest first) and their classes (as float32s); a
 //              value enters only above the k-th, after its equals (ties to the smaller class);
@@ -69,10 +70,13 @@ fn topk_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     size = u32(top[o]);
     kth = top[o + 1u];
   }
-  for (var jl = 0u; jl < P.k; jl++) {
-    let j = P.row0 + jl;
+  // (the chunk [row0, row0 + k) of W's rows holds whole classes of K rows)
+  let K = P.subs;
+  for (var q = 0u; q < P.k / K; q++) {
+    let j = P.row0 / K + q;
     if (j == u32(y)) { continue; }
-    var v = blk[jl * P.n + i];
+    var v = blk[q * K * P.n + i];
+    for (var r = 1u; r < K; r++) { v = max(v, blk[(q * K + r) * P.n + i]); }
     if (v > P.nt_cut) { v = 0.0; }
     if (!(v > kth)) { continue; }
     var q = min(size, kk - 1u);

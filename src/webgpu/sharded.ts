@@ -13,7 +13,7 @@
  *
  * @module
  */
-import type { HeadStats } from "../kernels/head.ts";
+import { headRows, type HeadStats } from "../kernels/head.ts";
 import type { HeadShardProblem } from "../kernels/shards.ts";
 import type { GpuContext } from "./context.ts";
 import { MH } from "./generated.ts";
@@ -32,7 +32,9 @@ function local(q: HeadShardProblem) {
   }
   const owns = (i: number) => p.labels[i] >= first && p.labels[i] < first + p.c;
   const labels = p.labels.map((y, i) => (y < 0 ? -1 : owns(i) ? y - first : ELSEWHERE));
-  return { p: { ...p, labels, outX: null, outW: null }, owns };
+  // (PartialFC's classes: the shard's head over W's rows of those classes, K each)
+  const W = p.rows ? headRows(p, p.W) : p.W;
+  return { p: { ...p, W, rows: null, labels, outX: null, outW: null }, owns };
 }
 
 /** Runs `body` with temporaries destroyed after. */
@@ -80,12 +82,12 @@ export function headShardStats(ctx: GpuContext, q: HeadShardProblem): Promise<He
 export function headShardGrads(ctx: GpuContext, q: HeadShardProblem): Promise<{ x: Float32Array; W: Float32Array }> {
   ctx.check();
   const { p } = local(q);
-  const { n, c, d } = p;
+  const { n, d } = p;
   const stats = q.stats!, T = q.target!;
   return withTemps(async (keep) => {
     await compileHead(ctx);
     const s = openHead(ctx, p, keep);
-    const { dX, dW, dXlo } = s;
+    const { dX, dW, dXlo, c } = s; // (c: W's rows, K per class)
     const rowS = keep(ctx.staging(s.rowBytes));
     await ctx.submit((enc) => {
       enc.clearBuffer(s.wy, 0, n * d * 4);
