@@ -1,6 +1,7 @@
 /**
  * The WebGPU backend against the WebAssembly one, `valueAndGrad`, every call awaited:
- * `CE`, `arcface` (N x C), `head` (marginHead), `lce` (linearCrossEntropy with a softcap and a
+ * `CE`, `arcface` (N x C), `head` (marginHead), `head3` (marginHead with `subcenters: 3`: C/3 classes of
+ * 3 rows over the same rows of W), `lce` (linearCrossEntropy with a softcap and a
  * z-loss; both N x D x C) and the metric staples `ntXent`, `triplet` (tripletMargin, mining "all") and
  * `proxyAnchor` (B x D x C x K: B rows of D, C proxies, labels cycling over K classes) on `wasm out=`, `webgpu
  * resident` (inputs and `out` in GPU buffers) and `webgpu host` (host arrays), with the
@@ -26,6 +27,8 @@ const CALLS = {
   CE: { loss: "crossEntropy", keys: ["logits"], opts: {} },
   arcface: { loss: "arcface", keys: ["cos"], opts: ARC },
   head: { loss: "marginHead", keys: ["x", "W"], opts: { kind: "arcface", ...ARC } },
+  // (sub-center ArcFace: C/3 classes of 3 rows over the same rows of W)
+  head3: { loss: "marginHead", keys: ["x", "W"], opts: { kind: "arcface", ...ARC, subcenters: 3 } },
   ntXent: { loss: "ntXent", keys: ["f"], opts: {} },
   triplet: { loss: "tripletMargin", keys: ["f"], opts: {} },
   proxyAnchor: { loss: "proxyAnchor", keys: ["f", "proxies"], opts: {} },
@@ -52,7 +55,10 @@ function context(s: Shape): Ctx {
   if (s.length === 3) {
     const [n, d, c] = s, x = m(uniform(rand, n * d), d), W = m(uniform(rand, c * d), d);
     const head = { inputs: { x, W, labels: labelsOf(rand, n, c) }, out: [zeros(x), zeros(W)] };
-    return { shape: s, host: { head, lce: head }, free: [] };
+    const c3 = Math.floor(c / 3), W3 = m(W.data.subarray(0, 3 * c3 * d), d);
+    const labels3 = head.inputs.labels.map((y) => Math.min(Math.floor(y / 3), c3 - 1));
+    const head3 = { inputs: { x, W: W3, labels: labels3 }, out: [zeros(x), zeros(W3)] };
+    return { shape: s, host: { head, head3, lce: head }, free: [] };
   }
   const [n, c] = s, labels = labelsOf(rand, n, c), logits = m(uniform(rand, n * c, 3), c);
   const cos = m(uniform(rand, n * c), c);
@@ -195,7 +201,7 @@ await run<Ctx>(async (flags, libs) => {
     dispose: (ctx) => ctx.free.forEach((f) => f()),
     reference(ctx, group) {
       const h = ctx.host[group as Group]!, { loss, keys, opts } = CALLS[group as Group];
-      const ref = group === "head" || group === "lce" || METRIC.includes(group) ? wasm : js;
+      const ref = group === "head" || group === "head3" || group === "lce" || METRIC.includes(group) ? wasm : js;
       return lossCall(ref[loss], "valueAndGrad", h.inputs, opts, keys)() as Out;
     },
     baseline: "CE wasm out=",
