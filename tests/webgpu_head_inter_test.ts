@@ -309,6 +309,15 @@ describe("marginHead interclassFilteringThreshold: the WebGPU class-sharded head
 });
 
 describe("marginHead inter-class options on WebGPU: named errors", { skip }, () => {
+  it("a per-row margin is a host array (a GPU matrix there is refused by name)", async () => {
+    const p = problem(new Rng(6), 4, 8, 10);
+    const margin = await upload({ data: new Float32Array(4).fill(0.3), shape: [4, 1] });
+    await assert.rejects(
+      async () => await gpu().marginHead.forward(p, { margin }),
+      (e: Error) => (e instanceof TypeError || e instanceof RangeError) && e.message.includes("options.margin"),
+    );
+  });
+
   it("interTopK's lists must fit one storage binding", async () => {
     const dev = await requestDevice((await findAdapter()).adapter!);
     const l = await gpuLosses(dev, { auto: false, note: "test", maxBindingBytes: 2048 });

@@ -87,8 +87,6 @@ export interface HeadProblem extends Prepared {
    * `spec` then holds the kind's shared fields (m1, the branch). Absent: none.
    */
   readonly rowMargins?: readonly MarginSpec[];
-  /** The first option in use that only the CPU backends' heads take (`"options.interTopK"`, ...), or absent. */
-  readonly cpuOnly?: string;
 }
 
 /** The local classes of a phase over `W` (`rows`' count, else W's rows over K). */

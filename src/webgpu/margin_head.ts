@@ -467,11 +467,6 @@ const gpuGrads = (s: HeadSession): Record<string, Float32Array> =>
  */
 export function head(ctx: GpuContext, p: HeadProblem): Raw | Promise<Raw> {
   ctx.check();
-  if (p.cpuOnly) {
-    throw new TypeError(
-      `Expected ${p.cpuOnly} only on the reference and WebAssembly backends (the WebGPU head does not take it yet), got it on WebGPU`,
-    );
-  }
   if (ctx.recording) {
     const keep = (b: GPUBuffer) => ctx.temp(b);
     const s = openHead(ctx, sampled(ctx, p, ctx.recording.enc, keep), keep, true);

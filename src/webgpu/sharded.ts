@@ -25,11 +25,6 @@ const ELSEWHERE = 0x7fffffff;
 /** The shard's problem with local labels, and whether row i's label is here. */
 function local(q: HeadShardProblem) {
   const { p, first } = q;
-  if (p.cpuOnly) {
-    throw new TypeError(
-      `Expected ${p.cpuOnly} only on the reference and WebAssembly backends (the WebGPU head does not take it yet), got it on WebGPU`,
-    );
-  }
   const owns = (i: number) => p.labels[i] >= first && p.labels[i] < first + p.c;
   const labels = p.labels.map((y, i) => (y < 0 ? -1 : owns(i) ? y - first : ELSEWHERE));
   // (PartialFC's classes: the shard's head over W's rows of those classes, K each)
