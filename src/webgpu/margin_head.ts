@@ -26,6 +26,8 @@
  * (src/webgpu/margin_head_pick.wgsl) in place of `gather` and `fwd_sub` / `grad_sub`
  * (src/webgpu/margin_head_sub.wgsl: each class's largest sub-centre inside the logit tiles, which
  * hold whole classes) in place of `fwd` / `grad`; PartialFC's classes: the head over their rows.
+ * The inter-class options (the filter, interTopK's first pass) and per-row margins:
+ * src/webgpu/margin_head_inter.ts.
  *
  * As the CPU heads, the call is two phases over one layout (`openHead`): `encodeStats`
  * (`encodeRows`, steps 1, and `encodeTiles`, step 2 up to `combine`: per row the reference
