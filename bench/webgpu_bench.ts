@@ -1,7 +1,8 @@
 /**
  * The WebGPU backend against the WebAssembly one, `valueAndGrad`, every call awaited:
  * `CE`, `arcface` (N x C), `head` (marginHead), `head3` (marginHead with `subcenters: 3`: C/3 classes of
- * 3 rows over the same rows of W), `lce` (linearCrossEntropy with a softcap and a
+ * 3 rows over the same rows of W), `headTopK` (marginHead with `interTopK: 5`, the inputs of `head`), `lce`
+ * (linearCrossEntropy with a softcap and a
  * z-loss; both N x D x C) and the metric staples `ntXent`, `triplet` (tripletMargin, mining "all") and
  * `proxyAnchor` (B x D x C x K: B rows of D, C proxies, labels cycling over K classes) on `wasm out=`, `webgpu
  * resident` (inputs and `out` in GPU buffers) and `webgpu host` (host arrays), with the
@@ -29,6 +30,8 @@ const CALLS = {
   head: { loss: "marginHead", keys: ["x", "W"], opts: { kind: "arcface", ...ARC } },
   // (sub-center ArcFace: C/3 classes of 3 rows over the same rows of W)
   head3: { loss: "marginHead", keys: ["x", "W"], opts: { kind: "arcface", ...ARC, subcenters: 3 } },
+  // (wespeaker's inter-top-k penalty: a first pass over W for each row's top 5)
+  headTopK: { loss: "marginHead", keys: ["x", "W"], opts: { kind: "arcface", ...ARC, interTopK: 5 } },
   ntXent: { loss: "ntXent", keys: ["f"], opts: {} },
   triplet: { loss: "tripletMargin", keys: ["f"], opts: {} },
   proxyAnchor: { loss: "proxyAnchor", keys: ["f", "proxies"], opts: {} },
@@ -58,7 +61,7 @@ function context(s: Shape): Ctx {
     const c3 = Math.floor(c / 3), W3 = m(W.data.subarray(0, 3 * c3 * d), d);
     const labels3 = head.inputs.labels.map((y) => Math.min(Math.floor(y / 3), c3 - 1));
     const head3 = { inputs: { x, W: W3, labels: labels3 }, out: [zeros(x), zeros(W3)] };
-    return { shape: s, host: { head, head3, lce: head }, free: [] };
+    return { shape: s, host: { head, head3, headTopK: head, lce: head }, free: [] };
   }
   const [n, c] = s, labels = labelsOf(rand, n, c), logits = m(uniform(rand, n * c, 3), c);
   const cos = m(uniform(rand, n * c), c);
@@ -201,7 +204,7 @@ await run<Ctx>(async (flags, libs) => {
     dispose: (ctx) => ctx.free.forEach((f) => f()),
     reference(ctx, group) {
       const h = ctx.host[group as Group]!, { loss, keys, opts } = CALLS[group as Group];
-      const ref = group === "head" || group === "head3" || group === "lce" || METRIC.includes(group) ? wasm : js;
+      const ref = group.startsWith("head") || group === "lce" || METRIC.includes(group) ? wasm : js;
       return lossCall(ref[loss], "valueAndGrad", h.inputs, opts, keys)() as Out;
     },
     baseline: "CE wasm out=",

@@ -4,7 +4,7 @@
 // options off are today's head; an equal per-row margin is the scalar one), the head = normalise +
 // matmul (+ the sub-centre maximum) + the loss on cosines with the same options, the wasm backend (one
 // thread and threads) against the reference, finite differences on the reference, named errors (the
-// WebGPU head and the WebGPU class-sharded form refuse what they do not take).
+// WebGPU class-sharded head refuses what it does not take). The WebGPU head: tests/webgpu_head_inter_test.ts.
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -12,7 +12,6 @@ import { js, mergeShardStats, partialFcSample, wasm } from "../cpu.ts";
 import { init } from "../mod.ts";
 import { poolsInUse } from "../src/wasm/pool.ts";
 import { assertGradClose, assertLossClose, assertUnchanged, snapshot } from "./helpers/assert.ts";
-import { backends, webgpuMissing } from "./helpers/backends.ts";
 import { numberOptionErrors } from "./helpers/errors.ts";
 import { numericGradient } from "./helpers/numeric.ts";
 import { randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
@@ -447,34 +446,6 @@ describe("marginHead inter-class options and per-row margins: named errors", () 
         () => b.losses.sharded.marginHead.stats(p, { ...shard, kind: "cosface", interTopK: 2 }),
         (e: Error) => e instanceof TypeError && e.message.includes('"interTopK"'),
         b.name,
-      );
-    }
-  });
-
-  it("the WebGPU class-sharded head refuses the threshold by name", { skip: webgpuMissing }, async () => {
-    const gpu = backends.find((b) => b.name === "webgpu")!.losses as Any;
-    await assert.rejects(
-      async () =>
-        await gpu.sharded.marginHead.stats(small(), { interclassFilteringThreshold: 0.5, offset: 0, classes: 6 }),
-      (e: Error) => e instanceof TypeError && e.message.includes("options.interclassFilteringThreshold"),
-    );
-  });
-
-  it("the WebGPU head refuses them by name", { skip: webgpuMissing }, async () => {
-    const gpu = backends.find((b) => b.name === "webgpu")!.losses as Any;
-    const p = small();
-    for (
-      const [o, name] of [
-        [{ interTopK: 2 }, "options.interTopK"],
-        [{ interclassFilteringThreshold: 0.5 }, "options.interclassFilteringThreshold"],
-        [{ margin: new Float32Array(3).fill(0.2) }, "options.margin"],
-        [{ kind: "combinedMargin", m3: new Float32Array(3).fill(0.1) }, "options.m3"],
-      ] as [Any, string][]
-    ) {
-      await assert.rejects(
-        async () => await gpu.marginHead.forward(p, o),
-        (e: Error) => e instanceof TypeError && e.message.includes(name),
-        name,
       );
     }
   });

@@ -6,7 +6,7 @@
  */
 import type { Prepared, Raw } from "./core.ts";
 import type { Matrix, Reduction } from "../types.ts";
-import type { FaceTarget, MarginTarget, NonTarget } from "./hard_label.ts";
+import type { FaceTarget, MarginSpec, MarginTarget, NonTarget } from "./hard_label.ts";
 
 /** Row i's `[||x_i||, ||W_y||, x_i . W_y]` (the last two 0 for an ignored row). */
 export type RowStats = (row: number) => [number, number, number];
@@ -81,8 +81,12 @@ export interface HeadProblem extends Prepared {
    * ({@linkcode withInterTopK}). Absent: 0.
    */
   readonly interTopK?: number;
-  /** The first option in use that only the CPU backends' heads take (`"options.interTopK"`, ...), or absent. */
-  readonly cpuOnly?: string;
+  /**
+   * `marginHead`'s margin per row (SPEC §7, ElasticFace: `margin`, `m2`, `m3` as arrays): each row's target
+   * as data, for the WebGPU head (src/webgpu/margin_head_inter.ts); the CPU heads take the host's `target`.
+   * `spec` then holds the kind's shared fields (m1, the branch). Absent: none.
+   */
+  readonly rowMargins?: readonly MarginSpec[];
 }
 
 /** The local classes of a phase over `W` (`rows`' count, else W's rows over K). */

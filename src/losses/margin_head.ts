@@ -33,7 +33,7 @@ import {
 } from "./margin.ts";
 import { normfaceTarget } from "./normface.ts";
 import { type HeadProblem, norm, type RowStats, type Target, type TargetSpec } from "../kernels/head.ts";
-import { type NonTarget, subcenter } from "../kernels/hard_label.ts";
+import { type MarginSpec, type NonTarget, subcenter } from "../kernels/hard_label.ts";
 import type { ArcfaceOptions } from "./arcface.ts";
 import {
   type FaceData,
@@ -121,7 +121,7 @@ export interface HeadKind<O> {
    * Checks the options and returns the scale and the target function (as a function and as data).
    * `n`, the batch's rows, where a per-row margin is taken (`marginHead`; without it one is refused).
    */
-  parse(o: O, n?: number): { scale: number; target: Target; spec: TargetSpec; cpuOnly?: string };
+  parse(o: O, n?: number): { scale: number; target: Target; spec: TargetSpec; rowMargins?: readonly MarginSpec[] };
   /** `marginHead`'s inter-class options (SPEC §7): their non-target transform without rows and interTopK's k. */
   inter?(o: O): { nonTarget: NonTarget; k: number } | undefined;
   /**
@@ -251,7 +251,7 @@ export function headLoss<O extends HeadOptions>(
         v.finite("x", x, d);
         v.finite("W", W, d);
       }
-      const { scale, target: fn, spec, cpuOnly: rowMargin } = kind.parse(o, n);
+      const { scale, target: fn, spec, rowMargins } = kind.parse(o, n);
       const inter = kind.inter?.(o);
       const reduction = v.reduction(o.reduction);
       let count = 0;
@@ -263,12 +263,10 @@ export function headLoss<O extends HeadOptions>(
       const empty = new Float64Array(0);
       const scales = grad ? v.rowScales(reduction, upstream, n, count, (i) => labels[i] < 0) : new Float64Array(0);
       const face = faceOf(kind, o, inputs as HeadInputs & { state?: unknown }, labels, host, scale);
-      const cpuOnly = rowMargin ??
-        (inter?.k ? "options.interTopK" : inter ? "options.interclassFilteringThreshold" : undefined);
       return {
         ...face,
         ...(inter ? { nonTarget: inter.nonTarget, interTopK: inter.k } : {}),
-        ...(cpuOnly ? { cpuOnly } : {}),
+        ...(rowMargins ? { rowMargins } : {}),
         grad,
         n,
         c,
@@ -404,19 +402,20 @@ export interface MarginHeadOptions extends HeadOptions, Omit<MarginOptions, "out
   /**
    * ArcFace's angular margin in [0, pi) (0.5) or CosFace's cosine margin in [-2, 2] (0.35); a
    * `Float32Array [N]` gives each row its own (ElasticFace, `elasticMargins`; ArcFace's own
-   * `cos(pi - m)` threshold included; reference and WebAssembly backends).
+   * `cos(pi - m)` threshold included; every backend, WebGPU's on GPU-resident x and W too).
    */
   margin?: number | Float32Array;
   /**
    * arcface, cosface, combinedMargin (insightface): when > 0, every non-target class cosine above it
-   * is replaced by 0 (gradient 0) before the logits. In [0, 1]; reference and WebAssembly. @default 0
+   * is replaced by 0 (gradient 0) before the logits. In [0, 1]. @default 0
    */
   interclassFilteringThreshold?: number;
   /**
    * arcface (wespeaker's inter-top-k penalty): the k non-target classes with the largest class
    * cosines of each row (after the filtering; ties to the smaller class; every non-target when
    * k >= C - 1, C the classes of the softmax) get the logit `s cos(theta_j - interTopKMargin)`.
-   * An integer >= 0; reference and WebAssembly, at the cost of a first pass over W. @default 0
+   * An integer >= 0, at the cost of a first pass over W (on WebGPU: N (2k + 2) floats must fit one storage
+   * binding). @default 0
    */
   interTopK?: number;
   /** arcface: the margin m' of `interTopK`, in [0, pi). @default 0.06 */
@@ -499,8 +498,9 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * class cosines above it become 0), `interTopK` / `interTopKMargin` (arcface, wespeaker: each row's k
  * largest non-target class cosines get `s cos(theta_j - m')`, found in a first pass over W), a
  * `Float32Array [N]` `margin` (arcface, cosface) or `m2` / `m3` (combinedMargin), one per row
- * (ElasticFace); reference and WebAssembly backends (the WebGPU head refuses them by name; the
- * class-sharded head takes them all, `interTopK` with its step `topK`). The head is then normalise + matmul + that loss
+ * (ElasticFace); on every backend (the WebGPU head finds the top k and each row's target on the GPU); the
+ * class-sharded head takes them all (`interTopK` with its step `topK`; on the reference and WebAssembly
+ * backends: the WebGPU shards refuse `interTopK` by name). The head is then normalise + matmul + that loss
  * on cosines with the same options.
  *
  * @example An ArcFace head
@@ -603,9 +603,9 @@ export function marginHeadKind(): HeadKind<MarginHeadOptions> {
           const [value, slope] = (phis ? phis[row] : phi)(x);
           return [scale * value, x === u ? scale * (constant ? 1 : slope) : 0, 0, 0];
         },
-        // (with a per-row margin no target as data: the targets come from the host)
-        spec: phis ? { kind: "host" } : { kind: "margin", phi: phi.spec, constant },
-        ...(phis ? { cpuOnly: `options.${rowKeys[0]}` } : {}),
+        // (with a per-row margin, each row's target as data too: m1 and the branch are the kind's)
+        spec: { kind: "margin", phi: phi.spec, constant },
+        ...(phis ? { rowMargins: phis.map((f) => f.spec) } : {}),
       };
     },
   };

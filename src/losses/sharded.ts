@@ -439,7 +439,7 @@ function headShard(
     inputs,
     options,
   );
-  const { scale, target: fn, spec, cpuOnly: rowMargin } = kind.parse(opts, n);
+  const { scale, target: fn, spec, rowMargins } = kind.parse(opts, n);
   const reduction = v.reduction(opts.reduction);
   const host = headTargets(kind, fn, local, labelStats(x, W, d, local, first, K, rows), owns);
   // curricularFace: every row's label cosine, summed over the shards' labelCosines by the caller.
@@ -477,13 +477,11 @@ function headShard(
   const arrays = ["margin", "m2", "m3"].map((k) => (typeof given[k] === "object" ? given[k] : null));
   const kinter = kind.inter?.(opts);
   const agreed = [def.name, reduction, scale, spec, K, own, inputs.state ?? null, interAgreed(kinter)];
-  agreed.push(rowMargin ? arrays : null);
+  agreed.push(rowMargins ? arrays : null);
   const topKRecord = shardRecord(offset, offset + cs, classes, labels, [x], [...agreed, "topK"]);
   const inter = shardInter(kinter, inputs.topK, n, topKRecord, tie, step);
   const replicated = labelCos ? [x, Float32Array.from(labelCos), ...inter.replicated] : [x, ...inter.replicated];
   const record = shardRecord(offset, offset + cs, classes, labels, replicated, agreed);
-  // (a per-row margin runs on the WebGPU shards too: their label targets come from the host)
-  const cpuOnly = kinter?.k ? "options.interTopK" : kinter ? "options.interclassFilteringThreshold" : undefined;
   const p: HeadProblem = {
     grad,
     n,
@@ -504,9 +502,9 @@ function headShard(
     outX: null,
     outW: null,
     nonTarget: face.nonTarget ?? inter.nonTarget,
-    ...(cpuOnly ? { cpuOnly } : {}),
     // (the face kinds as data: the WebGPU shard takes their rows from the host's values, src/webgpu/sharded.ts)
     ...(face.face ? { face: face.face } : {}),
+    ...(rowMargins ? { rowMargins } : {}),
     subcenters: K,
     rows,
   };

@@ -79,34 +79,43 @@ fn df_sin_of(x: vec2<f32>) -> vec2<f32> {
 // A target and its derivative.
 struct Tg { v: vec2<f32>, d: vec2<f32> }
 
+// The target's constants (src/webgpu/margin_params.wgsl's pairs): the uniform's, or one row's own
+// (the heads' per-row margins, src/webgpu/margin_head_label.wgsl).
+struct TgM { m1: vec2<f32>, m2: vec2<f32>, m3: vec2<f32>, cm: vec2<f32>, sm: vec2<f32>, th: vec2<f32>, mm: vec2<f32> }
+fn tg_uniform() -> TgM { return TgM(P.tg_m1, P.tg_m2, P.tg_m3, P.tg_cm, P.tg_sm, P.tg_th, P.tg_mm); }
+
 // phi(x) and d phi / dx for a cosine x in [-1, 1] (src/losses/margin.ts's target
 // functions): cos(m1 theta + m2) - m3 with ArcFace's threshold branch (x > cos(pi - m2),
 // else x - m2 sin(pi - m2)) or its easy margin (x > 0, else x). The derivative is taken
 // at x clamped to [-1 + 1e-6, 1 - 1e-6] (finite at +-1, as on the host).
-fn phi(x: vec2<f32>) -> Tg {
-  if (P.tg_branch == TG_B_THRESHOLD && !df_gt(x, P.tg_th)) { return Tg(df_add(x, -P.tg_mm), df(1.0)); }
+fn phi(x: vec2<f32>) -> Tg { return phi_m(x, tg_uniform()); }
+
+fn phi_m(x: vec2<f32>, m: TgM) -> Tg {
+  if (P.tg_branch == TG_B_THRESHOLD && !df_gt(x, m.th)) { return Tg(df_add(x, -m.mm), df(1.0)); }
   if (P.tg_branch == TG_B_EASY && !(x.x > 0.0)) { return Tg(x, df(1.0)); }
   let xd = df_clamp(x, -DC, DC);
   let sd = df_sin_of(xd);
   if (P.tg == TG_COS) {
     // cos(theta + m2) = x cos m2 - sin(theta) sin m2, d/dx = cos m2 + xd sin m2 / sin(theta_d)
-    let v = df_add(df_mul(x, P.tg_cm), -df_add(df_mul(df_sin_of(x), P.tg_sm), P.tg_m3));
-    return Tg(v, df_add(P.tg_cm, df_div(df_mul(xd, P.tg_sm), sd)));
+    let v = df_add(df_mul(x, m.cm), -df_add(df_mul(df_sin_of(x), m.sm), m.m3));
+    return Tg(v, df_add(m.cm, df_div(df_mul(xd, m.sm), sd)));
   }
   // d/dx = m1 sin(m1 theta_d + m2) / sin(theta_d)
   let th = df_acos(x);
   var thd = th;
   if (any(xd != x)) { thd = df_acos(xd); }
-  let v = df_add(df_sincos(df_add(df_mul(P.tg_m1, th), P.tg_m2)).c, -P.tg_m3);
-  let d = df_div(df_mul(P.tg_m1, df_sincos(df_add(df_mul(P.tg_m1, thd), P.tg_m2)).s), sd);
+  let v = df_add(df_sincos(df_add(df_mul(m.m1, th), m.m2)).c, -m.m3);
+  let d = df_div(df_mul(m.m1, df_sincos(df_add(df_mul(m.m1, thd), m.m2)).s), sd);
   return Tg(v, d);
 }
 
 // The target logit s phi(x) and its derivative w.r.t. the unclamped u (0 where the clamp to
 // [-1, 1] cut u; s with marginGrad "constant"), for TG_COS and TG_ANGLE.
-fn margin_target(u: vec2<f32>) -> Tg {
+fn margin_target(u: vec2<f32>) -> Tg { return margin_target_m(u, tg_uniform()); }
+
+fn margin_target_m(u: vec2<f32>, m: TgM) -> Tg {
   let x = df_clamp(u, df(-1.0), df(1.0));
-  let t = phi(x);
+  let t = phi_m(x, m);
   var d = df(0.0);
   if (all(x == u)) { d = df_mul(df(P.scale), select(t.d, df(1.0), P.tg_const != 0u)); }
   return Tg(df_mul(df(P.scale), t.v), d);

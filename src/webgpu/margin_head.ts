@@ -26,6 +26,8 @@
  * (src/webgpu/margin_head_pick.wgsl) in place of `gather` and `fwd_sub` / `grad_sub`
  * (src/webgpu/margin_head_sub.wgsl: each class's largest sub-centre inside the logit tiles, which
  * hold whole classes) in place of `fwd` / `grad`; PartialFC's classes: the head over their rows.
+ * The inter-class options (the filter, interTopK's first pass) and per-row margins:
+ * src/webgpu/margin_head_inter.ts.
  *
  * As the CPU heads, the call is two phases over one layout (`openHead`): `encodeStats`
  * (`encodeRows`, steps 1, and `encodeTiles`, step 2 up to `combine`: per row the reference
@@ -47,6 +49,7 @@ import { checkOut, F, type GpuContext, type KernelName, type Params } from "./co
 import { MH } from "./generated.ts";
 import { targetParams } from "./margin.ts";
 import { faceUniforms, stateSize, stateValues } from "./face_margin.ts";
+import { encodeTopK, INTER_PIPELINES, interParams, openInter } from "./margin_head_inter.ts";
 
 /** Bytes of the du block the backward aims for (when larger than N * D floats). */
 const BLOCK_BYTES = 1 << 24;
@@ -141,8 +144,10 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   // max ||x|| max ||W_j|| > PRECISE_ABOVE (as the CPU): both modes' entries are
   // dispatched, and each runs only where the bound (found on the GPU) says.
   const gated = !p.normX && !p.clamp && p.scale === 1;
+  // (marginHead's inter-class options and per-row margins: src/webgpu/margin_head_inter.ts)
+  const inter = interParams(p);
   const flags = (p.normX ? MH.NORMX : 0) | (p.normW ? MH.NORMW : 0) | (p.clamp ? F.CLAMP : 0) |
-    (p.grad ? F.GRAD : 0) | (gated ? MH.GATED : 0) | (p.face ? MH.NT : 0);
+    (p.grad ? F.GRAD : 0) | (gated ? MH.GATED : 0) | (p.face ? MH.NT : 0) | inter.flags;
   const base: Params<"margin_head"> = {
     n,
     c,
@@ -155,6 +160,7 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     // (the face kinds: the non-label cosines' clip, AdaFace's [-1 + eps, 1 - eps])
     nt_lo: p.nonTarget?.lo ?? -1,
     nt_hi: p.nonTarget?.hi ?? 1,
+    ...inter.fields,
   };
 
   // One dispatch per block of at most maxGroups x maxGroups workgroups, each with
@@ -185,6 +191,7 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     .map(([kernel, bindings, entries]) => pipes(kernel, bindings, entries));
   const [pick] = K > 1 ? pipes(...PICK_PIPELINE) : [];
   const [faceRows, facePost] = p.face ? pipes(...FACE_PIPELINES) : [];
+  const topk = inter.flags & MH.TOPK ? pipes(...INTER_PIPELINES) : null;
 
   // Rows by label (CSR) for fin_w's label terms (a label of no class here, as a shard's
   // label on another shard, has none).
@@ -207,6 +214,7 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   const dX = p.grad ? outBuffer(p.outX, n) : null, dW = p.grad ? outBuffer(p.outW, c) : null;
   const dXlo = p.grad ? keep(ctx.buffer(n * d * 4)) : null;
   const du = p.grad ? keep(ctx.buffer(n * chunk * 4)) : null;
+  const interBuffers = openInter(ctx, p, keep, chunk, du);
   // The face kinds: their state input, their rows' values (fout: src/webgpu/margin_head_face.wgsl) and,
   // recorded, the next state.
   const face = p.face
@@ -282,6 +290,8 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     faceRows,
     facePost,
     face,
+    topk,
+    inter: interBuffers,
     problem: p,
   };
 }
@@ -327,9 +337,8 @@ const FACE_PIPELINES: [KernelName, string, string[]] = ["margin_head_face", "rrr
 /** Compiles the head's pipelines asynchronously (before a call that awaits, so that {@linkcode openHead} finds them). */
 export async function compileHead(ctx: GpuContext): Promise<void> {
   await Promise.all(
-    [...HEAD_PIPELINES(true), ...HEAD_PIPELINES(false, 2).slice(2, 4), FACE_PIPELINES, PICK_PIPELINE].flatMap((
-      [kernel, bindings, entries],
-    ) => entries.map((e) => ctx.pipeline(kernel, bindings, e))),
+    [...HEAD_PIPELINES(true), ...HEAD_PIPELINES(false, 2).slice(2, 4), FACE_PIPELINES, PICK_PIPELINE, INTER_PIPELINES]
+      .flatMap(([kernel, bindings, entries]) => entries.map((e) => ctx.pipeline(kernel, bindings, e))),
   );
 }
 
@@ -343,7 +352,7 @@ export function encodeStats(s: HeadSession, pass: GPUComputePassEncoder): void {
   encodeTiles(s, pass);
 }
 
-/** Per class b_j, per row W_y (`wy`, cleared first) and the label's terms in `rowV`. */
+/** Per class b_j, per row W_y (`wy`, cleared first), the label's terms in `rowV` (and interTopK's rows). */
 export function encodeRows(s: HeadSession, pass: GPUComputePassEncoder): void {
   const { n, wins, groups, dispatch, xB, wyB, labelsB, rowVB, wWin, bWin } = s;
   // Per class b_j (and ||W_j||); per row its label's row of W (Wy), then the label's
@@ -354,7 +363,7 @@ export function encodeRows(s: HeadSession, pass: GPUComputePassEncoder): void {
     if (s.pick) dispatch(pass, s.pick, win, [xB, wWin(j0, cols), labelsB, bWin(j0, cols), wyB, rowVB], groups(n));
     else dispatch(pass, s.gather, win, [null, wWin(j0, cols), labelsB, null, null, null, wyB], groups(n));
   }
-  dispatch(pass, s.label, {}, [xB, wyB, labelsB, null, null, null, rowVB, null], groups(n));
+  dispatch(pass, s.label, {}, [xB, wyB, labelsB, null, s.inter.rowm, null, rowVB, null], groups(n));
   if (s.face && s.faceRows) {
     const foutB = s.bind(s.face.fout, (8 + 4 * n) * 4);
     dispatch(pass, s.faceRows, {}, [xB, labelsB, s.face.st, null, null, rowVB, foutB, null], 1);
@@ -364,6 +373,7 @@ export function encodeRows(s: HeadSession, pass: GPUComputePassEncoder): void {
       dispatch(pass, s.bound, { g_off: j0, k: cols }, [null, null, null, null, null, bWin(j0, cols), rowVB, null], 1);
     }
   }
+  encodeTopK(s, pass);
 }
 
 /** The tile partials, then per row (r_i, S_i) into `comb`. */
@@ -459,11 +469,6 @@ const gpuGrads = (s: HeadSession): Record<string, Float32Array> =>
  */
 export function head(ctx: GpuContext, p: HeadProblem): Raw | Promise<Raw> {
   ctx.check();
-  if (p.cpuOnly) {
-    throw new TypeError(
-      `Expected ${p.cpuOnly} only on the reference and WebAssembly backends (the WebGPU head does not take it yet), got it on WebGPU`,
-    );
-  }
   if (ctx.recording) {
     const keep = (b: GPUBuffer) => ctx.temp(b);
     const s = openHead(ctx, sampled(ctx, p, ctx.recording.enc, keep), keep, true);

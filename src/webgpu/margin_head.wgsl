@@ -33,6 +33,7 @@
 
 // #include "gemm_loop.wgsl"
 // #include "gemm_precise.wgsl"
+// #include "margin_head_inter.wgsl"
 
 var<workgroup> rmx: array<f32, 512>; // [64 rows][8 invocations]
 var<workgroup> rowm: array<f32, 64>;
@@ -69,7 +70,7 @@ fn logit(s: f32, l: f32, ai: f32, i: u32, j: u32, dbl: bool) -> vec3<f32> {
   if (!dbl) {
     let u = s * ai * bh;
     if ((P.flags & MH_NT) != 0u) {
-      let f = nt_logit(u, i);
+      let f = nt_logit(u, i, j);
       return vec3<f32>(f.x, 0.0, f.z);
     }
     var uc = u;
@@ -87,8 +88,9 @@ fn logit(s: f32, l: f32, ai: f32, i: u32, j: u32, dbl: bool) -> vec3<f32> {
 
 // MH_NT (the face kinds): a non-label cosine u of row i clamped to [nt_lo, nt_hi] (cut where that
 // changed it), then hard where above the row's threshold: s u (t' + u), slope t' + 2 u
-// (CurricularFace), else s u: (z, dz/du over s, cut).
-fn nt_logit(u: f32, i: u32) -> vec3<f32> {
+// (CurricularFace), else s u: (z, dz/du over s, cut). MH_INTER: inter_logit's.
+fn nt_logit(u: f32, i: u32, j: u32) -> vec3<f32> {
+  if ((P.flags & MH_INTER) != 0u) { return inter_logit(u, i, j); }
   let uc = clamp(u, P.nt_lo, P.nt_hi);
   var z = uc;
   var slope = 1.0;
@@ -171,7 +173,7 @@ fn finish_grad(i0: u32, j0: u32, t: u32, dbl: bool) {
           let q = 2u * r + (c >> 2u);
           let z = logit(acc[q][c & 3u], acl[q][c & 3u], ai, i, j, dbl);
           if (z.z == 0.0) { du = gi * exp(((z.x - ri) + z.y) - li); }
-          if ((P.flags & MH_NT) != 0u) { du *= nt_logit(acc[q][c & 3u] * ai * bcls[4u * (j - P.g_off)], i).y; }
+          if ((P.flags & MH_NT) != 0u) { du *= nt_logit(acc[q][c & 3u] * ai * bcls[4u * (j - P.g_off)], i, j).y; }
         }
       }
       outv[i * P.k + (j - P.row0)] = du;

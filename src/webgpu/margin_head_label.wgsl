@@ -3,7 +3,8 @@
 // `targetFrom` (with its kinds' targets) and src/wasm/margin_head.ts's per-row steps.
 // In float pairs throughout, one invocation per row:
 //   label:  ||x_i||, ||W_y|| and x_i . W_y (xs, wy = W_y), a_i, u_iy = (x_i . W_y) a_i b_y,
-//           and the label's logit T_i with its partial derivatives (src/webgpu/margin.wgsl):
+//           and the label's logit T_i with its partial derivatives (src/webgpu/margin.wgsl; with
+//           MH_ROWM each row's own margin, `row_tg`):
 //           row_v slots 0, 13 .. 24;
 //   bound:  one workgroup per window of W: max ||x_i|| (the first window) and the running
 //           max ||W_j|| (bcls) at row_v[N MH_RS ..], for the precise mode's gate;
@@ -37,12 +38,29 @@ fn pair_at(at: u32) -> vec2<f32> { return vec2<f32>(row_v[at], row_v[at + 1u]); 
 // Invocation index (grid offset by a_off workgroups of 64).
 fn item(wid: vec3<u32>, lid: u32) -> u32 { return (wid.x + P.a_off) * 64u + lid; }
 
+// Row i's target constants: with MH_ROWM (marginHead's margin per row, ElasticFace) its own m2, m3,
+// cos m2, sin m2, cos(pi - m2), m2 sin(pi - m2) as pairs, [N, 12] in `comb` (which `label` does not
+// otherwise read), the host's float64 values; else the uniform's.
+fn row_tg(i: u32) -> TgM {
+  var m = tg_uniform();
+  if ((P.flags & MH_ROWM) != 0u) {
+    let o = 12u * i;
+    m.m2 = vec2<f32>(comb[o], comb[o + 1u]);
+    m.m3 = vec2<f32>(comb[o + 2u], comb[o + 3u]);
+    m.cm = vec2<f32>(comb[o + 4u], comb[o + 5u]);
+    m.sm = vec2<f32>(comb[o + 6u], comb[o + 7u]);
+    m.th = vec2<f32>(comb[o + 8u], comb[o + 9u]);
+    m.mm = vec2<f32>(comb[o + 10u], comb[o + 11u]);
+  }
+  return m;
+}
+
 // The label's logit T and dT/du, dT/d||x||, dT/d||W_y|| from xw = x_i . W_y, nx = ||x_i||,
 // nw = ||W_y|| and den, the normalisations' product (u = xw / den). Cosines are taken
 // by one division of xw, so that exactly (anti)parallel x_i and W_y with exact norms
 // give a cosine of exactly +-1, as on the host.
 struct Label { t: vec2<f32>, t1: vec2<f32>, t2: vec2<f32>, t3: vec2<f32> }
-fn label_target(xw: vec2<f32>, den: vec2<f32>, nx: vec2<f32>, nw: vec2<f32>) -> Label {
+fn label_target(xw: vec2<f32>, den: vec2<f32>, nx: vec2<f32>, nw: vec2<f32>, i: u32) -> Label {
   let zero2 = df(0.0);
   if (P.tg == TG_SPHERE) {
     // u = ||x|| cos; T = ||x|| g(cos) / (1 + lambda), g = lambda cos + psi (src/losses/sphereface.ts)
@@ -75,7 +93,7 @@ fn label_target(xw: vec2<f32>, den: vec2<f32>, nx: vec2<f32>, nw: vec2<f32>) -> 
     let tt = df_mul(tail, P.tg_inv);
     return Label(df_mul(t, P.tg_inv), df_mul(t1, P.tg_inv), df_mul(nw, tt), df_mul(nx, tt));
   }
-  let m = margin_target(df_div(xw, den));
+  let m = margin_target_m(df_div(xw, den), row_tg(i));
   return Label(m.v, m.d, zero2, zero2);
 }
 
@@ -111,7 +129,7 @@ fn label(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   set_pair(base + 21u, nx);
   set_pair(base + 23u, nw);
   var l = Label(df(0.0), df(0.0), df(0.0), df(0.0));
-  if (y >= 0) { l = label_target(two_sum(xw.x, xw.y), den, nx, nw); }
+  if (y >= 0) { l = label_target(two_sum(xw.x, xw.y), den, nx, nw, i); }
   set_pair(base + 13u, l.t);
   set_pair(base + 15u, l.t1);
   set_pair(base + 17u, l.t2);

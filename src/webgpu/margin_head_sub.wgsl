@@ -134,7 +134,7 @@ fn sub_finish_grad(i0: u32, j0: u32, t: u32) {
           let s = acc[2u * r + (c >> 2u)][c & 3u];
           let z = logit(s, 0.0, ai, i, win, false);
           if (z.z == 0.0) { du = gi * exp(((z.x - ri) + z.y) - li); }
-          if ((P.flags & MH_NT) != 0u) { du *= nt_logit(s * ai * bcls[4u * (win - P.g_off)], i).y; }
+          if ((P.flags & MH_NT) != 0u) { du *= nt_logit(s * ai * bcls[4u * (win - P.g_off)], i, win).y; }
         }
       }
       for (var k = 0u; k < K; k++) {

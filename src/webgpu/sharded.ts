@@ -66,10 +66,9 @@ const PLAIN: TargetSpec = { kind: "margin", phi: { m1: 1, m2: 0, m3: 0, branch: 
  */
 function local(q: HeadShardProblem) {
   const { p, first } = q;
-  if (p.cpuOnly) {
-    throw new TypeError(
-      `Expected ${p.cpuOnly} only on the reference and WebAssembly backends (the WebGPU head does not take it yet), got it on WebGPU`,
-    );
+  if (!p.face && p.nonTarget?.rows) {
+    // (interTopK's rows from the merged top k: the GPU head finds its own top k, not the host's)
+    throw new TypeError("Expected options.interTopK only on the reference and WebAssembly backends, got it on WebGPU");
   }
   const owns = (i: number) => p.labels[i] >= first && p.labels[i] < first + p.c;
   const labels = p.labels.map((y, i) => (y < 0 ? -1 : owns(i) ? y - first : ELSEWHERE));

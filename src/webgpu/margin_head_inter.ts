@@ -1,0 +1,105 @@
+/**
+ * `marginHead`'s inter-class options and per-row margins on the WebGPU head (SPEC.md section 7), the
+ * glue of src/webgpu/margin_head_inter.wgsl and src/webgpu/margin_head_topk.wgsl, as small additions
+ * to the head's call (src/webgpu/margin_head.ts):
+ *  - `interclassFilteringThreshold`: the logit tiles clamp and filter every non-label cosine
+ *    (flags MH_NT | MH_INTER, uniform `nt_cut`);
+ *  - `interTopK` k: after the label's terms, a first pass over W in the backward's chunks of classes
+ *    (the head's tile GEMM) writes each chunk's clamped and filtered cosines [chunk, N], and one
+ *    invocation per row keeps its top k in class order (ties to the smaller class, as the host's
+ *    `RowTopK`); then each row's threshold and tie go to row_v, and the logit tiles make the hard
+ *    non-labels `s cos(theta - m')` (MH_TOPK; k >= C - 1: every non-label, no pass);
+ *  - a per-row `margin` (`m2`, `m3`): each row's target constants in float64 pairs, read by the
+ *    label's kernel (MH_ROWM).
+ * Extra memory: N (2k + 2) floats and, for k > 0 without a gradient, one [N, chunk] block.
+ *
+ * @module
+ */
+import type { HeadProblem } from "../kernels/head.ts";
+import type { GpuContext, KernelName } from "./context.ts";
+import { MH } from "./generated.ts";
+import type { HeadSession } from "./margin_head.ts";
+
+/** interTopK's classes are float32s on the GPU: exact below 2^24. */
+const MAX_TOPK_CLASSES = 1 << 24;
+
+/** The pipelines of the interTopK pass (src/webgpu/margin_head_topk.wgsl). */
+export const INTER_PIPELINES: [KernelName, string, string[]] = [
+  "margin_head_topk",
+  "rrrwrww",
+  ["topk_cos", "topk_scan", "topk_rows"],
+];
+
+/** The inter-class options' flag bits and uniform fields for a head problem (none: no bits, no fields). */
+export function interParams(p: HeadProblem): { flags: number; fields: Record<string, number> } {
+  const nt = !p.face && p.nonTarget ? p.nonTarget : null;
+  const k = p.interTopK ?? 0;
+  let flags = p.rowMargins ? MH.ROWM : 0;
+  if (!nt) return { flags, fields: {} };
+  flags |= MH.NT | MH.INTER | (k > 0 ? MH.TOPK : 0);
+  // (nt_k 0: k >= C - 1, every non-label hard)
+  return { flags, fields: { nt_cut: nt.cut, nt_a: nt.a, nt_b: nt.b, nt_g: nt.g, nt_k: k >= p.c - 1 ? 0 : k } };
+}
+
+/** Each row's target constants `[N, 12]` (pairs of m2, m3, cos m2, sin m2, cos(pi - m2), m2 sin(pi - m2)). */
+function rowMarginValues(p: HeadProblem): Float32Array {
+  const out = new Float32Array(12 * p.n);
+  p.rowMargins!.forEach(({ m2, m3 }, i) => {
+    [m2, m3, Math.cos(m2), Math.sin(m2), Math.cos(Math.PI - m2), Math.sin(Math.PI - m2) * m2].forEach((v, q) => {
+      const hi = Math.fround(v);
+      out[12 * i + 2 * q] = hi;
+      out[12 * i + 2 * q + 1] = v - hi;
+    });
+  });
+  return out;
+}
+
+/**
+ * The buffers of the options of a head call: the per-row margins (bound as the label kernel's
+ * binding 5) and interTopK's per-row lists and cosine block (`du` when there is one).
+ */
+export function openInter(
+  ctx: GpuContext,
+  p: HeadProblem,
+  keep: (b: GPUBuffer) => GPUBuffer,
+  chunk: number,
+  du: GPUBuffer | null,
+) {
+  const { n } = p;
+  const rowm = p.rowMargins ? { buffer: keep(ctx.upload(rowMarginValues(p))), offset: 0, size: 48 * n } : null;
+  const k = p.interTopK ?? 0;
+  if (k === 0 || !p.nonTarget || p.face) return { rowm, top: null };
+  if (p.c > MAX_TOPK_CLASSES) {
+    throw new RangeError(
+      `Expected at most ${MAX_TOPK_CLASSES} classes with options.interTopK on the WebGPU backend, got ${p.c}`,
+    );
+  }
+  const all = k >= p.c - 1;
+  const bytes = all ? 16 : n * (2 * k + 2) * 4;
+  if (bytes > ctx.maxBinding) {
+    throw new RangeError(
+      `Expected options.interTopK's lists, N * (2k + 2) float32 (${bytes} bytes, k = ${k}), to fit one WebGPU storage binding (${ctx.maxBinding} bytes)`,
+    );
+  }
+  const list = keep(ctx.buffer(bytes));
+  const block = all ? null : (du ?? keep(ctx.buffer(n * chunk * 4)));
+  return { rowm, top: { all, list, block } };
+}
+
+/** The interTopK pass (after the label's terms, before the logit tiles): each row's threshold and tie into row_v. */
+export function encodeTopK(s: HeadSession, pass: GPUComputePassEncoder): void {
+  const top = s.inter.top;
+  if (!top || !s.topk) return;
+  const [cos, scan, rows] = s.topk;
+  const { n, dispatch, groups, labelsB, rowVB } = s;
+  const listB = s.bind(top.list, top.list.size);
+  if (top.block) {
+    for (const { j0, cols } of s.windows(s.chunk)) {
+      const win = { row0: j0, g_off: j0, k: cols }, blockB = s.bind(top.block, n * cols * 4);
+      const res = [s.xB, s.wWin(j0, cols), labelsB, rowVB, s.bWin(j0, cols), blockB, listB];
+      dispatch(pass, cos, win, res, s.rowTiles, Math.ceil(cols / 64));
+      dispatch(pass, scan, win, [null, null, labelsB, rowVB, null, blockB, listB], groups(n));
+    }
+  }
+  dispatch(pass, rows, {}, [null, null, labelsB, rowVB, null, null, listB], groups(n));
+}
