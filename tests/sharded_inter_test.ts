@@ -426,7 +426,7 @@ describe("WebGPU: the sharded head's face kinds = its unsharded head", { skip: w
       }
     }
   });
-  it("refuses interTopK and the threshold on the GPU shard by name", async () => {
+  it("refuses interTopK on the GPU shard by name (its step, and a top k merged elsewhere); takes the threshold", async () => {
     const p = headProblem(new Rng(2), n, d, 10);
     const sh = { kind: "arcface", offset: 0, classes: 10 };
     await assertThrowsNamed(
@@ -434,10 +434,15 @@ describe("WebGPU: the sharded head's face kinds = its unsharded head", { skip: w
       TypeError,
       "options.interTopK",
     );
+    const topK = mergeShardTopK([(js.sharded.marginHead as Any).topK(p, { ...sh, interTopK: 2 })]);
     await assertThrowsNamed(
-      () => gpu.sharded.marginHead.stats(p, { ...sh, interclassFilteringThreshold: 0.5 }),
+      () => gpu.sharded.marginHead.stats({ ...p, topK }, { ...sh, interTopK: 2 }),
       TypeError,
-      "options.interclassFilteringThreshold",
+      "options.interTopK",
     );
+    const o: Any = { kind: "arcface", scale: 16, interclassFilteringThreshold: 0.2 };
+    const want = wasm.marginHead.valueAndGrad(p, o) as Any;
+    const got = await runShards(gpu, "marginHead", p, o, [0, 4, 10]);
+    assertLossClose(got.loss, want.loss, "loss (the threshold over two GPU shards)");
   });
 });
