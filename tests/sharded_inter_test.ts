@@ -5,7 +5,8 @@
 // unsharded for 1, 2 and 3 shards on the reference (to rounding) and WebAssembly (SPEC's bound), ties of the
 // k-th largest across a shard boundary, identities (interTopK 0 = without), named errors (mixed options, a
 // missing, repeated or overlapping shard, a topK of another batch), and the WebGPU sharded head's face kinds
-// against its unsharded head (llvmpipe: small sizes).
+// and interTopK (its step on the GPU; a top k merged from wasm shards) against its unsharded head and the
+// reference (llvmpipe: small sizes).
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -426,23 +427,89 @@ describe("WebGPU: the sharded head's face kinds = its unsharded head", { skip: w
       }
     }
   });
-  it("refuses interTopK on the GPU shard by name (its step, and a top k merged elsewhere); takes the threshold", async () => {
+  it("takes interTopK from a top k merged from WebAssembly shards (mixed backends); takes the threshold", async () => {
     const p = headProblem(new Rng(2), n, d, 10);
-    const sh = { kind: "arcface", offset: 0, classes: 10 };
-    await assertThrowsNamed(
-      () => gpu.sharded.marginHead.topK(p, { ...sh, interTopK: 2 }),
-      TypeError,
-      "options.interTopK",
+    const o: Any = { kind: "arcface", scale: 16, interTopK: 2 };
+    const want = await gpu.marginHead.valueAndGrad(p, o);
+    const shards = [[0, 4], [4, 10]].map(([c0, c1]) => ({
+      inputs: { ...p, W: { data: p.W.data.slice(c0 * d, c1 * d), shape: [c1 - c0, d] } } as Any,
+      options: { ...o, offset: c0, classes: 10 },
+    }));
+    const topK = mergeShardTopK(shards.map((sh) => (wasm.sharded.marginHead as Any).topK(sh.inputs, sh.options)));
+    const stats = [];
+    for (const sh of shards) stats.push(await gpu.sharded.marginHead.stats({ ...sh.inputs, topK }, sh.options));
+    const merged = mergeShardStats(stats);
+    let loss = 0;
+    for (const sh of shards) {
+      loss += (await gpu.sharded.marginHead.finish({ ...sh.inputs, topK }, merged, sh.options)).loss;
+    }
+    assertLossClose(loss, want.loss, "loss (wasm's top k, GPU shards)", 1e-4);
+    const t: Any = { kind: "arcface", scale: 16, interclassFilteringThreshold: 0.2 };
+    const got = await runShards(gpu, "marginHead", p, t, [0, 4, 10]);
+    assertLossClose(
+      got.loss,
+      (wasm.marginHead.valueAndGrad(p, t) as Any).loss,
+      "loss (the threshold over two GPU shards)",
     );
-    const topK = mergeShardTopK([(js.sharded.marginHead as Any).topK(p, { ...sh, interTopK: 2 })]);
-    await assertThrowsNamed(
-      () => gpu.sharded.marginHead.stats({ ...p, topK }, { ...sh, interTopK: 2 }),
-      TypeError,
-      "options.interTopK",
-    );
-    const o: Any = { kind: "arcface", scale: 16, interclassFilteringThreshold: 0.2 };
-    const want = wasm.marginHead.valueAndGrad(p, o) as Any;
-    const got = await runShards(gpu, "marginHead", p, o, [0, 4, 10]);
-    assertLossClose(got.loss, want.loss, "loss (the threshold over two GPU shards)");
   });
 });
+
+describe(
+  "WebGPU: the sharded head with interTopK = its unsharded head and the reference",
+  { skip: webgpuMissing },
+  () => {
+    const n = 6, c = 48;
+    const cases: [string, Any, { K?: number; classes?: boolean; dup?: boolean }][] = [
+      ["arcface interTopK 3, m' 0.1", { kind: "arcface", scale: 16, interTopK: 3, interTopKMargin: 0.1 }, {}],
+      ["interTopK 3, ties across the shard boundary 16 | 17", { kind: "arcface", scale: 16, interTopK: 3 }, {
+        dup: true,
+      }],
+      ["interTopK 2, threshold 0.5, sum", {
+        kind: "arcface",
+        scale: 16,
+        interTopK: 2,
+        interclassFilteringThreshold: 0.5,
+        reduction: "sum",
+      }, {}],
+      ["K = 2, classes, interTopK 4", { kind: "arcface", scale: 16, subcenters: 2, interTopK: 4 }, {
+        K: 2,
+        classes: true,
+      }],
+      ["interTopK >= C - 1 (every non-target; a shard's list of all its classes)", {
+        kind: "arcface",
+        scale: 16,
+        interTopK: 60,
+      }, {}],
+    ];
+    for (const [label, o, shape] of cases) {
+      it(label, async () => {
+        const K = shape.K ?? 1, p: Any = headProblem(new Rng(label.length + 3), n, D, c, K, shape.dup);
+        if (shape.classes) p.classes = partialFcSample(p.labels, c, { rate: 0.6, seed: 3 });
+        const want = await gpu.marginHead.valueAndGrad(p, o);
+        const ref = (js as Any).marginHead.valueAndGrad(p, o);
+        const plain = await gpu.marginHead.valueAndGrad(p, { ...o, interTopK: 0 });
+        assert.ok(Math.abs(want.loss - plain.loss) > 1e-3, "interTopK changes the GPU head");
+        assertLossClose(want.loss, ref.loss, "the unsharded GPU head = the reference", 1e-4);
+        for (const bounds of layouts(c)) {
+          const got = await runShards(gpu, "marginHead", p, o, bounds, K);
+          const at = `${bounds.length - 1} shard(s)`;
+          for (const [what, w] of [["GPU head", want], ["reference", ref]] as [string, Any][]) {
+            assertLossClose(got.loss, w.loss, `${at} loss (${what})`, 1e-4);
+            assertGradClose(got.grads.x, w.grads.x.data, `${at} grads.x (${what})`, 1e-4);
+            assertGradClose(got.grads.W, w.grads.W.data, `${at} grads.W (${what})`, 1e-4);
+          }
+        }
+      });
+    }
+    it("the step's top k on the GPU = the reference shard's (values to float32, the same global classes)", async () => {
+      const p: Any = headProblem(new Rng(9), n, D, c, 1, true);
+      const o = { kind: "arcface", interTopK: 3, offset: 17, classes: c };
+      const own = { ...p, W: { data: p.W.data.slice(17 * D, 30 * D), shape: [13, D] } };
+      const g = await gpu.sharded.marginHead.topK(own, o), r = (js.sharded.marginHead as Any).topK(own, o);
+      assert.deepEqual([...g.classes], [...r.classes]);
+      g.values.forEach((v: number, q: number) =>
+        assert.ok(v === r.values[q] || Math.abs(v - r.values[q]) < 1e-6, `values[${q}]`)
+      );
+    });
+  },
+);

@@ -499,9 +499,8 @@ function marginPhi(o: MarginHeadOptions): { phi: Phi; scale: number } {
  * largest non-target class cosines get `s cos(theta_j - m')`, found in a first pass over W), a
  * `Float32Array [N]` `margin` (arcface, cosface) or `m2` / `m3` (combinedMargin), one per row
  * (ElasticFace); on every backend (the WebGPU head finds the top k and each row's target on the GPU); the
- * class-sharded head takes them all (`interTopK` with its step `topK`; on the reference and WebAssembly
- * backends: the WebGPU shards refuse `interTopK` by name). The head is then normalise + matmul + that loss
- * on cosines with the same options.
+ * class-sharded head takes them all on every backend (`interTopK` with its step `topK`). The head is then
+ * normalise + matmul + that loss on cosines with the same options.
  *
  * @example An ArcFace head
  * ```ts

@@ -30,15 +30,27 @@ export const INTER_PIPELINES: [KernelName, string, string[]] = [
   ["topk_cos", "topk_scan", "topk_rows"],
 ];
 
-/** The inter-class options' flag bits and uniform fields for a head problem (none: no bits, no fields). */
-export function interParams(p: HeadProblem): { flags: number; fields: Record<string, number> } {
+/**
+ * A head problem of a class shard's `interTopK` step (src/webgpu/sharded.ts): `topKStep` keeps every
+ * row's list of k even where k >= C - 1 (the shard's classes are a part of the head's).
+ */
+export type TopKStep = HeadProblem & { readonly topKStep?: boolean };
+
+/** Whether the interTopK pass keeps no list (k >= C - 1: every non-label hard). */
+const allHard = (p: TopKStep, k: number) => k >= p.c - 1 && !p.topKStep;
+
+/**
+ * The inter-class options' flag bits and uniform fields for a head problem (none: no bits, no fields).
+ * `nonTarget.rows` given (a shard's rows from the merged top k): MH_TOPK with no pass, the host's rows in row_v.
+ */
+export function interParams(p: TopKStep): { flags: number; fields: Record<string, number> } {
   const nt = !p.face && p.nonTarget ? p.nonTarget : null;
   const k = p.interTopK ?? 0;
   let flags = p.rowMargins ? MH.ROWM : 0;
   if (!nt) return { flags, fields: {} };
-  flags |= MH.NT | MH.INTER | (k > 0 ? MH.TOPK : 0);
+  flags |= MH.NT | MH.INTER | (k > 0 || nt.rows ? MH.TOPK : 0);
   // (nt_k 0: k >= C - 1, every non-label hard)
-  return { flags, fields: { nt_cut: nt.cut, nt_a: nt.a, nt_b: nt.b, nt_g: nt.g, nt_k: k >= p.c - 1 ? 0 : k } };
+  return { flags, fields: { nt_cut: nt.cut, nt_a: nt.a, nt_b: nt.b, nt_g: nt.g, nt_k: allHard(p, k) ? 0 : k } };
 }
 
 /** Each row's target constants `[N, 12]` (pairs of m2, m3, cos m2, sin m2, cos(pi - m2), m2 sin(pi - m2)). */
@@ -60,7 +72,7 @@ function rowMarginValues(p: HeadProblem): Float32Array {
  */
 export function openInter(
   ctx: GpuContext,
-  p: HeadProblem,
+  p: TopKStep,
   keep: (b: GPUBuffer) => GPUBuffer,
   chunk: number,
   du: GPUBuffer | null,
@@ -74,7 +86,7 @@ export function openInter(
       `Expected at most ${MAX_TOPK_CLASSES} classes with options.interTopK on the WebGPU backend, got ${p.c}`,
     );
   }
-  const all = k >= p.c - 1;
+  const all = allHard(p, k);
   const bytes = all ? 16 : n * (2 * k + 2) * 4;
   if (bytes > ctx.maxBinding) {
     throw new RangeError(

@@ -17,15 +17,20 @@
  * `face_rows`, which sees only this shard's labels, is overwritten). MagFace's gradient through
  * `||x_i||` is the host's (src/losses/sharded.ts), as on the CPU shards. A per-row margin (ElasticFace) takes
  * its label targets from the host the same way (the GPU's own, of a plain target, overwritten).
+ * `interTopK`: the step `topK` is the unsharded head's top-k pass over the shard's rows of W (its float32
+ * cosines, the values the logit tiles compare); with the merged top k (`nonTarget.rows`) each phase puts
+ * every row's threshold and tie (the shard's own class index) into `rowV` after `encodeRows`, and the
+ * tiles run with MH_TOPK and no top-k pass.
  * The logit shards (crossEntropy, the margin losses on cosines) run the float64 reference.
  *
  * @module
  */
-import { headRows, type HeadStats, type TargetSpec } from "../kernels/head.ts";
+import { headRows, type HeadStats, RowTopK, type TargetSpec } from "../kernels/head.ts";
 import type { HeadShardProblem } from "../kernels/shards.ts";
 import type { GpuContext } from "./context.ts";
 import { MH } from "./generated.ts";
 import { compileHead, encodeGrads, encodeRows, encodeStats, encodeTiles, openHead } from "./margin_head.ts";
+import type { TopKStep } from "./margin_head_inter.ts";
 
 /** A label no class of a shard has (the label is on another shard). */
 const ELSEWHERE = 0x7fffffff;
@@ -41,15 +46,23 @@ function putPair(rowV: Float32Array, at: number, x: number): void {
 }
 
 /**
- * The host's rows into `rowV` (read back after `encodeRows`): T and dT/du where the shard holds the
- * label (the norms' terms 0: MagFace's are the host's); the face kinds also every row's hard threshold and t'.
+ * The host's rows into `rowV` (read back after `encodeRows`): with `targets`, T and dT/du where the
+ * shard holds the label (the norms' terms 0: MagFace's are the host's); the face kinds also every row's
+ * hard threshold and t'; with interTopK's rows from the merged top k, every row's threshold and tie.
  */
-function hostRows(p: HeadShardProblem["p"], owns: (i: number) => boolean, rowV: Float32Array): void {
+function hostRows(p: HeadShardProblem["p"], owns: (i: number) => boolean, rowV: Float32Array, targets: boolean): void {
   const { n } = p, nt = p.nonTarget;
   for (let i = 0; i < n; i++) {
     const base = i * MH.RS;
     if (p.face) rowV[base + 27] = nt?.rows ? Math.fround(nt.rows[2 * i]) : NONE_HARD;
-    if (p.labels[i] < 0 || !owns(i)) continue;
+    if (!p.face && nt?.rows) {
+      // (the k-th value, a float32 cosine of a shard, exact; -inf: fewer than k, every non-label hard;
+      // the tie a row of this shard's classes, as inter_logit's j / subs)
+      const thr = nt.rows[2 * i];
+      rowV[base + 27] = thr > -Infinity ? Math.fround(thr) : -NONE_HARD;
+      rowV[base + 28] = nt.rows[2 * i + 1];
+    }
+    if (!targets || p.labels[i] < 0 || !owns(i)) continue;
     putPair(rowV, base + 13, p.target[4 * i]);
     putPair(rowV, base + 15, p.target[4 * i + 1]);
     rowV.fill(0, base + 17, base + 21);
@@ -66,17 +79,18 @@ const PLAIN: TargetSpec = { kind: "margin", phi: { m1: 1, m2: 0, m3: 0, branch: 
  */
 function local(q: HeadShardProblem) {
   const { p, first } = q;
-  if (!p.face && p.nonTarget?.rows) {
-    // (interTopK's rows from the merged top k: the GPU head finds its own top k, not the host's)
-    throw new TypeError("Expected options.interTopK only on the reference and WebAssembly backends, got it on WebGPU");
-  }
   const owns = (i: number) => p.labels[i] >= first && p.labels[i] < first + p.c;
   const labels = p.labels.map((y, i) => (y < 0 ? -1 : owns(i) ? y - first : ELSEWHERE));
-  const host = p.face !== undefined || p.spec.kind === "host";
+  // interTopK's rows from the merged top k (the GPU's own top-k pass, of this shard only, skipped):
+  // the ties, the kernels' index first + r, made this shard's r (-1: none here at or below it).
+  const nt = p.nonTarget, top = !p.face && nt?.rows ? nt.rows.slice() : null;
+  if (top) { for (let i = 1; i < top.length; i += 2) top[i] = top[i] < 0 ? -1 : top[i] - first; }
+  const targets = p.face !== undefined || p.spec.kind === "host", host = targets || top !== null;
   const spec = p.spec.kind === "host" ? PLAIN : p.spec;
   // (PartialFC's classes: the shard's head over W's rows of those classes, K each)
   const W = p.rows ? headRows(p, p.W) : p.W;
-  return { p: { ...p, W, rows: null, labels, spec, outX: null, outW: null }, owns, host };
+  const nonTarget = top ? { ...nt!, rows: top } : nt;
+  return { p: { ...p, W, rows: null, labels, spec, nonTarget, outX: null, outW: null }, owns, host, targets };
 }
 
 /** Runs `body` with temporaries destroyed after. */
@@ -92,7 +106,7 @@ async function withTemps<T>(body: (keep: (b: GPUBuffer) => GPUBuffer) => Promise
 /** A head shard's statistics on the GPU. */
 export function headShardStats(ctx: GpuContext, q: HeadShardProblem): Promise<HeadStats> {
   ctx.check();
-  const { p, owns, host } = local(q);
+  const { p, owns, host, targets } = local(q);
   const { n, d } = p;
   return withTemps(async (keep) => {
     await compileHead(ctx);
@@ -109,7 +123,7 @@ export function headShardStats(ctx: GpuContext, q: HeadShardProblem): Promise<He
         enc.copyBufferToBuffer(s.rowV, 0, faceS, 0, s.rowBytes);
       });
       const rows = new Float32Array((await ctx.readAll([[faceS, s.rowBytes]]))[0]);
-      hostRows(p, owns, rows);
+      hostRows(p, owns, rows, targets);
       ctx.device.queue.writeBuffer(s.rowV, 0, rows);
     }
     await ctx.submit((enc) => {
@@ -138,7 +152,7 @@ export function headShardStats(ctx: GpuContext, q: HeadShardProblem): Promise<He
 /** A head shard's gradients (its rows of dW, its share of dx) on the GPU, from the merged statistics. */
 export function headShardGrads(ctx: GpuContext, q: HeadShardProblem): Promise<{ x: Float32Array; W: Float32Array }> {
   ctx.check();
-  const { p, owns, host } = local(q);
+  const { p, owns, host, targets } = local(q);
   const { n, d } = p;
   const stats = q.stats!, T = q.target!;
   return withTemps(async (keep) => {
@@ -158,7 +172,7 @@ export function headShardGrads(ctx: GpuContext, q: HeadShardProblem): Promise<{ 
     // Every row's T (a float pair) and (r, S) of the merged statistics.
     const [rowBuf] = await ctx.readAll([[rowS, s.rowBytes]]);
     const rowV = new Float32Array(rowBuf), comb = new Float32Array(2 * n);
-    if (host) hostRows(p, owns, rowV);
+    if (host) hostRows(p, owns, rowV, targets);
     for (let i = 0; i < n; i++) {
       if (p.labels[i] < 0) continue;
       const hi = Math.fround(T[i]);
@@ -184,9 +198,41 @@ export function headShardGrads(ctx: GpuContext, q: HeadShardProblem): Promise<{ 
   });
 }
 
-/** `interTopK`'s step on a head shard: refused on WebGPU by name, as the head's other inter-class options. */
-export function headShardTopK(ctx: GpuContext, q: HeadShardProblem): never {
+/**
+ * `interTopK`'s step on a head shard: the unsharded head's top-k pass (src/webgpu/margin_head_topk.wgsl,
+ * after the label's terms) over the shard's rows of W, its list of k kept per row even where k >= the
+ * shard's classes - 1; per row the k largest non-label class cosines (the GPU's float32 values, which
+ * its logit tiles compare against the threshold), largest first, ties to the smaller class (local).
+ */
+export function headShardTopK(ctx: GpuContext, q: HeadShardProblem): Promise<RowTopK> {
   ctx.check();
-  local(q);
-  throw new TypeError("Expected options.interTopK only on the reference and WebAssembly backends, got it on WebGPU");
+  const { p } = local(q);
+  const { n, d } = p, k = q.k!;
+  return withTemps(async (keep) => {
+    await compileHead(ctx);
+    const step: TopKStep = { ...p, interTopK: k, topKStep: true };
+    const s = openHead(ctx, step, keep);
+    const list = s.inter.top!.list, bytes = n * (2 * k + 2) * 4, listS = keep(ctx.staging(bytes));
+    await ctx.submit((enc) => {
+      enc.clearBuffer(s.wy, 0, n * d * 4);
+      const pass = enc.beginComputePass();
+      encodeRows(s, pass);
+      pass.end();
+      enc.copyBufferToBuffer(list, 0, listS, 0, bytes);
+    });
+    const got = new Float32Array((await ctx.readAll([[listS, bytes]]))[0]);
+    ctx.check();
+    // Row i's list at i (2k + 2): its size, the k-th, k values, k classes (as float32s).
+    const top = new RowTopK(n, k);
+    for (let i = 0; i < n; i++) {
+      if (p.labels[i] < 0) continue;
+      const o = i * (2 * k + 2), size = got[o];
+      top.size[i] = size;
+      for (let r = 0; r < size; r++) {
+        top.vals[i * k + r] = got[o + 2 + r];
+        top.cols[i * k + r] = got[o + 2 + k + r];
+      }
+    }
+    return top;
+  });
 }
