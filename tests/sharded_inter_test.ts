@@ -440,10 +440,16 @@ describe("WebGPU: the sharded head's face kinds = its unsharded head", { skip: w
     for (const sh of shards) stats.push(await gpu.sharded.marginHead.stats({ ...sh.inputs, topK }, sh.options));
     const merged = mergeShardStats(stats);
     let loss = 0;
+    const gx = new Float64Array(n * d), gW: number[] = [];
     for (const sh of shards) {
-      loss += (await gpu.sharded.marginHead.finish({ ...sh.inputs, topK }, merged, sh.options)).loss;
+      const r = await gpu.sharded.marginHead.finish({ ...sh.inputs, topK }, merged, sh.options);
+      loss += r.loss;
+      r.grads.x.data.forEach((g: number, i: number) => (gx[i] += g));
+      gW.push(...r.grads.W.data);
     }
     assertLossClose(loss, want.loss, "loss (wasm's top k, GPU shards)", 1e-4);
+    assertGradClose(gx, want.grads.x.data, "grads.x (wasm's top k, GPU shards)", 1e-4);
+    assertGradClose(Float64Array.from(gW), want.grads.W.data, "grads.W (wasm's top k, GPU shards)", 1e-4);
     const t: Any = { kind: "arcface", scale: 16, interclassFilteringThreshold: 0.2 };
     const got = await runShards(gpu, "marginHead", p, t, [0, 4, 10]);
     assertLossClose(
@@ -464,11 +470,12 @@ describe(
       ["interTopK 3, ties across the shard boundary 16 | 17", { kind: "arcface", scale: 16, interTopK: 3 }, {
         dup: true,
       }],
-      ["interTopK 2, threshold 0.5, sum", {
+      ["interTopK 2, threshold 0.5, margin [N], sum", {
         kind: "arcface",
         scale: 16,
         interTopK: 2,
         interclassFilteringThreshold: 0.5,
+        margin: "rows",
         reduction: "sum",
       }, {}],
       ["K = 2, classes, interTopK 4", { kind: "arcface", scale: 16, subcenters: 2, interTopK: 4 }, {
@@ -481,10 +488,13 @@ describe(
         interTopK: 60,
       }, {}],
     ];
-    for (const [label, o, shape] of cases) {
+    for (const [label, given, shape] of cases) {
       it(label, async () => {
         const K = shape.K ?? 1, p: Any = headProblem(new Rng(label.length + 3), n, D, c, K, shape.dup);
         if (shape.classes) p.classes = partialFcSample(p.labels, c, { rate: 0.6, seed: 3 });
+        const o = given.margin === "rows"
+          ? { ...given, margin: rowMargins(new Rng(4), 0.2, 0.6).subarray(0, n) }
+          : given;
         const want = await gpu.marginHead.valueAndGrad(p, o);
         const ref = (js as Any).marginHead.valueAndGrad(p, o);
         const plain = await gpu.marginHead.valueAndGrad(p, { ...o, interTopK: 0 });
