@@ -447,9 +447,9 @@ describe("WebGPU: the sharded head's face kinds = its unsharded head", { skip: w
       r.grads.x.data.forEach((g: number, i: number) => (gx[i] += g));
       gW.push(...r.grads.W.data);
     }
-    assertLossClose(loss, want.loss, "loss (wasm's top k, GPU shards)", 1e-4);
-    assertGradClose(gx, want.grads.x.data, "grads.x (wasm's top k, GPU shards)", 1e-4);
-    assertGradClose(Float64Array.from(gW), want.grads.W.data, "grads.W (wasm's top k, GPU shards)", 1e-4);
+    assertLossClose(loss, want.loss, "loss (wasm's top k, GPU shards)", 1e-5);
+    assertGradClose(gx, want.grads.x.data, "grads.x (wasm's top k, GPU shards)", 1e-5);
+    assertGradClose(Float64Array.from(gW), want.grads.W.data, "grads.W (wasm's top k, GPU shards)", 1e-5);
     const t: Any = { kind: "arcface", scale: 16, interclassFilteringThreshold: 0.2 };
     const got = await runShards(gpu, "marginHead", p, t, [0, 4, 10]);
     assertLossClose(
@@ -499,14 +499,14 @@ describe(
         const ref = (js as Any).marginHead.valueAndGrad(p, o);
         const plain = await gpu.marginHead.valueAndGrad(p, { ...o, interTopK: 0 });
         assert.ok(Math.abs(want.loss - plain.loss) > 1e-3, "interTopK changes the GPU head");
-        assertLossClose(want.loss, ref.loss, "the unsharded GPU head = the reference", 1e-4);
+        assertLossClose(want.loss, ref.loss, "the unsharded GPU head = the reference", 1e-5);
         for (const bounds of layouts(c)) {
           const got = await runShards(gpu, "marginHead", p, o, bounds, K);
           const at = `${bounds.length - 1} shard(s)`;
           for (const [what, w] of [["GPU head", want], ["reference", ref]] as [string, Any][]) {
-            assertLossClose(got.loss, w.loss, `${at} loss (${what})`, 1e-4);
-            assertGradClose(got.grads.x, w.grads.x.data, `${at} grads.x (${what})`, 1e-4);
-            assertGradClose(got.grads.W, w.grads.W.data, `${at} grads.W (${what})`, 1e-4);
+            assertLossClose(got.loss, w.loss, `${at} loss (${what})`, 1e-5);
+            assertGradClose(got.grads.x, w.grads.x.data, `${at} grads.x (${what})`, 1e-5);
+            assertGradClose(got.grads.W, w.grads.W.data, `${at} grads.W (${what})`, 1e-5);
           }
         }
       });
