@@ -130,7 +130,9 @@ describe("marginHead subcenters and classes: the backends agree with the referen
       });
     }
   }
-  it("threads (3) agree with one thread and the reference: a head that splits, with and without classes", async () => {
+  it("threads (3) agree with one thread and the reference: a head that splits, with and without classes", {
+    timeout: 120_000,
+  }, async () => {
     const p = problem(new Rng(5), 64, 64, 1500, 3, 0.1);
     const o: Any = { kind: "arcface", scale: 30, margin: 0.4, subcenters: 3 };
     for (const inputs of [p, { ...p, classes: partialFcSample(p.labels, 1500, { rate: 0.8, seed: 2 }) }]) {
@@ -142,7 +144,9 @@ describe("marginHead subcenters and classes: the backends agree with the referen
       agree(wasm.marginHead.valueAndGrad(inputs, o), want, "one thread");
     }
   });
-  it("threads with W, x and the out buffers in WebAssembly memory (alloc), with and without classes", async () => {
+  it("threads with W, x and the out buffers in WebAssembly memory (alloc), with and without classes", {
+    timeout: 120_000,
+  }, async () => {
     const p = problem(new Rng(6), 64, 64, 1500, 3, 0.1);
     const o: Any = { kind: "cosface", scale: 30, subcenters: 3 };
     using wx = alloc([64, 64]), ww = alloc([4500, 64]), gx = alloc([64, 64]), gw = alloc([4500, 64]);
@@ -167,16 +171,20 @@ describe("marginHead subcenters and classes: the backends agree with the referen
     assertGradClose(gs.data, sampled.grads.W.data, "dW in out (classes)");
     assertGradClose((q.grads.x as Any).data, sampled.grads.x.data, "dx (classes)");
   });
-  it("threads: a NaN row of W wins its class (the first NaN): every row's loss is NaN", async () => {
-    const p = problem(new Rng(7), 64, 64, 1500, 3, 0);
-    const W = p.W.data.slice().fill(NaN, 2998 * 64, 2999 * 64); // the second row of class 999
-    const r = await threaded.marginHead.forward({ ...p, W: { data: W, shape: p.W.shape } }, {
-      scale: 30,
-      subcenters: 3,
-      reduction: "none",
-    });
-    assert.ok((r.loss as Float32Array).every(Number.isNaN), `${r.loss}`);
-  });
+  it(
+    "threads: a NaN row of W wins its class (the first NaN): every row's loss is NaN",
+    { timeout: 120_000 },
+    async () => {
+      const p = problem(new Rng(7), 64, 64, 1500, 3, 0);
+      const W = p.W.data.slice().fill(NaN, 2998 * 64, 2999 * 64); // the second row of class 999
+      const r = await threaded.marginHead.forward({ ...p, W: { data: W, shape: p.W.shape } }, {
+        scale: 30,
+        subcenters: 3,
+        reduction: "none",
+      });
+      assert.ok((r.loss as Float32Array).every(Number.isNaN), `${r.loss}`);
+    },
+  );
 });
 
 describe("marginHead subcenters and classes: finite differences (float64 reference)", () => {

@@ -49,7 +49,7 @@ import { checkOut, F, type GpuContext, type KernelName, type Params } from "./co
 import { MH } from "./generated.ts";
 import { targetParams } from "./margin.ts";
 import { faceUniforms, stateSize, stateValues } from "./face_margin.ts";
-import { encodeTopK, INTER_PIPELINES, interParams, openInter } from "./margin_head_inter.ts";
+import { INTER_PIPELINES, interParams, openInter } from "./margin_head_inter.ts";
 
 /** Bytes of the du block the backward aims for (when larger than N * D floats). */
 const BLOCK_BYTES = 1 << 24;
@@ -314,6 +314,27 @@ function sampled(ctx: GpuContext, p: HeadProblem, enc: GPUCommandEncoder, keep: 
 
 /** One head call on the GPU, laid out by {@linkcode openHead}. */
 export type HeadSession = ReturnType<typeof openHead>;
+
+/**
+ * The interTopK pass of src/webgpu/margin_head_inter.ts (after the label's terms, before the logit tiles): each row's
+ * threshold and tie into row_v.
+ */
+function encodeTopK(s: HeadSession, pass: GPUComputePassEncoder): void {
+  const top = s.inter.top;
+  if (!top || !s.topk) return;
+  const [cos, scan, rows] = s.topk;
+  const { n, dispatch, groups, labelsB, rowVB } = s;
+  const listB = s.bind(top.list, top.list.size);
+  if (top.block) {
+    for (const { j0, cols } of s.windows(s.chunk)) {
+      const win = { row0: j0, g_off: j0, k: cols }, blockB = s.bind(top.block, n * cols * 4);
+      const res = [s.xB, s.wWin(j0, cols), labelsB, rowVB, s.bWin(j0, cols), blockB, listB];
+      dispatch(pass, cos, win, res, s.rowTiles, Math.ceil(cols / 64));
+      dispatch(pass, scan, win, [null, null, labelsB, rowVB, null, blockB, listB], groups(n));
+    }
+  }
+  dispatch(pass, rows, {}, [null, null, labelsB, rowVB, null, null, listB], groups(n));
+}
 
 /** The head's pipelines: per kernel, its bindings and entry points (the float-pair modes when `gated`). */
 const HEAD_PIPELINES = (gated: boolean, K = 1): [KernelName, string, string[]][] => {

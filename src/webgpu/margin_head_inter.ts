@@ -18,7 +18,6 @@
 import type { HeadProblem } from "../kernels/head.ts";
 import type { GpuContext, KernelName } from "./context.ts";
 import { MH } from "./generated.ts";
-import type { HeadSession } from "./margin_head.ts";
 
 /** interTopK's classes are float32s on the GPU: exact below 2^24. */
 const MAX_TOPK_CLASSES = 1 << 24;
@@ -96,22 +95,4 @@ export function openInter(
   const list = keep(ctx.buffer(bytes));
   const block = all ? null : (du ?? keep(ctx.buffer(n * chunk * 4)));
   return { rowm, top: { all, list, block } };
-}
-
-/** The interTopK pass (after the label's terms, before the logit tiles): each row's threshold and tie into row_v. */
-export function encodeTopK(s: HeadSession, pass: GPUComputePassEncoder): void {
-  const top = s.inter.top;
-  if (!top || !s.topk) return;
-  const [cos, scan, rows] = s.topk;
-  const { n, dispatch, groups, labelsB, rowVB } = s;
-  const listB = s.bind(top.list, top.list.size);
-  if (top.block) {
-    for (const { j0, cols } of s.windows(s.chunk)) {
-      const win = { row0: j0, g_off: j0, k: cols }, blockB = s.bind(top.block, n * cols * 4);
-      const res = [s.xB, s.wWin(j0, cols), labelsB, rowVB, s.bWin(j0, cols), blockB, listB];
-      dispatch(pass, cos, win, res, s.rowTiles, Math.ceil(cols / 64));
-      dispatch(pass, scan, win, [null, null, labelsB, rowVB, null, blockB, listB], groups(n));
-    }
-  }
-  dispatch(pass, rows, {}, [null, null, labelsB, rowVB, null, null, listB], groups(n));
 }
