@@ -282,11 +282,6 @@ export function marginLoss<O extends MarginOptions>(
       const cos = v.values(inputs.cos);
       if (o.checkFinite) v.finite("cos", cos, cols);
       const { scale, constant, phi, phis } = parse(o, n);
-      if (phis && v.onDevice(cos)) {
-        throw new TypeError(
-          "Expected cos to be a host matrix { data: Float32Array, shape } with a per-row margin (its targets are computed per row on the host), got a GPUBuffer",
-        );
-      }
       const nonTarget = interClass(o, inter, labels, cos, c, sub);
       const reduction = v.reduction(o.reduction);
       let count = 0;
@@ -312,8 +307,10 @@ export function marginLoss<O extends MarginOptions>(
         scale,
         clamp: true,
         target,
-        // (with a per-row margin no target as data: every backend takes the host's `target`)
-        margin: phis ? undefined : { kind: "margin", phi: phi.spec, constant },
+        // (with a per-row margin on host cosines no target as data: every backend takes the host's `target`;
+        // on GPU-resident ones the WebGPU kernel evaluates each row's own, m1 and the branch `phi`'s)
+        margin: phis && !v.onDevice(cos) ? undefined : { kind: "margin", phi: phi.spec, constant },
+        ...(phis && v.onDevice(cos) ? { rowMargins: phis.map((f) => f.spec) } : {}),
         nonTarget,
         scales,
         out: grad ? outBuffer(o, "cos", n, cols) : null,

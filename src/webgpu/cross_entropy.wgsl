@@ -218,6 +218,23 @@ fn z_coef(i: u32, row: Row) -> f32 {
   return row_in[i * P.rs_in + 1u] * 2.0 * P.zloss * row.lse;
 }
 
+// Row i's target constants: with F_ROW_TG (a per-row margin, ElasticFace) its own m2, m3, cos m2,
+// sin m2, cos(pi - m2), m2 sin(pi - m2) as pairs in row_in's columns 6 .. 17 (the host's float64
+// values, as the head's src/webgpu/margin_head_label.wgsl `row_tg`); else the uniform's.
+fn row_tg(i: u32) -> TgM {
+  var m = tg_uniform();
+  if ((P.flags & F_ROW_TG) != 0u) {
+    let o = i * P.rs_in + 6u;
+    m.m2 = vec2<f32>(row_in[o], row_in[o + 1u]);
+    m.m3 = vec2<f32>(row_in[o + 2u], row_in[o + 3u]);
+    m.cm = vec2<f32>(row_in[o + 4u], row_in[o + 5u]);
+    m.sm = vec2<f32>(row_in[o + 6u], row_in[o + 7u]);
+    m.th = vec2<f32>(row_in[o + 8u], row_in[o + 9u]);
+    m.mm = vec2<f32>(row_in[o + 10u], row_in[o + 11u]);
+  }
+  return m;
+}
+
 // The margin losses' label targets of the rows (before `main`): h[2 i ..] = (z_y, dz_y / dx_y).
 @compute @workgroup_size(64)
 fn targets(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -226,7 +243,8 @@ fn targets(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = P.row0 + gid.x;
   let y = labels[i];
   if (y < 0) { return; }
-  let zd = label_logit(sub_max(P.a_off + gid.x * P.c, u32(y)).x);
+  let t = margin_target_m(df(sub_max(P.a_off + gid.x * P.c, u32(y)).x), row_tg(i));
+  let zd = vec2(t.v.x + t.v.y, t.d.x + t.d.y);
   h[2u * i] = zd.x;
   h[2u * i + 1u] = zd.y;
 }
