@@ -46,6 +46,11 @@ export interface HardLabelProblem extends Prepared {
   readonly margin?: MarginTarget;
   /** With `margin`: each row's own target (a per-row margin; m1 and the branch are `margin`'s), or absent. */
   readonly rowMargins?: readonly MarginSpec[];
+  /**
+   * interTopK's k on GPU-resident cosines (with `margin` and `nonTarget`, whose `rows` are then null): the
+   * WebGPU kernel finds each row's threshold and tie itself (0 < k < C - 1), or absent.
+   */
+  readonly interTopK?: number;
   /** Per-row gradient scale (upstream and reduction folded in); ignored rows 0. */
   readonly scales: Float64Array;
   /** Caller's buffer for the gradient, or null. */

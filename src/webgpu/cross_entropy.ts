@@ -25,6 +25,16 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
   const host = (p.target !== null || p.face !== undefined) && p.margin === undefined, nt = p.nonTarget;
   // (a per-row margin on GPU-resident cosines: each row's target constants as pairs, columns 6 .. 17)
   const rowm = p.margin && p.rowMargins ? rowMarginPairs(p.rowMargins) : null;
+  // (interTopK on GPU-resident cosines: each row's threshold and tie found by `targets`, h's columns 2, 3)
+  const topK = p.margin && nt ? p.interTopK ?? 0 : 0;
+  const hs = topK ? 4 + 2 * topK : 2;
+  if (n * hs * 4 > ctx.maxBinding) {
+    throw new RangeError(
+      `Expected options.interTopK's lists, N * (2k + 4) float32 (${
+        n * hs * 4
+      } bytes, k = ${topK}), to fit one WebGPU storage binding (${ctx.maxBinding} bytes)`,
+    );
+  }
   const rs = rowm ? 18 : host || nt ? 6 : zLoss ? 2 : 1;
   // Per row: the gradient scale (and the z term's; the host's target, the transform's threshold and tie), in
   // and out: the row loss (and the z term).
@@ -45,7 +55,7 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
     for (let j = 0; j < p.c; j++) wsum += p.weight[j];
   }
   const flags = (p.grad ? F.GRAD : 0) | (p.clamp ? F.CLAMP : 0) | (p.weight ? F.WEIGHT : 0) |
-    (host ? F.HOST_TG : 0) | (nt ? F.NT : 0) | (rowm ? F.ROW_TG : 0);
+    (host ? F.HOST_TG : 0) | (nt ? F.NT : 0) | (rowm ? F.ROW_TG : 0) | (topK ? F.TOPK : 0);
   const params: Params<"cross_entropy"> = {
     flags,
     eps: p.smoothing,
@@ -56,7 +66,15 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
     zloss: zLoss,
     sub,
     ...(nt
-      ? { nt_lo: nt.lo, nt_hi: nt.hi, nt_a: nt.a, nt_b: nt.b, nt_g: nt.g, nt_cut: Math.min(nt.cut, 3.4028234e38) }
+      ? {
+        nt_lo: nt.lo,
+        nt_hi: nt.hi,
+        nt_a: nt.a,
+        nt_b: nt.b,
+        nt_g: nt.g,
+        nt_cut: Math.min(nt.cut, 3.4028234e38),
+        nt_k: topK,
+      }
       : {}),
     ...targetParams(p.margin),
   };
@@ -86,7 +104,7 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
     rsIn: rs,
     cls: p.weight,
     rsOut: rs,
-    first: p.margin ? { entry: "targets", perRow: 2 } : undefined,
+    first: p.margin ? { entry: "targets", perRow: hs } : undefined,
   };
   if (p.face && p.target === null) return faceRows(ctx, p, job);
   return then(
