@@ -338,30 +338,7 @@ describe("bad combinations are named errors", { skip }, () => {
     l.dispose();
   });
 
-  it("the margin options whose targets are computed on the host refuse a GPU-resident cos by name", async () => {
-    // (the face margin losses on GPU-resident cosines: tests/webgpu_face_test.ts)
-    const dev = await sharedDevice();
-    const l = await gpuLosses(dev, { auto: false, note: "test" });
-    const cos = await upload(randomMatrix(new Rng(seedOf("gpupath faces")), N, C, 0.5));
-    const labels = [0, 1, 2, 3, 4];
-    const cases: [string, Record<string, Any>, Record<string, Any>, string][] = [
-      ["arcface", { cos, labels }, { interTopK: 2 }, "interTopK"],
-      ["arcface", { cos, labels }, { margin: new Float32Array(N).fill(0.4) }, "per-row margin"],
-    ];
-    const c = await count(dev, async () => {
-      for (const [name, inputs, o, why] of cases) {
-        await assertThrowsNamed(
-          () => (l as Any)[name].valueAndGrad(inputs, { ...o, readback: false }),
-          TypeError,
-          "cos to be a host matrix",
-          why,
-        );
-        assert.throws(() => (l.sync as Any)[name].forward(inputs, o), TypeError, why);
-      }
-    });
-    assert.equal(c.maps, 0, "refused before reading anything");
-    l.dispose();
-  });
+  // (interTopK and a per-row margin on a GPU-resident cos run on the GPU path: tests/webgpu_cos_inter_test.ts)
 
   it("the GPU path on a CPU backend", async () => {
     const l = await init({ backend: "js" });

@@ -44,6 +44,13 @@ export interface HardLabelProblem extends Prepared {
   readonly target: Float64Array | null;
   /** The margin losses: the label's target as data (what `target` holds, for kernels that evaluate it). */
   readonly margin?: MarginTarget;
+  /** With `margin`: each row's own target (a per-row margin; m1 and the branch are `margin`'s), or absent. */
+  readonly rowMargins?: readonly MarginSpec[];
+  /**
+   * interTopK's k on GPU-resident cosines (with `margin` and `nonTarget`, whose `rows` are then null): the
+   * WebGPU kernel finds each row's threshold and tie itself (0 < k < C - 1), or absent.
+   */
+  readonly interTopK?: number;
   /** Per-row gradient scale (upstream and reduction folded in); ignored rows 0. */
   readonly scales: Float64Array;
   /** Caller's buffer for the gradient, or null. */

@@ -183,11 +183,8 @@ export function interClass(
   const { nonTarget, k } = inter;
   if (k === 0) return nonTarget;
   const { cut } = nonTarget;
-  if (v.onDevice(cos)) {
-    throw new TypeError(
-      "Expected cos to be a host matrix { data: Float32Array, shape } with options.interTopK (each row's top k is found on the host), got a GPUBuffer",
-    );
-  }
+  // (GPU-resident cosines: the WebGPU kernel finds the rows, `interTopK` of the problem; k >= C - 1 needs no cosine)
+  if (v.onDevice(cos) && k < c - 1) return nonTarget;
   // Per row: thr = the k-th largest filtered non-target cosine, tie = the last column taken at thr.
   const n = labels.length, rows = new Float64Array(2 * n), row = new Float64Array(c - 1);
   // (the class cosines: with sub-centres each class's maximum)
@@ -282,12 +279,8 @@ export function marginLoss<O extends MarginOptions>(
       const cos = v.values(inputs.cos);
       if (o.checkFinite) v.finite("cos", cos, cols);
       const { scale, constant, phi, phis } = parse(o, n);
-      if (phis && v.onDevice(cos)) {
-        throw new TypeError(
-          "Expected cos to be a host matrix { data: Float32Array, shape } with a per-row margin (its targets are computed per row on the host), got a GPUBuffer",
-        );
-      }
       const nonTarget = interClass(o, inter, labels, cos, c, sub);
+      const topK = v.onDevice(cos) && nonTarget?.rows === null ? interTransform(o, inter)?.k ?? 0 : 0;
       const reduction = v.reduction(o.reduction);
       let count = 0;
       for (let i = 0; i < n; i++) if (labels[i] >= 0) count++;
@@ -312,8 +305,11 @@ export function marginLoss<O extends MarginOptions>(
         scale,
         clamp: true,
         target,
-        // (with a per-row margin no target as data: every backend takes the host's `target`)
-        margin: phis ? undefined : { kind: "margin", phi: phi.spec, constant },
+        // (with a per-row margin on host cosines no target as data: every backend takes the host's `target`;
+        // on GPU-resident ones the WebGPU kernel evaluates each row's own, m1 and the branch `phi`'s)
+        margin: phis && !v.onDevice(cos) ? undefined : { kind: "margin", phi: phi.spec, constant },
+        ...(phis && v.onDevice(cos) ? { rowMargins: phis.map((f) => f.spec) } : {}),
+        ...(topK > 0 ? { interTopK: topK } : {}),
         nonTarget,
         scales,
         out: grad ? outBuffer(o, "cos", n, cols) : null,

@@ -9,6 +9,8 @@ const F_LOG: u32 = 16u;    // log-softmax / log-target
 const F_GRAD_B: u32 = 32u; // write the gradient of b
 const F_HOST_TG: u32 = 64u; // cross_entropy: the label targets come from the host, in row_in
 const F_NT: u32 = 128u;     // cross_entropy: the margin losses' non-target transform
+const F_ROW_TG: u32 = 256u; // cross_entropy: each row's target constants in row_in (a per-row margin)
+const F_TOPK: u32 = 512u;   // cross_entropy: interTopK's thresholds found on the GPU (`targets`), in h
 
 const WG: u32 = 256u;
 // The reductions below leave their result in a slot of its own (red_out, redu_out), which the next

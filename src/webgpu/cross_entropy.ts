@@ -9,7 +9,7 @@ import type { HardLabelProblem } from "../kernels/hard_label.ts";
 import { columns, type Raw, then } from "../kernels/core.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext, type Params, type RowJob, runRows } from "./context.ts";
-import { targetParams } from "./margin.ts";
+import { rowMarginPairs, targetParams } from "./margin.ts";
 import { faceRows } from "./face_margin.ts";
 
 /**
@@ -23,7 +23,19 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
   // The face margin losses: label targets from the host (no target spec), or from the face kernel on
   // GPU-resident cosines (`face`), and the non-target transform.
   const host = (p.target !== null || p.face !== undefined) && p.margin === undefined, nt = p.nonTarget;
-  const rs = host || nt ? 6 : zLoss ? 2 : 1;
+  // (a per-row margin on GPU-resident cosines: each row's target constants as pairs, columns 6 .. 17)
+  const rowm = p.margin && p.rowMargins ? rowMarginPairs(p.rowMargins) : null;
+  // (interTopK on GPU-resident cosines: each row's threshold and tie found by `targets`, h's columns 2, 3)
+  const topK = p.margin && nt ? p.interTopK ?? 0 : 0;
+  const hs = topK ? 4 + 2 * topK : 2;
+  if (n * hs * 4 > ctx.maxBinding) {
+    throw new RangeError(
+      `Expected options.interTopK's lists, N * (2k + 4) float32 (${
+        n * hs * 4
+      } bytes, k = ${topK}), to fit one WebGPU storage binding (${ctx.maxBinding} bytes)`,
+    );
+  }
+  const rs = rowm ? 18 : host || nt ? 6 : zLoss ? 2 : 1;
   // Per row: the gradient scale (and the z term's; the host's target, the transform's threshold and tie), in
   // and out: the row loss (and the z term).
   const rowIn = new Float32Array(n * rs);
@@ -35,6 +47,7 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
       rowIn[i * rs + 4] = nt.rows ? Math.min(nt.rows[2 * i], 3.4028234e38) : 3.4028234e38;
       rowIn[i * rs + 5] = nt.rows ? nt.rows[2 * i + 1] : -1;
     }
+    if (rowm) rowIn.set(rowm.subarray(12 * i, 12 * i + 12), i * rs + 6);
   }
   let wsum = p.c;
   if (p.weight) {
@@ -42,7 +55,7 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
     for (let j = 0; j < p.c; j++) wsum += p.weight[j];
   }
   const flags = (p.grad ? F.GRAD : 0) | (p.clamp ? F.CLAMP : 0) | (p.weight ? F.WEIGHT : 0) |
-    (host ? F.HOST_TG : 0) | (nt ? F.NT : 0);
+    (host ? F.HOST_TG : 0) | (nt ? F.NT : 0) | (rowm ? F.ROW_TG : 0) | (topK ? F.TOPK : 0);
   const params: Params<"cross_entropy"> = {
     flags,
     eps: p.smoothing,
@@ -53,13 +66,21 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
     zloss: zLoss,
     sub,
     ...(nt
-      ? { nt_lo: nt.lo, nt_hi: nt.hi, nt_a: nt.a, nt_b: nt.b, nt_g: nt.g, nt_cut: Math.min(nt.cut, 3.4028234e38) }
+      ? {
+        nt_lo: nt.lo,
+        nt_hi: nt.hi,
+        nt_a: nt.a,
+        nt_b: nt.b,
+        nt_g: nt.g,
+        nt_cut: Math.min(nt.cut, 3.4028234e38),
+        nt_k: topK,
+      }
       : {}),
     ...targetParams(p.margin),
   };
   const name = p.margin || host ? "cos" : "logits";
   if (c > ctx.segment) {
-    if (host || nt || sub > 1) {
+    if (host || nt || rowm || sub > 1) {
       throw new RangeError(
         `Expected C*K to be at most ${ctx.segment} columns for the face margin losses and subcenters on WebGPU (one storage binding per row), got ${c}`,
       );
@@ -83,7 +104,7 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
     rsIn: rs,
     cls: p.weight,
     rsOut: rs,
-    first: p.margin ? { entry: "targets", perRow: 2 } : undefined,
+    first: p.margin ? { entry: "targets", perRow: hs } : undefined,
   };
   if (p.face && p.target === null) return faceRows(ctx, p, job);
   return then(

@@ -51,6 +51,7 @@ struct CrossEntropyParams {
   nt_g: f32,
   nt_cut: f32,  // ... after non-targets above nt_cut become 0
   sub: u32,     // the margin losses' sub-centres K per class (0 or 1: none; c is then C K)
+  nt_k: u32,    // F_TOPK: interTopK's k (< C - 1)
   // #include "margin_params.wgsl"
 }
 @group(0) @binding(0) var<uniform> P: CrossEntropyParams;
@@ -177,6 +178,51 @@ fn grad_of(x: f32, col: u32, m: f32, ga: f32, gu: f32) -> f32 {
   return v;
 }
 
+// h's stride: (z_y, dz_y / dx_y), with F_TOPK then (thr, tie) and the row's top list of nt_k values and
+// nt_k classes (`topk_row`).
+fn h_stride() -> u32 { return select(2u, 4u + 2u * P.nt_k, (P.flags & F_TOPK) != 0u); }
+
+// Row i's non-target threshold and tie: from `targets`'s scan in h (F_TOPK), else from row_in's columns 4, 5.
+fn thr_tie(i: u32) -> vec2<f32> {
+  if ((P.flags & F_TOPK) != 0u) { return vec2(h[i * h_stride() + 2u], h[i * h_stride() + 3u]); }
+  return vec2(row_in[i * P.rs_in + 4u], row_in[i * P.rs_in + 5u]);
+}
+
+// F_TOPK: row i's (at a's row r, label y) k = nt_k largest non-label class cosines, clamped to [nt_lo, nt_hi]
+// and filtered (0 above nt_cut), found by one invocation going through the classes in order and keeping its
+// list in h (values largest first, and their classes as float32s: exact below 2^24): a value enters only
+// above the k-th, after its equals (ties to the smaller class, as src/losses/margin.ts's `interClass` and
+// the head's src/webgpu/margin_head_topk.wgsl `topk_scan`); then (thr, tie) = the k-th's value and class,
+// or (-FLT_MAX, -1) where fewer than k (NaN cosines).
+fn topk_row(i: u32, r: u32, y: u32) {
+  let kk = P.nt_k;
+  let o = i * h_stride();
+  let vo = o + 4u;
+  let co = vo + kk;
+  let xa = P.a_off + r * P.c;
+  let cc = P.c / max(P.sub, 1u);
+  var size = 0u;
+  var kth = NEG;
+  for (var j = 0u; j < cc; j++) {
+    if (j == y) { continue; }
+    var v = clamp(sub_max(xa, j).x, P.nt_lo, P.nt_hi);
+    if (v > P.nt_cut) { v = 0.0; }
+    if (!(v > kth)) { continue; }
+    var q = min(size, kk - 1u);
+    while (q > 0u && h[vo + q - 1u] < v) {
+      h[vo + q] = h[vo + q - 1u];
+      h[co + q] = h[co + q - 1u];
+      q--;
+    }
+    h[vo + q] = v;
+    h[co + q] = f32(j);
+    if (size < kk) { size++; }
+    if (size == kk) { kth = h[vo + kk - 1u]; }
+  }
+  h[o + 2u] = select(NEG, h[vo + kk - 1u], size == kk);
+  h[o + 3u] = select(-1.0, h[co + kk - 1u], size == kk);
+}
+
 // F_NT: the logit of entry x of column j != y of row i and its derivative over the scale: x
 // clamped to [nt_lo, nt_hi] (derivative 0 where cut), 0 above nt_cut (derivative 0); then hard
 // (x > thr, or x == thr and j <= tie) it is s (a x + b x^2 + g sqrt(1 - x^2)), derivative
@@ -189,8 +235,8 @@ fn nt_logit(x: f32, j: u32, i: u32) -> vec2<f32> {
     d = 0.0;
   }
   var z = v;
-  let thr = row_in[i * P.rs_in + 4u];
-  if (v > thr || (v == thr && f32(j) <= row_in[i * P.rs_in + 5u])) {
+  let tt = thr_tie(i);
+  if (v > tt.x || (v == tt.x && f32(j) <= tt.y)) {
     // (a: nt_a, plus row_in's column 1 where the face kernel wrote CurricularFace's t' there)
     let a = P.nt_a + row_in[i * P.rs_in + 1u];
     z = a * v + P.nt_b * v * v;
@@ -218,7 +264,25 @@ fn z_coef(i: u32, row: Row) -> f32 {
   return row_in[i * P.rs_in + 1u] * 2.0 * P.zloss * row.lse;
 }
 
-// The margin losses' label targets of the rows (before `main`): h[2 i ..] = (z_y, dz_y / dx_y).
+// Row i's target constants: with F_ROW_TG (a per-row margin, ElasticFace) its own m2, m3, cos m2,
+// sin m2, cos(pi - m2), m2 sin(pi - m2) as pairs in row_in's columns 6 .. 17 (the host's float64
+// values, as the head's src/webgpu/margin_head_label.wgsl `row_tg`); else the uniform's.
+fn row_tg(i: u32) -> TgM {
+  var m = tg_uniform();
+  if ((P.flags & F_ROW_TG) != 0u) {
+    let o = i * P.rs_in + 6u;
+    m.m2 = vec2<f32>(row_in[o], row_in[o + 1u]);
+    m.m3 = vec2<f32>(row_in[o + 2u], row_in[o + 3u]);
+    m.cm = vec2<f32>(row_in[o + 4u], row_in[o + 5u]);
+    m.sm = vec2<f32>(row_in[o + 6u], row_in[o + 7u]);
+    m.th = vec2<f32>(row_in[o + 8u], row_in[o + 9u]);
+    m.mm = vec2<f32>(row_in[o + 10u], row_in[o + 11u]);
+  }
+  return m;
+}
+
+// The margin losses' label targets of the rows (before `main`): h[hs i ..] = (z_y, dz_y / dx_y) (hs = h_stride()),
+// and with F_TOPK the row's interTopK threshold and tie (`topk_row`).
 @compute @workgroup_size(64)
 fn targets(@builtin(global_invocation_id) gid: vec3<u32>) {
   zero = P.zero;
@@ -226,9 +290,11 @@ fn targets(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = P.row0 + gid.x;
   let y = labels[i];
   if (y < 0) { return; }
-  let zd = label_logit(sub_max(P.a_off + gid.x * P.c, u32(y)).x);
-  h[2u * i] = zd.x;
-  h[2u * i + 1u] = zd.y;
+  let t = margin_target_m(df(sub_max(P.a_off + gid.x * P.c, u32(y)).x), row_tg(i));
+  let zd = vec2(t.v.x + t.v.y, t.d.x + t.d.y);
+  h[h_stride() * i] = zd.x;
+  h[h_stride() * i + 1u] = zd.y;
+  if ((P.flags & F_TOPK) != 0u) { topk_row(i, gid.x, u32(y)); }
 }
 
 @compute @workgroup_size(WG)
@@ -254,7 +320,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let cc = c / k;
   var zd: vec2<f32>;
   if (P.tg != TG_NONE) {
-    zd = vec2(h[2u * i], h[2u * i + 1u]);
+    zd = vec2(h[h_stride() * i], h[h_stride() * i + 1u]);
   } else if ((P.flags & F_HOST_TG) != 0u) {
     zd = vec2(row_in[i * P.rs_in + 2u], row_in[i * P.rs_in + 3u]);
   } else {

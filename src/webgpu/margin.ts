@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { MarginTarget } from "../kernels/hard_label.ts";
+import type { MarginSpec, MarginTarget } from "../kernels/hard_label.ts";
 import type { TargetSpec } from "../kernels/head.ts";
 import type { ParamName } from "./context.ts";
 import { TG } from "./generated.ts";
@@ -43,4 +43,21 @@ export function targetParams(t: MarginTarget | TargetSpec | undefined): Partial<
     tg_th: Math.cos(Math.PI - m2),
     tg_mm: Math.sin(Math.PI - m2) * m2,
   };
+}
+
+/**
+ * Each row's target constants `[N, 12]`, the pairs (float32 hi, lo) of m2, m3, cos m2, sin m2,
+ * cos(pi - m2), m2 sin(pi - m2) from the host's float64 values (a per-row margin: src/webgpu/margin.wgsl's
+ * `TgM`, read by the head's label kernel and the cosine losses' `targets`).
+ */
+export function rowMarginPairs(rows: readonly MarginSpec[]): Float32Array {
+  const out = new Float32Array(12 * rows.length);
+  rows.forEach(({ m2, m3 }, i) => {
+    [m2, m3, Math.cos(m2), Math.sin(m2), Math.cos(Math.PI - m2), Math.sin(Math.PI - m2) * m2].forEach((v, q) => {
+      const hi = Math.fround(v);
+      out[12 * i + 2 * q] = hi;
+      out[12 * i + 2 * q + 1] = v - hi;
+    });
+  });
+  return out;
 }

@@ -18,6 +18,7 @@
 import type { HeadProblem } from "../kernels/head.ts";
 import type { GpuContext, KernelName } from "./context.ts";
 import { MH } from "./generated.ts";
+import { rowMarginPairs } from "./margin.ts";
 
 /** interTopK's classes are float32s on the GPU: exact below 2^24. */
 const MAX_TOPK_CLASSES = 1 << 24;
@@ -52,19 +53,6 @@ export function interParams(p: TopKStep): { flags: number; fields: Record<string
   return { flags, fields: { nt_cut: nt.cut, nt_a: nt.a, nt_b: nt.b, nt_g: nt.g, nt_k: allHard(p, k) ? 0 : k } };
 }
 
-/** Each row's target constants `[N, 12]` (pairs of m2, m3, cos m2, sin m2, cos(pi - m2), m2 sin(pi - m2)). */
-function rowMarginValues(p: HeadProblem): Float32Array {
-  const out = new Float32Array(12 * p.n);
-  p.rowMargins!.forEach(({ m2, m3 }, i) => {
-    [m2, m3, Math.cos(m2), Math.sin(m2), Math.cos(Math.PI - m2), Math.sin(Math.PI - m2) * m2].forEach((v, q) => {
-      const hi = Math.fround(v);
-      out[12 * i + 2 * q] = hi;
-      out[12 * i + 2 * q + 1] = v - hi;
-    });
-  });
-  return out;
-}
-
 /**
  * The buffers of the options of a head call: the per-row margins (bound as the label kernel's
  * binding 5) and interTopK's per-row lists and cosine block (`du` when there is one).
@@ -77,7 +65,9 @@ export function openInter(
   du: GPUBuffer | null,
 ) {
   const { n } = p;
-  const rowm = p.rowMargins ? { buffer: keep(ctx.upload(rowMarginValues(p))), offset: 0, size: 48 * n } : null;
+  const rowm = p.rowMargins
+    ? { buffer: keep(ctx.upload(rowMarginPairs(p.rowMargins))), offset: 0, size: 48 * n }
+    : null;
   const k = p.interTopK ?? 0;
   if (k === 0 || !p.nonTarget || p.face) return { rowm, top: null };
   if (p.c > MAX_TOPK_CLASSES) {
