@@ -584,7 +584,7 @@ export function marginHeadKind(): HeadKind<MarginHeadOptions> {
         throw new TypeError(
           `Expected options.${
             rowKeys[0]
-          } to be a number here (a per-row margin is taken by marginHead, not by its class-sharded form), got an array`,
+          } to be a number where the batch size is not given (a per-row margin needs N), got an array`,
         );
       }
       const values = rowKeys.map((key) => v.vector(`options.${key}`, given[key], n!)!);

@@ -18,7 +18,7 @@ export function targetParams(t: MarginTarget | TargetSpec | undefined): Partial<
   if (t === undefined) return { tg: TG.NONE };
   if (t.kind === "host") {
     throw new TypeError(
-      "Expected a marginHead kind with a WebGPU kernel in the class-sharded head (arcface, cosface, normface, combinedMargin), got one whose targets are computed on the host there (adaface, magface: use the wasm or js backend)",
+      "Expected a label target the WebGPU kernels evaluate, got the face kinds' host-side one (their rows are written by src/webgpu/margin_head_face.wgsl or, on shards, by src/webgpu/sharded.ts)",
     );
   }
   if (t.kind !== "margin") {
