@@ -15,8 +15,8 @@
  * phase puts the host's label logit T and dT/du of the rows whose label is here, the hard
  * non-labels' threshold (CurricularFace's phi_i) and t' into `rowV` before the tiles (the GPU's own
  * `face_rows`, which sees only this shard's labels, is overwritten). MagFace's gradient through
- * `||x_i||` is the host's (src/losses/sharded.ts), as on the CPU shards. A per-row margin (ElasticFace) takes
- * its label targets from the host the same way (the GPU's own, of a plain target, overwritten).
+ * `||x_i||` is the host's (src/losses/sharded.ts), as on the CPU shards. A per-row margin (ElasticFace) runs
+ * as on the unsharded head (each row's constants, `rowMargins`, read by the label's kernel).
  * `interTopK`: the step `topK` is the unsharded head's top-k pass over the shard's rows of W (its float32
  * cosines, the values the logit tiles compare); with the merged top k (`nonTarget.rows`) each phase puts
  * every row's threshold and tie (the shard's own class index) into `rowV` after `encodeRows`, and the
@@ -70,12 +70,12 @@ function hostRows(p: HeadShardProblem["p"], owns: (i: number) => boolean, rowV: 
   if (p.face) rowV[n * MH.RS + 2] = nt?.a ?? 0;
 }
 
-/** A label target the GPU evaluates, replaced by the host's (a per-row margin: `spec` "host"). */
+/** A label target the GPU evaluates, replaced by the host's (the face kinds: `spec` "host"). */
 const PLAIN: TargetSpec = { kind: "margin", phi: { m1: 1, m2: 0, m3: 0, branch: "none" }, constant: false };
 
 /**
  * The shard's problem with local labels, whether row i's label is here, and whether the host's rows go
- * into `rowV` (the face kinds; a per-row margin, whose targets only the host has).
+ * into `rowV` (the face kinds, whose targets only the host has; interTopK's merged thresholds).
  */
 function local(q: HeadShardProblem) {
   const { p, first } = q;
