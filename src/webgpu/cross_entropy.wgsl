@@ -268,17 +268,11 @@ fn z_coef(i: u32, row: Row) -> f32 {
 // sin m2, cos(pi - m2), m2 sin(pi - m2) as pairs in row_in's columns 6 .. 17 (the host's float64
 // values, as the head's src/webgpu/margin_head_label.wgsl `row_tg`); else the uniform's.
 fn row_tg(i: u32) -> TgM {
-  var m = tg_uniform();
-  if ((P.flags & F_ROW_TG) != 0u) {
-    let o = i * P.rs_in + 6u;
-    m.m2 = vec2<f32>(row_in[o], row_in[o + 1u]);
-    m.m3 = vec2<f32>(row_in[o + 2u], row_in[o + 3u]);
-    m.cm = vec2<f32>(row_in[o + 4u], row_in[o + 5u]);
-    m.sm = vec2<f32>(row_in[o + 6u], row_in[o + 7u]);
-    m.th = vec2<f32>(row_in[o + 8u], row_in[o + 9u]);
-    m.mm = vec2<f32>(row_in[o + 10u], row_in[o + 11u]);
-  }
-  return m;
+  if ((P.flags & F_ROW_TG) == 0u) { return tg_uniform(); }
+  let o = i * P.rs_in + 6u;
+  var q: array<f32, 12>;
+  for (var k = 0u; k < 12u; k++) { q[k] = row_in[o + k]; }
+  return tg_row(q);
 }
 
 // The margin losses' label targets of the rows (before `main`): h[hs i ..] = (z_y, dz_y / dx_y) (hs = h_stride()),

@@ -84,6 +84,14 @@ struct Tg { v: vec2<f32>, d: vec2<f32> }
 struct TgM { m1: vec2<f32>, m2: vec2<f32>, m3: vec2<f32>, cm: vec2<f32>, sm: vec2<f32>, th: vec2<f32>, mm: vec2<f32> }
 fn tg_uniform() -> TgM { return TgM(P.tg_m1, P.tg_m2, P.tg_m3, P.tg_cm, P.tg_sm, P.tg_th, P.tg_mm); }
 
+// One row's own constants (a per-row margin, ElasticFace): m2, m3, cos m2, sin m2, cos(pi - m2),
+// m2 sin(pi - m2) as six (hi, lo) pairs, the host's float64 values (src/webgpu/margin.ts's
+// `rowMarginPairs`); m1 the uniform's.
+fn tg_row(q: array<f32, 12>) -> TgM {
+  return TgM(P.tg_m1, vec2<f32>(q[0], q[1]), vec2<f32>(q[2], q[3]), vec2<f32>(q[4], q[5]), vec2<f32>(q[6], q[7]),
+    vec2<f32>(q[8], q[9]), vec2<f32>(q[10], q[11]));
+}
+
 // phi(x) and d phi / dx for a cosine x in [-1, 1] (src/losses/margin.ts's target
 // functions): cos(m1 theta + m2) - m3 with ArcFace's threshold branch (x > cos(pi - m2),
 // else x - m2 sin(pi - m2)) or its easy margin (x > 0, else x). The derivative is taken

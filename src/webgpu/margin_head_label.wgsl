@@ -42,17 +42,11 @@ fn item(wid: vec3<u32>, lid: u32) -> u32 { return (wid.x + P.a_off) * 64u + lid;
 // cos m2, sin m2, cos(pi - m2), m2 sin(pi - m2) as pairs, [N, 12] in `comb` (which `label` does not
 // otherwise read), the host's float64 values; else the uniform's.
 fn row_tg(i: u32) -> TgM {
-  var m = tg_uniform();
-  if ((P.flags & MH_ROWM) != 0u) {
-    let o = 12u * i;
-    m.m2 = vec2<f32>(comb[o], comb[o + 1u]);
-    m.m3 = vec2<f32>(comb[o + 2u], comb[o + 3u]);
-    m.cm = vec2<f32>(comb[o + 4u], comb[o + 5u]);
-    m.sm = vec2<f32>(comb[o + 6u], comb[o + 7u]);
-    m.th = vec2<f32>(comb[o + 8u], comb[o + 9u]);
-    m.mm = vec2<f32>(comb[o + 10u], comb[o + 11u]);
-  }
-  return m;
+  if ((P.flags & MH_ROWM) == 0u) { return tg_uniform(); }
+  let o = 12u * i;
+  var q: array<f32, 12>;
+  for (var k = 0u; k < 12u; k++) { q[k] = comb[o + k]; }
+  return tg_row(q);
 }
 
 // The label's logit T and dT/du, dT/d||x||, dT/d||W_y|| from xw = x_i . W_y, nx = ||x_i||,

@@ -79,14 +79,14 @@ fn topk_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     for (var r = 1u; r < K; r++) { v = max(v, blk[(q * K + r) * P.n + i]); }
     if (v > P.nt_cut) { v = 0.0; }
     if (!(v > kth)) { continue; }
-    var q = min(size, kk - 1u);
-    while (q > 0u && top[vo + q - 1u] < v) {
-      top[vo + q] = top[vo + q - 1u];
-      top[co + q] = top[co + q - 1u];
-      q--;
+    var at = min(size, kk - 1u);
+    while (at > 0u && top[vo + at - 1u] < v) {
+      top[vo + at] = top[vo + at - 1u];
+      top[co + at] = top[co + at - 1u];
+      at--;
     }
-    top[vo + q] = v;
-    top[co + q] = f32(j);
+    top[vo + at] = v;
+    top[co + at] = f32(j);
     if (size < kk) { size++; }
     if (size == kk) { kth = top[vo + kk - 1u]; }
   }
