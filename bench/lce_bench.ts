@@ -93,37 +93,48 @@ function library(lib: Lib): Contender<Ctx>[] {
   ];
 }
 
-/** The three products alone, as the call makes them: per chunk of 128 classes, W_J^T transposed, W in WebAssembly memory. */
-const gemms: Contender<Ctx> = {
-  name: "3 GEMMs",
-  floor: true,
-  setup({ n, d, v, x, W, free }, mode) {
-    if (mode !== "valueAndGrad") return "n/a";
-    const rt = runtime(), ptrs: number[] = [];
-    const at = (bytes: number, src?: Float32Array) => {
-      const p = rt.malloc(bytes);
-      if (src) rt.f32.set(src, p >>> 2);
-      return ptrs.push(p), p;
-    };
-    const X = at(n * d * 4, x), Wp = at(v * d * 4, W), WT = at(d * CHUNK * 4), S = at(n * CHUNK * 4);
-    const dX = at(n * d * 4), dW = at(CHUNK * d * 4);
-    rt.f32.fill(1e-3, S >>> 2, (S >>> 2) + n * CHUNK);
-    free.push(() => ptrs.forEach((p) => rt.free(p)));
-    return {
-      run: (): Out => {
-        for (let j0 = 0; j0 < v; j0 += CHUNK) {
-          const m = Math.min(CHUNK, v - j0), wj = Wp + j0 * d * 4;
-          rt.k.transpose(wj, m, d, WT);
-          rt.k.gemm(S, m, n, m, d, X, d, 1, WT, m, 0);
-          rt.k.gemm(dX, d, n, d, m, S, m, 1, wj, d, j0 ? 1 : 0);
-          rt.k.gemm(dW, d, m, d, n, S, 1, m, X, d, 0);
-        }
-        sink.value += rt.f32[dX >>> 2];
-        return {};
-      },
-    };
-  },
-};
+/**
+ * The three products alone, as the call makes them: per chunk of 128 classes, W_J^T transposed, W in
+ * WebAssembly memory. With `fresh`, their results land in new host arrays each call as the default
+ * API's do (dW chunk by chunk, dX at the end): the floor of a call that returns fresh gradients.
+ */
+function gemmFloor(name: string, fresh: boolean): Contender<Ctx> {
+  return {
+    name,
+    floor: true,
+    setup({ n, d, v, x, W, free }, mode) {
+      if (mode !== "valueAndGrad") return "n/a";
+      const rt = runtime(), ptrs: number[] = [];
+      const at = (bytes: number, src?: Float32Array) => {
+        const p = rt.malloc(bytes);
+        if (src) rt.f32.set(src, p >>> 2);
+        return ptrs.push(p), p;
+      };
+      const X = at(n * d * 4, x), Wp = at(v * d * 4, W), WT = at(d * CHUNK * 4), S = at(n * CHUNK * 4);
+      const dX = at(n * d * 4), dW = at(CHUNK * d * 4);
+      rt.f32.fill(1e-3, S >>> 2, (S >>> 2) + n * CHUNK);
+      free.push(() => ptrs.forEach((p) => rt.free(p)));
+      return {
+        run: (): Out => {
+          const gW = fresh ? new Float32Array(v * d) : null;
+          for (let j0 = 0; j0 < v; j0 += CHUNK) {
+            const m = Math.min(CHUNK, v - j0), wj = Wp + j0 * d * 4;
+            rt.k.transpose(wj, m, d, WT);
+            rt.k.gemm(S, m, n, m, d, X, d, 1, WT, m, 0);
+            rt.k.gemm(dX, d, n, d, m, S, m, 1, wj, d, j0 ? 1 : 0);
+            rt.k.gemm(dW, d, m, d, n, S, 1, m, X, d, 0);
+            gW?.set(rt.f32.subarray(dW >>> 2, (dW >>> 2) + m * d), j0 * d);
+          }
+          const gx = fresh ? rt.f32.slice(dX >>> 2, (dX >>> 2) + n * d) : null;
+          sink.value += rt.f32[dX >>> 2] + (gW ? gW[0] + gx![0] : 0);
+          return {};
+        },
+      };
+    },
+  };
+}
+
+const gemms = gemmFloor("3 GEMMs", false), gemmsFresh = gemmFloor("3 GEMMs fresh", true);
 
 /** PyTorch CPU, 2 threads: F.linear + F.cross_entropy, forward and backward (bench/torch_runner.py). */
 const torch = torchContender<Ctx>("PyTorch 2 threads", {
@@ -229,13 +240,13 @@ if (!(await memoryRun(process.argv.slice(2)))) {
       work: ([n, d, v], mode) => (mode === "valueAndGrad" ? 6 : 2) * n * d * v,
       unit: ["GFLOP/s", 1e9],
       library,
-      contenders: [gemms, tfjs, torch],
+      contenders: [gemms, gemmsFresh, tfjs, torch],
       context,
       dispose: (ctx) => ctx.free.forEach((f) => f()),
       // The float64 reference would take minutes at these sizes: the outputs are compared with TF.js's by the summary's loss.
       reference: () => ({}),
       baseline: "wasm",
-      pairs: [["wasm 2 threads", "3 GEMMs"], ["wasm", "wasm out="]],
+      pairs: [["wasm 2 threads", "3 GEMMs"], ["wasm", "wasm out="], ["wasm", "3 GEMMs fresh"]],
       memory: { warm: [8, 16, 300], when: (_, mode) => mode === "valueAndGrad" },
     };
   });
