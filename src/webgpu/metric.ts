@@ -1,8 +1,7 @@
 /**
  * WebGPU glue of the `metric` family (`ntXent`, `tripletMargin`, `multiSimilarity`,
- * `proxyAnchor`; src/webgpu/metric.wgsl): one pass of eight dispatches (the rows normalised,
- * the similarities by the tiled product, which rows have a near pair, one workgroup per anchor
- * row for its loss terms,
+ * `proxyAnchor`; src/webgpu/metric.wgsl): one pass of seven dispatches (the rows normalised,
+ * the similarities by the tiled product, one workgroup per anchor row for its loss terms,
  * the mining and the derivatives A, the loss and its denominator reduced on the GPU, the
  * gradients by the tiled product and through the normalisation), one submission and one
  * readback of the loss (and of host gradients). GPU-resident inputs are bound in place and
@@ -82,7 +81,6 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
     dispatches: [
       ["norm", tiles(b + c)],
       ["sims", tiles(b), tiles(cols)],
-      ["near", triplet ? 0 : grad * tiles(b + c)],
       proxy ? ["walk_proxy", tiles(c)] : ["walk", b],
       ["reduce", 1],
       ["grad", grad * tiles(b), tiles(d)],

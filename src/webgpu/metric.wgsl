@@ -1,5 +1,5 @@
 // The `metric` family (ntXent, tripletMargin, multiSimilarity, proxyAnchor; src/webgpu/metric.ts),
-// the math of src/reference/metric.ts and assembly/metric.ts in one pass of eight dispatches
+// the math of src/reference/metric.ts and assembly/metric.ts in one pass of seven dispatches
 // (proxyAnchor walks with walk_proxy):
 //   norm:   one invocation per row of f and of the proxies: its norm in float pairs, the
 //           normalised row h = f / max(||f||, 1e-12) as a float pair, hi into work (the
@@ -7,18 +7,18 @@
 //           a pair, ||f|| >= 1e-12] into stats;
 //   sims:   S = h h^T ([B, B]; proxyAnchor h p^T, [B, C]) into s by the tiled product
 //           (src/webgpu/gemm_loop.wgsl);
-//   near:   (with the gradient; not tripletMargin) one invocation per row of S (proxyAnchor:
-//           and per column): whether it holds a near pair (d^2 = 2 - 2 S < NEAR, another row),
-//           as `live` 2 in stats;
 //   walk:   one workgroup per anchor row (walk_proxy: an invocation per proxy column): the
 //           row's loss terms and its count (the loss's denominator: ntXent's positives, the triplets with
 //           l > 0, 1 per anchor, proxyAnchor 1 in all) into stats, and in place of S the
 //           derivatives A = dL/dS (tripletMargin: W = (dL/dd) / d, 0 at d = 0). The mining is
 //           in this walk over the row of distances: no list of triplets; "all", "hard" and
 //           "semihard" sum per anchor-positive pair over the negatives (an invocation per
-//           positive), the negatives' shares likewise (an invocation per negative);
+//           positive), the negatives' shares likewise (an invocation per negative); and
+//           (not tripletMargin) whether the row (proxy) holds a near pair (d^2 = 2 - 2 S < NEAR
+//           with another row), as `live` 2 in stats;
 //   reduce: one workgroup: the sums of the rows' terms and counts, the loss (0 without a
-//           count) and the gradient scale upstream / count into stats[0], stats[1];
+//           count) and the gradient scale upstream / count into stats[0], stats[1], and
+//           (proxyAnchor) whether any proxy holds a near pair into stats[2];
 //   grad:   G = (A + A^T) h ([B, D]; proxyAnchor A p), grad_p: proxyAnchor's A^T h, both by the
 //           tiled product into work after h; a tile of 64 rows that holds a row with a near
 //           pair takes E = G - r h instead (r the rows' sums of the coefficients; below);
@@ -71,7 +71,7 @@ struct MetricParams {
 @group(0) @binding(3) var<storage, read> labels: array<i32>;
 // h's hi [(b + c), d], then G (E) [(b + c), d], then h's lo [(b + c), d].
 @group(0) @binding(4) var<storage, read_write> work: array<f32>;
-// [loss, scale, 0, 0], per row of f and proxies [||h||^2, inv hi, inv lo, live (0 ||f|| < 1e-12,
+// [loss, scale, any near pair, 0], per row of f and proxies [||h||^2, inv hi, inv lo, live (0 ||f|| < 1e-12,
 // 1, or 2 with a near pair)], per walked row [sum, count].
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 // S [b, cols] (then A or W); tripletMargin: dL/dd [b, b] after it.
@@ -269,27 +269,20 @@ fn sims(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   gemm_store(&out, t, 0u, wid.x * 64u, P.b, wid.y * 64u, P.cols);
 }
 
-// Rows of S (and proxyAnchor's columns, as rows b .. b + c): whether they hold a near pair.
-@compute @workgroup_size(64)
-fn near(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let r = gid.x;
-  if (r >= P.b + P.c) { return; }
+// Whether a cosine makes a near pair (d^2 = 2 - 2 cos < NEAR).
+fn is_near(cosine: f32) -> bool { return 2.0 - 2.0 * cosine < NEAR; }
+
+// Row r of [f; proxies] holds a near pair where its largest cosine `top` with another row
+// (proxyAnchor: with a proxy, or a proxy's with a row) is near: `live` 2 in stats.
+fn flag_near(r: u32, top: f32) {
   let at = row_stat(r) + 3u;
-  if (stats[at] == 0.0) { return; }
-  let cols = P.cols;
-  let rows = select(cols, P.b, r >= P.b);
-  for (var j = 0u; j < rows; j++) {
-    var cosine: f32;
-    if (r < P.b) { cosine = s[r * cols + j]; } else { cosine = s[j * cols + r - P.b]; }
-    if ((P.loss == 3u || j != r) && 2.0 - 2.0 * cosine < NEAR) {
-      stats[at] = 2.0;
-      return;
-    }
-  }
+  if (stats[at] > 0.0 && is_near(top)) { stats[at] = 2.0; }
 }
 
-// Whether any of rows r .. r + n - 1 of [f; proxies] holds a near pair.
+// Whether any of rows r .. r + n - 1 of [f; proxies] holds a near pair (proxyAnchor's rows of
+// f: whether any proxy does, from `reduce`).
 fn rows_near(r: u32, n: u32) -> bool {
+  if (P.loss == 3u && r < P.b) { return stats[2] > 0.0; }
   for (var i = 0u; i < n; i++) {
     if (stats[row_stat(r + i) + 3u] > 1.5) { return true; }
   }
@@ -314,9 +307,12 @@ fn walk_ntxent(a: u32, t: u32) {
   let ya = labels[a];
   var mt = NEG;
   var np = 0.0;
+  var top = NEG;
   for (var j = t; j < b; j += WG) {
+    if (j != a) { top = max(top, s[base + j]); }
     if (labels[j] != ya) { mt = max(mt, s[base + j]); } else if (j != a) { np += 1.0; }
   }
+  let near = wg_max(top, t);
   let m = wg_max(mt, t);
   let npos = wg_sum(np, t);
   var st = 0.0;
@@ -356,6 +352,7 @@ fn walk_ntxent(a: u32, t: u32) {
   if (t == 0u) {
     stats[walk_stat(a)] = loss;
     stats[walk_stat(a) + 1u] = npos;
+    flag_near(a, near);
   }
 }
 
@@ -372,14 +369,17 @@ fn walk_ms(a: u32, t: u32) {
   let ya = labels[a];
   var mpt = 0.0;
   var mnt = 0.0;
+  var top = NEG;
   for (var j = t; j < b; j += WG) {
     if (j == a) { continue; }
+    top = max(top, s[base + j]);
     let x = select(-P.alpha.x, P.beta.x, labels[j] != ya) * (s[base + j] - P.base.x);
     s[base + j] = x;
     if (labels[j] != ya) { mnt = max(mnt, x); } else { mpt = max(mpt, x); }
   }
   let mp = wg_max(mpt, t);
   let mn = wg_max(mnt, t);
+  let near = wg_max(top, t);
   var spt = 0.0;
   var snt = 0.0;
   for (var j = t; j < b; j += WG) {
@@ -402,6 +402,7 @@ fn walk_ms(a: u32, t: u32) {
   if (t == 0u) {
     stats[walk_stat(a)] = lse1(mp, sp) / P.alpha.x + lse1(mn, sn) / P.beta.x;
     stats[walk_stat(a) + 1u] = 1.0;
+    flag_near(a, near);
   }
 }
 
@@ -422,7 +423,9 @@ fn walk_proxy(@builtin(global_invocation_id) gid: vec3<u32>) {
   var mp = 0.0;
   var mn = 0.0;
   var own = false;
+  var top = NEG;
   for (var i = 0u; i < b; i++) {
+    top = max(top, s[i * c + k]);
     let mine = u32(labels[i]) == k;
     let x = select(P.alpha.x, -P.alpha.x, mine) * (s[i * c + k] + select(P.margin.x, -P.margin.x, mine));
     s[i * c + k] = x;
@@ -433,6 +436,7 @@ fn walk_proxy(@builtin(global_invocation_id) gid: vec3<u32>) {
       mn = max(mn, x);
     }
   }
+  flag_near(b + k, top);
   var sp = exp(-mp);
   var sn = exp(-mn);
   for (var i = 0u; i < b; i++) {
@@ -610,15 +614,19 @@ fn reduce(@builtin(local_invocation_index) t: u32) {
   let rows = select(P.b, P.c, P.loss == 3u);
   var lt = 0.0;
   var ct = 0.0;
+  var nt = 0.0;
   for (var i = t; i < rows; i += WG) {
     lt += stats[walk_stat(i)];
     ct += stats[walk_stat(i) + 1u];
+    if (P.loss == 3u && stats[row_stat(P.b + i) + 3u] > 1.5) { nt = 1.0; }
   }
   let loss = wg_sum(lt, t);
   let count = wg_sum(ct, t);
+  let near = wg_max(nt, t);
   if (t == 0u) {
     stats[0] = select(0.0, loss / count, count > 0.0);
     stats[1] = select(0.0, P.upstream / count, count > 0.0);
+    stats[2] = near;
   }
 }
 
