@@ -50,7 +50,11 @@ describe("metric losses on nearly parallel rows (tests/fixtures/metric_parallel.
       const inputs: Any = { ...fc.inputs };
       for (const k of spec.grads) inputs[k] = await upload(fc.inputs[k] as Any, dev);
       const loss = (l as Any)[spec.name];
-      assertLossClose((await loss.forward(inputs, fc.options)).loss, fc.expected.loss as number, `webgpu resident ${fc.name} loss`);
+      assertLossClose(
+        (await loss.forward(inputs, fc.options)).loss,
+        fc.expected.loss as number,
+        `webgpu resident ${fc.name} loss`,
+      );
       const grads = await loss.backward(inputs, fc.options, fc.upstream);
       for (const k of spec.grads) {
         const g = grads[k];
