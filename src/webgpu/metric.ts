@@ -41,7 +41,7 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
   const proxy = p.loss === "proxyAnchor", triplet = p.loss === "tripletMargin";
   const cols = proxy ? c : b;
   fits(ctx, "the similarities of the batch", (triplet ? 2 : 1) * b * cols);
-  fits(ctx, "f and the proxies, twice", 2 * (b + c) * d);
+  fits(ctx, "f and the proxies, three times", 3 * (b + c) * d);
   if (b + c > ctx.maxGroups) {
     throw new RangeError(
       `Expected at most ${ctx.maxGroups} rows of f and the proxies on this WebGPU device, got ${b + c}`,
@@ -50,7 +50,7 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
   const resident = force || onDevice(p.f) || onDevice(p.proxies);
   checkOut("f", p.outF as { buffer?: unknown } | null, resident);
   if (proxy) checkOut("proxies", p.outProxies as { buffer?: unknown } | null, resident);
-  const work = bufs.scratch(2 * (b + c) * d * 4), s = bufs.scratch((triplet ? 2 : 1) * b * cols * 4);
+  const work = bufs.scratch(3 * (b + c) * d * 4), s = bufs.scratch((triplet ? 2 : 1) * b * cols * 4);
   const stats = bufs.temp(ctx.buffer((4 + 4 * (b + c) + 2 * cols) * 4));
   const gf = p.grad ? bufs.output(resident, p.outF as { buffer?: GPUBuffer } | null, b * d * 4) : null;
   const gp = p.grad && proxy ? bufs.output(resident, p.outProxies as { buffer?: GPUBuffer } | null, c * d * 4) : null;

@@ -2,8 +2,9 @@
 // the math of src/reference/metric.ts and assembly/metric.ts in one pass of seven dispatches
 // (proxyAnchor walks with walk_proxy):
 //   norm:   one invocation per row of f and of the proxies: its norm in float pairs, the
-//           normalised row h = f / max(||f||, 1e-12) into work (the proxies' after f's), and
-//           per row [||h||^2, 1 / max(||f||, 1e-12) as a pair, ||f|| >= 1e-12] into stats;
+//           normalised row h = f / max(||f||, 1e-12) as a float pair, hi into work (the
+//           proxies' after f's) and lo after G, and per row [||h||^2, 1 / max(||f||, 1e-12) as
+//           a pair, ||f|| >= 1e-12] into stats;
 //   sims:   S = h h^T ([B, B]; proxyAnchor h p^T, [B, C]) into s by the tiled product
 //           (src/webgpu/gemm_loop.wgsl);
 //   walk:   one workgroup per anchor row (walk_proxy: an invocation per proxy column): the
@@ -12,14 +13,28 @@
 //           derivatives A = dL/dS (tripletMargin: W = (dL/dd) / d, 0 at d = 0). The mining is
 //           in this walk over the row of distances: no list of triplets; "all", "hard" and
 //           "semihard" sum per anchor-positive pair over the negatives (an invocation per
-//           positive), the negatives' shares likewise (an invocation per negative);
+//           positive), the negatives' shares likewise (an invocation per negative); and
+//           (not tripletMargin) whether the row (proxy) holds a near pair (d^2 = 2 - 2 S < NEAR
+//           with another row), as `live` 2 in stats;
 //   reduce: one workgroup: the sums of the rows' terms and counts, the loss (0 without a
-//           count) and the gradient scale upstream / count into stats[0], stats[1];
+//           count) and the gradient scale upstream / count into stats[0], stats[1], and
+//           (proxyAnchor) whether any proxy holds a near pair into stats[2];
 //   grad:   G = (A + A^T) h ([B, D]; proxyAnchor A p), grad_p: proxyAnchor's A^T h, both by the
-//           tiled product into work after h;
-//   back:   one invocation per row: g = scale G (tripletMargin: scale (r_i h_i - G_i + the near
-//           pairs' terms), r_i the row and column sums of W), then through the normalisation:
-//           (g - h (h . g)) / ||f||, or g / 1e-12 where ||f|| < 1e-12, into gf (or gp).
+//           tiled product into work after h; a tile of 64 rows that holds a row with a near
+//           pair takes E = G - r h instead (r the rows' sums of the coefficients; below);
+//   back:   one invocation per row: g = scale G or scale E (tripletMargin: scale (r_i h_i - G_i +
+//           the near pairs' terms), r_i the row and column sums of W), then through the
+//           normalisation: (g - h (h . g)) / ||f||, or g / 1e-12 where ||f|| < 1e-12, into gf
+//           (or gp).
+// Nearly parallel rows: the normalisation's backward (G - h (h . G)) / ||f|| is also that of
+// E = sum_j B_ij (h_j - h_i) (B the coefficients of G = B h; h_i . h_i = 1; E = G where
+// ||f|| < 1e-12). Where rows are near (0.01 apart: G 100 times its projection) forming G in
+// float32 and projecting it would cancel the result's digits (3e-4 of the largest gradient
+// element off at 0.001 apart), so there each product B_ij (h_j - h_i) is formed from the
+// difference (gemm_rel) of the rows' float pairs (hi_j - hi_i, then lo_j - lo_i: a float32 h
+// alone is off by 6e-8, 6e-5 of a difference of 0.001): every term is as small as the result
+// and nothing cancels. Far pairs (d^2 >= NEAR) cancel at most by about 1 / d; tripletMargin's
+// near pairs have their own terms (below), so it never takes E.
 // Exact exponents (`exact`: ntXent's 1/t, multiSimilarity's alpha or beta, proxyAnchor's alpha
 // above 64, e.g. t = 1e-4 or alpha = 1e4): a float32 cosine's rounding times that scale would move
 // an exponent by more than SPEC allows, so the exponents are taken again from the raw rows in
@@ -54,9 +69,10 @@ struct MetricParams {
 @group(0) @binding(1) var<storage, read> f: array<f32>;
 @group(0) @binding(2) var<storage, read> proxies: array<f32>;
 @group(0) @binding(3) var<storage, read> labels: array<i32>;
-// h [(b + c), d], then G [(b + c), d].
+// h's hi [(b + c), d], then G (E) [(b + c), d], then h's lo [(b + c), d].
 @group(0) @binding(4) var<storage, read_write> work: array<f32>;
-// [loss, scale, 0, 0], per row of f and proxies [||h||^2, inv hi, inv lo, live], per walked row [sum, count].
+// [loss, scale, any near pair, 0], per row of f and proxies [||h||^2, inv hi, inv lo, live (0 ||f|| < 1e-12,
+// 1, or 2 with a near pair)], per walked row [sum, count].
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 // S [b, cols] (then A or W); tripletMargin: dL/dd [b, b] after it.
 @group(0) @binding(6) var<storage, read_write> s: array<f32>;
@@ -107,11 +123,12 @@ fn norm(@builtin(global_invocation_id) gid: vec3<u32>) {
   let n = df_sqrt(two_sum(acc.x, acc.y));
   let inv = df_div(df(1.0), df_max(n, df(1e-12)));
   var sq = 0.0;
+  let lo = 2u * (P.b + P.c) * d;
   for (var q = 0u; q < d; q++) {
-    let x = raw(r, q);
-    let h = x * inv.x + x * inv.y;
-    work[r * d + q] = h;
-    sq += h * h;
+    let h = df_mul(df(raw(r, q)), inv);
+    work[r * d + q] = h.x;
+    work[lo + r * d + q] = h.y;
+    sq += h.x * h.x;
   }
   let at = row_stat(r);
   stats[at] = sq;
@@ -122,19 +139,30 @@ fn norm(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // The products (src/webgpu/gemm_loop.wgsl): 0 S = h h^T or h p^T; 1 G = (A + A^T) h;
 // 2 G = A p (proxyAnchor); 3 G_p = A^T h (proxyAnchor). The gradient products run over
-// their depth in chunks from k_off (see grad_tiles).
+// their depth in chunks from k_off (see grad_tiles), relative to the output row's own
+// direction (tile_own, gemm_rel), on h's hi, or with LO added on its lo.
+const LO: u32 = 4u;
 var<private> k_off: u32;
 fn tile_a(which: u32, i: u32, k: u32) -> f32 {
   if (which == 0u) { return work[i * P.d + k]; }
   let kk = k + k_off;
-  if (which == 1u) { return s[i * P.b + kk] + s[kk * P.b + i]; }
-  if (which == 2u) { return s[i * P.c + kk]; }
+  let w = which & 3u;
+  if (w == 1u) { return s[i * P.b + kk] + s[kk * P.b + i]; }
+  if (w == 2u) { return s[i * P.c + kk]; }
   return s[kk * P.c + i];
+}
+// Entry j of row r of [h; p], hi, or lo with LO.
+fn h_at(which: u32, r: u32, j: u32) -> f32 {
+  return work[select(0u, 2u * (P.b + P.c) * P.d, (which & LO) != 0u) + r * P.d + j];
 }
 fn tile_b(which: u32, k: u32, j: u32) -> f32 {
   if (which == 0u) { return work[(select(0u, P.b, P.loss == 3u) + j) * P.d + k]; }
-  if (which == 2u) { return work[(P.b + k + k_off) * P.d + j]; }
-  return work[(k + k_off) * P.d + j];
+  return h_at(which, select(0u, P.b, (which & 3u) == 2u) + k + k_off, j);
+}
+// Entry j of output row i's own direction (0 where ||f|| < 1e-12: G itself there).
+fn tile_own(which: u32, i: u32, j: u32) -> f32 {
+  let r = select(0u, P.b, (which & 3u) == 3u) + i;
+  return select(0.0, h_at(which, r, j), stats[row_stat(r) + 3u] > 0.0);
 }
 fn tile_put(which: u32, i: u32, j: u32, v: f32) {
   if (which == 0u) {
@@ -149,8 +177,58 @@ fn tile_put(which: u32, i: u32, j: u32, v: f32) {
 // about depth * 6e-8 of its size).
 const CHUNK: u32 = 128u;
 
-// The tile at (r0, c0) of gradient product `which` over `depth`, in blocks of CHUNK.
+// out = the tile at (r0, c0) of product `which` relative to the output rows' own directions:
+// sum_k A[i, k] (B[k, j] - tile_own(which, i, j)), each difference before its product (see the
+// top). Call from uniform control flow.
+fn gemm_rel(out: ptr<function, array<vec4<f32>, 16>>, t: u32, which: u32, r0: u32, rows: u32, c0: u32, cols: u32, kdim: u32) {
+  var own: array<vec4<f32>, 16>;
+  for (var r = 0u; r < 8u; r++) {
+    let i = r0 + 8u * (t >> 3u) + r;
+    for (var cc = 0u; cc < 8u; cc++) {
+      let j = c0 + 8u * (t & 7u) + cc;
+      var v = 0.0;
+      if (i < rows && j < cols) { v = tile_own(which, i, j); }
+      own[2u * r + (cc >> 2u)][cc & 3u] = v;
+    }
+  }
+  for (var q = 0u; q < 16u; q++) { (*out)[q] = vec4<f32>(0.0); }
+  let ty = t >> 3u;
+  let tx = t & 7u;
+  for (var k0 = 0u; k0 < kdim; k0 += TK) {
+    gemm_load(t, which, r0, rows, c0, cols, kdim, k0, false);
+    workgroupBarrier();
+    // src/webgpu/gemm_tile.wgsl's block, each B entry less the output row's own.
+    for (var kk = 0u; kk < TK; kk++) {
+      let a0 = As[kk * 16u + 2u * ty];
+      let a1 = As[kk * 16u + 2u * ty + 1u];
+      let b0 = Bs[kk * 16u + 2u * tx];
+      let b1 = Bs[kk * 16u + 2u * tx + 1u];
+      (*out)[0] += a0.x * (b0 - own[0]);
+      (*out)[1] += a0.x * (b1 - own[1]);
+      (*out)[2] += a0.y * (b0 - own[2]);
+      (*out)[3] += a0.y * (b1 - own[3]);
+      (*out)[4] += a0.z * (b0 - own[4]);
+      (*out)[5] += a0.z * (b1 - own[5]);
+      (*out)[6] += a0.w * (b0 - own[6]);
+      (*out)[7] += a0.w * (b1 - own[7]);
+      (*out)[8] += a1.x * (b0 - own[8]);
+      (*out)[9] += a1.x * (b1 - own[9]);
+      (*out)[10] += a1.y * (b0 - own[10]);
+      (*out)[11] += a1.y * (b1 - own[11]);
+      (*out)[12] += a1.z * (b0 - own[12]);
+      (*out)[13] += a1.z * (b1 - own[13]);
+      (*out)[14] += a1.w * (b0 - own[14]);
+      (*out)[15] += a1.w * (b1 - own[15]);
+    }
+    workgroupBarrier();
+  }
+}
+
+// The tile at (r0, c0) of gradient product `which` over `depth` in blocks of CHUNK; where one
+// of its rows holds a near pair, relative to the rows' own directions (gemm_rel, E; see the
+// top): on h's hi in blocks, plus on its lo (terms of 6e-8 of the others: one float32 sum).
 fn grad_tiles(t: u32, which: u32, r0: u32, rows: u32, c0: u32, cols: u32, depth: u32) {
+  let rel = uniform_i32(select(0, 1, rows_near(select(0u, P.b, which == 3u) + r0, min(64u, rows - r0))), t) != 0;
   var out: array<vec4<f32>, 16>;
   var hi: array<vec4<f32>, 16>;
   var lo: array<vec4<f32>, 16>;
@@ -160,7 +238,11 @@ fn grad_tiles(t: u32, which: u32, r0: u32, rows: u32, c0: u32, cols: u32, depth:
   }
   for (var k = 0u; k < depth; k += CHUNK) {
     k_off = k;
-    gemm_tiles(&out, t, which, r0, rows, c0, cols, min(CHUNK, depth - k), false);
+    if (rel) {
+      gemm_rel(&out, t, which, r0, rows, c0, cols, min(CHUNK, depth - k));
+    } else {
+      gemm_tiles(&out, t, which, r0, rows, c0, cols, min(CHUNK, depth - k), false);
+    }
     // hi + out = sum + err exactly (two-sum, elementwise; opq4 keeps it from being simplified).
     for (var q = 0u; q < 16u; q++) {
       let sum = opq4(hi[q] + out[q]);
@@ -169,7 +251,13 @@ fn grad_tiles(t: u32, which: u32, r0: u32, rows: u32, c0: u32, cols: u32, depth:
       hi[q] = sum;
     }
   }
-  for (var q = 0u; q < 16u; q++) { out[q] = hi[q] + lo[q]; }
+  if (rel) {
+    k_off = 0u;
+    gemm_rel(&out, t, which | LO, r0, rows, c0, cols, depth);
+  } else {
+    for (var q = 0u; q < 16u; q++) { out[q] = vec4<f32>(0.0); }
+  }
+  for (var q = 0u; q < 16u; q++) { out[q] = hi[q] + (lo[q] + out[q]); }
   gemm_store(&out, t, which, r0, rows, c0, cols);
 }
 
@@ -179,6 +267,26 @@ fn sims(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var out: array<vec4<f32>, 16>;
   gemm_tiles(&out, t, 0u, wid.x * 64u, P.b, wid.y * 64u, P.cols, P.d, true);
   gemm_store(&out, t, 0u, wid.x * 64u, P.b, wid.y * 64u, P.cols);
+}
+
+// Whether a cosine makes a near pair (d^2 = 2 - 2 cos < NEAR).
+fn is_near(cosine: f32) -> bool { return 2.0 - 2.0 * cosine < NEAR; }
+
+// Row r of [f; proxies] holds a near pair where its largest cosine `top` with another row
+// (proxyAnchor: with a proxy, or a proxy's with a row) is near: `live` 2 in stats.
+fn flag_near(r: u32, top: f32) {
+  let at = row_stat(r) + 3u;
+  if (stats[at] > 0.0 && is_near(top)) { stats[at] = 2.0; }
+}
+
+// Whether any of rows r .. r + n - 1 of [f; proxies] holds a near pair (proxyAnchor's rows of
+// f: whether any proxy does, from `reduce`).
+fn rows_near(r: u32, n: u32) -> bool {
+  if (P.loss == 3u && r < P.b) { return stats[2] > 0.0; }
+  for (var i = 0u; i < n; i++) {
+    if (stats[row_stat(r + i) + 3u] > 1.5) { return true; }
+  }
+  return false;
 }
 
 // k (cos(r, j) + shift) - m from the raw rows r and j of [f; proxies] in float pairs, rounded once
@@ -199,9 +307,12 @@ fn walk_ntxent(a: u32, t: u32) {
   let ya = labels[a];
   var mt = NEG;
   var np = 0.0;
+  var top = NEG;
   for (var j = t; j < b; j += WG) {
+    if (j != a) { top = max(top, s[base + j]); }
     if (labels[j] != ya) { mt = max(mt, s[base + j]); } else if (j != a) { np += 1.0; }
   }
+  let near = wg_max(top, t);
   let m = wg_max(mt, t);
   let npos = wg_sum(np, t);
   var st = 0.0;
@@ -241,6 +352,7 @@ fn walk_ntxent(a: u32, t: u32) {
   if (t == 0u) {
     stats[walk_stat(a)] = loss;
     stats[walk_stat(a) + 1u] = npos;
+    flag_near(a, near);
   }
 }
 
@@ -257,14 +369,17 @@ fn walk_ms(a: u32, t: u32) {
   let ya = labels[a];
   var mpt = 0.0;
   var mnt = 0.0;
+  var top = NEG;
   for (var j = t; j < b; j += WG) {
     if (j == a) { continue; }
+    top = max(top, s[base + j]);
     let x = select(-P.alpha.x, P.beta.x, labels[j] != ya) * (s[base + j] - P.base.x);
     s[base + j] = x;
     if (labels[j] != ya) { mnt = max(mnt, x); } else { mpt = max(mpt, x); }
   }
   let mp = wg_max(mpt, t);
   let mn = wg_max(mnt, t);
+  let near = wg_max(top, t);
   var spt = 0.0;
   var snt = 0.0;
   for (var j = t; j < b; j += WG) {
@@ -287,6 +402,7 @@ fn walk_ms(a: u32, t: u32) {
   if (t == 0u) {
     stats[walk_stat(a)] = lse1(mp, sp) / P.alpha.x + lse1(mn, sn) / P.beta.x;
     stats[walk_stat(a) + 1u] = 1.0;
+    flag_near(a, near);
   }
 }
 
@@ -307,7 +423,9 @@ fn walk_proxy(@builtin(global_invocation_id) gid: vec3<u32>) {
   var mp = 0.0;
   var mn = 0.0;
   var own = false;
+  var top = NEG;
   for (var i = 0u; i < b; i++) {
+    top = max(top, s[i * c + k]);
     let mine = u32(labels[i]) == k;
     let x = select(P.alpha.x, -P.alpha.x, mine) * (s[i * c + k] + select(P.margin.x, -P.margin.x, mine));
     s[i * c + k] = x;
@@ -318,6 +436,7 @@ fn walk_proxy(@builtin(global_invocation_id) gid: vec3<u32>) {
       mn = max(mn, x);
     }
   }
+  flag_near(b + k, top);
   var sp = exp(-mp);
   var sn = exp(-mn);
   for (var i = 0u; i < b; i++) {
@@ -495,15 +614,19 @@ fn reduce(@builtin(local_invocation_index) t: u32) {
   let rows = select(P.b, P.c, P.loss == 3u);
   var lt = 0.0;
   var ct = 0.0;
+  var nt = 0.0;
   for (var i = t; i < rows; i += WG) {
     lt += stats[walk_stat(i)];
     ct += stats[walk_stat(i) + 1u];
+    if (P.loss == 3u && stats[row_stat(P.b + i) + 3u] > 1.5) { nt = 1.0; }
   }
   let loss = wg_sum(lt, t);
   let count = wg_sum(ct, t);
+  let near = wg_max(nt, t);
   if (t == 0u) {
     stats[0] = select(0.0, loss / count, count > 0.0);
     stats[1] = select(0.0, P.upstream / count, count > 0.0);
+    stats[2] = near;
   }
 }
 
@@ -522,7 +645,8 @@ fn grad_p(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   grad_tiles(t, 3u, wid.x * 64u, P.c, wid.y * 64u, P.d, P.b);
 }
 
-// Row r's gradient w.r.t. h, entry q: scale G (tripletMargin: scale (rs h - G), and the near pairs).
+// Row r's gradient w.r.t. h, entry q: scale G or scale E (tripletMargin: scale (rs h - G), and
+// the near pairs).
 fn grad_h(r: u32, q: u32, scale: f32, rs: f32) -> f32 {
   let d = P.d;
   let g = scale * work[(P.b + P.c + r) * d + q];
