@@ -50,6 +50,7 @@ import { MH } from "./generated.ts";
 import { targetParams } from "./margin.ts";
 import { faceUniforms, stateSize, stateValues } from "./face_margin.ts";
 import { INTER_PIPELINES, interParams, openInter } from "./margin_head_inter.ts";
+import { topKWindow } from "./loops.ts";
 
 /** Bytes of the du block the backward aims for (when larger than N * D floats). */
 const BLOCK_BYTES = 1 << 24;
@@ -326,7 +327,10 @@ function encodeTopK(s: HeadSession, pass: GPUComputePassEncoder): void {
   const { n, dispatch, groups, labelsB, rowVB } = s;
   const listB = s.bind(top.list, top.list.size);
   if (top.block) {
-    for (const { j0, cols } of s.windows(s.chunk)) {
+    // (windows of whole tiles of classes, within the chunk's block, that each invocation of the scan can go
+    // through within llvmpipe's loop budget: src/webgpu/loops.ts)
+    const { K, chunk, problem } = s;
+    for (const { j0, cols } of s.windows(Math.min(chunk, topKWindow(K, problem.interTopK ?? 0, 64) * K))) {
       const win = { row0: j0, g_off: j0, k: cols }, blockB = s.bind(top.block, n * cols * 4);
       const res = [s.xB, s.wWin(j0, cols), labelsB, rowVB, s.bWin(j0, cols), blockB, listB];
       dispatch(pass, cos, win, res, s.rowTiles, Math.ceil(cols / 64));

@@ -1,0 +1,22 @@
+/**
+ * The loop budget of one shader invocation (docs/DEVELOPMENT.md, the seventh WebGPU rule): Mesa's llvmpipe,
+ * the software adapter of GPU-less Linux machines, silently leaves every loop of an invocation once that
+ * invocation has made 65,535 loop iterations in all (gallivm's loop limiter: one counter per invocation,
+ * shared by nested and successive loops and the functions called, each loop costing its iterations plus
+ * one for its exit test). Kernels whose work per invocation grows with C, N or k split it into windows
+ * that stay within {@linkcode LOOP_BUDGET}, on every adapter (the results do not depend on the windows).
+ * @module
+ */
+
+/** Loop iterations one invocation may spend on a window of work (65,535, less a margin for the fixed loops). */
+export const LOOP_BUDGET = 60_000;
+
+/**
+ * interTopK's classes per window of a row's scan (src/webgpu/topk.wgsl's heap, by one invocation per row):
+ * each class costs at most its K sub-centres' loop (K + 1), the class loop's own iteration, and an offer
+ * (log2(k) + 3); at least `unit`, and a multiple of it.
+ */
+export function topKWindow(subs: number, k: number, unit = 1): number {
+  const perClass = subs + 6 + Math.ceil(Math.log2(k + 1));
+  return Math.max(unit, Math.floor(LOOP_BUDGET / perClass / unit) * unit);
+}
