@@ -747,7 +747,10 @@ export function recordRows<K extends RowKernel>(ctx: GpuContext, job: RowJob<K>)
     if (first) {
       pass.setPipeline(first);
       for (const extra of job.first!.passes ?? [{}]) {
-        pass.setBindGroup(0, ctx.bind(pipeline, t(ctx.params<RowKernel>(job.kernel, { ...fields, ...extra })), resources));
+        pass.setBindGroup(
+          0,
+          ctx.bind(pipeline, t(ctx.params<RowKernel>(job.kernel, { ...fields, ...extra })), resources),
+        );
         pass.dispatchWorkgroups(Math.ceil(rows / 64));
       }
     }

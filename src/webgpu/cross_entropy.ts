@@ -105,7 +105,9 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
     rsIn: rs,
     cls: p.weight,
     rsOut: rs,
-    first: p.margin ? { entry: "targets", perRow: hs, passes: topK ? topKPasses(p.c, sub, topK) : undefined } : undefined,
+    first: p.margin
+      ? { entry: "targets", perRow: hs, passes: topK ? topKPasses(p.c, sub, topK) : undefined }
+      : undefined,
   };
   if (p.face && p.target === null) return faceRows(ctx, p, job);
   return then(

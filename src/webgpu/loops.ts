@@ -12,6 +12,19 @@
 export const LOOP_BUDGET = 60_000;
 
 /**
+ * The depth (the summed dimension) of a tiled product one invocation may go through
+ * (src/webgpu/gemm_loop.wgsl: about 17 iterations per 16 of it): the heads' chunks of classes.
+ */
+export const GEMM_DEPTH = 32_768;
+
+/**
+ * Rows one invocation of linearCrossEntropy's dW and db sums goes through per dispatch
+ * (src/webgpu/linear_cross_entropy_mm.wgsl: about 300 iterations per block of 256 rows for dW): a
+ * multiple of its blocks.
+ */
+export const ROW_RANGE = 32_768;
+
+/**
  * interTopK's classes per window of a row's scan (src/webgpu/topk.wgsl's heap, by one invocation per row):
  * each class costs at most its K sub-centres' loop (K + 1), the class loop's own iteration, and an offer
  * (log2(k) + 3); at least `unit`, and a multiple of it.

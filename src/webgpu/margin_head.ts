@@ -50,7 +50,7 @@ import { MH } from "./generated.ts";
 import { targetParams } from "./margin.ts";
 import { faceUniforms, stateSize, stateValues } from "./face_margin.ts";
 import { INTER_PIPELINES, interParams, openInter } from "./margin_head_inter.ts";
-import { topKWindow } from "./loops.ts";
+import { GEMM_DEPTH, topKWindow } from "./loops.ts";
 
 /** Bytes of the du block the backward aims for (when larger than N * D floats). */
 const BLOCK_BYTES = 1 << 24;
@@ -112,7 +112,12 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   // Classes per backward chunk: a multiple of 64 within the window, [N, chunk] floats
   // within the larger of BLOCK_BYTES and x itself (and one binding).
   const budget = Math.min(ctx.maxBinding, Math.max(BLOCK_BYTES, n * d * 4));
-  const chunk = Math.min(window, Math.max(unit, Math.floor(budget / (n * 4 * unit)) * unit));
+  // (and at most GEMM_DEPTH rows of W: dx's product goes through the chunk's rows in one invocation,
+  // src/webgpu/loops.ts)
+  const chunk = Math.min(
+    window,
+    Math.max(unit, Math.floor(Math.min(budget / (n * 4), GEMM_DEPTH) / unit) * unit),
+  );
   if (p.grad && n * chunk * 4 > ctx.maxBinding) {
     throw tooLarge(
       `a block of the gradient of 64 classes of ${K} rows (x [${n}, ${d}])`,
