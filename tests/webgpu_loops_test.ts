@@ -1,8 +1,8 @@
 // The WebGPU kernels whose one invocation would loop over C, N or k (docs/DEVELOPMENT.md's seventh WebGPU
 // rule, src/webgpu/loops.ts): Mesa's llvmpipe, this machine's adapter, silently leaves every loop of an
 // invocation after 65,535 iterations in all, so these shapes gave wrong values there before the work was
-// split (interTopK's per-row scans by windows of classes, the head's chunks of at most 32,768 rows of W,
-// linearCrossEntropy's dW and db by ranges of rows). Each case is past that count and compared with the
+// split (interTopK's per-row scans by windows of classes, the margin losses' sub-centres in one loop per
+// class, the head's chunks of at most 32,768 rows of W, linearCrossEntropy's dW and db by ranges of rows). Each case is past that count and compared with the
 // float64 reference within SPEC's bound; the data puts what the old kernels missed past the 65,535th
 // iteration (the largest non-label cosines in the last classes, ties among the rest). Kept as small as
 // the limit allows (llvmpipe is slow). Skipped where the runtime has no WebGPU adapter (Bun).
@@ -36,10 +36,11 @@ function flat(n: number, C: number, K: number) {
 }
 
 describe("WebGPU past llvmpipe's 65,535 loop iterations per invocation", { skip }, () => {
-  it("arcface's interTopK on GPU-resident cosines, C = 100,000 (and 40,000 classes of 2 sub-centres)", async () => {
+  it("arcface's interTopK on GPU-resident cosines, C = 100,000 (K = 1 and 64) and 40,000 classes of 2", async () => {
     const dev = await sharedDevice();
     const l = await gpuLosses(dev, { auto: false, note: "test" }) as Any;
-    for (const [C, K, k] of [[100_000, 1, 6], [40_000, 2, 5]]) {
+    // (K = 64: `main`'s two passes over the row's C K columns, one invocation C K / 256 of them each)
+    for (const [C, K, k] of [[100_000, 1, 6], [40_000, 2, 5], [100_000, 64, 3]]) {
       const p = flat(2, C, K);
       // (k = 6 > 4: the threshold is a tied 0.3, its tie the smaller classes', across windows)
       const o = { scale: 64, interTopK: k, interTopKMargin: 0.3, ...(K > 1 ? { subcenters: K } : {}) };

@@ -85,12 +85,20 @@ fn capped(z: f32) -> vec2<f32> {
 // value x (unclamped: the clamp then passes or cuts its gradient), by `subcenter`'s rule (the
 // largest clamped to [-1, 1], ties to the smaller column, the first NaN wins). P.sub <= 1: column j.
 struct Sub { x: f32, col: u32 }
-fn sub_max(xa: u32, j: u32) -> Sub {
+fn sub_max(xa: u32, j: u32) -> Sub { return sub_pick(xa, j, NO_G); }
+
+const NO_G: u32 = 0xffffffffu;
+// sub_max, also writing 0 into the gradient row at xg (unless NO_G) at each of class j's columns on its way
+// (the caller then writes the winner's): one loop of K per class, so that `main` at C = 1e5 and K = 64 stays
+// within llvmpipe's loop budget (src/webgpu/loops.ts).
+fn sub_pick(xa: u32, j: u32, xg: u32) -> Sub {
   if (P.sub <= 1u) { return Sub(a[xa + j], j); }
   let c0 = j * P.sub;
   var r = Sub(a[xa + c0], c0);
   var best = clamp(r.x, -1.0, 1.0);
+  if (xg != NO_G) { g[xg + c0] = 0.0; }
   for (var q = 1u; q < P.sub; q++) {
+    if (xg != NO_G) { g[xg + c0 + q] = 0.0; }
     let u = a[xa + c0 + q];
     let w = clamp(u, -1.0, 1.0);
     // the first NaN wins (checked on the values: clamp's result for a NaN is the implementation's)
@@ -364,7 +372,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (k > 1u) {
     // sub-centres: each class's gradient at its winning column, 0 at the others
     for (var j = t; j < cc; j += WG) {
-      let s = sub_max(xa, j);
+      let s = sub_pick(xa, j, xg);
       var v: f32;
       if (j == yu) {
         v = gy;
@@ -374,7 +382,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       } else {
         v = grad_of(s.x, j, m, ga, gu);
       }
-      for (var q = j * k; q < j * k + k; q++) { g[xg + q] = select(0.0, v, q == s.col); }
+      g[xg + s.col] = v;
     }
     return;
   }
