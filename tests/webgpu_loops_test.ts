@@ -2,7 +2,8 @@
 // rule, src/webgpu/loops.ts): Mesa's llvmpipe, this machine's adapter, silently leaves every loop of an
 // invocation after 65,535 iterations in all, so these shapes gave wrong values there before the work was
 // split (interTopK's per-row scans by windows of classes, the margin losses' sub-centres in one loop per
-// class, the head's chunks of at most 32,768 rows of W, linearCrossEntropy's dW and db by ranges of rows). Each case is past that count and compared with the
+// class, the head's chunks of at most 32,768 rows of W, tripletMargin's gradient one invocation per entry,
+// linearCrossEntropy's dW and db by ranges of rows). Each case is past that count and compared with the
 // float64 reference within SPEC's bound; the data puts what the old kernels missed past the 65,535th
 // iteration (the largest non-label cosines in the last classes, ties among the rest). Kept as small as
 // the limit allows (llvmpipe is slow). Skipped where the runtime has no WebGPU adapter (Bun).
@@ -72,6 +73,17 @@ describe("WebGPU past llvmpipe's 65,535 loop iterations per invocation", { skip 
       assertGradClose(await values(g.grads.x), ref.grads.x.data, `${label}: grads.x`);
       assertGradClose(await values(g.grads.W), ref.grads.W.data, `${label}: grads.W`);
     }
+    l.dispose();
+  });
+
+  it("tripletMargin's gradient at B = 140, D = 256 (each row's D sums over the batch, once in one invocation)", async () => {
+    const dev = await sharedDevice();
+    const l = await gpuLosses(dev, { auto: false, note: "test" }) as Any;
+    const rng = new Rng(140), f = randomMatrix(rng, 140, 256, 1), labels = randomLabels(rng, 140, 8, 0, -100);
+    const ref = js.tripletMargin.valueAndGrad({ f, labels } as Any, {}) as Any;
+    const g = await l.tripletMargin.valueAndGrad({ f: await upload(f), labels }, {});
+    assertLossClose(await scalar(g.loss), ref.loss, "loss");
+    assertGradClose(await values(g.grads.f), ref.grads.f.data, "grads.f");
     l.dispose();
   });
 

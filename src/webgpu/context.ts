@@ -114,6 +114,11 @@ export class GpuContext {
   readonly align: number;
   /** Workgroups per dispatch dimension. */
   readonly maxGroups: number;
+  /**
+   * Whether the adapter is Mesa's llvmpipe (or its Vulkan driver lavapipe), whose invocations stop after
+   * 65,535 loop iterations in all (src/webgpu/loops.ts's `checkLoops` refuses what would exceed them).
+   */
+  readonly loopLimited: boolean;
   readonly #maxBindingBytes: number | null;
   #disposed = false;
   #roundTrip: Promise<number> | null = null;
@@ -143,6 +148,8 @@ export class GpuContext {
     this.maxBuffer = l.maxBufferSize;
     this.align = l.minStorageBufferOffsetAlignment;
     this.maxGroups = l.maxComputeWorkgroupsPerDimension;
+    const info = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+    this.loopLimited = /llvmpipe|lavapipe/i.test(`${info?.description ?? ""} ${info?.device ?? ""}`);
     device.lost.then((info) => {
       this.lost = info.message || info.reason || "unknown reason";
     });

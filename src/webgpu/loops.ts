@@ -8,6 +8,11 @@
  * @module
  */
 
+import type { GpuContext } from "./context.ts";
+
+/** The iterations after which llvmpipe stops an invocation's loops. */
+export const LOOP_LIMIT = 65_535;
+
 /** Loop iterations one invocation may spend on a window of work (65,535, less a margin for the fixed loops). */
 export const LOOP_BUDGET = 60_000;
 
@@ -32,4 +37,18 @@ export const ROW_RANGE = 32_768;
 export function topKWindow(subs: number, k: number, unit = 1): number {
   const perClass = subs + 6 + Math.ceil(Math.log2(k + 1));
   return Math.max(unit, Math.floor(LOOP_BUDGET / perClass / unit) * unit);
+}
+
+/**
+ * Refuses, on llvmpipe only ({@linkcode GpuContext.loopLimited}), a call whose kernel would loop more than
+ * {@linkcode LOOP_LIMIT} times in one invocation (`iterations`, the kernel's count for these shapes): a
+ * `RangeError` naming `what` (the shapes that set it) instead of values llvmpipe would silently get wrong.
+ * The kernels that are not split yet (docs/LOSSES.md lists them); other adapters have no such limit.
+ */
+export function checkLoops(ctx: GpuContext, iterations: number, what: string): void {
+  if (!ctx.loopLimited || iterations <= LOOP_LIMIT) return;
+  throw new RangeError(
+    `Expected ${what} to need at most ${LOOP_LIMIT} loop iterations per shader invocation on llvmpipe ` +
+      `(Mesa's software adapter stops any invocation there), got ${Math.ceil(iterations)}`,
+  );
 }

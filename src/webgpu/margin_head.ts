@@ -50,7 +50,7 @@ import { MH } from "./generated.ts";
 import { targetParams } from "./margin.ts";
 import { faceUniforms, stateSize, stateValues } from "./face_margin.ts";
 import { INTER_PIPELINES, interParams, openInter } from "./margin_head_inter.ts";
-import { GEMM_DEPTH, topKWindow } from "./loops.ts";
+import { checkLoops, GEMM_DEPTH, topKWindow } from "./loops.ts";
 
 /** Bytes of the du block the backward aims for (when larger than N * D floats). */
 const BLOCK_BYTES = 1 << 24;
@@ -210,6 +210,17 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   const fill = nLab.slice(0, c);
   for (let i = 0; i < n; i++) if (here(i)) csr[c + 1 + fill[p.labels[i]]++] = i;
   const csrB = bind(keep(ctx.upload(csr)), csr.byteLength);
+  // What one invocation of a head kernel still loops over (src/webgpu/loops.ts): the label's sub-centres'
+  // dot products (pick), and for the gradient the rows (dw's product) and W's rows by label (fin_w).
+  if (K > 1) checkLoops(ctx, K * (d + 2) + 2 * d, `subcenters (${K}) times D + 2 (D = ${d}) for marginHead`);
+  if (p.grad) {
+    checkLoops(ctx, (n * 18) / 16 + 64, `N (${n}) for marginHead's grads.W`);
+    let most = 0;
+    for (let j = 0; j < c; j++) most = Math.max(most, nLab[j + 1] - nLab[j]);
+    if (!p.normW) {
+      checkLoops(ctx, d * (most + 2), `D (${d}) times the most rows of one label (${most}) + 2 for marginHead's grads.W`);
+    }
+  }
 
   const outBuffer = (out: typeof p.outX, rows: number) => {
     const given = (out as { buffer?: GPUBuffer } | null)?.buffer;
