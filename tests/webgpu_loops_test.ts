@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { js } from "../cpu.ts";
 import { gpuLosses } from "../src/backend.ts";
-import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
+import { assertGradClose, assertLossClose, assertThrowsNamed } from "./helpers/assert.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
 import { download, sharedDevice, upload } from "./helpers/gpu.ts";
 import { randomLabels, randomMatrix, Rng } from "./helpers/random.ts";
@@ -84,6 +84,27 @@ describe("WebGPU past llvmpipe's 65,535 loop iterations per invocation", { skip 
     const g = await l.tripletMargin.valueAndGrad({ f: await upload(f), labels }, {});
     assertLossClose(await scalar(g.loss), ref.loss, "loss");
     assertGradClose(await values(g.grads.f), ref.grads.f.data, "grads.f");
+    l.dispose();
+  });
+
+  it("what is not split is refused on llvmpipe by a named RangeError (the head's sub-centres' pick at K D > 65,535)", async () => {
+    const dev = await sharedDevice();
+    const l = await gpuLosses(dev, { auto: false, note: "test" }) as Any;
+    // (the one sub-centre kernel that loops over K D in one invocation, the label's pick: K (D + 2) + 2 D)
+    for (const d of [960, 1024]) {
+      const rng = new Rng(d), K = 64, C = 2;
+      const x = randomMatrix(rng, 1, d, 1), W = randomMatrix(rng, C * K, d, 1), labels = Int32Array.from([1]);
+      const o = { kind: "arcface", scale: 16, subcenters: K };
+      const call = async () => l.marginHead.valueAndGrad({ x: await upload(x), W: await upload(W), labels }, o);
+      if (d === 1024 && /llvmpipe|lavapipe/i.test((dev as Any).adapterInfo?.description ?? "")) {
+        await assertThrowsNamed(call, RangeError, "subcenters (64)", "D = 1024", "llvmpipe");
+        continue;
+      }
+      const ref = js.marginHead.valueAndGrad({ x, W, labels } as Any, o as Any) as Any;
+      const g = await call();
+      assertLossClose(await scalar(g.loss), ref.loss, `D = ${d}: loss`);
+      assertGradClose(await values(g.grads.W), ref.grads.W.data, `D = ${d}: grads.W`);
+    }
     l.dispose();
   });
 

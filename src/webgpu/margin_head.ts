@@ -218,7 +218,11 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     let most = 0;
     for (let j = 0; j < c; j++) most = Math.max(most, nLab[j + 1] - nLab[j]);
     if (!p.normW) {
-      checkLoops(ctx, d * (most + 2), `D (${d}) times the most rows of one label (${most}) + 2 for marginHead's grads.W`);
+      checkLoops(
+        ctx,
+        d * (most + 2),
+        `D (${d}) times the most rows of one label (${most}) + 2 for marginHead's grads.W`,
+      );
     }
   }
 
