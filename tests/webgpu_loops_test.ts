@@ -2,7 +2,8 @@
 // rule, src/webgpu/loops.ts): Mesa's llvmpipe, this machine's adapter, silently leaves every loop of an
 // invocation after 65,535 iterations in all, so these shapes gave wrong values there before the work was
 // split (interTopK's per-row scans by windows of classes, the margin losses' sub-centres in one loop per
-// class, the head's chunks of at most 32,768 rows of W, tripletMargin's gradient one invocation per entry,
+// class, the head's chunks of at most 32,768 rows of W and dW's label terms by blocks of columns,
+// tripletMargin's gradient one invocation per entry,
 // linearCrossEntropy's dW and db by ranges of rows). Each case is past that count and compared with the
 // float64 reference within SPEC's bound; the data puts what the old kernels missed past the 65,535th
 // iteration (the largest non-label cosines in the last classes, ties among the rest). Kept as small as
@@ -73,6 +74,20 @@ describe("WebGPU past llvmpipe's 65,535 loop iterations per invocation", { skip 
       assertGradClose(await values(g.grads.x), ref.grads.x.data, `${label}: grads.x`);
       assertGradClose(await values(g.grads.W), ref.grads.W.data, `${label}: grads.W`);
     }
+    l.dispose();
+  });
+
+  it("lsoftmax's grads.W (W not normalised) with 130 rows of one label at D = 512 (fin_w by blocks of columns)", async () => {
+    const dev = await sharedDevice();
+    const l = await gpuLosses(dev, { auto: false, note: "test" }) as Any;
+    const rng = new Rng(130), n = 130, d = 512, c = 4;
+    const x = randomMatrix(rng, n, d, 0.2), W = randomMatrix(rng, c, d, 0.2), labels = new Int32Array(n);
+    const o = { m: 2, beta: 10 };
+    const ref = js.lsoftmax.valueAndGrad({ x, W, labels } as Any, o as Any) as Any;
+    const g = await l.lsoftmax.valueAndGrad({ x: await upload(x), W: await upload(W), labels }, o);
+    assertLossClose(await scalar(g.loss), ref.loss, "loss");
+    assertGradClose(await values(g.grads.x), ref.grads.x.data, "grads.x");
+    assertGradClose(await values(g.grads.W), ref.grads.W.data, "grads.W");
     l.dispose();
   });
 

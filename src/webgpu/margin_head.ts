@@ -50,7 +50,7 @@ import { MH } from "./generated.ts";
 import { targetParams } from "./margin.ts";
 import { faceUniforms, stateSize, stateValues } from "./face_margin.ts";
 import { INTER_PIPELINES, interParams, openInter } from "./margin_head_inter.ts";
-import { checkLoops, GEMM_DEPTH, topKWindow } from "./loops.ts";
+import { checkLoops, GEMM_DEPTH, LOOP_BUDGET, topKWindow } from "./loops.ts";
 
 /** Bytes of the du block the backward aims for (when larger than N * D floats). */
 const BLOCK_BYTES = 1 << 24;
@@ -211,20 +211,13 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   for (let i = 0; i < n; i++) if (here(i)) csr[c + 1 + fill[p.labels[i]]++] = i;
   const csrB = bind(keep(ctx.upload(csr)), csr.byteLength);
   // What one invocation of a head kernel still loops over (src/webgpu/loops.ts): the label's sub-centres'
-  // dot products (pick), and for the gradient the rows (dw's product) and W's rows by label (fin_w).
+  // dot products (pick), and for the gradient the rows (dw's product). fin_w (W not normalised) goes through
+  // the rows labelled j for each of its `finCols` columns of dW_j: D split into blocks that keep within it.
   if (K > 1) checkLoops(ctx, K * (d + 2) + 2 * d, `subcenters (${K}) times D + 2 (D = ${d}) for marginHead`);
-  if (p.grad) {
-    checkLoops(ctx, (n * 18) / 16 + 64, `N (${n}) for marginHead's grads.W`);
-    let most = 0;
-    for (let j = 0; j < c; j++) most = Math.max(most, nLab[j + 1] - nLab[j]);
-    if (!p.normW) {
-      checkLoops(
-        ctx,
-        d * (most + 2),
-        `D (${d}) times the most rows of one label (${most}) + 2 for marginHead's grads.W`,
-      );
-    }
-  }
+  if (p.grad) checkLoops(ctx, (n * 18) / 16 + 64, `N (${n}) for marginHead's grads.W`);
+  let most = 0;
+  for (let j = 0; j < c; j++) most = Math.max(most, nLab[j + 1] - nLab[j]);
+  const finCols = p.normW ? d : Math.max(1, Math.min(d, Math.floor(LOOP_BUDGET / (most + 2))));
 
   const outBuffer = (out: typeof p.outX, rows: number) => {
     const given = (out as { buffer?: GPUBuffer } | null)?.buffer;
@@ -301,6 +294,7 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     combine,
     finX,
     finW,
+    finCols,
     label,
     bound,
     finish,
@@ -463,7 +457,7 @@ export function encodeGrads(s: HeadSession, pass: GPUComputePassEncoder): void {
   dispatch(pass, s.finX, {}, [xB, wyB, labelsB, rowVB, dXloB, null, dXB], groups(n));
   for (const { j0, cols } of s.wins) {
     const res = [xB, wWin(j0, cols), labelsB, rowVB, s.csrB, bWin(j0, cols), dWin(j0, cols)];
-    dispatch(pass, s.finW, { g_off: j0, k: cols }, res, groups(cols));
+    dispatch(pass, s.finW, { g_off: j0, k: cols, rs_out: s.finCols }, res, groups(cols), Math.ceil(s.d / s.finCols));
   }
 }
 
