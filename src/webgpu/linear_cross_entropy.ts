@@ -28,7 +28,7 @@ import { PRECISE_ABOVE } from "../kernels/head.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, type GpuContext, type KernelName, type Params } from "./context.ts";
 import { type Dispatch, fits, gradOf, job, type PassJob, type Planner, solve } from "./passes.ts";
-import { ROW_RANGE } from "./loops.ts";
+import { checkLoops, ROW_RANGE } from "./loops.ts";
 
 /** The most classes per chunk. */
 const CHUNK = 4096;
@@ -69,6 +69,10 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
   if (tiles(n) > ctx.maxGroups) {
     throw new RangeError(`Expected x to have at most ${ctx.maxGroups * 64} rows on WebGPU, got ${n}`);
   }
+  // (src/webgpu/loops.ts: the logits' tiles go through D in one invocation, about 6 iterations per unit in the
+  // float-pair tiles, which run unless a cap of at most 256 bounds the logits; 3 in float32: measured on llvmpipe)
+  const plain = p.softcap && p.softcap <= PRECISE_ABOVE;
+  checkLoops(ctx, (plain ? 3.2 : 6.5) * d, `D (${d}) for linearCrossEntropy's logits`);
   const X = bufs.input(p.x)!;
   let W = bufs.input(p.W)!, B = bufs.input(p.bias);
   // With classes and W or bias on the GPU: their classes' rows gathered into buffers of their own.

@@ -214,6 +214,8 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   // dot products (pick), and for the gradient the rows (dw's product). fin_w (W not normalised) goes through
   // the rows labelled j for each of its `finCols` columns of dW_j: D split into blocks that keep within it.
   if (K > 1) checkLoops(ctx, K * (d + 2) + 2 * d, `subcenters (${K}) times D + 2 (D = ${d}) for marginHead`);
+  // (the logit tiles go through D in one invocation: as linearCrossEntropy's, float pairs where `gated`)
+  checkLoops(ctx, (gated ? 6.5 : 3.2) * d, `D (${d}) for marginHead's logits`);
   if (p.grad) checkLoops(ctx, (n * 18) / 16 + 64, `N (${n}) for marginHead's grads.W`);
   let most = 0;
   for (let j = 0; j < c; j++) most = Math.max(most, nLab[j + 1] - nLab[j]);
