@@ -2,7 +2,8 @@
 // rule, src/webgpu/loops.ts): Mesa's llvmpipe, this machine's adapter, silently leaves every loop of an
 // invocation after 65,535 iterations in all, so these shapes gave wrong values there before the work was
 // split (interTopK's per-row scans by windows of classes, the margin losses' sub-centres in one loop per
-// class, the head's chunks of at most 32,768 rows of W and dW's label terms by blocks of columns,
+// class, the head's chunks of at most 32,768 rows of W, its dW by ranges of rows and dW's label terms by
+// blocks of columns,
 // tripletMargin's gradient one invocation per entry,
 // linearCrossEntropy's dW and db by ranges of rows). Each case is past that count and compared with the
 // float64 reference within SPEC's bound; the data puts what the old kernels missed past the 65,535th
@@ -74,6 +75,19 @@ describe("WebGPU past llvmpipe's 65,535 loop iterations per invocation", { skip 
       assertGradClose(await values(g.grads.x), ref.grads.x.data, `${label}: grads.x`);
       assertGradClose(await values(g.grads.W), ref.grads.W.data, `${label}: grads.W`);
     }
+    l.dispose();
+  });
+
+  it("marginHead's grads.W at N = 60,000 (two ranges of rows; C = 64, D = 4)", async () => {
+    const dev = await sharedDevice();
+    const l = await gpuLosses(dev, { auto: false, note: "test" }) as Any;
+    const rng = new Rng(60), n = 60_000, d = 4, c = 64;
+    const x = randomMatrix(rng, n, d, 1), W = randomMatrix(rng, c, d, 1), labels = randomLabels(rng, n, c, 0.1, -100);
+    const o = { kind: "cosface", scale: 16 };
+    const ref = js.marginHead.valueAndGrad({ x, W, labels } as Any, o as Any) as Any;
+    const g = await l.marginHead.valueAndGrad({ x: await upload(x), W: await upload(W), labels }, o);
+    assertLossClose(await scalar(g.loss), ref.loss, "loss");
+    assertGradClose(await values(g.grads.W), ref.grads.W.data, "grads.W");
     l.dispose();
   });
 

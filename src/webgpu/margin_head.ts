@@ -211,12 +211,11 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   for (let i = 0; i < n; i++) if (here(i)) csr[c + 1 + fill[p.labels[i]]++] = i;
   const csrB = bind(keep(ctx.upload(csr)), csr.byteLength);
   // What one invocation of a head kernel still loops over (src/webgpu/loops.ts): the label's sub-centres'
-  // dot products (pick), and for the gradient the rows (dw's product). fin_w (W not normalised) goes through
+  // dot products (pick; dw's product goes by ranges of rows). fin_w (W not normalised) goes through
   // the rows labelled j for each of its `finCols` columns of dW_j: D split into blocks that keep within it.
   if (K > 1) checkLoops(ctx, K * (d + 2) + 2 * d, `subcenters (${K}) times D + 2 (D = ${d}) for marginHead`);
   // (the logit tiles go through D in one invocation: as linearCrossEntropy's, float pairs where `gated`)
   checkLoops(ctx, (gated ? 6.5 : 3.2) * d, `D (${d}) for marginHead's logits`);
-  if (p.grad) checkLoops(ctx, (n * 18) / 16 + 64, `N (${n}) for marginHead's grads.W`);
   let most = 0;
   for (let j = 0; j < c; j++) most = Math.max(most, nLab[j + 1] - nLab[j]);
   const finCols = p.normW ? d : Math.max(1, Math.min(d, Math.floor(LOOP_BUDGET / (most + 2))));
@@ -454,7 +453,17 @@ export function encodeGrads(s: HeadSession, pass: GPUComputePassEncoder): void {
     const mm = [duB, ...res];
     const flagsX = flags | (p.normW && !p.normX ? MH.SKIP_LABEL : 0);
     dispatch(pass, s.mmX, { ...win, flags: flagsX }, [...mm, dXB, dXloB], s.rowTiles, dTiles);
-    dispatch(pass, s.mmW, win, [...mm, dWin(j0, cols), null], tiles, dTiles);
+    // (by ranges of rows, src/webgpu/loops.ts; one where N = 0, writing the zeros)
+    for (let r0 = 0; r0 === 0 || r0 < s.n; r0 += GEMM_DEPTH) {
+      dispatch(
+        pass,
+        s.mmW,
+        { ...win, r0, rn: Math.min(GEMM_DEPTH, s.n - r0) },
+        [...mm, dWin(j0, cols), null],
+        tiles,
+        dTiles,
+      );
+    }
   }
   dispatch(pass, s.finX, {}, [xB, wyB, labelsB, rowVB, dXloB, null, dXB], groups(n));
   for (const { j0, cols } of s.wins) {

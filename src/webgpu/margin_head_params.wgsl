@@ -23,6 +23,8 @@ struct HeadParams {
   nt_b: f32,
   nt_g: f32,
   nt_k: u32,    // MH_TOPK: k, the hard non-labels per row (0: every one, k >= C - 1)
+  r0: u32,      // dw: the first row of this dispatch's range of rows (the later ranges add) ...
+  rn: u32,      // ... and its rows (src/webgpu/loops.ts's GEMM_DEPTH)
   // #include "margin_params.wgsl"
   // #include "face_params.wgsl"
 }
