@@ -15,9 +15,11 @@
  *     them per row to a reference r_i and the sum S_i; `finish` forms the row loss from
  *     T_i - r_i, 1 - p_y and lse_i - r_i, and the backward's per-row values.
  *  3. backward, per chunk of classes (a [N, chunk] block of du, chunk a multiple of 64,
- *     about max(D, 16 MiB / (4 N))): `grad` recomputes the chunk's logit tiles and writes
- *     du = dL/du; `dx` adds du b W_J into dX (two-float across chunks), `dw` writes the
- *     chunk's rows of dW from du^T a X. Every output element has one owner: no atomics.
+ *     about max(D, 16 MiB / (4 N)), at most 32,768 rows of W): `grad` recomputes the chunk's
+ *     logit tiles and writes du = dL/du; `dx` adds du b W_J into dX (two-float across chunks),
+ *     `dw` writes the chunk's rows of dW from du^T a X (by ranges of 32,768 rows, the later
+ *     adding). Every output element has one owner: no atomics. (Chunks and ranges keep each
+ *     invocation within llvmpipe's loop budget: src/webgpu/loops.ts.)
  *  4. `fin_x`, `fin_w`: the gradient through the normalisations, and the label's own
  *     terms where a side is not normalised (in double-float32: they can nearly cancel).
  * Extra memory: O(N C/64 + N D + C D) (the du block is at most max(16 MiB, N D floats)).
