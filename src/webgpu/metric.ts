@@ -49,8 +49,8 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
     );
   }
   // (src/webgpu/loops.ts: proxyAnchor's `walk_proxy` goes through the batch three times per proxy, with D per
-  // row in the precise mode; tripletMargin's `walk`, every anchor's pairs of rows per 256 of them but
-  // with batchHard)
+  // row in the precise mode; ntXent's and multiSimilarity's `walk`, D per pair of rows in it; tripletMargin's
+  // `walk`, every anchor's pairs of rows per 256 of them but with batchHard)
   const exact = sharpness(p) > PRECISE_ABOVE;
   if (proxy) {
     checkLoops(
@@ -58,6 +58,9 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
       b * (3 + (exact ? d + 1 : 0)) + 8,
       `B (${b}) for proxyAnchor${exact ? ` times D + 4 (D = ${d})` : ""}`,
     );
+  }
+  if (exact && !proxy) {
+    checkLoops(ctx, Math.ceil(b / 256) * (d + 6) + 64, `ceil(B / 256) (B = ${b}) times D + 6 (D = ${d}) for ${p.loss}`);
   }
   if (triplet && p.mining !== "batchHard") {
     checkLoops(ctx, Math.ceil(b / 256) * (b + 3) + 64, `ceil(B / 256) times B + 3 (B = ${b}) for tripletMargin`);
