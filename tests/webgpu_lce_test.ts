@@ -108,8 +108,8 @@ describe("linearCrossEntropy on WebGPU: W's gradient over many rows", { skip }, 
     // As the wasm test (tests/linear_cross_entropy_test.ts, 65,536 rows): rows that pull class 0
     // the same way (90% share label 0, x > 0), so dW_0 is a coherent sum of 16,384 terms. One
     // float32 chain over the rows (grad_w before the row blocks) was off by 2.2e-6 max|ref| here;
-    // the blocks' products added in two-float are at about 2e-8. (Sizes for llvmpipe, which also
-    // stops any invocation after 65,535 loop iterations in all: no larger N here.)
+    // the blocks' products added in two-float are at about 2e-8. (Sizes for llvmpipe, which is slow;
+    // N past its 65,535 loop iterations per invocation: tests/webgpu_loops_test.ts.)
     const n = 16384, d = 4, v = 8, rng = new Rng(16384);
     const x = Float32Array.from({ length: n * d }, () => Math.fround(0.5 + rng.next()));
     const W = Float32Array.from({ length: v * d }, () => Math.fround(rng.next() - 0.5));

@@ -9,6 +9,7 @@ import type { CenterProblem } from "../kernels/center.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
 import { fits, gradOf, runPass, withBuffers } from "./passes.ts";
+import { checkLoops } from "./loops.ts";
 
 /** `centerLoss` on the GPU. */
 export function center(ctx: GpuContext, p: CenterProblem): Raw | Promise<Raw> {
@@ -32,6 +33,10 @@ export function center(ctx: GpuContext, p: CenterProblem): Raw | Promise<Raw> {
     for (let j = 0; j < c; j++) ints[2 * n + j + 1] += ints[2 * n + j];
     const next = ints.slice(2 * n, 2 * n + c);
     for (let i = 0; i < n; i++) ints[n + next[p.labels[i]]++] = i;
+    // (src/webgpu/loops.ts: `class_grad` goes through its class's rows in one invocation)
+    let most = 0;
+    for (let j = 0; j < c; j++) most = Math.max(most, ints[2 * n + j + 1] - ints[2 * n + j]);
+    if (p.grad) checkLoops(ctx, most + 1, `the most rows of one class (${most}) for centerLoss's grads.centers`);
     const scales = new Float32Array(n);
     if (p.grad) scales.set(p.scales);
     const rows = bufs.temp(ctx.buffer(n * 4));

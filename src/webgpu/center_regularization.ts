@@ -11,6 +11,7 @@ import type { CenterRegProblem } from "../kernels/center_reg.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
 import { fits, gradOf, job, type Planner, solve } from "./passes.ts";
+import { checkLoops } from "./loops.ts";
 
 /** `centerRegularization` on the GPU. */
 export const centerReg = (ctx: GpuContext, p: CenterRegProblem): Raw | Promise<Raw> => solve(ctx, p, planCenterReg);
@@ -37,6 +38,14 @@ export const planCenterReg: Planner<CenterRegProblem> = (ctx, p, bufs, force) =>
   for (let j = 0; j < c; j++) ints[2 * b + j + 1] += ints[2 * b + j];
   const next = ints.slice(2 * b, 2 * b + c);
   for (let i = 0; i < b; i++) ints[b + next[p.labels[i]]++] = i;
+  // (src/webgpu/loops.ts: `classes` goes through C classes and the class's rows per 256 columns)
+  let most = 0;
+  for (let j = 0; j < c; j++) most = Math.max(most, ints[2 * b + j + 1] - ints[2 * b + j]);
+  checkLoops(
+    ctx,
+    Math.ceil(d / 256) * (c + most + 3),
+    `ceil(D / 256) (D = ${d}) times C (${c}) + the most rows of one class (${most})`,
+  );
   const vals = bufs.scratch((b + c) * 4);
   const gf = p.grad ? bufs.output(resident, p.outF as { buffer?: GPUBuffer } | null, Math.max(4, b * d * 4)) : null;
   const gc = p.grad

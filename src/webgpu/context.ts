@@ -114,6 +114,11 @@ export class GpuContext {
   readonly align: number;
   /** Workgroups per dispatch dimension. */
   readonly maxGroups: number;
+  /**
+   * Whether the adapter is Mesa's llvmpipe (or its Vulkan driver lavapipe), whose invocations stop after
+   * 65,535 loop iterations in all (src/webgpu/loops.ts's `checkLoops` refuses what would exceed them).
+   */
+  readonly loopLimited: boolean;
   readonly #maxBindingBytes: number | null;
   #disposed = false;
   #roundTrip: Promise<number> | null = null;
@@ -143,6 +148,8 @@ export class GpuContext {
     this.maxBuffer = l.maxBufferSize;
     this.align = l.minStorageBufferOffsetAlignment;
     this.maxGroups = l.maxComputeWorkgroupsPerDimension;
+    const info = (device as { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+    this.loopLimited = /llvmpipe|lavapipe/i.test(`${info?.description ?? ""} ${info?.device ?? ""}`);
     device.lost.then((info) => {
       this.lost = info.message || info.reason || "unknown reason";
     });
@@ -627,9 +634,11 @@ export interface RowJob<K extends RowKernel> {
    * An entry point dispatched before `main` over the same rows and bindings, one
    * invocation per row (workgroups of 64), writing `perRow` floats per row into h
    * (binding 4, then a scratch buffer) for `main` to read: per-row work too long to
-   * sit in `main` itself (the margin losses' targets).
+   * sit in `main` itself (the margin losses' targets). With `passes`, one dispatch per
+   * element, in order, each with those parameters added (interTopK's windows of classes,
+   * src/webgpu/loops.ts).
    */
-  first?: { entry: string; perRow: number };
+  first?: { entry: string; perRow: number; passes?: Partial<Params<K>>[] };
 }
 
 /** Rows per dispatch of a row kernel: what fits one storage binding and one dispatch dimension. */
@@ -727,7 +736,7 @@ export function recordRows<K extends RowKernel>(ctx: GpuContext, job: RowJob<K>)
       bind.push(r), offs.push(off);
     }
     if (firstOut) bind[3] = { buffer: firstOut, offset: 0, size: firstOut.size };
-    const params = t(ctx.params<RowKernel>(job.kernel, {
+    const fields = {
       ...(job.params as Params<RowKernel>),
       n: rows,
       c,
@@ -738,13 +747,19 @@ export function recordRows<K extends RowKernel>(ctx: GpuContext, job: RowJob<K>)
       h_off: offs[3],
       rs_in: job.rsIn ?? 0,
       rs_out: job.rsOut,
-    }));
+    };
+    const resources = [...bind, labels, rowIn, cls, rowOut];
     // One bind group for both entry points: they share the explicit layout.
-    const group = ctx.bind(pipeline, params, [...bind, labels, rowIn, cls, rowOut]);
+    const group = ctx.bind(pipeline, t(ctx.params<RowKernel>(job.kernel, fields)), resources);
     if (first) {
       pass.setPipeline(first);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(Math.ceil(rows / 64));
+      for (const extra of job.first!.passes ?? [{}]) {
+        pass.setBindGroup(
+          0,
+          ctx.bind(pipeline, t(ctx.params<RowKernel>(job.kernel, { ...fields, ...extra })), resources),
+        );
+        pass.dispatchWorkgroups(Math.ceil(rows / 64));
+      }
     }
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, group);
@@ -805,24 +820,28 @@ async function hostRows<K extends RowKernel>(ctx: GpuContext, job: RowJob<K>): P
       outBufs.forEach((b) => bind.push(b === null ? null : { buffer: b, offset: 0, size: rows * rowBytes }));
       while (bind.length < 4) bind.push(null);
       if (firstOut) bind[3] = { buffer: firstOut, offset: 0, size: firstOut.size };
-      const params = keep(ctx.params<RowKernel>(job.kernel, {
+      const fields = {
         ...(job.params as Params<RowKernel>),
         n: rows,
         c,
         row0: r0,
         rs_in: job.rsIn ?? 0,
         rs_out: job.rsOut,
-      }));
+      };
+      const resources = [...bind, labels, rowIn, cls, rowOut];
       let at = 0;
       const reads: [number, number][] = [];
       await ctx.submit((enc) => {
         const pass = enc.beginComputePass();
         // One bind group for both entry points: they share the explicit layout.
-        const group = ctx.bind(pipeline, params, [...bind, labels, rowIn, cls, rowOut]);
+        const group = ctx.bind(pipeline, keep(ctx.params<RowKernel>(job.kernel, fields)), resources);
         if (first) {
           pass.setPipeline(first);
-          pass.setBindGroup(0, group);
-          pass.dispatchWorkgroups(Math.ceil(rows / 64));
+          for (const extra of job.first!.passes ?? [{}]) {
+            const u = keep(ctx.params<RowKernel>(job.kernel, { ...fields, ...extra }));
+            pass.setBindGroup(0, ctx.bind(pipeline, u, resources));
+            pass.dispatchWorkgroups(Math.ceil(rows / 64));
+          }
         }
         pass.setPipeline(pipeline);
         pass.setBindGroup(0, group);

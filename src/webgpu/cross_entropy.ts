@@ -11,6 +11,7 @@ import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext, type Params, type RowJob, runRows } from "./context.ts";
 import { rowMarginPairs, targetParams } from "./margin.ts";
 import { faceRows } from "./face_margin.ts";
+import { topKWindow } from "./loops.ts";
 
 /**
  * Row losses and gradient of a hard-label problem on the GPU, in one submission: the
@@ -104,7 +105,9 @@ export function hardLabel(ctx: GpuContext, p: HardLabelProblem): Raw | Promise<R
     rsIn: rs,
     cls: p.weight,
     rsOut: rs,
-    first: p.margin ? { entry: "targets", perRow: hs } : undefined,
+    first: p.margin
+      ? { entry: "targets", perRow: hs, passes: topK ? topKPasses(p.c, sub, topK) : undefined }
+      : undefined,
   };
   if (p.face && p.target === null) return faceRows(ctx, p, job);
   return then(
@@ -215,4 +218,10 @@ async function longRows(
   } finally {
     for (const b of temps) b.destroy();
   }
+}
+
+/** interTopK's scan by windows of classes, one `targets` dispatch each (src/webgpu/loops.ts). */
+function topKPasses(classes: number, sub: number, k: number): Partial<Params<"cross_entropy">>[] {
+  const size = topKWindow(sub, k);
+  return Array.from({ length: Math.ceil(classes / size) }, (_, w) => ({ tq0: w * size, tql: size }));
 }

@@ -52,6 +52,8 @@ struct CrossEntropyParams {
   nt_cut: f32,  // ... after non-targets above nt_cut become 0
   sub: u32,     // the margin losses' sub-centres K per class (0 or 1: none; c is then C K)
   nt_k: u32,    // F_TOPK: interTopK's k (< C - 1)
+  tq0: u32,     // targets: the first class of this dispatch's window of the top-k scan (0: also the targets) ...
+  tql: u32,     // ... and its classes (src/webgpu/loops.ts's topKWindow)
   // #include "margin_params.wgsl"
 }
 @group(0) @binding(0) var<uniform> P: CrossEntropyParams;
@@ -83,12 +85,20 @@ fn capped(z: f32) -> vec2<f32> {
 // value x (unclamped: the clamp then passes or cuts its gradient), by `subcenter`'s rule (the
 // largest clamped to [-1, 1], ties to the smaller column, the first NaN wins). P.sub <= 1: column j.
 struct Sub { x: f32, col: u32 }
-fn sub_max(xa: u32, j: u32) -> Sub {
+fn sub_max(xa: u32, j: u32) -> Sub { return sub_pick(xa, j, NO_G); }
+
+const NO_G: u32 = 0xffffffffu;
+// sub_max, also writing 0 into the gradient row at xg (unless NO_G) at each of class j's columns on its way
+// (the caller then writes the winner's): one loop of K per class, so that `main` at C = 1e5 and K = 64 stays
+// within llvmpipe's loop budget (src/webgpu/loops.ts).
+fn sub_pick(xa: u32, j: u32, xg: u32) -> Sub {
   if (P.sub <= 1u) { return Sub(a[xa + j], j); }
   let c0 = j * P.sub;
   var r = Sub(a[xa + c0], c0);
   var best = clamp(r.x, -1.0, 1.0);
+  if (xg != NO_G) { g[xg + c0] = 0.0; }
   for (var q = 1u; q < P.sub; q++) {
+    if (xg != NO_G) { g[xg + c0 + q] = 0.0; }
     let u = a[xa + c0 + q];
     let w = clamp(u, -1.0, 1.0);
     // the first NaN wins (checked on the values: clamp's result for a NaN is the implementation's)
@@ -190,10 +200,16 @@ fn thr_tie(i: u32) -> vec2<f32> {
 
 // F_TOPK: row i's (at a's row r, label y) k = nt_k largest non-label class cosines, clamped to [nt_lo, nt_hi]
 // and filtered (0 above nt_cut), found by one invocation going through the classes in order and keeping its
-// list in h (values largest first, and their classes as float32s: exact below 2^24): a value enters only
-// above the k-th, after its equals (ties to the smaller class, as src/losses/margin.ts's `interClass` and
-// the head's src/webgpu/margin_head_topk.wgsl `topk_scan`); then (thr, tie) = the k-th's value and class,
-// or (-FLT_MAX, -1) where fewer than k (NaN cosines).
+// list in h (a heap of values and their classes, src/webgpu/topk.wgsl, shared with the head's
+// src/webgpu/margin_head_topk.wgsl `topk_scan`): a value enters only above the k-th, after its equals (ties to
+// the smaller class, as src/losses/margin.ts's `interClass`). The classes go by windows [tq0, tq0 + tql), one
+// dispatch each (src/webgpu/loops.ts: no invocation loops more than llvmpipe allows), the list's size in h's
+// column 2 between them; after the last, (thr, tie) = the k-th's value and class in columns 2, 3, or
+// (-FLT_MAX, -1) where fewer than k (NaN cosines).
+fn tk_get(q: u32) -> f32 { return h[q]; }
+fn tk_put(q: u32, v: f32) { h[q] = v; }
+// #include "topk.wgsl"
+
 fn topk_row(i: u32, r: u32, y: u32) {
   let kk = P.nt_k;
   let o = i * h_stride();
@@ -202,25 +218,23 @@ fn topk_row(i: u32, r: u32, y: u32) {
   let xa = P.a_off + r * P.c;
   let cc = P.c / max(P.sub, 1u);
   var size = 0u;
-  var kth = NEG;
-  for (var j = 0u; j < cc; j++) {
+  if (P.tq0 != 0u) { size = u32(h[o + 2u]); }
+  var kth = tk_kth(vo, size, kk);
+  let end = min(cc, P.tq0 + P.tql);
+  for (var j = P.tq0; j < end; j++) {
     if (j == y) { continue; }
     var v = clamp(sub_max(xa, j).x, P.nt_lo, P.nt_hi);
     if (v > P.nt_cut) { v = 0.0; }
     if (!(v > kth)) { continue; }
-    var q = min(size, kk - 1u);
-    while (q > 0u && h[vo + q - 1u] < v) {
-      h[vo + q] = h[vo + q - 1u];
-      h[co + q] = h[co + q - 1u];
-      q--;
-    }
-    h[vo + q] = v;
-    h[co + q] = f32(j);
-    if (size < kk) { size++; }
-    if (size == kk) { kth = h[vo + kk - 1u]; }
+    size = tk_offer(vo, co, size, kk, v, f32(j));
+    kth = tk_kth(vo, size, kk);
   }
-  h[o + 2u] = select(NEG, h[vo + kk - 1u], size == kk);
-  h[o + 3u] = select(-1.0, h[co + kk - 1u], size == kk);
+  if (end < cc) {
+    h[o + 2u] = f32(size);
+    return;
+  }
+  h[o + 2u] = select(NEG, h[vo], size == kk);
+  h[o + 3u] = select(-1.0, h[co], size == kk);
 }
 
 // F_NT: the logit of entry x of column j != y of row i and its derivative over the scale: x
@@ -276,7 +290,7 @@ fn row_tg(i: u32) -> TgM {
 }
 
 // The margin losses' label targets of the rows (before `main`): h[hs i ..] = (z_y, dz_y / dx_y) (hs = h_stride()),
-// and with F_TOPK the row's interTopK threshold and tie (`topk_row`).
+// and with F_TOPK the row's interTopK threshold and tie (`topk_row`, one dispatch per window of classes).
 @compute @workgroup_size(64)
 fn targets(@builtin(global_invocation_id) gid: vec3<u32>) {
   zero = P.zero;
@@ -284,10 +298,12 @@ fn targets(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = P.row0 + gid.x;
   let y = labels[i];
   if (y < 0) { return; }
-  let t = margin_target_m(df(sub_max(P.a_off + gid.x * P.c, u32(y)).x), row_tg(i));
-  let zd = vec2(t.v.x + t.v.y, t.d.x + t.d.y);
-  h[h_stride() * i] = zd.x;
-  h[h_stride() * i + 1u] = zd.y;
+  if (P.tq0 == 0u) {
+    let t = margin_target_m(df(sub_max(P.a_off + gid.x * P.c, u32(y)).x), row_tg(i));
+    let zd = vec2(t.v.x + t.v.y, t.d.x + t.d.y);
+    h[h_stride() * i] = zd.x;
+    h[h_stride() * i + 1u] = zd.y;
+  }
   if ((P.flags & F_TOPK) != 0u) { topk_row(i, gid.x, u32(y)); }
 }
 
@@ -356,7 +372,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (k > 1u) {
     // sub-centres: each class's gradient at its winning column, 0 at the others
     for (var j = t; j < cc; j += WG) {
-      let s = sub_max(xa, j);
+      let s = sub_pick(xa, j, xg);
       var v: f32;
       if (j == yu) {
         v = gy;
@@ -366,7 +382,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       } else {
         v = grad_of(s.x, j, m, ga, gu);
       }
-      for (var q = j * k; q < j * k + k; q++) { g[xg + q] = select(0.0, v, q == s.col); }
+      g[xg + s.col] = v;
     }
     return;
   }

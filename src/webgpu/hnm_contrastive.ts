@@ -10,6 +10,7 @@ import type { HnmProblem } from "../kernels/hnm.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
 import { fits, gradOf, runPass, withBuffers } from "./passes.ts";
+import { checkLoops } from "./loops.ts";
 
 /** `hnmContrastive` on the GPU. */
 export function hnm(ctx: GpuContext, p: HnmProblem): Raw | Promise<Raw> {
@@ -18,6 +19,8 @@ export function hnm(ctx: GpuContext, p: HnmProblem): Raw | Promise<Raw> {
   fits(ctx, "f", b * d);
   fits(ctx, "prototypes", c * d);
   fits(ctx, "the rows' logits and coefficients", 5 * b * (k + 1));
+  // (src/webgpu/loops.ts: each row's k + 1 logits in turn, a column loop and two reductions each)
+  checkLoops(ctx, (k + 1) * (Math.ceil(d / 256) + 20) + 64, `k + 1 (k = ${k}) times ceil(D / 256) + 20 (D = ${d})`);
   if (b > ctx.maxGroups) throw new RangeError(`Expected at most ${ctx.maxGroups} rows on this WebGPU device, got ${b}`);
   const resident = onDevice(p.f) || onDevice(p.prototypes);
   checkOut("f", p.out as { buffer?: unknown } | null, resident);

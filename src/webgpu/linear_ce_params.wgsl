@@ -17,6 +17,8 @@ struct LinearCeParams {
   wall: f32,       // the sum of the class weights (c without weights)
   wseen: f32,      // the sum of the class weights of the classes before j0
   bound: f32,      // dots: a tile's dot products are precise where max ||x_i|| max ||W_j|| + max |b_j| > bound
+  r0: u32,         // grad_w, grad_b: the first row of this dispatch's range of rows ...
+  rn: u32,         // ... and its rows (src/webgpu/loops.ts's ROW_RANGE; the pairs kept between ranges in gwlo)
 }
 @group(0) @binding(0) var<uniform> P: LinearCeParams;
 

@@ -28,6 +28,7 @@ import { PRECISE_ABOVE } from "../kernels/head.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, type GpuContext, type KernelName, type Params } from "./context.ts";
 import { type Dispatch, fits, gradOf, job, type PassJob, type Planner, solve } from "./passes.ts";
+import { checkLoops, ROW_RANGE } from "./loops.ts";
 
 /** The most classes per chunk. */
 const CHUNK = 4096;
@@ -68,6 +69,10 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
   if (tiles(n) > ctx.maxGroups) {
     throw new RangeError(`Expected x to have at most ${ctx.maxGroups * 64} rows on WebGPU, got ${n}`);
   }
+  // (src/webgpu/loops.ts: the logits' tiles go through D in one invocation, about 6 iterations per unit in the
+  // float-pair tiles, which run unless a cap of at most 256 bounds the logits; 3 in float32: measured on llvmpipe)
+  const plain = p.softcap && p.softcap <= PRECISE_ABOVE;
+  checkLoops(ctx, (plain ? 3.2 : 6.5) * d, `D (${d}) for linearCrossEntropy's logits`);
   const X = bufs.input(p.x)!;
   let W = bufs.input(p.W)!, B = bufs.input(p.bias);
   // With classes and W or bias on the GPU: their classes' rows gathered into buffers of their own.
@@ -108,7 +113,12 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
     wall: wAll,
     // Tiles whose logits can exceed PRECISE_ABOVE take their dot products in pairs (none where a cap bounds the logits).
     bound: p.softcap && p.softcap <= PRECISE_ABOVE ? 3e38 : PRECISE_ABOVE,
+    r0: 0,
+    rn: n,
   };
+  // dW's and db's sums by ranges of rows (src/webgpu/loops.ts), their pairs kept between ranges in gwlo.
+  const ranges = Math.ceil(n / ROW_RANGE);
+  const gwlo = p.grad && ranges > 1 ? bufs.scratch((chunk * d + chunk) * 4) : null;
   const rowGroups = Math.min(n, ctx.maxGroups);
   const jobs: PassJob<KernelName>[] = [];
   const win = (b: GPUBuffer, j0: number, cols: number): GPUBufferBinding => ({
@@ -135,19 +145,25 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
         reads: [],
       }));
       if (phase === 1) continue;
-      jobs.push(job({
-        kernel: "linear_cross_entropy_mm",
-        params,
-        layout: "rrrwwww",
-        bindings: [S, X, win(W, j0, cols), gx, gxlo, win(gw!, j0, cols), gb],
-        dispatches: [
-          ["grad_x", tiles(n), tiles(d)],
-          ["grad_w", tiles(cols), tiles(d)],
-          ...(gb ? [["grad_b", tiles(cols)] as Dispatch] : []),
-          ...(last ? [["fin_x", Math.min(tiles(n * d), ctx.maxGroups)] as Dispatch] : []),
-        ],
-        reads: [],
-      }));
+      const sums: Dispatch[] = [
+        ["grad_w", tiles(cols), tiles(d)],
+        ...(gb ? [["grad_b", tiles(cols)] as Dispatch] : []),
+      ];
+      for (let r = 0; r < ranges; r++) {
+        const r0 = r * ROW_RANGE;
+        jobs.push(job({
+          kernel: "linear_cross_entropy_mm",
+          params: { ...params, r0, rn: Math.min(ROW_RANGE, n - r0) },
+          layout: "rrrwwwww",
+          bindings: [S, X, win(W, j0, cols), gx, gxlo, win(gw!, j0, cols), gb, gwlo],
+          dispatches: r > 0 ? sums : [
+            ["grad_x", tiles(n), tiles(d)],
+            ...sums,
+            ...(last ? [["fin_x", Math.min(tiles(n * d), ctx.maxGroups)] as Dispatch] : []),
+          ],
+          reads: [],
+        }));
+      }
     }
   };
   pass(1);

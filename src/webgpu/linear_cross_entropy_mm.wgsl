@@ -8,6 +8,9 @@
 //           product per block of RB rows, the blocks' products added in two-float (a pair per
 //           element, in registers), so that dW's error does not grow with N (docs/LOSSES.md);
 //   grad_b: db_J = sum_i du   (one invocation per class, in two-float);
+//   both by ranges of rows [r0, r0 + rn), one dispatch each (no invocation loops more than llvmpipe
+//   allows: src/webgpu/loops.ts), the pairs kept between ranges in dW (hi) and gwlo (lo; db's after
+//   cols D), so that the result is the one range's bit for bit;
 //   fin_x:  gx += gxlo, after the last chunk.
 // 64 x 64 output tiles (src/webgpu/gemm_store.wgsl); every output element has one owner. W and
 // dW are bound from the chunk's first class on.
@@ -21,6 +24,7 @@
 @group(0) @binding(5) var<storage, read_write> gxlo: array<f32>;
 @group(0) @binding(6) var<storage, read_write> gw: array<f32>;
 @group(0) @binding(7) var<storage, read_write> gb: array<f32>;
+@group(0) @binding(8) var<storage, read_write> gwlo: array<f32>;
 
 // #include "gemm_store.wgsl"
 
@@ -43,6 +47,8 @@ fn tile_put(which: u32, i: u32, j: u32, v: f32) {
   let o = i * P.d + j;
   if (which == 1u) {
     gw[o] = v;
+  } else if (which == 2u) {
+    gwlo[o] = v;
   } else if (P.first != 0u) {
     gx[o] = v;
     gxlo[o] = 0.0;
@@ -73,9 +79,25 @@ fn grad_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     hi[q] = vec4<f32>(0.0);
     lo[q] = vec4<f32>(0.0);
   }
-  for (var b0 = 0u; b0 < P.n; b0 += RB) {
+  let j0 = wid.x * 64u;
+  let d0 = wid.y * 64u;
+  // (a later range: the pairs the earlier ones left, in gemm_store's order)
+  if (P.r0 != 0u) {
+    for (var r = 0u; r < 8u; r++) {
+      let i = j0 + 8u * (t >> 3u) + r;
+      for (var cc = 0u; cc < 8u; cc++) {
+        let j = d0 + 8u * (t & 7u) + cc;
+        if (i < P.cols && j < P.d) {
+          hi[2u * r + (cc >> 2u)][cc & 3u] = gw[i * P.d + j];
+          lo[2u * r + (cc >> 2u)][cc & 3u] = gwlo[i * P.d + j];
+        }
+      }
+    }
+  }
+  let end = P.r0 + P.rn;
+  for (var b0 = P.r0; b0 < end; b0 += RB) {
     kb = b0;
-    gemm_tiles(&out, t, 1u, wid.x * 64u, P.cols, wid.y * 64u, P.d, min(RB, P.n - b0), false);
+    gemm_tiles(&out, t, 1u, j0, P.cols, d0, P.d, min(RB, end - b0), false);
     // hi + lo += out, two-sum per element.
     for (var q = 0u; q < 16u; q++) {
       let s = opq4(hi[q] + out[q]);
@@ -84,8 +106,13 @@ fn grad_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
       hi[q] = s;
     }
   }
+  if (end < P.n) {
+    gemm_store(&hi, t, 1u, j0, P.cols, d0, P.d);
+    gemm_store(&lo, t, 2u, j0, P.cols, d0, P.d);
+    return;
+  }
   for (var q = 0u; q < 16u; q++) { out[q] = hi[q] + lo[q]; }
-  gemm_store(&out, t, 1u, wid.x * 64u, P.cols, wid.y * 64u, P.d);
+  gemm_store(&out, t, 1u, j0, P.cols, d0, P.d);
 }
 
 // One invocation per class of the chunk.
@@ -96,9 +123,17 @@ fn grad_b(@builtin(global_invocation_id) gid: vec3<u32>) {
   let cols = P.cols;
   if (jl >= cols) { return; }
   var acc = vec2<f32>(0.0);
-  for (var i = 0u; i < P.n; i++) {
+  let lo = cols * P.d + jl;
+  if (P.r0 != 0u) { acc = vec2(gb[P.j0 + jl], gwlo[lo]); }
+  let end = P.r0 + P.rn;
+  for (var i = P.r0; i < end; i++) {
     let sm = two_sum(acc.x, du[2u * (i * cols + jl)]);
     acc = vec2(sm.x, acc.y + sm.y);
+  }
+  if (end < P.n) {
+    gb[P.j0 + jl] = acc.x;
+    gwlo[lo] = acc.y;
+    return;
   }
   gb[P.j0 + jl] = acc.x + acc.y;
 }

@@ -15,9 +15,11 @@
  *     them per row to a reference r_i and the sum S_i; `finish` forms the row loss from
  *     T_i - r_i, 1 - p_y and lse_i - r_i, and the backward's per-row values.
  *  3. backward, per chunk of classes (a [N, chunk] block of du, chunk a multiple of 64,
- *     about max(D, 16 MiB / (4 N))): `grad` recomputes the chunk's logit tiles and writes
- *     du = dL/du; `dx` adds du b W_J into dX (two-float across chunks), `dw` writes the
- *     chunk's rows of dW from du^T a X. Every output element has one owner: no atomics.
+ *     about max(D, 16 MiB / (4 N)), at most 32,768 rows of W): `grad` recomputes the chunk's
+ *     logit tiles and writes du = dL/du; `dx` adds du b W_J into dX (two-float across chunks),
+ *     `dw` writes the chunk's rows of dW from du^T a X (by ranges of 32,768 rows, the later
+ *     adding). Every output element has one owner: no atomics. (Chunks and ranges keep each
+ *     invocation within llvmpipe's loop budget: src/webgpu/loops.ts.)
  *  4. `fin_x`, `fin_w`: the gradient through the normalisations, and the label's own
  *     terms where a side is not normalised (in double-float32: they can nearly cancel).
  * Extra memory: O(N C/64 + N D + C D) (the du block is at most max(16 MiB, N D floats)).
@@ -50,6 +52,7 @@ import { MH } from "./generated.ts";
 import { targetParams } from "./margin.ts";
 import { faceUniforms, stateSize, stateValues } from "./face_margin.ts";
 import { INTER_PIPELINES, interParams, openInter } from "./margin_head_inter.ts";
+import { checkLoops, GEMM_DEPTH, LOOP_BUDGET, topKWindow } from "./loops.ts";
 
 /** Bytes of the du block the backward aims for (when larger than N * D floats). */
 const BLOCK_BYTES = 1 << 24;
@@ -111,7 +114,12 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   // Classes per backward chunk: a multiple of 64 within the window, [N, chunk] floats
   // within the larger of BLOCK_BYTES and x itself (and one binding).
   const budget = Math.min(ctx.maxBinding, Math.max(BLOCK_BYTES, n * d * 4));
-  const chunk = Math.min(window, Math.max(unit, Math.floor(budget / (n * 4 * unit)) * unit));
+  // (and at most GEMM_DEPTH rows of W: dx's product goes through the chunk's rows in one invocation,
+  // src/webgpu/loops.ts)
+  const chunk = Math.min(
+    window,
+    Math.max(unit, Math.floor(Math.min(budget / (n * 4), GEMM_DEPTH) / unit) * unit),
+  );
   if (p.grad && n * chunk * 4 > ctx.maxBinding) {
     throw tooLarge(
       `a block of the gradient of 64 classes of ${K} rows (x [${n}, ${d}])`,
@@ -204,6 +212,15 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   const fill = nLab.slice(0, c);
   for (let i = 0; i < n; i++) if (here(i)) csr[c + 1 + fill[p.labels[i]]++] = i;
   const csrB = bind(keep(ctx.upload(csr)), csr.byteLength);
+  // What one invocation of a head kernel still loops over (src/webgpu/loops.ts): the label's sub-centres'
+  // dot products (pick; dw's product goes by ranges of rows). fin_w (W not normalised) goes through
+  // the rows labelled j for each of its `finCols` columns of dW_j: D split into blocks that keep within it.
+  if (K > 1) checkLoops(ctx, K * (d + 2) + 2 * d, `subcenters (${K}) times D + 2 (D = ${d}) for marginHead`);
+  // (the logit tiles go through D in one invocation: as linearCrossEntropy's, float pairs where `gated`)
+  checkLoops(ctx, (gated ? 6.5 : 3.2) * d, `D (${d}) for marginHead's logits`);
+  let most = 0;
+  for (let j = 0; j < c; j++) most = Math.max(most, nLab[j + 1] - nLab[j]);
+  const finCols = p.normW ? d : Math.max(1, Math.min(d, Math.floor(LOOP_BUDGET / (most + 2))));
 
   const outBuffer = (out: typeof p.outX, rows: number) => {
     const given = (out as { buffer?: GPUBuffer } | null)?.buffer;
@@ -280,6 +297,7 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
     combine,
     finX,
     finW,
+    finCols,
     label,
     bound,
     finish,
@@ -326,7 +344,10 @@ function encodeTopK(s: HeadSession, pass: GPUComputePassEncoder): void {
   const { n, dispatch, groups, labelsB, rowVB } = s;
   const listB = s.bind(top.list, top.list.size);
   if (top.block) {
-    for (const { j0, cols } of s.windows(s.chunk)) {
+    // (windows of whole tiles of classes, within the chunk's block, that each invocation of the scan can go
+    // through within llvmpipe's loop budget: src/webgpu/loops.ts)
+    const { K, chunk, problem } = s;
+    for (const { j0, cols } of s.windows(Math.min(chunk, topKWindow(K, problem.interTopK ?? 0, 64) * K))) {
       const win = { row0: j0, g_off: j0, k: cols }, blockB = s.bind(top.block, n * cols * 4);
       const res = [s.xB, s.wWin(j0, cols), labelsB, rowVB, s.bWin(j0, cols), blockB, listB];
       dispatch(pass, cos, win, res, s.rowTiles, Math.ceil(cols / 64));
@@ -434,12 +455,22 @@ export function encodeGrads(s: HeadSession, pass: GPUComputePassEncoder): void {
     const mm = [duB, ...res];
     const flagsX = flags | (p.normW && !p.normX ? MH.SKIP_LABEL : 0);
     dispatch(pass, s.mmX, { ...win, flags: flagsX }, [...mm, dXB, dXloB], s.rowTiles, dTiles);
-    dispatch(pass, s.mmW, win, [...mm, dWin(j0, cols), null], tiles, dTiles);
+    // (by ranges of rows, src/webgpu/loops.ts; one where N = 0, writing the zeros)
+    for (let r0 = 0; r0 === 0 || r0 < s.n; r0 += GEMM_DEPTH) {
+      dispatch(
+        pass,
+        s.mmW,
+        { ...win, r0, rn: Math.min(GEMM_DEPTH, s.n - r0) },
+        [...mm, dWin(j0, cols), null],
+        tiles,
+        dTiles,
+      );
+    }
   }
   dispatch(pass, s.finX, {}, [xB, wyB, labelsB, rowVB, dXloB, null, dXB], groups(n));
   for (const { j0, cols } of s.wins) {
     const res = [xB, wWin(j0, cols), labelsB, rowVB, s.csrB, bWin(j0, cols), dWin(j0, cols)];
-    dispatch(pass, s.finW, { g_off: j0, k: cols }, res, groups(cols));
+    dispatch(pass, s.finW, { g_off: j0, k: cols, rs_out: s.finCols }, res, groups(cols), Math.ceil(s.d / s.finCols));
   }
 }
 

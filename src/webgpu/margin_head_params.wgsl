@@ -10,7 +10,7 @@ struct HeadParams {
   b_off: u32,   // ... and along y
   g_off: u32,   // the first class of the window of W (and bcls, dW) bound
   k: u32,       // classes in the window or chunk; class tiles per row (combine)
-  rs_out: u32,  // fwd: class tiles per row of parts
+  rs_out: u32,  // fwd: class tiles per row of parts; fin_w: columns per block (grid y: the blocks)
   subs: u32,    // sub-centres K per class (marginHead's subcenters; src/webgpu/margin_head_sub.wgsl)
   flags: u32,   // MH_* below, F_CLAMP, F_GRAD
   zero: u32,    // always 0 (src/webgpu/common.wgsl's `zero`)
@@ -23,6 +23,8 @@ struct HeadParams {
   nt_b: f32,
   nt_g: f32,
   nt_k: u32,    // MH_TOPK: k, the hard non-labels per row (0: every one, k >= C - 1)
+  r0: u32,      // dw: the first row of this dispatch's range of rows (the later ranges add) ...
+  rn: u32,      // ... and its rows (src/webgpu/loops.ts's GEMM_DEPTH)
   // #include "margin_params.wgsl"
   // #include "face_params.wgsl"
 }

@@ -11,7 +11,8 @@
 //            through x / ||x||, a_i (v - (x^ . v) x^), else v plus the label's term
 //            fw W_y + fx x_i (ws: Wy; two terms that can nearly cancel, so taken in pairs);
 //   fin_w:   dW in place: with MH_NORMW b_j (t - (W^ . t) W^), else t plus the label
-//            terms hx_i x_i + hw_i W_j of the rows labelled j (aux: their index, CSR).
+//            terms hx_i x_i + hw_i W_j of the rows labelled j (aux: their index, CSR), by
+//            blocks of rs_out columns (grid y).
 // row_v: src/webgpu/margin_head_params.wgsl.
 
 // #include "margin_head_params.wgsl"
@@ -133,6 +134,7 @@ fn fin_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   let d = P.d;
   let o = j * d;
   if ((P.flags & MH_NORMW) != 0u) {
+    if (wid.y + P.b_off != 0u) { return; }
     var tw = vec2<f32>(0.0);
     var ww = vec2<f32>(0.0);
     for (var k = 0u; k < d; k++) {
@@ -155,7 +157,9 @@ fn fin_w(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   let r0 = aux[P.g_off + j];
   let r1 = aux[P.g_off + j + 1u];
   if (r0 == r1) { return; }
-  for (var k = 0u; k < d; k++) {
+  // (columns [k0, k0 + rs_out) of dW_j: the host's blocks keep (rows + 1) rs_out within llvmpipe's loop budget)
+  let k0 = (wid.y + P.b_off) * P.rs_out;
+  for (var k = k0; k < min(d, k0 + P.rs_out); k++) {
     let w = ws[o + k];
     var g = vec2<f32>(outv[o + k], 0.0);
     for (var q = r0; q < r1; q++) {

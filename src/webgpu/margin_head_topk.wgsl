@@ -1,16 +1,18 @@
 // marginHead's interTopK (SPEC.md section 7, wespeaker's inter-top-k penalty) on the GPU: each
 // row's k largest non-label class cosines, as src/kernels/head.ts's RowTopK finds them on the host,
-// in a first pass over W by chunks of classes [row0, row0 + k) (src/webgpu/margin_head_inter.ts
+// in a first pass over W by windows of classes [row0, row0 + k) (src/webgpu/margin_head_inter.ts
 // drives it, after the label's terms and before the logits):
-//   topk_cos:  the chunk's cosine tiles (src/webgpu/gemm_loop.wgsl, as src/webgpu/margin_head.wgsl's
+//   topk_cos:  the window's cosine tiles (src/webgpu/gemm_loop.wgsl, as src/webgpu/margin_head.wgsl's
 //              fwd computes them, so the values are the same float32s), clamped to [nt_lo, nt_hi]:
 //              blk [k, N] (class-major, so that topk_scan reads it in order);
-//   topk_scan: one invocation per row goes through the chunk's classes in order (with sub-centres
+//   topk_scan: one invocation per row goes through the window's classes in order (with sub-centres
 //              each class's value the largest of its K rows', as src/webgpu/margin_head_sub.wgsl picks
 //              it; then filtered as inter_value does: 0 above nt_cut) and keeps the row's
 //              top list in `top` [N, 2 + 2 nt_k]: its size, the value to beat (the k-th, -FLT_MAX
-//              while fewer), then nt_k values (largest first) and their classes (as float32s); a
-//              value enters only above the k-th, after its equals (ties to the smaller class);
+//              while fewer), then nt_k values and their classes (as float32s), a heap whose root is
+//              the k-th (src/webgpu/topk.wgsl); a value enters only above the k-th, after its equals
+//              (ties to the smaller class). The windows are small enough that no invocation loops
+//              more than llvmpipe allows (src/webgpu/loops.ts);
 //   topk_rows: per row the threshold (the k-th value) and its class into row_v slots 27 and 28;
 //              -FLT_MAX and -1 (every non-label hard) for an ignored row, for nt_k = 0 (k >= C - 1),
 //              or a row with fewer than k values (NaN cosines).
@@ -54,6 +56,10 @@ fn topk_cos(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
 
 fn item(wid: vec3<u32>, lid: u32) -> u32 { return (wid.x + P.a_off) * 64u + lid; }
 
+fn tk_get(q: u32) -> f32 { return top[q]; }
+fn tk_put(q: u32, v: f32) { top[q] = v; }
+// #include "topk.wgsl"
+
 @compute @workgroup_size(64)
 fn topk_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let i = item(wid, lid);
@@ -65,12 +71,9 @@ fn topk_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let vo = o + 2u;
   let co = vo + kk;
   var size = 0u;
-  var kth = NEG;
-  if (P.row0 != 0u) {
-    size = u32(top[o]);
-    kth = top[o + 1u];
-  }
-  // (the chunk [row0, row0 + k) of W's rows holds whole classes of K rows)
+  if (P.row0 != 0u) { size = u32(top[o]); }
+  var kth = tk_kth(vo, size, kk);
+  // (the window [row0, row0 + k) of W's rows holds whole classes of K rows)
   let K = P.subs;
   for (var q = 0u; q < P.k / K; q++) {
     let j = P.row0 / K + q;
@@ -79,16 +82,8 @@ fn topk_scan(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     for (var r = 1u; r < K; r++) { v = max(v, blk[(q * K + r) * P.n + i]); }
     if (v > P.nt_cut) { v = 0.0; }
     if (!(v > kth)) { continue; }
-    var at = min(size, kk - 1u);
-    while (at > 0u && top[vo + at - 1u] < v) {
-      top[vo + at] = top[vo + at - 1u];
-      top[co + at] = top[co + at - 1u];
-      at--;
-    }
-    top[vo + at] = v;
-    top[co + at] = f32(j);
-    if (size < kk) { size++; }
-    if (size == kk) { kth = top[vo + kk - 1u]; }
+    size = tk_offer(vo, co, size, kk, v, f32(j));
+    kth = tk_kth(vo, size, kk);
   }
   top[o] = f32(size);
   top[o + 1u] = kth;
@@ -104,8 +99,8 @@ fn topk_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   if (kk > 0u && labels[i] >= 0) {
     let o = i * (2u * kk + 2u);
     if (u32(top[o]) == kk) {
-      thr = top[o + 2u + kk - 1u];
-      tie = top[o + 2u + 2u * kk - 1u];
+      thr = top[o + 2u];
+      tie = top[o + 2u + kk];
     }
   }
   row_v[i * MH_RS + 27u] = thr;

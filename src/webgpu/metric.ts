@@ -14,6 +14,7 @@ import { type MetricProblem, MINING_CODES } from "../kernels/metric.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, type GpuContext } from "./context.ts";
 import { fits, gradOf, job, type Planner, solve } from "./passes.ts";
+import { checkLoops } from "./loops.ts";
 
 /** The loss codes of src/webgpu/metric.wgsl. */
 const LOSS_CODES = { ntXent: 0, tripletMargin: 1, multiSimilarity: 2, proxyAnchor: 3 } as const;
@@ -47,6 +48,23 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
       `Expected at most ${ctx.maxGroups} rows of f and the proxies on this WebGPU device, got ${b + c}`,
     );
   }
+  // (src/webgpu/loops.ts: proxyAnchor's `walk_proxy` goes through the batch three times per proxy, with D per
+  // row in the precise mode; ntXent's and multiSimilarity's `walk`, D per pair of rows in it; tripletMargin's
+  // `walk`, every anchor's pairs of rows per 256 of them but with batchHard)
+  const exact = sharpness(p) > PRECISE_ABOVE;
+  if (proxy) {
+    checkLoops(
+      ctx,
+      b * (3 + (exact ? d + 1 : 0)) + 8,
+      `B (${b}) for proxyAnchor${exact ? ` times D + 4 (D = ${d})` : ""}`,
+    );
+  }
+  if (exact && !proxy) {
+    checkLoops(ctx, Math.ceil(b / 256) * (d + 6) + 64, `ceil(B / 256) (B = ${b}) times D + 6 (D = ${d}) for ${p.loss}`);
+  }
+  if (triplet && p.mining !== "batchHard") {
+    checkLoops(ctx, Math.ceil(b / 256) * (b + 3) + 64, `ceil(B / 256) times B + 3 (B = ${b}) for tripletMargin`);
+  }
   const resident = force || onDevice(p.f) || onDevice(p.proxies);
   checkOut("f", p.outF as { buffer?: unknown } | null, resident);
   if (proxy) checkOut("proxies", p.outProxies as { buffer?: unknown } | null, resident);
@@ -65,7 +83,7 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
       loss: LOSS_CODES[p.loss],
       mining: MINING_CODES[p.mining],
       soft: p.soft ? 1 : 0,
-      exact: sharpness(p) > PRECISE_ABOVE ? 1 : 0,
+      exact: exact ? 1 : 0,
       zero: 0,
       margin: p.margin,
       alpha: p.alpha,
@@ -85,6 +103,7 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
       ["reduce", 1],
       ["grad", grad * tiles(b), tiles(d)],
       ["grad_p", proxy ? grad * tiles(c) : 0, tiles(d)],
+      ["back_h", grad * tiles(b + c), d],
       ["back", grad * tiles(b + c)],
     ],
     reads: [

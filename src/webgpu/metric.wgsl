@@ -661,7 +661,27 @@ fn grad_h(r: u32, q: u32, scale: f32, rs: f32) -> f32 {
   return scale * (rs * work[r * d + q] + near) - g;
 }
 
-// One invocation per row of f and of the proxies.
+// One invocation per entry (r, q) of f and the proxies (grid: row groups, D): grad_h's value into gf / gp,
+// which `back` then reads (grad_h's sums over the batch in an invocation of their own: one per row,
+// D of them, went past llvmpipe's loop budget at B = 256 and D = 128, src/webgpu/loops.ts).
+@compute @workgroup_size(64)
+fn back_h(@builtin(global_invocation_id) gid: vec3<u32>) {
+  zero = P.zero;
+  let r = gid.x;
+  let q = gid.y;
+  let b = P.b;
+  let d = P.d;
+  if (r >= b + P.c) { return; }
+  // tripletMargin: the row and column sums of W (the far pairs).
+  var rs = 0.0;
+  if (P.loss == 1u) {
+    for (var j = 0u; j < b; j++) { rs += s[r * b + j] + s[j * b + r]; }
+  }
+  let g = grad_h(r, q, stats[1], rs);
+  if (r < b) { gf[r * d + q] = g; } else { gp[(r - b) * d + q] = g; }
+}
+
+// One invocation per row of f and of the proxies, after back_h.
 @compute @workgroup_size(64)
 fn back(@builtin(global_invocation_id) gid: vec3<u32>) {
   zero = P.zero;
@@ -669,21 +689,21 @@ fn back(@builtin(global_invocation_id) gid: vec3<u32>) {
   let b = P.b;
   let d = P.d;
   if (r >= b + P.c) { return; }
-  let scale = stats[1];
-  // tripletMargin: the row and column sums of W (the far pairs).
-  var rs = 0.0;
-  if (P.loss == 1u) {
-    for (var j = 0u; j < b; j++) { rs += s[r * b + j] + s[j * b + r]; }
-  }
   var dot = 0.0;
-  for (var q = 0u; q < d; q++) { dot += work[r * d + q] * grad_h(r, q, scale, rs); }
+  for (var q = 0u; q < d; q++) { dot += work[r * d + q] * h_of(r, q); }
   let at = row_stat(r);
   let live = stats[at + 3u] > 0.0;
   let inv = stats[at + 1u] + stats[at + 2u];
   for (var q = 0u; q < d; q++) {
-    let g = grad_h(r, q, scale, rs);
+    let g = h_of(r, q);
     var v = g * 1e12;
     if (live) { v = (g - work[r * d + q] * dot) * inv; }
     if (r < b) { gf[r * d + q] = v; } else { gp[(r - b) * d + q] = v; }
   }
+}
+
+// back_h's value of entry (r, q).
+fn h_of(r: u32, q: u32) -> f32 {
+  if (r < P.b) { return gf[r * P.d + q]; }
+  return gp[(r - P.b) * P.d + q];
 }

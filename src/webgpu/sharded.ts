@@ -222,16 +222,19 @@ export function headShardTopK(ctx: GpuContext, q: HeadShardProblem): Promise<Row
     });
     const got = new Float32Array((await ctx.readAll([[listS, bytes]]))[0]);
     ctx.check();
-    // Row i's list at i (2k + 2): its size, the k-th, k values, k classes (as float32s).
+    // Row i's list at i (2k + 2): its size, the k-th, k values, k classes (as float32s), a heap
+    // (src/webgpu/topk.wgsl): sorted here, largest first, ties to the smaller class.
     const top = new RowTopK(n, k);
     for (let i = 0; i < n; i++) {
       if (p.labels[i] < 0) continue;
       const o = i * (2 * k + 2), size = got[o];
+      const order = Array.from({ length: size }, (_, r) => r)
+        .sort((a, b) => got[o + 2 + b] - got[o + 2 + a] || got[o + 2 + k + a] - got[o + 2 + k + b]);
       top.size[i] = size;
-      for (let r = 0; r < size; r++) {
-        top.vals[i * k + r] = got[o + 2 + r];
-        top.cols[i * k + r] = got[o + 2 + k + r];
-      }
+      order.forEach((r, q) => {
+        top.vals[i * k + q] = got[o + 2 + r];
+        top.cols[i * k + q] = got[o + 2 + k + r];
+      });
     }
     return top;
   });
