@@ -68,12 +68,12 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   if (i >= P.n) { return; }
   let nt = P.k;
   var r = NEG;
-  for (var q = 0u; q < nt; q++) { r = max(r, bitcast<f32>(aux[2u * (i * nt + q)])); }
+  for (var q = 0u; q < nt; q++) { r = maxn(r, bitcast<f32>(aux[2u * (i * nt + q)])); }
   var s = vec2<f32>(0.0);
   for (var q = 0u; q < nt; q++) {
     let o = 2u * (i * nt + q);
     let sq = bitcast<f32>(aux[o + 1u]);
-    if (sq > 0.0) {
+    if (!(sq <= 0.0)) { // (a NaN too)
       let h = two_sum(s.x, sq * exp(bitcast<f32>(aux[o]) - r));
       s = vec2<f32>(h.x, s.y + h.y);
     }
