@@ -33,7 +33,8 @@ async function host(v: Any): Promise<Float64Array> {
 }
 
 /** Where the values are NaN (N), finite (.) or infinite (I). */
-const where = (a: Float64Array) => Array.from(a, (x) => (Number.isNaN(x) ? "N" : Number.isFinite(x) ? "." : "I")).join("");
+const where = (a: Float64Array) =>
+  Array.from(a, (x) => (Number.isNaN(x) ? "N" : Number.isFinite(x) ? "." : "I")).join("");
 
 /** The reference's and the WebGPU backend's loss and gradients have their NaN in the same places. */
 async function sameNaN(l: Any, loss: string, inputs: Any, o: Any, label: string, only?: string[]): Promise<void> {
@@ -60,7 +61,13 @@ describe("WebGPU: a NaN in a row's logits makes the row's loss and gradient NaN,
       }] as Any[]
     ) {
       for (const reduction of ["none", "mean"]) {
-        await sameNaN(l, "crossEntropy", { logits: z, labels }, { ...o, reduction }, `${JSON.stringify(o)} ${reduction}`);
+        await sameNaN(
+          l,
+          "crossEntropy",
+          { logits: z, labels },
+          { ...o, reduction },
+          `${JSON.stringify(o)} ${reduction}`,
+        );
       }
     }
     await sameNaN(l, "focal", { logits: z, labels }, { reduction: "none" }, "focal");
@@ -109,7 +116,11 @@ describe("WebGPU: a NaN in a row's logits makes the row's loss and gradient NaN,
       ];
       for (const o of options) {
         for (const classes of [undefined, [0, 1, 2, 4, 5, 7]]) {
-          const state = o.kind === "adaface" ? { mean: 20, std: 5 } : o.kind === "curricularFace" ? { t: 0 } : undefined;
+          const state = o.kind === "adaface"
+            ? { mean: 20, std: 5 }
+            : o.kind === "curricularFace"
+            ? { t: 0 }
+            : undefined;
           const opts = { scale: 16, ...o, subcenters: K, reduction: "none" };
           const label = `${JSON.stringify(o)}${classes ? " classes" : ""}`;
           const base: Any = { x, labels, ...(classes ? { classes } : {}), ...(state ? { state } : {}) };
@@ -129,7 +140,9 @@ describe("WebGPU: a NaN in a row's logits makes the row's loss and gradient NaN,
     const labels = Int32Array.from([0, 4, 2, 7, 1]);
     W.data[4 * d] = NaN;
     x.data[3 * d] = NaN;
-    for (const loss of ["sphereface", "lsoftmax"]) await sameNaN(l, loss, { x, W, labels }, { reduction: "none" }, loss);
+    for (const loss of ["sphereface", "lsoftmax"]) {
+      await sameNaN(l, loss, { x, W, labels }, { reduction: "none" }, loss);
+    }
     const bias = Float32Array.from({ length: c }, (_, j) => 0.1 * j);
     for (const o of [{}, { softcap: 5 }, { zLoss: 0.1 }, { labelSmoothing: 0.1 }] as Any[]) {
       for (const b of [undefined, bias]) {
@@ -149,7 +162,11 @@ describe("WebGPU: a NaN in a row's logits makes the row's loss and gradient NaN,
       W.data.fill(NaN, 4 * K * d, 4 * K * d + d);
       for (const o of [{}, { kind: "cosface" }, { interclassFilteringThreshold: 0.2 }] as Any[]) {
         const shards = bounds.slice(0, -1).map((c0, k) => ({
-          inputs: { x, labels, W: { data: W.data.slice(c0 * K * d, bounds[k + 1] * K * d), shape: [(bounds[k + 1] - c0) * K, d] } },
+          inputs: {
+            x,
+            labels,
+            W: { data: W.data.slice(c0 * K * d, bounds[k + 1] * K * d), shape: [(bounds[k + 1] - c0) * K, d] },
+          },
           options: { scale: 16, ...o, subcenters: K, offset: c0, classes: c, reduction: "none" },
         }));
         const run = async (b: Any) => {
