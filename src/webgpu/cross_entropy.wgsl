@@ -92,7 +92,7 @@ fn sub_max(xa: u32, j: u32) -> Sub {
     let u = a[xa + c0 + q];
     let w = clamp(u, -1.0, 1.0);
     // the first NaN wins (checked on the values: clamp's result for a NaN is the implementation's)
-    if (r.x == r.x && (w > best || u != u)) {
+    if (!is_nan(r.x) && (w > best || is_nan(u))) {
       best = w;
       r = Sub(u, c0 + q);
     }

@@ -41,7 +41,7 @@ fn pick(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var c = df_div(two_sum(xw.x, xw.y), df_mul(nx, nw));
     if (df_gt(c, df(1.0))) { c = df(1.0); }
     if (df_gt(df(-1.0), c)) { c = df(-1.0); }
-    let cn = c.x != c.x; // the first NaN wins (src/kernels/hard_label.ts's `subcenter`)
+    let cn = is_nan(c.x); // the first NaN wins (src/kernels/hard_label.ts's `subcenter`)
     if (q == 0u || (!nan && (df_gt(c, top) || cn))) {
       top = c;
       nan = cn;
