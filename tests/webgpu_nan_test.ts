@@ -6,15 +6,16 @@
 // finite, and a pair's clamp (df_clamp) became a min and max (src/webgpu/common.wgsl's maxn, clampn, kept,
 // is_nan). Every kernel with a row softmax: crossEntropy (short and segmented rows), the margin losses
 // on cosines, marginHead (K = 1 and 3, classes, the inter-class options, the face kinds), sphereface,
-// lsoftmax, linearCrossEntropy and the class-sharded head's statistics. The values themselves are the
-// other suites' business: here only where NaN is. Skipped where the runtime has no WebGPU adapter (Bun).
+// lsoftmax, linearCrossEntropy, distillation, softCrossEntropy, hierarchical and the class-sharded head's
+// statistics. The values themselves are the other suites' business: here only where NaN is. Skipped where
+// the runtime has no WebGPU adapter (Bun).
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { js, mergeShardStats } from "../cpu.ts";
 import { findAdapter, gpuLosses, requestDevice } from "../src/backend.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
 import { download, sharedDevice } from "./helpers/gpu.ts";
-import { randomMatrix, Rng } from "./helpers/random.ts";
+import { randomMatrix, randomProbabilities, Rng } from "./helpers/random.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -150,6 +151,23 @@ describe("WebGPU: a NaN in a row's logits makes the row's loss and gradient NaN,
         await sameNaN(l, "linearCrossEntropy", inputs, { ...o, reduction: "none" }, `lce ${JSON.stringify(o)}`);
       }
     }
+    l.dispose();
+  });
+
+  it("distillation (a NaN teacher and student logit), softCrossEntropy and hierarchical", async () => {
+    const l = await gpu();
+    const rng = new Rng(10), n = 3, c = 6, labels = Int32Array.from([1, 2, 3]);
+    const z = randomMatrix(rng, n, c, 2), t = randomMatrix(rng, n, c, 2);
+    z.data[0 * c + 4] = NaN;
+    t.data[1 * c + 2] = NaN; // (the teacher's: its KL term was max(NaN, 0), 0 on llvmpipe)
+    await sameNaN(l, "distillation", { student: z, teacher: t, labels }, { reduction: "none" }, "distillation");
+    const p = randomProbabilities(rng, n, c);
+    await sameNaN(l, "softCrossEntropy", { logits: z, target: p }, { reduction: "none" }, "softCrossEntropy");
+    // (a NaN fine logit of the label's coarse class: the other coarse classes' are not read)
+    const coarse = randomMatrix(rng, n, 2, 1), fineToCoarse = [0, 0, 0, 1, 1, 1];
+    const fine = { data: t.data.slice(), shape: t.shape };
+    fine.data[0] = NaN;
+    await sameNaN(l, "hierarchical", { coarse, fine, labels, fineToCoarse }, { reduction: "none" }, "hierarchical");
     l.dispose();
   });
 
