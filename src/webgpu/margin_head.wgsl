@@ -120,14 +120,14 @@ fn finish_fwd(i0: u32, j0: u32, ct: u32, t: u32, dbl: bool) {
   let tx = t & 7u;
   for (var r = 0u; r < 8u; r++) {
     var m = NEG;
-    for (var c = 0u; c < 8u; c++) { m = maxn(m, block_logit(i0, j0, t, r, c, dbl).x); }
+    for (var c = 0u; c < 8u; c++) { m = max(m, block_logit(i0, j0, t, r, c, dbl).x); }
     rmx[(8u * ty + r) * 8u + tx] = m;
   }
   workgroupBarrier();
   var ms: array<f32, 8>;
   for (var r = 0u; r < 8u; r++) {
     var m = NEG;
-    for (var q = 0u; q < 8u; q++) { m = maxn(m, rmx[(8u * ty + r) * 8u + q]); }
+    for (var q = 0u; q < 8u; q++) { m = max(m, rmx[(8u * ty + r) * 8u + q]); }
     ms[r] = m;
   }
   workgroupBarrier();
