@@ -78,7 +78,7 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   for (var q = 0u; q < nt; q++) {
     let o = 2u * (i * nt + q);
     let sq = bitcast<f32>(aux[o + 1u]);
-    if (!(sq <= 0.0)) { // (a NaN too)
+    if (sq > 0.0 || is_nan(sq)) {
       let h = two_sum(s.x, sq * exp(bitcast<f32>(aux[o]) - r));
       s = vec2<f32>(h.x, s.y + h.y);
     }
