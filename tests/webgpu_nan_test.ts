@@ -11,7 +11,7 @@
 // the runtime has no WebGPU adapter (Bun).
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { js, mergeShardStats } from "../cpu.ts";
+import { js, mergeShardStats, mergeShardTopK } from "../cpu.ts";
 import { findAdapter, gpuLosses, requestDevice } from "../src/backend.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
 import { download, sharedDevice } from "./helpers/gpu.ts";
@@ -178,7 +178,7 @@ describe("WebGPU: a NaN in a row's logits makes the row's loss and gradient NaN,
       const x = randomMatrix(rng, n, d, 1), W = randomMatrix(rng, c * K, d, 1);
       const labels = Int32Array.from([0, 4, 2, 7, 1]);
       W.data.fill(NaN, 4 * K * d, 4 * K * d + d);
-      for (const o of [{}, { kind: "cosface" }, { interclassFilteringThreshold: 0.2 }] as Any[]) {
+      for (const o of [{}, { kind: "cosface" }, { interclassFilteringThreshold: 0.2 }, { interTopK: 2 }] as Any[]) {
         const shards = bounds.slice(0, -1).map((c0, k) => ({
           inputs: {
             x,
@@ -188,6 +188,13 @@ describe("WebGPU: a NaN in a row's logits makes the row's loss and gradient NaN,
           options: { scale: 16, ...o, subcenters: K, offset: c0, classes: c, reduction: "none" },
         }));
         const run = async (b: Any) => {
+          if (o.interTopK) {
+            // (the protocol's step topK: each shard's top k, merged into every shard's inputs)
+            const tops: Any[] = [];
+            for (const s of shards) tops.push(await b.sharded.marginHead.topK(s.inputs, s.options));
+            const topK = mergeShardTopK(tops);
+            for (const s of shards) (s.inputs as Any).topK = topK;
+          }
           const stats: Any[] = [];
           for (const s of shards) stats.push(await b.sharded.marginHead.stats(s.inputs, s.options));
           const merged = mergeShardStats(stats);
