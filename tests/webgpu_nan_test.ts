@@ -77,7 +77,7 @@ describe("WebGPU: a NaN in a row's logits makes the row's loss and gradient NaN,
 
   it("the margin losses on cosines: a NaN cosine at a non-label and at the label (threshold, interTopK)", async () => {
     // (cosines inside [-1, 1]: where the clamp cuts a cosine of a NaN row the reference's gradient is
-    // NaN (0 * NaN), the GPU's 0 and PyTorch's 0; see the report of branch gpunan)
+    // NaN (0 * NaN), the GPU's 0 and PyTorch's 0; tests/fixtures/generate_gpunan.py's docstring)
     const l = await gpu();
     const cos = randomMatrix(new Rng(2), 4, 7, 0.3), labels = Int32Array.from([1, 2, 3, 4]);
     cos.data.forEach((v, i) => (cos.data[i] = Math.max(-0.99, Math.min(0.99, v))));
