@@ -37,20 +37,35 @@ fn wg_sum(v: f32, t: u32) -> f32 {
   return r;
 }
 
-// Maximum of v over the workgroup. Call from uniform control flow.
+// Maximum of v over the workgroup (NaN where any v is). Call from uniform control flow.
 fn wg_max(v: f32, t: u32) -> f32 {
   red[t] = v;
   workgroupBarrier();
   for (var s = WG / 2u; s > 1u; s = s >> 1u) {
-    if (t < s) { red[t] = max(red[t], red[t + s]); }
+    if (t < s) { red[t] = maxn(red[t], red[t + s]); }
     workgroupBarrier();
   }
-  if (t == 0u) { red_out = max(red[0], red[1]); }
+  if (t == 0u) { red_out = maxn(red[0], red[1]); }
   workgroupBarrier();
   let r = red_out;
   workgroupBarrier();
   return r;
 }
+
+// NaN (IEEE arithmetic, as PyTorch and the CPU backends): a NaN anywhere in a row's logits makes the
+// row's loss and gradient NaN. WGSL leaves min, max, clamp and frexp of a NaN to the implementation
+// (llvmpipe gives the other operand: a NaN cosine clamped to [-1, 1] became -1, a NaN label logit
+// lost in the row's maximum, and its row's loss finite), so a row's maximum is taken by `maxn`
+// (wg_max too), every clamp of a logit's input is `clampn` (a gradient passes it where `kept`), and
+// log_ of a NaN is NaN; the sums carry a NaN logit (e^(NaN - m) is NaN; `online` adds it to its sum).
+// is_nan tests the bits: a compiler may fold x != x to false.
+fn is_nan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+// max(a, b), NaN where either is.
+fn maxn(a: f32, b: f32) -> f32 { return select(max(a, b), a + b, is_nan(a) || is_nan(b)); }
+// x clamped to [lo, hi], NaN kept.
+fn clampn(x: f32, lo: f32, hi: f32) -> f32 { return select(clamp(x, lo, hi), x, is_nan(x)); }
+// Whether the clamp of x to xc let x through (its gradient passes): unchanged, or NaN.
+fn kept(xc: f32, x: f32) -> bool { return xc == x || is_nan(x); }
 
 // -FLT_MAX, at or below every finite float32: the start of a running maximum. (The literal
 // -3.4028235e38 lies beyond it, and Tint, the WGSL compiler of Chromium and Dawn, rejects it.)
@@ -154,8 +169,9 @@ fn df_max(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> { return select(b, a, df_gt(a
 
 // Natural logarithm good to about 1 ulp (WGSL's builtin promises only an absolute
 // 2^-21 near 1): x = f 2^e with f in [sqrt(1/2), sqrt(2)), log f = 2 atanh(s),
-// s = (f - 1) / (f + 1), |s| < 0.172, by its odd series to s^9. x > 0, finite.
+// s = (f - 1) / (f + 1), |s| < 0.172, by its odd series to s^9. x > 0, finite; NaN gives NaN.
 fn log_(x: f32) -> f32 {
+  if (is_nan(x)) { return x; }
   let fr = frexp(x);          // x = fract * 2^exp, fract in [0.5, 1)
   var f = fr.fract;
   var e = f32(fr.exp);

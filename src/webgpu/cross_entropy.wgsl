@@ -70,7 +70,7 @@ struct CrossEntropyParams {
 @group(0) @binding(8) var<storage, read_write> row_out: array<f32>;
 
 fn logit_of(x: f32) -> f32 {
-  let z = P.scale * select(x, clamp(x, -1.0, 1.0), (P.flags & F_CLAMP) != 0u);
+  let z = P.scale * select(x, clampn(x, -1.0, 1.0), (P.flags & F_CLAMP) != 0u);
   if (P.softcap != 0.0) { return capped(z).x; }
   return z;
 }
@@ -102,7 +102,7 @@ fn sub_pick(xa: u32, j: u32, xg: u32) -> Sub {
     let u = a[xa + c0 + q];
     let w = clamp(u, -1.0, 1.0);
     // the first NaN wins (checked on the values: clamp's result for a NaN is the implementation's)
-    if (r.x == r.x && (w > best || u != u)) {
+    if (!is_nan(r.x) && (w > best || is_nan(u))) {
       best = w;
       r = Sub(u, c0 + q);
     }
@@ -126,8 +126,8 @@ fn label_logit(xy: f32) -> vec2<f32> {
 }
 
 fn plain_logit(xy: f32) -> vec2<f32> {
-  let xc = select(xy, clamp(xy, -1.0, 1.0), (P.flags & F_CLAMP) != 0u);
-  let zd = vec2(P.scale * xc, select(0.0, P.scale, xc == xy));
+  let xc = select(xy, clampn(xy, -1.0, 1.0), (P.flags & F_CLAMP) != 0u);
+  let zd = vec2(P.scale * xc, select(0.0, P.scale, kept(xc, xy)));
   if (P.softcap != 0.0) {
     let cz = capped(zd.x);
     return vec2(cz.x, zd.y * cz.y);
@@ -242,8 +242,8 @@ fn topk_row(i: u32, r: u32, y: u32) {
 // (x > thr, or x == thr and j <= tie) it is s (a x + b x^2 + g sqrt(1 - x^2)), derivative
 // a + 2 b x - g xd / sqrt(1 - xd^2) (xd clamped to [-1 + 1e-6, 1 - 1e-6]); otherwise s x.
 fn nt_logit(x: f32, j: u32, i: u32) -> vec2<f32> {
-  var v = clamp(x, P.nt_lo, P.nt_hi);
-  var d = select(0.0, 1.0, v == x);
+  var v = clampn(x, P.nt_lo, P.nt_hi);
+  var d = select(0.0, 1.0, kept(v, x));
   if (v > P.nt_cut) {
     v = 0.0;
     d = 0.0;
@@ -352,7 +352,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (P.eps != 0.0) { wz += weight_of(j) * (z - zy); }
     if (j != yu) { online(&mt, &st, z); }
   }
-  let m = max(wg_max(mt, t), zy);
+  let m = maxn(wg_max(mt, t), zy);
   let S = wg_sum(st * exp(mt - m), t);
   var wzs = 0.0;
   if (P.eps != 0.0) { wzs = wg_sum(wz, t); }
@@ -444,7 +444,7 @@ fn seg_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   let zd = label_logit(b[(i * P.nseg + u32(y) / P.k) * 4u + 3u]);
   var m = zd.x;
-  for (var s = 0u; s < P.nseg; s++) { m = max(m, b[(i * P.nseg + s) * 4u]); }
+  for (var s = 0u; s < P.nseg; s++) { m = maxn(m, b[(i * P.nseg + s) * 4u]); }
   var S = 0.0;
   var wz = 0.0;
   for (var s = 0u; s < P.nseg; s++) {

@@ -116,7 +116,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let q = dsum / Sq;
   var L: f32;
   if (q < -0.5) { L = log_(St / Sq); } else { L = log1p_(q); }
-  let kl = max(invT * sumPd / St - L, 0.0);
+  let kl = maxn(invT * sumPd / St - L, 0.0);
   var ce = 0.0;
   if (y >= 0) { ce = log1p_(Spo) + (ms - a[sa + u32(y)]); }
   if (t == 0u) {

@@ -20,7 +20,7 @@ fn state_in(k: u32) -> vec2<f32> {
 }
 
 // Whether the clamp passed u (x == u), or u is NaN.
-fn passed(x: vec2<f32>, u: vec2<f32>) -> bool { return all(x == u) || u.x != u.x; }
+fn passed(x: vec2<f32>, u: vec2<f32>) -> bool { return all(x == u) || is_nan(u.x); }
 
 // AdaFace's clipped norm.
 fn clipped(norm: vec2<f32>) -> vec2<f32> { return df_clamp(norm, P.p_lo, P.p_hi); }

@@ -64,8 +64,9 @@ fn df_acos(x: vec2<f32>) -> vec2<f32> {
   return 2.0 * df_asin(sh);
 }
 
-// x clamped to [lo, hi].
+// x clamped to [lo, hi], NaN kept (common.wgsl's clampn: a compiler may make the tests below a min and max).
 fn df_clamp(x: vec2<f32>, lo: vec2<f32>, hi: vec2<f32>) -> vec2<f32> {
+  if (is_nan(x.x)) { return x; }
   if (df_gt(x, hi)) { return hi; }
   if (df_gt(lo, x)) { return lo; }
   return x;
@@ -125,7 +126,7 @@ fn margin_target_m(u: vec2<f32>, m: TgM) -> Tg {
   let x = df_clamp(u, df(-1.0), df(1.0));
   let t = phi_m(x, m);
   var d = df(0.0);
-  if (all(x == u)) { d = df_mul(df(P.scale), select(t.d, df(1.0), P.tg_const != 0u)); }
+  if (all(x == u) || is_nan(u.x)) { d = df_mul(df(P.scale), select(t.d, df(1.0), P.tg_const != 0u)); }
   return Tg(df_mul(df(P.scale), t.v), d);
 }
 

@@ -74,8 +74,8 @@ fn logit(s: f32, l: f32, ai: f32, i: u32, j: u32, dbl: bool) -> vec3<f32> {
       return vec3<f32>(f.x, 0.0, f.z);
     }
     var uc = u;
-    if ((P.flags & F_CLAMP) != 0u) { uc = clamp(u, -1.0, 1.0); }
-    return vec3<f32>(P.scale * uc, 0.0, select(0.0, 1.0, uc != u));
+    if ((P.flags & F_CLAMP) != 0u) { uc = clampn(u, -1.0, 1.0); }
+    return vec3<f32>(P.scale * uc, 0.0, select(1.0, 0.0, kept(uc, u)));
   }
   // (s + l)(bh + bl): the high halves' product exact, the rest small.
   let bl = bcls[4u * jw + 1u];
@@ -91,7 +91,7 @@ fn logit(s: f32, l: f32, ai: f32, i: u32, j: u32, dbl: bool) -> vec3<f32> {
 // (CurricularFace), else s u: (z, dz/du over s, cut). MH_INTER: inter_logit's.
 fn nt_logit(u: f32, i: u32, j: u32) -> vec3<f32> {
   if ((P.flags & MH_INTER) != 0u) { return inter_logit(u, i, j); }
-  let uc = clamp(u, P.nt_lo, P.nt_hi);
+  let uc = clampn(u, P.nt_lo, P.nt_hi);
   var z = uc;
   var slope = 1.0;
   if (uc > row_v[i * MH_RS + 27u]) {
@@ -99,7 +99,7 @@ fn nt_logit(u: f32, i: u32, j: u32) -> vec3<f32> {
     z = uc * (a + uc);
     slope = a + 2.0 * uc;
   }
-  return vec3<f32>(P.scale * z, slope, select(0.0, 1.0, uc != u));
+  return vec3<f32>(P.scale * z, slope, select(1.0, 0.0, kept(uc, u)));
 }
 
 // The logit of row r, class c of this invocation's block, or NEG when (i, j) is out of

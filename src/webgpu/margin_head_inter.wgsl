@@ -15,9 +15,9 @@ const INTER_EDGE: f32 = 707.10625084227;
 
 // (x, cut): the cosine u clamped and filtered, cut = 1 where no gradient passes.
 fn inter_value(u: f32) -> vec2<f32> {
-  let uc = clamp(u, P.nt_lo, P.nt_hi);
+  let uc = clampn(u, P.nt_lo, P.nt_hi);
   if (uc > P.nt_cut) { return vec2<f32>(0.0, 1.0); }
-  return vec2<f32>(uc, select(0.0, 1.0, uc != u));
+  return vec2<f32>(uc, select(1.0, 0.0, kept(uc, u)));
 }
 
 // (z, dz/du over s, cut) of a non-label cosine u of row i, class j.

@@ -39,9 +39,11 @@ fn pick(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var k = 0u; k < d; k++) { xw = dot_acc(xw, xs[i * d + k], ws[r * d + k]); }
     let nw = df_max(vec2<f32>(bcls[4u * r + 2u], bcls[4u * r + 3u]), df(1e-12));
     var c = df_div(two_sum(xw.x, xw.y), df_mul(nx, nw));
+    // the first NaN wins (src/kernels/hard_label.ts's `subcenter`; tested before the clamp, which a
+    // compiler may make a min and max)
+    let cn = is_nan(c.x);
     if (df_gt(c, df(1.0))) { c = df(1.0); }
     if (df_gt(df(-1.0), c)) { c = df(-1.0); }
-    let cn = c.x != c.x; // the first NaN wins (src/kernels/hard_label.ts's `subcenter`)
     if (q == 0u || (!nan && (df_gt(c, top) || cn))) {
       top = c;
       nan = cn;

@@ -69,12 +69,17 @@ fn combine(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
   if (i >= P.n) { return; }
   let nt = P.k;
   var r = NEG;
-  for (var q = 0u; q < nt; q++) { r = max(r, bitcast<f32>(aux[2u * (i * nt + q)])); }
+  // (a NaN logit: its tile's sum is NaN, its maximum the implementation's; r is then NaN)
+  for (var q = 0u; q < nt; q++) {
+    let o = 2u * (i * nt + q);
+    let sq = bitcast<f32>(aux[o + 1u]);
+    r = maxn(r, select(bitcast<f32>(aux[o]), sq, is_nan(sq)));
+  }
   var s = vec2<f32>(0.0);
   for (var q = 0u; q < nt; q++) {
     let o = 2u * (i * nt + q);
     let sq = bitcast<f32>(aux[o + 1u]);
-    if (sq > 0.0) {
+    if (sq > 0.0 || is_nan(sq)) {
       let h = two_sum(s.x, sq * exp(bitcast<f32>(aux[o]) - r));
       s = vec2<f32>(h.x, s.y + h.y);
     }

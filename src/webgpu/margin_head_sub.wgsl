@@ -82,9 +82,9 @@ fn sub_pick(i0: u32, j0: u32, t: u32) {
             // u itself: clamp's result for a NaN is the implementation's)
             let u = v * ai * bcls[4u * (j - P.g_off)];
             let cu = clamp(u, -1.0, 1.0);
-            if (k == 0u || (!nan && (cu > top || u != u))) {
+            if (k == 0u || (!nan && (cu > top || is_nan(u)))) {
               top = cu;
-              nan = u != u;
+              nan = is_nan(u);
               best = v;
               arg = j;
             }
