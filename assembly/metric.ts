@@ -570,26 +570,49 @@ export function gemm_acc64(
  * multiSimilarity), h_i = F_i finv64_i and q_j = Q_j qinv64_j (F [rows, d], Q [cols, d] the raw
  * rows): the same projection as the plain product sum_j B_ij q_j, which G's row i (float32,
  * or 0) held and is zeroed. acc [rows, d] (float64) is zeroed first unless accumulate.
+ * Scratch w [cols] float64.
  */
 export function metric_relative(
   coef: usize, sm: i32, sk: i32, sym: i32, rows: i32, cols: i32, F: usize, finv64: usize, Q: usize, qinv64: usize,
-  d: i32, near: usize, G: usize, acc: usize, accumulate: i32,
+  d: i32, near: usize, G: usize, acc: usize, accumulate: i32, w: usize,
 ): void {
   if (!accumulate) memory.fill(acc, 0, (<usize>rows * <usize>d) << 3);
+  const rb = (<usize>d) << 2;
   for (let i = 0; i < rows; i++) {
     if (!i32At(near, i)) continue;
-    const o = <usize>i * <usize>d, out = acc + (o << 3);
-    if (G) memory.fill(G + (o << 2), 0, (<usize>d) << 2);
+    const o = <usize>i * <usize>d, out = acc + (o << 3), f = F + (o << 2);
+    if (G) memory.fill(G + (o << 2), 0, rb);
     let total: f64 = 0;
     for (let j = 0; j < cols; j++) {
       let c = <f64>load<f32>(coef + ((<usize>i * <usize>sm + <usize>j * <usize>sk) << 2));
       if (sym) c += <f64>load<f32>(coef + ((<usize>j * <usize>sm + <usize>i * <usize>sk) << 2));
-      if (c == 0) continue;
       total += c;
-      const q = Q + ((<usize>j * <usize>d) << 2), w = c * f64At(qinv64, j);
-      for (let k = 0; k < d; k++) setF64(out, k, f64At(out, k) + w * <f64>load<f32>(q + ((<usize>k) << 2)));
+      setF64(w, j, c * f64At(qinv64, j));
     }
-    const f = F + (o << 2), w = total * f64At(finv64, i);
-    for (let k = 0; k < d; k++) setF64(out, k, f64At(out, k) - w * <f64>load<f32>(f + ((<usize>k) << 2)));
+    const hw = -total * f64At(finv64, i);
+    // Eight columns at a time in four float64x2 sums, the rows q_j streamed past them.
+    let k = 0;
+    for (; k + 8 <= d; k += 8) {
+      const ko = (<usize>k) << 2;
+      let s0 = f64x2.splat(0), s1 = f64x2.splat(0), s2 = f64x2.splat(0), s3 = f64x2.splat(0);
+      let q = Q + ko;
+      for (let j = 0; j < cols; j++, q += rb) {
+        const vw = f64x2.splat(f64At(w, j));
+        s0 = f64x2.add(s0, f64x2.mul(vw, f64x2.promote_low_f32x4(v128.load64_zero(q))));
+        s1 = f64x2.add(s1, f64x2.mul(vw, f64x2.promote_low_f32x4(v128.load64_zero(q + 8))));
+        s2 = f64x2.add(s2, f64x2.mul(vw, f64x2.promote_low_f32x4(v128.load64_zero(q + 16))));
+        s3 = f64x2.add(s3, f64x2.mul(vw, f64x2.promote_low_f32x4(v128.load64_zero(q + 24))));
+      }
+      const p = out + ((<usize>k) << 3), vh = f64x2.splat(hw), fk = f + ko;
+      v128.store(p, f64x2.add(v128.load(p), f64x2.add(s0, f64x2.mul(vh, f64x2.promote_low_f32x4(v128.load64_zero(fk))))));
+      v128.store(p + 16, f64x2.add(v128.load(p + 16), f64x2.add(s1, f64x2.mul(vh, f64x2.promote_low_f32x4(v128.load64_zero(fk + 8))))));
+      v128.store(p + 32, f64x2.add(v128.load(p + 32), f64x2.add(s2, f64x2.mul(vh, f64x2.promote_low_f32x4(v128.load64_zero(fk + 16))))));
+      v128.store(p + 48, f64x2.add(v128.load(p + 48), f64x2.add(s3, f64x2.mul(vh, f64x2.promote_low_f32x4(v128.load64_zero(fk + 24))))));
+    }
+    for (; k < d; k++) {
+      let s = hw * <f64>load<f32>(f + ((<usize>k) << 2));
+      for (let j = 0; j < cols; j++) s += f64At(w, j) * <f64>load<f32>(Q + <usize>j * rb + ((<usize>k) << 2));
+      setF64(out, k, f64At(out, k) + s);
+    }
   }
 }

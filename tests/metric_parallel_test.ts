@@ -10,7 +10,9 @@
 // tests/webgpu_metric_parallel_test.ts.)
 import { describe, it } from "node:test";
 import { js, wasm } from "../cpu.ts";
+import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
 import { loadFixtures } from "./helpers/fixtures.ts";
+import { Rng, seedOf } from "./helpers/random.ts";
 import { metricSpecs } from "./helpers/specs_metric.ts";
 import { checkFixtureCase } from "./helpers/suite.ts";
 
@@ -27,6 +29,39 @@ describe("metric losses on nearly parallel rows, CPU backends (tests/fixtures/me
         const spec = specOf(fc.name);
         await checkFixtureCase(spec, (losses as Any)[spec.name], fc, `${name} ${fc.name}`);
       }
+    });
+  }
+});
+
+/**
+ * n rows about one direction u: s_i (u + eps e_i), e_i normal, s_i in [0.5, 2] (the generator's
+ * `near_rows`); rows with a zero in `zero` are zero rows.
+ */
+function nearRows(rng: Rng, u: number[], n: number, eps: number, zero: number[] = []) {
+  const d = u.length, data = new Float32Array(n * d);
+  for (let i = 0; i < n; i++) {
+    if (zero.includes(i)) continue;
+    const s = rng.uniform(0.5, 2);
+    for (let k = 0; k < d; k++) data[i * d + k] = s * (u[k] + eps * rng.normal());
+  }
+  return { data, shape: [n, d] as [number, number] };
+}
+
+// Widths that are not a multiple of the kernel's eight float64 lanes, proxyAnchor over two chunks
+// of 2,048 proxies, and a zero row among near ones: the WebAssembly kernel against the float64
+// reference backend (itself against PyTorch above) within SPEC's bound.
+describe("metric losses on nearly parallel rows, wasm against the float64 reference", () => {
+  for (const [name, d, c] of [["ntXent", 13, 0], ["multiSimilarity", 21, 0], ["proxyAnchor", 11, 2100]] as const) {
+    it(`${name}, B = 24, D = ${d}${c ? `, C = ${c}` : ""}, rows 0.001 apart`, () => {
+      const rng = new Rng(seedOf(`metric_parallel ${name} ${d}`));
+      const u = Array.from({ length: d }, () => rng.normal()), b = 24;
+      const labels = Int32Array.from({ length: b }, (_, i) => i % 3);
+      const inputs: Any = { f: nearRows(rng, u, b, 1e-3, [5]), labels };
+      if (c) inputs.proxies = nearRows(rng, u, c, 1e-3);
+      const want = (js as Any)[name].valueAndGrad(inputs, {}, 1.5);
+      const got = (wasm as Any)[name].valueAndGrad(inputs, {}, 1.5);
+      assertLossClose(got.loss, want.loss, `${name} loss`);
+      for (const k of Object.keys(want.grads)) assertGradClose(got.grads[k], want.grads[k].data, `${name} grads.${k}`);
     });
   }
 });
