@@ -569,13 +569,16 @@ export function gemm_acc64(
  * B_ij = coef[i sm + j sk] (float32; + coef[j sm + i sk] when sym, the (A + A^T) of ntXent and
  * multiSimilarity), h_i = F_i finv64_i and q_j = Q_j qinv64_j (F [rows, d], Q [cols, d] the raw
  * rows): the same projection as the plain product sum_j B_ij q_j, which G's row i (float32,
- * or 0) held and is zeroed. acc [rows, d] (float64) is zeroed first unless accumulate.
- * Scratch w [cols] float64.
+ * or 0) held and is zeroed. acc [rows, d] (float64) is zeroed first unless accumulate (and
+ * untouched when no row is flagged). Returns the number of rows flagged. Scratch w [cols] float64.
  */
 export function metric_relative(
   coef: usize, sm: i32, sk: i32, sym: i32, rows: i32, cols: i32, F: usize, finv64: usize, Q: usize, qinv64: usize,
   d: i32, near: usize, G: usize, acc: usize, accumulate: i32, w: usize,
-): void {
+): i32 {
+  let flagged = 0;
+  for (let i = 0; i < rows; i++) flagged += i32At(near, i);
+  if (!flagged) return 0;
   if (!accumulate) memory.fill(acc, 0, (<usize>rows * <usize>d) << 3);
   const rb = (<usize>d) << 2;
   for (let i = 0; i < rows; i++) {
@@ -615,4 +618,5 @@ export function metric_relative(
       setF64(out, k, f64At(out, k) + s);
     }
   }
+  return flagged;
 }

@@ -126,11 +126,11 @@ export function metric(p: MetricProblem): Raw {
   const rows = [Float64Array.of(value)];
   if (!p.grad) return { rows, grads: {} };
   k.contrastive_grad(at(S), ld, b, at(H), d, at(GH), at(T));
-  // Rows with a near pair: their products relative to their own direction, in float64.
-  if (!triplet) {
+  // Rows with a near pair: their products relative to their own direction, in float64 (G2,
+  // where tripletMargin has its near pairs' terms).
+  const g2 = triplet ||
     k.metric_relative(at(S), ld, 1, 1, b, b, at(F), at(inv64), at(F), at(inv64), d, at(near), at(GH), at(G2), 0, at(w));
-  }
-  k.metric_backward(at(GH), at(G2), at(F), at(inv64), b, d, at(G));
+  k.metric_backward(at(GH), g2 ? at(G2) : 0, at(F), at(inv64), b, d, at(G));
   return { rows, grads: { f: f.take(G) } };
 }
 
