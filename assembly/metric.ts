@@ -39,7 +39,7 @@ import { expNeg } from "./math";
 const DEPTH: i32 = 256;
 
 /** Below this squared distance a pair is "near" (see above). */
-const NEAR: f64 = 0.1;
+export const NEAR: f64 = 0.1;
 
 /** The cosine above which two unit rows are near (d^2 = 2 - 2 cos < NEAR). */
 const NEAR_COS: f64 = 1 - NEAR / 2;
@@ -566,15 +566,16 @@ export function gemm_acc64(
 /**
  * The gradient products of the rows flagged in near [rows] (int32), relative to each row's own
  * direction (see the module): acc_i += sum_j B_ij q_j - (sum_j B_ij) h_i in float64, with
- * B_ij = coef[i sm + j sk] (float32; + coef[j sm + i sk] when sym, the (A + A^T) of ntXent and
- * multiSimilarity), h_i = F_i finv64_i and q_j = Q_j qinv64_j (F [rows, d], Q [cols, d] the raw
+ * B_ij = scale coef[i sm + j sk] (float32; + coef[j sm + i sk] when sym, the (A + A^T) of ntXent
+ * and multiSimilarity), h_i = F_i finv64_i and q_j = Q_j qinv64_j (F [rows, d], Q [cols, d] the raw
  * rows): the same projection as the plain product sum_j B_ij q_j, which G's row i (float32,
- * or 0) held and is zeroed. acc [rows, d] (float64) is zeroed first unless accumulate (and
- * untouched when no row is flagged). Returns the number of rows flagged. Scratch w [cols] float64.
+ * or 0) held and is zeroed; a row of norm below 1e-12, which the backward does not project,
+ * gets the plain product (in float64). acc [rows, d] (float64) is zeroed first unless
+ * accumulate (and untouched when no row is flagged). Returns the number of rows flagged. Scratch w [cols] float64.
  */
 export function metric_relative(
   coef: usize, sm: i32, sk: i32, sym: i32, rows: i32, cols: i32, F: usize, finv64: usize, Q: usize, qinv64: usize,
-  d: i32, near: usize, G: usize, acc: usize, accumulate: i32, w: usize,
+  d: i32, near: usize, G: usize, acc: usize, accumulate: i32, w: usize, scale: f64,
 ): i32 {
   let flagged = 0;
   for (let i = 0; i < rows; i++) flagged += i32At(near, i);
@@ -589,10 +590,11 @@ export function metric_relative(
     for (let j = 0; j < cols; j++) {
       let c = <f64>load<f32>(coef + ((<usize>i * <usize>sm + <usize>j * <usize>sk) << 2));
       if (sym) c += <f64>load<f32>(coef + ((<usize>j * <usize>sm + <usize>i * <usize>sk) << 2));
+      c *= scale;
       total += c;
       setF64(w, j, c * f64At(qinv64, j));
     }
-    const hw = -total * f64At(finv64, i);
+    const hw = Math.sqrt(rowDot(f, f, d)) >= 1e-12 ? -total * f64At(finv64, i) : 0;
     // Eight columns at a time in four float64x2 sums, the rows q_j streamed past them.
     let k = 0;
     for (; k + 8 <= d; k += 8) {

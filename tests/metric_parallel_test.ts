@@ -14,6 +14,7 @@ import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
 import { loadFixtures } from "./helpers/fixtures.ts";
 import { Rng, seedOf } from "./helpers/random.ts";
 import { metricSpecs } from "./helpers/specs_metric.ts";
+import { centerRegularizationSpec } from "./helpers/specs_moe.ts";
 import { checkFixtureCase } from "./helpers/suite.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -21,6 +22,9 @@ type Any = any;
 
 const cases = loadFixtures("metric_parallel.json");
 const specOf = (name: string) => metricSpecs.find((s) => name.startsWith(`${s.name}_`))!;
+// centerRegularization's centres 0.01 and 0.001 apart (the same generator): its gradient w.r.t.
+// the normalised centres, sum_j M_cj c^_j, is as nearly parallel to c^_c.
+const centerCases = loadFixtures("center_parallel.json");
 
 describe("metric losses on nearly parallel rows, CPU backends (tests/fixtures/metric_parallel.json)", () => {
   for (const [name, losses] of [["js", js], ["wasm", wasm]] as const) {
@@ -28,6 +32,16 @@ describe("metric losses on nearly parallel rows, CPU backends (tests/fixtures/me
       for (const fc of cases) {
         const spec = specOf(fc.name);
         await checkFixtureCase(spec, (losses as Any)[spec.name], fc, `${name} ${fc.name}`);
+      }
+    });
+    it(`${name}: centerRegularization's nearly parallel centres (${centerCases.length} cases)`, async () => {
+      for (const fc of centerCases) {
+        await checkFixtureCase(
+          centerRegularizationSpec,
+          (losses as Any).centerRegularization,
+          fc,
+          `${name} ${fc.name}`,
+        );
       }
     });
   }

@@ -129,7 +129,7 @@ export function metric(p: MetricProblem): Raw {
   // Rows with a near pair: their products relative to their own direction, in float64 (G2,
   // where tripletMargin has its near pairs' terms).
   const g2 = triplet ||
-    k.metric_relative(at(S), ld, 1, 1, b, b, at(F), at(inv64), at(F), at(inv64), d, at(near), at(GH), at(G2), 0, at(w));
+    k.metric_relative(at(S), ld, 1, 1, b, b, at(F), at(inv64), at(F), at(inv64), d, at(near), at(GH), at(G2), 0, at(w), 1);
   k.metric_backward(at(GH), g2 ? at(G2) : 0, at(F), at(inv64), b, d, at(G));
   return { rows, grads: { f: f.take(G) } };
 }
@@ -194,9 +194,9 @@ function proxyAnchor(p: MetricProblem): Raw {
     // direction, in float64; the GEMM's skip them.
     const P0 = at(P) + k0 * d * 4, pinv = at(pinv64) + k0 * 8;
     k.gemm_acc64(at(G2), b, d, n, at(S), n, 1, hp, d, at(GH), k0 > 0 ? 1 : 0, at(near));
-    k.metric_relative(at(S), n, 1, 0, b, n, at(F), at(inv64), P0, pinv, d, at(near), 0, at(G2), 1, at(w));
+    k.metric_relative(at(S), n, 1, 0, b, n, at(F), at(inv64), P0, pinv, d, at(near), 0, at(G2), 1, at(w), 1);
     k.gemm_acc64(at(G2P), n, d, b, at(S), 1, n, at(H), d, at(GHP), 0, at(nearP));
-    k.metric_relative(at(S), 1, n, 0, n, b, P0, pinv, at(F), at(inv64), d, at(nearP), 0, at(G2P), 1, at(w));
+    k.metric_relative(at(S), 1, n, 0, n, b, P0, pinv, at(F), at(inv64), d, at(nearP), 0, at(G2P), 1, at(w), 1);
     k.metric_backward(0, at(G2P), P0, pinv, n, d, at(GP) + k0 * d * 4);
   }
   const rows = [Float64Array.of(value)];
