@@ -128,9 +128,10 @@ export function metric(p: MetricProblem): Raw {
   k.contrastive_grad(at(S), ld, b, at(H), d, at(GH), at(T));
   // Rows with a near pair: their products relative to their own direction, in float64 (G2,
   // where tripletMargin has its near pairs' terms).
+  const fi = at(F), iv = at(inv64);
   const g2 = triplet ||
-    k.metric_relative(at(S), ld, 1, 1, b, b, at(F), at(inv64), at(F), at(inv64), d, at(near), at(GH), at(G2), 0, at(w), 1);
-  k.metric_backward(at(GH), g2 ? at(G2) : 0, at(F), at(inv64), b, d, at(G));
+    k.metric_relative(at(S), ld, 1, 1, b, b, fi, iv, fi, iv, d, at(near), at(GH), at(G2), 0, at(w), 1);
+  k.metric_backward(at(GH), g2 ? at(G2) : 0, fi, iv, b, d, at(G));
   return { rows, grads: { f: f.take(G) } };
 }
 
