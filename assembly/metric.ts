@@ -23,6 +23,14 @@
 // almost the same way. Near pairs also send their gradient directly as c (h_a - h_j) / d in
 // float64 (into G2) rather than through A, where -c/d h_j and the c/(2d) 2 h_a of the norms
 // would cancel in float32.
+//
+// Nearly parallel rows: the normalisation's backward (g - h (h . g)) / ||f|| keeps 1/100 to
+// 1/1000 of g = sum_j B_ij q_j where the rows are 0.01 to 0.001 apart, so a float32 g formed
+// by the GEMM and then projected loses those digits. The walks flag every row (proxy) with a
+// near pair (d^2 < NEAR, a cosine above 1 - NEAR/2); `metric_relative` forms those rows'
+// products in float64 from the raw rows relative to the row's own direction,
+// sum_j B_ij q_j - (sum_j B_ij) h_i = sum_j B_ij (q_j - h_i), which projects to the same
+// gradient with nothing left to cancel (the WebGPU kernel's near tiles, docs/LOSSES.md §11).
 import { rowDot } from "./vectors";
 import { gemm } from "./gemm";
 import { expNeg } from "./math";
@@ -31,7 +39,24 @@ import { expNeg } from "./math";
 const DEPTH: i32 = 256;
 
 /** Below this squared distance a pair is "near" (see above). */
-const NEAR: f64 = 0.1;
+export const NEAR: f64 = 0.1;
+
+/** The cosine above which two unit rows are near (d^2 = 2 - 2 cos < NEAR). */
+const NEAR_COS: f64 = 1 - NEAR / 2;
+
+/**
+ * near [i] (int32) = whether row i's cosines row [cols] (float64; skip's excepted) hold a near
+ * pair (see `NEAR_COS`); with nearQ (not 0), nearQ [j] = 1 for each such column j.
+ */
+function markNear(row: usize, cols: i32, skip: i32, i: i32, near: usize, nearQ: usize): void {
+  let any = 0;
+  for (let j = 0; j < cols; j++) {
+    if (j == skip || f64At(row, j) <= NEAR_COS) continue;
+    any = 1;
+    if (nearQ) store<i32>(nearQ + ((<usize>j) << 2), 1);
+  }
+  store<i32>(near + ((<usize>i) << 2), any);
+}
 
 // @ts-ignore: decorator
 @inline function f64At(p: usize, i: i32): f64 {
@@ -85,16 +110,17 @@ function storeRow(i: i32, S: usize, ld: i32, cols: i32, coef: usize, scale: f64)
  * ntXent over S [b, ld] (or precise rows from F, inv64): per anchor a, with L the
  * log-sum-exp of its negatives' s_an / t, each positive p adds l_ap = softplus(L - s_ap/t);
  * dl/ds_ap = -sigmoid(L - s_ap/t) / t, dl/ds_an = (sum_p sigmoid(.)) e^(s_an/t - L) / t.
- * Returns the sum of the l_ap; with grad, S becomes A scaled by `scale` (upstream / pairs).
- * Scratch row, coef [b] float64.
+ * Returns the sum of the l_ap; with grad, S becomes A scaled by `scale` (upstream / pairs)
+ * and near [b] (int32) the rows' near flags (`markNear`). Scratch row, coef [b] float64.
  */
 export function ntxent_rows(
   S: usize, ld: i32, b: i32, F: usize, d: i32, inv64: usize, labels: usize, invT: f64, grad: i32, scale: f64, row: usize,
-  coef: usize,
+  coef: usize, near: usize,
 ): f64 {
   let total: f64 = 0;
   for (let a = 0; a < b; a++) {
     loadRow(a, S, ld, b, F, F, d, inv64, inv64, row);
+    if (grad) markNear(row, b, a, a, near, 0);
     const ya = i32At(labels, a);
     let m: f64 = -Infinity;
     for (let j = 0; j < b; j++) if (i32At(labels, j) != ya) m = max(m, f64At(row, j) * invT);
@@ -161,16 +187,18 @@ function logOnePlus(row: usize, n: i32, labels: usize, y: i32, same: bool, skip:
  * multiSimilarity over S [b, ld] (or precise rows): per anchor
  * (1/alpha) log(1 + sum_p e^(-alpha (S_ap - base))) + (1/beta) log(1 + sum_n e^(beta (S_an - base)));
  * dl/dS_ap = -e^(.)/(1 + sum), dl/dS_an = e^(.)/(1 + sum). Returns the sum over anchors;
- * with grad, S becomes A scaled by `scale` (upstream / b). Scratch row, coef [b] float64.
+ * with grad, S becomes A scaled by `scale` (upstream / b) and near [b] (int32) the rows' near
+ * flags. Scratch row, coef [b] float64.
  */
 export function ms_rows(
   S: usize, ld: i32, b: i32, F: usize, d: i32, inv64: usize, labels: usize, alpha: f64, beta: f64, base: f64, grad: i32,
-  scale: f64, row: usize, coef: usize,
+  scale: f64, row: usize, coef: usize, near: usize,
 ): f64 {
   let total: f64 = 0;
   const c = grad ? coef : 0;
   for (let a = 0; a < b; a++) {
     loadRow(a, S, ld, b, F, F, d, inv64, inv64, row);
+    if (c) markNear(row, b, a, a, near, 0);
     if (c) memory.fill(coef, 0, (<usize>b) << 3);
     const y = i32At(labels, a);
     total += logOnePlus(row, b, labels, y, true, a, -alpha, base, c, -1) / alpha;
@@ -194,12 +222,13 @@ export function ms_rows(
  * sum e^x) over its rows (classes present only), neg_k over the others. Returns the chunk's
  * sum_k pos_k / present + sum_k neg_k / classes; with grad, S becomes (times `scale`, the
  * upstream) A: dL/dS_ik = -alpha e^(x - mp_k)/sp_k / present (own rows), alpha e^(x -
- * mn_k)/sn_k / classes. Scratch row, mp, sp, mn, sn [cc] float64, own [cc] int32.
+ * mn_k)/sn_k / classes, and near [b], nearP [cc] (int32) the near flags of the rows and of the
+ * chunk's proxies (`markNear`). Scratch row, mp, sp, mn, sn [cc] float64, own [cc] int32.
  */
 export function proxy_rows(
   S: usize, ld: i32, b: i32, k0: i32, cc: i32, classes: i32, F: usize, P: usize, d: i32, finv64: usize, pinv64: usize,
   labels: usize, alpha: f64, margin: f64, present: i32, grad: i32, scale: f64, row: usize, mp: usize, sp: usize,
-  mn: usize, sn: usize, own: usize,
+  mn: usize, sn: usize, own: usize, near: usize, nearP: usize,
 ): f64 {
   const bytes = (<usize>cc) << 3;
   memory.fill(mp, 0, bytes);
@@ -207,8 +236,10 @@ export function proxy_rows(
   memory.fill(sp, 0, bytes);
   memory.fill(sn, 0, bytes);
   memory.fill(own, 0, (<usize>cc) << 2);
+  if (grad) memory.fill(nearP, 0, (<usize>cc) << 2);
   for (let i = 0; i < b; i++) {
     loadRow(i, S, ld, cc, F, P, d, finv64, pinv64, row);
+    if (grad) markNear(row, cc, -1, i, near, nearP);
     const y = i32At(labels, i) - k0;
     for (let k = 0; k < cc; k++) {
       const v = proxyExponent(y, k, f64At(row, k), alpha, margin);
@@ -514,15 +545,80 @@ export function metric_backward(G: usize, G2: usize, F: usize, inv64: usize, row
  * acc [rows, n] (float64) = (accumulate ? acc : 0) + sum_k coef[m*sm + k*sk] * src[k*lds + 0..n), the GEMM's product
  * (assembly/gemm.ts) over blocks of DEPTH of the depth, each block's float32 result added in
  * float64 (T [rows, n] float32 scratch): proxyAnchor's products run over up to 1e5 proxies,
- * where one float32 sum would lose about depth * 6e-8 of its size.
+ * where one float32 sum would lose about depth * 6e-8 of its size. The rows flagged in skip
+ * [rows] (int32, or 0) are left as they were (`metric_relative` forms them).
  */
 export function gemm_acc64(
   acc: usize, rows: i32, n: i32, depth: i32, coef: usize, sm: i32, sk: i32, src: usize, lds: i32, T: usize, accumulate: i32,
+  skip: usize,
 ): void {
   if (!accumulate) memory.fill(acc, 0, (<usize>rows * <usize>n) << 3);
   for (let k0 = 0; k0 < depth; k0 += DEPTH) {
     const kc = min(DEPTH, depth - k0);
     gemm(T, n, rows, n, kc, coef + ((<usize>k0 * <usize>sk) << 2), sm, sk, src + ((<usize>k0 * <usize>lds) << 2), lds, 0);
-    for (let i = 0; i < rows * n; i++) setF64(acc, i, f64At(acc, i) + <f64>load<f32>(T + ((<usize>i) << 2)));
+    for (let r = 0; r < rows; r++) {
+      if (skip && i32At(skip, r)) continue;
+      for (let i = r * n; i < (r + 1) * n; i++) setF64(acc, i, f64At(acc, i) + <f64>load<f32>(T + ((<usize>i) << 2)));
+    }
   }
+}
+
+/**
+ * The gradient products of the rows flagged in near [rows] (int32), relative to each row's own
+ * direction (see the module): acc_i += sum_j B_ij q_j - (sum_j B_ij) h_i in float64, with
+ * B_ij = scale coef[i sm + j sk] (float32; + coef[j sm + i sk] when sym, the (A + A^T) of ntXent
+ * and multiSimilarity), h_i = F_i finv64_i and q_j = Q_j qinv64_j (F [rows, d], Q [cols, d] the raw
+ * rows): the same projection as the plain product sum_j B_ij q_j, which G's row i (float32,
+ * or 0) held and is zeroed; a row of norm below 1e-12, which the backward does not project,
+ * gets the plain product (in float64). acc [rows, d] (float64) is zeroed first unless
+ * accumulate (and untouched when no row is flagged). Returns the number of rows flagged. Scratch w [cols] float64.
+ */
+export function metric_relative(
+  coef: usize, sm: i32, sk: i32, sym: i32, rows: i32, cols: i32, F: usize, finv64: usize, Q: usize, qinv64: usize,
+  d: i32, near: usize, G: usize, acc: usize, accumulate: i32, w: usize, scale: f64,
+): i32 {
+  let flagged = 0;
+  for (let i = 0; i < rows; i++) flagged += i32At(near, i);
+  if (!flagged) return 0;
+  if (!accumulate) memory.fill(acc, 0, (<usize>rows * <usize>d) << 3);
+  const rb = (<usize>d) << 2;
+  for (let i = 0; i < rows; i++) {
+    if (!i32At(near, i)) continue;
+    const o = <usize>i * <usize>d, out = acc + (o << 3), f = F + (o << 2);
+    if (G) memory.fill(G + (o << 2), 0, rb);
+    let total: f64 = 0;
+    for (let j = 0; j < cols; j++) {
+      let c = <f64>load<f32>(coef + ((<usize>i * <usize>sm + <usize>j * <usize>sk) << 2));
+      if (sym) c += <f64>load<f32>(coef + ((<usize>j * <usize>sm + <usize>i * <usize>sk) << 2));
+      c *= scale;
+      total += c;
+      setF64(w, j, c * f64At(qinv64, j));
+    }
+    const hw = Math.sqrt(rowDot(f, f, d)) >= 1e-12 ? -total * f64At(finv64, i) : 0;
+    // Eight columns at a time in four float64x2 sums, the rows q_j streamed past them.
+    let k = 0;
+    for (; k + 8 <= d; k += 8) {
+      const ko = (<usize>k) << 2;
+      let s0 = f64x2.splat(0), s1 = f64x2.splat(0), s2 = f64x2.splat(0), s3 = f64x2.splat(0);
+      let q = Q + ko;
+      for (let j = 0; j < cols; j++, q += rb) {
+        const vw = f64x2.splat(f64At(w, j));
+        s0 = f64x2.add(s0, f64x2.mul(vw, f64x2.promote_low_f32x4(v128.load64_zero(q))));
+        s1 = f64x2.add(s1, f64x2.mul(vw, f64x2.promote_low_f32x4(v128.load64_zero(q + 8))));
+        s2 = f64x2.add(s2, f64x2.mul(vw, f64x2.promote_low_f32x4(v128.load64_zero(q + 16))));
+        s3 = f64x2.add(s3, f64x2.mul(vw, f64x2.promote_low_f32x4(v128.load64_zero(q + 24))));
+      }
+      const p = out + ((<usize>k) << 3), vh = f64x2.splat(hw), fk = f + ko;
+      v128.store(p, f64x2.add(v128.load(p), f64x2.add(s0, f64x2.mul(vh, f64x2.promote_low_f32x4(v128.load64_zero(fk))))));
+      v128.store(p + 16, f64x2.add(v128.load(p + 16), f64x2.add(s1, f64x2.mul(vh, f64x2.promote_low_f32x4(v128.load64_zero(fk + 8))))));
+      v128.store(p + 32, f64x2.add(v128.load(p + 32), f64x2.add(s2, f64x2.mul(vh, f64x2.promote_low_f32x4(v128.load64_zero(fk + 16))))));
+      v128.store(p + 48, f64x2.add(v128.load(p + 48), f64x2.add(s3, f64x2.mul(vh, f64x2.promote_low_f32x4(v128.load64_zero(fk + 24))))));
+    }
+    for (; k < d; k++) {
+      let s = hw * <f64>load<f32>(f + ((<usize>k) << 2));
+      for (let j = 0; j < cols; j++) s += f64At(w, j) * <f64>load<f32>(Q + <usize>j * rb + ((<usize>k) << 2));
+      setF64(out, k, f64At(out, k) + s);
+    }
+  }
+  return flagged;
 }

@@ -54,7 +54,8 @@ export function metric(p: MetricProblem): Raw {
   const n = triplet ? b + 1 : 0;
   const keys = f.scratch(n * 8), pre = f.scratch(n * 8), shares = f.scratch(n * 8), idx = f.scratch(n * 4);
   const norms = f.scratch(n * 8), diag = f.scratch(n * 8);
-  const G2 = triplet && p.grad ? f.scratch(b * d * 8) : NONE, GH = p.grad ? f.scratch(b * d * 4) : NONE;
+  const G2 = p.grad ? f.scratch(b * d * 8) : NONE, GH = p.grad ? f.scratch(b * d * 4) : NONE;
+  const near = p.grad && !triplet ? f.scratch(b * 4) : NONE, w = p.grad && !triplet ? f.scratch(b * 8) : NONE;
   f.place();
   const k = f.rt.k, at = (h: number) => f.ptr(h);
   k.normalize_rows(at(F), b, d, at(H), 0, at(inv64));
@@ -75,6 +76,7 @@ export function metric(p: MetricProblem): Raw {
       u / (p.pairs || 1),
       at(row),
       at(coef),
+      at(near),
     );
     value = p.pairs ? sum / p.pairs : 0;
   } else if (loss === "multiSimilarity") {
@@ -93,6 +95,7 @@ export function metric(p: MetricProblem): Raw {
       u / b,
       at(row),
       at(coef),
+      at(near),
     ) / b;
   } else {
     value = k.triplet_rows(
@@ -123,7 +126,12 @@ export function metric(p: MetricProblem): Raw {
   const rows = [Float64Array.of(value)];
   if (!p.grad) return { rows, grads: {} };
   k.contrastive_grad(at(S), ld, b, at(H), d, at(GH), at(T));
-  k.metric_backward(at(GH), at(G2), at(F), at(inv64), b, d, at(G));
+  // Rows with a near pair: their products relative to their own direction, in float64 (G2,
+  // where tripletMargin has its near pairs' terms).
+  const fi = at(F), iv = at(inv64);
+  const g2 = triplet ||
+    k.metric_relative(at(S), ld, 1, 1, b, b, fi, iv, fi, iv, d, at(near), at(GH), at(G2), 0, at(w), 1);
+  k.metric_backward(at(GH), g2 ? at(G2) : 0, fi, iv, b, d, at(G));
   return { rows, grads: { f: f.take(G) } };
 }
 
@@ -140,7 +148,8 @@ function proxyAnchor(p: MetricProblem): Raw {
   const GP = p.grad ? f.output(p.outProxies?.data ?? null, c * d) : NONE;
   const H = f.scratch(b * d * 4), inv64 = f.scratch(b * 8), HP = f.scratch(c * d * 4), pinv64 = f.scratch(c * 8);
   const S = f.scratch(b * cb * 4), T = f.scratch(cb * d * 4), row = f.scratch(cb * 8), sums = f.scratch(4 * cb * 8);
-  const own = f.scratch(cb * 4);
+  const own = f.scratch(cb * 4), near = f.scratch(b * 4), nearP = f.scratch(cb * 4);
+  const w = p.grad ? f.scratch(Math.max(b, cb) * 8) : NONE;
   const G2 = p.grad ? f.scratch(b * d * 8) : NONE, GH = p.grad ? f.scratch(b * d * 4) : NONE;
   const G2P = p.grad ? f.scratch(cb * d * 8) : NONE, GHP = p.grad ? f.scratch(cb * d * 4) : NONE;
   f.place();
@@ -178,11 +187,18 @@ function proxyAnchor(p: MetricProblem): Raw {
       s + 2 * cb * 8,
       s + 3 * cb * 8,
       at(own),
+      at(near),
+      at(nearP),
     );
     if (!grad) continue;
-    k.gemm_acc64(at(G2), b, d, n, at(S), n, 1, hp, d, at(GH), k0 > 0 ? 1 : 0);
-    k.gemm_acc64(at(G2P), n, d, b, at(S), 1, n, at(H), d, at(GHP), 0);
-    k.metric_backward(0, at(G2P), at(P) + k0 * d * 4, at(pinv64) + k0 * 8, n, d, at(GP) + k0 * d * 4);
+    // The rows and proxies with a near pair in the chunk: their products relative to their own
+    // direction, in float64; the GEMM's skip them.
+    const P0 = at(P) + k0 * d * 4, pinv = at(pinv64) + k0 * 8;
+    k.gemm_acc64(at(G2), b, d, n, at(S), n, 1, hp, d, at(GH), k0 > 0 ? 1 : 0, at(near));
+    k.metric_relative(at(S), n, 1, 0, b, n, at(F), at(inv64), P0, pinv, d, at(near), 0, at(G2), 1, at(w), 1);
+    k.gemm_acc64(at(G2P), n, d, b, at(S), 1, n, at(H), d, at(GHP), 0, at(nearP));
+    k.metric_relative(at(S), 1, n, 0, n, b, P0, pinv, at(F), at(inv64), d, at(nearP), 0, at(G2P), 1, at(w), 1);
+    k.metric_backward(0, at(G2P), P0, pinv, n, d, at(GP) + k0 * d * 4);
   }
   const rows = [Float64Array.of(value)];
   if (!grad) return { rows, grads: {} };
