@@ -59,12 +59,24 @@ run() { # name counter command...
   shift 2
   echo "=== $name: $*"
   local log="$logs/$name.log"
-  local failed_run=0
-  if ! "$@" 2>&1 | tee "$log"; then
-    status=1
-    failed_run=1
-    echo "=== $name: exit status non-zero"
-  fi
+  local failed_run=0 attempt
+  for attempt in 1 2; do
+    failed_run=0
+    if ! "$@" 2>&1 | tee "$log"; then
+      failed_run=1
+      echo "=== $name: exit status non-zero"
+    fi
+    # The runtime aborting in its teardown after its own summary said every test passed (glibc's
+    # heap checks, seen twice in Deno 2.9.6: docs/DEVELOPMENT.md, "A crash at exit"): said, and run
+    # once more; a second abort, or any failed test, counts.
+    if [ "$failed_run" = 1 ] && [ "$attempt" = 1 ] && grep -qE '^ok \| [0-9]+ passed \| 0 failed' "$log" &&
+      grep -qE 'corrupted|double free|free\(\)|malloc\(\)|^Aborted' "$log"; then
+      echo "=== $name: THE RUNTIME ABORTED AT EXIT after every test passed ($(grep -m1 -E 'corrupted|double free|free\(\)|malloc\(\)' "$log")): running it once more"
+      continue
+    fi
+    break
+  done
+  if [ "$failed_run" = 1 ]; then status=1; fi
   local p f s
   read -r p f s < <("$counter" "$log")
   if [ "$failed_run" = 1 ] && [ "$f" = 0 ]; then
