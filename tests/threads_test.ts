@@ -84,7 +84,7 @@ describe("WebAssembly threads", () => {
     ["logSoftmax", { x: logits }, {}, ["output"], "forward"],
   ];
   /** The row loss on `l` with every matrix (inputs, out buffers) in WebAssembly memory; the results copied. */
-  const onAlloc = (l: Any, [name, inputs, options, grads, method]: Row) => {
+  const onAlloc = async (l: Any, [name, inputs, options, grads, method]: Row) => {
     const held: Any[] = [];
     const mem = (m: Any) => {
       const a = alloc(m.shape);
@@ -95,7 +95,8 @@ describe("WebAssembly threads", () => {
     const ins = Object.fromEntries(Object.entries(inputs).map(([k, m]) => [k, m.data ? mem(m) : m]));
     const out = Object.fromEntries(grads.map((k) => [k, mem({ shape: [n, c], data: new Float32Array(n * c) })]));
     try {
-      const r = method ? l[name].forward(ins, { ...options, out }) : l[name].valueAndGrad(ins, { ...options, out });
+      const r =
+        await (method ? l[name].forward(ins, { ...options, out }) : l[name].valueAndGrad(ins, { ...options, out }));
       return { loss: r.loss ?? 0, out: Object.fromEntries(grads.map((k) => [k, out[k].data.slice()])) };
     } finally {
       held.forEach((a) => a.free());
@@ -105,14 +106,30 @@ describe("WebAssembly threads", () => {
     it(`${[row[0], ...Object.keys(row[2])].join(" ")}: the same bits on ${THREADS} threads as on one`, async () => {
       const [one, many] = await pair();
       const snap = snapshot(row[1]);
-      const a = onAlloc(one, row);
+      const a = await onAlloc(one, row);
       const l = await many(), runs = poolOf(THREADS).runs;
-      const b = onAlloc(l, row);
+      const b = await onAlloc(l, row);
       assert.ok(poolOf(THREADS).runs > runs, "ran on the pool");
       assertSame(b, a, row[0]);
       assertUnchanged(snap, row[1]);
     });
   }
+
+  // Matrices in WebAssembly memory split from 2^15 elements a thread (src/wasm/stream.ts), ordinary arrays
+  // from 2^17: 100 x 700 (70,000 elements) runs on two of the pool's threads, in place, the same bits.
+  it("crossEntropy 100 x 700 on alloc'd matrices: split (2^15 elements a thread), the same bits as one thread", async () => {
+    const [one, many] = await pair();
+    const sn = 100, sr = new Rng(5), x = randomMatrix(sr, sn, c, 4), y = randomLabels(sr, sn, c, 0.1);
+    const run = async (l: Any) => {
+      using a = alloc([sn, c]), g = alloc([sn, c]);
+      a.data.set(x.data);
+      const r = await l.crossEntropy.valueAndGrad({ logits: a, labels: y }, { out: { logits: g } });
+      return { loss: r.loss, out: { logits: g.data.slice() } };
+    };
+    const want = await run(one), l = await many(), runs = poolOf(THREADS).runs;
+    assertSame(await run(l), want, "crossEntropy");
+    assert.ok(poolOf(THREADS).runs > runs, "ran on the pool");
+  });
 
   // Ordinary arrays: 3000 x 700 (8.4 MB a matrix), pipelined in blocks of at most 374 rows on 2 workers.
   const pn = 3000, pr = new Rng(31);

@@ -49,9 +49,11 @@ export function threadsOf(): number {
 
 /**
  * Elements per thread below which a row problem stays on one thread: waking a worker
- * takes about 30 us, the time of some 3e4 logits' cross-entropy.
+ * takes about 30 us, the time of some 3e4 logits' cross-entropy. The pipeline of ordinary
+ * arrays also feeds its first block alone, so it needs more; matrices in WebAssembly memory
+ * (`alloc`) split from a quarter of that (256 x 1000 on two threads: 1.34x, bench/README.md).
  */
-const MIN_PER_THREAD = 1 << 17;
+const MIN_PER_THREAD = 1 << 17, MIN_PER_THREAD_IN_PLACE = 1 << 15;
 
 /**
  * Runs `kernel` over row chunks of `inputs` (each `[n, c]`), producing one `[n, c]`
@@ -80,7 +82,8 @@ export function streamRows(
   const copiesIn = inAt.filter((a) => a < 0).length;
   const ownOut = outAt.map((a, k) => a < 0 && !(inPlace && k === 0 && inAt[0] < 0));
   const buffers = copiesIn + ownOut.filter(Boolean).length;
-  const threads = p ? Math.min(p.active, Math.floor((n * c) / MIN_PER_THREAD)) : 1;
+  const least = buffers > 0 ? MIN_PER_THREAD : MIN_PER_THREAD_IN_PLACE;
+  const threads = p ? Math.min(p.active, Math.floor((n * c) / least)) : 1;
   if (p && threads > 1 && buffers > 0) {
     return pipeline(p, threads, rt, lay, n, c, inputs, outs, inAt, outAt, ownOut, setup, kernel);
   }
