@@ -29,6 +29,12 @@ import { currentRuntime, type Runtime, sharedRuntime } from "./runtime.ts";
 /** Int32 slots of each worker's control block. */
 const SEQ = 0, DONE = 1, PTR = 2, LEN = 3, ERROR = 4;
 const SLOT = 16; // int32s per worker (one 64-byte line each)
+/**
+ * Loads of the control word a thread spins through before it sleeps (about 0.1-0.2 ms): a
+ * sleeping thread wakes 30-70 us after a notify on this VM, once per round of the pipeline
+ * (src/wasm/stream.ts), whose rounds are ~0.3 ms apart (bench/README.md, session 10).
+ */
+const SPIN = 10000;
 
 /**
  * The worker's code, the same for both kinds of worker: instantiate the module on the
@@ -52,6 +58,7 @@ listen(({ module, memory, control, slot, names }) => {
   port.postMessage("ready");
   let seen = 0;
   for (;;) {
+    for (let i = 0; i < ${SPIN} && Atomics.load(c, ${SEQ}) === seen; i++);
     Atomics.wait(c, ${SEQ}, seen);
     seen = Atomics.load(c, ${SEQ});
     if (seen < 0) return;
@@ -172,6 +179,7 @@ export class Pool {
     let failed = false;
     others.forEach((_, w) => {
       const done = w * SLOT + DONE;
+      for (let i = 0; i < SPIN && Atomics.load(this.#control, done) !== seq; i++);
       // A timed wait: a missed wake-up costs at most 1 ms (Bun's Web Worker missed one: docs/SCALE.md).
       while (Atomics.load(this.#control, done) !== seq) {
         if (canWait) Atomics.wait(this.#control, done, Atomics.load(this.#control, done), 1);

@@ -166,7 +166,10 @@ function pipeline(
   const sets = Array.from({ length: 2 * workers }, () => buffers(chunk)), callers = buffers(mine);
   const base = rt.arena(lay.size);
   setup(base);
-  const results = outs.map((m, k) => (outAt[k] >= 0 ? null : (m?.data ?? new Float32Array(n * c))));
+  // Fresh outputs are made once the workers run: a fresh array's zeroing or first-touch page faults
+  // (docs/PERFORMANCE.md) then overlap the workers' first blocks instead of delaying them.
+  let results: (Float32Array | null)[] | undefined;
+  const made = () => (results ??= outs.map((m, k) => (outAt[k] >= 0 ? null : (m?.data ?? new Float32Array(n * c)))));
   /** Where rows [r0, r0 + rows) are read and written, the copied ones in `set`. */
   const place = (set: { inBuf: number[]; outBuf: number[] }, r0: number) => ({
     ins: inAt.map((a, k) => (a >= 0 ? a + r0 * rowBytes : base + set.inBuf[k])),
@@ -175,7 +178,7 @@ function pipeline(
   const feed = (r0: number, rows: number, ins: number[]) =>
     ins.forEach((at, k) => inAt[k] < 0 && rt.f32.set(inputs[k].subarray(r0 * c, (r0 + rows) * c), at >>> 2));
   const drain = (r0: number, rows: number, o: number[]) =>
-    results.forEach((dst, k) => dst?.set(rt.f32.subarray(o[k] >>> 2, (o[k] >>> 2) + rows * c), r0 * c));
+    made().forEach((dst, k) => dst?.set(rt.f32.subarray(o[k] >>> 2, (o[k] >>> 2) + rows * c), r0 * c));
   type Block = { w: number; r0: number; rows: number; ins: number[]; o: number[] };
   // The workers' rows are [0, front), the caller's [back, n).
   let front = 0, back = n;
@@ -212,6 +215,7 @@ function pipeline(
       programs[w + 1] = program;
     }
     p.run(programs, (done) => {
+      made();
       for (const b of last) drain(b.r0, b.rows, b.o);
       next = take(r + 1);
       while (back > front && !done()) own();
@@ -220,5 +224,5 @@ function pipeline(
   }
   for (const b of last) drain(b.r0, b.rows, b.o);
   while (back > front) own();
-  return results.map((r, k) => r ?? new Float32Array(rt.buffer, outAt[k], n * c));
+  return made().map((r, k) => r ?? new Float32Array(rt.buffer, outAt[k], n * c));
 }
