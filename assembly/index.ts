@@ -16,7 +16,7 @@ export { center_reg_prep, center_reg } from "./center_regularization";
 export { experts_ce, experts_main } from "./experts";
 export { hierarchical } from "./hierarchical";
 export { hnm_prep, hnm_rows, hnm_grad } from "./hnm_contrastive";
-export { ntxent_rows, ms_rows, proxy_rows, triplet_rows, triplet_count, metric_backward, gemm_acc64, metric_relative } from "./metric";
+export { ntxent_rows, ms_rows, proxy_rows, triplet_rows, triplet_count, metric_backward, gemm_acc64, metric_relative, metric_near_split, metric_near } from "./metric";
 export { normalize_rows } from "./vectors";
 export { shard_stats, shard_grads } from "./sharded";
 export { clip_stats, clip_grad, siglip } from "./clip";

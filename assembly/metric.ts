@@ -44,18 +44,89 @@ export const NEAR: f64 = 0.1;
 /** The cosine above which two unit rows are near (d^2 = 2 - 2 cos < NEAR). */
 const NEAR_COS: f64 = 1 - NEAR / 2;
 
+/** The near columns a row's list holds (`markNear`); a row with more takes `metric_relative` whole. */
+const LIST: i32 = 15;
+
 /**
  * near [i] (int32) = whether row i's cosines row [cols] (float64; skip's excepted) hold a near
- * pair (see `NEAR_COS`); with nearQ (not 0), nearQ [j] = 1 for each such column j.
+ * pair (see `NEAR_COS`); with nearQ (not 0), nearQ [j] = 1 for each such column j; with list
+ * (not 0, [rows, LIST + 1] int32), row i's is [count, its first LIST near columns].
  */
-function markNear(row: usize, cols: i32, skip: i32, i: i32, near: usize, nearQ: usize): void {
+function markNear(row: usize, cols: i32, skip: i32, i: i32, near: usize, nearQ: usize, list: usize = 0): void {
   let any = 0;
+  const l = list + ((<usize>i * <usize>(LIST + 1)) << 2);
   for (let j = 0; j < cols; j++) {
     if (j == skip || f64At(row, j) <= NEAR_COS) continue;
-    any = 1;
+    if (list && any < LIST) store<i32>(l + ((<usize>any + 1) << 2), j);
+    any++;
     if (nearQ) store<i32>(nearQ + ((<usize>j) << 2), 1);
   }
-  store<i32>(near + ((<usize>i) << 2), any);
+  if (list) store<i32>(l, any);
+  store<i32>(near + ((<usize>i) << 2), any ? 1 : 0);
+}
+
+/** Whether row i's near list (`markNear`) holds column j. */
+function listed(list: usize, i: i32, j: i32): bool {
+  const l = list + ((<usize>i * <usize>(LIST + 1)) << 2), n = load<i32>(l);
+  for (let t = 0; t < n; t++) if (load<i32>(l + ((<usize>t + 1) << 2)) == j) return true;
+  return false;
+}
+
+/**
+ * ntXent's and multiSimilarity's near pairs taken out of A [b, ld] (the coefficients the walks
+ * left in S) when every flagged row's list (`markNear`) holds all its near columns (at most LIST)
+ * and the lists agree (j in i's where i is in j's): then cv [b, LIST] (float64) gets each listed
+ * pair's B_ij = A_ij + A_ji, A_ij and A_ji become 0, and returns 1; otherwise leaves A as it was
+ * and returns 0 (`metric_relative` then forms the flagged rows whole). The float32 GEMM then sums
+ * the far pairs only and `metric_near` adds the near ones relative to the row's own direction:
+ * a row's cost follows its near pairs, not the batch (a row with one near positive among 256).
+ */
+export function metric_near_split(S: usize, ld: i32, b: i32, list: usize, cv: usize): i32 {
+  for (let i = 0; i < b; i++) {
+    const l = list + ((<usize>i * <usize>(LIST + 1)) << 2), n = load<i32>(l);
+    if (n > LIST) return 0;
+    for (let t = 0; t < n; t++) if (!listed(list, load<i32>(l + ((<usize>t + 1) << 2)), i)) return 0;
+  }
+  for (let i = 0; i < b; i++) {
+    const l = list + ((<usize>i * <usize>(LIST + 1)) << 2), n = load<i32>(l);
+    for (let t = 0; t < n; t++) {
+      const j = load<i32>(l + ((<usize>t + 1) << 2));
+      const ij = S + ((<usize>i * <usize>ld + <usize>j) << 2), ji = S + ((<usize>j * <usize>ld + <usize>i) << 2);
+      setF64(cv, i * LIST + t, <f64>load<f32>(ij) + <f64>load<f32>(ji));
+    }
+  }
+  for (let i = 0; i < b; i++) {
+    const l = list + ((<usize>i * <usize>(LIST + 1)) << 2), n = load<i32>(l);
+    for (let t = 0; t < n; t++) store<f32>(S + ((<usize>i * <usize>ld + <usize>load<i32>(l + ((<usize>t + 1) << 2))) << 2), 0);
+  }
+  return 1;
+}
+
+/**
+ * The near pairs `metric_near_split` took out, relative to each row's own direction:
+ * G2 [b, d] (float64) = sum over row i's listed j of B_ij (q_j - h_i), h_i = F_i inv64_i and
+ * q_j = F_j inv64_j (a row of norm below 1e-12, which the backward does not project: sum B_ij q_j),
+ * 0 for the other rows. Returns the number of rows with a near pair.
+ */
+export function metric_near(b: i32, d: i32, F: usize, inv64: usize, list: usize, cv: usize, G2: usize): i32 {
+  memory.fill(G2, 0, (<usize>b * <usize>d) << 3);
+  let flagged = 0;
+  for (let i = 0; i < b; i++) {
+    const n = load<i32>(list + ((<usize>i * <usize>(LIST + 1)) << 2));
+    if (!n) continue;
+    flagged++;
+    const out = G2 + ((<usize>i * <usize>d) << 3), f = F + ((<usize>i * <usize>d) << 2);
+    let total: f64 = 0;
+    for (let t = 0; t < n; t++) {
+      const c = f64At(cv, i * LIST + t), j = load<i32>(list + ((<usize>i * <usize>(LIST + 1) + <usize>t + 1) << 2));
+      total += c;
+      const w = c * f64At(inv64, j), q = F + ((<usize>j * <usize>d) << 2);
+      for (let k = 0; k < d; k++) setF64(out, k, f64At(out, k) + w * <f64>load<f32>(q + ((<usize>k) << 2)));
+    }
+    const hw = Math.sqrt(rowDot(f, f, d)) >= 1e-12 ? -total * f64At(inv64, i) : 0;
+    for (let k = 0; k < d; k++) setF64(out, k, f64At(out, k) + hw * <f64>load<f32>(f + ((<usize>k) << 2)));
+  }
+  return flagged;
 }
 
 // @ts-ignore: decorator
@@ -111,16 +182,17 @@ function storeRow(i: i32, S: usize, ld: i32, cols: i32, coef: usize, scale: f64)
  * log-sum-exp of its negatives' s_an / t, each positive p adds l_ap = softplus(L - s_ap/t);
  * dl/ds_ap = -sigmoid(L - s_ap/t) / t, dl/ds_an = (sum_p sigmoid(.)) e^(s_an/t - L) / t.
  * Returns the sum of the l_ap; with grad, S becomes A scaled by `scale` (upstream / pairs)
- * and near [b] (int32) the rows' near flags (`markNear`). Scratch row, coef [b] float64.
+ * and near [b] (int32) the rows' near flags, list [b, LIST + 1] their near columns (`markNear`).
+ * Scratch row, coef [b] float64.
  */
 export function ntxent_rows(
   S: usize, ld: i32, b: i32, F: usize, d: i32, inv64: usize, labels: usize, invT: f64, grad: i32, scale: f64, row: usize,
-  coef: usize, near: usize,
+  coef: usize, near: usize, list: usize,
 ): f64 {
   let total: f64 = 0;
   for (let a = 0; a < b; a++) {
     loadRow(a, S, ld, b, F, F, d, inv64, inv64, row);
-    if (grad) markNear(row, b, a, a, near, 0);
+    if (grad) markNear(row, b, a, a, near, 0, list);
     const ya = i32At(labels, a);
     let m: f64 = -Infinity;
     for (let j = 0; j < b; j++) if (i32At(labels, j) != ya) m = max(m, f64At(row, j) * invT);
@@ -187,18 +259,18 @@ function logOnePlus(row: usize, n: i32, labels: usize, y: i32, same: bool, skip:
  * multiSimilarity over S [b, ld] (or precise rows): per anchor
  * (1/alpha) log(1 + sum_p e^(-alpha (S_ap - base))) + (1/beta) log(1 + sum_n e^(beta (S_an - base)));
  * dl/dS_ap = -e^(.)/(1 + sum), dl/dS_an = e^(.)/(1 + sum). Returns the sum over anchors;
- * with grad, S becomes A scaled by `scale` (upstream / b) and near [b] (int32) the rows' near
- * flags. Scratch row, coef [b] float64.
+ * with grad, S becomes A scaled by `scale` (upstream / b), near [b] (int32) the rows' near
+ * flags and list [b, LIST + 1] their near columns. Scratch row, coef [b] float64.
  */
 export function ms_rows(
   S: usize, ld: i32, b: i32, F: usize, d: i32, inv64: usize, labels: usize, alpha: f64, beta: f64, base: f64, grad: i32,
-  scale: f64, row: usize, coef: usize, near: usize,
+  scale: f64, row: usize, coef: usize, near: usize, list: usize,
 ): f64 {
   let total: f64 = 0;
   const c = grad ? coef : 0;
   for (let a = 0; a < b; a++) {
     loadRow(a, S, ld, b, F, F, d, inv64, inv64, row);
-    if (c) markNear(row, b, a, a, near, 0);
+    if (c) markNear(row, b, a, a, near, 0, list);
     if (c) memory.fill(coef, 0, (<usize>b) << 3);
     const y = i32At(labels, a);
     total += logOnePlus(row, b, labels, y, true, a, -alpha, base, c, -1) / alpha;

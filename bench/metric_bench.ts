@@ -8,16 +8,22 @@
  * (S = h h^T and (A + A^T) h), 2 B² D forward; the ratios are what the issue's target
  * (10x) is about.
  *
+ * `--near EPS`: a trained batch instead of uniform rows, each class's rows EPS apart about its own
+ * direction (row i = s_i (u_y + EPS e_i), s_i in [0.5, 2]): every row has 7 near positives
+ * (d^2 < 0.1, formed in float64 relative to its direction, assembly/metric.ts) among far negatives.
+ *
  * ```sh
- * deno run -A bench/metric_bench.ts [--quick | --full] [--json out.json]
+ * deno run -A bench/metric_bench.ts [--quick | --full] [--near 0.01] [--json out.json]
  * ```
  *
  * @module
  */
+import process from "node:process";
 import { type Contender, type Lib, lossCall, mulberry32, type Out, run, sink } from "./engine.ts";
 import { initTf, tf, tfMissing, tfNormalizeRows, tfRun, tfUse } from "./impls.ts";
 
 const NT = { temperature: 0.07 };
+const nearAt = process.argv.indexOf("--near"), NEAR = nearAt < 0 ? 0 : Number(process.argv[nearAt + 1]);
 const TRIPLET = { margin: 0.05, mining: "all" as const };
 type Ctx = { b: number; d: number; f: Float32Array; labels: Int32Array };
 
@@ -143,9 +149,16 @@ await run<Ctx>(async (_, libs) => {
     library,
     contenders: tfjs,
     context: ([b, d]) => {
-      const rand = mulberry32(2026);
-      const f = Float32Array.from({ length: b * d }, () => rand() * 2 - 1);
-      return { b, d, f, labels: Int32Array.from({ length: b }, (_, i) => i % Math.max(1, b / 8)) };
+      const rand = mulberry32(2026), classes = Math.max(1, b / 8);
+      const labels = Int32Array.from({ length: b }, (_, i) => i % classes);
+      if (!NEAR) return { b, d, f: Float32Array.from({ length: b * d }, () => rand() * 2 - 1), labels };
+      const normal = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+      const u = Array.from({ length: classes * d }, normal), f = new Float32Array(b * d);
+      for (let i = 0; i < b; i++) {
+        const s = 0.5 + 1.5 * rand(), y = labels[i];
+        for (let k = 0; k < d; k++) f[i * d + k] = s * (u[y * d + k] / Math.sqrt(d) + NEAR * normal());
+      }
+      return { b, d, f, labels };
     },
     reference({ f, labels, b, d }, group) {
       const inputs = { f: { data: f, shape: [b, d] as [number, number] }, labels };
@@ -155,6 +168,7 @@ await run<Ctx>(async (_, libs) => {
       return { loss: r.loss as number, grads: [r.grads.f.data] };
     },
     baseline: "ntXent wasm",
+    flags: { "--near EPS": "each class's rows EPS apart about its own direction (a trained batch)" },
     memory: { warm: [64, 16], when: (_, mode) => mode === "valueAndGrad" },
   };
 });

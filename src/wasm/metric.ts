@@ -56,6 +56,9 @@ export function metric(p: MetricProblem): Raw {
   const norms = f.scratch(n * 8), diag = f.scratch(n * 8);
   const G2 = p.grad ? f.scratch(b * d * 8) : NONE, GH = p.grad ? f.scratch(b * d * 4) : NONE;
   const near = p.grad && !triplet ? f.scratch(b * 4) : NONE, w = p.grad && !triplet ? f.scratch(b * 8) : NONE;
+  // Each row's near columns, [count, up to 15] int32, and their coefficients (assembly/metric.ts's LIST).
+  const list = p.grad && !triplet ? f.scratch(b * 16 * 4) : NONE,
+    cv = p.grad && !triplet ? f.scratch(b * 15 * 8) : NONE;
   f.place();
   const k = f.rt.k, at = (h: number) => f.ptr(h);
   k.normalize_rows(at(F), b, d, at(H), 0, at(inv64));
@@ -77,6 +80,7 @@ export function metric(p: MetricProblem): Raw {
       at(row),
       at(coef),
       at(near),
+      at(list),
     );
     value = p.pairs ? sum / p.pairs : 0;
   } else if (loss === "multiSimilarity") {
@@ -96,6 +100,7 @@ export function metric(p: MetricProblem): Raw {
       at(row),
       at(coef),
       at(near),
+      at(list),
     ) / b;
   } else {
     value = k.triplet_rows(
@@ -125,12 +130,16 @@ export function metric(p: MetricProblem): Raw {
   }
   const rows = [Float64Array.of(value)];
   if (!p.grad) return { rows, grads: {} };
-  k.contrastive_grad(at(S), ld, b, at(H), d, at(GH), at(T));
   // Rows with a near pair: their products relative to their own direction, in float64 (G2,
-  // where tripletMargin has its near pairs' terms).
+  // where tripletMargin has its near pairs' terms): the near pairs alone where each row has few
+  // (taken out of A before the GEMM), else the flagged rows whole.
   const fi = at(F), iv = at(inv64);
+  const split = !triplet && k.metric_near_split(at(S), ld, b, at(list), at(cv));
+  k.contrastive_grad(at(S), ld, b, at(H), d, at(GH), at(T));
   const g2 = triplet ||
-    k.metric_relative(at(S), ld, 1, 1, b, b, fi, iv, fi, iv, d, at(near), at(GH), at(G2), 0, at(w), 1);
+    (split
+      ? k.metric_near(b, d, fi, iv, at(list), at(cv), at(G2))
+      : k.metric_relative(at(S), ld, 1, 1, b, b, fi, iv, fi, iv, d, at(near), at(GH), at(G2), 0, at(w), 1));
   k.metric_backward(at(GH), g2 ? at(G2) : 0, fi, iv, b, d, at(G));
   return { rows, grads: { f: f.take(G) } };
 }
