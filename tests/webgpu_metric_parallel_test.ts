@@ -6,7 +6,8 @@
 // projected was off by up to 2e-4 of the largest element here (SPEC's bound is 1e-5); the kernel
 // forms each term from the rows' difference instead (the near tiles of metric.wgsl). Host and
 // GPU-resident inputs, against the PyTorch float64 fixtures within SPEC's bound; the float64
-// reference backend too. Skipped where the runtime has no WebGPU adapter (Bun).
+// reference backend too; centerRegularization's nearly parallel centres (tests/fixtures/center_parallel.json)
+// likewise. Skipped where the runtime has no WebGPU adapter (Bun).
 import { describe, it } from "node:test";
 import { init } from "../mod.ts";
 import { gpuLosses } from "../src/backend.ts";
@@ -15,6 +16,7 @@ import { webgpuMissing } from "./helpers/backends.ts";
 import { loadFixtures } from "./helpers/fixtures.ts";
 import { download, sharedDevice, upload } from "./helpers/gpu.ts";
 import { metricSpecs } from "./helpers/specs_metric.ts";
+import { centerRegularizationSpec } from "./helpers/specs_moe.ts";
 import { checkFixtureCase } from "./helpers/suite.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -22,6 +24,11 @@ type Any = any;
 
 const cases = loadFixtures("metric_parallel.json");
 const specOf = (name: string) => metricSpecs.find((s) => name.startsWith(`${s.name}_`))!;
+// centerRegularization's centres (and features) 0.01 and 0.001 apart (the same generator): the
+// gradient w.r.t. the normalised centres is as nearly parallel to each centre's direction; a
+// float32 gradient formed in full and then projected was off by up to 2.8e-5 of the largest
+// element (src/webgpu/center_regularization.wgsl forms it relative to the centre's direction).
+const centerCases = loadFixtures("center_parallel.json");
 
 describe("metric losses on nearly parallel rows (tests/fixtures/metric_parallel.json)", () => {
   it(`the float64 reference matches PyTorch (${cases.length} cases)`, async () => {
@@ -62,6 +69,16 @@ describe("metric losses on nearly parallel rows (tests/fixtures/metric_parallel.
         g.buffer.destroy();
         inputs[k].buffer.destroy();
       }
+    }
+    l.dispose();
+  });
+
+  it(`webgpu centerRegularization matches PyTorch within SPEC's bound (${centerCases.length} cases)`, {
+    skip: webgpuMissing,
+  }, async () => {
+    const l = await gpuLosses(await sharedDevice(), { auto: false, note: "test" });
+    for (const fc of centerCases) {
+      await checkFixtureCase(centerRegularizationSpec, (l as Any).centerRegularization, fc, `webgpu ${fc.name}`);
     }
     l.dispose();
   });

@@ -13,6 +13,13 @@ import { checkOut, F, type GpuContext } from "./context.ts";
 import { fits, gradOf, job, type Planner, solve } from "./passes.ts";
 import { checkLoops } from "./loops.ts";
 
+/** M = A + A^T ([c, c], float32), the rule's matrix of the centres' gradient and value. */
+const symmetric = (A: Float64Array, c: number): Float32Array => {
+  const m = new Float32Array(c * c);
+  for (let j = 0; j < c; j++) for (let l = 0; l < c; l++) m[j * c + l] = A[j * c + l] + A[l * c + j];
+  return m;
+};
+
 /** `centerRegularization` on the GPU. */
 export const centerReg = (ctx: GpuContext, p: CenterRegProblem): Raw | Promise<Raw> => solve(ctx, p, planCenterReg);
 
@@ -21,7 +28,7 @@ export const planCenterReg: Planner<CenterRegProblem> = (ctx, p, bufs, force) =>
   ctx.check();
   const { b, c, d } = p;
   fits(ctx, "f", b * d);
-  fits(ctx, "the normalised centers", c * d + c);
+  fits(ctx, "the normalised centers", 2 * c * d + c);
   fits(ctx, "rule", c * c);
   for (const [what, count] of [["rows of f", b], ["classes", c]] as const) {
     if (count > ctx.maxGroups) {
@@ -54,14 +61,22 @@ export const planCenterReg: Planner<CenterRegProblem> = (ctx, p, bufs, force) =>
   const host = p.grad && !resident;
   const pass = job({
     kernel: "center_regularization",
-    params: { b, c, d, flags: p.grad ? F.GRAD : 0, u_b: p.upstream / b, uw_c: (p.upstream * p.prototypeWeight) / c },
+    params: {
+      b,
+      c,
+      d,
+      flags: p.grad ? F.GRAD : 0,
+      u_b: p.upstream / b,
+      uw_c: (p.upstream * p.prototypeWeight) / c,
+      zero: 0,
+    },
     layout: "rrrrwwww",
     bindings: [
       bufs.input(p.f),
       bufs.input(p.centers),
       bufs.input(ints),
-      bufs.input(Float32Array.from(p.A)),
-      bufs.scratch((c * d + c) * 4),
+      bufs.input(symmetric(p.A, c)),
+      bufs.scratch((2 * c * d + c) * 4),
       vals,
       gf,
       gc,
