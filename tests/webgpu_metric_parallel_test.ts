@@ -9,14 +9,16 @@
 // reference backend too; centerRegularization's nearly parallel centres (tests/fixtures/center_parallel.json)
 // likewise. Skipped where the runtime has no WebGPU adapter (Bun).
 import { describe, it } from "node:test";
+import { js } from "../cpu.ts";
 import { init } from "../mod.ts";
 import { gpuLosses } from "../src/backend.ts";
 import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
 import { loadFixtures } from "./helpers/fixtures.ts";
 import { download, sharedDevice, upload } from "./helpers/gpu.ts";
+import { randomMatrix, Rng, seedOf } from "./helpers/random.ts";
 import { metricSpecs } from "./helpers/specs_metric.ts";
-import { centerRegularizationSpec } from "./helpers/specs_moe.ts";
+import { centerRegularizationSpec, randomRule } from "./helpers/specs_moe.ts";
 import { checkFixtureCase } from "./helpers/suite.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -82,4 +84,43 @@ describe("metric losses on nearly parallel rows (tests/fixtures/metric_parallel.
     }
     l.dispose();
   });
+
+  // The centres' relative form is skipped below the clamp (their gradient is not projected): a zero
+  // centre and one of norm 1e-14 among nearly parallel ones (and features), a class without rows.
+  it(
+    "webgpu centerRegularization: nearly parallel centres with a zero one, one below the clamp, a class without rows",
+    {
+      skip: webgpuMissing,
+    },
+    async () => {
+      const rng = new Rng(seedOf("center_parallel dead"));
+      const b = 20, c = 6, d = 300;
+      const u = Array.from({ length: d }, () => rng.normal());
+      const centers = randomMatrix(rng, c, d, 1e-3), f = randomMatrix(rng, b, d, 1e-3);
+      for (let j = 0; j < c; j++) for (let q = 0; q < d; q++) centers.data[j * d + q] += u[q] * (0.5 + j / 4);
+      for (let i = 0; i < b; i++) for (let q = 0; q < d; q++) f.data[i * d + q] += u[q];
+      centers.data.fill(0, 0, d);
+      for (let q = 0; q < d; q++) centers.data[d + q] = 1e-14 * u[q];
+      const labels = Int32Array.from({ length: b }, (_, i) => i % (c - 1));
+      const inputs: Any = { f, centers, labels, rule: randomRule(rng, c) };
+      const l = await gpuLosses(await sharedDevice(), { auto: false, note: "test" }) as Any;
+      for (const prototypeWeight of [0.5, -2]) {
+        const want = js.centerRegularization.valueAndGrad(inputs, { prototypeWeight }) as Any;
+        const got = await l.centerRegularization.valueAndGrad(inputs, { prototypeWeight });
+        const label = `prototypeWeight ${prototypeWeight}`;
+        assertLossClose(got.loss, want.loss, `${label}: loss`);
+        assertLossClose(got.proto, want.proto, `${label}: proto`);
+        assertGradClose(got.grads.f.data, want.grads.f.data, `${label}: grads.f`);
+        // The two centres below the clamp (gradients of 1e12 times the others'), then the others alone.
+        assertGradClose(got.grads.centers.data, want.grads.centers.data, `${label}: grads.centers`);
+        const live = (m: Float32Array | Float64Array) => m.subarray(2 * d);
+        assertGradClose(
+          live(got.grads.centers.data),
+          live(want.grads.centers.data),
+          `${label}: the live centres' grads`,
+        );
+      }
+      l.dispose();
+    },
+  );
 });
