@@ -12,18 +12,18 @@
 //            sum_{i: y_i = c} f_i - (u w / C) (M ch)_c, per column (window 0 in gc, the others
 //            after ch; no barriers);
 //   classes: one workgroup per class c, the windows summed in order: vals[B + c] =
-//            1 - ch_c . (M ch)_c / 2 (their sum over c is that of 1 - ch_c . (A ch)_c), and (F_GRAD) gch_c,
-//            then through the normalisation: (gch - ch (ch . gch)) / ||centers_c||, or
-//            gch / 1e-12 below the clamp.
+//            1 - ch_c . (M ch)_c / 2 (their sum over c is that of 1 - ch_c . (A ch)_c), and
+//            (F_GRAD) gch_c, then through the normalisation: (gch - ch (ch . gch)) / ||centers_c||,
+//            or gch / 1e-12 below the clamp.
 // The host sums vals[0 .. B + C) in float64 (the means of the two parts).
 // Nearly parallel centres (and features): the projection (g - ch (ch . g)) keeps 1/100 to 1/1000
 // of g where the centres are 0.01 to 0.001 apart, so a float32 g formed in full loses those
 // digits (2.8e-5 of the largest element off). The projection is also that of g + s ch for any s,
 // so each part is formed relative to ch_c (the metric family's relative products, metric.wgsl):
 // the rule's as sum_l M_cl (ch_l - ch_c) on ch's float pairs (hi_l - hi_c, then
-// lo_l - lo_c: every term as small as the result), the rows' as F - s ch_c with F = sum f_i in
-// float pairs and s = sum_i f_i . ch_c (the rows' values: any s near ch_c . F will do), rounded
-// once. Both are as small as the result, so nothing cancels; far centres lose nothing either.
+// lo_l - lo_c: every term as small as the result), the rows' (per window) as F - s ch_c with
+// F = sum f_i in float pairs and s = sum_i f_i . ch_c (the rows' values: any s near ch_c . F will
+// do), rounded once. Both are as small as the result, so nothing cancels; far centres lose nothing either.
 // (A centre below the clamp takes the plain sums: its gradient is not projected.)
 
 struct CenterRegParams {
