@@ -25,7 +25,7 @@ async function check(name: string, inputs: Record<string, Any>, o: Record<string
   const l = await gpuLosses(dev, { auto: false, note: "test" }) as Any;
   const ref = (js as Any)[name].valueAndGrad(inputs, o);
   const onGpu: Record<string, Any> = {};
-  for (const [k, v] of Object.entries(inputs)) onGpu[k] = v.shape ? await upload(v) : v;
+  for (const [k, v] of Object.entries(inputs)) onGpu[k] = v.data instanceof Float32Array ? await upload(v) : v;
   const g = await l[name].valueAndGrad(onGpu, o);
   assertLossClose(await scalar(g.loss), ref.loss, `${label}: loss`);
   for (const k of Object.keys(ref.grads)) {
@@ -42,17 +42,27 @@ describe("WebGPU past llvmpipe's 65,535 loop iterations per invocation (split in
     await check("tripletMargin", { f, labels }, { mining: "all", soft: true, margin: 0.5 }, "B = 4096");
   });
 
-  it("ntXent and multiSimilarity's exact exponents at B = 257, D = 32,736 (refused before: 2 (D + 6) > 65,471)", async () => {
-    // (an invocation per pair of rows now; 2 windows of 256 rows of D each before)
+  it("ntXent's exact exponents at B = 257, D = 32,736 (refused before: 2 (D + 6) > 65,471)", async () => {
+    // (an invocation per pair of rows now, 2 of D each before; multiSimilarity's exact exponents take the same
+    // pass, at every size: tests/webgpu_metric_test.ts's sharp fixtures)
     const rng = new Rng(257), b = 257, f = randomMatrix(rng, b, 32_736, 1);
     const labels = Int32Array.from({ length: b }, (_, i) => i % 16);
-    await check("ntXent", { f, labels }, { temperature: 0.01 }, "ntXent, t = 0.01");
-    await check("multiSimilarity", { f, labels }, { alpha: 2, beta: 100 }, "multiSimilarity, beta = 100");
+    await check("ntXent", { f, labels }, { temperature: 0.01 }, "t = 0.01");
   });
 
   it("proxyAnchor's exact exponents at B = 64, D = 1024 (refused before: B (D + 4) > 65,527)", async () => {
     const rng = new Rng(64), b = 64, d = 1024, f = randomMatrix(rng, b, d, 1), proxies = randomMatrix(rng, 8, d, 1);
     const labels = Int32Array.from({ length: b }, (_, i) => i % 6);
     await check("proxyAnchor", { f, labels, proxies }, { alpha: 100, margin: 0.1 }, "alpha = 100");
+  });
+
+  it("hnmContrastive at k = 3200 (refused before: (k + 1) (ceil(D / 256) + 20) > 65,471; B = 2, D = 4)", async () => {
+    // (a workgroup per logit now, an invocation per entry of the gradient; one workgroup per row before)
+    const rng = new Rng(3200), b = 2, c = 4000, d = 4, k = 3200;
+    const f = randomMatrix(rng, b, d, 1), prototypes = randomMatrix(rng, c, d, 1), labels = Int32Array.of(5, 3999);
+    // (the largest logit among the last negatives, where the old kernel's loops stopped)
+    const hard = { data: Int32Array.from({ length: b * k }, (_, j) => (7 + 13 * j) % c), shape: [b, k] };
+    for (let i = 0; i < b; i++) prototypes.data.set(f.data.subarray(i * d, i * d + d), hard.data[i * k + k - 1] * d);
+    await check("hnmContrastive", { f, prototypes, labels, hard }, { temperature: 0.05 }, "k = 3200");
   });
 });
