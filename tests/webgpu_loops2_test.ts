@@ -65,4 +65,14 @@ describe("WebGPU past llvmpipe's 65,535 loop iterations per invocation (split in
     for (let i = 0; i < b; i++) prototypes.data.set(f.data.subarray(i * d, i * d + d), hard.data[i * k + k - 1] * d);
     await check("hnmContrastive", { f, prototypes, labels, hard }, { temperature: 0.05 }, "k = 3200");
   });
+
+  it("linearCrossEntropy's logits in float pairs at D = 12,000 (refused before: 6.5 D > 65,535; N = 4, V = 64)", async () => {
+    // (three windows of D now, one dispatch each; a loss of 6.8 for 108 before the refusal; 10,000 in one went)
+    // (and at a scale of 0.05, where each window's tiles are float32 and the pairs carry their sums)
+    for (const scale of [0.5, 0.05]) {
+      const rng = new Rng(12_000), d = 12_000, x = randomMatrix(rng, 4, d, scale), W = randomMatrix(rng, 64, d, scale);
+      const labels = Int32Array.of(3, 17, 40, 63);
+      await check("linearCrossEntropy", { x, W, labels }, {}, `D = 12,000, scale ${scale}`);
+    }
+  });
 });

@@ -116,7 +116,7 @@ describe("WebGPU past llvmpipe's 65,535 loop iterations per invocation", { skip 
     l.dispose();
   });
 
-  it("what is not split is refused on llvmpipe by a named RangeError (the head's pick, linearCrossEntropy's D)", async () => {
+  it("what is not split is refused on llvmpipe by a named RangeError (the head's pick)", async () => {
     const dev = await sharedDevice();
     const l = await gpuLosses(dev, { auto: false, note: "test" }) as Any;
     const limited = /llvmpipe|lavapipe/i.test((dev as Any).adapterInfo?.description ?? "");
@@ -137,21 +137,6 @@ describe("WebGPU past llvmpipe's 65,535 loop iterations per invocation", { skip 
       const g = await call();
       assertLossClose(await scalar(g.loss), ref.loss, `D = ${d}: loss`);
       assertGradClose(await values(g.grads.W), ref.grads.W.data, `D = ${d}: grads.W`);
-    }
-    // linearCrossEntropy's logits in float pairs (|x| |W| > 256) go through D in one invocation: fine at D = 10,000,
-    // wrong at 12,000 on llvmpipe (a loss of 6.8 for 108 before), so refused there.
-    for (const d of [10_000, 12_000]) {
-      const rng = new Rng(d), x = randomMatrix(rng, 4, d, 0.5), W = randomMatrix(rng, 64, d, 0.5);
-      const labels = randomLabels(rng, 4, 64, 0, -100);
-      const call = () => l.linearCrossEntropy.valueAndGrad({ x, W, labels }, {});
-      if (d === 12_000 && limited) {
-        await assertThrowsNamed(call, RangeError, "D (12000)", "llvmpipe");
-        continue;
-      }
-      const ref = js.linearCrossEntropy.valueAndGrad({ x, W, labels } as Any, {}) as Any;
-      const g = await call();
-      assertLossClose(await scalar(g.loss), ref.loss, `D = ${d}: loss`);
-      assertGradClose(await values(g.grads.W.data ?? g.grads.W), ref.grads.W.data, `D = ${d}: grads.W`);
     }
     l.dispose();
   });
