@@ -1,6 +1,6 @@
 /**
  * WebGPU glue of the `metric` family (`ntXent`, `tripletMargin`, `multiSimilarity`,
- * `proxyAnchor`; src/webgpu/metric.wgsl): one pass of seven to nine dispatches (the rows normalised,
+ * `proxyAnchor`; src/webgpu/metric.wgsl): one pass of seven to ten dispatches (the rows normalised,
  * the similarities by the tiled product, one workgroup per anchor row for its loss terms,
  * the mining and the derivatives A (in three stages where one invocation would loop too much), the loss and its denominator reduced on the GPU, the
  * gradients by the tiled product and through the normalisation), one submission and one
@@ -68,9 +68,11 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
   }
   // (src/webgpu/loops.ts: proxyAnchor's `walk_proxy` goes through the batch three times per proxy; the exact
   // exponents (D per pair of rows) and tripletMargin's mining but batchHard (B per pair) have a pass of their own,
-  // `pairs`, between the walk's stages)
+  // `pairs`, between the walk's stages, and tripletMargin's distances (D per near pair) one before, `dist`)
   const exact = sharpness(p) > PRECISE_ABOVE;
   if (proxy) checkLoops(ctx, 3 * b + 8, `B (${b}) times 3 for proxyAnchor`);
+  // (`norm` and `back` go through a row twice)
+  checkLoops(ctx, 2 * d + 8, `D (${d}) times 2 for ${p.loss}`);
   const split = exact || (triplet && p.mining !== "batchHard");
   const resident = force || onDevice(p.f) || onDevice(p.proxies);
   checkOut("f", p.outF as { buffer?: unknown } | null, resident);
@@ -117,7 +119,8 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
     dispatches: [
       ["norm", tiles(b + c)],
       ["sims", tiles(b), tiles(cols)],
-      proxy ? ["walk_proxy", tiles(c)] : ["walk", b],
+      ["dist", triplet ? Math.ceil(b / 256) : 0, b],
+      proxy ? ["walk_proxy", tiles(c)] : ["walk", triplet && split ? 0 : b],
       ["pairs", split ? Math.ceil(cols / 256) : 0, b],
       proxy ? ["walk_proxy_end", split ? tiles(c) : 0] : ["walk_end", split ? b : 0],
       ["reduce", 1],

@@ -1,5 +1,5 @@
 // The `metric` family (ntXent, tripletMargin, multiSimilarity, proxyAnchor; src/webgpu/metric.ts),
-// the math of src/reference/metric.ts and assembly/metric.ts in one pass of seven to nine dispatches
+// the math of src/reference/metric.ts and assembly/metric.ts in one pass of seven to ten dispatches
 // (proxyAnchor walks with walk_proxy):
 //   norm:   one invocation per row of f and of the proxies: its norm in float pairs, the
 //           normalised row h = f / max(||f||, 1e-12) as a float pair, hi into work (the
@@ -7,6 +7,7 @@
 //           a pair, ||f|| >= 1e-12] into stats;
 //   sims:   S = h h^T ([B, B]; proxyAnchor h p^T, [B, C]) into s by the tiled product
 //           (src/webgpu/gemm_loop.wgsl);
+//   dist:   (tripletMargin) an invocation per entry of S: the distances (below);
 //   walk:   one workgroup per anchor row (walk_proxy: an invocation per proxy column): the
 //           row's loss terms and its count (the loss's denominator: ntXent's positives, the triplets with
 //           l > 0, 1 per anchor, proxyAnchor 1 in all) into stats, and in place of S the
@@ -559,31 +560,17 @@ fn triplet(v: f32) -> vec2<f32> {
   return vec2<f32>(max(v, 0.0), 1.0);
 }
 
-// tripletMargin, anchor a: the distances d_aj in place of S, the mined triplets' loss and
-// count, c_aj = dL/dd_aj (positives +, negatives -) after S, then W_aj = c_aj / d_aj in place
+// tripletMargin, anchor a, after `dist` (the distances d_aj in place of S): the mined triplets' loss
+// and count, c_aj = dL/dd_aj (positives +, negatives -) after S, then W_aj = c_aj / d_aj in place
 // (`triplet_w`). Mining but batchHard goes through the negatives per positive and the positives
-// per negative (B per pair): the walk then ends at the distances, `pairs` mines (an invocation
-// per pair of rows, `mine_pair`) and `walk_end` adds the partial sums and takes W.
+// per negative (B per pair): there the walk does nothing, `pairs` mines (an invocation per pair of
+// rows, `mine_pair`) and `walk_end` adds the partial sums and takes W.
 fn walk_triplet(a: u32, t: u32) {
   let b = P.b;
   let base = a * b;
   let coef = b * b + base;
   let ya = labels[a];
-  let na = stats[row_stat(a)];
-  for (var j = t; j < b; j += WG) {
-    // (A near pair's distance is kept negated, to be told apart below.)
-    var d2 = na + stats[row_stat(j)] - 2.0 * s[base + j];
-    var sign = 1.0;
-    if (d2 < NEAR) {
-      d2 = near_sq(a, j);
-      sign = -1.0;
-    }
-    s[base + j] = sign * sqrt(max(d2, 0.0));
-    s[coef + j] = 0.0;
-  }
   if (P.mining != 3u) { return; }
-  storageBarrier();
-  workgroupBarrier();
   var lt = 0.0;
   var ct = 0.0;
   // The farthest positive and the nearest negative, ties to the smaller index.
@@ -613,6 +600,26 @@ fn walk_triplet(a: u32, t: u32) {
     }
   }
   triplet_w(a, t, wg_sum(lt, t), wg_sum(ct, t));
+}
+
+// Grid: (column blocks of 256, rows) of S, tripletMargin's first step: the distance d_aj in place of
+// S_aj (a near pair's from the raw rows, D: an invocation each, src/webgpu/loops.ts), c_aj zeroed.
+@compute @workgroup_size(256)
+fn dist(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
+  let a = wid.y;
+  let j = wid.x * WG + t;
+  let b = P.b;
+  if (j >= b) { return; }
+  // (A near pair's distance is kept negated, to be told apart below.)
+  var d2 = stats[row_stat(a)] + stats[row_stat(j)] - 2.0 * s[a * b + j];
+  var sign = 1.0;
+  if (d2 < NEAR) {
+    d2 = near_sq(a, j);
+    sign = -1.0;
+  }
+  s[a * b + j] = sign * sqrt(max(d2, 0.0));
+  s[b * b + a * b + j] = 0.0;
 }
 
 // Mining but batchHard, anchor a and row j (an invocation of `pairs`): a positive j's triplets (over the
