@@ -75,4 +75,11 @@ describe("WebGPU past llvmpipe's 65,535 loop iterations per invocation (split in
       await check("linearCrossEntropy", { x, W, labels }, {}, `D = 12,000, scale ${scale}`);
     }
   });
+
+  it("centerLoss's grads.centers with 65,535 rows of one class (refused before: a class of more than 65,534 rows)", async () => {
+    // (two ranges of the class's rows now, one dispatch each; the other class has none: 65,535 rows is the most a
+    // WebGPU call takes)
+    const rng = new Rng(65_535), n = 65_535, x = randomMatrix(rng, n, 2, 1), centers = randomMatrix(rng, 2, 2, 1);
+    await check("centerLoss", { x, centers, labels: new Int32Array(n) }, {}, "N = 65,535");
+  });
 });
