@@ -134,8 +134,8 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
       else wseen += cols;
       const dots: Dispatch = ["dots", tiles(n), tiles(cols)];
       const window = (w: number) => ({ k0: w * DEPTH_WINDOW, kn: Math.min(DEPTH_WINDOW, d - w * DEPTH_WINDOW) });
+      const bindings = [X, win(W, j0, cols), B, weight, Rin, S, st];
       for (let w = 0; w < windows - 1; w++) {
-        const bindings = [X, win(W, j0, cols), B, weight, Rin, S, st];
         jobs.push(
           job({
             kernel: "linear_cross_entropy",
@@ -151,7 +151,7 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
         kernel: "linear_cross_entropy",
         params: { ...params, ...window(windows - 1) },
         layout: "rrrrrww",
-        bindings: [X, win(W, j0, cols), B, weight, Rin, S, st],
+        bindings,
         dispatches: phase === 1
           ? [dots, ["stats", rowGroups], ...(last ? [["finish", tiles(n)] as Dispatch] : [])]
           : [dots, ["grad", tiles(cols), rowGroups]],

@@ -217,7 +217,7 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   // of rows). fin_w (W not normalised) goes through the rows labelled j for each of its `finCols` columns of dW_j:
   // D split into blocks that keep within it.
   const perSub = Math.ceil(d / 256) + 10;
-  if (K > 1) checkLoops(ctx, K * perSub + 2 * perSub, `subcenters (${K}) times ceil(D / 256) + 10 (D = ${d})`);
+  if (K > 1) checkLoops(ctx, (K + 2) * perSub, `subcenters (${K}) + 2 times ceil(D / 256) + 10 (D = ${d})`);
   // (the logit tiles go through D in one invocation: as linearCrossEntropy's, float pairs where `gated`)
   checkLoops(ctx, (gated ? 6.5 : 3.2) * d, `D (${d}) for marginHead's logits`);
   let most = 0;

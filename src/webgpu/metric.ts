@@ -2,7 +2,8 @@
  * WebGPU glue of the `metric` family (`ntXent`, `tripletMargin`, `multiSimilarity`,
  * `proxyAnchor`; src/webgpu/metric.wgsl): one pass of seven to ten dispatches (the rows normalised,
  * the similarities by the tiled product, one workgroup per anchor row for its loss terms,
- * the mining and the derivatives A (in three stages where one invocation would loop too much), the loss and its denominator reduced on the GPU, the
+ * the mining and the derivatives A, in stages where one invocation would loop too much, the
+ * loss and its denominator reduced on the GPU, the
  * gradients by the tiled product and through the normalisation), one submission and one
  * readback of the loss (and of host gradients). GPU-resident inputs are bound in place and
  * their gradients stay on the GPU; with `readback: false` the loss does too (SPEC §10).
