@@ -6,7 +6,7 @@
 import { describe, it } from "node:test";
 import { js } from "../cpu.ts";
 import { gpuLosses } from "../src/backend.ts";
-import { assertGradClose, assertLossClose } from "./helpers/assert.ts";
+import { assertGradClose, assertLossClose, assertThrowsNamed } from "./helpers/assert.ts";
 import { webgpuMissing } from "./helpers/backends.ts";
 import { download, sharedDevice, upload } from "./helpers/gpu.ts";
 import { randomMatrix, Rng } from "./helpers/random.ts";
@@ -54,6 +54,26 @@ describe("WebGPU past llvmpipe's 65,535 loop iterations per invocation (split in
     const rng = new Rng(64), b = 64, d = 1024, f = randomMatrix(rng, b, d, 1), proxies = randomMatrix(rng, 8, d, 1);
     const labels = Int32Array.from({ length: b }, (_, i) => i % 6);
     await check("proxyAnchor", { f, labels, proxies }, { alpha: 100, margin: 0.1 }, "alpha = 100");
+  });
+
+  it("proxyAnchor at B = 22,000 (refused before: 3 B > 65,535; C = 64, D = 4), and B = 56,000 refused", async () => {
+    // (a workgroup per proxy now, one invocation before; every 97th row on its proxy: near pairs. With 4 proxies
+    // instead, grads.proxies came to 0.3 to 1.1 of SPEC's bound around this B, the old walk at 21,000 included:
+    // float32 sums over the batch)
+    const rng = new Rng(22_000), b = 22_000, d = 4, c = 64;
+    const f = randomMatrix(rng, b, d, 1), proxies = randomMatrix(rng, c, d, 1);
+    for (let i = 0; i < b; i += 97) f.data.set(proxies.data.subarray((i % c) * d, (i % c) * d + d), i * d);
+    const labels = Int32Array.from({ length: b }, (_, i) => i % c);
+    await check("proxyAnchor", { f, labels, proxies }, { alpha: 32, margin: 0.1 }, "B = 22,000");
+    // What is not split is refused on llvmpipe: grads.proxies' product over the batch (wrong from about 54,000).
+    const dev = await sharedDevice();
+    if (/llvmpipe|lavapipe/i.test((dev as Any).adapterInfo?.description ?? "")) {
+      const l = await gpuLosses(dev, { auto: false, note: "test" }) as Any;
+      const big = randomMatrix(rng, 56_000, d, 1), y = Int32Array.from({ length: 56_000 }, (_, i) => i % c);
+      const call = () => l.proxyAnchor.valueAndGrad({ f: big, labels: y, proxies }, {});
+      await assertThrowsNamed(call, RangeError, "B (56000)", "llvmpipe");
+      l.dispose();
+    }
   });
 
   it("hnmContrastive at k = 3200 (refused before: (k + 1) (ceil(D / 256) + 20) > 65,471; B = 2, D = 4)", async () => {

@@ -67,13 +67,14 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
       `Expected at most ${ctx.maxGroups} rows of f and the proxies on this WebGPU device, got ${b + c}`,
     );
   }
-  // (src/webgpu/loops.ts: proxyAnchor's `walk_proxy` goes through the batch three times per proxy; the exact
-  // exponents (D per pair of rows) and tripletMargin's mining but batchHard (B per pair) have a pass of their own,
+  // (src/webgpu/loops.ts: proxyAnchor's `walk_proxy`, a workgroup per proxy, goes through the batch three times
+  // per 256 rows; the exact exponents (D per pair of rows) and tripletMargin's mining but batchHard (B per pair) have a pass of their own,
   // `pairs`, between the walk's stages, and tripletMargin's distances (D per near pair) one before, `dist`)
   const exact = sharpness(p) > PRECISE_ABOVE;
-  if (proxy) checkLoops(ctx, 3 * b + 8, `B (${b}) times 3 for proxyAnchor`);
-  // (`norm` and `back` go through a row twice)
+  // (`norm` and `back` go through a row twice; proxyAnchor's `grad_p` through the batch, about 1.2 iterations a row:
+  // measured, B = 52,000 went, 56,000 did not)
   checkLoops(ctx, 2 * d + 8, `D (${d}) times 2 for ${p.loss}`);
+  if (proxy && p.grad) checkLoops(ctx, 1.3 * b, `B (${b}) for proxyAnchor's grads.proxies`);
   const split = exact || (triplet && p.mining !== "batchHard");
   const resident = force || onDevice(p.f) || onDevice(p.proxies);
   checkOut("f", p.outF as { buffer?: unknown } | null, resident);
@@ -121,9 +122,9 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
       ["norm", tiles(b + c)],
       ["sims", tiles(b), tiles(cols)],
       ["dist", triplet ? Math.ceil(b / 256) : 0, b],
-      proxy ? ["walk_proxy", tiles(c)] : ["walk", triplet && split ? 0 : b],
+      proxy ? ["walk_proxy", c] : ["walk", triplet && split ? 0 : b],
       ["pairs", split ? Math.ceil(cols / 256) : 0, b],
-      proxy ? ["walk_proxy_end", split ? tiles(c) : 0] : ["walk_end", split ? b : 0],
+      proxy ? ["walk_proxy_end", split ? c : 0] : ["walk_end", split ? b : 0],
       ["reduce", 1],
       ["grad", grad * tiles(b), tiles(d)],
       ["grad_p", proxy ? grad * tiles(c) : 0, tiles(d)],

@@ -8,7 +8,7 @@
 //   sims:   S = h h^T ([B, B]; proxyAnchor h p^T, [B, C]) into s by the tiled product
 //           (src/webgpu/gemm_loop.wgsl);
 //   dist:   (tripletMargin) an invocation per entry of S: the distances (below);
-//   walk:   one workgroup per anchor row (walk_proxy: an invocation per proxy column): the
+//   walk:   one workgroup per anchor row (walk_proxy: one per proxy column): the
 //           row's loss terms and its count (the loss's denominator: ntXent's positives, the triplets with
 //           l > 0, 1 per anchor, proxyAnchor 1 in all) into stats, and in place of S the
 //           derivatives A = dL/dS (tripletMargin: W = (dL/dd) / d, 0 at d = 0). The mining is
@@ -437,41 +437,45 @@ fn walk_ms(a: u32, t: u32, stage: u32) {
   }
 }
 
-// proxyAnchor, proxy k (column k of S [b, c]; one invocation each, neighbours reading
-// neighbouring columns): x_ik = -alpha (S_ik - margin) for its rows (y_i = k),
+// proxyAnchor, proxy k (column k of S [b, c]; a workgroup each): x_ik = -alpha (S_ik - margin) for its rows (y_i = k),
 // alpha (S_ik + margin) for the others; pos_k = log(1 + sum e^x) over its rows (a class
 // present only), neg_k over the others; the term pos_k / |P+| + neg_k / C, and
 // A_ik = -alpha e^(x - mp)/sp / |P+| (its rows), alpha e^(x - mn)/sn / C (the others).
-// (Stage 0 the whole walk; with exact exponents stage 1 ends at the maxima mp, mn, kept in the proxy's
-// sums, `pairs` takes the exponents (`pair_exp`) and `walk_proxy_end`, stage 2, the rest.)
-fn walk_proxy_k(k: u32, stage: u32) {
+// (A workgroup per proxy, its invocations taking the rows in turn. Stage 0 the whole walk; with exact exponents
+// stage 1 ends at the maxima mp, mn, kept in the proxy's sums, `pairs` takes the exponents (`pair_exp`) and
+// `walk_proxy_end`, stage 2, the rest.)
+fn walk_proxy_k(k: u32, t: u32, stage: u32) {
   let b = P.b;
   let c = P.c;
-  if (k >= c) { return; }
   // The exponents x_ik in place of S, then x_ik - m with m the maximum of its group (exact ones
   // from the raw rows, see the top).
   var mp = stats[walk_stat(k)];
   var mn = stats[walk_stat(k) + 1u];
   if (stage != 2u) {
-    mp = 0.0;
-    mn = 0.0;
+    var mpt = 0.0;
+    var mnt = 0.0;
     var top = NEG;
-    for (var i = 0u; i < b; i++) {
+    for (var i = t; i < b; i += WG) {
       top = max(top, s[i * c + k]);
       let mine = u32(labels[i]) == k;
       let x = select(P.alpha.x, -P.alpha.x, mine) * (s[i * c + k] + select(P.margin.x, -P.margin.x, mine));
       s[i * c + k] = x;
-      if (mine) { mp = max(mp, x); } else { mn = max(mn, x); }
+      if (mine) { mpt = max(mpt, x); } else { mnt = max(mnt, x); }
     }
-    flag_near(b + k, top);
-    stats[walk_stat(k)] = mp;
-    stats[walk_stat(k) + 1u] = mn;
+    mp = wg_max(mpt, t);
+    mn = wg_max(mnt, t);
+    let near = wg_max(top, t);
+    if (t == 0u) {
+      flag_near(b + k, near);
+      stats[walk_stat(k)] = mp;
+      stats[walk_stat(k) + 1u] = mn;
+    }
     if (stage == 1u) { return; }
   }
-  var sp = exp(-mp);
-  var sn = exp(-mn);
-  var own = false;
-  for (var i = 0u; i < b; i++) {
+  var spt = 0.0;
+  var snt = 0.0;
+  var ownt = 0.0;
+  for (var i = t; i < b; i += WG) {
     let mine = u32(labels[i]) == k;
     var x = s[i * c + k];
     if (stage == 0u) {
@@ -479,14 +483,17 @@ fn walk_proxy_k(k: u32, stage: u32) {
       s[i * c + k] = x;
     }
     if (mine) {
-      sp += exp(x);
-      own = true;
+      spt += exp(x);
+      ownt = 1.0;
     } else {
-      sn += exp(x);
+      snt += exp(x);
     }
   }
+  let sp = wg_sum(spt, t) + exp(-mp);
+  let sn = wg_sum(snt, t) + exp(-mn);
+  let own = wg_max(ownt, t) > 0.0;
   let cf = f32(c);
-  for (var i = 0u; i < b; i++) {
+  for (var i = t; i < b; i += WG) {
     let x = s[i * c + k];
     var g: f32;
     if (u32(labels[i]) == k) {
@@ -496,20 +503,23 @@ fn walk_proxy_k(k: u32, stage: u32) {
     }
     s[i * c + k] = g;
   }
-  stats[walk_stat(k)] = select(0.0, lse1(mp, sp) / P.present, own) + lse1(mn, sn) / cf;
-  stats[walk_stat(k) + 1u] = select(0.0, 1.0, k == 0u);
+  if (t == 0u) {
+    stats[walk_stat(k)] = select(0.0, lse1(mp, sp) / P.present, own) + lse1(mn, sn) / cf;
+    stats[walk_stat(k) + 1u] = select(0.0, 1.0, k == 0u);
+  }
 }
 
-@compute @workgroup_size(64)
-fn walk_proxy(@builtin(global_invocation_id) gid: vec3<u32>) {
+// Grid: proxies.
+@compute @workgroup_size(256)
+fn walk_proxy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   zero = P.zero;
-  walk_proxy_k(gid.x, P.exact);
+  walk_proxy_k(wid.x, t, P.exact);
 }
 
-@compute @workgroup_size(64)
-fn walk_proxy_end(@builtin(global_invocation_id) gid: vec3<u32>) {
+@compute @workgroup_size(256)
+fn walk_proxy_end(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   zero = P.zero;
-  walk_proxy_k(gid.x, 2u);
+  walk_proxy_k(wid.x, t, 2u);
 }
 
 // The exact exponent of row a and column j of S (see the top), in place, from the maxima the walk's
