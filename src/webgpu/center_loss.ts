@@ -1,6 +1,7 @@
 /**
  * WebGPU glue of `centerLoss`: src/webgpu/center_loss.wgsl, one pass (the rows and the gradient
- * of x, then each class centre's gradient over its rows), one submission and one readback.
+ * of x, then each class centre's gradient over its rows; one more per ROW_RANGE rows of the largest
+ * class past the first), one submission and one readback.
  *
  * @module
  */
@@ -8,8 +9,8 @@ import { columns, type Raw, then } from "../kernels/core.ts";
 import type { CenterProblem } from "../kernels/center.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
-import { fits, gradOf, runPass, withBuffers } from "./passes.ts";
-import { checkLoops } from "./loops.ts";
+import { fits, gradOf, job, runJobsNow, withBuffers } from "./passes.ts";
+import { ROW_RANGE } from "./loops.ts";
 
 /** `centerLoss` on the GPU. */
 export function center(ctx: GpuContext, p: CenterProblem): Raw | Promise<Raw> {
@@ -33,27 +34,32 @@ export function center(ctx: GpuContext, p: CenterProblem): Raw | Promise<Raw> {
     for (let j = 0; j < c; j++) ints[2 * n + j + 1] += ints[2 * n + j];
     const next = ints.slice(2 * n, 2 * n + c);
     for (let i = 0; i < n; i++) ints[n + next[p.labels[i]]++] = i;
-    // (src/webgpu/loops.ts: `class_grad` goes through its class's rows in one invocation)
+    // (src/webgpu/loops.ts: `class_grad` goes through its class's rows by ranges of ROW_RANGE, one dispatch each)
     let most = 0;
     for (let j = 0; j < c; j++) most = Math.max(most, ints[2 * n + j + 1] - ints[2 * n + j]);
-    if (p.grad) checkLoops(ctx, most + 1, `the most rows of one class (${most}) for centerLoss's grads.centers`);
+    const ranges = p.grad ? Math.max(1, Math.ceil(most / ROW_RANGE)) : 1;
     const scales = new Float32Array(n);
     if (p.grad) scales.set(p.scales);
     const rows = bufs.temp(ctx.buffer(n * 4));
     const gx = p.grad ? bufs.output(resident, p.outX as { buffer?: GPUBuffer } | null, n * d * 4) : null;
     const gc = p.grad ? bufs.output(resident, p.outCenters as { buffer?: GPUBuffer } | null, c * d * 4) : null;
     const host = p.grad && !resident;
-    return then(
-      runPass(ctx, bufs, {
+    const bindings = [bufs.input(p.x), bufs.input(p.centers), bufs.input(ints), bufs.input(scales), rows, gx, gc];
+    const jobs = Array.from({ length: ranges }, (_, r) =>
+      job({
         kernel: "center_loss",
-        params: { n, c, d, flags: p.grad ? F.GRAD : 0 },
+        params: { n, c, d, flags: p.grad ? F.GRAD : 0, r0: r * ROW_RANGE, rn: ROW_RANGE },
         layout: "rrrrwww",
-        bindings: [bufs.input(p.x), bufs.input(p.centers), bufs.input(ints), bufs.input(scales), rows, gx, gc],
+        bindings,
         // (A dispatch of no workgroups is left out.)
-        dispatches: [["rows", n], ["class_grad", gc ? c : 0, Math.ceil(d / 256)]],
-        reads: [[rows, n * 4], [gx ?? rows, host ? n * d * 4 : 0], [gc ?? rows, host ? c * d * 4 : 0]],
-      }),
-      ([rowOut, hx, hc]): Raw => {
+        dispatches: [["rows", r === 0 ? n : 0], ["class_grad", gc ? c : 0, Math.ceil(d / 256)]],
+        reads: [],
+      }));
+    jobs[ranges - 1].reads = [[rows, n * 4], [gx ?? rows, host ? n * d * 4 : 0], [gc ?? rows, host ? c * d * 4 : 0]];
+    return then(
+      runJobsNow(ctx, bufs, jobs),
+      (reads): Raw => {
+        const [rowOut, hx, hc] = reads[ranges - 1];
         const loss = columns(rowOut, n, 1)[0];
         if (!gx || !gc) return { rows: [loss], grads: {} };
         return {

@@ -4,13 +4,16 @@
 //            gx_i = 2 s_i (x_i - c_{y_i});
 //   centers: one workgroup per class j and 256 columns: gc_j = -sum_{i: y_i = j} 2 s_i
 //            (x_i - c_j) over the class's rows (listed by the host: no atomics, and the
-//            same order every call).
+//            same order every call), by ranges of its rows (one dispatch each, where a class
+//            has more than ROW_RANGE: no invocation loops past llvmpipe's budget).
 
 struct CenterParams {
   n: u32,      // rows
   c: u32,      // classes
   d: u32,      // embedding width
   flags: u32,  // F_GRAD
+  r0: u32,     // class_grad: this dispatch's range of each class's rows, [r0, r0 + ROW_RANGE) ...
+  rn: u32,     // ... its length (src/webgpu/loops.ts's ROW_RANGE), the sums kept in gc between ranges
 }
 @group(0) @binding(0) var<uniform> P: CenterParams;
 
@@ -50,7 +53,10 @@ fn class_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
   if (k >= d) { return; }
   let cj = centers[j * d + k];
   var acc = 0.0;
-  for (var q = ints[2u * n + j]; q < ints[2u * n + j + 1u]; q++) {
+  // (a later range of the class's rows: the earlier ranges' float32 sum, as one loop would hold it)
+  if (P.r0 > 0u) { acc = gc[j * d + k]; }
+  let first = ints[2u * n + j] + i32(P.r0);
+  for (var q = first; q < min(ints[2u * n + j + 1u], first + i32(P.rn)); q++) {
     let i = u32(ints[n + u32(q)]);
     acc -= 2.0 * scales[i] * (x[i * d + k] - cj);
   }

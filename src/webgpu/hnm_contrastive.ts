@@ -1,7 +1,7 @@
 /**
- * WebGPU glue of `hnmContrastive`: src/webgpu/hnm_contrastive.wgsl, one workgroup per row (its
- * k + 1 prototype cosines in float pairs, the row loss and the gradient of f), one
- * submission and one readback.
+ * WebGPU glue of `hnmContrastive`: src/webgpu/hnm_contrastive.wgsl, a workgroup per logit (the
+ * k + 1 prototype cosines of each row in float pairs), one per row (the row loss and its
+ * coefficients), one invocation per entry of the gradient of f; one submission and one readback.
  *
  * @module
  */
@@ -18,10 +18,13 @@ export function hnm(ctx: GpuContext, p: HnmProblem): Raw | Promise<Raw> {
   const { b, c, d, k } = p;
   fits(ctx, "f", b * d);
   fits(ctx, "prototypes", c * d);
-  fits(ctx, "the rows' logits and coefficients", 5 * b * (k + 1));
-  // (src/webgpu/loops.ts: each row's k + 1 logits in turn, a column loop and two reductions each)
-  checkLoops(ctx, (k + 1) * (Math.ceil(d / 256) + 20) + 64, `k + 1 (k = ${k}) times ceil(D / 256) + 20 (D = ${d})`);
+  fits(ctx, "the rows' logits and coefficients", b * (5 * (k + 1) + 2));
+  // (src/webgpu/loops.ts: an entry of the gradient goes through the row's k negatives)
+  checkLoops(ctx, k + 8, `k (${k}) for hnmContrastive's gradient`);
   if (b > ctx.maxGroups) throw new RangeError(`Expected at most ${ctx.maxGroups} rows on this WebGPU device, got ${b}`);
+  if (k + 1 > ctx.maxGroups) {
+    throw new RangeError(`Expected at most ${ctx.maxGroups - 1} hard negatives a row on this WebGPU device, got ${k}`);
+  }
   const resident = onDevice(p.f) || onDevice(p.prototypes);
   checkOut("f", p.out as { buffer?: unknown } | null, resident);
   return withBuffers(ctx, (bufs) => {
@@ -43,11 +46,11 @@ export function hnm(ctx: GpuContext, p: HnmProblem): Raw | Promise<Raw> {
           bufs.input(p.prototypes),
           bufs.input(ints),
           bufs.input(scales),
-          bufs.scratch(5 * b * (k + 1) * 4),
+          bufs.scratch(b * (5 * (k + 1) + 2) * 4),
           rows,
           g,
         ],
-        dispatches: [["rows", b]],
+        dispatches: [["cosines", k + 1, b], ["rows", b], ["grad", p.grad ? Math.ceil(d / 64) : 0, b]],
         reads: [[rows, b * 4], [g ?? rows, host ? b * d * 4 : 0]],
       }),
       ([rowOut, hg]): Raw => {

@@ -1,5 +1,6 @@
-// hnmContrastive (src/webgpu/hnm_contrastive.ts), the math of src/reference/hnm_contrastive.ts:
-// one workgroup per row i, its k + 1 logits L_0 = fh_i . ph_{y_i} / t (the positive) and
+// hnmContrastive (src/webgpu/hnm_contrastive.ts), the math of src/reference/hnm_contrastive.ts
+// in three dispatches (a workgroup per logit, one per row, an invocation per entry of the gradient):
+// row i's k + 1 logits L_0 = fh_i . ph_{y_i} / t (the positive) and
 // L_j = fh_i . ph_{hard_ij} / t (fh, ph: f and the prototypes L2-normalised as F.normalize):
 //   row_out[i] = log(e^L_0 + mean_j e^L_j) - L_0;
 //   (F_GRAD) the gradient w.r.t. fh_i is sum_c a_c ph_c with a_j = s e^(L_j - m) /
@@ -30,8 +31,8 @@ struct HnmParams {
 // labels [b], then hard [b, k].
 @group(0) @binding(3) var<storage, read> ints: array<i32>;
 @group(0) @binding(4) var<storage, read> scales: array<f32>;
-// Per row (5 (k + 1) values): the cosines as pairs [2 (k + 1)], the prototypes' clamped norms
-// as pairs [2 (k + 1)], the coefficients a_c [k + 1].
+// Per row (5 (k + 1) + 2 values): the cosines as pairs [2 (k + 1)], the prototypes' clamped norms
+// as pairs [2 (k + 1)], the coefficients a_c [k + 1], ||f_i|| as a pair.
 @group(0) @binding(5) var<storage, read_write> work: array<f32>;
 @group(0) @binding(6) var<storage, read_write> row_out: array<f32>;
 @group(0) @binding(7) var<storage, read_write> g: array<f32>;
@@ -46,42 +47,61 @@ fn cls(i: u32, c: u32) -> u32 {
 
 fn clamp_norm(v: vec2<f32>) -> vec2<f32> { return select(v, df(1e-12), v.x < 1e-12); }
 
+// Grid: (logits, rows). Logit c of row i: its cosine and its prototype's clamped norm into the row's work
+// (a workgroup per logit: one invocation's loops stay within llvmpipe's budget, src/webgpu/loops.ts).
+@compute @workgroup_size(256)
+fn cosines(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
+  let c = wid.x;
+  let i = wid.y;
+  let d = P.d;
+  let n = P.k + 1u;
+  let base = row_base(i);
+  let p = cls(i, c);
+  var ff = vec2<f32>(0.0);
+  var fp = vec2<f32>(0.0);
+  var pp = vec2<f32>(0.0);
+  for (var q = t; q < d; q += WG) {
+    let x = f[i * d + q];
+    let v = protos[p * d + q];
+    ff = dot_acc(ff, x, x);
+    fp = dot_acc(fp, x, v);
+    pp = dot_acc(pp, v, v);
+  }
+  let nf = df_sqrt(wg_sum2(ff, t));
+  let np = clamp_norm(df_sqrt(wg_sum2(pp, t)));
+  let dot = wg_sum2(fp, t);
+  let cosv = df_div(two_sum(dot.x, dot.y), df_mul(clamp_norm(nf), np));
+  if (t == 0u) {
+    work[base + 2u * c] = cosv.x;
+    work[base + 2u * c + 1u] = cosv.y;
+    work[base + 2u * (n + c)] = np.x;
+    work[base + 2u * (n + c) + 1u] = np.y;
+    if (c == 0u) {
+      work[base + 5u * n] = nf.x;
+      work[base + 5u * n + 1u] = nf.y;
+    }
+  }
+}
+
+// One workgroup per row, after `cosines`: the row loss and (F_GRAD) the coefficients a_c.
 @compute @workgroup_size(256)
 fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   zero = P.zero;
   let i = wid.x;
-  let d = P.d;
   let n = P.k + 1u;
-  let base = i * 5u * n;
+  let base = row_base(i);
   let grad = (P.flags & F_GRAD) != 0u;
-
-  var ff = vec2<f32>(0.0);
-  for (var q = t; q < d; q += WG) { ff = dot_acc(ff, f[i * d + q], f[i * d + q]); }
-  let nf = df_sqrt(wg_sum2(ff, t));
-  let nfc = clamp_norm(nf);
-  // Every invocation holds the same reduced values: the running maximum is uniform.
-  var m = df(NEG);
-  for (var c = 0u; c < n; c++) {
-    let p = cls(i, c);
-    var fp = vec2<f32>(0.0);
-    var pp = vec2<f32>(0.0);
-    for (var q = t; q < d; q += WG) {
-      let v = protos[p * d + q];
-      fp = dot_acc(fp, f[i * d + q], v);
-      pp = dot_acc(pp, v, v);
-    }
-    let np = clamp_norm(df_sqrt(wg_sum2(pp, t)));
-    let dot = wg_sum2(fp, t);
-    let cosv = df_div(two_sum(dot.x, dot.y), df_mul(nfc, np));
-    m = df_max(m, df_mul(cosv, P.inv_t));
-    if (t == 0u) {
-      work[base + 2u * c] = cosv.x;
-      work[base + 2u * c + 1u] = cosv.y;
-      work[base + 2u * (n + c)] = np.x;
-      work[base + 2u * (n + c) + 1u] = np.y;
-    }
+  // The largest logit m as a pair: the largest hi, then the largest lo of the logits with that hi.
+  var mh = NEG;
+  for (var c = t; c < n; c += WG) { mh = max(mh, df_mul(pair(base, c), P.inv_t).x); }
+  let m_hi = wg_max(mh, t);
+  var ml = NEG;
+  for (var c = t; c < n; c += WG) {
+    let l = df_mul(pair(base, c), P.inv_t);
+    if (l.x == m_hi) { ml = max(ml, l.y); }
   }
-  storageBarrier();
+  let m = vec2<f32>(m_hi, wg_max(ml, t));
   var nt = 0.0;
   for (var c = 1u + t; c < n; c += WG) { nt += exp(shifted(base, c, m)); }
   let big_n = wg_sum(nt, t) / f32(P.k);
@@ -91,23 +111,36 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (!grad) { return; }
   let st = scales[i] * P.inv_t.x / (f32(P.k) * den);
   for (var c = 1u + t; c < n; c += WG) { work[base + 4u * n + c] = st * exp(shifted(base, c, m)); }
-  storageBarrier();
+}
+
+// Grid: (D blocks of 64, rows), after `rows` (F_GRAD): entry q of row i's gradient, from the coefficients.
+@compute @workgroup_size(64)
+fn grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
+  let i = wid.y;
+  let q = wid.x * 64u + t;
+  let d = P.d;
+  if (q >= d) { return; }
+  let n = P.k + 1u;
+  let base = row_base(i);
+  let nf = vec2<f32>(work[base + 5u * n], work[base + 5u * n + 1u]);
+  let nfc = clamp_norm(nf);
   let tiny = nf.x < 1e-12;
   let cos0 = pair(base, 0u);
   let np0 = pair(base, n);
-  let p0 = cls(i, 0u);
-  for (var q = t; q < d; q += WG) {
-    let fh = df_div(df(f[i * d + q]), nfc);
-    let ph0 = df_div(df(protos[p0 * d + q]), np0);
-    var acc = vec2<f32>(0.0);
-    for (var c = 1u; c < n; c++) {
-      var term = df_add(df_div(df(protos[cls(i, c) * d + q]), pair(base, n + c)), -ph0);
-      if (!tiny) { term = df_add(term, -df_mul(fh, df_add(pair(base, c), -cos0))); }
-      acc = df_add(acc, df_mul(df(work[base + 4u * n + c]), term));
-    }
-    g[i * d + q] = df_div(acc, nfc).x;
+  let fh = df_div(df(f[i * d + q]), nfc);
+  let ph0 = df_div(df(protos[cls(i, 0u) * d + q]), np0);
+  var acc = vec2<f32>(0.0);
+  for (var c = 1u; c < n; c++) {
+    var term = df_add(df_div(df(protos[cls(i, c) * d + q]), pair(base, n + c)), -ph0);
+    if (!tiny) { term = df_add(term, -df_mul(fh, df_add(pair(base, c), -cos0))); }
+    acc = df_add(acc, df_mul(df(work[base + 4u * n + c]), term));
   }
+  g[i * d + q] = df_div(acc, nfc).x;
 }
+
+// Where row i's work begins (5 (k + 1) + 2 values a row).
+fn row_base(i: u32) -> u32 { return i * (5u * (P.k + 1u) + 2u); }
 
 // The pair at position c of a row's work.
 fn pair(base: u32, c: u32) -> vec2<f32> { return vec2<f32>(work[base + 2u * c], work[base + 2u * c + 1u]); }

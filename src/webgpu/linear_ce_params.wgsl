@@ -19,6 +19,8 @@ struct LinearCeParams {
   bound: f32,      // dots: a tile's dot products are precise where max ||x_i|| max ||W_j|| + max |b_j| > bound
   r0: u32,         // grad_w, grad_b: the first row of this dispatch's range of rows ...
   rn: u32,         // ... and its rows (src/webgpu/loops.ts's ROW_RANGE; the pairs kept between ranges in gwlo)
+  k0: u32,         // dots: the first column of x and W of this dispatch's window of D ...
+  kn: u32,         // ... and its columns (src/webgpu/loops.ts's DEPTH_WINDOW; the pairs kept between windows in s)
 }
 @group(0) @binding(0) var<uniform> P: LinearCeParams;
 

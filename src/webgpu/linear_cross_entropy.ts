@@ -28,7 +28,7 @@ import { PRECISE_ABOVE } from "../kernels/head.ts";
 import { DeviceValues, onDevice } from "../validate.ts";
 import { checkOut, type GpuContext, type KernelName, type Params } from "./context.ts";
 import { type Dispatch, fits, gradOf, job, type PassJob, type Planner, solve } from "./passes.ts";
-import { checkLoops, ROW_RANGE } from "./loops.ts";
+import { DEPTH_WINDOW, ROW_RANGE } from "./loops.ts";
 
 /** The most classes per chunk. */
 const CHUNK = 4096;
@@ -69,10 +69,8 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
   if (tiles(n) > ctx.maxGroups) {
     throw new RangeError(`Expected x to have at most ${ctx.maxGroups * 64} rows on WebGPU, got ${n}`);
   }
-  // (src/webgpu/loops.ts: the logits' tiles go through D in one invocation, about 6 iterations per unit in the
-  // float-pair tiles, which run unless a cap of at most 256 bounds the logits; 3 in float32: measured on llvmpipe)
-  const plain = p.softcap && p.softcap <= PRECISE_ABOVE;
-  checkLoops(ctx, (plain ? 3.2 : 6.5) * d, `D (${d}) for linearCrossEntropy's logits`);
+  // (src/webgpu/loops.ts: the logits' tiles go through D by windows of DEPTH_WINDOW, one dispatch each)
+  const windows = Math.ceil(d / DEPTH_WINDOW);
   const X = bufs.input(p.x)!;
   let W = bufs.input(p.W)!, B = bufs.input(p.bias);
   // With classes and W or bias on the GPU: their classes' rows gathered into buffers of their own.
@@ -112,7 +110,8 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
     zloss: p.zLoss,
     wall: wAll,
     // Tiles whose logits can exceed PRECISE_ABOVE take their dot products in pairs (none where a cap bounds the logits).
-    bound: p.softcap && p.softcap <= PRECISE_ABOVE ? 3e38 : PRECISE_ABOVE,
+    // (by windows of D: a window's share of it)
+    bound: p.softcap && p.softcap <= PRECISE_ABOVE ? 3e38 : PRECISE_ABOVE / windows,
     r0: 0,
     rn: n,
   };
@@ -134,11 +133,25 @@ export const planLinearCe: Planner<LinearCeProblem> = (ctx, p, bufs) => {
       if (p.weight) { for (let j = j0; j < j0 + cols; j++) wseen += p.weight[j]; }
       else wseen += cols;
       const dots: Dispatch = ["dots", tiles(n), tiles(cols)];
+      const window = (w: number) => ({ k0: w * DEPTH_WINDOW, kn: Math.min(DEPTH_WINDOW, d - w * DEPTH_WINDOW) });
+      const bindings = [X, win(W, j0, cols), B, weight, Rin, S, st];
+      for (let w = 0; w < windows - 1; w++) {
+        jobs.push(
+          job({
+            kernel: "linear_cross_entropy",
+            params: { ...params, ...window(w) },
+            layout: "rrrrrww",
+            bindings,
+            dispatches: [dots],
+            reads: [],
+          }),
+        );
+      }
       jobs.push(job({
         kernel: "linear_cross_entropy",
-        params,
+        params: { ...params, ...window(windows - 1) },
         layout: "rrrrrww",
-        bindings: [X, win(W, j0, cols), B, weight, Rin, S, st],
+        bindings,
         dispatches: phase === 1
           ? [dots, ["stats", rowGroups], ...(last ? [["finish", tiles(n)] as Dispatch] : [])]
           : [dots, ["grad", tiles(cols), rowGroups]],

@@ -2,6 +2,9 @@
 // src/reference/linear_cross_entropy.ts over chunks of classes [j0, j0 + cols) (the [N, V]
 // logits never exist: s holds one chunk's [N, cols] block):
 //   dots:   s = x W_J^T + b_J by the 64 x 64 tiles of src/webgpu/gemm_loop.wgsl, before the cap,
+//           by windows of D [k0, k0 + kn) (one dispatch each, the pairs kept in s between them; where
+//           D > src/webgpu/loops.ts's DEPTH_WINDOW a tile's gate below is per window, against
+//           P.bound over the windows: its float32 windows' errors add up to the one window's),
 //           as pairs (hi, lo) [N, cols, 2]: a tile whose logits can be large (max ||x_i|| max ||W_j||
 //           + max |b_j| > P.bound over its rows and classes, as the heads' "precise" mode) takes its
 //           dot products in double-float32 (src/webgpu/gemm_precise.wgsl), so that
@@ -75,8 +78,8 @@ fn diff(a: vec2<f32>, b: vec2<f32>) -> f32 {
 }
 
 // The one product x W_J^T (src/webgpu/gemm_loop.wgsl): A = x, B^T = the chunk's W_J.
-fn tile_a(which: u32, i: u32, k: u32) -> f32 { return xs[i * P.d + k]; }
-fn tile_b(which: u32, k: u32, j: u32) -> f32 { return ws[j * P.d + k]; }
+fn tile_a(which: u32, i: u32, k: u32) -> f32 { return xs[i * P.d + P.k0 + k]; }
+fn tile_b(which: u32, k: u32, j: u32) -> f32 { return ws[j * P.d + P.k0 + k]; }
 
 var<workgroup> gate: u32;
 
@@ -86,9 +89,10 @@ fn precise_tile(i0: u32, c0: u32, t: u32) -> bool {
   var sx = 0.0;
   var sw = 0.0;
   var b = 0.0;
-  if (i0 + t < P.n) { for (var k = 0u; k < d; k++) { sx += xs[(i0 + t) * d + k] * xs[(i0 + t) * d + k]; } }
+  let k1 = P.k0 + P.kn;
+  if (i0 + t < P.n) { for (var k = P.k0; k < k1; k++) { sx += xs[(i0 + t) * d + k] * xs[(i0 + t) * d + k]; } }
   if (c0 + t < P.cols) {
-    for (var k = 0u; k < d; k++) { sw += ws[(c0 + t) * d + k] * ws[(c0 + t) * d + k]; }
+    for (var k = P.k0; k < k1; k++) { sw += ws[(c0 + t) * d + k] * ws[(c0 + t) * d + k]; }
     if (P.has_bias != 0u) { b = abs(bias[P.j0 + c0 + t]); }
   }
   As[t] = vec4(sx, sw, b, 0.0);
@@ -117,9 +121,9 @@ fn dots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     lo[q] = vec4<f32>(0.0);
   }
   if (precise_tile(i0, c0, t)) {
-    gemm_precise(&out, &lo, t, 0u, i0, n, c0, cols, d);
+    gemm_precise(&out, &lo, t, 0u, i0, n, c0, cols, P.kn);
   } else {
-    gemm_tiles(&out, t, 0u, i0, n, c0, cols, d, true);
+    gemm_tiles(&out, t, 0u, i0, n, c0, cols, P.kn, true);
   }
   for (var r = 0u; r < 8u; r++) {
     let i = i0 + 8u * (t >> 3u) + r;
@@ -127,12 +131,23 @@ fn dots(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var cc = 0u; cc < 8u; cc++) {
       let jl = c0 + 8u * (t & 7u) + cc;
       if (jl >= cols) { continue; }
-      var u = two_sum(out[2u * r + (cc >> 2u)][cc & 3u], lo[2u * r + (cc >> 2u)][cc & 3u]);
+      let at = 2u * (i * cols + jl);
+      var u = vec2(out[2u * r + (cc >> 2u)][cc & 3u], lo[2u * r + (cc >> 2u)][cc & 3u]);
+      // (a later window of D: the earlier windows' pair, kept as it was, added exactly)
+      if (P.k0 > 0u) {
+        let e = two_sum(s[at], u.x);
+        u = vec2(e.x, e.y + (s[at + 1u] + u.y));
+      }
+      if (P.k0 + P.kn < d) {
+        s[at] = u.x;
+        s[at + 1u] = u.y;
+        continue;
+      }
+      u = two_sum(u.x, u.y);
       if (P.has_bias != 0u) {
         let e = two_sum(u.x, bias[P.j0 + jl]);
         u = two_sum(e.x, e.y + u.y);
       }
-      let at = 2u * (i * cols + jl);
       s[at] = u.x;
       s[at + 1u] = u.y;
     }

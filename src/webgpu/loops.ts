@@ -23,6 +23,13 @@ export const LOOP_BUDGET = 60_000;
 export const GEMM_DEPTH = 32_768;
 
 /**
+ * The columns of D one dispatch of linearCrossEntropy's logit tiles goes through
+ * (src/webgpu/linear_cross_entropy.wgsl's `dots`: about 2 iterations per unit for its gate's norms and 6.5 for
+ * the products in float pairs, measured on llvmpipe), a multiple of their steps.
+ */
+export const DEPTH_WINDOW = 4096;
+
+/**
  * Rows one invocation of linearCrossEntropy's dW and db sums goes through per dispatch
  * (src/webgpu/linear_cross_entropy_mm.wgsl: about 300 iterations per block of 256 rows for dW): a
  * multiple of its blocks.

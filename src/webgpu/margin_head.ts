@@ -213,9 +213,11 @@ export function openHead(ctx: GpuContext, p: HeadProblem, keep: (b: GPUBuffer) =
   for (let i = 0; i < n; i++) if (here(i)) csr[c + 1 + fill[p.labels[i]]++] = i;
   const csrB = bind(keep(ctx.upload(csr)), csr.byteLength);
   // What one invocation of a head kernel still loops over (src/webgpu/loops.ts): the label's sub-centres'
-  // dot products (pick; dw's product goes by ranges of rows). fin_w (W not normalised) goes through
-  // the rows labelled j for each of its `finCols` columns of dW_j: D split into blocks that keep within it.
-  if (K > 1) checkLoops(ctx, K * (d + 2) + 2 * d, `subcenters (${K}) times D + 2 (D = ${d}) for marginHead`);
+  // dot products (pick, a workgroup per row: K times ceil(D / 256) and a reduction; dw's product goes by ranges
+  // of rows). fin_w (W not normalised) goes through the rows labelled j for each of its `finCols` columns of dW_j:
+  // D split into blocks that keep within it.
+  const perSub = Math.ceil(d / 256) + 10;
+  if (K > 1) checkLoops(ctx, (K + 2) * perSub, `subcenters (${K}) + 2 times ceil(D / 256) + 10 (D = ${d})`);
   // (the logit tiles go through D in one invocation: as linearCrossEntropy's, float pairs where `gated`)
   checkLoops(ctx, (gated ? 6.5 : 3.2) * d, `D (${d}) for marginHead's logits`);
   let most = 0;
@@ -402,7 +404,7 @@ export function encodeRows(s: HeadSession, pass: GPUComputePassEncoder): void {
   for (const { j0, cols } of wins) {
     const win = { g_off: j0, k: cols };
     dispatch(pass, s.cls, win, [null, wWin(j0, cols), null, null, null, bWin(j0, cols), null], groups(cols));
-    if (s.pick) dispatch(pass, s.pick, win, [xB, wWin(j0, cols), labelsB, bWin(j0, cols), wyB, rowVB], groups(n));
+    if (s.pick) dispatch(pass, s.pick, win, [xB, wWin(j0, cols), labelsB, bWin(j0, cols), wyB, rowVB], n);
     else dispatch(pass, s.gather, win, [null, wWin(j0, cols), labelsB, null, null, null, wyB], groups(n));
   }
   dispatch(pass, s.label, {}, [xB, wyB, labelsB, null, s.inter.rowm, null, rowVB, null], groups(n));

@@ -1,6 +1,6 @@
 // `marginHead`'s sub-centres (`subcenters` K > 1; src/webgpu/margin_head_sub.wgsl): the gather of
-// the label's row of W (src/webgpu/margin_head_rows.wgsl's `gather` for K = 1), one invocation per
-// row, for the rows whose label's K rows lie in the window [g_off, g_off + k) of W bound:
+// the label's row of W (src/webgpu/margin_head_rows.wgsl's `gather` for K = 1), one
+// workgroup per row, for the rows whose label's K rows lie in the window [g_off, g_off + k) of W bound:
 //   pick: the sub-centre of the label's class whose cosine x_i . W_r / (max(||x_i||, 1e-12)
 //         max(||W_r||, 1e-12)), clamped to [-1, 1], is the largest (ties to the smaller row; in
 //         float pairs, as the host's float64 `labelStats` in src/losses/margin_head.ts): its row
@@ -9,6 +9,7 @@
 // bcls [window, 4]: ||W_r|| as a pair at 2, 3 (from `cls`, dispatched before).
 
 // #include "margin_head_params.wgsl"
+// #include "wg_sum2.wgsl"
 
 @group(0) @binding(1) var<storage, read> xs: array<f32>;
 @group(0) @binding(2) var<storage, read> ws: array<f32>;
@@ -17,28 +18,32 @@
 @group(0) @binding(5) var<storage, read_write> wy: array<f32>;
 @group(0) @binding(6) var<storage, read_write> row_v: array<f32>;
 
-@compute @workgroup_size(64)
-fn pick(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+// A workgroup per row (grid: rows, offset by a_off): each dot product's columns spread over the
+// workgroup and summed in pairs (wg_sum2), so no invocation loops over K D (src/webgpu/loops.ts).
+@compute @workgroup_size(256)
+fn pick(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   zero = P.zero;
-  let i = (wid.x + P.a_off) * 64u + lid;
+  let i = wid.x + P.a_off;
   if (i >= P.n) { return; }
-  let y = labels[i];
+  let y = uniform_i32(labels[i], t);
   if (y < 0 || u32(y) >= P.c / P.subs) { return; } // (ignored, or on another shard)
   let r0 = u32(y) * P.subs;
   if (r0 < P.g_off || r0 >= P.g_off + P.k) { return; }
   let d = P.d;
   var xx = vec2<f32>(0.0);
-  for (var k = 0u; k < d; k++) { xx = dot_acc(xx, xs[i * d + k], xs[i * d + k]); }
-  let nx = df_max(df_sqrt(two_sum(xx.x, xx.y)), df(1e-12));
+  for (var k = t; k < d; k += WG) { xx = dot_acc(xx, xs[i * d + k], xs[i * d + k]); }
+  let sx = wg_sum2(xx, t);
+  let nx = df_max(df_sqrt(two_sum(sx.x, sx.y)), df(1e-12));
   var best = 0u;
   var top = df(0.0);
   var nan = false;
   for (var q = 0u; q < P.subs; q++) {
     let r = r0 + q - P.g_off;
     var xw = vec2<f32>(0.0);
-    for (var k = 0u; k < d; k++) { xw = dot_acc(xw, xs[i * d + k], ws[r * d + k]); }
+    for (var k = t; k < d; k += WG) { xw = dot_acc(xw, xs[i * d + k], ws[r * d + k]); }
+    let sw = wg_sum2(xw, t);
     let nw = df_max(vec2<f32>(bcls[4u * r + 2u], bcls[4u * r + 3u]), df(1e-12));
-    var c = df_div(two_sum(xw.x, xw.y), df_mul(nx, nw));
+    var c = df_div(two_sum(sw.x, sw.y), df_mul(nx, nw));
     // the first NaN wins (src/kernels/hard_label.ts's `subcenter`; tested before the clamp, which a
     // compiler may make a min and max)
     let cn = is_nan(c.x);
@@ -51,6 +56,6 @@ fn pick(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
   let o = (r0 + best - P.g_off) * d;
-  for (var k = 0u; k < d; k++) { wy[i * d + k] = ws[o + k]; }
-  row_v[P.n * MH_RS + MH_SUB_AT + i] = bitcast<f32>(r0 + best);
+  for (var k = t; k < d; k += WG) { wy[i * d + k] = ws[o + k]; }
+  if (t == 0u) { row_v[P.n * MH_RS + MH_SUB_AT + i] = bitcast<f32>(r0 + best); }
 }

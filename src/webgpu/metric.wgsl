@@ -1,5 +1,5 @@
 // The `metric` family (ntXent, tripletMargin, multiSimilarity, proxyAnchor; src/webgpu/metric.ts),
-// the math of src/reference/metric.ts and assembly/metric.ts in one pass of seven dispatches
+// the math of src/reference/metric.ts and assembly/metric.ts in one pass of seven to ten dispatches
 // (proxyAnchor walks with walk_proxy):
 //   norm:   one invocation per row of f and of the proxies: its norm in float pairs, the
 //           normalised row h = f / max(||f||, 1e-12) as a float pair, hi into work (the
@@ -7,15 +7,20 @@
 //           a pair, ||f|| >= 1e-12] into stats;
 //   sims:   S = h h^T ([B, B]; proxyAnchor h p^T, [B, C]) into s by the tiled product
 //           (src/webgpu/gemm_loop.wgsl);
-//   walk:   one workgroup per anchor row (walk_proxy: an invocation per proxy column): the
+//   dist:   (tripletMargin) an invocation per entry of S: the distances (below);
+//   walk:   one workgroup per anchor row (walk_proxy: one per proxy column): the
 //           row's loss terms and its count (the loss's denominator: ntXent's positives, the triplets with
 //           l > 0, 1 per anchor, proxyAnchor 1 in all) into stats, and in place of S the
 //           derivatives A = dL/dS (tripletMargin: W = (dL/dd) / d, 0 at d = 0). The mining is
 //           in this walk over the row of distances: no list of triplets; "all", "hard" and
-//           "semihard" sum per anchor-positive pair over the negatives (an invocation per
-//           positive), the negatives' shares likewise (an invocation per negative); and
-//           (not tripletMargin) whether the row (proxy) holds a near pair (d^2 = 2 - 2 S < NEAR
-//           with another row), as `live` 2 in stats;
+//           "semihard" sum per anchor-positive pair over the negatives, the negatives' shares
+//           over the anchor's positives (`pairs`, below); and (not tripletMargin) whether the
+//           row (proxy) holds a near pair (d^2 = 2 - 2 S < NEAR with another row), as `live` 2
+//           in stats;
+//   pairs, walk_end (walk_proxy_end): where one invocation's loops would go past llvmpipe's
+//           budget (src/webgpu/loops.ts) the walk stops after its first stage, `pairs` takes
+//           an invocation per entry of S (the exact exponents, D each; tripletMargin's mining
+//           but batchHard, B each) and walk_end does the rest (else they dispatch nothing);
 //   reduce: one workgroup: the sums of the rows' terms and counts, the loss (0 without a
 //           count) and the gradient scale upstream / count into stats[0], stats[1], and
 //           (proxyAnchor) whether any proxy holds a near pair into stats[2];
@@ -68,6 +73,8 @@ struct MetricParams {
 
 @group(0) @binding(1) var<storage, read> f: array<f32>;
 @group(0) @binding(2) var<storage, read> proxies: array<f32>;
+// labels [b]; for tripletMargin's split mining (`pairs`) after them the rows in the order of their labels [b]
+// (stable), and each row's class as the range [from, to) of that order: from [b], to [b].
 @group(0) @binding(3) var<storage, read> labels: array<i32>;
 // h's hi [(b + c), d], then G (E) [(b + c), d], then h's lo [(b + c), d].
 @group(0) @binding(4) var<storage, read_write> work: array<f32>;
@@ -301,25 +308,39 @@ fn precise_exp(r: u32, j: u32, shift: vec2<f32>, k: vec2<f32>, m: f32) -> f32 {
 
 // ntXent, anchor a: with L the log-sum-exp of its negatives' logits, each positive p adds
 // softplus(L - x_p); A_ap = -sigmoid(L - x_p) / t, A_an = (sum_p sigmoid(.)) e^(x_n - L) / t.
-fn walk_ntxent(a: u32, t: u32) {
+// Stage 0 the whole walk; with exact exponents stage 1 ends at the maximum m (kept with the count of
+// positives in the row's sums), `pairs` takes the exponents (`pair_exp`) and `walk_end` (stage 2) the rest.
+fn walk_ntxent(a: u32, t: u32, stage: u32) {
   let b = P.b;
   let base = a * b;
   let ya = labels[a];
-  var mt = NEG;
-  var np = 0.0;
-  var top = NEG;
-  for (var j = t; j < b; j += WG) {
-    if (j != a) { top = max(top, s[base + j]); }
-    if (labels[j] != ya) { mt = max(mt, s[base + j]); } else if (j != a) { np += 1.0; }
+  var m = stats[walk_stat(a)];
+  var npos = stats[walk_stat(a) + 1u];
+  if (stage != 2u) {
+    var mt = NEG;
+    var np = 0.0;
+    var top = NEG;
+    for (var j = t; j < b; j += WG) {
+      if (j != a) { top = max(top, s[base + j]); }
+      if (labels[j] != ya) { mt = max(mt, s[base + j]); } else if (j != a) { np += 1.0; }
+    }
+    let near = wg_max(top, t);
+    m = wg_max(mt, t);
+    npos = wg_sum(np, t);
+    if (t == 0u) {
+      flag_near(a, near);
+      stats[walk_stat(a)] = m;
+      stats[walk_stat(a) + 1u] = npos;
+    }
+    if (stage == 1u) { return; }
   }
-  let near = wg_max(top, t);
-  let m = wg_max(mt, t);
-  let npos = wg_sum(np, t);
   var st = 0.0;
   for (var j = t; j < b; j += WG) {
-    var x = (s[base + j] - m) * P.inv_t.x;
-    if (P.exact == 1u) { x = precise_exp(a, j, df(-m), P.inv_t, 0.0); }
-    s[base + j] = x;
+    var x = s[base + j];
+    if (stage == 0u) {
+      x = (x - m) * P.inv_t.x;
+      s[base + j] = x;
+    }
     if (labels[j] != ya) { st += exp(x); }
   }
   let sum = wg_sum(st, t);
@@ -352,7 +373,6 @@ fn walk_ntxent(a: u32, t: u32) {
   if (t == 0u) {
     stats[walk_stat(a)] = loss;
     stats[walk_stat(a) + 1u] = npos;
-    flag_near(a, near);
   }
 }
 
@@ -362,33 +382,45 @@ fn lse1(m: f32, s_: f32) -> f32 { return m + log_(s_); }
 // multiSimilarity, anchor a: (1/alpha) log(1 + sum_p e^(-alpha (S_ap - base)))
 // + (1/beta) log(1 + sum_n e^(beta (S_an - base))); A_ap = -e^(.) / (1 + sum), A_an = e^(.) / (1 + sum).
 // The exponents x_aj replace S, then x_aj - m with m the maximum of its group (exact ones from the
-// raw rows, see the top).
-fn walk_ms(a: u32, t: u32) {
+// raw rows, see the top: stage 1 ends at the maxima, kept in the row's sums, `pairs` takes them
+// (`pair_exp`) and `walk_end`, stage 2, the rest; stage 0 the whole walk).
+fn walk_ms(a: u32, t: u32, stage: u32) {
   let b = P.b;
   let base = a * b;
   let ya = labels[a];
-  var mpt = 0.0;
-  var mnt = 0.0;
-  var top = NEG;
-  for (var j = t; j < b; j += WG) {
-    if (j == a) { continue; }
-    top = max(top, s[base + j]);
-    let x = select(-P.alpha.x, P.beta.x, labels[j] != ya) * (s[base + j] - P.base.x);
-    s[base + j] = x;
-    if (labels[j] != ya) { mnt = max(mnt, x); } else { mpt = max(mpt, x); }
+  var mp = stats[walk_stat(a)];
+  var mn = stats[walk_stat(a) + 1u];
+  if (stage != 2u) {
+    var mpt = 0.0;
+    var mnt = 0.0;
+    var top = NEG;
+    for (var j = t; j < b; j += WG) {
+      if (j == a) { continue; }
+      top = max(top, s[base + j]);
+      let x = select(-P.alpha.x, P.beta.x, labels[j] != ya) * (s[base + j] - P.base.x);
+      s[base + j] = x;
+      if (labels[j] != ya) { mnt = max(mnt, x); } else { mpt = max(mpt, x); }
+    }
+    mp = wg_max(mpt, t);
+    mn = wg_max(mnt, t);
+    let near = wg_max(top, t);
+    if (t == 0u) {
+      flag_near(a, near);
+      stats[walk_stat(a)] = mp;
+      stats[walk_stat(a) + 1u] = mn;
+    }
+    if (stage == 1u) { return; }
   }
-  let mp = wg_max(mpt, t);
-  let mn = wg_max(mnt, t);
-  let near = wg_max(top, t);
   var spt = 0.0;
   var snt = 0.0;
   for (var j = t; j < b; j += WG) {
     if (j == a) { continue; }
     let neg = labels[j] != ya;
-    let m = select(mp, mn, neg);
-    var x = s[base + j] - m;
-    if (P.exact == 1u) { x = precise_exp(a, j, -P.base, select(-P.alpha, P.beta, neg), m); }
-    s[base + j] = x;
+    var x = s[base + j];
+    if (stage == 0u) {
+      x -= select(mp, mn, neg);
+      s[base + j] = x;
+    }
     if (neg) { snt += exp(x); } else { spt += exp(x); }
   }
   let sp = wg_sum(spt, t) + exp(-mp);
@@ -402,55 +434,66 @@ fn walk_ms(a: u32, t: u32) {
   if (t == 0u) {
     stats[walk_stat(a)] = lse1(mp, sp) / P.alpha.x + lse1(mn, sn) / P.beta.x;
     stats[walk_stat(a) + 1u] = 1.0;
-    flag_near(a, near);
   }
 }
 
-// proxyAnchor, proxy k (column k of S [b, c]; one invocation each, neighbours reading
-// neighbouring columns): x_ik = -alpha (S_ik - margin) for its rows (y_i = k),
+// proxyAnchor, proxy k (column k of S [b, c]; a workgroup each): x_ik = -alpha (S_ik - margin) for its rows (y_i = k),
 // alpha (S_ik + margin) for the others; pos_k = log(1 + sum e^x) over its rows (a class
 // present only), neg_k over the others; the term pos_k / |P+| + neg_k / C, and
 // A_ik = -alpha e^(x - mp)/sp / |P+| (its rows), alpha e^(x - mn)/sn / C (the others).
-@compute @workgroup_size(64)
-fn walk_proxy(@builtin(global_invocation_id) gid: vec3<u32>) {
-  zero = P.zero;
-  let k = gid.x;
+// (A workgroup per proxy, its invocations taking the rows in turn. Stage 0 the whole walk; with exact exponents
+// stage 1 ends at the maxima mp, mn, kept in the proxy's sums, `pairs` takes the exponents (`pair_exp`) and
+// `walk_proxy_end`, stage 2, the rest.)
+fn walk_proxy_k(k: u32, t: u32, stage: u32) {
   let b = P.b;
   let c = P.c;
-  if (k >= c) { return; }
   // The exponents x_ik in place of S, then x_ik - m with m the maximum of its group (exact ones
   // from the raw rows, see the top).
-  var mp = 0.0;
-  var mn = 0.0;
-  var own = false;
-  var top = NEG;
-  for (var i = 0u; i < b; i++) {
-    top = max(top, s[i * c + k]);
+  var mp = stats[walk_stat(k)];
+  var mn = stats[walk_stat(k) + 1u];
+  if (stage != 2u) {
+    var mpt = 0.0;
+    var mnt = 0.0;
+    var top = NEG;
+    for (var i = t; i < b; i += WG) {
+      top = max(top, s[i * c + k]);
+      let mine = u32(labels[i]) == k;
+      let x = select(P.alpha.x, -P.alpha.x, mine) * (s[i * c + k] + select(P.margin.x, -P.margin.x, mine));
+      s[i * c + k] = x;
+      if (mine) { mpt = max(mpt, x); } else { mnt = max(mnt, x); }
+    }
+    mp = wg_max(mpt, t);
+    mn = wg_max(mnt, t);
+    let near = wg_max(top, t);
+    if (t == 0u) {
+      flag_near(b + k, near);
+      stats[walk_stat(k)] = mp;
+      stats[walk_stat(k) + 1u] = mn;
+    }
+    if (stage == 1u) { return; }
+  }
+  var spt = 0.0;
+  var snt = 0.0;
+  var ownt = 0.0;
+  for (var i = t; i < b; i += WG) {
     let mine = u32(labels[i]) == k;
-    let x = select(P.alpha.x, -P.alpha.x, mine) * (s[i * c + k] + select(P.margin.x, -P.margin.x, mine));
-    s[i * c + k] = x;
+    var x = s[i * c + k];
+    if (stage == 0u) {
+      x -= select(mn, mp, mine);
+      s[i * c + k] = x;
+    }
     if (mine) {
-      mp = max(mp, x);
-      own = true;
+      spt += exp(x);
+      ownt = 1.0;
     } else {
-      mn = max(mn, x);
+      snt += exp(x);
     }
   }
-  flag_near(b + k, top);
-  var sp = exp(-mp);
-  var sn = exp(-mn);
-  for (var i = 0u; i < b; i++) {
-    let mine = u32(labels[i]) == k;
-    let m = select(mn, mp, mine);
-    var x = s[i * c + k] - m;
-    if (P.exact == 1u) {
-      x = precise_exp(i, b + k, select(P.margin, -P.margin, mine), select(P.alpha, -P.alpha, mine), m);
-    }
-    s[i * c + k] = x;
-    if (mine) { sp += exp(x); } else { sn += exp(x); }
-  }
+  let sp = wg_sum(spt, t) + exp(-mp);
+  let sn = wg_sum(snt, t) + exp(-mn);
+  let own = wg_max(ownt, t) > 0.0;
   let cf = f32(c);
-  for (var i = 0u; i < b; i++) {
+  for (var i = t; i < b; i += WG) {
     let x = s[i * c + k];
     var g: f32;
     if (u32(labels[i]) == k) {
@@ -460,8 +503,40 @@ fn walk_proxy(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     s[i * c + k] = g;
   }
-  stats[walk_stat(k)] = select(0.0, lse1(mp, sp) / P.present, own) + lse1(mn, sn) / cf;
-  stats[walk_stat(k) + 1u] = select(0.0, 1.0, k == 0u);
+  if (t == 0u) {
+    stats[walk_stat(k)] = select(0.0, lse1(mp, sp) / P.present, own) + lse1(mn, sn) / cf;
+    stats[walk_stat(k) + 1u] = select(0.0, 1.0, k == 0u);
+  }
+}
+
+// Grid: proxies.
+@compute @workgroup_size(256)
+fn walk_proxy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
+  walk_proxy_k(wid.x, t, P.exact);
+}
+
+@compute @workgroup_size(256)
+fn walk_proxy_end(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
+  walk_proxy_k(wid.x, t, 2u);
+}
+
+// The exact exponent of row a and column j of S (see the top), in place, from the maxima the walk's
+// stage 1 left in the row's (proxy's) sums.
+fn pair_exp(a: u32, j: u32) {
+  let b = P.b;
+  if (P.loss == 3u) {
+    let mine = u32(labels[a]) == j;
+    let m = stats[walk_stat(j) + select(1u, 0u, mine)];
+    s[a * P.c + j] = precise_exp(a, b + j, select(P.margin, -P.margin, mine), select(P.alpha, -P.alpha, mine), m);
+  } else if (P.loss == 0u) {
+    s[a * b + j] = precise_exp(a, j, df(-stats[walk_stat(a)]), P.inv_t, 0.0);
+  } else if (j != a) {
+    let neg = labels[j] != labels[a];
+    let m = stats[walk_stat(a) + select(0u, 1u, neg)];
+    s[a * b + j] = precise_exp(a, j, -P.base, select(-P.alpha, P.beta, neg), m);
+  }
 }
 
 // Entry q of h_a - h_j from the raw rows in float pairs, rounded once (a near pair).
@@ -495,93 +570,119 @@ fn triplet(v: f32) -> vec2<f32> {
   return vec2<f32>(max(v, 0.0), 1.0);
 }
 
-// tripletMargin, anchor a: the distances d_aj in place of S, the mined triplets' loss and
-// count, c_aj = dL/dd_aj (positives +, negatives -) after S, then W_aj = c_aj / d_aj in place.
+// tripletMargin, anchor a, after `dist` (the distances d_aj in place of S): the mined triplets' loss
+// and count, c_aj = dL/dd_aj (positives +, negatives -) after S, then W_aj = c_aj / d_aj in place
+// (`triplet_w`). Mining but batchHard goes through the negatives per positive and the positives
+// per negative (B per pair): there the walk does nothing, `pairs` mines (an invocation per pair of
+// rows, `mine_pair`) and `walk_end` adds the partial sums and takes W.
 fn walk_triplet(a: u32, t: u32) {
   let b = P.b;
   let base = a * b;
   let coef = b * b + base;
   let ya = labels[a];
-  let na = stats[row_stat(a)];
-  for (var j = t; j < b; j += WG) {
-    // (A near pair's distance is kept negated, to be told apart below.)
-    var d2 = na + stats[row_stat(j)] - 2.0 * s[base + j];
-    var sign = 1.0;
-    if (d2 < NEAR) {
-      d2 = near_sq(a, j);
-      sign = -1.0;
-    }
-    s[base + j] = sign * sqrt(max(d2, 0.0));
-    s[coef + j] = 0.0;
-  }
-  storageBarrier();
-  workgroupBarrier();
+  if (P.mining != 3u) { return; }
   var lt = 0.0;
   var ct = 0.0;
-  if (P.mining == 3u) {
-    // The farthest positive and the nearest negative, ties to the smaller index.
-    var fp = -1.0;
-    var nn = 3.4e38;
-    for (var j = t; j < b; j += WG) {
-      let dj = abs(s[base + j]);
-      if (labels[j] != ya) { nn = min(nn, dj); } else if (j != a) { fp = max(fp, dj); }
+  // The farthest positive and the nearest negative, ties to the smaller index.
+  var fp = -1.0;
+  var nn = 3.4e38;
+  for (var j = t; j < b; j += WG) {
+    let dj = abs(s[base + j]);
+    if (labels[j] != ya) { nn = min(nn, dj); } else if (j != a) { fp = max(fp, dj); }
+  }
+  let far = wg_max(fp, t);
+  let closest = -wg_max(-nn, t);
+  var ip = 0xffffffffu;
+  var ineg = 0xffffffffu;
+  for (var j = t; j < b; j += WG) {
+    let dj = abs(s[base + j]);
+    if (labels[j] != ya) { if (dj == closest) { ineg = min(ineg, j); } } else if (j != a && dj == far) { ip = min(ip, j); }
+  }
+  let p = wg_min_u32(ip, t);
+  let n = wg_min_u32(ineg, t);
+  if (t == 0u && p != 0xffffffffu && n != 0xffffffffu) {
+    let l = triplet(abs(s[base + p]) - abs(s[base + n]) + P.margin.x);
+    if (l.x > 0.0) {
+      lt = l.x;
+      ct = 1.0;
+      s[coef + p] = l.y;
+      s[coef + n] = -l.y;
     }
-    let far = wg_max(fp, t);
-    let closest = -wg_max(-nn, t);
-    var ip = 0xffffffffu;
-    var ineg = 0xffffffffu;
-    for (var j = t; j < b; j += WG) {
-      let dj = abs(s[base + j]);
-      if (labels[j] != ya) { if (dj == closest) { ineg = min(ineg, j); } } else if (j != a && dj == far) { ip = min(ip, j); }
-    }
-    let p = wg_min_u32(ip, t);
-    let n = wg_min_u32(ineg, t);
-    if (t == 0u && p != 0xffffffffu && n != 0xffffffffu) {
-      let l = triplet(abs(s[base + p]) - abs(s[base + n]) + P.margin.x);
+  }
+  triplet_w(a, t, wg_sum(lt, t), wg_sum(ct, t));
+}
+
+// Grid: (column blocks of 256, rows) of S, tripletMargin's first step: the distance d_aj in place of
+// S_aj (a near pair's from the raw rows, D: an invocation each, src/webgpu/loops.ts), c_aj zeroed.
+@compute @workgroup_size(256)
+fn dist(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
+  let a = wid.y;
+  let j = wid.x * WG + t;
+  let b = P.b;
+  if (j >= b) { return; }
+  // (A near pair's distance is kept negated, to be told apart below.)
+  var d2 = stats[row_stat(a)] + stats[row_stat(j)] - 2.0 * s[a * b + j];
+  var sign = 1.0;
+  if (d2 < NEAR) {
+    d2 = near_sq(a, j);
+    sign = -1.0;
+  }
+  s[a * b + j] = sign * sqrt(max(d2, 0.0));
+  s[b * b + a * b + j] = 0.0;
+}
+
+// Mining but batchHard, anchor a and row j (an invocation of `pairs`): a positive j's triplets (over the
+// negatives) give their loss, count and c_aj; a negative j's (over the positives) c_aj, minus the shares
+// of the triplets it is in. Returns (loss, count).
+fn mine_pair(a: u32, j: u32) -> vec2<f32> {
+  let b = P.b;
+  let base = a * b;
+  let ya = labels[a];
+  let yj = labels[j];
+  var lt = 0.0;
+  var ct = 0.0;
+  if (j == a) { return vec2<f32>(0.0); }
+  let dj = abs(s[base + j]);
+  var g = 0.0;
+  if (yj == ya) {
+    for (var n = 0u; n < b; n++) {
+      if (labels[n] == ya) { continue; }
+      let dn = abs(s[base + n]);
+      if (!mined(dj, dn)) { continue; }
+      let l = triplet(dj - dn + P.margin.x);
       if (l.x > 0.0) {
-        lt = l.x;
-        ct = 1.0;
-        s[coef + p] = l.y;
-        s[coef + n] = -l.y;
+        lt += l.x;
+        ct += 1.0;
+        g += l.y;
       }
     }
   } else {
-    // Per positive q (an invocation each): its triplets' sum and count, and c_aq; per negative
-    // n: c_an, minus the shares of the triplets it is in.
-    for (var j = t; j < b; j += WG) {
-      let yj = labels[j];
-      if (j == a) { continue; }
-      let dj = abs(s[base + j]);
-      var g = 0.0;
-      if (yj == ya) {
-        for (var n = 0u; n < b; n++) {
-          if (labels[n] == ya) { continue; }
-          let dn = abs(s[base + n]);
-          if (!mined(dj, dn)) { continue; }
-          let l = triplet(dj - dn + P.margin.x);
-          if (l.x > 0.0) {
-            lt += l.x;
-            ct += 1.0;
-            g += l.y;
-          }
-        }
-      } else {
-        for (var q = 0u; q < b; q++) {
-          if (q == a || labels[q] != ya) { continue; }
-          let dq = abs(s[base + q]);
-          if (!mined(dq, dj)) { continue; }
-          let l = triplet(dq - dj + P.margin.x);
-          if (l.x > 0.0) { g -= l.y; }
-        }
-      }
-      s[coef + j] = g;
+    // (the anchor's class only: its rows, in order, from the host's ranges after the labels)
+    for (var r = u32(labels[2u * b + a]); r < u32(labels[3u * b + a]); r++) {
+      let q = u32(labels[b + r]);
+      if (q == a) { continue; }
+      let dq = abs(s[base + q]);
+      if (!mined(dq, dj)) { continue; }
+      let l = triplet(dq - dj + P.margin.x);
+      if (l.x > 0.0) { g -= l.y; }
     }
   }
-  let loss = wg_sum(lt, t);
-  let count = wg_sum(ct, t);
+  s[b * b + base + j] = g;
+  return vec2<f32>(lt, ct);
+}
+
+// Where `pairs` leaves the partial sums (loss, count) of block `blk` of anchor a's row: after the walked rows'.
+fn part_stat(a: u32, blk: u32) -> u32 { return walk_stat(P.cols) + 2u * (a * ((P.b + WG - 1u) / WG) + blk); }
+
+// tripletMargin's end of anchor a: W_aj = c_aj / d_aj in place of the distance (far pairs) or of c_aj
+// (near pairs), and the row's loss and count.
+fn triplet_w(a: u32, t: u32, loss: f32, count: f32) {
+  let b = P.b;
+  let base = a * b;
+  let coef = b * b + base;
   storageBarrier();
   workgroupBarrier();
-  // W_aj = c_aj / d_aj in place of the distance (far pairs) or of c_aj (near pairs).
   for (var j = t; j < b; j += WG) {
     let x = s[base + j];
     let w = select(0.0, s[coef + j] / abs(x), x != 0.0);
@@ -594,17 +695,60 @@ fn walk_triplet(a: u32, t: u32) {
   }
 }
 
-// One workgroup per anchor row (not proxyAnchor's: walk_proxy).
+// One workgroup per anchor row (not proxyAnchor's: walk_proxy): the whole walk, or (exact exponents, or
+// tripletMargin's mining but batchHard) its first stage.
 @compute @workgroup_size(256)
 fn walk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   zero = P.zero;
   let i = wid.x;
   if (P.loss == 0u) {
-    walk_ntxent(i, t);
+    walk_ntxent(i, t, P.exact);
   } else if (P.loss == 1u) {
     walk_triplet(i, t);
   } else {
-    walk_ms(i, t);
+    walk_ms(i, t, P.exact);
+  }
+}
+
+// Grid: (column blocks of 256, rows) of S, between the walk's stages (a pass of its own keeps each
+// invocation's loops within llvmpipe's budget, src/webgpu/loops.ts): an exact exponent per entry, or
+// tripletMargin's mining per pair with the block's sums into stats.
+@compute @workgroup_size(256)
+fn pairs(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
+  let a = wid.y;
+  let j = wid.x * WG + t;
+  if (P.loss != 1u) {
+    if (j < P.cols) { pair_exp(a, j); }
+    return;
+  }
+  var v = vec2<f32>(0.0);
+  if (j < P.b) { v = mine_pair(a, j); }
+  let loss = wg_sum(v.x, t);
+  let count = wg_sum(v.y, t);
+  if (t == 0u) {
+    stats[part_stat(a, wid.x)] = loss;
+    stats[part_stat(a, wid.x) + 1u] = count;
+  }
+}
+
+// One workgroup per anchor row, after `pairs`: the walk's last stage.
+@compute @workgroup_size(256)
+fn walk_end(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+  zero = P.zero;
+  let a = wid.x;
+  if (P.loss == 0u) {
+    walk_ntxent(a, t, 2u);
+  } else if (P.loss == 1u) {
+    var lt = 0.0;
+    var ct = 0.0;
+    for (var blk = t; blk < (P.b + WG - 1u) / WG; blk += WG) {
+      lt += stats[part_stat(a, blk)];
+      ct += stats[part_stat(a, blk) + 1u];
+    }
+    triplet_w(a, t, wg_sum(lt, t), wg_sum(ct, t));
+  } else {
+    walk_ms(a, t, 2u);
   }
 }
 
