@@ -1,7 +1,9 @@
 /**
  * The softmax family on [N, C] rows: `crossEntropy` and `arcface` (s = 64, m = 0.5) on the
  * same cosines (U(-1, 1), each label's + 0.5, at most 0.99), mean reduction: softmargin's
- * paths (`wasm`, `wasm out=`, `wasm zero-copy`, `js`) against plain TypeScript, TF.js
+ * paths (`wasm`, `wasm out=`, `wasm zero-copy`, `js`; for crossEntropy also `init()`, the default API: an
+ * `init()` instance with its default threads and a fresh gradient, and `init() zero-copy`, its `alloc`
+ * matrices) against plain TypeScript, TF.js
  * wasm and cpu, PyTorch (2 threads, `bench/torch.ts`), and two floors (`memcpy` through a 128 KiB staging buffer, `fresh
  * alloc+write`). See bench/README.md.
  *
@@ -42,10 +44,13 @@ function zeroCopy({ n, c, x, zero }: Ctx, lib: Lib): WasmMatrix[] {
   return zero.get(lib)!;
 }
 
+/** Each library tree's `init()` instance (its default threads), made before any matrix is allocated. */
+const instances = new Map<Lib, Awaited<ReturnType<Lib["mod"]["init"]>>>();
+
 function library(lib: Lib): Contender<Ctx>[] {
   const paths = ["wasm", "wasm out=", "wasm zero-copy", ...(lib.tag ? [] : ["js"])];
   return (Object.keys(LOSSES) as Loss[]).flatMap((l) =>
-    paths.map((path): Contender<Ctx> => ({
+    [...paths, ...(l === "CE" ? ["init()", "init() zero-copy"] : [])].map((path): Contender<Ctx> => ({
       name: `${l} ${path}`,
       group: l,
       ratioTo: `${l} wasm out=`,
@@ -55,12 +60,12 @@ function library(lib: Lib): Contender<Ctx>[] {
         if (path === "wasm out=") {
           if (mode === "forward") return "no gradient in forward";
           out = { data: ctx.out, shape: [ctx.n, ctx.c] };
-        } else if (path === "wasm zero-copy") {
+        } else if (path.endsWith("zero-copy")) {
           const z = zeroCopy(ctx, lib);
           [x, out] = [z[0], mode === "forward" ? null : z[1]];
         }
         const opts = { ...(l === "arcface" ? ARC : {}), ...(out ? { out: { [key]: out } } : {}) };
-        const backend = path === "js" ? lib.cpu.js : lib.cpu.wasm;
+        const backend = path === "js" ? lib.cpu.js : path.startsWith("init()") ? instances.get(lib)! : lib.cpu.wasm;
         return { run: lossCall(backend[loss], mode, { [key]: x, labels: ctx.labels }, opts, [key]) };
       },
     }))
@@ -140,6 +145,7 @@ const ROWS: Shape[] = [[256, 1000], [4096, 1000], [1024, 32000], [64, 100000]];
 
 await run<Ctx>(async (_, libs) => {
   await initTf();
+  for (const lib of libs) instances.set(lib, await lib.mod.init({ backend: "wasm" }));
   const js = libs[0].cpu.js;
   return {
     name: "softmax",
@@ -179,6 +185,9 @@ await run<Ctx>(async (_, libs) => {
       ...["wasm", "wasm out=", "wasm zero-copy", "plain TS", "tfjs-wasm"].map((p) => [`arcface ${p}`, `CE ${p}`]),
       ["CE wasm", "CE PyTorch 2 threads"],
       ["CE wasm zero-copy", "CE PyTorch 2 threads"],
+      ["CE init()", "CE PyTorch 2 threads"],
+      ["CE init() zero-copy", "CE PyTorch 2 threads"],
+      ["CE init()", "fresh alloc+write"],
       ...["CE", "arcface"].flatMap((l) =>
         ["plain TS", "tfjs-wasm"].flatMap((o) => [[`${l} ${o}`, `${l} wasm`], [`${l} ${o}`, `${l} wasm zero-copy`]])
       ),
