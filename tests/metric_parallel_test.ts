@@ -76,10 +76,14 @@ describe("metric losses on nearly parallel rows, wasm against the float64 refere
         inputs.proxies = nearRows(rng, u, c, 1e-3);
         for (let k = 2048 * d; k < c * d; k++) inputs.proxies.data[k] = rng.normal();
       }
-      const want = (js as Any)[name].valueAndGrad(inputs, {}, 1.5);
-      const got = (wasm as Any)[name].valueAndGrad(inputs, {}, 1.5);
+      const want = (js as Any)[name].valueAndGrad(inputs, {});
+      const got = (wasm as Any)[name].valueAndGrad(inputs, {});
       assertLossClose(got.loss, want.loss, `${name} loss`);
       for (const k of Object.keys(want.grads)) assertGradClose(got.grads[k], want.grads[k].data, `${name} grads.${k}`);
+      // An upstream gradient of 1.5 (backward's third argument; valueAndGrad takes none).
+      const wantUp = (js as Any)[name].backward(inputs, {}, 1.5);
+      const gotUp = (wasm as Any)[name].backward(inputs, {}, 1.5);
+      for (const k of Object.keys(wantUp)) assertGradClose(gotUp[k], wantUp[k].data, `${name} backward(1.5).${k}`);
     });
   }
 });
