@@ -24,6 +24,7 @@ import { initTf, tf, tfMissing, tfNormalizeRows, tfRun, tfUse } from "./impls.ts
 
 const NT = { temperature: 0.07 };
 const nearAt = process.argv.indexOf("--near"), NEAR = nearAt < 0 ? 0 : Number(process.argv[nearAt + 1]);
+if (!(NEAR >= 0)) throw new TypeError(`Expected --near EPS, a distance >= 0, got ${process.argv[nearAt + 1]}`);
 const TRIPLET = { margin: 0.05, mining: "all" as const };
 type Ctx = { b: number; d: number; f: Float32Array; labels: Int32Array };
 

@@ -9,7 +9,7 @@ import { columns, type Raw, then } from "../kernels/core.ts";
 import type { CenterProblem } from "../kernels/center.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
-import { fits, gradOf, job, runJobsNow, withBuffers } from "./passes.ts";
+import { byClass, fits, gradOf, job, runJobsNow, withBuffers } from "./passes.ts";
 import { ROW_RANGE } from "./loops.ts";
 
 /** `centerLoss` on the GPU. */
@@ -27,16 +27,8 @@ export function center(ctx: GpuContext, p: CenterProblem): Raw | Promise<Raw> {
   checkOut("x", p.outX as { buffer?: unknown } | null, resident);
   checkOut("centers", p.outCenters as { buffer?: unknown } | null, resident);
   return withBuffers(ctx, (bufs) => {
-    // labels, the rows sorted by class (a counting sort), each class's first index.
-    const ints = new Int32Array(2 * n + c + 1);
-    ints.set(p.labels);
-    for (let i = 0; i < n; i++) ints[2 * n + p.labels[i] + 1]++;
-    for (let j = 0; j < c; j++) ints[2 * n + j + 1] += ints[2 * n + j];
-    const next = ints.slice(2 * n, 2 * n + c);
-    for (let i = 0; i < n; i++) ints[n + next[p.labels[i]]++] = i;
     // (src/webgpu/loops.ts: `class_grad` goes through its class's rows by ranges of ROW_RANGE, one dispatch each)
-    let most = 0;
-    for (let j = 0; j < c; j++) most = Math.max(most, ints[2 * n + j + 1] - ints[2 * n + j]);
+    const { ints, most } = byClass(p.labels, c);
     const ranges = p.grad ? Math.max(1, Math.ceil(most / ROW_RANGE)) : 1;
     const scales = new Float32Array(n);
     if (p.grad) scales.set(p.scales);

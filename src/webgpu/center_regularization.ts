@@ -10,7 +10,7 @@ import { lin, one, total } from "../kernels/deferred.ts";
 import type { CenterRegProblem } from "../kernels/center_reg.ts";
 import { onDevice } from "../validate.ts";
 import { checkOut, F, type GpuContext } from "./context.ts";
-import { fits, gradOf, job, type Planner, solve } from "./passes.ts";
+import { byClass, fits, gradOf, job, type Planner, solve } from "./passes.ts";
 import { checkLoops, LOOP_BUDGET } from "./loops.ts";
 
 /** M = A + A^T ([c, c], float32), the rule's matrix of the centres' gradient and value. */
@@ -27,18 +27,10 @@ export const centerReg = (ctx: GpuContext, p: CenterRegProblem): Raw | Promise<R
 export const planCenterReg: Planner<CenterRegProblem> = (ctx, p, bufs, force) => {
   ctx.check();
   const { b, c, d } = p;
-  // labels, the rows sorted by class (a counting sort), each class's first index.
-  const ints = new Int32Array(2 * b + c + 1);
-  ints.set(p.labels);
-  for (let i = 0; i < b; i++) ints[2 * b + p.labels[i] + 1]++;
-  for (let j = 0; j < c; j++) ints[2 * b + j + 1] += ints[2 * b + j];
-  const next = ints.slice(2 * b, 2 * b + c);
-  for (let i = 0; i < b; i++) ints[b + next[p.labels[i]]++] = i;
   // `parts` goes through a class's C rule terms and its rows in windows of LOOP_BUDGET terms, one
   // workgroup per class, block of 256 columns and window (src/webgpu/loops.ts); `classes` sums the
   // windows per column.
-  let most = 0;
-  for (let j = 0; j < c; j++) most = Math.max(most, ints[2 * b + j + 1] - ints[2 * b + j]);
+  const { ints, most } = byClass(p.labels, c);
   const nw = Math.ceil((c + most) / LOOP_BUDGET), nd = Math.ceil(d / 256);
   fits(ctx, "f", b * d);
   fits(ctx, "the normalised centers", 2 * c * d + c + (p.grad ? (nw - 1) * c * d : 0));

@@ -229,6 +229,25 @@ export function gradOf(
   return data;
 }
 
+/**
+ * The rows grouped by class, for kernels that go through a class's rows: `ints` holds the labels (n), the
+ * rows in class order (a stable counting sort, n) and each class's first index into that order (c + 1);
+ * `most` is the most rows of one class (what those kernels' loops are split by, src/webgpu/loops.ts).
+ */
+export function byClass(labels: Int32Array, c: number): { ints: Int32Array; most: number } {
+  const n = labels.length, ints = new Int32Array(2 * n + c + 1);
+  ints.set(labels);
+  for (let i = 0; i < n; i++) ints[2 * n + labels[i] + 1]++;
+  let most = 0;
+  for (let j = 0; j < c; j++) {
+    most = Math.max(most, ints[2 * n + j + 1]);
+    ints[2 * n + j + 1] += ints[2 * n + j];
+  }
+  const next = ints.slice(2 * n, 2 * n + c);
+  for (let i = 0; i < n; i++) ints[n + next[labels[i]]++] = i;
+  return { ints, most };
+}
+
 /** Throws a `RangeError` when a matrix of `count` float32 values does not fit one storage binding. */
 export function fits(ctx: GpuContext, what: string, count: number): void {
   if (count * 4 > ctx.maxBinding) {
