@@ -48,18 +48,39 @@ const EXP: usize = memory.data<f32>([
   return f32x4.sub(c, f32x4.mul(a, b));
 }
 
+/** The table's constant i (its float at EXP + 4 i) in every lane. */
+// @ts-ignore: decorator
+@inline export function expK(i: i32): v128 {
+  return v128.load32_splat(EXP + (<usize>i << 2));
+}
+
 /** e^x for x already in [-87, 88]: range reduction, polynomial, scale by 2^n. */
 // @ts-ignore: decorator
 @inline function expCore(x: v128): v128 {
-  const t = madd(x, v128.load32_splat(EXP), v128.load32_splat(EXP + 4));
-  const n = f32x4.sub(t, v128.load32_splat(EXP + 4));
-  const r = nmadd(n, v128.load32_splat(EXP + 12), nmadd(n, v128.load32_splat(EXP + 8), x));
-  let p = madd(v128.load32_splat(EXP + 36), r, v128.load32_splat(EXP + 32));
-  p = madd(p, r, v128.load32_splat(EXP + 28));
-  p = madd(p, r, v128.load32_splat(EXP + 24));
-  p = madd(p, r, v128.load32_splat(EXP + 20));
-  p = madd(p, r, v128.load32_splat(EXP + 16));
+  return expCoreK(x, expK(0), expK(1), expK(2), expK(3), expK(4), expK(5), expK(6), expK(7), expK(8), expK(9));
+}
+
+/**
+ * `expCore` with the table's constants 0 .. 9 given: a loop that stores between its
+ * exponentials loads them once, before it (V8 loads them again after every store to memory).
+ */
+// @ts-ignore: decorator
+@inline function expCoreK(x: v128, k0: v128, k1: v128, k2: v128, k3: v128, k4: v128, k5: v128, k6: v128, k7: v128, k8: v128, k9: v128): v128 {
+  const t = madd(x, k0, k1);
+  const n = f32x4.sub(t, k1);
+  const r = nmadd(n, k3, nmadd(n, k2, x));
+  let p = madd(k9, r, k8);
+  p = madd(p, r, k7);
+  p = madd(p, r, k6);
+  p = madd(p, r, k5);
+  p = madd(p, r, k4);
   return f32x4.mul(p, i32x4.shl(t, 23));
+}
+
+/** `expNeg` with the table's constants 0 .. 10 given (`expK(i)`, loaded before a loop). */
+// @ts-ignore: decorator
+@inline export function expNegK(x: v128, k0: v128, k1: v128, k2: v128, k3: v128, k4: v128, k5: v128, k6: v128, k7: v128, k8: v128, k9: v128, k10: v128): v128 {
+  return expCoreK(f32x4.pmax(x, k10), k0, k1, k2, k3, k4, k5, k6, k7, k8, k9);
 }
 
 /**

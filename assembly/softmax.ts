@@ -2,7 +2,7 @@
 // one row at a time, (1) the maximum, (2) e^(z - max) summed and, when a gradient
 // is wanted, stored into the gradient row, (3) a per-row finish that scales the
 // stored exponentials in place. The row stays in L1/L2 between the passes.
-import { expNeg, expNeg1 } from "./math";
+import { expNeg1, expK, expNegK } from "./math";
 
 // Sums run in float32x4 over blocks of BLOCK floats and the block sums are added
 // in float64: the error stays that of a 1024-term float32 sum for any C.
@@ -143,69 +143,58 @@ export function rowExpSumClamped(row: usize, c: i32, m: f32, scale: f32, out: us
 // one of the 14 vector operations of an exponential (7-8 % of crossEntropy's kernel, session 10).
 // @ts-ignore: decorator
 @inline function expSum(row: usize, c: i32, m: f32, scale: f32, out: usize, clamp: bool, scaled: bool): f64 {
+  return out ? expSumTo(row, c, m, scale, out, clamp, scaled, true) : expSumTo(row, c, m, scale, 0, clamp, scaled, false);
+}
+
+/** The exponential of the four floats at p (`expNegK`, its constants given), stored at q when `put`. */
+// @ts-ignore: decorator
+@inline function expAt(
+  p: usize, q: usize, vm: v128, vs: v128, k0: v128, k1: v128, k2: v128, k3: v128, k4: v128, k5: v128, k6: v128,
+  k7: v128, k8: v128, k9: v128, k10: v128, clamp: bool, scaled: bool, put: bool,
+): v128 {
+  const k = v128.load(p);
+  const x = clamp ? f32x4.pmax(f32x4.pmin(k, f32x4.splat(1)), f32x4.splat(-1)) : k;
+  const e = expNegK(scaled ? f32x4.mul(f32x4.sub(x, vm), vs) : f32x4.sub(x, vm), k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10);
+  if (put) v128.store(q, clamp ? v128.and(e, f32x4.eq(x, k)) : e);
+  return e;
+}
+
+// The loop is specialised on `put` (whether the exponentials are stored): each one is stored as
+// soon as it is made, so V8 keeps the sums in registers instead of spilling them (session 11).
+// @ts-ignore: decorator
+@inline function expSumTo(row: usize, c: i32, m: f32, scale: f32, out: usize, clamp: bool, scaled: bool, put: bool): f64 {
   const vm = f32x4.splat(m);
   const vs = f32x4.splat(scale);
-  const one = f32x4.splat(1);
-  const minus = f32x4.splat(-1);
+  const k0 = expK(0), k1 = expK(1), k2 = expK(2), k3 = expK(3), k4 = expK(4), k5 = expK(5), k6 = expK(6);
+  const k7 = expK(7), k8 = expK(8), k9 = expK(9), k10 = expK(10);
   let total: f64 = 0;
   let j = 0;
   while (j + 16 <= c) {
     const end = min(c, j + BLOCK);
-    // Four independent exponentials per iteration keep both FP pipes busy.
     let s0 = f32x4.splat(0);
-    let s1 = s0, s2 = s0, s3 = s0;
+    let s1 = s0;
     for (; j + 16 <= end; j += 16) {
       const o = <usize>j << 2;
-      let x0 = v128.load(row + o), x1 = v128.load(row + o, 16), x2 = v128.load(row + o, 32), x3 = v128.load(row + o, 48);
-      let k0 = x0, k1 = x1, k2 = x2, k3 = x3;
-      if (clamp) {
-        x0 = f32x4.pmax(f32x4.pmin(k0, one), minus);
-        x1 = f32x4.pmax(f32x4.pmin(k1, one), minus);
-        x2 = f32x4.pmax(f32x4.pmin(k2, one), minus);
-        x3 = f32x4.pmax(f32x4.pmin(k3, one), minus);
-      }
-      const e0 = expNeg(scaled ? f32x4.mul(f32x4.sub(x0, vm), vs) : f32x4.sub(x0, vm));
-      const e1 = expNeg(scaled ? f32x4.mul(f32x4.sub(x1, vm), vs) : f32x4.sub(x1, vm));
-      const e2 = expNeg(scaled ? f32x4.mul(f32x4.sub(x2, vm), vs) : f32x4.sub(x2, vm));
-      const e3 = expNeg(scaled ? f32x4.mul(f32x4.sub(x3, vm), vs) : f32x4.sub(x3, vm));
-      if (out) {
-        if (clamp) {
-          // in range: the clamped value equals the original one
-          v128.store(out + o, v128.and(e0, f32x4.eq(x0, k0)));
-          v128.store(out + o, v128.and(e1, f32x4.eq(x1, k1)), 16);
-          v128.store(out + o, v128.and(e2, f32x4.eq(x2, k2)), 32);
-          v128.store(out + o, v128.and(e3, f32x4.eq(x3, k3)), 48);
-        } else {
-          v128.store(out + o, e0);
-          v128.store(out + o, e1, 16);
-          v128.store(out + o, e2, 32);
-          v128.store(out + o, e3, 48);
-        }
-      }
-      s0 = f32x4.add(s0, e0);
-      s1 = f32x4.add(s1, e1);
-      s2 = f32x4.add(s2, e2);
-      s3 = f32x4.add(s3, e3);
+      s0 = f32x4.add(s0, expAt(row + o, out + o, vm, vs, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, clamp, scaled, put));
+      s1 = f32x4.add(s1, expAt(row + o + 16, out + o + 16, vm, vs, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, clamp, scaled, put));
+      s0 = f32x4.add(s0, expAt(row + o + 32, out + o + 32, vm, vs, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, clamp, scaled, put));
+      s1 = f32x4.add(s1, expAt(row + o + 48, out + o + 48, vm, vs, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, clamp, scaled, put));
     }
-    s0 = f32x4.add(f32x4.add(s0, s1), f32x4.add(s2, s3));
+    s0 = f32x4.add(s0, s1);
     total += <f64>f32x4.extract_lane(s0, 0) + <f64>f32x4.extract_lane(s0, 1) + <f64>f32x4.extract_lane(s0, 2) + <f64>f32x4.extract_lane(s0, 3);
   }
   // Up to three vectors, then up to three floats (a tail float costs a whole vector exp).
   let st = f32x4.splat(0);
   for (; j + 4 <= c; j += 4) {
     const o = <usize>j << 2;
-    const k0 = v128.load(row + o);
-    const x0 = clamp ? f32x4.pmax(f32x4.pmin(k0, one), minus) : k0;
-    const e0 = expNeg(scaled ? f32x4.mul(f32x4.sub(x0, vm), vs) : f32x4.sub(x0, vm));
-    if (out) v128.store(out + o, clamp ? v128.and(e0, f32x4.eq(x0, k0)) : e0);
-    st = f32x4.add(st, e0);
+    st = f32x4.add(st, expAt(row + o, out + o, vm, vs, k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, clamp, scaled, put));
   }
   total += <f64>f32x4.extract_lane(st, 0) + <f64>f32x4.extract_lane(st, 1) + <f64>f32x4.extract_lane(st, 2) + <f64>f32x4.extract_lane(st, 3);
   for (; j < c; j++) {
     const k = load<f32>(row + (<usize>j << 2));
     const x = clamp ? max(min(k, <f32>1), <f32>-1) : k;
     const e = expNeg1((x - m) * scale);
-    if (out) store<f32>(out + (<usize>j << 2), clamp && x != k ? 0 : e);
+    if (put) store<f32>(out + (<usize>j << 2), clamp && x != k ? 0 : e);
     total += <f64>e;
   }
   return total;
