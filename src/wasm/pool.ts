@@ -26,19 +26,25 @@
 import type { Exports } from "./generated.ts";
 import { currentRuntime, type Runtime, sharedRuntime } from "./runtime.ts";
 
-/** Int32 slots of each worker's control block. */
-const SEQ = 0, DONE = 1, PTR = 2, LEN = 3, ERROR = 4;
+/**
+ * Int32 slots of each worker's control block: the last program posted and the last done
+ * (sequence numbers, wrapping), a failure flag, the stop flag, and the address and length of
+ * the program of each parity (a worker runs its programs in order; two may be posted at once).
+ */
+const SEQ = 0, DONE = 1, ERROR = 2, STOP = 3, PTR = 4, LEN = 5;
 const SLOT = 16; // int32s per worker (one 64-byte line each)
+/** Programs a worker may have posted and not done: the one it runs and the next. */
+const QUEUE = 2;
 /**
  * Loads of the control word a thread spins through before it sleeps (about 0.1-0.2 ms): a
- * sleeping thread wakes 30-70 us after a notify on this VM, once per round of the pipeline
- * (src/wasm/stream.ts), whose rounds are ~0.3 ms apart (bench/README.md, session 10).
+ * sleeping thread wakes 30-70 us after a notify on this VM (bench/README.md, session 10).
  */
 const SPIN = 10000;
 
 /**
  * The worker's code, the same for both kinds of worker: instantiate the module on the
- * shared memory, then wait for a sequence number, run the program it names, and report.
+ * shared memory, then, program after program, wait for the next sequence number, run the
+ * program of its parity, and report.
  */
 const WORKER = `"use strict";
 const port = typeof require === "function" ? require("node:worker_threads").parentPort : self;
@@ -59,13 +65,12 @@ listen(({ module, memory, control, slot, names }) => {
   let seen = 0;
   for (;;) {
     for (let i = 0; i < ${SPIN} && Atomics.load(c, ${SEQ}) === seen; i++);
-    Atomics.wait(c, ${SEQ}, seen);
-    seen = Atomics.load(c, ${SEQ});
-    if (seen < 0) return;
+    while (Atomics.load(c, ${SEQ}) === seen && !Atomics.load(c, ${STOP})) Atomics.wait(c, ${SEQ}, seen);
+    if (Atomics.load(c, ${STOP})) return;
+    seen = (seen + 1) | 0;
     try {
-      const p = new Float64Array(memory.buffer, c[${PTR}] >>> 0, c[${LEN}]);
+      const at = ${PTR} + 2 * (seen & 1), p = new Float64Array(memory.buffer, c[at] >>> 0, c[at + 1]);
       for (let i = 0; i < p.length; i += 2 + p[i + 1]) fns[p[i]](...p.subarray(i + 2, i + 2 + p[i + 1]));
-      Atomics.store(c, ${ERROR}, 0);
     } catch (e) {
       Atomics.store(c, ${ERROR}, 1);
     }
@@ -113,9 +118,11 @@ export class Pool {
   #control: Int32Array;
   #names: string[];
   #index: Map<string, number>;
-  #seq = 0;
-  #programs = 0;
-  #programBytes = 0;
+  /** Per worker, the sequence number of the last program posted. */
+  #posted: number[];
+  /** Per worker and parity, the program buffer (address, bytes) in WebAssembly memory. */
+  #at: number[];
+  #bytes: number[];
 
   constructor(rt: Runtime, workers: AnyWorker[], control: Int32Array, names: string[]) {
     this.rt = rt;
@@ -124,6 +131,9 @@ export class Pool {
     this.#names = names;
     this.#index = new Map(names.map((n, i) => [n, i]));
     this.threads = this.active = workers.length + 1;
+    this.#posted = workers.map(() => 0);
+    this.#at = Array(QUEUE * workers.length).fill(0);
+    this.#bytes = Array(QUEUE * workers.length).fill(0);
   }
 
   /** A recorder appending to `program` (a flat list: kernel index, argument count, arguments). */
@@ -142,49 +152,72 @@ export class Pool {
    * returns when all are done. Programs may be fewer than the threads. `alongside` runs on
    * this thread once the workers are woken, before its own program (a caller feeding the
    * workers' next buffers while they compute: src/wasm/head_threads.ts); its `done()` says
-   * whether every worker has finished (a caller computing rows of its own until then:
-   * src/wasm/stream.ts).
+   * whether every worker has finished.
    */
   run(programs: number[][], alongside?: (done: () => boolean) => void): void {
     const k = this.rt.k as unknown as Record<string, (...a: number[]) => void>;
     this.runs++;
-    const others = programs.slice(1);
-    const bytes = others.reduce((s, p) => s + Math.ceil(p.length / 8) * 64, 0);
-    if (bytes > this.#programBytes) {
-      if (this.#programs) this.rt.free(this.#programs);
-      this.#programs = 0;
-      this.#programs = this.rt.malloc(bytes);
-      this.#programBytes = bytes;
-    }
-    const seq = (this.#seq = (this.#seq % 0x3fffffff) + 1);
-    let at = this.#programs;
-    others.forEach((p, w) => {
-      new Float64Array(this.rt.buffer, at, p.length).set(p);
-      const c = w * SLOT;
-      this.#control[c + PTR] = at;
-      this.#control[c + LEN] = p.length;
-      Atomics.store(this.#control, c + SEQ, seq);
-      Atomics.notify(this.#control, c + SEQ);
-      at += Math.ceil(p.length / 8) * 64;
-    });
+    const seqs = programs.slice(1).map((p, w) => this.post(w, p));
     let error: unknown = null;
-    const done = () => others.every((_, w) => Atomics.load(this.#control, w * SLOT + DONE) === seq);
     try {
-      alongside?.(done);
+      alongside?.(() => seqs.every((s, w) => this.reached(w, s)));
       const p = programs[0] ?? [];
       for (let i = 0; i < p.length; i += 2 + p[i + 1]) k[this.#names[p[i]]](...p.slice(i + 2, i + 2 + p[i + 1]));
     } catch (e) {
       error = e;
     }
+    this.settle(error);
+  }
+
+  /**
+   * Posts `program` to worker `w` (thread w + 1) and returns its sequence number. A worker
+   * runs its programs in order and holds at most `QUEUE` (the one it runs and the next, so
+   * that it goes on without waiting for the caller: src/wasm/stream.ts); with as many
+   * posted and not done, this first waits for the oldest.
+   */
+  post(w: number, program: number[]): number {
+    const seq = (this.#posted[w] + 1) | 0, q = w * QUEUE + (seq & 1);
+    this.wait(w, (seq - QUEUE) | 0); // the last program of this parity, whose buffer this one takes
+    if (program.length * 8 > this.#bytes[q]) {
+      if (this.#at[q]) this.rt.free(this.#at[q]);
+      this.#at[q] = 0;
+      this.#at[q] = this.rt.malloc(program.length * 8);
+      this.#bytes[q] = program.length * 8;
+    }
+    new Float64Array(this.rt.buffer, this.#at[q], program.length).set(program);
+    const c = w * SLOT;
+    this.#control[c + PTR + 2 * (seq & 1)] = this.#at[q];
+    this.#control[c + LEN + 2 * (seq & 1)] = program.length;
+    this.#posted[w] = seq;
+    Atomics.store(this.#control, c + SEQ, seq);
+    Atomics.notify(this.#control, c + SEQ);
+    return seq;
+  }
+
+  /** Whether worker `w` has done its program `seq` (sequence numbers wrap: compared as int32 differences). */
+  reached(w: number, seq: number): boolean {
+    return ((Atomics.load(this.#control, w * SLOT + DONE) - seq) | 0) >= 0;
+  }
+
+  /** Waits until worker `w` has done its program `seq`: spins a while, then sleeps. */
+  wait(w: number, seq: number): void {
+    for (let i = 0; i < SPIN && !this.reached(w, seq); i++);
+    const at = w * SLOT + DONE;
+    // A timed wait: a missed wake-up costs at most 1 ms (Bun's Web Worker missed one: docs/SCALE.md).
+    while (!this.reached(w, seq)) {
+      if (canWait) Atomics.wait(this.#control, at, Atomics.load(this.#control, at), 1);
+    }
+  }
+
+  /**
+   * Waits until every worker has done every program posted, then throws `error` if given,
+   * else a worker's failure (a WebAssembly abort) if there was one.
+   */
+  settle(error: unknown = null): void {
     let failed = false;
-    others.forEach((_, w) => {
-      const done = w * SLOT + DONE;
-      for (let i = 0; i < SPIN && Atomics.load(this.#control, done) !== seq; i++);
-      // A timed wait: a missed wake-up costs at most 1 ms (Bun's Web Worker missed one: docs/SCALE.md).
-      while (Atomics.load(this.#control, done) !== seq) {
-        if (canWait) Atomics.wait(this.#control, done, Atomics.load(this.#control, done), 1);
-      }
-      if (this.#control[w * SLOT + ERROR]) failed = true;
+    this.#posted.forEach((seq, w) => {
+      this.wait(w, seq);
+      if (Atomics.exchange(this.#control, w * SLOT + ERROR, 0)) failed = true;
     });
     if (error) throw error;
     if (failed) throw new Error("softmargin: WebAssembly abort in a worker thread");
@@ -202,11 +235,12 @@ export class Pool {
   close(): Promise<void> {
     if (this.closed) return this.closed;
     for (let w = 0; w < this.#workers.length; w++) {
-      Atomics.store(this.#control, w * SLOT + SEQ, -1);
+      Atomics.store(this.#control, w * SLOT + STOP, 1);
       Atomics.notify(this.#control, w * SLOT + SEQ);
     }
-    if (this.#programs) this.rt.free(this.#programs);
-    this.#programs = this.#programBytes = 0;
+    this.#at.forEach((at) => at && this.rt.free(at));
+    this.#at.fill(0);
+    this.#bytes.fill(0);
     this.closed = Promise.all(this.#workers.map((w) => w.terminate())).then(() => {});
     this.#workers = [];
     return this.closed;

@@ -131,14 +131,15 @@ export function streamRows(
 
 /**
  * `streamRows` on `threads` threads with some inputs or outputs in ordinary arrays: the
- * workers compute blocks of rows from the front, round by round, each from its own two sets
- * of buffers (by round parity), while the calling thread drains the last round's output
- * blocks, feeds the next round's input blocks (in that order: an output may share its
- * input's buffer), and then, until the workers are done, computes rows of its own from the
- * back, in chunks through its own buffers (as one thread does). Blocks grow from a few of
- * the caller's chunks (the first is fed before any worker starts) and shrink again as the
- * rows left do (a round's blocks take at most half of them), so the caller has rows of its
- * own to compute while the last blocks run.
+ * workers compute blocks of rows from the front, each from its own two sets of buffers (by
+ * the block's parity), while the calling thread drains their done blocks, feeds their next
+ * ones (in that order: an output may share its input's buffer) and, in between, computes rows
+ * of its own from the back, in chunks through its own buffers (as one thread does). Each
+ * worker holds two blocks (`Pool.post`): the one it computes and the next, fed, so it goes on
+ * without waiting for the caller to finish a chunk. Blocks grow from a few of the caller's
+ * chunks (the first is fed before any worker starts) and shrink again as the rows left do (a
+ * block takes at most half of a worker's share of them), so the caller has rows of its own to
+ * compute while the last blocks run.
  */
 function pipeline(
   p: Pool,
@@ -179,25 +180,26 @@ function pipeline(
     ins.forEach((at, k) => inAt[k] < 0 && rt.f32.set(inputs[k].subarray(r0 * c, (r0 + rows) * c), at >>> 2));
   const drain = (r0: number, rows: number, o: number[]) =>
     made().forEach((dst, k) => dst?.set(rt.f32.subarray(o[k] >>> 2, (o[k] >>> 2) + rows * c), r0 * c));
-  type Block = { w: number; r0: number; rows: number; ins: number[]; o: number[] };
+  type Block = { r0: number; rows: number; o: number[]; seq: number };
   // The workers' rows are [0, front), the caller's [back, n).
   let front = 0, back = n;
+  /** Per worker: its blocks posted and not drained (at most two), and how many it was given. */
+  const held: Block[][] = Array.from({ length: workers }, () => []), given: number[] = Array(workers).fill(0);
   /**
-   * Round r's blocks, fed: at most `chunk` rows each and together at most half the rows left,
-   * but at least the caller's chunk (rows left below it are the caller's); the first rounds'
-   * are smaller (4 of the caller's chunks, doubling), so the workers start soon.
+   * Worker w's next block, fed and posted, if rows are left for it: at most `chunk` rows and half a
+   * worker's share of the rows left, but at least the caller's chunk (rows left below it are the
+   * caller's); a worker's first blocks are smaller (4 of the caller's chunks, doubling), so it starts soon.
    */
-  const take = (r: number): Block[] => {
-    const blocks: Block[] = [], left = Math.ceil((back - front) / (2 * workers));
-    const size = Math.min(chunk, mine * 2 ** Math.min(r + 2, 30), Math.max(mine, left));
-    for (let w = 0; w < workers && back - front > mine; w++) {
-      const r0 = front, rows = Math.min(size, back - front);
-      front += rows;
-      const { ins, o } = place(sets[2 * w + (r % 2)], r0);
-      feed(r0, rows, ins);
-      blocks.push({ w, r0, rows, ins, o });
-    }
-    return blocks;
+  const give = (w: number): boolean => {
+    if (back - front <= mine) return false;
+    const b = given[w]++, left = Math.ceil((back - front) / (2 * workers));
+    const r0 = front, rows = Math.min(chunk, mine * 2 ** Math.min(b + 2, 30), Math.max(mine, left), back - front);
+    front += rows;
+    const { ins, o } = place(sets[2 * w + (b % 2)], r0), program: number[] = [];
+    feed(r0, rows, ins);
+    kernel({ base, r0, rows, ins, outs: o, k: p.recorder(program), thread: w + 1 });
+    held[w].push({ r0, rows, o, seq: p.post(w, program) });
+    return true;
   };
   /** The caller's next chunk of rows, from the back. */
   const own = () => {
@@ -206,23 +208,36 @@ function pipeline(
     kernel({ base, r0, rows, ins, outs: o, k: rt.k, thread: 0 });
     drain(r0, rows, o);
   };
-  let last: Block[] = [], next = take(0);
-  for (let r = 0; next.length > 0; r++) {
-    const now = next, programs: number[][] = [[]];
-    for (const { w, r0, rows, ins, o } of now) {
-      const program: number[] = [];
-      kernel({ base, r0, rows, ins, outs: o, k: p.recorder(program), thread: w + 1 });
-      programs[w + 1] = program;
+  let error: unknown = null;
+  p.runs++;
+  try {
+    for (let w = 0; w < workers; w++) give(w);
+    for (let w = 0; w < workers; w++) give(w);
+    made();
+    for (;;) {
+      // Done blocks drained and their buffers given the worker's next block; else a chunk of
+      // the caller's own; else (no rows left) the oldest block waited for.
+      let moved = false;
+      for (let w = 0; w < workers; w++) {
+        const b = held[w][0];
+        if (b && p.reached(w, b.seq)) {
+          held[w].shift();
+          drain(b.r0, b.rows, b.o);
+          give(w);
+          moved = true;
+        }
+      }
+      if (moved) continue;
+      if (back > front) own();
+      else {
+        const w = held.findIndex((h) => h.length > 0);
+        if (w < 0) break;
+        p.wait(w, held[w][0].seq);
+      }
     }
-    p.run(programs, (done) => {
-      made();
-      for (const b of last) drain(b.r0, b.rows, b.o);
-      next = take(r + 1);
-      while (back > front && !done()) own();
-    });
-    last = now;
+  } catch (e) {
+    error = e;
   }
-  for (const b of last) drain(b.r0, b.rows, b.o);
-  while (back > front) own();
+  p.settle(error);
   return made().map((r, k) => r ?? new Float32Array(rt.buffer, outAt[k], n * c));
 }
