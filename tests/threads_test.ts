@@ -193,6 +193,54 @@ describe("WebAssembly threads", () => {
     });
   }
 
+  // Copies to and from the shared memory where the two addresses disagree modulo 8 (an odd row
+  // length, arrays at an odd float): V8 copies those byte by byte, so Runtime.copy stages them.
+  it("crossEntropy 513 x 601 with logits and out= at odd floats: the same bits on 2 threads, inputs unchanged", async () => {
+    const r = new Rng(601), n = 513, c = 601, m = randomMatrix(r, n, c, 4), labels = randomLabels(r, n, c, 0.1);
+    const at = (data: Float32Array, k: number) => {
+      const wide = new Float32Array(data.length + k);
+      wide.set(data, k);
+      return { data: wide.subarray(k), shape: [n, c] as [number, number] };
+    };
+    const one = await init({ backend: "wasm", threads: 1 });
+    const a = await one.crossEntropy.valueAndGrad({ logits: m, labels });
+    const l = await init({ backend: "wasm", threads: 2 });
+    for (const [k, j] of [[1, 0], [1, 1], [0, 1], [3, 2]]) {
+      const logits = at(m.data, k), out = at(new Float32Array(n * c), j), snap = snapshot({ logits, labels });
+      const runs = poolOf(2).runs;
+      assertSame(await l.crossEntropy.valueAndGrad({ logits, labels }), a, `logits at float ${k}`);
+      const b = await l.crossEntropy.valueAndGrad({ logits, labels }, { out: { logits: out } });
+      assert.equal(b.grads.logits, out);
+      assertSame(b, a, `logits at float ${k}, out= at float ${j}`);
+      assert.ok(poolOf(2).runs >= runs + 2, "ran on the pool");
+      assertUnchanged(snap, { logits, labels });
+    }
+    l.dispose();
+  });
+
+  it("Runtime.copy: every offset pair modulo 8 between a plain array and the shared memory, both ways", async () => {
+    const l = await init({ backend: "wasm", threads: 2 });
+    const rt = poolOf(2).rt, at = rt.malloc(1 << 20), len = 300_001;
+    const plain = new Uint8Array(len + 16).map((_, i) => (i * 7 + 3) & 255);
+    for (let i = 0; i < 8; i++) {
+      for (let j = 0; j < 8; j++) {
+        const shared = new Uint8Array(rt.buffer, at + j, len);
+        shared.fill(0);
+        rt.copy(shared, plain.subarray(i, i + len));
+        assert.deepEqual(shared, plain.subarray(i, i + len), `plain at ${i} into shared at ${j}`);
+        const back = new Uint8Array(len + 16);
+        rt.copy(back.subarray(j, j + len), new Uint8Array(rt.buffer, at + i, len));
+        assert.deepEqual(
+          back.subarray(j, j + len),
+          new Uint8Array(rt.buffer, at + i, len),
+          `shared at ${i} into plain at ${j}`,
+        );
+      }
+    }
+    rt.free(at);
+    l.dispose();
+  });
+
   // Heads: 64 x 64 x 3100 (25 chunks of 128 classes over 3 threads), ignored rows.
   const hn = 64, hd = 64, hc = 3100;
   const hr = new Rng(7);

@@ -96,7 +96,7 @@ export class Frame {
     if (s.pin) return s.pin();
     const view = this.f32(h);
     if (s.dst) {
-      s.dst.set(view);
+      this.rt.copy(s.dst, view);
       return s.dst;
     }
     return view.slice();

@@ -114,9 +114,14 @@ export function head(p: HeadProblem): Raw {
     if (wAt >= 0 || r >= rounds) return;
     own.forEach((_, t) => {
       const { s0, s1, W } = slab(t, r);
-      if (!p.rows) return rt.f32.set(w.subarray(s0 * span, s1 * span), W >>> 2);
+      if (!p.rows) {
+        return rt.copy(rt.f32.subarray(W >>> 2, (W >>> 2) + (s1 - s0) * span), w.subarray(s0 * span, s1 * span));
+      }
       for (let j = s0; j < s1; j++) {
-        rt.f32.set(w.subarray(p.rows[j] * span, (p.rows[j] + 1) * span), (W >>> 2) + (j - s0) * span);
+        rt.copy(
+          rt.f32.subarray((W >>> 2) + (j - s0) * span, (W >>> 2) + (j - s0 + 1) * span),
+          w.subarray(p.rows[j] * span, (p.rows[j] + 1) * span),
+        );
       }
     });
   };
@@ -125,7 +130,7 @@ export function head(p: HeadProblem): Raw {
     if (gAt >= 0 || r < 0) return;
     own.forEach((_, t) => {
       const { s0, s1, gW } = slab(t, r);
-      gw!.set(rt.f32.subarray(gW >>> 2, (gW >>> 2) + (s1 - s0) * span), s0 * span);
+      rt.copy(gw!.subarray(s0 * span, s1 * span), rt.f32.subarray(gW >>> 2, (gW >>> 2) + (s1 - s0) * span));
     });
   };
   /**

@@ -100,7 +100,7 @@ function maxRowNorm(rt: Runtime, data: Float32Array, rows: number, d: number): n
   let best = 0;
   for (let r0 = 0; r0 < rows; r0 += per) {
     const m = Math.min(per, rows - r0);
-    rt.f32.set(data.subarray(r0 * d, (r0 + m) * d), buf >>> 2);
+    rt.copy(rt.f32.subarray(buf >>> 2, (buf >>> 2) + m * d), data.subarray(r0 * d, (r0 + m) * d));
     best = Math.max(best, rt.k.lce_max_norm(buf, m, d));
   }
   return best;

@@ -7,11 +7,10 @@
  * With a thread pool (src/wasm/pool.ts), a problem large enough to pay for waking the
  * workers runs on it. Inputs and outputs all in WebAssembly memory (`alloc`): the rows are
  * split into one run per thread. Otherwise a pipeline: the workers compute blocks of rows
- * from the front (at most `PIPE_BYTES` per buffer) in rounds, from two sets of buffers each,
- * while the calling thread copies the last round's gradient blocks out and the next round's
- * input blocks in (workers cannot read an ordinary array), and then computes rows from the
- * back, as one thread does, until the workers are done. Rows are independent: either way
- * the result is bit-identical to one thread.
+ * from the front (at most `PIPE_BYTES` per buffer), each holding the block it computes and the
+ * next, fed, while the calling thread drains their done blocks, feeds their next ones (workers
+ * cannot read an ordinary array) and computes rows of its own from the back in between, as one
+ * thread does. Rows are independent: either way the result is bit-identical to one thread.
  *
  * @module
  */
@@ -22,7 +21,7 @@ import { type Pool, pool, type Recorder, split } from "./pool.ts";
 
 /** Bytes per buffer per chunk: the chunk's buffers stay well inside a 1 MiB L2. */
 const CHUNK_BYTES = 128 * 1024;
-/** Bytes per buffer per block of the pipeline: a block's work (~0.3 ms) dwarfs a wake-up (~30 us). */
+/** Bytes per buffer per block of the pipeline: a block's work (~0.3 ms) dwarfs a hand-over (~30 us). */
 const PIPE_BYTES = 1 << 20;
 
 /** Where a chunk's rows start, for each input and each output. */
@@ -97,7 +96,10 @@ export function streamRows(
     const rows = Math.min(chunk, n - r0);
     const ins = inAt.map((a, k) => {
       if (a >= 0) return a + r0 * c * 4;
-      rt.f32.set(inputs[k].subarray(r0 * c, (r0 + rows) * c), (base + inBuf[k]) >>> 2);
+      rt.copy(
+        rt.f32.subarray((base + inBuf[k]) >>> 2, ((base + inBuf[k]) >>> 2) + rows * c),
+        inputs[k].subarray(r0 * c, (r0 + rows) * c),
+      );
       return base + inBuf[k];
     });
     const o = outAt.map((a, k) => (a >= 0 ? a + r0 * c * 4 : base + outBuf[k]));
@@ -122,7 +124,7 @@ export function streamRows(
       p.run(programs);
     }
     results.forEach((dst, k) => {
-      if (dst) dst.set(rt.f32.subarray(o[k] >>> 2, (o[k] >>> 2) + rows * c), r0 * c);
+      if (dst) rt.copy(dst.subarray(r0 * c, (r0 + rows) * c), rt.f32.subarray(o[k] >>> 2, (o[k] >>> 2) + rows * c));
     });
   }
   // Outputs in WebAssembly memory: a fresh view (the caller's may be detached by growth).
@@ -177,9 +179,14 @@ function pipeline(
     o: outAt.map((a, k) => (a >= 0 ? a + r0 * rowBytes : base + set.outBuf[k])),
   });
   const feed = (r0: number, rows: number, ins: number[]) =>
-    ins.forEach((at, k) => inAt[k] < 0 && rt.f32.set(inputs[k].subarray(r0 * c, (r0 + rows) * c), at >>> 2));
+    ins.forEach((at, k) =>
+      inAt[k] < 0 &&
+      rt.copy(rt.f32.subarray(at >>> 2, (at >>> 2) + rows * c), inputs[k].subarray(r0 * c, (r0 + rows) * c))
+    );
   const drain = (r0: number, rows: number, o: number[]) =>
-    made().forEach((dst, k) => dst?.set(rt.f32.subarray(o[k] >>> 2, (o[k] >>> 2) + rows * c), r0 * c));
+    made().forEach((dst, k) =>
+      dst && rt.copy(dst.subarray(r0 * c, (r0 + rows) * c), rt.f32.subarray(o[k] >>> 2, (o[k] >>> 2) + rows * c))
+    );
   type Block = { r0: number; rows: number; o: number[]; seq: number };
   // The workers' rows are [0, front), the caller's [back, n).
   let front = 0, back = n;
