@@ -21,7 +21,12 @@ import { type Pool, pool, type Recorder, split } from "./pool.ts";
 
 /** Bytes per buffer per chunk: the chunk's buffers stay well inside a 1 MiB L2. */
 const CHUNK_BYTES = 128 * 1024;
-/** Bytes per buffer per block of the pipeline: a block's work (~0.3 ms) dwarfs a hand-over (~30 us). */
+/**
+ * Bytes per buffer per block of the pipeline: a block's work (~0.3 ms) dwarfs a hand-over (~30 us).
+ * Twice that where the call makes a fresh output: a worker's two blocks (~1 ms) then cover the
+ * caller's making of it (a 16 MB gradient: 0.5-0.9 ms of zeroing here, during which the worker
+ * ran out of blocks: 0.93-0.97 of the time, bench/README.md, session 11).
+ */
 const PIPE_BYTES = 1 << 20;
 
 /** Where a chunk's rows start, for each input and each output. */
@@ -159,7 +164,8 @@ function pipeline(
   kernel: (chunk: Chunk) => void,
 ): Float32Array[] {
   const workers = threads - 1, rowBytes = c * 4;
-  const chunk = Math.min(Math.ceil(n / threads), Math.max(1, Math.floor(PIPE_BYTES / rowBytes)));
+  const fresh = outs.some((m, k) => outAt[k] < 0 && !m);
+  const chunk = Math.min(Math.ceil(n / threads), Math.max(1, Math.floor(((fresh ? 2 : 1) * PIPE_BYTES) / rowBytes)));
   const mine = Math.max(1, Math.min(chunk, Math.floor(CHUNK_BYTES / rowBytes)));
   const buffers = (rows: number) => {
     const bytes = rows * rowBytes, inBuf = inAt.map((a) => (a < 0 ? lay.add(bytes) : -1));
@@ -195,12 +201,14 @@ function pipeline(
   /**
    * Worker w's next block, fed and posted, if rows are left for it: at most `chunk` rows and half a
    * worker's share of the rows left, but at least the caller's chunk (rows left below it are the
-   * caller's); a worker's first blocks are smaller (4 of the caller's chunks, doubling), so it starts soon.
+   * caller's). A worker's first blocks are smaller (4 of the caller's chunks, doubling), so that it
+   * starts soon, unless the call makes a fresh output: then they are whole, to cover its making.
    */
   const give = (w: number): boolean => {
     if (back - front <= mine) return false;
     const b = given[w]++, left = Math.ceil((back - front) / (2 * workers));
-    const r0 = front, rows = Math.min(chunk, mine * 2 ** Math.min(b + 2, 30), Math.max(mine, left), back - front);
+    const grow = fresh ? chunk : mine * 2 ** Math.min(b + 2, 30);
+    const r0 = front, rows = Math.min(chunk, grow, Math.max(mine, left), back - front);
     front += rows;
     const { ins, o } = place(sets[2 * w + (b % 2)], r0), program: number[] = [];
     feed(r0, rows, ins);
