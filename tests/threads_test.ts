@@ -218,6 +218,24 @@ describe("WebAssembly threads", () => {
     l.dispose();
   });
 
+  it("a worker's trap: the call throws, the queue stays in order, and the pool runs the next call", async () => {
+    const l = await init({ backend: "wasm", threads: 2 }), p = poolOf(2);
+    const bad: number[] = [], good: number[] = [];
+    p.recorder(bad).softmax_rows(0xffff_fff0, 0xffff_fff0, 1, 1000, 0); // past the end of memory: a trap
+    p.post(0, bad);
+    p.post(0, good); // queued behind the failing one
+    assert.throws(() => p.settle(), /WebAssembly abort in a worker thread/);
+    p.settle(); // the failure was reported once
+    const r = new Rng(3), m = randomMatrix(r, 600, 700), labels = randomLabels(r, 600, 700, 0);
+    const one = await init({ backend: "wasm", threads: 1 });
+    assertSame(
+      await l.crossEntropy.valueAndGrad({ logits: m, labels }),
+      await one.crossEntropy.valueAndGrad({ logits: m, labels }),
+      "after",
+    );
+    l.dispose();
+  });
+
   it("Runtime.copy: every offset pair modulo 8 between a plain array and the shared memory, both ways", async () => {
     const l = await init({ backend: "wasm", threads: 2 });
     const rt = poolOf(2).rt, at = rt.malloc(1 << 20), len = 300_001;
