@@ -36,7 +36,7 @@
 // marginHead's chunks use too) and winning columns into the scratch subs [2, c], the row runs on
 // them as above with its gradient in the scratch, and a last pass (rowScatter) writes each
 // class's gradient at its winning column, 0 at the others.
-import { rowMax, rowMin, rowFind, rowSumBelow, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAxpby, rowZero, rowSoftcap, rowMul } from "./softmax";
+import { rowMax, rowMin, rowFind, rowSumBelow, rowDotBelow, rowExpSum, rowExpSumClamped, rowAffine, rowAffineMax, rowAxpby, rowZero, rowSoftcap, rowMul } from "./softmax";
 import { expNeg1 } from "./math";
 
 // The label's entry is left out of the max and of the sum S of the other entries
@@ -80,11 +80,19 @@ export function hard_label(
   const epsC = eps / <f64>c;
   const s32 = <f32>scale;
   const width = <usize>c * <usize>sub;
+  // Plain rows with a gradient (crossEntropy and focal without smoothing, softcap or the margins'
+  // options): a row's maximum is taken in the pass that finishes the row before it (rowAffineMax), so
+  // the next row's values arrive while this row's are in cache. The whole row's maximum gives the same
+  // m = max(max_{j != y} x_j, x_y) (a row with a NaN is NaN either way).
+  const fused = scales != 0 && scale == 1 && !clamp && !target && softcap == 0 && !ntc && sub == 1 && eps == 0;
+  let ahead = false, next: f32 = 0;
   for (let i = 0; i < rows; i++) {
     let zr = z + ((<usize>i * width) << 2);
     const gFull = g + ((<usize>i * width) << 2);
     let gr = gFull;
     const y = load<i32>(labels + (<usize>i << 2));
+    const known = ahead;
+    ahead = false;
     if (y < 0) {
       store<f64>(rowLoss + (<usize>i << 3), 0);
       if (rowZ) store<f64>(rowZ + (<usize>i << 3), 0);
@@ -128,7 +136,7 @@ export function hard_label(
       zy = <f64>xc * scale;
       dy = xc != xy ? 0 : scale;
     }
-    let mx = max(rowMax(zr, y), rowMax(zr + ((<usize>y + 1) << 2), c - y - 1));
+    let mx = known ? next : max(rowMax(zr, y), rowMax(zr + ((<usize>y + 1) << 2), c - y - 1));
     // Cosines are nearly always inside [-1, 1] already: then the row skips the clamp (the
     // same values, 4 fewer operations per vector in the exponential pass).
     const clampRow = rowClamp && (mx > 1 || min(rowMin(zr, y), rowMin(zr + ((<usize>y + 1) << 2), c - y - 1)) < -1) ? 1 : 0;
@@ -201,7 +209,10 @@ export function hard_label(
       gy += zk * ey / sum;
     }
     if (weight && u != 0) rowAxpby(gr, weight, c, <f32>ga, <f32>(-si * u * scale));
-    else rowAffine(gr, gr, c, <f32>ga, <f32>(si * u * scale));
+    else if (fused && i + 1 < rows) {
+      next = rowAffineMax(gr, c, <f32>ga, <f32>(si * u * scale), zr + ((<usize>c) << 2));
+      ahead = true;
+    } else rowAffine(gr, gr, c, <f32>ga, <f32>(si * u * scale));
     store<f32>(gr + (<usize>y << 2), <f32>(gy * dy));
     if (r >= 0) {
       // dz_r = s_i (a p_r - u w_r) = s_i ((a - u w_r) e_r - u w_r (sum - e_r)) / sum

@@ -215,6 +215,39 @@ export function rowAffine(src: usize, dst: usize, c: i32, a: f32, u: f32): void 
   }
 }
 
+/**
+ * `rowAffine(g, g, c, a, u)` and `rowMax(next, c)` in one pass: the pass that finishes a row also
+ * reads the next row, whose values arrive while this row's are in cache (crossEntropy's plain rows).
+ * The maximum is `rowMax(next, c)`'s, computed in its order.
+ */
+export function rowAffineMax(g: usize, c: i32, a: f32, u: f32, next: usize): f32 {
+  const va = f32x4.splat(a), vu = f32x4.splat(u);
+  let m0 = f32x4.splat(-Infinity);
+  let m1 = m0;
+  let j = 0;
+  for (; j + 8 <= c; j += 8) {
+    const o = <usize>j << 2;
+    v128.store(g + o, f32x4.sub(f32x4.mul(v128.load(g + o), va), vu));
+    v128.store(g + o, f32x4.sub(f32x4.mul(v128.load(g + o, 16), va), vu), 16);
+    m0 = f32x4.pmax(m0, v128.load(next + o));
+    m1 = f32x4.pmax(m1, v128.load(next + o, 16));
+  }
+  if (j + 4 <= c) {
+    const o = <usize>j << 2;
+    v128.store(g + o, f32x4.sub(f32x4.mul(v128.load(g + o), va), vu));
+    m0 = f32x4.pmax(m0, v128.load(next + o));
+    j += 4;
+  }
+  m0 = f32x4.pmax(m0, m1);
+  let m = max(max(f32x4.extract_lane(m0, 0), f32x4.extract_lane(m0, 1)), max(f32x4.extract_lane(m0, 2), f32x4.extract_lane(m0, 3)));
+  for (; j < c; j++) {
+    const o = <usize>j << 2;
+    store<f32>(g + o, load<f32>(g + o) * a - u);
+    m = max(m, load<f32>(next + o));
+  }
+  return m;
+}
+
 /** out[j] = a * out[j] + b * x[j], in place. */
 export function rowAxpby(out: usize, x: usize, c: i32, a: f32, b: f32): void {
   const va = f32x4.splat(a);
