@@ -1,7 +1,9 @@
 // The fused softmax core every softmax-family and margin kernel is built from:
 // one row at a time, (1) the maximum, (2) e^(z - max) summed and, when a gradient
 // is wanted, stored into the gradient row, (3) a per-row finish that scales the
-// stored exponentials in place. The row stays in L1/L2 between the passes.
+// stored exponentials in place. The row stays in L1/L2 between the passes; crossEntropy's
+// plain rows fold (1) of the next row into (3) (`rowAffineMax`), so that row's values
+// arrive from memory while this one is in cache.
 import { expNeg1, expK, expNegK } from "./math";
 
 // Sums run in float32x4 over blocks of BLOCK floats and the block sums are added
