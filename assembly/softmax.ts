@@ -12,21 +12,41 @@ const BLOCK: i32 = 1024;
 
 /** max of row[0 .. c); -inf for c = 0. NaN does not win (it propagates through the sum). */
 export function rowMax(row: usize, c: i32): f32 {
+  return maxAffine(row, c, 0, 0, 0, false);
+}
+
+/**
+ * `rowMax(row, c)`, and with `affine` g[j] = a * g[j] - u (`rowAffine` in place) in the same
+ * pass: the pass that finishes one row reads the next (`rowAffineMax`).
+ */
+// @ts-ignore: decorator
+@inline function maxAffine(row: usize, c: i32, g: usize, a: f32, u: f32, affine: bool): f32 {
+  const va = f32x4.splat(a), vu = f32x4.splat(u);
   let m0 = f32x4.splat(-Infinity);
   let m1 = m0;
   let j = 0;
   for (; j + 8 <= c; j += 8) {
-    const p = row + (<usize>j << 2);
-    m0 = f32x4.pmax(m0, v128.load(p));
-    m1 = f32x4.pmax(m1, v128.load(p, 16));
+    const o = <usize>j << 2;
+    if (affine) {
+      v128.store(g + o, f32x4.sub(f32x4.mul(v128.load(g + o), va), vu));
+      v128.store(g + o, f32x4.sub(f32x4.mul(v128.load(g + o, 16), va), vu), 16);
+    }
+    m0 = f32x4.pmax(m0, v128.load(row + o));
+    m1 = f32x4.pmax(m1, v128.load(row + o, 16));
   }
   if (j + 4 <= c) {
-    m0 = f32x4.pmax(m0, v128.load(row + (<usize>j << 2)));
+    const o = <usize>j << 2;
+    if (affine) v128.store(g + o, f32x4.sub(f32x4.mul(v128.load(g + o), va), vu));
+    m0 = f32x4.pmax(m0, v128.load(row + o));
     j += 4;
   }
   m0 = f32x4.pmax(m0, m1);
   let m = max(max(f32x4.extract_lane(m0, 0), f32x4.extract_lane(m0, 1)), max(f32x4.extract_lane(m0, 2), f32x4.extract_lane(m0, 3)));
-  for (; j < c; j++) m = max(m, load<f32>(row + (<usize>j << 2)));
+  for (; j < c; j++) {
+    const o = <usize>j << 2;
+    if (affine) store<f32>(g + o, load<f32>(g + o) * a - u);
+    m = max(m, load<f32>(row + o));
+  }
   return m;
 }
 
@@ -220,34 +240,10 @@ export function rowAffine(src: usize, dst: usize, c: i32, a: f32, u: f32): void 
 /**
  * `rowAffine(g, g, c, a, u)` and `rowMax(next, c)` in one pass: the pass that finishes a row also
  * reads the next row, whose values arrive while this row's are in cache (crossEntropy's plain rows).
- * The maximum is `rowMax(next, c)`'s, computed in its order.
+ * The maximum is `rowMax(next, c)`'s: one loop serves both (`maxAffine`).
  */
 export function rowAffineMax(g: usize, c: i32, a: f32, u: f32, next: usize): f32 {
-  const va = f32x4.splat(a), vu = f32x4.splat(u);
-  let m0 = f32x4.splat(-Infinity);
-  let m1 = m0;
-  let j = 0;
-  for (; j + 8 <= c; j += 8) {
-    const o = <usize>j << 2;
-    v128.store(g + o, f32x4.sub(f32x4.mul(v128.load(g + o), va), vu));
-    v128.store(g + o, f32x4.sub(f32x4.mul(v128.load(g + o, 16), va), vu), 16);
-    m0 = f32x4.pmax(m0, v128.load(next + o));
-    m1 = f32x4.pmax(m1, v128.load(next + o, 16));
-  }
-  if (j + 4 <= c) {
-    const o = <usize>j << 2;
-    v128.store(g + o, f32x4.sub(f32x4.mul(v128.load(g + o), va), vu));
-    m0 = f32x4.pmax(m0, v128.load(next + o));
-    j += 4;
-  }
-  m0 = f32x4.pmax(m0, m1);
-  let m = max(max(f32x4.extract_lane(m0, 0), f32x4.extract_lane(m0, 1)), max(f32x4.extract_lane(m0, 2), f32x4.extract_lane(m0, 3)));
-  for (; j < c; j++) {
-    const o = <usize>j << 2;
-    store<f32>(g + o, load<f32>(g + o) * a - u);
-    m = max(m, load<f32>(next + o));
-  }
-  return m;
+  return maxAffine(next, c, g, a, u, true);
 }
 
 /** out[j] = a * out[j] + b * x[j], in place. */

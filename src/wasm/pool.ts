@@ -69,7 +69,7 @@ listen(({ module, memory, control, slot, names }) => {
     if (Atomics.load(c, ${STOP})) return;
     seen = (seen + 1) | 0;
     try {
-      const at = ${PTR} + 2 * (seen & 1), p = new Float64Array(memory.buffer, c[at] >>> 0, c[at + 1]);
+      const q = 2 * (seen & 1), p = new Float64Array(memory.buffer, c[${PTR} + q] >>> 0, c[${LEN} + q]);
       for (let i = 0; i < p.length; i += 2 + p[i + 1]) fns[p[i]](...p.subarray(i + 2, i + 2 + p[i + 1]));
     } catch (e) {
       Atomics.store(c, ${ERROR}, 1);
