@@ -2,8 +2,8 @@
 // one row at a time, (1) the maximum, (2) e^(z - max) summed and, when a gradient
 // is wanted, stored into the gradient row, (3) a per-row finish that scales the
 // stored exponentials in place. The row stays in L1/L2 between the passes; crossEntropy's
-// plain rows fold (1) of the next row into (3) (`rowAffineMax`), so that row's values
-// arrive from memory while this one is in cache.
+// plain rows, softmax's and logSoftmax's fold (1) of the next row into (3) (`rowAffineMax`,
+// `rowLogProbMax`), so that row's values arrive from memory while this one is in cache.
 import { expNeg1, expK, expNegK } from "./math";
 
 // Sums run in float32x4 over blocks of BLOCK floats and the block sums are added
@@ -12,31 +12,46 @@ const BLOCK: i32 = 1024;
 
 /** max of row[0 .. c); -inf for c = 0. NaN does not win (it propagates through the sum). */
 export function rowMax(row: usize, c: i32): f32 {
-  return maxAffine(row, c, 0, 0, 0, false);
+  return maxThen(row, c, MAX, 0, 0, 0, 0, 0);
+}
+
+// What a row's finishing pass writes (`finish`), and whether the pass also takes a maximum (`maxThen`).
+const MAX = 0, AFFINE = 1, LOG_PROB = 2;
+
+/** AFFINE: v p - q (`rowAffine`); LOG_PROB: ((v - p) - q) r (`rowLogProb`). */
+// @ts-ignore: decorator
+@inline function finish(kind: i32, v: v128, p: v128, q: v128, r: v128): v128 {
+  return kind == AFFINE ? f32x4.sub(f32x4.mul(v, p), q) : f32x4.mul(f32x4.sub(f32x4.sub(v, p), q), r);
+}
+
+/** `finish` of one float. */
+// @ts-ignore: decorator
+@inline function finish1(kind: i32, v: f32, p: f32, q: f32, r: f32): f32 {
+  return kind == AFFINE ? v * p - q : ((v - p) - q) * r;
 }
 
 /**
- * `rowMax(row, c)`, and with `affine` g[j] = a * g[j] - u (`rowAffine` in place) in the same
- * pass: the pass that finishes one row reads the next (`rowAffineMax`).
+ * `rowMax(row, c)`, and unless `kind` is MAX, dst[j] = finish(src[j]) in the same pass: the pass
+ * that finishes one row reads the next (`rowAffineMax`, `rowLogProbMax`).
  */
 // @ts-ignore: decorator
-@inline function maxAffine(row: usize, c: i32, g: usize, a: f32, u: f32, affine: bool): f32 {
-  const va = f32x4.splat(a), vu = f32x4.splat(u);
+@inline function maxThen(row: usize, c: i32, kind: i32, dst: usize, src: usize, p: f32, q: f32, r: f32): f32 {
+  const vp = f32x4.splat(p), vq = f32x4.splat(q), vr = f32x4.splat(r);
   let m0 = f32x4.splat(-Infinity);
   let m1 = m0;
   let j = 0;
   for (; j + 8 <= c; j += 8) {
     const o = <usize>j << 2;
-    if (affine) {
-      v128.store(g + o, f32x4.sub(f32x4.mul(v128.load(g + o), va), vu));
-      v128.store(g + o, f32x4.sub(f32x4.mul(v128.load(g + o, 16), va), vu), 16);
+    if (kind != MAX) {
+      v128.store(dst + o, finish(kind, v128.load(src + o), vp, vq, vr));
+      v128.store(dst + o, finish(kind, v128.load(src + o, 16), vp, vq, vr), 16);
     }
     m0 = f32x4.pmax(m0, v128.load(row + o));
     m1 = f32x4.pmax(m1, v128.load(row + o, 16));
   }
   if (j + 4 <= c) {
     const o = <usize>j << 2;
-    if (affine) v128.store(g + o, f32x4.sub(f32x4.mul(v128.load(g + o), va), vu));
+    if (kind != MAX) v128.store(dst + o, finish(kind, v128.load(src + o), vp, vq, vr));
     m0 = f32x4.pmax(m0, v128.load(row + o));
     j += 4;
   }
@@ -44,7 +59,7 @@ export function rowMax(row: usize, c: i32): f32 {
   let m = max(max(f32x4.extract_lane(m0, 0), f32x4.extract_lane(m0, 1)), max(f32x4.extract_lane(m0, 2), f32x4.extract_lane(m0, 3)));
   for (; j < c; j++) {
     const o = <usize>j << 2;
-    if (affine) store<f32>(g + o, load<f32>(g + o) * a - u);
+    if (kind != MAX) store<f32>(dst + o, finish1(kind, load<f32>(src + o), p, q, r));
     m = max(m, load<f32>(row + o));
   }
   return m;
@@ -224,26 +239,31 @@ export function rowExpSumClamped(row: usize, c: i32, m: f32, scale: f32, out: us
 
 /** dst[j] = a * src[j] - u (dst may equal src). */
 export function rowAffine(src: usize, dst: usize, c: i32, a: f32, u: f32): void {
-  const va = f32x4.splat(a);
-  const vu = f32x4.splat(u);
+  finishRow(AFFINE, src, dst, c, a, u, 0);
+}
+
+/** dst[j] = finish(src[j]) for j < c (dst may equal src). */
+// @ts-ignore: decorator
+@inline function finishRow(kind: i32, src: usize, dst: usize, c: i32, p: f32, q: f32, r: f32): void {
+  const vp = f32x4.splat(p), vq = f32x4.splat(q), vr = f32x4.splat(r);
   let j = 0;
   for (; j + 4 <= c; j += 4) {
     const o = <usize>j << 2;
-    v128.store(dst + o, f32x4.sub(f32x4.mul(v128.load(src + o), va), vu));
+    v128.store(dst + o, finish(kind, v128.load(src + o), vp, vq, vr));
   }
   for (; j < c; j++) {
     const o = <usize>j << 2;
-    store<f32>(dst + o, load<f32>(src + o) * a - u);
+    store<f32>(dst + o, finish1(kind, load<f32>(src + o), p, q, r));
   }
 }
 
 /**
  * `rowAffine(g, g, c, a, u)` and `rowMax(next, c)` in one pass: the pass that finishes a row also
- * reads the next row, whose values arrive while this row's are in cache (crossEntropy's plain rows).
- * The maximum is `rowMax(next, c)`'s: one loop serves both (`maxAffine`).
+ * reads the next row, whose values arrive while this row's are in cache (crossEntropy's plain rows, softmax).
+ * The maximum is `rowMax(next, c)`'s: one loop serves both (`maxThen`).
  */
 export function rowAffineMax(g: usize, c: i32, a: f32, u: f32, next: usize): f32 {
-  return maxAffine(next, c, g, a, u, true);
+  return maxThen(next, c, AFFINE, g, g, a, u, 0);
 }
 
 /** out[j] = a * out[j] + b * x[j], in place. */
@@ -304,32 +324,43 @@ export function rowMul(out: usize, d: usize, c: i32): void {
  * e^(src - m); the first difference is exact near the max, so nothing is lost to
  * rounding a large log-sum-exp (dst may equal src). */
 export function rowLogProb(src: usize, dst: usize, c: i32, m: f32, l: f32, scale: f32): void {
-  const vm = f32x4.splat(m), vl = f32x4.splat(l), vs = f32x4.splat(scale);
-  let j = 0;
-  for (; j + 4 <= c; j += 4) {
-    const o = <usize>j << 2;
-    v128.store(dst + o, f32x4.mul(f32x4.sub(f32x4.sub(v128.load(src + o), vm), vl), vs));
-  }
-  for (; j < c; j++) {
-    const o = <usize>j << 2;
-    store<f32>(dst + o, ((load<f32>(src + o) - m) - l) * scale);
-  }
+  finishRow(LOG_PROB, src, dst, c, m, l, scale);
+}
+
+/** `rowLogProb(src, dst, c, m, l, scale)` and `rowMax(next, c)` in one pass (as `rowAffineMax`). */
+export function rowLogProbMax(src: usize, dst: usize, c: i32, m: f32, l: f32, scale: f32, next: usize): f32 {
+  return maxThen(next, c, LOG_PROB, dst, src, m, l, scale);
 }
 
 /**
+ * Longest rows (floats) whose finishing pass takes the next row's maximum (`softmax_rows`): longer
+ * rows come from memory in every pass, where logSoftmax's fold measured 2-3% slower (C = 32000,
+ * 100000) and softmax's no faster; at C = 1000 both take 0.82-0.85 of the time (bench/README.md).
+ */
+const FOLD: i32 = 16384;
+
+/**
  * softmax (log = 0) or log_softmax (log = 1) of each row of x [rows, c] into out
- * (out may equal x).
+ * (out may equal x). The pass that finishes a row takes the next row's maximum
+ * (`rowAffineMax`, `rowLogProbMax`) where rows are at most FOLD floats.
  */
 export function softmax_rows(x: usize, out: usize, rows: i32, c: i32, log: i32): void {
+  if (rows <= 0) return;
+  const stride = <usize>c << 2;
+  let m = rowMax(x, c);
   for (let i = 0; i < rows; i++) {
-    const off = (<usize>i * <usize>c) << 2;
-    const m = rowMax(x + off, c);
+    const row = x + <usize>i * stride, dst = out + <usize>i * stride, next = row + stride;
+    const fold = i + 1 < rows && c <= FOLD;
     if (log) {
-      rowLogProb(x + off, out + off, c, m, <f32>Math.log(rowExpSum(x + off, c, m, 1, 0)), 1);
+      const l = <f32>Math.log(rowExpSum(row, c, m, 1, 0));
+      if (fold) m = rowLogProbMax(row, dst, c, m, l, 1, next);
+      else rowLogProb(row, dst, c, m, l, 1);
     } else {
-      const sum = rowExpSum(x + off, c, m, 1, out + off);
-      rowAffine(out + off, out + off, c, <f32>(1 / sum), 0);
+      const a = <f32>(1 / rowExpSum(row, c, m, 1, dst));
+      if (fold) m = rowAffineMax(dst, c, a, 0, next);
+      else rowAffine(dst, dst, c, a, 0);
     }
+    if (!fold && i + 1 < rows) m = rowMax(next, c);
   }
 }
 

@@ -105,6 +105,27 @@ function suite(spec: LossSpec, log: boolean): void {
             else assertAllClose(s.output!.data, a.output!.data, { atol: 2e-4, rtol: 2e-4 }, "shifted");
           });
 
+          it(
+            "a batch is its rows one by one (bit for bit), rows at levels far apart, short and long",
+            { skip },
+            async () => {
+              // Rows take their maximum in the pass that finishes the row before (up to 16384 floats): a wrong
+              // maximum moves every bit while the shift-invariant tests above stay within their tolerances.
+              const f = lossOf(b, spec.name)!;
+              for (const c of [37, 16385]) {
+                const n = 6, x = randomMatrix(rng, n, c, 3);
+                for (let i = 0; i < n; i++) {
+                  for (let j = 0; j < c; j++) x.data[i * c + j] += [0, 90, -90, 4000, 0.5, -7][i];
+                }
+                const all = await f.forward({ x });
+                for (let i = 0; i < n; i++) {
+                  const one = await f.forward({ x: { data: x.data.slice(i * c, (i + 1) * c), shape: [1, c] } });
+                  assert.deepEqual(one.output!.data, all.output!.data.slice(i * c, (i + 1) * c), `C ${c} row ${i}`);
+                }
+              }
+            },
+          );
+
           it("C = 1 gives 1 (softmax) or 0 (logSoftmax) and a zero gradient, even at 1e4", { skip }, async () => {
             const f = lossOf(b, spec.name)!;
             const x = { data: new Float32Array([1e4, -1e4, 0.5]), shape: [3, 1] };
