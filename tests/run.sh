@@ -69,7 +69,8 @@ run() { # name counter command...
     # The runtime aborting in its teardown after its own summary said every test passed (glibc's
     # heap checks, seen twice in Deno 2.9.6: docs/DEVELOPMENT.md, "A crash at exit"): said, and run
     # once more; a second abort, or any failed test, counts.
-    if [ "$failed_run" = 1 ] && [ "$attempt" = 1 ] && grep -qE '^ok \| [0-9]+ passed \| 0 failed' "$log" &&
+    # (The summary counts steps where there are any: "ok | 227 passed (10166 steps) | 0 failed".)
+    if [ "$failed_run" = 1 ] && [ "$attempt" = 1 ] && grep -qE '^ok \| [0-9]+ passed( \([0-9]+ steps?\))? \| 0 failed' "$log" &&
       grep -qE 'corrupted|double free|free\(\)|malloc\(\)|^Aborted' "$log"; then
       echo "=== $name: THE RUNTIME ABORTED AT EXIT after every test passed ($(grep -m1 -E 'corrupted|double free|free\(\)|malloc\(\)' "$log")): running it once more"
       continue
