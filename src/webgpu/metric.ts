@@ -128,7 +128,7 @@ export const planMetric: Planner<MetricProblem> = (ctx, p, bufs, force) => {
       ["reduce", 1],
       ["grad", grad * tiles(b), tiles(d)],
       ["grad_p", proxy ? grad * tiles(c) : 0, tiles(d)],
-      ["back_h", grad * tiles(b + c), d],
+      ["back_h", triplet ? grad * tiles(b + c) : 0, d],
       ["back", grad * tiles(b + c)],
     ],
     reads: [
