@@ -335,7 +335,8 @@ export function rowLogProbMax(src: usize, dst: usize, c: i32, m: f32, l: f32, sc
 /**
  * Longest rows (floats) whose finishing pass takes the next row's maximum (`softmax_rows`): longer
  * rows come from memory in every pass, where logSoftmax's fold measured 2-3% slower (C = 32000,
- * 100000) and softmax's no faster; at C = 1000 both take 0.82-0.85 of the time (bench/README.md).
+ * 100000) and softmax's no faster; at C = 1000 softmax takes 0.81-0.89 of the time, logSoftmax
+ * 0.93-0.98 (bench/README.md, issue 21, session 12).
  */
 const FOLD: i32 = 16384;
 
