@@ -804,12 +804,10 @@ fn grad_p(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   grad_tiles(t, 3u, wid.x * 64u, P.c, wid.y * 64u, P.d, P.b);
 }
 
-// Row r's gradient w.r.t. h, entry q: scale G or scale E (tripletMargin: scale (rs h - G), and
-// the near pairs).
+// tripletMargin's gradient w.r.t. h_r, entry q: scale (rs h - G), and the near pairs.
 fn grad_h(r: u32, q: u32, scale: f32, rs: f32) -> f32 {
   let d = P.d;
   let g = scale * work[(P.b + P.c + r) * d + q];
-  if (P.loss != 1u) { return g; }
   // The near pairs' c (h_r - h_j) / d from the raw rows (see the top).
   let b = P.b;
   var near = 0.0;
@@ -820,7 +818,7 @@ fn grad_h(r: u32, q: u32, scale: f32, rs: f32) -> f32 {
   return scale * (rs * work[r * d + q] + near) - g;
 }
 
-// One invocation per entry (r, q) of f and the proxies (grid: row groups, D): grad_h's value into gf / gp,
+// tripletMargin, one invocation per entry (r, q) of f (grid: row groups, D): grad_h's value into gf,
 // which `back` then reads (grad_h's sums over the batch in an invocation of their own: one per row,
 // D of them, went past llvmpipe's loop budget at B = 256 and D = 128, src/webgpu/loops.ts).
 @compute @workgroup_size(64)
@@ -831,11 +829,9 @@ fn back_h(@builtin(global_invocation_id) gid: vec3<u32>) {
   let b = P.b;
   let d = P.d;
   if (r >= b + P.c) { return; }
-  // tripletMargin: the row and column sums of W (the far pairs).
+  // The row and column sums of W (the far pairs).
   var rs = 0.0;
-  if (P.loss == 1u) {
-    for (var j = 0u; j < b; j++) { rs += s[r * b + j] + s[j * b + r]; }
-  }
+  for (var j = 0u; j < b; j++) { rs += s[r * b + j] + s[j * b + r]; }
   let g = grad_h(r, q, stats[1], rs);
   if (r < b) { gf[r * d + q] = g; } else { gp[(r - b) * d + q] = g; }
 }
